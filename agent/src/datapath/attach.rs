@@ -1,0 +1,172 @@
+//! TCX attachment of the programs to interfaces, as bpffs-pinned links.
+//!
+//! A pinned TCX link keeps its program attached while the agent is not
+//! running (restart-safe) and needs no qdisc, so detaching leaves nothing
+//! behind on the interface. Pins live at
+//! `<pin dir>/links/<interface>@<ifindex>.<ingress|egress>`: the ifindex in
+//! the name tells a live attachment from the stale pin of an interface that
+//! was deleted and re-created under the same name.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, LinkError, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{LinkOrder, TcAttachType};
+
+use super::{Datapath, DatapathError, ProgramKind};
+
+/// Which side of a device the programs guard.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// The host-side veth of a pod: from-pod on ingress, to-pod on egress.
+    Pod,
+    /// A node's network device: from-netdev on ingress, to-netdev on egress.
+    Netdev,
+}
+
+/// One program at one TC hook.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct AttachPoint {
+    pub program: ProgramKind,
+    pub ingress: bool,
+}
+
+impl Hook {
+    pub const fn points(self) -> [AttachPoint; 2] {
+        let (from, to) = match self {
+            Hook::Pod => (ProgramKind::FromPod, ProgramKind::ToPod),
+            Hook::Netdev => (ProgramKind::FromNetdev, ProgramKind::ToNetdev),
+        };
+        [
+            AttachPoint {
+                program: from,
+                ingress: true,
+            },
+            AttachPoint {
+                program: to,
+                ingress: false,
+            },
+        ]
+    }
+}
+
+impl AttachPoint {
+    fn tc_type(self) -> TcAttachType {
+        if self.ingress {
+            TcAttachType::Ingress
+        } else {
+            TcAttachType::Egress
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        if self.ingress {
+            "ingress"
+        } else {
+            "egress"
+        }
+    }
+}
+
+fn links_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("links")
+}
+
+fn link_pin(pin_dir: &Path, interface: &str, ifindex: u32, point: AttachPoint) -> PathBuf {
+    links_dir(pin_dir).join(format!("{interface}@{ifindex}.{}", point.suffix()))
+}
+
+/// Pins of `interface` at `point`, whatever ifindex they were made for.
+fn pins_of(pin_dir: &Path, interface: &str, point: AttachPoint) -> io::Result<Vec<PathBuf>> {
+    let prefix = format!("{interface}@");
+    let suffix = format!(".{}", point.suffix());
+    let entries = match std::fs::read_dir(links_dir(pin_dir)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut pins = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(&suffix) {
+            pins.push(entry.path());
+        }
+    }
+    Ok(pins)
+}
+
+pub(super) fn attach(
+    datapath: &mut Datapath,
+    interface: &str,
+    point: AttachPoint,
+) -> Result<(), DatapathError> {
+    let fail = |reason: String| DatapathError::Attach {
+        interface: interface.to_string(),
+        reason,
+    };
+    let ifindex = nix::net::if_::if_nametoindex(interface)
+        .map_err(|e| fail(format!("no such interface: {e}")))?;
+    let pin_dir = datapath.pin_dir.clone();
+    let pin = link_pin(&pin_dir, interface, ifindex, point);
+    for stale in pins_of(&pin_dir, interface, point).map_err(|e| fail(e.to_string()))? {
+        if stale != pin {
+            // The interface this pin was made for no longer exists, and with
+            // it the attachment; only the pin file is left.
+            let _ = std::fs::remove_file(stale);
+        }
+    }
+    std::fs::create_dir_all(links_dir(&pin_dir)).map_err(|e| fail(e.to_string()))?;
+
+    let program = datapath.program_mut(point.program)?;
+    let link_id = match PinnedLink::from_pin(&pin) {
+        Ok(pinned) => {
+            // Already attached (an earlier agent run): swap in this program.
+            let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+                .map_err(|e| fail(format!("pinned link {}: {e}", pin.display())))?;
+            program
+                .attach_to_link(link)
+                .map_err(|e| fail(format!("replacing {}: {e}", point.program.name())))?
+        }
+        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
+            let id = program
+                .attach_with_options(
+                    interface,
+                    point.tc_type(),
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(|e| fail(format!("TCX attach of {}: {e}", point.program.name())))?;
+            let link = program.take_link(id).map_err(|e| fail(e.to_string()))?;
+            let fd_link = FdLink::try_from(link).map_err(|e| fail(e.to_string()))?;
+            fd_link
+                .pin(&pin)
+                .map_err(|e| fail(format!("pinning {}: {e}", pin.display())))?;
+            return Ok(());
+        }
+        Err(e) => return Err(fail(format!("opening {}: {e}", pin.display()))),
+    };
+    // The pin keeps the link alive; the program need not hold it too.
+    let _ = program.take_link(link_id);
+    Ok(())
+}
+
+pub(super) fn detach(
+    pin_dir: &Path,
+    interface: &str,
+    point: AttachPoint,
+) -> Result<(), DatapathError> {
+    let pins = pins_of(pin_dir, interface, point).map_err(|e| DatapathError::Attach {
+        interface: interface.to_string(),
+        reason: e.to_string(),
+    })?;
+    for pin in pins {
+        // Removing the last reference to a TCX link detaches its program.
+        std::fs::remove_file(&pin).map_err(|e| DatapathError::Attach {
+            interface: interface.to_string(),
+            reason: format!("removing {}: {e}", pin.display()),
+        })?;
+    }
+    Ok(())
+}

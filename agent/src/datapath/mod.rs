@@ -1,0 +1,203 @@
+//! Loading Weir's kernel programs, pinning their maps under bpffs and
+//! attaching them to interfaces.
+//!
+//! The object is embedded at build time (see `build.rs`). Maps are pinned by
+//! name under a configurable directory (default [`DEFAULT_PIN_DIR`]); a
+//! second load with the same directory reuses the pinned maps, so counters
+//! and, later, policy and conntrack state survive an agent restart.
+//! Attachments are TCX links, also pinned there (see [`attach`]), so
+//! programs stay attached while the agent is down.
+
+mod attach;
+mod metrics;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aya::programs::{ProgramError, SchedClassifier};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use weir_abi::program_names;
+
+pub use attach::{AttachPoint, Hook};
+pub use metrics::{MetricsError, MetricsSnapshot};
+
+/// Where maps and links are pinned unless configured otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/weir";
+
+/// The kernel programs, as built by `cargo xtask build`.
+pub fn object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-datapath.o"))
+}
+
+/// The programs in the datapath object.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProgramKind {
+    FromPod,
+    ToPod,
+    FromNetdev,
+    ToNetdev,
+}
+
+impl ProgramKind {
+    pub const ALL: [ProgramKind; 4] = [
+        ProgramKind::FromPod,
+        ProgramKind::ToPod,
+        ProgramKind::FromNetdev,
+        ProgramKind::ToNetdev,
+    ];
+
+    /// The program's symbol (and kernel) name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProgramKind::FromPod => program_names::FROM_POD,
+            ProgramKind::ToPod => program_names::TO_POD,
+            ProgramKind::FromNetdev => program_names::FROM_NETDEV,
+            ProgramKind::ToNetdev => program_names::TO_NETDEV,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("cannot create pin directory {path}: {source}")]
+    PinDir { path: PathBuf, source: io::Error },
+    #[error("{path} is not on a bpf filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)")]
+    NotBpffs { path: PathBuf },
+    #[error("loading the datapath object failed: {0}")]
+    Object(#[from] EbpfError),
+    #[error("program {name} is missing from the datapath object")]
+    MissingProgram { name: &'static str },
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("attaching to {interface}: {reason}")]
+    Attach { interface: String, reason: String },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+/// The loaded datapath: programs verified and loaded into the kernel, maps
+/// created (or reused) and pinned.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl Datapath {
+    /// Loads the embedded object with maps pinned under `pin_dir`.
+    pub fn load(pin_dir: &Path) -> Result<Datapath, DatapathError> {
+        Datapath::load_object(object(), pin_dir)
+    }
+
+    /// Loads `object` with maps pinned under `pin_dir`, and every program in it.
+    pub fn load_object(object: &[u8], pin_dir: &Path) -> Result<Datapath, DatapathError> {
+        std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
+            path: pin_dir.to_path_buf(),
+            source,
+        })?;
+        if !is_bpffs(pin_dir) {
+            return Err(DatapathError::NotBpffs {
+                path: pin_dir.to_path_buf(),
+            });
+        }
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(object)?;
+        let mut datapath = Datapath {
+            ebpf,
+            pin_dir: pin_dir.to_path_buf(),
+        };
+        for kind in ProgramKind::ALL {
+            let name = kind.name();
+            datapath
+                .program_mut(kind)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        Ok(datapath)
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// A loaded program, e.g. to run it with `BPF_PROG_TEST_RUN`.
+    pub fn program_mut(
+        &mut self,
+        kind: ProgramKind,
+    ) -> Result<&mut SchedClassifier, DatapathError> {
+        let name = kind.name();
+        self.ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })
+    }
+
+    /// Reads the packet/byte counters, summed over CPUs.
+    pub fn metrics(&self) -> Result<MetricsSnapshot, DatapathError> {
+        Ok(metrics::read(&self.ebpf)?)
+    }
+
+    /// Attaches the programs of `hook` to `interface` (in the caller's
+    /// network namespace) and pins the links; replaces the programs of an
+    /// existing pinned attachment atomically.
+    pub fn attach(&mut self, interface: &str, hook: Hook) -> Result<(), DatapathError> {
+        for point in hook.points() {
+            attach::attach(self, interface, point)?;
+        }
+        Ok(())
+    }
+
+    /// Detaches what [`Datapath::attach`] attached with `hook`.
+    pub fn detach(&mut self, interface: &str, hook: Hook) -> Result<(), DatapathError> {
+        detach_pinned(&self.pin_dir, interface, hook)
+    }
+
+    /// Removes the pinned maps (the links are removed by [`Datapath::detach`]).
+    /// Used when a datapath instance is torn down for good, as in tests.
+    pub fn unpin_all(self) -> io::Result<()> {
+        let pin_dir = self.pin_dir.clone();
+        drop(self);
+        remove_pins(&pin_dir)
+    }
+}
+
+/// Detaches `hook` from `interface` by removing its pinned links; works
+/// without a loaded datapath (e.g. from a cleanup path after a crash).
+pub fn detach_pinned(pin_dir: &Path, interface: &str, hook: Hook) -> Result<(), DatapathError> {
+    for point in hook.points() {
+        attach::detach(pin_dir, interface, point)?;
+    }
+    Ok(())
+}
+
+/// Removes every pin under `pin_dir` (maps and links) and the directory.
+pub fn remove_pins(pin_dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(pin_dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// True if `path` lives on a bpf filesystem.
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    nix_statfs_type(path) == Some(BPF_FS_MAGIC)
+}
+
+fn nix_statfs_type(path: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: c_path is a valid NUL-terminated string and stat points to
+    // writable memory of the right size; statfs initialises it on success.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statfs returned 0, so it filled the struct.
+    Some(unsafe { stat.assume_init() }.f_type as i64)
+}

@@ -1,0 +1,36 @@
+//! The binary interface between Weir's kernel programs and user space.
+//!
+//! Every type that crosses the kernel/user boundary (map keys, map values,
+//! reason codes) is defined here exactly once, `#[repr(C)]` with explicit
+//! padding, so the datapath (built for `bpfel-unknown-none`) and the agent
+//! (built for the host) can never disagree about a layout. Sizes are pinned by
+//! compile-time assertions below and by the unit tests in `tests.rs`.
+#![cfg_attr(not(test), no_std)]
+
+pub mod metrics;
+pub mod reason;
+
+pub use metrics::{MetricsKey, MetricsValue, TrafficDirection};
+pub use reason::Reason;
+
+/// Names of the maps the datapath object defines. User space opens maps by
+/// these names; the kernel crate declares them with the same constants.
+pub mod map_names {
+    /// Per-CPU packet/byte counters keyed by [`crate::MetricsKey`].
+    pub const METRICS: &str = "weir_metrics";
+}
+
+/// Names of the TC programs in the datapath object.
+pub mod program_names {
+    /// Host-side veth ingress: packets the pod sent.
+    pub const FROM_POD: &str = "weir_from_pod";
+    /// Host-side veth egress: packets on their way into the pod.
+    pub const TO_POD: &str = "weir_to_pod";
+    /// Node device ingress: packets arriving at the node from the network.
+    pub const FROM_NETDEV: &str = "weir_from_netdev";
+    /// Node device egress: packets leaving the node for the network.
+    pub const TO_NETDEV: &str = "weir_to_netdev";
+}
+
+#[cfg(test)]
+mod tests;

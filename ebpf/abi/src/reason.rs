@@ -1,0 +1,55 @@
+//! Why the datapath did what it did with a packet.
+//!
+//! Numbers follow Cilium's (`0` forwarded, drops from 130 up) so that
+//! dashboards and Hubble clients that know those codes read Weir's the same
+//! way. Only codes the datapath actually emits are listed.
+
+/// A forward or drop reason, as stored in [`crate::MetricsKey::reason`].
+#[repr(u8)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// The packet was passed on.
+    Forwarded = 0,
+    /// The L3 header is truncated or inconsistent (bad version, IHL, length).
+    DropInvalid = 134,
+    /// The L4 header (TCP, UDP, ICMP, SCTP) is truncated or invalid.
+    DropCtInvalidHdr = 135,
+    /// An IPv6 extension header is truncated or the chain is too long.
+    DropInvalidExthdr = 156,
+}
+
+impl Reason {
+    /// Every reason, in numeric order.
+    pub const ALL: [Reason; 4] = [
+        Reason::Forwarded,
+        Reason::DropInvalid,
+        Reason::DropCtInvalidHdr,
+        Reason::DropInvalidExthdr,
+    ];
+
+    /// Decodes a reason read from a map; `None` for codes this build does not know.
+    pub const fn from_u8(code: u8) -> Option<Reason> {
+        match code {
+            0 => Some(Reason::Forwarded),
+            134 => Some(Reason::DropInvalid),
+            135 => Some(Reason::DropCtInvalidHdr),
+            156 => Some(Reason::DropInvalidExthdr),
+            _ => None,
+        }
+    }
+
+    /// True for every reason that means the packet was dropped.
+    pub const fn is_drop(self) -> bool {
+        !matches!(self, Reason::Forwarded)
+    }
+
+    /// Human-readable text, matching Cilium's monitor wording.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Reason::Forwarded => "Forwarded",
+            Reason::DropInvalid => "Invalid packet",
+            Reason::DropCtInvalidHdr => "CT: Truncated or invalid header",
+            Reason::DropInvalidExthdr => "Invalid IPv6 extension header",
+        }
+    }
+}

@@ -1,0 +1,75 @@
+use core::mem::{align_of, offset_of, size_of};
+
+use crate::{MetricsKey, MetricsValue, Reason, TrafficDirection};
+
+#[test]
+fn metrics_key_layout_is_pinned() {
+    assert_eq!(size_of::<MetricsKey>(), 8);
+    assert_eq!(align_of::<MetricsKey>(), 1);
+    assert_eq!(offset_of!(MetricsKey, reason), 0);
+    assert_eq!(offset_of!(MetricsKey, direction), 1);
+    assert_eq!(offset_of!(MetricsKey, pad), 2);
+}
+
+#[test]
+fn metrics_value_layout_is_pinned() {
+    assert_eq!(size_of::<MetricsValue>(), 16);
+    assert_eq!(align_of::<MetricsValue>(), 8);
+    assert_eq!(offset_of!(MetricsValue, packets), 0);
+    assert_eq!(offset_of!(MetricsValue, bytes), 8);
+}
+
+#[test]
+fn metrics_key_bytes_are_reason_direction_then_zero_padding() {
+    let key = MetricsKey::new(Reason::DropInvalid, TrafficDirection::Egress);
+    // SAFETY: MetricsKey is repr(C), 8 bytes, no implicit padding.
+    let bytes: [u8; 8] = unsafe { core::mem::transmute(key) };
+    assert_eq!(bytes, [134, 2, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn reason_codes_match_cilium_numbers() {
+    assert_eq!(Reason::Forwarded as u8, 0);
+    assert_eq!(Reason::DropInvalid as u8, 134);
+    assert_eq!(Reason::DropCtInvalidHdr as u8, 135);
+    assert_eq!(Reason::DropInvalidExthdr as u8, 156);
+}
+
+#[test]
+fn reason_round_trips_and_unknown_codes_decode_to_none() {
+    for reason in Reason::ALL {
+        assert_eq!(Reason::from_u8(reason as u8), Some(reason));
+    }
+    assert_eq!(Reason::from_u8(1), None);
+    assert_eq!(Reason::from_u8(255), None);
+    assert!(!Reason::Forwarded.is_drop());
+    assert!(Reason::DropInvalid.is_drop());
+}
+
+#[test]
+fn direction_round_trips() {
+    for direction in TrafficDirection::ALL {
+        assert_eq!(TrafficDirection::from_u8(direction as u8), Some(direction));
+    }
+    assert_eq!(TrafficDirection::from_u8(0), None);
+    assert_eq!(TrafficDirection::from_u8(3), None);
+}
+
+#[test]
+fn metrics_value_sum_saturates() {
+    let a = MetricsValue {
+        packets: u64::MAX - 1,
+        bytes: 10,
+    };
+    let b = MetricsValue {
+        packets: 5,
+        bytes: 20,
+    };
+    assert_eq!(
+        a.saturating_add(b),
+        MetricsValue {
+            packets: u64::MAX,
+            bytes: 30
+        }
+    );
+}

@@ -1,0 +1,71 @@
+//! Weir's kernel programs: TC classifiers for a pod's host-side veth and for
+//! a node's network device.
+//!
+//! For now every program parses the packet (Ethernet, IPv4/IPv6 with
+//! extension headers, TCP/UDP/ICMP/ICMPv6/SCTP), counts it into the per-CPU
+//! metrics map under (reason, direction), and passes well-formed traffic.
+//! Packets with a truncated or inconsistent L3/L4 header are dropped with
+//! their own reason: a header the datapath cannot read is a header that
+//! policy could not be enforced on.
+#![no_std]
+#![no_main]
+
+mod metrics;
+mod packet;
+mod parse;
+
+use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
+use aya_ebpf::macros::classifier;
+use aya_ebpf::programs::TcContext;
+use weir_abi::{Reason, TrafficDirection};
+
+/// Host-side veth ingress: what the pod sent (the pod's egress).
+#[classifier]
+pub fn weir_from_pod(ctx: TcContext) -> i32 {
+    handle(&ctx, TrafficDirection::Egress)
+}
+
+/// Host-side veth egress: what is about to enter the pod (its ingress).
+#[classifier]
+pub fn weir_to_pod(ctx: TcContext) -> i32 {
+    handle(&ctx, TrafficDirection::Ingress)
+}
+
+/// Node device ingress: what arrives at the node from the network.
+#[classifier]
+pub fn weir_from_netdev(ctx: TcContext) -> i32 {
+    handle(&ctx, TrafficDirection::Ingress)
+}
+
+/// Node device egress: what leaves the node for the network.
+#[classifier]
+pub fn weir_to_netdev(ctx: TcContext) -> i32 {
+    handle(&ctx, TrafficDirection::Egress)
+}
+
+#[inline(always)]
+fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
+    let reason = match parse::parse(ctx) {
+        Ok(()) => Reason::Forwarded,
+        Err(reason) => reason,
+    };
+    metrics::account(direction, reason, ctx.len());
+    if reason.is_drop() {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_OK
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach a panic, so this is
+    // never executed; it exists because no_std requires a handler.
+    loop {}
+}
+
+/// The license the kernel checks before allowing GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

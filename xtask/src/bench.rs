@@ -1,0 +1,60 @@
+//! `cargo xtask bench ...`: benchmarks that print figures. The measuring code
+//! lives in the `weir-tests` crate (it needs the agent and the kernel); this
+//! builds what it needs and runs it in release mode.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::build;
+use crate::cmd::{self, step};
+use crate::setup;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: Bench,
+}
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Per-packet time of every datapath program on crafted packets,
+    /// measured in the kernel with BPF_PROG_TEST_RUN.
+    Datapath {
+        /// Repetitions per packet and program.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// How many times to repeat each measurement (median and range are printed).
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    setup::run()?;
+    build::build_datapath()?;
+    match &args.which {
+        Bench::Datapath { repeat, runs } => {
+            step("datapath per-packet cost (BPF_PROG_TEST_RUN)");
+            cmd::run(
+                cmd::cargo(None)
+                    .args([
+                        "run",
+                        "--release",
+                        "--quiet",
+                        "-p",
+                        "weir-tests",
+                        "--bin",
+                        "weir-bench",
+                    ])
+                    .args([
+                        "--",
+                        "datapath",
+                        "--repeat",
+                        &repeat.to_string(),
+                        "--runs",
+                        &runs.to_string(),
+                    ]),
+            )
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `cargo xtask`: the privileged and multi-toolchain workflows of Weir.
+//!
+//! Kept free of the project's own crates so that it builds on a fresh clone
+//! before anything else exists (the agent embeds the kernel object, which
+//! `cargo xtask build` produces first).
+
+mod bench;
+mod build;
+mod cmd;
+mod paths;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Weir developer workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need: nightly rust-src, bpf-linker
+    /// (under target/), Debian packages, a mounted bpffs. Idempotent.
+    Setup,
+    /// Build the kernel programs (nightly, bpfel) and then the host crates.
+    Build(build::BuildArgs),
+    /// Setup, build, format and lint checks, then every test suite (needs root).
+    Test(test::TestArgs),
+    /// Benchmarks that print figures.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Build(args) => build::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
+    }
+}

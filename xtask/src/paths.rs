@@ -1,0 +1,40 @@
+//! Where things live in the repository.
+
+use std::path::PathBuf;
+
+/// The workspace root (the directory holding the top-level Cargo.toml).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Host tools built by setup (bpf-linker), kept under target/ so a clean
+/// clone rebuilds them and nothing outside the repository is assumed.
+pub fn tools_dir() -> PathBuf {
+    root().join("target/tools")
+}
+
+pub fn bpf_linker() -> PathBuf {
+    tools_dir().join("bin/bpf-linker")
+}
+
+/// A prefix whose lib/ points at nightly's own libLLVM, for building bpf-linker.
+pub fn llvm_prefix() -> PathBuf {
+    root().join("target/llvm-prefix")
+}
+
+pub fn datapath_manifest() -> PathBuf {
+    root().join("ebpf/datapath/Cargo.toml")
+}
+
+/// Cargo target directory of the kernel crate.
+pub fn ebpf_target_dir() -> PathBuf {
+    root().join("target/ebpf")
+}
+
+/// The datapath object the agent embeds (see agent/build.rs).
+pub fn datapath_object() -> PathBuf {
+    ebpf_target_dir().join("bpfel-unknown-none/release/weir-datapath")
+}

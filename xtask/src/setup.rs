@@ -1,0 +1,230 @@
+//! `cargo xtask setup`: everything a fresh machine lacks to build and test
+//! Weir. Each step checks first and does nothing when already done.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::cmd::{self, step};
+use crate::paths;
+
+/// bpf-linker release built by setup; it must use the same LLVM major as
+/// nightly's rustc, which is why it is built against nightly's libLLVM.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Offline source for nightly's rust-src: an archive of the component
+/// (containing `library/` and `src/`), e.g. shared/toolchain/rust-src-*.tar.xz.
+const RUST_SRC_ARCHIVE_ENV: &str = "WEIR_RUST_SRC_ARCHIVE";
+
+/// Debian packages the tests and the lab use, with a command that proves each
+/// is present.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[("iproute2", "ip"), ("iproute2", "tc")];
+
+pub fn run() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    ensure_rust_src(&sysroot)?;
+    ensure_bpf_linker(&sysroot)?;
+    ensure_debian_packages()?;
+    ensure_bpffs()?;
+    step("setup complete");
+    Ok(())
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    step("nightly toolchain");
+    let version =
+        cmd::output(Command::new("rustc").args(["+nightly", "-vV"])).ok_or_else(|| {
+            anyhow!(
+                "the nightly toolchain is missing (`rustc +nightly -vV` failed): \
+             install it with `rustup toolchain install nightly`"
+            )
+        })?;
+    let release = version
+        .lines()
+        .find_map(|l| l.strip_prefix("release: "))
+        .unwrap_or("unknown");
+    println!("    rustc {release}");
+    let sysroot = cmd::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .ok_or_else(|| anyhow!("`rustc +nightly --print sysroot` failed"))?;
+    Ok(PathBuf::from(sysroot))
+}
+
+fn ensure_rust_src(sysroot: &Path) -> Result<()> {
+    step("nightly rust-src (needed by -Z build-std=core)");
+    let src_root = sysroot.join("lib/rustlib/src/rust");
+    if src_root.join("library/core/src/lib.rs").is_file() {
+        println!("    present at {}", src_root.display());
+        return Ok(());
+    }
+    if let Some(archive) = std::env::var_os(RUST_SRC_ARCHIVE_ENV) {
+        return unpack_rust_src(Path::new(&archive), &src_root);
+    }
+    cmd::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+    .with_context(|| {
+        format!(
+            "could not download rust-src; offline, point {RUST_SRC_ARCHIVE_ENV} at an archive \
+                 of the component for exactly this nightly (rustc +nightly -vV)"
+        )
+    })
+}
+
+/// Unpacks an offline rust-src archive after checking that it was made for
+/// the installed nightly (its file name carries the short commit hash) and,
+/// where a SHA256SUMS file sits beside it, that its checksum matches.
+fn unpack_rust_src(archive: &Path, src_root: &Path) -> Result<()> {
+    let name = archive
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("{RUST_SRC_ARCHIVE_ENV}: not a file path"))?;
+    let commit = cmd::output(Command::new("rustc").args(["+nightly", "-vV"]))
+        .and_then(|v| {
+            v.lines()
+                .find_map(|l| l.strip_prefix("commit-hash: ").map(str::to_owned))
+        })
+        .ok_or_else(|| anyhow!("cannot read nightly's commit hash"))?;
+    if !name.contains(&commit[..9.min(commit.len())]) {
+        bail!("{name} is not for this nightly (commit {commit}); use the archive made for it");
+    }
+    let sums = archive.with_file_name("SHA256SUMS");
+    if sums.is_file() {
+        let dir = archive.parent().unwrap_or(Path::new("."));
+        cmd::run(
+            Command::new("sha256sum")
+                .args(["--check", "--ignore-missing", "SHA256SUMS"])
+                .current_dir(dir),
+        )
+        .context("rust-src archive checksum mismatch")?;
+    }
+    fs::create_dir_all(src_root)?;
+    cmd::run(
+        Command::new("tar")
+            .arg("-xJf")
+            .arg(archive)
+            .arg("-C")
+            .arg(src_root),
+    )
+}
+
+fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
+    step(&format!(
+        "bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM"
+    ));
+    let (llvm_lib, llvm_major) = find_nightly_llvm(sysroot)?;
+    let linker = paths::bpf_linker();
+    let stamp = paths::tools_dir().join("bpf-linker.stamp");
+    let wanted_stamp = format!("{BPF_LINKER_VERSION} {}\n", llvm_lib.display());
+    let linker_runs = cmd::output(Command::new(&linker).arg("--version")).is_some();
+    if linker_runs && fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted_stamp) {
+        println!("    present at {}", linker.display());
+        return Ok(());
+    }
+
+    let prefix_lib = paths::llvm_prefix().join("lib");
+    fs::create_dir_all(&prefix_lib)?;
+    let soname = llvm_lib.file_name().expect("a library file has a name");
+    for link in [Path::new("libLLVM.so"), Path::new(soname)] {
+        let link = prefix_lib.join(link);
+        let _ = fs::remove_file(&link);
+        symlink(&llvm_lib, &link)
+            .with_context(|| format!("cannot create symlink {}", link.display()))?;
+    }
+    println!("    LLVM {llvm_major} from {}", llvm_lib.display());
+    cmd::run(
+        cmd::cargo(None)
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}")])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{llvm_major}"),
+            ])
+            .arg("--root")
+            .arg(paths::tools_dir())
+            .arg("--force")
+            .env("LLVM_PREFIX", paths::llvm_prefix()),
+    )
+    .context(
+        "building bpf-linker failed; it needs nightly's libLLVM (see docs/building.md) \
+         and access to crates.io",
+    )?;
+    fs::write(&stamp, wanted_stamp)?;
+    Ok(())
+}
+
+/// Finds nightly's shared libLLVM (e.g. `libLLVM.so.22.1-rust-1.97.0-nightly`)
+/// and its major version, without hard-coding the name.
+fn find_nightly_llvm(sysroot: &Path) -> Result<(PathBuf, u32)> {
+    let lib = sysroot.join("lib");
+    let entry = fs::read_dir(&lib)
+        .with_context(|| format!("cannot list {}", lib.display()))?
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("libLLVM"))
+        .ok_or_else(|| anyhow!("nightly ships no libLLVM in {}", lib.display()))?;
+    let name = entry.file_name().to_string_lossy().into_owned();
+    let major = name
+        .split(['.', '-'])
+        .find_map(|part| part.parse::<u32>().ok())
+        .ok_or_else(|| anyhow!("cannot read the LLVM major version from {name}"))?;
+    Ok((entry.path(), major))
+}
+
+fn ensure_debian_packages() -> Result<()> {
+    step("Debian packages");
+    let mut missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(_, probe)| !cmd::on_path(probe) && !Path::new("/usr/sbin").join(probe).is_file())
+        .map(|(package, _)| *package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        println!("    present: {}", package_list());
+        return Ok(());
+    }
+    let install = || {
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    if install().is_err() {
+        cmd::run(
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        install().context("could not install Debian packages (needs root and a package mirror)")?;
+    }
+    Ok(())
+}
+
+fn package_list() -> String {
+    let mut names: Vec<&str> = DEBIAN_PACKAGES.iter().map(|(p, _)| *p).collect();
+    names.dedup();
+    names.join(", ")
+}
+
+/// The tests pin maps, so /sys/fs/bpf must be a bpf filesystem.
+fn ensure_bpffs() -> Result<()> {
+    step("bpffs at /sys/fs/bpf");
+    let mounts = fs::read_to_string("/proc/mounts").context("cannot read /proc/mounts")?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.starts_with("bpf "))
+    {
+        println!("    mounted");
+        return Ok(());
+    }
+    fs::create_dir_all("/sys/fs/bpf").ok();
+    cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+        .context("cannot mount bpffs at /sys/fs/bpf (needs root)")
+}

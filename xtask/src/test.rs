@@ -1,0 +1,276 @@
+//! `cargo xtask test`: the whole suite, from a fresh clone, as CI runs it.
+//!
+//! Order: setup, kernel programs, format and lint checks (host and kernel
+//! crates), then every test binary. The suites that need the kernel load real
+//! programs and create network namespaces, so this needs root; it fails
+//! loudly rather than skipping when it is not.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::build;
+use crate::cmd::{self, step};
+use crate::setup;
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Only run tests whose name contains this filter (passed to cargo test).
+    pub filter: Option<String>,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let started = Instant::now();
+    if !nix_is_root() {
+        bail!("the test suite loads BPF programs and creates network namespaces: run it as root");
+    }
+    setup::run()?;
+    build::build_datapath()?;
+
+    let mut checks = Vec::new();
+    checks.push(timed("cargo fmt --check (host)", || {
+        cmd::run(cmd::cargo(None).args(["fmt", "--all", "--check"]))
+    }));
+    checks.push(timed("cargo fmt --check (kernel)", || {
+        cmd::run(
+            cmd::cargo(Some("nightly"))
+                .args(["fmt", "--check", "--manifest-path"])
+                .arg(crate::paths::datapath_manifest()),
+        )
+    }));
+    checks.push(timed("cargo clippy -D warnings (host)", || {
+        cmd::run(cmd::cargo(None).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    }));
+    checks.push(timed("cargo clippy -D warnings (kernel)", || {
+        cmd::run(build::datapath_cargo("clippy").args(["--release", "--", "-D", "warnings"]))
+    }));
+
+    step("test suites");
+    let suites = run_test_suites(args.filter.as_deref())?;
+
+    print_summary(&checks, &suites, started.elapsed());
+    let failed_checks = checks.iter().filter(|c| c.error.is_some()).count();
+    let failed_tests: u64 = suites.iter().map(|s| s.failed).sum();
+    let broken_suites = suites.iter().filter(|s| !s.finished).count();
+    if failed_checks > 0 || failed_tests > 0 || broken_suites > 0 {
+        bail!("{failed_checks} check(s) failed, {failed_tests} test(s) failed, {broken_suites} suite(s) did not finish");
+    }
+    Ok(())
+}
+
+struct Check {
+    name: &'static str,
+    took: Duration,
+    error: Option<String>,
+}
+
+fn timed(name: &'static str, f: impl FnOnce() -> Result<()>) -> Check {
+    step(name);
+    let start = Instant::now();
+    let error = f().err().map(|e| format!("{e:#}"));
+    Check {
+        name,
+        took: start.elapsed(),
+        error,
+    }
+}
+
+/// One test binary's result as cargo test reports it.
+struct Suite {
+    name: String,
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    finished: bool,
+    took: Duration,
+}
+
+/// Runs `cargo test --workspace` and follows its output, echoing it and
+/// collecting one [`Suite`] per test binary from the `Running` and
+/// `test result:` lines.
+fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
+    let mut cargo = cmd::cargo(None);
+    cargo.args(["test", "--workspace", "--no-fail-fast"]);
+    if let Some(filter) = filter {
+        cargo.arg(filter);
+    }
+    println!("    $ {}", cmd::display(&cargo));
+    let mut child = cargo
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    // cargo prints `Running <binary>` on stderr and the harness output on
+    // stdout; merge both into one ordered stream of lines.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let tx2 = tx.clone();
+    let t1 = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let t2 = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx2.send(line);
+        }
+    });
+
+    let mut suites: Vec<Suite> = Vec::new();
+    let mut suite_started = Instant::now();
+    for line in rx {
+        println!("{line}");
+        let trimmed = line.trim();
+        if let Some(rest) = trimmed
+            .strip_prefix("Running ")
+            .or_else(|| trimmed.strip_prefix("Doc-tests "))
+        {
+            suites.push(Suite {
+                name: suite_label(rest),
+                passed: 0,
+                failed: 0,
+                ignored: 0,
+                finished: false,
+                took: Duration::ZERO,
+            });
+            suite_started = Instant::now();
+        } else if let Some(result) = trimmed.strip_prefix("test result: ") {
+            if let Some(suite) = suites.last_mut() {
+                suite.passed = count_of(result, "passed");
+                suite.failed = count_of(result, "failed");
+                suite.ignored = count_of(result, "ignored");
+                suite.finished = true;
+                suite.took = suite_started.elapsed();
+            }
+        }
+    }
+    let _ = t1.join();
+    let _ = t2.join();
+    let status = child.wait()?;
+    if !status.success() && suites.iter().all(|s| s.finished && s.failed == 0) {
+        // Compilation failed, or a binary crashed before printing a result.
+        suites.push(Suite {
+            name: format!("cargo test ({status})"),
+            passed: 0,
+            failed: 0,
+            ignored: 0,
+            finished: false,
+            took: Duration::ZERO,
+        });
+    }
+    Ok(suites)
+}
+
+/// Reads `N passed` (or failed/ignored) from a `test result:` line.
+fn count_of(result: &str, word: &str) -> u64 {
+    result
+        .split(';')
+        .find_map(|part| {
+            let part = part
+                .trim()
+                .trim_start_matches("ok.")
+                .trim_start_matches("FAILED.")
+                .trim();
+            let (n, w) = part.split_once(' ')?;
+            (w == word).then(|| n.parse().ok()).flatten()
+        })
+        .unwrap_or(0)
+}
+
+fn print_summary(checks: &[Check], suites: &[Suite], total: Duration) {
+    println!();
+    println!("==================== weir test summary ====================");
+    for check in checks {
+        let verdict = if check.error.is_some() { "FAIL" } else { "ok" };
+        println!(
+            "{verdict:>4}  {:<44} {:>7.1}s",
+            check.name,
+            check.took.as_secs_f64()
+        );
+        if let Some(e) = &check.error {
+            println!("      {e}");
+        }
+    }
+    for suite in suites {
+        let verdict = match (suite.finished, suite.failed) {
+            (false, _) => "DIED",
+            (true, 0) => "ok",
+            _ => "FAIL",
+        };
+        println!(
+            "{verdict:>4}  {:<44} {:>4} passed {:>3} failed {:>3} ignored {:>6.1}s",
+            suite.name,
+            suite.passed,
+            suite.failed,
+            suite.ignored,
+            suite.took.as_secs_f64()
+        );
+    }
+    let passed: u64 = suites.iter().map(|s| s.passed).sum();
+    let failed: u64 = suites.iter().map(|s| s.failed).sum();
+    println!(
+        "total: {passed} passed, {failed} failed, in {:.1}s",
+        total.as_secs_f64()
+    );
+}
+
+/// Names a suite from cargo's `Running` line:
+/// `unittests src/lib.rs (target/debug/deps/weir_abi-123)` -> `weir_abi (unit)`,
+/// `tests/datapath.rs (target/debug/deps/datapath-abc)` -> `datapath (tests/datapath.rs)`.
+fn suite_label(running: &str) -> String {
+    let (source, binary) = match running.split_once(" (") {
+        Some((source, binary)) => (source, binary.trim_end_matches(')')),
+        None => return running.to_string(),
+    };
+    let file = binary.rsplit('/').next().unwrap_or(binary);
+    let stem = file.rsplit_once('-').map_or(file, |(stem, _hash)| stem);
+    match source.strip_prefix("unittests ") {
+        Some(_) => format!("{stem} (unit)"),
+        None => format!("{stem} ({source})"),
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{count_of, suite_label};
+
+    #[test]
+    fn labels_suites_by_binary() {
+        assert_eq!(
+            suite_label("unittests src/lib.rs (target/debug/deps/weir_abi-0f3a)"),
+            "weir_abi (unit)"
+        );
+        assert_eq!(
+            suite_label("tests/datapath.rs (target/debug/deps/datapath-9c2e)"),
+            "datapath (tests/datapath.rs)"
+        );
+    }
+
+    #[test]
+    fn reads_counts_from_a_test_result_line() {
+        let line =
+            "ok. 12 passed; 1 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(count_of(line, "passed"), 12);
+        assert_eq!(count_of(line, "failed"), 1);
+        assert_eq!(count_of(line, "ignored"), 3);
+        let line = "FAILED. 2 passed; 4 failed; 0 ignored";
+        assert_eq!(count_of(line, "passed"), 2);
+        assert_eq!(count_of(line, "failed"), 4);
+    }
+}
