@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod names;
 pub mod netns;
 pub mod packets;
+pub mod traffic;
 
 /// Fails loudly when the suite is not run as root: the datapath suites need
 /// the kernel and must never skip silently.

@@ -3,14 +3,15 @@
 //! A pinned TCX link keeps its program attached while the agent is not
 //! running (restart-safe) and needs no qdisc, so detaching leaves nothing
 //! behind on the interface. Pins live at
-//! `<pin dir>/links/<interface>@<ifindex>.<ingress|egress>`: the ifindex in
+//! `<pin dir>/links/<interface>@<ifindex>@<ingress|egress>` (bpffs refuses
+//! names with a dot): the ifindex in
 //! the name tells a live attachment from the stale pin of an interface that
 //! was deleted and re-created under the same name.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use aya::programs::links::{FdLink, LinkError, PinnedLink};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, TcAttachType};
 
@@ -74,13 +75,13 @@ fn links_dir(pin_dir: &Path) -> PathBuf {
 }
 
 fn link_pin(pin_dir: &Path, interface: &str, ifindex: u32, point: AttachPoint) -> PathBuf {
-    links_dir(pin_dir).join(format!("{interface}@{ifindex}.{}", point.suffix()))
+    links_dir(pin_dir).join(format!("{interface}@{ifindex}@{}", point.suffix()))
 }
 
 /// Pins of `interface` at `point`, whatever ifindex they were made for.
 fn pins_of(pin_dir: &Path, interface: &str, point: AttachPoint) -> io::Result<Vec<PathBuf>> {
     let prefix = format!("{interface}@");
-    let suffix = format!(".{}", point.suffix());
+    let suffix = format!("@{}", point.suffix());
     let entries = match std::fs::read_dir(links_dir(pin_dir)) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -121,32 +122,29 @@ pub(super) fn attach(
     std::fs::create_dir_all(links_dir(&pin_dir)).map_err(|e| fail(e.to_string()))?;
 
     let program = datapath.program_mut(point.program)?;
-    let link_id = match PinnedLink::from_pin(&pin) {
-        Ok(pinned) => {
-            // Already attached (an earlier agent run): swap in this program.
-            let link = SchedClassifierLink::try_from(FdLink::from(pinned))
-                .map_err(|e| fail(format!("pinned link {}: {e}", pin.display())))?;
-            program
-                .attach_to_link(link)
-                .map_err(|e| fail(format!("replacing {}: {e}", point.program.name())))?
-        }
-        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
-            let id = program
-                .attach_with_options(
-                    interface,
-                    point.tc_type(),
-                    TcAttachOptions::TcxOrder(LinkOrder::default()),
-                )
-                .map_err(|e| fail(format!("TCX attach of {}: {e}", point.program.name())))?;
-            let link = program.take_link(id).map_err(|e| fail(e.to_string()))?;
-            let fd_link = FdLink::try_from(link).map_err(|e| fail(e.to_string()))?;
-            fd_link
-                .pin(&pin)
-                .map_err(|e| fail(format!("pinning {}: {e}", pin.display())))?;
-            return Ok(());
-        }
-        Err(e) => return Err(fail(format!("opening {}: {e}", pin.display()))),
-    };
+    if !pin.exists() {
+        let id = program
+            .attach_with_options(
+                interface,
+                point.tc_type(),
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| fail(format!("TCX attach of {}: {e}", point.program.name())))?;
+        let link = program.take_link(id).map_err(|e| fail(e.to_string()))?;
+        let fd_link = FdLink::try_from(link).map_err(|e| fail(e.to_string()))?;
+        fd_link
+            .pin(&pin)
+            .map_err(|e| fail(format!("pinning {}: {e}", pin.display())))?;
+        return Ok(());
+    }
+    // Already attached (an earlier agent run): swap in this program.
+    let pinned = PinnedLink::from_pin(&pin)
+        .map_err(|e| fail(format!("opening {}: {e:?}", pin.display())))?;
+    let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+        .map_err(|e| fail(format!("pinned link {}: {e}", pin.display())))?;
+    let link_id = program
+        .attach_to_link(link)
+        .map_err(|e| fail(format!("replacing {}: {e}", point.program.name())))?;
     // The pin keeps the link alive; the program need not hold it too.
     let _ = program.take_link(link_id);
     Ok(())

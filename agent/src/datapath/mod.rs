@@ -152,7 +152,7 @@ impl Datapath {
     }
 
     /// Detaches what [`Datapath::attach`] attached with `hook`.
-    pub fn detach(&mut self, interface: &str, hook: Hook) -> Result<(), DatapathError> {
+    pub fn detach(&self, interface: &str, hook: Hook) -> Result<(), DatapathError> {
         detach_pinned(&self.pin_dir, interface, hook)
     }
 
