@@ -9,6 +9,7 @@ mod build;
 mod cmd;
 mod paths;
 mod setup;
+mod sweep;
 mod test;
 
 use anyhow::Result;

@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::build;
 use crate::cmd::{self, step};
-use crate::setup;
+use crate::{setup, sweep};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -29,6 +29,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     }
     setup::run()?;
     build::build_datapath()?;
+    sweep::stale_test_objects();
 
     let mut checks = Vec::new();
     checks.push(timed("cargo fmt --check (host)", || {
@@ -57,6 +58,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
 
     step("test suites");
     let suites = run_test_suites(args.filter.as_deref())?;
+    sweep::stale_test_objects();
 
     print_summary(&checks, &suites, started.elapsed());
     let failed_checks = checks.iter().filter(|c| c.error.is_some()).count();
@@ -132,12 +134,13 @@ fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
     for line in rx {
         println!("{line}");
         let trimmed = line.trim();
-        if let Some(rest) = trimmed
-            .strip_prefix("Running ")
-            .or_else(|| trimmed.strip_prefix("Doc-tests "))
-        {
+        let running = trimmed.strip_prefix("Running ").map(suite_label);
+        let doc_tests = trimmed
+            .strip_prefix("Doc-tests ")
+            .map(|krate| format!("{krate} (doc)"));
+        if let Some(name) = running.or(doc_tests) {
             suites.push(Suite {
-                name: suite_label(rest),
+                name,
                 passed: 0,
                 failed: 0,
                 ignored: 0,

@@ -184,20 +184,6 @@ pub fn remove_pins(pin_dir: &Path) -> io::Result<()> {
 
 /// True if `path` lives on a bpf filesystem.
 fn is_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-    nix_statfs_type(path) == Some(BPF_FS_MAGIC)
-}
-
-fn nix_statfs_type(path: &Path) -> Option<i64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: c_path is a valid NUL-terminated string and stat points to
-    // writable memory of the right size; statfs initialises it on success.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statfs returned 0, so it filled the struct.
-    Some(unsafe { stat.assume_init() }.f_type as i64)
+    use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
+    statfs(path).is_ok_and(|fs| fs.filesystem_type() == BPF_FS_MAGIC)
 }

@@ -26,7 +26,7 @@ pub fn account(direction: TrafficDirection, reason: Reason, bytes: u32) {
     };
     // Another CPU may create the entry between our lookup and insert; then
     // the insert fails with EEXIST and the entry now exists to be bumped.
-    if METRICS.insert(&key, &first, BPF_NOEXIST as u64).is_err() {
+    if METRICS.insert(key, first, BPF_NOEXIST as u64).is_err() {
         bump(&key, bytes);
     }
 }

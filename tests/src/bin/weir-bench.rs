@@ -1,0 +1,81 @@
+//! Weir's benchmarks (run through `cargo xtask bench ...`).
+//!
+//! `datapath`: the per-packet time of every kernel program on crafted
+//! packets, measured in the kernel with BPF_PROG_TEST_RUN (the kernel times
+//! `repeat` back-to-back runs and reports the mean). Each measurement is
+//! taken `runs` times; the median and range are printed.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use weir_agent::datapath::ProgramKind;
+use weir_tests::datapath::{load, test_run, PinDir};
+use weir_tests::packets;
+
+#[derive(Parser)]
+#[command(name = "weir-bench")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Per-packet cost of each datapath program (BPF_PROG_TEST_RUN).
+    Datapath {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().bench {
+        Bench::Datapath { repeat, runs } => datapath(repeat, runs.max(1)),
+    }
+}
+
+fn datapath(repeat: u32, runs: usize) -> Result<()> {
+    weir_tests::require_root();
+    let pins = PinDir::new();
+    let mut datapath = load(&pins)?;
+    let cases = [
+        ("IPv4/TCP SYN", packets::ipv4_tcp_syn()),
+        ("IPv4/UDP", packets::ipv4_udp()),
+        ("IPv4/ICMP echo", packets::ipv4_icmp_echo()),
+        ("IPv6/TCP SYN", packets::ipv6_tcp_syn()),
+        ("IPv6/UDP", packets::ipv6_udp()),
+        ("IPv6 hop-by-hop/UDP", packets::ipv6_hop_by_hop_udp()),
+        ("ARP (non-IP)", packets::arp_request()),
+        (
+            "IPv4/TCP truncated (drop)",
+            packets::ipv4_tcp_truncated_l4(),
+        ),
+    ];
+    println!(
+        "BPF_PROG_TEST_RUN, {repeat} repetitions per measurement, {runs} measurements: \
+         ns/packet median (min-max)"
+    );
+    print!("{:<28}", "packet");
+    for program in ProgramKind::ALL {
+        print!("{:>22}", program.name());
+    }
+    println!();
+    for (case, frame) in &cases {
+        print!("{case:<28}");
+        for program in ProgramKind::ALL {
+            let mut samples = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let run = test_run(&mut datapath, program, frame, repeat)
+                    .with_context(|| format!("{case} through {}", program.name()))?;
+                samples.push(run.nanos_per_packet);
+            }
+            samples.sort_unstable();
+            let median = samples[samples.len() / 2];
+            let cell = format!("{median} ({}-{})", samples[0], samples[samples.len() - 1]);
+            print!("{cell:>22}");
+        }
+        println!();
+    }
+    Ok(())
+}

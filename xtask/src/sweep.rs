@@ -1,0 +1,66 @@
+//! Removes what crashed test runs left behind.
+//!
+//! Test objects are named `wt<pid>x<n>...` (see tests/src/names.rs): network
+//! namespaces and bpffs pin directories whose creating process no longer
+//! runs are removed. Links and qdiscs live inside those namespaces and go
+//! with them.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::cmd::step;
+
+/// The pid encoded in a test object name, if the name is one of ours.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("wt")?;
+    let (pid, _) = rest.split_once('x')?;
+    pid.parse().ok()
+}
+
+fn is_stale(name: &str) -> bool {
+    owner_pid(name).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+pub fn stale_test_objects() {
+    step("sweeping objects left by earlier test runs");
+    let mut removed = 0;
+    if let Ok(entries) = fs::read_dir("/run/netns") {
+        for name in entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+        {
+            if is_stale(&name)
+                && Command::new("ip")
+                    .args(["netns", "del", &name])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            {
+                removed += 1;
+            }
+        }
+    }
+    if let Ok(entries) = fs::read_dir("/sys/fs/bpf") {
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_stale(&name) && fs::remove_dir_all(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    println!("    removed {removed}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn reads_the_owner_pid_of_test_names() {
+        assert_eq!(owner_pid("wt1234x0a"), Some(1234));
+        assert_eq!(owner_pid("wt77x12"), Some(77));
+        assert_eq!(owner_pid("weir"), None);
+        assert_eq!(owner_pid("wtx1"), None);
+        assert_eq!(owner_pid("lxc12ab"), None);
+    }
+}
