@@ -21,7 +21,12 @@ const RUST_SRC_ARCHIVE_ENV: &str = "WEIR_RUST_SRC_ARCHIVE";
 
 /// Debian packages the tests and the lab use, with a command that proves each
 /// is present.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("iproute2", "ip"), ("iproute2", "tc")];
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("iproute2", "tc"),
+    // protoc, for the gRPC APIs (tonic-prost-build).
+    ("protobuf-compiler", "protoc"),
+];
 
 pub fn run() -> Result<()> {
     let sysroot = nightly_sysroot()?;

@@ -1,0 +1,35 @@
+//! The agent's local API, spoken by the CNI plugin over a unix socket.
+//!
+//! Generated from `proto/weir/agent/v1/endpoints.proto`; [`connect`] opens a
+//! client on a socket path.
+
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("weir.agent.v1");
+}
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Where the agent listens unless configured otherwise.
+pub const DEFAULT_SOCKET: &str = "/var/run/weir/agent.sock";
+
+/// A client of the agent's endpoint API on the unix socket at `path`.
+pub async fn connect(
+    path: &Path,
+) -> Result<v1::endpoints_client::EndpointsClient<Channel>, tonic::transport::Error> {
+    let path: PathBuf = path.to_path_buf();
+    // The URI is required by the API but unused: the connector dials the socket.
+    let channel = Endpoint::try_from("http://[::1]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await?;
+    Ok(v1::endpoints_client::EndpointsClient::new(channel))
+}
