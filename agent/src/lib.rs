@@ -1,6 +1,17 @@
 //! weir-agent: the per-node daemon that programs Weir's datapath.
 //!
-//! This crate holds the datapath loader (load the embedded kernel programs,
-//! pin their maps, attach them to interfaces, read their maps).
+//! * [`datapath`]: load the embedded kernel programs, pin their maps,
+//!   attach them to interfaces, read their maps.
+//! * [`ipam`], [`endpoints`], [`state`]: the node's address allocations and
+//!   endpoint registry, persisted across restarts.
+//! * [`agent`]: the endpoint logic the CNI plugin drives; [`api`] serves it
+//!   over gRPC on a unix socket.
+//! * [`node`]: node-level kernel settings the agent owns.
 
+pub mod agent;
+pub mod api;
 pub mod datapath;
+pub mod endpoints;
+pub mod ipam;
+pub mod node;
+pub mod state;

@@ -1,0 +1,113 @@
+use super::*;
+
+fn key(id: &str) -> AttachmentKey {
+    AttachmentKey {
+        container_id: id.to_string(),
+        ifname: "eth0".to_string(),
+    }
+}
+
+fn ipam(cidr: &str) -> Ipam {
+    Ipam::new(cidr.parse().unwrap()).unwrap()
+}
+
+#[test]
+fn hands_out_addresses_after_the_gateway() {
+    let mut ipam = ipam("10.244.1.0/24");
+    assert_eq!(ipam.gateway(), Ipv4Addr::new(10, 244, 1, 1));
+    assert_eq!(
+        ipam.allocate(&key("a")).unwrap(),
+        Ipv4Addr::new(10, 244, 1, 2)
+    );
+    assert_eq!(
+        ipam.allocate(&key("b")).unwrap(),
+        Ipv4Addr::new(10, 244, 1, 3)
+    );
+    assert_eq!(ipam.capacity(), 253);
+    assert_eq!(ipam.free(), 251);
+}
+
+#[test]
+fn allocation_is_idempotent_per_attachment() {
+    let mut ipam = ipam("10.244.1.0/24");
+    let first = ipam.allocate(&key("a")).unwrap();
+    assert_eq!(ipam.allocate(&key("a")).unwrap(), first);
+    let other_if = AttachmentKey {
+        container_id: "a".into(),
+        ifname: "net1".into(),
+    };
+    assert_ne!(ipam.allocate(&other_if).unwrap(), first);
+}
+
+#[test]
+fn released_addresses_are_reused_lowest_first() {
+    let mut ipam = ipam("10.244.1.0/24");
+    let a = ipam.allocate(&key("a")).unwrap();
+    ipam.allocate(&key("b")).unwrap();
+    assert_eq!(ipam.release(&key("a")), Some(a));
+    assert_eq!(ipam.release(&key("a")), None, "release is idempotent");
+    assert_eq!(ipam.allocate(&key("c")).unwrap(), a);
+}
+
+#[test]
+fn exhaustion_is_an_error_and_changes_nothing() {
+    let mut ipam = ipam("10.0.0.0/30"); // network, gateway, one pod, broadcast
+    assert_eq!(ipam.capacity(), 1);
+    ipam.allocate(&key("a")).unwrap();
+    let before = ipam.clone();
+    assert!(matches!(
+        ipam.allocate(&key("b")),
+        Err(IpamError::Exhausted { .. })
+    ));
+    assert_eq!(ipam, before);
+}
+
+#[test]
+fn never_hands_out_network_gateway_or_broadcast() {
+    let mut ipam = ipam("10.9.8.0/29");
+    let mut got = Vec::new();
+    for i in 0..ipam.capacity() {
+        got.push(ipam.allocate(&key(&i.to_string())).unwrap());
+    }
+    let octets: Vec<u8> = got.iter().map(|a| a.octets()[3]).collect();
+    assert_eq!(octets, vec![2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn cidrs_too_small_for_a_pod_are_refused() {
+    assert!(Ipam::new("10.0.0.0/31".parse().unwrap()).is_err());
+    assert!(Ipam::new("10.0.0.4/32".parse().unwrap()).is_err());
+}
+
+#[test]
+fn host_bits_in_the_cidr_are_normalised() {
+    assert_eq!(ipam("10.244.1.77/24").cidr().to_string(), "10.244.1.0/24");
+}
+
+#[test]
+fn restore_checks_range_and_conflicts() {
+    let mut ipam = ipam("10.244.1.0/24");
+    ipam.restore(Ipv4Addr::new(10, 244, 1, 9), key("a"))
+        .unwrap();
+    assert_eq!(
+        ipam.address_of(&key("a")),
+        Some(Ipv4Addr::new(10, 244, 1, 9))
+    );
+    assert!(ipam
+        .restore(Ipv4Addr::new(10, 244, 2, 9), key("b"))
+        .is_err());
+    assert!(
+        ipam.restore(Ipv4Addr::new(10, 244, 1, 1), key("b"))
+            .is_err(),
+        "gateway"
+    );
+    assert!(
+        ipam.restore(Ipv4Addr::new(10, 244, 1, 9), key("b"))
+            .is_err(),
+        "taken"
+    );
+    assert_eq!(
+        ipam.allocate(&key("c")).unwrap(),
+        Ipv4Addr::new(10, 244, 1, 2)
+    );
+}
