@@ -1,6 +1,7 @@
 //! Network namespaces made for a test, removed when dropped.
 
 use std::fs::File;
+use std::mem::ManuallyDrop;
 use std::process::Command;
 use std::thread;
 
@@ -15,12 +16,17 @@ pub struct NetNs {
 impl NetNs {
     /// Creates `name`, with its loopback up.
     pub fn new(name: &str) -> Result<NetNs> {
-        run(Command::new("ip").args(["netns", "add", name]))?;
-        let ns = NetNs {
+        add(name)?;
+        Ok(NetNs {
             name: name.to_string(),
-        };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
+        })
+    }
+
+    /// A handle on an existing namespace that is not deleted on drop.
+    pub fn existing(name: &str) -> ManuallyDrop<NetNs> {
+        ManuallyDrop::new(NetNs {
+            name: name.to_string(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -49,14 +55,7 @@ impl NetNs {
     /// opens and netlink requests it makes belong to the namespace. Sockets
     /// keep their namespace when handed back to other threads.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).with_context(|| format!("open {path}"))?;
-        thread::spawn(move || -> Result<T> {
-            setns(&file, CloneFlags::CLONE_NEWNET).context("setns")?;
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+        run_in(&self.name, f)
     }
 
     /// (rx packets, rx bytes, tx packets, tx bytes) of `dev` as the kernel counts them.
@@ -80,10 +79,66 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = delete(&self.name);
     }
+}
+
+/// Creates the named namespace (`ip netns add`) with its loopback up.
+pub fn add(name: &str) -> Result<()> {
+    run(Command::new("ip").args(["netns", "add", name]))?;
+    run(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
+    Ok(())
+}
+
+/// Deletes the named namespace; a namespace that does not exist is fine.
+pub fn delete(name: &str) -> Result<()> {
+    if !path(name).exists() {
+        return Ok(());
+    }
+    run(Command::new("ip").args(["netns", "del", name])).map(drop)
+}
+
+/// The bind-mount path of a named namespace.
+pub fn path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/run/netns").join(name)
+}
+
+/// Every named namespace whose name starts with `prefix`.
+pub fn list_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Makes `cmd` run inside the named namespace: the child enters it between
+/// fork and exec, keeping the parent's mount namespace (so bpffs and the
+/// lab's files stay visible, unlike `ip netns exec`).
+pub fn command_in(cmd: &mut Command, name: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let file = File::open(path(name)).with_context(|| format!("open netns {name}"))?;
+    let fd = file.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes the async-signal-safe setns(2) syscall on a descriptor that the
+    // parent keeps open (it is moved into the closure, which lives in the
+    // Command until spawn).
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep_open = &file;
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -92,6 +147,17 @@ pub struct LinkStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+}
+
+/// Runs `f` on a new thread inside the named namespace (see [`NetNs::run`]).
+pub fn run_in<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let file = File::open(path(name)).with_context(|| format!("open netns {name}"))?;
+    thread::spawn(move || -> Result<T> {
+        setns(&file, CloneFlags::CLONE_NEWNET).context("setns")?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
 }
 
 /// Runs a command, returning stdout; an error carries stderr.

@@ -7,6 +7,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod lab;
 mod paths;
 mod setup;
 mod sweep;
@@ -33,6 +34,9 @@ enum Command {
     Test(test::TestArgs),
     /// Benchmarks that print figures.
     Bench(bench::BenchArgs),
+    /// The lab cluster: `lab up` (2 nodes, example workloads, matrix),
+    /// `lab down`, `lab apply -f`, `lab status`, `lab matrix`, ...
+    Lab(lab::LabArgs),
 }
 
 fn main() -> Result<()> {
@@ -41,5 +45,6 @@ fn main() -> Result<()> {
         Command::Build(args) => build::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Lab(args) => lab::run(&args),
     }
 }

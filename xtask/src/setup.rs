@@ -26,6 +26,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "tc"),
     // protoc, for the gRPC APIs (tonic-prost-build).
     ("protobuf-compiler", "protoc"),
+    // ping, for the lab's ICMP probes.
+    ("iputils-ping", "ping"),
 ];
 
 pub fn run() -> Result<()> {

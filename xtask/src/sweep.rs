@@ -1,8 +1,8 @@
 //! Removes what crashed test runs left behind.
 //!
 //! Test objects are named `wt<pid>x<n>...` (see tests/src/names.rs): network
-//! namespaces and bpffs pin directories whose creating process no longer
-//! runs are removed. Links and qdiscs live inside those namespaces and go
+//! namespaces (with any process still inside), bpffs pin directories and
+//! lab directories whose creating process no longer runs are removed. Links and qdiscs live inside those namespaces and go
 //! with them.
 
 use std::fs;
@@ -30,11 +30,24 @@ pub fn stale_test_objects() {
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
         {
-            if is_stale(&name)
-                && Command::new("ip")
-                    .args(["netns", "del", &name])
-                    .status()
-                    .is_ok_and(|s| s.success())
+            if !is_stale(&name) {
+                continue;
+            }
+            // Lab agents and pod servers of a crashed run still live there.
+            kill_processes_in(&name);
+            if Command::new("ip")
+                .args(["netns", "del", &name])
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                removed += 1;
+            }
+        }
+    }
+    if let Ok(entries) = fs::read_dir("/run/weir-lab") {
+        for entry in entries.filter_map(Result::ok) {
+            if is_stale(&entry.file_name().to_string_lossy())
+                && fs::remove_dir_all(entry.path()).is_ok()
             {
                 removed += 1;
             }
@@ -49,6 +62,15 @@ pub fn stale_test_objects() {
         }
     }
     println!("    removed {removed}");
+}
+
+fn kill_processes_in(netns: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,69 @@
+//! The lab's stand-in for a pod's containers: a server on every declared
+//! container port that answers with the pod's `namespace/name` (TCP: writes
+//! it and closes; UDP: replies to each datagram), so probes can tell which
+//! pod answered.
+
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
+use std::thread;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "weir-lab-pod")]
+struct Args {
+    /// What to answer: the pod's namespace/name.
+    #[arg(long)]
+    identity: String,
+    /// TCP ports to serve (repeatable).
+    #[arg(long = "tcp")]
+    tcp: Vec<u16>,
+    /// UDP ports to serve (repeatable).
+    #[arg(long = "udp")]
+    udp: Vec<u16>,
+    /// SCTP ports are declared by some manifests; this kernel has no SCTP
+    /// sockets, so they are accepted and not served.
+    #[arg(long = "sctp")]
+    sctp: Vec<u16>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut servers = Vec::new();
+    for port in args.tcp {
+        let listener =
+            TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind tcp/{port}"))?;
+        let identity = format!("{}\n", args.identity);
+        servers.push(thread::spawn(move || {
+            for mut conn in listener.incoming().map_while(Result::ok) {
+                let _ = conn.write_all(identity.as_bytes());
+            }
+        }));
+    }
+    for port in args.udp {
+        let socket =
+            UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("bind udp/{port}"))?;
+        let identity = args.identity.clone();
+        servers.push(thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(identity.as_bytes(), peer);
+            }
+        }));
+    }
+    if !args.sctp.is_empty() {
+        eprintln!(
+            "SCTP ports {:?} declared; not served (no SCTP sockets here)",
+            args.sctp
+        );
+    }
+    eprintln!("{} serving", args.identity);
+    for server in servers {
+        let _ = server.join();
+    }
+    // No ports: stay up like a container without servers.
+    loop {
+        thread::park();
+    }
+}

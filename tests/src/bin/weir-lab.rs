@@ -1,0 +1,245 @@
+//! `weir-lab` (also `cargo xtask lab ...`): a Kubernetes-like cluster of
+//! network namespaces on one machine, playing kubelet for Weir.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use weir_tests::lab::manifest::{self, Protocol};
+use weir_tests::lab::probe::{self, Target};
+use weir_tests::lab::{Binaries, Lab};
+
+#[derive(Parser)]
+#[command(name = "weir-lab", about = "Weir's lab cluster on one machine")]
+struct Cli {
+    /// Lab name (prefix of every namespace and pin directory it makes).
+    #[arg(long, global = true, default_value = "weirlab")]
+    name: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create nodes (network namespaces on an underlay) with an agent each.
+    Up {
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+    },
+    /// Remove everything of the lab (also after a crash).
+    Down,
+    /// Create or update Namespaces and Pods from a YAML file.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Delete the Namespaces and Pods named in a YAML file.
+    Delete {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Nodes and pods.
+    Status,
+    /// Run a command inside a pod's network namespace.
+    Exec {
+        /// NAMESPACE/POD
+        pod: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Probe DST from SRC: PORT/PROTO (e.g. 80/tcp) or icmp.
+    Probe {
+        src: String,
+        dst: String,
+        target: String,
+    },
+    /// Probe every pod from every pod and print truth tables.
+    Matrix {
+        #[arg(long, value_delimiter = ',', default_value = "80")]
+        ports: Vec<u16>,
+        #[arg(long, value_delimiter = ',', default_value = "tcp")]
+        protocols: Vec<String>,
+    },
+    /// Restart the agent of a node (state and pins are kept).
+    RestartAgent { node: String },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    weir_tests::require_root();
+    let json = cli.output == Output::Json;
+    match cli.command {
+        Command::Up { nodes } => {
+            let lab = Lab::up(&cli.name, nodes, Binaries::locate()?, &|step| {
+                if !json {
+                    println!("==> {step}");
+                }
+            })?;
+            print_status(&lab, json)?;
+        }
+        Command::Down => {
+            Lab::down(&cli.name)?;
+            if !json {
+                println!("lab {} removed", cli.name);
+            }
+        }
+        Command::Apply { file } => {
+            let objects = read_manifests(&file)?;
+            let mut lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            let report = lab.apply(&objects)?;
+            if json {
+                let lines: Vec<String> = report.iter().map(|r| r.to_string()).collect();
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                report.iter().for_each(|r| println!("{r}"));
+            }
+        }
+        Command::Delete { file } => {
+            let objects = read_manifests(&file)?;
+            let mut lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            let report = lab.delete(&objects)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                report.iter().for_each(|r| println!("{r}"));
+            }
+        }
+        Command::Status => print_status(&Lab::open(&cli.name, Binaries::locate()?)?, json)?,
+        Command::Exec { pod, command } => {
+            let lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            let pod = lab.pod(&pod)?;
+            let mut cmd = std::process::Command::new(&command[0]);
+            cmd.args(&command[1..]);
+            weir_tests::netns::command_in(&mut cmd, &pod.netns)?;
+            let status = cmd
+                .status()
+                .with_context(|| format!("run {}", command[0]))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Command::Probe { src, dst, target } => {
+            let lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            let result = probe::probe(lab.pod(&src)?, lab.pod(&dst)?, Target::parse(&target)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                let verdict = if result.connected {
+                    "connected"
+                } else {
+                    "blocked"
+                };
+                let detail = result
+                    .error
+                    .clone()
+                    .or(result.reply.clone())
+                    .unwrap_or_default();
+                println!(
+                    "{} -> {} {}: {verdict} ({detail})",
+                    result.from,
+                    result.to,
+                    result.target.label()
+                );
+            }
+            if !result.connected {
+                std::process::exit(1);
+            }
+        }
+        Command::Matrix { ports, protocols } => {
+            let lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            let mut targets = Vec::new();
+            for protocol in &protocols {
+                if protocol.eq_ignore_ascii_case("icmp") {
+                    targets.push(Target::Icmp);
+                    continue;
+                }
+                for port in &ports {
+                    targets.push(match Protocol::parse(protocol)? {
+                        Protocol::Tcp => Target::Tcp(*port),
+                        Protocol::Udp => Target::Udp(*port),
+                        Protocol::Sctp => anyhow::bail!("SCTP cannot be probed (no SCTP sockets)"),
+                    });
+                }
+            }
+            let results = probe::matrix(lab.pods(), &targets);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "pods": lab.pods(),
+                        "results": results,
+                    }))?
+                );
+            } else {
+                let names: Vec<String> = lab.pods().iter().map(|p| p.key()).collect();
+                for target in &targets {
+                    println!("{}", probe::render_table(&names, &results, *target));
+                }
+                let connected = results.iter().filter(|r| r.connected).count();
+                println!("{connected} of {} probes connected", results.len());
+            }
+        }
+        Command::RestartAgent { node } => {
+            let mut lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            lab.restart_agent(&node)?;
+            if !json {
+                println!("agent on {node} restarted");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_manifests(file: &PathBuf) -> Result<Vec<manifest::Object>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    manifest::parse(&text).with_context(|| format!("{} rejected; nothing applied", file.display()))
+}
+
+fn print_status(lab: &Lab, json: bool) -> Result<()> {
+    let state = lab.state();
+    if json {
+        println!("{}", serde_json::to_string_pretty(state)?);
+        return Ok(());
+    }
+    println!("lab {}", state.name);
+    println!(
+        "{:<6} {:<14} {:<16} {:<8}",
+        "NODE", "UNDERLAY IP", "POD CIDR", "AGENT"
+    );
+    for node in &state.nodes {
+        println!(
+            "{:<6} {:<14} {:<16} {:<8}",
+            node.name, node.underlay_ip, node.pod_cidr, node.agent_pid
+        );
+    }
+    if !state.pods.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:<6} {:<14} {:<30} NETNS",
+            "POD", "NODE", "IP", "PORTS"
+        );
+        for pod in &state.pods {
+            let ports: Vec<String> = pod
+                .ports
+                .iter()
+                .map(|p| format!("{}/{}", p.port, p.protocol.as_str()))
+                .collect();
+            println!(
+                "{:<24} {:<6} {:<14} {:<30} {}",
+                pod.key(),
+                pod.node,
+                pod.ip,
+                ports.join(","),
+                pod.netns
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,582 @@
+//! The lab: a small Kubernetes-like cluster on one machine.
+//!
+//! Nodes are network namespaces joined by an underlay bridge (in a namespace
+//! of its own), each running a real `weir-agent` with its own pod CIDR,
+//! bpffs pin directory and state directory. Pods are network namespaces
+//! created from Pod manifests by invoking `weir-cni` exactly as a container
+//! runtime would, each running a small server on its declared container
+//! ports that answers with its `namespace/name`. Cross-node pod traffic is
+//! natively routed over the underlay (each node has a route to every other
+//! node's pod CIDR). Nothing in the lab routes to the machine's own network.
+//!
+//! State lives in `/run/weir-lab/<lab>/lab.json`; `down` also works from
+//! names alone, after a crash.
+
+pub mod cni;
+pub mod manifest;
+pub mod probe;
+pub mod process;
+pub mod state;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns;
+use manifest::{Namespace, Object, Pod};
+use state::{LabState, NodeRecord, PodRecord};
+
+/// Where labs keep their state.
+pub const LAB_ROOT: &str = "/run/weir-lab";
+/// Every node's pod CIDR is 10.244.<node index>.0/24.
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+const UNDERLAY_PREFIX: [u8; 3] = [10, 77, 0];
+const POD_IFNAME: &str = "eth0";
+const NODE_DEVICE: &str = "eth0";
+const MTU: u32 = 1500;
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The programs the lab runs.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub agent: PathBuf,
+    pub cni: PathBuf,
+    pub pod_server: PathBuf,
+}
+
+impl Binaries {
+    /// The workspace's binaries next to the running executable (a test binary
+    /// in target/*/deps or a binary in target/*).
+    pub fn locate() -> Result<Binaries> {
+        let exe = std::env::current_exe()?;
+        let mut dir = exe
+            .parent()
+            .context("executable has a directory")?
+            .to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let find = |name: &str| -> Result<PathBuf> {
+            let path = dir.join(name);
+            if !path.is_file() {
+                bail!(
+                    "{} not found: build the workspace first (cargo xtask build)",
+                    path.display()
+                );
+            }
+            Ok(path)
+        };
+        Ok(Binaries {
+            agent: find("weir-agent")?,
+            cni: find("weir-cni")?,
+            pod_server: find("weir-lab-pod")?,
+        })
+    }
+}
+
+/// A running lab.
+pub struct Lab {
+    dir: PathBuf,
+    state: LabState,
+    binaries: Binaries,
+}
+
+/// What `apply` did to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Created(String),
+    Configured(String),
+    Unchanged(String),
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Applied::Created(what) => write!(f, "{what} created"),
+            Applied::Configured(what) => write!(f, "{what} configured"),
+            Applied::Unchanged(what) => write!(f, "{what} unchanged"),
+        }
+    }
+}
+
+pub fn lab_dir(name: &str) -> PathBuf {
+    Path::new(LAB_ROOT).join(name)
+}
+
+fn underlay_netns(lab: &str) -> String {
+    format!("{lab}-ul")
+}
+
+fn node_ip(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(
+        UNDERLAY_PREFIX[0],
+        UNDERLAY_PREFIX[1],
+        UNDERLAY_PREFIX[2],
+        10 + index as u8,
+    )
+}
+
+fn pod_cidr(index: usize) -> String {
+    format!("10.244.{index}.0/24")
+}
+
+fn sh(args: &[&str]) -> Result<String> {
+    netns::run(std::process::Command::new("ip").args(args))
+}
+
+impl Lab {
+    /// Brings up `nodes` nodes. Fails if a lab of that name exists.
+    pub fn up(
+        name: &str,
+        nodes: usize,
+        binaries: Binaries,
+        progress: &dyn Fn(&str),
+    ) -> Result<Lab> {
+        if !(1..=200).contains(&nodes) {
+            bail!("a lab has 1 to 200 nodes, not {nodes}");
+        }
+        let dir = lab_dir(name);
+        if LabState::file(&dir).exists() {
+            bail!("lab {name} is already up (run `lab down` first)");
+        }
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            dir,
+            state: LabState {
+                name: name.to_string(),
+                ..LabState::default()
+            },
+            binaries,
+        };
+        match lab.build(nodes, progress) {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                let _ = Lab::down(name);
+                Err(e)
+            }
+        }
+    }
+
+    fn build(&mut self, nodes: usize, progress: &dyn Fn(&str)) -> Result<()> {
+        let name = self.state.name.clone();
+        let underlay = underlay_netns(&name);
+        progress(&format!("underlay {underlay}"));
+        netns::add(&underlay)?;
+        sh(&["-n", &underlay, "link", "add", "br0", "type", "bridge"])?;
+        sh(&["-n", &underlay, "link", "set", "br0", "up"])?;
+
+        for index in 1..=nodes {
+            let node = format!("n{index}");
+            let ns = format!("{name}-{node}");
+            progress(&format!(
+                "node {node}: namespace {ns}, underlay {}",
+                node_ip(index)
+            ));
+            netns::add(&ns)?;
+            sh(&[
+                "-n",
+                &underlay,
+                "link",
+                "add",
+                &node,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                NODE_DEVICE,
+                "netns",
+                &ns,
+            ])?;
+            sh(&["-n", &underlay, "link", "set", &node, "master", "br0", "up"])?;
+            sh(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", node_ip(index)),
+                "dev",
+                NODE_DEVICE,
+            ])?;
+            sh(&["-n", &ns, "link", "set", NODE_DEVICE, "up"])?;
+            for other in (1..=nodes).filter(|o| *o != index) {
+                sh(&[
+                    "-n",
+                    &ns,
+                    "route",
+                    "add",
+                    &pod_cidr(other),
+                    "via",
+                    &node_ip(other).to_string(),
+                    "dev",
+                    NODE_DEVICE,
+                ])?;
+            }
+            let node_dir = self.dir.join(&node);
+            std::fs::create_dir_all(&node_dir)?;
+            let api_socket = node_dir.join("agent.sock");
+            let cni_config = node_dir.join("cni.json");
+            std::fs::write(
+                &cni_config,
+                serde_json::to_vec_pretty(&cni::network_config(&api_socket, MTU))?,
+            )?;
+            let mut record = NodeRecord {
+                name: node.clone(),
+                netns: ns,
+                underlay_ip: node_ip(index),
+                pod_cidr: pod_cidr(index),
+                agent_pid: 0,
+                api_socket,
+                bpffs_dir: PathBuf::from(format!("/sys/fs/bpf/{name}-{node}")),
+                state_dir: node_dir.join("state"),
+                cni_config,
+            };
+            progress(&format!(
+                "node {node}: starting weir-agent (pod CIDR {})",
+                record.pod_cidr
+            ));
+            record.agent_pid = self.start_agent(&record)?;
+            self.state.nodes.push(record);
+            self.state.save(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn start_agent(&self, node: &NodeRecord) -> Result<u32> {
+        let args = vec![
+            "--node-name".to_string(),
+            node.name.clone(),
+            "--pod-cidr".into(),
+            node.pod_cidr.clone(),
+            "--state-dir".into(),
+            node.state_dir.display().to_string(),
+            "--bpffs-dir".into(),
+            node.bpffs_dir.display().to_string(),
+            "--api-socket".into(),
+            node.api_socket.display().to_string(),
+            "--device".into(),
+            NODE_DEVICE.into(),
+        ];
+        let _ = std::fs::remove_file(&node.api_socket);
+        let log = self.dir.join(&node.name).join("agent.log");
+        let pid = process::spawn_detached(&node.netns, &self.binaries.agent, &args, &log)?;
+        let deadline = Instant::now() + AGENT_READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&node.api_socket).is_ok() {
+                return Ok(pid);
+            }
+            if !process::alive(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        process::stop(pid, Duration::from_secs(1));
+        bail!(
+            "weir-agent on {} did not become ready; its log ({}):\n{}",
+            node.name,
+            log.display(),
+            tail.lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+
+    /// Opens a lab brought up earlier.
+    pub fn open(name: &str, binaries: Binaries) -> Result<Lab> {
+        let dir = lab_dir(name);
+        let state = LabState::load(&dir)?;
+        Ok(Lab {
+            dir,
+            state,
+            binaries,
+        })
+    }
+
+    pub fn state(&self) -> &LabState {
+        &self.state
+    }
+
+    pub fn pods(&self) -> &[PodRecord] {
+        &self.state.pods
+    }
+
+    pub fn pod(&self, key: &str) -> Result<&PodRecord> {
+        self.state
+            .pod(key)
+            .with_context(|| format!("no pod {key} in lab {}", self.state.name))
+    }
+
+    /// Stops the agent of `node` and starts it again (same state, same pins).
+    pub fn restart_agent(&mut self, node: &str) -> Result<()> {
+        let index = self
+            .state
+            .nodes
+            .iter()
+            .position(|n| n.name == node)
+            .with_context(|| format!("no node {node}"))?;
+        process::stop(self.state.nodes[index].agent_pid, Duration::from_secs(5));
+        let pid = self.start_agent(&self.state.nodes[index])?;
+        self.state.nodes[index].agent_pid = pid;
+        self.state.save(&self.dir)
+    }
+
+    /// Applies manifests: namespaces first, then pods, in file order.
+    pub fn apply(&mut self, objects: &[Object]) -> Result<Vec<Applied>> {
+        let mut report = Vec::new();
+        for object in objects {
+            if let Object::Namespace(ns) = object {
+                report.push(self.apply_namespace(ns)?);
+            }
+        }
+        for object in objects {
+            if let Object::Pod(pod) = object {
+                report.push(self.apply_pod(pod)?);
+            }
+        }
+        Ok(report)
+    }
+
+    fn apply_namespace(&mut self, ns: &Namespace) -> Result<Applied> {
+        let what = format!("namespace/{}", ns.name);
+        let result = match self.state.namespaces.iter_mut().find(|n| n.name == ns.name) {
+            Some(existing) if existing == ns => Applied::Unchanged(what),
+            Some(existing) => {
+                *existing = ns.clone();
+                Applied::Configured(what)
+            }
+            None => {
+                self.state.namespaces.push(ns.clone());
+                Applied::Created(what)
+            }
+        };
+        self.state.save(&self.dir)?;
+        Ok(result)
+    }
+
+    fn apply_pod(&mut self, pod: &Pod) -> Result<Applied> {
+        let key = format!("{}/{}", pod.namespace, pod.name);
+        let what = format!("pod/{key}");
+        if pod.namespace != "default"
+            && !self
+                .state
+                .namespaces
+                .iter()
+                .any(|n| n.name == pod.namespace)
+        {
+            bail!(
+                "{what}: namespace {:?} not found (apply it first)",
+                pod.namespace
+            );
+        }
+        if let Some(existing) = self.state.pods.iter_mut().find(|p| p.key() == key) {
+            if pod.node.as_ref().is_some_and(|n| *n != existing.node) || pod.ports != existing.ports
+            {
+                bail!("{what}: nodeName and ports cannot change on a running pod; delete it first");
+            }
+            if existing.labels == pod.labels {
+                return Ok(Applied::Unchanged(what));
+            }
+            existing.labels = pod.labels.clone();
+            self.state.save(&self.dir)?;
+            return Ok(Applied::Configured(what));
+        }
+        let node = self.schedule(pod)?;
+        let record = self.create_pod(pod, &node)?;
+        let created = format!("{what} on {} ({})", record.node, record.ip);
+        self.state.pods.push(record);
+        self.state.save(&self.dir)?;
+        Ok(Applied::Created(created))
+    }
+
+    /// The pod's nodeName, or the node with the fewest pods.
+    fn schedule(&self, pod: &Pod) -> Result<NodeRecord> {
+        if let Some(name) = &pod.node {
+            return self.state.node(name).cloned().with_context(|| {
+                format!(
+                    "pod {}/{}: node {name:?} does not exist",
+                    pod.namespace, pod.name
+                )
+            });
+        }
+        self.state
+            .nodes
+            .iter()
+            .min_by_key(|n| self.state.pods.iter().filter(|p| p.node == n.name).count())
+            .cloned()
+            .context("the lab has no nodes")
+    }
+
+    fn pod_netns(&self, namespace: &str, name: &str) -> String {
+        format!("{}-p-{namespace}-{name}", self.state.name)
+    }
+
+    fn create_pod(&self, pod: &Pod, node: &NodeRecord) -> Result<PodRecord> {
+        let netns_name = self.pod_netns(&pod.namespace, &pod.name);
+        netns::delete(&netns_name)?; // a leftover of a crash
+        netns::add(&netns_name)?;
+        let container_id = new_container_id();
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&node.cni_config)?)?;
+        let pod_netns_path = netns::path(&netns_name).display().to_string();
+        let call = cni::Invocation {
+            plugin: &self.binaries.cni,
+            node_netns: &node.netns,
+            command: "ADD",
+            container_id: &container_id,
+            pod_netns: &pod_netns_path,
+            ifname: POD_IFNAME,
+            pod_namespace: &pod.namespace,
+            pod_name: &pod.name,
+            config: &config,
+        };
+        let ip = match cni::add(&call) {
+            Ok(ip) => ip,
+            Err(e) => {
+                let _ = netns::delete(&netns_name);
+                return Err(e);
+            }
+        };
+        let mut args = vec![
+            "--identity".to_string(),
+            format!("{}/{}", pod.namespace, pod.name),
+        ];
+        for port in &pod.ports {
+            args.push(format!("--{}", port.protocol.as_str()));
+            args.push(port.port.to_string());
+        }
+        let logs = self.dir.join("pods");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{}-{}.log", pod.namespace, pod.name));
+        let server_pid =
+            process::spawn_detached(&netns_name, &self.binaries.pod_server, &args, &log)?;
+        Ok(PodRecord {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            labels: pod.labels.clone(),
+            node: node.name.clone(),
+            netns: netns_name,
+            container_id,
+            ip,
+            ports: pod.ports.clone(),
+            server_pid,
+        })
+    }
+
+    /// Deletes the objects named in the manifests (pods of a deleted
+    /// namespace go with it).
+    pub fn delete(&mut self, objects: &[Object]) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for object in objects {
+            let keys: Vec<String> = match object {
+                Object::Pod(pod) => vec![format!("{}/{}", pod.namespace, pod.name)],
+                Object::Namespace(ns) => self
+                    .state
+                    .pods
+                    .iter()
+                    .filter(|p| p.namespace == ns.name)
+                    .map(|p| p.key())
+                    .collect(),
+            };
+            for key in keys {
+                if self.delete_pod(&key)? {
+                    deleted.push(format!("pod/{key} deleted"));
+                }
+            }
+            if let Object::Namespace(ns) = object {
+                let before = self.state.namespaces.len();
+                self.state.namespaces.retain(|n| n.name != ns.name);
+                if self.state.namespaces.len() != before {
+                    deleted.push(format!("namespace/{} deleted", ns.name));
+                }
+                self.state.save(&self.dir)?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes one pod the way kubelet does: stop it, CNI DEL, remove its
+    /// network namespace. Returns false if there was no such pod.
+    pub fn delete_pod(&mut self, key: &str) -> Result<bool> {
+        let Some(index) = self.state.pods.iter().position(|p| p.key() == key) else {
+            return Ok(false);
+        };
+        let pod = self.state.pods[index].clone();
+        process::stop(pod.server_pid, Duration::from_secs(2));
+        let node = self.state.node(&pod.node).context("pod's node")?.clone();
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&node.cni_config)?)?;
+        let pod_netns_path = netns::path(&pod.netns).display().to_string();
+        cni::del(&cni::Invocation {
+            plugin: &self.binaries.cni,
+            node_netns: &node.netns,
+            command: "DEL",
+            container_id: &pod.container_id,
+            pod_netns: &pod_netns_path,
+            ifname: POD_IFNAME,
+            pod_namespace: &pod.namespace,
+            pod_name: &pod.name,
+            config: &config,
+        })?;
+        netns::delete(&pod.netns)?;
+        self.state.pods.remove(index);
+        self.state.save(&self.dir)?;
+        Ok(true)
+    }
+
+    /// Removes everything of lab `name`: processes, namespaces (and the
+    /// links in them), pinned maps and links, the state directory. Works
+    /// without (or with a corrupt) state file.
+    pub fn down(name: &str) -> Result<()> {
+        let dir = lab_dir(name);
+        if let Ok(state) = LabState::load(&dir) {
+            for pod in &state.pods {
+                process::stop(pod.server_pid, Duration::from_secs(1));
+            }
+            for node in &state.nodes {
+                process::stop(node.agent_pid, Duration::from_secs(3));
+            }
+        }
+        let prefix = format!("{name}-");
+        for ns in netns::list_with_prefix(&prefix) {
+            for pid in process::pids_in_netns(&ns) {
+                process::stop(pid, Duration::from_secs(1));
+            }
+        }
+        // Pods first: deleting a pod namespace removes its veth pair.
+        let mut namespaces = netns::list_with_prefix(&prefix);
+        namespaces.sort_by_key(|n| !n.starts_with(&format!("{name}-p-")));
+        for ns in namespaces {
+            netns::delete(&ns)?;
+        }
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+            for entry in entries.filter_map(Result::ok) {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    std::fs::remove_dir_all(entry.path())?;
+                }
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// 64 hex characters, like a container runtime's ids.
+fn new_container_id() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("read /dev/urandom");
+}

@@ -1,0 +1,122 @@
+//! Invoking `weir-cni` exactly as a container runtime does: CNI_*
+//! environment, the network configuration on stdin, the result on stdout,
+//! run in the node's network namespace.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns;
+
+/// The network configuration the lab gives the plugin on `node`.
+pub fn network_config(agent_socket: &Path, mtu: u32) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "weir",
+        "type": "weir-cni",
+        "agentSocket": agent_socket,
+        "mtu": mtu,
+    })
+}
+
+/// One plugin invocation.
+pub struct Invocation<'a> {
+    pub plugin: &'a Path,
+    pub node_netns: &'a str,
+    pub command: &'a str,
+    pub container_id: &'a str,
+    pub pod_netns: &'a str,
+    pub ifname: &'a str,
+    pub pod_namespace: &'a str,
+    pub pod_name: &'a str,
+    pub config: &'a serde_json::Value,
+}
+
+/// The outcome of an invocation: exit success and stdout.
+pub struct Outcome {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn invoke(call: &Invocation) -> Result<Outcome> {
+    let mut cmd = Command::new(call.plugin);
+    cmd.env_clear()
+        .env("CNI_COMMAND", call.command)
+        .env("CNI_CONTAINERID", call.container_id)
+        .env("CNI_NETNS", call.pod_netns)
+        .env("CNI_IFNAME", call.ifname)
+        .env(
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+                call.pod_namespace, call.pod_name, call.container_id
+            ),
+        )
+        .env(
+            "CNI_PATH",
+            call.plugin.parent().unwrap_or(Path::new("/")),
+        )
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    netns::command_in(&mut cmd, call.node_netns)?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("start {}", call.plugin.display()))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(serde_json::to_string(call.config)?.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok(Outcome {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// ADD, returning the pod's IPv4 address from the result.
+pub fn add(call: &Invocation) -> Result<Ipv4Addr> {
+    let outcome = invoke(call)?;
+    if !outcome.success {
+        bail!(
+            "CNI ADD for {}/{} failed: {} {}",
+            call.pod_namespace,
+            call.pod_name,
+            outcome.stdout.trim(),
+            outcome.stderr.trim()
+        );
+    }
+    let result: serde_json::Value =
+        serde_json::from_str(&outcome.stdout).context("CNI ADD result is not JSON")?;
+    let address = result["ips"][0]["address"]
+        .as_str()
+        .context("CNI ADD result has no ips[0].address")?;
+    address
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .with_context(|| format!("CNI ADD returned address {address:?}"))
+}
+
+/// DEL; errors carry the plugin's error JSON.
+pub fn del(call: &Invocation) -> Result<()> {
+    let outcome = invoke(call)?;
+    if !outcome.success {
+        bail!(
+            "CNI DEL for {}/{} failed: {} {}",
+            call.pod_namespace,
+            call.pod_name,
+            outcome.stdout.trim(),
+            outcome.stderr.trim()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! Kubernetes manifests the lab understands: a typed subset of the
+//! Namespace and Pod kinds (unknown fields are ignored, as `kubectl apply`
+//! would keep them), read from multi-document YAML and validated before
+//! anything is applied.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Object {
+    Namespace(Namespace),
+    Pod(Pod),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: Labels,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    /// `spec.nodeName`; the lab schedules the pod when absent.
+    pub node: Option<String>,
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
+pub struct ContainerPort {
+    // Field order is the sort order: port, then protocol.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub name: Option<String>,
+}
+
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn parse(text: &str) -> Result<Protocol> {
+        match text.to_ascii_uppercase().as_str() {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            other => bail!("unknown protocol {other:?} (TCP, UDP or SCTP)"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// The wire shape of the fields read from a manifest.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawObject {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: RawMetadata,
+    #[serde(default)]
+    spec: Option<RawPodSpec>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawMetadata {
+    name: Option<String>,
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Labels,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawPodSpec {
+    node_name: Option<String>,
+    #[serde(default)]
+    containers: Vec<RawContainer>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawContainer {
+    #[serde(default)]
+    ports: Vec<RawPort>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPort {
+    name: Option<String>,
+    container_port: i64,
+    protocol: Option<String>,
+}
+
+/// Parses every document of `yaml`; the whole file is rejected if any
+/// document is invalid, so nothing of a bad file is applied.
+pub fn parse(yaml: &str) -> Result<Vec<Object>> {
+    let mut objects = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
+        let value = serde_yaml_ng::Value::deserialize(document)
+            .with_context(|| format!("document {}: not valid YAML", index + 1))?;
+        if value.is_null() {
+            continue; // an empty document between separators
+        }
+        let raw: RawObject = serde_yaml_ng::from_value(value)
+            .with_context(|| format!("document {}: not a Kubernetes object", index + 1))?;
+        objects.push(convert(raw).with_context(|| format!("document {}", index + 1))?);
+    }
+    Ok(objects)
+}
+
+fn convert(raw: RawObject) -> Result<Object> {
+    let kind = raw.kind.as_deref().unwrap_or_default();
+    let name = raw
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .with_context(|| format!("{kind}: metadata.name is required"))?;
+    validate_dns_label(&name).with_context(|| format!("{kind} name"))?;
+    match (raw.api_version.as_deref(), kind) {
+        (Some("v1"), "Namespace") => Ok(Object::Namespace(Namespace {
+            name,
+            labels: raw.metadata.labels,
+        })),
+        (Some("v1"), "Pod") => {
+            let namespace = raw.metadata.namespace.unwrap_or_else(|| "default".into());
+            validate_dns_label(&namespace).context("Pod namespace")?;
+            let spec = raw.spec.unwrap_or_default();
+            let mut ports = Vec::new();
+            for port in spec.containers.iter().flat_map(|c| &c.ports) {
+                let number = u16::try_from(port.container_port)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .with_context(|| {
+                        format!("containerPort {} is outside 1-65535", port.container_port)
+                    })?;
+                let protocol = Protocol::parse(port.protocol.as_deref().unwrap_or("TCP"))?;
+                ports.push(ContainerPort {
+                    name: port.name.clone(),
+                    port: number,
+                    protocol,
+                });
+            }
+            ports.sort();
+            ports.dedup();
+            Ok(Object::Pod(Pod {
+                namespace,
+                name,
+                labels: raw.metadata.labels,
+                node: spec.node_name,
+                ports,
+            }))
+        }
+        (version, kind) => bail!(
+            "kind {kind:?} (apiVersion {}) is not supported by the lab yet: Namespace and Pod are",
+            version.unwrap_or("none")
+        ),
+    }
+}
+
+/// RFC 1123 label: what Kubernetes requires of namespace and pod names here.
+fn validate_dns_label(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        bail!("{name:?} is not a valid name (lower-case letters, digits and '-', at most 63)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PODS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: x
+  labels: {ns: x}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: a
+  namespace: x
+  labels:
+    pod: a
+spec:
+  nodeName: n1
+  containers:
+  - name: c
+    image: ignored
+    ports:
+    - {name: serve-80-tcp, containerPort: 80, protocol: TCP}
+    - {containerPort: 80, protocol: UDP}
+    - {containerPort: 81}
+---
+"#;
+
+    #[test]
+    fn parses_namespaces_and_pods() {
+        let objects = parse(PODS).unwrap();
+        assert_eq!(objects.len(), 2);
+        let Object::Pod(pod) = &objects[1] else {
+            panic!("second object is a pod")
+        };
+        assert_eq!(pod.namespace, "x");
+        assert_eq!(pod.node.as_deref(), Some("n1"));
+        assert_eq!(pod.labels["pod"], "a");
+        assert_eq!(
+            pod.ports,
+            vec![
+                ContainerPort {
+                    name: Some("serve-80-tcp".into()),
+                    port: 80,
+                    protocol: Protocol::Tcp
+                },
+                ContainerPort {
+                    name: None,
+                    port: 80,
+                    protocol: Protocol::Udp
+                },
+                ContainerPort {
+                    name: None,
+                    port: 81,
+                    protocol: Protocol::Tcp
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn one_bad_document_rejects_the_file() {
+        let yaml = format!("{PODS}\napiVersion: v1\nkind: Pod\nmetadata: {{name: Bad_Name}}\n");
+        let err = parse(&yaml).unwrap_err();
+        assert!(format!("{err:#}").contains("not a valid name"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_ports_and_protocols_are_rejected_with_a_reason() {
+        let pod = |ports: &str| {
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - ports: [{ports}]\n")
+        };
+        let err = parse(&pod("{containerPort: 70000}")).unwrap_err();
+        assert!(format!("{err:#}").contains("outside 1-65535"), "{err:#}");
+        let err = parse(&pod("{containerPort: 80, protocol: ICMP}")).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown protocol"), "{err:#}");
+    }
+
+    #[test]
+    fn unsupported_kinds_say_so() {
+        let err =
+            parse("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not supported by the lab yet"),
+            "{err:#}"
+        );
+    }
+}

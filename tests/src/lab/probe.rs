@@ -1,0 +1,231 @@
+//! Connectivity probes from inside a pod's network namespace, and the
+//! all-pairs truth table (as in the Kubernetes network-policy e2e suite).
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::manifest::Protocol;
+use super::state::PodRecord;
+use crate::netns;
+
+/// How long a probe waits for a connection or a reply.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a probe is about: L4 protocol and port, or ICMP echo.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "protocol", content = "port")]
+pub enum Target {
+    Tcp(u16),
+    Udp(u16),
+    Icmp,
+}
+
+impl Target {
+    /// Parses `80/tcp`, `53/udp` or `icmp`.
+    pub fn parse(text: &str) -> Result<Target> {
+        if text.eq_ignore_ascii_case("icmp") {
+            return Ok(Target::Icmp);
+        }
+        let (port, protocol) = text.split_once('/').ok_or_else(|| {
+            anyhow::anyhow!("expected PORT/PROTO (e.g. 80/tcp) or icmp, got {text:?}")
+        })?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad port {port:?}"))?;
+        match Protocol::parse(protocol)? {
+            Protocol::Tcp => Ok(Target::Tcp(port)),
+            Protocol::Udp => Ok(Target::Udp(port)),
+            Protocol::Sctp => {
+                anyhow::bail!("this kernel has no SCTP sockets: SCTP cannot be probed")
+            }
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Target::Tcp(p) => format!("{p}/tcp"),
+            Target::Udp(p) => format!("{p}/udp"),
+            Target::Icmp => "icmp".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeResult {
+    pub from: String,
+    pub to: String,
+    pub to_ip: Ipv4Addr,
+    pub target: Target,
+    pub connected: bool,
+    /// What the server answered (its namespace/name), if anything.
+    pub reply: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Probes `dst` from inside `src`'s network namespace. A connection counts
+/// only if the destination's server answered with its own name.
+pub fn probe(src: &PodRecord, dst: &PodRecord, target: Target) -> ProbeResult {
+    let dst_ip = dst.ip;
+    let outcome = netns::run_in(&src.netns, move || attempt(dst_ip, target)).and_then(|r| r);
+    let (reply, error) = match outcome {
+        Ok(reply) => (reply, None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    let connected = match target {
+        Target::Icmp => error.is_none(),
+        _ => reply.as_deref() == Some(dst.key().as_str()),
+    };
+    ProbeResult {
+        from: src.key(),
+        to: dst.key(),
+        to_ip: dst.ip,
+        target,
+        connected,
+        reply,
+        error,
+    }
+}
+
+fn attempt(ip: Ipv4Addr, target: Target) -> Result<Option<String>> {
+    match target {
+        Target::Tcp(port) => {
+            let mut stream =
+                TcpStream::connect_timeout(&SocketAddr::from((ip, port)), PROBE_TIMEOUT)?;
+            stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply)?;
+            Ok(Some(reply.trim().to_string()))
+        }
+        Target::Udp(port) => {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
+            socket.send_to(b"probe", (ip, port))?;
+            let mut buf = [0u8; 512];
+            let (n, _) = socket.recv_from(&mut buf)?;
+            Ok(Some(String::from_utf8_lossy(&buf[..n]).trim().to_string()))
+        }
+        Target::Icmp => {
+            let out = Command::new("ping")
+                .args(["-n", "-q", "-c", "1", "-W", "1"])
+                .arg(ip.to_string())
+                .output()?;
+            anyhow::ensure!(out.status.success(), "no echo reply from {ip}");
+            Ok(None)
+        }
+    }
+}
+
+/// Probes every pod from every pod for each target, several at a time.
+pub fn matrix(pods: &[PodRecord], targets: &[Target]) -> Vec<ProbeResult> {
+    let mut jobs = Vec::new();
+    for target in targets {
+        for src in pods {
+            for dst in pods {
+                jobs.push((src.clone(), dst.clone(), *target));
+            }
+        }
+    }
+    // Bounded parallelism: blocked probes each wait for the timeout.
+    const WORKERS: usize = 16;
+    let chunks: Vec<Vec<(PodRecord, PodRecord, Target)>> = {
+        let mut chunks = vec![Vec::new(); WORKERS];
+        for (i, job) in jobs.into_iter().enumerate() {
+            chunks[i % WORKERS].push(job);
+        }
+        chunks
+    };
+    let mut results: Vec<ProbeResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(s, d, t)| probe(s, d, *t))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("probe worker"))
+            .collect()
+    });
+    results.sort_by(|a, b| {
+        (a.target.label(), &a.from, &a.to).cmp(&(b.target.label(), &b.from, &b.to))
+    });
+    results
+}
+
+/// The truth table of one target: rows are sources, columns destinations,
+/// `.` connected and `X` not.
+pub fn render_table(pods: &[String], results: &[ProbeResult], target: Target) -> String {
+    let width = pods
+        .iter()
+        .map(|p| p.len())
+        .max()
+        .unwrap_or(1)
+        .max(target.label().len());
+    let mut out = format!("{:<width$}", target.label());
+    for dst in pods {
+        out.push_str(&format!(" {dst:>w$}", w = dst.len().max(1)));
+    }
+    out.push('\n');
+    for src in pods {
+        out.push_str(&format!("{src:<width$}"));
+        for dst in pods {
+            let mark = results
+                .iter()
+                .find(|r| r.target == target && &r.from == src && &r.to == dst)
+                .map(|r| if r.connected { "." } else { "X" })
+                .unwrap_or("?");
+            out.push_str(&format!(" {mark:>w$}", w = dst.len().max(1)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        assert_eq!(Target::parse("80/tcp").unwrap(), Target::Tcp(80));
+        assert_eq!(Target::parse("53/UDP").unwrap(), Target::Udp(53));
+        assert_eq!(Target::parse("icmp").unwrap(), Target::Icmp);
+        assert!(Target::parse("80").is_err());
+        assert!(Target::parse("99999/tcp").is_err());
+        assert!(Target::parse("80/sctp").is_err());
+    }
+
+    #[test]
+    fn renders_a_truth_table() {
+        let pods = vec!["x/a".to_string(), "x/b".to_string()];
+        let result = |from: &str, to: &str, connected| ProbeResult {
+            from: from.into(),
+            to: to.into(),
+            to_ip: Ipv4Addr::LOCALHOST,
+            target: Target::Tcp(80),
+            connected,
+            reply: None,
+            error: None,
+        };
+        let results = vec![
+            result("x/a", "x/a", true),
+            result("x/a", "x/b", false),
+            result("x/b", "x/a", true),
+            result("x/b", "x/b", true),
+        ];
+        assert_eq!(
+            render_table(&pods, &results, Target::Tcp(80)),
+            "80/tcp x/a x/b\nx/a      .   X\nx/b      .   .\n"
+        );
+    }
+}

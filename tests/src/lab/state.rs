@@ -1,0 +1,81 @@
+//! The lab's record of what it made, kept as JSON in the lab directory so
+//! that every `weir-lab` invocation (and `lab down` after a crash) knows
+//! the nodes, pods and processes. `--output json` prints these shapes.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::manifest::{ContainerPort, Labels, Namespace};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LabState {
+    pub name: String,
+    pub nodes: Vec<NodeRecord>,
+    pub namespaces: Vec<Namespace>,
+    pub pods: Vec<PodRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// Network namespace of the node.
+    pub netns: String,
+    /// Address on the underlay.
+    pub underlay_ip: Ipv4Addr,
+    pub pod_cidr: String,
+    pub agent_pid: u32,
+    pub api_socket: PathBuf,
+    pub bpffs_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub cni_config: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    pub node: String,
+    pub netns: String,
+    pub container_id: String,
+    pub ip: Ipv4Addr,
+    pub ports: Vec<ContainerPort>,
+    pub server_pid: u32,
+}
+
+impl PodRecord {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+impl LabState {
+    pub fn file(dir: &Path) -> PathBuf {
+        dir.join("lab.json")
+    }
+
+    pub fn load(dir: &Path) -> Result<LabState> {
+        let path = Self::file(dir);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("no lab at {} (run `lab up` first)", dir.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = Self::file(dir);
+        let tmp = dir.join("lab.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn pod(&self, key: &str) -> Option<&PodRecord> {
+        self.pods.iter().find(|p| p.key() == key)
+    }
+}

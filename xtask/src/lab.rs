@@ -1,0 +1,61 @@
+//! `cargo xtask lab ...`: builds everything, then runs `weir-lab` (from the
+//! weir-tests crate) with the given arguments. `lab up` without `--empty`
+//! is the main job: a 2-node lab, the example workloads, and the matrix.
+
+use std::process::Command;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::cmd::{self, step};
+use crate::{build, paths};
+
+#[derive(Args)]
+pub struct LabArgs {
+    /// Arguments for weir-lab (up, down, apply -f, delete -f, status, exec,
+    /// probe, matrix, restart-agent; see `cargo xtask lab -- --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+const EXAMPLES: &str = "examples/lab/workloads.yaml";
+
+pub fn run(args: &LabArgs) -> Result<()> {
+    build::run(&build::BuildArgs::default())?;
+    let weir_lab = paths::root().join("target/debug/weir-lab");
+    let mut lab_args = args.args.clone();
+    let is_up = lab_args.first().map(String::as_str) == Some("up");
+    let empty = lab_args.iter().any(|a| a == "--empty");
+    lab_args.retain(|a| a != "--empty");
+    step(&format!("weir-lab {}", lab_args.join(" ")));
+    cmd::run(Command::new(&weir_lab).args(&lab_args))?;
+    if is_up && !empty {
+        let name: Vec<String> = name_args(&lab_args);
+        step(&format!("applying {EXAMPLES}"));
+        cmd::run(
+            Command::new(&weir_lab)
+                .args(&name)
+                .args(["apply", "-f"])
+                .arg(paths::root().join(EXAMPLES)),
+        )?;
+        step("connectivity matrix (every pod to every pod)");
+        cmd::run(Command::new(&weir_lab).args(&name).args([
+            "matrix",
+            "--ports",
+            "80,81",
+            "--protocols",
+            "tcp,udp",
+        ]))?;
+        println!("\nThe lab stays up: `cargo xtask lab status`, `cargo xtask lab probe shop/frontend billing/ledger 80/tcp`, `cargo xtask lab down`.");
+    }
+    Ok(())
+}
+
+/// `--name X` from the user's arguments, to pass on to follow-up calls.
+fn name_args(args: &[String]) -> Vec<String> {
+    args.iter()
+        .position(|a| a == "--name")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| vec!["--name".to_string(), n.clone()])
+        .unwrap_or_default()
+}
