@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod probe;
 pub mod process;
 pub mod state;
+pub mod testing;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

@@ -27,12 +27,36 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
+    Lab {
+        #[arg(long, default_value_t = 2)]
+        nodes: u32,
+        #[arg(long, default_value_t = 20)]
+        pods: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     setup::run()?;
     build::build_datapath()?;
     match &args.which {
+        Bench::Lab { nodes, pods, runs } => {
+            step("lab bring-up and pod creation");
+            cmd::run(cmd::cargo(None).args(["build", "--release", "--workspace", "--bins"]))?;
+            cmd::run(
+                std::process::Command::new(crate::paths::root().join("target/release/weir-bench"))
+                    .args([
+                        "lab",
+                        "--nodes",
+                        &nodes.to_string(),
+                        "--pods",
+                        &pods.to_string(),
+                    ])
+                    .args(["--runs", &runs.to_string()]),
+            )
+        }
         Bench::Datapath { repeat, runs } => {
             step("datapath per-packet cost (BPF_PROG_TEST_RUN)");
             cmd::run(

@@ -5,10 +5,14 @@
 //! `repeat` back-to-back runs and reports the mean). Each measurement is
 //! taken `runs` times; the median and range are printed.
 
+use std::time::Instant;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use weir_agent::datapath::ProgramKind;
 use weir_tests::datapath::{load, test_run, PinDir};
+use weir_tests::lab::manifest;
+use weir_tests::lab::testing::{namespace_yaml, pod_yaml, TestLab};
 use weir_tests::packets;
 
 #[derive(Parser)]
@@ -27,11 +31,21 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Time of `lab up` and of applying N pods, with real agents and CNI.
+    Lab {
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        #[arg(long, default_value_t = 20)]
+        pods: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::Datapath { repeat, runs } => datapath(repeat, runs.max(1)),
+        Bench::Lab { nodes, pods, runs } => lab(nodes, pods, runs.max(1)),
     }
 }
 
@@ -77,5 +91,50 @@ fn datapath(repeat: u32, runs: usize) -> Result<()> {
         }
         println!();
     }
+    Ok(())
+}
+
+fn lab(nodes: usize, pods: usize, runs: usize) -> Result<()> {
+    weir_tests::require_root();
+    let mut yaml = namespace_yaml("bench");
+    for i in 0..pods {
+        yaml.push_str(&pod_yaml(
+            "bench",
+            &format!("p{i}"),
+            &format!("n{}", i % nodes + 1),
+            &[80],
+        ));
+    }
+    let objects = manifest::parse(&yaml)?;
+    let mut up_ms = Vec::new();
+    let mut apply_ms = Vec::new();
+    for run in 1..=runs {
+        let start = Instant::now();
+        let mut lab = TestLab::up(nodes)?;
+        up_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        lab.apply(&objects)?;
+        apply_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "run {run}: lab up ({nodes} nodes) {:.0} ms, apply {pods} pods {:.0} ms",
+            up_ms[run - 1],
+            apply_ms[run - 1]
+        );
+    }
+    let summary = |samples: &mut Vec<f64>| {
+        samples.sort_by(f64::total_cmp);
+        format!(
+            "{:.0} ms ({:.0}-{:.0})",
+            samples[samples.len() / 2],
+            samples[0],
+            samples[samples.len() - 1]
+        )
+    };
+    println!("lab up, {nodes} nodes: median {}", summary(&mut up_ms));
+    println!(
+        "lab apply, {pods} pods: median {} = {:.1} ms per pod",
+        summary(&mut apply_ms.clone()),
+        apply_ms[apply_ms.len() / 2] / pods as f64
+    );
     Ok(())
 }

@@ -1,0 +1,84 @@
+//! A lab made for one test: unique name, removed on drop (also when the test
+//! panics), so suites can run in parallel and leave nothing behind.
+
+use std::ops::{Deref, DerefMut};
+
+use anyhow::Result;
+
+use super::manifest::{self, Object};
+use super::{Binaries, Lab};
+
+pub struct TestLab {
+    name: String,
+    lab: Option<Lab>,
+}
+
+impl TestLab {
+    pub fn up(nodes: usize) -> Result<TestLab> {
+        crate::require_root();
+        let name = crate::names::unique();
+        let lab = Lab::up(&name, nodes, Binaries::locate()?, &|_| {})?;
+        Ok(TestLab {
+            name,
+            lab: Some(lab),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Applies YAML, failing the test on error.
+    pub fn apply_yaml(&mut self, yaml: &str) -> Result<()> {
+        let objects = manifest::parse(yaml)?;
+        self.apply(&objects)?;
+        Ok(())
+    }
+
+    pub fn delete_yaml(&mut self, yaml: &str) -> Result<()> {
+        let objects: Vec<Object> = manifest::parse(yaml)?;
+        self.delete(&objects)?;
+        Ok(())
+    }
+}
+
+impl Deref for TestLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        self.lab.as_ref().expect("lab is up")
+    }
+}
+
+impl DerefMut for TestLab {
+    fn deref_mut(&mut self) -> &mut Lab {
+        self.lab.as_mut().expect("lab is up")
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        self.lab.take();
+        if let Err(e) = Lab::down(&self.name) {
+            eprintln!("lab {} cleanup: {e:#}", self.name);
+        }
+    }
+}
+
+/// YAML for a namespace with `labels` as `key: value` pairs.
+pub fn namespace_yaml(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{ns: {name}}}\n---\n")
+}
+
+/// YAML for a pod on `node` serving TCP and UDP on `ports`.
+pub fn pod_yaml(namespace: &str, name: &str, node: &str, ports: &[u16]) -> String {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels: {{pod: {name}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n"
+    );
+    for port in ports {
+        yaml.push_str(&format!(
+            "    - {{name: serve-{port}-tcp, containerPort: {port}, protocol: TCP}}\n    - {{name: serve-{port}-udp, containerPort: {port}, protocol: UDP}}\n"
+        ));
+    }
+    yaml.push_str("---\n");
+    yaml
+}
