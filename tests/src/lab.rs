@@ -38,6 +38,7 @@ const POD_IFNAME: &str = "eth0";
 const NODE_DEVICE: &str = "eth0";
 const MTU: u32 = 1500;
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
+const POD_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The programs the lab runs.
 #[derive(Clone, Debug)]
@@ -443,6 +444,33 @@ impl Lab {
                 return Err(e);
             }
         };
+        match self.start_pod_server(pod, &netns_name) {
+            Ok(server_pid) => Ok(PodRecord {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                labels: pod.labels.clone(),
+                node: node.name.clone(),
+                netns: netns_name,
+                container_id,
+                ip,
+                ports: pod.ports.clone(),
+                server_pid,
+            }),
+            Err(e) => {
+                // Undo the sandbox as kubelet would: DEL, then the netns.
+                let _ = cni::del(&cni::Invocation {
+                    command: "DEL",
+                    ..call
+                });
+                let _ = netns::delete(&netns_name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the pod's server and waits until it serves (like a readiness
+    /// probe), returning its pid.
+    fn start_pod_server(&self, pod: &Pod, netns_name: &str) -> Result<u32> {
         let mut args = vec![
             "--identity".to_string(),
             format!("{}/{}", pod.namespace, pod.name),
@@ -454,19 +482,27 @@ impl Lab {
         let logs = self.dir.join("pods");
         std::fs::create_dir_all(&logs)?;
         let log = logs.join(format!("{}-{}.log", pod.namespace, pod.name));
+        let ready = logs.join(format!("{}-{}.ready", pod.namespace, pod.name));
+        let _ = std::fs::remove_file(&ready);
+        args.push("--ready-file".into());
+        args.push(ready.display().to_string());
         let server_pid =
-            process::spawn_detached(&netns_name, &self.binaries.pod_server, &args, &log)?;
-        Ok(PodRecord {
-            namespace: pod.namespace.clone(),
-            name: pod.name.clone(),
-            labels: pod.labels.clone(),
-            node: node.name.clone(),
-            netns: netns_name,
-            container_id,
-            ip,
-            ports: pod.ports.clone(),
-            server_pid,
-        })
+            process::spawn_detached(netns_name, &self.binaries.pod_server, &args, &log)?;
+        // Like a readiness probe: the pod counts as created once it serves.
+        let deadline = Instant::now() + POD_READY_TIMEOUT;
+        while !ready.exists() {
+            if Instant::now() > deadline || !process::alive(server_pid) {
+                process::stop(server_pid, Duration::from_secs(1));
+                bail!(
+                    "pod {}/{}: server not ready: {}",
+                    pod.namespace,
+                    pod.name,
+                    std::fs::read_to_string(&log).unwrap_or_default().trim()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(server_pid)
     }
 
     /// Deletes the objects named in the manifests (pods of a deleted

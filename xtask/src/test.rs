@@ -56,6 +56,12 @@ pub fn run(args: &TestArgs) -> Result<()> {
         cmd::run(build::datapath_cargo("clippy").args(["--release", "--", "-D", "warnings"]))
     }));
 
+    // The lab suites run the workspace's binaries (agent, CNI plugin, pod
+    // server), which `cargo test` alone does not build.
+    checks.push(timed("cargo build --workspace --bins", || {
+        cmd::run(cmd::cargo(None).args(["build", "--workspace", "--bins"]))
+    }));
+
     step("test suites");
     let suites = run_test_suites(args.filter.as_deref())?;
     sweep::stale_test_objects();

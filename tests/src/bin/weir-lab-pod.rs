@@ -26,6 +26,9 @@ struct Args {
     /// sockets, so they are accepted and not served.
     #[arg(long = "sctp")]
     sctp: Vec<u16>,
+    /// Created once every socket is bound, so the lab knows the pod is ready.
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -59,6 +62,9 @@ fn main() -> Result<()> {
         );
     }
     eprintln!("{} serving", args.identity);
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, b"ready\n").with_context(|| format!("write {}", path.display()))?;
+    }
     for server in servers {
         let _ = server.join();
     }

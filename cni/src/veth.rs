@@ -1,0 +1,199 @@
+//! The pod's wiring: a veth pair from the host namespace into the pod's,
+//! an IPv4 /32 on the pod end, routes to a gateway that is reached through
+//! a static neighbour entry (so the host needs no bridge and answers no ARP),
+//! and a /32 host route back. Setup is all or nothing.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+use crate::mac::MacAddr;
+use crate::netlink::{self, Link, NetlinkError};
+use crate::netns;
+
+/// Everything needed to wire one attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetworkSpec {
+    pub host_ifname: String,
+    pub pod_ifname: String,
+    /// The pod end's name until it is renamed to `pod_ifname`.
+    pub peer_temp_ifname: String,
+    pub pod_mac: MacAddr,
+    pub mtu: u32,
+    pub pod_ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+}
+
+/// What setup made that the result reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodNetwork {
+    pub host_index: u32,
+    pub host_mac: MacAddr,
+}
+
+/// Wires the pod. `host` is a netlink handle in the host namespace;
+/// `pod_netns` the pod's namespace. On failure everything made so far is
+/// removed (deleting the host end deletes its peer and every route and
+/// neighbour entry on both ends) and the error returned.
+pub async fn setup(
+    host: &Handle,
+    pod_netns: &File,
+    spec: &PodNetworkSpec,
+) -> Result<PodNetwork, NetlinkError> {
+    // Nothing exists yet if this fails: link creation is atomic.
+    create_pair(host, pod_netns, spec).await?;
+    match configure(host, pod_netns, spec).await {
+        Ok(network) => Ok(network),
+        Err(error) => match netlink::delete_link_if_exists(host, &spec.host_ifname).await {
+            Ok(_) => Err(error),
+            Err(cleanup) => Err(NetlinkError::CleanupFailed {
+                error: Box::new(error),
+                cleanup: Box::new(cleanup),
+            }),
+        },
+    }
+}
+
+/// Creates the pair with the peer directly in the pod namespace, already
+/// carrying its MAC and MTU.
+async fn create_pair(
+    host: &Handle,
+    pod_netns: &File,
+    spec: &PodNetworkSpec,
+) -> Result<(), NetlinkError> {
+    let peer = LinkUnspec::new_with_name(&spec.peer_temp_ifname)
+        .mtu(spec.mtu)
+        .address(spec.pod_mac.octets().to_vec())
+        .setns_by_fd(pod_netns.as_raw_fd())
+        .build();
+    let pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(spec.host_ifname.clone())
+        .mtu(spec.mtu)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    host.link()
+        .add(pair)
+        .execute()
+        .await
+        .map_err(netlink::request_failed(format!(
+            "cannot create veth {} (peer {} in the pod namespace)",
+            spec.host_ifname, spec.peer_temp_ifname
+        )))
+}
+
+async fn configure(
+    host: &Handle,
+    pod_netns: &File,
+    spec: &PodNetworkSpec,
+) -> Result<PodNetwork, NetlinkError> {
+    let host_link = netlink::require_link(host, &spec.host_ifname).await?;
+    let host_mac = host_link.mac.ok_or_else(|| {
+        NetlinkError::Unexpected(format!("veth {} has no MAC address", spec.host_ifname))
+    })?;
+    netlink::set_link_up(host, host_link.index).await?;
+
+    let pod_spec = spec.clone();
+    netns::run_in(pod_netns, move |pod| async move {
+        configure_pod_end(&pod, &pod_spec, host_mac).await
+    })
+    .await?;
+
+    netlink::add_host_route(host, host_link.index, spec.pod_ip).await?;
+    Ok(PodNetwork {
+        host_index: host_link.index,
+        host_mac,
+    })
+}
+
+/// Runs inside the pod namespace.
+async fn configure_pod_end(
+    pod: &Handle,
+    spec: &PodNetworkSpec,
+    host_mac: MacAddr,
+) -> Result<(), NetlinkError> {
+    let peer = netlink::require_link(pod, &spec.peer_temp_ifname).await?;
+    // Fails with EEXIST if the pod already has an interface by that name.
+    netlink::rename_link(pod, peer.index, &spec.pod_ifname).await?;
+    netlink::add_ipv4_address(pod, peer.index, spec.pod_ip, 32).await?;
+    netlink::set_link_up(pod, peer.index).await?;
+    let loopback = netlink::require_link(pod, "lo").await?;
+    netlink::set_link_up(pod, loopback.index).await?;
+    // The gateway is on-link through the veth although no subnet covers it.
+    netlink::add_host_route(pod, peer.index, spec.gateway).await?;
+    netlink::add_default_route(pod, peer.index, spec.gateway).await?;
+    netlink::add_permanent_neighbour(pod, peer.index, spec.gateway, host_mac).await
+}
+
+/// What [`delete_pod_end`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodEndDeletion {
+    Deleted,
+    /// No namespace, or no interface by that name in it.
+    Absent,
+    /// An interface by that name that Weir did not make (its MAC is not the
+    /// attachment's): e.g. the one that made ADD fail. Left alone.
+    NotOurs,
+}
+
+/// Deletes the pod end `ifname` inside the namespace at `netns_path` if it
+/// carries `pod_mac`, the attachment's derived MAC. A missing namespace or
+/// interface is not an error.
+pub async fn delete_pod_end(
+    netns_path: &Path,
+    ifname: &str,
+    pod_mac: MacAddr,
+) -> Result<PodEndDeletion, NetlinkError> {
+    let pod_netns = match netns::open(netns_path) {
+        Ok(file) => file,
+        Err(error) if error.is_missing_netns() => return Ok(PodEndDeletion::Absent),
+        Err(error) => return Err(error),
+    };
+    let ifname = ifname.to_string();
+    let outcome = netns::run_in(&pod_netns, move |pod| async move {
+        let Some(link) = netlink::link_by_name(&pod, &ifname).await? else {
+            return Ok(PodEndDeletion::Absent);
+        };
+        if link.mac != Some(pod_mac) {
+            return Ok(PodEndDeletion::NotOurs);
+        }
+        match netlink::delete_link(&pod, link.index).await {
+            Ok(()) => Ok(PodEndDeletion::Deleted),
+            Err(error) if error.errno() == Some(nix::errno::Errno::ENODEV as i32) => {
+                Ok(PodEndDeletion::Absent)
+            }
+            Err(error) => Err(error),
+        }
+    })
+    .await;
+    match outcome {
+        Err(error) if error.is_missing_netns() => Ok(PodEndDeletion::Absent),
+        other => other,
+    }
+}
+
+/// The pod end as it is now, for CHECK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEndState {
+    pub link: Link,
+    pub ipv4: Vec<(Ipv4Addr, u8)>,
+}
+
+/// `None` if the pod namespace has no interface `ifname`.
+pub async fn inspect_pod_end(
+    pod_netns: &File,
+    ifname: &str,
+) -> Result<Option<PodEndState>, NetlinkError> {
+    let ifname = ifname.to_string();
+    netns::run_in(pod_netns, move |pod| async move {
+        let Some(link) = netlink::link_by_name(&pod, &ifname).await? else {
+            return Ok(None);
+        };
+        let ipv4 = netlink::ipv4_addresses(&pod, link.index).await?;
+        Ok(Some(PodEndState { link, ipv4 }))
+    })
+    .await
+}

@@ -1,0 +1,511 @@
+//! The pod wiring (`veth`) against the real kernel, in network namespaces
+//! the tests create and always delete. No agent involved. Needs root.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+use weir_cni::attachment::Attachment;
+use weir_cni::mac::MacAddr;
+use weir_cni::netlink::{self, NetlinkError};
+use weir_cni::netns;
+use weir_cni::veth::{self, PodEndDeletion, PodNetwork, PodNetworkSpec};
+
+const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+const MTU: u32 = 1450;
+
+static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
+
+fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "these tests create network namespaces and must run as root"
+    );
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop, panics included.
+struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    fn new(role: &str) -> Self {
+        require_root();
+        let name = format!(
+            "wt{}x{}{role}",
+            std::process::id(),
+            NEXT_NAMESPACE.fetch_add(1, Ordering::SeqCst)
+        );
+        run_ip(&["netns", "add", &name]);
+        Self { name }
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    fn file(&self) -> File {
+        netns::open(&self.path()).expect("open the namespace")
+    }
+
+    /// `ip -n <ns> -j <args>` parsed.
+    fn ip_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-n", &self.name, "-j"];
+        full.extend_from_slice(args);
+        let stdout = run_ip(&full);
+        if stdout.trim().is_empty() {
+            return Value::Array(vec![]);
+        }
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|error| panic!("ip {full:?}: {error}: {stdout}"))
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run_ip(&full);
+    }
+
+    fn link_names(&self) -> Vec<String> {
+        self.ip_json(&["link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|link| link["ifname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn routes(&self) -> Vec<Value> {
+        self.ip_json(&["route", "show"]).as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run_ip(args: &[&str]) -> String {
+    let output = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn spec_for(container_id: &str) -> PodNetworkSpec {
+    let attachment = Attachment {
+        container_id: container_id.to_string(),
+        ifname: "eth0".to_string(),
+    };
+    PodNetworkSpec {
+        host_ifname: attachment.host_ifname(),
+        pod_ifname: attachment.ifname.clone(),
+        peer_temp_ifname: attachment.peer_temp_ifname(),
+        pod_mac: attachment.pod_mac(),
+        mtu: MTU,
+        pod_ip: POD_IP,
+        gateway: GATEWAY,
+    }
+}
+
+fn unique_container_id(host: &Namespace) -> String {
+    format!("container-{}", host.name)
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// Runs `veth::setup` from inside the host namespace, as the plugin does
+/// from the node's namespace.
+fn setup_in(
+    host: &Namespace,
+    pod: &Namespace,
+    spec: &PodNetworkSpec,
+) -> Result<PodNetwork, NetlinkError> {
+    let pod_netns = pod.file();
+    let spec = spec.clone();
+    block_on(netns::run_in(&host.file(), move |handle| async move {
+        veth::setup(&handle, &pod_netns, &spec).await
+    }))
+}
+
+fn delete_host_end_in(host: &Namespace, name: &str) -> bool {
+    let name = name.to_string();
+    block_on(netns::run_in(&host.file(), move |handle| async move {
+        netlink::delete_link_if_exists(&handle, &name).await
+    }))
+    .expect("delete host end")
+}
+
+fn find<'a>(entries: &'a [Value], wanted: &[(&str, &str)]) -> Option<&'a Value> {
+    entries.iter().find(|entry| {
+        wanted
+            .iter()
+            .all(|(key, value)| entry[*key].as_str() == Some(*value))
+    })
+}
+
+fn has_flag(link: &Value, flag: &str) -> bool {
+    link["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|present| present.as_str() == Some(flag))
+}
+
+/// Nothing but loopback left, and no routes.
+fn assert_pristine(namespace: &Namespace) {
+    assert_eq!(
+        namespace.link_names(),
+        vec!["lo"],
+        "links left in {}",
+        namespace.name
+    );
+    assert_eq!(
+        namespace.routes(),
+        Vec::<Value>::new(),
+        "routes left in {}",
+        namespace.name
+    );
+}
+
+#[test]
+fn setup_wires_both_ends_and_deleting_the_host_end_removes_everything() {
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    let spec = spec_for(&unique_container_id(&host));
+
+    let network = setup_in(&host, &pod, &spec).expect("setup");
+
+    // Pod end: name, MAC, MTU, up, the /32.
+    let eth0 = &pod.ip_json(&["addr", "show", "dev", "eth0"])[0];
+    assert_eq!(eth0["address"], spec.pod_mac.to_string());
+    assert_eq!(eth0["mtu"], MTU);
+    assert!(has_flag(eth0, "UP"), "{eth0}");
+    assert!(
+        has_flag(eth0, "LOWER_UP"),
+        "carrier needs the host end up: {eth0}"
+    );
+    let addresses = eth0["addr_info"].as_array().unwrap();
+    let inet: Vec<&Value> = addresses.iter().filter(|a| a["family"] == "inet").collect();
+    assert_eq!(inet.len(), 1, "{eth0}");
+    assert_eq!(inet[0]["local"], POD_IP.to_string());
+    assert_eq!(inet[0]["prefixlen"], 32);
+    assert!(
+        !pod.link_names().iter().any(|name| name.starts_with("wtmp")),
+        "temporary name left"
+    );
+
+    let lo = &pod.ip_json(&["link", "show", "dev", "lo"])[0];
+    assert!(has_flag(lo, "UP"), "{lo}");
+
+    // Pod routes: gateway on-link, default via gateway.
+    let pod_routes = pod.routes();
+    find(
+        &pod_routes,
+        &[("dst", "10.244.1.1"), ("dev", "eth0"), ("scope", "link")],
+    )
+    .unwrap_or_else(|| panic!("no on-link gateway route: {pod_routes:?}"));
+    find(
+        &pod_routes,
+        &[
+            ("dst", "default"),
+            ("gateway", "10.244.1.1"),
+            ("dev", "eth0"),
+        ],
+    )
+    .unwrap_or_else(|| panic!("no default route: {pod_routes:?}"));
+    let lookup = &pod.ip_json(&["route", "get", "192.0.2.10"])[0];
+    assert_eq!(lookup["gateway"], "10.244.1.1", "{lookup}");
+    assert_eq!(lookup["prefsrc"], POD_IP.to_string(), "{lookup}");
+
+    // Pod neighbour: the gateway resolves statically to the host end's MAC.
+    let neighbours = pod.ip_json(&["neigh", "show", "dev", "eth0"]);
+    let gateway = find(neighbours.as_array().unwrap(), &[("dst", "10.244.1.1")])
+        .unwrap_or_else(|| panic!("no gateway neighbour: {neighbours}"));
+    assert_eq!(gateway["lladdr"], network.host_mac.to_string());
+    assert_eq!(gateway["state"], serde_json::json!(["PERMANENT"]));
+
+    // Host end: name, MAC reported, MTU, up, and the /32 route to the pod.
+    let host_link = &host.ip_json(&["link", "show", "dev", &spec.host_ifname])[0];
+    assert_eq!(host_link["address"], network.host_mac.to_string());
+    assert_eq!(host_link["mtu"], MTU);
+    assert!(has_flag(host_link, "UP"), "{host_link}");
+    assert_eq!(host_link["ifindex"], network.host_index);
+    let host_routes = host.routes();
+    find(
+        &host_routes,
+        &[
+            ("dst", "10.244.1.5"),
+            ("dev", spec.host_ifname.as_str()),
+            ("scope", "link"),
+        ],
+    )
+    .unwrap_or_else(|| panic!("no host route: {host_routes:?}"));
+
+    // Inspection (CHECK's view) agrees.
+    let state = block_on(veth::inspect_pod_end(&pod.file(), "eth0"))
+        .unwrap()
+        .expect("eth0 exists");
+    assert_eq!(state.link.mac, Some(spec.pod_mac));
+    assert!(state.link.up);
+    assert_eq!(state.ipv4, vec![(POD_IP, 32)]);
+
+    // Teardown as DEL does it: host end, then the (already gone) pod end.
+    assert!(delete_host_end_in(&host, &spec.host_ifname));
+    assert_eq!(
+        block_on(veth::delete_pod_end(&pod.path(), "eth0", spec.pod_mac)).unwrap(),
+        PodEndDeletion::Absent
+    );
+    assert_pristine(&host);
+    assert_pristine(&pod);
+    assert_eq!(
+        block_on(veth::inspect_pod_end(&pod.file(), "eth0")).unwrap(),
+        None
+    );
+
+    // And again: DEL is idempotent.
+    assert!(!delete_host_end_in(&host, &spec.host_ifname));
+}
+
+#[test]
+fn setup_failing_in_the_pod_leaves_nothing_behind() {
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    pod.ip(&["link", "add", "eth0", "type", "bridge"]);
+    let spec = spec_for(&unique_container_id(&host));
+
+    let error = setup_in(&host, &pod, &spec).expect_err("eth0 is taken");
+    assert_eq!(
+        error.errno(),
+        Some(nix::errno::Errno::EEXIST as i32),
+        "{error}"
+    );
+
+    assert_pristine(&host);
+    assert_eq!(
+        pod.link_names(),
+        vec!["lo", "eth0"],
+        "only the pre-existing placeholder remains"
+    );
+    let placeholder = &pod.ip_json(&["addr", "show", "dev", "eth0"])[0];
+    assert_eq!(
+        placeholder["addr_info"],
+        serde_json::json!([]),
+        "the placeholder was not touched"
+    );
+    assert_eq!(pod.routes(), Vec::<Value>::new());
+
+    // The DEL a runtime sends after the failed ADD keeps the foreign eth0.
+    assert_eq!(
+        block_on(veth::delete_pod_end(&pod.path(), "eth0", spec.pod_mac)).unwrap(),
+        PodEndDeletion::NotOurs
+    );
+    assert_eq!(pod.link_names(), vec!["lo", "eth0"]);
+}
+
+#[test]
+fn setup_does_not_delete_a_host_interface_it_did_not_create() {
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    let spec = spec_for(&unique_container_id(&host));
+    host.ip(&["link", "add", &spec.host_ifname, "type", "bridge"]);
+
+    let error = setup_in(&host, &pod, &spec).expect_err("host name is taken");
+    assert_eq!(
+        error.errno(),
+        Some(nix::errno::Errno::EEXIST as i32),
+        "{error}"
+    );
+
+    assert_eq!(
+        host.link_names(),
+        vec!["lo".to_string(), spec.host_ifname.clone()]
+    );
+    assert_pristine(&pod);
+}
+
+#[test]
+fn setup_failing_late_in_the_pod_is_undone() {
+    // The pod already has a default route: ours fails with EEXIST after
+    // the rename, address, link-up and gateway route have been made.
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    pod.ip(&["link", "add", "placeholder0", "type", "bridge"]);
+    pod.ip(&["link", "set", "placeholder0", "up"]);
+    pod.ip(&["route", "add", "default", "dev", "placeholder0"]);
+    let spec = spec_for(&unique_container_id(&host));
+
+    let error = setup_in(&host, &pod, &spec).expect_err("default route is taken");
+    assert_eq!(
+        error.errno(),
+        Some(nix::errno::Errno::EEXIST as i32),
+        "{error}"
+    );
+
+    assert_pristine(&host);
+    assert_eq!(pod.link_names(), vec!["lo", "placeholder0"]);
+    let routes = pod.routes();
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    find(&routes, &[("dst", "default"), ("dev", "placeholder0")])
+        .expect("the pod's own route stays");
+}
+
+#[test]
+fn setup_failing_at_the_last_step_on_the_host_is_undone() {
+    // The host already routes the pod address elsewhere: the final host
+    // route fails after the pod end is completely configured.
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    host.ip(&["link", "add", "placeholder0", "type", "bridge"]);
+    host.ip(&["link", "set", "placeholder0", "up"]);
+    host.ip(&[
+        "route",
+        "add",
+        "10.244.1.5/32",
+        "dev",
+        "placeholder0",
+        "scope",
+        "link",
+    ]);
+    let spec = spec_for(&unique_container_id(&host));
+
+    let error = setup_in(&host, &pod, &spec).expect_err("host route is taken");
+    assert_eq!(
+        error.errno(),
+        Some(nix::errno::Errno::EEXIST as i32),
+        "{error}"
+    );
+
+    assert_eq!(host.link_names(), vec!["lo", "placeholder0"]);
+    let routes = host.routes();
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    find(&routes, &[("dst", "10.244.1.5"), ("dev", "placeholder0")])
+        .expect("the host's own route stays");
+    assert_pristine(&pod);
+}
+
+#[test]
+fn two_pods_get_separate_wiring() {
+    let host = Namespace::new("host");
+    let first = Namespace::new("poda");
+    let second = Namespace::new("podb");
+    let first_spec = spec_for(&format!("{}-a", unique_container_id(&host)));
+    let mut second_spec = spec_for(&format!("{}-b", unique_container_id(&host)));
+    second_spec.pod_ip = Ipv4Addr::new(10, 244, 1, 6);
+
+    setup_in(&host, &first, &first_spec).expect("first");
+    setup_in(&host, &second, &second_spec).expect("second");
+
+    let routes = host.routes();
+    find(
+        &routes,
+        &[
+            ("dst", "10.244.1.5"),
+            ("dev", first_spec.host_ifname.as_str()),
+        ],
+    )
+    .expect("first route");
+    find(
+        &routes,
+        &[
+            ("dst", "10.244.1.6"),
+            ("dev", second_spec.host_ifname.as_str()),
+        ],
+    )
+    .expect("second route");
+    assert_ne!(
+        first.ip_json(&["link", "show", "dev", "eth0"])[0]["address"],
+        second.ip_json(&["link", "show", "dev", "eth0"])[0]["address"]
+    );
+
+    assert!(delete_host_end_in(&host, &first_spec.host_ifname));
+    assert_pristine(&first);
+    assert_eq!(
+        second.link_names(),
+        vec!["lo", "eth0"],
+        "the other pod is untouched"
+    );
+    assert!(delete_host_end_in(&host, &second_spec.host_ifname));
+    assert_pristine(&host);
+}
+
+#[test]
+fn delete_pod_end_tolerates_missing_namespace_and_interface() {
+    let pod = Namespace::new("pod");
+    let mac = spec_for(&pod.name).pod_mac;
+    let missing = PathBuf::from(format!("/run/netns/{}-gone", pod.name));
+    assert_eq!(
+        block_on(veth::delete_pod_end(&missing, "eth0", mac)).unwrap(),
+        PodEndDeletion::Absent
+    );
+    assert_eq!(
+        block_on(veth::delete_pod_end(&pod.path(), "eth0", mac)).unwrap(),
+        PodEndDeletion::Absent
+    );
+}
+
+#[test]
+fn delete_pod_end_deletes_only_an_interface_with_the_attachment_mac() {
+    let pod = Namespace::new("pod");
+    let mac = spec_for(&pod.name).pod_mac;
+    pod.ip(&["link", "add", "eth0", "type", "bridge"]);
+    pod.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:01"]);
+    assert_eq!(
+        block_on(veth::delete_pod_end(&pod.path(), "eth0", mac)).unwrap(),
+        PodEndDeletion::NotOurs
+    );
+    assert_eq!(pod.link_names(), vec!["lo", "eth0"]);
+
+    pod.ip(&["link", "set", "eth0", "address", &mac.to_string()]);
+    assert_eq!(
+        block_on(veth::delete_pod_end(&pod.path(), "eth0", mac)).unwrap(),
+        PodEndDeletion::Deleted
+    );
+    assert_pristine(&pod);
+}
+
+#[test]
+fn a_file_that_is_not_a_namespace_counts_as_missing() {
+    require_root();
+    let path = std::env::temp_dir().join(format!("wt{}x-not-a-netns", std::process::id()));
+    std::fs::write(&path, b"").unwrap();
+    let error = netns::open(&path).expect_err("not a namespace");
+    assert!(error.is_missing_netns(), "{error}");
+    let mac = MacAddr::local_unicast([0; 6]);
+    assert_eq!(
+        block_on(veth::delete_pod_end(&path, "eth0", mac)).unwrap(),
+        PodEndDeletion::Absent
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn the_host_mac_is_reported_as_the_kernel_has_it() {
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    let spec = spec_for(&unique_container_id(&host));
+    let network = setup_in(&host, &pod, &spec).expect("setup");
+    let reported: MacAddr = host.ip_json(&["link", "show", "dev", &spec.host_ifname])[0]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(reported, network.host_mac);
+    assert!(delete_host_end_in(&host, &spec.host_ifname));
+}
