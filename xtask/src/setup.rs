@@ -28,6 +28,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("protobuf-compiler", "protoc"),
     // ping, for the lab's ICMP probes.
     ("iputils-ping", "ping"),
+    // etcd, the kvstore of shared identity/endpoint state in the lab.
+    ("etcd-server", "etcd"),
 ];
 
 pub fn run() -> Result<()> {

@@ -1,0 +1,1 @@
+//! weir-identity (in progress)

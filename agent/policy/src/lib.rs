@@ -1,0 +1,1 @@
+//! weir-policy (in progress)
