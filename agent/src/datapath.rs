@@ -10,6 +10,7 @@
 
 mod attach;
 mod metrics;
+pub mod tables;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,8 @@ pub enum DatapathError {
     Attach { interface: String, reason: String },
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Table(#[from] tables::TableError),
 }
 
 /// The loaded datapath: programs verified and loaded into the kernel, maps
@@ -139,6 +142,11 @@ impl Datapath {
     /// Reads the packet/byte counters, summed over CPUs.
     pub fn metrics(&self) -> Result<MetricsSnapshot, DatapathError> {
         Ok(metrics::read(&self.ebpf)?)
+    }
+
+    /// The loaded object, for the typed map accessors in [`tables`].
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// Attaches the programs of `hook` to `interface` (in the caller's

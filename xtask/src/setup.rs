@@ -19,13 +19,18 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// (containing `library/` and `src/`), e.g. shared/toolchain/rust-src-*.tar.xz.
 const RUST_SRC_ARCHIVE_ENV: &str = "WEIR_RUST_SRC_ARCHIVE";
 
-/// Debian packages the tests and the lab use, with a command that proves each
-/// is present.
+/// Debian packages the tests and the lab use, with what proves each is
+/// present: a command on PATH, or an absolute file path.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("iproute2", "tc"),
-    // protoc, for the gRPC APIs (tonic-prost-build).
+    // protoc, for the gRPC APIs (tonic-prost-build, etcd-client)...
     ("protobuf-compiler", "protoc"),
+    // ...and the well-known .proto files etcd-client's API imports.
+    (
+        "libprotobuf-dev",
+        "/usr/include/google/protobuf/descriptor.proto",
+    ),
     // ping, for the lab's ICMP probes.
     ("iputils-ping", "ping"),
     // etcd, the kvstore of shared identity/endpoint state in the lab.
@@ -189,7 +194,7 @@ fn ensure_debian_packages() -> Result<()> {
     step("Debian packages");
     let mut missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
-        .filter(|(_, probe)| !cmd::on_path(probe) && !Path::new("/usr/sbin").join(probe).is_file())
+        .filter(|(_, probe)| !is_present(probe))
         .map(|(package, _)| *package)
         .collect();
     missing.dedup();
@@ -214,6 +219,14 @@ fn ensure_debian_packages() -> Result<()> {
         install().context("could not install Debian packages (needs root and a package mirror)")?;
     }
     Ok(())
+}
+
+fn is_present(probe: &str) -> bool {
+    if probe.starts_with('/') {
+        Path::new(probe).is_file()
+    } else {
+        cmd::on_path(probe) || Path::new("/usr/sbin").join(probe).is_file()
+    }
 }
 
 fn package_list() -> String {

@@ -7,10 +7,18 @@
 //! compile-time assertions below and by the unit tests in `tests.rs`.
 #![cfg_attr(not(test), no_std)]
 
+pub mod conntrack;
+pub mod endpoint;
+pub mod ipcache;
 pub mod metrics;
+pub mod policy;
 pub mod reason;
 
+pub use conntrack::{CtEntry, CtKey};
+pub use endpoint::{EndpointInfo, EndpointKey};
+pub use ipcache::{IpcacheKey, IpcacheValue};
 pub use metrics::{MetricsKey, MetricsValue, TrafficDirection};
+pub use policy::{PolicyEntry, PolicyKey};
 pub use reason::Reason;
 
 /// Names of the maps the datapath object defines. User space opens maps by
@@ -18,6 +26,14 @@ pub use reason::Reason;
 pub mod map_names {
     /// Per-CPU packet/byte counters keyed by [`crate::MetricsKey`].
     pub const METRICS: &str = "weir_metrics";
+    /// Local endpoints by host ifindex ([`crate::EndpointKey`]).
+    pub const ENDPOINTS: &str = "weir_endpoints";
+    /// Address/prefix to identity (LPM, [`crate::IpcacheKey`]).
+    pub const IPCACHE: &str = "weir_ipcache";
+    /// Policy entries of every endpoint (LPM, [`crate::PolicyKey`]).
+    pub const POLICY: &str = "weir_policy";
+    /// Connection tracking ([`crate::CtKey`]).
+    pub const CONNTRACK: &str = "weir_conntrack";
 }
 
 /// Names of the TC programs in the datapath object.
@@ -34,3 +50,17 @@ pub mod program_names {
 
 #[cfg(test)]
 mod tests;
+
+/// Reserved security identities (Cilium's numbers).
+pub mod identity {
+    /// In a policy key: any peer.
+    pub const ANY: u32 = 0;
+    pub const HOST: u32 = 1;
+    pub const WORLD: u32 = 2;
+    pub const UNMANAGED: u32 = 3;
+    pub const HEALTH: u32 = 4;
+    pub const INIT: u32 = 5;
+    pub const REMOTE_NODE: u32 = 6;
+    pub const KUBE_APISERVER: u32 = 7;
+    pub const INGRESS: u32 = 8;
+}

@@ -73,3 +73,57 @@ fn metrics_value_sum_saturates() {
         }
     );
 }
+
+#[test]
+fn endpoint_layout_is_pinned() {
+    use crate::{EndpointInfo, EndpointKey};
+    assert_eq!(size_of::<EndpointKey>(), 4);
+    assert_eq!(size_of::<EndpointInfo>(), 12);
+    assert_eq!(offset_of!(EndpointInfo, id), 0);
+    assert_eq!(offset_of!(EndpointInfo, flags), 2);
+    assert_eq!(offset_of!(EndpointInfo, identity), 4);
+    assert_eq!(offset_of!(EndpointInfo, ipv4), 8);
+}
+
+#[test]
+fn ipcache_layout_and_prefix_lengths() {
+    use crate::ipcache::{IpcacheKey, IpcacheValue, FAMILY_IPV4};
+    assert_eq!(size_of::<IpcacheKey>(), 20);
+    assert_eq!(offset_of!(IpcacheKey, addr), 4);
+    assert_eq!(size_of::<IpcacheValue>(), 8);
+    let key = IpcacheKey::ipv4([10, 244, 1, 5]);
+    assert_eq!(key.family, FAMILY_IPV4);
+    assert_eq!(&key.addr[..4], &[10, 244, 1, 5]);
+    assert_eq!(IpcacheKey::prefix_len(32), 64);
+    assert_eq!(IpcacheKey::prefix_len(24), 56);
+}
+
+#[test]
+fn policy_key_field_order_supports_wildcards() {
+    use crate::policy::*;
+    assert_eq!(size_of::<PolicyKey>(), 12);
+    assert_eq!(size_of::<PolicyEntry>(), 8);
+    // Everything before the protocol is matched in full by the shortest prefix.
+    assert_eq!(offset_of!(PolicyKey, protocol) * 8, POLICY_PREFIX_ANY_PROTOCOL as usize);
+    assert_eq!(offset_of!(PolicyKey, port) * 8, POLICY_PREFIX_ANY_PORT as usize);
+    assert_eq!(size_of::<PolicyKey>() * 8, POLICY_PREFIX_FULL as usize);
+}
+
+#[test]
+fn conntrack_layout_is_pinned() {
+    use crate::{CtEntry, CtKey};
+    assert_eq!(size_of::<CtKey>(), 40);
+    assert_eq!(offset_of!(CtKey, sport), 32);
+    assert_eq!(offset_of!(CtKey, protocol), 36);
+    assert_eq!(offset_of!(CtKey, scope), 38);
+    assert_eq!(size_of::<CtEntry>(), 32);
+    assert_eq!(align_of::<CtEntry>(), 8);
+}
+
+#[test]
+fn policy_drop_reasons_match_cilium_numbers() {
+    assert_eq!(Reason::DropInvalidSourceIp as u8, 132);
+    assert_eq!(Reason::DropPolicyDenied as u8, 133);
+    assert_eq!(Reason::DropCtCreateFailed as u8, 155);
+    assert_eq!(Reason::DropPolicyDeny as u8, 181);
+}

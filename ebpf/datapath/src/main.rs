@@ -1,18 +1,23 @@
 //! Weir's kernel programs: TC classifiers for a pod's host-side veth and for
 //! a node's network device.
 //!
-//! For now every program parses the packet (Ethernet, IPv4/IPv6 with
-//! extension headers, TCP/UDP/ICMP/ICMPv6/SCTP), counts it into the per-CPU
-//! metrics map under (reason, direction), and passes well-formed traffic.
-//! Packets with a truncated or inconsistent L3/L4 header are dropped with
-//! their own reason: a header the datapath cannot read is a header that
-//! policy could not be enforced on.
+//! Every program parses the packet (Ethernet, IPv4/IPv6 with extension
+//! headers, TCP/UDP/ICMP/ICMPv6/SCTP) and counts it into the per-CPU metrics
+//! map under (reason, direction). Packets with a truncated or inconsistent
+//! L3/L4 header are dropped with their own reason: a header the datapath
+//! cannot read is a header that policy could not be enforced on. The pod
+//! programs then apply conntrack and identity-based policy (`pod.rs`); the
+//! netdev programs pass what they parsed.
 #![no_std]
 #![no_main]
 
+mod conntrack;
+mod maps;
 mod metrics;
 mod packet;
 mod parse;
+mod pod;
+mod policy;
 
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
 use aya_ebpf::macros::classifier;
@@ -22,13 +27,13 @@ use weir_abi::{Reason, TrafficDirection};
 /// Host-side veth ingress: what the pod sent (the pod's egress).
 #[classifier]
 pub fn weir_from_pod(ctx: TcContext) -> i32 {
-    handle(&ctx, TrafficDirection::Egress)
+    handle_pod(&ctx, TrafficDirection::Egress)
 }
 
 /// Host-side veth egress: what is about to enter the pod (its ingress).
 #[classifier]
 pub fn weir_to_pod(ctx: TcContext) -> i32 {
-    handle(&ctx, TrafficDirection::Ingress)
+    handle_pod(&ctx, TrafficDirection::Ingress)
 }
 
 /// Node device ingress: what arrives at the node from the network.
@@ -46,15 +51,37 @@ pub fn weir_to_netdev(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     let reason = match parse::parse(ctx) {
+        Ok(_) => Reason::Forwarded,
+        Err(reason) => reason,
+    };
+    verdict(ctx, direction, reason)
+}
+
+#[inline(always)]
+fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
+    let result = parse::parse(ctx).and_then(|flow| pod::handle(ifindex(ctx), &flow, direction));
+    let reason = match result {
         Ok(()) => Reason::Forwarded,
         Err(reason) => reason,
     };
+    verdict(ctx, direction, reason)
+}
+
+#[inline(always)]
+fn verdict(ctx: &TcContext, direction: TrafficDirection, reason: Reason) -> i32 {
     metrics::account(direction, reason, ctx.len());
     if reason.is_drop() {
         TC_ACT_SHOT
     } else {
         TC_ACT_OK
     }
+}
+
+/// The interface the program runs on (the pod's host-side veth).
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the context the kernel passed in.
+    unsafe { (*ctx.skb.skb).ifindex }
 }
 
 #[cfg(not(test))]

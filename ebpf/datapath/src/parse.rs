@@ -2,10 +2,11 @@
 //! and the L4 headers policy will look at (TCP, UDP, ICMP, ICMPv6, SCTP).
 //!
 //! The parser validates that every header it would read is present and
-//! self-consistent. It never reads past the packet: every
-//! read goes through [`Packet`], and every length used as an offset is
-//! bounded first.
+//! self-consistent, and fills in the [`Flow`] that conntrack and policy key
+//! on. It never reads past the packet: every read goes through [`Packet`],
+//! and every length used as an offset is bounded first.
 
+use weir_abi::ipcache::{FAMILY_IPV4, FAMILY_IPV6};
 use weir_abi::Reason;
 
 use crate::packet::{Packet, MAX_HEADER_OFFSET};
@@ -44,22 +45,70 @@ const ICMP_HLEN: usize = 8;
 /// SCTP common header: ports, verification tag, checksum.
 const SCTP_HLEN: usize = 12;
 
-pub fn parse(ctx: &aya_ebpf::programs::TcContext) -> Result<(), Reason> {
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// What conntrack and policy need of a packet. Every field is always
+/// written (zero when not applicable): the verifier rejects reads of
+/// uninitialised stack.
+#[derive(Copy, Clone)]
+pub struct Flow {
+    /// 0 for a frame that is not IP, else `FAMILY_IPV4` / `FAMILY_IPV6`.
+    pub family: u8,
+    pub protocol: u8,
+    /// TCP flags byte (0 for other protocols).
+    pub tcp_flags: u8,
+    /// ICMP/ICMPv6 type (0 for other protocols).
+    pub icmp_type: u8,
+    /// Addresses; IPv4 in the first 4 bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Ports in network order. ICMP echo: the identifier in `sport` for
+    /// requests and in `dport` for replies, so a reply is its request
+    /// reversed; 0 otherwise, and for later fragments.
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+}
+
+impl Flow {
+    const fn empty() -> Flow {
+        Flow {
+            family: 0,
+            protocol: 0,
+            tcp_flags: 0,
+            icmp_type: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            sport: [0; 2],
+            dport: [0; 2],
+        }
+    }
+
+    pub fn is_ip(&self) -> bool {
+        self.family != 0
+    }
+}
+
+pub fn parse(ctx: &aya_ebpf::programs::TcContext) -> Result<Flow, Reason> {
     let packet = Packet::new(ctx);
     let ethertype = packet
         .read::<[u8; 2]>(12)
         .map(u16::from_be_bytes)
         .ok_or(Reason::DropInvalid)?;
+    let mut flow = Flow::empty();
     match ethertype {
-        ETH_P_IP => parse_ipv4(&packet, ETH_HLEN),
-        ETH_P_IPV6 => parse_ipv6(&packet, ETH_HLEN),
+        ETH_P_IP => parse_ipv4(&packet, ETH_HLEN, &mut flow)?,
+        ETH_P_IPV6 => parse_ipv6(&packet, ETH_HLEN, &mut flow)?,
         // Not IP (ARP, LLDP, ...): nothing to check at L3.
-        _ => Ok(()),
+        _ => {}
     }
+    Ok(flow)
 }
 
 #[inline(always)]
-fn parse_ipv4(packet: &Packet, l3: usize) -> Result<(), Reason> {
+fn parse_ipv4(packet: &Packet, l3: usize, flow: &mut Flow) -> Result<(), Reason> {
     let header = packet
         .read::<[u8; IPV4_MIN_HLEN]>(l3)
         .ok_or(Reason::DropInvalid)?;
@@ -72,17 +121,21 @@ fn parse_ipv4(packet: &Packet, l3: usize) -> Result<(), Reason> {
         return Err(Reason::DropInvalid);
     }
     let protocol = header[9];
+    flow.family = FAMILY_IPV4;
+    flow.protocol = protocol;
+    flow.saddr[..4].copy_from_slice(&header[12..16]);
+    flow.daddr[..4].copy_from_slice(&header[16..20]);
     let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & IPV4_FRAG_OFFSET_MASK;
     if fragment_offset != 0 {
         // Later fragments carry no L4 header.
         return Ok(());
     }
     let l3_end = l3 + total_len;
-    check_l4(packet, l3 + header_len, l3_end, protocol, IPPROTO_ICMP)
+    check_l4(packet, l3 + header_len, l3_end, IPPROTO_ICMP, flow)
 }
 
 #[inline(always)]
-fn parse_ipv6(packet: &Packet, l3: usize) -> Result<(), Reason> {
+fn parse_ipv6(packet: &Packet, l3: usize, flow: &mut Flow) -> Result<(), Reason> {
     let header = packet
         .read::<[u8; IPV6_HLEN]>(l3)
         .ok_or(Reason::DropInvalid)?;
@@ -100,6 +153,9 @@ fn parse_ipv6(packet: &Packet, l3: usize) -> Result<(), Reason> {
     if l3_end > packet.len() {
         return Err(Reason::DropInvalid);
     }
+    flow.family = FAMILY_IPV6;
+    flow.saddr.copy_from_slice(&header[8..24]);
+    flow.daddr.copy_from_slice(&header[24..40]);
 
     let mut next_header = header[6];
     let mut offset = l3 + IPV6_HLEN;
@@ -125,12 +181,16 @@ fn parse_ipv6(packet: &Packet, l3: usize) -> Result<(), Reason> {
                     .ok_or(Reason::DropInvalidExthdr)?;
                 let fragment_offset = u16::from_be_bytes([ext[2], ext[3]]) & IPV6_FRAG_OFFSET_MASK;
                 if fragment_offset != 0 {
+                    flow.protocol = ext[0];
                     return Ok(());
                 }
                 next_header = ext[0];
                 8
             }
-            _ => return check_l4(packet, offset, l3_end, next_header, IPPROTO_ICMPV6),
+            _ => {
+                flow.protocol = next_header;
+                return check_l4(packet, offset, l3_end, IPPROTO_ICMPV6, flow);
+            }
         };
         offset += header_len;
         if offset > l3_end || offset > MAX_HEADER_OFFSET {
@@ -140,17 +200,19 @@ fn parse_ipv6(packet: &Packet, l3: usize) -> Result<(), Reason> {
     Err(Reason::DropInvalidExthdr)
 }
 
-/// Checks that the L4 header of `protocol` at `l4` is complete and lies
-/// within the L3 datagram (which ends at `l3_end`; Ethernet padding after it
-/// does not count). `icmp` is the ICMP flavour valid for this IP version.
+/// Checks that the L4 header of `flow.protocol` at `l4` is complete and
+/// lies within the L3 datagram (which ends at `l3_end`; Ethernet padding
+/// after it does not count), and records ports, TCP flags or ICMP type.
+/// `icmp` is the ICMP flavour valid for this IP version.
 #[inline(always)]
 fn check_l4(
     packet: &Packet,
     l4: usize,
     l3_end: usize,
-    protocol: u8,
     icmp: u8,
+    flow: &mut Flow,
 ) -> Result<(), Reason> {
+    let protocol = flow.protocol;
     let min_len = match protocol {
         IPPROTO_TCP => TCP_MIN_HLEN,
         IPPROTO_UDP => UDP_HLEN,
@@ -161,7 +223,7 @@ fn check_l4(
     if l4 + min_len > l3_end {
         return Err(Reason::DropCtInvalidHdr);
     }
-    let present = match protocol {
+    match protocol {
         IPPROTO_TCP => {
             let tcp = packet
                 .read::<[u8; TCP_MIN_HLEN]>(l4)
@@ -170,14 +232,37 @@ fn check_l4(
             if header_len < TCP_MIN_HLEN || l4 + header_len > l3_end {
                 return Err(Reason::DropCtInvalidHdr);
             }
-            true
+            flow.sport = [tcp[0], tcp[1]];
+            flow.dport = [tcp[2], tcp[3]];
+            flow.tcp_flags = tcp[13];
         }
-        IPPROTO_SCTP => packet.read::<[u8; SCTP_HLEN]>(l4).is_some(),
-        // UDP and both ICMPs have 8-byte headers.
-        _ => packet.read::<[u8; UDP_HLEN]>(l4).is_some(),
-    };
-    if !present {
-        return Err(Reason::DropCtInvalidHdr);
+        IPPROTO_SCTP => {
+            let sctp = packet
+                .read::<[u8; SCTP_HLEN]>(l4)
+                .ok_or(Reason::DropCtInvalidHdr)?;
+            flow.sport = [sctp[0], sctp[1]];
+            flow.dport = [sctp[2], sctp[3]];
+        }
+        IPPROTO_UDP => {
+            let udp = packet
+                .read::<[u8; UDP_HLEN]>(l4)
+                .ok_or(Reason::DropCtInvalidHdr)?;
+            flow.sport = [udp[0], udp[1]];
+            flow.dport = [udp[2], udp[3]];
+        }
+        _ => {
+            let icmp_header = packet
+                .read::<[u8; ICMP_HLEN]>(l4)
+                .ok_or(Reason::DropCtInvalidHdr)?;
+            let icmp_type = icmp_header[0];
+            flow.icmp_type = icmp_type;
+            let id = [icmp_header[4], icmp_header[5]];
+            if icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMPV6_ECHO_REQUEST {
+                flow.sport = id;
+            } else if icmp_type == ICMP_ECHO_REPLY || icmp_type == ICMPV6_ECHO_REPLY {
+                flow.dport = id;
+            }
+        }
     }
     Ok(())
 }

@@ -1,0 +1,147 @@
+//! Typed access to the maps the agent programs: endpoints, ipcache, policy,
+//! and conntrack (read and garbage-collected). Errors name the map.
+
+use std::net::IpAddr;
+
+use aya::maps::lpm_trie::Key;
+use aya::maps::{HashMap, LpmTrie, MapData, MapError};
+use aya::Ebpf;
+use ipnetwork::IpNetwork;
+use weir_abi::{map_names, CtEntry, CtKey, EndpointInfo, EndpointKey, IpcacheKey, IpcacheValue};
+use weir_abi::{PolicyEntry, PolicyKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("map {0} is missing from the datapath object")]
+    Missing(&'static str),
+    #[error("map {map}: {source}")]
+    Map { map: &'static str, source: MapError },
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> TableError {
+    move |source| TableError::Map { map, source }
+}
+
+fn hash<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<&'a mut MapData, K, V>, TableError> {
+    let map = ebpf.map_mut(name).ok_or(TableError::Missing(name))?;
+    HashMap::try_from(map).map_err(map_err(name))
+}
+
+fn lpm<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<LpmTrie<&'a mut MapData, K, V>, TableError> {
+    let map = ebpf.map_mut(name).ok_or(TableError::Missing(name))?;
+    LpmTrie::try_from(map).map_err(map_err(name))
+}
+
+/// The ipcache key of a prefix.
+pub fn ipcache_key(prefix: IpNetwork) -> Key<IpcacheKey> {
+    match prefix.network() {
+        IpAddr::V4(addr) => Key::new(
+            IpcacheKey::prefix_len(prefix.prefix()),
+            IpcacheKey::ipv4(addr.octets()),
+        ),
+        IpAddr::V6(addr) => Key::new(
+            IpcacheKey::prefix_len(prefix.prefix()),
+            IpcacheKey::ipv6(addr.octets()),
+        ),
+    }
+}
+
+pub fn set_endpoint(ebpf: &mut Ebpf, ifindex: u32, info: EndpointInfo) -> Result<(), TableError> {
+    hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?
+        .insert(EndpointKey { ifindex }, info, 0)
+        .map_err(map_err(map_names::ENDPOINTS))
+}
+
+/// Removes an endpoint; absent is fine.
+pub fn remove_endpoint(ebpf: &mut Ebpf, ifindex: u32) -> Result<(), TableError> {
+    match hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?
+        .remove(&EndpointKey { ifindex })
+    {
+        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+        Err(source) => Err(TableError::Map {
+            map: map_names::ENDPOINTS,
+            source,
+        }),
+    }
+}
+
+pub fn set_ipcache(
+    ebpf: &mut Ebpf,
+    prefix: IpNetwork,
+    value: IpcacheValue,
+) -> Result<(), TableError> {
+    lpm::<IpcacheKey, IpcacheValue>(ebpf, map_names::IPCACHE)?
+        .insert(&ipcache_key(prefix), value, 0)
+        .map_err(map_err(map_names::IPCACHE))
+}
+
+pub fn remove_ipcache(ebpf: &mut Ebpf, prefix: IpNetwork) -> Result<(), TableError> {
+    match lpm::<IpcacheKey, IpcacheValue>(ebpf, map_names::IPCACHE)?.remove(&ipcache_key(prefix)) {
+        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+        Err(source) => Err(TableError::Map {
+            map: map_names::IPCACHE,
+            source,
+        }),
+    }
+}
+
+pub fn set_policy(
+    ebpf: &mut Ebpf,
+    prefix_len: u32,
+    key: PolicyKey,
+    entry: PolicyEntry,
+) -> Result<(), TableError> {
+    lpm::<PolicyKey, PolicyEntry>(ebpf, map_names::POLICY)?
+        .insert(&Key::new(prefix_len, key), entry, 0)
+        .map_err(map_err(map_names::POLICY))
+}
+
+pub fn remove_policy(ebpf: &mut Ebpf, prefix_len: u32, key: PolicyKey) -> Result<(), TableError> {
+    match lpm::<PolicyKey, PolicyEntry>(ebpf, map_names::POLICY)?.remove(&Key::new(prefix_len, key))
+    {
+        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+        Err(source) => Err(TableError::Map {
+            map: map_names::POLICY,
+            source,
+        }),
+    }
+}
+
+/// Every conntrack entry.
+pub fn conntrack(ebpf: &mut Ebpf) -> Result<Vec<(CtKey, CtEntry)>, TableError> {
+    hash::<CtKey, CtEntry>(ebpf, map_names::CONNTRACK)?
+        .iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_err(map_names::CONNTRACK))
+}
+
+/// Deletes conntrack entries that expired before `now_ns` (the kernel's
+/// CLOCK_MONOTONIC, as `bpf_ktime_get_ns`); returns how many.
+pub fn conntrack_gc(ebpf: &mut Ebpf, now_ns: u64) -> Result<usize, TableError> {
+    let expired: Vec<CtKey> = conntrack(ebpf)?
+        .into_iter()
+        .filter(|(_, entry)| entry.expires_ns < now_ns)
+        .map(|(key, _)| key)
+        .collect();
+    let mut map = hash::<CtKey, CtEntry>(ebpf, map_names::CONNTRACK)?;
+    let mut removed = 0;
+    for key in &expired {
+        if map.remove(key).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_now_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available");
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
+}

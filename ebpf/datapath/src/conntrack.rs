@@ -1,0 +1,104 @@
+//! Connection tracking for the pod programs (see `weir_abi::conntrack`).
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use weir_abi::conntrack::*;
+use weir_abi::{CtEntry, CtKey, Reason};
+
+use crate::maps::CONNTRACK;
+use crate::parse::Flow;
+
+const IPPROTO_TCP: u8 = 6;
+/// -EEXIST, as map helpers return it.
+const NEG_EEXIST: i32 = -17;
+
+/// How a packet relates to tracked connections.
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub enum CtState {
+    /// No entry: a new connection (policy decides).
+    New,
+    /// The opening direction of a tracked connection.
+    Established,
+    /// The reply direction of a connection tracked in the other scope.
+    Reply,
+}
+
+fn key(flow: &Flow, scope: u8, reversed: bool) -> CtKey {
+    let (saddr, daddr, sport, dport) = if reversed {
+        (flow.daddr, flow.saddr, flow.dport, flow.sport)
+    } else {
+        (flow.saddr, flow.daddr, flow.sport, flow.dport)
+    };
+    CtKey {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        protocol: flow.protocol,
+        family: flow.family,
+        scope,
+        pad: 0,
+    }
+}
+
+fn timeout(protocol: u8, tcp_flags_seen: u8) -> u64 {
+    if protocol != IPPROTO_TCP {
+        return CT_TIMEOUT_OTHER_NS;
+    }
+    if tcp_flags_seen & (CtEntry::TCP_FIN | CtEntry::TCP_RST) != 0 {
+        CT_TIMEOUT_TCP_CLOSE_NS
+    } else if tcp_flags_seen & CtEntry::TCP_ACK != 0 {
+        CT_TIMEOUT_TCP_ESTABLISHED_NS
+    } else {
+        CT_TIMEOUT_TCP_SYN_NS
+    }
+}
+
+/// Looks the packet up: as the opening direction of an entry in `scope`,
+/// then as the reply of an entry in `reply_scope`. Refreshes what it finds.
+#[inline(always)]
+pub fn lookup(flow: &Flow, scope: u8, reply_scope: u8) -> CtState {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(entry) = CONNTRACK.get_ptr_mut(key(flow, scope, false)) {
+        // SAFETY: a pointer from a successful lookup; concurrent updates of
+        // these counters from another CPU may race, which costs at most a
+        // lost increment or an early/late expiry, never memory safety.
+        unsafe {
+            (*entry).packets_forward += 1;
+            (*entry).tcp_flags |= flow.tcp_flags;
+            (*entry).expires_ns = now + timeout(flow.protocol, (*entry).tcp_flags);
+        }
+        return CtState::Established;
+    }
+    if let Some(entry) = CONNTRACK.get_ptr_mut(key(flow, reply_scope, true)) {
+        // SAFETY: as above.
+        unsafe {
+            (*entry).packets_reply += 1;
+            (*entry).tcp_flags |= flow.tcp_flags;
+            (*entry).expires_ns = now + timeout(flow.protocol, (*entry).tcp_flags);
+        }
+        return CtState::Reply;
+    }
+    CtState::New
+}
+
+/// Starts tracking a new connection in `scope`.
+#[inline(always)]
+pub fn create(flow: &Flow, scope: u8) -> Result<(), Reason> {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let entry = CtEntry {
+        expires_ns: now + timeout(flow.protocol, flow.tcp_flags),
+        packets_forward: 1,
+        packets_reply: 0,
+        tcp_flags: flow.tcp_flags,
+        pad: [0; 7],
+    };
+    // BPF_NOEXIST: a racing CPU may have created it; that entry is as good.
+    match CONNTRACK.insert(key(flow, scope, false), entry, BPF_NOEXIST as u64) {
+        Ok(()) => Ok(()),
+        Err(NEG_EEXIST) => Ok(()),
+        Err(_) => Err(Reason::DropCtCreateFailed),
+    }
+}

@@ -1,0 +1,19 @@
+//! The maps the pod programs read (written by the agent) and conntrack.
+//! Sizes are defaults; the agent may override them at load time.
+
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap};
+use weir_abi::{CtEntry, CtKey, EndpointInfo, EndpointKey, IpcacheKey, IpcacheValue};
+use weir_abi::{PolicyEntry, PolicyKey};
+
+#[map(name = "weir_endpoints")]
+pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(65_535, 0);
+
+#[map(name = "weir_ipcache")]
+pub static IPCACHE: LpmTrie<IpcacheKey, IpcacheValue> = LpmTrie::pinned(65_536, 0);
+
+#[map(name = "weir_policy")]
+pub static POLICY: LpmTrie<PolicyKey, PolicyEntry> = LpmTrie::pinned(65_536, 0);
+
+#[map(name = "weir_conntrack")]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(65_536, 0);

@@ -1,0 +1,70 @@
+//! The pod programs' path: identify the endpoint behind the interface, then
+//! conntrack and policy for IP packets.
+//!
+//! From-pod (the pod's egress): the source must be the pod's own address;
+//! the peer is the destination. To-pod (the pod's ingress): the peer is the
+//! source. Packets in the opening direction of a connection are checked
+//! against policy every time (so a policy change also stops established
+//! connections it no longer allows); replies of tracked connections pass.
+
+use weir_abi::conntrack::{CT_SCOPE_EGRESS, CT_SCOPE_INGRESS};
+use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::{EndpointInfo, EndpointKey, Reason, TrafficDirection};
+
+use crate::conntrack::{self, CtState};
+use crate::maps::ENDPOINTS;
+use crate::parse::Flow;
+use crate::policy;
+
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// ICMPv6 neighbour discovery and multicast listener messages keep the link
+/// working; they are never subject to policy (as in Cilium).
+#[inline(always)]
+fn is_icmpv6_link_control(flow: &Flow) -> bool {
+    flow.protocol == IPPROTO_ICMPV6 && matches!(flow.icmp_type, 130..=137 | 143)
+}
+
+#[inline(always)]
+pub fn handle(ifindex: u32, flow: &Flow, direction: TrafficDirection) -> Result<(), Reason> {
+    if !flow.is_ip() || is_icmpv6_link_control(flow) {
+        return Ok(());
+    }
+    // An interface with no endpoint is not managed by Weir: pass.
+    let Some(endpoint) = ENDPOINTS.get_ptr(EndpointKey { ifindex }) else {
+        return Ok(());
+    };
+    // SAFETY: a pointer from a successful lookup; EndpointInfo is Copy.
+    let endpoint: EndpointInfo = unsafe { *endpoint };
+    let (scope, reply_scope, enforced, peer_addr) = match direction {
+        TrafficDirection::Egress => {
+            if flow.family == FAMILY_IPV4 && flow.saddr[..4] != endpoint.ipv4 {
+                return Err(Reason::DropInvalidSourceIp);
+            }
+            (
+                CT_SCOPE_EGRESS,
+                CT_SCOPE_INGRESS,
+                endpoint.egress_enforced(),
+                &flow.daddr,
+            )
+        }
+        TrafficDirection::Ingress => (
+            CT_SCOPE_INGRESS,
+            CT_SCOPE_EGRESS,
+            endpoint.ingress_enforced(),
+            &flow.saddr,
+        ),
+    };
+    let state = conntrack::lookup(flow, scope, reply_scope);
+    if state == CtState::Reply {
+        return Ok(());
+    }
+    if enforced {
+        let peer = policy::identity_of(flow.family, peer_addr);
+        policy::decide(endpoint.id, direction, peer, flow)?;
+    }
+    if state == CtState::New {
+        conntrack::create(flow, scope)?;
+    }
+    Ok(())
+}

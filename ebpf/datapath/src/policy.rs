@@ -1,0 +1,68 @@
+//! Policy lookup for new and established connections (see
+//! `weir_abi::policy` for the map layout and the deny-wins rule).
+
+use aya_ebpf::maps::lpm_trie::Key;
+use weir_abi::ipcache::IpcacheKey;
+use weir_abi::policy::*;
+use weir_abi::{identity, PolicyKey, Reason, TrafficDirection};
+
+use crate::maps::{IPCACHE, POLICY};
+use crate::parse::Flow;
+
+/// The security identity of `addr` (IPv4 in the first 4 bytes when
+/// `family` is IPv4): the longest ipcache match, or `world`.
+#[inline(always)]
+pub fn identity_of(family: u8, addr: &[u8; 16]) -> u32 {
+    let key = if family == weir_abi::ipcache::FAMILY_IPV4 {
+        Key::new(
+            IpcacheKey::prefix_len(32),
+            IpcacheKey::ipv4([addr[0], addr[1], addr[2], addr[3]]),
+        )
+    } else {
+        Key::new(IpcacheKey::prefix_len(128), IpcacheKey::ipv6(*addr))
+    };
+    IPCACHE
+        .get(key)
+        .map(|value| value.identity)
+        .unwrap_or(identity::WORLD)
+}
+
+/// The verdict of the most specific entry for (endpoint, direction, peer,
+/// protocol, port), or 0 if none matches.
+#[inline(always)]
+fn lookup(endpoint_id: u16, direction: TrafficDirection, peer: u32, flow: &Flow) -> u8 {
+    let key = Key::new(
+        POLICY_PREFIX_FULL,
+        PolicyKey {
+            endpoint_id,
+            direction: direction as u8,
+            pad0: 0,
+            identity: peer,
+            protocol: flow.protocol,
+            pad1: 0,
+            port: flow.dport,
+        },
+    );
+    POLICY.get(key).map(|entry| entry.verdict).unwrap_or(0)
+}
+
+/// Decides a connection of an enforced endpoint: deny from either the
+/// peer's own entries or the any-peer entries wins; otherwise an allow from
+/// either; otherwise the default deny.
+#[inline(always)]
+pub fn decide(
+    endpoint_id: u16,
+    direction: TrafficDirection,
+    peer: u32,
+    flow: &Flow,
+) -> Result<(), Reason> {
+    let exact = lookup(endpoint_id, direction, peer, flow);
+    let any = lookup(endpoint_id, direction, IDENTITY_ANY, flow);
+    if exact == POLICY_DENY || any == POLICY_DENY {
+        Err(Reason::DropPolicyDeny)
+    } else if exact == POLICY_ALLOW || any == POLICY_ALLOW {
+        Ok(())
+    } else {
+        Err(Reason::DropPolicyDenied)
+    }
+}

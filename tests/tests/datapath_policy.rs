@@ -1,0 +1,514 @@
+//! Conntrack and identity-based policy in the pod programs, through
+//! BPF_PROG_TEST_RUN with the maps programmed as the agent programs them.
+//!
+//! BPF_PROG_TEST_RUN runs the program on the loopback device, so the local
+//! endpoint is registered under ifindex 1.
+
+use ipnetwork::IpNetwork;
+use weir_abi::policy::*;
+use weir_abi::{
+    EndpointInfo, IpcacheValue, MetricsValue, PolicyEntry, PolicyKey, Reason, TrafficDirection,
+};
+use weir_agent::datapath::{tables, Datapath, ProgramKind};
+use weir_tests::datapath::{load, test_run, PinDir};
+use weir_tests::{packets, require_root};
+
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+const LOOPBACK_IFINDEX: u32 = 1;
+const ENDPOINT_ID: u16 = 7;
+/// The peer (packets::IP4_B / IP6_B) in the tests.
+const PEER_IDENTITY: u32 = 40_000;
+const OTHER_IDENTITY: u32 = 40_001;
+
+/// A datapath with the local pod at packets::IP4_A (endpoint 7 on lo) and
+/// the peer at IP4_B/IP6_B with identity 40000.
+fn setup(flags: u8) -> (PinDir, Datapath) {
+    require_root();
+    let pins = PinDir::new();
+    let mut datapath = load(&pins).unwrap();
+    let ebpf = datapath.ebpf_mut();
+    tables::set_endpoint(
+        ebpf,
+        LOOPBACK_IFINDEX,
+        EndpointInfo {
+            id: ENDPOINT_ID,
+            flags,
+            pad: 0,
+            identity: 30_000,
+            ipv4: packets::IP4_A,
+        },
+    )
+    .unwrap();
+    for peer in ["10.99.0.2/32", "fd00:99::2/128"] {
+        tables::set_ipcache(
+            ebpf,
+            peer.parse().unwrap(),
+            IpcacheValue {
+                identity: PEER_IDENTITY,
+                node_ipv4: [0; 4],
+            },
+        )
+        .unwrap();
+    }
+    (pins, datapath)
+}
+
+fn rule(
+    datapath: &mut Datapath,
+    direction: TrafficDirection,
+    identity: u32,
+    protocol: u8,
+    port: u16,
+    prefix: u32,
+    verdict: u8,
+) {
+    let key = PolicyKey {
+        endpoint_id: ENDPOINT_ID,
+        direction: direction as u8,
+        pad0: 0,
+        identity,
+        protocol,
+        pad1: 0,
+        port: port.to_be_bytes(),
+    };
+    tables::set_policy(
+        datapath.ebpf_mut(),
+        prefix,
+        key,
+        PolicyEntry {
+            verdict,
+            pad: [0; 3],
+            rule: 1,
+        },
+    )
+    .unwrap();
+}
+
+/// Runs `frame` through `program` and returns (verdict, the reason counted).
+fn run(datapath: &mut Datapath, program: ProgramKind, frame: &[u8]) -> (i32, Reason) {
+    let before = datapath.metrics().unwrap();
+    let verdict = test_run(datapath, program, frame, 1).unwrap().verdict;
+    let delta = datapath.metrics().unwrap().since(&before);
+    let moved: Vec<_> = delta.iter().collect();
+    assert_eq!(moved.len(), 1, "exactly one counter moves: {moved:?}");
+    assert_eq!(
+        moved[0].2,
+        MetricsValue {
+            packets: 1,
+            bytes: frame.len() as u64
+        }
+    );
+    (verdict, Reason::from_u8(moved[0].0).unwrap())
+}
+
+fn tcp_syn_to(port: u16) -> Vec<u8> {
+    let mut frame = packets::ipv4_tcp_syn();
+    let l4 = packets::ETH_HLEN + packets::IPV4_HLEN;
+    frame[l4 + 2..l4 + 4].copy_from_slice(&port.to_be_bytes());
+    frame
+}
+
+/// The reply direction of `frame` (addresses, MACs and ports swapped),
+/// with the TCP flags set to `flags`.
+fn reversed_ipv4(frame: &[u8], tcp_flags: Option<u8>) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[0..6].copy_from_slice(&frame[6..12]);
+    out[6..12].copy_from_slice(&frame[0..6]);
+    let ip = packets::ETH_HLEN;
+    out[ip + 12..ip + 16].copy_from_slice(&frame[ip + 16..ip + 20]);
+    out[ip + 16..ip + 20].copy_from_slice(&frame[ip + 12..ip + 16]);
+    let l4 = ip + packets::IPV4_HLEN;
+    out[l4..l4 + 2].copy_from_slice(&frame[l4 + 2..l4 + 4]);
+    out[l4 + 2..l4 + 4].copy_from_slice(&frame[l4..l4 + 2]);
+    if let Some(flags) = tcp_flags {
+        out[l4 + 13] = flags;
+    }
+    out
+}
+
+#[test]
+fn unenforced_endpoints_pass_everything_and_track_it() {
+    let (_pins, mut datapath) = setup(0);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)),
+        (TC_ACT_OK, Reason::Forwarded)
+    );
+    let entries = tables::conntrack(datapath.ebpf_mut()).unwrap();
+    assert_eq!(entries.len(), 1, "the connection is tracked");
+    assert_eq!(entries[0].0.dport, 80u16.to_be_bytes());
+}
+
+#[test]
+fn enforced_without_rules_is_default_deny() {
+    let (_pins, mut datapath) =
+        setup(EndpointInfo::EGRESS_ENFORCED | EndpointInfo::INGRESS_ENFORCED);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)),
+        (TC_ACT_SHOT, Reason::DropPolicyDenied)
+    );
+    let inbound = reversed_ipv4(&tcp_syn_to(80), Some(0x02));
+    assert_eq!(
+        run(&mut datapath, ProgramKind::ToPod, &inbound),
+        (TC_ACT_SHOT, Reason::DropPolicyDenied)
+    );
+    assert!(
+        tables::conntrack(datapath.ebpf_mut()).unwrap().is_empty(),
+        "denied connections are not tracked"
+    );
+}
+
+#[test]
+fn exact_port_rules_allow_only_that_port_and_peer() {
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        6,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
+        Reason::Forwarded
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(81)).1,
+        Reason::DropPolicyDenied
+    );
+    // The same port to a peer of another identity is not allowed.
+    tables::set_ipcache(
+        datapath.ebpf_mut(),
+        "10.99.0.2/32".parse().unwrap(),
+        IpcacheValue {
+            identity: OTHER_IDENTITY,
+            node_ipv4: [0; 4],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
+        Reason::DropPolicyDenied
+    );
+}
+
+#[test]
+fn port_ranges_are_prefixes_of_the_port() {
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    // 80-95: a 16-port aligned block = the top 12 bits of the port.
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        6,
+        80,
+        POLICY_PREFIX_ANY_PORT + 12,
+        POLICY_ALLOW,
+    );
+    for (port, reason) in [
+        (79, Reason::DropPolicyDenied),
+        (80, Reason::Forwarded),
+        (95, Reason::Forwarded),
+        (96, Reason::DropPolicyDenied),
+    ] {
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(port)).1,
+            reason,
+            "port {port}"
+        );
+    }
+}
+
+#[test]
+fn protocol_and_identity_wildcards() {
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    // Any protocol and port to the peer.
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        0,
+        0,
+        POLICY_PREFIX_ANY_PROTOCOL,
+        POLICY_ALLOW,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv4_udp()).1,
+        Reason::Forwarded
+    );
+    assert_eq!(
+        run(
+            &mut datapath,
+            ProgramKind::FromPod,
+            &packets::ipv4_icmp_echo()
+        )
+        .1,
+        Reason::Forwarded
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv4_sctp()).1,
+        Reason::Forwarded
+    );
+    // UDP to any peer (identity 0) on port 53 only, for another endpoint direction.
+    let (_pins2, mut other) = setup(EndpointInfo::EGRESS_ENFORCED);
+    rule(
+        &mut other,
+        TrafficDirection::Egress,
+        IDENTITY_ANY,
+        17,
+        53,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    assert_eq!(
+        run(&mut other, ProgramKind::FromPod, &packets::ipv4_udp()).1,
+        Reason::Forwarded
+    );
+    assert_eq!(
+        run(&mut other, ProgramKind::FromPod, &tcp_syn_to(53)).1,
+        Reason::DropPolicyDenied
+    );
+}
+
+#[test]
+fn deny_wins_over_allow_across_identity_lookups() {
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        6,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        IDENTITY_ANY,
+        0,
+        0,
+        POLICY_PREFIX_ANY_PROTOCOL,
+        POLICY_DENY,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)),
+        (TC_ACT_SHOT, Reason::DropPolicyDeny)
+    );
+}
+
+#[test]
+fn replies_of_allowed_connections_pass_enforced_ingress() {
+    let (_pins, mut datapath) =
+        setup(EndpointInfo::EGRESS_ENFORCED | EndpointInfo::INGRESS_ENFORCED);
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        6,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    let syn = tcp_syn_to(80);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &syn).1,
+        Reason::Forwarded
+    );
+    let syn_ack = reversed_ipv4(&syn, Some(0x12));
+    assert_eq!(
+        run(&mut datapath, ProgramKind::ToPod, &syn_ack),
+        (TC_ACT_OK, Reason::Forwarded),
+        "reply passes"
+    );
+    // A new connection from the peer to the same pod is still denied.
+    let inbound = reversed_ipv4(&tcp_syn_to(81), Some(0x02));
+    assert_eq!(
+        run(&mut datapath, ProgramKind::ToPod, &inbound).1,
+        Reason::DropPolicyDenied
+    );
+    // ICMP echo: the reply of an allowed request passes.
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        1,
+        0,
+        POLICY_PREFIX_ANY_PORT,
+        POLICY_ALLOW,
+    );
+    let request = packets::ipv4_icmp_echo();
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &request).1,
+        Reason::Forwarded
+    );
+    let mut reply = reversed_ipv4(&request, None);
+    let l4 = packets::ETH_HLEN + packets::IPV4_HLEN;
+    reply[l4..l4 + 4].copy_from_slice(&request[l4..l4 + 4]); // keep the ICMP header...
+    reply[l4] = 0; // ...as an echo reply
+    assert_eq!(
+        run(&mut datapath, ProgramKind::ToPod, &reply).1,
+        Reason::Forwarded
+    );
+}
+
+#[test]
+fn removing_an_allow_stops_the_established_connection() {
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        6,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    let syn = tcp_syn_to(80);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &syn).1,
+        Reason::Forwarded
+    );
+    let key = PolicyKey {
+        endpoint_id: ENDPOINT_ID,
+        direction: TrafficDirection::Egress as u8,
+        pad0: 0,
+        identity: PEER_IDENTITY,
+        protocol: 6,
+        pad1: 0,
+        port: 80u16.to_be_bytes(),
+    };
+    tables::remove_policy(datapath.ebpf_mut(), POLICY_PREFIX_FULL, key).unwrap();
+    let mut ack = syn.clone();
+    ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &ack).1,
+        Reason::DropPolicyDenied
+    );
+}
+
+#[test]
+fn forged_source_addresses_are_dropped() {
+    let (_pins, mut datapath) = setup(0);
+    let forged = reversed_ipv4(&tcp_syn_to(80), None); // source IP4_B, not the pod's
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &forged),
+        (TC_ACT_SHOT, Reason::DropInvalidSourceIp)
+    );
+}
+
+#[test]
+fn sctp_is_enforced_by_port() {
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        132,
+        9999,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv4_sctp()).1,
+        Reason::Forwarded
+    );
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        132,
+        9999,
+        POLICY_PREFIX_FULL,
+        POLICY_DENY,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv4_sctp()).1,
+        Reason::DropPolicyDeny
+    );
+}
+
+#[test]
+fn ipv6_uses_the_ipcache_and_neighbour_discovery_always_passes() {
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv6_udp()).1,
+        Reason::DropPolicyDenied
+    );
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        17,
+        53,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv6_udp()).1,
+        Reason::Forwarded
+    );
+    let mut solicitation = packets::ipv6_icmp_echo();
+    solicitation[packets::ETH_HLEN + packets::IPV6_HLEN] = 135;
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &solicitation).1,
+        Reason::Forwarded
+    );
+}
+
+#[test]
+fn unknown_peers_are_world_and_cidr_prefixes_match() {
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    let _ = tables::remove_ipcache(datapath.ebpf_mut(), "10.99.0.2/32".parse().unwrap());
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        weir_abi::identity::WORLD,
+        6,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
+        Reason::Forwarded,
+        "no ipcache entry: world"
+    );
+    // A CIDR identity for 10.99.0.0/16 takes over from world.
+    let cidr: IpNetwork = "10.99.0.0/16".parse().unwrap();
+    tables::set_ipcache(
+        datapath.ebpf_mut(),
+        cidr,
+        IpcacheValue {
+            identity: 16_777_217,
+            node_ipv4: [0; 4],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
+        Reason::DropPolicyDenied
+    );
+}
+
+#[test]
+fn conntrack_gc_removes_only_expired_entries() {
+    let (_pins, mut datapath) = setup(0);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
+        Reason::Forwarded
+    );
+    let now = tables::monotonic_now_ns();
+    assert_eq!(
+        tables::conntrack_gc(datapath.ebpf_mut(), now).unwrap(),
+        0,
+        "a fresh SYN entry lives 60 s"
+    );
+    assert_eq!(
+        tables::conntrack_gc(datapath.ebpf_mut(), now + 61_000_000_000).unwrap(),
+        1
+    );
+    assert!(tables::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
+}
