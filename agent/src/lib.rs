@@ -13,5 +13,6 @@ pub mod api;
 pub mod datapath;
 pub mod endpoints;
 pub mod ipam;
+pub mod manifest;
 pub mod node;
 pub mod state;

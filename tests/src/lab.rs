@@ -13,7 +13,6 @@
 //! names alone, after a crash.
 
 pub mod cni;
-pub mod manifest;
 pub mod probe;
 pub mod process;
 pub mod state;
@@ -28,6 +27,7 @@ use anyhow::{bail, Context, Result};
 use crate::netns;
 use manifest::{Namespace, Object, Pod};
 use state::{LabState, NodeRecord, PodRecord};
+pub use weir_agent::manifest;
 
 /// Where labs keep their state.
 pub const LAB_ROOT: &str = "/run/weir-lab";
@@ -331,6 +331,7 @@ impl Lab {
 
     /// Applies manifests: namespaces first, then pods, in file order.
     pub fn apply(&mut self, objects: &[Object]) -> Result<Vec<Applied>> {
+        refuse_policies(objects)?;
         let mut report = Vec::new();
         for object in objects {
             if let Object::Namespace(ns) = object {
@@ -508,10 +509,12 @@ impl Lab {
     /// Deletes the objects named in the manifests (pods of a deleted
     /// namespace go with it).
     pub fn delete(&mut self, objects: &[Object]) -> Result<Vec<String>> {
+        refuse_policies(objects)?;
         let mut deleted = Vec::new();
         for object in objects {
             let keys: Vec<String> = match object {
                 Object::Pod(pod) => vec![format!("{}/{}", pod.namespace, pod.name)],
+                Object::Policy(_) => Vec::new(),
                 Object::Namespace(ns) => self
                     .state
                     .pods
@@ -602,6 +605,18 @@ impl Lab {
             _ => Ok(()),
         }
     }
+}
+
+/// The agents do not read policies yet (they arrive with the policy
+/// engine's integration); refusing them beats accepting what is not enforced.
+fn refuse_policies(objects: &[Object]) -> Result<()> {
+    if let Some(Object::Policy(policy)) = objects.iter().find(|o| matches!(o, Object::Policy(_))) {
+        bail!(
+            "{}: the lab does not enforce policies yet; nothing was applied",
+            policy.key()
+        );
+    }
+    Ok(())
 }
 
 /// 64 hex characters, like a container runtime's ids.

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::manifest::Protocol;
 use super::state::PodRecord;
 use crate::netns;
+use weir_agent::manifest::Protocol;
 
 /// How long a probe waits for a connection or a reply.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

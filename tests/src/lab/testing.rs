@@ -5,8 +5,8 @@ use std::ops::{Deref, DerefMut};
 
 use anyhow::Result;
 
-use super::manifest::{self, Object};
 use super::{Binaries, Lab};
+use weir_agent::manifest::{self, Object};
 
 pub struct TestLab {
     name: String,

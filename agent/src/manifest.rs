@@ -1,7 +1,9 @@
-//! Kubernetes manifests the lab understands: a typed subset of the
-//! Namespace and Pod kinds (unknown fields are ignored, as `kubectl apply`
-//! would keep them), read from multi-document YAML and validated before
-//! anything is applied.
+//! Kubernetes manifests without Kubernetes: a typed subset of the Namespace
+//! and Pod kinds (unknown fields are ignored, as `kubectl apply` would keep
+//! them) and the policy kinds (NetworkPolicy, WeirNetworkPolicy,
+//! WeirClusterwideNetworkPolicy, kept as documents for the policy engine to
+//! parse and validate), read from multi-document YAML. The lab's `apply` and
+//! the agent's manifest-directory source both read them here.
 
 use std::collections::BTreeMap;
 
@@ -10,11 +12,40 @@ use serde::Deserialize;
 
 pub type Labels = BTreeMap<String, String>;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Namespace(Namespace),
     Pod(Pod),
+    Policy(PolicyDocument),
 }
+
+/// A policy object as written; the policy engine parses and validates it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, Deserialize)]
+pub struct PolicyDocument {
+    pub api_version: String,
+    pub kind: String,
+    /// None for the cluster-wide kind.
+    pub namespace: Option<String>,
+    pub name: String,
+    pub document: serde_yaml_ng::Value,
+}
+
+impl PolicyDocument {
+    /// `kind/namespace/name` (or `kind/name` when cluster-wide).
+    pub fn key(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{ns}/{}", self.kind, self.name),
+            None => format!("{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// The policy kinds, by (apiVersion, kind).
+pub const POLICY_KINDS: [(&str, &str); 3] = [
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("weir.io/v1", "WeirNetworkPolicy"),
+    ("weir.io/v1", "WeirClusterwideNetworkPolicy"),
+];
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Namespace {
@@ -77,8 +108,9 @@ struct RawObject {
     kind: Option<String>,
     #[serde(default)]
     metadata: RawMetadata,
+    /// Only read for Pods; other kinds keep theirs in the document.
     #[serde(default)]
-    spec: Option<RawPodSpec>,
+    spec: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -121,14 +153,14 @@ pub fn parse(yaml: &str) -> Result<Vec<Object>> {
         if value.is_null() {
             continue; // an empty document between separators
         }
-        let raw: RawObject = serde_yaml_ng::from_value(value)
+        let raw: RawObject = serde_yaml_ng::from_value(value.clone())
             .with_context(|| format!("document {}: not a Kubernetes object", index + 1))?;
-        objects.push(convert(raw).with_context(|| format!("document {}", index + 1))?);
+        objects.push(convert(raw, value).with_context(|| format!("document {}", index + 1))?);
     }
     Ok(objects)
 }
 
-fn convert(raw: RawObject) -> Result<Object> {
+fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
     let kind = raw.kind.as_deref().unwrap_or_default();
     let name = raw
         .metadata
@@ -145,7 +177,10 @@ fn convert(raw: RawObject) -> Result<Object> {
         (Some("v1"), "Pod") => {
             let namespace = raw.metadata.namespace.unwrap_or_else(|| "default".into());
             validate_dns_label(&namespace).context("Pod namespace")?;
-            let spec = raw.spec.unwrap_or_default();
+            let spec: RawPodSpec = match raw.spec {
+                Some(spec) => serde_yaml_ng::from_value(spec).context("Pod spec")?,
+                None => RawPodSpec::default(),
+            };
             let mut ports = Vec::new();
             for port in spec.containers.iter().flat_map(|c| &c.ports) {
                 let number = u16::try_from(port.container_port)
@@ -169,6 +204,23 @@ fn convert(raw: RawObject) -> Result<Object> {
                 labels: raw.metadata.labels,
                 node: spec.node_name,
                 ports,
+            }))
+        }
+        (Some(version), kind) if POLICY_KINDS.contains(&(version, kind)) => {
+            let namespace = match kind {
+                "WeirClusterwideNetworkPolicy" => None,
+                _ => {
+                    let ns = raw.metadata.namespace.unwrap_or_else(|| "default".into());
+                    validate_dns_label(&ns).with_context(|| format!("{kind} namespace"))?;
+                    Some(ns)
+                }
+            };
+            Ok(Object::Policy(PolicyDocument {
+                api_version: version.to_string(),
+                kind: kind.to_string(),
+                namespace,
+                name,
+                document,
             }))
         }
         (version, kind) => bail!(
@@ -271,6 +323,25 @@ spec:
         assert!(format!("{err:#}").contains("outside 1-65535"), "{err:#}");
         let err = parse(&pod("{containerPort: 80, protocol: ICMP}")).unwrap_err();
         assert!(format!("{err:#}").contains("unknown protocol"), "{err:#}");
+    }
+
+    #[test]
+    fn policy_kinds_are_kept_as_documents() {
+        let objects = parse(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}}\n---\napiVersion: weir.io/v1\nkind: WeirClusterwideNetworkPolicy\nmetadata: {name: cw}\nspec: {}\n",
+        )
+        .unwrap();
+        let keys: Vec<String> = objects
+            .iter()
+            .map(|o| match o {
+                Object::Policy(p) => p.key(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            ["NetworkPolicy/x/deny", "WeirClusterwideNetworkPolicy/cw"]
+        );
     }
 
     #[test]
