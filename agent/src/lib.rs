@@ -15,4 +15,5 @@ pub mod endpoints;
 pub mod ipam;
 pub mod manifest;
 pub mod node;
+pub mod source;
 pub mod state;
