@@ -104,8 +104,14 @@ fn policy_key_field_order_supports_wildcards() {
     assert_eq!(size_of::<PolicyKey>(), 12);
     assert_eq!(size_of::<PolicyEntry>(), 8);
     // Everything before the protocol is matched in full by the shortest prefix.
-    assert_eq!(offset_of!(PolicyKey, protocol) * 8, POLICY_PREFIX_ANY_PROTOCOL as usize);
-    assert_eq!(offset_of!(PolicyKey, port) * 8, POLICY_PREFIX_ANY_PORT as usize);
+    assert_eq!(
+        offset_of!(PolicyKey, protocol) * 8,
+        POLICY_PREFIX_ANY_PROTOCOL as usize
+    );
+    assert_eq!(
+        offset_of!(PolicyKey, port) * 8,
+        POLICY_PREFIX_ANY_PORT as usize
+    );
     assert_eq!(size_of::<PolicyKey>() * 8, POLICY_PREFIX_FULL as usize);
 }
 
