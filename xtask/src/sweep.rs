@@ -44,6 +44,18 @@ pub fn stale_test_objects() {
             }
         }
     }
+    // etcd servers of the identity tests keep their data in /tmp/wt<pid>x<n>.
+    if let Ok(entries) = fs::read_dir("/tmp") {
+        for entry in entries.filter_map(Result::ok) {
+            if !is_stale(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            kill_processes_mentioning(&entry.path().to_string_lossy());
+            if fs::remove_dir_all(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
     if let Ok(entries) = fs::read_dir("/run/weir-lab") {
         for entry in entries.filter_map(Result::ok) {
             if is_stale(&entry.file_name().to_string_lossy())
@@ -70,6 +82,26 @@ fn kill_processes_in(netns: &str) {
     };
     for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
         let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
+}
+
+/// Kills every process whose command line mentions `needle` (a test
+/// object's unique path).
+fn kill_processes_mentioning(needle: &str) {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            let _ = Command::new("kill").args(["-KILL", &name]).status();
+        }
     }
 }
 

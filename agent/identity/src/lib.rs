@@ -1,1 +1,30 @@
-//! weir-identity (in progress)
+//! Security identities and the cluster-wide runtime state Weir agents share.
+//!
+//! - [`labels`]: the canonical label set an identity stands for.
+//! - [`reserved`]: reserved identities and the numeric ranges.
+//! - [`local`]: node-local CIDR identities (never shared).
+//! - [`store`]: the [`SharedStore`] trait: identities, endpoints, nodes.
+//! - [`etcd`]: the trait on etcd (kvstore mode); [`memory`]: in-process, for
+//!   other crates' unit tests.
+//! - [`testing`]: a throwaway etcd server for tests and the lab.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod etcd;
+pub mod labels;
+pub mod local;
+pub mod memory;
+pub mod reserved;
+pub mod store;
+pub mod testing;
+
+pub use error::{Result, StoreError};
+pub use etcd::{EtcdConfig, EtcdStore};
+pub use labels::{LabelsError, SecurityLabels};
+pub use local::{cidr_labels, LocalIdentities, LocalIdentityError};
+pub use memory::MemoryStore;
+pub use store::{
+    EndpointEvent, EndpointRecord, EventStream, IdentityEvent, NodeEvent, NodeRecord, SharedStore,
+    StoreEvent,
+};

@@ -1,0 +1,57 @@
+//! Errors of the shared store.
+
+use crate::reserved::{MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+    #[error("etcd at {endpoints} is unreachable (is it running and listening there?)")]
+    Unreachable {
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd {op} on {key:?} failed")]
+    Etcd {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("value stored under {key:?} is malformed: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("cannot allocate an identity for an empty label set")]
+    EmptyLabels,
+    #[error("no free identity left in {min}..={max}")]
+    Exhausted { min: u32, max: u32 },
+    #[error("gave up allocating an identity after {0} conflicting attempts")]
+    Contended(u32),
+    #[error(
+        "identity {0} is not a cluster identity ({MIN_CLUSTER_IDENTITY}..={MAX_CLUSTER_IDENTITY})"
+    )]
+    NotClusterIdentity(u32),
+}
+
+impl StoreError {
+    pub(crate) fn etcd(
+        op: &'static str,
+        key: impl AsRef<[u8]>,
+        source: etcd_client::Error,
+    ) -> Self {
+        StoreError::Etcd {
+            op,
+            key: String::from_utf8_lossy(key.as_ref()).into_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(key: impl AsRef<[u8]>, reason: impl ToString) -> Self {
+        StoreError::Corrupt {
+            key: String::from_utf8_lossy(key.as_ref()).into_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}

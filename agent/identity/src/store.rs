@@ -1,0 +1,155 @@
+//! The shared runtime state every agent reads and writes, behind one trait so
+//! that kvstore mode (etcd) and a later CRD mode are interchangeable.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures_util::Stream;
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::labels::SecurityLabels;
+use crate::reserved::{is_cluster, reserved_by_name, reserved_name};
+
+/// Where a pod address lives and which identity it has: one ipcache entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub identity: u32,
+    /// Name of the node the pod runs on.
+    pub node: String,
+    /// Underlay address of that node (the tunnel endpoint), so an ipcache
+    /// entry needs no node lookup.
+    pub node_ip: IpAddr,
+    pub namespace: String,
+    pub pod: String,
+}
+
+/// A node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// Underlay address other nodes reach it at.
+    pub ip: IpAddr,
+    /// The node's pod address range.
+    pub pod_cidr: IpNetwork,
+}
+
+/// One change seen by a watch.
+///
+/// A watch first yields an `Upsert` for every record present, then `Synced`,
+/// then changes in the order they happened. If the watch has to list again
+/// (its history was compacted away), it yields `Delete` for records that went
+/// away meanwhile, `Upsert` for every current one and `Synced` again, so the
+/// consumer never needs to reset its view. Act on absences (garbage-collect
+/// datapath state) only after a `Synced`: before it, the view is partial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent<K, V> {
+    Upsert(K, V),
+    Delete(K),
+    Synced,
+}
+
+pub type IdentityEvent = StoreEvent<u32, SecurityLabels>;
+pub type EndpointEvent = StoreEvent<IpAddr, EndpointRecord>;
+pub type NodeEvent = StoreEvent<String, NodeRecord>;
+
+/// A watch. Errors are reported as items and the watch carries on (it
+/// retries with backoff); drop the stream to stop it.
+pub type EventStream<E> = Pin<Box<dyn Stream<Item = Result<E>> + Send>>;
+
+/// Cluster-wide state shared by all agents.
+///
+/// Records written by a node (its identity references, endpoints and node
+/// record) live as long as that node's agent does: if it dies they vanish
+/// from the store after a timeout.
+#[async_trait]
+pub trait SharedStore: Send + Sync {
+    /// The node this handle writes as.
+    fn node_name(&self) -> &str;
+
+    /// The cluster-wide identity of `labels`, allocating one if none exists.
+    /// Every agent gets the same id for the same set, and never the same id
+    /// for different sets. Takes a reference held by this node: pair each
+    /// call with [`SharedStore::release_identity`]. A single `reserved:*`
+    /// label gives its reserved identity without storing anything.
+    async fn allocate_identity(&self, labels: &SecurityLabels) -> Result<u32>;
+
+    /// Drops one of this node's references to `id`. Returns true when it was
+    /// the last one and the node's reference is gone from the store.
+    async fn release_identity(&self, id: u32) -> Result<bool>;
+
+    /// The labels of an identity: stored ones for cluster identities, the
+    /// `reserved:<name>` label for reserved ones.
+    async fn lookup_identity(&self, id: u32) -> Result<Option<SecurityLabels>>;
+
+    /// All allocated cluster identities.
+    async fn list_identities(&self) -> Result<BTreeMap<u32, SecurityLabels>>;
+
+    /// Allocated identities, so that policy can be computed for identities
+    /// of pods on other nodes.
+    async fn watch_identities(&self) -> Result<EventStream<IdentityEvent>>;
+
+    /// Identities no node references any more: candidates for garbage
+    /// collection by an operator.
+    async fn unreferenced_identities(&self) -> Result<Vec<u32>>;
+
+    /// Publishes a pod address, tied to this node's lifetime.
+    async fn upsert_endpoint(&self, ip: IpAddr, record: &EndpointRecord) -> Result<()>;
+
+    /// Removes a pod address if this node wrote it last. Returns whether a
+    /// record was removed (false if absent or now owned by another node).
+    async fn delete_endpoint(&self, ip: IpAddr) -> Result<bool>;
+
+    async fn list_endpoints(&self) -> Result<BTreeMap<IpAddr, EndpointRecord>>;
+
+    async fn watch_endpoints(&self) -> Result<EventStream<EndpointEvent>>;
+
+    /// Publishes a node record, tied to this node's lifetime.
+    async fn upsert_node(&self, node: &NodeRecord) -> Result<()>;
+
+    /// Removes a node record if this node wrote it.
+    async fn delete_node(&self, name: &str) -> Result<bool>;
+
+    async fn list_nodes(&self) -> Result<BTreeMap<String, NodeRecord>>;
+
+    async fn watch_nodes(&self) -> Result<EventStream<NodeEvent>>;
+}
+
+/// The reserved identity a label set stands for, if it is exactly one
+/// `reserved:*` label (as the host or world entity is).
+pub fn reserved_identity_of(labels: &SecurityLabels) -> Option<u32> {
+    let mut it = labels.iter();
+    match (it.next(), it.next()) {
+        (Some((key, _)), None) => reserved_by_name(key),
+        _ => None,
+    }
+}
+
+/// The labels of a reserved identity: `{reserved:<name>: ""}`.
+pub fn reserved_labels(id: u32) -> Option<SecurityLabels> {
+    reserved_name(id).map(|name| SecurityLabels::new().with(name, ""))
+}
+
+/// Checks done before any backend work on an allocation: reserved sets are
+/// answered at once, empty sets refused.
+pub(crate) fn precheck_allocation(labels: &SecurityLabels) -> Result<Option<u32>> {
+    if let Some(id) = reserved_identity_of(labels) {
+        return Ok(Some(id));
+    }
+    if labels.is_empty() {
+        return Err(StoreError::EmptyLabels);
+    }
+    Ok(None)
+}
+
+/// Refuses ids that are never stored (reserved, local).
+pub(crate) fn require_cluster(id: u32) -> Result<()> {
+    if is_cluster(id) {
+        Ok(())
+    } else {
+        Err(StoreError::NotClusterIdentity(id))
+    }
+}

@@ -1,0 +1,526 @@
+//! The etcd store against a real etcd: each test starts its own server.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::Barrier;
+use weir_identity::reserved::{IDENTITY_HOST, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY};
+use weir_identity::testing::EtcdServer;
+use weir_identity::{
+    EndpointEvent, EndpointRecord, EtcdConfig, EtcdStore, EventStream, NodeEvent, NodeRecord,
+    SecurityLabels, SharedStore, StoreError, StoreEvent,
+};
+
+const STEP: Duration = Duration::from_secs(10);
+
+fn etcd() -> EtcdServer {
+    EtcdServer::start().expect("etcd must start for these tests")
+}
+
+fn config(server: &EtcdServer, node: &str) -> EtcdConfig {
+    EtcdConfig::new(vec![server.endpoint()], node)
+}
+
+async fn store(server: &EtcdServer, node: &str) -> EtcdStore {
+    EtcdStore::connect(config(server, node))
+        .await
+        .expect("connect")
+}
+
+fn app(name: &str) -> SecurityLabels {
+    SecurityLabels::new()
+        .with("k8s:app", name)
+        .with("k8s:io.kubernetes.pod.namespace", "default")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn endpoint(identity: u32, node: &str, pod: &str) -> EndpointRecord {
+    EndpointRecord {
+        identity,
+        node: node.into(),
+        node_ip: ip("192.168.50.2"),
+        namespace: "default".into(),
+        pod: pod.into(),
+    }
+}
+
+fn node(name: &str, underlay: &str, cidr: &str) -> NodeRecord {
+    NodeRecord {
+        name: name.into(),
+        ip: ip(underlay),
+        pod_cidr: cidr.parse().unwrap(),
+    }
+}
+
+async fn next<E: std::fmt::Debug>(watch: &mut EventStream<E>) -> E {
+    tokio::time::timeout(STEP, watch.next())
+        .await
+        .expect("watch event in time")
+        .expect("watch still open")
+        .expect("watch event, not error")
+}
+
+async fn raw_client(server: &EtcdServer) -> etcd_client::Client {
+    etcd_client::Client::connect([server.endpoint()], None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_labels_same_id_across_reconnects() {
+    let server = etcd();
+    let a = store(&server, "node-a").await;
+    let web = a.allocate_identity(&app("web")).await.unwrap();
+    let db = a.allocate_identity(&app("db")).await.unwrap();
+    assert!(
+        (MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY).contains(&web),
+        "{web}"
+    );
+    assert!(
+        (MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY).contains(&db),
+        "{db}"
+    );
+    assert_ne!(web, db);
+    assert_eq!(a.allocate_identity(&app("web")).await.unwrap(), web);
+    assert_eq!(a.lookup_identity(web).await.unwrap(), Some(app("web")));
+    assert_eq!(a.lookup_identity(db).await.unwrap(), Some(app("db")));
+    let listed = a.list_identities().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[&web], app("web"));
+
+    // A single reserved label is its reserved identity; nothing is stored.
+    let host = SecurityLabels::new().with("reserved:host", "");
+    assert_eq!(a.allocate_identity(&host).await.unwrap(), IDENTITY_HOST);
+    assert_eq!(a.lookup_identity(IDENTITY_HOST).await.unwrap(), Some(host));
+    assert!(matches!(
+        a.allocate_identity(&SecurityLabels::new()).await,
+        Err(StoreError::EmptyLabels)
+    ));
+    assert_eq!(a.list_identities().await.unwrap().len(), 2);
+    drop(a);
+
+    // A new client (an agent restart, another node) sees the same ids.
+    let b = store(&server, "node-b").await;
+    assert_eq!(b.lookup_identity(web).await.unwrap(), Some(app("web")));
+    assert_eq!(b.allocate_identity(&app("web")).await.unwrap(), web);
+    assert_eq!(b.allocate_identity(&app("db")).await.unwrap(), db);
+    assert_eq!(b.lookup_identity(65000).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_agents_get_the_same_id_for_the_same_labels() {
+    let server = etcd();
+    let mut agents = Vec::new();
+    for i in 0..8 {
+        agents.push(store(&server, &format!("node-{i}")).await);
+    }
+    for round in 0..10 {
+        let labels = app(&format!("race-{round}"));
+        let barrier = Arc::new(Barrier::new(agents.len()));
+        let tasks: Vec<_> = agents
+            .iter()
+            .map(|agent| {
+                let (agent, labels, barrier) = (agent.clone(), labels.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    agent.allocate_identity(&labels).await.unwrap()
+                })
+            })
+            .collect();
+        let mut ids = HashSet::new();
+        for task in tasks {
+            ids.insert(task.await.unwrap());
+        }
+        assert_eq!(ids.len(), 1, "round {round}: {ids:?}");
+    }
+    assert_eq!(agents[0].list_identities().await.unwrap().len(), 10);
+    // Every agent holds a ref, so none is garbage.
+    assert!(agents[0]
+        .unreferenced_identities()
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_distinct_labels_get_distinct_ids_even_in_a_crowded_range() {
+    let server = etcd();
+    // 200 label sets into 256 numbers: random draws collide often, which
+    // exercises the retry and the listing fallback.
+    let mut agents = Vec::new();
+    for i in 0..8 {
+        let mut config = config(&server, &format!("node-{i}"));
+        config.identity_range = 256..=511;
+        agents.push(EtcdStore::connect(config).await.unwrap());
+    }
+    let barrier = Arc::new(Barrier::new(agents.len()));
+    let tasks: Vec<_> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, agent)| {
+            let (agent, barrier) = (agent.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut out = Vec::new();
+                for j in 0..25 {
+                    let labels = app(&format!("app-{i}-{j}"));
+                    out.push((agent.allocate_identity(&labels).await.unwrap(), labels));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let ids: HashSet<u32> = all.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 200, "two label sets share an id");
+    assert!(ids.iter().all(|id| (256..=511).contains(id)));
+    let stored = agents[0].list_identities().await.unwrap();
+    for (id, labels) in &all {
+        assert_eq!(&stored[id], labels);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_range_is_reported() {
+    let server = etcd();
+    let mut config = config(&server, "node-a");
+    config.identity_range = 300..=302;
+    let a = EtcdStore::connect(config).await.unwrap();
+    let mut ids = HashSet::new();
+    for name in ["a", "b", "c"] {
+        ids.insert(a.allocate_identity(&app(name)).await.unwrap());
+    }
+    assert_eq!(ids, HashSet::from([300, 301, 302]));
+    let err = a.allocate_identity(&app("d")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Exhausted { min: 300, max: 302 }),
+        "{err}"
+    );
+    // Existing sets still resolve.
+    assert!(ids.contains(&a.allocate_identity(&app("b")).await.unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn references_are_counted_per_node_and_guard_collection() {
+    let server = etcd();
+    let a = store(&server, "node-a").await;
+    let b = store(&server, "node-b").await;
+    let web = a.allocate_identity(&app("web")).await.unwrap();
+    a.allocate_identity(&app("web")).await.unwrap();
+    b.allocate_identity(&app("web")).await.unwrap();
+
+    assert!(
+        !a.release_identity(web).await.unwrap(),
+        "a still has a user"
+    );
+    assert!(a.release_identity(web).await.unwrap());
+    assert!(
+        !a.release_identity(web).await.unwrap(),
+        "a holds no more refs"
+    );
+    assert!(
+        a.unreferenced_identities().await.unwrap().is_empty(),
+        "b holds it"
+    );
+    assert!(!a.delete_identity_if_unreferenced(web).await.unwrap());
+
+    assert!(b.release_identity(web).await.unwrap());
+    assert_eq!(a.unreferenced_identities().await.unwrap(), vec![web]);
+    assert!(a.delete_identity_if_unreferenced(web).await.unwrap());
+    assert_eq!(a.lookup_identity(web).await.unwrap(), None);
+    assert!(a.list_identities().await.unwrap().is_empty());
+
+    // Allocating again after collection works and is referenced.
+    let again = b.allocate_identity(&app("web")).await.unwrap();
+    assert_eq!(b.lookup_identity(again).await.unwrap(), Some(app("web")));
+    assert!(b.unreferenced_identities().await.unwrap().is_empty());
+    assert!(matches!(
+        a.release_identity(IDENTITY_HOST).await,
+        Err(StoreError::NotClusterIdentity(1))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_follow_the_documented_layout_under_the_configured_prefix() {
+    let server = etcd();
+    let mut config = config(&server, "node-a");
+    config.prefix = "test/prefix".into();
+    let a = EtcdStore::connect(config).await.unwrap();
+    let id = a.allocate_identity(&app("web")).await.unwrap();
+    a.upsert_endpoint(ip("10.0.0.7"), &endpoint(id, "node-a", "web-0"))
+        .await
+        .unwrap();
+    let mut raw = raw_client(&server).await;
+    let resp = raw
+        .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+        .await
+        .unwrap();
+    let keys: Vec<String> = resp
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_owned())
+        .collect();
+    let canonical = app("web").canonical();
+    assert_eq!(
+        keys,
+        vec![
+            "test/prefix/endpoints/v1/10.0.0.7".to_owned(),
+            format!("test/prefix/identities/v1/id/{id}"),
+            format!("test/prefix/identities/v1/refs/{id}/node-a"),
+            format!("test/prefix/identities/v1/value/{canonical}"),
+        ]
+    );
+    let value = resp
+        .kvs()
+        .iter()
+        .find(|kv| kv.key_str().unwrap().contains("/value/"))
+        .unwrap();
+    assert_eq!(value.value_str().unwrap(), id.to_string());
+    let lease = a.lease_id().await;
+    let leases: Vec<i64> = resp.kvs().iter().map(|kv| kv.lease()).collect();
+    // Endpoint and ref ride on the node's lease; the identity does not.
+    assert_eq!(leases, vec![lease, 0, lease, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoint_watch_lists_then_streams_changes_in_order() {
+    let server = etcd();
+    let a = store(&server, "node-a").await;
+    let b = store(&server, "node-b").await;
+    let (ip1, ip2, ip3) = (ip("10.0.1.1"), ip("10.0.1.2"), ip("fd00::3"));
+    a.upsert_endpoint(ip1, &endpoint(300, "node-a", "p1"))
+        .await
+        .unwrap();
+    b.upsert_endpoint(ip2, &endpoint(301, "node-b", "p2"))
+        .await
+        .unwrap();
+
+    let mut watch = b.watch_endpoints().await.unwrap();
+    let mut initial = vec![next(&mut watch).await, next(&mut watch).await];
+    initial.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        initial,
+        vec![
+            StoreEvent::Upsert(ip1, endpoint(300, "node-a", "p1")),
+            StoreEvent::Upsert(ip2, endpoint(301, "node-b", "p2")),
+        ]
+    );
+    assert_eq!(next(&mut watch).await, EndpointEvent::Synced);
+
+    a.upsert_endpoint(ip3, &endpoint(302, "node-a", "p3"))
+        .await
+        .unwrap();
+    a.upsert_endpoint(ip1, &endpoint(303, "node-a", "p1"))
+        .await
+        .unwrap();
+    assert!(!a.delete_endpoint(ip2).await.unwrap(), "written by node-b");
+    assert!(b.delete_endpoint(ip2).await.unwrap());
+    assert!(!b.delete_endpoint(ip2).await.unwrap(), "already gone");
+    assert_eq!(
+        next(&mut watch).await,
+        StoreEvent::Upsert(ip3, endpoint(302, "node-a", "p3"))
+    );
+    assert_eq!(
+        next(&mut watch).await,
+        StoreEvent::Upsert(ip1, endpoint(303, "node-a", "p1"))
+    );
+    assert_eq!(next(&mut watch).await, StoreEvent::Delete(ip2));
+
+    let listed = a.list_endpoints().await.unwrap();
+    assert_eq!(listed.keys().copied().collect::<Vec<_>>(), vec![ip1, ip3]);
+    assert_eq!(listed[&ip1].identity, 303);
+
+    // A pod IP reused on another node belongs to that node now: the old
+    // node's late delete must not remove it.
+    b.upsert_endpoint(ip3, &endpoint(304, "node-b", "p3b"))
+        .await
+        .unwrap();
+    assert!(!a.delete_endpoint(ip3).await.unwrap());
+    assert_eq!(a.list_endpoints().await.unwrap()[&ip3].node, "node-b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_records_upsert_list_watch_delete() {
+    let server = etcd();
+    let a = store(&server, "node-a").await;
+    let b = store(&server, "node-b").await;
+    let mut watch = a.watch_nodes().await.unwrap();
+    assert_eq!(next(&mut watch).await, NodeEvent::Synced);
+    let na = node("node-a", "192.168.50.2", "10.0.1.0/24");
+    let nb = node("node-b", "192.168.50.3", "10.0.2.0/24");
+    a.upsert_node(&na).await.unwrap();
+    b.upsert_node(&nb).await.unwrap();
+    assert_eq!(
+        next(&mut watch).await,
+        StoreEvent::Upsert("node-a".into(), na.clone())
+    );
+    assert_eq!(
+        next(&mut watch).await,
+        StoreEvent::Upsert("node-b".into(), nb.clone())
+    );
+    let listed = b.list_nodes().await.unwrap();
+    assert_eq!(
+        listed.values().cloned().collect::<Vec<_>>(),
+        vec![na.clone(), nb]
+    );
+    assert!(b.delete_node("node-b").await.unwrap());
+    assert_eq!(next(&mut watch).await, StoreEvent::Delete("node-b".into()));
+    assert_eq!(a.list_nodes().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_nodes_records_vanish_when_its_lease_goes() {
+    let server = etcd();
+    let a = store(&server, "node-a").await;
+    let b = store(&server, "node-b").await;
+    let web = b.allocate_identity(&app("web")).await.unwrap();
+    b.upsert_endpoint(ip("10.0.2.5"), &endpoint(web, "node-b", "web-0"))
+        .await
+        .unwrap();
+    b.upsert_node(&node("node-b", "192.168.50.3", "10.0.2.0/24"))
+        .await
+        .unwrap();
+    a.upsert_endpoint(ip("10.0.1.5"), &endpoint(web, "node-a", "web-1"))
+        .await
+        .unwrap();
+    let mut endpoints = a.watch_endpoints().await.unwrap();
+    let mut nodes = a.watch_nodes().await.unwrap();
+    for _ in 0..3 {
+        next(&mut endpoints).await;
+    }
+    next(&mut nodes).await;
+    assert_eq!(next(&mut nodes).await, NodeEvent::Synced);
+
+    // The agent dies (stops renewing) and its lease ends; revoking plays
+    // the TTL running out, without the wait.
+    let lease = b.lease_id().await;
+    drop(b);
+    raw_client(&server).await.lease_revoke(lease).await.unwrap();
+
+    assert_eq!(
+        next(&mut endpoints).await,
+        StoreEvent::Delete(ip("10.0.2.5"))
+    );
+    assert_eq!(next(&mut nodes).await, StoreEvent::Delete("node-b".into()));
+    assert_eq!(
+        a.list_endpoints().await.unwrap().len(),
+        1,
+        "node-a's record stays"
+    );
+    // The identity outlives the node but nobody references it now.
+    assert_eq!(a.unreferenced_identities().await.unwrap(), vec![web]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_node_publishes_again_after_losing_its_lease() {
+    let server = etcd();
+    let a = store(&server, "node-a").await;
+    let mut config = config(&server, "node-b");
+    config.lease_ttl = Duration::from_secs(3);
+    let b = EtcdStore::connect(config).await.unwrap();
+    let web = b.allocate_identity(&app("web")).await.unwrap();
+    b.upsert_endpoint(ip("10.0.2.5"), &endpoint(web, "node-b", "web-0"))
+        .await
+        .unwrap();
+    let mut watch = a.watch_endpoints().await.unwrap();
+    next(&mut watch).await;
+    assert_eq!(next(&mut watch).await, EndpointEvent::Synced);
+
+    let lost = b.lease_id().await;
+    raw_client(&server).await.lease_revoke(lost).await.unwrap();
+    assert_eq!(next(&mut watch).await, StoreEvent::Delete(ip("10.0.2.5")));
+    // Renewal runs within a third of the TTL.
+    assert_eq!(
+        next(&mut watch).await,
+        StoreEvent::Upsert(ip("10.0.2.5"), endpoint(web, "node-b", "web-0"))
+    );
+    assert_ne!(b.lease_id().await, lost);
+    assert!(
+        a.unreferenced_identities().await.unwrap().is_empty(),
+        "ref is back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_expiry_without_revocation_removes_records() {
+    let server = etcd();
+    let a = store(&server, "node-a").await;
+    let mut config = config(&server, "node-b");
+    config.lease_ttl = Duration::from_secs(2);
+    let b = EtcdStore::connect(config).await.unwrap();
+    b.upsert_endpoint(ip("10.0.2.9"), &endpoint(300, "node-b", "p"))
+        .await
+        .unwrap();
+    // Renewals keep it alive past the TTL.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.list_endpoints().await.unwrap().len(), 1);
+    let mut watch = a.watch_endpoints().await.unwrap();
+    next(&mut watch).await;
+    next(&mut watch).await;
+    drop(b);
+    let started = std::time::Instant::now();
+    assert_eq!(next(&mut watch).await, StoreEvent::Delete(ip("10.0.2.9")));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_etcd_is_a_clear_error() {
+    // A port nothing listens on: bind, note, let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut config = EtcdConfig::new(vec![endpoint.clone()], "node-a");
+    config.connect_timeout = Duration::from_secs(1);
+    config.request_timeout = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let err = EtcdStore::connect(config).await.err().expect("must fail");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&endpoint), "{err}");
+}
+
+#[test]
+fn etcd_server_guard_cleans_up_on_drop_and_on_panic() {
+    let server = etcd();
+    let (pid, dir) = (server.pid(), server.data_dir().to_owned());
+    assert!(server
+        .name()
+        .starts_with(&format!("wt{}x", std::process::id())));
+    assert!(dir.exists());
+    drop(server);
+    assert!(!dir.exists());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let panicked = std::thread::spawn(move || {
+        let server = etcd();
+        tx.send((server.pid(), server.data_dir().to_owned()))
+            .unwrap();
+        panic!("test failure while etcd runs");
+    })
+    .join();
+    assert!(panicked.is_err());
+    let (pid, dir) = rx.recv().unwrap();
+    assert!(!dir.exists());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
