@@ -13,6 +13,7 @@ pub mod api;
 pub mod datapath;
 pub mod endpoints;
 pub mod ipam;
+pub mod ipcache;
 pub mod manifest;
 pub mod node;
 pub mod source;

@@ -512,3 +512,29 @@ fn conntrack_gc_removes_only_expired_entries() {
     );
     assert!(tables::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
 }
+
+#[test]
+fn the_ipcache_reads_back_what_the_agent_wrote_and_diffs_apply() {
+    use std::collections::BTreeMap;
+    use weir_agent::ipcache::DesiredIpcache;
+    let (_pins, mut datapath) = setup(0);
+    let mut desired = DesiredIpcache::default();
+    desired.set_endpoint(
+        "10.244.2.5".parse().unwrap(),
+        300,
+        "10.77.0.12".parse().unwrap(),
+    );
+    desired.set_cidrs(&BTreeMap::from([(
+        "203.0.113.0/24".parse().unwrap(),
+        16_777_217,
+    )]));
+    let ebpf = datapath.ebpf_mut();
+    let current = tables::ipcache_entries(ebpf).unwrap();
+    assert_eq!(
+        current.len(),
+        2,
+        "the two entries setup() wrote: {current:?}"
+    );
+    tables::apply_ipcache_diff(ebpf, &desired.diff(&current, true)).unwrap();
+    assert_eq!(tables::ipcache_entries(ebpf).unwrap(), desired.effective());
+}

@@ -145,3 +145,43 @@ pub fn monotonic_now_ns() -> u64 {
         .expect("CLOCK_MONOTONIC is always available");
     now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
+
+/// The ipcache's content, by prefix.
+pub fn ipcache_entries(
+    ebpf: &mut Ebpf,
+) -> Result<std::collections::BTreeMap<IpNetwork, IpcacheValue>, TableError> {
+    let map = lpm::<IpcacheKey, IpcacheValue>(ebpf, map_names::IPCACHE)?;
+    let mut entries = std::collections::BTreeMap::new();
+    for item in map.iter() {
+        let (key, value) = item.map_err(map_err(map_names::IPCACHE))?;
+        let data = key.data();
+        let bits = key
+            .prefix_len()
+            .saturating_sub(weir_abi::ipcache::IPCACHE_PREFIX_BITS_BEFORE_ADDR)
+            as u8;
+        let addr: IpAddr = if data.family == weir_abi::ipcache::FAMILY_IPV4 {
+            IpAddr::from([data.addr[0], data.addr[1], data.addr[2], data.addr[3]])
+        } else {
+            IpAddr::from(data.addr)
+        };
+        if let Ok(prefix) = IpNetwork::new(addr, bits) {
+            entries.insert(prefix, value);
+        }
+    }
+    Ok(entries)
+}
+
+/// Applies an ipcache diff; stops at the first error (the map then holds a
+/// prefix of the diff, which the next reconcile completes).
+pub fn apply_ipcache_diff(
+    ebpf: &mut Ebpf,
+    diff: &crate::ipcache::IpcacheDiff,
+) -> Result<(), TableError> {
+    for (prefix, value) in &diff.upserts {
+        set_ipcache(ebpf, *prefix, *value)?;
+    }
+    for prefix in &diff.removals {
+        remove_ipcache(ebpf, *prefix)?;
+    }
+    Ok(())
+}
