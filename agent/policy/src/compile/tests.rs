@@ -1,0 +1,360 @@
+use super::*;
+use crate::document::parse_policies;
+use crate::identity::{Identity, LocalCidrAllocator, NamedPorts};
+use crate::labels::{pod_security_labels, LabelFilter};
+use crate::trace::Reason;
+
+// Pods: x/a (2001), x/b (2002), y/a (2003). Endpoints 1, 2, 3.
+fn view() -> ClusterView {
+    let mut v = ClusterView::new();
+    for (i, (ns, pod)) in [("x", "a"), ("x", "b"), ("y", "a")].iter().enumerate() {
+        let id = 2001 + i as u32;
+        let mut np = NamedPorts::new();
+        // Only x/b's pods name a port "web" (8080); x/a's own container names "web" 9090.
+        if *pod == "b" {
+            np.entry("web".into())
+                .or_default()
+                .insert((Protocol::Tcp, 8080));
+        }
+        v.add_identity(Identity {
+            id,
+            labels: pod_security_labels(
+                ns,
+                [("ns", *ns)],
+                [("pod", *pod)],
+                &LabelFilter::default(),
+            ),
+            named_ports: np.clone(),
+        });
+        let mut own = np;
+        if *ns == "x" && *pod == "a" {
+            own.entry("web".into())
+                .or_default()
+                .insert((Protocol::Tcp, 9090));
+        }
+        v.add_endpoint(Endpoint {
+            id: i as u32 + 1,
+            identity: id,
+            named_ports: own,
+        });
+    }
+    v
+}
+
+fn run(yaml: &str) -> Compiled {
+    run_with(yaml, CompileOptions::default())
+}
+
+fn run_with(yaml: &str, options: CompileOptions) -> Compiled {
+    let policies: Vec<Policy> = parse_policies(yaml)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    compile_with(
+        &view(),
+        &policies,
+        &mut LocalCidrAllocator::default(),
+        options,
+    )
+}
+
+fn v(c: &Compiled, ep: u32, d: Direction, peer: u32, proto: Protocol, port: u16) -> Verdict {
+    c.endpoints[&ep].verdict(d, peer, proto, port).verdict
+}
+
+const NP: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n";
+const WNP: &str = "apiVersion: weir.io/v1\nkind: WeirNetworkPolicy\n";
+const CCNP: &str = "apiVersion: weir.io/v1\nkind: WeirClusterwideNetworkPolicy\n";
+
+#[test]
+fn ingress_empty_rule_allows_everything_and_empty_list_nothing() {
+    let c = run(&format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{}}\n  ingress: [{{}}]\n"
+    ));
+    for peer in [reserved::WORLD, 2003, 0x0100_0005] {
+        assert_eq!(
+            v(&c, 1, Direction::Ingress, peer, Protocol::Udp, 9),
+            Verdict::Allow
+        );
+    }
+    let entries = &c.endpoints[&1].ingress.entries;
+    assert!(entries
+        .iter()
+        .any(|e| e.key.peer == PeerKey::Any && e.key.protocol == Protocol::Any));
+
+    let c = run(&format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{}}\n  ingress: []\n"
+    ));
+    assert!(c.endpoints[&1].ingress.enforced);
+    assert_eq!(
+        v(&c, 1, Direction::Ingress, 2002, Protocol::Tcp, 80),
+        Verdict::Deny
+    );
+    assert_eq!(
+        v(
+            &c,
+            1,
+            Direction::Ingress,
+            reserved::WORLD,
+            Protocol::Tcp,
+            80
+        ),
+        Verdict::Deny
+    );
+    // Egress stays allow-all: no policy selects that direction.
+    assert!(!c.endpoints[&1].egress.enforced);
+    assert!(c.endpoints[&1].egress.entries.is_empty());
+    assert_eq!(
+        v(&c, 1, Direction::Egress, reserved::WORLD, Protocol::Tcp, 80),
+        Verdict::Allow
+    );
+    // y/a is not selected by a policy of namespace x.
+    assert!(!c.endpoints[&3].ingress.enforced);
+}
+
+#[test]
+fn unknown_endpoint_identity_is_not_selected() {
+    let mut view = view();
+    view.add_endpoint(Endpoint {
+        id: 9,
+        identity: 77777,
+        named_ports: NamedPorts::new(),
+    });
+    let policies: Vec<Policy> = parse_policies(&format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec: {{podSelector: {{}}}}\n"
+    ))
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect();
+    let c = compile(&view, &policies, &mut LocalCidrAllocator::default());
+    assert!(!c.endpoints[&9].ingress.enforced);
+}
+
+#[test]
+fn weir_deny_alone_enforces_the_direction() {
+    let c = run(&format!(
+        "{WNP}metadata: {{name: d, namespace: x}}\nspec:\n  endpointSelector: {{matchLabels: {{pod: a}}}}\n  ingressDeny: [{{fromEndpoints: [{{matchLabels: {{pod: b}}}}]}}]\n"
+    ));
+    let d = c.endpoints[&1].verdict(Direction::Ingress, 2002, Protocol::Tcp, 80);
+    assert_eq!(d.reason, Reason::Denied);
+    assert_eq!(
+        d.matched[0].to_string(),
+        "WeirNetworkPolicy x/d (spec.ingressDeny[0])"
+    );
+    let d = c.endpoints[&1].verdict(Direction::Ingress, 2003, Protocol::Tcp, 80);
+    assert_eq!(d.reason, Reason::DefaultDeny);
+}
+
+#[test]
+fn named_ports_resolve_per_destination() {
+    // Ingress: against the endpoint's own ports (x/a: web=9090; x/b: web=8080).
+    let c = run(&format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{}}\n  ingress: [{{ports: [{{port: web}}]}}]\n"
+    ));
+    assert_eq!(
+        v(&c, 1, Direction::Ingress, 2003, Protocol::Tcp, 9090),
+        Verdict::Allow
+    );
+    assert_eq!(
+        v(&c, 1, Direction::Ingress, 2003, Protocol::Tcp, 8080),
+        Verdict::Deny
+    );
+    assert_eq!(
+        v(&c, 2, Direction::Ingress, 2003, Protocol::Tcp, 8080),
+        Verdict::Allow
+    );
+    assert_eq!(
+        v(&c, 2, Direction::Ingress, 2003, Protocol::Tcp, 9090),
+        Verdict::Deny
+    );
+
+    // Egress: against each peer identity's ports (identity 2002 names web=8080).
+    let c = run(&format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  policyTypes: [Egress]\n  egress: [{{ports: [{{port: web}}]}}]\n"
+    ));
+    assert_eq!(
+        v(&c, 1, Direction::Egress, 2002, Protocol::Tcp, 8080),
+        Verdict::Allow
+    );
+    assert_eq!(
+        v(&c, 1, Direction::Egress, 2003, Protocol::Tcp, 8080),
+        Verdict::Deny
+    );
+    assert_eq!(
+        v(&c, 1, Direction::Egress, 2001, Protocol::Tcp, 9090),
+        Verdict::Deny
+    );
+    let peers: Vec<PeerKey> = c.endpoints[&1]
+        .egress
+        .entries
+        .iter()
+        .map(|e| e.key.peer)
+        .collect();
+    assert_eq!(peers, vec![PeerKey::Identity(2002)]);
+}
+
+#[test]
+fn named_port_protocol_must_match() {
+    let c = run(&format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{}}\n  ingress: [{{ports: [{{port: web, protocol: UDP}}]}}]\n"
+    ));
+    assert!(c.endpoints[&1]
+        .ingress
+        .entries
+        .iter()
+        .all(|e| e.provenance.policy.kind == PolicyKind::Implicit));
+}
+
+#[test]
+fn any_protocol_with_port_expands() {
+    let c = run(&format!(
+        "{WNP}metadata: {{name: p, namespace: x}}\nspec:\n  endpointSelector: {{}}\n  ingress: [{{toPorts: [{{ports: [{{port: \"53\"}}]}}]}}]\n"
+    ));
+    let protos: Vec<Protocol> = c.endpoints[&1]
+        .ingress
+        .entries
+        .iter()
+        .filter(|e| e.provenance.policy.kind != PolicyKind::Implicit)
+        .map(|e| e.key.protocol)
+        .collect();
+    assert_eq!(protos, vec![Protocol::Tcp, Protocol::Udp, Protocol::Sctp]);
+    assert_eq!(
+        v(
+            &c,
+            1,
+            Direction::Ingress,
+            reserved::WORLD,
+            Protocol::Sctp,
+            53
+        ),
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn cidr_peers_cover_nested_prefixes_but_not_excepts() {
+    let yaml = format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{{ipBlock: {{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}}}]\n---\n{WNP}metadata: {{name: q, namespace: y}}\nspec:\n  endpointSelector: {{}}\n  egress: [{{toCIDR: [10.1.2.0/24, 10.2.0.0/16, 0.0.0.0/0]}}]\n"
+    );
+    let c = run(&yaml);
+    let id = |s: &str| c.cidrs[&s.parse::<IpNetwork>().unwrap()];
+    assert_eq!(c.cidrs.len(), 5, "{:?}", c.cidrs);
+    let egress = |peer| v(&c, 1, Direction::Egress, peer, Protocol::Tcp, 443);
+    assert_eq!(egress(id("10.0.0.0/8")), Verdict::Allow);
+    assert_eq!(egress(id("10.2.0.0/16")), Verdict::Allow);
+    assert_eq!(egress(id("10.1.0.0/16")), Verdict::Deny);
+    assert_eq!(egress(id("10.1.2.0/24")), Verdict::Deny);
+    assert_eq!(egress(id("0.0.0.0/0")), Verdict::Deny);
+    assert_eq!(egress(reserved::WORLD), Verdict::Deny);
+    assert_eq!(egress(2002), Verdict::Deny, "CIDR peers never select pods");
+    // y/a's /0 covers world and every IPv4 CIDR identity.
+    let egress_y = |peer| v(&c, 3, Direction::Egress, peer, Protocol::Tcp, 443);
+    assert_eq!(egress_y(reserved::WORLD), Verdict::Allow);
+    assert_eq!(egress_y(reserved::WORLD_IPV4), Verdict::Allow);
+    assert_eq!(egress_y(reserved::WORLD_IPV6), Verdict::Deny);
+    assert_eq!(egress_y(id("10.1.0.0/16")), Verdict::Allow);
+}
+
+#[test]
+fn entities_resolve_to_reserved_and_pod_identities() {
+    let yaml = format!(
+        "{CCNP}metadata: {{name: e}}\nspecs:\n- endpointSelector: {{matchLabels: {{pod: a, \"k8s:io.kubernetes.pod.namespace\": x}}}}\n  egress: [{{toEntities: [cluster]}}, {{toCIDR: [192.0.2.0/24]}}]\n- endpointSelector: {{matchLabels: {{pod: b}}}}\n  egress: [{{toEntities: [world, remote-node]}}]\n- endpointSelector: {{matchLabels: {{\"io.cilium.k8s.namespace.labels.ns\": y}}}}\n  egress: [{{toEntities: [all]}}]\n"
+    );
+    let c = run(&yaml);
+    assert!(c.endpoints[&1].egress.enforced && c.endpoints[&2].egress.enforced);
+    assert!(c.endpoints[&3].egress.enforced);
+    let cidr = c.cidrs[&"192.0.2.0/24".parse::<IpNetwork>().unwrap()];
+    let e = |ep, peer| v(&c, ep, Direction::Egress, peer, Protocol::Tcp, 1);
+    // cluster: pods and in-cluster reserved identities, not world.
+    for peer in [
+        2001,
+        2003,
+        reserved::HOST,
+        reserved::REMOTE_NODE,
+        reserved::KUBE_APISERVER,
+        reserved::HEALTH,
+        reserved::INIT,
+    ] {
+        assert_eq!(e(1, peer), Verdict::Allow, "cluster should include {peer}");
+    }
+    assert_eq!(e(1, reserved::WORLD), Verdict::Deny);
+    // world: world identities and CIDR identities; remote-node includes 7.
+    assert_eq!(e(2, reserved::WORLD), Verdict::Allow);
+    assert_eq!(e(2, cidr), Verdict::Allow);
+    assert_eq!(e(2, reserved::KUBE_APISERVER), Verdict::Allow);
+    assert_eq!(e(2, reserved::HOST), Verdict::Deny);
+    assert_eq!(e(2, 2003), Verdict::Deny);
+    // all: the wildcard.
+    assert!(c.endpoints[&3]
+        .egress
+        .entries
+        .iter()
+        .any(|en| en.key.peer == PeerKey::Any));
+}
+
+#[test]
+fn clusterwide_wildcard_peer_means_pods_only() {
+    let c = run(&format!(
+        "{CCNP}metadata: {{name: e}}\nspec:\n  endpointSelector: {{}}\n  ingress: [{{fromEndpoints: [{{}}]}}]\n"
+    ));
+    let i = |peer| v(&c, 1, Direction::Ingress, peer, Protocol::Tcp, 1);
+    assert_eq!(i(2003), Verdict::Allow);
+    assert_eq!(i(reserved::WORLD), Verdict::Deny);
+    assert_eq!(i(reserved::REMOTE_NODE), Verdict::Deny);
+}
+
+#[test]
+fn allow_localhost_is_implicit_and_deny_still_wins() {
+    let deny_all =
+        format!("{NP}metadata: {{name: p, namespace: x}}\nspec: {{podSelector: {{}}}}\n");
+    let c = run(&deny_all);
+    let d = c.endpoints[&1].verdict(Direction::Ingress, reserved::HOST, Protocol::Tcp, 8080);
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(
+        d.matched[0].to_string(),
+        "Implicit allow-localhost (allow-localhost)"
+    );
+    // Only where the direction is enforced.
+    assert!(c.endpoints[&3].ingress.entries.is_empty());
+
+    let c = run_with(
+        &deny_all,
+        CompileOptions {
+            allow_localhost_ingress: false,
+        },
+    );
+    assert_eq!(
+        v(
+            &c,
+            1,
+            Direction::Ingress,
+            reserved::HOST,
+            Protocol::Tcp,
+            8080
+        ),
+        Verdict::Deny
+    );
+
+    let c = run(&format!(
+        "{deny_all}---\n{WNP}metadata: {{name: no-host, namespace: x}}\nspec:\n  endpointSelector: {{}}\n  ingressDeny: [{{fromEntities: [host]}}]\n"
+    ));
+    assert_eq!(
+        v(
+            &c,
+            1,
+            Direction::Ingress,
+            reserved::HOST,
+            Protocol::Tcp,
+            8080
+        ),
+        Verdict::Deny
+    );
+}
+
+#[test]
+fn compile_is_deterministic() {
+    let yaml = format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{}}\n  ingress: [{{from: [{{namespaceSelector: {{}}}}], ports: [{{port: 80}}, {{port: 81, protocol: UDP}}]}}]\n"
+    );
+    assert_eq!(run(&yaml), run(&yaml));
+}

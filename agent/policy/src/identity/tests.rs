@@ -1,0 +1,53 @@
+use super::*;
+
+#[test]
+fn reserved_numbers_match_cilium() {
+    assert_eq!(reserved::ANY, 0);
+    assert_eq!(reserved::HOST, 1);
+    assert_eq!(reserved::WORLD, 2);
+    assert_eq!(reserved::UNMANAGED, 3);
+    assert_eq!(reserved::HEALTH, 4);
+    assert_eq!(reserved::INIT, 5);
+    assert_eq!(reserved::REMOTE_NODE, 6);
+    assert_eq!(reserved::KUBE_APISERVER, 7);
+    assert_eq!(reserved::INGRESS, 8);
+    assert_eq!(reserved::WORLD_IPV4, 9);
+    assert_eq!(reserved::WORLD_IPV6, 10);
+    assert_eq!(reserved::CLUSTER_MIN, 256);
+    assert_eq!(reserved::LOCAL_SCOPE, 16_777_216);
+}
+
+#[test]
+fn reserved_labels_and_view() {
+    assert_eq!(
+        reserved_labels(reserved::HOST).unwrap().to_string(),
+        "reserved:host"
+    );
+    assert_eq!(
+        reserved_labels(reserved::KUBE_APISERVER)
+            .unwrap()
+            .to_string(),
+        "reserved:kube-apiserver,reserved:remote-node"
+    );
+    assert!(reserved_labels(300).is_none());
+    let view = ClusterView::new();
+    assert_eq!(view.identities.len(), RESERVED_IDENTITIES.len());
+    assert!(view.endpoints.is_empty());
+    assert_eq!(
+        view.labels_of(reserved::WORLD).unwrap().to_string(),
+        "reserved:world"
+    );
+}
+
+#[test]
+fn local_cidr_allocator_is_stable() {
+    let mut a = LocalCidrAllocator::default();
+    let n1: IpNetwork = "10.0.0.0/8".parse().unwrap();
+    let n2: IpNetwork = "fd00::/64".parse().unwrap();
+    let i1 = a.identity_for(n1);
+    let i2 = a.identity_for(n2);
+    assert_eq!(i1, reserved::LOCAL_SCOPE | 1);
+    assert_eq!(i2, reserved::LOCAL_SCOPE | 2);
+    assert_eq!(a.identity_for(n1), i1);
+    assert_eq!(a.allocated().len(), 2);
+}
