@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use ipnetwork::Ipv4Network;
 
-use crate::datapath::{Datapath, DatapathError, Hook};
+use crate::datapath::{Datapath, DatapathError, Hook, SharedDatapath};
 use crate::endpoints::{Endpoint, EndpointError, PodRef};
 use crate::ipam::{AttachmentKey, IpamError};
 use crate::state::{NodeState, StateError, StateStore};
@@ -29,6 +29,16 @@ impl EndpointDatapath for Datapath {
 
     fn detach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
         self.detach(host_ifname, Hook::Pod)
+    }
+}
+
+impl EndpointDatapath for SharedDatapath {
+    fn attach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
+        self.lock().attach(host_ifname, Hook::Pod)
+    }
+
+    fn detach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
+        self.lock().detach(host_ifname, Hook::Pod)
     }
 }
 

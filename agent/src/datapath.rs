@@ -195,3 +195,20 @@ fn is_bpffs(path: &Path) -> bool {
     use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
     statfs(path).is_ok_and(|fs| fs.filesystem_type() == BPF_FS_MAGIC)
 }
+
+/// The datapath shared by the endpoint logic (attach/detach) and the
+/// reconciler (maps). Lock order: the agent's state lock, then this.
+#[derive(Clone)]
+pub struct SharedDatapath(std::sync::Arc<std::sync::Mutex<Datapath>>);
+
+impl SharedDatapath {
+    pub fn new(datapath: Datapath) -> SharedDatapath {
+        SharedDatapath(std::sync::Arc::new(std::sync::Mutex::new(datapath)))
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Datapath> {
+        // Map writes are single syscalls: a panic elsewhere cannot leave the
+        // datapath half-changed, so a poisoned lock is still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -16,5 +16,8 @@ pub mod ipam;
 pub mod ipcache;
 pub mod manifest;
 pub mod node;
+pub mod policy_sync;
+pub mod reconcile;
+pub mod shared;
 pub mod source;
 pub mod state;

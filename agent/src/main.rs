@@ -15,10 +15,14 @@ use ipnetwork::Ipv4Network;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 use weir_agent::agent::Agent;
-use weir_agent::datapath::{Datapath, Hook, DEFAULT_PIN_DIR};
+use weir_agent::datapath::{Datapath, Hook, SharedDatapath, DEFAULT_PIN_DIR};
 use weir_agent::ipam::Ipam;
+use weir_agent::reconcile::Reconciler;
+use weir_agent::shared::{self, SharedView};
+use weir_agent::source::ManifestDir;
 use weir_agent::state::StateStore;
 use weir_agent::{api, node};
+use weir_identity::{EtcdConfig, EtcdStore, NodeRecord, SharedStore};
 
 #[derive(Parser, Debug)]
 #[command(name = "weir-agent", version, about = "Weir's node agent")]
@@ -44,6 +48,21 @@ struct Args {
     /// MTU of pod interfaces.
     #[arg(long, default_value_t = 1500)]
     mtu: u32,
+    /// etcd endpoints of the shared store (kvstore mode), comma-separated.
+    /// Without them the agent only does pod networking (no identities,
+    /// ipcache or policy).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// This node's address as other nodes reach it (node record, ipcache).
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
+    /// A directory of Kubernetes YAML manifests (Namespaces, Pods and
+    /// policies) to read cluster state from, when there is no Kubernetes API.
+    #[arg(long)]
+    manifests_dir: Option<PathBuf>,
+    /// How often the reconcile loop runs (milliseconds).
+    #[arg(long, default_value_t = 100)]
+    reconcile_interval_ms: u64,
 }
 
 fn main() -> Result<()> {
@@ -81,18 +100,23 @@ async fn run(args: Args) -> Result<()> {
 
     let store = StateStore::new(&args.state_dir)?;
     let state = store.load_or(Ipam::new(args.pod_cidr)?)?;
+    let datapath = SharedDatapath::new(datapath);
     let agent = Arc::new(Agent::new(
         args.node_name.clone(),
         args.mtu,
         store,
         state,
-        datapath,
+        datapath.clone(),
     ));
     for (endpoint, error) in agent.restore() {
         warn!(id = endpoint.id, host_ifname = %endpoint.host_ifname, %error,
               "could not re-attach restored endpoint");
     }
     info!(endpoints = agent.endpoints().len(), "endpoints restored");
+
+    if !args.etcd_endpoints.is_empty() {
+        start_cluster_sync(&args, agent.clone(), datapath.clone()).await?;
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -108,5 +132,68 @@ async fn run(args: Args) -> Result<()> {
         .await
         .context("serving the local API")?;
     let _ = std::fs::remove_file(&args.api_socket);
+    Ok(())
+}
+
+/// Kvstore mode: publish this node, watch the cluster's shared state, and
+/// run the reconcile loop (identities, ipcache, endpoints map, policy).
+async fn start_cluster_sync(
+    args: &Args,
+    agent: Arc<Agent<SharedDatapath>>,
+    datapath: SharedDatapath,
+) -> Result<()> {
+    let node_ip = args
+        .node_ip
+        .context("--node-ip is required with --etcd-endpoints")?;
+    let store: Arc<dyn SharedStore> = Arc::new(
+        EtcdStore::connect(EtcdConfig::new(
+            args.etcd_endpoints.clone(),
+            args.node_name.clone(),
+        ))
+        .await
+        .context("connecting to etcd")?,
+    );
+    store
+        .upsert_node(&NodeRecord {
+            name: args.node_name.clone(),
+            ip: node_ip,
+            pod_cidr: args.pod_cidr.into(),
+        })
+        .await
+        .context("publishing the node record")?;
+    let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
+    shared::start_watches(store.clone(), view.clone())
+        .await
+        .context("watching the shared store")?;
+    let manifests = args.manifests_dir.as_deref().map(ManifestDir::new);
+    let mut reconciler = Reconciler::new(
+        args.node_name.clone(),
+        node_ip,
+        store,
+        agent,
+        datapath,
+        view,
+        manifests,
+    );
+    let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_error = String::new();
+        loop {
+            ticker.tick().await;
+            match reconciler.tick().await {
+                Ok(()) => last_error.clear(),
+                Err(error) => {
+                    let text = format!("{error:#}");
+                    if text != last_error {
+                        warn!(error = %text, "reconcile");
+                        last_error = text;
+                    }
+                }
+            }
+        }
+    });
+    info!(etcd = ?args.etcd_endpoints, "cluster sync started");
     Ok(())
 }

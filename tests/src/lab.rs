@@ -34,6 +34,11 @@ pub const LAB_ROOT: &str = "/run/weir-lab";
 /// Every node's pod CIDR is 10.244.<node index>.0/24.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 const UNDERLAY_PREFIX: [u8; 3] = [10, 77, 0];
+/// The lab's etcd listens here, on the underlay bridge (reachable from every
+/// node namespace and from nothing else).
+const ETCD_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const ETCD_CLIENT_PORT: u16 = 2379;
+const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
 const POD_IFNAME: &str = "eth0";
 const NODE_DEVICE: &str = "eth0";
 const MTU: u32 = 1500;
@@ -168,6 +173,19 @@ impl Lab {
         netns::add(&underlay)?;
         sh(&["-n", &underlay, "link", "add", "br0", "type", "bridge"])?;
         sh(&["-n", &underlay, "link", "set", "br0", "up"])?;
+        sh(&[
+            "-n",
+            &underlay,
+            "addr",
+            "add",
+            &format!("{ETCD_IP}/24"),
+            "dev",
+            "br0",
+        ])?;
+        progress(&format!("etcd on {ETCD_IP}:{ETCD_CLIENT_PORT}"));
+        self.state.etcd_pid = self.start_etcd(&underlay)?;
+        std::fs::create_dir_all(self.manifests_dir())?;
+        self.state.save(&self.dir)?;
 
         for index in 1..=nodes {
             let node = format!("n{index}");
@@ -245,6 +263,59 @@ impl Lab {
         Ok(())
     }
 
+    /// The directory of manifests every agent reads (the lab's "API server").
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.dir.join("manifests")
+    }
+
+    fn start_etcd(&self, underlay: &str) -> Result<u32> {
+        let name = format!("{}-etcd", self.state.name);
+        let client = format!("http://{ETCD_IP}:{ETCD_CLIENT_PORT}");
+        let peer = "http://127.0.0.1:2380".to_string();
+        let args = vec![
+            "--name".to_string(),
+            name.clone(),
+            "--data-dir".into(),
+            self.dir.join("etcd").display().to_string(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client,
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("{name}={peer}"),
+        ];
+        let log = self.dir.join("etcd.log");
+        let etcd = std::path::Path::new("/usr/bin/etcd");
+        let pid = process::spawn_detached(underlay, etcd, &args, &log)?;
+        let deadline = Instant::now() + ETCD_READY_TIMEOUT;
+        while Instant::now() < deadline {
+            let up = netns::run_in(underlay, || {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from((ETCD_IP, ETCD_CLIENT_PORT)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            })?;
+            if up {
+                return Ok(pid);
+            }
+            if !process::alive(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        process::stop(pid, Duration::from_secs(1));
+        bail!(
+            "etcd did not start; its log ({}):\n{}",
+            log.display(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    }
+
     fn start_agent(&self, node: &NodeRecord) -> Result<u32> {
         let args = vec![
             "--node-name".to_string(),
@@ -259,6 +330,12 @@ impl Lab {
             node.api_socket.display().to_string(),
             "--device".into(),
             NODE_DEVICE.into(),
+            "--node-ip".into(),
+            node.underlay_ip.to_string(),
+            "--etcd-endpoints".into(),
+            format!("http://{ETCD_IP}:{ETCD_CLIENT_PORT}"),
+            "--manifests-dir".into(),
+            self.manifests_dir().display().to_string(),
         ];
         let _ = std::fs::remove_file(&node.api_socket);
         let log = self.dir.join(&node.name).join("agent.log");
@@ -331,7 +408,7 @@ impl Lab {
 
     /// Applies manifests: namespaces first, then pods, in file order.
     pub fn apply(&mut self, objects: &[Object]) -> Result<Vec<Applied>> {
-        refuse_policies(objects)?;
+        validate_policies(objects)?;
         let mut report = Vec::new();
         for object in objects {
             if let Object::Namespace(ns) = object {
@@ -343,10 +420,46 @@ impl Lab {
                 report.push(self.apply_pod(pod)?);
             }
         }
+        for object in objects {
+            if let Object::Policy(policy) = object {
+                report.push(self.apply_policy(policy)?);
+            }
+        }
         Ok(report)
     }
 
+    fn write_manifest(&self, relative: &str, document: &serde_json::Value) -> Result<()> {
+        let path = self.manifests_dir().join(relative);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Atomic: agents never read half a file.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_yaml_ng::to_string(document)?)?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
+    }
+
+    fn remove_manifest(&self, relative: &str) -> Result<()> {
+        match std::fs::remove_file(self.manifests_dir().join(relative)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     fn apply_namespace(&mut self, ns: &Namespace) -> Result<Applied> {
+        // Kubernetes labels every namespace with its name (since 1.21).
+        let mut ns = ns.clone();
+        ns.labels
+            .insert("kubernetes.io/metadata.name".into(), ns.name.clone());
+        let ns = &ns;
+        self.write_manifest(
+            &format!("namespaces/{}.yaml", ns.name),
+            &serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns.name, "labels": ns.labels},
+            }),
+        )?;
         let what = format!("namespace/{}", ns.name);
         let result = match self.state.namespaces.iter_mut().find(|n| n.name == ns.name) {
             Some(existing) if existing == ns => Applied::Unchanged(what),
@@ -378,7 +491,7 @@ impl Lab {
                 pod.namespace
             );
         }
-        if let Some(existing) = self.state.pods.iter_mut().find(|p| p.key() == key) {
+        if let Some(existing) = self.state.pods.iter().find(|p| p.key() == key).cloned() {
             if pod.node.as_ref().is_some_and(|n| *n != existing.node) || pod.ports != existing.ports
             {
                 bail!("{what}: nodeName and ports cannot change on a running pod; delete it first");
@@ -386,16 +499,76 @@ impl Lab {
             if existing.labels == pod.labels {
                 return Ok(Applied::Unchanged(what));
             }
-            existing.labels = pod.labels.clone();
+            self.write_pod_manifest(pod, &existing.node)?;
+            if let Some(record) = self.state.pods.iter_mut().find(|p| p.key() == key) {
+                record.labels = pod.labels.clone();
+            }
             self.state.save(&self.dir)?;
             return Ok(Applied::Configured(what));
         }
         let node = self.schedule(pod)?;
-        let record = self.create_pod(pod, &node)?;
+        // The agents learn the pod's labels before its endpoint appears.
+        self.write_pod_manifest(pod, &node.name)?;
+        let record = match self.create_pod(pod, &node) {
+            Ok(record) => record,
+            Err(e) => {
+                let _ = self.remove_manifest(&format!("pods/{}/{}.yaml", pod.namespace, pod.name));
+                return Err(e);
+            }
+        };
         let created = format!("{what} on {} ({})", record.node, record.ip);
         self.state.pods.push(record);
         self.state.save(&self.dir)?;
         Ok(Applied::Created(created))
+    }
+
+    fn apply_policy(&mut self, policy: &manifest::PolicyDocument) -> Result<Applied> {
+        let file = policy_file(policy);
+        let what = policy.key();
+        let path = self.manifests_dir().join(&file);
+        let document: serde_json::Value = serde_json::to_value(&policy.document)?;
+        let existed = path.exists();
+        let unchanged = existed
+            && std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_yaml_ng::from_str::<serde_json::Value>(&t).ok())
+                .as_ref()
+                == Some(&document);
+        if unchanged {
+            return Ok(Applied::Unchanged(what));
+        }
+        self.write_manifest(&file, &document)?;
+        Ok(if existed {
+            Applied::Configured(what)
+        } else {
+            Applied::Created(what)
+        })
+    }
+
+    fn write_pod_manifest(&self, pod: &Pod, node: &str) -> Result<()> {
+        let ports: Vec<serde_json::Value> = pod
+            .ports
+            .iter()
+            .map(|p| {
+                let mut port = serde_json::json!({
+                    "containerPort": p.port,
+                    "protocol": p.protocol.as_str().to_ascii_uppercase(),
+                });
+                if let Some(name) = &p.name {
+                    port["name"] = name.clone().into();
+                }
+                port
+            })
+            .collect();
+        self.write_manifest(
+            &format!("pods/{}/{}.yaml", pod.namespace, pod.name),
+            &serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod.name, "namespace": pod.namespace, "labels": pod.labels},
+                "spec": {"nodeName": node, "containers": [{"name": "main", "ports": ports}]},
+            }),
+        )
     }
 
     /// The pod's nodeName, or the node with the fewest pods.
@@ -509,8 +682,14 @@ impl Lab {
     /// Deletes the objects named in the manifests (pods of a deleted
     /// namespace go with it).
     pub fn delete(&mut self, objects: &[Object]) -> Result<Vec<String>> {
-        refuse_policies(objects)?;
         let mut deleted = Vec::new();
+        for object in objects {
+            if let Object::Policy(policy) = object {
+                if std::fs::remove_file(self.manifests_dir().join(policy_file(policy))).is_ok() {
+                    deleted.push(format!("{} deleted", policy.key()));
+                }
+            }
+        }
         for object in objects {
             let keys: Vec<String> = match object {
                 Object::Pod(pod) => vec![format!("{}/{}", pod.namespace, pod.name)],
@@ -530,6 +709,7 @@ impl Lab {
             }
             if let Object::Namespace(ns) = object {
                 let before = self.state.namespaces.len();
+                self.remove_manifest(&format!("namespaces/{}.yaml", ns.name))?;
                 self.state.namespaces.retain(|n| n.name != ns.name);
                 if self.state.namespaces.len() != before {
                     deleted.push(format!("namespace/{} deleted", ns.name));
@@ -563,6 +743,7 @@ impl Lab {
             config: &config,
         })?;
         netns::delete(&pod.netns)?;
+        self.remove_manifest(&format!("pods/{}/{}.yaml", pod.namespace, pod.name))?;
         self.state.pods.remove(index);
         self.state.save(&self.dir)?;
         Ok(true)
@@ -580,6 +761,7 @@ impl Lab {
             for node in &state.nodes {
                 process::stop(node.agent_pid, Duration::from_secs(3));
             }
+            process::stop(state.etcd_pid, Duration::from_secs(3));
         }
         let prefix = format!("{name}-");
         for ns in netns::list_with_prefix(&prefix) {
@@ -607,16 +789,33 @@ impl Lab {
     }
 }
 
-/// The agents do not read policies yet (they arrive with the policy
-/// engine's integration); refusing them beats accepting what is not enforced.
-fn refuse_policies(objects: &[Object]) -> Result<()> {
-    if let Some(Object::Policy(policy)) = objects.iter().find(|o| matches!(o, Object::Policy(_))) {
-        bail!(
-            "{}: the lab does not enforce policies yet; nothing was applied",
-            policy.key()
-        );
+/// Validates every policy with the engine the agents use, before anything
+/// of the file is applied: an invalid policy is refused with its reasons.
+fn validate_policies(objects: &[Object]) -> Result<()> {
+    let mut problems = Vec::new();
+    for object in objects {
+        if let Object::Policy(policy) = object {
+            let parsed = weir_policy::PolicyDocument::from_value(policy.document.clone())
+                .and_then(|doc| doc.to_policy());
+            if let Err(error) = parsed {
+                problems.push(format!("{}: {error}", policy.key()));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("invalid policy, nothing applied:\n{}", problems.join("\n"));
     }
     Ok(())
+}
+
+/// Where a policy's manifest lives in the manifest directory.
+fn policy_file(policy: &manifest::PolicyDocument) -> String {
+    format!(
+        "policies/{}/{}/{}.yaml",
+        policy.kind,
+        policy.namespace.as_deref().unwrap_or("_cluster"),
+        policy.name
+    )
 }
 
 /// 64 hex characters, like a container runtime's ids.

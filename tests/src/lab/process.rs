@@ -42,14 +42,18 @@ pub fn spawn_detached(
     Ok(child.id())
 }
 
-/// True if a process with this pid exists.
+/// True if a process with this pid exists. Pid 0 (never started) is not
+/// a process: signalling it would signal our whole process group.
 pub fn alive(pid: u32) -> bool {
-    kill(Pid::from_raw(pid as i32), None).is_ok()
+    pid != 0 && kill(Pid::from_raw(pid as i32), None).is_ok()
 }
 
 /// Stops a process: SIGTERM, up to `grace` to exit, then SIGKILL. Reaps it
 /// if it is our child.
 pub fn stop(pid: u32, grace: Duration) {
+    if pid == 0 {
+        return;
+    }
     let target = Pid::from_raw(pid as i32);
     if kill(target, Signal::SIGTERM).is_err() {
         return;

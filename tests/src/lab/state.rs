@@ -13,6 +13,9 @@ use weir_agent::manifest::{ContainerPort, Labels, Namespace};
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LabState {
     pub name: String,
+    /// The lab's etcd (in the underlay namespace); 0 if not started.
+    #[serde(default)]
+    pub etcd_pid: u32,
     pub nodes: Vec<NodeRecord>,
     pub namespaces: Vec<Namespace>,
     pub pods: Vec<PodRecord>,

@@ -1,0 +1,257 @@
+//! The agent's reconcile loop: from the cluster's desired state (manifests)
+//! and shared state (the store) to this node's datapath maps.
+//!
+//! Each tick: (1) read the manifest directory if it changed; (2) give every
+//! local endpoint the identity of its security labels (allocated in the
+//! shared store, so every node agrees) and publish its endpoint record; (3)
+//! bring the ipcache to the cluster's endpoints and nodes; (4) bring the
+//! endpoints map to the local endpoints; (5) compile policy for the local
+//! endpoints and apply the difference (see `policy_sync`). Every step
+//! writes only what changed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tracing::{info, warn};
+use weir_abi::EndpointInfo;
+use weir_identity::{EndpointRecord, SecurityLabels, SharedStore};
+use weir_policy::labels::{pod_security_labels, LabelFilter};
+
+use crate::agent::Agent;
+use crate::datapath::{tables, SharedDatapath};
+use crate::endpoints::Endpoint;
+use crate::ipam::AttachmentKey;
+use crate::ipcache::DesiredIpcache;
+use crate::policy_sync::PolicySync;
+use crate::shared::SharedView;
+use crate::source::{ClusterManifests, ManifestDir};
+
+pub struct Reconciler {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    store: Arc<dyn SharedStore>,
+    agent: Arc<Agent<SharedDatapath>>,
+    datapath: SharedDatapath,
+    view: Arc<Mutex<SharedView>>,
+    manifests: Option<ManifestDir>,
+    cluster: ClusterManifests,
+    filter: LabelFilter,
+    /// Identity held per local endpoint, with the labels it was allocated for.
+    identities: BTreeMap<AttachmentKey, (SecurityLabels, u32)>,
+    /// Endpoint records this node published.
+    published: BTreeMap<IpAddr, EndpointRecord>,
+    /// What the endpoints map holds, by ifindex.
+    endpoint_entries: BTreeMap<u32, EndpointInfo>,
+    policy: PolicySync,
+    reported_rejections: BTreeMap<std::path::PathBuf, String>,
+}
+
+impl Reconciler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_name: String,
+        node_ip: IpAddr,
+        store: Arc<dyn SharedStore>,
+        agent: Arc<Agent<SharedDatapath>>,
+        datapath: SharedDatapath,
+        view: Arc<Mutex<SharedView>>,
+        manifests: Option<ManifestDir>,
+    ) -> Reconciler {
+        Reconciler {
+            node_name,
+            node_ip,
+            store,
+            agent,
+            datapath,
+            view,
+            manifests,
+            cluster: ClusterManifests::default(),
+            filter: LabelFilter::default(),
+            identities: BTreeMap::new(),
+            published: BTreeMap::new(),
+            endpoint_entries: BTreeMap::new(),
+            policy: PolicySync::default(),
+            reported_rejections: BTreeMap::new(),
+        }
+    }
+
+    /// The security labels of a local endpoint: from its Pod and Namespace
+    /// manifests, or `reserved:init` while they are not known.
+    fn labels_of(&self, endpoint: &Endpoint) -> SecurityLabels {
+        let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
+        let Some(pod) = self.cluster.pods.get(&key) else {
+            return weir_identity::store::reserved_labels(weir_abi::identity::INIT)
+                .expect("init is reserved");
+        };
+        let namespace_labels = self
+            .cluster
+            .namespaces
+            .get(&pod.namespace)
+            .map(|ns| ns.labels.clone())
+            .unwrap_or_default();
+        let set = pod_security_labels(
+            &pod.namespace,
+            namespace_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            pod.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &self.filter,
+        );
+        set.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    pub async fn tick(&mut self) -> anyhow::Result<()> {
+        if let Some(dir) = &mut self.manifests {
+            if let Some(manifests) = dir.read_if_changed()? {
+                for (path, reason) in &manifests.rejected {
+                    if self.reported_rejections.get(path) != Some(reason) {
+                        warn!(file = %path.display(), %reason, "manifest rejected");
+                    }
+                }
+                self.reported_rejections = manifests.rejected.clone();
+                self.cluster = manifests;
+            }
+        }
+        let endpoints = self.agent.endpoints();
+        self.sync_identities(&endpoints).await?;
+        self.publish_endpoints(&endpoints).await?;
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.policy.update(
+            &self.cluster,
+            &view,
+            &endpoints,
+            &self.identities_by_attachment(),
+        );
+        self.sync_ipcache(&view)?;
+        // Allows first, then enforcement flags, then removals: a policy
+        // change never opens a window of default deny for allowed traffic.
+        self.policy.apply_upserts(&mut self.datapath.lock())?;
+        self.sync_endpoint_map(&endpoints)?;
+        self.policy.apply_removals(&mut self.datapath.lock())?;
+        Ok(())
+    }
+
+    fn identities_by_attachment(&self) -> BTreeMap<AttachmentKey, u32> {
+        self.identities
+            .iter()
+            .map(|(k, (_, id))| (k.clone(), *id))
+            .collect()
+    }
+
+    async fn sync_identities(&mut self, endpoints: &[Endpoint]) -> anyhow::Result<()> {
+        for endpoint in endpoints {
+            let labels = self.labels_of(endpoint);
+            if self.identities.get(&endpoint.attachment).map(|(l, _)| l) == Some(&labels) {
+                continue;
+            }
+            let id = self.store.allocate_identity(&labels).await?;
+            info!(endpoint = endpoint.id, pod = %format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name), identity = id, "endpoint identity");
+            if let Some((_, old)) = self
+                .identities
+                .insert(endpoint.attachment.clone(), (labels, id))
+            {
+                self.store.release_identity(old).await?;
+            }
+        }
+        let gone: Vec<AttachmentKey> = self
+            .identities
+            .keys()
+            .filter(|k| !endpoints.iter().any(|e| &e.attachment == *k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some((_, id)) = self.identities.remove(&key) {
+                self.store.release_identity(id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_endpoints(&mut self, endpoints: &[Endpoint]) -> anyhow::Result<()> {
+        let mut wanted = BTreeMap::new();
+        for endpoint in endpoints {
+            let Some((_, identity)) = self.identities.get(&endpoint.attachment) else {
+                continue;
+            };
+            wanted.insert(
+                IpAddr::V4(endpoint.ipv4),
+                EndpointRecord {
+                    identity: *identity,
+                    node: self.node_name.clone(),
+                    node_ip: self.node_ip,
+                    namespace: endpoint.pod.namespace.clone(),
+                    pod: endpoint.pod.name.clone(),
+                },
+            );
+        }
+        for (ip, record) in &wanted {
+            if self.published.get(ip) != Some(record) {
+                self.store.upsert_endpoint(*ip, record).await?;
+            }
+        }
+        for ip in self.published.keys().filter(|ip| !wanted.contains_key(ip)) {
+            self.store.delete_endpoint(*ip).await?;
+        }
+        self.published = wanted;
+        Ok(())
+    }
+
+    fn sync_ipcache(&mut self, view: &SharedView) -> anyhow::Result<()> {
+        let mut desired = DesiredIpcache::default();
+        for (ip, record) in &view.endpoints {
+            desired.set_endpoint(*ip, record.identity, record.node_ip);
+        }
+        // Our own endpoints before the watch echoes them back.
+        for (ip, record) in &self.published {
+            desired.set_endpoint(*ip, record.identity, record.node_ip);
+        }
+        for node in view.nodes.values() {
+            desired.set_node(node.ip, node.name == self.node_name);
+        }
+        desired.set_node(self.node_ip, true);
+        desired.set_cidrs(self.policy.cidr_identities());
+        let mut datapath = self.datapath.lock();
+        let ebpf = datapath.ebpf_mut();
+        let current = tables::ipcache_entries(ebpf)?;
+        tables::apply_ipcache_diff(ebpf, &desired.diff(&current, view.synced()))?;
+        Ok(())
+    }
+
+    fn sync_endpoint_map(&mut self, endpoints: &[Endpoint]) -> anyhow::Result<()> {
+        let mut wanted = BTreeMap::new();
+        for endpoint in endpoints {
+            let Some((_, identity)) = self.identities.get(&endpoint.attachment) else {
+                continue;
+            };
+            wanted.insert(
+                endpoint.host_ifindex,
+                EndpointInfo {
+                    id: endpoint.id,
+                    flags: self.policy.enforcement_flags(endpoint.id),
+                    pad: 0,
+                    identity: *identity,
+                    ipv4: endpoint.ipv4.octets(),
+                },
+            );
+        }
+        let mut datapath = self.datapath.lock();
+        let ebpf = datapath.ebpf_mut();
+        for (ifindex, info) in &wanted {
+            if self.endpoint_entries.get(ifindex) != Some(info) {
+                tables::set_endpoint(ebpf, *ifindex, *info)?;
+            }
+        }
+        for ifindex in self
+            .endpoint_entries
+            .keys()
+            .filter(|i| !wanted.contains_key(i))
+        {
+            tables::remove_endpoint(ebpf, *ifindex)?;
+        }
+        self.endpoint_entries = wanted;
+        Ok(())
+    }
+}
