@@ -70,8 +70,19 @@ pub struct ProbeResult {
 /// Probes `dst` from inside `src`'s network namespace. A connection counts
 /// only if the destination's server answered with its own name.
 pub fn probe(src: &PodRecord, dst: &PodRecord, target: Target) -> ProbeResult {
+    probe_with_timeout(src, dst, target, PROBE_TIMEOUT)
+}
+
+/// [`probe`] with another wait for a connection or reply.
+pub fn probe_with_timeout(
+    src: &PodRecord,
+    dst: &PodRecord,
+    target: Target,
+    timeout: Duration,
+) -> ProbeResult {
     let dst_ip = dst.ip;
-    let outcome = netns::run_in(&src.netns, move || attempt(dst_ip, target)).and_then(|r| r);
+    let outcome =
+        netns::run_in(&src.netns, move || attempt(dst_ip, target, timeout)).and_then(|r| r);
     let (reply, error) = match outcome {
         Ok(reply) => (reply, None),
         Err(e) => (None, Some(format!("{e:#}"))),
@@ -91,19 +102,18 @@ pub fn probe(src: &PodRecord, dst: &PodRecord, target: Target) -> ProbeResult {
     }
 }
 
-fn attempt(ip: Ipv4Addr, target: Target) -> Result<Option<String>> {
+fn attempt(ip: Ipv4Addr, target: Target, timeout: Duration) -> Result<Option<String>> {
     match target {
         Target::Tcp(port) => {
-            let mut stream =
-                TcpStream::connect_timeout(&SocketAddr::from((ip, port)), PROBE_TIMEOUT)?;
-            stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+            let mut stream = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), timeout)?;
+            stream.set_read_timeout(Some(timeout))?;
             let mut reply = String::new();
             stream.read_to_string(&mut reply)?;
             Ok(Some(reply.trim().to_string()))
         }
         Target::Udp(port) => {
             let socket = UdpSocket::bind("0.0.0.0:0")?;
-            socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
+            socket.set_read_timeout(Some(timeout))?;
             socket.send_to(b"probe", (ip, port))?;
             let mut buf = [0u8; 512];
             let (n, _) = socket.recv_from(&mut buf)?;
@@ -122,6 +132,15 @@ fn attempt(ip: Ipv4Addr, target: Target) -> Result<Option<String>> {
 
 /// Probes every pod from every pod for each target, several at a time.
 pub fn matrix(pods: &[PodRecord], targets: &[Target]) -> Vec<ProbeResult> {
+    matrix_with_timeout(pods, targets, PROBE_TIMEOUT)
+}
+
+/// [`matrix`] with another per-probe wait.
+pub fn matrix_with_timeout(
+    pods: &[PodRecord],
+    targets: &[Target],
+    timeout: Duration,
+) -> Vec<ProbeResult> {
     let mut jobs = Vec::new();
     for target in targets {
         for src in pods {
@@ -146,7 +165,7 @@ pub fn matrix(pods: &[PodRecord], targets: &[Target]) -> Vec<ProbeResult> {
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|(s, d, t)| probe(s, d, *t))
+                        .map(|(s, d, t)| probe_with_timeout(s, d, *t, timeout))
                         .collect::<Vec<_>>()
                 })
             })

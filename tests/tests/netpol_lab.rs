@@ -1,0 +1,303 @@
+//! The model of the upstream Kubernetes network-policy e2e suite, over real
+//! sockets in a 2-node lab: namespaces x, y, z labelled `ns=<name>`, pods a,
+//! b, c in each labelled `pod=<name>` and spread over both nodes, servers on
+//! ports 80 and 81 for TCP and UDP. For each scenario the full 9x9 truth
+//! table per port and protocol is compared with the expected one (waiting,
+//! bounded, for the agents to converge); a mismatch prints both tables.
+//! Traffic from a pod to itself never leaves the pod, so it is always
+//! allowed, as upstream's "loopback" rule says.
+
+use std::time::{Duration, Instant};
+
+use weir_tests::lab::probe::{matrix_with_timeout, render_table, ProbeResult, Target};
+use weir_tests::lab::testing::TestLab;
+
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+const PODS: [&str; 3] = ["a", "b", "c"];
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+struct P {
+    ns: &'static str,
+    pod: &'static str,
+}
+
+impl P {
+    fn parse(key: &str) -> P {
+        let (ns, pod) = key.split_once('/').unwrap();
+        let ns = NAMESPACES.into_iter().find(|n| *n == ns).unwrap();
+        let pod = PODS.into_iter().find(|p| *p == pod).unwrap();
+        P { ns, pod }
+    }
+    fn is(&self, key: &str) -> bool {
+        format!("{}/{}", self.ns, self.pod) == key
+    }
+}
+
+fn cluster_yaml() -> String {
+    let mut yaml = String::new();
+    for ns in NAMESPACES {
+        yaml.push_str(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{ns: {ns}}}\n---\n"
+        ));
+    }
+    let mut index = 0;
+    for ns in NAMESPACES {
+        for pod in PODS {
+            let node = if index % 2 == 0 { "n1" } else { "n2" };
+            index += 1;
+            yaml.push_str(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {ns}\n  labels: {{pod: {pod}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n"
+            ));
+            for port in [80, 81] {
+                for proto in ["tcp", "udp"] {
+                    yaml.push_str(&format!(
+                        "    - {{name: serve-{port}-{proto}, containerPort: {port}, protocol: {}}}\n",
+                        proto.to_uppercase()
+                    ));
+                }
+            }
+            yaml.push_str("---\n");
+        }
+    }
+    yaml
+}
+
+type Expect = fn(P, P, Target) -> bool;
+
+const ALL_TARGETS: [Target; 4] = [
+    Target::Tcp(80),
+    Target::Tcp(81),
+    Target::Udp(80),
+    Target::Udp(81),
+];
+
+/// Waits until the lab's truth tables for `targets` equal `expect` (or the
+/// timeout passes) and returns the mismatch report, if any.
+fn converge(lab: &TestLab, targets: &[Target], expect: Expect) -> Option<String> {
+    let names: Vec<String> = lab.pods().iter().map(|p| p.key()).collect();
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let results = matrix_with_timeout(lab.pods(), targets, PROBE_TIMEOUT);
+        let wrong: Vec<&ProbeResult> = results
+            .iter()
+            .filter(|r| {
+                let (s, d) = (P::parse(&r.from), P::parse(&r.to));
+                let expected = s == d || expect(s, d, r.target);
+                r.connected != expected
+            })
+            .collect();
+        if wrong.is_empty() {
+            return None;
+        }
+        if Instant::now() > deadline {
+            let mut report = String::new();
+            for target in targets {
+                let expected: Vec<ProbeResult> = results
+                    .iter()
+                    .filter(|r| r.target == *target)
+                    .map(|r| {
+                        let (s, d) = (P::parse(&r.from), P::parse(&r.to));
+                        ProbeResult {
+                            connected: s == d || expect(s, d, *target),
+                            ..r.clone()
+                        }
+                    })
+                    .collect();
+                report.push_str(&format!(
+                    "expected:\n{}actual:\n{}\n",
+                    render_table(&names, &expected, *target),
+                    render_table(&names, &results, *target)
+                ));
+            }
+            return Some(report);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    yaml: &'static str,
+    targets: &'static [Target],
+    expect: Expect,
+}
+
+const TCP80: &[Target] = &[Target::Tcp(80)];
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "default-deny ingress in x",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
+            targets: &ALL_TARGETS,
+            expect: |_, d, _| d.ns != "x",
+        },
+        Scenario {
+            name: "default-deny egress in x",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n",
+            targets: TCP80,
+            expect: |s, _, _| s.ns != "x",
+        },
+        Scenario {
+            name: "deny all, both directions, in x",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress, Egress]\n",
+            targets: TCP80,
+            expect: |s, d, _| s.ns != "x" && d.ns != "x",
+        },
+        Scenario {
+            name: "allow from the same namespace",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: same-ns, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{podSelector: {}}]\n",
+            targets: TCP80,
+            expect: |s, d, _| d.ns != "x" || s.ns == "x",
+        },
+        Scenario {
+            name: "namespaceSelector",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}}]\n",
+            targets: TCP80,
+            expect: |s, d, _| !d.is("x/a") || s.ns == "y",
+        },
+        Scenario {
+            name: "podSelector AND namespaceSelector in one peer",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: and, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchExpressions: [{key: ns, operator: In, values: [y, z]}]}\n      podSelector: {matchLabels: {pod: b}}\n",
+            targets: TCP80,
+            expect: |s, d, _| !d.is("x/a") || s.is("y/b") || s.is("z/b"),
+        },
+        Scenario {
+            name: "two peers are ORed",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: or, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n    - podSelector: {matchLabels: {pod: b}}\n",
+            targets: TCP80,
+            expect: |s, d, _| !d.is("x/a") || s.ns == "y" || s.is("x/b"),
+        },
+        Scenario {
+            name: "matchExpressions NotIn",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: not-y, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchExpressions: [{key: ns, operator: NotIn, values: [y]}]}}]\n",
+            targets: TCP80,
+            expect: |s, d, _| !d.is("x/a") || s.ns != "y",
+        },
+        Scenario {
+            name: "named port",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: named, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports: [{port: serve-81-udp, protocol: UDP}]\n",
+            targets: &ALL_TARGETS,
+            expect: |_, d, t| !d.is("x/a") || t == Target::Udp(81),
+        },
+        Scenario {
+            name: "endPort range",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: range, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports: [{port: 80, endPort: 81, protocol: TCP}]\n",
+            targets: &ALL_TARGETS,
+            expect: |_, d, t| !d.is("x/a") || matches!(t, Target::Tcp(_)),
+        },
+        Scenario {
+            name: "multiple policies add up",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-z, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: z}}}]\n",
+            targets: TCP80,
+            expect: |s, d, _| !d.is("x/a") || s.ns != "x",
+        },
+        Scenario {
+            name: "ingress and egress on the same pod",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: both, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Ingress, Egress]\n  ingress:\n  - from: [{podSelector: {matchLabels: {pod: b}}}]\n  egress:\n  - to: [{namespaceSelector: {matchLabels: {ns: y}}}]\n",
+            targets: TCP80,
+            expect: |s, d, _| (!d.is("x/a") || s.is("x/b")) && (!s.is("x/a") || d.ns == "y"),
+        },
+        Scenario {
+            name: "UDP-only rule",
+            yaml: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: udp, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports: [{port: 80, protocol: UDP}]\n",
+            targets: &ALL_TARGETS,
+            expect: |_, d, t| !d.is("x/a") || t == Target::Udp(80),
+        },
+        Scenario {
+            name: "Weir deny overrides an allow",
+            yaml: "apiVersion: weir.io/v1\nkind: WeirNetworkPolicy\nmetadata: {name: deny-b, namespace: x}\nspec:\n  endpointSelector: {matchLabels: {pod: a}}\n  ingress:\n  - fromEndpoints: [{}]\n  ingressDeny:\n  - fromEndpoints: [{matchLabels: {pod: b}}]\n",
+            targets: TCP80,
+            // Namespaced fromEndpoints select only pods of x.
+            expect: |s, d, _| !d.is("x/a") || (s.ns == "x" && !s.is("x/b")),
+        },
+        Scenario {
+            name: "entities: egress only to world",
+            yaml: "apiVersion: weir.io/v1\nkind: WeirClusterwideNetworkPolicy\nmetadata: {name: world-only}\nspec:\n  endpointSelector: {matchLabels: {pod: c}}\n  egress:\n  - toEntities: [world]\n",
+            targets: TCP80,
+            expect: |s, _, _| s.pod != "c",
+        },
+        Scenario {
+            name: "entities: ingress from cluster",
+            yaml: "apiVersion: weir.io/v1\nkind: WeirClusterwideNetworkPolicy\nmetadata: {name: cluster-in}\nspec:\n  endpointSelector: {matchLabels: {pod: c}}\n  ingress:\n  - fromEntities: [cluster]\n",
+            targets: TCP80,
+            expect: |_, _, _| true,
+        },
+    ]
+}
+
+#[test]
+fn network_policy_scenarios_over_real_sockets() {
+    let mut lab = TestLab::up(2).unwrap();
+    lab.apply_yaml(&cluster_yaml()).unwrap();
+    let mut failures = Vec::new();
+    assert!(
+        converge(&lab, TCP80, |_, _, _| true).is_none(),
+        "no policy: all allowed"
+    );
+    for scenario in scenarios() {
+        let started = Instant::now();
+        lab.apply_yaml(scenario.yaml).unwrap();
+        match converge(&lab, scenario.targets, scenario.expect) {
+            None => eprintln!(
+                "ok   {} ({} ms)",
+                scenario.name,
+                started.elapsed().as_millis()
+            ),
+            Some(report) => failures.push(format!("FAIL {}\n{report}", scenario.name)),
+        }
+        lab.delete_yaml(scenario.yaml).unwrap();
+        if let Some(report) = converge(&lab, TCP80, |_, _, _| true) {
+            failures.push(format!("FAIL after deleting {}\n{report}", scenario.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn relabelling_pods_and_namespaces_updates_enforcement() {
+    let mut lab = TestLab::up(2).unwrap();
+    lab.apply_yaml(&cluster_yaml()).unwrap();
+    let policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-b-in-y, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n      podSelector: {matchLabels: {pod: b}}\n";
+    lab.apply_yaml(policy).unwrap();
+    let report = converge(&lab, TCP80, |s, d, _| !d.is("x/a") || s.is("y/b"));
+    assert!(report.is_none(), "{}", report.unwrap());
+    // Relabel pod y/c to pod=b: it is now allowed too.
+    lab.apply_yaml("apiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: y, labels: {pod: b}}\nspec:\n  nodeName: n2\n  containers:\n  - name: c\n    ports:\n    - {name: serve-80-tcp, containerPort: 80, protocol: TCP}\n    - {name: serve-80-udp, containerPort: 80, protocol: UDP}\n    - {name: serve-81-tcp, containerPort: 81, protocol: TCP}\n    - {name: serve-81-udp, containerPort: 81, protocol: UDP}\n").unwrap();
+    let report = converge(&lab, TCP80, |s, d, _| {
+        !d.is("x/a") || s.is("y/b") || s.is("y/c")
+    });
+    assert!(report.is_none(), "pod relabelled:\n{}", report.unwrap());
+    // Relabel namespace y: its pods no longer match the namespaceSelector.
+    lab.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: y, labels: {ns: why}}\n")
+        .unwrap();
+    let report = converge(&lab, TCP80, |_, d, _| !d.is("x/a"));
+    assert!(
+        report.is_none(),
+        "namespace relabelled:\n{}",
+        report.unwrap()
+    );
+}
+
+#[test]
+fn an_invalid_policy_is_refused_whole_and_leaves_enforcement_unchanged() {
+    let mut lab = TestLab::up(1).unwrap();
+    lab.apply_yaml(&cluster_yaml().replace("nodeName: n2", "nodeName: n1"))
+        .unwrap();
+    lab.apply_yaml("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n").unwrap();
+    let bad = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: y}\nspec:\n  podSelector: {matchExpressions: [{key: pod, operator: Includes, values: [a]}]}\n  ingress:\n  - ports: [{port: 80, endPort: 79}]\n";
+    let err = format!("{:#}", lab.apply_yaml(bad).unwrap_err());
+    assert!(
+        err.contains("unknown operator") || err.contains("Includes"),
+        "{err}"
+    );
+    assert!(err.contains("endPort"), "every problem is reported: {err}");
+    let report = converge(&lab, TCP80, |_, d, _| d.ns != "x");
+    assert!(
+        report.is_none(),
+        "the policy in force stays in force:\n{}",
+        report.unwrap()
+    );
+}
