@@ -1,5 +1,10 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tonic_prost_build::configure()
-        .compile_protos(&["proto/weir/agent/v1/endpoints.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_protos(
+        &[
+            "proto/weir/agent/v1/endpoints.proto",
+            "proto/weir/agent/v1/policy.proto",
+        ],
+        &["proto"],
+    )?;
     Ok(())
 }

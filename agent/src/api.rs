@@ -31,6 +31,7 @@ impl<D: EndpointDatapath> EndpointsService<D> {
 /// file from an earlier run is replaced; the new one is mode 0600.
 pub async fn serve<D: EndpointDatapath + 'static>(
     agent: Arc<Agent<D>>,
+    policy: crate::policy_api::SharedSnapshot,
     socket: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -45,6 +46,9 @@ pub async fn serve<D: EndpointDatapath + 'static>(
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     tonic::transport::Server::builder()
         .add_service(EndpointsServer::new(EndpointsService::new(agent)))
+        .add_service(weir_agent_api::v1::policy_server::PolicyServer::new(
+            crate::policy_api::PolicyService::new(policy),
+        ))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(std::io::Error::other)

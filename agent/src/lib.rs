@@ -16,6 +16,7 @@ pub mod ipam;
 pub mod ipcache;
 pub mod manifest;
 pub mod node;
+pub mod policy_api;
 pub mod policy_sync;
 pub mod reconcile;
 pub mod shared;

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use weir_agent::agent::Agent;
 use weir_agent::datapath::{Datapath, Hook, SharedDatapath, DEFAULT_PIN_DIR};
 use weir_agent::ipam::Ipam;
+use weir_agent::policy_api::SharedSnapshot;
 use weir_agent::reconcile::Reconciler;
 use weir_agent::shared::{self, SharedView};
 use weir_agent::source::ManifestDir;
@@ -114,8 +115,9 @@ async fn run(args: Args) -> Result<()> {
     }
     info!(endpoints = agent.endpoints().len(), "endpoints restored");
 
+    let snapshot = SharedSnapshot::default();
     if !args.etcd_endpoints.is_empty() {
-        start_cluster_sync(&args, agent.clone(), datapath.clone()).await?;
+        start_cluster_sync(&args, agent.clone(), datapath.clone(), snapshot.clone()).await?;
     }
 
     let mut term = signal(SignalKind::terminate())?;
@@ -128,7 +130,7 @@ async fn run(args: Args) -> Result<()> {
         info!("shutting down; programs stay attached");
     };
     info!(socket = %args.api_socket.display(), "serving the local API");
-    api::serve(agent, &args.api_socket, shutdown)
+    api::serve(agent, snapshot, &args.api_socket, shutdown)
         .await
         .context("serving the local API")?;
     let _ = std::fs::remove_file(&args.api_socket);
@@ -141,6 +143,7 @@ async fn start_cluster_sync(
     args: &Args,
     agent: Arc<Agent<SharedDatapath>>,
     datapath: SharedDatapath,
+    snapshot: SharedSnapshot,
 ) -> Result<()> {
     let node_ip = args
         .node_ip
@@ -174,6 +177,7 @@ async fn start_cluster_sync(
         datapath,
         view,
         manifests,
+        snapshot,
     );
     let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
     tokio::spawn(async move {

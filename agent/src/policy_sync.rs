@@ -44,6 +44,11 @@ pub struct PolicySync {
     rejected: BTreeMap<String, Vec<String>>,
     desired: BTreeMap<LpmKey, PolicyEntry>,
     written: BTreeMap<LpmKey, PolicyEntry>,
+    /// The compiler's inputs, kept for tracing.
+    view: ClusterView,
+    policies: Vec<Policy>,
+    /// Every known pod (`ns/name`) → (identity, named ports).
+    pods: BTreeMap<String, (u32, NamedPorts)>,
 }
 
 impl PolicySync {
@@ -57,9 +62,41 @@ impl PolicySync {
         identities: &BTreeMap<AttachmentKey, u32>,
     ) {
         let policies = self.parse(cluster);
-        let view = cluster_view(cluster, view, endpoints, identities);
-        self.compiled = compile(&view, &policies, &mut self.cidr_identities);
+        let (cluster_view, pods) = cluster_view(cluster, view, endpoints, identities);
+        self.compiled = compile(&cluster_view, &policies, &mut self.cidr_identities);
         self.desired = lower(&self.compiled);
+        self.view = cluster_view;
+        self.policies = policies;
+        self.pods = pods;
+    }
+
+    /// What `weir policy` reads: the compiled state and its inputs.
+    pub fn snapshot(
+        &self,
+        endpoints: &[Endpoint],
+        identities: &BTreeMap<AttachmentKey, u32>,
+    ) -> crate::policy_api::PolicySnapshot {
+        let local = endpoints
+            .iter()
+            .filter_map(|e| {
+                identities.get(&e.attachment).map(|id| {
+                    (
+                        format!("{}/{}", e.pod.namespace, e.pod.name),
+                        (u32::from(e.id), *id),
+                    )
+                })
+            })
+            .collect();
+        crate::policy_api::PolicySnapshot {
+            compiled: self.compiled.clone(),
+            view: self.view.clone(),
+            policies: self.policies.clone(),
+            cidrs: self.cidr_identities.clone(),
+            rejected: self.rejected.clone(),
+            local,
+            pods: self.pods.clone(),
+            map_entries: self.written.len(),
+        }
     }
 
     fn parse(&mut self, cluster: &ClusterManifests) -> Vec<Policy> {
@@ -159,13 +196,15 @@ fn named_ports_of(pod: &Pod) -> NamedPorts {
 }
 
 /// The policy engine's view: every identity in the cluster with its labels
-/// and the named ports of its pods, and the local endpoints.
+/// and the named ports of its pods, and the local endpoints; plus every
+/// known pod with its identity and named ports.
+#[allow(clippy::type_complexity)]
 fn cluster_view(
     cluster: &ClusterManifests,
     shared: &SharedView,
     endpoints: &[Endpoint],
     identities: &BTreeMap<AttachmentKey, u32>,
-) -> ClusterView {
+) -> (ClusterView, BTreeMap<String, (u32, NamedPorts)>) {
     let mut labels_by_id: BTreeMap<u32, LabelSet> = BTreeMap::new();
     for (id, labels) in &shared.identities {
         let mut set = LabelSet::new();
@@ -189,6 +228,17 @@ fn cluster_view(
                 .entry(*id)
                 .or_default()
                 .insert(format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name));
+        }
+    }
+    let mut pods = BTreeMap::new();
+    for (id, keys) in &pods_by_id {
+        for key in keys {
+            let ports = cluster
+                .pods
+                .get(key)
+                .map(named_ports_of)
+                .unwrap_or_default();
+            pods.insert(key.clone(), (*id, ports));
         }
     }
     let mut view = ClusterView::new();
@@ -222,7 +272,7 @@ fn cluster_view(
                 .unwrap_or_default(),
         });
     }
-    view
+    (view, pods)
 }
 
 /// The aligned power-of-two blocks that cover `lo..=hi` exactly, as

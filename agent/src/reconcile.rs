@@ -23,6 +23,7 @@ use crate::datapath::{tables, SharedDatapath};
 use crate::endpoints::Endpoint;
 use crate::ipam::AttachmentKey;
 use crate::ipcache::DesiredIpcache;
+use crate::policy_api::SharedSnapshot;
 use crate::policy_sync::PolicySync;
 use crate::shared::SharedView;
 use crate::source::{ClusterManifests, ManifestDir};
@@ -45,6 +46,7 @@ pub struct Reconciler {
     endpoint_entries: BTreeMap<u32, EndpointInfo>,
     policy: PolicySync,
     reported_rejections: BTreeMap<std::path::PathBuf, String>,
+    snapshot: SharedSnapshot,
 }
 
 impl Reconciler {
@@ -57,6 +59,7 @@ impl Reconciler {
         datapath: SharedDatapath,
         view: Arc<Mutex<SharedView>>,
         manifests: Option<ManifestDir>,
+        snapshot: SharedSnapshot,
     ) -> Reconciler {
         Reconciler {
             node_name,
@@ -73,6 +76,7 @@ impl Reconciler {
             endpoint_entries: BTreeMap::new(),
             policy: PolicySync::default(),
             reported_rejections: BTreeMap::new(),
+            snapshot,
         }
     }
 
@@ -131,6 +135,10 @@ impl Reconciler {
         self.policy.apply_upserts(&mut self.datapath.lock())?;
         self.sync_endpoint_map(&endpoints)?;
         self.policy.apply_removals(&mut self.datapath.lock())?;
+        let snapshot = self
+            .policy
+            .snapshot(&endpoints, &self.identities_by_attachment());
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
         Ok(())
     }
 

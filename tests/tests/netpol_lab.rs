@@ -301,3 +301,101 @@ fn an_invalid_policy_is_refused_whole_and_leaves_enforcement_unchanged() {
         report.unwrap()
     );
 }
+
+/// Runs `weir --socket <node's socket> args...` and returns (success, stdout).
+fn weir(lab: &TestLab, node: &str, args: &[&str]) -> (bool, String) {
+    let socket = lab.state().node(node).unwrap().api_socket.clone();
+    let binary = weir_tests::lab::Binaries::locate()
+        .unwrap()
+        .agent
+        .with_file_name("weir");
+    let out = std::process::Command::new(binary)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn weir_policy_get_and_trace_name_the_deciding_rule() {
+    let mut lab = TestLab::up(2).unwrap();
+    lab.apply_yaml(&cluster_yaml()).unwrap();
+    lab.apply_yaml("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}}]\n    ports: [{port: 80, protocol: TCP}]\n---\napiVersion: weir.io/v1\nkind: WeirNetworkPolicy\nmetadata: {name: no-yb, namespace: x}\nspec:\n  endpointSelector: {matchLabels: {pod: a}}\n  ingressDeny:\n  - fromEndpoints: [{matchLabels: {pod: b, k8s:io.kubernetes.pod.namespace: y}}]\n").unwrap();
+    let report = converge(&lab, TCP80, |s, d, _| {
+        !d.is("x/a") || s.is("y/a") || s.is("y/c")
+    });
+    assert!(report.is_none(), "{}", report.unwrap());
+
+    // x/a lives on n1; ask n2, which must compile x/a's side itself.
+    for node in ["n1", "n2"] {
+        let (allowed, text) = weir(
+            &lab,
+            node,
+            &[
+                "policy", "trace", "--src", "y/a", "--dst", "x/a", "--port", "80/tcp",
+            ],
+        );
+        assert!(allowed, "{node}: {text}");
+        assert!(
+            text.contains("allowed by NetworkPolicy x/web (spec.ingress[0])"),
+            "{node}: {text}"
+        );
+        let (allowed, text) = weir(
+            &lab,
+            node,
+            &[
+                "policy", "trace", "--src", "y/b", "--dst", "x/a", "--port", "80/tcp",
+            ],
+        );
+        assert!(!allowed, "{node}: {text}");
+        assert!(
+            text.contains("denied by WeirNetworkPolicy x/no-yb (spec.ingressDeny[0])"),
+            "{node}: {text}"
+        );
+        let (allowed, text) = weir(
+            &lab,
+            node,
+            &[
+                "policy", "trace", "--src", "y/a", "--dst", "x/a", "--port", "81/tcp",
+            ],
+        );
+        assert!(!allowed && text.contains("default deny"), "{node}: {text}");
+    }
+    let (ok, text) = weir(&lab, "n1", &["policy", "get"]);
+    assert!(ok);
+    assert!(
+        text.contains("x/a") && text.contains("ingress enforced"),
+        "{text}"
+    );
+
+    // A policy that reaches an agent invalid (written straight into the
+    // manifest directory, past the lab's own check) is rejected with its
+    // reasons; what is in force stays in force.
+    std::fs::write(
+        lab.manifests_dir().join("bad.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: y}\nspec:\n  podSelector: {}\n  ingress:\n  - ports: [{port: 70000}]\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let (_, text) = weir(&lab, "n1", &["policy", "get"]);
+        if text.contains("rejected NetworkPolicy/y/bad") {
+            assert!(
+                text.contains("70000"),
+                "the reason names the bad port: {text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "rejection never shown: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = converge(&lab, TCP80, |s, d, _| {
+        !d.is("x/a") || s.is("y/a") || s.is("y/c")
+    });
+    assert!(report.is_none(), "{}", report.unwrap());
+}

@@ -20,6 +20,19 @@ pub const DEFAULT_SOCKET: &str = "/var/run/weir/agent.sock";
 pub async fn connect(
     path: &Path,
 ) -> Result<v1::endpoints_client::EndpointsClient<Channel>, tonic::transport::Error> {
+    Ok(v1::endpoints_client::EndpointsClient::new(
+        channel(path).await?,
+    ))
+}
+
+/// A client of the agent's policy API on the unix socket at `path`.
+pub async fn connect_policy(
+    path: &Path,
+) -> Result<v1::policy_client::PolicyClient<Channel>, tonic::transport::Error> {
+    Ok(v1::policy_client::PolicyClient::new(channel(path).await?))
+}
+
+async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path: PathBuf = path.to_path_buf();
     // The URI is required by the API but unused: the connector dials the socket.
     let channel = Endpoint::try_from("http://[::1]:50051")?
@@ -31,5 +44,5 @@ pub async fn connect(
             }
         }))
         .await?;
-    Ok(v1::endpoints_client::EndpointsClient::new(channel))
+    Ok(channel)
 }

@@ -71,6 +71,13 @@ enum Command {
     },
     /// Restart the agent of a node (state and pins are kept).
     RestartAgent { node: String },
+    /// Run the `weir` CLI against a node's agent, e.g.
+    /// `weir n1 -- policy trace --src x/a --dst y/b --port 80/tcp`.
+    Weir {
+        node: String,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -185,6 +192,21 @@ fn main() -> Result<()> {
                 let connected = results.iter().filter(|r| r.connected).count();
                 println!("{connected} of {} probes connected", results.len());
             }
+        }
+        Command::Weir { node, args } => {
+            let lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            let record = lab
+                .state()
+                .node(&node)
+                .with_context(|| format!("no node {node}"))?;
+            let weir = Binaries::locate()?.agent.with_file_name("weir");
+            let status = std::process::Command::new(&weir)
+                .arg("--socket")
+                .arg(&record.api_socket)
+                .args(&args)
+                .status()
+                .with_context(|| format!("run {}", weir.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
         }
         Command::RestartAgent { node } => {
             let mut lab = Lab::open(&cli.name, Binaries::locate()?)?;

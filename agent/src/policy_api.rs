@@ -1,0 +1,211 @@
+//! The policy inspection API (`weir policy get`, `weir policy trace`),
+//! answered from the snapshot the reconcile loop publishes after every
+//! tick: the very compiled state it wrote to the policy map.
+//!
+//! A trace involving a pod on another node compiles that pod's policy here
+//! from the same inputs (policies, identities, its named ports) its own
+//! agent compiles from, so both sides of the flow are shown.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tonic::{Request, Response, Status};
+use weir_agent_api::v1;
+use weir_agent_api::v1::policy_server::Policy as PolicyRpc;
+use weir_policy::{
+    compile, trace_flow, ClusterView, Compiled, Direction, FlowSide, LocalCidrAllocator,
+    NamedPorts, PeerKey, Policy, Ports, Protocol, Verdict,
+};
+
+/// What the reconcile loop last computed.
+#[derive(Clone, Default)]
+pub struct PolicySnapshot {
+    pub compiled: Compiled,
+    pub view: ClusterView,
+    pub policies: Vec<Policy>,
+    pub cidrs: LocalCidrAllocator,
+    pub rejected: BTreeMap<String, Vec<String>>,
+    /// Local pods (`ns/name`) → (endpoint id, identity).
+    pub local: BTreeMap<String, (u32, u32)>,
+    /// Every known pod (`ns/name`) → (identity, named ports).
+    pub pods: BTreeMap<String, (u32, NamedPorts)>,
+    pub map_entries: usize,
+}
+
+pub type SharedSnapshot = Arc<Mutex<PolicySnapshot>>;
+
+pub struct PolicyService {
+    snapshot: SharedSnapshot,
+}
+
+impl PolicyService {
+    pub fn new(snapshot: SharedSnapshot) -> Self {
+        PolicyService { snapshot }
+    }
+
+    fn snapshot(&self) -> PolicySnapshot {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Any => "any",
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+fn pod_ref(key: &str) -> v1::PolicyPodRef {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    v1::PolicyPodRef {
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+/// The flow trace of `src → dst`, from a snapshot.
+pub fn trace(
+    snapshot: &PolicySnapshot,
+    src: &str,
+    dst: &str,
+    protocol: Protocol,
+    port: u16,
+) -> Result<weir_policy::FlowTrace, String> {
+    let mut view = snapshot.view.clone();
+    let mut side = |key: &str, synthetic: u32| -> Result<FlowSide, String> {
+        if let Some((endpoint, _)) = snapshot.local.get(key) {
+            return Ok(FlowSide::Endpoint(*endpoint));
+        }
+        let (identity, named_ports) = snapshot
+            .pods
+            .get(key)
+            .ok_or_else(|| format!("pod {key} is not known to this agent"))?;
+        view.add_endpoint(weir_policy::Endpoint {
+            id: synthetic,
+            identity: *identity,
+            named_ports: named_ports.clone(),
+        });
+        Ok(FlowSide::Endpoint(synthetic))
+    };
+    // Synthetic ids above the 16-bit endpoint range never collide with
+    // local endpoints.
+    let src_side = side(src, 0x1_0000)?;
+    let dst_side = side(dst, 0x1_0001)?;
+    let compiled = if matches!((src_side, dst_side), (FlowSide::Endpoint(a), FlowSide::Endpoint(b)) if a < 0x1_0000 && b < 0x1_0000)
+    {
+        snapshot.compiled.clone()
+    } else {
+        compile(&view, &snapshot.policies, &mut snapshot.cidrs.clone())
+    };
+    trace_flow(&compiled, src_side, dst_side, protocol, port)
+        .ok_or_else(|| "endpoint missing from the compiled state".to_string())
+}
+
+#[tonic::async_trait]
+impl PolicyRpc for PolicyService {
+    async fn get_policy(
+        &self,
+        _request: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::GetPolicyResponse>, Status> {
+        let snapshot = self.snapshot();
+        let mut endpoints = Vec::new();
+        for (pod, (endpoint_id, identity)) in &snapshot.local {
+            let Some(policy) = snapshot.compiled.endpoints.get(endpoint_id) else {
+                continue;
+            };
+            let mut rules = Vec::new();
+            for (direction, name) in [
+                (Direction::Ingress, "ingress"),
+                (Direction::Egress, "egress"),
+            ] {
+                for entry in &policy.direction(direction).entries {
+                    let peer_labels = match entry.key.peer {
+                        PeerKey::Identity(id) => snapshot
+                            .view
+                            .labels_of(id)
+                            .map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                            .unwrap_or_default(),
+                        PeerKey::Any => Vec::new(),
+                    };
+                    rules.push(v1::PolicyRule {
+                        direction: name.into(),
+                        peer: match entry.key.peer {
+                            PeerKey::Any => "any".into(),
+                            PeerKey::Identity(id) => id.to_string(),
+                        },
+                        peer_labels,
+                        protocol: protocol_name(entry.key.protocol).into(),
+                        ports: match entry.key.ports {
+                            Ports::Any => "any".into(),
+                            Ports::Range(lo, hi) if lo == hi => lo.to_string(),
+                            Ports::Range(lo, hi) => format!("{lo}-{hi}"),
+                        },
+                        verdict: match entry.verdict {
+                            Verdict::Allow => "allow".into(),
+                            Verdict::Deny => "deny".into(),
+                        },
+                        source: entry.provenance.to_string(),
+                    });
+                }
+            }
+            endpoints.push(v1::EndpointPolicy {
+                endpoint_id: *endpoint_id,
+                pod: Some(pod_ref(pod)),
+                identity: *identity,
+                ingress_enforced: policy.ingress.enforced,
+                egress_enforced: policy.egress.enforced,
+                rules,
+            });
+        }
+        let rejected = snapshot
+            .rejected
+            .iter()
+            .map(|(policy, reasons)| v1::RejectedPolicy {
+                policy: policy.clone(),
+                reasons: reasons.clone(),
+            })
+            .collect();
+        Ok(Response::new(v1::GetPolicyResponse {
+            endpoints,
+            rejected,
+            map_entries: snapshot.map_entries as u64,
+        }))
+    }
+
+    async fn trace(
+        &self,
+        request: Request<v1::TraceRequest>,
+    ) -> Result<Response<v1::TraceResponse>, Status> {
+        let request = request.into_inner();
+        let key = |p: Option<v1::PolicyPodRef>| -> Result<String, Status> {
+            let p = p.ok_or_else(|| Status::invalid_argument("src and dst are required"))?;
+            Ok(format!("{}/{}", p.namespace, p.name))
+        };
+        let (src, dst) = (key(request.src)?, key(request.dst)?);
+        let protocol = match request.protocol.to_ascii_lowercase().as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "sctp" => Protocol::Sctp,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown protocol {other:?}"
+                )))
+            }
+        };
+        let port = u16::try_from(request.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| Status::invalid_argument("port must be 1-65535"))?;
+        let snapshot = self.snapshot();
+        let flow = trace(&snapshot, &src, &dst, protocol, port).map_err(Status::not_found)?;
+        Ok(Response::new(v1::TraceResponse {
+            allowed: flow.verdict() == Verdict::Allow,
+            explanation: flow.to_string(),
+        }))
+    }
+}
