@@ -24,6 +24,7 @@ use weir_agent::source::ManifestDir;
 use weir_agent::state::StateStore;
 use weir_agent::{api, node};
 use weir_identity::{EtcdConfig, EtcdStore, NodeRecord, SharedStore};
+use weir_policy::LabelFilter;
 
 #[derive(Parser, Debug)]
 #[command(name = "weir-agent", version, about = "Weir's node agent")]
@@ -64,6 +65,14 @@ struct Args {
     /// How often the reconcile loop runs (milliseconds).
     #[arg(long, default_value_t = 100)]
     reconcile_interval_ms: u64,
+    /// Label filter patterns for security identities, added to the default
+    /// filter (Cilium syntax: `key` includes, `!key` excludes, matched at the
+    /// start of the key; any include keeps only included labels). Repeatable.
+    #[arg(long = "label")]
+    label_patterns: Vec<String>,
+    /// How often expired conntrack entries are removed (seconds).
+    #[arg(long, default_value_t = 30)]
+    conntrack_gc_interval_s: u64,
 }
 
 fn main() -> Result<()> {
@@ -115,6 +124,7 @@ async fn run(args: Args) -> Result<()> {
     }
     info!(endpoints = agent.endpoints().len(), "endpoints restored");
 
+    spawn_conntrack_gc(datapath.clone(), args.conntrack_gc_interval_s);
     let snapshot = SharedSnapshot::default();
     if !args.etcd_endpoints.is_empty() {
         start_cluster_sync(&args, agent.clone(), datapath.clone(), snapshot.clone()).await?;
@@ -169,6 +179,12 @@ async fn start_cluster_sync(
         .await
         .context("watching the shared store")?;
     let manifests = args.manifests_dir.as_deref().map(ManifestDir::new);
+    let filter = if args.label_patterns.is_empty() {
+        LabelFilter::default()
+    } else {
+        let patterns: Vec<&str> = args.label_patterns.iter().map(String::as_str).collect();
+        LabelFilter::with_user_patterns(&patterns).map_err(|e| anyhow::anyhow!("--label: {e}"))?
+    };
     let mut reconciler = Reconciler::new(
         args.node_name.clone(),
         node_ip,
@@ -178,6 +194,7 @@ async fn start_cluster_sync(
         view,
         manifests,
         snapshot,
+        filter,
     );
     let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
     tokio::spawn(async move {
@@ -200,4 +217,22 @@ async fn start_cluster_sync(
     });
     info!(etcd = ?args.etcd_endpoints, "cluster sync started");
     Ok(())
+}
+
+/// Removes expired conntrack entries periodically (the LRU only evicts under
+/// pressure, so idle entries would otherwise linger and keep replies of long
+/// dead connections allowed).
+fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(interval_s.max(1)));
+        loop {
+            ticker.tick().await;
+            let now = weir_agent::datapath::tables::monotonic_now_ns();
+            match weir_agent::datapath::tables::conntrack_gc(datapath.lock().ebpf_mut(), now) {
+                Ok(0) => {}
+                Ok(removed) => info!(removed, "conntrack entries expired"),
+                Err(error) => warn!(%error, "conntrack GC"),
+            }
+        }
+    });
 }

@@ -60,6 +60,7 @@ impl Reconciler {
         view: Arc<Mutex<SharedView>>,
         manifests: Option<ManifestDir>,
         snapshot: SharedSnapshot,
+        filter: LabelFilter,
     ) -> Reconciler {
         Reconciler {
             node_name,
@@ -70,7 +71,7 @@ impl Reconciler {
             view,
             manifests,
             cluster: ClusterManifests::default(),
-            filter: LabelFilter::default(),
+            filter,
             identities: BTreeMap::new(),
             published: BTreeMap::new(),
             endpoint_entries: BTreeMap::new(),
