@@ -36,32 +36,7 @@ impl P {
 }
 
 fn cluster_yaml() -> String {
-    let mut yaml = String::new();
-    for ns in NAMESPACES {
-        yaml.push_str(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{ns: {ns}}}\n---\n"
-        ));
-    }
-    let mut index = 0;
-    for ns in NAMESPACES {
-        for pod in PODS {
-            let node = if index % 2 == 0 { "n1" } else { "n2" };
-            index += 1;
-            yaml.push_str(&format!(
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {ns}\n  labels: {{pod: {pod}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n"
-            ));
-            for port in [80, 81] {
-                for proto in ["tcp", "udp"] {
-                    yaml.push_str(&format!(
-                        "    - {{name: serve-{port}-{proto}, containerPort: {port}, protocol: {}}}\n",
-                        proto.to_uppercase()
-                    ));
-                }
-            }
-            yaml.push_str("---\n");
-        }
-    }
-    yaml
+    weir_tests::lab::testing::netpol_cluster_yaml()
 }
 
 type Expect = fn(P, P, Target) -> bool;

@@ -27,6 +27,11 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// Policy propagation: `lab apply` to enforcement on every node.
+    Propagation {
+        #[arg(long, default_value_t = 10)]
+        runs: u32,
+    },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -42,6 +47,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     setup::run()?;
     build::build_datapath()?;
     match &args.which {
+        Bench::Propagation { runs } => {
+            step("policy propagation in the lab");
+            cmd::run(cmd::cargo(None).args(["build", "--release", "--workspace", "--bins"]))?;
+            cmd::run(
+                std::process::Command::new(crate::paths::root().join("target/release/weir-bench"))
+                    .args(["propagation", "--runs", &runs.to_string()]),
+            )
+        }
         Bench::Lab { nodes, pods, runs } => {
             step("lab bring-up and pod creation");
             cmd::run(cmd::cargo(None).args(["build", "--release", "--workspace", "--bins"]))?;

@@ -82,3 +82,23 @@ pub fn pod_yaml(namespace: &str, name: &str, node: &str, ports: &[u16]) -> Strin
     yaml.push_str("---\n");
     yaml
 }
+
+/// The upstream network-policy e2e cluster: namespaces x, y, z labelled
+/// `ns=<name>`, pods a, b, c in each labelled `pod=<name>`, alternating
+/// between nodes n1 and n2 (x/a on n1, x/b on n2, ...), serving ports 80 and
+/// 81 on TCP and UDP under the upstream port names (`serve-80-tcp`, ...).
+pub fn netpol_cluster_yaml() -> String {
+    let mut yaml = String::new();
+    for ns in ["x", "y", "z"] {
+        yaml.push_str(&namespace_yaml(ns));
+    }
+    let mut index = 0;
+    for ns in ["x", "y", "z"] {
+        for pod in ["a", "b", "c"] {
+            let node = if index % 2 == 0 { "n1" } else { "n2" };
+            index += 1;
+            yaml.push_str(&pod_yaml(ns, pod, node, &[80, 81]));
+        }
+    }
+    yaml
+}
