@@ -39,6 +39,15 @@ const UNDERLAY_PREFIX: [u8; 3] = [10, 77, 0];
 const ETCD_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const ETCD_CLIENT_PORT: u16 = 2379;
 const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The lab's "outside world": a namespace on the underlay at this address,
+/// serving on WORLD_ADDRESSES (documentation prefixes, never routed beyond
+/// the lab), reached from the nodes through a route for WORLD_PREFIX.
+const WORLD_UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
+pub const WORLD_PREFIX: &str = "203.0.113.0/24";
+pub const WORLD_ADDRESSES: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(203, 0, 113, 10),
+    Ipv4Addr::new(203, 0, 113, 20),
+];
 const POD_IFNAME: &str = "eth0";
 const NODE_DEVICE: &str = "eth0";
 const MTU: u32 = 1500;
@@ -186,6 +195,7 @@ impl Lab {
         self.state.etcd_pid = self.start_etcd(&underlay)?;
         std::fs::create_dir_all(self.manifests_dir())?;
         self.state.save(&self.dir)?;
+        self.build_world(&underlay, nodes, progress)?;
 
         for index in 1..=nodes {
             let node = format!("n{index}");
@@ -220,6 +230,17 @@ impl Lab {
                 NODE_DEVICE,
             ])?;
             sh(&["-n", &ns, "link", "set", NODE_DEVICE, "up"])?;
+            sh(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                WORLD_PREFIX,
+                "via",
+                &WORLD_UNDERLAY_IP.to_string(),
+                "dev",
+                NODE_DEVICE,
+            ])?;
             for other in (1..=nodes).filter(|o| *o != index) {
                 sh(&[
                     "-n",
@@ -261,6 +282,84 @@ impl Lab {
             self.state.save(&self.dir)?;
         }
         Ok(())
+    }
+
+    /// A namespace outside the cluster on the underlay, holding the world
+    /// addresses with a server on port 80 (TCP and UDP) that answers
+    /// `world/<address>`; it routes the pod CIDRs back to their nodes.
+    fn build_world(&mut self, underlay: &str, nodes: usize, progress: &dyn Fn(&str)) -> Result<()> {
+        let world = format!("{}-world", self.state.name);
+        progress(&format!("outside world {world}: {WORLD_PREFIX}"));
+        netns::add(&world)?;
+        sh(&[
+            "-n", underlay, "link", "add", "world", "type", "veth", "peer", "name", "eth0",
+            "netns", &world,
+        ])?;
+        sh(&[
+            "-n", underlay, "link", "set", "world", "master", "br0", "up",
+        ])?;
+        sh(&[
+            "-n",
+            &world,
+            "addr",
+            "add",
+            &format!("{WORLD_UNDERLAY_IP}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        for address in WORLD_ADDRESSES {
+            sh(&[
+                "-n",
+                &world,
+                "addr",
+                "add",
+                &format!("{address}/32"),
+                "dev",
+                "lo",
+            ])?;
+        }
+        sh(&["-n", &world, "link", "set", "eth0", "up"])?;
+        for index in 1..=nodes {
+            sh(&[
+                "-n",
+                &world,
+                "route",
+                "add",
+                &pod_cidr(index),
+                "via",
+                &node_ip(index).to_string(),
+            ])?;
+        }
+        for address in WORLD_ADDRESSES {
+            let args = vec![
+                "--identity".to_string(),
+                format!("world/{address}"),
+                "--bind".into(),
+                address.to_string(),
+                "--tcp".into(),
+                "80".into(),
+                "--udp".into(),
+                "80".into(),
+            ];
+            let log = self.dir.join(format!("world-{address}.log"));
+            process::spawn_detached(&world, &self.binaries.pod_server, &args, &log)?;
+        }
+        Ok(())
+    }
+
+    /// A probe target standing for the outside-world server at `address`.
+    pub fn world_target(&self, address: Ipv4Addr) -> PodRecord {
+        PodRecord {
+            namespace: "world".into(),
+            name: address.to_string(),
+            labels: Default::default(),
+            node: String::new(),
+            netns: format!("{}-world", self.state.name),
+            container_id: String::new(),
+            ip: address,
+            ports: Vec::new(),
+            server_pid: 0,
+        }
     }
 
     /// The directory of manifests every agent reads (the lab's "API server").

@@ -26,6 +26,9 @@ struct Args {
     /// sockets, so they are accepted and not served.
     #[arg(long = "sctp")]
     sctp: Vec<u16>,
+    /// Address to bind (default: all).
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
     /// Created once every socket is bound, so the lab knows the pod is ready.
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
@@ -36,7 +39,7 @@ fn main() -> Result<()> {
     let mut servers = Vec::new();
     for port in args.tcp {
         let listener =
-            TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind tcp/{port}"))?;
+            TcpListener::bind((args.bind, port)).with_context(|| format!("bind tcp/{port}"))?;
         let identity = format!("{}\n", args.identity);
         servers.push(thread::spawn(move || {
             for mut conn in listener.incoming().map_while(Result::ok) {
@@ -46,7 +49,7 @@ fn main() -> Result<()> {
     }
     for port in args.udp {
         let socket =
-            UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("bind udp/{port}"))?;
+            UdpSocket::bind((args.bind, port)).with_context(|| format!("bind udp/{port}"))?;
         let identity = args.identity.clone();
         servers.push(thread::spawn(move || {
             let mut buf = [0u8; 2048];
