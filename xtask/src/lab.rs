@@ -19,6 +19,7 @@ pub struct LabArgs {
 }
 
 const EXAMPLES: &str = "examples/lab/workloads.yaml";
+const EXAMPLE_POLICIES: &str = "examples/lab/policies.yaml";
 
 pub fn run(args: &LabArgs) -> Result<()> {
     build::run(&build::BuildArgs::default())?;
@@ -38,7 +39,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
                 .args(["apply", "-f"])
                 .arg(paths::root().join(EXAMPLES)),
         )?;
-        step("connectivity matrix (every pod to every pod)");
+        step("connectivity matrix (every pod to every pod), no policy yet");
         cmd::run(Command::new(&weir_lab).args(&name).args([
             "matrix",
             "--ports",
@@ -46,7 +47,41 @@ pub fn run(args: &LabArgs) -> Result<()> {
             "--protocols",
             "tcp,udp",
         ]))?;
-        println!("\nThe lab stays up: `cargo xtask lab status`, `cargo xtask lab probe shop/frontend billing/ledger 80/tcp`, `cargo xtask lab down`.");
+        step(&format!("applying {EXAMPLE_POLICIES}"));
+        cmd::run(
+            Command::new(&weir_lab)
+                .args(&name)
+                .args(["apply", "-f"])
+                .arg(paths::root().join(EXAMPLE_POLICIES)),
+        )?;
+        // The agents pick policies up within a reconcile interval (100 ms).
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        step("connectivity matrix with the policies");
+        cmd::run(Command::new(&weir_lab).args(&name).args([
+            "matrix",
+            "--ports",
+            "80,81",
+            "--protocols",
+            "tcp",
+        ]))?;
+        step("why: weir policy trace on node n1");
+        for (src, dst) in [
+            ("shop/frontend", "billing/ledger"),
+            ("shop/cart", "billing/ledger"),
+            ("shop/cart", "billing/invoices"),
+        ] {
+            // A denied trace exits non-zero; here that is the point.
+            let _ = Command::new(&weir_lab)
+                .args(&name)
+                .args(["weir", "n1", "--", "policy", "trace", "--src", src])
+                .args(["--dst", dst, "--port", "80/tcp"])
+                .status();
+        }
+        println!(
+            "\nThe lab stays up: `cargo xtask lab status`, \
+             `cargo xtask lab probe shop/frontend billing/ledger 80/tcp`, \
+             `cargo xtask lab weir n1 -- policy get`, `cargo xtask lab down`."
+        );
     }
     Ok(())
 }
