@@ -538,3 +538,66 @@ fn the_ipcache_reads_back_what_the_agent_wrote_and_diffs_apply() {
     tables::apply_ipcache_diff(ebpf, &desired.diff(&current, true)).unwrap();
     assert_eq!(tables::ipcache_entries(ebpf).unwrap(), desired.effective());
 }
+
+#[test]
+fn an_established_connection_survives_a_policy_change_that_still_allows_it() {
+    let (_pins, mut datapath) =
+        setup(EndpointInfo::EGRESS_ENFORCED | EndpointInfo::INGRESS_ENFORCED);
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        6,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    let syn = tcp_syn_to(80);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &syn).1,
+        Reason::Forwarded
+    );
+    // The policy changes: the exact-port allow is replaced by a port range
+    // that still covers 80, and an unrelated deny appears.
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        6,
+        80,
+        POLICY_PREFIX_ANY_PORT + 12,
+        POLICY_ALLOW,
+    );
+    let key = PolicyKey {
+        endpoint_id: ENDPOINT_ID,
+        direction: TrafficDirection::Egress as u8,
+        pad0: 0,
+        identity: PEER_IDENTITY,
+        protocol: 6,
+        pad1: 0,
+        port: 80u16.to_be_bytes(),
+    };
+    tables::remove_policy(datapath.ebpf_mut(), POLICY_PREFIX_FULL, key).unwrap();
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        17,
+        0,
+        POLICY_PREFIX_ANY_PORT,
+        POLICY_DENY,
+    );
+    let mut ack = syn.clone();
+    ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &ack).1,
+        Reason::Forwarded,
+        "still allowed: the connection goes on"
+    );
+    let reply = reversed_ipv4(&ack, Some(0x10));
+    assert_eq!(
+        run(&mut datapath, ProgramKind::ToPod, &reply).1,
+        Reason::Forwarded,
+        "its replies too"
+    );
+}
