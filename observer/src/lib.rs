@@ -1,0 +1,1 @@
+//! weir-observer (in progress)
