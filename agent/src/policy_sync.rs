@@ -350,6 +350,20 @@ fn covers(outer: &LpmKey, inner: &LpmKey) -> bool {
     u16::from_be_bytes(outer.key.port) & mask == u16::from_be_bytes(inner.key.port) & mask
 }
 
+/// What an entry matches on, for policy verdict events (Hubble's
+/// `policy_match_type`).
+fn match_type(key: &LpmKey) -> u8 {
+    use weir_abi::events::*;
+    let any_peer = key.key.identity == IDENTITY_ANY;
+    let any_l4 = key.prefix_len <= POLICY_PREFIX_ANY_PROTOCOL;
+    match (any_peer, any_l4) {
+        (false, true) => MATCH_L3_ONLY,
+        (false, false) => MATCH_L3_L4,
+        (true, false) => MATCH_L4_ONLY,
+        (true, true) => MATCH_ALL,
+    }
+}
+
 /// Lowers a compiled state to policy map entries.
 pub fn lower(compiled: &Compiled) -> BTreeMap<LpmKey, PolicyEntry> {
     let mut out = BTreeMap::new();
@@ -400,7 +414,8 @@ pub fn lower(compiled: &Compiled) -> BTreeMap<LpmKey, PolicyEntry> {
                         *key,
                         PolicyEntry {
                             verdict,
-                            pad: [0; 3],
+                            match_type: match_type(key),
+                            pad: [0; 2],
                             rule: 0,
                         },
                     );

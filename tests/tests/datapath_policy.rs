@@ -78,7 +78,8 @@ fn rule(
         key,
         PolicyEntry {
             verdict,
-            pad: [0; 3],
+            match_type: 0,
+            pad: [0; 2],
             rule: 1,
         },
     )
@@ -600,4 +601,164 @@ fn an_established_connection_survives_a_policy_change_that_still_allows_it() {
         Reason::Forwarded,
         "its replies too"
     );
+}
+
+mod events {
+    use super::*;
+    use weir_abi::events::*;
+    use weir_abi::FlowEvent;
+
+    fn drain(datapath: &mut Datapath) -> Vec<FlowEvent> {
+        tables::drain_events(datapath.ebpf_mut()).unwrap()
+    }
+
+    #[test]
+    fn a_new_allowed_connection_reports_its_verdict_and_a_trace_then_goes_quiet() {
+        let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+        rule(
+            &mut datapath,
+            TrafficDirection::Egress,
+            PEER_IDENTITY,
+            6,
+            80,
+            POLICY_PREFIX_FULL,
+            POLICY_ALLOW,
+        );
+        // Entries written by rule() carry match type 0; set the real one.
+        let key = PolicyKey {
+            endpoint_id: ENDPOINT_ID,
+            direction: TrafficDirection::Egress as u8,
+            pad0: 0,
+            identity: PEER_IDENTITY,
+            protocol: 6,
+            pad1: 0,
+            port: 80u16.to_be_bytes(),
+        };
+        tables::set_policy(
+            datapath.ebpf_mut(),
+            POLICY_PREFIX_FULL,
+            key,
+            PolicyEntry {
+                verdict: POLICY_ALLOW,
+                match_type: MATCH_L3_L4,
+                pad: [0; 2],
+                rule: 1,
+            },
+        )
+        .unwrap();
+        drain(&mut datapath);
+        let syn = tcp_syn_to(80);
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &syn).1,
+            Reason::Forwarded
+        );
+        let events = drain(&mut datapath);
+        assert_eq!(events.len(), 2, "{events:?}");
+        let verdict = &events[0];
+        assert_eq!(
+            (verdict.kind, verdict.verdict_reason, verdict.match_type),
+            (EVENT_POLICY_VERDICT, 0, MATCH_L3_L4)
+        );
+        assert_eq!(
+            (verdict.src_identity, verdict.dst_identity),
+            (30_000, PEER_IDENTITY)
+        );
+        assert_eq!(verdict.endpoint_id, ENDPOINT_ID);
+        assert_eq!(&verdict.saddr[..4], &packets::IP4_A);
+        assert_eq!(verdict.dport, 80u16.to_be_bytes());
+        let trace = &events[1];
+        assert_eq!(
+            (trace.kind, trace.subtype, trace.ct_state),
+            (EVENT_TRACE, OBS_FROM_ENDPOINT, CT_NEW)
+        );
+        assert_eq!(trace.len as usize, syn.len());
+        // An established packet without SYN/FIN/RST is not reported.
+        let mut ack = syn.clone();
+        ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &ack).1,
+            Reason::Forwarded
+        );
+        assert!(drain(&mut datapath).is_empty(), "aggregated away");
+        // Its FIN is.
+        ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x11;
+        run(&mut datapath, ProgramKind::FromPod, &ack);
+        let events = drain(&mut datapath);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].kind, events[0].ct_state, events[0].tcp_flags),
+            (EVENT_TRACE, CT_ESTABLISHED, 0x11)
+        );
+    }
+
+    #[test]
+    fn a_denied_connection_reports_its_verdict_and_the_drop_with_the_reason() {
+        let (_pins, mut datapath) = setup(EndpointInfo::INGRESS_ENFORCED);
+        drain(&mut datapath);
+        let inbound = reversed_ipv4(&tcp_syn_to(80), Some(0x02));
+        assert_eq!(
+            run(&mut datapath, ProgramKind::ToPod, &inbound).1,
+            Reason::DropPolicyDenied
+        );
+        let events = drain(&mut datapath);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(
+            (events[0].kind, events[0].verdict_reason),
+            (EVENT_POLICY_VERDICT, Reason::DropPolicyDenied as u8)
+        );
+        assert_eq!(
+            (events[1].kind, events[1].subtype),
+            (EVENT_DROP, Reason::DropPolicyDenied as u8)
+        );
+        assert_eq!(
+            events[1].flags & FlowEvent::FLAG_INGRESS,
+            FlowEvent::FLAG_INGRESS
+        );
+        assert_eq!(
+            (events[1].src_identity, events[1].dst_identity),
+            (PEER_IDENTITY, 30_000)
+        );
+        assert_eq!(tables::events_lost(datapath.ebpf_mut()).unwrap(), 0);
+    }
+
+    #[test]
+    fn malformed_packets_on_a_node_device_report_a_drop() {
+        let (_pins, mut datapath) = setup(0);
+        drain(&mut datapath);
+        assert_eq!(
+            run(
+                &mut datapath,
+                ProgramKind::FromNetdev,
+                &packets::ipv4_tcp_truncated_l4()
+            )
+            .1,
+            Reason::DropCtInvalidHdr
+        );
+        let events = drain(&mut datapath);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].kind, events[0].subtype),
+            (EVENT_DROP, Reason::DropCtInvalidHdr as u8)
+        );
+        // Forwarded node traffic is aggregated away.
+        run(&mut datapath, ProgramKind::FromNetdev, &packets::ipv4_udp());
+        assert!(drain(&mut datapath).is_empty());
+    }
+
+    #[test]
+    fn a_full_ring_counts_lost_events() {
+        let (_pins, mut datapath) = setup(EndpointInfo::INGRESS_ENFORCED);
+        let inbound = reversed_ipv4(&tcp_syn_to(80), Some(0x02));
+        // 1 MiB of 80-byte records (plus 8-byte headers) is ~11,900 events;
+        // 10,000 denied packets emit 20,000.
+        test_run(&mut datapath, ProgramKind::ToPod, &inbound, 10_000).unwrap();
+        let lost = tables::events_lost(datapath.ebpf_mut()).unwrap();
+        let kept = drain(&mut datapath).len() as u64;
+        assert!(lost > 0, "the ring overflowed: {kept} kept");
+        assert_eq!(
+            kept + lost,
+            20_000,
+            "every event is either delivered or counted as lost"
+        );
+    }
 }

@@ -185,3 +185,32 @@ pub fn apply_ipcache_diff(
     }
     Ok(())
 }
+
+/// Takes every event waiting in the `weir_events` ring buffer.
+pub fn drain_events(ebpf: &mut Ebpf) -> Result<Vec<weir_abi::FlowEvent>, TableError> {
+    let name = map_names::EVENTS;
+    let map = ebpf.map_mut(name).ok_or(TableError::Missing(name))?;
+    let mut ring = aya::maps::RingBuf::try_from(map).map_err(map_err(name))?;
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        if item.len() >= std::mem::size_of::<weir_abi::FlowEvent>() {
+            // SAFETY: the record holds at least a FlowEvent's bytes (checked
+            // above), FlowEvent is plain old data, and read_unaligned makes
+            // no alignment assumption.
+            events.push(unsafe {
+                std::ptr::read_unaligned(item.as_ptr().cast::<weir_abi::FlowEvent>())
+            });
+        }
+    }
+    Ok(events)
+}
+
+/// Events lost because the ring buffer was full, summed over CPUs.
+pub fn events_lost(ebpf: &mut Ebpf) -> Result<u64, TableError> {
+    let name = map_names::EVENT_LOSS;
+    let map = ebpf.map_mut(name).ok_or(TableError::Missing(name))?;
+    let array: aya::maps::PerCpuArray<&mut MapData, u64> =
+        aya::maps::PerCpuArray::try_from(map).map_err(map_err(name))?;
+    let values = array.get(&0, 0).map_err(map_err(name))?;
+    Ok(values.iter().sum())
+}

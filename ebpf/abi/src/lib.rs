@@ -9,6 +9,7 @@
 
 pub mod conntrack;
 pub mod endpoint;
+pub mod events;
 pub mod ipcache;
 pub mod metrics;
 pub mod policy;
@@ -16,6 +17,7 @@ pub mod reason;
 
 pub use conntrack::{CtEntry, CtKey};
 pub use endpoint::{EndpointInfo, EndpointKey};
+pub use events::FlowEvent;
 pub use ipcache::{IpcacheKey, IpcacheValue};
 pub use metrics::{MetricsKey, MetricsValue, TrafficDirection};
 pub use policy::{PolicyEntry, PolicyKey};
@@ -34,6 +36,10 @@ pub mod map_names {
     pub const POLICY: &str = "weir_policy";
     /// Connection tracking ([`crate::CtKey`]).
     pub const CONNTRACK: &str = "weir_conntrack";
+    /// Ring buffer of [`crate::FlowEvent`] records.
+    pub const EVENTS: &str = "weir_events";
+    /// Per-CPU array, index 0: events lost because the ring was full.
+    pub const EVENT_LOSS: &str = "weir_event_loss";
 }
 
 /// Names of the TC programs in the datapath object.

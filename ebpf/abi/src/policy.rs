@@ -53,7 +53,10 @@ pub const POLICY_DENY: u8 = 2;
 pub struct PolicyEntry {
     /// [`POLICY_ALLOW`] or [`POLICY_DENY`].
     pub verdict: u8,
-    pub pad: [u8; 3],
+    /// What the entry matches on (`crate::events::MATCH_*`), reported in
+    /// policy verdict events.
+    pub match_type: u8,
+    pub pad: [u8; 2],
     /// Agent-side reference to the rule that produced the entry (for
     /// tracing and flow logs); opaque to the datapath.
     pub rule: u32,

@@ -133,3 +133,16 @@ fn policy_drop_reasons_match_cilium_numbers() {
     assert_eq!(Reason::DropCtCreateFailed as u8, 155);
     assert_eq!(Reason::DropPolicyDeny as u8, 181);
 }
+
+#[test]
+fn flow_event_layout_is_pinned() {
+    use crate::FlowEvent;
+    assert_eq!(size_of::<FlowEvent>(), 80);
+    assert_eq!(offset_of!(FlowEvent, ifindex), 4);
+    assert_eq!(offset_of!(FlowEvent, timestamp_ns), 8);
+    assert_eq!(offset_of!(FlowEvent, src_identity), 20);
+    assert_eq!(offset_of!(FlowEvent, family), 28);
+    assert_eq!(offset_of!(FlowEvent, flags), 32);
+    assert_eq!(offset_of!(FlowEvent, saddr), 40);
+    assert_eq!(offset_of!(FlowEvent, sport), 72);
+}

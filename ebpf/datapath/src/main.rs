@@ -12,6 +12,7 @@
 #![no_main]
 
 mod conntrack;
+mod events;
 mod maps;
 mod metrics;
 mod packet;
@@ -22,6 +23,7 @@ mod policy;
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
+use events::Report;
 use weir_abi::{Reason, TrafficDirection};
 
 /// Host-side veth ingress: what the pod sent (the pod's egress).
@@ -50,26 +52,44 @@ pub fn weir_to_netdev(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
+    let mut report = Report::new();
     let reason = match parse::parse(ctx) {
-        Ok(_) => Reason::Forwarded,
+        Ok(flow) => {
+            report.flow = flow;
+            Reason::Forwarded
+        }
         Err(reason) => reason,
     };
-    verdict(ctx, direction, reason)
+    // On a node device nothing is tracked: only drops are reported (with
+    // aggregation off, every packet).
+    report.ct_state = weir_abi::events::CT_ESTABLISHED;
+    verdict(ctx, direction, reason, &report, false)
 }
 
 #[inline(always)]
 fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
-    let result = parse::parse(ctx).and_then(|flow| pod::handle(ifindex(ctx), &flow, direction));
+    let mut report = Report::new();
+    let result = parse::parse(ctx).and_then(|flow| {
+        report.flow = flow;
+        pod::handle(ifindex(ctx), &flow, direction, &mut report)
+    });
     let reason = match result {
         Ok(()) => Reason::Forwarded,
         Err(reason) => reason,
     };
-    verdict(ctx, direction, reason)
+    verdict(ctx, direction, reason, &report, true)
 }
 
 #[inline(always)]
-fn verdict(ctx: &TcContext, direction: TrafficDirection, reason: Reason) -> i32 {
+fn verdict(
+    ctx: &TcContext,
+    direction: TrafficDirection,
+    reason: Reason,
+    report: &Report,
+    pod: bool,
+) -> i32 {
     metrics::account(direction, reason, ctx.len());
+    events::report(report, reason, direction, pod, ifindex(ctx), ctx.len());
     if reason.is_drop() {
         TC_ACT_SHOT
     } else {

@@ -73,7 +73,7 @@ pub struct Flow {
 }
 
 impl Flow {
-    const fn empty() -> Flow {
+    pub const fn empty() -> Flow {
         Flow {
             family: 0,
             protocol: 0,

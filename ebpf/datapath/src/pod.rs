@@ -12,6 +12,7 @@ use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::{EndpointInfo, EndpointKey, Reason, TrafficDirection};
 
 use crate::conntrack::{self, CtState};
+use crate::events::Report;
 use crate::maps::ENDPOINTS;
 use crate::parse::Flow;
 use crate::policy;
@@ -26,7 +27,12 @@ fn is_icmpv6_link_control(flow: &Flow) -> bool {
 }
 
 #[inline(always)]
-pub fn handle(ifindex: u32, flow: &Flow, direction: TrafficDirection) -> Result<(), Reason> {
+pub fn handle(
+    ifindex: u32,
+    flow: &Flow,
+    direction: TrafficDirection,
+    report: &mut Report,
+) -> Result<(), Reason> {
     if !flow.is_ip() || is_icmpv6_link_control(flow) {
         return Ok(());
     }
@@ -36,6 +42,8 @@ pub fn handle(ifindex: u32, flow: &Flow, direction: TrafficDirection) -> Result<
     };
     // SAFETY: a pointer from a successful lookup; EndpointInfo is Copy.
     let endpoint: EndpointInfo = unsafe { *endpoint };
+    report.endpoint_id = endpoint.id;
+    report.endpoint_identity = endpoint.identity;
     let (scope, reply_scope, enforced, peer_addr) = match direction {
         TrafficDirection::Egress => {
             if flow.family == FAMILY_IPV4 && flow.saddr[..4] != endpoint.ipv4 {
@@ -56,12 +64,20 @@ pub fn handle(ifindex: u32, flow: &Flow, direction: TrafficDirection) -> Result<
         ),
     };
     let state = conntrack::lookup(flow, scope, reply_scope);
+    report.ct_state = match state {
+        CtState::New => weir_abi::events::CT_NEW,
+        CtState::Established => weir_abi::events::CT_ESTABLISHED,
+        CtState::Reply => weir_abi::events::CT_REPLY,
+    };
     if state == CtState::Reply {
         return Ok(());
     }
     if enforced {
         let peer = policy::identity_of(flow.family, peer_addr);
-        policy::decide(endpoint.id, direction, peer, flow)?;
+        let (match_type, outcome) = policy::decide(endpoint.id, direction, peer, flow);
+        report.policy_checked = true;
+        report.match_type = match_type;
+        outcome?;
     }
     if state == CtState::New {
         conntrack::create(flow, scope)?;

@@ -27,10 +27,10 @@ pub fn identity_of(family: u8, addr: &[u8; 16]) -> u32 {
         .unwrap_or(identity::WORLD)
 }
 
-/// The verdict of the most specific entry for (endpoint, direction, peer,
-/// protocol, port), or 0 if none matches.
+/// The most specific entry for (endpoint, direction, peer, protocol,
+/// port) as (verdict, match type), or (0, 0) if none matches.
 #[inline(always)]
-fn lookup(endpoint_id: u16, direction: TrafficDirection, peer: u32, flow: &Flow) -> u8 {
+fn lookup(endpoint_id: u16, direction: TrafficDirection, peer: u32, flow: &Flow) -> (u8, u8) {
     let key = Key::new(
         POLICY_PREFIX_FULL,
         PolicyKey {
@@ -43,26 +43,34 @@ fn lookup(endpoint_id: u16, direction: TrafficDirection, peer: u32, flow: &Flow)
             port: flow.dport,
         },
     );
-    POLICY.get(key).map(|entry| entry.verdict).unwrap_or(0)
+    POLICY
+        .get(key)
+        .map(|entry| (entry.verdict, entry.match_type))
+        .unwrap_or((0, 0))
 }
 
 /// Decides a connection of an enforced endpoint: deny from either the
 /// peer's own entries or the any-peer entries wins; otherwise an allow from
-/// either; otherwise the default deny.
+/// either; otherwise the default deny. Returns the match type of the
+/// deciding entry with the outcome.
 #[inline(always)]
 pub fn decide(
     endpoint_id: u16,
     direction: TrafficDirection,
     peer: u32,
     flow: &Flow,
-) -> Result<(), Reason> {
-    let exact = lookup(endpoint_id, direction, peer, flow);
-    let any = lookup(endpoint_id, direction, IDENTITY_ANY, flow);
-    if exact == POLICY_DENY || any == POLICY_DENY {
-        Err(Reason::DropPolicyDeny)
-    } else if exact == POLICY_ALLOW || any == POLICY_ALLOW {
-        Ok(())
+) -> (u8, Result<(), Reason>) {
+    let (exact, exact_match) = lookup(endpoint_id, direction, peer, flow);
+    let (any, any_match) = lookup(endpoint_id, direction, IDENTITY_ANY, flow);
+    if exact == POLICY_DENY {
+        (exact_match, Err(Reason::DropPolicyDeny))
+    } else if any == POLICY_DENY {
+        (any_match, Err(Reason::DropPolicyDeny))
+    } else if exact == POLICY_ALLOW {
+        (exact_match, Ok(()))
+    } else if any == POLICY_ALLOW {
+        (any_match, Ok(()))
     } else {
-        Err(Reason::DropPolicyDenied)
+        (0, Err(Reason::DropPolicyDenied))
     }
 }

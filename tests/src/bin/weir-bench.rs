@@ -148,7 +148,8 @@ fn policy_costs(
         key,
         PolicyEntry {
             verdict: POLICY_ALLOW,
-            pad: [0; 3],
+            match_type: 0,
+            pad: [0; 2],
             rule: 1,
         },
     )?;

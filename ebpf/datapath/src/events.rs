@@ -1,0 +1,174 @@
+//! Datapath events: one `FlowEvent` per reported packet into the
+//! `weir_events` ring buffer, lost events counted in `weir_event_loss`.
+//!
+//! What is reported depends on the monitor aggregation level (a global the
+//! agent sets at load time): with `AGGREGATION_NONE` every packet; otherwise
+//! (default) every drop, new connections, TCP SYN/FIN/RST and policy
+//! verdicts of new connections — an established connection does not emit an
+//! event per packet.
+
+use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{PerCpuArray, RingBuf};
+use weir_abi::events::*;
+use weir_abi::{FlowEvent, Reason, TrafficDirection};
+
+use crate::parse::Flow;
+use crate::policy;
+
+/// 1 MiB: about 13,000 events of backlog for the agent.
+const EVENTS_BYTES: u32 = 1 << 20;
+
+#[map(name = "weir_events")]
+static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+#[map(name = "weir_event_loss")]
+static EVENT_LOSS: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+
+/// Monitor aggregation level; set by the loader (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+static WEIR_MONITOR_AGGREGATION: u8 = AGGREGATION_MEDIUM;
+
+const TCP_SYN_FIN_RST: u8 = 0x01 | 0x02 | 0x04;
+
+/// What the program learned about a packet, for reporting.
+#[derive(Copy, Clone)]
+pub struct Report {
+    pub flow: Flow,
+    pub endpoint_id: u16,
+    /// The local endpoint's identity (0 when none).
+    pub endpoint_identity: u32,
+    pub ct_state: u8,
+    /// A policy decision was taken for this packet's new connection.
+    pub policy_checked: bool,
+    pub match_type: u8,
+}
+
+impl Report {
+    pub const fn new() -> Report {
+        Report {
+            flow: Flow::empty(),
+            endpoint_id: 0,
+            endpoint_identity: 0,
+            ct_state: CT_NEW,
+            policy_checked: false,
+            match_type: MATCH_NONE,
+        }
+    }
+}
+
+fn aggregation() -> u8 {
+    // SAFETY: reading a global of this object; volatile so the loader's
+    // value is read instead of the compile-time initialiser.
+    unsafe { core::ptr::read_volatile(&WEIR_MONITOR_AGGREGATION) }
+}
+
+fn emit(event: &FlowEvent) {
+    if EVENTS.output::<FlowEvent>(event, 0).is_err() {
+        if let Some(lost) = EVENT_LOSS.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot of this CPU, from a successful lookup.
+            unsafe { *lost += 1 };
+        }
+    }
+}
+
+/// Reports the packet as the aggregation level asks. `pod` is true for the
+/// pod programs (observation points to/from endpoint) and false for node
+/// devices (from/to network).
+#[inline(always)]
+pub fn report(
+    report: &Report,
+    reason: Reason,
+    direction: TrafficDirection,
+    pod: bool,
+    ifindex: u32,
+    len: u32,
+) {
+    let flow = &report.flow;
+    let dropped = reason.is_drop();
+    let new_or_flags = report.ct_state == CT_NEW || flow.tcp_flags & TCP_SYN_FIN_RST != 0;
+    let verdict = report.policy_checked && report.ct_state == CT_NEW;
+    if !dropped && !verdict && !new_or_flags && aggregation() != AGGREGATION_NONE {
+        return;
+    }
+    let ingress = direction == TrafficDirection::Ingress;
+    // The endpoint's identity is on its side; the peer's comes from the
+    // ipcache (looked up only here, for packets that are reported).
+    let (src_identity, dst_identity) = if !flow.is_ip() {
+        (0, 0)
+    } else if pod && ingress {
+        (
+            policy::identity_of(flow.family, &flow.saddr),
+            report.endpoint_identity,
+        )
+    } else if pod {
+        (
+            report.endpoint_identity,
+            policy::identity_of(flow.family, &flow.daddr),
+        )
+    } else {
+        (
+            policy::identity_of(flow.family, &flow.saddr),
+            policy::identity_of(flow.family, &flow.daddr),
+        )
+    };
+    let mut flags = 0;
+    if report.ct_state == CT_REPLY {
+        flags |= FlowEvent::FLAG_REPLY;
+    }
+    if ingress {
+        flags |= FlowEvent::FLAG_INGRESS;
+    }
+    let mut event = FlowEvent {
+        kind: EVENT_TRACE,
+        subtype: match (pod, ingress) {
+            (true, true) => OBS_TO_ENDPOINT,
+            (true, false) => OBS_FROM_ENDPOINT,
+            (false, true) => OBS_FROM_NETWORK,
+            (false, false) => OBS_TO_NETWORK,
+        },
+        endpoint_id: report.endpoint_id,
+        ifindex,
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        len,
+        src_identity,
+        dst_identity,
+        family: flow.family,
+        protocol: flow.protocol,
+        tcp_flags: flow.tcp_flags,
+        icmp_type: flow.icmp_type,
+        flags,
+        ct_state: report.ct_state,
+        match_type: report.match_type,
+        verdict_reason: 0,
+        pad0: [0; 4],
+        saddr: flow.saddr,
+        daddr: flow.daddr,
+        sport: flow.sport,
+        dport: flow.dport,
+        pad1: [0; 4],
+    };
+    if verdict {
+        event.kind = EVENT_POLICY_VERDICT;
+        event.subtype = 0;
+        event.verdict_reason = if dropped { reason as u8 } else { 0 };
+        emit(&event);
+    }
+    if dropped {
+        event.kind = EVENT_DROP;
+        event.subtype = reason as u8;
+        event.verdict_reason = 0;
+        emit(&event);
+    } else if new_or_flags || aggregation() == AGGREGATION_NONE {
+        event.kind = EVENT_TRACE;
+        event.subtype = match (pod, ingress) {
+            (true, true) => OBS_TO_ENDPOINT,
+            (true, false) => OBS_FROM_ENDPOINT,
+            (false, true) => OBS_FROM_NETWORK,
+            (false, false) => OBS_TO_NETWORK,
+        };
+        event.verdict_reason = 0;
+        emit(&event);
+    }
+}
