@@ -81,6 +81,21 @@ pub enum DatapathError {
     Table(#[from] tables::TableError),
 }
 
+/// Load-time settings of the kernel programs.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// `weir_abi::events::AGGREGATION_*`: which packets produce events.
+    pub monitor_aggregation: u8,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            monitor_aggregation: weir_abi::events::AGGREGATION_MEDIUM,
+        }
+    }
+}
+
 /// The loaded datapath: programs verified and loaded into the kernel, maps
 /// created (or reused) and pinned.
 pub struct Datapath {
@@ -91,11 +106,20 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the embedded object with maps pinned under `pin_dir`.
     pub fn load(pin_dir: &Path) -> Result<Datapath, DatapathError> {
-        Datapath::load_object(object(), pin_dir)
+        Datapath::load_with(pin_dir, &LoadOptions::default())
+    }
+
+    /// Loads the embedded object with `options`.
+    pub fn load_with(pin_dir: &Path, options: &LoadOptions) -> Result<Datapath, DatapathError> {
+        Datapath::load_object(object(), pin_dir, options)
     }
 
     /// Loads `object` with maps pinned under `pin_dir`, and every program in it.
-    pub fn load_object(object: &[u8], pin_dir: &Path) -> Result<Datapath, DatapathError> {
+    pub fn load_object(
+        object: &[u8],
+        pin_dir: &Path,
+        options: &LoadOptions,
+    ) -> Result<Datapath, DatapathError> {
         std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
             path: pin_dir.to_path_buf(),
             source,
@@ -107,6 +131,11 @@ impl Datapath {
         }
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
+            .override_global(
+                "WEIR_MONITOR_AGGREGATION",
+                &options.monitor_aggregation,
+                true,
+            )
             .load(object)?;
         let mut datapath = Datapath {
             ebpf,

@@ -15,7 +15,7 @@ use ipnetwork::Ipv4Network;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 use weir_agent::agent::Agent;
-use weir_agent::datapath::{Datapath, Hook, SharedDatapath, DEFAULT_PIN_DIR};
+use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath, DEFAULT_PIN_DIR};
 use weir_agent::ipam::Ipam;
 use weir_agent::policy_api::SharedSnapshot;
 use weir_agent::reconcile::Reconciler;
@@ -70,6 +70,10 @@ struct Args {
     /// start of the key; any include keeps only included labels). Repeatable.
     #[arg(long = "label")]
     label_patterns: Vec<String>,
+    /// Which packets produce flow events: `medium` (drops, new connections,
+    /// TCP SYN/FIN/RST, policy verdicts) or `none` (every packet).
+    #[arg(long, default_value = "medium", value_parser = ["none", "medium"])]
+    monitor_aggregation: String,
     /// How often expired conntrack entries are removed (seconds).
     #[arg(long, default_value_t = 30)]
     conntrack_gc_interval_s: u64,
@@ -95,7 +99,13 @@ async fn run(args: Args) -> Result<()> {
     info!(node = %args.node_name, pod_cidr = %args.pod_cidr, "starting");
     node::enable_ipv4_forwarding().context("enabling IPv4 forwarding")?;
 
-    let mut datapath = Datapath::load(&args.bpffs_dir).with_context(|| {
+    let options = LoadOptions {
+        monitor_aggregation: match args.monitor_aggregation.as_str() {
+            "none" => weir_abi::events::AGGREGATION_NONE,
+            _ => weir_abi::events::AGGREGATION_MEDIUM,
+        },
+    };
+    let mut datapath = Datapath::load_with(&args.bpffs_dir, &options).with_context(|| {
         format!(
             "loading the datapath (pins in {})",
             args.bpffs_dir.display()

@@ -30,6 +30,8 @@ static EVENT_LOSS: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
 static WEIR_MONITOR_AGGREGATION: u8 = AGGREGATION_MEDIUM;
 
 const TCP_SYN_FIN_RST: u8 = 0x01 | 0x02 | 0x04;
+/// Not a `FlowEvent::ct_state` value: the packet bypassed conntrack.
+const CT_UNTRACKED: u8 = 0xff;
 
 /// What the program learned about a packet, for reporting.
 #[derive(Copy, Clone)]
@@ -45,12 +47,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report for a packet conntrack has not seen (no endpoint, not IP):
+    /// only a drop makes it reported.
     pub const fn new() -> Report {
         Report {
             flow: Flow::empty(),
             endpoint_id: 0,
             endpoint_identity: 0,
-            ct_state: CT_NEW,
+            ct_state: CT_UNTRACKED,
             policy_checked: false,
             match_type: MATCH_NONE,
         }
@@ -86,7 +90,9 @@ pub fn report(
 ) {
     let flow = &report.flow;
     let dropped = reason.is_drop();
-    let new_or_flags = report.ct_state == CT_NEW || flow.tcp_flags & TCP_SYN_FIN_RST != 0;
+    let tracked = report.ct_state != CT_UNTRACKED;
+    let new_or_flags =
+        tracked && (report.ct_state == CT_NEW || flow.tcp_flags & TCP_SYN_FIN_RST != 0);
     let verdict = report.policy_checked && report.ct_state == CT_NEW;
     if !dropped && !verdict && !new_or_flags && aggregation() != AGGREGATION_NONE {
         return;
@@ -139,7 +145,12 @@ pub fn report(
         tcp_flags: flow.tcp_flags,
         icmp_type: flow.icmp_type,
         flags,
-        ct_state: report.ct_state,
+        // Untracked packets are reported as established (no connection).
+        ct_state: if tracked {
+            report.ct_state
+        } else {
+            CT_ESTABLISHED
+        },
         match_type: report.match_type,
         verdict_reason: 0,
         pad0: [0; 4],

@@ -62,7 +62,6 @@ fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     };
     // On a node device nothing is tracked: only drops are reported (with
     // aggregation off, every packet).
-    report.ct_state = weir_abi::events::CT_ESTABLISHED;
     verdict(ctx, direction, reason, &report, false)
 }
 
