@@ -1,1 +1,26 @@
-//! weir-observer (in progress)
+//! Flows from datapath events: the event model, enrichment into Hubble
+//! `flow.Flow` messages, Hubble filter semantics, the flow ring and a
+//! Hubble-compatible `observer.Observer` gRPC server.
+//!
+//! The agent wires it as: ring-buffer record → [`DatapathEvent`] →
+//! [`Parser::parse`] (with its [`Enricher`]) → [`FlowRing::push`]; and
+//! [`serve`] an [`ObserverService`] over the same `Arc<FlowRing>` on
+//! `/var/run/weir/hubble.sock` (or TCP :4244) so `hubble observe` works.
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod filter;
+pub mod parser;
+pub mod proto;
+pub mod ring;
+pub mod server;
+#[cfg(test)]
+mod testutil;
+
+pub use event::{DatapathEvent, EventKind, PolicyDirection};
+pub use filter::{FilterError, FlowFilters};
+pub use parser::{
+    EndpointInfo, Enricher, NoEnrichment, Parser, ServiceInfo, WallClock, WorkloadInfo,
+};
+pub use ring::{FlowRing, Followed, Follower, Query, RingStatus, DEFAULT_CAPACITY};
+pub use server::{bind_unix, serve, Listener, NodeInfo, ObserverService, ServeError};

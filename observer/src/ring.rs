@@ -1,0 +1,191 @@
+//! The last N flows, plus a live feed of new ones for `follow` requests.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+
+use crate::filter::{FilterError, FlowFilters};
+use crate::proto::flow::Flow;
+use crate::proto::observer::GetFlowsRequest;
+
+/// Hubble's default `hubble-event-buffer-capacity`.
+pub const DEFAULT_CAPACITY: usize = 4095;
+
+/// Bounded history of flows, oldest evicted first.
+pub struct FlowRing {
+    inner: Mutex<Inner>,
+    feed: broadcast::Sender<Arc<Flow>>,
+    capacity: usize,
+    started: Instant,
+}
+
+struct Inner {
+    flows: VecDeque<Arc<Flow>>,
+    seen: u64,
+}
+
+/// Counters reported by `ServerStatus` and `GetNodes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingStatus {
+    pub num_flows: u64,
+    pub max_flows: u64,
+    pub seen_flows: u64,
+    pub uptime: Duration,
+}
+
+impl Default for FlowRing {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl FlowRing {
+    /// A ring keeping the last `capacity` flows (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        // Followers that fall this far behind are told how many they lost.
+        let (feed, _) = broadcast::channel(capacity.clamp(64, 16_384));
+        Self {
+            inner: Mutex::new(Inner {
+                flows: VecDeque::with_capacity(capacity),
+                seen: 0,
+            }),
+            feed,
+            capacity,
+            started: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the deque inconsistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Store a flow and hand it to every follower.
+    pub fn push(&self, flow: Flow) {
+        let flow = Arc::new(flow);
+        let mut inner = self.lock();
+        if inner.flows.len() == self.capacity {
+            inner.flows.pop_front();
+        }
+        inner.flows.push_back(flow.clone());
+        inner.seen += 1;
+        // Sent under the lock so a query's snapshot and its feed neither
+        // overlap nor leave a gap. No receivers is not an error.
+        let _ = self.feed.send(flow);
+    }
+
+    pub fn status(&self) -> RingStatus {
+        let inner = self.lock();
+        RingStatus {
+            num_flows: inner.flows.len() as u64,
+            max_flows: self.capacity as u64,
+            seen_flows: inner.seen,
+            uptime: self.started.elapsed(),
+        }
+    }
+
+    /// The stored flows answering `query`, oldest first, and a follower
+    /// for newer flows when the query asks to follow.
+    pub fn query(&self, query: Query) -> (Vec<Arc<Flow>>, Option<Follower>) {
+        let inner = self.lock();
+        let follower = query.follow.then(|| Follower {
+            feed: self.feed.subscribe(),
+            query: query.clone(),
+        });
+        let history = if query.number == 0 && query.follow && query.since.is_none() {
+            // `follow` without a count or start time means only new flows.
+            Vec::new()
+        } else {
+            let matching = inner.flows.iter().filter(|f| query.admits(f));
+            let n = if query.number == 0 {
+                usize::MAX
+            } else {
+                usize::try_from(query.number).unwrap_or(usize::MAX)
+            };
+            if query.first {
+                matching.take(n).cloned().collect()
+            } else {
+                let mut last: Vec<_> = matching.rev().take(n).cloned().collect();
+                last.reverse();
+                last
+            }
+        };
+        (history, follower)
+    }
+}
+
+/// What a GetFlows request selects.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub number: u64,
+    pub first: bool,
+    pub follow: bool,
+    pub since: Option<(i64, i32)>,
+    pub until: Option<(i64, i32)>,
+    pub filters: FlowFilters,
+}
+
+impl Query {
+    pub fn from_request(req: &GetFlowsRequest) -> Result<Self, FilterError> {
+        Ok(Self {
+            number: req.number,
+            first: req.first,
+            follow: req.follow,
+            since: req.since.map(|t| (t.seconds, t.nanos)),
+            until: req.until.map(|t| (t.seconds, t.nanos)),
+            filters: FlowFilters::new(&req.whitelist, &req.blacklist)?,
+        })
+    }
+
+    /// Inside the time window and passing the filters.
+    pub fn admits(&self, flow: &Flow) -> bool {
+        let t = flow_time(flow);
+        self.since.is_none_or(|s| t >= s)
+            && self.until.is_none_or(|u| t <= u)
+            && self.filters.matches(flow)
+    }
+
+    fn past_until(&self, flow: &Flow) -> bool {
+        self.until.is_some_and(|u| flow_time(flow) > u)
+    }
+}
+
+fn flow_time(flow: &Flow) -> (i64, i32) {
+    flow.time.map_or((0, 0), |t| (t.seconds, t.nanos))
+}
+
+/// Live flows for one `follow` request.
+pub struct Follower {
+    feed: broadcast::Receiver<Arc<Flow>>,
+    query: Query,
+}
+
+/// The next thing a follower sees.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Followed {
+    Flow(Arc<Flow>),
+    /// The follower fell behind and this many flows were skipped.
+    Lost(u64),
+    /// The ring is gone or a flow passed `until`.
+    Done,
+}
+
+impl Follower {
+    pub async fn next(&mut self) -> Followed {
+        loop {
+            match self.feed.recv().await {
+                Ok(flow) if self.query.past_until(&flow) => return Followed::Done,
+                Ok(flow) if self.query.admits(&flow) => return Followed::Flow(flow),
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => return Followed::Lost(n),
+                Err(broadcast::error::RecvError::Closed) => return Followed::Done,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! The Hubble-compatible `observer.Observer` gRPC service over a
+//! [`FlowRing`], served on a unix socket or a TCP address.
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::proto::flow::{Flow, LostEvent, LostEventSource};
+use crate::proto::observer::observer_server::{Observer, ObserverServer};
+use crate::proto::observer::{
+    get_flows_response, GetFlowsRequest, GetFlowsResponse, GetNodesRequest, GetNodesResponse, Node,
+    ServerStatusRequest, ServerStatusResponse,
+};
+use crate::ring::{FlowRing, Followed, Query};
+
+/// How many responses may queue per stream before the sender waits.
+const STREAM_BUFFER: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("binding {path}")]
+    Bind {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("gRPC server")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// This node as reported by `GetNodes` and in every response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub version: String,
+    /// Address of this API endpoint, as clients should dial it.
+    pub address: String,
+}
+
+/// The Observer service: answers from the ring it shares with the parser.
+#[derive(Clone)]
+pub struct ObserverService {
+    ring: Arc<FlowRing>,
+    node: NodeInfo,
+}
+
+impl ObserverService {
+    pub fn new(ring: Arc<FlowRing>, node: NodeInfo) -> Self {
+        Self { ring, node }
+    }
+
+    pub fn into_server(self) -> ObserverServer<Self> {
+        ObserverServer::new(self)
+    }
+}
+
+fn flow_response(flow: &Flow) -> GetFlowsResponse {
+    GetFlowsResponse {
+        node_name: flow.node_name.clone(),
+        time: flow.time,
+        response_types: Some(get_flows_response::ResponseTypes::Flow(flow.clone())),
+    }
+}
+
+fn lost_response(node: &str, lost: u64) -> GetFlowsResponse {
+    GetFlowsResponse {
+        node_name: node.to_string(),
+        time: Some(std::time::SystemTime::now().into()),
+        response_types: Some(get_flows_response::ResponseTypes::LostEvents(LostEvent {
+            source: LostEventSource::HubbleRingBuffer as i32,
+            num_events_lost: lost,
+            cpu: None,
+        })),
+    }
+}
+
+type FlowStream = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Observer for ObserverService {
+    type GetFlowsStream = FlowStream;
+
+    async fn get_flows(
+        &self,
+        request: Request<GetFlowsRequest>,
+    ) -> Result<Response<FlowStream>, Status> {
+        let query = Query::from_request(request.get_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (history, follower) = self.ring.query(query);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let node = self.node.name.clone();
+        tokio::spawn(async move {
+            for flow in history {
+                if tx.send(Ok(flow_response(&flow))).await.is_err() {
+                    return;
+                }
+            }
+            let Some(mut follower) = follower else {
+                return;
+            };
+            loop {
+                // Stop as soon as the client goes away, even if no flows come.
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = follower.next() => next,
+                };
+                let response = match next {
+                    Followed::Flow(flow) => flow_response(&flow),
+                    Followed::Lost(n) => lost_response(&node, n),
+                    Followed::Done => return,
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_nodes(
+        &self,
+        _request: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        let s = self.ring.status();
+        Ok(Response::new(GetNodesResponse {
+            nodes: vec![Node {
+                name: self.node.name.clone(),
+                version: self.node.version.clone(),
+                address: self.node.address.clone(),
+                tls: None,
+                uptime_ns: s.uptime.as_nanos() as u64,
+                num_flows: s.num_flows,
+                max_flows: s.max_flows,
+                seen_flows: s.seen_flows,
+            }],
+        }))
+    }
+
+    async fn server_status(
+        &self,
+        _request: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        let s = self.ring.status();
+        Ok(Response::new(ServerStatusResponse {
+            num_flows: s.num_flows,
+            max_flows: s.max_flows,
+            seen_flows: s.seen_flows,
+            uptime_ns: s.uptime.as_nanos() as u64,
+            // A single agent is its own only node.
+            num_connected_nodes: Some(1),
+            num_unavailable_nodes: Some(0),
+            unavailable_nodes: Vec::new(),
+            version: self.node.version.clone(),
+            flows_rate: 0.0,
+        }))
+    }
+}
+
+/// Where the service listens.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Bind a unix socket, replacing a stale socket file left by a previous run.
+pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    let err = |source| ServeError::Bind {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    UnixListener::bind(path).map_err(err)
+}
+
+/// Serve the Observer API until `shutdown` completes.
+pub async fn serve(
+    service: ObserverService,
+    listener: Listener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let router = tonic::transport::Server::builder().add_service(service.into_server());
+    match listener {
+        Listener::Tcp(l) => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown)
+                .await?
+        }
+        Listener::Unix(l) => {
+            router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown)
+                .await?
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

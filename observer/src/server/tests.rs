@@ -1,0 +1,251 @@
+//! The service over real sockets, driven by the generated Hubble client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+use super::*;
+use crate::proto::flow::{FlowFilter, Verdict};
+use crate::proto::observer::observer_client::ObserverClient;
+use crate::testutil::{flow, src_port};
+
+/// A running server; `stop` shuts it down and waits for it.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    fn start(ring: Arc<FlowRing>, listener: Listener) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = ObserverService::new(
+            ring,
+            NodeInfo {
+                name: "test-node".into(),
+                version: "weir-test".into(),
+                address: "local".into(),
+            },
+        );
+        let task = tokio::spawn(serve(service, listener, async {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn tcp_server(ring: Arc<FlowRing>) -> (Running, ObserverClient<Channel>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let running = Running::start(ring, Listener::Tcp(listener));
+    let client = ObserverClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    (running, client)
+}
+
+/// Ring with flows at seconds 1..=n, src port = second, even ones dropped.
+fn ring_with(n: u64) -> Arc<FlowRing> {
+    let ring = Arc::new(FlowRing::new(100));
+    for i in 1..=n {
+        ring.push(flow(i, i as u16, i % 2 == 0));
+    }
+    ring
+}
+
+async fn collect(client: &mut ObserverClient<Channel>, req: GetFlowsRequest) -> Vec<u32> {
+    let mut stream = client.get_flows(req).await.unwrap().into_inner();
+    let mut ports = Vec::new();
+    while let Some(msg) = stream.message().await.unwrap() {
+        match msg.response_types {
+            Some(get_flows_response::ResponseTypes::Flow(f)) => {
+                assert_eq!(msg.node_name, "test-node");
+                assert_eq!(msg.time, f.time);
+                ports.push(src_port(&f));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ports
+}
+
+fn ts(secs: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    })
+}
+
+#[tokio::test]
+async fn get_flows_number_and_first() {
+    let (server, mut client) = tcp_server(ring_with(10)).await;
+    let last = GetFlowsRequest {
+        number: 3,
+        ..Default::default()
+    };
+    assert_eq!(collect(&mut client, last).await, vec![8, 9, 10]);
+    let first = GetFlowsRequest {
+        number: 2,
+        first: true,
+        ..Default::default()
+    };
+    assert_eq!(collect(&mut client, first).await, vec![1, 2]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn get_flows_since_until() {
+    let (server, mut client) = tcp_server(ring_with(10)).await;
+    let req = GetFlowsRequest {
+        since: ts(4),
+        until: ts(6),
+        ..Default::default()
+    };
+    assert_eq!(collect(&mut client, req).await, vec![4, 5, 6]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn get_flows_whitelist_blacklist() {
+    let (server, mut client) = tcp_server(ring_with(10)).await;
+    let dropped = FlowFilter {
+        verdict: vec![Verdict::Dropped as i32],
+        ..Default::default()
+    };
+    let port = |p: &str| FlowFilter {
+        source_port: vec![p.to_string()],
+        ..Default::default()
+    };
+    let req = GetFlowsRequest {
+        whitelist: vec![dropped.clone(), port("3")],
+        blacklist: vec![port("4"), port("10")],
+        ..Default::default()
+    };
+    assert_eq!(collect(&mut client, req).await, vec![2, 3, 6, 8]);
+    let bad = GetFlowsRequest {
+        whitelist: vec![FlowFilter {
+            source_ip: vec!["not-an-ip".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let status = client.get_flows(bad).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn get_flows_follow_receives_new_flows() {
+    let ring = ring_with(5);
+    let (server, mut client) = tcp_server(ring.clone()).await;
+    let req = GetFlowsRequest {
+        number: 1,
+        follow: true,
+        whitelist: vec![FlowFilter {
+            verdict: vec![Verdict::Dropped as i32],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut stream = client.get_flows(req).await.unwrap().into_inner();
+    let port_of = |msg: GetFlowsResponse| match msg.response_types {
+        Some(get_flows_response::ResponseTypes::Flow(f)) => src_port(&f),
+        other => panic!("unexpected {other:?}"),
+    };
+    // The history arrives first, so the server is subscribed by now.
+    assert_eq!(port_of(stream.message().await.unwrap().unwrap()), 4);
+    ring.push(flow(41, 41, false)); // filtered out
+    ring.push(flow(42, 42, true));
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("followed flow within 5s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(port_of(next), 42);
+    drop(stream);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_status_and_nodes() {
+    let ring = Arc::new(FlowRing::new(4));
+    for i in 1..=6 {
+        ring.push(flow(i, i as u16, false));
+    }
+    let (server, mut client) = tcp_server(ring).await;
+    let s = client
+        .server_status(ServerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((s.num_flows, s.max_flows, s.seen_flows), (4, 4, 6));
+    assert!(s.uptime_ns > 0);
+    assert_eq!(s.num_connected_nodes, Some(1));
+    assert_eq!(s.version, "weir-test");
+    let nodes = client
+        .get_nodes(GetNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].name, "test-node");
+    assert_eq!((nodes[0].num_flows, nodes[0].seen_flows), (4, 6));
+    server.stop().await;
+}
+
+/// Removes the socket file even if the test fails.
+struct SocketPath(PathBuf);
+
+impl Drop for SocketPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn serves_on_a_unix_socket() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let path = SocketPath(std::env::temp_dir().join(format!(
+        "weir-observer-test-{}-{nanos}.sock",
+        std::process::id()
+    )));
+    // A stale file from an earlier run must not stop the bind.
+    std::fs::write(&path.0, b"stale").unwrap();
+    let listener = bind_unix(&path.0).unwrap();
+    let server = Running::start(ring_with(3), Listener::Unix(listener));
+
+    let socket = path.0.clone();
+    let channel = Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .unwrap();
+    let mut client = ObserverClient::new(channel);
+    let ports = collect(
+        &mut client,
+        GetFlowsRequest {
+            number: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ports, vec![2, 3]);
+    server.stop().await;
+}
