@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod ipam;
 pub mod ipcache;
 pub mod manifest;
+pub mod metrics_server;
 pub mod node;
 pub mod policy_api;
 pub mod policy_sync;

@@ -22,7 +22,7 @@ use weir_agent::reconcile::Reconciler;
 use weir_agent::shared::{self, SharedView};
 use weir_agent::source::ManifestDir;
 use weir_agent::state::StateStore;
-use weir_agent::{api, node};
+use weir_agent::{api, metrics_server, node};
 use weir_identity::{EtcdConfig, EtcdStore, NodeRecord, SharedStore};
 use weir_policy::LabelFilter;
 
@@ -74,6 +74,10 @@ struct Args {
     /// TCP SYN/FIN/RST, policy verdicts) or `none` (every packet).
     #[arg(long, default_value = "medium", value_parser = ["none", "medium"])]
     monitor_aggregation: String,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g.
+    /// 127.0.0.1:9962); off when not set.
+    #[arg(long)]
+    prometheus_address: Option<std::net::SocketAddr>,
     /// How often expired conntrack entries are removed (seconds).
     #[arg(long, default_value_t = 30)]
     conntrack_gc_interval_s: u64,
@@ -136,6 +140,18 @@ async fn run(args: Args) -> Result<()> {
 
     spawn_conntrack_gc(datapath.clone(), args.conntrack_gc_interval_s);
     let snapshot = SharedSnapshot::default();
+    if let Some(address) = args.prometheus_address {
+        let listener = metrics_server::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics address {address}"))?;
+        let metrics = metrics_server::AgentMetrics::new(datapath.clone(), snapshot.clone());
+        tokio::spawn(async move {
+            if let Err(error) = metrics_server::serve(listener, metrics).await {
+                warn!(%error, "metrics server stopped");
+            }
+        });
+        info!(%address, "serving /metrics and /healthz");
+    }
     if !args.etcd_endpoints.is_empty() {
         start_cluster_sync(&args, agent.clone(), datapath.clone(), snapshot.clone()).await?;
     }

@@ -762,3 +762,54 @@ mod events {
         );
     }
 }
+
+#[test]
+fn prometheus_metrics_count_what_the_datapath_counted() {
+    use weir_agent::datapath::SharedDatapath;
+    use weir_agent::metrics_server::{self, AgentMetrics};
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    for _ in 0..3 {
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80));
+    }
+    run(&mut datapath, ProgramKind::FromNetdev, &packets::ipv4_udp());
+    let shared = SharedDatapath::new(datapath);
+    let metrics = AgentMetrics::new(shared.clone(), Default::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = runtime.block_on(async {
+        let listener = metrics_server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(metrics_server::serve(listener, metrics));
+        let scrape = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response
+        };
+        assert!(scrape("/healthz").await.contains("ok"));
+        let body = scrape("/metrics").await;
+        server.abort();
+        body
+    });
+    assert!(
+        body.contains("weir_drop_count_total{direction=\"egress\",reason=\"Policy denied\"} 3"),
+        "{body}"
+    );
+    assert!(
+        body.contains("weir_forward_count_total{direction=\"ingress\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("weir_datapath_events_lost_total 0"), "{body}");
+}
