@@ -173,6 +173,17 @@ impl Datapath {
         Ok(metrics::read(&self.ebpf)?)
     }
 
+    /// Takes the event ring buffer out of the object, for a reader task.
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>, DatapathError> {
+        let name = weir_abi::map_names::EVENTS;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(tables::TableError::Missing(name))?;
+        aya::maps::RingBuf::try_from(map)
+            .map_err(|source| tables::TableError::Map { map: name, source }.into())
+    }
+
     /// The loaded object, for the typed map accessors in [`tables`].
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf

@@ -78,6 +78,15 @@ struct Args {
     /// 127.0.0.1:9962); off when not set.
     #[arg(long)]
     prometheus_address: Option<std::net::SocketAddr>,
+    /// Unix socket of the Hubble-compatible Observer API (mode 0600).
+    #[arg(long, default_value = "/var/run/weir/hubble.sock")]
+    hubble_socket: PathBuf,
+    /// Also serve the Observer API on this TCP address (e.g. 127.0.0.1:4244).
+    #[arg(long)]
+    hubble_address: Option<std::net::SocketAddr>,
+    /// Flows kept in memory.
+    #[arg(long, default_value_t = weir_observer::DEFAULT_CAPACITY)]
+    flow_ring_size: usize,
     /// How often expired conntrack entries are removed (seconds).
     #[arg(long, default_value_t = 30)]
     conntrack_gc_interval_s: u64,
@@ -140,6 +149,8 @@ async fn run(args: Args) -> Result<()> {
 
     spawn_conntrack_gc(datapath.clone(), args.conntrack_gc_interval_s);
     let snapshot = SharedSnapshot::default();
+    let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
+    start_observer(&args, agent.clone(), datapath.clone(), view.clone()).await?;
     if let Some(address) = args.prometheus_address {
         let listener = metrics_server::bind(address)
             .await
@@ -153,7 +164,14 @@ async fn run(args: Args) -> Result<()> {
         info!(%address, "serving /metrics and /healthz");
     }
     if !args.etcd_endpoints.is_empty() {
-        start_cluster_sync(&args, agent.clone(), datapath.clone(), snapshot.clone()).await?;
+        start_cluster_sync(
+            &args,
+            agent.clone(),
+            datapath.clone(),
+            snapshot.clone(),
+            view.clone(),
+        )
+        .await?;
     }
 
     let mut term = signal(SignalKind::terminate())?;
@@ -180,6 +198,7 @@ async fn start_cluster_sync(
     agent: Arc<Agent<SharedDatapath>>,
     datapath: SharedDatapath,
     snapshot: SharedSnapshot,
+    view: Arc<std::sync::Mutex<SharedView>>,
 ) -> Result<()> {
     let node_ip = args
         .node_ip
@@ -200,7 +219,6 @@ async fn start_cluster_sync(
         })
         .await
         .context("publishing the node record")?;
-    let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
     shared::start_watches(store.clone(), view.clone())
         .await
         .context("watching the shared store")?;
@@ -261,4 +279,64 @@ fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
             }
         }
     });
+}
+
+/// Flows: read datapath events into the flow ring and serve the Observer API
+/// on the unix socket (and a TCP address if configured).
+async fn start_observer(
+    args: &Args,
+    agent: Arc<Agent<SharedDatapath>>,
+    datapath: SharedDatapath,
+    view: Arc<std::sync::Mutex<SharedView>>,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Parser};
+
+    let ring = Arc::new(FlowRing::new(args.flow_ring_size.max(1)));
+    let events = datapath
+        .lock()
+        .take_events()
+        .context("the event ring buffer")?;
+    let enricher = Arc::new(weir_agent::flows::AgentEnricher { agent, view });
+    let parser = Parser::new(
+        args.node_name.clone(),
+        enricher,
+        weir_agent::flows::wall_clock(),
+    );
+    tokio::spawn(weir_agent::flows::run(events, parser, ring.clone()));
+
+    let node = |address: String| NodeInfo {
+        name: args.node_name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        address,
+    };
+    if let Some(dir) = args.hubble_socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let unix = weir_observer::bind_unix(&args.hubble_socket)?;
+    std::fs::set_permissions(&args.hubble_socket, std::fs::Permissions::from_mode(0o600))?;
+    let service =
+        ObserverService::new(ring.clone(), node(args.hubble_socket.display().to_string()));
+    tokio::spawn(async move {
+        if let Err(error) =
+            weir_observer::serve(service, Listener::Unix(unix), std::future::pending()).await
+        {
+            warn!(%error, "observer API (unix socket) stopped");
+        }
+    });
+    if let Some(address) = args.hubble_address {
+        let tcp = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the observer address {address}"))?;
+        let service = ObserverService::new(ring, node(address.to_string()));
+        tokio::spawn(async move {
+            if let Err(error) =
+                weir_observer::serve(service, Listener::Tcp(tcp), std::future::pending()).await
+            {
+                warn!(%error, "observer API (TCP) stopped");
+            }
+        });
+    }
+    info!(socket = %args.hubble_socket.display(), "serving the Observer API");
+    Ok(())
 }

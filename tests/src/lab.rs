@@ -117,6 +117,11 @@ impl std::fmt::Display for Applied {
     }
 }
 
+/// A node's Observer API socket (beside its agent API socket).
+pub fn hubble_socket(node: &NodeRecord) -> PathBuf {
+    node.api_socket.with_file_name("hubble.sock")
+}
+
 pub fn lab_dir(name: &str) -> PathBuf {
     Path::new(LAB_ROOT).join(name)
 }
@@ -435,6 +440,8 @@ impl Lab {
             format!("http://{ETCD_IP}:{ETCD_CLIENT_PORT}"),
             "--manifests-dir".into(),
             self.manifests_dir().display().to_string(),
+            "--hubble-socket".into(),
+            hubble_socket(node).display().to_string(),
         ];
         let _ = std::fs::remove_file(&node.api_socket);
         let log = self.dir.join(&node.name).join("agent.log");

@@ -32,7 +32,8 @@ pub async fn connect_policy(
     Ok(v1::policy_client::PolicyClient::new(channel(path).await?))
 }
 
-async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
+/// A gRPC channel over the unix socket at `path`.
+pub async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path: PathBuf = path.to_path_buf();
     // The URI is required by the API but unused: the connector dials the socket.
     let channel = Endpoint::try_from("http://[::1]:50051")?

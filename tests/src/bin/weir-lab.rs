@@ -200,9 +200,18 @@ fn main() -> Result<()> {
                 .node(&node)
                 .with_context(|| format!("no node {node}"))?;
             let weir = Binaries::locate()?.agent.with_file_name("weir");
-            let status = std::process::Command::new(&weir)
-                .arg("--socket")
-                .arg(&record.api_socket)
+            // `observe` talks to the node's Observer API socket.
+            let mut command = std::process::Command::new(&weir);
+            command.arg("--socket").arg(&record.api_socket);
+            let mut args = args.clone();
+            if args.first().map(String::as_str) == Some("observe") {
+                args.insert(1, "--server".into());
+                args.insert(
+                    2,
+                    weir_tests::lab::hubble_socket(record).display().to_string(),
+                );
+            }
+            let status = command
                 .args(&args)
                 .status()
                 .with_context(|| format!("run {}", weir.display()))?;

@@ -6,6 +6,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use weir_agent_api::v1;
 
+mod observe;
+
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Inspect a Weir agent")]
 struct Cli {
@@ -31,6 +33,45 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Flows seen by this node's datapath (Hubble's `observe`).
+    Observe(ObserveArgs),
+}
+
+#[derive(clap::Args)]
+struct ObserveArgs {
+    /// The Observer API's unix socket.
+    #[arg(long, default_value = "/var/run/weir/hubble.sock")]
+    server: PathBuf,
+    /// Keep streaming new flows.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Show the last N flows (default 20 unless following).
+    #[arg(long)]
+    last: Option<u64>,
+    /// Only flows from this pod (`NAMESPACE/POD`, or `NAMESPACE/` for all).
+    #[arg(long)]
+    from_pod: Vec<String>,
+    /// Only flows to this pod.
+    #[arg(long)]
+    to_pod: Vec<String>,
+    /// Only flows from or to this namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// FORWARDED, DROPPED, ...
+    #[arg(long)]
+    verdict: Vec<String>,
+    /// drop, trace or policy-verdict.
+    #[arg(long = "type")]
+    event_type: Vec<String>,
+    /// tcp, udp, icmp, ...
+    #[arg(long)]
+    protocol: Vec<String>,
+    /// Source or destination port.
+    #[arg(long)]
+    port: Vec<String>,
+    /// Only flows newer than this many seconds.
+    #[arg(long)]
+    since_seconds: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -64,10 +105,14 @@ fn pod_ref(text: &str) -> Result<v1::PolicyPodRef> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Observe(args) = &cli.command {
+        return observe::run(args, cli.output == Output::Json).await;
+    }
     let mut client = weir_agent_api::connect_policy(&cli.socket)
         .await
         .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
     match cli.command {
+        Command::Observe(_) => unreachable!("handled above"),
         Command::Policy {
             command: PolicyCommand::Get,
         } => {

@@ -1,0 +1,169 @@
+//! From the datapath's event ring buffer to Hubble flows: decode each
+//! `FlowEvent`, enrich it with what the agent knows (pods, namespaces,
+//! identities), keep it in the flow ring, and serve the ring with the
+//! Observer API.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tracing::warn;
+use weir_abi::events::*;
+use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::FlowEvent;
+use weir_observer::parser::{EndpointInfo, Enricher, WallClock};
+use weir_observer::{DatapathEvent, EventKind, FlowRing, Parser, PolicyDirection};
+
+use crate::agent::Agent;
+use crate::datapath::SharedDatapath;
+use crate::shared::SharedView;
+
+fn address(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        IpAddr::from(*bytes)
+    }
+}
+
+/// The observer's view of one datapath record.
+pub fn decode(event: &FlowEvent) -> DatapathEvent {
+    let ingress = event.flags & FlowEvent::FLAG_INGRESS != 0;
+    let reply = event.flags & FlowEvent::FLAG_REPLY != 0;
+    let kind = match event.kind {
+        EVENT_DROP => EventKind::Drop {
+            reason: event.subtype,
+        },
+        EVENT_POLICY_VERDICT => EventKind::PolicyVerdict {
+            allowed: event.verdict_reason == 0,
+            audited: false,
+            direction: if ingress {
+                PolicyDirection::Ingress
+            } else {
+                PolicyDirection::Egress
+            },
+            match_type: event.match_type,
+            reason: event.verdict_reason,
+        },
+        _ => EventKind::Trace {
+            observation_point: event.subtype,
+            reason: match event.ct_state {
+                CT_NEW => weir_observer::event::trace_reason::POLICY,
+                CT_REPLY => weir_observer::event::trace_reason::CT_REPLY,
+                _ => weir_observer::event::trace_reason::CT_ESTABLISHED,
+            },
+        },
+    };
+    let (src_port, dst_port) = (
+        u16::from_be_bytes(event.sport),
+        u16::from_be_bytes(event.dport),
+    );
+    DatapathEvent {
+        kind,
+        timestamp_ns: event.timestamp_ns,
+        ifindex: event.ifindex,
+        endpoint_id: event.endpoint_id,
+        src_ip: address(event.family, &event.saddr),
+        dst_ip: address(event.family, &event.daddr),
+        protocol: event.protocol,
+        src_port,
+        dst_port,
+        tcp_flags: u16::from(event.tcp_flags),
+        icmp_type: event.icmp_type,
+        icmp_code: 0,
+        src_identity: event.src_identity,
+        dst_identity: event.dst_identity,
+        is_reply: if event.family == 0 { None } else { Some(reply) },
+        packet_len: event.len,
+    }
+}
+
+/// Enrichment from the agent's own state: local endpoints (with their ids),
+/// every pod address in the cluster (endpoint records), identity labels.
+pub struct AgentEnricher {
+    pub agent: Arc<Agent<SharedDatapath>>,
+    pub view: Arc<Mutex<SharedView>>,
+}
+
+impl Enricher for AgentEnricher {
+    fn endpoint_by_ip(&self, ip: IpAddr) -> Option<EndpointInfo> {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let record = view.endpoints.get(&ip)?;
+        let labels = view
+            .identities
+            .get(&record.identity)
+            .map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default();
+        let id = match ip {
+            IpAddr::V4(v4) => self
+                .agent
+                .endpoints()
+                .iter()
+                .find(|e| e.ipv4 == v4)
+                .map_or(0, |e| u32::from(e.id)),
+            IpAddr::V6(_) => 0,
+        };
+        Some(EndpointInfo {
+            id,
+            identity: record.identity,
+            namespace: record.namespace.clone(),
+            pod_name: record.pod.clone(),
+            labels,
+            workloads: Vec::new(),
+        })
+    }
+
+    fn identity_labels(&self, identity: u32) -> Vec<String> {
+        if let Some(name) = weir_identity::reserved::reserved_name(identity) {
+            return vec![name.to_string()];
+        }
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        view.identities
+            .get(&identity)
+            .map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A wall clock for converting `bpf_ktime_get_ns` stamps.
+pub fn wall_clock() -> WallClock {
+    WallClock::from_sample(
+        crate::datapath::tables::monotonic_now_ns(),
+        SystemTime::now(),
+    )
+}
+
+/// Reads the ring buffer as events arrive and pushes flows into `ring`.
+pub async fn run(ring_buffer: RingBuf<MapData>, parser: Parser, ring: Arc<FlowRing>) {
+    // SAFETY: the RingBuf owns its map's file descriptor for as long as the
+    // AsyncFd owns the RingBuf, and always reports that same descriptor.
+    let mut fd = match unsafe { AsyncFd::register(ring_buffer) } {
+        Ok(fd) => fd,
+        Err(error) => {
+            warn!(error = %error, "cannot poll the event ring buffer; no flows");
+            return;
+        }
+    };
+    loop {
+        let mut guard = match fd.readable_mut().await {
+            Ok(guard) => guard,
+            Err(error) => {
+                warn!(%error, "event ring buffer");
+                return;
+            }
+        };
+        let events = guard.get_inner_mut();
+        while let Some(item) = events.next() {
+            if item.len() < std::mem::size_of::<FlowEvent>() {
+                continue;
+            }
+            // SAFETY: the record holds a FlowEvent's bytes (checked above);
+            // FlowEvent is plain old data; read_unaligned needs no alignment.
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+            ring.push(parser.parse(&decode(&event)));
+        }
+        guard.clear_ready();
+    }
+}
