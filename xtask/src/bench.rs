@@ -27,6 +27,11 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// Flows per second decoded, enriched and stored on one core.
+    Flows {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u32,
+    },
     /// Policy propagation: `lab apply` to enforcement on every node.
     Propagation {
         #[arg(long, default_value_t = 10)]
@@ -47,6 +52,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     setup::run()?;
     build::build_datapath()?;
     match &args.which {
+        Bench::Flows { events } => {
+            step("flow decoding and enrichment");
+            cmd::run(
+                cmd::cargo(None)
+                    .args([
+                        "run",
+                        "--release",
+                        "--quiet",
+                        "-p",
+                        "weir-tests",
+                        "--bin",
+                        "weir-bench",
+                    ])
+                    .args(["--", "flows", "--events", &events.to_string()]),
+            )
+        }
         Bench::Propagation { runs } => {
             step("policy propagation in the lab");
             cmd::run(cmd::cargo(None).args(["build", "--release", "--workspace", "--bins"]))?;
