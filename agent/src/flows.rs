@@ -136,7 +136,12 @@ pub fn wall_clock() -> WallClock {
 }
 
 /// Reads the ring buffer as events arrive and pushes flows into `ring`.
-pub async fn run(ring_buffer: RingBuf<MapData>, parser: Parser, ring: Arc<FlowRing>) {
+pub async fn run(
+    ring_buffer: RingBuf<MapData>,
+    parser: Parser,
+    ring: Arc<FlowRing>,
+    metrics: crate::flow_metrics::FlowMetrics,
+) {
     // SAFETY: the RingBuf owns its map's file descriptor for as long as the
     // AsyncFd owns the RingBuf, and always reports that same descriptor.
     let mut fd = match unsafe { AsyncFd::register(ring_buffer) } {
@@ -162,7 +167,9 @@ pub async fn run(ring_buffer: RingBuf<MapData>, parser: Parser, ring: Arc<FlowRi
             // SAFETY: the record holds a FlowEvent's bytes (checked above);
             // FlowEvent is plain old data; read_unaligned needs no alignment.
             let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
-            ring.push(parser.parse(&decode(&event)));
+            let flow = parser.parse(&decode(&event));
+            metrics.observe(&flow);
+            ring.push(flow);
         }
         guard.clear_ready();
     }

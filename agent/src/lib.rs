@@ -12,6 +12,7 @@ pub mod agent;
 pub mod api;
 pub mod datapath;
 pub mod endpoints;
+pub mod flow_metrics;
 pub mod flows;
 pub mod ipam;
 pub mod ipcache;

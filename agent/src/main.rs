@@ -150,12 +150,21 @@ async fn run(args: Args) -> Result<()> {
     spawn_conntrack_gc(datapath.clone(), args.conntrack_gc_interval_s);
     let snapshot = SharedSnapshot::default();
     let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
-    start_observer(&args, agent.clone(), datapath.clone(), view.clone()).await?;
+    let registry = prometheus::Registry::new();
+    start_observer(
+        &args,
+        agent.clone(),
+        datapath.clone(),
+        view.clone(),
+        &registry,
+    )
+    .await?;
     if let Some(address) = args.prometheus_address {
         let listener = metrics_server::bind(address)
             .await
             .with_context(|| format!("binding the metrics address {address}"))?;
-        let metrics = metrics_server::AgentMetrics::new(datapath.clone(), snapshot.clone());
+        let metrics =
+            metrics_server::AgentMetrics::new(datapath.clone(), snapshot.clone(), registry.clone());
         tokio::spawn(async move {
             if let Err(error) = metrics_server::serve(listener, metrics).await {
                 warn!(%error, "metrics server stopped");
@@ -288,6 +297,7 @@ async fn start_observer(
     agent: Arc<Agent<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<std::sync::Mutex<SharedView>>,
+    registry: &prometheus::Registry,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Parser};
@@ -303,7 +313,13 @@ async fn start_observer(
         enricher,
         weir_agent::flows::wall_clock(),
     );
-    tokio::spawn(weir_agent::flows::run(events, parser, ring.clone()));
+    let metrics = weir_agent::flow_metrics::FlowMetrics::new(registry);
+    tokio::spawn(weir_agent::flows::run(
+        events,
+        parser,
+        ring.clone(),
+        metrics,
+    ));
 
     let node = |address: String| NodeInfo {
         name: args.node_name.clone(),

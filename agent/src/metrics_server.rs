@@ -54,8 +54,13 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 impl AgentMetrics {
-    pub fn new(datapath: SharedDatapath, policy: SharedSnapshot) -> Arc<AgentMetrics> {
-        let registry = Registry::new();
+    /// The agent's families, registered into `registry` (which may already
+    /// hold others, such as the flow metrics).
+    pub fn new(
+        datapath: SharedDatapath,
+        policy: SharedSnapshot,
+        registry: Registry,
+    ) -> Arc<AgentMetrics> {
         Arc::new(AgentMetrics {
             forward_count: counter(
                 &registry,

@@ -38,6 +38,8 @@ const UNDERLAY_PREFIX: [u8; 3] = [10, 77, 0];
 /// node namespace and from nothing else).
 const ETCD_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const ETCD_CLIENT_PORT: u16 = 2379;
+/// Each agent serves /metrics on its node's underlay address at this port.
+pub const METRICS_PORT: u16 = 9962;
 const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The lab's "outside world": a namespace on the underlay at this address,
 /// serving on WORLD_ADDRESSES (documentation prefixes, never routed beyond
@@ -442,6 +444,8 @@ impl Lab {
             self.manifests_dir().display().to_string(),
             "--hubble-socket".into(),
             hubble_socket(node).display().to_string(),
+            "--prometheus-address".into(),
+            format!("{}:{METRICS_PORT}", node.underlay_ip),
         ];
         let _ = std::fs::remove_file(&node.api_socket);
         let log = self.dir.join(&node.name).join("agent.log");

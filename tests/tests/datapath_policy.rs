@@ -773,7 +773,7 @@ fn prometheus_metrics_count_what_the_datapath_counted() {
     }
     run(&mut datapath, ProgramKind::FromNetdev, &packets::ipv4_udp());
     let shared = SharedDatapath::new(datapath);
-    let metrics = AgentMetrics::new(shared.clone(), Default::default());
+    let metrics = AgentMetrics::new(shared.clone(), Default::default(), prometheus_registry());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -812,4 +812,8 @@ fn prometheus_metrics_count_what_the_datapath_counted() {
         "{body}"
     );
     assert!(body.contains("weir_datapath_events_lost_total 0"), "{body}");
+}
+
+fn prometheus_registry() -> prometheus::Registry {
+    prometheus::Registry::new()
 }

@@ -30,6 +30,27 @@ fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// GET /metrics of `node`'s agent, from inside the node's namespace.
+fn scrape(lab: &TestLab, node: &str) -> String {
+    use std::io::{Read, Write};
+    let record = lab.state().node(node).unwrap().clone();
+    let address = std::net::SocketAddr::from((record.underlay_ip, weir_tests::lab::METRICS_PORT));
+    weir_tests::netns::run_in(&record.netns, move || {
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .unwrap()
+}
+
 fn pod(flow: &serde_json::Value, side: &str) -> String {
     format!(
         "{}/{}",
@@ -126,6 +147,22 @@ fn denied_and_allowed_connections_show_up_as_flows() {
         replies.iter().any(|f| f["source_port"] == 80),
         "reply flows: {replies:?}"
     );
+
+    // The same drop moved the node's metrics, datapath and Hubble ones.
+    let metrics = scrape(&lab, "n1");
+    for needle in [
+        "weir_drop_count_total{direction=\"ingress\",reason=\"Policy denied\"}",
+        "hubble_drop_total{protocol=\"TCP\",reason=\"POLICY_DENIED\"}",
+        "hubble_policy_verdicts_total{action=\"dropped\"",
+        "hubble_flows_processed_total{subtype=\"\",type=\"Drop\",verdict=\"DROPPED\"}",
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("{needle} missing:\n{metrics}"));
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value >= 1.0, "{line}");
+    }
 
     // Filters select exactly: x/c never talked to z/a.
     assert!(observe(&lab, "n1", &["--from-pod", "x/c", "--to-pod", "z/a"]).is_empty());
