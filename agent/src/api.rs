@@ -32,6 +32,7 @@ impl<D: EndpointDatapath> EndpointsService<D> {
 pub async fn serve<D: EndpointDatapath + 'static>(
     agent: Arc<Agent<D>>,
     policy: crate::policy_api::SharedSnapshot,
+    inspect: crate::inspect_api::InspectService,
     socket: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -48,6 +49,9 @@ pub async fn serve<D: EndpointDatapath + 'static>(
         .add_service(EndpointsServer::new(EndpointsService::new(agent)))
         .add_service(weir_agent_api::v1::policy_server::PolicyServer::new(
             crate::policy_api::PolicyService::new(policy),
+        ))
+        .add_service(weir_agent_api::v1::inspect_server::InspectServer::new(
+            inspect,
         ))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await

@@ -14,6 +14,7 @@ pub mod datapath;
 pub mod endpoints;
 pub mod flow_metrics;
 pub mod flows;
+pub mod inspect_api;
 pub mod ipam;
 pub mod ipcache;
 pub mod manifest;

@@ -193,7 +193,14 @@ async fn run(args: Args) -> Result<()> {
         info!("shutting down; programs stay attached");
     };
     info!(socket = %args.api_socket.display(), "serving the local API");
-    api::serve(agent, snapshot, &args.api_socket, shutdown)
+    let inspect = weir_agent::inspect_api::InspectService {
+        node_name: args.node_name.clone(),
+        agent: agent.clone(),
+        datapath: datapath.clone(),
+        policy: snapshot.clone(),
+        view,
+    };
+    api::serve(agent, snapshot, inspect, &args.api_socket, shutdown)
         .await
         .context("serving the local API")?;
     let _ = std::fs::remove_file(&args.api_socket);

@@ -164,6 +164,41 @@ fn denied_and_allowed_connections_show_up_as_flows() {
         assert!(value >= 1.0, "{line}");
     }
 
+    // The node CLI sees the same state.
+    let weir = |args: &[&str]| -> String {
+        let record = lab.state().node("n1").unwrap();
+        let binary = weir_tests::lab::Binaries::locate()
+            .unwrap()
+            .agent
+            .with_file_name("weir");
+        let out = std::process::Command::new(binary)
+            .arg("--socket")
+            .arg(&record.api_socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "weir {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = weir(&["status"]);
+    assert!(
+        status.contains("datapath:    ok") && status.contains("kvstore:     synced"),
+        "{status}"
+    );
+    assert!(status.contains("map weir_conntrack"), "{status}");
+    let x_a = lab.pod("x/a").unwrap().ip.to_string();
+    assert!(
+        weir(&["bpf", "ct", "list"]).contains(&format!("{x_a}:80")),
+        "the y/a -> x/a connection is tracked"
+    );
+    assert!(weir(&["bpf", "ipcache", "list"]).contains(&format!("{x_a}/32")));
+    assert!(weir(&["endpoint", "list"]).contains("x/a"));
+    assert!(weir(&["identity", "list"]).contains("k8s:pod=a"));
+
     // Filters select exactly: x/c never talked to z/a.
     assert!(observe(&lab, "n1", &["--from-pod", "x/c", "--to-pod", "z/a"]).is_empty());
     // Every flow of a namespace filter involves that namespace.

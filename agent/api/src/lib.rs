@@ -25,6 +25,13 @@ pub async fn connect(
     ))
 }
 
+/// A client of the agent's inspection API on the unix socket at `path`.
+pub async fn connect_inspect(
+    path: &Path,
+) -> Result<v1::inspect_client::InspectClient<Channel>, tonic::transport::Error> {
+    Ok(v1::inspect_client::InspectClient::new(channel(path).await?))
+}
+
 /// A client of the agent's policy API on the unix socket at `path`.
 pub async fn connect_policy(
     path: &Path,

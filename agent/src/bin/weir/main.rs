@@ -35,6 +35,42 @@ enum Command {
     },
     /// Flows seen by this node's datapath (Hubble's `observe`).
     Observe(ObserveArgs),
+    /// Agent health: datapath, map fill, endpoints, identities, policy, event loss.
+    Status,
+    /// Local endpoints.
+    Endpoint {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Identities known to this agent.
+    Identity {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Content of the datapath maps.
+    Bpf {
+        #[command(subcommand)]
+        command: BpfCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    List,
+}
+
+#[derive(Subcommand)]
+enum BpfCommand {
+    /// The ipcache: prefix -> identity.
+    Ipcache {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Connection tracking entries.
+    Ct {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -104,15 +140,34 @@ fn pod_ref(text: &str) -> Result<v1::PolicyPodRef> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
+    // Behave like other CLIs in a pipeline: `weir ... | head` ends quietly.
+    // SAFETY: restoring the default disposition of SIGPIPE before any other
+    // thread or handler exists.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = Cli::parse();
-    if let Command::Observe(args) = &cli.command {
-        return observe::run(args, cli.output == Output::Json).await;
+    let json = cli.output == Output::Json;
+    match &cli.command {
+        Command::Observe(args) => return observe::run(args, json).await,
+        Command::Status | Command::Identity { .. } | Command::Bpf { .. } => {
+            return inspect(&cli, json).await;
+        }
+        Command::Endpoint { .. } => return endpoints(&cli, json).await,
+        Command::Policy { .. } => {}
     }
     let mut client = weir_agent_api::connect_policy(&cli.socket)
         .await
         .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
     match cli.command {
-        Command::Observe(_) => unreachable!("handled above"),
+        Command::Observe(_)
+        | Command::Status
+        | Command::Endpoint { .. }
+        | Command::Identity { .. }
+        | Command::Bpf { .. } => unreachable!("handled above"),
         Command::Policy {
             command: PolicyCommand::Get,
         } => {
@@ -223,4 +278,166 @@ fn json_policy(response: &v1::GetPolicyResponse) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "map_entries": response.map_entries,
     })
+}
+
+async fn endpoints(cli: &Cli, json: bool) -> Result<()> {
+    let mut client = weir_agent_api::connect(&cli.socket)
+        .await
+        .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
+    let response = client
+        .list_endpoints(v1::ListEndpointsRequest {})
+        .await?
+        .into_inner();
+    if json {
+        let rows: Vec<serde_json::Value> = response
+            .endpoints
+            .iter()
+            .map(|e| {
+                let pod = e.pod.clone().unwrap_or_default();
+                serde_json::json!({"id": e.id, "pod": format!("{}/{}", pod.namespace, pod.name),
+                    "ipv4": e.ipv4, "host_ifname": e.host_ifname, "host_ifindex": e.host_ifindex, "mac": e.mac})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<6} {:<30} {:<18} {:<16} MAC",
+        "ID", "POD", "IPV4", "HOST IF"
+    );
+    for e in &response.endpoints {
+        let pod = e.pod.clone().unwrap_or_default();
+        println!(
+            "{:<6} {:<30} {:<18} {:<16} {}",
+            e.id,
+            format!("{}/{}", pod.namespace, pod.name),
+            e.ipv4,
+            e.host_ifname,
+            e.mac
+        );
+    }
+    Ok(())
+}
+
+async fn inspect(cli: &Cli, json: bool) -> Result<()> {
+    let mut client = weir_agent_api::connect_inspect(&cli.socket)
+        .await
+        .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
+    match &cli.command {
+        Command::Status => {
+            let s = client.status(v1::StatusRequest2 {}).await?.into_inner();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "node": s.node_name, "datapath_loaded": s.datapath_loaded,
+                        "endpoints": s.endpoints, "identities": s.identities,
+                        "policies_in_force": s.policies_in_force, "policies_rejected": s.policies_rejected,
+                        "policy_map_entries": s.policy_map_entries, "events_lost": s.events_lost,
+                        "kvstore_synced": s.kvstore_synced,
+                        "maps": s.maps.iter().map(|m| serde_json::json!({"name": m.name, "entries": m.entries, "capacity": m.capacity})).collect::<Vec<_>>(),
+                    })
+                );
+            } else {
+                println!("node:        {}", s.node_name);
+                println!(
+                    "datapath:    {}",
+                    if s.datapath_loaded {
+                        "ok"
+                    } else {
+                        "not loaded"
+                    }
+                );
+                println!(
+                    "kvstore:     {}",
+                    if s.kvstore_synced {
+                        "synced"
+                    } else {
+                        "not synced"
+                    }
+                );
+                println!("endpoints:   {}", s.endpoints);
+                println!("identities:  {}", s.identities);
+                println!(
+                    "policies:    {} in force, {} rejected, {} map entries",
+                    s.policies_in_force, s.policies_rejected, s.policy_map_entries
+                );
+                println!("events lost: {}", s.events_lost);
+                for m in &s.maps {
+                    let pct = if m.capacity == 0 {
+                        0.0
+                    } else {
+                        100.0 * m.entries as f64 / m.capacity as f64
+                    };
+                    println!(
+                        "map {:<16} {:>7} / {:<7} ({pct:.1}%)",
+                        m.name, m.entries, m.capacity
+                    );
+                }
+            }
+        }
+        Command::Identity { .. } => {
+            let r = client
+                .list_identities(v1::ListRequest {})
+                .await?
+                .into_inner();
+            for i in &r.identities {
+                if json {
+                    println!("{}", serde_json::json!({"id": i.id, "labels": i.labels}));
+                } else {
+                    println!("{:<10} {}", i.id, i.labels.join(" "));
+                }
+            }
+        }
+        Command::Bpf {
+            command: BpfCommand::Ipcache { .. },
+        } => {
+            let r = client.list_ipcache(v1::ListRequest {}).await?.into_inner();
+            for e in &r.entries {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"prefix": e.prefix, "identity": e.identity, "node_ip": e.node_ip})
+                    );
+                } else {
+                    println!(
+                        "{:<22} identity={:<10} node={}",
+                        e.prefix, e.identity, e.node_ip
+                    );
+                }
+            }
+        }
+        Command::Bpf {
+            command: BpfCommand::Ct { .. },
+        } => {
+            let r = client
+                .list_conntrack(v1::ListRequest {})
+                .await?
+                .into_inner();
+            for e in &r.entries {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"scope": e.scope, "protocol": e.protocol, "source": e.source,
+                        "destination": e.destination, "expires_in_seconds": e.expires_in_seconds,
+                        "packets_forward": e.packets_forward, "packets_reply": e.packets_reply, "tcp_flags": e.tcp_flags})
+                    );
+                } else {
+                    println!(
+                        "{:<7} {:<6} {} -> {} expires {}s fwd={} rev={} {}",
+                        e.scope,
+                        e.protocol,
+                        e.source,
+                        e.destination,
+                        e.expires_in_seconds,
+                        e.packets_forward,
+                        e.packets_reply,
+                        e.tcp_flags
+                    );
+                }
+            }
+        }
+        _ => unreachable!("not an inspection command"),
+    }
+    Ok(())
 }

@@ -1,0 +1,189 @@
+//! The inspection API behind `weir status`, `weir identity list`,
+//! `weir bpf ipcache list` and `weir bpf ct list`.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tonic::{Request, Response, Status};
+use weir_abi::conntrack::CT_SCOPE_EGRESS;
+use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::{map_names, CtEntry};
+use weir_agent_api::v1;
+use weir_agent_api::v1::inspect_server::Inspect;
+
+use crate::agent::Agent;
+use crate::datapath::{tables, SharedDatapath};
+use crate::policy_api::SharedSnapshot;
+use crate::shared::SharedView;
+
+pub struct InspectService {
+    pub node_name: String,
+    pub agent: Arc<Agent<SharedDatapath>>,
+    pub datapath: SharedDatapath,
+    pub policy: SharedSnapshot,
+    pub view: Arc<Mutex<SharedView>>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn capacity(pin_dir: &std::path::Path, name: &str) -> u64 {
+    aya::maps::MapInfo::from_pin(pin_dir.join(name))
+        .map(|info| u64::from(info.max_entries()))
+        .unwrap_or(0)
+}
+
+fn ip(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        IpAddr::from(*bytes)
+    }
+}
+
+fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        1 => "ICMP".into(),
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        58 => "ICMPv6".into(),
+        132 => "SCTP".into(),
+        other => other.to_string(),
+    }
+}
+
+fn tcp_flags(flags: u8) -> String {
+    let names = [
+        (CtEntry::TCP_SYN, "SYN"),
+        (CtEntry::TCP_ACK, "ACK"),
+        (CtEntry::TCP_FIN, "FIN"),
+        (CtEntry::TCP_RST, "RST"),
+    ];
+    names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+#[tonic::async_trait]
+impl Inspect for InspectService {
+    async fn status(
+        &self,
+        _request: Request<v1::StatusRequest2>,
+    ) -> Result<Response<v1::AgentStatus>, Status> {
+        let mut datapath = self.datapath.lock();
+        let pin_dir = datapath.pin_dir().to_path_buf();
+        let ebpf = datapath.ebpf_mut();
+        let ipcache = tables::ipcache_entries(ebpf).map_err(internal)?.len() as u64;
+        let conntrack = tables::conntrack(ebpf).map_err(internal)?.len() as u64;
+        let events_lost = tables::events_lost(ebpf).map_err(internal)?;
+        drop(datapath);
+        let policy = self
+            .policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let endpoints = self.agent.endpoints().len() as u64;
+        let maps = vec![
+            (map_names::ENDPOINTS, endpoints),
+            (map_names::IPCACHE, ipcache),
+            (map_names::POLICY, policy.map_entries as u64),
+            (map_names::CONNTRACK, conntrack),
+        ]
+        .into_iter()
+        .map(|(name, entries)| v1::MapFill {
+            name: name.into(),
+            entries,
+            capacity: capacity(&pin_dir, name),
+        })
+        .collect();
+        let synced = self.view.lock().unwrap_or_else(|e| e.into_inner()).synced();
+        Ok(Response::new(v1::AgentStatus {
+            node_name: self.node_name.clone(),
+            datapath_loaded: true,
+            maps,
+            endpoints: endpoints as u32,
+            identities: policy.view.identities.len() as u32,
+            policies_in_force: policy.policies.len() as u32,
+            policies_rejected: policy.rejected.len() as u32,
+            policy_map_entries: policy.map_entries as u64,
+            events_lost,
+            kvstore_synced: synced,
+        }))
+    }
+
+    async fn list_identities(
+        &self,
+        _request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListIdentitiesResponse>, Status> {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let identities = view
+            .identities
+            .iter()
+            .map(|(id, labels)| v1::IdentityEntry {
+                id: *id,
+                labels: labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            })
+            .collect();
+        Ok(Response::new(v1::ListIdentitiesResponse { identities }))
+    }
+
+    async fn list_ipcache(
+        &self,
+        _request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListIpcacheResponse>, Status> {
+        let mut datapath = self.datapath.lock();
+        let entries = tables::ipcache_entries(datapath.ebpf_mut())
+            .map_err(internal)?
+            .into_iter()
+            .map(|(prefix, value)| v1::IpcacheEntry {
+                prefix: prefix.to_string(),
+                identity: value.identity,
+                node_ip: if value.node_ipv4 == [0; 4] {
+                    String::new()
+                } else {
+                    IpAddr::from(value.node_ipv4).to_string()
+                },
+            })
+            .collect();
+        Ok(Response::new(v1::ListIpcacheResponse { entries }))
+    }
+
+    async fn list_conntrack(
+        &self,
+        _request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListConntrackResponse>, Status> {
+        let now = tables::monotonic_now_ns();
+        let mut datapath = self.datapath.lock();
+        let entries = tables::conntrack(datapath.ebpf_mut())
+            .map_err(internal)?
+            .into_iter()
+            .map(|(key, entry)| v1::ConntrackEntry {
+                scope: if key.scope == CT_SCOPE_EGRESS {
+                    "egress".into()
+                } else {
+                    "ingress".into()
+                },
+                protocol: protocol_name(key.protocol),
+                source: format!(
+                    "{}:{}",
+                    ip(key.family, &key.saddr),
+                    u16::from_be_bytes(key.sport)
+                ),
+                destination: format!(
+                    "{}:{}",
+                    ip(key.family, &key.daddr),
+                    u16::from_be_bytes(key.dport)
+                ),
+                expires_in_seconds: entry.expires_ns.saturating_sub(now) / 1_000_000_000,
+                packets_forward: entry.packets_forward,
+                packets_reply: entry.packets_reply,
+                tcp_flags: tcp_flags(entry.tcp_flags),
+            })
+            .collect();
+        Ok(Response::new(v1::ListConntrackResponse { entries }))
+    }
+}
