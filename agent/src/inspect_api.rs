@@ -70,6 +70,61 @@ fn tcp_flags(flags: u8) -> String {
 
 #[tonic::async_trait]
 impl Inspect for InspectService {
+    async fn policy_map(
+        &self,
+        request: Request<v1::PolicyMapRequest>,
+    ) -> Result<Response<v1::PolicyMapResponse>, Status> {
+        use weir_abi::policy::*;
+        let endpoint = u16::try_from(request.into_inner().endpoint_id)
+            .map_err(|_| Status::invalid_argument("endpoint ids are 16-bit"))?;
+        let mut datapath = self.datapath.lock();
+        let mut entries: Vec<v1::PolicyMapEntry> = tables::policy_entries(datapath.ebpf_mut())
+            .map_err(internal)?
+            .into_iter()
+            .filter(|(_, key, _)| key.endpoint_id == endpoint)
+            .map(|(prefix_len, key, entry)| {
+                let port = u16::from_be_bytes(key.port);
+                let ports = if prefix_len <= POLICY_PREFIX_ANY_PORT {
+                    "any".to_string()
+                } else if prefix_len == POLICY_PREFIX_FULL {
+                    port.to_string()
+                } else {
+                    let size = 1u32 << (POLICY_PREFIX_FULL - prefix_len);
+                    format!("{port}-{}", u32::from(port) + size - 1)
+                };
+                v1::PolicyMapEntry {
+                    direction: if key.direction == weir_abi::TrafficDirection::Ingress as u8 {
+                        "ingress".into()
+                    } else {
+                        "egress".into()
+                    },
+                    identity: key.identity,
+                    protocol: if prefix_len <= POLICY_PREFIX_ANY_PROTOCOL {
+                        "any".into()
+                    } else {
+                        protocol_name(key.protocol)
+                    },
+                    ports,
+                    verdict: if entry.verdict == POLICY_DENY {
+                        "deny".into()
+                    } else {
+                        "allow".into()
+                    },
+                    prefix_len,
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            (&a.direction, a.identity, &a.protocol, &a.ports).cmp(&(
+                &b.direction,
+                b.identity,
+                &b.protocol,
+                &b.ports,
+            ))
+        });
+        Ok(Response::new(v1::PolicyMapResponse { entries }))
+    }
+
     async fn status(
         &self,
         _request: Request<v1::StatusRequest2>,

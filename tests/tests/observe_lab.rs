@@ -198,6 +198,14 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     assert!(weir(&["bpf", "ipcache", "list"]).contains(&format!("{x_a}/32")));
     assert!(weir(&["endpoint", "list"]).contains("x/a"));
     assert!(weir(&["identity", "list"]).contains("k8s:pod=a"));
+    // x/a is endpoint 1 on n1 (the first pod created there): its map entries.
+    let entries = weir(&["bpf", "policy", "get", "1"]);
+    assert!(
+        entries
+            .lines()
+            .any(|l| l.starts_with("ingress") && l.contains("allow")),
+        "{entries}"
+    );
 
     // Filters select exactly: x/c never talked to z/a.
     assert!(observe(&lab, "n1", &["--from-pod", "x/c", "--to-pod", "z/a"]).is_empty());

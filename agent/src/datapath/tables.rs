@@ -214,3 +214,14 @@ pub fn events_lost(ebpf: &mut Ebpf) -> Result<u64, TableError> {
     let values = array.get(&0, 0).map_err(map_err(name))?;
     Ok(values.iter().sum())
 }
+
+/// Every policy map entry, as (prefix length, key, entry).
+pub fn policy_entries(ebpf: &mut Ebpf) -> Result<Vec<(u32, PolicyKey, PolicyEntry)>, TableError> {
+    let map = lpm::<PolicyKey, PolicyEntry>(ebpf, map_names::POLICY)?;
+    let mut entries = Vec::new();
+    for item in map.iter() {
+        let (key, entry) = item.map_err(map_err(map_names::POLICY))?;
+        entries.push((key.prefix_len(), key.data(), entry));
+    }
+    Ok(entries)
+}

@@ -71,6 +71,17 @@ enum BpfCommand {
         #[command(subcommand)]
         command: ListCommand,
     },
+    /// Policy map entries of an endpoint.
+    Policy {
+        #[command(subcommand)]
+        command: BpfPolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BpfPolicyCommand {
+    /// `weir bpf policy get ENDPOINT_ID`
+    Get { endpoint: u32 },
 }
 
 #[derive(clap::Args)]
@@ -433,6 +444,38 @@ async fn inspect(cli: &Cli, json: bool) -> Result<()> {
                         e.packets_forward,
                         e.packets_reply,
                         e.tcp_flags
+                    );
+                }
+            }
+        }
+        Command::Bpf {
+            command:
+                BpfCommand::Policy {
+                    command: BpfPolicyCommand::Get { endpoint },
+                },
+        } => {
+            let r = client
+                .policy_map(v1::PolicyMapRequest {
+                    endpoint_id: *endpoint,
+                })
+                .await?
+                .into_inner();
+            for e in &r.entries {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"direction": e.direction, "identity": e.identity,
+                        "protocol": e.protocol, "ports": e.ports, "verdict": e.verdict, "prefix_len": e.prefix_len})
+                    );
+                } else {
+                    let peer = if e.identity == 0 {
+                        "any".to_string()
+                    } else {
+                        e.identity.to_string()
+                    };
+                    println!(
+                        "{:<8} {:<5} peer {:<10} {:<6} {}",
+                        e.direction, e.verdict, peer, e.protocol, e.ports
                     );
                 }
             }
