@@ -20,7 +20,8 @@ use crate::agent::Agent;
 use crate::datapath::SharedDatapath;
 use crate::shared::SharedView;
 
-fn address(family: u8, bytes: &[u8; 16]) -> IpAddr {
+/// An event or conntrack address (IPv4 in the first 4 bytes).
+pub fn address(family: u8, bytes: &[u8; 16]) -> IpAddr {
     if family == FAMILY_IPV4 {
         IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     } else {
@@ -161,12 +162,9 @@ pub async fn run(
         };
         let events = guard.get_inner_mut();
         while let Some(item) = events.next() {
-            if item.len() < std::mem::size_of::<FlowEvent>() {
+            let Some(event) = crate::datapath::tables::read_event(&item) else {
                 continue;
-            }
-            // SAFETY: the record holds a FlowEvent's bytes (checked above);
-            // FlowEvent is plain old data; read_unaligned needs no alignment.
-            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+            };
             let flow = parser.parse(&decode(&event));
             metrics.observe(&flow);
             ring.push(flow);

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use tonic::{Request, Response, Status};
 use weir_abi::conntrack::CT_SCOPE_EGRESS;
-use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::{map_names, CtEntry};
 use weir_agent_api::v1;
 use weir_agent_api::v1::inspect_server::Inspect;
@@ -32,14 +31,6 @@ fn capacity(pin_dir: &std::path::Path, name: &str) -> u64 {
     aya::maps::MapInfo::from_pin(pin_dir.join(name))
         .map(|info| u64::from(info.max_entries()))
         .unwrap_or(0)
-}
-
-fn ip(family: u8, bytes: &[u8; 16]) -> IpAddr {
-    if family == FAMILY_IPV4 {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
-    } else {
-        IpAddr::from(*bytes)
-    }
 }
 
 fn protocol_name(protocol: u8) -> String {
@@ -225,12 +216,12 @@ impl Inspect for InspectService {
                 protocol: protocol_name(key.protocol),
                 source: format!(
                     "{}:{}",
-                    ip(key.family, &key.saddr),
+                    crate::flows::address(key.family, &key.saddr),
                     u16::from_be_bytes(key.sport)
                 ),
                 destination: format!(
                     "{}:{}",
-                    ip(key.family, &key.daddr),
+                    crate::flows::address(key.family, &key.daddr),
                     u16::from_be_bytes(key.dport)
                 ),
                 expires_in_seconds: entry.expires_ns.saturating_sub(now) / 1_000_000_000,

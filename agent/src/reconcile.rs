@@ -44,6 +44,10 @@ pub struct Reconciler {
     published: BTreeMap<IpAddr, EndpointRecord>,
     /// What the endpoints map holds, by ifindex.
     endpoint_entries: BTreeMap<u32, EndpointInfo>,
+    /// What the ipcache map holds: read from the kernel once (an earlier
+    /// agent's entries), then kept as this loop writes it, so a tick does
+    /// not walk the LPM map.
+    ipcache_entries: Option<BTreeMap<ipnetwork::IpNetwork, weir_abi::IpcacheValue>>,
     policy: PolicySync,
     reported_rejections: BTreeMap<std::path::PathBuf, String>,
     snapshot: SharedSnapshot,
@@ -75,6 +79,7 @@ impl Reconciler {
             identities: BTreeMap::new(),
             published: BTreeMap::new(),
             endpoint_entries: BTreeMap::new(),
+            ipcache_entries: None,
             policy: PolicySync::default(),
             reported_rejections: BTreeMap::new(),
             snapshot,
@@ -224,8 +229,21 @@ impl Reconciler {
         desired.set_cidrs(self.policy.cidr_identities());
         let mut datapath = self.datapath.lock();
         let ebpf = datapath.ebpf_mut();
-        let current = tables::ipcache_entries(ebpf)?;
-        tables::apply_ipcache_diff(ebpf, &desired.diff(&current, view.synced()))?;
+        let current = match self.ipcache_entries.take() {
+            Some(current) => current,
+            None => tables::ipcache_entries(ebpf)?,
+        };
+        let diff = desired.diff(&current, view.synced());
+        let mut next = current;
+        // On a failed write, forget what we know: the next tick re-reads.
+        tables::apply_ipcache_diff(ebpf, &diff)?;
+        for (prefix, value) in diff.upserts {
+            next.insert(prefix, value);
+        }
+        for prefix in diff.removals {
+            next.remove(&prefix);
+        }
+        self.ipcache_entries = Some(next);
         Ok(())
     }
 

@@ -210,7 +210,12 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     // Filters select exactly: x/c never talked to z/a.
     assert!(observe(&lab, "n1", &["--from-pod", "x/c", "--to-pod", "z/a"]).is_empty());
     // Every flow of a namespace filter involves that namespace.
-    for f in observe(&lab, "n1", &["--namespace", "y", "--last", "200"]) {
+    let in_y = observe(&lab, "n1", &["--namespace", "y", "--last", "200"]);
+    assert!(
+        !in_y.is_empty(),
+        "y/a talked to x/a on n1: there are flows of namespace y"
+    );
+    for f in in_y {
         assert!(
             pod(&f, "source").starts_with("y/") || pod(&f, "destination").starts_with("y/"),
             "{f}"

@@ -52,6 +52,14 @@ pub fn ipcache_key(prefix: IpNetwork) -> Key<IpcacheKey> {
     }
 }
 
+/// A removal where an absent key is success.
+fn removed(map: &'static str, result: Result<(), MapError>) -> Result<(), TableError> {
+    match result {
+        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+        Err(source) => Err(TableError::Map { map, source }),
+    }
+}
+
 pub fn set_endpoint(ebpf: &mut Ebpf, ifindex: u32, info: EndpointInfo) -> Result<(), TableError> {
     hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?
         .insert(EndpointKey { ifindex }, info, 0)
@@ -60,15 +68,8 @@ pub fn set_endpoint(ebpf: &mut Ebpf, ifindex: u32, info: EndpointInfo) -> Result
 
 /// Removes an endpoint; absent is fine.
 pub fn remove_endpoint(ebpf: &mut Ebpf, ifindex: u32) -> Result<(), TableError> {
-    match hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?
-        .remove(&EndpointKey { ifindex })
-    {
-        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
-        Err(source) => Err(TableError::Map {
-            map: map_names::ENDPOINTS,
-            source,
-        }),
-    }
+    let mut map = hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?;
+    removed(map_names::ENDPOINTS, map.remove(&EndpointKey { ifindex }))
 }
 
 pub fn set_ipcache(
@@ -82,13 +83,8 @@ pub fn set_ipcache(
 }
 
 pub fn remove_ipcache(ebpf: &mut Ebpf, prefix: IpNetwork) -> Result<(), TableError> {
-    match lpm::<IpcacheKey, IpcacheValue>(ebpf, map_names::IPCACHE)?.remove(&ipcache_key(prefix)) {
-        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
-        Err(source) => Err(TableError::Map {
-            map: map_names::IPCACHE,
-            source,
-        }),
-    }
+    let mut map = lpm::<IpcacheKey, IpcacheValue>(ebpf, map_names::IPCACHE)?;
+    removed(map_names::IPCACHE, map.remove(&ipcache_key(prefix)))
 }
 
 pub fn set_policy(
@@ -103,14 +99,8 @@ pub fn set_policy(
 }
 
 pub fn remove_policy(ebpf: &mut Ebpf, prefix_len: u32, key: PolicyKey) -> Result<(), TableError> {
-    match lpm::<PolicyKey, PolicyEntry>(ebpf, map_names::POLICY)?.remove(&Key::new(prefix_len, key))
-    {
-        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
-        Err(source) => Err(TableError::Map {
-            map: map_names::POLICY,
-            source,
-        }),
-    }
+    let mut map = lpm::<PolicyKey, PolicyEntry>(ebpf, map_names::POLICY)?;
+    removed(map_names::POLICY, map.remove(&Key::new(prefix_len, key)))
 }
 
 /// Every conntrack entry.
@@ -193,16 +183,20 @@ pub fn drain_events(ebpf: &mut Ebpf) -> Result<Vec<weir_abi::FlowEvent>, TableEr
     let mut ring = aya::maps::RingBuf::try_from(map).map_err(map_err(name))?;
     let mut events = Vec::new();
     while let Some(item) = ring.next() {
-        if item.len() >= std::mem::size_of::<weir_abi::FlowEvent>() {
-            // SAFETY: the record holds at least a FlowEvent's bytes (checked
-            // above), FlowEvent is plain old data, and read_unaligned makes
-            // no alignment assumption.
-            events.push(unsafe {
-                std::ptr::read_unaligned(item.as_ptr().cast::<weir_abi::FlowEvent>())
-            });
-        }
+        events.extend(read_event(&item));
     }
     Ok(events)
+}
+
+/// The `FlowEvent` in one ring buffer record; None for a short record.
+pub fn read_event(record: &[u8]) -> Option<weir_abi::FlowEvent> {
+    if record.len() < std::mem::size_of::<weir_abi::FlowEvent>() {
+        return None;
+    }
+    // SAFETY: the record holds at least a FlowEvent's bytes (checked above),
+    // FlowEvent is plain old data, and read_unaligned makes no alignment
+    // assumption.
+    Some(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<weir_abi::FlowEvent>()) })
 }
 
 /// Events lost because the ring buffer was full, summed over CPUs.

@@ -41,6 +41,8 @@ pub struct Report {
     /// The local endpoint's identity (0 when none).
     pub endpoint_identity: u32,
     pub ct_state: u8,
+    /// The peer's identity when policy looked it up (0: not looked up).
+    pub peer_identity: u32,
     /// A policy decision was taken for this packet's new connection.
     pub policy_checked: bool,
     pub match_type: u8,
@@ -55,6 +57,7 @@ impl Report {
             endpoint_id: 0,
             endpoint_identity: 0,
             ct_state: CT_UNTRACKED,
+            peer_identity: 0,
             policy_checked: false,
             match_type: MATCH_NONE,
         }

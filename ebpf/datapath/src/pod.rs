@@ -74,6 +74,7 @@ pub fn handle(
     }
     if enforced {
         let peer = policy::identity_of(flow.family, peer_addr);
+        report.peer_identity = peer;
         let (match_type, outcome) = policy::decide(endpoint.id, direction, peer, flow);
         report.policy_checked = true;
         report.match_type = match_type;
