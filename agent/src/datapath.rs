@@ -9,6 +9,8 @@
 //! programs stay attached while the agent is down.
 
 mod attach;
+pub mod cgroup;
+pub mod lb_tables;
 mod metrics;
 pub mod tables;
 
@@ -20,6 +22,7 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use weir_abi::program_names;
 
 pub use attach::{AttachPoint, Hook};
+pub use cgroup::SockProgram;
 pub use metrics::{MetricsError, MetricsSnapshot};
 
 /// Where maps and links are pinned unless configured otherwise.
@@ -86,12 +89,27 @@ pub enum DatapathError {
 pub struct LoadOptions {
     /// `weir_abi::events::AGGREGATION_*`: which packets produce events.
     pub monitor_aggregation: u8,
+    /// The node's address: the source of per-packet SNAT toward backends on
+    /// other nodes (without it those backends are unreachable per packet).
+    pub node_ipv4: Option<std::net::Ipv4Addr>,
+    /// Maglev: slots per service table (a prime) and how many services can
+    /// have a table (`weir_lb4_maglev` holds tables × size entries).
+    pub maglev_table_size: u32,
+    pub maglev_tables: u32,
 }
+
+/// Cilium's default Maglev table size is 16381; Weir defaults to a smaller
+/// prime from the same list, enough for backend sets of up to ~100.
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 1021;
+pub const DEFAULT_MAGLEV_TABLES: u32 = 256;
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             monitor_aggregation: weir_abi::events::AGGREGATION_MEDIUM,
+            node_ipv4: None,
+            maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
+            maglev_tables: DEFAULT_MAGLEV_TABLES,
         }
     }
 }
@@ -129,6 +147,13 @@ impl Datapath {
                 path: pin_dir.to_path_buf(),
             });
         }
+        let node_ipv4 = options
+            .node_ipv4
+            .map_or(0, |a| u32::from_ne_bytes(a.octets()));
+        let maglev_entries = options
+            .maglev_table_size
+            .saturating_mul(options.maglev_tables)
+            .max(1);
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .override_global(
@@ -136,6 +161,9 @@ impl Datapath {
                 &options.monitor_aggregation,
                 true,
             )
+            .override_global("WEIR_NODE_IPV4", &node_ipv4, true)
+            .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true)
+            .map_max_entries(weir_abi::map_names::LB4_MAGLEV, maglev_entries)
             .load(object)?;
         let mut datapath = Datapath {
             ebpf,
@@ -145,6 +173,12 @@ impl Datapath {
             let name = kind.name();
             datapath
                 .program_mut(kind)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        for program in SockProgram::ALL {
+            let name = program.name();
+            cgroup::sock_program(&mut datapath, program)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
@@ -197,6 +231,17 @@ impl Datapath {
             attach::attach(self, interface, point)?;
         }
         Ok(())
+    }
+
+    /// Attaches the socket LB programs to a cgroup v2 directory (every
+    /// socket of its subtree) and pins the links.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+        cgroup::attach(self, cgroup)
+    }
+
+    /// Detaches what [`Datapath::attach_cgroup`] attached.
+    pub fn detach_cgroup(&self, cgroup: &Path) -> Result<(), DatapathError> {
+        cgroup::detach(&self.pin_dir, cgroup)
     }
 
     /// Detaches what [`Datapath::attach`] attached with `hook`.

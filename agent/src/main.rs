@@ -90,6 +90,55 @@ struct Args {
     /// How often expired conntrack entries are removed (seconds).
     #[arg(long, default_value_t = 30)]
     conntrack_gc_interval_s: u64,
+    /// Socket LB: attach the service translation hooks (connect, sendmsg,
+    /// recvmsg, getpeername) to this cgroup v2 directory, covering every
+    /// socket of its subtree (the node's pods and host processes). Off when
+    /// not set: services are then translated per packet at the node devices
+    /// only (traffic from outside the node).
+    #[arg(long)]
+    socket_lb_cgroup: Option<PathBuf>,
+    /// Maglev lookup table size per service: one of Cilium's primes (251,
+    /// 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071).
+    #[arg(long, default_value_t = weir_agent::datapath::DEFAULT_MAGLEV_TABLE_SIZE,
+          value_parser = parse_maglev_size)]
+    maglev_table_size: u32,
+    /// How many services can use Maglev at once (the map holds this many
+    /// tables); services beyond it fall back to random selection, reported.
+    #[arg(long, default_value_t = weir_agent::datapath::DEFAULT_MAGLEV_TABLES)]
+    maglev_tables: u32,
+    /// Backend selection for services without the
+    /// `service.weir.io/lb-algorithm` annotation.
+    #[arg(long, default_value = "random", value_parser = ["random", "maglev"])]
+    lb_algorithm: String,
+    /// The NodePort range (inclusive), as `low-high`.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    node_port_range: std::ops::RangeInclusive<u16>,
+}
+
+fn parse_maglev_size(text: &str) -> Result<u32, String> {
+    const PRIMES: [u32; 10] = [
+        251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
+    ];
+    let size: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    if PRIMES.contains(&size) {
+        Ok(size)
+    } else {
+        Err(format!("{size} is not one of {PRIMES:?}"))
+    }
+}
+
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or_else(|| format!("expected low-high, got {text:?}"))?;
+    let low: u16 = low.trim().parse().map_err(|e| format!("{low:?}: {e}"))?;
+    let high: u16 = high.trim().parse().map_err(|e| format!("{high:?}: {e}"))?;
+    if low == 0 || low > high {
+        return Err(format!(
+            "{text:?} is not a range of ports (1 <= low <= high)"
+        ));
+    }
+    Ok(low..=high)
 }
 
 fn main() -> Result<()> {
@@ -117,6 +166,12 @@ async fn run(args: Args) -> Result<()> {
             "none" => weir_abi::events::AGGREGATION_NONE,
             _ => weir_abi::events::AGGREGATION_MEDIUM,
         },
+        node_ipv4: match args.node_ip {
+            Some(std::net::IpAddr::V4(address)) => Some(address),
+            _ => None,
+        },
+        maglev_table_size: args.maglev_table_size,
+        maglev_tables: args.maglev_tables,
     };
     let mut datapath = Datapath::load_with(&args.bpffs_dir, &options).with_context(|| {
         format!(
@@ -129,6 +184,12 @@ async fn run(args: Args) -> Result<()> {
             .attach(device, Hook::Netdev)
             .with_context(|| format!("attaching to node device {device}"))?;
         info!(%device, "netdev programs attached");
+    }
+    if let Some(cgroup) = &args.socket_lb_cgroup {
+        datapath
+            .attach_cgroup(cgroup)
+            .with_context(|| format!("attaching socket LB to {}", cgroup.display()))?;
+        info!(cgroup = %cgroup.display(), "socket LB attached");
     }
 
     let store = StateStore::new(&args.state_dir)?;

@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod endpoint;
 pub mod events;
 pub mod ipcache;
+pub mod lb;
 pub mod metrics;
 pub mod policy;
 pub mod reason;
@@ -40,6 +41,20 @@ pub mod map_names {
     pub const EVENTS: &str = "weir_events";
     /// Per-CPU array, index 0: events lost because the ring was full.
     pub const EVENT_LOSS: &str = "weir_event_loss";
+    /// Service frontends and their backend slots ([`crate::lb::Lb4Key`]).
+    pub const LB4_SERVICES: &str = "weir_lb4_services";
+    /// Backends by id ([`crate::lb::Lb4Backend`]).
+    pub const LB4_BACKENDS: &str = "weir_lb4_backends";
+    /// Frontends by reverse-NAT id ([`crate::lb::Lb4RevNat`]).
+    pub const LB4_REVNAT: &str = "weir_lb4_revnat";
+    /// Maglev lookup tables, one block of the table size per service.
+    pub const LB4_MAGLEV: &str = "weir_lb4_maglev";
+    /// Session affinity ([`crate::lb::Lb4AffinityKey`]).
+    pub const LB4_AFFINITY: &str = "weir_lb4_affinity";
+    /// Socket LB reverse translation ([`crate::lb::Lb4SockKey`]).
+    pub const LB4_SOCK_REVNAT: &str = "weir_lb4_sock_revnat";
+    /// Per-packet service NAT ([`crate::lb::Lb4NatKey`]).
+    pub const LB4_NAT: &str = "weir_lb4_nat";
 }
 
 /// Names of the TC programs in the datapath object.
@@ -52,6 +67,14 @@ pub mod program_names {
     pub const FROM_NETDEV: &str = "weir_from_netdev";
     /// Node device egress: packets leaving the node for the network.
     pub const TO_NETDEV: &str = "weir_to_netdev";
+    /// cgroup connect4: socket LB for connected sockets.
+    pub const SOCK_CONNECT4: &str = "weir_sock_connect4";
+    /// cgroup sendmsg4: socket LB for unconnected UDP.
+    pub const SOCK_SENDMSG4: &str = "weir_sock_sendmsg4";
+    /// cgroup recvmsg4: replies of unconnected UDP appear from the frontend.
+    pub const SOCK_RECVMSG4: &str = "weir_sock_recvmsg4";
+    /// cgroup getpeername4: a translated socket's peer is the frontend.
+    pub const SOCK_GETPEERNAME4: &str = "weir_sock_getpeername4";
 }
 
 #[cfg(test)]

@@ -22,13 +22,16 @@ pub enum Reason {
     DropCtCreateFailed = 155,
     /// An IPv6 extension header is truncated or the chain is too long.
     DropInvalidExthdr = 156,
+    /// The destination is a service frontend with no backend to send a new
+    /// connection to (Cilium's "Service backend not found").
+    DropNoService = 158,
     /// A deny rule matches the connection.
     DropPolicyDeny = 181,
 }
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Forwarded,
         Reason::DropInvalidSourceIp,
         Reason::DropPolicyDenied,
@@ -36,6 +39,7 @@ impl Reason {
         Reason::DropCtInvalidHdr,
         Reason::DropCtCreateFailed,
         Reason::DropInvalidExthdr,
+        Reason::DropNoService,
         Reason::DropPolicyDeny,
     ];
 
@@ -49,6 +53,7 @@ impl Reason {
             135 => Some(Reason::DropCtInvalidHdr),
             155 => Some(Reason::DropCtCreateFailed),
             156 => Some(Reason::DropInvalidExthdr),
+            158 => Some(Reason::DropNoService),
             181 => Some(Reason::DropPolicyDeny),
             _ => None,
         }
@@ -69,6 +74,7 @@ impl Reason {
             Reason::DropCtInvalidHdr => "CT: Truncated or invalid header",
             Reason::DropCtCreateFailed => "CT: Map insertion failed",
             Reason::DropInvalidExthdr => "Invalid IPv6 extension header",
+            Reason::DropNoService => "Service backend not found",
             Reason::DropPolicyDeny => "Policy denied by denylist",
         }
     }

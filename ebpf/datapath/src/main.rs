@@ -13,16 +13,19 @@
 
 mod conntrack;
 mod events;
+mod lb;
 mod maps;
 mod metrics;
+mod nodeport;
 mod packet;
 mod parse;
 mod pod;
 mod policy;
+mod sock;
 
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
-use aya_ebpf::macros::classifier;
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::macros::{cgroup_sock_addr, classifier};
+use aya_ebpf::programs::{SockAddrContext, TcContext};
 use events::Report;
 use weir_abi::{Reason, TrafficDirection};
 
@@ -50,15 +53,58 @@ pub fn weir_to_netdev(ctx: TcContext) -> i32 {
     handle(&ctx, TrafficDirection::Egress)
 }
 
+/// Socket LB: a connecting socket is sent to a backend of the service.
+#[cgroup_sock_addr(connect4)]
+pub fn weir_sock_connect4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx)
+}
+
+/// Socket LB for unconnected UDP: each datagram to a frontend.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn weir_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx)
+}
+
+/// Datagrams from a backend appear to come from the frontend.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn weir_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::reverse(&ctx)
+}
+
+/// A translated socket's peer is the frontend it connected to.
+#[cgroup_sock_addr(getpeername4)]
+pub fn weir_sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::reverse(&ctx)
+}
+
 #[inline(always)]
 fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
+    let parsed = parse::parse(ctx);
+    let outcome = match &parsed {
+        Ok(flow) => nodeport::handle(ctx, flow, direction),
+        Err(_) => nodeport::Outcome::CONTINUE,
+    };
+    let action = netdev_verdict(ctx, direction, &parsed, outcome);
+    outcome.redirect().unwrap_or(action)
+}
+
+/// Counts and reports a node-device packet. A function of its own (a
+/// BPF-to-BPF call) so that its frame (report, event) and service NAT's
+/// are never on the stack together: inlined, they exceed 512 bytes.
+#[inline(never)]
+fn netdev_verdict(
+    ctx: &TcContext,
+    direction: TrafficDirection,
+    parsed: &Result<parse::Flow, Reason>,
+    outcome: nodeport::Outcome,
+) -> i32 {
     let mut report = Report::new();
-    let reason = match parse::parse(ctx) {
+    let reason = match parsed {
         Ok(flow) => {
-            report.flow = flow;
-            Reason::Forwarded
+            report.flow = *flow;
+            outcome.drop_reason().unwrap_or(Reason::Forwarded)
         }
-        Err(reason) => reason,
+        Err(reason) => *reason,
     };
     // On a node device nothing is tracked: only drops are reported (with
     // aggregation off, every packet).
@@ -96,7 +142,7 @@ fn verdict(
     }
 }
 
-/// The interface the program runs on (the pod's host-side veth).
+/// The interface the program runs on.
 #[inline(always)]
 fn ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: reading a field of the context the kernel passed in.

@@ -229,6 +229,7 @@ fn event_costs(runs: usize) -> Result<()> {
             pins.path(),
             &LoadOptions {
                 monitor_aggregation: level,
+                ..LoadOptions::default()
             },
         )?;
         let syn = packets::ipv4_tcp_syn();

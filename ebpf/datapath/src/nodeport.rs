@@ -1,0 +1,384 @@
+//! Per-packet service NAT on the node device, for traffic the socket hooks
+//! never see: NodePort, externalIPs and LoadBalancer IPs reached from
+//! outside the node.
+//!
+//! From the network (`from_netdev`), a packet to an external-scope frontend
+//! is balanced once per connection and both translations are remembered in
+//! `weir_lb4_nat` (LRU): the forward one (client → frontend becomes client →
+//! backend) and the reply one (backend → client becomes frontend → client).
+//! A backend on this node gets the client's own source (so
+//! `externalTrafficPolicy: Local` preserves it) and the packet goes up the
+//! stack to the pod; its replies are translated back as they leave through
+//! the node device (`to_netdev`). A backend on another node is reached with
+//! the node's address and a port from `SNAT_PORT_MIN..=SNAT_PORT_MAX` as
+//! source, so its replies come back here to be translated; those packets
+//! carry the node's own address as source (after SNAT) or destination
+//! client (after reverse SNAT), which the stack would drop as martians, so
+//! they are redirected out directly after a FIB lookup.
+
+use aya_ebpf::bindings::{
+    bpf_fib_lookup, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_MARK_MANGLED_0,
+    BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK,
+};
+use aya_ebpf::helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh};
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::programs::TcContext;
+use aya_ebpf::EbpfContext;
+use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::lb::*;
+use weir_abi::{Reason, TrafficDirection};
+
+use crate::lb;
+use crate::packet::Packet;
+use crate::parse::Flow;
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const AF_INET: u8 = 2;
+const ETH_HLEN: usize = 14;
+const IPV4_CSUM_OFF: usize = ETH_HLEN + 10;
+const IPV4_SADDR_OFF: usize = ETH_HLEN + 12;
+const IPV4_DADDR_OFF: usize = ETH_HLEN + 16;
+/// Source-port candidates tried for one SNAT mapping before giving up.
+const SNAT_ATTEMPTS: u32 = 8;
+
+/// The node's IPv4 address (network order), the SNAT source; set by the
+/// loader. 0: no SNAT, remote backends are not reachable per packet.
+#[unsafe(no_mangle)]
+static WEIR_NODE_IPV4: u32 = 0;
+
+#[map(name = "weir_lb4_nat")]
+static NAT: LruHashMap<Lb4NatKey, Lb4NatEntry> = LruHashMap::pinned(131_072, 0);
+
+/// The result of service NAT packed into one integer, so that it crosses
+/// the BPF-to-BPF call in a register (enums with payloads leave partly
+/// uninitialised registers behind, which the verifier rejects): 0 continue
+/// to the usual verdict, 1..=255 drop with that reason code,
+/// `RETURN_BASE + action` return that TC action (redirected).
+#[derive(Copy, Clone)]
+pub struct Outcome(i32);
+
+const RETURN_BASE: i32 = 0x100;
+
+impl Outcome {
+    pub const CONTINUE: Outcome = Outcome(0);
+
+    fn drop(reason: Reason) -> Outcome {
+        Outcome(reason as u8 as i32)
+    }
+
+    fn action(action: i32) -> Outcome {
+        Outcome(RETURN_BASE + action)
+    }
+
+    /// The drop reason, if the packet is to be dropped.
+    #[inline(always)]
+    pub fn drop_reason(self) -> Option<Reason> {
+        if self.0 > 0 && self.0 < RETURN_BASE {
+            Some(Reason::from_u8(self.0 as u8).unwrap_or(Reason::DropInvalid))
+        } else {
+            None
+        }
+    }
+
+    /// The TC action to return instead of the usual verdict, if any.
+    #[inline(always)]
+    pub fn redirect(self) -> Option<i32> {
+        (self.0 >= RETURN_BASE).then_some(self.0 - RETURN_BASE)
+    }
+}
+
+#[derive(Copy, Clone)]
+struct Tuple {
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
+    protocol: u8,
+}
+
+impl Tuple {
+    fn key(&self, direction: u8) -> Lb4NatKey {
+        Lb4NatKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            protocol: self.protocol,
+            direction,
+            pad: [0; 2],
+        }
+    }
+}
+
+#[inline(always)]
+fn tuple_of(flow: &Flow) -> Option<Tuple> {
+    if flow.family != FAMILY_IPV4 || !(flow.protocol == IPPROTO_TCP || flow.protocol == IPPROTO_UDP)
+    {
+        return None;
+    }
+    let mut saddr = [0u8; 4];
+    let mut daddr = [0u8; 4];
+    saddr.copy_from_slice(&flow.saddr[..4]);
+    daddr.copy_from_slice(&flow.daddr[..4]);
+    Some(Tuple {
+        saddr,
+        daddr,
+        sport: flow.sport,
+        dport: flow.dport,
+        protocol: flow.protocol,
+    })
+}
+
+/// Service NAT for a packet on the node device. A function of its own (a
+/// BPF-to-BPF call): inlined, its locals and the event report's would share
+/// one frame beyond the 512-byte stack.
+#[inline(never)]
+pub fn handle(ctx: &TcContext, flow: &Flow, direction: TrafficDirection) -> Outcome {
+    let Some(tuple) = tuple_of(flow) else {
+        return Outcome::CONTINUE;
+    };
+    match direction {
+        TrafficDirection::Ingress => from_network(ctx, &tuple),
+        TrafficDirection::Egress => to_network(ctx, &tuple),
+    }
+}
+
+/// `?` for functions returning [`Outcome`].
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(value) => value,
+            Err(reason) => return Outcome::drop(reason),
+        }
+    };
+}
+
+/// Replies of connections to a local backend, leaving the node: the source
+/// becomes the frontend again.
+#[inline(always)]
+fn to_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
+    if let Some(entry) = NAT.get_ptr(&tuple.key(Lb4NatKey::REPLY)) {
+        // SAFETY: a pointer from a successful lookup; the value is Copy.
+        let entry = unsafe { *entry };
+        if entry.flags & Lb4NatEntry::FLAG_SNAT == 0 {
+            tri!(rewrite(ctx, tuple, &entry));
+        }
+    }
+    Outcome::CONTINUE
+}
+
+#[inline(always)]
+fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
+    let forward_key = tuple.key(Lb4NatKey::FORWARD);
+    if let Some(entry) = NAT.get_ptr(&forward_key) {
+        // SAFETY: as above.
+        let entry = unsafe { *entry };
+        if lb::backend(entry.backend_id).is_some() {
+            tri!(rewrite(ctx, tuple, &entry));
+            return finish(ctx, &entry);
+        }
+        // The backend is gone: balance the connection anew.
+        let _ = NAT.remove(&forward_key);
+    }
+    if let Some(entry) = NAT.get_ptr(&tuple.key(Lb4NatKey::REPLY)) {
+        // SAFETY: as above.
+        let entry = unsafe { *entry };
+        if entry.flags & Lb4NatEntry::FLAG_SNAT != 0 {
+            tri!(rewrite(ctx, tuple, &entry));
+            return finish(ctx, &entry);
+        }
+    }
+    let Some(service) = lb::lookup(tuple.daddr, tuple.dport, tuple.protocol, LB_SCOPE_EXTERNAL)
+    else {
+        return Outcome::CONTINUE;
+    };
+    let client = Lb4AffinityKey {
+        client: u32::from_ne_bytes(tuple.saddr) as u64,
+        rev_nat_id: 0,
+        kind: Lb4AffinityKey::KIND_ADDRESS,
+        pad: [0; 5],
+    };
+    let ports =
+        (u16::from_ne_bytes(tuple.sport) as u32) << 16 | u16::from_ne_bytes(tuple.dport) as u32;
+    let hash = lb::hash_words(&[
+        u32::from_ne_bytes(tuple.saddr),
+        u32::from_ne_bytes(tuple.daddr),
+        ports,
+        tuple.protocol as u32,
+    ]);
+    let Some(selected) = lb::select(&service, hash, client) else {
+        return Outcome::drop(Reason::DropNoService);
+    };
+    let backend = selected.backend;
+    let rev_nat_id = service.entry.rev_nat_id;
+    let (source, sport, flags) = if backend.flags & Lb4Backend::FLAG_LOCAL != 0 {
+        (tuple.saddr, tuple.sport, 0)
+    } else {
+        // SAFETY: reading a global of this object; volatile so the loader's
+        // value is read instead of the compile-time initialiser.
+        let node = unsafe { core::ptr::read_volatile(&WEIR_NODE_IPV4) }.to_ne_bytes();
+        if node == [0; 4] {
+            return Outcome::drop(Reason::DropNoService);
+        }
+        (node, [0; 2], Lb4NatEntry::FLAG_SNAT)
+    };
+    // The reply mapping first: a forward entry exists only with its reply.
+    let reply = Lb4NatEntry {
+        saddr: tuple.daddr,
+        daddr: tuple.saddr,
+        sport: tuple.dport,
+        dport: tuple.sport,
+        backend_id: selected.id,
+        rev_nat_id,
+        flags,
+        pad: 0,
+    };
+    let mut reply_key = Lb4NatKey {
+        saddr: backend.address,
+        daddr: source,
+        sport: backend.port,
+        dport: sport,
+        protocol: tuple.protocol,
+        direction: Lb4NatKey::REPLY,
+        pad: [0; 2],
+    };
+    let sport = if flags & Lb4NatEntry::FLAG_SNAT != 0 {
+        if !snat_port(&mut reply_key, &reply, hash) {
+            return Outcome::drop(Reason::DropCtCreateFailed);
+        }
+        reply_key.dport
+    } else {
+        if NAT.insert(&reply_key, &reply, 0).is_err() {
+            return Outcome::drop(Reason::DropCtCreateFailed);
+        }
+        sport
+    };
+    let forward = Lb4NatEntry {
+        saddr: source,
+        daddr: backend.address,
+        sport,
+        dport: backend.port,
+        backend_id: selected.id,
+        rev_nat_id,
+        flags,
+        pad: 0,
+    };
+    if NAT.insert(&forward_key, &forward, 0).is_err() {
+        return Outcome::drop(Reason::DropCtCreateFailed);
+    }
+    tri!(rewrite(ctx, tuple, &forward));
+    finish(ctx, &forward)
+}
+
+/// Claims a free SNAT source port for the reply mapping: inserts the
+/// mapping with the port in `key.dport`; false when every candidate is taken.
+#[inline(always)]
+fn snat_port(key: &mut Lb4NatKey, reply: &Lb4NatEntry, hash: u32) -> bool {
+    let range = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
+    for attempt in 0..SNAT_ATTEMPTS {
+        let port = SNAT_PORT_MIN + (hash.wrapping_add(attempt.wrapping_mul(7919)) % range) as u16;
+        key.dport = port.to_be_bytes();
+        if NAT.insert(&*key, reply, BPF_NOEXIST as u64).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Rewrites the packet's tuple from `old` to `new`, fixing the IPv4 and
+/// TCP/UDP checksums (the L4 one covers the addresses through the pseudo
+/// header).
+#[inline(always)]
+fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result<(), Reason> {
+    let packet = Packet::new(ctx);
+    let version_ihl: u8 = packet.read(ETH_HLEN).ok_or(Reason::DropInvalid)?;
+    let l4 = ETH_HLEN + ((version_ihl & 0x0f) as usize) * 4;
+    let (csum_off, mangled) = if old.protocol == IPPROTO_TCP {
+        (l4 + 16, 0)
+    } else {
+        (l4 + 6, BPF_F_MARK_MANGLED_0 as u64)
+    };
+    let addr_flags = BPF_F_PSEUDO_HDR as u64 | mangled | 4;
+    let fail = |_| Reason::DropInvalid;
+    if old.saddr != new.saddr {
+        let (from, to) = (
+            u32::from_ne_bytes(old.saddr) as u64,
+            u32::from_ne_bytes(new.saddr) as u64,
+        );
+        ctx.store(IPV4_SADDR_OFF, &new.saddr, 0).map_err(fail)?;
+        ctx.l3_csum_replace(IPV4_CSUM_OFF, from, to, 4)
+            .map_err(fail)?;
+        ctx.l4_csum_replace(csum_off, from, to, addr_flags)
+            .map_err(fail)?;
+    }
+    if old.daddr != new.daddr {
+        let (from, to) = (
+            u32::from_ne_bytes(old.daddr) as u64,
+            u32::from_ne_bytes(new.daddr) as u64,
+        );
+        ctx.store(IPV4_DADDR_OFF, &new.daddr, 0).map_err(fail)?;
+        ctx.l3_csum_replace(IPV4_CSUM_OFF, from, to, 4)
+            .map_err(fail)?;
+        ctx.l4_csum_replace(csum_off, from, to, addr_flags)
+            .map_err(fail)?;
+    }
+    if old.sport != new.sport {
+        let (from, to) = (
+            u16::from_ne_bytes(old.sport) as u64,
+            u16::from_ne_bytes(new.sport) as u64,
+        );
+        ctx.store(l4, &new.sport, 0).map_err(fail)?;
+        ctx.l4_csum_replace(csum_off, from, to, mangled | 2)
+            .map_err(fail)?;
+    }
+    if old.dport != new.dport {
+        let (from, to) = (
+            u16::from_ne_bytes(old.dport) as u64,
+            u16::from_ne_bytes(new.dport) as u64,
+        );
+        ctx.store(l4 + 2, &new.dport, 0).map_err(fail)?;
+        ctx.l4_csum_replace(csum_off, from, to, mangled | 2)
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// After NAT: SNATed packets are redirected out (see the module docs),
+/// others continue to the stack.
+#[inline(always)]
+fn finish(ctx: &TcContext, entry: &Lb4NatEntry) -> Outcome {
+    if entry.flags & Lb4NatEntry::FLAG_SNAT == 0 {
+        return Outcome::CONTINUE;
+    }
+    Outcome::action(redirect(ctx, entry))
+}
+
+/// Sends the packet out of the interface the FIB routes its destination
+/// through, resolving the next hop's MAC address on the way.
+#[inline(always)]
+fn redirect(ctx: &TcContext, entry: &Lb4NatEntry) -> i32 {
+    // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid value.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = 0;
+    params.ifindex = crate::ifindex(ctx);
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(entry.saddr);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(entry.daddr);
+    // SAFETY: the context and a parameter block of the size passed.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        return TC_ACT_OK as i32;
+    }
+    // SAFETY: a null parameter block asks the helper to resolve the next
+    // hop of the packet's own destination.
+    unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+}

@@ -1,0 +1,149 @@
+//! Socket LB: cgroup sock_addr hooks translate a service frontend to a
+//! backend when a socket connects (TCP, connected UDP) or sends (unconnected
+//! UDP), so the packets of the connection carry the backend's address from
+//! the start and pay no per-packet NAT. recvmsg and getpeername turn the
+//! backend back into the frontend the application asked for.
+//!
+//! A frontend with no active backend refuses the connection at once
+//! (`ECONNREFUSED`), counted under `DropNoService`.
+
+use aya_ebpf::bindings::BPF_ANY;
+use aya_ebpf::helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval};
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::programs::SockAddrContext;
+use aya_ebpf::EbpfContext;
+use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::lb::{Lb4AffinityKey, Lb4SockKey, Lb4SockRevNat};
+use weir_abi::{Reason, TrafficDirection};
+
+use crate::events::{self, Report};
+use crate::lb;
+use crate::metrics;
+
+/// Let the syscall go on.
+const SYS_PROCEED: i32 = 1;
+/// Fail the syscall (with the errno set by `bpf_set_retval`).
+const SYS_REJECT: i32 = 0;
+const ECONNREFUSED: i32 = 111;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+
+#[map(name = "weir_lb4_sock_revnat")]
+static SOCK_REVNAT: LruHashMap<Lb4SockKey, Lb4SockRevNat> = LruHashMap::pinned(131_072, 0);
+
+/// The address and port the application passed, as network-order bytes.
+#[inline(always)]
+fn user_addr(ctx: &SockAddrContext) -> ([u8; 4], [u8; 2]) {
+    let sa = ctx.sock_addr;
+    // SAFETY: the context pointer the kernel passed in; these fields are
+    // readable in every sock_addr hook. Both hold network byte order, the
+    // port in the low 16 bits.
+    unsafe {
+        (
+            (*sa).user_ip4.to_ne_bytes(),
+            ((*sa).user_port as u16).to_ne_bytes(),
+        )
+    }
+}
+
+#[inline(always)]
+fn set_user_addr(ctx: &SockAddrContext, address: [u8; 4], port: [u8; 2]) {
+    let sa = ctx.sock_addr;
+    // SAFETY: as above; user_ip4/user_port are writable in connect, sendmsg,
+    // recvmsg and getpeername hooks.
+    unsafe {
+        (*sa).user_ip4 = u32::from_ne_bytes(address);
+        (*sa).user_port = u16::from_ne_bytes(port) as u32;
+    }
+}
+
+/// connect4 and sendmsg4: frontend → backend.
+#[inline(always)]
+pub fn translate(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: reading a field of the context.
+    let protocol = unsafe { (*ctx.sock_addr).protocol };
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+        return SYS_PROCEED;
+    }
+    let (address, port) = user_addr(ctx);
+    let Some(service) = lb::lookup_internal(address, port, protocol as u8) else {
+        return SYS_PROCEED;
+    };
+    // SAFETY: socket and netns cookies are defined for every sock_addr context.
+    let (cookie, netns) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    let client = Lb4AffinityKey {
+        client: netns,
+        rev_nat_id: 0,
+        kind: Lb4AffinityKey::KIND_NETNS,
+        pad: [0; 5],
+    };
+    let hash = lb::hash_words(&[cookie as u32, (cookie >> 32) as u32]);
+    let Some(selected) = lb::select(&service, hash, client) else {
+        refuse(address, port, protocol as u8);
+        return SYS_REJECT;
+    };
+    let backend = selected.backend;
+    let key = Lb4SockKey {
+        cookie,
+        address: backend.address,
+        port: backend.port,
+        pad: [0; 2],
+    };
+    let frontend = Lb4SockRevNat {
+        address,
+        port,
+        rev_nat_id: service.entry.rev_nat_id,
+    };
+    // Best effort: without it, recvmsg/getpeername show the backend.
+    let _ = SOCK_REVNAT.insert(&key, &frontend, BPF_ANY as u64);
+    set_user_addr(ctx, backend.address, backend.port);
+    SYS_PROCEED
+}
+
+/// recvmsg4 and getpeername4: backend → the frontend the socket asked for.
+#[inline(always)]
+pub fn reverse(ctx: &SockAddrContext) -> i32 {
+    let (address, port) = user_addr(ctx);
+    // SAFETY: the socket cookie is defined for every sock_addr context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = Lb4SockKey {
+        cookie,
+        address,
+        port,
+        pad: [0; 2],
+    };
+    if let Some(frontend) = SOCK_REVNAT.get_ptr(&key) {
+        // SAFETY: a pointer from a successful lookup; the value is Copy.
+        let frontend = unsafe { *frontend };
+        set_user_addr(ctx, frontend.address, frontend.port);
+    }
+    SYS_PROCEED
+}
+
+/// Counts and reports a connection refused for want of a backend, and sets
+/// the errno the application sees.
+#[inline(always)]
+fn refuse(address: [u8; 4], port: [u8; 2], protocol: u8) {
+    metrics::account(TrafficDirection::Egress, Reason::DropNoService, 0);
+    let mut report = Report::new();
+    report.flow.family = FAMILY_IPV4;
+    report.flow.protocol = protocol;
+    report.flow.daddr[..4].copy_from_slice(&address);
+    report.flow.dport = port;
+    events::report(
+        &report,
+        Reason::DropNoService,
+        TrafficDirection::Egress,
+        true,
+        0,
+        0,
+    );
+    // SAFETY: bpf_set_retval only sets the errno the syscall returns.
+    unsafe { bpf_set_retval(-ECONNREFUSED) };
+}
