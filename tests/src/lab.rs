@@ -62,6 +62,8 @@ pub struct Binaries {
     pub agent: PathBuf,
     pub cni: PathBuf,
     pub pod_server: PathBuf,
+    /// `weir-lab-client`: runs inside a pod's netns and cgroup.
+    pub client: PathBuf,
 }
 
 impl Binaries {
@@ -90,6 +92,7 @@ impl Binaries {
             agent: find("weir-agent")?,
             cni: find("weir-cni")?,
             pod_server: find("weir-lab-pod")?,
+            client: find("weir-lab-client")?,
         })
     }
 }

@@ -60,6 +60,17 @@ fn fail(cgroup: &Path, reason: String) -> DatapathError {
     }
 }
 
+/// An error with its sources (aya's Display leaves out the errno).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 fn pin_path(pin_dir: &Path, cgroup: &Path, program: SockProgram) -> Result<PathBuf, DatapathError> {
     let inode = std::fs::metadata(cgroup)
         .map_err(|e| fail(cgroup, e.to_string()))?
@@ -94,8 +105,10 @@ pub(super) fn attach(datapath: &mut Datapath, cgroup: &Path) -> Result<(), Datap
         let pin = pin_path(&pin_dir, cgroup, program)?;
         let prog = sock_program(datapath, program)?;
         let id = prog
-            .attach(&dir, CgroupAttachMode::AllowMultiple)
-            .map_err(|e| fail(cgroup, format!("attach {}: {e}", program.name())))?;
+            // Links take no attach flags (the kernel refuses them) and are
+            // always multi-attach: "Single" passes none.
+            .attach(&dir, CgroupAttachMode::Single)
+            .map_err(|e| fail(cgroup, format!("attach {}: {}", program.name(), chain(&e))))?;
         let link = prog
             .take_link(id)
             .map_err(|e| fail(cgroup, e.to_string()))?;
