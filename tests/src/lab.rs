@@ -12,7 +12,9 @@
 //! State lives in `/run/weir-lab/<lab>/lab.json`; `down` also works from
 //! names alone, after a crash.
 
-pub mod cni;
+pub mod client;
+pub use client::ClientResult;
+mod cni;
 pub mod probe;
 pub mod process;
 pub mod state;
@@ -129,6 +131,12 @@ pub fn hubble_socket(node: &NodeRecord) -> PathBuf {
 
 pub fn lab_dir(name: &str) -> PathBuf {
     Path::new(LAB_ROOT).join(name)
+}
+
+/// The lab's cgroup: `<cgroup v2 root>/weir-lab/<lab>`, a directory per
+/// node below it (socket LB attachment), a directory per pod below that.
+pub fn lab_cgroup(name: &str) -> Result<PathBuf> {
+    Ok(crate::cgroup::cgroup2_root()?.join("weir-lab").join(name))
 }
 
 fn underlay_netns(lab: &str) -> String {
@@ -266,6 +274,9 @@ impl Lab {
             }
             let node_dir = self.dir.join(&node);
             std::fs::create_dir_all(&node_dir)?;
+            let cgroup = lab_cgroup(&name)?.join(&node);
+            std::fs::create_dir_all(cgroup.join("host"))
+                .with_context(|| format!("create cgroup {}", cgroup.display()))?;
             let api_socket = node_dir.join("agent.sock");
             let cni_config = node_dir.join("cni.json");
             std::fs::write(
@@ -282,6 +293,7 @@ impl Lab {
                 bpffs_dir: PathBuf::from(format!("/sys/fs/bpf/{name}-{node}")),
                 state_dir: node_dir.join("state"),
                 cni_config,
+                cgroup,
             };
             progress(&format!(
                 "node {node}: starting weir-agent (pod CIDR {})",
@@ -369,7 +381,44 @@ impl Lab {
             ip: address,
             ports: Vec::new(),
             server_pid: 0,
+            cgroup: PathBuf::new(),
         }
+    }
+
+    /// Runs `weir-lab-client` inside a pod (its network namespace and
+    /// cgroup, so socket LB applies as to the pod's own clients).
+    pub fn pod_client(&self, pod: &str, target: &str, count: u32) -> Result<Vec<ClientResult>> {
+        let pod = self.pod(pod)?;
+        client::run(
+            &self.binaries.client,
+            &pod.netns,
+            Some(&pod.cgroup),
+            target,
+            count,
+        )
+    }
+
+    /// Runs `weir-lab-client` as a host process of `node` (its network
+    /// namespace, a cgroup below the node's).
+    pub fn node_client(&self, node: &str, target: &str, count: u32) -> Result<Vec<ClientResult>> {
+        let node = self
+            .state
+            .node(node)
+            .with_context(|| format!("no node {node}"))?;
+        client::run(
+            &self.binaries.client,
+            &node.netns,
+            Some(&node.cgroup.join("host")),
+            target,
+            count,
+        )
+    }
+
+    /// Runs `weir-lab-client` in the outside world (no socket LB: its
+    /// packets reach the nodes as any external client's do).
+    pub fn world_client(&self, target: &str, count: u32) -> Result<Vec<ClientResult>> {
+        let world = format!("{}-world", self.state.name);
+        client::run(&self.binaries.client, &world, None, target, count)
     }
 
     /// The directory of manifests every agent reads (the lab's "API server").
@@ -449,6 +498,8 @@ impl Lab {
             hubble_socket(node).display().to_string(),
             "--prometheus-address".into(),
             format!("{}:{METRICS_PORT}", node.underlay_ip),
+            "--socket-lb-cgroup".into(),
+            node.cgroup.display().to_string(),
         ];
         let _ = std::fs::remove_file(&node.api_socket);
         let log = self.dir.join(&node.name).join("agent.log");
@@ -731,7 +782,13 @@ impl Lab {
                 return Err(e);
             }
         };
-        match self.start_pod_server(pod, &netns_name) {
+        let cgroup = node
+            .cgroup
+            .join(format!("pod-{}-{}", pod.namespace, pod.name));
+        let started = std::fs::create_dir_all(&cgroup)
+            .with_context(|| format!("create cgroup {}", cgroup.display()))
+            .and_then(|()| self.start_pod_server(pod, &netns_name, &cgroup));
+        match started {
             Ok(server_pid) => Ok(PodRecord {
                 namespace: pod.namespace.clone(),
                 name: pod.name.clone(),
@@ -742,8 +799,10 @@ impl Lab {
                 ip,
                 ports: pod.ports.clone(),
                 server_pid,
+                cgroup,
             }),
             Err(e) => {
+                let _ = crate::cgroup::remove_tree(&cgroup);
                 // Undo the sandbox as kubelet would: DEL, then the netns.
                 let _ = cni::del(&cni::Invocation {
                     command: "DEL",
@@ -757,7 +816,7 @@ impl Lab {
 
     /// Starts the pod's server and waits until it serves (like a readiness
     /// probe), returning its pid.
-    fn start_pod_server(&self, pod: &Pod, netns_name: &str) -> Result<u32> {
+    fn start_pod_server(&self, pod: &Pod, netns_name: &str, cgroup: &Path) -> Result<u32> {
         let mut args = vec![
             "--identity".to_string(),
             format!("{}/{}", pod.namespace, pod.name),
@@ -773,8 +832,13 @@ impl Lab {
         let _ = std::fs::remove_file(&ready);
         args.push("--ready-file".into());
         args.push(ready.display().to_string());
-        let server_pid =
-            process::spawn_detached(netns_name, &self.binaries.pod_server, &args, &log)?;
+        let server_pid = process::spawn_detached_in(
+            netns_name,
+            Some(cgroup),
+            &self.binaries.pod_server,
+            &args,
+            &log,
+        )?;
         // Like a readiness probe: the pod counts as created once it serves.
         let deadline = Instant::now() + POD_READY_TIMEOUT;
         while !ready.exists() {
@@ -856,6 +920,7 @@ impl Lab {
             config: &config,
         })?;
         netns::delete(&pod.netns)?;
+        crate::cgroup::remove_tree(&pod.cgroup)?;
         self.remove_manifest(&format!("pods/{}/{}.yaml", pod.namespace, pod.name))?;
         self.state.pods.remove(index);
         self.state.save(&self.dir)?;
@@ -875,6 +940,10 @@ impl Lab {
                 process::stop(node.agent_pid, Duration::from_secs(3));
             }
             process::stop(state.etcd_pid, Duration::from_secs(3));
+        }
+        // Every pod server and client of the lab lives in its cgroup tree.
+        if let Ok(cgroup) = lab_cgroup(name) {
+            crate::cgroup::remove_tree(&cgroup)?;
         }
         let prefix = format!("{name}-");
         for ns in netns::list_with_prefix(&prefix) {

@@ -22,6 +22,17 @@ pub fn spawn_detached(
     args: &[String],
     log: &Path,
 ) -> Result<u32> {
+    spawn_detached_in(netns_name, None, program, args, log)
+}
+
+/// [`spawn_detached`], the process also joining `cgroup` (when given).
+pub fn spawn_detached_in(
+    netns_name: &str,
+    cgroup: Option<&Path>,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+) -> Result<u32> {
     use std::os::unix::process::CommandExt;
 
     let log_file = File::options()
@@ -36,6 +47,9 @@ pub fn spawn_detached(
         .stderr(log_file)
         .process_group(0);
     netns::command_in(&mut cmd, netns_name)?;
+    if let Some(cgroup) = cgroup {
+        crate::cgroup::enter_on_exec(cgroup, &mut cmd)?;
+    }
     let child = cmd
         .spawn()
         .with_context(|| format!("start {}", program.display()))?;

@@ -34,6 +34,10 @@ pub struct NodeRecord {
     pub bpffs_dir: PathBuf,
     pub state_dir: PathBuf,
     pub cni_config: PathBuf,
+    /// The node's cgroup (socket LB is attached here; its pods' and host
+    /// clients' processes live below it).
+    #[serde(default)]
+    pub cgroup: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +51,9 @@ pub struct PodRecord {
     pub ip: Ipv4Addr,
     pub ports: Vec<ContainerPort>,
     pub server_pid: u32,
+    /// The pod's cgroup, below its node's.
+    #[serde(default)]
+    pub cgroup: PathBuf,
 }
 
 impl PodRecord {
