@@ -1,0 +1,23 @@
+//! weir-lb: the pure service load-balancing engine of Weir (kube-proxy
+//! replacement). No I/O, no kernel, no Kubernetes client.
+//!
+//! ```text
+//! YAML doc ─Service::from_document─▶ Service
+//!   (service.rs: every problem with its field path)
+//! ```
+//!
+//! Modules: [`service`] (model and validation), [`error`].
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod service;
+mod validate;
+mod yaml;
+
+pub use error::{FieldError, FieldErrors, Path};
+pub use service::{
+    Algorithm, ClusterIps, Service, ServiceName, ServicePort, ServiceType, SessionAffinity,
+    TargetPort, TrafficPolicy,
+};
+pub use validate::Protocol;
