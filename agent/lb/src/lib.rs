@@ -2,19 +2,23 @@
 //! replacement). No I/O, no kernel, no Kubernetes client.
 //!
 //! ```text
-//! YAML doc ─Service::from_document─▶ Service
-//!   (service.rs: every problem with its field path)
+//! YAML doc ─Service::from_document───────▶ Service
+//! YAML doc ─EndpointSlice::from_document─▶ EndpointSlice
+//!   (service.rs, endpointslice.rs: every problem with its field path)
 //! ```
 //!
-//! Modules: [`service`] (model and validation), [`error`].
+//! Modules: [`service`], [`endpointslice`] (models and validation),
+//! [`error`].
 
 #![forbid(unsafe_code)]
 
+pub mod endpointslice;
 pub mod error;
 pub mod service;
 mod validate;
 mod yaml;
 
+pub use endpointslice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef};
 pub use error::{FieldError, FieldErrors, Path};
 pub use service::{
     Algorithm, ClusterIps, Service, ServiceName, ServicePort, ServiceType, SessionAffinity,
