@@ -1,5 +1,5 @@
-//! Errors: field-level problems of a document (every problem is reported,
-//! each with its path).
+//! Errors: field-level problems of a Service or EndpointSlice document (every
+//! problem is reported, each with its path), and the Maglev errors.
 
 use std::fmt;
 
@@ -123,3 +123,14 @@ impl fmt::Display for FieldErrors {
 }
 
 impl std::error::Error for FieldErrors {}
+
+/// Why a Maglev table cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaglevError {
+    #[error("Maglev table size {0} is not allowed: it must be one of the primes {sizes}", sizes = crate::maglev::allowed_sizes_text())]
+    SizeNotAllowed(u32),
+    #[error("a Maglev table needs at least one backend")]
+    NoBackends,
+    #[error("backend {0} is listed twice")]
+    DuplicateBackend(String),
+}
