@@ -1,5 +1,6 @@
 //! Errors: field-level problems of a Service or EndpointSlice document (every
-//! problem is reported, each with its path), and the Maglev errors.
+//! problem is reported, each with its path), and the option and Maglev
+//! errors.
 
 use std::fmt;
 
@@ -133,4 +134,13 @@ pub enum MaglevError {
     NoBackends,
     #[error("backend {0} is listed twice")]
     DuplicateBackend(String),
+}
+
+/// Why [`crate::LbOptions`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("node port range {start}-{end} is empty or starts at 0")]
+    NodePortRange { start: u16, end: u16 },
+    #[error(transparent)]
+    MaglevTableSize(#[from] MaglevError),
 }

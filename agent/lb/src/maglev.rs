@@ -127,6 +127,10 @@ impl Table {
         Ok(Table { slots })
     }
 
+    pub(crate) fn from_slots(slots: Vec<u32>) -> Table {
+        Table { slots }
+    }
+
     /// The slots, each an index into the backends the table was built from.
     pub fn slots(&self) -> &[u32] {
         &self.slots

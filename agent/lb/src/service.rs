@@ -9,7 +9,7 @@
 //!   silently drop).
 //! - `clusterIP: None` is headless. An absent cluster IP is kept as
 //!   [`ClusterIps::Unallocated`]: the API server would allocate one, Weir has
-//!   no allocator, so compiling the node state reports it.
+//!   no allocator, so [`crate::compile()`] reports it.
 //! - `targetPort` absent, `0` or `""` means `port`; `nodePort` absent or `0`
 //!   means "allocate", which Weir cannot do either (reported by compile).
 //! - `externalTrafficPolicy` only for externally reachable services
