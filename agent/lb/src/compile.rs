@@ -1,0 +1,516 @@
+//! The desired load-balancer state of one node: every frontend (address,
+//! port, protocol, scope) with its backends, from validated Services and
+//! EndpointSlices. The rules, with kube-proxy's and Cilium's semantics, are
+//! in the crate documentation; each is tested in `compile/tests.rs`.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+
+use serde::Serialize;
+
+use crate::endpointslice::EndpointSlice;
+use crate::error::{MaglevError, OptionsError};
+use crate::maglev::{self, BackendKey, Table};
+use crate::service::{
+    Algorithm, ClusterIps, Service, ServiceName, ServicePort, ServiceType, SessionAffinity,
+    TrafficPolicy,
+};
+use crate::validate::Protocol;
+
+/// The node the state is compiled for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeContext {
+    /// Matched against endpoints' `nodeName` for the Local traffic policies.
+    pub name: String,
+    /// The node's addresses: NodePort frontends listen on each.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LbOptions {
+    /// kube-apiserver's `--service-node-port-range`.
+    pub node_port_range: RangeInclusive<u16>,
+    /// For services without the `service.weir.io/lb-algorithm` annotation.
+    pub default_algorithm: Algorithm,
+    /// For building Maglev tables ([`Frontend::maglev_table`]).
+    pub maglev_table_size: u32,
+}
+
+impl Default for LbOptions {
+    fn default() -> Self {
+        Self {
+            node_port_range: 30000..=32767,
+            default_algorithm: Algorithm::Random,
+            maglev_table_size: 1021,
+        }
+    }
+}
+
+impl LbOptions {
+    /// Checks the options once, where the agent reads its configuration.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        let (start, end) = (*self.node_port_range.start(), *self.node_port_range.end());
+        if start == 0 || start > end {
+            return Err(OptionsError::NodePortRange { start, end });
+        }
+        maglev::check_size(self.maglev_table_size)?;
+        Ok(())
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum FrontendKind {
+    ClusterIp,
+    NodePort,
+    ExternalIp,
+    LoadBalancer,
+}
+
+/// Which clients a frontend entry serves; see the crate docs for the rule.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Scope {
+    /// Clients outside the cluster (packets arriving on a node device).
+    External,
+    /// Clients in the cluster (pods, and the host of this node).
+    Internal,
+}
+
+/// What the datapath looks a new connection up by.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct FrontendKey {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scope: Scope,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum BackendState {
+    /// Takes new connections.
+    Active,
+    /// Terminating but still serving: kept so existing connections finish;
+    /// never picked for a new connection.
+    Terminating,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Backend {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub state: BackendState,
+    /// The endpoint's `nodeName`.
+    pub node: Option<String>,
+    /// (namespace, name) of the pod, from a `targetRef` of kind Pod.
+    pub pod: Option<(String, String)>,
+}
+
+impl Backend {
+    pub fn key(&self) -> BackendKey {
+        BackendKey::new(self.address, self.port)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Frontend {
+    pub service: ServiceName,
+    pub port_name: Option<String>,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub kind: FrontendKind,
+    pub scope: Scope,
+    /// Sorted by (address, port), no duplicates; may be empty (the datapath
+    /// then drops the service's traffic).
+    pub backends: Vec<Backend>,
+    pub algorithm: Algorithm,
+    /// `Some(seconds)` with `sessionAffinity: ClientIP`.
+    pub affinity_timeout: Option<u32>,
+}
+
+impl Frontend {
+    pub fn key(&self) -> FrontendKey {
+        FrontendKey {
+            address: self.address,
+            port: self.port,
+            protocol: self.protocol,
+            scope: self.scope,
+        }
+    }
+
+    /// The backends that take new connections.
+    pub fn active_backends(&self) -> impl Iterator<Item = &Backend> {
+        self.backends
+            .iter()
+            .filter(|b| b.state == BackendState::Active)
+    }
+
+    /// The Maglev table over the active backends; its slots index
+    /// [`Frontend::backends`]. [`MaglevError::NoBackends`] when none is
+    /// active.
+    pub fn maglev_table(&self, size: u32) -> Result<Table, MaglevError> {
+        let (indexes, keys): (Vec<u32>, Vec<BackendKey>) = self
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.state == BackendState::Active)
+            .map(|(i, b)| (i as u32, b.key()))
+            .unzip();
+        let table = Table::build(&keys, size)?;
+        let slots: Vec<u32> = table.slots().iter().map(|&s| indexes[s as usize]).collect();
+        Ok(Table::from_slots(slots))
+    }
+}
+
+/// Something in a service that kept (part of) it out of the state.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ServiceProblem {
+    pub service: ServiceName,
+    pub message: String,
+}
+
+/// The desired state: frontends sorted by [`FrontendKey`] (unique), and the
+/// problems in the order of services by (namespace, name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LbState {
+    pub frontends: Vec<Frontend>,
+    pub problems: Vec<ServiceProblem>,
+}
+
+impl LbState {
+    pub fn get(&self, key: &FrontendKey) -> Option<&Frontend> {
+        self.frontends
+            .binary_search_by(|f| f.key().cmp(key))
+            .ok()
+            .map(|i| &self.frontends[i])
+    }
+
+    /// The datapath's lookup.
+    pub fn lookup(
+        &self,
+        address: Ipv4Addr,
+        port: u16,
+        protocol: Protocol,
+        scope: Scope,
+    ) -> Option<&Frontend> {
+        self.get(&FrontendKey {
+            address,
+            port,
+            protocol,
+            scope,
+        })
+    }
+}
+
+/// Who holds an (address, port, protocol).
+#[derive(Clone, PartialEq, Eq)]
+struct Claim {
+    service: ServiceName,
+    kind: FrontendKind,
+    port_name: Option<String>,
+}
+
+struct Candidate<'b> {
+    kind: FrontendKind,
+    address: Ipv4Addr,
+    port: u16,
+    scopes: Vec<(Scope, &'b [Backend])>,
+}
+
+/// Compiles the state of `node`. Services are visited in (namespace, name)
+/// order; when two claim the same (address, port, protocol) the first keeps
+/// it and the other gets a [`ServiceProblem`]. Deterministic: the same input
+/// in any order gives the same state (only when one service is given twice
+/// does the input order pick the definition used).
+pub fn compile(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &NodeContext,
+    options: &LbOptions,
+) -> LbState {
+    let mut ordered: Vec<&Service> = services.iter().collect();
+    ordered.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut slices_of: BTreeMap<ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        slices_of.entry(slice.service()).or_default().push(slice);
+    }
+    for list in slices_of.values_mut() {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let mut node_addresses = node.addresses.clone();
+    node_addresses.sort();
+    node_addresses.dedup();
+
+    let mut compiler = Compiler {
+        claims: BTreeMap::new(),
+        state: LbState::default(),
+    };
+    let mut seen = BTreeSet::new();
+    for service in ordered {
+        let name = service.service_name();
+        if !seen.insert(name.clone()) {
+            compiler.problem(
+                &name,
+                "defined more than once: the first definition is used",
+            );
+            continue;
+        }
+        let service_slices = slices_of.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+        compiler.service(service, service_slices, node, &node_addresses, options);
+    }
+    compiler.state.frontends.sort_by_key(Frontend::key);
+    compiler.state
+}
+
+struct Compiler {
+    claims: BTreeMap<(Ipv4Addr, u16, Protocol), Claim>,
+    state: LbState,
+}
+
+impl Compiler {
+    fn problem(&mut self, service: &ServiceName, message: impl Into<String>) {
+        self.state.problems.push(ServiceProblem {
+            service: service.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn service(
+        &mut self,
+        service: &Service,
+        slices: &[&EndpointSlice],
+        node: &NodeContext,
+        node_addresses: &[Ipv4Addr],
+        options: &LbOptions,
+    ) {
+        let name = service.service_name();
+        let cluster_ips = match &service.cluster_ips {
+            // Headless: DNS names the pods; nothing to balance.
+            ClusterIps::Headless => return,
+            ClusterIps::Unallocated => {
+                self.problem(
+                    &name,
+                    "spec.clusterIP is not set and Weir does not allocate cluster IPs: the service is not installed",
+                );
+                return;
+            }
+            ClusterIps::Allocated(ips) => ips,
+        };
+        for port in &service.ports {
+            let all = backends(port, slices);
+            let local: Vec<Backend> = all
+                .iter()
+                .filter(|b| b.node.as_deref() == Some(node.name.as_str()))
+                .cloned()
+                .collect();
+            let pick = |policy: TrafficPolicy| match policy {
+                TrafficPolicy::Cluster => all.as_slice(),
+                TrafficPolicy::Local => local.as_slice(),
+            };
+            let internal = vec![(Scope::Internal, pick(service.internal_traffic_policy))];
+            // In-cluster clients are not subject to externalTrafficPolicy.
+            let external = vec![
+                (Scope::External, pick(service.external_traffic_policy)),
+                (Scope::Internal, all.as_slice()),
+            ];
+
+            let mut candidates = Vec::new();
+            for &address in cluster_ips {
+                candidates.push(Candidate {
+                    kind: FrontendKind::ClusterIp,
+                    address,
+                    port: port.port,
+                    scopes: internal.clone(),
+                });
+            }
+            if service.service_type.has_node_ports() {
+                match port.node_port {
+                    Some(node_port) if options.node_port_range.contains(&node_port) => {
+                        for &address in node_addresses {
+                            candidates.push(Candidate {
+                                kind: FrontendKind::NodePort,
+                                address,
+                                port: node_port,
+                                scopes: external.clone(),
+                            });
+                        }
+                    }
+                    Some(node_port) => self.problem(
+                        &name,
+                        format!(
+                            "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
+                            port_label(port),
+                            options.node_port_range.start(),
+                            options.node_port_range.end()
+                        ),
+                    ),
+                    None if service.service_type == ServiceType::NodePort
+                        || service.allocate_load_balancer_node_ports =>
+                    {
+                        self.problem(
+                            &name,
+                            format!(
+                                "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
+                                port_label(port)
+                            ),
+                        )
+                    }
+                    None => {}
+                }
+            }
+            for &address in &service.external_ips {
+                candidates.push(Candidate {
+                    kind: FrontendKind::ExternalIp,
+                    address,
+                    port: port.port,
+                    scopes: external.clone(),
+                });
+            }
+            if service.service_type == ServiceType::LoadBalancer {
+                for &address in &service.load_balancer_ips {
+                    candidates.push(Candidate {
+                        kind: FrontendKind::LoadBalancer,
+                        address,
+                        port: port.port,
+                        scopes: external.clone(),
+                    });
+                }
+            }
+            for candidate in candidates {
+                self.install(service, port, candidate, options);
+            }
+        }
+    }
+
+    fn install(
+        &mut self,
+        service: &Service,
+        port: &ServicePort,
+        candidate: Candidate<'_>,
+        options: &LbOptions,
+    ) {
+        let name = service.service_name();
+        let claim = Claim {
+            service: name.clone(),
+            kind: candidate.kind,
+            port_name: port.name.clone(),
+        };
+        let what = format!(
+            "{:?} frontend {}:{}/{}",
+            candidate.kind, candidate.address, candidate.port, port.protocol
+        );
+        match self
+            .claims
+            .entry((candidate.address, candidate.port, port.protocol))
+        {
+            Entry::Occupied(held) if *held.get() == claim => return, // listed twice
+            Entry::Occupied(held) => {
+                let held = held.get().clone();
+                let message = if held.service == name {
+                    format!(
+                        "{what} is also this service's {:?} frontend (port {}): the first is kept",
+                        held.kind,
+                        held.port_name.as_deref().unwrap_or("(unnamed)")
+                    )
+                } else {
+                    format!(
+                        "{what} is already {}'s {:?} frontend: not installed",
+                        held.service, held.kind
+                    )
+                };
+                self.problem(&name, message);
+                return;
+            }
+            Entry::Vacant(free) => {
+                free.insert(claim);
+            }
+        }
+        let algorithm = service.algorithm.unwrap_or(options.default_algorithm);
+        let affinity_timeout = match service.session_affinity {
+            SessionAffinity::None => None,
+            SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
+        };
+        for (scope, backends) in candidate.scopes {
+            self.state.frontends.push(Frontend {
+                service: name.clone(),
+                port_name: port.name.clone(),
+                address: candidate.address,
+                port: candidate.port,
+                protocol: port.protocol,
+                kind: candidate.kind,
+                scope,
+                backends: backends.to_vec(),
+                algorithm,
+                affinity_timeout,
+            });
+        }
+    }
+}
+
+fn port_label(port: &ServicePort) -> String {
+    match &port.name {
+        Some(name) => format!("{name} ({}/{})", port.port, port.protocol),
+        None => format!("{}/{}", port.port, port.protocol),
+    }
+}
+
+/// The backends of one service port: endpoints of the service's slices
+/// whose slice port has the same name (unnamed matches unnamed) and
+/// protocol. Ready endpoints are Active; terminating ones still serving are
+/// Terminating; the rest are left out. An address listed twice keeps its
+/// best state. Sorted by (address, port).
+fn backends(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Backend> {
+    let mut by_address: BTreeMap<(Ipv4Addr, u16), Backend> = BTreeMap::new();
+    for slice in slices {
+        let numbers = slice.ports.iter().filter(|sp| {
+            sp.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or("")
+                && sp.protocol == port.protocol
+        });
+        for number in numbers.filter_map(|sp| sp.port) {
+            for endpoint in &slice.endpoints {
+                let conditions = &endpoint.conditions;
+                let state = if conditions.ready() {
+                    BackendState::Active
+                } else if conditions.serving() && conditions.terminating() {
+                    BackendState::Terminating
+                } else {
+                    continue;
+                };
+                // Addresses are fungible; like kube-proxy, use the first.
+                let Some(&address) = endpoint.addresses.first() else {
+                    continue;
+                };
+                let pod = endpoint
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind == "Pod")
+                    .map(|r| {
+                        let namespace = r.namespace.as_ref().unwrap_or(&slice.namespace);
+                        (namespace.clone(), r.name.clone())
+                    });
+                let backend = Backend {
+                    address,
+                    port: number,
+                    state,
+                    node: endpoint.node_name.clone(),
+                    pod,
+                };
+                match by_address.entry((address, number)) {
+                    Entry::Vacant(free) => {
+                        free.insert(backend);
+                    }
+                    Entry::Occupied(mut held) => {
+                        if backend.state < held.get().state {
+                            held.insert(backend);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    by_address.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests;

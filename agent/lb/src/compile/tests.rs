@@ -1,0 +1,723 @@
+use super::*;
+use crate::endpointslice::{Endpoint, EndpointConditions, EndpointPort, ObjectRef};
+
+fn ip(text: &str) -> Ipv4Addr {
+    text.parse().unwrap()
+}
+
+/// A Service from YAML: `name` may be `namespace/name`.
+fn service(name: &str, spec: &str) -> Service {
+    let (namespace, name) = name.split_once('/').unwrap_or(("shop", name));
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{spec}"
+    );
+    Service::from_document(&serde_yaml_ng::from_str(&yaml).unwrap()).unwrap()
+}
+
+fn with_status(mut svc: Service, ips: &[&str]) -> Service {
+    svc.load_balancer_ips = ips.iter().map(|s| ip(s)).collect();
+    svc
+}
+
+/// A ready endpoint of pod `pod` on `node`.
+fn ep(address: &str, node: &str, pod: &str) -> Endpoint {
+    Endpoint {
+        addresses: vec![ip(address)],
+        conditions: EndpointConditions {
+            ready: Some(true),
+            serving: Some(true),
+            terminating: Some(false),
+        },
+        node_name: Some(node.to_string()),
+        target_ref: Some(ObjectRef {
+            kind: "Pod".into(),
+            namespace: Some("shop".into()),
+            name: pod.into(),
+        }),
+    }
+}
+
+fn conditions(
+    ready: Option<bool>,
+    serving: Option<bool>,
+    terminating: Option<bool>,
+) -> EndpointConditions {
+    EndpointConditions {
+        ready,
+        serving,
+        terminating,
+    }
+}
+
+fn port(name: Option<&str>, protocol: Protocol, number: u16) -> EndpointPort {
+    EndpointPort {
+        name: name.map(str::to_string),
+        protocol,
+        port: Some(number),
+    }
+}
+
+fn slice(
+    service: &str,
+    name: &str,
+    ports: Vec<EndpointPort>,
+    endpoints: Vec<Endpoint>,
+) -> EndpointSlice {
+    let (namespace, service) = service.split_once('/').unwrap_or(("shop", service));
+    EndpointSlice {
+        namespace: namespace.into(),
+        name: name.into(),
+        service_name: service.into(),
+        labels: Default::default(),
+        endpoints,
+        ports,
+    }
+}
+
+fn node() -> NodeContext {
+    NodeContext {
+        name: "n1".into(),
+        addresses: vec![ip("192.168.0.1"), ip("192.168.1.1")],
+    }
+}
+
+fn run(services: &[Service], slices: &[EndpointSlice]) -> LbState {
+    compile(services, slices, &node(), &LbOptions::default())
+}
+
+fn addresses(frontend: &Frontend) -> Vec<String> {
+    frontend
+        .backends
+        .iter()
+        .map(|b| format!("{}:{}", b.address, b.port))
+        .collect()
+}
+
+fn key(address: &str, port: u16, protocol: Protocol, scope: Scope) -> FrontendKey {
+    FrontendKey {
+        address: ip(address),
+        port,
+        protocol,
+        scope,
+    }
+}
+
+const WEB: &str =
+    "  clusterIP: 10.96.0.10\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n";
+
+fn web_slice() -> EndpointSlice {
+    slice(
+        "web",
+        "web-1",
+        vec![port(None, Protocol::Tcp, 8080)],
+        vec![ep("10.0.2.7", "n2", "b"), ep("10.0.1.5", "n1", "a")],
+    )
+}
+
+#[test]
+fn a_cluster_ip_is_an_internal_frontend_with_every_backend() {
+    let state = run(&[service("web", WEB)], &[web_slice()]);
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    assert_eq!(state.frontends.len(), 1);
+    let f = &state.frontends[0];
+    assert_eq!(f.service, ServiceName::new("shop", "web"));
+    assert_eq!(
+        (f.kind, f.scope),
+        (FrontendKind::ClusterIp, Scope::Internal)
+    );
+    assert_eq!(
+        (f.address, f.port, f.protocol),
+        (ip("10.96.0.10"), 80, Protocol::Tcp)
+    );
+    assert_eq!(f.port_name, None);
+    assert_eq!(addresses(f), ["10.0.1.5:8080", "10.0.2.7:8080"], "sorted");
+    assert_eq!(f.backends[0].node.as_deref(), Some("n1"));
+    assert_eq!(f.backends[0].pod, Some(("shop".into(), "a".into())));
+    assert_eq!(f.backends[0].state, BackendState::Active);
+    assert_eq!(f.algorithm, Algorithm::Random);
+    assert_eq!(f.affinity_timeout, None);
+    // Not reachable from outside.
+    assert!(state
+        .lookup(ip("10.96.0.10"), 80, Protocol::Tcp, Scope::External)
+        .is_none());
+    assert_eq!(
+        state.lookup(ip("10.96.0.10"), 80, Protocol::Tcp, Scope::Internal),
+        Some(f)
+    );
+    assert!(state
+        .lookup(ip("10.96.0.10"), 80, Protocol::Udp, Scope::Internal)
+        .is_none());
+}
+
+#[test]
+fn backends_match_the_service_port_by_name_and_protocol() {
+    let svc = service(
+        "dns",
+        "  clusterIP: 10.96.0.53\n  ports:\n  - {name: dns, port: 53, protocol: UDP}\n  - {name: dns-tcp, port: 53}\n  - {name: metrics, port: 9153}\n",
+    );
+    let slices = [slice(
+        "dns",
+        "dns-1",
+        vec![
+            port(Some("dns"), Protocol::Udp, 5353),
+            port(Some("dns-tcp"), Protocol::Tcp, 5354),
+            // Same name, other protocol: not the metrics port.
+            port(Some("metrics"), Protocol::Udp, 9999),
+            EndpointPort {
+                name: Some("spare".into()),
+                protocol: Protocol::Tcp,
+                port: None,
+            },
+        ],
+        vec![ep("10.0.1.5", "n1", "a")],
+    )];
+    let state = run(&[svc], &slices);
+    let backends = |port: u16, protocol: Protocol| {
+        addresses(
+            state
+                .get(&key("10.96.0.53", port, protocol, Scope::Internal))
+                .unwrap(),
+        )
+    };
+    assert_eq!(backends(53, Protocol::Udp), ["10.0.1.5:5353"]);
+    assert_eq!(backends(53, Protocol::Tcp), ["10.0.1.5:5354"]);
+    assert!(backends(9153, Protocol::Tcp).is_empty());
+    let f = state
+        .get(&key("10.96.0.53", 53, Protocol::Udp, Scope::Internal))
+        .unwrap();
+    assert_eq!(f.port_name.as_deref(), Some("dns"));
+}
+
+#[test]
+fn unnamed_matches_only_unnamed() {
+    let named_slice = slice(
+        "web",
+        "web-2",
+        vec![port(Some("http"), Protocol::Tcp, 9090)],
+        vec![ep("10.0.3.3", "n1", "c")],
+    );
+    let state = run(&[service("web", WEB)], &[web_slice(), named_slice]);
+    assert_eq!(
+        addresses(&state.frontends[0]),
+        ["10.0.1.5:8080", "10.0.2.7:8080"]
+    );
+}
+
+#[test]
+fn only_the_services_own_slices_count() {
+    let foreign = slice(
+        "other/web",
+        "web-x",
+        vec![port(None, Protocol::Tcp, 8080)],
+        vec![ep("10.9.9.9", "n1", "x")],
+    );
+    let other_service = slice(
+        "api",
+        "api-x",
+        vec![port(None, Protocol::Tcp, 8080)],
+        vec![ep("10.8.8.8", "n1", "y")],
+    );
+    let state = run(
+        &[service("web", WEB)],
+        &[web_slice(), foreign, other_service],
+    );
+    assert_eq!(
+        addresses(&state.frontends[0]),
+        ["10.0.1.5:8080", "10.0.2.7:8080"]
+    );
+}
+
+#[test]
+fn endpoint_conditions_decide_backend_state() {
+    let mut endpoints = Vec::new();
+    let cases = [
+        ("10.0.0.1", conditions(Some(true), Some(true), Some(false))), // ready
+        ("10.0.0.2", conditions(None, None, None)),                    // unknown = ready
+        ("10.0.0.3", conditions(Some(false), Some(true), Some(true))), // terminating, serving
+        ("10.0.0.4", conditions(Some(false), None, Some(true))),       // serving unknown = true
+        ("10.0.0.5", conditions(Some(false), Some(false), Some(true))), // terminating, not serving
+        (
+            "10.0.0.6",
+            conditions(Some(false), Some(false), Some(false)),
+        ), // not ready
+        ("10.0.0.7", conditions(Some(false), Some(true), Some(false))), // serving, not terminating, not ready
+        ("10.0.0.8", conditions(Some(true), Some(true), Some(true))),   // publishNotReadyAddresses
+    ];
+    for (address, c) in cases {
+        let mut e = ep(address, "n1", address);
+        e.conditions = c;
+        endpoints.push(e);
+    }
+    let slices = [slice(
+        "web",
+        "web-1",
+        vec![port(None, Protocol::Tcp, 8080)],
+        endpoints,
+    )];
+    let state = run(&[service("web", WEB)], &slices);
+    let states: Vec<(String, BackendState)> = state.frontends[0]
+        .backends
+        .iter()
+        .map(|b| (b.address.to_string(), b.state))
+        .collect();
+    use BackendState::*;
+    assert_eq!(
+        states,
+        vec![
+            ("10.0.0.1".into(), Active),
+            ("10.0.0.2".into(), Active),
+            ("10.0.0.3".into(), Terminating),
+            ("10.0.0.4".into(), Terminating),
+            ("10.0.0.8".into(), Active),
+        ]
+    );
+    let active: Vec<String> = state.frontends[0]
+        .active_backends()
+        .map(|b| b.address.to_string())
+        .collect();
+    assert_eq!(active, ["10.0.0.1", "10.0.0.2", "10.0.0.8"]);
+}
+
+#[test]
+fn an_address_in_two_slices_is_one_backend_in_its_best_state() {
+    let mut old = ep("10.0.1.5", "n1", "a");
+    old.conditions = conditions(Some(false), Some(true), Some(true));
+    let slices = [
+        slice(
+            "web",
+            "web-1",
+            vec![port(None, Protocol::Tcp, 8080)],
+            vec![old],
+        ),
+        web_slice(),
+    ];
+    let state = run(&[service("web", WEB)], &slices);
+    let f = &state.frontends[0];
+    assert_eq!(addresses(f), ["10.0.1.5:8080", "10.0.2.7:8080"]);
+    assert!(f.backends.iter().all(|b| b.state == BackendState::Active));
+    // Only the first address of an endpoint is used (they are fungible).
+    let mut two = ep("10.0.4.1", "n1", "d");
+    two.addresses.push(ip("10.0.4.2"));
+    let slices = [slice(
+        "web",
+        "web-1",
+        vec![port(None, Protocol::Tcp, 8080)],
+        vec![two],
+    )];
+    let state = run(&[service("web", WEB)], &slices);
+    assert_eq!(addresses(&state.frontends[0]), ["10.0.4.1:8080"]);
+}
+
+#[test]
+fn a_service_without_endpoints_still_has_its_frontend() {
+    let state = run(&[service("web", WEB)], &[]);
+    assert_eq!(state.frontends.len(), 1);
+    assert!(state.frontends[0].backends.is_empty());
+    assert!(state.problems.is_empty());
+}
+
+const NODE_PORT: &str = "  type: NodePort\n  clusterIP: 10.96.0.10\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]\n";
+
+fn http_slice() -> EndpointSlice {
+    let mut s = web_slice();
+    s.ports = vec![port(Some("http"), Protocol::Tcp, 8080)];
+    s
+}
+
+#[test]
+fn node_ports_listen_on_every_node_address_at_both_scopes() {
+    let state = run(&[service("web", NODE_PORT)], &[http_slice()]);
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    let keys: Vec<(String, u16, FrontendKind, Scope)> = state
+        .frontends
+        .iter()
+        .map(|f| (f.address.to_string(), f.port, f.kind, f.scope))
+        .collect();
+    use FrontendKind::*;
+    use Scope::*;
+    assert_eq!(
+        keys,
+        vec![
+            ("10.96.0.10".into(), 80, ClusterIp, Internal),
+            ("192.168.0.1".into(), 30080, NodePort, External),
+            ("192.168.0.1".into(), 30080, NodePort, Internal),
+            ("192.168.1.1".into(), 30080, NodePort, External),
+            ("192.168.1.1".into(), 30080, NodePort, Internal),
+        ]
+    );
+    // externalTrafficPolicy Cluster: every backend at both scopes.
+    for f in &state.frontends {
+        assert_eq!(addresses(f), ["10.0.1.5:8080", "10.0.2.7:8080"]);
+        assert_eq!(f.port_name.as_deref(), Some("http"));
+    }
+}
+
+#[test]
+fn node_ports_outside_the_range_or_unset_are_problems() {
+    let outside = service(
+        "web",
+        "  type: NodePort\n  clusterIP: 10.96.0.10\n  ports: [{name: http, port: 80, nodePort: 8080}]\n",
+    );
+    let state = run(&[outside], &[]);
+    assert_eq!(state.frontends.len(), 1, "the ClusterIP stays");
+    assert_eq!(
+        state.problems,
+        vec![ServiceProblem {
+            service: ServiceName::new("shop", "web"),
+            message: "port http (80/TCP): nodePort 8080 is outside the node port range 30000-32767: no NodePort frontend".into()
+        }]
+    );
+    let options = LbOptions {
+        node_port_range: 8000..=9000,
+        ..LbOptions::default()
+    };
+    let outside = service(
+        "web",
+        "  type: NodePort\n  clusterIP: 10.96.0.10\n  ports: [{name: http, port: 80, nodePort: 8080}]\n",
+    );
+    let state = compile(&[outside], &[], &node(), &options);
+    assert!(state.problems.is_empty());
+    assert_eq!(state.frontends.len(), 5);
+
+    let unset = service(
+        "web",
+        "  type: NodePort\n  clusterIP: 10.96.0.10\n  ports: [{port: 80}]\n",
+    );
+    let state = run(&[unset], &[]);
+    assert_eq!(state.frontends.len(), 1);
+    assert_eq!(
+        state.problems[0].message,
+        "port 80/TCP: nodePort is not set and Weir does not allocate node ports: no NodePort frontend"
+    );
+
+    // A LoadBalancer may do without node ports.
+    let no_node_ports = with_status(
+        service(
+            "web",
+            "  type: LoadBalancer\n  allocateLoadBalancerNodePorts: false\n  clusterIP: 10.96.0.10\n  ports: [{port: 80}]\n",
+        ),
+        &["203.0.113.7"],
+    );
+    let state = run(&[no_node_ports], &[]);
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    let kinds: BTreeSet<FrontendKind> = state.frontends.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([FrontendKind::ClusterIp, FrontendKind::LoadBalancer])
+    );
+}
+
+#[test]
+fn external_traffic_policy_local_narrows_only_external_clients() {
+    let svc = service(
+        "web",
+        &format!("{NODE_PORT}  externalTrafficPolicy: Local\n"),
+    );
+    let state = run(&[svc], &[http_slice()]);
+    let external = state
+        .get(&key("192.168.0.1", 30080, Protocol::Tcp, Scope::External))
+        .unwrap();
+    assert_eq!(
+        addresses(external),
+        ["10.0.1.5:8080"],
+        "this node's backend only"
+    );
+    let internal = state
+        .get(&key("192.168.0.1", 30080, Protocol::Tcp, Scope::Internal))
+        .unwrap();
+    assert_eq!(addresses(internal), ["10.0.1.5:8080", "10.0.2.7:8080"]);
+    let cluster_ip = state
+        .get(&key("10.96.0.10", 80, Protocol::Tcp, Scope::Internal))
+        .unwrap();
+    assert_eq!(addresses(cluster_ip), ["10.0.1.5:8080", "10.0.2.7:8080"]);
+
+    // On a node without local backends, external clients get none.
+    let other_node = NodeContext {
+        name: "n3".into(),
+        addresses: vec![ip("192.168.3.1")],
+    };
+    let svc = service(
+        "web",
+        &format!("{NODE_PORT}  externalTrafficPolicy: Local\n"),
+    );
+    let state = compile(&[svc], &[http_slice()], &other_node, &LbOptions::default());
+    let external = state
+        .get(&key("192.168.3.1", 30080, Protocol::Tcp, Scope::External))
+        .unwrap();
+    assert!(external.backends.is_empty());
+}
+
+#[test]
+fn internal_traffic_policy_local_narrows_only_cluster_ips() {
+    let svc = service(
+        "web",
+        &format!("{NODE_PORT}  internalTrafficPolicy: Local\n"),
+    );
+    let state = run(&[svc], &[http_slice()]);
+    let cluster_ip = state
+        .get(&key("10.96.0.10", 80, Protocol::Tcp, Scope::Internal))
+        .unwrap();
+    assert_eq!(addresses(cluster_ip), ["10.0.1.5:8080"]);
+    for scope in [Scope::External, Scope::Internal] {
+        let node_port = state
+            .get(&key("192.168.1.1", 30080, Protocol::Tcp, scope))
+            .unwrap();
+        assert_eq!(
+            addresses(node_port),
+            ["10.0.1.5:8080", "10.0.2.7:8080"],
+            "{scope:?}"
+        );
+    }
+}
+
+#[test]
+fn external_ips_and_load_balancer_ingress_are_frontends() {
+    let svc = with_status(
+        service(
+            "web",
+            "  type: LoadBalancer\n  clusterIP: 10.96.0.10\n  externalIPs: [192.0.2.10]\n  externalTrafficPolicy: Local\n  ports: [{name: http, port: 80, nodePort: 30080}]\n",
+        ),
+        &["203.0.113.7"],
+    );
+    let state = run(&[svc], &[http_slice()]);
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    for (address, kind) in [
+        ("192.0.2.10", FrontendKind::ExternalIp),
+        ("203.0.113.7", FrontendKind::LoadBalancer),
+    ] {
+        let external = state
+            .get(&key(address, 80, Protocol::Tcp, Scope::External))
+            .unwrap();
+        assert_eq!(external.kind, kind);
+        assert_eq!(addresses(external), ["10.0.1.5:8080"]);
+        let internal = state
+            .get(&key(address, 80, Protocol::Tcp, Scope::Internal))
+            .unwrap();
+        assert_eq!(addresses(internal).len(), 2);
+    }
+    assert_eq!(state.frontends.len(), 1 + 4 + 2 + 2);
+
+    // Ingress IPs of a service that is not a LoadBalancer are not used.
+    let plain = with_status(service("web", WEB), &["203.0.113.7"]);
+    let state = run(&[plain], &[]);
+    assert_eq!(state.frontends.len(), 1);
+    // externalIPs work on a ClusterIP service.
+    let state = run(
+        &[service(
+            "web",
+            &format!("{WEB}  externalIPs: [192.0.2.10]\n"),
+        )],
+        &[],
+    );
+    assert_eq!(state.frontends.len(), 3);
+}
+
+#[test]
+fn session_affinity_and_algorithm() {
+    let svc = service(
+        "web",
+        &format!("{WEB}  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 600}}}}\n"),
+    );
+    let state = run(&[svc], &[]);
+    assert_eq!(state.frontends[0].affinity_timeout, Some(600));
+    let svc = service("web", &format!("{WEB}  sessionAffinity: ClientIP\n"));
+    assert_eq!(run(&[svc], &[]).frontends[0].affinity_timeout, Some(10800));
+
+    let maglev_default = LbOptions {
+        default_algorithm: Algorithm::Maglev,
+        ..LbOptions::default()
+    };
+    let state = compile(&[service("web", WEB)], &[], &node(), &maglev_default);
+    assert_eq!(state.frontends[0].algorithm, Algorithm::Maglev);
+    let mut annotated = service("web", WEB);
+    annotated.algorithm = Some(Algorithm::Random);
+    let state = compile(&[annotated], &[], &node(), &maglev_default);
+    assert_eq!(
+        state.frontends[0].algorithm,
+        Algorithm::Random,
+        "the annotation wins"
+    );
+}
+
+#[test]
+fn headless_services_have_no_frontends_and_unallocated_ones_a_problem() {
+    let headless = service(
+        "db",
+        "  clusterIP: None\n  selector: {app: db}\n  ports: [{port: 5432}]\n",
+    );
+    let unallocated = service("web", "  ports: [{port: 80}]\n");
+    let state = run(&[headless, unallocated], &[]);
+    assert!(state.frontends.is_empty());
+    assert_eq!(state.problems.len(), 1);
+    assert_eq!(state.problems[0].service, ServiceName::new("shop", "web"));
+    assert!(state.problems[0].message.contains("clusterIP is not set"));
+}
+
+#[test]
+fn the_first_service_by_namespace_and_name_keeps_a_contested_frontend() {
+    let a = service("alpha/web", WEB);
+    let b = service("beta/web", WEB);
+    let udp = service(
+        "beta/dns",
+        "  clusterIP: 10.96.0.10\n  ports: [{port: 80, protocol: UDP}]\n",
+    );
+    for services in [vec![a.clone(), b.clone(), udp.clone()], vec![udp, b, a]] {
+        let state = run(&services, &[]);
+        let owners: Vec<String> = state
+            .frontends
+            .iter()
+            .map(|f| f.service.to_string())
+            .collect();
+        assert_eq!(owners, ["alpha/web", "beta/dns"], "UDP is another frontend");
+        assert_eq!(
+            state.problems,
+            vec![ServiceProblem {
+                service: ServiceName::new("beta", "web"),
+                message: "ClusterIp frontend 10.96.0.10:80/TCP is already alpha/web's ClusterIp frontend: not installed".into(),
+            }]
+        );
+    }
+}
+
+#[test]
+fn a_service_claiming_one_frontend_twice_keeps_the_first() {
+    // The ingress IP is also listed as an external IP.
+    let svc = with_status(
+        service(
+            "web",
+            "  type: LoadBalancer\n  clusterIP: 10.96.0.10\n  externalIPs: [203.0.113.7]\n  allocateLoadBalancerNodePorts: false\n  ports: [{port: 80}]\n",
+        ),
+        &["203.0.113.7"],
+    );
+    let state = run(&[svc], &[]);
+    let f = state
+        .get(&key("203.0.113.7", 80, Protocol::Tcp, Scope::External))
+        .unwrap();
+    assert_eq!(f.kind, FrontendKind::ExternalIp);
+    assert_eq!(state.frontends.len(), 3);
+    assert_eq!(
+        state.problems[0].message,
+        "LoadBalancer frontend 203.0.113.7:80/TCP is also this service's ExternalIp frontend (port (unnamed)): the first is kept"
+    );
+}
+
+#[test]
+fn a_service_defined_twice_is_used_once() {
+    let state = run(&[service("web", WEB), service("web", WEB)], &[]);
+    assert_eq!(state.frontends.len(), 1);
+    assert_eq!(
+        state.problems[0].message,
+        "defined more than once: the first definition is used"
+    );
+}
+
+#[test]
+fn the_state_is_sorted_and_independent_of_input_order() {
+    let services = vec![
+        service("web", NODE_PORT),
+        service(
+            "api",
+            "  clusterIP: 10.96.0.5\n  ports: [{name: a, port: 443}, {name: b, port: 80}]\n",
+        ),
+        service("beta/web", WEB),
+    ];
+    let slices = vec![
+        http_slice(),
+        slice(
+            "api",
+            "api-1",
+            vec![port(Some("a"), Protocol::Tcp, 8443)],
+            vec![ep("10.0.9.9", "n2", "z")],
+        ),
+    ];
+    let mut node_shuffled = node();
+    node_shuffled.addresses.reverse();
+    node_shuffled.addresses.push(ip("192.168.0.1"));
+    let first = run(&services, &slices);
+    let mut services_reversed = services.clone();
+    services_reversed.reverse();
+    let mut slices_reversed = slices.clone();
+    slices_reversed.reverse();
+    let second = compile(
+        &services_reversed,
+        &slices_reversed,
+        &node_shuffled,
+        &LbOptions::default(),
+    );
+    assert_eq!(first, second);
+    let keys: Vec<FrontendKey> = first.frontends.iter().map(Frontend::key).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted, "sorted, unique");
+    for f in &first.frontends {
+        assert_eq!(first.get(&f.key()), Some(f));
+    }
+    assert_eq!(
+        first.get(&key("10.96.0.99", 80, Protocol::Tcp, Scope::Internal)),
+        None
+    );
+}
+
+#[test]
+fn maglev_table_of_a_frontend_indexes_its_active_backends() {
+    let mut terminating = ep("10.0.0.2", "n1", "t");
+    terminating.conditions = conditions(Some(false), Some(true), Some(true));
+    let slices = [slice(
+        "web",
+        "web-1",
+        vec![port(None, Protocol::Tcp, 8080)],
+        vec![
+            ep("10.0.0.1", "n1", "a"),
+            terminating,
+            ep("10.0.0.3", "n2", "c"),
+        ],
+    )];
+    let state = run(&[service("web", WEB)], &slices);
+    let f = &state.frontends[0];
+    let table = f.maglev_table(251).unwrap();
+    let used: BTreeSet<u32> = table.slots().iter().copied().collect();
+    assert_eq!(used, BTreeSet::from([0, 2]), "index 1 is terminating");
+    // Same table as built from the active keys directly.
+    let direct = Table::build(&[f.backends[0].key(), f.backends[2].key()], 251).unwrap();
+    let mapped: Vec<u32> = direct.slots().iter().map(|&s| [0, 2][s as usize]).collect();
+    assert_eq!(table.slots(), mapped.as_slice());
+
+    let empty = run(&[service("web", WEB)], &[]);
+    assert_eq!(
+        empty.frontends[0].maglev_table(251),
+        Err(MaglevError::NoBackends)
+    );
+    assert_eq!(f.maglev_table(1000), Err(MaglevError::SizeNotAllowed(1000)));
+}
+
+#[test]
+fn options_defaults_and_validation() {
+    let options = LbOptions::default();
+    assert_eq!(options.node_port_range, 30000..=32767);
+    assert_eq!(options.default_algorithm, Algorithm::Random);
+    assert_eq!(options.maglev_table_size, 1021);
+    assert_eq!(options.validate(), Ok(()));
+    let bad_size = LbOptions {
+        maglev_table_size: 1024,
+        ..LbOptions::default()
+    };
+    assert_eq!(
+        bad_size.validate(),
+        Err(OptionsError::MaglevTableSize(MaglevError::SizeNotAllowed(
+            1024
+        )))
+    );
+    let (start, end) = (40000, 30000);
+    let empty_range = LbOptions {
+        node_port_range: start..=end,
+        ..LbOptions::default()
+    };
+    assert_eq!(
+        empty_range.validate(),
+        Err(OptionsError::NodePortRange {
+            start: 40000,
+            end: 30000
+        })
+    );
+}

@@ -1,0 +1,194 @@
+//! EndpointSlices derived from Services and pods, as the Kubernetes
+//! endpoint-slice controller builds them (the lab has no controller):
+//!
+//! - Only services with a selector; a service without one gets its slices
+//!   from the user.
+//! - Pods of the service's namespace whose labels include every selector
+//!   pair, and that have an IP. Terminating pods are kept.
+//! - Ports: per pod, each service port resolves its `targetPort`: a number
+//!   as is, a name to the pod's container port of that name and protocol. A
+//!   port the pod lacks is left out of that pod's list (the pod still serves
+//!   the other ports). Pods are grouped by their resolved port list: one
+//!   slice per distinct mapping, at most 100 endpoints each.
+//! - Conditions: `serving` = pod ready, `terminating` = being deleted,
+//!   `ready` = serving and not terminating (or always true with
+//!   `publishNotReadyAddresses`).
+//! - No matching pods: one placeholder slice with no endpoints and no ports
+//!   (the controller keeps it so the service has a slice).
+//! - Names are `<service>-<8 hex digits>`, a hash of the service, its port
+//!   mapping and the chunk number, so the same input gives the same slices
+//!   on every node; labels carry `kubernetes.io/service-name`.
+//! - Headless services get slices too: not balancing them is the agent's
+//!   decision.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::endpointslice::{
+    Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef, MANAGED_BY_LABEL,
+    SERVICE_NAME_LABEL,
+};
+use crate::hash::murmur3_x64_128;
+use crate::service::{Service, ServicePort, TargetPort};
+use crate::validate::Protocol;
+
+/// The controller's default `--max-endpoints-per-slice`.
+pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
+
+/// The `endpointslice.kubernetes.io/managed-by` value of derived slices.
+pub const MANAGED_BY: &str = "endpointslice-controller.weir.io";
+
+/// A container port of a pod.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct NamedPort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// What the controller needs to know of a pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// The node it runs on (`""` when not scheduled).
+    pub node: String,
+    pub ip: Option<Ipv4Addr>,
+    /// The pod's Ready condition.
+    pub ready: bool,
+    /// Being deleted (a deletion timestamp).
+    pub terminating: bool,
+    pub ports: Vec<NamedPort>,
+}
+
+/// The slices of every service with a selector, sorted by (namespace,
+/// service, slice name).
+pub fn derive_endpoint_slices(services: &[Service], pods: &[PodInfo]) -> Vec<EndpointSlice> {
+    let mut slices: Vec<EndpointSlice> = services
+        .iter()
+        .filter(|s| s.selector.is_some())
+        .flat_map(|s| service_slices(s, pods))
+        .collect();
+    slices.sort_by(|a, b| {
+        (&a.namespace, &a.service_name, &a.name).cmp(&(&b.namespace, &b.service_name, &b.name))
+    });
+    slices
+}
+
+fn selects(service: &Service, pod: &PodInfo) -> bool {
+    let Some(selector) = &service.selector else {
+        return false;
+    };
+    pod.namespace == service.namespace
+        && selector
+            .iter()
+            .all(|(key, value)| pod.labels.get(key) == Some(value))
+}
+
+fn service_slices(service: &Service, pods: &[PodInfo]) -> Vec<EndpointSlice> {
+    // Port mapping -> (pod name, endpoint), so chunks are stable.
+    let mut groups: BTreeMap<Vec<EndpointPort>, Vec<(&str, Endpoint)>> = BTreeMap::new();
+    for pod in pods.iter().filter(|p| selects(service, p)) {
+        let Some(ip) = pod.ip else { continue };
+        let ports = service
+            .ports
+            .iter()
+            .filter_map(|sp| endpoint_port(sp, pod))
+            .collect();
+        groups
+            .entry(ports)
+            .or_default()
+            .push((pod.name.as_str(), endpoint(service, pod, ip)));
+    }
+    if groups.is_empty() {
+        groups.insert(Vec::new(), Vec::new());
+    }
+    let mut slices = Vec::new();
+    for (ports, mut endpoints) in groups {
+        endpoints.sort();
+        let endpoints: Vec<Endpoint> = endpoints.into_iter().map(|(_, e)| e).collect();
+        let chunks: Vec<&[Endpoint]> = if endpoints.is_empty() {
+            vec![&[]]
+        } else {
+            endpoints.chunks(MAX_ENDPOINTS_PER_SLICE).collect()
+        };
+        for (chunk_index, chunk) in chunks.into_iter().enumerate() {
+            slices.push(EndpointSlice {
+                namespace: service.namespace.clone(),
+                name: slice_name(service, &ports, chunk_index),
+                service_name: service.name.clone(),
+                labels: BTreeMap::from([
+                    (SERVICE_NAME_LABEL.to_string(), service.name.clone()),
+                    (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                ]),
+                endpoints: chunk.to_vec(),
+                ports: ports.clone(),
+            });
+        }
+    }
+    slices
+}
+
+/// The service port as this pod serves it, or None when a named target
+/// port is not among the pod's ports (for that protocol).
+fn endpoint_port(service_port: &ServicePort, pod: &PodInfo) -> Option<EndpointPort> {
+    let port = match &service_port.target_port {
+        TargetPort::Number(n) => *n,
+        TargetPort::Name(name) => {
+            pod.ports
+                .iter()
+                .find(|p| {
+                    p.name.as_deref() == Some(name.as_str()) && p.protocol == service_port.protocol
+                })?
+                .port
+        }
+    };
+    Some(EndpointPort {
+        name: service_port.name.clone(),
+        protocol: service_port.protocol,
+        port: Some(port),
+    })
+}
+
+fn endpoint(service: &Service, pod: &PodInfo, ip: Ipv4Addr) -> Endpoint {
+    let serving = pod.ready;
+    let terminating = pod.terminating;
+    let ready = service.publish_not_ready_addresses || (serving && !terminating);
+    Endpoint {
+        addresses: vec![ip],
+        conditions: EndpointConditions {
+            ready: Some(ready),
+            serving: Some(serving),
+            terminating: Some(terminating),
+        },
+        node_name: Some(pod.node.clone()).filter(|n| !n.is_empty()),
+        target_ref: Some(ObjectRef {
+            kind: "Pod".to_string(),
+            namespace: Some(pod.namespace.clone()),
+            name: pod.name.clone(),
+        }),
+    }
+}
+
+/// `<service>-<hash>`: the hash covers the service, its port mapping and the
+/// chunk, so names are stable and distinct.
+fn slice_name(service: &Service, ports: &[EndpointPort], chunk: usize) -> String {
+    let mut text = format!("{}/{}", service.namespace, service.name);
+    for port in ports {
+        text.push_str(&format!(
+            "|{}/{}/{}",
+            port.name.as_deref().unwrap_or(""),
+            port.protocol,
+            port.port.unwrap_or(0)
+        ));
+    }
+    text.push_str(&format!("#{chunk}"));
+    let (h1, _) = murmur3_x64_128(text.as_bytes(), 0);
+    format!("{}-{:08x}", service.name, h1 as u32)
+}
+
+#[cfg(test)]
+mod tests;
