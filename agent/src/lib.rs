@@ -7,6 +7,8 @@
 //! * [`agent`]: the endpoint logic the CNI plugin drives; [`api`] serves it
 //!   over gRPC on a unix socket.
 //! * [`node`]: node-level kernel settings the agent owns.
+//! * [`reconcile`]: cluster state to maps: identities, ipcache, policy
+//!   ([`policy_sync`]) and services ([`lb_sync`]).
 
 pub mod agent;
 pub mod api;
@@ -17,6 +19,7 @@ pub mod flows;
 pub mod inspect_api;
 pub mod ipam;
 pub mod ipcache;
+pub mod lb_sync;
 pub mod manifest;
 pub mod metrics_server;
 pub mod node;

@@ -17,8 +17,9 @@ use tracing::{info, warn};
 use weir_agent::agent::Agent;
 use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath, DEFAULT_PIN_DIR};
 use weir_agent::ipam::Ipam;
+use weir_agent::lb_sync::{LbSync, SharedLbStatus};
 use weir_agent::policy_api::SharedSnapshot;
-use weir_agent::reconcile::Reconciler;
+use weir_agent::reconcile::{Reconciler, ServiceSync};
 use weir_agent::shared::{self, SharedView};
 use weir_agent::source::ManifestDir;
 use weir_agent::state::StateStore;
@@ -233,6 +234,7 @@ async fn run(args: Args) -> Result<()> {
         });
         info!(%address, "serving /metrics and /healthz");
     }
+    let lb_status = SharedLbStatus::default();
     if !args.etcd_endpoints.is_empty() {
         start_cluster_sync(
             &args,
@@ -240,6 +242,7 @@ async fn run(args: Args) -> Result<()> {
             datapath.clone(),
             snapshot.clone(),
             view.clone(),
+            lb_status.clone(),
         )
         .await?;
     }
@@ -276,6 +279,7 @@ async fn start_cluster_sync(
     datapath: SharedDatapath,
     snapshot: SharedSnapshot,
     view: Arc<std::sync::Mutex<SharedView>>,
+    lb_status: SharedLbStatus,
 ) -> Result<()> {
     let node_ip = args
         .node_ip
@@ -306,6 +310,31 @@ async fn start_cluster_sync(
         let patterns: Vec<&str> = args.label_patterns.iter().map(String::as_str).collect();
         LabelFilter::with_user_patterns(&patterns).map_err(|e| anyhow::anyhow!("--label: {e}"))?
     };
+    let lb_options = weir_lb::LbOptions {
+        node_port_range: args.node_port_range.clone(),
+        default_algorithm: match args.lb_algorithm.as_str() {
+            "maglev" => weir_lb::Algorithm::Maglev,
+            _ => weir_lb::Algorithm::Random,
+        },
+        maglev_table_size: args.maglev_table_size,
+    };
+    lb_options
+        .validate()
+        .map_err(|e| anyhow::anyhow!("service options: {e}"))?;
+    let node_addresses = match node_ip {
+        std::net::IpAddr::V4(address) => vec![address],
+        std::net::IpAddr::V6(_) => Vec::new(),
+    };
+    let services = ServiceSync::new(
+        lb_options,
+        node_addresses,
+        LbSync::new(
+            args.node_name.clone(),
+            args.maglev_table_size,
+            args.maglev_tables,
+        ),
+        lb_status,
+    );
     let mut reconciler = Reconciler::new(
         args.node_name.clone(),
         node_ip,
@@ -316,6 +345,7 @@ async fn start_cluster_sync(
         manifests,
         snapshot,
         filter,
+        services,
     );
     let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
     tokio::spawn(async move {

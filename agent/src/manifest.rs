@@ -1,8 +1,9 @@
 //! Kubernetes manifests without Kubernetes: a typed subset of the Namespace
 //! and Pod kinds (unknown fields are ignored, as `kubectl apply` would keep
-//! them) and the policy kinds (NetworkPolicy, WeirNetworkPolicy,
+//! them), the policy kinds (NetworkPolicy, WeirNetworkPolicy,
 //! WeirClusterwideNetworkPolicy, kept as documents for the policy engine to
-//! parse and validate), read from multi-document YAML. The lab's `apply` and
+//! parse and validate), and Service and EndpointSlice (validated by
+//! weir-lb), read from multi-document YAML. The lab's `apply` and
 //! the agent's manifest-directory source both read them here.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,16 @@ pub enum Object {
     Namespace(Namespace),
     Pod(Pod),
     Policy(PolicyDocument),
+    Service(Box<Validated<weir_lb::Service>>),
+    EndpointSlice(Box<Validated<weir_lb::EndpointSlice>>),
+}
+
+/// A validated object with the document it was read from (the lab writes
+/// the document back out as the agents' source).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validated<T> {
+    pub object: T,
+    pub document: serde_yaml_ng::Value,
 }
 
 /// A policy object as written; the policy engine parses and validates it.
@@ -223,8 +234,22 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
                 document,
             }))
         }
+        (Some("v1"), "Service") => match weir_lb::Service::from_document(&document) {
+            Ok(object) => Ok(Object::Service(Box::new(Validated { object, document }))),
+            Err(e) => bail!("Service {name}: {e}"),
+        },
+        (Some("discovery.k8s.io/v1"), "EndpointSlice") => {
+            match weir_lb::EndpointSlice::from_document(&document) {
+                Ok(object) => Ok(Object::EndpointSlice(Box::new(Validated {
+                    object,
+                    document,
+                }))),
+                Err(e) => bail!("EndpointSlice {name}: {e}"),
+            }
+        }
         (version, kind) => bail!(
-            "kind {kind:?} (apiVersion {}) is not supported by the lab yet: Namespace and Pod are",
+            "kind {kind:?} (apiVersion {}) is not supported by the lab yet: Namespace, Pod, \
+             Service, EndpointSlice and the policy kinds are",
             version.unwrap_or("none")
         ),
     }

@@ -6,8 +6,9 @@
 //! shared store, so every node agrees) and publish its endpoint record; (3)
 //! bring the ipcache to the cluster's endpoints and nodes; (4) bring the
 //! endpoints map to the local endpoints; (5) compile policy for the local
-//! endpoints and apply the difference (see `policy_sync`). Every step
-//! writes only what changed.
+//! endpoints and apply the difference (see `policy_sync`); (6) when Services
+//! or EndpointSlices changed, compile this node's load-balancer state and
+//! apply the difference (see `lb_sync`). Every step writes only what changed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,6 +24,7 @@ use crate::datapath::{tables, SharedDatapath};
 use crate::endpoints::Endpoint;
 use crate::ipam::AttachmentKey;
 use crate::ipcache::DesiredIpcache;
+use crate::lb_sync::{LbSync, SharedLbStatus};
 use crate::policy_api::SharedSnapshot;
 use crate::policy_sync::PolicySync;
 use crate::shared::SharedView;
@@ -51,6 +53,40 @@ pub struct Reconciler {
     policy: PolicySync,
     reported_rejections: BTreeMap<std::path::PathBuf, String>,
     snapshot: SharedSnapshot,
+    services: ServiceSync,
+}
+
+/// Services: compiled when the cluster's Services or EndpointSlices change
+/// (or the last write failed), not every tick.
+pub struct ServiceSync {
+    pub options: weir_lb::LbOptions,
+    pub node_addresses: Vec<std::net::Ipv4Addr>,
+    pub sync: LbSync,
+    pub status: SharedLbStatus,
+    /// Services and slices of the last compile, to notice changes.
+    compiled: Option<(
+        BTreeMap<String, weir_lb::Service>,
+        BTreeMap<String, weir_lb::EndpointSlice>,
+    )>,
+    failed: bool,
+}
+
+impl ServiceSync {
+    pub fn new(
+        options: weir_lb::LbOptions,
+        node_addresses: Vec<std::net::Ipv4Addr>,
+        sync: LbSync,
+        status: SharedLbStatus,
+    ) -> ServiceSync {
+        ServiceSync {
+            options,
+            node_addresses,
+            sync,
+            status,
+            compiled: None,
+            failed: false,
+        }
+    }
 }
 
 impl Reconciler {
@@ -65,6 +101,7 @@ impl Reconciler {
         manifests: Option<ManifestDir>,
         snapshot: SharedSnapshot,
         filter: LabelFilter,
+        services: ServiceSync,
     ) -> Reconciler {
         Reconciler {
             node_name,
@@ -83,6 +120,7 @@ impl Reconciler {
             policy: PolicySync::default(),
             reported_rejections: BTreeMap::new(),
             snapshot,
+            services,
         }
     }
 
@@ -145,7 +183,41 @@ impl Reconciler {
             .policy
             .snapshot(&endpoints, &self.identities_by_attachment());
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-        Ok(())
+        self.sync_services()
+    }
+
+    fn sync_services(&mut self) -> anyhow::Result<()> {
+        let sync = &mut self.services;
+        let current = (
+            self.cluster.services.clone(),
+            self.cluster.endpoint_slices.clone(),
+        );
+        if !sync.failed && sync.compiled.as_ref() == Some(&current) {
+            return Ok(());
+        }
+        let services: Vec<weir_lb::Service> = current.0.values().cloned().collect();
+        let slices: Vec<weir_lb::EndpointSlice> = current.1.values().cloned().collect();
+        let node = weir_lb::NodeContext {
+            name: self.node_name.clone(),
+            addresses: sync.node_addresses.clone(),
+        };
+        let state = weir_lb::compile(&services, &slices, &node, &sync.options);
+        for problem in &state.problems {
+            warn!(service = %format!("{}/{}", problem.service.namespace, problem.service.name),
+                  problem = %problem.message, "service");
+        }
+        let result = sync.sync.apply(self.datapath.lock().ebpf_mut(), &state);
+        *sync.status.lock().unwrap_or_else(|e| e.into_inner()) = sync.sync.status().clone();
+        sync.failed = result.is_err();
+        sync.compiled = Some(current);
+        if result.is_ok() {
+            info!(
+                services = services.len(),
+                frontends = state.frontends.len(),
+                "services programmed"
+            );
+        }
+        Ok(result?)
     }
 
     fn identities_by_attachment(&self) -> BTreeMap<AttachmentKey, u32> {

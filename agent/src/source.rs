@@ -20,6 +20,10 @@ pub struct ClusterManifests {
     pub pods: BTreeMap<String, Pod>,
     /// By `kind/namespace/name`.
     pub policies: BTreeMap<String, PolicyDocument>,
+    /// By `namespace/name`.
+    pub services: BTreeMap<String, weir_lb::Service>,
+    /// By `namespace/name`.
+    pub endpoint_slices: BTreeMap<String, weir_lb::EndpointSlice>,
     /// Files that were rejected, with the reason.
     pub rejected: BTreeMap<PathBuf, String>,
 }
@@ -36,6 +40,16 @@ impl ClusterManifests {
             }
             Object::Policy(policy) => {
                 self.policies.insert(policy.key(), policy);
+            }
+            Object::Service(service) => {
+                let service = service.object;
+                let key = format!("{}/{}", service.namespace, service.name);
+                self.services.insert(key, service);
+            }
+            Object::EndpointSlice(slice) => {
+                let slice = slice.object;
+                let key = format!("{}/{}", slice.namespace, slice.name);
+                self.endpoint_slices.insert(key, slice);
             }
         }
     }

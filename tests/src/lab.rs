@@ -17,9 +17,11 @@ pub use client::ClientResult;
 mod cni;
 pub mod probe;
 pub mod process;
+pub mod services;
 pub mod state;
 pub mod testing;
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -57,6 +59,9 @@ const NODE_DEVICE: &str = "eth0";
 const MTU: u32 = 1500;
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
 const POD_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a deleted pod that backs a service is published terminating
+/// before it stops: a few reconcile ticks of the agents.
+const TERMINATION_GRACE: Duration = Duration::from_millis(300);
 
 /// The programs the lab runs.
 #[derive(Clone, Debug)]
@@ -589,7 +594,93 @@ impl Lab {
                 report.push(self.apply_policy(policy)?);
             }
         }
+        for object in objects {
+            match object {
+                Object::Service(service) => report.push(self.apply_document(
+                    &format!(
+                        "services/{}/{}.yaml",
+                        service.object.namespace, service.object.name
+                    ),
+                    format!(
+                        "service/{}/{}",
+                        service.object.namespace, service.object.name
+                    ),
+                    &service.document,
+                )?),
+                Object::EndpointSlice(slice) => report.push(self.apply_document(
+                    &user_slice_file(&slice.object),
+                    format!(
+                        "endpointslice/{}/{}",
+                        slice.object.namespace, slice.object.name
+                    ),
+                    &slice.document,
+                )?),
+                _ => {}
+            }
+        }
+        self.sync_endpoint_slices(&BTreeSet::new())?;
         Ok(report)
+    }
+
+    /// Writes an object's document as the agents' source.
+    fn apply_document(
+        &self,
+        file: &str,
+        what: String,
+        document: &serde_yaml_ng::Value,
+    ) -> Result<Applied> {
+        let document: serde_json::Value = serde_json::to_value(document)?;
+        let path = self.manifests_dir().join(file);
+        let existed = path.exists();
+        let unchanged = existed
+            && std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_yaml_ng::from_str::<serde_json::Value>(&t).ok())
+                .as_ref()
+                == Some(&document);
+        if unchanged {
+            return Ok(Applied::Unchanged(what));
+        }
+        self.write_manifest(file, &document)?;
+        Ok(if existed {
+            Applied::Configured(what)
+        } else {
+            Applied::Created(what)
+        })
+    }
+
+    /// Brings the derived EndpointSlices to the lab's Services and pods
+    /// (`terminating` pods are published as terminating). Returns whether
+    /// anything changed.
+    pub fn sync_endpoint_slices(&self, terminating: &BTreeSet<String>) -> Result<bool> {
+        let source = weir_agent::source::ManifestDir::new(&self.manifests_dir());
+        let manifests = source.read()?;
+        let services: Vec<weir_lb::Service> = manifests.services.into_values().collect();
+        let pods = services::pod_infos(&self.state, terminating);
+        let slices = weir_lb::derive_endpoint_slices(&services, &pods);
+        let mut changed = false;
+        let mut wanted = BTreeSet::new();
+        for slice in &slices {
+            let file = services::slice_file(slice);
+            let document = services::slice_document(slice);
+            let path = self.manifests_dir().join(&file);
+            let current = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_yaml_ng::from_str::<serde_json::Value>(&t).ok());
+            if current.as_ref() != Some(&document) {
+                self.write_manifest(&file, &document)?;
+                changed = true;
+            }
+            wanted.insert(self.manifests_dir().join(file));
+        }
+        let derived = self.manifests_dir().join(services::DERIVED_DIR);
+        for file in yaml_files(&derived) {
+            if !wanted.contains(&file) {
+                std::fs::remove_file(&file)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
     }
 
     fn write_manifest(&self, relative: &str, document: &serde_json::Value) -> Result<()> {
@@ -861,16 +952,35 @@ impl Lab {
     pub fn delete(&mut self, objects: &[Object]) -> Result<Vec<String>> {
         let mut deleted = Vec::new();
         for object in objects {
-            if let Object::Policy(policy) = object {
-                if std::fs::remove_file(self.manifests_dir().join(policy_file(policy))).is_ok() {
-                    deleted.push(format!("{} deleted", policy.key()));
-                }
+            let (file, what) = match object {
+                Object::Policy(policy) => (policy_file(policy), policy.key()),
+                Object::Service(service) => (
+                    format!(
+                        "services/{}/{}.yaml",
+                        service.object.namespace, service.object.name
+                    ),
+                    format!(
+                        "service/{}/{}",
+                        service.object.namespace, service.object.name
+                    ),
+                ),
+                Object::EndpointSlice(slice) => (
+                    user_slice_file(&slice.object),
+                    format!(
+                        "endpointslice/{}/{}",
+                        slice.object.namespace, slice.object.name
+                    ),
+                ),
+                _ => continue,
+            };
+            if std::fs::remove_file(self.manifests_dir().join(file)).is_ok() {
+                deleted.push(format!("{what} deleted"));
             }
         }
         for object in objects {
             let keys: Vec<String> = match object {
                 Object::Pod(pod) => vec![format!("{}/{}", pod.namespace, pod.name)],
-                Object::Policy(_) => Vec::new(),
+                Object::Policy(_) | Object::Service(_) | Object::EndpointSlice(_) => Vec::new(),
                 Object::Namespace(ns) => self
                     .state
                     .pods
@@ -894,6 +1004,7 @@ impl Lab {
                 self.state.save(&self.dir)?;
             }
         }
+        self.sync_endpoint_slices(&BTreeSet::new())?;
         Ok(deleted)
     }
 
@@ -904,6 +1015,12 @@ impl Lab {
             return Ok(false);
         };
         let pod = self.state.pods[index].clone();
+        // As the endpoint-slice controller does on a deletion timestamp:
+        // publish the pod terminating (no new connections), give the
+        // agents time to act on it, then stop it.
+        if self.sync_endpoint_slices(&BTreeSet::from([pod.key()]))? {
+            std::thread::sleep(TERMINATION_GRACE);
+        }
         process::stop(pod.server_pid, Duration::from_secs(2));
         let node = self.state.node(&pod.node).context("pod's node")?.clone();
         let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&node.cni_config)?)?;
@@ -924,6 +1041,7 @@ impl Lab {
         self.remove_manifest(&format!("pods/{}/{}.yaml", pod.namespace, pod.name))?;
         self.state.pods.remove(index);
         self.state.save(&self.dir)?;
+        self.sync_endpoint_slices(&BTreeSet::new())?;
         Ok(true)
     }
 
@@ -969,6 +1087,34 @@ impl Lab {
             _ => Ok(()),
         }
     }
+}
+
+/// Where a user-written EndpointSlice (for a Service without selector) goes.
+fn user_slice_file(slice: &weir_lb::EndpointSlice) -> String {
+    format!(
+        "endpointslices/user/{}/{}.yaml",
+        slice.namespace, slice.name
+    )
+}
+
+/// Every .yaml file below `dir` (none if it does not exist).
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
 
 /// Validates every policy with the engine the agents use, before anything

@@ -29,7 +29,7 @@ pub const LB_SCOPE_INTERNAL: u8 = 1;
 
 /// Key of `weir_lb4_services`.
 #[repr(C)]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lb4Key {
     pub address: [u8; 4],
     /// Network byte order.

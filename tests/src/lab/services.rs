@@ -1,0 +1,105 @@
+//! The lab's stand-in for the endpoint-slice controller: Services with a
+//! selector get EndpointSlices derived from the lab's pods (weir-lb's
+//! derivation, the controller's rules), written to the manifests directory
+//! next to the Services, where every agent reads them.
+
+use std::collections::BTreeSet;
+
+use weir_lb::{EndpointSlice, NamedPort, PodInfo, Protocol};
+
+use super::state::LabState;
+
+/// Where derived slices live in the manifests directory.
+pub const DERIVED_DIR: &str = "endpointslices/derived";
+
+/// The lab's pods as the controller sees them; `terminating` are being
+/// deleted (published not ready, still serving).
+pub fn pod_infos(state: &LabState, terminating: &BTreeSet<String>) -> Vec<PodInfo> {
+    state
+        .pods
+        .iter()
+        .map(|pod| PodInfo {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            labels: pod.labels.clone(),
+            node: pod.node.clone(),
+            ip: Some(pod.ip),
+            // A lab pod is created once its server serves.
+            ready: true,
+            terminating: terminating.contains(&pod.key()),
+            ports: pod
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    let protocol = match p.protocol {
+                        weir_agent::manifest::Protocol::Tcp => Protocol::Tcp,
+                        weir_agent::manifest::Protocol::Udp => Protocol::Udp,
+                        weir_agent::manifest::Protocol::Sctp => return None,
+                    };
+                    Some(NamedPort {
+                        name: p.name.clone(),
+                        port: p.port,
+                        protocol,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The relative manifest path of a derived slice.
+pub fn slice_file(slice: &EndpointSlice) -> String {
+    format!("{DERIVED_DIR}/{}/{}.yaml", slice.namespace, slice.name)
+}
+
+/// A slice as the Kubernetes API writes it.
+pub fn slice_document(slice: &EndpointSlice) -> serde_json::Value {
+    let endpoints: Vec<serde_json::Value> = slice
+        .endpoints
+        .iter()
+        .map(|e| {
+            let mut endpoint = serde_json::json!({
+                "addresses": e.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "conditions": {
+                    "ready": e.conditions.ready(),
+                    "serving": e.conditions.serving(),
+                    "terminating": e.conditions.terminating(),
+                },
+            });
+            if let Some(node) = &e.node_name {
+                endpoint["nodeName"] = node.clone().into();
+            }
+            if let Some(target) = &e.target_ref {
+                endpoint["targetRef"] = serde_json::json!({
+                    "kind": target.kind,
+                    "namespace": target.namespace,
+                    "name": target.name,
+                });
+            }
+            endpoint
+        })
+        .collect();
+    let ports: Vec<serde_json::Value> = slice
+        .ports
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name.clone().unwrap_or_default(),
+                "protocol": match p.protocol { Protocol::Tcp => "TCP", Protocol::Udp => "UDP" },
+                "port": p.port,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": slice.name,
+            "namespace": slice.namespace,
+            "labels": slice.labels,
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+    })
+}

@@ -1,0 +1,258 @@
+//! Services in the lab: Services and derived EndpointSlices applied like
+//! any manifest, every agent programming its LB maps, real clients (pods,
+//! node hosts, the outside world) connecting to service addresses that exist
+//! only in those maps.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use weir_tests::lab::testing::{namespace_yaml, TestLab};
+use weir_tests::lab::ClientResult;
+
+const CLUSTER_IP: &str = "10.96.0.10";
+const NODE_PORT: u16 = 30080;
+
+/// A pod labelled `app: <app>` serving TCP and UDP on 8080 under the port
+/// names `http` / `dns-ish`.
+fn backend_yaml(name: &str, node: &str, app: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: svc\n  labels: {{app: {app}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n    - {{name: http, containerPort: 8080, protocol: TCP}}\n    - {{name: dns-ish, containerPort: 8080, protocol: UDP}}\n---\n"
+    )
+}
+
+fn client_yaml(node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: client-{node}\n  namespace: svc\n  labels: {{app: client}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n---\n"
+    )
+}
+
+/// The `web` service: ClusterIP 10.96.0.10, port 80 → the named port
+/// `http`, UDP 53 → `dns-ish`, NodePort 30080 for port 80.
+fn web_service(extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: svc\nspec:\n  type: NodePort\n  clusterIP: {CLUSTER_IP}\n  selector: {{app: web}}\n  ports:\n  - {{name: http, port: 80, targetPort: http, protocol: TCP, nodePort: {NODE_PORT}}}\n  - {{name: dns, port: 53, targetPort: dns-ish, protocol: UDP}}\n{extra_spec}---\n"
+    )
+}
+
+/// Three web backends (web-1 on n1, web-2 and web-3 on n2) and a client
+/// pod on each node.
+fn lab_with_web(extra_spec: &str) -> TestLab {
+    let mut lab = TestLab::up(2).expect("lab up");
+    let mut yaml = namespace_yaml("svc");
+    yaml.push_str(&backend_yaml("web-1", "n1", "web"));
+    yaml.push_str(&backend_yaml("web-2", "n2", "web"));
+    yaml.push_str(&backend_yaml("web-3", "n2", "web"));
+    yaml.push_str(&client_yaml("n1"));
+    yaml.push_str(&client_yaml("n2"));
+    yaml.push_str(&web_service(extra_spec));
+    lab.apply_yaml(&yaml).expect("apply");
+    lab
+}
+
+fn counts(results: &[ClientResult]) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for r in results {
+        let key = match (&r.reply, &r.error) {
+            (Some(reply), _) if r.ok => reply.clone(),
+            (_, Some(error)) => format!("error: {error}"),
+            _ => "?".into(),
+        };
+        *seen.entry(key).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Runs `attempt` until `done` holds for its result (the agents program
+/// the maps within a few reconcile ticks) or 10 s pass.
+fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut attempt: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let result = attempt();
+        if done(&result) {
+            return result;
+        }
+        assert!(Instant::now() < deadline, "{what}: last result {result:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn all_ok(results: &[ClientResult]) -> bool {
+    !results.is_empty() && results.iter().all(|r| r.ok)
+}
+
+#[test]
+fn cluster_ip_balances_tcp_and_udp_over_backends_on_both_nodes() {
+    let lab = lab_with_web("");
+    let target = format!("tcp:{CLUSTER_IP}:80");
+    eventually(
+        "the service answers",
+        || lab.pod_client("svc/client-n1", &target, 1).unwrap(),
+        |r| all_ok(r),
+    );
+    // 300 connections from one pod: every backend serves, none starved.
+    let results = lab.pod_client("svc/client-n1", &target, 300).unwrap();
+    let seen = counts(&results);
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["svc/web-1", "svc/web-2", "svc/web-3"],
+        "{seen:?}"
+    );
+    assert!(seen.values().all(|n| *n >= 50), "balanced: {seen:?}");
+    // The application sees the service as its peer.
+    assert!(results
+        .iter()
+        .all(|r| r.peer.as_deref() == Some("10.96.0.10:80")));
+    // UDP, to the named target port, replies from the service address.
+    let results = eventually(
+        "UDP through the service",
+        || {
+            lab.pod_client("svc/client-n2", &format!("udp:{CLUSTER_IP}:53"), 60)
+                .unwrap()
+        },
+        |r| all_ok(r),
+    );
+    assert!(counts(&results).len() >= 2, "{:?}", counts(&results));
+    assert!(results
+        .iter()
+        .all(|r| r.peer.as_deref() == Some("10.96.0.10:53")));
+    // A node's host processes use the service too.
+    let results = lab.node_client("n2", &target, 30).unwrap();
+    assert!(all_ok(&results), "{:?}", counts(&results));
+}
+
+#[test]
+fn node_port_from_a_node_and_from_outside_the_cluster() {
+    let lab = lab_with_web("");
+    let n1 = lab.state().node("n1").unwrap().underlay_ip;
+    let target = format!("tcp:{n1}:{NODE_PORT}");
+    eventually(
+        "NodePort from the node's own host",
+        || lab.node_client("n1", &target, 1).unwrap(),
+        |r| all_ok(r),
+    );
+    // From the outside world: per-packet NAT on n1's device; web-2 and
+    // web-3 live on n2 (SNAT to n1, redirected), web-1 on n1 (client
+    // source kept).
+    let results = eventually(
+        "NodePort from outside",
+        || lab.world_client(&target, 60).unwrap(),
+        |r| all_ok(r),
+    );
+    let seen = counts(&results);
+    assert_eq!(
+        seen.len(),
+        3,
+        "every backend reached from outside: {seen:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.peer.as_deref() == Some(target.trim_start_matches("tcp:"))));
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_outside_clients_on_local_backends() {
+    let lab = lab_with_web("  externalTrafficPolicy: Local\n");
+    let n1 = lab.state().node("n1").unwrap().underlay_ip;
+    let n2 = lab.state().node("n2").unwrap().underlay_ip;
+    let results = eventually(
+        "NodePort on n1 from outside",
+        || {
+            lab.world_client(&format!("tcp:{n1}:{NODE_PORT}"), 30)
+                .unwrap()
+        },
+        |r| all_ok(r),
+    );
+    assert_eq!(
+        counts(&results).keys().cloned().collect::<Vec<_>>(),
+        ["svc/web-1"],
+        "only n1's backend"
+    );
+    let results = lab
+        .world_client(&format!("tcp:{n2}:{NODE_PORT}"), 30)
+        .unwrap();
+    let seen = counts(&results);
+    assert!(
+        seen.keys().all(|k| k == "svc/web-2" || k == "svc/web-3"),
+        "only n2's backends: {seen:?}"
+    );
+    // In-cluster clients still reach every backend through the NodePort.
+    let results = lab
+        .pod_client("svc/client-n1", &format!("tcp:{n1}:{NODE_PORT}"), 90)
+        .unwrap();
+    assert_eq!(counts(&results).len(), 3, "{:?}", counts(&results));
+}
+
+#[test]
+fn session_affinity_backend_deletion_and_a_service_without_backends() {
+    let mut lab = lab_with_web(
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n",
+    );
+    let target = format!("tcp:{CLUSTER_IP}:80");
+    let results = eventually(
+        "the service answers",
+        || lab.pod_client("svc/client-n1", &target, 30).unwrap(),
+        |r| all_ok(r),
+    );
+    assert_eq!(
+        counts(&results).len(),
+        1,
+        "one backend per client: {:?}",
+        counts(&results)
+    );
+    let sticky = results[0].reply.clone().unwrap();
+
+    // Deleting the backend the client sticks to: it is published
+    // terminating, then removed; new connections go elsewhere.
+    assert!(lab.delete_pod(&sticky).unwrap());
+    let results = eventually(
+        "connections avoid the deleted backend",
+        || lab.pod_client("svc/client-n1", &target, 30).unwrap(),
+        |r| all_ok(r),
+    );
+    assert!(
+        !counts(&results).contains_key(&sticky),
+        "{sticky} still served: {:?}",
+        counts(&results)
+    );
+
+    // A service whose selector matches nothing refuses at once.
+    lab.apply_yaml(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: svc}\nspec:\n  clusterIP: 10.96.0.99\n  selector: {app: nobody}\n  ports:\n  - {port: 80, targetPort: 8080}\n",
+    )
+    .unwrap();
+    let results = eventually(
+        "the empty service refuses",
+        || {
+            lab.pod_client("svc/client-n1", "tcp:10.96.0.99:80", 1)
+                .unwrap()
+        },
+        |r| r[0].error.as_deref().is_some_and(|e| e.contains("refused")),
+    );
+    assert!(results[0].connect_us.is_none());
+}
+
+#[test]
+fn network_policy_applies_to_the_backend_behind_a_service() {
+    let mut lab = lab_with_web("");
+    let target = format!("tcp:{CLUSTER_IP}:80");
+    eventually(
+        "the service answers",
+        || lab.pod_client("svc/client-n2", &target, 1).unwrap(),
+        |r| all_ok(r),
+    );
+    // Only web-1 admits the client on n2; the others admit nothing.
+    lab.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: svc}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n",
+    )
+    .unwrap();
+    let results = eventually(
+        "policy in force behind the service",
+        || lab.pod_client("svc/client-n2", &target, 30).unwrap(),
+        |r| r.iter().all(|x| !x.ok),
+    );
+    assert!(results.iter().all(|r| !r.ok));
+}
