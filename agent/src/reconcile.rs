@@ -1,14 +1,15 @@
 //! The agent's reconcile loop: from the cluster's desired state (manifests)
 //! and shared state (the store) to this node's datapath maps.
 //!
-//! Each tick: (1) read the manifest directory if it changed; (2) give every
+//! Each tick: (1) read the manifest directory if it changed, and when its
+//! Services or EndpointSlices changed, compile this node's load-balancer
+//! state and apply the difference (see `lb_sync`); (2) give every
 //! local endpoint the identity of its security labels (allocated in the
 //! shared store, so every node agrees) and publish its endpoint record; (3)
 //! bring the ipcache to the cluster's endpoints and nodes; (4) bring the
 //! endpoints map to the local endpoints; (5) compile policy for the local
-//! endpoints and apply the difference (see `policy_sync`); (6) when Services
-//! or EndpointSlices changed, compile this node's load-balancer state and
-//! apply the difference (see `lb_sync`). Every step writes only what changed.
+//! endpoints and apply the difference (see `policy_sync`). Every step
+//! writes only what changed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -163,6 +164,9 @@ impl Reconciler {
                 self.cluster = manifests;
             }
         }
+        // Services depend on nothing below: programmed first, so a slow
+        // identity allocation never delays them.
+        self.sync_services()?;
         let endpoints = self.agent.endpoints();
         self.sync_identities(&endpoints).await?;
         self.publish_endpoints(&endpoints).await?;
@@ -183,7 +187,7 @@ impl Reconciler {
             .policy
             .snapshot(&endpoints, &self.identities_by_attachment());
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-        self.sync_services()
+        Ok(())
     }
 
     fn sync_services(&mut self) -> anyhow::Result<()> {

@@ -171,9 +171,14 @@ fn external_traffic_policy_local_keeps_outside_clients_on_local_backends() {
         ["svc/web-1"],
         "only n1's backend"
     );
-    let results = lab
-        .world_client(&format!("tcp:{n2}:{NODE_PORT}"), 30)
-        .unwrap();
+    let results = eventually(
+        "NodePort on n2 from outside",
+        || {
+            lab.world_client(&format!("tcp:{n2}:{NODE_PORT}"), 30)
+                .unwrap()
+        },
+        |r| all_ok(r),
+    );
     let seen = counts(&results);
     assert!(
         seen.keys().all(|k| k == "svc/web-2" || k == "svc/web-3"),
