@@ -33,6 +33,7 @@ pub async fn serve<D: EndpointDatapath + 'static>(
     agent: Arc<Agent<D>>,
     policy: crate::policy_api::SharedSnapshot,
     inspect: crate::inspect_api::InspectService,
+    services: crate::services_api::ServicesService,
     socket: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -53,6 +54,7 @@ pub async fn serve<D: EndpointDatapath + 'static>(
         .add_service(weir_agent_api::v1::inspect_server::InspectServer::new(
             inspect,
         ))
+        .add_service(weir_agent_api::services::services_server::ServicesServer::new(services))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(std::io::Error::other)

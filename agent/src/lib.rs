@@ -26,6 +26,7 @@ pub mod node;
 pub mod policy_api;
 pub mod policy_sync;
 pub mod reconcile;
+pub mod services_api;
 pub mod shared;
 pub mod source;
 pub mod state;

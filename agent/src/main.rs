@@ -264,9 +264,21 @@ async fn run(args: Args) -> Result<()> {
         policy: snapshot.clone(),
         view,
     };
-    api::serve(agent, snapshot, inspect, &args.api_socket, shutdown)
-        .await
-        .context("serving the local API")?;
+    let services = weir_agent::services_api::ServicesService {
+        datapath: datapath.clone(),
+        status: lb_status,
+        maglev_table_size: args.maglev_table_size,
+    };
+    api::serve(
+        agent,
+        snapshot,
+        inspect,
+        services,
+        &args.api_socket,
+        shutdown,
+    )
+    .await
+    .context("serving the local API")?;
     let _ = std::fs::remove_file(&args.api_socket);
     Ok(())
 }

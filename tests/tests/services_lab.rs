@@ -261,3 +261,152 @@ fn network_policy_applies_to_the_backend_behind_a_service() {
     );
     assert!(results.iter().all(|r| !r.ok));
 }
+
+/// `weir -o json ARGS` against `node`'s agent.
+fn weir_json(lab: &TestLab, node: &str, args: &[&str]) -> serde_json::Value {
+    let record = lab.state().node(node).unwrap();
+    let binary = weir_tests::lab::Binaries::locate()
+        .unwrap()
+        .agent
+        .with_file_name("weir");
+    let out = std::process::Command::new(binary)
+        .arg("--socket")
+        .arg(&record.api_socket)
+        .args(["-o", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The backend address in each slot of the Maglev table of the ClusterIP
+/// frontend, as n1's maps hold it.
+fn maglev_slots(lab: &TestLab) -> Vec<String> {
+    let maps = weir_json(lab, "n1", &["bpf", "lb", "list", "--maglev"]);
+    let master = maps["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["frontend"] == format!("{CLUSTER_IP}:80") && s["slot"] == 0)
+        .expect("the ClusterIP frontend is programmed")
+        .clone();
+    assert!(
+        master["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "maglev"),
+        "{master}"
+    );
+    let address_of: BTreeMap<u64, String> = maps["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["id"].as_u64().unwrap(),
+                b["address"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let table = maps["maglev"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == master["maglev_table"].as_u64().unwrap_or(0))
+        .expect("the table is listed")
+        .clone();
+    table["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| address_of[&id.as_u64().unwrap()].clone())
+        .collect()
+}
+
+#[test]
+fn maglev_remaps_about_one_in_n_when_a_backend_joins() {
+    let mut lab = TestLab::up(2).expect("lab up");
+    let mut yaml = namespace_yaml("svc");
+    yaml.push_str(&backend_yaml("web-1", "n1", "web"));
+    yaml.push_str(&backend_yaml("web-2", "n2", "web"));
+    yaml.push_str(&backend_yaml("web-3", "n2", "web"));
+    yaml.push_str(&client_yaml("n1"));
+    yaml.push_str(&web_service("").replace(
+        "  name: web\n",
+        "  name: web\n  annotations: {service.weir.io/lb-algorithm: maglev}\n",
+    ));
+    lab.apply_yaml(&yaml).unwrap();
+    let target = format!("tcp:{CLUSTER_IP}:80");
+    let results = eventually(
+        "the Maglev service answers",
+        || lab.pod_client("svc/client-n1", &target, 60).unwrap(),
+        |r| all_ok(r),
+    );
+    assert_eq!(counts(&results).len(), 3, "{:?}", counts(&results));
+
+    // `weir service list` shows what was programmed.
+    let services = weir_json(&lab, "n1", &["service", "list"]);
+    let cluster_ip = services["frontends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["address"] == format!("{CLUSTER_IP}:80"))
+        .expect("listed")
+        .clone();
+    assert_eq!(cluster_ip["service"], "svc/web");
+    assert_eq!(cluster_ip["algorithm"], "maglev");
+    assert_eq!(cluster_ip["backends"].as_array().unwrap().len(), 3);
+
+    let before = eventually(
+        "a full table over 3 backends",
+        || maglev_slots(&lab),
+        |slots| {
+            slots
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                == 3
+        },
+    );
+    lab.apply_yaml(&backend_yaml("web-4", "n1", "web")).unwrap();
+    let after = eventually(
+        "the table takes the 4th backend",
+        || maglev_slots(&lab),
+        |slots| {
+            slots
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                == 4
+        },
+    );
+    assert_eq!(before.len(), after.len());
+    let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    let fraction = moved as f64 / before.len() as f64;
+    // Ideal is 1/4 (every moved slot goes to the new backend).
+    assert!(
+        (0.15..=0.35).contains(&fraction),
+        "{moved} of {} slots moved ({fraction:.3})",
+        before.len()
+    );
+    let new_backend = after
+        .iter()
+        .find(|a| !before.contains(a))
+        .expect("a new backend")
+        .clone();
+    let moved_elsewhere = before
+        .iter()
+        .zip(&after)
+        .filter(|(a, b)| a != b && **b != new_backend)
+        .count();
+    assert!(
+        moved_elsewhere * 50 <= before.len(),
+        "slots moved between old backends: {moved_elsewhere}"
+    );
+}

@@ -8,6 +8,12 @@ pub mod v1 {
     tonic::include_proto!("weir.agent.v1");
 }
 
+/// The services API (`weir service list`, `weir bpf lb list`).
+pub mod services {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("weir.services.v1");
+}
+
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;
@@ -37,6 +43,15 @@ pub async fn connect_policy(
     path: &Path,
 ) -> Result<v1::policy_client::PolicyClient<Channel>, tonic::transport::Error> {
     Ok(v1::policy_client::PolicyClient::new(channel(path).await?))
+}
+
+/// A client of the agent's services API on the unix socket at `path`.
+pub async fn connect_services(
+    path: &Path,
+) -> Result<services::services_client::ServicesClient<Channel>, tonic::transport::Error> {
+    Ok(services::services_client::ServicesClient::new(
+        channel(path).await?,
+    ))
 }
 
 /// A gRPC channel over the unix socket at `path`.

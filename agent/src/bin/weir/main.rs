@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use weir_agent_api::v1;
 
 mod observe;
+mod services;
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Inspect a Weir agent")]
-struct Cli {
+pub struct Cli {
     /// The agent's API socket.
     #[arg(long, global = true, default_value = weir_agent_api::DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -47,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: ListCommand,
     },
+    /// Services this node balances: frontends and their backends.
+    Service {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
     /// Content of the datapath maps.
     Bpf {
         #[command(subcommand)]
@@ -75,6 +81,24 @@ enum BpfCommand {
     Policy {
         #[command(subcommand)]
         command: BpfPolicyCommand,
+    },
+    /// The load-balancing maps: services and backend slots, backends,
+    /// reverse NAT (and with flags the Maglev tables and NAT mappings).
+    Lb {
+        #[command(subcommand)]
+        command: BpfLbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BpfLbCommand {
+    List {
+        /// Also print every Maglev table.
+        #[arg(long)]
+        maglev: bool,
+        /// Also print the per-packet NAT mappings.
+        #[arg(long)]
+        nat: bool,
     },
 }
 
@@ -164,6 +188,13 @@ async fn main() -> Result<()> {
     let json = cli.output == Output::Json;
     match &cli.command {
         Command::Observe(args) => return observe::run(args, json).await,
+        Command::Service { .. } => return services::list(&cli, json).await,
+        Command::Bpf {
+            command:
+                BpfCommand::Lb {
+                    command: BpfLbCommand::List { maglev, nat },
+                },
+        } => return services::lb_maps(&cli, json, *maglev, *nat).await,
         Command::Status | Command::Identity { .. } | Command::Bpf { .. } => {
             return inspect(&cli, json).await;
         }
@@ -175,6 +206,7 @@ async fn main() -> Result<()> {
         .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
     match cli.command {
         Command::Observe(_)
+        | Command::Service { .. }
         | Command::Status
         | Command::Endpoint { .. }
         | Command::Identity { .. }
