@@ -20,6 +20,7 @@ pub struct LabArgs {
 
 const EXAMPLES: &str = "examples/lab/workloads.yaml";
 const EXAMPLE_POLICIES: &str = "examples/lab/policies.yaml";
+const EXAMPLE_SERVICES: &str = "examples/lab/services.yaml";
 
 pub fn run(args: &LabArgs) -> Result<()> {
     build::run(&build::BuildArgs::default())?;
@@ -77,10 +78,59 @@ pub fn run(args: &LabArgs) -> Result<()> {
                 .args(["--dst", dst, "--port", "80/tcp"])
                 .status();
         }
+        step(&format!("applying {EXAMPLE_SERVICES}"));
+        cmd::run(
+            Command::new(&weir_lab)
+                .args(&name)
+                .args(["apply", "-f"])
+                .arg(paths::root().join(EXAMPLE_SERVICES)),
+        )?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        step("services programmed on node n1 (weir service list)");
+        cmd::run(
+            Command::new(&weir_lab)
+                .args(&name)
+                .args(["weir", "n1", "--", "service", "list"]),
+        )?;
+        for (what, from, target, count) in [
+            (
+                "shop/web from a pod (socket LB: both backends answer)",
+                "shop/frontend",
+                "tcp:10.96.0.10:80",
+                "20",
+            ),
+            (
+                "shop/web's NodePort from outside the cluster (per-packet NAT on n1)",
+                "world",
+                "tcp:10.77.0.11:30080",
+                "20",
+            ),
+            (
+                "billing/ledger with session affinity (one backend per client)",
+                "shop/frontend",
+                "tcp:10.96.0.20:80",
+                "10",
+            ),
+            (
+                "billing/archive has no backends: refused at once",
+                "shop/frontend",
+                "tcp:10.96.0.30:80",
+                "3",
+            ),
+        ] {
+            step(what);
+            cmd::run(
+                Command::new(&weir_lab)
+                    .args(&name)
+                    .args(["client", from, target, "--count", count]),
+            )?;
+        }
         println!(
             "\nThe lab stays up: `cargo xtask lab status`, \
              `cargo xtask lab probe shop/frontend billing/ledger 80/tcp`, \
-             `cargo xtask lab weir n1 -- policy get`, `cargo xtask lab down`."
+             `cargo xtask lab weir n1 -- policy get`, \
+             `cargo xtask lab client shop/frontend tcp:10.96.0.10:80 --count 50`, \
+             `cargo xtask lab weir n1 -- bpf lb list`, `cargo xtask lab down`."
         );
     }
     Ok(())

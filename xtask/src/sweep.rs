@@ -1,8 +1,9 @@
 //! Removes what crashed test runs left behind.
 //!
 //! Test objects are named `wt<pid>x<n>...` (see tests/src/names.rs): network
-//! namespaces (with any process still inside), bpffs pin directories and
-//! lab directories whose creating process no longer runs are removed. Links and qdiscs live inside those namespaces and go
+//! namespaces (with any process still inside), bpffs pin directories, lab
+//! directories and cgroups (with their processes) whose creating process no
+//! longer runs are removed. Links and qdiscs live inside those namespaces and go
 //! with them.
 
 use std::fs;
@@ -73,7 +74,56 @@ pub fn stale_test_objects() {
             }
         }
     }
+    removed += stale_cgroups();
     println!("    removed {removed}");
+}
+
+/// Test cgroups (`<cgroup2>/wt<pid>x<n>`) and test-lab cgroups
+/// (`<cgroup2>/weir-lab/wt<pid>x<n>`) of runs that are gone: their
+/// processes are killed (cgroup.kill) and the directories removed, deepest
+/// first.
+fn stale_cgroups() -> usize {
+    let Some(root) = cgroup2_root() else {
+        return 0;
+    };
+    let mut removed = 0;
+    for dir in [root.clone(), root.join("weir-lab")] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if is_stale(&entry.file_name().to_string_lossy()) && remove_cgroup(&entry.path()) {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(fields[1]))
+    })
+}
+
+fn remove_cgroup(path: &Path) -> bool {
+    if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&entry.path());
+            }
+        }
+    }
+    let _ = fs::write(path.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        if fs::remove_dir(path).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
 }
 
 fn kill_processes_in(netns: &str) {

@@ -69,6 +69,16 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "tcp")]
         protocols: Vec<String>,
     },
+    /// Connect to TARGET (`tcp:ADDRESS:PORT` or `udp:ADDRESS:PORT`) COUNT
+    /// times from FROM: a pod (`NAMESPACE/POD`, its cgroup: socket LB
+    /// applies), a node's host (`node/NAME`) or the outside world (`world`);
+    /// prints who answered how often.
+    Client {
+        from: String,
+        target: String,
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+    },
     /// Restart the agent of a node (state and pins are kept).
     RestartAgent { node: String },
     /// Run the `weir` CLI against a node's agent, e.g.
@@ -92,6 +102,37 @@ fn main() -> Result<()> {
                 }
             })?;
             print_status(&lab, json)?;
+        }
+        Command::Client {
+            from,
+            target,
+            count,
+        } => {
+            let lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            let results = match from.as_str() {
+                "world" => lab.world_client(&target, count)?,
+                node if node.starts_with("node/") => {
+                    lab.node_client(node.trim_start_matches("node/"), &target, count)?
+                }
+                pod => lab.pod_client(pod, &target, count)?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                let mut answered = std::collections::BTreeMap::new();
+                for r in &results {
+                    let who = if r.ok {
+                        r.reply.clone().unwrap_or_default()
+                    } else {
+                        format!("error: {}", r.error.clone().unwrap_or_default())
+                    };
+                    *answered.entry(who).or_insert(0) += 1;
+                }
+                println!("{from} -> {target}, {count} attempts:");
+                for (who, n) in answered {
+                    println!("  {n:>5}  {who}");
+                }
+            }
         }
         Command::Down => {
             Lab::down(&cli.name)?;

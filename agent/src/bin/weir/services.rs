@@ -18,7 +18,7 @@ pub async fn list(cli: &Cli, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<12} {:<22} {:<4} {:<9} {:<7} BACKENDS",
+        "{:<24} {:<12} {:<22} {:<5} {:<9} {:<10} BACKENDS",
         "SERVICE", "KIND", "FRONTEND", "PROTO", "SCOPE", "ALGO"
     );
     for f in &r.frontends {
@@ -45,7 +45,7 @@ pub async fn list(cli: &Cli, json: bool) -> Result<()> {
             f.algorithm.clone()
         };
         println!(
-            "{:<24} {:<12} {:<22} {:<5} {:<9} {:<7} {backends}",
+            "{:<24} {:<12} {:<22} {:<5} {:<9} {:<10} {backends}",
             f.service, f.kind, f.address, f.protocol, f.scope, algorithm
         );
         if !f.note.is_empty() {
