@@ -5,6 +5,7 @@
 //! removes them when the guard that made them is dropped.
 
 pub mod datapath;
+pub mod kubeproxy;
 pub mod lab;
 pub mod names;
 pub mod netns;
