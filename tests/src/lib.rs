@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod datapath;
+pub mod kubeproxy;
 pub mod lab;
 pub mod names;
 pub mod netns;

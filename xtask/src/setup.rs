@@ -35,6 +35,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iputils-ping", "ping"),
     // etcd, the kvstore of shared identity/endpoint state in the lab.
     ("etcd-server", "etcd"),
+    // iptables, for the kube-proxy iptables peer of the service benchmarks.
+    ("iptables", "iptables-restore"),
 ];
 
 pub fn run() -> Result<()> {
