@@ -4,6 +4,7 @@
 //! network namespaces, veth pairs) under names unique to this process, and
 //! removes them when the guard that made them is dropped.
 
+pub mod bench;
 pub mod cgroup;
 pub mod datapath;
 pub mod kubeproxy;

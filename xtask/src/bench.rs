@@ -37,6 +37,21 @@ pub enum Bench {
         #[arg(long, default_value_t = 10)]
         runs: u32,
     },
+    /// Weir against kube-proxy's iptables mode in the same lab: time to
+    /// program all services, to add one, and connect latency to the first
+    /// and the last service, at each service count.
+    Services {
+        /// Service counts, comma-separated.
+        #[arg(long, default_value = "100,1000,10000")]
+        counts: String,
+        /// Connections per latency measurement.
+        #[arg(long, default_value_t = 200)]
+        samples: u32,
+        /// iptables binaries of the peer: default (Debian's alternative,
+        /// nf_tables), nft or legacy.
+        #[arg(long, default_value = "default")]
+        iptables: String,
+    },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -74,6 +89,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             cmd::run(
                 std::process::Command::new(crate::paths::root().join("target/release/weir-bench"))
                     .args(["propagation", "--runs", &runs.to_string()]),
+            )
+        }
+        Bench::Services {
+            counts,
+            samples,
+            iptables,
+        } => {
+            step("services: Weir vs kube-proxy iptables mode, in the lab");
+            cmd::run(cmd::cargo(None).args(["build", "--release", "--workspace", "--bins"]))?;
+            cmd::run(
+                std::process::Command::new(crate::paths::root().join("target/release/weir-bench"))
+                    .args(["services", "--counts", counts, "--iptables", iptables])
+                    .args(["--samples", &samples.to_string()]),
             )
         }
         Bench::Lab { nodes, pods, runs } => {

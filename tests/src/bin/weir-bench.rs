@@ -42,6 +42,16 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
     },
+    /// Weir against kube-proxy's iptables mode (see weir_tests::bench::services).
+    Services {
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        counts: Vec<usize>,
+        #[arg(long, default_value_t = 200)]
+        samples: u32,
+        /// default, nft or legacy.
+        #[arg(long, default_value = "default")]
+        iptables: String,
+    },
     /// Time of `lab up` and of applying N pods, with real agents and CNI.
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -59,6 +69,19 @@ fn main() -> Result<()> {
         Bench::Lab { nodes, pods, runs } => lab(nodes, pods, runs.max(1)),
         Bench::Propagation { runs } => propagation(runs.max(1)),
         Bench::Flows { events } => flows(events.max(1)),
+        Bench::Services {
+            counts,
+            samples,
+            iptables,
+        } => weir_tests::bench::services::run(&weir_tests::bench::services::Options {
+            counts,
+            samples: samples.max(1),
+            iptables: match iptables.as_str() {
+                "nft" => weir_tests::kubeproxy::Backend::Nft,
+                "legacy" => weir_tests::kubeproxy::Backend::Legacy,
+                _ => weir_tests::kubeproxy::Backend::Default,
+            },
+        }),
     }
 }
 

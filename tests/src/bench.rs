@@ -1,0 +1,3 @@
+//! Benchmarks too large for the weir-bench binary itself.
+
+pub mod services;
