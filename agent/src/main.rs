@@ -151,7 +151,7 @@ async fn run(args: Args) -> Result<()> {
     let snapshot = SharedSnapshot::default();
     let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
     let registry = prometheus::Registry::new();
-    start_observer(
+    let monitor = start_observer(
         &args,
         agent.clone(),
         datapath.clone(),
@@ -200,7 +200,13 @@ async fn run(args: Args) -> Result<()> {
         policy: snapshot.clone(),
         view,
     };
-    api::serve(agent, snapshot, inspect, &args.api_socket, shutdown)
+    let local_api = api::LocalApi {
+        agent,
+        policy: snapshot,
+        inspect,
+        monitor,
+    };
+    api::serve(local_api, &args.api_socket, shutdown)
         .await
         .context("serving the local API")?;
     let _ = std::fs::remove_file(&args.api_socket);
@@ -298,14 +304,15 @@ fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
 }
 
 /// Flows: read datapath events into the flow ring and serve the Observer API
-/// on the unix socket (and a TCP address if configured).
+/// on the unix socket (and a TCP address if configured). Returns the
+/// monitor service, fed the same decoded events, for the local API.
 async fn start_observer(
     args: &Args,
     agent: Arc<Agent<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<std::sync::Mutex<SharedView>>,
     registry: &prometheus::Registry,
-) -> Result<()> {
+) -> Result<weir_agent::monitor::MonitorService> {
     use std::os::unix::fs::PermissionsExt;
     use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Parser};
 
@@ -315,18 +322,18 @@ async fn start_observer(
         .take_events()
         .context("the event ring buffer")?;
     let enricher = Arc::new(weir_agent::flows::AgentEnricher { agent, view });
-    let parser = Parser::new(
-        args.node_name.clone(),
-        enricher,
-        weir_agent::flows::wall_clock(),
-    );
+    let clock = weir_agent::flows::wall_clock();
+    let parser = Parser::new(args.node_name.clone(), enricher, clock);
     let metrics = weir_agent::flow_metrics::FlowMetrics::new(registry);
+    let feed = weir_agent::monitor::MonitorFeed::default();
     tokio::spawn(weir_agent::flows::run(
         events,
         parser,
         ring.clone(),
         metrics,
+        feed.clone(),
     ));
+    let monitor = weir_agent::monitor::MonitorService::new(feed, clock, args.node_name.clone());
 
     let node = |address: String| NodeInfo {
         name: args.node_name.clone(),
@@ -361,5 +368,5 @@ async fn start_observer(
         });
     }
     info!(socket = %args.hubble_socket.display(), "serving the Observer API");
-    Ok(())
+    Ok(monitor)
 }

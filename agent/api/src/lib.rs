@@ -39,6 +39,13 @@ pub async fn connect_policy(
     Ok(v1::policy_client::PolicyClient::new(channel(path).await?))
 }
 
+/// A client of the agent's datapath event stream on the unix socket at `path`.
+pub async fn connect_monitor(
+    path: &Path,
+) -> Result<v1::monitor_client::MonitorClient<Channel>, tonic::transport::Error> {
+    Ok(v1::monitor_client::MonitorClient::new(channel(path).await?))
+}
+
 /// A gRPC channel over the unix socket at `path`.
 pub async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path: PathBuf = path.to_path_buf();
