@@ -33,6 +33,8 @@ pub struct LocalApi<D: EndpointDatapath> {
     pub policy: crate::policy_api::SharedSnapshot,
     pub inspect: crate::inspect_api::InspectService,
     pub monitor: crate::monitor::MonitorService,
+    /// Times every call (`weir_api_request_duration_seconds`).
+    pub metrics: crate::api_metrics::ApiMetricsLayer,
 }
 
 /// Serves the API on `socket` until `shutdown` resolves. A stale socket
@@ -52,6 +54,7 @@ pub async fn serve<D: EndpointDatapath + 'static>(
     let listener = UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     tonic::transport::Server::builder()
+        .layer(api.metrics)
         .add_service(EndpointsServer::new(EndpointsService::new(api.agent)))
         .add_service(weir_agent_api::v1::policy_server::PolicyServer::new(
             crate::policy_api::PolicyService::new(api.policy),

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod api_metrics;
 pub mod datapath;
 pub mod endpoints;
 pub mod flow_metrics;
@@ -26,6 +27,7 @@ pub mod node;
 pub mod policy_api;
 pub mod policy_sync;
 pub mod reconcile;
+pub mod reconcile_metrics;
 pub mod shared;
 pub mod source;
 pub mod state;

@@ -179,6 +179,7 @@ async fn run(args: Args) -> Result<()> {
             datapath.clone(),
             snapshot.clone(),
             view.clone(),
+            &registry,
         )
         .await?;
     }
@@ -205,6 +206,7 @@ async fn run(args: Args) -> Result<()> {
         policy: snapshot,
         inspect,
         monitor,
+        metrics: weir_agent::api_metrics::ApiMetricsLayer::new(&registry),
     };
     api::serve(local_api, &args.api_socket, shutdown)
         .await
@@ -221,6 +223,7 @@ async fn start_cluster_sync(
     datapath: SharedDatapath,
     snapshot: SharedSnapshot,
     view: Arc<std::sync::Mutex<SharedView>>,
+    registry: &prometheus::Registry,
 ) -> Result<()> {
     let node_ip = args
         .node_ip
@@ -261,7 +264,10 @@ async fn start_cluster_sync(
         manifests,
         snapshot,
         filter,
-    );
+    )
+    .with_metrics(weir_agent::reconcile_metrics::ReconcileMetrics::new(
+        registry,
+    ));
     let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);

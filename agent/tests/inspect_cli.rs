@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use weir_agent::agent::Agent;
 use weir_agent::api::{self, LocalApi};
+use weir_agent::api_metrics::ApiMetricsLayer;
 use weir_agent::datapath::{Datapath, SharedDatapath};
 use weir_agent::inspect_api::InspectService;
 use weir_agent::ipam::Ipam;
@@ -109,6 +110,8 @@ fn inspection_commands_against_the_agent_api() {
     let view = Arc::new(Mutex::new(shared));
     let snapshot = SharedSnapshot::default();
     let feed = MonitorFeed::default();
+    let registry = prometheus::Registry::new();
+    let metrics = ApiMetricsLayer::new(&registry);
     let api = LocalApi {
         agent: agent.clone(),
         policy: snapshot.clone(),
@@ -120,6 +123,7 @@ fn inspection_commands_against_the_agent_api() {
             view,
         },
         monitor: MonitorService::new(feed.clone(), WallClock::from_offset_ns(0), "n1".into()),
+        metrics: metrics.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -200,6 +204,18 @@ fn inspection_commands_against_the_agent_api() {
     assert_eq!(drop["kind"], "drop");
     assert_eq!(drop["src_port"], 1008);
     assert_eq!(drop["reason_name"], "Policy denied");
+
+    // Every call was timed under its method.
+    let count = |method: &str| {
+        metrics
+            .histogram()
+            .with_label_values(&[method])
+            .get_sample_count()
+    };
+    assert_eq!(count("weir.agent.v1.Inspect/GetEndpoint"), 1);
+    assert_eq!(count("weir.agent.v1.Inspect/GetIdentity"), 3);
+    assert_eq!(count("weir.agent.v1.Inspect/Status"), 1);
+    assert_eq!(count("weir.agent.v1.Monitor/Events"), 1);
 
     let _ = stop.send(());
     runtime.block_on(server).unwrap().unwrap();
