@@ -50,6 +50,7 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     if args.listen_address.is_none() && args.listen_socket.is_none() {
@@ -71,6 +72,7 @@ async fn run(args: Args) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding the metrics address {address}"))?;
+        let address = listener.local_addr()?;
         let metrics = metrics.clone();
         tokio::spawn(async move {
             if let Err(error) = weir_relay::metrics::serve(listener, metrics).await {
@@ -103,6 +105,7 @@ async fn run(args: Args) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
+        let address = listener.local_addr()?;
         servers.spawn(weir_observer::serve_with(
             relay.clone(),
             Listener::Tcp(listener),
