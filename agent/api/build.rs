@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/weir/agent/v1/endpoints.proto",
                 "proto/weir/agent/v1/policy.proto",
                 "proto/weir/agent/v1/inspect.proto",
+                "proto/weir/agent/v1/monitor.proto",
                 "proto/weir/agent/v1/services.proto",
             ],
             &["proto"],

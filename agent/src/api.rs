@@ -27,13 +27,21 @@ impl<D: EndpointDatapath> EndpointsService<D> {
     }
 }
 
+/// Everything served on the agent's socket.
+pub struct LocalApi<D: EndpointDatapath> {
+    pub agent: Arc<Agent<D>>,
+    pub policy: crate::policy_api::SharedSnapshot,
+    pub inspect: crate::inspect_api::InspectService,
+    pub monitor: crate::monitor::MonitorService,
+    pub services: crate::services_api::ServicesService,
+    /// Times every call (`weir_api_request_duration_seconds`).
+    pub metrics: crate::api_metrics::ApiMetricsLayer,
+}
+
 /// Serves the API on `socket` until `shutdown` resolves. A stale socket
 /// file from an earlier run is replaced; the new one is mode 0600.
 pub async fn serve<D: EndpointDatapath + 'static>(
-    agent: Arc<Agent<D>>,
-    policy: crate::policy_api::SharedSnapshot,
-    inspect: crate::inspect_api::InspectService,
-    services: crate::services_api::ServicesService,
+    api: LocalApi<D>,
     socket: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -47,14 +55,18 @@ pub async fn serve<D: EndpointDatapath + 'static>(
     let listener = UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     tonic::transport::Server::builder()
-        .add_service(EndpointsServer::new(EndpointsService::new(agent)))
+        .layer(api.metrics)
+        .add_service(EndpointsServer::new(EndpointsService::new(api.agent)))
         .add_service(weir_agent_api::v1::policy_server::PolicyServer::new(
-            crate::policy_api::PolicyService::new(policy),
+            crate::policy_api::PolicyService::new(api.policy),
         ))
         .add_service(weir_agent_api::v1::inspect_server::InspectServer::new(
-            inspect,
+            api.inspect,
         ))
-        .add_service(weir_agent_api::services::services_server::ServicesServer::new(services))
+        .add_service(weir_agent_api::v1::monitor_server::MonitorServer::new(
+            api.monitor,
+        ))
+        .add_service(weir_agent_api::services::services_server::ServicesServer::new(api.services))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(std::io::Error::other)

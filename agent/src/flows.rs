@@ -136,12 +136,14 @@ pub fn wall_clock() -> WallClock {
     )
 }
 
-/// Reads the ring buffer as events arrive and pushes flows into `ring`.
+/// Reads the ring buffer as events arrive, hands each decoded event to the
+/// monitor's listeners and pushes its flow into `ring`.
 pub async fn run(
     ring_buffer: RingBuf<MapData>,
     parser: Parser,
     ring: Arc<FlowRing>,
     metrics: crate::flow_metrics::FlowMetrics,
+    monitor: crate::monitor::MonitorFeed,
 ) {
     // SAFETY: the RingBuf owns its map's file descriptor for as long as the
     // AsyncFd owns the RingBuf, and always reports that same descriptor.
@@ -165,7 +167,9 @@ pub async fn run(
             let Some(event) = crate::datapath::tables::read_event(&item) else {
                 continue;
             };
-            let flow = parser.parse(&decode(&event));
+            let event = decode(&event);
+            monitor.publish(&event);
+            let flow = parser.parse(&event);
             metrics.observe(&flow);
             ring.push(flow);
         }

@@ -1,12 +1,13 @@
-//! The inspection API behind `weir status`, `weir identity list`,
-//! `weir bpf ipcache list` and `weir bpf ct list`.
+//! The inspection API behind `weir status`, `weir endpoint get`,
+//! `weir identity list|get`, `weir bpf ipcache list`, `weir bpf ct list`
+//! and `weir bpf policy get`.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use tonic::{Request, Response, Status};
 use weir_abi::conntrack::CT_SCOPE_EGRESS;
-use weir_abi::{map_names, CtEntry};
+use weir_abi::CtEntry;
 use weir_agent_api::v1;
 use weir_agent_api::v1::inspect_server::Inspect;
 
@@ -25,12 +26,6 @@ pub struct InspectService {
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
-}
-
-fn capacity(pin_dir: &std::path::Path, name: &str) -> u64 {
-    aya::maps::MapInfo::from_pin(pin_dir.join(name))
-        .map(|info| u64::from(info.max_entries()))
-        .unwrap_or(0)
 }
 
 fn protocol_name(protocol: u8) -> String {
@@ -120,32 +115,28 @@ impl Inspect for InspectService {
         &self,
         _request: Request<v1::StatusRequest2>,
     ) -> Result<Response<v1::AgentStatus>, Status> {
-        let mut datapath = self.datapath.lock();
-        let pin_dir = datapath.pin_dir().to_path_buf();
-        let ebpf = datapath.ebpf_mut();
-        let ipcache = tables::ipcache_entries(ebpf).map_err(internal)?.len() as u64;
-        let conntrack = tables::conntrack(ebpf).map_err(internal)?.len() as u64;
-        let events_lost = tables::events_lost(ebpf).map_err(internal)?;
-        drop(datapath);
         let policy = self
             .policy
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let endpoints = self.agent.endpoints().len() as u64;
-        let maps = vec![
-            (map_names::ENDPOINTS, endpoints),
-            (map_names::IPCACHE, ipcache),
-            (map_names::POLICY, policy.map_entries as u64),
-            (map_names::CONNTRACK, conntrack),
-        ]
-        .into_iter()
-        .map(|(name, entries)| v1::MapFill {
-            name: name.into(),
-            entries,
-            capacity: capacity(&pin_dir, name),
-        })
-        .collect();
+        let (fill, events_lost) = {
+            let mut datapath = self.datapath.lock();
+            let fill =
+                crate::map_fill::map_fill(&mut datapath, endpoints, policy.map_entries as u64)
+                    .map_err(internal)?;
+            let lost = tables::events_lost(datapath.ebpf_mut()).map_err(internal)?;
+            (fill, lost)
+        };
+        let maps = fill
+            .into_iter()
+            .map(|m| v1::MapFill {
+                name: m.name.into(),
+                entries: m.entries,
+                capacity: m.capacity,
+            })
+            .collect();
         let synced = self.view.lock().unwrap_or_else(|e| e.into_inner()).synced();
         Ok(Response::new(v1::AgentStatus {
             node_name: self.node_name.clone(),
@@ -171,7 +162,10 @@ impl Inspect for InspectService {
             .iter()
             .map(|(id, labels)| v1::IdentityEntry {
                 id: *id,
-                labels: labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| crate::inspect_detail::label_text(k, v))
+                    .collect(),
             })
             .collect();
         Ok(Response::new(v1::ListIdentitiesResponse { identities }))
@@ -231,5 +225,54 @@ impl Inspect for InspectService {
             })
             .collect();
         Ok(Response::new(v1::ListConntrackResponse { entries }))
+    }
+
+    async fn get_endpoint(
+        &self,
+        request: Request<v1::EndpointDetailRequest>,
+    ) -> Result<Response<v1::EndpointDetail>, Status> {
+        let id = request.into_inner().id;
+        let endpoint = self
+            .agent
+            .endpoints()
+            .into_iter()
+            .find(|e| u32::from(e.id) == id)
+            .ok_or_else(|| Status::not_found(format!("no local endpoint {id}")))?;
+        let map_entries = {
+            let mut datapath = self.datapath.lock();
+            tables::policy_entries(datapath.ebpf_mut())
+                .map_err(internal)?
+                .iter()
+                .filter(|(_, key, _)| key.endpoint_id == endpoint.id)
+                .count() as u64
+        };
+        let snapshot = self
+            .policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Response::new(crate::inspect_detail::endpoint_detail(
+            &endpoint,
+            &snapshot,
+            &view,
+            map_entries,
+        )))
+    }
+
+    async fn get_identity(
+        &self,
+        request: Request<v1::IdentityDetailRequest>,
+    ) -> Result<Response<v1::IdentityDetail>, Status> {
+        let id = request.into_inner().id;
+        let snapshot = self
+            .policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        crate::inspect_detail::identity_detail(id, &snapshot, &view)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("identity {id} is not known to this agent")))
     }
 }

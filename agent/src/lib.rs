@@ -12,21 +12,28 @@
 
 pub mod agent;
 pub mod api;
+pub mod api_metrics;
 pub mod datapath;
 pub mod endpoints;
 pub mod flow_metrics;
 pub mod flows;
 pub mod inspect_api;
+pub mod inspect_detail;
 pub mod ipam;
 pub mod ipcache;
 pub mod lb_sync;
 pub mod manifest;
+pub mod map_fill;
 pub mod metrics_server;
+pub mod monitor;
 pub mod node;
 pub mod policy_api;
 pub mod policy_sync;
 pub mod reconcile;
+pub mod reconcile_metrics;
 pub mod services_api;
 pub mod shared;
 pub mod source;
 pub mod state;
+#[cfg(test)]
+mod test_socket;

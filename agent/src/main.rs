@@ -213,7 +213,7 @@ async fn run(args: Args) -> Result<()> {
     let snapshot = SharedSnapshot::default();
     let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
     let registry = prometheus::Registry::new();
-    start_observer(
+    let monitor = start_observer(
         &args,
         agent.clone(),
         datapath.clone(),
@@ -243,6 +243,7 @@ async fn run(args: Args) -> Result<()> {
             snapshot.clone(),
             view.clone(),
             lb_status.clone(),
+            &registry,
         )
         .await?;
     }
@@ -269,16 +270,17 @@ async fn run(args: Args) -> Result<()> {
         status: lb_status,
         maglev_table_size: args.maglev_table_size,
     };
-    api::serve(
+    let local_api = api::LocalApi {
         agent,
-        snapshot,
+        policy: snapshot,
         inspect,
+        monitor,
         services,
-        &args.api_socket,
-        shutdown,
-    )
-    .await
-    .context("serving the local API")?;
+        metrics: weir_agent::api_metrics::ApiMetricsLayer::new(&registry),
+    };
+    api::serve(local_api, &args.api_socket, shutdown)
+        .await
+        .context("serving the local API")?;
     let _ = std::fs::remove_file(&args.api_socket);
     Ok(())
 }
@@ -292,6 +294,7 @@ async fn start_cluster_sync(
     snapshot: SharedSnapshot,
     view: Arc<std::sync::Mutex<SharedView>>,
     lb_status: SharedLbStatus,
+    registry: &prometheus::Registry,
 ) -> Result<()> {
     let node_ip = args
         .node_ip
@@ -358,7 +361,10 @@ async fn start_cluster_sync(
         snapshot,
         filter,
         services,
-    );
+    )
+    .with_metrics(weir_agent::reconcile_metrics::ReconcileMetrics::new(
+        registry,
+    ));
     let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -401,14 +407,15 @@ fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
 }
 
 /// Flows: read datapath events into the flow ring and serve the Observer API
-/// on the unix socket (and a TCP address if configured).
+/// on the unix socket (and a TCP address if configured). Returns the
+/// monitor service, fed the same decoded events, for the local API.
 async fn start_observer(
     args: &Args,
     agent: Arc<Agent<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<std::sync::Mutex<SharedView>>,
     registry: &prometheus::Registry,
-) -> Result<()> {
+) -> Result<weir_agent::monitor::MonitorService> {
     use std::os::unix::fs::PermissionsExt;
     use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Parser};
 
@@ -418,18 +425,18 @@ async fn start_observer(
         .take_events()
         .context("the event ring buffer")?;
     let enricher = Arc::new(weir_agent::flows::AgentEnricher { agent, view });
-    let parser = Parser::new(
-        args.node_name.clone(),
-        enricher,
-        weir_agent::flows::wall_clock(),
-    );
+    let clock = weir_agent::flows::wall_clock();
+    let parser = Parser::new(args.node_name.clone(), enricher, clock);
     let metrics = weir_agent::flow_metrics::FlowMetrics::new(registry);
+    let feed = weir_agent::monitor::MonitorFeed::default();
     tokio::spawn(weir_agent::flows::run(
         events,
         parser,
         ring.clone(),
         metrics,
+        feed.clone(),
     ));
+    let monitor = weir_agent::monitor::MonitorService::new(feed, clock, args.node_name.clone());
 
     let node = |address: String| NodeInfo {
         name: args.node_name.clone(),
@@ -464,5 +471,5 @@ async fn start_observer(
         });
     }
     info!(socket = %args.hubble_socket.display(), "serving the Observer API");
-    Ok(())
+    Ok(monitor)
 }

@@ -14,7 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use weir_abi::{Reason, TrafficDirection};
 
 use crate::datapath::{tables, MetricsSnapshot, SharedDatapath};
@@ -32,6 +32,7 @@ pub struct AgentMetrics {
     identities: IntGauge,
     policy_entries: IntGauge,
     policies_rejected: IntGauge,
+    map_pressure: GaugeVec,
     datapath: SharedDatapath,
     policy: SharedSnapshot,
     last: Mutex<MetricsSnapshot>,
@@ -61,6 +62,17 @@ impl AgentMetrics {
         policy: SharedSnapshot,
         registry: Registry,
     ) -> Arc<AgentMetrics> {
+        let map_pressure = GaugeVec::new(
+            Opts::new(
+                "weir_bpf_map_pressure",
+                "Fill of each datapath map: entries over capacity (0 to 1)",
+            ),
+            &["map_name"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(map_pressure.clone()))
+            .expect("unique metric");
         Arc::new(AgentMetrics {
             forward_count: counter(
                 &registry,
@@ -107,6 +119,7 @@ impl AgentMetrics {
                 "weir_policy_rejected",
                 "Policies rejected by validation",
             ),
+            map_pressure,
             registry,
             datapath,
             policy,
@@ -116,12 +129,24 @@ impl AgentMetrics {
 
     /// Reads the datapath and renders every family in the text format.
     pub fn render(&self) -> Result<String, String> {
-        let (now, lost) = {
+        // The endpoints map holds the local endpoints that have an identity.
+        let (endpoints, policy_entries) = {
+            let policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+            (policy.local.len() as u64, policy.map_entries as u64)
+        };
+        let (now, lost, fill) = {
             let mut datapath = self.datapath.lock();
             let now = datapath.metrics().map_err(|e| e.to_string())?;
             let lost = tables::events_lost(datapath.ebpf_mut()).unwrap_or(0);
-            (now, lost)
+            let fill = crate::map_fill::map_fill(&mut datapath, endpoints, policy_entries)
+                .map_err(|e| e.to_string())?;
+            (now, lost, fill)
         };
+        for map in &fill {
+            self.map_pressure
+                .with_label_values(&[map.name])
+                .set(map.ratio());
+        }
         {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             for (reason, direction, delta) in now.since(&last).iter() {

@@ -150,6 +150,24 @@ impl PolicySync {
         flags
     }
 
+    /// Local endpoints whose policy map entries are not yet as desired:
+    /// the ones the next apply regenerates.
+    pub fn pending_endpoints(&self) -> BTreeSet<u16> {
+        let changed = self
+            .desired
+            .iter()
+            .filter(|(key, entry)| self.written.get(key) != Some(entry))
+            .map(|(key, _)| key);
+        let removed = self
+            .written
+            .keys()
+            .filter(|key| !self.desired.contains_key(key));
+        changed
+            .chain(removed)
+            .map(|key| key.key.endpoint_id)
+            .collect()
+    }
+
     /// Writes new and changed entries (before enforcement flags change, so
     /// a newly enforced endpoint finds its allows in place).
     pub fn apply_upserts(&mut self, datapath: &mut Datapath) -> Result<(), tables::TableError> {

@@ -11,9 +11,10 @@
 //! endpoints and apply the difference (see `policy_sync`). Every step
 //! writes only what changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tracing::{info, warn};
 use weir_abi::EndpointInfo;
@@ -28,6 +29,7 @@ use crate::ipcache::DesiredIpcache;
 use crate::lb_sync::{LbSync, SharedLbStatus};
 use crate::policy_api::SharedSnapshot;
 use crate::policy_sync::PolicySync;
+use crate::reconcile_metrics::{PropagationClock, ReconcileMetrics};
 use crate::shared::SharedView;
 use crate::source::{ClusterManifests, ManifestDir};
 
@@ -55,6 +57,8 @@ pub struct Reconciler {
     reported_rejections: BTreeMap<std::path::PathBuf, String>,
     snapshot: SharedSnapshot,
     services: ServiceSync,
+    metrics: Option<ReconcileMetrics>,
+    propagation: PropagationClock,
 }
 
 /// Services: compiled when the cluster's Services or EndpointSlices change
@@ -122,7 +126,15 @@ impl Reconciler {
             reported_rejections: BTreeMap::new(),
             snapshot,
             services,
+            metrics: None,
+            propagation: PropagationClock::default(),
         }
+    }
+
+    /// Observe regeneration and propagation times into `metrics`.
+    pub fn with_metrics(mut self, metrics: ReconcileMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The security labels of a local endpoint: from its Pod and Namespace
@@ -153,8 +165,12 @@ impl Reconciler {
     }
 
     pub async fn tick(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
         if let Some(dir) = &mut self.manifests {
             if let Some(manifests) = dir.read_if_changed()? {
+                if manifests.policies != self.cluster.policies {
+                    self.propagation.changed(started);
+                }
                 for (path, reason) in &manifests.rejected {
                     if self.reported_rejections.get(path) != Some(reason) {
                         warn!(file = %path.display(), %reason, "manifest rejected");
@@ -178,11 +194,13 @@ impl Reconciler {
             &self.identities_by_attachment(),
         );
         self.sync_ipcache(&view)?;
+        let mut regenerated = self.policy.pending_endpoints();
         // Allows first, then enforcement flags, then removals: a policy
         // change never opens a window of default deny for allowed traffic.
         self.policy.apply_upserts(&mut self.datapath.lock())?;
-        self.sync_endpoint_map(&endpoints)?;
+        regenerated.extend(self.sync_endpoint_map(&endpoints)?);
         self.policy.apply_removals(&mut self.datapath.lock())?;
+        self.observe(started, &regenerated, &endpoints);
         let snapshot = self
             .policy
             .snapshot(&endpoints, &self.identities_by_attachment());
@@ -222,6 +240,22 @@ impl Reconciler {
             );
         }
         Ok(result?)
+    }
+
+    /// Regeneration of the local endpoints whose policy or flags this pass
+    /// wrote, and propagation of a policy change now in the maps.
+    fn observe(&mut self, started: Instant, regenerated: &BTreeSet<u16>, endpoints: &[Endpoint]) {
+        let now = Instant::now();
+        let propagated = self.propagation.written(now);
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        for _ in endpoints.iter().filter(|e| regenerated.contains(&e.id)) {
+            metrics.endpoint_regenerated(now.saturating_duration_since(started));
+        }
+        if let Some(took) = propagated {
+            metrics.policy_propagated(took);
+        }
     }
 
     fn identities_by_attachment(&self) -> BTreeMap<AttachmentKey, u32> {
@@ -323,7 +357,9 @@ impl Reconciler {
         Ok(())
     }
 
-    fn sync_endpoint_map(&mut self, endpoints: &[Endpoint]) -> anyhow::Result<()> {
+    /// Brings the endpoints map to `endpoints`; returns the ids of the
+    /// endpoints whose entry (identity, enforcement flags) was written.
+    fn sync_endpoint_map(&mut self, endpoints: &[Endpoint]) -> anyhow::Result<BTreeSet<u16>> {
         let mut wanted = BTreeMap::new();
         for endpoint in endpoints {
             let Some((_, identity)) = self.identities.get(&endpoint.attachment) else {
@@ -342,9 +378,11 @@ impl Reconciler {
         }
         let mut datapath = self.datapath.lock();
         let ebpf = datapath.ebpf_mut();
+        let mut written = BTreeSet::new();
         for (ifindex, info) in &wanted {
             if self.endpoint_entries.get(ifindex) != Some(info) {
                 tables::set_endpoint(ebpf, *ifindex, *info)?;
+                written.insert(info.id);
             }
         }
         for ifindex in self
@@ -355,6 +393,6 @@ impl Reconciler {
             tables::remove_endpoint(ebpf, *ifindex)?;
         }
         self.endpoint_entries = wanted;
-        Ok(())
+        Ok(written)
     }
 }

@@ -8,19 +8,21 @@
 //! `/var/run/weir/hubble.sock` (or TCP :4244) so `hubble observe` works.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod event;
 pub mod filter;
 pub mod parser;
 pub mod proto;
 pub mod ring;
 pub mod server;
-#[cfg(test)]
-mod testutil;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testutil;
 
+pub use client::{ConnectError, Target, TargetError};
 pub use event::{DatapathEvent, EventKind, PolicyDirection};
 pub use filter::{FilterError, FlowFilters};
 pub use parser::{
     EndpointInfo, Enricher, NoEnrichment, Parser, ServiceInfo, WallClock, WorkloadInfo,
 };
 pub use ring::{FlowRing, Followed, Follower, Query, RingStatus, DEFAULT_CAPACITY};
-pub use server::{bind_unix, serve, Listener, NodeInfo, ObserverService, ServeError};
+pub use server::{bind_unix, serve, serve_with, Listener, NodeInfo, ObserverService, ServeError};

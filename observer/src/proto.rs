@@ -11,3 +11,9 @@ pub mod flow {
 pub mod observer {
     tonic::include_proto!("observer");
 }
+
+/// `package relay`: node states a relay reports.
+#[allow(clippy::all, missing_docs)]
+pub mod relay {
+    tonic::include_proto!("relay");
+}

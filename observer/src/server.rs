@@ -19,6 +19,7 @@ use crate::proto::observer::{
     get_flows_response, GetFlowsRequest, GetFlowsResponse, GetNodesRequest, GetNodesResponse, Node,
     ServerStatusRequest, ServerStatusResponse,
 };
+use crate::proto::relay::NodeState;
 use crate::ring::{FlowRing, Followed, Query};
 
 /// How many responses may queue per stream before the sender waits.
@@ -135,6 +136,8 @@ impl Observer for ObserverService {
                 name: self.node.name.clone(),
                 version: self.node.version.clone(),
                 address: self.node.address.clone(),
+                // Answering is being connected.
+                state: NodeState::NodeConnected as i32,
                 tls: None,
                 uptime_ns: s.uptime.as_nanos() as u64,
                 num_flows: s.num_flows,
@@ -190,7 +193,17 @@ pub async fn serve(
     listener: Listener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let router = tonic::transport::Server::builder().add_service(service.into_server());
+    serve_with(service, listener, shutdown).await
+}
+
+/// Serve any implementation of the Observer API (a node's, a relay's)
+/// until `shutdown` completes.
+pub async fn serve_with<S: Observer>(
+    service: S,
+    listener: Listener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let router = tonic::transport::Server::builder().add_service(ObserverServer::new(service));
     match listener {
         Listener::Tcp(l) => {
             router

@@ -1,5 +1,6 @@
-//! Shared builders for tests: real `DatapathEvent` values turned into
-//! flows by the real parser.
+//! Shared builders for tests (this crate's, and other crates' with the
+//! `test-util` feature): real `DatapathEvent` values turned into flows by
+//! the real parser.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -39,8 +40,13 @@ pub fn event(secs: u64, port: u16, dropped: bool) -> DatapathEvent {
 }
 
 pub fn parser() -> Parser {
+    parser_on("test-node")
+}
+
+/// A parser for the node `node` whose wall clock equals the monotonic one.
+pub fn parser_on(node: &str) -> Parser {
     Parser::new(
-        "test-node",
+        node.to_string(),
         Arc::new(NoEnrichment),
         WallClock::from_offset_ns(0),
     )
@@ -48,6 +54,11 @@ pub fn parser() -> Parser {
 
 pub fn flow(secs: u64, port: u16, dropped: bool) -> Flow {
     parser().parse(&event(secs, port, dropped))
+}
+
+/// [`flow`] as seen by the node `node`.
+pub fn flow_on(node: &str, secs: u64, port: u16, dropped: bool) -> Flow {
+    parser_on(node).parse(&event(secs, port, dropped))
 }
 
 pub fn src_port(flow: &Flow) -> u32 {

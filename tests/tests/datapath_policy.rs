@@ -812,6 +812,13 @@ fn prometheus_metrics_count_what_the_datapath_counted() {
         "{body}"
     );
     assert!(body.contains("weir_datapath_events_lost_total 0"), "{body}");
+    // The two peer prefixes fill part of the ipcache.
+    let ipcache = body
+        .lines()
+        .find(|l| l.starts_with("weir_bpf_map_pressure{map_name=\"weir_ipcache\"}"))
+        .unwrap_or_else(|| panic!("no ipcache pressure in {body}"));
+    let ratio: f64 = ipcache.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(ratio > 0.0 && ratio < 1.0, "{ipcache}");
 }
 
 fn prometheus_registry() -> prometheus::Registry {

@@ -54,6 +54,13 @@ pub async fn connect_services(
     ))
 }
 
+/// A client of the agent's datapath event stream on the unix socket at `path`.
+pub async fn connect_monitor(
+    path: &Path,
+) -> Result<v1::monitor_client::MonitorClient<Channel>, tonic::transport::Error> {
+    Ok(v1::monitor_client::MonitorClient::new(channel(path).await?))
+}
+
 /// A gRPC channel over the unix socket at `path`.
 pub async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path: PathBuf = path.to_path_buf();

@@ -80,10 +80,10 @@ fn pin_path(pin_dir: &Path, cgroup: &Path, program: SockProgram) -> Result<PathB
         .join(format!("cgroup@{inode}@{}", program.hook())))
 }
 
-pub(super) fn sock_program<'a>(
-    datapath: &'a mut Datapath,
+pub(super) fn sock_program(
+    datapath: &mut Datapath,
     program: SockProgram,
-) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+) -> Result<&mut CgroupSockAddr, DatapathError> {
     let name = program.name();
     datapath
         .ebpf

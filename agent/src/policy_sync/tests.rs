@@ -138,3 +138,28 @@ spec:
     assert_eq!(u16::from_be_bytes(udp[0].key.port), 80);
     assert_eq!(udp[0].key.direction, TrafficDirection::Ingress as u8);
 }
+
+#[test]
+fn pending_endpoints_are_those_whose_entries_are_not_written_yet() {
+    let yaml = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {pod: b}}}]
+"#;
+    let mut sync = PolicySync::default();
+    assert!(sync.pending_endpoints().is_empty());
+    sync.desired = lower(&compiled_from(yaml, &[(300, X_A), (301, X_B)]));
+    assert_eq!(sync.pending_endpoints(), BTreeSet::from([1]));
+    sync.written = sync.desired.clone();
+    assert!(sync.pending_endpoints().is_empty());
+    // Endpoint 2 still has an entry that is no longer desired.
+    let (key, entry) = sync.written.iter().next().map(|(k, e)| (*k, *e)).unwrap();
+    let mut stale = key;
+    stale.key.endpoint_id = 2;
+    sync.written.insert(stale, entry);
+    assert_eq!(sync.pending_endpoints(), BTreeSet::from([2]));
+}

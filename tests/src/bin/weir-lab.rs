@@ -245,10 +245,11 @@ fn main() -> Result<()> {
             let mut command = std::process::Command::new(&weir);
             command.arg("--socket").arg(&record.api_socket);
             let mut args = args.clone();
-            if args.first().map(String::as_str) == Some("observe") {
-                args.insert(1, "--server".into());
+            // After global options such as `-o table`, if any.
+            if let Some(at) = args.iter().position(|a| a == "observe") {
+                args.insert(at + 1, "--server".into());
                 args.insert(
-                    2,
+                    at + 2,
                     weir_tests::lab::hubble_socket(record).display().to_string(),
                 );
             }

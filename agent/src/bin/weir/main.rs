@@ -1,13 +1,17 @@
-//! `weir`: the node CLI, talking to the local agent over its unix socket.
+//! `weir`: the node CLI, talking to the local agent over its unix socket
+//! (and, for `observe`, to a node's or a relay's Observer API).
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use weir_agent_api::v1;
 
+mod inspect;
+mod monitor;
 mod observe;
+mod policy;
 mod services;
+mod table;
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Inspect a Weir agent")]
@@ -23,8 +27,12 @@ pub struct Cli {
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 enum Output {
+    /// Lines for people (`observe`: Hubble's compact lines).
+    #[value(alias = "compact")]
     Text,
     Json,
+    /// Aligned columns with a header.
+    Table,
 }
 
 #[derive(Subcommand)]
@@ -34,19 +42,22 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Flows seen by this node's datapath (Hubble's `observe`).
+    /// Flows seen by this node's datapath, or by every node through a
+    /// relay (Hubble's `observe`).
     Observe(ObserveArgs),
+    /// The datapath's raw events as they happen (like `cilium monitor`).
+    Monitor(MonitorArgs),
     /// Agent health: datapath, map fill, endpoints, identities, policy, event loss.
     Status,
     /// Local endpoints.
     Endpoint {
         #[command(subcommand)]
-        command: ListCommand,
+        command: EndpointCommand,
     },
     /// Identities known to this agent.
     Identity {
         #[command(subcommand)]
-        command: ListCommand,
+        command: IdentityCommand,
     },
     /// Services this node balances: frontends and their backends.
     Service {
@@ -63,6 +74,30 @@ enum Command {
 #[derive(Subcommand)]
 enum ListCommand {
     List,
+}
+
+#[derive(Subcommand)]
+enum EndpointCommand {
+    /// Every local endpoint.
+    List,
+    /// One endpoint in full: pod, identity and labels, addresses,
+    /// interface, policy enforcement, policy map entries.
+    Get { id: u32 },
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Every identity known to this agent.
+    List,
+    /// One identity: its labels, scope and the local endpoints that have it.
+    Get { id: u32 },
+}
+
+#[derive(clap::Args)]
+struct MonitorArgs {
+    /// Only these kinds of events (repeatable; default all).
+    #[arg(long = "type", value_parser = ["drop", "trace", "policy-verdict"])]
+    types: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -110,9 +145,13 @@ enum BpfPolicyCommand {
 
 #[derive(clap::Args)]
 struct ObserveArgs {
-    /// The Observer API's unix socket.
-    #[arg(long, default_value = "/var/run/weir/hubble.sock")]
-    server: PathBuf,
+    /// The Observer API: a node's or a relay's unix socket (unix:///PATH or
+    /// just /PATH) or TCP address (http://HOST:PORT).
+    #[arg(long, default_value = "unix:///var/run/weir/hubble.sock")]
+    server: String,
+    /// Add a NODE column to `-o table`.
+    #[arg(long)]
+    print_node_name: bool,
     /// Keep streaming new flows.
     #[arg(long, short = 'f')]
     follow: bool,
@@ -163,14 +202,15 @@ enum PolicyCommand {
     },
 }
 
-fn pod_ref(text: &str) -> Result<v1::PolicyPodRef> {
-    let (namespace, name) = text
-        .split_once('/')
-        .with_context(|| format!("expected NAMESPACE/POD, got {text:?}"))?;
-    Ok(v1::PolicyPodRef {
-        namespace: namespace.into(),
-        name: name.into(),
-    })
+/// A gRPC error as the user should read it.
+fn rpc_error(status: tonic::Status) -> anyhow::Error {
+    use tonic::Code;
+    match status.code() {
+        Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => {
+            anyhow::anyhow!("{}", status.message())
+        }
+        code => anyhow::anyhow!("the agent answered {code:?}: {}", status.message()),
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -185,334 +225,20 @@ async fn main() -> Result<()> {
         );
     }
     let cli = Cli::parse();
-    let json = cli.output == Output::Json;
     match &cli.command {
-        Command::Observe(args) => return observe::run(args, json).await,
-        Command::Service { .. } => return services::list(&cli, json).await,
+        Command::Observe(args) => observe::run(args, cli.output).await,
+        Command::Monitor(args) => monitor::run(&cli, args).await,
+        Command::Policy { command } => policy::run(&cli, command).await,
+        Command::Service { .. } => services::list(&cli, cli.output == Output::Json).await,
         Command::Bpf {
             command:
                 BpfCommand::Lb {
                     command: BpfLbCommand::List { maglev, nat },
                 },
-        } => return services::lb_maps(&cli, json, *maglev, *nat).await,
-        Command::Status | Command::Identity { .. } | Command::Bpf { .. } => {
-            return inspect(&cli, json).await;
-        }
-        Command::Endpoint { .. } => return endpoints(&cli, json).await,
-        Command::Policy { .. } => {}
-    }
-    let mut client = weir_agent_api::connect_policy(&cli.socket)
-        .await
-        .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
-    match cli.command {
-        Command::Observe(_)
-        | Command::Service { .. }
-        | Command::Status
+        } => services::lb_maps(&cli, cli.output == Output::Json, *maglev, *nat).await,
+        Command::Status
         | Command::Endpoint { .. }
         | Command::Identity { .. }
-        | Command::Bpf { .. } => unreachable!("handled above"),
-        Command::Policy {
-            command: PolicyCommand::Get,
-        } => {
-            let response = client
-                .get_policy(v1::GetPolicyRequest {})
-                .await?
-                .into_inner();
-            if cli.output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&json_policy(&response))?);
-            } else {
-                print_policy(&response);
-            }
-        }
-        Command::Policy {
-            command: PolicyCommand::Trace { src, dst, port },
-        } => {
-            let (port, protocol) = port
-                .split_once('/')
-                .with_context(|| format!("expected PORT/PROTO, got {port:?}"))?;
-            let port: u32 = port.parse().with_context(|| format!("bad port {port:?}"))?;
-            let response = client
-                .trace(v1::TraceRequest {
-                    src: Some(pod_ref(&src)?),
-                    dst: Some(pod_ref(&dst)?),
-                    protocol: protocol.into(),
-                    port,
-                })
-                .await?
-                .into_inner();
-            if cli.output == Output::Json {
-                println!(
-                    "{}",
-                    serde_json::json!({"allowed": response.allowed, "explanation": response.explanation})
-                );
-            } else {
-                println!("{src} -> {dst} {port}/{protocol}");
-                println!("{}", response.explanation);
-            }
-            if !response.allowed {
-                std::process::exit(1);
-            }
-        }
+        | Command::Bpf { .. } => inspect::run(&cli).await,
     }
-    Ok(())
-}
-
-fn print_policy(response: &v1::GetPolicyResponse) {
-    for endpoint in &response.endpoints {
-        let pod = endpoint.pod.clone().unwrap_or_default();
-        let mode = |enforced| if enforced { "enforced" } else { "allow-all" };
-        println!(
-            "endpoint {} {}/{} identity {}: ingress {}, egress {}",
-            endpoint.endpoint_id,
-            pod.namespace,
-            pod.name,
-            endpoint.identity,
-            mode(endpoint.ingress_enforced),
-            mode(endpoint.egress_enforced)
-        );
-        for rule in &endpoint.rules {
-            println!(
-                "  {:<7} {:<5} peer {:<10} {:<4} {:<11} {}{}",
-                rule.direction,
-                rule.verdict,
-                rule.peer,
-                rule.protocol,
-                rule.ports,
-                rule.source,
-                if rule.peer_labels.is_empty() {
-                    String::new()
-                } else {
-                    format!("  [{}]", rule.peer_labels.join(","))
-                }
-            );
-        }
-    }
-    if response.endpoints.is_empty() {
-        println!("no local endpoints");
-    }
-    for rejected in &response.rejected {
-        println!("rejected {}:", rejected.policy);
-        for reason in &rejected.reasons {
-            println!("  {reason}");
-        }
-    }
-    println!("{} policy map entries", response.map_entries);
-}
-
-fn json_policy(response: &v1::GetPolicyResponse) -> serde_json::Value {
-    serde_json::json!({
-        "endpoints": response.endpoints.iter().map(|e| {
-            let pod = e.pod.clone().unwrap_or_default();
-            serde_json::json!({
-                "id": e.endpoint_id,
-                "pod": format!("{}/{}", pod.namespace, pod.name),
-                "identity": e.identity,
-                "ingress_enforced": e.ingress_enforced,
-                "egress_enforced": e.egress_enforced,
-                "rules": e.rules.iter().map(|r| serde_json::json!({
-                    "direction": r.direction, "verdict": r.verdict, "peer": r.peer,
-                    "peer_labels": r.peer_labels, "protocol": r.protocol, "ports": r.ports,
-                    "source": r.source,
-                })).collect::<Vec<_>>(),
-            })
-        }).collect::<Vec<_>>(),
-        "rejected": response.rejected.iter().map(|r| serde_json::json!({
-            "policy": r.policy, "reasons": r.reasons,
-        })).collect::<Vec<_>>(),
-        "map_entries": response.map_entries,
-    })
-}
-
-async fn endpoints(cli: &Cli, json: bool) -> Result<()> {
-    let mut client = weir_agent_api::connect(&cli.socket)
-        .await
-        .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
-    let response = client
-        .list_endpoints(v1::ListEndpointsRequest {})
-        .await?
-        .into_inner();
-    if json {
-        let rows: Vec<serde_json::Value> = response
-            .endpoints
-            .iter()
-            .map(|e| {
-                let pod = e.pod.clone().unwrap_or_default();
-                serde_json::json!({"id": e.id, "pod": format!("{}/{}", pod.namespace, pod.name),
-                    "ipv4": e.ipv4, "host_ifname": e.host_ifname, "host_ifindex": e.host_ifindex, "mac": e.mac})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    println!(
-        "{:<6} {:<30} {:<18} {:<16} MAC",
-        "ID", "POD", "IPV4", "HOST IF"
-    );
-    for e in &response.endpoints {
-        let pod = e.pod.clone().unwrap_or_default();
-        println!(
-            "{:<6} {:<30} {:<18} {:<16} {}",
-            e.id,
-            format!("{}/{}", pod.namespace, pod.name),
-            e.ipv4,
-            e.host_ifname,
-            e.mac
-        );
-    }
-    Ok(())
-}
-
-async fn inspect(cli: &Cli, json: bool) -> Result<()> {
-    let mut client = weir_agent_api::connect_inspect(&cli.socket)
-        .await
-        .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
-    match &cli.command {
-        Command::Status => {
-            let s = client.status(v1::StatusRequest2 {}).await?.into_inner();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "node": s.node_name, "datapath_loaded": s.datapath_loaded,
-                        "endpoints": s.endpoints, "identities": s.identities,
-                        "policies_in_force": s.policies_in_force, "policies_rejected": s.policies_rejected,
-                        "policy_map_entries": s.policy_map_entries, "events_lost": s.events_lost,
-                        "kvstore_synced": s.kvstore_synced,
-                        "maps": s.maps.iter().map(|m| serde_json::json!({"name": m.name, "entries": m.entries, "capacity": m.capacity})).collect::<Vec<_>>(),
-                    })
-                );
-            } else {
-                println!("node:        {}", s.node_name);
-                println!(
-                    "datapath:    {}",
-                    if s.datapath_loaded {
-                        "ok"
-                    } else {
-                        "not loaded"
-                    }
-                );
-                println!(
-                    "kvstore:     {}",
-                    if s.kvstore_synced {
-                        "synced"
-                    } else {
-                        "not synced"
-                    }
-                );
-                println!("endpoints:   {}", s.endpoints);
-                println!("identities:  {}", s.identities);
-                println!(
-                    "policies:    {} in force, {} rejected, {} map entries",
-                    s.policies_in_force, s.policies_rejected, s.policy_map_entries
-                );
-                println!("events lost: {}", s.events_lost);
-                for m in &s.maps {
-                    let pct = if m.capacity == 0 {
-                        0.0
-                    } else {
-                        100.0 * m.entries as f64 / m.capacity as f64
-                    };
-                    println!(
-                        "map {:<16} {:>7} / {:<7} ({pct:.1}%)",
-                        m.name, m.entries, m.capacity
-                    );
-                }
-            }
-        }
-        Command::Identity { .. } => {
-            let r = client
-                .list_identities(v1::ListRequest {})
-                .await?
-                .into_inner();
-            for i in &r.identities {
-                if json {
-                    println!("{}", serde_json::json!({"id": i.id, "labels": i.labels}));
-                } else {
-                    println!("{:<10} {}", i.id, i.labels.join(" "));
-                }
-            }
-        }
-        Command::Bpf {
-            command: BpfCommand::Ipcache { .. },
-        } => {
-            let r = client.list_ipcache(v1::ListRequest {}).await?.into_inner();
-            for e in &r.entries {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"prefix": e.prefix, "identity": e.identity, "node_ip": e.node_ip})
-                    );
-                } else {
-                    println!(
-                        "{:<22} identity={:<10} node={}",
-                        e.prefix, e.identity, e.node_ip
-                    );
-                }
-            }
-        }
-        Command::Bpf {
-            command: BpfCommand::Ct { .. },
-        } => {
-            let r = client
-                .list_conntrack(v1::ListRequest {})
-                .await?
-                .into_inner();
-            for e in &r.entries {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"scope": e.scope, "protocol": e.protocol, "source": e.source,
-                        "destination": e.destination, "expires_in_seconds": e.expires_in_seconds,
-                        "packets_forward": e.packets_forward, "packets_reply": e.packets_reply, "tcp_flags": e.tcp_flags})
-                    );
-                } else {
-                    println!(
-                        "{:<7} {:<6} {} -> {} expires {}s fwd={} rev={} {}",
-                        e.scope,
-                        e.protocol,
-                        e.source,
-                        e.destination,
-                        e.expires_in_seconds,
-                        e.packets_forward,
-                        e.packets_reply,
-                        e.tcp_flags
-                    );
-                }
-            }
-        }
-        Command::Bpf {
-            command:
-                BpfCommand::Policy {
-                    command: BpfPolicyCommand::Get { endpoint },
-                },
-        } => {
-            let r = client
-                .policy_map(v1::PolicyMapRequest {
-                    endpoint_id: *endpoint,
-                })
-                .await?
-                .into_inner();
-            for e in &r.entries {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"direction": e.direction, "identity": e.identity,
-                        "protocol": e.protocol, "ports": e.ports, "verdict": e.verdict, "prefix_len": e.prefix_len})
-                    );
-                } else {
-                    let peer = if e.identity == 0 {
-                        "any".to_string()
-                    } else {
-                        e.identity.to_string()
-                    };
-                    println!(
-                        "{:<8} {:<5} peer {:<10} {:<6} {}",
-                        e.direction, e.verdict, peer, e.protocol, e.ports
-                    );
-                }
-            }
-        }
-        _ => unreachable!("not an inspection command"),
-    }
-    Ok(())
 }

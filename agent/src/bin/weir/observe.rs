@@ -1,15 +1,20 @@
-//! `weir observe`: flows from the node's Observer API, one line each (or
-//! JSON), with Hubble-like filters.
+//! `weir observe`: flows from a node's Observer API or a relay's, one line
+//! each, a table, or JSON, with Hubble-like filters.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use weir_observer::proto::flow::{self, EventTypeFilter, Flow, FlowFilter};
-use weir_observer::proto::observer::observer_client::ObserverClient;
 use weir_observer::proto::observer::{get_flows_response, GetFlowsRequest};
+use weir_observer::proto::relay::{NodeState, NodeStatusEvent};
+use weir_observer::Target;
 
-use crate::ObserveArgs;
+use crate::table::{StreamingTable, Table};
+use crate::{ObserveArgs, Output};
+
+/// How long to wait for the Observer API to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn verdict_number(text: &str) -> Result<i32> {
     flow::Verdict::from_str_name(&text.to_ascii_uppercase())
@@ -83,11 +88,14 @@ fn endpoint(ep: &Option<flow::Endpoint>, ip: &str, port: Option<u32>) -> String 
         Some(e) if !e.pod_name.is_empty() => format!("{}/{}", e.namespace, e.pod_name),
         _ => ip.to_string(),
     };
-    let id = ep.as_ref().map_or(0, |e| e.identity);
     match port {
-        Some(p) if p != 0 => format!("{name}:{p} (ID:{id})"),
-        _ => format!("{name} (ID:{id})"),
+        Some(p) if p != 0 => format!("{name}:{p}"),
+        _ => name,
     }
+}
+
+fn identity(ep: &Option<flow::Endpoint>) -> u32 {
+    ep.as_ref().map_or(0, |e| e.identity)
 }
 
 fn ports(f: &Flow) -> (Option<u32>, Option<u32>) {
@@ -99,8 +107,16 @@ fn ports(f: &Flow) -> (Option<u32>, Option<u32>) {
     }
 }
 
-/// Hubble's compact line: time, source -> destination, what, verdict, summary.
-pub fn compact(f: &Flow) -> String {
+/// One flow's printable parts.
+struct Row {
+    time: String,
+    source: String,
+    destination: String,
+    kind: String,
+    verdict: &'static str,
+}
+
+fn row(f: &Flow) -> Row {
     let time = f
         .time
         .as_ref()
@@ -113,8 +129,7 @@ pub fn compact(f: &Flow) -> String {
         (ip.source.clone(), ip.destination.clone())
     });
     let (sport, dport) = ports(f);
-    let verdict = flow::Verdict::try_from(f.verdict).map_or("UNKNOWN", |v| v.as_str_name());
-    let what = match f.event_type.as_ref().map(|e| e.r#type) {
+    let kind = match f.event_type.as_ref().map(|e| e.r#type) {
         Some(1) => {
             let reason = flow::DropReason::try_from(f.drop_reason_desc)
                 .map_or("UNKNOWN".to_string(), |r| r.as_str_name().to_string());
@@ -126,13 +141,81 @@ pub fn compact(f: &Flow) -> String {
                 p.as_str_name().to_lowercase().replace('_', "-")
             }),
     };
+    Row {
+        time,
+        source: endpoint(&f.source, &src_ip, sport),
+        destination: endpoint(&f.destination, &dst_ip, dport),
+        kind,
+        verdict: flow::Verdict::try_from(f.verdict).map_or("UNKNOWN", |v| v.as_str_name()),
+    }
+}
+
+/// Hubble's compact line: time, source -> destination, what, verdict, summary.
+pub fn compact(f: &Flow) -> String {
+    let r = row(f);
     format!(
-        "{time} [{}]: {} -> {} {what} {verdict} ({})",
+        "{} [{}]: {} (ID:{}) -> {} (ID:{}) {} {} ({})",
+        r.time,
         f.node_name,
-        endpoint(&f.source, &src_ip, sport),
-        endpoint(&f.destination, &dst_ip, dport),
+        r.source,
+        identity(&f.source),
+        r.destination,
+        identity(&f.destination),
+        r.kind,
+        r.verdict,
         f.summary
     )
+}
+
+/// The table's columns (Hubble's `-o table`), NODE only when asked for.
+fn table_headers(node: bool) -> Vec<&'static str> {
+    let mut headers = vec![
+        "TIME",
+        "SOURCE",
+        "DESTINATION",
+        "TYPE",
+        "VERDICT",
+        "SUMMARY",
+    ];
+    if node {
+        headers.insert(1, "NODE");
+    }
+    headers
+}
+
+fn table_cells(f: &Flow, node: bool) -> Vec<String> {
+    let r = row(f);
+    let mut cells = vec![
+        r.time,
+        r.source,
+        r.destination,
+        r.kind,
+        r.verdict.to_string(),
+        f.summary.clone(),
+    ];
+    if node {
+        cells.insert(1, f.node_name.clone());
+    }
+    cells
+}
+
+/// What a relay says about its nodes, for the user (stderr).
+fn node_status_text(event: &NodeStatusEvent) -> Option<String> {
+    let state = match NodeState::try_from(event.state_change) {
+        Ok(NodeState::NodeConnected) | Ok(NodeState::UnknownNodeState) => return None,
+        Ok(NodeState::NodeUnavailable) => "unavailable",
+        Ok(NodeState::NodeGone) => "gone",
+        Ok(NodeState::NodeError) | Err(_) => "failed",
+    };
+    let detail = if event.message.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", event.message)
+    };
+    Some(format!(
+        "node {} {state}{detail}",
+        event.node_names.join(", ")
+    ))
 }
 
 fn humantime(t: SystemTime) -> String {
@@ -142,11 +225,16 @@ fn humantime(t: SystemTime) -> String {
     format!("{h:02}:{m:02}:{s:02}.{:03}", since.subsec_millis())
 }
 
-pub async fn run(args: &ObserveArgs, json: bool) -> Result<()> {
-    let channel = weir_agent_api::channel(&args.server)
-        .await
-        .with_context(|| format!("cannot reach the Observer API at {}", args.server.display()))?;
-    let mut client = ObserverClient::new(channel);
+/// Where the flows go: printed as they come, or a table printed at the end.
+enum Sink {
+    Lines(Output),
+    Streaming(StreamingTable),
+    Whole(Table),
+}
+
+pub async fn run(args: &ObserveArgs, output: Output) -> Result<()> {
+    let target = Target::parse(&args.server)?;
+    let mut client = target.connect(CONNECT_TIMEOUT).await?;
     let since = args.since_seconds.map(|s| {
         let t = SystemTime::now() - Duration::from_secs(s);
         let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
@@ -164,13 +252,32 @@ pub async fn run(args: &ObserveArgs, json: bool) -> Result<()> {
     };
     let mut stream = client.get_flows(request).await?.into_inner();
     let mut stdout = std::io::stdout().lock();
+    let headers = table_headers(args.print_node_name);
+    let mut sink = match output {
+        Output::Table if args.follow => {
+            let mut table = StreamingTable::new(&[12, 30, 30, 14, 9]);
+            if args.print_node_name {
+                table = StreamingTable::new(&[12, 8, 30, 30, 14, 9]);
+            }
+            if writeln!(stdout, "{}", table.header(&headers)).is_err() {
+                return Ok(());
+            }
+            Sink::Streaming(table)
+        }
+        Output::Table => Sink::Whole(Table::new(&headers)),
+        other => Sink::Lines(other),
+    };
     while let Some(response) = stream.message().await? {
         match response.response_types {
             Some(get_flows_response::ResponseTypes::Flow(f)) => {
-                let line = if json {
-                    serde_json::to_string(&flow_json(&f))?
-                } else {
-                    compact(&f)
+                let line = match &mut sink {
+                    Sink::Whole(table) => {
+                        table.row(table_cells(&f, args.print_node_name));
+                        continue;
+                    }
+                    Sink::Streaming(table) => table.line(&table_cells(&f, args.print_node_name)),
+                    Sink::Lines(Output::Json) => serde_json::to_string(&flow_json(&f))?,
+                    Sink::Lines(_) => compact(&f),
                 };
                 // A reader that went away (`| head`) ends the stream quietly.
                 if writeln!(stdout, "{line}")
@@ -180,11 +287,20 @@ pub async fn run(args: &ObserveArgs, json: bool) -> Result<()> {
                     return Ok(());
                 }
             }
+            Some(get_flows_response::ResponseTypes::NodeStatus(event)) => {
+                if let Some(text) = node_status_text(&event) {
+                    eprintln!("{text}");
+                }
+            }
             Some(get_flows_response::ResponseTypes::LostEvents(lost)) => {
                 eprintln!("lost {} flows", lost.num_events_lost);
             }
             None => {}
         }
+    }
+    if let Sink::Whole(table) = sink {
+        // Ends quietly in a closed pipe, like the lines above.
+        let _ = write!(stdout, "{}", table.render());
     }
     Ok(())
 }

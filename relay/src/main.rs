@@ -1,0 +1,147 @@
+//! `weir-relay`: serves one Observer API over the Observer APIs of several
+//! nodes (`--peer`, repeatable) on a TCP address and/or a unix socket.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use weir_observer::{Listener, Target};
+use weir_relay::RelayMetrics;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weir-relay",
+    version,
+    about = "One Observer API over many nodes'"
+)]
+struct Args {
+    /// A node's Observer API: unix:///PATH or http://HOST:PORT (repeatable).
+    #[arg(long = "peer", required = true, value_parser = parse_target)]
+    peers: Vec<Target>,
+    /// Serve on this TCP address (Hubble Relay's port is 4245).
+    #[arg(long)]
+    listen_address: Option<SocketAddr>,
+    /// Serve on this unix socket (created mode 0600).
+    #[arg(long)]
+    listen_socket: Option<PathBuf>,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address.
+    #[arg(long)]
+    prometheus_address: Option<SocketAddr>,
+    /// Longest wait for a peer to connect or answer a unary call (seconds).
+    #[arg(long, default_value_t = 5)]
+    peer_timeout_seconds: u64,
+    /// How often every peer is asked for its state (seconds).
+    #[arg(long, default_value_t = 10)]
+    peer_check_interval_seconds: u64,
+}
+
+fn parse_target(text: &str) -> Result<Target, String> {
+    Target::parse(text).map_err(|e| e.to_string())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    if args.listen_address.is_none() && args.listen_socket.is_none() {
+        anyhow::bail!("nothing to serve on: give --listen-address and/or --listen-socket");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let metrics = RelayMetrics::new();
+    let timeout = Duration::from_secs(args.peer_timeout_seconds.max(1));
+    let relay = weir_relay::relay(args.peers.clone(), timeout, metrics.clone())?;
+
+    if let Some(address) = args.prometheus_address {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics address {address}"))?;
+        let address = listener.local_addr()?;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(error) = weir_relay::metrics::serve(listener, metrics).await {
+                warn!(%error, "metrics server stopped");
+            }
+        });
+        info!(%address, "serving /metrics and /healthz");
+    }
+
+    // Learn names and states now, then keep them fresh.
+    let peers = relay.peers().clone();
+    let interval = Duration::from_secs(args.peer_check_interval_seconds.max(1));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            ticker.tick().await;
+            peers.probe().await;
+        }
+    });
+
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(address) = args.listen_address {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let address = listener.local_addr()?;
+        servers.spawn(weir_observer::serve_with(
+            relay.clone(),
+            Listener::Tcp(listener),
+            shutdown(),
+        ));
+        info!(%address, "serving the Observer API");
+    }
+    if let Some(path) = &args.listen_socket {
+        let listener =
+            weir_relay::listen_unix(path).with_context(|| format!("binding {}", path.display()))?;
+        servers.spawn(weir_observer::serve_with(
+            relay.clone(),
+            Listener::Unix(listener),
+            shutdown(),
+        ));
+        info!(socket = %path.display(), "serving the Observer API");
+    }
+    info!(peers = args.peers.len(), "relaying");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+        Some(result) = servers.join_next() => {
+            result?.context("serving the Observer API")?;
+        }
+    }
+    let _ = stop.send(true);
+    while let Some(result) = servers.join_next().await {
+        if let Err(error) = result? {
+            warn!(%error, "server stopped");
+        }
+    }
+    if let Some(path) = &args.listen_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The nodes a relay reads from: where each one is, what it is called, and
+//! whether the last call to it succeeded.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use weir_observer::proto::observer::observer_client::ObserverClient;
+use weir_observer::proto::observer::{GetNodesRequest, Node};
+use weir_observer::{Target, TargetError};
+
+use crate::metrics::RelayMetrics;
+
+/// One node's Observer API.
+pub struct Peer {
+    pub target: Target,
+    channel: Channel,
+    state: Mutex<PeerState>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PeerState {
+    /// The node's own name, once it has told us.
+    name: Option<String>,
+    /// None until the first call; then whether the last call succeeded.
+    connected: Option<bool>,
+}
+
+impl Peer {
+    /// The node's name, or its address until it has answered once.
+    pub fn name(&self) -> String {
+        self.lock()
+            .name
+            .clone()
+            .unwrap_or_else(|| self.target.to_string())
+    }
+
+    pub fn client(&self) -> ObserverClient<Channel> {
+        ObserverClient::new(self.channel.clone())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.lock().connected == Some(true)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PeerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// All peers, with the timeout applied to each unary call.
+#[derive(Clone)]
+pub struct Peers {
+    peers: Arc<Vec<Arc<Peer>>>,
+    pub timeout: Duration,
+    metrics: RelayMetrics,
+}
+
+impl Peers {
+    /// Channels to every target; nothing is dialled yet.
+    pub fn new(
+        targets: Vec<Target>,
+        timeout: Duration,
+        metrics: RelayMetrics,
+    ) -> Result<Self, TargetError> {
+        let peers = targets
+            .into_iter()
+            .map(|target| {
+                Ok(Arc::new(Peer {
+                    channel: target.lazy_channel(timeout)?,
+                    target,
+                    state: Mutex::new(PeerState::default()),
+                }))
+            })
+            .collect::<Result<Vec<_>, TargetError>>()?;
+        let peers = Peers {
+            peers: Arc::new(peers),
+            timeout,
+            metrics,
+        };
+        peers.publish();
+        Ok(peers)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Peer>> {
+        self.peers.iter()
+    }
+
+    /// Records the outcome of a call to `peer`.
+    pub fn mark(&self, peer: &Peer, connected: bool) {
+        peer.lock().connected = Some(connected);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let connected = self.peers.iter().filter(|p| p.is_connected()).count();
+        self.metrics
+            .set_peers(connected, self.peers.len() - connected);
+    }
+
+    /// Asks `peer` for its nodes (learning its name), within the timeout.
+    pub async fn nodes_of(&self, peer: &Peer) -> Result<Vec<Node>, tonic::Status> {
+        let mut client = peer.client();
+        let call = client.get_nodes(GetNodesRequest {});
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map(|r| r.into_inner().nodes),
+            Err(_) => Err(tonic::Status::deadline_exceeded("no answer in time")),
+        };
+        match &result {
+            Ok(nodes) => {
+                if let [node] = nodes.as_slice() {
+                    if !node.name.is_empty() {
+                        peer.lock().name = Some(node.name.clone());
+                    }
+                }
+                self.mark(peer, true);
+            }
+            Err(_) => self.mark(peer, false),
+        }
+        result
+    }
+
+    /// Learns the name of `peer` if it is not known yet and the peer was not
+    /// found down (a peer that was down is asked again by [`Peers::probe`]).
+    pub async fn ensure_named(&self, peer: &Peer) {
+        let ask = {
+            let state = peer.lock();
+            state.name.is_none() && state.connected != Some(false)
+        };
+        if ask {
+            let _ = self.nodes_of(peer).await;
+        }
+    }
+
+    /// Asks every peer for its nodes; refreshes names and states.
+    pub async fn probe(&self) {
+        futures::future::join_all(self.iter().map(|peer| self.nodes_of(peer))).await;
+    }
+}
