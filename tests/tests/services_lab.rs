@@ -151,6 +151,30 @@ fn node_port_from_a_node_and_from_outside_the_cluster() {
     assert!(results
         .iter()
         .all(|r| r.peer.as_deref() == Some(target.trim_start_matches("tcp:"))));
+
+    // A NodePort without backends: the node answers an outside client's SYN
+    // with ICMP port unreachable, so its connect() is refused at once.
+    let mut lab = lab;
+    lab.apply_yaml(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: svc}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.98\n  selector: {app: nobody}\n  ports:\n  - {port: 80, targetPort: 8080, nodePort: 30099}\n",
+    )
+    .unwrap();
+    // Programmed first (before that, n1's own stack would refuse too).
+    eventually(
+        "the empty NodePort is programmed on n1",
+        || weir_json(&lab, "n1", &["service", "list"]),
+        |list| {
+            list["frontends"].as_array().is_some_and(|f| {
+                f.iter()
+                    .any(|f| f["address"] == format!("{n1}:30099") && f["scope"] == "external")
+            })
+        },
+    );
+    let results = lab.world_client(&format!("tcp:{n1}:30099"), 3).unwrap();
+    for r in &results {
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.contains("refused"), "refused, not timed out: {r:?}");
+    }
 }
 
 #[test]

@@ -21,6 +21,7 @@ mod packet;
 mod parse;
 mod pod;
 mod policy;
+mod reject;
 mod sock;
 
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
@@ -85,6 +86,13 @@ fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
         Err(_) => nodeport::Outcome::CONTINUE,
     };
     let action = netdev_verdict(ctx, direction, &parsed, outcome);
+    // Counted and reported as a drop (no backend) above; a new connection
+    // is also answered, so the client fails at once.
+    if outcome.drop_reason() == Some(Reason::DropNoService) {
+        if let Some(action) = reject::port_unreachable(ctx) {
+            return action;
+        }
+    }
     outcome.redirect().unwrap_or(action)
 }
 
