@@ -54,7 +54,7 @@ pub fn lookup(address: [u8; 4], port: [u8; 2], protocol: u8, scope: u8) -> Optio
         pad: [0; 2],
     };
     // SAFETY: a successful lookup returns a valid pointer; Lb4Service is Copy.
-    let entry = unsafe { *SERVICES.get_ptr(&key)? };
+    let entry = unsafe { *SERVICES.get_ptr(key)? };
     Some(Service { key, entry })
 }
 
@@ -71,7 +71,7 @@ pub fn lookup_internal(address: [u8; 4], port: [u8; 2], protocol: u8) -> Option<
 #[inline(always)]
 pub fn backend(id: u32) -> Option<Lb4Backend> {
     // SAFETY: a successful lookup returns a valid pointer; Lb4Backend is Copy.
-    BACKENDS.get_ptr(&id).map(|b| unsafe { *b })
+    BACKENDS.get_ptr(id).map(|b| unsafe { *b })
 }
 
 fn now_s() -> u32 {
@@ -112,7 +112,7 @@ pub fn select(service: &Service, hash: u32, client: Lb4AffinityKey) -> Option<Se
             last_used_s: now_s(),
         };
         // Best effort: a failed insert only loses stickiness.
-        let _ = AFFINITY.insert(&affinity_key, &value, BPF_ANY as u64);
+        let _ = AFFINITY.insert(affinity_key, value, BPF_ANY as u64);
     }
     Some(Selected { id, backend })
 }
@@ -144,7 +144,7 @@ fn slot_backend(service: &Lb4Key, slot: u16) -> Option<u32> {
         ..*service
     };
     // SAFETY: a successful lookup returns a valid pointer.
-    SERVICES.get_ptr(&key).map(|s| unsafe { (*s).backend_id })
+    SERVICES.get_ptr(key).map(|s| unsafe { (*s).backend_id })
 }
 
 #[inline(always)]

@@ -159,7 +159,7 @@ macro_rules! tri {
 /// becomes the frontend again.
 #[inline(always)]
 fn to_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
-    if let Some(entry) = NAT.get_ptr(&tuple.key(Lb4NatKey::REPLY)) {
+    if let Some(entry) = NAT.get_ptr(tuple.key(Lb4NatKey::REPLY)) {
         // SAFETY: a pointer from a successful lookup; the value is Copy.
         let entry = unsafe { *entry };
         if entry.flags & Lb4NatEntry::FLAG_SNAT == 0 {
@@ -172,7 +172,7 @@ fn to_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
 #[inline(always)]
 fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
     let forward_key = tuple.key(Lb4NatKey::FORWARD);
-    if let Some(entry) = NAT.get_ptr(&forward_key) {
+    if let Some(entry) = NAT.get_ptr(forward_key) {
         // SAFETY: as above.
         let entry = unsafe { *entry };
         if lb::backend(entry.backend_id).is_some() {
@@ -180,9 +180,9 @@ fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
             return finish(ctx, &entry);
         }
         // The backend is gone: balance the connection anew.
-        let _ = NAT.remove(&forward_key);
+        let _ = NAT.remove(forward_key);
     }
-    if let Some(entry) = NAT.get_ptr(&tuple.key(Lb4NatKey::REPLY)) {
+    if let Some(entry) = NAT.get_ptr(tuple.key(Lb4NatKey::REPLY)) {
         // SAFETY: as above.
         let entry = unsafe { *entry };
         if entry.flags & Lb4NatEntry::FLAG_SNAT != 0 {
@@ -250,7 +250,7 @@ fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
         }
         reply_key.dport
     } else {
-        if NAT.insert(&reply_key, &reply, 0).is_err() {
+        if NAT.insert(reply_key, reply, 0).is_err() {
             return Outcome::drop(Reason::DropCtCreateFailed);
         }
         sport
@@ -265,7 +265,7 @@ fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
         flags,
         pad: 0,
     };
-    if NAT.insert(&forward_key, &forward, 0).is_err() {
+    if NAT.insert(forward_key, forward, 0).is_err() {
         return Outcome::drop(Reason::DropCtCreateFailed);
     }
     tri!(rewrite(ctx, tuple, &forward));
@@ -280,7 +280,7 @@ fn snat_port(key: &mut Lb4NatKey, reply: &Lb4NatEntry, hash: u32) -> bool {
     for attempt in 0..SNAT_ATTEMPTS {
         let port = SNAT_PORT_MIN + (hash.wrapping_add(attempt.wrapping_mul(7919)) % range) as u16;
         key.dport = port.to_be_bytes();
-        if NAT.insert(&*key, reply, BPF_NOEXIST as u64).is_ok() {
+        if NAT.insert(*key, reply, BPF_NOEXIST as u64).is_ok() {
             return true;
         }
     }
@@ -376,7 +376,7 @@ fn redirect(ctx: &TcContext, entry: &Lb4NatEntry) -> i32 {
         )
     };
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
     // SAFETY: a null parameter block asks the helper to resolve the next
     // hop of the packet's own destination.

@@ -101,7 +101,7 @@ pub fn translate(ctx: &SockAddrContext) -> i32 {
         rev_nat_id: service.entry.rev_nat_id,
     };
     // Best effort: without it, recvmsg/getpeername show the backend.
-    let _ = SOCK_REVNAT.insert(&key, &frontend, BPF_ANY as u64);
+    let _ = SOCK_REVNAT.insert(key, frontend, BPF_ANY as u64);
     set_user_addr(ctx, backend.address, backend.port);
     SYS_PROCEED
 }
@@ -118,7 +118,7 @@ pub fn reverse(ctx: &SockAddrContext) -> i32 {
         port,
         pad: [0; 2],
     };
-    if let Some(frontend) = SOCK_REVNAT.get_ptr(&key) {
+    if let Some(frontend) = SOCK_REVNAT.get_ptr(key) {
         // SAFETY: a pointer from a successful lookup; the value is Copy.
         let frontend = unsafe { *frontend };
         set_user_addr(ctx, frontend.address, frontend.port);
