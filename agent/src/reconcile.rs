@@ -42,6 +42,8 @@ pub struct Reconciler {
     view: Arc<Mutex<SharedView>>,
     manifests: Option<ManifestDir>,
     cluster: ClusterManifests,
+    /// Bumped whenever a changed manifest directory was read into `cluster`.
+    cluster_generation: u64,
     filter: LabelFilter,
     /// Identity held per local endpoint, with the labels it was allocated for.
     identities: BTreeMap<AttachmentKey, (SecurityLabels, u32)>,
@@ -73,6 +75,8 @@ pub struct ServiceSync {
         BTreeMap<String, weir_lb::Service>,
         BTreeMap<String, weir_lb::EndpointSlice>,
     )>,
+    /// The cluster generation of the last pass.
+    seen_generation: Option<u64>,
     failed: bool,
 }
 
@@ -89,6 +93,7 @@ impl ServiceSync {
             sync,
             status,
             compiled: None,
+            seen_generation: None,
             failed: false,
         }
     }
@@ -117,6 +122,7 @@ impl Reconciler {
             view,
             manifests,
             cluster: ClusterManifests::default(),
+            cluster_generation: 0,
             filter,
             identities: BTreeMap::new(),
             published: BTreeMap::new(),
@@ -178,6 +184,7 @@ impl Reconciler {
                 }
                 self.reported_rejections = manifests.rejected.clone();
                 self.cluster = manifests;
+                self.cluster_generation += 1;
             }
         }
         // Services depend on nothing below: programmed first, so a slow
@@ -210,6 +217,12 @@ impl Reconciler {
 
     fn sync_services(&mut self) -> anyhow::Result<()> {
         let sync = &mut self.services;
+        // Nothing read since the last pass: nothing to compare (comparing
+        // 20,000 objects every tick is not free).
+        if !sync.failed && sync.seen_generation == Some(self.cluster_generation) {
+            return Ok(());
+        }
+        sync.seen_generation = Some(self.cluster_generation);
         let current = (
             self.cluster.services.clone(),
             self.cluster.endpoint_slices.clone(),

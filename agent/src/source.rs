@@ -55,35 +55,70 @@ impl ClusterManifests {
     }
 }
 
+/// How often every file is stat'ed even when no directory changed: an
+/// in-place edit (not a create, rename or delete) changes only the file.
+const FULL_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Changes within this long of a scan may share a coarse timestamp with
+/// it (file times tick with the kernel's jiffies): scan again next time.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// One file as last parsed, with what identifies its version: a file
+/// replaced by rename is a new inode even when its time and length match.
+struct CachedFile {
+    modified: SystemTime,
+    len: u64,
+    inode: u64,
+    parsed: Result<Vec<Object>, String>,
+}
+
 /// A manifest directory and what was last read from it.
+///
+/// Built for large directories (the lab writes one file per object: 10,000
+/// Services are 20,000 files with their EndpointSlices): a tick only stats
+/// the directories, whose modification time changes when a file in them is
+/// created, renamed over or deleted (how the lab, and tools that write
+/// atomically, change files); every file is stat'ed only then or every
+/// [`FULL_SCAN_INTERVAL`]; and only files that changed are parsed again.
 pub struct ManifestDir {
     path: PathBuf,
-    /// (file, modification time, length) of the last read, to notice changes
-    /// without re-parsing unchanged directories.
-    fingerprint: Vec<(PathBuf, SystemTime, u64)>,
+    /// Modification times of every directory below `path` at the last scan.
+    directories: Vec<(PathBuf, Option<SystemTime>)>,
+    files: BTreeMap<PathBuf, CachedFile>,
+    last_full_scan: Option<std::time::Instant>,
+    /// A directory changed so close to the last scan that a later change
+    /// might not move its timestamp.
+    unsettled: bool,
 }
 
 impl ManifestDir {
     pub fn new(path: &Path) -> ManifestDir {
         ManifestDir {
             path: path.to_path_buf(),
-            fingerprint: Vec::new(),
+            directories: Vec::new(),
+            files: BTreeMap::new(),
+            last_full_scan: None,
+            unsettled: false,
         }
     }
 
-    fn yaml_files(&self) -> std::io::Result<Vec<PathBuf>> {
+    /// Every directory and .yaml/.yml file below the root.
+    fn walk(&self) -> std::io::Result<(Vec<(PathBuf, Option<SystemTime>)>, Vec<PathBuf>)> {
+        let mut directories = Vec::new();
         let mut files = Vec::new();
-        let mut dirs = vec![self.path.clone()];
-        while let Some(dir) = dirs.pop() {
+        let mut pending = vec![self.path.clone()];
+        while let Some(dir) = pending.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
+            directories.push((dir.clone(), modified(&dir)));
             for entry in entries {
-                let path = entry?.path();
-                if path.is_dir() {
-                    dirs.push(path);
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    pending.push(path);
                 } else if matches!(
                     path.extension().and_then(|e| e.to_str()),
                     Some("yaml" | "yml")
@@ -92,49 +127,116 @@ impl ManifestDir {
                 }
             }
         }
+        directories.sort();
         files.sort();
-        Ok(files)
+        Ok((directories, files))
     }
 
-    fn current_fingerprint(&self) -> std::io::Result<Vec<(PathBuf, SystemTime, u64)>> {
-        self.yaml_files()?
-            .into_iter()
-            .map(|path| {
-                let meta = std::fs::metadata(&path)?;
-                Ok((path, meta.modified()?, meta.len()))
-            })
-            .collect()
+    /// True when a directory changed since the last scan (or there was none).
+    fn directories_changed(&self) -> bool {
+        if self.last_full_scan.is_none() {
+            return true;
+        }
+        if self.directories.is_empty() {
+            // The root did not exist: look again.
+            return self.path.exists();
+        }
+        self.directories
+            .iter()
+            .any(|(dir, time)| modified(dir) != *time)
     }
 
-    /// Reads the directory if anything changed since the last read.
+    /// Reads the directory if anything changed since the last read; parses
+    /// only the files that changed.
     pub fn read_if_changed(&mut self) -> std::io::Result<Option<ClusterManifests>> {
-        let fingerprint = self.current_fingerprint()?;
-        if fingerprint == self.fingerprint && !self.fingerprint.is_empty() {
+        let due = self
+            .last_full_scan
+            .is_none_or(|at| at.elapsed() >= FULL_SCAN_INTERVAL);
+        if !due && !self.unsettled && !self.directories_changed() {
             return Ok(None);
         }
-        self.fingerprint = fingerprint;
-        self.read().map(Some)
-    }
-
-    /// Reads and parses every manifest file.
-    pub fn read(&self) -> std::io::Result<ClusterManifests> {
-        let mut manifests = ClusterManifests::default();
-        for path in self.yaml_files()? {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                // Removed between listing and reading: it is simply gone.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+        let first = self.last_full_scan.is_none();
+        self.last_full_scan = Some(std::time::Instant::now());
+        let scan_started = SystemTime::now();
+        let (directories, paths) = self.walk()?;
+        self.unsettled = directories
+            .iter()
+            .any(|(_, time)| time.is_some_and(|t| t + SETTLE >= scan_started));
+        self.directories = directories;
+        let mut changed = first || paths.len() != self.files.len();
+        let mut files = BTreeMap::new();
+        for path in paths {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue; // removed between listing and stat
             };
-            match manifest::parse(&text) {
-                Ok(objects) => objects.into_iter().for_each(|o| manifests.add(o)),
-                Err(e) => {
-                    manifests.rejected.insert(path, format!("{e:#}"));
+            let (modified, len) = (meta.modified()?, meta.len());
+            let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+            match self.files.remove(&path) {
+                Some(cached)
+                    if cached.modified == modified
+                        && cached.len == len
+                        && cached.inode == inode =>
+                {
+                    files.insert(path, cached);
+                }
+                _ => {
+                    changed = true;
+                    let Some(parsed) = parse_file(&path)? else {
+                        continue;
+                    };
+                    files.insert(
+                        path,
+                        CachedFile {
+                            modified,
+                            len,
+                            inode,
+                            parsed,
+                        },
+                    );
                 }
             }
         }
-        Ok(manifests)
+        // What is left in the old cache was deleted.
+        changed |= !self.files.is_empty();
+        self.files = files;
+        if !changed {
+            return Ok(None);
+        }
+        Ok(Some(self.assemble()))
     }
+
+    /// Reads and parses every manifest file (no cache).
+    pub fn read(&self) -> std::io::Result<ClusterManifests> {
+        let mut fresh = ManifestDir::new(&self.path);
+        Ok(fresh.read_if_changed()?.unwrap_or_default())
+    }
+
+    fn assemble(&self) -> ClusterManifests {
+        let mut manifests = ClusterManifests::default();
+        for (path, file) in &self.files {
+            match &file.parsed {
+                Ok(objects) => objects.iter().cloned().for_each(|o| manifests.add(o)),
+                Err(reason) => {
+                    manifests.rejected.insert(path.clone(), reason.clone());
+                }
+            }
+        }
+        manifests
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// One file's objects, or why it was rejected; None if it disappeared.
+fn parse_file(path: &Path) -> std::io::Result<Option<Result<Vec<Object>, String>>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(manifest::parse(&text).map_err(|e| format!("{e:#}"))))
 }
 
 #[cfg(test)]
@@ -182,6 +284,35 @@ mod tests {
         std::fs::remove_file(dir.join("pods/a.yaml")).unwrap();
         let manifests = source.read_if_changed().unwrap().expect("changed");
         assert!(manifests.pods.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn files_replaced_by_rename_are_read_again_and_new_directories_are_seen() {
+        let dir = temp_dir("rename");
+        let ns = |labels: &str| {
+            format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{{labels}}}}}\n"
+            )
+        };
+        std::fs::write(dir.join("ns.yaml"), ns("a: one")).unwrap();
+        let mut source = ManifestDir::new(&dir);
+        let first = source.read_if_changed().unwrap().expect("first read");
+        assert_eq!(first.namespaces["x"].labels["a"], "one");
+        // Same length, written aside and renamed over, as the lab does.
+        std::fs::write(dir.join("ns.tmp"), ns("a: two")).unwrap();
+        std::fs::rename(dir.join("ns.tmp"), dir.join("ns.yaml")).unwrap();
+        let second = source.read_if_changed().unwrap().expect("changed");
+        assert_eq!(second.namespaces["x"].labels["a"], "two");
+        // A file in a directory created after the first read.
+        std::fs::create_dir_all(dir.join("more/deeper")).unwrap();
+        std::fs::write(
+            dir.join("more/deeper/y.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n",
+        )
+        .unwrap();
+        let third = source.read_if_changed().unwrap().expect("changed");
+        assert!(third.namespaces.contains_key("y"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
