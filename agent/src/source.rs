@@ -72,6 +72,9 @@ struct CachedFile {
     parsed: Result<Vec<Object>, String>,
 }
 
+/// A directory with its modification time (None if it vanished).
+type DirectoryStamp = (PathBuf, Option<SystemTime>);
+
 /// A manifest directory and what was last read from it.
 ///
 /// Built for large directories (the lab writes one file per object: 10,000
@@ -83,7 +86,7 @@ struct CachedFile {
 pub struct ManifestDir {
     path: PathBuf,
     /// Modification times of every directory below `path` at the last scan.
-    directories: Vec<(PathBuf, Option<SystemTime>)>,
+    directories: Vec<DirectoryStamp>,
     files: BTreeMap<PathBuf, CachedFile>,
     last_full_scan: Option<std::time::Instant>,
     /// A directory changed so close to the last scan that a later change
@@ -103,7 +106,7 @@ impl ManifestDir {
     }
 
     /// Every directory and .yaml/.yml file below the root.
-    fn walk(&self) -> std::io::Result<(Vec<(PathBuf, Option<SystemTime>)>, Vec<PathBuf>)> {
+    fn walk(&self) -> std::io::Result<(Vec<DirectoryStamp>, Vec<PathBuf>)> {
         let mut directories = Vec::new();
         let mut files = Vec::new();
         let mut pending = vec![self.path.clone()];
