@@ -231,7 +231,112 @@ fn policy_costs(
         "denied (no rule allows port 81)",
         median(denied_runs)
     );
-    event_costs(runs)
+    event_costs(runs)?;
+    lb_costs()
+}
+
+/// Per-packet cost of service NAT on the node device (weir_from_netdev): a
+/// packet to no service, an established NodePort connection (its NAT entry
+/// found and applied) and a new one (backend selection, two NAT inserts,
+/// rewrite). One packet per BPF_PROG_TEST_RUN (the program rewrites the
+/// packet, so repeating it in one run would measure something else),
+/// 10,000 runs each.
+fn lb_costs() -> Result<()> {
+    use weir_abi::lb::*;
+    use weir_agent::datapath::lb_tables;
+
+    let pins = PinDir::new();
+    let mut datapath = load(&pins)?;
+    let ebpf = datapath.ebpf_mut();
+    let key = |slot: u16| Lb4Key {
+        address: packets::IP4_B,
+        port: 80u16.to_be_bytes(),
+        backend_slot: slot,
+        protocol: 6,
+        scope: LB_SCOPE_EXTERNAL,
+        pad: [0; 2],
+    };
+    for id in 1..=2u32 {
+        lb_tables::set_backend(
+            ebpf,
+            id,
+            Lb4Backend {
+                address: [10, 244, 1, id as u8 + 1],
+                port: 8080u16.to_be_bytes(),
+                protocol: 6,
+                state: Lb4Backend::STATE_ACTIVE,
+                flags: Lb4Backend::FLAG_LOCAL,
+                pad: [0; 3],
+            },
+        )?;
+        lb_tables::set_service(
+            ebpf,
+            key(id as u16),
+            Lb4Service {
+                backend_id: id,
+                ..Default::default()
+            },
+        )?;
+    }
+    lb_tables::set_service(
+        ebpf,
+        key(0),
+        Lb4Service {
+            backend_id: 0,
+            count: 2,
+            rev_nat_id: 1,
+            flags: Lb4Service::FLAG_NODE_PORT,
+            pad: 0,
+            affinity_timeout_s: 0,
+            maglev_table: 0,
+        },
+    )?;
+    let syn = packets::ipv4_tcp_syn();
+    let l4 = packets::ETH_HLEN + packets::IPV4_HLEN;
+    let median = |mut samples: Vec<u128>| {
+        samples.sort_unstable();
+        format!(
+            "{} ({}-{})",
+            samples[samples.len() / 2],
+            samples[samples.len() / 100],
+            samples[samples.len() * 99 / 100]
+        )
+    };
+    let runs = |datapath: &mut weir_agent::datapath::Datapath,
+                frame_of: &dyn Fn(u32) -> Vec<u8>|
+     -> Result<Vec<u128>> {
+        (0..10_000u32)
+            .map(|i| {
+                test_run(datapath, ProgramKind::FromNetdev, &frame_of(i), 1)
+                    .map(|r| r.nanos_per_packet)
+            })
+            .collect()
+    };
+    println!();
+    println!("service NAT, weir_from_netdev, 10,000 one-packet runs: ns/packet median (p1-p99)");
+    let mut other = syn.clone();
+    other[l4 + 2..l4 + 4].copy_from_slice(&81u16.to_be_bytes());
+    let miss = runs(&mut datapath, &|_| other.clone())?;
+    println!("{:<44}{:>22}", "no service (lookups miss)", median(miss));
+    let established = runs(&mut datapath, &|_| syn.clone())?;
+    println!(
+        "{:<44}{:>22}",
+        "NodePort, established (NAT entry, DNAT)",
+        median(established)
+    );
+    let new = runs(&mut datapath, &|i| {
+        let mut frame = syn.clone();
+        frame[l4..l4 + 2].copy_from_slice(&(1024 + (i % 60_000) as u16).to_be_bytes());
+        frame[packets::ETH_HLEN + 12..packets::ETH_HLEN + 16]
+            .copy_from_slice(&(0x0a63_0000 + i + 16).to_be_bytes());
+        frame
+    })?;
+    println!(
+        "{:<44}{:>22}",
+        "NodePort, new connection (select, 2 inserts)",
+        median(new)
+    );
+    Ok(())
 }
 
 /// Per-packet cost of event emission: an established flow with aggregation
