@@ -125,6 +125,43 @@ fn cluster_ip_balances_tcp_and_udp_over_backends_on_both_nodes() {
 }
 
 #[test]
+fn pods_without_socket_lb_are_balanced_per_packet() {
+    let lab = lab_with_web("");
+    let target = format!("tcp:{CLUSTER_IP}:80");
+    // The client runs in the pod's network namespace but outside the node's
+    // cgroup: its connect() is not translated, so its packets reach the
+    // pod's veth with the service address and are translated there.
+    let pod = lab.pod("svc/client-n1").unwrap().clone();
+    let client = weir_tests::lab::Binaries::locate().unwrap().client;
+    let run =
+        |count| weir_tests::lab::client::run(&client, &pod.netns, None, &target, count).unwrap();
+    eventually("the service answers per packet", || run(1), |r| all_ok(r));
+    let results = run(90);
+    let seen = counts(&results);
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["svc/web-1", "svc/web-2", "svc/web-3"],
+        "{seen:?}"
+    );
+    // Replies are translated back: the peer is the service.
+    assert!(results
+        .iter()
+        .all(|r| r.peer.as_deref() == Some("10.96.0.10:80")));
+    let udp = weir_tests::lab::client::run(
+        &client,
+        &pod.netns,
+        None,
+        &format!("udp:{CLUSTER_IP}:53"),
+        30,
+    )
+    .unwrap();
+    assert!(all_ok(&udp), "{:?}", counts(&udp));
+    assert!(udp
+        .iter()
+        .all(|r| r.peer.as_deref() == Some("10.96.0.10:53")));
+}
+
+#[test]
 fn node_port_from_a_node_and_from_outside_the_cluster() {
     let lab = lab_with_web("");
     let n1 = lab.state().node("n1").unwrap().underlay_ip;

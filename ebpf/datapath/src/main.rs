@@ -122,13 +122,32 @@ fn netdev_verdict(
 #[inline(always)]
 fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     let mut report = Report::new();
-    let result = parse::parse(ctx).and_then(|flow| {
-        report.flow = flow;
-        pod::handle(ifindex(ctx), &flow, direction, &mut report)
-    });
-    let reason = match result {
-        Ok(()) => Reason::Forwarded,
+    let egress = direction == TrafficDirection::Egress;
+    // Service NAT and the pod path are sibling calls of this function (not
+    // nested in a closure): nested, their frames exceed the 512-byte stack.
+    let reason = match parse::parse(ctx) {
         Err(reason) => reason,
+        Ok(mut flow) => {
+            // Services first (policy must see the backend) ...
+            let lb = if egress {
+                nodeport::pod_egress(ctx, &mut flow)
+            } else {
+                nodeport::Outcome::CONTINUE
+            };
+            report.flow = flow;
+            match lb.drop_reason() {
+                Some(reason) => reason,
+                None => match pod::handle(ifindex(ctx), &flow, direction, &mut report) {
+                    Err(reason) => reason,
+                    // ... replies translated back last (conntrack and
+                    // policy saw the backend's packet).
+                    Ok(()) if !egress => nodeport::pod_ingress(ctx, &flow)
+                        .drop_reason()
+                        .unwrap_or(Reason::Forwarded),
+                    Ok(()) => Reason::Forwarded,
+                },
+            }
+        }
     };
     verdict(ctx, direction, reason, &report, true)
 }

@@ -194,6 +194,18 @@ fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
     else {
         return Outcome::CONTINUE;
     };
+    let forward = tri!(open(tuple, &service, true));
+    tri!(rewrite(ctx, tuple, &forward));
+    finish(ctx, &forward)
+}
+
+/// Balances a new connection: selects a backend of `service` and records
+/// the forward and reply mappings; returns the forward one. With
+/// `snat_remote`, a backend on another node is reached from the node's
+/// address (traffic from outside); without, the client's source is kept
+/// (a pod's address routes back to it from every node).
+#[inline(always)]
+fn open(tuple: &Tuple, service: &lb::Service, snat_remote: bool) -> Result<Lb4NatEntry, Reason> {
     let client = Lb4AffinityKey {
         client: u32::from_ne_bytes(tuple.saddr) as u64,
         rev_nat_id: 0,
@@ -208,19 +220,17 @@ fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
         ports,
         tuple.protocol as u32,
     ]);
-    let Some(selected) = lb::select(&service, hash, client) else {
-        return Outcome::drop(Reason::DropNoService);
-    };
+    let selected = lb::select(service, hash, client).ok_or(Reason::DropNoService)?;
     let backend = selected.backend;
     let rev_nat_id = service.entry.rev_nat_id;
-    let (source, sport, flags) = if backend.flags & Lb4Backend::FLAG_LOCAL != 0 {
+    let (source, sport, flags) = if !snat_remote || backend.flags & Lb4Backend::FLAG_LOCAL != 0 {
         (tuple.saddr, tuple.sport, 0)
     } else {
         // SAFETY: reading a global of this object; volatile so the loader's
         // value is read instead of the compile-time initialiser.
         let node = unsafe { core::ptr::read_volatile(&WEIR_NODE_IPV4) }.to_ne_bytes();
         if node == [0; 4] {
-            return Outcome::drop(Reason::DropNoService);
+            return Err(Reason::DropNoService);
         }
         (node, [0; 2], Lb4NatEntry::FLAG_SNAT)
     };
@@ -246,13 +256,12 @@ fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
     };
     let sport = if flags & Lb4NatEntry::FLAG_SNAT != 0 {
         if !snat_port(&mut reply_key, &reply, hash) {
-            return Outcome::drop(Reason::DropCtCreateFailed);
+            return Err(Reason::DropCtCreateFailed);
         }
         reply_key.dport
     } else {
-        if NAT.insert(reply_key, reply, 0).is_err() {
-            return Outcome::drop(Reason::DropCtCreateFailed);
-        }
+        NAT.insert(reply_key, reply, 0)
+            .map_err(|_| Reason::DropCtCreateFailed)?;
         sport
     };
     let forward = Lb4NatEntry {
@@ -265,11 +274,63 @@ fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
         flags,
         pad: 0,
     };
-    if NAT.insert(forward_key, forward, 0).is_err() {
-        return Outcome::drop(Reason::DropCtCreateFailed);
+    NAT.insert(tuple.key(Lb4NatKey::FORWARD), forward, 0)
+        .map_err(|_| Reason::DropCtCreateFailed)?;
+    Ok(forward)
+}
+
+/// Service NAT for a pod's own packets that socket LB did not translate
+/// (a process outside the node's socket-LB cgroup, or socket LB off): the
+/// destination becomes a backend before conntrack and policy see the packet
+/// (`flow` is updated), so policy applies to the backend. The client's
+/// source is kept. Replies are translated back by [`pod_ingress`].
+#[inline(never)]
+pub fn pod_egress(ctx: &TcContext, flow: &mut Flow) -> Outcome {
+    let Some(tuple) = tuple_of(flow) else {
+        return Outcome::CONTINUE;
+    };
+    let forward_key = tuple.key(Lb4NatKey::FORWARD);
+    let mut forward = None;
+    if let Some(entry) = NAT.get_ptr(forward_key) {
+        // SAFETY: a pointer from a successful lookup; the value is Copy.
+        let entry = unsafe { *entry };
+        if lb::backend(entry.backend_id).is_some() {
+            forward = Some(entry);
+        } else {
+            let _ = NAT.remove(forward_key);
+        }
     }
-    tri!(rewrite(ctx, tuple, &forward));
-    finish(ctx, &forward)
+    let forward = match forward {
+        Some(entry) => entry,
+        None => {
+            let Some(service) = lb::lookup_internal(tuple.daddr, tuple.dport, tuple.protocol)
+            else {
+                return Outcome::CONTINUE;
+            };
+            tri!(open(&tuple, &service, false))
+        }
+    };
+    tri!(rewrite(ctx, &tuple, &forward));
+    flow.daddr[..4].copy_from_slice(&forward.daddr);
+    flow.dport = forward.dport;
+    Outcome::CONTINUE
+}
+
+/// Replies to a pod of connections [`pod_egress`] balanced: the source
+/// becomes the service again, after conntrack and policy saw the backend.
+#[inline(never)]
+pub fn pod_ingress(ctx: &TcContext, flow: &Flow) -> Outcome {
+    let Some(tuple) = tuple_of(flow) else {
+        return Outcome::CONTINUE;
+    };
+    if let Some(entry) = NAT.get_ptr(tuple.key(Lb4NatKey::REPLY)) {
+        // SAFETY: a pointer from a successful lookup; the value is Copy.
+        let entry = unsafe { *entry };
+        if entry.flags & Lb4NatEntry::FLAG_SNAT == 0 {
+            tri!(rewrite(ctx, &tuple, &entry));
+        }
+    }
+    Outcome::CONTINUE
 }
 
 /// Claims a free SNAT source port for the reply mapping: inserts the

@@ -26,7 +26,9 @@ fn is_icmpv6_link_control(flow: &Flow) -> bool {
     flow.protocol == IPPROTO_ICMPV6 && matches!(flow.icmp_type, 130..=137 | 143)
 }
 
-#[inline(always)]
+/// A function of its own (a BPF-to-BPF call), a sibling of service NAT in
+/// the caller: inlined, both frames would not fit in the 512-byte stack.
+#[inline(never)]
 pub fn handle(
     ifindex: u32,
     flow: &Flow,
