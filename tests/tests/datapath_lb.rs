@@ -157,7 +157,8 @@ impl World {
             port: VIP_PORT.to_be_bytes(),
             backend_slot: slot,
             protocol,
-            scope: LB_SCOPE_EXTERNAL,
+            // A ClusterIP: pods and hosts look frontends up in this scope.
+            scope: LB_SCOPE_INTERNAL,
             pad: [0; 2],
         };
         let ids: Vec<u32> = BACKEND_PORTS

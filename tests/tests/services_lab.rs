@@ -63,13 +63,13 @@ fn counts(results: &[ClientResult]) -> BTreeMap<String, usize> {
 }
 
 /// Runs `attempt` until `done` holds for its result (the agents program
-/// the maps within a few reconcile ticks) or 10 s pass.
+/// the maps within a few reconcile ticks) or 20 s pass.
 fn eventually<T: std::fmt::Debug>(
     what: &str,
     mut attempt: impl FnMut() -> T,
     done: impl Fn(&T) -> bool,
 ) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let result = attempt();
         if done(&result) {
@@ -317,7 +317,7 @@ fn network_policy_applies_to_the_backend_behind_a_service() {
     .unwrap();
     let results = eventually(
         "policy in force behind the service",
-        || lab.pod_client("svc/client-n2", &target, 30).unwrap(),
+        || lab.pod_client("svc/client-n2", &target, 3).unwrap(),
         |r| r.iter().all(|x| !x.ok),
     );
     assert!(results.iter().all(|r| !r.ok));

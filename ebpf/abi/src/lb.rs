@@ -14,10 +14,11 @@
 //!
 //! A frontend is looked up by (address, port, protocol, scope). Traffic from
 //! outside the node (per-packet NAT at the node device) looks up
-//! [`LB_SCOPE_EXTERNAL`]; traffic from pods and the host (socket LB) looks
-//! up [`LB_SCOPE_INTERNAL`] first and then [`LB_SCOPE_EXTERNAL`]. A service
-//! with `externalTrafficPolicy: Local` has both: node-local backends in the
-//! external scope, all backends in the internal one.
+//! [`LB_SCOPE_EXTERNAL`]; traffic from pods and the host looks up
+//! [`LB_SCOPE_INTERNAL`]. Every frontend has an internal entry (ClusterIPs
+//! only that one); NodePort, externalIP and LoadBalancer frontends have both,
+//! and with `externalTrafficPolicy: Local` the external one holds only the
+//! node-local backends.
 //!
 //! Only active backends are in slots 1..=count, so new connections never pick
 //! a terminating one; connections that already have a backend keep it as

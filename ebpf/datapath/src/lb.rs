@@ -59,12 +59,12 @@ pub fn lookup(address: [u8; 4], port: [u8; 2], protocol: u8, scope: u8) -> Optio
 }
 
 /// Looks a frontend up as traffic from inside the cluster sees it: the
-/// internal scope first (services with `externalTrafficPolicy: Local` keep
-/// all backends there), then the external one.
+/// internal scope, where every frontend has an entry (ClusterIPs only there;
+/// NodePort, externalIP and LoadBalancer frontends in both scopes, with all
+/// backends here whatever their externalTrafficPolicy). One lookup.
 #[inline(always)]
 pub fn lookup_internal(address: [u8; 4], port: [u8; 2], protocol: u8) -> Option<Service> {
     lookup(address, port, protocol, LB_SCOPE_INTERNAL)
-        .or_else(|| lookup(address, port, protocol, LB_SCOPE_EXTERNAL))
 }
 
 /// A backend by id, if it still exists.

@@ -141,9 +141,11 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
                     Err(reason) => reason,
                     // ... replies translated back last (conntrack and
                     // policy saw the backend's packet).
-                    Ok(()) if !egress => nodeport::pod_ingress(ctx, &flow)
-                        .drop_reason()
-                        .unwrap_or(Reason::Forwarded),
+                    Ok(()) if !egress && report.ct_state == weir_abi::events::CT_REPLY => {
+                        nodeport::pod_ingress(ctx, &flow)
+                            .drop_reason()
+                            .unwrap_or(Reason::Forwarded)
+                    }
                     Ok(()) => Reason::Forwarded,
                 },
             }

@@ -171,32 +171,46 @@ fn to_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
 
 #[inline(always)]
 fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
-    let forward_key = tuple.key(Lb4NatKey::FORWARD);
-    if let Some(entry) = NAT.get_ptr(forward_key) {
-        // SAFETY: as above.
-        let entry = unsafe { *entry };
-        if lb::backend(entry.backend_id).is_some() {
-            tri!(rewrite(ctx, tuple, &entry));
-            return finish(ctx, &entry);
-        }
-        // The backend is gone: balance the connection anew.
-        let _ = NAT.remove(forward_key);
-    }
-    if let Some(entry) = NAT.get_ptr(tuple.key(Lb4NatKey::REPLY)) {
-        // SAFETY: as above.
-        let entry = unsafe { *entry };
-        if entry.flags & Lb4NatEntry::FLAG_SNAT != 0 {
-            tri!(rewrite(ctx, tuple, &entry));
-            return finish(ctx, &entry);
+    // Replies of SNATed connections come back to the node's own address.
+    // SAFETY: reading a global of this object; volatile so the loader's
+    // value is read instead of the compile-time initialiser.
+    let node = unsafe { core::ptr::read_volatile(&WEIR_NODE_IPV4) }.to_ne_bytes();
+    if tuple.daddr == node {
+        if let Some(entry) = NAT.get_ptr(tuple.key(Lb4NatKey::REPLY)) {
+            // SAFETY: a pointer from a successful lookup; the value is Copy.
+            let entry = unsafe { *entry };
+            if entry.flags & Lb4NatEntry::FLAG_SNAT != 0 {
+                tri!(rewrite(ctx, tuple, &entry));
+                return finish(ctx, &entry);
+            }
         }
     }
+    // Everything else that is not for a frontend passes with one lookup.
     let Some(service) = lb::lookup(tuple.daddr, tuple.dport, tuple.protocol, LB_SCOPE_EXTERNAL)
     else {
         return Outcome::CONTINUE;
     };
-    let forward = tri!(open(tuple, &service, true));
+    let forward = match established(tuple) {
+        Some(entry) => entry,
+        None => tri!(open(tuple, &service, true)),
+    };
     tri!(rewrite(ctx, tuple, &forward));
     finish(ctx, &forward)
+}
+
+/// The forward mapping of a connection already balanced, if its backend
+/// still exists (otherwise the mapping is dropped and it is balanced anew).
+#[inline(always)]
+fn established(tuple: &Tuple) -> Option<Lb4NatEntry> {
+    let key = tuple.key(Lb4NatKey::FORWARD);
+    // SAFETY: a pointer from a successful lookup; the value is Copy.
+    let entry = unsafe { *NAT.get_ptr(key)? };
+    if lb::backend(entry.backend_id).is_some() {
+        Some(entry)
+    } else {
+        let _ = NAT.remove(key);
+        None
+    }
 }
 
 /// Balances a new connection: selects a backend of `service` and records
@@ -289,26 +303,12 @@ pub fn pod_egress(ctx: &TcContext, flow: &mut Flow) -> Outcome {
     let Some(tuple) = tuple_of(flow) else {
         return Outcome::CONTINUE;
     };
-    let forward_key = tuple.key(Lb4NatKey::FORWARD);
-    let mut forward = None;
-    if let Some(entry) = NAT.get_ptr(forward_key) {
-        // SAFETY: a pointer from a successful lookup; the value is Copy.
-        let entry = unsafe { *entry };
-        if lb::backend(entry.backend_id).is_some() {
-            forward = Some(entry);
-        } else {
-            let _ = NAT.remove(forward_key);
-        }
-    }
-    let forward = match forward {
+    let Some(service) = lb::lookup_internal(tuple.daddr, tuple.dport, tuple.protocol) else {
+        return Outcome::CONTINUE;
+    };
+    let forward = match established(&tuple) {
         Some(entry) => entry,
-        None => {
-            let Some(service) = lb::lookup_internal(tuple.daddr, tuple.dport, tuple.protocol)
-            else {
-                return Outcome::CONTINUE;
-            };
-            tri!(open(&tuple, &service, false))
-        }
+        None => tri!(open(&tuple, &service, false)),
     };
     tri!(rewrite(ctx, &tuple, &forward));
     flow.daddr[..4].copy_from_slice(&forward.daddr);
@@ -318,6 +318,7 @@ pub fn pod_egress(ctx: &TcContext, flow: &mut Flow) -> Outcome {
 
 /// Replies to a pod of connections [`pod_egress`] balanced: the source
 /// becomes the service again, after conntrack and policy saw the backend.
+/// Called for packets conntrack found to be replies only.
 #[inline(never)]
 pub fn pod_ingress(ctx: &TcContext, flow: &Flow) -> Outcome {
     let Some(tuple) = tuple_of(flow) else {
