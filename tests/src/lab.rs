@@ -778,26 +778,7 @@ impl Lab {
     }
 
     fn apply_policy(&mut self, policy: &manifest::PolicyDocument) -> Result<Applied> {
-        let file = policy_file(policy);
-        let what = policy.key();
-        let path = self.manifests_dir().join(&file);
-        let document: serde_json::Value = serde_json::to_value(&policy.document)?;
-        let existed = path.exists();
-        let unchanged = existed
-            && std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| serde_yaml_ng::from_str::<serde_json::Value>(&t).ok())
-                .as_ref()
-                == Some(&document);
-        if unchanged {
-            return Ok(Applied::Unchanged(what));
-        }
-        self.write_manifest(&file, &document)?;
-        Ok(if existed {
-            Applied::Configured(what)
-        } else {
-            Applied::Created(what)
-        })
+        self.apply_document(&policy_file(policy), policy.key(), &policy.document)
     }
 
     fn write_pod_manifest(&self, pod: &Pod, node: &str) -> Result<()> {
