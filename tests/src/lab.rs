@@ -426,6 +426,26 @@ impl Lab {
         client::run(&self.binaries.client, &world, None, target, count)
     }
 
+    /// Routes `prefix` from the outside world to `node`, as an upstream
+    /// router does for an external or load-balancer IP announced by a node.
+    pub fn route_from_world(&self, prefix: &str, node: &str) -> Result<()> {
+        let node = self
+            .state
+            .node(node)
+            .with_context(|| format!("no node {node}"))?;
+        let world = format!("{}-world", self.state.name);
+        sh(&[
+            "-n",
+            &world,
+            "route",
+            "replace",
+            prefix,
+            "via",
+            &node.underlay_ip.to_string(),
+        ])?;
+        Ok(())
+    }
+
     /// The directory of manifests every agent reads (the lab's "API server").
     pub fn manifests_dir(&self) -> PathBuf {
         self.dir.join("manifests")

@@ -215,6 +215,38 @@ fn node_port_from_a_node_and_from_outside_the_cluster() {
 }
 
 #[test]
+fn external_and_load_balancer_ips_from_outside_and_from_pods() {
+    let mut lab = TestLab::up(2).expect("lab up");
+    let mut yaml = namespace_yaml("svc");
+    yaml.push_str(&backend_yaml("web-1", "n1", "web"));
+    yaml.push_str(&backend_yaml("web-2", "n2", "web"));
+    yaml.push_str(&client_yaml("n1"));
+    yaml.push_str(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: lb, namespace: svc}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.40\n  externalIPs: [198.51.100.10]\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, nodePort: 30040}\nstatus:\n  loadBalancer:\n    ingress: [{ip: 198.51.100.20}]\n",
+    );
+    lab.apply_yaml(&yaml).unwrap();
+    // The outside world's router sends the external IP to n1 and the
+    // load-balancer IP to n2 (as announcements would).
+    lab.route_from_world("198.51.100.10/32", "n1").unwrap();
+    lab.route_from_world("198.51.100.20/32", "n2").unwrap();
+    for address in ["198.51.100.10", "198.51.100.20"] {
+        let target = format!("tcp:{address}:80");
+        let results = eventually(
+            "the address answers from outside",
+            || lab.world_client(&target, 40).unwrap(),
+            |r| all_ok(r),
+        );
+        assert_eq!(counts(&results).len(), 2, "{:?}", counts(&results));
+        assert!(results
+            .iter()
+            .all(|r| r.peer.as_deref() == Some(&format!("{address}:80")[..])));
+        // Pods reach it too (socket LB, internal scope).
+        let results = lab.pod_client("svc/client-n1", &target, 20).unwrap();
+        assert!(all_ok(&results), "{:?}", counts(&results));
+    }
+}
+
+#[test]
 fn external_traffic_policy_local_keeps_outside_clients_on_local_backends() {
     let lab = lab_with_web("  externalTrafficPolicy: Local\n");
     let n1 = lab.state().node("n1").unwrap().underlay_ip;
