@@ -452,6 +452,120 @@ impl LbSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_lb::{Backend, ServiceName};
+
+    fn backend(last: u8, state: BackendState, node: &str) -> Backend {
+        Backend {
+            address: Ipv4Addr::new(10, 244, 1, last),
+            port: 8080,
+            state,
+            node: Some(node.into()),
+            pod: None,
+        }
+    }
+
+    fn frontend(backends: Vec<Backend>, algorithm: Algorithm, affinity: Option<u32>) -> Frontend {
+        Frontend {
+            service: ServiceName::new("svc", "web"),
+            port_name: None,
+            address: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            protocol: Protocol::Tcp,
+            kind: FrontendKind::ClusterIp,
+            scope: Scope::Internal,
+            backends,
+            algorithm,
+            affinity_timeout: affinity,
+        }
+    }
+
+    fn state(frontends: Vec<Frontend>) -> LbState {
+        LbState {
+            frontends,
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lowering_puts_only_active_backends_in_slots_and_marks_local_ones() {
+        let mut sync = LbSync::new("n1".into(), 251, 4);
+        let web = frontend(
+            vec![
+                backend(2, BackendState::Active, "n1"),
+                backend(3, BackendState::Terminating, "n2"),
+                backend(4, BackendState::Active, "n2"),
+            ],
+            Algorithm::Random,
+            Some(60),
+        );
+        let (desired, statuses) = sync.lower(&state(vec![web.clone()]));
+        let master = desired.services[&service_key(&web, 0)];
+        assert_eq!(master.count, 2, "the terminating backend has no slot");
+        assert_eq!(master.affinity_timeout_s, 60);
+        assert_eq!(
+            master.flags,
+            Lb4Service::FLAG_CLUSTER_IP | Lb4Service::FLAG_AFFINITY
+        );
+        assert_eq!(desired.services.len(), 3, "service entry and two slots");
+        let ids = &statuses[0].backend_ids;
+        assert_eq!(
+            desired.backends.len(),
+            3,
+            "the terminating one stays for its connections"
+        );
+        assert_eq!(desired.backends[&ids[0]].flags, Lb4Backend::FLAG_LOCAL);
+        assert_eq!(
+            desired.backends[&ids[1]].state,
+            Lb4Backend::STATE_TERMINATING
+        );
+        assert_eq!(desired.backends[&ids[2]].flags, 0, "on another node");
+        let slots: BTreeSet<u32> = (1..=2)
+            .map(|slot| desired.services[&service_key(&web, slot)].backend_id)
+            .collect();
+        assert_eq!(slots, BTreeSet::from([ids[0], ids[2]]));
+        assert_eq!(desired.revnat[&master.rev_nat_id].port, 80u16.to_be_bytes());
+    }
+
+    #[test]
+    fn ids_survive_changes_and_maglev_tables_index_backend_ids() {
+        let mut sync = LbSync::new("n1".into(), 251, 1);
+        let two = frontend(
+            vec![
+                backend(2, BackendState::Active, "n1"),
+                backend(3, BackendState::Active, "n2"),
+            ],
+            Algorithm::Maglev,
+            None,
+        );
+        let (desired, first) = sync.lower(&state(vec![two.clone()]));
+        let master = desired.services[&service_key(&two, 0)];
+        assert_ne!(master.flags & Lb4Service::FLAG_MAGLEV, 0);
+        let table = &desired.maglev[&master.maglev_table];
+        assert_eq!(table.len(), 251);
+        let in_table: BTreeSet<u32> = table.iter().copied().collect();
+        assert_eq!(in_table, first[0].backend_ids.iter().copied().collect());
+
+        // One backend more: the others keep their ids.
+        let mut three = two.clone();
+        three.backends.push(backend(4, BackendState::Active, "n2"));
+        let (_, second) = sync.lower(&state(vec![three]));
+        assert_eq!(second[0].backend_ids[..2], first[0].backend_ids[..]);
+
+        // A second Maglev frontend finds no free table (capacity 1): random,
+        // and said so.
+        let mut other = two.clone();
+        other.address = Ipv4Addr::new(10, 96, 0, 11);
+        let (desired, statuses) = sync.lower(&state(vec![two.clone(), other.clone()]));
+        assert_eq!(
+            desired.services[&service_key(&other, 0)].flags & Lb4Service::FLAG_MAGLEV,
+            0
+        );
+        assert!(statuses[1]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("no free Maglev table"));
+    }
 
     #[test]
     fn ids_are_stable_reused_after_release_and_bounded() {
