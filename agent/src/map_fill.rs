@@ -3,6 +3,7 @@
 
 use weir_abi::map_names;
 
+use crate::datapath::lb_tables;
 use crate::datapath::{tables, Datapath};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +42,17 @@ pub fn map_fill(
     let ebpf = datapath.ebpf_mut();
     let ipcache = tables::ipcache_entries(ebpf)?.len() as u64;
     let conntrack = tables::conntrack(ebpf)?.len() as u64;
+    let services = lb_tables::services(ebpf)?.len() as u64;
+    let backends = lb_tables::backends(ebpf)?.len() as u64;
+    let nat = lb_tables::nat_entries(ebpf)?.len() as u64;
     Ok([
         (map_names::ENDPOINTS, endpoints),
         (map_names::IPCACHE, ipcache),
         (map_names::POLICY, policy_entries),
         (map_names::CONNTRACK, conntrack),
+        (map_names::LB4_SERVICES, services),
+        (map_names::LB4_BACKENDS, backends),
+        (map_names::LB4_NAT, nat),
     ]
     .into_iter()
     .map(|(name, entries)| MapFill {
