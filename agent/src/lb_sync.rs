@@ -132,6 +132,60 @@ pub struct FrontendStatus {
     pub note: Option<String>,
 }
 
+/// Prometheus view of the service sync.
+#[derive(Clone)]
+pub struct LbMetrics {
+    frontends: prometheus::IntGauge,
+    backends: prometheus::IntGauge,
+    problems: prometheus::IntGauge,
+    write_failures: prometheus::IntCounter,
+}
+
+impl LbMetrics {
+    pub fn new(registry: &prometheus::Registry) -> LbMetrics {
+        let gauge = |name: &str, help: &str| {
+            let gauge = prometheus::IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("unique metric");
+            gauge
+        };
+        let write_failures = prometheus::IntCounter::new(
+            "weir_services_map_write_failures_total",
+            "Service sync passes stopped by a failed LB map write (e.g. a full map)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(write_failures.clone()))
+            .expect("unique metric");
+        LbMetrics {
+            frontends: gauge(
+                "weir_services_frontends",
+                "Service frontends programmed on this node",
+            ),
+            backends: gauge(
+                "weir_services_backends",
+                "Service backends in the LB maps of this node",
+            ),
+            problems: gauge(
+                "weir_services_problems",
+                "Services (partly) left out, e.g. a NodePort outside the range",
+            ),
+            write_failures,
+        }
+    }
+
+    /// Records what a pass left (`failed`: it stopped on a map write).
+    pub fn observe(&self, status: &LbStatus, backends: usize, failed: bool) {
+        self.frontends.set(status.frontends.len() as i64);
+        self.backends.set(backends as i64);
+        self.problems.set(status.problems.len() as i64);
+        if failed {
+            self.write_failures.inc();
+        }
+    }
+}
+
 /// The sync's status, shared with the inspection API.
 pub type SharedLbStatus = std::sync::Arc<std::sync::Mutex<LbStatus>>;
 
@@ -183,6 +237,11 @@ impl LbSync {
 
     pub fn status(&self) -> &LbStatus {
         &self.status
+    }
+
+    /// Backends in the maps as last written.
+    pub fn backends_written(&self) -> usize {
+        self.written.backends.len()
     }
 
     /// Reads what an earlier agent left in the maps, so its ids are kept

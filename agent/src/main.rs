@@ -349,7 +349,8 @@ async fn start_cluster_sync(
             args.maglev_tables,
         ),
         lb_status,
-    );
+    )
+    .with_metrics(weir_agent::lb_sync::LbMetrics::new(registry));
     let mut reconciler = Reconciler::new(
         args.node_name.clone(),
         node_ip,

@@ -78,6 +78,7 @@ pub struct ServiceSync {
     /// The cluster generation of the last pass.
     seen_generation: Option<u64>,
     failed: bool,
+    metrics: Option<crate::lb_sync::LbMetrics>,
 }
 
 impl ServiceSync {
@@ -95,7 +96,14 @@ impl ServiceSync {
             compiled: None,
             seen_generation: None,
             failed: false,
+            metrics: None,
         }
+    }
+
+    /// Also report each pass to Prometheus.
+    pub fn with_metrics(mut self, metrics: crate::lb_sync::LbMetrics) -> ServiceSync {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -244,6 +252,13 @@ impl Reconciler {
         let result = sync.sync.apply(self.datapath.lock().ebpf_mut(), &state);
         *sync.status.lock().unwrap_or_else(|e| e.into_inner()) = sync.sync.status().clone();
         sync.failed = result.is_err();
+        if let Some(metrics) = &sync.metrics {
+            metrics.observe(
+                sync.sync.status(),
+                sync.sync.backends_written(),
+                sync.failed,
+            );
+        }
         sync.compiled = Some(current);
         if result.is_ok() {
             info!(

@@ -426,6 +426,25 @@ impl Lab {
         client::run(&self.binaries.client, &world, None, target, count)
     }
 
+    /// GET /metrics of `node`'s agent (from inside the node's namespace).
+    pub fn scrape_metrics(&self, node: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        let node = self
+            .state
+            .node(node)
+            .with_context(|| format!("no node {node}"))?;
+        let address = std::net::SocketAddr::from((node.underlay_ip, METRICS_PORT));
+        netns::run_in(&node.netns, move || -> Result<String> {
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })?
+    }
+
     /// Routes `prefix` from the outside world to `node`, as an upstream
     /// router does for an external or load-balancer IP announced by a node.
     pub fn route_from_world(&self, prefix: &str, node: &str) -> Result<()> {

@@ -30,27 +30,6 @@ fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// GET /metrics of `node`'s agent, from inside the node's namespace.
-fn scrape(lab: &TestLab, node: &str) -> String {
-    use std::io::{Read, Write};
-    let record = lab.state().node(node).unwrap().clone();
-    let address = std::net::SocketAddr::from((record.underlay_ip, weir_tests::lab::METRICS_PORT));
-    weir_tests::netns::run_in(&record.netns, move || {
-        let mut stream =
-            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    })
-    .unwrap()
-}
-
 fn pod(flow: &serde_json::Value, side: &str) -> String {
     format!(
         "{}/{}",
@@ -149,7 +128,7 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     );
 
     // The same drop moved the node's metrics, datapath and Hubble ones.
-    let metrics = scrape(&lab, "n1");
+    let metrics = lab.scrape_metrics("n1").unwrap();
     for needle in [
         "weir_drop_count_total{direction=\"ingress\",reason=\"Policy denied\"}",
         "hubble_drop_total{protocol=\"TCP\",reason=\"POLICY_DENIED\"}",

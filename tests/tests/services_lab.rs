@@ -331,6 +331,23 @@ fn session_affinity_backend_deletion_and_a_service_without_backends() {
         |r| r[0].error.as_deref().is_some_and(|e| e.contains("refused")),
     );
     assert!(results[0].connect_us.is_none());
+    // Counted: the refusals as drops with their reason, the services.
+    let metrics = lab.scrape_metrics("n1").unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("weir_drop_count_total{direction=\"egress\",reason=\"Service backend not found\"}")
+            >= 1.0,
+        "{metrics}"
+    );
+    assert!(value("weir_services_frontends ") >= 4.0, "{metrics}");
+    assert_eq!(value("weir_services_map_write_failures_total "), 0.0);
 }
 
 #[test]
