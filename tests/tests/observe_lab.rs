@@ -127,8 +127,25 @@ fn denied_and_allowed_connections_show_up_as_flows() {
         "reply flows: {replies:?}"
     );
 
-    // The same drop moved the node's metrics, datapath and Hubble ones.
-    let metrics = lab.scrape_metrics("n1").unwrap();
+    // The same drop moved the node's metrics, datapath and Hubble ones
+    // (the flow metrics follow the event pipeline: give them a moment).
+    let needles = [
+        "weir_drop_count_total{direction=\"ingress\",reason=\"Policy denied\"}",
+        "hubble_drop_total{protocol=\"TCP\",reason=\"POLICY_DENIED\"}",
+        "hubble_policy_verdicts_total{action=\"dropped\"",
+        "hubble_flows_processed_total{subtype=\"\",type=\"Drop\",verdict=\"DROPPED\"}",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = lab.scrape_metrics("n1").unwrap();
+        let complete = needles
+            .iter()
+            .all(|n| metrics.lines().any(|l| l.starts_with(n)));
+        if complete || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     for needle in [
         "weir_drop_count_total{direction=\"ingress\",reason=\"Policy denied\"}",
         "hubble_drop_total{protocol=\"TCP\",reason=\"POLICY_DENIED\"}",
