@@ -1,6 +1,7 @@
-//! Per-packet service NAT on the node device, for traffic the socket hooks
-//! never see: NodePort, externalIPs and LoadBalancer IPs reached from
-//! outside the node.
+//! Per-packet service NAT, for traffic the socket hooks never see: on the
+//! node device for NodePort, externalIPs and LoadBalancer IPs reached from
+//! outside the node, and on a pod's veth for a pod's own connections that
+//! socket LB did not translate ([`pod_egress`], [`pod_ingress`]).
 //!
 //! From the network (`from_netdev`), a packet to an external-scope frontend
 //! is balanced once per connection and both translations are remembered in
