@@ -1082,6 +1082,11 @@ impl Lab {
         // Every pod server and client of the lab lives in its cgroup tree.
         if let Ok(cgroup) = lab_cgroup(name) {
             crate::cgroup::remove_tree(&cgroup)?;
+            // The shared `weir-lab` directory goes with the last lab (this
+            // fails, harmlessly, while another lab still has its tree there).
+            if let Some(parent) = cgroup.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
         let prefix = format!("{name}-");
         for ns in netns::list_with_prefix(&prefix) {
