@@ -82,10 +82,12 @@ pub fn decode(event: &FlowEvent) -> DatapathEvent {
 }
 
 /// Enrichment from the agent's own state: local endpoints (with their ids),
-/// every pod address in the cluster (endpoint records), identity labels.
+/// every pod address in the cluster (endpoint records), identity labels,
+/// service frontends (the service sync's status).
 pub struct AgentEnricher {
     pub agent: Arc<Agent<SharedDatapath>>,
     pub view: Arc<Mutex<SharedView>>,
+    pub services: crate::lb_sync::SharedLbStatus,
 }
 
 impl Enricher for AgentEnricher {
@@ -113,6 +115,23 @@ impl Enricher for AgentEnricher {
             pod_name: record.pod.clone(),
             labels,
             workloads: Vec::new(),
+        })
+    }
+
+    fn service_by_frontend(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        protocol: u8,
+    ) -> Option<weir_observer::ServiceInfo> {
+        let IpAddr::V4(address) = ip else {
+            return None;
+        };
+        let status = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let service = status.service_at(address, port, protocol)?;
+        Some(weir_observer::ServiceInfo {
+            name: service.name.clone(),
+            namespace: service.namespace.clone(),
         })
     }
 

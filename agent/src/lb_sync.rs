@@ -193,11 +193,28 @@ pub type SharedLbStatus = std::sync::Arc<std::sync::Mutex<LbStatus>>;
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct LbStatus {
     pub frontends: Vec<FrontendStatus>,
+    /// The service of each frontend (address, port, protocol), for naming
+    /// services in flows.
+    #[serde(skip)]
+    pub by_frontend: std::collections::HashMap<BackendAddr, weir_lb::ServiceName>,
     /// Services (partly) left out, with the reason.
     pub problems: Vec<String>,
     /// Passes that stopped on a failed map write (a full map).
     pub write_failures: u64,
     pub last_error: Option<String>,
+}
+
+impl LbStatus {
+    /// The service whose frontend is `address:port` for `protocol` (an IP
+    /// protocol number), in any scope.
+    pub fn service_at(
+        &self,
+        address: Ipv4Addr,
+        port: u16,
+        protocol: u8,
+    ) -> Option<&weir_lb::ServiceName> {
+        self.by_frontend.get(&(address, port, protocol))
+    }
 }
 
 /// The desired content of the maps.
@@ -288,6 +305,14 @@ impl LbSync {
         }
         let (desired, frontends) = self.lower(state);
         let result = self.write(ebpf, desired);
+        self.status.by_frontend = state
+            .frontends
+            .iter()
+            .map(|f| {
+                let key = (f.address, f.port, protocol_number(f.protocol));
+                (key, f.service.clone())
+            })
+            .collect();
         self.status.frontends = frontends;
         self.status.problems = state
             .problems

@@ -213,11 +213,13 @@ async fn run(args: Args) -> Result<()> {
     let snapshot = SharedSnapshot::default();
     let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
     let registry = prometheus::Registry::new();
+    let lb_status = SharedLbStatus::default();
     let monitor = start_observer(
         &args,
         agent.clone(),
         datapath.clone(),
         view.clone(),
+        lb_status.clone(),
         &registry,
     )
     .await?;
@@ -234,7 +236,6 @@ async fn run(args: Args) -> Result<()> {
         });
         info!(%address, "serving /metrics and /healthz");
     }
-    let lb_status = SharedLbStatus::default();
     if !args.etcd_endpoints.is_empty() {
         start_cluster_sync(
             &args,
@@ -415,6 +416,7 @@ async fn start_observer(
     agent: Arc<Agent<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<std::sync::Mutex<SharedView>>,
+    services: SharedLbStatus,
     registry: &prometheus::Registry,
 ) -> Result<weir_agent::monitor::MonitorService> {
     use std::os::unix::fs::PermissionsExt;
@@ -425,7 +427,11 @@ async fn start_observer(
         .lock()
         .take_events()
         .context("the event ring buffer")?;
-    let enricher = Arc::new(weir_agent::flows::AgentEnricher { agent, view });
+    let enricher = Arc::new(weir_agent::flows::AgentEnricher {
+        agent,
+        view,
+        services,
+    });
     let clock = weir_agent::flows::wall_clock();
     let parser = Parser::new(args.node_name.clone(), enricher, clock);
     let metrics = weir_agent::flow_metrics::FlowMetrics::new(registry);

@@ -348,6 +348,26 @@ fn session_affinity_backend_deletion_and_a_service_without_backends() {
     );
     assert!(value("weir_services_frontends ") >= 4.0, "{metrics}");
     assert_eq!(value("weir_services_map_write_failures_total "), 0.0);
+    // The refusal is in the flow log, named after the service.
+    let record = lab.state().node("n1").unwrap();
+    let weir = weir_tests::lab::Binaries::locate()
+        .unwrap()
+        .agent
+        .with_file_name("weir");
+    let out = std::process::Command::new(weir)
+        .args(["-o", "json", "observe", "--server"])
+        .arg(weir_tests::lab::hubble_socket(record))
+        .args(["--type", "drop", "--last", "100"])
+        .output()
+        .unwrap();
+    let flows = String::from_utf8_lossy(&out.stdout);
+    let refused = flows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|f| f["drop_reason_desc"] == "SERVICE_BACKEND_NOT_FOUND")
+        .unwrap_or_else(|| panic!("no refusal in the flow log: {flows}"));
+    assert_eq!(refused["destination_service"]["name"], "empty", "{refused}");
+    assert_eq!(refused["destination_service"]["namespace"], "svc");
 }
 
 #[test]

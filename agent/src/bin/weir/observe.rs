@@ -314,6 +314,10 @@ fn flow_json(f: &Flow) -> serde_json::Value {
             })
         })
     };
+    let service = |s: &Option<flow::Service>| {
+        s.as_ref()
+            .map(|s| serde_json::json!({"name": s.name, "namespace": s.namespace}))
+    };
     serde_json::json!({
         "time": f.time.as_ref().map(|t| format!("{}.{:09}", t.seconds, t.nanos)),
         "node_name": f.node_name,
@@ -325,6 +329,8 @@ fn flow_json(f: &Flow) -> serde_json::Value {
         "IP": f.ip.as_ref().map(|ip| serde_json::json!({"source": ip.source, "destination": ip.destination})),
         "source_port": sport,
         "destination_port": dport,
+        "source_service": service(&f.source_service),
+        "destination_service": service(&f.destination_service),
         "traffic_direction": flow::TrafficDirection::try_from(f.traffic_direction).map_or("UNKNOWN", |d| d.as_str_name()),
         "is_reply": f.is_reply,
         "Summary": f.summary,
