@@ -13,6 +13,7 @@ use weir_agent_api::v1::inspect_server::Inspect;
 
 use crate::agent::Agent;
 use crate::datapath::{tables, SharedDatapath};
+use crate::monitor::protocol_name;
 use crate::policy_api::SharedSnapshot;
 use crate::shared::SharedView;
 
@@ -26,17 +27,6 @@ pub struct InspectService {
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
-}
-
-fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        1 => "ICMP".into(),
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        58 => "ICMPv6".into(),
-        132 => "SCTP".into(),
-        other => other.to_string(),
-    }
 }
 
 fn tcp_flags(flags: u8) -> String {

@@ -86,7 +86,9 @@ fn match_type_name(value: u8) -> &'static str {
     }
 }
 
-fn protocol_name(protocol: u8) -> String {
+/// An IP protocol number as people read it (`TCP`, `ICMPv6`, ...); the
+/// number itself when unknown. Shared by the inspection commands.
+pub(crate) fn protocol_name(protocol: u8) -> String {
     match protocol {
         ip_proto::ICMP => "ICMP".into(),
         ip_proto::TCP => "TCP".into(),

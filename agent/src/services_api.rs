@@ -12,6 +12,7 @@ use weir_lb::{Algorithm, BackendState, FrontendKind, Scope};
 
 use crate::datapath::{lb_tables, SharedDatapath};
 use crate::lb_sync::SharedLbStatus;
+use crate::monitor::protocol_name;
 
 pub struct ServicesService {
     pub datapath: SharedDatapath,
@@ -26,14 +27,6 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 fn endpoint(address: [u8; 4], port: [u8; 2]) -> String {
     format!("{}:{}", Ipv4Addr::from(address), u16::from_be_bytes(port))
-}
-
-fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        other => other.to_string(),
-    }
 }
 
 fn scope_name(scope: u8) -> String {

@@ -1,24 +1,12 @@
 //! Typed access to the load-balancing maps (`weir_abi::lb`): what the
 //! service sync writes and what `weir bpf lb list` reads. Errors name the map.
 
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, MapData};
 use aya::Ebpf;
 use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat, Lb4Service};
 use weir_abi::map_names;
 
-use super::tables::TableError;
-
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TableError {
-    move |source| TableError::Map { map, source }
-}
-
-fn hash<'a, K: aya::Pod, V: aya::Pod>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<HashMap<&'a mut MapData, K, V>, TableError> {
-    let map = ebpf.map_mut(name).ok_or(TableError::Missing(name))?;
-    HashMap::try_from(map).map_err(map_err(name))
-}
+use super::tables::{hash, map_err, removed, TableError};
 
 fn upsert<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
@@ -36,10 +24,7 @@ fn remove<K: aya::Pod, V: aya::Pod>(
     name: &'static str,
     key: &K,
 ) -> Result<(), TableError> {
-    match hash::<K, V>(ebpf, name)?.remove(key) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(source) => Err(TableError::Map { map: name, source }),
-    }
+    removed(name, hash::<K, V>(ebpf, name)?.remove(key))
 }
 
 fn entries<K: aya::Pod, V: aya::Pod>(

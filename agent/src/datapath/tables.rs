@@ -18,11 +18,11 @@ pub enum TableError {
     Map { map: &'static str, source: MapError },
 }
 
-fn map_err(map: &'static str) -> impl Fn(MapError) -> TableError {
+pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> TableError {
     move |source| TableError::Map { map, source }
 }
 
-fn hash<'a, K: aya::Pod, V: aya::Pod>(
+pub(super) fn hash<'a, K: aya::Pod, V: aya::Pod>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<HashMap<&'a mut MapData, K, V>, TableError> {
@@ -53,7 +53,7 @@ pub fn ipcache_key(prefix: IpNetwork) -> Key<IpcacheKey> {
 }
 
 /// A removal where an absent key is success.
-fn removed(map: &'static str, result: Result<(), MapError>) -> Result<(), TableError> {
+pub(super) fn removed(map: &'static str, result: Result<(), MapError>) -> Result<(), TableError> {
     match result {
         Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
         Err(source) => Err(TableError::Map { map, source }),
