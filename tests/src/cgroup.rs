@@ -39,13 +39,6 @@ impl Cgroup {
         Ok(Cgroup { path })
     }
 
-    /// An existing cgroup, not removed on drop.
-    pub fn existing(path: &Path) -> std::mem::ManuallyDrop<Cgroup> {
-        std::mem::ManuallyDrop::new(Cgroup {
-            path: path.to_path_buf(),
-        })
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -53,12 +46,6 @@ impl Cgroup {
     /// Makes `cmd`'s child join this cgroup before it execs.
     pub fn enter_on_exec(&self, cmd: &mut Command) -> Result<()> {
         enter_on_exec(&self.path, cmd)
-    }
-
-    /// Kills every process in the cgroup and its descendants, then removes
-    /// the directories, deepest first.
-    pub fn remove(&self) -> Result<()> {
-        remove_tree(&self.path)
     }
 }
 

@@ -426,6 +426,22 @@ impl Lab {
         client::run(&self.binaries.client, &world, None, target, count)
     }
 
+    /// Runs the `weir` CLI (built beside the agent) against `node`'s agent:
+    /// `weir --socket <its API socket> ARGS`. `observe` takes the node's
+    /// Observer socket with `--server` ([`hubble_socket`]).
+    pub fn weir(&self, node: &str, args: &[&str]) -> Result<std::process::Output> {
+        let node = self
+            .state
+            .node(node)
+            .with_context(|| format!("no node {node}"))?;
+        std::process::Command::new(self.binaries.agent.with_file_name("weir"))
+            .arg("--socket")
+            .arg(&node.api_socket)
+            .args(args)
+            .output()
+            .context("run weir")
+    }
+
     /// GET /metrics of `node`'s agent (from inside the node's namespace).
     pub fn scrape_metrics(&self, node: &str) -> Result<String> {
         use std::io::{Read, Write};

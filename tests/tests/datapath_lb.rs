@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use weir_abi::lb::*;
@@ -19,7 +18,7 @@ use weir_agent::datapath::{Datapath, LoadOptions};
 use weir_tests::cgroup::Cgroup;
 use weir_tests::datapath::PinDir;
 use weir_tests::lab::process;
-use weir_tests::netns::{self, NetNs};
+use weir_tests::netns::NetNs;
 use weir_tests::{names, require_root};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -48,18 +47,6 @@ impl Drop for World {
     }
 }
 
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} not built (cargo xtask test builds it)",
-        path.display()
-    );
-    path
-}
-
 fn world() -> World {
     require_root();
     let ns = NetNs::new(&names::unique()).expect("netns");
@@ -71,6 +58,7 @@ fn world() -> World {
     datapath
         .attach_cgroup(cgroup.path())
         .expect("attach socket LB to the cgroup");
+    let binaries = weir_tests::lab::Binaries::locate().expect("the lab binaries are built");
     let log = std::env::temp_dir().join(format!("{}.log", names::unique()));
     let servers = BACKEND_PORTS
         .iter()
@@ -88,7 +76,7 @@ fn world() -> World {
             .iter()
             .map(|s| s.to_string())
             .collect();
-            process::spawn_detached(ns.name(), &binary("weir-lab-pod"), &args, &log).unwrap()
+            process::spawn_detached(ns.name(), &binaries.pod_server, &args, &log).unwrap()
         })
         .collect();
     let world = World {
@@ -97,7 +85,7 @@ fn world() -> World {
         datapath,
         servers,
         _pins: pins,
-        client: binary("weir-lab-client"),
+        client: binaries.client,
     };
     // Wait until every server answers (without socket LB: direct address).
     for port in BACKEND_PORTS {
@@ -118,18 +106,11 @@ impl World {
     /// Runs the client `count` times, inside the cgroup (socket LB applies)
     /// or outside it.
     fn run_client(&self, target: &str, count: u32, in_cgroup: bool) -> Vec<serde_json::Value> {
-        let mut cmd = Command::new(&self.client);
-        cmd.args(["--target", target, "--count", &count.to_string()]);
-        cmd.args(["--timeout-ms", "1000"]);
-        netns::command_in(&mut cmd, self.ns.name()).unwrap();
-        if in_cgroup {
-            self.cgroup.enter_on_exec(&mut cmd).unwrap();
-        }
-        let out = cmd.output().expect("run weir-lab-client");
-        assert!(out.status.success(), "client failed: {out:?}");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("client prints JSON lines"))
+        let cgroup = in_cgroup.then(|| self.cgroup.path());
+        weir_tests::lab::client::run(&self.client, self.ns.name(), cgroup, target, count)
+            .expect("run weir-lab-client")
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
             .collect()
     }
 

@@ -273,17 +273,7 @@ fn an_invalid_policy_is_refused_whole_and_leaves_enforcement_unchanged() {
 
 /// Runs `weir --socket <node's socket> args...` and returns (success, stdout).
 fn weir(lab: &TestLab, node: &str, args: &[&str]) -> (bool, String) {
-    let socket = lab.state().node(node).unwrap().api_socket.clone();
-    let binary = weir_tests::lab::Binaries::locate()
-        .unwrap()
-        .agent
-        .with_file_name("weir");
-    let out = std::process::Command::new(binary)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = lab.weir(node, args).unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -8,16 +8,13 @@ use weir_tests::lab::testing::{netpol_cluster_yaml, TestLab};
 
 /// `weir observe ARGS` against `node`'s Observer API, as JSON lines.
 fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
-    let record = lab.state().node(node).unwrap();
-    let binary = weir_tests::lab::Binaries::locate()
-        .unwrap()
-        .agent
-        .with_file_name("weir");
-    let out = std::process::Command::new(binary)
-        .args(["-o", "json", "observe", "--server"])
-        .arg(weir_tests::lab::hubble_socket(record))
-        .args(args)
-        .output()
+    let server = weir_tests::lab::hubble_socket(lab.state().node(node).unwrap());
+    let server = server.to_str().unwrap();
+    let out = lab
+        .weir(
+            node,
+            &[&["-o", "json", "observe", "--server", server], args].concat(),
+        )
         .unwrap();
     assert!(
         out.status.success(),
@@ -162,17 +159,7 @@ fn denied_and_allowed_connections_show_up_as_flows() {
 
     // The node CLI sees the same state.
     let weir = |args: &[&str]| -> String {
-        let record = lab.state().node("n1").unwrap();
-        let binary = weir_tests::lab::Binaries::locate()
-            .unwrap()
-            .agent
-            .with_file_name("weir");
-        let out = std::process::Command::new(binary)
-            .arg("--socket")
-            .arg(&record.api_socket)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = lab.weir("n1", args).unwrap();
         assert!(
             out.status.success(),
             "weir {args:?}: {}",

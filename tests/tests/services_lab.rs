@@ -349,16 +349,22 @@ fn session_affinity_backend_deletion_and_a_service_without_backends() {
     assert!(value("weir_services_frontends ") >= 4.0, "{metrics}");
     assert_eq!(value("weir_services_map_write_failures_total "), 0.0);
     // The refusal is in the flow log, named after the service.
-    let record = lab.state().node("n1").unwrap();
-    let weir = weir_tests::lab::Binaries::locate()
-        .unwrap()
-        .agent
-        .with_file_name("weir");
-    let out = std::process::Command::new(weir)
-        .args(["-o", "json", "observe", "--server"])
-        .arg(weir_tests::lab::hubble_socket(record))
-        .args(["--type", "drop", "--last", "100"])
-        .output()
+    let server = weir_tests::lab::hubble_socket(lab.state().node("n1").unwrap());
+    let out = lab
+        .weir(
+            "n1",
+            &[
+                "-o",
+                "json",
+                "observe",
+                "--server",
+                server.to_str().unwrap(),
+                "--type",
+                "drop",
+                "--last",
+                "100",
+            ],
+        )
         .unwrap();
     let flows = String::from_utf8_lossy(&out.stdout);
     let refused = flows
@@ -394,18 +400,7 @@ fn network_policy_applies_to_the_backend_behind_a_service() {
 
 /// `weir -o json ARGS` against `node`'s agent.
 fn weir_json(lab: &TestLab, node: &str, args: &[&str]) -> serde_json::Value {
-    let record = lab.state().node(node).unwrap();
-    let binary = weir_tests::lab::Binaries::locate()
-        .unwrap()
-        .agent
-        .with_file_name("weir");
-    let out = std::process::Command::new(binary)
-        .arg("--socket")
-        .arg(&record.api_socket)
-        .args(["-o", "json"])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = lab.weir(node, &[&["-o", "json"], args].concat()).unwrap();
     assert!(
         out.status.success(),
         "{}",
