@@ -6,7 +6,6 @@
 //! loudly rather than skipping when it is not.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -113,31 +112,27 @@ fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
         cargo.arg(filter);
     }
     println!("    $ {}", cmd::display(&cargo));
-    let mut child = cargo
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("could not start cargo test")?;
-    // cargo prints `Running <binary>` on stderr and the harness output on
-    // stdout; merge both into one ordered stream of lines.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    let tx2 = tx.clone();
-    let t1 = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let t2 = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx2.send(line);
-        }
-    });
+    // cargo prints `Running <binary>` on stderr and the harness prints its
+    // results on stdout. Both go into one pipe so that they arrive in the
+    // order they were written: reading two pipes would let a `Running` line
+    // overtake the previous binary's `test result:` line and pin that result
+    // on the wrong suite.
+    let (output, writer) = std::io::pipe().context("could not create a pipe")?;
+    cargo
+        .stdout(writer.try_clone().context("could not clone the pipe")?)
+        .stderr(writer);
+    let mut child = cargo.spawn().context("could not start cargo test")?;
+    // The command keeps its copies of the write end; drop them so that the
+    // read below ends when cargo and its test binaries exit.
+    drop(cargo);
 
     let mut suites: Vec<Suite> = Vec::new();
     let mut suite_started = Instant::now();
-    for line in rx {
+    // Lines are read as bytes: a test that prints invalid UTF-8 must not stop
+    // the reading, or cargo would block on a full pipe.
+    for line in BufReader::new(output).split(b'\n') {
+        let line =
+            String::from_utf8_lossy(&line.context("reading cargo test output")?).into_owned();
         println!("{line}");
         let trimmed = line.trim();
         let running = trimmed.strip_prefix("Running ").map(suite_label);
@@ -164,8 +159,6 @@ fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
             }
         }
     }
-    let _ = t1.join();
-    let _ = t2.join();
     let status = child.wait()?;
     if !status.success() && suites.iter().all(|s| s.finished && s.failed == 0) {
         // Compilation failed, or a binary crashed before printing a result.
