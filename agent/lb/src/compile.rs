@@ -4,7 +4,7 @@
 //! in the crate documentation; each is tested in `compile/tests.rs`.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
@@ -203,12 +203,50 @@ impl LbState {
     }
 }
 
-/// Who holds an (address, port, protocol).
-#[derive(Clone, PartialEq, Eq)]
-struct Claim {
-    service: ServiceName,
-    kind: FrontendKind,
-    port_name: Option<String>,
+/// Compiles the state of `node` in one go (the agent keeps an
+/// [`crate::LbCompiler`] and feeds it changes instead). Services are visited
+/// in (namespace, name) order; when two claim the same (address, port,
+/// protocol) the first keeps it and the other gets a [`ServiceProblem`].
+/// Deterministic: the same input in any order gives the same state (only
+/// when one service is given twice does the input order pick the
+/// definition used).
+pub fn compile(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &NodeContext,
+    options: &LbOptions,
+) -> LbState {
+    let mut compiler = crate::LbCompiler::new(node.clone(), options.clone());
+    compiler.update(services, slices);
+    compiler.state()
+}
+
+/// What a frontend is claimed by: (address, port, protocol). One service
+/// holds it, in both scopes.
+pub(crate) type ClaimKey = (Ipv4Addr, u16, Protocol);
+
+/// One step of compiling a service on its own, in order: a problem of its
+/// own, or a claim with the frontends it installs when no service earlier
+/// in (namespace, name) order holds the same [`ClaimKey`]. Claims between
+/// services are settled by [`crate::LbCompiler`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    Problem(String),
+    Claim(Claim),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub(crate) key: ClaimKey,
+    pub(crate) kind: FrontendKind,
+    /// One frontend per scope the claim is reachable from.
+    pub(crate) frontends: Vec<Frontend>,
+}
+
+/// How problems name a claim.
+pub(crate) fn describe(key: ClaimKey, kind: FrontendKind) -> String {
+    let (address, port, protocol) = key;
+    format!("{kind:?} frontend {address}:{port}/{protocol}")
 }
 
 struct Candidate<'b> {
@@ -218,62 +256,31 @@ struct Candidate<'b> {
     scopes: Vec<(Scope, &'b [Backend])>,
 }
 
-/// Compiles the state of `node`. Services are visited in (namespace, name)
-/// order; when two claim the same (address, port, protocol) the first keeps
-/// it and the other gets a [`ServiceProblem`]. Deterministic: the same input
-/// in any order gives the same state (only when one service is given twice
-/// does the input order pick the definition used).
-pub fn compile(
-    services: &[Service],
-    slices: &[EndpointSlice],
+/// Compiles one service with its own slices (sorted by name) for `node`
+/// (addresses sorted, no duplicates).
+pub(crate) fn compile_service(
+    service: &Service,
+    slices: &[&EndpointSlice],
     node: &NodeContext,
     options: &LbOptions,
-) -> LbState {
-    let mut ordered: Vec<&Service> = services.iter().collect();
-    ordered.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut slices_of: BTreeMap<ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
-    for slice in slices {
-        slices_of.entry(slice.service()).or_default().push(slice);
-    }
-    for list in slices_of.values_mut() {
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-    let mut node_addresses = node.addresses.clone();
-    node_addresses.sort();
-    node_addresses.dedup();
-
-    let mut compiler = Compiler {
-        claims: BTreeMap::new(),
-        state: LbState::default(),
+) -> Vec<Step> {
+    let mut compiler = ServiceCompiler {
+        held: BTreeMap::new(),
+        steps: Vec::new(),
     };
-    let mut seen = BTreeSet::new();
-    for service in ordered {
-        let name = service.service_name();
-        if !seen.insert(name.clone()) {
-            compiler.problem(
-                &name,
-                "defined more than once: the first definition is used",
-            );
-            continue;
-        }
-        let service_slices = slices_of.get(&name).map(Vec::as_slice).unwrap_or(&[]);
-        compiler.service(service, service_slices, node, &node_addresses, options);
-    }
-    compiler.state.frontends.sort_by_key(Frontend::key);
-    compiler.state
+    compiler.service(service, slices, node, options);
+    compiler.steps
 }
 
-struct Compiler {
-    claims: BTreeMap<(Ipv4Addr, u16, Protocol), Claim>,
-    state: LbState,
+struct ServiceCompiler {
+    /// The service's own claims: kind and port name.
+    held: BTreeMap<ClaimKey, (FrontendKind, Option<String>)>,
+    steps: Vec<Step>,
 }
 
-impl Compiler {
-    fn problem(&mut self, service: &ServiceName, message: impl Into<String>) {
-        self.state.problems.push(ServiceProblem {
-            service: service.clone(),
-            message: message.into(),
-        });
+impl ServiceCompiler {
+    fn problem(&mut self, message: impl Into<String>) {
+        self.steps.push(Step::Problem(message.into()));
     }
 
     fn service(
@@ -281,16 +288,13 @@ impl Compiler {
         service: &Service,
         slices: &[&EndpointSlice],
         node: &NodeContext,
-        node_addresses: &[Ipv4Addr],
         options: &LbOptions,
     ) {
-        let name = service.service_name();
         let cluster_ips = match &service.cluster_ips {
             // Headless: DNS names the pods; nothing to balance.
             ClusterIps::Headless => return,
             ClusterIps::Unallocated => {
                 self.problem(
-                    &name,
                     "spec.clusterIP is not set and Weir does not allocate cluster IPs: the service is not installed",
                 );
                 return;
@@ -327,7 +331,7 @@ impl Compiler {
             if service.service_type.has_node_ports() {
                 match port.node_port {
                     Some(node_port) if options.node_port_range.contains(&node_port) => {
-                        for &address in node_addresses {
+                        for &address in &node.addresses {
                             candidates.push(Candidate {
                                 kind: FrontendKind::NodePort,
                                 address,
@@ -336,25 +340,19 @@ impl Compiler {
                             });
                         }
                     }
-                    Some(node_port) => self.problem(
-                        &name,
-                        format!(
-                            "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
-                            port_label(port),
-                            options.node_port_range.start(),
-                            options.node_port_range.end()
-                        ),
-                    ),
+                    Some(node_port) => self.problem(format!(
+                        "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
+                        port_label(port),
+                        options.node_port_range.start(),
+                        options.node_port_range.end()
+                    )),
                     None if service.service_type == ServiceType::NodePort
                         || service.allocate_load_balancer_node_ports =>
                     {
-                        self.problem(
-                            &name,
-                            format!(
-                                "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
-                                port_label(port)
-                            ),
-                        )
+                        self.problem(format!(
+                            "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
+                            port_label(port)
+                        ))
                     }
                     None => {}
                 }
@@ -390,49 +388,33 @@ impl Compiler {
         candidate: Candidate<'_>,
         options: &LbOptions,
     ) {
-        let name = service.service_name();
-        let claim = Claim {
-            service: name.clone(),
-            kind: candidate.kind,
-            port_name: port.name.clone(),
-        };
-        let what = format!(
-            "{:?} frontend {}:{}/{}",
-            candidate.kind, candidate.address, candidate.port, port.protocol
-        );
-        match self
-            .claims
-            .entry((candidate.address, candidate.port, port.protocol))
-        {
-            Entry::Occupied(held) if *held.get() == claim => return, // listed twice
+        let key = (candidate.address, candidate.port, port.protocol);
+        let mine = (candidate.kind, port.name.clone());
+        match self.held.entry(key) {
+            Entry::Occupied(held) if *held.get() == mine => return, // listed twice
             Entry::Occupied(held) => {
-                let held = held.get().clone();
-                let message = if held.service == name {
-                    format!(
-                        "{what} is also this service's {:?} frontend (port {}): the first is kept",
-                        held.kind,
-                        held.port_name.as_deref().unwrap_or("(unnamed)")
-                    )
-                } else {
-                    format!(
-                        "{what} is already {}'s {:?} frontend: not installed",
-                        held.service, held.kind
-                    )
-                };
-                self.problem(&name, message);
+                let (kind, port_name) = held.get().clone();
+                self.problem(format!(
+                    "{} is also this service's {kind:?} frontend (port {}): the first is kept",
+                    describe(key, candidate.kind),
+                    port_name.as_deref().unwrap_or("(unnamed)")
+                ));
                 return;
             }
             Entry::Vacant(free) => {
-                free.insert(claim);
+                free.insert(mine);
             }
         }
+        let name = service.service_name();
         let algorithm = service.algorithm.unwrap_or(options.default_algorithm);
         let affinity_timeout = match service.session_affinity {
             SessionAffinity::None => None,
             SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
         };
-        for (scope, backends) in candidate.scopes {
-            self.state.frontends.push(Frontend {
+        let frontends = candidate
+            .scopes
+            .into_iter()
+            .map(|(scope, backends)| Frontend {
                 service: name.clone(),
                 port_name: port.name.clone(),
                 address: candidate.address,
@@ -443,8 +425,13 @@ impl Compiler {
                 backends: backends.to_vec(),
                 algorithm,
                 affinity_timeout,
-            });
-        }
+            })
+            .collect();
+        self.steps.push(Step::Claim(Claim {
+            key,
+            kind: candidate.kind,
+            frontends,
+        }));
     }
 }
 

@@ -11,6 +11,11 @@
 //!                                  problems per service;  Frontend::maglev_table ─▶ maglev::Table
 //! ```
 //!
+//! The agent keeps an [`LbCompiler`] (module [`incremental`]) rather than
+//! calling [`compile()`]: it recompiles only the services whose Service or
+//! slices changed and reports the frontends that changed, so one more
+//! service among 10,000 does not recompile the other 9,999.
+//!
 //! # The rules of [`compile()`]
 //!
 //! **One lookup.** The datapath classifies a new connection by where its
@@ -57,6 +62,7 @@
 //!
 //! Modules: [`service`], [`endpointslice`] (models and validation),
 //! [`mod@derive`] (the endpoint-slice controller), [`maglev`], [`mod@compile`],
+//! [`incremental`],
 //! [`error`].
 
 #![forbid(unsafe_code)]
@@ -66,6 +72,7 @@ pub mod derive;
 pub mod endpointslice;
 pub mod error;
 mod hash;
+pub mod incremental;
 pub mod maglev;
 pub mod service;
 mod validate;
@@ -78,6 +85,7 @@ pub use compile::{
 pub use derive::{derive_endpoint_slices, NamedPort, PodInfo};
 pub use endpointslice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef};
 pub use error::{FieldError, FieldErrors, MaglevError, OptionsError, Path};
+pub use incremental::LbCompiler;
 pub use maglev::BackendKey;
 pub use service::{
     Algorithm, ClusterIps, Service, ServiceName, ServicePort, ServiceType, SessionAffinity,

@@ -1,5 +1,6 @@
 use super::*;
 use crate::endpointslice::{Endpoint, EndpointConditions, EndpointPort, ObjectRef};
+use std::collections::BTreeSet;
 
 fn ip(text: &str) -> Ipv4Addr {
     text.parse().unwrap()
