@@ -341,15 +341,19 @@ async fn start_cluster_sync(
         std::net::IpAddr::V4(address) => vec![address],
         std::net::IpAddr::V6(_) => Vec::new(),
     };
+    let node = weir_lb::NodeContext {
+        name: args.node_name.clone(),
+        addresses: node_addresses,
+    };
     let services = ServiceSync::new(
+        node,
         lb_options,
-        node_addresses,
         LbSync::new(
             args.node_name.clone(),
             args.maglev_table_size,
             args.maglev_tables,
+            lb_status,
         ),
-        lb_status,
     )
     .with_metrics(weir_agent::lb_sync::LbMetrics::new(registry));
     let mut reconciler = Reconciler::new(

@@ -26,7 +26,7 @@ use crate::datapath::{tables, SharedDatapath};
 use crate::endpoints::Endpoint;
 use crate::ipam::AttachmentKey;
 use crate::ipcache::DesiredIpcache;
-use crate::lb_sync::{LbSync, SharedLbStatus};
+use crate::lb_sync::LbSync;
 use crate::policy_api::SharedSnapshot;
 use crate::policy_sync::PolicySync;
 use crate::reconcile_metrics::{PropagationClock, ReconcileMetrics};
@@ -63,18 +63,14 @@ pub struct Reconciler {
     propagation: PropagationClock,
 }
 
-/// Services: compiled when the cluster's Services or EndpointSlices change
-/// (or the last write failed), not every tick.
+/// Services: fed to the incremental compiler when the cluster's Services
+/// or EndpointSlices were read again (or the last write failed); only the
+/// frontends that changed are written.
 pub struct ServiceSync {
-    pub options: weir_lb::LbOptions,
-    pub node_addresses: Vec<std::net::Ipv4Addr>,
-    pub sync: LbSync,
-    pub status: SharedLbStatus,
-    /// Services and slices of the last compile, to notice changes.
-    compiled: Option<(
-        BTreeMap<String, weir_lb::Service>,
-        BTreeMap<String, weir_lb::EndpointSlice>,
-    )>,
+    compiler: weir_lb::LbCompiler,
+    sync: LbSync,
+    /// The problems last reported, so each is logged once.
+    problems: Vec<weir_lb::ServiceProblem>,
     /// The cluster generation of the last pass.
     seen_generation: Option<u64>,
     failed: bool,
@@ -83,17 +79,14 @@ pub struct ServiceSync {
 
 impl ServiceSync {
     pub fn new(
+        node: weir_lb::NodeContext,
         options: weir_lb::LbOptions,
-        node_addresses: Vec<std::net::Ipv4Addr>,
         sync: LbSync,
-        status: SharedLbStatus,
     ) -> ServiceSync {
         ServiceSync {
-            options,
-            node_addresses,
+            compiler: weir_lb::LbCompiler::new(node, options),
             sync,
-            status,
-            compiled: None,
+            problems: Vec::new(),
             seen_generation: None,
             failed: false,
             metrics: None,
@@ -231,39 +224,38 @@ impl Reconciler {
             return Ok(());
         }
         sync.seen_generation = Some(self.cluster_generation);
-        let current = (
-            self.cluster.services.clone(),
-            self.cluster.endpoint_slices.clone(),
+        let changed = sync.compiler.update(
+            self.cluster.services.values(),
+            self.cluster.endpoint_slices.values(),
         );
-        if !sync.failed && sync.compiled.as_ref() == Some(&current) {
+        let problems = sync.compiler.problems();
+        for problem in problems.iter().filter(|p| !sync.problems.contains(p)) {
+            warn!(service = %problem.service, problem = %problem.message, "service");
+        }
+        if changed.is_empty() && !sync.failed && problems == sync.problems {
             return Ok(());
         }
-        let services: Vec<weir_lb::Service> = current.0.values().cloned().collect();
-        let slices: Vec<weir_lb::EndpointSlice> = current.1.values().cloned().collect();
-        let node = weir_lb::NodeContext {
-            name: self.node_name.clone(),
-            addresses: sync.node_addresses.clone(),
-        };
-        let state = weir_lb::compile(&services, &slices, &node, &sync.options);
-        for problem in &state.problems {
-            warn!(service = %format!("{}/{}", problem.service.namespace, problem.service.name),
-                  problem = %problem.message, "service");
-        }
-        let result = sync.sync.apply(self.datapath.lock().ebpf_mut(), &state);
-        *sync.status.lock().unwrap_or_else(|e| e.into_inner()) = sync.sync.status().clone();
+        let result = sync.sync.apply(
+            self.datapath.lock().ebpf_mut(),
+            sync.compiler.frontends(),
+            &changed,
+            &problems,
+        );
         sync.failed = result.is_err();
         if let Some(metrics) = &sync.metrics {
             metrics.observe(
-                sync.sync.status(),
+                sync.sync.frontends_written(),
                 sync.sync.backends_written(),
+                problems.len(),
                 sync.failed,
             );
         }
-        sync.compiled = Some(current);
-        if result.is_ok() {
+        sync.problems = problems;
+        if result.is_ok() && !changed.is_empty() {
             info!(
-                services = services.len(),
-                frontends = state.frontends.len(),
+                services = sync.compiler.services(),
+                frontends = sync.compiler.frontends().len(),
+                changed = changed.len(),
                 "services programmed"
             );
         }

@@ -65,7 +65,7 @@ impl Services for ServicesService {
             .clone();
         let frontends = status
             .frontends
-            .iter()
+            .values()
             .map(|f| {
                 let frontend = &f.frontend;
                 api::ServiceFrontend {

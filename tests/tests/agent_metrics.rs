@@ -119,10 +119,12 @@ fn run(pins: &Path, manifests: &Path, state: &Path, host_if: &str) -> (Counts, C
             SharedSnapshot::default(),
             LabelFilter::default(),
             weir_agent::reconcile::ServiceSync::new(
+                weir_lb::NodeContext {
+                    name: "n1".into(),
+                    addresses: Vec::new(),
+                },
                 weir_lb::LbOptions::default(),
-                Vec::new(),
-                weir_agent::lb_sync::LbSync::new("n1".into(), 1021, 256),
-                Default::default(),
+                weir_agent::lb_sync::LbSync::new("n1".into(), 1021, 256, Default::default()),
             ),
         )
         .with_metrics(metrics.clone());

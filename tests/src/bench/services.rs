@@ -12,7 +12,9 @@
 //!   and EndpointSlices written as manifests → the last service in node
 //!   n1's map) is shown too.
 //! * **add one** — one more service: kube-proxy's partial sync; Weir's sync
-//!   of N+1 over N (it writes only the difference).
+//!   given the N+1 services: its incremental compiler compares each service
+//!   with what it compiled, compiles the new one, and the map sync writes
+//!   only the new frontend.
 //! * **connect** — TCP connect() latency, p50 and p99, from a client pod on
 //!   n1 to the first and the last service. kube-proxy: iptables DNAT in n1's
 //!   namespace; Weir: socket LB (the client runs in the pod's cgroup). The
@@ -230,16 +232,25 @@ fn weir_sync(
     let mut all_services = existing.to_vec();
     all_services.extend_from_slice(extra);
     let (services_plus, slices_plus) = slices_for(&all_services)?;
-    let mut sync = LbSync::new("n1".into(), 1021, 256);
+    let mut compiler = weir_lb::LbCompiler::new(node, options);
+    let mut sync = LbSync::new("n1".into(), 1021, 256, Default::default());
+    let mut pass = |services: &[weir_lb::Service], slices: &[weir_lb::EndpointSlice]| {
+        let changed = compiler.update(services, slices);
+        let problems = compiler.problems();
+        sync.apply(
+            datapath.ebpf_mut(),
+            compiler.frontends(),
+            &changed,
+            &problems,
+        )
+    };
 
     let start = Instant::now();
-    let state = weir_lb::compile(&services, &slices, &node, &options);
-    sync.apply(datapath.ebpf_mut(), &state)?;
+    pass(&services, &slices)?;
     let all = start.elapsed();
 
     let start = Instant::now();
-    let state = weir_lb::compile(&services_plus, &slices_plus, &node, &options);
-    sync.apply(datapath.ebpf_mut(), &state)?;
+    pass(&services_plus, &slices_plus)?;
     let add = start.elapsed();
     drop(datapath);
     Ok((all, add))

@@ -1,0 +1,162 @@
+//! Ids for map entries shared between frontends (backends, reverse NAT,
+//! Maglev tables), each held by a count of frontends.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+struct Held<I> {
+    id: I,
+    holders: usize,
+}
+
+/// Ids handed out from 1 up (0 means none). An id its last holder lets go
+/// is retired: the caller removes its map entry at the end of the pass and
+/// only then frees it, so an id never means two things within one pass.
+pub(super) struct IdPool<K: Ord, I> {
+    ids: BTreeMap<K, Held<I>>,
+    retired: Vec<I>,
+    free: BTreeSet<I>,
+    next: I,
+    max: I,
+}
+
+impl<K: Ord + Clone, I: Copy + Ord + From<u8> + std::ops::Add<Output = I>> IdPool<K, I> {
+    pub(super) fn new(max: I) -> Self {
+        IdPool {
+            ids: BTreeMap::new(),
+            retired: Vec::new(),
+            free: BTreeSet::new(),
+            next: I::from(1),
+            max,
+        }
+    }
+
+    /// Takes over `id` for `key` from the maps an earlier agent left; it has
+    /// no holder until a frontend acquires it.
+    pub(super) fn adopt(&mut self, key: K, id: I) {
+        self.ids.insert(key, Held { id, holders: 0 });
+        if id >= self.next {
+            self.next = id + I::from(1);
+        }
+    }
+
+    /// The id of `key` with one more holder; None when the pool is spent.
+    pub(super) fn acquire(&mut self, key: &K) -> Option<I> {
+        if let Some(held) = self.ids.get_mut(key) {
+            held.holders += 1;
+            return Some(held.id);
+        }
+        let id = match self.free.pop_first() {
+            Some(id) => id,
+            None if self.next <= self.max => {
+                let id = self.next;
+                self.next = self.next + I::from(1);
+                id
+            }
+            None => return None,
+        };
+        self.ids.insert(key.clone(), Held { id, holders: 1 });
+        Some(id)
+    }
+
+    /// One holder less for `key`; the id is retired with the last.
+    pub(super) fn release(&mut self, key: &K) {
+        let Some(held) = self.ids.get_mut(key) else {
+            return;
+        };
+        held.holders = held.holders.saturating_sub(1);
+        if held.holders == 0 {
+            let id = held.id;
+            self.ids.remove(key);
+            self.retired.push(id);
+        }
+    }
+
+    /// Drops every holder (a full pass acquires them again); ids keep their
+    /// keys.
+    pub(super) fn forget_holders(&mut self) {
+        for held in self.ids.values_mut() {
+            held.holders = 0;
+        }
+    }
+
+    /// Retires the ids nobody holds.
+    pub(super) fn retire_unheld(&mut self) {
+        let unheld: Vec<K> = self
+            .ids
+            .iter()
+            .filter(|(_, held)| held.holders == 0)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in unheld {
+            if let Some(held) = self.ids.remove(&key) {
+                self.retired.push(held.id);
+            }
+        }
+    }
+
+    /// The ids that belong to a key.
+    pub(super) fn in_use(&self) -> BTreeSet<I> {
+        self.ids.values().map(|held| held.id).collect()
+    }
+
+    /// Frees the retired ids, each after `remove` (its map entry's removal)
+    /// succeeded; on an error the rest stay retired.
+    pub(super) fn free_retired<E>(
+        &mut self,
+        mut remove: impl FnMut(I) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while let Some(id) = self.retired.pop() {
+            if let Err(error) = remove(id) {
+                self.retired.push(id);
+                return Err(error);
+            }
+            self.free.insert(id);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdPool;
+
+    #[test]
+    fn ids_are_shared_stable_retired_before_reuse_and_bounded() {
+        let mut pool: IdPool<&str, u16> = IdPool::new(2);
+        assert_eq!(pool.acquire(&"a"), Some(1));
+        assert_eq!(pool.acquire(&"b"), Some(2));
+        assert_eq!(pool.acquire(&"a"), Some(1), "a second holder, same id");
+        assert_eq!(pool.acquire(&"c"), None, "bounded");
+
+        pool.release(&"a");
+        assert_eq!(pool.acquire(&"c"), None, "a still has a holder");
+        pool.release(&"a");
+        assert_eq!(
+            pool.acquire(&"c"),
+            None,
+            "retired, not reusable before its entry is removed"
+        );
+        let mut removed = Vec::new();
+        pool.free_retired(|id| {
+            removed.push(id);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(removed, vec![1]);
+        assert_eq!(pool.acquire(&"c"), Some(1), "freed, then reused");
+
+        pool.adopt("z", 7);
+        assert_eq!(pool.acquire(&"z"), Some(7));
+        pool.forget_holders();
+        pool.retire_unheld();
+        assert!(pool.in_use().is_empty());
+        assert_eq!(pool.free_retired(|_| Err("map full")), Err("map full"));
+        let mut left = 0;
+        pool.free_retired(|_| {
+            left += 1;
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(left, 3, "a failed removal keeps the ids retired");
+    }
+}

@@ -1,0 +1,165 @@
+//! The LB maps as the sync sees them: a trait over the datapath's maps (so
+//! the sync's bookkeeping is tested against memory) and the mirror of what
+//! was written, which turns every write into "only if it differs".
+
+use std::collections::BTreeMap;
+
+use aya::Ebpf;
+use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4RevNat, Lb4Service};
+
+use crate::datapath::lb_tables;
+use crate::datapath::tables::TableError;
+
+/// Writes and reads of the LB maps (`weir_abi::lb`).
+pub trait LbMaps {
+    fn set_service(&mut self, key: Lb4Key, value: Lb4Service) -> Result<(), TableError>;
+    fn remove_service(&mut self, key: &Lb4Key) -> Result<(), TableError>;
+    fn set_backend(&mut self, id: u32, value: Lb4Backend) -> Result<(), TableError>;
+    fn remove_backend(&mut self, id: u32) -> Result<(), TableError>;
+    fn set_revnat(&mut self, id: u16, value: Lb4RevNat) -> Result<(), TableError>;
+    fn remove_revnat(&mut self, id: u16) -> Result<(), TableError>;
+    /// Writes Maglev table number `table` (backend ids, one per slot).
+    fn set_maglev_table(&mut self, table: u32, slots: &[u32]) -> Result<(), TableError>;
+    fn services(&mut self) -> Result<Vec<(Lb4Key, Lb4Service)>, TableError>;
+    fn backends(&mut self) -> Result<Vec<(u32, Lb4Backend)>, TableError>;
+    fn revnats(&mut self) -> Result<Vec<(u16, Lb4RevNat)>, TableError>;
+    /// Reads Maglev table number `table` of `size` slots.
+    fn maglev_table(&mut self, table: u32, size: u32) -> Result<Vec<u32>, TableError>;
+}
+
+impl LbMaps for Ebpf {
+    fn set_service(&mut self, key: Lb4Key, value: Lb4Service) -> Result<(), TableError> {
+        lb_tables::set_service(self, key, value)
+    }
+    fn remove_service(&mut self, key: &Lb4Key) -> Result<(), TableError> {
+        lb_tables::remove_service(self, key)
+    }
+    fn set_backend(&mut self, id: u32, value: Lb4Backend) -> Result<(), TableError> {
+        lb_tables::set_backend(self, id, value)
+    }
+    fn remove_backend(&mut self, id: u32) -> Result<(), TableError> {
+        lb_tables::remove_backend(self, id)
+    }
+    fn set_revnat(&mut self, id: u16, value: Lb4RevNat) -> Result<(), TableError> {
+        lb_tables::set_revnat(self, id, value)
+    }
+    fn remove_revnat(&mut self, id: u16) -> Result<(), TableError> {
+        lb_tables::remove_revnat(self, id)
+    }
+    fn set_maglev_table(&mut self, table: u32, slots: &[u32]) -> Result<(), TableError> {
+        lb_tables::set_maglev_table(self, table, slots)
+    }
+    fn services(&mut self) -> Result<Vec<(Lb4Key, Lb4Service)>, TableError> {
+        lb_tables::services(self)
+    }
+    fn backends(&mut self) -> Result<Vec<(u32, Lb4Backend)>, TableError> {
+        lb_tables::backends(self)
+    }
+    fn revnats(&mut self) -> Result<Vec<(u16, Lb4RevNat)>, TableError> {
+        lb_tables::revnats(self)
+    }
+    fn maglev_table(&mut self, table: u32, size: u32) -> Result<Vec<u32>, TableError> {
+        lb_tables::maglev_table(self, table, size)
+    }
+}
+
+/// What is in the maps, as written (or found at start): each write goes
+/// to the map only if it changes something, and is recorded only once the
+/// map took it.
+#[derive(Default)]
+pub(super) struct Written {
+    pub(super) services: BTreeMap<Lb4Key, Lb4Service>,
+    pub(super) backends: BTreeMap<u32, Lb4Backend>,
+    pub(super) revnat: BTreeMap<u16, Lb4RevNat>,
+    pub(super) maglev: BTreeMap<u32, Vec<u32>>,
+}
+
+impl Written {
+    pub(super) fn service(
+        &mut self,
+        maps: &mut impl LbMaps,
+        key: Lb4Key,
+        value: Lb4Service,
+    ) -> Result<(), TableError> {
+        if self.services.get(&key) != Some(&value) {
+            maps.set_service(key, value)?;
+            self.services.insert(key, value);
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_service(
+        &mut self,
+        maps: &mut impl LbMaps,
+        key: &Lb4Key,
+    ) -> Result<(), TableError> {
+        if self.services.contains_key(key) {
+            maps.remove_service(key)?;
+            self.services.remove(key);
+        }
+        Ok(())
+    }
+
+    pub(super) fn backend(
+        &mut self,
+        maps: &mut impl LbMaps,
+        id: u32,
+        value: Lb4Backend,
+    ) -> Result<(), TableError> {
+        if self.backends.get(&id) != Some(&value) {
+            maps.set_backend(id, value)?;
+            self.backends.insert(id, value);
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_backend(
+        &mut self,
+        maps: &mut impl LbMaps,
+        id: u32,
+    ) -> Result<(), TableError> {
+        if self.backends.contains_key(&id) {
+            maps.remove_backend(id)?;
+            self.backends.remove(&id);
+        }
+        Ok(())
+    }
+
+    pub(super) fn revnat(
+        &mut self,
+        maps: &mut impl LbMaps,
+        id: u16,
+        value: Lb4RevNat,
+    ) -> Result<(), TableError> {
+        if self.revnat.get(&id) != Some(&value) {
+            maps.set_revnat(id, value)?;
+            self.revnat.insert(id, value);
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_revnat(
+        &mut self,
+        maps: &mut impl LbMaps,
+        id: u16,
+    ) -> Result<(), TableError> {
+        if self.revnat.contains_key(&id) {
+            maps.remove_revnat(id)?;
+            self.revnat.remove(&id);
+        }
+        Ok(())
+    }
+
+    pub(super) fn maglev(
+        &mut self,
+        maps: &mut impl LbMaps,
+        table: u32,
+        slots: Vec<u32>,
+    ) -> Result<(), TableError> {
+        if self.maglev.get(&table) != Some(&slots) {
+            maps.set_maglev_table(table, &slots)?;
+            self.maglev.insert(table, slots);
+        }
+        Ok(())
+    }
+}
