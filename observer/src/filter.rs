@@ -24,6 +24,8 @@ pub enum FilterError {
     Label(String, &'static str),
     #[error("unknown protocol {0:?}")]
     Protocol(String),
+    #[error("{0} is not supported by Weir's observer")]
+    Unsupported(&'static str),
 }
 
 /// A request's compiled whitelist and blacklist.
@@ -58,6 +60,7 @@ impl FlowFilters {
 struct Compiled {
     raw: FlowFilter,
     source_ip: Vec<IpNetwork>,
+    source_ip_xlated: Vec<IpNetwork>,
     destination_ip: Vec<IpNetwork>,
     source_pod: Vec<NamePattern>,
     destination_pod: Vec<NamePattern>,
@@ -68,14 +71,27 @@ struct Compiled {
     source_port: Vec<u16>,
     destination_port: Vec<u16>,
     protocol: Vec<Protocol>,
-    /// L7 and trace-context criteria; L3/L4 flows never satisfy them.
-    needs_l7: bool,
+    node_labels: Vec<Selector>,
+    /// Criteria on what Weir's flows never carry (L7 fields, trace
+    /// contexts, IP trace ids): no flow satisfies them, as in Hubble when
+    /// the field is absent.
+    needs_absent_fields: bool,
 }
 
 impl Compiled {
     fn new(f: &FlowFilter) -> Result<Self, FilterError> {
+        if f
+            .experimental
+            .as_ref()
+            .is_some_and(|e| !e.cel_expression.is_empty())
+        {
+            return Err(FilterError::Unsupported(
+                "experimental.cel_expression (CEL filters)",
+            ));
+        }
         Ok(Self {
             source_ip: parse_all(&f.source_ip, parse_cidr)?,
+            source_ip_xlated: parse_all(&f.source_ip_xlated, parse_cidr)?,
             destination_ip: parse_all(&f.destination_ip, parse_cidr)?,
             source_pod: f.source_pod.iter().map(|p| NamePattern::new(p)).collect(),
             destination_pod: f
@@ -98,11 +114,15 @@ impl Compiled {
             source_port: parse_all(&f.source_port, parse_port)?,
             destination_port: parse_all(&f.destination_port, parse_port)?,
             protocol: parse_all(&f.protocol, Protocol::parse)?,
-            needs_l7: !f.http_status_code.is_empty()
+            node_labels: parse_all(&f.node_labels, Selector::parse)?,
+            needs_absent_fields: !f.http_status_code.is_empty()
                 || !f.http_method.is_empty()
                 || !f.http_path.is_empty()
+                || !f.http_url.is_empty()
+                || !f.http_header.is_empty()
                 || !f.dns_query.is_empty()
-                || !f.trace_id.is_empty(),
+                || !f.trace_id.is_empty()
+                || !f.ip_trace_id.is_empty(),
             raw: f.clone(),
         })
     }
@@ -117,9 +137,14 @@ impl Compiled {
         let dst_ip = ip.and_then(|i| i.destination.parse::<IpAddr>().ok());
         let (src_port, dst_port) = ports(flow);
 
-        !self.needs_l7
+        let src_xlated = ip.and_then(|i| i.source_xlated.parse::<IpAddr>().ok());
+
+        !self.needs_absent_fields
             && any_or_empty(&f.uuid, |u| *u == flow.uuid)
             && any_or_empty(&self.source_ip, |n| src_ip.is_some_and(|a| n.contains(a)))
+            && any_or_empty(&self.source_ip_xlated, |n| {
+                src_xlated.is_some_and(|a| n.contains(a))
+            })
             && any_or_empty(&self.destination_ip, |n| {
                 dst_ip.is_some_and(|a| n.contains(a))
             })
@@ -164,6 +189,16 @@ impl Compiled {
             && any_or_empty(&f.tcp_flags, |want| tcp_flags_match(want, flow))
             && any_or_empty(&f.node_name, |p| glob(p, &flow.node_name))
             && any_or_empty(&f.ip_version, |v| ip.is_some_and(|i| i.ip_version == *v))
+            && any_or_empty(&f.source_cluster_name, |c| *c == src.cluster_name)
+            && any_or_empty(&f.destination_cluster_name, |c| *c == dst.cluster_name)
+            && any_or_empty(&f.interface, |want| {
+                flow.interface.as_ref().is_some_and(|i| {
+                    (want.index == 0 || want.index == i.index)
+                        && (want.name.is_empty() || want.name == i.name)
+                })
+            })
+            && any_or_empty(&self.node_labels, |s| s.matches(&flow.node_labels))
+            && any_or_empty(&f.encrypted, |e| ip.is_some_and(|i| i.encrypted == *e))
     }
 }
 

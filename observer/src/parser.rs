@@ -167,6 +167,8 @@ impl Parser {
                 } as i32,
                 encrypted: matches!(ev.kind, EventKind::Trace { reason, .. }
                     if reason & trace_reason::ENCRYPTED_MASK != 0),
+                // Datapath events carry no post-SNAT source.
+                source_xlated: String::new(),
             }),
             summary: summary(ev),
             l4,

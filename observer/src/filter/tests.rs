@@ -610,3 +610,87 @@ fn glob_edge_cases() {
     assert!(glob("", ""));
     assert!(!glob("", "x"));
 }
+
+#[test]
+fn newer_hubble_criteria_are_evaluated_not_dropped() {
+    use crate::proto::flow::{flow_filter::Experimental, HttpHeader, NetworkInterface};
+    let mut f = flow();
+    f.interface = Some(NetworkInterface {
+        index: 7,
+        name: "lxc1234".into(),
+    });
+    let admitted = |filter: FlowFilter, flow: &Flow| admits(filter, flow);
+    let iface = |index: u32, name: &str| FlowFilter {
+        interface: vec![NetworkInterface {
+            index,
+            name: name.into(),
+        }],
+        ..Default::default()
+    };
+    assert!(admitted(iface(7, ""), &f));
+    assert!(admitted(iface(0, "lxc1234"), &f));
+    assert!(!admitted(iface(8, ""), &f));
+    assert!(!admitted(iface(7, "eth0"), &f));
+
+    // Not encrypted, no translated source, and no node labels here.
+    let encrypted = |e: bool| FlowFilter {
+        encrypted: vec![e],
+        ..Default::default()
+    };
+    assert!(admitted(encrypted(false), &f));
+    assert!(!admitted(encrypted(true), &f));
+    let xlated = FlowFilter {
+        source_ip_xlated: strings(&["10.0.0.0/8"]),
+        ..Default::default()
+    };
+    assert!(!admitted(xlated.clone(), &f));
+    f.ip.as_mut().unwrap().source_xlated = "10.77.0.11".into();
+    assert!(admitted(xlated, &f));
+    let node_labels = |selector: &str| FlowFilter {
+        node_labels: strings(&[selector]),
+        ..Default::default()
+    };
+    assert!(!admitted(node_labels("zone=a"), &f));
+    assert!(admitted(node_labels("!zone"), &f));
+    f.node_labels = strings(&["zone=a"]);
+    assert!(admitted(node_labels("zone=a"), &f));
+
+    let cluster = |name: &str| FlowFilter {
+        source_cluster_name: strings(&[name]),
+        ..Default::default()
+    };
+    let src_cluster = f.source.as_ref().unwrap().cluster_name.clone();
+    assert!(admitted(cluster(&src_cluster), &f));
+    assert!(!admitted(cluster("elsewhere"), &f));
+
+    // L7 and trace criteria: no L3/L4 flow has them.
+    for filter in [
+        FlowFilter {
+            http_url: strings(&["/.*"]),
+            ..Default::default()
+        },
+        FlowFilter {
+            http_header: vec![HttpHeader {
+                key: "x".into(),
+                value: "y".into(),
+            }],
+            ..Default::default()
+        },
+        FlowFilter {
+            ip_trace_id: vec![1],
+            ..Default::default()
+        },
+    ] {
+        assert!(!admitted(filter, &f));
+    }
+
+    // CEL is refused up front rather than ignored.
+    let cel = FlowFilter {
+        experimental: Some(Experimental {
+            cel_expression: strings(&["_flow.verdict == 1"]),
+        }),
+        ..Default::default()
+    };
+    let error = FlowFilters::new(&[cel], &[]).unwrap_err();
+    assert!(error.to_string().contains("not supported"), "{error}");
+}
