@@ -44,8 +44,9 @@ pub enum Bench {
         /// Service counts, comma-separated.
         #[arg(long, default_value = "100,1000,10000")]
         counts: String,
-        /// Connections per latency measurement.
-        #[arg(long, default_value_t = 200)]
+        /// Connections per latency measurement (1,000: the p99 is then the
+        /// 10th worst, not the 2nd).
+        #[arg(long, default_value_t = 1000)]
         samples: u32,
         /// iptables binaries of the peer: default (Debian's alternative,
         /// nf_tables), nft or legacy.

@@ -1,7 +1,8 @@
 //! `cargo xtask bench services`: Weir against kube-proxy's iptables mode,
 //! side by side in one run on the same lab, at several service counts.
 //!
-//! For each count N (services × 2 backends, one on each node):
+//! For each count N (services × 2 backends, one on each node; each peer
+//! has its own pair of backend servers, see [`WEIR_BACKENDS`]):
 //!
 //! * **program all** — kube-proxy: a full sync into node n1's namespace
 //!   (`iptables-restore --noflush` of KUBE-SERVICES / KUBE-SVC / KUBE-SEP, as
@@ -89,14 +90,27 @@ fn service_yaml(service: &BenchService) -> String {
     )
 }
 
+/// Weir's backends (what its Services select) and the peer's: the same
+/// placement, but separate servers. A server keeps TIME_WAIT state for 60 s
+/// with the client's TCP timestamps, whose offset depends on the address
+/// the client connected to (the service address through iptables, the
+/// backend address through socket LB). A second peer reusing the first
+/// one's servers would have ~5% of its SYNs rejected by PAWS and retried
+/// 10 ms later (TcpExtPAWSTimewait): an artifact of sharing, not a cost of
+/// either path.
+const WEIR_BACKENDS: [&str; 2] = ["bench/b1", "bench/b2"];
+const PEER_BACKENDS: [&str; 2] = ["bench/p1", "bench/p2"];
+
 fn lab_yaml() -> String {
     let mut yaml = namespace_yaml("bench");
     for (name, node, app) in [
         ("b1", "n1", "backend"),
         ("b2", "n2", "backend"),
+        ("p1", "n1", "peer-backend"),
+        ("p2", "n2", "peer-backend"),
         ("client", "n1", "client"),
     ] {
-        let ports = if app == "backend" {
+        let ports = if app != "client" {
             format!("    ports:\n    - {{containerPort: {PORT}, protocol: TCP}}\n")
         } else {
             String::new()
@@ -125,15 +139,20 @@ pub fn run(options: &Options) -> Result<()> {
 fn measure(count: usize, options: &Options) -> Result<(Row, String)> {
     let mut lab = TestLab::up(2)?;
     lab.apply_yaml(&lab_yaml())?;
-    let backends: Vec<(Ipv4Addr, u16)> = ["bench/b1", "bench/b2"]
-        .iter()
-        .map(|key| lab.pod(key).map(|p| (p.ip, PORT)))
-        .collect::<Result<_>>()?;
-    for key in ["bench/b1", "bench/b2"] {
+    let addresses = |keys: [&str; 2]| -> Result<Vec<(Ipv4Addr, u16)>> {
+        keys.iter()
+            .map(|key| lab.pod(key).map(|p| (p.ip, PORT)))
+            .collect()
+    };
+    let backends = addresses(WEIR_BACKENDS)?;
+    let peer_backends = addresses(PEER_BACKENDS)?;
+    for key in WEIR_BACKENDS.iter().chain(&PEER_BACKENDS) {
         pin_to_cpu0(lab.pod(key)?.server_pid)?;
     }
     let services = bench_services(count + 1, &backends);
     let (existing, extra) = services.split_at(count);
+    let peer_services = bench_services(count + 1, &peer_backends);
+    let (peer_existing, peer_extra) = peer_services.split_at(count);
     let first = existing[0].cluster_ip;
     let last = existing[count - 1].cluster_ip;
     let mut row = Row {
@@ -145,18 +164,18 @@ fn measure(count: usize, options: &Options) -> Result<(Row, String)> {
     let n1 = lab.state().node("n1").context("node n1")?.clone();
     let mut peer = KubeProxyIptables::new(&n1.netns).with_backend(options.iptables);
     let version = peer.version()?;
-    row.iptables_all = peer.program_all(existing)?;
+    row.iptables_all = peer.program_all(peer_existing)?;
     println!(
         "   iptables full sync {:.3} s",
         row.iptables_all.as_secs_f64()
     );
-    row.iptables_add = peer.add_one(existing, &extra[0])?;
+    row.iptables_add = peer.add_one(peer_existing, &peer_extra[0])?;
     println!(
         "   iptables add one {:.3} s",
         row.iptables_add.as_secs_f64()
     );
-    row.iptables_first = Some(latency(&lab, first, options.samples)?);
-    row.iptables_last = Some(latency(&lab, last, options.samples)?);
+    row.iptables_first = Some(latency(&lab, first, options.samples, PEER_BACKENDS)?);
+    row.iptables_last = Some(latency(&lab, last, options.samples, PEER_BACKENDS)?);
     peer.flush()?;
 
     // Weir: the agent's sync alone, into a datapath of its own.
@@ -179,8 +198,8 @@ fn measure(count: usize, options: &Options) -> Result<(Row, String)> {
         "   weir lab manifests -> map {:.3} s",
         row.weir_lab_all.as_secs_f64()
     );
-    row.weir_first = Some(latency(&lab, first, options.samples)?);
-    row.weir_last = Some(latency(&lab, last, options.samples)?);
+    row.weir_first = Some(latency(&lab, first, options.samples, WEIR_BACKENDS)?);
+    row.weir_last = Some(latency(&lab, last, options.samples, WEIR_BACKENDS)?);
     Ok((row, version))
 }
 
@@ -296,8 +315,14 @@ fn pin_to_cpu0(pid: u32) -> Result<()> {
 }
 
 /// connect() latency from the client pod (its netns and cgroup, pinned to
-/// CPU 0) to `address`:80; fails if any connection fails.
-fn latency(lab: &TestLab, address: Ipv4Addr, samples: u32) -> Result<Percentiles> {
+/// CPU 0) to `address`:80; fails if any connection fails or is answered by
+/// a server other than `backends` (all of which must answer).
+fn latency(
+    lab: &TestLab,
+    address: Ipv4Addr,
+    samples: u32,
+    backends: [&str; 2],
+) -> Result<Percentiles> {
     let target = format!("tcp:{address}:{PORT}");
     // Warm up (ARP, conntrack, caches), then measure.
     let _ = run_pinned_client(lab, &target, 10)?;
@@ -311,8 +336,9 @@ fn latency(lab: &TestLab, address: Ipv4Addr, samples: u32) -> Result<Percentiles
         answered.insert(r.reply.clone().unwrap_or_default());
         durations.push(Duration::from_micros(r.connect_us.unwrap_or(0)));
     }
-    if answered.len() < 2 && samples >= 20 {
-        bail!("{target}: only {answered:?} answered");
+    let expected: BTreeSet<String> = backends.iter().map(|b| b.to_string()).collect();
+    if !answered.is_subset(&expected) || (answered.len() < 2 && samples >= 20) {
+        bail!("{target}: answered by {answered:?}, expected {expected:?}");
     }
     Ok(Percentiles::of(&durations))
 }
