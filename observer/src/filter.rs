@@ -80,8 +80,7 @@ struct Compiled {
 
 impl Compiled {
     fn new(f: &FlowFilter) -> Result<Self, FilterError> {
-        if f
-            .experimental
+        if f.experimental
             .as_ref()
             .is_some_and(|e| !e.cel_expression.is_empty())
         {

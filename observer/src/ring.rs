@@ -24,15 +24,24 @@ pub struct FlowRing {
 struct Inner {
     flows: VecDeque<Arc<Flow>>,
     seen: u64,
+    /// Flows seen in each of the last [`RATE_WINDOW_S`] seconds (by second
+    /// since start), for `flows_rate`.
+    per_second: VecDeque<(u64, u64)>,
 }
 
+/// `ServerStatus.flows_rate` is the rate over the last minute, as Hubble's.
+const RATE_WINDOW_S: u64 = 60;
+
 /// Counters reported by `ServerStatus` and `GetNodes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RingStatus {
     pub num_flows: u64,
     pub max_flows: u64,
     pub seen_flows: u64,
     pub uptime: Duration,
+    /// Flows seen per second over the last minute (or since start, when
+    /// shorter).
+    pub flows_rate: f64,
 }
 
 impl Default for FlowRing {
@@ -51,6 +60,7 @@ impl FlowRing {
             inner: Mutex::new(Inner {
                 flows: VecDeque::with_capacity(capacity),
                 seen: 0,
+                per_second: VecDeque::with_capacity(RATE_WINDOW_S as usize + 1),
             }),
             feed,
             capacity,
@@ -72,6 +82,18 @@ impl FlowRing {
         }
         inner.flows.push_back(flow.clone());
         inner.seen += 1;
+        let second = self.started.elapsed().as_secs();
+        match inner.per_second.back_mut() {
+            Some((s, count)) if *s == second => *count += 1,
+            _ => inner.per_second.push_back((second, 1)),
+        }
+        while inner
+            .per_second
+            .front()
+            .is_some_and(|(s, _)| s + RATE_WINDOW_S <= second)
+        {
+            inner.per_second.pop_front();
+        }
         // Sent under the lock so a query's snapshot and its feed neither
         // overlap nor leave a gap. No receivers is not an error.
         let _ = self.feed.send(flow);
@@ -79,12 +101,44 @@ impl FlowRing {
 
     pub fn status(&self) -> RingStatus {
         let inner = self.lock();
+        let uptime = self.started.elapsed();
+        let now = uptime.as_secs();
+        let recent: u64 = inner
+            .per_second
+            .iter()
+            .filter(|(s, _)| s + RATE_WINDOW_S > now)
+            .map(|(_, count)| count)
+            .sum();
+        let window = uptime.as_secs_f64().clamp(1.0, RATE_WINDOW_S as f64);
         RingStatus {
             num_flows: inner.flows.len() as u64,
             max_flows: self.capacity as u64,
             seen_flows: inner.seen,
-            uptime: self.started.elapsed(),
+            uptime,
+            flows_rate: recent as f64 / window,
         }
+    }
+
+    /// The namespaces of the endpoints of stored flows from the last hour
+    /// (`GetNamespaces`), as (cluster, namespace), sorted.
+    pub fn namespaces(&self, now: std::time::SystemTime) -> Vec<(String, String)> {
+        let hour_ago = now
+            .checked_sub(Duration::from_secs(3600))
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        let inner = self.lock();
+        let mut seen = std::collections::BTreeSet::new();
+        for flow in inner.flows.iter().rev() {
+            if flow.time.as_ref().is_some_and(|t| t.seconds < hour_ago) {
+                break;
+            }
+            for endpoint in [&flow.source, &flow.destination].into_iter().flatten() {
+                if !endpoint.namespace.is_empty() {
+                    seen.insert((endpoint.cluster_name.clone(), endpoint.namespace.clone()));
+                }
+            }
+        }
+        seen.into_iter().collect()
     }
 
     /// The stored flows answering `query`, oldest first, and a follower

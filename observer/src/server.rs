@@ -16,8 +16,9 @@ use tonic::{Request, Response, Status};
 use crate::proto::flow::{Flow, LostEvent, LostEventSource};
 use crate::proto::observer::observer_server::{Observer, ObserverServer};
 use crate::proto::observer::{
-    get_flows_response, GetFlowsRequest, GetFlowsResponse, GetNodesRequest, GetNodesResponse, Node,
-    ServerStatusRequest, ServerStatusResponse,
+    get_flows_response, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
+    GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest,
+    ServerStatusResponse,
 };
 use crate::proto::relay::NodeState;
 use crate::ring::{FlowRing, Followed, Query};
@@ -147,6 +148,19 @@ impl Observer for ObserverService {
         }))
     }
 
+    async fn get_namespaces(
+        &self,
+        _request: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        let namespaces = self
+            .ring
+            .namespaces(std::time::SystemTime::now())
+            .into_iter()
+            .map(|(cluster, namespace)| Namespace { cluster, namespace })
+            .collect();
+        Ok(Response::new(GetNamespacesResponse { namespaces }))
+    }
+
     async fn server_status(
         &self,
         _request: Request<ServerStatusRequest>,
@@ -162,7 +176,7 @@ impl Observer for ObserverService {
             num_unavailable_nodes: Some(0),
             unavailable_nodes: Vec::new(),
             version: self.node.version.clone(),
-            flows_rate: 0.0,
+            flows_rate: s.flows_rate,
         }))
     }
 }

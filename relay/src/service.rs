@@ -13,8 +13,9 @@ use tonic::codec::Streaming;
 use tonic::{Code, Request, Response, Status};
 use weir_observer::proto::observer::observer_server::Observer;
 use weir_observer::proto::observer::{
-    get_flows_response, GetFlowsRequest, GetFlowsResponse, GetNodesRequest, GetNodesResponse, Node,
-    ServerStatusRequest, ServerStatusResponse,
+    get_flows_response, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
+    GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest,
+    ServerStatusResponse,
 };
 use weir_observer::proto::relay::{NodeState, NodeStatusEvent};
 use weir_observer::Query;
@@ -282,6 +283,34 @@ impl Observer for RelayService {
             }
         }
         Ok(Response::new(GetNodesResponse { nodes }))
+    }
+
+    async fn get_namespaces(
+        &self,
+        _request: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        self.metrics.request("GetNamespaces");
+        let answers = join_all(self.peers.iter().map(|peer| async move {
+            self.peers.ensure_named(peer).await;
+            let mut client = peer.client();
+            let call = client.get_namespaces(GetNamespacesRequest {});
+            let answer = match tokio::time::timeout(self.peers.timeout, call).await {
+                Ok(answer) => answer.map(|r| r.into_inner()),
+                Err(_) => Err(Status::deadline_exceeded("no answer in time")),
+            };
+            self.peers.mark(peer, answer.is_ok());
+            answer
+        }))
+        .await;
+        // The union over the nodes that answered, sorted as each node's.
+        let mut namespaces: Vec<Namespace> = answers
+            .into_iter()
+            .filter_map(Result::ok)
+            .flat_map(|answer| answer.namespaces)
+            .collect();
+        namespaces.sort_by(|a, b| (&a.cluster, &a.namespace).cmp(&(&b.cluster, &b.namespace)));
+        namespaces.dedup();
+        Ok(Response::new(GetNamespacesResponse { namespaces }))
     }
 
     async fn server_status(

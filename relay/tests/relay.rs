@@ -15,8 +15,8 @@ use tonic::transport::Channel;
 use weir_observer::proto::flow::{FlowFilter, Verdict};
 use weir_observer::proto::observer::observer_client::ObserverClient;
 use weir_observer::proto::observer::{
-    get_flows_response::ResponseTypes, GetFlowsRequest, GetFlowsResponse, GetNodesRequest,
-    ServerStatusRequest,
+    get_flows_response::ResponseTypes, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
+    GetNodesRequest, ServerStatusRequest,
 };
 use weir_observer::proto::relay::NodeState;
 use weir_observer::testutil::{flow_on, src_port};
@@ -217,6 +217,53 @@ async fn merges_the_nodes_flows_by_time() {
         collect(&mut r.client, window).await.0,
         ["n2@4", "n1@5", "n2@6"]
     );
+
+    r.server.stop().await;
+    n1.server.stop().await;
+    n2.server.stop().await;
+}
+
+#[tokio::test]
+async fn namespaces_are_the_union_of_the_nodes_of_the_last_hour() {
+    let (n1, n2) = two_nodes();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let with_namespace = |node: &str, namespace: &str| {
+        let mut flow = flow_on(node, now, 9, false);
+        flow.source = Some(weir_observer::proto::flow::Endpoint {
+            namespace: namespace.into(),
+            ..Default::default()
+        });
+        flow
+    };
+    n1.ring.push(with_namespace("n1", "shop"));
+    n1.ring.push(with_namespace("n1", "billing"));
+    n2.ring.push(with_namespace("n2", "shop"));
+    n2.ring.push(with_namespace("n2", "kube-system"));
+    let mut r = relay(vec![n1.path.target(), n2.path.target()]).await;
+
+    let answer = r
+        .client
+        .get_namespaces(GetNamespacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = answer
+        .namespaces
+        .iter()
+        .map(|n| n.namespace.as_str())
+        .collect();
+    // The flows at seconds 1-8 after the epoch are older than an hour.
+    assert_eq!(names, ["billing", "kube-system", "shop"]);
+    let status = r
+        .client
+        .server_status(ServerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.flows_rate > 0.0, "{}", status.flows_rate);
 
     r.server.stop().await;
     n1.server.stop().await;

@@ -132,3 +132,35 @@ async fn slow_follower_is_told_what_it_lost() {
         .unwrap();
     assert_eq!(next, Followed::Lost(36));
 }
+
+#[test]
+fn namespaces_of_the_last_hour_and_the_flow_rate() {
+    use crate::proto::flow::Endpoint;
+    let now = std::time::UNIX_EPOCH + Duration::from_secs(10_000);
+    let ring = FlowRing::new(10);
+    let with = |secs: u64, source: &str, destination: &str| {
+        let mut f = flow(secs, 1, false);
+        let endpoint = |namespace: &str| {
+            Some(Endpoint {
+                namespace: namespace.into(),
+                ..Default::default()
+            })
+        };
+        f.source = endpoint(source);
+        f.destination = endpoint(destination);
+        f
+    };
+    ring.push(with(1_000, "old", "old"));
+    ring.push(with(9_000, "shop", ""));
+    ring.push(with(9_500, "billing", "shop"));
+    assert_eq!(
+        ring.namespaces(now),
+        [
+            (String::new(), "billing".to_string()),
+            (String::new(), "shop".to_string())
+        ]
+    );
+    // Three flows within the first second: at most 3 per second.
+    let rate = ring.status().flows_rate;
+    assert!(rate > 0.0 && rate <= 3.0, "{rate}");
+}
