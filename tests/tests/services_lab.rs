@@ -125,6 +125,68 @@ fn cluster_ip_balances_tcp_and_udp_over_backends_on_both_nodes() {
 }
 
 #[test]
+fn an_agent_restart_adopts_the_lb_maps_and_keeps_serving() {
+    // Ids with a gap, unlike what a fresh allocation would hand out: a
+    // service on other backend ports takes the first ids, then web comes,
+    // then the first one goes.
+    let mut lab = TestLab::up(2).expect("lab up");
+    let mut yaml = namespace_yaml("svc");
+    yaml.push_str(&backend_yaml("web-1", "n1", "web"));
+    yaml.push_str(&backend_yaml("web-2", "n2", "web"));
+    yaml.push_str(&backend_yaml("web-3", "n2", "web"));
+    yaml.push_str(&client_yaml("n1"));
+    let early = "apiVersion: v1\nkind: Service\nmetadata: {name: early, namespace: svc}\nspec:\n  clusterIP: 10.96.0.5\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: 9090}\n";
+    yaml.push_str(early);
+    lab.apply_yaml(&yaml).expect("apply");
+    let frontends = |lab: &TestLab| {
+        let list = weir_json(lab, "n1", &["service", "list"]);
+        list["frontends"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .map(|f| f["address"].to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    eventually("early is programmed", || frontends(&lab), |f| f.len() == 1);
+    lab.apply_yaml(&web_service("")).unwrap();
+    eventually("web is programmed", || frontends(&lab), |f| f.len() == 5);
+    lab.delete_yaml(early).unwrap();
+    eventually("early is gone", || frontends(&lab), |f| f.len() == 4);
+    let target = format!("tcp:{CLUSTER_IP}:80");
+    eventually(
+        "the service answers",
+        || lab.pod_client("svc/client-n1", &target, 1).unwrap(),
+        |r| all_ok(r),
+    );
+    let before = weir_json(&lab, "n1", &["bpf", "lb", "list"]);
+    lab.restart_agent("n1").unwrap();
+    // The new agent's first pass adopts the ids it finds in the pinned maps
+    // and rewrites nothing: the maps read back the same, ids included.
+    eventually(
+        "the restarted agent has programmed its services",
+        || {
+            lab.weir("n1", &["-o", "json", "service", "list"])
+                .ok()
+                .filter(|out| out.status.success())
+                .map(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+        },
+        |list| {
+            list.as_ref().is_some_and(|l| {
+                l["frontends"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["address"] == format!("{CLUSTER_IP}:80")))
+            })
+        },
+    );
+    assert_eq!(weir_json(&lab, "n1", &["bpf", "lb", "list"]), before);
+    let results = lab.pod_client("svc/client-n1", &target, 60).unwrap();
+    assert!(all_ok(&results), "{:?}", counts(&results));
+    assert_eq!(counts(&results).len(), 3, "{:?}", counts(&results));
+}
+
+#[test]
 fn pods_without_socket_lb_are_balanced_per_packet() {
     let lab = lab_with_web("");
     let target = format!("tcp:{CLUSTER_IP}:80");
