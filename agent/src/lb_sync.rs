@@ -33,9 +33,9 @@ use weir_lb::{
 
 use crate::datapath::tables::TableError;
 use ids::IdPool;
-pub use maps::LbMaps;
 use maps::Written;
-pub use status::{FrontendStatus, LbMetrics, LbStatus, SharedLbStatus};
+pub use maps::{LbMap, LbMaps, MapOperations};
+pub use status::{FrontendStatus, LbMetrics, LbStatus, PassReport, SharedLbStatus};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -139,6 +139,11 @@ impl LbSync {
     /// Backends in the maps.
     pub fn backends_written(&self) -> usize {
         self.written.backends.len()
+    }
+
+    /// Map operations done since start.
+    pub fn map_operations(&self) -> MapOperations {
+        self.written.operations
     }
 
     /// Brings the maps to `frontends`, the whole current state, of which

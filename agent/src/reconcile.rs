@@ -224,6 +224,7 @@ impl Reconciler {
             return Ok(());
         }
         sync.seen_generation = Some(self.cluster_generation);
+        let started = Instant::now();
         let changed = sync.compiler.update(
             self.cluster.services.values(),
             self.cluster.endpoint_slices.values(),
@@ -243,12 +244,14 @@ impl Reconciler {
         );
         sync.failed = result.is_err();
         if let Some(metrics) = &sync.metrics {
-            metrics.observe(
-                sync.sync.frontends_written(),
-                sync.sync.backends_written(),
-                problems.len(),
-                sync.failed,
-            );
+            metrics.observe(&crate::lb_sync::PassReport {
+                frontends: sync.sync.frontends_written(),
+                backends: sync.sync.backends_written(),
+                problems: problems.len(),
+                failed: sync.failed,
+                operations: sync.sync.map_operations(),
+                took: started.elapsed(),
+            });
         }
         sync.problems = problems;
         if result.is_ok() && !changed.is_empty() {

@@ -181,6 +181,18 @@ fn an_agent_restart_adopts_the_lb_maps_and_keeps_serving() {
         },
     );
     assert_eq!(weir_json(&lab, "n1", &["bpf", "lb", "list"]), before);
+    // Not a single write: the new agent's counters are all zero after its
+    // first (full) pass.
+    let metrics = lab.scrape_metrics("n1").unwrap();
+    let operations: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_services_map_operations_total{"))
+        .collect();
+    assert_eq!(operations.len(), 8, "{metrics}");
+    assert!(
+        operations.iter().all(|l| l.ends_with(" 0")),
+        "{operations:?}"
+    );
     let results = lab.pod_client("svc/client-n1", &target, 60).unwrap();
     assert!(all_ok(&results), "{:?}", counts(&results));
     assert_eq!(counts(&results).len(), 3, "{:?}", counts(&results));

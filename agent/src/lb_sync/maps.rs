@@ -63,6 +63,56 @@ impl LbMaps for Ebpf {
     }
 }
 
+/// The LB maps the sync writes, for counting operations.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LbMap {
+    Services,
+    Backends,
+    RevNat,
+    Maglev,
+}
+
+impl LbMap {
+    pub const ALL: [LbMap; 4] = [
+        LbMap::Services,
+        LbMap::Backends,
+        LbMap::RevNat,
+        LbMap::Maglev,
+    ];
+
+    /// The map's name in the datapath.
+    pub fn name(self) -> &'static str {
+        match self {
+            LbMap::Services => weir_abi::map_names::LB4_SERVICES,
+            LbMap::Backends => weir_abi::map_names::LB4_BACKENDS,
+            LbMap::RevNat => weir_abi::map_names::LB4_REVNAT,
+            LbMap::Maglev => weir_abi::map_names::LB4_MAGLEV,
+        }
+    }
+}
+
+/// Successful map operations since start: (updates, deletes) per map.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapOperations([(u64, u64); 4]);
+
+impl MapOperations {
+    pub fn updates(&self, map: LbMap) -> u64 {
+        self.0[map as usize].0
+    }
+
+    pub fn deletes(&self, map: LbMap) -> u64 {
+        self.0[map as usize].1
+    }
+
+    fn updated(&mut self, map: LbMap) {
+        self.0[map as usize].0 += 1;
+    }
+
+    fn deleted(&mut self, map: LbMap) {
+        self.0[map as usize].1 += 1;
+    }
+}
+
 /// What is in the maps, as written (or found at start): each write goes
 /// to the map only if it changes something, and is recorded only once the
 /// map took it.
@@ -72,6 +122,7 @@ pub(super) struct Written {
     pub(super) backends: BTreeMap<u32, Lb4Backend>,
     pub(super) revnat: BTreeMap<u16, Lb4RevNat>,
     pub(super) maglev: BTreeMap<u32, Vec<u32>>,
+    pub(super) operations: MapOperations,
 }
 
 impl Written {
@@ -84,6 +135,7 @@ impl Written {
         if self.services.get(&key) != Some(&value) {
             maps.set_service(key, value)?;
             self.services.insert(key, value);
+            self.operations.updated(LbMap::Services);
         }
         Ok(())
     }
@@ -96,6 +148,7 @@ impl Written {
         if self.services.contains_key(key) {
             maps.remove_service(key)?;
             self.services.remove(key);
+            self.operations.deleted(LbMap::Services);
         }
         Ok(())
     }
@@ -109,6 +162,7 @@ impl Written {
         if self.backends.get(&id) != Some(&value) {
             maps.set_backend(id, value)?;
             self.backends.insert(id, value);
+            self.operations.updated(LbMap::Backends);
         }
         Ok(())
     }
@@ -121,6 +175,7 @@ impl Written {
         if self.backends.contains_key(&id) {
             maps.remove_backend(id)?;
             self.backends.remove(&id);
+            self.operations.deleted(LbMap::Backends);
         }
         Ok(())
     }
@@ -134,6 +189,7 @@ impl Written {
         if self.revnat.get(&id) != Some(&value) {
             maps.set_revnat(id, value)?;
             self.revnat.insert(id, value);
+            self.operations.updated(LbMap::RevNat);
         }
         Ok(())
     }
@@ -146,6 +202,7 @@ impl Written {
         if self.revnat.contains_key(&id) {
             maps.remove_revnat(id)?;
             self.revnat.remove(&id);
+            self.operations.deleted(LbMap::RevNat);
         }
         Ok(())
     }
@@ -159,6 +216,7 @@ impl Written {
         if self.maglev.get(&table) != Some(&slots) {
             maps.set_maglev_table(table, &slots)?;
             self.maglev.insert(table, slots);
+            self.operations.updated(LbMap::Maglev);
         }
         Ok(())
     }

@@ -3,8 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use weir_lb::{Frontend, FrontendKey, ServiceName};
+
+use super::{LbMap, MapOperations};
 
 /// A frontend as written, for `weir service list`.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -26,6 +30,22 @@ pub struct LbMetrics {
     backends: prometheus::IntGauge,
     problems: prometheus::IntGauge,
     write_failures: prometheus::IntCounter,
+    operations: prometheus::IntCounterVec,
+    sync_seconds: prometheus::Histogram,
+    /// The operations counted so far, to add only what a pass did.
+    counted: Arc<Mutex<MapOperations>>,
+}
+
+/// What one pass did, for [`LbMetrics::observe`].
+pub struct PassReport {
+    pub frontends: usize,
+    pub backends: usize,
+    pub problems: usize,
+    /// It stopped on a failed map write.
+    pub failed: bool,
+    /// Operations since start ([`super::LbSync::map_operations`]).
+    pub operations: MapOperations,
+    pub took: Duration,
 }
 
 impl LbMetrics {
@@ -45,6 +65,28 @@ impl LbMetrics {
         registry
             .register(Box::new(write_failures.clone()))
             .expect("unique metric");
+        let operations = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "weir_services_map_operations_total",
+                "Successful LB map updates and deletes by the service sync",
+            ),
+            &["map_name", "operation"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(operations.clone()))
+            .expect("unique metric");
+        let sync_seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "weir_services_sync_duration_seconds",
+                "Service sync passes: compiling the changed services and writing their frontends",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 4.0, 9).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(sync_seconds.clone()))
+            .expect("unique metric");
         LbMetrics {
             frontends: gauge(
                 "weir_services_frontends",
@@ -59,17 +101,33 @@ impl LbMetrics {
                 "Services (partly) left out, e.g. a NodePort outside the range",
             ),
             write_failures,
+            operations,
+            sync_seconds,
+            counted: Arc::default(),
         }
     }
 
-    /// Records what a pass left (`failed`: it stopped on a map write).
-    pub fn observe(&self, frontends: usize, backends: usize, problems: usize, failed: bool) {
-        self.frontends.set(frontends as i64);
-        self.backends.set(backends as i64);
-        self.problems.set(problems as i64);
-        if failed {
+    /// Records what a pass did and left.
+    pub fn observe(&self, pass: &PassReport) {
+        self.frontends.set(pass.frontends as i64);
+        self.backends.set(pass.backends as i64);
+        self.problems.set(pass.problems as i64);
+        if pass.failed {
             self.write_failures.inc();
         }
+        self.sync_seconds.observe(pass.took.as_secs_f64());
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        for map in LbMap::ALL {
+            let updates = pass.operations.updates(map) - counted.updates(map);
+            let deletes = pass.operations.deletes(map) - counted.deletes(map);
+            self.operations
+                .with_label_values(&[map.name(), "update"])
+                .inc_by(updates);
+            self.operations
+                .with_label_values(&[map.name(), "delete"])
+                .inc_by(deletes);
+        }
+        *counted = pass.operations;
     }
 }
 

@@ -245,6 +245,11 @@ fn a_frontend_writes_active_backends_in_slots_and_marks_local_ones() {
         Lb4Service::FLAG_CLUSTER_IP | Lb4Service::FLAG_AFFINITY
     );
     assert_eq!(maps.services.len(), 3, "service entry and two slots");
+    let operations = sync.map_operations();
+    assert_eq!(operations.updates(LbMap::Services), 3);
+    assert_eq!(operations.updates(LbMap::Backends), 3);
+    assert_eq!(operations.updates(LbMap::RevNat), 1);
+    assert_eq!(operations.deletes(LbMap::Services), 0);
     let status = status.lock().unwrap();
     let ids = &status.frontends[&web.key()].backend_ids;
     assert_eq!(
@@ -430,6 +435,7 @@ fn passes_of_changes_end_as_one_fresh_pass_would_even_after_full_maps_and_restar
                 maps.writes, writes,
                 "round {round}: a restart over the same state writes nothing"
             );
+            assert_eq!(sync.map_operations(), MapOperations::default());
         }
 
         let mut fresh_maps = MemoryMaps::new();
