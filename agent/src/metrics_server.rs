@@ -193,7 +193,7 @@ impl AgentMetrics {
     }
 }
 
-async fn metrics(State(metrics): State<Arc<AgentMetrics>>) -> impl IntoResponse {
+async fn render(State(metrics): State<Arc<AgentMetrics>>) -> impl IntoResponse {
     match metrics.render() {
         Ok(text) => (
             StatusCode::OK,
@@ -215,14 +215,10 @@ pub async fn serve(
     metrics: Arc<AgentMetrics>,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(metrics_handler))
+        .route("/metrics", get(render))
         .route("/healthz", get(healthz))
         .with_state(metrics);
     axum::serve(listener, app).await
-}
-
-async fn metrics_handler(state: State<Arc<AgentMetrics>>) -> impl IntoResponse {
-    metrics(state).await
 }
 
 /// Binds `address` (it must be given explicitly: metrics are never exposed

@@ -34,15 +34,21 @@ fn web_service(extra_spec: &str) -> String {
     )
 }
 
-/// Three web backends (web-1 on n1, web-2 and web-3 on n2) and a client
-/// pod on each node.
-fn lab_with_web(extra_spec: &str) -> TestLab {
-    let mut lab = TestLab::up(2).expect("lab up");
+/// The `svc` namespace, three web backends (web-1 on n1, web-2 and web-3
+/// on n2) and a client pod on n1.
+fn web_pods_yaml() -> String {
     let mut yaml = namespace_yaml("svc");
     yaml.push_str(&backend_yaml("web-1", "n1", "web"));
     yaml.push_str(&backend_yaml("web-2", "n2", "web"));
     yaml.push_str(&backend_yaml("web-3", "n2", "web"));
     yaml.push_str(&client_yaml("n1"));
+    yaml
+}
+
+/// [`web_pods_yaml`], a client on n2 too, and the `web` service.
+fn lab_with_web(extra_spec: &str) -> TestLab {
+    let mut lab = TestLab::up(2).expect("lab up");
+    let mut yaml = web_pods_yaml();
     yaml.push_str(&client_yaml("n2"));
     yaml.push_str(&web_service(extra_spec));
     lab.apply_yaml(&yaml).expect("apply");
@@ -130,22 +136,22 @@ fn an_agent_restart_adopts_the_lb_maps_and_keeps_serving() {
     // service on other backend ports takes the first ids, then web comes,
     // then the first one goes.
     let mut lab = TestLab::up(2).expect("lab up");
-    let mut yaml = namespace_yaml("svc");
-    yaml.push_str(&backend_yaml("web-1", "n1", "web"));
-    yaml.push_str(&backend_yaml("web-2", "n2", "web"));
-    yaml.push_str(&backend_yaml("web-3", "n2", "web"));
-    yaml.push_str(&client_yaml("n1"));
+    let mut yaml = web_pods_yaml();
     let early = "apiVersion: v1\nkind: Service\nmetadata: {name: early, namespace: svc}\nspec:\n  clusterIP: 10.96.0.5\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: 9090}\n";
     yaml.push_str(early);
     lab.apply_yaml(&yaml).expect("apply");
-    let frontends = |lab: &TestLab| {
-        let list = weir_json(lab, "n1", &["service", "list"]);
-        list["frontends"]
-            .as_array()
-            .map(|f| {
-                f.iter()
-                    .map(|f| f["address"].to_string())
-                    .collect::<Vec<_>>()
+    // n1's frontend addresses; none while its agent is not answering.
+    let frontends = |lab: &TestLab| -> Vec<String> {
+        lab.weir("n1", &["-o", "json", "service", "list"])
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
+            .and_then(|list| {
+                list["frontends"].as_array().map(|f| {
+                    f.iter()
+                        .map(|f| f["address"].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
             })
             .unwrap_or_default()
     };
@@ -166,29 +172,25 @@ fn an_agent_restart_adopts_the_lb_maps_and_keeps_serving() {
     // and rewrites nothing: the maps read back the same, ids included.
     eventually(
         "the restarted agent has programmed its services",
-        || {
-            lab.weir("n1", &["-o", "json", "service", "list"])
-                .ok()
-                .filter(|out| out.status.success())
-                .map(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
-        },
-        |list| {
-            list.as_ref().is_some_and(|l| {
-                l["frontends"]
-                    .as_array()
-                    .is_some_and(|f| f.iter().any(|f| f["address"] == format!("{CLUSTER_IP}:80")))
-            })
-        },
+        || frontends(&lab),
+        |f| f.len() == 4,
     );
     assert_eq!(weir_json(&lab, "n1", &["bpf", "lb", "list"]), before);
     // Not a single write: the new agent's counters are all zero after its
     // first (full) pass.
-    let metrics = lab.scrape_metrics("n1").unwrap();
-    let operations: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("weir_services_map_operations_total{"))
-        .collect();
-    assert_eq!(operations.len(), 8, "{metrics}");
+    // (The pass reports to Prometheus once it is over.)
+    let operations = eventually(
+        "the pass is reported",
+        || {
+            let metrics = lab.scrape_metrics("n1").unwrap_or_default();
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("weir_services_map_operations_total{"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        },
+        |lines| lines.len() == 8,
+    );
     assert!(
         operations.iter().all(|l| l.ends_with(" 0")),
         "{operations:?}"
@@ -531,11 +533,7 @@ fn maglev_slots(lab: &TestLab) -> Vec<String> {
 #[test]
 fn maglev_remaps_about_one_in_n_when_a_backend_joins() {
     let mut lab = TestLab::up(2).expect("lab up");
-    let mut yaml = namespace_yaml("svc");
-    yaml.push_str(&backend_yaml("web-1", "n1", "web"));
-    yaml.push_str(&backend_yaml("web-2", "n2", "web"));
-    yaml.push_str(&backend_yaml("web-3", "n2", "web"));
-    yaml.push_str(&client_yaml("n1"));
+    let mut yaml = web_pods_yaml();
     yaml.push_str(&web_service("").replace(
         "  name: web\n",
         "  name: web\n  annotations: {service.weir.io/lb-algorithm: maglev}\n",
