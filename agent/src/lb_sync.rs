@@ -53,6 +53,15 @@ fn protocol_number(protocol: Protocol) -> u8 {
     }
 }
 
+/// The inverse of [`protocol_number`].
+fn protocol_of(number: u8) -> Option<Protocol> {
+    match number {
+        IPPROTO_TCP => Some(Protocol::Tcp),
+        IPPROTO_UDP => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
 fn scope_number(scope: Scope) -> u8 {
     match scope {
         Scope::External => LB_SCOPE_EXTERNAL,
@@ -85,11 +94,18 @@ fn service_key(key: &FrontendKey, slot: u16) -> Lb4Key {
     }
 }
 
-/// What a programmed frontend holds in the maps.
+/// A frontend's Maglev table key.
+fn table_key(key: &FrontendKey) -> TableKey {
+    let (address, port, protocol) = addr_of(key);
+    (address, port, protocol, scope_number(key.scope))
+}
+
+/// What a programmed frontend holds in the maps besides its reverse-NAT
+/// id (`addr_of` its key).
 struct Lowered {
     backends: Vec<Addr>,
-    revnat: Addr,
-    maglev: Option<TableKey>,
+    /// It holds the Maglev table of `table_key` its key.
+    maglev_table: bool,
     /// Backend slots written: 1..=slots.
     slots: u16,
 }
@@ -190,7 +206,6 @@ impl LbSync {
             {
                 let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 status.frontends.clear();
-                status.by_frontend.clear();
             }
             for frontend in frontends.values() {
                 self.upsert(maps, frontend)?;
@@ -287,8 +302,7 @@ impl LbSync {
         )?;
         let mut lowered = Lowered {
             backends: Vec::with_capacity(frontend.backends.len()),
-            revnat,
-            maglev: None,
+            maglev_table: false,
             slots: 0,
         };
         let mut note = None;
@@ -317,11 +331,10 @@ impl LbSync {
         let mut flags = kind_flag(frontend.kind);
         let mut maglev_table = None;
         if frontend.algorithm == Algorithm::Maglev && !active.is_empty() {
-            let table_key = (revnat.0, revnat.1, revnat.2, scope_number(key.scope));
-            match self.maglev_tables.acquire(&table_key) {
+            match self.maglev_tables.acquire(&table_key(&key)) {
                 None => note = Some("no free Maglev table (see --maglev-tables): random".into()),
                 Some(table) => {
-                    lowered.maglev = Some(table_key);
+                    lowered.maglev_table = true;
                     match frontend.maglev_table(self.maglev_table_size) {
                         Ok(slots) => {
                             let by_id = slots.slots().iter().map(|i| ids[*i as usize]).collect();
@@ -364,7 +377,7 @@ impl LbSync {
                 self.written
                     .remove_service(maps, &service_key(&key, slot))?;
             }
-            self.release(old);
+            self.release(&key, old);
         }
         self.set_status(FrontendStatus {
             frontend: frontend.clone(),
@@ -384,39 +397,27 @@ impl LbSync {
             for slot in 1..=old.slots {
                 self.written.remove_service(maps, &service_key(key, slot))?;
             }
-            self.release(old);
+            self.release(key, old);
         }
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.frontends.remove(key);
-        let other_scope = FrontendKey {
-            scope: match key.scope {
-                Scope::External => Scope::Internal,
-                Scope::Internal => Scope::External,
-            },
-            ..*key
-        };
-        if !status.frontends.contains_key(&other_scope) {
-            status.by_frontend.remove(&addr_of(key));
-        }
         Ok(())
     }
 
-    fn release(&mut self, old: Lowered) {
+    /// Lets go of what the frontend at `key` held.
+    fn release(&mut self, key: &FrontendKey, old: Lowered) {
         for addr in &old.backends {
             self.backend_ids.release(addr);
         }
-        self.revnat_ids.release(&old.revnat);
-        if let Some(table) = &old.maglev {
-            self.maglev_tables.release(table);
+        self.revnat_ids.release(&addr_of(key));
+        if old.maglev_table {
+            self.maglev_tables.release(&table_key(key));
         }
     }
 
     fn set_status(&self, frontend: FrontendStatus) {
         let key = frontend.frontend.key();
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        status
-            .by_frontend
-            .insert(addr_of(&key), frontend.frontend.service.clone());
         status.frontends.insert(key, frontend);
     }
 
@@ -428,13 +429,13 @@ impl LbSync {
             .services
             .keys()
             .filter(|entry| {
+                let Some(protocol) = protocol_of(entry.protocol) else {
+                    return true;
+                };
                 let key = FrontendKey {
                     address: Ipv4Addr::from(entry.address),
                     port: u16::from_be_bytes(entry.port),
-                    protocol: match entry.protocol {
-                        IPPROTO_UDP => Protocol::Udp,
-                        _ => Protocol::Tcp,
-                    },
+                    protocol,
                     scope: match entry.scope {
                         LB_SCOPE_EXTERNAL => Scope::External,
                         _ => Scope::Internal,

@@ -1,12 +1,12 @@
 //! What the service sync reports: per-frontend status for `weir service
 //! list` and flow enrichment, and its Prometheus metrics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_lb::{Frontend, FrontendKey, ServiceName};
+use weir_lb::{Frontend, FrontendKey, Scope, ServiceName};
 
 use super::{LbMap, MapOperations};
 
@@ -139,9 +139,6 @@ pub type SharedLbStatus = std::sync::Arc<std::sync::Mutex<LbStatus>>;
 pub struct LbStatus {
     /// Every frontend the sync was given, programmed or not (see `note`).
     pub frontends: BTreeMap<FrontendKey, FrontendStatus>,
-    /// The service of each frontend (address, port, protocol), for naming
-    /// services in flows.
-    pub by_frontend: HashMap<(Ipv4Addr, u16, u8), ServiceName>,
     /// Services (partly) left out, with the reason.
     pub problems: Vec<String>,
     /// Passes that stopped on a failed map write (a full map).
@@ -153,6 +150,17 @@ impl LbStatus {
     /// The service whose frontend is `address:port` for `protocol` (an IP
     /// protocol number), in any scope.
     pub fn service_at(&self, address: Ipv4Addr, port: u16, protocol: u8) -> Option<&ServiceName> {
-        self.by_frontend.get(&(address, port, protocol))
+        let protocol = super::protocol_of(protocol)?;
+        [Scope::Internal, Scope::External]
+            .into_iter()
+            .find_map(|scope| {
+                self.frontends.get(&FrontendKey {
+                    address,
+                    port,
+                    protocol,
+                    scope,
+                })
+            })
+            .map(|status| &status.frontend.service)
     }
 }
