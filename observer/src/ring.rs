@@ -128,6 +128,7 @@ impl FlowRing {
             .map_or(0, |d| d.as_secs() as i64);
         let inner = self.lock();
         let mut seen = std::collections::BTreeSet::new();
+        // Newest first: flows are stored as they arrive.
         for flow in inner.flows.iter().rev() {
             if flow.time.as_ref().is_some_and(|t| t.seconds < hour_ago) {
                 break;

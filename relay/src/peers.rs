@@ -101,11 +101,10 @@ impl Peers {
     /// Asks `peer` for its nodes (learning its name), within the timeout.
     pub async fn nodes_of(&self, peer: &Peer) -> Result<Vec<Node>, tonic::Status> {
         let mut client = peer.client();
-        let call = client.get_nodes(GetNodesRequest {});
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map(|r| r.into_inner().nodes),
-            Err(_) => Err(tonic::Status::deadline_exceeded("no answer in time")),
-        };
+        let result = self
+            .within_timeout(client.get_nodes(GetNodesRequest {}))
+            .await
+            .map(|answer| answer.nodes);
         match &result {
             Ok(nodes) => {
                 if let [node] = nodes.as_slice() {
@@ -118,6 +117,31 @@ impl Peers {
             Err(_) => self.mark(peer, false),
         }
         result
+    }
+
+    /// The answer of a unary `call` to a peer, or DEADLINE_EXCEEDED past
+    /// the peers' timeout.
+    pub async fn within_timeout<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::deadline_exceeded("no answer in time")),
+        }
+    }
+
+    /// Asks `peer` (named first, so that it can be reported) with a unary
+    /// `call` and marks it up or down by the answer.
+    pub async fn ask<T, F, Fut>(&self, peer: &Peer, call: F) -> Result<T, tonic::Status>
+    where
+        F: FnOnce(ObserverClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.ensure_named(peer).await;
+        let answer = self.within_timeout(call(peer.client())).await;
+        self.mark(peer, answer.is_ok());
+        answer
     }
 
     /// Learns the name of `peer` if it is not known yet and the peer was not

@@ -290,16 +290,10 @@ impl Observer for RelayService {
         _request: Request<GetNamespacesRequest>,
     ) -> Result<Response<GetNamespacesResponse>, Status> {
         self.metrics.request("GetNamespaces");
-        let answers = join_all(self.peers.iter().map(|peer| async move {
-            self.peers.ensure_named(peer).await;
-            let mut client = peer.client();
-            let call = client.get_namespaces(GetNamespacesRequest {});
-            let answer = match tokio::time::timeout(self.peers.timeout, call).await {
-                Ok(answer) => answer.map(|r| r.into_inner()),
-                Err(_) => Err(Status::deadline_exceeded("no answer in time")),
-            };
-            self.peers.mark(peer, answer.is_ok());
-            answer
+        let answers = join_all(self.peers.iter().map(|peer| {
+            self.peers.ask(peer, |mut client| async move {
+                client.get_namespaces(GetNamespacesRequest {}).await
+            })
         }))
         .await;
         // The union over the nodes that answered, sorted as each node's.
@@ -319,14 +313,12 @@ impl Observer for RelayService {
     ) -> Result<Response<ServerStatusResponse>, Status> {
         self.metrics.request("ServerStatus");
         let answers = join_all(self.peers.iter().map(|peer| async move {
-            self.peers.ensure_named(peer).await;
-            let mut client = peer.client();
-            let call = client.server_status(ServerStatusRequest {});
-            let answer = match tokio::time::timeout(self.peers.timeout, call).await {
-                Ok(answer) => answer.map(|r| r.into_inner()),
-                Err(_) => Err(Status::deadline_exceeded("no answer in time")),
-            };
-            self.peers.mark(peer, answer.is_ok());
+            let answer = self
+                .peers
+                .ask(peer, |mut client| async move {
+                    client.server_status(ServerStatusRequest {}).await
+                })
+                .await;
             (peer.name(), answer)
         }))
         .await;
