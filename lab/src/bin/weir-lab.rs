@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use weir_tests::lab::manifest::{self, Protocol};
-use weir_tests::lab::probe::{self, Target};
-use weir_tests::lab::{Binaries, Lab};
+use weir_lab::manifest::{self, Protocol};
+use weir_lab::probe::{self, Target};
+use weir_lab::{Binaries, Lab};
 
 #[derive(Parser)]
 #[command(name = "weir-lab", about = "Weir's lab cluster on one machine")]
@@ -250,7 +250,7 @@ fn main() -> Result<()> {
                 args.insert(at + 1, "--server".into());
                 args.insert(
                     at + 2,
-                    weir_tests::lab::hubble_socket(record).display().to_string(),
+                    weir_lab::hubble_socket(record).display().to_string(),
                 );
             }
             let status = command

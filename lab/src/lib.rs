@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::netns;
 use manifest::{Namespace, Object, Pod};
 use state::{LabState, NodeRecord, PodRecord};
 pub use weir_agent::manifest;
+use weir_tests::netns;
 
 /// Where labs keep their state.
 pub const LAB_ROOT: &str = "/run/weir-lab";
@@ -141,7 +141,9 @@ pub fn lab_dir(name: &str) -> PathBuf {
 /// The lab's cgroup: `<cgroup v2 root>/weir-lab/<lab>`, a directory per
 /// node below it (socket LB attachment), a directory per pod below that.
 pub fn lab_cgroup(name: &str) -> Result<PathBuf> {
-    Ok(crate::cgroup::cgroup2_root()?.join("weir-lab").join(name))
+    Ok(weir_tests::cgroup::cgroup2_root()?
+        .join("weir-lab")
+        .join(name))
 }
 
 fn underlay_netns(lab: &str) -> String {
@@ -929,7 +931,7 @@ impl Lab {
                 cgroup,
             }),
             Err(e) => {
-                let _ = crate::cgroup::remove_tree(&cgroup);
+                let _ = weir_tests::cgroup::remove_tree(&cgroup);
                 // Undo the sandbox as kubelet would: DEL, then the netns.
                 let _ = cni::del(&cni::Invocation {
                     command: "DEL",
@@ -1073,7 +1075,7 @@ impl Lab {
             config: &config,
         })?;
         netns::delete(&pod.netns)?;
-        crate::cgroup::remove_tree(&pod.cgroup)?;
+        weir_tests::cgroup::remove_tree(&pod.cgroup)?;
         self.remove_manifest(&format!("pods/{}/{}.yaml", pod.namespace, pod.name))?;
         self.state.pods.remove(index);
         self.state.save(&self.dir)?;
@@ -1097,7 +1099,7 @@ impl Lab {
         }
         // Every pod server and client of the lab lives in its cgroup tree.
         if let Ok(cgroup) = lab_cgroup(name) {
-            crate::cgroup::remove_tree(&cgroup)?;
+            weir_tests::cgroup::remove_tree(&cgroup)?;
             // The shared `weir-lab` directory goes with the last lab (this
             // fails, harmlessly, while another lab still has its tree there).
             if let Some(parent) = cgroup.parent() {

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::netns;
+use weir_tests::netns;
 
 /// One connection (TCP) or datagram exchange (UDP), as the client saw it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ pub fn run(
         .args(["--timeout-ms", &TIMEOUT_MS.to_string()]);
     netns::command_in(&mut cmd, netns_name)?;
     if let Some(cgroup) = cgroup {
-        crate::cgroup::enter_on_exec(cgroup, &mut cmd)?;
+        weir_tests::cgroup::enter_on_exec(cgroup, &mut cmd)?;
     }
     let out = cmd
         .output()

@@ -10,9 +10,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use weir_agent::datapath::ProgramKind;
+use weir_lab::manifest;
+use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
 use weir_tests::datapath::{load, test_run, PinDir};
-use weir_tests::lab::manifest;
-use weir_tests::lab::testing::{namespace_yaml, pod_yaml, TestLab};
 use weir_tests::packets;
 
 #[derive(Parser)]
@@ -42,7 +42,7 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
     },
-    /// Weir against kube-proxy's iptables mode (see weir_tests::bench::services).
+    /// Weir against kube-proxy's iptables mode (see weir_bench::services).
     Services {
         #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
         counts: Vec<usize>,
@@ -73,13 +73,13 @@ fn main() -> Result<()> {
             counts,
             samples,
             iptables,
-        } => weir_tests::bench::services::run(&weir_tests::bench::services::Options {
+        } => weir_bench::services::run(&weir_bench::services::Options {
             counts,
             samples: samples.max(1),
             iptables: match iptables.as_str() {
-                "nft" => weir_tests::kubeproxy::Backend::Nft,
-                "legacy" => weir_tests::kubeproxy::Backend::Legacy,
-                _ => weir_tests::kubeproxy::Backend::Default,
+                "nft" => weir_bench::kubeproxy::Backend::Nft,
+                "legacy" => weir_bench::kubeproxy::Backend::Legacy,
+                _ => weir_bench::kubeproxy::Backend::Default,
             },
         }),
     }
@@ -480,9 +480,7 @@ fn wait_for(lab: &TestLab, want: &[(&str, usize)]) -> Result<std::time::Duration
 fn propagation(runs: usize) -> Result<()> {
     weir_tests::require_root();
     let mut lab = TestLab::up(2)?;
-    lab.apply(&manifest::parse(
-        &weir_tests::lab::testing::netpol_cluster_yaml(),
-    )?)?;
+    lab.apply(&manifest::parse(&weir_lab::testing::netpol_cluster_yaml())?)?;
     let policy = manifest::parse(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
     )?;
