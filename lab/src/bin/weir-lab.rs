@@ -240,7 +240,7 @@ fn main() -> Result<()> {
                 .state()
                 .node(&node)
                 .with_context(|| format!("no node {node}"))?;
-            let weir = Binaries::locate()?.agent.with_file_name("weir");
+            let weir = Binaries::locate()?.weir();
             // `observe` talks to the node's Observer API socket.
             let mut command = std::process::Command::new(&weir);
             command.arg("--socket").arg(&record.api_socket);
