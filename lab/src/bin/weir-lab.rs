@@ -96,10 +96,10 @@ fn main() -> Result<()> {
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Up { nodes } => {
+            // Progress goes to stderr: stdout carries only the result, so
+            // `-o json` output can be piped.
             let lab = Lab::up(&cli.name, nodes, Binaries::locate()?, &|step| {
-                if !json {
-                    println!("==> {step}");
-                }
+                eprintln!("==> {step}");
             })?;
             print_status(&lab, json)?;
         }
