@@ -1,7 +1,7 @@
 //! Applying and deleting manifests, as the API server and the controllers
 //! would: every object is written to the manifests directory the agents
 //! read (atomically, so an agent never reads half a file); pods are created
-//! and deleted through [`crate::pods`]; the derived EndpointSlices follow.
+//! and deleted as kubelet would (`pods`); the derived EndpointSlices follow.
 
 use std::collections::BTreeSet;
 
