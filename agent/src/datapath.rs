@@ -10,9 +10,9 @@
 
 mod attach;
 pub mod cgroup;
-pub mod lb_tables;
+pub mod maps;
 mod metrics;
-pub mod tables;
+pub mod sysctl;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ pub enum DatapathError {
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error(transparent)]
-    Table(#[from] tables::TableError),
+    Table(#[from] maps::TableError),
 }
 
 /// Load-time settings of the kernel programs.
@@ -213,12 +213,12 @@ impl Datapath {
         let map = self
             .ebpf
             .take_map(name)
-            .ok_or(tables::TableError::Missing(name))?;
+            .ok_or(maps::TableError::Missing(name))?;
         aya::maps::RingBuf::try_from(map)
-            .map_err(|source| tables::TableError::Map { map: name, source }.into())
+            .map_err(|source| maps::TableError::Map { map: name, source }.into())
     }
 
-    /// The loaded object, for the typed map accessors in [`tables`].
+    /// The loaded object, for the typed map accessors in [`maps`].
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }

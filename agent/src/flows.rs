@@ -3,6 +3,9 @@
 //! identities), keep it in the flow ring, and serve the ring with the
 //! Observer API.
 
+pub mod feed;
+pub mod metrics;
+
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -16,9 +19,9 @@ use weir_abi::FlowEvent;
 use weir_observer::parser::{EndpointInfo, Enricher, WallClock};
 use weir_observer::{DatapathEvent, EventKind, FlowRing, Parser, PolicyDirection};
 
-use crate::agent::Agent;
+use crate::cluster::kvstore::SharedView;
 use crate::datapath::SharedDatapath;
-use crate::shared::SharedView;
+use crate::endpoint::manager::EndpointManager;
 
 /// An event or conntrack address (IPv4 in the first 4 bytes).
 pub fn address(family: u8, bytes: &[u8; 16]) -> IpAddr {
@@ -85,9 +88,9 @@ pub fn decode(event: &FlowEvent) -> DatapathEvent {
 /// every pod address in the cluster (endpoint records), identity labels,
 /// service frontends (the service sync's status).
 pub struct AgentEnricher {
-    pub agent: Arc<Agent<SharedDatapath>>,
+    pub agent: Arc<EndpointManager<SharedDatapath>>,
     pub view: Arc<Mutex<SharedView>>,
-    pub services: crate::lb_sync::SharedLbStatus,
+    pub services: crate::reconcile::lb_sync::SharedLbStatus,
 }
 
 impl Enricher for AgentEnricher {
@@ -149,10 +152,7 @@ impl Enricher for AgentEnricher {
 
 /// A wall clock for converting `bpf_ktime_get_ns` stamps.
 pub fn wall_clock() -> WallClock {
-    WallClock::from_sample(
-        crate::datapath::tables::monotonic_now_ns(),
-        SystemTime::now(),
-    )
+    WallClock::from_sample(crate::datapath::maps::monotonic_now_ns(), SystemTime::now())
 }
 
 /// Reads the ring buffer as events arrive, hands each decoded event to the
@@ -161,8 +161,8 @@ pub async fn run(
     ring_buffer: RingBuf<MapData>,
     parser: Parser,
     ring: Arc<FlowRing>,
-    metrics: crate::flow_metrics::FlowMetrics,
-    monitor: crate::monitor::MonitorFeed,
+    metrics: metrics::FlowMetrics,
+    monitor: feed::MonitorFeed,
 ) {
     // SAFETY: the RingBuf owns its map's file descriptor for as long as the
     // AsyncFd owns the RingBuf, and always reports that same descriptor.
@@ -183,7 +183,7 @@ pub async fn run(
         };
         let events = guard.get_inner_mut();
         while let Some(item) = events.next() {
-            let Some(event) = crate::datapath::tables::read_event(&item) else {
+            let Some(event) = crate::datapath::maps::read_event(&item) else {
                 continue;
             };
             let event = decode(&event);

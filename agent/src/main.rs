@@ -14,16 +14,19 @@ use clap::Parser;
 use ipnetwork::Ipv4Network;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
-use weir_agent::agent::Agent;
+use weir_agent::cluster::kvstore::{self, SharedView};
+use weir_agent::cluster::manifest_dir::ManifestDir;
+use weir_agent::datapath::sysctl;
 use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath, DEFAULT_PIN_DIR};
-use weir_agent::ipam::Ipam;
-use weir_agent::lb_sync::{LbSync, SharedLbStatus};
-use weir_agent::policy_api::SharedSnapshot;
-use weir_agent::reconcile::{Reconciler, ServiceSync};
-use weir_agent::shared::{self, SharedView};
-use weir_agent::source::ManifestDir;
-use weir_agent::state::StateStore;
-use weir_agent::{api, metrics_server, node};
+use weir_agent::endpoint::ipam::Ipam;
+use weir_agent::endpoint::manager::EndpointManager;
+use weir_agent::endpoint::state::StateStore;
+use weir_agent::reconcile::identities::IdentitySync;
+use weir_agent::reconcile::lb_sync::{LbSync, SharedLbStatus};
+use weir_agent::reconcile::services::ServiceSync;
+use weir_agent::reconcile::snapshot::SharedSnapshot;
+use weir_agent::reconcile::Reconciler;
+use weir_agent::{api, metrics};
 use weir_identity::{EtcdConfig, EtcdStore, NodeRecord, SharedStore};
 use weir_policy::LabelFilter;
 
@@ -160,7 +163,7 @@ fn main() -> Result<()> {
 
 async fn run(args: Args) -> Result<()> {
     info!(node = %args.node_name, pod_cidr = %args.pod_cidr, "starting");
-    node::enable_ipv4_forwarding().context("enabling IPv4 forwarding")?;
+    sysctl::enable_ipv4_forwarding().context("enabling IPv4 forwarding")?;
 
     let options = LoadOptions {
         monitor_aggregation: match args.monitor_aggregation.as_str() {
@@ -196,7 +199,7 @@ async fn run(args: Args) -> Result<()> {
     let store = StateStore::new(&args.state_dir)?;
     let state = store.load_or(Ipam::new(args.pod_cidr)?)?;
     let datapath = SharedDatapath::new(datapath);
-    let agent = Arc::new(Agent::new(
+    let agent = Arc::new(EndpointManager::new(
         args.node_name.clone(),
         args.mtu,
         store,
@@ -224,13 +227,13 @@ async fn run(args: Args) -> Result<()> {
     )
     .await?;
     if let Some(address) = args.prometheus_address {
-        let listener = metrics_server::bind(address)
+        let listener = metrics::bind(address)
             .await
             .with_context(|| format!("binding the metrics address {address}"))?;
         let metrics =
-            metrics_server::AgentMetrics::new(datapath.clone(), snapshot.clone(), registry.clone());
+            metrics::AgentMetrics::new(datapath.clone(), snapshot.clone(), registry.clone());
         tokio::spawn(async move {
-            if let Err(error) = metrics_server::serve(listener, metrics).await {
+            if let Err(error) = metrics::serve(listener, metrics).await {
                 warn!(%error, "metrics server stopped");
             }
         });
@@ -259,14 +262,14 @@ async fn run(args: Args) -> Result<()> {
         info!("shutting down; programs stay attached");
     };
     info!(socket = %args.api_socket.display(), "serving the local API");
-    let inspect = weir_agent::inspect_api::InspectService {
+    let inspect = weir_agent::api::inspect::InspectService {
         node_name: args.node_name.clone(),
         agent: agent.clone(),
         datapath: datapath.clone(),
         policy: snapshot.clone(),
         view,
     };
-    let services = weir_agent::services_api::ServicesService {
+    let services = weir_agent::api::services::ServicesService {
         datapath: datapath.clone(),
         status: lb_status,
         maglev_table_size: args.maglev_table_size,
@@ -277,7 +280,7 @@ async fn run(args: Args) -> Result<()> {
         inspect,
         monitor,
         services,
-        metrics: weir_agent::api_metrics::ApiMetricsLayer::new(&registry),
+        metrics: weir_agent::api::metrics::ApiMetricsLayer::new(&registry),
     };
     api::serve(local_api, &args.api_socket, shutdown)
         .await
@@ -290,7 +293,7 @@ async fn run(args: Args) -> Result<()> {
 /// run the reconcile loop (identities, ipcache, endpoints map, policy).
 async fn start_cluster_sync(
     args: &Args,
-    agent: Arc<Agent<SharedDatapath>>,
+    agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     snapshot: SharedSnapshot,
     view: Arc<std::sync::Mutex<SharedView>>,
@@ -316,7 +319,7 @@ async fn start_cluster_sync(
         })
         .await
         .context("publishing the node record")?;
-    shared::start_watches(store.clone(), view.clone())
+    kvstore::start_watches(store.clone(), view.clone())
         .await
         .context("watching the shared store")?;
     let manifests = args.manifests_dir.as_deref().map(ManifestDir::new);
@@ -355,20 +358,12 @@ async fn start_cluster_sync(
             lb_status,
         ),
     )
-    .with_metrics(weir_agent::lb_sync::LbMetrics::new(registry));
+    .with_metrics(weir_agent::reconcile::lb_sync::LbMetrics::new(registry));
+    let identities = IdentitySync::new(args.node_name.clone(), node_ip, store, filter);
     let mut reconciler = Reconciler::new(
-        args.node_name.clone(),
-        node_ip,
-        store,
-        agent,
-        datapath,
-        view,
-        manifests,
-        snapshot,
-        filter,
-        services,
+        identities, agent, datapath, view, manifests, snapshot, services,
     )
-    .with_metrics(weir_agent::reconcile_metrics::ReconcileMetrics::new(
+    .with_metrics(weir_agent::reconcile::metrics::ReconcileMetrics::new(
         registry,
     ));
     let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
@@ -402,8 +397,8 @@ fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(interval_s.max(1)));
         loop {
             ticker.tick().await;
-            let now = weir_agent::datapath::tables::monotonic_now_ns();
-            match weir_agent::datapath::tables::conntrack_gc(datapath.lock().ebpf_mut(), now) {
+            let now = weir_agent::datapath::maps::monotonic_now_ns();
+            match weir_agent::datapath::maps::conntrack_gc(datapath.lock().ebpf_mut(), now) {
                 Ok(0) => {}
                 Ok(removed) => info!(removed, "conntrack entries expired"),
                 Err(error) => warn!(%error, "conntrack GC"),
@@ -417,12 +412,12 @@ fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
 /// monitor service, fed the same decoded events, for the local API.
 async fn start_observer(
     args: &Args,
-    agent: Arc<Agent<SharedDatapath>>,
+    agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<std::sync::Mutex<SharedView>>,
     services: SharedLbStatus,
     registry: &prometheus::Registry,
-) -> Result<weir_agent::monitor::MonitorService> {
+) -> Result<weir_agent::api::monitor::MonitorService> {
     use std::os::unix::fs::PermissionsExt;
     use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Parser};
 
@@ -438,8 +433,8 @@ async fn start_observer(
     });
     let clock = weir_agent::flows::wall_clock();
     let parser = Parser::new(args.node_name.clone(), enricher, clock);
-    let metrics = weir_agent::flow_metrics::FlowMetrics::new(registry);
-    let feed = weir_agent::monitor::MonitorFeed::default();
+    let metrics = weir_agent::flows::metrics::FlowMetrics::new(registry);
+    let feed = weir_agent::flows::feed::MonitorFeed::default();
     tokio::spawn(weir_agent::flows::run(
         events,
         parser,
@@ -447,7 +442,8 @@ async fn start_observer(
         metrics,
         feed.clone(),
     ));
-    let monitor = weir_agent::monitor::MonitorService::new(feed, clock, args.node_name.clone());
+    let monitor =
+        weir_agent::api::monitor::MonitorService::new(feed, clock, args.node_name.clone());
 
     let node = |address: String| NodeInfo {
         name: args.node_name.clone(),

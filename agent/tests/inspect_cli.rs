@@ -9,16 +9,17 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use weir_agent::agent::Agent;
+use weir_agent::api::inspect::InspectService;
+use weir_agent::api::metrics::ApiMetricsLayer;
+use weir_agent::api::monitor::MonitorService;
 use weir_agent::api::{self, LocalApi};
-use weir_agent::api_metrics::ApiMetricsLayer;
+use weir_agent::cluster::kvstore::SharedView;
 use weir_agent::datapath::{Datapath, SharedDatapath};
-use weir_agent::inspect_api::InspectService;
-use weir_agent::ipam::Ipam;
-use weir_agent::monitor::{MonitorFeed, MonitorService};
-use weir_agent::policy_api::SharedSnapshot;
-use weir_agent::shared::SharedView;
-use weir_agent::state::StateStore;
+use weir_agent::endpoint::ipam::Ipam;
+use weir_agent::endpoint::manager::EndpointManager;
+use weir_agent::endpoint::state::StateStore;
+use weir_agent::flows::feed::MonitorFeed;
+use weir_agent::reconcile::snapshot::SharedSnapshot;
 use weir_identity::SecurityLabels;
 use weir_observer::parser::WallClock;
 use weir_observer::testutil::event;
@@ -96,7 +97,7 @@ fn inspection_commands_against_the_agent_api() {
     let state = store
         .load_or(Ipam::new("10.244.9.0/24".parse().unwrap()).unwrap())
         .unwrap();
-    let agent = Arc::new(Agent::new(
+    let agent = Arc::new(EndpointManager::new(
         "n1".into(),
         1500,
         store,
@@ -122,7 +123,7 @@ fn inspection_commands_against_the_agent_api() {
             policy: snapshot,
             view,
         },
-        services: weir_agent::services_api::ServicesService {
+        services: weir_agent::api::services::ServicesService {
             datapath,
             status: Default::default(),
             maglev_table_size: 1021,

@@ -31,7 +31,7 @@ use anyhow::{bail, Context, Result};
 use crate::netns;
 use manifest::{Namespace, Object, Pod};
 use state::{LabState, NodeRecord, PodRecord};
-pub use weir_agent::manifest;
+pub use weir_agent::cluster::manifest;
 
 /// Where labs keep their state.
 pub const LAB_ROOT: &str = "/run/weir-lab";
@@ -708,7 +708,7 @@ impl Lab {
     /// (`terminating` pods are published as terminating). Returns whether
     /// anything changed.
     pub fn sync_endpoint_slices(&self, terminating: &BTreeSet<String>) -> Result<bool> {
-        let source = weir_agent::source::ManifestDir::new(&self.manifests_dir());
+        let source = weir_agent::cluster::manifest_dir::ManifestDir::new(&self.manifests_dir());
         let manifests = source.read()?;
         let services: Vec<weir_lb::Service> = manifests.services.into_values().collect();
         let pods = services::pod_infos(&self.state, terminating);

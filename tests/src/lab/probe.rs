@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::state::PodRecord;
 use crate::netns;
-use weir_agent::manifest::Protocol;
+use weir_agent::cluster::manifest::Protocol;
 
 /// How long a probe waits for a connection or a reply.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -32,9 +32,9 @@ pub fn pod_infos(state: &LabState, terminating: &BTreeSet<String>) -> Vec<PodInf
                 .iter()
                 .filter_map(|p| {
                     let protocol = match p.protocol {
-                        weir_agent::manifest::Protocol::Tcp => Protocol::Tcp,
-                        weir_agent::manifest::Protocol::Udp => Protocol::Udp,
-                        weir_agent::manifest::Protocol::Sctp => return None,
+                        weir_agent::cluster::manifest::Protocol::Tcp => Protocol::Tcp,
+                        weir_agent::cluster::manifest::Protocol::Udp => Protocol::Udp,
+                        weir_agent::cluster::manifest::Protocol::Sctp => return None,
                     };
                     Some(NamedPort {
                         name: p.name.clone(),
