@@ -59,9 +59,6 @@ impl ObserverService {
         Self { ring, node }
     }
 
-    pub fn into_server(self) -> ObserverServer<Self> {
-        ObserverServer::new(self)
-    }
 }
 
 fn flow_response(flow: &Flow) -> GetFlowsResponse {
