@@ -58,7 +58,6 @@ impl ObserverService {
     pub fn new(ring: Arc<FlowRing>, node: NodeInfo) -> Self {
         Self { ring, node }
     }
-
 }
 
 fn flow_response(flow: &Flow) -> GetFlowsResponse {

@@ -136,7 +136,6 @@ impl Table {
         &self.slots
     }
 
-
     pub fn size(&self) -> u32 {
         self.slots.len() as u32
     }

@@ -205,12 +205,12 @@ impl Inspect for InspectService {
                 protocol: protocol_name(key.protocol),
                 source: format!(
                     "{}:{}",
-                    crate::flows::address(key.family, &key.saddr),
+                    maps::ip_address(key.family, &key.saddr),
                     u16::from_be_bytes(key.sport)
                 ),
                 destination: format!(
                     "{}:{}",
-                    crate::flows::address(key.family, &key.daddr),
+                    maps::ip_address(key.family, &key.daddr),
                     u16::from_be_bytes(key.dport)
                 ),
                 expires_in_seconds: entry.expires_ns.saturating_sub(now) / 1_000_000_000,

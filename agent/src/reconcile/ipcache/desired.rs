@@ -81,7 +81,6 @@ impl DesiredIpcache {
         );
     }
 
-
     /// Replaces the set of CIDR identities (from the policy engine).
     pub fn set_cidrs(&mut self, cidrs: &BTreeMap<IpNetwork, u32>) {
         let stale: Vec<IpNetwork> = self
