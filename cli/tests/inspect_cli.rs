@@ -56,19 +56,8 @@ impl Drop for Scratch {
 
 /// The `weir` binary: another package's (weir-cli), so not in
 /// `CARGO_BIN_EXE_*`; it sits in target/<profile>, above this test's `deps/`.
-fn weir_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("weir");
-    assert!(
-        path.is_file(),
-        "{} not found: build it first (cargo build -p weir-cli)",
-        path.display()
-    );
-    path
-}
-
 fn weir(socket: &std::path::Path, args: &[&str]) -> Output {
-    std::process::Command::new(weir_binary())
+    std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("--socket")
         .arg(socket)
         .args(args)
@@ -198,7 +187,7 @@ fn inspection_commands_against_the_agent_api() {
     assert!(status.contains("map weir_ipcache"), "{status}");
 
     // The monitor streams the events published after it subscribed.
-    let mut child = std::process::Command::new(weir_binary())
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("--socket")
         .arg(&socket)
         .args(["-o", "json", "monitor", "--type", "drop"])
