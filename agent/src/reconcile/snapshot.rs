@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use weir_policy::{
-    compile, trace_flow, ClusterView, Compiled, FlowSide, LocalCidrAllocator, NamedPorts, Policy,
+    compile, trace_flow, ClusterView, Compiled, FlowSide, LocalIdentities, NamedPorts, Policy,
     Protocol,
 };
 
@@ -16,7 +16,7 @@ pub struct PolicySnapshot {
     pub compiled: Compiled,
     pub view: ClusterView,
     pub policies: Vec<Policy>,
-    pub cidrs: LocalCidrAllocator,
+    pub cidrs: LocalIdentities,
     pub rejected: BTreeMap<String, Vec<String>>,
     /// Local pods (`ns/name`) → (endpoint id, identity).
     pub local: BTreeMap<String, (u32, u32)>,
