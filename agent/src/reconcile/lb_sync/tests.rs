@@ -2,9 +2,12 @@ use std::sync::{Arc, Mutex};
 
 use aya::maps::MapError;
 use aya::sys::SyscallError;
-use weir_lb::ServiceName;
+use weir_abi::lb::*;
+use weir_lb::{FrontendKind, Scope, ServiceName};
 
 use super::*;
+
+const IPPROTO_TCP: u8 = 6;
 
 /// The LB maps in memory, with the service map's capacity as the kernel
 /// enforces `max_entries`.
