@@ -1,41 +1,38 @@
-//! The gRPC adapter of the agent's local API (see
-//! `agent/api/proto/weir/agent/v1/endpoints.proto`), served on a unix
-//! socket that only root can open.
+//! The agent's local API: gRPC services on a unix socket that only root can
+//! open. Each service adapts one part of the agent: [`endpoints`] (the CNI
+//! plugin's calls), [`policy`], [`inspect`], [`services`] and [`monitor`]
+//! (what the CLI reads). They answer from what the layers below publish and
+//! never compute desired state themselves.
 
-use std::net::Ipv4Addr;
+pub mod endpoints;
+pub mod inspect;
+pub mod metrics;
+pub mod monitor;
+pub mod policy;
+pub mod services;
+#[cfg(test)]
+mod test_socket;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{Request, Response, Status};
-use weir_agent_api::v1;
-use weir_agent_api::v1::endpoints_server::{Endpoints, EndpointsServer};
+use weir_agent_api::v1::endpoints_server::EndpointsServer;
 
-use crate::agent::{Agent, AgentError, EndpointDatapath, NewEndpoint};
-use crate::endpoints::{Endpoint, PodRef};
-use crate::ipam::{AttachmentKey, IpamError};
-
-pub struct EndpointsService<D: EndpointDatapath> {
-    agent: Arc<Agent<D>>,
-}
-
-impl<D: EndpointDatapath> EndpointsService<D> {
-    pub fn new(agent: Arc<Agent<D>>) -> Self {
-        EndpointsService { agent }
-    }
-}
+use crate::endpoint::manager::{EndpointDatapath, EndpointManager};
+use endpoints::EndpointsService;
 
 /// Everything served on the agent's socket.
 pub struct LocalApi<D: EndpointDatapath> {
-    pub agent: Arc<Agent<D>>,
-    pub policy: crate::policy_api::SharedSnapshot,
-    pub inspect: crate::inspect_api::InspectService,
-    pub monitor: crate::monitor::MonitorService,
-    pub services: crate::services_api::ServicesService,
+    pub agent: Arc<EndpointManager<D>>,
+    pub policy: crate::reconcile::snapshot::SharedSnapshot,
+    pub inspect: crate::api::inspect::InspectService,
+    pub monitor: crate::api::monitor::MonitorService,
+    pub services: crate::api::services::ServicesService,
     /// Times every call (`weir_api_request_duration_seconds`).
-    pub metrics: crate::api_metrics::ApiMetricsLayer,
+    pub metrics: crate::api::metrics::ApiMetricsLayer,
 }
 
 /// Serves the API on `socket` until `shutdown` resolves. A stale socket
@@ -58,7 +55,7 @@ pub async fn serve<D: EndpointDatapath + 'static>(
         .layer(api.metrics)
         .add_service(EndpointsServer::new(EndpointsService::new(api.agent)))
         .add_service(weir_agent_api::v1::policy_server::PolicyServer::new(
-            crate::policy_api::PolicyService::new(api.policy),
+            crate::api::policy::PolicyService::new(api.policy),
         ))
         .add_service(weir_agent_api::v1::inspect_server::InspectServer::new(
             api.inspect,
@@ -70,166 +67,4 @@ pub async fn serve<D: EndpointDatapath + 'static>(
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(std::io::Error::other)
-}
-
-fn to_status(error: AgentError) -> Status {
-    match &error {
-        AgentError::Invalid(_) => Status::invalid_argument(error.to_string()),
-        AgentError::NotFound { .. } => Status::not_found(error.to_string()),
-        AgentError::Ipam(IpamError::Exhausted { .. }) => {
-            Status::resource_exhausted(error.to_string())
-        }
-        _ => Status::internal(error.to_string()),
-    }
-}
-
-fn attachment(a: Option<v1::Attachment>) -> Result<AttachmentKey, Status> {
-    let a = a.ok_or_else(|| Status::invalid_argument("attachment is required"))?;
-    Ok(AttachmentKey {
-        container_id: a.container_id,
-        ifname: a.ifname,
-    })
-}
-
-fn to_proto_attachment(a: &AttachmentKey) -> v1::Attachment {
-    v1::Attachment {
-        container_id: a.container_id.clone(),
-        ifname: a.ifname.clone(),
-    }
-}
-
-fn to_proto_endpoint(e: &Endpoint) -> v1::Endpoint {
-    v1::Endpoint {
-        id: u32::from(e.id),
-        attachment: Some(to_proto_attachment(&e.attachment)),
-        pod: Some(v1::PodRef {
-            namespace: e.pod.namespace.clone(),
-            name: e.pod.name.clone(),
-        }),
-        netns: e.netns.clone(),
-        host_ifname: e.host_ifname.clone(),
-        host_ifindex: e.host_ifindex,
-        ipv4: format!("{}/32", e.ipv4),
-        mac: e.mac.clone(),
-    }
-}
-
-/// Accepts "10.244.1.5" or "10.244.1.5/32".
-fn parse_ipv4(text: &str) -> Result<Ipv4Addr, Status> {
-    text.split('/')
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| Status::invalid_argument(format!("invalid IPv4 address {text:?}")))
-}
-
-#[tonic::async_trait]
-impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
-    async fn allocate(
-        &self,
-        request: Request<v1::AllocateRequest>,
-    ) -> Result<Response<v1::AllocateResponse>, Status> {
-        let request = request.into_inner();
-        let key = attachment(request.attachment)?;
-        let allocation = self.agent.allocate(&key).map_err(to_status)?;
-        Ok(Response::new(v1::AllocateResponse {
-            ipv4: format!("{}/{}", allocation.address, allocation.pod_cidr.prefix()),
-            ipv4_gateway: allocation.gateway.to_string(),
-            pod_cidr: allocation.pod_cidr.to_string(),
-            mtu: allocation.mtu,
-        }))
-    }
-
-    async fn create_endpoint(
-        &self,
-        request: Request<v1::CreateEndpointRequest>,
-    ) -> Result<Response<v1::Endpoint>, Status> {
-        let request = request.into_inner();
-        let key = attachment(request.attachment)?;
-        let pod = request.pod.unwrap_or_default();
-        let host_ifindex =
-            nix::net::if_::if_nametoindex(request.host_ifname.as_str()).map_err(|e| {
-                Status::failed_precondition(format!(
-                    "host interface {:?} not found on this node: {e}",
-                    request.host_ifname
-                ))
-            })?;
-        let endpoint = self
-            .agent
-            .create_endpoint(NewEndpoint {
-                attachment: key,
-                pod: PodRef {
-                    namespace: pod.namespace,
-                    name: pod.name,
-                },
-                netns: request.netns,
-                host_ifname: request.host_ifname,
-                host_ifindex,
-                ipv4: parse_ipv4(&request.ipv4)?,
-                mac: request.mac,
-            })
-            .map_err(to_status)?;
-        Ok(Response::new(to_proto_endpoint(&endpoint)))
-    }
-
-    async fn delete_endpoint(
-        &self,
-        request: Request<v1::DeleteEndpointRequest>,
-    ) -> Result<Response<v1::DeleteEndpointResponse>, Status> {
-        let key = attachment(request.into_inner().attachment)?;
-        let existed = self.agent.delete_endpoint(&key).map_err(to_status)?;
-        Ok(Response::new(v1::DeleteEndpointResponse { existed }))
-    }
-
-    async fn get_endpoint(
-        &self,
-        request: Request<v1::GetEndpointRequest>,
-    ) -> Result<Response<v1::Endpoint>, Status> {
-        let key = attachment(request.into_inner().attachment)?;
-        let endpoint = self.agent.endpoint(&key).map_err(to_status)?;
-        Ok(Response::new(to_proto_endpoint(&endpoint)))
-    }
-
-    async fn list_endpoints(
-        &self,
-        _request: Request<v1::ListEndpointsRequest>,
-    ) -> Result<Response<v1::ListEndpointsResponse>, Status> {
-        let endpoints = self
-            .agent
-            .endpoints()
-            .iter()
-            .map(to_proto_endpoint)
-            .collect();
-        Ok(Response::new(v1::ListEndpointsResponse { endpoints }))
-    }
-
-    async fn garbage_collect(
-        &self,
-        request: Request<v1::GarbageCollectRequest>,
-    ) -> Result<Response<v1::GarbageCollectResponse>, Status> {
-        let valid: Vec<AttachmentKey> = request
-            .into_inner()
-            .valid
-            .into_iter()
-            .map(|a| attachment(Some(a)))
-            .collect::<Result<_, _>>()?;
-        let released = self.agent.garbage_collect(&valid).map_err(to_status)?;
-        Ok(Response::new(v1::GarbageCollectResponse {
-            released: released.iter().map(to_proto_attachment).collect(),
-        }))
-    }
-
-    async fn status(
-        &self,
-        _request: Request<v1::StatusRequest>,
-    ) -> Result<Response<v1::StatusResponse>, Status> {
-        let status = self.agent.status();
-        Ok(Response::new(v1::StatusResponse {
-            node_name: status.node_name,
-            pod_cidr: status.pod_cidr.to_string(),
-            addresses_total: status.addresses_total,
-            addresses_free: status.addresses_free,
-            endpoints: status.endpoints as u32,
-        }))
-    }
 }

@@ -3,6 +3,9 @@
 //! identities), keep it in the flow ring, and serve the ring with the
 //! Observer API.
 
+pub mod feed;
+pub mod metrics;
+
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -11,23 +14,13 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
 use weir_abi::events::*;
-use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::FlowEvent;
 use weir_observer::parser::{EndpointInfo, Enricher, WallClock};
 use weir_observer::{DatapathEvent, EventKind, FlowRing, Parser, PolicyDirection};
 
-use crate::agent::Agent;
-use crate::datapath::SharedDatapath;
-use crate::shared::SharedView;
-
-/// An event or conntrack address (IPv4 in the first 4 bytes).
-pub fn address(family: u8, bytes: &[u8; 16]) -> IpAddr {
-    if family == FAMILY_IPV4 {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
-    } else {
-        IpAddr::from(*bytes)
-    }
-}
+use crate::cluster::kvstore::SharedView;
+use crate::datapath::{maps, SharedDatapath};
+use crate::endpoint::manager::EndpointManager;
 
 /// The observer's view of one datapath record.
 pub fn decode(event: &FlowEvent) -> DatapathEvent {
@@ -66,8 +59,8 @@ pub fn decode(event: &FlowEvent) -> DatapathEvent {
         timestamp_ns: event.timestamp_ns,
         ifindex: event.ifindex,
         endpoint_id: event.endpoint_id,
-        src_ip: address(event.family, &event.saddr),
-        dst_ip: address(event.family, &event.daddr),
+        src_ip: maps::ip_address(event.family, &event.saddr),
+        dst_ip: maps::ip_address(event.family, &event.daddr),
         protocol: event.protocol,
         src_port,
         dst_port,
@@ -85,9 +78,9 @@ pub fn decode(event: &FlowEvent) -> DatapathEvent {
 /// every pod address in the cluster (endpoint records), identity labels,
 /// service frontends (the service sync's status).
 pub struct AgentEnricher {
-    pub agent: Arc<Agent<SharedDatapath>>,
+    pub agent: Arc<EndpointManager<SharedDatapath>>,
     pub view: Arc<Mutex<SharedView>>,
-    pub services: crate::lb_sync::SharedLbStatus,
+    pub services: crate::reconcile::lb_sync::SharedLbStatus,
 }
 
 impl Enricher for AgentEnricher {
@@ -149,10 +142,7 @@ impl Enricher for AgentEnricher {
 
 /// A wall clock for converting `bpf_ktime_get_ns` stamps.
 pub fn wall_clock() -> WallClock {
-    WallClock::from_sample(
-        crate::datapath::tables::monotonic_now_ns(),
-        SystemTime::now(),
-    )
+    WallClock::from_sample(crate::datapath::maps::monotonic_now_ns(), SystemTime::now())
 }
 
 /// Reads the ring buffer as events arrive, hands each decoded event to the
@@ -161,8 +151,8 @@ pub async fn run(
     ring_buffer: RingBuf<MapData>,
     parser: Parser,
     ring: Arc<FlowRing>,
-    metrics: crate::flow_metrics::FlowMetrics,
-    monitor: crate::monitor::MonitorFeed,
+    metrics: metrics::FlowMetrics,
+    monitor: feed::MonitorFeed,
 ) {
     // SAFETY: the RingBuf owns its map's file descriptor for as long as the
     // AsyncFd owns the RingBuf, and always reports that same descriptor.
@@ -183,7 +173,7 @@ pub async fn run(
         };
         let events = guard.get_inner_mut();
         while let Some(item) = events.next() {
-            let Some(event) = crate::datapath::tables::read_event(&item) else {
+            let Some(event) = crate::datapath::maps::read_event(&item) else {
                 continue;
             };
             let event = decode(&event);

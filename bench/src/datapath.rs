@@ -64,10 +64,10 @@ fn policy_costs(
 ) -> Result<()> {
     use weir_abi::policy::*;
     use weir_abi::{EndpointInfo, IpcacheValue, PolicyEntry, PolicyKey, TrafficDirection};
-    use weir_agent::datapath::tables;
+    use weir_agent::datapath::maps;
 
     let ebpf = datapath.ebpf_mut();
-    tables::set_endpoint(
+    maps::set_endpoint(
         ebpf,
         1,
         EndpointInfo {
@@ -78,7 +78,7 @@ fn policy_costs(
             ipv4: packets::IP4_A,
         },
     )?;
-    tables::set_ipcache(
+    maps::set_ipcache(
         ebpf,
         "10.99.0.2/32".parse()?,
         IpcacheValue {
@@ -95,7 +95,7 @@ fn policy_costs(
         pad1: 0,
         port: 80u16.to_be_bytes(),
     };
-    tables::set_policy(
+    maps::set_policy(
         ebpf,
         POLICY_PREFIX_FULL,
         key,
@@ -167,7 +167,7 @@ fn policy_costs(
 /// 10,000 runs each.
 fn lb_costs() -> Result<()> {
     use weir_abi::lb::*;
-    use weir_agent::datapath::lb_tables;
+    use weir_agent::datapath::maps::lb;
 
     let pins = PinDir::new();
     let mut datapath = load(&pins)?;
@@ -181,7 +181,7 @@ fn lb_costs() -> Result<()> {
         pad: [0; 2],
     };
     for id in 1..=2u32 {
-        lb_tables::set_backend(
+        lb::set_backend(
             ebpf,
             id,
             Lb4Backend {
@@ -193,7 +193,7 @@ fn lb_costs() -> Result<()> {
                 pad: [0; 3],
             },
         )?;
-        lb_tables::set_service(
+        lb::set_service(
             ebpf,
             key(id as u16),
             Lb4Service {
@@ -202,7 +202,7 @@ fn lb_costs() -> Result<()> {
             },
         )?;
     }
-    lb_tables::set_service(
+    lb::set_service(
         ebpf,
         key(0),
         Lb4Service {
@@ -268,13 +268,15 @@ fn lb_costs() -> Result<()> {
 /// packet). 10,000 repetitions per run so the 1 MiB ring never fills, drained
 /// between runs.
 fn event_costs(runs: usize) -> Result<()> {
-    use weir_abi::events::{AGGREGATION_MEDIUM, AGGREGATION_NONE};
-    use weir_agent::datapath::{tables, Datapath, LoadOptions};
+    use weir_agent::datapath::{maps, Datapath, LoadOptions, MonitorAggregation};
     println!();
     println!("event emission, weir_from_pod, established flow, 10,000 repetitions: ns/packet median (min-max)");
     for (label, level) in [
-        ("events aggregated away (medium)", AGGREGATION_MEDIUM),
-        ("an event per packet (none)", AGGREGATION_NONE),
+        (
+            "events aggregated away (medium)",
+            MonitorAggregation::Medium,
+        ),
+        ("an event per packet (none)", MonitorAggregation::None),
     ] {
         let pins = PinDir::new();
         let mut datapath = Datapath::load_with(
@@ -287,7 +289,7 @@ fn event_costs(runs: usize) -> Result<()> {
         let syn = packets::ipv4_tcp_syn();
         let mut ack = syn.clone();
         ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
-        tables::set_endpoint(
+        maps::set_endpoint(
             datapath.ebpf_mut(),
             1,
             weir_abi::EndpointInfo {
@@ -301,12 +303,12 @@ fn event_costs(runs: usize) -> Result<()> {
         test_run(&mut datapath, ProgramKind::FromPod, &syn, 1)?;
         let mut samples = Vec::new();
         for _ in 0..runs.max(3) {
-            tables::drain_events(datapath.ebpf_mut())?;
+            maps::drain_events(datapath.ebpf_mut())?;
             samples.push(
                 test_run(&mut datapath, ProgramKind::FromPod, &ack, 10_000)?.nanos_per_packet,
             );
         }
-        let lost = tables::events_lost(datapath.ebpf_mut())?;
+        let lost = maps::events_lost(datapath.ebpf_mut())?;
         samples.sort_unstable();
         println!(
             "{label:<44}{:>22}   (events lost: {lost})",

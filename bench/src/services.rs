@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use weir_agent::datapath::{Datapath, LoadOptions};
-use weir_agent::lb_sync::LbSync;
+use weir_agent::reconcile::lb_sync::LbSync;
 
 use crate::kubeproxy::{self, BenchService, KubeProxyIptables, Percentiles};
 use weir_lab::testing::{namespace_yaml, TestLab};

@@ -49,7 +49,7 @@ pub use topology::{
     hubble_socket, lab_cgroup, lab_dir, CLUSTER_CIDR, LAB_ROOT, METRICS_PORT, WORLD_ADDRESSES,
     WORLD_PREFIX,
 };
-pub use weir_agent::manifest;
+pub use weir_agent::cluster::manifest;
 
 /// A running lab.
 pub struct Lab {

@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::state::PodRecord;
-use weir_agent::manifest::Protocol;
+use weir_agent::cluster::manifest::Protocol;
 use weir_tests::netns;
 
 /// How long a probe waits for a connection or a reply.

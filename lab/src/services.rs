@@ -35,9 +35,9 @@ pub fn pod_infos(state: &LabState, terminating: &BTreeSet<String>) -> Vec<PodInf
                 .iter()
                 .filter_map(|p| {
                     let protocol = match p.protocol {
-                        weir_agent::manifest::Protocol::Tcp => Protocol::Tcp,
-                        weir_agent::manifest::Protocol::Udp => Protocol::Udp,
-                        weir_agent::manifest::Protocol::Sctp => return None,
+                        weir_agent::cluster::manifest::Protocol::Tcp => Protocol::Tcp,
+                        weir_agent::cluster::manifest::Protocol::Udp => Protocol::Udp,
+                        weir_agent::cluster::manifest::Protocol::Sctp => return None,
                     };
                     Some(NamedPort {
                         name: p.name.clone(),
@@ -112,7 +112,7 @@ impl Lab {
     /// (`terminating` pods are published as terminating). Returns whether
     /// anything changed.
     pub fn sync_endpoint_slices(&self, terminating: &BTreeSet<String>) -> Result<bool> {
-        let source = weir_agent::source::ManifestDir::new(&self.manifests_dir());
+        let source = weir_agent::cluster::manifest_dir::ManifestDir::new(&self.manifests_dir());
         let manifests = source.read()?;
         let services: Vec<weir_lb::Service> = manifests.services.into_values().collect();
         let pods = pod_infos(&self.state, terminating);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use weir_agent::manifest::{ContainerPort, Labels, Namespace};
+use weir_agent::cluster::manifest::{ContainerPort, Labels, Namespace};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LabState {

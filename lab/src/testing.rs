@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 use anyhow::Result;
 
 use super::{Binaries, Lab};
-use weir_agent::manifest::{self, Object};
+use weir_agent::cluster::manifest::{self, Object};
 
 pub struct TestLab {
     name: String,

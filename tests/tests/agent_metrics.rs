@@ -6,16 +6,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use weir_agent::agent::{Agent, NewEndpoint};
+use weir_agent::cluster::kvstore::{self, SharedView};
+use weir_agent::cluster::manifest_dir::ManifestDir;
 use weir_agent::datapath::SharedDatapath;
-use weir_agent::endpoints::PodRef;
-use weir_agent::ipam::{AttachmentKey, Ipam};
-use weir_agent::policy_api::SharedSnapshot;
+use weir_agent::endpoint::ipam::{AttachmentKey, Ipam};
+use weir_agent::endpoint::manager::{EndpointManager, NewEndpoint};
+use weir_agent::endpoint::registry::PodRef;
+use weir_agent::endpoint::state::StateStore;
+use weir_agent::reconcile::metrics::ReconcileMetrics;
+use weir_agent::reconcile::snapshot::SharedSnapshot;
 use weir_agent::reconcile::Reconciler;
-use weir_agent::reconcile_metrics::ReconcileMetrics;
-use weir_agent::shared::{self, SharedView};
-use weir_agent::source::ManifestDir;
-use weir_agent::state::StateStore;
 use weir_identity::{MemoryStore, SharedStore};
 use weir_policy::LabelFilter;
 use weir_tests::datapath::PinDir;
@@ -76,7 +76,7 @@ fn run(pins: &Path, manifests: &Path, state: &Path, host_if: &str) -> (Counts, C
         let store = StateStore::new(state).unwrap();
         let ipam = Ipam::new("10.244.7.0/24".parse().unwrap()).unwrap();
         let node_state = store.load_or(ipam).unwrap();
-        let agent = Arc::new(Agent::new(
+        let agent = Arc::new(EndpointManager::new(
             "n1".into(),
             1500,
             store,
@@ -104,27 +104,35 @@ fn run(pins: &Path, manifests: &Path, state: &Path, host_if: &str) -> (Counts, C
             .unwrap();
         let shared: Arc<dyn SharedStore> = Arc::new(MemoryStore::new("n1"));
         let view = Arc::new(Mutex::new(SharedView::default()));
-        shared::start_watches(shared.clone(), view.clone())
+        kvstore::start_watches(shared.clone(), view.clone())
             .await
             .unwrap();
         let metrics = ReconcileMetrics::new(&prometheus::Registry::new());
-        let mut reconciler = Reconciler::new(
+        let identities = weir_agent::reconcile::identities::IdentitySync::new(
             "n1".into(),
             "192.0.2.1".parse().unwrap(),
             shared,
+            LabelFilter::default(),
+        );
+        let mut reconciler = Reconciler::new(
+            identities,
             agent,
             datapath,
             view,
             Some(ManifestDir::new(manifests)),
             SharedSnapshot::default(),
-            LabelFilter::default(),
-            weir_agent::reconcile::ServiceSync::new(
+            weir_agent::reconcile::services::ServiceSync::new(
                 weir_lb::NodeContext {
                     name: "n1".into(),
                     addresses: Vec::new(),
                 },
                 weir_lb::LbOptions::default(),
-                weir_agent::lb_sync::LbSync::new("n1".into(), 1021, 256, Default::default()),
+                weir_agent::reconcile::lb_sync::LbSync::new(
+                    "n1".into(),
+                    1021,
+                    256,
+                    Default::default(),
+                ),
             ),
         )
         .with_metrics(metrics.clone());

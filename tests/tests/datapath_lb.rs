@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use weir_abi::lb::*;
 use weir_abi::{Reason, TrafficDirection};
-use weir_agent::datapath::lb_tables;
+use weir_agent::datapath::maps::lb;
 use weir_agent::datapath::{Datapath, LoadOptions};
 use weir_lab::process;
 use weir_tests::cgroup::Cgroup;
@@ -131,7 +131,7 @@ impl World {
                 flags: Lb4Backend::FLAG_LOCAL,
                 pad: [0; 3],
             };
-            lb_tables::set_backend(ebpf, i as u32 + 1, backend).unwrap();
+            lb::set_backend(ebpf, i as u32 + 1, backend).unwrap();
         }
         let key = |slot: u16| Lb4Key {
             address: VIP.octets(),
@@ -153,7 +153,7 @@ impl World {
                 backend_id: *id,
                 ..Default::default()
             };
-            lb_tables::set_service(ebpf, key(slot as u16 + 1), entry).unwrap();
+            lb::set_service(ebpf, key(slot as u16 + 1), entry).unwrap();
         }
         let service = Lb4Service {
             backend_id: 0,
@@ -164,12 +164,12 @@ impl World {
             affinity_timeout_s: 60,
             maglev_table: 0,
         };
-        lb_tables::set_service(ebpf, key(0), service).unwrap();
+        lb::set_service(ebpf, key(0), service).unwrap();
         if flags & Lb4Service::FLAG_MAGLEV != 0 {
             // A table that spreads slots over the active backends in turn.
             let size = LoadOptions::default().maglev_table_size;
             let slots: Vec<u32> = (0..size as usize).map(|i| ids[i % ids.len()]).collect();
-            lb_tables::set_maglev_table(ebpf, 0, &slots).unwrap();
+            lb::set_maglev_table(ebpf, 0, &slots).unwrap();
         }
     }
 }

@@ -9,7 +9,7 @@ use weir_abi::policy::*;
 use weir_abi::{
     EndpointInfo, IpcacheValue, MetricsValue, PolicyEntry, PolicyKey, Reason, TrafficDirection,
 };
-use weir_agent::datapath::{tables, Datapath, ProgramKind};
+use weir_agent::datapath::{maps, Datapath, ProgramKind};
 use weir_tests::datapath::{load, test_run, PinDir};
 use weir_tests::{packets, require_root};
 
@@ -28,7 +28,7 @@ fn setup(flags: u8) -> (PinDir, Datapath) {
     let pins = PinDir::new();
     let mut datapath = load(&pins).unwrap();
     let ebpf = datapath.ebpf_mut();
-    tables::set_endpoint(
+    maps::set_endpoint(
         ebpf,
         LOOPBACK_IFINDEX,
         EndpointInfo {
@@ -41,7 +41,7 @@ fn setup(flags: u8) -> (PinDir, Datapath) {
     )
     .unwrap();
     for peer in ["10.99.0.2/32", "fd00:99::2/128"] {
-        tables::set_ipcache(
+        maps::set_ipcache(
             ebpf,
             peer.parse().unwrap(),
             IpcacheValue {
@@ -72,7 +72,7 @@ fn rule(
         pad1: 0,
         port: port.to_be_bytes(),
     };
-    tables::set_policy(
+    maps::set_policy(
         datapath.ebpf_mut(),
         prefix,
         key,
@@ -135,7 +135,7 @@ fn unenforced_endpoints_pass_everything_and_track_it() {
         run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)),
         (TC_ACT_OK, Reason::Forwarded)
     );
-    let entries = tables::conntrack(datapath.ebpf_mut()).unwrap();
+    let entries = maps::conntrack(datapath.ebpf_mut()).unwrap();
     assert_eq!(entries.len(), 1, "the connection is tracked");
     assert_eq!(entries[0].0.dport, 80u16.to_be_bytes());
 }
@@ -154,7 +154,7 @@ fn enforced_without_rules_is_default_deny() {
         (TC_ACT_SHOT, Reason::DropPolicyDenied)
     );
     assert!(
-        tables::conntrack(datapath.ebpf_mut()).unwrap().is_empty(),
+        maps::conntrack(datapath.ebpf_mut()).unwrap().is_empty(),
         "denied connections are not tracked"
     );
 }
@@ -180,7 +180,7 @@ fn exact_port_rules_allow_only_that_port_and_peer() {
         Reason::DropPolicyDenied
     );
     // The same port to a peer of another identity is not allowed.
-    tables::set_ipcache(
+    maps::set_ipcache(
         datapath.ebpf_mut(),
         "10.99.0.2/32".parse().unwrap(),
         IpcacheValue {
@@ -381,7 +381,7 @@ fn removing_an_allow_stops_the_established_connection() {
         pad1: 0,
         port: 80u16.to_be_bytes(),
     };
-    tables::remove_policy(datapath.ebpf_mut(), POLICY_PREFIX_FULL, key).unwrap();
+    maps::remove_policy(datapath.ebpf_mut(), POLICY_PREFIX_FULL, key).unwrap();
     let mut ack = syn.clone();
     ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
     assert_eq!(
@@ -462,7 +462,7 @@ fn ipv6_uses_the_ipcache_and_neighbour_discovery_always_passes() {
 #[test]
 fn unknown_peers_are_world_and_cidr_prefixes_match() {
     let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
-    let _ = tables::remove_ipcache(datapath.ebpf_mut(), "10.99.0.2/32".parse().unwrap());
+    let _ = maps::remove_ipcache(datapath.ebpf_mut(), "10.99.0.2/32".parse().unwrap());
     rule(
         &mut datapath,
         TrafficDirection::Egress,
@@ -479,7 +479,7 @@ fn unknown_peers_are_world_and_cidr_prefixes_match() {
     );
     // A CIDR identity for 10.99.0.0/16 takes over from world.
     let cidr: IpNetwork = "10.99.0.0/16".parse().unwrap();
-    tables::set_ipcache(
+    maps::set_ipcache(
         datapath.ebpf_mut(),
         cidr,
         IpcacheValue {
@@ -501,23 +501,23 @@ fn conntrack_gc_removes_only_expired_entries() {
         run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
         Reason::Forwarded
     );
-    let now = tables::monotonic_now_ns();
+    let now = maps::monotonic_now_ns();
     assert_eq!(
-        tables::conntrack_gc(datapath.ebpf_mut(), now).unwrap(),
+        maps::conntrack_gc(datapath.ebpf_mut(), now).unwrap(),
         0,
         "a fresh SYN entry lives 60 s"
     );
     assert_eq!(
-        tables::conntrack_gc(datapath.ebpf_mut(), now + 61_000_000_000).unwrap(),
+        maps::conntrack_gc(datapath.ebpf_mut(), now + 61_000_000_000).unwrap(),
         1
     );
-    assert!(tables::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
+    assert!(maps::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
 }
 
 #[test]
 fn the_ipcache_reads_back_what_the_agent_wrote_and_diffs_apply() {
     use std::collections::BTreeMap;
-    use weir_agent::ipcache::DesiredIpcache;
+    use weir_agent::reconcile::ipcache::DesiredIpcache;
     let (_pins, mut datapath) = setup(0);
     let mut desired = DesiredIpcache::default();
     desired.set_endpoint(
@@ -530,14 +530,14 @@ fn the_ipcache_reads_back_what_the_agent_wrote_and_diffs_apply() {
         16_777_217,
     )]));
     let ebpf = datapath.ebpf_mut();
-    let current = tables::ipcache_entries(ebpf).unwrap();
+    let current = maps::ipcache_entries(ebpf).unwrap();
     assert_eq!(
         current.len(),
         2,
         "the two entries setup() wrote: {current:?}"
     );
-    tables::apply_ipcache_diff(ebpf, &desired.diff(&current, true)).unwrap();
-    assert_eq!(tables::ipcache_entries(ebpf).unwrap(), desired.effective());
+    weir_agent::reconcile::ipcache::apply(ebpf, &desired.diff(&current, true)).unwrap();
+    assert_eq!(maps::ipcache_entries(ebpf).unwrap(), desired.effective());
 }
 
 #[test]
@@ -578,7 +578,7 @@ fn an_established_connection_survives_a_policy_change_that_still_allows_it() {
         pad1: 0,
         port: 80u16.to_be_bytes(),
     };
-    tables::remove_policy(datapath.ebpf_mut(), POLICY_PREFIX_FULL, key).unwrap();
+    maps::remove_policy(datapath.ebpf_mut(), POLICY_PREFIX_FULL, key).unwrap();
     rule(
         &mut datapath,
         TrafficDirection::Egress,
@@ -609,7 +609,7 @@ mod events {
     use weir_abi::FlowEvent;
 
     fn drain(datapath: &mut Datapath) -> Vec<FlowEvent> {
-        tables::drain_events(datapath.ebpf_mut()).unwrap()
+        maps::drain_events(datapath.ebpf_mut()).unwrap()
     }
 
     #[test]
@@ -634,7 +634,7 @@ mod events {
             pad1: 0,
             port: 80u16.to_be_bytes(),
         };
-        tables::set_policy(
+        maps::set_policy(
             datapath.ebpf_mut(),
             POLICY_PREFIX_FULL,
             key,
@@ -718,7 +718,7 @@ mod events {
             (events[1].src_identity, events[1].dst_identity),
             (PEER_IDENTITY, 30_000)
         );
-        assert_eq!(tables::events_lost(datapath.ebpf_mut()).unwrap(), 0);
+        assert_eq!(maps::events_lost(datapath.ebpf_mut()).unwrap(), 0);
     }
 
     #[test]
@@ -752,7 +752,7 @@ mod events {
         // 1 MiB of 80-byte records (plus 8-byte headers) is ~11,900 events;
         // 10,000 denied packets emit 20,000.
         test_run(&mut datapath, ProgramKind::ToPod, &inbound, 10_000).unwrap();
-        let lost = tables::events_lost(datapath.ebpf_mut()).unwrap();
+        let lost = maps::events_lost(datapath.ebpf_mut()).unwrap();
         let kept = drain(&mut datapath).len() as u64;
         assert!(lost > 0, "the ring overflowed: {kept} kept");
         assert_eq!(
@@ -766,7 +766,7 @@ mod events {
 #[test]
 fn prometheus_metrics_count_what_the_datapath_counted() {
     use weir_agent::datapath::SharedDatapath;
-    use weir_agent::metrics_server::{self, AgentMetrics};
+    use weir_agent::metrics::{self, AgentMetrics};
     let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
     for _ in 0..3 {
         run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80));
@@ -779,11 +779,9 @@ fn prometheus_metrics_count_what_the_datapath_counted() {
         .build()
         .unwrap();
     let body = runtime.block_on(async {
-        let listener = metrics_server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let listener = metrics::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let address = listener.local_addr().unwrap();
-        let server = tokio::spawn(metrics_server::serve(listener, metrics));
+        let server = tokio::spawn(metrics::serve(listener, metrics));
         let scrape = |path: &'static str| async move {
             let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
             use tokio::io::{AsyncReadExt, AsyncWriteExt};

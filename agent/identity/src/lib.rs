@@ -2,7 +2,8 @@
 //!
 //! - [`labels`]: the canonical label set an identity stands for.
 //! - [`reserved`]: reserved identities and the numeric ranges.
-//! - [`local`]: node-local CIDR identities (never shared).
+//! - [`local`]: labels of node-local CIDR identities (never shared; the
+//!   policy engine allocates them).
 //! - [`store`]: the [`SharedStore`] trait: identities, endpoints, nodes.
 //! - [`etcd`]: the trait on etcd (kvstore mode); [`memory`]: in-process, for
 //!   other crates' unit tests.
@@ -22,7 +23,7 @@ pub mod testing;
 pub use error::{Result, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use labels::{LabelsError, SecurityLabels};
-pub use local::{cidr_labels, LocalIdentities, LocalIdentityError};
+pub use local::cidr_labels;
 pub use memory::MemoryStore;
 pub use store::{
     EndpointEvent, EndpointRecord, EventStream, IdentityEvent, NodeEvent, NodeRecord, SharedStore,

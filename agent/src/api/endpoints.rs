@@ -1,0 +1,186 @@
+//! The endpoints service (`agent/api/proto/weir/agent/v1/endpoints.proto`):
+//! what the CNI plugin calls to allocate addresses and create, check and
+//! delete endpoints, adapted onto the endpoint manager.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use weir_agent_api::v1;
+use weir_agent_api::v1::endpoints_server::Endpoints;
+
+use crate::endpoint::ipam::{AttachmentKey, IpamError};
+use crate::endpoint::manager::{EndpointDatapath, EndpointManager, ManagerError, NewEndpoint};
+use crate::endpoint::registry::{Endpoint, PodRef};
+
+pub struct EndpointsService<D: EndpointDatapath> {
+    agent: Arc<EndpointManager<D>>,
+}
+
+impl<D: EndpointDatapath> EndpointsService<D> {
+    pub fn new(agent: Arc<EndpointManager<D>>) -> Self {
+        EndpointsService { agent }
+    }
+}
+
+fn to_status(error: ManagerError) -> Status {
+    match &error {
+        ManagerError::Invalid(_) => Status::invalid_argument(error.to_string()),
+        ManagerError::NotFound { .. } => Status::not_found(error.to_string()),
+        ManagerError::Ipam(IpamError::Exhausted { .. }) => {
+            Status::resource_exhausted(error.to_string())
+        }
+        _ => Status::internal(error.to_string()),
+    }
+}
+
+fn attachment(a: Option<v1::Attachment>) -> Result<AttachmentKey, Status> {
+    let a = a.ok_or_else(|| Status::invalid_argument("attachment is required"))?;
+    Ok(AttachmentKey {
+        container_id: a.container_id,
+        ifname: a.ifname,
+    })
+}
+
+fn to_proto_attachment(a: &AttachmentKey) -> v1::Attachment {
+    v1::Attachment {
+        container_id: a.container_id.clone(),
+        ifname: a.ifname.clone(),
+    }
+}
+
+fn to_proto_endpoint(e: &Endpoint) -> v1::Endpoint {
+    v1::Endpoint {
+        id: u32::from(e.id),
+        attachment: Some(to_proto_attachment(&e.attachment)),
+        pod: Some(v1::PodRef {
+            namespace: e.pod.namespace.clone(),
+            name: e.pod.name.clone(),
+        }),
+        netns: e.netns.clone(),
+        host_ifname: e.host_ifname.clone(),
+        host_ifindex: e.host_ifindex,
+        ipv4: format!("{}/32", e.ipv4),
+        mac: e.mac.clone(),
+    }
+}
+
+/// Accepts "10.244.1.5" or "10.244.1.5/32".
+fn parse_ipv4(text: &str) -> Result<Ipv4Addr, Status> {
+    text.split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("invalid IPv4 address {text:?}")))
+}
+
+#[tonic::async_trait]
+impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
+    async fn allocate(
+        &self,
+        request: Request<v1::AllocateRequest>,
+    ) -> Result<Response<v1::AllocateResponse>, Status> {
+        let request = request.into_inner();
+        let key = attachment(request.attachment)?;
+        let allocation = self.agent.allocate(&key).map_err(to_status)?;
+        Ok(Response::new(v1::AllocateResponse {
+            ipv4: format!("{}/{}", allocation.address, allocation.pod_cidr.prefix()),
+            ipv4_gateway: allocation.gateway.to_string(),
+            pod_cidr: allocation.pod_cidr.to_string(),
+            mtu: allocation.mtu,
+        }))
+    }
+
+    async fn create_endpoint(
+        &self,
+        request: Request<v1::CreateEndpointRequest>,
+    ) -> Result<Response<v1::Endpoint>, Status> {
+        let request = request.into_inner();
+        let key = attachment(request.attachment)?;
+        let pod = request.pod.unwrap_or_default();
+        let host_ifindex =
+            nix::net::if_::if_nametoindex(request.host_ifname.as_str()).map_err(|e| {
+                Status::failed_precondition(format!(
+                    "host interface {:?} not found on this node: {e}",
+                    request.host_ifname
+                ))
+            })?;
+        let endpoint = self
+            .agent
+            .create_endpoint(NewEndpoint {
+                attachment: key,
+                pod: PodRef {
+                    namespace: pod.namespace,
+                    name: pod.name,
+                },
+                netns: request.netns,
+                host_ifname: request.host_ifname,
+                host_ifindex,
+                ipv4: parse_ipv4(&request.ipv4)?,
+                mac: request.mac,
+            })
+            .map_err(to_status)?;
+        Ok(Response::new(to_proto_endpoint(&endpoint)))
+    }
+
+    async fn delete_endpoint(
+        &self,
+        request: Request<v1::DeleteEndpointRequest>,
+    ) -> Result<Response<v1::DeleteEndpointResponse>, Status> {
+        let key = attachment(request.into_inner().attachment)?;
+        let existed = self.agent.delete_endpoint(&key).map_err(to_status)?;
+        Ok(Response::new(v1::DeleteEndpointResponse { existed }))
+    }
+
+    async fn get_endpoint(
+        &self,
+        request: Request<v1::GetEndpointRequest>,
+    ) -> Result<Response<v1::Endpoint>, Status> {
+        let key = attachment(request.into_inner().attachment)?;
+        let endpoint = self.agent.endpoint(&key).map_err(to_status)?;
+        Ok(Response::new(to_proto_endpoint(&endpoint)))
+    }
+
+    async fn list_endpoints(
+        &self,
+        _request: Request<v1::ListEndpointsRequest>,
+    ) -> Result<Response<v1::ListEndpointsResponse>, Status> {
+        let endpoints = self
+            .agent
+            .endpoints()
+            .iter()
+            .map(to_proto_endpoint)
+            .collect();
+        Ok(Response::new(v1::ListEndpointsResponse { endpoints }))
+    }
+
+    async fn garbage_collect(
+        &self,
+        request: Request<v1::GarbageCollectRequest>,
+    ) -> Result<Response<v1::GarbageCollectResponse>, Status> {
+        let valid: Vec<AttachmentKey> = request
+            .into_inner()
+            .valid
+            .into_iter()
+            .map(|a| attachment(Some(a)))
+            .collect::<Result<_, _>>()?;
+        let released = self.agent.garbage_collect(&valid).map_err(to_status)?;
+        Ok(Response::new(v1::GarbageCollectResponse {
+            released: released.iter().map(to_proto_attachment).collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        let status = self.agent.status();
+        Ok(Response::new(v1::StatusResponse {
+            node_name: status.node_name,
+            pod_cidr: status.pod_cidr.to_string(),
+            addresses_total: status.addresses_total,
+            addresses_free: status.addresses_free,
+            endpoints: status.endpoints as u32,
+        }))
+    }
+}

@@ -1,0 +1,116 @@
+//! The details behind `weir endpoint get` and `weir identity get`, composed
+//! from the endpoint registry, the policy snapshot the reconcile loop
+//! published and the shared view of identities.
+
+use weir_agent_api::v1;
+use weir_identity::reserved;
+
+use crate::cluster::kvstore::SharedView;
+use crate::endpoint::registry::Endpoint;
+use crate::reconcile::snapshot::PolicySnapshot;
+
+/// `key=value`, or just `key` for a label without a value
+/// (`reserved:host`, `cidr:10.0.0.0/8`).
+pub fn label_text(key: &str, value: &str) -> String {
+    if value.is_empty() {
+        key.to_string()
+    } else {
+        format!("{key}={value}")
+    }
+}
+
+fn labels_of(
+    id: u32,
+    snapshot: &PolicySnapshot,
+    view: &SharedView,
+) -> Option<(Vec<String>, &'static str)> {
+    if let Some(name) = reserved::reserved_name(id) {
+        return Some((vec![name.to_string()], "reserved"));
+    }
+    if let Some(labels) = view.identities.get(&id) {
+        let labels = labels.iter().map(|(k, v)| label_text(k, v)).collect();
+        return Some((labels, "cluster"));
+    }
+    snapshot
+        .compiled
+        .cidrs
+        .iter()
+        .find(|(_, cidr_id)| **cidr_id == id)
+        .map(|(cidr, _)| {
+            let labels = weir_identity::local::cidr_labels(*cidr)
+                .iter()
+                .map(|(k, v)| label_text(k, v))
+                .collect();
+            (labels, "local")
+        })
+}
+
+/// One local endpoint in full. `map_entries` is its entry count in the
+/// policy map, read by the caller from the datapath.
+pub fn endpoint_detail(
+    endpoint: &Endpoint,
+    snapshot: &PolicySnapshot,
+    view: &SharedView,
+    map_entries: u64,
+) -> v1::EndpointDetail {
+    let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
+    let identity = snapshot
+        .local
+        .get(&key)
+        .filter(|(id, _)| *id == u32::from(endpoint.id))
+        .map_or(0, |(_, identity)| *identity);
+    let labels = if identity == 0 {
+        Vec::new()
+    } else {
+        labels_of(identity, snapshot, view).map_or_else(Vec::new, |(labels, _)| labels)
+    };
+    let policy = snapshot.compiled.endpoints.get(&u32::from(endpoint.id));
+    v1::EndpointDetail {
+        id: u32::from(endpoint.id),
+        namespace: endpoint.pod.namespace.clone(),
+        pod: endpoint.pod.name.clone(),
+        labels,
+        identity,
+        addresses: vec![endpoint.ipv4.to_string()],
+        ifindex: endpoint.host_ifindex,
+        interface: endpoint.host_ifname.clone(),
+        mac: endpoint.mac.clone(),
+        ingress_enforced: policy.is_some_and(|p| p.ingress.enforced),
+        egress_enforced: policy.is_some_and(|p| p.egress.enforced),
+        policy_map_entries: map_entries,
+        container_id: endpoint.attachment.container_id.clone(),
+        netns: endpoint.netns.clone(),
+    }
+}
+
+/// One identity: its labels, where it comes from, and the local endpoints
+/// that have it; None when this agent does not know it.
+pub fn identity_detail(
+    id: u32,
+    snapshot: &PolicySnapshot,
+    view: &SharedView,
+) -> Option<v1::IdentityDetail> {
+    let (labels, scope) = labels_of(id, snapshot, view)?;
+    let endpoints = snapshot
+        .local
+        .iter()
+        .filter(|(_, (_, identity))| *identity == id)
+        .map(|(pod, (endpoint, _))| {
+            let (namespace, name) = pod.split_once('/').unwrap_or(("", pod));
+            v1::LocalEndpointRef {
+                id: *endpoint,
+                namespace: namespace.into(),
+                pod: name.into(),
+            }
+        })
+        .collect();
+    Some(v1::IdentityDetail {
+        id,
+        labels,
+        scope: scope.into(),
+        endpoints,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! `weir monitor`: the datapath's events as decoded, before enrichment, for
+//! whoever is listening (like `cilium monitor`). The flow reader publishes
+//! every decoded event on a broadcast feed; each `Monitor.Events` stream
+//! subscribes to it.
+
+use std::pin::Pin;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use weir_agent_api::v1;
+use weir_agent_api::v1::monitor_server::Monitor;
+use weir_observer::event::{
+    drop_reason_text, ip_proto, match_type, observation_point_text, tcp_flag, trace_reason,
+};
+use weir_observer::parser::WallClock;
+use weir_observer::{DatapathEvent, EventKind, PolicyDirection};
+
+use crate::flows::feed::MonitorFeed;
+
+/// The kind names `weir monitor --type` accepts.
+pub const KINDS: [&str; 3] = ["drop", "trace", "policy-verdict"];
+
+pub fn kind_name(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::Drop { .. } => "drop",
+        EventKind::Trace { .. } => "trace",
+        EventKind::PolicyVerdict { .. } => "policy-verdict",
+    }
+}
+
+fn trace_reason_name(reason: u8) -> &'static str {
+    match reason & !trace_reason::ENCRYPTED_MASK {
+        trace_reason::POLICY => "new",
+        trace_reason::CT_ESTABLISHED => "established",
+        trace_reason::CT_REPLY => "reply",
+        trace_reason::CT_RELATED => "related",
+        trace_reason::CT_REOPENED => "reopened",
+        _ => "unknown",
+    }
+}
+
+fn match_type_name(value: u8) -> &'static str {
+    match value {
+        match_type::L3_ONLY => "l3-only",
+        match_type::L3_L4 => "l3-l4",
+        match_type::L4_ONLY => "l4-only",
+        match_type::ALL => "all",
+        match_type::L3_PROTO => "l3-proto",
+        match_type::PROTO_ONLY => "proto-only",
+        _ => "none",
+    }
+}
+
+/// An IP protocol number as people read it (`TCP`, `ICMPv6`, ...); the
+/// number itself when unknown. Shared by the inspection commands.
+pub(crate) fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        ip_proto::ICMP => "ICMP".into(),
+        ip_proto::TCP => "TCP".into(),
+        ip_proto::UDP => "UDP".into(),
+        ip_proto::ICMPV6 => "ICMPv6".into(),
+        ip_proto::SCTP => "SCTP".into(),
+        other => other.to_string(),
+    }
+}
+
+fn tcp_flags(event: &DatapathEvent) -> String {
+    if event.protocol != ip_proto::TCP {
+        return String::new();
+    }
+    [
+        (tcp_flag::SYN, "SYN"),
+        (tcp_flag::ACK, "ACK"),
+        (tcp_flag::FIN, "FIN"),
+        (tcp_flag::RST, "RST"),
+        (tcp_flag::PSH, "PSH"),
+        (tcp_flag::URG, "URG"),
+    ]
+    .iter()
+    .filter(|(bit, _)| event.tcp_flags & bit != 0)
+    .map(|(_, name)| *name)
+    .collect::<Vec<_>>()
+    .join("|")
+}
+
+/// The wire form of one event, names included so clients need no tables.
+pub fn to_proto(event: &DatapathEvent, clock: &WallClock, node_name: &str) -> v1::MonitorEvent {
+    let mut out = v1::MonitorEvent {
+        time: Some(clock.timestamp(event.timestamp_ns)),
+        kind: kind_name(&event.kind).into(),
+        kind_code: event.kind.message_type() as u32,
+        src_identity: event.src_identity,
+        dst_identity: event.dst_identity,
+        src_ip: event.src_ip.to_string(),
+        dst_ip: event.dst_ip.to_string(),
+        src_port: u32::from(event.src_port),
+        dst_port: u32::from(event.dst_port),
+        protocol: u32::from(event.protocol),
+        protocol_name: protocol_name(event.protocol),
+        tcp_flags: tcp_flags(event),
+        icmp_type: u32::from(event.icmp_type),
+        ifindex: event.ifindex,
+        endpoint_id: u32::from(event.endpoint_id),
+        packet_len: event.packet_len,
+        ct_direction: match event.is_reply {
+            Some(true) => "reply".into(),
+            Some(false) => "original".into(),
+            None => String::new(),
+        },
+        node_name: node_name.into(),
+        ..Default::default()
+    };
+    match event.kind {
+        EventKind::Drop { reason } => {
+            out.reason = u32::from(reason);
+            out.reason_name = drop_reason_text(reason).into();
+        }
+        EventKind::Trace {
+            observation_point,
+            reason,
+        } => {
+            out.reason = u32::from(reason);
+            out.reason_name = trace_reason_name(reason).into();
+            out.observation_point = u32::from(observation_point);
+            out.observation_point_name = observation_point_text(observation_point).into();
+        }
+        EventKind::PolicyVerdict {
+            allowed,
+            direction,
+            match_type,
+            reason,
+            ..
+        } => {
+            out.reason = u32::from(reason);
+            if reason != 0 {
+                out.reason_name = drop_reason_text(reason).into();
+            }
+            out.direction = match direction {
+                PolicyDirection::Ingress => "ingress".into(),
+                PolicyDirection::Egress => "egress".into(),
+            };
+            out.verdict = if allowed { "allow" } else { "deny" }.into();
+            out.match_type = match_type_name(match_type).into();
+        }
+    }
+    out
+}
+
+/// The `Monitor` service on the agent's socket.
+pub struct MonitorService {
+    feed: MonitorFeed,
+    clock: WallClock,
+    node_name: String,
+}
+
+impl MonitorService {
+    pub fn new(feed: MonitorFeed, clock: WallClock, node_name: String) -> Self {
+        MonitorService {
+            feed,
+            clock,
+            node_name,
+        }
+    }
+}
+
+/// How many responses may queue per stream before events count as lost.
+const STREAM_BUFFER: usize = 256;
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::MonitorResponse, Status>> + Send>>;
+
+fn event_response(event: v1::MonitorEvent) -> v1::MonitorResponse {
+    v1::MonitorResponse {
+        response: Some(v1::monitor_response::Response::Event(event)),
+    }
+}
+
+#[tonic::async_trait]
+impl Monitor for MonitorService {
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        request: Request<v1::MonitorRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let types = request.into_inner().types;
+        if let Some(bad) = types.iter().find(|t| !KINDS.contains(&t.as_str())) {
+            return Err(Status::invalid_argument(format!(
+                "unknown event type {bad:?} (drop, trace, policy-verdict)"
+            )));
+        }
+        // Subscribed before answering: every event after this call is seen.
+        let mut feed = self.feed.subscribe();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (clock, node) = (self.clock, self.node_name.clone());
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = feed.recv() => next,
+                };
+                let response = match next {
+                    Ok(event) => {
+                        let kind = kind_name(&event.kind);
+                        if !types.is_empty() && !types.iter().any(|t| t == kind) {
+                            continue;
+                        }
+                        event_response(to_proto(&event, &clock, &node))
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => v1::MonitorResponse {
+                        response: Some(v1::monitor_response::Response::Lost(n)),
+                    },
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+//! The policy inspection API (`weir policy get`, `weir policy trace`),
+//! answered from the snapshot the policy reconciler publishes after every
+//! pass: the very compiled state it wrote to the policy map.
+
+use tonic::{Request, Response, Status};
+use weir_agent_api::v1;
+use weir_agent_api::v1::policy_server::Policy as PolicyRpc;
+use weir_policy::{Direction, PeerKey, Ports, Protocol, Verdict};
+
+use crate::reconcile::snapshot::{PolicySnapshot, SharedSnapshot};
+
+pub struct PolicyService {
+    snapshot: SharedSnapshot,
+}
+
+impl PolicyService {
+    pub fn new(snapshot: SharedSnapshot) -> Self {
+        PolicyService { snapshot }
+    }
+
+    fn snapshot(&self) -> PolicySnapshot {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Any => "any",
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+fn pod_ref(key: &str) -> v1::PolicyPodRef {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    v1::PolicyPodRef {
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+#[tonic::async_trait]
+impl PolicyRpc for PolicyService {
+    async fn get_policy(
+        &self,
+        _request: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::GetPolicyResponse>, Status> {
+        let snapshot = self.snapshot();
+        let mut endpoints = Vec::new();
+        for (pod, (endpoint_id, identity)) in &snapshot.local {
+            let Some(policy) = snapshot.compiled.endpoints.get(endpoint_id) else {
+                continue;
+            };
+            let mut rules = Vec::new();
+            for (direction, name) in [
+                (Direction::Ingress, "ingress"),
+                (Direction::Egress, "egress"),
+            ] {
+                for entry in &policy.direction(direction).entries {
+                    let peer_labels = match entry.key.peer {
+                        PeerKey::Identity(id) => snapshot
+                            .view
+                            .labels_of(id)
+                            .map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                            .unwrap_or_default(),
+                        PeerKey::Any => Vec::new(),
+                    };
+                    rules.push(v1::PolicyRule {
+                        direction: name.into(),
+                        peer: match entry.key.peer {
+                            PeerKey::Any => "any".into(),
+                            PeerKey::Identity(id) => id.to_string(),
+                        },
+                        peer_labels,
+                        protocol: protocol_name(entry.key.protocol).into(),
+                        ports: match entry.key.ports {
+                            Ports::Any => "any".into(),
+                            Ports::Range(lo, hi) if lo == hi => lo.to_string(),
+                            Ports::Range(lo, hi) => format!("{lo}-{hi}"),
+                        },
+                        verdict: match entry.verdict {
+                            Verdict::Allow => "allow".into(),
+                            Verdict::Deny => "deny".into(),
+                        },
+                        source: entry.provenance.to_string(),
+                    });
+                }
+            }
+            endpoints.push(v1::EndpointPolicy {
+                endpoint_id: *endpoint_id,
+                pod: Some(pod_ref(pod)),
+                identity: *identity,
+                ingress_enforced: policy.ingress.enforced,
+                egress_enforced: policy.egress.enforced,
+                rules,
+            });
+        }
+        let rejected = snapshot
+            .rejected
+            .iter()
+            .map(|(policy, reasons)| v1::RejectedPolicy {
+                policy: policy.clone(),
+                reasons: reasons.clone(),
+            })
+            .collect();
+        Ok(Response::new(v1::GetPolicyResponse {
+            endpoints,
+            rejected,
+            map_entries: snapshot.map_entries as u64,
+        }))
+    }
+
+    async fn trace(
+        &self,
+        request: Request<v1::TraceRequest>,
+    ) -> Result<Response<v1::TraceResponse>, Status> {
+        let request = request.into_inner();
+        let key = |p: Option<v1::PolicyPodRef>| -> Result<String, Status> {
+            let p = p.ok_or_else(|| Status::invalid_argument("src and dst are required"))?;
+            Ok(format!("{}/{}", p.namespace, p.name))
+        };
+        let (src, dst) = (key(request.src)?, key(request.dst)?);
+        let protocol = match request.protocol.to_ascii_lowercase().as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "sctp" => Protocol::Sctp,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown protocol {other:?}"
+                )))
+            }
+        };
+        let port = u16::try_from(request.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| Status::invalid_argument("port must be 1-65535"))?;
+        let snapshot = self.snapshot();
+        let flow = snapshot
+            .trace(&src, &dst, protocol, port)
+            .map_err(Status::not_found)?;
+        Ok(Response::new(v1::TraceResponse {
+            allowed: flow.verdict() == Verdict::Allow,
+            explanation: flow.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,254 @@
+//! The services API behind `weir service list` (what the agent programmed,
+//! from the service sync's status) and `weir bpf lb list` (what the LB maps
+//! hold, read from the kernel).
+
+use std::net::Ipv4Addr;
+
+use tonic::{Request, Response, Status};
+use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4Service};
+use weir_agent_api::services as api;
+use weir_agent_api::services::services_server::Services;
+use weir_lb::{Algorithm, BackendState, FrontendKey, FrontendKind, Scope};
+
+use crate::api::monitor::protocol_name;
+use crate::datapath::maps::lb::{self as lb, ServiceMapEntry};
+use crate::datapath::SharedDatapath;
+use crate::reconcile::lb_sync::SharedLbStatus;
+
+pub struct ServicesService {
+    pub datapath: SharedDatapath,
+    pub status: SharedLbStatus,
+    /// Slots per Maglev table (to read tables back).
+    pub maglev_table_size: u32,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn endpoint(address: [u8; 4], port: [u8; 2]) -> String {
+    format!("{}:{}", Ipv4Addr::from(address), u16::from_be_bytes(port))
+}
+
+fn kind_name(kind: FrontendKind) -> &'static str {
+    match kind {
+        FrontendKind::ClusterIp => "ClusterIP",
+        FrontendKind::NodePort => "NodePort",
+        FrontendKind::ExternalIp => "ExternalIP",
+        FrontendKind::LoadBalancer => "LoadBalancer",
+    }
+}
+
+fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::External => "external",
+        Scope::Internal => "internal",
+    }
+}
+
+fn state_name(state: BackendState) -> &'static str {
+    match state {
+        BackendState::Active => "active",
+        BackendState::Terminating => "terminating",
+    }
+}
+
+/// A service map entry as `weir bpf lb list` shows it; one the agent would
+/// not have written shows why in its flags.
+fn lb_service_entry(key: &Lb4Key, value: &Lb4Service) -> api::LbServiceEntry {
+    let frontend = |key: &FrontendKey| api::LbServiceEntry {
+        frontend: format!("{}:{}", key.address, key.port),
+        protocol: key.protocol.as_str().into(),
+        scope: scope_name(key.scope).into(),
+        ..Default::default()
+    };
+    match lb::decode_service(key, value) {
+        Ok(ServiceMapEntry::Slot(slot)) => api::LbServiceEntry {
+            slot: u32::from(slot.slot),
+            backend_id: slot.backend_id,
+            ..frontend(&slot.frontend)
+        },
+        Ok(ServiceMapEntry::Service(service)) => {
+            let mut flags = vec![kind_name(service.kind).to_string()];
+            if service.affinity_timeout.is_some() {
+                flags.push("affinity".into());
+            }
+            if service.maglev_table.is_some() {
+                flags.push("maglev".into());
+            }
+            api::LbServiceEntry {
+                count: u32::from(service.count),
+                rev_nat_id: u32::from(service.rev_nat_id),
+                flags,
+                affinity_timeout_seconds: service.affinity_timeout.unwrap_or(0),
+                maglev_table: service.maglev_table.unwrap_or(0),
+                ..frontend(&service.frontend)
+            }
+        }
+        Err(error) => api::LbServiceEntry {
+            frontend: endpoint(key.address, key.port),
+            protocol: protocol_name(key.protocol),
+            scope: key.scope.to_string(),
+            slot: u32::from(key.backend_slot),
+            flags: vec![format!("invalid: {error}")],
+            ..Default::default()
+        },
+    }
+}
+
+fn lb_backend_entry(id: u32, value: &Lb4Backend) -> api::LbBackendEntry {
+    match lb::decode_backend(value) {
+        Ok(backend) => api::LbBackendEntry {
+            id,
+            address: format!("{}:{}", backend.address, backend.port),
+            protocol: backend.protocol.as_str().into(),
+            state: state_name(backend.state).into(),
+            local: backend.local,
+        },
+        Err(error) => api::LbBackendEntry {
+            id,
+            address: endpoint(value.address, value.port),
+            protocol: protocol_name(value.protocol),
+            state: format!("invalid: {error}"),
+            local: false,
+        },
+    }
+}
+
+#[tonic::async_trait]
+impl Services for ServicesService {
+    async fn list_services(
+        &self,
+        _request: Request<api::ListServicesRequest>,
+    ) -> Result<Response<api::ListServicesResponse>, Status> {
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let frontends = status
+            .frontends
+            .values()
+            .map(|f| {
+                let frontend = &f.frontend;
+                api::ServiceFrontend {
+                    service: format!("{}/{}", frontend.service.namespace, frontend.service.name),
+                    port_name: frontend.port_name.clone().unwrap_or_default(),
+                    kind: kind_name(frontend.kind).into(),
+                    address: format!("{}:{}", frontend.address, frontend.port),
+                    protocol: frontend.protocol.as_str().into(),
+                    scope: scope_name(frontend.scope).into(),
+                    algorithm: match (frontend.algorithm, f.maglev_table) {
+                        (Algorithm::Maglev, Some(_)) => "maglev",
+                        _ => "random",
+                    }
+                    .into(),
+                    affinity_timeout_seconds: frontend.affinity_timeout.unwrap_or(0),
+                    rev_nat_id: u32::from(f.rev_nat_id),
+                    backends: frontend
+                        .backends
+                        .iter()
+                        .zip(&f.backend_ids)
+                        .map(|(b, id)| api::ServiceBackend {
+                            id: *id,
+                            address: format!("{}:{}", b.address, b.port),
+                            state: state_name(b.state).into(),
+                            node: b.node.clone().unwrap_or_default(),
+                            pod: b
+                                .pod
+                                .as_ref()
+                                .map(|(ns, name)| format!("{ns}/{name}"))
+                                .unwrap_or_default(),
+                        })
+                        .collect(),
+                    note: f.note.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(api::ListServicesResponse {
+            frontends,
+            problems: status.problems,
+            write_failures: status.write_failures,
+            last_error: status.last_error.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_lb_maps(
+        &self,
+        request: Request<api::ListLbMapsRequest>,
+    ) -> Result<Response<api::ListLbMapsResponse>, Status> {
+        let request = request.into_inner();
+        let mut datapath = self.datapath.lock();
+        let ebpf = datapath.ebpf_mut();
+        let mut services = lb::services(ebpf).map_err(internal)?;
+        services.sort_by_key(|(k, _)| *k);
+        let mut tables: Vec<u32> = services
+            .iter()
+            .filter_map(|(key, value)| match lb::decode_service(key, value) {
+                Ok(ServiceMapEntry::Service(service)) => service.maglev_table,
+                _ => None,
+            })
+            .collect();
+        let services = services
+            .iter()
+            .map(|(key, value)| lb_service_entry(key, value))
+            .collect();
+        let mut backends = lb::backends(ebpf).map_err(internal)?;
+        backends.sort_by_key(|(id, _)| *id);
+        let backends = backends
+            .iter()
+            .map(|(id, b)| lb_backend_entry(*id, b))
+            .collect();
+        let mut rev_nat = lb::revnats(ebpf).map_err(internal)?;
+        rev_nat.sort_by_key(|(id, _)| *id);
+        let rev_nat = rev_nat
+            .iter()
+            .map(|(id, r)| {
+                let revnat = lb::decode_revnat(r);
+                api::LbRevNatEntry {
+                    id: u32::from(*id),
+                    address: format!("{}:{}", revnat.address, revnat.port),
+                }
+            })
+            .collect();
+        let nat = if request.nat {
+            lb::nat_entries(ebpf)
+                .map_err(internal)?
+                .into_iter()
+                .map(|(k, e)| api::LbNatEntry {
+                    direction: if k.direction == Lb4NatKey::FORWARD {
+                        "forward".into()
+                    } else {
+                        "reply".into()
+                    },
+                    protocol: protocol_name(k.protocol),
+                    source: endpoint(k.saddr, k.sport),
+                    destination: endpoint(k.daddr, k.dport),
+                    new_source: endpoint(e.saddr, e.sport),
+                    new_destination: endpoint(e.daddr, e.dport),
+                    backend_id: e.backend_id,
+                    snat: e.flags & Lb4NatEntry::FLAG_SNAT != 0,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut maglev = Vec::new();
+        if request.maglev {
+            tables.sort_unstable();
+            tables.dedup();
+            for table in tables {
+                let slots =
+                    lb::maglev_table(ebpf, table, self.maglev_table_size).map_err(internal)?;
+                maglev.push(api::LbMaglevTable { table, slots });
+            }
+        }
+        Ok(Response::new(api::ListLbMapsResponse {
+            services,
+            backends,
+            rev_nat,
+            nat,
+            maglev,
+        }))
+    }
+}

@@ -1,0 +1,8 @@
+//! What the agent knows of the cluster: the typed model of the objects it
+//! reads ([`manifest`]), their sources ([`manifest_dir`] when there is no
+//! Kubernetes API), and the shared runtime state other nodes publish in the
+//! kvstore ([`kvstore`]).
+
+pub mod kvstore;
+pub mod manifest;
+pub mod manifest_dir;

@@ -1,0 +1,327 @@
+//! Cluster state from a directory of Kubernetes YAML manifests: the agent's
+//! source when there is no Kubernetes API (the lab writes one object per
+//! file there). The Kubernetes watcher will feed the same [`ClusterManifests`].
+//!
+//! Every file is parsed on its own: a file that does not parse is reported
+//! with its reason and contributes nothing, while every other file still
+//! applies, so one bad manifest never takes the rest down or half-applies.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::cluster::manifest::{self, Namespace, Object, Pod, PolicyDocument};
+
+/// Everything the directory declares, by key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterManifests {
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// By `namespace/name`.
+    pub pods: BTreeMap<String, Pod>,
+    /// By `kind/namespace/name`.
+    pub policies: BTreeMap<String, PolicyDocument>,
+    /// By `namespace/name`.
+    pub services: BTreeMap<String, weir_lb::Service>,
+    /// By `namespace/name`.
+    pub endpoint_slices: BTreeMap<String, weir_lb::EndpointSlice>,
+    /// Files that were rejected, with the reason.
+    pub rejected: BTreeMap<PathBuf, String>,
+}
+
+impl ClusterManifests {
+    fn add(&mut self, object: Object) {
+        match object {
+            Object::Namespace(ns) => {
+                self.namespaces.insert(ns.name.clone(), ns);
+            }
+            Object::Pod(pod) => {
+                self.pods
+                    .insert(format!("{}/{}", pod.namespace, pod.name), pod);
+            }
+            Object::Policy(policy) => {
+                self.policies.insert(policy.key(), policy);
+            }
+            Object::Service(service) => {
+                let service = service.object;
+                let key = format!("{}/{}", service.namespace, service.name);
+                self.services.insert(key, service);
+            }
+            Object::EndpointSlice(slice) => {
+                let slice = slice.object;
+                let key = format!("{}/{}", slice.namespace, slice.name);
+                self.endpoint_slices.insert(key, slice);
+            }
+        }
+    }
+}
+
+/// How often every file is stat'ed even when no directory changed: an
+/// in-place edit (not a create, rename or delete) changes only the file.
+const FULL_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Changes within this long of a scan may share a coarse timestamp with
+/// it (file times tick with the kernel's jiffies): scan again next time.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// One file as last parsed, with what identifies its version: a file
+/// replaced by rename is a new inode even when its time and length match.
+struct CachedFile {
+    modified: SystemTime,
+    len: u64,
+    inode: u64,
+    parsed: Result<Vec<Object>, String>,
+}
+
+/// A directory with its modification time (None if it vanished).
+type DirectoryStamp = (PathBuf, Option<SystemTime>);
+
+/// A manifest directory and what was last read from it.
+///
+/// Built for large directories (the lab writes one file per object: 10,000
+/// Services are 20,000 files with their EndpointSlices): a tick only stats
+/// the directories, whose modification time changes when a file in them is
+/// created, renamed over or deleted (how the lab, and tools that write
+/// atomically, change files); every file is stat'ed only then or every
+/// [`FULL_SCAN_INTERVAL`]; and only files that changed are parsed again.
+pub struct ManifestDir {
+    path: PathBuf,
+    /// Modification times of every directory below `path` at the last scan.
+    directories: Vec<DirectoryStamp>,
+    files: BTreeMap<PathBuf, CachedFile>,
+    last_full_scan: Option<std::time::Instant>,
+    /// A directory changed so close to the last scan that a later change
+    /// might not move its timestamp.
+    unsettled: bool,
+}
+
+impl ManifestDir {
+    pub fn new(path: &Path) -> ManifestDir {
+        ManifestDir {
+            path: path.to_path_buf(),
+            directories: Vec::new(),
+            files: BTreeMap::new(),
+            last_full_scan: None,
+            unsettled: false,
+        }
+    }
+
+    /// Every directory and .yaml/.yml file below the root.
+    fn walk(&self) -> std::io::Result<(Vec<DirectoryStamp>, Vec<PathBuf>)> {
+        let mut directories = Vec::new();
+        let mut files = Vec::new();
+        let mut pending = vec![self.path.clone()];
+        while let Some(dir) = pending.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            directories.push((dir.clone(), modified(&dir)));
+            for entry in entries {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    pending.push(path);
+                } else if matches!(
+                    path.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml")
+                ) {
+                    files.push(path);
+                }
+            }
+        }
+        directories.sort();
+        files.sort();
+        Ok((directories, files))
+    }
+
+    /// True when a directory changed since the last scan (or there was none).
+    fn directories_changed(&self) -> bool {
+        if self.last_full_scan.is_none() {
+            return true;
+        }
+        if self.directories.is_empty() {
+            // The root did not exist: look again.
+            return self.path.exists();
+        }
+        self.directories
+            .iter()
+            .any(|(dir, time)| modified(dir) != *time)
+    }
+
+    /// Reads the directory if anything changed since the last read; parses
+    /// only the files that changed.
+    pub fn read_if_changed(&mut self) -> std::io::Result<Option<ClusterManifests>> {
+        let due = self
+            .last_full_scan
+            .is_none_or(|at| at.elapsed() >= FULL_SCAN_INTERVAL);
+        if !due && !self.unsettled && !self.directories_changed() {
+            return Ok(None);
+        }
+        let first = self.last_full_scan.is_none();
+        self.last_full_scan = Some(std::time::Instant::now());
+        let scan_started = SystemTime::now();
+        let (directories, paths) = self.walk()?;
+        self.unsettled = directories
+            .iter()
+            .any(|(_, time)| time.is_some_and(|t| t + SETTLE >= scan_started));
+        self.directories = directories;
+        let mut changed = first || paths.len() != self.files.len();
+        let mut files = BTreeMap::new();
+        for path in paths {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue; // removed between listing and stat
+            };
+            let (modified, len) = (meta.modified()?, meta.len());
+            let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+            match self.files.remove(&path) {
+                Some(cached)
+                    if cached.modified == modified
+                        && cached.len == len
+                        && cached.inode == inode =>
+                {
+                    files.insert(path, cached);
+                }
+                _ => {
+                    changed = true;
+                    let Some(parsed) = parse_file(&path)? else {
+                        continue;
+                    };
+                    files.insert(
+                        path,
+                        CachedFile {
+                            modified,
+                            len,
+                            inode,
+                            parsed,
+                        },
+                    );
+                }
+            }
+        }
+        // What is left in the old cache was deleted.
+        changed |= !self.files.is_empty();
+        self.files = files;
+        if !changed {
+            return Ok(None);
+        }
+        Ok(Some(self.assemble()))
+    }
+
+    /// Reads and parses every manifest file (no cache).
+    pub fn read(&self) -> std::io::Result<ClusterManifests> {
+        let mut fresh = ManifestDir::new(&self.path);
+        Ok(fresh.read_if_changed()?.unwrap_or_default())
+    }
+
+    fn assemble(&self) -> ClusterManifests {
+        let mut manifests = ClusterManifests::default();
+        for (path, file) in &self.files {
+            match &file.parsed {
+                Ok(objects) => objects.iter().cloned().for_each(|o| manifests.add(o)),
+                Err(reason) => {
+                    manifests.rejected.insert(path.clone(), reason.clone());
+                }
+            }
+        }
+        manifests
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// One file's objects, or why it was rejected; None if it disappeared.
+fn parse_file(path: &Path) -> std::io::Result<Option<Result<Vec<Object>, String>>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(manifest::parse(&text).map_err(|e| format!("{e:#}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("weir-source-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("pods")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_every_file_and_rejects_bad_ones_alone() {
+        let dir = temp_dir("read");
+        std::fs::write(
+            dir.join("ns.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {ns: x}}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("pods/a.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {pod: a}}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("pods/bad.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: Bad}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+        let mut source = ManifestDir::new(&dir);
+        let manifests = source.read_if_changed().unwrap().expect("first read");
+        assert_eq!(manifests.namespaces.keys().collect::<Vec<_>>(), ["x"]);
+        assert_eq!(manifests.pods.keys().collect::<Vec<_>>(), ["x/a"]);
+        assert_eq!(manifests.rejected.len(), 1);
+        assert!(manifests
+            .rejected
+            .values()
+            .next()
+            .unwrap()
+            .contains("not a valid name"));
+        assert!(source.read_if_changed().unwrap().is_none(), "unchanged");
+        std::fs::remove_file(dir.join("pods/a.yaml")).unwrap();
+        let manifests = source.read_if_changed().unwrap().expect("changed");
+        assert!(manifests.pods.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn files_replaced_by_rename_are_read_again_and_new_directories_are_seen() {
+        let dir = temp_dir("rename");
+        let ns = |labels: &str| {
+            format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{{labels}}}}}\n"
+            )
+        };
+        std::fs::write(dir.join("ns.yaml"), ns("a: one")).unwrap();
+        let mut source = ManifestDir::new(&dir);
+        let first = source.read_if_changed().unwrap().expect("first read");
+        assert_eq!(first.namespaces["x"].labels["a"], "one");
+        // Same length, written aside and renamed over, as the lab does.
+        std::fs::write(dir.join("ns.tmp"), ns("a: two")).unwrap();
+        std::fs::rename(dir.join("ns.tmp"), dir.join("ns.yaml")).unwrap();
+        let second = source.read_if_changed().unwrap().expect("changed");
+        assert_eq!(second.namespaces["x"].labels["a"], "two");
+        // A file in a directory created after the first read.
+        std::fs::create_dir_all(dir.join("more/deeper")).unwrap();
+        std::fs::write(
+            dir.join("more/deeper/y.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n",
+        )
+        .unwrap();
+        let third = source.read_if_changed().unwrap().expect("changed");
+        assert!(third.namespaces.contains_key("y"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_empty_cluster() {
+        let source = ManifestDir::new(Path::new("/nonexistent/weir/manifests"));
+        assert_eq!(source.read().unwrap(), ClusterManifests::default());
+    }
+}

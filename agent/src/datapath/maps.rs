@@ -1,0 +1,69 @@
+//! Typed access to the datapath's maps, one module per map family. Errors
+//! name the map. The family functions are re-exported here, so callers
+//! write `maps::set_endpoint` and need not know the file.
+
+pub mod conntrack;
+pub mod endpoints;
+pub mod events;
+pub mod fill;
+pub mod ipcache;
+pub mod lb;
+pub mod policy;
+
+pub use conntrack::{conntrack, conntrack_gc, monotonic_now_ns};
+pub use endpoints::{remove_endpoint, set_endpoint};
+pub use events::{drain_events, events_lost, read_event};
+pub use ipcache::{ipcache_entries, ipcache_key, remove_ipcache, set_ipcache};
+pub use policy::{policy_entries, remove_policy, set_policy};
+
+use std::net::IpAddr;
+
+use aya::maps::{HashMap, LpmTrie, MapData, MapError};
+use aya::Ebpf;
+use weir_abi::ipcache::FAMILY_IPV4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("map {0} is missing from the datapath object")]
+    Missing(&'static str),
+    #[error("map {map}: {source}")]
+    Map { map: &'static str, source: MapError },
+}
+
+pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> TableError {
+    move |source| TableError::Map { map, source }
+}
+
+pub(super) fn hash<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<&'a mut MapData, K, V>, TableError> {
+    let map = ebpf.map_mut(name).ok_or(TableError::Missing(name))?;
+    HashMap::try_from(map).map_err(map_err(name))
+}
+
+pub(super) fn lpm<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<LpmTrie<&'a mut MapData, K, V>, TableError> {
+    let map = ebpf.map_mut(name).ok_or(TableError::Missing(name))?;
+    LpmTrie::try_from(map).map_err(map_err(name))
+}
+
+/// A removal where an absent key is success.
+pub(super) fn removed(map: &'static str, result: Result<(), MapError>) -> Result<(), TableError> {
+    match result {
+        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+        Err(source) => Err(TableError::Map { map, source }),
+    }
+}
+
+/// An address as the maps and events carry it: a family and 16 bytes, IPv4
+/// in the first 4.
+pub fn ip_address(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        IpAddr::from(*bytes)
+    }
+}

@@ -1,0 +1,282 @@
+//! The endpoint manager: address allocation, endpoint creation and
+//! deletion, garbage collection. Transport-free (the gRPC adapter is
+//! `api::endpoints`) and datapath-agnostic through [`EndpointDatapath`], so it is
+//! unit-tested without a kernel.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use ipnetwork::Ipv4Network;
+
+use crate::datapath::{Datapath, DatapathError, Hook, SharedDatapath};
+use crate::endpoint::ipam::{AttachmentKey, IpamError};
+use crate::endpoint::registry::{Endpoint, EndpointError, PodRef};
+use crate::endpoint::state::{NodeState, StateError, StateStore};
+
+/// What the endpoint logic needs from the datapath.
+pub trait EndpointDatapath: Send {
+    /// Attaches the pod programs to a pod's host-side interface.
+    fn attach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError>;
+    /// Detaches them; succeeds when nothing is attached.
+    fn detach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError>;
+}
+
+impl EndpointDatapath for Datapath {
+    fn attach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
+        self.attach(host_ifname, Hook::Pod)
+    }
+
+    fn detach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
+        self.detach(host_ifname, Hook::Pod)
+    }
+}
+
+impl EndpointDatapath for SharedDatapath {
+    fn attach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
+        self.lock().attach(host_ifname, Hook::Pod)
+    }
+
+    fn detach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
+        self.lock().detach(host_ifname, Hook::Pod)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("no endpoint for container {container_id} interface {ifname}")]
+    NotFound {
+        container_id: String,
+        ifname: String,
+    },
+}
+
+/// An address allocation as the CNI plugin needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub pod_cidr: Ipv4Network,
+    pub mtu: u32,
+}
+
+/// A new endpoint as the CNI plugin describes it.
+#[derive(Clone, Debug)]
+pub struct NewEndpoint {
+    pub attachment: AttachmentKey,
+    pub pod: PodRef,
+    pub netns: String,
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+    pub ipv4: Ipv4Addr,
+    pub mac: String,
+}
+
+/// Address and room summary for STATUS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub node_name: String,
+    pub pod_cidr: Ipv4Network,
+    pub addresses_total: u64,
+    pub addresses_free: u64,
+    pub endpoints: usize,
+}
+
+/// The node agent's endpoint state, behind one lock: every operation is
+/// applied to a copy, persisted, and only then made current, so a failure
+/// (full CIDR, disk error, attach error) leaves memory and disk unchanged.
+pub struct EndpointManager<D: EndpointDatapath> {
+    node_name: String,
+    mtu: u32,
+    store: StateStore,
+    inner: Mutex<Inner<D>>,
+}
+
+struct Inner<D> {
+    state: NodeState,
+    datapath: D,
+}
+
+impl<D: EndpointDatapath> EndpointManager<D> {
+    pub fn new(
+        node_name: String,
+        mtu: u32,
+        store: StateStore,
+        state: NodeState,
+        datapath: D,
+    ) -> Self {
+        EndpointManager {
+            node_name,
+            mtu,
+            store,
+            inner: Mutex::new(Inner { state, datapath }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<D>> {
+        // A panic while holding the lock cannot leave state half-changed
+        // (changes are made on a copy), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-attaches the datapath to every known endpoint whose interface
+    /// still exists (agent restart). Returns the endpoints it could not
+    /// attach, with the reason; they stay registered for DEL or GC.
+    pub fn restore(&self) -> Vec<(Endpoint, DatapathError)> {
+        let mut inner = self.lock();
+        let endpoints: Vec<Endpoint> = inner.state.endpoints.iter().cloned().collect();
+        let mut failed = Vec::new();
+        for endpoint in endpoints {
+            if let Err(e) = inner.datapath.attach_pod(&endpoint.host_ifname) {
+                failed.push((endpoint, e));
+            }
+        }
+        failed
+    }
+
+    pub fn allocate(&self, attachment: &AttachmentKey) -> Result<Allocation, ManagerError> {
+        validate(attachment)?;
+        let mut inner = self.lock();
+        let mut next = inner.state.clone();
+        let address = next.ipam.allocate(attachment)?;
+        if next != inner.state {
+            self.store.save(&next)?;
+            inner.state = next;
+        }
+        Ok(Allocation {
+            address,
+            gateway: inner.state.ipam.gateway(),
+            pod_cidr: inner.state.ipam.cidr(),
+            mtu: self.mtu,
+        })
+    }
+
+    pub fn create_endpoint(&self, new: NewEndpoint) -> Result<Endpoint, ManagerError> {
+        validate(&new.attachment)?;
+        let mut inner = self.lock();
+        match inner.state.ipam.address_of(&new.attachment) {
+            Some(address) if address == new.ipv4 => {}
+            Some(address) => {
+                return Err(ManagerError::Invalid(format!(
+                    "address {} differs from the one allocated to this attachment ({address})",
+                    new.ipv4
+                )))
+            }
+            None => {
+                return Err(ManagerError::Invalid(
+                    "no address is allocated to this attachment: call Allocate first".into(),
+                ))
+            }
+        }
+        let mut next = inner.state.clone();
+        let endpoint = next
+            .endpoints
+            .upsert(Endpoint {
+                id: 0,
+                attachment: new.attachment,
+                pod: new.pod,
+                netns: new.netns,
+                host_ifname: new.host_ifname,
+                host_ifindex: new.host_ifindex,
+                ipv4: new.ipv4,
+                mac: new.mac,
+            })?
+            .clone();
+        inner.datapath.attach_pod(&endpoint.host_ifname)?;
+        if let Err(e) = self.store.save(&next) {
+            let _ = inner.datapath.detach_pod(&endpoint.host_ifname);
+            return Err(e.into());
+        }
+        inner.state = next;
+        Ok(endpoint)
+    }
+
+    /// Removes the endpoint and releases the address of `attachment`.
+    /// Returns whether anything existed.
+    pub fn delete_endpoint(&self, attachment: &AttachmentKey) -> Result<bool, ManagerError> {
+        let mut inner = self.lock();
+        let mut next = inner.state.clone();
+        let endpoint = next.endpoints.remove(attachment);
+        let address = next.ipam.release(attachment);
+        if endpoint.is_none() && address.is_none() {
+            return Ok(false);
+        }
+        if let Some(endpoint) = &endpoint {
+            inner.datapath.detach_pod(&endpoint.host_ifname)?;
+        }
+        self.store.save(&next)?;
+        inner.state = next;
+        Ok(true)
+    }
+
+    pub fn endpoint(&self, attachment: &AttachmentKey) -> Result<Endpoint, ManagerError> {
+        self.lock()
+            .state
+            .endpoints
+            .by_attachment(attachment)
+            .cloned()
+            .ok_or_else(|| ManagerError::NotFound {
+                container_id: attachment.container_id.clone(),
+                ifname: attachment.ifname.clone(),
+            })
+    }
+
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.lock().state.endpoints.iter().cloned().collect()
+    }
+
+    /// Releases every allocation and endpoint whose attachment is not in
+    /// `valid`; returns what was released.
+    pub fn garbage_collect(
+        &self,
+        valid: &[AttachmentKey],
+    ) -> Result<Vec<AttachmentKey>, ManagerError> {
+        let valid: BTreeSet<&AttachmentKey> = valid.iter().collect();
+        let stale: BTreeSet<AttachmentKey> = {
+            let inner = self.lock();
+            let from_ipam = inner.state.ipam.allocations().map(|(_, k)| k.clone());
+            let from_endpoints = inner.state.endpoints.iter().map(|e| e.attachment.clone());
+            from_ipam
+                .chain(from_endpoints)
+                .filter(|k| !valid.contains(k))
+                .collect()
+        };
+        for attachment in &stale {
+            self.delete_endpoint(attachment)?;
+        }
+        Ok(stale.into_iter().collect())
+    }
+
+    pub fn status(&self) -> Status {
+        let inner = self.lock();
+        Status {
+            node_name: self.node_name.clone(),
+            pod_cidr: inner.state.ipam.cidr(),
+            addresses_total: inner.state.ipam.capacity(),
+            addresses_free: inner.state.ipam.free(),
+            endpoints: inner.state.endpoints.len(),
+        }
+    }
+}
+
+fn validate(attachment: &AttachmentKey) -> Result<(), ManagerError> {
+    if attachment.container_id.is_empty() || attachment.ifname.is_empty() {
+        return Err(ManagerError::Invalid(
+            "container id and interface name are required".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! The identities reconciler: every local endpoint gets the identity of its
+//! security labels (allocated in the shared store, so every node agrees),
+//! and this node publishes an endpoint record (address → identity, node)
+//! for each, which every other node's ipcache is built from.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tracing::info;
+use weir_identity::{EndpointRecord, SecurityLabels, SharedStore};
+use weir_policy::labels::{pod_security_labels, LabelFilter};
+
+use crate::cluster::manifest_dir::ClusterManifests;
+use crate::endpoint::ipam::AttachmentKey;
+use crate::endpoint::registry::Endpoint;
+
+pub struct IdentitySync {
+    node_name: String,
+    node_ip: IpAddr,
+    store: Arc<dyn SharedStore>,
+    filter: LabelFilter,
+    /// Identity held per local endpoint, with the labels it was allocated for.
+    held: BTreeMap<AttachmentKey, (SecurityLabels, u32)>,
+    /// Endpoint records this node published.
+    published: BTreeMap<IpAddr, EndpointRecord>,
+}
+
+impl IdentitySync {
+    pub fn new(
+        node_name: String,
+        node_ip: IpAddr,
+        store: Arc<dyn SharedStore>,
+        filter: LabelFilter,
+    ) -> IdentitySync {
+        IdentitySync {
+            node_name,
+            node_ip,
+            store,
+            filter,
+            held: BTreeMap::new(),
+            published: BTreeMap::new(),
+        }
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    pub fn node_ip(&self) -> IpAddr {
+        self.node_ip
+    }
+
+    /// The identity of each local endpoint that has one.
+    pub fn by_attachment(&self) -> BTreeMap<AttachmentKey, u32> {
+        self.held
+            .iter()
+            .map(|(k, (_, id))| (k.clone(), *id))
+            .collect()
+    }
+
+    /// The identity of one local endpoint.
+    pub fn of(&self, attachment: &AttachmentKey) -> Option<u32> {
+        self.held.get(attachment).map(|(_, id)| *id)
+    }
+
+    /// The endpoint records this node published, by address.
+    pub fn published(&self) -> &BTreeMap<IpAddr, EndpointRecord> {
+        &self.published
+    }
+
+    /// Allocates (or keeps) the identity of every local endpoint's labels
+    /// and releases those of endpoints that are gone or relabelled.
+    pub async fn sync(
+        &mut self,
+        cluster: &ClusterManifests,
+        endpoints: &[Endpoint],
+    ) -> anyhow::Result<()> {
+        for endpoint in endpoints {
+            let labels = self.labels_of(cluster, endpoint);
+            if self.held.get(&endpoint.attachment).map(|(l, _)| l) == Some(&labels) {
+                continue;
+            }
+            let id = self.store.allocate_identity(&labels).await?;
+            info!(endpoint = endpoint.id, pod = %format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name), identity = id, "endpoint identity");
+            if let Some((_, old)) = self.held.insert(endpoint.attachment.clone(), (labels, id)) {
+                self.store.release_identity(old).await?;
+            }
+        }
+        let gone: Vec<AttachmentKey> = self
+            .held
+            .keys()
+            .filter(|k| !endpoints.iter().any(|e| &e.attachment == *k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some((_, id)) = self.held.remove(&key) {
+                self.store.release_identity(id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes an endpoint record for every local endpoint with an
+    /// identity and withdraws the records of the rest.
+    pub async fn publish(&mut self, endpoints: &[Endpoint]) -> anyhow::Result<()> {
+        let mut wanted = BTreeMap::new();
+        for endpoint in endpoints {
+            let Some((_, identity)) = self.held.get(&endpoint.attachment) else {
+                continue;
+            };
+            wanted.insert(
+                IpAddr::V4(endpoint.ipv4),
+                EndpointRecord {
+                    identity: *identity,
+                    node: self.node_name.clone(),
+                    node_ip: self.node_ip,
+                    namespace: endpoint.pod.namespace.clone(),
+                    pod: endpoint.pod.name.clone(),
+                },
+            );
+        }
+        for (ip, record) in &wanted {
+            if self.published.get(ip) != Some(record) {
+                self.store.upsert_endpoint(*ip, record).await?;
+            }
+        }
+        for ip in self.published.keys().filter(|ip| !wanted.contains_key(ip)) {
+            self.store.delete_endpoint(*ip).await?;
+        }
+        self.published = wanted;
+        Ok(())
+    }
+
+    /// The security labels of a local endpoint: from its Pod and Namespace
+    /// manifests, or `reserved:init` while they are not known.
+    fn labels_of(&self, cluster: &ClusterManifests, endpoint: &Endpoint) -> SecurityLabels {
+        let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
+        let Some(pod) = cluster.pods.get(&key) else {
+            return weir_identity::store::reserved_labels(weir_abi::identity::INIT)
+                .expect("init is reserved");
+        };
+        let namespace_labels = cluster
+            .namespaces
+            .get(&pod.namespace)
+            .map(|ns| ns.labels.clone())
+            .unwrap_or_default();
+        let set = pod_security_labels(
+            &pod.namespace,
+            namespace_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            pod.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &self.filter,
+        );
+        set.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}

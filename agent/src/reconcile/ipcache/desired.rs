@@ -1,0 +1,248 @@
+//! The ipcache the agent wants in the datapath: every pod address in the
+//! cluster (local and remote), every node address, and every CIDR that a
+//! policy names, each mapped to its identity.
+//!
+//! Pure state plus a diff: sources (endpoint records, node records, CIDR
+//! identities from the policy engine) update [`DesiredIpcache`]; the agent
+//! applies [`DesiredIpcache::diff`] to the map, so only what changed is
+//! written. Nothing is removed from the map until the sources have listed
+//! everything once (`synced`): acting on a partial view would delete live
+//! entries.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use weir_abi::{identity, IpcacheValue};
+
+/// Where an entry came from; an address can be named by several sources and
+/// the most specific meaning wins (a pod over a node over a CIDR).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    Cidr,
+    Node,
+    Endpoint,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredIpcache {
+    entries: BTreeMap<IpNetwork, BTreeMap<Origin, IpcacheValue>>,
+}
+
+/// What to write to the map.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpcacheDiff {
+    pub upserts: Vec<(IpNetwork, IpcacheValue)>,
+    pub removals: Vec<IpNetwork>,
+}
+
+fn host_prefix(ip: IpAddr) -> IpNetwork {
+    IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("full-length prefix")
+}
+
+fn node_ipv4(ip: IpAddr) -> [u8; 4] {
+    match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(_) => [0; 4],
+    }
+}
+
+impl DesiredIpcache {
+    /// A pod address with its identity, hosted on the node at `node_ip`.
+    pub fn set_endpoint(&mut self, ip: IpAddr, identity: u32, node_ip: IpAddr) {
+        self.set(
+            host_prefix(ip),
+            Origin::Endpoint,
+            IpcacheValue {
+                identity,
+                node_ipv4: node_ipv4(node_ip),
+            },
+        );
+    }
+
+    pub fn remove_endpoint(&mut self, ip: IpAddr) {
+        self.unset(host_prefix(ip), Origin::Endpoint);
+    }
+
+    /// A node address: this node is `host`, others `remote-node`.
+    pub fn set_node(&mut self, ip: IpAddr, is_local: bool) {
+        let identity = if is_local {
+            identity::HOST
+        } else {
+            identity::REMOTE_NODE
+        };
+        self.set(
+            host_prefix(ip),
+            Origin::Node,
+            IpcacheValue {
+                identity,
+                node_ipv4: node_ipv4(ip),
+            },
+        );
+    }
+
+    /// Replaces the set of CIDR identities (from the policy engine).
+    pub fn set_cidrs(&mut self, cidrs: &BTreeMap<IpNetwork, u32>) {
+        let stale: Vec<IpNetwork> = self
+            .entries
+            .iter()
+            .filter(|(prefix, origins)| {
+                origins.contains_key(&Origin::Cidr) && !cidrs.contains_key(prefix)
+            })
+            .map(|(prefix, _)| *prefix)
+            .collect();
+        for prefix in stale {
+            self.unset(prefix, Origin::Cidr);
+        }
+        for (prefix, identity) in cidrs {
+            self.set(
+                *prefix,
+                Origin::Cidr,
+                IpcacheValue {
+                    identity: *identity,
+                    node_ipv4: [0; 4],
+                },
+            );
+        }
+    }
+
+    fn set(&mut self, prefix: IpNetwork, origin: Origin, value: IpcacheValue) {
+        self.entries
+            .entry(prefix)
+            .or_default()
+            .insert(origin, value);
+    }
+
+    fn unset(&mut self, prefix: IpNetwork, origin: Origin) {
+        if let Some(origins) = self.entries.get_mut(&prefix) {
+            origins.remove(&origin);
+            if origins.is_empty() {
+                self.entries.remove(&prefix);
+            }
+        }
+    }
+
+    /// The value the map should hold per prefix.
+    pub fn effective(&self) -> BTreeMap<IpNetwork, IpcacheValue> {
+        self.entries
+            .iter()
+            .filter_map(|(prefix, origins)| origins.iter().next_back().map(|(_, v)| (*prefix, *v)))
+            .collect()
+    }
+
+    /// What turns the map's `current` content into the desired one. With
+    /// `synced` false, entries not (yet) desired are kept.
+    pub fn diff(&self, current: &BTreeMap<IpNetwork, IpcacheValue>, synced: bool) -> IpcacheDiff {
+        let desired = self.effective();
+        let upserts = desired
+            .iter()
+            .filter(|(prefix, value)| current.get(prefix) != Some(value))
+            .map(|(prefix, value)| (*prefix, *value))
+            .collect();
+        let removals = if synced {
+            current
+                .keys()
+                .filter(|p| !desired.contains_key(p))
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        IpcacheDiff { upserts, removals }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn endpoints_nodes_and_cidrs_become_entries() {
+        let mut desired = DesiredIpcache::default();
+        desired.set_endpoint(ip("10.244.2.5"), 300, ip("10.77.0.12"));
+        desired.set_node(ip("10.77.0.11"), true);
+        desired.set_node(ip("10.77.0.12"), false);
+        desired.set_cidrs(&BTreeMap::from([(
+            "203.0.113.0/24".parse().unwrap(),
+            16_777_217,
+        )]));
+        let map = desired.effective();
+        assert_eq!(
+            map[&"10.244.2.5/32".parse().unwrap()],
+            IpcacheValue {
+                identity: 300,
+                node_ipv4: [10, 77, 0, 12]
+            }
+        );
+        assert_eq!(
+            map[&"10.77.0.11/32".parse().unwrap()].identity,
+            identity::HOST
+        );
+        assert_eq!(
+            map[&"10.77.0.12/32".parse().unwrap()].identity,
+            identity::REMOTE_NODE
+        );
+        assert_eq!(map[&"203.0.113.0/24".parse().unwrap()].identity, 16_777_217);
+    }
+
+    #[test]
+    fn a_pod_wins_over_a_cidr_naming_the_same_address() {
+        let mut desired = DesiredIpcache::default();
+        desired.set_cidrs(&BTreeMap::from([(
+            "10.244.2.5/32".parse().unwrap(),
+            16_777_218,
+        )]));
+        desired.set_endpoint(ip("10.244.2.5"), 300, ip("10.77.0.12"));
+        assert_eq!(
+            desired.effective()[&"10.244.2.5/32".parse().unwrap()].identity,
+            300
+        );
+        desired.remove_endpoint(ip("10.244.2.5"));
+        assert_eq!(
+            desired.effective()[&"10.244.2.5/32".parse().unwrap()].identity,
+            16_777_218
+        );
+    }
+
+    #[test]
+    fn diff_writes_only_changes_and_removes_only_after_sync() {
+        let mut desired = DesiredIpcache::default();
+        desired.set_endpoint(ip("10.244.1.2"), 300, ip("10.77.0.11"));
+        let stale: IpNetwork = "10.244.9.9/32".parse().unwrap();
+        let mut current = BTreeMap::from([(
+            stale,
+            IpcacheValue {
+                identity: 5,
+                node_ipv4: [0; 4],
+            },
+        )]);
+        let before_sync = desired.diff(&current, false);
+        assert_eq!(before_sync.upserts.len(), 1);
+        assert!(
+            before_sync.removals.is_empty(),
+            "nothing removed before the first full listing"
+        );
+        assert_eq!(desired.diff(&current, true).removals, vec![stale]);
+        current = desired.effective();
+        assert_eq!(desired.diff(&current, true), IpcacheDiff::default());
+    }
+
+    #[test]
+    fn replacing_cidrs_drops_the_old_ones() {
+        let mut desired = DesiredIpcache::default();
+        desired.set_cidrs(&BTreeMap::from([(
+            "198.51.100.0/24".parse().unwrap(),
+            16_777_217,
+        )]));
+        desired.set_cidrs(&BTreeMap::from([(
+            "203.0.113.0/24".parse().unwrap(),
+            16_777_218,
+        )]));
+        let keys: Vec<String> = desired.effective().keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys, ["203.0.113.0/24"]);
+    }
+}

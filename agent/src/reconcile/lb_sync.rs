@@ -1,0 +1,472 @@
+//! Services to the load-balancing maps (`weir_abi::lb`).
+//!
+//! weir-lb's [`weir_lb::LbCompiler`] keeps this node's frontends and says
+//! which changed. This module gives backends, reverse-NAT entries and
+//! Maglev tables stable ids, held by the frontends that use them, and
+//! writes a changed frontend in an order that never lets the datapath see
+//! it half written: its backends, reverse NAT and Maglev table first, then
+//! its backend slots, then its service entry (whose count makes the new
+//! slots visible), then the removal of slots past the new count. Ids that
+//! no frontend holds any more are removed from the maps at the end of the
+//! pass, once nothing points at them. Entries are built as the typed
+//! entries of [`crate::datapath::maps::lb`] and encoded there.
+//!
+//! A pass touches only the frontends that changed. Two passes are full,
+//! rewriting every frontend where it differs and sweeping whatever else is
+//! in the maps: the first (which adopts the ids an earlier agent left in
+//! the pinned maps, so connections in flight keep their backends) and the
+//! one after a failed write. A write that fails (a full map) stops the pass
+//! with what was in force still consistent; the failure is counted and
+//! shown, and the next pass starts over in full.
+
+mod ids;
+mod maps;
+mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use weir_abi::lb::Lb4Key;
+use weir_lb::{Algorithm, Backend, BackendState, Frontend, FrontendKey, Protocol, ServiceProblem};
+
+use crate::datapath::maps::lb::{
+    self as lb, service_key, BackendEntry, RevNatEntry, ServiceEntry, ServiceMapEntry, SlotEntry,
+};
+use crate::datapath::maps::TableError;
+use ids::IdPool;
+use maps::Written;
+pub use maps::{LbMap, LbMaps, MapOperations};
+pub use status::{FrontendStatus, LbMetrics, LbStatus, PassReport, SharedLbStatus};
+
+/// An address, port and protocol: a backend (with its frontend's
+/// protocol), or the frontend a reverse-NAT entry stands for (shared by
+/// its two scopes).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct L4Address {
+    address: Ipv4Addr,
+    port: u16,
+    protocol: Protocol,
+}
+
+impl L4Address {
+    fn of_frontend(key: &FrontendKey) -> L4Address {
+        L4Address {
+            address: key.address,
+            port: key.port,
+            protocol: key.protocol,
+        }
+    }
+}
+
+/// What a programmed frontend holds in the maps besides its reverse-NAT
+/// id (of [`L4Address::of_frontend`] its key).
+struct Lowered {
+    backends: Vec<L4Address>,
+    /// It holds the Maglev table of its key.
+    maglev_table: bool,
+    /// Backend slots written: 1..=slots.
+    slots: u16,
+}
+
+pub struct LbSync {
+    node_name: String,
+    maglev_table_size: u32,
+    backend_ids: IdPool<L4Address, u32>,
+    revnat_ids: IdPool<L4Address, u16>,
+    maglev_tables: IdPool<FrontendKey, u32>,
+    written: Written,
+    lowered: BTreeMap<FrontendKey, Lowered>,
+    /// The next pass rewrites and sweeps everything.
+    full: bool,
+    restored: bool,
+    status: SharedLbStatus,
+}
+
+impl LbSync {
+    /// A sync reporting into `status`.
+    pub fn new(
+        node_name: String,
+        maglev_table_size: u32,
+        maglev_tables: u32,
+        status: SharedLbStatus,
+    ) -> LbSync {
+        LbSync {
+            node_name,
+            maglev_table_size,
+            backend_ids: IdPool::new(u32::MAX),
+            revnat_ids: IdPool::new(u16::MAX),
+            // Table numbers start at 0 in the map; the pool's ids start at 1.
+            maglev_tables: IdPool::new(maglev_tables),
+            written: Written::default(),
+            lowered: BTreeMap::new(),
+            full: true,
+            restored: false,
+            status,
+        }
+    }
+
+    /// Frontends in the maps.
+    pub fn frontends_written(&self) -> usize {
+        self.lowered.len()
+    }
+
+    /// Backends in the maps.
+    pub fn backends_written(&self) -> usize {
+        self.written.backends.len()
+    }
+
+    /// Map operations done since start.
+    pub fn map_operations(&self) -> MapOperations {
+        self.written.operations
+    }
+
+    /// Brings the maps to `frontends`, the whole current state, of which
+    /// `changed` were added, changed or removed since the last call.
+    pub fn apply(
+        &mut self,
+        maps: &mut impl LbMaps,
+        frontends: &BTreeMap<FrontendKey, Frontend>,
+        changed: &BTreeSet<FrontendKey>,
+        problems: &[ServiceProblem],
+    ) -> Result<(), TableError> {
+        let result = self.pass(maps, frontends, changed);
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.problems = problems
+            .iter()
+            .map(|p| format!("{}/{}: {}", p.service.namespace, p.service.name, p.message))
+            .collect();
+        match &result {
+            Ok(()) => status.last_error = None,
+            Err(error) => {
+                self.full = true;
+                status.write_failures += 1;
+                status.last_error = Some(error.to_string());
+            }
+        }
+        result
+    }
+
+    fn pass(
+        &mut self,
+        maps: &mut impl LbMaps,
+        frontends: &BTreeMap<FrontendKey, Frontend>,
+        changed: &BTreeSet<FrontendKey>,
+    ) -> Result<(), TableError> {
+        if !self.restored {
+            self.restore(maps)?;
+            self.restored = true;
+        }
+        if self.full {
+            self.lowered.clear();
+            self.backend_ids.forget_holders();
+            self.revnat_ids.forget_holders();
+            self.maglev_tables.forget_holders();
+            {
+                let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                status.frontends.clear();
+            }
+            for frontend in frontends.values() {
+                self.upsert(maps, frontend)?;
+            }
+            self.sweep(maps)?;
+            self.full = false;
+        } else {
+            for key in changed {
+                match frontends.get(key) {
+                    Some(frontend) => self.upsert(maps, frontend)?,
+                    None => self.remove(maps, key)?,
+                }
+            }
+        }
+        self.free_retired(maps)
+    }
+
+    /// Reads what an earlier agent left in the maps: its ids are adopted
+    /// and its entries are what the first (full) pass compares against.
+    /// Entries that do not decode adopt nothing; the sweep removes them.
+    fn restore(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
+        for (id, backend) in maps.backends()? {
+            if let Ok(entry) = lb::decode_backend(&backend) {
+                let address = L4Address {
+                    address: entry.address,
+                    port: entry.port,
+                    protocol: entry.protocol,
+                };
+                self.backend_ids.adopt(address, id);
+            }
+            self.written.backends.insert(id, backend);
+        }
+        for (id, revnat) in maps.revnats()? {
+            self.written.revnat.insert(id, revnat);
+        }
+        for (key, value) in maps.services()? {
+            if let Ok(ServiceMapEntry::Service(service)) = lb::decode_service(&key, &value) {
+                self.revnat_ids.adopt(
+                    L4Address::of_frontend(&service.frontend),
+                    service.rev_nat_id,
+                );
+                if let Some(table) = service.maglev_table {
+                    self.maglev_tables.adopt(service.frontend, table + 1);
+                    let slots = maps.maglev_table(table, self.maglev_table_size)?;
+                    self.written.maglev.insert(table, slots);
+                }
+            }
+            self.written.services.insert(key, value);
+        }
+        Ok(())
+    }
+
+    /// Writes `frontend` over what its key held. New ids are acquired
+    /// before the old ones are released, so what both use keeps its id.
+    fn upsert(&mut self, maps: &mut impl LbMaps, frontend: &Frontend) -> Result<(), TableError> {
+        let key = frontend.key();
+        let Some(rev_nat_id) = self.revnat_ids.acquire(&L4Address::of_frontend(&key)) else {
+            self.remove(maps, &key)?;
+            self.set_status(FrontendStatus {
+                frontend: frontend.clone(),
+                rev_nat_id: 0,
+                backend_ids: vec![0; frontend.backends.len()],
+                maglev_table: None,
+                note: Some("out of reverse-NAT ids: not programmed".into()),
+            });
+            return Ok(());
+        };
+        let revnat = RevNatEntry {
+            address: frontend.address,
+            port: frontend.port,
+        };
+        self.written
+            .revnat(maps, rev_nat_id, lb::encode_revnat(&revnat))?;
+        let mut lowered = Lowered {
+            backends: Vec::with_capacity(frontend.backends.len()),
+            maglev_table: false,
+            slots: 0,
+        };
+        let mut note = None;
+        let ids = self.write_backends(maps, frontend, &mut lowered, &mut note)?;
+        let active: Vec<u32> = frontend
+            .backends
+            .iter()
+            .zip(&ids)
+            .filter(|(b, id)| b.state == BackendState::Active && **id != 0)
+            .map(|(_, id)| *id)
+            .collect();
+        let maglev_table = if frontend.algorithm == Algorithm::Maglev && !active.is_empty() {
+            self.write_maglev(maps, frontend, &ids, &mut lowered, &mut note)?
+        } else {
+            None
+        };
+
+        for (slot, id) in (1..).zip(&active) {
+            let (slot_key, value) = lb::encode_slot(&SlotEntry {
+                frontend: key,
+                slot,
+                backend_id: *id,
+            });
+            self.written.service(maps, slot_key, value)?;
+        }
+        lowered.slots = active.len() as u16;
+        let (entry_key, value) = lb::encode_service(&ServiceEntry {
+            frontend: key,
+            kind: frontend.kind,
+            count: lowered.slots,
+            rev_nat_id,
+            affinity_timeout: frontend.affinity_timeout,
+            maglev_table,
+        });
+        self.written.service(maps, entry_key, value)?;
+
+        let new_slots = lowered.slots;
+        if let Some(old) = self.lowered.insert(key, lowered) {
+            for slot in new_slots + 1..=old.slots {
+                self.written
+                    .remove_service(maps, &service_key(&key, slot))?;
+            }
+            self.release(&key, old);
+        }
+        self.set_status(FrontendStatus {
+            frontend: frontend.clone(),
+            rev_nat_id,
+            backend_ids: ids,
+            maglev_table,
+            note,
+        });
+        Ok(())
+    }
+
+    /// Writes the backends of `frontend`; their map ids, parallel to
+    /// `frontend.backends`, 0 where out of ids.
+    fn write_backends(
+        &mut self,
+        maps: &mut impl LbMaps,
+        frontend: &Frontend,
+        lowered: &mut Lowered,
+        note: &mut Option<String>,
+    ) -> Result<Vec<u32>, TableError> {
+        let mut ids = Vec::with_capacity(frontend.backends.len());
+        for backend in &frontend.backends {
+            let address = L4Address {
+                address: backend.address,
+                port: backend.port,
+                protocol: frontend.protocol,
+            };
+            let Some(id) = self.backend_ids.acquire(&address) else {
+                *note = Some("out of backend ids".to_string());
+                ids.push(0);
+                continue;
+            };
+            lowered.backends.push(address);
+            let entry = lb::encode_backend(&self.backend_entry(backend, frontend.protocol));
+            self.written.backend(maps, id, entry)?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Writes the Maglev table of `frontend` (whose backends have `ids`);
+    /// its number, or `None` (with a note) when it selects at random.
+    fn write_maglev(
+        &mut self,
+        maps: &mut impl LbMaps,
+        frontend: &Frontend,
+        ids: &[u32],
+        lowered: &mut Lowered,
+        note: &mut Option<String>,
+    ) -> Result<Option<u32>, TableError> {
+        let Some(table) = self.maglev_tables.acquire(&frontend.key()) else {
+            *note = Some("no free Maglev table (see --maglev-tables): random".into());
+            return Ok(None);
+        };
+        lowered.maglev_table = true;
+        let slots = match frontend.maglev_table(self.maglev_table_size) {
+            Ok(slots) => slots,
+            Err(error) => {
+                *note = Some(format!("Maglev: {error}: random"));
+                return Ok(None);
+            }
+        };
+        let Some(by_id) = lb::maglev_backend_ids(&slots, ids) else {
+            *note = Some("Maglev: a slot names no backend: random".into());
+            return Ok(None);
+        };
+        // Table numbers start at 0 in the map; the pool's ids start at 1.
+        self.written.maglev(maps, table - 1, by_id)?;
+        Ok(Some(table - 1))
+    }
+
+    fn backend_entry(&self, backend: &Backend, protocol: Protocol) -> BackendEntry {
+        BackendEntry {
+            address: backend.address,
+            port: backend.port,
+            protocol,
+            state: backend.state,
+            local: backend.node.as_deref() == Some(self.node_name.as_str()),
+        }
+    }
+
+    /// Removes the frontend at `key`: its entry first, so the datapath stops
+    /// choosing before its slots go.
+    fn remove(&mut self, maps: &mut impl LbMaps, key: &FrontendKey) -> Result<(), TableError> {
+        if let Some(old) = self.lowered.remove(key) {
+            self.written.remove_service(maps, &service_key(key, 0))?;
+            for slot in 1..=old.slots {
+                self.written.remove_service(maps, &service_key(key, slot))?;
+            }
+            self.release(key, old);
+        }
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.frontends.remove(key);
+        Ok(())
+    }
+
+    /// Lets go of what the frontend at `key` held.
+    fn release(&mut self, key: &FrontendKey, old: Lowered) {
+        for addr in &old.backends {
+            self.backend_ids.release(addr);
+        }
+        self.revnat_ids.release(&L4Address::of_frontend(key));
+        if old.maglev_table {
+            self.maglev_tables.release(key);
+        }
+    }
+
+    fn set_status(&self, frontend: FrontendStatus) {
+        let key = frontend.frontend.key();
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.frontends.insert(key, frontend);
+    }
+
+    /// After a full pass: removes every service entry no frontend wrote
+    /// (entries before slots) and retires the ids nobody holds.
+    fn sweep(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
+        let mut stale: Vec<Lb4Key> = self
+            .written
+            .services
+            .keys()
+            .filter(|entry| {
+                let Ok((key, slot)) = lb::decode_service_key(entry) else {
+                    return true;
+                };
+                let ours = self.lowered.get(&key).is_some_and(|lowered| {
+                    service_key(&key, slot) == **entry && slot <= lowered.slots
+                });
+                !ours
+            })
+            .copied()
+            .collect();
+        stale.sort_by_key(|entry| entry.backend_slot != 0);
+        for entry in stale {
+            self.written.remove_service(maps, &entry)?;
+        }
+        self.backend_ids.retire_unheld();
+        self.revnat_ids.retire_unheld();
+        self.maglev_tables.retire_unheld();
+        // Entries whose id no key has (never adopted, or retired before a
+        // failed pass) go too.
+        let backends = self.backend_ids.in_use();
+        let stale: Vec<u32> = self
+            .written
+            .backends
+            .keys()
+            .filter(|id| !backends.contains(id))
+            .copied()
+            .collect();
+        for id in stale {
+            self.written.remove_backend(maps, id)?;
+        }
+        let revnats = self.revnat_ids.in_use();
+        let stale: Vec<u16> = self
+            .written
+            .revnat
+            .keys()
+            .filter(|id| !revnats.contains(id))
+            .copied()
+            .collect();
+        for id in stale {
+            self.written.remove_revnat(maps, id)?;
+        }
+        let tables = self.maglev_tables.in_use();
+        self.written
+            .maglev
+            .retain(|table, _| tables.contains(&(table + 1)));
+        Ok(())
+    }
+
+    /// Removes the entries of retired ids, now that nothing points at them.
+    fn free_retired(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
+        let written = &mut self.written;
+        self.backend_ids
+            .free_retired(|id| written.remove_backend(maps, id))?;
+        self.revnat_ids
+            .free_retired(|id| written.remove_revnat(maps, id))?;
+        self.maglev_tables.free_retired(|table| {
+            // Array entries are not removed: a table is rewritten before a
+            // frontend points at it again.
+            written.maglev.remove(&(table - 1));
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! From policy manifests to the policy map: parse and validate every policy
+//! (rejecting invalid ones whole, with their reasons), compile for the local
+//! endpoints, lower the result (the policy engine's [`weir_policy::lower()`]:
+//! deny precedence, port blocks), encode it ([`maps::policy`]) and write
+//! only the difference.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnetwork::IpNetwork;
+use tracing::warn;
+use weir_abi::{EndpointInfo, PolicyEntry};
+use weir_policy::{
+    compile, lower, ClusterView, Compiled, LabelSet, LocalIdentities, NamedPorts, Policy, Protocol,
+};
+
+use crate::cluster::kvstore::SharedView;
+use crate::cluster::manifest::Pod;
+use crate::cluster::manifest_dir::ClusterManifests;
+use crate::datapath::maps::policy::{encode_state, LpmKey};
+use crate::datapath::{maps, Datapath};
+use crate::endpoint::ipam::AttachmentKey;
+use crate::endpoint::registry::Endpoint;
+
+#[derive(Default)]
+pub struct PolicySync {
+    /// Holds one reference per CIDR of `compiled`.
+    cidr_identities: LocalIdentities,
+    compiled: Compiled,
+    /// Policies that failed validation: key → reasons.
+    rejected: BTreeMap<String, Vec<String>>,
+    desired: BTreeMap<LpmKey, PolicyEntry>,
+    written: BTreeMap<LpmKey, PolicyEntry>,
+    /// The compiler's inputs, kept for tracing.
+    view: ClusterView,
+    policies: Vec<Policy>,
+    /// Every known pod (`ns/name`) → (identity, named ports).
+    pods: BTreeMap<String, (u32, NamedPorts)>,
+}
+
+impl PolicySync {
+    /// Recomputes the desired policy state from the cluster's manifests, the
+    /// shared view and the local endpoints with their identities.
+    pub fn update(
+        &mut self,
+        cluster: &ClusterManifests,
+        view: &SharedView,
+        endpoints: &[Endpoint],
+        identities: &BTreeMap<AttachmentKey, u32>,
+    ) {
+        let policies = self.parse(cluster);
+        let (cluster_view, pods) = cluster_view(cluster, view, endpoints, identities);
+        self.compile(cluster_view, policies);
+        self.pods = pods;
+    }
+
+    /// Compiles, lowers and encodes the desired state from its inputs.
+    fn compile(&mut self, view: ClusterView, policies: Vec<Policy>) {
+        let compiled = compile(&view, &policies, &mut self.cidr_identities);
+        // The previous state lets go of its CIDR identities only now, so a
+        // CIDR both name keeps its id and one no policy names is freed.
+        let previous = std::mem::replace(&mut self.compiled, compiled);
+        self.cidr_identities.release_all(previous.cidrs.into_keys());
+        self.desired = encode_state(&lower(&self.compiled));
+        self.view = view;
+        self.policies = policies;
+    }
+
+    /// What `weir policy` reads: the compiled state and its inputs.
+    pub fn snapshot(
+        &self,
+        endpoints: &[Endpoint],
+        identities: &BTreeMap<AttachmentKey, u32>,
+    ) -> crate::reconcile::snapshot::PolicySnapshot {
+        let local = endpoints
+            .iter()
+            .filter_map(|e| {
+                identities.get(&e.attachment).map(|id| {
+                    (
+                        format!("{}/{}", e.pod.namespace, e.pod.name),
+                        (u32::from(e.id), *id),
+                    )
+                })
+            })
+            .collect();
+        crate::reconcile::snapshot::PolicySnapshot {
+            compiled: self.compiled.clone(),
+            view: self.view.clone(),
+            policies: self.policies.clone(),
+            cidrs: self.cidr_identities.clone(),
+            rejected: self.rejected.clone(),
+            local,
+            pods: self.pods.clone(),
+            map_entries: self.written.len(),
+        }
+    }
+
+    fn parse(&mut self, cluster: &ClusterManifests) -> Vec<Policy> {
+        let mut policies = Vec::new();
+        let mut rejected = BTreeMap::new();
+        for (key, document) in &cluster.policies {
+            let parsed = weir_policy::PolicyDocument::from_value(document.document.clone())
+                .and_then(|doc| doc.to_policy());
+            match parsed {
+                Ok(policy) => policies.push(policy),
+                Err(error) => {
+                    let reasons = vec![error.to_string()];
+                    if self.rejected.get(key) != Some(&reasons) {
+                        warn!(policy = %key, reason = %reasons[0], "policy rejected; nothing of it is applied");
+                    }
+                    rejected.insert(key.clone(), reasons);
+                }
+            }
+        }
+        self.rejected = rejected;
+        policies
+    }
+
+    /// Policies that failed validation, with the reasons.
+    pub fn rejected(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.rejected
+    }
+
+    /// The compiled state (what `weir policy get/trace` reads).
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// CIDR identities the policies name, for the ipcache.
+    pub fn cidr_identities(&self) -> &BTreeMap<IpNetwork, u32> {
+        &self.compiled.cidrs
+    }
+
+    /// The enforcement flags of a local endpoint.
+    pub fn enforcement_flags(&self, endpoint_id: u16) -> u8 {
+        let Some(policy) = self.compiled.endpoints.get(&u32::from(endpoint_id)) else {
+            return 0;
+        };
+        let mut flags = 0;
+        if policy.ingress.enforced {
+            flags |= EndpointInfo::INGRESS_ENFORCED;
+        }
+        if policy.egress.enforced {
+            flags |= EndpointInfo::EGRESS_ENFORCED;
+        }
+        flags
+    }
+
+    /// Local endpoints whose policy map entries are not yet as desired:
+    /// the ones the next apply regenerates.
+    pub fn pending_endpoints(&self) -> BTreeSet<u16> {
+        let changed = self
+            .desired
+            .iter()
+            .filter(|(key, entry)| self.written.get(key) != Some(entry))
+            .map(|(key, _)| key);
+        let removed = self
+            .written
+            .keys()
+            .filter(|key| !self.desired.contains_key(key));
+        changed
+            .chain(removed)
+            .map(|key| key.key.endpoint_id)
+            .collect()
+    }
+
+    /// Writes new and changed entries (before enforcement flags change, so
+    /// a newly enforced endpoint finds its allows in place).
+    pub fn apply_upserts(&mut self, datapath: &mut Datapath) -> Result<(), maps::TableError> {
+        for (key, entry) in &self.desired {
+            if self.written.get(key) != Some(entry) {
+                maps::set_policy(datapath.ebpf_mut(), key.prefix_len, key.key, *entry)?;
+                self.written.insert(*key, *entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes entries no longer desired (after enforcement flags change).
+    pub fn apply_removals(&mut self, datapath: &mut Datapath) -> Result<(), maps::TableError> {
+        let stale: Vec<LpmKey> = self
+            .written
+            .keys()
+            .filter(|k| !self.desired.contains_key(k))
+            .copied()
+            .collect();
+        for key in stale {
+            maps::remove_policy(datapath.ebpf_mut(), key.prefix_len, key.key)?;
+            self.written.remove(&key);
+        }
+        Ok(())
+    }
+}
+
+fn named_ports_of(pod: &Pod) -> NamedPorts {
+    let mut ports = NamedPorts::new();
+    for port in &pod.ports {
+        let Some(name) = &port.name else { continue };
+        let protocol = match port.protocol {
+            crate::cluster::manifest::Protocol::Tcp => Protocol::Tcp,
+            crate::cluster::manifest::Protocol::Udp => Protocol::Udp,
+            crate::cluster::manifest::Protocol::Sctp => Protocol::Sctp,
+        };
+        ports
+            .entry(name.clone())
+            .or_default()
+            .insert((protocol, port.port));
+    }
+    ports
+}
+
+/// The policy engine's view: every identity in the cluster with its labels
+/// and the named ports of its pods, and the local endpoints; plus every
+/// known pod with its identity and named ports.
+#[allow(clippy::type_complexity)]
+fn cluster_view(
+    cluster: &ClusterManifests,
+    shared: &SharedView,
+    endpoints: &[Endpoint],
+    identities: &BTreeMap<AttachmentKey, u32>,
+) -> (ClusterView, BTreeMap<String, (u32, NamedPorts)>) {
+    let mut labels_by_id: BTreeMap<u32, LabelSet> = BTreeMap::new();
+    for (id, labels) in &shared.identities {
+        let mut set = LabelSet::new();
+        for (k, v) in labels.iter() {
+            set.insert_full(k, v);
+        }
+        labels_by_id.insert(*id, set);
+    }
+    // Pods by identity: remote ones from the endpoint records, local ones
+    // from our own endpoints (the store may not have echoed them yet).
+    let mut pods_by_id: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for record in shared.endpoints.values() {
+        pods_by_id
+            .entry(record.identity)
+            .or_default()
+            .insert(format!("{}/{}", record.namespace, record.pod));
+    }
+    for endpoint in endpoints {
+        if let Some(id) = identities.get(&endpoint.attachment) {
+            pods_by_id
+                .entry(*id)
+                .or_default()
+                .insert(format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name));
+        }
+    }
+    let mut pods = BTreeMap::new();
+    for (id, keys) in &pods_by_id {
+        for key in keys {
+            let ports = cluster
+                .pods
+                .get(key)
+                .map(named_ports_of)
+                .unwrap_or_default();
+            pods.insert(key.clone(), (*id, ports));
+        }
+    }
+    let mut view = ClusterView::new();
+    for (id, labels) in labels_by_id {
+        let mut named_ports = NamedPorts::new();
+        for pod in pods_by_id.get(&id).into_iter().flatten() {
+            if let Some(pod) = cluster.pods.get(pod) {
+                for (name, set) in named_ports_of(pod) {
+                    named_ports.entry(name).or_default().extend(set);
+                }
+            }
+        }
+        view.add_identity(weir_policy::Identity {
+            id,
+            labels,
+            named_ports,
+        });
+    }
+    for endpoint in endpoints {
+        let Some(identity) = identities.get(&endpoint.attachment) else {
+            continue;
+        };
+        let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
+        view.add_endpoint(weir_policy::Endpoint {
+            id: u32::from(endpoint.id),
+            identity: *identity,
+            named_ports: cluster
+                .pods
+                .get(&key)
+                .map(named_ports_of)
+                .unwrap_or_default(),
+        });
+    }
+    (view, pods)
+}
+
+#[cfg(test)]
+mod tests;

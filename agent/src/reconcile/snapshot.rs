@@ -1,0 +1,71 @@
+//! What the policy reconciler publishes after every pass for the readers
+//! above it (the policy and inspection APIs, metrics): the compiled state it
+//! wrote, and the inputs it compiled from.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use weir_policy::{
+    compile, trace_flow, ClusterView, Compiled, FlowSide, LocalIdentities, NamedPorts, Policy,
+    Protocol,
+};
+
+/// What the reconcile loop last computed.
+#[derive(Clone, Default)]
+pub struct PolicySnapshot {
+    pub compiled: Compiled,
+    pub view: ClusterView,
+    pub policies: Vec<Policy>,
+    pub cidrs: LocalIdentities,
+    pub rejected: BTreeMap<String, Vec<String>>,
+    /// Local pods (`ns/name`) → (endpoint id, identity).
+    pub local: BTreeMap<String, (u32, u32)>,
+    /// Every known pod (`ns/name`) → (identity, named ports).
+    pub pods: BTreeMap<String, (u32, NamedPorts)>,
+    pub map_entries: usize,
+}
+
+pub type SharedSnapshot = Arc<Mutex<PolicySnapshot>>;
+
+impl PolicySnapshot {
+    /// The trace of a flow `src → dst` (pods as `ns/name`). A pod on
+    /// another node is compiled here from the same inputs (policies,
+    /// identities, its named ports) its own agent compiles from, so both
+    /// sides of the flow are shown.
+    pub fn trace(
+        &self,
+        src: &str,
+        dst: &str,
+        protocol: Protocol,
+        port: u16,
+    ) -> Result<weir_policy::FlowTrace, String> {
+        let mut view = self.view.clone();
+        let mut side = |key: &str, synthetic: u32| -> Result<FlowSide, String> {
+            if let Some((endpoint, _)) = self.local.get(key) {
+                return Ok(FlowSide::Endpoint(*endpoint));
+            }
+            let (identity, named_ports) = self
+                .pods
+                .get(key)
+                .ok_or_else(|| format!("pod {key} is not known to this agent"))?;
+            view.add_endpoint(weir_policy::Endpoint {
+                id: synthetic,
+                identity: *identity,
+                named_ports: named_ports.clone(),
+            });
+            Ok(FlowSide::Endpoint(synthetic))
+        };
+        // Synthetic ids above the 16-bit endpoint range never collide with
+        // local endpoints.
+        let src_side = side(src, 0x1_0000)?;
+        let dst_side = side(dst, 0x1_0001)?;
+        let compiled = if matches!((src_side, dst_side), (FlowSide::Endpoint(a), FlowSide::Endpoint(b)) if a < 0x1_0000 && b < 0x1_0000)
+        {
+            self.compiled.clone()
+        } else {
+            compile(&view, &self.policies, &mut self.cidrs.clone())
+        };
+        trace_flow(&compiled, src_side, dst_side, protocol, port)
+            .ok_or_else(|| "endpoint missing from the compiled state".to_string())
+    }
+}
