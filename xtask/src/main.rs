@@ -8,6 +8,8 @@ mod bench;
 mod build;
 mod cmd;
 mod lab;
+#[cfg(test)]
+mod lint_mirror;
 mod paths;
 mod setup;
 mod sweep;
