@@ -1,9 +1,9 @@
 //! `cargo xtask test`: the whole suite, from a fresh clone, as CI runs it.
 //!
 //! Order: setup, kernel programs, format and lint checks (host and kernel
-//! crates), `cargo deny`, then every test binary. The suites that need the kernel load real
-//! programs and create network namespaces, so this needs root; it fails
-//! loudly rather than skipping when it is not.
+//! crates), `cargo deny`, then every test binary. The suites that need the
+//! kernel load real programs and create network namespaces, so this needs
+//! root; it fails loudly rather than skipping when it is not.
 
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
         Some(_) => timed("cargo deny: advisories", deny::check_advisories),
         None => Check::skipped(
             "cargo deny: advisories",
-            "no advisory database (`cargo deny fetch` clones it; needs network)",
+            "no advisory database (`target/tools/bin/cargo-deny fetch` clones it; needs network)",
         ),
     });
 
