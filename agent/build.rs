@@ -20,9 +20,20 @@ const STUB_CFG: &str = "weir_no_datapath";
 fn main() -> ExitCode {
     println!("cargo::rustc-check-cfg=cfg({STUB_CFG})");
     println!("cargo::rerun-if-env-changed=WEIR_DATAPATH_OBJECT");
+    // Read when the script runs, not baked in when it is compiled: cargo
+    // gives the same unit hash to the same crate in two checkouts, so a
+    // shared target directory may run one checkout's compiled script for
+    // the other.
+    let (Some(manifest_dir), Some(out)) = (
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+        std::env::var_os("OUT_DIR"),
+    ) else {
+        eprintln!("error: cargo did not set CARGO_MANIFEST_DIR and OUT_DIR");
+        return ExitCode::FAILURE;
+    };
     let object = match std::env::var_os("WEIR_DATAPATH_OBJECT") {
         Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        None => PathBuf::from(manifest_dir)
             .join("../target/ebpf/bpfel-unknown-none/release/weir-datapath"),
     };
     // A path that does not exist makes cargo rerun this script on every
@@ -46,11 +57,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let Some(out) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
-        eprintln!("error: cargo did not set OUT_DIR");
-        return ExitCode::FAILURE;
-    };
-    if let Err(e) = std::fs::copy(&object, out.join("weir-datapath.o")) {
+    if let Err(e) = std::fs::copy(&object, PathBuf::from(out).join("weir-datapath.o")) {
         eprintln!("error: copying {}: {e}", object.display());
         return ExitCode::FAILURE;
     }
