@@ -44,13 +44,13 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Result, StoreError};
 use crate::labels::SecurityLabels;
-use crate::reserved::{is_cluster, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY};
 use crate::store::{
     precheck_allocation, require_cluster, reserved_labels, EndpointEvent, EndpointRecord,
     EventStream, IdentityEvent, NodeEvent, NodeRecord, SharedStore,
 };
 use keys::Keys;
 use session::Session;
+use weir_abi::identity::{is_cluster, CLUSTER_MAX, CLUSTER_MIN};
 
 /// Transactions tried before an allocation gives up.
 const MAX_ATTEMPTS: u32 = 64;
@@ -85,7 +85,7 @@ impl EtcdConfig {
             lease_ttl: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
-            identity_range: MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY,
+            identity_range: CLUSTER_MIN..=CLUSTER_MAX,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Security identities and the cluster-wide runtime state Weir agents share.
 //!
 //! - [`labels`]: the canonical label set an identity stands for.
-//! - [`reserved`]: reserved identities and the numeric ranges.
+//! - Reserved identities and the numeric ranges are `weir_abi::identity`
+//!   (one table for the datapath, this crate and the policy engine).
 //! - [`local`]: node-local CIDR identities (never shared).
 //! - [`store`]: the [`SharedStore`] trait: identities, endpoints, nodes.
 //! - [`etcd`]: the trait on etcd (kvstore mode); [`memory`]: in-process, for
@@ -15,7 +16,6 @@ pub mod etcd;
 pub mod labels;
 pub mod local;
 pub mod memory;
-pub mod reserved;
 pub mod store;
 pub mod testing;
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use ipnetwork::IpNetwork;
 
 use crate::labels::SecurityLabels;
-use crate::reserved::{MAX_LOCAL_IDENTITY, MIN_LOCAL_IDENTITY};
+use weir_abi::identity::{LOCAL_MAX, LOCAL_MIN};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LocalIdentityError {
@@ -34,7 +34,7 @@ pub struct LocalIdentities {
 
 impl Default for LocalIdentities {
     fn default() -> Self {
-        Self::with_range(MIN_LOCAL_IDENTITY, MAX_LOCAL_IDENTITY)
+        Self::with_range(LOCAL_MIN, LOCAL_MAX)
     }
 }
 
@@ -46,7 +46,7 @@ impl LocalIdentities {
     /// An allocator over a sub-range of the local scope (tests use a tiny one).
     pub fn with_range(min: u32, max: u32) -> Self {
         assert!(
-            MIN_LOCAL_IDENTITY <= min && min <= max && max <= MAX_LOCAL_IDENTITY,
+            LOCAL_MIN <= min && min <= max && max <= LOCAL_MAX,
             "local identity range {min}..={max} is outside the local scope"
         );
         Self {

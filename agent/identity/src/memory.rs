@@ -13,11 +13,11 @@ use tokio::sync::broadcast;
 
 use crate::error::{Result, StoreError};
 use crate::labels::SecurityLabels;
-use crate::reserved::{is_cluster, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY};
 use crate::store::{
     precheck_allocation, require_cluster, reserved_labels, EndpointEvent, EndpointRecord,
     EventStream, IdentityEvent, NodeEvent, NodeRecord, SharedStore, StoreEvent,
 };
+use weir_abi::identity::{is_cluster, CLUSTER_MAX, CLUSTER_MIN};
 
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -141,11 +141,11 @@ impl SharedStore for MemoryStore {
         let id = match s.by_labels.get(labels) {
             Some(id) => *id,
             None => {
-                let id = (MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY)
+                let id = (CLUSTER_MIN..=CLUSTER_MAX)
                     .find(|id| !s.identities.contains_key(id))
                     .ok_or(StoreError::Exhausted {
-                        min: MIN_CLUSTER_IDENTITY,
-                        max: MAX_CLUSTER_IDENTITY,
+                        min: CLUSTER_MIN,
+                        max: CLUSTER_MAX,
                     })?;
                 s.identities.insert(id, labels.clone());
                 s.by_labels.insert(labels.clone(), id);
@@ -299,12 +299,38 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn reserved_sets_are_answered_from_the_table() {
+        use weir_abi::identity::{HOST, KUBE_APISERVER, REMOTE_NODE};
+        let store = MemoryStore::new("a");
+        let host = SecurityLabels::new().with("reserved:host", "");
+        assert_eq!(store.allocate_identity(&host).await.unwrap(), HOST);
+        let remote = SecurityLabels::new().with("reserved:remote-node", "");
+        assert_eq!(store.allocate_identity(&remote).await.unwrap(), REMOTE_NODE);
+        let kube = store
+            .lookup_identity(KUBE_APISERVER)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            kube,
+            remote.clone().with("reserved:kube-apiserver", ""),
+            "kube-apiserver nodes are remote nodes too"
+        );
+        assert_eq!(
+            store.allocate_identity(&kube).await.unwrap(),
+            KUBE_APISERVER
+        );
+        let mixed = remote.with("k8s:app", "web");
+        assert!(store.allocate_identity(&mixed).await.unwrap() >= CLUSTER_MIN);
+    }
+
+    #[tokio::test]
     async fn shares_state_between_nodes_and_kills_nodes() {
         let a = MemoryStore::new("a");
         let b = a.for_node("b");
         let web = SecurityLabels::new().with("k8s:app", "web");
         let id = a.allocate_identity(&web).await.unwrap();
-        assert_eq!(id, MIN_CLUSTER_IDENTITY);
+        assert_eq!(id, CLUSTER_MIN);
         assert_eq!(b.allocate_identity(&web).await.unwrap(), id);
         assert!(a.release_identity(id).await.unwrap());
         assert!(a.unreferenced_identities().await.unwrap().is_empty());

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
 use crate::labels::SecurityLabels;
-use crate::reserved::{is_cluster, reserved_by_name, reserved_name};
+use weir_abi::identity::{is_cluster, reserved_by_id, RESERVED};
 
 /// Where a pod address lives and which identity it has: one ipcache entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,19 +118,23 @@ pub trait SharedStore: Send + Sync {
     async fn watch_nodes(&self) -> Result<EventStream<NodeEvent>>;
 }
 
-/// The reserved identity a label set stands for, if it is exactly one
-/// `reserved:*` label (as the host or world entity is).
+/// The reserved identity a label set stands for: one that names a reserved
+/// identity (`reserved:host`), alone or with the other labels that identity
+/// carries (`reserved:kube-apiserver` with `reserved:remote-node`).
 pub fn reserved_identity_of(labels: &SecurityLabels) -> Option<u32> {
-    let mut it = labels.iter();
-    match (it.next(), it.next()) {
-        (Some((key, _)), None) => reserved_by_name(key),
-        _ => None,
-    }
+    RESERVED
+        .iter()
+        .find(|r| {
+            labels.get(r.label).is_some()
+                && labels.iter().all(|(key, _)| r.labels().any(|l| l == key))
+        })
+        .map(|r| r.id)
 }
 
-/// The labels of a reserved identity: `{reserved:<name>: ""}`.
+/// The labels of a reserved identity: `{reserved:<name>: ""}` and any
+/// further reserved labels it carries.
 pub fn reserved_labels(id: u32) -> Option<SecurityLabels> {
-    reserved_name(id).map(|name| SecurityLabels::new().with(name, ""))
+    reserved_by_id(id).map(|r| r.labels().map(|label| (label, "")).collect())
 }
 
 /// Checks done before any backend work on an allocation: reserved sets are

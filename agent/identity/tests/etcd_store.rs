@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::Barrier;
-use weir_identity::reserved::{IDENTITY_HOST, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY};
+use weir_abi::identity::{self, CLUSTER_MAX, CLUSTER_MIN};
 use weir_identity::testing::EtcdServer;
 use weir_identity::{
     EndpointEvent, EndpointRecord, EtcdConfig, EtcdStore, EventStream, NodeEvent, NodeRecord,
@@ -78,14 +78,8 @@ async fn same_labels_same_id_across_reconnects() {
     let a = store(&server, "node-a").await;
     let web = a.allocate_identity(&app("web")).await.unwrap();
     let db = a.allocate_identity(&app("db")).await.unwrap();
-    assert!(
-        (MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY).contains(&web),
-        "{web}"
-    );
-    assert!(
-        (MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY).contains(&db),
-        "{db}"
-    );
+    assert!((CLUSTER_MIN..=CLUSTER_MAX).contains(&web), "{web}");
+    assert!((CLUSTER_MIN..=CLUSTER_MAX).contains(&db), "{db}");
     assert_ne!(web, db);
     assert_eq!(a.allocate_identity(&app("web")).await.unwrap(), web);
     assert_eq!(a.lookup_identity(web).await.unwrap(), Some(app("web")));
@@ -96,8 +90,8 @@ async fn same_labels_same_id_across_reconnects() {
 
     // A single reserved label is its reserved identity; nothing is stored.
     let host = SecurityLabels::new().with("reserved:host", "");
-    assert_eq!(a.allocate_identity(&host).await.unwrap(), IDENTITY_HOST);
-    assert_eq!(a.lookup_identity(IDENTITY_HOST).await.unwrap(), Some(host));
+    assert_eq!(a.allocate_identity(&host).await.unwrap(), identity::HOST);
+    assert_eq!(a.lookup_identity(identity::HOST).await.unwrap(), Some(host));
     assert!(matches!(
         a.allocate_identity(&SecurityLabels::new()).await,
         Err(StoreError::EmptyLabels)
@@ -244,7 +238,7 @@ async fn references_are_counted_per_node_and_guard_collection() {
     assert_eq!(b.lookup_identity(again).await.unwrap(), Some(app("web")));
     assert!(b.unreferenced_identities().await.unwrap().is_empty());
     assert!(matches!(
-        a.release_identity(IDENTITY_HOST).await,
+        a.release_identity(identity::HOST).await,
         Err(StoreError::NotClusterIdentity(1))
     ));
 }

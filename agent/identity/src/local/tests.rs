@@ -15,7 +15,7 @@ fn same_cidr_same_id_and_distinct_cidrs_distinct_ids() {
     assert_eq!(ids.allocate(net("10.1.2.3/8")).unwrap(), a);
     assert!(a != b && b != c && a != c);
     for id in [a, b, c] {
-        assert!(crate::reserved::is_local(id), "{id:#x}");
+        assert!(weir_abi::identity::is_local(id), "{id:#x}");
     }
     assert_eq!(ids.lookup(b), Some(net("192.168.0.0/16")));
 }
@@ -36,7 +36,7 @@ fn release_frees_after_the_last_reference() {
 
 #[test]
 fn freed_ids_are_reused_only_after_the_rest_of_the_range() {
-    let min = MIN_LOCAL_IDENTITY;
+    let min = LOCAL_MIN;
     let mut ids = LocalIdentities::with_range(min, min + 2);
     let a = ids.allocate(net("10.0.0.0/8")).unwrap();
     ids.release(net("10.0.0.0/8"));

@@ -31,7 +31,8 @@ fn reserved_labels_and_view() {
     );
     assert!(reserved_labels(300).is_none());
     let view = ClusterView::new();
-    assert_eq!(view.identities.len(), RESERVED_IDENTITIES.len());
+    // Every reserved identity but 0 ("any" in policy state).
+    assert_eq!(view.identities.len(), reserved::RESERVED.len() - 1);
     assert!(view.endpoints.is_empty());
     assert_eq!(
         view.labels_of(reserved::WORLD).unwrap().to_string(),

@@ -2,8 +2,8 @@
 //! from the endpoint registry, the policy snapshot the reconcile loop
 //! published and the shared view of identities.
 
+use weir_abi::identity::reserved_by_id;
 use weir_agent_api::v1;
-use weir_identity::reserved;
 
 use crate::cluster::kvstore::SharedView;
 use crate::endpoint::registry::Endpoint;
@@ -24,8 +24,8 @@ fn labels_of(
     snapshot: &PolicySnapshot,
     view: &SharedView,
 ) -> Option<(Vec<String>, &'static str)> {
-    if let Some(name) = reserved::reserved_name(id) {
-        return Some((vec![name.to_string()], "reserved"));
+    if let Some(reserved) = reserved_by_id(id) {
+        return Some((reserved.labels().map(String::from).collect(), "reserved"));
     }
     if let Some(labels) = view.identities.get(&id) {
         let labels = labels.iter().map(|(k, v)| label_text(k, v)).collect();
