@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use tonic::{Request, Response, Status};
 use weir_abi::conntrack::CT_SCOPE_EGRESS;
+use weir_abi::ip_proto;
 use weir_abi::CtEntry;
 use weir_agent_api::v1;
 use weir_agent_api::v1::inspect_server::Inspect;
 
-use crate::api::monitor::protocol_name;
 use crate::cluster::kvstore::SharedView;
 use crate::datapath::{maps, SharedDatapath};
 use crate::endpoint::manager::EndpointManager;
@@ -80,7 +80,7 @@ impl Inspect for InspectService {
                     protocol: if prefix_len <= POLICY_PREFIX_ANY_PROTOCOL {
                         "any".into()
                     } else {
-                        protocol_name(key.protocol)
+                        ip_proto::Named(key.protocol).to_string()
                     },
                     ports,
                     verdict: if entry.verdict == POLICY_DENY {
@@ -202,7 +202,7 @@ impl Inspect for InspectService {
                 } else {
                     "ingress".into()
                 },
-                protocol: protocol_name(key.protocol),
+                protocol: ip_proto::Named(key.protocol).to_string(),
                 source: format!(
                     "{}:{}",
                     crate::flows::address(key.family, &key.saddr),

@@ -5,12 +5,12 @@
 use std::net::Ipv4Addr;
 
 use tonic::{Request, Response, Status};
+use weir_abi::ip_proto;
 use weir_abi::lb::*;
 use weir_agent_api::services as api;
 use weir_agent_api::services::services_server::Services;
 use weir_lb::{Algorithm, BackendState, FrontendKind, Scope};
 
-use crate::api::monitor::protocol_name;
 use crate::datapath::{maps::lb as lb_maps, SharedDatapath};
 use crate::reconcile::lb_sync::SharedLbStatus;
 
@@ -142,7 +142,7 @@ impl Services for ServicesService {
                 }
                 api::LbServiceEntry {
                     frontend: endpoint(key.address, key.port),
-                    protocol: protocol_name(key.protocol),
+                    protocol: ip_proto::Named(key.protocol).to_string(),
                     scope: scope_name(key.scope),
                     slot: u32::from(key.backend_slot),
                     backend_id: value.backend_id,
@@ -161,7 +161,7 @@ impl Services for ServicesService {
             .map(|(id, b)| api::LbBackendEntry {
                 id,
                 address: endpoint(b.address, b.port),
-                protocol: protocol_name(b.protocol),
+                protocol: ip_proto::Named(b.protocol).to_string(),
                 state: if b.state == Lb4Backend::STATE_TERMINATING {
                     "terminating".into()
                 } else {
@@ -189,7 +189,7 @@ impl Services for ServicesService {
                     } else {
                         "reply".into()
                     },
-                    protocol: protocol_name(k.protocol),
+                    protocol: ip_proto::Named(k.protocol).to_string(),
                     source: endpoint(k.saddr, k.sport),
                     destination: endpoint(k.daddr, k.dport),
                     new_source: endpoint(e.saddr, e.sport),
