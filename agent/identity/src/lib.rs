@@ -1,6 +1,7 @@
 //! Security identities and the cluster-wide runtime state Weir agents share.
 //!
-//! - [`labels`]: the canonical label set an identity stands for.
+//! - The label set an identity stands for is `weir_types::LabelSet`
+//!   (shared with the policy engine, which selects on it).
 //! - Reserved identities and the numeric ranges are `weir_abi::identity`
 //!   (one table for the datapath, this crate and the policy engine).
 //! - [`local`]: node-local CIDR identities (never shared).
@@ -13,7 +14,6 @@
 
 pub mod error;
 pub mod etcd;
-pub mod labels;
 pub mod local;
 pub mod memory;
 pub mod store;
@@ -21,10 +21,10 @@ pub mod testing;
 
 pub use error::{Result, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore};
-pub use labels::{LabelsError, SecurityLabels};
 pub use local::{cidr_labels, LocalIdentities, LocalIdentityError};
 pub use memory::MemoryStore;
 pub use store::{
     EndpointEvent, EndpointRecord, EventStream, IdentityEvent, NodeEvent, NodeRecord, SharedStore,
     StoreEvent,
 };
+pub use weir_types::{LabelSet, LabelsError};

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 
 use ipnetwork::IpNetwork;
 
-use crate::labels::SecurityLabels;
-use weir_abi::identity::{LOCAL_MAX, LOCAL_MIN};
+use weir_abi::identity::{LOCAL_MAX, LOCAL_MIN, WORLD};
+use weir_types::labels::SOURCE_CIDR;
+use weir_types::LabelSet;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LocalIdentityError {
@@ -116,12 +117,11 @@ impl LocalIdentities {
 
 /// The labels of a CIDR identity, as Cilium writes them (REFERENCE §3.3):
 /// `cidr:<prefix>` (IPv6 ':' as '-') and `reserved:world`.
-pub fn cidr_labels(cidr: IpNetwork) -> SecurityLabels {
+pub fn cidr_labels(cidr: IpNetwork) -> LabelSet {
     let cidr = normalise(cidr);
     let prefix = format!("{}/{}", cidr.network(), cidr.prefix()).replace(':', "-");
-    SecurityLabels::new()
-        .with(format!("cidr:{prefix}"), "")
-        .with("reserved:world", "")
+    let world = LabelSet::reserved(WORLD).unwrap_or_default();
+    world.with(format!("{SOURCE_CIDR}:{prefix}"), "")
 }
 
 fn normalise(cidr: IpNetwork) -> IpNetwork {

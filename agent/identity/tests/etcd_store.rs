@@ -10,8 +10,8 @@ use tokio::sync::Barrier;
 use weir_abi::identity::{self, CLUSTER_MAX, CLUSTER_MIN};
 use weir_identity::testing::EtcdServer;
 use weir_identity::{
-    EndpointEvent, EndpointRecord, EtcdConfig, EtcdStore, EventStream, NodeEvent, NodeRecord,
-    SecurityLabels, SharedStore, StoreError, StoreEvent,
+    EndpointEvent, EndpointRecord, EtcdConfig, EtcdStore, EventStream, LabelSet, NodeEvent,
+    NodeRecord, SharedStore, StoreError, StoreEvent,
 };
 
 const STEP: Duration = Duration::from_secs(10);
@@ -30,8 +30,8 @@ async fn store(server: &EtcdServer, node: &str) -> EtcdStore {
         .expect("connect")
 }
 
-fn app(name: &str) -> SecurityLabels {
-    SecurityLabels::new()
+fn app(name: &str) -> LabelSet {
+    LabelSet::new()
         .with("k8s:app", name)
         .with("k8s:io.kubernetes.pod.namespace", "default")
 }
@@ -89,11 +89,11 @@ async fn same_labels_same_id_across_reconnects() {
     assert_eq!(listed[&web], app("web"));
 
     // A single reserved label is its reserved identity; nothing is stored.
-    let host = SecurityLabels::new().with("reserved:host", "");
+    let host = LabelSet::new().with("reserved:host", "");
     assert_eq!(a.allocate_identity(&host).await.unwrap(), identity::HOST);
     assert_eq!(a.lookup_identity(identity::HOST).await.unwrap(), Some(host));
     assert!(matches!(
-        a.allocate_identity(&SecurityLabels::new()).await,
+        a.allocate_identity(&LabelSet::new()).await,
         Err(StoreError::EmptyLabels)
     ));
     assert_eq!(a.list_identities().await.unwrap().len(), 2);

@@ -109,9 +109,7 @@ struct Resolver<'a> {
 }
 
 fn has_reserved(labels: &LabelSet, name: &str) -> bool {
-    labels
-        .get_full(&format!("{SOURCE_RESERVED}:{name}"))
-        .is_some()
+    labels.get(&format!("{SOURCE_RESERVED}:{name}")).is_some()
 }
 
 impl Resolver<'_> {

@@ -15,17 +15,6 @@ pub type NumericIdentity = u32;
 /// `weir_abi::identity`, under the name this crate's callers use.
 pub use weir_abi::identity as reserved;
 
-/// The label set of a reserved identity (`reserved:host` etc., empty values;
-/// `kube-apiserver` also carries `reserved:remote-node`).
-pub fn reserved_labels(id: NumericIdentity) -> Option<LabelSet> {
-    reserved::reserved_by_id(id).map(|r| {
-        r.labels().fold(LabelSet::new(), |mut s, label| {
-            s.insert_full(label, "");
-            s
-        })
-    })
-}
-
 /// Named container ports of the pods behind an identity (or of one endpoint):
 /// name → the (protocol, port) pairs that carry that name. An identity's map
 /// is the union over its pods, so one name may resolve to several ports.
@@ -76,7 +65,7 @@ impl ClusterView {
             .iter()
             .filter(|r| r.id != reserved::ANY)
             .map(|r| {
-                let labels = reserved_labels(r.id).unwrap_or_default();
+                let labels = LabelSet::reserved(r.id).unwrap_or_default();
                 (
                     r.id,
                     Identity {

@@ -18,8 +18,8 @@ use tracing::warn;
 use weir_abi::policy::*;
 use weir_abi::{EndpointInfo, PolicyEntry, PolicyKey, TrafficDirection};
 use weir_policy::{
-    compile, ClusterView, Compiled, Direction, EntryKey, LabelSet, LocalCidrAllocator, NamedPorts,
-    PeerKey, Policy, Ports, Protocol, Verdict,
+    compile, ClusterView, Compiled, Direction, EntryKey, LocalCidrAllocator, NamedPorts, PeerKey,
+    Policy, Ports, Protocol, Verdict,
 };
 
 use crate::cluster::kvstore::SharedView;
@@ -223,14 +223,6 @@ fn cluster_view(
     endpoints: &[Endpoint],
     identities: &BTreeMap<AttachmentKey, u32>,
 ) -> (ClusterView, BTreeMap<String, (u32, NamedPorts)>) {
-    let mut labels_by_id: BTreeMap<u32, LabelSet> = BTreeMap::new();
-    for (id, labels) in &shared.identities {
-        let mut set = LabelSet::new();
-        for (k, v) in labels.iter() {
-            set.insert_full(k, v);
-        }
-        labels_by_id.insert(*id, set);
-    }
     // Pods by identity: remote ones from the endpoint records, local ones
     // from our own endpoints (the store may not have echoed them yet).
     let mut pods_by_id: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
@@ -260,7 +252,8 @@ fn cluster_view(
         }
     }
     let mut view = ClusterView::new();
-    for (id, labels) in labels_by_id {
+    // The shared view's label sets are the engine's: no conversion.
+    for (&id, labels) in &shared.identities {
         let mut named_ports = NamedPorts::new();
         for pod in pods_by_id.get(&id).into_iter().flatten() {
             if let Some(pod) = cluster.pods.get(pod) {
@@ -271,7 +264,7 @@ fn cluster_view(
         }
         view.add_identity(weir_policy::Identity {
             id,
-            labels,
+            labels: labels.clone(),
             named_ports,
         });
     }

@@ -55,10 +55,7 @@ fn coverage_follows_prefixes() {
 fn compiled_from(yaml: &str, identity_labels: &[(u32, &[(&str, &str)])]) -> Compiled {
     let mut view = ClusterView::new();
     for (id, labels) in identity_labels {
-        let mut set = LabelSet::new();
-        for (k, v) in labels.iter() {
-            set.insert_full(*k, *v);
-        }
+        let set = labels.iter().copied().collect();
         view.add_identity(weir_policy::Identity {
             id: *id,
             labels: set,

@@ -1,7 +1,7 @@
 use std::net::Ipv4Addr;
 
-use weir_identity::SecurityLabels;
 use weir_policy::EndpointPolicy;
+use weir_types::LabelSet;
 
 use super::*;
 use crate::endpoint::ipam::AttachmentKey;
@@ -45,7 +45,7 @@ fn state() -> (PolicySnapshot, SharedView) {
     let mut view = SharedView::default();
     view.identities.insert(
         300,
-        SecurityLabels::new()
+        LabelSet::new()
             .with("k8s:app", "web")
             .with("k8s:io.kubernetes.pod.namespace", "x"),
     );
