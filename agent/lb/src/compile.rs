@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
 use serde::Serialize;
+use weir_types::Protocol;
 
 use crate::endpointslice::EndpointSlice;
 use crate::error::{MaglevError, OptionsError};
@@ -17,7 +18,6 @@ use crate::service::{
     Algorithm, ClusterIps, Service, ServiceName, ServicePort, ServiceType, SessionAffinity,
     TrafficPolicy,
 };
-use crate::validate::Protocol;
 
 /// The node the state is compiled for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

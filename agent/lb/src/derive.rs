@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
+use weir_types::Protocol;
 
 use crate::endpointslice::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef, MANAGED_BY_LABEL,
@@ -32,7 +33,6 @@ use crate::endpointslice::{
 };
 use crate::hash::murmur3_x64_128;
 use crate::service::{Service, ServicePort, TargetPort};
-use crate::validate::Protocol;
 
 /// The controller's default `--max-endpoints-per-slice`.
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;

@@ -17,10 +17,11 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use serde_yaml_ng::Value;
+use weir_types::Protocol;
 
 use crate::error::{FieldErrors, Path};
 use crate::service::{read_namespace, ServiceName};
-use crate::validate::{self, Protocol};
+use crate::validate;
 use crate::yaml::{self, field};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

@@ -91,4 +91,4 @@ pub use service::{
     Algorithm, ClusterIps, Service, ServiceName, ServicePort, ServiceType, SessionAffinity,
     TargetPort, TrafficPolicy,
 };
-pub use validate::Protocol;
+pub use weir_types::Protocol;

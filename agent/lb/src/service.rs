@@ -27,9 +27,10 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use serde_yaml_ng::Value;
+use weir_types::Protocol;
 
 use crate::error::{FieldErrors, Path};
-use crate::validate::{self, Protocol};
+use crate::validate;
 use crate::yaml::{self, field, IntOrString};
 
 pub const ALGORITHM_ANNOTATION: &str = "service.weir.io/lb-algorithm";

@@ -225,10 +225,10 @@ fn collect_cidrs(
         .collect()
 }
 
-fn concrete_protocols(p: Protocol) -> Vec<Protocol> {
+fn concrete_protocols(p: Option<Protocol>) -> Vec<Protocol> {
     match p {
-        Protocol::Any => vec![Protocol::Tcp, Protocol::Udp, Protocol::Sctp],
-        p => vec![p],
+        None => Protocol::ALL.to_vec(),
+        Some(p) => vec![p],
     }
 }
 
@@ -241,7 +241,7 @@ fn rule_entries(
     provenance: &Provenance,
     out: &mut Vec<(Direction, Entry)>,
 ) {
-    let mut push = |peer: PeerKey, protocol: Protocol, ports: Ports| {
+    let mut push = |peer: PeerKey, protocol: Option<Protocol>, ports: Ports| {
         out.push((
             rule.direction,
             Entry {
@@ -261,7 +261,7 @@ fn rule_entries(
     }
     if rule.ports.is_empty() {
         for pk in &peer_keys {
-            push(*pk, Protocol::Any, Ports::Any);
+            push(*pk, None, Ports::Any);
         }
         return;
     }
@@ -275,7 +275,7 @@ fn rule_entries(
             PortRef::Range(lo, hi) => {
                 for proto in concrete_protocols(*protocol) {
                     for pk in &peer_keys {
-                        push(*pk, proto, Ports::Range(*lo, *hi));
+                        push(*pk, Some(proto), Ports::Range(*lo, *hi));
                     }
                 }
             }
@@ -285,7 +285,7 @@ fn rule_entries(
                         .get(name)
                         .into_iter()
                         .flatten()
-                        .filter(|(p, _)| protocol.covers(*p))
+                        .filter(|(p, _)| protocol.is_none_or(|want| want == *p))
                         .copied()
                         .collect()
                 };
@@ -293,7 +293,7 @@ fn rule_entries(
                     Direction::Ingress => {
                         for (proto, num) in resolve(&endpoint.named_ports) {
                             for pk in &peer_keys {
-                                push(*pk, proto, Ports::Range(num, num));
+                                push(*pk, Some(proto), Ports::Range(num, num));
                             }
                         }
                     }
@@ -308,7 +308,7 @@ fn rule_entries(
                                 continue;
                             };
                             for (proto, num) in resolve(&identity.named_ports) {
-                                push(PeerKey::Identity(id), proto, Ports::Range(num, num));
+                                push(PeerKey::Identity(id), Some(proto), Ports::Range(num, num));
                             }
                         }
                     }
@@ -388,7 +388,7 @@ pub fn compile_with(
                 Entry {
                     key: EntryKey {
                         peer: PeerKey::Identity(reserved::HOST),
-                        protocol: Protocol::Any,
+                        protocol: None,
                         ports: Ports::Any,
                     },
                     verdict: Verdict::Allow,

@@ -340,16 +340,13 @@ fn k8s_ports(ports: &[NetworkPolicyPort], path: &Path, errors: &mut FieldErrors)
         let pp = path.index(i);
         let protocol = match p.protocol.as_deref() {
             None => Some(Protocol::Tcp),
-            Some(s) => match Protocol::parse(s, false) {
-                Some(proto) => Some(proto),
-                None => {
-                    errors.push(
-                        pp.field("protocol"),
-                        format!("unsupported protocol {s:?}: must be \"TCP\", \"UDP\" or \"SCTP\""),
-                    );
-                    None
-                }
-            },
+            Some(s) => s.parse::<Protocol>().ok().or_else(|| {
+                errors.push(
+                    pp.field("protocol"),
+                    format!("unsupported protocol {s:?}: must be \"TCP\", \"UDP\" or \"SCTP\""),
+                );
+                None
+            }),
         };
         let port = parse_port(
             p.port.as_ref(),
@@ -359,7 +356,11 @@ fn k8s_ports(ports: &[NetworkPolicyPort], path: &Path, errors: &mut FieldErrors)
             errors,
         );
         if let (Some(protocol), Some(port)) = (protocol, port) {
-            out.push(PortMatch { protocol, port });
+            // A NetworkPolicy port always has one protocol.
+            out.push(PortMatch {
+                protocol: Some(protocol),
+                port,
+            });
         }
     }
     out

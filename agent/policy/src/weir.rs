@@ -514,15 +514,19 @@ impl Scope<'_> {
             }
             for (j, p) in pr.ports.iter().flatten().enumerate() {
                 let pp = rp.field("ports").index(j);
+                // Outer None: invalid (reported); inner None: any protocol.
                 let protocol = match p.protocol.as_deref() {
-                    None | Some("") => Some(Protocol::Any),
-                    Some(s) => Protocol::parse(s, true).or_else(|| {
-                        errors.push(
-                            pp.field("protocol"),
-                            format!("unsupported protocol {s:?}: must be \"TCP\", \"UDP\", \"SCTP\" or \"ANY\""),
-                        );
-                        None
-                    }),
+                    None | Some("" | "ANY") => Some(None),
+                    Some(s) => match s.parse::<Protocol>() {
+                        Ok(proto) => Some(Some(proto)),
+                        Err(_) => {
+                            errors.push(
+                                pp.field("protocol"),
+                                format!("unsupported protocol {s:?}: must be \"TCP\", \"UDP\", \"SCTP\" or \"ANY\""),
+                            );
+                            None
+                        }
+                    },
                 };
                 let port = parse_port(p.port.as_ref(), p.end_port, PortStyle::Weir, &pp, errors);
                 if let (Some(protocol), Some(port)) = (protocol, port) {

@@ -79,7 +79,7 @@ impl Services for ServicesService {
                     }
                     .into(),
                     address: format!("{}:{}", frontend.address, frontend.port),
-                    protocol: frontend.protocol.as_str().into(),
+                    protocol: frontend.protocol.name().into(),
                     scope: match frontend.scope {
                         Scope::External => "external",
                         Scope::Internal => "internal",

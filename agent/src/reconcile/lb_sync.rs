@@ -37,30 +37,11 @@ use maps::Written;
 pub use maps::{LbMap, LbMaps, MapOperations};
 pub use status::{FrontendStatus, LbMetrics, LbStatus, PassReport, SharedLbStatus};
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-
 /// An (address, port, IP protocol): a backend, or a frontend's reverse-NAT
 /// entry (shared by its two scopes).
 type Addr = (Ipv4Addr, u16, u8);
 /// A frontend's Maglev table: its address and scope.
 type TableKey = (Ipv4Addr, u16, u8, u8);
-
-fn protocol_number(protocol: Protocol) -> u8 {
-    match protocol {
-        Protocol::Tcp => IPPROTO_TCP,
-        Protocol::Udp => IPPROTO_UDP,
-    }
-}
-
-/// The inverse of [`protocol_number`].
-fn protocol_of(number: u8) -> Option<Protocol> {
-    match number {
-        IPPROTO_TCP => Some(Protocol::Tcp),
-        IPPROTO_UDP => Some(Protocol::Udp),
-        _ => None,
-    }
-}
 
 fn scope_number(scope: Scope) -> u8 {
     match scope {
@@ -79,7 +60,7 @@ fn kind_flag(kind: FrontendKind) -> u16 {
 }
 
 fn addr_of(key: &FrontendKey) -> Addr {
-    (key.address, key.port, protocol_number(key.protocol))
+    (key.address, key.port, key.protocol.number())
 }
 
 /// The service map key of a frontend's entry (`slot` 0) or backend slot.
@@ -88,7 +69,7 @@ fn service_key(key: &FrontendKey, slot: u16) -> Lb4Key {
         address: key.address.octets(),
         port: key.port.to_be_bytes(),
         backend_slot: slot,
-        protocol: protocol_number(key.protocol),
+        protocol: key.protocol.number(),
         scope: scope_number(key.scope),
         pad: [0; 2],
     }
@@ -429,7 +410,7 @@ impl LbSync {
             .services
             .keys()
             .filter(|entry| {
-                let Some(protocol) = protocol_of(entry.protocol) else {
+                let Some(protocol) = Protocol::from_number(entry.protocol) else {
                     return true;
                 };
                 let key = FrontendKey {

@@ -19,7 +19,7 @@ use weir_abi::policy::*;
 use weir_abi::{EndpointInfo, PolicyEntry, PolicyKey, TrafficDirection};
 use weir_policy::{
     compile, ClusterView, Compiled, Direction, EntryKey, LocalCidrAllocator, NamedPorts, PeerKey,
-    Policy, Ports, Protocol, Verdict,
+    Policy, Ports, Verdict,
 };
 
 use crate::cluster::kvstore::SharedView;
@@ -200,15 +200,10 @@ fn named_ports_of(pod: &Pod) -> NamedPorts {
     let mut ports = NamedPorts::new();
     for port in &pod.ports {
         let Some(name) = &port.name else { continue };
-        let protocol = match port.protocol {
-            crate::cluster::manifest::Protocol::Tcp => Protocol::Tcp,
-            crate::cluster::manifest::Protocol::Udp => Protocol::Udp,
-            crate::cluster::manifest::Protocol::Sctp => Protocol::Sctp,
-        };
         ports
             .entry(name.clone())
             .or_default()
-            .insert((protocol, port.port));
+            .insert((port.protocol, port.port));
     }
     ports
 }
@@ -316,18 +311,18 @@ fn lpm_keys(endpoint_id: u16, direction: TrafficDirection, key: &EntryKey) -> Ve
         port: [0; 2],
     };
     match (key.protocol, key.ports) {
-        (Protocol::Any, _) => vec![LpmKey {
+        (None, _) => vec![LpmKey {
             prefix_len: POLICY_PREFIX_ANY_PROTOCOL,
             key: base,
         }],
-        (protocol, Ports::Any) => vec![LpmKey {
+        (Some(protocol), Ports::Any) => vec![LpmKey {
             prefix_len: POLICY_PREFIX_ANY_PORT,
             key: PolicyKey {
                 protocol: protocol.number(),
                 ..base
             },
         }],
-        (protocol, Ports::Range(lo, hi)) => port_blocks(lo, hi)
+        (Some(protocol), Ports::Range(lo, hi)) => port_blocks(lo, hi)
             .into_iter()
             .map(|(start, bits)| LpmKey {
                 prefix_len: POLICY_PREFIX_ANY_PORT + bits,

@@ -80,7 +80,7 @@ fn ingress_empty_rule_allows_everything_and_empty_list_nothing() {
     let entries = &c.endpoints[&1].ingress.entries;
     assert!(entries
         .iter()
-        .any(|e| e.key.peer == PeerKey::Any && e.key.protocol == Protocol::Any));
+        .any(|e| e.key.peer == PeerKey::Any && e.key.protocol.is_none()));
 
     let c = run(&format!(
         "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{}}\n  ingress: []\n"
@@ -210,14 +210,21 @@ fn any_protocol_with_port_expands() {
     let c = run(&format!(
         "{WNP}metadata: {{name: p, namespace: x}}\nspec:\n  endpointSelector: {{}}\n  ingress: [{{toPorts: [{{ports: [{{port: \"53\"}}]}}]}}]\n"
     ));
-    let protos: Vec<Protocol> = c.endpoints[&1]
+    let protos: Vec<Option<Protocol>> = c.endpoints[&1]
         .ingress
         .entries
         .iter()
         .filter(|e| e.provenance.policy.kind != PolicyKind::Implicit)
         .map(|e| e.key.protocol)
         .collect();
-    assert_eq!(protos, vec![Protocol::Tcp, Protocol::Udp, Protocol::Sctp]);
+    assert_eq!(
+        protos,
+        vec![
+            Some(Protocol::Tcp),
+            Some(Protocol::Udp),
+            Some(Protocol::Sctp)
+        ]
+    );
     assert_eq!(
         v(
             &c,

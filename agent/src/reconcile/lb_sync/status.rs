@@ -150,7 +150,7 @@ impl LbStatus {
     /// The service whose frontend is `address:port` for `protocol` (an IP
     /// protocol number), in any scope.
     pub fn service_at(&self, address: Ipv4Addr, port: u16, protocol: u8) -> Option<&ServiceName> {
-        let protocol = super::protocol_of(protocol)?;
+        let protocol = weir_lb::Protocol::from_number(protocol)?;
         [Scope::Internal, Scope::External]
             .into_iter()
             .find_map(|scope| {

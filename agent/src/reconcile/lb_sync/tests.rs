@@ -266,7 +266,7 @@ fn a_frontend_writes_active_backends_in_slots_and_marks_local_ones() {
     assert_eq!(slots, BTreeSet::from([ids[0], ids[2]]));
     assert_eq!(maps.revnat[&entry.rev_nat_id].port, 80u16.to_be_bytes());
     assert_eq!(
-        status.service_at(web.address, 80, IPPROTO_TCP),
+        status.service_at(web.address, 80, weir_abi::ip_proto::TCP),
         Some(&ServiceName::new("svc", "web"))
     );
 }
