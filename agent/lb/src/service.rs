@@ -27,11 +27,11 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use serde_yaml_ng::Value;
-use weir_types::Protocol;
+use weir_types::{IntOrString, Protocol};
 
 use crate::error::{FieldErrors, Path};
 use crate::validate;
-use crate::yaml::{self, field, IntOrString};
+use crate::yaml::{self, field};
 
 pub const ALGORITHM_ANNOTATION: &str = "service.weir.io/lb-algorithm";
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
@@ -528,15 +528,14 @@ impl<'a> SpecReader<'a, '_> {
             &target_path,
             self.errors,
         ) {
-            None | Some(IntOrString::Int(0)) | Some(IntOrString::String("")) => {
-                port.map(TargetPort::Number)
-            }
+            None | Some(IntOrString::Int(0)) => port.map(TargetPort::Number),
+            Some(IntOrString::String(s)) if s.is_empty() => port.map(TargetPort::Number),
             Some(IntOrString::Int(n)) => {
                 validate::port_number(n, &target_path, self.errors).map(TargetPort::Number)
             }
             Some(IntOrString::String(s)) => {
-                if validate::is_iana_svc_name(s) {
-                    Some(TargetPort::Name(s.to_string()))
+                if validate::is_iana_svc_name(&s) {
+                    Some(TargetPort::Name(s))
                 } else {
                     self.errors.push(
                             target_path,

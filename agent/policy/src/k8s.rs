@@ -19,6 +19,7 @@
 //!   without `-n`).
 
 use serde::Deserialize;
+use weir_types::IntOrString;
 
 use crate::error::{FieldErrors, Path, PolicyError};
 use crate::labels::{NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL, SOURCE_K8S};
@@ -26,7 +27,7 @@ use crate::rule::{
     Direction, Peer, Policy, PolicyId, PolicyKind, PortMatch, Protocol, Rule, RuleSet, Verdict,
 };
 use crate::selector::{LabelSelectorSpec, Operator, Requirement, Selector};
-use crate::validate::{parse_cidr_peer, parse_port, IntOrString, PortStyle};
+use crate::validate::{parse_cidr_peer, parse_port, PortStyle};
 
 /// Object metadata (only what policy needs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -29,6 +29,7 @@
 //! ignored, as kubectl does.
 
 use serde::Deserialize;
+use weir_types::IntOrString;
 
 use crate::error::{FieldErrors, Path, PolicyError};
 use crate::k8s::ObjectMeta;
@@ -38,7 +39,7 @@ use crate::rule::{
     Verdict,
 };
 use crate::selector::{LabelSelectorSpec, Operator, Requirement, Selector};
-use crate::validate::{parse_cidr, parse_cidr_peer, parse_port, IntOrString, PortStyle};
+use crate::validate::{parse_cidr, parse_cidr_peer, parse_port, PortStyle};
 
 type Unsupported = Option<serde_yaml_ng::Value>;
 
