@@ -101,8 +101,8 @@ struct Args {
     /// only (traffic from outside the node).
     #[arg(long)]
     socket_lb_cgroup: Option<PathBuf>,
-    /// Maglev lookup table size per service: one of Cilium's primes (251,
-    /// 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071).
+    /// Maglev lookup table size per service: one of the primes Cilium
+    /// allows, from 251 to 131071, each a little under a power of two.
     #[arg(long, default_value_t = weir_agent::datapath::DEFAULT_MAGLEV_TABLE_SIZE,
           value_parser = parse_maglev_size)]
     maglev_table_size: u32,
@@ -119,16 +119,11 @@ struct Args {
     node_port_range: std::ops::RangeInclusive<u16>,
 }
 
+/// A Maglev table size: one of the primes `weir_lb::maglev` allows.
 fn parse_maglev_size(text: &str) -> Result<u32, String> {
-    const PRIMES: [u32; 10] = [
-        251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
-    ];
     let size: u32 = text.parse().map_err(|e| format!("{e}"))?;
-    if PRIMES.contains(&size) {
-        Ok(size)
-    } else {
-        Err(format!("{size} is not one of {PRIMES:?}"))
-    }
+    weir_lb::maglev::check_size(size).map_err(|e| e.to_string())?;
+    Ok(size)
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
