@@ -176,7 +176,7 @@ fn endpoint(service: &Service, pod: &PodInfo, ip: Ipv4Addr) -> Endpoint {
 /// `<service>-<hash>`: the hash covers the service, its port mapping and the
 /// chunk, so names are stable and distinct.
 fn slice_name(service: &Service, ports: &[EndpointPort], chunk: usize) -> String {
-    let mut text = format!("{}/{}", service.namespace, service.name);
+    let mut text = service.service_name().to_string();
     for port in ports {
         text.push_str(&format!(
             "|{}/{}/{}",

@@ -22,12 +22,11 @@
 //!   selector (the API server stores `{}` as absent).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use serde_yaml_ng::Value;
-use weir_types::{IntOrString, Protocol};
+use weir_types::{IntOrString, NamespacedName, Protocol};
 
 use crate::error::{FieldErrors, Path};
 use crate::validate;
@@ -38,27 +37,6 @@ pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
 pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 
 /// `namespace/name` of a Service.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct ServiceName {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ServiceName {
-    pub fn new(namespace: &str, name: &str) -> Self {
-        Self {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum ServiceType {
     ClusterIp,
@@ -158,8 +136,8 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn service_name(&self) -> ServiceName {
-        ServiceName::new(&self.namespace, &self.name)
+    pub fn service_name(&self) -> NamespacedName {
+        NamespacedName::new(&self.namespace, &self.name)
     }
 
     pub fn is_headless(&self) -> bool {

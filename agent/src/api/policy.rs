@@ -7,6 +7,7 @@ use weir_agent_api::v1;
 use weir_agent_api::v1::policy_server::Policy as PolicyRpc;
 use weir_policy::rule::protocol_text;
 use weir_policy::{Direction, PeerKey, Ports, Protocol, Verdict};
+use weir_types::NamespacedName;
 
 use crate::reconcile::snapshot::{PolicySnapshot, SharedSnapshot};
 
@@ -32,11 +33,10 @@ fn protocol_name(protocol: Option<Protocol>) -> String {
     protocol_text(protocol).to_ascii_lowercase()
 }
 
-fn pod_ref(key: &str) -> v1::PolicyPodRef {
-    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+fn pod_ref(pod: &NamespacedName) -> v1::PolicyPodRef {
     v1::PolicyPodRef {
-        namespace: namespace.into(),
-        name: name.into(),
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
     }
 }
 
@@ -116,9 +116,9 @@ impl PolicyRpc for PolicyService {
         request: Request<v1::TraceRequest>,
     ) -> Result<Response<v1::TraceResponse>, Status> {
         let request = request.into_inner();
-        let key = |p: Option<v1::PolicyPodRef>| -> Result<String, Status> {
+        let key = |p: Option<v1::PolicyPodRef>| -> Result<NamespacedName, Status> {
             let p = p.ok_or_else(|| Status::invalid_argument("src and dst are required"))?;
-            Ok(format!("{}/{}", p.namespace, p.name))
+            Ok(NamespacedName::new(p.namespace, p.name))
         };
         let (src, dst) = (key(request.src)?, key(request.dst)?);
         let protocol = request

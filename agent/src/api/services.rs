@@ -69,7 +69,7 @@ impl Services for ServicesService {
             .map(|f| {
                 let frontend = &f.frontend;
                 api::ServiceFrontend {
-                    service: format!("{}/{}", frontend.service.namespace, frontend.service.name),
+                    service: frontend.service.to_string(),
                     port_name: frontend.port_name.clone().unwrap_or_default(),
                     kind: match frontend.kind {
                         FrontendKind::ClusterIp => "ClusterIP",
@@ -105,11 +105,7 @@ impl Services for ServicesService {
                             }
                             .into(),
                             node: b.node.clone().unwrap_or_default(),
-                            pod: b
-                                .pod
-                                .as_ref()
-                                .map(|(ns, name)| format!("{ns}/{name}"))
-                                .unwrap_or_default(),
+                            pod: b.pod.as_ref().map(ToString::to_string).unwrap_or_default(),
                         })
                         .collect(),
                     note: f.note.clone().unwrap_or_default(),

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use weir_types::NamespacedName;
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -72,6 +73,13 @@ pub struct Pod {
     /// `spec.nodeName`; the lab schedules the pod when absent.
     pub node: Option<String>,
     pub ports: Vec<ContainerPort>,
+}
+
+impl Pod {
+    /// `namespace/name`: the pod's key.
+    pub fn namespaced_name(&self) -> NamespacedName {
+        NamespacedName::new(&self.namespace, &self.name)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]

@@ -83,7 +83,7 @@ impl IdentitySync {
                 continue;
             }
             let id = self.store.allocate_identity(&labels).await?;
-            info!(endpoint = endpoint.id, pod = %format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name), identity = id, "endpoint identity");
+            info!(endpoint = endpoint.id, pod = %endpoint.pod, identity = id, "endpoint identity");
             if let Some((_, old)) = self.held.insert(endpoint.attachment.clone(), (labels, id)) {
                 self.store.release_identity(old).await?;
             }
@@ -136,8 +136,7 @@ impl IdentitySync {
     /// The security labels of a local endpoint: from its Pod and Namespace
     /// manifests, or `reserved:init` while they are not known.
     fn labels_of(&self, cluster: &ClusterManifests, endpoint: &Endpoint) -> LabelSet {
-        let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
-        let Some(pod) = cluster.pods.get(&key) else {
+        let Some(pod) = cluster.pods.get(&endpoint.pod) else {
             return LabelSet::reserved(weir_abi::identity::INIT).unwrap_or_default();
         };
         let namespace_labels = cluster

@@ -21,6 +21,7 @@ use weir_policy::{
     compile, ClusterView, Compiled, Direction, EntryKey, LocalCidrAllocator, NamedPorts, PeerKey,
     Policy, Ports, Verdict,
 };
+use weir_types::NamespacedName;
 
 use crate::cluster::kvstore::SharedView;
 use crate::cluster::manifest::Pod;
@@ -47,8 +48,8 @@ pub struct PolicySync {
     /// The compiler's inputs, kept for tracing.
     view: ClusterView,
     policies: Vec<Policy>,
-    /// Every known pod (`ns/name`) → (identity, named ports).
-    pods: BTreeMap<String, (u32, NamedPorts)>,
+    /// Every known pod → (identity, named ports).
+    pods: BTreeMap<NamespacedName, (u32, NamedPorts)>,
 }
 
 impl PolicySync {
@@ -79,12 +80,9 @@ impl PolicySync {
         let local = endpoints
             .iter()
             .filter_map(|e| {
-                identities.get(&e.attachment).map(|id| {
-                    (
-                        format!("{}/{}", e.pod.namespace, e.pod.name),
-                        (u32::from(e.id), *id),
-                    )
-                })
+                identities
+                    .get(&e.attachment)
+                    .map(|id| (e.pod.clone(), (u32::from(e.id), *id)))
             })
             .collect();
         crate::reconcile::snapshot::PolicySnapshot {
@@ -217,22 +215,22 @@ fn cluster_view(
     shared: &SharedView,
     endpoints: &[Endpoint],
     identities: &BTreeMap<AttachmentKey, u32>,
-) -> (ClusterView, BTreeMap<String, (u32, NamedPorts)>) {
+) -> (ClusterView, BTreeMap<NamespacedName, (u32, NamedPorts)>) {
     // Pods by identity: remote ones from the endpoint records, local ones
     // from our own endpoints (the store may not have echoed them yet).
-    let mut pods_by_id: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    let mut pods_by_id: BTreeMap<u32, BTreeSet<NamespacedName>> = BTreeMap::new();
     for record in shared.endpoints.values() {
         pods_by_id
             .entry(record.identity)
             .or_default()
-            .insert(format!("{}/{}", record.namespace, record.pod));
+            .insert(NamespacedName::new(&record.namespace, &record.pod));
     }
     for endpoint in endpoints {
         if let Some(id) = identities.get(&endpoint.attachment) {
             pods_by_id
                 .entry(*id)
                 .or_default()
-                .insert(format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name));
+                .insert(endpoint.pod.clone());
         }
     }
     let mut pods = BTreeMap::new();
@@ -267,13 +265,12 @@ fn cluster_view(
         let Some(identity) = identities.get(&endpoint.attachment) else {
             continue;
         };
-        let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
         view.add_endpoint(weir_policy::Endpoint {
             id: u32::from(endpoint.id),
             identity: *identity,
             named_ports: cluster
                 .pods
-                .get(&key)
+                .get(&endpoint.pod)
                 .map(named_ports_of)
                 .unwrap_or_default(),
         });

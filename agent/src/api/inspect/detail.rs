@@ -53,10 +53,9 @@ pub fn endpoint_detail(
     view: &SharedView,
     map_entries: u64,
 ) -> v1::EndpointDetail {
-    let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
     let identity = snapshot
         .local
-        .get(&key)
+        .get(&endpoint.pod)
         .filter(|(id, _)| *id == u32::from(endpoint.id))
         .map_or(0, |(_, identity)| *identity);
     let labels = if identity == 0 {
@@ -95,13 +94,10 @@ pub fn identity_detail(
         .local
         .iter()
         .filter(|(_, (_, identity))| *identity == id)
-        .map(|(pod, (endpoint, _))| {
-            let (namespace, name) = pod.split_once('/').unwrap_or(("", pod));
-            v1::LocalEndpointRef {
-                id: *endpoint,
-                namespace: namespace.into(),
-                pod: name.into(),
-            }
+        .map(|(pod, (endpoint, _))| v1::LocalEndpointRef {
+            id: *endpoint,
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
         })
         .collect();
     Some(v1::IdentityDetail {
