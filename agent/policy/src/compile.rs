@@ -33,7 +33,7 @@ use ipnetwork::IpNetwork;
 use crate::identity::{
     reserved, CidrIdentities, ClusterView, Endpoint, EndpointId, NumericIdentity,
 };
-use crate::labels::{LabelSet, SOURCE_RESERVED};
+use crate::labels::LabelSet;
 use crate::mapstate::{EndpointPolicy, Entry, EntryKey, PeerKey, Ports, Provenance};
 use crate::rule::{
     Direction, Entity, Peer, Policy, PolicyId, PolicyKind, PortMatch, PortRef, Protocol, Rule,
@@ -108,8 +108,10 @@ struct Resolver<'a> {
     cidrs: &'a BTreeMap<IpNetwork, NumericIdentity>,
 }
 
-fn has_reserved(labels: &LabelSet, name: &str) -> bool {
-    labels.get(&format!("{SOURCE_RESERVED}:{name}")).is_some()
+/// Whether a set carries the label that names reserved identity `id`
+/// (`reserved:remote-node` for 6, which identity 7 carries too).
+fn has_reserved(labels: &LabelSet, id: NumericIdentity) -> bool {
+    reserved::reserved_by_id(id).is_some_and(|r| labels.get(r.label).is_some())
 }
 
 impl Resolver<'_> {
@@ -169,8 +171,7 @@ impl Resolver<'_> {
     }
 
     fn entity(&self, e: Entity, out: &mut PeerSet) {
-        let reserved_named =
-            |name: &'static str| self.identities_where(move |l| has_reserved(l, name));
+        let reserved_named = |id| self.identities_where(move |l| has_reserved(l, id));
         match e {
             Entity::All => out.any = true,
             Entity::None => {}
@@ -178,26 +179,27 @@ impl Resolver<'_> {
             Entity::WorldIpv4 => self.world(true, false, out),
             Entity::WorldIpv6 => self.world(false, true, out),
             Entity::Cluster => {
-                const CLUSTER_RESERVED: [&str; 7] = [
-                    "host",
-                    "remote-node",
-                    "kube-apiserver",
-                    "init",
-                    "ingress",
-                    "health",
-                    "unmanaged",
+                const CLUSTER_RESERVED: [NumericIdentity; 7] = [
+                    reserved::HOST,
+                    reserved::REMOTE_NODE,
+                    reserved::KUBE_APISERVER,
+                    reserved::INIT,
+                    reserved::INGRESS,
+                    reserved::HEALTH,
+                    reserved::UNMANAGED,
                 ];
                 out.ids.extend(self.identities_where(|l| {
-                    l.namespace().is_some() || CLUSTER_RESERVED.iter().any(|n| has_reserved(l, n))
+                    l.namespace().is_some()
+                        || CLUSTER_RESERVED.iter().any(|id| has_reserved(l, *id))
                 }));
             }
-            Entity::Host => out.ids.extend(reserved_named("host")),
-            Entity::RemoteNode => out.ids.extend(reserved_named("remote-node")),
-            Entity::KubeApiserver => out.ids.extend(reserved_named("kube-apiserver")),
-            Entity::Ingress => out.ids.extend(reserved_named("ingress")),
-            Entity::Init => out.ids.extend(reserved_named("init")),
-            Entity::Health => out.ids.extend(reserved_named("health")),
-            Entity::Unmanaged => out.ids.extend(reserved_named("unmanaged")),
+            Entity::Host => out.ids.extend(reserved_named(reserved::HOST)),
+            Entity::RemoteNode => out.ids.extend(reserved_named(reserved::REMOTE_NODE)),
+            Entity::KubeApiserver => out.ids.extend(reserved_named(reserved::KUBE_APISERVER)),
+            Entity::Ingress => out.ids.extend(reserved_named(reserved::INGRESS)),
+            Entity::Init => out.ids.extend(reserved_named(reserved::INIT)),
+            Entity::Health => out.ids.extend(reserved_named(reserved::HEALTH)),
+            Entity::Unmanaged => out.ids.extend(reserved_named(reserved::UNMANAGED)),
         }
     }
 }
