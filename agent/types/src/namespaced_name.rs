@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn orders_by_namespace_then_name() {
-        let mut names = vec![
+        let mut names = [
             NamespacedName::new("b", "a"),
             NamespacedName::new("a", "z"),
             NamespacedName::new("a", "b"),

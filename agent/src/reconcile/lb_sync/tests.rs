@@ -382,7 +382,7 @@ fn random_frontend(rng: &mut Rng) -> Frontend {
     backends.sort_by_key(|b| (b.address, b.port));
     backends.dedup_by_key(|b| (b.address, b.port));
     Frontend {
-        service: NamespacedName::new("svc", &format!("s{}", rng.below(3))),
+        service: NamespacedName::new("svc", format!("s{}", rng.below(3))),
         port_name: None,
         address: Ipv4Addr::new(10, 96, 0, 1 + rng.below(3) as u8),
         port: [80, 81][rng.below(2) as usize],
