@@ -84,11 +84,31 @@ pub enum DatapathError {
     Table(#[from] maps::TableError),
 }
 
+/// Which packets produce flow events (Cilium's monitor aggregation levels).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MonitorAggregation {
+    /// Every packet.
+    None,
+    /// Drops, new connections, TCP SYN/FIN/RST and policy verdicts.
+    #[default]
+    Medium,
+}
+
+impl MonitorAggregation {
+    /// The value of the object's `WEIR_MONITOR_AGGREGATION` global.
+    pub fn abi_value(self) -> u8 {
+        match self {
+            MonitorAggregation::None => weir_abi::events::AGGREGATION_NONE,
+            MonitorAggregation::Medium => weir_abi::events::AGGREGATION_MEDIUM,
+        }
+    }
+}
+
 /// Load-time settings of the kernel programs.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// `weir_abi::events::AGGREGATION_*`: which packets produce events.
-    pub monitor_aggregation: u8,
+    /// Which packets produce events.
+    pub monitor_aggregation: MonitorAggregation,
     /// The node's address: the source of per-packet SNAT toward backends on
     /// other nodes (without it those backends are unreachable per packet).
     pub node_ipv4: Option<std::net::Ipv4Addr>,
@@ -106,7 +126,7 @@ pub const DEFAULT_MAGLEV_TABLES: u32 = 256;
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
-            monitor_aggregation: weir_abi::events::AGGREGATION_MEDIUM,
+            monitor_aggregation: MonitorAggregation::Medium,
             node_ipv4: None,
             maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
             maglev_tables: DEFAULT_MAGLEV_TABLES,
@@ -154,13 +174,10 @@ impl Datapath {
             .maglev_table_size
             .saturating_mul(options.maglev_tables)
             .max(1);
+        let aggregation = options.monitor_aggregation.abi_value();
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
-            .override_global(
-                "WEIR_MONITOR_AGGREGATION",
-                &options.monitor_aggregation,
-                true,
-            )
+            .override_global("WEIR_MONITOR_AGGREGATION", &aggregation, true)
             .override_global("WEIR_NODE_IPV4", &node_ipv4, true)
             .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true)
             .map_max_entries(weir_abi::map_names::LB4_MAGLEV, maglev_entries)

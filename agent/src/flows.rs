@@ -14,23 +14,13 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
 use weir_abi::events::*;
-use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::FlowEvent;
 use weir_observer::parser::{EndpointInfo, Enricher, WallClock};
 use weir_observer::{DatapathEvent, EventKind, FlowRing, Parser, PolicyDirection};
 
 use crate::cluster::kvstore::SharedView;
-use crate::datapath::SharedDatapath;
+use crate::datapath::{maps, SharedDatapath};
 use crate::endpoint::manager::EndpointManager;
-
-/// An event or conntrack address (IPv4 in the first 4 bytes).
-pub fn address(family: u8, bytes: &[u8; 16]) -> IpAddr {
-    if family == FAMILY_IPV4 {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
-    } else {
-        IpAddr::from(*bytes)
-    }
-}
 
 /// The observer's view of one datapath record.
 pub fn decode(event: &FlowEvent) -> DatapathEvent {
@@ -69,8 +59,8 @@ pub fn decode(event: &FlowEvent) -> DatapathEvent {
         timestamp_ns: event.timestamp_ns,
         ifindex: event.ifindex,
         endpoint_id: event.endpoint_id,
-        src_ip: address(event.family, &event.saddr),
-        dst_ip: address(event.family, &event.daddr),
+        src_ip: maps::ip_address(event.family, &event.saddr),
+        dst_ip: maps::ip_address(event.family, &event.daddr),
         protocol: event.protocol,
         src_port,
         dst_port,

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod config;
 pub mod datapath;
 pub mod endpoint;
 pub mod flows;

@@ -6,18 +6,17 @@
 //! --api-socket until SIGTERM or SIGINT. Programs stay attached after exit:
 //! the pinned links keep traffic flowing through a restart.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ipnetwork::Ipv4Network;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 use weir_agent::cluster::kvstore::{self, SharedView};
 use weir_agent::cluster::manifest_dir::ManifestDir;
+use weir_agent::config::Config;
 use weir_agent::datapath::sysctl;
-use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath, DEFAULT_PIN_DIR};
+use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath};
 use weir_agent::endpoint::ipam::Ipam;
 use weir_agent::endpoint::manager::EndpointManager;
 use weir_agent::endpoint::state::StateStore;
@@ -30,116 +29,6 @@ use weir_agent::{api, metrics};
 use weir_identity::{EtcdConfig, EtcdStore, NodeRecord, SharedStore};
 use weir_policy::LabelFilter;
 
-#[derive(Parser, Debug)]
-#[command(name = "weir-agent", version, about = "Weir's node agent")]
-struct Args {
-    /// This node's name.
-    #[arg(long, env = "WEIR_NODE_NAME")]
-    node_name: String,
-    /// The node's pod CIDR (IPv4), from which pod addresses are allocated.
-    #[arg(long, env = "WEIR_POD_CIDR")]
-    pod_cidr: Ipv4Network,
-    /// Where allocations and endpoints are persisted.
-    #[arg(long, default_value = "/var/lib/weir")]
-    state_dir: PathBuf,
-    /// bpffs directory for pinned maps and links.
-    #[arg(long, default_value = DEFAULT_PIN_DIR)]
-    bpffs_dir: PathBuf,
-    /// Unix socket of the local API (CNI plugin); created mode 0600.
-    #[arg(long, default_value = weir_agent_api::DEFAULT_SOCKET)]
-    api_socket: PathBuf,
-    /// Node network devices to attach the netdev programs to (repeatable).
-    #[arg(long = "device")]
-    devices: Vec<String>,
-    /// MTU of pod interfaces.
-    #[arg(long, default_value_t = 1500)]
-    mtu: u32,
-    /// etcd endpoints of the shared store (kvstore mode), comma-separated.
-    /// Without them the agent only does pod networking (no identities,
-    /// ipcache or policy).
-    #[arg(long, value_delimiter = ',')]
-    etcd_endpoints: Vec<String>,
-    /// This node's address as other nodes reach it (node record, ipcache).
-    #[arg(long)]
-    node_ip: Option<std::net::IpAddr>,
-    /// A directory of Kubernetes YAML manifests (Namespaces, Pods and
-    /// policies) to read cluster state from, when there is no Kubernetes API.
-    #[arg(long)]
-    manifests_dir: Option<PathBuf>,
-    /// How often the reconcile loop runs (milliseconds).
-    #[arg(long, default_value_t = 100)]
-    reconcile_interval_ms: u64,
-    /// Label filter patterns for security identities, added to the default
-    /// filter (Cilium syntax: `key` includes, `!key` excludes, matched at the
-    /// start of the key; any include keeps only included labels). Repeatable.
-    #[arg(long = "label")]
-    label_patterns: Vec<String>,
-    /// Which packets produce flow events: `medium` (drops, new connections,
-    /// TCP SYN/FIN/RST, policy verdicts) or `none` (every packet).
-    #[arg(long, default_value = "medium", value_parser = ["none", "medium"])]
-    monitor_aggregation: String,
-    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g.
-    /// 127.0.0.1:9962); off when not set.
-    #[arg(long)]
-    prometheus_address: Option<std::net::SocketAddr>,
-    /// Unix socket of the Hubble-compatible Observer API (mode 0600).
-    #[arg(long, default_value = "/var/run/weir/hubble.sock")]
-    hubble_socket: PathBuf,
-    /// Also serve the Observer API on this TCP address (e.g. 127.0.0.1:4244).
-    #[arg(long)]
-    hubble_address: Option<std::net::SocketAddr>,
-    /// Flows kept in memory.
-    #[arg(long, default_value_t = weir_observer::DEFAULT_CAPACITY)]
-    flow_ring_size: usize,
-    /// How often expired conntrack entries are removed (seconds).
-    #[arg(long, default_value_t = 30)]
-    conntrack_gc_interval_s: u64,
-    /// Socket LB: attach the service translation hooks (connect, sendmsg,
-    /// recvmsg, getpeername) to this cgroup v2 directory, covering every
-    /// socket of its subtree (the node's pods and host processes). Off when
-    /// not set: services are then translated per packet at the node devices
-    /// only (traffic from outside the node).
-    #[arg(long)]
-    socket_lb_cgroup: Option<PathBuf>,
-    /// Maglev lookup table size per service: one of the primes Cilium
-    /// allows, from 251 to 131071, each a little under a power of two.
-    #[arg(long, default_value_t = weir_agent::datapath::DEFAULT_MAGLEV_TABLE_SIZE,
-          value_parser = parse_maglev_size)]
-    maglev_table_size: u32,
-    /// How many services can use Maglev at once (the map holds this many
-    /// tables); services beyond it fall back to random selection, reported.
-    #[arg(long, default_value_t = weir_agent::datapath::DEFAULT_MAGLEV_TABLES)]
-    maglev_tables: u32,
-    /// Backend selection for services without the
-    /// `service.weir.io/lb-algorithm` annotation.
-    #[arg(long, default_value = "random", value_parser = ["random", "maglev"])]
-    lb_algorithm: String,
-    /// The NodePort range (inclusive), as `low-high`.
-    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
-    node_port_range: std::ops::RangeInclusive<u16>,
-}
-
-/// A Maglev table size: one of the primes `weir_lb::maglev` allows.
-fn parse_maglev_size(text: &str) -> Result<u32, String> {
-    let size: u32 = text.parse().map_err(|e| format!("{e}"))?;
-    weir_lb::maglev::check_size(size).map_err(|e| e.to_string())?;
-    Ok(size)
-}
-
-fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
-    let (low, high) = text
-        .split_once('-')
-        .ok_or_else(|| format!("expected low-high, got {text:?}"))?;
-    let low: u16 = low.trim().parse().map_err(|e| format!("{low:?}: {e}"))?;
-    let high: u16 = high.trim().parse().map_err(|e| format!("{high:?}: {e}"))?;
-    if low == 0 || low > high {
-        return Err(format!(
-            "{text:?} is not a range of ports (1 <= low <= high)"
-        ));
-    }
-    Ok(low..=high)
-}
-
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -148,7 +37,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
+    let args = Config::parse();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -156,15 +45,12 @@ fn main() -> Result<()> {
         .block_on(run(args))
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn run(args: Config) -> Result<()> {
     info!(node = %args.node_name, pod_cidr = %args.pod_cidr, "starting");
     sysctl::enable_ipv4_forwarding().context("enabling IPv4 forwarding")?;
 
     let options = LoadOptions {
-        monitor_aggregation: match args.monitor_aggregation.as_str() {
-            "none" => weir_abi::events::AGGREGATION_NONE,
-            _ => weir_abi::events::AGGREGATION_MEDIUM,
-        },
+        monitor_aggregation: args.monitor_aggregation,
         node_ipv4: match args.node_ip {
             Some(std::net::IpAddr::V4(address)) => Some(address),
             _ => None,
@@ -287,7 +173,7 @@ async fn run(args: Args) -> Result<()> {
 /// Kvstore mode: publish this node, watch the cluster's shared state, and
 /// run the reconcile loop (identities, ipcache, endpoints map, policy).
 async fn start_cluster_sync(
-    args: &Args,
+    args: &Config,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     snapshot: SharedSnapshot,
@@ -326,10 +212,7 @@ async fn start_cluster_sync(
     };
     let lb_options = weir_lb::LbOptions {
         node_port_range: args.node_port_range.clone(),
-        default_algorithm: match args.lb_algorithm.as_str() {
-            "maglev" => weir_lb::Algorithm::Maglev,
-            _ => weir_lb::Algorithm::Random,
-        },
+        default_algorithm: args.lb_algorithm.into(),
         maglev_table_size: args.maglev_table_size,
     };
     lb_options
@@ -406,7 +289,7 @@ fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
 /// on the unix socket (and a TCP address if configured). Returns the
 /// monitor service, fed the same decoded events, for the local API.
 async fn start_observer(
-    args: &Args,
+    args: &Config,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<std::sync::Mutex<SharedView>>,

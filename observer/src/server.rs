@@ -58,10 +58,6 @@ impl ObserverService {
     pub fn new(ring: Arc<FlowRing>, node: NodeInfo) -> Self {
         Self { ring, node }
     }
-
-    pub fn into_server(self) -> ObserverServer<Self> {
-        ObserverServer::new(self)
-    }
 }
 
 fn flow_response(flow: &Flow) -> GetFlowsResponse {

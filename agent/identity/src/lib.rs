@@ -4,7 +4,8 @@
 //!   (shared with the policy engine, which selects on it).
 //! - Reserved identities and the numeric ranges are `weir_abi::identity`
 //!   (one table for the datapath, this crate and the policy engine).
-//! - [`local`]: node-local CIDR identities (never shared).
+//! - [`local`]: labels of node-local CIDR identities (never shared; the
+//!   policy engine allocates them).
 //! - [`store`]: the [`SharedStore`] trait: identities, endpoints, nodes.
 //! - [`etcd`]: the trait on etcd (kvstore mode); [`memory`]: in-process, for
 //!   other crates' unit tests.
@@ -21,7 +22,7 @@ pub mod testing;
 
 pub use error::{Result, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore};
-pub use local::{cidr_labels, LocalIdentities, LocalIdentityError};
+pub use local::cidr_labels;
 pub use memory::MemoryStore;
 pub use store::{
     EndpointEvent, EndpointRecord, EventStream, IdentityEvent, NodeEvent, NodeRecord, SharedStore,

@@ -81,10 +81,6 @@ impl EtcdServer {
         format!("http://{}", self.client)
     }
 
-    pub fn client_addr(&self) -> SocketAddr {
-        self.client
-    }
-
     /// The data directory (also holds etcd's log, `etcd.log`).
     pub fn data_dir(&self) -> &Path {
         &self.dir

@@ -136,10 +136,6 @@ impl Table {
         &self.slots
     }
 
-    pub fn into_slots(self) -> Vec<u32> {
-        self.slots
-    }
-
     pub fn size(&self) -> u32 {
         self.slots.len() as u32
     }

@@ -64,7 +64,9 @@ impl Default for CompileOptions {
 pub struct Compiled {
     pub endpoints: BTreeMap<EndpointId, EndpointPolicy>,
     /// Every CIDR prefix the policies name (including `except` prefixes)
-    /// with its identity: the caller programs these into the ipcache.
+    /// with its identity: the caller programs these into the ipcache. Each
+    /// holds one reference of the [`CidrIdentities`] it came from, which the
+    /// caller gives back once this state is no longer in force.
     pub cidrs: BTreeMap<IpNetwork, NumericIdentity>,
 }
 
@@ -204,7 +206,8 @@ impl Resolver<'_> {
     }
 }
 
-/// Collects every prefix named by the policies (CIDR peers and excepts).
+/// Collects every prefix named by the policies (CIDR peers and excepts),
+/// taking one identity for each (a prefix without one is left out).
 fn collect_cidrs(
     policies: &[Policy],
     cidr_ids: &mut dyn CidrIdentities,
@@ -223,7 +226,7 @@ fn collect_cidrs(
         }
     }
     nets.into_iter()
-        .map(|n| (n, cidr_ids.identity_for(n)))
+        .filter_map(|n| cidr_ids.identity_for(n).map(|id| (n, id)))
         .collect()
 }
 

@@ -102,36 +102,13 @@ impl ClusterView {
 /// policy entries for the returned numbers; the caller programs its LPM
 /// ipcache with the same prefix → identity pairs (see
 /// [`crate::compile::Compiled::cidrs`]). Must be stable: the same prefix must
-/// give the same identity while it is in use.
+/// give the same identity while it is in use. The one in use is
+/// [`crate::local_identities::LocalIdentities`].
 pub trait CidrIdentities {
-    fn identity_for(&mut self, cidr: IpNetwork) -> NumericIdentity;
-}
-
-/// A simple [`CidrIdentities`] that numbers prefixes from `1 << 24 | 1` in
-/// the order first asked, and remembers them. Handy for tests and for a
-/// single-process agent.
-#[derive(Debug, Clone, Default)]
-pub struct LocalCidrAllocator {
-    allocated: BTreeMap<IpNetwork, NumericIdentity>,
-    next: NumericIdentity,
-}
-
-impl CidrIdentities for LocalCidrAllocator {
-    fn identity_for(&mut self, cidr: IpNetwork) -> NumericIdentity {
-        if let Some(id) = self.allocated.get(&cidr) {
-            return *id;
-        }
-        self.next += 1;
-        let id = reserved::LOCAL_SCOPE | self.next;
-        self.allocated.insert(cidr, id);
-        id
-    }
-}
-
-impl LocalCidrAllocator {
-    pub fn allocated(&self) -> &BTreeMap<IpNetwork, NumericIdentity> {
-        &self.allocated
-    }
+    /// The identity of `cidr`; `None` when no identity is free (the prefix
+    /// then gets no identity and no entries: its addresses stay with the
+    /// enclosing prefix or the world).
+    fn identity_for(&mut self, cidr: IpNetwork) -> Option<NumericIdentity>;
 }
 
 #[cfg(test)]

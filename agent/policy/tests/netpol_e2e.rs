@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use weir_policy::{
     compile, parse_policies, pod_security_labels, reserved, trace_flow, ClusterView, Compiled,
-    Direction, Endpoint, FlowSide, Identity, LabelFilter, LocalCidrAllocator, NamedPorts, Policy,
+    Direction, Endpoint, FlowSide, Identity, LabelFilter, LocalIdentities, NamedPorts, Policy,
     Protocol, Reason, Verdict,
 };
 
@@ -150,7 +150,7 @@ fn check(
     f: impl Fn(Protocol, u16, Pod, Pod) -> bool,
 ) {
     let view = view();
-    let compiled = compile(&view, &policies(yaml), &mut LocalCidrAllocator::default());
+    let compiled = compile(&view, &policies(yaml), &mut LocalIdentities::default());
     for &(proto, port) in probes {
         let want = expected(|s, d| f(proto, port, s, d));
         let got = actual(&compiled, proto, port);
@@ -367,7 +367,7 @@ spec:
     });
 
     let view = view();
-    let mut alloc = LocalCidrAllocator::default();
+    let mut alloc = LocalIdentities::default();
     let compiled = compile(&view, &policies(yaml), &mut alloc);
     let all = compiled.cidrs[&"0.0.0.0/0".parse().unwrap()];
     let except = compiled.cidrs[&"10.0.0.0/8".parse().unwrap()];
@@ -577,7 +577,7 @@ spec:
 "#;
     check("entities", yaml, &ALL_PROBES, |_, _, _, d| d.ns != "y");
     let view = view();
-    let compiled = compile(&view, &policies(yaml), &mut LocalCidrAllocator::default());
+    let compiled = compile(&view, &policies(yaml), &mut LocalIdentities::default());
     let za = &compiled.endpoints[&pods()[6].endpoint()];
     let ya = &compiled.endpoints[&pods()[3].endpoint()];
     assert_eq!(

@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 use weir_abi::conntrack::CT_SCOPE_EGRESS;
 use weir_abi::ip_proto;
-use weir_abi::CtEntry;
+use weir_abi::{CtEntry, PolicyEntry};
 use weir_agent_api::v1;
 use weir_agent_api::v1::inspect_server::Inspect;
+use weir_policy::L4Prefix;
 
 use crate::cluster::kvstore::SharedView;
+use crate::datapath::maps::policy::{self, LpmKey};
 use crate::datapath::{maps, SharedDatapath};
 use crate::endpoint::manager::EndpointManager;
 use crate::reconcile::snapshot::SharedSnapshot;
@@ -46,51 +48,51 @@ fn tcp_flags(flags: u8) -> String {
         .join("|")
 }
 
+/// One policy map entry as `weir bpf policy get` shows it; an entry the
+/// agent would not have written shows why in its verdict.
+fn policy_map_entry(lpm: &LpmKey, entry: &PolicyEntry) -> v1::PolicyMapEntry {
+    match policy::decode_key(lpm).and_then(|key| Ok((key, policy::decode_entry(entry)?))) {
+        Ok((key, entry)) => {
+            let (protocol, ports) = match key.l4 {
+                L4Prefix::Any => ("any".to_string(), "any".to_string()),
+                L4Prefix::Protocol { number, ports } => {
+                    (ip_proto::Named(number).to_string(), ports.to_string())
+                }
+            };
+            v1::PolicyMapEntry {
+                direction: key.direction.to_string(),
+                identity: key.peer.identity(),
+                protocol,
+                ports,
+                verdict: entry.verdict.to_string(),
+                prefix_len: lpm.prefix_len,
+            }
+        }
+        Err(error) => v1::PolicyMapEntry {
+            direction: "?".into(),
+            identity: lpm.key.identity,
+            protocol: "?".into(),
+            ports: "?".into(),
+            verdict: format!("invalid: {error}"),
+            prefix_len: lpm.prefix_len,
+        },
+    }
+}
+
 #[tonic::async_trait]
 impl Inspect for InspectService {
     async fn policy_map(
         &self,
         request: Request<v1::PolicyMapRequest>,
     ) -> Result<Response<v1::PolicyMapResponse>, Status> {
-        use weir_abi::policy::*;
         let endpoint = u16::try_from(request.into_inner().endpoint_id)
             .map_err(|_| Status::invalid_argument("endpoint ids are 16-bit"))?;
         let mut datapath = self.datapath.lock();
         let mut entries: Vec<v1::PolicyMapEntry> = maps::policy_entries(datapath.ebpf_mut())
             .map_err(internal)?
             .into_iter()
-            .filter(|(_, key, _)| key.endpoint_id == endpoint)
-            .map(|(prefix_len, key, entry)| {
-                let port = u16::from_be_bytes(key.port);
-                let ports = if prefix_len <= POLICY_PREFIX_ANY_PORT {
-                    "any".to_string()
-                } else if prefix_len == POLICY_PREFIX_FULL {
-                    port.to_string()
-                } else {
-                    let size = 1u32 << (POLICY_PREFIX_FULL - prefix_len);
-                    format!("{port}-{}", u32::from(port) + size - 1)
-                };
-                v1::PolicyMapEntry {
-                    direction: if key.direction == weir_abi::TrafficDirection::Ingress as u8 {
-                        "ingress".into()
-                    } else {
-                        "egress".into()
-                    },
-                    identity: key.identity,
-                    protocol: if prefix_len <= POLICY_PREFIX_ANY_PROTOCOL {
-                        "any".into()
-                    } else {
-                        ip_proto::Named(key.protocol).to_string()
-                    },
-                    ports,
-                    verdict: if entry.verdict == POLICY_DENY {
-                        "deny".into()
-                    } else {
-                        "allow".into()
-                    },
-                    prefix_len,
-                }
-            })
+            .filter(|(lpm, _)| lpm.key.endpoint_id == endpoint)
+            .map(|(lpm, entry)| policy_map_entry(&lpm, &entry))
             .collect();
         entries.sort_by(|a, b| {
             (&a.direction, a.identity, &a.protocol, &a.ports).cmp(&(
@@ -205,12 +207,12 @@ impl Inspect for InspectService {
                 protocol: ip_proto::Named(key.protocol).to_string(),
                 source: format!(
                     "{}:{}",
-                    crate::flows::address(key.family, &key.saddr),
+                    maps::ip_address(key.family, &key.saddr),
                     u16::from_be_bytes(key.sport)
                 ),
                 destination: format!(
                     "{}:{}",
-                    crate::flows::address(key.family, &key.daddr),
+                    maps::ip_address(key.family, &key.daddr),
                     u16::from_be_bytes(key.dport)
                 ),
                 expires_in_seconds: entry.expires_ns.saturating_sub(now) / 1_000_000_000,
@@ -238,7 +240,7 @@ impl Inspect for InspectService {
             maps::policy_entries(datapath.ebpf_mut())
                 .map_err(internal)?
                 .iter()
-                .filter(|(_, key, _)| key.endpoint_id == endpoint.id)
+                .filter(|(lpm, _)| lpm.key.endpoint_id == endpoint.id)
                 .count() as u64
         };
         let snapshot = self

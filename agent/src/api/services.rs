@@ -6,12 +6,13 @@ use std::net::Ipv4Addr;
 
 use tonic::{Request, Response, Status};
 use weir_abi::ip_proto;
-use weir_abi::lb::*;
+use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4Service};
 use weir_agent_api::services as api;
 use weir_agent_api::services::services_server::Services;
-use weir_lb::{Algorithm, BackendState, FrontendKind, Scope};
+use weir_lb::{Algorithm, BackendState, FrontendKey, FrontendKind, Scope};
 
-use crate::datapath::{maps::lb as lb_maps, SharedDatapath};
+use crate::datapath::maps::lb::{self as lb, ServiceMapEntry};
+use crate::datapath::SharedDatapath;
 use crate::reconcile::lb_sync::SharedLbStatus;
 
 pub struct ServicesService {
@@ -29,27 +30,89 @@ fn endpoint(address: [u8; 4], port: [u8; 2]) -> String {
     format!("{}:{}", Ipv4Addr::from(address), u16::from_be_bytes(port))
 }
 
-fn scope_name(scope: u8) -> String {
-    match scope {
-        LB_SCOPE_EXTERNAL => "external".into(),
-        LB_SCOPE_INTERNAL => "internal".into(),
-        other => other.to_string(),
+fn kind_name(kind: FrontendKind) -> &'static str {
+    match kind {
+        FrontendKind::ClusterIp => "ClusterIP",
+        FrontendKind::NodePort => "NodePort",
+        FrontendKind::ExternalIp => "ExternalIP",
+        FrontendKind::LoadBalancer => "LoadBalancer",
     }
 }
 
-fn service_flags(flags: u16) -> Vec<String> {
-    [
-        (Lb4Service::FLAG_CLUSTER_IP, "ClusterIP"),
-        (Lb4Service::FLAG_NODE_PORT, "NodePort"),
-        (Lb4Service::FLAG_EXTERNAL_IP, "ExternalIP"),
-        (Lb4Service::FLAG_LOAD_BALANCER, "LoadBalancer"),
-        (Lb4Service::FLAG_AFFINITY, "affinity"),
-        (Lb4Service::FLAG_MAGLEV, "maglev"),
-    ]
-    .iter()
-    .filter(|(bit, _)| flags & bit != 0)
-    .map(|(_, name)| name.to_string())
-    .collect()
+fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::External => "external",
+        Scope::Internal => "internal",
+    }
+}
+
+fn state_name(state: BackendState) -> &'static str {
+    match state {
+        BackendState::Active => "active",
+        BackendState::Terminating => "terminating",
+    }
+}
+
+/// A service map entry as `weir bpf lb list` shows it; one the agent would
+/// not have written shows why in its flags.
+fn lb_service_entry(key: &Lb4Key, value: &Lb4Service) -> api::LbServiceEntry {
+    let frontend = |key: &FrontendKey| api::LbServiceEntry {
+        frontend: format!("{}:{}", key.address, key.port),
+        protocol: key.protocol.name().into(),
+        scope: scope_name(key.scope).into(),
+        ..Default::default()
+    };
+    match lb::decode_service(key, value) {
+        Ok(ServiceMapEntry::Slot(slot)) => api::LbServiceEntry {
+            slot: u32::from(slot.slot),
+            backend_id: slot.backend_id,
+            ..frontend(&slot.frontend)
+        },
+        Ok(ServiceMapEntry::Service(service)) => {
+            let mut flags = vec![kind_name(service.kind).to_string()];
+            if service.affinity_timeout.is_some() {
+                flags.push("affinity".into());
+            }
+            if service.maglev_table.is_some() {
+                flags.push("maglev".into());
+            }
+            api::LbServiceEntry {
+                count: u32::from(service.count),
+                rev_nat_id: u32::from(service.rev_nat_id),
+                flags,
+                affinity_timeout_seconds: service.affinity_timeout.unwrap_or(0),
+                maglev_table: service.maglev_table.unwrap_or(0),
+                ..frontend(&service.frontend)
+            }
+        }
+        Err(error) => api::LbServiceEntry {
+            frontend: endpoint(key.address, key.port),
+            protocol: ip_proto::Named(key.protocol).to_string(),
+            scope: key.scope.to_string(),
+            slot: u32::from(key.backend_slot),
+            flags: vec![format!("invalid: {error}")],
+            ..Default::default()
+        },
+    }
+}
+
+fn lb_backend_entry(id: u32, value: &Lb4Backend) -> api::LbBackendEntry {
+    match lb::decode_backend(value) {
+        Ok(backend) => api::LbBackendEntry {
+            id,
+            address: format!("{}:{}", backend.address, backend.port),
+            protocol: backend.protocol.name().into(),
+            state: state_name(backend.state).into(),
+            local: backend.local,
+        },
+        Err(error) => api::LbBackendEntry {
+            id,
+            address: endpoint(value.address, value.port),
+            protocol: ip_proto::Named(value.protocol).to_string(),
+            state: format!("invalid: {error}"),
+            local: false,
+        },
+    }
 }
 
 #[tonic::async_trait]
@@ -71,20 +134,10 @@ impl Services for ServicesService {
                 api::ServiceFrontend {
                     service: frontend.service.to_string(),
                     port_name: frontend.port_name.clone().unwrap_or_default(),
-                    kind: match frontend.kind {
-                        FrontendKind::ClusterIp => "ClusterIP",
-                        FrontendKind::NodePort => "NodePort",
-                        FrontendKind::ExternalIp => "ExternalIP",
-                        FrontendKind::LoadBalancer => "LoadBalancer",
-                    }
-                    .into(),
+                    kind: kind_name(frontend.kind).into(),
                     address: format!("{}:{}", frontend.address, frontend.port),
                     protocol: frontend.protocol.name().into(),
-                    scope: match frontend.scope {
-                        Scope::External => "external",
-                        Scope::Internal => "internal",
-                    }
-                    .into(),
+                    scope: scope_name(frontend.scope).into(),
                     algorithm: match (frontend.algorithm, f.maglev_table) {
                         (Algorithm::Maglev, Some(_)) => "maglev",
                         _ => "random",
@@ -99,11 +152,7 @@ impl Services for ServicesService {
                         .map(|(b, id)| api::ServiceBackend {
                             id: *id,
                             address: format!("{}:{}", b.address, b.port),
-                            state: match b.state {
-                                BackendState::Active => "active",
-                                BackendState::Terminating => "terminating",
-                            }
-                            .into(),
+                            state: state_name(b.state).into(),
                             node: b.node.clone().unwrap_or_default(),
                             pod: b.pod.as_ref().map(ToString::to_string).unwrap_or_default(),
                         })
@@ -127,56 +176,39 @@ impl Services for ServicesService {
         let request = request.into_inner();
         let mut datapath = self.datapath.lock();
         let ebpf = datapath.ebpf_mut();
-        let mut services = lb_maps::services(ebpf).map_err(internal)?;
+        let mut services = lb::services(ebpf).map_err(internal)?;
         services.sort_by_key(|(k, _)| *k);
-        let mut tables = Vec::new();
-        let services = services
-            .into_iter()
-            .map(|(key, value)| {
-                if key.backend_slot == 0 && value.flags & Lb4Service::FLAG_MAGLEV != 0 {
-                    tables.push(value.maglev_table);
-                }
-                api::LbServiceEntry {
-                    frontend: endpoint(key.address, key.port),
-                    protocol: ip_proto::Named(key.protocol).to_string(),
-                    scope: scope_name(key.scope),
-                    slot: u32::from(key.backend_slot),
-                    backend_id: value.backend_id,
-                    count: u32::from(value.count),
-                    rev_nat_id: u32::from(value.rev_nat_id),
-                    flags: service_flags(value.flags),
-                    affinity_timeout_seconds: value.affinity_timeout_s,
-                    maglev_table: value.maglev_table,
-                }
+        let mut tables: Vec<u32> = services
+            .iter()
+            .filter_map(|(key, value)| match lb::decode_service(key, value) {
+                Ok(ServiceMapEntry::Service(service)) => service.maglev_table,
+                _ => None,
             })
             .collect();
-        let mut backends = lb_maps::backends(ebpf).map_err(internal)?;
+        let services = services
+            .iter()
+            .map(|(key, value)| lb_service_entry(key, value))
+            .collect();
+        let mut backends = lb::backends(ebpf).map_err(internal)?;
         backends.sort_by_key(|(id, _)| *id);
         let backends = backends
-            .into_iter()
-            .map(|(id, b)| api::LbBackendEntry {
-                id,
-                address: endpoint(b.address, b.port),
-                protocol: ip_proto::Named(b.protocol).to_string(),
-                state: if b.state == Lb4Backend::STATE_TERMINATING {
-                    "terminating".into()
-                } else {
-                    "active".into()
-                },
-                local: b.flags & Lb4Backend::FLAG_LOCAL != 0,
-            })
+            .iter()
+            .map(|(id, b)| lb_backend_entry(*id, b))
             .collect();
-        let mut rev_nat = lb_maps::revnats(ebpf).map_err(internal)?;
+        let mut rev_nat = lb::revnats(ebpf).map_err(internal)?;
         rev_nat.sort_by_key(|(id, _)| *id);
         let rev_nat = rev_nat
-            .into_iter()
-            .map(|(id, r)| api::LbRevNatEntry {
-                id: u32::from(id),
-                address: endpoint(r.address, r.port),
+            .iter()
+            .map(|(id, r)| {
+                let revnat = lb::decode_revnat(r);
+                api::LbRevNatEntry {
+                    id: u32::from(*id),
+                    address: format!("{}:{}", revnat.address, revnat.port),
+                }
             })
             .collect();
         let nat = if request.nat {
-            lb_maps::nat_entries(ebpf)
+            lb::nat_entries(ebpf)
                 .map_err(internal)?
                 .into_iter()
                 .map(|(k, e)| api::LbNatEntry {
@@ -203,7 +235,7 @@ impl Services for ServicesService {
             tables.dedup();
             for table in tables {
                 let slots =
-                    lb_maps::maglev_table(ebpf, table, self.maglev_table_size).map_err(internal)?;
+                    lb::maglev_table(ebpf, table, self.maglev_table_size).map_err(internal)?;
                 maglev.push(api::LbMaglevTable { table, slots });
             }
         }

@@ -20,8 +20,6 @@ pub struct SharedView {
     pub endpoints_synced: bool,
     pub nodes_synced: bool,
     pub identities_synced: bool,
-    /// Bumped on every change, so readers can tell whether to recompute.
-    pub revision: u64,
 }
 
 impl SharedView {
@@ -48,61 +46,42 @@ pub async fn start_watches(
     store: Arc<dyn SharedStore>,
     view: Arc<Mutex<SharedView>>,
 ) -> weir_identity::Result<()> {
-    let mut endpoints = store.watch_endpoints().await?;
-    let mut nodes = store.watch_nodes().await?;
-    let mut identities = store.watch_identities().await?;
-    let v = view.clone();
-    tokio::spawn(async move {
-        while let Some(event) = endpoints.next().await {
-            match event {
-                Ok(event) => {
-                    let mut view = v.lock().unwrap_or_else(|e| e.into_inner());
-                    let SharedView {
-                        endpoints,
-                        endpoints_synced,
-                        ..
-                    } = &mut *view;
-                    apply(endpoints, endpoints_synced, event);
-                    view.revision += 1;
-                }
-                Err(error) => warn!(%error, "endpoint watch"),
-            }
-        }
+    let endpoints = store.watch_endpoints().await?;
+    let nodes = store.watch_nodes().await?;
+    let identities = store.watch_identities().await?;
+    spawn_watch("endpoint", endpoints, view.clone(), |v| {
+        (&mut v.endpoints, &mut v.endpoints_synced)
     });
-    let v = view.clone();
-    tokio::spawn(async move {
-        while let Some(event) = nodes.next().await {
-            match event {
-                Ok(event) => {
-                    let mut view = v.lock().unwrap_or_else(|e| e.into_inner());
-                    let SharedView {
-                        nodes,
-                        nodes_synced,
-                        ..
-                    } = &mut *view;
-                    apply(nodes, nodes_synced, event);
-                    view.revision += 1;
-                }
-                Err(error) => warn!(%error, "node watch"),
-            }
-        }
+    spawn_watch("node", nodes, view.clone(), |v| {
+        (&mut v.nodes, &mut v.nodes_synced)
     });
+    spawn_watch("identity", identities, view, |v| {
+        (&mut v.identities, &mut v.identities_synced)
+    });
+    Ok(())
+}
+
+/// Feeds one watch stream into the part of the view `part` selects.
+fn spawn_watch<K, V, S>(
+    what: &'static str,
+    mut events: S,
+    view: Arc<Mutex<SharedView>>,
+    part: fn(&mut SharedView) -> (&mut BTreeMap<K, V>, &mut bool),
+) where
+    K: Ord + Send + 'static,
+    V: Send + 'static,
+    S: futures::Stream<Item = weir_identity::Result<StoreEvent<K, V>>> + Send + Unpin + 'static,
+{
     tokio::spawn(async move {
-        while let Some(event) = identities.next().await {
+        while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
                     let mut view = view.lock().unwrap_or_else(|e| e.into_inner());
-                    let SharedView {
-                        identities,
-                        identities_synced,
-                        ..
-                    } = &mut *view;
-                    apply(identities, identities_synced, event);
-                    view.revision += 1;
+                    let (map, synced) = part(&mut view);
+                    apply(map, synced, event);
                 }
-                Err(error) => warn!(%error, "identity watch"),
+                Err(error) => warn!(%error, watch = what, "shared store watch"),
             }
         }
     });
-    Ok(())
 }

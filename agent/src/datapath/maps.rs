@@ -16,8 +16,11 @@ pub use events::{drain_events, events_lost, read_event};
 pub use ipcache::{ipcache_entries, ipcache_key, remove_ipcache, set_ipcache};
 pub use policy::{policy_entries, remove_policy, set_policy};
 
+use std::net::IpAddr;
+
 use aya::maps::{HashMap, LpmTrie, MapData, MapError};
 use aya::Ebpf;
+use weir_abi::ipcache::FAMILY_IPV4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -52,5 +55,15 @@ pub(super) fn removed(map: &'static str, result: Result<(), MapError>) -> Result
     match result {
         Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
         Err(source) => Err(TableError::Map { map, source }),
+    }
+}
+
+/// An address as the maps and events carry it: a family and 16 bytes, IPv4
+/// in the first 4.
+pub fn ip_address(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        IpAddr::from(*bytes)
     }
 }

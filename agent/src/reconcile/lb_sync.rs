@@ -8,7 +8,8 @@
 //! its backend slots, then its service entry (whose count makes the new
 //! slots visible), then the removal of slots past the new count. Ids that
 //! no frontend holds any more are removed from the maps at the end of the
-//! pass, once nothing points at them.
+//! pass, once nothing points at them. Entries are built as the typed
+//! entries of [`crate::datapath::maps::lb`] and encoded there.
 //!
 //! A pass touches only the frontends that changed. Two passes are full,
 //! rewriting every frontend where it differs and sweeping whatever else is
@@ -25,67 +26,43 @@ mod status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use weir_abi::lb::*;
-use weir_lb::{
-    Algorithm, Backend, BackendState, Frontend, FrontendKey, FrontendKind, Protocol, Scope,
-    ServiceProblem,
-};
+use weir_abi::lb::Lb4Key;
+use weir_lb::{Algorithm, Backend, BackendState, Frontend, FrontendKey, Protocol, ServiceProblem};
 
+use crate::datapath::maps::lb::{
+    self as lb, service_key, BackendEntry, RevNatEntry, ServiceEntry, ServiceMapEntry, SlotEntry,
+};
 use crate::datapath::maps::TableError;
 use ids::IdPool;
 use maps::Written;
 pub use maps::{LbMap, LbMaps, MapOperations};
 pub use status::{FrontendStatus, LbMetrics, LbStatus, PassReport, SharedLbStatus};
 
-/// An (address, port, IP protocol): a backend, or a frontend's reverse-NAT
-/// entry (shared by its two scopes).
-type Addr = (Ipv4Addr, u16, u8);
-/// A frontend's Maglev table: its address and scope.
-type TableKey = (Ipv4Addr, u16, u8, u8);
+/// An address, port and protocol: a backend (with its frontend's
+/// protocol), or the frontend a reverse-NAT entry stands for (shared by
+/// its two scopes).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct L4Address {
+    address: Ipv4Addr,
+    port: u16,
+    protocol: Protocol,
+}
 
-fn scope_number(scope: Scope) -> u8 {
-    match scope {
-        Scope::External => LB_SCOPE_EXTERNAL,
-        Scope::Internal => LB_SCOPE_INTERNAL,
+impl L4Address {
+    fn of_frontend(key: &FrontendKey) -> L4Address {
+        L4Address {
+            address: key.address,
+            port: key.port,
+            protocol: key.protocol,
+        }
     }
-}
-
-fn kind_flag(kind: FrontendKind) -> u16 {
-    match kind {
-        FrontendKind::ClusterIp => Lb4Service::FLAG_CLUSTER_IP,
-        FrontendKind::NodePort => Lb4Service::FLAG_NODE_PORT,
-        FrontendKind::ExternalIp => Lb4Service::FLAG_EXTERNAL_IP,
-        FrontendKind::LoadBalancer => Lb4Service::FLAG_LOAD_BALANCER,
-    }
-}
-
-fn addr_of(key: &FrontendKey) -> Addr {
-    (key.address, key.port, key.protocol.number())
-}
-
-/// The service map key of a frontend's entry (`slot` 0) or backend slot.
-fn service_key(key: &FrontendKey, slot: u16) -> Lb4Key {
-    Lb4Key {
-        address: key.address.octets(),
-        port: key.port.to_be_bytes(),
-        backend_slot: slot,
-        protocol: key.protocol.number(),
-        scope: scope_number(key.scope),
-        pad: [0; 2],
-    }
-}
-
-/// A frontend's Maglev table key.
-fn table_key(key: &FrontendKey) -> TableKey {
-    let (address, port, protocol) = addr_of(key);
-    (address, port, protocol, scope_number(key.scope))
 }
 
 /// What a programmed frontend holds in the maps besides its reverse-NAT
-/// id (`addr_of` its key).
+/// id (of [`L4Address::of_frontend`] its key).
 struct Lowered {
-    backends: Vec<Addr>,
-    /// It holds the Maglev table of `table_key` its key.
+    backends: Vec<L4Address>,
+    /// It holds the Maglev table of its key.
     maglev_table: bool,
     /// Backend slots written: 1..=slots.
     slots: u16,
@@ -94,9 +71,9 @@ struct Lowered {
 pub struct LbSync {
     node_name: String,
     maglev_table_size: u32,
-    backend_ids: IdPool<Addr, u32>,
-    revnat_ids: IdPool<Addr, u16>,
-    maglev_tables: IdPool<TableKey, u32>,
+    backend_ids: IdPool<L4Address, u32>,
+    revnat_ids: IdPool<L4Address, u16>,
+    maglev_tables: IdPool<FrontendKey, u32>,
     written: Written,
     lowered: BTreeMap<FrontendKey, Lowered>,
     /// The next pass rewrites and sweeps everything.
@@ -206,62 +183,44 @@ impl LbSync {
 
     /// Reads what an earlier agent left in the maps: its ids are adopted
     /// and its entries are what the first (full) pass compares against.
+    /// Entries that do not decode adopt nothing; the sweep removes them.
     fn restore(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
         for (id, backend) in maps.backends()? {
-            let addr = (
-                Ipv4Addr::from(backend.address),
-                u16::from_be_bytes(backend.port),
-                backend.protocol,
-            );
-            self.backend_ids.adopt(addr, id);
+            if let Ok(entry) = lb::decode_backend(&backend) {
+                let address = L4Address {
+                    address: entry.address,
+                    port: entry.port,
+                    protocol: entry.protocol,
+                };
+                self.backend_ids.adopt(address, id);
+            }
             self.written.backends.insert(id, backend);
         }
         for (id, revnat) in maps.revnats()? {
             self.written.revnat.insert(id, revnat);
         }
-        for (key, service) in maps.services()? {
-            if key.backend_slot == 0 {
-                let addr = (
-                    Ipv4Addr::from(key.address),
-                    u16::from_be_bytes(key.port),
-                    key.protocol,
+        for (key, value) in maps.services()? {
+            if let Ok(ServiceMapEntry::Service(service)) = lb::decode_service(&key, &value) {
+                self.revnat_ids.adopt(
+                    L4Address::of_frontend(&service.frontend),
+                    service.rev_nat_id,
                 );
-                self.revnat_ids.adopt(addr, service.rev_nat_id);
-                if service.flags & Lb4Service::FLAG_MAGLEV != 0 {
-                    self.maglev_tables.adopt(
-                        (addr.0, addr.1, addr.2, key.scope),
-                        service.maglev_table + 1,
-                    );
-                    let slots = maps.maglev_table(service.maglev_table, self.maglev_table_size)?;
-                    self.written.maglev.insert(service.maglev_table, slots);
+                if let Some(table) = service.maglev_table {
+                    self.maglev_tables.adopt(service.frontend, table + 1);
+                    let slots = maps.maglev_table(table, self.maglev_table_size)?;
+                    self.written.maglev.insert(table, slots);
                 }
             }
-            self.written.services.insert(key, service);
+            self.written.services.insert(key, value);
         }
         Ok(())
-    }
-
-    fn backend_entry(&self, backend: &Backend, protocol: u8) -> Lb4Backend {
-        let local = backend.node.as_deref() == Some(self.node_name.as_str());
-        Lb4Backend {
-            address: backend.address.octets(),
-            port: backend.port.to_be_bytes(),
-            protocol,
-            state: match backend.state {
-                BackendState::Active => Lb4Backend::STATE_ACTIVE,
-                BackendState::Terminating => Lb4Backend::STATE_TERMINATING,
-            },
-            flags: if local { Lb4Backend::FLAG_LOCAL } else { 0 },
-            pad: [0; 3],
-        }
     }
 
     /// Writes `frontend` over what its key held. New ids are acquired
     /// before the old ones are released, so what both use keeps its id.
     fn upsert(&mut self, maps: &mut impl LbMaps, frontend: &Frontend) -> Result<(), TableError> {
         let key = frontend.key();
-        let revnat = addr_of(&key);
-        let Some(rev_nat_id) = self.revnat_ids.acquire(&revnat) else {
+        let Some(rev_nat_id) = self.revnat_ids.acquire(&L4Address::of_frontend(&key)) else {
             self.remove(maps, &key)?;
             self.set_status(FrontendStatus {
                 frontend: frontend.clone(),
@@ -272,35 +231,19 @@ impl LbSync {
             });
             return Ok(());
         };
-        self.written.revnat(
-            maps,
-            rev_nat_id,
-            Lb4RevNat {
-                address: frontend.address.octets(),
-                port: frontend.port.to_be_bytes(),
-                pad: [0; 2],
-            },
-        )?;
+        let revnat = RevNatEntry {
+            address: frontend.address,
+            port: frontend.port,
+        };
+        self.written
+            .revnat(maps, rev_nat_id, lb::encode_revnat(&revnat))?;
         let mut lowered = Lowered {
             backends: Vec::with_capacity(frontend.backends.len()),
             maglev_table: false,
             slots: 0,
         };
         let mut note = None;
-        // Map ids parallel to `frontend.backends`; 0 when out of ids.
-        let mut ids = Vec::with_capacity(frontend.backends.len());
-        for backend in &frontend.backends {
-            let addr = (backend.address, backend.port, revnat.2);
-            let Some(id) = self.backend_ids.acquire(&addr) else {
-                note = Some("out of backend ids".to_string());
-                ids.push(0);
-                continue;
-            };
-            lowered.backends.push(addr);
-            let entry = self.backend_entry(backend, revnat.2);
-            self.written.backend(maps, id, entry)?;
-            ids.push(id);
-        }
+        let ids = self.write_backends(maps, frontend, &mut lowered, &mut note)?;
         let active: Vec<u32> = frontend
             .backends
             .iter()
@@ -308,49 +251,30 @@ impl LbSync {
             .filter(|(b, id)| b.state == BackendState::Active && **id != 0)
             .map(|(_, id)| *id)
             .collect();
-
-        let mut flags = kind_flag(frontend.kind);
-        let mut maglev_table = None;
-        if frontend.algorithm == Algorithm::Maglev && !active.is_empty() {
-            match self.maglev_tables.acquire(&table_key(&key)) {
-                None => note = Some("no free Maglev table (see --maglev-tables): random".into()),
-                Some(table) => {
-                    lowered.maglev_table = true;
-                    match frontend.maglev_table(self.maglev_table_size) {
-                        Ok(slots) => {
-                            let by_id = slots.slots().iter().map(|i| ids[*i as usize]).collect();
-                            self.written.maglev(maps, table - 1, by_id)?;
-                            flags |= Lb4Service::FLAG_MAGLEV;
-                            maglev_table = Some(table - 1);
-                        }
-                        Err(error) => note = Some(format!("Maglev: {error}: random")),
-                    }
-                }
-            }
-        }
-        if frontend.affinity_timeout.is_some() {
-            flags |= Lb4Service::FLAG_AFFINITY;
-        }
+        let maglev_table = if frontend.algorithm == Algorithm::Maglev && !active.is_empty() {
+            self.write_maglev(maps, frontend, &ids, &mut lowered, &mut note)?
+        } else {
+            None
+        };
 
         for (slot, id) in (1..).zip(&active) {
-            let slot_entry = Lb4Service {
+            let (slot_key, value) = lb::encode_slot(&SlotEntry {
+                frontend: key,
+                slot,
                 backend_id: *id,
-                ..Default::default()
-            };
-            self.written
-                .service(maps, service_key(&key, slot), slot_entry)?;
+            });
+            self.written.service(maps, slot_key, value)?;
         }
-        let entry = Lb4Service {
-            backend_id: 0,
-            count: active.len() as u16,
-            rev_nat_id,
-            flags,
-            pad: 0,
-            affinity_timeout_s: frontend.affinity_timeout.unwrap_or(0),
-            maglev_table: maglev_table.unwrap_or(0),
-        };
-        self.written.service(maps, service_key(&key, 0), entry)?;
         lowered.slots = active.len() as u16;
+        let (entry_key, value) = lb::encode_service(&ServiceEntry {
+            frontend: key,
+            kind: frontend.kind,
+            count: lowered.slots,
+            rev_nat_id,
+            affinity_timeout: frontend.affinity_timeout,
+            maglev_table,
+        });
+        self.written.service(maps, entry_key, value)?;
 
         let new_slots = lowered.slots;
         if let Some(old) = self.lowered.insert(key, lowered) {
@@ -368,6 +292,76 @@ impl LbSync {
             note,
         });
         Ok(())
+    }
+
+    /// Writes the backends of `frontend`; their map ids, parallel to
+    /// `frontend.backends`, 0 where out of ids.
+    fn write_backends(
+        &mut self,
+        maps: &mut impl LbMaps,
+        frontend: &Frontend,
+        lowered: &mut Lowered,
+        note: &mut Option<String>,
+    ) -> Result<Vec<u32>, TableError> {
+        let mut ids = Vec::with_capacity(frontend.backends.len());
+        for backend in &frontend.backends {
+            let address = L4Address {
+                address: backend.address,
+                port: backend.port,
+                protocol: frontend.protocol,
+            };
+            let Some(id) = self.backend_ids.acquire(&address) else {
+                *note = Some("out of backend ids".to_string());
+                ids.push(0);
+                continue;
+            };
+            lowered.backends.push(address);
+            let entry = lb::encode_backend(&self.backend_entry(backend, frontend.protocol));
+            self.written.backend(maps, id, entry)?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Writes the Maglev table of `frontend` (whose backends have `ids`);
+    /// its number, or `None` (with a note) when it selects at random.
+    fn write_maglev(
+        &mut self,
+        maps: &mut impl LbMaps,
+        frontend: &Frontend,
+        ids: &[u32],
+        lowered: &mut Lowered,
+        note: &mut Option<String>,
+    ) -> Result<Option<u32>, TableError> {
+        let Some(table) = self.maglev_tables.acquire(&frontend.key()) else {
+            *note = Some("no free Maglev table (see --maglev-tables): random".into());
+            return Ok(None);
+        };
+        lowered.maglev_table = true;
+        let slots = match frontend.maglev_table(self.maglev_table_size) {
+            Ok(slots) => slots,
+            Err(error) => {
+                *note = Some(format!("Maglev: {error}: random"));
+                return Ok(None);
+            }
+        };
+        let Some(by_id) = lb::maglev_backend_ids(&slots, ids) else {
+            *note = Some("Maglev: a slot names no backend: random".into());
+            return Ok(None);
+        };
+        // Table numbers start at 0 in the map; the pool's ids start at 1.
+        self.written.maglev(maps, table - 1, by_id)?;
+        Ok(Some(table - 1))
+    }
+
+    fn backend_entry(&self, backend: &Backend, protocol: Protocol) -> BackendEntry {
+        BackendEntry {
+            address: backend.address,
+            port: backend.port,
+            protocol,
+            state: backend.state,
+            local: backend.node.as_deref() == Some(self.node_name.as_str()),
+        }
     }
 
     /// Removes the frontend at `key`: its entry first, so the datapath stops
@@ -390,9 +384,9 @@ impl LbSync {
         for addr in &old.backends {
             self.backend_ids.release(addr);
         }
-        self.revnat_ids.release(&addr_of(key));
+        self.revnat_ids.release(&L4Address::of_frontend(key));
         if old.maglev_table {
-            self.maglev_tables.release(&table_key(key));
+            self.maglev_tables.release(key);
         }
     }
 
@@ -410,21 +404,11 @@ impl LbSync {
             .services
             .keys()
             .filter(|entry| {
-                let Some(protocol) = Protocol::from_number(entry.protocol) else {
+                let Ok((key, slot)) = lb::decode_service_key(entry) else {
                     return true;
                 };
-                let key = FrontendKey {
-                    address: Ipv4Addr::from(entry.address),
-                    port: u16::from_be_bytes(entry.port),
-                    protocol,
-                    scope: match entry.scope {
-                        LB_SCOPE_EXTERNAL => Scope::External,
-                        _ => Scope::Internal,
-                    },
-                };
                 let ours = self.lowered.get(&key).is_some_and(|lowered| {
-                    service_key(&key, entry.backend_slot) == **entry
-                        && entry.backend_slot <= lowered.slots
+                    service_key(&key, slot) == **entry && slot <= lowered.slots
                 });
                 !ours
             })

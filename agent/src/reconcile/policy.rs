@@ -1,45 +1,29 @@
 //! From policy manifests to the policy map: parse and validate every policy
 //! (rejecting invalid ones whole, with their reasons), compile for the local
-//! endpoints, lower the result to LPM entries, and write only the
-//! difference.
-//!
-//! Lowering (what `weir_abi::policy` expects): protocol `Any` becomes the
-//! 64-bit prefix, a protocol with any port the 80-bit prefix, and a port
-//! range the aligned power-of-two blocks that cover it exactly. Within one
-//! (endpoint, direction, peer identity) an allow covered by a less specific
-//! deny is stored as deny, so the most specific match the kernel finds is
-//! always the right verdict; across the peer's and the any-peer entries the
-//! kernel itself lets deny win.
+//! endpoints, lower the result (the policy engine's [`weir_policy::lower()`]:
+//! deny precedence, port blocks), encode it ([`maps::policy`]) and write
+//! only the difference.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnetwork::IpNetwork;
 use tracing::warn;
-use weir_abi::policy::*;
-use weir_abi::{EndpointInfo, PolicyEntry, PolicyKey, TrafficDirection};
-use weir_policy::{
-    compile, ClusterView, Compiled, Direction, EntryKey, LocalCidrAllocator, NamedPorts, PeerKey,
-    Policy, Ports, Verdict,
-};
+use weir_abi::{EndpointInfo, PolicyEntry};
+use weir_policy::{compile, lower, ClusterView, Compiled, LocalIdentities, NamedPorts, Policy};
 use weir_types::NamespacedName;
 
 use crate::cluster::kvstore::SharedView;
 use crate::cluster::manifest::Pod;
 use crate::cluster::manifest_dir::ClusterManifests;
+use crate::datapath::maps::policy::{encode_state, LpmKey};
 use crate::datapath::{maps, Datapath};
 use crate::endpoint::ipam::AttachmentKey;
 use crate::endpoint::registry::Endpoint;
 
-/// One policy map entry: LPM prefix length and key.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LpmKey {
-    pub prefix_len: u32,
-    pub key: PolicyKey,
-}
-
 #[derive(Default)]
 pub struct PolicySync {
-    cidr_identities: LocalCidrAllocator,
+    /// Holds one reference per CIDR of `compiled`.
+    cidr_identities: LocalIdentities,
     compiled: Compiled,
     /// Policies that failed validation: key → reasons.
     rejected: BTreeMap<String, Vec<String>>,
@@ -64,11 +48,20 @@ impl PolicySync {
     ) {
         let policies = self.parse(cluster);
         let (cluster_view, pods) = cluster_view(cluster, view, endpoints, identities);
-        self.compiled = compile(&cluster_view, &policies, &mut self.cidr_identities);
-        self.desired = lower(&self.compiled);
-        self.view = cluster_view;
-        self.policies = policies;
+        self.compile(cluster_view, policies);
         self.pods = pods;
+    }
+
+    /// Compiles, lowers and encodes the desired state from its inputs.
+    fn compile(&mut self, view: ClusterView, policies: Vec<Policy>) {
+        let compiled = compile(&view, &policies, &mut self.cidr_identities);
+        // The previous state lets go of its CIDR identities only now, so a
+        // CIDR both name keeps its id and one no policy names is freed.
+        let previous = std::mem::replace(&mut self.compiled, compiled);
+        self.cidr_identities.release_all(previous.cidrs.into_keys());
+        self.desired = encode_state(&lower(&self.compiled));
+        self.view = view;
+        self.policies = policies;
     }
 
     /// What `weir policy` reads: the compiled state and its inputs.
@@ -276,157 +269,6 @@ fn cluster_view(
         });
     }
     (view, pods)
-}
-
-/// The aligned power-of-two blocks that cover `lo..=hi` exactly, as
-/// (first port, prefix bits of the port).
-pub fn port_blocks(lo: u16, hi: u16) -> Vec<(u16, u32)> {
-    let mut blocks = Vec::new();
-    let (mut start, end) = (u32::from(lo), u32::from(hi));
-    while start <= end {
-        let mut size = 1u32;
-        while start % (size * 2) == 0 && start + size * 2 - 1 <= end && size < 65_536 {
-            size *= 2;
-        }
-        blocks.push((start as u16, 16 - size.trailing_zeros()));
-        start += size;
-    }
-    blocks
-}
-
-fn lpm_keys(endpoint_id: u16, direction: TrafficDirection, key: &EntryKey) -> Vec<LpmKey> {
-    let base = PolicyKey {
-        endpoint_id,
-        direction: direction as u8,
-        pad0: 0,
-        identity: match key.peer {
-            PeerKey::Any => IDENTITY_ANY,
-            PeerKey::Identity(id) => id,
-        },
-        protocol: PROTOCOL_ANY,
-        pad1: 0,
-        port: [0; 2],
-    };
-    match (key.protocol, key.ports) {
-        (None, _) => vec![LpmKey {
-            prefix_len: POLICY_PREFIX_ANY_PROTOCOL,
-            key: base,
-        }],
-        (Some(protocol), Ports::Any) => vec![LpmKey {
-            prefix_len: POLICY_PREFIX_ANY_PORT,
-            key: PolicyKey {
-                protocol: protocol.number(),
-                ..base
-            },
-        }],
-        (Some(protocol), Ports::Range(lo, hi)) => port_blocks(lo, hi)
-            .into_iter()
-            .map(|(start, bits)| LpmKey {
-                prefix_len: POLICY_PREFIX_ANY_PORT + bits,
-                key: PolicyKey {
-                    protocol: protocol.number(),
-                    port: start.to_be_bytes(),
-                    ..base
-                },
-            })
-            .collect(),
-    }
-}
-
-/// True if `outer` matches every key `inner` matches (same endpoint,
-/// direction and identity assumed).
-fn covers(outer: &LpmKey, inner: &LpmKey) -> bool {
-    if outer.prefix_len > inner.prefix_len {
-        return false;
-    }
-    if outer.prefix_len <= POLICY_PREFIX_ANY_PROTOCOL {
-        return true;
-    }
-    if outer.key.protocol != inner.key.protocol {
-        return false;
-    }
-    let bits = outer.prefix_len - POLICY_PREFIX_ANY_PORT;
-    if bits == 0 {
-        return true;
-    }
-    let mask = u16::MAX << (16 - bits);
-    u16::from_be_bytes(outer.key.port) & mask == u16::from_be_bytes(inner.key.port) & mask
-}
-
-/// What an entry matches on, for policy verdict events (Hubble's
-/// `policy_match_type`).
-fn match_type(key: &LpmKey) -> u8 {
-    use weir_abi::events::*;
-    let any_peer = key.key.identity == IDENTITY_ANY;
-    let any_l4 = key.prefix_len <= POLICY_PREFIX_ANY_PROTOCOL;
-    match (any_peer, any_l4) {
-        (false, true) => MATCH_L3_ONLY,
-        (false, false) => MATCH_L3_L4,
-        (true, false) => MATCH_L4_ONLY,
-        (true, true) => MATCH_ALL,
-    }
-}
-
-/// Lowers a compiled state to policy map entries.
-pub fn lower(compiled: &Compiled) -> BTreeMap<LpmKey, PolicyEntry> {
-    let mut out = BTreeMap::new();
-    for (endpoint_id, policy) in &compiled.endpoints {
-        let Ok(endpoint_id) = u16::try_from(*endpoint_id) else {
-            continue;
-        };
-        for (direction, traffic) in [
-            (Direction::Ingress, TrafficDirection::Ingress),
-            (Direction::Egress, TrafficDirection::Egress),
-        ] {
-            let dir = policy.direction(direction);
-            if !dir.enforced {
-                continue;
-            }
-            // (key, verdict) per identity group.
-            let mut groups: BTreeMap<u32, BTreeMap<LpmKey, u8>> = BTreeMap::new();
-            for (key, verdict) in dir.effective() {
-                let code = match verdict {
-                    Verdict::Allow => POLICY_ALLOW,
-                    Verdict::Deny => POLICY_DENY,
-                };
-                for lpm in lpm_keys(endpoint_id, traffic, &key) {
-                    let slot = groups
-                        .entry(lpm.key.identity)
-                        .or_default()
-                        .entry(lpm)
-                        .or_insert(code);
-                    if code == POLICY_DENY {
-                        *slot = POLICY_DENY;
-                    }
-                }
-            }
-            for entries in groups.values() {
-                let denies: Vec<&LpmKey> = entries
-                    .iter()
-                    .filter(|(_, v)| **v == POLICY_DENY)
-                    .map(|(k, _)| k)
-                    .collect();
-                for (key, verdict) in entries {
-                    let verdict =
-                        if *verdict == POLICY_ALLOW && denies.iter().any(|d| covers(d, key)) {
-                            POLICY_DENY
-                        } else {
-                            *verdict
-                        };
-                    out.insert(
-                        *key,
-                        PolicyEntry {
-                            verdict,
-                            match_type: match_type(key),
-                            pad: [0; 2],
-                            rule: 0,
-                        },
-                    );
-                }
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

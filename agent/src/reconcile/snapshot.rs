@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use weir_policy::{
-    compile, trace_flow, ClusterView, Compiled, FlowSide, LocalCidrAllocator, NamedPorts, Policy,
+    compile, trace_flow, ClusterView, Compiled, FlowSide, LocalIdentities, NamedPorts, Policy,
     Protocol,
 };
 use weir_types::NamespacedName;
@@ -17,7 +17,7 @@ pub struct PolicySnapshot {
     pub compiled: Compiled,
     pub view: ClusterView,
     pub policies: Vec<Policy>,
-    pub cidrs: LocalCidrAllocator,
+    pub cidrs: LocalIdentities,
     pub rejected: BTreeMap<String, Vec<String>>,
     /// Local pods → (endpoint id, identity).
     pub local: BTreeMap<NamespacedName, (u32, u32)>,

@@ -344,13 +344,15 @@ fn lb_costs() -> Result<()> {
 /// packet). 10,000 repetitions per run so the 1 MiB ring never fills, drained
 /// between runs.
 fn event_costs(runs: usize) -> Result<()> {
-    use weir_abi::events::{AGGREGATION_MEDIUM, AGGREGATION_NONE};
-    use weir_agent::datapath::{maps, Datapath, LoadOptions};
+    use weir_agent::datapath::{maps, Datapath, LoadOptions, MonitorAggregation};
     println!();
     println!("event emission, weir_from_pod, established flow, 10,000 repetitions: ns/packet median (min-max)");
     for (label, level) in [
-        ("events aggregated away (medium)", AGGREGATION_MEDIUM),
-        ("an event per packet (none)", AGGREGATION_NONE),
+        (
+            "events aggregated away (medium)",
+            MonitorAggregation::Medium,
+        ),
+        ("an event per packet (none)", MonitorAggregation::None),
     ] {
         let pins = PinDir::new();
         let mut datapath = Datapath::load_with(

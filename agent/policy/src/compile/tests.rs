@@ -1,7 +1,8 @@
 use super::*;
 use crate::document::parse_policies;
-use crate::identity::{Identity, LocalCidrAllocator, NamedPorts};
+use crate::identity::{Identity, NamedPorts};
 use crate::labels::{pod_security_labels, LabelFilter};
+use crate::local_identities::LocalIdentities;
 use crate::trace::Reason;
 
 // Pods: x/a (2001), x/b (2002), y/a (2003). Endpoints 1, 2, 3.
@@ -50,12 +51,7 @@ fn run_with(yaml: &str, options: CompileOptions) -> Compiled {
         .into_iter()
         .map(|r| r.unwrap())
         .collect();
-    compile_with(
-        &view(),
-        &policies,
-        &mut LocalCidrAllocator::default(),
-        options,
-    )
+    compile_with(&view(), &policies, &mut LocalIdentities::default(), options)
 }
 
 fn v(c: &Compiled, ep: u32, d: Direction, peer: u32, proto: Protocol, port: u16) -> Verdict {
@@ -126,7 +122,7 @@ fn unknown_endpoint_identity_is_not_selected() {
     .into_iter()
     .map(|r| r.unwrap())
     .collect();
-    let c = compile(&view, &policies, &mut LocalCidrAllocator::default());
+    let c = compile(&view, &policies, &mut LocalIdentities::default());
     assert!(!c.endpoints[&9].ingress.enforced);
 }
 
@@ -260,6 +256,51 @@ fn cidr_peers_cover_nested_prefixes_but_not_excepts() {
     assert_eq!(egress_y(reserved::WORLD_IPV4), Verdict::Allow);
     assert_eq!(egress_y(reserved::WORLD_IPV6), Verdict::Deny);
     assert_eq!(egress_y(id("10.1.0.0/16")), Verdict::Allow);
+}
+
+fn cidr_policy(cidrs: &str) -> Vec<Policy> {
+    let yaml = format!(
+        "{WNP}metadata: {{name: q, namespace: y}}\nspec:\n  endpointSelector: {{}}\n  egress: [{{toCIDR: [{cidrs}]}}]\n"
+    );
+    parse_policies(&yaml)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[test]
+fn a_cidr_no_policy_names_any_more_frees_its_id() {
+    let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+    let mut ids = LocalIdentities::default();
+    let before = compile(&view(), &cidr_policy("10.0.0.0/8, 192.0.2.0/24"), &mut ids);
+    let kept = before.cidrs[&net("192.0.2.0/24")];
+    let dropped = before.cidrs[&net("10.0.0.0/8")];
+    // The next state is compiled before the previous one lets go (as the
+    // agent does), so a CIDR both name keeps its id.
+    let after = compile(&view(), &cidr_policy("192.0.2.0/24"), &mut ids);
+    ids.release_all(before.cidrs.keys().copied());
+    assert_eq!(after.cidrs[&net("192.0.2.0/24")], kept);
+    assert_eq!(ids.get(net("10.0.0.0/8")), None, "10.0.0.0/8 is freed");
+    assert_eq!(ids.lookup(dropped), None);
+    assert_eq!(ids.len(), 1);
+    // Once nothing is in force, nothing is held.
+    let none = compile(&view(), &[], &mut ids);
+    ids.release_all(after.cidrs.keys().copied());
+    assert!(none.cidrs.is_empty());
+    assert!(ids.is_empty());
+}
+
+#[test]
+fn a_cidr_without_a_free_identity_gets_no_entries() {
+    let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+    let min = reserved::LOCAL_MIN;
+    let mut ids = LocalIdentities::with_range(min, min);
+    let c = compile(&view(), &cidr_policy("10.0.0.0/8, 192.0.2.0/24"), &mut ids);
+    assert_eq!(c.cidrs.len(), 1, "{:?}", c.cidrs);
+    assert_eq!(c.cidrs[&net("10.0.0.0/8")], min);
+    let egress = |peer| v(&c, 3, Direction::Egress, peer, Protocol::Tcp, 443);
+    assert_eq!(egress(min), Verdict::Allow);
+    assert_eq!(egress(reserved::WORLD), Verdict::Deny);
 }
 
 #[test]

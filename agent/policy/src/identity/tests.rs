@@ -39,16 +39,3 @@ fn reserved_labels_and_view() {
         "reserved:world"
     );
 }
-
-#[test]
-fn local_cidr_allocator_is_stable() {
-    let mut a = LocalCidrAllocator::default();
-    let n1: IpNetwork = "10.0.0.0/8".parse().unwrap();
-    let n2: IpNetwork = "fd00::/64".parse().unwrap();
-    let i1 = a.identity_for(n1);
-    let i2 = a.identity_for(n2);
-    assert_eq!(i1, reserved::LOCAL_SCOPE | 1);
-    assert_eq!(i2, reserved::LOCAL_SCOPE | 2);
-    assert_eq!(a.identity_for(n1), i1);
-    assert_eq!(a.allocated().len(), 2);
-}

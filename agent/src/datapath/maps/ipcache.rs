@@ -51,11 +51,7 @@ pub fn ipcache_entries(ebpf: &mut Ebpf) -> Result<BTreeMap<IpNetwork, IpcacheVal
             .prefix_len()
             .saturating_sub(weir_abi::ipcache::IPCACHE_PREFIX_BITS_BEFORE_ADDR)
             as u8;
-        let addr: IpAddr = if data.family == weir_abi::ipcache::FAMILY_IPV4 {
-            IpAddr::from([data.addr[0], data.addr[1], data.addr[2], data.addr[3]])
-        } else {
-            IpAddr::from(data.addr)
-        };
+        let addr = super::ip_address(data.family, &data.addr);
         if let Ok(prefix) = IpNetwork::new(addr, bits) {
             entries.insert(prefix, value);
         }

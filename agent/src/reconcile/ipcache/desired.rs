@@ -81,10 +81,6 @@ impl DesiredIpcache {
         );
     }
 
-    pub fn remove_node(&mut self, ip: IpAddr) {
-        self.unset(host_prefix(ip), Origin::Node);
-    }
-
     /// Replaces the set of CIDR identities (from the policy engine).
     pub fn set_cidrs(&mut self, cidrs: &BTreeMap<IpNetwork, u32>) {
         let stale: Vec<IpNetwork> = self

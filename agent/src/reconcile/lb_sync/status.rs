@@ -156,7 +156,7 @@ impl LbStatus {
         port: u16,
         protocol: u8,
     ) -> Option<&NamespacedName> {
-        let protocol = weir_lb::Protocol::from_number(protocol)?;
+        let protocol = crate::datapath::maps::lb::protocol_of(protocol)?;
         [Scope::Internal, Scope::External]
             .into_iter()
             .find_map(|scope| {

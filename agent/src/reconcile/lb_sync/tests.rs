@@ -2,6 +2,8 @@ use std::sync::{Arc, Mutex};
 
 use aya::maps::MapError;
 use aya::sys::SyscallError;
+use weir_abi::lb::*;
+use weir_lb::{FrontendKind, Scope};
 use weir_types::NamespacedName;
 
 use super::*;

@@ -1,27 +1,15 @@
 //! `weir monitor`: the datapath's raw events, one line each (or JSON), as
 //! they happen, until interrupted.
 
-use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::path::Path;
 
-use anyhow::{Context, Result};
-use serde_json::json;
+use anyhow::Result;
+use serde::Serialize;
 use weir_agent_api::v1;
 
-use crate::{rpc_error, Cli, MonitorArgs, Output};
-
-fn time(t: &Option<prost_types::Timestamp>) -> String {
-    let Some(t) = t else {
-        return String::new();
-    };
-    let since = Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
-    let secs = (SystemTime::UNIX_EPOCH + since)
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    format!("{h:02}:{m:02}:{s:02}.{:03}", since.subsec_millis())
-}
+use crate::agent::{self, rpc_error};
+use crate::args::MonitorArgs;
+use crate::{output, time};
 
 fn address(ip: &str, port: u32) -> String {
     match (ip.contains(':'), port) {
@@ -70,7 +58,7 @@ pub fn line(e: &v1::MonitorEvent) -> String {
     }
     format!(
         "{} [{}] {what}, endpoint {}, ifindex {}, identity {}->{}: {packet}, {} bytes",
-        time(&e.time),
+        e.time.as_ref().map(time::clock).unwrap_or_default(),
         e.node_name,
         e.endpoint_id,
         e.ifindex,
@@ -80,32 +68,74 @@ pub fn line(e: &v1::MonitorEvent) -> String {
     )
 }
 
-pub fn event_json(e: &v1::MonitorEvent) -> serde_json::Value {
-    json!({
-        "time": e.time.as_ref().map(|t| format!("{}.{:09}", t.seconds, t.nanos)),
-        "node_name": e.node_name,
-        "kind": e.kind, "kind_code": e.kind_code,
-        "reason": e.reason, "reason_name": e.reason_name,
-        "observation_point": e.observation_point,
-        "observation_point_name": e.observation_point_name,
-        "direction": e.direction, "verdict": e.verdict, "match_type": e.match_type,
-        "src_identity": e.src_identity, "dst_identity": e.dst_identity,
-        "src_ip": e.src_ip, "dst_ip": e.dst_ip,
-        "src_port": e.src_port, "dst_port": e.dst_port,
-        "protocol": e.protocol, "protocol_name": e.protocol_name,
-        "tcp_flags": e.tcp_flags, "icmp_type": e.icmp_type,
-        "ifindex": e.ifindex, "endpoint_id": e.endpoint_id,
-        "packet_len": e.packet_len, "ct_direction": e.ct_direction,
-    })
+/// One line of `monitor -o json`: every field by name (in key order, see
+/// [`crate::output`]).
+#[derive(Serialize)]
+struct EventJson<'a> {
+    ct_direction: &'a str,
+    direction: &'a str,
+    dst_identity: u32,
+    dst_ip: &'a str,
+    dst_port: u32,
+    endpoint_id: u32,
+    icmp_type: u32,
+    ifindex: u32,
+    kind: &'a str,
+    kind_code: u32,
+    match_type: &'a str,
+    node_name: &'a str,
+    observation_point: u32,
+    observation_point_name: &'a str,
+    packet_len: u32,
+    protocol: u32,
+    protocol_name: &'a str,
+    reason: u32,
+    reason_name: &'a str,
+    src_identity: u32,
+    src_ip: &'a str,
+    src_port: u32,
+    tcp_flags: &'a str,
+    time: Option<String>,
+    verdict: &'a str,
 }
 
-pub async fn run(cli: &Cli, args: &MonitorArgs) -> Result<()> {
-    let mut client = weir_agent_api::connect_monitor(&cli.socket)
-        .await
-        .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
-    let mut stream = client
+impl<'a> From<&'a v1::MonitorEvent> for EventJson<'a> {
+    fn from(e: &'a v1::MonitorEvent) -> Self {
+        EventJson {
+            ct_direction: &e.ct_direction,
+            direction: &e.direction,
+            dst_identity: e.dst_identity,
+            dst_ip: &e.dst_ip,
+            dst_port: e.dst_port,
+            endpoint_id: e.endpoint_id,
+            icmp_type: e.icmp_type,
+            ifindex: e.ifindex,
+            kind: &e.kind,
+            kind_code: e.kind_code,
+            match_type: &e.match_type,
+            node_name: &e.node_name,
+            observation_point: e.observation_point,
+            observation_point_name: &e.observation_point_name,
+            packet_len: e.packet_len,
+            protocol: e.protocol,
+            protocol_name: &e.protocol_name,
+            reason: e.reason,
+            reason_name: &e.reason_name,
+            src_identity: e.src_identity,
+            src_ip: &e.src_ip,
+            src_port: e.src_port,
+            tcp_flags: &e.tcp_flags,
+            time: time::json(&e.time),
+            verdict: &e.verdict,
+        }
+    }
+}
+
+pub async fn run(socket: &Path, args: &MonitorArgs, json: bool) -> Result<()> {
+    let mut stream = agent::monitor(socket)
+        .await?
         .events(v1::MonitorRequest {
-            types: args.types.clone(),
+            types: args.types.iter().map(|t| t.name().to_string()).collect(),
         })
         .await
         .map_err(rpc_error)?
@@ -116,16 +146,12 @@ pub async fn run(cli: &Cli, args: &MonitorArgs) -> Result<()> {
     while let Some(response) = stream.message().await.map_err(rpc_error)? {
         match response.response {
             Some(v1::monitor_response::Response::Event(e)) => {
-                let text = if cli.output == Output::Json {
-                    event_json(&e).to_string()
+                let text = if json {
+                    serde_json::to_string(&EventJson::from(&e))?
                 } else {
                     line(&e)
                 };
-                // A reader that went away (`| head`) ends the stream quietly.
-                if writeln!(stdout, "{text}")
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
+                if !output::stream_line(&mut stdout, &text) {
                     return Ok(());
                 }
             }
@@ -208,11 +234,24 @@ mod tests {
 
     #[test]
     fn json_keeps_every_field() {
-        let v = event_json(&drop_event());
+        let v = serde_json::to_value(EventJson::from(&drop_event())).unwrap();
         assert_eq!(v["reason"], 133);
         assert_eq!(v["reason_name"], "Policy denied");
         assert_eq!(v["ifindex"], 12);
         assert_eq!(v["src_port"], 39294);
         assert_eq!(v["time"], "3661.005000000");
+    }
+
+    #[test]
+    fn json_is_unchanged() {
+        let json = |e: &v1::MonitorEvent| serde_json::to_string(&EventJson::from(e)).unwrap();
+        assert_eq!(
+            json(&drop_event()),
+            include_str!("../testdata/monitor.json")
+        );
+        assert_eq!(
+            json(&v1::MonitorEvent::default()),
+            include_str!("../testdata/monitor_empty.json")
+        );
     }
 }

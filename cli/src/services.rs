@@ -1,21 +1,21 @@
-//! `weir service list` and `weir bpf lb list`.
+//! `weir service list` and `weir bpf lb list`. Their `-o json` is the
+//! services API's own messages (serde-derived in `weir-agent-api`).
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::Result;
 use weir_agent_api::services as api;
 
-use crate::Cli;
+use crate::{agent, output};
 
-pub async fn list(cli: &Cli, json: bool) -> Result<()> {
-    let mut client = weir_agent_api::connect_services(&cli.socket)
-        .await
-        .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
-    let r = client
+pub async fn list(socket: &Path, json: bool) -> Result<()> {
+    let r = agent::services(socket)
+        .await?
         .list_services(api::ListServicesRequest {})
         .await?
         .into_inner();
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
+        return output::json_document(&r);
     }
     println!(
         "{:<24} {:<12} {:<22} {:<5} {:<9} {:<10} BACKENDS",
@@ -64,17 +64,14 @@ pub async fn list(cli: &Cli, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn lb_maps(cli: &Cli, json: bool, maglev: bool, nat: bool) -> Result<()> {
-    let mut client = weir_agent_api::connect_services(&cli.socket)
-        .await
-        .with_context(|| format!("cannot reach the agent at {}", cli.socket.display()))?;
-    let r = client
+pub async fn lb_maps(socket: &Path, json: bool, maglev: bool, nat: bool) -> Result<()> {
+    let r = agent::services(socket)
+        .await?
         .list_lb_maps(api::ListLbMapsRequest { maglev, nat })
         .await?
         .into_inner();
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
+        return output::json_document(&r);
     }
     println!("weir_lb4_services:");
     for s in &r.services {

@@ -20,9 +20,9 @@ use weir_agent::endpoint::manager::EndpointManager;
 use weir_agent::endpoint::state::StateStore;
 use weir_agent::flows::feed::MonitorFeed;
 use weir_agent::reconcile::snapshot::SharedSnapshot;
+use weir_identity::LabelSet;
 use weir_observer::parser::WallClock;
 use weir_observer::testutil::event;
-use weir_types::LabelSet;
 
 /// A directory (bpffs pins or state) unique to this run, removed on drop.
 struct Scratch {
@@ -54,6 +54,8 @@ impl Drop for Scratch {
     }
 }
 
+/// The `weir` binary: another package's (weir-cli), so not in
+/// `CARGO_BIN_EXE_*`; it sits in target/<profile>, above this test's `deps/`.
 fn weir(socket: &std::path::Path, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("--socket")

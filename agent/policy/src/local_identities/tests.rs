@@ -1,0 +1,78 @@
+use super::*;
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+fn is_local(id: NumericIdentity) -> bool {
+    (reserved::LOCAL_MIN..=reserved::LOCAL_MAX).contains(&id)
+}
+
+#[test]
+fn same_cidr_same_id_and_distinct_cidrs_distinct_ids() {
+    let mut ids = LocalIdentities::new();
+    let a = ids.allocate(net("10.0.0.0/8")).unwrap();
+    let b = ids.allocate(net("192.168.0.0/16")).unwrap();
+    let c = ids.allocate(net("2001:db8::/32")).unwrap();
+    assert_eq!(ids.allocate(net("10.0.0.0/8")).unwrap(), a);
+    // Host bits do not make a different CIDR.
+    assert_eq!(ids.allocate(net("10.1.2.3/8")).unwrap(), a);
+    assert!(a != b && b != c && a != c);
+    for id in [a, b, c] {
+        assert!(is_local(id), "{id:#x}");
+    }
+    assert_eq!(ids.lookup(b), Some(net("192.168.0.0/16")));
+}
+
+#[test]
+fn ids_are_numbered_from_the_start_of_the_local_scope_and_stable() {
+    let mut a = LocalIdentities::default();
+    let n1 = net("10.0.0.0/8");
+    let n2 = net("fd00::/64");
+    let i1 = a.identity_for(n1).unwrap();
+    let i2 = a.identity_for(n2).unwrap();
+    assert_eq!(i1, reserved::LOCAL_SCOPE | 1);
+    assert_eq!(i2, reserved::LOCAL_SCOPE | 2);
+    assert_eq!(a.identity_for(n1), Some(i1));
+    assert_eq!(a.len(), 2);
+}
+
+#[test]
+fn release_frees_after_the_last_reference() {
+    let mut ids = LocalIdentities::new();
+    let a = ids.allocate(net("10.0.0.0/8")).unwrap();
+    ids.allocate(net("10.0.0.0/8")).unwrap();
+    assert_eq!(ids.release(net("10.0.0.0/8")), None);
+    assert_eq!(ids.get(net("10.0.0.0/8")), Some(a));
+    assert_eq!(ids.release(net("10.0.0.0/8")), Some(a));
+    assert_eq!(ids.get(net("10.0.0.0/8")), None);
+    assert_eq!(ids.lookup(a), None);
+    assert!(ids.is_empty());
+    assert_eq!(ids.release(net("10.0.0.0/8")), None, "unknown CIDR");
+}
+
+#[test]
+fn freed_ids_are_reused_only_after_the_rest_of_the_range() {
+    let min = reserved::LOCAL_MIN;
+    let mut ids = LocalIdentities::with_range(min, min + 2);
+    let a = ids.allocate(net("10.0.0.0/8")).unwrap();
+    ids.release(net("10.0.0.0/8"));
+    let b = ids.allocate(net("11.0.0.0/8")).unwrap();
+    let c = ids.allocate(net("12.0.0.0/8")).unwrap();
+    assert_eq!((a, b, c), (min, min + 1, min + 2));
+    // Wraps around to the freed id.
+    assert_eq!(ids.allocate(net("13.0.0.0/8")).unwrap(), min);
+    assert_eq!(
+        ids.allocate(net("14.0.0.0/8")),
+        Err(LocalIdentityError::Exhausted(3))
+    );
+    assert_eq!(ids.identity_for(net("14.0.0.0/8")), None, "spent");
+    ids.release(net("12.0.0.0/8"));
+    assert_eq!(ids.allocate(net("14.0.0.0/8")).unwrap(), min + 2);
+}
+
+#[test]
+fn the_scope_bounds_match_the_identity_crate() {
+    assert_eq!(reserved::LOCAL_MIN, 16_777_217);
+    assert_eq!(reserved::LOCAL_MAX, 33_554_431);
+}

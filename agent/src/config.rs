@@ -1,0 +1,187 @@
+//! The agent's configuration: its command line (each flag also documented
+//! in docs/configuration.md), parsed and checked before anything starts.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use ipnetwork::Ipv4Network;
+
+pub use crate::datapath::MonitorAggregation;
+
+/// Backend selection for services without the
+/// `service.weir.io/lb-algorithm` annotation.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LbAlgorithm {
+    Random,
+    Maglev,
+}
+
+impl From<LbAlgorithm> for weir_lb::Algorithm {
+    fn from(algorithm: LbAlgorithm) -> Self {
+        match algorithm {
+            LbAlgorithm::Random => weir_lb::Algorithm::Random,
+            LbAlgorithm::Maglev => weir_lb::Algorithm::Maglev,
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "weir-agent", version, about = "Weir's node agent")]
+pub struct Config {
+    /// This node's name.
+    #[arg(long, env = "WEIR_NODE_NAME")]
+    pub node_name: String,
+    /// The node's pod CIDR (IPv4), from which pod addresses are allocated.
+    #[arg(long, env = "WEIR_POD_CIDR")]
+    pub pod_cidr: Ipv4Network,
+    /// Where allocations and endpoints are persisted.
+    #[arg(long, default_value = "/var/lib/weir")]
+    pub state_dir: PathBuf,
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, default_value = crate::datapath::DEFAULT_PIN_DIR)]
+    pub bpffs_dir: PathBuf,
+    /// Unix socket of the local API (CNI plugin); created mode 0600.
+    #[arg(long, default_value = weir_agent_api::DEFAULT_SOCKET)]
+    pub api_socket: PathBuf,
+    /// Node network devices to attach the netdev programs to (repeatable).
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+    /// MTU of pod interfaces.
+    #[arg(long, default_value_t = 1500)]
+    pub mtu: u32,
+    /// etcd endpoints of the shared store (kvstore mode), comma-separated.
+    /// Without them the agent only does pod networking (no identities,
+    /// ipcache or policy).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// This node's address as other nodes reach it (node record, ipcache).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
+    /// A directory of Kubernetes YAML manifests (Namespaces, Pods and
+    /// policies) to read cluster state from, when there is no Kubernetes API.
+    #[arg(long)]
+    pub manifests_dir: Option<PathBuf>,
+    /// How often the reconcile loop runs (milliseconds).
+    #[arg(long, default_value_t = 100)]
+    pub reconcile_interval_ms: u64,
+    /// Label filter patterns for security identities, added to the default
+    /// filter (Cilium syntax: `key` includes, `!key` excludes, matched at the
+    /// start of the key; any include keeps only included labels). Repeatable.
+    #[arg(long = "label")]
+    pub label_patterns: Vec<String>,
+    /// Which packets produce flow events: `medium` (drops, new connections,
+    /// TCP SYN/FIN/RST, policy verdicts) or `none` (every packet).
+    #[arg(long, value_enum, default_value_t = MonitorAggregation::Medium)]
+    pub monitor_aggregation: MonitorAggregation,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g.
+    /// 127.0.0.1:9962); off when not set.
+    #[arg(long)]
+    pub prometheus_address: Option<std::net::SocketAddr>,
+    /// Unix socket of the Hubble-compatible Observer API (mode 0600).
+    #[arg(long, default_value = "/var/run/weir/hubble.sock")]
+    pub hubble_socket: PathBuf,
+    /// Also serve the Observer API on this TCP address (e.g. 127.0.0.1:4244).
+    #[arg(long)]
+    pub hubble_address: Option<std::net::SocketAddr>,
+    /// Flows kept in memory.
+    #[arg(long, default_value_t = weir_observer::DEFAULT_CAPACITY)]
+    pub flow_ring_size: usize,
+    /// How often expired conntrack entries are removed (seconds).
+    #[arg(long, default_value_t = 30)]
+    pub conntrack_gc_interval_s: u64,
+    /// Socket LB: attach the service translation hooks (connect, sendmsg,
+    /// recvmsg, getpeername) to this cgroup v2 directory, covering every
+    /// socket of its subtree (the node's pods and host processes). Off when
+    /// not set: services are then translated per packet at the node devices
+    /// only (traffic from outside the node).
+    #[arg(long)]
+    pub socket_lb_cgroup: Option<PathBuf>,
+    /// Maglev lookup table size per service: one of Cilium's primes (251,
+    /// 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071).
+    #[arg(long, default_value_t = crate::datapath::DEFAULT_MAGLEV_TABLE_SIZE,
+          value_parser = parse_maglev_size)]
+    pub maglev_table_size: u32,
+    /// How many services can use Maglev at once (the map holds this many
+    /// tables); services beyond it fall back to random selection, reported.
+    #[arg(long, default_value_t = crate::datapath::DEFAULT_MAGLEV_TABLES)]
+    pub maglev_tables: u32,
+    /// Backend selection for services without the
+    /// `service.weir.io/lb-algorithm` annotation.
+    #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]
+    pub lb_algorithm: LbAlgorithm,
+    /// The NodePort range (inclusive), as `low-high`.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub node_port_range: std::ops::RangeInclusive<u16>,
+}
+
+pub fn parse_maglev_size(text: &str) -> Result<u32, String> {
+    const PRIMES: [u32; 10] = weir_lb::maglev::TABLE_SIZES;
+    let size: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    if PRIMES.contains(&size) {
+        Ok(size)
+    } else {
+        Err(format!("{size} is not one of {PRIMES:?}"))
+    }
+}
+
+pub fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or_else(|| format!("expected low-high, got {text:?}"))?;
+    let low: u16 = low.trim().parse().map_err(|e| format!("{low:?}: {e}"))?;
+    let high: u16 = high.trim().parse().map_err(|e| format!("{high:?}: {e}"))?;
+    if low == 0 || low > high {
+        return Err(format!(
+            "{text:?} is not a range of ports (1 <= low <= high)"
+        ));
+    }
+    Ok(low..=high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
+        let base = [
+            "weir-agent",
+            "--node-name",
+            "n1",
+            "--pod-cidr",
+            "10.244.1.0/24",
+        ];
+        Config::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn defaults_are_medium_aggregation_and_random_selection() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.monitor_aggregation, MonitorAggregation::Medium);
+        assert_eq!(config.lb_algorithm, LbAlgorithm::Random);
+        assert_eq!(config.node_port_range, 30000..=32767);
+    }
+
+    #[test]
+    fn enumerated_flags_take_only_their_values() {
+        let config = parse(&["--monitor-aggregation", "none", "--lb-algorithm", "maglev"]).unwrap();
+        assert_eq!(config.monitor_aggregation, MonitorAggregation::None);
+        assert_eq!(
+            weir_lb::Algorithm::from(config.lb_algorithm),
+            weir_lb::Algorithm::Maglev
+        );
+        assert!(parse(&["--monitor-aggregation", "high"]).is_err());
+        assert!(parse(&["--lb-algorithm", "ring"]).is_err());
+    }
+
+    #[test]
+    fn maglev_sizes_and_port_ranges_are_checked() {
+        assert_eq!(parse_maglev_size("1021"), Ok(1021));
+        assert!(parse_maglev_size("1000")
+            .unwrap_err()
+            .contains("not one of"));
+        assert_eq!(parse_port_range("30000-30010"), Ok(30000..=30010));
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("20-10").is_err());
+        assert!(parse_port_range("80").is_err());
+    }
+}

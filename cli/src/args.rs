@@ -1,0 +1,304 @@
+//! The command line: commands and their flags.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod values;
+
+pub use values::{value_name, EventType, FlowProtocol, PodName, PortProtocol, Verdict};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Inspect a Weir agent")]
+pub struct Cli {
+    /// The agent's API socket.
+    #[arg(long, global = true, default_value = weir_agent_api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Lines for people (`observe`: Hubble's compact lines).
+    #[value(alias = "compact")]
+    Text,
+    Json,
+    /// Aligned columns with a header.
+    Table,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Policy in force on this node's endpoints.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Flows seen by this node's datapath, or by every node through a
+    /// relay (Hubble's `observe`).
+    Observe(ObserveArgs),
+    /// The datapath's raw events as they happen (like `cilium monitor`).
+    Monitor(MonitorArgs),
+    /// Agent health: datapath, map fill, endpoints, identities, policy, event loss.
+    Status,
+    /// Local endpoints.
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
+    /// Identities known to this agent.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+    /// Services this node balances: frontends and their backends.
+    Service {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Content of the datapath maps.
+    Bpf {
+        #[command(subcommand)]
+        command: BpfCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ListCommand {
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum EndpointCommand {
+    /// Every local endpoint.
+    List,
+    /// One endpoint in full: pod, identity and labels, addresses,
+    /// interface, policy enforcement, policy map entries.
+    Get { id: u32 },
+}
+
+#[derive(Subcommand)]
+pub enum IdentityCommand {
+    /// Every identity known to this agent.
+    List,
+    /// One identity: its labels, scope and the local endpoints that have it.
+    Get { id: u32 },
+}
+
+#[derive(clap::Args)]
+pub struct MonitorArgs {
+    /// Only these kinds of events (repeatable; default all).
+    #[arg(long = "type", value_enum)]
+    pub types: Vec<EventType>,
+}
+
+#[derive(Subcommand)]
+pub enum BpfCommand {
+    /// The ipcache: prefix -> identity.
+    Ipcache {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Connection tracking entries.
+    Ct {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Policy map entries of an endpoint.
+    Policy {
+        #[command(subcommand)]
+        command: BpfPolicyCommand,
+    },
+    /// The load-balancing maps: services and backend slots, backends,
+    /// reverse NAT (and with flags the Maglev tables and NAT mappings).
+    Lb {
+        #[command(subcommand)]
+        command: BpfLbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BpfLbCommand {
+    List {
+        /// Also print every Maglev table.
+        #[arg(long)]
+        maglev: bool,
+        /// Also print the per-packet NAT mappings.
+        #[arg(long)]
+        nat: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BpfPolicyCommand {
+    /// `weir bpf policy get ENDPOINT_ID`
+    Get { endpoint: u32 },
+}
+
+#[derive(clap::Args)]
+pub struct ObserveArgs {
+    /// The Observer API: a node's or a relay's unix socket (unix:///PATH or
+    /// just /PATH) or TCP address (http://HOST:PORT).
+    #[arg(long, default_value = "unix:///var/run/weir/hubble.sock")]
+    pub server: String,
+    /// Add a NODE column to `-o table`.
+    #[arg(long)]
+    pub print_node_name: bool,
+    /// Keep streaming new flows.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Show the last N flows (default 20 unless following).
+    #[arg(long)]
+    pub last: Option<u64>,
+    /// Only flows from this pod (`NAMESPACE/POD`, or `NAMESPACE/` for all).
+    #[arg(long)]
+    pub from_pod: Vec<String>,
+    /// Only flows to this pod.
+    #[arg(long)]
+    pub to_pod: Vec<String>,
+    /// Only flows from or to this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only flows with this verdict (any case).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub verdict: Vec<Verdict>,
+    /// Only these kinds of events.
+    #[arg(long = "type", value_enum)]
+    pub event_type: Vec<EventType>,
+    /// Only flows of this protocol (any case).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub protocol: Vec<FlowProtocol>,
+    /// Source or destination port.
+    #[arg(long)]
+    pub port: Vec<String>,
+    /// Only flows newer than this many seconds.
+    #[arg(long)]
+    pub since_seconds: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// What is in force, per endpoint, and which policies were rejected.
+    Get,
+    /// Would SRC reach DST on PORT/PROTO? Names the policy and rule that decide.
+    Trace {
+        /// NAMESPACE/POD
+        #[arg(long)]
+        src: PodName,
+        /// NAMESPACE/POD
+        #[arg(long)]
+        dst: PodName,
+        /// PORT/PROTO, e.g. 80/tcp (tcp, udp or sctp, any case)
+        #[arg(long)]
+        port: PortProtocol,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([&["weir"], args].concat())
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn output_formats_keep_their_names() {
+        for (name, output) in [
+            ("text", Output::Text),
+            ("compact", Output::Text),
+            ("json", Output::Json),
+            ("table", Output::Table),
+        ] {
+            assert!(parse(&["-o", name, "status"]).unwrap().output == output);
+        }
+    }
+
+    #[test]
+    fn event_types_keep_their_names_and_codes() {
+        let Command::Monitor(args) = parse(&[
+            "monitor",
+            "--type",
+            "drop",
+            "--type",
+            "trace",
+            "--type",
+            "policy-verdict",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not monitor");
+        };
+        let names: Vec<_> = args.types.iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["drop", "trace", "policy-verdict"]);
+        let codes: Vec<_> = args.types.iter().map(|t| t.code()).collect();
+        assert_eq!(codes, [1, 4, 5]);
+        assert!(parse(&["monitor", "--type", "Drop"]).is_err());
+    }
+
+    #[test]
+    fn observe_takes_verdicts_and_protocols_in_any_case() {
+        let Command::Observe(args) = parse(&[
+            "observe",
+            "--verdict",
+            "DROPPED",
+            "--verdict",
+            "forwarded",
+            "--protocol",
+            "TCP",
+            "--protocol",
+            "icmpv6",
+            "--type",
+            "policy-verdict",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not observe");
+        };
+        assert_eq!(args.verdict, [Verdict::Dropped, Verdict::Forwarded]);
+        let protocols: Vec<_> = args.protocol.iter().map(|p| p.name()).collect();
+        assert_eq!(protocols, ["tcp", "icmpv6"]);
+        assert_eq!(args.event_type, [EventType::PolicyVerdict]);
+        assert!(parse(&["observe", "--verdict", "MAYBE"]).is_err());
+        assert!(parse(&["observe", "--protocol", "gre"]).is_err());
+    }
+
+    #[test]
+    fn a_trace_names_pods_and_port_protocol() {
+        let Command::Policy {
+            command: PolicyCommand::Trace { src, dst, port },
+        } = parse(&[
+            "policy", "trace", "--src", "y/a", "--dst", "x/a", "--port", "80/TCP",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not a trace");
+        };
+        assert_eq!(src.to_string(), "y/a");
+        assert_eq!(dst.namespace, "x");
+        assert_eq!(port.port, 80);
+        assert_eq!(port.protocol, values::TraceProtocol::Tcp);
+        assert_eq!(port.to_string(), "80/tcp");
+        for bad in ["80", "x/tcp", "80/icmp"] {
+            assert!(
+                parse(&["policy", "trace", "--src", "a/b", "--dst", "c/d", "--port", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            parse(&["policy", "trace", "--src", "ab", "--dst", "c/d", "--port", "80/tcp"]).is_err()
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! `weir observe`: flows from a node's Observer API or a relay's, one line
+//! each, a table, or JSON, with Hubble-like filters.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+use weir_observer::proto::observer::{get_flows_response, GetFlowsRequest};
+use weir_observer::Target;
+
+use crate::args::{ObserveArgs, Output};
+use crate::output;
+use crate::table::{StreamingTable, Table};
+
+mod filter;
+mod render;
+
+/// How long to wait for the Observer API to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the flows go: printed as they come, or a table printed at the end.
+enum Sink {
+    Lines(Output),
+    Streaming(StreamingTable),
+    Whole(Table),
+}
+
+fn request(args: &ObserveArgs) -> GetFlowsRequest {
+    let since = args.since_seconds.map(|s| {
+        let t = SystemTime::now() - Duration::from_secs(s);
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        prost_types::Timestamp {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }
+    });
+    GetFlowsRequest {
+        number: args.last.unwrap_or(if args.follow { 0 } else { 20 }),
+        follow: args.follow,
+        whitelist: filter::filters(args),
+        since,
+        ..Default::default()
+    }
+}
+
+pub async fn run(args: &ObserveArgs, format: Output) -> Result<()> {
+    let target = Target::parse(&args.server)?;
+    let mut client = target.connect(CONNECT_TIMEOUT).await?;
+    let mut stream = client.get_flows(request(args)).await?.into_inner();
+    let mut stdout = std::io::stdout().lock();
+    let node = args.print_node_name;
+    let headers = render::table_headers(node);
+    let mut sink = match format {
+        Output::Table if args.follow => {
+            let mut table = StreamingTable::new(render::streaming_widths(node));
+            if !output::stream_line(&mut stdout, &table.header(&headers)) {
+                return Ok(());
+            }
+            Sink::Streaming(table)
+        }
+        Output::Table => Sink::Whole(Table::new(&headers)),
+        other => Sink::Lines(other),
+    };
+    while let Some(response) = stream.message().await? {
+        match response.response_types {
+            Some(get_flows_response::ResponseTypes::Flow(f)) => {
+                let line = match &mut sink {
+                    Sink::Whole(table) => {
+                        table.row(render::table_cells(&f, node));
+                        continue;
+                    }
+                    Sink::Streaming(table) => table.line(&render::table_cells(&f, node)),
+                    Sink::Lines(Output::Json) => {
+                        serde_json::to_string(&render::FlowJson::from(&f))?
+                    }
+                    Sink::Lines(_) => render::compact(&f),
+                };
+                if !output::stream_line(&mut stdout, &line) {
+                    return Ok(());
+                }
+            }
+            Some(get_flows_response::ResponseTypes::NodeStatus(event)) => {
+                if let Some(text) = render::node_status(&event) {
+                    eprintln!("{text}");
+                }
+            }
+            Some(get_flows_response::ResponseTypes::LostEvents(lost)) => {
+                eprintln!("lost {} flows", lost.num_events_lost);
+            }
+            None => {}
+        }
+    }
+    if let Sink::Whole(table) = sink {
+        // Ends quietly in a closed pipe, like the lines above.
+        let _ = write!(stdout, "{}", table.render());
+    }
+    Ok(())
+}

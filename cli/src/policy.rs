@@ -1,0 +1,262 @@
+//! `weir policy get` and `weir policy trace`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+use weir_agent_api::v1;
+
+use crate::agent::{self, rpc_error};
+use crate::args::{value_name, PodName, PolicyCommand, PortProtocol};
+use crate::output::{self, enforcement};
+
+/// `policy get -o json` (fields in key order, see [`crate::output`]).
+#[derive(Serialize)]
+struct PolicyJson<'a> {
+    endpoints: Vec<EndpointPolicyJson<'a>>,
+    map_entries: u64,
+    rejected: Vec<RejectedJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct EndpointPolicyJson<'a> {
+    egress_enforced: bool,
+    id: u32,
+    identity: u32,
+    ingress_enforced: bool,
+    pod: String,
+    rules: Vec<RuleJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct RuleJson<'a> {
+    direction: &'a str,
+    peer: &'a str,
+    peer_labels: &'a [String],
+    ports: &'a str,
+    protocol: &'a str,
+    source: &'a str,
+    verdict: &'a str,
+}
+
+#[derive(Serialize)]
+struct RejectedJson<'a> {
+    policy: &'a str,
+    reasons: &'a [String],
+}
+
+/// `policy trace -o json`.
+#[derive(Serialize)]
+struct TraceJson<'a> {
+    allowed: bool,
+    explanation: &'a str,
+}
+
+impl<'a> From<&'a v1::GetPolicyResponse> for PolicyJson<'a> {
+    fn from(response: &'a v1::GetPolicyResponse) -> Self {
+        PolicyJson {
+            endpoints: response.endpoints.iter().map(Into::into).collect(),
+            map_entries: response.map_entries,
+            rejected: response
+                .rejected
+                .iter()
+                .map(|r| RejectedJson {
+                    policy: &r.policy,
+                    reasons: &r.reasons,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<'a> From<&'a v1::EndpointPolicy> for EndpointPolicyJson<'a> {
+    fn from(e: &'a v1::EndpointPolicy) -> Self {
+        EndpointPolicyJson {
+            egress_enforced: e.egress_enforced,
+            id: e.endpoint_id,
+            identity: e.identity,
+            ingress_enforced: e.ingress_enforced,
+            pod: pod(e),
+            rules: e.rules.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl<'a> From<&'a v1::PolicyRule> for RuleJson<'a> {
+    fn from(r: &'a v1::PolicyRule) -> Self {
+        RuleJson {
+            direction: &r.direction,
+            peer: &r.peer,
+            peer_labels: &r.peer_labels,
+            ports: &r.ports,
+            protocol: &r.protocol,
+            source: &r.source,
+            verdict: &r.verdict,
+        }
+    }
+}
+
+/// The endpoint's pod (`/` when the agent sent none).
+fn pod(e: &v1::EndpointPolicy) -> String {
+    let pod = e.pod.clone().unwrap_or_default();
+    output::pod(&pod.namespace, &pod.name)
+}
+
+fn pod_ref(pod: &PodName) -> v1::PolicyPodRef {
+    v1::PolicyPodRef {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+    }
+}
+
+pub async fn run(socket: &Path, command: &PolicyCommand, json: bool) -> Result<()> {
+    match command {
+        PolicyCommand::Get => get(socket, json).await,
+        PolicyCommand::Trace { src, dst, port } => trace(socket, src, dst, *port, json).await,
+    }
+}
+
+async fn get(socket: &Path, json: bool) -> Result<()> {
+    let response = agent::policy(socket)
+        .await?
+        .get_policy(v1::GetPolicyRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if json {
+        return output::json_document(&PolicyJson::from(&response));
+    }
+    print_policy(&response);
+    Ok(())
+}
+
+/// Prints the decision; a denied flow ends the process with status 1.
+async fn trace(
+    socket: &Path,
+    src: &PodName,
+    dst: &PodName,
+    port: PortProtocol,
+    json: bool,
+) -> Result<()> {
+    let response = agent::policy(socket)
+        .await?
+        .trace(v1::TraceRequest {
+            src: Some(pod_ref(src)),
+            dst: Some(pod_ref(dst)),
+            protocol: value_name(port.protocol),
+            port: port.port,
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if json {
+        output::json_lines([TraceJson {
+            allowed: response.allowed,
+            explanation: &response.explanation,
+        }])?;
+    } else {
+        println!("{src} -> {dst} {port}");
+        println!("{}", response.explanation);
+    }
+    if !response.allowed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn print_policy(response: &v1::GetPolicyResponse) {
+    for endpoint in &response.endpoints {
+        println!(
+            "endpoint {} {} identity {}: ingress {}, egress {}",
+            endpoint.endpoint_id,
+            pod(endpoint),
+            endpoint.identity,
+            enforcement(endpoint.ingress_enforced),
+            enforcement(endpoint.egress_enforced)
+        );
+        for rule in &endpoint.rules {
+            println!(
+                "  {:<7} {:<5} peer {:<10} {:<4} {:<11} {}{}",
+                rule.direction,
+                rule.verdict,
+                rule.peer,
+                rule.protocol,
+                rule.ports,
+                rule.source,
+                if rule.peer_labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", rule.peer_labels.join(","))
+                }
+            );
+        }
+    }
+    if response.endpoints.is_empty() {
+        println!("no local endpoints");
+    }
+    for rejected in &response.rejected {
+        println!("rejected {}:", rejected.policy);
+        for reason in &rejected.reasons {
+            println!("  {reason}");
+        }
+    }
+    println!("{} policy map entries", response.map_entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_json_is_unchanged() {
+        let response = v1::GetPolicyResponse {
+            endpoints: vec![
+                v1::EndpointPolicy {
+                    endpoint_id: 1,
+                    pod: Some(v1::PolicyPodRef {
+                        namespace: "x".into(),
+                        name: "a".into(),
+                    }),
+                    identity: 14437,
+                    ingress_enforced: true,
+                    egress_enforced: false,
+                    rules: vec![v1::PolicyRule {
+                        direction: "ingress".into(),
+                        peer: "33020".into(),
+                        peer_labels: vec!["k8s:ns=y".into()],
+                        protocol: "TCP".into(),
+                        ports: "80".into(),
+                        verdict: "allow".into(),
+                        source: "NetworkPolicy x/web (spec.ingress[0])".into(),
+                    }],
+                },
+                v1::EndpointPolicy {
+                    endpoint_id: 2,
+                    pod: None,
+                    ..Default::default()
+                },
+            ],
+            rejected: vec![v1::RejectedPolicy {
+                policy: "NetworkPolicy/y/bad".into(),
+                reasons: vec!["port 70000".into()],
+            }],
+            map_entries: 6,
+        };
+        assert_eq!(
+            serde_json::to_string_pretty(&PolicyJson::from(&response)).unwrap(),
+            include_str!("../testdata/policy_get.json")
+        );
+    }
+
+    #[test]
+    fn trace_json_is_unchanged() {
+        let trace = TraceJson {
+            allowed: false,
+            explanation: "a\nb \"q\"",
+        };
+        assert_eq!(
+            serde_json::to_string(&trace).unwrap(),
+            include_str!("../testdata/trace.json")
+        );
+    }
+}
