@@ -1,14 +1,12 @@
-//! Weir's test kit: what the integration suites and benchmarks share.
+//! Weir's test kit: what the integration suites, the lab (weir-lab) and the
+//! benchmarks (weir-bench) share.
 //!
 //! Everything here creates real kernel objects (BPF maps and programs,
 //! network namespaces, veth pairs) under names unique to this process, and
 //! removes them when the guard that made them is dropped.
 
-pub mod bench;
 pub mod cgroup;
 pub mod datapath;
-pub mod kubeproxy;
-pub mod lab;
 pub mod names;
 pub mod netns;
 pub mod packets;

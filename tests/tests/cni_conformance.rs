@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
-use weir_tests::lab::testing::TestLab;
+use weir_lab::testing::TestLab;
 use weir_tests::names;
 use weir_tests::netns::{self, NetNs};
 
@@ -44,7 +44,7 @@ impl Harness {
     /// Runs the plugin in the node namespace with exactly `env` and `stdin`.
     fn run(&self, env: &[(&str, &str)], stdin: &str) -> Run {
         use std::io::Write;
-        let plugin = weir_tests::lab::Binaries::locate().unwrap().cni;
+        let plugin = weir_lab::Binaries::locate().unwrap().cni;
         let mut cmd = Command::new(&plugin);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")

@@ -15,9 +15,9 @@ use weir_abi::lb::*;
 use weir_abi::{Reason, TrafficDirection};
 use weir_agent::datapath::maps::lb;
 use weir_agent::datapath::{Datapath, LoadOptions};
+use weir_lab::process;
 use weir_tests::cgroup::Cgroup;
 use weir_tests::datapath::PinDir;
-use weir_tests::lab::process;
 use weir_tests::netns::NetNs;
 use weir_tests::{names, require_root};
 
@@ -58,7 +58,7 @@ fn world() -> World {
     datapath
         .attach_cgroup(cgroup.path())
         .expect("attach socket LB to the cgroup");
-    let binaries = weir_tests::lab::Binaries::locate().expect("the lab binaries are built");
+    let binaries = weir_lab::Binaries::locate().expect("the lab binaries are built");
     let log = std::env::temp_dir().join(format!("{}.log", names::unique()));
     let servers = BACKEND_PORTS
         .iter()
@@ -107,7 +107,7 @@ impl World {
     /// or outside it.
     fn run_client(&self, target: &str, count: u32, in_cgroup: bool) -> Vec<serde_json::Value> {
         let cgroup = in_cgroup.then(|| self.cgroup.path());
-        weir_tests::lab::client::run(&self.client, self.ns.name(), cgroup, target, count)
+        weir_lab::client::run(&self.client, self.ns.name(), cgroup, target, count)
             .expect("run weir-lab-client")
             .iter()
             .map(|r| serde_json::to_value(r).unwrap())

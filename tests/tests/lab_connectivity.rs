@@ -2,8 +2,8 @@
 //! real CNI plugin, real sockets. Same-node and cross-node TCP, UDP and
 //! ICMP in both directions; address reuse; agent restart.
 
-use weir_tests::lab::probe::{self, Target};
-use weir_tests::lab::testing::{namespace_yaml, pod_yaml, TestLab};
+use weir_lab::probe::{self, Target};
+use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
 
 fn all_connected(lab: &TestLab, targets: &[Target]) {
     let results = probe::matrix(lab.pods(), targets);

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use weir_tests::lab::probe::{matrix_with_timeout, render_table, ProbeResult, Target};
-use weir_tests::lab::testing::TestLab;
+use weir_lab::probe::{matrix_with_timeout, render_table, ProbeResult, Target};
+use weir_lab::testing::TestLab;
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
@@ -36,7 +36,7 @@ impl P {
 }
 
 fn cluster_yaml() -> String {
-    weir_tests::lab::testing::netpol_cluster_yaml()
+    weir_lab::testing::netpol_cluster_yaml()
 }
 
 type Expect = fn(P, P, Target) -> bool;
@@ -361,18 +361,17 @@ fn weir_policy_get_and_trace_name_the_deciding_rule() {
 
 #[test]
 fn ip_block_with_except_toward_the_outside_world() {
-    use weir_tests::lab::probe::probe_with_timeout;
-    use weir_tests::lab::WORLD_ADDRESSES;
+    use weir_lab::probe::probe_with_timeout;
+    use weir_lab::WORLD_ADDRESSES;
     let mut lab = TestLab::up(2).unwrap();
     lab.apply_yaml(&cluster_yaml()).unwrap();
     let (inside, excepted) = (
         lab.world_target(WORLD_ADDRESSES[0]),
         lab.world_target(WORLD_ADDRESSES[1]),
     );
-    let reach =
-        |lab: &TestLab, src: &str, dst: &weir_tests::lab::state::PodRecord, target: Target| {
-            probe_with_timeout(lab.pod(src).unwrap(), dst, target, PROBE_TIMEOUT).connected
-        };
+    let reach = |lab: &TestLab, src: &str, dst: &weir_lab::state::PodRecord, target: Target| {
+        probe_with_timeout(lab.pod(src).unwrap(), dst, target, PROBE_TIMEOUT).connected
+    };
     for target in [Target::Tcp(80), Target::Udp(80)] {
         assert!(
             reach(&lab, "x/a", &inside, target),
@@ -404,8 +403,8 @@ fn ip_block_with_except_toward_the_outside_world() {
 
 #[test]
 fn entity_cluster_admits_pods_but_not_the_world() {
-    use weir_tests::lab::probe::probe_with_timeout;
-    use weir_tests::lab::WORLD_ADDRESSES;
+    use weir_lab::probe::probe_with_timeout;
+    use weir_lab::WORLD_ADDRESSES;
     let mut lab = TestLab::up(2).unwrap();
     lab.apply_yaml(&cluster_yaml()).unwrap();
     let world = lab.world_target(WORLD_ADDRESSES[0]);

@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use weir_tests::lab::probe::{probe_with_timeout, Target};
-use weir_tests::lab::testing::{netpol_cluster_yaml, TestLab};
+use weir_lab::probe::{probe_with_timeout, Target};
+use weir_lab::testing::{netpol_cluster_yaml, TestLab};
 
 /// `weir observe ARGS` against `node`'s Observer API, as JSON lines.
 fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
-    let server = weir_tests::lab::hubble_socket(lab.state().node(node).unwrap());
+    let server = weir_lab::hubble_socket(lab.state().node(node).unwrap());
     let server = server.to_str().unwrap();
     let out = lab
         .weir(
@@ -212,7 +212,7 @@ fn follow_streams_new_flows() {
     lab.apply_yaml(&netpol_cluster_yaml().replace("nodeName: n2", "nodeName: n1"))
         .unwrap();
     let record = lab.state().node("n1").unwrap().clone();
-    let binary = weir_tests::lab::Binaries::locate()
+    let binary = weir_lab::Binaries::locate()
         .unwrap()
         .agent
         .with_file_name("weir");
@@ -226,7 +226,7 @@ fn follow_streams_new_flows() {
             "z/c",
             "--server",
         ])
-        .arg(weir_tests::lab::hubble_socket(&record))
+        .arg(weir_lab::hubble_socket(&record))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

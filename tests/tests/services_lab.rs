@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use weir_tests::lab::testing::{namespace_yaml, TestLab};
-use weir_tests::lab::ClientResult;
+use weir_lab::testing::{namespace_yaml, TestLab};
+use weir_lab::ClientResult;
 
 const CLUSTER_IP: &str = "10.96.0.10";
 const NODE_PORT: u16 = 30080;
@@ -208,9 +208,8 @@ fn pods_without_socket_lb_are_balanced_per_packet() {
     // cgroup: its connect() is not translated, so its packets reach the
     // pod's veth with the service address and are translated there.
     let pod = lab.pod("svc/client-n1").unwrap().clone();
-    let client = weir_tests::lab::Binaries::locate().unwrap().client;
-    let run =
-        |count| weir_tests::lab::client::run(&client, &pod.netns, None, &target, count).unwrap();
+    let client = weir_lab::Binaries::locate().unwrap().client;
+    let run = |count| weir_lab::client::run(&client, &pod.netns, None, &target, count).unwrap();
     eventually("the service answers per packet", || run(1), |r| all_ok(r));
     let results = run(90);
     let seen = counts(&results);
@@ -223,7 +222,7 @@ fn pods_without_socket_lb_are_balanced_per_packet() {
     assert!(results
         .iter()
         .all(|r| r.peer.as_deref() == Some("10.96.0.10:80")));
-    let udp = weir_tests::lab::client::run(
+    let udp = weir_lab::client::run(
         &client,
         &pod.netns,
         None,
@@ -425,7 +424,7 @@ fn session_affinity_backend_deletion_and_a_service_without_backends() {
     assert!(value("weir_services_frontends ") >= 4.0, "{metrics}");
     assert_eq!(value("weir_services_map_write_failures_total "), 0.0);
     // The refusal is in the flow log, named after the service.
-    let server = weir_tests::lab::hubble_socket(lab.state().node("n1").unwrap());
+    let server = weir_lab::hubble_socket(lab.state().node("n1").unwrap());
     let out = lab
         .weir(
             "n1",

@@ -1,13 +1,17 @@
 //! `cargo xtask bench ...`: benchmarks that print figures. The measuring code
-//! lives in the `weir-tests` crate (it needs the agent and the kernel); this
-//! builds what it needs and runs it in release mode.
+//! lives in the `weir-bench` crate (it needs the agent and the kernel); this
+//! builds the kernel programs and the workspace's binaries in release mode
+//! (what a user deploys; the lab benchmarks run the agents beside
+//! weir-bench) and runs `weir-bench`. The figures go to stdout, progress to
+//! stderr.
+
+use std::process::Command;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::build;
 use crate::cmd::{self, step};
-use crate::setup;
+use crate::{build, paths};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -65,83 +69,55 @@ pub enum Bench {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    setup::run()?;
-    build::build_datapath()?;
-    match &args.which {
-        Bench::Flows { events } => {
-            step("flow decoding and enrichment");
-            cmd::run(
-                cmd::cargo(None)
-                    .args([
-                        "run",
-                        "--release",
-                        "--quiet",
-                        "-p",
-                        "weir-tests",
-                        "--bin",
-                        "weir-bench",
-                    ])
-                    .args(["--", "flows", "--events", &events.to_string()]),
-            )
-        }
-        Bench::Propagation { runs } => {
-            step("policy propagation in the lab");
-            cmd::run(cmd::cargo(None).args(["build", "--release", "--workspace", "--bins"]))?;
-            cmd::run(
-                std::process::Command::new(crate::paths::root().join("target/release/weir-bench"))
-                    .args(["propagation", "--runs", &runs.to_string()]),
-            )
-        }
+    let (what, bench_args) = match &args.which {
+        Bench::Flows { events } => (
+            "flow decoding and enrichment",
+            vec!["flows".to_string(), "--events".into(), events.to_string()],
+        ),
+        Bench::Propagation { runs } => (
+            "policy propagation in the lab",
+            vec!["propagation".to_string(), "--runs".into(), runs.to_string()],
+        ),
         Bench::Services {
             counts,
             samples,
             iptables,
-        } => {
-            step("services: Weir vs kube-proxy iptables mode, in the lab");
-            cmd::run(cmd::cargo(None).args(["build", "--release", "--workspace", "--bins"]))?;
-            cmd::run(
-                std::process::Command::new(crate::paths::root().join("target/release/weir-bench"))
-                    .args(["services", "--counts", counts, "--iptables", iptables])
-                    .args(["--samples", &samples.to_string()]),
-            )
-        }
-        Bench::Lab { nodes, pods, runs } => {
-            step("lab bring-up and pod creation");
-            cmd::run(cmd::cargo(None).args(["build", "--release", "--workspace", "--bins"]))?;
-            cmd::run(
-                std::process::Command::new(crate::paths::root().join("target/release/weir-bench"))
-                    .args([
-                        "lab",
-                        "--nodes",
-                        &nodes.to_string(),
-                        "--pods",
-                        &pods.to_string(),
-                    ])
-                    .args(["--runs", &runs.to_string()]),
-            )
-        }
-        Bench::Datapath { repeat, runs } => {
-            step("datapath per-packet cost (BPF_PROG_TEST_RUN)");
-            cmd::run(
-                cmd::cargo(None)
-                    .args([
-                        "run",
-                        "--release",
-                        "--quiet",
-                        "-p",
-                        "weir-tests",
-                        "--bin",
-                        "weir-bench",
-                    ])
-                    .args([
-                        "--",
-                        "datapath",
-                        "--repeat",
-                        &repeat.to_string(),
-                        "--runs",
-                        &runs.to_string(),
-                    ]),
-            )
-        }
-    }
+        } => (
+            "services: Weir vs kube-proxy iptables mode, in the lab",
+            vec![
+                "services".to_string(),
+                "--counts".into(),
+                counts.clone(),
+                "--iptables".into(),
+                iptables.clone(),
+                "--samples".into(),
+                samples.to_string(),
+            ],
+        ),
+        Bench::Lab { nodes, pods, runs } => (
+            "lab bring-up and pod creation",
+            vec![
+                "lab".to_string(),
+                "--nodes".into(),
+                nodes.to_string(),
+                "--pods".into(),
+                pods.to_string(),
+                "--runs".into(),
+                runs.to_string(),
+            ],
+        ),
+        Bench::Datapath { repeat, runs } => (
+            "datapath per-packet cost (BPF_PROG_TEST_RUN)",
+            vec![
+                "datapath".to_string(),
+                "--repeat".into(),
+                repeat.to_string(),
+                "--runs".into(),
+                runs.to_string(),
+            ],
+        ),
+    };
+    build::binaries(true)?;
+    step(what);
+    cmd::run_result(Command::new(paths::host_bin_dir(true).join("weir-bench")).args(bench_args))
 }

@@ -33,13 +33,31 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     cmd::run(&mut cargo)
 }
 
+/// Builds what the lab and the benchmarks run: setup, the kernel programs,
+/// then every binary of the workspace (agent, CNI plugin, CLI, lab,
+/// benchmarks) in release mode, or in debug mode (the build the test suite
+/// uses) when `release` is false.
+pub fn binaries(release: bool) -> Result<()> {
+    setup::run()?;
+    build_datapath()?;
+    let mut cargo = cmd::cargo(None);
+    cargo.args(["build", "--workspace", "--bins"]);
+    if release {
+        step("host binaries (release)");
+        cargo.arg("--release");
+    } else {
+        step("host binaries (debug)");
+    }
+    cmd::run(&mut cargo)
+}
+
 /// Builds ebpf/datapath for bpfel-unknown-none with nightly and bpf-linker.
 pub fn build_datapath() -> Result<()> {
     step("kernel programs (nightly, bpfel-unknown-none)");
     cmd::run(datapath_cargo("build").args(["--release"])).context(
         "building the kernel programs failed; run `cargo xtask setup` if tools are missing",
     )?;
-    println!("    object: {}", paths::datapath_object().display());
+    eprintln!("    object: {}", paths::datapath_object().display());
     Ok(())
 }
 

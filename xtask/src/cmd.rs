@@ -1,19 +1,33 @@
 //! Running external commands with their command line printed first and a
 //! failure that says what failed.
+//!
+//! Progress (step headings, command lines, what build tools print) goes to
+//! stderr; stdout carries only what the user asked for (weir-lab's and
+//! weir-bench's output, the test summary), so `cargo xtask lab status -o
+//! json | jq` works.
 
 use std::ffi::OsStr;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-/// Prints a step heading, so long workflows show where they are.
+/// Prints a step heading (on stderr), so long workflows show where they are.
 pub fn step(what: &str) {
-    println!("==> {what}");
+    eprintln!("==> {what}");
 }
 
-/// Runs `cmd` with inherited stdio; errors if it cannot start or exits non-zero.
+/// Runs a tool whose output is progress (a build, an installer, a check):
+/// its stdout goes to our stderr. Errors if it cannot start or exits
+/// non-zero.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    println!("    $ {}", display(cmd));
+    run_result(cmd.stdout(std::io::stderr()))
+}
+
+/// Runs a program whose stdout is the result the user asked for (weir-lab,
+/// weir-bench), with inherited stdio. Errors if it cannot start or exits
+/// non-zero.
+pub fn run_result(cmd: &mut Command) -> Result<()> {
+    eprintln!("    $ {}", display(cmd));
     let status = cmd
         .status()
         .with_context(|| format!("could not start `{}`", display(cmd)))?;

@@ -8,6 +8,7 @@ mod bench;
 mod build;
 mod cmd;
 mod lab;
+mod packages;
 mod paths;
 mod setup;
 mod sweep;

@@ -38,3 +38,12 @@ pub fn ebpf_target_dir() -> PathBuf {
 pub fn datapath_object() -> PathBuf {
     ebpf_target_dir().join("bpfel-unknown-none/release/weir-datapath")
 }
+
+/// Where cargo puts the workspace's binaries of a profile.
+pub fn host_bin_dir(release: bool) -> PathBuf {
+    root().join(if release {
+        "target/release"
+    } else {
+        "target/debug"
+    })
+}

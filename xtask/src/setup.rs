@@ -62,7 +62,7 @@ fn nightly_sysroot() -> Result<PathBuf> {
         .lines()
         .find_map(|l| l.strip_prefix("release: "))
         .unwrap_or("unknown");
-    println!("    rustc {release}");
+    eprintln!("    rustc {release}");
     let sysroot = cmd::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
         .ok_or_else(|| anyhow!("`rustc +nightly --print sysroot` failed"))?;
     Ok(PathBuf::from(sysroot))
@@ -72,7 +72,7 @@ fn ensure_rust_src(sysroot: &Path) -> Result<()> {
     step("nightly rust-src (needed by -Z build-std=core)");
     let src_root = sysroot.join("lib/rustlib/src/rust");
     if src_root.join("library/core/src/lib.rs").is_file() {
-        println!("    present at {}", src_root.display());
+        eprintln!("    present at {}", src_root.display());
         return Ok(());
     }
     if let Some(archive) = std::env::var_os(RUST_SRC_ARCHIVE_ENV) {
@@ -140,7 +140,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
     let wanted_stamp = format!("{BPF_LINKER_VERSION} {}\n", llvm_lib.display());
     let linker_runs = cmd::output(Command::new(&linker).arg("--version")).is_some();
     if linker_runs && fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted_stamp) {
-        println!("    present at {}", linker.display());
+        eprintln!("    present at {}", linker.display());
         return Ok(());
     }
 
@@ -153,7 +153,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
         symlink(&llvm_lib, &link)
             .with_context(|| format!("cannot create symlink {}", link.display()))?;
     }
-    println!("    LLVM {llvm_major} from {}", llvm_lib.display());
+    eprintln!("    LLVM {llvm_major} from {}", llvm_lib.display());
     cmd::run(
         cmd::cargo(None)
             .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}")])
@@ -201,7 +201,7 @@ fn ensure_debian_packages() -> Result<()> {
         .collect();
     missing.dedup();
     if missing.is_empty() {
-        println!("    present: {}", package_list());
+        eprintln!("    present: {}", package_list());
         return Ok(());
     }
     let install = || {
@@ -245,7 +245,7 @@ fn ensure_bpffs() -> Result<()> {
         .lines()
         .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.starts_with("bpf "))
     {
-        println!("    mounted");
+        eprintln!("    mounted");
         return Ok(());
     }
     fs::create_dir_all("/sys/fs/bpf").ok();

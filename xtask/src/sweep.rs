@@ -75,7 +75,7 @@ pub fn stale_test_objects() {
         }
     }
     removed += stale_cgroups();
-    println!("    removed {removed}");
+    eprintln!("    removed {removed}");
 }
 
 /// Test cgroups (`<cgroup2>/wt<pid>x<n>`) and test-lab cgroups

@@ -13,6 +13,7 @@ use clap::Args;
 
 use crate::build;
 use crate::cmd::{self, step};
+use crate::packages::Packages;
 use crate::{setup, sweep};
 
 #[derive(Args)]
@@ -95,6 +96,8 @@ fn timed(name: &'static str, f: impl FnOnce() -> Result<()>) -> Check {
 /// One test binary's result as cargo test reports it.
 struct Suite {
     name: String,
+    /// Its package's directory (`lab`, `agent/api`), when cargo said.
+    package: Option<String>,
     passed: u64,
     failed: u64,
     ignored: u64,
@@ -106,12 +109,13 @@ struct Suite {
 /// collecting one [`Suite`] per test binary from the `Running` and
 /// `test result:` lines.
 fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
+    let packages = Packages::of_workspace();
     let mut cargo = cmd::cargo(None);
     cargo.args(["test", "--workspace", "--no-fail-fast"]);
     if let Some(filter) = filter {
         cargo.arg(filter);
     }
-    println!("    $ {}", cmd::display(&cargo));
+    eprintln!("    $ {}", cmd::display(&cargo));
     // cargo prints `Running <binary>` on stderr and the harness prints its
     // results on stdout. Both go into one pipe so that they arrive in the
     // order they were written: reading two pipes would let a `Running` line
@@ -135,13 +139,16 @@ fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
             String::from_utf8_lossy(&line.context("reading cargo test output")?).into_owned();
         println!("{line}");
         let trimmed = line.trim();
-        let running = trimmed.strip_prefix("Running ").map(suite_label);
+        let running = trimmed
+            .strip_prefix("Running ")
+            .map(|running| (suite_label(running), packages.of_running(running)));
         let doc_tests = trimmed
             .strip_prefix("Doc-tests ")
-            .map(|krate| format!("{krate} (doc)"));
-        if let Some(name) = running.or(doc_tests) {
+            .map(|krate| (format!("{krate} (doc)"), packages.of_doc_tests(krate)));
+        if let Some((name, package)) = running.or(doc_tests) {
             suites.push(Suite {
                 name,
+                package: package.map(str::to_string),
                 passed: 0,
                 failed: 0,
                 ignored: 0,
@@ -164,6 +171,7 @@ fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
         // Compilation failed, or a binary crashed before printing a result.
         suites.push(Suite {
             name: format!("cargo test ({status})"),
+            package: None,
             passed: 0,
             failed: 0,
             ignored: 0,
@@ -191,12 +199,21 @@ fn count_of(result: &str, word: &str) -> u64 {
 }
 
 fn print_summary(checks: &[Check], suites: &[Suite], total: Duration) {
+    // Suites are named with their package: `lab: weir_lab (unit)`.
+    let names: Vec<String> = suites
+        .iter()
+        .map(|suite| match &suite.package {
+            Some(package) => format!("{package}: {}", suite.name),
+            None => suite.name.clone(),
+        })
+        .collect();
+    let width = names.iter().map(String::len).max().unwrap_or(0).max(44);
     println!();
     println!("==================== weir test summary ====================");
     for check in checks {
         let verdict = if check.error.is_some() { "FAIL" } else { "ok" };
         println!(
-            "{verdict:>4}  {:<44} {:>7.1}s",
+            "{verdict:>4}  {:<width$} {:>7.1}s",
             check.name,
             check.took.as_secs_f64()
         );
@@ -204,15 +221,14 @@ fn print_summary(checks: &[Check], suites: &[Suite], total: Duration) {
             println!("      {e}");
         }
     }
-    for suite in suites {
+    for (suite, name) in suites.iter().zip(&names) {
         let verdict = match (suite.finished, suite.failed) {
             (false, _) => "DIED",
             (true, 0) => "ok",
             _ => "FAIL",
         };
         println!(
-            "{verdict:>4}  {:<44} {:>4} passed {:>3} failed {:>3} ignored {:>6.1}s",
-            suite.name,
+            "{verdict:>4}  {name:<width$} {:>4} passed {:>3} failed {:>3} ignored {:>6.1}s",
             suite.passed,
             suite.failed,
             suite.ignored,
@@ -229,7 +245,10 @@ fn print_summary(checks: &[Check], suites: &[Suite], total: Duration) {
 
 /// Names a suite from cargo's `Running` line:
 /// `unittests src/lib.rs (target/debug/deps/weir_abi-123)` -> `weir_abi (unit)`,
+/// `unittests src/bin/weir-lab.rs (target/debug/deps/weir_lab-456)` -> `weir-lab (bin)`,
 /// `tests/datapath.rs (target/debug/deps/datapath-abc)` -> `datapath (tests/datapath.rs)`.
+/// A binary's unit tests are told from its library's, which have the same
+/// stem (`weir_lab`).
 fn suite_label(running: &str) -> String {
     let (source, binary) = match running.split_once(" (") {
         Some((source, binary)) => (source, binary.trim_end_matches(')')),
@@ -238,7 +257,15 @@ fn suite_label(running: &str) -> String {
     let file = binary.rsplit('/').next().unwrap_or(binary);
     let stem = file.rsplit_once('-').map_or(file, |(stem, _hash)| stem);
     match source.strip_prefix("unittests ") {
-        Some(_) => format!("{stem} (unit)"),
+        Some("src/lib.rs") => format!("{stem} (unit)"),
+        Some(bin) => {
+            let name = bin
+                .strip_prefix("src/bin/")
+                .and_then(|file| file.strip_suffix(".rs"))
+                .map(|file| file.trim_end_matches("/main"))
+                .unwrap_or(stem);
+            format!("{name} (bin)")
+        }
         None => format!("{stem} ({source})"),
     }
 }
@@ -261,6 +288,14 @@ mod tests {
         assert_eq!(
             suite_label("tests/datapath.rs (target/debug/deps/datapath-9c2e)"),
             "datapath (tests/datapath.rs)"
+        );
+        assert_eq!(
+            suite_label("unittests src/bin/weir-lab.rs (target/debug/deps/weir_lab-78a1)"),
+            "weir-lab (bin)"
+        );
+        assert_eq!(
+            suite_label("unittests src/main.rs (target/debug/deps/weir_bench-5800)"),
+            "weir_bench (bin)"
         );
     }
 

@@ -27,7 +27,7 @@ use super::incremental::render_incremental_with;
 use super::jumps::{Jump, JUMPS};
 use super::render::{render_sync, RenderOptions, Rendered};
 use super::BenchService;
-use crate::netns;
+use weir_tests::netns;
 
 /// kube-proxy's default `--iptables-sync-period`: in large-cluster mode
 /// stale chains are looked for at most this often.

@@ -35,9 +35,9 @@ use anyhow::{bail, Context, Result};
 use weir_agent::datapath::{Datapath, LoadOptions};
 use weir_agent::reconcile::lb_sync::LbSync;
 
-use crate::datapath::PinDir;
 use crate::kubeproxy::{self, BenchService, KubeProxyIptables, Percentiles};
-use crate::lab::testing::{namespace_yaml, TestLab};
+use weir_lab::testing::{namespace_yaml, TestLab};
+use weir_tests::datapath::PinDir;
 
 const PORT: u16 = 80;
 const CLIENT: &str = "bench/client";
@@ -123,7 +123,7 @@ fn lab_yaml() -> String {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    crate::require_root();
+    weir_tests::require_root();
     let mut rows = Vec::new();
     let mut version = String::new();
     for &count in &options.counts {
@@ -347,14 +347,14 @@ fn run_pinned_client(
     lab: &TestLab,
     target: &str,
     count: u32,
-) -> Result<Vec<crate::lab::ClientResult>> {
+) -> Result<Vec<weir_lab::ClientResult>> {
     let pod = lab.pod(CLIENT)?;
-    let client = crate::lab::Binaries::locate()?.client;
+    let client = weir_lab::Binaries::locate()?.client;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"]).arg(client);
     cmd.args(["--target", target, "--count", &count.to_string()]);
-    crate::netns::command_in(&mut cmd, &pod.netns)?;
-    crate::cgroup::enter_on_exec(&pod.cgroup, &mut cmd)?;
+    weir_tests::netns::command_in(&mut cmd, &pod.netns)?;
+    weir_tests::cgroup::enter_on_exec(&pod.cgroup, &mut cmd)?;
     let out = cmd.output().context("run weir-lab-client")?;
     if !out.status.success() {
         bail!("client: {}", String::from_utf8_lossy(&out.stderr));

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use weir_tests::lab::manifest::{self, Protocol};
-use weir_tests::lab::probe::{self, Target};
-use weir_tests::lab::{Binaries, Lab};
+use weir_lab::manifest::{self, Protocol};
+use weir_lab::probe::{self, Target};
+use weir_lab::{Binaries, Lab};
 
 #[derive(Parser)]
 #[command(name = "weir-lab", about = "Weir's lab cluster on one machine")]
@@ -96,10 +96,10 @@ fn main() -> Result<()> {
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Up { nodes } => {
+            // Progress goes to stderr: stdout carries only the result, so
+            // `-o json` output can be piped.
             let lab = Lab::up(&cli.name, nodes, Binaries::locate()?, &|step| {
-                if !json {
-                    println!("==> {step}");
-                }
+                eprintln!("==> {step}");
             })?;
             print_status(&lab, json)?;
         }
@@ -240,7 +240,7 @@ fn main() -> Result<()> {
                 .state()
                 .node(&node)
                 .with_context(|| format!("no node {node}"))?;
-            let weir = Binaries::locate()?.agent.with_file_name("weir");
+            let weir = Binaries::locate()?.weir();
             // `observe` talks to the node's Observer API socket.
             let mut command = std::process::Command::new(&weir);
             command.arg("--socket").arg(&record.api_socket);
@@ -250,7 +250,7 @@ fn main() -> Result<()> {
                 args.insert(at + 1, "--server".into());
                 args.insert(
                     at + 2,
-                    weir_tests::lab::hubble_socket(record).display().to_string(),
+                    weir_lab::hubble_socket(record).display().to_string(),
                 );
             }
             let status = command

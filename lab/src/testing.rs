@@ -15,8 +15,8 @@ pub struct TestLab {
 
 impl TestLab {
     pub fn up(nodes: usize) -> Result<TestLab> {
-        crate::require_root();
-        let name = crate::names::unique();
+        weir_tests::require_root();
+        let name = weir_tests::names::unique();
         let lab = Lab::up(&name, nodes, Binaries::locate()?, &|_| {})?;
         Ok(TestLab {
             name,

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::netns;
+use weir_tests::netns;
 
 /// Starts `program args` in the named network namespace, detached, with
 /// stdout and stderr appended to `log`. Returns the pid.
@@ -48,7 +48,7 @@ pub fn spawn_detached_in(
         .process_group(0);
     netns::command_in(&mut cmd, netns_name)?;
     if let Some(cgroup) = cgroup {
-        crate::cgroup::enter_on_exec(cgroup, &mut cmd)?;
+        weir_tests::cgroup::enter_on_exec(cgroup, &mut cmd)?;
     }
     let child = cmd
         .spawn()

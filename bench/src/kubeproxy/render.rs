@@ -40,7 +40,7 @@ impl Default for RenderOptions {
     /// The lab's pod CIDR.
     fn default() -> RenderOptions {
         RenderOptions {
-            cluster_cidr: Some(crate::lab::CLUSTER_CIDR.to_string()),
+            cluster_cidr: Some(weir_lab::CLUSTER_CIDR.to_string()),
         }
     }
 }

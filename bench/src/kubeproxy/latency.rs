@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 
-use crate::netns;
+use weir_tests::netns;
 
 /// Bound on each connect and each read: a broken path fails a sample
 /// instead of hanging it.

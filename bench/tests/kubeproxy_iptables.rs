@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use weir_tests::kubeproxy::topology::{self, Topology, SERVICE_PORT};
-use weir_tests::kubeproxy::{
+use weir_bench::kubeproxy::topology::{self, Topology, SERVICE_PORT};
+use weir_bench::kubeproxy::{
     connect_latency, greeting, BenchService, KubeProxyIptables, Percentiles,
 };
 use weir_tests::{netns, require_root};

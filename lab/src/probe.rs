@@ -10,8 +10,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::state::PodRecord;
-use crate::netns;
 use weir_agent::cluster::manifest::Protocol;
+use weir_tests::netns;
 
 /// How long a probe waits for a connection or a reply.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

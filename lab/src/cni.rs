@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::netns;
+use weir_tests::netns;
 
 /// The network configuration the lab gives the plugin on `node`.
 pub fn network_config(agent_socket: &Path, mtu: u32) -> serde_json::Value {

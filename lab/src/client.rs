@@ -7,7 +7,9 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::netns;
+use crate::topology::world_netns;
+use crate::Lab;
+use weir_tests::netns;
 
 /// One connection (TCP) or datagram exchange (UDP), as the client saw it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +41,7 @@ pub fn run(
         .args(["--timeout-ms", &TIMEOUT_MS.to_string()]);
     netns::command_in(&mut cmd, netns_name)?;
     if let Some(cgroup) = cgroup {
-        crate::cgroup::enter_on_exec(cgroup, &mut cmd)?;
+        weir_tests::cgroup::enter_on_exec(cgroup, &mut cmd)?;
     }
     let out = cmd
         .output()
@@ -54,4 +56,39 @@ pub fn run(
         .lines()
         .map(|line| serde_json::from_str(line).with_context(|| format!("client output {line:?}")))
         .collect()
+}
+
+impl Lab {
+    /// Runs `weir-lab-client` inside a pod (its network namespace and
+    /// cgroup, so socket LB applies as to the pod's own clients).
+    pub fn pod_client(&self, pod: &str, target: &str, count: u32) -> Result<Vec<ClientResult>> {
+        let pod = self.pod(pod)?;
+        run(
+            &self.binaries.client,
+            &pod.netns,
+            Some(&pod.cgroup),
+            target,
+            count,
+        )
+    }
+
+    /// Runs `weir-lab-client` as a host process of `node` (its network
+    /// namespace, a cgroup below the node's).
+    pub fn node_client(&self, node: &str, target: &str, count: u32) -> Result<Vec<ClientResult>> {
+        let node = self.node(node)?;
+        run(
+            &self.binaries.client,
+            &node.netns,
+            Some(&node.cgroup.join("host")),
+            target,
+            count,
+        )
+    }
+
+    /// Runs `weir-lab-client` in the outside world (no socket LB: its
+    /// packets reach the nodes as any external client's do).
+    pub fn world_client(&self, target: &str, count: u32) -> Result<Vec<ClientResult>> {
+        let world = world_netns(&self.state.name);
+        run(&self.binaries.client, &world, None, target, count)
+    }
 }

@@ -4,10 +4,13 @@
 //! next to the Services, where every agent reads them.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
+use anyhow::Result;
 use weir_lb::{EndpointSlice, NamedPort, PodInfo, Protocol};
 
-use super::state::LabState;
+use crate::state::LabState;
+use crate::Lab;
 
 /// Where derived slices live in the manifests directory.
 pub const DERIVED_DIR: &str = "endpointslices/derived";
@@ -102,4 +105,60 @@ pub fn slice_document(slice: &EndpointSlice) -> serde_json::Value {
         "endpoints": endpoints,
         "ports": ports,
     })
+}
+
+impl Lab {
+    /// Brings the derived EndpointSlices to the lab's Services and pods
+    /// (`terminating` pods are published as terminating). Returns whether
+    /// anything changed.
+    pub fn sync_endpoint_slices(&self, terminating: &BTreeSet<String>) -> Result<bool> {
+        let source = weir_agent::cluster::manifest_dir::ManifestDir::new(&self.manifests_dir());
+        let manifests = source.read()?;
+        let services: Vec<weir_lb::Service> = manifests.services.into_values().collect();
+        let pods = pod_infos(&self.state, terminating);
+        let slices = weir_lb::derive_endpoint_slices(&services, &pods);
+        let mut changed = false;
+        let mut wanted = BTreeSet::new();
+        for slice in &slices {
+            let file = slice_file(slice);
+            let document = slice_document(slice);
+            let path = self.manifests_dir().join(&file);
+            let current = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_yaml_ng::from_str::<serde_json::Value>(&t).ok());
+            if current.as_ref() != Some(&document) {
+                self.write_manifest(&file, &document)?;
+                changed = true;
+            }
+            wanted.insert(self.manifests_dir().join(file));
+        }
+        let derived = self.manifests_dir().join(DERIVED_DIR);
+        for file in yaml_files(&derived) {
+            if !wanted.contains(&file) {
+                std::fs::remove_file(&file)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// Every .yaml file below `dir` (none if it does not exist).
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    files
 }

@@ -35,8 +35,8 @@ use anyhow::{ensure, Context, Result};
 
 use super::render::RenderOptions;
 use super::{BenchService, Protocol};
-use crate::names;
-use crate::netns::{self, NetNs};
+use weir_tests::names;
+use weir_tests::netns::{self, NetNs};
 
 /// The pods' range, the cluster CIDR of the rules.
 pub const CLUSTER_CIDR: &str = "10.200.0.0/16";

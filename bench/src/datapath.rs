@@ -1,0 +1,324 @@
+//! The per-packet time of every kernel program on crafted packets, measured
+//! in the kernel with BPF_PROG_TEST_RUN (the kernel times `repeat`
+//! back-to-back runs and reports the mean). Each measurement is taken `runs`
+//! times; the median and range are printed. Then the costs of the policy
+//! path, of event emission and of service NAT.
+
+use anyhow::{Context, Result};
+use weir_agent::datapath::ProgramKind;
+use weir_tests::datapath::{load, test_run, PinDir};
+use weir_tests::packets;
+
+pub fn run(repeat: u32, runs: usize) -> Result<()> {
+    weir_tests::require_root();
+    let pins = PinDir::new();
+    let mut datapath = load(&pins)?;
+    let cases = [
+        ("IPv4/TCP SYN", packets::ipv4_tcp_syn()),
+        ("IPv4/UDP", packets::ipv4_udp()),
+        ("IPv4/ICMP echo", packets::ipv4_icmp_echo()),
+        ("IPv6/TCP SYN", packets::ipv6_tcp_syn()),
+        ("IPv6/UDP", packets::ipv6_udp()),
+        ("IPv6 hop-by-hop/UDP", packets::ipv6_hop_by_hop_udp()),
+        ("ARP (non-IP)", packets::arp_request()),
+        (
+            "IPv4/TCP truncated (drop)",
+            packets::ipv4_tcp_truncated_l4(),
+        ),
+    ];
+    println!(
+        "BPF_PROG_TEST_RUN, {repeat} repetitions per measurement, {runs} measurements: \
+         ns/packet median (min-max)"
+    );
+    print!("{:<28}", "packet");
+    for program in ProgramKind::ALL {
+        print!("{:>22}", program.name());
+    }
+    println!();
+    for (case, frame) in &cases {
+        print!("{case:<28}");
+        for program in ProgramKind::ALL {
+            let mut samples = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let run = test_run(&mut datapath, program, frame, repeat)
+                    .with_context(|| format!("{case} through {}", program.name()))?;
+                samples.push(run.nanos_per_packet);
+            }
+            samples.sort_unstable();
+            let median = samples[samples.len() / 2];
+            let cell = format!("{median} ({}-{})", samples[0], samples[samples.len() - 1]);
+            print!("{cell:>22}");
+        }
+        println!();
+    }
+    policy_costs(&mut datapath, repeat, runs)
+}
+
+/// Per-packet cost of the pod path with policy enforced: an established
+/// (tracked, allowed) flow, a new flow (ipcache lookup, two policy lookups,
+/// conntrack insert) and a denied flow.
+fn policy_costs(
+    datapath: &mut weir_agent::datapath::Datapath,
+    repeat: u32,
+    runs: usize,
+) -> Result<()> {
+    use weir_abi::policy::*;
+    use weir_abi::{EndpointInfo, IpcacheValue, PolicyEntry, PolicyKey, TrafficDirection};
+    use weir_agent::datapath::maps;
+
+    let ebpf = datapath.ebpf_mut();
+    maps::set_endpoint(
+        ebpf,
+        1,
+        EndpointInfo {
+            id: 7,
+            flags: EndpointInfo::EGRESS_ENFORCED,
+            pad: 0,
+            identity: 30_000,
+            ipv4: packets::IP4_A,
+        },
+    )?;
+    maps::set_ipcache(
+        ebpf,
+        "10.99.0.2/32".parse()?,
+        IpcacheValue {
+            identity: 40_000,
+            node_ipv4: [0; 4],
+        },
+    )?;
+    let key = PolicyKey {
+        endpoint_id: 7,
+        direction: TrafficDirection::Egress as u8,
+        pad0: 0,
+        identity: 40_000,
+        protocol: 6,
+        pad1: 0,
+        port: 80u16.to_be_bytes(),
+    };
+    maps::set_policy(
+        ebpf,
+        POLICY_PREFIX_FULL,
+        key,
+        PolicyEntry {
+            verdict: POLICY_ALLOW,
+            match_type: 0,
+            pad: [0; 2],
+            rule: 1,
+        },
+    )?;
+
+    let syn = packets::ipv4_tcp_syn();
+    let median = |mut samples: Vec<u128>| {
+        samples.sort_unstable();
+        format!(
+            "{} ({}-{})",
+            samples[samples.len() / 2],
+            samples[0],
+            samples[samples.len() - 1]
+        )
+    };
+    println!();
+    println!("weir_from_pod with egress policy enforced: ns/packet median (min-max)");
+    // Established: the first repetition creates the entry, the rest find it.
+    let established: Vec<u128> = (0..runs)
+        .map(|_| test_run(datapath, ProgramKind::FromPod, &syn, repeat).map(|r| r.nanos_per_packet))
+        .collect::<Result<_>>()?;
+    println!(
+        "{:<44}{:>22}",
+        "established flow (allowed, tracked)",
+        median(established)
+    );
+    // New: a distinct source port per run, so every run creates an entry.
+    let l4 = packets::ETH_HLEN + packets::IPV4_HLEN;
+    let new_flows: Vec<u128> = (0..10_000u32)
+        .map(|i| {
+            let mut frame = syn.clone();
+            frame[l4..l4 + 2].copy_from_slice(&(1024 + (i % 60_000) as u16).to_be_bytes());
+            frame[l4 + 4..l4 + 8].copy_from_slice(&i.to_be_bytes()); // vary the seq too
+            test_run(datapath, ProgramKind::FromPod, &frame, 1).map(|r| r.nanos_per_packet)
+        })
+        .collect::<Result<_>>()?;
+    println!(
+        "{:<44}{:>22}",
+        "new flow (10,000 flows, 1 packet each)",
+        median(new_flows)
+    );
+    let mut denied = syn.clone();
+    denied[l4 + 2..l4 + 4].copy_from_slice(&81u16.to_be_bytes());
+    let denied_runs: Vec<u128> = (0..runs)
+        .map(|_| {
+            test_run(datapath, ProgramKind::FromPod, &denied, repeat).map(|r| r.nanos_per_packet)
+        })
+        .collect::<Result<_>>()?;
+    println!(
+        "{:<44}{:>22}",
+        "denied (no rule allows port 81)",
+        median(denied_runs)
+    );
+    event_costs(runs)?;
+    lb_costs()
+}
+
+/// Per-packet cost of service NAT on the node device (weir_from_netdev): a
+/// packet to no service, an established NodePort connection (its NAT entry
+/// found and applied) and a new one (backend selection, two NAT inserts,
+/// rewrite). One packet per BPF_PROG_TEST_RUN (the program rewrites the
+/// packet, so repeating it in one run would measure something else),
+/// 10,000 runs each.
+fn lb_costs() -> Result<()> {
+    use weir_abi::lb::*;
+    use weir_agent::datapath::maps::lb;
+
+    let pins = PinDir::new();
+    let mut datapath = load(&pins)?;
+    let ebpf = datapath.ebpf_mut();
+    let key = |slot: u16| Lb4Key {
+        address: packets::IP4_B,
+        port: 80u16.to_be_bytes(),
+        backend_slot: slot,
+        protocol: 6,
+        scope: LB_SCOPE_EXTERNAL,
+        pad: [0; 2],
+    };
+    for id in 1..=2u32 {
+        lb::set_backend(
+            ebpf,
+            id,
+            Lb4Backend {
+                address: [10, 244, 1, id as u8 + 1],
+                port: 8080u16.to_be_bytes(),
+                protocol: 6,
+                state: Lb4Backend::STATE_ACTIVE,
+                flags: Lb4Backend::FLAG_LOCAL,
+                pad: [0; 3],
+            },
+        )?;
+        lb::set_service(
+            ebpf,
+            key(id as u16),
+            Lb4Service {
+                backend_id: id,
+                ..Default::default()
+            },
+        )?;
+    }
+    lb::set_service(
+        ebpf,
+        key(0),
+        Lb4Service {
+            backend_id: 0,
+            count: 2,
+            rev_nat_id: 1,
+            flags: Lb4Service::FLAG_NODE_PORT,
+            pad: 0,
+            affinity_timeout_s: 0,
+            maglev_table: 0,
+        },
+    )?;
+    let syn = packets::ipv4_tcp_syn();
+    let l4 = packets::ETH_HLEN + packets::IPV4_HLEN;
+    let median = |mut samples: Vec<u128>| {
+        samples.sort_unstable();
+        format!(
+            "{} ({}-{})",
+            samples[samples.len() / 2],
+            samples[samples.len() / 100],
+            samples[samples.len() * 99 / 100]
+        )
+    };
+    let runs = |datapath: &mut weir_agent::datapath::Datapath,
+                frame_of: &dyn Fn(u32) -> Vec<u8>|
+     -> Result<Vec<u128>> {
+        (0..10_000u32)
+            .map(|i| {
+                test_run(datapath, ProgramKind::FromNetdev, &frame_of(i), 1)
+                    .map(|r| r.nanos_per_packet)
+            })
+            .collect()
+    };
+    println!();
+    println!("service NAT, weir_from_netdev, 10,000 one-packet runs: ns/packet median (p1-p99)");
+    let mut other = syn.clone();
+    other[l4 + 2..l4 + 4].copy_from_slice(&81u16.to_be_bytes());
+    let miss = runs(&mut datapath, &|_| other.clone())?;
+    println!("{:<44}{:>22}", "no service (lookups miss)", median(miss));
+    let established = runs(&mut datapath, &|_| syn.clone())?;
+    println!(
+        "{:<44}{:>22}",
+        "NodePort, established (NAT entry, DNAT)",
+        median(established)
+    );
+    let new = runs(&mut datapath, &|i| {
+        let mut frame = syn.clone();
+        frame[l4..l4 + 2].copy_from_slice(&(1024 + (i % 60_000) as u16).to_be_bytes());
+        frame[packets::ETH_HLEN + 12..packets::ETH_HLEN + 16]
+            .copy_from_slice(&(0x0a63_0000 + i + 16).to_be_bytes());
+        frame
+    })?;
+    println!(
+        "{:<44}{:>22}",
+        "NodePort, new connection (select, 2 inserts)",
+        median(new)
+    );
+    Ok(())
+}
+
+/// Per-packet cost of event emission: an established flow with aggregation
+/// (no event) against the same flow with aggregation off (an event per
+/// packet). 10,000 repetitions per run so the 1 MiB ring never fills, drained
+/// between runs.
+fn event_costs(runs: usize) -> Result<()> {
+    use weir_agent::datapath::{maps, Datapath, LoadOptions, MonitorAggregation};
+    println!();
+    println!("event emission, weir_from_pod, established flow, 10,000 repetitions: ns/packet median (min-max)");
+    for (label, level) in [
+        (
+            "events aggregated away (medium)",
+            MonitorAggregation::Medium,
+        ),
+        ("an event per packet (none)", MonitorAggregation::None),
+    ] {
+        let pins = PinDir::new();
+        let mut datapath = Datapath::load_with(
+            pins.path(),
+            &LoadOptions {
+                monitor_aggregation: level,
+                ..LoadOptions::default()
+            },
+        )?;
+        let syn = packets::ipv4_tcp_syn();
+        let mut ack = syn.clone();
+        ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
+        maps::set_endpoint(
+            datapath.ebpf_mut(),
+            1,
+            weir_abi::EndpointInfo {
+                id: 7,
+                flags: 0,
+                pad: 0,
+                identity: 30_000,
+                ipv4: packets::IP4_A,
+            },
+        )?;
+        test_run(&mut datapath, ProgramKind::FromPod, &syn, 1)?;
+        let mut samples = Vec::new();
+        for _ in 0..runs.max(3) {
+            maps::drain_events(datapath.ebpf_mut())?;
+            samples.push(
+                test_run(&mut datapath, ProgramKind::FromPod, &ack, 10_000)?.nanos_per_packet,
+            );
+        }
+        let lost = maps::events_lost(datapath.ebpf_mut())?;
+        samples.sort_unstable();
+        println!(
+            "{label:<44}{:>22}   (events lost: {lost})",
+            format!(
+                "{} ({}-{})",
+                samples[samples.len() / 2],
+                samples[0],
+                samples[samples.len() - 1]
+            )
+        );
+    }
+    Ok(())
+}

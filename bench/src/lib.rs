@@ -1,0 +1,10 @@
+//! Weir's benchmarks (the `weir-bench` binary runs them; `cargo xtask bench`
+//! builds and runs that in release mode), and the kube-proxy iptables
+//! emulator the services benchmark measures Weir against.
+
+pub mod datapath;
+pub mod flows;
+pub mod kubeproxy;
+pub mod lab;
+pub mod propagation;
+pub mod services;

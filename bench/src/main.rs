@@ -1,0 +1,76 @@
+//! `weir-bench`: Weir's benchmarks (run through `cargo xtask bench ...`,
+//! which builds them in release mode). Each subcommand is a module of the
+//! weir-bench library.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weir-bench")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Per-packet cost of each datapath program (BPF_PROG_TEST_RUN).
+    Datapath {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Policy propagation: from `lab apply` of a policy to its enforcement
+    /// flags being in the datapath of every node (and back on delete).
+    Propagation {
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// Flows per second decoded, enriched and stored on one core.
+    Flows {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
+    /// Weir against kube-proxy's iptables mode (see weir_bench::services).
+    Services {
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        counts: Vec<usize>,
+        #[arg(long, default_value_t = 200)]
+        samples: u32,
+        /// default, nft or legacy.
+        #[arg(long, default_value = "default")]
+        iptables: String,
+    },
+    /// Time of `lab up` and of applying N pods, with real agents and CNI.
+    Lab {
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        #[arg(long, default_value_t = 20)]
+        pods: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().bench {
+        Bench::Datapath { repeat, runs } => weir_bench::datapath::run(repeat, runs.max(1)),
+        Bench::Lab { nodes, pods, runs } => weir_bench::lab::run(nodes, pods, runs.max(1)),
+        Bench::Propagation { runs } => weir_bench::propagation::run(runs.max(1)),
+        Bench::Flows { events } => weir_bench::flows::run(events.max(1)),
+        Bench::Services {
+            counts,
+            samples,
+            iptables,
+        } => weir_bench::services::run(&weir_bench::services::Options {
+            counts,
+            samples: samples.max(1),
+            iptables: match iptables.as_str() {
+                "nft" => weir_bench::kubeproxy::Backend::Nft,
+                "legacy" => weir_bench::kubeproxy::Backend::Legacy,
+                _ => weir_bench::kubeproxy::Backend::Default,
+            },
+        }),
+    }
+}

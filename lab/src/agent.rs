@@ -1,0 +1,118 @@
+//! The node agents: starting one (and waiting until its API serves),
+//! restarting it over its state and pins, and talking to it the way a user
+//! does (the `weir` CLI) or a monitoring system does (its /metrics).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::state::NodeRecord;
+use crate::topology::{hubble_socket, METRICS_PORT, NODE_DEVICE};
+use crate::{etcd, process, Lab};
+use weir_tests::netns;
+
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Lab {
+    /// Starts `node`'s agent and waits until its API socket accepts
+    /// connections; returns its pid.
+    pub(crate) fn start_agent(&self, node: &NodeRecord) -> Result<u32> {
+        let args = vec![
+            "--node-name".to_string(),
+            node.name.clone(),
+            "--pod-cidr".into(),
+            node.pod_cidr.clone(),
+            "--state-dir".into(),
+            node.state_dir.display().to_string(),
+            "--bpffs-dir".into(),
+            node.bpffs_dir.display().to_string(),
+            "--api-socket".into(),
+            node.api_socket.display().to_string(),
+            "--device".into(),
+            NODE_DEVICE.into(),
+            "--node-ip".into(),
+            node.underlay_ip.to_string(),
+            "--etcd-endpoints".into(),
+            etcd::endpoint(),
+            "--manifests-dir".into(),
+            self.manifests_dir().display().to_string(),
+            "--hubble-socket".into(),
+            hubble_socket(node).display().to_string(),
+            "--prometheus-address".into(),
+            format!("{}:{METRICS_PORT}", node.underlay_ip),
+            "--socket-lb-cgroup".into(),
+            node.cgroup.display().to_string(),
+        ];
+        let _ = std::fs::remove_file(&node.api_socket);
+        let log = self.dir.join(&node.name).join("agent.log");
+        let pid = process::spawn_detached(&node.netns, &self.binaries.agent, &args, &log)?;
+        let deadline = Instant::now() + AGENT_READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&node.api_socket).is_ok() {
+                return Ok(pid);
+            }
+            if !process::alive(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        process::stop(pid, Duration::from_secs(1));
+        bail!(
+            "weir-agent on {} did not become ready; its log ({}):\n{}",
+            node.name,
+            log.display(),
+            tail.lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+
+    /// Stops the agent of `node` and starts it again (same state, same pins).
+    pub fn restart_agent(&mut self, node: &str) -> Result<()> {
+        let index = self
+            .state
+            .nodes
+            .iter()
+            .position(|n| n.name == node)
+            .with_context(|| format!("no node {node}"))?;
+        process::stop(self.state.nodes[index].agent_pid, Duration::from_secs(5));
+        let pid = self.start_agent(&self.state.nodes[index])?;
+        self.state.nodes[index].agent_pid = pid;
+        self.state.save(&self.dir)
+    }
+
+    /// Runs the `weir` CLI (built beside the agent) against `node`'s agent:
+    /// `weir --socket <its API socket> ARGS`. `observe` takes the node's
+    /// Observer socket with `--server` ([`hubble_socket`]).
+    pub fn weir(&self, node: &str, args: &[&str]) -> Result<std::process::Output> {
+        let node = self.node(node)?;
+        std::process::Command::new(self.binaries.weir())
+            .arg("--socket")
+            .arg(&node.api_socket)
+            .args(args)
+            .output()
+            .context("run weir")
+    }
+
+    /// GET /metrics of `node`'s agent (from inside the node's namespace).
+    pub fn scrape_metrics(&self, node: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        let node = self.node(node)?;
+        let address = std::net::SocketAddr::from((node.underlay_ip, METRICS_PORT));
+        netns::run_in(&node.netns, move || -> Result<String> {
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })?
+    }
+}

@@ -1,0 +1,159 @@
+//! Bringing a lab up (underlay, etcd, outside world, then node by node) and
+//! taking it down, also after a crash: `down` finds everything by name.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::state::{LabState, NodeRecord};
+use crate::topology::{
+    lab_cgroup, lab_dir, node_ip, node_netns, pod_cidr, pod_netns_prefix, underlay_netns,
+    ETCD_CLIENT_PORT, ETCD_IP,
+};
+use crate::{cni, process, underlay, Binaries, Lab};
+use weir_tests::netns;
+
+/// The MTU the CNI plugin gives pod interfaces.
+const MTU: u32 = 1500;
+
+impl Lab {
+    /// Brings up `nodes` nodes. Fails if a lab of that name exists.
+    pub fn up(
+        name: &str,
+        nodes: usize,
+        binaries: Binaries,
+        progress: &dyn Fn(&str),
+    ) -> Result<Lab> {
+        if !(1..=200).contains(&nodes) {
+            bail!("a lab has 1 to 200 nodes, not {nodes}");
+        }
+        let dir = lab_dir(name);
+        if LabState::file(&dir).exists() {
+            bail!("lab {name} is already up (run `lab down` first)");
+        }
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            dir,
+            state: LabState {
+                name: name.to_string(),
+                ..LabState::default()
+            },
+            binaries,
+        };
+        match lab.build(nodes, progress) {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                let _ = Lab::down(name);
+                Err(e)
+            }
+        }
+    }
+
+    fn build(&mut self, nodes: usize, progress: &dyn Fn(&str)) -> Result<()> {
+        let name = self.state.name.clone();
+        progress(&format!("underlay {}", underlay_netns(&name)));
+        let underlay = underlay::add(&name)?;
+        progress(&format!("etcd on {ETCD_IP}:{ETCD_CLIENT_PORT}"));
+        self.state.etcd_pid = self.start_etcd(&underlay)?;
+        std::fs::create_dir_all(self.manifests_dir())?;
+        self.state.save(&self.dir)?;
+        self.build_world(&underlay, nodes, progress)?;
+        for index in 1..=nodes {
+            self.add_node(index, nodes, progress)?;
+        }
+        Ok(())
+    }
+
+    /// Node `index` of `nodes`: its network, directories, cgroup, CNI
+    /// configuration and agent.
+    fn add_node(&mut self, index: usize, nodes: usize, progress: &dyn Fn(&str)) -> Result<()> {
+        let name = self.state.name.clone();
+        let node = format!("n{index}");
+        progress(&format!(
+            "node {node}: namespace {}, underlay {}",
+            node_netns(&name, &node),
+            node_ip(index)
+        ));
+        let ns = underlay::add_node(&name, &node, index, nodes)?;
+        let node_dir = self.dir.join(&node);
+        std::fs::create_dir_all(&node_dir)?;
+        let cgroup = lab_cgroup(&name)?.join(&node);
+        std::fs::create_dir_all(cgroup.join("host"))
+            .with_context(|| format!("create cgroup {}", cgroup.display()))?;
+        let api_socket = node_dir.join("agent.sock");
+        let cni_config = node_dir.join("cni.json");
+        std::fs::write(
+            &cni_config,
+            serde_json::to_vec_pretty(&cni::network_config(&api_socket, MTU))?,
+        )?;
+        let mut record = NodeRecord {
+            name: node.clone(),
+            netns: ns,
+            underlay_ip: node_ip(index),
+            pod_cidr: pod_cidr(index),
+            agent_pid: 0,
+            api_socket,
+            bpffs_dir: PathBuf::from(format!("/sys/fs/bpf/{name}-{node}")),
+            state_dir: node_dir.join("state"),
+            cni_config,
+            cgroup,
+        };
+        progress(&format!(
+            "node {node}: starting weir-agent (pod CIDR {})",
+            record.pod_cidr
+        ));
+        record.agent_pid = self.start_agent(&record)?;
+        self.state.nodes.push(record);
+        self.state.save(&self.dir)
+    }
+
+    /// Removes everything of lab `name`: processes, namespaces (and the
+    /// links in them), pinned maps and links, the state directory. Works
+    /// without (or with a corrupt) state file.
+    pub fn down(name: &str) -> Result<()> {
+        let dir = lab_dir(name);
+        if let Ok(state) = LabState::load(&dir) {
+            for pod in &state.pods {
+                process::stop(pod.server_pid, Duration::from_secs(1));
+            }
+            for node in &state.nodes {
+                process::stop(node.agent_pid, Duration::from_secs(3));
+            }
+            process::stop(state.etcd_pid, Duration::from_secs(3));
+        }
+        // Every pod server and client of the lab lives in its cgroup tree.
+        if let Ok(cgroup) = lab_cgroup(name) {
+            weir_tests::cgroup::remove_tree(&cgroup)?;
+            // The shared `weir-lab` directory goes with the last lab (this
+            // fails, harmlessly, while another lab still has its tree there).
+            if let Some(parent) = cgroup.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+        let prefix = format!("{name}-");
+        for ns in netns::list_with_prefix(&prefix) {
+            for pid in process::pids_in_netns(&ns) {
+                process::stop(pid, Duration::from_secs(1));
+            }
+        }
+        // Pods first: deleting a pod namespace removes its veth pair.
+        let mut namespaces = netns::list_with_prefix(&prefix);
+        let pods = pod_netns_prefix(name);
+        namespaces.sort_by_key(|n| !n.starts_with(&pods));
+        for ns in namespaces {
+            netns::delete(&ns)?;
+        }
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+            for entry in entries.filter_map(Result::ok) {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    std::fs::remove_dir_all(entry.path())?;
+                }
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The lab's plan: the names of its namespaces, the addresses of its
+//! underlay, nodes and outside world, and where its state, cgroups and
+//! sockets live. Everything else derives names and addresses from here, and
+//! `down` finds a crashed lab's leftovers by these names alone.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::state::NodeRecord;
+
+/// Where labs keep their state.
+pub const LAB_ROOT: &str = "/run/weir-lab";
+/// Every node's pod CIDR is 10.244.<node index>.0/24.
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+const UNDERLAY_PREFIX: [u8; 3] = [10, 77, 0];
+/// The lab's etcd listens here, on the underlay bridge (reachable from every
+/// node namespace and from nothing else).
+pub(crate) const ETCD_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+pub(crate) const ETCD_CLIENT_PORT: u16 = 2379;
+/// Each agent serves /metrics on its node's underlay address at this port.
+pub const METRICS_PORT: u16 = 9962;
+/// The lab's "outside world": a namespace on the underlay at this address,
+/// serving on WORLD_ADDRESSES (documentation prefixes, never routed beyond
+/// the lab), reached from the nodes through a route for WORLD_PREFIX.
+pub(crate) const WORLD_UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
+pub const WORLD_PREFIX: &str = "203.0.113.0/24";
+pub const WORLD_ADDRESSES: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(203, 0, 113, 10),
+    Ipv4Addr::new(203, 0, 113, 20),
+];
+/// A node's link to the underlay, inside the node's namespace.
+pub(crate) const NODE_DEVICE: &str = "eth0";
+
+/// A node's Observer API socket (beside its agent API socket).
+pub fn hubble_socket(node: &NodeRecord) -> PathBuf {
+    node.api_socket.with_file_name("hubble.sock")
+}
+
+pub fn lab_dir(name: &str) -> PathBuf {
+    Path::new(LAB_ROOT).join(name)
+}
+
+/// The lab's cgroup: `<cgroup v2 root>/weir-lab/<lab>`, a directory per
+/// node below it (socket LB attachment), a directory per pod below that.
+pub fn lab_cgroup(name: &str) -> Result<PathBuf> {
+    Ok(weir_tests::cgroup::cgroup2_root()?
+        .join("weir-lab")
+        .join(name))
+}
+
+/// The namespace holding the underlay bridge (and etcd).
+pub(crate) fn underlay_netns(lab: &str) -> String {
+    format!("{lab}-ul")
+}
+
+/// The namespace of the outside world.
+pub(crate) fn world_netns(lab: &str) -> String {
+    format!("{lab}-world")
+}
+
+/// The namespace of a node.
+pub(crate) fn node_netns(lab: &str, node: &str) -> String {
+    format!("{lab}-{node}")
+}
+
+/// The namespace of a pod.
+pub(crate) fn pod_netns(lab: &str, namespace: &str, name: &str) -> String {
+    format!("{}{namespace}-{name}", pod_netns_prefix(lab))
+}
+
+/// What every pod namespace of `lab` starts with (`down` removes them first).
+pub(crate) fn pod_netns_prefix(lab: &str) -> String {
+    format!("{lab}-p-")
+}
+
+/// Node `index` (from 1) on the underlay.
+pub(crate) fn node_ip(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(
+        UNDERLAY_PREFIX[0],
+        UNDERLAY_PREFIX[1],
+        UNDERLAY_PREFIX[2],
+        10 + index as u8,
+    )
+}
+
+pub(crate) fn pod_cidr(index: usize) -> String {
+    format!("10.244.{index}.0/24")
+}

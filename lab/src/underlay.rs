@@ -1,0 +1,96 @@
+//! The lab's network: a bridge in a namespace of its own (the underlay,
+//! also home of etcd), each node's namespace linked to it by a veth pair,
+//! and routes so that pod traffic between nodes is natively routed over the
+//! underlay and the outside world is reachable from every node.
+
+use anyhow::Result;
+
+use crate::topology::{
+    node_ip, node_netns, pod_cidr, underlay_netns, ETCD_IP, NODE_DEVICE, WORLD_PREFIX,
+    WORLD_UNDERLAY_IP,
+};
+use weir_tests::netns;
+
+/// Runs `ip ARGS`.
+pub(crate) fn ip(args: &[&str]) -> Result<String> {
+    netns::run(std::process::Command::new("ip").args(args))
+}
+
+/// Creates the underlay namespace of `lab` with its bridge `br0`, which
+/// holds etcd's address. Returns the namespace's name.
+pub(crate) fn add(lab: &str) -> Result<String> {
+    let underlay = underlay_netns(lab);
+    netns::add(&underlay)?;
+    ip(&["-n", &underlay, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", &underlay, "link", "set", "br0", "up"])?;
+    ip(&[
+        "-n",
+        &underlay,
+        "addr",
+        "add",
+        &format!("{ETCD_IP}/24"),
+        "dev",
+        "br0",
+    ])?;
+    Ok(underlay)
+}
+
+/// Creates the namespace of node `index` (from 1) of `nodes`, links it to
+/// the bridge (`node` in the underlay, [`NODE_DEVICE`] in the node) and
+/// routes the other nodes' pod CIDRs and the world prefix over it. Returns
+/// the node's namespace.
+pub(crate) fn add_node(lab: &str, node: &str, index: usize, nodes: usize) -> Result<String> {
+    let underlay = underlay_netns(lab);
+    let ns = node_netns(lab, node);
+    netns::add(&ns)?;
+    ip(&[
+        "-n",
+        &underlay,
+        "link",
+        "add",
+        node,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        NODE_DEVICE,
+        "netns",
+        &ns,
+    ])?;
+    ip(&["-n", &underlay, "link", "set", node, "master", "br0", "up"])?;
+    ip(&[
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("{}/24", node_ip(index)),
+        "dev",
+        NODE_DEVICE,
+    ])?;
+    ip(&["-n", &ns, "link", "set", NODE_DEVICE, "up"])?;
+    ip(&[
+        "-n",
+        &ns,
+        "route",
+        "add",
+        WORLD_PREFIX,
+        "via",
+        &WORLD_UNDERLAY_IP.to_string(),
+        "dev",
+        NODE_DEVICE,
+    ])?;
+    for other in (1..=nodes).filter(|o| *o != index) {
+        ip(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            &pod_cidr(other),
+            "via",
+            &node_ip(other).to_string(),
+            "dev",
+            NODE_DEVICE,
+        ])?;
+    }
+    Ok(ns)
+}

@@ -1,0 +1,119 @@
+//! The lab's outside world: a namespace on the underlay, outside the
+//! cluster, holding documentation addresses ([`WORLD_ADDRESSES`]) with a
+//! server on each, standing for the internet and for external clients.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::state::PodRecord;
+use crate::topology::{
+    node_ip, pod_cidr, world_netns, WORLD_ADDRESSES, WORLD_PREFIX, WORLD_UNDERLAY_IP,
+};
+use crate::underlay::ip;
+use crate::{process, Lab};
+use weir_tests::netns;
+
+impl Lab {
+    /// A namespace outside the cluster on the underlay, holding the world
+    /// addresses with a server on port 80 (TCP and UDP) that answers
+    /// `world/<address>`; it routes the pod CIDRs back to their nodes.
+    pub(crate) fn build_world(
+        &mut self,
+        underlay: &str,
+        nodes: usize,
+        progress: &dyn Fn(&str),
+    ) -> Result<()> {
+        let world = world_netns(&self.state.name);
+        progress(&format!("outside world {world}: {WORLD_PREFIX}"));
+        netns::add(&world)?;
+        ip(&[
+            "-n", underlay, "link", "add", "world", "type", "veth", "peer", "name", "eth0",
+            "netns", &world,
+        ])?;
+        ip(&[
+            "-n", underlay, "link", "set", "world", "master", "br0", "up",
+        ])?;
+        ip(&[
+            "-n",
+            &world,
+            "addr",
+            "add",
+            &format!("{WORLD_UNDERLAY_IP}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        for address in WORLD_ADDRESSES {
+            ip(&[
+                "-n",
+                &world,
+                "addr",
+                "add",
+                &format!("{address}/32"),
+                "dev",
+                "lo",
+            ])?;
+        }
+        ip(&["-n", &world, "link", "set", "eth0", "up"])?;
+        for index in 1..=nodes {
+            ip(&[
+                "-n",
+                &world,
+                "route",
+                "add",
+                &pod_cidr(index),
+                "via",
+                &node_ip(index).to_string(),
+            ])?;
+        }
+        for address in WORLD_ADDRESSES {
+            let args = vec![
+                "--identity".to_string(),
+                format!("world/{address}"),
+                "--bind".into(),
+                address.to_string(),
+                "--tcp".into(),
+                "80".into(),
+                "--udp".into(),
+                "80".into(),
+            ];
+            let log = self.dir.join(format!("world-{address}.log"));
+            process::spawn_detached(&world, &self.binaries.pod_server, &args, &log)?;
+        }
+        Ok(())
+    }
+
+    /// A probe target standing for the outside-world server at `address`.
+    pub fn world_target(&self, address: Ipv4Addr) -> PodRecord {
+        PodRecord {
+            namespace: "world".into(),
+            name: address.to_string(),
+            labels: Default::default(),
+            node: String::new(),
+            netns: world_netns(&self.state.name),
+            container_id: String::new(),
+            ip: address,
+            ports: Vec::new(),
+            server_pid: 0,
+            cgroup: PathBuf::new(),
+        }
+    }
+
+    /// Routes `prefix` from the outside world to `node`, as an upstream
+    /// router does for an external or load-balancer IP announced by a node.
+    pub fn route_from_world(&self, prefix: &str, node: &str) -> Result<()> {
+        let node = self.node(node)?;
+        let world = world_netns(&self.state.name);
+        ip(&[
+            "-n",
+            &world,
+            "route",
+            "replace",
+            prefix,
+            "via",
+            &node.underlay_ip.to_string(),
+        ])?;
+        Ok(())
+    }
+}

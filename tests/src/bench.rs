@@ -1,3 +1,0 @@
-//! Benchmarks too large for the weir-bench binary itself.
-
-pub mod services;
