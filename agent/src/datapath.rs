@@ -29,8 +29,19 @@ pub use metrics::{MetricsError, MetricsSnapshot};
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/weir";
 
 /// The kernel programs, as built by `cargo xtask build`.
-pub fn object() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-datapath.o"))
+#[cfg(not(weir_no_datapath))]
+pub fn object() -> Result<&'static [u8], DatapathError> {
+    Ok(aya::include_bytes_aligned!(concat!(
+        env!("OUT_DIR"),
+        "/weir-datapath.o"
+    )))
+}
+
+/// This agent was compiled without the kernel object (a `cargo check` of a
+/// fresh clone, see build.rs), so it has nothing to load.
+#[cfg(weir_no_datapath)]
+pub fn object() -> Result<&'static [u8], DatapathError> {
+    Err(DatapathError::NotEmbedded)
 }
 
 /// The programs in the datapath object.
@@ -63,6 +74,11 @@ impl ProgramKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
+    #[error(
+        "this agent was built without the kernel programs: build them and the agent with \
+         `cargo xtask build` (the agent embeds target/ebpf/bpfel-unknown-none/release/weir-datapath)"
+    )]
+    NotEmbedded,
     #[error("cannot create pin directory {path}: {source}")]
     PinDir { path: PathBuf, source: io::Error },
     #[error("{path} is not on a bpf filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)")]
@@ -149,7 +165,7 @@ impl Datapath {
 
     /// Loads the embedded object with `options`.
     pub fn load_with(pin_dir: &Path, options: &LoadOptions) -> Result<Datapath, DatapathError> {
-        Datapath::load_object(object(), pin_dir, options)
+        Datapath::load_object(object()?, pin_dir, options)
     }
 
     /// Loads `object` with maps pinned under `pin_dir`, and every program in it.

@@ -54,8 +54,13 @@ pub fn on_path(program: &str) -> bool {
 /// A cargo command for the toolchain `channel` (e.g. "nightly"), with the
 /// variables of the stable cargo that runs xtask removed so they cannot leak
 /// into the other toolchain's build.
+///
+/// Every workflow builds the kernel programs before the agent, so an agent
+/// without them is an error here, not the stub that a plain `cargo check`
+/// of a fresh clone gets (see agent/build.rs).
 pub fn cargo(channel: Option<&str>) -> Command {
     let mut cmd = Command::new("cargo");
+    cmd.env("WEIR_REQUIRE_DATAPATH", "1");
     if let Some(channel) = channel {
         cmd.arg(format!("+{channel}"));
     }

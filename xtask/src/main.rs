@@ -7,7 +7,10 @@
 mod bench;
 mod build;
 mod cmd;
+mod deny;
 mod lab;
+#[cfg(test)]
+mod lint_mirror;
 mod packages;
 mod paths;
 mod setup;
@@ -27,7 +30,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install what building and testing need: nightly rust-src, bpf-linker
-    /// (under target/), Debian packages, a mounted bpffs. Idempotent.
+    /// and cargo-deny (under target/), Debian packages, a mounted bpffs.
+    /// Idempotent.
     Setup,
     /// Build the kernel programs (nightly, bpfel) and then the host crates.
     Build(build::BuildArgs),

@@ -20,6 +20,10 @@ pub fn bpf_linker() -> PathBuf {
     tools_dir().join("bin/bpf-linker")
 }
 
+pub fn cargo_deny() -> PathBuf {
+    tools_dir().join("bin/cargo-deny")
+}
+
 /// A prefix whose lib/ points at nightly's own libLLVM, for building bpf-linker.
 pub fn llvm_prefix() -> PathBuf {
     root().join("target/llvm-prefix")

@@ -15,6 +15,10 @@ use crate::paths;
 /// nightly's rustc, which is why it is built against nightly's libLLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// cargo-deny release built by setup: the newest that builds with this
+/// workspace's stable rustc (it needs 1.88).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
 /// Offline source for nightly's rust-src: an archive of the component
 /// (containing `library/` and `src/`), e.g. shared/toolchain/rust-src-*.tar.xz.
 const RUST_SRC_ARCHIVE_ENV: &str = "WEIR_RUST_SRC_ARCHIVE";
@@ -43,6 +47,7 @@ pub fn run() -> Result<()> {
     let sysroot = nightly_sysroot()?;
     ensure_rust_src(&sysroot)?;
     ensure_bpf_linker(&sysroot)?;
+    ensure_cargo_deny()?;
     ensure_debian_packages()?;
     ensure_bpffs()?;
     step("setup complete");
@@ -173,6 +178,28 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
     )?;
     fs::write(&stamp, wanted_stamp)?;
     Ok(())
+}
+
+fn ensure_cargo_deny() -> Result<()> {
+    step(&format!("cargo-deny {CARGO_DENY_VERSION}"));
+    let deny = paths::cargo_deny();
+    let wanted = format!("cargo-deny {CARGO_DENY_VERSION}");
+    if cmd::output(Command::new(&deny).arg("--version")).as_deref() == Some(wanted.as_str()) {
+        println!("    present at {}", deny.display());
+        return Ok(());
+    }
+    cmd::run(
+        cmd::cargo(None)
+            .args(["install", &format!("cargo-deny@{CARGO_DENY_VERSION}")])
+            .args(["--locked", "--force", "--root"])
+            .arg(paths::tools_dir())
+            // An unoptimized build without debug info takes a third of the
+            // time of its release profile (fat LTO, one codegen unit) and
+            // still checks this workspace in under a second.
+            .arg("--debug")
+            .env("CARGO_PROFILE_DEV_DEBUG", "0"),
+    )
+    .context("building cargo-deny failed; it needs access to crates.io")
 }
 
 /// Finds nightly's shared libLLVM (e.g. `libLLVM.so.22.1-rust-1.97.0-nightly`)

@@ -1,9 +1,9 @@
 //! `cargo xtask test`: the whole suite, from a fresh clone, as CI runs it.
 //!
 //! Order: setup, kernel programs, format and lint checks (host and kernel
-//! crates), then every test binary. The suites that need the kernel load real
-//! programs and create network namespaces, so this needs root; it fails
-//! loudly rather than skipping when it is not.
+//! crates), `cargo deny`, then every test binary. The suites that need the
+//! kernel load real programs and create network namespaces, so this needs
+//! root; it fails loudly rather than skipping when it is not.
 
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use clap::Args;
 use crate::build;
 use crate::cmd::{self, step};
 use crate::packages::Packages;
-use crate::{setup, sweep};
+use crate::{deny, setup, sweep};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -55,6 +55,14 @@ pub fn run(args: &TestArgs) -> Result<()> {
     checks.push(timed("cargo clippy -D warnings (kernel)", || {
         cmd::run(build::datapath_cargo("clippy").args(["--release", "--", "-D", "warnings"]))
     }));
+    checks.push(timed("cargo deny: licenses, bans, sources", deny::check));
+    checks.push(match deny::advisory_db() {
+        Some(_) => timed("cargo deny: advisories", deny::check_advisories),
+        None => Check::skipped(
+            "cargo deny: advisories",
+            "no advisory database (`target/tools/bin/cargo-deny fetch` clones it; needs network)",
+        ),
+    });
 
     // The lab suites run the workspace's binaries (agent, CNI plugin, pod
     // server), which `cargo test` alone does not build.
@@ -80,6 +88,20 @@ struct Check {
     name: &'static str,
     took: Duration,
     error: Option<String>,
+    /// Why the check did not run; shown in the summary, never silent.
+    skipped: Option<&'static str>,
+}
+
+impl Check {
+    fn skipped(name: &'static str, why: &'static str) -> Check {
+        step(&format!("{name}: skipped, {why}"));
+        Check {
+            name,
+            took: Duration::ZERO,
+            error: None,
+            skipped: Some(why),
+        }
+    }
 }
 
 fn timed(name: &'static str, f: impl FnOnce() -> Result<()>) -> Check {
@@ -90,6 +112,7 @@ fn timed(name: &'static str, f: impl FnOnce() -> Result<()>) -> Check {
         name,
         took: start.elapsed(),
         error,
+        skipped: None,
     }
 }
 
@@ -211,7 +234,11 @@ fn print_summary(checks: &[Check], suites: &[Suite], total: Duration) {
     println!();
     println!("==================== weir test summary ====================");
     for check in checks {
-        let verdict = if check.error.is_some() { "FAIL" } else { "ok" };
+        let verdict = match (&check.error, check.skipped) {
+            (Some(_), _) => "FAIL",
+            (None, Some(_)) => "skip",
+            (None, None) => "ok",
+        };
         println!(
             "{verdict:>4}  {:<width$} {:>7.1}s",
             check.name,
@@ -219,6 +246,9 @@ fn print_summary(checks: &[Check], suites: &[Suite], total: Duration) {
         );
         if let Some(e) = &check.error {
             println!("      {e}");
+        }
+        if let Some(why) = check.skipped {
+            println!("      {why}");
         }
     }
     for (suite, name) in suites.iter().zip(&names) {

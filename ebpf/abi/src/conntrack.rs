@@ -55,8 +55,8 @@ impl CtEntry {
     pub const TCP_ACK: u8 = 0x10;
 }
 
-const _: () = assert!(core::mem::size_of::<CtKey>() == 40);
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 32);
+const _: () = assert!(size_of::<CtKey>() == 40);
+const _: () = assert!(size_of::<CtEntry>() == 32);
 
 // SAFETY: repr(C), integers only, no implicit padding (sizes pinned above).
 #[cfg(feature = "user")]

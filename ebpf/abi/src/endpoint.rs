@@ -43,8 +43,8 @@ impl EndpointInfo {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<EndpointKey>() == 4);
-const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 12);
+const _: () = assert!(size_of::<EndpointKey>() == 4);
+const _: () = assert!(size_of::<EndpointInfo>() == 12);
 
 // SAFETY: repr(C), integers only, no implicit padding (sizes pinned above).
 #[cfg(feature = "user")]

@@ -82,8 +82,8 @@ impl FlowEvent {
     pub const FLAG_INGRESS: u8 = 2;
 }
 
-const _: () = assert!(core::mem::size_of::<FlowEvent>() == 80);
-const _: () = assert!(core::mem::align_of::<FlowEvent>() == 8);
+const _: () = assert!(size_of::<FlowEvent>() == 80);
+const _: () = assert!(align_of::<FlowEvent>() == 8);
 
 // SAFETY: repr(C), integers only, explicit padding (size pinned above).
 #[cfg(feature = "user")]

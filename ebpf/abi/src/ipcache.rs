@@ -61,8 +61,8 @@ pub struct IpcacheValue {
     pub node_ipv4: [u8; 4],
 }
 
-const _: () = assert!(core::mem::size_of::<IpcacheKey>() == 20);
-const _: () = assert!(core::mem::size_of::<IpcacheValue>() == 8);
+const _: () = assert!(size_of::<IpcacheKey>() == 20);
+const _: () = assert!(size_of::<IpcacheValue>() == 8);
 
 // SAFETY: repr(C), integers only, no implicit padding (sizes pinned above).
 #[cfg(feature = "user")]

@@ -207,16 +207,16 @@ impl Lb4NatEntry {
 pub const SNAT_PORT_MIN: u16 = 61_000;
 pub const SNAT_PORT_MAX: u16 = 65_000;
 
-const _: () = assert!(core::mem::size_of::<Lb4Key>() == 12);
-const _: () = assert!(core::mem::size_of::<Lb4Service>() == 20);
-const _: () = assert!(core::mem::size_of::<Lb4Backend>() == 12);
-const _: () = assert!(core::mem::size_of::<Lb4RevNat>() == 8);
-const _: () = assert!(core::mem::size_of::<Lb4AffinityKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Lb4AffinityValue>() == 8);
-const _: () = assert!(core::mem::size_of::<Lb4SockKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Lb4SockRevNat>() == 8);
-const _: () = assert!(core::mem::size_of::<Lb4NatKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Lb4NatEntry>() == 20);
+const _: () = assert!(size_of::<Lb4Key>() == 12);
+const _: () = assert!(size_of::<Lb4Service>() == 20);
+const _: () = assert!(size_of::<Lb4Backend>() == 12);
+const _: () = assert!(size_of::<Lb4RevNat>() == 8);
+const _: () = assert!(size_of::<Lb4AffinityKey>() == 16);
+const _: () = assert!(size_of::<Lb4AffinityValue>() == 8);
+const _: () = assert!(size_of::<Lb4SockKey>() == 16);
+const _: () = assert!(size_of::<Lb4SockRevNat>() == 8);
+const _: () = assert!(size_of::<Lb4NatKey>() == 16);
+const _: () = assert!(size_of::<Lb4NatEntry>() == 20);
 
 /// Marks the layouts above as plain data for aya's map accessors.
 macro_rules! user_pod {

@@ -88,10 +88,10 @@ impl MetricsValue {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<MetricsKey>() == 8);
-const _: () = assert!(core::mem::align_of::<MetricsKey>() == 1);
-const _: () = assert!(core::mem::size_of::<MetricsValue>() == 16);
-const _: () = assert!(core::mem::align_of::<MetricsValue>() == 8);
+const _: () = assert!(size_of::<MetricsKey>() == 8);
+const _: () = assert!(align_of::<MetricsKey>() == 1);
+const _: () = assert!(size_of::<MetricsValue>() == 16);
+const _: () = assert!(align_of::<MetricsValue>() == 8);
 
 // SAFETY: both types are `#[repr(C)]`, contain only integers, and have no
 // implicit padding (pinned by the assertions above), so every bit pattern is

@@ -62,8 +62,8 @@ pub struct PolicyEntry {
     pub rule: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
-const _: () = assert!(core::mem::size_of::<PolicyEntry>() == 8);
+const _: () = assert!(size_of::<PolicyKey>() == 12);
+const _: () = assert!(size_of::<PolicyEntry>() == 8);
 
 // SAFETY: repr(C), integers only, no implicit padding (sizes pinned above).
 #[cfg(feature = "user")]

@@ -186,7 +186,9 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-/// The license the kernel checks before allowing GPL-only helpers.
+/// The license the kernel checks before allowing GPL-only helpers: the
+/// kernel's spelling (include/linux/module.h) of this crate's
+/// `MIT OR GPL-2.0-only`, GPL v2 or MIT at the user's choice.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

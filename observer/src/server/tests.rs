@@ -232,7 +232,7 @@ async fn serves_on_a_unix_socket() {
             let socket = socket.clone();
             async move {
                 let stream = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         }))
         .await
