@@ -129,8 +129,8 @@ impl Enricher for AgentEnricher {
     }
 
     fn identity_labels(&self, identity: u32) -> Vec<String> {
-        if let Some(name) = weir_identity::reserved::reserved_name(identity) {
-            return vec![name.to_string()];
+        if let Some(reserved) = weir_abi::identity::reserved_by_id(identity) {
+            return reserved.labels().map(String::from).collect();
         }
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         view.identities

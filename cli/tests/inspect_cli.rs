@@ -20,7 +20,7 @@ use weir_agent::endpoint::manager::EndpointManager;
 use weir_agent::endpoint::state::StateStore;
 use weir_agent::flows::feed::MonitorFeed;
 use weir_agent::reconcile::snapshot::SharedSnapshot;
-use weir_identity::SecurityLabels;
+use weir_identity::LabelSet;
 use weir_observer::parser::WallClock;
 use weir_observer::testutil::event;
 
@@ -109,7 +109,7 @@ fn inspection_commands_against_the_agent_api() {
     let mut shared = SharedView::default();
     shared
         .identities
-        .insert(300, SecurityLabels::new().with("k8s:app", "web"));
+        .insert(300, LabelSet::new().with("k8s:app", "web"));
     let view = Arc::new(Mutex::new(shared));
     let snapshot = SharedSnapshot::default();
     let feed = MonitorFeed::default();

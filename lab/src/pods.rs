@@ -78,7 +78,7 @@ impl Lab {
             .map(|p| {
                 let mut port = serde_json::json!({
                     "containerPort": p.port,
-                    "protocol": p.protocol.as_str().to_ascii_uppercase(),
+                    "protocol": p.protocol.name(),
                 });
                 if let Some(name) = &p.name {
                     port["name"] = name.clone().into();
@@ -179,7 +179,7 @@ impl Lab {
             format!("{}/{}", pod.namespace, pod.name),
         ];
         for port in &pod.ports {
-            args.push(format!("--{}", port.protocol.as_str()));
+            args.push(format!("--{}", port.protocol.name().to_ascii_lowercase()));
             args.push(port.port.to_string());
         }
         let logs = self.dir.join("pods");

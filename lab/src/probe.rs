@@ -37,7 +37,7 @@ impl Target {
         let port: u16 = port
             .parse()
             .map_err(|_| anyhow::anyhow!("bad port {port:?}"))?;
-        match Protocol::parse(protocol)? {
+        match protocol.to_ascii_uppercase().parse::<Protocol>()? {
             Protocol::Tcp => Ok(Target::Tcp(port)),
             Protocol::Udp => Ok(Target::Udp(port)),
             Protocol::Sctp => {

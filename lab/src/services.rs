@@ -88,7 +88,7 @@ pub fn slice_document(slice: &EndpointSlice) -> serde_json::Value {
         .map(|p| {
             serde_json::json!({
                 "name": p.name.clone().unwrap_or_default(),
-                "protocol": match p.protocol { Protocol::Tcp => "TCP", Protocol::Udp => "UDP" },
+                "protocol": p.protocol.name(),
                 "port": p.port,
             })
         })

@@ -104,14 +104,9 @@ pub mod tcp_flag {
     pub const NS: u16 = 0x100;
 }
 
-/// IP protocol numbers the parser understands.
-pub mod ip_proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-    pub const ICMPV6: u8 = 58;
-    pub const SCTP: u8 = 132;
-}
+/// IP protocol numbers: the one table in `weir_abi`, which the kernel
+/// programs that write these events use too.
+pub use weir_abi::ip_proto;
 
 /// Direction of a policy decision, from the endpoint's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

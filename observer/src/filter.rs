@@ -389,6 +389,9 @@ impl<'a> Label<'a> {
     }
 }
 
+/// A word of Hubble's `protocol` filter. Not the Kubernetes protocol of
+/// manifests and policies (`weir_types::Protocol`): it matches a flow's
+/// layer-4 variant, includes ICMP and accepts L7 names, as Hubble does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Tcp,

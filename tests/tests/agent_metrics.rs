@@ -11,7 +11,6 @@ use weir_agent::cluster::manifest_dir::ManifestDir;
 use weir_agent::datapath::SharedDatapath;
 use weir_agent::endpoint::ipam::{AttachmentKey, Ipam};
 use weir_agent::endpoint::manager::{EndpointManager, NewEndpoint};
-use weir_agent::endpoint::registry::PodRef;
 use weir_agent::endpoint::state::StateStore;
 use weir_agent::reconcile::metrics::ReconcileMetrics;
 use weir_agent::reconcile::snapshot::SharedSnapshot;
@@ -21,6 +20,7 @@ use weir_policy::LabelFilter;
 use weir_tests::datapath::PinDir;
 use weir_tests::netns::NetNs;
 use weir_tests::{names, require_root};
+use weir_types::NamespacedName;
 
 const POD: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {ns: x}}\n---\n\
 apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {pod: a}}\n";
@@ -91,10 +91,7 @@ fn run(pins: &Path, manifests: &Path, state: &Path, host_if: &str) -> (Counts, C
         agent
             .create_endpoint(NewEndpoint {
                 attachment,
-                pod: PodRef {
-                    namespace: "x".into(),
-                    name: "a".into(),
-                },
+                pod: NamespacedName::new("x", "a"),
                 netns: String::new(),
                 host_ifname: host_if.into(),
                 host_ifindex: nix::net::if_::if_nametoindex(host_if).unwrap(),

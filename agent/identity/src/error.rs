@@ -1,6 +1,6 @@
 //! Errors of the shared store.
 
-use crate::reserved::{MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY};
+use weir_abi::identity::{CLUSTER_MAX, CLUSTER_MIN};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -29,9 +29,7 @@ pub enum StoreError {
     Exhausted { min: u32, max: u32 },
     #[error("gave up allocating an identity after {0} conflicting attempts")]
     Contended(u32),
-    #[error(
-        "identity {0} is not a cluster identity ({MIN_CLUSTER_IDENTITY}..={MAX_CLUSTER_IDENTITY})"
-    )]
+    #[error("identity {0} is not a cluster identity ({CLUSTER_MIN}..={CLUSTER_MAX})")]
     NotClusterIdentity(u32),
 }
 

@@ -43,14 +43,14 @@ use etcd_client::{
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, StoreError};
-use crate::labels::SecurityLabels;
-use crate::reserved::{is_cluster, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY};
 use crate::store::{
-    precheck_allocation, require_cluster, reserved_labels, EndpointEvent, EndpointRecord,
-    EventStream, IdentityEvent, NodeEvent, NodeRecord, SharedStore,
+    precheck_allocation, require_cluster, EndpointEvent, EndpointRecord, EventStream,
+    IdentityEvent, NodeEvent, NodeRecord, SharedStore,
 };
 use keys::Keys;
 use session::Session;
+use weir_abi::identity::{is_cluster, CLUSTER_MAX, CLUSTER_MIN};
+use weir_types::LabelSet;
 
 /// Transactions tried before an allocation gives up.
 const MAX_ATTEMPTS: u32 = 64;
@@ -85,7 +85,7 @@ impl EtcdConfig {
             lease_ttl: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
-            identity_range: MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY,
+            identity_range: CLUSTER_MIN..=CLUSTER_MAX,
         }
     }
 
@@ -239,7 +239,7 @@ impl EtcdStore {
         let Some(found) = resp.kvs().first() else {
             return Ok(false);
         };
-        let labels: SecurityLabels =
+        let labels: LabelSet =
             serde_json::from_slice(found.value()).map_err(|e| StoreError::corrupt(&id_key, e))?;
         let value_key = keys.identity_value(&labels.canonical());
         // With a range, etcd applies the compare to every key in it and,
@@ -361,7 +361,7 @@ impl SharedStore for EtcdStore {
         &self.inner.node
     }
 
-    async fn allocate_identity(&self, labels: &SecurityLabels) -> Result<u32> {
+    async fn allocate_identity(&self, labels: &LabelSet) -> Result<u32> {
         if let Some(id) = precheck_allocation(labels)? {
             return Ok(id);
         }
@@ -448,8 +448,8 @@ impl SharedStore for EtcdStore {
         Ok(session.drop_ref(id))
     }
 
-    async fn lookup_identity(&self, id: u32) -> Result<Option<SecurityLabels>> {
-        if let Some(labels) = reserved_labels(id) {
+    async fn lookup_identity(&self, id: u32) -> Result<Option<LabelSet>> {
+        if let Some(labels) = LabelSet::reserved(id) {
             return Ok(Some(labels));
         }
         if !is_cluster(id) {
@@ -467,7 +467,7 @@ impl SharedStore for EtcdStore {
             .transpose()
     }
 
-    async fn list_identities(&self) -> Result<BTreeMap<u32, SecurityLabels>> {
+    async fn list_identities(&self) -> Result<BTreeMap<u32, LabelSet>> {
         self.list_decoded(self.inner.keys.identity_ids()).await
     }
 

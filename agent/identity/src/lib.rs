@@ -1,7 +1,9 @@
 //! Security identities and the cluster-wide runtime state Weir agents share.
 //!
-//! - [`labels`]: the canonical label set an identity stands for.
-//! - [`reserved`]: reserved identities and the numeric ranges.
+//! - The label set an identity stands for is `weir_types::LabelSet`
+//!   (shared with the policy engine, which selects on it).
+//! - Reserved identities and the numeric ranges are `weir_abi::identity`
+//!   (one table for the datapath, this crate and the policy engine).
 //! - [`local`]: labels of node-local CIDR identities (never shared; the
 //!   policy engine allocates them).
 //! - [`store`]: the [`SharedStore`] trait: identities, endpoints, nodes.
@@ -13,19 +15,17 @@
 
 pub mod error;
 pub mod etcd;
-pub mod labels;
 pub mod local;
 pub mod memory;
-pub mod reserved;
 pub mod store;
 pub mod testing;
 
 pub use error::{Result, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore};
-pub use labels::{LabelsError, SecurityLabels};
 pub use local::cidr_labels;
 pub use memory::MemoryStore;
 pub use store::{
     EndpointEvent, EndpointRecord, EventStream, IdentityEvent, NodeEvent, NodeRecord, SharedStore,
     StoreEvent,
 };
+pub use weir_types::{LabelSet, LabelsError};

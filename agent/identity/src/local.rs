@@ -6,18 +6,18 @@
 //! frees the id of a CIDR no policy names any more).
 
 use ipnetwork::IpNetwork;
-
-use crate::labels::SecurityLabels;
+use weir_abi::identity::WORLD;
+use weir_types::labels::SOURCE_CIDR;
+use weir_types::LabelSet;
 
 /// The labels of a CIDR identity, as Cilium writes them (REFERENCE §3.3):
 /// `cidr:<prefix>` (IPv6 ':' as '-') and `reserved:world`. Host bits of
 /// `cidr` are ignored.
-pub fn cidr_labels(cidr: IpNetwork) -> SecurityLabels {
+pub fn cidr_labels(cidr: IpNetwork) -> LabelSet {
     let network = IpNetwork::new(cidr.network(), cidr.prefix()).unwrap_or(cidr);
     let prefix = format!("{}/{}", network.network(), network.prefix()).replace(':', "-");
-    SecurityLabels::new()
-        .with(format!("cidr:{prefix}"), "")
-        .with("reserved:world", "")
+    let world = LabelSet::reserved(WORLD).unwrap_or_default();
+    world.with(format!("{SOURCE_CIDR}:{prefix}"), "")
 }
 
 #[cfg(test)]

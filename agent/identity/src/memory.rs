@@ -12,12 +12,12 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::error::{Result, StoreError};
-use crate::labels::SecurityLabels;
-use crate::reserved::{is_cluster, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY};
 use crate::store::{
-    precheck_allocation, require_cluster, reserved_labels, EndpointEvent, EndpointRecord,
-    EventStream, IdentityEvent, NodeEvent, NodeRecord, SharedStore, StoreEvent,
+    precheck_allocation, require_cluster, EndpointEvent, EndpointRecord, EventStream,
+    IdentityEvent, NodeEvent, NodeRecord, SharedStore, StoreEvent,
 };
+use weir_abi::identity::{is_cluster, CLUSTER_MAX, CLUSTER_MIN};
+use weir_types::LabelSet;
 
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -26,8 +26,8 @@ pub struct MemoryStore {
 }
 
 struct State {
-    identities: BTreeMap<u32, SecurityLabels>,
-    by_labels: HashMap<SecurityLabels, u32>,
+    identities: BTreeMap<u32, LabelSet>,
+    by_labels: HashMap<LabelSet, u32>,
     /// identity → node → local users
     refs: HashMap<u32, HashMap<String, usize>>,
     endpoints: BTreeMap<IpAddr, (String, EndpointRecord)>,
@@ -133,7 +133,7 @@ impl SharedStore for MemoryStore {
         &self.node
     }
 
-    async fn allocate_identity(&self, labels: &SecurityLabels) -> Result<u32> {
+    async fn allocate_identity(&self, labels: &LabelSet) -> Result<u32> {
         if let Some(id) = precheck_allocation(labels)? {
             return Ok(id);
         }
@@ -141,11 +141,11 @@ impl SharedStore for MemoryStore {
         let id = match s.by_labels.get(labels) {
             Some(id) => *id,
             None => {
-                let id = (MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY)
+                let id = (CLUSTER_MIN..=CLUSTER_MAX)
                     .find(|id| !s.identities.contains_key(id))
                     .ok_or(StoreError::Exhausted {
-                        min: MIN_CLUSTER_IDENTITY,
-                        max: MAX_CLUSTER_IDENTITY,
+                        min: CLUSTER_MIN,
+                        max: CLUSTER_MAX,
                     })?;
                 s.identities.insert(id, labels.clone());
                 s.by_labels.insert(labels.clone(), id);
@@ -178,14 +178,14 @@ impl SharedStore for MemoryStore {
         Ok(true)
     }
 
-    async fn lookup_identity(&self, id: u32) -> Result<Option<SecurityLabels>> {
-        if let Some(labels) = reserved_labels(id) {
+    async fn lookup_identity(&self, id: u32) -> Result<Option<LabelSet>> {
+        if let Some(labels) = LabelSet::reserved(id) {
             return Ok(Some(labels));
         }
         Ok(self.state().identities.get(&id).cloned())
     }
 
-    async fn list_identities(&self) -> Result<BTreeMap<u32, SecurityLabels>> {
+    async fn list_identities(&self) -> Result<BTreeMap<u32, LabelSet>> {
         Ok(self.state().identities.clone())
     }
 
@@ -299,12 +299,38 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn reserved_sets_are_answered_from_the_table() {
+        use weir_abi::identity::{HOST, KUBE_APISERVER, REMOTE_NODE};
+        let store = MemoryStore::new("a");
+        let host = LabelSet::new().with("reserved:host", "");
+        assert_eq!(store.allocate_identity(&host).await.unwrap(), HOST);
+        let remote = LabelSet::new().with("reserved:remote-node", "");
+        assert_eq!(store.allocate_identity(&remote).await.unwrap(), REMOTE_NODE);
+        let kube = store
+            .lookup_identity(KUBE_APISERVER)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            kube,
+            remote.clone().with("reserved:kube-apiserver", ""),
+            "kube-apiserver nodes are remote nodes too"
+        );
+        assert_eq!(
+            store.allocate_identity(&kube).await.unwrap(),
+            KUBE_APISERVER
+        );
+        let mixed = remote.with("k8s:app", "web");
+        assert!(store.allocate_identity(&mixed).await.unwrap() >= CLUSTER_MIN);
+    }
+
+    #[tokio::test]
     async fn shares_state_between_nodes_and_kills_nodes() {
         let a = MemoryStore::new("a");
         let b = a.for_node("b");
-        let web = SecurityLabels::new().with("k8s:app", "web");
+        let web = LabelSet::new().with("k8s:app", "web");
         let id = a.allocate_identity(&web).await.unwrap();
-        assert_eq!(id, MIN_CLUSTER_IDENTITY);
+        assert_eq!(id, CLUSTER_MIN);
         assert_eq!(b.allocate_identity(&web).await.unwrap(), id);
         assert!(a.release_identity(id).await.unwrap());
         assert!(a.unreferenced_identities().await.unwrap().is_empty());

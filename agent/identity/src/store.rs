@@ -11,8 +11,8 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
-use crate::labels::SecurityLabels;
-use crate::reserved::{is_cluster, reserved_by_name, reserved_name};
+use weir_abi::identity::is_cluster;
+use weir_types::LabelSet;
 
 /// Where a pod address lives and which identity it has: one ipcache entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ pub enum StoreEvent<K, V> {
     Synced,
 }
 
-pub type IdentityEvent = StoreEvent<u32, SecurityLabels>;
+pub type IdentityEvent = StoreEvent<u32, LabelSet>;
 pub type EndpointEvent = StoreEvent<IpAddr, EndpointRecord>;
 pub type NodeEvent = StoreEvent<String, NodeRecord>;
 
@@ -75,7 +75,7 @@ pub trait SharedStore: Send + Sync {
     /// for different sets. Takes a reference held by this node: pair each
     /// call with [`SharedStore::release_identity`]. A single `reserved:*`
     /// label gives its reserved identity without storing anything.
-    async fn allocate_identity(&self, labels: &SecurityLabels) -> Result<u32>;
+    async fn allocate_identity(&self, labels: &LabelSet) -> Result<u32>;
 
     /// Drops one of this node's references to `id`. Returns true when it was
     /// the last one and the node's reference is gone from the store.
@@ -83,10 +83,10 @@ pub trait SharedStore: Send + Sync {
 
     /// The labels of an identity: stored ones for cluster identities, the
     /// `reserved:<name>` label for reserved ones.
-    async fn lookup_identity(&self, id: u32) -> Result<Option<SecurityLabels>>;
+    async fn lookup_identity(&self, id: u32) -> Result<Option<LabelSet>>;
 
     /// All allocated cluster identities.
-    async fn list_identities(&self) -> Result<BTreeMap<u32, SecurityLabels>>;
+    async fn list_identities(&self) -> Result<BTreeMap<u32, LabelSet>>;
 
     /// Allocated identities, so that policy can be computed for identities
     /// of pods on other nodes.
@@ -118,25 +118,10 @@ pub trait SharedStore: Send + Sync {
     async fn watch_nodes(&self) -> Result<EventStream<NodeEvent>>;
 }
 
-/// The reserved identity a label set stands for, if it is exactly one
-/// `reserved:*` label (as the host or world entity is).
-pub fn reserved_identity_of(labels: &SecurityLabels) -> Option<u32> {
-    let mut it = labels.iter();
-    match (it.next(), it.next()) {
-        (Some((key, _)), None) => reserved_by_name(key),
-        _ => None,
-    }
-}
-
-/// The labels of a reserved identity: `{reserved:<name>: ""}`.
-pub fn reserved_labels(id: u32) -> Option<SecurityLabels> {
-    reserved_name(id).map(|name| SecurityLabels::new().with(name, ""))
-}
-
 /// Checks done before any backend work on an allocation: reserved sets are
 /// answered at once, empty sets refused.
-pub(crate) fn precheck_allocation(labels: &SecurityLabels) -> Result<Option<u32>> {
-    if let Some(id) = reserved_identity_of(labels) {
+pub(crate) fn precheck_allocation(labels: &LabelSet) -> Result<Option<u32>> {
+    if let Some(id) = labels.reserved_identity() {
         return Ok(Some(id));
     }
     if labels.is_empty() {

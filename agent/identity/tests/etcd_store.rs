@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::Barrier;
-use weir_identity::reserved::{IDENTITY_HOST, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY};
+use weir_abi::identity::{self, CLUSTER_MAX, CLUSTER_MIN};
 use weir_identity::testing::EtcdServer;
 use weir_identity::{
-    EndpointEvent, EndpointRecord, EtcdConfig, EtcdStore, EventStream, NodeEvent, NodeRecord,
-    SecurityLabels, SharedStore, StoreError, StoreEvent,
+    EndpointEvent, EndpointRecord, EtcdConfig, EtcdStore, EventStream, LabelSet, NodeEvent,
+    NodeRecord, SharedStore, StoreError, StoreEvent,
 };
 
 const STEP: Duration = Duration::from_secs(10);
@@ -30,8 +30,8 @@ async fn store(server: &EtcdServer, node: &str) -> EtcdStore {
         .expect("connect")
 }
 
-fn app(name: &str) -> SecurityLabels {
-    SecurityLabels::new()
+fn app(name: &str) -> LabelSet {
+    LabelSet::new()
         .with("k8s:app", name)
         .with("k8s:io.kubernetes.pod.namespace", "default")
 }
@@ -78,14 +78,8 @@ async fn same_labels_same_id_across_reconnects() {
     let a = store(&server, "node-a").await;
     let web = a.allocate_identity(&app("web")).await.unwrap();
     let db = a.allocate_identity(&app("db")).await.unwrap();
-    assert!(
-        (MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY).contains(&web),
-        "{web}"
-    );
-    assert!(
-        (MIN_CLUSTER_IDENTITY..=MAX_CLUSTER_IDENTITY).contains(&db),
-        "{db}"
-    );
+    assert!((CLUSTER_MIN..=CLUSTER_MAX).contains(&web), "{web}");
+    assert!((CLUSTER_MIN..=CLUSTER_MAX).contains(&db), "{db}");
     assert_ne!(web, db);
     assert_eq!(a.allocate_identity(&app("web")).await.unwrap(), web);
     assert_eq!(a.lookup_identity(web).await.unwrap(), Some(app("web")));
@@ -95,11 +89,11 @@ async fn same_labels_same_id_across_reconnects() {
     assert_eq!(listed[&web], app("web"));
 
     // A single reserved label is its reserved identity; nothing is stored.
-    let host = SecurityLabels::new().with("reserved:host", "");
-    assert_eq!(a.allocate_identity(&host).await.unwrap(), IDENTITY_HOST);
-    assert_eq!(a.lookup_identity(IDENTITY_HOST).await.unwrap(), Some(host));
+    let host = LabelSet::new().with("reserved:host", "");
+    assert_eq!(a.allocate_identity(&host).await.unwrap(), identity::HOST);
+    assert_eq!(a.lookup_identity(identity::HOST).await.unwrap(), Some(host));
     assert!(matches!(
-        a.allocate_identity(&SecurityLabels::new()).await,
+        a.allocate_identity(&LabelSet::new()).await,
         Err(StoreError::EmptyLabels)
     ));
     assert_eq!(a.list_identities().await.unwrap().len(), 2);
@@ -244,7 +238,7 @@ async fn references_are_counted_per_node_and_guard_collection() {
     assert_eq!(b.lookup_identity(again).await.unwrap(), Some(app("web")));
     assert!(b.unreferenced_identities().await.unwrap().is_empty());
     assert!(matches!(
-        a.release_identity(IDENTITY_HOST).await,
+        a.release_identity(identity::HOST).await,
         Err(StoreError::NotClusterIdentity(1))
     ));
 }

@@ -9,15 +9,14 @@ use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
 use serde::Serialize;
+use weir_types::{NamespacedName, Protocol};
 
 use crate::endpointslice::EndpointSlice;
 use crate::error::{MaglevError, OptionsError};
 use crate::maglev::{self, BackendKey, Table};
 use crate::service::{
-    Algorithm, ClusterIps, Service, ServiceName, ServicePort, ServiceType, SessionAffinity,
-    TrafficPolicy,
+    Algorithm, ClusterIps, Service, ServicePort, ServiceType, SessionAffinity, TrafficPolicy,
 };
-use crate::validate::Protocol;
 
 /// The node the state is compiled for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -102,8 +101,8 @@ pub struct Backend {
     pub state: BackendState,
     /// The endpoint's `nodeName`.
     pub node: Option<String>,
-    /// (namespace, name) of the pod, from a `targetRef` of kind Pod.
-    pub pod: Option<(String, String)>,
+    /// The pod, from a `targetRef` of kind Pod.
+    pub pod: Option<NamespacedName>,
 }
 
 impl Backend {
@@ -114,7 +113,7 @@ impl Backend {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Frontend {
-    pub service: ServiceName,
+    pub service: NamespacedName,
     pub port_name: Option<String>,
     pub address: Ipv4Addr,
     pub port: u16,
@@ -166,7 +165,7 @@ impl Frontend {
 /// Something in a service that kept (part of) it out of the state.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct ServiceProblem {
-    pub service: ServiceName,
+    pub service: NamespacedName,
     pub message: String,
 }
 
@@ -474,7 +473,7 @@ fn backends(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Backend> {
                     .filter(|r| r.kind == "Pod")
                     .map(|r| {
                         let namespace = r.namespace.as_ref().unwrap_or(&slice.namespace);
-                        (namespace.clone(), r.name.clone())
+                        NamespacedName::new(namespace, &r.name)
                     });
                 let backend = Backend {
                     address,

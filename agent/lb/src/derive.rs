@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
+use weir_types::Protocol;
 
 use crate::endpointslice::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef, MANAGED_BY_LABEL,
@@ -32,7 +33,6 @@ use crate::endpointslice::{
 };
 use crate::hash::murmur3_x64_128;
 use crate::service::{Service, ServicePort, TargetPort};
-use crate::validate::Protocol;
 
 /// The controller's default `--max-endpoints-per-slice`.
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
@@ -176,7 +176,7 @@ fn endpoint(service: &Service, pod: &PodInfo, ip: Ipv4Addr) -> Endpoint {
 /// `<service>-<hash>`: the hash covers the service, its port mapping and the
 /// chunk, so names are stable and distinct.
 fn slice_name(service: &Service, ports: &[EndpointPort], chunk: usize) -> String {
-    let mut text = format!("{}/{}", service.namespace, service.name);
+    let mut text = service.service_name().to_string();
     for port in ports {
         text.push_str(&format!(
             "|{}/{}/{}",

@@ -17,10 +17,11 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use serde_yaml_ng::Value;
+use weir_types::{NamespacedName, Protocol};
 
 use crate::error::{FieldErrors, Path};
-use crate::service::{read_namespace, ServiceName};
-use crate::validate::{self, Protocol};
+use crate::service::read_namespace;
+use crate::validate;
 use crate::yaml::{self, field};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -91,8 +92,8 @@ pub struct EndpointPort {
 
 impl EndpointSlice {
     /// The Service this slice belongs to.
-    pub fn service(&self) -> ServiceName {
-        ServiceName::new(&self.namespace, &self.service_name)
+    pub fn service(&self) -> NamespacedName {
+        NamespacedName::new(&self.namespace, &self.service_name)
     }
 
     /// Reads and validates one parsed YAML document

@@ -13,22 +13,24 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use weir_types::NamespacedName;
+
 use crate::compile::{compile_service, describe, Claim, ClaimKey, Step};
 use crate::{
     EndpointSlice, Frontend, FrontendKey, LbOptions, LbState, NodeContext, Scope, Service,
-    ServiceName, ServiceProblem,
+    ServiceProblem,
 };
 
 /// The node's load-balancer state, kept up to date by [`LbCompiler::update`].
 pub struct LbCompiler {
     node: NodeContext,
     options: LbOptions,
-    services: BTreeMap<ServiceName, Compiled>,
+    services: BTreeMap<NamespacedName, Compiled>,
     /// The services claiming each key; the first holds it.
-    claimants: BTreeMap<ClaimKey, BTreeSet<ServiceName>>,
+    claimants: BTreeMap<ClaimKey, BTreeSet<NamespacedName>>,
     frontends: BTreeMap<FrontendKey, Frontend>,
     /// Extra definitions of a service seen by the last update.
-    duplicates: BTreeMap<ServiceName, usize>,
+    duplicates: BTreeMap<NamespacedName, usize>,
 }
 
 /// One service's input and what it compiled to.
@@ -104,7 +106,7 @@ impl LbCompiler {
         }
 
         let mut touched = BTreeSet::new();
-        let gone: Vec<ServiceName> = self
+        let gone: Vec<NamespacedName> = self
             .services
             .keys()
             .filter(|n| !current.contains_key(&(n.namespace.as_str(), n.name.as_str())))
@@ -120,7 +122,7 @@ impl LbCompiler {
                 .get(&(namespace, name))
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
-            let name = ServiceName::new(namespace, name);
+            let name = NamespacedName::new(namespace, name);
             if let Some(old) = self.services.get(&name) {
                 if old.is_input(service, own) {
                     continue;
@@ -146,7 +148,12 @@ impl LbCompiler {
         self.settle(touched)
     }
 
-    fn claim(&mut self, name: &ServiceName, compiled: &Compiled, touched: &mut BTreeSet<ClaimKey>) {
+    fn claim(
+        &mut self,
+        name: &NamespacedName,
+        compiled: &Compiled,
+        touched: &mut BTreeSet<ClaimKey>,
+    ) {
         for claim in compiled.claims() {
             touched.insert(claim.key);
             self.claimants
@@ -156,7 +163,7 @@ impl LbCompiler {
         }
     }
 
-    fn release(&mut self, name: &ServiceName, old: &Compiled, touched: &mut BTreeSet<ClaimKey>) {
+    fn release(&mut self, name: &NamespacedName, old: &Compiled, touched: &mut BTreeSet<ClaimKey>) {
         for claim in old.claims() {
             touched.insert(claim.key);
             if let Entry::Occupied(mut claimants) = self.claimants.entry(claim.key) {

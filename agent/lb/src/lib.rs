@@ -88,7 +88,7 @@ pub use error::{FieldError, FieldErrors, MaglevError, OptionsError, Path};
 pub use incremental::LbCompiler;
 pub use maglev::BackendKey;
 pub use service::{
-    Algorithm, ClusterIps, Service, ServiceName, ServicePort, ServiceType, SessionAffinity,
-    TargetPort, TrafficPolicy,
+    Algorithm, ClusterIps, Service, ServicePort, ServiceType, SessionAffinity, TargetPort,
+    TrafficPolicy,
 };
-pub use validate::Protocol;
+pub use weir_types::Protocol;

@@ -22,42 +22,21 @@
 //!   selector (the API server stores `{}` as absent).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use serde_yaml_ng::Value;
+use weir_types::{IntOrString, NamespacedName, Protocol};
 
 use crate::error::{FieldErrors, Path};
-use crate::validate::{self, Protocol};
-use crate::yaml::{self, field, IntOrString};
+use crate::validate;
+use crate::yaml::{self, field};
 
 pub const ALGORITHM_ANNOTATION: &str = "service.weir.io/lb-algorithm";
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
 pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 
 /// `namespace/name` of a Service.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct ServiceName {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ServiceName {
-    pub fn new(namespace: &str, name: &str) -> Self {
-        Self {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum ServiceType {
     ClusterIp,
@@ -157,8 +136,8 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn service_name(&self) -> ServiceName {
-        ServiceName::new(&self.namespace, &self.name)
+    pub fn service_name(&self) -> NamespacedName {
+        NamespacedName::new(&self.namespace, &self.name)
     }
 
     pub fn is_headless(&self) -> bool {
@@ -527,15 +506,14 @@ impl<'a> SpecReader<'a, '_> {
             &target_path,
             self.errors,
         ) {
-            None | Some(IntOrString::Int(0)) | Some(IntOrString::String("")) => {
-                port.map(TargetPort::Number)
-            }
+            None | Some(IntOrString::Int(0)) => port.map(TargetPort::Number),
+            Some(IntOrString::String(s)) if s.is_empty() => port.map(TargetPort::Number),
             Some(IntOrString::Int(n)) => {
                 validate::port_number(n, &target_path, self.errors).map(TargetPort::Number)
             }
             Some(IntOrString::String(s)) => {
-                if validate::is_iana_svc_name(s) {
-                    Some(TargetPort::Name(s.to_string()))
+                if validate::is_iana_svc_name(&s) {
+                    Some(TargetPort::Name(s))
                 } else {
                     self.errors.push(
                             target_path,

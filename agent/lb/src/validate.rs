@@ -5,43 +5,13 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use serde::Serialize;
+use weir_types::Protocol;
 
 use crate::error::{FieldErrors, Path};
 
-/// The transport protocols Weir balances. SCTP is valid Kubernetes but
-/// rejected as unsupported; `SCTP` in a document is an error, not ignored.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// The Kubernetes spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        }
-    }
-
-    /// IANA protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-        }
-    }
-}
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `protocol` of a port; absent means TCP (Kubernetes defaulting).
+/// `protocol` of a port; absent means TCP (Kubernetes defaulting). Weir
+/// balances TCP and UDP: SCTP is valid Kubernetes but rejected as
+/// unsupported, an error rather than ignored.
 pub(crate) fn protocol(text: Option<&str>, path: &Path, errors: &mut FieldErrors) -> Protocol {
     match text {
         None | Some("TCP") => Protocol::Tcp,

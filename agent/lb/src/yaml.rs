@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_yaml_ng::{Mapping, Value};
+use weir_types::IntOrString;
 
 use crate::error::{FieldErrors, Path};
 
@@ -117,20 +118,13 @@ pub(crate) fn integer(value: Option<&Value>, path: &Path, errors: &mut FieldErro
     }
 }
 
-/// An integer or a string (Kubernetes' IntOrString).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum IntOrString<'a> {
-    Int(i64),
-    String(&'a str),
-}
-
-pub(crate) fn int_or_string<'a>(
-    value: Option<&'a Value>,
+pub(crate) fn int_or_string(
+    value: Option<&Value>,
     path: &Path,
     errors: &mut FieldErrors,
-) -> Option<IntOrString<'a>> {
+) -> Option<IntOrString> {
     match untagged(value?) {
-        Value::String(s) => Some(IntOrString::String(s)),
+        Value::String(s) => Some(IntOrString::String(s.clone())),
         Value::Number(n) if n.as_i64().is_some() => n.as_i64().map(IntOrString::Int),
         other => {
             errors.push(

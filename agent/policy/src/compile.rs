@@ -33,7 +33,7 @@ use ipnetwork::IpNetwork;
 use crate::identity::{
     reserved, CidrIdentities, ClusterView, Endpoint, EndpointId, NumericIdentity,
 };
-use crate::labels::{LabelSet, SOURCE_RESERVED};
+use crate::labels::LabelSet;
 use crate::mapstate::{EndpointPolicy, Entry, EntryKey, PeerKey, Ports, Provenance};
 use crate::rule::{
     Direction, Entity, Peer, Policy, PolicyId, PolicyKind, PortMatch, PortRef, Protocol, Rule,
@@ -110,10 +110,10 @@ struct Resolver<'a> {
     cidrs: &'a BTreeMap<IpNetwork, NumericIdentity>,
 }
 
-fn has_reserved(labels: &LabelSet, name: &str) -> bool {
-    labels
-        .get_full(&format!("{SOURCE_RESERVED}:{name}"))
-        .is_some()
+/// Whether a set carries the label that names reserved identity `id`
+/// (`reserved:remote-node` for 6, which identity 7 carries too).
+fn has_reserved(labels: &LabelSet, id: NumericIdentity) -> bool {
+    reserved::reserved_by_id(id).is_some_and(|r| labels.get(r.label).is_some())
 }
 
 impl Resolver<'_> {
@@ -173,8 +173,7 @@ impl Resolver<'_> {
     }
 
     fn entity(&self, e: Entity, out: &mut PeerSet) {
-        let reserved_named =
-            |name: &'static str| self.identities_where(move |l| has_reserved(l, name));
+        let reserved_named = |id| self.identities_where(move |l| has_reserved(l, id));
         match e {
             Entity::All => out.any = true,
             Entity::None => {}
@@ -182,26 +181,27 @@ impl Resolver<'_> {
             Entity::WorldIpv4 => self.world(true, false, out),
             Entity::WorldIpv6 => self.world(false, true, out),
             Entity::Cluster => {
-                const CLUSTER_RESERVED: [&str; 7] = [
-                    "host",
-                    "remote-node",
-                    "kube-apiserver",
-                    "init",
-                    "ingress",
-                    "health",
-                    "unmanaged",
+                const CLUSTER_RESERVED: [NumericIdentity; 7] = [
+                    reserved::HOST,
+                    reserved::REMOTE_NODE,
+                    reserved::KUBE_APISERVER,
+                    reserved::INIT,
+                    reserved::INGRESS,
+                    reserved::HEALTH,
+                    reserved::UNMANAGED,
                 ];
                 out.ids.extend(self.identities_where(|l| {
-                    l.namespace().is_some() || CLUSTER_RESERVED.iter().any(|n| has_reserved(l, n))
+                    l.namespace().is_some()
+                        || CLUSTER_RESERVED.iter().any(|id| has_reserved(l, *id))
                 }));
             }
-            Entity::Host => out.ids.extend(reserved_named("host")),
-            Entity::RemoteNode => out.ids.extend(reserved_named("remote-node")),
-            Entity::KubeApiserver => out.ids.extend(reserved_named("kube-apiserver")),
-            Entity::Ingress => out.ids.extend(reserved_named("ingress")),
-            Entity::Init => out.ids.extend(reserved_named("init")),
-            Entity::Health => out.ids.extend(reserved_named("health")),
-            Entity::Unmanaged => out.ids.extend(reserved_named("unmanaged")),
+            Entity::Host => out.ids.extend(reserved_named(reserved::HOST)),
+            Entity::RemoteNode => out.ids.extend(reserved_named(reserved::REMOTE_NODE)),
+            Entity::KubeApiserver => out.ids.extend(reserved_named(reserved::KUBE_APISERVER)),
+            Entity::Ingress => out.ids.extend(reserved_named(reserved::INGRESS)),
+            Entity::Init => out.ids.extend(reserved_named(reserved::INIT)),
+            Entity::Health => out.ids.extend(reserved_named(reserved::HEALTH)),
+            Entity::Unmanaged => out.ids.extend(reserved_named(reserved::UNMANAGED)),
         }
     }
 }
@@ -230,10 +230,10 @@ fn collect_cidrs(
         .collect()
 }
 
-fn concrete_protocols(p: Protocol) -> Vec<Protocol> {
+fn concrete_protocols(p: Option<Protocol>) -> Vec<Protocol> {
     match p {
-        Protocol::Any => vec![Protocol::Tcp, Protocol::Udp, Protocol::Sctp],
-        p => vec![p],
+        None => Protocol::ALL.to_vec(),
+        Some(p) => vec![p],
     }
 }
 
@@ -246,7 +246,7 @@ fn rule_entries(
     provenance: &Provenance,
     out: &mut Vec<(Direction, Entry)>,
 ) {
-    let mut push = |peer: PeerKey, protocol: Protocol, ports: Ports| {
+    let mut push = |peer: PeerKey, protocol: Option<Protocol>, ports: Ports| {
         out.push((
             rule.direction,
             Entry {
@@ -266,7 +266,7 @@ fn rule_entries(
     }
     if rule.ports.is_empty() {
         for pk in &peer_keys {
-            push(*pk, Protocol::Any, Ports::Any);
+            push(*pk, None, Ports::Any);
         }
         return;
     }
@@ -280,7 +280,7 @@ fn rule_entries(
             PortRef::Range(lo, hi) => {
                 for proto in concrete_protocols(*protocol) {
                     for pk in &peer_keys {
-                        push(*pk, proto, Ports::Range(*lo, *hi));
+                        push(*pk, Some(proto), Ports::Range(*lo, *hi));
                     }
                 }
             }
@@ -290,7 +290,7 @@ fn rule_entries(
                         .get(name)
                         .into_iter()
                         .flatten()
-                        .filter(|(p, _)| protocol.covers(*p))
+                        .filter(|(p, _)| protocol.is_none_or(|want| want == *p))
                         .copied()
                         .collect()
                 };
@@ -298,7 +298,7 @@ fn rule_entries(
                     Direction::Ingress => {
                         for (proto, num) in resolve(&endpoint.named_ports) {
                             for pk in &peer_keys {
-                                push(*pk, proto, Ports::Range(num, num));
+                                push(*pk, Some(proto), Ports::Range(num, num));
                             }
                         }
                     }
@@ -313,7 +313,7 @@ fn rule_entries(
                                 continue;
                             };
                             for (proto, num) in resolve(&identity.named_ports) {
-                                push(PeerKey::Identity(id), proto, Ports::Range(num, num));
+                                push(PeerKey::Identity(id), Some(proto), Ports::Range(num, num));
                             }
                         }
                     }
@@ -393,7 +393,7 @@ pub fn compile_with(
                 Entry {
                     key: EntryKey {
                         peer: PeerKey::Identity(reserved::HOST),
-                        protocol: Protocol::Any,
+                        protocol: None,
                         ports: Ports::Any,
                     },
                     verdict: Verdict::Allow,

@@ -5,61 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnetwork::IpNetwork;
 
-use crate::labels::{LabelSet, SOURCE_RESERVED};
+use crate::labels::LabelSet;
 use crate::rule::Protocol;
 
 /// A security identity number. `0` in policy state means "any identity".
 pub type NumericIdentity = u32;
 
-/// Reserved identities (REFERENCE §3.1, Cilium `pkg/identity/numericidentity.go`).
-pub mod reserved {
-    use super::NumericIdentity;
-    /// Wildcard in policy state; "unknown" elsewhere.
-    pub const ANY: NumericIdentity = 0;
-    pub const HOST: NumericIdentity = 1;
-    pub const WORLD: NumericIdentity = 2;
-    pub const UNMANAGED: NumericIdentity = 3;
-    pub const HEALTH: NumericIdentity = 4;
-    pub const INIT: NumericIdentity = 5;
-    pub const REMOTE_NODE: NumericIdentity = 6;
-    pub const KUBE_APISERVER: NumericIdentity = 7;
-    pub const INGRESS: NumericIdentity = 8;
-    pub const WORLD_IPV4: NumericIdentity = 9;
-    pub const WORLD_IPV6: NumericIdentity = 10;
-    /// First user-reserved identity.
-    pub const USER_RESERVED_MIN: NumericIdentity = 128;
-    /// First identity allocated for pods.
-    pub const CLUSTER_MIN: NumericIdentity = 256;
-    /// Scope bit of node-local identities (CIDR identities): `1 << 24 | n`.
-    pub const LOCAL_SCOPE: NumericIdentity = 1 << 24;
-}
-
-/// Reserved identity numbers with their `reserved:` label names. Identity 7
-/// also carries `reserved:remote-node`, as in Cilium.
-pub const RESERVED_IDENTITIES: &[(NumericIdentity, &[&str])] = &[
-    (reserved::HOST, &["host"]),
-    (reserved::WORLD, &["world"]),
-    (reserved::UNMANAGED, &["unmanaged"]),
-    (reserved::HEALTH, &["health"]),
-    (reserved::INIT, &["init"]),
-    (reserved::REMOTE_NODE, &["remote-node"]),
-    (reserved::KUBE_APISERVER, &["kube-apiserver", "remote-node"]),
-    (reserved::INGRESS, &["ingress"]),
-    (reserved::WORLD_IPV4, &["world-ipv4"]),
-    (reserved::WORLD_IPV6, &["world-ipv6"]),
-];
-
-/// The label set of a reserved identity (`reserved:host` etc., empty values).
-pub fn reserved_labels(id: NumericIdentity) -> Option<LabelSet> {
-    RESERVED_IDENTITIES
-        .iter()
-        .find(|(n, _)| *n == id)
-        .map(|(_, names)| {
-            names
-                .iter()
-                .fold(LabelSet::new(), |s, n| s.with(SOURCE_RESERVED, n, ""))
-        })
-}
+/// The reserved identities and numeric ranges: the one table in
+/// `weir_abi::identity`, under the name this crate's callers use.
+pub use weir_abi::identity as reserved;
 
 /// Named container ports of the pods behind an identity (or of one endpoint):
 /// name → the (protocol, port) pairs that carry that name. An identity's map
@@ -104,16 +58,18 @@ impl Default for ClusterView {
 }
 
 impl ClusterView {
-    /// A view holding the reserved identities and nothing else.
+    /// A view holding the reserved identities and nothing else. Identity 0
+    /// is left out: in policy state it means "any peer", never a peer.
     pub fn new() -> Self {
-        let identities = RESERVED_IDENTITIES
+        let identities = reserved::RESERVED
             .iter()
-            .map(|(id, _)| {
-                let labels = reserved_labels(*id).unwrap_or_default();
+            .filter(|r| r.id != reserved::ANY)
+            .map(|r| {
+                let labels = LabelSet::reserved(r.id).unwrap_or_default();
                 (
-                    *id,
+                    r.id,
                     Identity {
-                        id: *id,
+                        id: r.id,
                         labels,
                         named_ports: NamedPorts::new(),
                     },

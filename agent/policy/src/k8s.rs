@@ -19,6 +19,7 @@
 //!   without `-n`).
 
 use serde::Deserialize;
+use weir_types::IntOrString;
 
 use crate::error::{FieldErrors, Path, PolicyError};
 use crate::labels::{NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL, SOURCE_K8S};
@@ -26,7 +27,7 @@ use crate::rule::{
     Direction, Peer, Policy, PolicyId, PolicyKind, PortMatch, Protocol, Rule, RuleSet, Verdict,
 };
 use crate::selector::{LabelSelectorSpec, Operator, Requirement, Selector};
-use crate::validate::{parse_cidr_peer, parse_port, IntOrString, PortStyle};
+use crate::validate::{parse_cidr_peer, parse_port, PortStyle};
 
 /// Object metadata (only what policy needs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -340,16 +341,13 @@ fn k8s_ports(ports: &[NetworkPolicyPort], path: &Path, errors: &mut FieldErrors)
         let pp = path.index(i);
         let protocol = match p.protocol.as_deref() {
             None => Some(Protocol::Tcp),
-            Some(s) => match Protocol::parse(s, false) {
-                Some(proto) => Some(proto),
-                None => {
-                    errors.push(
-                        pp.field("protocol"),
-                        format!("unsupported protocol {s:?}: must be \"TCP\", \"UDP\" or \"SCTP\""),
-                    );
-                    None
-                }
-            },
+            Some(s) => s.parse::<Protocol>().ok().or_else(|| {
+                errors.push(
+                    pp.field("protocol"),
+                    format!("unsupported protocol {s:?}: must be \"TCP\", \"UDP\" or \"SCTP\""),
+                );
+                None
+            }),
         };
         let port = parse_port(
             p.port.as_ref(),
@@ -359,7 +357,11 @@ fn k8s_ports(ports: &[NetworkPolicyPort], path: &Path, errors: &mut FieldErrors)
             errors,
         );
         if let (Some(protocol), Some(port)) = (protocol, port) {
-            out.push(PortMatch { protocol, port });
+            // A NetworkPolicy port always has one protocol.
+            out.push(PortMatch {
+                protocol: Some(protocol),
+                port,
+            });
         }
     }
     out

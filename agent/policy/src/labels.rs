@@ -1,148 +1,21 @@
-//! Labels, label sets and the label filter that decides which pod labels
-//! form a security identity.
+//! The label filter that decides which pod labels form a security
+//! identity, and the security labels of a pod.
 //!
-//! # Key convention
-//!
-//! Every label in a [`LabelSet`] carries a *source*, written Cilium's way as a
-//! prefix of the key: `k8s:app`, `reserved:host`, `cidr:10.0.0.0/8`. Pod labels,
-//! the namespace name and the namespace labels all have source `k8s`, so the
-//! namespace of a pod is `k8s:io.kubernetes.pod.namespace=<name>` and a
-//! namespace label `team=a` is `k8s:io.cilium.k8s.namespace.labels.team=a`.
-//! This is the same shape `weir-identity` stores (`SecurityLabels`), so a set
-//! converts one to one.
+//! Label sets themselves, and the `source:key` convention their keys follow
+//! (`k8s:app`, `reserved:host`, `cidr:10.0.0.0/8`), are `weir_types::labels`:
+//! the identity allocator stores the same sets this crate selects on.
 //!
 //! Selector keys may name a source (`k8s:app`, `reserved:host`) or not (`app`,
 //! or explicitly `any:app`); a key without a source matches a label of that key
-//! from any source (see [`crate::selector`]). Kubernetes label keys never
-//! contain `:`, so the first `:` always separates the source.
+//! from any source (see [`crate::selector`]).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use regex::Regex;
-
-/// Source of pod, namespace and namespace-label labels.
-pub const SOURCE_K8S: &str = "k8s";
-/// Source of the labels of reserved identities (`reserved:host`, ...).
-pub const SOURCE_RESERVED: &str = "reserved";
-/// Source of CIDR identity labels (`cidr:10.0.0.0/8`).
-pub const SOURCE_CIDR: &str = "cidr";
-/// Wildcard source used in selectors: matches a label from any source.
-pub const SOURCE_ANY: &str = "any";
-
-/// Label key carrying the pod's namespace name.
-pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
-/// Prefix under which every namespace label is copied into a pod identity.
-pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
-
-/// Splits `source:key` into its parts; a key without `:` has no source.
-pub fn split_source(full_key: &str) -> (Option<&str>, &str) {
-    match full_key.split_once(':') {
-        Some((source, key)) => (Some(source), key),
-        None => (None, full_key),
-    }
-}
-
-/// A sorted set of labels, keyed by `source:key`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LabelSet(BTreeMap<String, String>);
-
-impl LabelSet {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds or replaces the label `source:key=value`; returns `self` for chaining.
-    pub fn with(mut self, source: &str, key: &str, value: &str) -> Self {
-        self.insert(source, key, value);
-        self
-    }
-
-    /// Adds or replaces the label `source:key=value`.
-    pub fn insert(&mut self, source: &str, key: &str, value: &str) {
-        self.0.insert(format!("{source}:{key}"), value.to_string());
-    }
-
-    /// Adds or replaces a label given its full `source:key`.
-    pub fn insert_full(&mut self, full_key: impl Into<String>, value: impl Into<String>) {
-        self.0.insert(full_key.into(), value.into());
-    }
-
-    /// Builds a set from Kubernetes labels, giving each the `k8s` source.
-    pub fn from_k8s<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut set = Self::new();
-        for (k, v) in labels {
-            set.insert(SOURCE_K8S, k, v);
-        }
-        set
-    }
-
-    /// The value of an exact `source:key`.
-    pub fn get_full(&self, full_key: &str) -> Option<&str> {
-        self.0.get(full_key).map(String::as_str)
-    }
-
-    /// Values of the labels a selector key names: the exact `source:key` if
-    /// the selector key has a source other than `any`, otherwise every label
-    /// whose key (after its source) equals `key`.
-    pub fn values_for_selector_key<'a>(
-        &'a self,
-        selector_key: &'a str,
-    ) -> impl Iterator<Item = &'a str> + 'a {
-        let (source, key) = split_source(selector_key);
-        let wildcard = matches!(source, None | Some(SOURCE_ANY));
-        self.0.iter().filter_map(move |(full, value)| {
-            let (label_source, label_key) = split_source(full);
-            let hit = if wildcard {
-                label_key == key
-            } else {
-                label_source == source && label_key == key
-            };
-            hit.then_some(value.as_str())
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Labels as `(source:key, value)` in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    /// The namespace name of a pod identity, if the set has one.
-    pub fn namespace(&self) -> Option<&str> {
-        self.get_full(&format!("{SOURCE_K8S}:{POD_NAMESPACE_LABEL}"))
-    }
-}
-
-impl FromIterator<(String, String)> for LabelSet {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
-    }
-}
-
-impl fmt::Display for LabelSet {
-    /// `k8s:app=web,k8s:io.kubernetes.pod.namespace=default`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            if v.is_empty() {
-                write!(f, "{k}")?;
-            } else {
-                write!(f, "{k}={v}")?;
-            }
-        }
-        Ok(())
-    }
-}
+pub use weir_types::labels::{
+    split_source, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL, SOURCE_ANY, SOURCE_CIDR,
+    SOURCE_K8S, SOURCE_RESERVED,
+};
 
 /// A pattern of the label filter: a regular expression matched at the start
 /// of a label key, optionally restricted to one source, including or (with a
@@ -310,9 +183,9 @@ pub fn pod_security_labels<'a>(
 ) -> LabelSet {
     let mut set = LabelSet::from_k8s(pod_labels);
     for (k, v) in namespace_labels {
-        set.insert(SOURCE_K8S, &format!("{NAMESPACE_LABELS_PREFIX}{k}"), v);
+        set.insert_source(SOURCE_K8S, &format!("{NAMESPACE_LABELS_PREFIX}{k}"), v);
     }
-    set.insert(SOURCE_K8S, POD_NAMESPACE_LABEL, namespace);
+    set.insert_source(SOURCE_K8S, POD_NAMESPACE_LABEL, namespace);
     filter.filter(&set)
 }
 

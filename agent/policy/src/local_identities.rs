@@ -15,11 +15,6 @@ use ipnetwork::IpNetwork;
 
 use crate::identity::{reserved, CidrIdentities, NumericIdentity};
 
-/// The lowest node-local identity (`n` starts at 1).
-pub const MIN_LOCAL_IDENTITY: NumericIdentity = reserved::LOCAL_SCOPE | 1;
-/// The highest node-local identity.
-pub const MAX_LOCAL_IDENTITY: NumericIdentity = reserved::LOCAL_SCOPE | 0x00FF_FFFF;
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LocalIdentityError {
     #[error("all {0} node-local identities are in use")]
@@ -41,7 +36,7 @@ pub struct LocalIdentities {
 
 impl Default for LocalIdentities {
     fn default() -> Self {
-        Self::with_range(MIN_LOCAL_IDENTITY, MAX_LOCAL_IDENTITY)
+        Self::with_range(reserved::LOCAL_MIN, reserved::LOCAL_MAX)
     }
 }
 
@@ -53,7 +48,7 @@ impl LocalIdentities {
     /// An allocator over a sub-range of the local scope (tests use a tiny one).
     pub fn with_range(min: NumericIdentity, max: NumericIdentity) -> Self {
         assert!(
-            MIN_LOCAL_IDENTITY <= min && min <= max && max <= MAX_LOCAL_IDENTITY,
+            reserved::LOCAL_MIN <= min && min <= max && max <= reserved::LOCAL_MAX,
             "local identity range {min}..={max} is outside the local scope"
         );
         Self {

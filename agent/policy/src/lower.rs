@@ -26,7 +26,7 @@ use std::fmt;
 use crate::compile::Compiled;
 use crate::identity::EndpointId;
 use crate::mapstate::{DirectionPolicy, EntryKey, PeerKey, Ports};
-use crate::rule::{Direction, Protocol, Verdict};
+use crate::rule::{Direction, Verdict};
 
 /// What the policy map holds for every local endpoint.
 pub type MapState = BTreeMap<MapKey, MapEntry>;
@@ -137,12 +137,12 @@ impl L4Prefix {
     /// The prefixes of one compiled entry's protocol and ports.
     fn of(key: &EntryKey) -> Vec<L4Prefix> {
         match (key.protocol, key.ports) {
-            (Protocol::Any, _) => vec![L4Prefix::Any],
-            (protocol, Ports::Any) => vec![L4Prefix::Protocol {
+            (None, _) => vec![L4Prefix::Any],
+            (Some(protocol), Ports::Any) => vec![L4Prefix::Protocol {
                 number: protocol.number(),
                 ports: PortPrefix::ANY,
             }],
-            (protocol, Ports::Range(lo, hi)) => port_blocks(lo, hi)
+            (Some(protocol), Ports::Range(lo, hi)) => port_blocks(lo, hi)
                 .into_iter()
                 .map(|ports| L4Prefix::Protocol {
                     number: protocol.number(),

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::identity::NumericIdentity;
-use crate::rule::{Direction, PolicyId, Protocol, Verdict};
+use crate::rule::{protocol_text, Direction, PolicyId, Protocol, Verdict};
 use crate::trace::{Decision, Reason};
 
 /// The remote side of an entry.
@@ -92,13 +92,16 @@ impl fmt::Display for Provenance {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntryKey {
     pub peer: PeerKey,
-    pub protocol: Protocol,
+    /// `None`: any protocol.
+    pub protocol: Option<Protocol>,
     pub ports: Ports,
 }
 
 impl EntryKey {
     pub fn matches(&self, peer: NumericIdentity, protocol: Protocol, port: u16) -> bool {
-        self.peer.covers(peer) && self.protocol.covers(protocol) && self.ports.covers(port)
+        self.peer.covers(peer)
+            && self.protocol.is_none_or(|p| p == protocol)
+            && self.ports.covers(port)
     }
 }
 
@@ -107,7 +110,9 @@ impl fmt::Display for EntryKey {
         write!(
             f,
             "peer={} proto={} ports={}",
-            self.peer, self.protocol, self.ports
+            self.peer,
+            protocol_text(self.protocol),
+            self.ports
         )
     }
 }

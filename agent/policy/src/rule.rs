@@ -86,53 +86,13 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// L4 protocol of an entry; `Any` wildcards the protocol (and the port).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Any,
-    Tcp,
-    Udp,
-    Sctp,
-}
+/// The Kubernetes protocol of a port. A rule's port and a policy entry hold
+/// an `Option<Protocol>`: `None` is any protocol (and then any port too).
+pub use weir_types::Protocol;
 
-impl Protocol {
-    /// IP protocol number as the datapath keys it (0 = any).
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Any => 0,
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
-        }
-    }
-
-    /// Parses `TCP`, `UDP`, `SCTP` and (if `allow_any`) `ANY`, case-sensitive
-    /// as the APIs define them.
-    pub fn parse(s: &str, allow_any: bool) -> Option<Self> {
-        match s {
-            "TCP" => Some(Protocol::Tcp),
-            "UDP" => Some(Protocol::Udp),
-            "SCTP" => Some(Protocol::Sctp),
-            "ANY" if allow_any => Some(Protocol::Any),
-            _ => None,
-        }
-    }
-
-    /// Whether an entry with protocol `self` covers protocol `other`.
-    pub fn covers(self, other: Protocol) -> bool {
-        self == Protocol::Any || self == other
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Any => "ANY",
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Sctp => "SCTP",
-        })
-    }
+/// `ANY` or the protocol's Kubernetes spelling.
+pub fn protocol_text(protocol: Option<Protocol>) -> &'static str {
+    protocol.map_or("ANY", Protocol::name)
 }
 
 /// A port in a rule, before named ports are resolved.
@@ -149,7 +109,8 @@ pub enum PortRef {
 /// One `ports` entry of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortMatch {
-    pub protocol: Protocol,
+    /// `None`: any protocol.
+    pub protocol: Option<Protocol>,
     pub port: PortRef,
 }
 

@@ -4,19 +4,10 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use serde::Deserialize;
+use weir_types::IntOrString;
 
 use crate::error::{FieldErrors, Path};
 use crate::rule::{Peer, PortRef};
-
-/// A YAML value that is either an integer or a string (`port: 80`,
-/// `port: http`), like Kubernetes' IntOrString.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum IntOrString {
-    Int(i64),
-    String(String),
-}
 
 /// Parses a CIDR; with `allow_bare_ip` a plain address means a host prefix
 /// (Cilium's `fromCIDR: 10.0.0.1`). Host bits are cleared (`10.0.0.1/8` →

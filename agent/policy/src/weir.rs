@@ -29,6 +29,7 @@
 //! ignored, as kubectl does.
 
 use serde::Deserialize;
+use weir_types::IntOrString;
 
 use crate::error::{FieldErrors, Path, PolicyError};
 use crate::k8s::ObjectMeta;
@@ -38,7 +39,7 @@ use crate::rule::{
     Verdict,
 };
 use crate::selector::{LabelSelectorSpec, Operator, Requirement, Selector};
-use crate::validate::{parse_cidr, parse_cidr_peer, parse_port, IntOrString, PortStyle};
+use crate::validate::{parse_cidr, parse_cidr_peer, parse_port, PortStyle};
 
 type Unsupported = Option<serde_yaml_ng::Value>;
 
@@ -514,15 +515,19 @@ impl Scope<'_> {
             }
             for (j, p) in pr.ports.iter().flatten().enumerate() {
                 let pp = rp.field("ports").index(j);
+                // Outer None: invalid (reported); inner None: any protocol.
                 let protocol = match p.protocol.as_deref() {
-                    None | Some("") => Some(Protocol::Any),
-                    Some(s) => Protocol::parse(s, true).or_else(|| {
-                        errors.push(
-                            pp.field("protocol"),
-                            format!("unsupported protocol {s:?}: must be \"TCP\", \"UDP\", \"SCTP\" or \"ANY\""),
-                        );
-                        None
-                    }),
+                    None | Some("" | "ANY") => Some(None),
+                    Some(s) => match s.parse::<Protocol>() {
+                        Ok(proto) => Some(Some(proto)),
+                        Err(_) => {
+                            errors.push(
+                                pp.field("protocol"),
+                                format!("unsupported protocol {s:?}: must be \"TCP\", \"UDP\", \"SCTP\" or \"ANY\""),
+                            );
+                            None
+                        }
+                    },
                 };
                 let port = parse_port(p.port.as_ref(), p.end_port, PortStyle::Weir, &pp, errors);
                 if let (Some(protocol), Some(port)) = (protocol, port) {

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use weir_agent_api::v1;
 use weir_agent_api::v1::endpoints_server::Endpoints;
+use weir_types::NamespacedName;
 
 use crate::endpoint::ipam::{AttachmentKey, IpamError};
 use crate::endpoint::manager::{EndpointDatapath, EndpointManager, ManagerError, NewEndpoint};
-use crate::endpoint::registry::{Endpoint, PodRef};
+use crate::endpoint::registry::Endpoint;
 
 pub struct EndpointsService<D: EndpointDatapath> {
     agent: Arc<EndpointManager<D>>,
@@ -109,10 +110,7 @@ impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
             .agent
             .create_endpoint(NewEndpoint {
                 attachment: key,
-                pod: PodRef {
-                    namespace: pod.namespace,
-                    name: pod.name,
-                },
+                pod: NamespacedName::new(pod.namespace, pod.name),
                 netns: request.netns,
                 host_ifname: request.host_ifname,
                 host_ifindex,

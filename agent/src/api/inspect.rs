@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use tonic::{Request, Response, Status};
 use weir_abi::conntrack::CT_SCOPE_EGRESS;
+use weir_abi::ip_proto;
 use weir_abi::{CtEntry, PolicyEntry};
 use weir_agent_api::v1;
 use weir_agent_api::v1::inspect_server::Inspect;
 use weir_policy::L4Prefix;
 
-use crate::api::monitor::protocol_name;
 use crate::cluster::kvstore::SharedView;
 use crate::datapath::maps::policy::{self, LpmKey};
 use crate::datapath::{maps, SharedDatapath};
@@ -55,7 +55,9 @@ fn policy_map_entry(lpm: &LpmKey, entry: &PolicyEntry) -> v1::PolicyMapEntry {
         Ok((key, entry)) => {
             let (protocol, ports) = match key.l4 {
                 L4Prefix::Any => ("any".to_string(), "any".to_string()),
-                L4Prefix::Protocol { number, ports } => (protocol_name(number), ports.to_string()),
+                L4Prefix::Protocol { number, ports } => {
+                    (ip_proto::Named(number).to_string(), ports.to_string())
+                }
             };
             v1::PolicyMapEntry {
                 direction: key.direction.to_string(),
@@ -202,7 +204,7 @@ impl Inspect for InspectService {
                 } else {
                     "ingress".into()
                 },
-                protocol: protocol_name(key.protocol),
+                protocol: ip_proto::Named(key.protocol).to_string(),
                 source: format!(
                     "{}:{}",
                     maps::ip_address(key.family, &key.saddr),

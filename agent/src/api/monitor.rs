@@ -53,19 +53,6 @@ fn match_type_name(value: u8) -> &'static str {
     }
 }
 
-/// An IP protocol number as people read it (`TCP`, `ICMPv6`, ...); the
-/// number itself when unknown. Shared by the inspection commands.
-pub(crate) fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        ip_proto::ICMP => "ICMP".into(),
-        ip_proto::TCP => "TCP".into(),
-        ip_proto::UDP => "UDP".into(),
-        ip_proto::ICMPV6 => "ICMPv6".into(),
-        ip_proto::SCTP => "SCTP".into(),
-        other => other.to_string(),
-    }
-}
-
 fn tcp_flags(event: &DatapathEvent) -> String {
     if event.protocol != ip_proto::TCP {
         return String::new();
@@ -98,7 +85,7 @@ pub fn to_proto(event: &DatapathEvent, clock: &WallClock, node_name: &str) -> v1
         src_port: u32::from(event.src_port),
         dst_port: u32::from(event.dst_port),
         protocol: u32::from(event.protocol),
-        protocol_name: protocol_name(event.protocol),
+        protocol_name: ip_proto::Named(event.protocol).to_string(),
         tcp_flags: tcp_flags(event),
         icmp_type: u32::from(event.icmp_type),
         ifindex: event.ifindex,

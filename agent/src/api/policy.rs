@@ -5,7 +5,9 @@
 use tonic::{Request, Response, Status};
 use weir_agent_api::v1;
 use weir_agent_api::v1::policy_server::Policy as PolicyRpc;
+use weir_policy::rule::protocol_text;
 use weir_policy::{Direction, PeerKey, Ports, Protocol, Verdict};
+use weir_types::NamespacedName;
 
 use crate::reconcile::snapshot::{PolicySnapshot, SharedSnapshot};
 
@@ -26,20 +28,15 @@ impl PolicyService {
     }
 }
 
-fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Any => "any",
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
+/// `any`, `tcp`, `udp`, `sctp`: the spelling of the policy API.
+fn protocol_name(protocol: Option<Protocol>) -> String {
+    protocol_text(protocol).to_ascii_lowercase()
 }
 
-fn pod_ref(key: &str) -> v1::PolicyPodRef {
-    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+fn pod_ref(pod: &NamespacedName) -> v1::PolicyPodRef {
     v1::PolicyPodRef {
-        namespace: namespace.into(),
-        name: name.into(),
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
     }
 }
 
@@ -76,7 +73,7 @@ impl PolicyRpc for PolicyService {
                             PeerKey::Identity(id) => id.to_string(),
                         },
                         peer_labels,
-                        protocol: protocol_name(entry.key.protocol).into(),
+                        protocol: protocol_name(entry.key.protocol),
                         ports: match entry.key.ports {
                             Ports::Any => "any".into(),
                             Ports::Range(lo, hi) if lo == hi => lo.to_string(),
@@ -119,21 +116,21 @@ impl PolicyRpc for PolicyService {
         request: Request<v1::TraceRequest>,
     ) -> Result<Response<v1::TraceResponse>, Status> {
         let request = request.into_inner();
-        let key = |p: Option<v1::PolicyPodRef>| -> Result<String, Status> {
+        let key = |p: Option<v1::PolicyPodRef>| -> Result<NamespacedName, Status> {
             let p = p.ok_or_else(|| Status::invalid_argument("src and dst are required"))?;
-            Ok(format!("{}/{}", p.namespace, p.name))
+            Ok(NamespacedName::new(p.namespace, p.name))
         };
         let (src, dst) = (key(request.src)?, key(request.dst)?);
-        let protocol = match request.protocol.to_ascii_lowercase().as_str() {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            "sctp" => Protocol::Sctp,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown protocol {other:?}"
-                )))
-            }
-        };
+        let protocol = request
+            .protocol
+            .to_ascii_uppercase()
+            .parse::<Protocol>()
+            .map_err(|_| {
+                Status::invalid_argument(format!(
+                    "unknown protocol {:?}",
+                    request.protocol.to_ascii_lowercase()
+                ))
+            })?;
         let port = u16::try_from(request.port)
             .ok()
             .filter(|p| *p != 0)

@@ -5,12 +5,12 @@
 use std::net::Ipv4Addr;
 
 use tonic::{Request, Response, Status};
+use weir_abi::ip_proto;
 use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4Service};
 use weir_agent_api::services as api;
 use weir_agent_api::services::services_server::Services;
 use weir_lb::{Algorithm, BackendState, FrontendKey, FrontendKind, Scope};
 
-use crate::api::monitor::protocol_name;
 use crate::datapath::maps::lb::{self as lb, ServiceMapEntry};
 use crate::datapath::SharedDatapath;
 use crate::reconcile::lb_sync::SharedLbStatus;
@@ -58,7 +58,7 @@ fn state_name(state: BackendState) -> &'static str {
 fn lb_service_entry(key: &Lb4Key, value: &Lb4Service) -> api::LbServiceEntry {
     let frontend = |key: &FrontendKey| api::LbServiceEntry {
         frontend: format!("{}:{}", key.address, key.port),
-        protocol: key.protocol.as_str().into(),
+        protocol: key.protocol.name().into(),
         scope: scope_name(key.scope).into(),
         ..Default::default()
     };
@@ -87,7 +87,7 @@ fn lb_service_entry(key: &Lb4Key, value: &Lb4Service) -> api::LbServiceEntry {
         }
         Err(error) => api::LbServiceEntry {
             frontend: endpoint(key.address, key.port),
-            protocol: protocol_name(key.protocol),
+            protocol: ip_proto::Named(key.protocol).to_string(),
             scope: key.scope.to_string(),
             slot: u32::from(key.backend_slot),
             flags: vec![format!("invalid: {error}")],
@@ -101,14 +101,14 @@ fn lb_backend_entry(id: u32, value: &Lb4Backend) -> api::LbBackendEntry {
         Ok(backend) => api::LbBackendEntry {
             id,
             address: format!("{}:{}", backend.address, backend.port),
-            protocol: backend.protocol.as_str().into(),
+            protocol: backend.protocol.name().into(),
             state: state_name(backend.state).into(),
             local: backend.local,
         },
         Err(error) => api::LbBackendEntry {
             id,
             address: endpoint(value.address, value.port),
-            protocol: protocol_name(value.protocol),
+            protocol: ip_proto::Named(value.protocol).to_string(),
             state: format!("invalid: {error}"),
             local: false,
         },
@@ -132,11 +132,11 @@ impl Services for ServicesService {
             .map(|f| {
                 let frontend = &f.frontend;
                 api::ServiceFrontend {
-                    service: format!("{}/{}", frontend.service.namespace, frontend.service.name),
+                    service: frontend.service.to_string(),
                     port_name: frontend.port_name.clone().unwrap_or_default(),
                     kind: kind_name(frontend.kind).into(),
                     address: format!("{}:{}", frontend.address, frontend.port),
-                    protocol: frontend.protocol.as_str().into(),
+                    protocol: frontend.protocol.name().into(),
                     scope: scope_name(frontend.scope).into(),
                     algorithm: match (frontend.algorithm, f.maglev_table) {
                         (Algorithm::Maglev, Some(_)) => "maglev",
@@ -154,11 +154,7 @@ impl Services for ServicesService {
                             address: format!("{}:{}", b.address, b.port),
                             state: state_name(b.state).into(),
                             node: b.node.clone().unwrap_or_default(),
-                            pod: b
-                                .pod
-                                .as_ref()
-                                .map(|(ns, name)| format!("{ns}/{name}"))
-                                .unwrap_or_default(),
+                            pod: b.pod.as_ref().map(ToString::to_string).unwrap_or_default(),
                         })
                         .collect(),
                     note: f.note.clone().unwrap_or_default(),
@@ -221,7 +217,7 @@ impl Services for ServicesService {
                     } else {
                         "reply".into()
                     },
-                    protocol: protocol_name(k.protocol),
+                    protocol: ip_proto::Named(k.protocol).to_string(),
                     source: endpoint(k.saddr, k.sport),
                     destination: endpoint(k.daddr, k.dport),
                     new_source: endpoint(e.saddr, e.sport),

@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use tracing::warn;
-use weir_identity::{EndpointRecord, NodeRecord, SecurityLabels, SharedStore, StoreEvent};
+use weir_identity::{EndpointRecord, NodeRecord, SharedStore, StoreEvent};
+use weir_types::LabelSet;
 
 #[derive(Clone, Debug, Default)]
 pub struct SharedView {
     pub endpoints: BTreeMap<IpAddr, EndpointRecord>,
     pub nodes: BTreeMap<String, NodeRecord>,
-    pub identities: BTreeMap<u32, SecurityLabels>,
+    pub identities: BTreeMap<u32, LabelSet>,
     /// Each watch has delivered its initial full list.
     pub endpoints_synced: bool,
     pub nodes_synced: bool,

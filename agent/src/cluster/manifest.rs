@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use weir_types::NamespacedName;
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -74,6 +75,13 @@ pub struct Pod {
     pub ports: Vec<ContainerPort>,
 }
 
+impl Pod {
+    /// `namespace/name`: the pod's key.
+    pub fn namespaced_name(&self) -> NamespacedName {
+        NamespacedName::new(&self.namespace, &self.name)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
 pub struct ContainerPort {
     // Field order is the sort order: port, then protocol.
@@ -82,34 +90,8 @@ pub struct ContainerPort {
     pub name: Option<String>,
 }
 
-#[derive(
-    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    pub fn parse(text: &str) -> Result<Protocol> {
-        match text.to_ascii_uppercase().as_str() {
-            "TCP" => Ok(Protocol::Tcp),
-            "UDP" => Ok(Protocol::Udp),
-            "SCTP" => Ok(Protocol::Sctp),
-            other => bail!("unknown protocol {other:?} (TCP, UDP or SCTP)"),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
+/// The protocol of a container port: the one Kubernetes `Protocol`.
+pub use weir_types::Protocol;
 
 /// The wire shape of the fields read from a manifest.
 #[derive(Deserialize)]
@@ -200,7 +182,13 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
                     .with_context(|| {
                         format!("containerPort {} is outside 1-65535", port.container_port)
                     })?;
-                let protocol = Protocol::parse(port.protocol.as_deref().unwrap_or("TCP"))?;
+                // Read case-insensitively (`tcp` too), unlike the API server.
+                let protocol = port
+                    .protocol
+                    .as_deref()
+                    .unwrap_or("TCP")
+                    .to_ascii_uppercase()
+                    .parse::<Protocol>()?;
                 ports.push(ContainerPort {
                     name: port.name.clone(),
                     port: number,

@@ -10,20 +10,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use weir_types::NamespacedName;
+
 use crate::cluster::manifest::{self, Namespace, Object, Pod, PolicyDocument};
 
 /// Everything the directory declares, by key.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterManifests {
+    /// By name.
     pub namespaces: BTreeMap<String, Namespace>,
-    /// By `namespace/name`.
-    pub pods: BTreeMap<String, Pod>,
-    /// By `kind/namespace/name`.
+    pub pods: BTreeMap<NamespacedName, Pod>,
+    /// By `kind/namespace/name` (cluster-wide kinds have no namespace).
     pub policies: BTreeMap<String, PolicyDocument>,
-    /// By `namespace/name`.
-    pub services: BTreeMap<String, weir_lb::Service>,
-    /// By `namespace/name`.
-    pub endpoint_slices: BTreeMap<String, weir_lb::EndpointSlice>,
+    pub services: BTreeMap<NamespacedName, weir_lb::Service>,
+    pub endpoint_slices: BTreeMap<NamespacedName, weir_lb::EndpointSlice>,
     /// Files that were rejected, with the reason.
     pub rejected: BTreeMap<PathBuf, String>,
 }
@@ -35,20 +35,18 @@ impl ClusterManifests {
                 self.namespaces.insert(ns.name.clone(), ns);
             }
             Object::Pod(pod) => {
-                self.pods
-                    .insert(format!("{}/{}", pod.namespace, pod.name), pod);
+                self.pods.insert(pod.namespaced_name(), pod);
             }
             Object::Policy(policy) => {
                 self.policies.insert(policy.key(), policy);
             }
             Object::Service(service) => {
                 let service = service.object;
-                let key = format!("{}/{}", service.namespace, service.name);
-                self.services.insert(key, service);
+                self.services.insert(service.service_name(), service);
             }
             Object::EndpointSlice(slice) => {
                 let slice = slice.object;
-                let key = format!("{}/{}", slice.namespace, slice.name);
+                let key = NamespacedName::new(&slice.namespace, &slice.name);
                 self.endpoint_slices.insert(key, slice);
             }
         }
@@ -275,7 +273,14 @@ mod tests {
         let mut source = ManifestDir::new(&dir);
         let manifests = source.read_if_changed().unwrap().expect("first read");
         assert_eq!(manifests.namespaces.keys().collect::<Vec<_>>(), ["x"]);
-        assert_eq!(manifests.pods.keys().collect::<Vec<_>>(), ["x/a"]);
+        assert_eq!(
+            manifests
+                .pods
+                .keys()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>(),
+            ["x/a"]
+        );
         assert_eq!(manifests.rejected.len(), 1);
         assert!(manifests
             .rejected

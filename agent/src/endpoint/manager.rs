@@ -8,10 +8,11 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use ipnetwork::Ipv4Network;
+use weir_types::NamespacedName;
 
 use crate::datapath::{Datapath, DatapathError, Hook, SharedDatapath};
 use crate::endpoint::ipam::{AttachmentKey, IpamError};
-use crate::endpoint::registry::{Endpoint, EndpointError, PodRef};
+use crate::endpoint::registry::{Endpoint, EndpointError};
 use crate::endpoint::state::{NodeState, StateError, StateStore};
 
 /// What the endpoint logic needs from the datapath.
@@ -74,7 +75,7 @@ pub struct Allocation {
 #[derive(Clone, Debug)]
 pub struct NewEndpoint {
     pub attachment: AttachmentKey,
-    pub pod: PodRef,
+    pub pod: NamespacedName,
     pub netns: String,
     pub host_ifname: String,
     pub host_ifindex: u32,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+use weir_types::NamespacedName;
 
 use crate::endpoint::ipam::AttachmentKey;
 
@@ -13,16 +14,11 @@ use crate::endpoint::ipam::AttachmentKey;
 pub type EndpointId = u16;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PodRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub id: EndpointId,
     pub attachment: AttachmentKey,
-    pub pod: PodRef,
+    /// The pod (persisted as `{namespace, name}`).
+    pub pod: NamespacedName,
     /// Path of the pod's network namespace.
     pub netns: String,
     /// Host-side veth, where the pod programs are attached.
@@ -98,10 +94,7 @@ mod tests {
                 container_id: container.into(),
                 ifname: "eth0".into(),
             },
-            pod: PodRef {
-                namespace: "x".into(),
-                name: container.into(),
-            },
+            pod: NamespacedName::new("x", container),
             netns: format!("/run/netns/{container}"),
             host_ifname: format!("lxc{container}"),
             host_ifindex: 7,

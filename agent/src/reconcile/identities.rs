@@ -8,8 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use tracing::info;
-use weir_identity::{EndpointRecord, SecurityLabels, SharedStore};
+use weir_identity::{EndpointRecord, SharedStore};
 use weir_policy::labels::{pod_security_labels, LabelFilter};
+use weir_types::LabelSet;
 
 use crate::cluster::manifest_dir::ClusterManifests;
 use crate::endpoint::ipam::AttachmentKey;
@@ -21,7 +22,7 @@ pub struct IdentitySync {
     store: Arc<dyn SharedStore>,
     filter: LabelFilter,
     /// Identity held per local endpoint, with the labels it was allocated for.
-    held: BTreeMap<AttachmentKey, (SecurityLabels, u32)>,
+    held: BTreeMap<AttachmentKey, (LabelSet, u32)>,
     /// Endpoint records this node published.
     published: BTreeMap<IpAddr, EndpointRecord>,
 }
@@ -82,7 +83,7 @@ impl IdentitySync {
                 continue;
             }
             let id = self.store.allocate_identity(&labels).await?;
-            info!(endpoint = endpoint.id, pod = %format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name), identity = id, "endpoint identity");
+            info!(endpoint = endpoint.id, pod = %endpoint.pod, identity = id, "endpoint identity");
             if let Some((_, old)) = self.held.insert(endpoint.attachment.clone(), (labels, id)) {
                 self.store.release_identity(old).await?;
             }
@@ -134,27 +135,22 @@ impl IdentitySync {
 
     /// The security labels of a local endpoint: from its Pod and Namespace
     /// manifests, or `reserved:init` while they are not known.
-    fn labels_of(&self, cluster: &ClusterManifests, endpoint: &Endpoint) -> SecurityLabels {
-        let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
-        let Some(pod) = cluster.pods.get(&key) else {
-            return weir_identity::store::reserved_labels(weir_abi::identity::INIT)
-                .expect("init is reserved");
+    fn labels_of(&self, cluster: &ClusterManifests, endpoint: &Endpoint) -> LabelSet {
+        let Some(pod) = cluster.pods.get(&endpoint.pod) else {
+            return LabelSet::reserved(weir_abi::identity::INIT).unwrap_or_default();
         };
         let namespace_labels = cluster
             .namespaces
             .get(&pod.namespace)
             .map(|ns| ns.labels.clone())
             .unwrap_or_default();
-        let set = pod_security_labels(
+        pod_security_labels(
             &pod.namespace,
             namespace_labels
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
             pod.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             &self.filter,
-        );
-        set.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        )
     }
 }

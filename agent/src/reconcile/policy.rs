@@ -9,9 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnetwork::IpNetwork;
 use tracing::warn;
 use weir_abi::{EndpointInfo, PolicyEntry};
-use weir_policy::{
-    compile, lower, ClusterView, Compiled, LabelSet, LocalIdentities, NamedPorts, Policy, Protocol,
-};
+use weir_policy::{compile, lower, ClusterView, Compiled, LocalIdentities, NamedPorts, Policy};
+use weir_types::NamespacedName;
 
 use crate::cluster::kvstore::SharedView;
 use crate::cluster::manifest::Pod;
@@ -33,8 +32,8 @@ pub struct PolicySync {
     /// The compiler's inputs, kept for tracing.
     view: ClusterView,
     policies: Vec<Policy>,
-    /// Every known pod (`ns/name`) → (identity, named ports).
-    pods: BTreeMap<String, (u32, NamedPorts)>,
+    /// Every known pod → (identity, named ports).
+    pods: BTreeMap<NamespacedName, (u32, NamedPorts)>,
 }
 
 impl PolicySync {
@@ -74,12 +73,9 @@ impl PolicySync {
         let local = endpoints
             .iter()
             .filter_map(|e| {
-                identities.get(&e.attachment).map(|id| {
-                    (
-                        format!("{}/{}", e.pod.namespace, e.pod.name),
-                        (u32::from(e.id), *id),
-                    )
-                })
+                identities
+                    .get(&e.attachment)
+                    .map(|id| (e.pod.clone(), (u32::from(e.id), *id)))
             })
             .collect();
         crate::reconcile::snapshot::PolicySnapshot {
@@ -195,15 +191,10 @@ fn named_ports_of(pod: &Pod) -> NamedPorts {
     let mut ports = NamedPorts::new();
     for port in &pod.ports {
         let Some(name) = &port.name else { continue };
-        let protocol = match port.protocol {
-            crate::cluster::manifest::Protocol::Tcp => Protocol::Tcp,
-            crate::cluster::manifest::Protocol::Udp => Protocol::Udp,
-            crate::cluster::manifest::Protocol::Sctp => Protocol::Sctp,
-        };
         ports
             .entry(name.clone())
             .or_default()
-            .insert((protocol, port.port));
+            .insert((port.protocol, port.port));
     }
     ports
 }
@@ -217,30 +208,22 @@ fn cluster_view(
     shared: &SharedView,
     endpoints: &[Endpoint],
     identities: &BTreeMap<AttachmentKey, u32>,
-) -> (ClusterView, BTreeMap<String, (u32, NamedPorts)>) {
-    let mut labels_by_id: BTreeMap<u32, LabelSet> = BTreeMap::new();
-    for (id, labels) in &shared.identities {
-        let mut set = LabelSet::new();
-        for (k, v) in labels.iter() {
-            set.insert_full(k, v);
-        }
-        labels_by_id.insert(*id, set);
-    }
+) -> (ClusterView, BTreeMap<NamespacedName, (u32, NamedPorts)>) {
     // Pods by identity: remote ones from the endpoint records, local ones
     // from our own endpoints (the store may not have echoed them yet).
-    let mut pods_by_id: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    let mut pods_by_id: BTreeMap<u32, BTreeSet<NamespacedName>> = BTreeMap::new();
     for record in shared.endpoints.values() {
         pods_by_id
             .entry(record.identity)
             .or_default()
-            .insert(format!("{}/{}", record.namespace, record.pod));
+            .insert(NamespacedName::new(&record.namespace, &record.pod));
     }
     for endpoint in endpoints {
         if let Some(id) = identities.get(&endpoint.attachment) {
             pods_by_id
                 .entry(*id)
                 .or_default()
-                .insert(format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name));
+                .insert(endpoint.pod.clone());
         }
     }
     let mut pods = BTreeMap::new();
@@ -255,7 +238,8 @@ fn cluster_view(
         }
     }
     let mut view = ClusterView::new();
-    for (id, labels) in labels_by_id {
+    // The shared view's label sets are the engine's: no conversion.
+    for (&id, labels) in &shared.identities {
         let mut named_ports = NamedPorts::new();
         for pod in pods_by_id.get(&id).into_iter().flatten() {
             if let Some(pod) = cluster.pods.get(pod) {
@@ -266,7 +250,7 @@ fn cluster_view(
         }
         view.add_identity(weir_policy::Identity {
             id,
-            labels,
+            labels: labels.clone(),
             named_ports,
         });
     }
@@ -274,13 +258,12 @@ fn cluster_view(
         let Some(identity) = identities.get(&endpoint.attachment) else {
             continue;
         };
-        let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
         view.add_endpoint(weir_policy::Endpoint {
             id: u32::from(endpoint.id),
             identity: *identity,
             named_ports: cluster
                 .pods
-                .get(&key)
+                .get(&endpoint.pod)
                 .map(named_ports_of)
                 .unwrap_or_default(),
         });

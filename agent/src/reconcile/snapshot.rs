@@ -9,6 +9,7 @@ use weir_policy::{
     compile, trace_flow, ClusterView, Compiled, FlowSide, LocalIdentities, NamedPorts, Policy,
     Protocol,
 };
+use weir_types::NamespacedName;
 
 /// What the reconcile loop last computed.
 #[derive(Clone, Default)]
@@ -18,29 +19,29 @@ pub struct PolicySnapshot {
     pub policies: Vec<Policy>,
     pub cidrs: LocalIdentities,
     pub rejected: BTreeMap<String, Vec<String>>,
-    /// Local pods (`ns/name`) → (endpoint id, identity).
-    pub local: BTreeMap<String, (u32, u32)>,
-    /// Every known pod (`ns/name`) → (identity, named ports).
-    pub pods: BTreeMap<String, (u32, NamedPorts)>,
+    /// Local pods → (endpoint id, identity).
+    pub local: BTreeMap<NamespacedName, (u32, u32)>,
+    /// Every known pod → (identity, named ports).
+    pub pods: BTreeMap<NamespacedName, (u32, NamedPorts)>,
     pub map_entries: usize,
 }
 
 pub type SharedSnapshot = Arc<Mutex<PolicySnapshot>>;
 
 impl PolicySnapshot {
-    /// The trace of a flow `src → dst` (pods as `ns/name`). A pod on
+    /// The trace of a flow `src → dst` between two pods. A pod on
     /// another node is compiled here from the same inputs (policies,
     /// identities, its named ports) its own agent compiles from, so both
     /// sides of the flow are shown.
     pub fn trace(
         &self,
-        src: &str,
-        dst: &str,
+        src: &NamespacedName,
+        dst: &NamespacedName,
         protocol: Protocol,
         port: u16,
     ) -> Result<weir_policy::FlowTrace, String> {
         let mut view = self.view.clone();
-        let mut side = |key: &str, synthetic: u32| -> Result<FlowSide, String> {
+        let mut side = |key: &NamespacedName, synthetic: u32| -> Result<FlowSide, String> {
             if let Some((endpoint, _)) = self.local.get(key) {
                 return Ok(FlowSide::Endpoint(*endpoint));
             }

@@ -37,7 +37,7 @@ pub struct Lb4Key {
     pub port: [u8; 2],
     /// 0: the service entry; 1..=count: the active backends.
     pub backend_slot: u16,
-    /// IPPROTO_TCP or IPPROTO_UDP.
+    /// [`crate::ip_proto::TCP`] or [`crate::ip_proto::UDP`].
     pub protocol: u8,
     pub scope: u8,
     pub pad: [u8; 2],

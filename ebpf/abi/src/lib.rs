@@ -10,6 +10,8 @@
 pub mod conntrack;
 pub mod endpoint;
 pub mod events;
+pub mod identity;
+pub mod ip_proto;
 pub mod ipcache;
 pub mod lb;
 pub mod metrics;
@@ -79,17 +81,3 @@ pub mod program_names {
 
 #[cfg(test)]
 mod tests;
-
-/// Reserved security identities (Cilium's numbers).
-pub mod identity {
-    /// In a policy key: any peer.
-    pub const ANY: u32 = 0;
-    pub const HOST: u32 = 1;
-    pub const WORLD: u32 = 2;
-    pub const UNMANAGED: u32 = 3;
-    pub const HEALTH: u32 = 4;
-    pub const INIT: u32 = 5;
-    pub const REMOTE_NODE: u32 = 6;
-    pub const KUBE_APISERVER: u32 = 7;
-    pub const INGRESS: u32 = 8;
-}

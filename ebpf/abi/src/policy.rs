@@ -15,7 +15,7 @@
 //! order (a prefix of 80 + k matches a port range aligned to 2^(16-k)).
 
 /// Identity 0 in a policy key: any peer.
-pub const IDENTITY_ANY: u32 = 0;
+pub const IDENTITY_ANY: u32 = crate::identity::ANY;
 /// Protocol 0 in a policy key (with prefix [`POLICY_PREFIX_ANY_PROTOCOL`]): any protocol.
 pub const PROTOCOL_ANY: u8 = 0;
 

@@ -146,3 +146,77 @@ fn flow_event_layout_is_pinned() {
     assert_eq!(offset_of!(FlowEvent, saddr), 40);
     assert_eq!(offset_of!(FlowEvent, sport), 72);
 }
+
+mod identity {
+    use crate::identity::*;
+
+    #[test]
+    fn ranges_do_not_overlap() {
+        assert!(is_reserved(INGRESS) && !is_cluster(INGRESS));
+        assert!(is_reserved(255) && !is_reserved(256));
+        assert!(is_cluster(256) && is_cluster(65535) && !is_cluster(65536));
+        assert!(!is_local(65535) && !is_local(LOCAL_SCOPE));
+        assert!(is_local(LOCAL_MIN) && is_local(LOCAL_MAX));
+        assert!(!is_local(LOCAL_MAX + 1));
+        assert_eq!(LOCAL_MIN, 16_777_217);
+        assert_eq!(LOCAL_MAX, 33_554_431);
+    }
+
+    #[test]
+    fn reserved_numbers_are_ciliums() {
+        assert_eq!(ANY, 0);
+        assert_eq!(HOST, 1);
+        assert_eq!(WORLD, 2);
+        assert_eq!(UNMANAGED, 3);
+        assert_eq!(HEALTH, 4);
+        assert_eq!(INIT, 5);
+        assert_eq!(REMOTE_NODE, 6);
+        assert_eq!(KUBE_APISERVER, 7);
+        assert_eq!(INGRESS, 8);
+        assert_eq!(WORLD_IPV4, 9);
+        assert_eq!(WORLD_IPV6, 10);
+        assert_eq!(CLUSTER_MIN, 256);
+        assert_eq!(LOCAL_SCOPE, 16_777_216);
+    }
+
+    #[test]
+    fn names_map_both_ways() {
+        for r in RESERVED {
+            assert_eq!(reserved_by_id(r.id), Some(&r));
+            assert_eq!(reserved_by_label(r.label), Some(&r));
+            assert_eq!(r.label.split_once(':'), Some((LABEL_SOURCE, r.name())));
+        }
+        assert_eq!(
+            reserved_by_label("reserved:remote-node").map(|r| r.id),
+            Some(6)
+        );
+        assert_eq!(
+            reserved_by_id(9).map(|r| r.label),
+            Some("reserved:world-ipv4")
+        );
+        assert_eq!(reserved_by_id(11), None);
+        let kube: Vec<_> = reserved_by_id(KUBE_APISERVER).unwrap().labels().collect();
+        assert_eq!(kube, ["reserved:kube-apiserver", "reserved:remote-node"]);
+    }
+
+    #[test]
+    fn the_table_is_ordered_by_number_without_gaps() {
+        for (i, r) in RESERVED.iter().enumerate() {
+            assert_eq!(r.id as usize, i);
+        }
+    }
+}
+
+mod ip_proto {
+    use crate::ip_proto::*;
+
+    #[test]
+    fn names_and_numbers() {
+        assert_eq!((ICMP, TCP, UDP, ICMPV6, SCTP), (1, 6, 17, 58, 132));
+        assert_eq!(name(TCP), Some("TCP"));
+        assert_eq!(name(ICMPV6), Some("ICMPv6"));
+        assert_eq!(name(47), None);
+        assert_eq!(Named(UDP).to_string(), "UDP");
+        assert_eq!(Named(47).to_string(), "47");
+    }
+}

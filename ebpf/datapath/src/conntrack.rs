@@ -3,12 +3,12 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
 use weir_abi::conntrack::*;
+use weir_abi::ip_proto;
 use weir_abi::{CtEntry, CtKey, Reason};
 
 use crate::maps::CONNTRACK;
 use crate::parse::Flow;
 
-const IPPROTO_TCP: u8 = 6;
 /// -EEXIST, as map helpers return it.
 const NEG_EEXIST: i32 = -17;
 
@@ -42,7 +42,7 @@ fn key(flow: &Flow, scope: u8, reversed: bool) -> CtKey {
 }
 
 fn timeout(protocol: u8, tcp_flags_seen: u8) -> u64 {
-    if protocol != IPPROTO_TCP {
+    if protocol != ip_proto::TCP {
         return CT_TIMEOUT_OTHER_NS;
     }
     if tcp_flags_seen & (CtEntry::TCP_FIN | CtEntry::TCP_RST) != 0 {

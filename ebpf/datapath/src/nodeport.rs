@@ -26,6 +26,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::LruHashMap;
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::EbpfContext;
+use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::lb::*;
 use weir_abi::{Reason, TrafficDirection};
@@ -34,8 +35,6 @@ use crate::lb;
 use crate::packet::Packet;
 use crate::parse::Flow;
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 const AF_INET: u8 = 2;
 const ETH_HLEN: usize = 14;
 const IPV4_CSUM_OFF: usize = ETH_HLEN + 10;
@@ -115,7 +114,8 @@ impl Tuple {
 
 #[inline(always)]
 fn tuple_of(flow: &Flow) -> Option<Tuple> {
-    if flow.family != FAMILY_IPV4 || !(flow.protocol == IPPROTO_TCP || flow.protocol == IPPROTO_UDP)
+    if flow.family != FAMILY_IPV4
+        || !(flow.protocol == ip_proto::TCP || flow.protocol == ip_proto::UDP)
     {
         return None;
     }
@@ -358,7 +358,7 @@ fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result<(), Reason
     let packet = Packet::new(ctx);
     let version_ihl: u8 = packet.read(ETH_HLEN).ok_or(Reason::DropInvalid)?;
     let l4 = ETH_HLEN + ((version_ihl & 0x0f) as usize) * 4;
-    let (csum_off, mangled) = if old.protocol == IPPROTO_TCP {
+    let (csum_off, mangled) = if old.protocol == ip_proto::TCP {
         (l4 + 16, 0)
     } else {
         (l4 + 6, BPF_F_MARK_MANGLED_0 as u64)

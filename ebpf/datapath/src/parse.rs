@@ -6,6 +6,7 @@
 //! on. It never reads past the packet: every read goes through [`Packet`],
 //! and every length used as an offset is bounded first.
 
+use weir_abi::ip_proto;
 use weir_abi::ipcache::{FAMILY_IPV4, FAMILY_IPV6};
 use weir_abi::Reason;
 
@@ -21,17 +22,6 @@ const IPV6_HLEN: usize = 40;
 const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
 /// Fragment offset bits of the IPv6 fragment header's offset field.
 const IPV6_FRAG_OFFSET_MASK: u16 = 0xfff8;
-
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_DSTOPTS: u8 = 60;
-const IPPROTO_SCTP: u8 = 132;
 
 /// More IPv6 extension headers than this is treated as malformed (Cilium
 /// uses the same bound).
@@ -131,7 +121,7 @@ fn parse_ipv4(packet: &Packet, l3: usize, flow: &mut Flow) -> Result<(), Reason>
         return Ok(());
     }
     let l3_end = l3 + total_len;
-    check_l4(packet, l3 + header_len, l3_end, IPPROTO_ICMP, flow)
+    check_l4(packet, l3 + header_len, l3_end, ip_proto::ICMP, flow)
 }
 
 #[inline(always)]
@@ -161,21 +151,21 @@ fn parse_ipv6(packet: &Packet, l3: usize, flow: &mut Flow) -> Result<(), Reason>
     let mut offset = l3 + IPV6_HLEN;
     for _ in 0..IPV6_MAX_EXT_HEADERS {
         let header_len = match next_header {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+            ip_proto::HOPOPTS | ip_proto::ROUTING | ip_proto::DSTOPTS => {
                 let ext = packet
                     .read::<[u8; 2]>(offset)
                     .ok_or(Reason::DropInvalidExthdr)?;
                 next_header = ext[0];
                 (ext[1] as usize + 1) * 8
             }
-            IPPROTO_AH => {
+            ip_proto::AH => {
                 let ext = packet
                     .read::<[u8; 2]>(offset)
                     .ok_or(Reason::DropInvalidExthdr)?;
                 next_header = ext[0];
                 (ext[1] as usize + 2) * 4
             }
-            IPPROTO_FRAGMENT => {
+            ip_proto::FRAGMENT => {
                 let ext = packet
                     .read::<[u8; 8]>(offset)
                     .ok_or(Reason::DropInvalidExthdr)?;
@@ -189,7 +179,7 @@ fn parse_ipv6(packet: &Packet, l3: usize, flow: &mut Flow) -> Result<(), Reason>
             }
             _ => {
                 flow.protocol = next_header;
-                return check_l4(packet, offset, l3_end, IPPROTO_ICMPV6, flow);
+                return check_l4(packet, offset, l3_end, ip_proto::ICMPV6, flow);
             }
         };
         offset += header_len;
@@ -214,9 +204,9 @@ fn check_l4(
 ) -> Result<(), Reason> {
     let protocol = flow.protocol;
     let min_len = match protocol {
-        IPPROTO_TCP => TCP_MIN_HLEN,
-        IPPROTO_UDP => UDP_HLEN,
-        IPPROTO_SCTP => SCTP_HLEN,
+        ip_proto::TCP => TCP_MIN_HLEN,
+        ip_proto::UDP => UDP_HLEN,
+        ip_proto::SCTP => SCTP_HLEN,
         p if p == icmp => ICMP_HLEN,
         _ => return Ok(()),
     };
@@ -224,7 +214,7 @@ fn check_l4(
         return Err(Reason::DropCtInvalidHdr);
     }
     match protocol {
-        IPPROTO_TCP => {
+        ip_proto::TCP => {
             let tcp = packet
                 .read::<[u8; TCP_MIN_HLEN]>(l4)
                 .ok_or(Reason::DropCtInvalidHdr)?;
@@ -236,14 +226,14 @@ fn check_l4(
             flow.dport = [tcp[2], tcp[3]];
             flow.tcp_flags = tcp[13];
         }
-        IPPROTO_SCTP => {
+        ip_proto::SCTP => {
             let sctp = packet
                 .read::<[u8; SCTP_HLEN]>(l4)
                 .ok_or(Reason::DropCtInvalidHdr)?;
             flow.sport = [sctp[0], sctp[1]];
             flow.dport = [sctp[2], sctp[3]];
         }
-        IPPROTO_UDP => {
+        ip_proto::UDP => {
             let udp = packet
                 .read::<[u8; UDP_HLEN]>(l4)
                 .ok_or(Reason::DropCtInvalidHdr)?;

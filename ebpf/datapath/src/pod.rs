@@ -8,6 +8,7 @@
 //! connections it no longer allows); replies of tracked connections pass.
 
 use weir_abi::conntrack::{CT_SCOPE_EGRESS, CT_SCOPE_INGRESS};
+use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::{EndpointInfo, EndpointKey, Reason, TrafficDirection};
 
@@ -17,13 +18,11 @@ use crate::maps::ENDPOINTS;
 use crate::parse::Flow;
 use crate::policy;
 
-const IPPROTO_ICMPV6: u8 = 58;
-
 /// ICMPv6 neighbour discovery and multicast listener messages keep the link
 /// working; they are never subject to policy (as in Cilium).
 #[inline(always)]
 fn is_icmpv6_link_control(flow: &Flow) -> bool {
-    flow.protocol == IPPROTO_ICMPV6 && matches!(flow.icmp_type, 130..=137 | 143)
+    flow.protocol == ip_proto::ICMPV6 && matches!(flow.icmp_type, 130..=137 | 143)
 }
 
 /// A function of its own (a BPF-to-BPF call), a sibling of service NAT in

@@ -7,6 +7,7 @@
 use aya_ebpf::helpers::generated::{bpf_redirect, bpf_skb_change_tail};
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::EbpfContext;
+use weir_abi::ip_proto;
 
 use crate::packet::Packet;
 
@@ -17,9 +18,6 @@ const ICMP_HLEN: usize = 8;
 /// 8 bytes of its payload (RFC 792).
 const QUOTE_LEN: usize = IPV4_HLEN + 8;
 const REPLY_IP_LEN: usize = IPV4_HLEN + ICMP_HLEN + QUOTE_LEN;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_PORT_UNREACH: u8 = 3;
 const TCP_SYN: u8 = 0x02;
@@ -55,8 +53,8 @@ pub fn port_unreachable(ctx: &TcContext) -> Option<i32> {
     }
     let protocol = quote[9];
     let opens = match protocol {
-        IPPROTO_UDP => true,
-        IPPROTO_TCP => {
+        ip_proto::UDP => true,
+        ip_proto::TCP => {
             let flags: u8 = packet.read(ETH_HLEN + IPV4_HLEN + 13)?;
             flags & (TCP_SYN | TCP_ACK) == TCP_SYN
         }
@@ -70,7 +68,7 @@ pub fn port_unreachable(ctx: &TcContext) -> Option<i32> {
     reply[0] = 0x45;
     reply[2..4].copy_from_slice(&(REPLY_IP_LEN as u16).to_be_bytes());
     reply[8] = 64;
-    reply[9] = IPPROTO_ICMP;
+    reply[9] = ip_proto::ICMP;
     reply[12..16].copy_from_slice(&quote[16..20]);
     reply[16..20].copy_from_slice(&quote[12..16]);
     let mut ip_header = [0u8; IPV4_HLEN];

@@ -13,6 +13,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::LruHashMap;
 use aya_ebpf::programs::SockAddrContext;
 use aya_ebpf::EbpfContext;
+use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::lb::{Lb4AffinityKey, Lb4SockKey, Lb4SockRevNat};
 use weir_abi::{Reason, TrafficDirection};
@@ -26,8 +27,6 @@ const SYS_PROCEED: i32 = 1;
 /// Fail the syscall (with the errno set by `bpf_set_retval`).
 const SYS_REJECT: i32 = 0;
 const ECONNREFUSED: i32 = 111;
-const IPPROTO_TCP: u32 = 6;
-const IPPROTO_UDP: u32 = 17;
 
 #[map(name = "weir_lb4_sock_revnat")]
 static SOCK_REVNAT: LruHashMap<Lb4SockKey, Lb4SockRevNat> = LruHashMap::pinned(131_072, 0);
@@ -63,7 +62,7 @@ fn set_user_addr(ctx: &SockAddrContext, address: [u8; 4], port: [u8; 2]) {
 pub fn translate(ctx: &SockAddrContext) -> i32 {
     // SAFETY: reading a field of the context.
     let protocol = unsafe { (*ctx.sock_addr).protocol };
-    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+    if protocol != u32::from(ip_proto::TCP) && protocol != u32::from(ip_proto::UDP) {
         return SYS_PROCEED;
     }
     let (address, port) = user_addr(ctx);

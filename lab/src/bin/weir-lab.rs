@@ -209,7 +209,7 @@ fn main() -> Result<()> {
                     continue;
                 }
                 for port in &ports {
-                    targets.push(match Protocol::parse(protocol)? {
+                    targets.push(match protocol.to_ascii_uppercase().parse::<Protocol>()? {
                         Protocol::Tcp => Target::Tcp(*port),
                         Protocol::Udp => Target::Udp(*port),
                         Protocol::Sctp => anyhow::bail!("SCTP cannot be probed (no SCTP sockets)"),
@@ -302,7 +302,7 @@ fn print_status(lab: &Lab, json: bool) -> Result<()> {
             let ports: Vec<String> = pod
                 .ports
                 .iter()
-                .map(|p| format!("{}/{}", p.port, p.protocol.as_str()))
+                .map(|p| format!("{}/{}", p.port, p.protocol.name().to_ascii_lowercase()))
                 .collect();
             println!(
                 "{:<24} {:<6} {:<14} {:<30} {}",

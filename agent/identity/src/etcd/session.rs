@@ -15,12 +15,12 @@ use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use tokio::task::JoinHandle;
 
 use super::Inner;
-use crate::labels::SecurityLabels;
+use weir_types::LabelSet;
 
 pub(crate) struct Session {
     pub lease: i64,
     /// Identities this node uses, with how many local users each has.
-    refs: HashMap<u32, (SecurityLabels, usize)>,
+    refs: HashMap<u32, (LabelSet, usize)>,
     /// Encoded records this node published.
     pub endpoints: HashMap<IpAddr, Vec<u8>>,
     pub nodes: HashMap<String, Vec<u8>>,
@@ -36,7 +36,7 @@ impl Session {
         }
     }
 
-    pub fn add_ref(&mut self, id: u32, labels: &SecurityLabels) {
+    pub fn add_ref(&mut self, id: u32, labels: &LabelSet) {
         self.refs.entry(id).or_insert_with(|| (labels.clone(), 0)).1 += 1;
     }
 

@@ -121,7 +121,7 @@ fn a_cluster_ip_is_an_internal_frontend_with_every_backend() {
     assert!(state.problems.is_empty(), "{:?}", state.problems);
     assert_eq!(state.frontends.len(), 1);
     let f = &state.frontends[0];
-    assert_eq!(f.service, ServiceName::new("shop", "web"));
+    assert_eq!(f.service, NamespacedName::new("shop", "web"));
     assert_eq!(
         (f.kind, f.scope),
         (FrontendKind::ClusterIp, Scope::Internal)
@@ -133,7 +133,7 @@ fn a_cluster_ip_is_an_internal_frontend_with_every_backend() {
     assert_eq!(f.port_name, None);
     assert_eq!(addresses(f), ["10.0.1.5:8080", "10.0.2.7:8080"], "sorted");
     assert_eq!(f.backends[0].node.as_deref(), Some("n1"));
-    assert_eq!(f.backends[0].pod, Some(("shop".into(), "a".into())));
+    assert_eq!(f.backends[0].pod, Some(NamespacedName::new("shop", "a")));
     assert_eq!(f.backends[0].state, BackendState::Active);
     assert_eq!(f.algorithm, Algorithm::Random);
     assert_eq!(f.affinity_timeout, None);
@@ -364,7 +364,7 @@ fn node_ports_outside_the_range_or_unset_are_problems() {
     assert_eq!(
         state.problems,
         vec![ServiceProblem {
-            service: ServiceName::new("shop", "web"),
+            service: NamespacedName::new("shop", "web"),
             message: "port http (80/TCP): nodePort 8080 is outside the node port range 30000-32767: no NodePort frontend".into()
         }]
     );
@@ -550,7 +550,10 @@ fn headless_services_have_no_frontends_and_unallocated_ones_a_problem() {
     let state = run(&[headless, unallocated], &[]);
     assert!(state.frontends.is_empty());
     assert_eq!(state.problems.len(), 1);
-    assert_eq!(state.problems[0].service, ServiceName::new("shop", "web"));
+    assert_eq!(
+        state.problems[0].service,
+        NamespacedName::new("shop", "web")
+    );
     assert!(state.problems[0].message.contains("clusterIP is not set"));
 }
 
@@ -573,7 +576,7 @@ fn the_first_service_by_namespace_and_name_keeps_a_contested_frontend() {
         assert_eq!(
             state.problems,
             vec![ServiceProblem {
-                service: ServiceName::new("beta", "web"),
+                service: NamespacedName::new("beta", "web"),
                 message: "ClusterIp frontend 10.96.0.10:80/TCP is already alpha/web's ClusterIp frontend: not installed".into(),
             }]
         );

@@ -33,7 +33,7 @@ ports:
 "#
     ))
     .unwrap();
-    assert_eq!(slice.service(), ServiceName::new("shop", "web"));
+    assert_eq!(slice.service(), NamespacedName::new("shop", "web"));
     assert_eq!(slice.name, "web-abc12");
     assert_eq!(slice.endpoints.len(), 2);
     let first = &slice.endpoints[0];

@@ -76,7 +76,7 @@ fn ingress_empty_rule_allows_everything_and_empty_list_nothing() {
     let entries = &c.endpoints[&1].ingress.entries;
     assert!(entries
         .iter()
-        .any(|e| e.key.peer == PeerKey::Any && e.key.protocol == Protocol::Any));
+        .any(|e| e.key.peer == PeerKey::Any && e.key.protocol.is_none()));
 
     let c = run(&format!(
         "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{}}\n  ingress: []\n"
@@ -206,14 +206,21 @@ fn any_protocol_with_port_expands() {
     let c = run(&format!(
         "{WNP}metadata: {{name: p, namespace: x}}\nspec:\n  endpointSelector: {{}}\n  ingress: [{{toPorts: [{{ports: [{{port: \"53\"}}]}}]}}]\n"
     ));
-    let protos: Vec<Protocol> = c.endpoints[&1]
+    let protos: Vec<Option<Protocol>> = c.endpoints[&1]
         .ingress
         .entries
         .iter()
         .filter(|e| e.provenance.policy.kind != PolicyKind::Implicit)
         .map(|e| e.key.protocol)
         .collect();
-    assert_eq!(protos, vec![Protocol::Tcp, Protocol::Udp, Protocol::Sctp]);
+    assert_eq!(
+        protos,
+        vec![
+            Some(Protocol::Tcp),
+            Some(Protocol::Udp),
+            Some(Protocol::Sctp)
+        ]
+    );
     assert_eq!(
         v(
             &c,
@@ -286,7 +293,7 @@ fn a_cidr_no_policy_names_any_more_frees_its_id() {
 #[test]
 fn a_cidr_without_a_free_identity_gets_no_entries() {
     let net = |s: &str| s.parse::<IpNetwork>().unwrap();
-    let min = crate::local_identities::MIN_LOCAL_IDENTITY;
+    let min = reserved::LOCAL_MIN;
     let mut ids = LocalIdentities::with_range(min, min);
     let c = compile(&view(), &cidr_policy("10.0.0.0/8, 192.0.2.0/24"), &mut ids);
     assert_eq!(c.cidrs.len(), 1, "{:?}", c.cidrs);

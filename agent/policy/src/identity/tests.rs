@@ -20,18 +20,19 @@ fn reserved_numbers_match_cilium() {
 #[test]
 fn reserved_labels_and_view() {
     assert_eq!(
-        reserved_labels(reserved::HOST).unwrap().to_string(),
+        LabelSet::reserved(reserved::HOST).unwrap().to_string(),
         "reserved:host"
     );
     assert_eq!(
-        reserved_labels(reserved::KUBE_APISERVER)
+        LabelSet::reserved(reserved::KUBE_APISERVER)
             .unwrap()
             .to_string(),
         "reserved:kube-apiserver,reserved:remote-node"
     );
-    assert!(reserved_labels(300).is_none());
+    assert!(LabelSet::reserved(300).is_none());
     let view = ClusterView::new();
-    assert_eq!(view.identities.len(), RESERVED_IDENTITIES.len());
+    // Every reserved identity but 0 ("any" in policy state).
+    assert_eq!(view.identities.len(), reserved::RESERVED.len() - 1);
     assert!(view.endpoints.is_empty());
     assert_eq!(
         view.labels_of(reserved::WORLD).unwrap().to_string(),

@@ -116,19 +116,19 @@ fn ports_default_to_tcp() {
         p.rule_sets[0].rules[0].ports,
         vec![
             PortMatch {
-                protocol: Protocol::Tcp,
+                protocol: Some(Protocol::Tcp),
                 port: crate::rule::PortRef::Range(80, 80)
             },
             PortMatch {
-                protocol: Protocol::Udp,
+                protocol: Some(Protocol::Udp),
                 port: crate::rule::PortRef::Any
             },
             PortMatch {
-                protocol: Protocol::Sctp,
+                protocol: Some(Protocol::Sctp),
                 port: crate::rule::PortRef::Named("http".into())
             },
             PortMatch {
-                protocol: Protocol::Tcp,
+                protocol: Some(Protocol::Tcp),
                 port: crate::rule::PortRef::Range(1000, 2000)
             },
         ]

@@ -64,8 +64,8 @@ fn filter_applies_to_pod_security_labels() {
         [("app", "a"), ("pod-template-hash", "abc123")],
         &LabelFilter::default(),
     );
-    assert_eq!(set.get_full("k8s:app"), Some("a"));
-    assert_eq!(set.get_full("k8s:pod-template-hash"), None);
+    assert_eq!(set.get("k8s:app"), Some("a"));
+    assert_eq!(set.get("k8s:pod-template-hash"), None);
 }
 
 #[test]
@@ -88,28 +88,4 @@ fn user_exclude_pattern_keeps_other_labels() {
 #[test]
 fn bad_pattern_is_an_error() {
     assert!(LabelFilter::with_user_patterns(&["k8s:(unclosed"]).is_err());
-}
-
-#[test]
-fn selector_key_lookup_by_source() {
-    let set = LabelSet::new()
-        .with("k8s", "app", "web")
-        .with("container", "app", "other");
-    let mut any: Vec<&str> = set.values_for_selector_key("app").collect();
-    any.sort();
-    assert_eq!(any, vec!["other", "web"]);
-    assert_eq!(set.values_for_selector_key("any:app").count(), 2);
-    assert_eq!(
-        set.values_for_selector_key("k8s:app").collect::<Vec<_>>(),
-        vec!["web"]
-    );
-    assert_eq!(set.values_for_selector_key("reserved:app").count(), 0);
-}
-
-#[test]
-fn display_is_sorted_and_stable() {
-    let set = LabelSet::new()
-        .with("reserved", "host", "")
-        .with("k8s", "app", "a");
-    assert_eq!(set.to_string(), "k8s:app=a,reserved:host");
 }

@@ -5,7 +5,7 @@ fn net(s: &str) -> IpNetwork {
 }
 
 fn is_local(id: NumericIdentity) -> bool {
-    (MIN_LOCAL_IDENTITY..=MAX_LOCAL_IDENTITY).contains(&id)
+    (reserved::LOCAL_MIN..=reserved::LOCAL_MAX).contains(&id)
 }
 
 #[test]
@@ -53,7 +53,7 @@ fn release_frees_after_the_last_reference() {
 
 #[test]
 fn freed_ids_are_reused_only_after_the_rest_of_the_range() {
-    let min = MIN_LOCAL_IDENTITY;
+    let min = reserved::LOCAL_MIN;
     let mut ids = LocalIdentities::with_range(min, min + 2);
     let a = ids.allocate(net("10.0.0.0/8")).unwrap();
     ids.release(net("10.0.0.0/8"));
@@ -73,6 +73,6 @@ fn freed_ids_are_reused_only_after_the_rest_of_the_range() {
 
 #[test]
 fn the_scope_bounds_match_the_identity_crate() {
-    assert_eq!(MIN_LOCAL_IDENTITY, 16_777_217);
-    assert_eq!(MAX_LOCAL_IDENTITY, 33_554_431);
+    assert_eq!(reserved::LOCAL_MIN, 16_777_217);
+    assert_eq!(reserved::LOCAL_MAX, 33_554_431);
 }

@@ -6,7 +6,7 @@ use crate::identity::{ClusterView, Endpoint, Identity, NamedPorts, NumericIdenti
 use crate::labels::LabelSet;
 use crate::local_identities::LocalIdentities;
 use crate::mapstate::{EndpointPolicy, Entry, Provenance};
-use crate::rule::{Policy, PolicyId, PolicyKind};
+use crate::rule::{Policy, PolicyId, PolicyKind, Protocol};
 
 fn block(port: u16, bits: u8) -> PortPrefix {
     PortPrefix::new(port, bits).unwrap()
@@ -77,10 +77,7 @@ fn coverage_follows_prefixes() {
 fn compiled_from(yaml: &str, identity_labels: &[(u32, &[(&str, &str)])]) -> Compiled {
     let mut view = ClusterView::new();
     for (id, labels) in identity_labels {
-        let mut set = LabelSet::new();
-        for (k, v) in labels.iter() {
-            set.insert_full(*k, *v);
-        }
+        let set: LabelSet = labels.iter().copied().collect();
         view.add_identity(Identity {
             id: *id,
             labels: set,
@@ -218,7 +215,7 @@ impl Rng {
 }
 
 const PEERS: [NumericIdentity; 3] = [300, 301, 302];
-const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+const PROTOCOLS: [Protocol; 3] = Protocol::ALL;
 
 /// Ports near a few block boundaries, so ranges overlap often.
 fn random_port(rng: &mut Rng) -> u16 {
@@ -232,12 +229,12 @@ fn random_entry(rng: &mut Rng) -> Entry {
         n => PeerKey::Identity(PEERS[n as usize - 1]),
     };
     let (protocol, ports) = match rng.below(4) {
-        0 => (Protocol::Any, Ports::Any),
-        1 => (PROTOCOLS[rng.below(3) as usize], Ports::Any),
+        0 => (None, Ports::Any),
+        1 => (Some(PROTOCOLS[rng.below(3) as usize]), Ports::Any),
         _ => {
             let (a, b) = (random_port(rng), random_port(rng));
             (
-                PROTOCOLS[rng.below(3) as usize],
+                Some(PROTOCOLS[rng.below(3) as usize]),
                 Ports::Range(a.min(b), a.max(b)),
             )
         }

@@ -12,11 +12,17 @@ fn prov(name: &str, rule: &str) -> Provenance {
     }
 }
 
-fn entry(peer: PeerKey, protocol: Protocol, ports: Ports, verdict: Verdict, name: &str) -> Entry {
+fn entry(
+    peer: PeerKey,
+    protocol: impl Into<Option<Protocol>>,
+    ports: Ports,
+    verdict: Verdict,
+    name: &str,
+) -> Entry {
     Entry {
         key: EntryKey {
             peer,
-            protocol,
+            protocol: protocol.into(),
             ports,
         },
         verdict,
@@ -54,13 +60,7 @@ fn deny_beats_allow_regardless_of_specificity() {
             Verdict::Allow,
             "exact-allow",
         ),
-        entry(
-            PeerKey::Any,
-            Protocol::Any,
-            Ports::Any,
-            Verdict::Allow,
-            "allow-all",
-        ),
+        entry(PeerKey::Any, None, Ports::Any, Verdict::Allow, "allow-all"),
         entry(
             PeerKey::Any,
             Protocol::Tcp,
@@ -115,7 +115,7 @@ fn matching_is_by_peer_protocol_and_port() {
 fn effective_collapses_provenance_with_deny_winning() {
     let key = EntryKey {
         peer: PeerKey::Identity(1),
-        protocol: Protocol::Tcp,
+        protocol: Some(Protocol::Tcp),
         ports: Ports::Range(80, 80),
     };
     let entries: BTreeSet<Entry> = [

@@ -118,6 +118,6 @@ fn names_namespace_and_reserved() {
 #[test]
 fn reserved_selector_matches_reserved_labels_only() {
     let sel = parse("matchLabels: {'reserved:host': ''}").unwrap();
-    assert!(sel.matches(&LabelSet::new().with("reserved", "host", "")));
-    assert!(!sel.matches(&LabelSet::new().with("k8s", "host", "")));
+    assert!(sel.matches(&LabelSet::new().with_source("reserved", "host", "")));
+    assert!(!sel.matches(&LabelSet::new().with_source("k8s", "host", "")));
 }

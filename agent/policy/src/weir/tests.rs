@@ -105,7 +105,7 @@ fn empty_rule_matches_nothing_but_ports_only_rule_matches_everyone() {
     assert_eq!(
         p.rule_sets[0].rules[0].ports,
         vec![PortMatch {
-            protocol: Protocol::Any,
+            protocol: None,
             port: crate::rule::PortRef::Range(80, 80)
         }]
     );

@@ -2,8 +2,8 @@
 //! from the endpoint registry, the policy snapshot the reconcile loop
 //! published and the shared view of identities.
 
+use weir_abi::identity::reserved_by_id;
 use weir_agent_api::v1;
-use weir_identity::reserved;
 
 use crate::cluster::kvstore::SharedView;
 use crate::endpoint::registry::Endpoint;
@@ -24,8 +24,8 @@ fn labels_of(
     snapshot: &PolicySnapshot,
     view: &SharedView,
 ) -> Option<(Vec<String>, &'static str)> {
-    if let Some(name) = reserved::reserved_name(id) {
-        return Some((vec![name.to_string()], "reserved"));
+    if let Some(reserved) = reserved_by_id(id) {
+        return Some((reserved.labels().map(String::from).collect(), "reserved"));
     }
     if let Some(labels) = view.identities.get(&id) {
         let labels = labels.iter().map(|(k, v)| label_text(k, v)).collect();
@@ -53,10 +53,9 @@ pub fn endpoint_detail(
     view: &SharedView,
     map_entries: u64,
 ) -> v1::EndpointDetail {
-    let key = format!("{}/{}", endpoint.pod.namespace, endpoint.pod.name);
     let identity = snapshot
         .local
-        .get(&key)
+        .get(&endpoint.pod)
         .filter(|(id, _)| *id == u32::from(endpoint.id))
         .map_or(0, |(_, identity)| *identity);
     let labels = if identity == 0 {
@@ -95,13 +94,10 @@ pub fn identity_detail(
         .local
         .iter()
         .filter(|(_, (_, identity))| *identity == id)
-        .map(|(pod, (endpoint, _))| {
-            let (namespace, name) = pod.split_once('/').unwrap_or(("", pod));
-            v1::LocalEndpointRef {
-                id: *endpoint,
-                namespace: namespace.into(),
-                pod: name.into(),
-            }
+        .map(|(pod, (endpoint, _))| v1::LocalEndpointRef {
+            id: *endpoint,
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
         })
         .collect();
     Some(v1::IdentityDetail {

@@ -68,10 +68,7 @@ fn key(id: &str) -> AttachmentKey {
 fn new_endpoint(id: &str, ipv4: Ipv4Addr) -> NewEndpoint {
     NewEndpoint {
         attachment: key(id),
-        pod: PodRef {
-            namespace: "x".into(),
-            name: id.into(),
-        },
+        pod: NamespacedName::new("x", id),
         netns: format!("/run/netns/{id}"),
         host_ifname: format!("lxc{id}"),
         host_ifindex: 9,

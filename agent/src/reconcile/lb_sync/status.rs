@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_lb::{Frontend, FrontendKey, Scope, ServiceName};
+use weir_lb::{Frontend, FrontendKey, Scope};
+use weir_types::NamespacedName;
 
 use super::{LbMap, MapOperations};
 
@@ -149,7 +150,12 @@ pub struct LbStatus {
 impl LbStatus {
     /// The service whose frontend is `address:port` for `protocol` (an IP
     /// protocol number), in any scope.
-    pub fn service_at(&self, address: Ipv4Addr, port: u16, protocol: u8) -> Option<&ServiceName> {
+    pub fn service_at(
+        &self,
+        address: Ipv4Addr,
+        port: u16,
+        protocol: u8,
+    ) -> Option<&NamespacedName> {
         let protocol = crate::datapath::maps::lb::protocol_of(protocol)?;
         [Scope::Internal, Scope::External]
             .into_iter()

@@ -3,11 +3,10 @@ use std::sync::{Arc, Mutex};
 use aya::maps::MapError;
 use aya::sys::SyscallError;
 use weir_abi::lb::*;
-use weir_lb::{FrontendKind, Scope, ServiceName};
+use weir_lb::{FrontendKind, Scope};
+use weir_types::NamespacedName;
 
 use super::*;
-
-const IPPROTO_TCP: u8 = 6;
 
 /// The LB maps in memory, with the service map's capacity as the kernel
 /// enforces `max_entries`.
@@ -186,7 +185,7 @@ fn backend(last: u8, state: BackendState, node: &str) -> Backend {
 
 fn frontend(backends: Vec<Backend>, algorithm: Algorithm, affinity: Option<u32>) -> Frontend {
     Frontend {
-        service: ServiceName::new("svc", "web"),
+        service: NamespacedName::new("svc", "web"),
         port_name: None,
         address: Ipv4Addr::new(10, 96, 0, 10),
         port: 80,
@@ -269,8 +268,8 @@ fn a_frontend_writes_active_backends_in_slots_and_marks_local_ones() {
     assert_eq!(slots, BTreeSet::from([ids[0], ids[2]]));
     assert_eq!(maps.revnat[&entry.rev_nat_id].port, 80u16.to_be_bytes());
     assert_eq!(
-        status.service_at(web.address, 80, IPPROTO_TCP),
-        Some(&ServiceName::new("svc", "web"))
+        status.service_at(web.address, 80, weir_abi::ip_proto::TCP),
+        Some(&NamespacedName::new("svc", "web"))
     );
 }
 
@@ -385,7 +384,7 @@ fn random_frontend(rng: &mut Rng) -> Frontend {
     backends.sort_by_key(|b| (b.address, b.port));
     backends.dedup_by_key(|b| (b.address, b.port));
     Frontend {
-        service: ServiceName::new("svc", &format!("s{}", rng.below(3))),
+        service: NamespacedName::new("svc", format!("s{}", rng.below(3))),
         port_name: None,
         address: Ipv4Addr::new(10, 96, 0, 1 + rng.below(3) as u8),
         port: [80, 81][rng.below(2) as usize],

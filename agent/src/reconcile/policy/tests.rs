@@ -3,10 +3,7 @@ use super::*;
 fn view_of(identity_labels: &[(u32, &[(&str, &str)])]) -> ClusterView {
     let mut view = ClusterView::new();
     for (id, labels) in identity_labels {
-        let mut set = LabelSet::new();
-        for (k, v) in labels.iter() {
-            set.insert_full(*k, *v);
-        }
+        let set = labels.iter().copied().collect();
         view.add_identity(weir_policy::Identity {
             id: *id,
             labels: set,

@@ -1,11 +1,10 @@
 use std::net::Ipv4Addr;
 
-use weir_identity::SecurityLabels;
 use weir_policy::EndpointPolicy;
+use weir_types::{LabelSet, NamespacedName};
 
 use super::*;
 use crate::endpoint::ipam::AttachmentKey;
-use crate::endpoint::registry::PodRef;
 
 fn endpoint(id: u16, namespace: &str, name: &str) -> Endpoint {
     Endpoint {
@@ -14,10 +13,7 @@ fn endpoint(id: u16, namespace: &str, name: &str) -> Endpoint {
             container_id: format!("c{id}"),
             ifname: "eth0".into(),
         },
-        pod: PodRef {
-            namespace: namespace.into(),
-            name: name.into(),
-        },
+        pod: NamespacedName::new(namespace, name),
         netns: format!("/run/netns/{name}"),
         host_ifname: format!("lxc{id}"),
         host_ifindex: 40 + u32::from(id),
@@ -30,8 +26,12 @@ fn endpoint(id: u16, namespace: &str, name: &str) -> Endpoint {
 /// enforces ingress only; 10.0.0.0/8 is a policy CIDR.
 fn state() -> (PolicySnapshot, SharedView) {
     let mut snapshot = PolicySnapshot::default();
-    snapshot.local.insert("x/a".into(), (1, 300));
-    snapshot.local.insert("x/b".into(), (2, 300));
+    snapshot
+        .local
+        .insert(NamespacedName::new("x", "a"), (1, 300));
+    snapshot
+        .local
+        .insert(NamespacedName::new("x", "b"), (2, 300));
     let mut policy = EndpointPolicy {
         identity: 300,
         ..Default::default()
@@ -45,7 +45,7 @@ fn state() -> (PolicySnapshot, SharedView) {
     let mut view = SharedView::default();
     view.identities.insert(
         300,
-        SecurityLabels::new()
+        LabelSet::new()
             .with("k8s:app", "web")
             .with("k8s:io.kubernetes.pod.namespace", "x"),
     );

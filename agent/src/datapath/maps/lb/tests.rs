@@ -1,4 +1,5 @@
-use weir_lb::{Algorithm, Backend, Frontend, ServiceName};
+use weir_lb::{Algorithm, Backend, Frontend};
+use weir_types::NamespacedName;
 
 use super::*;
 
@@ -199,7 +200,7 @@ fn maglev_tables_hold_the_backend_id_of_each_slot() {
     let mut terminating = backend(2);
     terminating.state = BackendState::Terminating;
     let service = Frontend {
-        service: ServiceName::new("x", "web"),
+        service: NamespacedName::new("x", "web"),
         port_name: None,
         address: Ipv4Addr::new(10, 96, 0, 10),
         port: 80,
