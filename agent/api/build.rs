@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute(".weir.services.v1", "#[derive(serde::Serialize)]")
         .compile_protos(
             &[
+                "proto/weir/agent/v1/types.proto",
                 "proto/weir/agent/v1/endpoints.proto",
                 "proto/weir/agent/v1/policy.proto",
                 "proto/weir/agent/v1/inspect.proto",

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod services;
 #[cfg(test)]
 mod test_socket;
+mod wire;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

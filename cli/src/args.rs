@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use weir_types::NamespacedName;
 
 mod values;
 
-pub use values::{value_name, EventType, FlowProtocol, PodName, PortProtocol, Verdict};
+pub use values::{EventType, FlowProtocol, PortProtocol, TraceProtocol, Verdict};
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Inspect a Weir agent")]
@@ -186,11 +187,11 @@ pub enum PolicyCommand {
     /// Would SRC reach DST on PORT/PROTO? Names the policy and rule that decide.
     Trace {
         /// NAMESPACE/POD
-        #[arg(long)]
-        src: PodName,
+        #[arg(long, value_parser = values::pod_name)]
+        src: NamespacedName,
         /// NAMESPACE/POD
-        #[arg(long)]
-        dst: PodName,
+        #[arg(long, value_parser = values::pod_name)]
+        dst: NamespacedName,
         /// PORT/PROTO, e.g. 80/tcp (tcp, udp or sctp, any case)
         #[arg(long)]
         port: PortProtocol,

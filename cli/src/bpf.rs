@@ -38,7 +38,7 @@ struct ConntrackJson<'a> {
     packets_forward: u64,
     packets_reply: u64,
     protocol: &'a str,
-    scope: &'a str,
+    scope: &'static str,
     source: &'a str,
     tcp_flags: &'a str,
 }
@@ -51,7 +51,7 @@ impl<'a> From<&'a v1::ConntrackEntry> for ConntrackJson<'a> {
             packets_forward: e.packets_forward,
             packets_reply: e.packets_reply,
             protocol: &e.protocol,
-            scope: &e.scope,
+            scope: output::direction(e.scope()),
             source: &e.source,
             tcp_flags: &e.tcp_flags,
         }
@@ -61,23 +61,37 @@ impl<'a> From<&'a v1::ConntrackEntry> for ConntrackJson<'a> {
 /// One line of `bpf policy get -o json`.
 #[derive(Serialize)]
 struct PolicyEntryJson<'a> {
-    direction: &'a str,
+    direction: &'static str,
     identity: u32,
     ports: &'a str,
     prefix_len: u32,
-    protocol: &'a str,
-    verdict: &'a str,
+    protocol: String,
+    verdict: String,
 }
 
 impl<'a> From<&'a v1::PolicyMapEntry> for PolicyEntryJson<'a> {
+    /// An entry that does not decode shows `?` and, as its verdict, why.
     fn from(e: &'a v1::PolicyMapEntry) -> Self {
+        let invalid = !e.invalid.is_empty();
         PolicyEntryJson {
-            direction: &e.direction,
+            direction: if invalid {
+                "?"
+            } else {
+                output::direction(e.direction())
+            },
             identity: e.identity,
             ports: &e.ports,
             prefix_len: e.prefix_len,
-            protocol: &e.protocol,
-            verdict: &e.verdict,
+            protocol: if invalid {
+                "?".into()
+            } else {
+                output::l4_protocol(e.protocol)
+            },
+            verdict: if invalid {
+                format!("invalid: {}", e.invalid)
+            } else {
+                output::verdict(e.verdict()).into()
+            },
         }
     }
 }
@@ -126,7 +140,7 @@ pub async fn conntrack(socket: &Path, json: bool) -> Result<()> {
     ]);
     for e in &r.entries {
         table.row(vec![
-            e.scope.clone(),
+            output::direction(e.scope()).to_string(),
             e.protocol.clone(),
             e.source.clone(),
             e.destination.clone(),
@@ -153,18 +167,18 @@ pub async fn policy_map(socket: &Path, endpoint: u32, json: bool) -> Result<()> 
         return output::json_lines(r.entries.iter().map(PolicyEntryJson::from));
     }
     let mut table = Table::new(&["DIRECTION", "VERDICT", "PEER", "PROTOCOL", "PORTS"]);
-    for e in &r.entries {
+    for e in r.entries.iter().map(PolicyEntryJson::from) {
         let peer = if e.identity == 0 {
             "any".to_string()
         } else {
             e.identity.to_string()
         };
         table.row(vec![
-            e.direction.clone(),
-            e.verdict.clone(),
+            e.direction.to_string(),
+            e.verdict,
             peer,
-            e.protocol.clone(),
-            e.ports.clone(),
+            e.protocol,
+            e.ports.to_string(),
         ]);
     }
     print!("{}", table.render());
@@ -187,7 +201,7 @@ mod tests {
             include_str!("../testdata/ipcache.json")
         );
         let ct = v1::ConntrackEntry {
-            scope: "egress".into(),
+            scope: v1::TrafficDirection::Egress.into(),
             protocol: "TCP".into(),
             source: "10.0.0.1:5".into(),
             destination: "10.0.0.2:80".into(),
@@ -201,16 +215,32 @@ mod tests {
             include_str!("../testdata/conntrack.json")
         );
         let entry = v1::PolicyMapEntry {
-            direction: "ingress".into(),
+            direction: v1::TrafficDirection::Ingress.into(),
             identity: 0,
-            protocol: "TCP".into(),
+            protocol: v1::L4Protocol::Tcp.into(),
             ports: "80".into(),
-            verdict: "allow".into(),
+            verdict: v1::PolicyVerdict::Allow.into(),
             prefix_len: 40,
+            invalid: String::new(),
         };
         assert_eq!(
             serde_json::to_string(&PolicyEntryJson::from(&entry)).unwrap(),
             include_str!("../testdata/policy_map.json")
+        );
+    }
+
+    #[test]
+    fn an_entry_that_does_not_decode_shows_why() {
+        let entry = v1::PolicyMapEntry {
+            identity: 7,
+            ports: "?".into(),
+            prefix_len: 99,
+            invalid: "bad prefix length 99".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&PolicyEntryJson::from(&entry)).unwrap(),
+            r#"{"direction":"?","identity":7,"ports":"?","prefix_len":99,"protocol":"?","verdict":"invalid: bad prefix length 99"}"#
         );
     }
 }

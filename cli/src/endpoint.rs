@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 use weir_agent_api::v1;
+use weir_types::NamespacedName;
 
 use crate::agent::{self, rpc_error};
 use crate::output::{self, enforcement, field};
@@ -78,7 +79,7 @@ impl<'a> From<&'a v1::EndpointDetail> for EndpointDetailJson<'a> {
 /// The pod of an endpoint, empty when it has none.
 fn pod(p: &Option<v1::PodRef>) -> String {
     p.as_ref()
-        .map(|p| output::pod(&p.namespace, &p.name))
+        .map(|p| NamespacedName::new(&p.namespace, &p.name).to_string())
         .unwrap_or_default()
 }
 
@@ -118,7 +119,7 @@ pub async fn get(socket: &Path, id: u32, json: bool) -> Result<()> {
         return output::json_document(&EndpointDetailJson::from(&e));
     }
     field("ID", e.id);
-    field("Pod", output::pod(&e.namespace, &e.pod));
+    field("Pod", NamespacedName::new(&e.namespace, &e.pod).to_string());
     let identity = if e.identity == 0 {
         "none yet".to_string()
     } else {

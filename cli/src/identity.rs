@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 use weir_agent_api::v1;
+use weir_types::NamespacedName;
 
 use crate::agent::{self, rpc_error};
 use crate::output::{self, field};
@@ -50,7 +51,7 @@ impl<'a> From<&'a v1::IdentityDetail> for IdentityDetailJson<'a> {
                 .iter()
                 .map(|e| LocalEndpointJson {
                     id: e.id,
-                    pod: output::pod(&e.namespace, &e.pod),
+                    pod: NamespacedName::new(&e.namespace, &e.pod).to_string(),
                 })
                 .collect(),
             id: i.id,
@@ -102,7 +103,7 @@ pub async fn get(socket: &Path, id: u32, json: bool) -> Result<()> {
     let endpoints: Vec<String> = i
         .endpoints
         .iter()
-        .map(|e| format!("{} ({})", e.id, output::pod(&e.namespace, &e.pod)))
+        .map(|e| format!("{} ({})", e.id, NamespacedName::new(&e.namespace, &e.pod)))
         .collect();
     if endpoints.is_empty() {
         field("Local endpoints", "none");

@@ -31,7 +31,9 @@ pub fn line(e: &v1::MonitorEvent) -> String {
         "policy-verdict" => {
             let mut text = format!(
                 "policy-verdict {} {} match {}",
-                e.direction, e.verdict, e.match_type
+                output::direction(e.direction()),
+                output::verdict(e.verdict()),
+                e.match_type
             );
             if e.reason != 0 {
                 text.push_str(&format!(" reason {} ({})", e.reason, e.reason_name));
@@ -73,7 +75,7 @@ pub fn line(e: &v1::MonitorEvent) -> String {
 #[derive(Serialize)]
 struct EventJson<'a> {
     ct_direction: &'a str,
-    direction: &'a str,
+    direction: &'static str,
     dst_identity: u32,
     dst_ip: &'a str,
     dst_port: u32,
@@ -96,14 +98,14 @@ struct EventJson<'a> {
     src_port: u32,
     tcp_flags: &'a str,
     time: Option<String>,
-    verdict: &'a str,
+    verdict: &'static str,
 }
 
 impl<'a> From<&'a v1::MonitorEvent> for EventJson<'a> {
     fn from(e: &'a v1::MonitorEvent) -> Self {
         EventJson {
             ct_direction: &e.ct_direction,
-            direction: &e.direction,
+            direction: output::direction(e.direction()),
             dst_identity: e.dst_identity,
             dst_ip: &e.dst_ip,
             dst_port: e.dst_port,
@@ -126,7 +128,7 @@ impl<'a> From<&'a v1::MonitorEvent> for EventJson<'a> {
             src_port: e.src_port,
             tcp_flags: &e.tcp_flags,
             time: time::json(&e.time),
-            verdict: &e.verdict,
+            verdict: output::verdict(e.verdict()),
         }
     }
 }
@@ -223,8 +225,8 @@ mod tests {
         let verdict = v1::MonitorEvent {
             kind: "policy-verdict".into(),
             kind_code: 5,
-            direction: "ingress".into(),
-            verdict: "deny".into(),
+            direction: v1::TrafficDirection::Ingress.into(),
+            verdict: v1::PolicyVerdict::Deny.into(),
             match_type: "none".into(),
             ..drop_event()
         };

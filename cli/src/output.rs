@@ -10,6 +10,8 @@ use std::io::Write;
 
 use anyhow::Result;
 use serde::Serialize;
+use weir_abi::ip_proto;
+use weir_agent_api::v1;
 
 /// One JSON document, indented.
 pub fn json_document(value: &impl Serialize) -> Result<()> {
@@ -50,9 +52,32 @@ pub fn list(key: &str, values: &[String]) {
     }
 }
 
-/// `NAMESPACE/POD`.
-pub fn pod(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+/// `ingress` or `egress`; empty when the agent sent none.
+pub fn direction(direction: v1::TrafficDirection) -> &'static str {
+    match direction {
+        v1::TrafficDirection::Unspecified => "",
+        v1::TrafficDirection::Ingress => "ingress",
+        v1::TrafficDirection::Egress => "egress",
+    }
+}
+
+/// `allow` or `deny`; empty when the agent sent none.
+pub fn verdict(verdict: v1::PolicyVerdict) -> &'static str {
+    match verdict {
+        v1::PolicyVerdict::Unspecified => "",
+        v1::PolicyVerdict::Allow => "allow",
+        v1::PolicyVerdict::Deny => "deny",
+    }
+}
+
+/// An `L4Protocol` value: `any` (0), or the IP protocol's name (`TCP`), or
+/// its number when it has no name.
+pub fn l4_protocol(value: i32) -> String {
+    match u8::try_from(value) {
+        Ok(0) => "any".into(),
+        Ok(number) => ip_proto::Named(number).to_string(),
+        Err(_) => value.to_string(),
+    }
 }
 
 /// Whether policy is enforced in one direction of an endpoint.
@@ -61,5 +86,33 @@ pub fn enforcement(enforced: bool) -> &'static str {
         "enforced"
     } else {
         "allow-all"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_words() {
+        assert_eq!(direction(v1::TrafficDirection::Ingress), "ingress");
+        assert_eq!(direction(v1::TrafficDirection::Egress), "egress");
+        assert_eq!(direction(v1::TrafficDirection::Unspecified), "");
+        assert_eq!(verdict(v1::PolicyVerdict::Allow), "allow");
+        assert_eq!(verdict(v1::PolicyVerdict::Deny), "deny");
+        assert_eq!(verdict(v1::PolicyVerdict::Unspecified), "");
+        let protocols = [
+            v1::L4Protocol::Any as i32,
+            v1::L4Protocol::Tcp as i32,
+            v1::L4Protocol::Udp as i32,
+            v1::L4Protocol::Sctp as i32,
+            1,
+            99,
+            -1,
+        ];
+        assert_eq!(
+            protocols.map(l4_protocol),
+            ["any", "TCP", "UDP", "SCTP", "ICMP", "99", "-1"]
+        );
     }
 }

@@ -5,9 +5,10 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 use weir_agent_api::v1;
+use weir_types::NamespacedName;
 
 use crate::agent::{self, rpc_error};
-use crate::args::{value_name, PodName, PolicyCommand, PortProtocol};
+use crate::args::{PolicyCommand, PortProtocol, TraceProtocol};
 use crate::output::{self, enforcement};
 
 /// `policy get -o json` (fields in key order, see [`crate::output`]).
@@ -30,13 +31,13 @@ struct EndpointPolicyJson<'a> {
 
 #[derive(Serialize)]
 struct RuleJson<'a> {
-    direction: &'a str,
+    direction: &'static str,
     peer: &'a str,
     peer_labels: &'a [String],
     ports: &'a str,
-    protocol: &'a str,
+    protocol: String,
     source: &'a str,
-    verdict: &'a str,
+    verdict: &'static str,
 }
 
 #[derive(Serialize)]
@@ -76,7 +77,7 @@ impl<'a> From<&'a v1::EndpointPolicy> for EndpointPolicyJson<'a> {
             id: e.endpoint_id,
             identity: e.identity,
             ingress_enforced: e.ingress_enforced,
-            pod: pod(e),
+            pod: pod(e).to_string(),
             rules: e.rules.iter().map(Into::into).collect(),
         }
     }
@@ -85,27 +86,36 @@ impl<'a> From<&'a v1::EndpointPolicy> for EndpointPolicyJson<'a> {
 impl<'a> From<&'a v1::PolicyRule> for RuleJson<'a> {
     fn from(r: &'a v1::PolicyRule) -> Self {
         RuleJson {
-            direction: &r.direction,
+            direction: output::direction(r.direction()),
             peer: &r.peer,
             peer_labels: &r.peer_labels,
             ports: &r.ports,
-            protocol: &r.protocol,
+            // The policy API's spelling: `any`, `tcp`, `udp`, `sctp`.
+            protocol: output::l4_protocol(r.protocol).to_ascii_lowercase(),
             source: &r.source,
-            verdict: &r.verdict,
+            verdict: output::verdict(r.verdict()),
         }
     }
 }
 
 /// The endpoint's pod (`/` when the agent sent none).
-fn pod(e: &v1::EndpointPolicy) -> String {
+fn pod(e: &v1::EndpointPolicy) -> NamespacedName {
     let pod = e.pod.clone().unwrap_or_default();
-    output::pod(&pod.namespace, &pod.name)
+    NamespacedName::new(pod.namespace, pod.name)
 }
 
-fn pod_ref(pod: &PodName) -> v1::PolicyPodRef {
+fn pod_ref(pod: &NamespacedName) -> v1::PolicyPodRef {
     v1::PolicyPodRef {
         namespace: pod.namespace.clone(),
         name: pod.name.clone(),
+    }
+}
+
+fn trace_protocol(protocol: TraceProtocol) -> v1::L4Protocol {
+    match protocol {
+        TraceProtocol::Tcp => v1::L4Protocol::Tcp,
+        TraceProtocol::Udp => v1::L4Protocol::Udp,
+        TraceProtocol::Sctp => v1::L4Protocol::Sctp,
     }
 }
 
@@ -133,8 +143,8 @@ async fn get(socket: &Path, json: bool) -> Result<()> {
 /// Prints the decision; a denied flow ends the process with status 1.
 async fn trace(
     socket: &Path,
-    src: &PodName,
-    dst: &PodName,
+    src: &NamespacedName,
+    dst: &NamespacedName,
     port: PortProtocol,
     json: bool,
 ) -> Result<()> {
@@ -143,7 +153,7 @@ async fn trace(
         .trace(v1::TraceRequest {
             src: Some(pod_ref(src)),
             dst: Some(pod_ref(dst)),
-            protocol: value_name(port.protocol),
+            protocol: trace_protocol(port.protocol).into(),
             port: port.port,
         })
         .await
@@ -174,7 +184,7 @@ fn print_policy(response: &v1::GetPolicyResponse) {
             enforcement(endpoint.ingress_enforced),
             enforcement(endpoint.egress_enforced)
         );
-        for rule in &endpoint.rules {
+        for rule in endpoint.rules.iter().map(RuleJson::from) {
             println!(
                 "  {:<7} {:<5} peer {:<10} {:<4} {:<11} {}{}",
                 rule.direction,
@@ -221,12 +231,12 @@ mod tests {
                     ingress_enforced: true,
                     egress_enforced: false,
                     rules: vec![v1::PolicyRule {
-                        direction: "ingress".into(),
+                        direction: v1::TrafficDirection::Ingress.into(),
                         peer: "33020".into(),
                         peer_labels: vec!["k8s:ns=y".into()],
-                        protocol: "TCP".into(),
+                        protocol: v1::L4Protocol::Tcp.into(),
                         ports: "80".into(),
-                        verdict: "allow".into(),
+                        verdict: v1::PolicyVerdict::Allow.into(),
                         source: "NetworkPolicy x/web (spec.ingress[0])".into(),
                     }],
                 },

@@ -15,6 +15,7 @@ use weir_agent_api::v1;
 use weir_agent_api::v1::inspect_server::Inspect;
 use weir_policy::L4Prefix;
 
+use super::wire;
 use crate::cluster::kvstore::SharedView;
 use crate::datapath::maps::policy::{self, LpmKey};
 use crate::datapath::{maps, SharedDatapath};
@@ -49,34 +50,43 @@ fn tcp_flags(flags: u8) -> String {
 }
 
 /// One policy map entry as `weir bpf policy get` shows it; an entry the
-/// agent would not have written shows why in its verdict.
+/// agent would not have written says why in `invalid`.
 fn policy_map_entry(lpm: &LpmKey, entry: &PolicyEntry) -> v1::PolicyMapEntry {
     match policy::decode_key(lpm).and_then(|key| Ok((key, policy::decode_entry(entry)?))) {
         Ok((key, entry)) => {
             let (protocol, ports) = match key.l4 {
-                L4Prefix::Any => ("any".to_string(), "any".to_string()),
-                L4Prefix::Protocol { number, ports } => {
-                    (ip_proto::Named(number).to_string(), ports.to_string())
-                }
+                L4Prefix::Any => (0, "any".to_string()),
+                L4Prefix::Protocol { number, ports } => (i32::from(number), ports.to_string()),
             };
             v1::PolicyMapEntry {
-                direction: key.direction.to_string(),
+                direction: wire::direction(key.direction).into(),
                 identity: key.peer.identity(),
                 protocol,
                 ports,
-                verdict: entry.verdict.to_string(),
+                verdict: wire::verdict(entry.verdict).into(),
                 prefix_len: lpm.prefix_len,
+                invalid: String::new(),
             }
         }
         Err(error) => v1::PolicyMapEntry {
-            direction: "?".into(),
             identity: lpm.key.identity,
-            protocol: "?".into(),
             ports: "?".into(),
-            verdict: format!("invalid: {error}"),
             prefix_len: lpm.prefix_len,
+            invalid: error.to_string(),
+            ..Default::default()
         },
     }
+}
+
+/// The order `weir bpf policy get` lists entries in: undecodable ones
+/// first, then egress before ingress, by peer, protocol and ports.
+fn policy_map_order(e: &v1::PolicyMapEntry) -> impl Ord + '_ {
+    let direction = match e.direction() {
+        v1::TrafficDirection::Unspecified => 0,
+        v1::TrafficDirection::Egress => 1,
+        v1::TrafficDirection::Ingress => 2,
+    };
+    (direction, e.identity, e.protocol, &e.ports)
 }
 
 #[tonic::async_trait]
@@ -94,14 +104,7 @@ impl Inspect for InspectService {
             .filter(|(lpm, _)| lpm.key.endpoint_id == endpoint)
             .map(|(lpm, entry)| policy_map_entry(&lpm, &entry))
             .collect();
-        entries.sort_by(|a, b| {
-            (&a.direction, a.identity, &a.protocol, &a.ports).cmp(&(
-                &b.direction,
-                b.identity,
-                &b.protocol,
-                &b.ports,
-            ))
-        });
+        entries.sort_by(|a, b| policy_map_order(a).cmp(&policy_map_order(b)));
         Ok(Response::new(v1::PolicyMapResponse { entries }))
     }
 
@@ -200,9 +203,9 @@ impl Inspect for InspectService {
             .into_iter()
             .map(|(key, entry)| v1::ConntrackEntry {
                 scope: if key.scope == CT_SCOPE_EGRESS {
-                    "egress".into()
+                    v1::TrafficDirection::Egress.into()
                 } else {
-                    "ingress".into()
+                    v1::TrafficDirection::Ingress.into()
                 },
                 protocol: ip_proto::Named(key.protocol).to_string(),
                 source: format!(

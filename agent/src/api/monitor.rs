@@ -124,11 +124,15 @@ pub fn to_proto(event: &DatapathEvent, clock: &WallClock, node_name: &str) -> v1
             if reason != 0 {
                 out.reason_name = drop_reason_text(reason).into();
             }
-            out.direction = match direction {
-                PolicyDirection::Ingress => "ingress".into(),
-                PolicyDirection::Egress => "egress".into(),
-            };
-            out.verdict = if allowed { "allow" } else { "deny" }.into();
+            out.set_direction(match direction {
+                PolicyDirection::Ingress => v1::TrafficDirection::Ingress,
+                PolicyDirection::Egress => v1::TrafficDirection::Egress,
+            });
+            out.set_verdict(if allowed {
+                v1::PolicyVerdict::Allow
+            } else {
+                v1::PolicyVerdict::Deny
+            });
             out.match_type = match_type_name(match_type).into();
         }
     }

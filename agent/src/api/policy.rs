@@ -5,10 +5,10 @@
 use tonic::{Request, Response, Status};
 use weir_agent_api::v1;
 use weir_agent_api::v1::policy_server::Policy as PolicyRpc;
-use weir_policy::rule::protocol_text;
-use weir_policy::{Direction, PeerKey, Ports, Protocol, Verdict};
+use weir_policy::{Direction, PeerKey, Ports, Verdict};
 use weir_types::NamespacedName;
 
+use super::wire;
 use crate::reconcile::snapshot::{PolicySnapshot, SharedSnapshot};
 
 pub struct PolicyService {
@@ -26,11 +26,6 @@ impl PolicyService {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-}
-
-/// `any`, `tcp`, `udp`, `sctp`: the spelling of the policy API.
-fn protocol_name(protocol: Option<Protocol>) -> String {
-    protocol_text(protocol).to_ascii_lowercase()
 }
 
 fn pod_ref(pod: &NamespacedName) -> v1::PolicyPodRef {
@@ -53,10 +48,7 @@ impl PolicyRpc for PolicyService {
                 continue;
             };
             let mut rules = Vec::new();
-            for (direction, name) in [
-                (Direction::Ingress, "ingress"),
-                (Direction::Egress, "egress"),
-            ] {
+            for direction in [Direction::Ingress, Direction::Egress] {
                 for entry in &policy.direction(direction).entries {
                     let peer_labels = match entry.key.peer {
                         PeerKey::Identity(id) => snapshot
@@ -67,22 +59,19 @@ impl PolicyRpc for PolicyService {
                         PeerKey::Any => Vec::new(),
                     };
                     rules.push(v1::PolicyRule {
-                        direction: name.into(),
+                        direction: wire::direction(direction).into(),
                         peer: match entry.key.peer {
                             PeerKey::Any => "any".into(),
                             PeerKey::Identity(id) => id.to_string(),
                         },
                         peer_labels,
-                        protocol: protocol_name(entry.key.protocol),
+                        protocol: wire::l4_protocol(entry.key.protocol),
                         ports: match entry.key.ports {
                             Ports::Any => "any".into(),
                             Ports::Range(lo, hi) if lo == hi => lo.to_string(),
                             Ports::Range(lo, hi) => format!("{lo}-{hi}"),
                         },
-                        verdict: match entry.verdict {
-                            Verdict::Allow => "allow".into(),
-                            Verdict::Deny => "deny".into(),
-                        },
+                        verdict: wire::verdict(entry.verdict).into(),
                         source: entry.provenance.to_string(),
                     });
                 }
@@ -121,16 +110,12 @@ impl PolicyRpc for PolicyService {
             Ok(NamespacedName::new(p.namespace, p.name))
         };
         let (src, dst) = (key(request.src)?, key(request.dst)?);
-        let protocol = request
-            .protocol
-            .to_ascii_uppercase()
-            .parse::<Protocol>()
-            .map_err(|_| {
-                Status::invalid_argument(format!(
-                    "unknown protocol {:?}",
-                    request.protocol.to_ascii_lowercase()
-                ))
-            })?;
+        let protocol = wire::trace_protocol(request.protocol).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "protocol {} is not TCP, UDP or SCTP",
+                request.protocol
+            ))
+        })?;
         let port = u16::try_from(request.port)
             .ok()
             .filter(|p| *p != 0)

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use clap::ValueEnum;
 use weir_observer::proto::flow;
+use weir_types::NamespacedName;
 
 /// The kinds of datapath events, as `monitor --type` and `observe --type`
 /// name them.
@@ -97,31 +98,14 @@ pub enum TraceProtocol {
     Sctp,
 }
 
-/// `NAMESPACE/POD`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodName {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl FromStr for PodName {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (namespace, name) = text
-            .split_once('/')
-            .ok_or_else(|| format!("expected NAMESPACE/POD, got {text:?}"))?;
-        Ok(PodName {
-            namespace: namespace.into(),
-            name: name.into(),
-        })
-    }
-}
-
-impl fmt::Display for PodName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
+/// `NAMESPACE/POD`, split at the first `/` as the CLI always has: looser
+/// than `NamespacedName`'s own parser (exactly one `/`, both parts), and
+/// the agent says when there is no such pod.
+pub fn pod_name(text: &str) -> Result<NamespacedName, String> {
+    let (namespace, name) = text
+        .split_once('/')
+        .ok_or_else(|| format!("expected NAMESPACE/POD, got {text:?}"))?;
+    Ok(NamespacedName::new(namespace, name))
 }
 
 /// `PORT/PROTO`, e.g. `80/tcp`. The port is range-checked by the agent.
@@ -182,7 +166,7 @@ mod tests {
         assert_eq!((p.port, p.protocol), (443, TraceProtocol::Sctp));
         assert_eq!(p.to_string(), "443/sctp");
         assert!("443".parse::<PortProtocol>().is_err());
-        let pod: PodName = "ns/pod/x".parse().unwrap();
+        let pod = pod_name("ns/pod/x").unwrap();
         assert_eq!((pod.namespace.as_str(), pod.name.as_str()), ("ns", "pod/x"));
         assert_eq!(pod.to_string(), "ns/pod/x");
     }

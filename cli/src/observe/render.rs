@@ -4,12 +4,15 @@
 use serde::Serialize;
 use weir_observer::proto::flow::{self, Flow};
 use weir_observer::proto::relay::{NodeState, NodeStatusEvent};
+use weir_types::NamespacedName;
 
-use crate::{output, time};
+use crate::time;
 
 fn endpoint(ep: &Option<flow::Endpoint>, ip: &str, port: Option<u32>) -> String {
     let name = match ep {
-        Some(e) if !e.pod_name.is_empty() => output::pod(&e.namespace, &e.pod_name),
+        Some(e) if !e.pod_name.is_empty() => {
+            NamespacedName::new(&e.namespace, &e.pod_name).to_string()
+        }
         _ => ip.to_string(),
     };
     match port {

@@ -68,12 +68,12 @@ fn traces_and_verdicts_name_their_point_and_match() {
     let v = to_proto(&verdict, &clock, "n1");
     assert_eq!((v.kind.as_str(), v.kind_code), ("policy-verdict", 5));
     assert_eq!(
+        (v.direction(), v.verdict(), v.match_type.as_str()),
         (
-            v.direction.as_str(),
-            v.verdict.as_str(),
-            v.match_type.as_str()
-        ),
-        ("ingress", "deny", "l3-l4")
+            v1::TrafficDirection::Ingress,
+            v1::PolicyVerdict::Deny,
+            "l3-l4"
+        )
     );
     assert_eq!(
         (v.reason, v.reason_name.as_str()),
