@@ -20,20 +20,30 @@ use std::sync::Arc;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use weir_agent_api::services::services_server::ServicesServer;
 use weir_agent_api::v1::endpoints_server::EndpointsServer;
+use weir_agent_api::v1::inspect_server::InspectServer;
+use weir_agent_api::v1::monitor_server::MonitorServer;
+use weir_agent_api::v1::policy_server::PolicyServer;
 
 use crate::endpoint::manager::{EndpointDatapath, EndpointManager};
+use crate::reconcile::snapshot::SharedSnapshot;
 use endpoints::EndpointsService;
+use inspect::InspectService;
+use metrics::ApiMetricsLayer;
+use monitor::MonitorService;
+use policy::PolicyService;
+use services::ServicesService;
 
 /// Everything served on the agent's socket.
 pub struct LocalApi<D: EndpointDatapath> {
     pub agent: Arc<EndpointManager<D>>,
-    pub policy: crate::reconcile::snapshot::SharedSnapshot,
-    pub inspect: crate::api::inspect::InspectService,
-    pub monitor: crate::api::monitor::MonitorService,
-    pub services: crate::api::services::ServicesService,
+    pub policy: SharedSnapshot,
+    pub inspect: InspectService,
+    pub monitor: MonitorService,
+    pub services: ServicesService,
     /// Times every call (`weir_api_request_duration_seconds`).
-    pub metrics: crate::api::metrics::ApiMetricsLayer,
+    pub metrics: ApiMetricsLayer,
 }
 
 /// Serves the API on `socket` until `shutdown` resolves. A stale socket
@@ -55,16 +65,10 @@ pub async fn serve<D: EndpointDatapath + 'static>(
     tonic::transport::Server::builder()
         .layer(api.metrics)
         .add_service(EndpointsServer::new(EndpointsService::new(api.agent)))
-        .add_service(weir_agent_api::v1::policy_server::PolicyServer::new(
-            crate::api::policy::PolicyService::new(api.policy),
-        ))
-        .add_service(weir_agent_api::v1::inspect_server::InspectServer::new(
-            api.inspect,
-        ))
-        .add_service(weir_agent_api::v1::monitor_server::MonitorServer::new(
-            api.monitor,
-        ))
-        .add_service(weir_agent_api::services::services_server::ServicesServer::new(api.services))
+        .add_service(PolicyServer::new(PolicyService::new(api.policy)))
+        .add_service(InspectServer::new(api.inspect))
+        .add_service(MonitorServer::new(api.monitor))
+        .add_service(ServicesServer::new(api.services))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(std::io::Error::other)

@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(src.to_string(), "y/a");
         assert_eq!(dst.namespace, "x");
         assert_eq!(port.port, 80);
-        assert_eq!(port.protocol, values::TraceProtocol::Tcp);
+        assert_eq!(port.protocol, TraceProtocol::Tcp);
         assert_eq!(port.to_string(), "80/tcp");
         for bad in ["80", "x/tcp", "80/icmp"] {
             assert!(

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use weir_agent::api::inspect::InspectService;
 use weir_agent::api::metrics::ApiMetricsLayer;
 use weir_agent::api::monitor::MonitorService;
+use weir_agent::api::services::ServicesService;
 use weir_agent::api::{self, LocalApi};
 use weir_agent::cluster::kvstore::SharedView;
 use weir_agent::datapath::{Datapath, SharedDatapath};
@@ -125,7 +126,7 @@ fn inspection_commands_against_the_agent_api() {
             policy: snapshot,
             view,
         },
-        services: weir_agent::api::services::ServicesService {
+        services: ServicesService {
             datapath,
             status: Default::default(),
             maglev_table_size: 1021,

@@ -120,12 +120,8 @@ impl Inspect for InspectService {
         let endpoints = self.agent.endpoints().len() as u64;
         let (fill, events_lost) = {
             let mut datapath = self.datapath.lock();
-            let fill = crate::datapath::maps::fill::map_fill(
-                &mut datapath,
-                endpoints,
-                policy.map_entries as u64,
-            )
-            .map_err(internal)?;
+            let fill = maps::fill::map_fill(&mut datapath, endpoints, policy.map_entries as u64)
+                .map_err(internal)?;
             let lost = maps::events_lost(datapath.ebpf_mut()).map_err(internal)?;
             (fill, lost)
         };
