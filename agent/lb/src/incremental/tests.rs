@@ -25,18 +25,18 @@ fn random_service(rng: &mut fastrand::Rng, i: usize) -> Service {
         "  - {{name: http, port: 80, targetPort: 8080{}}}\n",
         node_port(30001 + rng.u64(..2))
     );
-    if (rng.u64(..100) < 40) {
+    if rng.u64(..100) < 40 {
         ports.push_str(&format!(
             "  - {{name: dns, port: 53, protocol: UDP{}}}\n",
             node_port(30053)
         ));
     }
-    let affinity = if (rng.u64(..100) < 30) {
+    let affinity = if rng.u64(..100) < 30 {
         "ClientIP"
     } else {
         "None"
     };
-    let external = if (rng.u64(..100) < 30) {
+    let external = if rng.u64(..100) < 30 {
         "  externalIPs: [203.0.113.7]\n"
     } else {
         ""
