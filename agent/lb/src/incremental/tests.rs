@@ -58,9 +58,9 @@ fn random_slice(rng: &mut fastrand::Rng, i: usize, part: usize) -> EndpointSlice
         .map(|_| Endpoint {
             addresses: vec![Ipv4Addr::new(10, 200, 0, 1 + rng.u64(..5) as u8)],
             conditions: EndpointConditions {
-                ready: Some((rng.u64(..100) < 70)),
-                serving: Some((rng.u64(..100) < 80)),
-                terminating: Some((rng.u64(..100) < 20)),
+                ready: Some(rng.u64(..100) < 70),
+                serving: Some(rng.u64(..100) < 80),
+                terminating: Some(rng.u64(..100) < 20),
             },
             node_name: Some(format!("n{}", 1 + rng.u64(..2))),
             target_ref: None,
