@@ -142,7 +142,7 @@ impl Enricher for AgentEnricher {
 
 /// A wall clock for converting `bpf_ktime_get_ns` stamps.
 pub fn wall_clock() -> WallClock {
-    WallClock::from_sample(crate::datapath::maps::monotonic_now_ns(), SystemTime::now())
+    WallClock::from_sample(maps::monotonic_now_ns(), SystemTime::now())
 }
 
 /// Reads the ring buffer as events arrive, hands each decoded event to the
@@ -173,7 +173,7 @@ pub async fn run(
         };
         let events = guard.get_inner_mut();
         while let Some(item) = events.next() {
-            let Some(event) = crate::datapath::maps::read_event(&item) else {
+            let Some(event) = maps::read_event(&item) else {
                 continue;
             };
             let event = decode(&event);

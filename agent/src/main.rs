@@ -143,14 +143,14 @@ async fn run(args: Config) -> Result<()> {
         info!("shutting down; programs stay attached");
     };
     info!(socket = %args.api_socket.display(), "serving the local API");
-    let inspect = weir_agent::api::inspect::InspectService {
+    let inspect = api::inspect::InspectService {
         node_name: args.node_name.clone(),
         agent: agent.clone(),
         datapath: datapath.clone(),
         policy: snapshot.clone(),
         view,
     };
-    let services = weir_agent::api::services::ServicesService {
+    let services = api::services::ServicesService {
         datapath: datapath.clone(),
         status: lb_status,
         maglev_table_size: args.maglev_table_size,
@@ -161,7 +161,7 @@ async fn run(args: Config) -> Result<()> {
         inspect,
         monitor,
         services,
-        metrics: weir_agent::api::metrics::ApiMetricsLayer::new(&registry),
+        metrics: api::metrics::ApiMetricsLayer::new(&registry),
     };
     api::serve(local_api, &args.api_socket, shutdown)
         .await
@@ -295,7 +295,7 @@ async fn start_observer(
     view: Arc<std::sync::Mutex<SharedView>>,
     services: SharedLbStatus,
     registry: &prometheus::Registry,
-) -> Result<weir_agent::api::monitor::MonitorService> {
+) -> Result<api::monitor::MonitorService> {
     use std::os::unix::fs::PermissionsExt;
     use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Parser};
 
@@ -320,8 +320,7 @@ async fn start_observer(
         metrics,
         feed.clone(),
     ));
-    let monitor =
-        weir_agent::api::monitor::MonitorService::new(feed, clock, args.node_name.clone());
+    let monitor = api::monitor::MonitorService::new(feed, clock, args.node_name.clone());
 
     let node = |address: String| NodeInfo {
         name: args.node_name.clone(),

@@ -138,9 +138,8 @@ impl AgentMetrics {
             let mut datapath = self.datapath.lock();
             let now = datapath.metrics().map_err(|e| e.to_string())?;
             let lost = maps::events_lost(datapath.ebpf_mut()).unwrap_or(0);
-            let fill =
-                crate::datapath::maps::fill::map_fill(&mut datapath, endpoints, policy_entries)
-                    .map_err(|e| e.to_string())?;
+            let fill = maps::fill::map_fill(&mut datapath, endpoints, policy_entries)
+                .map_err(|e| e.to_string())?;
             (now, lost, fill)
         };
         for map in &fill {

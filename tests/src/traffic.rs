@@ -138,7 +138,7 @@ fn send_raw(dev: &str, frames: &[Vec<u8>]) -> Result<()> {
                 frame.len(),
                 0,
                 (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                size_of::<libc::sockaddr_ll>() as u32,
             )
         };
         ensure!(

@@ -16,13 +16,20 @@ use crate::cluster::manifest_dir::ClusterManifests;
 use crate::endpoint::ipam::AttachmentKey;
 use crate::endpoint::registry::Endpoint;
 
+/// An identity this node holds in the store for one local endpoint, with
+/// the labels it was allocated for.
+struct Held {
+    labels: LabelSet,
+    id: u32,
+}
+
 pub struct IdentitySync {
     node_name: String,
     node_ip: IpAddr,
     store: Arc<dyn SharedStore>,
     filter: LabelFilter,
-    /// Identity held per local endpoint, with the labels it was allocated for.
-    held: BTreeMap<AttachmentKey, (LabelSet, u32)>,
+    /// Identity held per local endpoint.
+    held: BTreeMap<AttachmentKey, Held>,
     /// Endpoint records this node published.
     published: BTreeMap<IpAddr, EndpointRecord>,
 }
@@ -56,13 +63,13 @@ impl IdentitySync {
     pub fn by_attachment(&self) -> BTreeMap<AttachmentKey, u32> {
         self.held
             .iter()
-            .map(|(k, (_, id))| (k.clone(), *id))
+            .map(|(k, held)| (k.clone(), held.id))
             .collect()
     }
 
     /// The identity of one local endpoint.
     pub fn of(&self, attachment: &AttachmentKey) -> Option<u32> {
-        self.held.get(attachment).map(|(_, id)| *id)
+        self.held.get(attachment).map(|held| held.id)
     }
 
     /// The endpoint records this node published, by address.
@@ -79,13 +86,16 @@ impl IdentitySync {
     ) -> anyhow::Result<()> {
         for endpoint in endpoints {
             let labels = self.labels_of(cluster, endpoint);
-            if self.held.get(&endpoint.attachment).map(|(l, _)| l) == Some(&labels) {
+            if self.held.get(&endpoint.attachment).map(|held| &held.labels) == Some(&labels) {
                 continue;
             }
             let id = self.store.allocate_identity(&labels).await?;
             info!(endpoint = endpoint.id, pod = %endpoint.pod, identity = id, "endpoint identity");
-            if let Some((_, old)) = self.held.insert(endpoint.attachment.clone(), (labels, id)) {
-                self.store.release_identity(old).await?;
+            if let Some(old) = self
+                .held
+                .insert(endpoint.attachment.clone(), Held { labels, id })
+            {
+                self.store.release_identity(old.id).await?;
             }
         }
         let gone: Vec<AttachmentKey> = self
@@ -95,8 +105,8 @@ impl IdentitySync {
             .cloned()
             .collect();
         for key in gone {
-            if let Some((_, id)) = self.held.remove(&key) {
-                self.store.release_identity(id).await?;
+            if let Some(held) = self.held.remove(&key) {
+                self.store.release_identity(held.id).await?;
             }
         }
         Ok(())
@@ -107,13 +117,13 @@ impl IdentitySync {
     pub async fn publish(&mut self, endpoints: &[Endpoint]) -> anyhow::Result<()> {
         let mut wanted = BTreeMap::new();
         for endpoint in endpoints {
-            let Some((_, identity)) = self.held.get(&endpoint.attachment) else {
+            let Some(held) = self.held.get(&endpoint.attachment) else {
                 continue;
             };
             wanted.insert(
                 IpAddr::V4(endpoint.ipv4),
                 EndpointRecord {
-                    identity: *identity,
+                    identity: held.id,
                     node: self.node_name.clone(),
                     node_ip: self.node_ip,
                     namespace: endpoint.pod.namespace.clone(),

@@ -19,6 +19,7 @@ use crate::datapath::maps::policy::{encode_state, LpmKey};
 use crate::datapath::{maps, Datapath};
 use crate::endpoint::ipam::AttachmentKey;
 use crate::endpoint::registry::Endpoint;
+use crate::reconcile::snapshot::KnownPod;
 
 #[derive(Default)]
 pub struct PolicySync {
@@ -33,7 +34,7 @@ pub struct PolicySync {
     view: ClusterView,
     policies: Vec<Policy>,
     /// Every known pod → (identity, named ports).
-    pods: BTreeMap<NamespacedName, (u32, NamedPorts)>,
+    pods: BTreeMap<NamespacedName, KnownPod>,
 }
 
 impl PolicySync {
@@ -202,13 +203,12 @@ fn named_ports_of(pod: &Pod) -> NamedPorts {
 /// The policy engine's view: every identity in the cluster with its labels
 /// and the named ports of its pods, and the local endpoints; plus every
 /// known pod with its identity and named ports.
-#[allow(clippy::type_complexity)]
 fn cluster_view(
     cluster: &ClusterManifests,
     shared: &SharedView,
     endpoints: &[Endpoint],
     identities: &BTreeMap<AttachmentKey, u32>,
-) -> (ClusterView, BTreeMap<NamespacedName, (u32, NamedPorts)>) {
+) -> (ClusterView, BTreeMap<NamespacedName, KnownPod>) {
     // Pods by identity: remote ones from the endpoint records, local ones
     // from our own endpoints (the store may not have echoed them yet).
     let mut pods_by_id: BTreeMap<u32, BTreeSet<NamespacedName>> = BTreeMap::new();
@@ -234,7 +234,13 @@ fn cluster_view(
                 .get(key)
                 .map(named_ports_of)
                 .unwrap_or_default();
-            pods.insert(key.clone(), (*id, ports));
+            pods.insert(
+                key.clone(),
+                KnownPod {
+                    identity: *id,
+                    named_ports: ports,
+                },
+            );
         }
     }
     let mut view = ClusterView::new();

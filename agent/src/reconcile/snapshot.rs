@@ -21,9 +21,16 @@ pub struct PolicySnapshot {
     pub rejected: BTreeMap<String, Vec<String>>,
     /// Local pods → (endpoint id, identity).
     pub local: BTreeMap<NamespacedName, (u32, u32)>,
-    /// Every known pod → (identity, named ports).
-    pub pods: BTreeMap<NamespacedName, (u32, NamedPorts)>,
+    /// Every known pod, local or not.
+    pub pods: BTreeMap<NamespacedName, KnownPod>,
     pub map_entries: usize,
+}
+
+/// A pod anywhere in the cluster, as policy sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KnownPod {
+    pub identity: u32,
+    pub named_ports: NamedPorts,
 }
 
 pub type SharedSnapshot = Arc<Mutex<PolicySnapshot>>;
@@ -45,14 +52,14 @@ impl PolicySnapshot {
             if let Some((endpoint, _)) = self.local.get(key) {
                 return Ok(FlowSide::Endpoint(*endpoint));
             }
-            let (identity, named_ports) = self
+            let pod = self
                 .pods
                 .get(key)
                 .ok_or_else(|| format!("pod {key} is not known to this agent"))?;
             view.add_endpoint(weir_policy::Endpoint {
                 id: synthetic,
-                identity: *identity,
-                named_ports: named_ports.clone(),
+                identity: pod.identity,
+                named_ports: pod.named_ports.clone(),
             });
             Ok(FlowSide::Endpoint(synthetic))
         };

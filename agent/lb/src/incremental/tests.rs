@@ -4,26 +4,6 @@ use super::*;
 use crate::endpointslice::{Endpoint, EndpointConditions, EndpointPort};
 use crate::{compile, Protocol};
 
-/// A small deterministic generator (xorshift64*), so failures replay.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 fn node() -> NodeContext {
     NodeContext {
         name: "n1".into(),
@@ -33,26 +13,30 @@ fn node() -> NodeContext {
 
 /// A random variant of service `a/s{i}`: few addresses and node ports, so
 /// services contest frontends often.
-fn random_service(rng: &mut Rng, i: usize) -> Service {
-    let kind = ["ClusterIP", "NodePort", "LoadBalancer"][rng.below(3) as usize];
-    let cluster_ip = format!("10.96.0.{}", 1 + rng.below(3));
-    let policy = ["Cluster", "Local"][rng.below(2) as usize];
+fn random_service(rng: &mut fastrand::Rng, i: usize) -> Service {
+    let kind = ["ClusterIP", "NodePort", "LoadBalancer"][rng.u64(..3) as usize];
+    let cluster_ip = format!("10.96.0.{}", 1 + rng.u64(..3));
+    let policy = ["Cluster", "Local"][rng.u64(..2) as usize];
     let node_port = |number: u64| match kind {
         "ClusterIP" => String::new(),
         _ => format!(", nodePort: {number}"),
     };
     let mut ports = format!(
         "  - {{name: http, port: 80, targetPort: 8080{}}}\n",
-        node_port(30001 + rng.below(2))
+        node_port(30001 + rng.u64(..2))
     );
-    if rng.chance(40) {
+    if rng.u64(..100) < 40 {
         ports.push_str(&format!(
             "  - {{name: dns, port: 53, protocol: UDP{}}}\n",
             node_port(30053)
         ));
     }
-    let affinity = if rng.chance(30) { "ClientIP" } else { "None" };
-    let external = if rng.chance(30) {
+    let affinity = if rng.u64(..100) < 30 {
+        "ClientIP"
+    } else {
+        "None"
+    };
+    let external = if rng.u64(..100) < 30 {
         "  externalIPs: [203.0.113.7]\n"
     } else {
         ""
@@ -69,16 +53,16 @@ fn random_service(rng: &mut Rng, i: usize) -> Service {
     Service::from_document(&serde_yaml_ng::from_str(&yaml).unwrap()).unwrap()
 }
 
-fn random_slice(rng: &mut Rng, i: usize, part: usize) -> EndpointSlice {
-    let endpoints = (0..rng.below(4))
+fn random_slice(rng: &mut fastrand::Rng, i: usize, part: usize) -> EndpointSlice {
+    let endpoints = (0..rng.u64(..4))
         .map(|_| Endpoint {
-            addresses: vec![Ipv4Addr::new(10, 200, 0, 1 + rng.below(5) as u8)],
+            addresses: vec![Ipv4Addr::new(10, 200, 0, 1 + rng.u64(..5) as u8)],
             conditions: EndpointConditions {
-                ready: Some(rng.chance(70)),
-                serving: Some(rng.chance(80)),
-                terminating: Some(rng.chance(20)),
+                ready: Some(rng.u64(..100) < 70),
+                serving: Some(rng.u64(..100) < 80),
+                terminating: Some(rng.u64(..100) < 20),
             },
-            node_name: Some(format!("n{}", 1 + rng.below(2))),
+            node_name: Some(format!("n{}", 1 + rng.u64(..2))),
             target_ref: None,
         })
         .collect();
@@ -118,20 +102,20 @@ fn differing(
 
 #[test]
 fn any_sequence_of_updates_ends_where_a_fresh_compile_does() {
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = fastrand::Rng::with_seed(0x5eed_1234_abcd_0001);
     let mut compiler = LbCompiler::new(node(), LbOptions::default());
     let mut services: Vec<Option<Service>> = vec![None; 6];
     let mut slices: Vec<Vec<EndpointSlice>> = vec![Vec::new(); 6];
     for round in 0..400 {
         // Change one or two services or their slices a step at a time, as
         // a cluster does.
-        for _ in 0..1 + rng.below(2) {
-            let i = rng.below(6) as usize;
-            match rng.below(4) {
+        for _ in 0..1 + rng.u64(..2) {
+            let i = rng.u64(..6) as usize;
+            match rng.u64(..4) {
                 0 => services[i] = None,
                 1 => services[i] = Some(random_service(&mut rng, i)),
                 _ => {
-                    slices[i] = (0..rng.below(3) as usize)
+                    slices[i] = (0..rng.u64(..3) as usize)
                         .map(|part| random_slice(&mut rng, i, part))
                         .collect()
                 }
@@ -160,7 +144,7 @@ fn any_sequence_of_updates_ends_where_a_fresh_compile_does() {
 
 #[test]
 fn an_unchanged_input_changes_nothing_and_one_more_service_only_its_frontends() {
-    let mut rng = Rng(7);
+    let mut rng = fastrand::Rng::with_seed(7);
     let services: Vec<Service> = (0..6).map(|i| random_service(&mut rng, i)).collect();
     let mut compiler = LbCompiler::new(node(), LbOptions::default());
     assert!(!compiler.update(&services, &[]).is_empty());

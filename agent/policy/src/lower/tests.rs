@@ -198,43 +198,27 @@ spec:
     assert_eq!(all.match_kind(), MatchKind::All);
 }
 
-/// A small deterministic generator (xorshift64*), so failures replay.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const PEERS: [NumericIdentity; 3] = [300, 301, 302];
 const PROTOCOLS: [Protocol; 3] = Protocol::ALL;
 
 /// Ports near a few block boundaries, so ranges overlap often.
-fn random_port(rng: &mut Rng) -> u16 {
-    [0u16, 1, 79, 80, 95, 96, 1023, 1024, 8080, 65_535][rng.below(10) as usize]
-        .saturating_add(rng.below(3) as u16)
+fn random_port(rng: &mut fastrand::Rng) -> u16 {
+    [0u16, 1, 79, 80, 95, 96, 1023, 1024, 8080, 65_535][rng.u64(..10) as usize]
+        .saturating_add(rng.u64(..3) as u16)
 }
 
-fn random_entry(rng: &mut Rng) -> Entry {
-    let peer = match rng.below(4) {
+fn random_entry(rng: &mut fastrand::Rng) -> Entry {
+    let peer = match rng.u64(..4) {
         0 => PeerKey::Any,
         n => PeerKey::Identity(PEERS[n as usize - 1]),
     };
-    let (protocol, ports) = match rng.below(4) {
+    let (protocol, ports) = match rng.u64(..4) {
         0 => (None, Ports::Any),
-        1 => (Some(PROTOCOLS[rng.below(3) as usize]), Ports::Any),
+        1 => (Some(PROTOCOLS[rng.u64(..3) as usize]), Ports::Any),
         _ => {
             let (a, b) = (random_port(rng), random_port(rng));
             (
-                Some(PROTOCOLS[rng.below(3) as usize]),
+                Some(PROTOCOLS[rng.u64(..3) as usize]),
                 Ports::Range(a.min(b), a.max(b)),
             )
         }
@@ -245,7 +229,7 @@ fn random_entry(rng: &mut Rng) -> Entry {
             protocol,
             ports,
         },
-        verdict: if rng.below(3) == 0 {
+        verdict: if rng.u64(..3) == 0 {
             Verdict::Deny
         } else {
             Verdict::Allow
@@ -296,11 +280,11 @@ fn datapath_verdict(state: &MapState, peer: NumericIdentity, protocol: u8, port:
 
 #[test]
 fn the_lowered_state_decides_every_packet_as_the_engine_does() {
-    let mut rng = Rng(0x005e_ed0f_4a11);
+    let mut rng = fastrand::Rng::with_seed(0x005e_ed0f_4a11);
     for case in 0..500 {
         let mut policy = EndpointPolicy::default();
         policy.ingress.enforced = true;
-        policy.ingress.entries = (0..1 + rng.below(6))
+        policy.ingress.entries = (0..1 + rng.u64(..6))
             .map(|_| random_entry(&mut rng))
             .collect::<BTreeSet<_>>();
         let compiled = Compiled {
@@ -310,8 +294,8 @@ fn the_lowered_state_decides_every_packet_as_the_engine_does() {
         let state = lower(&compiled);
         assert!(state.keys().all(|k| k.endpoint == 7));
         for _ in 0..50 {
-            let peer = PEERS[rng.below(3) as usize];
-            let protocol = PROTOCOLS[rng.below(3) as usize];
+            let peer = PEERS[rng.u64(..3) as usize];
+            let protocol = PROTOCOLS[rng.u64(..3) as usize];
             let port = random_port(&mut rng);
             let want = policy.ingress.verdict(peer, protocol, port).verdict;
             let got = datapath_verdict(&state, peer, protocol.number(), port);

@@ -21,7 +21,7 @@ pub fn drain_events(ebpf: &mut Ebpf) -> Result<Vec<weir_abi::FlowEvent>, TableEr
 
 /// The `FlowEvent` in one ring buffer record; None for a short record.
 pub fn read_event(record: &[u8]) -> Option<weir_abi::FlowEvent> {
-    if record.len() < std::mem::size_of::<weir_abi::FlowEvent>() {
+    if record.len() < size_of::<weir_abi::FlowEvent>() {
         return None;
     }
     // SAFETY: the record holds at least a FlowEvent's bytes (checked above),

@@ -133,7 +133,7 @@ impl LbMetrics {
 }
 
 /// The sync's status, shared with the inspection API.
-pub type SharedLbStatus = std::sync::Arc<std::sync::Mutex<LbStatus>>;
+pub type SharedLbStatus = Arc<Mutex<LbStatus>>;
 
 /// What the sync last did.
 #[derive(Clone, Debug, Default)]

@@ -351,29 +351,13 @@ fn shrinking_and_removing_leave_nothing_behind() {
     assert_eq!(sync.frontends_written(), 0);
 }
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A random frontend at one of 3 addresses × 2 ports × 2 scopes, over 5
 /// backends shared between frontends (each on one node, in one state, as
 /// the pods behind them are).
-fn random_frontend(rng: &mut Rng) -> Frontend {
-    let mut backends: Vec<Backend> = (0..rng.below(4))
+fn random_frontend(rng: &mut fastrand::Rng) -> Frontend {
+    let mut backends: Vec<Backend> = (0..rng.u64(..4))
         .map(|_| {
-            let last = 1 + rng.below(5) as u8;
+            let last = 1 + rng.u64(..5) as u8;
             let state = match last {
                 5 => BackendState::Terminating,
                 _ => BackendState::Active,
@@ -384,31 +368,31 @@ fn random_frontend(rng: &mut Rng) -> Frontend {
     backends.sort_by_key(|b| (b.address, b.port));
     backends.dedup_by_key(|b| (b.address, b.port));
     Frontend {
-        service: NamespacedName::new("svc", format!("s{}", rng.below(3))),
+        service: NamespacedName::new("svc", format!("s{}", rng.u64(..3))),
         port_name: None,
-        address: Ipv4Addr::new(10, 96, 0, 1 + rng.below(3) as u8),
-        port: [80, 81][rng.below(2) as usize],
+        address: Ipv4Addr::new(10, 96, 0, 1 + rng.u64(..3) as u8),
+        port: [80, 81][rng.u64(..2) as usize],
         protocol: Protocol::Tcp,
         kind: FrontendKind::ClusterIp,
-        scope: [Scope::Internal, Scope::External][rng.below(2) as usize],
+        scope: [Scope::Internal, Scope::External][rng.u64(..2) as usize],
         backends,
-        algorithm: [Algorithm::Random, Algorithm::Maglev][rng.below(2) as usize],
-        affinity_timeout: [None, Some(30)][rng.below(2) as usize],
+        algorithm: [Algorithm::Random, Algorithm::Maglev][rng.u64(..2) as usize],
+        affinity_timeout: [None, Some(30)][rng.u64(..2) as usize],
     }
 }
 
 #[test]
 fn passes_of_changes_end_as_one_fresh_pass_would_even_after_full_maps_and_restarts() {
-    let mut rng = Rng(0xfeed_0042);
+    let mut rng = fastrand::Rng::with_seed(0xfeed_0042);
     let mut maps = MemoryMaps::new();
     let mut sync = LbSync::new("n1".into(), 13, 64, shared_status());
     let mut current: BTreeMap<FrontendKey, Frontend> = BTreeMap::new();
     let mut failed_passes = 0;
     for round in 0..300 {
         let mut next = current.clone();
-        for _ in 0..1 + rng.below(3) {
+        for _ in 0..1 + rng.u64(..3) {
             let frontend = random_frontend(&mut rng);
-            if rng.below(4) == 0 {
+            if rng.u64(..4) == 0 {
                 next.remove(&frontend.key());
             } else {
                 next.insert(frontend.key(), frontend);

@@ -146,41 +146,25 @@ fn what_the_agent_never_writes_does_not_decode() {
     assert!(encode_state(&state).is_empty(), "left out, as before");
 }
 
-/// A small deterministic generator (xorshift64*), so failures replay.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn random_key(rng: &mut Rng) -> MapKey {
-    let l4 = match rng.below(3) {
+fn random_key(rng: &mut fastrand::Rng) -> MapKey {
+    let l4 = match rng.u64(..3) {
         0 => L4Prefix::Any,
         _ => {
-            let bits = rng.below(17) as u8;
+            let bits = rng.u64(..17) as u8;
             let port =
-                (rng.next() as u16) & u16::MAX.checked_shl(u32::from(16 - bits)).unwrap_or(0);
+                (rng.u64(..) as u16) & u16::MAX.checked_shl(u32::from(16 - bits)).unwrap_or(0);
             L4Prefix::Protocol {
-                number: rng.next() as u8,
+                number: rng.u64(..) as u8,
                 ports: PortPrefix::new(port, bits).unwrap(),
             }
         }
     };
     MapKey {
-        endpoint: rng.below(u64::from(u16::MAX) + 1) as u32,
-        direction: [Direction::Ingress, Direction::Egress][rng.below(2) as usize],
-        peer: match rng.below(4) {
+        endpoint: rng.u64(..u64::from(u16::MAX) + 1) as u32,
+        direction: [Direction::Ingress, Direction::Egress][rng.u64(..2) as usize],
+        peer: match rng.u64(..4) {
             0 => PeerKey::Any,
-            _ => PeerKey::Identity(1 + rng.below(u64::from(u32::MAX)) as u32),
+            _ => PeerKey::Identity(1 + rng.u64(..u64::from(u32::MAX)) as u32),
         },
         l4,
     }
@@ -188,12 +172,12 @@ fn random_key(rng: &mut Rng) -> MapKey {
 
 #[test]
 fn random_keys_and_states_round_trip() {
-    let mut rng = Rng(0x0070_11c7);
+    let mut rng = fastrand::Rng::with_seed(0x0070_11c7);
     let mut state = MapState::new();
     for _ in 0..10_000 {
         let key = random_key(&mut rng);
         round_trip(key);
-        let verdict = [Verdict::Allow, Verdict::Deny][rng.below(2) as usize];
+        let verdict = [Verdict::Allow, Verdict::Deny][rng.u64(..2) as usize];
         state.insert(
             key,
             MapEntry {
