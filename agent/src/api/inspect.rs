@@ -78,15 +78,21 @@ fn policy_map_entry(lpm: &LpmKey, entry: &PolicyEntry) -> v1::PolicyMapEntry {
     }
 }
 
-/// The order `weir bpf policy get` lists entries in: undecodable ones
-/// first, then egress before ingress, by peer, protocol and ports.
+/// The order `weir bpf policy get` has always listed entries in (it sorted
+/// the words it printed): undecodable ones first, then egress before
+/// ingress, by peer, protocol name with any last, and ports.
 fn policy_map_order(e: &v1::PolicyMapEntry) -> impl Ord + '_ {
     let direction = match e.direction() {
         v1::TrafficDirection::Unspecified => 0,
         v1::TrafficDirection::Egress => 1,
         v1::TrafficDirection::Ingress => 2,
     };
-    (direction, e.identity, e.protocol, &e.ports)
+    let protocol = (
+        e.protocol == v1::L4Protocol::Any as i32,
+        u8::try_from(e.protocol).ok().and_then(ip_proto::name),
+        e.protocol,
+    );
+    (direction, e.identity, protocol, &e.ports)
 }
 
 #[tonic::async_trait]
@@ -272,3 +278,6 @@ impl Inspect for InspectService {
             .ok_or_else(|| Status::not_found(format!("identity {id} is not known to this agent")))
     }
 }
+
+#[cfg(test)]
+mod tests;
