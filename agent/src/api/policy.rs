@@ -43,8 +43,8 @@ impl PolicyRpc for PolicyService {
     ) -> Result<Response<v1::GetPolicyResponse>, Status> {
         let snapshot = self.snapshot();
         let mut endpoints = Vec::new();
-        for (pod, (endpoint_id, identity)) in &snapshot.local {
-            let Some(policy) = snapshot.compiled.endpoints.get(endpoint_id) else {
+        for (pod, local) in &snapshot.local {
+            let Some(policy) = snapshot.compiled.endpoints.get(&local.endpoint) else {
                 continue;
             };
             let mut rules = Vec::new();
@@ -77,9 +77,9 @@ impl PolicyRpc for PolicyService {
                 }
             }
             endpoints.push(v1::EndpointPolicy {
-                endpoint_id: *endpoint_id,
+                endpoint_id: local.endpoint,
                 pod: Some(pod_ref(pod)),
-                identity: *identity,
+                identity: local.identity,
                 ingress_enforced: policy.ingress.enforced,
                 egress_enforced: policy.egress.enforced,
                 rules,

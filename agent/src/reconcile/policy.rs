@@ -19,7 +19,7 @@ use crate::datapath::maps::policy::{encode_state, LpmKey};
 use crate::datapath::{maps, Datapath};
 use crate::endpoint::ipam::AttachmentKey;
 use crate::endpoint::registry::Endpoint;
-use crate::reconcile::snapshot::KnownPod;
+use crate::reconcile::snapshot::{KnownPod, LocalPod, PolicySnapshot};
 
 #[derive(Default)]
 pub struct PolicySync {
@@ -70,16 +70,22 @@ impl PolicySync {
         &self,
         endpoints: &[Endpoint],
         identities: &BTreeMap<AttachmentKey, u32>,
-    ) -> crate::reconcile::snapshot::PolicySnapshot {
+    ) -> PolicySnapshot {
         let local = endpoints
             .iter()
             .filter_map(|e| {
-                identities
-                    .get(&e.attachment)
-                    .map(|id| (e.pod.clone(), (u32::from(e.id), *id)))
+                identities.get(&e.attachment).map(|id| {
+                    (
+                        e.pod.clone(),
+                        LocalPod {
+                            endpoint: u32::from(e.id),
+                            identity: *id,
+                        },
+                    )
+                })
             })
             .collect();
-        crate::reconcile::snapshot::PolicySnapshot {
+        PolicySnapshot {
             compiled: self.compiled.clone(),
             view: self.view.clone(),
             policies: self.policies.clone(),

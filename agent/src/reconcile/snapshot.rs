@@ -19,11 +19,18 @@ pub struct PolicySnapshot {
     pub policies: Vec<Policy>,
     pub cidrs: LocalIdentities,
     pub rejected: BTreeMap<String, Vec<String>>,
-    /// Local pods → (endpoint id, identity).
-    pub local: BTreeMap<NamespacedName, (u32, u32)>,
+    /// The local pods with an identity.
+    pub local: BTreeMap<NamespacedName, LocalPod>,
     /// Every known pod, local or not.
     pub pods: BTreeMap<NamespacedName, KnownPod>,
     pub map_entries: usize,
+}
+
+/// A pod on this node: its endpoint and identity.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LocalPod {
+    pub endpoint: u32,
+    pub identity: u32,
 }
 
 /// A pod anywhere in the cluster, as policy sees it.
@@ -49,8 +56,8 @@ impl PolicySnapshot {
     ) -> Result<weir_policy::FlowTrace, String> {
         let mut view = self.view.clone();
         let mut side = |key: &NamespacedName, synthetic: u32| -> Result<FlowSide, String> {
-            if let Some((endpoint, _)) = self.local.get(key) {
-                return Ok(FlowSide::Endpoint(*endpoint));
+            if let Some(local) = self.local.get(key) {
+                return Ok(FlowSide::Endpoint(local.endpoint));
             }
             let pod = self
                 .pods

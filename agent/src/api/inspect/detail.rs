@@ -56,8 +56,8 @@ pub fn endpoint_detail(
     let identity = snapshot
         .local
         .get(&endpoint.pod)
-        .filter(|(id, _)| *id == u32::from(endpoint.id))
-        .map_or(0, |(_, identity)| *identity);
+        .filter(|local| local.endpoint == u32::from(endpoint.id))
+        .map_or(0, |local| local.identity);
     let labels = if identity == 0 {
         Vec::new()
     } else {
@@ -93,9 +93,9 @@ pub fn identity_detail(
     let endpoints = snapshot
         .local
         .iter()
-        .filter(|(_, (_, identity))| *identity == id)
-        .map(|(pod, (endpoint, _))| v1::LocalEndpointRef {
-            id: *endpoint,
+        .filter(|(_, local)| local.identity == id)
+        .map(|(pod, local)| v1::LocalEndpointRef {
+            id: local.endpoint,
             namespace: pod.namespace.clone(),
             pod: pod.name.clone(),
         })

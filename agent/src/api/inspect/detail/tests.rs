@@ -5,6 +5,7 @@ use weir_types::{LabelSet, NamespacedName};
 
 use super::*;
 use crate::endpoint::ipam::AttachmentKey;
+use crate::reconcile::snapshot::LocalPod;
 
 fn endpoint(id: u16, namespace: &str, name: &str) -> Endpoint {
     Endpoint {
@@ -26,12 +27,20 @@ fn endpoint(id: u16, namespace: &str, name: &str) -> Endpoint {
 /// enforces ingress only; 10.0.0.0/8 is a policy CIDR.
 fn state() -> (PolicySnapshot, SharedView) {
     let mut snapshot = PolicySnapshot::default();
-    snapshot
-        .local
-        .insert(NamespacedName::new("x", "a"), (1, 300));
-    snapshot
-        .local
-        .insert(NamespacedName::new("x", "b"), (2, 300));
+    snapshot.local.insert(
+        NamespacedName::new("x", "a"),
+        LocalPod {
+            endpoint: 1,
+            identity: 300,
+        },
+    );
+    snapshot.local.insert(
+        NamespacedName::new("x", "b"),
+        LocalPod {
+            endpoint: 2,
+            identity: 300,
+        },
+    );
     let mut policy = EndpointPolicy {
         identity: 300,
         ..Default::default()
