@@ -77,7 +77,7 @@ fn bench_services(count: usize, backends: &[(Ipv4Addr, u16)]) -> Vec<BenchServic
             name: format!("s{i}"),
             cluster_ip: cluster_ip(i),
             port: PORT,
-            protocol: kubeproxy::Protocol::Tcp,
+            protocol: weir_types::Protocol::Tcp,
             backends: backends.to_vec(),
         })
         .collect()
