@@ -91,7 +91,7 @@ fn policy_costs(
         direction: TrafficDirection::Egress as u8,
         pad0: 0,
         identity: 40_000,
-        protocol: 6,
+        protocol: weir_abi::ip_proto::TCP,
         pad1: 0,
         port: 80u16.to_be_bytes(),
     };
@@ -176,7 +176,7 @@ fn lb_costs() -> Result<()> {
         address: packets::IP4_B,
         port: 80u16.to_be_bytes(),
         backend_slot: slot,
-        protocol: 6,
+        protocol: weir_abi::ip_proto::TCP,
         scope: LB_SCOPE_EXTERNAL,
         pad: [0; 2],
     };
@@ -187,7 +187,7 @@ fn lb_costs() -> Result<()> {
             Lb4Backend {
                 address: [10, 244, 1, id as u8 + 1],
                 port: 8080u16.to_be_bytes(),
-                protocol: 6,
+                protocol: weir_abi::ip_proto::TCP,
                 state: Lb4Backend::STATE_ACTIVE,
                 flags: Lb4Backend::FLAG_LOCAL,
                 pad: [0; 3],

@@ -64,7 +64,7 @@ pub fn run(count: usize) -> Result<()> {
                 src_identity: 1000 + (i % 256) as u32,
                 dst_identity: 1000 + ((i * 7 + 3) % 256) as u32,
                 family: 4,
-                protocol: 6,
+                protocol: weir_abi::ip_proto::TCP,
                 tcp_flags: 0x02,
                 flags: FlowEvent::FLAG_INGRESS,
                 saddr: octets(src),

@@ -28,26 +28,17 @@ mod tests;
 
 use std::net::Ipv4Addr;
 
+use weir_types::Protocol;
+
 pub use apply::{Backend, KubeProxyIptables, SyncTiming};
 pub use incremental::render_incremental;
 pub use latency::{connect_latency, greeting, percentile, Percentiles};
 pub use render::{render, RenderOptions, Rendered};
 
-/// The transport protocol of a service port.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// As kube-proxy spells it in rules and chain-name hashes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
+/// The protocol as kube-proxy spells it in rules and chain-name hashes: the
+/// Kubernetes name lowercased (`strings.ToLower` in the proxier).
+pub fn protocol_name(protocol: Protocol) -> String {
+    protocol.name().to_ascii_lowercase()
 }
 
 /// One service port with its ready endpoints: what kube-proxy's service and

@@ -77,7 +77,7 @@ fn bench_services(count: usize, backends: &[(Ipv4Addr, u16)]) -> Vec<BenchServic
             name: format!("s{i}"),
             cluster_ip: cluster_ip(i),
             port: PORT,
-            protocol: kubeproxy::Protocol::Tcp,
+            protocol: weir_types::Protocol::Tcp,
             backends: backends.to_vec(),
         })
         .collect()
@@ -240,7 +240,7 @@ fn weir_sync(
                 ports: vec![weir_lb::NamedPort {
                     name: None,
                     port: *port,
-                    protocol: weir_lb::Protocol::Tcp,
+                    protocol: weir_types::Protocol::Tcp,
                 }],
             })
             .collect();
@@ -282,7 +282,7 @@ fn wait_for_frontend(bpffs_dir: &Path, address: Ipv4Addr, timeout: Duration) -> 
         address: address.octets(),
         port: PORT.to_be_bytes(),
         backend_slot: 0,
-        protocol: 6,
+        protocol: weir_abi::ip_proto::TCP,
         scope: LB_SCOPE_INTERNAL,
         pad: [0; 2],
     };

@@ -135,7 +135,7 @@ impl Lab {
         }
         for object in objects {
             let keys: Vec<String> = match object {
-                Object::Pod(pod) => vec![format!("{}/{}", pod.namespace, pod.name)],
+                Object::Pod(pod) => vec![pod.namespaced_name().to_string()],
                 Object::Policy(_) | Object::Service(_) | Object::EndpointSlice(_) => Vec::new(),
                 Object::Namespace(ns) => self
                     .state

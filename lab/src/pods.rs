@@ -26,7 +26,7 @@ const TERMINATION_GRACE: Duration = Duration::from_millis(300);
 
 impl Lab {
     pub(crate) fn apply_pod(&mut self, pod: &Pod) -> Result<Applied> {
-        let key = format!("{}/{}", pod.namespace, pod.name);
+        let key = pod.namespaced_name().to_string();
         let what = format!("pod/{key}");
         if pod.namespace != "default"
             && !self
@@ -174,10 +174,7 @@ impl Lab {
     /// Starts the pod's server and waits until it serves (like a readiness
     /// probe), returning its pid.
     fn start_pod_server(&self, pod: &Pod, netns_name: &str, cgroup: &Path) -> Result<u32> {
-        let mut args = vec![
-            "--identity".to_string(),
-            format!("{}/{}", pod.namespace, pod.name),
-        ];
+        let mut args = vec!["--identity".to_string(), pod.namespaced_name().to_string()];
         for port in &pod.ports {
             args.push(format!("--{}", port.protocol.name().to_ascii_lowercase()));
             args.push(port.port.to_string());

@@ -33,17 +33,12 @@ pub fn pod_infos(state: &LabState, terminating: &BTreeSet<String>) -> Vec<PodInf
             ports: pod
                 .ports
                 .iter()
-                .filter_map(|p| {
-                    let protocol = match p.protocol {
-                        weir_agent::cluster::manifest::Protocol::Tcp => Protocol::Tcp,
-                        weir_agent::cluster::manifest::Protocol::Udp => Protocol::Udp,
-                        weir_agent::cluster::manifest::Protocol::Sctp => return None,
-                    };
-                    Some(NamedPort {
-                        name: p.name.clone(),
-                        port: p.port,
-                        protocol,
-                    })
+                // The lab's pods serve no SCTP, so their SCTP ports get no endpoints.
+                .filter(|p| p.protocol != Protocol::Sctp)
+                .map(|p| NamedPort {
+                    name: p.name.clone(),
+                    port: p.port,
+                    protocol: p.protocol,
                 })
                 .collect(),
         })

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use weir_agent::cluster::manifest::{ContainerPort, Labels, Namespace};
+use weir_types::NamespacedName;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LabState {
@@ -57,8 +58,9 @@ pub struct PodRecord {
 }
 
 impl PodRecord {
+    /// `namespace/name`.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        NamespacedName::new(&self.namespace, &self.name).to_string()
     }
 }
 

@@ -1,38 +1,38 @@
 //! What the datapath reports, decoded into plain values.
 //!
-//! This is the input of the flow parser. It deliberately does not depend on
-//! the kernel ABI crate: the ring-buffer reader converts its records into
-//! these values, so the observer can be tested without a kernel.
+//! This is the input of the flow parser. It takes only the kernel ABI's
+//! vocabulary (event kinds, observation points, match types, protocol
+//! numbers, drop reasons), not its record layouts: the
+//! ring-buffer reader converts its records into these values, so the
+//! observer can be tested without a kernel.
 
 use std::net::IpAddr;
 
 /// Monitor message types (`bpf/lib/common.h`, `pkg/monitor/api/types.go`);
-/// Hubble exposes them as `CiliumEventType.type`.
+/// Hubble exposes them as `CiliumEventType.type`. The kinds the datapath
+/// reports are the kernel ABI's `EVENT_*`.
 pub mod message_type {
-    pub const DROP: i32 = 1;
+    use weir_abi::events::{EVENT_DROP, EVENT_POLICY_VERDICT, EVENT_TRACE};
+
+    pub const DROP: i32 = EVENT_DROP as i32;
     pub const DEBUG: i32 = 2;
     pub const CAPTURE: i32 = 3;
-    pub const TRACE: i32 = 4;
-    pub const POLICY_VERDICT: i32 = 5;
+    pub const TRACE: i32 = EVENT_TRACE as i32;
+    pub const POLICY_VERDICT: i32 = EVENT_POLICY_VERDICT as i32;
     pub const RECORDER: i32 = 6;
     pub const TRACE_SOCK: i32 = 7;
 }
 
 /// Datapath trace observation points (`bpf/lib/trace.h`), carried as the
-/// trace event's subtype.
+/// trace event's subtype: the kernel ABI's `OBS_*` under Cilium's names.
 pub mod observation_point {
-    pub const TO_LXC: u8 = 0;
-    pub const TO_PROXY: u8 = 1;
-    pub const TO_HOST: u8 = 2;
-    pub const TO_STACK: u8 = 3;
-    pub const TO_OVERLAY: u8 = 4;
-    pub const FROM_LXC: u8 = 5;
-    pub const FROM_PROXY: u8 = 6;
-    pub const FROM_HOST: u8 = 7;
-    pub const FROM_STACK: u8 = 8;
-    pub const FROM_OVERLAY: u8 = 9;
-    pub const FROM_NETWORK: u8 = 10;
-    pub const TO_NETWORK: u8 = 11;
+    pub use weir_abi::events::{
+        OBS_FROM_ENDPOINT as FROM_LXC, OBS_FROM_HOST as FROM_HOST,
+        OBS_FROM_NETWORK as FROM_NETWORK, OBS_FROM_OVERLAY as FROM_OVERLAY,
+        OBS_FROM_PROXY as FROM_PROXY, OBS_FROM_STACK as FROM_STACK, OBS_TO_ENDPOINT as TO_LXC,
+        OBS_TO_HOST as TO_HOST, OBS_TO_NETWORK as TO_NETWORK, OBS_TO_OVERLAY as TO_OVERLAY,
+        OBS_TO_PROXY as TO_PROXY, OBS_TO_STACK as TO_STACK,
+    };
 }
 
 /// Datapath trace reasons (conntrack state of the traced packet).
@@ -50,44 +50,14 @@ pub mod trace_reason {
     pub const ENCRYPTED_MASK: u8 = 0x80;
 }
 
-/// Drop reason codes (positive form of the datapath's `DROP_*` returns);
-/// the same numbers are Hubble's `flow.DropReason`.
-pub mod drop_reason {
-    pub const INVALID_SIP: u8 = 132;
-    pub const POLICY: u8 = 133;
-    pub const INVALID: u8 = 134;
-    pub const CT_INVALID_HDR: u8 = 135;
-    pub const FRAG_NEEDED: u8 = 136;
-    pub const CT_UNKNOWN_PROTO: u8 = 137;
-    pub const UNKNOWN_L3: u8 = 139;
-    pub const MISSED_TAIL_CALL: u8 = 140;
-    pub const WRITE_ERROR: u8 = 141;
-    pub const UNKNOWN_L4: u8 = 142;
-    pub const UNROUTABLE: u8 = 151;
-    pub const CT_CREATE_FAILED: u8 = 155;
-    pub const FRAG_NOSUPPORT: u8 = 157;
-    pub const NO_SERVICE: u8 = 158;
-    pub const UNKNOWN_CT: u8 = 163;
-    pub const NO_FIB: u8 = 169;
-    pub const INVALID_IDENTITY: u8 = 171;
-    pub const POLICY_DENY: u8 = 181;
-    pub const POLICY_AUTH_REQUIRED: u8 = 189;
-    pub const TTL_EXCEEDED: u8 = 196;
-    pub const RATE_LIMITED: u8 = 198;
-    pub const HOST_NOT_READY: u8 = 202;
-    pub const EP_NOT_READY: u8 = 203;
-    pub const NO_EGRESS_IP: u8 = 204;
-}
-
-/// Policy match types of a policy-verdict event (`policy_match_type`).
+/// Policy match types of a policy-verdict event (`policy_match_type`): the
+/// kernel ABI's `MATCH_*`.
 pub mod match_type {
-    pub const NONE: u8 = 0;
-    pub const L3_ONLY: u8 = 1;
-    pub const L3_L4: u8 = 2;
-    pub const L4_ONLY: u8 = 3;
-    pub const ALL: u8 = 4;
-    pub const L3_PROTO: u8 = 5;
-    pub const PROTO_ONLY: u8 = 6;
+    pub use weir_abi::events::{
+        MATCH_ALL as ALL, MATCH_L3_L4 as L3_L4, MATCH_L3_ONLY as L3_ONLY,
+        MATCH_L3_PROTO as L3_PROTO, MATCH_L4_ONLY as L4_ONLY, MATCH_NONE as NONE,
+        MATCH_PROTO_ONLY as PROTO_ONLY,
+    };
 }
 
 /// TCP header flag bits as in the header byte; NS lives in the byte before
@@ -118,7 +88,8 @@ pub enum PolicyDirection {
 /// The kind of datapath event with its kind-specific fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    /// The packet was dropped; `reason` is a [`drop_reason`] code.
+    /// The packet was dropped; `reason` is a drop reason code
+    /// (`weir_abi::reason`, Hubble's `flow.DropReason`).
     Drop { reason: u8 },
     /// The packet was seen at an observation point and passed on.
     /// `reason` is a [`trace_reason`] value (possibly with the encrypted bit).
@@ -184,87 +155,9 @@ pub struct DatapathEvent {
     pub packet_len: u32,
 }
 
-/// Human text for a drop reason, as `cilium monitor` prints it
-/// (`pkg/monitor/api/drop.go`).
-pub fn drop_reason_text(reason: u8) -> &'static str {
-    match reason {
-        130 => "Invalid source mac",
-        131 => "Invalid destination mac",
-        132 => "Invalid source ip",
-        133 => "Policy denied",
-        134 => "Invalid packet",
-        135 => "CT: Truncated or invalid header",
-        136 => "Fragmentation needed",
-        137 => "CT: Unknown L4 protocol",
-        138 => "CT: Can't create entry from packet",
-        139 => "Unsupported L3 protocol",
-        140 => "Missed tail call",
-        141 => "Error writing to packet",
-        142 => "Unknown L4 protocol",
-        143 => "Unknown ICMPv4 code",
-        144 => "Unknown ICMPv4 type",
-        145 => "Unknown ICMPv6 code",
-        146 => "Unknown ICMPv6 type",
-        147 => "Error retrieving tunnel key",
-        148 => "Error retrieving tunnel options",
-        149 => "Invalid Geneve option",
-        150 => "Unknown L3 target address",
-        151 => "Stale or unroutable IP",
-        152 => "No matching local container found",
-        153 => "Error while correcting L3 checksum",
-        154 => "Error while correcting L4 checksum",
-        155 => "CT: Map insertion failed",
-        156 => "Invalid IPv6 extension header",
-        157 => "IP fragmentation not supported",
-        158 => "Service backend not found",
-        160 => "No tunnel/encapsulation endpoint (datapath BUG!)",
-        161 => "NAT 46/64 not enabled",
-        162 => "Reached EDT rate-limiting drop horizon",
-        163 => "Unknown connection tracking state",
-        164 => "Local host is unreachable",
-        165 => "No configuration available to perform policy decision",
-        166 => "Unsupported L2 protocol",
-        167 => "No mapping for NAT masquerade",
-        168 => "Unsupported protocol for NAT masquerade",
-        169 => "FIB lookup failed",
-        170 => "Encapsulation traffic is prohibited",
-        171 => "Invalid identity",
-        172 => "Unknown sender",
-        173 => "NAT not needed",
-        174 => "Is a ClusterIP",
-        175 => "First logical datagram fragment not found",
-        176 => "Forbidden ICMPv6 message",
-        177 => "Denied by LB src range check",
-        178 => "Socket lookup failed",
-        179 => "Socket assign failed",
-        180 => "Proxy redirection not supported for protocol",
-        181 => "Policy denied by denylist",
-        182 => "VLAN traffic disallowed by VLAN filter",
-        183 => "Incorrect VNI from VTEP",
-        184 => "Failed to update or lookup TC buffer",
-        185 => "No SID was found for the IP address",
-        186 => "SRv6 state was removed during tail call",
-        187 => "L3 translation from IPv4 to IPv6 failed (NAT46)",
-        188 => "L3 translation from IPv6 to IPv4 failed (NAT64)",
-        189 => "Authentication required",
-        190 => "No conntrack map found",
-        191 => "No nat map found",
-        192 => "Invalid ClusterID",
-        193 => "Unsupported packet protocol for DSR encapsulation",
-        194 => "No egress gateway found",
-        195 => "Traffic is unencrypted",
-        196 => "TTL exceeded",
-        197 => "No node ID found",
-        198 => "Rate limited",
-        199 => "IGMP handled",
-        200 => "IGMP subscribed",
-        201 => "Multicast handled",
-        202 => "Host datapath not ready",
-        203 => "Endpoint policy program not available",
-        204 => "No Egress IP configured",
-        _ => "Unknown drop reason",
-    }
-}
+/// Drop reason codes and their text: the one table in `weir_abi::reason`.
+/// The codes are Hubble's `flow.DropReason` numbers.
+pub use weir_abi::reason::drop_reason_text;
 
 /// Name of a datapath observation point as `cilium monitor` prints it.
 pub fn observation_point_text(point: u8) -> &'static str {
@@ -290,17 +183,31 @@ pub fn observation_point_text(point: u8) -> &'static str {
 mod tests {
     use super::*;
     use crate::proto::flow::DropReason;
+    use weir_abi::Reason;
 
     #[test]
     fn drop_codes_match_hubble_enum() {
         for (code, name) in [
-            (drop_reason::POLICY, DropReason::PolicyDenied),
-            (drop_reason::POLICY_DENY, DropReason::PolicyDeny),
-            (drop_reason::POLICY_AUTH_REQUIRED, DropReason::AuthRequired),
-            (drop_reason::NO_SERVICE, DropReason::ServiceBackendNotFound),
-            (drop_reason::EP_NOT_READY, DropReason::DropEpNotReady),
+            (Reason::DropPolicyDenied as u8, DropReason::PolicyDenied),
+            (Reason::DropPolicyDeny as u8, DropReason::PolicyDeny),
+            (189, DropReason::AuthRequired),
+            (
+                Reason::DropNoService as u8,
+                DropReason::ServiceBackendNotFound,
+            ),
+            (203, DropReason::DropEpNotReady),
         ] {
             assert_eq!(i32::from(code), name as i32);
+        }
+        // Every reason the datapath emits has a Hubble name...
+        for reason in Reason::ALL.into_iter().filter(|r| r.is_drop()) {
+            assert!(DropReason::try_from(i32::from(reason as u8)).is_ok());
+        }
+        // ...and every Hubble drop reason has the monitor's text.
+        for code in 1..=u8::MAX {
+            if DropReason::try_from(i32::from(code)).is_ok() {
+                assert!(weir_abi::reason::drop_text(code).is_some(), "{code}");
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! ones derived from them.
 
 use etherparse::PacketBuilder;
+use weir_abi::ip_proto;
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
@@ -102,21 +103,21 @@ pub fn ipv4_sctp() -> Vec<u8> {
     let mut sctp = vec![0u8; 12 + 20];
     sctp[0..2].copy_from_slice(&40000u16.to_be_bytes());
     sctp[2..4].copy_from_slice(&9999u16.to_be_bytes());
-    ipv4_with_payload(132, &sctp)
+    ipv4_with_payload(ip_proto::SCTP, &sctp)
 }
 
 /// IPv6 UDP behind a hop-by-hop options header (8 bytes, PadN).
 pub fn ipv6_hop_by_hop_udp() -> Vec<u8> {
     let udp = ipv6_udp()[ETH_HLEN + IPV6_HLEN..].to_vec();
-    let mut payload = vec![17, 0, 1, 4, 0, 0, 0, 0]; // next=UDP, len=0 (8 bytes), PadN(4)
+    let mut payload = vec![ip_proto::UDP, 0, 1, 4, 0, 0, 0, 0]; // next=UDP, len=0 (8 bytes), PadN(4)
     payload.extend_from_slice(&udp);
-    ipv6_with_payload(0, &payload)
+    ipv6_with_payload(ip_proto::HOPOPTS, &payload)
 }
 
 /// A non-first IPv4 fragment: it carries no L4 header, so even a few bytes
 /// of payload are well-formed.
 pub fn ipv4_later_fragment() -> Vec<u8> {
-    let mut frame = ipv4_with_payload(6, &[0xab; 8]);
+    let mut frame = ipv4_with_payload(ip_proto::TCP, &[0xab; 8]);
     // Fragment offset 185 (x8 bytes), no more fragments.
     frame[ETH_HLEN + 6..ETH_HLEN + 8].copy_from_slice(&185u16.to_be_bytes());
     fix_ipv4_checksum(&mut frame);
@@ -148,18 +149,18 @@ pub fn ipv4_bad_ihl() -> Vec<u8> {
 /// A well-formed IPv4 header whose datagram holds only 8 of TCP's 20 header bytes.
 pub fn ipv4_tcp_truncated_l4() -> Vec<u8> {
     let tcp = &ipv4_tcp_syn()[ETH_HLEN + IPV4_HLEN..];
-    ipv4_with_payload(6, &tcp[..8])
+    ipv4_with_payload(ip_proto::TCP, &tcp[..8])
 }
 
 /// IPv4 UDP with only 4 of UDP's 8 header bytes.
 pub fn ipv4_udp_truncated_l4() -> Vec<u8> {
     let udp = &ipv4_udp()[ETH_HLEN + IPV4_HLEN..];
-    ipv4_with_payload(17, &udp[..4])
+    ipv4_with_payload(ip_proto::UDP, &udp[..4])
 }
 
 /// IPv4 ICMP with only 4 of the 8 header bytes.
 pub fn ipv4_icmp_truncated_l4() -> Vec<u8> {
-    ipv4_with_payload(1, &[8, 0, 0, 0])
+    ipv4_with_payload(ip_proto::ICMP, &[8, 0, 0, 0])
 }
 
 /// A TCP header whose data offset says 4 words (16 bytes), below the minimum.
@@ -172,7 +173,7 @@ pub fn ipv4_tcp_bad_data_offset() -> Vec<u8> {
 /// IPv6 TCP with only 8 of TCP's 20 header bytes.
 pub fn ipv6_tcp_truncated_l4() -> Vec<u8> {
     let tcp = &ipv6_tcp_syn()[ETH_HLEN + IPV6_HLEN..];
-    ipv6_with_payload(6, &tcp[..8])
+    ipv6_with_payload(ip_proto::TCP, &tcp[..8])
 }
 
 /// An IPv6 header cut short at 24 of its 40 bytes.
@@ -184,17 +185,17 @@ pub fn ipv6_truncated_l3() -> Vec<u8> {
 
 /// A hop-by-hop header whose length field points past the end of the packet.
 pub fn ipv6_exthdr_beyond_packet() -> Vec<u8> {
-    ipv6_with_payload(0, &[17, 200, 1, 4, 0, 0, 0, 0])
+    ipv6_with_payload(ip_proto::HOPOPTS, &[ip_proto::UDP, 200, 1, 4, 0, 0, 0, 0])
 }
 
 /// Five destination-options headers in a row: more than the datapath walks.
 pub fn ipv6_too_many_exthdrs() -> Vec<u8> {
     let mut payload = Vec::new();
     for i in 0..5 {
-        let next = if i == 4 { 59 } else { 60 }; // ...then "no next header"
+        let next = if i == 4 { 59 } else { ip_proto::DSTOPTS }; // ...then "no next header"
         payload.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
     }
-    ipv6_with_payload(60, &payload)
+    ipv6_with_payload(ip_proto::DSTOPTS, &payload)
 }
 
 /// A minimum-size Ethernet frame: a short IPv4 UDP datagram padded to 60

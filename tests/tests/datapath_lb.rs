@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use weir_abi::ip_proto::{TCP, UDP};
 use weir_abi::lb::*;
 use weir_abi::{Reason, TrafficDirection};
 use weir_agent::datapath::maps::lb;
@@ -24,8 +25,6 @@ use weir_tests::{names, require_root};
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const VIP_PORT: u16 = 80;
 const BACKEND_PORTS: [u16; 3] = [8081, 8082, 8083];
-const TCP: u8 = 6;
-const UDP: u8 = 17;
 
 /// One test's world: a network namespace with three servers on loopback,
 /// a cgroup for the client, the datapath with socket LB on that cgroup.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use weir_lab::probe::{matrix_with_timeout, render_table, ProbeResult, Target};
 use weir_lab::testing::TestLab;
+use weir_types::NamespacedName;
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
@@ -25,13 +26,16 @@ struct P {
 
 impl P {
     fn parse(key: &str) -> P {
-        let (ns, pod) = key.split_once('/').unwrap();
-        let ns = NAMESPACES.into_iter().find(|n| *n == ns).unwrap();
-        let pod = PODS.into_iter().find(|p| *p == pod).unwrap();
+        let key: NamespacedName = key.parse().unwrap();
+        let ns = NAMESPACES
+            .into_iter()
+            .find(|n| *n == key.namespace)
+            .unwrap();
+        let pod = PODS.into_iter().find(|p| *p == key.name).unwrap();
         P { ns, pod }
     }
     fn is(&self, key: &str) -> bool {
-        format!("{}/{}", self.ns, self.pod) == key
+        NamespacedName::new(self.ns, self.pod).to_string() == key
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use weir_lab::probe::{probe_with_timeout, Target};
 use weir_lab::testing::{netpol_cluster_yaml, TestLab};
+use weir_types::NamespacedName;
 
 /// `weir observe ARGS` against `node`'s Observer API, as JSON lines.
 fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
@@ -28,11 +29,11 @@ fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
 }
 
 fn pod(flow: &serde_json::Value, side: &str) -> String {
-    format!(
-        "{}/{}",
+    NamespacedName::new(
         flow[side]["namespace"].as_str().unwrap_or(""),
-        flow[side]["pod_name"].as_str().unwrap_or("")
+        flow[side]["pod_name"].as_str().unwrap_or(""),
     )
+    .to_string()
 }
 
 #[test]

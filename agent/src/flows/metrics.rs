@@ -4,6 +4,7 @@
 //! and `hubble_policy_verdicts_total{direction,match,action}`.
 
 use prometheus::{IntCounterVec, Opts, Registry};
+use weir_observer::event::{match_type, message_type};
 use weir_observer::proto::flow::{self, Flow};
 
 #[derive(Clone)]
@@ -66,8 +67,8 @@ impl FlowMetrics {
     pub fn observe(&self, f: &Flow) {
         let verdict = flow::Verdict::try_from(f.verdict).map_or("UNKNOWN", |v| v.as_str_name());
         let (kind, subtype) = match f.event_type.as_ref().map(|e| e.r#type) {
-            Some(1) => ("Drop", String::new()),
-            Some(5) => ("PolicyVerdict", String::new()),
+            Some(message_type::DROP) => ("Drop", String::new()),
+            Some(message_type::POLICY_VERDICT) => ("PolicyVerdict", String::new()),
             _ => (
                 "Trace",
                 flow::TraceObservationPoint::try_from(f.trace_observation_point)
@@ -87,11 +88,11 @@ impl FlowMetrics {
         if kind == "PolicyVerdict" {
             let direction = flow::TrafficDirection::try_from(f.traffic_direction)
                 .map_or("UNKNOWN", |d| d.as_str_name());
-            let matched = match f.policy_match_type {
-                1 => "l3-only",
-                2 => "l3-l4",
-                3 => "l4-only",
-                4 => "all",
+            let matched = match u8::try_from(f.policy_match_type) {
+                Ok(match_type::L3_ONLY) => "l3-only",
+                Ok(match_type::L3_L4) => "l3-l4",
+                Ok(match_type::L4_ONLY) => "l4-only",
+                Ok(match_type::ALL) => "all",
                 _ => "none",
             };
             let action = if verdict == "FORWARDED" {

@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::BenchService;
+use super::{protocol_name, BenchService};
 
 pub const SERVICES: &str = "KUBE-SERVICES";
 pub const EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
@@ -50,7 +50,11 @@ pub fn hash16(input: &str) -> String {
 pub fn service(svc: &BenchService) -> String {
     format!(
         "KUBE-SVC-{}",
-        hash16(&format!("{}{}", svc.port_name(), svc.protocol.as_str()))
+        hash16(&format!(
+            "{}{}",
+            svc.port_name(),
+            protocol_name(svc.protocol)
+        ))
     )
 }
 
@@ -61,7 +65,7 @@ pub fn endpoint(svc: &BenchService, endpoint: &str) -> String {
         hash16(&format!(
             "{}{}{endpoint}",
             svc.port_name(),
-            svc.protocol.as_str()
+            protocol_name(svc.protocol)
         ))
     )
 }

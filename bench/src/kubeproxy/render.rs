@@ -19,7 +19,7 @@ use std::fmt::Write;
 use std::ops::Range;
 
 use super::chains::{self, *};
-use super::BenchService;
+use super::{protocol_name, BenchService};
 
 /// kube-proxy's default masquerade mark (`--iptables-masquerade-bit=14`).
 pub const MASQUERADE_MARK: &str = "0x4000";
@@ -173,7 +173,7 @@ impl Lines {
 
     fn write_service(&mut self, svc: &BenchService, rewrite: bool, options: &RenderOptions) {
         let name = svc.port_name();
-        let proto = svc.protocol.as_str();
+        let proto = protocol_name(svc.protocol);
         let matches = format!(
             "-m {proto} -p {proto} -d {} --dport {}",
             svc.cluster_ip, svc.port

@@ -34,9 +34,10 @@ use std::thread::{self, JoinHandle};
 use anyhow::{ensure, Context, Result};
 
 use super::render::RenderOptions;
-use super::{BenchService, Protocol};
+use super::BenchService;
 use weir_tests::names;
 use weir_tests::netns::{self, NetNs};
+use weir_types::Protocol;
 
 /// The pods' range, the cluster CIDR of the rules.
 pub const CLUSTER_CIDR: &str = "10.200.0.0/16";

@@ -12,18 +12,30 @@ pub const EVENT_TRACE: u8 = 4;
 /// A policy decision on a new connection; `subtype` is 0.
 pub const EVENT_POLICY_VERDICT: u8 = 5;
 
-/// Observation points (Cilium's `TRACE_*`).
+/// Observation points (Cilium's `TRACE_*`, `bpf/lib/trace.h`). The
+/// datapath reports the endpoint and network ones; the observer names all.
 pub const OBS_TO_ENDPOINT: u8 = 0;
+pub const OBS_TO_PROXY: u8 = 1;
+pub const OBS_TO_HOST: u8 = 2;
+pub const OBS_TO_STACK: u8 = 3;
+pub const OBS_TO_OVERLAY: u8 = 4;
 pub const OBS_FROM_ENDPOINT: u8 = 5;
+pub const OBS_FROM_PROXY: u8 = 6;
+pub const OBS_FROM_HOST: u8 = 7;
+pub const OBS_FROM_STACK: u8 = 8;
+pub const OBS_FROM_OVERLAY: u8 = 9;
 pub const OBS_FROM_NETWORK: u8 = 10;
 pub const OBS_TO_NETWORK: u8 = 11;
 
-/// Policy match types (Hubble's `policy_match_type`).
+/// Policy match types (Hubble's `policy_match_type`). The datapath reports
+/// none to all; the last two are Cilium's protocol-only rules.
 pub const MATCH_NONE: u8 = 0;
 pub const MATCH_L3_ONLY: u8 = 1;
 pub const MATCH_L3_L4: u8 = 2;
 pub const MATCH_L4_ONLY: u8 = 3;
 pub const MATCH_ALL: u8 = 4;
+pub const MATCH_L3_PROTO: u8 = 5;
+pub const MATCH_PROTO_ONLY: u8 = 6;
 
 /// [`FlowEvent::ct_state`] codes.
 pub const CT_NEW: u8 = 0;

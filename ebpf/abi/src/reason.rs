@@ -64,18 +64,117 @@ impl Reason {
         !matches!(self, Reason::Forwarded)
     }
 
-    /// Human-readable text, matching Cilium's monitor wording.
+    /// Human-readable text, matching Cilium's monitor wording (the drop
+    /// reasons from [`DROP_TEXTS`]).
     pub const fn description(self) -> &'static str {
         match self {
             Reason::Forwarded => "Forwarded",
-            Reason::DropInvalidSourceIp => "Invalid source ip",
-            Reason::DropPolicyDenied => "Policy denied",
-            Reason::DropInvalid => "Invalid packet",
-            Reason::DropCtInvalidHdr => "CT: Truncated or invalid header",
-            Reason::DropCtCreateFailed => "CT: Map insertion failed",
-            Reason::DropInvalidExthdr => "Invalid IPv6 extension header",
-            Reason::DropNoService => "Service backend not found",
-            Reason::DropPolicyDeny => "Policy denied by denylist",
+            drop => drop_reason_text(drop as u8),
         }
+    }
+}
+
+/// Every drop reason code Cilium defines with the text `cilium monitor`
+/// prints for it (`pkg/monitor/api/drop.go`), in numeric order: the datapath
+/// emits the few in [`Reason`], and the observer and the monitor name any
+/// code a flow carries from this one table. Hubble's names for the same
+/// codes are its `flow.DropReason` enum, which the observer generates from
+/// the vendored `flow.proto`.
+pub const DROP_TEXTS: &[(u8, &str)] = &[
+    (130, "Invalid source mac"),
+    (131, "Invalid destination mac"),
+    (132, "Invalid source ip"),
+    (133, "Policy denied"),
+    (134, "Invalid packet"),
+    (135, "CT: Truncated or invalid header"),
+    (136, "Fragmentation needed"),
+    (137, "CT: Unknown L4 protocol"),
+    (138, "CT: Can't create entry from packet"),
+    (139, "Unsupported L3 protocol"),
+    (140, "Missed tail call"),
+    (141, "Error writing to packet"),
+    (142, "Unknown L4 protocol"),
+    (143, "Unknown ICMPv4 code"),
+    (144, "Unknown ICMPv4 type"),
+    (145, "Unknown ICMPv6 code"),
+    (146, "Unknown ICMPv6 type"),
+    (147, "Error retrieving tunnel key"),
+    (148, "Error retrieving tunnel options"),
+    (149, "Invalid Geneve option"),
+    (150, "Unknown L3 target address"),
+    (151, "Stale or unroutable IP"),
+    (152, "No matching local container found"),
+    (153, "Error while correcting L3 checksum"),
+    (154, "Error while correcting L4 checksum"),
+    (155, "CT: Map insertion failed"),
+    (156, "Invalid IPv6 extension header"),
+    (157, "IP fragmentation not supported"),
+    (158, "Service backend not found"),
+    (160, "No tunnel/encapsulation endpoint (datapath BUG!)"),
+    (161, "NAT 46/64 not enabled"),
+    (162, "Reached EDT rate-limiting drop horizon"),
+    (163, "Unknown connection tracking state"),
+    (164, "Local host is unreachable"),
+    (165, "No configuration available to perform policy decision"),
+    (166, "Unsupported L2 protocol"),
+    (167, "No mapping for NAT masquerade"),
+    (168, "Unsupported protocol for NAT masquerade"),
+    (169, "FIB lookup failed"),
+    (170, "Encapsulation traffic is prohibited"),
+    (171, "Invalid identity"),
+    (172, "Unknown sender"),
+    (173, "NAT not needed"),
+    (174, "Is a ClusterIP"),
+    (175, "First logical datagram fragment not found"),
+    (176, "Forbidden ICMPv6 message"),
+    (177, "Denied by LB src range check"),
+    (178, "Socket lookup failed"),
+    (179, "Socket assign failed"),
+    (180, "Proxy redirection not supported for protocol"),
+    (181, "Policy denied by denylist"),
+    (182, "VLAN traffic disallowed by VLAN filter"),
+    (183, "Incorrect VNI from VTEP"),
+    (184, "Failed to update or lookup TC buffer"),
+    (185, "No SID was found for the IP address"),
+    (186, "SRv6 state was removed during tail call"),
+    (187, "L3 translation from IPv4 to IPv6 failed (NAT46)"),
+    (188, "L3 translation from IPv6 to IPv4 failed (NAT64)"),
+    (189, "Authentication required"),
+    (190, "No conntrack map found"),
+    (191, "No nat map found"),
+    (192, "Invalid ClusterID"),
+    (193, "Unsupported packet protocol for DSR encapsulation"),
+    (194, "No egress gateway found"),
+    (195, "Traffic is unencrypted"),
+    (196, "TTL exceeded"),
+    (197, "No node ID found"),
+    (198, "Rate limited"),
+    (199, "IGMP handled"),
+    (200, "IGMP subscribed"),
+    (201, "Multicast handled"),
+    (202, "Host datapath not ready"),
+    (203, "Endpoint policy program not available"),
+    (204, "No Egress IP configured"),
+];
+
+/// The text of a drop reason code; `None` for codes Cilium does not define
+/// (and for 0, which is not a drop).
+pub const fn drop_text(code: u8) -> Option<&'static str> {
+    let mut i = 0;
+    while i < DROP_TEXTS.len() {
+        if DROP_TEXTS[i].0 == code {
+            return Some(DROP_TEXTS[i].1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The text of a drop reason code as `cilium monitor` prints it, with its
+/// wording for codes it does not know.
+pub const fn drop_reason_text(code: u8) -> &'static str {
+    match drop_text(code) {
+        Some(text) => text,
+        None => "Unknown drop reason",
     }
 }

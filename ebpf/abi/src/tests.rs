@@ -47,6 +47,31 @@ fn reason_round_trips_and_unknown_codes_decode_to_none() {
 }
 
 #[test]
+fn drop_texts_are_ordered_and_name_every_reason() {
+    use crate::reason::{drop_reason_text, drop_text, DROP_TEXTS};
+    assert!(DROP_TEXTS.windows(2).all(|w| w[0].0 < w[1].0));
+    for reason in Reason::ALL.into_iter().filter(|r| r.is_drop()) {
+        assert_eq!(drop_text(reason as u8), Some(reason.description()));
+    }
+    assert_eq!(
+        Reason::ALL.map(Reason::description),
+        [
+            "Forwarded",
+            "Invalid source ip",
+            "Policy denied",
+            "Invalid packet",
+            "CT: Truncated or invalid header",
+            "CT: Map insertion failed",
+            "Invalid IPv6 extension header",
+            "Service backend not found",
+            "Policy denied by denylist",
+        ]
+    );
+    assert_eq!(drop_text(0), None);
+    assert_eq!(drop_reason_text(250), "Unknown drop reason");
+}
+
+#[test]
 fn direction_round_trips() {
     for direction in TrafficDirection::ALL {
         assert_eq!(TrafficDirection::from_u8(direction as u8), Some(direction));

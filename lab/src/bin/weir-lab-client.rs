@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use weir_types::Protocol;
 
 #[derive(Parser)]
 #[command(name = "weir-lab-client")]
@@ -25,12 +26,6 @@ struct Args {
     /// Wait for a connection or reply at most this long.
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
-}
-
-#[derive(Copy, Clone)]
-enum Protocol {
-    Tcp,
-    Udp,
 }
 
 fn parse_target(text: &str) -> Result<(Protocol, SocketAddr)> {
@@ -88,6 +83,8 @@ fn main() -> Result<()> {
         let result = match protocol {
             Protocol::Tcp => tcp(address, timeout),
             Protocol::Udp => udp(address, timeout),
+            // parse_target accepts only tcp and udp.
+            Protocol::Sctp => bail!("SCTP cannot be probed (no SCTP sockets)"),
         };
         let line = match result {
             Ok(a) => serde_json::json!({

@@ -2,7 +2,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
-use crate::event::{drop_reason, match_type};
+use crate::event::match_type;
+use weir_abi::Reason;
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10));
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 20));
@@ -101,7 +102,7 @@ fn tcp_event(kind: EventKind) -> DatapathEvent {
 #[test]
 fn drop_maps_to_dropped_with_reason() {
     let f = parser().parse(&tcp_event(EventKind::Drop {
-        reason: drop_reason::POLICY,
+        reason: Reason::DropPolicyDenied as u8,
     }));
     assert_eq!(f.verdict, Verdict::Dropped as i32);
     assert_eq!(f.drop_reason_desc, DropReason::PolicyDenied as i32);
@@ -224,7 +225,11 @@ fn policy_verdicts() {
             audited,
             direction: PolicyDirection::Ingress,
             match_type: match_type::L3_L4,
-            reason: if allowed { 0 } else { drop_reason::POLICY },
+            reason: if allowed {
+                0
+            } else {
+                Reason::DropPolicyDenied as u8
+            },
         }))
     };
     let f = verdict(true, false);
