@@ -186,7 +186,7 @@ mod tests {
             dst_ip: "10.0.2.3".into(),
             src_port: 39294,
             dst_port: 80,
-            protocol: 6,
+            protocol: u32::from(weir_abi::ip_proto::TCP),
             protocol_name: "TCP".into(),
             tcp_flags: "SYN".into(),
             ifindex: 12,

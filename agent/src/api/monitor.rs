@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use weir_agent_api::v1;
 use weir_agent_api::v1::monitor_server::Monitor;
 use weir_observer::event::{
-    drop_reason_text, ip_proto, match_type, observation_point_text, tcp_flag, trace_reason,
+    drop_reason_text, ip_proto, observation_point_text, tcp_flag, trace_reason,
 };
 use weir_observer::parser::WallClock;
 use weir_observer::{DatapathEvent, EventKind, PolicyDirection};
@@ -38,18 +38,6 @@ fn trace_reason_name(reason: u8) -> &'static str {
         trace_reason::CT_RELATED => "related",
         trace_reason::CT_REOPENED => "reopened",
         _ => "unknown",
-    }
-}
-
-fn match_type_name(value: u8) -> &'static str {
-    match value {
-        match_type::L3_ONLY => "l3-only",
-        match_type::L3_L4 => "l3-l4",
-        match_type::L4_ONLY => "l4-only",
-        match_type::ALL => "all",
-        match_type::L3_PROTO => "l3-proto",
-        match_type::PROTO_ONLY => "proto-only",
-        _ => "none",
     }
 }
 
@@ -133,7 +121,7 @@ pub fn to_proto(event: &DatapathEvent, clock: &WallClock, node_name: &str) -> v1
             } else {
                 v1::PolicyVerdict::Deny
             });
-            out.match_type = match_type_name(match_type).into();
+            out.match_type = weir_abi::events::match_type_name(match_type).into();
         }
     }
     out

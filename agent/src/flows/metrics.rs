@@ -4,7 +4,7 @@
 //! and `hubble_policy_verdicts_total{direction,match,action}`.
 
 use prometheus::{IntCounterVec, Opts, Registry};
-use weir_observer::event::{match_type, message_type};
+use weir_observer::event::message_type;
 use weir_observer::proto::flow::{self, Flow};
 
 #[derive(Clone)]
@@ -88,13 +88,8 @@ impl FlowMetrics {
         if kind == "PolicyVerdict" {
             let direction = flow::TrafficDirection::try_from(f.traffic_direction)
                 .map_or("UNKNOWN", |d| d.as_str_name());
-            let matched = match u8::try_from(f.policy_match_type) {
-                Ok(match_type::L3_ONLY) => "l3-only",
-                Ok(match_type::L3_L4) => "l3-l4",
-                Ok(match_type::L4_ONLY) => "l4-only",
-                Ok(match_type::ALL) => "all",
-                _ => "none",
-            };
+            let matched =
+                u8::try_from(f.policy_match_type).map_or("none", weir_abi::events::match_type_name);
             let action = if verdict == "FORWARDED" {
                 "forwarded"
             } else {

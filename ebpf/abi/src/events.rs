@@ -37,6 +37,21 @@ pub const MATCH_ALL: u8 = 4;
 pub const MATCH_L3_PROTO: u8 = 5;
 pub const MATCH_PROTO_ONLY: u8 = 6;
 
+/// A policy match type as Cilium's `PolicyMatchType` prints it (the
+/// `match` label of `hubble_policy_verdicts_total`, `weir monitor`); unknown
+/// values are "none".
+pub fn match_type_name(value: u8) -> &'static str {
+    match value {
+        MATCH_L3_ONLY => "l3-only",
+        MATCH_L3_L4 => "l3-l4",
+        MATCH_L4_ONLY => "l4-only",
+        MATCH_ALL => "all",
+        MATCH_L3_PROTO => "l3-proto",
+        MATCH_PROTO_ONLY => "proto-only",
+        _ => "none",
+    }
+}
+
 /// [`FlowEvent::ct_state`] codes.
 pub const CT_NEW: u8 = 0;
 pub const CT_ESTABLISHED: u8 = 1;

@@ -62,7 +62,7 @@ fn traces_and_verdicts_name_their_point_and_match() {
         allowed: false,
         audited: false,
         direction: PolicyDirection::Ingress,
-        match_type: match_type::L3_L4,
+        match_type: weir_abi::events::MATCH_L3_L4,
         reason: 181,
     };
     let v = to_proto(&verdict, &clock, "n1");
