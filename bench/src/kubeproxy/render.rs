@@ -18,7 +18,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::ops::Range;
 
-use super::chains::{self, *};
+use super::chains::{
+    self, EXTERNAL_SERVICES, FORWARD, KUBELET_FIREWALL, MARK_MASQ, NODEPORTS, POSTROUTING,
+    PROXY_FIREWALL, SERVICES,
+};
 use super::{protocol_name, BenchService};
 
 /// kube-proxy's default masquerade mark (`--iptables-masquerade-bit=14`).

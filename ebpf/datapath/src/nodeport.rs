@@ -434,7 +434,7 @@ fn redirect(ctx: &TcContext, entry: &Lb4NatEntry) -> i32 {
         fib_lookup(
             ctx.as_ptr(),
             &mut params,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            size_of::<bpf_fib_lookup>() as i32,
             0,
         )
     };
