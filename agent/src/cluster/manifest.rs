@@ -23,6 +23,23 @@ pub enum Object {
     EndpointSlice(Box<Validated<weir_lb::EndpointSlice>>),
 }
 
+impl Object {
+    /// `kind/namespace/name` (or `kind/name` when cluster-wide), the key
+    /// under which `weir policy get` names it.
+    pub fn key(&self) -> String {
+        match self {
+            Object::Namespace(ns) => format!("Namespace/{}", ns.name),
+            Object::Pod(pod) => format!("Pod/{}/{}", pod.namespace, pod.name),
+            Object::Policy(policy) => policy.key(),
+            Object::Service(service) => format!("Service/{}", service.object.service_name()),
+            Object::EndpointSlice(slice) => format!(
+                "EndpointSlice/{}/{}",
+                slice.object.namespace, slice.object.name
+            ),
+        }
+    }
+}
+
 /// A validated object with the document it was read from (the lab writes
 /// the document back out as the agents' source).
 #[derive(Clone, Debug, PartialEq)]

@@ -5,6 +5,9 @@
 //! Every file is parsed on its own: a file that does not parse is reported
 //! with its reason and contributes nothing, while every other file still
 //! applies, so one bad manifest never takes the rest down or half-applies.
+//! A file that parsed before and no longer does keeps the objects it held in
+//! force (last known good, shown as stale) until it parses again or is
+//! deleted; a file that never parsed contributes nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use std::time::SystemTime;
 
 use weir_types::NamespacedName;
 
+use crate::cluster::last_known_good::Version;
 use crate::cluster::manifest::{self, Namespace, Object, Pod, PolicyDocument};
 
 /// Everything the directory declares, by key.
@@ -24,8 +28,11 @@ pub struct ClusterManifests {
     pub policies: BTreeMap<String, PolicyDocument>,
     pub services: BTreeMap<NamespacedName, weir_lb::Service>,
     pub endpoint_slices: BTreeMap<NamespacedName, weir_lb::EndpointSlice>,
-    /// Files that were rejected, with the reason.
+    /// Files whose latest content was rejected, with the reason.
     pub rejected: BTreeMap<PathBuf, String>,
+    /// Objects in force from a file's previous content because its latest
+    /// does not parse: object key (`kind/namespace/name`) → file and reason.
+    pub stale: BTreeMap<String, String>,
 }
 
 impl ClusterManifests {
@@ -67,7 +74,7 @@ struct CachedFile {
     modified: SystemTime,
     len: u64,
     inode: u64,
-    parsed: Result<Vec<Object>, String>,
+    version: Version<Vec<Object>, String>,
 }
 
 /// A directory with its modification time (None if it vanished).
@@ -180,18 +187,19 @@ impl ManifestDir {
                 {
                     files.insert(path, cached);
                 }
-                _ => {
+                previous => {
                     changed = true;
                     let Some(parsed) = parse_file(&path)? else {
                         continue;
                     };
+                    let version = Version::next(previous.map(|c| c.version), parsed);
                     files.insert(
                         path,
                         CachedFile {
                             modified,
                             len,
                             inode,
-                            parsed,
+                            version,
                         },
                     );
                 }
@@ -215,11 +223,19 @@ impl ManifestDir {
     fn assemble(&self) -> ClusterManifests {
         let mut manifests = ClusterManifests::default();
         for (path, file) in &self.files {
-            match &file.parsed {
-                Ok(objects) => objects.iter().cloned().for_each(|o| manifests.add(o)),
-                Err(reason) => {
-                    manifests.rejected.insert(path.clone(), reason.clone());
+            if let Some(reason) = file.version.errors() {
+                manifests.rejected.insert(path.clone(), reason.clone());
+            }
+            let Some(objects) = file.version.in_force() else {
+                continue;
+            };
+            for object in objects {
+                if file.version.is_stale() {
+                    let reason = file.version.errors().map_or("", String::as_str);
+                    let why = format!("{}: {reason}", path.display());
+                    manifests.stale.insert(object.key(), why);
                 }
+                manifests.add(object.clone());
             }
         }
         manifests
@@ -321,6 +337,52 @@ mod tests {
         .unwrap();
         let third = source.read_if_changed().unwrap().expect("changed");
         assert!(third.namespaces.contains_key("y"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_no_longer_parses_keeps_its_objects_until_deleted() {
+        let dir = temp_dir("stale");
+        let pod = |labels: &str| {
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: x, labels: {{{labels}}}}}\n")
+        };
+        let write = |text: &str| {
+            std::fs::write(dir.join("pods/a.tmp"), text).unwrap();
+            std::fs::rename(dir.join("pods/a.tmp"), dir.join("pods/a.yaml")).unwrap();
+        };
+        let mut source = ManifestDir::new(&dir);
+        // Never valid: nothing.
+        write("kind: Pod\nmetadata: {name: Bad}\n");
+        let first = source.read_if_changed().unwrap().expect("first read");
+        assert!(first.pods.is_empty() && first.stale.is_empty());
+        assert_eq!(first.rejected.len(), 1);
+        // Valid, then an invalid edit: the old pod stays, shown as stale.
+        write(&pod("app: one"));
+        let valid = source.read_if_changed().unwrap().expect("changed");
+        assert!(valid.rejected.is_empty() && valid.stale.is_empty());
+        write("apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: [\n");
+        let stale = source.read_if_changed().unwrap().expect("changed");
+        let key = NamespacedName::new("x", "a");
+        assert_eq!(stale.pods[&key].labels["app"], "one");
+        assert_eq!(stale.stale.keys().collect::<Vec<_>>(), ["Pod/x/a"]);
+        assert!(stale.stale["Pod/x/a"].contains("a.yaml"));
+        assert_eq!(stale.rejected.len(), 1);
+        // Fixed: the new version replaces it.
+        write(&pod("app: two"));
+        let fixed = source.read_if_changed().unwrap().expect("changed");
+        assert_eq!(fixed.pods[&key].labels["app"], "two");
+        assert!(fixed.stale.is_empty() && fixed.rejected.is_empty());
+        // Invalid again, then deleted: gone.
+        write("not: [yaml\n");
+        assert!(source
+            .read_if_changed()
+            .unwrap()
+            .expect("changed")
+            .pods
+            .contains_key(&key));
+        std::fs::remove_file(dir.join("pods/a.yaml")).unwrap();
+        let deleted = source.read_if_changed().unwrap().expect("changed");
+        assert!(deleted.pods.is_empty() && deleted.stale.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,5 +1,6 @@
 //! From policy manifests to the policy map: parse and validate every policy
-//! (rejecting invalid ones whole, with their reasons), compile for the local
+//! (rejecting invalid ones whole, with their reasons; an invalid edit keeps
+//! the previous valid version in force, shown as stale), compile for the local
 //! endpoints, lower the result (the policy engine's [`weir_policy::lower()`]:
 //! deny precedence, port blocks), encode it ([`maps::policy`]) and write
 //! only the difference.
@@ -13,6 +14,7 @@ use weir_policy::{compile, lower, ClusterView, Compiled, LocalIdentities, NamedP
 use weir_types::NamespacedName;
 
 use crate::cluster::kvstore::SharedView;
+use crate::cluster::last_known_good::LastKnownGood;
 use crate::cluster::manifest::Pod;
 use crate::cluster::manifest_dir::ClusterManifests;
 use crate::datapath::maps::policy::{encode_state, LpmKey};
@@ -26,8 +28,14 @@ pub struct PolicySync {
     /// Holds one reference per CIDR of `compiled`.
     cidr_identities: LocalIdentities,
     compiled: Compiled,
-    /// Policies that failed validation: key → reasons.
+    /// Every policy's versions: the valid one in force, the latest's errors.
+    versions: LastKnownGood<String, Policy, Vec<String>>,
+    /// Policies whose latest version failed validation: key → reasons.
     rejected: BTreeMap<String, Vec<String>>,
+    /// Objects whose previous version stays in force because the latest is
+    /// invalid (policies, and objects of files that no longer parse): key →
+    /// errors.
+    stale: BTreeMap<String, Vec<String>>,
     desired: BTreeMap<LpmKey, PolicyEntry>,
     written: BTreeMap<LpmKey, PolicyEntry>,
     /// The compiler's inputs, kept for tracing.
@@ -91,6 +99,7 @@ impl PolicySync {
             policies: self.policies.clone(),
             cidrs: self.cidr_identities.clone(),
             rejected: self.rejected.clone(),
+            stale: self.stale.clone(),
             local,
             pods: self.pods.clone(),
             map_entries: self.written.len(),
@@ -98,29 +107,49 @@ impl PolicySync {
     }
 
     fn parse(&mut self, cluster: &ClusterManifests) -> Vec<Policy> {
-        let mut policies = Vec::new();
-        let mut rejected = BTreeMap::new();
-        for (key, document) in &cluster.policies {
+        let latest = cluster.policies.iter().map(|(key, document)| {
             let parsed = weir_policy::PolicyDocument::from_value(document.document.clone())
-                .and_then(|doc| doc.to_policy());
-            match parsed {
-                Ok(policy) => policies.push(policy),
-                Err(error) => {
-                    let reasons = vec![error.to_string()];
-                    if self.rejected.get(key) != Some(&reasons) {
-                        warn!(policy = %key, reason = %reasons[0], "policy rejected; nothing of it is applied");
-                    }
-                    rejected.insert(key.clone(), reasons);
-                }
+                .and_then(|doc| doc.to_policy())
+                .map_err(|error| vec![error.to_string()]);
+            (key.clone(), parsed)
+        });
+        self.versions.update(latest);
+        let mut rejected = BTreeMap::new();
+        let mut stale = BTreeMap::new();
+        for (key, version) in self.versions.iter() {
+            let Some(reasons) = version.errors() else {
+                continue;
+            };
+            if self.rejected.get(key) != Some(reasons) {
+                let kept = if version.is_stale() {
+                    "the previous valid version stays in force"
+                } else {
+                    "nothing of it is applied"
+                };
+                warn!(policy = %key, reason = %reasons.join("; "), "policy rejected; {kept}");
+            }
+            rejected.insert(key.clone(), reasons.clone());
+            if version.is_stale() {
+                stale.insert(key.clone(), reasons.clone());
             }
         }
+        for (key, reason) in &cluster.stale {
+            stale.insert(key.clone(), vec![reason.clone()]);
+        }
         self.rejected = rejected;
-        policies
+        self.stale = stale;
+        self.versions.in_force().map(|(_, p)| p.clone()).collect()
     }
 
     /// Policies that failed validation, with the reasons.
     pub fn rejected(&self) -> &BTreeMap<String, Vec<String>> {
         &self.rejected
+    }
+
+    /// Objects whose previous valid version stays in force, with the
+    /// latest version's errors.
+    pub fn stale(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.stale
     }
 
     /// The compiled state (what `weir policy get/trace` reads).

@@ -19,6 +19,8 @@ pub struct PolicySnapshot {
     pub policies: Vec<Policy>,
     pub cidrs: LocalIdentities,
     pub rejected: BTreeMap<String, Vec<String>>,
+    /// Objects whose previous valid version stays in force: key → errors.
+    pub stale: BTreeMap<String, Vec<String>>,
     /// The local pods with an identity.
     pub local: BTreeMap<NamespacedName, LocalPod>,
     /// Every known pod, local or not.

@@ -113,3 +113,79 @@ fn a_cidr_no_policy_names_any_more_frees_its_identity() {
     sync.compile(view_of(&[(300, X_A)]), Vec::new());
     assert!(sync.cidr_identities.is_empty());
 }
+
+/// The cluster as the manifest directory reads it: these policy manifests.
+fn cluster_with(policies: &[&str]) -> ClusterManifests {
+    let mut cluster = ClusterManifests::default();
+    for yaml in policies {
+        for object in crate::cluster::manifest::parse(yaml).unwrap() {
+            if let crate::cluster::manifest::Object::Policy(policy) = object {
+                cluster.policies.insert(policy.key(), policy);
+            }
+        }
+    }
+    cluster
+}
+
+fn deny_from_b(end_port: u16) -> String {
+    format!(
+        r#"
+apiVersion: weir.io/v1
+kind: WeirNetworkPolicy
+metadata: {{name: deny, namespace: x}}
+spec:
+  endpointSelector: {{matchLabels: {{pod: a}}}}
+  ingressDeny:
+  - fromEndpoints: [{{matchLabels: {{pod: b}}}}]
+    toPorts: [{{ports: [{{port: "80", endPort: {end_port}, protocol: TCP}}]}}]
+"#
+    )
+}
+
+const KEY: &str = "WeirNetworkPolicy/x/deny";
+
+#[test]
+fn an_invalid_edit_keeps_the_previous_policy_in_force_until_deleted() {
+    let mut sync = PolicySync::default();
+    let valid = sync.parse(&cluster_with(&[&deny_from_b(90)]));
+    assert_eq!(valid.len(), 1);
+    assert!(sync.rejected().is_empty() && sync.stale().is_empty());
+    // endPort below port: invalid, the previous version stays, shown stale.
+    let kept = sync.parse(&cluster_with(&[&deny_from_b(79)]));
+    assert_eq!(kept, valid);
+    assert!(
+        sync.stale()[KEY][0].contains("endPort"),
+        "{:?}",
+        sync.stale()
+    );
+    assert_eq!(sync.rejected()[KEY], sync.stale()[KEY]);
+    // Fixed: the new version replaces it.
+    let fixed = sync.parse(&cluster_with(&[&deny_from_b(100)]));
+    assert_eq!(fixed.len(), 1);
+    assert_ne!(fixed, valid);
+    assert!(sync.rejected().is_empty() && sync.stale().is_empty());
+    // Invalid again, then deleted: nothing in force.
+    assert_eq!(sync.parse(&cluster_with(&[&deny_from_b(79)])), fixed);
+    assert!(sync.parse(&cluster_with(&[])).is_empty());
+    assert!(sync.rejected().is_empty() && sync.stale().is_empty());
+}
+
+#[test]
+fn a_policy_never_valid_contributes_nothing_and_is_not_stale() {
+    let mut sync = PolicySync::default();
+    assert!(sync.parse(&cluster_with(&[&deny_from_b(79)])).is_empty());
+    assert!(sync.rejected().contains_key(KEY));
+    assert!(sync.stale().is_empty());
+}
+
+#[test]
+fn objects_of_files_that_no_longer_parse_are_shown_stale() {
+    let mut sync = PolicySync::default();
+    let mut cluster = cluster_with(&[]);
+    cluster
+        .stale
+        .insert("Pod/x/a".into(), "pods/a.yaml: not valid YAML".into());
+    sync.parse(&cluster);
+    assert_eq!(sync.stale()["Pod/x/a"], ["pods/a.yaml: not valid YAML"]);
+    assert!(sync.rejected().is_empty());
+}
