@@ -32,6 +32,8 @@ pub struct AgentMetrics {
     identities: IntGauge,
     policy_entries: IntGauge,
     policies_rejected: IntGauge,
+    /// Objects whose previous valid version stays in force, by kind.
+    stale: prometheus::IntGaugeVec,
     map_pressure: GaugeVec,
     datapath: SharedDatapath,
     policy: SharedSnapshot,
@@ -52,6 +54,30 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
         .register(Box::new(gauge.clone()))
         .expect("unique metric");
     gauge
+}
+
+/// The kinds `weir_policy_stale` always reports (0 when none is stale).
+const STALE_KINDS: [&str; 5] = [
+    "Namespace",
+    "Pod",
+    "NetworkPolicy",
+    "WeirNetworkPolicy",
+    "WeirClusterwideNetworkPolicy",
+];
+
+fn stale_gauge(registry: &Registry) -> prometheus::IntGaugeVec {
+    let vec = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "weir_policy_stale",
+            "Objects whose latest version is invalid while the previous valid one stays in force",
+        ),
+        &["kind"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("unique metric");
+    vec
 }
 
 impl AgentMetrics {
@@ -119,6 +145,7 @@ impl AgentMetrics {
                 "weir_policy_rejected",
                 "Policies rejected by validation",
             ),
+            stale: stale_gauge(&registry),
             map_pressure,
             registry,
             datapath,
@@ -184,6 +211,15 @@ impl AgentMetrics {
             self.identities.set(policy.view.identities.len() as i64);
             self.policy_entries.set(policy.map_entries as i64);
             self.policies_rejected.set(policy.rejected.len() as i64);
+            let mut stale: std::collections::BTreeMap<&str, i64> =
+                STALE_KINDS.iter().map(|kind| (*kind, 0)).collect();
+            for key in policy.stale.keys() {
+                let kind = key.split('/').next().unwrap_or_default();
+                *stale.entry(kind).or_default() += 1;
+            }
+            for (kind, count) in stale {
+                self.stale.with_label_values(&[kind]).set(count);
+            }
         }
         let mut out = Vec::new();
         TextEncoder::new()

@@ -17,6 +17,7 @@ struct PolicyJson<'a> {
     endpoints: Vec<EndpointPolicyJson<'a>>,
     map_entries: u64,
     rejected: Vec<RejectedJson<'a>>,
+    stale: Vec<StaleJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -46,6 +47,13 @@ struct RejectedJson<'a> {
     reasons: &'a [String],
 }
 
+/// An object whose previous valid version stays in force.
+#[derive(Serialize)]
+struct StaleJson<'a> {
+    errors: &'a [String],
+    object: &'a str,
+}
+
 /// `policy trace -o json`.
 #[derive(Serialize)]
 struct TraceJson<'a> {
@@ -64,6 +72,14 @@ impl<'a> From<&'a v1::GetPolicyResponse> for PolicyJson<'a> {
                 .map(|r| RejectedJson {
                     policy: &r.policy,
                     reasons: &r.reasons,
+                })
+                .collect(),
+            stale: response
+                .stale
+                .iter()
+                .map(|s| StaleJson {
+                    errors: &s.errors,
+                    object: &s.object,
                 })
                 .collect(),
         }
@@ -210,6 +226,12 @@ fn print_policy(response: &v1::GetPolicyResponse) {
             println!("  {reason}");
         }
     }
+    for stale in &response.stale {
+        println!("stale {} (previous version in force):", stale.object);
+        for error in &stale.errors {
+            println!("  {error}");
+        }
+    }
     println!("{} policy map entries", response.map_entries);
 }
 
@@ -251,6 +273,10 @@ mod tests {
                 reasons: vec!["port 70000".into()],
             }],
             map_entries: 6,
+            stale: vec![v1::StaleObject {
+                object: "WeirNetworkPolicy/x/deny".into(),
+                errors: vec!["endPort 79 is below port 80".into()],
+            }],
         };
         assert_eq!(
             serde_json::to_string_pretty(&PolicyJson::from(&response)).unwrap(),

@@ -93,10 +93,19 @@ impl PolicyRpc for PolicyService {
                 reasons: reasons.clone(),
             })
             .collect();
+        let stale = snapshot
+            .stale
+            .iter()
+            .map(|(object, errors)| v1::StaleObject {
+                object: object.clone(),
+                errors: errors.clone(),
+            })
+            .collect();
         Ok(Response::new(v1::GetPolicyResponse {
             endpoints,
             rejected,
             map_entries: snapshot.map_entries as u64,
+            stale,
         }))
     }
 
