@@ -435,3 +435,108 @@ fn entity_cluster_admits_pods_but_not_the_world() {
         report.unwrap()
     );
 }
+
+/// Writes `text` over a policy's manifest the way the lab's apply does
+/// (aside, then renamed), past the lab's own validation: how an invalid edit
+/// reaches the agents.
+fn write_policy_file(lab: &TestLab, kind: &str, namespace: &str, name: &str, text: &str) {
+    let path = lab
+        .manifests_dir()
+        .join(format!("policies/{kind}/{namespace}/{name}.yaml"));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
+/// Waits (bounded) until `weir policy get` on `node` lists `object` as stale
+/// with an error containing `error`, in text and in `-o json`.
+fn wait_until_stale(lab: &TestLab, node: &str, object: &str, error: &str) {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let (_, text) = weir(lab, node, &["policy", "get"]);
+        if text.contains(&format!("stale {object} (previous version in force)")) {
+            assert!(text.contains(error), "the error is shown: {text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{object} never shown stale: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, json) = weir(lab, node, &["policy", "get", "-o", "json"]);
+    assert!(ok, "{json}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let stale = json["stale"].as_array().expect("a stale list");
+    assert!(
+        stale.iter().any(|s| s["object"] == object),
+        "{object} in -o json: {json}"
+    );
+}
+
+#[test]
+fn an_ingress_deny_policy_that_becomes_invalid_keeps_denying() {
+    let mut lab = TestLab::up(1).unwrap();
+    lab.apply_yaml(&cluster_yaml().replace("nodeName: n2", "nodeName: n1"))
+        .unwrap();
+    let web = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}}]\n    ports: [{port: 80, protocol: TCP}]\n";
+    let deny = "apiVersion: weir.io/v1\nkind: WeirNetworkPolicy\nmetadata: {name: no-yb, namespace: x}\nspec:\n  endpointSelector: {matchLabels: {pod: a}}\n  ingressDeny:\n  - fromEndpoints: [{matchLabels: {pod: b, k8s:io.kubernetes.pod.namespace: y}}]\n";
+    lab.apply_yaml(web).unwrap();
+    lab.apply_yaml(deny).unwrap();
+    let denied: Expect = |s, d, _| !d.is("x/a") || s.is("y/a") || s.is("y/c");
+    let report = converge(&lab, TCP80, denied);
+    assert!(report.is_none(), "{}", report.unwrap());
+
+    // An invalid edit (endPort below port): y/b stays denied, although the
+    // allow of namespace y would admit it without the deny.
+    let invalid = format!("{deny}    toPorts: [{{ports: [{{port: \"80\", endPort: 79}}]}}]\n");
+    write_policy_file(&lab, "WeirNetworkPolicy", "x", "no-yb", &invalid);
+    wait_until_stale(&lab, "n1", "WeirNetworkPolicy/x/no-yb", "endPort");
+    let report = converge(&lab, TCP80, denied);
+    assert!(
+        report.is_none(),
+        "the last valid deny stays in force:\n{}",
+        report.unwrap()
+    );
+
+    // Deleting it removes it: y/b is admitted by the allow.
+    lab.delete_yaml(deny).unwrap();
+    let report = converge(&lab, TCP80, |s, d, _| !d.is("x/a") || s.ns == "y");
+    assert!(report.is_none(), "deleted:\n{}", report.unwrap());
+    let (_, text) = weir(&lab, "n1", &["policy", "get"]);
+    assert!(!text.contains("stale"), "{text}");
+}
+
+#[test]
+fn the_only_policy_of_a_pod_that_becomes_unreadable_keeps_it_enforced() {
+    let mut lab = TestLab::up(1).unwrap();
+    lab.apply_yaml(&cluster_yaml().replace("nodeName: n2", "nodeName: n1"))
+        .unwrap();
+    let only = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: only-yb, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: b}}}]\n";
+    lab.apply_yaml(only).unwrap();
+    let enforced: Expect = |s, d, _| !d.is("x/a") || s.is("y/b");
+    let report = converge(&lab, TCP80, enforced);
+    assert!(report.is_none(), "{}", report.unwrap());
+
+    // The file no longer parses (cut short): x/a stays enforced with the
+    // old rules instead of dropping out of enforcement.
+    write_policy_file(
+        &lab,
+        "NetworkPolicy",
+        "x",
+        "only-yb",
+        &only.replace("{matchLabels: {pod: a}}", "{matchLabels: {pod: a"),
+    );
+    wait_until_stale(&lab, "n1", "NetworkPolicy/x/only-yb", "only-yb.yaml");
+    let report = converge(&lab, TCP80, enforced);
+    assert!(
+        report.is_none(),
+        "the pod stays enforced:\n{}",
+        report.unwrap()
+    );
+
+    // Deleting it removes it: traffic opens.
+    lab.delete_yaml(only).unwrap();
+    let report = converge(&lab, TCP80, |_, _, _| true);
+    assert!(report.is_none(), "deleted:\n{}", report.unwrap());
+}
