@@ -492,6 +492,11 @@ fn an_ingress_deny_policy_that_becomes_invalid_keeps_denying() {
     let invalid = format!("{deny}    toPorts: [{{ports: [{{port: \"80\", endPort: 79}}]}}]\n");
     write_policy_file(&lab, "WeirNetworkPolicy", "x", "no-yb", &invalid);
     wait_until_stale(&lab, "n1", "WeirNetworkPolicy/x/no-yb", "endPort");
+    let metrics = lab.scrape_metrics("n1").unwrap();
+    assert!(
+        metrics.contains("weir_policy_stale{kind=\"WeirNetworkPolicy\"} 1"),
+        "{metrics}"
+    );
     let report = converge(&lab, TCP80, denied);
     assert!(
         report.is_none(),
@@ -505,6 +510,11 @@ fn an_ingress_deny_policy_that_becomes_invalid_keeps_denying() {
     assert!(report.is_none(), "deleted:\n{}", report.unwrap());
     let (_, text) = weir(&lab, "n1", &["policy", "get"]);
     assert!(!text.contains("stale"), "{text}");
+    let metrics = lab.scrape_metrics("n1").unwrap();
+    assert!(
+        metrics.contains("weir_policy_stale{kind=\"WeirNetworkPolicy\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[test]
