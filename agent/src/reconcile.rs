@@ -182,7 +182,7 @@ impl Reconciler {
         let mut failed = Vec::new();
         if self.steps.manifests.due(started) {
             let result = self.read_manifests(started);
-            self.record(Self::manifests, result, &mut failed);
+            self.record(|s| &mut s.manifests, result, &mut failed);
         }
         // Services depend on nothing below: programmed first, so a slow
         // identity allocation never delays them.
@@ -190,14 +190,14 @@ impl Reconciler {
             let result = self
                 .services
                 .sync(&self.cluster, self.cluster_generation, &self.datapath);
-            self.record(Self::services, result, &mut failed);
+            self.record(|s| &mut s.services, result, &mut failed);
         }
         let endpoints = self.endpoints.endpoints();
         if self.steps.identities.due(Instant::now()) {
             // Publish what is held even when an allocation failed.
             let allocated = self.identities.sync(&self.cluster, &endpoints).await;
             let published = self.identities.publish(&endpoints).await;
-            self.record(Self::identities, allocated.and(published), &mut failed);
+            self.record(|s| &mut s.identities, allocated.and(published), &mut failed);
         }
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let identities = self.identities.by_attachment();
@@ -208,7 +208,7 @@ impl Reconciler {
             let result =
                 self.ipcache
                     .sync(self.datapath.lock().ebpf_mut(), &desired, view.synced());
-            self.record(Self::ipcache, result, &mut failed);
+            self.record(|s| &mut s.ipcache, result, &mut failed);
         }
         // Allows first, then enforcement flags, then removals: a policy
         // change never opens a window of default deny for allowed traffic.
@@ -226,15 +226,9 @@ impl Reconciler {
                         |endpoint| self.identities.of(&endpoint.attachment),
                         |id| self.policy.enforcement_flags(id),
                     );
-                    let ok = match result {
-                        Ok(ids) => {
-                            regenerated.extend(ids);
-                            Ok(())
-                        }
-                        Err(error) => Err(error),
-                    };
+                    let ok = result.map(|ids| regenerated.extend(ids));
                     let flags_written = ok.is_ok();
-                    self.record(Self::endpoints, ok, &mut failed);
+                    self.record(|s| &mut s.endpoints, ok, &mut failed);
                     flags_written
                 }
                 _ => false,
@@ -247,7 +241,7 @@ impl Reconciler {
                 }
                 other => other,
             };
-            self.record(Self::policy, result, &mut failed);
+            self.record(|s| &mut s.policy, result, &mut failed);
         }
         if written {
             self.observe(started, &regenerated, &endpoints);
@@ -260,25 +254,6 @@ impl Reconciler {
         } else {
             Err(anyhow!("reconcile steps failed: {}", failed.join("; ")))
         }
-    }
-
-    fn manifests(steps: &mut Steps) -> &mut Step {
-        &mut steps.manifests
-    }
-    fn services(steps: &mut Steps) -> &mut Step {
-        &mut steps.services
-    }
-    fn identities(steps: &mut Steps) -> &mut Step {
-        &mut steps.identities
-    }
-    fn ipcache(steps: &mut Steps) -> &mut Step {
-        &mut steps.ipcache
-    }
-    fn policy(steps: &mut Steps) -> &mut Step {
-        &mut steps.policy
-    }
-    fn endpoints(steps: &mut Steps) -> &mut Step {
-        &mut steps.endpoints
     }
 
     /// Records one step's run: its state, its metrics, and in `failed` the
