@@ -24,6 +24,7 @@ use weir_agent::reconcile::identities::IdentitySync;
 use weir_agent::reconcile::lb_sync::{LbSync, SharedLbStatus};
 use weir_agent::reconcile::services::ServiceSync;
 use weir_agent::reconcile::snapshot::SharedSnapshot;
+use weir_agent::reconcile::status::{ReconcileStatus, SharedReconcileStatus};
 use weir_agent::reconcile::Reconciler;
 use weir_agent::{api, metrics};
 use weir_identity::{EtcdConfig, EtcdStore, NodeRecord, SharedStore};
@@ -98,6 +99,13 @@ async fn run(args: Config) -> Result<()> {
     let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
     let registry = prometheus::Registry::new();
     let lb_status = SharedLbStatus::default();
+    // Without a kvstore no reconcile loop runs: nothing to be ready for.
+    let reconcile_status =
+        SharedReconcileStatus::new(std::sync::Mutex::new(if args.etcd_endpoints.is_empty() {
+            ReconcileStatus::default()
+        } else {
+            ReconcileStatus::pending(&Reconciler::STEPS)
+        }));
     let monitor = start_observer(
         &args,
         agent.clone(),
@@ -113,21 +121,25 @@ async fn run(args: Config) -> Result<()> {
             .with_context(|| format!("binding the metrics address {address}"))?;
         let metrics =
             metrics::AgentMetrics::new(datapath.clone(), snapshot.clone(), registry.clone());
+        let status = reconcile_status.clone();
         tokio::spawn(async move {
-            if let Err(error) = metrics::serve(listener, metrics).await {
+            if let Err(error) = metrics::serve(listener, metrics, status).await {
                 warn!(%error, "metrics server stopped");
             }
         });
-        info!(%address, "serving /metrics and /healthz");
+        info!(%address, "serving /metrics, /healthz and /readyz");
     }
     if !args.etcd_endpoints.is_empty() {
         start_cluster_sync(
             &args,
             agent.clone(),
             datapath.clone(),
-            snapshot.clone(),
+            Published {
+                snapshot: snapshot.clone(),
+                lb_status: lb_status.clone(),
+                status: reconcile_status.clone(),
+            },
             view.clone(),
-            lb_status.clone(),
             &registry,
         )
         .await?;
@@ -149,6 +161,7 @@ async fn run(args: Config) -> Result<()> {
         datapath: datapath.clone(),
         policy: snapshot.clone(),
         view,
+        reconcile: reconcile_status,
     };
     let services = api::services::ServicesService {
         datapath: datapath.clone(),
@@ -170,17 +183,28 @@ async fn run(args: Config) -> Result<()> {
     Ok(())
 }
 
+/// What the reconcile loop publishes for the API and the metrics server.
+struct Published {
+    snapshot: SharedSnapshot,
+    lb_status: SharedLbStatus,
+    status: SharedReconcileStatus,
+}
+
 /// Kvstore mode: publish this node, watch the cluster's shared state, and
 /// run the reconcile loop (identities, ipcache, endpoints map, policy).
 async fn start_cluster_sync(
     args: &Config,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
-    snapshot: SharedSnapshot,
+    published: Published,
     view: Arc<std::sync::Mutex<SharedView>>,
-    lb_status: SharedLbStatus,
     registry: &prometheus::Registry,
 ) -> Result<()> {
+    let Published {
+        snapshot,
+        lb_status,
+        status,
+    } = published;
     let node_ip = args
         .node_ip
         .context("--node-ip is required with --etcd-endpoints")?;
@@ -243,24 +267,21 @@ async fn start_cluster_sync(
     )
     .with_metrics(weir_agent::reconcile::metrics::ReconcileMetrics::new(
         registry,
-    ));
+    ))
+    .with_step_metrics(weir_agent::reconcile::metrics::StepMetrics::new(
+        registry,
+        &Reconciler::STEPS,
+    ))
+    .with_status(status);
     let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_error = String::new();
         loop {
             ticker.tick().await;
-            match reconciler.tick().await {
-                Ok(()) => last_error.clear(),
-                Err(error) => {
-                    let text = format!("{error:#}");
-                    if text != last_error {
-                        warn!(error = %text, "reconcile");
-                        last_error = text;
-                    }
-                }
-            }
+            // Each step logs its own errors (once per change) and retries
+            // on its own backoff.
+            let _ = reconciler.tick().await;
         }
     });
     info!(etcd = ?args.etcd_endpoints, "cluster sync started");

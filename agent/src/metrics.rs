@@ -1,4 +1,5 @@
-//! Prometheus metrics (`/metrics`) and health (`/healthz`) of the agent, on
+//! Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness
+//! (`/readyz`: every reconcile step's last run succeeded) of the agent, on
 //! a configured address.
 //!
 //! Datapath counters live in the per-CPU metrics map; at each scrape the
@@ -19,6 +20,7 @@ use weir_abi::{Reason, TrafficDirection};
 
 use crate::datapath::{maps, MetricsSnapshot, SharedDatapath};
 use crate::reconcile::snapshot::SharedSnapshot;
+use crate::reconcile::status::SharedReconcileStatus;
 
 /// The agent's metric families and the state needed to fill them.
 pub struct AgentMetrics {
@@ -245,15 +247,37 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+/// 200 when every reconcile step's last run succeeded, 503 otherwise; the
+/// body lists each step.
+pub fn readiness(status: &SharedReconcileStatus) -> (StatusCode, String) {
+    let status = status.lock().unwrap_or_else(|e| e.into_inner());
+    let code = if status.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, status.render())
+}
+
+async fn readyz(State(status): State<SharedReconcileStatus>) -> impl IntoResponse {
+    readiness(&status)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task
+/// is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<AgentMetrics>,
+    status: SharedReconcileStatus,
 ) -> std::io::Result<()> {
+    let ready = Router::new()
+        .route("/readyz", get(readyz))
+        .with_state(status);
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(healthz))
-        .with_state(metrics);
+        .with_state(metrics)
+        .merge(ready);
     axum::serve(listener, app).await
 }
 

@@ -7,7 +7,10 @@
 //! its endpoint record published), [`ipcache`] (every address in the
 //! cluster to its identity), [`endpoints_map`] and [`policy`] (compiled per
 //! local endpoint, see [`snapshot`] for what it publishes). [`Reconciler`]
-//! orders them in one pass.
+//! orders them in one pass; each is a [`step`] with its own error state
+//! and backoff, so one failing never stops the others (a step that needs
+//! another's output uses its last good one), and publishes its state in
+//! [`status`] for `/readyz` and `weir status`.
 
 pub mod endpoints_map;
 pub mod identities;
@@ -17,6 +20,8 @@ pub mod metrics;
 pub mod policy;
 pub mod services;
 pub mod snapshot;
+pub mod status;
+pub mod step;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -24,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use anyhow::anyhow;
 use tracing::warn;
 
 use crate::cluster::kvstore::SharedView;
@@ -34,10 +40,50 @@ use crate::endpoint::registry::Endpoint;
 use endpoints_map::EndpointMapSync;
 use identities::IdentitySync;
 use ipcache::{DesiredIpcache, IpcacheSync};
-use metrics::{PropagationClock, ReconcileMetrics};
+use metrics::{PropagationClock, ReconcileMetrics, StepMetrics};
 use policy::PolicySync;
 use services::ServiceSync;
 use snapshot::SharedSnapshot;
+use status::SharedReconcileStatus;
+use step::Step;
+
+/// The steps of a pass, in order.
+struct Steps {
+    manifests: Step,
+    services: Step,
+    identities: Step,
+    ipcache: Step,
+    /// Policy map writes: upserts, and removals once the endpoints map is
+    /// written.
+    policy: Step,
+    endpoints: Step,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        let [manifests, services, identities, ipcache, policy, endpoints] =
+            Reconciler::STEPS.map(Step::new);
+        Steps {
+            manifests,
+            services,
+            identities,
+            ipcache,
+            policy,
+            endpoints,
+        }
+    }
+
+    fn all(&self) -> [&Step; 6] {
+        [
+            &self.manifests,
+            &self.services,
+            &self.identities,
+            &self.ipcache,
+            &self.policy,
+            &self.endpoints,
+        ]
+    }
+}
 
 pub struct Reconciler {
     node_name: String,
@@ -58,6 +104,9 @@ pub struct Reconciler {
     snapshot: SharedSnapshot,
     metrics: Option<ReconcileMetrics>,
     propagation: PropagationClock,
+    steps: Steps,
+    step_metrics: Option<StepMetrics>,
+    status: SharedReconcileStatus,
 }
 
 impl Reconciler {
@@ -89,7 +138,33 @@ impl Reconciler {
             snapshot,
             metrics: None,
             propagation: PropagationClock::default(),
+            steps: Steps::new(),
+            step_metrics: None,
+            status: SharedReconcileStatus::default(),
         }
+    }
+
+    /// The names of the steps of a pass, in order.
+    pub const STEPS: [&'static str; 6] = [
+        "manifests",
+        "services",
+        "identities",
+        "ipcache",
+        "policy",
+        "endpoints",
+    ];
+
+    /// Count each step's failures into `metrics`.
+    pub fn with_step_metrics(mut self, metrics: StepMetrics) -> Self {
+        self.step_metrics = Some(metrics);
+        self
+    }
+
+    /// Publish each step's state into `status` after every pass.
+    pub fn with_status(mut self, status: SharedReconcileStatus) -> Self {
+        self.status = status;
+        self.publish_status();
+        self
     }
 
     /// Observe regeneration and propagation times into `metrics`.
@@ -98,40 +173,110 @@ impl Reconciler {
         self
     }
 
-    /// One pass: read the manifests if they changed, then every reconciler
-    /// in order.
+    /// One pass: every step that is not backing off, in order. A step
+    /// that fails keeps its last good output for the steps after it. The
+    /// error lists the steps that failed in this pass (each also logs its
+    /// own errors, once per change).
     pub async fn tick(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
-        self.read_manifests(started)?;
+        let mut failed = Vec::new();
+        if self.steps.manifests.due(started) {
+            let result = self.read_manifests(started);
+            self.record(|s| &mut s.manifests, result, &mut failed);
+        }
         // Services depend on nothing below: programmed first, so a slow
         // identity allocation never delays them.
-        self.services
-            .sync(&self.cluster, self.cluster_generation, &self.datapath)?;
+        if self.steps.services.due(started) {
+            let result = self
+                .services
+                .sync(&self.cluster, self.cluster_generation, &self.datapath);
+            self.record(|s| &mut s.services, result, &mut failed);
+        }
         let endpoints = self.endpoints.endpoints();
-        self.identities.sync(&self.cluster, &endpoints).await?;
-        self.identities.publish(&endpoints).await?;
+        if self.steps.identities.due(Instant::now()) {
+            // Publish what is held even when an allocation failed.
+            let allocated = self.identities.sync(&self.cluster, &endpoints).await;
+            let published = self.identities.publish(&endpoints).await;
+            self.record(|s| &mut s.identities, allocated.and(published), &mut failed);
+        }
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let identities = self.identities.by_attachment();
         self.policy
             .update(&self.cluster, &view, &endpoints, &identities);
-        let desired = self.desired_ipcache(&view);
-        self.ipcache
-            .sync(self.datapath.lock().ebpf_mut(), &desired, view.synced())?;
-        let mut regenerated = self.policy.pending_endpoints();
+        if self.steps.ipcache.due(Instant::now()) {
+            let desired = self.desired_ipcache(&view);
+            let result =
+                self.ipcache
+                    .sync(self.datapath.lock().ebpf_mut(), &desired, view.synced());
+            self.record(|s| &mut s.ipcache, result, &mut failed);
+        }
         // Allows first, then enforcement flags, then removals: a policy
         // change never opens a window of default deny for allowed traffic.
-        self.policy.apply_upserts(&mut self.datapath.lock())?;
-        regenerated.extend(self.endpoints_map.sync(
-            self.datapath.lock().ebpf_mut(),
-            &endpoints,
-            |endpoint| self.identities.of(&endpoint.attachment),
-            |id| self.policy.enforcement_flags(id),
-        )?);
-        self.policy.apply_removals(&mut self.datapath.lock())?;
-        self.observe(started, &regenerated, &endpoints);
+        // So the endpoints map is written only once the allows are, and
+        // removals only once the flags are.
+        let mut regenerated = self.policy.pending_endpoints();
+        let mut written = false;
+        if self.steps.policy.due(Instant::now()) {
+            let upserts = self.policy.apply_upserts(&mut self.datapath.lock());
+            let flags = match upserts {
+                Ok(()) if self.steps.endpoints.due(Instant::now()) => {
+                    let result = self.endpoints_map.sync(
+                        self.datapath.lock().ebpf_mut(),
+                        &endpoints,
+                        |endpoint| self.identities.of(&endpoint.attachment),
+                        |id| self.policy.enforcement_flags(id),
+                    );
+                    let ok = result.map(|ids| regenerated.extend(ids));
+                    let flags_written = ok.is_ok();
+                    self.record(|s| &mut s.endpoints, ok, &mut failed);
+                    flags_written
+                }
+                _ => false,
+            };
+            let result = match upserts {
+                Ok(()) if flags => {
+                    let removals = self.policy.apply_removals(&mut self.datapath.lock());
+                    written = removals.is_ok();
+                    removals
+                }
+                other => other,
+            };
+            self.record(|s| &mut s.policy, result, &mut failed);
+        }
+        if written {
+            self.observe(started, &regenerated, &endpoints);
+        }
         let snapshot = self.policy.snapshot(&endpoints, &identities);
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-        Ok(())
+        self.publish_status();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("reconcile steps failed: {}", failed.join("; ")))
+        }
+    }
+
+    /// Records one step's run: its state, its metrics, and in `failed` the
+    /// error of this pass.
+    fn record<E: std::fmt::Display>(
+        &mut self,
+        which: fn(&mut Steps) -> &mut Step,
+        result: Result<(), E>,
+        failed: &mut Vec<String>,
+    ) {
+        let step = which(&mut self.steps);
+        if let Err(error) = &result {
+            failed.push(format!("{}: {error:#}", step.name()));
+        }
+        step.record(Instant::now(), result);
+        if let Some(metrics) = &self.step_metrics {
+            metrics.ran(step.name(), step.failures());
+        }
+    }
+
+    fn publish_status(&self) {
+        let steps = self.steps.all().map(Step::report).to_vec();
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).steps = steps;
     }
 
     /// Reads the manifest directory if it changed; logs each rejected file

@@ -22,6 +22,15 @@ struct StatusJson<'a> {
     policies_in_force: u32,
     policies_rejected: u32,
     policy_map_entries: u64,
+    reconcile_steps: Vec<StepJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct StepJson<'a> {
+    consecutive_failures: u32,
+    last_error: &'a str,
+    name: &'a str,
+    state: &'a str,
 }
 
 #[derive(Serialize)]
@@ -52,6 +61,16 @@ impl<'a> From<&'a v1::AgentStatus> for StatusJson<'a> {
             policies_in_force: s.policies_in_force,
             policies_rejected: s.policies_rejected,
             policy_map_entries: s.policy_map_entries,
+            reconcile_steps: s
+                .reconcile_steps
+                .iter()
+                .map(|step| StepJson {
+                    consecutive_failures: step.consecutive_failures,
+                    last_error: &step.last_error,
+                    name: &step.name,
+                    state: &step.state,
+                })
+                .collect(),
         }
     }
 }
@@ -99,6 +118,25 @@ fn print_text(s: &v1::AgentStatus) {
             m.name, m.entries, m.capacity
         );
     }
+    for step in &s.reconcile_steps {
+        println!("{}", step_line(step));
+    }
+}
+
+/// `step <name> <state>`, with the failures in a row and the last error of
+/// a failing step.
+fn step_line(step: &v1::ReconcileStep) -> String {
+    let mut line = format!("step {:<11} {}", step.name, step.state);
+    if step.consecutive_failures > 0 {
+        line.push_str(&format!(
+            " ({} failures in a row)",
+            step.consecutive_failures
+        ));
+    }
+    if !step.last_error.is_empty() {
+        line.push_str(&format!(": {}", step.last_error));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -129,10 +167,38 @@ mod tests {
             policy_map_entries: 6,
             events_lost: 9,
             kvstore_synced: false,
+            reconcile_steps: vec![
+                v1::ReconcileStep {
+                    name: "services".into(),
+                    state: "failing".into(),
+                    consecutive_failures: 3,
+                    last_error: "LB map full".into(),
+                },
+                v1::ReconcileStep {
+                    name: "policy".into(),
+                    state: "ok".into(),
+                    consecutive_failures: 0,
+                    last_error: String::new(),
+                },
+            ],
         };
         assert_eq!(
             serde_json::to_string_pretty(&StatusJson::from(&s)).unwrap(),
             include_str!("../testdata/status.json")
+        );
+    }
+
+    #[test]
+    fn a_failing_step_shows_its_failures_and_error() {
+        let step = v1::ReconcileStep {
+            name: "services".into(),
+            state: "failing".into(),
+            consecutive_failures: 3,
+            last_error: "LB map full".into(),
+        };
+        assert_eq!(
+            step_line(&step),
+            "step services    failing (3 failures in a row): LB map full"
         );
     }
 }

@@ -125,6 +125,7 @@ fn inspection_commands_against_the_agent_api() {
             datapath: datapath.clone(),
             policy: snapshot,
             view,
+            reconcile: Default::default(),
         },
         services: ServicesService {
             datapath,

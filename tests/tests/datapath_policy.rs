@@ -782,7 +782,7 @@ fn prometheus_metrics_count_what_the_datapath_counted() {
     let body = runtime.block_on(async {
         let listener = metrics::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let address = listener.local_addr().unwrap();
-        let server = tokio::spawn(metrics::serve(listener, metrics));
+        let server = tokio::spawn(metrics::serve(listener, metrics, Default::default()));
         let scrape = |path: &'static str| async move {
             let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
             use tokio::io::{AsyncReadExt, AsyncWriteExt};

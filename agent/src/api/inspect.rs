@@ -21,6 +21,7 @@ use crate::datapath::maps::policy::{self, LpmKey};
 use crate::datapath::{maps, SharedDatapath};
 use crate::endpoint::manager::EndpointManager;
 use crate::reconcile::snapshot::SharedSnapshot;
+use crate::reconcile::status::SharedReconcileStatus;
 
 pub struct InspectService {
     pub node_name: String,
@@ -28,6 +29,7 @@ pub struct InspectService {
     pub datapath: SharedDatapath,
     pub policy: SharedSnapshot,
     pub view: Arc<Mutex<SharedView>>,
+    pub reconcile: SharedReconcileStatus,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -140,6 +142,19 @@ impl Inspect for InspectService {
             })
             .collect();
         let synced = self.view.lock().unwrap_or_else(|e| e.into_inner()).synced();
+        let reconcile_steps = self
+            .reconcile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .steps
+            .iter()
+            .map(|step| v1::ReconcileStep {
+                name: step.name.clone(),
+                state: step.state.as_str().into(),
+                consecutive_failures: step.consecutive_failures,
+                last_error: step.last_error.clone(),
+            })
+            .collect();
         Ok(Response::new(v1::AgentStatus {
             node_name: self.node_name.clone(),
             datapath_loaded: true,
@@ -151,6 +166,7 @@ impl Inspect for InspectService {
             policy_map_entries: policy.map_entries as u64,
             events_lost,
             kvstore_synced: synced,
+            reconcile_steps,
         }))
     }
 

@@ -2,11 +2,15 @@
 //! `weir_endpoint_regeneration_seconds` (from the start of a pass to an
 //! endpoint's changed policy entries and flags being written) and
 //! `weir_policy_propagation_seconds` (from the agent first seeing a changed
-//! policy set to the pass that wrote it completing).
+//! policy set to the pass that wrote it completing); and per reconcile
+//! step, `weir_reconcile_errors_total{step}` and
+//! `weir_reconcile_step_consecutive_failures{step}`.
 
 use std::time::{Duration, Instant};
 
-use prometheus::{exponential_buckets, Histogram, HistogramOpts, Registry};
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct ReconcileMetrics {
@@ -55,6 +59,60 @@ impl ReconcileMetrics {
 
     pub fn propagations(&self) -> u64 {
         self.propagation.get_sample_count()
+    }
+}
+
+/// Errors of each reconcile step.
+#[derive(Clone)]
+pub struct StepMetrics {
+    errors: IntCounterVec,
+    failing: IntGaugeVec,
+}
+
+impl StepMetrics {
+    /// Registers the families with a zero series for each of `steps`.
+    pub fn new(registry: &Registry, steps: &[&str]) -> Self {
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "weir_reconcile_errors_total",
+                "Failed runs of each reconcile step",
+            ),
+            &["step"],
+        )
+        .expect("valid metric");
+        let failing = IntGaugeVec::new(
+            Opts::new(
+                "weir_reconcile_step_consecutive_failures",
+                "Runs of each reconcile step that failed in a row (0: its last run succeeded)",
+            ),
+            &["step"],
+        )
+        .expect("valid metric");
+        for family in [
+            Box::new(errors.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(failing.clone()),
+        ] {
+            registry.register(family).expect("unique metric");
+        }
+        for step in steps {
+            errors.with_label_values(&[step]);
+            failing.with_label_values(&[step]).set(0);
+        }
+        StepMetrics { errors, failing }
+    }
+
+    /// A run of `step` ended, leaving it at `failures` in a row.
+    pub fn ran(&self, step: &str, failures: u32) {
+        if failures > 0 {
+            self.errors.with_label_values(&[step]).inc();
+        }
+        self.failing
+            .with_label_values(&[step])
+            .set(i64::from(failures));
+    }
+
+    pub fn errors(&self, step: &str) -> u64 {
+        self.errors.with_label_values(&[step]).get()
     }
 }
 
@@ -120,5 +178,24 @@ mod tests {
                 "weir_policy_propagation_seconds"
             ]
         );
+    }
+
+    #[test]
+    fn step_errors_are_counted_per_step() {
+        let registry = Registry::new();
+        let metrics = StepMetrics::new(&registry, &["services", "policy"]);
+        metrics.ran("services", 1);
+        metrics.ran("services", 2);
+        metrics.ran("policy", 0);
+        assert_eq!(
+            (metrics.errors("services"), metrics.errors("policy")),
+            (2, 0)
+        );
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(text.contains("weir_reconcile_errors_total{step=\"services\"} 2"));
+        assert!(text.contains("weir_reconcile_errors_total{step=\"policy\"} 0"));
+        assert!(text.contains("weir_reconcile_step_consecutive_failures{step=\"services\"} 2"));
     }
 }

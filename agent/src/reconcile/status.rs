@@ -1,0 +1,120 @@
+//! What the reconcile loop publishes about its steps: the reconciler
+//! writes it after every pass, `/readyz` and `weir status` only read it.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Not run yet.
+    Pending,
+    /// The last run succeeded.
+    Ok,
+    /// The last run failed; the step retries with backoff.
+    Failing,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Ok => "ok",
+            StepState::Failing => "failing",
+        }
+    }
+}
+
+/// One step as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    pub name: String,
+    pub state: StepState,
+    pub consecutive_failures: u32,
+    /// Empty when the last run succeeded.
+    pub last_error: String,
+}
+
+/// Every step of the loop, in pass order. No steps: this agent runs no
+/// reconcile loop (no kvstore configured), so there is nothing to wait for.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileStatus {
+    pub steps: Vec<StepReport>,
+}
+
+impl ReconcileStatus {
+    /// The loop is expected to run these steps; none has run yet.
+    pub fn pending(names: &[&str]) -> ReconcileStatus {
+        ReconcileStatus {
+            steps: names
+                .iter()
+                .map(|name| StepReport {
+                    name: name.to_string(),
+                    state: StepState::Pending,
+                    consecutive_failures: 0,
+                    last_error: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Ready when every step has run and its last run succeeded.
+    pub fn ready(&self) -> bool {
+        self.steps.iter().all(|step| step.state == StepState::Ok)
+    }
+
+    /// The `/readyz` body: one line per step.
+    pub fn render(&self) -> String {
+        if self.steps.is_empty() {
+            return "ok: no reconcile loop\n".into();
+        }
+        let mut out = String::new();
+        for step in &self.steps {
+            let _ = write!(out, "{}: {}", step.name, step.state.as_str());
+            if step.consecutive_failures > 0 {
+                let _ = write!(out, " ({} failures)", step.consecutive_failures);
+            }
+            if !step.last_error.is_empty() {
+                let _ = write!(out, ": {}", step.last_error);
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Written by the reconciler, read by the metrics server and the API.
+pub type SharedReconcileStatus = Arc<Mutex<ReconcileStatus>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_step_has_succeeded() {
+        let mut status = ReconcileStatus::pending(&["services", "policy"]);
+        assert!(!status.ready());
+        assert_eq!(status.render(), "services: pending\npolicy: pending\n");
+        for step in &mut status.steps {
+            step.state = StepState::Ok;
+        }
+        assert!(status.ready());
+        status.steps[0] = StepReport {
+            name: "services".into(),
+            state: StepState::Failing,
+            consecutive_failures: 3,
+            last_error: "LB map full".into(),
+        };
+        assert!(!status.ready());
+        assert_eq!(
+            status.render(),
+            "services: failing (3 failures): LB map full\npolicy: ok\n"
+        );
+    }
+
+    #[test]
+    fn no_loop_is_ready() {
+        let status = ReconcileStatus::default();
+        assert!(status.ready());
+        assert_eq!(status.render(), "ok: no reconcile loop\n");
+    }
+}
