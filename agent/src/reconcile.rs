@@ -214,10 +214,15 @@ impl Reconciler {
         // change never opens a window of default deny for allowed traffic.
         // So the endpoints map is written only once the allows are, and
         // removals only once the flags are.
-        let mut regenerated = self.policy.pending_endpoints();
+        let mut regenerated = BTreeSet::new();
         let mut written = false;
         if self.steps.policy.due(Instant::now()) {
-            let upserts = self.policy.apply_upserts(&mut self.datapath.lock());
+            // The first pass reads what an earlier agent left in the map.
+            let adopted = self.policy.adopt(&mut self.datapath.lock());
+            let upserts = adopted.and_then(|()| {
+                regenerated = self.policy.pending_endpoints();
+                self.policy.apply_upserts(&mut self.datapath.lock())
+            });
             let flags = match upserts {
                 Ok(()) if self.steps.endpoints.due(Instant::now()) => {
                     let result = self.endpoints_map.sync(
@@ -225,6 +230,7 @@ impl Reconciler {
                         &endpoints,
                         |endpoint| self.identities.of(&endpoint.attachment),
                         |id| self.policy.enforcement_flags(id),
+                        view.synced(),
                     );
                     let ok = result.map(|ids| regenerated.extend(ids));
                     let flags_written = ok.is_ok();

@@ -4,11 +4,30 @@
 //! endpoints, lower the result (the policy engine's [`weir_policy::lower()`]:
 //! deny precedence, port blocks), encode it ([`maps::policy`]) and write
 //! only the difference.
+//!
+//! The policy map is pinned and outlives the agent. The first pass reads
+//! what an earlier agent left ([`PolicySync::adopt`]) and diffs against it:
+//! a restart with nothing changed writes nothing, and the entries of a
+//! policy deleted while the agent was down are removed. What is safe to
+//! remove, and when:
+//! * nothing adopted is touched (rewritten or removed) before the cluster
+//!   view has synced: compiled from a partial view (identities whose labels
+//!   are not listed yet), the desired state lacks allows and denies that the
+//!   full view has, and acting on it would drop enforcement the pods had
+//!   before the restart;
+//! * after that, the adopted entries of a local endpoint that has no
+//!   identity yet stay as they are (its last known policy, like its
+//!   endpoints-map entry, see [`super::endpoints_map`]): the endpoint is not
+//!   compiled at all, so removing its entries would turn its enforced
+//!   directions into deny-all, and nothing tells us yet what it should have;
+//!   they are diffed once its identity is known;
+//! * an entry that does not decode is none the agent writes: it is logged and
+//!   removed on the first pass (at the removal step, after upserts and flags).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnetwork::IpNetwork;
-use tracing::warn;
+use tracing::{info, warn};
 use weir_abi::{EndpointInfo, PolicyEntry};
 use weir_policy::{compile, lower, ClusterView, Compiled, LocalIdentities, NamedPorts, Policy};
 use weir_types::NamespacedName;
@@ -17,7 +36,7 @@ use crate::cluster::kvstore::SharedView;
 use crate::cluster::last_known_good::LastKnownGood;
 use crate::cluster::manifest::Pod;
 use crate::cluster::manifest_dir::ClusterManifests;
-use crate::datapath::maps::policy::{encode_state, LpmKey};
+use crate::datapath::maps::policy::{decode_entry, decode_key, encode_state, LpmKey};
 use crate::datapath::{maps, Datapath};
 use crate::endpoint::ipam::AttachmentKey;
 use crate::endpoint::registry::Endpoint;
@@ -37,7 +56,17 @@ pub struct PolicySync {
     /// errors.
     stale: BTreeMap<String, Vec<String>>,
     desired: BTreeMap<LpmKey, PolicyEntry>,
+    /// What the policy map holds (read from the kernel on the first pass).
     written: BTreeMap<LpmKey, PolicyEntry>,
+    /// The map was read once ([`PolicySync::adopt`]).
+    read: bool,
+    /// Entries read from the kernel that this agent has not confirmed or
+    /// removed yet (see the module's comment for when it does).
+    adopted: BTreeSet<LpmKey>,
+    /// The cluster view had listed everything once at the last update.
+    synced: bool,
+    /// Local endpoints without an identity at the last update.
+    unidentified: BTreeSet<u16>,
     /// The compiler's inputs, kept for tracing.
     view: ClusterView,
     policies: Vec<Policy>,
@@ -59,6 +88,52 @@ impl PolicySync {
         let (cluster_view, pods) = cluster_view(cluster, view, endpoints, identities);
         self.compile(cluster_view, policies);
         self.pods = pods;
+        self.synced = view.synced();
+        self.unidentified = endpoints
+            .iter()
+            .filter(|e| !identities.contains_key(&e.attachment))
+            .map(|e| e.id)
+            .collect();
+    }
+
+    /// Reads what the policy map holds, once (an earlier agent's entries):
+    /// the first pass then writes only the difference.
+    pub fn adopt(&mut self, datapath: &mut Datapath) -> Result<(), maps::TableError> {
+        if self.read {
+            return Ok(());
+        }
+        let entries = maps::policy_entries(datapath.ebpf_mut())?;
+        self.take_over(entries);
+        self.read = true;
+        Ok(())
+    }
+
+    /// Takes `entries` (the map's content) as written; those that decode
+    /// are adopted, the others are removed by the next removal step.
+    fn take_over(&mut self, entries: Vec<(LpmKey, PolicyEntry)>) {
+        for (key, entry) in entries {
+            match decode_key(&key).and_then(|_| decode_entry(&entry)) {
+                Ok(_) => {
+                    self.adopted.insert(key);
+                }
+                Err(error) => {
+                    warn!(endpoint = key.key.endpoint_id, prefix_len = key.prefix_len, %error,
+                          "undecodable policy map entry; removing it");
+                }
+            }
+            self.written.insert(key, entry);
+        }
+        if !self.written.is_empty() {
+            info!(
+                entries = self.written.len(),
+                "policy map adopted from an earlier agent"
+            );
+        }
+    }
+
+    /// Endpoints whose adopted entries are left as they are this pass.
+    fn held(&self) -> BTreeSet<u16> {
+        held(&self.adopted, self.synced, &self.unidentified)
     }
 
     /// Compiles, lowers and encodes the desired state from its inputs.
@@ -180,17 +255,13 @@ impl PolicySync {
     /// Local endpoints whose policy map entries are not yet as desired:
     /// the ones the next apply regenerates.
     pub fn pending_endpoints(&self) -> BTreeSet<u16> {
-        let changed = self
-            .desired
-            .iter()
-            .filter(|(key, entry)| self.written.get(key) != Some(entry))
-            .map(|(key, _)| key);
-        let removed = self
-            .written
-            .keys()
-            .filter(|key| !self.desired.contains_key(key));
+        let held = self.held();
+        let changed = upserts(&self.desired, &self.written, &held);
+        let removed = removals(&self.desired, &self.written, &self.adopted, &held);
         changed
-            .chain(removed)
+            .iter()
+            .map(|(key, _)| key)
+            .chain(removed.iter())
             .map(|key| key.key.endpoint_id)
             .collect()
     }
@@ -198,29 +269,73 @@ impl PolicySync {
     /// Writes new and changed entries (before enforcement flags change, so
     /// a newly enforced endpoint finds its allows in place).
     pub fn apply_upserts(&mut self, datapath: &mut Datapath) -> Result<(), maps::TableError> {
-        for (key, entry) in &self.desired {
-            if self.written.get(key) != Some(entry) {
-                maps::set_policy(datapath.ebpf_mut(), key.prefix_len, key.key, *entry)?;
-                self.written.insert(*key, *entry);
-            }
+        for (key, entry) in upserts(&self.desired, &self.written, &self.held()) {
+            maps::set_policy(datapath.ebpf_mut(), key.prefix_len, key.key, entry)?;
+            self.written.insert(key, entry);
         }
         Ok(())
     }
 
     /// Removes entries no longer desired (after enforcement flags change).
     pub fn apply_removals(&mut self, datapath: &mut Datapath) -> Result<(), maps::TableError> {
-        let stale: Vec<LpmKey> = self
-            .written
-            .keys()
-            .filter(|k| !self.desired.contains_key(k))
-            .copied()
-            .collect();
-        for key in stale {
+        let held = self.held();
+        for key in removals(&self.desired, &self.written, &self.adopted, &held) {
             maps::remove_policy(datapath.ebpf_mut(), key.prefix_len, key.key)?;
             self.written.remove(&key);
         }
+        self.forget_handled(&held);
         Ok(())
     }
+
+    /// The adopted entries of endpoints not `held` were upserted or removed
+    /// by this pass: the agent owns them now.
+    fn forget_handled(&mut self, held: &BTreeSet<u16>) {
+        let written = &self.written;
+        self.adopted
+            .retain(|key| written.contains_key(key) && held.contains(&key.key.endpoint_id));
+    }
+}
+
+/// Endpoints whose `adopted` entries must stay as they are: every one
+/// before the view is `synced`, then the local ones without an identity.
+fn held(adopted: &BTreeSet<LpmKey>, synced: bool, unidentified: &BTreeSet<u16>) -> BTreeSet<u16> {
+    adopted
+        .iter()
+        .map(|key| key.key.endpoint_id)
+        .filter(|id| !synced || unidentified.contains(id))
+        .collect()
+}
+
+/// Entries to write: desired and not in the map as desired, except those
+/// of `held` endpoints.
+fn upserts(
+    desired: &BTreeMap<LpmKey, PolicyEntry>,
+    written: &BTreeMap<LpmKey, PolicyEntry>,
+    held: &BTreeSet<u16>,
+) -> Vec<(LpmKey, PolicyEntry)> {
+    desired
+        .iter()
+        .filter(|(key, entry)| {
+            written.get(key) != Some(entry) && !held.contains(&key.key.endpoint_id)
+        })
+        .map(|(key, entry)| (*key, *entry))
+        .collect()
+}
+
+/// Entries to remove: in the map and no longer desired, except the
+/// adopted ones of `held` endpoints.
+fn removals(
+    desired: &BTreeMap<LpmKey, PolicyEntry>,
+    written: &BTreeMap<LpmKey, PolicyEntry>,
+    adopted: &BTreeSet<LpmKey>,
+    held: &BTreeSet<u16>,
+) -> Vec<LpmKey> {
+    written
+        .keys()
+        .filter(|key| !desired.contains_key(key))
+        .filter(|key| !(adopted.contains(key) && held.contains(&key.key.endpoint_id)))
+        .copied()
+        .collect()
 }
 
 fn named_ports_of(pod: &Pod) -> NamedPorts {

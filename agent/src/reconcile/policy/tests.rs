@@ -189,3 +189,140 @@ fn objects_of_files_that_no_longer_parse_are_shown_stale() {
     assert_eq!(sync.stale()["Pod/x/a"], ["pods/a.yaml: not valid YAML"]);
     assert!(sync.rejected().is_empty());
 }
+
+const ALLOW_FROM_B: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {pod: b}}}]
+"#;
+
+/// A sync that read `kernel` from the map at start, with the view
+/// `synced` or not, and endpoint 1 (x/a) identified or not.
+fn restarted(
+    kernel: &BTreeMap<LpmKey, PolicyEntry>,
+    synced: bool,
+    a_identified: bool,
+) -> PolicySync {
+    let mut sync = PolicySync::default();
+    sync.take_over(kernel.iter().map(|(k, e)| (*k, *e)).collect());
+    sync.synced = synced;
+    if !a_identified {
+        sync.unidentified.insert(1);
+    }
+    sync
+}
+
+#[test]
+fn a_restart_with_nothing_changed_writes_nothing() {
+    let desired = encode_state(&lower(&compiled_from(
+        ALLOW_FROM_B,
+        &[(300, X_A), (301, X_B)],
+    )));
+    assert!(!desired.is_empty());
+    let mut sync = restarted(&desired, true, true);
+    sync.desired = desired;
+    assert!(sync.pending_endpoints().is_empty());
+    assert!(upserts(&sync.desired, &sync.written, &sync.held()).is_empty());
+    assert!(removals(&sync.desired, &sync.written, &sync.adopted, &sync.held()).is_empty());
+}
+
+#[test]
+fn entries_of_a_policy_deleted_while_down_are_removed_once_the_view_synced() {
+    let kernel = encode_state(&lower(&compiled_from(
+        ALLOW_FROM_B,
+        &[(300, X_A), (301, X_B)],
+    )));
+    // The policy is gone: nothing desired.
+    let unsynced = restarted(&kernel, false, true);
+    assert_eq!(unsynced.held(), BTreeSet::from([1]));
+    assert!(unsynced.pending_endpoints().is_empty(), "held until synced");
+    assert!(removals(
+        &unsynced.desired,
+        &unsynced.written,
+        &unsynced.adopted,
+        &unsynced.held()
+    )
+    .is_empty());
+    let synced = restarted(&kernel, true, true);
+    assert!(synced.held().is_empty());
+    assert_eq!(synced.pending_endpoints(), BTreeSet::from([1]));
+    let removed = removals(
+        &synced.desired,
+        &synced.written,
+        &synced.adopted,
+        &synced.held(),
+    );
+    assert_eq!(removed, kernel.keys().copied().collect::<Vec<_>>());
+}
+
+#[test]
+fn an_endpoint_without_identity_keeps_its_adopted_entries() {
+    let kernel = encode_state(&lower(&compiled_from(
+        ALLOW_FROM_B,
+        &[(300, X_A), (301, X_B)],
+    )));
+    let sync = restarted(&kernel, true, false);
+    assert_eq!(sync.held(), BTreeSet::from([1]));
+    assert!(removals(&sync.desired, &sync.written, &sync.adopted, &sync.held()).is_empty());
+}
+
+#[test]
+fn entries_this_agent_wrote_are_removed_as_before_even_unsynced() {
+    let mut sync = PolicySync {
+        written: encode_state(&lower(&compiled_from(
+            ALLOW_FROM_B,
+            &[(300, X_A), (301, X_B)],
+        ))),
+        ..PolicySync::default()
+    };
+    sync.unidentified.insert(1);
+    assert!(sync.held().is_empty(), "nothing adopted, nothing held");
+    assert_eq!(
+        removals(&sync.desired, &sync.written, &sync.adopted, &sync.held()).len(),
+        sync.written.len()
+    );
+}
+
+#[test]
+fn an_undecodable_entry_is_removed_on_the_first_pass_whatever_the_view() {
+    let kernel = encode_state(&lower(&compiled_from(
+        ALLOW_FROM_B,
+        &[(300, X_A), (301, X_B)],
+    )));
+    let (key, entry) = kernel.iter().next().map(|(k, e)| (*k, *e)).unwrap();
+    let mut bad_key = key;
+    bad_key.key.direction = 7;
+    let mut bad_entry = entry;
+    bad_entry.verdict = 9;
+    let mut other = key;
+    other.key.identity = 999;
+    let mut left = kernel.clone();
+    left.insert(bad_key, entry);
+    left.insert(other, bad_entry);
+    let sync = restarted(&left, false, false);
+    assert!(!sync.adopted.contains(&bad_key) && !sync.adopted.contains(&other));
+    let removed = removals(&sync.desired, &sync.written, &sync.adopted, &sync.held());
+    assert_eq!(
+        BTreeSet::from_iter(removed),
+        BTreeSet::from([bad_key, other])
+    );
+}
+
+#[test]
+fn adopted_entries_become_the_agents_once_a_pass_handled_them() {
+    let kernel = encode_state(&lower(&compiled_from(
+        ALLOW_FROM_B,
+        &[(300, X_A), (301, X_B)],
+    )));
+    let mut unsynced = restarted(&kernel, false, true);
+    unsynced.forget_handled(&unsynced.held());
+    assert_eq!(unsynced.adopted.len(), kernel.len(), "held: still adopted");
+    let mut synced = restarted(&kernel, true, true);
+    synced.desired = kernel;
+    synced.forget_handled(&synced.held());
+    assert!(synced.adopted.is_empty());
+}
