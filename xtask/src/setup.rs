@@ -185,7 +185,7 @@ fn ensure_cargo_deny() -> Result<()> {
     let deny = paths::cargo_deny();
     let wanted = format!("cargo-deny {CARGO_DENY_VERSION}");
     if cmd::output(Command::new(&deny).arg("--version")).as_deref() == Some(wanted.as_str()) {
-        println!("    present at {}", deny.display());
+        eprintln!("    present at {}", deny.display());
         return Ok(());
     }
     cmd::run(
