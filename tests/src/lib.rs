@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod datapath;
+pub mod local_agent;
 pub mod names;
 pub mod netns;
 pub mod packets;

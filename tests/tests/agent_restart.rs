@@ -9,25 +9,15 @@
 //! by the policy left); a restart with nothing changed writes nothing.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use weir_abi::{EndpointInfo, PolicyEntry};
-use weir_agent::cluster::kvstore::{self, SharedView};
-use weir_agent::cluster::manifest_dir::ManifestDir;
+use weir_abi::{ip_proto, EndpointInfo, PolicyEntry};
 use weir_agent::datapath::maps::{self, policy::LpmKey};
-use weir_agent::datapath::{Datapath, SharedDatapath};
-use weir_agent::endpoint::ipam::{AttachmentKey, Ipam};
-use weir_agent::endpoint::manager::{EndpointManager, NewEndpoint};
-use weir_agent::endpoint::state::StateStore;
+use weir_agent::datapath::SharedDatapath;
 use weir_agent::reconcile::metrics::ReconcileMetrics;
-use weir_agent::reconcile::snapshot::SharedSnapshot;
-use weir_agent::reconcile::Reconciler;
 use weir_identity::{MemoryStore, SharedStore};
-use weir_policy::LabelFilter;
-use weir_tests::datapath::PinDir;
-use weir_tests::netns::NetNs;
-use weir_tests::{names, require_root};
+use weir_tests::local_agent::{settle, LocalAgent, NodeFixture, NodePaths, NODE};
+use weir_tests::require_root;
 use weir_types::NamespacedName;
 
 const POD: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {ns: x}}\n---\n\
@@ -40,20 +30,6 @@ fn allow_port(port: u16) -> String {
          metadata: {{name: p{port}, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  \
          ingress:\n  - ports: [{{port: {port}, protocol: TCP}}]\n"
     )
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(what: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("{}-{what}", names::unique()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 /// What the policy and endpoints maps hold.
@@ -80,7 +56,7 @@ impl Maps {
     fn ports(&self) -> Vec<u16> {
         self.policy
             .keys()
-            .filter(|key| key.key.protocol == 6)
+            .filter(|key| key.key.protocol == ip_proto::TCP)
             .map(|key| u16::from_be_bytes(key.key.port))
             .collect()
     }
@@ -99,105 +75,35 @@ struct Life {
     regenerations: u64,
 }
 
-/// Ticks until the loop has nothing left to write (the store's watches
-/// deliver between ticks), then twice more.
-async fn settle(reconciler: &mut Reconciler, metrics: &ReconcileMetrics) {
-    let mut last = u64::MAX;
-    let mut stable = 0;
-    for _ in 0..100 {
-        reconciler.tick().await.unwrap();
-        tokio::task::yield_now().await;
-        let now = metrics.regenerations();
-        stable = if now == last { stable + 1 } else { 0 };
-        last = now;
-        if stable == 3 {
-            return;
-        }
-    }
-    panic!("the loop kept writing");
-}
-
 /// One agent life: load the datapath over `pins`, restore (or, the first
 /// time, create) x/a's endpoint, reconcile until settled.
-fn life(pins: &Path, manifests: &Path, state: &Path, host_if: &str) -> Life {
+fn life(paths: NodePaths) -> Life {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let datapath = SharedDatapath::new(Datapath::load(pins).unwrap());
-        let store = StateStore::new(state).unwrap();
-        let ipam = Ipam::new("10.244.7.0/24".parse().unwrap()).unwrap();
-        let node_state = store.load_or(ipam).unwrap();
-        let agent = Arc::new(EndpointManager::new(
-            "n1".into(),
-            1500,
-            store,
-            node_state,
-            datapath.clone(),
-        ));
-        assert!(agent.restore().is_empty(), "restored endpoints re-attach");
-        if agent.endpoints().is_empty() {
-            let attachment = AttachmentKey {
-                container_id: "a".into(),
-                ifname: "eth0".into(),
-            };
-            let address = agent.allocate(&attachment).unwrap().address;
-            agent
-                .create_endpoint(NewEndpoint {
-                    attachment,
-                    pod: NamespacedName::new("x", "a"),
-                    netns: String::new(),
-                    host_ifname: host_if.into(),
-                    host_ifindex: nix::net::if_::if_nametoindex(host_if).unwrap(),
-                    ipv4: address,
-                    mac: "02:00:00:00:00:02".into(),
-                })
-                .unwrap();
-        }
-        let shared: Arc<dyn SharedStore> = Arc::new(MemoryStore::new("n1"));
-        let view = Arc::new(Mutex::new(SharedView::default()));
-        kvstore::start_watches(shared.clone(), view.clone())
-            .await
-            .unwrap();
-        let metrics = ReconcileMetrics::new(&prometheus::Registry::new());
-        let identities = weir_agent::reconcile::identities::IdentitySync::new(
-            "n1".into(),
-            "192.0.2.1".parse().unwrap(),
-            shared,
-            LabelFilter::default(),
+        let agent = LocalAgent::load(&paths);
+        assert!(
+            agent.endpoints.restore().is_empty(),
+            "restored endpoints re-attach"
         );
-        let mut reconciler = Reconciler::new(
-            identities,
-            agent,
-            datapath.clone(),
-            view.clone(),
-            Some(ManifestDir::new(manifests)),
-            SharedSnapshot::default(),
-            weir_agent::reconcile::services::ServiceSync::new(
-                weir_lb::NodeContext {
-                    name: "n1".into(),
-                    addresses: Vec::new(),
-                },
-                weir_lb::LbOptions::default(),
-                weir_agent::reconcile::lb_sync::LbSync::new(
-                    "n1".into(),
-                    1021,
-                    256,
-                    Default::default(),
-                ),
-            ),
-        )
-        .with_metrics(metrics.clone());
+        if agent.endpoints.endpoints().is_empty() {
+            agent.add_pod(&paths, NamespacedName::new("x", "a"));
+        }
+        let store: Arc<dyn SharedStore> = Arc::new(MemoryStore::new(NODE));
+        let metrics = ReconcileMetrics::new(&prometheus::Registry::new());
+        let (reconciler, view) = agent.reconciler(store, &paths).await;
+        let mut reconciler = reconciler.with_metrics(metrics.clone());
 
         // The watches have not run yet: the first pass sees a partial view.
         reconciler.tick().await.unwrap();
         let unsynced = !view.lock().unwrap().synced();
-        let first_unsynced = unsynced.then(|| Maps::read(&datapath));
+        let first_unsynced = unsynced.then(|| Maps::read(&agent.datapath));
         settle(&mut reconciler, &metrics).await;
         Life {
             first_unsynced,
-            settled: Maps::read(&datapath),
+            settled: Maps::read(&agent.datapath),
             regenerations: metrics.regenerations(),
         }
     })
@@ -206,42 +112,24 @@ fn life(pins: &Path, manifests: &Path, state: &Path, host_if: &str) -> Life {
 #[test]
 fn a_policy_deleted_while_the_agent_was_down_stops_allowing_after_restart() {
     require_root();
-    let ns = NetNs::new(&names::unique()).unwrap();
-    let host_if = format!("{}h", names::unique());
-    ns.ip(&[
-        "link", "add", &host_if, "type", "veth", "peer", "name", "podside",
-    ])
-    .unwrap();
-    ns.ip(&["link", "set", &host_if, "up"]).unwrap();
-    let pins = PinDir::new();
-    let manifests = temp_dir("manifests");
-    let state = temp_dir("state");
-    std::fs::write(manifests.0.join("pod.yaml"), POD).unwrap();
-    std::fs::write(manifests.0.join("p80.yaml"), allow_port(80)).unwrap();
-    std::fs::write(manifests.0.join("p443.yaml"), allow_port(443)).unwrap();
-    let run = |ns: &NetNs| {
-        let (pins, manifests, state, host_if) = (
-            pins.path().to_path_buf(),
-            manifests.0.clone(),
-            state.0.clone(),
-            host_if.clone(),
-        );
-        ns.run(move || life(&pins, &manifests, &state, &host_if))
-            .unwrap()
-    };
+    let node = NodeFixture::new();
+    node.write("pod.yaml", POD);
+    node.write("p80.yaml", &allow_port(80));
+    node.write("p443.yaml", &allow_port(443));
+    let run = |node: &NodeFixture| node.run(life);
 
-    let first = run(&ns);
+    let first = run(&node);
     assert_eq!(first.settled.ports(), [80, 443]);
     assert_eq!(first.settled.flags(), [EndpointInfo::INGRESS_ENFORCED]);
 
     // Restarted with nothing changed: nothing written, nothing regenerated.
-    let same = run(&ns);
+    let same = run(&node);
     assert_eq!(same.settled, first.settled);
     assert_eq!(same.regenerations, 0, "a restart with nothing changed");
 
     // p443 is deleted while the agent is down.
-    std::fs::remove_file(manifests.0.join("p443.yaml")).unwrap();
-    let restarted = run(&ns);
+    node.remove("p443.yaml");
+    let restarted = run(&node);
     if let Some(partial) = &restarted.first_unsynced {
         assert_eq!(
             partial, &first.settled,
@@ -258,8 +146,8 @@ fn a_policy_deleted_while_the_agent_was_down_stops_allowing_after_restart() {
 
     // The last policy is deleted while the agent is down: x/a unenforced,
     // no entry left.
-    std::fs::remove_file(manifests.0.join("p80.yaml")).unwrap();
-    let open = run(&ns);
+    node.remove("p80.yaml");
+    let open = run(&node);
     assert!(open.settled.policy.is_empty(), "{:?}", open.settled.policy);
     assert_eq!(open.settled.flags(), [0]);
     println!(

@@ -7,31 +7,22 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use weir_agent::cluster::kvstore::{self, SharedView};
-use weir_agent::cluster::manifest_dir::ManifestDir;
 use weir_agent::datapath::{maps, SharedDatapath};
-use weir_agent::endpoint::ipam::{AttachmentKey, Ipam};
-use weir_agent::endpoint::manager::{EndpointManager, NewEndpoint};
-use weir_agent::endpoint::state::StateStore;
 use weir_agent::metrics::readiness;
 use weir_agent::reconcile::metrics::StepMetrics;
-use weir_agent::reconcile::snapshot::SharedSnapshot;
 use weir_agent::reconcile::status::SharedReconcileStatus;
 use weir_agent::reconcile::Reconciler;
 use weir_identity::{
     EndpointEvent, EndpointRecord, EventStream, IdentityEvent, LabelSet, MemoryStore, NodeEvent,
     NodeRecord, SharedStore, StoreError,
 };
-use weir_policy::LabelFilter;
-use weir_tests::datapath::PinDir;
-use weir_tests::netns::NetNs;
-use weir_tests::{names, require_root};
+use weir_tests::local_agent::{LocalAgent, NodeFixture, NodePaths, NODE};
+use weir_tests::require_root;
 use weir_types::NamespacedName;
 
 const POD: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {ns: x}}\n---\n\
@@ -47,20 +38,6 @@ ingress:\n  - from: [{podSelector: {matchLabels: {pod: b}}}]\n";
 const EGRESS: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
 metadata: {name: out, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  \
 egress:\n  - ports: [{port: 53, protocol: UDP}]\n";
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(what: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("{}-{what}", names::unique()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
 
 /// The in-memory store, with identity allocation failing while `down`.
 struct FlakyStore {
@@ -163,79 +140,25 @@ async fn tick_until(reconciler: &mut Reconciler, mut done: impl FnMut() -> bool)
     false
 }
 
-fn run(pins: &Path, manifests: &Path, state: &Path, host_if: &str) -> Seen {
+fn run(paths: NodePaths) -> Seen {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let datapath = SharedDatapath::new(weir_agent::datapath::Datapath::load(pins).unwrap());
-        let store = StateStore::new(state).unwrap();
-        let ipam = Ipam::new("10.244.7.0/24".parse().unwrap()).unwrap();
-        let node_state = store.load_or(ipam).unwrap();
-        let agent = Arc::new(EndpointManager::new(
-            "n1".into(),
-            1500,
-            store,
-            node_state,
-            datapath.clone(),
-        ));
-        let attachment = AttachmentKey {
-            container_id: "a".into(),
-            ifname: "eth0".into(),
-        };
-        let address = agent.allocate(&attachment).unwrap().address;
-        agent
-            .create_endpoint(NewEndpoint {
-                attachment,
-                pod: NamespacedName::new("x", "a"),
-                netns: String::new(),
-                host_ifname: host_if.into(),
-                host_ifindex: nix::net::if_::if_nametoindex(host_if).unwrap(),
-                ipv4: address,
-                mac: "02:00:00:00:00:02".into(),
-            })
-            .unwrap();
+        let agent = LocalAgent::load(&paths);
+        agent.add_pod(&paths, NamespacedName::new("x", "a"));
+        let datapath = agent.datapath.clone();
         let flaky = Arc::new(FlakyStore {
-            inner: MemoryStore::new("n1"),
+            inner: MemoryStore::new(NODE),
             down: AtomicBool::new(false),
         });
-        let shared: Arc<dyn SharedStore> = flaky.clone();
-        let view = Arc::new(Mutex::new(SharedView::default()));
-        kvstore::start_watches(shared.clone(), view.clone())
-            .await
-            .unwrap();
         let metrics = StepMetrics::new(&prometheus::Registry::new(), &Reconciler::STEPS);
         let status = SharedReconcileStatus::default();
-        let identities = weir_agent::reconcile::identities::IdentitySync::new(
-            "n1".into(),
-            "192.0.2.1".parse().unwrap(),
-            shared,
-            LabelFilter::default(),
-        );
-        let mut reconciler = Reconciler::new(
-            identities,
-            agent,
-            datapath.clone(),
-            view,
-            Some(ManifestDir::new(manifests)),
-            SharedSnapshot::default(),
-            weir_agent::reconcile::services::ServiceSync::new(
-                weir_lb::NodeContext {
-                    name: "n1".into(),
-                    addresses: Vec::new(),
-                },
-                weir_lb::LbOptions::default(),
-                weir_agent::reconcile::lb_sync::LbSync::new(
-                    "n1".into(),
-                    1021,
-                    256,
-                    Default::default(),
-                ),
-            ),
-        )
-        .with_step_metrics(metrics.clone())
-        .with_status(status.clone());
+        let (reconciler, _view) = agent.reconciler(flaky.clone(), &paths).await;
+        let mut reconciler = reconciler
+            .with_step_metrics(metrics.clone())
+            .with_status(status.clone());
         let ready = |status: &SharedReconcileStatus| readiness(status).0.as_u16() == 200;
 
         assert!(
@@ -249,14 +172,14 @@ fn run(pins: &Path, manifests: &Path, state: &Path, host_if: &str) -> Seen {
         // The store goes down and x/a needs a new identity: allocation
         // fails, x/a keeps the one it has.
         flaky.down.store(true, Ordering::SeqCst);
-        std::fs::write(manifests.join("pod.yaml"), POD_RELABELLED).unwrap();
-        std::fs::write(manifests.join("egress.yaml"), EGRESS).unwrap();
+        std::fs::write(paths.manifests.join("pod.yaml"), POD_RELABELLED).unwrap();
+        std::fs::write(paths.manifests.join("egress.yaml"), EGRESS).unwrap();
         assert!(
             tick_until(&mut reconciler, || policy_entries(&datapath) > settled).await,
             "the egress policy was never written"
         );
         let added = policy_entries(&datapath);
-        std::fs::remove_file(manifests.join("egress.yaml")).unwrap();
+        std::fs::remove_file(paths.manifests.join("egress.yaml")).unwrap();
         assert!(
             tick_until(&mut reconciler, || policy_entries(&datapath) == settled).await,
             "the egress policy was never revoked"
@@ -287,27 +210,10 @@ fn run(pins: &Path, manifests: &Path, state: &Path, host_if: &str) -> Seen {
 #[test]
 fn policy_is_written_and_revoked_while_identity_allocation_fails() {
     require_root();
-    let ns = NetNs::new(&names::unique()).unwrap();
-    let host_if = format!("{}h", names::unique());
-    ns.ip(&[
-        "link", "add", &host_if, "type", "veth", "peer", "name", "podside",
-    ])
-    .unwrap();
-    ns.ip(&["link", "set", &host_if, "up"]).unwrap();
-    let pins = PinDir::new();
-    let manifests = temp_dir("manifests");
-    std::fs::write(manifests.0.join("pod.yaml"), POD).unwrap();
-    std::fs::write(manifests.0.join("ingress.yaml"), INGRESS).unwrap();
-    let state = temp_dir("state");
-
-    let (pins_path, manifests_path, state_path) = (
-        pins.path().to_path_buf(),
-        manifests.0.clone(),
-        state.0.clone(),
-    );
-    let seen = ns
-        .run(move || run(&pins_path, &manifests_path, &state_path, &host_if))
-        .unwrap();
+    let node = NodeFixture::new();
+    node.write("pod.yaml", POD);
+    node.write("ingress.yaml", INGRESS);
+    let seen = node.run(run);
 
     let [settled, added, revoked, after] = seen.entries;
     assert!(added > settled, "{seen:?}");
