@@ -115,13 +115,9 @@ pub struct Config {
 }
 
 pub fn parse_maglev_size(text: &str) -> Result<u32, String> {
-    const PRIMES: [u32; 10] = weir_lb::maglev::TABLE_SIZES;
     let size: u32 = text.parse().map_err(|e| format!("{e}"))?;
-    if PRIMES.contains(&size) {
-        Ok(size)
-    } else {
-        Err(format!("{size} is not one of {PRIMES:?}"))
-    }
+    weir_lb::maglev::check_size(size).map_err(|e| e.to_string())?;
+    Ok(size)
 }
 
 pub fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -178,7 +174,7 @@ mod tests {
         assert_eq!(parse_maglev_size("1021"), Ok(1021));
         assert!(parse_maglev_size("1000")
             .unwrap_err()
-            .contains("not one of"));
+            .contains("one of the primes"));
         assert_eq!(parse_port_range("30000-30010"), Ok(30000..=30010));
         assert!(parse_port_range("0-10").is_err());
         assert!(parse_port_range("20-10").is_err());
