@@ -24,3 +24,4 @@ pub mod endpoint;
 pub mod flows;
 pub mod metrics;
 pub mod reconcile;
+pub mod registry;

@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::registry::registered;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -43,19 +44,11 @@ pub struct AgentMetrics {
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(vec.clone()))
-        .expect("unique metric");
-    vec
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let gauge = IntGauge::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(gauge.clone()))
-        .expect("unique metric");
-    gauge
+    registered(registry, IntGauge::new(name, help))
 }
 
 /// The kinds `weir_policy_stale` always reports (0 when none is stale).
@@ -68,18 +61,16 @@ const STALE_KINDS: [&str; 5] = [
 ];
 
 fn stale_gauge(registry: &Registry) -> prometheus::IntGaugeVec {
-    let vec = prometheus::IntGaugeVec::new(
-        Opts::new(
-            "weir_policy_stale",
-            "Objects whose latest version is invalid while the previous valid one stays in force",
+    registered(
+        registry,
+        prometheus::IntGaugeVec::new(
+            Opts::new(
+                "weir_policy_stale",
+                "Objects whose latest version is invalid while the previous valid one stays in force",
+            ),
+            &["kind"],
         ),
-        &["kind"],
     )
-    .expect("valid metric");
-    registry
-        .register(Box::new(vec.clone()))
-        .expect("unique metric");
-    vec
 }
 
 impl AgentMetrics {
@@ -90,17 +81,16 @@ impl AgentMetrics {
         policy: SharedSnapshot,
         registry: Registry,
     ) -> Arc<AgentMetrics> {
-        let map_pressure = GaugeVec::new(
-            Opts::new(
-                "weir_bpf_map_pressure",
-                "Fill of each datapath map: entries over capacity (0 to 1)",
+        let map_pressure = registered(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "weir_bpf_map_pressure",
+                    "Fill of each datapath map: entries over capacity (0 to 1)",
+                ),
+                &["map_name"],
             ),
-            &["map_name"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(map_pressure.clone()))
-            .expect("unique metric");
+        );
         Arc::new(AgentMetrics {
             forward_count: counter(
                 &registry,

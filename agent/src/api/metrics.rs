@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, Registry};
 
+use crate::registry::registered;
+
 /// The API's package: paths outside it are counted as `other`, so a
 /// client cannot create series at will.
 const PACKAGE: &str = "/weir.agent.v1.";
@@ -27,10 +29,7 @@ impl ApiMetricsLayer {
             "Time the agent's local API took to answer, by gRPC method",
         )
         .buckets(exponential_buckets(0.0001, 2.0, 16).expect("valid buckets"));
-        let durations = HistogramVec::new(opts, &["method"]).expect("valid metric");
-        registry
-            .register(Box::new(durations.clone()))
-            .expect("unique metric");
+        let durations = registered(registry, HistogramVec::new(opts, &["method"]));
         ApiMetricsLayer { durations }
     }
 

@@ -7,6 +7,8 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use weir_observer::event::message_type;
 use weir_observer::proto::flow::{self, Flow};
 
+use crate::registry::registered;
+
 #[derive(Clone)]
 pub struct FlowMetrics {
     processed: IntCounterVec,
@@ -16,11 +18,7 @@ pub struct FlowMetrics {
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(vec.clone()))
-        .expect("unique metric");
-    vec
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn protocol(f: &Flow) -> &'static str {

@@ -12,6 +12,8 @@ use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
+use crate::registry::registered;
+
 #[derive(Clone)]
 pub struct ReconcileMetrics {
     regeneration: Histogram,
@@ -22,11 +24,7 @@ fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
     // 0.5 ms to about 16 s.
     let opts = HistogramOpts::new(name, help)
         .buckets(exponential_buckets(0.0005, 2.0, 16).expect("valid buckets"));
-    let histogram = Histogram::with_opts(opts).expect("valid metric");
-    registry
-        .register(Box::new(histogram.clone()))
-        .expect("unique metric");
-    histogram
+    registered(registry, Histogram::with_opts(opts))
 }
 
 impl ReconcileMetrics {
@@ -72,28 +70,26 @@ pub struct StepMetrics {
 impl StepMetrics {
     /// Registers the families with a zero series for each of `steps`.
     pub fn new(registry: &Registry, steps: &[&str]) -> Self {
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "weir_reconcile_errors_total",
-                "Failed runs of each reconcile step",
+        let errors = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "weir_reconcile_errors_total",
+                    "Failed runs of each reconcile step",
+                ),
+                &["step"],
             ),
-            &["step"],
-        )
-        .expect("valid metric");
-        let failing = IntGaugeVec::new(
-            Opts::new(
-                "weir_reconcile_step_consecutive_failures",
-                "Runs of each reconcile step that failed in a row (0: its last run succeeded)",
+        );
+        let failing = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "weir_reconcile_step_consecutive_failures",
+                    "Runs of each reconcile step that failed in a row (0: its last run succeeded)",
+                ),
+                &["step"],
             ),
-            &["step"],
-        )
-        .expect("valid metric");
-        for family in [
-            Box::new(errors.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(failing.clone()),
-        ] {
-            registry.register(family).expect("unique metric");
-        }
+        );
         for step in steps {
             errors.with_label_values(&[step]);
             failing.with_label_values(&[step]).set(0);

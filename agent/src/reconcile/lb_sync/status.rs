@@ -10,6 +10,7 @@ use weir_lb::{Frontend, FrontendKey, Scope};
 use weir_types::NamespacedName;
 
 use super::{LbMap, MapOperations};
+use crate::registry::registered;
 
 /// A frontend as written, for `weir service list`.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -51,43 +52,35 @@ pub struct PassReport {
 
 impl LbMetrics {
     pub fn new(registry: &prometheus::Registry) -> LbMetrics {
-        let gauge = |name: &str, help: &str| {
-            let gauge = prometheus::IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(gauge.clone()))
-                .expect("unique metric");
-            gauge
-        };
-        let write_failures = prometheus::IntCounter::new(
-            "weir_services_map_write_failures_total",
-            "Service sync passes stopped by a failed LB map write (e.g. a full map)",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(write_failures.clone()))
-            .expect("unique metric");
-        let operations = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "weir_services_map_operations_total",
-                "Successful LB map updates and deletes by the service sync",
+        let gauge =
+            |name: &str, help: &str| registered(registry, prometheus::IntGauge::new(name, help));
+        let write_failures = registered(
+            registry,
+            prometheus::IntCounter::new(
+                "weir_services_map_write_failures_total",
+                "Service sync passes stopped by a failed LB map write (e.g. a full map)",
             ),
-            &["map_name", "operation"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(operations.clone()))
-            .expect("unique metric");
-        let sync_seconds = prometheus::Histogram::with_opts(
-            prometheus::HistogramOpts::new(
-                "weir_services_sync_duration_seconds",
-                "Service sync passes: compiling the changed services and writing their frontends",
-            )
-            .buckets(prometheus::exponential_buckets(0.0001, 4.0, 9).expect("valid buckets")),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(sync_seconds.clone()))
-            .expect("unique metric");
+        );
+        let operations = registered(
+            registry,
+            prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "weir_services_map_operations_total",
+                    "Successful LB map updates and deletes by the service sync",
+                ),
+                &["map_name", "operation"],
+            ),
+        );
+        let sync_seconds = registered(
+            registry,
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "weir_services_sync_duration_seconds",
+                    "Service sync passes: compiling the changed services and writing their frontends",
+                )
+                .buckets(prometheus::exponential_buckets(0.0001, 4.0, 9).expect("valid buckets")),
+            ),
+        );
         LbMetrics {
             frontends: gauge(
                 "weir_services_frontends",
