@@ -70,7 +70,7 @@ pub struct PolicySync {
     /// The compiler's inputs, kept for tracing.
     view: ClusterView,
     policies: Vec<Policy>,
-    /// Every known pod → (identity, named ports).
+    /// Every known pod, local or not.
     pods: BTreeMap<NamespacedName, KnownPod>,
 }
 
