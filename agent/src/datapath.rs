@@ -278,6 +278,17 @@ impl Datapath {
     }
 
     /// Detaches what [`Datapath::attach`] attached with `hook`.
+    /// Removes link pins whose interface is gone (see
+    /// [`attach::remove_orphaned_pins`]); returns how many.
+    pub fn remove_orphaned_pins(&self) -> Result<usize, DatapathError> {
+        attach::remove_orphaned_pins(&self.pin_dir)
+            .map(|removed| removed.len())
+            .map_err(|e| DatapathError::Attach {
+                interface: "*".into(),
+                reason: format!("sweeping {}: {e}", self.pin_dir.join("links").display()),
+            })
+    }
+
     pub fn detach(&self, interface: &str, hook: Hook) -> Result<(), DatapathError> {
         detach_pinned(&self.pin_dir, interface, hook)
     }
