@@ -7,14 +7,20 @@
 //! A policy deleted while the agent is down stops allowing after the
 //! restart (its entries leave the policy map, the endpoint stays enforced
 //! by the policy left); a restart with nothing changed writes nothing.
+//! A restart whose pins are of an older ABI version replaces every map
+//! without a gap: the programs attached keep the old maps until the new
+//! ones hold the desired state and the programs are swapped.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use weir_abi::{ip_proto, EndpointInfo, PolicyEntry};
+use weir_abi::{ip_proto, map_names, EndpointInfo, PolicyEntry, ABI_VERSION};
 use weir_agent::datapath::maps::{self, policy::LpmKey};
-use weir_agent::datapath::SharedDatapath;
+use weir_agent::datapath::{pins, SharedDatapath};
 use weir_agent::reconcile::metrics::ReconcileMetrics;
+use weir_agent::reconcile::status::ReconcileStatus;
+use weir_agent::reconcile::Reconciler;
 use weir_identity::{MemoryStore, SharedStore};
 use weir_tests::local_agent::{settle, LocalAgent, NodeFixture, NodePaths, NODE};
 use weir_tests::require_root;
@@ -164,5 +170,143 @@ fn a_policy_deleted_while_the_agent_was_down_stops_allowing_after_restart() {
         first.settled.policy.len(),
         restarted.settled.policy.len(),
         open.settled.policy.len()
+    );
+}
+
+/// The kernel id of the map pinned as `map` under `pins`.
+fn map_id(pins: &Path, map: &str) -> u32 {
+    aya::maps::MapData::from_pin(pins.join(map))
+        .unwrap()
+        .info()
+        .unwrap()
+        .id()
+}
+
+/// The number of entries in the policy map of kernel id `id`, if that map
+/// still exists.
+fn policy_entries_of(id: u32) -> Option<usize> {
+    let map = aya::maps::MapData::from_id(id).ok()?;
+    let trie: aya::maps::LpmTrie<_, weir_abi::PolicyKey, PolicyEntry> =
+        aya::maps::LpmTrie::try_from(aya::maps::Map::LpmTrie(map)).unwrap();
+    Some(trie.keys().count())
+}
+
+/// What an agent life over replaced maps saw.
+struct ReplacedLife {
+    replaced: usize,
+    /// Entries of the old policy map once the new maps were loaded, before
+    /// the programs were swapped (`None`: released).
+    old_before_swap: Option<usize>,
+    /// The new maps before the loop ran, and once it converged.
+    fresh: Maps,
+    filled: Maps,
+}
+
+/// An agent life whose pins were replaced at load, as `weir-agent` runs
+/// it: nothing is attached until the loop has converged on the new maps
+/// (a pass on a synced view, every step ok), then the restored endpoint's
+/// programs are swapped and the pins recorded as serving.
+fn replaced_life(paths: NodePaths, old_policy: u32) -> ReplacedLife {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let agent = LocalAgent::load(&paths);
+        let (replaced, deferred) = {
+            let datapath = agent.datapath.lock();
+            (
+                datapath.replaced_pins().len(),
+                datapath.fill_before_attach(),
+            )
+        };
+        assert!(deferred, "replaced maps defer the attach");
+        let old_before_swap = policy_entries_of(old_policy);
+        let fresh = Maps::read(&agent.datapath);
+        let store: Arc<dyn SharedStore> = Arc::new(MemoryStore::new(NODE));
+        let metrics = ReconcileMetrics::new(&prometheus::Registry::new());
+        let status = Arc::new(Mutex::new(ReconcileStatus::pending(&Reconciler::STEPS)));
+        let (reconciler, _view) = agent.reconciler(store, &paths).await;
+        let mut reconciler = reconciler
+            .with_metrics(metrics.clone())
+            .with_status(status.clone());
+        settle(&mut reconciler, &metrics).await;
+        assert!(
+            status.lock().unwrap().converged(),
+            "{}",
+            status.lock().unwrap().render()
+        );
+        let filled = Maps::read(&agent.datapath);
+        assert!(
+            agent.endpoints.restore().is_empty(),
+            "restored endpoints re-attach"
+        );
+        agent.datapath.lock().serving().unwrap();
+        ReplacedLife {
+            replaced,
+            old_before_swap,
+            fresh,
+            filled,
+        }
+    })
+}
+
+#[test]
+fn maps_replaced_at_restart_keep_enforcing_until_the_new_ones_are_filled() {
+    require_root();
+    let node = NodeFixture::new();
+    node.write("pod.yaml", POD);
+    node.write("p80.yaml", &allow_port(80));
+    let first = node.run(life);
+    assert_eq!(first.settled.ports(), [80]);
+    assert_eq!(first.settled.flags(), [EndpointInfo::INGRESS_ENFORCED]);
+
+    // The pins are recorded with an older ABI version, as an upgrade that
+    // changed a layout finds them.
+    let pin_dir = node.pins.path().to_path_buf();
+    let link = pin_dir.join(pins::ABI_LINK);
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(format!("v{}", ABI_VERSION - 1), &link).unwrap();
+    let old_policy = map_id(&pin_dir, map_names::POLICY);
+
+    let swap = node.run(move |paths| replaced_life(paths, old_policy));
+    assert!(swap.replaced > 0);
+    assert!(swap.fresh.policy.is_empty() && swap.fresh.endpoints.is_empty());
+    // Until the swap, the old map is alive (the attached programs hold it:
+    // neither a pin nor this process does) and holds what it held.
+    assert_eq!(
+        swap.old_before_swap,
+        Some(first.settled.policy.len()),
+        "the attached programs keep the old policy map until they are replaced"
+    );
+    // The new maps hold the desired state before anything uses them.
+    assert_eq!(swap.filled, first.settled);
+    assert_ne!(map_id(&pin_dir, map_names::POLICY), old_policy);
+    assert_eq!(
+        pins::recorded(&pin_dir).unwrap(),
+        pins::Recorded::Serving(ABI_VERSION)
+    );
+    // Once the programs are swapped nothing holds the old map: the kernel
+    // frees it (asynchronously, so poll a bounded while).
+    let mut released = false;
+    for _ in 0..100 {
+        if policy_entries_of(old_policy).is_none() {
+            released = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(released, "the old policy map is released after the swap");
+
+    // The next restart reuses the new pins: nothing replaced, nothing written.
+    let next = node.run(life);
+    assert_eq!(next.settled, first.settled);
+    assert_eq!(next.regenerations, 0);
+    println!(
+        "pin replacement: {} maps replaced, old policy map kept {} entries until the swap, \
+         new maps filled with {} policy entries before attaching",
+        swap.replaced,
+        first.settled.policy.len(),
+        swap.filled.policy.len()
     );
 }
