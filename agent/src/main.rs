@@ -100,6 +100,8 @@ async fn run(args: Config) -> Result<()> {
     let snapshot = SharedSnapshot::default();
     let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
     let registry = prometheus::Registry::new();
+    let deferred = pin_metrics(&registry, datapath.lock().replaced_pins());
+    deferred.set(i64::from(defer_attach));
     let lb_status = SharedLbStatus::default();
     // Without a kvstore no reconcile loop runs: nothing to be ready for.
     let reconcile_status =
@@ -157,6 +159,7 @@ async fn run(args: Config) -> Result<()> {
             agent.clone(),
             datapath.clone(),
             reconcile_status.clone(),
+            deferred,
         ));
     }
 
@@ -326,6 +329,37 @@ fn attach_node(datapath: &mut Datapath, node: &NodeAttachments) -> Result<()> {
     Ok(())
 }
 
+/// `weir_datapath_pins_replaced{map}` (1 for each pin this start replaced)
+/// and `weir_datapath_attach_deferred` (1 while the programs attached still
+/// use replaced maps), which is returned.
+fn pin_metrics(
+    registry: &prometheus::Registry,
+    replaced: &[weir_agent::datapath::pins::StalePin],
+) -> prometheus::IntGauge {
+    use weir_agent::registry::registered;
+    let pins = registered(
+        registry,
+        prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "weir_datapath_pins_replaced",
+                "Pinned maps replaced at this start because their layout or ABI version \
+                 did not match the datapath",
+            ),
+            &["map"],
+        ),
+    );
+    for pin in replaced {
+        pins.with_label_values(&[pin.map.as_str()]).set(1);
+    }
+    registered(
+        registry,
+        prometheus::IntGauge::new(
+            "weir_datapath_attach_deferred",
+            "1 while the programs attached still use replaced maps (the new ones are being filled)",
+        ),
+    )
+}
+
 /// Re-attaches the programs of the endpoints an earlier run left.
 fn restore(agent: &EndpointManager<SharedDatapath>) {
     for (endpoint, error) in agent.restore() {
@@ -346,6 +380,7 @@ async fn attach_when_converged(
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     status: SharedReconcileStatus,
+    deferred: prometheus::IntGauge,
 ) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {
@@ -365,6 +400,7 @@ async fn attach_when_converged(
             continue;
         }
         restore(&agent);
+        deferred.set(0);
         match datapath.lock().serving() {
             Ok(()) => {
                 info!("new maps filled and programs attached: the replaced maps are released")
