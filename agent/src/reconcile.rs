@@ -202,6 +202,8 @@ impl Reconciler {
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let identities = self.identities.by_attachment();
         self.policy
+            .recall_cidr_identities(&mut self.datapath.lock());
+        self.policy
             .update(&self.cluster, &view, &endpoints, &identities);
         if self.steps.ipcache.due(Instant::now()) {
             let desired = self.desired_ipcache(&view);

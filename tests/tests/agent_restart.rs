@@ -310,3 +310,97 @@ fn maps_replaced_at_restart_keep_enforcing_until_the_new_ones_are_filled() {
         swap.filled.policy.len()
     );
 }
+
+/// A policy allowing x/a egress to `cidr`.
+fn allow_cidr(name: &str, cidr: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {{name: {name}, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  \
+         egress:\n  - to: [{{ipBlock: {{cidr: {cidr}}}}}]\n"
+    )
+}
+
+/// What the policy map and the ipcache hold once settled, and the
+/// regenerations a life counted.
+#[derive(Debug)]
+struct CidrLife {
+    policy: BTreeMap<LpmKey, PolicyEntry>,
+    ipcache: BTreeMap<ipnetwork::IpNetwork, weir_abi::IpcacheValue>,
+    regenerations: u64,
+}
+
+/// One agent life that settles, then (if `later` names a manifest) writes
+/// it and settles again.
+fn cidr_life(paths: NodePaths, later: Option<(&'static str, String)>) -> CidrLife {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let agent = LocalAgent::load(&paths);
+        assert!(agent.endpoints.restore().is_empty());
+        if agent.endpoints.endpoints().is_empty() {
+            agent.add_pod(&paths, NamespacedName::new("x", "a"));
+        }
+        let store: Arc<dyn SharedStore> = Arc::new(MemoryStore::new(NODE));
+        let metrics = ReconcileMetrics::new(&prometheus::Registry::new());
+        let (reconciler, _view) = agent.reconciler(store, &paths).await;
+        let mut reconciler = reconciler.with_metrics(metrics.clone());
+        settle(&mut reconciler, &metrics).await;
+        if let Some((file, yaml)) = later {
+            std::fs::write(paths.manifests.join(file), yaml).unwrap();
+            settle(&mut reconciler, &metrics).await;
+        }
+        let mut datapath = agent.datapath.lock();
+        CidrLife {
+            policy: maps::policy_entries(datapath.ebpf_mut())
+                .unwrap()
+                .into_iter()
+                .collect(),
+            ipcache: maps::ipcache_entries(datapath.ebpf_mut()).unwrap(),
+            regenerations: metrics.regenerations(),
+        }
+    })
+}
+
+/// The identity the ipcache gives `cidr`.
+fn identity_of(life: &CidrLife, cidr: &str) -> u32 {
+    life.ipcache[&cidr.parse().unwrap()].identity
+}
+
+#[test]
+fn cidr_identities_keep_their_numbers_across_a_restart() {
+    require_root();
+    let node = NodeFixture::new();
+    node.write("pod.yaml", POD);
+    // 10.2/16 is named first and numbered first; 10.1/16 comes later in the
+    // same life. A fresh numbering at start (policies in name order) would
+    // swap them.
+    node.write("cb.yaml", &allow_cidr("cb", "10.2.0.0/16"));
+    let first =
+        node.run(|paths| cidr_life(paths, Some(("ca.yaml", allow_cidr("ca", "10.1.0.0/16")))));
+    let (a, b) = (
+        identity_of(&first, "10.1.0.0/16"),
+        identity_of(&first, "10.2.0.0/16"),
+    );
+    assert!(b < a, "10.2/16 was numbered first: {b} {a}");
+
+    let restarted = node.run(|paths| cidr_life(paths, None));
+    assert_eq!(identity_of(&restarted, "10.1.0.0/16"), a);
+    assert_eq!(identity_of(&restarted, "10.2.0.0/16"), b);
+    assert_eq!(
+        restarted.ipcache, first.ipcache,
+        "the ipcache is not rewritten"
+    );
+    assert_eq!(
+        restarted.policy, first.policy,
+        "the policy map is not rewritten"
+    );
+    assert_eq!(restarted.regenerations, 0, "nothing regenerated");
+    println!(
+        "cidr identities: 10.2/16 = {b:#x}, 10.1/16 = {a:#x} kept across a restart; \
+         {} policy entries, {} ipcache entries, 0 rewritten",
+        restarted.policy.len(),
+        restarted.ipcache.len()
+    );
+}
