@@ -9,7 +9,9 @@
 //! by the policy left); a restart with nothing changed writes nothing.
 //! A restart whose pins are of an older ABI version replaces every map
 //! without a gap: the programs attached keep the old maps until the new
-//! ones hold the desired state and the programs are swapped.
+//! ones hold the desired state and the programs are swapped. CIDR
+//! identities keep their numbers. NAT and affinity entries of a service
+//! deleted while the agent was down are removed; conntrack entries stay.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -402,5 +404,203 @@ fn cidr_identities_keep_their_numbers_across_a_restart() {
          {} policy entries, {} ipcache entries, 0 rewritten",
         restarted.policy.len(),
         restarted.ipcache.len()
+    );
+}
+
+/// Service x/`name` at ClusterIP 10.96.0.`last`:80 with session affinity,
+/// and its slice with one ready backend 10.244.9.`last`:8080.
+fn service(name: &str, last: u8) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: x}}\nspec:\n  \
+         clusterIP: 10.96.0.{last}\n  sessionAffinity: ClientIP\n  ports:\n  - {{port: 80, targetPort: 8080}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: x, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nendpoints:\n- addresses: [10.244.9.{last}]\n  conditions: {{ready: true}}\n\
+         ports:\n- {{name: '', protocol: TCP, port: 8080}}\n"
+    )
+}
+
+/// What the datapath keeps per connection, as a test reads it between
+/// agent lives: NAT mappings and affinity entries by the frontend they
+/// belong to (the last byte of its ClusterIP), conntrack entries.
+#[derive(Debug, PartialEq)]
+struct Connections {
+    nat: Vec<u8>,
+    affinity: Vec<u8>,
+    conntrack: Vec<weir_abi::CtKey>,
+}
+
+fn with_datapath<T>(pins: &Path, f: impl FnOnce(&mut aya::Ebpf) -> T) -> T {
+    let mut datapath = weir_agent::datapath::Datapath::load(pins).unwrap();
+    f(datapath.ebpf_mut())
+}
+
+/// The reverse-NAT id and backend id the agent gave the frontend at
+/// 10.96.0.`last`.
+fn ids_of(ebpf: &mut aya::Ebpf, last: u8) -> (u16, u32) {
+    let services = maps::lb::services(ebpf).unwrap();
+    let find = |slot: u16| {
+        services
+            .iter()
+            .find(|(k, _)| k.address == [10, 96, 0, last] && k.backend_slot == slot)
+            .map(|(_, v)| *v)
+            .unwrap()
+    };
+    (find(0).rev_nat_id, find(1).backend_id)
+}
+
+/// Records what the datapath would for a client connection to the
+/// frontend at 10.96.0.`last`: forward and reply NAT mappings and the
+/// client's affinity entry, plus a conntrack entry of the connection.
+fn connect(ebpf: &mut aya::Ebpf, last: u8) {
+    use weir_abi::lb::{Lb4AffinityKey, Lb4AffinityValue, Lb4NatEntry, Lb4NatKey};
+    let (rev_nat_id, backend_id) = ids_of(ebpf, last);
+    let client = [192, 0, 2, 7];
+    let sport = 40_000u16 + u16::from(last);
+    let (frontend, backend) = ([10, 96, 0, last], [10, 244, 9, last]);
+    let forward = Lb4NatKey {
+        saddr: client,
+        daddr: frontend,
+        sport: sport.to_be_bytes(),
+        dport: 80u16.to_be_bytes(),
+        protocol: ip_proto::TCP,
+        direction: Lb4NatKey::FORWARD,
+        pad: [0; 2],
+    };
+    let reply = Lb4NatKey {
+        saddr: backend,
+        daddr: client,
+        sport: 8080u16.to_be_bytes(),
+        dport: forward.sport,
+        direction: Lb4NatKey::REPLY,
+        ..forward
+    };
+    let to_backend = Lb4NatEntry {
+        saddr: client,
+        daddr: backend,
+        sport: forward.sport,
+        dport: 8080u16.to_be_bytes(),
+        backend_id,
+        rev_nat_id,
+        flags: 0,
+        pad: 0,
+    };
+    let from_frontend = Lb4NatEntry {
+        saddr: frontend,
+        daddr: client,
+        sport: forward.dport,
+        dport: forward.sport,
+        ..to_backend
+    };
+    let mut nat: aya::maps::HashMap<_, Lb4NatKey, Lb4NatEntry> =
+        aya::maps::HashMap::try_from(ebpf.map_mut(map_names::LB4_NAT).unwrap()).unwrap();
+    nat.insert(forward, to_backend, 0).unwrap();
+    nat.insert(reply, from_frontend, 0).unwrap();
+    let mut affinity: aya::maps::HashMap<_, Lb4AffinityKey, Lb4AffinityValue> =
+        aya::maps::HashMap::try_from(ebpf.map_mut(map_names::LB4_AFFINITY).unwrap()).unwrap();
+    let key = Lb4AffinityKey {
+        client: u64::from(u32::from_ne_bytes(client)),
+        rev_nat_id,
+        kind: Lb4AffinityKey::KIND_ADDRESS,
+        pad: [0; 5],
+    };
+    let value = Lb4AffinityValue {
+        backend_id,
+        last_used_s: 1,
+    };
+    affinity.insert(key, value, 0).unwrap();
+    let mut conntrack: aya::maps::HashMap<_, weir_abi::CtKey, weir_abi::CtEntry> =
+        aya::maps::HashMap::try_from(ebpf.map_mut(map_names::CONNTRACK).unwrap()).unwrap();
+    let mut ct = weir_abi::CtKey::default();
+    ct.saddr[..4].copy_from_slice(&client);
+    ct.daddr[..4].copy_from_slice(&backend);
+    ct.sport = forward.sport;
+    ct.dport = 8080u16.to_be_bytes();
+    ct.protocol = ip_proto::TCP;
+    ct.family = weir_abi::ipcache::FAMILY_IPV4;
+    ct.scope = weir_abi::conntrack::CT_SCOPE_INGRESS;
+    let entry = weir_abi::CtEntry {
+        expires_ns: maps::monotonic_now_ns() + weir_abi::conntrack::CT_TIMEOUT_TCP_ESTABLISHED_NS,
+        packets_forward: 10,
+        packets_reply: 10,
+        tcp_flags: weir_abi::CtEntry::TCP_SYN | weir_abi::CtEntry::TCP_ACK,
+        ..Default::default()
+    };
+    conntrack.insert(ct, entry, 0).unwrap();
+}
+
+fn connections(ebpf: &mut aya::Ebpf) -> Connections {
+    let frontend_of = |rev_nat_id: u16, ebpf: &mut aya::Ebpf| {
+        maps::lb::revnats(ebpf)
+            .unwrap()
+            .into_iter()
+            .find(|(id, _)| *id == rev_nat_id)
+            .map_or(0, |(_, revnat)| revnat.address[3])
+    };
+    let nat: Vec<u16> = maps::lb::nat_entries(ebpf)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.rev_nat_id)
+        .collect();
+    let affinity: Vec<u16> = maps::lb::affinity_entries(ebpf)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k.rev_nat_id)
+        .collect();
+    let mut nat: Vec<u8> = nat.into_iter().map(|id| frontend_of(id, ebpf)).collect();
+    let mut affinity: Vec<u8> = affinity
+        .into_iter()
+        .map(|id| frontend_of(id, ebpf))
+        .collect();
+    nat.sort_unstable();
+    affinity.sort_unstable();
+    let mut conntrack: Vec<weir_abi::CtKey> = maps::conntrack(ebpf)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    conntrack.sort_by_key(|k| k.sport);
+    Connections {
+        nat,
+        affinity,
+        conntrack,
+    }
+}
+
+#[test]
+fn nat_and_affinity_of_a_service_deleted_while_down_are_removed_conntrack_kept() {
+    require_root();
+    let node = NodeFixture::new();
+    node.write("pod.yaml", POD);
+    node.write("svc-a.yaml", &service("a", 41));
+    node.write("svc-b.yaml", &service("b", 42));
+    node.run(life);
+    let pins = node.pins.path().to_path_buf();
+    let before = with_datapath(&pins, |ebpf| {
+        connect(ebpf, 41);
+        connect(ebpf, 42);
+        connections(ebpf)
+    });
+    assert_eq!(before.nat, [41, 41, 42, 42]);
+    assert_eq!(before.affinity, [41, 42]);
+    assert_eq!(before.conntrack.len(), 2);
+
+    // Service b is deleted while the agent is down.
+    node.remove("svc-b.yaml");
+    node.run(life);
+    let after = with_datapath(&pins, connections);
+    assert_eq!(after.nat, [41, 41], "b's NAT mappings are removed");
+    assert_eq!(after.affinity, [41], "b's affinity entry is removed");
+    assert_eq!(
+        after.conntrack, before.conntrack,
+        "conntrack entries survive the restart"
+    );
+    println!(
+        "restart sweep: NAT {} -> {}, affinity {} -> {}, conntrack {} kept",
+        before.nat.len(),
+        after.nat.len(),
+        before.affinity.len(),
+        after.affinity.len(),
+        after.conntrack.len()
     );
 }
