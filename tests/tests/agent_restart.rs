@@ -427,6 +427,7 @@ fn service(name: &str, last: u8) -> String {
 struct Connections {
     nat: Vec<u8>,
     affinity: Vec<u8>,
+    sockets: Vec<u8>,
     conntrack: Vec<weir_abi::CtKey>,
 }
 
@@ -453,7 +454,9 @@ fn ids_of(ebpf: &mut aya::Ebpf, last: u8) -> (u16, u32) {
 /// frontend at 10.96.0.`last`: forward and reply NAT mappings and the
 /// client's affinity entry, plus a conntrack entry of the connection.
 fn connect(ebpf: &mut aya::Ebpf, last: u8) {
-    use weir_abi::lb::{Lb4AffinityKey, Lb4AffinityValue, Lb4NatEntry, Lb4NatKey};
+    use weir_abi::lb::{
+        Lb4AffinityKey, Lb4AffinityValue, Lb4NatEntry, Lb4NatKey, Lb4SockKey, Lb4SockRevNat,
+    };
     let (rev_nat_id, backend_id) = ids_of(ebpf, last);
     let client = [192, 0, 2, 7];
     let sport = 40_000u16 + u16::from(last);
@@ -509,6 +512,20 @@ fn connect(ebpf: &mut aya::Ebpf, last: u8) {
         last_used_s: 1,
     };
     affinity.insert(key, value, 0).unwrap();
+    let mut sockets: aya::maps::HashMap<_, Lb4SockKey, Lb4SockRevNat> =
+        aya::maps::HashMap::try_from(ebpf.map_mut(map_names::LB4_SOCK_REVNAT).unwrap()).unwrap();
+    let socket = Lb4SockKey {
+        cookie: u64::from(last),
+        address: backend,
+        port: 8080u16.to_be_bytes(),
+        pad: [0; 2],
+    };
+    let translation = Lb4SockRevNat {
+        address: frontend,
+        port: 80u16.to_be_bytes(),
+        rev_nat_id,
+    };
+    sockets.insert(socket, translation, 0).unwrap();
     let mut conntrack: aya::maps::HashMap<_, weir_abi::CtKey, weir_abi::CtEntry> =
         aya::maps::HashMap::try_from(ebpf.map_mut(map_names::CONNTRACK).unwrap()).unwrap();
     let mut ct = weir_abi::CtKey::default();
@@ -554,6 +571,12 @@ fn connections(ebpf: &mut aya::Ebpf) -> Connections {
         .collect();
     nat.sort_unstable();
     affinity.sort_unstable();
+    let mut sockets: Vec<u8> = maps::lb::sock_revnat_entries(ebpf)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| v.address[3])
+        .collect();
+    sockets.sort_unstable();
     let mut conntrack: Vec<weir_abi::CtKey> = maps::conntrack(ebpf)
         .unwrap()
         .into_iter()
@@ -563,12 +586,13 @@ fn connections(ebpf: &mut aya::Ebpf) -> Connections {
     Connections {
         nat,
         affinity,
+        sockets,
         conntrack,
     }
 }
 
 #[test]
-fn nat_and_affinity_of_a_service_deleted_while_down_are_removed_conntrack_kept() {
+fn nat_affinity_and_sockets_of_a_service_deleted_while_down_are_removed_conntrack_kept() {
     require_root();
     let node = NodeFixture::new();
     node.write("pod.yaml", POD);
@@ -583,6 +607,7 @@ fn nat_and_affinity_of_a_service_deleted_while_down_are_removed_conntrack_kept()
     });
     assert_eq!(before.nat, [41, 41, 42, 42]);
     assert_eq!(before.affinity, [41, 42]);
+    assert_eq!(before.sockets, [41, 42]);
     assert_eq!(before.conntrack.len(), 2);
 
     // Service b is deleted while the agent is down.
@@ -591,16 +616,20 @@ fn nat_and_affinity_of_a_service_deleted_while_down_are_removed_conntrack_kept()
     let after = with_datapath(&pins, connections);
     assert_eq!(after.nat, [41, 41], "b's NAT mappings are removed");
     assert_eq!(after.affinity, [41], "b's affinity entry is removed");
+    assert_eq!(after.sockets, [41], "b's socket translation is removed");
     assert_eq!(
         after.conntrack, before.conntrack,
         "conntrack entries survive the restart"
     );
     println!(
-        "restart sweep: NAT {} -> {}, affinity {} -> {}, conntrack {} kept",
+        "restart sweep: NAT {} -> {}, affinity {} -> {}, socket translations {} -> {}, \
+         conntrack {} kept",
         before.nat.len(),
         after.nat.len(),
         before.affinity.len(),
         after.affinity.len(),
+        before.sockets.len(),
+        after.sockets.len(),
         after.conntrack.len()
     );
 }

@@ -187,7 +187,8 @@ impl LbSync {
         self.free_retired(maps)
     }
 
-    /// Removes the NAT mappings and affinity entries that point at what no
+    /// Removes the NAT mappings, socket reverse translations and affinity
+    /// entries that point at what no
     /// programmed frontend has (see [`connections`]); counts them in the
     /// status.
     fn sweep_connections(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
@@ -216,10 +217,17 @@ impl LbSync {
                 removed += 1;
             }
         }
+        for (key, value) in maps.sock_revnat()? {
+            if connections::stale_sock_revnat(&key, &value, &self.written.backends, &members) {
+                maps.remove_sock_revnat(&key)?;
+                removed += 1;
+            }
+        }
         if removed > 0 {
             tracing::info!(
                 entries = removed,
-                "removed NAT and affinity entries of services or backends no longer programmed"
+                "removed NAT, socket reverse-NAT and affinity entries of services or backends \
+                 no longer programmed"
             );
         }
         Ok(())

@@ -17,7 +17,7 @@ use aya::maps::{Array, MapData, MapError};
 use aya::Ebpf;
 use weir_abi::lb::{
     Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat,
-    Lb4Service, LB_SCOPE_EXTERNAL, LB_SCOPE_INTERNAL,
+    Lb4Service, Lb4SockKey, Lb4SockRevNat, LB_SCOPE_EXTERNAL, LB_SCOPE_INTERNAL,
 };
 use weir_abi::map_names;
 use weir_lb::maglev::Table;
@@ -351,6 +351,18 @@ pub fn affinity_entries(
 
 pub fn remove_affinity(ebpf: &mut Ebpf, key: &Lb4AffinityKey) -> Result<(), TableError> {
     remove::<Lb4AffinityKey, Lb4AffinityValue>(ebpf, map_names::LB4_AFFINITY, key)
+}
+
+/// Socket LB reverse translations (`weir_lb4_sock_revnat`), read as the
+/// datapath changes them.
+pub fn sock_revnat_entries(
+    ebpf: &mut Ebpf,
+) -> Result<Vec<(Lb4SockKey, Lb4SockRevNat)>, TableError> {
+    live_entries(ebpf, map_names::LB4_SOCK_REVNAT)
+}
+
+pub fn remove_sock_revnat(ebpf: &mut Ebpf, key: &Lb4SockKey) -> Result<(), TableError> {
+    remove::<Lb4SockKey, Lb4SockRevNat>(ebpf, map_names::LB4_SOCK_REVNAT, key)
 }
 
 /// Entries of a map the datapath inserts into and evicts from while it is

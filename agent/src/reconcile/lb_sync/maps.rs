@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use aya::Ebpf;
 use weir_abi::lb::{
     Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat,
-    Lb4Service,
+    Lb4Service, Lb4SockKey, Lb4SockRevNat,
 };
 
 use crate::datapath::maps::lb;
@@ -33,6 +33,9 @@ pub trait LbMaps {
     fn remove_nat(&mut self, key: &Lb4NatKey) -> Result<(), TableError>;
     fn affinity(&mut self) -> Result<Vec<(Lb4AffinityKey, Lb4AffinityValue)>, TableError>;
     fn remove_affinity(&mut self, key: &Lb4AffinityKey) -> Result<(), TableError>;
+    /// The socket LB's reverse translations (socket, backend → frontend).
+    fn sock_revnat(&mut self) -> Result<Vec<(Lb4SockKey, Lb4SockRevNat)>, TableError>;
+    fn remove_sock_revnat(&mut self, key: &Lb4SockKey) -> Result<(), TableError>;
 }
 
 impl LbMaps for Ebpf {
@@ -80,6 +83,12 @@ impl LbMaps for Ebpf {
     }
     fn remove_affinity(&mut self, key: &Lb4AffinityKey) -> Result<(), TableError> {
         lb::remove_affinity(self, key)
+    }
+    fn sock_revnat(&mut self) -> Result<Vec<(Lb4SockKey, Lb4SockRevNat)>, TableError> {
+        lb::sock_revnat_entries(self)
+    }
+    fn remove_sock_revnat(&mut self, key: &Lb4SockKey) -> Result<(), TableError> {
+        lb::remove_sock_revnat(self, key)
     }
 }
 

@@ -19,6 +19,7 @@ struct MemoryMaps {
     /// What the datapath keeps per connection and client.
     nat: HashMap<Lb4NatKey, Lb4NatEntry>,
     affinity: HashMap<Lb4AffinityKey, Lb4AffinityValue>,
+    sock_revnat: HashMap<Lb4SockKey, Lb4SockRevNat>,
     service_capacity: usize,
     writes: usize,
 }
@@ -32,6 +33,7 @@ impl MemoryMaps {
             maglev: BTreeMap::new(),
             nat: HashMap::new(),
             affinity: HashMap::new(),
+            sock_revnat: HashMap::new(),
             service_capacity: usize::MAX,
             writes: 0,
         }
@@ -114,6 +116,13 @@ impl LbMaps for MemoryMaps {
     }
     fn remove_affinity(&mut self, key: &Lb4AffinityKey) -> Result<(), TableError> {
         self.affinity.remove(key);
+        Ok(())
+    }
+    fn sock_revnat(&mut self) -> Result<Vec<(Lb4SockKey, Lb4SockRevNat)>, TableError> {
+        Ok(self.sock_revnat.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn remove_sock_revnat(&mut self, key: &Lb4SockKey) -> Result<(), TableError> {
+        self.sock_revnat.remove(key);
         Ok(())
     }
 }
@@ -536,6 +545,19 @@ fn connect(maps: &mut MemoryMaps, frontend: &Frontend, rev_nat_id: u16, id: u32,
             ..entry
         },
     );
+    maps.sock_revnat.insert(
+        Lb4SockKey {
+            cookie: u64::from(sport),
+            address: backend.address,
+            port: backend.port,
+            pad: [0; 2],
+        },
+        Lb4SockRevNat {
+            address: frontend.address.octets(),
+            port: frontend.port.to_be_bytes(),
+            rev_nat_id,
+        },
+    );
     maps.affinity.insert(
         Lb4AffinityKey {
             client: u64::from(sport),
@@ -550,13 +572,16 @@ fn connect(maps: &mut MemoryMaps, frontend: &Frontend, rev_nat_id: u16, id: u32,
     );
 }
 
-/// The backend ids the NAT mappings and affinity entries point at.
-fn steered(maps: &MemoryMaps) -> (Vec<u32>, Vec<u32>) {
+/// The backend ids the NAT mappings and affinity entries point at, and
+/// the backend addresses' last bytes of the socket reverse translations.
+fn steered(maps: &MemoryMaps) -> (Vec<u32>, Vec<u32>, Vec<u8>) {
     let mut nat: Vec<u32> = maps.nat.values().map(|e| e.backend_id).collect();
     let mut affinity: Vec<u32> = maps.affinity.values().map(|v| v.backend_id).collect();
+    let mut sockets: Vec<u8> = maps.sock_revnat.keys().map(|k| k.address[3]).collect();
     nat.sort_unstable();
     affinity.sort_unstable();
-    (nat, affinity)
+    sockets.sort_unstable();
+    (nat, affinity, sockets)
 }
 
 #[test]
@@ -605,7 +630,11 @@ fn a_restart_removes_nat_and_affinity_of_what_was_deleted_while_down() {
     .unwrap();
     assert_eq!(
         steered(&maps),
-        (vec![b1, b1, b2, b2, b3, b3], vec![b1, b2, b3])
+        (
+            vec![b1, b1, b2, b2, b3, b3],
+            vec![b1, b2, b3],
+            vec![1, 2, 3]
+        )
     );
 
     // While the agent is down web loses backend .2 and api is deleted.
@@ -624,7 +653,7 @@ fn a_restart_removes_nat_and_affinity_of_what_was_deleted_while_down() {
         .unwrap();
     assert_eq!(
         steered(&maps),
-        (vec![b1, b1], vec![b1]),
+        (vec![b1, b1], vec![b1], vec![1]),
         "only web's connection to .1 keeps its mappings"
     );
 
