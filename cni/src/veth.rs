@@ -112,14 +112,26 @@ async fn configure(
 
 /// Brings the host end up and adds the host route to the pod: traffic can
 /// flow from now on, so the agent's programs must be attached first. On
-/// failure the caller removes the pair.
+/// failure the pair is removed, as by [`setup`].
 pub async fn activate(
     host: &Handle,
+    spec: &PodNetworkSpec,
     network: &PodNetwork,
-    pod_ip: Ipv4Addr,
 ) -> Result<(), NetlinkError> {
-    netlink::set_link_up(host, network.host_index).await?;
-    netlink::add_host_route(host, network.host_index, pod_ip).await
+    let up = async {
+        netlink::set_link_up(host, network.host_index).await?;
+        netlink::add_host_route(host, network.host_index, spec.pod_ip).await
+    };
+    match up.await {
+        Ok(()) => Ok(()),
+        Err(error) => match netlink::delete_link_if_exists(host, &spec.host_ifname).await {
+            Ok(_) => Err(error),
+            Err(cleanup) => Err(NetlinkError::CleanupFailed {
+                error: Box::new(error),
+                cleanup: Box::new(cleanup),
+            }),
+        },
+    }
 }
 
 /// Runs inside the pod namespace.

@@ -70,7 +70,7 @@ pub async fn add(request: AddRequest) -> Result<Value, CniError> {
     // once the endpoint's policy is in the kernel; only then does the host
     // end come up (see `veth`).
     let activated = match agent.create_endpoint(&endpoint).await {
-        Ok(_) => veth::activate(&host, &network, spec.pod_ip)
+        Ok(_) => veth::activate(&host, &spec, &network)
             .await
             .map_err(|error| error.into_cni("cannot bring up the pod network")),
         Err(error) => Err(CniError::from(error)),
