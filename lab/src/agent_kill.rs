@@ -18,9 +18,10 @@
 //! revoked). The time is counted from the moment the agent's process is
 //! started again to the start of the check that saw both, so it includes
 //! the agent's own start (loading the datapath, adopting the pinned maps,
-//! the first passes). The agent opens its API only after its first passes,
-//! so counted from its API accepting connections (the agent "back" for the
-//! CNI plugin) it is close to 0.
+//! the first passes). The reconcile loop starts before the agent's API
+//! opens and its first pass usually ends first, so counted from the API
+//! accepting connections (the agent "back" for the CNI plugin) it reads
+//! close to 0.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
