@@ -132,6 +132,9 @@ pub struct LoadOptions {
     /// have a table (`weir_lb4_maglev` holds tables × size entries).
     pub maglev_table_size: u32,
     pub maglev_tables: u32,
+    /// Capacities other than the object's, by map name (the fault suites
+    /// fill small maps; maps already pinned keep theirs).
+    pub max_entries: Vec<(&'static str, u32)>,
 }
 
 /// Cilium's default Maglev table size is 16381; Weir defaults to a smaller
@@ -146,6 +149,7 @@ impl Default for LoadOptions {
             node_ipv4: None,
             maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
             maglev_tables: DEFAULT_MAGLEV_TABLES,
+            max_entries: Vec::new(),
         }
     }
 }
@@ -191,13 +195,17 @@ impl Datapath {
             .saturating_mul(options.maglev_tables)
             .max(1);
         let aggregation = options.monitor_aggregation.abi_value();
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .default_map_pin_directory(pin_dir)
             .override_global("WEIR_MONITOR_AGGREGATION", &aggregation, true)
             .override_global("WEIR_NODE_IPV4", &node_ipv4, true)
             .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true)
-            .map_max_entries(weir_abi::map_names::LB4_MAGLEV, maglev_entries)
-            .load(object)?;
+            .map_max_entries(weir_abi::map_names::LB4_MAGLEV, maglev_entries);
+        for (name, entries) in &options.max_entries {
+            loader.map_max_entries(name, *entries);
+        }
+        let ebpf = loader.load(object)?;
         let mut datapath = Datapath {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
