@@ -6,7 +6,9 @@
 //! agent logs, `/readyz` and `weir status` show), counted in
 //! `weir_reconcile_errors_total{step}` and `weir_map_full_total{map}`;
 //! nothing of it is written; the other steps stay ok and what was in force
-//! stays; freeing space (deleting an object) lets it recover.
+//! stays; freeing space (deleting an object) lets it recover. For
+//! conntrack, which the datapath writes: no new connection is dropped, the
+//! kernel evicts entries instead (see the last test).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -400,4 +402,174 @@ fn a_full_services_map_leaves_no_half_service_and_recovers_when_space_is_freed()
         })
     });
     println!("{line}");
+}
+
+/// Conntrack is an LRU map the datapath writes (the agent only collects
+/// expired entries): when it is full, the kernel evicts entries to make
+/// room (its LRU approximation keeps entries looked up again, such as a
+/// connection that saw a reply, ahead of new ones), so a new connection is
+/// never dropped for want of an entry. What fullness costs is an evicted
+/// connection's state: its next packet is judged as new, so the reply of
+/// an evicted connection meets the other direction's policy and is denied
+/// where that policy denies it. BPF_PROG_TEST_RUN with the maps programmed
+/// directly.
+#[test]
+fn a_full_conntrack_evicts_entries_and_never_drops_a_new_connection() {
+    use weir_abi::policy::{POLICY_ALLOW, POLICY_PREFIX_FULL};
+    use weir_abi::{
+        ip_proto, EndpointInfo, IpcacheValue, PolicyEntry, PolicyKey, Reason, TrafficDirection,
+    };
+    use weir_agent::datapath::{Datapath, ProgramKind};
+    use weir_tests::datapath::{test_run, PinDir};
+    use weir_tests::packets;
+
+    const CAPACITY: u32 = 64;
+    const CONNECTIONS: u16 = 1_000;
+    const ENDPOINT_ID: u16 = 7;
+    const PEER_IDENTITY: u32 = 40_000;
+    require_root();
+    let pins = PinDir::new();
+    let mut datapath = Datapath::load_with(
+        pins.path(),
+        &LoadOptions {
+            max_entries: vec![(map_names::CONNTRACK, CAPACITY)],
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let ebpf = datapath.ebpf_mut();
+    // The pod (packets::IP4_A) on lo, the program's device under
+    // BPF_PROG_TEST_RUN; enforced both ways, egress TCP/80 to the peer
+    // allowed, nothing allowed in.
+    maps::set_endpoint(
+        ebpf,
+        1,
+        EndpointInfo {
+            id: ENDPOINT_ID,
+            flags: EndpointInfo::EGRESS_ENFORCED | EndpointInfo::INGRESS_ENFORCED,
+            pad: 0,
+            identity: 30_000,
+            ipv4: packets::IP4_A,
+        },
+    )
+    .unwrap();
+    maps::set_ipcache(
+        ebpf,
+        "10.99.0.2/32".parse().unwrap(),
+        IpcacheValue {
+            identity: PEER_IDENTITY,
+            node_ipv4: [0; 4],
+        },
+    )
+    .unwrap();
+    maps::set_policy(
+        ebpf,
+        POLICY_PREFIX_FULL,
+        PolicyKey {
+            endpoint_id: ENDPOINT_ID,
+            direction: TrafficDirection::Egress as u8,
+            pad0: 0,
+            identity: PEER_IDENTITY,
+            protocol: ip_proto::TCP,
+            pad1: 0,
+            port: 80u16.to_be_bytes(),
+        },
+        PolicyEntry {
+            verdict: POLICY_ALLOW,
+            match_type: 0,
+            pad: [0; 2],
+            rule: 1,
+        },
+    )
+    .unwrap();
+    let l4 = packets::ETH_HLEN + packets::IPV4_HLEN;
+    let syn_from = |port: u16| {
+        let mut frame = packets::ipv4_tcp_syn();
+        frame[l4..l4 + 2].copy_from_slice(&port.to_be_bytes());
+        frame
+    };
+    // The SYN-ACK of `syn`: addresses and ports swapped.
+    let syn_ack = |syn: &[u8]| {
+        let mut out = syn.to_vec();
+        let ip = packets::ETH_HLEN;
+        out[0..6].copy_from_slice(&syn[6..12]);
+        out[6..12].copy_from_slice(&syn[0..6]);
+        out[ip + 12..ip + 16].copy_from_slice(&syn[ip + 16..ip + 20]);
+        out[ip + 16..ip + 20].copy_from_slice(&syn[ip + 12..ip + 16]);
+        out[l4..l4 + 2].copy_from_slice(&syn[l4 + 2..l4 + 4]);
+        out[l4 + 2..l4 + 4].copy_from_slice(&syn[l4..l4 + 2]);
+        out[l4 + 13] = 0x12;
+        out
+    };
+    let mut reasons = std::collections::BTreeMap::<String, u32>::new();
+    let mut run = |datapath: &mut Datapath, program, frame: &[u8]| -> Reason {
+        let before = datapath.metrics().unwrap();
+        test_run(datapath, program, frame, 1).unwrap();
+        let delta = datapath.metrics().unwrap().since(&before);
+        let reason = delta
+            .iter()
+            .map(|(reason, _, _)| Reason::from_u8(reason).unwrap())
+            .next()
+            .expect("a counter moved");
+        *reasons.entry(format!("{reason:?}")).or_default() += 1;
+        reason
+    };
+
+    let first = syn_from(20_000);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &first),
+        Reason::Forwarded
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::ToPod, &syn_ack(&first)),
+        Reason::Forwarded,
+        "the reply of a tracked connection passes"
+    );
+    let mut dropped = Vec::new();
+    for port in 1..=CONNECTIONS {
+        let reason = run(
+            &mut datapath,
+            ProgramKind::FromPod,
+            &syn_from(20_000 + port),
+        );
+        if reason != Reason::Forwarded {
+            dropped.push((port, reason));
+        }
+    }
+    let tracked = maps::conntrack(datapath.ebpf_mut()).unwrap().len();
+    assert!(
+        dropped.is_empty(),
+        "new connections dropped with conntrack full: {dropped:?}"
+    );
+    assert!(
+        tracked <= CAPACITY as usize,
+        "{tracked} entries in a map of {CAPACITY}"
+    );
+    // The replies tell tracked connections (a reply passes) from evicted
+    // ones (a reply is judged as new and ingress allows nothing).
+    let mut evicted = 0;
+    for port in 1..=CONNECTIONS {
+        match run(
+            &mut datapath,
+            ProgramKind::ToPod,
+            &syn_ack(&syn_from(20_000 + port)),
+        ) {
+            Reason::Forwarded => {}
+            Reason::DropPolicyDenied => evicted += 1,
+            other => panic!("the reply of connection {port}: {other:?}"),
+        }
+    }
+    assert!(
+        evicted >= CONNECTIONS - CAPACITY as u16,
+        "{evicted} of {CONNECTIONS} connections evicted from a map of {CAPACITY}"
+    );
+    let first_kept = run(&mut datapath, ProgramKind::ToPod, &syn_ack(&first)) == Reason::Forwarded;
+    println!(
+        "fault full map weir_conntrack: capacity {CAPACITY}, {} new connections, 0 dropped \
+         (LRU eviction, {tracked} entries tracked), {evicted} evicted whose replies were denied \
+         by ingress policy; the first connection (replied to before) {}; datapath counters: \
+         {reasons:?}",
+        u32::from(CONNECTIONS) + 1,
+        if first_kept { "kept" } else { "evicted" }
+    );
 }
