@@ -10,7 +10,10 @@
 //! into `server` (port 80, the pod's server, and the echo port). While the
 //! agent is down, `blocked` probes `server` (it must stay as it was) and a
 //! second policy is toggled (allowing `blocked`, or, on the next kill,
-//! revoking that again) so that the restarted agent has a change to apply.
+//! revoking that again) so that the restarted agent has a change to apply,
+//! and a new pod is scheduled to n1: its CNI ADD is retried, as a runtime
+//! does, while the plugin answers that the agent is unreachable (code 11),
+//! and returns only once the restarted agent has regenerated it.
 //!
 //! Converged, precisely: the restarted agent answers `/readyz` with 200
 //! (every reconcile step ok) and a real connection from `blocked` shows the
@@ -46,6 +49,11 @@ const ECHO_INTERVAL: Duration = Duration::from_millis(50);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long a new connection may take before it counts as failed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// A pod's ADD is retried this often while the agent is unreachable (a
+/// runtime backs off longer; this keeps the measure fine) ...
+const ADD_RETRY: Duration = Duration::from_millis(50);
+/// ... for at most this long.
+const ADD_LIMIT: Duration = Duration::from_secs(60);
 /// Bound on waiting for the scene's policy and for convergence.
 const CONVERGE_LIMIT: Duration = Duration::from_secs(15);
 
@@ -82,6 +90,11 @@ pub struct KillFigures {
     /// From the agent's process being started again to converged (see the
     /// module's doc).
     pub converged: Duration,
+    /// A pod added on the node while its agent was down: ADDs that failed
+    /// with the transient code (the runtime retries), and when the one that
+    /// succeeded returned, counted from the agent's restart.
+    pub new_pod_add_failures: u32,
+    pub new_pod_added: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -122,7 +135,8 @@ impl Report {
     pub fn summary(&self) -> String {
         format!(
             "fault kill: {} connections, {} broken, {} new connections ({} failed during gap), \
-             {}, converged in {} ms",
+             {}, converged in {} ms, new pod's ADD waited for the agent (done {} ms after its \
+             restart)",
             self.connections,
             self.broken.len(),
             self.new_connections,
@@ -132,7 +146,13 @@ impl Report {
             } else {
                 "POLICY CHANGED WHILE DOWN"
             },
-            self.slowest_convergence().as_millis()
+            self.slowest_convergence().as_millis(),
+            self.kills
+                .iter()
+                .map(|k| k.new_pod_added)
+                .max()
+                .unwrap_or_default()
+                .as_millis()
         )
     }
 
@@ -144,7 +164,9 @@ impl Report {
             .map(|(i, k)| {
                 format!(
                     "kill {}: down {} ms (agent start {} ms), {} new connections in the gap, \
-                     {} failed; {} probes of {} ({}), {} wrong; converged {} ms after the restart",
+                     {} failed; {} probes of {} ({}), {} wrong; converged {} ms after the restart; \
+                     a pod added while down: {} ADDs refused as transient, ADD done {} ms after \
+                     the restart",
                     i + 1,
                     k.gap.as_millis(),
                     k.startup.as_millis(),
@@ -162,7 +184,9 @@ impl Report {
                         "must not connect"
                     },
                     k.probes_wrong,
-                    k.converged.as_millis()
+                    k.converged.as_millis(),
+                    k.new_pod_add_failures,
+                    k.new_pod_added.as_millis()
                 )
             })
             .collect()
@@ -178,6 +202,20 @@ fn scene_yaml() -> String {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: server-from-client, namespace: {NAMESPACE}}}\nspec:\n  podSelector: {{matchLabels: {{pod: server}}}}\n  policyTypes: [Ingress]\n  ingress:\n  - from:\n    - podSelector: {{matchLabels: {{pod: client}}}}\n    ports:\n    - {{protocol: TCP, port: {SERVE_PORT}}}\n    - {{protocol: TCP, port: {ECHO_PORT}}}\n"
     ));
     yaml
+}
+
+/// The pod added while the agent is down, on its node.
+fn new_pod(kill: usize) -> Result<manifest::Pod> {
+    let objects = manifest::parse(&pod_yaml(
+        NAMESPACE,
+        &format!("new-{kill}"),
+        NODE,
+        &[SERVE_PORT],
+    ))?;
+    match objects.into_iter().next() {
+        Some(Object::Pod(pod)) => Ok(pod),
+        _ => bail!("the new pod's manifest holds no pod"),
+    }
 }
 
 /// The change made while the agent is down: `blocked` allowed in.
@@ -287,6 +325,12 @@ fn kill_repeatedly(
             blocked_allowed_before: allowed_before,
             ..KillFigures::default()
         };
+        // A pod scheduled to the node now: its ADD waits for the agent.
+        let pending = lab.begin_pod(&new_pod(kill + 1)?)?;
+        let adder = std::thread::spawn(move || {
+            let added = pending.add(ADD_RETRY, ADD_LIMIT);
+            (pending, added)
+        });
         // The agent is down: the datapath alone keeps what was in force.
         let down_until = Instant::now() + options.down;
         while Instant::now() < down_until {
@@ -307,6 +351,13 @@ fn kill_repeatedly(
         let back = dialer.since_start();
         figures.gap = back - killed;
         figures.converged = converge(lab, scene, !allowed_before, started)?;
+        let (pending, added) = adder
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread adding a pod panicked"))?;
+        let added = added?;
+        figures.new_pod_add_failures = added.transient_failures;
+        figures.new_pod_added = added.at.saturating_duration_since(started);
+        lab.finish_pod(pending, &added)?;
         progress(&format!(
             "kill {}: back after {} ms, converged {} ms after the restart",
             kill + 1,

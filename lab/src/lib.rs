@@ -30,6 +30,7 @@ mod cni;
 mod etcd;
 mod lifecycle;
 pub mod load;
+pub mod pending_pod;
 mod pods;
 pub mod probe;
 pub mod process;

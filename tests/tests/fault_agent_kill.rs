@@ -2,8 +2,9 @@
 //! 2-node lab with real agents, pods and sockets. 100 long-lived TCP
 //! connections echo messages both ways and 50 new connections a second
 //! arrive while the server's agent is killed, stays down for a second and
-//! is started again. See `weir_lab::agent_kill` for the scene and the
-//! precise meaning of "converged".
+//! is started again; a pod added meanwhile waits for it. See
+//! `weir_lab::agent_kill` for the scene and the precise meaning of
+//! "converged".
 
 use std::time::Duration;
 
@@ -58,6 +59,14 @@ fn sigkill_under_load_breaks_nothing_keeps_policy_and_converges() {
         kill.probes_wrong, 0,
         "the denied flow connected while the agent was down ({} of {} probes)",
         kill.probes_wrong, kill.probes
+    );
+    assert!(
+        kill.new_pod_add_failures >= 1,
+        "the ADD of a pod added while the agent was down waited (was refused as transient)"
+    );
+    assert!(
+        lab.pod("kill/new-1").is_ok(),
+        "the pod added while the agent was down was created once it was back"
     );
     assert!(
         kill.converged <= CONVERGENCE_BOUND,
