@@ -6,12 +6,14 @@
 //! second load with the same directory reuses the pinned maps, so counters
 //! and, later, policy and conntrack state survive an agent restart.
 //! Attachments are TCX links, also pinned there (see [`attach`]), so
-//! programs stay attached while the agent is down.
+//! programs stay attached while the agent is down. A pin whose layout or
+//! ABI version does not match the object is replaced (see [`pins`]).
 
 mod attach;
 pub mod cgroup;
 pub mod maps;
 mod metrics;
+pub mod pins;
 pub mod sysctl;
 
 use std::io;
@@ -98,6 +100,8 @@ pub enum DatapathError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Table(#[from] maps::TableError),
+    #[error("checking the pinned maps: {0}")]
+    Pins(#[from] pins::PinError),
 }
 
 /// Which packets produce flow events (Cilium's monitor aggregation levels).
@@ -133,7 +137,8 @@ pub struct LoadOptions {
     pub maglev_table_size: u32,
     pub maglev_tables: u32,
     /// Capacities other than the object's, by map name (the fault suites
-    /// fill small maps; maps already pinned keep theirs).
+    /// fill small maps; a map pinned with another capacity is replaced, see
+    /// `pins`).
     pub max_entries: Vec<(&'static str, u32)>,
 }
 
@@ -159,6 +164,7 @@ impl Default for LoadOptions {
 pub struct Datapath {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    pins: pins::PinCheck,
 }
 
 impl Datapath {
@@ -195,20 +201,31 @@ impl Datapath {
             .saturating_mul(options.maglev_tables)
             .max(1);
         let aggregation = options.monitor_aggregation.abi_value();
+        // The maglev table's size and any capacity the options set: what
+        // the pins must match and what the loader creates.
+        let mut capacities = vec![(weir_abi::map_names::LB4_MAGLEV, maglev_entries)];
+        capacities.extend(options.max_entries.iter().copied());
+        let expected = pins::expected(object, &capacities)?;
+        let pins = pins::check(pin_dir, &expected)?;
+        for pin in &pins.replaced {
+            tracing::warn!(pin_dir = %pin_dir.display(), map = %pin.map, reason = %pin.reason,
+                "pinned map does not match this agent's datapath: replaced by a new map; \
+                 the programs attached keep the old one until they are replaced");
+        }
         let mut loader = EbpfLoader::new();
         loader
             .default_map_pin_directory(pin_dir)
             .override_global("WEIR_MONITOR_AGGREGATION", &aggregation, true)
             .override_global("WEIR_NODE_IPV4", &node_ipv4, true)
-            .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true)
-            .map_max_entries(weir_abi::map_names::LB4_MAGLEV, maglev_entries);
-        for (name, entries) in &options.max_entries {
+            .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true);
+        for (name, entries) in &capacities {
             loader.map_max_entries(name, *entries);
         }
         let ebpf = loader.load(object)?;
         let mut datapath = Datapath {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
+            pins,
         };
         for kind in ProgramKind::ALL {
             let name = kind.name();
@@ -223,11 +240,36 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        if !datapath.pins.fill_before_attach {
+            pins::record(pin_dir, true)?;
+        }
         Ok(datapath)
     }
 
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// The pins this load replaced because they did not match the object.
+    pub fn replaced_pins(&self) -> &[pins::StalePin] {
+        &self.pins.replaced
+    }
+
+    /// True when maps were replaced (now, or by an earlier start that did
+    /// not get to attach): the programs attached still use the old maps,
+    /// and attaching the new programs before the new maps hold the desired
+    /// state would open a gap in enforcement. Fill them first, attach, then
+    /// call [`Datapath::serving`].
+    pub fn fill_before_attach(&self) -> bool {
+        self.pins.fill_before_attach
+    }
+
+    /// Records that the programs using these maps are attached: the next
+    /// start reuses the pins and attaches at once.
+    pub fn serving(&mut self) -> Result<(), DatapathError> {
+        pins::record(&self.pin_dir, true)?;
+        self.pins.fill_before_attach = false;
+        Ok(())
     }
 
     /// A loaded program, e.g. to run it with `BPF_PROG_TEST_RUN`.
@@ -286,6 +328,17 @@ impl Datapath {
     }
 
     /// Detaches what [`Datapath::attach`] attached with `hook`.
+    /// Removes link pins whose interface is gone (see
+    /// [`attach::remove_orphaned_pins`]); returns how many.
+    pub fn remove_orphaned_pins(&self) -> Result<usize, DatapathError> {
+        attach::remove_orphaned_pins(&self.pin_dir)
+            .map(|removed| removed.len())
+            .map_err(|e| DatapathError::Attach {
+                interface: "*".into(),
+                reason: format!("sweeping {}: {e}", self.pin_dir.join("links").display()),
+            })
+    }
+
     pub fn detach(&self, interface: &str, hook: Hook) -> Result<(), DatapathError> {
         detach_pinned(&self.pin_dir, interface, hook)
     }

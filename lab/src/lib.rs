@@ -26,7 +26,7 @@ pub mod agent_kill;
 pub mod apply;
 mod binaries;
 pub mod client;
-mod cni;
+pub mod cni;
 mod etcd;
 mod lifecycle;
 pub mod load;

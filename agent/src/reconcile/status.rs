@@ -39,6 +39,8 @@ pub struct StepReport {
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileStatus {
     pub steps: Vec<StepReport>,
+    /// The last pass ran on a view that had synced (desired state complete).
+    pub synced: bool,
 }
 
 impl ReconcileStatus {
@@ -54,12 +56,19 @@ impl ReconcileStatus {
                     last_error: String::new(),
                 })
                 .collect(),
+            synced: false,
         }
     }
 
     /// Ready when every step has run and its last run succeeded.
     pub fn ready(&self) -> bool {
         self.steps.iter().all(|step| step.state == StepState::Ok)
+    }
+
+    /// The maps hold the whole desired state: the last pass ran on a synced
+    /// view and every step has succeeded.
+    pub fn converged(&self) -> bool {
+        self.synced && !self.steps.is_empty() && self.ready()
     }
 
     /// The `/readyz` body: one line per step.
