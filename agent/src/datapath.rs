@@ -136,6 +136,10 @@ pub struct LoadOptions {
     /// have a table (`weir_lb4_maglev` holds tables × size entries).
     pub maglev_table_size: u32,
     pub maglev_tables: u32,
+    /// Capacities other than the object's, by map name (the fault suites
+    /// fill small maps; a map pinned with another capacity is replaced, see
+    /// `pins`).
+    pub max_entries: Vec<(&'static str, u32)>,
 }
 
 /// Cilium's default Maglev table size is 16381; Weir defaults to a smaller
@@ -150,6 +154,7 @@ impl Default for LoadOptions {
             node_ipv4: None,
             maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
             maglev_tables: DEFAULT_MAGLEV_TABLES,
+            max_entries: Vec::new(),
         }
     }
 }
@@ -196,21 +201,27 @@ impl Datapath {
             .saturating_mul(options.maglev_tables)
             .max(1);
         let aggregation = options.monitor_aggregation.abi_value();
-        let expected =
-            pins::expected(object, &[(weir_abi::map_names::LB4_MAGLEV, maglev_entries)])?;
+        // The maglev table's size and any capacity the options set: what
+        // the pins must match and what the loader creates.
+        let mut capacities = vec![(weir_abi::map_names::LB4_MAGLEV, maglev_entries)];
+        capacities.extend(options.max_entries.iter().copied());
+        let expected = pins::expected(object, &capacities)?;
         let pins = pins::check(pin_dir, &expected)?;
         for pin in &pins.replaced {
             tracing::warn!(pin_dir = %pin_dir.display(), map = %pin.map, reason = %pin.reason,
                 "pinned map does not match this agent's datapath: replaced by a new map; \
                  the programs attached keep the old one until they are replaced");
         }
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .default_map_pin_directory(pin_dir)
             .override_global("WEIR_MONITOR_AGGREGATION", &aggregation, true)
             .override_global("WEIR_NODE_IPV4", &node_ipv4, true)
-            .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true)
-            .map_max_entries(weir_abi::map_names::LB4_MAGLEV, maglev_entries)
-            .load(object)?;
+            .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true);
+        for (name, entries) in &capacities {
+            loader.map_max_entries(name, *entries);
+        }
+        let ebpf = loader.load(object)?;
         let mut datapath = Datapath {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),

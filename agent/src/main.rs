@@ -59,6 +59,7 @@ async fn run(args: Config) -> Result<()> {
         },
         maglev_table_size: args.maglev_table_size,
         maglev_tables: args.maglev_tables,
+        ..LoadOptions::default()
     };
     let mut datapath = Datapath::load_with(&args.bpffs_dir, &options).with_context(|| {
         format!(

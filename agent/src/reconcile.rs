@@ -34,6 +34,7 @@ use tracing::warn;
 
 use crate::cluster::kvstore::SharedView;
 use crate::cluster::manifest_dir::{ClusterManifests, ManifestDir};
+use crate::datapath::maps::fill::FullMap;
 use crate::datapath::SharedDatapath;
 use crate::endpoint::manager::EndpointManager;
 use crate::endpoint::readiness::EndpointReadiness;
@@ -288,7 +289,7 @@ impl Reconciler {
 
     /// Records one step's run: its state, its metrics, and in `failed` the
     /// error of this pass.
-    fn record<E: std::fmt::Display>(
+    fn record<E: std::fmt::Display + FullMap>(
         &mut self,
         which: fn(&mut Steps) -> &mut Step,
         result: Result<(), E>,
@@ -297,6 +298,9 @@ impl Reconciler {
         let step = which(&mut self.steps);
         if let Err(error) = &result {
             failed.push(format!("{}: {error:#}", step.name()));
+            if let (Some(map), Some(metrics)) = (error.full_map(), &self.step_metrics) {
+                metrics.map_full(map);
+            }
         }
         step.record(Instant::now(), result);
         if let Some(metrics) = &self.step_metrics {

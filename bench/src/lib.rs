@@ -7,4 +7,5 @@ pub mod flows;
 pub mod kubeproxy;
 pub mod lab;
 pub mod propagation;
+pub mod reliability;
 pub mod services;

@@ -42,6 +42,23 @@ enum Bench {
         #[arg(long, default_value = "default")]
         iptables: String,
     },
+    /// The agent-kill fault at a higher rate and with several kills:
+    /// connections kept, new connections failed, convergence per kill.
+    Reliability {
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        /// New connections per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 3)]
+        kills: usize,
+        /// How long the agent stays down each time, seconds.
+        #[arg(long, default_value_t = 3)]
+        down: u64,
+        /// Traffic before the first kill and after each convergence, seconds.
+        #[arg(long, default_value_t = 6)]
+        settle: u64,
+    },
     /// Time of `lab up` and of applying N pods, with real agents and CNI.
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -58,6 +75,19 @@ fn main() -> Result<()> {
         Bench::Datapath { repeat, runs } => weir_bench::datapath::run(repeat, runs.max(1)),
         Bench::Lab { nodes, pods, runs } => weir_bench::lab::run(nodes, pods, runs.max(1)),
         Bench::Propagation { runs } => weir_bench::propagation::run(runs.max(1)),
+        Bench::Reliability {
+            connections,
+            rate,
+            kills,
+            down,
+            settle,
+        } => weir_bench::reliability::run(&weir_lab::agent_kill::Options {
+            connections: connections.max(1),
+            rate: rate.max(1),
+            kills: kills.max(1),
+            down: std::time::Duration::from_secs(down),
+            settle: std::time::Duration::from_secs(settle),
+        }),
         Bench::Flows { events } => weir_bench::flows::run(events.max(1)),
         Bench::Services {
             counts,

@@ -87,6 +87,36 @@ impl Lab {
         self.state.save(&self.dir)
     }
 
+    /// Kills `node`'s agent with SIGKILL (no shutdown path runs, as in a
+    /// crash or an OOM kill) and waits until it is gone. The pinned maps and
+    /// program attachments stay; `revive_agent` starts it again.
+    pub fn kill_agent(&mut self, node: &str) -> Result<()> {
+        let index = self.node_index(node)?;
+        process::kill_now(self.state.nodes[index].agent_pid)?;
+        self.state.nodes[index].agent_pid = 0;
+        self.state.save(&self.dir)
+    }
+
+    /// Starts `node`'s agent again (same state, same pins) after
+    /// `kill_agent`, returning once its API socket accepts connections.
+    pub fn revive_agent(&mut self, node: &str) -> Result<()> {
+        let index = self.node_index(node)?;
+        if process::alive(self.state.nodes[index].agent_pid) {
+            bail!("the agent of {node} is running");
+        }
+        let pid = self.start_agent(&self.state.nodes[index])?;
+        self.state.nodes[index].agent_pid = pid;
+        self.state.save(&self.dir)
+    }
+
+    fn node_index(&self, node: &str) -> Result<usize> {
+        self.state
+            .nodes
+            .iter()
+            .position(|n| n.name == node)
+            .with_context(|| format!("no node {node}"))
+    }
+
     /// Runs the `weir` CLI (built beside the agent) against `node`'s agent:
     /// `weir --socket <its API socket> ARGS`. `observe` takes the node's
     /// Observer socket with `--server` ([`hubble_socket`]).
@@ -102,14 +132,28 @@ impl Lab {
 
     /// GET /metrics of `node`'s agent (from inside the node's namespace).
     pub fn scrape_metrics(&self, node: &str) -> Result<String> {
+        self.agent_http_get(node, "/metrics")
+    }
+
+    /// True if `node`'s agent answers /readyz with 200 (every reconcile
+    /// step ok); false if it answers otherwise or not at all.
+    pub fn agent_ready(&self, node: &str) -> bool {
+        self.agent_http_get(node, "/readyz")
+            .is_ok_and(|response| response.starts_with("HTTP/1.1 200"))
+    }
+
+    /// The whole HTTP response of GET `path` from `node`'s agent (its
+    /// metrics address, from inside the node's namespace).
+    fn agent_http_get(&self, node: &str, path: &str) -> Result<String> {
         use std::io::{Read, Write};
         let node = self.node(node)?;
         let address = std::net::SocketAddr::from((node.underlay_ip, METRICS_PORT));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         netns::run_in(&node.netns, move || -> Result<String> {
             let mut stream =
                 std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
             stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            stream.write_all(request.as_bytes())?;
             let mut response = String::new();
             stream.read_to_string(&mut response)?;
             Ok(response)

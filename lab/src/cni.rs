@@ -104,8 +104,13 @@ pub fn add(call: &Invocation) -> Result<Ipv4Addr> {
             outcome.stderr.trim()
         );
     }
+    add_result_address(&outcome.stdout)
+}
+
+/// The pod's IPv4 address in a successful ADD's result.
+pub fn add_result_address(stdout: &str) -> Result<Ipv4Addr> {
     let result: serde_json::Value =
-        serde_json::from_str(&outcome.stdout).context("CNI ADD result is not JSON")?;
+        serde_json::from_str(stdout).context("CNI ADD result is not JSON")?;
     let address = result["ips"][0]["address"]
         .as_str()
         .context("CNI ADD result has no ips[0].address")?;

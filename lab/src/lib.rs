@@ -18,15 +18,19 @@
 //! [`apply`] (manifests, the API server's part) and [`services`] (the
 //! endpoint-slice controller's part); `lifecycle` brings a lab up and down.
 //! [`probe`] and [`client`] reach into a running lab, [`testing`] makes a
-//! lab for one test.
+//! lab for one test. [`load`] is traffic a fault must not disturb and
+//! [`agent_kill`] the agent-kill fault, shared by its suite and benchmark.
 
 mod agent;
+pub mod agent_kill;
 pub mod apply;
 mod binaries;
 pub mod client;
 pub mod cni;
 mod etcd;
 mod lifecycle;
+pub mod load;
+pub mod pending_pod;
 mod pods;
 pub mod probe;
 pub mod process;

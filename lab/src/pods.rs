@@ -18,7 +18,7 @@ use crate::{cni, process, Lab};
 use weir_tests::netns;
 
 /// The pod's interface, as kubelet names it.
-const POD_IFNAME: &str = "eth0";
+pub(crate) const POD_IFNAME: &str = "eth0";
 const POD_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a deleted pod that backs a service is published terminating
 /// before it stops: a few reconcile ticks of the agents.
@@ -71,7 +71,7 @@ impl Lab {
         Ok(Applied::Created(created))
     }
 
-    fn write_pod_manifest(&self, pod: &Pod, node: &str) -> Result<()> {
+    pub(crate) fn write_pod_manifest(&self, pod: &Pod, node: &str) -> Result<()> {
         let ports: Vec<serde_json::Value> = pod
             .ports
             .iter()
@@ -98,7 +98,7 @@ impl Lab {
     }
 
     /// The pod's nodeName, or the node with the fewest pods.
-    fn schedule(&self, pod: &Pod) -> Result<NodeRecord> {
+    pub(crate) fn schedule(&self, pod: &Pod) -> Result<NodeRecord> {
         if let Some(name) = &pod.node {
             return self.state.node(name).cloned().with_context(|| {
                 format!(
@@ -173,7 +173,12 @@ impl Lab {
 
     /// Starts the pod's server and waits until it serves (like a readiness
     /// probe), returning its pid.
-    fn start_pod_server(&self, pod: &Pod, netns_name: &str, cgroup: &Path) -> Result<u32> {
+    pub(crate) fn start_pod_server(
+        &self,
+        pod: &Pod,
+        netns_name: &str,
+        cgroup: &Path,
+    ) -> Result<u32> {
         let mut args = vec!["--identity".to_string(), pod.namespaced_name().to_string()];
         for port in &pod.ports {
             args.push(format!("--{}", port.protocol.name().to_ascii_lowercase()));
@@ -249,7 +254,7 @@ impl Lab {
 }
 
 /// 64 hex characters, like a container runtime's ids.
-fn new_container_id() -> Result<String> {
+pub(crate) fn new_container_id() -> Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")

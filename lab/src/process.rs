@@ -90,6 +90,24 @@ pub fn stop(pid: u32, grace: Duration) {
     }
 }
 
+/// Kills a process with SIGKILL at once and waits (bounded) until it is
+/// gone, reaping it if it is our child.
+pub fn kill_now(pid: u32) -> Result<()> {
+    if !alive(pid) {
+        anyhow::bail!("no process {pid} to kill");
+    }
+    let target = Pid::from_raw(pid as i32);
+    kill(target, Signal::SIGKILL).with_context(|| format!("SIGKILL {pid}"))?;
+    for _ in 0..250 {
+        reap(target);
+        if !alive(pid) {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(20));
+    }
+    anyhow::bail!("process {pid} still there 5 s after SIGKILL")
+}
+
 fn reap(pid: Pid) {
     let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
 }

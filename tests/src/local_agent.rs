@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use weir_agent::cluster::kvstore::{self, SharedView};
 use weir_agent::cluster::manifest_dir::ManifestDir;
-use weir_agent::datapath::{Datapath, SharedDatapath};
+use weir_agent::datapath::{Datapath, LoadOptions, SharedDatapath};
 use weir_agent::endpoint::ipam::{AttachmentKey, Ipam};
 use weir_agent::endpoint::manager::{EndpointManager, NewEndpoint};
 use weir_agent::endpoint::state::StateStore;
@@ -137,7 +137,15 @@ pub struct LocalAgent {
 
 impl LocalAgent {
     pub fn load(paths: &NodePaths) -> LocalAgent {
-        let datapath = SharedDatapath::new(Datapath::load(&paths.pins).expect("load the datapath"));
+        LocalAgent::load_with(paths, &LoadOptions::default())
+    }
+
+    /// [`LocalAgent::load`] with the datapath loaded with `options` (e.g.
+    /// small maps to fill).
+    pub fn load_with(paths: &NodePaths, options: &LoadOptions) -> LocalAgent {
+        let datapath = SharedDatapath::new(
+            Datapath::load_with(&paths.pins, options).expect("load the datapath"),
+        );
         let store = StateStore::new(&paths.state).expect("open the state directory");
         let ipam = Ipam::new(POD_CIDR.parse().expect("a CIDR")).expect("the pod CIDR");
         let state = store.load_or(ipam).expect("load the node's state");

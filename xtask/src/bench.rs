@@ -57,6 +57,26 @@ pub enum Bench {
         #[arg(long, default_value = "default")]
         iptables: String,
     },
+    /// The agent-kill fault in the lab at a higher rate and longer: the
+    /// agent of a node SIGKILLed several times under load; connections
+    /// kept, new connections failed in each gap, convergence per kill.
+    Reliability {
+        /// Long-lived TCP connections.
+        #[arg(long, default_value_t = 100)]
+        connections: u32,
+        /// New connections per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 3)]
+        kills: u32,
+        /// Seconds the agent stays down each time.
+        #[arg(long, default_value_t = 3)]
+        down: u32,
+        /// Seconds of traffic before the first kill and after each
+        /// convergence.
+        #[arg(long, default_value_t = 6)]
+        settle: u32,
+    },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -92,6 +112,28 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 iptables.clone(),
                 "--samples".into(),
                 samples.to_string(),
+            ],
+        ),
+        Bench::Reliability {
+            connections,
+            rate,
+            kills,
+            down,
+            settle,
+        } => (
+            "reliability: agent killed under load, in the lab",
+            vec![
+                "reliability".to_string(),
+                "--connections".into(),
+                connections.to_string(),
+                "--rate".into(),
+                rate.to_string(),
+                "--kills".into(),
+                kills.to_string(),
+                "--down".into(),
+                down.to_string(),
+                "--settle".into(),
+                settle.to_string(),
             ],
         ),
         Bench::Lab { nodes, pods, runs } => (

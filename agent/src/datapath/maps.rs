@@ -30,10 +30,30 @@ pub enum TableError {
     Missing(&'static str),
     #[error("map {map}: {source}")]
     Map { map: &'static str, source: MapError },
+    /// The kernel refused a new entry: the map is at its capacity.
+    #[error("map {map} is full: the kernel refused a new entry ({source})")]
+    KernelFull { map: &'static str, source: MapError },
+    /// Refused before writing anything: see `fill::fits`.
+    #[error(
+        "map {map} is full: {new} more entries do not fit ({used} of {capacity} in use); \
+         nothing of this change was written"
+    )]
+    Full {
+        map: &'static str,
+        new: usize,
+        used: usize,
+        capacity: u32,
+    },
 }
 
 pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> TableError {
-    move |source| TableError::Map { map, source }
+    move |source| {
+        if fill::says_full(&source) {
+            TableError::KernelFull { map, source }
+        } else {
+            TableError::Map { map, source }
+        }
+    }
 }
 
 pub(super) fn hash<'a, K: aya::Pod, V: aya::Pod>(
@@ -64,7 +84,7 @@ pub(super) fn removed(map: &'static str, result: Result<(), MapError>) -> Result
         {
             Ok(())
         }
-        Err(source) => Err(TableError::Map { map, source }),
+        Err(source) => Err(map_err(map)(source)),
     }
 }
 

@@ -36,7 +36,25 @@ impl IpcacheSync {
             Some(current) => current,
             None => maps::ipcache_entries(ebpf)?,
         };
-        let diff = desired.diff(&current, synced);
+        let mut diff = desired.diff(&current, synced);
+        // Removals are written after upserts (an address moving between
+        // prefixes is never unknown), so the new entries must fit beside
+        // all current ones. If they do not, the removals go first (the only
+        // way to make room) and, if they still do not, none is written: a
+        // policy's CIDRs are all in the map or none is.
+        let capacity = maps::fill::max_entries(ebpf, weir_abi::map_names::IPCACHE);
+        let mut current = current;
+        if fits(&diff, &current, capacity).is_err() {
+            // On a failed write `written` stays empty: the next pass re-reads.
+            for prefix in std::mem::take(&mut diff.removals) {
+                maps::remove_ipcache(ebpf, prefix)?;
+                current.remove(&prefix);
+            }
+            if let Err(full) = fits(&diff, &current, capacity) {
+                self.written = Some(current);
+                return Err(full);
+            }
+        }
         // On a failed write `written` stays empty: the next pass re-reads.
         apply(ebpf, &diff)?;
         let mut next = current;
@@ -49,6 +67,20 @@ impl IpcacheSync {
         self.written = Some(next);
         Ok(())
     }
+}
+
+/// Whether the new prefixes of `diff` fit beside `current`.
+fn fits(
+    diff: &IpcacheDiff,
+    current: &BTreeMap<IpNetwork, IpcacheValue>,
+    capacity: Option<u32>,
+) -> Result<(), TableError> {
+    let new = diff
+        .upserts
+        .iter()
+        .filter(|(prefix, _)| !current.contains_key(prefix))
+        .count();
+    maps::fill::fits(weir_abi::map_names::IPCACHE, current.len(), new, capacity)
 }
 
 /// Applies an ipcache diff; stops at the first error (the map then holds a

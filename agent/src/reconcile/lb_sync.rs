@@ -160,6 +160,10 @@ impl LbSync {
             self.restored = true;
         }
         if self.full {
+            // A full map is the usual cause of a failed pass, and the sweep
+            // comes only after every frontend is written: the entries of
+            // frontends no longer asked for go first, to make room.
+            self.remove_undesired(maps, frontends)?;
             self.lowered.clear();
             self.backend_ids.forget_holders();
             self.revnat_ids.forget_holders();
@@ -414,6 +418,29 @@ impl LbSync {
             state: backend.state,
             local: backend.node.as_deref() == Some(self.node_name.as_str()),
         }
+    }
+
+    /// Removes the service entries of every frontend not in `frontends`
+    /// (entries before slots).
+    fn remove_undesired(
+        &mut self,
+        maps: &mut impl LbMaps,
+        frontends: &BTreeMap<FrontendKey, Frontend>,
+    ) -> Result<(), TableError> {
+        let mut stale: Vec<Lb4Key> = self
+            .written
+            .services
+            .keys()
+            .filter(|entry| {
+                lb::decode_service_key(entry).map_or(true, |(key, _)| !frontends.contains_key(&key))
+            })
+            .copied()
+            .collect();
+        stale.sort_by_key(|entry| entry.backend_slot != 0);
+        for entry in stale {
+            self.written.remove_service(maps, &entry)?;
+        }
+        Ok(())
     }
 
     /// Removes the frontend at `key`: its entry first, so the datapath stops

@@ -4,7 +4,8 @@
 //! `weir_policy_propagation_seconds` (from the agent first seeing a changed
 //! policy set to the pass that wrote it completing); and per reconcile
 //! step, `weir_reconcile_errors_total{step}` and
-//! `weir_reconcile_step_consecutive_failures{step}`.
+//! `weir_reconcile_step_consecutive_failures{step}`, and
+//! `weir_map_full_total{map}` (step runs that failed on a full map).
 
 use std::time::{Duration, Instant};
 
@@ -60,12 +61,23 @@ impl ReconcileMetrics {
     }
 }
 
-/// Errors of each reconcile step.
+/// Errors of each reconcile step, and the runs that failed on a full map.
 #[derive(Clone)]
 pub struct StepMetrics {
     errors: IntCounterVec,
     failing: IntGaugeVec,
+    map_full: IntCounterVec,
 }
+
+/// The maps the steps write, with a zero `weir_map_full_total` series each.
+const WRITTEN_MAPS: [&str; 6] = [
+    weir_abi::map_names::POLICY,
+    weir_abi::map_names::ENDPOINTS,
+    weir_abi::map_names::IPCACHE,
+    weir_abi::map_names::LB4_SERVICES,
+    weir_abi::map_names::LB4_BACKENDS,
+    weir_abi::map_names::LB4_REVNAT,
+];
 
 impl StepMetrics {
     /// Registers the families with a zero series for each of `steps`.
@@ -90,11 +102,37 @@ impl StepMetrics {
                 &["step"],
             ),
         );
+        let map_full = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "weir_map_full_total",
+                    "Reconcile step runs that failed because a datapath map was full (the change not written)",
+                ),
+                &["map"],
+            ),
+        );
         for step in steps {
             errors.with_label_values(&[step]);
             failing.with_label_values(&[step]).set(0);
         }
-        StepMetrics { errors, failing }
+        for map in WRITTEN_MAPS {
+            map_full.with_label_values(&[map]);
+        }
+        StepMetrics {
+            errors,
+            failing,
+            map_full,
+        }
+    }
+
+    /// A step's run failed because `map` was full.
+    pub fn map_full(&self, map: &str) {
+        self.map_full.with_label_values(&[map]).inc();
+    }
+
+    pub fn map_full_count(&self, map: &str) -> u64 {
+        self.map_full.with_label_values(&[map]).get()
     }
 
     /// A run of `step` ended, leaving it at `failures` in a row.

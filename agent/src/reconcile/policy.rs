@@ -301,13 +301,38 @@ impl PolicySync {
     }
 
     /// Writes new and changed entries (before enforcement flags change, so
-    /// a newly enforced endpoint finds its allows in place).
+    /// a newly enforced endpoint finds its allows in place). All or
+    /// nothing: if the new entries do not fit into the map, none is written
+    /// (no policy partly applied) and the flags wait with them. A full map
+    /// first drops the entries no longer desired, the only way to make
+    /// room: that can deny, until the flags are written, traffic of an
+    /// endpoint whose policy is going away (closed, never open).
     pub fn apply_upserts(&mut self, datapath: &mut Datapath) -> Result<(), maps::TableError> {
+        if self.upserts_fit(datapath).is_err() {
+            self.apply_removals(datapath)?;
+        }
+        self.upserts_fit(datapath)?;
         for (key, entry) in upserts(&self.desired, &self.written, &self.held()) {
             maps::set_policy(datapath.ebpf_mut(), key.prefix_len, key.key, entry)?;
             self.written.insert(key, entry);
         }
         Ok(())
+    }
+
+    /// Whether this pass's new entries fit beside what the map holds
+    /// (`written` is the whole map: read at start, then kept as written).
+    fn upserts_fit(&self, datapath: &mut Datapath) -> Result<(), maps::TableError> {
+        let new = upserts(&self.desired, &self.written, &self.held())
+            .iter()
+            .filter(|(key, _)| !self.written.contains_key(key))
+            .count();
+        let capacity = maps::fill::max_entries(datapath.ebpf_mut(), weir_abi::map_names::POLICY);
+        maps::fill::fits(
+            weir_abi::map_names::POLICY,
+            self.written.len(),
+            new,
+            capacity,
+        )
     }
 
     /// Removes entries no longer desired (after enforcement flags change).
