@@ -11,10 +11,13 @@ use anyhow::{bail, Context, Result};
 
 use weir_tests::netns;
 
-/// The network configuration the lab gives the plugin on `node`.
+/// The network configuration the lab gives the plugin on `node`. It says
+/// 1.0.0, as an installed configuration should: containerd 1.6/1.7 (libcni
+/// 1.1) refuses results of 1.1.0, and the plugin answers in the version the
+/// configuration names.
 pub fn network_config(agent_socket: &Path, mtu: u32) -> serde_json::Value {
     serde_json::json!({
-        "cniVersion": "1.1.0",
+        "cniVersion": "1.0.0",
         "name": "weir",
         "type": "weir-cni",
         "agentSocket": agent_socket,
