@@ -7,6 +7,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod crds;
 mod deny;
 mod lab;
 #[cfg(test)]
@@ -42,6 +43,9 @@ enum Command {
     /// The lab cluster: `lab up` (2 nodes, example workloads, matrix),
     /// `lab down`, `lab apply -f`, `lab status`, `lab matrix`, ...
     Lab(lab::LabArgs),
+    /// Write Weir's CRDs (agent/crds) as YAML under deploy/crds/;
+    /// `--check` fails when the files are out of date instead.
+    Crds(crds::CrdsArgs),
 }
 
 fn main() -> Result<()> {
@@ -51,5 +55,6 @@ fn main() -> Result<()> {
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Lab(args) => lab::run(&args),
+        Command::Crds(args) => crds::run(&args),
     }
 }

@@ -28,7 +28,8 @@
 //! them could turn a narrow rule into a wide one. Other unknown fields are
 //! ignored, as kubectl does.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use weir_types::IntOrString;
 
 use crate::error::{FieldErrors, Path, PolicyError};
@@ -41,137 +42,177 @@ use crate::rule::{
 use crate::selector::{LabelSelectorSpec, Operator, Requirement, Selector};
 use crate::validate::{parse_cidr, parse_cidr_peer, parse_port, PortStyle};
 
-type Unsupported = Option<serde_yaml_ng::Value>;
+/// A field Weir does not implement, kept as written so that validation can
+/// refuse it (see the module doc).
+type Unsupported = Option<Raw>;
+
+/// Any YAML/JSON value, unvalidated. Its schema keeps whatever is written
+/// (`x-kubernetes-preserve-unknown-fields`): an API server that pruned an
+/// unsupported field would turn a narrow rule into a wide one unseen.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Raw(pub serde_yaml_ng::Value);
+
+impl JsonSchema for Raw {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Raw".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+    }
+}
+
+/// Kubernetes' integer-or-string schema, for `port`.
+fn int_or_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "anyOf": [{ "type": "integer" }, { "type": "string" }],
+    })
+}
 
 /// `WeirNetworkPolicy` or `WeirClusterwideNetworkPolicy` (same shape).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WeirPolicy {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     #[serde(default)]
     pub metadata: ObjectMeta,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<WeirRule>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specs: Option<Vec<WeirRule>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WeirRule {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_selector: Option<LabelSelectorSpec>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Vec<PeerRule>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_deny: Option<Vec<PeerRule>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<PeerRule>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_deny: Option<Vec<PeerRule>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_default_deny: Option<DefaultDeny>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Unsupported,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DefaultDeny {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<bool>,
 }
 
 /// One ingress, ingressDeny, egress or egressDeny rule. The `from*` fields
 /// are valid only in ingress rules and the `to*` peer fields only in egress
 /// rules; [`WeirPolicy::to_policy`] checks that.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerRule {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_endpoints: Option<Vec<LabelSelectorSpec>>,
-    #[serde(default, rename = "fromCIDR")]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "fromCIDR")]
     pub from_cidr: Option<Vec<String>>,
-    #[serde(default, rename = "fromCIDRSet")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "fromCIDRSet"
+    )]
     pub from_cidr_set: Option<Vec<CidrRule>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_entities: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_endpoints: Option<Vec<LabelSelectorSpec>>,
-    #[serde(default, rename = "toCIDR")]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "toCIDR")]
     pub to_cidr: Option<Vec<String>>,
-    #[serde(default, rename = "toCIDRSet")]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "toCIDRSet")]
     pub to_cidr_set: Option<Vec<CidrRule>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_entities: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_ports: Option<Vec<PortRule>>,
 
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_requires: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_groups: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_nodes: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_requires: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_groups: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_nodes: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_services: Unsupported,
-    #[serde(default, rename = "toFQDNs")]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "toFQDNs")]
     pub to_fqdns: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmps: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Unsupported,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CidrRule {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr_group_ref: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PortRule {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<PortProtocol>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_names: Unsupported,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener: Unsupported,
-    #[serde(default, rename = "terminatingTLS")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "terminatingTLS"
+    )]
     pub terminating_tls: Unsupported,
-    #[serde(default, rename = "originatingTLS")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "originatingTLS"
+    )]
     pub originating_tls: Unsupported,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PortProtocol {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "int_or_string_schema")]
     pub port: Option<IntOrString>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_port: Option<i64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
 }
 
