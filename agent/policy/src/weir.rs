@@ -27,6 +27,10 @@
 //! L7 `rules`, `icmps`, `nodeSelector`, ...) are validation errors: ignoring
 //! them could turn a narrow rule into a wide one. Other unknown fields are
 //! ignored, as kubectl does.
+//!
+//! The spec types also derive `Serialize` and `JsonSchema`: weir-crds builds
+//! the CRDs' schemas from them (their doc comments are the field
+//! descriptions `kubectl explain` shows), so keep those comments plain text.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -119,7 +123,7 @@ pub struct DefaultDeny {
 
 /// One ingress, ingressDeny, egress or egressDeny rule. The `from*` fields
 /// are valid only in ingress rules and the `to*` peer fields only in egress
-/// rules; [`WeirPolicy::to_policy`] checks that.
+/// rules; validation checks that.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerRule {

@@ -118,6 +118,10 @@ fn a_refusal_lists_every_problem_with_its_path() {
             "spec.ingress[0].toPorts[0].ports[0].port"
         ]
     );
+    assert_eq!(
+        status.errors[1].message,
+        "port 70000 is out of range 1-65535"
+    );
 }
 
 #[test]
