@@ -34,6 +34,8 @@ pub mod node;
 pub mod policy;
 pub mod render;
 pub mod schema;
+#[cfg(test)]
+mod test_util;
 
 pub use endpoint::{
     EndpointAddresses, EndpointState, NamedPort, PolicyEnforcement, WeirEndpoint, WeirEndpointSpec,

@@ -218,3 +218,97 @@ fn check(node: &Value, path: &str, in_junctor: bool, problems: &mut Vec<String>)
 
 #[cfg(test)]
 mod tests;
+
+/// Checks `value` (one object of the kind) against `schema` (its
+/// `openAPIV3Schema`) as the API server would before storing it: types,
+/// required fields, enums, and, what matters most here, fields the schema
+/// does not name, which the API server prunes silently. One line per
+/// problem, with its path; empty when the object would be stored as is.
+/// (A subset of OpenAPI: no formats, bounds or patterns.)
+pub fn object_problems(schema: &Value, value: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut root = value.clone();
+    // The API server owns these three; the schema leaves them out.
+    if let Some(map) = root.as_object_mut() {
+        for k in ["apiVersion", "kind", "metadata"] {
+            map.remove(k);
+        }
+    }
+    check_value(schema, &root, "", &mut problems);
+    problems
+}
+
+fn check_value(schema: &Value, value: &Value, path: &str, problems: &mut Vec<String>) {
+    let flag = |k: &str| schema.get(k).and_then(Value::as_bool) == Some(true);
+    if flag("x-kubernetes-preserve-unknown-fields") && schema.get("type").is_none() {
+        return;
+    }
+    if value.is_null() {
+        if !flag("nullable") {
+            problems.push(format!("{path}: null where nullable is not set (pruned)"));
+        }
+        return;
+    }
+    if flag("x-kubernetes-int-or-string") {
+        if !(value.is_i64() || value.is_u64() || value.is_string()) {
+            problems.push(format!(
+                "{path}: {value} is neither an integer nor a string"
+            ));
+        }
+        return;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            problems.push(format!(
+                "{path}: {value} is not one of {}",
+                Value::from(allowed.clone())
+            ));
+        }
+    }
+    let type_ok = match schema.get("type").and_then(Value::as_str) {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !type_ok {
+        problems.push(format!("{path}: {value} is not of type {}", schema["type"]));
+        return;
+    }
+    if let Some(items) = value.as_array() {
+        if let Some(item_schema) = schema.get("items") {
+            for (i, item) in items.iter().enumerate() {
+                check_value(item_schema, item, &format!("{path}[{i}]"), problems);
+            }
+        }
+        return;
+    }
+    let Some(fields) = value.as_object() else {
+        return;
+    };
+    for required in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(name) = required.as_str().filter(|n| !fields.contains_key(*n)) {
+            problems.push(format!("{path}.{name}: required"));
+        }
+    }
+    let properties = schema.get("properties").and_then(Value::as_object);
+    let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+    for (name, field) in fields {
+        let field_path = format!("{path}.{name}");
+        match (properties.and_then(|p| p.get(name)), additional) {
+            (Some(field_schema), _) | (None, Some(field_schema)) => {
+                check_value(field_schema, field, &field_path, problems)
+            }
+            (None, None) if flag("x-kubernetes-preserve-unknown-fields") => {}
+            (None, None) => problems.push(format!("{field_path}: not in the schema (pruned)")),
+        }
+    }
+}

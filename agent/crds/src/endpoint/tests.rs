@@ -18,6 +18,7 @@ status:
   policyRevision: 12
 "#;
     let endpoint: WeirEndpoint = serde_yaml_ng::from_str(yaml).unwrap();
+    crate::test_util::assert_stored_as_is::<WeirEndpoint>(yaml);
     assert_eq!(
         endpoint.spec.named_ports[0].protocol,
         weir_policy::Protocol::Tcp

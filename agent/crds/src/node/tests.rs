@@ -15,6 +15,7 @@ status:
   health: {state: Degraded, message: conntrack map full, lastHeartbeat: "2026-12-03T16:00:00Z"}
 "#;
     let node: WeirNode = serde_yaml_ng::from_str(yaml).unwrap();
+    crate::test_util::assert_stored_as_is::<WeirNode>(yaml);
     assert_eq!(node.spec.pod_cidrs[0].to_string(), "10.42.1.0/24");
     assert_eq!(
         serde_yaml_ng::to_value(&node).unwrap(),

@@ -47,6 +47,7 @@ status:
 #[test]
 fn a_namespaced_policy_round_trips() {
     let policy: WeirNetworkPolicy = round_trip(NAMESPACED);
+    crate::test_util::assert_stored_as_is::<WeirNetworkPolicy>(NAMESPACED);
     assert_eq!(policy.metadata.namespace.as_deref(), Some("shop"));
     assert_eq!(policy.specs.as_ref().map(Vec::len), Some(1));
     assert_eq!(policy.status.unwrap().nodes["n1"].revision, Some(7));
@@ -55,9 +56,9 @@ fn a_namespaced_policy_round_trips() {
 #[test]
 fn a_clusterwide_policy_round_trips_with_unsupported_fields_kept() {
     // toFQDNs is refused by validation, and so must survive the trip.
-    let policy: WeirClusterwideNetworkPolicy = round_trip(
-        "apiVersion: weir.io/v1\nkind: WeirClusterwideNetworkPolicy\nmetadata: {name: dns}\nspec:\n  endpointSelector: {}\n  egress:\n  - toFQDNs: [{matchName: example.com}]\n",
-    );
+    let yaml = "apiVersion: weir.io/v1\nkind: WeirClusterwideNetworkPolicy\nmetadata: {name: dns}\nspec:\n  endpointSelector: {}\n  egress:\n  - toFQDNs: [{matchName: example.com}]\n";
+    let policy: WeirClusterwideNetworkPolicy = round_trip(yaml);
+    crate::test_util::assert_stored_as_is::<WeirClusterwideNetworkPolicy>(yaml);
     let err = policy.to_policy().unwrap_err();
     assert!(
         err.to_string().contains("toFQDNs is not supported"),
@@ -86,10 +87,14 @@ fn the_example_policies_parse_as_the_crd_types() {
         let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
         let yaml = serde_yaml_ng::to_string(&value).unwrap();
         let from_crd = match value["kind"].as_str() {
-            Some("WeirNetworkPolicy") => serde_yaml_ng::from_value::<WeirNetworkPolicy>(value)
-                .unwrap()
-                .to_policy(),
+            Some("WeirNetworkPolicy") => {
+                crate::test_util::assert_stored_as_is::<WeirNetworkPolicy>(&yaml);
+                serde_yaml_ng::from_value::<WeirNetworkPolicy>(value)
+                    .unwrap()
+                    .to_policy()
+            }
             Some("WeirClusterwideNetworkPolicy") => {
+                crate::test_util::assert_stored_as_is::<WeirClusterwideNetworkPolicy>(&yaml);
                 serde_yaml_ng::from_value::<WeirClusterwideNetworkPolicy>(value)
                     .unwrap()
                     .to_policy()
@@ -157,5 +162,23 @@ fn the_roots_name_their_kind_scope_and_group() {
     assert_eq!(
         WeirClusterwideNetworkPolicy::crd_name(),
         WeirClusterwideNetworkPolicy::crd().metadata.name.unwrap()
+    );
+}
+
+#[test]
+fn a_misspelt_field_is_one_the_api_server_prunes() {
+    // The parser ignores unknown fields as kubectl does; the schema check
+    // shows what the API server would drop, so the tests above mean it.
+    let crd = serde_json::to_value(WeirNetworkPolicy::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let object = serde_json::json!({
+        "spec": {"endpointSelector": {}, "ingres": [{}], "egress": [{"toPorts": [{"ports": [{"port": [80]}]}]}]}
+    });
+    assert_eq!(
+        schema::object_problems(schema, &object),
+        vec![
+            ".spec.egress[0].toPorts[0].ports[0].port: [80] is neither an integer nor a string",
+            ".spec.ingres: not in the schema (pruned)",
+        ]
     );
 }
