@@ -10,6 +10,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -101,6 +102,24 @@ pub enum EndpointState {
 pub struct PolicyEnforcement {
     pub ingress: bool,
     pub egress: bool,
+}
+
+impl WeirEndpoint {
+    /// The endpoint of pod `namespace/name` (whose uid is `pod_uid`): same
+    /// name and namespace, owned by the pod so that Kubernetes' garbage
+    /// collector deletes it with the pod even when no agent is left to.
+    pub fn for_pod(namespace: &str, name: &str, pod_uid: &str, spec: WeirEndpointSpec) -> Self {
+        let mut endpoint = Self::new(name, spec);
+        endpoint.metadata.namespace = Some(namespace.to_string());
+        endpoint.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: name.to_string(),
+            uid: pod_uid.to_string(),
+            ..Default::default()
+        }]);
+        endpoint
+    }
 }
 
 #[cfg(test)]

@@ -39,3 +39,22 @@ fn a_bad_address_is_refused() {
         "metadata: {name: p}\nspec: {identity: 1, nodeName: n, addresses: {ipv4: 10.0.0.300}}\n";
     assert!(serde_yaml_ng::from_str::<WeirEndpoint>(yaml).is_err());
 }
+
+#[test]
+fn an_endpoint_for_a_pod_is_owned_by_it() {
+    let endpoint = WeirEndpoint::for_pod("shop", "web-0", "uid-1", WeirEndpointSpec::default());
+    assert_eq!(endpoint.metadata.name.as_deref(), Some("web-0"));
+    assert_eq!(endpoint.metadata.namespace.as_deref(), Some("shop"));
+    let owners = endpoint.metadata.owner_references.unwrap();
+    assert_eq!(owners.len(), 1);
+    let owner = &owners[0];
+    assert_eq!(
+        (
+            owner.api_version.as_str(),
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            owner.uid.as_str()
+        ),
+        ("v1", "Pod", "web-0", "uid-1")
+    );
+}

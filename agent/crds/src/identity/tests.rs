@@ -12,3 +12,28 @@ fn an_identity_round_trips_and_names_its_number() {
         serde_yaml_ng::from_str::<serde_yaml_ng::Value>(yaml).unwrap()
     );
 }
+
+#[test]
+fn an_identity_for_labels_mirrors_only_valid_k8s_labels() {
+    let long = "x".repeat(64);
+    let labels: LabelSet = [
+        ("k8s:app", "web"),
+        ("k8s:io.kubernetes.pod.namespace", "shop"),
+        ("k8s:io.cilium.k8s.namespace.labels.team", "a"),
+        ("k8s:note", long.as_str()),
+        ("reserved:host", ""),
+    ]
+    .into_iter()
+    .collect();
+    let identity = WeirIdentity::for_labels(300, &labels);
+    assert_eq!(identity.numeric_id(), Some(300));
+    assert_eq!(identity.label_set(), labels);
+    let mirrored: Vec<&str> = identity
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(mirrored, ["app", "io.kubernetes.pod.namespace"]);
+}
