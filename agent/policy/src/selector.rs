@@ -20,8 +20,10 @@ use crate::labels::{split_source, LabelSet, POD_NAMESPACE_LABEL, SOURCE_ANY, SOU
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelectorSpec {
+    /// Labels that must all be present with these values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_labels: Option<BTreeMap<String, String>>,
+    /// Requirements that must all hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_expressions: Option<Vec<RequirementSpec>>,
 }
@@ -30,8 +32,10 @@ pub struct LabelSelectorSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequirementSpec {
+    /// A label key, optionally with its source (`k8s:app`).
     #[serde(default)]
     pub key: String,
+    /// In, NotIn, Exists or DoesNotExist.
     #[serde(default)]
     pub operator: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

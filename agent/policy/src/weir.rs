@@ -79,35 +79,43 @@ fn int_or_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WeirPolicy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub api_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub kind: Option<String>,
     #[serde(default)]
     pub metadata: ObjectMeta,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub spec: Option<WeirRule>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub specs: Option<Vec<WeirRule>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WeirRule {
+    /// The endpoints the rule set applies to (required); `{}` is every endpoint in scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_selector: Option<LabelSelectorSpec>,
+    /// Allowed incoming traffic; any rule here makes the selected endpoints default-deny on ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Vec<PeerRule>>,
+    /// Denied incoming traffic; deny beats allow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_deny: Option<Vec<PeerRule>>,
+    /// Allowed outgoing traffic; any rule here makes the selected endpoints default-deny on egress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<PeerRule>>,
+    /// Denied outgoing traffic; deny beats allow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_deny: Option<Vec<PeerRule>>,
+    /// Only `true` (the default) is supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_default_deny: Option<DefaultDeny>,
+    /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Unsupported,
 }
@@ -115,8 +123,10 @@ pub struct WeirRule {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DefaultDeny {
+    /// Must not be `false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<bool>,
+    /// Must not be `false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<bool>,
 }
@@ -127,47 +137,66 @@ pub struct DefaultDeny {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerRule {
+    /// Ingress peers: endpoints whose labels match one of these selectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_endpoints: Option<Vec<LabelSelectorSpec>>,
+    /// Ingress peers: addresses in these CIDRs (never pods).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "fromCIDR")]
     pub from_cidr: Option<Vec<String>>,
+    /// Ingress peers: CIDRs with exceptions.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         rename = "fromCIDRSet"
     )]
     pub from_cidr_set: Option<Vec<CidrRule>>,
+    /// Ingress peers: world, cluster, host, remote-node or all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_entities: Option<Vec<String>>,
+    /// Egress peers: endpoints whose labels match one of these selectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_endpoints: Option<Vec<LabelSelectorSpec>>,
+    /// Egress peers: addresses in these CIDRs (never pods).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "toCIDR")]
     pub to_cidr: Option<Vec<String>>,
+    /// Egress peers: CIDRs with exceptions.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "toCIDRSet")]
     pub to_cidr_set: Option<Vec<CidrRule>>,
+    /// Egress peers: world, cluster, host, remote-node or all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_entities: Option<Vec<String>>,
+    /// The destination ports the rule covers; none means all. With no peer field, the rule applies to every peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_ports: Option<Vec<PortRule>>,
 
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_requires: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_groups: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_nodes: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_requires: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_groups: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_nodes: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_services: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "toFQDNs")]
     pub to_fqdns: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmps: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Unsupported,
 }
@@ -175,10 +204,13 @@ pub struct PeerRule {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CidrRule {
+    /// The CIDR (required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<String>,
+    /// CIDRs inside `cidr` that are left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except: Option<Vec<String>>,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr_group_ref: Option<String>,
 }
@@ -186,20 +218,26 @@ pub struct CidrRule {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PortRule {
+    /// Ports, each with a protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<PortProtocol>>,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_names: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         rename = "terminatingTLS"
     )]
     pub terminating_tls: Unsupported,
+    /// Not supported by Weir: a policy that sets it is refused.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -211,11 +249,14 @@ pub struct PortRule {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PortProtocol {
+    /// A number, a named port, or `0`/absent for all ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "int_or_string_schema")]
     pub port: Option<IntOrString>,
+    /// The last port of a range starting at `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_port: Option<i64>,
+    /// TCP, UDP, SCTP or ANY (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
 }
