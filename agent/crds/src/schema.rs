@@ -11,9 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
-/// The generator kube's derive uses (kube-derive 5's `crd()`): OpenAPI
-/// v3, subschemas inlined (no `$ref`), `Option` as `nullable`, enums and
-/// untagged unions rewritten into structural form.
+/// The generator of the hand-written kinds: kube's derive's (kube-derive
+/// 5's `crd()`: OpenAPI v3, subschemas inlined (no `$ref`), `Option` as
+/// `nullable`, enums and untagged unions rewritten into structural form),
+/// without defaults.
 pub fn generator() -> SchemaGenerator {
     schemars::generate::SchemaSettings::openapi3()
         .with(|s| {
@@ -24,6 +25,14 @@ pub fn generator() -> SchemaGenerator {
         .with_transform(kube::core::schema::StructuralSchemaRewriter)
         .with_transform(kube::core::schema::OptionalEnum)
         .with_transform(kube::core::schema::OptionalIntOrString)
+        // No defaults: the API server stores a policy as written (the
+        // engine has its own defaults), and a 1.20 API server refuses the
+        // `default: ""` that `#[serde(default)]` strings would get.
+        .with_transform(schemars::transform::RecursiveTransform(
+            |schema: &mut Schema| {
+                schema.remove("default");
+            },
+        ))
         .into_generator()
 }
 

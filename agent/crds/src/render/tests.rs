@@ -99,3 +99,16 @@ fn the_policy_schema_keeps_unsupported_fields_and_types_ports() {
         "array"
     );
 }
+
+#[test]
+fn the_policy_crds_have_no_defaults() {
+    // A Kubernetes 1.20 API server refused the `default: ""` of the
+    // selector's `key`; and a policy is stored as written.
+    for crd in [
+        WeirNetworkPolicy::crd(),
+        WeirClusterwideNetworkPolicy::crd(),
+    ] {
+        let text = serde_json::to_string(&crd).unwrap();
+        assert!(!text.contains("\"default\""), "{:?}", crd.metadata.name);
+    }
+}
