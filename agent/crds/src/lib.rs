@@ -51,9 +51,15 @@ pub use policy::{
 };
 pub use render::{crds, drift, files, render, DriftError, RenderError, GENERATED_HEADER};
 
+/// `group/version`, as written in `apiVersion`: the one the manifest
+/// directory's policy documents carry (weir-policy's constant). The derive
+/// takes literals, so the derived kinds spell it out; a test holds them to
+/// this.
+pub const API_VERSION: &str = weir_policy::document::WEIR_API_VERSION;
 /// The API group of every Weir kind.
 pub const GROUP: &str = "weir.io";
 /// The served and stored version.
 pub const VERSION: &str = "v1";
-/// `group/version`, as written in `apiVersion`.
-pub const API_VERSION: &str = "weir.io/v1";
+
+#[cfg(test)]
+mod tests;
