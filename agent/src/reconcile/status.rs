@@ -3,6 +3,9 @@
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use weir_identity::Connection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepState {
@@ -39,6 +42,9 @@ pub struct StepReport {
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileStatus {
     pub steps: Vec<StepReport>,
+    /// The connection to the shared store, when there is one (written by
+    /// the store's connection check, not by the reconciler).
+    pub kvstore: Option<Connection>,
 }
 
 impl ReconcileStatus {
@@ -54,12 +60,24 @@ impl ReconcileStatus {
                     last_error: String::new(),
                 })
                 .collect(),
+            kvstore: None,
         }
     }
 
-    /// Ready when every step has run and its last run succeeded.
+    /// Ready when every step has run and its last run succeeded, and the
+    /// shared store (if any) answers.
     pub fn ready(&self) -> bool {
         self.steps.iter().all(|step| step.state == StepState::Ok)
+            && self.kvstore.as_ref().is_none_or(Connection::is_connected)
+    }
+
+    /// `connected for 3 s`, `unreachable for 12 s: <error>`, ...; empty
+    /// without a shared store.
+    pub fn kvstore_line(&self, now: SystemTime) -> String {
+        self.kvstore
+            .as_ref()
+            .map(|c| c.describe(now))
+            .unwrap_or_default()
     }
 
     /// The `/readyz` body: one line per step.
@@ -68,6 +86,9 @@ impl ReconcileStatus {
             return "ok: no reconcile loop\n".into();
         }
         let mut out = String::new();
+        if self.kvstore.is_some() {
+            let _ = writeln!(out, "kvstore: {}", self.kvstore_line(SystemTime::now()));
+        }
         for step in &self.steps {
             let _ = write!(out, "{}: {}", step.name, step.state.as_str());
             if step.consecutive_failures > 0 {
@@ -109,6 +130,22 @@ mod tests {
             status.render(),
             "services: failing (3 failures): LB map full\npolicy: ok\n"
         );
+    }
+
+    #[test]
+    fn not_ready_while_the_store_does_not_answer() {
+        let t0 = SystemTime::now();
+        let mut status = ReconcileStatus::pending(&["identities"]);
+        status.steps[0].state = StepState::Ok;
+        status.kvstore = Some(Connection::starting(t0).after(t0, Ok(())));
+        assert!(status.ready());
+        status.kvstore = status
+            .kvstore
+            .map(|c| c.after(t0, Err("connection refused".into())));
+        assert!(!status.ready());
+        assert!(status
+            .render()
+            .starts_with("kvstore: unreachable for 0 s: connection refused\nidentities: ok\n"));
     }
 
     #[test]
