@@ -38,6 +38,9 @@ use services::ServicesService;
 /// Everything served on the agent's socket.
 pub struct LocalApi<D: EndpointDatapath> {
     pub agent: Arc<EndpointManager<D>>,
+    /// CreateEndpoint waits for the endpoint's first regeneration (with a
+    /// reconcile loop; without one there is no policy to wait for).
+    pub readiness: Option<endpoints::WaitForPolicy>,
     pub policy: SharedSnapshot,
     pub inspect: InspectService,
     pub monitor: MonitorService,
@@ -64,7 +67,10 @@ pub async fn serve<D: EndpointDatapath + 'static>(
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     tonic::transport::Server::builder()
         .layer(api.metrics)
-        .add_service(EndpointsServer::new(EndpointsService::new(api.agent)))
+        .add_service(EndpointsServer::new(EndpointsService::new(
+            api.agent,
+            api.readiness,
+        )))
         .add_service(PolicyServer::new(PolicyService::new(api.policy)))
         .add_service(InspectServer::new(api.inspect))
         .add_service(MonitorServer::new(api.monitor))

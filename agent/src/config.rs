@@ -64,6 +64,11 @@ pub struct Config {
     /// How often the reconcile loop runs (milliseconds).
     #[arg(long, default_value_t = 100)]
     pub reconcile_interval_ms: u64,
+    /// How long CNI ADD (CreateEndpoint) waits for a new endpoint's first
+    /// regeneration (identity and policy in the kernel) before it fails;
+    /// the pod's interface drops everything until then (seconds).
+    #[arg(long, default_value_t = 20)]
+    pub endpoint_regeneration_timeout_s: u64,
     /// Label filter patterns for security identities, added to the default
     /// filter (Cilium syntax: `key` includes, `!key` excludes, matched at the
     /// start of the key; any include keeps only included labels). Repeatable.

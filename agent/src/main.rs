@@ -18,7 +18,8 @@ use weir_agent::config::Config;
 use weir_agent::datapath::sysctl;
 use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath};
 use weir_agent::endpoint::ipam::Ipam;
-use weir_agent::endpoint::manager::EndpointManager;
+use weir_agent::endpoint::manager::{BeforePolicy, EndpointManager};
+use weir_agent::endpoint::readiness::EndpointReadiness;
 use weir_agent::endpoint::state::StateStore;
 use weir_agent::reconcile::identities::IdentitySync;
 use weir_agent::reconcile::lb_sync::{LbSync, SharedLbStatus};
@@ -81,13 +82,27 @@ async fn run(args: Config) -> Result<()> {
     let store = StateStore::new(&args.state_dir)?;
     let state = store.load_or(Ipam::new(args.pod_cidr)?)?;
     let datapath = SharedDatapath::new(datapath);
-    let agent = Arc::new(EndpointManager::new(
-        args.node_name.clone(),
-        args.mtu,
-        store,
-        state,
-        datapath.clone(),
-    ));
+    // Without a kvstore there is no reconcile loop and no policy: a new
+    // pod's interface is open at once. With one, it is closed until its
+    // first regeneration, which CNI ADD waits for.
+    let (before_policy, readiness) = if args.etcd_endpoints.is_empty() {
+        (BeforePolicy::Open, None)
+    } else {
+        (
+            BeforePolicy::Closed,
+            Some(Arc::new(EndpointReadiness::default())),
+        )
+    };
+    let agent = Arc::new(
+        EndpointManager::new(
+            args.node_name.clone(),
+            args.mtu,
+            store,
+            state,
+            datapath.clone(),
+        )
+        .with_before_policy(before_policy),
+    );
     for (endpoint, error) in agent.restore() {
         warn!(id = endpoint.id, host_ifname = %endpoint.host_ifname, %error,
               "could not re-attach restored endpoint");
@@ -138,6 +153,7 @@ async fn run(args: Config) -> Result<()> {
                 snapshot: snapshot.clone(),
                 lb_status: lb_status.clone(),
                 status: reconcile_status.clone(),
+                readiness: readiness.clone().unwrap_or_default(),
             },
             view.clone(),
             &registry,
@@ -170,6 +186,10 @@ async fn run(args: Config) -> Result<()> {
     };
     let local_api = api::LocalApi {
         agent,
+        readiness: readiness.map(|readiness| api::endpoints::WaitForPolicy {
+            readiness,
+            timeout: std::time::Duration::from_secs(args.endpoint_regeneration_timeout_s),
+        }),
         policy: snapshot,
         inspect,
         monitor,
@@ -188,6 +208,7 @@ struct Published {
     snapshot: SharedSnapshot,
     lb_status: SharedLbStatus,
     status: SharedReconcileStatus,
+    readiness: Arc<EndpointReadiness>,
 }
 
 /// Kvstore mode: publish this node, watch the cluster's shared state, and
@@ -205,6 +226,7 @@ async fn start_cluster_sync(
         snapshot,
         lb_status,
         status,
+        readiness,
     } = published;
     let node_ip = args
         .node_ip
@@ -278,13 +300,18 @@ async fn start_cluster_sync(
         registry,
         &Reconciler::STEPS,
     ))
-    .with_status(status);
+    .with_status(status)
+    .with_readiness(readiness.clone());
     let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            // A new endpoint asks for a pass at once: its CNI ADD waits.
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = readiness.kicked() => {}
+            }
             // Each step logs its own errors (once per change) and retries
             // on its own backoff.
             let _ = reconciler.tick().await;

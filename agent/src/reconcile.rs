@@ -36,6 +36,7 @@ use crate::cluster::kvstore::SharedView;
 use crate::cluster::manifest_dir::{ClusterManifests, ManifestDir};
 use crate::datapath::SharedDatapath;
 use crate::endpoint::manager::EndpointManager;
+use crate::endpoint::readiness::EndpointReadiness;
 use crate::endpoint::registry::Endpoint;
 use endpoints_map::EndpointMapSync;
 use identities::IdentitySync;
@@ -116,6 +117,10 @@ pub struct Reconciler {
     steps: Steps,
     step_metrics: Option<StepMetrics>,
     status: SharedReconcileStatus,
+    readiness: Arc<EndpointReadiness>,
+    /// The manifests were read once (or there is no directory): until then
+    /// every pod would look unknown, so identities wait.
+    manifests_read: bool,
 }
 
 impl Reconciler {
@@ -150,6 +155,8 @@ impl Reconciler {
             steps: Steps::new(),
             step_metrics: None,
             status: SharedReconcileStatus::default(),
+            readiness: Arc::default(),
+            manifests_read: false,
         }
     }
 
@@ -173,6 +180,13 @@ impl Reconciler {
     pub fn with_status(mut self, status: SharedReconcileStatus) -> Self {
         self.status = status;
         self.publish_status();
+        self
+    }
+
+    /// Publish what the endpoints map holds into `readiness` after every
+    /// pass (CNI ADD waits on it).
+    pub fn with_readiness(mut self, readiness: Arc<EndpointReadiness>) -> Self {
+        self.readiness = readiness;
         self
     }
 
@@ -202,7 +216,7 @@ impl Reconciler {
             self.record(|s| &mut s.services, result, &mut failed);
         }
         let endpoints = self.endpoints.endpoints();
-        if self.steps.identities.due(Instant::now()) {
+        if self.manifests_read && self.steps.identities.due(Instant::now()) {
             // Publish what is held even when an allocation failed.
             let allocated = self.identities.sync(&self.cluster, &endpoints).await;
             let published = self.identities.publish(&endpoints).await;
@@ -210,8 +224,13 @@ impl Reconciler {
         }
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let identities = self.identities.by_attachment();
-        self.policy
-            .update(&self.cluster, &view, &endpoints, &identities);
+        self.policy.update(
+            &self.cluster,
+            &view,
+            &endpoints,
+            &identities,
+            &self.identities.local_labels(),
+        );
         if self.steps.ipcache.due(Instant::now()) {
             let desired = self.desired_ipcache(&view);
             let result =
@@ -241,6 +260,9 @@ impl Reconciler {
                         |id| self.policy.enforcement_flags(id),
                         view.synced(),
                     );
+                    if let Some(written) = self.endpoints_map.written() {
+                        self.readiness.publish(written);
+                    }
                     let ok = result.map(|ids| regenerated.extend(ids));
                     let flags_written = ok.is_ok();
                     self.record(|s| &mut s.endpoints, ok, &mut failed);
@@ -298,9 +320,12 @@ impl Reconciler {
     /// once.
     fn read_manifests(&mut self, now: Instant) -> anyhow::Result<()> {
         let Some(dir) = &mut self.manifests else {
+            self.manifests_read = true;
             return Ok(());
         };
-        let Some(manifests) = dir.read_if_changed()? else {
+        let read = dir.read_if_changed()?;
+        self.manifests_read = true;
+        let Some(manifests) = read else {
             return Ok(());
         };
         if manifests.policies != self.cluster.policies {

@@ -118,6 +118,7 @@ fn inspection_commands_against_the_agent_api() {
     let metrics = ApiMetricsLayer::new(&registry);
     let api = LocalApi {
         agent: agent.clone(),
+        readiness: None,
         policy: snapshot.clone(),
         inspect: InspectService {
             node_name: "n1".into(),

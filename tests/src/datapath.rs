@@ -45,6 +45,35 @@ pub fn load(pins: &PinDir) -> Result<Datapath> {
     Datapath::load(pins.path()).context("loading the datapath")
 }
 
+/// The interface `BPF_PROG_TEST_RUN` runs the programs on (loopback).
+pub const TEST_RUN_IFINDEX: u32 = 1;
+
+/// Writes a ready, unenforced endpoint (the one a pod with no policy has)
+/// for the interface `ifindex` whose pod has the address `ipv4`: the pod
+/// programs drop everything on an interface without a ready endpoint.
+pub fn open_endpoint(datapath: &mut Datapath, ifindex: u32, ipv4: [u8; 4]) -> Result<()> {
+    weir_agent::datapath::maps::set_endpoint(
+        datapath.ebpf_mut(),
+        ifindex,
+        weir_abi::EndpointInfo {
+            id: 1,
+            flags: 0,
+            pad: 0,
+            identity: weir_abi::identity::INIT,
+            ipv4,
+        },
+    )
+    .context("writing an open endpoint")
+}
+
+/// [`load`], with an open endpoint on the test-run interface whose pod has
+/// the address the crafted IPv4 packets come from ([`crate::packets::IP4_A`]).
+pub fn load_with_open_endpoint(pins: &PinDir) -> Result<Datapath> {
+    let mut datapath = load(pins)?;
+    open_endpoint(&mut datapath, TEST_RUN_IFINDEX, crate::packets::IP4_A)?;
+    Ok(datapath)
+}
+
 /// The verdict and per-run time of one `BPF_PROG_TEST_RUN`.
 #[derive(Debug)]
 pub struct Run {

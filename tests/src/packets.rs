@@ -45,6 +45,17 @@ pub fn ipv4_udp() -> Vec<u8> {
     })
 }
 
+/// [`ipv4_udp`] from another source address.
+pub fn ipv4_udp_from(source: [u8; 4]) -> Vec<u8> {
+    finish(|out| {
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(source, IP4_B, 64)
+            .udp(40000, 53)
+            .write(out, PAYLOAD)
+            .expect("build")
+    })
+}
+
 pub fn ipv4_icmp_echo() -> Vec<u8> {
     finish(|out| {
         PacketBuilder::ethernet2(MAC_A, MAC_B)

@@ -74,7 +74,26 @@ impl Harness {
         }
     }
 
+    /// The pod's manifest, as the API server has it before kubelet calls
+    /// the plugin: ADD waits for the endpoint's first regeneration, which
+    /// needs the pod's labels.
+    fn write_pod_manifest(&self, name: &str) {
+        let dir = self.lab.manifests_dir().join("pods/x");
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: x\n  \
+             labels:\n    app: conformance\nspec:\n  nodeName: {}\n  containers: [{{name: main}}]\n",
+            self.lab.state().nodes[0].name
+        );
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{name}.yaml"))).unwrap();
+    }
+
     fn call(&self, command: &str, container: &str, pod_netns: &str, config: &Value) -> Run {
+        if command == "ADD" {
+            self.write_pod_manifest(container);
+        }
         let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME={container}");
         self.run(
             &[

@@ -5,7 +5,7 @@
 
 use weir_abi::{Reason, TrafficDirection};
 use weir_agent::datapath::{Datapath, ProgramKind};
-use weir_tests::datapath::{load, test_run, PinDir};
+use weir_tests::datapath::{load, load_with_open_endpoint, test_run, PinDir, TEST_RUN_IFINDEX};
 use weir_tests::{packets, require_root};
 
 const TC_ACT_OK: i32 = 0;
@@ -88,7 +88,7 @@ fn every_program_passes_the_verifier_and_pins_its_maps() {
 fn well_formed_packets_pass_and_count_as_forwarded() {
     require_root();
     let pins = PinDir::new();
-    let mut datapath = load(&pins).unwrap();
+    let mut datapath = load_with_open_endpoint(&pins).unwrap();
     let cases = [
         ("IPv4/TCP", packets::ipv4_tcp_syn()),
         ("IPv4/UDP", packets::ipv4_udp()),
@@ -110,10 +110,69 @@ fn well_formed_packets_pass_and_count_as_forwarded() {
 }
 
 #[test]
-fn malformed_packets_are_dropped_under_their_own_reason() {
+fn pod_programs_drop_everything_until_the_endpoint_is_ready() {
+    use weir_abi::EndpointInfo;
+    use weir_agent::datapath::maps;
+
     require_root();
     let pins = PinDir::new();
     let mut datapath = load(&pins).unwrap();
+    let ip = [
+        ("IPv4/TCP", packets::ipv4_tcp_syn()),
+        ("IPv6/UDP", packets::ipv6_udp()),
+    ];
+    let pod_programs = [ProgramKind::FromPod, ProgramKind::ToPod];
+    // No entry at all: an interface set up but not registered yet.
+    for program in pod_programs {
+        for (case, frame) in &ip {
+            let case = format!("{case}, no endpoint");
+            assert_verdict(&mut datapath, program, &case, frame, Reason::DropEpNotReady);
+        }
+        assert_verdict(
+            &mut datapath,
+            program,
+            "ARP, no endpoint",
+            &packets::arp_request(),
+            Reason::Forwarded,
+        );
+    }
+    // The entry the agent writes at attach time.
+    let not_ready = EndpointInfo::not_ready(1, packets::IP4_A);
+    maps::set_endpoint(datapath.ebpf_mut(), TEST_RUN_IFINDEX, not_ready).unwrap();
+    for program in pod_programs {
+        for (case, frame) in &ip {
+            let case = format!("{case}, endpoint not ready");
+            assert_verdict(&mut datapath, program, &case, frame, Reason::DropEpNotReady);
+        }
+    }
+    // The source check is on from the first entry.
+    assert_verdict(
+        &mut datapath,
+        ProgramKind::FromPod,
+        "IPv4 from another address, endpoint not ready",
+        &packets::ipv4_udp_from([10, 99, 0, 77]),
+        Reason::DropInvalidSourceIp,
+    );
+    // Regenerated (here: no policy selects it): traffic passes.
+    let ready = EndpointInfo {
+        flags: 0,
+        identity: 30_000,
+        ..not_ready
+    };
+    maps::set_endpoint(datapath.ebpf_mut(), TEST_RUN_IFINDEX, ready).unwrap();
+    for program in pod_programs {
+        for (case, frame) in &ip {
+            let case = format!("{case}, endpoint ready");
+            assert_verdict(&mut datapath, program, &case, frame, Reason::Forwarded);
+        }
+    }
+}
+
+#[test]
+fn malformed_packets_are_dropped_under_their_own_reason() {
+    require_root();
+    let pins = PinDir::new();
+    let mut datapath = load_with_open_endpoint(&pins).unwrap();
     let cases = [
         (
             "IPv4 total length beyond frame",
@@ -172,7 +231,7 @@ fn malformed_packets_are_dropped_under_their_own_reason() {
 fn counters_add_up_over_repeated_runs() {
     require_root();
     let pins = PinDir::new();
-    let mut datapath = load(&pins).unwrap();
+    let mut datapath = load_with_open_endpoint(&pins).unwrap();
     let frame = packets::ipv4_udp();
     let before = datapath.metrics().unwrap();
     let run = test_run(&mut datapath, ProgramKind::FromPod, &frame, 1000).unwrap();
@@ -189,7 +248,7 @@ fn pinned_maps_survive_a_reload() {
     let pins = PinDir::new();
     let frame = packets::ipv6_tcp_syn();
     {
-        let mut first = load(&pins).unwrap();
+        let mut first = load_with_open_endpoint(&pins).unwrap();
         test_run(&mut first, ProgramKind::ToPod, &frame, 3).unwrap();
     } // the first agent "exits"; its maps stay pinned
     let second = load(&pins).unwrap();

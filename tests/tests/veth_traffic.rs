@@ -10,18 +10,22 @@ use std::time::Duration;
 
 use weir_abi::{MetricsValue, Reason, TrafficDirection};
 use weir_agent::datapath::{Datapath, Hook, MetricsSnapshot};
-use weir_tests::datapath::PinDir;
+use weir_tests::datapath::{open_endpoint, PinDir};
 use weir_tests::netns::{LinkStats, VethPair};
 use weir_tests::{names, packets, require_root, traffic};
 
 /// Loads the datapath and attaches the pod hook to the `a` end of the pair
-/// (from inside namespace `a`, where the interface lives).
+/// (from inside namespace `a`, where the interface lives), with the
+/// endpoint of the "pod" behind it (namespace `b`) ready and unenforced.
 fn load_and_attach(pair: &VethPair, pins: &PinDir) -> Datapath {
     let pin_dir: PathBuf = pins.path().to_path_buf();
     let dev = pair.dev_a.clone();
+    let pod_ip: std::net::Ipv4Addr = VethPair::ADDR_B.parse().unwrap();
     pair.a
         .run(move || -> anyhow::Result<Datapath> {
             let mut datapath = Datapath::load(&pin_dir)?;
+            let ifindex = nix::net::if_::if_nametoindex(dev.as_str())?;
+            open_endpoint(&mut datapath, ifindex, pod_ip.octets())?;
             datapath.attach(&dev, Hook::Pod)?;
             Ok(datapath)
         })

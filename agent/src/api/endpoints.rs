@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use weir_agent_api::v1;
@@ -12,15 +13,25 @@ use weir_types::NamespacedName;
 
 use crate::endpoint::ipam::{AttachmentKey, IpamError};
 use crate::endpoint::manager::{EndpointDatapath, EndpointManager, ManagerError, NewEndpoint};
+use crate::endpoint::readiness::EndpointReadiness;
 use crate::endpoint::registry::Endpoint;
 
 pub struct EndpointsService<D: EndpointDatapath> {
     agent: Arc<EndpointManager<D>>,
+    wait: Option<WaitForPolicy>,
+}
+
+/// CreateEndpoint answers only once the endpoint's first regeneration is in
+/// the kernel, or fails after `timeout` (the pod stays closed; the plugin
+/// undoes the ADD).
+pub struct WaitForPolicy {
+    pub readiness: Arc<EndpointReadiness>,
+    pub timeout: Duration,
 }
 
 impl<D: EndpointDatapath> EndpointsService<D> {
-    pub fn new(agent: Arc<EndpointManager<D>>) -> Self {
-        EndpointsService { agent }
+    pub fn new(agent: Arc<EndpointManager<D>>, wait: Option<WaitForPolicy>) -> Self {
+        EndpointsService { agent, wait }
     }
 }
 
@@ -118,6 +129,13 @@ impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
                 mac: request.mac,
             })
             .map_err(to_status)?;
+        if let Some(wait) = &self.wait {
+            wait.readiness.kick();
+            wait.readiness
+                .wait(&endpoint, wait.timeout)
+                .await
+                .map_err(|error| Status::unavailable(error.to_string()))?;
+        }
         Ok(Response::new(to_proto_endpoint(&endpoint)))
     }
 

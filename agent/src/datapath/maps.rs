@@ -11,7 +11,7 @@ pub mod lb;
 pub mod policy;
 
 pub use conntrack::{conntrack, conntrack_gc, monotonic_now_ns};
-pub use endpoints::{endpoint_entries, remove_endpoint, set_endpoint};
+pub use endpoints::{endpoint_entries, remove_endpoint, set_endpoint, set_new_endpoint};
 pub use events::{drain_events, events_lost, read_event};
 pub use ipcache::{ipcache_entries, ipcache_key, remove_ipcache, set_ipcache};
 pub use policy::{policy_entries, remove_policy, set_policy};
@@ -51,9 +51,17 @@ pub(super) fn lpm<'a, K: aya::Pod, V: aya::Pod>(
 }
 
 /// A removal where an absent key is success.
+/// A removal's result, with an absent key counted as removed: aya reports
+/// it as `KeyNotFound` for some map types and as the syscall's ENOENT for
+/// others (hash maps' `bpf_map_delete_elem`).
 pub(super) fn removed(map: &'static str, result: Result<(), MapError>) -> Result<(), TableError> {
     match result {
         Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+        Err(MapError::SyscallError(error))
+            if error.io_error.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) =>
+        {
+            Ok(())
+        }
         Err(source) => Err(TableError::Map { map, source }),
     }
 }

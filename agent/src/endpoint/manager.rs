@@ -8,38 +8,84 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use ipnetwork::Ipv4Network;
+use weir_abi::EndpointInfo;
 use weir_types::NamespacedName;
 
-use crate::datapath::{Datapath, DatapathError, Hook, SharedDatapath};
+use crate::datapath::{maps, Datapath, DatapathError, Hook, SharedDatapath};
 use crate::endpoint::ipam::{AttachmentKey, IpamError};
 use crate::endpoint::registry::{Endpoint, EndpointError};
 use crate::endpoint::state::{NodeState, StateError, StateStore};
 
 /// What the endpoint logic needs from the datapath.
 pub trait EndpointDatapath: Send {
-    /// Attaches the pod programs to a pod's host-side interface.
-    fn attach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError>;
-    /// Detaches them; succeeds when nothing is attached.
-    fn detach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError>;
+    /// Writes the endpoint's first entry (`entry`), then attaches the pod
+    /// programs to its host-side interface. An endpoint the map already
+    /// holds (a repeated ADD, a restart: same id and address) keeps its
+    /// entry, which the endpoints reconciler owns.
+    fn attach_pod(&mut self, endpoint: &Endpoint, entry: EndpointInfo)
+        -> Result<(), DatapathError>;
+    /// Detaches them and removes the endpoint's entry; succeeds when
+    /// nothing is attached.
+    fn detach_pod(&mut self, endpoint: &Endpoint) -> Result<(), DatapathError>;
 }
 
 impl EndpointDatapath for Datapath {
-    fn attach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
-        self.attach(host_ifname, Hook::Pod)
+    fn attach_pod(
+        &mut self,
+        endpoint: &Endpoint,
+        entry: EndpointInfo,
+    ) -> Result<(), DatapathError> {
+        maps::set_new_endpoint(self.ebpf_mut(), endpoint.host_ifindex, entry)?;
+        self.attach(&endpoint.host_ifname, Hook::Pod)
     }
 
-    fn detach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
-        self.detach(host_ifname, Hook::Pod)
+    fn detach_pod(&mut self, endpoint: &Endpoint) -> Result<(), DatapathError> {
+        self.detach(&endpoint.host_ifname, Hook::Pod)?;
+        // The ifindex may come back on another pod's interface.
+        maps::remove_endpoint(self.ebpf_mut(), endpoint.host_ifindex)?;
+        Ok(())
     }
 }
 
 impl EndpointDatapath for SharedDatapath {
-    fn attach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
-        self.lock().attach(host_ifname, Hook::Pod)
+    fn attach_pod(
+        &mut self,
+        endpoint: &Endpoint,
+        entry: EndpointInfo,
+    ) -> Result<(), DatapathError> {
+        self.lock().attach_pod(endpoint, entry)
     }
 
-    fn detach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
-        self.lock().detach(host_ifname, Hook::Pod)
+    fn detach_pod(&mut self, endpoint: &Endpoint) -> Result<(), DatapathError> {
+        self.lock().detach_pod(endpoint)
+    }
+}
+
+/// What a pod may do between its interface's attachment and its first
+/// regeneration.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BeforePolicy {
+    /// Nothing passes ([`EndpointInfo::not_ready`]) until the reconciler
+    /// writes the endpoint's identity and policy: the agent enforces policy.
+    Closed,
+    /// Everything passes (ready, unenforced): an agent without a reconcile
+    /// loop does pod networking only and has no policy to wait for.
+    Open,
+}
+
+impl BeforePolicy {
+    fn entry(self, endpoint: &Endpoint) -> EndpointInfo {
+        let ipv4 = endpoint.ipv4.octets();
+        match self {
+            BeforePolicy::Closed => EndpointInfo::not_ready(endpoint.id, ipv4),
+            BeforePolicy::Open => EndpointInfo {
+                id: endpoint.id,
+                flags: 0,
+                pad: 0,
+                identity: weir_abi::identity::INIT,
+                ipv4,
+            },
+        }
     }
 }
 
@@ -100,6 +146,7 @@ pub struct EndpointManager<D: EndpointDatapath> {
     node_name: String,
     mtu: u32,
     store: StateStore,
+    before_policy: BeforePolicy,
     inner: Mutex<Inner<D>>,
 }
 
@@ -120,8 +167,16 @@ impl<D: EndpointDatapath> EndpointManager<D> {
             node_name,
             mtu,
             store,
+            before_policy: BeforePolicy::Closed,
             inner: Mutex::new(Inner { state, datapath }),
         }
+    }
+
+    /// Sets what a new endpoint may do before its first regeneration
+    /// ([`BeforePolicy::Closed`] unless set).
+    pub fn with_before_policy(mut self, before_policy: BeforePolicy) -> Self {
+        self.before_policy = before_policy;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<D>> {
@@ -138,7 +193,8 @@ impl<D: EndpointDatapath> EndpointManager<D> {
         let endpoints: Vec<Endpoint> = inner.state.endpoints.iter().cloned().collect();
         let mut failed = Vec::new();
         for endpoint in endpoints {
-            if let Err(e) = inner.datapath.attach_pod(&endpoint.host_ifname) {
+            let entry = self.before_policy.entry(&endpoint);
+            if let Err(e) = inner.datapath.attach_pod(&endpoint, entry) {
                 failed.push((endpoint, e));
             }
         }
@@ -193,9 +249,10 @@ impl<D: EndpointDatapath> EndpointManager<D> {
                 mac: new.mac,
             })?
             .clone();
-        inner.datapath.attach_pod(&endpoint.host_ifname)?;
+        let entry = self.before_policy.entry(&endpoint);
+        inner.datapath.attach_pod(&endpoint, entry)?;
         if let Err(e) = self.store.save(&next) {
-            let _ = inner.datapath.detach_pod(&endpoint.host_ifname);
+            let _ = inner.datapath.detach_pod(&endpoint);
             return Err(e.into());
         }
         inner.state = next;
@@ -213,7 +270,7 @@ impl<D: EndpointDatapath> EndpointManager<D> {
             return Ok(false);
         }
         if let Some(endpoint) = &endpoint {
-            inner.datapath.detach_pod(&endpoint.host_ifname)?;
+            inner.datapath.detach_pod(endpoint)?;
         }
         self.store.save(&next)?;
         inner.state = next;

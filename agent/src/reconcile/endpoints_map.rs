@@ -1,6 +1,9 @@
 //! The endpoints-map reconciler: one `weir_endpoints` entry per local
-//! endpoint with an identity (id, identity, enforcement flags, address),
-//! keyed by its host-side ifindex; only changed entries are written.
+//! endpoint (id, identity, enforcement flags, address), keyed by its
+//! host-side ifindex; only changed entries are written. An endpoint without
+//! a real identity yet, or while the cluster view has not synced, gets the
+//! not-ready entry that drops everything (the one the endpoint manager
+//! writes when it attaches the interface): nothing passes before policy.
 //!
 //! The map is pinned and outlives the agent: the first pass reads what an
 //! earlier agent left (adopts it) and diffs against it, so a restart with
@@ -74,6 +77,12 @@ pub fn plan(
 }
 
 impl EndpointMapSync {
+    /// What the map holds, by ifindex, as of the last pass (`None` before
+    /// the first).
+    pub fn written(&self) -> Option<&BTreeMap<u32, EndpointInfo>> {
+        self.written.as_ref()
+    }
+
     /// Brings the map to `endpoints` (those `identity_of` knows); returns the
     /// ids of the endpoints whose entry was written. `synced`: the cluster
     /// view has listed everything once.
@@ -88,19 +97,13 @@ impl EndpointMapSync {
         let mut wanted = BTreeMap::new();
         let mut unidentified = BTreeSet::new();
         for endpoint in endpoints {
-            let Some(identity) = identity_of(endpoint) else {
+            let identity = identity_of(endpoint);
+            if identity.is_none() {
                 unidentified.insert(endpoint.host_ifindex);
-                continue;
-            };
+            }
             wanted.insert(
                 endpoint.host_ifindex,
-                EndpointInfo {
-                    id: endpoint.id,
-                    flags: flags_of(endpoint.id),
-                    pad: 0,
-                    identity,
-                    ipv4: endpoint.ipv4.octets(),
-                },
+                desired_entry(endpoint, identity, || flags_of(endpoint.id), synced),
             );
         }
         let current = match self.written.take() {
@@ -129,6 +132,28 @@ impl EndpointMapSync {
         self.written = Some(next);
         self.adopted = plan.held;
         Ok(written)
+    }
+}
+
+/// The entry an endpoint should have: ready with its identity and
+/// enforcement flags once it has a real identity (not `reserved:init`,
+/// which a pod has while its manifest is unknown) and the cluster view is
+/// synced (its peers' identities known); not ready, so closed, before.
+fn desired_entry(
+    endpoint: &Endpoint,
+    identity: Option<u32>,
+    flags: impl FnOnce() -> u8,
+    synced: bool,
+) -> EndpointInfo {
+    match identity {
+        Some(identity) if identity != weir_abi::identity::INIT && synced => EndpointInfo {
+            id: endpoint.id,
+            flags: flags(),
+            pad: 0,
+            identity,
+            ipv4: endpoint.ipv4.octets(),
+        },
+        _ => EndpointInfo::not_ready(endpoint.id, endpoint.ipv4.octets()),
     }
 }
 

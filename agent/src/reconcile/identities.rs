@@ -71,6 +71,15 @@ impl IdentitySync {
             .collect()
     }
 
+    /// The labels of every identity this node holds: known here as soon
+    /// as it is allocated, before the store's watch echoes it back.
+    pub fn local_labels(&self) -> BTreeMap<u32, LabelSet> {
+        self.held
+            .values()
+            .map(|held| (held.id, held.labels.clone()))
+            .collect()
+    }
+
     /// The identity of one local endpoint.
     pub fn of(&self, attachment: &AttachmentKey) -> Option<u32> {
         self.held.get(attachment).map(|held| held.id)

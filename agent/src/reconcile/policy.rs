@@ -30,7 +30,7 @@ use ipnetwork::IpNetwork;
 use tracing::{info, warn};
 use weir_abi::{EndpointInfo, PolicyEntry};
 use weir_policy::{compile, lower, ClusterView, Compiled, LocalIdentities, NamedPorts, Policy};
-use weir_types::NamespacedName;
+use weir_types::{LabelSet, NamespacedName};
 
 use crate::cluster::kvstore::SharedView;
 use crate::cluster::last_known_good::LastKnownGood;
@@ -83,9 +83,10 @@ impl PolicySync {
         view: &SharedView,
         endpoints: &[Endpoint],
         identities: &BTreeMap<AttachmentKey, u32>,
+        local_labels: &BTreeMap<u32, LabelSet>,
     ) {
         let policies = self.parse(cluster);
-        let (cluster_view, pods) = cluster_view(cluster, view, endpoints, identities);
+        let (cluster_view, pods) = cluster_view(cluster, view, endpoints, identities, local_labels);
         self.compile(cluster_view, policies);
         self.pods = pods;
         self.synced = view.synced();
@@ -358,6 +359,7 @@ fn cluster_view(
     shared: &SharedView,
     endpoints: &[Endpoint],
     identities: &BTreeMap<AttachmentKey, u32>,
+    local_labels: &BTreeMap<u32, LabelSet>,
 ) -> (ClusterView, BTreeMap<NamespacedName, KnownPod>) {
     // Pods by identity: remote ones from the endpoint records, local ones
     // from our own endpoints (the store may not have echoed them yet).
@@ -394,8 +396,13 @@ fn cluster_view(
         }
     }
     let mut view = ClusterView::new();
-    // The shared view's label sets are the engine's: no conversion.
-    for (&id, labels) in &shared.identities {
+    // The shared view's label sets are the engine's: no conversion. The
+    // labels of identities allocated here are known before the watch
+    // echoes them, so a new pod is selected by its policies at once.
+    let mut labels_by_id: BTreeMap<u32, &LabelSet> =
+        local_labels.iter().map(|(id, l)| (*id, l)).collect();
+    labels_by_id.extend(shared.identities.iter().map(|(id, l)| (*id, l)));
+    for (id, labels) in labels_by_id {
         let mut named_ports = NamedPorts::new();
         for pod in pods_by_id.get(&id).into_iter().flatten() {
             if let Some(pod) = cluster.pods.get(pod) {

@@ -18,7 +18,8 @@ pub struct EndpointKey {
 pub struct EndpointInfo {
     /// Endpoint id: the first field of every policy key of this endpoint.
     pub id: u16,
-    /// [`EndpointInfo::INGRESS_ENFORCED`] | [`EndpointInfo::EGRESS_ENFORCED`].
+    /// [`EndpointInfo::INGRESS_ENFORCED`] | [`EndpointInfo::EGRESS_ENFORCED`]
+    /// | [`EndpointInfo::NOT_READY`].
     pub flags: u8,
     pub pad: u8,
     /// The pod's security identity.
@@ -33,6 +34,28 @@ impl EndpointInfo {
     pub const INGRESS_ENFORCED: u8 = 1;
     /// Some policy selects this endpoint for egress: default deny applies.
     pub const EGRESS_ENFORCED: u8 = 2;
+    /// The endpoint's first regeneration (real identity, policy entries,
+    /// enforcement flags) is not in the kernel yet: every IP packet to or
+    /// from it is dropped. Written when its interface is attached, so a pod
+    /// gets no traffic before its policy.
+    pub const NOT_READY: u8 = 4;
+
+    /// The entry of an endpoint that is attached but not regenerated yet:
+    /// its address (for the source check), the `reserved:init` identity,
+    /// and both directions closed.
+    pub const fn not_ready(id: u16, ipv4: [u8; 4]) -> EndpointInfo {
+        EndpointInfo {
+            id,
+            flags: Self::NOT_READY | Self::INGRESS_ENFORCED | Self::EGRESS_ENFORCED,
+            pad: 0,
+            identity: crate::identity::INIT,
+            ipv4,
+        }
+    }
+
+    pub const fn is_ready(&self) -> bool {
+        self.flags & Self::NOT_READY == 0
+    }
 
     pub const fn ingress_enforced(&self) -> bool {
         self.flags & Self::INGRESS_ENFORCED != 0

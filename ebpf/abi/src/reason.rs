@@ -27,11 +27,15 @@ pub enum Reason {
     DropNoService = 158,
     /// A deny rule matches the connection.
     DropPolicyDeny = 181,
+    /// The packet is to or from a pod interface whose endpoint is not
+    /// regenerated yet, or not known at all (Cilium's "Endpoint policy
+    /// program not available"): nothing passes before policy.
+    DropEpNotReady = 203,
 }
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Forwarded,
         Reason::DropInvalidSourceIp,
         Reason::DropPolicyDenied,
@@ -41,6 +45,7 @@ impl Reason {
         Reason::DropInvalidExthdr,
         Reason::DropNoService,
         Reason::DropPolicyDeny,
+        Reason::DropEpNotReady,
     ];
 
     /// Decodes a reason read from a map; `None` for codes this build does not know.
@@ -55,6 +60,7 @@ impl Reason {
             156 => Some(Reason::DropInvalidExthdr),
             158 => Some(Reason::DropNoService),
             181 => Some(Reason::DropPolicyDeny),
+            203 => Some(Reason::DropEpNotReady),
             _ => None,
         }
     }

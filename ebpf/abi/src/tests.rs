@@ -65,6 +65,7 @@ fn drop_texts_are_ordered_and_name_every_reason() {
             "Invalid IPv6 extension header",
             "Service backend not found",
             "Policy denied by denylist",
+            "Endpoint policy program not available",
         ]
     );
     assert_eq!(drop_text(0), None);

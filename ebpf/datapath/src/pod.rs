@@ -1,6 +1,9 @@
 //! The pod programs' path: identify the endpoint behind the interface, then
 //! conntrack and policy for IP packets.
 //!
+//! An interface without a ready endpoint drops every IP packet: a pod gets
+//! no traffic before its policy is in the maps.
+//!
 //! From-pod (the pod's egress): the source must be the pod's own address;
 //! the peer is the destination. To-pod (the pod's ingress): the peer is the
 //! source. Packets in the opening direction of a connection are checked
@@ -37,9 +40,11 @@ pub fn handle(
     if !flow.is_ip() || is_icmpv6_link_control(flow) {
         return Ok(());
     }
-    // An interface with no endpoint is not managed by Weir: pass.
+    // The pod programs run only on interfaces Weir attached to a pod: one
+    // without an entry is a pod not set up yet (or being torn down), and
+    // nothing passes before its policy.
     let Some(endpoint) = ENDPOINTS.get_ptr(EndpointKey { ifindex }) else {
-        return Ok(());
+        return Err(Reason::DropEpNotReady);
     };
     // SAFETY: a pointer from a successful lookup; EndpointInfo is Copy.
     let endpoint: EndpointInfo = unsafe { *endpoint };
@@ -64,6 +69,9 @@ pub fn handle(
             &flow.saddr,
         ),
     };
+    if !endpoint.is_ready() {
+        return Err(Reason::DropEpNotReady);
+    }
     let state = conntrack::lookup(flow, scope, reply_scope);
     report.ct_state = match state {
         CtState::New => weir_abi::events::CT_NEW,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use aya::maps::MapError;
 use aya::Ebpf;
 use weir_abi::{map_names, EndpointInfo, EndpointKey};
 
@@ -12,6 +13,27 @@ pub fn set_endpoint(ebpf: &mut Ebpf, ifindex: u32, info: EndpointInfo) -> Result
     hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?
         .insert(EndpointKey { ifindex }, info, 0)
         .map_err(map_err(map_names::ENDPOINTS))
+}
+
+/// Writes the first entry of an endpoint whose interface is being attached,
+/// unless the map already holds this endpoint (same id and address: a
+/// repeated ADD, or a restart), whose entry the endpoints reconciler owns.
+/// Returns whether it wrote.
+pub fn set_new_endpoint(
+    ebpf: &mut Ebpf,
+    ifindex: u32,
+    info: EndpointInfo,
+) -> Result<bool, TableError> {
+    let mut map = hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?;
+    let key = EndpointKey { ifindex };
+    match map.get(&key, 0) {
+        Ok(existing) if existing.id == info.id && existing.ipv4 == info.ipv4 => return Ok(false),
+        Ok(_) | Err(MapError::KeyNotFound) => {}
+        Err(source) => return Err(map_err(map_names::ENDPOINTS)(source)),
+    }
+    map.insert(key, info, 0)
+        .map_err(map_err(map_names::ENDPOINTS))?;
+    Ok(true)
 }
 
 /// Removes an endpoint; absent is fine.

@@ -13,19 +13,23 @@ struct RecordingDatapath {
 }
 
 impl EndpointDatapath for RecordingDatapath {
-    fn attach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
+    fn attach_pod(
+        &mut self,
+        endpoint: &Endpoint,
+        _entry: EndpointInfo,
+    ) -> Result<(), DatapathError> {
         if self.fail_attach {
             return Err(DatapathError::Attach {
-                interface: host_ifname.into(),
+                interface: endpoint.host_ifname.clone(),
                 reason: "test".into(),
             });
         }
-        self.attached.insert(host_ifname.to_string());
+        self.attached.insert(endpoint.host_ifname.clone());
         Ok(())
     }
 
-    fn detach_pod(&mut self, host_ifname: &str) -> Result<(), DatapathError> {
-        self.attached.remove(host_ifname);
+    fn detach_pod(&mut self, endpoint: &Endpoint) -> Result<(), DatapathError> {
+        self.attached.remove(&endpoint.host_ifname);
         Ok(())
     }
 }
