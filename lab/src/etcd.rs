@@ -1,23 +1,57 @@
 //! The lab's etcd (the agents' kvstore for identities and the ipcache): one
-//! member in the underlay namespace, listening on the bridge only.
+//! member in the underlay namespace, listening on the bridge only. Fault
+//! tests freeze and thaw it ([`Lab::pause_etcd`], [`Lab::resume_etcd`]) and
+//! read it from its namespace ([`Lab::in_etcd_netns`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
-use crate::topology::{ETCD_CLIENT_PORT, ETCD_IP};
+use crate::topology::{underlay_netns, ETCD_CLIENT_PORT, ETCD_IP};
 use crate::{process, Lab};
 use weir_tests::netns;
 
 const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The client URL the agents are given.
-pub(crate) fn endpoint() -> String {
+pub fn endpoint() -> String {
     format!("http://{ETCD_IP}:{ETCD_CLIENT_PORT}")
 }
 
 impl Lab {
+    /// Freezes the lab's etcd (SIGSTOP): its connections stay open and
+    /// nothing answers, as in a network partition. Its pid does not change,
+    /// so the lab's state needs no update.
+    pub fn pause_etcd(&self) -> Result<()> {
+        self.signal_etcd(Signal::SIGSTOP)
+    }
+
+    /// Lets a paused etcd run again (SIGCONT).
+    pub fn resume_etcd(&self) -> Result<()> {
+        self.signal_etcd(Signal::SIGCONT)
+    }
+
+    fn signal_etcd(&self, signal: Signal) -> Result<()> {
+        let pid = self.state.etcd_pid;
+        if pid == 0 {
+            bail!("lab {} runs no etcd", self.state.name);
+        }
+        kill(Pid::from_raw(pid as i32), signal)
+            .with_context(|| format!("{signal} to etcd (pid {pid})"))
+    }
+
+    /// Runs `f` in the namespace etcd listens in (the underlay), on a
+    /// thread of its own: a client made there reaches [`endpoint`].
+    pub fn in_etcd_netns<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        netns::run_in(&underlay_netns(&self.state.name), f)
+    }
+
     /// Starts etcd in `underlay` and waits until it accepts connections;
     /// returns its pid.
     pub(crate) fn start_etcd(&self, underlay: &str) -> Result<u32> {

@@ -25,7 +25,7 @@ pub mod apply;
 mod binaries;
 pub mod client;
 mod cni;
-mod etcd;
+pub mod etcd;
 mod lifecycle;
 mod pods;
 pub mod probe;
