@@ -70,7 +70,7 @@ impl Steps {
             identities.name(),
             step::Backoff {
                 initial: std::time::Duration::from_millis(100),
-                max: std::time::Duration::from_millis(500),
+                max: std::time::Duration::from_millis(200),
             },
         );
         Steps {

@@ -67,9 +67,10 @@ impl StoreError {
             StoreError::Etcd { source, .. } => match source {
                 etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
                 etcd_client::Error::GRpcStatus(status) => {
-                    // gRPC's Unknown (2, what a reset connection gives),
+                    // gRPC's Cancelled (1, what the client's own request
+                    // timeout gives), Unknown (2, a reset connection),
                     // DeadlineExceeded (4) and Unavailable (14).
-                    matches!(i32::from(status.code()), 2 | 4 | 14)
+                    matches!(i32::from(status.code()), 1 | 2 | 4 | 14)
                 }
                 _ => false,
             },

@@ -53,6 +53,9 @@ impl Default for LazyOptions {
 }
 
 const RETRY_MIN: Duration = Duration::from_millis(200);
+/// A watch's initial list can be several MB (every identity): longer than
+/// a call, and waiting costs nothing but that watch.
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
 type OnChange = Box<dyn Fn(&Connection) + Send + Sync>;
 
@@ -151,7 +154,7 @@ impl LazyEtcdStore {
             let mut backoff = RETRY_MIN;
             loop {
                 let store = this.connected().await;
-                let timeout = this.shared.options.call_timeout;
+                let timeout = LIST_TIMEOUT;
                 let error = match tokio::time::timeout(timeout, open(store)).await {
                     Ok(Ok(stream)) => return stream,
                     Ok(Err(error)) => error.to_string(),
