@@ -299,3 +299,104 @@ fn etcd_outage_keeps_enforcement_and_converges_after() -> Result<()> {
     );
     Ok(())
 }
+
+/// The agent of n1 restarted while etcd is frozen: it starts (serves its
+/// API), keeps enforcing what the pinned maps hold (the steady flows do not
+/// change for 10 s) and converges once etcd is back.
+#[test]
+fn agent_restarted_without_etcd_starts_and_keeps_enforcing() -> Result<()> {
+    let mut lab = TestLab::up(2)?;
+    let mut yaml = namespace_yaml("f");
+    yaml.push_str(&pod_yaml("a", "n1", ", tier: server"));
+    yaml.push_str(&pod_yaml("b", "n2", ", tier: server"));
+    yaml.push_str(&pod_yaml("ok", "n1", ", role: client"));
+    yaml.push_str(&pod_yaml("no", "n2", ""));
+    yaml.push_str("---\n");
+    yaml.push_str(ALLOW_CLIENTS);
+    lab.apply_yaml(&yaml)?;
+    let steady: Vec<(PodRecord, PodRecord, bool)> = STEADY
+        .iter()
+        .map(|(s, d, allowed)| Ok((pod(&lab, s)?, pod(&lab, d)?, *allowed)))
+        .collect::<Result<_>>()?;
+    wait_until(
+        "the policy enforced before the outage",
+        SETUP_TIMEOUT,
+        || {
+            steady
+                .iter()
+                .all(|(s, d, allowed)| connects(s, d) == *allowed)
+        },
+    );
+
+    lab.pause_etcd()?;
+    let outage = Instant::now();
+    let restart = Instant::now();
+    lab.restart_agent("n1")?;
+    let restart_took = restart.elapsed();
+    let (mut probes, mut changed) = (0u32, Vec::new());
+    while outage.elapsed() < Duration::from_secs(10) {
+        for (s, d, allowed) in &steady {
+            probes += 1;
+            if connects(s, d) != *allowed {
+                changed.push(format!(
+                    "{} -> {} at {:?}",
+                    s.key(),
+                    d.key(),
+                    outage.elapsed()
+                ));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = lab.weir("n1", &["status", "-o", "json"])?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let during = status["kvstore_connection"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    lab.resume_etcd()?;
+    let resumed = Instant::now();
+    let converged = loop {
+        let state = StoreState::read(&lab)?;
+        let done = state.exact("n1", &["a", "ok"])
+            && state.exact("n2", &["b", "no"])
+            && steady
+                .iter()
+                .all(|(s, d, allowed)| connects(s, d) == *allowed)
+            && agent_settled(&lab, "n1")?
+            && agent_settled(&lab, "n2")?;
+        if done {
+            break Some(resumed.elapsed());
+        }
+        if resumed.elapsed() > CONVERGE_WAIT {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "fault etcd (agent restart in the outage): agent up in {} ms without etcd, {probes} probes of {} steady flows, {} changed, \
+         status during: {during:?}, converged in {}",
+        restart_took.as_millis(),
+        STEADY.len(),
+        changed.len(),
+        converged.map_or("never (waited 20 s)".to_string(), |t| format!("{} ms", t.as_millis())),
+    );
+    assert!(
+        changed.is_empty(),
+        "enforcement changed after an agent restart without etcd:\n{}",
+        changed.join("\n")
+    );
+    assert!(
+        during.starts_with("connecting"),
+        "weir status during the outage says {during:?}"
+    );
+    let converged = converged.context("never converged after etcd returned")?;
+    assert!(
+        converged <= CONVERGE_BOUND,
+        "converged {} ms after etcd returned, over the issue's bound of {} ms",
+        converged.as_millis(),
+        CONVERGE_BOUND.as_millis()
+    );
+    Ok(())
+}
