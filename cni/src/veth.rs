@@ -2,6 +2,11 @@
 //! an IPv4 /32 on the pod end, routes to a gateway that is reached through
 //! a static neighbour entry (so the host needs no bridge and answers no ARP),
 //! and a /32 host route back. Setup is all or nothing.
+//!
+//! In two steps, so that no packet passes before policy: [`setup`] leaves
+//! the host end down (no carrier on either end, no host route), the agent
+//! then attaches its programs and closes the endpoint, and only then
+//! [`activate`] brings the host end up and routes to the pod.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -35,7 +40,7 @@ pub struct PodNetwork {
     pub host_mac: MacAddr,
 }
 
-/// Wires the pod. `host` is a netlink handle in the host namespace;
+/// Wires the pod, host end still down. `host` is a netlink handle in the host namespace;
 /// `pod_netns` the pod's namespace. On failure everything made so far is
 /// removed (deleting the host end deletes its peer and every route and
 /// neighbour entry on both ends) and the error returned.
@@ -94,19 +99,39 @@ async fn configure(
     let host_mac = host_link.mac.ok_or_else(|| {
         NetlinkError::Unexpected(format!("veth {} has no MAC address", spec.host_ifname))
     })?;
-    netlink::set_link_up(host, host_link.index).await?;
-
     let pod_spec = spec.clone();
     netns::run_in(pod_netns, move |pod| async move {
         configure_pod_end(&pod, &pod_spec, host_mac).await
     })
     .await?;
-
-    netlink::add_host_route(host, host_link.index, spec.pod_ip).await?;
     Ok(PodNetwork {
         host_index: host_link.index,
         host_mac,
     })
+}
+
+/// Brings the host end up and adds the host route to the pod: traffic can
+/// flow from now on, so the agent's programs must be attached first. On
+/// failure the pair is removed, as by [`setup`].
+pub async fn activate(
+    host: &Handle,
+    spec: &PodNetworkSpec,
+    network: &PodNetwork,
+) -> Result<(), NetlinkError> {
+    let up = async {
+        netlink::set_link_up(host, network.host_index).await?;
+        netlink::add_host_route(host, network.host_index, spec.pod_ip).await
+    };
+    match up.await {
+        Ok(()) => Ok(()),
+        Err(error) => match netlink::delete_link_if_exists(host, &spec.host_ifname).await {
+            Ok(_) => Err(error),
+            Err(cleanup) => Err(NetlinkError::CleanupFailed {
+                error: Box::new(error),
+                cleanup: Box::new(cleanup),
+            }),
+        },
+    }
 }
 
 /// Runs inside the pod namespace.

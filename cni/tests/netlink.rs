@@ -132,7 +132,8 @@ fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
 
 /// Runs `veth::setup` from inside the host namespace, as the plugin does
 /// from the node's namespace.
-fn setup_in(
+/// The first step of the wiring: both ends configured, the host end down.
+fn setup_down_in(
     host: &Namespace,
     pod: &Namespace,
     spec: &PodNetworkSpec,
@@ -141,6 +142,22 @@ fn setup_in(
     let spec = spec.clone();
     block_on(netns::run_in(&host.file(), move |handle| async move {
         veth::setup(&handle, &pod_netns, &spec).await
+    }))
+}
+
+/// The whole wiring, as ADD does it around the agent's CreateEndpoint:
+/// setup, then activate.
+fn setup_in(
+    host: &Namespace,
+    pod: &Namespace,
+    spec: &PodNetworkSpec,
+) -> Result<PodNetwork, NetlinkError> {
+    let network = setup_down_in(host, pod, spec)?;
+    let spec = spec.clone();
+    block_on(netns::run_in(&host.file(), move |handle| async move {
+        veth::activate(&handle, &spec, &network)
+            .await
+            .map(|()| network)
     }))
 }
 
@@ -182,6 +199,28 @@ fn assert_pristine(namespace: &Namespace) {
         "routes left in {}",
         namespace.name
     );
+}
+
+#[test]
+fn setup_leaves_the_host_end_down_until_activate() {
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    let spec = spec_for(&unique_container_id(&host));
+
+    setup_down_in(&host, &pod, &spec).expect("setup");
+    let eth0 = &pod.ip_json(&["link", "show", "dev", "eth0"])[0];
+    assert!(has_flag(eth0, "UP"), "{eth0}");
+    assert!(
+        !has_flag(eth0, "LOWER_UP"),
+        "no carrier before the host end is up: {eth0}"
+    );
+    let host_link = &host.ip_json(&["link", "show", "dev", &spec.host_ifname])[0];
+    assert!(!has_flag(host_link, "UP"), "{host_link}");
+    assert!(
+        find(&host.routes(), &[("dst", "10.244.1.5")]).is_none(),
+        "no host route before activate"
+    );
+    assert!(delete_host_end_in(&host, &spec.host_ifname));
 }
 
 #[test]

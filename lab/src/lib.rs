@@ -24,7 +24,7 @@ mod agent;
 pub mod apply;
 mod binaries;
 pub mod client;
-mod cni;
+pub mod cni;
 pub mod etcd;
 mod lifecycle;
 mod pods;

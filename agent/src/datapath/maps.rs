@@ -11,7 +11,9 @@ pub mod lb;
 pub mod policy;
 
 pub use conntrack::{conntrack, conntrack_gc, monotonic_now_ns};
-pub use endpoints::{endpoint_entries, remove_endpoint, set_endpoint, set_new_endpoint};
+pub use endpoints::{
+    endpoint_entries, remove_endpoint, remove_endpoint_of, set_endpoint, set_new_endpoint,
+};
 pub use events::{drain_events, events_lost, read_event};
 pub use ipcache::{ipcache_entries, ipcache_key, remove_ipcache, set_ipcache};
 pub use policy::{policy_entries, remove_policy, set_policy};

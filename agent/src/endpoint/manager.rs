@@ -41,8 +41,14 @@ impl EndpointDatapath for Datapath {
 
     fn detach_pod(&mut self, endpoint: &Endpoint) -> Result<(), DatapathError> {
         self.detach(&endpoint.host_ifname, Hook::Pod)?;
-        // The ifindex may come back on another pod's interface.
-        maps::remove_endpoint(self.ebpf_mut(), endpoint.host_ifindex)?;
+        // The ifindex may come back on another pod's interface (or already
+        // has: its entry stays).
+        maps::remove_endpoint_of(
+            self.ebpf_mut(),
+            endpoint.host_ifindex,
+            endpoint.id,
+            endpoint.ipv4.octets(),
+        )?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
-//! ADD: reserve an address, wire the pod, register the endpoint; undo it
-//! all if any step fails.
+//! ADD: reserve an address, wire the pod (host end down), register the
+//! endpoint and wait for its policy, bring the host end up; undo it all if
+//! any step fails.
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -65,8 +66,16 @@ pub async fn add(request: AddRequest) -> Result<Value, CniError> {
         pod_ip: spec.pod_ip,
         pod_mac: spec.pod_mac,
     };
-    if let Err(error) = agent.create_endpoint(&endpoint).await {
-        let mut error = CniError::from(error);
+    // The agent attaches its programs and closes the endpoint, and answers
+    // once the endpoint's policy is in the kernel; only then does the host
+    // end come up (see `veth`).
+    let activated = match agent.create_endpoint(&endpoint).await {
+        Ok(_) => veth::activate(&host, &spec, &network)
+            .await
+            .map_err(|error| error.into_cni("cannot bring up the pod network")),
+        Err(error) => Err(CniError::from(error)),
+    };
+    if let Err(mut error) = activated {
         if let Err(cleanup) = netlink::delete_link_if_exists(&host, &spec.host_ifname).await {
             error = also_failed(error, &format!("deleting {}", spec.host_ifname), cleanup);
         }

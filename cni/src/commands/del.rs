@@ -1,6 +1,7 @@
-//! DEL: idempotent removal. Local cleanup happens even when the agent is
-//! unreachable; the agent's failure is reported afterwards so the runtime
-//! retries and the address is eventually released.
+//! DEL: idempotent removal, the pod's links first, then the endpoint.
+//! Local cleanup happens even when the agent is unreachable; the agent's
+//! failure is reported afterwards so the runtime retries and the address is
+//! eventually released.
 
 use tracing::info;
 
@@ -17,14 +18,8 @@ pub async fn del(request: DelRequest) -> Result<(), CniError> {
         config,
     } = request;
 
-    let agent_result = match AgentClient::connect(&config.agent_socket).await {
-        Ok(mut agent) => agent
-            .delete_endpoint(&attachment)
-            .await
-            .map_err(CniError::from),
-        Err(error) => Err(CniError::from(error)),
-    };
-
+    // The link first: until it is gone the agent's programs stay attached
+    // and the endpoint enforced, so no packet passes unfiltered.
     let host_ifname = attachment.host_ifname();
     let mut local_result = async {
         let host = netns::connect()?;
@@ -52,6 +47,14 @@ pub async fn del(request: DelRequest) -> Result<(), CniError> {
             }
         }
     }
+
+    let agent_result = match AgentClient::connect(&config.agent_socket).await {
+        Ok(mut agent) => agent
+            .delete_endpoint(&attachment)
+            .await
+            .map_err(CniError::from),
+        Err(error) => Err(CniError::from(error)),
+    };
 
     match (agent_result, local_result) {
         (Ok(_), Ok(())) => Ok(()),

@@ -36,6 +36,26 @@ pub fn set_new_endpoint(
     Ok(true)
 }
 
+/// Removes the entry at `ifindex` if it is this endpoint's (same id and
+/// address): the interface may be gone and its ifindex already another
+/// pod's, whose entry stays. Absent is fine.
+pub fn remove_endpoint_of(
+    ebpf: &mut Ebpf,
+    ifindex: u32,
+    id: u16,
+    ipv4: [u8; 4],
+) -> Result<(), TableError> {
+    let mut map = hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?;
+    let key = EndpointKey { ifindex };
+    match map.get(&key, 0) {
+        Ok(existing) if existing.id == id && existing.ipv4 == ipv4 => {
+            removed(map_names::ENDPOINTS, map.remove(&key))
+        }
+        Ok(_) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(map_err(map_names::ENDPOINTS)(source)),
+    }
+}
+
 /// Removes an endpoint; absent is fine.
 pub fn remove_endpoint(ebpf: &mut Ebpf, ifindex: u32) -> Result<(), TableError> {
     let mut map = hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?;
