@@ -134,7 +134,7 @@ impl LazyEtcdStore {
             }
             Ok(result) => result,
             Err(_) => {
-                let reason = format!("no answer to a {what} within {timeout:?}");
+                let reason = format!("no answer within {timeout:?} ({what})");
                 self.shared.observe(Err(reason.clone()));
                 Err(self.shared.not_answering(reason))
             }
@@ -158,7 +158,7 @@ impl LazyEtcdStore {
                 let error = match tokio::time::timeout(timeout, open(store)).await {
                     Ok(Ok(stream)) => return stream,
                     Ok(Err(error)) => error.to_string(),
-                    Err(_) => format!("no answer to the initial list within {timeout:?}"),
+                    Err(_) => format!("no answer within {timeout:?} (initial list)"),
                 };
                 tracing::debug!(watch = what, %error, "opening a watch; retrying");
                 tokio::time::sleep(backoff).await;
@@ -188,6 +188,15 @@ impl Shared {
             }
             (true, Connection::Unreachable { error, .. }) => {
                 tracing::warn!(etcd = %self.endpoints, %error, "etcd stopped answering; enforcing what is known, retrying")
+            }
+            // Not connected yet: say why, once per reason.
+            (
+                false,
+                Connection::Connecting {
+                    error: Some(error), ..
+                },
+            ) => {
+                tracing::warn!(etcd = %self.endpoints, %error, "etcd does not answer yet; running on what is known, retrying")
             }
             _ => {}
         }
@@ -250,7 +259,7 @@ async fn run(shared: Weak<Shared>, config: EtcdConfig) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!(
-                "no answer to a check within {:?}",
+                "no answer within {:?} (check)",
                 options.call_timeout
             )),
         };
