@@ -43,6 +43,32 @@ impl Lab {
             .with_context(|| format!("{signal} to etcd (pid {pid})"))
     }
 
+    /// Kills the lab's etcd (SIGKILL: its clients see their connections
+    /// reset and new ones refused) and waits until it is gone.
+    pub fn kill_etcd(&mut self) -> Result<()> {
+        let pid = self.state.etcd_pid;
+        self.signal_etcd(Signal::SIGKILL)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process::alive(pid) {
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(pid as i32),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            if Instant::now() > deadline {
+                bail!("etcd (pid {pid}) still runs 5 s after SIGKILL");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts the lab's etcd again over its data directory (everything it
+    /// held is kept) and waits until it accepts connections.
+    pub fn restart_etcd(&mut self) -> Result<()> {
+        self.state.etcd_pid = self.start_etcd(&underlay_netns(&self.state.name))?;
+        self.state.save(&self.dir)
+    }
+
     /// Runs `f` in the namespace etcd listens in (the underlay), on a
     /// thread of its own: a client made there reaches [`endpoint`].
     pub fn in_etcd_netns<T: Send + 'static>(
