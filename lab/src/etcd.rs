@@ -63,10 +63,21 @@ impl Lab {
     }
 
     /// Starts the lab's etcd again over its data directory (everything it
-    /// held is kept) and waits until it accepts connections.
+    /// held is kept) and waits until it serves requests (a restarted member
+    /// accepts connections a second or two before it has elected itself
+    /// leader and answers).
     pub fn restart_etcd(&mut self) -> Result<()> {
-        self.state.etcd_pid = self.start_etcd(&underlay_netns(&self.state.name))?;
-        self.state.save(&self.dir)
+        let underlay = underlay_netns(&self.state.name);
+        self.state.etcd_pid = self.start_etcd(&underlay)?;
+        self.state.save(&self.dir)?;
+        let deadline = Instant::now() + ETCD_READY_TIMEOUT;
+        while !netns::run_in(&underlay, healthy)? {
+            if Instant::now() > deadline {
+                bail!("etcd accepts connections but is not healthy after {ETCD_READY_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Runs `f` in the namespace etcd listens in (the underlay), on a
@@ -127,4 +138,21 @@ impl Lab {
             std::fs::read_to_string(&log).unwrap_or_default()
         )
     }
+}
+
+/// etcd serves `/health` over HTTP/1 on its client port: true once it has a
+/// leader and answers.
+fn healthy() -> bool {
+    use std::io::{Read, Write};
+    let probe = || -> std::io::Result<String> {
+        let address = std::net::SocketAddr::from((ETCD_IP, ETCD_CLIENT_PORT));
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200))?;
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out)?;
+        Ok(out)
+    };
+    probe().is_ok_and(|body| body.contains(r#""health":"true""#))
 }
