@@ -236,16 +236,15 @@ async fn start_cluster_sync(
     let mut etcd = EtcdConfig::new(args.etcd_endpoints.clone(), args.node_name.clone());
     etcd.connect_timeout = std::time::Duration::from_secs(2);
     etcd.request_timeout = std::time::Duration::from_secs(2);
-    let store: Arc<dyn SharedStore> = Arc::new(
-        LazyEtcdStore::start(
-            etcd,
-            LazyOptions::default(),
-            kvstore::connection_reporter(status.clone(), registry),
-        )
-        .context("the etcd configuration")?,
-    );
+    let lazy = LazyEtcdStore::start(
+        etcd,
+        LazyOptions::default(),
+        kvstore::connection_reporter(status.clone(), registry),
+    )
+    .context("the etcd configuration")?;
+    let store: Arc<dyn SharedStore> = Arc::new(lazy.clone());
     kvstore::spawn_node_publish(
-        store.clone(),
+        lazy,
         NodeRecord {
             name: args.node_name.clone(),
             ip: node_ip,

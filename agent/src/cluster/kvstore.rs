@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use tracing::{info, warn};
-use weir_identity::{Connection, EndpointRecord, NodeRecord, SharedStore, StoreEvent};
+use weir_identity::{
+    Connection, EndpointRecord, LazyEtcdStore, NodeRecord, SharedStore, StoreEvent,
+};
 use weir_types::LabelSet;
 
 use crate::reconcile::status::SharedReconcileStatus;
@@ -126,11 +128,12 @@ pub fn connection_reporter(
     }
 }
 
-/// Publishes this node's record once the store answers, retrying until it
-/// is written (the store then republishes it by itself if its lease is
-/// lost).
-pub fn spawn_node_publish(store: Arc<dyn SharedStore>, node: NodeRecord) {
+/// Publishes this node's record once the store is connected, retrying
+/// until it is written (the store then republishes it by itself if its
+/// lease is lost).
+pub fn spawn_node_publish(store: LazyEtcdStore, node: NodeRecord) {
     tokio::spawn(async move {
+        store.connected().await;
         let mut last_error = None;
         loop {
             match store.upsert_node(&node).await {
