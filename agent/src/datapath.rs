@@ -6,12 +6,14 @@
 //! second load with the same directory reuses the pinned maps, so counters
 //! and, later, policy and conntrack state survive an agent restart.
 //! Attachments are TCX links, also pinned there (see [`attach`]), so
-//! programs stay attached while the agent is down.
+//! programs stay attached while the agent is down. A pin whose layout or
+//! ABI version does not match the object is replaced (see [`pins`]).
 
 mod attach;
 pub mod cgroup;
 pub mod maps;
 mod metrics;
+pub mod pins;
 pub mod sysctl;
 
 use std::io;
@@ -98,6 +100,8 @@ pub enum DatapathError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Table(#[from] maps::TableError),
+    #[error("checking the pinned maps: {0}")]
+    Pins(#[from] pins::PinError),
 }
 
 /// Which packets produce flow events (Cilium's monitor aggregation levels).
@@ -155,6 +159,7 @@ impl Default for LoadOptions {
 pub struct Datapath {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    pins: pins::PinCheck,
 }
 
 impl Datapath {
@@ -191,6 +196,14 @@ impl Datapath {
             .saturating_mul(options.maglev_tables)
             .max(1);
         let aggregation = options.monitor_aggregation.abi_value();
+        let expected =
+            pins::expected(object, &[(weir_abi::map_names::LB4_MAGLEV, maglev_entries)])?;
+        let pins = pins::check(pin_dir, &expected)?;
+        for pin in &pins.replaced {
+            tracing::warn!(pin_dir = %pin_dir.display(), map = %pin.map, reason = %pin.reason,
+                "pinned map does not match this agent's datapath: replaced by a new map; \
+                 the programs attached keep the old one until they are replaced");
+        }
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .override_global("WEIR_MONITOR_AGGREGATION", &aggregation, true)
@@ -201,6 +214,7 @@ impl Datapath {
         let mut datapath = Datapath {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
+            pins,
         };
         for kind in ProgramKind::ALL {
             let name = kind.name();
@@ -215,11 +229,36 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        if !datapath.pins.fill_before_attach {
+            pins::record(pin_dir, true)?;
+        }
         Ok(datapath)
     }
 
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// The pins this load replaced because they did not match the object.
+    pub fn replaced_pins(&self) -> &[pins::StalePin] {
+        &self.pins.replaced
+    }
+
+    /// True when maps were replaced (now, or by an earlier start that did
+    /// not get to attach): the programs attached still use the old maps,
+    /// and attaching the new programs before the new maps hold the desired
+    /// state would open a gap in enforcement. Fill them first, attach, then
+    /// call [`Datapath::serving`].
+    pub fn fill_before_attach(&self) -> bool {
+        self.pins.fill_before_attach
+    }
+
+    /// Records that the programs using these maps are attached: the next
+    /// start reuses the pins and attaches at once.
+    pub fn serving(&mut self) -> Result<(), DatapathError> {
+        pins::record(&self.pin_dir, true)?;
+        self.pins.fill_before_attach = false;
+        Ok(())
     }
 
     /// A loaded program, e.g. to run it with `BPF_PROG_TEST_RUN`.
@@ -278,6 +317,17 @@ impl Datapath {
     }
 
     /// Detaches what [`Datapath::attach`] attached with `hook`.
+    /// Removes link pins whose interface is gone (see
+    /// [`attach::remove_orphaned_pins`]); returns how many.
+    pub fn remove_orphaned_pins(&self) -> Result<usize, DatapathError> {
+        attach::remove_orphaned_pins(&self.pin_dir)
+            .map(|removed| removed.len())
+            .map_err(|e| DatapathError::Attach {
+                interface: "*".into(),
+                reason: format!("sweeping {}: {e}", self.pin_dir.join("links").display()),
+            })
+    }
+
     pub fn detach(&self, interface: &str, hook: Hook) -> Result<(), DatapathError> {
         detach_pinned(&self.pin_dir, interface, hook)
     }

@@ -66,17 +66,21 @@ async fn run(args: Config) -> Result<()> {
             args.bpffs_dir.display()
         )
     })?;
-    for device in &args.devices {
-        datapath
-            .attach(device, Hook::Netdev)
-            .with_context(|| format!("attaching to node device {device}"))?;
-        info!(%device, "netdev programs attached");
+    for pin in datapath.replaced_pins() {
+        warn!(map = %pin.map, reason = %pin.reason, "pinned map replaced");
     }
-    if let Some(cgroup) = &args.socket_lb_cgroup {
+    // Replaced maps are empty: the programs attached keep the old ones
+    // until the reconcile loop has filled the new ones (see datapath::pins).
+    let defer_attach = datapath.fill_before_attach() && !args.etcd_endpoints.is_empty();
+    let node = NodeAttachments {
+        devices: args.devices.clone(),
+        socket_lb_cgroup: args.socket_lb_cgroup.clone(),
+    };
+    if !defer_attach {
+        attach_node(&mut datapath, &node)?;
         datapath
-            .attach_cgroup(cgroup)
-            .with_context(|| format!("attaching socket LB to {}", cgroup.display()))?;
-        info!(cgroup = %cgroup.display(), "socket LB attached");
+            .serving()
+            .context("recording the pins' ABI version")?;
     }
 
     let store = StateStore::new(&args.state_dir)?;
@@ -103,16 +107,16 @@ async fn run(args: Config) -> Result<()> {
         )
         .with_before_policy(before_policy),
     );
-    for (endpoint, error) in agent.restore() {
-        warn!(id = endpoint.id, host_ifname = %endpoint.host_ifname, %error,
-              "could not re-attach restored endpoint");
+    if !defer_attach {
+        restore(&agent);
     }
-    info!(endpoints = agent.endpoints().len(), "endpoints restored");
 
     spawn_conntrack_gc(datapath.clone(), args.conntrack_gc_interval_s);
     let snapshot = SharedSnapshot::default();
     let view = Arc::new(std::sync::Mutex::new(SharedView::default()));
     let registry = prometheus::Registry::new();
+    let deferred = pin_metrics(&registry, datapath.lock().replaced_pins());
+    deferred.set(i64::from(defer_attach));
     let lb_status = SharedLbStatus::default();
     // Without a kvstore no reconcile loop runs: nothing to be ready for.
     let reconcile_status =
@@ -159,6 +163,20 @@ async fn run(args: Config) -> Result<()> {
             &registry,
         )
         .await?;
+    }
+
+    if defer_attach {
+        warn!(
+            "pinned maps were replaced: the programs attached keep enforcing the old maps \
+               until the reconcile loop has converged on the new ones"
+        );
+        tokio::spawn(attach_when_converged(
+            node,
+            agent.clone(),
+            datapath.clone(),
+            reconcile_status.clone(),
+            deferred,
+        ));
     }
 
     let mut term = signal(SignalKind::terminate())?;
@@ -318,6 +336,111 @@ async fn start_cluster_sync(
     });
     info!(etcd = ?args.etcd_endpoints, "cluster sync started");
     Ok(())
+}
+
+/// Where the node's programs attach: its devices and the socket LB cgroup.
+struct NodeAttachments {
+    devices: Vec<String>,
+    socket_lb_cgroup: Option<std::path::PathBuf>,
+}
+
+/// Attaches the programs to the node devices and the socket LB cgroup.
+fn attach_node(datapath: &mut Datapath, node: &NodeAttachments) -> Result<()> {
+    for device in &node.devices {
+        datapath
+            .attach(device, Hook::Netdev)
+            .with_context(|| format!("attaching to node device {device}"))?;
+        info!(%device, "netdev programs attached");
+    }
+    if let Some(cgroup) = &node.socket_lb_cgroup {
+        datapath
+            .attach_cgroup(cgroup)
+            .with_context(|| format!("attaching socket LB to {}", cgroup.display()))?;
+        info!(cgroup = %cgroup.display(), "socket LB attached");
+    }
+    Ok(())
+}
+
+/// `weir_datapath_pins_replaced{map}` (1 for each pin this start replaced)
+/// and `weir_datapath_attach_deferred` (1 while the programs attached still
+/// use replaced maps), which is returned.
+fn pin_metrics(
+    registry: &prometheus::Registry,
+    replaced: &[weir_agent::datapath::pins::StalePin],
+) -> prometheus::IntGauge {
+    use weir_agent::registry::registered;
+    let pins = registered(
+        registry,
+        prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "weir_datapath_pins_replaced",
+                "Pinned maps replaced at this start because their layout or ABI version \
+                 did not match the datapath",
+            ),
+            &["map"],
+        ),
+    );
+    for pin in replaced {
+        pins.with_label_values(&[pin.map.as_str()]).set(1);
+    }
+    registered(
+        registry,
+        prometheus::IntGauge::new(
+            "weir_datapath_attach_deferred",
+            "1 while the programs attached still use replaced maps (the new ones are being filled)",
+        ),
+    )
+}
+
+/// Re-attaches the programs of the endpoints an earlier run left.
+fn restore(agent: &EndpointManager<SharedDatapath>) {
+    for (endpoint, error) in agent.restore() {
+        warn!(id = endpoint.id, host_ifname = %endpoint.host_ifname, %error,
+              "could not re-attach restored endpoint");
+    }
+    info!(endpoints = agent.endpoints().len(), "endpoints restored");
+}
+
+/// After pinned maps were replaced: waits until the reconcile loop has
+/// written the whole desired state into the new maps (a pass on a synced
+/// view with every step ok), then swaps the programs of the node devices
+/// and the restored endpoints (TCX link updates, atomic) and records the
+/// pins as serving. Until then the old programs enforce the old maps, as
+/// while the agent is down; a failure to attach is retried.
+async fn attach_when_converged(
+    node: NodeAttachments,
+    agent: Arc<EndpointManager<SharedDatapath>>,
+    datapath: SharedDatapath,
+    status: SharedReconcileStatus,
+    deferred: prometheus::IntGauge,
+) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        ticker.tick().await;
+        if !status.lock().unwrap_or_else(|e| e.into_inner()).converged() {
+            continue;
+        }
+        let attached = {
+            let mut datapath = datapath.lock();
+            attach_node(&mut datapath, &node)
+        };
+        if let Err(error) = attached {
+            warn!(
+                error = format!("{error:#}"),
+                "attaching after a map replacement; retrying"
+            );
+            continue;
+        }
+        restore(&agent);
+        deferred.set(0);
+        match datapath.lock().serving() {
+            Ok(()) => {
+                info!("new maps filled and programs attached: the replaced maps are released")
+            }
+            Err(error) => warn!(%error, "recording the pins' ABI version"),
+        }
+        return;
+    }
 }
 
 /// Removes expired conntrack entries periodically (the LRU only evicts under

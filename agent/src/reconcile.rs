@@ -179,7 +179,7 @@ impl Reconciler {
     /// Publish each step's state into `status` after every pass.
     pub fn with_status(mut self, status: SharedReconcileStatus) -> Self {
         self.status = status;
-        self.publish_status();
+        self.publish_status(false);
         self
     }
 
@@ -224,6 +224,8 @@ impl Reconciler {
         }
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let identities = self.identities.by_attachment();
+        self.policy
+            .recall_cidr_identities(&mut self.datapath.lock());
         self.policy.update(
             &self.cluster,
             &view,
@@ -285,7 +287,7 @@ impl Reconciler {
         }
         let snapshot = self.policy.snapshot(&endpoints, &identities);
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-        self.publish_status();
+        self.publish_status(view.synced());
         if failed.is_empty() {
             Ok(())
         } else {
@@ -311,9 +313,11 @@ impl Reconciler {
         }
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&self, synced: bool) {
         let steps = self.steps.all().map(Step::report).to_vec();
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).steps = steps;
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.steps = steps;
+        status.synced = synced;
     }
 
     /// Reads the manifest directory if it changed; logs each rejected file

@@ -43,6 +43,12 @@ pub struct Outcome {
 }
 
 pub fn invoke(call: &Invocation) -> Result<Outcome> {
+    finish(spawn(call)?)
+}
+
+/// Starts the plugin with the configuration on its stdin; [`finish`] waits
+/// for it (a runtime that times out kills it instead).
+pub fn spawn(call: &Invocation) -> Result<std::process::Child> {
     let mut cmd = Command::new(call.plugin);
     cmd.env_clear()
         .env("CNI_COMMAND", call.command)
@@ -73,6 +79,11 @@ pub fn invoke(call: &Invocation) -> Result<Outcome> {
         .take()
         .expect("piped")
         .write_all(serde_json::to_string(call.config)?.as_bytes())?;
+    Ok(child)
+}
+
+/// Waits for a plugin started by [`spawn`].
+pub fn finish(child: std::process::Child) -> Result<Outcome> {
     let out = child.wait_with_output()?;
     Ok(Outcome {
         success: out.status.success(),

@@ -8,8 +8,14 @@
 //! user lets go. The agent holds one reference per CIDR of the state in
 //! force and lets the previous state's go after compiling the next, so a
 //! CIDR named by both keeps its id and one no policy names any more is freed.
+//!
+//! Numbers survive a restart through [`LocalIdentities::prefer`]: the agent
+//! passes the CIDR identities an earlier agent left in the pinned ipcache,
+//! and a CIDR allocated again gets its old number (which no other CIDR
+//! takes meanwhile), so the policy entries that name it stay valid and a
+//! restart rewrites nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ipnetwork::IpNetwork;
 
@@ -27,6 +33,10 @@ pub enum LocalIdentityError {
 pub struct LocalIdentities {
     by_cidr: HashMap<IpNetwork, (NumericIdentity, usize)>,
     by_id: HashMap<NumericIdentity, IpNetwork>,
+    /// Numbers an earlier agent gave CIDRs not allocated again yet, and
+    /// the set of those numbers (skipped when numbering another CIDR).
+    preferred: HashMap<IpNetwork, NumericIdentity>,
+    promised: HashSet<NumericIdentity>,
     /// Where the search for a free id starts: ids are handed out round-robin
     /// so a just-freed id is not reused while stale state may still name it.
     next: NumericIdentity,
@@ -54,6 +64,8 @@ impl LocalIdentities {
         Self {
             by_cidr: HashMap::new(),
             by_id: HashMap::new(),
+            preferred: HashMap::new(),
+            promised: HashSet::new(),
             next: min,
             min,
             max,
@@ -73,14 +85,64 @@ impl LocalIdentities {
         if self.by_id.len() as u64 >= u64::from(size) {
             return Err(LocalIdentityError::Exhausted(size));
         }
-        let mut id = self.next;
-        while self.by_id.contains_key(&id) {
-            id = if id == self.max { self.min } else { id + 1 };
+        let preferred = self.preferred.remove(&cidr);
+        if let Some(id) = preferred {
+            self.promised.remove(&id);
         }
-        self.next = if id == self.max { self.min } else { id + 1 };
+        let id = match preferred {
+            Some(id) if !self.by_id.contains_key(&id) => id,
+            _ => {
+                let id = self.free_id();
+                self.next = if id == self.max { self.min } else { id + 1 };
+                id
+            }
+        };
         self.by_cidr.insert(cidr, (id, 1));
         self.by_id.insert(id, cidr);
         Ok(id)
+    }
+
+    /// The first free id from `next` on that no earlier agent gave another
+    /// CIDR; any free id when only those are left. There is one: the caller
+    /// checked that not every id is in use.
+    fn free_id(&self) -> NumericIdentity {
+        let size = self.max - self.min + 1;
+        let candidates = (0..size).map(|i| self.min + (self.next - self.min + i) % size);
+        let mut first_free = None;
+        for id in candidates {
+            if self.by_id.contains_key(&id) {
+                continue;
+            }
+            if !self.promised.contains(&id) {
+                return id;
+            }
+            first_free.get_or_insert(id);
+        }
+        first_free.unwrap_or(self.next)
+    }
+
+    /// Numbers to give `cidrs` when they are allocated (again): those an
+    /// earlier agent used. Numbers outside this allocator's range, or
+    /// already in use, are ignored.
+    pub fn prefer(&mut self, cidrs: impl IntoIterator<Item = (IpNetwork, NumericIdentity)>) {
+        for (cidr, id) in cidrs {
+            let cidr = normalise(cidr);
+            let usable = (self.min..=self.max).contains(&id)
+                && !self.by_id.contains_key(&id)
+                && !self.promised.contains(&id)
+                && !self.by_cidr.contains_key(&cidr);
+            if usable {
+                self.preferred.insert(cidr, id);
+                self.promised.insert(id);
+            }
+        }
+    }
+
+    /// Forgets the numbers of [`LocalIdentities::prefer`] not used yet
+    /// (their CIDRs are named by no policy any more).
+    pub fn forget_preferred(&mut self) {
+        self.preferred.clear();
+        self.promised.clear();
     }
 
     /// Drops one reference to `cidr`. Returns the identity if this was the

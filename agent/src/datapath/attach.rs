@@ -99,6 +99,38 @@ fn pins_of(pin_dir: &Path, interface: &str, point: AttachPoint) -> io::Result<Ve
     Ok(pins)
 }
 
+/// Removes the link pins whose interface no longer exists (by the ifindex
+/// they were made for, and its name): the attachment went with the
+/// interface and only the pin file is left, e.g. of a pod whose ADD died
+/// with the agent before the endpoint was recorded. Returns what it removed.
+pub(super) fn remove_orphaned_pins(pin_dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(links_dir(pin_dir)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let mut parts = name.split('@');
+        let (Some(interface), Some(ifindex)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(ifindex) = ifindex.parse::<u32>() else {
+            continue;
+        };
+        let exists = nix::net::if_::if_indextoname(ifindex)
+            .is_ok_and(|current| current.to_string_lossy() == interface);
+        if !exists {
+            std::fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
 pub(super) fn attach(
     datapath: &mut Datapath,
     interface: &str,

@@ -27,6 +27,10 @@ pub trait EndpointDatapath: Send {
     /// Detaches them and removes the endpoint's entry; succeeds when
     /// nothing is attached.
     fn detach_pod(&mut self, endpoint: &Endpoint) -> Result<(), DatapathError>;
+    /// Removes what is left of attachments whose interface is gone (e.g.
+    /// made by an agent killed before it recorded the endpoint); returns
+    /// how many.
+    fn remove_orphans(&mut self) -> Result<usize, DatapathError>;
 }
 
 impl EndpointDatapath for Datapath {
@@ -51,6 +55,10 @@ impl EndpointDatapath for Datapath {
         )?;
         Ok(())
     }
+
+    fn remove_orphans(&mut self) -> Result<usize, DatapathError> {
+        self.remove_orphaned_pins()
+    }
 }
 
 impl EndpointDatapath for SharedDatapath {
@@ -64,6 +72,10 @@ impl EndpointDatapath for SharedDatapath {
 
     fn detach_pod(&mut self, endpoint: &Endpoint) -> Result<(), DatapathError> {
         self.lock().detach_pod(endpoint)
+    }
+
+    fn remove_orphans(&mut self) -> Result<usize, DatapathError> {
+        self.lock().remove_orphans()
     }
 }
 
@@ -196,6 +208,9 @@ impl<D: EndpointDatapath> EndpointManager<D> {
     /// attach, with the reason; they stay registered for DEL or GC.
     pub fn restore(&self) -> Vec<(Endpoint, DatapathError)> {
         let mut inner = self.lock();
+        if let Err(error) = inner.datapath.remove_orphans() {
+            tracing::warn!(%error, "cannot remove orphaned attachments");
+        }
         let endpoints: Vec<Endpoint> = inner.state.endpoints.iter().cloned().collect();
         let mut failed = Vec::new();
         for endpoint in endpoints {
@@ -272,6 +287,11 @@ impl<D: EndpointDatapath> EndpointManager<D> {
         let mut next = inner.state.clone();
         let endpoint = next.endpoints.remove(attachment);
         let address = next.ipam.release(attachment);
+        // An ADD that died with an earlier agent may have left an
+        // attachment this agent never recorded; its interface is gone now.
+        if let Err(error) = inner.datapath.remove_orphans() {
+            tracing::warn!(%error, "cannot remove orphaned attachments");
+        }
         if endpoint.is_none() && address.is_none() {
             return Ok(false);
         }

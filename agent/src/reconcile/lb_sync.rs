@@ -17,8 +17,11 @@
 //! the pinned maps, so connections in flight keep their backends) and the
 //! one after a failed write. A write that fails (a full map) stops the pass
 //! with what was in force still consistent; the failure is counted and
-//! shown, and the next pass starts over in full.
+//! shown, and the next pass starts over in full. After a full pass the
+//! datapath's NAT and affinity entries that point at frontends or backends
+//! no longer programmed are removed ([`connections`]).
 
+mod connections;
 mod ids;
 mod maps;
 mod status;
@@ -169,7 +172,10 @@ impl LbSync {
                 self.upsert(maps, frontend)?;
             }
             self.sweep(maps)?;
+            self.free_retired(maps)?;
+            self.sweep_connections(maps)?;
             self.full = false;
+            return Ok(());
         } else {
             for key in changed {
                 match frontends.get(key) {
@@ -179,6 +185,52 @@ impl LbSync {
             }
         }
         self.free_retired(maps)
+    }
+
+    /// Removes the NAT mappings, socket reverse translations and affinity
+    /// entries that point at what no
+    /// programmed frontend has (see [`connections`]); counts them in the
+    /// status.
+    fn sweep_connections(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
+        let mut members = connections::Members::new();
+        for (key, lowered) in &self.lowered {
+            let Some(rev_nat_id) = self.revnat_ids.get(&L4Address::of_frontend(key)) else {
+                continue;
+            };
+            members.entry(rev_nat_id).or_default().extend(
+                lowered
+                    .backends
+                    .iter()
+                    .filter_map(|address| self.backend_ids.get(address)),
+            );
+        }
+        let mut removed = 0;
+        for (key, entry) in maps.nat()? {
+            if connections::stale_nat(&key, &entry, &self.written.backends, &members) {
+                maps.remove_nat(&key)?;
+                removed += 1;
+            }
+        }
+        for (key, value) in maps.affinity()? {
+            if connections::stale_affinity(&key, &value, &members) {
+                maps.remove_affinity(&key)?;
+                removed += 1;
+            }
+        }
+        for (key, value) in maps.sock_revnat()? {
+            if connections::stale_sock_revnat(&key, &value, &self.written.backends, &members) {
+                maps.remove_sock_revnat(&key)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                entries = removed,
+                "removed NAT, socket reverse-NAT and affinity entries of services or backends \
+                 no longer programmed"
+            );
+        }
+        Ok(())
     }
 
     /// Reads what an earlier agent left in the maps: its ids are adopted

@@ -23,6 +23,11 @@
 //!   they are diffed once its identity is known;
 //! * an entry that does not decode is none the agent writes: it is logged and
 //!   removed on the first pass (at the removal step, after upserts and flags).
+//!
+//! CIDR identities are node-local numbers that policy entries name. Before
+//! the first compile the numbers an earlier agent gave its CIDRs are read
+//! back from the pinned ipcache ([`PolicySync::recall_cidr_identities`]), so
+//! the same CIDRs get the same numbers and a restart rewrites no entry.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,6 +65,8 @@ pub struct PolicySync {
     written: BTreeMap<LpmKey, PolicyEntry>,
     /// The map was read once ([`PolicySync::adopt`]).
     read: bool,
+    /// The ipcache's CIDR numbers were read ([`PolicySync::recall_cidr_identities`]).
+    recalled: bool,
     /// Entries read from the kernel that this agent has not confirmed or
     /// removed yet (see the module's comment for when it does).
     adopted: BTreeSet<LpmKey>,
@@ -88,6 +95,11 @@ impl PolicySync {
         let policies = self.parse(cluster);
         let (cluster_view, pods) = cluster_view(cluster, view, endpoints, identities, local_labels);
         self.compile(cluster_view, policies);
+        if view.synced() {
+            // Every CIDR a policy names is allocated now: numbers of CIDRs
+            // no policy names any more need not be kept free.
+            self.cidr_identities.forget_preferred();
+        }
         self.pods = pods;
         self.synced = view.synced();
         self.unidentified = endpoints
@@ -95,6 +107,27 @@ impl PolicySync {
             .filter(|e| !identities.contains_key(&e.attachment))
             .map(|e| e.id)
             .collect();
+    }
+
+    /// Before the first compile: the numbers an earlier agent gave CIDRs, as
+    /// the pinned ipcache holds them (prefix → identity in the local scope),
+    /// become the numbers these CIDRs get again. Read once; on an error the
+    /// CIDRs are numbered afresh (their entries are then rewritten).
+    pub fn recall_cidr_identities(&mut self, datapath: &mut Datapath) {
+        if self.recalled {
+            return;
+        }
+        self.recalled = true;
+        match maps::ipcache_entries(datapath.ebpf_mut()) {
+            Ok(entries) => self.cidr_identities.prefer(
+                entries
+                    .into_iter()
+                    .map(|(prefix, value)| (prefix, value.identity)),
+            ),
+            Err(error) => {
+                warn!(%error, "cannot read the ipcache: CIDR identities are numbered afresh")
+            }
+        }
     }
 
     /// Reads what the policy map holds, once (an earlier agent's entries):

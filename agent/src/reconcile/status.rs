@@ -42,6 +42,8 @@ pub struct StepReport {
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileStatus {
     pub steps: Vec<StepReport>,
+    /// The last pass ran on a view that had synced (desired state complete).
+    pub synced: bool,
     /// The connection to the shared store, when there is one (written by
     /// the store's connection check, not by the reconciler).
     pub kvstore: Option<Connection>,
@@ -60,6 +62,7 @@ impl ReconcileStatus {
                     last_error: String::new(),
                 })
                 .collect(),
+            synced: false,
             kvstore: None,
         }
     }
@@ -67,8 +70,11 @@ impl ReconcileStatus {
     /// Ready when every step has run and its last run succeeded, and the
     /// shared store (if any) answers.
     pub fn ready(&self) -> bool {
+        self.steps_ok() && self.kvstore.as_ref().is_none_or(Connection::is_connected)
+    }
+
+    fn steps_ok(&self) -> bool {
         self.steps.iter().all(|step| step.state == StepState::Ok)
-            && self.kvstore.as_ref().is_none_or(Connection::is_connected)
     }
 
     /// `connected for 3 s`, `unreachable for 12 s: <error>`, ...; empty
@@ -78,6 +84,13 @@ impl ReconcileStatus {
             .as_ref()
             .map(|c| c.describe(now))
             .unwrap_or_default()
+    }
+
+    /// The maps hold the whole desired state: the last pass ran on a synced
+    /// view and every step has succeeded.
+    pub fn converged(&self) -> bool {
+        // Not `ready`: an etcd gone after the sync leaves the maps whole.
+        self.synced && !self.steps.is_empty() && self.steps_ok()
     }
 
     /// The `/readyz` body: one line per step.

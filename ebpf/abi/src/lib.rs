@@ -26,6 +26,12 @@ pub use metrics::{MetricsKey, MetricsValue, TrafficDirection};
 pub use policy::{PolicyEntry, PolicyKey};
 pub use reason::Reason;
 
+/// The version of the pinned map layouts. Bump it whenever a pinned map's
+/// key, value, type or size changes meaning (even when its byte sizes stay
+/// the same): an agent finding pins of another version replaces them
+/// (the agent's `datapath::pins`).
+pub const ABI_VERSION: u32 = 1;
+
 /// Names of the maps the datapath object defines. User space opens maps by
 /// these names; the kernel crate declares them with the same constants.
 pub mod map_names {

@@ -76,3 +76,51 @@ fn the_scope_bounds_match_the_identity_crate() {
     assert_eq!(reserved::LOCAL_MIN, 16_777_217);
     assert_eq!(reserved::LOCAL_MAX, 33_554_431);
 }
+
+#[test]
+fn preferred_numbers_are_given_back_and_kept_from_other_cidrs() {
+    let min = reserved::LOCAL_MIN;
+    let mut ids = LocalIdentities::with_range(min, min + 3);
+    // An earlier agent numbered 10.2/16 first and 10.1/16 second.
+    ids.prefer([(net("10.2.0.0/16"), min), (net("10.1.0.0/16"), min + 1)]);
+    // Allocated in another order, each gets its number back, and a new
+    // CIDR takes neither.
+    assert_eq!(ids.allocate(net("10.1.0.0/16")).unwrap(), min + 1);
+    assert_eq!(ids.allocate(net("10.3.0.0/16")).unwrap(), min + 2);
+    assert_eq!(ids.allocate(net("10.2.1.0/16")).unwrap(), min);
+    // Released and allocated again: numbered as any CIDR.
+    assert_eq!(ids.release(net("10.2.0.0/16")), Some(min));
+    assert_eq!(ids.allocate(net("10.2.0.0/16")).unwrap(), min + 3);
+}
+
+#[test]
+fn preferred_numbers_are_used_by_others_only_when_nothing_else_is_free() {
+    let min = reserved::LOCAL_MIN;
+    let mut ids = LocalIdentities::with_range(min, min + 1);
+    ids.prefer([(net("10.9.0.0/16"), min)]);
+    assert_eq!(ids.allocate(net("10.1.0.0/16")).unwrap(), min + 1);
+    assert_eq!(ids.allocate(net("10.2.0.0/16")).unwrap(), min);
+    // Its number taken, the preferred CIDR gets none: the range is spent.
+    assert_eq!(
+        ids.allocate(net("10.9.0.0/16")),
+        Err(LocalIdentityError::Exhausted(2))
+    );
+}
+
+#[test]
+fn unusable_preferences_are_ignored_and_can_be_forgotten() {
+    let min = reserved::LOCAL_MIN;
+    let mut ids = LocalIdentities::with_range(min, min + 3);
+    let a = ids.allocate(net("10.1.0.0/16")).unwrap();
+    ids.prefer([
+        // In use by another CIDR, outside the range, promised twice.
+        (net("10.2.0.0/16"), a),
+        (net("10.3.0.0/16"), min + 10),
+        (net("10.4.0.0/16"), min + 2),
+        (net("10.5.0.0/16"), min + 2),
+    ]);
+    assert_eq!(ids.allocate(net("10.2.0.0/16")).unwrap(), min + 1);
+    assert_eq!(ids.allocate(net("10.5.0.0/16")).unwrap(), min + 3);
+    ids.forget_preferred();
+    assert_eq!(ids.allocate(net("10.6.0.0/16")).unwrap(), min + 2);
+}

@@ -13,11 +13,11 @@
 
 use std::net::Ipv4Addr;
 
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, MapData, MapError};
 use aya::Ebpf;
 use weir_abi::lb::{
-    Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat, Lb4Service, LB_SCOPE_EXTERNAL,
-    LB_SCOPE_INTERNAL,
+    Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat,
+    Lb4Service, Lb4SockKey, Lb4SockRevNat, LB_SCOPE_EXTERNAL, LB_SCOPE_INTERNAL,
 };
 use weir_abi::map_names;
 use weir_lb::maglev::Table;
@@ -330,6 +330,62 @@ pub fn revnats(ebpf: &mut Ebpf) -> Result<Vec<(u16, Lb4RevNat)>, TableError> {
 /// Per-packet NAT mappings (`weir_lb4_nat`).
 pub fn nat_entries(ebpf: &mut Ebpf) -> Result<Vec<(Lb4NatKey, Lb4NatEntry)>, TableError> {
     entries(ebpf, map_names::LB4_NAT)
+}
+
+/// The per-packet NAT mappings as the datapath changes them while they
+/// are read: a mapping removed between its key and its value is skipped.
+pub fn nat_entries_live(ebpf: &mut Ebpf) -> Result<Vec<(Lb4NatKey, Lb4NatEntry)>, TableError> {
+    live_entries(ebpf, map_names::LB4_NAT)
+}
+
+pub fn remove_nat(ebpf: &mut Ebpf, key: &Lb4NatKey) -> Result<(), TableError> {
+    remove::<Lb4NatKey, Lb4NatEntry>(ebpf, map_names::LB4_NAT, key)
+}
+
+/// Session affinity (`weir_lb4_affinity`), read as the datapath changes it.
+pub fn affinity_entries(
+    ebpf: &mut Ebpf,
+) -> Result<Vec<(Lb4AffinityKey, Lb4AffinityValue)>, TableError> {
+    live_entries(ebpf, map_names::LB4_AFFINITY)
+}
+
+pub fn remove_affinity(ebpf: &mut Ebpf, key: &Lb4AffinityKey) -> Result<(), TableError> {
+    remove::<Lb4AffinityKey, Lb4AffinityValue>(ebpf, map_names::LB4_AFFINITY, key)
+}
+
+/// Socket LB reverse translations (`weir_lb4_sock_revnat`), read as the
+/// datapath changes them.
+pub fn sock_revnat_entries(
+    ebpf: &mut Ebpf,
+) -> Result<Vec<(Lb4SockKey, Lb4SockRevNat)>, TableError> {
+    live_entries(ebpf, map_names::LB4_SOCK_REVNAT)
+}
+
+pub fn remove_sock_revnat(ebpf: &mut Ebpf, key: &Lb4SockKey) -> Result<(), TableError> {
+    remove::<Lb4SockKey, Lb4SockRevNat>(ebpf, map_names::LB4_SOCK_REVNAT, key)
+}
+
+/// Entries of a map the datapath inserts into and evicts from while it is
+/// read (the LRU maps). A key removed under the walk restarts the kernel's
+/// walk from the start, so the walk is bounded: twice the largest of these
+/// maps (`weir_lb4_nat`, 131072 entries).
+const LIVE_WALK_BOUND: usize = 2 * 131_072;
+
+fn live_entries<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, TableError> {
+    let map = hash::<K, V>(ebpf, name)?;
+    let mut found = Vec::new();
+    for key in map.keys().take(LIVE_WALK_BOUND) {
+        let key = key.map_err(map_err(name))?;
+        match map.get(&key, 0) {
+            Ok(value) => found.push((key, value)),
+            Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(TableError::Map { map: name, source }),
+        }
+    }
+    Ok(found)
 }
 
 /// Writes Maglev table number `table` (backend ids, one per slot).

@@ -39,6 +39,11 @@ impl<K: Ord + Clone, I: Copy + Ord + From<u8> + std::ops::Add<Output = I>> IdPoo
         }
     }
 
+    /// The id of `key`, if it has one (held, or adopted and not retired).
+    pub(super) fn get(&self, key: &K) -> Option<I> {
+        self.ids.get(key).map(|held| held.id)
+    }
+
     /// The id of `key` with one more holder; None when the pool is spent.
     pub(super) fn acquire(&mut self, key: &K) -> Option<I> {
         if let Some(held) = self.ids.get_mut(key) {

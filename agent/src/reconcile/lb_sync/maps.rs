@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use aya::Ebpf;
-use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4RevNat, Lb4Service};
+use weir_abi::lb::{
+    Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat,
+    Lb4Service, Lb4SockKey, Lb4SockRevNat,
+};
 
 use crate::datapath::maps::lb;
 use crate::datapath::maps::TableError;
@@ -25,6 +28,14 @@ pub trait LbMaps {
     fn revnats(&mut self) -> Result<Vec<(u16, Lb4RevNat)>, TableError>;
     /// Reads Maglev table number `table` of `size` slots.
     fn maglev_table(&mut self, table: u32, size: u32) -> Result<Vec<u32>, TableError>;
+    /// The datapath's per-connection NAT mappings and affinity entries.
+    fn nat(&mut self) -> Result<Vec<(Lb4NatKey, Lb4NatEntry)>, TableError>;
+    fn remove_nat(&mut self, key: &Lb4NatKey) -> Result<(), TableError>;
+    fn affinity(&mut self) -> Result<Vec<(Lb4AffinityKey, Lb4AffinityValue)>, TableError>;
+    fn remove_affinity(&mut self, key: &Lb4AffinityKey) -> Result<(), TableError>;
+    /// The socket LB's reverse translations (socket, backend → frontend).
+    fn sock_revnat(&mut self) -> Result<Vec<(Lb4SockKey, Lb4SockRevNat)>, TableError>;
+    fn remove_sock_revnat(&mut self, key: &Lb4SockKey) -> Result<(), TableError>;
 }
 
 impl LbMaps for Ebpf {
@@ -60,6 +71,24 @@ impl LbMaps for Ebpf {
     }
     fn maglev_table(&mut self, table: u32, size: u32) -> Result<Vec<u32>, TableError> {
         lb::maglev_table(self, table, size)
+    }
+    fn nat(&mut self) -> Result<Vec<(Lb4NatKey, Lb4NatEntry)>, TableError> {
+        lb::nat_entries_live(self)
+    }
+    fn remove_nat(&mut self, key: &Lb4NatKey) -> Result<(), TableError> {
+        lb::remove_nat(self, key)
+    }
+    fn affinity(&mut self) -> Result<Vec<(Lb4AffinityKey, Lb4AffinityValue)>, TableError> {
+        lb::affinity_entries(self)
+    }
+    fn remove_affinity(&mut self, key: &Lb4AffinityKey) -> Result<(), TableError> {
+        lb::remove_affinity(self, key)
+    }
+    fn sock_revnat(&mut self) -> Result<Vec<(Lb4SockKey, Lb4SockRevNat)>, TableError> {
+        lb::sock_revnat_entries(self)
+    }
+    fn remove_sock_revnat(&mut self, key: &Lb4SockKey) -> Result<(), TableError> {
+        lb::remove_sock_revnat(self, key)
     }
 }
 

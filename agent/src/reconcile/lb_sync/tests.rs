@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aya::maps::MapError;
@@ -15,6 +16,10 @@ struct MemoryMaps {
     backends: BTreeMap<u32, Lb4Backend>,
     revnat: BTreeMap<u16, Lb4RevNat>,
     maglev: BTreeMap<u32, Vec<u32>>,
+    /// What the datapath keeps per connection and client.
+    nat: HashMap<Lb4NatKey, Lb4NatEntry>,
+    affinity: HashMap<Lb4AffinityKey, Lb4AffinityValue>,
+    sock_revnat: HashMap<Lb4SockKey, Lb4SockRevNat>,
     service_capacity: usize,
     writes: usize,
 }
@@ -26,6 +31,9 @@ impl MemoryMaps {
             backends: BTreeMap::new(),
             revnat: BTreeMap::new(),
             maglev: BTreeMap::new(),
+            nat: HashMap::new(),
+            affinity: HashMap::new(),
+            sock_revnat: HashMap::new(),
             service_capacity: usize::MAX,
             writes: 0,
         }
@@ -95,6 +103,27 @@ impl LbMaps for MemoryMaps {
         Ok((0..size as usize)
             .map(|i| slots.get(i).copied().unwrap_or(0))
             .collect())
+    }
+    fn nat(&mut self) -> Result<Vec<(Lb4NatKey, Lb4NatEntry)>, TableError> {
+        Ok(self.nat.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn remove_nat(&mut self, key: &Lb4NatKey) -> Result<(), TableError> {
+        self.nat.remove(key);
+        Ok(())
+    }
+    fn affinity(&mut self) -> Result<Vec<(Lb4AffinityKey, Lb4AffinityValue)>, TableError> {
+        Ok(self.affinity.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn remove_affinity(&mut self, key: &Lb4AffinityKey) -> Result<(), TableError> {
+        self.affinity.remove(key);
+        Ok(())
+    }
+    fn sock_revnat(&mut self) -> Result<Vec<(Lb4SockKey, Lb4SockRevNat)>, TableError> {
+        Ok(self.sock_revnat.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn remove_sock_revnat(&mut self, key: &Lb4SockKey) -> Result<(), TableError> {
+        self.sock_revnat.remove(key);
+        Ok(())
     }
 }
 
@@ -470,4 +499,192 @@ fn a_full_map_is_reported_and_the_next_pass_recovers() {
     assert_eq!(maps.services[&service_key(&web.key(), 0)].count, 2);
     assert_eq!(status.lock().unwrap().last_error, None);
     resolve(&maps);
+}
+
+/// A connection from 192.0.2.1:`sport` balanced by the frontend of
+/// `rev_nat_id` to backend `id`, as the datapath records it: the forward
+/// and the reply mapping, and the client's affinity entry.
+fn connect(maps: &mut MemoryMaps, frontend: &Frontend, rev_nat_id: u16, id: u32, sport: u16) {
+    let backend = maps.backends[&id];
+    let client = [192, 0, 2, 1];
+    let forward = Lb4NatKey {
+        saddr: client,
+        daddr: frontend.address.octets(),
+        sport: sport.to_be_bytes(),
+        dport: frontend.port.to_be_bytes(),
+        protocol: weir_abi::ip_proto::TCP,
+        direction: Lb4NatKey::FORWARD,
+        pad: [0; 2],
+    };
+    let reply = Lb4NatKey {
+        saddr: backend.address,
+        daddr: client,
+        sport: backend.port,
+        dport: sport.to_be_bytes(),
+        direction: Lb4NatKey::REPLY,
+        ..forward
+    };
+    let entry = Lb4NatEntry {
+        saddr: client,
+        daddr: backend.address,
+        sport: sport.to_be_bytes(),
+        dport: backend.port,
+        backend_id: id,
+        rev_nat_id,
+        flags: 0,
+        pad: 0,
+    };
+    maps.nat.insert(forward, entry);
+    maps.nat.insert(
+        reply,
+        Lb4NatEntry {
+            saddr: forward.daddr,
+            daddr: client,
+            sport: forward.dport,
+            dport: forward.sport,
+            ..entry
+        },
+    );
+    maps.sock_revnat.insert(
+        Lb4SockKey {
+            cookie: u64::from(sport),
+            address: backend.address,
+            port: backend.port,
+            pad: [0; 2],
+        },
+        Lb4SockRevNat {
+            address: frontend.address.octets(),
+            port: frontend.port.to_be_bytes(),
+            rev_nat_id,
+        },
+    );
+    maps.affinity.insert(
+        Lb4AffinityKey {
+            client: u64::from(sport),
+            rev_nat_id,
+            kind: Lb4AffinityKey::KIND_ADDRESS,
+            pad: [0; 5],
+        },
+        Lb4AffinityValue {
+            backend_id: id,
+            last_used_s: 1,
+        },
+    );
+}
+
+/// The backend ids the NAT mappings and affinity entries point at, and
+/// the backend addresses' last bytes of the socket reverse translations.
+fn steered(maps: &MemoryMaps) -> (Vec<u32>, Vec<u32>, Vec<u8>) {
+    let mut nat: Vec<u32> = maps.nat.values().map(|e| e.backend_id).collect();
+    let mut affinity: Vec<u32> = maps.affinity.values().map(|v| v.backend_id).collect();
+    let mut sockets: Vec<u8> = maps.sock_revnat.keys().map(|k| k.address[3]).collect();
+    nat.sort_unstable();
+    affinity.sort_unstable();
+    sockets.sort_unstable();
+    (nat, affinity, sockets)
+}
+
+#[test]
+fn a_restart_removes_nat_and_affinity_of_what_was_deleted_while_down() {
+    let active = BackendState::Active;
+    let web = frontend(
+        vec![backend(1, active, "n1"), backend(2, active, "n1")],
+        Algorithm::Random,
+        Some(60),
+    );
+    let api = Frontend {
+        address: Ipv4Addr::new(10, 96, 0, 11),
+        backends: vec![backend(3, active, "n1")],
+        ..web.clone()
+    };
+    let mut maps = MemoryMaps::new();
+    let mut sync = LbSync::new("n1".into(), 251, 4, shared_status());
+    sync.apply(
+        &mut maps,
+        &by_key(&[web.clone(), api.clone()]),
+        &BTreeSet::new(),
+        &[],
+    )
+    .unwrap();
+    let id_of = |maps: &MemoryMaps, last: u8| {
+        maps.backends
+            .iter()
+            .find(|(_, b)| b.address == [10, 244, 1, last])
+            .map(|(id, _)| *id)
+            .unwrap()
+    };
+    let revnat_of =
+        |maps: &MemoryMaps, f: &Frontend| maps.services[&service_key(&f.key(), 0)].rev_nat_id;
+    let (b1, b2, b3) = (id_of(&maps, 1), id_of(&maps, 2), id_of(&maps, 3));
+    let (web_rev, api_rev) = (revnat_of(&maps, &web), revnat_of(&maps, &api));
+    connect(&mut maps, &web, web_rev, b1, 1001);
+    connect(&mut maps, &web, web_rev, b2, 1002);
+    connect(&mut maps, &api, api_rev, b3, 1003);
+    // A pass that is not full leaves them.
+    sync.apply(
+        &mut maps,
+        &by_key(&[web.clone(), api.clone()]),
+        &BTreeSet::new(),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        steered(&maps),
+        (
+            vec![b1, b1, b2, b2, b3, b3],
+            vec![b1, b2, b3],
+            vec![1, 2, 3]
+        )
+    );
+
+    // While the agent is down web loses backend .2 and api is deleted.
+    let web_now = Frontend {
+        backends: vec![backend(1, active, "n1")],
+        ..web.clone()
+    };
+    let mut restarted = LbSync::new("n1".into(), 251, 4, shared_status());
+    restarted
+        .apply(
+            &mut maps,
+            &by_key(std::slice::from_ref(&web_now)),
+            &BTreeSet::new(),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        steered(&maps),
+        (vec![b1, b1], vec![b1], vec![1]),
+        "only web's connection to .1 keeps its mappings"
+    );
+
+    // A freed id handed to a new backend: a mapping that still names the
+    // id with the old address is not the new backend's.
+    let mut entry = maps.nat.values().next().copied().unwrap();
+    entry.daddr = [10, 244, 1, 2];
+    let key = Lb4NatKey {
+        direction: Lb4NatKey::FORWARD,
+        ..*maps.nat.keys().next().unwrap()
+    };
+    let members = BTreeMap::from([(web_rev, BTreeSet::from([b1]))]);
+    assert!(connections::stale_nat(
+        &key,
+        &entry,
+        &maps.backends,
+        &members
+    ));
+    entry.daddr = [10, 244, 1, 1];
+    entry.dport = 8080u16.to_be_bytes();
+    assert!(!connections::stale_nat(
+        &key,
+        &entry,
+        &maps.backends,
+        &members
+    ));
+    entry.rev_nat_id = api_rev;
+    assert!(connections::stale_nat(
+        &key,
+        &entry,
+        &maps.backends,
+        &members
+    ));
 }
