@@ -65,6 +65,15 @@ impl Steps {
     fn new() -> Steps {
         let [manifests, services, identities, ipcache, policy, endpoints] =
             Reconciler::STEPS.map(Step::new);
+        // The store fails at once while it does not answer: retrying often
+        // costs nothing and catches its return within the outage bound.
+        let identities = Step::with_backoff(
+            identities.name(),
+            step::Backoff {
+                initial: std::time::Duration::from_millis(100),
+                max: std::time::Duration::from_millis(200),
+            },
+        );
         Steps {
             manifests,
             services,
