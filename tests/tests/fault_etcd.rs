@@ -270,7 +270,7 @@ fn etcd_outage_keeps_enforcement_and_converges_after() -> Result<()> {
         store.leaked("n1", &["a", "ok", "c", "new"]).len() + store.leaked("n2", &["b", "no"]).len();
     let duplicated = store.duplicated();
     let add_after = added_at.saturating_duration_since(resumed);
-    println!(
+    weir_tests::figure!(
         "fault etcd: outage {} s (SIGSTOP), {} steady flows probed {rounds} times ({probes} probes, {} changed), \
          policy applied in the outage enforced in {} ms, pod added in the outage: CNI ADD returned {} ms after etcd, \
          converged in {}, identities leaked {leaked}, duplicated {duplicated}",
@@ -386,7 +386,7 @@ fn agent_restarted_without_etcd_starts_and_keeps_enforcing() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    println!(
+    weir_tests::figure!(
         "fault etcd (agent restart in the outage): agent up in {} ms without etcd, {probes} probes of {} steady flows, {} changed, \
          status during: {during:?}, converged in {}",
         restart_took.as_millis(),
@@ -494,7 +494,7 @@ fn etcd_killed_and_restarted_reconnects() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    println!(
+    weir_tests::figure!(
         "fault etcd (killed, restarted over its data): outage 10 s, {probes} probes of {} steady flows, {} changed, \
          converged in {} after etcd served again, identities duplicated {}",
         STEADY.len(),
