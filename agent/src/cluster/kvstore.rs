@@ -22,7 +22,7 @@ use weir_types::LabelSet;
 
 use crate::reconcile::status::SharedReconcileStatus;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SharedView {
     pub endpoints: BTreeMap<IpAddr, EndpointRecord>,
     pub nodes: BTreeMap<String, NodeRecord>,
