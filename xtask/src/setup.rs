@@ -41,6 +41,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("etcd-server", "etcd"),
     // iptables, for the kube-proxy iptables peer of the service benchmarks.
     ("iptables", "iptables-restore"),
+    // openssl, for the keys the control-plane suite generates (ServiceAccount
+    // token signing).
+    ("openssl", "openssl"),
 ];
 
 pub fn run() -> Result<()> {
