@@ -5,7 +5,9 @@
 //! ServiceAccount keys, RBAC), kube-controller-manager and kube-scheduler
 //! with identities of their own. Debian's kubectl (1.20) drives it: a
 //! Namespace and a ConfigMap are created, listed and deleted, and the
-//! controllers' work is seen through the API.
+//! components' work is seen through the API: componentstatuses healthy, a
+//! `default` ServiceAccount in the new namespace, a pod bound to a node by
+//! the scheduler, the namespace finalized on deletion.
 //!
 //! A missing binary fails the test: it never skips.
 
@@ -207,6 +209,10 @@ impl ControlPlane {
         let args = vec![
             format!("--kubeconfig={}", dir("controller-manager.kubeconfig")),
             "--leader-elect=false".into(),
+            // Each controller under its own ServiceAccount (the token
+            // controller signs their tokens with the key below), so RBAC
+            // checks it against its own bootstrap role.
+            "--use-service-account-credentials=true".into(),
             // Health on the insecure port (1.20 still has it), where the
             // API server's componentstatuses looks.
             "--address=127.0.0.1".into(),
@@ -214,7 +220,6 @@ impl ControlPlane {
             "--secure-port=0".into(),
             format!("--service-account-private-key-file={}", dir("sa.key")),
             format!("--root-ca-file={}", self.serving_cert().display()),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         ];
         self.start(program, &args, "kube-controller-manager.log")?;
         Ok(())
@@ -355,6 +360,34 @@ data:
   mode: enforce
 ";
 
+const POD: &str = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: idle
+  namespace: weir-smoke
+spec:
+  containers:
+  - name: idle
+    image: weir.invalid/idle
+";
+
+/// A Ready node with room for pods and a heartbeat of now (Nodes may set
+/// their status on create).
+fn node_yaml() -> String {
+    let now = netns::run(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]))
+        .expect("date")
+        .trim()
+        .to_string();
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: weir-node\n\
+         status:\n  capacity: {{cpu: '2', memory: 4Gi, pods: '10'}}\n  \
+         allocatable: {{cpu: '2', memory: 4Gi, pods: '10'}}\n  conditions:\n  \
+         - {{type: Ready, status: 'True', reason: KubeletReady, \
+         lastHeartbeatTime: '{now}', lastTransitionTime: '{now}'}}\n"
+    )
+}
+
 #[test]
 fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_controllers() {
     require_root();
@@ -427,6 +460,37 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
         cp.kubectl(&["get", "serviceaccount", "default", "-n", "weir-smoke"])
             .is_ok()
     })
+    .unwrap();
+
+    // The scheduler binds a pod to the one Ready node (a Node object as a
+    // kubelet would register it; no kubelet runs, so the pod never starts
+    // and is force-deleted).
+    cp.kubectl_apply(&node_yaml()).unwrap();
+    cp.kubectl_apply(POD).unwrap();
+    let scheduled = cp
+        .eventually("pod weir-smoke/idle bound to node weir-node", |cp| {
+            cp.kubectl(&[
+                "get",
+                "pod",
+                "idle",
+                "-n",
+                "weir-smoke",
+                "-o",
+                "jsonpath={.spec.nodeName}",
+            ])
+            .is_ok_and(|node| node == "weir-node")
+        })
+        .unwrap();
+    eprintln!("pod scheduled after {:.1} s", scheduled.as_secs_f64());
+    cp.kubectl(&[
+        "delete",
+        "pod",
+        "idle",
+        "-n",
+        "weir-smoke",
+        "--grace-period=0",
+        "--force",
+    ])
     .unwrap();
 
     cp.kubectl(&["delete", "configmap", "settings", "-n", "weir-smoke"])
