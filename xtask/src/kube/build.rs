@@ -62,9 +62,11 @@ fn major_minor() -> (&'static str, &'static str) {
     (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
 }
 
-/// A `go` command in GOPATH mode, offline, with the shared build cache.
-pub(super) fn go(work: &Path) -> Command {
+/// A `go` command in GOPATH mode, offline, with the shared build cache,
+/// run in the tree at its GOPATH import path.
+pub(super) fn go(work: &Path, in_gopath: &Path) -> Command {
     let mut go = Command::new(GO);
+    in_tree(&mut go, in_gopath);
     go.env("GOPATH", source::gopath(work))
         .env("GO111MODULE", "off")
         .env("GOPROXY", "off")
@@ -75,6 +77,13 @@ pub(super) fn go(work: &Path) -> Command {
     go
 }
 
+/// Runs `cmd` in the tree as seen through the GOPATH symlink. The kernel
+/// gives a child the resolved directory; Go (and the generators) take the
+/// logical one from $PWD, and only under the GOPATH does `vendor/` count.
+pub(super) fn in_tree(cmd: &mut Command, in_gopath: &Path) {
+    cmd.current_dir(in_gopath).env("PWD", in_gopath);
+}
+
 /// Builds every component into `out` with one `go build` (the packages they
 /// share compile once), printing a line every few hundred packages.
 pub(super) fn components(in_gopath: &Path, work: &Path, out: &Path) -> Result<()> {
@@ -82,7 +91,7 @@ pub(super) fn components(in_gopath: &Path, work: &Path, out: &Path) -> Result<()
         "building {} (CGO_ENABLED=0, GOPATH mode); cold: ~15 min on 2 cores",
         COMPONENTS.join(", ")
     ));
-    let mut go = go(work);
+    let mut go = go(work, in_gopath);
     go.args(["build", "-v"])
         .args(BUILD_FLAGS)
         .arg("-ldflags")
@@ -90,7 +99,6 @@ pub(super) fn components(in_gopath: &Path, work: &Path, out: &Path) -> Result<()
         .arg("-o")
         .arg(format!("{}/", out.display()))
         .args(COMPONENTS.iter().map(|c| format!("./cmd/{c}")))
-        .current_dir(in_gopath)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     eprintln!("    $ {}", cmd::display(&go));

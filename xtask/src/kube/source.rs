@@ -176,18 +176,19 @@ fn generate_openapi(work: &Path, in_gopath: &Path) -> Result<()> {
     let tools = work.join("tools");
     let openapi_gen = tools.join("openapi-gen");
     cmd::run(
-        build::go(work)
-            .args(["build", "-o"])
+        build::go(work, in_gopath)
+            .args(["build", "-trimpath", "-o"])
             .arg(&openapi_gen)
-            .arg("./vendor/k8s.io/kube-openapi/cmd/openapi-gen")
-            .current_dir(in_gopath),
+            .arg("./vendor/k8s.io/kube-openapi/cmd/openapi-gen"),
     )?;
     let dirs = openapi_dirs(in_gopath)?;
     eprintln!("    {} packages tagged {OPENAPI_TAG}", dirs.len());
     let inputs: Vec<String> = dirs.iter().map(|d| format!("{IMPORT_PATH}/{d}")).collect();
     let report = tools.join("openapi-violations.report");
+    let mut generate = Command::new(&openapi_gen);
+    build::in_tree(&mut generate, in_gopath);
     cmd::run(
-        Command::new(&openapi_gen)
+        generate
             .arg("--logtostderr")
             .arg("-i")
             .arg(inputs.join(","))
@@ -199,8 +200,7 @@ fn generate_openapi(work: &Path, in_gopath: &Path) -> Result<()> {
             .arg(&report)
             .arg("--output-base")
             .arg(gopath(work).join("src"))
-            .env("GOPATH", gopath(work))
-            .current_dir(in_gopath),
+            .env("GOPATH", gopath(work)),
     )?;
     let known = in_gopath.join("api/api-rules/violation_exceptions.list");
     let sorted = |path: &Path| -> Result<Vec<String>> {
