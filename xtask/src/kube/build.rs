@@ -62,26 +62,34 @@ fn major_minor() -> (&'static str, &'static str) {
     (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
 }
 
-/// A `go` command in GOPATH mode, offline, with the shared build cache,
-/// run in the tree at its GOPATH import path.
+/// A `go` command in GOPATH mode (see [`go_env`]).
 pub(super) fn go(work: &Path, in_gopath: &Path) -> Command {
     let mut go = Command::new(GO);
-    in_tree(&mut go, in_gopath);
-    go.env("GOPATH", source::gopath(work))
+    go_env(&mut go, work, in_gopath);
+    go
+}
+
+/// Runs `cmd` (go, or a generator built with it) in the tree as seen
+/// through the GOPATH symlink, in GOPATH mode, offline, with the shared
+/// build cache and Debian's Go first on PATH (the generators' package
+/// loader runs `go` to find GOROOT). The kernel gives a child the resolved
+/// directory; Go takes the logical one from $PWD, and only under the GOPATH
+/// does `vendor/` count.
+pub(super) fn go_env(cmd: &mut Command, work: &Path, in_gopath: &Path) {
+    let go_bin = Path::new(GO).parent().unwrap_or(Path::new("/usr/bin"));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![go_bin.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    cmd.current_dir(in_gopath)
+        .env("PWD", in_gopath)
+        .env("PATH", std::env::join_paths(dirs).unwrap_or(path))
+        .env("GOPATH", source::gopath(work))
         .env("GO111MODULE", "off")
         .env("GOPROXY", "off")
         .env("GOFLAGS", "")
         .env("GOTOOLCHAIN", "local")
         .env("CGO_ENABLED", "0")
         .env("GOCACHE", super::cache_root().join("go-build"));
-    go
-}
-
-/// Runs `cmd` in the tree as seen through the GOPATH symlink. The kernel
-/// gives a child the resolved directory; Go (and the generators) take the
-/// logical one from $PWD, and only under the GOPATH does `vendor/` count.
-pub(super) fn in_tree(cmd: &mut Command, in_gopath: &Path) {
-    cmd.current_dir(in_gopath).env("PWD", in_gopath);
 }
 
 /// Builds every component into `out` with one `go build` (the packages they

@@ -110,6 +110,9 @@ fn apt(work: &Path) -> Result<Command> {
     ] {
         apt.arg("-o").arg(format!("{option}={}", value.display()));
     }
+    // The downloads land in root's directories, which apt's unprivileged
+    // sandbox user cannot write; say so instead of a warning per download.
+    apt.args(["-o", "APT::Sandbox::User=root"]);
     apt.env("DEBIAN_FRONTEND", "noninteractive");
     Ok(apt)
 }
@@ -186,7 +189,7 @@ fn generate_openapi(work: &Path, in_gopath: &Path) -> Result<()> {
     let inputs: Vec<String> = dirs.iter().map(|d| format!("{IMPORT_PATH}/{d}")).collect();
     let report = tools.join("openapi-violations.report");
     let mut generate = Command::new(&openapi_gen);
-    build::in_tree(&mut generate, in_gopath);
+    build::go_env(&mut generate, work, in_gopath);
     cmd::run(
         generate
             .arg("--logtostderr")
@@ -199,8 +202,7 @@ fn generate_openapi(work: &Path, in_gopath: &Path) -> Result<()> {
             .arg("-r")
             .arg(&report)
             .arg("--output-base")
-            .arg(gopath(work).join("src"))
-            .env("GOPATH", gopath(work)),
+            .arg(gopath(work).join("src")),
     )?;
     let known = in_gopath.join("api/api-rules/violation_exceptions.list");
     let sorted = |path: &Path| -> Result<Vec<String>> {
