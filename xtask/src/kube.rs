@@ -5,7 +5,7 @@
 //! No reachable registry ships these binaries, but the source package is the
 //! complete upstream v1.20.2 tree (vendor/ and staging/ included) and builds
 //! offline with Debian's Go 1.19 after a few fixes (see `source`). A cold
-//! build takes about a quarter of an hour on 2 cores, so the binaries are
+//! build takes about 8 minutes on 2 cores, so the binaries are
 //! cached outside the clone, keyed by the source version and a hash of the
 //! recipe: a second clone or CI run on the same machine builds nothing, and
 //! changing the recipe builds anew beside the old binaries.
@@ -103,7 +103,7 @@ fn cache_root() -> PathBuf {
 /// and verified (built in `bin.partial`, then renamed).
 fn build_entry(entry: &Path) -> Result<()> {
     eprintln!(
-        "    not cached: building from source; a cold build takes about 15 minutes on 2 cores \
+        "    not cached: building from source; a cold build takes about 8 minutes on 2 cores \
          (Go's build cache under {} makes a rebuild take seconds)",
         cache_root().display()
     );

@@ -96,7 +96,7 @@ pub(super) fn go_env(cmd: &mut Command, work: &Path, in_gopath: &Path) {
 /// share compile once), printing a line every few hundred packages.
 pub(super) fn components(in_gopath: &Path, work: &Path, out: &Path) -> Result<()> {
     cmd::step(&format!(
-        "building {} (CGO_ENABLED=0, GOPATH mode); cold: ~15 min on 2 cores",
+        "building {} (CGO_ENABLED=0, GOPATH mode); cold: about 7 min on 2 cores",
         COMPONENTS.join(", ")
     ));
     let mut go = go(work, in_gopath);

@@ -190,20 +190,24 @@ fn generate_openapi(work: &Path, in_gopath: &Path) -> Result<()> {
     let report = tools.join("openapi-violations.report");
     let mut generate = Command::new(&openapi_gen);
     build::go_env(&mut generate, work, in_gopath);
-    cmd::run(
-        generate
-            .arg("--logtostderr")
-            .arg("-i")
-            .arg(inputs.join(","))
-            .arg("-p")
-            .arg(format!("{IMPORT_PATH}/{OPENAPI_PACKAGE}"))
-            .args(["-O", "zz_generated.openapi"])
-            .args(["-h", "vendor/k8s.io/code-generator/hack/boilerplate.go.txt"])
-            .arg("-r")
-            .arg(&report)
-            .arg("--output-base")
-            .arg(gopath(work).join("src")),
-    )?;
+    generate
+        .arg("--logtostderr")
+        .arg("-i")
+        .arg(inputs.join(","))
+        .arg("-p")
+        .arg(format!("{IMPORT_PATH}/{OPENAPI_PACKAGE}"))
+        .args(["-O", "zz_generated.openapi"])
+        .args(["-h", "vendor/k8s.io/code-generator/hack/boilerplate.go.txt"])
+        .arg("-r")
+        .arg(&report)
+        .arg("--output-base")
+        .arg(gopath(work).join("src"));
+    // Not cmd::run: the package list would fill a screen.
+    eprintln!("    $ openapi-gen -i <those packages> -p {IMPORT_PATH}/{OPENAPI_PACKAGE} ...");
+    let status = generate.stdout(std::io::stderr()).status()?;
+    if !status.success() {
+        bail!("openapi-gen failed ({status})");
+    }
     let known = in_gopath.join("api/api-rules/violation_exceptions.list");
     let sorted = |path: &Path| -> Result<Vec<String>> {
         let mut lines: Vec<String> = fs::read_to_string(path)
@@ -264,19 +268,26 @@ fn openapi_dirs(root: &Path) -> Result<Vec<String>> {
 }
 
 fn has_openapi_tag(file: &Path) -> Result<bool> {
-    let mut comment_tag = false;
-    let mut openapi = false;
-    for line in BufReader::new(fs::File::open(file)?).lines() {
-        let line = line?;
+    let lines: Vec<String> = BufReader::new(fs::File::open(file)?)
+        .lines()
+        .collect::<Result<_, _>>()?;
+    Ok(tagged_for_openapi(lines.iter().map(String::as_str)))
+}
+
+/// A file counts when it has a `// +k8s:` tag in column 0 (the Makefile's
+/// `grep '^// *+k8s:'`) and mentions the openapi-gen tag anywhere.
+fn tagged_for_openapi<'a>(lines: impl Iterator<Item = &'a str>) -> bool {
+    let (mut comment_tag, mut openapi) = (false, false);
+    for line in lines {
         comment_tag |= line
             .strip_prefix("//")
             .is_some_and(|rest| rest.trim_start_matches(' ').starts_with("+k8s:"));
         openapi |= line.contains(OPENAPI_TAG);
         if comment_tag && openapi {
-            return Ok(true);
+            return true;
         }
     }
-    Ok(false)
+    false
 }
 
 /// Unpacks kubectl from Debian's `kubernetes-client` package of the same
@@ -314,4 +325,23 @@ pub(super) fn unpack_kubectl(work: &Path, bin: &Path) -> Result<()> {
     fs::copy(root.join("usr/bin/kubectl"), bin.join("kubectl"))
         .context("kubernetes-client has no usr/bin/kubectl")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tagged_for_openapi;
+
+    #[test]
+    fn a_file_is_tagged_as_the_makefile_greps_it() {
+        let tagged = |text: &str| tagged_for_openapi(text.lines());
+        assert!(tagged("// +k8s:openapi-gen=true\npackage v1"));
+        assert!(tagged(
+            "//+k8s:deepcopy-gen=package\n// +k8s:openapi-gen=true"
+        ));
+        // A tag mentioned only inside an indented comment does not count...
+        assert!(!tagged("package v1\n  // +k8s:openapi-gen=true"));
+        // ...nor does another generator's tag alone.
+        assert!(!tagged("// +k8s:deepcopy-gen=package\npackage v1"));
+        assert!(!tagged("package v1"));
+    }
 }
