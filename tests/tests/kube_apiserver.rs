@@ -498,8 +498,16 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
     // Deleting a namespace completes only once the namespace controller has
     // emptied it and removed its finalizer.
     let deleted = Instant::now();
-    cp.kubectl(&["delete", "namespace", "weir-smoke", "--timeout=60s"])
-        .unwrap();
+    cp.kubectl(&[
+        "delete",
+        "namespace",
+        "weir-smoke",
+        "--timeout=60s",
+        // Its wait is one watch: longer than kubectl()'s 10 s per request
+        // (the last value of a flag wins).
+        "--request-timeout=70s",
+    ])
+    .unwrap();
     let namespaces = cp.kubectl(&["get", "namespaces", "-o", "name"]).unwrap();
     assert!(
         !namespaces.lines().any(|l| l == "namespace/weir-smoke"),
