@@ -28,7 +28,7 @@ use weir_agent::reconcile::snapshot::SharedSnapshot;
 use weir_agent::reconcile::status::{ReconcileStatus, SharedReconcileStatus};
 use weir_agent::reconcile::Reconciler;
 use weir_agent::{api, metrics};
-use weir_identity::{EtcdConfig, EtcdStore, NodeRecord, SharedStore};
+use weir_identity::{EtcdConfig, LazyEtcdStore, LazyOptions, NodeRecord, SharedStore};
 use weir_policy::LabelFilter;
 
 fn main() -> Result<()> {
@@ -232,6 +232,7 @@ struct Published {
 
 /// Kvstore mode: publish this node, watch the cluster's shared state, and
 /// run the reconcile loop (identities, ipcache, endpoints map, policy).
+/// Never waits for etcd: see `LazyEtcdStore`.
 async fn start_cluster_sync(
     args: &Config,
     agent: Arc<EndpointManager<SharedDatapath>>,
@@ -249,22 +250,26 @@ async fn start_cluster_sync(
     let node_ip = args
         .node_ip
         .context("--node-ip is required with --etcd-endpoints")?;
-    let store: Arc<dyn SharedStore> = Arc::new(
-        EtcdStore::connect(EtcdConfig::new(
-            args.etcd_endpoints.clone(),
-            args.node_name.clone(),
-        ))
-        .await
-        .context("connecting to etcd")?,
-    );
-    store
-        .upsert_node(&NodeRecord {
+    // etcd may be down now or later: the agent connects in the background
+    // and runs on what it knows meanwhile.
+    let mut etcd = EtcdConfig::new(args.etcd_endpoints.clone(), args.node_name.clone());
+    etcd.connect_timeout = std::time::Duration::from_secs(2);
+    etcd.request_timeout = std::time::Duration::from_secs(2);
+    let lazy = LazyEtcdStore::start(
+        etcd,
+        LazyOptions::default(),
+        kvstore::connection_reporter(status.clone(), registry),
+    )
+    .context("the etcd configuration")?;
+    let store: Arc<dyn SharedStore> = Arc::new(lazy.clone());
+    kvstore::spawn_node_publish(
+        lazy,
+        NodeRecord {
             name: args.node_name.clone(),
             ip: node_ip,
             pod_cidr: args.pod_cidr.into(),
-        })
-        .await
-        .context("publishing the node record")?;
+        },
+    );
     kvstore::start_watches(store.clone(), view.clone())
         .await
         .context("watching the shared store")?;

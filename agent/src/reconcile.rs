@@ -31,11 +31,13 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use tracing::warn;
+use weir_types::LabelSet;
 
 use crate::cluster::kvstore::SharedView;
 use crate::cluster::manifest_dir::{ClusterManifests, ManifestDir};
 use crate::datapath::maps::fill::FullMap;
 use crate::datapath::SharedDatapath;
+use crate::endpoint::ipam::AttachmentKey;
 use crate::endpoint::manager::EndpointManager;
 use crate::endpoint::readiness::EndpointReadiness;
 use crate::endpoint::registry::Endpoint;
@@ -65,6 +67,15 @@ impl Steps {
     fn new() -> Steps {
         let [manifests, services, identities, ipcache, policy, endpoints] =
             Reconciler::STEPS.map(Step::new);
+        // The store fails at once while it does not answer: retrying often
+        // costs nothing and catches its return within the outage bound.
+        let identities = Step::with_backoff(
+            identities.name(),
+            step::Backoff {
+                initial: std::time::Duration::from_millis(100),
+                max: std::time::Duration::from_millis(200),
+            },
+        );
         Steps {
             manifests,
             services,
@@ -85,6 +96,17 @@ impl Steps {
             &self.endpoints,
         ]
     }
+}
+
+/// Everything the policy compile reads, besides the manifests (by their
+/// generation) and the shared view (by the reconciler's count of its changes).
+#[derive(PartialEq)]
+struct PolicyInputs {
+    cluster_generation: u64,
+    view_generation: u64,
+    endpoints: Vec<Endpoint>,
+    identities: BTreeMap<AttachmentKey, u32>,
+    local_labels: BTreeMap<u32, LabelSet>,
 }
 
 pub struct Reconciler {
@@ -110,6 +132,11 @@ pub struct Reconciler {
     step_metrics: Option<StepMetrics>,
     status: SharedReconcileStatus,
     readiness: Arc<EndpointReadiness>,
+    /// The shared view as the last pass saw it, and a counter of its changes.
+    view_copy: Arc<SharedView>,
+    view_generation: u64,
+    /// What the compiled policy was last computed from.
+    policy_inputs: Option<PolicyInputs>,
     /// The manifests were read once (or there is no directory): until then
     /// every pod would look unknown, so identities wait.
     manifests_read: bool,
@@ -148,6 +175,9 @@ impl Reconciler {
             step_metrics: None,
             status: SharedReconcileStatus::default(),
             readiness: Arc::default(),
+            view_copy: Arc::default(),
+            view_generation: 0,
+            policy_inputs: None,
             manifests_read: false,
         }
     }
@@ -214,17 +244,30 @@ impl Reconciler {
             let published = self.identities.publish(&endpoints).await;
             self.record(|s| &mut s.identities, allocated.and(published), &mut failed);
         }
-        let view = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let view = self.shared_view();
         let identities = self.identities.by_attachment();
-        self.policy
-            .recall_cidr_identities(&mut self.datapath.lock());
-        self.policy.update(
-            &self.cluster,
-            &view,
-            &endpoints,
-            &identities,
-            &self.identities.local_labels(),
-        );
+        let inputs = PolicyInputs {
+            cluster_generation: self.cluster_generation,
+            view_generation: self.view_generation,
+            endpoints: endpoints.clone(),
+            identities: identities.clone(),
+            local_labels: self.identities.local_labels(),
+        };
+        // Compiling is the costly part of a pass: done only when one of its
+        // inputs changed, so an agent with nothing to do does next to nothing.
+        let recompile = self.policy_inputs.as_ref() != Some(&inputs);
+        if recompile {
+            self.policy
+                .recall_cidr_identities(&mut self.datapath.lock());
+            self.policy.update(
+                &self.cluster,
+                &view,
+                &inputs.endpoints,
+                &inputs.identities,
+                &inputs.local_labels,
+            );
+            self.policy_inputs = Some(inputs);
+        }
         if self.steps.ipcache.due(Instant::now()) {
             let desired = self.desired_ipcache(&view);
             let result =
@@ -277,14 +320,27 @@ impl Reconciler {
         if written {
             self.observe(started, &regenerated, &endpoints);
         }
-        let snapshot = self.policy.snapshot(&endpoints, &identities);
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        if recompile {
+            let snapshot = self.policy.snapshot(&endpoints, &identities);
+            *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        }
         self.publish_status(view.synced());
         if failed.is_empty() {
             Ok(())
         } else {
             Err(anyhow!("reconcile steps failed: {}", failed.join("; ")))
         }
+    }
+
+    /// The shared view as of now, cloned only when it changed since the
+    /// last pass (then `view_generation` moves on).
+    fn shared_view(&mut self) -> Arc<SharedView> {
+        let shared = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if *shared != *self.view_copy {
+            self.view_copy = Arc::new(shared.clone());
+            self.view_generation += 1;
+        }
+        self.view_copy.clone()
     }
 
     /// Records one step's run: its state, its metrics, and in `failed` the

@@ -4,6 +4,7 @@
 
 pub mod datapath;
 pub mod flows;
+pub mod idle;
 pub mod kubeproxy;
 pub mod lab;
 pub mod propagation;

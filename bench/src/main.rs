@@ -59,6 +59,12 @@ enum Bench {
         #[arg(long, default_value_t = 6)]
         settle: u64,
     },
+    /// Agent CPU while nothing changes, without and with one policy of
+    /// many ipBlock peers.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        peers: u32,
+    },
     /// Time of `lab up` and of applying N pods, with real agents and CNI.
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -75,6 +81,7 @@ fn main() -> Result<()> {
         Bench::Datapath { repeat, runs } => weir_bench::datapath::run(repeat, runs.max(1)),
         Bench::Lab { nodes, pods, runs } => weir_bench::lab::run(nodes, pods, runs.max(1)),
         Bench::Propagation { runs } => weir_bench::propagation::run(runs.max(1)),
+        Bench::Idle { peers } => weir_bench::idle::run(peers),
         Bench::Reliability {
             connections,
             rate,

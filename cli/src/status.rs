@@ -16,6 +16,7 @@ struct StatusJson<'a> {
     endpoints: u32,
     events_lost: u64,
     identities: u32,
+    kvstore_connection: &'a str,
     kvstore_synced: bool,
     maps: Vec<MapFillJson<'a>>,
     node: &'a str,
@@ -47,6 +48,7 @@ impl<'a> From<&'a v1::AgentStatus> for StatusJson<'a> {
             endpoints: s.endpoints,
             events_lost: s.events_lost,
             identities: s.identities,
+            kvstore_connection: &s.kvstore_connection,
             kvstore_synced: s.kvstore_synced,
             maps: s
                 .maps
@@ -98,7 +100,7 @@ fn print_text(s: &v1::AgentStatus) {
     );
     println!(
         "kvstore:     {}",
-        yes_no(s.kvstore_synced, "synced", "not synced")
+        kvstore_line(s.kvstore_synced, &s.kvstore_connection)
     );
     println!("endpoints:   {}", s.endpoints);
     println!("identities:  {}", s.identities);
@@ -120,6 +122,17 @@ fn print_text(s: &v1::AgentStatus) {
     }
     for step in &s.reconcile_steps {
         println!("{}", step_line(step));
+    }
+}
+
+/// `synced` or `not synced`, then the connection when there is one:
+/// `synced, unreachable for 12 s: <error>`.
+fn kvstore_line(synced: bool, connection: &str) -> String {
+    let synced = if synced { "synced" } else { "not synced" };
+    if connection.is_empty() {
+        synced.to_string()
+    } else {
+        format!("{synced}, {connection}")
     }
 }
 
@@ -167,6 +180,7 @@ mod tests {
             policy_map_entries: 6,
             events_lost: 9,
             kvstore_synced: false,
+            kvstore_connection: "unreachable for 12 s: connection refused".into(),
             reconcile_steps: vec![
                 v1::ReconcileStep {
                     name: "services".into(),
@@ -185,6 +199,15 @@ mod tests {
         assert_eq!(
             serde_json::to_string_pretty(&StatusJson::from(&s)).unwrap(),
             include_str!("../testdata/status.json")
+        );
+    }
+
+    #[test]
+    fn the_kvstore_line_says_sync_and_connection() {
+        assert_eq!(kvstore_line(true, ""), "synced");
+        assert_eq!(
+            kvstore_line(true, "unreachable for 12 s: connection refused"),
+            "synced, unreachable for 12 s: connection refused"
         );
     }
 

@@ -1,23 +1,94 @@
 //! The lab's etcd (the agents' kvstore for identities and the ipcache): one
-//! member in the underlay namespace, listening on the bridge only.
+//! member in the underlay namespace, listening on the bridge only. Fault
+//! tests freeze and thaw it ([`Lab::pause_etcd`], [`Lab::resume_etcd`]) and
+//! read it from its namespace ([`Lab::in_etcd_netns`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
-use crate::topology::{ETCD_CLIENT_PORT, ETCD_IP};
+use crate::topology::{underlay_netns, ETCD_CLIENT_PORT, ETCD_IP};
 use crate::{process, Lab};
 use weir_tests::netns;
 
 const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The client URL the agents are given.
-pub(crate) fn endpoint() -> String {
+pub fn endpoint() -> String {
     format!("http://{ETCD_IP}:{ETCD_CLIENT_PORT}")
 }
 
 impl Lab {
+    /// Freezes the lab's etcd (SIGSTOP): its connections stay open and
+    /// nothing answers, as in a network partition. Its pid does not change,
+    /// so the lab's state needs no update.
+    pub fn pause_etcd(&self) -> Result<()> {
+        self.signal_etcd(Signal::SIGSTOP)
+    }
+
+    /// Lets a paused etcd run again (SIGCONT).
+    pub fn resume_etcd(&self) -> Result<()> {
+        self.signal_etcd(Signal::SIGCONT)
+    }
+
+    fn signal_etcd(&self, signal: Signal) -> Result<()> {
+        let pid = self.state.etcd_pid;
+        if pid == 0 {
+            bail!("lab {} runs no etcd", self.state.name);
+        }
+        kill(Pid::from_raw(pid as i32), signal)
+            .with_context(|| format!("{signal} to etcd (pid {pid})"))
+    }
+
+    /// Kills the lab's etcd (SIGKILL: its clients see their connections
+    /// reset and new ones refused) and waits until it is gone.
+    pub fn kill_etcd(&mut self) -> Result<()> {
+        let pid = self.state.etcd_pid;
+        self.signal_etcd(Signal::SIGKILL)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process::alive(pid) {
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(pid as i32),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            if Instant::now() > deadline {
+                bail!("etcd (pid {pid}) still runs 5 s after SIGKILL");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts the lab's etcd again over its data directory (everything it
+    /// held is kept) and waits until it serves requests (a restarted member
+    /// accepts connections a second or two before it has elected itself
+    /// leader and answers).
+    pub fn restart_etcd(&mut self) -> Result<()> {
+        let underlay = underlay_netns(&self.state.name);
+        self.state.etcd_pid = self.start_etcd(&underlay)?;
+        self.state.save(&self.dir)?;
+        let deadline = Instant::now() + ETCD_READY_TIMEOUT;
+        while !netns::run_in(&underlay, healthy)? {
+            if Instant::now() > deadline {
+                bail!("etcd accepts connections but is not healthy after {ETCD_READY_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in the namespace etcd listens in (the underlay), on a
+    /// thread of its own: a client made there reaches [`endpoint`].
+    pub fn in_etcd_netns<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        netns::run_in(&underlay_netns(&self.state.name), f)
+    }
+
     /// Starts etcd in `underlay` and waits until it accepts connections;
     /// returns its pid.
     pub(crate) fn start_etcd(&self, underlay: &str) -> Result<u32> {
@@ -67,4 +138,21 @@ impl Lab {
             std::fs::read_to_string(&log).unwrap_or_default()
         )
     }
+}
+
+/// etcd serves `/health` over HTTP/1 on its client port: true once it has a
+/// leader and answers.
+fn healthy() -> bool {
+    use std::io::{Read, Write};
+    let probe = || -> std::io::Result<String> {
+        let address = std::net::SocketAddr::from((ETCD_IP, ETCD_CLIENT_PORT));
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200))?;
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out)?;
+        Ok(out)
+    };
+    probe().is_ok_and(|body| body.contains(r#""health":"true""#))
 }

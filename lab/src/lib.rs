@@ -27,7 +27,7 @@ pub mod apply;
 mod binaries;
 pub mod client;
 pub mod cni;
-mod etcd;
+pub mod etcd;
 mod lifecycle;
 pub mod load;
 pub mod pending_pod;

@@ -120,6 +120,11 @@ impl Lab {
             for node in &state.nodes {
                 process::stop(node.agent_pid, Duration::from_secs(3));
             }
+            // A paused etcd (a fault test's outage) must run to exit.
+            if state.etcd_pid != 0 {
+                let pid = nix::unistd::Pid::from_raw(state.etcd_pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            }
             process::stop(state.etcd_pid, Duration::from_secs(3));
         }
         // Every pod server and client of the lab lives in its cgroup tree.

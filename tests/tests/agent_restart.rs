@@ -163,7 +163,7 @@ fn a_policy_deleted_while_the_agent_was_down_stops_allowing_after_restart() {
     let open = run(&node);
     assert!(open.settled.policy.is_empty(), "{:?}", open.settled.policy);
     assert_eq!(open.settled.flags(), [0]);
-    println!(
+    weir_tests::figure!(
         "agent restart: first pass unsynced in {} of 4 lives; entries {} -> {} -> {}",
         [&first, &same, &restarted, &open]
             .iter()
@@ -304,7 +304,7 @@ fn maps_replaced_at_restart_keep_enforcing_until_the_new_ones_are_filled() {
     let next = node.run(life);
     assert_eq!(next.settled, first.settled);
     assert_eq!(next.regenerations, 0);
-    println!(
+    weir_tests::figure!(
         "pin replacement: {} maps replaced, old policy map kept {} entries until the swap, \
          new maps filled with {} policy entries before attaching",
         swap.replaced,
@@ -399,7 +399,7 @@ fn cidr_identities_keep_their_numbers_across_a_restart() {
         "the policy map is not rewritten"
     );
     assert_eq!(restarted.regenerations, 0, "nothing regenerated");
-    println!(
+    weir_tests::figure!(
         "cidr identities: 10.2/16 = {b:#x}, 10.1/16 = {a:#x} kept across a restart; \
          {} policy entries, {} ipcache entries, 0 rewritten",
         restarted.policy.len(),
@@ -621,7 +621,7 @@ fn nat_affinity_and_sockets_of_a_service_deleted_while_down_are_removed_conntrac
         after.conntrack, before.conntrack,
         "conntrack entries survive the restart"
     );
-    println!(
+    weir_tests::figure!(
         "restart sweep: NAT {} -> {}, affinity {} -> {}, socket translations {} -> {}, \
          conntrack {} kept",
         before.nat.len(),

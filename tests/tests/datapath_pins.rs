@@ -188,7 +188,7 @@ fn a_pinned_map_with_another_value_size_is_replaced() {
     drop(again);
     let after = Datapath::load(pins.path()).unwrap();
     assert!(!after.fill_before_attach());
-    println!(
+    weir_tests::figure!(
         "pins: {} replaced ({}), pending until attached",
         replaced.len(),
         replaced[0]
@@ -244,7 +244,7 @@ fn an_older_abi_version_replaces_every_pinned_map() {
         assert_ne!(map_id(pins.path(), map), *old, "{map} replaced");
     }
     assert!(datapath.fill_before_attach());
-    println!(
+    weir_tests::figure!(
         "pins: ABI version {} -> {ABI_VERSION}: {} of {} maps replaced",
         ABI_VERSION - 1,
         datapath.replaced_pins().len(),

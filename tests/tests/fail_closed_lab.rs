@@ -278,7 +278,7 @@ fn a_new_pod_under_namespace_default_deny_sends_nothing_from_its_first_packet() 
     let delivered = counts.get(&ip).copied().unwrap_or(0);
     let not_ready = dropped_since(&before, &after, "egress", NOT_READY);
     let denied = dropped_since(&before, &after, "egress", POLICY_DENIED);
-    println!(
+    weir_tests::figure!(
         "fail closed (namespace default deny, egress): CNI ADD took {} ms; the new pod sent {sent} \
          datagrams ({sent_at_add} before ADD returned), delivered {delivered}; dropped {not_ready} \
          not ready + {denied} policy denied; control pod: sent {control_sent}, delivered {}",
@@ -339,7 +339,7 @@ fn a_new_pod_that_admits_only_x_receives_nothing_else_from_its_first_packet() {
     let allowed_delivered = counts.get(&allowed.ip).copied().unwrap_or(0);
     let not_ready = dropped_since(&before, &after, "ingress", NOT_READY);
     let denied = dropped_since(&before, &after, "ingress", POLICY_DENIED);
-    println!(
+    weir_tests::figure!(
         "fail closed (allow only from x, ingress): CNI ADD took {} ms; the other pod sent {sent}, \
          delivered {delivered}; dropped {not_ready} not ready + {denied} policy denied; x sent \
          {allowed_sent} after ADD, delivered {allowed_delivered}",
@@ -412,7 +412,7 @@ fn a_running_pod_whose_manifest_disappears_is_closed_until_it_returns() {
     let sent = flood.finish();
     let not_ready = dropped_since(&before, &drops(&lab), "egress", NOT_READY);
     let total = sink.finish().get(&pod.ip).copied().unwrap_or(0);
-    println!(
+    weir_tests::figure!(
         "fail closed (manifest gone): closed {} ms after the manifest was removed, {leaked} \
          datagrams delivered in the closed second, {not_ready} dropped as not ready; open again \
          {} ms after it returned; sent {sent}, delivered {total}",

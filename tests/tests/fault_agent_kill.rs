@@ -26,9 +26,9 @@ fn sigkill_under_load_breaks_nothing_keeps_policy_and_converges() {
         settle: Duration::from_secs(1),
     };
     let report = agent_kill::run(&mut lab, &options, &|line| eprintln!("{line}")).unwrap();
-    println!("{}", report.summary());
+    weir_tests::figure!("{}", report.summary());
     for line in report.kill_lines() {
-        println!("{line}");
+        weir_tests::figure!("{line}");
     }
 
     assert!(

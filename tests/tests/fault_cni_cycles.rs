@@ -368,7 +368,7 @@ fn five_hundred_add_del_cycles_with_the_agent_killed_at_random_points_leak_nothi
         thread::sleep(Duration::from_millis(100));
     };
     let leaked: Vec<String> = left.iter().map(|(what, n)| format!("{what} {n}")).collect();
-    println!(
+    weir_tests::figure!(
         "fault cni cycles: {CYCLES} ADD/DEL cycles in {:.1} s (seed {seed}), faults: {}; \
          agent killed and restarted {} times ({} ms per restart), {} ADDs failed or interrupted, {} DEL retries; \
          ADD {} ms and DEL {} ms on average without a fault; leaked: {}",

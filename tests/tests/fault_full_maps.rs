@@ -293,7 +293,7 @@ fn a_full_policy_map_refuses_a_policy_whole_and_recovers_when_space_is_freed() {
             )
         })
     });
-    println!("{line}");
+    weir_tests::figure!("{line}");
 }
 
 #[test]
@@ -346,7 +346,7 @@ fn a_full_ipcache_refuses_new_prefixes_whole_and_recovers_when_space_is_freed() 
             )
         })
     });
-    println!("{line}");
+    weir_tests::figure!("{line}");
 }
 
 #[test]
@@ -401,7 +401,7 @@ fn a_full_services_map_leaves_no_half_service_and_recovers_when_space_is_freed()
             )
         })
     });
-    println!("{line}");
+    weir_tests::figure!("{line}");
 }
 
 /// Conntrack is an LRU map the datapath writes (the agent only collects
@@ -564,7 +564,7 @@ fn a_full_conntrack_evicts_entries_and_never_drops_a_new_connection() {
         "{evicted} of {CONNECTIONS} connections evicted from a map of {CAPACITY}"
     );
     let first_kept = run(&mut datapath, ProgramKind::ToPod, &syn_ack(&first)) == Reason::Forwarded;
-    println!(
+    weir_tests::figure!(
         "fault full map weir_conntrack: capacity {CAPACITY}, {} new connections, 0 dropped \
          (LRU eviction, {tracked} entries tracked), {evicted} evicted whose replies were denied \
          by ingress policy; the first connection (replied to before) {}; datapath counters: \

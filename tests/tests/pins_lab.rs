@@ -90,7 +90,7 @@ fn an_agent_restarted_over_pins_of_an_older_abi_replaces_them_and_keeps_enforcin
         (true, false),
         "after the swap x/b still admits 80 only"
     );
-    println!(
+    weir_tests::figure!(
         "pins lab: ABI v{} -> v{ABI_VERSION}, every map replaced, new programs attached {} ms \
          after the restart began; 80 open, 81 denied",
         ABI_VERSION - 1,

@@ -77,6 +77,14 @@ pub enum Bench {
         #[arg(long, default_value_t = 6)]
         settle: u32,
     },
+    /// Agent CPU while nothing changes: the lab's agents over a quiet 5 s,
+    /// with the example pods only, then with one NetworkPolicy of many
+    /// ipBlock peers in force.
+    Idle {
+        /// ipBlock peers of the policy.
+        #[arg(long, default_value_t = 1000)]
+        peers: u32,
+    },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -97,6 +105,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Bench::Propagation { runs } => (
             "policy propagation in the lab",
             vec!["propagation".to_string(), "--runs".into(), runs.to_string()],
+        ),
+        Bench::Idle { peers } => (
+            "agent CPU while nothing changes, in the lab",
+            vec!["idle".to_string(), "--peers".into(), peers.to_string()],
         ),
         Bench::Services {
             counts,

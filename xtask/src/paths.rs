@@ -57,3 +57,9 @@ pub fn host_bin_dir(release: bool) -> PathBuf {
         "target/debug"
     })
 }
+
+/// Where the test suites record their figures for the summary
+/// (`weir_tests::figure!`), remade by each `cargo xtask test`.
+pub fn test_figures() -> PathBuf {
+    root().join("target/test-figures.txt")
+}

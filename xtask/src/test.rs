@@ -14,7 +14,7 @@ use clap::Args;
 use crate::build;
 use crate::cmd::{self, step};
 use crate::packages::Packages;
-use crate::{deny, setup, sweep};
+use crate::{deny, paths, setup, sweep};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -39,7 +39,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
         cmd::run(
             cmd::cargo(Some("nightly"))
                 .args(["fmt", "--check", "--manifest-path"])
-                .arg(crate::paths::datapath_manifest()),
+                .arg(paths::datapath_manifest()),
         )
     }));
     checks.push(timed("cargo clippy -D warnings (host)", || {
@@ -135,6 +135,16 @@ fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
     let packages = Packages::of_workspace();
     let mut cargo = cmd::cargo(None);
     cargo.args(["test", "--workspace", "--no-fail-fast"]);
+    // Each suite appends the figures it measured; they are listed under the
+    // summary.
+    let figures = paths::test_figures();
+    match std::fs::remove_file(&figures) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).context("could not remove the last run's figures");
+        }
+        _ => {}
+    }
+    cargo.env("WEIR_TEST_FIGURES", &figures);
     if let Some(filter) = filter {
         cargo.arg(filter);
     }
@@ -267,6 +277,12 @@ fn print_summary(checks: &[Check], suites: &[Suite], total: Duration) {
     }
     let passed: u64 = suites.iter().map(|s| s.passed).sum();
     let failed: u64 = suites.iter().map(|s| s.failed).sum();
+    if let Ok(figures) = std::fs::read_to_string(paths::test_figures()) {
+        println!("---- figures the suites measured ----");
+        for line in figures.lines() {
+            println!("  {line}");
+        }
+    }
     println!(
         "total: {passed} passed, {failed} failed, in {:.1}s",
         total.as_secs_f64()

@@ -14,6 +14,10 @@ pub enum StoreError {
         #[source]
         source: etcd_client::Error,
     },
+    /// Failed fast or timed out: the store is not answering now (see
+    /// [`crate::Connection`]); the call is worth retrying later.
+    #[error("etcd at {endpoints} is not answering: {reason}")]
+    NotAnswering { endpoints: String, reason: String },
     #[error("etcd {op} on {key:?} failed")]
     Etcd {
         op: &'static str,
@@ -50,6 +54,27 @@ impl StoreError {
         StoreError::Corrupt {
             key: String::from_utf8_lossy(key.as_ref()).into_owned(),
             reason: reason.to_string(),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the error says the store did not answer (as opposed to an
+    /// answer that refused or a bad record).
+    pub fn is_unanswered(&self) -> bool {
+        match self {
+            StoreError::Unreachable { .. } | StoreError::NotAnswering { .. } => true,
+            StoreError::Etcd { source, .. } => match source {
+                etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+                etcd_client::Error::GRpcStatus(status) => {
+                    // gRPC's Cancelled (1, what the client's own request
+                    // timeout gives), Unknown (2, a reset connection),
+                    // DeadlineExceeded (4) and Unavailable (14).
+                    matches!(i32::from(status.code()), 1 | 2 | 4 | 14)
+                }
+                _ => false,
+            },
+            _ => false,
         }
     }
 }

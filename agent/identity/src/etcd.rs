@@ -29,7 +29,7 @@ mod keys;
 mod session;
 mod watch;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -89,7 +89,7 @@ impl EtcdConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(StoreError::Config(what));
         if self.endpoints.is_empty() {
             return bad("no etcd endpoints".into());
@@ -221,6 +221,38 @@ impl EtcdStore {
             .await
             .map_err(|e| StoreError::etcd("lease revoke", lease.to_string(), e))?;
         Ok(())
+    }
+
+    /// One cheap read, to tell whether etcd answers.
+    pub async fn ping(&self) -> Result<()> {
+        let key = self.inner.keys.node(&self.inner.node);
+        self.kv()
+            .get(key.as_str(), Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(|e| StoreError::etcd("get", &key, e))?;
+        Ok(())
+    }
+
+    /// The identities `node` holds a reference to (for an operator, and
+    /// for tests that look for leaked references).
+    pub async fn referenced_by(&self, node: &str) -> Result<BTreeSet<u32>> {
+        let keys = &self.inner.keys;
+        let prefix = keys.identity_refs();
+        let resp = self
+            .kv()
+            .get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .map_err(|e| StoreError::etcd("list", &prefix, e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| std::str::from_utf8(kv.key()).ok())
+            .filter(|key| key.rsplit('/').next() == Some(node))
+            .filter_map(|key| keys.ref_identity(key))
+            .collect())
     }
 
     /// Deletes identity `id` if no node references it, atomically: an

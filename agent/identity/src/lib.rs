@@ -7,21 +7,27 @@
 //! - [`local`]: labels of node-local CIDR identities (never shared; the
 //!   policy engine allocates them).
 //! - [`store`]: the [`SharedStore`] trait: identities, endpoints, nodes.
-//! - [`etcd`]: the trait on etcd (kvstore mode); [`memory`]: in-process, for
+//! - [`etcd`]: the trait on etcd (kvstore mode); [`lazy`]: the same,
+//!   connected in the background and failing fast while etcd does not
+//!   answer ([`connection`] is that state); [`memory`]: in-process, for
 //!   other crates' unit tests.
 //! - [`testing`]: a throwaway etcd server for tests and the lab.
 
 #![forbid(unsafe_code)]
 
+pub mod connection;
 pub mod error;
 pub mod etcd;
+pub mod lazy;
 pub mod local;
 pub mod memory;
 pub mod store;
 pub mod testing;
 
+pub use connection::Connection;
 pub use error::{Result, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore};
+pub use lazy::{LazyEtcdStore, LazyOptions};
 pub use local::cidr_labels;
 pub use memory::MemoryStore;
 pub use store::{

@@ -95,6 +95,29 @@ impl EtcdServer {
         self.child.id()
     }
 
+    /// Freezes etcd (SIGSTOP): connections stay open and nothing answers,
+    /// as in a network partition.
+    pub fn pause(&self) -> io::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused etcd run again (SIGCONT).
+    pub fn resume(&self) -> io::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, which: &str) -> io::Result<()> {
+        let status = Command::new("kill")
+            .arg(which)
+            .arg(self.child.id().to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("kill {which} failed: {status}")))
+        }
+    }
+
     fn try_start(ip: IpAddr) -> Result<Self, EtcdServerError> {
         let name = format!(
             "wt{}x{}",
@@ -191,6 +214,7 @@ impl EtcdServer {
 
 impl Drop for EtcdServer {
     fn drop(&mut self) {
+        let _ = self.resume();
         // SIGKILL: nothing in a throwaway server needs a clean shutdown.
         let _ = self.child.kill();
         let _ = self.child.wait();

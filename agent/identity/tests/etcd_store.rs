@@ -518,3 +518,109 @@ fn etcd_server_guard_cleans_up_on_drop_and_on_panic() {
     assert!(!dir.exists());
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
+
+/// Polls `check` every 20 ms until it holds, for at most `within`; returns
+/// how long it took.
+async fn until(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if check() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_store_fails_fast_while_etcd_is_frozen_and_resumes_after() {
+    use weir_identity::{Connection, LazyEtcdStore, LazyOptions};
+    let server = etcd();
+    let states = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = states.clone();
+    // Connected-ness as it changes (a new error text is a change too).
+    let lazy = LazyEtcdStore::start(config(&server, "n1"), LazyOptions::default(), move |c| {
+        let mut seen = seen.lock().unwrap();
+        if seen.last() != Some(&c.is_connected()) {
+            seen.push(c.is_connected());
+        }
+    })
+    .unwrap();
+    let mut watch = lazy.watch_identities().await.unwrap();
+    until(STEP, || lazy.connection().is_connected())
+        .await
+        .expect("connects");
+    let web = lazy.allocate_identity(&app("web")).await.unwrap();
+
+    server.pause().unwrap();
+    // The first call (or the check) finds out within the call timeout
+    // plus a check interval; after that calls fail at once.
+    let first = lazy.allocate_identity(&app("db")).await;
+    assert!(first.is_err(), "{first:?}");
+    until(STEP, || {
+        matches!(lazy.connection(), Connection::Unreachable { .. })
+    })
+    .await
+    .expect("seen as unreachable");
+    let started = std::time::Instant::now();
+    let error = lazy.allocate_identity(&app("db")).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotAnswering { .. }), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(100));
+    // Reserved identities need no store.
+    assert_eq!(
+        lazy.allocate_identity(&LabelSet::reserved(identity::HOST).unwrap())
+            .await
+            .unwrap(),
+        identity::HOST
+    );
+
+    server.resume().unwrap();
+    let back = until(STEP, || lazy.connection().is_connected())
+        .await
+        .expect("answers again");
+    assert!(back < Duration::from_secs(2), "back after {back:?}");
+    let db = lazy.allocate_identity(&app("db")).await.unwrap();
+    assert_ne!(db, web);
+    // The watch carried on: both identities arrive (web from the initial
+    // list or the watch, whichever opened first).
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        let event = tokio::time::timeout(STEP, watch.next())
+            .await
+            .expect("watch event in time")
+            .expect("watch open");
+        if let Ok(StoreEvent::Upsert(id, _)) = event {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    let mut expected = vec![web, db];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    assert_eq!(*states.lock().unwrap(), vec![false, true, false, true]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_store_starts_without_etcd() {
+    use weir_identity::{Connection, LazyEtcdStore, LazyOptions};
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = EtcdConfig::new(vec![format!("http://127.0.0.1:{port}")], "n1");
+    let lazy = LazyEtcdStore::start(config, LazyOptions::default(), |_| {}).unwrap();
+    let started = std::time::Instant::now();
+    let error = lazy.allocate_identity(&app("web")).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotAnswering { .. }), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(100));
+    // Watches wait instead of failing.
+    let mut watch = lazy.watch_nodes().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), watch.next())
+            .await
+            .is_err()
+    );
+    assert!(matches!(lazy.connection(), Connection::Connecting { .. }));
+}

@@ -142,10 +142,13 @@ impl Inspect for InspectService {
             })
             .collect();
         let synced = self.view.lock().unwrap_or_else(|e| e.into_inner()).synced();
-        let reconcile_steps = self
+        let reconcile = self
             .reconcile
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let kvstore_connection = reconcile.kvstore_line(std::time::SystemTime::now());
+        let reconcile_steps = reconcile
             .steps
             .iter()
             .map(|step| v1::ReconcileStep {
@@ -167,6 +170,7 @@ impl Inspect for InspectService {
             events_lost,
             kvstore_synced: synced,
             reconcile_steps,
+            kvstore_connection,
         }))
     }
 

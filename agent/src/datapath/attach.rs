@@ -114,8 +114,12 @@ pub(super) fn remove_orphaned_pins(pin_dir: &Path) -> io::Result<Vec<PathBuf>> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        // Only TCX links (`<interface>@<ifindex>@<ingress|egress>`): the
+        // socket LB's cgroup links share the directory.
         let mut parts = name.split('@');
-        let (Some(interface), Some(ifindex)) = (parts.next(), parts.next()) else {
+        let (Some(interface), Some(ifindex), Some("ingress" | "egress"), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
         let Ok(ifindex) = ifindex.parse::<u32>() else {
@@ -199,4 +203,48 @@ pub(super) fn detach(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tcx_pins_of_interfaces_that_are_gone_are_removed() {
+        let pin_dir = std::env::temp_dir().join(format!("weir-orphans-{}", std::process::id()));
+        let links = links_dir(&pin_dir);
+        std::fs::create_dir_all(&links).unwrap();
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        let names = [
+            format!("lo@{lo}@ingress"),
+            "lxcgone@4000000@egress".to_string(),
+            format!("lxcrenamed@{lo}@ingress"),
+            "cgroup@4000000@connect4".to_string(),
+            "unrelated-file".to_string(),
+        ];
+        for name in &names {
+            std::fs::write(links.join(name), b"").unwrap();
+        }
+        let mut removed: Vec<String> = remove_orphaned_pins(&pin_dir)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        removed.sort();
+        let mut left: Vec<String> = std::fs::read_dir(&links)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let _ = std::fs::remove_dir_all(&pin_dir);
+        assert_eq!(removed, [names[1].clone(), names[2].clone()]);
+        assert_eq!(
+            left,
+            [
+                names[3].clone(),
+                names[0].clone(),
+                "unrelated-file".to_string()
+            ]
+        );
+    }
 }

@@ -32,6 +32,9 @@ pub struct IdentitySync {
     held: BTreeMap<AttachmentKey, Held>,
     /// Endpoint records this node published.
     published: BTreeMap<IpAddr, EndpointRecord>,
+    /// Identities no endpoint holds any more whose release the store has
+    /// not confirmed (it was down): retried, so no reference leaks.
+    unreleased: Vec<u32>,
 }
 
 impl IdentitySync {
@@ -48,6 +51,7 @@ impl IdentitySync {
             filter,
             held: BTreeMap::new(),
             published: BTreeMap::new(),
+            unreleased: Vec::new(),
         }
     }
 
@@ -93,18 +97,26 @@ impl IdentitySync {
         cluster: &ClusterManifests,
         endpoints: &[Endpoint],
     ) -> anyhow::Result<()> {
+        // A failed allocation stops the allocations, never the releases.
+        let mut allocated = Ok(());
         for endpoint in endpoints {
             let labels = self.labels_of(cluster, endpoint);
             if self.held.get(&endpoint.attachment).map(|held| &held.labels) == Some(&labels) {
                 continue;
             }
-            let id = self.store.allocate_identity(&labels).await?;
+            let id = match self.store.allocate_identity(&labels).await {
+                Ok(id) => id,
+                Err(error) => {
+                    allocated = Err(error);
+                    break;
+                }
+            };
             info!(endpoint = endpoint.id, pod = %endpoint.pod, identity = id, "endpoint identity");
             if let Some(old) = self
                 .held
                 .insert(endpoint.attachment.clone(), Held { labels, id })
             {
-                self.store.release_identity(old.id).await?;
+                self.unreleased.push(old.id);
             }
         }
         let gone: Vec<AttachmentKey> = self
@@ -115,10 +127,14 @@ impl IdentitySync {
             .collect();
         for key in gone {
             if let Some(held) = self.held.remove(&key) {
-                self.store.release_identity(held.id).await?;
+                self.unreleased.push(held.id);
             }
         }
-        Ok(())
+        while let Some(&id) = self.unreleased.last() {
+            self.store.release_identity(id).await?;
+            self.unreleased.pop();
+        }
+        Ok(allocated?)
     }
 
     /// Publishes an endpoint record for every local endpoint with an

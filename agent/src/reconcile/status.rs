@@ -3,6 +3,9 @@
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use weir_identity::Connection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepState {
@@ -41,6 +44,9 @@ pub struct ReconcileStatus {
     pub steps: Vec<StepReport>,
     /// The last pass ran on a view that had synced (desired state complete).
     pub synced: bool,
+    /// The connection to the shared store, when there is one (written by
+    /// the store's connection check, not by the reconciler).
+    pub kvstore: Option<Connection>,
 }
 
 impl ReconcileStatus {
@@ -57,18 +63,34 @@ impl ReconcileStatus {
                 })
                 .collect(),
             synced: false,
+            kvstore: None,
         }
     }
 
-    /// Ready when every step has run and its last run succeeded.
+    /// Ready when every step has run and its last run succeeded, and the
+    /// shared store (if any) answers.
     pub fn ready(&self) -> bool {
+        self.steps_ok() && self.kvstore.as_ref().is_none_or(Connection::is_connected)
+    }
+
+    fn steps_ok(&self) -> bool {
         self.steps.iter().all(|step| step.state == StepState::Ok)
+    }
+
+    /// `connected for 3 s`, `unreachable for 12 s: <error>`, ...; empty
+    /// without a shared store.
+    pub fn kvstore_line(&self, now: SystemTime) -> String {
+        self.kvstore
+            .as_ref()
+            .map(|c| c.describe(now))
+            .unwrap_or_default()
     }
 
     /// The maps hold the whole desired state: the last pass ran on a synced
     /// view and every step has succeeded.
     pub fn converged(&self) -> bool {
-        self.synced && !self.steps.is_empty() && self.ready()
+        // Not `ready`: an etcd gone after the sync leaves the maps whole.
+        self.synced && !self.steps.is_empty() && self.steps_ok()
     }
 
     /// The `/readyz` body: one line per step.
@@ -77,6 +99,9 @@ impl ReconcileStatus {
             return "ok: no reconcile loop\n".into();
         }
         let mut out = String::new();
+        if self.kvstore.is_some() {
+            let _ = writeln!(out, "kvstore: {}", self.kvstore_line(SystemTime::now()));
+        }
         for step in &self.steps {
             let _ = write!(out, "{}: {}", step.name, step.state.as_str());
             if step.consecutive_failures > 0 {
@@ -118,6 +143,22 @@ mod tests {
             status.render(),
             "services: failing (3 failures): LB map full\npolicy: ok\n"
         );
+    }
+
+    #[test]
+    fn not_ready_while_the_store_does_not_answer() {
+        let t0 = SystemTime::now();
+        let mut status = ReconcileStatus::pending(&["identities"]);
+        status.steps[0].state = StepState::Ok;
+        status.kvstore = Some(Connection::starting(t0).after(t0, Ok(())));
+        assert!(status.ready());
+        status.kvstore = status
+            .kvstore
+            .map(|c| c.after(t0, Err("connection refused".into())));
+        assert!(!status.ready());
+        assert!(status
+            .render()
+            .starts_with("kvstore: unreachable for 0 s: connection refused\nidentities: ok\n"));
     }
 
     #[test]

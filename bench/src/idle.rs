@@ -1,0 +1,95 @@
+//! What an agent costs while nothing changes: the CPU time each lab agent
+//! uses over a quiet interval, first with the example cluster only, then
+//! with one NetworkPolicy of many ipBlock peers in force.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use weir_lab::manifest;
+use weir_lab::testing::TestLab;
+
+/// How long each quiet interval is measured.
+const QUIET: Duration = Duration::from_secs(5);
+/// Time for a change to settle before measuring.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// User + system CPU time of a process so far, from /proc/<pid>/stat.
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("short stat")?
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as u64;
+    Ok(Duration::from_millis(ticks * 1000 / per_second))
+}
+
+/// Each node's agent CPU over one quiet interval, printed.
+fn measure(lab: &TestLab, what: &str) -> Result<()> {
+    std::thread::sleep(SETTLE);
+    let pids: Vec<(String, u32)> = lab
+        .state()
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.agent_pid))
+        .collect();
+    let before: Vec<Duration> = pids
+        .iter()
+        .map(|(_, pid)| cpu_time(*pid))
+        .collect::<Result<_>>()?;
+    let start = Instant::now();
+    std::thread::sleep(QUIET);
+    let wall = start.elapsed();
+    for ((node, pid), before) in pids.iter().zip(before) {
+        let used = cpu_time(*pid)? - before;
+        println!(
+            "{what}: agent on {node}: {:.2} s of CPU in {:.1} s ({:.1} % of a core)",
+            used.as_secs_f64(),
+            wall.as_secs_f64(),
+            100.0 * used.as_secs_f64() / wall.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// A NetworkPolicy selecting x/a with `peers` ipBlock peers (/32s in
+/// 198.18.0.0/15, a benchmarking range) on ingress.
+fn ip_block_policy(peers: u32) -> String {
+    let mut yaml = String::from(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: many-blocks, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Ingress]\n  ingress:\n  - from:\n",
+    );
+    for i in 0..peers.min(1 << 17) {
+        let address = std::net::Ipv4Addr::from(0xC612_0000u32 + i);
+        yaml.push_str(&format!("    - ipBlock: {{cidr: {address}/32}}\n"));
+    }
+    yaml
+}
+
+pub fn run(peers: u32) -> Result<()> {
+    weir_tests::require_root();
+    let mut lab = TestLab::up(2)?;
+    lab.apply(&manifest::parse(&weir_lab::testing::netpol_cluster_yaml())?)?;
+    println!(
+        "agent CPU while nothing changes ({} s measured after {} s to settle; the lab runs {} binaries)",
+        QUIET.as_secs(),
+        SETTLE.as_secs(),
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    );
+    measure(&lab, "9 pods, no policy")?;
+    lab.apply(&manifest::parse(&ip_block_policy(peers))?)?;
+    measure(
+        &lab,
+        &format!("9 pods, one policy of {peers} ipBlock peers"),
+    )?;
+    Ok(())
+}
