@@ -397,17 +397,14 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
     cp.start_etcd().unwrap();
     let apiserver = cp.start_apiserver(&bins.apiserver).unwrap();
     let ready = cp.wait_ready(apiserver).unwrap();
-    eprintln!(
-        "kube-apiserver ready after {:.1} s, RSS {} MiB",
-        ready.as_secs_f64(),
-        rss_mib(apiserver).unwrap_or(0)
-    );
+    let ready_rss = rss_mib(apiserver).unwrap_or(0);
     let version = cp.kubectl(&["get", "--raw", "/version"]).unwrap();
     assert!(
         version.contains("\"gitVersion\": \"v1.20.2\""),
         "/version: {version}"
     );
 
+    let components_started = Instant::now();
     cp.start_controller_manager(&bins.controller_manager)
         .unwrap();
     cp.start_scheduler(&bins.scheduler).unwrap();
@@ -438,22 +435,21 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
 
     // The components report healthy to the API server (1.20's
     // componentstatuses asks them on their local health ports).
-    let healthy = cp
-        .eventually("scheduler, controller-manager and etcd healthy", |cp| {
-            cp.kubectl(&[
-                "get",
-                "componentstatuses",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.name}={.conditions[0].status} {end}",
-            ])
-            .is_ok_and(|s| {
-                ["scheduler=True", "controller-manager=True", "etcd-0=True"]
-                    .iter()
-                    .all(|want| s.split_whitespace().any(|got| got == *want))
-            })
+    cp.eventually("scheduler, controller-manager and etcd healthy", |cp| {
+        cp.kubectl(&[
+            "get",
+            "componentstatuses",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.conditions[0].status} {end}",
+        ])
+        .is_ok_and(|s| {
+            ["scheduler=True", "controller-manager=True", "etcd-0=True"]
+                .iter()
+                .all(|want| s.split_whitespace().any(|got| got == *want))
         })
-        .unwrap();
-    eprintln!("components healthy after {:.1} s", healthy.as_secs_f64());
+    })
+    .unwrap();
+    let healthy = components_started.elapsed();
     // The controller-manager works under its own identity: its
     // ServiceAccount controller gives the new namespace a `default` account.
     cp.eventually("ServiceAccount default in weir-smoke", |cp| {
@@ -481,7 +477,6 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
             .is_ok_and(|node| node == "weir-node")
         })
         .unwrap();
-    eprintln!("pod scheduled after {:.1} s", scheduled.as_secs_f64());
     cp.kubectl(&[
         "delete",
         "pod",
@@ -513,10 +508,14 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
         !namespaces.lines().any(|l| l == "namespace/weir-smoke"),
         "{namespaces}"
     );
-    eprintln!(
-        "namespace deleted (finalized by the controller-manager) in {:.1} s; \
-         RSS: kube-apiserver {} MiB",
-        deleted.elapsed().as_secs_f64(),
-        rss_mib(apiserver).unwrap_or(0)
+    weir_tests::figure!(
+        "kube control plane: kube-apiserver ready after {:.1} s (RSS {ready_rss} MiB, \
+         {} MiB at the end), components healthy {:.1} s after they started, pod scheduled in {:.1} s, \
+         namespace deleted (finalized) in {:.1} s",
+        ready.as_secs_f64(),
+        rss_mib(apiserver).unwrap_or(0),
+        healthy.as_secs_f64(),
+        scheduled.as_secs_f64(),
+        deleted.elapsed().as_secs_f64()
     );
 }
