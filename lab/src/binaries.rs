@@ -53,3 +53,57 @@ impl Binaries {
         self.agent.with_file_name("weir")
     }
 }
+
+/// The Kubernetes control plane's programs (v1.20.2) and Debian's kubectl,
+/// which `cargo xtask setup` builds once per machine into its cache and
+/// links into the clone as `target/kube`.
+#[derive(Clone, Debug)]
+pub struct KubeBinaries {
+    pub apiserver: PathBuf,
+    pub controller_manager: PathBuf,
+    pub scheduler: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+/// Overrides where the programs are looked for (a directory holding them).
+pub const KUBE_BIN_ENV: &str = "WEIR_KUBE_BIN";
+
+impl KubeBinaries {
+    /// `$WEIR_KUBE_BIN`, or `kube/bin` in the nearest directory above the
+    /// running executable that has one (the clone's `target/`). Errors,
+    /// naming the fix, when a program is missing: suites never skip.
+    pub fn locate() -> Result<KubeBinaries> {
+        let dir = match std::env::var_os(KUBE_BIN_ENV) {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let exe = std::env::current_exe()?;
+                exe.ancestors()
+                    .map(|dir| dir.join("kube/bin"))
+                    .find(|bin| bin.is_dir())
+                    .with_context(|| {
+                        format!(
+                            "no kube/bin above {}: run `cargo xtask setup`, which builds \
+                             kube-apiserver and its peers (or set {KUBE_BIN_ENV})",
+                            exe.display()
+                        )
+                    })?
+            }
+        };
+        let find = |name: &str| -> Result<PathBuf> {
+            let path = dir.join(name);
+            if !path.is_file() {
+                bail!(
+                    "{} not found: run `cargo xtask setup` (or set {KUBE_BIN_ENV})",
+                    path.display()
+                );
+            }
+            Ok(path)
+        };
+        Ok(KubeBinaries {
+            apiserver: find("kube-apiserver")?,
+            controller_manager: find("kube-controller-manager")?,
+            scheduler: find("kube-scheduler")?,
+            kubectl: find("kubectl")?,
+        })
+    }
+}

@@ -46,7 +46,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 pub use apply::Applied;
-pub use binaries::Binaries;
+pub use binaries::{Binaries, KubeBinaries, KUBE_BIN_ENV};
 pub use client::ClientResult;
 use state::{LabState, NodeRecord, PodRecord};
 pub use topology::{

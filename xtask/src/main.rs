@@ -9,6 +9,7 @@ mod build;
 mod cmd;
 mod crds;
 mod deny;
+mod kube;
 mod lab;
 #[cfg(test)]
 mod lint_mirror;
@@ -31,8 +32,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install what building and testing need: nightly rust-src, bpf-linker
-    /// and cargo-deny (under target/), Debian packages, a mounted bpffs.
-    /// Idempotent.
+    /// and cargo-deny (under target/), Debian packages, a mounted bpffs, and
+    /// the Kubernetes control plane's binaries (built once per machine into
+    /// /var/cache/weir/kube, linked as target/kube). Idempotent.
     Setup,
     /// Build the kernel programs (nightly, bpfel) and then the host crates.
     Build(build::BuildArgs),

@@ -29,6 +29,12 @@ pub fn llvm_prefix() -> PathBuf {
     root().join("target/llvm-prefix")
 }
 
+/// The clone's link to its Kubernetes binaries in the machine-wide cache
+/// (see kube.rs); weir-lab's `KubeBinaries::locate` finds `bin/` below it.
+pub fn kube_dir() -> PathBuf {
+    root().join("target/kube")
+}
+
 pub fn datapath_manifest() -> PathBuf {
     root().join("ebpf/datapath/Cargo.toml")
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd::{self, step};
-use crate::paths;
+use crate::{kube, paths};
 
 /// bpf-linker release built by setup; it must use the same LLVM major as
 /// nightly's rustc, which is why it is built against nightly's libLLVM.
@@ -41,6 +41,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("etcd-server", "etcd"),
     // iptables, for the kube-proxy iptables peer of the service benchmarks.
     ("iptables", "iptables-restore"),
+    // openssl, for the keys the control-plane suite generates (ServiceAccount
+    // token signing).
+    ("openssl", "openssl"),
 ];
 
 pub fn run() -> Result<()> {
@@ -50,6 +53,7 @@ pub fn run() -> Result<()> {
     ensure_cargo_deny()?;
     ensure_debian_packages()?;
     ensure_bpffs()?;
+    kube::ensure()?;
     step("setup complete");
     Ok(())
 }
@@ -221,14 +225,20 @@ fn find_nightly_llvm(sysroot: &Path) -> Result<(PathBuf, u32)> {
 
 fn ensure_debian_packages() -> Result<()> {
     step("Debian packages");
-    let mut missing: Vec<&str> = DEBIAN_PACKAGES
+    ensure_packages(DEBIAN_PACKAGES)
+}
+
+/// Installs those of `packages` (name, probe: a command on PATH or an
+/// absolute file path) whose probe is missing.
+pub(crate) fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = packages
         .iter()
         .filter(|(_, probe)| !is_present(probe))
         .map(|(package, _)| *package)
         .collect();
     missing.dedup();
     if missing.is_empty() {
-        eprintln!("    present: {}", package_list());
+        eprintln!("    present: {}", package_list(packages));
         return Ok(());
     }
     let install = || {
@@ -258,8 +268,8 @@ fn is_present(probe: &str) -> bool {
     }
 }
 
-fn package_list() -> String {
-    let mut names: Vec<&str> = DEBIAN_PACKAGES.iter().map(|(p, _)| *p).collect();
+fn package_list(packages: &[(&str, &str)]) -> String {
+    let mut names: Vec<&str> = packages.iter().map(|(p, _)| *p).collect();
     names.dedup();
     names.join(", ")
 }
