@@ -270,7 +270,7 @@ pub async fn add_default_route(
         )))
 }
 
-/// `ip neigh add <address> lladdr <mac> dev <index> nud permanent`.
+/// `ip neigh replace <address> lladdr <mac> dev <index> nud permanent`.
 pub async fn add_permanent_neighbour(
     handle: &Handle,
     index: u32,
@@ -282,6 +282,10 @@ pub async fn add_permanent_neighbour(
         .add(index, IpAddr::V4(address))
         .link_layer_address(&mac.octets())
         .state(NeighbourState::Permanent)
+        // Replace, not create-exclusive: a process already running in the
+        // sandbox can send through the default route before this entry is
+        // made, and the kernel then holds an incomplete one for the gateway.
+        .replace()
         .execute()
         .await
         .map_err(request_failed(format!(

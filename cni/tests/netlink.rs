@@ -548,3 +548,38 @@ fn the_host_mac_is_reported_as_the_kernel_has_it() {
     assert_eq!(reported, network.host_mac);
     assert!(delete_host_end_in(&host, &spec.host_ifname));
 }
+
+#[test]
+fn the_gateway_neighbour_replaces_an_entry_the_kernel_made_first() {
+    // A process already running in the sandbox that sends through the
+    // default route before the plugin adds the permanent entry leaves the
+    // kernel's own (incomplete or stale) entry for the gateway behind.
+    let pod = Namespace::new("pod");
+    pod.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    pod.ip(&["link", "set", "d0", "up"]);
+    pod.ip(&["link", "set", "d1", "up"]);
+    pod.ip(&[
+        "neigh",
+        "add",
+        "10.244.1.1",
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "d0",
+        "nud",
+        "stale",
+    ]);
+    let index = pod.ip_json(&["link", "show", "dev", "d0"])[0]["ifindex"]
+        .as_u64()
+        .unwrap() as u32;
+    let mac: weir_cni::mac::MacAddr = "02:00:00:00:00:01".parse().unwrap();
+    block_on(netns::run_in(&pod.file(), move |handle| async move {
+        netlink::add_permanent_neighbour(&handle, index, "10.244.1.1".parse().unwrap(), mac).await
+    }))
+    .expect("the plugin's entry replaces the kernel's");
+    let neighbours = pod.ip_json(&["neigh", "show", "dev", "d0"]);
+    let gateway = find(neighbours.as_array().unwrap(), &[("dst", "10.244.1.1")])
+        .unwrap_or_else(|| panic!("no gateway neighbour: {neighbours}"));
+    assert_eq!(gateway["lladdr"], "02:00:00:00:00:01");
+    assert_eq!(gateway["state"], serde_json::json!(["PERMANENT"]));
+}
