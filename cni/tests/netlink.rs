@@ -572,7 +572,7 @@ fn the_gateway_neighbour_replaces_an_entry_the_kernel_made_first() {
     let index = pod.ip_json(&["link", "show", "dev", "d0"])[0]["ifindex"]
         .as_u64()
         .unwrap() as u32;
-    let mac: weir_cni::mac::MacAddr = "02:00:00:00:00:01".parse().unwrap();
+    let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
     block_on(netns::run_in(&pod.file(), move |handle| async move {
         netlink::add_permanent_neighbour(&handle, index, "10.244.1.1".parse().unwrap(), mac).await
     }))
