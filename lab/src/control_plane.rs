@@ -219,9 +219,11 @@ impl ControlPlane {
             // checks it against its own bootstrap role.
             "--use-service-account-credentials=true".into(),
             // No kubelet heartbeats yet (the lab registers its nodes as
-            // Ready once): node lifecycle would mark them NotReady after 40 s
-            // and taint them.
-            "--controllers=*,-nodelifecycle".into(),
+            // Ready once). Node lifecycle stays on, since it lifts the
+            // not-ready taint admission puts on new Nodes, but would mark
+            // them Unknown (and taint them) after 40 s without heartbeats.
+            "--node-monitor-grace-period=24h".into(),
+            "--node-startup-grace-period=24h".into(),
             // Health on the insecure port (1.20 still has it), where the
             // API server's componentstatuses looks.
             "--address=127.0.0.1".into(),

@@ -21,8 +21,21 @@ spec:
   policyTypes: [Ingress]
 ";
 
+const POD: &str = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: idle
+  namespace: cp-smoke
+spec:
+  containers:
+  - name: idle
+    image: weir.invalid/idle
+";
+
 #[test]
-fn the_lab_runs_a_control_plane_that_knows_its_nodes_and_stores_objects_applied_with_kubectl() {
+fn the_lab_runs_a_control_plane_that_knows_its_nodes_schedules_and_stores_objects_applied_with_kubectl(
+) {
     let started = Instant::now();
     let mut lab = TestLab::up_with_control_plane(2).expect("lab up with the control plane");
     let up = started.elapsed();
@@ -85,6 +98,43 @@ fn the_lab_runs_a_control_plane_that_knows_its_nodes_and_stores_objects_applied_
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+
+    // The scheduler binds a pod to one of the registered nodes (no kubelet
+    // watches the API yet, so it never runs and is force-deleted).
+    cp.kubectl_stdin(&["create", "-f", "-"], POD).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let node = cp
+            .kubectl(&[
+                "get",
+                "pod",
+                "idle",
+                "-n",
+                "cp-smoke",
+                "-o",
+                "jsonpath={.spec.nodeName}",
+            ])
+            .unwrap_or_default();
+        if node == "n1" || node == "n2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod cp-smoke/idle not bound (node {node:?}); scheduler log:\n{}",
+            cp.log("kube-scheduler")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    cp.kubectl(&[
+        "delete",
+        "pod",
+        "idle",
+        "-n",
+        "cp-smoke",
+        "--grace-period=0",
+        "--force",
+    ])
+    .unwrap();
 
     // The lab's own pods (manifest directory, lab's kubelet) as before.
     let mut yaml = namespace_yaml("x");
