@@ -260,14 +260,26 @@ impl ControlPlane {
         Ok(ready)
     }
 
-    /// Stops the components, the API server last.
+    /// Stops the components and the API server, all signalled at once: a
+    /// terminating kube-apiserver drains its watches for up to a minute,
+    /// and nothing in it needs saving (etcd holds the objects), so each has
+    /// a second before SIGKILL.
     pub fn stop(&self) {
-        for pid in [
+        let pids = [
             self.scheduler_pid,
             self.controller_manager_pid,
             self.apiserver_pid,
-        ] {
-            process::stop(pid, Duration::from_secs(5));
+        ];
+        for pid in pids.into_iter().filter(|pid| process::alive(*pid)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        // One second in all, not one each.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for pid in pids {
+            process::stop(pid, deadline.saturating_duration_since(Instant::now()));
         }
     }
 

@@ -3,7 +3,7 @@
 //! taking it down, also after a crash: `down` finds everything by name.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -79,6 +79,7 @@ impl Lab {
         self.state.etcd_pid = self.start_etcd(&underlay)?;
         std::fs::create_dir_all(self.manifests_dir())?;
         self.state.save(&self.dir)?;
+        let apiserver_started = Instant::now();
         if let Some(kube) = kube {
             progress(&format!(
                 "kube-apiserver on {ETCD_IP}:{API_PORT} (the lab's etcd)"
@@ -90,7 +91,7 @@ impl Lab {
             self.add_node(index, nodes, progress)?;
         }
         if let Some(kube) = kube {
-            self.finish_control_plane(kube, progress)?;
+            self.finish_control_plane(kube, apiserver_started, progress)?;
         }
         Ok(())
     }
@@ -113,7 +114,12 @@ impl Lab {
 
     /// Once kube-apiserver serves: the controller-manager and scheduler,
     /// and a Ready Node per lab node.
-    fn finish_control_plane(&mut self, kube: &KubeBinaries, progress: &dyn Fn(&str)) -> Result<()> {
+    fn finish_control_plane(
+        &mut self,
+        kube: &KubeBinaries,
+        apiserver_started: Instant,
+        progress: &dyn Fn(&str),
+    ) -> Result<()> {
         let mut cp = self
             .state
             .control_plane
@@ -123,11 +129,12 @@ impl Lab {
         // Recorded whatever happened, so `down` stops what did start.
         self.state.control_plane = Some(cp.clone());
         self.state.save(&self.dir)?;
-        let ready = started?;
+        let waited = started?;
         progress(&format!(
-            "kube-apiserver ready ({:.1} s after the nodes' start), \
+            "kube-apiserver ready {:.1} s after its start ({:.1} s waited for after the nodes), \
              kube-controller-manager and kube-scheduler started",
-            ready.as_secs_f64()
+            apiserver_started.elapsed().as_secs_f64(),
+            waited.as_secs_f64()
         ));
         let nodes: Vec<(&str, std::net::Ipv4Addr)> = self
             .state
