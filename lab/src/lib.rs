@@ -13,7 +13,8 @@
 //! names alone, after a crash.
 //!
 //! The modules, in the order a lab comes up: [`topology`] (names and
-//! addresses), `underlay` (bridge, node links, routes), `etcd`, `world`
+//! addresses), `underlay` (bridge, node links, routes), `etcd`,
+//! [`control_plane`] (opt-in: kube-apiserver and its peers), `world`
 //! (the outside world), `agent` (one per node), `pods` (kubelet's part),
 //! [`apply`] (manifests, the API server's part) and [`services`] (the
 //! endpoint-slice controller's part); `lifecycle` brings a lab up and down.
@@ -27,6 +28,7 @@ pub mod apply;
 mod binaries;
 pub mod client;
 pub mod cni;
+pub mod control_plane;
 pub mod etcd;
 mod lifecycle;
 pub mod load;
@@ -76,6 +78,16 @@ impl Lab {
 
     pub fn state(&self) -> &LabState {
         &self.state
+    }
+
+    /// The Kubernetes control plane, if the lab was brought up with one.
+    pub fn control_plane(&self) -> Result<&control_plane::ControlPlane> {
+        self.state.control_plane.as_ref().with_context(|| {
+            format!(
+                "lab {} runs no control plane (bring it up with --control-plane)",
+                self.state.name
+            )
+        })
     }
 
     pub fn pods(&self) -> &[PodRecord] {

@@ -1,17 +1,19 @@
-//! Bringing a lab up (underlay, etcd, outside world, then node by node) and
+//! Bringing a lab up (underlay, etcd, optionally kube-apiserver, outside
+//! world, then node by node, then the rest of the control plane) and
 //! taking it down, also after a crash: `down` finds everything by name.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::control_plane::{ControlPlane, API_PORT};
 use crate::state::{LabState, NodeRecord};
 use crate::topology::{
     lab_cgroup, lab_dir, node_ip, node_netns, pod_cidr, pod_netns_prefix, underlay_netns,
     ETCD_CLIENT_PORT, ETCD_IP,
 };
-use crate::{cni, process, underlay, Binaries, Lab};
+use crate::{cni, etcd, process, underlay, Binaries, KubeBinaries, Lab};
 use weir_tests::netns;
 
 /// The MTU the CNI plugin gives pod interfaces.
@@ -23,6 +25,20 @@ impl Lab {
         name: &str,
         nodes: usize,
         binaries: Binaries,
+        progress: &dyn Fn(&str),
+    ) -> Result<Lab> {
+        Lab::up_with(name, nodes, binaries, None, progress)
+    }
+
+    /// [`Lab::up`], with a Kubernetes control plane beside etcd when `kube`
+    /// is given: kube-apiserver starts before the nodes are built (it takes
+    /// seconds to serve), the controller-manager and scheduler once it
+    /// serves, then every node is registered as a Ready Node.
+    pub fn up_with(
+        name: &str,
+        nodes: usize,
+        binaries: Binaries,
+        kube: Option<KubeBinaries>,
         progress: &dyn Fn(&str),
     ) -> Result<Lab> {
         if !(1..=200).contains(&nodes) {
@@ -41,7 +57,7 @@ impl Lab {
             },
             binaries,
         };
-        match lab.build(nodes, progress) {
+        match lab.build(nodes, kube.as_ref(), progress) {
             Ok(()) => Ok(lab),
             Err(e) => {
                 let _ = Lab::down(name);
@@ -50,7 +66,12 @@ impl Lab {
         }
     }
 
-    fn build(&mut self, nodes: usize, progress: &dyn Fn(&str)) -> Result<()> {
+    fn build(
+        &mut self,
+        nodes: usize,
+        kube: Option<&KubeBinaries>,
+        progress: &dyn Fn(&str),
+    ) -> Result<()> {
         let name = self.state.name.clone();
         progress(&format!("underlay {}", underlay_netns(&name)));
         let underlay = underlay::add(&name)?;
@@ -58,10 +79,74 @@ impl Lab {
         self.state.etcd_pid = self.start_etcd(&underlay)?;
         std::fs::create_dir_all(self.manifests_dir())?;
         self.state.save(&self.dir)?;
+        let apiserver_started = Instant::now();
+        if let Some(kube) = kube {
+            progress(&format!(
+                "kube-apiserver on {ETCD_IP}:{API_PORT} (the lab's etcd)"
+            ));
+            self.start_apiserver(&underlay, kube)?;
+        }
         self.build_world(&underlay, nodes, progress)?;
         for index in 1..=nodes {
             self.add_node(index, nodes, progress)?;
         }
+        if let Some(kube) = kube {
+            self.finish_control_plane(kube, apiserver_started, progress)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the control plane's credentials and starts kube-apiserver,
+    /// recorded in the state (so `down` stops it) before it serves.
+    fn start_apiserver(&mut self, underlay: &str, kube: &KubeBinaries) -> Result<()> {
+        let mut cp = ControlPlane::new(
+            underlay,
+            &self.dir.join("kube"),
+            ETCD_IP,
+            &etcd::endpoint(),
+            &kube.kubectl,
+        )?;
+        cp.write_credentials()?;
+        cp.start_apiserver(&kube.apiserver)?;
+        self.state.control_plane = Some(cp);
+        self.state.save(&self.dir)
+    }
+
+    /// Once kube-apiserver serves: the controller-manager and scheduler,
+    /// and a Ready Node per lab node.
+    fn finish_control_plane(
+        &mut self,
+        kube: &KubeBinaries,
+        apiserver_started: Instant,
+        progress: &dyn Fn(&str),
+    ) -> Result<()> {
+        let mut cp = self
+            .state
+            .control_plane
+            .take()
+            .context("kube-apiserver was started")?;
+        let started = cp.start_components(kube);
+        // Recorded whatever happened, so `down` stops what did start.
+        self.state.control_plane = Some(cp.clone());
+        self.state.save(&self.dir)?;
+        let waited = started?;
+        progress(&format!(
+            "kube-apiserver ready {:.1} s after its start ({:.1} s waited for after the nodes), \
+             kube-controller-manager and kube-scheduler started",
+            apiserver_started.elapsed().as_secs_f64(),
+            waited.as_secs_f64()
+        ));
+        let nodes: Vec<(&str, std::net::Ipv4Addr)> = self
+            .state
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.underlay_ip))
+            .collect();
+        cp.register_nodes(&nodes)?;
+        progress(&format!(
+            "nodes registered; kubeconfig {}",
+            cp.admin_kubeconfig().display()
+        ));
         Ok(())
     }
 
@@ -124,6 +209,9 @@ impl Lab {
             if state.etcd_pid != 0 {
                 let pid = nix::unistd::Pid::from_raw(state.etcd_pid as i32);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            }
+            if let Some(cp) = &state.control_plane {
+                cp.stop();
             }
             process::stop(state.etcd_pid, Duration::from_secs(3));
         }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::control_plane::ControlPlane;
 use weir_agent::cluster::manifest::{ContainerPort, Labels, Namespace};
 use weir_types::NamespacedName;
 
@@ -17,6 +18,10 @@ pub struct LabState {
     /// The lab's etcd (in the underlay namespace); 0 if not started.
     #[serde(default)]
     pub etcd_pid: u32,
+    /// The Kubernetes control plane beside etcd, if the lab was brought up
+    /// with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlane>,
     pub nodes: Vec<NodeRecord>,
     pub namespaces: Vec<Namespace>,
     pub pods: Vec<PodRecord>,

@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 
 use anyhow::Result;
 
-use super::{Binaries, Lab};
+use super::{Binaries, KubeBinaries, Lab};
 use weir_agent::cluster::manifest::{self, Object};
 
 pub struct TestLab {
@@ -15,9 +15,19 @@ pub struct TestLab {
 
 impl TestLab {
     pub fn up(nodes: usize) -> Result<TestLab> {
+        TestLab::up_with(nodes, None)
+    }
+
+    /// A lab with the Kubernetes control plane beside its etcd (opt-in: it
+    /// adds seconds to `up` and about 0.5 GB).
+    pub fn up_with_control_plane(nodes: usize) -> Result<TestLab> {
+        TestLab::up_with(nodes, Some(KubeBinaries::locate()?))
+    }
+
+    fn up_with(nodes: usize, kube: Option<KubeBinaries>) -> Result<TestLab> {
         weir_tests::require_root();
         let name = weir_tests::names::unique();
-        let lab = Lab::up(&name, nodes, Binaries::locate()?, &|_| {})?;
+        let lab = Lab::up_with(&name, nodes, Binaries::locate()?, kube, &|_| {})?;
         Ok(TestLab {
             name,
             lab: Some(lab),

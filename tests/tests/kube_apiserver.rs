@@ -7,159 +7,63 @@
 //! Namespace and a ConfigMap are created, listed and deleted, and the
 //! components' work is seen through the API: componentstatuses healthy, a
 //! `default` ServiceAccount in the new namespace, a pod bound to a node by
-//! the scheduler, the namespace finalized on deletion.
+//! the scheduler, the namespace finalized on deletion. The recipe is the
+//! lab's (`weir_lab::control_plane`), here on loopback with its own etcd.
 //!
 //! A missing binary fails the test: it never skips.
 
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use weir_lab::control_plane::ControlPlane;
 use weir_lab::{process, KubeBinaries};
-use weir_tests::netns::{self, NetNs};
+use weir_tests::netns::NetNs;
 use weir_tests::{names, require_root};
 
 const ETCD: &str = "/usr/bin/etcd";
 const ETCD_URL: &str = "http://127.0.0.1:2379";
-const API_PORT: u16 = 6443;
-const SERVICE_CIDR: &str = "10.96.0.0/16";
-const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Static token identities: the admin (system:masters), and the two
-/// components as the users the default RBAC policy binds their roles to.
-const ADMIN: Identity = Identity {
-    user: "weir-admin",
-    groups: "system:masters",
-};
-const CONTROLLER_MANAGER: Identity = Identity {
-    user: "system:kube-controller-manager",
-    groups: "",
-};
-const SCHEDULER: Identity = Identity {
-    user: "system:kube-scheduler",
-    groups: "",
-};
-
-struct Identity {
-    user: &'static str,
-    groups: &'static str,
-}
-
-impl Identity {
-    /// A token unique to the run and the user.
-    fn token(&self, run: &str) -> String {
-        format!("{run}-{}", self.user.replace(':', "-"))
-    }
-}
-
-/// The running control plane: its processes are stopped, then its netns
-/// and files removed, when dropped.
-struct ControlPlane {
-    pids: Vec<u32>,
+/// The lab's control plane recipe on loopback in a netns of its own, with
+/// an etcd of its own: its processes are stopped, then its netns and files
+/// removed, when dropped.
+struct Sealed {
+    cp: ControlPlane,
+    etcd: u32,
     dir: PathBuf,
-    kubectl: PathBuf,
-    admin_kubeconfig: PathBuf,
     // Dropped after the processes in it are stopped (see Drop).
     ns: NetNs,
 }
 
-impl Drop for ControlPlane {
+impl Drop for Sealed {
     fn drop(&mut self) {
-        for pid in self.pids.iter().rev() {
-            process::stop(*pid, Duration::from_secs(5));
-        }
+        self.cp.stop();
+        process::stop(self.etcd, Duration::from_secs(5));
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
-impl ControlPlane {
-    /// A fresh netns and directory; nothing started yet.
-    fn new(kubectl: &Path) -> Result<ControlPlane> {
+impl Sealed {
+    /// A fresh netns and directory with etcd running in it; the control
+    /// plane's credentials written, nothing of it started yet.
+    fn new(kubectl: &Path) -> Result<Sealed> {
         let name = names::unique();
         let ns = NetNs::new(&name)?;
         let dir = std::env::temp_dir().join(format!("{name}-kube"));
-        fs::create_dir_all(&dir)?;
-        Ok(ControlPlane {
-            pids: Vec::new(),
-            admin_kubeconfig: dir.join("admin.kubeconfig"),
+        let cp = ControlPlane::new(ns.name(), &dir, Ipv4Addr::LOCALHOST, ETCD_URL, kubectl)?;
+        let mut sealed = Sealed {
+            cp,
+            etcd: 0,
             dir,
-            kubectl: kubectl.to_path_buf(),
             ns,
-        })
-    }
-
-    fn start(&mut self, program: &Path, args: &[String], log: &str) -> Result<u32> {
-        let pid = process::spawn_detached(self.ns.name(), program, args, &self.dir.join(log))?;
-        self.pids.push(pid);
-        Ok(pid)
-    }
-
-    fn log(&self, log: &str) -> String {
-        fs::read_to_string(self.dir.join(log)).unwrap_or_default()
-    }
-
-    /// Writes the keys, token file and kubeconfigs the components need.
-    fn write_credentials(&self) -> Result<()> {
-        let run = names::run_prefix();
-        let key = self.dir.join("sa.key");
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            path_str(&key)?,
-        ])?;
-        openssl(&[
-            "pkey",
-            "-in",
-            path_str(&key)?,
-            "-pubout",
-            "-out",
-            path_str(&self.dir.join("sa.pub"))?,
-        ])?;
-        let mut tokens = String::new();
-        for (uid, who) in [ADMIN, CONTROLLER_MANAGER, SCHEDULER].iter().enumerate() {
-            // token,user,uid,"group1,group2"
-            tokens.push_str(&format!(
-                "{},{},{uid},\"{}\"\n",
-                who.token(&run),
-                who.user,
-                who.groups
-            ));
-        }
-        fs::write(self.dir.join("tokens.csv"), tokens)?;
-        for (file, who) in [
-            ("admin.kubeconfig", &ADMIN),
-            ("controller-manager.kubeconfig", &CONTROLLER_MANAGER),
-            ("scheduler.kubeconfig", &SCHEDULER),
-        ] {
-            fs::write(self.dir.join(file), self.kubeconfig(&who.token(&run)))?;
-        }
-        Ok(())
-    }
-
-    /// The serving certificate kube-apiserver generates into --cert-dir
-    /// (its file also holds the CA that signed it).
-    fn serving_cert(&self) -> PathBuf {
-        self.dir.join("pki/apiserver.crt")
-    }
-
-    fn kubeconfig(&self, token: &str) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: weir\n  cluster:\n    \
-             server: https://127.0.0.1:{API_PORT}\n    certificate-authority: {}\n\
-             users:\n- name: weir\n  user:\n    token: {token}\n\
-             contexts:\n- name: weir\n  context: {{cluster: weir, user: weir}}\n\
-             current-context: weir\n",
-            self.serving_cert().display()
-        )
+        };
+        sealed.cp.write_credentials()?;
+        sealed.start_etcd()?;
+        Ok(sealed)
     }
 
     fn start_etcd(&mut self) -> Result<()> {
@@ -167,7 +71,7 @@ impl ControlPlane {
             "--name",
             "kube",
             "--data-dir",
-            path_str(&self.dir.join("etcd"))?,
+            &self.dir.join("etcd").display().to_string(),
             "--listen-client-urls",
             ETCD_URL,
             "--advertise-client-urls",
@@ -181,123 +85,22 @@ impl ControlPlane {
         ]
         .map(String::from)
         .to_vec();
-        self.start(Path::new(ETCD), &args, "etcd.log")?;
+        self.etcd = process::spawn_detached(
+            self.ns.name(),
+            Path::new(ETCD),
+            &args,
+            &self.dir.join("etcd.log"),
+        )?;
         Ok(())
     }
 
-    fn start_apiserver(&mut self, program: &Path) -> Result<u32> {
-        let dir = |name: &str| self.dir.join(name).display().to_string();
-        let args = vec![
-            format!("--etcd-servers={ETCD_URL}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            format!("--secure-port={API_PORT}"),
-            "--insecure-port=0".into(),
-            format!("--cert-dir={}", dir("pki")),
-            format!("--token-auth-file={}", dir("tokens.csv")),
-            format!("--service-account-issuer={ISSUER}"),
-            format!("--service-account-key-file={}", dir("sa.pub")),
-            format!("--service-account-signing-key-file={}", dir("sa.key")),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-            "--authorization-mode=Node,RBAC".into(),
-        ];
-        self.start(program, &args, "kube-apiserver.log")
-    }
-
-    fn start_controller_manager(&mut self, program: &Path) -> Result<()> {
-        let dir = |name: &str| self.dir.join(name).display().to_string();
-        let args = vec![
-            format!("--kubeconfig={}", dir("controller-manager.kubeconfig")),
-            "--leader-elect=false".into(),
-            // Each controller under its own ServiceAccount (the token
-            // controller signs their tokens with the key below), so RBAC
-            // checks it against its own bootstrap role.
-            "--use-service-account-credentials=true".into(),
-            // Health on the insecure port (1.20 still has it), where the
-            // API server's componentstatuses looks.
-            "--address=127.0.0.1".into(),
-            "--port=10252".into(),
-            "--secure-port=0".into(),
-            format!("--service-account-private-key-file={}", dir("sa.key")),
-            format!("--root-ca-file={}", self.serving_cert().display()),
-        ];
-        self.start(program, &args, "kube-controller-manager.log")?;
-        Ok(())
-    }
-
-    fn start_scheduler(&mut self, program: &Path) -> Result<()> {
-        let args = vec![
-            format!(
-                "--kubeconfig={}",
-                self.dir.join("scheduler.kubeconfig").display()
-            ),
-            "--leader-elect=false".into(),
-            "--address=127.0.0.1".into(),
-            "--port=10251".into(),
-            "--secure-port=0".into(),
-        ];
-        self.start(program, &args, "kube-scheduler.log")?;
-        Ok(())
-    }
-
-    /// Runs Debian's kubectl as the admin inside the netns; stdout, or an
-    /// error with stderr.
     fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new(&self.kubectl);
-        cmd.arg("--kubeconfig")
-            .arg(&self.admin_kubeconfig)
-            .arg("--request-timeout=10s")
-            .args(args);
-        netns::command_in(&mut cmd, self.ns.name())?;
-        netns::run(&mut cmd)
+        self.cp.kubectl(args)
     }
 
     /// Creates objects from YAML on kubectl's stdin.
     fn kubectl_apply(&self, yaml: &str) -> Result<String> {
-        use std::io::Write;
-        let mut cmd = Command::new(&self.kubectl);
-        cmd.arg("--kubeconfig")
-            .arg(&self.admin_kubeconfig)
-            .args(["create", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        netns::command_in(&mut cmd, self.ns.name())?;
-        let mut child = cmd.spawn().context("start kubectl")?;
-        child
-            .stdin
-            .take()
-            .context("kubectl stdin")?
-            .write_all(yaml.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "kubectl create failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Waits until `/readyz` answers `ok`; the time it took.
-    fn wait_ready(&self, apiserver: u32) -> Result<Duration> {
-        let started = Instant::now();
-        while started.elapsed() < READY_TIMEOUT {
-            if self.kubectl(&["get", "--raw", "/readyz"]).ok().as_deref() == Some("ok") {
-                return Ok(started.elapsed());
-            }
-            if !process::alive(apiserver) {
-                bail!(
-                    "kube-apiserver exited; its log:\n{}",
-                    self.log("kube-apiserver.log")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        bail!(
-            "kube-apiserver not ready after {READY_TIMEOUT:?}; its log:\n{}",
-            self.log("kube-apiserver.log")
-        )
+        self.cp.kubectl_stdin(&["create", "-f", "-"], yaml)
     }
 
     /// Waits (bounded) until `done` holds; errors naming `what` if never.
@@ -312,19 +115,10 @@ impl ControlPlane {
         bail!(
             "{what}: not within {CONVERGE_TIMEOUT:?}\ncontroller-manager log (tail):\n{}\n\
              scheduler log (tail):\n{}",
-            tail(&self.log("kube-controller-manager.log")),
-            tail(&self.log("kube-scheduler.log"))
+            tail(&self.cp.log("kube-controller-manager")),
+            tail(&self.cp.log("kube-scheduler"))
         )
     }
-}
-
-fn openssl(args: &[&str]) -> Result<()> {
-    netns::run(Command::new("openssl").args(args)).map(drop)
-}
-
-fn path_str(path: &Path) -> Result<&str> {
-    path.to_str()
-        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn tail(log: &str) -> String {
@@ -372,31 +166,14 @@ spec:
     image: weir.invalid/idle
 ";
 
-/// A Ready node with room for pods and a heartbeat of now (Nodes may set
-/// their status on create).
-fn node_yaml() -> String {
-    let now = netns::run(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]))
-        .expect("date")
-        .trim()
-        .to_string();
-    format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: weir-node\n\
-         status:\n  capacity: {{cpu: '2', memory: 4Gi, pods: '10'}}\n  \
-         allocatable: {{cpu: '2', memory: 4Gi, pods: '10'}}\n  conditions:\n  \
-         - {{type: Ready, status: 'True', reason: KubeletReady, \
-         lastHeartbeatTime: '{now}', lastTransitionTime: '{now}'}}\n"
-    )
-}
-
 #[test]
 fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_controllers() {
     require_root();
     let bins = KubeBinaries::locate().expect("the control plane's binaries");
-    let mut cp = ControlPlane::new(&bins.kubectl).unwrap();
-    cp.write_credentials().unwrap();
-    cp.start_etcd().unwrap();
-    let apiserver = cp.start_apiserver(&bins.apiserver).unwrap();
-    let ready = cp.wait_ready(apiserver).unwrap();
+    let mut cp = Sealed::new(&bins.kubectl).unwrap();
+    cp.cp.start_apiserver(&bins.apiserver).unwrap();
+    let apiserver = cp.cp.apiserver_pid;
+    let ready = cp.cp.wait_ready().unwrap();
     let ready_rss = rss_mib(apiserver).unwrap_or(0);
     let version = cp.kubectl(&["get", "--raw", "/version"]).unwrap();
     assert!(
@@ -405,9 +182,10 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
     );
 
     let components_started = Instant::now();
-    cp.start_controller_manager(&bins.controller_manager)
+    cp.cp
+        .start_controller_manager(&bins.controller_manager)
         .unwrap();
-    cp.start_scheduler(&bins.scheduler).unwrap();
+    cp.cp.start_scheduler(&bins.scheduler).unwrap();
 
     let created = cp.kubectl_apply(OBJECTS).unwrap();
     assert!(
@@ -461,7 +239,9 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
     // The scheduler binds a pod to the one Ready node (a Node object as a
     // kubelet would register it; no kubelet runs, so the pod never starts
     // and is force-deleted).
-    cp.kubectl_apply(&node_yaml()).unwrap();
+    cp.cp
+        .register_nodes(&[("weir-node", Ipv4Addr::LOCALHOST)])
+        .unwrap();
     cp.kubectl_apply(POD).unwrap();
     let scheduled = cp
         .eventually("pod weir-smoke/idle bound to node weir-node", |cp| {

@@ -14,8 +14,9 @@ use crate::{build, paths};
 
 #[derive(Args)]
 pub struct LabArgs {
-    /// Arguments for weir-lab (up, down, apply -f, delete -f, status, exec,
-    /// probe, matrix, restart-agent; see `cargo xtask lab -- --help`), plus
+    /// Arguments for weir-lab (up [--control-plane], down, apply -f,
+    /// delete -f, status, exec, probe, matrix, restart-agent, kubeconfig,
+    /// kubectl -- ARGS; see `cargo xtask lab -- --help`), plus
     /// `--empty` (`up` without the example tour) and `--debug` (build and
     /// run the debug binaries, as the test suite does, instead of release).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

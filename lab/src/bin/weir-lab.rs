@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use weir_lab::manifest::{self, Protocol};
 use weir_lab::probe::{self, Target};
-use weir_lab::{Binaries, Lab};
+use weir_lab::{Binaries, KubeBinaries, Lab};
 
 #[derive(Parser)]
 #[command(name = "weir-lab", about = "Weir's lab cluster on one machine")]
@@ -34,6 +34,20 @@ enum Command {
     Up {
         #[arg(long, default_value_t = 2)]
         nodes: usize,
+        /// Also run a Kubernetes control plane (kube-apiserver,
+        /// kube-controller-manager, kube-scheduler) beside the lab's etcd,
+        /// with every node registered as a Node.
+        #[arg(long)]
+        control_plane: bool,
+    },
+    /// Print the path of the lab's admin kubeconfig (its API server is
+    /// reached from the lab's underlay namespace: use `kubectl`).
+    Kubeconfig,
+    /// Run Debian's kubectl (1.20) as the lab's admin against its API
+    /// server, e.g. `kubectl -- get nodes`.
+    Kubectl {
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
     },
     /// Remove everything of the lab (also after a crash).
     Down,
@@ -95,13 +109,34 @@ fn main() -> Result<()> {
     weir_tests::require_root();
     let json = cli.output == Output::Json;
     match cli.command {
-        Command::Up { nodes } => {
+        Command::Up {
+            nodes,
+            control_plane,
+        } => {
+            let kube = match control_plane {
+                true => Some(KubeBinaries::locate()?),
+                false => None,
+            };
             // Progress goes to stderr: stdout carries only the result, so
             // `-o json` output can be piped.
-            let lab = Lab::up(&cli.name, nodes, Binaries::locate()?, &|step| {
+            let lab = Lab::up_with(&cli.name, nodes, Binaries::locate()?, kube, &|step| {
                 eprintln!("==> {step}");
             })?;
             print_status(&lab, json)?;
+        }
+        Command::Kubeconfig => {
+            let lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            println!("{}", lab.control_plane()?.admin_kubeconfig().display());
+        }
+        Command::Kubectl { args } => {
+            let lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let status = lab
+                .control_plane()?
+                .kubectl_command(&args)?
+                .status()
+                .context("run kubectl")?;
+            std::process::exit(status.code().unwrap_or(1));
         }
         Command::Client {
             from,
@@ -282,6 +317,14 @@ fn print_status(lab: &Lab, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("lab {}", state.name);
+    if let Some(cp) = &state.control_plane {
+        println!(
+            "control plane: https://{}:{} (kubeconfig {}; `kubectl -- ARGS`)",
+            cp.address,
+            weir_lab::control_plane::API_PORT,
+            cp.admin_kubeconfig().display()
+        );
+    }
     println!(
         "{:<6} {:<14} {:<16} {:<8}",
         "NODE", "UNDERLAY IP", "POD CIDR", "AGENT"
