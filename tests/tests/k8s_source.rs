@@ -17,12 +17,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 use weir_agent::cluster::kubernetes::{self, KubernetesSource};
 use weir_agent::cluster::manifest_dir::ClusterManifests;
+use weir_agent::datapath::{maps, SharedDatapath};
+use weir_agent::reconcile::Reconciler;
+use weir_identity::MemoryStore;
 use weir_lab::{process, KubeBinaries};
+use weir_tests::local_agent::{LocalAgent, NodeFixture, NodePaths, NODE};
 use weir_tests::netns::{self, NetNs};
 use weir_tests::{names, require_root};
+use weir_types::NamespacedName;
 
 const ETCD: &str = "/usr/bin/etcd";
 const ETCD_URL: &str = "http://127.0.0.1:2379";
@@ -38,8 +45,10 @@ struct ApiServer {
     dir: PathBuf,
     kubectl: PathBuf,
     kubeconfig: PathBuf,
-    // Dropped after the processes in it are stopped (see Drop).
-    ns: NetNs,
+    ns_name: String,
+    /// The namespace when the server made its own; dropped after the
+    /// processes in it are stopped (see Drop).
+    _ns: Option<NetNs>,
 }
 
 impl Drop for ApiServer {
@@ -50,17 +59,28 @@ impl Drop for ApiServer {
 }
 
 impl ApiServer {
+    /// In a network namespace of its own.
     fn start(bins: &KubeBinaries) -> Result<ApiServer> {
-        let name = names::unique();
-        let ns = NetNs::new(&name)?;
-        let dir = std::env::temp_dir().join(format!("{name}-k8s-source"));
+        let ns = NetNs::new(&names::unique())?;
+        ApiServer::launch(bins, ns.name().to_string(), Some(ns))
+    }
+
+    /// In an existing network namespace (a node's, whose agent then
+    /// reaches it on loopback).
+    fn start_in(bins: &KubeBinaries, ns_name: &str) -> Result<ApiServer> {
+        ApiServer::launch(bins, ns_name.to_string(), None)
+    }
+
+    fn launch(bins: &KubeBinaries, ns_name: String, ns: Option<NetNs>) -> Result<ApiServer> {
+        let dir = std::env::temp_dir().join(format!("{}-k8s-source", names::unique()));
         fs::create_dir_all(&dir)?;
         let mut server = ApiServer {
             pids: Vec::new(),
             kubeconfig: dir.join("admin.kubeconfig"),
             dir,
             kubectl: bins.kubectl.clone(),
-            ns,
+            ns_name,
+            _ns: ns,
         };
         let base = server.dir.clone();
         let at = |name: &str| base.join(name).display().to_string();
@@ -141,7 +161,7 @@ impl ApiServer {
     }
 
     fn spawn(&mut self, program: &Path, args: &[String], log: &str) -> Result<u32> {
-        let pid = process::spawn_detached(self.ns.name(), program, args, &self.dir.join(log))?;
+        let pid = process::spawn_detached(&self.ns_name, program, args, &self.dir.join(log))?;
         self.pids.push(pid);
         Ok(pid)
     }
@@ -159,8 +179,22 @@ impl ApiServer {
             .arg(&self.kubeconfig)
             .arg("--request-timeout=10s")
             .args(args);
-        netns::command_in(&mut cmd, self.ns.name())?;
+        netns::command_in(&mut cmd, &self.ns_name)?;
         netns::run(&mut cmd)
+    }
+
+    /// Weir's CRDs from deploy/crds, established.
+    fn apply_crds(&self) -> Result<()> {
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+        self.kubectl(&["apply", "-f", crds.to_str().context("UTF-8 path")?])?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=30s",
+            "crd/weirnetworkpolicies.weir.io",
+            "crd/weirclusterwidenetworkpolicies.weir.io",
+        ])?;
+        Ok(())
     }
 
     /// `kubectl apply` of YAML given inline.
@@ -281,7 +315,7 @@ async fn exercise(server: &mut ApiServer) -> Result<()> {
     assert_eq!(first.namespaces["shop"].labels["team"], "shop");
     assert!(first.namespaces.contains_key("default"));
     assert_eq!(keys(&first.pods), ["shop/client", "shop/web"]);
-    let web = &first.pods[&weir_types::NamespacedName::new("shop", "web")];
+    let web = &first.pods[&NamespacedName::new("shop", "web")];
     assert_eq!(web.node.as_deref(), Some("node-a"));
     assert_eq!(web.labels["app"], "web");
     assert_eq!(web.ports.len(), 1);
@@ -309,7 +343,7 @@ async fn exercise(server: &mut ApiServer) -> Result<()> {
     );
     assert!(first.rejected[Path::new("Pod/shop/web.v2")].contains("not a valid name"));
     // Services, and the v1beta1 EndpointSlice in v1's shape.
-    let web = weir_types::NamespacedName::new("shop", "web");
+    let web = NamespacedName::new("shop", "web");
     assert!(
         first.services.contains_key(&web),
         "{:?}",
@@ -317,8 +351,8 @@ async fn exercise(server: &mut ApiServer) -> Result<()> {
     );
     assert!(first
         .services
-        .contains_key(&weir_types::NamespacedName::new("default", "kubernetes")));
-    let slice = &first.endpoint_slices[&weir_types::NamespacedName::new("shop", "web-1")];
+        .contains_key(&NamespacedName::new("default", "kubernetes")));
+    let slice = &first.endpoint_slices[&NamespacedName::new("shop", "web-1")];
     assert_eq!(slice.service_name, "web");
     assert_eq!(slice.endpoints[0].node_name.as_deref(), Some("node-a"));
     assert!(source.read_if_changed()?.is_none(), "nothing changed");
@@ -333,7 +367,7 @@ async fn exercise(server: &mut ApiServer) -> Result<()> {
         "app=shopper",
         "--overwrite",
     ])?;
-    let client = weir_types::NamespacedName::new("shop", "client");
+    let client = NamespacedName::new("shop", "client");
     let (_, relabelled) = read_until(&mut source, "the new label", |m| {
         m.pods[&client].labels["app"] == "shopper"
     })
@@ -365,25 +399,13 @@ fn the_kubernetes_source_yields_the_api_servers_objects_as_cluster_manifests() {
     require_root();
     let bins = KubeBinaries::locate().expect("the control plane's binaries");
     let server = ApiServer::start(&bins).unwrap();
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
-    server
-        .kubectl(&["apply", "-f", crds.to_str().unwrap()])
-        .unwrap();
-    server
-        .kubectl(&[
-            "wait",
-            "--for=condition=established",
-            "--timeout=30s",
-            "crd/weirnetworkpolicies.weir.io",
-            "crd/weirclusterwidenetworkpolicies.weir.io",
-        ])
-        .unwrap();
+    server.apply_crds().unwrap();
     server.apply(OBJECTS).unwrap();
 
     // The client runs in the API server's netns: its sockets are made by
     // runtime threads started from a thread inside it.
-    let ns = server.ns.name().to_string();
-    let server = std::sync::Arc::new(std::sync::Mutex::new(server));
+    let ns = server.ns_name.clone();
+    let server = Arc::new(std::sync::Mutex::new(server));
     let inside = server.clone();
     let result = netns::run_in(&ns, move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -395,4 +417,107 @@ fn the_kubernetes_source_yields_the_api_servers_objects_as_cluster_manifests() {
     })
     .unwrap();
     result.unwrap();
+}
+
+const NODE_POD: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {ns: x}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec:
+  nodeName: n1
+  containers: [{name: a, image: weir.invalid/a}]
+";
+
+/// DNS to anywhere: policy entries for x/a whatever identities exist.
+const EGRESS: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: out, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  egress:
+  - ports: [{port: 53, protocol: UDP}]
+";
+
+fn policy_entries(datapath: &SharedDatapath) -> usize {
+    maps::policy::policy_entries(datapath.lock().ebpf_mut())
+        .expect("read the policy map")
+        .len()
+}
+
+/// Ticks (10 ms apart) until `done`, bounded; how long it took.
+async fn tick_until(
+    reconciler: &mut Reconciler,
+    mut done: impl FnMut() -> bool,
+) -> Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < SEEN_TIMEOUT {
+        let _ = reconciler.tick().await;
+        if done() {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("not within {SEEN_TIMEOUT:?}")
+}
+
+/// The agent's reconcile loop on this node, its desired state from the API
+/// server: a NetworkPolicy created through the API is written to the
+/// kernel's policy map for the local pod, and deleting it revokes it.
+async fn reconcile(server: Arc<ApiServer>, paths: NodePaths) -> Result<(Duration, Duration)> {
+    let agent = LocalAgent::load(&paths);
+    agent.add_pod(&paths, NamespacedName::new("x", "a"));
+    let datapath = agent.datapath.clone();
+    let (reconciler, _view) = agent
+        .reconciler(Arc::new(MemoryStore::new(NODE)), &paths)
+        .await;
+    let client = kubernetes::client(Some(&server.kubeconfig)).await?;
+    let mut reconciler = reconciler.with_kubernetes(KubernetesSource::start(client).await?);
+    // Listed, identity allocated, nothing more to write.
+    for _ in 0..50 {
+        let _ = reconciler.tick().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let baseline = policy_entries(&datapath);
+    server.apply(EGRESS)?;
+    let written = tick_until(&mut reconciler, || policy_entries(&datapath) > baseline)
+        .await
+        .context("the NetworkPolicy in the policy map")?;
+    server.kubectl(&["delete", "networkpolicy", "out", "-n", "x"])?;
+    let revoked = tick_until(&mut reconciler, || policy_entries(&datapath) == baseline)
+        .await
+        .context("the NetworkPolicy revoked")?;
+    Ok((written, revoked))
+}
+
+#[test]
+fn a_policy_created_through_the_api_reaches_the_kernel_and_its_deletion_revokes_it() {
+    require_root();
+    let bins = KubeBinaries::locate().expect("the control plane's binaries");
+    // The node's namespace holds the API server too: the agent reaches it
+    // on loopback. Declared first, so the server stops before it goes.
+    let fixture = NodeFixture::new();
+    let server = Arc::new(ApiServer::start_in(&bins, fixture.ns.name()).unwrap());
+    server.apply_crds().unwrap();
+    server.apply(NODE_POD).unwrap();
+    let inside = server.clone();
+    let (written, revoked) = fixture
+        .run(move |paths| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(reconcile(inside, paths))
+        })
+        .unwrap();
+    weir_tests::figure!(
+        "k8s source: a NetworkPolicy created through the API in the policy map {:.0} ms after \
+         kubectl returned, revoked {:.0} ms after its deletion (reconcile loop ticking every 10 ms)",
+        written.as_secs_f64() * 1e3,
+        revoked.as_secs_f64() * 1e3
+    );
 }
