@@ -59,8 +59,16 @@ pub struct Config {
     pub node_ip: Option<std::net::IpAddr>,
     /// A directory of Kubernetes YAML manifests (Namespaces, Pods and
     /// policies) to read cluster state from, when there is no Kubernetes API.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["k8s", "kubeconfig"])]
     pub manifests_dir: Option<PathBuf>,
+    /// Read cluster state from the Kubernetes API (watches) instead of a
+    /// manifest directory; configured in-cluster or from the kubeconfig
+    /// (`--kubeconfig`, else `$KUBECONFIG` / `~/.kube/config`).
+    #[arg(long)]
+    pub k8s: bool,
+    /// The kubeconfig for `--k8s` (implies it).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     /// How often the reconcile loop runs (milliseconds).
     #[arg(long, default_value_t = 100)]
     pub reconcile_interval_ms: u64,

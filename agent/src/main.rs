@@ -274,6 +274,17 @@ async fn start_cluster_sync(
         .await
         .context("watching the shared store")?;
     let manifests = args.manifests_dir.as_deref().map(ManifestDir::new);
+    let kubernetes = if args.k8s || args.kubeconfig.is_some() {
+        let client = weir_agent::cluster::kubernetes::client(args.kubeconfig.as_deref())
+            .await
+            .context("Kubernetes client")?;
+        let source = weir_agent::cluster::kubernetes::KubernetesSource::start(client)
+            .await
+            .context("watching the Kubernetes API")?;
+        Some(source)
+    } else {
+        None
+    };
     let filter = if args.label_patterns.is_empty() {
         LabelFilter::default()
     } else {
@@ -320,6 +331,9 @@ async fn start_cluster_sync(
     ))
     .with_status(status)
     .with_readiness(readiness.clone());
+    if let Some(source) = kubernetes {
+        reconciler = reconciler.with_kubernetes(source);
+    }
     let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);

@@ -33,6 +33,7 @@ use anyhow::anyhow;
 use tracing::warn;
 use weir_types::LabelSet;
 
+use crate::cluster::kubernetes::KubernetesSource;
 use crate::cluster::kvstore::SharedView;
 use crate::cluster::manifest_dir::{ClusterManifests, ManifestDir};
 use crate::datapath::maps::fill::FullMap;
@@ -109,13 +110,19 @@ struct PolicyInputs {
     local_labels: BTreeMap<u32, LabelSet>,
 }
 
+/// Where the desired state comes from.
+enum Source {
+    Directory(ManifestDir),
+    Kubernetes(KubernetesSource),
+}
+
 pub struct Reconciler {
     node_name: String,
     node_ip: IpAddr,
     endpoints: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<Mutex<SharedView>>,
-    manifests: Option<ManifestDir>,
+    manifests: Option<Source>,
     cluster: ClusterManifests,
     /// Bumped whenever a changed manifest directory was read into `cluster`.
     cluster_generation: u64,
@@ -159,7 +166,7 @@ impl Reconciler {
             endpoints,
             datapath,
             view,
-            manifests,
+            manifests: manifests.map(Source::Directory),
             cluster: ClusterManifests::default(),
             cluster_generation: 0,
             reported_rejections: BTreeMap::new(),
@@ -191,6 +198,13 @@ impl Reconciler {
         "policy",
         "endpoints",
     ];
+
+    /// Read the desired state from the Kubernetes API instead of a
+    /// manifest directory.
+    pub fn with_kubernetes(mut self, source: KubernetesSource) -> Self {
+        self.manifests = Some(Source::Kubernetes(source));
+        self
+    }
 
     /// Count each step's failures into `metrics`.
     pub fn with_step_metrics(mut self, metrics: StepMetrics) -> Self {
@@ -371,14 +385,19 @@ impl Reconciler {
         status.synced = synced;
     }
 
-    /// Reads the manifest directory if it changed; logs each rejected file
-    /// once.
+    /// Reads the source (manifest directory or Kubernetes API) if it
+    /// changed; logs each rejected file or object once.
     fn read_manifests(&mut self, now: Instant) -> anyhow::Result<()> {
-        let Some(dir) = &mut self.manifests else {
-            self.manifests_read = true;
-            return Ok(());
+        let read = match &mut self.manifests {
+            None => {
+                self.manifests_read = true;
+                return Ok(());
+            }
+            Some(Source::Directory(dir)) => dir.read_if_changed()?,
+            // Fails while a watch has not listed once or is cut off: the
+            // last state stays in force and the step reports why.
+            Some(Source::Kubernetes(source)) => source.read_if_changed()?,
         };
-        let read = dir.read_if_changed()?;
         self.manifests_read = true;
         let Some(manifests) = read else {
             return Ok(());

@@ -163,11 +163,18 @@ pub fn parse(yaml: &str) -> Result<Vec<Object>> {
         if value.is_null() {
             continue; // an empty document between separators
         }
-        let raw: RawObject = serde_yaml_ng::from_value(value.clone())
-            .with_context(|| format!("document {}: not a Kubernetes object", index + 1))?;
-        objects.push(convert(raw, value).with_context(|| format!("document {}", index + 1))?);
+        objects.push(from_document(value).with_context(|| format!("document {}", index + 1))?);
     }
     Ok(objects)
+}
+
+/// One object from its document, as read from a file or from the
+/// Kubernetes API (the API source hands every object through here, so both
+/// sources accept and reject the same).
+pub fn from_document(document: serde_yaml_ng::Value) -> Result<Object> {
+    let raw: RawObject =
+        serde_yaml_ng::from_value(document.clone()).context("not a Kubernetes object")?;
+    convert(raw, document)
 }
 
 fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {

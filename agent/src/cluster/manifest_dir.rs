@@ -36,7 +36,7 @@ pub struct ClusterManifests {
 }
 
 impl ClusterManifests {
-    fn add(&mut self, object: Object) {
+    pub(crate) fn add(&mut self, object: Object) {
         match object {
             Object::Namespace(ns) => {
                 self.namespaces.insert(ns.name.clone(), ns);
