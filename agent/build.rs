@@ -17,6 +17,31 @@ use std::process::ExitCode;
 
 const STUB_CFG: &str = "weir_no_datapath";
 
+/// The most recently modified file under `dirs` (recursively), with its time.
+fn newest_file(dirs: &[PathBuf]) -> Option<(PathBuf, std::time::SystemTime)> {
+    let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
+    let mut pending: Vec<PathBuf> = dirs.to_vec();
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                pending.push(path);
+            } else if let Ok(modified) = meta.modified() {
+                if newest.as_ref().is_none_or(|(_, t)| modified > *t) {
+                    newest = Some((path, modified));
+                }
+            }
+        }
+    }
+    newest
+}
+
 fn main() -> ExitCode {
     println!("cargo::rustc-check-cfg=cfg({STUB_CFG})");
     println!("cargo::rerun-if-env-changed=WEIR_DATAPATH_OBJECT");
@@ -33,7 +58,7 @@ fn main() -> ExitCode {
     };
     let object = match std::env::var_os("WEIR_DATAPATH_OBJECT") {
         Some(path) => PathBuf::from(path),
-        None => PathBuf::from(manifest_dir)
+        None => PathBuf::from(&manifest_dir)
             .join("../target/ebpf/bpfel-unknown-none/release/weir-datapath"),
     };
     // A path that does not exist makes cargo rerun this script on every
@@ -55,6 +80,31 @@ fn main() -> ExitCode {
         println!("cargo::warning={missing}; this agent embeds no datapath and cannot load one");
         println!("cargo::rustc-cfg={STUB_CFG}");
         return ExitCode::SUCCESS;
+    }
+
+    // An object older than the kernel sources is another build's (a target
+    // directory copied from elsewhere, sources changed without `cargo xtask
+    // build`): the agent would carry programs that are not the ones in the
+    // tree. Said loudly; xtask always rebuilds the object first.
+    let kernel_sources = [
+        PathBuf::from(&manifest_dir).join("../ebpf/datapath/src"),
+        PathBuf::from(&manifest_dir).join("../ebpf/abi/src"),
+    ];
+    for dir in &kernel_sources {
+        println!("cargo::rerun-if-changed={}", dir.display());
+    }
+    if let (Ok(built), Some(newest)) = (
+        std::fs::metadata(&object).and_then(|m| m.modified()),
+        newest_file(&kernel_sources),
+    ) {
+        if newest.1 > built {
+            println!(
+                "cargo::warning=the datapath object {} is older than {}: the agent embeds \
+                 kernel programs that may not match the tree; run `cargo xtask build`",
+                object.display(),
+                newest.0.display()
+            );
+        }
     }
 
     if let Err(e) = std::fs::copy(&object, PathBuf::from(out).join("weir-datapath.o")) {
