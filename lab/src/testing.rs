@@ -74,6 +74,37 @@ impl Drop for TestLab {
     }
 }
 
+/// Publishes a Pod as the API server holds it before kubelet calls the CNI
+/// plugin (labelled `key: value`, bound to `node`), for tests that run the
+/// plugin themselves: ADD waits for the endpoint's regeneration, which
+/// needs the pod's labels. Written atomically, as the lab writes manifests.
+pub fn write_pod_manifest(
+    lab: &Lab,
+    namespace: &str,
+    name: &str,
+    label: (&str, &str),
+    node: &str,
+) -> Result<()> {
+    lab.write_manifest(
+        &pod_manifest_path(namespace, name),
+        &serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": {label.0: label.1}},
+            "spec": {"nodeName": node, "containers": [{"name": "c"}]},
+        }),
+    )
+}
+
+/// Removes what [`write_pod_manifest`] wrote; absent is fine.
+pub fn remove_pod_manifest(lab: &Lab, namespace: &str, name: &str) -> Result<()> {
+    lab.remove_manifest(&pod_manifest_path(namespace, name))
+}
+
+fn pod_manifest_path(namespace: &str, name: &str) -> String {
+    format!("pods/{namespace}/{name}.yaml")
+}
+
 /// YAML for a namespace with `labels` as `key: value` pairs.
 pub fn namespace_yaml(name: &str) -> String {
     format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{ns: {name}}}\n---\n")

@@ -36,13 +36,7 @@ pub fn ipv4_tcp_syn() -> Vec<u8> {
 }
 
 pub fn ipv4_udp() -> Vec<u8> {
-    finish(|out| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(IP4_A, IP4_B, 64)
-            .udp(40000, 53)
-            .write(out, PAYLOAD)
-            .expect("build")
-    })
+    ipv4_udp_from(IP4_A)
 }
 
 /// [`ipv4_udp`] from another source address.

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
-use weir_lab::testing::TestLab;
+use weir_lab::testing::{write_pod_manifest, TestLab};
 use weir_tests::names;
 use weir_tests::netns::{self, NetNs};
 
@@ -78,16 +78,8 @@ impl Harness {
     /// the plugin: ADD waits for the endpoint's first regeneration, which
     /// needs the pod's labels.
     fn write_pod_manifest(&self, name: &str) {
-        let dir = self.lab.manifests_dir().join("pods/x");
-        std::fs::create_dir_all(&dir).unwrap();
-        let yaml = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: x\n  \
-             labels:\n    app: conformance\nspec:\n  nodeName: {}\n  containers: [{{name: main}}]\n",
-            self.lab.state().nodes[0].name
-        );
-        let tmp = dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, dir.join(format!("{name}.yaml"))).unwrap();
+        let node = self.lab.state().nodes[0].name.clone();
+        write_pod_manifest(&self.lab, "x", name, ("app", "conformance"), &node).unwrap();
     }
 
     fn call(&self, command: &str, container: &str, pod_netns: &str, config: &Value) -> Run {

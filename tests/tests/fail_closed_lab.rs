@@ -20,7 +20,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use weir_lab::cni::{self, Invocation};
-use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
+use weir_lab::testing::{namespace_yaml, pod_yaml, write_pod_manifest, TestLab};
 use weir_tests::names;
 use weir_tests::netns::{self, NetNs};
 
@@ -145,15 +145,7 @@ struct NewPod {
 impl NewPod {
     fn create(lab: &TestLab, namespace: &str, name: &str) -> NewPod {
         let netns = NetNs::new(&names::unique()).unwrap();
-        let yaml = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  \
-             labels: {{pod: {name}}}\nspec:\n  nodeName: n1\n  containers: [{{name: c}}]\n"
-        );
-        let dir = lab.manifests_dir().join("pods").join(namespace);
-        std::fs::create_dir_all(&dir).unwrap();
-        let tmp = dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, dir.join(format!("{name}.yaml"))).unwrap();
+        write_pod_manifest(lab, namespace, name, ("pod", name), "n1").unwrap();
         NewPod {
             netns,
             namespace: namespace.into(),

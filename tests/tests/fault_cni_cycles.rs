@@ -16,11 +16,9 @@ use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{HashMap, Map, MapData};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use weir_abi::{map_names, EndpointInfo, EndpointKey, PolicyEntry, PolicyKey};
 use weir_lab::cni::{self, Invocation};
-use weir_lab::testing::{namespace_yaml, TestLab};
+use weir_lab::testing::{namespace_yaml, remove_pod_manifest, write_pod_manifest, TestLab};
 use weir_tests::names;
 use weir_tests::netns::{self, NetNs};
 
@@ -111,11 +109,7 @@ impl Cycles {
     }
 
     fn kill_agent(&mut self) {
-        let pid = self.node().agent_pid;
-        let pid = Pid::from_raw(pid as i32);
-        let _ = kill(pid, Signal::SIGKILL);
-        // The lab started it: reap it, or it stays a zombie that looks alive.
-        let _ = nix::sys::wait::waitpid(pid, None);
+        weir_lab::process::kill_now(self.node().agent_pid).expect("SIGKILL the agent");
     }
 
     fn restart_agent(&mut self) {
@@ -142,25 +136,11 @@ impl Cycles {
     }
 
     fn write_manifest(&self, pod: &str) {
-        let dir = self.lab.manifests_dir().join("pods").join(NAMESPACE);
-        std::fs::create_dir_all(&dir).unwrap();
-        let yaml = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {NAMESPACE}\n  \
-             labels: {{app: cycles}}\nspec:\n  nodeName: n1\n  containers: [{{name: c}}]\n"
-        );
-        let tmp = dir.join(format!("{pod}.tmp"));
-        std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, dir.join(format!("{pod}.yaml"))).unwrap();
+        write_pod_manifest(&self.lab, NAMESPACE, pod, ("app", "cycles"), "n1").unwrap();
     }
 
     fn remove_manifest(&self, pod: &str) {
-        let path = self
-            .lab
-            .manifests_dir()
-            .join("pods")
-            .join(NAMESPACE)
-            .join(format!("{pod}.yaml"));
-        let _ = std::fs::remove_file(path);
+        remove_pod_manifest(&self.lab, NAMESPACE, pod).unwrap();
     }
 
     fn cycle(&mut self, rng: &mut Rng, index: u32, fault: Fault) {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::MapError;
+use aya::maps::{HashMap, MapData, MapError};
 use aya::Ebpf;
 use weir_abi::{map_names, EndpointInfo, EndpointKey};
 
@@ -26,10 +26,8 @@ pub fn set_new_endpoint(
 ) -> Result<bool, TableError> {
     let mut map = hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?;
     let key = EndpointKey { ifindex };
-    match map.get(&key, 0) {
-        Ok(existing) if existing.id == info.id && existing.ipv4 == info.ipv4 => return Ok(false),
-        Ok(_) | Err(MapError::KeyNotFound) => {}
-        Err(source) => return Err(map_err(map_names::ENDPOINTS)(source)),
+    if holds(&map, key, info.id, info.ipv4)? {
+        return Ok(false);
     }
     map.insert(key, info, 0)
         .map_err(map_err(map_names::ENDPOINTS))?;
@@ -47,11 +45,22 @@ pub fn remove_endpoint_of(
 ) -> Result<(), TableError> {
     let mut map = hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?;
     let key = EndpointKey { ifindex };
+    if !holds(&map, key, id, ipv4)? {
+        return Ok(());
+    }
+    removed(map_names::ENDPOINTS, map.remove(&key))
+}
+
+/// Whether the entry at `key` is the endpoint with this id and address.
+fn holds(
+    map: &HashMap<&mut MapData, EndpointKey, EndpointInfo>,
+    key: EndpointKey,
+    id: u16,
+    ipv4: [u8; 4],
+) -> Result<bool, TableError> {
     match map.get(&key, 0) {
-        Ok(existing) if existing.id == id && existing.ipv4 == ipv4 => {
-            removed(map_names::ENDPOINTS, map.remove(&key))
-        }
-        Ok(_) | Err(MapError::KeyNotFound) => Ok(()),
+        Ok(existing) => Ok(existing.id == id && existing.ipv4 == ipv4),
+        Err(MapError::KeyNotFound) => Ok(false),
         Err(source) => Err(map_err(map_names::ENDPOINTS)(source)),
     }
 }
