@@ -17,7 +17,7 @@ impl Lab {
     /// Starts `node`'s agent and waits until its API socket accepts
     /// connections; returns its pid.
     pub(crate) fn start_agent(&self, node: &NodeRecord) -> Result<u32> {
-        let args = vec![
+        let mut args = vec![
             "--node-name".to_string(),
             node.name.clone(),
             "--pod-cidr".into(),
@@ -34,8 +34,6 @@ impl Lab {
             node.underlay_ip.to_string(),
             "--etcd-endpoints".into(),
             etcd::endpoint(),
-            "--manifests-dir".into(),
-            self.manifests_dir().display().to_string(),
             "--hubble-socket".into(),
             hubble_socket(node).display().to_string(),
             "--prometheus-address".into(),
@@ -43,6 +41,21 @@ impl Lab {
             "--socket-lb-cgroup".into(),
             node.cgroup.display().to_string(),
         ];
+        match &self.state.control_plane {
+            // Its own kubeconfig (the agents' ServiceAccount identity);
+            // identities still through etcd (kvstore mode).
+            Some(cp) => {
+                let kubeconfig = self.dir.join(&node.name).join("kubeconfig");
+                std::fs::copy(cp.agent_kubeconfig(), &kubeconfig)
+                    .with_context(|| format!("write {}", kubeconfig.display()))?;
+                args.extend(["--k8s".into(), "--kubeconfig".into()]);
+                args.push(kubeconfig.display().to_string());
+            }
+            None => {
+                args.push("--manifests-dir".into());
+                args.push(self.manifests_dir().display().to_string());
+            }
+        }
         let _ = std::fs::remove_file(&node.api_socket);
         let log = self.dir.join(&node.name).join("agent.log");
         let pid = process::spawn_detached(&node.netns, &self.binaries.agent, &args, &log)?;

@@ -48,6 +48,32 @@ const SCHEDULER: Identity = Identity {
     kubeconfig: "scheduler.kubeconfig",
 };
 
+/// Weir's agents, as the ServiceAccount deploy/rbac/weir-agent.yaml binds
+/// its ClusterRole to: a static token names the account's user and groups,
+/// so RBAC checks the agents against the real role without waiting for the
+/// token controller to sign one at `lab up`.
+const AGENT: Identity = Identity {
+    user: "system:serviceaccount:kube-system:weir-agent",
+    groups: "system:serviceaccounts,system:serviceaccounts:kube-system",
+    kubeconfig: "agent.kubeconfig",
+};
+
+/// Weir's CRDs and the agent's RBAC, applied at `lab up` (what the
+/// operator will deploy).
+const DEPLOY: [&str; 6] = [
+    include_str!("../../deploy/crds/weirclusterwidenetworkpolicies.weir.io.yaml"),
+    include_str!("../../deploy/crds/weirendpoints.weir.io.yaml"),
+    include_str!("../../deploy/crds/weiridentities.weir.io.yaml"),
+    include_str!("../../deploy/crds/weirnetworkpolicies.weir.io.yaml"),
+    include_str!("../../deploy/crds/weirnodes.weir.io.yaml"),
+    include_str!("../../deploy/rbac/weir-agent.yaml"),
+];
+
+/// 1.20's alpha gate that makes the EndpointSlice controller publish
+/// terminating endpoints with `serving`/`terminating` (as 1.22+ do by
+/// default), which the agent's graceful termination reads.
+const FEATURE_GATES: &str = "--feature-gates=EndpointSliceTerminatingCondition=true";
+
 struct Identity {
     user: &'static str,
     groups: &'static str,
@@ -103,6 +129,11 @@ impl ControlPlane {
         self.dir.join(ADMIN.kubeconfig)
     }
 
+    /// The kubeconfig of Weir's agents (the `weir-agent` ServiceAccount).
+    pub fn agent_kubeconfig(&self) -> PathBuf {
+        self.dir.join(AGENT.kubeconfig)
+    }
+
     /// The serving certificate kube-apiserver generates into --cert-dir
     /// (its file also holds the CA that signed it).
     pub fn serving_cert(&self) -> PathBuf {
@@ -136,7 +167,10 @@ impl ControlPlane {
             path_str(&self.dir.join("sa.pub"))?,
         ])?;
         let mut tokens = String::new();
-        for (uid, who) in [ADMIN, CONTROLLER_MANAGER, SCHEDULER].iter().enumerate() {
+        for (uid, who) in [ADMIN, CONTROLLER_MANAGER, SCHEDULER, AGENT]
+            .iter()
+            .enumerate()
+        {
             let token = random_token()?;
             // token,user,uid,"group1,group2"
             tokens.push_str(&format!("{token},{},{uid},\"{}\"\n", who.user, who.groups));
@@ -180,6 +214,7 @@ impl ControlPlane {
             format!("--service-account-signing-key-file={}", dir("sa.key")),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--authorization-mode=Node,RBAC".into(),
+            FEATURE_GATES.into(),
         ];
         self.apiserver_pid = self.start(program, &args, "kube-apiserver")?;
         Ok(())
@@ -231,6 +266,7 @@ impl ControlPlane {
             "--secure-port=0".into(),
             format!("--service-account-private-key-file={}", dir("sa.key")),
             format!("--root-ca-file={}", self.serving_cert().display()),
+            FEATURE_GATES.into(),
         ];
         self.controller_manager_pid = self.start(program, &args, "kube-controller-manager")?;
         Ok(())
@@ -258,6 +294,21 @@ impl ControlPlane {
         self.start_controller_manager(&bins.controller_manager)?;
         self.start_scheduler(&bins.scheduler)?;
         Ok(ready)
+    }
+
+    /// Applies Weir's CRDs and the agent's RBAC (deploy/) and waits until
+    /// the CRDs are established, so agents started next list them at once.
+    pub fn apply_deploy(&self) -> Result<()> {
+        let yaml = DEPLOY.join("\n---\n");
+        self.kubectl_stdin(&["apply", "-f", "-"], &yaml)?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ])?;
+        Ok(())
     }
 
     /// Stops the components and the API server, all signalled at once: a

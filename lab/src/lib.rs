@@ -24,18 +24,21 @@
 
 mod agent;
 pub mod agent_kill;
+pub mod api;
 pub mod apply;
 mod binaries;
 pub mod client;
 pub mod cni;
 pub mod control_plane;
 pub mod etcd;
+mod kubelet;
 mod lifecycle;
 pub mod load;
 pub mod pending_pod;
 mod pods;
 pub mod probe;
 pub mod process;
+pub mod server_apply;
 pub mod services;
 pub mod state;
 pub mod testing;

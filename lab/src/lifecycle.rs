@@ -90,8 +90,13 @@ impl Lab {
         for index in 1..=nodes {
             self.add_node(index, nodes, progress)?;
         }
+        // Agents in Kubernetes mode start once the API server serves Weir's
+        // CRDs and their role: they list everything at start.
         if let Some(kube) = kube {
             self.finish_control_plane(kube, apiserver_started, progress)?;
+        }
+        for index in 0..self.state.nodes.len() {
+            self.start_node_agent(index, progress)?;
         }
         Ok(())
     }
@@ -143,6 +148,8 @@ impl Lab {
             .map(|n| (n.name.as_str(), n.underlay_ip))
             .collect();
         cp.register_nodes(&nodes)?;
+        cp.apply_deploy()?;
+        progress("Weir's CRDs and the agent's RBAC (deploy/) applied");
         progress(&format!(
             "nodes registered; kubeconfig {}",
             cp.admin_kubeconfig().display()
@@ -150,8 +157,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Node `index` of `nodes`: its network, directories, cgroup, CNI
-    /// configuration and agent.
+    /// Node `index` of `nodes`: its network, directories, cgroup and CNI
+    /// configuration (its agent starts later: [`Self::start_node_agent`]).
     fn add_node(&mut self, index: usize, nodes: usize, progress: &dyn Fn(&str)) -> Result<()> {
         let name = self.state.name.clone();
         let node = format!("n{index}");
@@ -172,7 +179,7 @@ impl Lab {
             &cni_config,
             serde_json::to_vec_pretty(&cni::network_config(&api_socket, MTU))?,
         )?;
-        let mut record = NodeRecord {
+        let record = NodeRecord {
             name: node.clone(),
             netns: ns,
             underlay_ip: node_ip(index),
@@ -184,12 +191,25 @@ impl Lab {
             cni_config,
             cgroup,
         };
-        progress(&format!(
-            "node {node}: starting weir-agent (pod CIDR {})",
-            record.pod_cidr
-        ));
-        record.agent_pid = self.start_agent(&record)?;
         self.state.nodes.push(record);
+        self.state.save(&self.dir)
+    }
+
+    /// Starts the agent of the `index`th node, recorded in the state.
+    fn start_node_agent(&mut self, index: usize, progress: &dyn Fn(&str)) -> Result<()> {
+        let record = &self.state.nodes[index];
+        progress(&format!(
+            "node {}: starting weir-agent (pod CIDR {}{})",
+            record.name,
+            record.pod_cidr,
+            if self.state.control_plane.is_some() {
+                ", Kubernetes mode"
+            } else {
+                ""
+            }
+        ));
+        let pid = self.start_agent(record)?;
+        self.state.nodes[index].agent_pid = pid;
         self.state.save(&self.dir)
     }
 

@@ -77,7 +77,9 @@ impl Drop for TestLab {
 /// Publishes a Pod as the API server holds it before kubelet calls the CNI
 /// plugin (labelled `key: value`, bound to `node`), for tests that run the
 /// plugin themselves: ADD waits for the endpoint's regeneration, which
-/// needs the pod's labels. Written atomically, as the lab writes manifests.
+/// needs the pod's labels. On the control plane the Pod is created through
+/// the API; in the manifest-directory mode it is written atomically, as the
+/// lab writes manifests.
 pub fn write_pod_manifest(
     lab: &Lab,
     namespace: &str,
@@ -85,6 +87,18 @@ pub fn write_pod_manifest(
     label: (&str, &str),
     node: &str,
 ) -> Result<()> {
+    if let Some(access) = lab.api_access() {
+        let pod = manifest::Pod {
+            namespace: namespace.into(),
+            name: name.into(),
+            labels: [(label.0.to_string(), label.1.to_string())]
+                .into_iter()
+                .collect(),
+            node: Some(node.into()),
+            ports: Vec::new(),
+        };
+        return lab.publish_pod(&access, &pod);
+    }
     lab.write_manifest(
         &pod_manifest_path(namespace, name),
         &serde_json::json!({
@@ -98,6 +112,9 @@ pub fn write_pod_manifest(
 
 /// Removes what [`write_pod_manifest`] wrote; absent is fine.
 pub fn remove_pod_manifest(lab: &Lab, namespace: &str, name: &str) -> Result<()> {
+    if let Some(access) = lab.api_access() {
+        return lab.unpublish_pod(&access, namespace, name);
+    }
     lab.remove_manifest(&pod_manifest_path(namespace, name))
 }
 
