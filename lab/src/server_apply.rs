@@ -87,7 +87,7 @@ pub fn document(object: &Object) -> Result<Document> {
                 "service/{}/{}",
                 service.object.namespace, service.object.name
             ),
-            value: serde_json::to_value(&service.document)?,
+            value: default_port_protocols(serde_json::to_value(&service.document)?),
         },
         Object::EndpointSlice(slice) => Document {
             what: format!(
@@ -128,6 +128,18 @@ pub fn pod_document(pod: &Pod) -> Value {
         "metadata": {"name": pod.name, "namespace": pod.namespace, "labels": pod.labels},
         "spec": spec,
     })
+}
+
+/// A Service with `protocol: TCP` on every port that names none, the
+/// server's default: 1.20's server-side apply refuses a port without it
+/// (the protocol is a key of the ports list; fixed in later releases).
+fn default_port_protocols(mut value: Value) -> Value {
+    if let Some(ports) = value["spec"]["ports"].as_array_mut() {
+        for port in ports.iter_mut().filter_map(|p| p.as_object_mut()) {
+            port.entry("protocol").or_insert_with(|| "TCP".into());
+        }
+    }
+    value
 }
 
 /// A `discovery.k8s.io/v1` EndpointSlice in `v1beta1`'s shape (what 1.20
@@ -337,6 +349,15 @@ mod tests {
             "x"
         );
         assert_eq!(doc.value["metadata"]["labels"]["a"], "b");
+    }
+
+    #[test]
+    fn service_ports_without_a_protocol_get_tcp() {
+        let service = default_port_protocols(json!({
+            "spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]},
+        }));
+        assert_eq!(service["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(service["spec"]["ports"][1]["protocol"], "UDP");
     }
 
     #[test]

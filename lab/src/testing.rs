@@ -14,14 +14,23 @@ pub struct TestLab {
 }
 
 impl TestLab {
+    /// A lab on its Kubernetes control plane (kube-apiserver beside its
+    /// etcd, agents in Kubernetes mode, objects applied through the API).
+    /// A missing control-plane binary fails: it never falls back.
     pub fn up(nodes: usize) -> Result<TestLab> {
-        TestLab::up_with(nodes, None)
+        TestLab::up_with(nodes, Some(KubeBinaries::locate()?))
     }
 
-    /// A lab with the Kubernetes control plane beside its etcd (opt-in: it
-    /// adds seconds to `up` and about 0.5 GB).
+    /// The same as [`TestLab::up`], by its older name.
     pub fn up_with_control_plane(nodes: usize) -> Result<TestLab> {
-        TestLab::up_with(nodes, Some(KubeBinaries::locate()?))
+        TestLab::up(nodes)
+    }
+
+    /// A lab without a control plane: the agents read the manifest
+    /// directory the lab writes. For what the 1.20 API server cannot carry
+    /// (NetworkPolicy `endPort`, which it drops).
+    pub fn up_manifest_dir(nodes: usize) -> Result<TestLab> {
+        TestLab::up_with(nodes, None)
     }
 
     fn up_with(nodes: usize, kube: Option<KubeBinaries>) -> Result<TestLab> {
