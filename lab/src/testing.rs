@@ -119,6 +119,24 @@ pub fn write_pod_manifest(
     )
 }
 
+/// Applies `yaml` through the API server past the lab's own policy
+/// validation, as kubectl would with no admission webhook to stop it: how
+/// an invalid policy reaches the agents on the control plane.
+pub fn apply_past_validation(lab: &Lab, yaml: &str) -> Result<()> {
+    let access = lab
+        .api_access()
+        .ok_or_else(|| anyhow::anyhow!("lab {} runs no control plane", lab.state().name))?;
+    let documents = manifest::parse(yaml)?
+        .iter()
+        .map(crate::server_apply::document)
+        .collect::<Result<Vec<_>>>()?;
+    access.run(move |client| async move {
+        crate::server_apply::apply(&client, &documents)
+            .await
+            .map(drop)
+    })
+}
+
 /// Removes what [`write_pod_manifest`] wrote; absent is fine.
 pub fn remove_pod_manifest(lab: &Lab, namespace: &str, name: &str) -> Result<()> {
     if let Some(access) = lab.api_access() {
