@@ -280,6 +280,10 @@ pub async fn apply(client: &Client, documents: &[Document]) -> Result<Vec<Applie
 /// there (kubectl users retry; the lab waits).
 pub async fn wait_default_service_account(client: &Client, namespace: &str) -> Result<()> {
     let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    if namespaces.get_opt(namespace).await?.is_none() {
+        bail!("namespace {namespace:?} not found (apply it first)");
+    }
     let started = Instant::now();
     while accounts.get_opt("default").await?.is_none() {
         if started.elapsed() > NAMESPACE_TIMEOUT {

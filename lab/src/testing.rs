@@ -87,7 +87,8 @@ impl Drop for TestLab {
 /// plugin (labelled `key: value`, bound to `node`), for tests that run the
 /// plugin themselves: ADD waits for the endpoint's regeneration, which
 /// needs the pod's labels. On the control plane the Pod is created through
-/// the API; in the manifest-directory mode it is written atomically, as the
+/// the API (and its namespace, if it does not exist); in the
+/// manifest-directory mode it is written atomically, as the
 /// lab writes manifests.
 pub fn write_pod_manifest(
     lab: &Lab,
@@ -106,6 +107,24 @@ pub fn write_pod_manifest(
             node: Some(node.into()),
             ports: Vec::new(),
         };
+        // The API server takes pods only in a namespace that exists.
+        let namespace = manifest::Object::Namespace(manifest::Namespace {
+            name: namespace.into(),
+            labels: Default::default(),
+        });
+        let namespace = crate::server_apply::document(&namespace)?;
+        access.run(move |client| async move {
+            let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+                kube::Api::all(client.clone());
+            if namespaces
+                .get_opt(namespace_name(&namespace))
+                .await?
+                .is_none()
+            {
+                crate::server_apply::apply(&client, &[namespace]).await?;
+            }
+            Ok(())
+        })?;
         return lab.publish_pod(&access, &pod);
     }
     lab.write_manifest(
@@ -135,6 +154,12 @@ pub fn apply_past_validation(lab: &Lab, yaml: &str) -> Result<()> {
             .await
             .map(drop)
     })
+}
+
+fn namespace_name(document: &crate::server_apply::Document) -> &str {
+    document.value["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 /// Removes what [`write_pod_manifest`] wrote; absent is fine.
