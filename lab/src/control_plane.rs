@@ -93,6 +93,9 @@ pub struct ControlPlane {
     /// The etcd it stores objects in.
     pub etcd_url: String,
     pub kubectl: PathBuf,
+    /// An etcd of its own, when it runs one ([`Self::start_etcd`]).
+    #[serde(default)]
+    pub etcd_pid: u32,
     #[serde(default)]
     pub apiserver_pid: u32,
     #[serde(default)]
@@ -118,6 +121,7 @@ impl ControlPlane {
             address,
             etcd_url: etcd_url.to_string(),
             kubectl: kubectl.to_path_buf(),
+            etcd_pid: 0,
             apiserver_pid: 0,
             controller_manager_pid: 0,
             scheduler_pid: 0,
@@ -195,6 +199,22 @@ impl ControlPlane {
     fn start(&self, program: &Path, args: &[String], component: &str) -> Result<u32> {
         let log = self.dir.join(format!("{component}.log"));
         process::spawn_detached(&self.netns, program, args, &log)
+    }
+
+    /// Starts the control plane's own etcd on [`Self::address`] at
+    /// `client_port` (its URL must be the one given to [`Self::new`]), so
+    /// the API server does not share a store (and its faults) with the
+    /// agents' kvstore, as Cilium's kvstore runs beside a cluster's etcd.
+    pub fn start_etcd(&mut self, client_port: u16, peer_port: u16) -> Result<()> {
+        self.etcd_pid = crate::etcd::start_member(
+            &self.netns,
+            "kube-etcd",
+            &self.dir.join("etcd"),
+            client_port,
+            peer_port,
+            &self.dir.join("etcd.log"),
+        )?;
+        Ok(())
     }
 
     /// Starts kube-apiserver (after [`Self::write_credentials`]); it takes
@@ -332,6 +352,8 @@ impl ControlPlane {
         for pid in pids {
             process::stop(pid, deadline.saturating_duration_since(Instant::now()));
         }
+        // Its etcd last: the API server no longer writes.
+        process::stop(self.etcd_pid, Duration::from_secs(3));
     }
 
     /// A kubectl command as the admin inside the namespace.

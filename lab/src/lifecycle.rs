@@ -13,8 +13,13 @@ use crate::topology::{
     lab_cgroup, lab_dir, node_ip, node_netns, pod_cidr, pod_netns_prefix, underlay_netns,
     ETCD_CLIENT_PORT, ETCD_IP,
 };
-use crate::{cni, etcd, process, underlay, Binaries, KubeBinaries, Lab};
+use crate::{cni, process, underlay, Binaries, KubeBinaries, Lab};
 use weir_tests::netns;
+
+/// The control plane's own etcd (the agents' kvstore is the lab's etcd on
+/// the same address, port 2379).
+const KUBE_ETCD_CLIENT_PORT: u16 = 2381;
+const KUBE_ETCD_PEER_PORT: u16 = 2382;
 
 /// The MTU the CNI plugin gives pod interfaces.
 const MTU: u32 = 1500;
@@ -82,7 +87,7 @@ impl Lab {
         let apiserver_started = Instant::now();
         if let Some(kube) = kube {
             progress(&format!(
-                "kube-apiserver on {ETCD_IP}:{API_PORT} (the lab's etcd)"
+                "kube-apiserver on {ETCD_IP}:{API_PORT}, its etcd on {ETCD_IP}:{KUBE_ETCD_CLIENT_PORT}"
             ));
             self.start_apiserver(&underlay, kube)?;
         }
@@ -108,10 +113,15 @@ impl Lab {
             underlay,
             &self.dir.join("kube"),
             ETCD_IP,
-            &etcd::endpoint(),
+            &format!("http://{ETCD_IP}:{KUBE_ETCD_CLIENT_PORT}"),
             &kube.kubectl,
         )?;
         cp.write_credentials()?;
+        // Recorded before it runs, so `down` stops what did start.
+        self.state.control_plane = Some(cp.clone());
+        let started = cp.start_etcd(KUBE_ETCD_CLIENT_PORT, KUBE_ETCD_PEER_PORT);
+        self.state.control_plane = Some(cp.clone());
+        started?;
         cp.start_apiserver(&kube.apiserver)?;
         self.state.control_plane = Some(cp);
         self.state.save(&self.dir)

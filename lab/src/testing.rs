@@ -108,7 +108,7 @@ pub fn write_pod_manifest(
             ports: Vec::new(),
         };
         // The API server takes pods only in a namespace that exists.
-        let namespace = manifest::Object::Namespace(manifest::Namespace {
+        let namespace = Object::Namespace(manifest::Namespace {
             name: namespace.into(),
             labels: Default::default(),
         });
