@@ -31,26 +31,38 @@ impl ApiAccess {
         }
     }
 
-    /// Runs `call` with a client and waits for its result.
+    /// Runs `call` with a client and waits for its result. It runs on a
+    /// thread of its own inside the namespace, which may borrow from the
+    /// caller (the kubelet runs a pod's sandbox between API calls there:
+    /// the commands it starts enter their own namespaces).
     pub fn run<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        T: Send + 'static,
-        F: FnOnce(Client) -> Fut + Send + 'static,
+        T: Send,
+        F: FnOnce(Client) -> Fut + Send,
         Fut: Future<Output = Result<T>>,
     {
-        let kubeconfig = self.kubeconfig.clone();
-        netns::run_in(&self.netns, move || -> Result<T> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("tokio runtime")?;
-            runtime.block_on(async move {
-                let client = weir_agent::cluster::kubernetes::client(Some(&kubeconfig))
-                    .await
-                    .context("Kubernetes client")?;
-                call(client).await
-            })
-        })?
+        let netns_file = std::fs::File::open(netns::path(&self.netns))
+            .with_context(|| format!("open netns {}", self.netns))?;
+        let kubeconfig = &self.kubeconfig;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || -> Result<T> {
+                    nix::sched::setns(&netns_file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .context("setns")?;
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("tokio runtime")?;
+                    runtime.block_on(async move {
+                        let client = weir_agent::cluster::kubernetes::client(Some(kubeconfig))
+                            .await
+                            .context("Kubernetes client")?;
+                        call(client).await
+                    })
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("API call thread panicked"))?
+        })
     }
 }
 

@@ -256,7 +256,10 @@ impl Lab {
             })
             .collect();
         let pod_namespaces: BTreeSet<String> = pods.iter().map(|p| p.namespace.clone()).collect();
-        let mut report = access.run(move |client| async move {
+        // One client for the whole file: the dry run, the apply, then the
+        // kubelet's part for the new pods.
+        let lab = &mut *self;
+        let mut report = access.run(|client| async move {
             server_apply::dry_run(&client, &documents).await?;
             let (namespaces, rest): (Vec<_>, Vec<_>) = documents
                 .into_iter()
@@ -266,13 +269,13 @@ impl Lab {
                 server_apply::wait_default_service_account(&client, namespace).await?;
             }
             report.extend(server_apply::apply(&client, &rest).await?);
+            let new: Vec<Pod> = pods
+                .into_iter()
+                .filter(|p| lab.state.pod(&p.namespaced_name().to_string()).is_none())
+                .collect();
+            lab.kubelet_run(&client, &new).await?;
             Ok(report)
         })?;
-        let new: Vec<Pod> = pods
-            .into_iter()
-            .filter(|p| self.state.pod(&p.namespaced_name().to_string()).is_none())
-            .collect();
-        self.kubelet_run(access, &new)?;
         for entry in &mut report {
             if let Applied::Created(what) = entry {
                 if let Some(pod) = what.strip_prefix("pod/").and_then(|k| self.state.pod(k)) {
@@ -299,50 +302,46 @@ impl Lab {
         access: &ApiAccess,
         objects: &[Object],
     ) -> Result<Vec<String>> {
-        let mut deleted = Vec::new();
-        for object in objects {
-            if matches!(object, Object::Pod(_) | Object::Namespace(_)) {
-                continue;
-            }
-            let document = server_apply::document(object)?;
-            let what = document.what.clone();
-            if access
-                .run(move |client| async move { server_apply::delete(&client, &document).await })?
-            {
-                deleted.push(format!("{what} deleted"));
-            }
-        }
-        for object in objects {
-            let keys: Vec<String> = match object {
-                Object::Pod(pod) => vec![pod.namespaced_name().to_string()],
-                Object::Namespace(ns) => self
-                    .state
-                    .pods
-                    .iter()
-                    .filter(|p| p.namespace == ns.name)
-                    .map(|p| p.key())
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for key in keys {
-                if self.kubelet_delete(access, &key)? {
-                    deleted.push(format!("pod/{key} deleted"));
+        let lab = &mut *self;
+        access.run(|client| async move {
+            let mut deleted = Vec::new();
+            for object in objects {
+                if matches!(object, Object::Pod(_) | Object::Namespace(_)) {
+                    continue;
                 }
-            }
-            if let Object::Namespace(ns) = object {
                 let document = server_apply::document(object)?;
-                let name = ns.name.clone();
-                let gone = access.run(move |client| async move {
-                    let existed = server_apply::delete(&client, &document).await?;
-                    server_apply::wait_namespace_gone(&client, &name).await?;
-                    Ok(existed)
-                })?;
-                if gone {
-                    deleted.push(format!("namespace/{} deleted", ns.name));
+                if server_apply::delete(&client, &document).await? {
+                    deleted.push(format!("{} deleted", document.what));
                 }
             }
-        }
-        Ok(deleted)
+            for object in objects {
+                let keys: Vec<String> = match object {
+                    Object::Pod(pod) => vec![pod.namespaced_name().to_string()],
+                    Object::Namespace(ns) => lab
+                        .state
+                        .pods
+                        .iter()
+                        .filter(|p| p.namespace == ns.name)
+                        .map(|p| p.key())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for key in keys {
+                    if lab.kubelet_delete_with(&client, &key).await? {
+                        deleted.push(format!("pod/{key} deleted"));
+                    }
+                }
+                if let Object::Namespace(ns) = object {
+                    let document = server_apply::document(object)?;
+                    let existed = server_apply::delete(&client, &document).await?;
+                    server_apply::wait_namespace_gone(&client, &ns.name).await?;
+                    if existed {
+                        deleted.push(format!("namespace/{} deleted", ns.name));
+                    }
+                }
+            }
+            Ok(deleted)
+        })
     }
 }
 

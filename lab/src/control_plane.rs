@@ -331,15 +331,17 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Stops the components and the API server, all signalled at once: a
-    /// terminating kube-apiserver drains its watches for up to a minute,
-    /// and nothing in it needs saving (etcd holds the objects), so each has
-    /// a second before SIGKILL.
+    /// Stops the components, the API server and its etcd, all signalled at
+    /// once: a terminating kube-apiserver drains its watches for up to a
+    /// minute, and nothing in them needs saving (the control plane goes as
+    /// a whole), so they have a second in all before SIGKILL.
     pub fn stop(&self) {
+        // Its etcd too: what it holds goes with the control plane.
         let pids = [
             self.scheduler_pid,
             self.controller_manager_pid,
             self.apiserver_pid,
+            self.etcd_pid,
         ];
         for pid in pids.into_iter().filter(|pid| process::alive(*pid)) {
             let _ = nix::sys::signal::kill(
@@ -352,8 +354,6 @@ impl ControlPlane {
         for pid in pids {
             process::stop(pid, deadline.saturating_duration_since(Instant::now()));
         }
-        // Its etcd last: the API server no longer writes.
-        process::stop(self.etcd_pid, Duration::from_secs(3));
     }
 
     /// A kubectl command as the admin inside the namespace.

@@ -12,6 +12,7 @@
 //! synchronously, so `lab apply` returns once the pods serve; a kubelet
 //! daemon per node watching `spec.nodeName` would replace it.
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -70,98 +71,44 @@ impl Lab {
 
     /// Waits until the Pod of `pod` is bound to a node; that node.
     pub(crate) fn wait_bound(&self, access: &ApiAccess, pod: &Pod) -> Result<NodeRecord> {
-        let (namespace, name) = (pod.namespace.clone(), pod.name.clone());
-        let node = access.run(move |client| async move {
-            let pods: Api<ApiPod> = Api::namespaced(client, &namespace);
-            let started = Instant::now();
-            loop {
-                let bound = pods
-                    .get(&name)
-                    .await
-                    .with_context(|| format!("get pod {namespace}/{name}"))?
-                    .spec
-                    .and_then(|s| s.node_name);
-                if let Some(node) = bound {
-                    return Ok(node);
-                }
-                if started.elapsed() > BIND_TIMEOUT {
-                    bail!("pod {namespace}/{name} not bound to a node after {BIND_TIMEOUT:?}");
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        });
-        let node = node.map_err(|e| {
-            let log = self
-                .state
-                .control_plane
-                .as_ref()
-                .map(|cp| cp.log("kube-scheduler"))
-                .unwrap_or_default();
-            e.context(format!("kube-scheduler's log:\n{log}"))
-        })?;
+        access.run(|client| async move { self.bound_node(&client, pod).await })
+    }
+
+    async fn bound_node(&self, client: &Client, pod: &Pod) -> Result<NodeRecord> {
+        let node = bound(client, &pod.namespace, &pod.name)
+            .await
+            .map_err(|e| {
+                let log = self
+                    .state
+                    .control_plane
+                    .as_ref()
+                    .map(|cp| cp.log("kube-scheduler"))
+                    .unwrap_or_default();
+                e.context(format!("kube-scheduler's log:\n{log}"))
+            })?;
         self.state
             .node(&node)
             .cloned()
             .with_context(|| format!("pod {}: bound to {node:?}, not a lab node", pod.name))
     }
 
-    /// Reports a running pod through the status subresource: its
-    /// addresses, phase Running and Ready (it serves: `start_pod_server`
-    /// waited for that).
+    /// Reports a running pod through the status subresource (see
+    /// [`report_status`]).
     pub(crate) fn report_running(&self, access: &ApiAccess, record: &PodRecord) -> Result<()> {
-        let host_ip = self.node(&record.node)?.underlay_ip.to_string();
-        let (namespace, name) = (record.namespace.clone(), record.name.clone());
-        let ip = record.ip.to_string();
-        access.run(move |client| async move {
-            let condition = |kind: &str| json!({"type": kind, "status": "True"});
-            let status = json!({
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "status": {
-                    "phase": "Running",
-                    "hostIP": host_ip,
-                    "podIP": ip,
-                    "podIPs": [{"ip": ip}],
-                    "conditions": [
-                        condition("Initialized"),
-                        condition("Ready"),
-                        condition("ContainersReady"),
-                        condition("PodScheduled"),
-                    ],
-                    "containerStatuses": [{
-                        "name": "main",
-                        "image": POD_IMAGE,
-                        "imageID": "",
-                        "ready": true,
-                        "started": true,
-                        "restartCount": 0,
-                        "state": {"running": {}},
-                    }],
-                },
-            });
-            Api::<ApiPod>::namespaced(client, &namespace)
-                .patch_status(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&status),
-                )
-                .await
-                .with_context(|| format!("status of pod {namespace}/{name}"))?;
-            Ok(())
-        })
+        let host_ip = self.node(&record.node)?.underlay_ip;
+        access.run(|client| async move { report_status(&client, record, host_ip).await })
     }
 
     /// Runs `pods` (already created through the API) as kubelet: bound,
     /// sandbox and servers, status. The records are kept in the state.
-    pub(crate) fn kubelet_run(&mut self, access: &ApiAccess, pods: &[Pod]) -> Result<()> {
+    pub(crate) async fn kubelet_run(&mut self, client: &Client, pods: &[Pod]) -> Result<()> {
         for pod in pods {
-            let node = self.wait_bound(access, pod)?;
+            let node = self.bound_node(client, pod).await?;
+            // Blocks this (the call's own) thread while the sandbox starts.
             let record = self.create_pod(pod, &node)?;
-            let key = record.key();
-            self.state.pods.push(record);
+            self.state.pods.push(record.clone());
             self.state.save(&self.dir)?;
-            let record = self.pod(&key)?.clone();
-            self.report_running(access, &record)?;
+            report_status(client, &record, node.underlay_ip).await?;
         }
         Ok(())
     }
@@ -169,52 +116,114 @@ impl Lab {
     /// Deletes the pod `key` as kubelet does; false if the lab runs no such
     /// pod and the API holds none.
     pub(crate) fn kubelet_delete(&mut self, access: &ApiAccess, key: &str) -> Result<bool> {
+        access.run(|client| async move { self.kubelet_delete_with(&client, key).await })
+    }
+
+    pub(crate) async fn kubelet_delete_with(&mut self, client: &Client, key: &str) -> Result<bool> {
         let (namespace, name) = key.split_once('/').context("pod key namespace/name")?;
-        let (ns, pod_name) = (namespace.to_string(), name.to_string());
-        let existed = access.run(move |client| async move {
-            let pods: Api<ApiPod> = Api::namespaced(client.clone(), &ns);
-            match pods.delete(&pod_name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(false),
-                Err(e) => return Err(e).context(format!("delete pod {ns}/{pod_name}")),
-            }
-            if wait_endpoints_terminating(&client, &ns, &pod_name).await? {
-                tokio::time::sleep(TERMINATION_GRACE).await;
-            }
-            Ok(true)
-        })?;
-        let Some(index) = self.state.pods.iter().position(|p| p.key() == key) else {
-            if existed {
-                self.final_delete(access, namespace, name)?;
-            }
-            return Ok(existed);
+        let pods: Api<ApiPod> = Api::namespaced(client.clone(), namespace);
+        let existed = match pods.delete(name, &DeleteParams::default()).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(status)) if status.code == 404 => false,
+            Err(e) => return Err(e).context(format!("delete pod {key}")),
         };
-        let pod = self.state.pods[index].clone();
-        self.stop_sandbox(&pod)?;
-        self.state.pods.remove(index);
-        self.state.save(&self.dir)?;
-        self.final_delete(access, namespace, name)?;
+        if existed && wait_endpoints_terminating(client, namespace, name).await? {
+            tokio::time::sleep(TERMINATION_GRACE).await;
+        }
+        if let Some(index) = self.state.pods.iter().position(|p| p.key() == key) {
+            let pod = self.state.pods[index].clone();
+            self.stop_sandbox(&pod)?;
+            self.state.pods.remove(index);
+            self.state.save(&self.dir)?;
+        } else if !existed {
+            return Ok(false);
+        }
+        final_delete(client, namespace, name).await?;
         Ok(true)
     }
 
-    /// The kubelet's last word on a pod: delete with grace period 0.
+    /// Removes the Pod object at once (grace period 0).
     fn final_delete(&self, access: &ApiAccess, namespace: &str, name: &str) -> Result<()> {
-        let (namespace, name) = (namespace.to_string(), name.to_string());
-        access.run(move |client| async move {
-            let now = DeleteParams {
-                grace_period_seconds: Some(0),
-                ..DeleteParams::default()
-            };
-            match Api::<ApiPod>::namespaced(client, &namespace)
-                .delete(&name, &now)
-                .await
-            {
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                done => done
-                    .map(drop)
-                    .with_context(|| format!("final delete of pod {namespace}/{name}")),
-            }
-        })
+        access.run(|client| async move { final_delete(&client, namespace, name).await })
+    }
+}
+
+/// Waits until the Pod `namespace/name` is bound; its node's name.
+async fn bound(client: &Client, namespace: &str, name: &str) -> Result<String> {
+    let pods: Api<ApiPod> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    loop {
+        let bound = pods
+            .get(name)
+            .await
+            .with_context(|| format!("get pod {namespace}/{name}"))?
+            .spec
+            .and_then(|s| s.node_name);
+        if let Some(node) = bound {
+            return Ok(node);
+        }
+        if started.elapsed() > BIND_TIMEOUT {
+            bail!("pod {namespace}/{name} not bound to a node after {BIND_TIMEOUT:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A running pod's status, as kubelet reports it: its addresses, phase
+/// Running and Ready (it serves: `start_pod_server` waited for that).
+async fn report_status(client: &Client, record: &PodRecord, host_ip: Ipv4Addr) -> Result<()> {
+    let condition = |kind: &str| json!({"type": kind, "status": "True"});
+    let ip = record.ip.to_string();
+    let status = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "status": {
+            "phase": "Running",
+            "hostIP": host_ip.to_string(),
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "conditions": [
+                condition("Initialized"),
+                condition("Ready"),
+                condition("ContainersReady"),
+                condition("PodScheduled"),
+            ],
+            "containerStatuses": [{
+                "name": "main",
+                "image": POD_IMAGE,
+                "imageID": "",
+                "ready": true,
+                "started": true,
+                "restartCount": 0,
+                "state": {"running": {}},
+            }],
+        },
+    });
+    Api::<ApiPod>::namespaced(client.clone(), &record.namespace)
+        .patch_status(
+            &record.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .with_context(|| format!("status of pod {}", record.key()))?;
+    Ok(())
+}
+
+/// The kubelet's last word on a pod: delete with grace period 0.
+async fn final_delete(client: &Client, namespace: &str, name: &str) -> Result<()> {
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    match Api::<ApiPod>::namespaced(client.clone(), namespace)
+        .delete(name, &now)
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        done => done
+            .map(drop)
+            .with_context(|| format!("final delete of pod {namespace}/{name}")),
     }
 }
 

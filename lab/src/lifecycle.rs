@@ -236,9 +236,11 @@ impl Lab {
                 process::stop(node.agent_pid, Duration::from_secs(3));
             }
             // A paused etcd (a fault test's outage) must run to exit.
+            // It stops while the control plane does.
             if state.etcd_pid != 0 {
                 let pid = nix::unistd::Pid::from_raw(state.etcd_pid as i32);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             }
             if let Some(cp) = &state.control_plane {
                 cp.stop();
