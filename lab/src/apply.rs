@@ -1,7 +1,10 @@
-//! Applying and deleting manifests, as the API server and the controllers
-//! would: every object is written to the manifests directory the agents
-//! read (atomically, so an agent never reads half a file); pods are created
-//! and deleted as kubelet would (`pods`); the derived EndpointSlices follow.
+//! Applying and deleting manifests. On the control plane every object goes
+//! through the API server (`server_apply`) and the lab plays the kubelet
+//! for pods (`kubelet`). On the manifest directory the lab plays the API
+//! server and the controllers: every object is written to the directory the
+//! agents read (atomically, so an agent never reads half a file); pods are
+//! created and deleted as kubelet would (`pods`); the derived EndpointSlices
+//! follow.
 
 use std::collections::BTreeSet;
 
