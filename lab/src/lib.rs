@@ -94,7 +94,7 @@ impl Lab {
     pub fn control_plane(&self) -> Result<&control_plane::ControlPlane> {
         self.state.control_plane.as_ref().with_context(|| {
             format!(
-                "lab {} runs no control plane (bring it up with --control-plane)",
+                "lab {} runs no control plane (it was brought up with --manifest-dir)",
                 self.state.name
             )
         })

@@ -21,11 +21,6 @@ impl TestLab {
         TestLab::up_with(nodes, Some(KubeBinaries::locate()?))
     }
 
-    /// The same as [`TestLab::up`], by its older name.
-    pub fn up_with_control_plane(nodes: usize) -> Result<TestLab> {
-        TestLab::up(nodes)
-    }
-
     /// A lab without a control plane: the agents read the manifest
     /// directory the lab writes. For what the 1.20 API server cannot carry
     /// (NetworkPolicy `endPort`, which it drops).

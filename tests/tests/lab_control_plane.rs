@@ -41,7 +41,7 @@ spec:
 fn the_lab_runs_a_control_plane_that_knows_its_nodes_schedules_and_stores_objects_applied_with_kubectl(
 ) {
     let started = Instant::now();
-    let mut lab = TestLab::up_with_control_plane(2).expect("lab up with the control plane");
+    let mut lab = TestLab::up(2).expect("lab up with the control plane");
     let up = started.elapsed();
     let cp = lab.control_plane().unwrap().clone();
     assert_eq!(cp.address.to_string(), "10.77.0.1");
@@ -161,7 +161,7 @@ fn the_lab_runs_a_control_plane_that_knows_its_nodes_schedules_and_stores_object
 
 #[test]
 fn lab_down_stops_the_control_plane_and_removes_its_files() {
-    let lab = TestLab::up_with_control_plane(1).expect("lab up with the control plane");
+    let lab = TestLab::up(1).expect("lab up with the control plane");
     let cp = lab.control_plane().unwrap().clone();
     let pids = [
         cp.apiserver_pid,
