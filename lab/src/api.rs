@@ -4,7 +4,7 @@
 //! with a current-thread runtime and a fresh client.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -31,6 +31,14 @@ impl ApiAccess {
         }
     }
 
+    /// The kubelet of `node` (`system:node:<node>`).
+    pub fn kubelet(cp: &ControlPlane, node: &str) -> ApiAccess {
+        ApiAccess {
+            netns: cp.netns.clone(),
+            kubeconfig: cp.kubelet_kubeconfig(node),
+        }
+    }
+
     /// Runs `call` with a client and waits for its result. It runs on a
     /// thread of its own inside the namespace, which may borrow from the
     /// caller (the kubelet runs a pod's sandbox between API calls there:
@@ -53,17 +61,19 @@ impl ApiAccess {
                         .enable_all()
                         .build()
                         .context("tokio runtime")?;
-                    runtime.block_on(async move {
-                        let client = weir_agent::cluster::kubernetes::client(Some(kubeconfig))
-                            .await
-                            .context("Kubernetes client")?;
-                        call(client).await
-                    })
+                    runtime.block_on(async move { call(client(kubeconfig).await?).await })
                 })
                 .join()
                 .map_err(|_| anyhow::anyhow!("API call thread panicked"))?
         })
     }
+}
+
+/// A client as the identity of `kubeconfig` (from within the namespace).
+pub async fn client(kubeconfig: &Path) -> Result<Client> {
+    weir_agent::cluster::kubernetes::client(Some(kubeconfig))
+        .await
+        .with_context(|| format!("Kubernetes client of {}", kubeconfig.display()))
 }
 
 /// The resource of `apiVersion`/`kind` as the server serves it.

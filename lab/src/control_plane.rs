@@ -184,6 +184,29 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Adds a kubelet identity per node (`system:node:<name>` in
+    /// `system:nodes`, which the Node authorizer grants what a kubelet
+    /// does) to the token file, with a kubeconfig each; before
+    /// [`Self::start_apiserver`], which reads the file once.
+    pub fn write_kubelet_credentials(&self, nodes: &[String]) -> Result<()> {
+        let mut tokens = fs::read_to_string(self.dir.join("tokens.csv"))
+            .context("the token file (write_credentials first)")?;
+        for node in nodes {
+            let token = random_token()?;
+            tokens.push_str(&format!(
+                "{token},system:node:{node},kubelet-{node},\"system:nodes\"\n"
+            ));
+            fs::write(self.kubelet_kubeconfig(node), self.kubeconfig(&token))?;
+        }
+        fs::write(self.dir.join("tokens.csv"), tokens)?;
+        Ok(())
+    }
+
+    /// The kubeconfig of `node`'s kubelet (the lab's, for that node).
+    pub fn kubelet_kubeconfig(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("kubelet-{node}.kubeconfig"))
+    }
+
     fn kubeconfig(&self, token: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: weir\n  cluster:\n    \

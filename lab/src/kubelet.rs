@@ -1,7 +1,8 @@
 //! The kubelet's part on the control plane: for a Pod the API server holds,
 //! wait until the scheduler binds it, run its sandbox on that node (CNI ADD,
 //! the pod's servers: `pods`), and report it through the status
-//! subresource (podIP(s), hostIP, phase Running, Ready once it serves).
+//! subresource (podIP(s), hostIP, phase Running, Ready once it serves) as
+//! that node's kubelet (`system:node:<name>`, under the Node authorizer).
 //! Deletion as kubelet does it: the API delete is graceful (the server sets
 //! deletionTimestamp), the EndpointSlice controller marks the pod's
 //! endpoints terminating and the agents act on it, then the sandbox goes
@@ -12,6 +13,7 @@
 //! synchronously, so `lab apply` returns once the pods serve; a kubelet
 //! daemon per node watching `spec.nodeName` would replace it.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::api::{resource, ApiAccess};
+use crate::api::{self, resource, ApiAccess};
 use crate::manifest::Pod;
 use crate::server_apply::{self, POD_IMAGE};
 use crate::state::{NodeRecord, PodRecord};
@@ -93,22 +95,36 @@ impl Lab {
     }
 
     /// Reports a running pod through the status subresource (see
-    /// [`report_status`]).
-    pub(crate) fn report_running(&self, access: &ApiAccess, record: &PodRecord) -> Result<()> {
+    /// [`report_status`]), as its node's kubelet.
+    pub(crate) fn report_running(&self, record: &PodRecord) -> Result<()> {
         let host_ip = self.node(&record.node)?.underlay_ip;
-        access.run(|client| async move { report_status(&client, record, host_ip).await })
+        let cp = self.control_plane()?;
+        ApiAccess::kubelet(cp, &record.node)
+            .run(|kubelet| async move { report_status(&kubelet, record, host_ip).await })
+    }
+
+    /// A client as `node`'s kubelet (`system:node:<node>`: the Node
+    /// authorizer lets it write the status of pods and delete them).
+    async fn kubelet_client(&self, node: &str) -> Result<Client> {
+        api::client(&self.control_plane()?.kubelet_kubeconfig(node)).await
     }
 
     /// Runs `pods` (already created through the API) as kubelet: bound,
-    /// sandbox and servers, status. The records are kept in the state.
+    /// sandbox and servers, status (as the node's kubelet). The records are
+    /// kept in the state.
     pub(crate) async fn kubelet_run(&mut self, client: &Client, pods: &[Pod]) -> Result<()> {
+        let mut kubelets: HashMap<String, Client> = HashMap::new();
         for pod in pods {
             let node = self.bound_node(client, pod).await?;
             // Blocks this (the call's own) thread while the sandbox starts.
             let record = self.create_pod(pod, &node)?;
             self.state.pods.push(record.clone());
             self.state.save(&self.dir)?;
-            report_status(client, &record, node.underlay_ip).await?;
+            if !kubelets.contains_key(&node.name) {
+                let kubelet = self.kubelet_client(&node.name).await?;
+                kubelets.insert(node.name.clone(), kubelet);
+            }
+            report_status(&kubelets[&node.name], &record, node.underlay_ip).await?;
         }
         Ok(())
     }
@@ -130,15 +146,18 @@ impl Lab {
         if existed && wait_endpoints_terminating(client, namespace, name).await? {
             tokio::time::sleep(TERMINATION_GRACE).await;
         }
-        if let Some(index) = self.state.pods.iter().position(|p| p.key() == key) {
-            let pod = self.state.pods[index].clone();
-            self.stop_sandbox(&pod)?;
-            self.state.pods.remove(index);
-            self.state.save(&self.dir)?;
-        } else if !existed {
-            return Ok(false);
-        }
-        final_delete(client, namespace, name).await?;
+        let Some(index) = self.state.pods.iter().position(|p| p.key() == key) else {
+            // An object no kubelet of the lab runs: removed as the admin.
+            if existed {
+                final_delete(client, namespace, name).await?;
+            }
+            return Ok(existed);
+        };
+        let pod = self.state.pods[index].clone();
+        self.stop_sandbox(&pod)?;
+        self.state.pods.remove(index);
+        self.state.save(&self.dir)?;
+        final_delete(&self.kubelet_client(&pod.node).await?, namespace, name).await?;
         Ok(true)
     }
 

@@ -89,7 +89,7 @@ impl Lab {
             progress(&format!(
                 "kube-apiserver on {ETCD_IP}:{API_PORT}, its etcd on {ETCD_IP}:{KUBE_ETCD_CLIENT_PORT}"
             ));
-            self.start_apiserver(&underlay, kube)?;
+            self.start_apiserver(&underlay, nodes, kube)?;
         }
         self.build_world(&underlay, nodes, progress)?;
         for index in 1..=nodes {
@@ -108,7 +108,7 @@ impl Lab {
 
     /// Writes the control plane's credentials and starts kube-apiserver,
     /// recorded in the state (so `down` stops it) before it serves.
-    fn start_apiserver(&mut self, underlay: &str, kube: &KubeBinaries) -> Result<()> {
+    fn start_apiserver(&mut self, underlay: &str, nodes: usize, kube: &KubeBinaries) -> Result<()> {
         let mut cp = ControlPlane::new(
             underlay,
             &self.dir.join("kube"),
@@ -117,6 +117,8 @@ impl Lab {
             &kube.kubectl,
         )?;
         cp.write_credentials()?;
+        let nodes: Vec<String> = (1..=nodes).map(|index| format!("n{index}")).collect();
+        cp.write_kubelet_credentials(&nodes)?;
         // Recorded before it runs, so `down` stops what did start.
         self.state.control_plane = Some(cp.clone());
         let started = cp.start_etcd(KUBE_ETCD_CLIENT_PORT, KUBE_ETCD_PEER_PORT);

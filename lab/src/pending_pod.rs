@@ -139,8 +139,8 @@ impl Lab {
             server_pid,
             cgroup,
         };
-        if let Some(access) = self.api_access() {
-            self.report_running(&access, &record)?;
+        if self.api_access().is_some() {
+            self.report_running(&record)?;
         }
         self.state.pods.push(record);
         self.state.save(&self.dir)
