@@ -42,6 +42,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
@@ -52,6 +53,7 @@ use weir_abi::identity::{is_cluster, CLUSTER_MAX, CLUSTER_MIN};
 use weir_crds::{WeirEndpoint, WeirIdentity, WeirNode};
 use weir_types::LabelSet;
 
+use crate::connection::Connection;
 use crate::error::{Result, StoreError};
 use crate::store::{
     precheck_allocation, require_cluster, EndpointEvent, EndpointRecord, EventStream,
@@ -119,6 +121,56 @@ impl CrdStore {
                 refs: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// One cheap read (one `WeirNode`'s metadata at most), to tell whether
+    /// the API server answers and serves Weir's CRDs.
+    pub async fn ping(&self) -> Result<()> {
+        self.nodes()
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .map_err(|e| StoreError::kube("list", "WeirNodes", e))?;
+        Ok(())
+    }
+
+    /// Checks every `interval` whether the API server answers, calling
+    /// `on_change` with each new [`Connection`] state (named `crd`), until
+    /// the last clone of this handle is dropped.
+    pub fn spawn_connection_check(
+        &self,
+        interval: Duration,
+        on_change: impl Fn(&Connection) + Send + Sync + 'static,
+    ) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut state = Connection::starting_to("crd", SystemTime::now());
+        on_change(&state);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let store = CrdStore { inner };
+                let outcome = match tokio::time::timeout(interval * 4, store.ping()).await {
+                    Ok(result) => result.map_err(|e| error_chain(&e)),
+                    Err(_) => Err(format!("no answer within {:?}", interval * 4)),
+                };
+                drop(store);
+                let next = state.after(SystemTime::now(), outcome);
+                if next != state {
+                    match &next {
+                        Connection::Connected { .. } => tracing::info!("Kubernetes API answers"),
+                        Connection::Unreachable { error, .. }
+                        | Connection::Connecting {
+                            error: Some(error), ..
+                        } => {
+                            tracing::warn!(%error, "Kubernetes API does not answer; enforcing what is known, retrying")
+                        }
+                        Connection::Connecting { .. } => {}
+                    }
+                    on_change(&next);
+                    state = next;
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
     }
 
     fn identities(&self) -> Api<WeirIdentity> {
@@ -237,6 +289,18 @@ impl CrdStore {
             Err(e) => Err(StoreError::kube("delete", name, e)),
         }
     }
+}
+
+/// `error: cause: cause`, for one line of status.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// 409 Conflict: a create of a taken name or a write on a stale version.
