@@ -305,7 +305,7 @@ fn check(bins: &Binaries, server: &ApiServer, nodes: [(&Agent, &Pod); 2]) -> Res
         );
         let status = agent.weir(bins, &["status"])?;
         let connection = status[0]["kvstore_connection"].as_str().unwrap_or_default();
-        assert!(connection.starts_with("crd, connected"), "{connection}");
+        assert!(connection.starts_with("connected (crd)"), "{connection}");
     }
     Ok(())
 }

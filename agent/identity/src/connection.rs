@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 /// Which store a connection is to, when the agent says so (`etcd`,
-/// `crd`): the first word of [`Connection::describe`].
+/// `crd`): named by [`Connection::describe`].
 pub type StoreName = Option<&'static str>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,32 +87,24 @@ impl Connection {
     }
 
     /// One line for people: `connected for 3 s`, `unreachable for 12 s:
-    /// <error>`, `connecting for 5 s: <error>`; after `crd, ` or `etcd, `
-    /// when the store is named.
+    /// <error>`, `connecting for 5 s: <error>`; with the store named after
+    /// the state word when it is (`connected (crd) for 3 s`).
     pub fn describe(&self, now: SystemTime) -> String {
         let age = |since: &SystemTime| {
             now.duration_since(*since)
                 .unwrap_or(Duration::ZERO)
                 .as_secs()
         };
-        let state = match self {
-            Connection::Connecting {
-                since, error: None, ..
-            } => format!("connecting for {} s", age(since)),
-            Connection::Connecting {
-                since,
-                error: Some(error),
-                ..
-            } => format!("connecting for {} s: {error}", age(since)),
-            Connection::Connected { since, .. } => format!("connected for {} s", age(since)),
+        let (word, since, error) = match self {
+            Connection::Connecting { since, error, .. } => ("connecting", since, error.as_deref()),
+            Connection::Connected { since, .. } => ("connected", since, None),
             Connection::Unreachable { since, error, .. } => {
-                format!("unreachable for {} s: {error}", age(since))
+                ("unreachable", since, Some(error.as_str()))
             }
         };
-        match self.store() {
-            Some(store) => format!("{store}, {state}"),
-            None => state,
-        }
+        let store = self.store().map(|s| format!(" ({s})")).unwrap_or_default();
+        let error = error.map(|e| format!(": {e}")).unwrap_or_default();
+        format!("{word}{store} for {} s{error}", age(since))
     }
 }
 
@@ -199,13 +191,13 @@ mod tests {
     fn a_named_store_is_named_in_every_state() {
         let t0 = SystemTime::UNIX_EPOCH;
         let state = Connection::starting_to("crd", t0);
-        assert_eq!(state.describe(t0 + S), "crd, connecting for 1 s");
+        assert_eq!(state.describe(t0 + S), "connecting (crd) for 1 s");
         let state = state.after(t0 + S, Ok(()));
-        assert_eq!(state.describe(t0 + 4 * S), "crd, connected for 3 s");
+        assert_eq!(state.describe(t0 + 4 * S), "connected (crd) for 3 s");
         let state = state.after(t0 + 5 * S, Err("refused".into()));
         assert_eq!(
             state.describe(t0 + 6 * S),
-            "crd, unreachable for 1 s: refused"
+            "unreachable (crd) for 1 s: refused"
         );
     }
 }
