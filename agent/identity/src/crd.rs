@@ -250,10 +250,23 @@ impl CrdStore {
     /// The owner reference to pod `namespace/name`, when it exists.
     async fn pod_owner(&self, namespace: &str, name: &str) -> Result<Option<OwnerReference>> {
         let pods: Api<Pod> = Api::namespaced(self.inner.client.clone(), namespace);
-        let pod = pods
-            .get_opt(name)
-            .await
-            .map_err(|e| StoreError::kube("get", format!("Pod {namespace}/{name}"), e))?;
+        let pod = match pods.get_opt(name).await {
+            Ok(pod) => pod,
+            // Without the right to read pods the endpoint is published all
+            // the same, owned by no one (the operator collects it).
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), reason = %status.message,
+                    "cannot read the pod: its WeirEndpoint gets no owner reference");
+                None
+            }
+            Err(e) => {
+                return Err(StoreError::kube(
+                    "get",
+                    format!("Pod {namespace}/{name}"),
+                    e,
+                ))
+            }
+        };
         Ok(pod.and_then(|pod| {
             Some(OwnerReference {
                 api_version: "v1".into(),
