@@ -245,13 +245,31 @@ fn items(server: &ApiServer, args: &[&str]) -> Result<Vec<Value>> {
 fn exercise(bins: &Binaries, server: &ApiServer, a: &Agent, b: &Agent) -> Result<()> {
     let pod_a = add_pod(bins, server, a, "web-a")?;
     let pod_b = add_pod(bins, server, b, "web-b")?;
-    let result = check(bins, server, [(a, &pod_a), (b, &pod_b)]);
+    let added = Instant::now();
+    let result = check(bins, server, [(a, &pod_a), (b, &pod_b)], added);
     del_pod(bins, server, a, "web-a", &pod_a);
     del_pod(bins, server, b, "web-b", &pod_b);
     result.with_context(|| format!("node-a's log:\n{}\nnode-b's log:\n{}", a.log(), b.log()))
 }
 
-fn check(bins: &Binaries, server: &ApiServer, nodes: [(&Agent, &Pod); 2]) -> Result<()> {
+/// `added`: when the last CNI ADD returned.
+fn check(
+    bins: &Binaries,
+    server: &ApiServer,
+    nodes: [(&Agent, &Pod); 2],
+    added: Instant,
+) -> Result<()> {
+    // First (timed): each agent's kernel ipcache gets the other's pod.
+    let [(a, pod_a), (b, pod_b)] = nodes;
+    let mut seen = Vec::new();
+    for (agent, other, other_pod) in [(a, b, pod_b), (b, a, pod_a)] {
+        let (entry, _) = eventually(
+            &format!("{}'s ipcache entry of {}", agent.name, other_pod.ip),
+            || agent.ipcache_entry(bins, &other_pod.ip),
+        )?;
+        seen.push((agent, other, entry, added.elapsed()));
+    }
+
     // One identity for app=web in shop, and both endpoints carry it.
     let (id, _) = eventually("both WeirEndpoints", || {
         let endpoints = items(server, &["weirendpoints", "-n", "shop"])?;
@@ -290,18 +308,16 @@ fn check(bins: &Binaries, server: &ApiServer, nodes: [(&Agent, &Pod); 2]) -> Res
     let nodes_published = items(server, &["weirnodes"])?;
     assert_eq!(nodes_published.len(), 2, "{nodes_published:#?}");
 
-    // Each agent's kernel ipcache has the other's pod, under the shared
-    // identity and the other node's address.
-    let [(a, pod_a), (b, pod_b)] = nodes;
-    for (agent, other, other_pod) in [(a, b, pod_b), (b, a, pod_a)] {
-        let (entry, took) = eventually(
-            &format!("{}'s ipcache entry of {}", agent.name, other_pod.ip),
-            || agent.ipcache_entry(bins, &other_pod.ip),
-        )?;
+    // The ipcache entries carry that identity and the other node's
+    // address; each agent names its store.
+    for (agent, other, entry, took) in seen {
         assert_eq!(entry, (id[0], other.node_ip.to_string()));
-        eprintln!(
-            "{}: {} in the ipcache {took:?} after its ADD",
-            agent.name, other_pod.ip
+        weir_tests::figure!(
+            "crd identities: {}'s pod in {}'s ipcache {:.0} ms after the last CNI ADD returned \
+             (two agents in CRD mode on kube-apiserver v1.20.2)",
+            other.name,
+            agent.name,
+            took.as_secs_f64() * 1e3
         );
         let status = agent.weir(bins, &["status"])?;
         let connection = status[0]["kvstore_connection"].as_str().unwrap_or_default();
