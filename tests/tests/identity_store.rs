@@ -542,6 +542,50 @@ async fn endpoints_are_owned_by_their_pod_and_reference_identities(backend: &Crd
         .unwrap();
 }
 
+/// A hung API server (SIGSTOP) makes calls fail as unanswered instead of
+/// holding the caller (the reconcile loop) for the client's 295 s read
+/// timeout, and the connection check reports it unreachable, then
+/// connected again once it answers.
+async fn a_hung_api_server_fails_calls_and_is_reported(backend: &Crd) {
+    backend.reset().await;
+    let client = weir_agent::cluster::kubernetes::client(Some(&backend.kubeconfig))
+        .await
+        .unwrap();
+    let store = CrdStore::new(client, CrdConfig::new("node-a")).unwrap();
+    let states = Arc::new(Mutex::new(Vec::new()));
+    let seen = states.clone();
+    store.spawn_connection_check(Duration::from_millis(200), move |c| {
+        let mut seen = seen.lock().unwrap();
+        if seen.last() != Some(&c.is_connected()) {
+            seen.push(c.is_connected());
+        }
+        eprintln!("connection: {}", c.describe(std::time::SystemTime::now()));
+    });
+    let web = store.allocate_identity(&app("web")).await.unwrap();
+    let connected = |want: bool| {
+        let states = states.clone();
+        async move {
+            while states.lock().unwrap().last() != Some(&want) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    tokio::time::timeout(STEP, connected(true)).await.unwrap();
+
+    backend.server.freeze_apiserver(true).unwrap();
+    let error = tokio::time::timeout(STEP, store.allocate_identity(&app("db")))
+        .await
+        .expect("the call ends while the API server hangs")
+        .unwrap_err();
+    assert!(error.is_unanswered(), "{error:?}");
+    tokio::time::timeout(STEP, connected(false)).await.unwrap();
+
+    backend.server.freeze_apiserver(false).unwrap();
+    tokio::time::timeout(STEP, connected(true)).await.unwrap();
+    assert_eq!(store.allocate_identity(&app("web")).await.unwrap(), web);
+    assert_eq!(*states.lock().unwrap(), vec![false, true, false, true]);
+}
+
 #[test]
 fn the_crd_store_passes_the_shared_suite_on_a_real_api_server() {
     require_root();
@@ -562,6 +606,7 @@ fn the_crd_store_passes_the_shared_suite_on_a_real_api_server() {
             runtime.block_on(async move {
                 shared_suite(&backend).await;
                 endpoints_are_owned_by_their_pod_and_reference_identities(&backend).await;
+                a_hung_api_server_fails_calls_and_is_reported(&backend).await;
                 a_watch_lists_again_after_410_and_reports_what_went_away(&backend).await;
             });
         })

@@ -39,6 +39,7 @@ mod objects;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
@@ -128,6 +129,7 @@ impl CrdStore {
     pub async fn ping(&self) -> Result<()> {
         self.nodes()
             .list_metadata(&ListParams::default().limit(1))
+            .bounded()
             .await
             .map_err(|e| StoreError::kube("list", "WeirNodes", e))?;
         Ok(())
@@ -201,6 +203,7 @@ impl CrdStore {
         let list = self
             .identities()
             .list(&ListParams::default().labels(&selector))
+            .bounded()
             .await
             .map_err(|e| StoreError::kube("list", format!("WeirIdentities {selector}"), e))?;
         Ok(list
@@ -229,6 +232,7 @@ impl CrdStore {
         let listed = self
             .identities()
             .list_metadata(&ListParams::default())
+            .bounded()
             .await
             .map_err(|e| StoreError::kube("list", "WeirIdentities", e))?;
         let used: HashSet<u32> = listed
@@ -250,7 +254,7 @@ impl CrdStore {
     /// The owner reference to pod `namespace/name`, when it exists.
     async fn pod_owner(&self, namespace: &str, name: &str) -> Result<Option<OwnerReference>> {
         let pods: Api<Pod> = Api::namespaced(self.inner.client.clone(), namespace);
-        let pod = match pods.get_opt(name).await {
+        let pod = match pods.get_opt(name).bounded().await {
             Ok(pod) => pod,
             // Without the right to read pods the endpoint is published all
             // the same, owned by no one (the operator collects it).
@@ -287,7 +291,7 @@ impl CrdStore {
         version: Option<String>,
     ) -> Result<bool>
     where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync,
     {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
@@ -296,7 +300,7 @@ impl CrdStore {
             }),
             ..DeleteParams::default()
         };
-        match api.delete(name, &params).await {
+        match api.delete(name, &params).bounded().await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(false),
             Err(e) => Err(StoreError::kube("delete", name, e)),
@@ -315,6 +319,30 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Longest wait for one API call. The client alone would wait for a
+/// stopped API server as long as its read timeout (295 s, sized for
+/// watches), holding up the reconcile loop; a timed-out call fails as a
+/// transport error does (`StoreError::is_unanswered`) and is retried by
+/// the caller.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`CALL_TIMEOUT`] on an API call.
+trait Bounded<T: Send>: Future<Output = kube::Result<T>> + Sized + Send {
+    fn bounded(self) -> impl Future<Output = kube::Result<T>> + Send {
+        async move {
+            tokio::time::timeout(CALL_TIMEOUT, self)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(kube::Error::Service(
+                        format!("no answer within {CALL_TIMEOUT:?}").into(),
+                    ))
+                })
+        }
+    }
+}
+
+impl<T: Send, F: Future<Output = kube::Result<T>> + Send> Bounded<T> for F {}
 
 /// 409 Conflict: a create of a taken name or a write on a stale version.
 fn is_conflict(error: &kube::Error) -> bool {
@@ -393,6 +421,7 @@ impl SharedStore for CrdStore {
             let id = self.candidate(&taken).await?;
             let created = match api
                 .create(&PostParams::default(), &objects::identity(id, labels))
+                .bounded()
                 .await
             {
                 Ok(created) => created,
@@ -442,6 +471,7 @@ impl SharedStore for CrdStore {
         let object = self
             .identities()
             .get_opt(&id.to_string())
+            .bounded()
             .await
             .map_err(|e| StoreError::kube("get", format!("WeirIdentity {id}"), e))?;
         Ok(object
@@ -454,6 +484,7 @@ impl SharedStore for CrdStore {
         let list = self
             .identities()
             .list(&ListParams::default())
+            .bounded()
             .await
             .map_err(|e| StoreError::kube("list", "WeirIdentities", e))?;
         Ok(list
@@ -476,6 +507,7 @@ impl SharedStore for CrdStore {
         let endpoints = self
             .all_endpoints()
             .list(&ListParams::default())
+            .bounded()
             .await
             .map_err(|e| StoreError::kube("list", "WeirEndpoints", e))?;
         let referenced: HashSet<u32> = endpoints.items.iter().map(|e| e.spec.identity).collect();
@@ -492,6 +524,7 @@ impl SharedStore for CrdStore {
         for _ in 0..MAX_ATTEMPTS {
             let existing = api
                 .get_opt(&record.pod)
+                .bounded()
                 .await
                 .map_err(|e| StoreError::kube("get", what(), e))?;
             let result = match existing {
@@ -501,7 +534,7 @@ impl SharedStore for CrdStore {
                     object.metadata.namespace = Some(record.namespace.clone());
                     object.metadata.owner_references = owner.clone().map(|o| vec![o]);
                     objects::label_addresses(&mut object.metadata, &object.spec);
-                    api.create(&PostParams::default(), &object).await
+                    api.create(&PostParams::default(), &object).bounded().await
                 }
                 Some(mut object) => {
                     let spec = objects::endpoint_spec(ip, record, Some(&object.spec));
@@ -521,6 +554,7 @@ impl SharedStore for CrdStore {
                         object.metadata.owner_references = owners;
                     }
                     api.replace(&record.pod, &PostParams::default(), &object)
+                        .bounded()
                         .await
                 }
             };
@@ -539,6 +573,7 @@ impl SharedStore for CrdStore {
             let claimants = self
                 .all_endpoints()
                 .list(&ListParams::default().labels(&selector))
+                .bounded()
                 .await
                 .map_err(|e| StoreError::kube("list", format!("WeirEndpoints {selector}"), e))?
                 .items;
@@ -565,7 +600,11 @@ impl SharedStore for CrdStore {
                         let mut object = object.clone();
                         objects::label_addresses(&mut object.metadata, &spec);
                         object.spec = spec;
-                        match api.replace(&name, &PostParams::default(), &object).await {
+                        match api
+                            .replace(&name, &PostParams::default(), &object)
+                            .bounded()
+                            .await
+                        {
                             Ok(_) => {}
                             Err(e) if is_conflict(&e) => clean = false,
                             Err(e) => {
@@ -590,6 +629,7 @@ impl SharedStore for CrdStore {
         let list = self
             .all_endpoints()
             .list(&ListParams::default())
+            .bounded()
             .await
             .map_err(|e| StoreError::kube("list", "WeirEndpoints", e))?;
         Ok(resolve(&list.items, endpoint_claims))
@@ -613,6 +653,7 @@ impl SharedStore for CrdStore {
         for _ in 0..MAX_ATTEMPTS {
             let existing = api
                 .get_opt(&node.name)
+                .bounded()
                 .await
                 .map_err(|e| StoreError::kube("get", what(), e))?;
             let result = match existing {
@@ -629,6 +670,7 @@ impl SharedStore for CrdStore {
                         .get_or_insert_with(BTreeMap::new)
                         .insert(objects::WRITER.into(), self.inner.node.clone());
                     api.replace(&node.name, &PostParams::default(), &object)
+                        .bounded()
                         .await
                 }
                 None => {
@@ -637,7 +679,7 @@ impl SharedStore for CrdStore {
                         objects::WRITER.to_string(),
                         self.inner.node.clone(),
                     )]));
-                    api.create(&PostParams::default(), &object).await
+                    api.create(&PostParams::default(), &object).bounded().await
                 }
             };
             match result {
@@ -653,6 +695,7 @@ impl SharedStore for CrdStore {
         let api = self.nodes();
         let existing = api
             .get_opt(name)
+            .bounded()
             .await
             .map_err(|e| StoreError::kube("get", format!("WeirNode {name}"), e))?;
         match existing {
@@ -668,6 +711,7 @@ impl SharedStore for CrdStore {
         let list = self
             .nodes()
             .list(&ListParams::default())
+            .bounded()
             .await
             .map_err(|e| StoreError::kube("list", "WeirNodes", e))?;
         Ok(resolve(&list.items, node_claims))

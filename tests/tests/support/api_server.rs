@@ -135,6 +135,19 @@ impl ApiServer {
         Ok(())
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) kube-apiserver: it keeps its
+    /// connections but answers nothing, as a hung server.
+    pub fn freeze_apiserver(&self, frozen: bool) -> Result<()> {
+        let signal = if frozen {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        let pid = nix::unistd::Pid::from_raw(self.cp().apiserver_pid as i32);
+        nix::sys::signal::kill(pid, signal).context("signal kube-apiserver")?;
+        Ok(())
+    }
+
     /// Deletes every Weir identity, endpoint and node.
     pub fn delete_weir_state(&self) -> Result<()> {
         self.kubectl(&[
