@@ -25,6 +25,26 @@ impl From<LbAlgorithm> for weir_lb::Algorithm {
     }
 }
 
+/// Where identities, endpoints and nodes are shared between agents
+/// (`--identity-allocation-mode`, Cilium's name).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IdentityAllocationMode {
+    /// `WeirIdentity`, `WeirEndpoint` and `WeirNode` objects through the
+    /// Kubernetes API.
+    Crd,
+    /// etcd at `--etcd-endpoints`.
+    Kvstore,
+}
+
+impl IdentityAllocationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityAllocationMode::Crd => "crd",
+            IdentityAllocationMode::Kvstore => "kvstore",
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "weir-agent", version, about = "Weir's node agent")]
 pub struct Config {
@@ -50,10 +70,15 @@ pub struct Config {
     #[arg(long, default_value_t = 1500)]
     pub mtu: u32,
     /// etcd endpoints of the shared store (kvstore mode), comma-separated.
-    /// Without them the agent only does pod networking (no identities,
-    /// ipcache or policy).
+    /// Without them, and without `--k8s`, the agent only does pod
+    /// networking (no identities, ipcache or policy).
     #[arg(long, value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
+    /// Where identities, endpoints and nodes are shared: `crd` (the
+    /// Kubernetes API; the default with `--k8s`) or `kvstore` (etcd at
+    /// `--etcd-endpoints`; the default without `--k8s`).
+    #[arg(long, value_enum)]
+    pub identity_allocation_mode: Option<IdentityAllocationMode>,
     /// This node's address as other nodes reach it (node record, ipcache).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
@@ -127,6 +152,37 @@ pub struct Config {
     pub node_port_range: std::ops::RangeInclusive<u16>,
 }
 
+impl Config {
+    /// Whether the Kubernetes API is the agent's source (`--k8s`, or a
+    /// `--kubeconfig` which implies it).
+    pub fn kubernetes(&self) -> bool {
+        self.k8s || self.kubeconfig.is_some()
+    }
+
+    /// The shared store the agent uses: the one asked for, else `crd` in
+    /// Kubernetes mode, else `kvstore` when etcd endpoints are given; None
+    /// without either (pod networking only). An error says what a mode
+    /// asked for lacks.
+    pub fn shared_store(&self) -> Result<Option<IdentityAllocationMode>, String> {
+        use IdentityAllocationMode::{Crd, Kvstore};
+        match self.identity_allocation_mode {
+            Some(Kvstore) if self.etcd_endpoints.is_empty() => Err(
+                "--identity-allocation-mode kvstore needs --etcd-endpoints (the etcd it shares \
+                 identities through)"
+                    .into(),
+            ),
+            Some(Crd) if !self.kubernetes() => Err(
+                "--identity-allocation-mode crd needs the Kubernetes API (--k8s or --kubeconfig)"
+                    .into(),
+            ),
+            Some(mode) => Ok(Some(mode)),
+            None if self.kubernetes() => Ok(Some(Crd)),
+            None if !self.etcd_endpoints.is_empty() => Ok(Some(Kvstore)),
+            None => Ok(None),
+        }
+    }
+}
+
 pub fn parse_maglev_size(text: &str) -> Result<u32, String> {
     let size: u32 = text.parse().map_err(|e| format!("{e}"))?;
     weir_lb::maglev::check_size(size).map_err(|e| e.to_string())?;
@@ -180,6 +236,38 @@ mod tests {
         );
         assert!(parse(&["--monitor-aggregation", "high"]).is_err());
         assert!(parse(&["--lb-algorithm", "ring"]).is_err());
+    }
+
+    #[test]
+    fn the_shared_store_is_crd_in_kubernetes_mode_unless_kvstore_is_asked_for() {
+        use IdentityAllocationMode::{Crd, Kvstore};
+        let mode = |extra: &[&str]| parse(extra).unwrap().shared_store();
+        assert_eq!(mode(&[]), Ok(None));
+        assert_eq!(mode(&["--k8s"]), Ok(Some(Crd)));
+        assert_eq!(mode(&["--kubeconfig", "/k"]), Ok(Some(Crd)));
+        assert_eq!(
+            mode(&["--etcd-endpoints", "http://e:2379"]),
+            Ok(Some(Kvstore))
+        );
+        assert_eq!(
+            mode(&["--k8s", "--etcd-endpoints", "http://e:2379"]),
+            Ok(Some(Crd))
+        );
+        assert_eq!(
+            mode(&[
+                "--k8s",
+                "--etcd-endpoints",
+                "http://e:2379",
+                "--identity-allocation-mode",
+                "kvstore"
+            ]),
+            Ok(Some(Kvstore))
+        );
+        let error = mode(&["--k8s", "--identity-allocation-mode", "kvstore"]).unwrap_err();
+        assert!(error.contains("needs --etcd-endpoints"), "{error}");
+        let error = mode(&["--identity-allocation-mode", "crd"]).unwrap_err();
+        assert!(error.contains("needs the Kubernetes API"), "{error}");
+        assert!(parse(&["--identity-allocation-mode", "etcd"]).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 use weir_agent::cluster::kvstore::{self, SharedView};
 use weir_agent::cluster::manifest_dir::ManifestDir;
-use weir_agent::config::Config;
+use weir_agent::config::{Config, IdentityAllocationMode};
 use weir_agent::datapath::sysctl;
 use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath};
 use weir_agent::endpoint::ipam::Ipam;
@@ -28,7 +28,9 @@ use weir_agent::reconcile::snapshot::SharedSnapshot;
 use weir_agent::reconcile::status::{ReconcileStatus, SharedReconcileStatus};
 use weir_agent::reconcile::Reconciler;
 use weir_agent::{api, metrics};
-use weir_identity::{EtcdConfig, LazyEtcdStore, LazyOptions, NodeRecord, SharedStore};
+use weir_identity::{
+    CrdConfig, CrdStore, EtcdConfig, LazyEtcdStore, LazyOptions, NodeRecord, SharedStore,
+};
 use weir_policy::LabelFilter;
 
 fn main() -> Result<()> {
@@ -49,6 +51,9 @@ fn main() -> Result<()> {
 
 async fn run(args: Config) -> Result<()> {
     info!(node = %args.node_name, pod_cidr = %args.pod_cidr, "starting");
+    // Where identities, endpoints and nodes are shared (None: no shared
+    // store, pod networking only).
+    let shared_store = args.shared_store().map_err(anyhow::Error::msg)?;
     sysctl::enable_ipv4_forwarding().context("enabling IPv4 forwarding")?;
 
     let options = LoadOptions {
@@ -72,7 +77,7 @@ async fn run(args: Config) -> Result<()> {
     }
     // Replaced maps are empty: the programs attached keep the old ones
     // until the reconcile loop has filled the new ones (see datapath::pins).
-    let defer_attach = datapath.fill_before_attach() && !args.etcd_endpoints.is_empty();
+    let defer_attach = datapath.fill_before_attach() && shared_store.is_some();
     let node = NodeAttachments {
         devices: args.devices.clone(),
         socket_lb_cgroup: args.socket_lb_cgroup.clone(),
@@ -87,10 +92,10 @@ async fn run(args: Config) -> Result<()> {
     let store = StateStore::new(&args.state_dir)?;
     let state = store.load_or(Ipam::new(args.pod_cidr)?)?;
     let datapath = SharedDatapath::new(datapath);
-    // Without a kvstore there is no reconcile loop and no policy: a new
-    // pod's interface is open at once. With one, it is closed until its
-    // first regeneration, which CNI ADD waits for.
-    let (before_policy, readiness) = if args.etcd_endpoints.is_empty() {
+    // Without a shared store there is no reconcile loop and no policy: a
+    // new pod's interface is open at once. With one, it is closed until
+    // its first regeneration, which CNI ADD waits for.
+    let (before_policy, readiness) = if shared_store.is_none() {
         (BeforePolicy::Open, None)
     } else {
         (
@@ -119,9 +124,9 @@ async fn run(args: Config) -> Result<()> {
     let deferred = pin_metrics(&registry, datapath.lock().replaced_pins());
     deferred.set(i64::from(defer_attach));
     let lb_status = SharedLbStatus::default();
-    // Without a kvstore no reconcile loop runs: nothing to be ready for.
+    // Without a shared store no reconcile loop runs: nothing to be ready for.
     let reconcile_status =
-        SharedReconcileStatus::new(std::sync::Mutex::new(if args.etcd_endpoints.is_empty() {
+        SharedReconcileStatus::new(std::sync::Mutex::new(if shared_store.is_none() {
             ReconcileStatus::default()
         } else {
             ReconcileStatus::pending(&Reconciler::STEPS)
@@ -149,9 +154,10 @@ async fn run(args: Config) -> Result<()> {
         });
         info!(%address, "serving /metrics, /healthz and /readyz");
     }
-    if !args.etcd_endpoints.is_empty() {
+    if let Some(mode) = shared_store {
         start_cluster_sync(
             &args,
+            mode,
             agent.clone(),
             datapath.clone(),
             Published {
@@ -230,11 +236,13 @@ struct Published {
     readiness: Arc<EndpointReadiness>,
 }
 
-/// Kvstore mode: publish this node, watch the cluster's shared state, and
-/// run the reconcile loop (identities, ipcache, endpoints map, policy).
-/// Never waits for etcd: see `LazyEtcdStore`.
+/// With a shared store (CRD or kvstore mode): publish this node, watch the
+/// cluster's shared state, and run the reconcile loop (identities,
+/// ipcache, endpoints map, policy). Never waits for the store: see
+/// `shared_store`.
 async fn start_cluster_sync(
     args: &Config,
+    mode: IdentityAllocationMode,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     published: Published,
@@ -249,35 +257,27 @@ async fn start_cluster_sync(
     } = published;
     let node_ip = args
         .node_ip
-        .context("--node-ip is required with --etcd-endpoints")?;
-    // etcd may be down now or later: the agent connects in the background
-    // and runs on what it knows meanwhile.
-    let mut etcd = EtcdConfig::new(args.etcd_endpoints.clone(), args.node_name.clone());
-    etcd.connect_timeout = std::time::Duration::from_secs(2);
-    etcd.request_timeout = std::time::Duration::from_secs(2);
-    let lazy = LazyEtcdStore::start(
-        etcd,
-        LazyOptions::default(),
-        kvstore::connection_reporter(status.clone(), registry),
-    )
-    .context("the etcd configuration")?;
-    let store: Arc<dyn SharedStore> = Arc::new(lazy.clone());
-    kvstore::spawn_node_publish(
-        lazy,
-        NodeRecord {
-            name: args.node_name.clone(),
-            ip: node_ip,
-            pod_cidr: args.pod_cidr.into(),
-        },
-    );
+        .context("--node-ip is required with a shared store (--k8s or --etcd-endpoints)")?;
+    let client = if args.kubernetes() {
+        Some(
+            weir_agent::cluster::kubernetes::client(args.kubeconfig.as_deref())
+                .await
+                .context("Kubernetes client")?,
+        )
+    } else {
+        None
+    };
+    let node_record = NodeRecord {
+        name: args.node_name.clone(),
+        ip: node_ip,
+        pod_cidr: args.pod_cidr.into(),
+    };
+    let store = shared_store(args, mode, client.clone(), node_record, &status, registry)?;
     kvstore::start_watches(store.clone(), view.clone())
         .await
         .context("watching the shared store")?;
     let manifests = args.manifests_dir.as_deref().map(ManifestDir::new);
-    let kubernetes = if args.k8s || args.kubeconfig.is_some() {
-        let client = weir_agent::cluster::kubernetes::client(args.kubeconfig.as_deref())
-            .await
-            .context("Kubernetes client")?;
+    let kubernetes = if let Some(client) = client {
         let source = weir_agent::cluster::kubernetes::KubernetesSource::start(client)
             .await
             .context("watching the Kubernetes API")?;
@@ -349,8 +349,52 @@ async fn start_cluster_sync(
             let _ = reconciler.tick().await;
         }
     });
-    info!(etcd = ?args.etcd_endpoints, "cluster sync started");
+    info!(store = mode.as_str(), "cluster sync started");
     Ok(())
+}
+
+/// The shared store of `mode`, publishing this node's record once it
+/// answers. Neither mode waits for its server: the store connects in the
+/// background and runs on what it knows meanwhile; its connection state
+/// goes to `/readyz`, `weir status` and `weir_kvstore_connected`.
+fn shared_store(
+    args: &Config,
+    mode: IdentityAllocationMode,
+    client: Option<kube::Client>,
+    node: NodeRecord,
+    status: &SharedReconcileStatus,
+    registry: &prometheus::Registry,
+) -> Result<Arc<dyn SharedStore>> {
+    let reporter = kvstore::connection_reporter(status.clone(), registry);
+    match mode {
+        IdentityAllocationMode::Kvstore => {
+            if args.kubernetes() {
+                info!(
+                    "kvstore mode: identities, endpoints and nodes in etcd, not the Kubernetes API"
+                );
+            }
+            let mut etcd = EtcdConfig::new(args.etcd_endpoints.clone(), args.node_name.clone());
+            etcd.connect_timeout = std::time::Duration::from_secs(2);
+            etcd.request_timeout = std::time::Duration::from_secs(2);
+            let lazy = LazyEtcdStore::start(etcd, LazyOptions::default(), reporter)
+                .context("the etcd configuration")?;
+            kvstore::spawn_node_publish(lazy.clone(), node);
+            Ok(Arc::new(lazy))
+        }
+        IdentityAllocationMode::Crd => {
+            let client = client.context("CRD mode needs the Kubernetes API")?;
+            if !args.etcd_endpoints.is_empty() {
+                warn!("CRD mode: --etcd-endpoints is not used (--identity-allocation-mode kvstore uses it)");
+            }
+            let crd = CrdStore::new(client, CrdConfig::new(args.node_name.clone()))
+                .context("the CRD store")?;
+            // The check ends with the store.
+            crd.spawn_connection_check(std::time::Duration::from_millis(500), reporter);
+            let store: Arc<dyn SharedStore> = Arc::new(crd);
+            kvstore::spawn_node_publish_to(store.clone(), node);
+            Ok(store)
+        }
+    }
 }
 
 /// Where the node's programs attach: its devices and the socket LB cgroup.

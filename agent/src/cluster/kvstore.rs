@@ -119,7 +119,8 @@ pub fn connection_reporter(
         registry,
         prometheus::IntGauge::new(
             "weir_kvstore_connected",
-            "1 while the shared store (etcd) answers, 0 while it does not",
+            "1 while the shared store (etcd, or the Kubernetes API in CRD mode) answers, 0 while \
+             it does not",
         ),
     );
     move |connection| {
@@ -134,24 +135,34 @@ pub fn connection_reporter(
 pub fn spawn_node_publish(store: LazyEtcdStore, node: NodeRecord) {
     tokio::spawn(async move {
         store.connected().await;
-        let mut last_error = None;
-        loop {
-            match store.upsert_node(&node).await {
-                Ok(()) => {
-                    info!(node = %node.name, "node record published");
-                    return;
-                }
-                Err(error) => {
-                    let text = error.to_string();
-                    if last_error.as_ref() != Some(&text) {
-                        warn!(error = %text, "publishing the node record; retrying");
-                    }
-                    last_error = Some(text);
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
+        publish_node(&store, &node).await;
     });
+}
+
+/// Publishes this node's record, retrying until it is written (CRD mode:
+/// a `WeirNode`, which lives until the operator removes it with the node).
+pub fn spawn_node_publish_to(store: Arc<dyn SharedStore>, node: NodeRecord) {
+    tokio::spawn(async move { publish_node(store.as_ref(), &node).await });
+}
+
+async fn publish_node(store: &dyn SharedStore, node: &NodeRecord) {
+    let mut last_error = None;
+    loop {
+        match store.upsert_node(node).await {
+            Ok(()) => {
+                info!(node = %node.name, "node record published");
+                return;
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if last_error.as_ref() != Some(&text) {
+                    warn!(error = %text, "publishing the node record; retrying");
+                }
+                last_error = Some(text);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 #[cfg(test)]
