@@ -8,6 +8,7 @@
 //! releases the lease first, so the other takes over at once.
 
 mod crds;
+mod events;
 mod gc;
 mod http;
 mod ipam;
@@ -22,7 +23,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ipnetwork::Ipv4Network;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{info, warn};
@@ -161,13 +161,9 @@ fn start_controllers(
     metrics: &metrics::Metrics,
     identity: &str,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let reporter = Reporter {
-        controller: "weir-operator".into(),
-        instance: Some(identity.to_string()),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let events = events::Events::new(client.clone(), "weir-operator", identity);
     let cidrs =
-        ipam::controller::NodeCidrs::new(client.clone(), pool.clone(), metrics.clone(), recorder);
+        ipam::controller::NodeCidrs::new(client.clone(), pool.clone(), metrics.clone(), events);
     let collector = gc::Collector::new(
         client.clone(),
         gc::GcOptions {

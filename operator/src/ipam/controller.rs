@@ -7,20 +7,20 @@
 //! watch starts: a new leader never hands out a block an earlier one gave.
 //! Only the leader runs this, so one writer assigns at a time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use futures::StreamExt;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 use weir_crds::WeirNode;
 
 use super::{ClusterPool, PoolError};
+use crate::events::{Events, Kind};
 use crate::metrics::Metrics;
 use crate::FIELD_MANAGER;
 
@@ -43,17 +43,20 @@ pub struct NodeCidrs {
     weir_nodes: Api<WeirNode>,
     pool: ClusterPool,
     metrics: Metrics,
-    recorder: Recorder,
+    events: Events,
+    /// Nodes refused a block (pool exhausted), given one when a block frees.
+    waiting: BTreeMap<String, Node>,
 }
 
 impl NodeCidrs {
-    pub fn new(client: Client, pool: ClusterPool, metrics: Metrics, recorder: Recorder) -> Self {
+    pub fn new(client: Client, pool: ClusterPool, metrics: Metrics, events: Events) -> Self {
         NodeCidrs {
             nodes: Api::all(client.clone()),
             weir_nodes: Api::all(client),
             pool,
             metrics,
-            recorder,
+            events,
+            waiting: BTreeMap::new(),
         }
     }
 
@@ -133,15 +136,18 @@ impl NodeCidrs {
         let cidr = match self.pool.allocate(&name) {
             Ok(cidr) => cidr,
             Err(error @ PoolError::Exhausted { .. }) => {
-                self.metrics.ipam_exhausted.inc();
-                warn!(node = %name, %error, "no pod CIDR for node");
-                self.event(
-                    node,
-                    EventType::Warning,
-                    "PodCIDRPoolExhausted",
-                    &error.to_string(),
-                )
-                .await;
+                // Said once per node, not on every update of a waiting Node.
+                if self.waiting.insert(name.clone(), node.clone()).is_none() {
+                    self.metrics.ipam_exhausted.inc();
+                    warn!(node = %name, %error, "no pod CIDR for node");
+                    self.event(
+                        node,
+                        Kind::Warning,
+                        "PodCIDRPoolExhausted",
+                        &error.to_string(),
+                    )
+                    .await;
+                }
                 return Ok(());
             }
             Err(error) => {
@@ -149,6 +155,7 @@ impl NodeCidrs {
                 return Ok(());
             }
         };
+        self.waiting.remove(&name);
         self.publish_pool_use();
         let owner = node.controller_owner_ref(&()).map(|mut owner| {
             // An owner, not a controller: deleting the Node deletes the
@@ -181,7 +188,7 @@ impl NodeCidrs {
         info!(node = %name, %cidr, "pod CIDR assigned");
         self.event(
             node,
-            EventType::Normal,
+            Kind::Normal,
             "PodCIDRAssigned",
             &format!("pod CIDR {cidr}"),
         )
@@ -191,8 +198,20 @@ impl NodeCidrs {
 
     /// The Node is gone: its `WeirNode` goes and its block is free again.
     async fn release(&mut self, name: &str) -> Result<(), Error> {
+        self.waiting.remove(name);
         let freed = self.pool.release(name);
         self.publish_pool_use();
+        self.delete_weir_node(name, freed).await?;
+        if freed.is_some() {
+            // A node refused for an exhausted pool gets the freed block.
+            if let Some(next) = self.waiting.values().next().cloned() {
+                Box::pin(self.assign(&next)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_weir_node(&self, name: &str, freed: Option<Ipv4Network>) -> Result<(), Error> {
         match self.weir_nodes.delete(name, &DeleteParams::default()).await {
             Ok(_) => {
                 self.metrics
@@ -253,15 +272,9 @@ impl NodeCidrs {
         }
     }
 
-    async fn event(&self, node: &Node, kind: EventType, reason: &str, note: &str) {
-        let event = Event {
-            type_: kind,
-            reason: reason.into(),
-            note: Some(note.into()),
-            action: "AssignPodCIDR".into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &node.object_ref(&())).await {
+    async fn event(&self, node: &Node, kind: Kind, reason: &str, message: &str) {
+        let object = node.object_ref(&());
+        if let Err(error) = self.events.publish(object, kind, reason, message).await {
             warn!(%error, "could not record an event");
         }
     }
