@@ -31,9 +31,20 @@ pub struct Config {
     /// This node's name.
     #[arg(long, env = "WEIR_NODE_NAME")]
     pub node_name: String,
-    /// The node's pod CIDR (IPv4), from which pod addresses are allocated.
+    /// The node's pod CIDR (IPv4), from which pod addresses are allocated
+    /// (`--ipam static`).
     #[arg(long, env = "WEIR_POD_CIDR")]
-    pub pod_cidr: Ipv4Network,
+    pub pod_cidr: Option<Ipv4Network>,
+    /// Where the pod CIDR comes from: `static` (`--pod-cidr`),
+    /// `cluster-pool` (this node's WeirNode, assigned by weir-operator) or
+    /// `kubernetes` (`Node.spec.podCIDRs`). The last two need `--k8s`.
+    #[arg(long, value_enum, default_value_t = crate::cluster::node_ipam::IpamMode::Static)]
+    pub ipam: crate::cluster::node_ipam::IpamMode,
+    /// Install routes to the other nodes' pod CIDRs through their node
+    /// addresses (native routing on one L2 segment), following the node
+    /// records of the shared store.
+    #[arg(long)]
+    pub auto_direct_node_routes: bool,
     /// Where allocations and endpoints are persisted.
     #[arg(long, default_value = "/var/lib/weir")]
     pub state_dir: PathBuf,

@@ -146,6 +146,42 @@ fn register(cp: &SealedControlPlane, names: &[&str]) -> Result<()> {
     cp.cp.register_nodes(&nodes)
 }
 
+/// What the agent of `node` does at start with `--ipam cluster-pool` and
+/// no `--node-ip`: waits for its WeirNode's pod CIDR, reads its address
+/// from its Node (in the control plane's netns, on its own thread).
+fn agent_waits_for_pod_cidr(
+    cp: &SealedControlPlane,
+    node: &str,
+) -> std::thread::JoinHandle<Result<(ipnetwork::Ipv4Network, std::net::IpAddr)>> {
+    use weir_agent::cluster::{kubernetes, node_ipam};
+    let kubeconfig = cp.cp.admin_kubeconfig();
+    let netns_name = cp.netns().to_string();
+    let node = node.to_string();
+    std::thread::spawn(move || {
+        netns::run_in(&netns_name, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let client = kubernetes::client(Some(&kubeconfig)).await?;
+                    let cidr = tokio::time::timeout(
+                        Duration::from_secs(60),
+                        node_ipam::pod_cidr(
+                            node_ipam::IpamMode::ClusterPool,
+                            None,
+                            Some(&client),
+                            &node,
+                        ),
+                    )
+                    .await
+                    .context("no pod CIDR within 60 s")??;
+                    let address = node_ipam::node_ip(&client, &node).await?;
+                    Ok((cidr, address))
+                })
+        })?
+    })
+}
+
 #[test]
 fn two_replicas_elect_one_leader_assign_distinct_pod_cidrs_across_a_failover_and_collect_garbage() {
     require_root();
@@ -270,8 +306,10 @@ fn run(
         cidr_of(cp, "n5").is_none(),
         "n5 got a block from a full pool"
     );
-    // Deleting n2 frees its block (its WeirNode goes); n5 gets it.
+    // Deleting n2 frees its block (its WeirNode goes); n5 gets it, and
+    // n5's agent (`--ipam cluster-pool`), waiting meanwhile, takes it.
     let n2_block = cidr_of(cp, "n2").context("n2's block")?;
+    let n5_agent = agent_waits_for_pod_cidr(cp, "n5");
     cp.kubectl(&["delete", "node", "n2"])?;
     cp.eventually("n2's WeirNode removed", |cp| {
         !exists(cp, &["weirnode", "n2"])
@@ -279,6 +317,17 @@ fn run(
     cp.eventually("n5 gets n2's block", |cp| {
         cidr_of(cp, "n5").as_deref() == Some(n2_block.as_str())
     })?;
+    let (taken, address) = n5_agent
+        .join()
+        .map_err(|_| anyhow::anyhow!("agent thread panicked"))??;
+    anyhow::ensure!(
+        taken.to_string() == n2_block,
+        "n5's agent took {taken}, the operator assigned {n2_block}"
+    );
+    anyhow::ensure!(
+        address.to_string() == "192.0.2.10",
+        "n5's address from its Node: {address}"
+    );
 
     // Garbage collection.
     cp.kubectl_create(GC_OBJECTS)?;
