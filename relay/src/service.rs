@@ -100,7 +100,8 @@ struct Opened {
 impl RelayService {
     /// Opens GetFlows on every peer; reports who answered and who did not.
     async fn open_all(&self, request: &GetFlowsRequest, tx: &Tx) -> Vec<Opened> {
-        let calls = self.peers.iter().map(|peer| {
+        let peers = self.peers.list();
+        let calls = peers.iter().map(|peer| {
             let request = request.clone();
             async move {
                 self.peers.ensure_named(peer).await;
@@ -256,8 +257,9 @@ impl Observer for RelayService {
         _request: Request<GetNodesRequest>,
     ) -> Result<Response<GetNodesResponse>, Status> {
         self.metrics.request("GetNodes");
+        let peers = self.peers.list();
         let answers = join_all(
-            self.peers
+            peers
                 .iter()
                 .map(|peer| async move { (peer.clone(), self.peers.nodes_of(peer).await) }),
         )
@@ -290,7 +292,8 @@ impl Observer for RelayService {
         _request: Request<GetNamespacesRequest>,
     ) -> Result<Response<GetNamespacesResponse>, Status> {
         self.metrics.request("GetNamespaces");
-        let answers = join_all(self.peers.iter().map(|peer| {
+        let peers = self.peers.list();
+        let answers = join_all(peers.iter().map(|peer| {
             self.peers.ask(peer, |mut client| async move {
                 client.get_namespaces(GetNamespacesRequest {}).await
             })
@@ -312,7 +315,8 @@ impl Observer for RelayService {
         _request: Request<ServerStatusRequest>,
     ) -> Result<Response<ServerStatusResponse>, Status> {
         self.metrics.request("ServerStatus");
-        let answers = join_all(self.peers.iter().map(|peer| async move {
+        let peers = self.peers.list();
+        let answers = join_all(peers.iter().map(|peer| async move {
             let answer = self
                 .peers
                 .ask(peer, |mut client| async move {
