@@ -48,6 +48,12 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // openssl, for the keys the control-plane suite generates (ServiceAccount
     // token signing).
     ("openssl", "openssl"),
+    // A static shell for the agent image's CNI install step (cargo xtask
+    // image), and containerd with runc, which the image suite imports and
+    // runs the images with.
+    ("busybox-static", "/bin/busybox"),
+    ("containerd", "containerd"),
+    ("runc", "runc"),
 ];
 
 pub fn run() -> Result<()> {
