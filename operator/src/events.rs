@@ -1,8 +1,8 @@
-//! Kubernetes Events about cluster-scoped objects (Nodes), written as
-//! core/v1 Events in `default`, which every server version accepts: the
-//! events.k8s.io/v1 kind (kube-runtime's recorder) is refused by 1.20 for a
-//! cluster-scoped object unless it lives in kube-system, where
-//! `kubectl describe node` would not look.
+//! Kubernetes Events, written as core/v1 Events (in the object's namespace,
+//! `default` for cluster-scoped objects such as Nodes), which every server
+//! version accepts: the events.k8s.io/v1 kind (kube-runtime's recorder) is
+//! refused by 1.20 for a cluster-scoped object unless it lives in
+//! kube-system, where `kubectl describe node` would not look.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -17,7 +17,7 @@ pub enum Kind {
 
 #[derive(Clone)]
 pub struct Events {
-    api: Api<Event>,
+    client: Client,
     component: String,
     instance: String,
 }
@@ -25,7 +25,7 @@ pub struct Events {
 impl Events {
     pub fn new(client: Client, component: &str, instance: &str) -> Events {
         Events {
-            api: Api::namespaced(client, "default"),
+            client,
             component: component.into(),
             instance: instance.into(),
         }
@@ -66,9 +66,12 @@ impl Events {
             count: Some(1),
             ..Event::default()
         };
-        self.api
-            .create(&PostParams::default(), &event)
-            .await
-            .map(drop)
+        let namespace = event
+            .involved_object
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        api.create(&PostParams::default(), &event).await.map(drop)
     }
 }

@@ -12,6 +12,7 @@ mod events;
 mod gc;
 mod http;
 mod ipam;
+mod lb_ipam;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ struct Args {
     /// The prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     cluster_pool_ipv4_mask_size: u8,
+    /// Addresses for `type: LoadBalancer` Services (LB IPAM; off without).
+    #[arg(long)]
+    lb_ipam_pool: Option<Ipv4Network>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, default_value = "127.0.0.1:9963")]
     metrics_address: SocketAddr,
@@ -162,8 +166,12 @@ fn start_controllers(
     identity: &str,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let events = events::Events::new(client.clone(), "weir-operator", identity);
-    let cidrs =
-        ipam::controller::NodeCidrs::new(client.clone(), pool.clone(), metrics.clone(), events);
+    let cidrs = ipam::controller::NodeCidrs::new(
+        client.clone(),
+        pool.clone(),
+        metrics.clone(),
+        events.clone(),
+    );
     let collector = gc::Collector::new(
         client.clone(),
         gc::GcOptions {
@@ -172,7 +180,22 @@ fn start_controllers(
         },
         metrics.clone(),
     );
-    vec![
+    let mut tasks = Vec::new();
+    if let Some(pool) = args.lb_ipam_pool {
+        let lb = lb_ipam::controller::LbIpam::new(
+            client.clone(),
+            lb_ipam::AddressPool::new(pool),
+            metrics.clone(),
+            events.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = lb.run().await {
+                tracing::error!(%error, "LB IPAM controller stopped");
+                std::process::exit(1);
+            }
+        }));
+    }
+    tasks.extend([
         tokio::spawn(async move {
             if let Err(error) = cidrs.run().await {
                 // Without IPAM nodes get no CIDRs: let a restart retry.
@@ -181,7 +204,8 @@ fn start_controllers(
             }
         }),
         tokio::spawn(collector.run()),
-    ]
+    ]);
+    tasks
 }
 
 fn default_identity() -> String {

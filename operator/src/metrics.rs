@@ -15,6 +15,10 @@ pub struct Metrics {
     pub ipam_blocks: IntGaugeVec,
     /// Nodes that could not get a pod CIDR because the pool was exhausted.
     pub ipam_exhausted: IntCounter,
+    /// LB IPAM addresses: `state` = assigned | capacity.
+    pub lb_ipam_addresses: IntGaugeVec,
+    /// Services refused an LB address because the pool was exhausted.
+    pub lb_ipam_exhausted: IntCounter,
     /// Garbage-collection passes.
     pub gc_runs: IntCounter,
     /// Objects garbage-collected, by `kind`.
@@ -42,6 +46,17 @@ impl Metrics {
         let ipam_exhausted = IntCounter::new(
             "weir_operator_ipam_exhausted_total",
             "Nodes refused a pod CIDR because the cluster pool was exhausted",
+        )?;
+        let lb_ipam_addresses = IntGaugeVec::new(
+            Opts::new(
+                "weir_operator_lb_ipam_addresses",
+                "LoadBalancer addresses of the LB IPAM pool, by state (assigned, capacity)",
+            ),
+            &["state"],
+        )?;
+        let lb_ipam_exhausted = IntCounter::new(
+            "weir_operator_lb_ipam_exhausted_total",
+            "Services refused a LoadBalancer address because the pool was exhausted",
         )?;
         let gc_runs = IntCounter::new(
             "weir_operator_gc_runs_total",
@@ -72,6 +87,8 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(ipam_blocks.clone()))?;
         registry.register(Box::new(ipam_exhausted.clone()))?;
+        registry.register(Box::new(lb_ipam_addresses.clone()))?;
+        registry.register(Box::new(lb_ipam_exhausted.clone()))?;
         registry.register(Box::new(gc_runs.clone()))?;
         registry.register(Box::new(gc_deleted.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
@@ -81,6 +98,8 @@ impl Metrics {
             leader,
             ipam_blocks,
             ipam_exhausted,
+            lb_ipam_addresses,
+            lb_ipam_exhausted,
             gc_runs,
             gc_deleted,
             reconcile_errors,

@@ -30,6 +30,8 @@ const LEASE_DURATION_S: u64 = 4;
 /// The pool holds four /24 blocks.
 const POOL: &str = "10.244.0.0/22";
 const GRACE: Duration = Duration::from_secs(5);
+/// Two usable addresses for LoadBalancer Services.
+const LB_POOL: &str = "198.51.100.0/30";
 
 /// One operator replica: its process, metrics port and log.
 struct Replica {
@@ -63,6 +65,8 @@ fn start_replica(
         "1",
         "--identity-gc-grace-s",
         "2",
+        "--lb-ipam-pool",
+        LB_POOL,
     ]
     .map(String::from)
     .to_vec();
@@ -365,6 +369,40 @@ fn run(
         "leader metrics:\n{metrics}"
     );
 
+    // LB IPAM: two LoadBalancer Services get the pool's two addresses; a
+    // third waits (with an Event) until one is deleted and takes its address.
+    cp.kubectl_create(&lb_services(&["lb1", "lb2", "lb3"]))?;
+    cp.eventually("lb1 and lb2 get addresses", |cp| {
+        lb_ip(cp, "lb1").is_some() && lb_ip(cp, "lb2").is_some()
+    })?;
+    let lb1 = lb_ip(cp, "lb1").context("lb1")?;
+    anyhow::ensure!(
+        lb1 != lb_ip(cp, "lb2").context("lb2")? && lb1.starts_with("198.51.100."),
+        "LB addresses: lb1 {lb1}, lb2 {:?}",
+        lb_ip(cp, "lb2")
+    );
+    cp.eventually("an unavailable-address event for lb3", |cp| {
+        cp.kubectl(&[
+            "get",
+            "events",
+            "-n",
+            "lb",
+            "--field-selector",
+            "reason=LoadBalancerIPUnavailable",
+            "-o",
+            "jsonpath={.items[*].involvedObject.name}",
+        ])
+        .is_ok_and(|names| names.contains("lb3"))
+    })?;
+    anyhow::ensure!(
+        lb_ip(cp, "lb3").is_none(),
+        "lb3 got an address from a full pool"
+    );
+    cp.kubectl(&["delete", "service", "lb1", "-n", "lb"])?;
+    cp.eventually("lb3 gets lb1's address", |cp| {
+        lb_ip(cp, "lb3").as_deref() == Some(lb1.as_str())
+    })?;
+
     // A leader stopped with SIGTERM releases the lease: the follower leads.
     cp.eventually("the restarted replica ready", |_| {
         scrape(cp, &replicas[first], "/readyz").is_some()
@@ -387,6 +425,34 @@ fn run(
         gc_1000.as_secs_f64()
     );
     Ok(())
+}
+
+/// A namespace `lb` with a LoadBalancer Service of each name.
+fn lb_services(names: &[&str]) -> String {
+    let mut yaml = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: lb\n---\n".to_string();
+    for name in names {
+        yaml += &format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: lb\n\
+             spec:\n  type: LoadBalancer\n  selector: {{app: {name}}}\n  \
+             ports:\n  - {{port: 80, protocol: TCP}}\n---\n"
+        );
+    }
+    yaml
+}
+
+/// The Service's LoadBalancer ingress address.
+fn lb_ip(cp: &SealedControlPlane, name: &str) -> Option<String> {
+    cp.kubectl(&[
+        "get",
+        "service",
+        name,
+        "-n",
+        "lb",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+    ])
+    .ok()
+    .filter(|ip| !ip.is_empty())
 }
 
 const GC_OBJECTS: &str = "\
