@@ -3,7 +3,9 @@
 //! target/tools/venv), strictly (an unknown field is an error), for an old,
 //! a middle and the newest version it carries; a manifest spoiled on
 //! purpose must fail, so the check itself is known to work. Every object
-//! carries the `app.kubernetes.io/part-of: weir` label.
+//! carries the `app.kubernetes.io/part-of: weir` label. The Kustomize base
+//! and each overlay render (with the kustomize in Debian's kubectl) into
+//! objects that validate too, with the overlay's change in them.
 //!
 //! A missing validator fails the suite: it never skips.
 
@@ -37,7 +39,10 @@ fn manifests() -> Vec<PathBuf> {
     for dir in ["deploy/kubernetes", "deploy/crds"] {
         for entry in std::fs::read_dir(repo().join(dir)).expect(dir) {
             let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "yaml") {
+            // The Kustomize base's own file is not an object.
+            if path.extension().is_some_and(|e| e == "yaml")
+                && path.file_name().is_some_and(|n| n != "kustomization.yaml")
+            {
                 files.push(path);
             }
         }
@@ -109,4 +114,55 @@ fn every_object_says_it_is_part_of_weir() {
             );
         }
     }
+}
+
+/// `kubectl kustomize` of a directory under deploy/, rendered into a file.
+fn kustomize(dir: &str) -> PathBuf {
+    let kubectl = weir_lab::KubeBinaries::locate()
+        .expect("kubectl (cargo xtask setup)")
+        .kubectl;
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(repo().join("deploy").join(dir))
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = std::env::temp_dir().join(format!(
+        "{}-{}.yaml",
+        weir_tests::names::unique(),
+        dir.replace('/', "-")
+    ));
+    std::fs::write(&rendered, &out.stdout).expect("write rendered");
+    rendered
+}
+
+#[test]
+fn the_kustomize_base_and_overlays_render_valid_objects_with_their_changes() {
+    let base = kustomize("kubernetes");
+    let registry = kustomize("overlays/registry");
+    let lb_ipam = kustomize("overlays/lb-ipam");
+    let text = |path: &PathBuf| std::fs::read_to_string(path).expect("rendered");
+    let (base_text, registry_text, lb_text) = (text(&base), text(&registry), text(&lb_ipam));
+    let rendered = [base.clone(), registry.clone(), lb_ipam.clone()];
+    let result = validate("1.37.0", &rendered);
+    for path in &rendered {
+        let _ = std::fs::remove_file(path);
+    }
+    assert!(result.0, "rendered objects:\n{}", result.1);
+    let objects = |t: &str| t.lines().filter(|l| l.starts_with("kind:")).count();
+    assert_eq!(objects(&base_text), objects(&registry_text));
+    assert!(!base_text.contains("registry.example.com"));
+    assert_eq!(
+        registry_text
+            .matches("image: registry.example.com/weir/")
+            .count(),
+        4
+    );
+    assert!(registry_text.contains("cluster-pool-ipv4-cidr: 10.128.0.0/14"));
+    assert!(!base_text.contains("--lb-ipam-pool"));
+    assert!(lb_text.contains("- --lb-ipam-pool=198.51.100.0/24"));
 }
