@@ -589,3 +589,36 @@ async fn the_peer_set_changes_while_the_relay_serves() {
     n1.server.stop().await;
     n2.server.stop().await;
 }
+
+#[tokio::test]
+async fn follow_streams_through_the_relay_are_bounded() {
+    let (n1, n2) = two_nodes();
+    let service = weir_relay::relay(
+        vec![n1.path.target(), n2.path.target()],
+        Duration::from_secs(5),
+        RelayMetrics::new(),
+    )
+    .unwrap()
+    .with_max_followers(2);
+    let path = SocketPath::new("relay-bounded");
+    let server = Running::start(
+        service,
+        Listener::Unix(weir_relay::listen_unix(&path.0).unwrap()),
+    );
+    let client = path.target().connect(Duration::from_secs(5)).await.unwrap();
+    let follow = || GetFlowsRequest {
+        follow: true,
+        ..Default::default()
+    };
+    let first = client.clone().get_flows(follow()).await.unwrap();
+    let second = client.clone().get_flows(follow()).await.unwrap();
+    let refused = client.clone().get_flows(follow()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    // A request that does not follow is never refused for it.
+    let (flows, _) = collect(&mut client.clone(), last(100)).await;
+    assert_eq!(flows.len(), 8);
+    drop((first, second));
+    server.stop().await;
+    n1.server.stop().await;
+    n2.server.stop().await;
+}
