@@ -303,6 +303,7 @@ async fn start_cluster_sync(
         node_port_range: args.node_port_range.clone(),
         default_algorithm: args.lb_algorithm.into(),
         maglev_table_size: args.maglev_table_size,
+        addresses: args.frontend_addresses(pod_cidr),
     };
     lb_options
         .validate()
