@@ -51,9 +51,20 @@ pub struct Config {
     /// This node's name.
     #[arg(long, env = "WEIR_NODE_NAME")]
     pub node_name: String,
-    /// The node's pod CIDR (IPv4), from which pod addresses are allocated.
+    /// The node's pod CIDR (IPv4), from which pod addresses are allocated
+    /// (`--ipam static`).
     #[arg(long, env = "WEIR_POD_CIDR")]
-    pub pod_cidr: Ipv4Network,
+    pub pod_cidr: Option<Ipv4Network>,
+    /// Where the pod CIDR comes from: `static` (`--pod-cidr`),
+    /// `cluster-pool` (this node's WeirNode, assigned by weir-operator) or
+    /// `kubernetes` (`Node.spec.podCIDRs`). The last two need `--k8s`.
+    #[arg(long, value_enum, default_value_t = crate::cluster::node_ipam::IpamMode::Static)]
+    pub ipam: crate::cluster::node_ipam::IpamMode,
+    /// Install routes to the other nodes' pod CIDRs through their node
+    /// addresses (native routing on one L2 segment), following the node
+    /// records of the shared store.
+    #[arg(long)]
+    pub auto_direct_node_routes: bool,
     /// Where allocations and endpoints are persisted.
     #[arg(long, default_value = "/var/lib/weir")]
     pub state_dir: PathBuf,
@@ -150,6 +161,48 @@ pub struct Config {
     /// The NodePort range (inclusive), as `low-high`.
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     pub node_port_range: std::ops::RangeInclusive<u16>,
+    /// Services' clusterIPs are accepted only from these (kube-apiserver's
+    /// `--service-cluster-ip-range`; repeatable).
+    #[arg(long = "service-cidr", default_value = "10.96.0.0/12")]
+    pub service_cidrs: Vec<Ipv4Network>,
+    /// Services' externalIPs are accepted only from these (repeatable; none
+    /// by default: any Service could otherwise capture any address).
+    #[arg(long = "external-ip-cidr")]
+    pub external_ip_cidrs: Vec<Ipv4Network>,
+    /// The cluster's pod address range(s) (repeatable): never a Service
+    /// frontend, like this node's pod CIDR and address and the kvstore's.
+    #[arg(long = "cluster-cidr")]
+    pub cluster_cidrs: Vec<Ipv4Network>,
+}
+
+impl Config {
+    /// Which addresses Services may claim: the service and external IP
+    /// ranges, and never the pods' (`--cluster-cidr`, this node's pod
+    /// CIDR), this node's address or the kvstore's.
+    pub fn frontend_addresses(&self, pod_cidr: Ipv4Network) -> weir_lb::FrontendAddresses {
+        let mut reserved = self.cluster_cidrs.clone();
+        reserved.push(pod_cidr);
+        if let Some(std::net::IpAddr::V4(node)) = self.node_ip {
+            reserved.extend(Ipv4Network::new(node, 32));
+        }
+        for endpoint in &self.etcd_endpoints {
+            let host = endpoint
+                .split("://")
+                .last()
+                .unwrap_or(endpoint)
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            if let Ok(address) = host.parse::<std::net::Ipv4Addr>() {
+                reserved.extend(Ipv4Network::new(address, 32));
+            }
+        }
+        weir_lb::FrontendAddresses {
+            service_cidrs: Some(self.service_cidrs.clone()),
+            external_ip_cidrs: Some(self.external_ip_cidrs.clone()),
+            reserved,
+        }
+    }
 }
 
 impl Config {
@@ -224,6 +277,41 @@ mod tests {
         assert_eq!(config.monitor_aggregation, MonitorAggregation::Medium);
         assert_eq!(config.lb_algorithm, LbAlgorithm::Random);
         assert_eq!(config.node_port_range, 30000..=32767);
+        assert_eq!(
+            config.service_cidrs,
+            ["10.96.0.0/12".parse::<Ipv4Network>().unwrap()]
+        );
+        assert!(config.external_ip_cidrs.is_empty());
+    }
+
+    #[test]
+    fn services_may_not_claim_pod_node_or_kvstore_addresses() {
+        let config = Config::try_parse_from([
+            "weir-agent",
+            "--node-name",
+            "n1",
+            "--node-ip",
+            "192.0.2.1",
+            "--etcd-endpoints",
+            "http://192.0.2.100:2379,etcd.example:2379",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--external-ip-cidr",
+            "198.51.100.0/24",
+        ])
+        .unwrap();
+        let addresses = config.frontend_addresses("10.244.1.0/24".parse().unwrap());
+        let reserved: Vec<String> = addresses.reserved.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            reserved,
+            [
+                "10.244.0.0/16",
+                "10.244.1.0/24",
+                "192.0.2.1/32",
+                "192.0.2.100/32"
+            ]
+        );
+        assert_eq!(addresses.external_ip_cidrs.unwrap().len(), 1);
     }
 
     #[test]

@@ -49,11 +49,14 @@ fn main() -> Result<()> {
         .block_on(run(args))
 }
 
-async fn run(args: Config) -> Result<()> {
-    info!(node = %args.node_name, pod_cidr = %args.pod_cidr, "starting");
+async fn run(mut args: Config) -> Result<()> {
     // Where identities, endpoints and nodes are shared (None: no shared
     // store, pod networking only).
     let shared_store = args.shared_store().map_err(anyhow::Error::msg)?;
+    // Everything below needs the pod CIDR: with `--ipam cluster-pool` or
+    // `kubernetes` the agent waits for its assignment first.
+    let pod_cidr = resolve_node_network(&mut args).await?;
+    info!(node = %args.node_name, %pod_cidr, ipam = ?args.ipam, "starting");
     sysctl::enable_ipv4_forwarding().context("enabling IPv4 forwarding")?;
 
     let options = LoadOptions {
@@ -90,7 +93,7 @@ async fn run(args: Config) -> Result<()> {
     }
 
     let store = StateStore::new(&args.state_dir)?;
-    let state = store.load_or(Ipam::new(args.pod_cidr)?)?;
+    let state = store.load_or(Ipam::new(pod_cidr)?)?;
     let datapath = SharedDatapath::new(datapath);
     // Without a shared store there is no reconcile loop and no policy: a
     // new pod's interface is open at once. With one, it is closed until
@@ -158,6 +161,7 @@ async fn run(args: Config) -> Result<()> {
         start_cluster_sync(
             &args,
             mode,
+            pod_cidr,
             agent.clone(),
             datapath.clone(),
             Published {
@@ -243,6 +247,7 @@ struct Published {
 async fn start_cluster_sync(
     args: &Config,
     mode: IdentityAllocationMode,
+    pod_cidr: ipnetwork::Ipv4Network,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     published: Published,
@@ -270,12 +275,15 @@ async fn start_cluster_sync(
     let node_record = NodeRecord {
         name: args.node_name.clone(),
         ip: node_ip,
-        pod_cidr: args.pod_cidr.into(),
+        pod_cidr: pod_cidr.into(),
     };
     let store = shared_store(args, mode, client.clone(), node_record, &status, registry)?;
     kvstore::start_watches(store.clone(), view.clone())
         .await
         .context("watching the shared store")?;
+    if args.auto_direct_node_routes {
+        spawn_node_routes(view.clone(), args.node_name.clone());
+    }
     let manifests = args.manifests_dir.as_deref().map(ManifestDir::new);
     let kubernetes = if let Some(client) = client {
         let source = weir_agent::cluster::kubernetes::KubernetesSource::start(client)
@@ -295,6 +303,7 @@ async fn start_cluster_sync(
         node_port_range: args.node_port_range.clone(),
         default_algorithm: args.lb_algorithm.into(),
         maglev_table_size: args.maglev_table_size,
+        addresses: args.frontend_addresses(pod_cidr),
     };
     lb_options
         .validate()
@@ -505,6 +514,83 @@ async fn attach_when_converged(
 /// Removes expired conntrack entries periodically (the LRU only evicts under
 /// pressure, so idle entries would otherwise linger and keep replies of long
 /// dead connections allowed).
+/// The node's pod CIDR (`--ipam`), and its address from the Node when
+/// `--node-ip` is not given in Kubernetes mode (written into `args`).
+async fn resolve_node_network(args: &mut Config) -> Result<ipnetwork::Ipv4Network> {
+    use weir_agent::cluster::node_ipam::{self, IpamMode};
+    let kubernetes = args.k8s || args.kubeconfig.is_some();
+    let client = if kubernetes && (args.ipam != IpamMode::Static || args.node_ip.is_none()) {
+        Some(
+            weir_agent::cluster::kubernetes::client(args.kubeconfig.as_deref())
+                .await
+                .context("Kubernetes client")?,
+        )
+    } else {
+        None
+    };
+    let pod_cidr = node_ipam::pod_cidr(args.ipam, args.pod_cidr, client.as_ref(), &args.node_name)
+        .await
+        .context("the node's pod CIDR")?;
+    if let (None, Some(client)) = (args.node_ip, &client) {
+        args.node_ip = Some(
+            node_ipam::node_ip(client, &args.node_name)
+                .await
+                .context("the node's address")?,
+        );
+    }
+    Ok(pod_cidr)
+}
+
+/// Keeps the routes to the other nodes' pod CIDRs equal to the node records
+/// (`--auto-direct-node-routes`). Checks the view twice a second: a route
+/// is needed before the first pod of a new node talks across, which takes
+/// longer than that to schedule and wire.
+fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String) {
+    use weir_agent::datapath::node_routes::{NodeRouteSet, NodeRoutes};
+    tokio::spawn(async move {
+        let mut routes = match NodeRoutes::open().await {
+            Ok(routes) => routes,
+            Err(error) => {
+                warn!(%error, "node routes unavailable");
+                return;
+            }
+        };
+        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+        let mut last_error = String::new();
+        loop {
+            ticker.tick().await;
+            let (desired, complete) = {
+                let view = view.lock().unwrap_or_else(|e| e.into_inner());
+                let desired: NodeRouteSet = view
+                    .nodes
+                    .values()
+                    .filter(|node| node.name != own_node)
+                    .filter_map(|node| match (node.pod_cidr, node.ip) {
+                        (ipnetwork::IpNetwork::V4(cidr), std::net::IpAddr::V4(ip)) => {
+                            Some((cidr, ip))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (desired, view.nodes_synced)
+            };
+            if &desired == routes.installed() && complete {
+                continue;
+            }
+            match routes.sync(&desired, complete).await {
+                Ok(()) => last_error.clear(),
+                Err(error) => {
+                    let text = error.to_string();
+                    if text != last_error {
+                        warn!(%error, "node routes");
+                        last_error = text;
+                    }
+                }
+            }
+        }
+    });
+}
+
 fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(interval_s.max(1)));

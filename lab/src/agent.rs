@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::state::NodeRecord;
-use crate::topology::{hubble_socket, METRICS_PORT, NODE_DEVICE};
+use crate::topology::{
+    hubble_socket, CLUSTER_CIDR, METRICS_PORT, NODE_DEVICE, SERVICE_EXTERNAL_PREFIX,
+};
 use crate::{etcd, process, Lab};
 use weir_tests::netns;
 
@@ -42,6 +44,10 @@ impl Lab {
             format!("{}:{METRICS_PORT}", node.underlay_ip),
             "--socket-lb-cgroup".into(),
             node.cgroup.display().to_string(),
+            "--cluster-cidr".into(),
+            CLUSTER_CIDR.into(),
+            "--external-ip-cidr".into(),
+            SERVICE_EXTERNAL_PREFIX.into(),
         ];
         let _ = std::fs::remove_file(&node.api_socket);
         let log = self.dir.join(&node.name).join("agent.log");

@@ -36,6 +36,7 @@ pub mod pending_pod;
 mod pods;
 pub mod probe;
 pub mod process;
+pub mod sealed;
 pub mod services;
 pub mod state;
 pub mod testing;
