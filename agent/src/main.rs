@@ -160,8 +160,7 @@ async fn run(mut args: Config) -> Result<()> {
     if let Some(mode) = shared_store {
         start_cluster_sync(
             &args,
-            mode,
-            pod_cidr,
+            ClusterSetup { mode, pod_cidr },
             agent.clone(),
             datapath.clone(),
             Published {
@@ -240,20 +239,27 @@ struct Published {
     readiness: Arc<EndpointReadiness>,
 }
 
+/// How this node takes part in the cluster: where its shared state lives
+/// and its pod CIDR (as `--ipam` found it).
+struct ClusterSetup {
+    mode: IdentityAllocationMode,
+    pod_cidr: ipnetwork::Ipv4Network,
+}
+
 /// With a shared store (CRD or kvstore mode): publish this node, watch the
 /// cluster's shared state, and run the reconcile loop (identities,
 /// ipcache, endpoints map, policy). Never waits for the store: see
 /// `shared_store`.
 async fn start_cluster_sync(
     args: &Config,
-    mode: IdentityAllocationMode,
-    pod_cidr: ipnetwork::Ipv4Network,
+    setup: ClusterSetup,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     published: Published,
     view: Arc<std::sync::Mutex<SharedView>>,
     registry: &prometheus::Registry,
 ) -> Result<()> {
+    let ClusterSetup { mode, pod_cidr } = setup;
     let Published {
         snapshot,
         lb_status,
