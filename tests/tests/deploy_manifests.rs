@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde::Deserialize;
+
 const VERSIONS: [&str; 3] = ["1.25.0", "1.31.0", "1.37.0"];
 
 fn repo() -> PathBuf {
@@ -165,4 +167,48 @@ fn the_kustomize_base_and_overlays_render_valid_objects_with_their_changes() {
     assert!(registry_text.contains("cluster-pool-ipv4-cidr: 10.128.0.0/14"));
     assert!(!base_text.contains("--lb-ipam-pool"));
     assert!(lb_text.contains("- --lb-ipam-pool=198.51.100.0/24"));
+}
+
+/// The PodMonitors (monitoring.coreos.com, whose schemas kubernetes-validate
+/// does not carry): each selects a component that exists and names a
+/// container port called `metrics` in it.
+#[test]
+fn every_pod_monitor_scrapes_a_metrics_port_of_a_component() {
+    let text = std::fs::read_to_string(repo().join("deploy/monitoring/podmonitors.yaml"))
+        .expect("podmonitors");
+    let workloads: String = ["21-agent.yaml", "31-operator.yaml", "40-relay.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(repo().join("deploy/kubernetes").join(f)).expect(f))
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let mut monitors = 0;
+    for document in serde_yaml_ng::Deserializer::from_str(&text) {
+        let monitor: serde_yaml_ng::Value =
+            serde::Deserialize::deserialize(document).expect("YAML");
+        assert_eq!(monitor["kind"].as_str(), Some("PodMonitor"));
+        let name = monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+            .as_str()
+            .expect("selector");
+        let port = monitor["spec"]["podMetricsEndpoints"][0]["port"]
+            .as_str()
+            .expect("port");
+        let workload = serde_yaml_ng::Deserializer::from_str(&workloads)
+            .map(|d| serde_yaml_ng::Value::deserialize(d).expect("YAML"))
+            .find(|w| {
+                matches!(w["kind"].as_str(), Some("DaemonSet" | "Deployment"))
+                    && w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+                        .as_str()
+                        == Some(name)
+            })
+            .unwrap_or_else(|| panic!("no workload labelled {name}"));
+        let ports = &workload["spec"]["template"]["spec"]["containers"][0]["ports"];
+        assert!(
+            ports
+                .as_sequence()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"].as_str() == Some(port))),
+            "{name} has no container port {port}"
+        );
+        monitors += 1;
+    }
+    assert_eq!(monitors, 3);
 }
