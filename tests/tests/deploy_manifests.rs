@@ -105,7 +105,7 @@ fn every_object_says_it_is_part_of_weir() {
         let text = std::fs::read_to_string(file).expect("manifest");
         for document in serde_yaml_ng::Deserializer::from_str(&text) {
             let value: serde_yaml_ng::Value =
-                serde::Deserialize::deserialize(document).expect("YAML");
+                serde_yaml_ng::Value::deserialize(document).expect("YAML");
             let kind = value["kind"].as_str().unwrap_or("?");
             let name = value["metadata"]["name"].as_str().unwrap_or("?");
             assert_eq!(
@@ -184,7 +184,7 @@ fn every_pod_monitor_scrapes_a_metrics_port_of_a_component() {
     let mut monitors = 0;
     for document in serde_yaml_ng::Deserializer::from_str(&text) {
         let monitor: serde_yaml_ng::Value =
-            serde::Deserialize::deserialize(document).expect("YAML");
+            serde_yaml_ng::Value::deserialize(document).expect("YAML");
         assert_eq!(monitor["kind"].as_str(), Some("PodMonitor"));
         let name = monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
             .as_str()
