@@ -516,6 +516,28 @@ fn conntrack_gc_removes_only_expired_entries() {
 }
 
 #[test]
+fn a_released_address_takes_its_connections_with_it() {
+    let (_pins, mut datapath) = setup(0);
+    for port in [80, 81] {
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(port)).1,
+            Reason::Forwarded
+        );
+    }
+    assert_eq!(maps::conntrack(datapath.ebpf_mut()).unwrap().len(), 2);
+    // An address no connection has: nothing goes.
+    let other = std::net::Ipv4Addr::new(10, 99, 0, 77);
+    let forgotten = maps::forget_address(datapath.ebpf_mut(), other).unwrap();
+    assert_eq!(forgotten, maps::Forgotten::default());
+    assert_eq!(maps::conntrack(datapath.ebpf_mut()).unwrap().len(), 2);
+    // The peer's address (the destination of both): both go.
+    let peer = std::net::Ipv4Addr::from(packets::IP4_B);
+    let forgotten = maps::forget_address(datapath.ebpf_mut(), peer).unwrap();
+    assert_eq!(forgotten.conntrack, 2);
+    assert!(maps::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
+}
+
+#[test]
 fn the_ipcache_reads_back_what_the_agent_wrote_and_diffs_apply() {
     use std::collections::BTreeMap;
     use weir_agent::reconcile::ipcache::DesiredIpcache;
