@@ -516,6 +516,41 @@ fn conntrack_gc_removes_only_expired_entries() {
 }
 
 #[test]
+fn router_advertisements_and_redirects_from_a_pod_are_dropped() {
+    // Unenforced and enforced alike: no policy makes them legitimate.
+    for flags in [
+        0,
+        EndpointInfo::INGRESS_ENFORCED | EndpointInfo::EGRESS_ENFORCED,
+    ] {
+        let (_pins, mut datapath) = setup(flags);
+        let icmp6 = |icmp_type: u8| {
+            packets::ipv6_with_payload(ip_proto::ICMPV6, &[icmp_type, 0, 0, 0, 0, 0, 0, 0])
+        };
+        for forbidden in [134, 137] {
+            assert_eq!(
+                run(&mut datapath, ProgramKind::FromPod, &icmp6(forbidden)).1,
+                Reason::DropForbiddenIcmp6,
+                "type {forbidden} from the pod, flags {flags}"
+            );
+        }
+        // Neighbour solicitation/advertisement and router solicitation keep
+        // the link working, whatever the policy.
+        for allowed in [133, 135, 136] {
+            assert_eq!(
+                run(&mut datapath, ProgramKind::FromPod, &icmp6(allowed)).1,
+                Reason::Forwarded,
+                "type {allowed} from the pod, flags {flags}"
+            );
+        }
+        // A router's advertisement towards the pod is not the pod's doing.
+        assert_eq!(
+            run(&mut datapath, ProgramKind::ToPod, &icmp6(134)).1,
+            Reason::Forwarded
+        );
+    }
+}
+
+#[test]
 fn a_released_address_takes_its_connections_with_it() {
     let (_pins, mut datapath) = setup(0);
     for port in [80, 81] {
