@@ -284,7 +284,7 @@ async fn start_cluster_sync(
         pod_cidr: pod_cidr.into(),
     };
     let store = shared_store(args, mode, client.clone(), node_record, &status, registry)?;
-    kvstore::start_watches(store.clone(), view.clone())
+    kvstore::start_watches(store.clone(), view.clone(), registry)
         .await
         .context("watching the shared store")?;
     if args.auto_direct_node_routes {

@@ -420,7 +420,7 @@ impl Reconciler {
     /// the watch echoes them back), every node, and the policy CIDRs.
     fn desired_ipcache(&self, view: &SharedView) -> DesiredIpcache {
         let mut desired = DesiredIpcache::default();
-        for (ip, record) in view.endpoints.iter().chain(self.identities.published()) {
+        for (ip, record) in view.trusted_endpoints().chain(self.identities.published()) {
             desired.set_endpoint(*ip, record.identity, record.node_ip);
         }
         for node in view.nodes.values() {
