@@ -59,6 +59,10 @@ pub struct FrontendAddresses {
 impl FrontendAddresses {
     /// Why `kind` may not use `address`, if it may not.
     pub fn refusal(&self, kind: FrontendKind, address: Ipv4Addr) -> Option<String> {
+        // A NodePort frontend's address is the node's own, by construction.
+        if kind == FrontendKind::NodePort {
+            return None;
+        }
         if let Some(range) = self.reserved.iter().find(|r| r.contains(address)) {
             return Some(format!(
                 "{address} is inside {range}, reserved for pods, nodes or the kvstore"

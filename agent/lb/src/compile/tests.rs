@@ -805,6 +805,22 @@ fn a_service_cannot_claim_addresses_outside_its_ranges_or_of_pods_nodes_and_the_
             state.problems
         );
     }
+    // NodePorts live on the node's own address, which is reserved for
+    // every other kind.
+    let mut node_addressed = guarded();
+    node_addressed
+        .addresses
+        .reserved
+        .push(cidr("192.168.0.0/16"));
+    let (frontends, problems) = refusals(
+        "  type: NodePort\n  clusterIP: 10.96.0.10\n  ports: [{port: 80, nodePort: 30080}]\n",
+        &node_addressed,
+    );
+    assert!(
+        problems.iter().all(|p| !p.starts_with("NodePort")),
+        "{problems:?}"
+    );
+    assert!(frontends >= 2, "NodePort frontends kept: {frontends}");
     // The library's default accepts any address (tests, benchmarks).
     let (frontends, problems) = refusals(
         "  clusterIP: 10.0.0.1\n  ports: [{port: 443}]\n",
