@@ -11,12 +11,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use weir_types::NamespacedName;
 
 use crate::cluster::last_known_good::Version;
 use crate::cluster::manifest::{self, Namespace, Object, Pod, PolicyDocument};
+use crate::wake::Wake;
 
 /// Everything the directory declares, by key.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -62,7 +68,13 @@ impl ClusterManifests {
 
 /// How often every file is stat'ed even when no directory changed: an
 /// in-place edit (not a create, rename or delete) changes only the file.
+/// Under [`ManifestDir::watch`] file events say so at once; this is then
+/// the safety net for a missed event, checked when the loop runs.
 const FULL_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How soon to look again after a scan that may have missed a change
+/// sharing a coarse timestamp with it (see [`SETTLE`]).
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Changes within this long of a scan may share a coarse timestamp with
 /// it (file times tick with the kernel's jiffies): scan again next time.
@@ -97,6 +109,10 @@ pub struct ManifestDir {
     /// A directory changed so close to the last scan that a later change
     /// might not move its timestamp.
     unsettled: bool,
+    /// Set by the file watcher on every event: scan at the next read.
+    events: Arc<AtomicBool>,
+    /// The inotify watch of the directory tree, once [`ManifestDir::watch`]ed.
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl ManifestDir {
@@ -107,7 +123,42 @@ impl ManifestDir {
             files: BTreeMap::new(),
             last_full_scan: None,
             unsettled: false,
+            events: Arc::default(),
+            watcher: None,
         }
+    }
+
+    /// Watches the directory tree (inotify, recursive; the root is created
+    /// if missing so there is something to watch): every change rings
+    /// `wake`, and the next read scans. Events the agent's own reads cause
+    /// (opens, reads, read-only closes) are ignored.
+    pub fn watch(&mut self, wake: Wake) -> notify::Result<()> {
+        std::fs::create_dir_all(&self.path).map_err(notify::Error::io)?;
+        let events = self.events.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                // An error may mean lost events: scan all the same.
+                let ours = event.as_ref().is_ok_and(|e| {
+                    matches!(e.kind, EventKind::Access(kind)
+                    if kind != AccessKind::Close(AccessMode::Write))
+                });
+                if !ours {
+                    events.store(true, Ordering::Release);
+                    wake.wake();
+                }
+            })?;
+        watcher.watch(&self.path, RecursiveMode::Recursive)?;
+        self.watcher = Some(watcher);
+        Ok(())
+    }
+
+    /// When to read again without an event: soon after a scan that may
+    /// have missed a change (see [`SETTLE`]).
+    pub fn recheck_at(&self) -> Option<std::time::Instant> {
+        self.unsettled
+            .then_some(self.last_full_scan)
+            .flatten()
+            .map(|at| at + RECHECK)
     }
 
     /// Every directory and .yaml/.yml file below the root.
@@ -160,7 +211,8 @@ impl ManifestDir {
         let due = self
             .last_full_scan
             .is_none_or(|at| at.elapsed() >= FULL_SCAN_INTERVAL);
-        if !due && !self.unsettled && !self.directories_changed() {
+        let events = self.events.swap(false, Ordering::AcqRel);
+        if !due && !events && !self.unsettled && !self.directories_changed() {
             return Ok(None);
         }
         let first = self.last_full_scan.is_none();
