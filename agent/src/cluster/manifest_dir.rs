@@ -438,6 +438,36 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[tokio::test]
+    async fn file_events_ring_the_wake_and_an_in_place_edit_is_read_at_once() {
+        let dir = temp_dir("watch");
+        let ns = |labels: &str| {
+            format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{{labels}}}}}\n"
+            )
+        };
+        std::fs::write(dir.join("ns.yaml"), ns("a: one")).unwrap();
+        // Past SETTLE, so the first read leaves nothing to look at again.
+        std::thread::sleep(SETTLE * 2);
+        let wake = Wake::default();
+        let mut source = ManifestDir::new(&dir);
+        source.watch(wake.clone()).unwrap();
+        source.read_if_changed().unwrap().expect("first read");
+        // The agent's own reads (opens, reads, closes) do not ring.
+        let _ = source.read().unwrap();
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(200), wake.woken());
+        assert!(quiet.await.is_err(), "reading the directory woke the loop");
+        // An in-place edit moves no directory's time and no full scan is
+        // due: only the file event makes the next read see it.
+        std::fs::write(dir.join("ns.yaml"), ns("a: three")).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), wake.woken())
+            .await
+            .expect("a file event rang the wake");
+        let edited = source.read_if_changed().unwrap().expect("changed");
+        assert_eq!(edited.namespaces["x"].labels["a"], "three");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_missing_directory_is_an_empty_cluster() {
         let source = ManifestDir::new(Path::new("/nonexistent/weir/manifests"));
