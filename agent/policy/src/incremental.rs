@@ -3,11 +3,11 @@
 //!
 //! Two caches, after Cilium's selector cache and policy distillery:
 //! * the **selector cache**: every rule's resolved peers
-//!   ([`PeerSet`]), split into the identities its selectors pick by label
+//!   (`PeerSet`), split into the identities its selectors pick by label
 //!   (updated one identity at a time as identities come, go or change
 //!   labels) and the CIDR and world identities (recomputed only when the set
 //!   of CIDRs the policies name changes);
-//! * **per-endpoint policy**: each local endpoint's [`EndpointPolicy`] is
+//! * **per-endpoint policy**: each local endpoint's [`crate::EndpointPolicy`] is
 //!   recomputed only when something it depends on changed: its identity's
 //!   labels or its named ports, a policy selecting it (before or after the
 //!   change), the peers of a rule of such a policy, or the named ports of
