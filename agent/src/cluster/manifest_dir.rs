@@ -153,7 +153,7 @@ impl ManifestDir {
     }
 
     /// When to read again without an event: soon after a scan that may
-    /// have missed a change (see [`SETTLE`]).
+    /// have missed a change (see `SETTLE`).
     pub fn recheck_at(&self) -> Option<std::time::Instant> {
         self.unsettled
             .then_some(self.last_full_scan)
