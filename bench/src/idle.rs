@@ -125,6 +125,10 @@ fn measure_with_identities(lab: &TestLab, count: u32, what: String) -> Result<()
             .build()?;
         let config = EtcdConfig::new(vec![weir_lab::etcd::endpoint()], "bench-idle");
         let store = runtime.block_on(EtcdStore::connect(config))?;
+        let before: Vec<Duration> = pids
+            .iter()
+            .map(|(_, pid)| cpu_time(*pid))
+            .collect::<Result<_>>()?;
         let start = Instant::now();
         runtime.block_on(async {
             for i in 0..count {
@@ -136,6 +140,16 @@ fn measure_with_identities(lab: &TestLab, count: u32, what: String) -> Result<()
             "{count} identities allocated in {:.1} s",
             start.elapsed().as_secs_f64()
         );
+        std::thread::sleep(SETTLE);
+        // The work of taking them in, so the quiet figure below is not a
+        // quiet agent that never saw them.
+        for ((node, pid), before) in pids.iter().zip(before) {
+            let used = cpu_time(*pid)? - before;
+            println!(
+                "taking in {count} identities under the policies: agent on {node}: {:.2} s of CPU",
+                used.as_secs_f64()
+            );
+        }
         let measured = measure_agents(&pids, &what);
         runtime.block_on(store.close())?;
         measured
