@@ -105,8 +105,10 @@ pub struct Config {
     /// The kubeconfig for `--k8s` (implies it).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// How often the reconcile loop runs (milliseconds).
-    #[arg(long, default_value_t = 100)]
+    /// The reconcile loop runs when something changes (watch and file
+    /// events, CNI requests, retries); this is the longest it sleeps
+    /// without one, a safety pass for a missed event (milliseconds).
+    #[arg(long, default_value_t = 30_000)]
     pub reconcile_interval_ms: u64,
     /// How long CNI ADD (CreateEndpoint) waits for a new endpoint's first
     /// regeneration (identity and policy in the kernel) before it fails;

@@ -26,7 +26,8 @@ use weir_agent::reconcile::lb_sync::{LbSync, SharedLbStatus};
 use weir_agent::reconcile::services::ServiceSync;
 use weir_agent::reconcile::snapshot::SharedSnapshot;
 use weir_agent::reconcile::status::{ReconcileStatus, SharedReconcileStatus};
-use weir_agent::reconcile::Reconciler;
+use weir_agent::reconcile::{driver, Reconciler};
+use weir_agent::wake::Wake;
 use weir_agent::{api, metrics};
 use weir_identity::{
     CrdConfig, CrdStore, EtcdConfig, LazyEtcdStore, LazyOptions, NodeRecord, SharedStore,
@@ -284,17 +285,31 @@ async fn start_cluster_sync(
         pod_cidr: pod_cidr.into(),
     };
     let store = shared_store(args, mode, client.clone(), node_record, &status, registry)?;
-    kvstore::start_watches(store.clone(), view.clone(), registry)
+    // Every source rings `wake` on a change: the loop sleeps until then.
+    let wake = Wake::default();
+    kvstore::start_watches_waking(store.clone(), view.clone(), registry, wake.clone())
         .await
         .context("watching the shared store")?;
     if args.auto_direct_node_routes {
         spawn_node_routes(view.clone(), args.node_name.clone());
     }
-    let manifests = args.manifests_dir.as_deref().map(ManifestDir::new);
+    let manifests = match args.manifests_dir.as_deref() {
+        Some(path) => {
+            let mut dir = ManifestDir::new(path);
+            // Without file events changes are still seen, by the safety
+            // pass (--reconcile-interval-ms).
+            if let Err(error) = dir.watch(wake.clone()) {
+                warn!(%error, dir = %path.display(), "cannot watch the manifest directory");
+            }
+            Some(dir)
+        }
+        None => None,
+    };
     let kubernetes = if let Some(client) = client {
-        let source = weir_agent::cluster::kubernetes::KubernetesSource::start(client)
-            .await
-            .context("watching the Kubernetes API")?;
+        let source =
+            weir_agent::cluster::kubernetes::KubernetesSource::start_waking(client, wake.clone())
+                .await
+                .context("watching the Kubernetes API")?;
         Some(source)
     } else {
         None
@@ -349,21 +364,12 @@ async fn start_cluster_sync(
     if let Some(source) = kubernetes {
         reconciler = reconciler.with_kubernetes(source);
     }
-    let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            // A new endpoint asks for a pass at once: its CNI ADD waits.
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = readiness.kicked() => {}
-            }
-            // Each step logs its own errors (once per change) and retries
-            // on its own backoff.
-            let _ = reconciler.tick().await;
-        }
-    });
+    let triggers = driver::Triggers {
+        wake,
+        readiness,
+        resync: std::time::Duration::from_millis(args.reconcile_interval_ms.max(10)),
+    };
+    tokio::spawn(driver::run(reconciler, triggers));
     info!(store = mode.as_str(), "cluster sync started");
     Ok(())
 }

@@ -28,6 +28,7 @@ use weir_identity::{
 use weir_types::LabelSet;
 
 use crate::reconcile::status::SharedReconcileStatus;
+use crate::wake::Wake;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SharedView {
@@ -96,6 +97,16 @@ pub async fn start_watches(
     view: Arc<Mutex<SharedView>>,
     registry: &prometheus::Registry,
 ) -> weir_identity::Result<()> {
+    start_watches_waking(store, view, registry, Wake::default()).await
+}
+
+/// [`start_watches`], ringing `wake` after every event applied.
+pub async fn start_watches_waking(
+    store: Arc<dyn SharedStore>,
+    view: Arc<Mutex<SharedView>>,
+    registry: &prometheus::Registry,
+    wake: Wake,
+) -> weir_identity::Result<()> {
     let rejected = crate::registry::registered(
         registry,
         prometheus::IntCounterVec::new(
@@ -114,6 +125,7 @@ pub async fn start_watches(
         what,
         view: view.clone(),
         rejected: rejected.with_label_values(&[what]),
+        wake: wake.clone(),
     };
     spawn_watch(watch("endpoint"), endpoints, check_endpoint, |v| {
         (&mut v.endpoints, &mut v.endpoints_synced)
@@ -127,11 +139,13 @@ pub async fn start_watches(
     Ok(())
 }
 
-/// One watch's name, the view it feeds and its refusal counter.
+/// One watch's name, the view it feeds, its refusal counter and what it
+/// rings after each event.
 struct Watch {
     what: &'static str,
     view: Arc<Mutex<SharedView>>,
     rejected: prometheus::IntCounter,
+    wake: Wake,
 }
 
 /// Feeds one watch stream into the part of the view `part` selects; a
@@ -151,6 +165,7 @@ fn spawn_watch<K, V, S>(
         what,
         view,
         rejected,
+        wake,
     } = watch;
     tokio::spawn(async move {
         // An outage gives an error per retry: log each new one.
@@ -161,20 +176,23 @@ fn spawn_watch<K, V, S>(
                     if last_error.take().is_some() {
                         info!(watch = what, "shared store watch back");
                     }
-                    let mut view = view.lock().unwrap_or_else(|e| e.into_inner());
-                    let event = match event {
-                        StoreEvent::Upsert(key, value) => match check(&key, &value, &view) {
-                            Ok(()) => StoreEvent::Upsert(key, value),
-                            Err(refusal) => {
-                                rejected.inc();
-                                warn!(watch = what, ?key, %refusal, "shared store record refused");
-                                StoreEvent::Delete(key)
-                            }
-                        },
-                        other => other,
-                    };
-                    let (map, synced) = part(&mut view);
-                    apply(map, synced, event);
+                    {
+                        let mut view = view.lock().unwrap_or_else(|e| e.into_inner());
+                        let event = match event {
+                            StoreEvent::Upsert(key, value) => match check(&key, &value, &view) {
+                                Ok(()) => StoreEvent::Upsert(key, value),
+                                Err(refusal) => {
+                                    rejected.inc();
+                                    warn!(watch = what, ?key, %refusal, "shared store record refused");
+                                    StoreEvent::Delete(key)
+                                }
+                            },
+                            other => other,
+                        };
+                        let (map, synced) = part(&mut view);
+                        apply(map, synced, event);
+                    }
+                    wake.wake();
                 }
                 Err(error) => {
                     let text = error.to_string();
