@@ -9,3 +9,4 @@ pub mod kvstore;
 pub mod last_known_good;
 pub mod manifest;
 pub mod manifest_dir;
+pub mod node_ipam;

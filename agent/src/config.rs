@@ -25,15 +25,46 @@ impl From<LbAlgorithm> for weir_lb::Algorithm {
     }
 }
 
+/// Where identities, endpoints and nodes are shared between agents
+/// (`--identity-allocation-mode`, Cilium's name).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IdentityAllocationMode {
+    /// `WeirIdentity`, `WeirEndpoint` and `WeirNode` objects through the
+    /// Kubernetes API.
+    Crd,
+    /// etcd at `--etcd-endpoints`.
+    Kvstore,
+}
+
+impl IdentityAllocationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityAllocationMode::Crd => "crd",
+            IdentityAllocationMode::Kvstore => "kvstore",
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "weir-agent", version, about = "Weir's node agent")]
 pub struct Config {
     /// This node's name.
     #[arg(long, env = "WEIR_NODE_NAME")]
     pub node_name: String,
-    /// The node's pod CIDR (IPv4), from which pod addresses are allocated.
+    /// The node's pod CIDR (IPv4), from which pod addresses are allocated
+    /// (`--ipam static`).
     #[arg(long, env = "WEIR_POD_CIDR")]
-    pub pod_cidr: Ipv4Network,
+    pub pod_cidr: Option<Ipv4Network>,
+    /// Where the pod CIDR comes from: `static` (`--pod-cidr`),
+    /// `cluster-pool` (this node's WeirNode, assigned by weir-operator) or
+    /// `kubernetes` (`Node.spec.podCIDRs`). The last two need `--k8s`.
+    #[arg(long, value_enum, default_value_t = crate::cluster::node_ipam::IpamMode::Static)]
+    pub ipam: crate::cluster::node_ipam::IpamMode,
+    /// Install routes to the other nodes' pod CIDRs through their node
+    /// addresses (native routing on one L2 segment), following the node
+    /// records of the shared store.
+    #[arg(long)]
+    pub auto_direct_node_routes: bool,
     /// Where allocations and endpoints are persisted.
     #[arg(long, default_value = "/var/lib/weir")]
     pub state_dir: PathBuf,
@@ -50,10 +81,15 @@ pub struct Config {
     #[arg(long, default_value_t = 1500)]
     pub mtu: u32,
     /// etcd endpoints of the shared store (kvstore mode), comma-separated.
-    /// Without them the agent only does pod networking (no identities,
-    /// ipcache or policy).
+    /// Without them, and without `--k8s`, the agent only does pod
+    /// networking (no identities, ipcache or policy).
     #[arg(long, value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
+    /// Where identities, endpoints and nodes are shared: `crd` (the
+    /// Kubernetes API; the default with `--k8s`) or `kvstore` (etcd at
+    /// `--etcd-endpoints`; the default without `--k8s`).
+    #[arg(long, value_enum)]
+    pub identity_allocation_mode: Option<IdentityAllocationMode>,
     /// This node's address as other nodes reach it (node record, ipcache).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
@@ -69,8 +105,10 @@ pub struct Config {
     /// The kubeconfig for `--k8s` (implies it).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// How often the reconcile loop runs (milliseconds).
-    #[arg(long, default_value_t = 100)]
+    /// The reconcile loop runs when something changes (watch and file
+    /// events, CNI requests, retries); this is the longest it sleeps
+    /// without one, a safety pass for a missed event (milliseconds).
+    #[arg(long, default_value_t = 30_000)]
     pub reconcile_interval_ms: u64,
     /// How long CNI ADD (CreateEndpoint) waits for a new endpoint's first
     /// regeneration (identity and policy in the kernel) before it fails;
@@ -125,6 +163,79 @@ pub struct Config {
     /// The NodePort range (inclusive), as `low-high`.
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     pub node_port_range: std::ops::RangeInclusive<u16>,
+    /// Services' clusterIPs are accepted only from these (kube-apiserver's
+    /// `--service-cluster-ip-range`; repeatable).
+    #[arg(long = "service-cidr", default_value = "10.96.0.0/12")]
+    pub service_cidrs: Vec<Ipv4Network>,
+    /// Services' externalIPs are accepted only from these (repeatable; none
+    /// by default: any Service could otherwise capture any address).
+    #[arg(long = "external-ip-cidr")]
+    pub external_ip_cidrs: Vec<Ipv4Network>,
+    /// The cluster's pod address range(s) (repeatable): never a Service
+    /// frontend, like this node's pod CIDR and address and the kvstore's.
+    #[arg(long = "cluster-cidr")]
+    pub cluster_cidrs: Vec<Ipv4Network>,
+}
+
+impl Config {
+    /// Which addresses Services may claim: the service and external IP
+    /// ranges, and never the pods' (`--cluster-cidr`, this node's pod
+    /// CIDR), this node's address or the kvstore's.
+    pub fn frontend_addresses(&self, pod_cidr: Ipv4Network) -> weir_lb::FrontendAddresses {
+        let mut reserved = self.cluster_cidrs.clone();
+        reserved.push(pod_cidr);
+        if let Some(std::net::IpAddr::V4(node)) = self.node_ip {
+            reserved.extend(Ipv4Network::new(node, 32));
+        }
+        for endpoint in &self.etcd_endpoints {
+            let host = endpoint
+                .split("://")
+                .last()
+                .unwrap_or(endpoint)
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            if let Ok(address) = host.parse::<std::net::Ipv4Addr>() {
+                reserved.extend(Ipv4Network::new(address, 32));
+            }
+        }
+        weir_lb::FrontendAddresses {
+            service_cidrs: Some(self.service_cidrs.clone()),
+            external_ip_cidrs: Some(self.external_ip_cidrs.clone()),
+            reserved,
+        }
+    }
+}
+
+impl Config {
+    /// Whether the Kubernetes API is the agent's source (`--k8s`, or a
+    /// `--kubeconfig` which implies it).
+    pub fn kubernetes(&self) -> bool {
+        self.k8s || self.kubeconfig.is_some()
+    }
+
+    /// The shared store the agent uses: the one asked for, else `crd` in
+    /// Kubernetes mode, else `kvstore` when etcd endpoints are given; None
+    /// without either (pod networking only). An error says what a mode
+    /// asked for lacks.
+    pub fn shared_store(&self) -> Result<Option<IdentityAllocationMode>, String> {
+        use IdentityAllocationMode::{Crd, Kvstore};
+        match self.identity_allocation_mode {
+            Some(Kvstore) if self.etcd_endpoints.is_empty() => Err(
+                "--identity-allocation-mode kvstore needs --etcd-endpoints (the etcd it shares \
+                 identities through)"
+                    .into(),
+            ),
+            Some(Crd) if !self.kubernetes() => Err(
+                "--identity-allocation-mode crd needs the Kubernetes API (--k8s or --kubeconfig)"
+                    .into(),
+            ),
+            Some(mode) => Ok(Some(mode)),
+            None if self.kubernetes() => Ok(Some(Crd)),
+            None if !self.etcd_endpoints.is_empty() => Ok(Some(Kvstore)),
+            None => Ok(None),
+        }
+    }
 }
 
 pub fn parse_maglev_size(text: &str) -> Result<u32, String> {
@@ -168,6 +279,41 @@ mod tests {
         assert_eq!(config.monitor_aggregation, MonitorAggregation::Medium);
         assert_eq!(config.lb_algorithm, LbAlgorithm::Random);
         assert_eq!(config.node_port_range, 30000..=32767);
+        assert_eq!(
+            config.service_cidrs,
+            ["10.96.0.0/12".parse::<Ipv4Network>().unwrap()]
+        );
+        assert!(config.external_ip_cidrs.is_empty());
+    }
+
+    #[test]
+    fn services_may_not_claim_pod_node_or_kvstore_addresses() {
+        let config = Config::try_parse_from([
+            "weir-agent",
+            "--node-name",
+            "n1",
+            "--node-ip",
+            "192.0.2.1",
+            "--etcd-endpoints",
+            "http://192.0.2.100:2379,etcd.example:2379",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--external-ip-cidr",
+            "198.51.100.0/24",
+        ])
+        .unwrap();
+        let addresses = config.frontend_addresses("10.244.1.0/24".parse().unwrap());
+        let reserved: Vec<String> = addresses.reserved.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            reserved,
+            [
+                "10.244.0.0/16",
+                "10.244.1.0/24",
+                "192.0.2.1/32",
+                "192.0.2.100/32"
+            ]
+        );
+        assert_eq!(addresses.external_ip_cidrs.unwrap().len(), 1);
     }
 
     #[test]
@@ -180,6 +326,38 @@ mod tests {
         );
         assert!(parse(&["--monitor-aggregation", "high"]).is_err());
         assert!(parse(&["--lb-algorithm", "ring"]).is_err());
+    }
+
+    #[test]
+    fn the_shared_store_is_crd_in_kubernetes_mode_unless_kvstore_is_asked_for() {
+        use IdentityAllocationMode::{Crd, Kvstore};
+        let mode = |extra: &[&str]| parse(extra).unwrap().shared_store();
+        assert_eq!(mode(&[]), Ok(None));
+        assert_eq!(mode(&["--k8s"]), Ok(Some(Crd)));
+        assert_eq!(mode(&["--kubeconfig", "/k"]), Ok(Some(Crd)));
+        assert_eq!(
+            mode(&["--etcd-endpoints", "http://e:2379"]),
+            Ok(Some(Kvstore))
+        );
+        assert_eq!(
+            mode(&["--k8s", "--etcd-endpoints", "http://e:2379"]),
+            Ok(Some(Crd))
+        );
+        assert_eq!(
+            mode(&[
+                "--k8s",
+                "--etcd-endpoints",
+                "http://e:2379",
+                "--identity-allocation-mode",
+                "kvstore"
+            ]),
+            Ok(Some(Kvstore))
+        );
+        let error = mode(&["--k8s", "--identity-allocation-mode", "kvstore"]).unwrap_err();
+        assert!(error.contains("needs --etcd-endpoints"), "{error}");
+        let error = mode(&["--identity-allocation-mode", "crd"]).unwrap_err();
+        assert!(error.contains("needs the Kubernetes API"), "{error}");
+        assert!(parse(&["--identity-allocation-mode", "etcd"]).is_err());
     }
 
     #[test]

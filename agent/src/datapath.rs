@@ -13,6 +13,7 @@ mod attach;
 pub mod cgroup;
 pub mod maps;
 mod metrics;
+pub mod node_routes;
 pub mod pins;
 pub mod sysctl;
 

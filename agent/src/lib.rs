@@ -25,3 +25,4 @@ pub mod flows;
 pub mod metrics;
 pub mod reconcile;
 pub mod registry;
+pub mod wake;

@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 use weir_agent::cluster::kvstore::{self, SharedView};
 use weir_agent::cluster::manifest_dir::ManifestDir;
-use weir_agent::config::Config;
+use weir_agent::config::{Config, IdentityAllocationMode};
 use weir_agent::datapath::sysctl;
 use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath};
 use weir_agent::endpoint::ipam::Ipam;
@@ -26,9 +26,12 @@ use weir_agent::reconcile::lb_sync::{LbSync, SharedLbStatus};
 use weir_agent::reconcile::services::ServiceSync;
 use weir_agent::reconcile::snapshot::SharedSnapshot;
 use weir_agent::reconcile::status::{ReconcileStatus, SharedReconcileStatus};
-use weir_agent::reconcile::Reconciler;
+use weir_agent::reconcile::{driver, Reconciler};
+use weir_agent::wake::Wake;
 use weir_agent::{api, metrics};
-use weir_identity::{EtcdConfig, LazyEtcdStore, LazyOptions, NodeRecord, SharedStore};
+use weir_identity::{
+    CrdConfig, CrdStore, EtcdConfig, LazyEtcdStore, LazyOptions, NodeRecord, SharedStore,
+};
 use weir_policy::LabelFilter;
 
 fn main() -> Result<()> {
@@ -47,8 +50,14 @@ fn main() -> Result<()> {
         .block_on(run(args))
 }
 
-async fn run(args: Config) -> Result<()> {
-    info!(node = %args.node_name, pod_cidr = %args.pod_cidr, "starting");
+async fn run(mut args: Config) -> Result<()> {
+    // Where identities, endpoints and nodes are shared (None: no shared
+    // store, pod networking only).
+    let shared_store = args.shared_store().map_err(anyhow::Error::msg)?;
+    // Everything below needs the pod CIDR: with `--ipam cluster-pool` or
+    // `kubernetes` the agent waits for its assignment first.
+    let pod_cidr = resolve_node_network(&mut args).await?;
+    info!(node = %args.node_name, %pod_cidr, ipam = ?args.ipam, "starting");
     sysctl::enable_ipv4_forwarding().context("enabling IPv4 forwarding")?;
 
     let options = LoadOptions {
@@ -72,7 +81,7 @@ async fn run(args: Config) -> Result<()> {
     }
     // Replaced maps are empty: the programs attached keep the old ones
     // until the reconcile loop has filled the new ones (see datapath::pins).
-    let defer_attach = datapath.fill_before_attach() && !args.etcd_endpoints.is_empty();
+    let defer_attach = datapath.fill_before_attach() && shared_store.is_some();
     let node = NodeAttachments {
         devices: args.devices.clone(),
         socket_lb_cgroup: args.socket_lb_cgroup.clone(),
@@ -85,12 +94,12 @@ async fn run(args: Config) -> Result<()> {
     }
 
     let store = StateStore::new(&args.state_dir)?;
-    let state = store.load_or(Ipam::new(args.pod_cidr)?)?;
+    let state = store.load_or(Ipam::new(pod_cidr)?)?;
     let datapath = SharedDatapath::new(datapath);
-    // Without a kvstore there is no reconcile loop and no policy: a new
-    // pod's interface is open at once. With one, it is closed until its
-    // first regeneration, which CNI ADD waits for.
-    let (before_policy, readiness) = if args.etcd_endpoints.is_empty() {
+    // Without a shared store there is no reconcile loop and no policy: a
+    // new pod's interface is open at once. With one, it is closed until
+    // its first regeneration, which CNI ADD waits for.
+    let (before_policy, readiness) = if shared_store.is_none() {
         (BeforePolicy::Open, None)
     } else {
         (
@@ -119,9 +128,9 @@ async fn run(args: Config) -> Result<()> {
     let deferred = pin_metrics(&registry, datapath.lock().replaced_pins());
     deferred.set(i64::from(defer_attach));
     let lb_status = SharedLbStatus::default();
-    // Without a kvstore no reconcile loop runs: nothing to be ready for.
+    // Without a shared store no reconcile loop runs: nothing to be ready for.
     let reconcile_status =
-        SharedReconcileStatus::new(std::sync::Mutex::new(if args.etcd_endpoints.is_empty() {
+        SharedReconcileStatus::new(std::sync::Mutex::new(if shared_store.is_none() {
             ReconcileStatus::default()
         } else {
             ReconcileStatus::pending(&Reconciler::STEPS)
@@ -149,9 +158,10 @@ async fn run(args: Config) -> Result<()> {
         });
         info!(%address, "serving /metrics, /healthz and /readyz");
     }
-    if !args.etcd_endpoints.is_empty() {
+    if let Some(mode) = shared_store {
         start_cluster_sync(
             &args,
+            ClusterSetup { mode, pod_cidr },
             agent.clone(),
             datapath.clone(),
             Published {
@@ -230,17 +240,27 @@ struct Published {
     readiness: Arc<EndpointReadiness>,
 }
 
-/// Kvstore mode: publish this node, watch the cluster's shared state, and
-/// run the reconcile loop (identities, ipcache, endpoints map, policy).
-/// Never waits for etcd: see `LazyEtcdStore`.
+/// How this node takes part in the cluster: where its shared state lives
+/// and its pod CIDR (as `--ipam` found it).
+struct ClusterSetup {
+    mode: IdentityAllocationMode,
+    pod_cidr: ipnetwork::Ipv4Network,
+}
+
+/// With a shared store (CRD or kvstore mode): publish this node, watch the
+/// cluster's shared state, and run the reconcile loop (identities,
+/// ipcache, endpoints map, policy). Never waits for the store: see
+/// `shared_store`.
 async fn start_cluster_sync(
     args: &Config,
+    setup: ClusterSetup,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     published: Published,
     view: Arc<std::sync::Mutex<SharedView>>,
     registry: &prometheus::Registry,
 ) -> Result<()> {
+    let ClusterSetup { mode, pod_cidr } = setup;
     let Published {
         snapshot,
         lb_status,
@@ -249,38 +269,47 @@ async fn start_cluster_sync(
     } = published;
     let node_ip = args
         .node_ip
-        .context("--node-ip is required with --etcd-endpoints")?;
-    // etcd may be down now or later: the agent connects in the background
-    // and runs on what it knows meanwhile.
-    let mut etcd = EtcdConfig::new(args.etcd_endpoints.clone(), args.node_name.clone());
-    etcd.connect_timeout = std::time::Duration::from_secs(2);
-    etcd.request_timeout = std::time::Duration::from_secs(2);
-    let lazy = LazyEtcdStore::start(
-        etcd,
-        LazyOptions::default(),
-        kvstore::connection_reporter(status.clone(), registry),
-    )
-    .context("the etcd configuration")?;
-    let store: Arc<dyn SharedStore> = Arc::new(lazy.clone());
-    kvstore::spawn_node_publish(
-        lazy,
-        NodeRecord {
-            name: args.node_name.clone(),
-            ip: node_ip,
-            pod_cidr: args.pod_cidr.into(),
-        },
-    );
-    kvstore::start_watches(store.clone(), view.clone())
+        .context("--node-ip is required with a shared store (--k8s or --etcd-endpoints)")?;
+    let client = if args.kubernetes() {
+        Some(
+            weir_agent::cluster::kubernetes::client(args.kubeconfig.as_deref())
+                .await
+                .context("Kubernetes client")?,
+        )
+    } else {
+        None
+    };
+    let node_record = NodeRecord {
+        name: args.node_name.clone(),
+        ip: node_ip,
+        pod_cidr: pod_cidr.into(),
+    };
+    let store = shared_store(args, mode, client.clone(), node_record, &status, registry)?;
+    // Every source rings `wake` on a change: the loop sleeps until then.
+    let wake = Wake::default();
+    kvstore::start_watches_waking(store.clone(), view.clone(), registry, wake.clone())
         .await
         .context("watching the shared store")?;
-    let manifests = args.manifests_dir.as_deref().map(ManifestDir::new);
-    let kubernetes = if args.k8s || args.kubeconfig.is_some() {
-        let client = weir_agent::cluster::kubernetes::client(args.kubeconfig.as_deref())
-            .await
-            .context("Kubernetes client")?;
-        let source = weir_agent::cluster::kubernetes::KubernetesSource::start(client)
-            .await
-            .context("watching the Kubernetes API")?;
+    if args.auto_direct_node_routes {
+        spawn_node_routes(view.clone(), args.node_name.clone());
+    }
+    let manifests = match args.manifests_dir.as_deref() {
+        Some(path) => {
+            let mut dir = ManifestDir::new(path);
+            // Without file events changes are still seen, by the safety
+            // pass (--reconcile-interval-ms).
+            if let Err(error) = dir.watch(wake.clone()) {
+                warn!(%error, dir = %path.display(), "cannot watch the manifest directory");
+            }
+            Some(dir)
+        }
+        None => None,
+    };
+    let kubernetes = if let Some(client) = client {
+        let source =
+            weir_agent::cluster::kubernetes::KubernetesSource::start_waking(client, wake.clone())
+                .await
+                .context("watching the Kubernetes API")?;
         Some(source)
     } else {
         None
@@ -295,6 +324,7 @@ async fn start_cluster_sync(
         node_port_range: args.node_port_range.clone(),
         default_algorithm: args.lb_algorithm.into(),
         maglev_table_size: args.maglev_table_size,
+        addresses: args.frontend_addresses(pod_cidr),
     };
     lb_options
         .validate()
@@ -334,23 +364,58 @@ async fn start_cluster_sync(
     if let Some(source) = kubernetes {
         reconciler = reconciler.with_kubernetes(source);
     }
-    let interval = std::time::Duration::from_millis(args.reconcile_interval_ms.max(10));
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            // A new endpoint asks for a pass at once: its CNI ADD waits.
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = readiness.kicked() => {}
-            }
-            // Each step logs its own errors (once per change) and retries
-            // on its own backoff.
-            let _ = reconciler.tick().await;
-        }
-    });
-    info!(etcd = ?args.etcd_endpoints, "cluster sync started");
+    let triggers = driver::Triggers {
+        wake,
+        readiness,
+        resync: std::time::Duration::from_millis(args.reconcile_interval_ms.max(10)),
+    };
+    tokio::spawn(driver::run(reconciler, triggers));
+    info!(store = mode.as_str(), "cluster sync started");
     Ok(())
+}
+
+/// The shared store of `mode`, publishing this node's record once it
+/// answers. Neither mode waits for its server: the store connects in the
+/// background and runs on what it knows meanwhile; its connection state
+/// goes to `/readyz`, `weir status` and `weir_kvstore_connected`.
+fn shared_store(
+    args: &Config,
+    mode: IdentityAllocationMode,
+    client: Option<kube::Client>,
+    node: NodeRecord,
+    status: &SharedReconcileStatus,
+    registry: &prometheus::Registry,
+) -> Result<Arc<dyn SharedStore>> {
+    let reporter = kvstore::connection_reporter(status.clone(), registry);
+    match mode {
+        IdentityAllocationMode::Kvstore => {
+            if args.kubernetes() {
+                info!(
+                    "kvstore mode: identities, endpoints and nodes in etcd, not the Kubernetes API"
+                );
+            }
+            let mut etcd = EtcdConfig::new(args.etcd_endpoints.clone(), args.node_name.clone());
+            etcd.connect_timeout = std::time::Duration::from_secs(2);
+            etcd.request_timeout = std::time::Duration::from_secs(2);
+            let lazy = LazyEtcdStore::start(etcd, LazyOptions::default(), reporter)
+                .context("the etcd configuration")?;
+            kvstore::spawn_node_publish(lazy.clone(), node);
+            Ok(Arc::new(lazy))
+        }
+        IdentityAllocationMode::Crd => {
+            let client = client.context("CRD mode needs the Kubernetes API")?;
+            if !args.etcd_endpoints.is_empty() {
+                warn!("CRD mode: --etcd-endpoints is not used (--identity-allocation-mode kvstore uses it)");
+            }
+            let crd = CrdStore::new(client, CrdConfig::new(args.node_name.clone()))
+                .context("the CRD store")?;
+            // The check ends with the store.
+            crd.spawn_connection_check(std::time::Duration::from_millis(500), reporter);
+            let store: Arc<dyn SharedStore> = Arc::new(crd);
+            kvstore::spawn_node_publish_to(store.clone(), node);
+            Ok(store)
+        }
+    }
 }
 
 /// Where the node's programs attach: its devices and the socket LB cgroup.
@@ -461,6 +526,83 @@ async fn attach_when_converged(
 /// Removes expired conntrack entries periodically (the LRU only evicts under
 /// pressure, so idle entries would otherwise linger and keep replies of long
 /// dead connections allowed).
+/// The node's pod CIDR (`--ipam`), and its address from the Node when
+/// `--node-ip` is not given in Kubernetes mode (written into `args`).
+async fn resolve_node_network(args: &mut Config) -> Result<ipnetwork::Ipv4Network> {
+    use weir_agent::cluster::node_ipam::{self, IpamMode};
+    let kubernetes = args.k8s || args.kubeconfig.is_some();
+    let client = if kubernetes && (args.ipam != IpamMode::Static || args.node_ip.is_none()) {
+        Some(
+            weir_agent::cluster::kubernetes::client(args.kubeconfig.as_deref())
+                .await
+                .context("Kubernetes client")?,
+        )
+    } else {
+        None
+    };
+    let pod_cidr = node_ipam::pod_cidr(args.ipam, args.pod_cidr, client.as_ref(), &args.node_name)
+        .await
+        .context("the node's pod CIDR")?;
+    if let (None, Some(client)) = (args.node_ip, &client) {
+        args.node_ip = Some(
+            node_ipam::node_ip(client, &args.node_name)
+                .await
+                .context("the node's address")?,
+        );
+    }
+    Ok(pod_cidr)
+}
+
+/// Keeps the routes to the other nodes' pod CIDRs equal to the node records
+/// (`--auto-direct-node-routes`). Checks the view twice a second: a route
+/// is needed before the first pod of a new node talks across, which takes
+/// longer than that to schedule and wire.
+fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String) {
+    use weir_agent::datapath::node_routes::{NodeRouteSet, NodeRoutes};
+    tokio::spawn(async move {
+        let mut routes = match NodeRoutes::open().await {
+            Ok(routes) => routes,
+            Err(error) => {
+                warn!(%error, "node routes unavailable");
+                return;
+            }
+        };
+        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+        let mut last_error = String::new();
+        loop {
+            ticker.tick().await;
+            let (desired, complete) = {
+                let view = view.lock().unwrap_or_else(|e| e.into_inner());
+                let desired: NodeRouteSet = view
+                    .nodes
+                    .values()
+                    .filter(|node| node.name != own_node)
+                    .filter_map(|node| match (node.pod_cidr, node.ip) {
+                        (ipnetwork::IpNetwork::V4(cidr), std::net::IpAddr::V4(ip)) => {
+                            Some((cidr, ip))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (desired, view.nodes_synced)
+            };
+            if &desired == routes.installed() && complete {
+                continue;
+            }
+            match routes.sync(&desired, complete).await {
+                Ok(()) => last_error.clear(),
+                Err(error) => {
+                    let text = error.to_string();
+                    if text != last_error {
+                        warn!(%error, "node routes");
+                        last_error = text;
+                    }
+                }
+            }
+        }
+    });
+}
+
 fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(interval_s.max(1)));

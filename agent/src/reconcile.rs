@@ -12,6 +12,7 @@
 //! another's output uses its last good one), and publishes its state in
 //! [`status`] for `/readyz` and `weir status`.
 
+pub mod driver;
 pub mod endpoints_map;
 pub mod identities;
 pub mod ipcache;
@@ -85,6 +86,16 @@ impl Steps {
             policy,
             endpoints,
         }
+    }
+
+    /// The earliest time, after `now`, a step that is backing off may run
+    /// again.
+    fn next_retry(&self, now: Instant) -> Option<Instant> {
+        self.all()
+            .into_iter()
+            .filter_map(Step::retry_at)
+            .filter(|at| *at > now)
+            .min()
     }
 
     fn all(&self) -> [&Step; 6] {
@@ -346,6 +357,24 @@ impl Reconciler {
         }
     }
 
+    /// When the loop must run again without being woken: the end of a
+    /// failing step's backoff, or a manifest directory that asks to be
+    /// looked at again soon (see [`driver`]).
+    ///
+    /// Only future times count: a deadline already past after a pass
+    /// belongs to a step that waits on another (the endpoints step on
+    /// policy upserts, identities on the manifests), whose own deadline
+    /// wakes the loop; counting it would spin.
+    pub fn next_retry(&self) -> Option<Instant> {
+        let recheck = match &self.manifests {
+            Some(Source::Directory(dir)) => dir.recheck_at(),
+            _ => None,
+        };
+        let now = Instant::now();
+        let recheck = recheck.filter(|at| *at > now);
+        self.steps.next_retry(now).into_iter().chain(recheck).min()
+    }
+
     /// The shared view as of now, cloned only when it changed since the
     /// last pass (then `view_generation` moves on).
     fn shared_view(&mut self) -> Arc<SharedView> {
@@ -420,7 +449,7 @@ impl Reconciler {
     /// the watch echoes them back), every node, and the policy CIDRs.
     fn desired_ipcache(&self, view: &SharedView) -> DesiredIpcache {
         let mut desired = DesiredIpcache::default();
-        for (ip, record) in view.endpoints.iter().chain(self.identities.published()) {
+        for (ip, record) in view.trusted_endpoints().chain(self.identities.published()) {
             desired.set_endpoint(*ip, record.identity, record.node_ip);
         }
         for node in view.nodes.values() {

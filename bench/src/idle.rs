@@ -1,6 +1,8 @@
 //! What an agent costs while nothing changes: the CPU time each lab agent
 //! uses over a quiet interval, first with the example cluster only, then
-//! with one NetworkPolicy of many ipBlock peers in force.
+//! with one NetworkPolicy of many ipBlock peers in force, then with 1,000
+//! NetworkPolicies over 10,000 identities (allocated in the lab's etcd, as
+//! other nodes' pods would be) in force.
 
 use std::time::{Duration, Instant};
 
@@ -36,13 +38,22 @@ fn cpu_time(pid: u32) -> Result<Duration> {
 
 /// Each node's agent CPU over one quiet interval, printed.
 fn measure(lab: &TestLab, what: &str) -> Result<()> {
-    std::thread::sleep(SETTLE);
-    let pids: Vec<(String, u32)> = lab
-        .state()
+    measure_agents(&agents(lab), what)
+}
+
+/// (node, agent pid) of every node.
+fn agents(lab: &TestLab) -> Vec<(String, u32)> {
+    lab.state()
         .nodes
         .iter()
         .map(|n| (n.name.clone(), n.agent_pid))
-        .collect();
+        .collect()
+}
+
+/// The CPU of `pids` over one quiet interval after settling, printed as
+/// CPU seconds per wall second.
+fn measure_agents(pids: &[(String, u32)], what: &str) -> Result<()> {
+    std::thread::sleep(SETTLE);
     let before: Vec<Duration> = pids
         .iter()
         .map(|(_, pid)| cpu_time(*pid))
@@ -53,10 +64,10 @@ fn measure(lab: &TestLab, what: &str) -> Result<()> {
     for ((node, pid), before) in pids.iter().zip(before) {
         let used = cpu_time(*pid)? - before;
         println!(
-            "{what}: agent on {node}: {:.2} s of CPU in {:.1} s ({:.1} % of a core)",
+            "{what}: agent on {node}: {:.2} s of CPU in {:.1} s ({:.3} CPU s per wall s)",
             used.as_secs_f64(),
             wall.as_secs_f64(),
-            100.0 * used.as_secs_f64() / wall.as_secs_f64()
+            used.as_secs_f64() / wall.as_secs_f64()
         );
     }
     Ok(())
@@ -75,6 +86,76 @@ fn ip_block_policy(peers: u32) -> String {
     yaml
 }
 
+/// `count` NetworkPolicies over the example pods: policy `j` selects pod
+/// a, b or c of namespace x, y or z and takes port 80 from one of 500 apps
+/// of its namespace.
+fn policies(count: u32) -> String {
+    let mut yaml = String::new();
+    for j in 0..count {
+        let namespace = ["x", "y", "z"][j as usize % 3];
+        let pod = ["a", "b", "c"][(j as usize / 3) % 3];
+        yaml.push_str(&format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: scale-{j}, namespace: {namespace}}}\nspec:\n  podSelector: {{matchLabels: {{pod: {pod}}}}}\n  policyTypes: [Ingress]\n  ingress:\n  - from:\n    - podSelector: {{matchLabels: {{app: bench-{}}}}}\n    ports:\n    - {{protocol: TCP, port: 80}}\n",
+            j % 500
+        ));
+    }
+    yaml
+}
+
+/// The labels of remote pod `i` of the 10,000: app bench-(i % 500) in
+/// namespace x, y or z.
+fn remote_pod(i: u32) -> weir_identity::LabelSet {
+    weir_identity::LabelSet::new()
+        .with("k8s:app", format!("bench-{}", i % 500))
+        .with(
+            "k8s:io.kubernetes.pod.namespace",
+            ["x", "y", "z"][i as usize % 3],
+        )
+        .with("k8s:pod-template-hash", format!("h{}", i / 500))
+}
+
+/// Allocates `count` identities in the lab's etcd (as one more node would
+/// for its pods), then measures the agents while they hold them.
+fn measure_with_identities(lab: &TestLab, count: u32, what: String) -> Result<()> {
+    use weir_identity::{EtcdConfig, EtcdStore, SharedStore};
+    let pids = agents(lab);
+    lab.in_etcd_netns(move || -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let config = EtcdConfig::new(vec![weir_lab::etcd::endpoint()], "bench-idle");
+        let store = runtime.block_on(EtcdStore::connect(config))?;
+        let before: Vec<Duration> = pids
+            .iter()
+            .map(|(_, pid)| cpu_time(*pid))
+            .collect::<Result<_>>()?;
+        let start = Instant::now();
+        runtime.block_on(async {
+            for i in 0..count {
+                store.allocate_identity(&remote_pod(i)).await?;
+            }
+            anyhow::Ok(())
+        })?;
+        eprintln!(
+            "{count} identities allocated in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(SETTLE);
+        // The work of taking them in, so the quiet figure below is not a
+        // quiet agent that never saw them.
+        for ((node, pid), before) in pids.iter().zip(before) {
+            let used = cpu_time(*pid)? - before;
+            println!(
+                "taking in {count} identities under the policies: agent on {node}: {:.2} s of CPU",
+                used.as_secs_f64()
+            );
+        }
+        let measured = measure_agents(&pids, &what);
+        runtime.block_on(store.close())?;
+        measured
+    })?
+}
+
 pub fn run(peers: u32) -> Result<()> {
     weir_tests::require_root();
     let mut lab = TestLab::up(2)?;
@@ -90,6 +171,12 @@ pub fn run(peers: u32) -> Result<()> {
     measure(
         &lab,
         &format!("9 pods, one policy of {peers} ipBlock peers"),
+    )?;
+    lab.apply(&manifest::parse(&policies(1000))?)?;
+    measure_with_identities(
+        &lab,
+        10_000,
+        "9 pods, 1,000 more NetworkPolicies, 10,000 identities".into(),
     )?;
     Ok(())
 }

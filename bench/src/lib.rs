@@ -7,6 +7,7 @@ pub mod flows;
 pub mod idle;
 pub mod kubeproxy;
 pub mod lab;
+pub mod policy_scale;
 pub mod propagation;
 pub mod reliability;
 pub mod services;

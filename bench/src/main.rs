@@ -59,6 +59,14 @@ enum Bench {
         #[arg(long, default_value_t = 6)]
         settle: u64,
     },
+    /// The policy engine at scale: policies x identities compiled from
+    /// scratch, then one more policy, identity and pod incrementally.
+    PolicyScale {
+        #[arg(long, default_value_t = 1000)]
+        policies: usize,
+        #[arg(long, default_value_t = 10_000)]
+        identities: usize,
+    },
     /// Agent CPU while nothing changes, without and with one policy of
     /// many ipBlock peers.
     Idle {
@@ -82,6 +90,10 @@ fn main() -> Result<()> {
         Bench::Lab { nodes, pods, runs } => weir_bench::lab::run(nodes, pods, runs.max(1)),
         Bench::Propagation { runs } => weir_bench::propagation::run(runs.max(1)),
         Bench::Idle { peers } => weir_bench::idle::run(peers),
+        Bench::PolicyScale {
+            policies,
+            identities,
+        } => weir_bench::policy_scale::run(policies, identities),
         Bench::Reliability {
             connections,
             rate,

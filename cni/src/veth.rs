@@ -96,6 +96,7 @@ async fn configure(
     spec: &PodNetworkSpec,
 ) -> Result<PodNetwork, NetlinkError> {
     let host_link = netlink::require_link(host, &spec.host_ifname).await?;
+    refuse_router_messages(&spec.host_ifname)?;
     let host_mac = host_link.mac.ok_or_else(|| {
         NetlinkError::Unexpected(format!("veth {} has no MAC address", spec.host_ifname))
     })?;
@@ -108,6 +109,26 @@ async fn configure(
         host_index: host_link.index,
         host_mac,
     })
+}
+
+/// The node must not take IPv6 routes or redirects from a pod: without
+/// this, a pod sending Router Advertisements would become the node's IPv6
+/// default router (the datapath also drops them, issue 16 item 1). Set
+/// while the host end is still down. A node without IPv6 has nothing to
+/// set.
+fn refuse_router_messages(host_ifname: &str) -> Result<(), NetlinkError> {
+    let conf = Path::new("/proc/sys/net/ipv6/conf").join(host_ifname);
+    if !conf.exists() {
+        return Ok(());
+    }
+    for key in ["accept_ra", "accept_redirects"] {
+        std::fs::write(conf.join(key), b"0").map_err(|error| {
+            NetlinkError::Unexpected(format!(
+                "cannot set net.ipv6.conf.{host_ifname}.{key}=0: {error}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Brings the host end up and adds the host route to the pod: traffic can

@@ -216,6 +216,15 @@ fn setup_leaves_the_host_end_down_until_activate() {
     );
     let host_link = &host.ip_json(&["link", "show", "dev", &spec.host_ifname])[0];
     assert!(!has_flag(host_link, "UP"), "{host_link}");
+    // The node takes no IPv6 routes or redirects from the pod.
+    for key in ["accept_ra", "accept_redirects"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{}/{key}", spec.host_ifname);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &host.name, "cat", &path])
+            .output()
+            .expect("ip netns exec");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{key}");
+    }
     assert!(
         find(&host.routes(), &[("dst", "10.244.1.5")]).is_none(),
         "no host route before activate"

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::state::NodeRecord;
-use crate::topology::{hubble_socket, METRICS_PORT, NODE_DEVICE};
+use crate::topology::{
+    hubble_socket, CLUSTER_CIDR, METRICS_PORT, NODE_DEVICE, SERVICE_EXTERNAL_PREFIX,
+};
 use crate::{etcd, process, Lab};
 use weir_tests::netns;
 
@@ -40,16 +42,23 @@ impl Lab {
             format!("{}:{METRICS_PORT}", node.underlay_ip),
             "--socket-lb-cgroup".into(),
             node.cgroup.display().to_string(),
+            "--cluster-cidr".into(),
+            CLUSTER_CIDR.into(),
+            "--external-ip-cidr".into(),
+            SERVICE_EXTERNAL_PREFIX.into(),
         ];
         match &self.state.control_plane {
             // Its own kubeconfig (the agents' ServiceAccount identity);
-            // identities still through etcd (kvstore mode).
+            // identities still through the lab's etcd (kvstore mode, which
+            // the kvstore fault suites exercise; CRD mode has suites of its
+            // own).
             Some(cp) => {
                 let kubeconfig = self.dir.join(&node.name).join("kubeconfig");
                 std::fs::copy(cp.agent_kubeconfig(), &kubeconfig)
                     .with_context(|| format!("write {}", kubeconfig.display()))?;
                 args.extend(["--k8s".into(), "--kubeconfig".into()]);
                 args.push(kubeconfig.display().to_string());
+                args.extend(["--identity-allocation-mode".into(), "kvstore".into()]);
             }
             None => {
                 args.push("--manifests-dir".into());

@@ -52,6 +52,11 @@ impl Binaries {
     pub fn weir(&self) -> PathBuf {
         self.agent.with_file_name("weir")
     }
+
+    /// `weir-operator`, built beside the agent.
+    pub fn operator(&self) -> PathBuf {
+        self.agent.with_file_name("weir-operator")
+    }
 }
 
 /// The Kubernetes control plane's programs (v1.20.2) and Debian's kubectl,

@@ -48,25 +48,26 @@ const SCHEDULER: Identity = Identity {
     kubeconfig: "scheduler.kubeconfig",
 };
 
-/// Weir's agents, as the ServiceAccount deploy/rbac/weir-agent.yaml binds
+/// Weir's agents, as the ServiceAccount deploy/kubernetes/20-agent-rbac.yaml binds
 /// its ClusterRole to: a static token names the account's user and groups,
 /// so RBAC checks the agents against the real role without waiting for the
 /// token controller to sign one at `lab up`.
 const AGENT: Identity = Identity {
-    user: "system:serviceaccount:kube-system:weir-agent",
-    groups: "system:serviceaccounts,system:serviceaccounts:kube-system",
+    user: "system:serviceaccount:weir-system:weir-agent",
+    groups: "system:serviceaccounts,system:serviceaccounts:weir-system",
     kubeconfig: "agent.kubeconfig",
 };
 
-/// Weir's CRDs and the agent's RBAC, applied at `lab up` (what the
-/// operator will deploy).
-const DEPLOY: [&str; 6] = [
+/// Weir's CRDs, its namespace and the agent's RBAC as an installation
+/// applies them (deploy/), applied at `lab up`.
+const DEPLOY: [&str; 7] = [
     include_str!("../../deploy/crds/weirclusterwidenetworkpolicies.weir.io.yaml"),
     include_str!("../../deploy/crds/weirendpoints.weir.io.yaml"),
     include_str!("../../deploy/crds/weiridentities.weir.io.yaml"),
     include_str!("../../deploy/crds/weirnetworkpolicies.weir.io.yaml"),
     include_str!("../../deploy/crds/weirnodes.weir.io.yaml"),
-    include_str!("../../deploy/rbac/weir-agent.yaml"),
+    include_str!("../../deploy/kubernetes/00-namespace.yaml"),
+    include_str!("../../deploy/kubernetes/20-agent-rbac.yaml"),
 ];
 
 /// 1.20's alpha gate that makes the EndpointSlice controller publish

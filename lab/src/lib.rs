@@ -45,6 +45,7 @@ pub mod pending_pod;
 mod pods;
 pub mod probe;
 pub mod process;
+pub mod sealed;
 pub mod server_apply;
 pub mod services;
 pub mod state;

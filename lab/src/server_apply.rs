@@ -199,14 +199,25 @@ fn apply_params(dry_run: bool) -> PatchParams {
 /// creates cannot be checked before that namespace exists: the server
 /// checks it again when it is applied.
 pub async fn dry_run(client: &Client, documents: &[Document]) -> Result<()> {
-    let created_namespaces: BTreeSet<&str> = documents
-        .iter()
-        .filter(|d| d.api_version() == "v1" && d.kind() == "Namespace")
-        .map(|d| d.name())
-        .collect();
+    // The namespaces the file creates that do not exist yet: a document in
+    // one is not sent (the server would only answer, after its admission
+    // waited for the namespace to appear, that it does not exist).
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let mut new_namespaces = BTreeSet::new();
+    for doc in documents {
+        if doc.api_version() == "v1"
+            && doc.kind() == "Namespace"
+            && namespaces.get_opt(doc.name()).await?.is_none()
+        {
+            new_namespaces.insert(doc.name());
+        }
+    }
     let mut resources = Resources::default();
     let mut refused = Vec::new();
     for doc in documents {
+        if doc.kind() != "Namespace" && new_namespaces.contains(doc.namespace()) {
+            continue;
+        }
         let api = match resources.api(client, doc).await {
             Ok(api) => api,
             Err(e) => {
@@ -219,8 +230,6 @@ pub async fn dry_run(client: &Client, documents: &[Document]) -> Result<()> {
             .await;
         match sent {
             Ok(_) => {}
-            Err(kube::Error::Api(status))
-                if status.code == 404 && created_namespaces.contains(doc.namespace()) => {}
             Err(kube::Error::Api(status)) => {
                 refused.push(format!("{}: {}", doc.what, status.message))
             }

@@ -26,6 +26,9 @@ pub const METRICS_PORT: u16 = 9962;
 /// the lab), reached from the nodes through a route for WORLD_PREFIX.
 pub(crate) const WORLD_UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
 pub const WORLD_PREFIX: &str = "203.0.113.0/24";
+/// Services' externalIPs and load-balancer addresses in the lab come from
+/// here; the agents accept externalIPs from this range only.
+pub const SERVICE_EXTERNAL_PREFIX: &str = "198.51.100.0/24";
 pub const WORLD_ADDRESSES: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 10),
     Ipv4Addr::new(203, 0, 113, 20),

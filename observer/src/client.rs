@@ -86,7 +86,14 @@ impl Target {
             // The URI is required by the API but unused: the connector dials the socket.
             Target::Unix(_) => Endpoint::from_static("http://[::1]:50051"),
         };
-        Ok(endpoint.connect_timeout(connect_timeout))
+        // HTTP/2 keepalives: a peer that vanished (a node powered off, a
+        // dropped path) is noticed within a minute even on a quiet follow
+        // stream, instead of holding it open forever.
+        Ok(endpoint
+            .connect_timeout(connect_timeout)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true))
     }
 }
 

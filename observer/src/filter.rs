@@ -26,7 +26,16 @@ pub enum FilterError {
     Protocol(String),
     #[error("{0} is not supported by Weir's observer")]
     Unsupported(&'static str),
+    #[error("too many filters: {0} (at most {MAX_FILTERS} in each list)")]
+    TooManyFilters(usize),
+    #[error("a filter of {0} bytes (at most {MAX_FILTER_BYTES})")]
+    FilterTooLarge(usize),
 }
+
+/// Filters per list (whitelist, blacklist) of one request.
+pub const MAX_FILTERS: usize = 64;
+/// Encoded size of one filter: every string and list in it together.
+pub const MAX_FILTER_BYTES: usize = 16 * 1024;
 
 /// A request's compiled whitelist and blacklist.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +45,21 @@ pub struct FlowFilters {
 }
 
 impl FlowFilters {
+    /// Compiles a request's filters; refuses more than [`MAX_FILTERS`] per
+    /// list or one larger than [`MAX_FILTER_BYTES`] (requests come from
+    /// the network: the work one can ask for is bounded).
     pub fn new(whitelist: &[FlowFilter], blacklist: &[FlowFilter]) -> Result<Self, FilterError> {
+        for list in [whitelist, blacklist] {
+            if list.len() > MAX_FILTERS {
+                return Err(FilterError::TooManyFilters(list.len()));
+            }
+            for filter in list {
+                let size = prost::Message::encoded_len(filter);
+                if size > MAX_FILTER_BYTES {
+                    return Err(FilterError::FilterTooLarge(size));
+                }
+            }
+        }
         Ok(Self {
             whitelist: whitelist
                 .iter()
@@ -262,18 +285,31 @@ fn workload_matches(want: &Workload, have: &[Workload]) -> bool {
 }
 
 /// `*` matches any run of characters; everything else is literal.
+///
+/// Linear in the lengths of both: the first piece must start `s`, the last
+/// must end it, and each piece between is taken at its first occurrence
+/// after the previous one (taking it later can only leave less room for the
+/// rest), so nothing is ever retried. A client's pattern cannot make a
+/// node burn CPU or stack.
 fn glob(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == s,
-        Some((head, rest)) => {
-            let Some(tail) = s.strip_prefix(head) else {
-                return false;
-            };
-            (0..=tail.len())
-                .filter(|i| tail.is_char_boundary(*i))
-                .any(|i| glob(rest, &tail[i..]))
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = s.strip_prefix(first) else {
+        return false;
+    };
+    let Some(last) = pattern.rsplit_once('*').map(|(_, last)| last) else {
+        // No star: the whole pattern is literal.
+        return rest.is_empty();
+    };
+    let middle: Vec<&str> = pieces.collect();
+    // `middle` ends with `last`; the pieces strictly between are the others.
+    for piece in &middle[..middle.len().saturating_sub(1)] {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
         }
     }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// `name-prefix`, `namespace/name-prefix` or `namespace/` (whole namespace).

@@ -25,4 +25,7 @@ pub use parser::{
     EndpointInfo, Enricher, NoEnrichment, Parser, ServiceInfo, WallClock, WorkloadInfo,
 };
 pub use ring::{FlowRing, Followed, Follower, Query, RingStatus, DEFAULT_CAPACITY};
-pub use server::{bind_unix, serve, serve_with, Listener, NodeInfo, ObserverService, ServeError};
+pub use server::{
+    bind_unix, serve, serve_with, Listener, NodeInfo, ObserverService, ServeError,
+    DEFAULT_MAX_FOLLOWERS,
+};

@@ -145,28 +145,37 @@ impl FlowRing {
     /// The stored flows answering `query`, oldest first, and a follower
     /// for newer flows when the query asks to follow.
     pub fn query(&self, query: Query) -> (Vec<Arc<Flow>>, Option<Follower>) {
-        let inner = self.lock();
-        let follower = query.follow.then(|| Follower {
-            feed: self.feed.subscribe(),
-            query: query.clone(),
-        });
-        let history = if query.number == 0 && query.follow && query.since.is_none() {
-            // `follow` without a count or start time means only new flows.
-            Vec::new()
-        } else {
-            let matching = inner.flows.iter().filter(|f| query.admits(f));
-            let n = if query.number == 0 {
-                usize::MAX
+        let only_new = query.number == 0 && query.follow && query.since.is_none();
+        // Under the lock only a copy of the pointers is taken (and the
+        // follower subscribed, so history and feed neither overlap nor
+        // leave a gap): the filters, which a client chose, run after it is
+        // released and never stall the reader pushing flows.
+        let (stored, follower) = {
+            let inner = self.lock();
+            let follower = query.follow.then(|| Follower {
+                feed: self.feed.subscribe(),
+                query: query.clone(),
+            });
+            let stored: Vec<Arc<Flow>> = if only_new {
+                // `follow` without a count or start time means only new flows.
+                Vec::new()
             } else {
-                usize::try_from(query.number).unwrap_or(usize::MAX)
+                inner.flows.iter().cloned().collect()
             };
-            if query.first {
-                matching.take(n).cloned().collect()
-            } else {
-                let mut last: Vec<_> = matching.rev().take(n).cloned().collect();
-                last.reverse();
-                last
-            }
+            (stored, follower)
+        };
+        let matching = stored.into_iter().filter(|f| query.admits(f));
+        let n = if query.number == 0 {
+            usize::MAX
+        } else {
+            usize::try_from(query.number).unwrap_or(usize::MAX)
+        };
+        let history = if query.first {
+            matching.take(n).collect()
+        } else {
+            let mut last: Vec<_> = matching.rev().take(n).collect();
+            last.reverse();
+            last
         };
         (history, follower)
     }

@@ -25,6 +25,9 @@ use crate::ring::{FlowRing, Followed, Query};
 
 /// How many responses may queue per stream before the sender waits.
 const STREAM_BUFFER: usize = 256;
+/// Follow streams served at once by default: each holds a task and a
+/// broadcast receiver; beyond this a client gets RESOURCE_EXHAUSTED.
+pub const DEFAULT_MAX_FOLLOWERS: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -52,11 +55,23 @@ pub struct NodeInfo {
 pub struct ObserverService {
     ring: Arc<FlowRing>,
     node: NodeInfo,
+    /// One permit per follow stream being served.
+    followers: Arc<tokio::sync::Semaphore>,
 }
 
 impl ObserverService {
     pub fn new(ring: Arc<FlowRing>, node: NodeInfo) -> Self {
-        Self { ring, node }
+        Self {
+            ring,
+            node,
+            followers: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_FOLLOWERS)),
+        }
+    }
+
+    /// Serves at most `max` follow streams at once.
+    pub fn with_max_followers(mut self, max: usize) -> Self {
+        self.followers = Arc::new(tokio::sync::Semaphore::new(max));
+        self
     }
 }
 
@@ -92,10 +107,19 @@ impl Observer for ObserverService {
     ) -> Result<Response<FlowStream>, Status> {
         let query = Query::from_request(request.get_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Held by the stream's task until it ends.
+        let permit = if query.follow {
+            Some(self.followers.clone().try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted("too many follow streams on this node; try again later")
+            })?)
+        } else {
+            None
+        };
         let (history, follower) = self.ring.query(query);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let node = self.node.name.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             for flow in history {
                 if tx.send(Ok(flow_response(&flow))).await.is_err() {
                     return;

@@ -4,10 +4,12 @@
 //! * [`peers`]: the nodes (unix socket or TCP), their names and states.
 //! * [`service`]: GetFlows fanned out and merged, ServerStatus summed,
 //!   GetNodes listing every peer with its state.
+//! * [`discovery`]: the peers from the cluster's `WeirNode`s.
 //! * [`merge`]: the time-ordered merge of non-follow answers.
 //! * [`metrics`]: `/metrics` (requests, peers by state) and `/healthz`.
 #![forbid(unsafe_code)]
 
+pub mod discovery;
 pub mod merge;
 pub mod metrics;
 pub mod peers;

@@ -1,5 +1,6 @@
 //! `weir-relay`: serves one Observer API over the Observer APIs of several
-//! nodes (`--peer`, repeatable) on a TCP address and/or a unix socket.
+//! nodes (`--peer`, repeatable, and/or found from the cluster's `WeirNode`s
+//! with `--peer-discovery weir-nodes`) on a TCP address and/or a unix socket.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,8 +22,20 @@ use weir_relay::RelayMetrics;
 )]
 struct Args {
     /// A node's Observer API: unix:///PATH or http://HOST:PORT (repeatable).
-    #[arg(long = "peer", required = true, value_parser = parse_target)]
+    #[arg(long = "peer", value_parser = parse_target, required_unless_present = "peer_discovery")]
     peers: Vec<Target>,
+    /// Find the peers in the cluster instead: `weir-nodes` reads every
+    /// WeirNode's InternalIP at `--peer-port` and follows nodes as they
+    /// come and go (needs the Kubernetes API).
+    #[arg(long, value_enum, conflicts_with = "peers")]
+    peer_discovery: Option<Discovery>,
+    /// The agents' Observer API port (their `--hubble-address`).
+    #[arg(long, default_value_t = 4244)]
+    peer_port: u16,
+    /// Kubeconfig for peer discovery; without it, the in-cluster service
+    /// account, then `$KUBECONFIG` / `~/.kube/config`.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Serve on this TCP address (Hubble Relay's port is 4245).
     #[arg(long)]
     listen_address: Option<SocketAddr>,
@@ -38,6 +51,11 @@ struct Args {
     /// How often every peer is asked for its state (seconds).
     #[arg(long, default_value_t = 10)]
     peer_check_interval_seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Discovery {
+    WeirNodes,
 }
 
 fn parse_target(text: &str) -> Result<Target, String> {
@@ -82,6 +100,16 @@ async fn run(args: Args) -> Result<()> {
         info!(%address, "serving /metrics and /healthz");
     }
 
+    if let Some(Discovery::WeirNodes) = args.peer_discovery {
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        tokio::spawn(weir_relay::discovery::follow_weir_nodes(
+            client,
+            args.peer_port,
+            relay.peers().clone(),
+        ));
+        info!(port = args.peer_port, "peers from the cluster's WeirNodes");
+    }
+
     // Learn names and states now, then keep them fresh.
     let peers = relay.peers().clone();
     let interval = Duration::from_secs(args.peer_check_interval_seconds.max(1));
@@ -123,7 +151,7 @@ async fn run(args: Args) -> Result<()> {
         ));
         info!(socket = %path.display(), "serving the Observer API");
     }
-    info!(peers = args.peers.len(), "relaying");
+    info!(peers = relay.peers().list().len(), "relaying");
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -144,4 +172,17 @@ async fn run(args: Args) -> Result<()> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .with_context(|| format!("kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }

@@ -1,7 +1,7 @@
 //! The nodes a relay reads from: where each one is, what it is called, and
 //! whether the last call to it succeeded.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tonic::transport::Channel;
@@ -48,10 +48,12 @@ impl Peer {
     }
 }
 
-/// All peers, with the timeout applied to each unary call.
+/// All peers, with the timeout applied to each unary call. The set can
+/// change while the relay serves ([`Peers::set_targets`], peer discovery):
+/// each request works on the set as it was when it started.
 #[derive(Clone)]
 pub struct Peers {
-    peers: Arc<Vec<Arc<Peer>>>,
+    peers: Arc<RwLock<Arc<Vec<Arc<Peer>>>>>,
     pub timeout: Duration,
     metrics: RelayMetrics,
 }
@@ -63,27 +65,39 @@ impl Peers {
         timeout: Duration,
         metrics: RelayMetrics,
     ) -> Result<Self, TargetError> {
-        let peers = targets
-            .into_iter()
-            .map(|target| {
-                Ok(Arc::new(Peer {
-                    channel: target.lazy_channel(timeout)?,
-                    target,
-                    state: Mutex::new(PeerState::default()),
-                }))
-            })
-            .collect::<Result<Vec<_>, TargetError>>()?;
         let peers = Peers {
-            peers: Arc::new(peers),
+            peers: Arc::default(),
             timeout,
             metrics,
         };
-        peers.publish();
+        peers.set_targets(targets)?;
         Ok(peers)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Peer>> {
-        self.peers.iter()
+    /// The peers now.
+    pub fn list(&self) -> Arc<Vec<Arc<Peer>>> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the set: peers whose target stays keep their channel and
+    /// state; new ones are dialled on first use; requests already running
+    /// finish on the set they started with.
+    pub fn set_targets(&self, targets: Vec<Target>) -> Result<(), TargetError> {
+        let current = self.list();
+        let peers = targets
+            .into_iter()
+            .map(|target| match current.iter().find(|p| p.target == target) {
+                Some(kept) => Ok(kept.clone()),
+                None => Ok(Arc::new(Peer {
+                    channel: target.lazy_channel(self.timeout)?,
+                    target,
+                    state: Mutex::new(PeerState::default()),
+                })),
+            })
+            .collect::<Result<Vec<_>, TargetError>>()?;
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peers);
+        self.publish();
+        Ok(())
     }
 
     /// Records the outcome of a call to `peer`.
@@ -93,9 +107,9 @@ impl Peers {
     }
 
     fn publish(&self) {
-        let connected = self.peers.iter().filter(|p| p.is_connected()).count();
-        self.metrics
-            .set_peers(connected, self.peers.len() - connected);
+        let peers = self.list();
+        let connected = peers.iter().filter(|p| p.is_connected()).count();
+        self.metrics.set_peers(connected, peers.len() - connected);
     }
 
     /// Asks `peer` for its nodes (learning its name), within the timeout.
@@ -158,6 +172,7 @@ impl Peers {
 
     /// Asks every peer for its nodes; refreshes names and states.
     pub async fn probe(&self) {
-        futures::future::join_all(self.iter().map(|peer| self.nodes_of(peer))).await;
+        let peers = self.list();
+        futures::future::join_all(peers.iter().map(|peer| self.nodes_of(peer))).await;
     }
 }

@@ -32,6 +32,9 @@ pub struct RelayService {
     peers: Peers,
     metrics: RelayMetrics,
     version: String,
+    /// One permit per follow stream being relayed: each one holds a stream
+    /// to every peer, so clients cannot open them without bound.
+    followers: Arc<tokio::sync::Semaphore>,
 }
 
 impl RelayService {
@@ -40,7 +43,16 @@ impl RelayService {
             peers,
             metrics,
             version: format!("weir-relay {}", env!("CARGO_PKG_VERSION")),
+            followers: Arc::new(tokio::sync::Semaphore::new(
+                weir_observer::DEFAULT_MAX_FOLLOWERS,
+            )),
         }
+    }
+
+    /// Relays at most `max` follow streams at once.
+    pub fn with_max_followers(mut self, max: usize) -> Self {
+        self.followers = Arc::new(tokio::sync::Semaphore::new(max));
+        self
     }
 
     pub fn peers(&self) -> &Peers {
@@ -100,7 +112,8 @@ struct Opened {
 impl RelayService {
     /// Opens GetFlows on every peer; reports who answered and who did not.
     async fn open_all(&self, request: &GetFlowsRequest, tx: &Tx) -> Vec<Opened> {
-        let calls = self.peers.iter().map(|peer| {
+        let peers = self.peers.list();
+        let calls = peers.iter().map(|peer| {
             let request = request.clone();
             async move {
                 self.peers.ensure_named(peer).await;
@@ -147,11 +160,19 @@ impl RelayService {
     }
 
     /// Follow: every peer's responses passed on as they come.
-    fn interleave(&self, opened: Vec<Opened>, tx: Tx) {
+    /// `permit` is held until the last peer's stream ends.
+    fn interleave(
+        &self,
+        opened: Vec<Opened>,
+        tx: Tx,
+        permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         for mut one in opened {
             let tx = tx.clone();
             let peers = self.peers.clone();
+            let permit = permit.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 loop {
                     // Stop as soon as the client goes away.
                     let next = tokio::select! {
@@ -238,12 +259,20 @@ impl Observer for RelayService {
         // Bad filters are the client's error, answered here once rather
         // than by every peer.
         Query::from_request(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let permit = if request.follow {
+            let permit = self.followers.clone().try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted("too many follow streams on this relay; try again later")
+            })?;
+            Some(Arc::new(permit))
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let relay = self.clone();
         tokio::spawn(async move {
             let opened = relay.open_all(&request, &tx).await;
-            if request.follow {
-                relay.interleave(opened, tx);
+            if let Some(permit) = permit {
+                relay.interleave(opened, tx, permit);
             } else {
                 relay.merge(opened, &request, tx).await;
             }
@@ -256,8 +285,9 @@ impl Observer for RelayService {
         _request: Request<GetNodesRequest>,
     ) -> Result<Response<GetNodesResponse>, Status> {
         self.metrics.request("GetNodes");
+        let peers = self.peers.list();
         let answers = join_all(
-            self.peers
+            peers
                 .iter()
                 .map(|peer| async move { (peer.clone(), self.peers.nodes_of(peer).await) }),
         )
@@ -290,7 +320,8 @@ impl Observer for RelayService {
         _request: Request<GetNamespacesRequest>,
     ) -> Result<Response<GetNamespacesResponse>, Status> {
         self.metrics.request("GetNamespaces");
-        let answers = join_all(self.peers.iter().map(|peer| {
+        let peers = self.peers.list();
+        let answers = join_all(peers.iter().map(|peer| {
             self.peers.ask(peer, |mut client| async move {
                 client.get_namespaces(GetNamespacesRequest {}).await
             })
@@ -312,7 +343,8 @@ impl Observer for RelayService {
         _request: Request<ServerStatusRequest>,
     ) -> Result<Response<ServerStatusResponse>, Status> {
         self.metrics.request("ServerStatus");
-        let answers = join_all(self.peers.iter().map(|peer| async move {
+        let peers = self.peers.list();
+        let answers = join_all(peers.iter().map(|peer| async move {
             let answer = self
                 .peers
                 .ask(peer, |mut client| async move {

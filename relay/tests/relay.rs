@@ -536,3 +536,89 @@ async fn the_relay_socket_is_owner_only() {
     assert_eq!(mode & 0o777, 0o600);
     r.server.stop().await;
 }
+
+/// The node names GetNodes lists.
+async fn node_names(client: &mut ObserverClient<Channel>) -> Vec<String> {
+    let nodes = client
+        .get_nodes(GetNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let mut names: Vec<String> = nodes.into_iter().map(|n| n.name).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_peer_set_changes_while_the_relay_serves() {
+    let (n1, n2) = two_nodes();
+    let metrics = RelayMetrics::new();
+    let service =
+        weir_relay::relay(vec![n1.path.target()], Duration::from_secs(5), metrics).unwrap();
+    let peers = service.peers().clone();
+    let path = SocketPath::new("relay-dynamic");
+    let server = Running::start(
+        service,
+        Listener::Unix(weir_relay::listen_unix(&path.0).unwrap()),
+    );
+    let mut client = path.target().connect(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(node_names(&mut client).await, ["n1"]);
+
+    // A node joins: its flows are merged in; the kept peer keeps its state.
+    let kept = peers.list()[0].clone();
+    peers
+        .set_targets(vec![n1.path.target(), n2.path.target()])
+        .unwrap();
+    assert!(
+        Arc::ptr_eq(&kept, &peers.list()[0]),
+        "n1's peer was replaced"
+    );
+    assert_eq!(node_names(&mut client).await, ["n1", "n2"]);
+    let (flows, _) = collect(&mut client, last(100)).await;
+    assert_eq!(flows.len(), 8, "{flows:?}");
+
+    // A node leaves: nothing of it is asked any more.
+    peers.set_targets(vec![n2.path.target()]).unwrap();
+    assert_eq!(node_names(&mut client).await, ["n2"]);
+    let (flows, _) = collect(&mut client, last(100)).await;
+    assert_eq!(flows.len(), 4, "{flows:?}");
+    assert!(flows.iter().all(|f| f.starts_with("n2@")), "{flows:?}");
+
+    server.stop().await;
+    n1.server.stop().await;
+    n2.server.stop().await;
+}
+
+#[tokio::test]
+async fn follow_streams_through_the_relay_are_bounded() {
+    let (n1, n2) = two_nodes();
+    let service = weir_relay::relay(
+        vec![n1.path.target(), n2.path.target()],
+        Duration::from_secs(5),
+        RelayMetrics::new(),
+    )
+    .unwrap()
+    .with_max_followers(2);
+    let path = SocketPath::new("relay-bounded");
+    let server = Running::start(
+        service,
+        Listener::Unix(weir_relay::listen_unix(&path.0).unwrap()),
+    );
+    let client = path.target().connect(Duration::from_secs(5)).await.unwrap();
+    let follow = || GetFlowsRequest {
+        follow: true,
+        ..Default::default()
+    };
+    let first = client.clone().get_flows(follow()).await.unwrap();
+    let second = client.clone().get_flows(follow()).await.unwrap();
+    let refused = client.clone().get_flows(follow()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    // A request that does not follow is never refused for it.
+    let (flows, _) = collect(&mut client.clone(), last(100)).await;
+    assert_eq!(flows.len(), 8);
+    drop((first, second));
+    server.stop().await;
+    n1.server.stop().await;
+    n2.server.stop().await;
+}

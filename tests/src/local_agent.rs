@@ -196,7 +196,7 @@ impl LocalAgent {
         paths: &NodePaths,
     ) -> (Reconciler, Arc<Mutex<SharedView>>) {
         let view = Arc::new(Mutex::new(SharedView::default()));
-        kvstore::start_watches(store.clone(), view.clone())
+        kvstore::start_watches(store.clone(), view.clone(), &prometheus::Registry::new())
             .await
             .expect("watch the shared store");
         let identities = IdentitySync::new(

@@ -516,6 +516,63 @@ fn conntrack_gc_removes_only_expired_entries() {
 }
 
 #[test]
+fn router_advertisements_and_redirects_from_a_pod_are_dropped() {
+    // Unenforced and enforced alike: no policy makes them legitimate.
+    for flags in [
+        0,
+        EndpointInfo::INGRESS_ENFORCED | EndpointInfo::EGRESS_ENFORCED,
+    ] {
+        let (_pins, mut datapath) = setup(flags);
+        let icmp6 = |icmp_type: u8| {
+            packets::ipv6_with_payload(ip_proto::ICMPV6, &[icmp_type, 0, 0, 0, 0, 0, 0, 0])
+        };
+        for forbidden in [134, 137] {
+            assert_eq!(
+                run(&mut datapath, ProgramKind::FromPod, &icmp6(forbidden)).1,
+                Reason::DropForbiddenIcmp6,
+                "type {forbidden} from the pod, flags {flags}"
+            );
+        }
+        // Neighbour solicitation/advertisement and router solicitation keep
+        // the link working, whatever the policy.
+        for allowed in [133, 135, 136] {
+            assert_eq!(
+                run(&mut datapath, ProgramKind::FromPod, &icmp6(allowed)).1,
+                Reason::Forwarded,
+                "type {allowed} from the pod, flags {flags}"
+            );
+        }
+        // A router's advertisement towards the pod is not the pod's doing.
+        assert_eq!(
+            run(&mut datapath, ProgramKind::ToPod, &icmp6(134)).1,
+            Reason::Forwarded
+        );
+    }
+}
+
+#[test]
+fn a_released_address_takes_its_connections_with_it() {
+    let (_pins, mut datapath) = setup(0);
+    for port in [80, 81] {
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(port)).1,
+            Reason::Forwarded
+        );
+    }
+    assert_eq!(maps::conntrack(datapath.ebpf_mut()).unwrap().len(), 2);
+    // An address no connection has: nothing goes.
+    let other = std::net::Ipv4Addr::new(10, 99, 0, 77);
+    let forgotten = maps::forget_address(datapath.ebpf_mut(), other).unwrap();
+    assert_eq!(forgotten, maps::Forgotten::default());
+    assert_eq!(maps::conntrack(datapath.ebpf_mut()).unwrap().len(), 2);
+    // The peer's address (the destination of both): both go.
+    let peer = std::net::Ipv4Addr::from(packets::IP4_B);
+    let forgotten = maps::forget_address(datapath.ebpf_mut(), peer).unwrap();
+    assert_eq!(forgotten.conntrack, 2);
+    assert!(maps::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
+}
+
+#[test]
 fn the_ipcache_reads_back_what_the_agent_wrote_and_diffs_apply() {
     use std::collections::BTreeMap;
     use weir_agent::reconcile::ipcache::DesiredIpcache;

@@ -14,117 +14,11 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Result};
-use weir_lab::control_plane::ControlPlane;
-use weir_lab::{process, KubeBinaries};
-use weir_tests::netns::NetNs;
-use weir_tests::{names, require_root};
-
-const ETCD: &str = "/usr/bin/etcd";
-const ETCD_URL: &str = "http://127.0.0.1:2379";
-
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The lab's control plane recipe on loopback in a netns of its own, with
-/// an etcd of its own: its processes are stopped, then its netns and files
-/// removed, when dropped.
-struct Sealed {
-    cp: ControlPlane,
-    etcd: u32,
-    dir: PathBuf,
-    // Dropped after the processes in it are stopped (see Drop).
-    ns: NetNs,
-}
-
-impl Drop for Sealed {
-    fn drop(&mut self) {
-        self.cp.stop();
-        process::stop(self.etcd, Duration::from_secs(5));
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Sealed {
-    /// A fresh netns and directory with etcd running in it; the control
-    /// plane's credentials written, nothing of it started yet.
-    fn new(kubectl: &Path) -> Result<Sealed> {
-        let name = names::unique();
-        let ns = NetNs::new(&name)?;
-        let dir = std::env::temp_dir().join(format!("{name}-kube"));
-        let cp = ControlPlane::new(ns.name(), &dir, Ipv4Addr::LOCALHOST, ETCD_URL, kubectl)?;
-        let mut sealed = Sealed {
-            cp,
-            etcd: 0,
-            dir,
-            ns,
-        };
-        sealed.cp.write_credentials()?;
-        sealed.start_etcd()?;
-        Ok(sealed)
-    }
-
-    fn start_etcd(&mut self) -> Result<()> {
-        let args: Vec<String> = [
-            "--name",
-            "kube",
-            "--data-dir",
-            &self.dir.join("etcd").display().to_string(),
-            "--listen-client-urls",
-            ETCD_URL,
-            "--advertise-client-urls",
-            ETCD_URL,
-            "--listen-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-cluster",
-            "kube=http://127.0.0.1:2380",
-        ]
-        .map(String::from)
-        .to_vec();
-        self.etcd = process::spawn_detached(
-            self.ns.name(),
-            Path::new(ETCD),
-            &args,
-            &self.dir.join("etcd.log"),
-        )?;
-        Ok(())
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Result<String> {
-        self.cp.kubectl(args)
-    }
-
-    /// Creates objects from YAML on kubectl's stdin.
-    fn kubectl_apply(&self, yaml: &str) -> Result<String> {
-        self.cp.kubectl_stdin(&["create", "-f", "-"], yaml)
-    }
-
-    /// Waits (bounded) until `done` holds; errors naming `what` if never.
-    fn eventually(&self, what: &str, mut done: impl FnMut(&Self) -> bool) -> Result<Duration> {
-        let started = Instant::now();
-        while started.elapsed() < CONVERGE_TIMEOUT {
-            if done(self) {
-                return Ok(started.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        bail!(
-            "{what}: not within {CONVERGE_TIMEOUT:?}\ncontroller-manager log (tail):\n{}\n\
-             scheduler log (tail):\n{}",
-            tail(&self.cp.log("kube-controller-manager")),
-            tail(&self.cp.log("kube-scheduler"))
-        )
-    }
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
+use weir_lab::sealed::SealedControlPlane as Sealed;
+use weir_lab::KubeBinaries;
+use weir_tests::require_root;
 
 /// Resident memory of a process in MiB, from /proc.
 fn rss_mib(pid: u32) -> Option<u64> {
@@ -187,7 +81,7 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
         .unwrap();
     cp.cp.start_scheduler(&bins.scheduler).unwrap();
 
-    let created = cp.kubectl_apply(OBJECTS).unwrap();
+    let created = cp.kubectl_create(OBJECTS).unwrap();
     assert!(
         created.contains("namespace/weir-smoke created")
             && created.contains("configmap/settings created"),
@@ -242,7 +136,7 @@ fn the_control_plane_built_by_setup_serves_the_api_to_kubectl_and_runs_its_contr
     cp.cp
         .register_nodes(&[("weir-node", Ipv4Addr::LOCALHOST)])
         .unwrap();
-    cp.kubectl_apply(POD).unwrap();
+    cp.kubectl_create(POD).unwrap();
     let scheduled = cp
         .eventually("pod weir-smoke/idle bound to node weir-node", |cp| {
             cp.kubectl(&[

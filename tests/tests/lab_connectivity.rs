@@ -40,21 +40,23 @@ fn every_pod_reaches_every_pod_on_one_node_and_across_nodes() {
 }
 
 #[test]
-fn a_deleted_pods_address_is_released_and_reused() {
+fn a_deleted_pods_address_is_released_and_comes_back_last() {
     let mut lab = TestLab::up(1).unwrap();
     let mut yaml = namespace_yaml("x");
     yaml.push_str(&pod_yaml("x", "a", "n1", &[80]));
     yaml.push_str(&pod_yaml("x", "b", "n1", &[80]));
     lab.apply_yaml(&yaml).unwrap();
     let a_ip = lab.pod("x/a").unwrap().ip;
+    let b_ip = lab.pod("x/b").unwrap().ip;
     lab.delete_yaml(&pod_yaml("x", "a", "n1", &[80])).unwrap();
     assert!(lab.pod("x/a").is_err());
     lab.apply_yaml(&pod_yaml("x", "d", "n1", &[80])).unwrap();
-    assert_eq!(
-        lab.pod("x/d").unwrap().ip,
-        a_ip,
-        "the released address is reused"
-    );
+    // The next pod gets the address after the last one handed out, not the
+    // one just released: what peers remember of the old pod has a whole
+    // turn of the pod CIDR to go (issue 16 item 5).
+    let d_ip = lab.pod("x/d").unwrap().ip;
+    assert_ne!(d_ip, a_ip, "the released address is not handed out next");
+    assert_eq!(u32::from(d_ip), u32::from(b_ip) + 1);
     all_connected(&lab, &[Target::Tcp(80), Target::Icmp]);
 }
 

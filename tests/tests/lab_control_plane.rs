@@ -1,7 +1,7 @@
 //! The lab on its Kubernetes control plane (`TestLab::up`, `lab up`):
 //! kube-apiserver with its etcd on the underlay, kube-controller-manager and
 //! kube-scheduler, the nodes registered as Ready Nodes, the agents in
-//! Kubernetes mode as the `weir-agent` ServiceAccount (deploy/rbac). Debian's
+//! Kubernetes mode as the `weir-agent` ServiceAccount (deploy/kubernetes/20-agent-rbac.yaml). Debian's
 //! kubectl drives it from the underlay namespace; `lab apply` goes through
 //! the API server (a refused document leaves the file unapplied), the
 //! scheduler binds pods, the lab plays the kubelet (Pod status), the
@@ -215,7 +215,7 @@ fn lab_apply_goes_through_the_api_server_and_the_lab_plays_the_kubelet() {
     let cp = lab.control_plane().unwrap().clone();
 
     // The agents watch the API as the weir-agent ServiceAccount, whose
-    // role (deploy/rbac) reads pods but does not create them.
+    // role (deploy/kubernetes/20-agent-rbac.yaml) reads pods but does not create them.
     for node in &lab.state().nodes {
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", node.agent_pid)).unwrap();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
@@ -224,7 +224,7 @@ fn lab_apply_goes_through_the_api_server_and_the_lab_plays_the_kubelet() {
             "{cmdline}"
         );
     }
-    let agent = "--as=system:serviceaccount:kube-system:weir-agent";
+    let agent = "--as=system:serviceaccount:weir-system:weir-agent";
     assert_eq!(
         cp.kubectl(&["auth", "can-i", "watch", "pods", agent])
             .unwrap()

@@ -85,6 +85,15 @@ pub enum Bench {
         #[arg(long, default_value_t = 1000)]
         peers: u32,
     },
+    /// The policy engine at scale (in process, no lab): policies x
+    /// identities compiled from scratch (time, peak RSS), then one more
+    /// policy, identity and local pod applied incrementally (time each).
+    PolicyScale {
+        #[arg(long, default_value_t = 1000)]
+        policies: u32,
+        #[arg(long, default_value_t = 10_000)]
+        identities: u32,
+    },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -105,6 +114,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Bench::Propagation { runs } => (
             "policy propagation in the lab",
             vec!["propagation".to_string(), "--runs".into(), runs.to_string()],
+        ),
+        Bench::PolicyScale {
+            policies,
+            identities,
+        } => (
+            "policy engine at scale (in process)",
+            vec![
+                "policy-scale".to_string(),
+                "--policies".into(),
+                policies.to_string(),
+                "--identities".into(),
+                identities.to_string(),
+            ],
         ),
         Bench::Idle { peers } => (
             "agent CPU while nothing changes, in the lab",

@@ -75,7 +75,8 @@ fn tour(weir_lab: &Path, name: &[String], json: bool) -> Result<()> {
             .args(["apply", "-f"])
             .arg(paths::root().join(EXAMPLE_POLICIES)),
     )?;
-    // The agents pick policies up within a reconcile interval (100 ms).
+    // The agents pick policies up as the files change (a few ms); the
+    // pause leaves a margin on a loaded machine.
     std::thread::sleep(std::time::Duration::from_millis(500));
     step("connectivity matrix with the policies");
     show(Command::new(weir_lab).args(name).args([

@@ -9,6 +9,7 @@ mod build;
 mod cmd;
 mod crds;
 mod deny;
+mod image;
 mod kube;
 mod lab;
 #[cfg(test)]
@@ -48,6 +49,10 @@ enum Command {
     /// Write Weir's CRDs (agent/crds) as YAML under deploy/crds/;
     /// `--check` fails when the files are out of date instead.
     Crds(crds::CrdsArgs),
+    /// OCI image archives of weir-agent (with weir-cni and weir),
+    /// weir-operator and weir-relay under target/images, without a
+    /// container engine; `--debug` packages the debug build.
+    Image(image::ImageArgs),
 }
 
 fn main() -> Result<()> {
@@ -58,5 +63,6 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Crds(args) => crds::run(&args),
+        Command::Image(args) => image::run(&args),
     }
 }

@@ -24,6 +24,11 @@ pub fn cargo_deny() -> PathBuf {
     tools_dir().join("bin/cargo-deny")
 }
 
+/// In setup's Python venv; the deploy_manifests suite finds it there too.
+pub fn kubernetes_validate() -> PathBuf {
+    tools_dir().join("venv/bin/kubernetes-validate")
+}
+
 /// A prefix whose lib/ points at nightly's own libLLVM, for building bpf-linker.
 pub fn llvm_prefix() -> PathBuf {
     root().join("target/llvm-prefix")

@@ -19,6 +19,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// workspace's stable rustc (it needs 1.88).
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
+/// kubernetes-validate (PyPI): Kubernetes' OpenAPI schemas of 1.25 to 1.37,
+/// against which the deploy/ manifests are checked; in a venv under target/.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
 /// Offline source for nightly's rust-src: an archive of the component
 /// (containing `library/` and `src/`), e.g. shared/toolchain/rust-src-*.tar.xz.
 const RUST_SRC_ARCHIVE_ENV: &str = "WEIR_RUST_SRC_ARCHIVE";
@@ -44,6 +48,12 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // openssl, for the keys the control-plane suite generates (ServiceAccount
     // token signing).
     ("openssl", "openssl"),
+    // A static shell for the agent image's CNI install step (cargo xtask
+    // image), and containerd with runc, which the image suite imports and
+    // runs the images with.
+    ("busybox-static", "/bin/busybox"),
+    ("containerd", "containerd"),
+    ("runc", "runc"),
 ];
 
 pub fn run() -> Result<()> {
@@ -53,6 +63,7 @@ pub fn run() -> Result<()> {
     ensure_cargo_deny()?;
     ensure_debian_packages()?;
     ensure_bpffs()?;
+    ensure_manifest_validator()?;
     kube::ensure()?;
     step("setup complete");
     Ok(())
@@ -204,6 +215,49 @@ fn ensure_cargo_deny() -> Result<()> {
             .env("CARGO_PROFILE_DEV_DEBUG", "0"),
     )
     .context("building cargo-deny failed; it needs access to crates.io")
+}
+
+/// A Python venv under target/tools with kubernetes-validate, for the
+/// deploy_manifests suite. Debian's python3 makes it (python3-venv when the
+/// venv module cannot).
+fn ensure_manifest_validator() -> Result<()> {
+    step(&format!(
+        "kubernetes-validate {KUBERNETES_VALIDATE_VERSION}"
+    ));
+    let validate = paths::kubernetes_validate();
+    let wanted = format!("kubernetes-validate {KUBERNETES_VALIDATE_VERSION}");
+    let version = cmd::output(Command::new(&validate).arg("--version"));
+    if version
+        .as_deref()
+        .is_some_and(|v| v.trim().ends_with(KUBERNETES_VALIDATE_VERSION))
+    {
+        eprintln!("    present at {}", validate.display());
+        return Ok(());
+    }
+    let venv = paths::tools_dir().join("venv");
+    let make_venv = || {
+        cmd::run(
+            Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+        )
+    };
+    if make_venv().is_err() {
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "python3-venv"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        make_venv().context("could not make a Python venv")?;
+    }
+    cmd::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+    )
+    .with_context(|| format!("installing {wanted} failed; it needs access to PyPI"))
 }
 
 /// Finds nightly's shared libLLVM (e.g. `libLLVM.so.22.1-rust-1.97.0-nightly`)

@@ -8,7 +8,7 @@
 //! node, named ports); `status` is what it has done about it (state,
 //! enforcement, the policy revision in force).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::CustomResource;
@@ -43,6 +43,10 @@ pub struct WeirEndpointSpec {
     pub identity: u32,
     /// The node the pod runs on (the writer).
     pub node_name: String,
+    /// That node's underlay address (the tunnel endpoint), so an ipcache
+    /// entry needs no node lookup.
+    #[serde(default, rename = "nodeIP", skip_serializing_if = "Option::is_none")]
+    pub node_ip: Option<IpAddr>,
     pub addresses: EndpointAddresses,
     /// The pod's named container ports, for policies that name a port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -25,6 +25,19 @@ pub enum StoreError {
         #[source]
         source: etcd_client::Error,
     },
+    #[error("Kubernetes API {op} of {what} failed")]
+    Kube {
+        op: &'static str,
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("watch of {what} failed")]
+    Watch {
+        what: &'static str,
+        #[source]
+        source: kube::runtime::watcher::Error,
+    },
     #[error("value stored under {key:?} is malformed: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("cannot allocate an identity for an empty label set")]
@@ -46,6 +59,14 @@ impl StoreError {
         StoreError::Etcd {
             op,
             key: String::from_utf8_lossy(key.as_ref()).into_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn kube(op: &'static str, what: impl Into<String>, source: kube::Error) -> Self {
+        StoreError::Kube {
+            op,
+            what: what.into(),
             source,
         }
     }
@@ -74,7 +95,25 @@ impl StoreError {
                 }
                 _ => false,
             },
+            StoreError::Kube { source, .. } => kube_unanswered(source),
+            StoreError::Watch {
+                source:
+                    kube::runtime::watcher::Error::InitialListFailed(e)
+                    | kube::runtime::watcher::Error::WatchStartFailed(e)
+                    | kube::runtime::watcher::Error::WatchFailed(e),
+                ..
+            } => kube_unanswered(e),
             _ => false,
         }
+    }
+}
+
+/// A transport failure, or the API server saying it cannot answer now
+/// (429, 5xx).
+fn kube_unanswered(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        _ => false,
     }
 }

@@ -86,7 +86,7 @@ impl LazyEtcdStore {
         on_change: impl Fn(&Connection) + Send + Sync + 'static,
     ) -> Result<LazyEtcdStore> {
         config.validate()?;
-        let state = Connection::starting(SystemTime::now());
+        let state = Connection::starting_to("etcd", SystemTime::now());
         on_change(&state);
         let shared = Arc::new(Shared {
             node: config.node_name.clone(),

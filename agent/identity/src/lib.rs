@@ -7,6 +7,8 @@
 //! - [`local`]: labels of node-local CIDR identities (never shared; the
 //!   policy engine allocates them).
 //! - [`store`]: the [`SharedStore`] trait: identities, endpoints, nodes.
+//! - [`crd`]: the trait on the Kubernetes API (CRD mode: `WeirIdentity`,
+//!   `WeirEndpoint`, `WeirNode` objects).
 //! - [`etcd`]: the trait on etcd (kvstore mode); [`lazy`]: the same,
 //!   connected in the background and failing fast while etcd does not
 //!   answer ([`connection`] is that state); [`memory`]: in-process, for
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod connection;
+pub mod crd;
 pub mod error;
 pub mod etcd;
 pub mod lazy;
@@ -25,6 +28,7 @@ pub mod store;
 pub mod testing;
 
 pub use connection::Connection;
+pub use crd::{CrdConfig, CrdStore};
 pub use error::{Result, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use lazy::{LazyEtcdStore, LazyOptions};

@@ -1,5 +1,6 @@
 //! The shared runtime state every agent reads and writes, behind one trait so
-//! that kvstore mode (etcd) and a later CRD mode are interchangeable.
+//! that kvstore mode (etcd) and CRD mode (the Kubernetes API) are
+//! interchangeable.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -63,8 +64,11 @@ pub type EventStream<E> = Pin<Box<dyn Stream<Item = Result<E>> + Send>>;
 /// Cluster-wide state shared by all agents.
 ///
 /// Records written by a node (its identity references, endpoints and node
-/// record) live as long as that node's agent does: if it dies they vanish
-/// from the store after a timeout.
+/// record) live as long as that node's agent does in kvstore mode: if it
+/// dies they vanish from the store after a timeout (its etcd lease). CRD
+/// mode has no leases: an endpoint goes with its Pod (owner reference), and
+/// the operator removes the endpoints and node record of a node that is
+/// gone, and identities no endpoint references (see [`crate::crd`]).
 #[async_trait]
 pub trait SharedStore: Send + Sync {
     /// The node this handle writes as.
@@ -92,8 +96,9 @@ pub trait SharedStore: Send + Sync {
     /// of pods on other nodes.
     async fn watch_identities(&self) -> Result<EventStream<IdentityEvent>>;
 
-    /// Identities no node references any more: candidates for garbage
-    /// collection by an operator.
+    /// Identities no node references any more (kvstore mode) or no
+    /// endpoint carries (CRD mode): candidates for garbage collection by an
+    /// operator.
     async fn unreferenced_identities(&self) -> Result<Vec<u32>>;
 
     /// Publishes a pod address, tied to this node's lifetime.

@@ -1,13 +1,15 @@
 //! The etcd store against a real etcd: each test starts its own server.
+//! What both backends of the shared store must do is one suite,
+//! tests/tests/identity_store.rs (weir-tests), run against etcd and the
+//! Kubernetes API; here is what only etcd does: leases, the key layout,
+//! references held by nodes and collection guarded by them, the lazy store.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::Barrier;
-use weir_abi::identity::{self, CLUSTER_MAX, CLUSTER_MIN};
+use weir_abi::identity;
 use weir_identity::testing::EtcdServer;
 use weir_identity::{
     EndpointEvent, EndpointRecord, EtcdConfig, EtcdStore, EventStream, LabelSet, NodeEvent,
@@ -70,137 +72,6 @@ async fn raw_client(server: &EtcdServer) -> etcd_client::Client {
     etcd_client::Client::connect([server.endpoint()], None)
         .await
         .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn same_labels_same_id_across_reconnects() {
-    let server = etcd();
-    let a = store(&server, "node-a").await;
-    let web = a.allocate_identity(&app("web")).await.unwrap();
-    let db = a.allocate_identity(&app("db")).await.unwrap();
-    assert!((CLUSTER_MIN..=CLUSTER_MAX).contains(&web), "{web}");
-    assert!((CLUSTER_MIN..=CLUSTER_MAX).contains(&db), "{db}");
-    assert_ne!(web, db);
-    assert_eq!(a.allocate_identity(&app("web")).await.unwrap(), web);
-    assert_eq!(a.lookup_identity(web).await.unwrap(), Some(app("web")));
-    assert_eq!(a.lookup_identity(db).await.unwrap(), Some(app("db")));
-    let listed = a.list_identities().await.unwrap();
-    assert_eq!(listed.len(), 2);
-    assert_eq!(listed[&web], app("web"));
-
-    // A single reserved label is its reserved identity; nothing is stored.
-    let host = LabelSet::new().with("reserved:host", "");
-    assert_eq!(a.allocate_identity(&host).await.unwrap(), identity::HOST);
-    assert_eq!(a.lookup_identity(identity::HOST).await.unwrap(), Some(host));
-    assert!(matches!(
-        a.allocate_identity(&LabelSet::new()).await,
-        Err(StoreError::EmptyLabels)
-    ));
-    assert_eq!(a.list_identities().await.unwrap().len(), 2);
-    drop(a);
-
-    // A new client (an agent restart, another node) sees the same ids.
-    let b = store(&server, "node-b").await;
-    assert_eq!(b.lookup_identity(web).await.unwrap(), Some(app("web")));
-    assert_eq!(b.allocate_identity(&app("web")).await.unwrap(), web);
-    assert_eq!(b.allocate_identity(&app("db")).await.unwrap(), db);
-    assert_eq!(b.lookup_identity(65000).await.unwrap(), None);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_agents_get_the_same_id_for_the_same_labels() {
-    let server = etcd();
-    let mut agents = Vec::new();
-    for i in 0..8 {
-        agents.push(store(&server, &format!("node-{i}")).await);
-    }
-    for round in 0..10 {
-        let labels = app(&format!("race-{round}"));
-        let barrier = Arc::new(Barrier::new(agents.len()));
-        let tasks: Vec<_> = agents
-            .iter()
-            .map(|agent| {
-                let (agent, labels, barrier) = (agent.clone(), labels.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    agent.allocate_identity(&labels).await.unwrap()
-                })
-            })
-            .collect();
-        let mut ids = HashSet::new();
-        for task in tasks {
-            ids.insert(task.await.unwrap());
-        }
-        assert_eq!(ids.len(), 1, "round {round}: {ids:?}");
-    }
-    assert_eq!(agents[0].list_identities().await.unwrap().len(), 10);
-    // Every agent holds a ref, so none is garbage.
-    assert!(agents[0]
-        .unreferenced_identities()
-        .await
-        .unwrap()
-        .is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_distinct_labels_get_distinct_ids_even_in_a_crowded_range() {
-    let server = etcd();
-    // 200 label sets into 256 numbers: random draws collide often, which
-    // exercises the retry and the listing fallback.
-    let mut agents = Vec::new();
-    for i in 0..8 {
-        let mut config = config(&server, &format!("node-{i}"));
-        config.identity_range = 256..=511;
-        agents.push(EtcdStore::connect(config).await.unwrap());
-    }
-    let barrier = Arc::new(Barrier::new(agents.len()));
-    let tasks: Vec<_> = agents
-        .iter()
-        .enumerate()
-        .map(|(i, agent)| {
-            let (agent, barrier) = (agent.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                let mut out = Vec::new();
-                for j in 0..25 {
-                    let labels = app(&format!("app-{i}-{j}"));
-                    out.push((agent.allocate_identity(&labels).await.unwrap(), labels));
-                }
-                out
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    let ids: HashSet<u32> = all.iter().map(|(id, _)| *id).collect();
-    assert_eq!(ids.len(), 200, "two label sets share an id");
-    assert!(ids.iter().all(|id| (256..=511).contains(id)));
-    let stored = agents[0].list_identities().await.unwrap();
-    for (id, labels) in &all {
-        assert_eq!(&stored[id], labels);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_range_is_reported() {
-    let server = etcd();
-    let mut config = config(&server, "node-a");
-    config.identity_range = 300..=302;
-    let a = EtcdStore::connect(config).await.unwrap();
-    let mut ids = HashSet::new();
-    for name in ["a", "b", "c"] {
-        ids.insert(a.allocate_identity(&app(name)).await.unwrap());
-    }
-    assert_eq!(ids, HashSet::from([300, 301, 302]));
-    let err = a.allocate_identity(&app("d")).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Exhausted { min: 300, max: 302 }),
-        "{err}"
-    );
-    // Existing sets still resolve.
-    assert!(ids.contains(&a.allocate_identity(&app("b")).await.unwrap()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -283,92 +154,6 @@ async fn keys_follow_the_documented_layout_under_the_configured_prefix() {
     let leases: Vec<i64> = resp.kvs().iter().map(|kv| kv.lease()).collect();
     // Endpoint and ref ride on the node's lease; the identity does not.
     assert_eq!(leases, vec![lease, 0, lease, 0]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn endpoint_watch_lists_then_streams_changes_in_order() {
-    let server = etcd();
-    let a = store(&server, "node-a").await;
-    let b = store(&server, "node-b").await;
-    let (ip1, ip2, ip3) = (ip("10.0.1.1"), ip("10.0.1.2"), ip("fd00::3"));
-    a.upsert_endpoint(ip1, &endpoint(300, "node-a", "p1"))
-        .await
-        .unwrap();
-    b.upsert_endpoint(ip2, &endpoint(301, "node-b", "p2"))
-        .await
-        .unwrap();
-
-    let mut watch = b.watch_endpoints().await.unwrap();
-    let mut initial = vec![next(&mut watch).await, next(&mut watch).await];
-    initial.sort_by_key(|e| format!("{e:?}"));
-    assert_eq!(
-        initial,
-        vec![
-            StoreEvent::Upsert(ip1, endpoint(300, "node-a", "p1")),
-            StoreEvent::Upsert(ip2, endpoint(301, "node-b", "p2")),
-        ]
-    );
-    assert_eq!(next(&mut watch).await, EndpointEvent::Synced);
-
-    a.upsert_endpoint(ip3, &endpoint(302, "node-a", "p3"))
-        .await
-        .unwrap();
-    a.upsert_endpoint(ip1, &endpoint(303, "node-a", "p1"))
-        .await
-        .unwrap();
-    assert!(!a.delete_endpoint(ip2).await.unwrap(), "written by node-b");
-    assert!(b.delete_endpoint(ip2).await.unwrap());
-    assert!(!b.delete_endpoint(ip2).await.unwrap(), "already gone");
-    assert_eq!(
-        next(&mut watch).await,
-        StoreEvent::Upsert(ip3, endpoint(302, "node-a", "p3"))
-    );
-    assert_eq!(
-        next(&mut watch).await,
-        StoreEvent::Upsert(ip1, endpoint(303, "node-a", "p1"))
-    );
-    assert_eq!(next(&mut watch).await, StoreEvent::Delete(ip2));
-
-    let listed = a.list_endpoints().await.unwrap();
-    assert_eq!(listed.keys().copied().collect::<Vec<_>>(), vec![ip1, ip3]);
-    assert_eq!(listed[&ip1].identity, 303);
-
-    // A pod IP reused on another node belongs to that node now: the old
-    // node's late delete must not remove it.
-    b.upsert_endpoint(ip3, &endpoint(304, "node-b", "p3b"))
-        .await
-        .unwrap();
-    assert!(!a.delete_endpoint(ip3).await.unwrap());
-    assert_eq!(a.list_endpoints().await.unwrap()[&ip3].node, "node-b");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn node_records_upsert_list_watch_delete() {
-    let server = etcd();
-    let a = store(&server, "node-a").await;
-    let b = store(&server, "node-b").await;
-    let mut watch = a.watch_nodes().await.unwrap();
-    assert_eq!(next(&mut watch).await, NodeEvent::Synced);
-    let na = node("node-a", "192.168.50.2", "10.0.1.0/24");
-    let nb = node("node-b", "192.168.50.3", "10.0.2.0/24");
-    a.upsert_node(&na).await.unwrap();
-    b.upsert_node(&nb).await.unwrap();
-    assert_eq!(
-        next(&mut watch).await,
-        StoreEvent::Upsert("node-a".into(), na.clone())
-    );
-    assert_eq!(
-        next(&mut watch).await,
-        StoreEvent::Upsert("node-b".into(), nb.clone())
-    );
-    let listed = b.list_nodes().await.unwrap();
-    assert_eq!(
-        listed.values().cloned().collect::<Vec<_>>(),
-        vec![na.clone(), nb]
-    );
-    assert!(b.delete_node("node-b").await.unwrap());
-    assert_eq!(next(&mut watch).await, StoreEvent::Delete("node-b".into()));
-    assert_eq!(a.list_nodes().await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

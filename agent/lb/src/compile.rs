@@ -35,6 +35,58 @@ pub struct LbOptions {
     pub default_algorithm: Algorithm,
     /// For building Maglev tables ([`Frontend::maglev_table`]).
     pub maglev_table_size: u32,
+    /// Which addresses a Service may claim as frontends.
+    pub addresses: FrontendAddresses,
+}
+
+/// Which addresses a Service may claim (issue 16 item 7, the
+/// CVE-2020-8554 class: a Service that names any address as its clusterIP
+/// or externalIP captures every `connect()` to it, in every pod and on every
+/// host). `None` accepts any address: the library's default, for tests and
+/// benchmarks; the agent always configures both lists (its flags default to
+/// Kubernetes' service range and no external IPs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FrontendAddresses {
+    /// clusterIPs only from these (kube-apiserver's
+    /// `--service-cluster-ip-range`).
+    pub service_cidrs: Option<Vec<ipnetwork::Ipv4Network>>,
+    /// externalIPs only from these.
+    pub external_ip_cidrs: Option<Vec<ipnetwork::Ipv4Network>>,
+    /// Never a frontend of any kind: pod and node addresses, the kvstore.
+    pub reserved: Vec<ipnetwork::Ipv4Network>,
+}
+
+impl FrontendAddresses {
+    /// Why `kind` may not use `address`, if it may not.
+    pub fn refusal(&self, kind: FrontendKind, address: Ipv4Addr) -> Option<String> {
+        // A NodePort frontend's address is the node's own, by construction.
+        if kind == FrontendKind::NodePort {
+            return None;
+        }
+        if let Some(range) = self.reserved.iter().find(|r| r.contains(address)) {
+            return Some(format!(
+                "{address} is inside {range}, reserved for pods, nodes or the kvstore"
+            ));
+        }
+        let (allowed, what) = match kind {
+            FrontendKind::ClusterIp => (&self.service_cidrs, "the service CIDRs"),
+            FrontendKind::ExternalIp => (&self.external_ip_cidrs, "the allowed external IP CIDRs"),
+            FrontendKind::NodePort | FrontendKind::LoadBalancer => return None,
+        };
+        let allowed = allowed.as_ref()?;
+        if allowed.iter().any(|r| r.contains(address)) {
+            return None;
+        }
+        let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        Some(format!(
+            "{address} is outside {what} ({})",
+            if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.join(", ")
+            }
+        ))
+    }
 }
 
 impl Default for LbOptions {
@@ -43,6 +95,7 @@ impl Default for LbOptions {
             node_port_range: 30000..=32767,
             default_algorithm: Algorithm::Random,
             maglev_table_size: 1021,
+            addresses: FrontendAddresses::default(),
         }
     }
 }
@@ -388,6 +441,13 @@ impl ServiceCompiler {
         options: &LbOptions,
     ) {
         let key = (candidate.address, candidate.port, port.protocol);
+        if let Some(reason) = options.addresses.refusal(candidate.kind, candidate.address) {
+            self.problem(format!(
+                "{} refused: {reason}",
+                describe(key, candidate.kind)
+            ));
+            return;
+        }
         let mine = (candidate.kind, port.name.clone());
         match self.held.entry(key) {
             Entry::Occupied(held) if *held.get() == mine => return, // listed twice

@@ -79,8 +79,8 @@ mod validate;
 mod yaml;
 
 pub use compile::{
-    compile, Backend, BackendState, Frontend, FrontendKey, FrontendKind, LbOptions, LbState,
-    NodeContext, Scope, ServiceProblem,
+    compile, Backend, BackendState, Frontend, FrontendAddresses, FrontendKey, FrontendKind,
+    LbOptions, LbState, NodeContext, Scope, ServiceProblem,
 };
 pub use derive::{derive_endpoint_slices, NamedPort, PodInfo};
 pub use endpointslice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef};

@@ -33,6 +33,7 @@ use ipnetwork::IpNetwork;
 use crate::identity::{
     reserved, CidrIdentities, ClusterView, Endpoint, EndpointId, NumericIdentity,
 };
+use crate::label_index::LabelIndex;
 use crate::labels::LabelSet;
 use crate::mapstate::{EndpointPolicy, Entry, EntryKey, PeerKey, Ports, Provenance};
 use crate::rule::{
@@ -88,26 +89,80 @@ pub fn compile(
     compile_with(view, policies, cidr_ids, CompileOptions::default())
 }
 
-/// A resolved peer set.
-#[derive(Debug, Default)]
-struct PeerSet {
-    any: bool,
-    ids: BTreeSet<NumericIdentity>,
+/// A resolved peer set: the identities a rule's peers select by their labels
+/// (`selected`, what the selector cache keeps current as identities come and
+/// go) and those that follow from CIDRs and world entities (`fixed`, which
+/// change only with the set of CIDRs the policies name).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct PeerSet {
+    pub(crate) any: bool,
+    pub(crate) selected: BTreeSet<NumericIdentity>,
+    pub(crate) fixed: BTreeSet<NumericIdentity>,
 }
 
 impl PeerSet {
+    /// The label-selected and fixed parts of `peers` in `view` with `cidrs`.
+    pub(crate) fn resolve(
+        view: &ClusterView,
+        index: &LabelIndex,
+        cidrs: &BTreeMap<IpNetwork, NumericIdentity>,
+        peers: &[Peer],
+    ) -> PeerSet {
+        let mut out = PeerSet {
+            selected: selected(view, index, peers),
+            ..PeerSet::default()
+        };
+        out.set_fixed(peers, cidrs);
+        out
+    }
+
+    /// Recomputes the fixed part; true if it changed.
+    pub(crate) fn set_fixed(
+        &mut self,
+        peers: &[Peer],
+        cidrs: &BTreeMap<IpNetwork, NumericIdentity>,
+    ) -> bool {
+        let (any, fixed) = fixed_peers(peers, cidrs);
+        let changed = any != self.any || fixed != self.fixed;
+        self.any = any;
+        self.fixed = fixed;
+        changed
+    }
+
+    /// Every identity of the set (without the wildcard).
+    fn ids(&self) -> BTreeSet<NumericIdentity> {
+        self.selected.union(&self.fixed).copied().collect()
+    }
+
     fn keys(&self) -> Vec<PeerKey> {
         if self.any {
             vec![PeerKey::Any]
         } else {
-            self.ids.iter().map(|id| PeerKey::Identity(*id)).collect()
+            self.ids().into_iter().map(PeerKey::Identity).collect()
         }
     }
 }
 
-struct Resolver<'a> {
-    view: &'a ClusterView,
-    cidrs: &'a BTreeMap<IpNetwork, NumericIdentity>,
+/// The identities of `view` that `peers` select by label (`index` is the
+/// view's).
+pub(crate) fn selected(
+    view: &ClusterView,
+    index: &LabelIndex,
+    peers: &[Peer],
+) -> BTreeSet<NumericIdentity> {
+    let labels_of = |id: &NumericIdentity| view.identities.get(id).map(|i| &i.labels);
+    match index.candidates(peers) {
+        Some(candidates) => candidates
+            .into_iter()
+            .filter(|id| labels_of(id).is_some_and(|l| selects(peers, l)))
+            .collect(),
+        None => view
+            .identities
+            .values()
+            .filter(|i| selects(peers, &i.labels))
+            .map(|i| i.id)
+            .collect(),
+    }
 }
 
 /// Whether a set carries the label that names reserved identity `id`
@@ -116,94 +171,115 @@ fn has_reserved(labels: &LabelSet, id: NumericIdentity) -> bool {
     reserved::reserved_by_id(id).is_some_and(|r| labels.get(r.label).is_some())
 }
 
-impl Resolver<'_> {
-    fn identities_where(
-        &self,
-        f: impl Fn(&LabelSet) -> bool,
-    ) -> impl Iterator<Item = NumericIdentity> + '_ {
-        self.view
-            .identities
-            .values()
-            .filter(move |i| f(&i.labels))
-            .map(|i| i.id)
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
+/// Whether `peers` select an identity with `labels` by its labels
+/// (selectors and label-defined entities; CIDRs and world entities are the
+/// fixed part, see [`fixed_peers`]).
+pub(crate) fn selects(peers: &[Peer], labels: &LabelSet) -> bool {
+    peers.iter().any(|peer| match peer {
+        Peer::Any | Peer::Cidr { .. } => false,
+        Peer::Endpoints(sel) => sel.matches(labels),
+        Peer::Entity(e) => entity_selects(*e, labels),
+    })
+}
 
-    fn world(&self, v4: bool, v6: bool, out: &mut PeerSet) {
-        out.ids.insert(reserved::WORLD);
+fn entity_selects(e: Entity, labels: &LabelSet) -> bool {
+    const CLUSTER_RESERVED: [NumericIdentity; 7] = [
+        reserved::HOST,
+        reserved::REMOTE_NODE,
+        reserved::KUBE_APISERVER,
+        reserved::INIT,
+        reserved::INGRESS,
+        reserved::HEALTH,
+        reserved::UNMANAGED,
+    ];
+    match e {
+        Entity::All | Entity::None | Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6 => false,
+        Entity::Cluster => {
+            labels.namespace().is_some()
+                || CLUSTER_RESERVED.iter().any(|id| has_reserved(labels, *id))
+        }
+        Entity::Host => has_reserved(labels, reserved::HOST),
+        Entity::RemoteNode => has_reserved(labels, reserved::REMOTE_NODE),
+        Entity::KubeApiserver => has_reserved(labels, reserved::KUBE_APISERVER),
+        Entity::Ingress => has_reserved(labels, reserved::INGRESS),
+        Entity::Init => has_reserved(labels, reserved::INIT),
+        Entity::Health => has_reserved(labels, reserved::HEALTH),
+        Entity::Unmanaged => has_reserved(labels, reserved::UNMANAGED),
+    }
+}
+
+/// Whether the fixed part of `peers` depends on the CIDRs the policies name.
+pub(crate) fn names_cidrs(peers: &[Peer]) -> bool {
+    peers.iter().any(|peer| {
+        matches!(
+            peer,
+            Peer::Cidr { .. } | Peer::Entity(Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6)
+        )
+    })
+}
+
+/// The part of `peers` that labels do not decide: the wildcard, and the
+/// world and CIDR identities.
+fn fixed_peers(
+    peers: &[Peer],
+    cidrs: &BTreeMap<IpNetwork, NumericIdentity>,
+) -> (bool, BTreeSet<NumericIdentity>) {
+    let mut any = false;
+    let mut ids = BTreeSet::new();
+    let world = |v4: bool, v6: bool, ids: &mut BTreeSet<NumericIdentity>| {
+        ids.insert(reserved::WORLD);
         if v4 {
-            out.ids.insert(reserved::WORLD_IPV4);
+            ids.insert(reserved::WORLD_IPV4);
         }
         if v6 {
-            out.ids.insert(reserved::WORLD_IPV6);
+            ids.insert(reserved::WORLD_IPV6);
         }
-        for (net, id) in self.cidrs {
+        for (net, id) in cidrs {
             if (net.is_ipv4() && v4) || (net.is_ipv6() && v6) {
-                out.ids.insert(*id);
+                ids.insert(*id);
             }
         }
-    }
-
-    fn resolve(&self, peers: &[Peer]) -> PeerSet {
-        let mut out = PeerSet::default();
-        for peer in peers {
-            match peer {
-                Peer::Any => out.any = true,
-                Peer::Endpoints(sel) => out.ids.extend(self.identities_where(|l| sel.matches(l))),
-                Peer::Cidr { cidr, except } => {
-                    for (net, id) in self.cidrs {
-                        if contains(cidr, net) && !except.iter().any(|e| contains(e, net)) {
-                            out.ids.insert(*id);
-                        }
-                    }
-                    if cidr.prefix() == 0 {
-                        out.ids.insert(reserved::WORLD);
-                        out.ids.insert(if cidr.is_ipv4() {
-                            reserved::WORLD_IPV4
-                        } else {
-                            reserved::WORLD_IPV6
-                        });
+    };
+    for peer in peers {
+        match peer {
+            Peer::Any | Peer::Entity(Entity::All) => any = true,
+            Peer::Cidr { cidr, except } => {
+                for (net, id) in cidrs {
+                    if contains(cidr, net) && !except.iter().any(|e| contains(e, net)) {
+                        ids.insert(*id);
                     }
                 }
-                Peer::Entity(e) => self.entity(*e, &mut out),
+                if cidr.prefix() == 0 {
+                    ids.insert(reserved::WORLD);
+                    ids.insert(if cidr.is_ipv4() {
+                        reserved::WORLD_IPV4
+                    } else {
+                        reserved::WORLD_IPV6
+                    });
+                }
             }
+            Peer::Entity(Entity::World) => world(true, true, &mut ids),
+            Peer::Entity(Entity::WorldIpv4) => world(true, false, &mut ids),
+            Peer::Entity(Entity::WorldIpv6) => world(false, true, &mut ids),
+            Peer::Endpoints(_) | Peer::Entity(_) => {}
         }
-        out
     }
+    (any, ids)
+}
 
-    fn entity(&self, e: Entity, out: &mut PeerSet) {
-        let reserved_named = |id| self.identities_where(move |l| has_reserved(l, id));
-        match e {
-            Entity::All => out.any = true,
-            Entity::None => {}
-            Entity::World => self.world(true, true, out),
-            Entity::WorldIpv4 => self.world(true, false, out),
-            Entity::WorldIpv6 => self.world(false, true, out),
-            Entity::Cluster => {
-                const CLUSTER_RESERVED: [NumericIdentity; 7] = [
-                    reserved::HOST,
-                    reserved::REMOTE_NODE,
-                    reserved::KUBE_APISERVER,
-                    reserved::INIT,
-                    reserved::INGRESS,
-                    reserved::HEALTH,
-                    reserved::UNMANAGED,
-                ];
-                out.ids.extend(self.identities_where(|l| {
-                    l.namespace().is_some()
-                        || CLUSTER_RESERVED.iter().any(|id| has_reserved(l, *id))
-                }));
-            }
-            Entity::Host => out.ids.extend(reserved_named(reserved::HOST)),
-            Entity::RemoteNode => out.ids.extend(reserved_named(reserved::REMOTE_NODE)),
-            Entity::KubeApiserver => out.ids.extend(reserved_named(reserved::KUBE_APISERVER)),
-            Entity::Ingress => out.ids.extend(reserved_named(reserved::INGRESS)),
-            Entity::Init => out.ids.extend(reserved_named(reserved::INIT)),
-            Entity::Health => out.ids.extend(reserved_named(reserved::HEALTH)),
-            Entity::Unmanaged => out.ids.extend(reserved_named(reserved::UNMANAGED)),
-        }
-    }
+/// Every prefix `policy` names (CIDR peers and their excepts).
+pub(crate) fn named_cidrs(policy: &Policy) -> impl Iterator<Item = IpNetwork> + '_ {
+    policy
+        .rule_sets
+        .iter()
+        .flat_map(|rs| &rs.rules)
+        .flat_map(|r| &r.peers)
+        .flat_map(|peer| match peer {
+            Peer::Cidr { cidr, except } => std::iter::once(*cidr)
+                .chain(except.iter().copied())
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
 }
 
 /// Collects every prefix named by the policies (CIDR peers and excepts),
@@ -212,19 +288,7 @@ fn collect_cidrs(
     policies: &[Policy],
     cidr_ids: &mut dyn CidrIdentities,
 ) -> BTreeMap<IpNetwork, NumericIdentity> {
-    let mut nets = BTreeSet::new();
-    for p in policies {
-        for rs in &p.rule_sets {
-            for r in &rs.rules {
-                for peer in &r.peers {
-                    if let Peer::Cidr { cidr, except } = peer {
-                        nets.insert(*cidr);
-                        nets.extend(except.iter().copied());
-                    }
-                }
-            }
-        }
-    }
+    let nets: BTreeSet<IpNetwork> = policies.iter().flat_map(named_cidrs).collect();
     nets.into_iter()
         .filter_map(|n| cidr_ids.identity_for(n).map(|id| (n, id)))
         .collect()
@@ -306,7 +370,7 @@ fn rule_entries(
                         let targets: Vec<NumericIdentity> = if peers.any {
                             view.identities.keys().copied().collect()
                         } else {
-                            peers.ids.iter().copied().collect()
+                            peers.ids().into_iter().collect()
                         };
                         for id in targets {
                             let Some(identity) = view.identities.get(&id) else {
@@ -331,11 +395,7 @@ pub fn compile_with(
     options: CompileOptions,
 ) -> Compiled {
     let cidrs = collect_cidrs(policies, cidr_ids);
-    let resolver = Resolver {
-        view,
-        cidrs: &cidrs,
-    };
-
+    let index = LabelIndex::of(view);
     // Peer sets depend only on the rule, not on the endpoint: resolve once.
     let resolved: Vec<Vec<Vec<PeerSet>>> = policies
         .iter()
@@ -345,75 +405,82 @@ pub fn compile_with(
                 .map(|rs| {
                     rs.rules
                         .iter()
-                        .map(|r| resolver.resolve(&r.peers))
+                        .map(|r| PeerSet::resolve(view, &index, &cidrs, &r.peers))
                         .collect()
                 })
                 .collect()
         })
         .collect();
-
-    let empty = LabelSet::new();
-    let mut endpoints = BTreeMap::new();
-    for ep in view.endpoints.values() {
-        let labels = view.labels_of(ep.identity).unwrap_or(&empty);
-        let mut state = EndpointPolicy {
-            identity: ep.identity,
-            ..Default::default()
-        };
-        let mut entries = Vec::new();
-        for (pi, policy) in policies.iter().enumerate() {
-            for (si, rs) in policy.rule_sets.iter().enumerate() {
-                if !rs.subject.matches(labels) {
-                    continue;
-                }
-                for d in Direction::BOTH {
-                    if rs.enforces(d) {
-                        state.direction_mut(d).enforced = true;
-                    }
-                }
-                for (ri, rule) in rs.rules.iter().enumerate() {
-                    let provenance = Provenance {
-                        policy: policy.id.clone(),
-                        rule: rule.path.clone(),
-                    };
-                    rule_entries(
-                        view,
-                        ep,
-                        rule,
-                        &resolved[pi][si][ri],
-                        &provenance,
-                        &mut entries,
-                    );
-                }
-            }
-        }
-        if options.allow_localhost_ingress {
-            entries.push((
-                Direction::Ingress,
-                Entry {
-                    key: EntryKey {
-                        peer: PeerKey::Identity(reserved::HOST),
-                        protocol: None,
-                        ports: Ports::Any,
-                    },
-                    verdict: Verdict::Allow,
-                    provenance: Provenance {
-                        policy: allow_localhost_id(),
-                        rule: "allow-localhost".into(),
-                    },
-                },
-            ));
-        }
-        // Entries only matter where the direction is enforced.
-        for (d, e) in entries {
-            let dp = state.direction_mut(d);
-            if dp.enforced {
-                dp.entries.insert(e);
-            }
-        }
-        endpoints.insert(ep.id, state);
-    }
+    let endpoints = view
+        .endpoints
+        .values()
+        .map(|ep| {
+            let rules = policies.iter().zip(resolved.iter().map(Vec::as_slice));
+            (ep.id, compile_endpoint(view, ep, rules, options))
+        })
+        .collect();
     Compiled { endpoints, cidrs }
+}
+
+/// One endpoint's policy from every policy with its resolved peer sets
+/// (per rule set, per rule).
+pub(crate) fn compile_endpoint<'a>(
+    view: &ClusterView,
+    ep: &Endpoint,
+    policies: impl Iterator<Item = (&'a Policy, &'a [Vec<PeerSet>])>,
+    options: CompileOptions,
+) -> EndpointPolicy {
+    let empty = LabelSet::new();
+    let labels = view.labels_of(ep.identity).unwrap_or(&empty);
+    let mut state = EndpointPolicy {
+        identity: ep.identity,
+        ..Default::default()
+    };
+    let mut entries = Vec::new();
+    for (policy, peers) in policies {
+        for (rs, peers) in policy.rule_sets.iter().zip(peers) {
+            if !rs.subject.matches(labels) {
+                continue;
+            }
+            for d in Direction::BOTH {
+                if rs.enforces(d) {
+                    state.direction_mut(d).enforced = true;
+                }
+            }
+            for (rule, peers) in rs.rules.iter().zip(peers) {
+                let provenance = Provenance {
+                    policy: policy.id.clone(),
+                    rule: rule.path.clone(),
+                };
+                rule_entries(view, ep, rule, peers, &provenance, &mut entries);
+            }
+        }
+    }
+    if options.allow_localhost_ingress {
+        entries.push((
+            Direction::Ingress,
+            Entry {
+                key: EntryKey {
+                    peer: PeerKey::Identity(reserved::HOST),
+                    protocol: None,
+                    ports: Ports::Any,
+                },
+                verdict: Verdict::Allow,
+                provenance: Provenance {
+                    policy: allow_localhost_id(),
+                    rule: "allow-localhost".into(),
+                },
+            },
+        ));
+    }
+    // Entries only matter where the direction is enforced.
+    for (d, e) in entries {
+        let dp = state.direction_mut(d);
+        if dp.enforced {
+            dp.entries.insert(e);
+        }
+    }
+    state
 }
 
 #[cfg(test)]

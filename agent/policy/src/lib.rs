@@ -19,7 +19,9 @@
 //! Modules: [`labels`] (label sets, label filter), [`selector`] (label
 //! selectors), [`identity`] (reserved identities, cluster view),
 //! [`local_identities`] (the CIDR identity allocator), [`k8s`] and [`weir`]
-//! (front ends), [`rule`] (normalized form), [`mod@compile`], [`mapstate`]
+//! (front ends), [`rule`] (normalized form), [`mod@compile`], [`incremental`]
+//! (the same result kept current by changes: selector cache, per-endpoint
+//! policy), [`mapstate`]
 //! (compiled state), [`mod@lower`] (policy map content), [`trace`],
 //! [`error`].
 
@@ -29,7 +31,9 @@ pub mod compile;
 pub mod document;
 pub mod error;
 pub mod identity;
+pub mod incremental;
 pub mod k8s;
+mod label_index;
 pub mod labels;
 pub mod local_identities;
 pub mod lower;

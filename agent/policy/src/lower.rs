@@ -25,7 +25,7 @@ use std::fmt;
 
 use crate::compile::Compiled;
 use crate::identity::EndpointId;
-use crate::mapstate::{DirectionPolicy, EntryKey, PeerKey, Ports};
+use crate::mapstate::{DirectionPolicy, EndpointPolicy, EntryKey, PeerKey, Ports};
 use crate::rule::{Direction, Verdict};
 
 /// What the policy map holds for every local endpoint.
@@ -200,11 +200,17 @@ pub struct MapEntry {
 pub fn lower(compiled: &Compiled) -> MapState {
     let mut out = MapState::new();
     for (endpoint, policy) in &compiled.endpoints {
-        for direction in Direction::BOTH {
-            lower_direction(*endpoint, direction, policy.direction(direction), &mut out);
-        }
+        lower_endpoint(*endpoint, policy, &mut out);
     }
     out
+}
+
+/// Lowers one endpoint's policy into `out` (what an incremental update
+/// rewrites for each endpoint that changed).
+pub fn lower_endpoint(endpoint: EndpointId, policy: &EndpointPolicy, out: &mut MapState) {
+    for direction in Direction::BOTH {
+        lower_direction(endpoint, direction, policy.direction(direction), out);
+    }
 }
 
 fn lower_direction(

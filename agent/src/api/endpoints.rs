@@ -145,6 +145,10 @@ impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
     ) -> Result<Response<v1::DeleteEndpointResponse>, Status> {
         let key = attachment(request.into_inner().attachment)?;
         let existed = self.agent.delete_endpoint(&key).map_err(to_status)?;
+        // The loop removes its identity, map entries and policy.
+        if let Some(wait) = &self.wait {
+            wait.readiness.kick();
+        }
         Ok(Response::new(v1::DeleteEndpointResponse { existed }))
     }
 

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::manifest::{self, Object};
 use crate::cluster::manifest_dir::ClusterManifests;
+use crate::wake::Wake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -139,6 +140,11 @@ impl KubernetesSource {
     /// server cannot be asked which EndpointSlice version it serves; every
     /// later failure is retried by the watchers.
     pub async fn start(client: Client) -> Result<KubernetesSource, Error> {
+        KubernetesSource::start_waking(client, Wake::default()).await
+    }
+
+    /// [`KubernetesSource::start`], ringing `wake` at every event.
+    pub async fn start_waking(client: Client, wake: Wake) -> Result<KubernetesSource, Error> {
         let mut resources: Vec<ApiResource> = KINDS
             .iter()
             .map(|(group, version, kind, plural)| {
@@ -161,7 +167,8 @@ impl KubernetesSource {
                 writer,
                 watcher(api, watcher::Config::default()).default_backoff(),
             );
-            tasks.push(tokio::spawn(follow(stream, state.clone(), changes.clone())));
+            let follow = follow(stream, state.clone(), changes.clone(), wake.clone());
+            tasks.push(tokio::spawn(follow));
             watches.push(Watch {
                 resource,
                 store,
@@ -226,7 +233,7 @@ impl KubernetesSource {
 
 /// Drives one watch: the reflector updates the store as events pass; this
 /// counts the changes and keeps the watch's state.
-async fn follow<S>(stream: S, state: Arc<Mutex<WatchState>>, changes: Arc<AtomicU64>)
+async fn follow<S>(stream: S, state: Arc<Mutex<WatchState>>, changes: Arc<AtomicU64>, wake: Wake)
 where
     S: futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>>,
 {
@@ -236,12 +243,14 @@ where
         match event {
             Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
                 changes.fetch_add(1, Ordering::Release);
+                wake.wake();
                 if matches!(*state, WatchState::Failed(_)) {
                     *state = WatchState::Synced;
                 }
             }
             Ok(watcher::Event::InitDone) => {
                 changes.fetch_add(1, Ordering::Release);
+                wake.wake();
                 *state = WatchState::Synced;
             }
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
@@ -250,6 +259,7 @@ where
                 // InitDone, which marks it synced; until then it keeps the
                 // previous objects.
                 *state = WatchState::Failed(error.to_string());
+                wake.wake();
             }
         }
     }

@@ -11,12 +11,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use weir_types::NamespacedName;
 
 use crate::cluster::last_known_good::Version;
 use crate::cluster::manifest::{self, Namespace, Object, Pod, PolicyDocument};
+use crate::wake::Wake;
 
 /// Everything the directory declares, by key.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -62,7 +68,13 @@ impl ClusterManifests {
 
 /// How often every file is stat'ed even when no directory changed: an
 /// in-place edit (not a create, rename or delete) changes only the file.
+/// Under [`ManifestDir::watch`] file events say so at once; this is then
+/// the safety net for a missed event, checked when the loop runs.
 const FULL_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How soon to look again after a scan that may have missed a change
+/// sharing a coarse timestamp with it (see [`SETTLE`]).
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Changes within this long of a scan may share a coarse timestamp with
 /// it (file times tick with the kernel's jiffies): scan again next time.
@@ -97,6 +109,10 @@ pub struct ManifestDir {
     /// A directory changed so close to the last scan that a later change
     /// might not move its timestamp.
     unsettled: bool,
+    /// Set by the file watcher on every event: scan at the next read.
+    events: Arc<AtomicBool>,
+    /// The inotify watch of the directory tree, once [`ManifestDir::watch`]ed.
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl ManifestDir {
@@ -107,7 +123,42 @@ impl ManifestDir {
             files: BTreeMap::new(),
             last_full_scan: None,
             unsettled: false,
+            events: Arc::default(),
+            watcher: None,
         }
+    }
+
+    /// Watches the directory tree (inotify, recursive; the root is created
+    /// if missing so there is something to watch): every change rings
+    /// `wake`, and the next read scans. Events the agent's own reads cause
+    /// (opens, reads, read-only closes) are ignored.
+    pub fn watch(&mut self, wake: Wake) -> notify::Result<()> {
+        std::fs::create_dir_all(&self.path).map_err(notify::Error::io)?;
+        let events = self.events.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                // An error may mean lost events: scan all the same.
+                let ours = event.as_ref().is_ok_and(|e| {
+                    matches!(e.kind, EventKind::Access(kind)
+                    if kind != AccessKind::Close(AccessMode::Write))
+                });
+                if !ours {
+                    events.store(true, Ordering::Release);
+                    wake.wake();
+                }
+            })?;
+        watcher.watch(&self.path, RecursiveMode::Recursive)?;
+        self.watcher = Some(watcher);
+        Ok(())
+    }
+
+    /// When to read again without an event: soon after a scan that may
+    /// have missed a change (see `SETTLE`).
+    pub fn recheck_at(&self) -> Option<std::time::Instant> {
+        self.unsettled
+            .then_some(self.last_full_scan)
+            .flatten()
+            .map(|at| at + RECHECK)
     }
 
     /// Every directory and .yaml/.yml file below the root.
@@ -160,7 +211,8 @@ impl ManifestDir {
         let due = self
             .last_full_scan
             .is_none_or(|at| at.elapsed() >= FULL_SCAN_INTERVAL);
-        if !due && !self.unsettled && !self.directories_changed() {
+        let events = self.events.swap(false, Ordering::AcqRel);
+        if !due && !events && !self.unsettled && !self.directories_changed() {
             return Ok(None);
         }
         let first = self.last_full_scan.is_none();
@@ -383,6 +435,36 @@ mod tests {
         std::fs::remove_file(dir.join("pods/a.yaml")).unwrap();
         let deleted = source.read_if_changed().unwrap().expect("changed");
         assert!(deleted.pods.is_empty() && deleted.stale.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn file_events_ring_the_wake_and_an_in_place_edit_is_read_at_once() {
+        let dir = temp_dir("watch");
+        let ns = |labels: &str| {
+            format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{{labels}}}}}\n"
+            )
+        };
+        std::fs::write(dir.join("ns.yaml"), ns("a: one")).unwrap();
+        // Past SETTLE, so the first read leaves nothing to look at again.
+        std::thread::sleep(SETTLE * 2);
+        let wake = Wake::default();
+        let mut source = ManifestDir::new(&dir);
+        source.watch(wake.clone()).unwrap();
+        source.read_if_changed().unwrap().expect("first read");
+        // The agent's own reads (opens, reads, closes) do not ring.
+        let _ = source.read().unwrap();
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(200), wake.woken());
+        assert!(quiet.await.is_err(), "reading the directory woke the loop");
+        // An in-place edit moves no directory's time and no full scan is
+        // due: only the file event makes the next read see it.
+        std::fs::write(dir.join("ns.yaml"), ns("a: three")).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), wake.woken())
+            .await
+            .expect("a file event rang the wake");
+        let edited = source.read_if_changed().unwrap().expect("changed");
+        assert_eq!(edited.namespaces["x"].labels["a"], "three");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -10,7 +10,7 @@ pub mod ipcache;
 pub mod lb;
 pub mod policy;
 
-pub use conntrack::{conntrack, conntrack_gc, monotonic_now_ns};
+pub use conntrack::{conntrack, conntrack_gc, forget_address, monotonic_now_ns, Forgotten};
 pub use endpoints::{
     endpoint_entries, remove_endpoint, remove_endpoint_of, set_endpoint, set_new_endpoint,
 };

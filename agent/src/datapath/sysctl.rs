@@ -2,9 +2,16 @@
 
 use std::io;
 
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
 /// Turns on IPv4 forwarding in the agent's network namespace: pods reach
-/// each other and other nodes through the node's routing table.
+/// each other and other nodes through the node's routing table. Already on
+/// (kubeadm requires it of every node) means nothing to write, so an agent
+/// whose `/proc/sys` is read-only (an unprivileged DaemonSet pod) starts.
 pub fn enable_ipv4_forwarding() -> io::Result<()> {
-    // /proc/sys/net is per network namespace: this writes the agent's own.
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1")
+    // /proc/sys/net is per network namespace: this is the agent's own.
+    if std::fs::read_to_string(IP_FORWARD)?.trim() == "1" {
+        return Ok(());
+    }
+    std::fs::write(IP_FORWARD, b"1")
 }

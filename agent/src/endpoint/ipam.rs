@@ -4,8 +4,12 @@
 //! back; persistence is the caller's job (see `state.rs`). The network
 //! address, the gateway (the first host address, the pods' next hop) and the
 //! broadcast address are never handed out. Allocation is idempotent per
-//! attachment (a retried CNI ADD gets the same address) and picks the lowest
-//! free address, so a released address is the next one reused.
+//! attachment (a retried CNI ADD gets the same address) and goes round the
+//! CIDR from the last address handed out, as Linux hands out pids: a
+//! released address comes back last, after every other free one, so what
+//! peers remember of the old pod (conntrack, caches) has the longest time to
+//! expire before another pod holds it (issue 16 item 5; the agent also
+//! flushes the datapath's entries of an address when it is released).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -43,6 +47,11 @@ pub enum IpamError {
 pub struct Ipam {
     cidr: Ipv4Network,
     allocations: BTreeMap<Ipv4Addr, AttachmentKey>,
+    /// The last address handed out: the next search starts after it.
+    /// (Absent in state written before it existed: the search starts at
+    /// the first address.)
+    #[serde(default)]
+    last: Option<Ipv4Addr>,
 }
 
 impl Ipam {
@@ -55,6 +64,7 @@ impl Ipam {
         Ok(Ipam {
             cidr,
             allocations: BTreeMap::new(),
+            last: None,
         })
     }
 
@@ -77,14 +87,21 @@ impl Ipam {
         self.capacity() - self.allocations.len() as u64
     }
 
-    /// The address of `owner`, allocating the lowest free one if it has none.
+    /// The address of `owner`, allocating the next free one after the last
+    /// handed out (wrapping round) if it has none.
     pub fn allocate(&mut self, owner: &AttachmentKey) -> Result<Ipv4Addr, IpamError> {
         if let Some(address) = self.address_of(owner) {
             return Ok(address);
         }
         let first = u32::from(self.gateway()) + 1;
         let last = u32::from(self.cidr.broadcast()) - 1;
-        let address = (first..=last)
+        let start = self
+            .last
+            .map(u32::from)
+            .filter(|l| (first..last).contains(l))
+            .map_or(first, |l| l + 1);
+        let address = (start..=last)
+            .chain(first..start)
             .map(Ipv4Addr::from)
             .find(|a| !self.allocations.contains_key(a))
             .ok_or(IpamError::Exhausted {
@@ -92,6 +109,7 @@ impl Ipam {
                 capacity: self.capacity(),
             })?;
         self.allocations.insert(address, owner.clone());
+        self.last = Some(address);
         Ok(address)
     }
 

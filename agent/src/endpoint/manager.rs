@@ -31,6 +31,9 @@ pub trait EndpointDatapath: Send {
     /// made by an agent killed before it recorded the endpoint); returns
     /// how many.
     fn remove_orphans(&mut self) -> Result<usize, DatapathError>;
+    /// Removes every connection the datapath tracks for `address` (a
+    /// released pod address), so the next pod given it inherits none.
+    fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError>;
 }
 
 impl EndpointDatapath for Datapath {
@@ -59,6 +62,14 @@ impl EndpointDatapath for Datapath {
     fn remove_orphans(&mut self) -> Result<usize, DatapathError> {
         self.remove_orphaned_pins()
     }
+
+    fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError> {
+        let forgotten = maps::forget_address(self.ebpf_mut(), address)?;
+        if forgotten != maps::Forgotten::default() {
+            tracing::debug!(%address, ?forgotten, "released address: its connections forgotten");
+        }
+        Ok(())
+    }
 }
 
 impl EndpointDatapath for SharedDatapath {
@@ -76,6 +87,10 @@ impl EndpointDatapath for SharedDatapath {
 
     fn remove_orphans(&mut self) -> Result<usize, DatapathError> {
         self.lock().remove_orphans()
+    }
+
+    fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError> {
+        self.lock().forget_address(address)
     }
 }
 
@@ -297,6 +312,10 @@ impl<D: EndpointDatapath> EndpointManager<D> {
         }
         if let Some(endpoint) = &endpoint {
             inner.datapath.detach_pod(endpoint)?;
+        }
+        if let Some(address) = address {
+            // Before the address can be handed out again.
+            inner.datapath.forget_address(address)?;
         }
         self.store.save(&next)?;
         inner.state = next;

@@ -34,7 +34,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnetwork::IpNetwork;
 use tracing::{info, warn};
 use weir_abi::{EndpointInfo, PolicyEntry};
-use weir_policy::{compile, lower, ClusterView, Compiled, LocalIdentities, NamedPorts, Policy};
+use weir_policy::incremental::IncrementalCompiler;
+use weir_policy::lower::lower_endpoint;
+use weir_policy::{ClusterView, Compiled, LocalIdentities, MapState, NamedPorts, Policy};
 use weir_types::{LabelSet, NamespacedName};
 
 use crate::cluster::kvstore::SharedView;
@@ -49,9 +51,14 @@ use crate::reconcile::snapshot::{KnownPod, LocalPod, PolicySnapshot};
 
 #[derive(Default)]
 pub struct PolicySync {
-    /// Holds one reference per CIDR of `compiled`.
+    /// Holds one reference per CIDR of the compiled state.
     cidr_identities: LocalIdentities,
-    compiled: Compiled,
+    /// The compiled state and its inputs (identities, local endpoints,
+    /// policies), recomputed only where an input changed.
+    engine: IncrementalCompiler,
+    /// Each policy document as last parsed, with the result: only changed
+    /// documents are parsed again.
+    parsed: BTreeMap<String, (serde_yaml_ng::Value, Result<Policy, Vec<String>>)>,
     /// Every policy's versions: the valid one in force, the latest's errors.
     versions: LastKnownGood<String, Policy, Vec<String>>,
     /// Policies whose latest version failed validation: key → reasons.
@@ -74,8 +81,7 @@ pub struct PolicySync {
     synced: bool,
     /// Local endpoints without an identity at the last update.
     unidentified: BTreeSet<u16>,
-    /// The compiler's inputs, kept for tracing.
-    view: ClusterView,
+    /// The policies in force, kept for tracing.
     policies: Vec<Policy>,
     /// Every known pod, local or not.
     pods: BTreeMap<NamespacedName, KnownPod>,
@@ -170,15 +176,26 @@ impl PolicySync {
         held(&self.adopted, self.synced, &self.unidentified)
     }
 
-    /// Compiles, lowers and encodes the desired state from its inputs.
+    /// Compiles, lowers and encodes the desired state from its inputs:
+    /// only the endpoints whose policy changed are lowered and encoded
+    /// again.
     fn compile(&mut self, view: ClusterView, policies: Vec<Policy>) {
-        let compiled = compile(&view, &policies, &mut self.cidr_identities);
-        // The previous state lets go of its CIDR identities only now, so a
-        // CIDR both name keeps its id and one no policy names is freed.
-        let previous = std::mem::replace(&mut self.compiled, compiled);
-        self.cidr_identities.release_all(previous.cidrs.into_keys());
-        self.desired = encode_state(&lower(&self.compiled));
-        self.view = view;
+        self.engine.sync(&view, &policies);
+        let flushed = self.engine.flush(&mut self.cidr_identities);
+        // Prefixes no policy names any more let go of their identity only
+        // now, after the new ones were taken: a CIDR named before and after
+        // keeps its id.
+        self.cidr_identities.release_all(flushed.released);
+        let changed = &flushed.endpoints;
+        self.desired
+            .retain(|key, _| !changed.contains(&u32::from(key.key.endpoint_id)));
+        let mut lowered = MapState::new();
+        for id in changed {
+            if let Some(policy) = self.engine.compiled().endpoints.get(id) {
+                lower_endpoint(*id, policy, &mut lowered);
+            }
+        }
+        self.desired.extend(encode_state(&lowered));
         self.policies = policies;
     }
 
@@ -203,8 +220,8 @@ impl PolicySync {
             })
             .collect();
         PolicySnapshot {
-            compiled: self.compiled.clone(),
-            view: self.view.clone(),
+            compiled: self.engine.compiled().clone(),
+            view: self.engine.view().clone(),
             policies: self.policies.clone(),
             cidrs: self.cidr_identities.clone(),
             rejected: self.rejected.clone(),
@@ -216,12 +233,23 @@ impl PolicySync {
     }
 
     fn parse(&mut self, cluster: &ClusterManifests) -> Vec<Policy> {
-        let latest = cluster.policies.iter().map(|(key, document)| {
-            let parsed = weir_policy::PolicyDocument::from_value(document.document.clone())
-                .and_then(|doc| doc.to_policy())
-                .map_err(|error| vec![error.to_string()]);
-            (key.clone(), parsed)
-        });
+        let mut cache = std::mem::take(&mut self.parsed);
+        for (key, document) in &cluster.policies {
+            let cached = cache
+                .remove(key)
+                .filter(|(parsed, _)| *parsed == document.document);
+            let entry = cached.unwrap_or_else(|| {
+                let parsed = weir_policy::PolicyDocument::from_value(document.document.clone())
+                    .and_then(|doc| doc.to_policy())
+                    .map_err(|error| vec![error.to_string()]);
+                (document.document.clone(), parsed)
+            });
+            self.parsed.insert(key.clone(), entry);
+        }
+        let latest = self
+            .parsed
+            .iter()
+            .map(|(key, (_, parsed))| (key.clone(), parsed.clone()));
         self.versions.update(latest);
         let mut rejected = BTreeMap::new();
         let mut stale = BTreeMap::new();
@@ -263,17 +291,22 @@ impl PolicySync {
 
     /// The compiled state (what `weir policy get/trace` reads).
     pub fn compiled(&self) -> &Compiled {
-        &self.compiled
+        self.engine.compiled()
     }
 
     /// CIDR identities the policies name, for the ipcache.
     pub fn cidr_identities(&self) -> &BTreeMap<IpNetwork, u32> {
-        &self.compiled.cidrs
+        &self.engine.compiled().cidrs
     }
 
     /// The enforcement flags of a local endpoint.
     pub fn enforcement_flags(&self, endpoint_id: u16) -> u8 {
-        let Some(policy) = self.compiled.endpoints.get(&u32::from(endpoint_id)) else {
+        let Some(policy) = self
+            .engine
+            .compiled()
+            .endpoints
+            .get(&u32::from(endpoint_id))
+        else {
             return 0;
         };
         let mut flags = 0;

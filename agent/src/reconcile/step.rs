@@ -69,6 +69,11 @@ impl Step {
         self.retry_at.is_none_or(|at| now >= at)
     }
 
+    /// When a failing step may run again (None when it is not failing).
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
     /// Records a run that ended at `now`. An error is logged once per
     /// change of its text, and the recovery once.
     pub fn record<E: std::fmt::Display>(&mut self, now: Instant, result: Result<(), E>) {

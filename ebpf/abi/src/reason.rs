@@ -25,6 +25,10 @@ pub enum Reason {
     /// The destination is a service frontend with no backend to send a new
     /// connection to (Cilium's "Service backend not found").
     DropNoService = 158,
+    /// An ICMPv6 Router Advertisement or Redirect from a pod: only routers
+    /// send them, and a pod that could would become its node's IPv6
+    /// router (issue 16 item 1).
+    DropForbiddenIcmp6 = 176,
     /// A deny rule matches the connection.
     DropPolicyDeny = 181,
     /// The packet is to or from a pod interface whose endpoint is not
@@ -35,7 +39,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Forwarded,
         Reason::DropInvalidSourceIp,
         Reason::DropPolicyDenied,
@@ -44,6 +48,7 @@ impl Reason {
         Reason::DropCtCreateFailed,
         Reason::DropInvalidExthdr,
         Reason::DropNoService,
+        Reason::DropForbiddenIcmp6,
         Reason::DropPolicyDeny,
         Reason::DropEpNotReady,
     ];
@@ -59,6 +64,7 @@ impl Reason {
             155 => Some(Reason::DropCtCreateFailed),
             156 => Some(Reason::DropInvalidExthdr),
             158 => Some(Reason::DropNoService),
+            176 => Some(Reason::DropForbiddenIcmp6),
             181 => Some(Reason::DropPolicyDeny),
             203 => Some(Reason::DropEpNotReady),
             _ => None,

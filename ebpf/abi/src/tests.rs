@@ -64,6 +64,7 @@ fn drop_texts_are_ordered_and_name_every_reason() {
             "CT: Map insertion failed",
             "Invalid IPv6 extension header",
             "Service backend not found",
+            "Forbidden ICMPv6 message",
             "Policy denied by denylist",
             "Endpoint policy program not available",
         ]

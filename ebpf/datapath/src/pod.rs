@@ -28,6 +28,13 @@ fn is_icmpv6_link_control(flow: &Flow) -> bool {
     flow.protocol == ip_proto::ICMPV6 && matches!(flow.icmp_type, 130..=137 | 143)
 }
 
+/// ICMPv6 Router Advertisement (134) and Redirect (137): only routers send
+/// them, so a pod that does is attacking its node's routing.
+#[inline(always)]
+fn is_icmpv6_router_message(flow: &Flow) -> bool {
+    flow.protocol == ip_proto::ICMPV6 && matches!(flow.icmp_type, 134 | 137)
+}
+
 /// A function of its own (a BPF-to-BPF call), a sibling of service NAT in
 /// the caller: inlined, both frames would not fit in the 512-byte stack.
 #[inline(never)]
@@ -37,6 +44,9 @@ pub fn handle(
     direction: TrafficDirection,
     report: &mut Report,
 ) -> Result<(), Reason> {
+    if direction == TrafficDirection::Egress && is_icmpv6_router_message(flow) {
+        return Err(Reason::DropForbiddenIcmp6);
+    }
     if !flow.is_ip() || is_icmpv6_link_control(flow) {
         return Ok(());
     }

@@ -609,6 +609,79 @@ fn glob_edge_cases() {
     assert!(!glob("a*b*c", "aXXcYb"));
     assert!(glob("", ""));
     assert!(!glob("", "x"));
+    assert!(glob("*", ""));
+    assert!(glob("**", "abc"));
+    assert!(glob("a*", "a"));
+    assert!(
+        !glob("a*a", "a"),
+        "the prefix and the suffix may not overlap"
+    );
+    assert!(glob("a*a", "aa"));
+    assert!(glob("*ab", "aab"));
+    assert!(glob("n*-*-1", "node-x-y-1"));
+    assert!(!glob("n*-*-1", "node-x-y-2"));
+    assert!(glob("ä*ö", "äxyzö"));
+}
+
+#[test]
+fn glob_agrees_with_a_reference_matcher() {
+    /// The textbook backtracking matcher (exponential; fine on short input).
+    fn reference(p: &[char], s: &[char]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some(('*', rest)) => (0..=s.len()).any(|i| reference(rest, &s[i..])),
+            Some((c, rest)) => s.first() == Some(c) && reference(rest, &s[1..]),
+        }
+    }
+    let alphabet = ['a', 'b', '*'];
+    let mut seed = 0x2545_f491_u32;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for _ in 0..20_000 {
+        let pattern: String = (0..next() % 7)
+            .map(|_| alphabet[(next() % 3) as usize])
+            .collect();
+        let text: String = (0..next() % 8)
+            .map(|_| alphabet[(next() % 2) as usize])
+            .collect();
+        let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+        assert_eq!(
+            glob(&pattern, &text),
+            reference(&p, &t),
+            "{pattern:?} ~ {text:?}"
+        );
+    }
+}
+
+#[test]
+fn a_pathological_pattern_is_answered_at_once() {
+    // With the old recursive matcher this took exponential time (and a
+    // stack frame per star): 2,000 stars against 8,000 characters.
+    let pattern = "*a".repeat(2_000) + "b";
+    let text = "a".repeat(8_000);
+    assert!(!glob(&pattern, &text));
+}
+
+#[test]
+fn the_work_a_request_can_ask_for_is_bounded() {
+    let many = vec![FlowFilter::default(); MAX_FILTERS + 1];
+    assert_eq!(
+        FlowFilters::new(&many, &[]).err(),
+        Some(FilterError::TooManyFilters(MAX_FILTERS + 1))
+    );
+    assert!(FlowFilters::new(&[], &many[..MAX_FILTERS]).is_ok());
+    let huge = FlowFilter {
+        source_pod: vec!["x".repeat(MAX_FILTER_BYTES)],
+        ..Default::default()
+    };
+    assert!(matches!(
+        FlowFilters::new(&[], &[huge]),
+        Err(FilterError::FilterTooLarge(_))
+    ));
 }
 
 #[test]

@@ -249,3 +249,77 @@ async fn serves_on_a_unix_socket() {
     assert_eq!(ports, vec![2, 3]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn follow_streams_are_bounded_and_all_served() {
+    const MAX: usize = 100;
+    let ring = ring_with(0);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let service = ObserverService::new(
+        ring.clone(),
+        NodeInfo {
+            name: "test-node".into(),
+            ..Default::default()
+        },
+    )
+    .with_max_followers(MAX);
+    let task = tokio::spawn(serve(service, Listener::Tcp(listener), async {
+        let _ = stopped.await;
+    }));
+    let client = ObserverClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let follow = || GetFlowsRequest {
+        follow: true,
+        ..Default::default()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..MAX {
+        let stream = client
+            .clone()
+            .get_flows(follow())
+            .await
+            .unwrap()
+            .into_inner();
+        streams.push(stream);
+    }
+    // One more is refused, with a reason, and costs nothing.
+    let refused = client.clone().get_flows(follow()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    // Every follower gets the next flow: the reader is not stalled.
+    ring.push(flow(7, 7, false));
+    for stream in &mut streams {
+        let message = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a followed flow")
+            .unwrap()
+            .expect("a message");
+        assert!(matches!(
+            message.response_types,
+            Some(get_flows_response::ResponseTypes::Flow(_))
+        ));
+    }
+    // A closed stream frees its place (its task notices on the next flow).
+    drop(streams.pop());
+    ring.push(flow(8, 8, false));
+    let mut admitted = None;
+    for _ in 0..50 {
+        match client.clone().get_flows(follow()).await {
+            Ok(stream) => {
+                admitted = Some(stream);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(admitted.is_some(), "the freed place was not given again");
+    drop(streams);
+    drop(admitted);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

@@ -9,6 +9,7 @@ metadata: {name: web-0, namespace: shop}
 spec:
   identity: 1234
   nodeName: node-1
+  nodeIP: 192.168.50.2
   addresses: {ipv4: 10.42.1.7, ipv6: "fd00::7"}
   namedPorts:
   - {name: http, port: 80, protocol: TCP}

@@ -725,3 +725,106 @@ fn options_defaults_and_validation() {
         })
     );
 }
+
+fn cidr(text: &str) -> ipnetwork::Ipv4Network {
+    text.parse().unwrap()
+}
+
+/// The agent's defaults: Kubernetes' service range, no external IPs; pods
+/// in 10.244.0.0/16, the node at 192.0.2.1, etcd at 192.0.2.100.
+fn guarded() -> LbOptions {
+    LbOptions {
+        addresses: FrontendAddresses {
+            service_cidrs: Some(vec![cidr("10.96.0.0/12")]),
+            external_ip_cidrs: Some(Vec::new()),
+            reserved: vec![
+                cidr("10.244.0.0/16"),
+                cidr("192.0.2.1/32"),
+                cidr("192.0.2.100/32"),
+            ],
+        },
+        ..LbOptions::default()
+    }
+}
+
+fn refusals(spec: &str, options: &LbOptions) -> (usize, Vec<String>) {
+    let state = compile(&[service("grab", spec)], &[], &node(), options);
+    (
+        state.frontends.len(),
+        state.problems.into_iter().map(|p| p.message).collect(),
+    )
+}
+
+#[test]
+fn a_service_cannot_claim_addresses_outside_its_ranges_or_of_pods_nodes_and_the_kvstore() {
+    let options = guarded();
+    // A clusterIP outside the service range: e.g. the API server's address.
+    let (frontends, problems) =
+        refusals("  clusterIP: 10.0.0.1\n  ports: [{port: 443}]\n", &options);
+    assert_eq!(frontends, 0);
+    assert_eq!(
+        problems,
+        ["ClusterIp frontend 10.0.0.1:443/TCP refused: 10.0.0.1 is outside the service CIDRs (10.96.0.0/12)"]
+    );
+    // externalIPs: none allowed unless configured.
+    let spec = "  clusterIP: 10.96.0.10\n  externalIPs: [198.51.100.7]\n  ports: [{port: 80}]\n";
+    let (frontends, problems) = refusals(spec, &options);
+    assert_eq!(frontends, 1, "the clusterIP stays");
+    assert_eq!(
+        problems,
+        ["ExternalIp frontend 198.51.100.7:80/TCP refused: 198.51.100.7 is outside the allowed external IP CIDRs (none)"]
+    );
+    let mut allowed = guarded();
+    allowed.addresses.external_ip_cidrs = Some(vec![cidr("198.51.100.0/24")]);
+    let (frontends, problems) = refusals(spec, &allowed);
+    assert_eq!((frontends, problems.len()), (3, 0), "{problems:?}");
+    // A pod's address, the node's and etcd's, whatever the kind, even
+    // where the ranges would allow it.
+    allowed.addresses.external_ip_cidrs = Some(vec![cidr("0.0.0.0/0")]);
+    for stolen in ["10.244.3.9", "192.0.2.1", "192.0.2.100"] {
+        let spec = format!(
+            "  clusterIP: 10.96.0.10\n  externalIPs: [{stolen}]\n  ports: [{{port: 80}}]\n"
+        );
+        let (_, problems) = refusals(&spec, &allowed);
+        assert_eq!(problems.len(), 1, "{stolen}: {problems:?}");
+        assert!(
+            problems[0].contains("reserved for pods, nodes or the kvstore"),
+            "{problems:?}"
+        );
+        let lb = with_status(
+            service("grab", "  type: LoadBalancer\n  clusterIP: 10.96.0.10\n  allocateLoadBalancerNodePorts: false\n  ports: [{port: 80}]\n"),
+            &[stolen],
+        );
+        let state = compile(&[lb], &[], &node(), &allowed);
+        assert!(
+            state
+                .problems
+                .iter()
+                .any(|p| p.message.starts_with("LoadBalancer frontend")),
+            "{stolen}: {:?}",
+            state.problems
+        );
+    }
+    // NodePorts live on the node's own address, which is reserved for
+    // every other kind.
+    let mut node_addressed = guarded();
+    node_addressed
+        .addresses
+        .reserved
+        .push(cidr("192.168.0.0/16"));
+    let (frontends, problems) = refusals(
+        "  type: NodePort\n  clusterIP: 10.96.0.10\n  ports: [{port: 80, nodePort: 30080}]\n",
+        &node_addressed,
+    );
+    assert!(
+        problems.iter().all(|p| !p.starts_with("NodePort")),
+        "{problems:?}"
+    );
+    assert!(frontends >= 2, "NodePort frontends kept: {frontends}");
+    // The library's default accepts any address (tests, benchmarks).
+    let (frontends, problems) = refusals(
+        "  clusterIP: 10.0.0.1\n  ports: [{port: 443}]\n",
+        &LbOptions::default(),
+    );
+    assert_eq!((frontends, problems.len()), (1, 0));
+}

@@ -40,13 +40,39 @@ fn allocation_is_idempotent_per_attachment() {
 }
 
 #[test]
-fn released_addresses_are_reused_lowest_first() {
-    let mut ipam = ipam("10.244.1.0/24");
+fn a_released_address_comes_back_only_after_every_other_free_one() {
+    // Five pod addresses: .2 to .6.
+    let mut ipam = ipam("10.0.0.0/29");
     let a = ipam.allocate(&key("a")).unwrap();
     ipam.allocate(&key("b")).unwrap();
     assert_eq!(ipam.release(&key("a")), Some(a));
     assert_eq!(ipam.release(&key("a")), None, "release is idempotent");
-    assert_eq!(ipam.allocate(&key("c")).unwrap(), a);
+    let next: Vec<Ipv4Addr> = ["c", "d", "e", "f"]
+        .iter()
+        .map(|k| ipam.allocate(&key(k)).unwrap())
+        .collect();
+    let expected = [
+        Ipv4Addr::new(10, 0, 0, 4),
+        Ipv4Addr::new(10, 0, 0, 5),
+        Ipv4Addr::new(10, 0, 0, 6),
+        a, // the released one, last
+    ];
+    assert_eq!(next, expected);
+    // Round again: .3 (b) and .4 (c) freed; the search goes on after .2.
+    ipam.release(&key("c"));
+    ipam.release(&key("b"));
+    let again = ipam.allocate(&key("g")).unwrap();
+    assert_eq!(again, Ipv4Addr::new(10, 0, 0, 3));
+}
+
+#[test]
+fn state_written_before_the_rotation_reads_and_starts_at_the_first_address() {
+    let old = r#"{"cidr":"10.244.1.0/24","allocations":{}}"#;
+    let mut ipam: Ipam = serde_json::from_str(old).unwrap();
+    assert_eq!(
+        ipam.allocate(&key("a")).unwrap(),
+        Ipv4Addr::new(10, 244, 1, 2)
+    );
 }
 
 #[test]

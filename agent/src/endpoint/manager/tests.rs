@@ -10,6 +10,7 @@ use crate::endpoint::ipam::Ipam;
 struct RecordingDatapath {
     attached: BTreeSet<String>,
     fail_attach: bool,
+    forgotten: Vec<Ipv4Addr>,
 }
 
 impl EndpointDatapath for RecordingDatapath {
@@ -35,6 +36,11 @@ impl EndpointDatapath for RecordingDatapath {
 
     fn remove_orphans(&mut self) -> Result<usize, DatapathError> {
         Ok(0)
+    }
+
+    fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError> {
+        self.forgotten.push(address);
+        Ok(())
     }
 }
 
@@ -100,6 +106,8 @@ fn allocate_then_create_then_delete() {
     assert!(f.agent.delete_endpoint(&key("a")).unwrap());
     assert!(!f.agent.delete_endpoint(&key("a")).unwrap(), "DEL twice");
     assert!(f.agent.lock().datapath.attached.is_empty());
+    // The released address's connections are forgotten (once).
+    assert_eq!(f.agent.lock().datapath.forgotten, [allocation.address]);
     assert_eq!(f.agent.status().addresses_free, 253);
 }
 

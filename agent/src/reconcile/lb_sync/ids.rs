@@ -1,7 +1,7 @@
 //! Ids for map entries shared between frontends (backends, reverse NAT,
 //! Maglev tables), each held by a count of frontends.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 struct Held<I> {
     id: I,
@@ -11,10 +11,17 @@ struct Held<I> {
 /// Ids handed out from 1 up (0 means none). An id its last holder lets go
 /// is retired: the caller removes its map entry at the end of the pass and
 /// only then frees it, so an id never means two things within one pass.
+///
+/// Freed ids are quarantined: never-used ids are handed out first, and only
+/// when those are spent the freed ones, longest-freed first. NAT and
+/// affinity entries the datapath keeps per connection and per client name
+/// a backend id; until the connection sweep has removed the ones of a
+/// retired id (and the LRU aged out the rest), that id must not stand for
+/// another service's backend (issue 16 item 4).
 pub(super) struct IdPool<K: Ord, I> {
     ids: BTreeMap<K, Held<I>>,
     retired: Vec<I>,
-    free: BTreeSet<I>,
+    free: VecDeque<I>,
     next: I,
     max: I,
 }
@@ -24,7 +31,7 @@ impl<K: Ord + Clone, I: Copy + Ord + From<u8> + std::ops::Add<Output = I>> IdPoo
         IdPool {
             ids: BTreeMap::new(),
             retired: Vec::new(),
-            free: BTreeSet::new(),
+            free: VecDeque::new(),
             next: I::from(1),
             max,
         }
@@ -50,14 +57,13 @@ impl<K: Ord + Clone, I: Copy + Ord + From<u8> + std::ops::Add<Output = I>> IdPoo
             held.holders += 1;
             return Some(held.id);
         }
-        let id = match self.free.pop_first() {
-            Some(id) => id,
-            None if self.next <= self.max => {
-                let id = self.next;
-                self.next = self.next + I::from(1);
-                id
-            }
-            None => return None,
+        let id = if self.next <= self.max {
+            let id = self.next;
+            self.next = self.next + I::from(1);
+            id
+        } else {
+            // Spent: the id freed longest ago.
+            self.free.pop_front()?
         };
         self.ids.insert(key.clone(), Held { id, holders: 1 });
         Some(id)
@@ -115,7 +121,7 @@ impl<K: Ord + Clone, I: Copy + Ord + From<u8> + std::ops::Add<Output = I>> IdPoo
                 self.retired.push(id);
                 return Err(error);
             }
-            self.free.insert(id);
+            self.free.push_back(id);
         }
         Ok(())
     }
@@ -148,7 +154,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(removed, vec![1]);
-        assert_eq!(pool.acquire(&"c"), Some(1), "freed, then reused");
+        assert_eq!(pool.acquire(&"c"), Some(1), "freed, then reused when spent");
 
         pool.adopt("z", 7);
         assert_eq!(pool.acquire(&"z"), Some(7));
@@ -163,5 +169,27 @@ mod tests {
         })
         .unwrap();
         assert_eq!(left, 3, "a failed removal keeps the ids retired");
+    }
+
+    #[test]
+    fn freed_ids_wait_until_every_fresh_one_is_used_then_come_back_oldest_first() {
+        let mut pool: IdPool<&str, u16> = IdPool::new(4);
+        assert_eq!(pool.acquire(&"a"), Some(1));
+        assert_eq!(pool.acquire(&"b"), Some(2));
+        pool.release(&"a");
+        pool.release(&"b");
+        pool.free_retired(|_| Ok::<_, ()>(())).unwrap();
+        // 1 and 2 are free, but a new service's backends get 3 and 4 first:
+        // the old ids' connections and affinities have time to go.
+        assert_eq!(pool.acquire(&"c"), Some(3));
+        assert_eq!(pool.acquire(&"d"), Some(4));
+        // Spent: the freed ids come back in the order they were freed.
+        let freed_first = pool.acquire(&"e");
+        let freed_next = pool.acquire(&"f");
+        assert!(
+            matches!((freed_first, freed_next), (Some(x), Some(y)) if x != y && x <= 2 && y <= 2),
+            "{freed_first:?} {freed_next:?}"
+        );
+        assert_eq!(pool.acquire(&"g"), None, "bounded");
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use weir_policy::{compile, lower};
 
 fn view_of(identity_labels: &[(u32, &[(&str, &str)])]) -> ClusterView {
     let mut view = ClusterView::new();
@@ -325,4 +326,55 @@ fn adopted_entries_become_the_agents_once_a_pass_handled_them() {
     synced.desired = kernel;
     synced.forget_handled(&synced.held());
     assert!(synced.adopted.is_empty());
+}
+
+#[test]
+fn desired_entries_kept_per_changed_endpoint_equal_a_full_lowering() {
+    let yaml = |from: &str| {
+        format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: p, namespace: x}}
+spec:
+  podSelector: {{matchLabels: {{pod: a}}}}
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{pod: {from}}}}}}}]
+    ports: [{{protocol: TCP, port: 80}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: q, namespace: x}}
+spec:
+  podSelector: {{matchLabels: {{pod: b}}}}
+  policyTypes: [Ingress, Egress]
+  egress:
+  - to: [{{podSelector: {{}}}}]
+"#
+        )
+    };
+    // Endpoint 1 (x/a) and 2 (x/b); identities come and go, labels and
+    // policies change: after each compile the kept entries are exactly a
+    // full lowering of a compile from scratch.
+    type Identities<'a> = &'a [(u32, &'a [(&'a str, &'a str)])];
+    let steps: [(&str, Identities); 4] = [
+        ("b", &[(300, X_A), (301, X_B)]),
+        ("c", &[(300, X_A), (301, X_B)]),
+        ("b", &[(300, X_A), (301, X_B), (302, X_B)]),
+        ("b", &[(300, X_B), (301, X_A)]),
+    ];
+    let mut sync = PolicySync::default();
+    for (step, (from, identities)) in steps.into_iter().enumerate() {
+        let mut view = view_of(identities);
+        view.add_endpoint(weir_policy::Endpoint {
+            id: 2,
+            identity: 301,
+            named_ports: NamedPorts::new(),
+        });
+        let policies = policies_of(&yaml(from));
+        sync.compile(view.clone(), policies.clone());
+        let scratch = compile(&view, &policies, &mut LocalIdentities::default());
+        assert_eq!(sync.desired, encode_state(&lower(&scratch)), "step {step}");
+        assert!(!sync.desired.is_empty(), "step {step}");
+    }
 }

@@ -1,0 +1,121 @@
+//! `--auto-direct-node-routes` on the real kernel: in a network namespace
+//! of the test's own, the agent's route sync installs a route to each other
+//! node's pod CIDR through its address (tagged `proto 87`), corrects one
+//! whose node moved, removes the one of a node that left only once the
+//! node list is complete, adopts what an earlier run left, and never
+//! touches a route it did not make.
+
+use std::net::Ipv4Addr;
+
+use weir_agent::datapath::node_routes::{NodeRouteSet, NodeRoutes, ROUTE_PROTOCOL};
+use weir_tests::netns::{self, NetNs};
+use weir_tests::{names, require_root};
+
+fn set(routes: &[(&str, [u8; 4])]) -> NodeRouteSet {
+    routes
+        .iter()
+        .map(|(cidr, gw)| (cidr.parse().expect("cidr"), Ipv4Addr::from(*gw)))
+        .collect()
+}
+
+/// `ip route show` lines of `proto`.
+fn shown(ns: &NetNs, proto: &str) -> Vec<String> {
+    ns.ip(&["route", "show", "proto", proto])
+        .expect("ip route")
+        .lines()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// Runs one async step inside the namespace.
+fn in_ns<T: Send + 'static>(
+    ns: &NetNs,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
+) -> T {
+    netns::run_in(ns.name(), move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f())
+    })
+    .expect("in netns")
+}
+
+#[test]
+fn node_routes_follow_the_node_records_and_touch_only_their_own() {
+    require_root();
+    let ns = NetNs::new(&names::unique()).unwrap();
+    // A veth pair (no dummy driver on every kernel), both ends up.
+    ns.ip(&[
+        "link", "add", "underlay", "type", "veth", "peer", "name", "peer",
+    ])
+    .unwrap();
+    ns.ip(&["link", "set", "peer", "up"]).unwrap();
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "underlay"])
+        .unwrap();
+    ns.ip(&["link", "set", "underlay", "up"]).unwrap();
+    // Someone else's route, in the same table.
+    ns.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"])
+        .unwrap();
+    let proto = ROUTE_PROTOCOL.to_string();
+
+    let before = shown(&ns, "boot");
+    in_ns(&ns, || {
+        Box::pin(async {
+            let mut routes = NodeRoutes::open().await.expect("open");
+            assert!(routes.installed().is_empty());
+            let two = set(&[
+                ("10.244.1.0/24", [192, 0, 2, 2]),
+                ("10.244.2.0/24", [192, 0, 2, 3]),
+            ]);
+            routes.sync(&two, true).await.expect("sync");
+        })
+    });
+    assert_eq!(
+        shown(&ns, &proto),
+        vec!["10.244.1.0/24 via 192.0.2.2", "10.244.2.0/24 via 192.0.2.3"]
+    );
+
+    // A new run adopts them; n2 moved to .4; n1 left, but the list is not
+    // complete yet: nothing is removed.
+    in_ns(&ns, || {
+        Box::pin(async {
+            let mut routes = NodeRoutes::open().await.expect("open");
+            assert_eq!(
+                routes.installed().len(),
+                2,
+                "adopted {:?}",
+                routes.installed()
+            );
+            let partial = set(&[("10.244.2.0/24", [192, 0, 2, 4])]);
+            routes.sync(&partial, false).await.expect("partial sync");
+        })
+    });
+    assert_eq!(
+        shown(&ns, &proto),
+        vec!["10.244.1.0/24 via 192.0.2.2", "10.244.2.0/24 via 192.0.2.4"]
+    );
+
+    // Complete: n1's route goes. A route removed by hand is no error.
+    ns.ip(&["route", "del", "10.244.2.0/24"]).unwrap();
+    in_ns(&ns, || {
+        Box::pin(async {
+            let mut routes = NodeRoutes::open().await.expect("open");
+            routes
+                .sync(&NodeRouteSet::new(), true)
+                .await
+                .expect("final sync");
+        })
+    });
+    assert!(shown(&ns, &proto).is_empty(), "{:?}", shown(&ns, &proto));
+    assert_eq!(
+        shown(&ns, "boot"),
+        before,
+        "a route Weir did not make changed"
+    );
+    assert!(ns
+        .ip(&["route", "show", "198.51.100.0/24"])
+        .unwrap()
+        .contains("via 192.0.2.254"));
+}

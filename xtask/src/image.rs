@@ -1,0 +1,213 @@
+//! `cargo xtask image`: OCI image archives of weir-agent (with weir-cni,
+//! the `weir` CLI and a static busybox for the CNI install step),
+//! weir-operator and weir-relay, from the workspace's binaries and the
+//! shared libraries they link (found with ldd), built without a container
+//! engine ([`oci`]). `ctr -n k8s.io image import target/images/X.oci.tar`
+//! loads one into a node's containerd.
+
+mod oci;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::cmd::step;
+use crate::{build, paths};
+
+/// The image tag: the workspace version.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Debian's busybox-static (installed by `cargo xtask setup`).
+const BUSYBOX: &str = "/bin/busybox";
+/// What the agent image's CNI install step runs.
+const BUSYBOX_APPLETS: [&str; 5] = ["sh", "cp", "mv", "cat", "mkdir"];
+
+#[derive(Args)]
+pub struct ImageArgs {
+    /// Package the debug binaries (as the test suite builds them) instead
+    /// of building release ones.
+    #[arg(long)]
+    pub debug: bool,
+    /// Take the binaries from this directory as they are (no build).
+    #[arg(long, conflicts_with = "debug")]
+    pub binaries: Option<PathBuf>,
+    /// Where the archives go.
+    #[arg(long, default_value = "target/images")]
+    pub out: PathBuf,
+}
+
+struct Spec {
+    name: &'static str,
+    binaries: &'static [&'static str],
+    busybox: bool,
+}
+
+const IMAGES: [Spec; 3] = [
+    Spec {
+        name: "weir-agent",
+        binaries: &["weir-agent", "weir-cni", "weir"],
+        busybox: true,
+    },
+    Spec {
+        name: "weir-operator",
+        binaries: &["weir-operator"],
+        busybox: false,
+    },
+    Spec {
+        name: "weir-relay",
+        binaries: &["weir-relay"],
+        busybox: false,
+    },
+];
+
+pub fn run(args: &ImageArgs) -> Result<()> {
+    let dir = match &args.binaries {
+        Some(dir) => dir.clone(),
+        None => {
+            let release = !args.debug;
+            build::binaries(release)?;
+            paths::root()
+                .join("target")
+                .join(if release { "release" } else { "debug" })
+        }
+    };
+    let out = paths::root().join(&args.out);
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    for spec in &IMAGES {
+        step(&format!("image {}", spec.name));
+        let image = assemble(spec, &dir)?;
+        let name = image.name.clone();
+        let built = oci::build(image, "amd64")?;
+        let path = out.join(format!("{}-{VERSION}.oci.tar", spec.name));
+        std::fs::write(&path, &built.archive)
+            .with_context(|| format!("write {}", path.display()))?;
+        // The archive on stdout (what scripts take); the sizes beside it.
+        println!("{}", path.display());
+        eprintln!(
+            "    {name}: layer {:.1} MiB compressed ({:.1} MiB unpacked)",
+            mib(built.layer_compressed),
+            mib(built.layer_uncompressed)
+        );
+    }
+    Ok(())
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn assemble(spec: &Spec, dir: &Path) -> Result<oci::Image> {
+    let mut entries = Vec::new();
+    let mut libraries: Vec<PathBuf> = Vec::new();
+    for binary in spec.binaries {
+        let source = dir.join(binary);
+        if !source.is_file() {
+            bail!("{} not found: build it first", source.display());
+        }
+        libraries.extend(shared_libraries(&source)?);
+        entries.push(oci::Entry::File {
+            path: format!("usr/local/bin/{binary}"),
+            source,
+            mode: 0o755,
+        });
+    }
+    libraries.sort();
+    libraries.dedup();
+    for library in libraries {
+        // The path the dynamic loader looks for, with symlinks resolved to
+        // the file itself.
+        let path = library
+            .strip_prefix("/")
+            .unwrap_or(&library)
+            .display()
+            .to_string();
+        let source = std::fs::canonicalize(&library)
+            .with_context(|| format!("resolve {}", library.display()))?;
+        entries.push(oci::Entry::File {
+            path,
+            source,
+            mode: 0o755,
+        });
+    }
+    if spec.busybox {
+        if !Path::new(BUSYBOX).is_file() {
+            bail!("{BUSYBOX} not found: run `cargo xtask setup` (Debian's busybox-static)");
+        }
+        entries.push(oci::Entry::File {
+            path: "bin/busybox".into(),
+            source: BUSYBOX.into(),
+            mode: 0o755,
+        });
+        for applet in BUSYBOX_APPLETS {
+            entries.push(oci::Entry::Link {
+                path: format!("bin/{applet}"),
+                target: "busybox".into(),
+            });
+        }
+    }
+    Ok(oci::Image {
+        name: format!("localhost/{}:{VERSION}", spec.name),
+        entrypoint: vec![format!("/usr/local/bin/{}", spec.binaries[0])],
+        entries,
+    })
+}
+
+/// The absolute paths of the shared libraries (and the loader) `binary`
+/// links, from `ldd`; none for a static binary.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let output = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("run ldd")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        if text.contains("not a dynamic executable")
+            || output.stderr.starts_with(b"\tnot a dynamic")
+        {
+            return Ok(Vec::new());
+        }
+        bail!(
+            "ldd {}: {}",
+            binary.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(parse_ldd(&text))
+}
+
+/// `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` and
+/// `/lib64/ld-linux-x86-64.so.2 (0x...)` lines; the vDSO has no file.
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_lines_give_library_paths() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffc)\n\
+                    \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
+}
