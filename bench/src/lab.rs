@@ -1,5 +1,6 @@
 //! Time of `lab up` and of applying N pods, with real agents and the real
-//! CNI plugin.
+//! CNI plugin, on the control plane (the default) and on the manifest
+//! directory.
 
 use std::time::Instant;
 
@@ -7,9 +8,23 @@ use anyhow::Result;
 use weir_lab::manifest;
 use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
 
+type Up = fn(usize) -> Result<TestLab>;
+
 /// Times `lab up` with `nodes` nodes and the apply of `pods` pods, `runs`
-/// times.
+/// times, in each mode.
 pub fn run(nodes: usize, pods: usize, runs: usize) -> Result<()> {
+    let modes: [(&str, Up); 2] = [
+        ("control plane", TestLab::up),
+        ("manifest directory", TestLab::up_manifest_dir),
+    ];
+    for (mode, up) in modes {
+        println!("== {mode}");
+        run_mode(up, nodes, pods, runs)?;
+    }
+    Ok(())
+}
+
+fn run_mode(up: Up, nodes: usize, pods: usize, runs: usize) -> Result<()> {
     weir_tests::require_root();
     let mut yaml = namespace_yaml("bench");
     for i in 0..pods {
@@ -25,7 +40,7 @@ pub fn run(nodes: usize, pods: usize, runs: usize) -> Result<()> {
     let mut apply_ms = Vec::new();
     for run in 1..=runs {
         let start = Instant::now();
-        let mut lab = TestLab::up(nodes)?;
+        let mut lab = up(nodes)?;
         up_ms.push(start.elapsed().as_secs_f64() * 1e3);
         let start = Instant::now();
         lab.apply(&objects)?;

@@ -19,7 +19,7 @@ impl Lab {
     /// Starts `node`'s agent and waits until its API socket accepts
     /// connections; returns its pid.
     pub(crate) fn start_agent(&self, node: &NodeRecord) -> Result<u32> {
-        let args = vec![
+        let mut args = vec![
             "--node-name".to_string(),
             node.name.clone(),
             "--pod-cidr".into(),
@@ -36,8 +36,6 @@ impl Lab {
             node.underlay_ip.to_string(),
             "--etcd-endpoints".into(),
             etcd::endpoint(),
-            "--manifests-dir".into(),
-            self.manifests_dir().display().to_string(),
             "--hubble-socket".into(),
             hubble_socket(node).display().to_string(),
             "--prometheus-address".into(),
@@ -49,6 +47,24 @@ impl Lab {
             "--external-ip-cidr".into(),
             SERVICE_EXTERNAL_PREFIX.into(),
         ];
+        match &self.state.control_plane {
+            // Its own kubeconfig (the agents' ServiceAccount identity);
+            // identities still through the lab's etcd (kvstore mode, which
+            // the kvstore fault suites exercise; CRD mode has suites of its
+            // own).
+            Some(cp) => {
+                let kubeconfig = self.dir.join(&node.name).join("kubeconfig");
+                std::fs::copy(cp.agent_kubeconfig(), &kubeconfig)
+                    .with_context(|| format!("write {}", kubeconfig.display()))?;
+                args.extend(["--k8s".into(), "--kubeconfig".into()]);
+                args.push(kubeconfig.display().to_string());
+                args.extend(["--identity-allocation-mode".into(), "kvstore".into()]);
+            }
+            None => {
+                args.push("--manifests-dir".into());
+                args.push(self.manifests_dir().display().to_string());
+            }
+        }
         let _ = std::fs::remove_file(&node.api_socket);
         let log = self.dir.join(&node.name).join("agent.log");
         let pid = process::spawn_detached(&node.netns, &self.binaries.agent, &args, &log)?;

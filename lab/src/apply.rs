@@ -1,14 +1,18 @@
-//! Applying and deleting manifests, as the API server and the controllers
-//! would: every object is written to the manifests directory the agents
-//! read (atomically, so an agent never reads half a file); pods are created
-//! and deleted as kubelet would (`pods`); the derived EndpointSlices follow.
+//! Applying and deleting manifests. On the control plane every object goes
+//! through the API server (`server_apply`) and the lab plays the kubelet
+//! for pods (`kubelet`). On the manifest directory the lab plays the API
+//! server and the controllers: every object is written to the directory the
+//! agents read (atomically, so an agent never reads half a file); pods are
+//! created and deleted as kubelet would (`pods`); the derived EndpointSlices
+//! follow.
 
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
 
-use crate::manifest::{self, Namespace, Object};
-use crate::Lab;
+use crate::api::ApiAccess;
+use crate::manifest::{self, Namespace, Object, Pod};
+use crate::{server_apply, Lab};
 
 /// What `apply` did to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,9 @@ impl Lab {
     /// Applies manifests: namespaces first, then pods, in file order.
     pub fn apply(&mut self, objects: &[Object]) -> Result<Vec<Applied>> {
         validate_policies(objects)?;
+        if let Some(access) = self.api_access() {
+            return self.apply_through_api(&access, objects);
+        }
         let mut report = Vec::new();
         for object in objects {
             if let Object::Namespace(ns) = object {
@@ -106,6 +113,9 @@ impl Lab {
     /// Deletes the objects named in the manifests (pods of a deleted
     /// namespace go with it).
     pub fn delete(&mut self, objects: &[Object]) -> Result<Vec<String>> {
+        if let Some(access) = self.api_access() {
+            return self.delete_through_api(&access, objects);
+        }
         let mut deleted = Vec::new();
         for object in objects {
             let (file, what) = match object {
@@ -218,6 +228,123 @@ impl Lab {
 
     fn apply_policy(&mut self, policy: &manifest::PolicyDocument) -> Result<Applied> {
         self.apply_document(&policy_file(policy), policy.key(), &policy.document)
+    }
+}
+
+/// On the control plane: namespaces, pods, policies, then the rest, all
+/// dry-run first; then the kubelet's part for the new pods.
+impl Lab {
+    fn apply_through_api(
+        &mut self,
+        access: &ApiAccess,
+        objects: &[Object],
+    ) -> Result<Vec<Applied>> {
+        let rank = |o: &Object| match o {
+            Object::Namespace(_) => 0,
+            Object::Pod(_) => 1,
+            Object::Policy(_) => 2,
+            Object::Service(_) | Object::EndpointSlice(_) => 3,
+        };
+        let mut ordered: Vec<&Object> = objects.iter().collect();
+        ordered.sort_by_key(|o| rank(o));
+        let documents = ordered
+            .iter()
+            .map(|o| server_apply::document(o))
+            .collect::<Result<Vec<_>>>()?;
+        let pods: Vec<Pod> = ordered
+            .iter()
+            .filter_map(|o| match o {
+                Object::Pod(pod) => Some(pod.clone()),
+                _ => None,
+            })
+            .collect();
+        let pod_namespaces: BTreeSet<String> = pods.iter().map(|p| p.namespace.clone()).collect();
+        // One client for the whole file: the dry run, the apply, then the
+        // kubelet's part for the new pods.
+        let lab = &mut *self;
+        let mut report = access.run(|client| async move {
+            server_apply::dry_run(&client, &documents).await?;
+            let (namespaces, rest): (Vec<_>, Vec<_>) = documents
+                .into_iter()
+                .partition(|d| d.value["kind"] == "Namespace");
+            let mut report = server_apply::apply(&client, &namespaces).await?;
+            for namespace in &pod_namespaces {
+                server_apply::wait_default_service_account(&client, namespace).await?;
+            }
+            report.extend(server_apply::apply(&client, &rest).await?);
+            let new: Vec<Pod> = pods
+                .into_iter()
+                .filter(|p| lab.state.pod(&p.namespaced_name().to_string()).is_none())
+                .collect();
+            lab.kubelet_run(&client, &new).await?;
+            Ok(report)
+        })?;
+        for entry in &mut report {
+            if let Applied::Created(what) = entry {
+                if let Some(pod) = what.strip_prefix("pod/").and_then(|k| self.state.pod(k)) {
+                    *what = format!("{what} on {} ({})", pod.node, pod.ip);
+                }
+            }
+        }
+        for object in objects {
+            if let Object::Pod(pod) = object {
+                let key = pod.namespaced_name().to_string();
+                if let Some(record) = self.state.pods.iter_mut().find(|p| p.key() == key) {
+                    record.labels = pod.labels.clone();
+                }
+            }
+        }
+        self.state.save(&self.dir)?;
+        Ok(report)
+    }
+
+    /// On the control plane: each object deleted through the API; pods
+    /// (also those of a deleted namespace) as kubelet deletes them.
+    fn delete_through_api(
+        &mut self,
+        access: &ApiAccess,
+        objects: &[Object],
+    ) -> Result<Vec<String>> {
+        let lab = &mut *self;
+        access.run(|client| async move {
+            let mut deleted = Vec::new();
+            for object in objects {
+                if matches!(object, Object::Pod(_) | Object::Namespace(_)) {
+                    continue;
+                }
+                let document = server_apply::document(object)?;
+                if server_apply::delete(&client, &document).await? {
+                    deleted.push(format!("{} deleted", document.what));
+                }
+            }
+            for object in objects {
+                let keys: Vec<String> = match object {
+                    Object::Pod(pod) => vec![pod.namespaced_name().to_string()],
+                    Object::Namespace(ns) => lab
+                        .state
+                        .pods
+                        .iter()
+                        .filter(|p| p.namespace == ns.name)
+                        .map(|p| p.key())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for key in keys {
+                    if lab.kubelet_delete_with(&client, &key).await? {
+                        deleted.push(format!("pod/{key} deleted"));
+                    }
+                }
+                if let Object::Namespace(ns) = object {
+                    let document = server_apply::document(object)?;
+                    let existed = server_apply::delete(&client, &document).await?;
+                    server_apply::wait_namespace_gone(&client, &ns.name).await?;
+                    if existed {
+                        deleted.push(format!("namespace/{} deleted", ns.name));
+                    }
+                }
+            }
+            Ok(deleted)
+        })
     }
 }
 

@@ -48,6 +48,33 @@ const SCHEDULER: Identity = Identity {
     kubeconfig: "scheduler.kubeconfig",
 };
 
+/// Weir's agents, as the ServiceAccount deploy/kubernetes/20-agent-rbac.yaml binds
+/// its ClusterRole to: a static token names the account's user and groups,
+/// so RBAC checks the agents against the real role without waiting for the
+/// token controller to sign one at `lab up`.
+const AGENT: Identity = Identity {
+    user: "system:serviceaccount:weir-system:weir-agent",
+    groups: "system:serviceaccounts,system:serviceaccounts:weir-system",
+    kubeconfig: "agent.kubeconfig",
+};
+
+/// Weir's CRDs, its namespace and the agent's RBAC as an installation
+/// applies them (deploy/), applied at `lab up`.
+const DEPLOY: [&str; 7] = [
+    include_str!("../../deploy/crds/weirclusterwidenetworkpolicies.weir.io.yaml"),
+    include_str!("../../deploy/crds/weirendpoints.weir.io.yaml"),
+    include_str!("../../deploy/crds/weiridentities.weir.io.yaml"),
+    include_str!("../../deploy/crds/weirnetworkpolicies.weir.io.yaml"),
+    include_str!("../../deploy/crds/weirnodes.weir.io.yaml"),
+    include_str!("../../deploy/kubernetes/00-namespace.yaml"),
+    include_str!("../../deploy/kubernetes/20-agent-rbac.yaml"),
+];
+
+/// 1.20's alpha gate that makes the EndpointSlice controller publish
+/// terminating endpoints with `serving`/`terminating` (as 1.22+ do by
+/// default), which the agent's graceful termination reads.
+const FEATURE_GATES: &str = "--feature-gates=EndpointSliceTerminatingCondition=true";
+
 struct Identity {
     user: &'static str,
     groups: &'static str,
@@ -67,6 +94,9 @@ pub struct ControlPlane {
     /// The etcd it stores objects in.
     pub etcd_url: String,
     pub kubectl: PathBuf,
+    /// An etcd of its own, when it runs one ([`Self::start_etcd`]).
+    #[serde(default)]
+    pub etcd_pid: u32,
     #[serde(default)]
     pub apiserver_pid: u32,
     #[serde(default)]
@@ -92,6 +122,7 @@ impl ControlPlane {
             address,
             etcd_url: etcd_url.to_string(),
             kubectl: kubectl.to_path_buf(),
+            etcd_pid: 0,
             apiserver_pid: 0,
             controller_manager_pid: 0,
             scheduler_pid: 0,
@@ -101,6 +132,11 @@ impl ControlPlane {
     /// The admin's kubeconfig (usable inside [`Self::netns`]).
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.dir.join(ADMIN.kubeconfig)
+    }
+
+    /// The kubeconfig of Weir's agents (the `weir-agent` ServiceAccount).
+    pub fn agent_kubeconfig(&self) -> PathBuf {
+        self.dir.join(AGENT.kubeconfig)
     }
 
     /// The serving certificate kube-apiserver generates into --cert-dir
@@ -136,7 +172,10 @@ impl ControlPlane {
             path_str(&self.dir.join("sa.pub"))?,
         ])?;
         let mut tokens = String::new();
-        for (uid, who) in [ADMIN, CONTROLLER_MANAGER, SCHEDULER].iter().enumerate() {
+        for (uid, who) in [ADMIN, CONTROLLER_MANAGER, SCHEDULER, AGENT]
+            .iter()
+            .enumerate()
+        {
             let token = random_token()?;
             // token,user,uid,"group1,group2"
             tokens.push_str(&format!("{token},{},{uid},\"{}\"\n", who.user, who.groups));
@@ -144,6 +183,29 @@ impl ControlPlane {
         }
         fs::write(self.dir.join("tokens.csv"), tokens)?;
         Ok(())
+    }
+
+    /// Adds a kubelet identity per node (`system:node:<name>` in
+    /// `system:nodes`, which the Node authorizer grants what a kubelet
+    /// does) to the token file, with a kubeconfig each; before
+    /// [`Self::start_apiserver`], which reads the file once.
+    pub fn write_kubelet_credentials(&self, nodes: &[String]) -> Result<()> {
+        let mut tokens = fs::read_to_string(self.dir.join("tokens.csv"))
+            .context("the token file (write_credentials first)")?;
+        for node in nodes {
+            let token = random_token()?;
+            tokens.push_str(&format!(
+                "{token},system:node:{node},kubelet-{node},\"system:nodes\"\n"
+            ));
+            fs::write(self.kubelet_kubeconfig(node), self.kubeconfig(&token))?;
+        }
+        fs::write(self.dir.join("tokens.csv"), tokens)?;
+        Ok(())
+    }
+
+    /// The kubeconfig of `node`'s kubelet (the lab's, for that node).
+    pub fn kubelet_kubeconfig(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("kubelet-{node}.kubeconfig"))
     }
 
     fn kubeconfig(&self, token: &str) -> String {
@@ -163,6 +225,22 @@ impl ControlPlane {
         process::spawn_detached(&self.netns, program, args, &log)
     }
 
+    /// Starts the control plane's own etcd on [`Self::address`] at
+    /// `client_port` (its URL must be the one given to [`Self::new`]), so
+    /// the API server does not share a store (and its faults) with the
+    /// agents' kvstore, as Cilium's kvstore runs beside a cluster's etcd.
+    pub fn start_etcd(&mut self, client_port: u16, peer_port: u16) -> Result<()> {
+        self.etcd_pid = crate::etcd::start_member(
+            &self.netns,
+            "kube-etcd",
+            &self.dir.join("etcd"),
+            client_port,
+            peer_port,
+            &self.dir.join("etcd.log"),
+        )?;
+        Ok(())
+    }
+
     /// Starts kube-apiserver (after [`Self::write_credentials`]); it takes
     /// seconds to serve: see [`Self::wait_ready`].
     pub fn start_apiserver(&mut self, program: &Path) -> Result<()> {
@@ -180,6 +258,7 @@ impl ControlPlane {
             format!("--service-account-signing-key-file={}", dir("sa.key")),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--authorization-mode=Node,RBAC".into(),
+            FEATURE_GATES.into(),
         ];
         self.apiserver_pid = self.start(program, &args, "kube-apiserver")?;
         Ok(())
@@ -231,6 +310,7 @@ impl ControlPlane {
             "--secure-port=0".into(),
             format!("--service-account-private-key-file={}", dir("sa.key")),
             format!("--root-ca-file={}", self.serving_cert().display()),
+            FEATURE_GATES.into(),
         ];
         self.controller_manager_pid = self.start(program, &args, "kube-controller-manager")?;
         Ok(())
@@ -260,15 +340,32 @@ impl ControlPlane {
         Ok(ready)
     }
 
-    /// Stops the components and the API server, all signalled at once: a
-    /// terminating kube-apiserver drains its watches for up to a minute,
-    /// and nothing in it needs saving (etcd holds the objects), so each has
-    /// a second before SIGKILL.
+    /// Applies Weir's CRDs and the agent's RBAC (deploy/) and waits until
+    /// the CRDs are established, so agents started next list them at once.
+    pub fn apply_deploy(&self) -> Result<()> {
+        let yaml = DEPLOY.join("\n---\n");
+        self.kubectl_stdin(&["apply", "-f", "-"], &yaml)?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ])?;
+        Ok(())
+    }
+
+    /// Stops the components, the API server and its etcd, all signalled at
+    /// once: a terminating kube-apiserver drains its watches for up to a
+    /// minute, and nothing in them needs saving (the control plane goes as
+    /// a whole), so they have a second in all before SIGKILL.
     pub fn stop(&self) {
+        // Its etcd too: what it holds goes with the control plane.
         let pids = [
             self.scheduler_pid,
             self.controller_manager_pid,
             self.apiserver_pid,
+            self.etcd_pid,
         ];
         for pid in pids.into_iter().filter(|pid| process::alive(*pid)) {
             let _ = nix::sys::signal::kill(

@@ -89,55 +89,73 @@ impl Lab {
         netns::run_in(&underlay_netns(&self.state.name), f)
     }
 
-    /// Starts etcd in `underlay` and waits until it accepts connections;
-    /// returns its pid.
+    /// Starts the lab's etcd in `underlay` and waits until it accepts
+    /// connections; returns its pid.
     pub(crate) fn start_etcd(&self, underlay: &str) -> Result<u32> {
-        let name = format!("{}-etcd", self.state.name);
-        let client = endpoint();
-        let peer = "http://127.0.0.1:2380".to_string();
-        let args = vec![
-            "--name".to_string(),
-            name.clone(),
-            "--data-dir".into(),
-            self.dir.join("etcd").display().to_string(),
-            "--listen-client-urls".into(),
-            client.clone(),
-            "--advertise-client-urls".into(),
-            client,
-            "--listen-peer-urls".into(),
-            peer.clone(),
-            "--initial-advertise-peer-urls".into(),
-            peer.clone(),
-            "--initial-cluster".into(),
-            format!("{name}={peer}"),
-        ];
-        let log = self.dir.join("etcd.log");
-        let etcd = Path::new("/usr/bin/etcd");
-        let pid = process::spawn_detached(underlay, etcd, &args, &log)?;
-        let deadline = Instant::now() + ETCD_READY_TIMEOUT;
-        while Instant::now() < deadline {
-            let up = netns::run_in(underlay, || {
-                std::net::TcpStream::connect_timeout(
-                    &std::net::SocketAddr::from((ETCD_IP, ETCD_CLIENT_PORT)),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-            })?;
-            if up {
-                return Ok(pid);
-            }
-            if !process::alive(pid) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        process::stop(pid, Duration::from_secs(1));
-        bail!(
-            "etcd did not start; its log ({}):\n{}",
-            log.display(),
-            std::fs::read_to_string(&log).unwrap_or_default()
+        start_member(
+            underlay,
+            &format!("{}-etcd", self.state.name),
+            &self.dir.join("etcd"),
+            ETCD_CLIENT_PORT,
+            2380,
+            &self.dir.join("etcd.log"),
         )
     }
+}
+
+/// Starts a one-member etcd in `netns_name` on [`ETCD_IP`] (peers on
+/// loopback) and waits until it accepts connections; returns its pid.
+pub(crate) fn start_member(
+    netns_name: &str,
+    name: &str,
+    data_dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+    log: &Path,
+) -> Result<u32> {
+    let client = format!("http://{ETCD_IP}:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let args = vec![
+        "--name".to_string(),
+        name.to_string(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--listen-client-urls".into(),
+        client.clone(),
+        "--advertise-client-urls".into(),
+        client,
+        "--listen-peer-urls".into(),
+        peer.clone(),
+        "--initial-advertise-peer-urls".into(),
+        peer.clone(),
+        "--initial-cluster".into(),
+        format!("{name}={peer}"),
+    ];
+    let etcd = Path::new("/usr/bin/etcd");
+    let pid = process::spawn_detached(netns_name, etcd, &args, log)?;
+    let deadline = Instant::now() + ETCD_READY_TIMEOUT;
+    while Instant::now() < deadline {
+        let up = netns::run_in(netns_name, move || {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from((ETCD_IP, client_port)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        })?;
+        if up {
+            return Ok(pid);
+        }
+        if !process::alive(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    process::stop(pid, Duration::from_secs(1));
+    bail!(
+        "etcd {name} did not start; its log ({}):\n{}",
+        log.display(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    )
 }
 
 /// etcd serves `/health` over HTTP/1 on its client port: true once it has a

@@ -1,35 +1,44 @@
-//! The lab: a small Kubernetes-like cluster on one machine.
+//! The lab: a small Kubernetes cluster on one machine.
 //!
 //! Nodes are network namespaces joined by an underlay bridge (in a namespace
 //! of its own), each running a real `weir-agent` with its own pod CIDR,
-//! bpffs pin directory and state directory. Pods are network namespaces
-//! created from Pod manifests by invoking `weir-cni` exactly as a container
-//! runtime would, each running a small server on its declared container
-//! ports that answers with its `namespace/name`. Cross-node pod traffic is
-//! natively routed over the underlay (each node has a route to every other
-//! node's pod CIDR). Nothing in the lab routes to the machine's own network.
+//! bpffs pin directory and state directory. By default a real control plane
+//! (kube-apiserver with its etcd, kube-controller-manager, kube-scheduler)
+//! runs on the underlay and the agents watch it (`--k8s`); the lab plays
+//! the kubelet. Pods are network namespaces created by invoking `weir-cni`
+//! exactly as a container runtime would, each running a small server on its
+//! declared container ports that answers with its `namespace/name`.
+//! Cross-node pod traffic is natively routed over the underlay (each node
+//! has a route to every other node's pod CIDR). Nothing in the lab routes
+//! to the machine's own network. Without the control plane
+//! (`--manifest-dir`) the agents read a directory of manifests the lab
+//! writes, and the lab also schedules pods and derives EndpointSlices.
 //!
 //! State lives in `/run/weir-lab/<lab>/lab.json`; `down` also works from
 //! names alone, after a crash.
 //!
 //! The modules, in the order a lab comes up: [`topology`] (names and
 //! addresses), `underlay` (bridge, node links, routes), `etcd`,
-//! [`control_plane`] (opt-in: kube-apiserver and its peers), `world`
-//! (the outside world), `agent` (one per node), `pods` (kubelet's part),
-//! [`apply`] (manifests, the API server's part) and [`services`] (the
-//! endpoint-slice controller's part); `lifecycle` brings a lab up and down.
+//! [`control_plane`] (kube-apiserver and its peers), `world` (the outside
+//! world), `agent` (one per node), [`apply`] (manifests: through the API
+//! server with [`api`] and [`server_apply`], or into the manifest
+//! directory), `kubelet` (the kubelet's part on the control plane), `pods`
+//! (a pod's sandbox) and [`services`] (the endpoint-slice controller's part
+//! on the manifest directory); `lifecycle` brings a lab up and down.
 //! [`probe`] and [`client`] reach into a running lab, [`testing`] makes a
 //! lab for one test. [`load`] is traffic a fault must not disturb and
 //! [`agent_kill`] the agent-kill fault, shared by its suite and benchmark.
 
 mod agent;
 pub mod agent_kill;
+pub mod api;
 pub mod apply;
 mod binaries;
 pub mod client;
 pub mod cni;
 pub mod control_plane;
 pub mod etcd;
+mod kubelet;
 mod lifecycle;
 pub mod load;
 pub mod pending_pod;
@@ -37,6 +46,7 @@ mod pods;
 pub mod probe;
 pub mod process;
 pub mod sealed;
+pub mod server_apply;
 pub mod services;
 pub mod state;
 pub mod testing;
@@ -85,7 +95,7 @@ impl Lab {
     pub fn control_plane(&self) -> Result<&control_plane::ControlPlane> {
         self.state.control_plane.as_ref().with_context(|| {
             format!(
-                "lab {} runs no control plane (bring it up with --control-plane)",
+                "lab {} runs no control plane (it was brought up with --manifest-dir)",
                 self.state.name
             )
         })
@@ -101,7 +111,8 @@ impl Lab {
             .with_context(|| format!("no pod {key} in lab {}", self.state.name))
     }
 
-    /// The directory of manifests every agent reads (the lab's "API server").
+    /// The directory of manifests the agents read without a control plane
+    /// (`--manifest-dir`).
     pub fn manifests_dir(&self) -> PathBuf {
         self.dir.join("manifests")
     }

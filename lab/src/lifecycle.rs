@@ -13,8 +13,13 @@ use crate::topology::{
     lab_cgroup, lab_dir, node_ip, node_netns, pod_cidr, pod_netns_prefix, underlay_netns,
     ETCD_CLIENT_PORT, ETCD_IP,
 };
-use crate::{cni, etcd, process, underlay, Binaries, KubeBinaries, Lab};
+use crate::{cni, process, underlay, Binaries, KubeBinaries, Lab};
 use weir_tests::netns;
+
+/// The control plane's own etcd (the agents' kvstore is the lab's etcd on
+/// the same address, port 2379).
+const KUBE_ETCD_CLIENT_PORT: u16 = 2381;
+const KUBE_ETCD_PEER_PORT: u16 = 2382;
 
 /// The MTU the CNI plugin gives pod interfaces.
 const MTU: u32 = 1500;
@@ -82,31 +87,43 @@ impl Lab {
         let apiserver_started = Instant::now();
         if let Some(kube) = kube {
             progress(&format!(
-                "kube-apiserver on {ETCD_IP}:{API_PORT} (the lab's etcd)"
+                "kube-apiserver on {ETCD_IP}:{API_PORT}, its etcd on {ETCD_IP}:{KUBE_ETCD_CLIENT_PORT}"
             ));
-            self.start_apiserver(&underlay, kube)?;
+            self.start_apiserver(&underlay, nodes, kube)?;
         }
         self.build_world(&underlay, nodes, progress)?;
         for index in 1..=nodes {
             self.add_node(index, nodes, progress)?;
         }
+        // Agents in Kubernetes mode start once the API server serves Weir's
+        // CRDs and their role: they list everything at start.
         if let Some(kube) = kube {
             self.finish_control_plane(kube, apiserver_started, progress)?;
+        }
+        for index in 0..self.state.nodes.len() {
+            self.start_node_agent(index, progress)?;
         }
         Ok(())
     }
 
     /// Writes the control plane's credentials and starts kube-apiserver,
     /// recorded in the state (so `down` stops it) before it serves.
-    fn start_apiserver(&mut self, underlay: &str, kube: &KubeBinaries) -> Result<()> {
+    fn start_apiserver(&mut self, underlay: &str, nodes: usize, kube: &KubeBinaries) -> Result<()> {
         let mut cp = ControlPlane::new(
             underlay,
             &self.dir.join("kube"),
             ETCD_IP,
-            &etcd::endpoint(),
+            &format!("http://{ETCD_IP}:{KUBE_ETCD_CLIENT_PORT}"),
             &kube.kubectl,
         )?;
         cp.write_credentials()?;
+        let nodes: Vec<String> = (1..=nodes).map(|index| format!("n{index}")).collect();
+        cp.write_kubelet_credentials(&nodes)?;
+        // Recorded before it runs, so `down` stops what did start.
+        self.state.control_plane = Some(cp.clone());
+        let started = cp.start_etcd(KUBE_ETCD_CLIENT_PORT, KUBE_ETCD_PEER_PORT);
+        self.state.control_plane = Some(cp.clone());
+        started?;
         cp.start_apiserver(&kube.apiserver)?;
         self.state.control_plane = Some(cp);
         self.state.save(&self.dir)
@@ -143,6 +160,8 @@ impl Lab {
             .map(|n| (n.name.as_str(), n.underlay_ip))
             .collect();
         cp.register_nodes(&nodes)?;
+        cp.apply_deploy()?;
+        progress("Weir's CRDs and the agent's RBAC (deploy/) applied");
         progress(&format!(
             "nodes registered; kubeconfig {}",
             cp.admin_kubeconfig().display()
@@ -150,8 +169,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Node `index` of `nodes`: its network, directories, cgroup, CNI
-    /// configuration and agent.
+    /// Node `index` of `nodes`: its network, directories, cgroup and CNI
+    /// configuration (its agent starts later: [`Self::start_node_agent`]).
     fn add_node(&mut self, index: usize, nodes: usize, progress: &dyn Fn(&str)) -> Result<()> {
         let name = self.state.name.clone();
         let node = format!("n{index}");
@@ -172,7 +191,7 @@ impl Lab {
             &cni_config,
             serde_json::to_vec_pretty(&cni::network_config(&api_socket, MTU))?,
         )?;
-        let mut record = NodeRecord {
+        let record = NodeRecord {
             name: node.clone(),
             netns: ns,
             underlay_ip: node_ip(index),
@@ -184,12 +203,25 @@ impl Lab {
             cni_config,
             cgroup,
         };
-        progress(&format!(
-            "node {node}: starting weir-agent (pod CIDR {})",
-            record.pod_cidr
-        ));
-        record.agent_pid = self.start_agent(&record)?;
         self.state.nodes.push(record);
+        self.state.save(&self.dir)
+    }
+
+    /// Starts the agent of the `index`th node, recorded in the state.
+    fn start_node_agent(&mut self, index: usize, progress: &dyn Fn(&str)) -> Result<()> {
+        let record = &self.state.nodes[index];
+        progress(&format!(
+            "node {}: starting weir-agent (pod CIDR {}{})",
+            record.name,
+            record.pod_cidr,
+            if self.state.control_plane.is_some() {
+                ", Kubernetes mode"
+            } else {
+                ""
+            }
+        ));
+        let pid = self.start_agent(record)?;
+        self.state.nodes[index].agent_pid = pid;
         self.state.save(&self.dir)
     }
 
@@ -206,9 +238,11 @@ impl Lab {
                 process::stop(node.agent_pid, Duration::from_secs(3));
             }
             // A paused etcd (a fault test's outage) must run to exit.
+            // It stops while the control plane does.
             if state.etcd_pid != 0 {
                 let pid = nix::unistd::Pid::from_raw(state.etcd_pid as i32);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             }
             if let Some(cp) = &state.control_plane {
                 cp.stop();

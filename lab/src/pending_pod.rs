@@ -92,8 +92,17 @@ impl Lab {
         if self.state.pod(&pod.namespaced_name().to_string()).is_some() {
             bail!("pod {} exists", pod.namespaced_name());
         }
-        let node = self.schedule(pod)?;
-        self.write_pod_manifest(pod, &node.name)?;
+        let node = match self.api_access() {
+            Some(access) => {
+                self.publish_pod(&access, pod)?;
+                self.wait_bound(&access, pod)?
+            }
+            None => {
+                let node = self.schedule(pod)?;
+                self.write_pod_manifest(pod, &node.name)?;
+                node
+            }
+        };
         let netns_name = pod_netns(&self.state.name, &pod.namespace, &pod.name);
         netns::delete(&netns_name)?;
         netns::add(&netns_name)?;
@@ -118,7 +127,7 @@ impl Lab {
         std::fs::create_dir_all(&cgroup)
             .with_context(|| format!("create cgroup {}", cgroup.display()))?;
         let server_pid = self.start_pod_server(&pending.pod, &pending.netns, &cgroup)?;
-        self.state.pods.push(PodRecord {
+        let record = PodRecord {
             namespace: pending.pod.namespace.clone(),
             name: pending.pod.name.clone(),
             labels: pending.pod.labels.clone(),
@@ -129,7 +138,11 @@ impl Lab {
             ports: pending.pod.ports.clone(),
             server_pid,
             cgroup,
-        });
+        };
+        if self.api_access().is_some() {
+            self.report_running(&record)?;
+        }
+        self.state.pods.push(record);
         self.state.save(&self.dir)
     }
 }

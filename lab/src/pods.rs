@@ -114,7 +114,9 @@ impl Lab {
             .cloned()
             .context("the lab has no nodes")
     }
-    fn create_pod(&self, pod: &Pod, node: &NodeRecord) -> Result<PodRecord> {
+
+    /// The pod's sandbox on `node`: network namespace, CNI ADD, servers.
+    pub(crate) fn create_pod(&self, pod: &Pod, node: &NodeRecord) -> Result<PodRecord> {
         let netns_name = pod_netns(&self.state.name, &pod.namespace, &pod.name);
         let container_id = new_container_id()?;
         netns::delete(&netns_name)?; // a leftover of a crash
@@ -218,6 +220,9 @@ impl Lab {
     /// Deletes one pod the way kubelet does: stop it, CNI DEL, remove its
     /// network namespace. Returns false if there was no such pod.
     pub fn delete_pod(&mut self, key: &str) -> Result<bool> {
+        if let Some(access) = self.api_access() {
+            return self.kubelet_delete(&access, key);
+        }
         let Some(index) = self.state.pods.iter().position(|p| p.key() == key) else {
             return Ok(false);
         };
@@ -228,6 +233,17 @@ impl Lab {
         if self.sync_endpoint_slices(&BTreeSet::from([pod.key()]))? {
             std::thread::sleep(TERMINATION_GRACE);
         }
+        self.stop_sandbox(&pod)?;
+        self.remove_manifest(&format!("pods/{}/{}.yaml", pod.namespace, pod.name))?;
+        self.state.pods.remove(index);
+        self.state.save(&self.dir)?;
+        self.sync_endpoint_slices(&BTreeSet::new())?;
+        Ok(true)
+    }
+
+    /// Ends a pod's sandbox: its server stopped, CNI DEL, its network
+    /// namespace and cgroup removed.
+    pub(crate) fn stop_sandbox(&self, pod: &PodRecord) -> Result<()> {
         process::stop(pod.server_pid, Duration::from_secs(2));
         let node = self.state.node(&pod.node).context("pod's node")?.clone();
         let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&node.cni_config)?)?;
@@ -244,12 +260,7 @@ impl Lab {
             config: &config,
         })?;
         netns::delete(&pod.netns)?;
-        weir_tests::cgroup::remove_tree(&pod.cgroup)?;
-        self.remove_manifest(&format!("pods/{}/{}.yaml", pod.namespace, pod.name))?;
-        self.state.pods.remove(index);
-        self.state.save(&self.dir)?;
-        self.sync_endpoint_slices(&BTreeSet::new())?;
-        Ok(true)
+        weir_tests::cgroup::remove_tree(&pod.cgroup)
     }
 }
 

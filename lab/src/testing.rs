@@ -14,14 +14,18 @@ pub struct TestLab {
 }
 
 impl TestLab {
+    /// A lab on its Kubernetes control plane (kube-apiserver beside its
+    /// etcd, agents in Kubernetes mode, objects applied through the API).
+    /// A missing control-plane binary fails: it never falls back.
     pub fn up(nodes: usize) -> Result<TestLab> {
-        TestLab::up_with(nodes, None)
+        TestLab::up_with(nodes, Some(KubeBinaries::locate()?))
     }
 
-    /// A lab with the Kubernetes control plane beside its etcd (opt-in: it
-    /// adds seconds to `up` and about 0.5 GB).
-    pub fn up_with_control_plane(nodes: usize) -> Result<TestLab> {
-        TestLab::up_with(nodes, Some(KubeBinaries::locate()?))
+    /// A lab without a control plane: the agents read the manifest
+    /// directory the lab writes. For what the 1.20 API server cannot carry
+    /// (NetworkPolicy `endPort`, which it drops).
+    pub fn up_manifest_dir(nodes: usize) -> Result<TestLab> {
+        TestLab::up_with(nodes, None)
     }
 
     fn up_with(nodes: usize, kube: Option<KubeBinaries>) -> Result<TestLab> {
@@ -77,7 +81,10 @@ impl Drop for TestLab {
 /// Publishes a Pod as the API server holds it before kubelet calls the CNI
 /// plugin (labelled `key: value`, bound to `node`), for tests that run the
 /// plugin themselves: ADD waits for the endpoint's regeneration, which
-/// needs the pod's labels. Written atomically, as the lab writes manifests.
+/// needs the pod's labels. On the control plane the Pod is created through
+/// the API (and its namespace, if it does not exist); in the
+/// manifest-directory mode it is written atomically, as the
+/// lab writes manifests.
 pub fn write_pod_manifest(
     lab: &Lab,
     namespace: &str,
@@ -85,6 +92,36 @@ pub fn write_pod_manifest(
     label: (&str, &str),
     node: &str,
 ) -> Result<()> {
+    if let Some(access) = lab.api_access() {
+        let pod = manifest::Pod {
+            namespace: namespace.into(),
+            name: name.into(),
+            labels: [(label.0.to_string(), label.1.to_string())]
+                .into_iter()
+                .collect(),
+            node: Some(node.into()),
+            ports: Vec::new(),
+        };
+        // The API server takes pods only in a namespace that exists.
+        let namespace = Object::Namespace(manifest::Namespace {
+            name: namespace.into(),
+            labels: Default::default(),
+        });
+        let namespace = crate::server_apply::document(&namespace)?;
+        access.run(move |client| async move {
+            let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+                kube::Api::all(client.clone());
+            if namespaces
+                .get_opt(namespace_name(&namespace))
+                .await?
+                .is_none()
+            {
+                crate::server_apply::apply(&client, &[namespace]).await?;
+            }
+            Ok(())
+        })?;
+        return lab.publish_pod(&access, &pod);
+    }
     lab.write_manifest(
         &pod_manifest_path(namespace, name),
         &serde_json::json!({
@@ -96,8 +133,35 @@ pub fn write_pod_manifest(
     )
 }
 
+/// Applies `yaml` through the API server past the lab's own policy
+/// validation, as kubectl would with no admission webhook to stop it: how
+/// an invalid policy reaches the agents on the control plane.
+pub fn apply_past_validation(lab: &Lab, yaml: &str) -> Result<()> {
+    let access = lab
+        .api_access()
+        .ok_or_else(|| anyhow::anyhow!("lab {} runs no control plane", lab.state().name))?;
+    let documents = manifest::parse(yaml)?
+        .iter()
+        .map(crate::server_apply::document)
+        .collect::<Result<Vec<_>>>()?;
+    access.run(move |client| async move {
+        crate::server_apply::apply(&client, &documents)
+            .await
+            .map(drop)
+    })
+}
+
+fn namespace_name(document: &crate::server_apply::Document) -> &str {
+    document.value["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+}
+
 /// Removes what [`write_pod_manifest`] wrote; absent is fine.
 pub fn remove_pod_manifest(lab: &Lab, namespace: &str, name: &str) -> Result<()> {
+    if let Some(access) = lab.api_access() {
+        return lab.unpublish_pod(&access, namespace, name);
+    }
     lab.remove_manifest(&pod_manifest_path(namespace, name))
 }
 

@@ -20,7 +20,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use weir_lab::cni::{self, Invocation};
-use weir_lab::testing::{namespace_yaml, pod_yaml, write_pod_manifest, TestLab};
+use weir_lab::testing::{
+    namespace_yaml, pod_yaml, remove_pod_manifest, write_pod_manifest, TestLab,
+};
 use weir_tests::names;
 use weir_tests::netns::{self, NetNs};
 
@@ -382,10 +384,10 @@ fn a_running_pod_whose_manifest_disappears_is_closed_until_it_returns() {
     };
     wait_until("traffic flows", &|| delivered() > 0);
 
-    let manifest = lab.manifests_dir().join("pods/open/p.yaml");
-    let saved = std::fs::read(&manifest).unwrap();
+    // The Pod object goes (its file, or on the control plane the object,
+    // deleted at once) while its sandbox runs on.
     let before = drops(&lab);
-    std::fs::remove_file(&manifest).unwrap();
+    remove_pod_manifest(&lab, "open", "p").unwrap();
     let closed_at = Instant::now();
     wait_until("the pod is closed (drops counted as not ready)", &|| {
         dropped_since(&before, &drops(&lab), "egress", NOT_READY) > 0
@@ -395,9 +397,7 @@ fn a_running_pod_whose_manifest_disappears_is_closed_until_it_returns() {
     thread::sleep(Duration::from_millis(1000));
     let leaked = delivered() - at_close;
 
-    let tmp = manifest.with_extension("tmp");
-    std::fs::write(&tmp, &saved).unwrap();
-    std::fs::rename(&tmp, &manifest).unwrap();
+    write_pod_manifest(&lab, "open", "p", ("pod", "p"), "n1").unwrap();
     let opened_at = Instant::now();
     wait_until("traffic flows again", &|| delivered() > at_close + leaked);
     let opened_after = opened_at.elapsed();

@@ -1,14 +1,18 @@
-//! The lab with its Kubernetes control plane (`TestLab::up_with_control_plane`,
-//! `lab up --control-plane`): kube-apiserver on the lab's etcd on the
-//! underlay, kube-controller-manager and kube-scheduler, the nodes
-//! registered as Ready Nodes. Debian's kubectl drives it from the underlay
-//! namespace; objects applied through it are stored; the lab's own pods work
-//! as before. A missing binary fails the test: it never skips.
+//! The lab on its Kubernetes control plane (`TestLab::up`, `lab up`):
+//! kube-apiserver with its etcd on the underlay, kube-controller-manager and
+//! kube-scheduler, the nodes registered as Ready Nodes, the agents in
+//! Kubernetes mode as the `weir-agent` ServiceAccount (deploy/kubernetes/20-agent-rbac.yaml). Debian's
+//! kubectl drives it from the underlay namespace; `lab apply` goes through
+//! the API server (a refused document leaves the file unapplied), the
+//! scheduler binds pods, the lab plays the kubelet (Pod status), the
+//! EndpointSlice controller makes the slices. A missing binary fails the
+//! test: it never skips.
 
 use std::time::{Duration, Instant};
 
 use weir_lab::probe::{self, Target};
 use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
+use weir_lab::{manifest, Applied};
 
 const POLICY: &str = "\
 apiVersion: networking.k8s.io/v1
@@ -37,7 +41,7 @@ spec:
 fn the_lab_runs_a_control_plane_that_knows_its_nodes_schedules_and_stores_objects_applied_with_kubectl(
 ) {
     let started = Instant::now();
-    let mut lab = TestLab::up_with_control_plane(2).expect("lab up with the control plane");
+    let mut lab = TestLab::up(2).expect("lab up with the control plane");
     let up = started.elapsed();
     let cp = lab.control_plane().unwrap().clone();
     assert_eq!(cp.address.to_string(), "10.77.0.1");
@@ -136,7 +140,7 @@ fn the_lab_runs_a_control_plane_that_knows_its_nodes_schedules_and_stores_object
     ])
     .unwrap();
 
-    // The lab's own pods (manifest directory, lab's kubelet) as before.
+    // The lab's own pods, through the API server and the lab's kubelet.
     let mut yaml = namespace_yaml("x");
     yaml.push_str(&pod_yaml("x", "a", "n1", &[80]));
     yaml.push_str(&pod_yaml("x", "b", "n2", &[80]));
@@ -157,7 +161,7 @@ fn the_lab_runs_a_control_plane_that_knows_its_nodes_schedules_and_stores_object
 
 #[test]
 fn lab_down_stops_the_control_plane_and_removes_its_files() {
-    let lab = TestLab::up_with_control_plane(1).expect("lab up with the control plane");
+    let lab = TestLab::up(1).expect("lab up with the control plane");
     let cp = lab.control_plane().unwrap().clone();
     let pids = [
         cp.apiserver_pid,
@@ -176,4 +180,155 @@ fn lab_down_stops_the_control_plane_and_removes_its_files() {
         );
     }
     assert!(!cp.dir.exists(), "{} left behind", cp.dir.display());
+}
+
+const SCHEDULED: &str = "\
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: cp, labels: {app: web}}
+spec:
+  containers:
+  - name: c
+    ports: [{name: http, containerPort: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: cp}
+spec:
+  clusterIP: 10.96.0.77
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+";
+
+/// `kubectl get` of one field (jsonpath) as the admin.
+fn field(lab: &TestLab, args: &[&str], path: &str) -> String {
+    let path = format!("jsonpath={path}");
+    let mut all: Vec<&str> = vec!["get"];
+    all.extend(args);
+    all.extend(["-o", &path]);
+    lab.control_plane().unwrap().kubectl(&all).unwrap()
+}
+
+#[test]
+fn lab_apply_goes_through_the_api_server_and_the_lab_plays_the_kubelet() {
+    let mut lab = TestLab::up(2).expect("lab up");
+    let cp = lab.control_plane().unwrap().clone();
+
+    // The agents watch the API as the weir-agent ServiceAccount, whose
+    // role (deploy/kubernetes/20-agent-rbac.yaml) reads pods but does not create them.
+    for node in &lab.state().nodes {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", node.agent_pid)).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            cmdline.contains("--k8s --kubeconfig") && !cmdline.contains("--manifests-dir"),
+            "{cmdline}"
+        );
+    }
+    let agent = "--as=system:serviceaccount:weir-system:weir-agent";
+    assert_eq!(
+        cp.kubectl(&["auth", "can-i", "watch", "pods", agent])
+            .unwrap()
+            .trim(),
+        "yes"
+    );
+    assert_eq!(
+        cp.kubectl(&["auth", "can-i", "create", "weirendpoints.weir.io", agent])
+            .unwrap()
+            .trim(),
+        "yes"
+    );
+    assert!(cp
+        .kubectl(&["auth", "can-i", "create", "pods", agent])
+        .is_err());
+
+    // One pod for the scheduler to bind, one with its nodeName, a Service.
+    let mut yaml = namespace_yaml("cp");
+    yaml.push_str(SCHEDULED);
+    yaml.push_str("---\n");
+    yaml.push_str(&pod_yaml("cp", "b", "n2", &[80]));
+    let objects = manifest::parse(&yaml).unwrap();
+    let report = lab.apply(&objects).unwrap();
+    let a = lab.pod("cp/a").unwrap().clone();
+    let b = lab.pod("cp/b").unwrap().clone();
+    assert!(
+        report.contains(&Applied::Created(format!(
+            "pod/cp/a on {} ({})",
+            a.node, a.ip
+        ))) && report.contains(&Applied::Created("namespace/cp".into()))
+            && report.contains(&Applied::Created("service/cp/web".into())),
+        "{report:?}"
+    );
+    assert_eq!(b.node, "n2");
+    assert_eq!(
+        field(
+            &lab,
+            &["namespace", "cp"],
+            "{.metadata.labels.kubernetes\\.io/metadata\\.name}"
+        ),
+        "cp"
+    );
+    // The scheduler's binding and the kubelet's status, as the API has them.
+    let status = field(
+        &lab,
+        &["pod", "a", "-n", "cp"],
+        "{.spec.nodeName} {.status.podIP} {.status.hostIP} {.status.phase} \
+         {.status.conditions[?(@.type==\"Ready\")].status}",
+    );
+    let host_ip = lab.state().node(&a.node).unwrap().underlay_ip;
+    assert_eq!(
+        status,
+        format!("{} {} {host_ip} Running True", a.node, a.ip)
+    );
+    // Applied again: unchanged, as kubectl reports it.
+    let again = lab.apply(&objects).unwrap();
+    assert!(
+        again.iter().all(|r| matches!(r, Applied::Unchanged(_))),
+        "{again:?}"
+    );
+
+    // The EndpointSlice controller publishes the ready pod behind web.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let addresses = field(
+            &lab,
+            &[
+                "endpointslices",
+                "-n",
+                "cp",
+                "-l",
+                "kubernetes.io/service-name=web",
+            ],
+            "{.items[*].endpoints[*].addresses[*]}",
+        );
+        if addresses == a.ip.to_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "web's slice: {addresses:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The agents learned the pods from the API: they reach each other.
+    let results = probe::matrix(lab.pods(), &[Target::Tcp(80)]);
+    assert!(results.iter().all(|r| r.connected), "{results:?}");
+
+    // A document the server refuses leaves the rest of the file unapplied.
+    // (A label value may not start with '-': the server's validation.)
+    let refused = "apiVersion: v1\nkind: Namespace\nmetadata: {name: cp-refused}\n---\n\
+        apiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: cp, labels: {app: '-bad'}}\n\
+        spec:\n  containers: [{name: c}]\n";
+    let error = format!("{:#}", lab.apply_yaml(refused).unwrap_err());
+    assert!(
+        error.contains("refused by the API server") && error.contains("pod/cp/c"),
+        "{error}"
+    );
+    assert!(cp.kubectl(&["get", "namespace", "cp-refused"]).is_err());
+
+    // Deleted as kubelet deletes: the object and the sandbox are gone.
+    lab.delete_yaml(SCHEDULED).unwrap();
+    assert!(lab.pod("cp/a").is_err());
+    assert!(cp.kubectl(&["get", "pod", "a", "-n", "cp"]).is_err());
+    assert!(
+        !weir_tests::netns::list_with_prefix(&a.netns).contains(&a.netns),
+        "{} left",
+        a.netns
+    );
 }

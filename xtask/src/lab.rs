@@ -14,7 +14,7 @@ use crate::{build, paths};
 
 #[derive(Args)]
 pub struct LabArgs {
-    /// Arguments for weir-lab (up [--control-plane], down, apply -f,
+    /// Arguments for weir-lab (up [--manifest-dir], down, apply -f,
     /// delete -f, status, exec, probe, matrix, restart-agent, kubeconfig,
     /// kubectl -- ARGS; see `cargo xtask lab -- --help`), plus
     /// `--empty` (`up` without the example tour) and `--debug` (build and

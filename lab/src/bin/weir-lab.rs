@@ -34,10 +34,15 @@ enum Command {
     Up {
         #[arg(long, default_value_t = 2)]
         nodes: usize,
-        /// Also run a Kubernetes control plane (kube-apiserver,
-        /// kube-controller-manager, kube-scheduler) beside the lab's etcd,
-        /// with every node registered as a Node.
-        #[arg(long)]
+        /// Run no Kubernetes control plane: the agents read a directory of
+        /// manifests the lab writes (for what the 1.20 API server cannot
+        /// carry, e.g. NetworkPolicy endPort). By default the lab runs
+        /// kube-apiserver, kube-controller-manager and kube-scheduler
+        /// beside its etcd, and the agents watch the API.
+        #[arg(long, conflicts_with = "control_plane")]
+        manifest_dir: bool,
+        /// The default (kept for scripts that ask for it).
+        #[arg(long, hide = true)]
         control_plane: bool,
     },
     /// Print the path of the lab's admin kubeconfig (its API server is
@@ -111,11 +116,12 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Up {
             nodes,
-            control_plane,
+            manifest_dir,
+            control_plane: _,
         } => {
-            let kube = match control_plane {
-                true => Some(KubeBinaries::locate()?),
-                false => None,
+            let kube = match manifest_dir {
+                true => None,
+                false => Some(KubeBinaries::locate()?),
             };
             // Progress goes to stderr: stdout carries only the result, so
             // `-o json` output can be piped.
