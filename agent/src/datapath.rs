@@ -11,6 +11,7 @@
 
 mod attach;
 pub mod cgroup;
+mod link_detach;
 pub mod maps;
 mod metrics;
 pub mod node_routes;

@@ -196,10 +196,11 @@ pub(super) fn detach(
         reason: e.to_string(),
     })?;
     for pin in pins {
-        // Removing the last reference to a TCX link detaches its program.
-        std::fs::remove_file(&pin).map_err(|e| DatapathError::Attach {
+        // Detached in the call: dropping the pin alone lets the program
+        // run until the kernel frees the pin's inode.
+        super::link_detach::detach_and_unpin(&pin).map_err(|e| DatapathError::Attach {
             interface: interface.to_string(),
-            reason: format!("removing {}: {e}", pin.display()),
+            reason: format!("detaching {}: {e}", pin.display()),
         })?;
     }
     Ok(())
