@@ -58,22 +58,45 @@ const AGENT: Identity = Identity {
     kubeconfig: "agent.kubeconfig",
 };
 
-/// Weir's CRDs, its namespace and the agent's RBAC as an installation
-/// applies them (deploy/), applied at `lab up`.
-const DEPLOY: [&str; 7] = [
-    include_str!("../../deploy/crds/weirclusterwidenetworkpolicies.weir.io.yaml"),
-    include_str!("../../deploy/crds/weirendpoints.weir.io.yaml"),
-    include_str!("../../deploy/crds/weiridentities.weir.io.yaml"),
-    include_str!("../../deploy/crds/weirnetworkpolicies.weir.io.yaml"),
-    include_str!("../../deploy/crds/weirnodes.weir.io.yaml"),
+/// weir-operator, as the ServiceAccount deploy/kubernetes/30-operator-rbac.yaml
+/// binds its roles to.
+const OPERATOR: Identity = Identity {
+    user: "system:serviceaccount:weir-system:weir-operator",
+    groups: "system:serviceaccounts,system:serviceaccounts:weir-system",
+    kubeconfig: "operator.kubeconfig",
+};
+
+/// Weir's namespace and the RBAC of the agent and the operator, as an
+/// installation applies them (deploy/kubernetes), applied at `lab up`; the
+/// operator installs the CRDs itself.
+const DEPLOY: [&str; 3] = [
     include_str!("../../deploy/kubernetes/00-namespace.yaml"),
     include_str!("../../deploy/kubernetes/20-agent-rbac.yaml"),
+    include_str!("../../deploy/kubernetes/30-operator-rbac.yaml"),
 ];
 
 /// 1.20's alpha gate that makes the EndpointSlice controller publish
 /// terminating endpoints with `serving`/`terminating` (as 1.22+ do by
 /// default), which the agent's graceful termination reads.
 const FEATURE_GATES: &str = "--feature-gates=EndpointSliceTerminatingCondition=true";
+
+const AUDIT_POLICY_FILE: &str = "audit-policy.yaml";
+
+/// Requests of Weir's ServiceAccounts at Metadata level, nothing else:
+/// what the RBAC usage check compares with the roles in deploy/. Every
+/// stage is kept: 1.20 logs a watch that is still open only when it was
+/// received.
+fn audit_policy() -> String {
+    let users: Vec<String> = [AGENT, OPERATOR]
+        .iter()
+        .map(|who| format!("\"{}\"", who.user))
+        .collect();
+    format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\n\
+         rules:\n- level: Metadata\n  users: [{}]\n- level: None\n",
+        users.join(", ")
+    )
+}
 
 struct Identity {
     user: &'static str,
@@ -103,6 +126,9 @@ pub struct ControlPlane {
     pub controller_manager_pid: u32,
     #[serde(default)]
     pub scheduler_pid: u32,
+    /// weir-operator's replicas (`lab up` starts them; see the operator module).
+    #[serde(default)]
+    pub operator_pids: Vec<u32>,
 }
 
 impl ControlPlane {
@@ -126,12 +152,24 @@ impl ControlPlane {
             apiserver_pid: 0,
             controller_manager_pid: 0,
             scheduler_pid: 0,
+            operator_pids: Vec::new(),
         })
     }
 
     /// The admin's kubeconfig (usable inside [`Self::netns`]).
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.dir.join(ADMIN.kubeconfig)
+    }
+
+    /// The API server's audit log: one JSON event per request of Weir's
+    /// ServiceAccounts (`ResponseComplete` stage, metadata only).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    /// weir-operator's kubeconfig (the `weir-operator` ServiceAccount).
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        self.dir.join(OPERATOR.kubeconfig)
     }
 
     /// The kubeconfig of Weir's agents (the `weir-agent` ServiceAccount).
@@ -172,7 +210,7 @@ impl ControlPlane {
             path_str(&self.dir.join("sa.pub"))?,
         ])?;
         let mut tokens = String::new();
-        for (uid, who) in [ADMIN, CONTROLLER_MANAGER, SCHEDULER, AGENT]
+        for (uid, who) in [ADMIN, CONTROLLER_MANAGER, SCHEDULER, AGENT, OPERATOR]
             .iter()
             .enumerate()
         {
@@ -259,7 +297,12 @@ impl ControlPlane {
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--authorization-mode=Node,RBAC".into(),
             FEATURE_GATES.into(),
+            // What Weir's components ask of the API (RBAC usage checks).
+            format!("--audit-policy-file={}", dir(AUDIT_POLICY_FILE)),
+            format!("--audit-log-path={}", self.audit_log().display()),
+            "--audit-log-maxsize=100".into(),
         ];
+        fs::write(self.dir.join(AUDIT_POLICY_FILE), audit_policy())?;
         self.apiserver_pid = self.start(program, &args, "kube-apiserver")?;
         Ok(())
     }
@@ -340,18 +383,10 @@ impl ControlPlane {
         Ok(ready)
     }
 
-    /// Applies Weir's CRDs and the agent's RBAC (deploy/) and waits until
-    /// the CRDs are established, so agents started next list them at once.
+    /// Applies Weir's namespace and the RBAC of its components (deploy/).
     pub fn apply_deploy(&self) -> Result<()> {
         let yaml = DEPLOY.join("\n---\n");
         self.kubectl_stdin(&["apply", "-f", "-"], &yaml)?;
-        self.kubectl(&[
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ])?;
         Ok(())
     }
 
@@ -361,13 +396,18 @@ impl ControlPlane {
     /// a whole), so they have a second in all before SIGKILL.
     pub fn stop(&self) {
         // Its etcd too: what it holds goes with the control plane.
-        let pids = [
-            self.scheduler_pid,
-            self.controller_manager_pid,
-            self.apiserver_pid,
-            self.etcd_pid,
-        ];
-        for pid in pids.into_iter().filter(|pid| process::alive(*pid)) {
+        let pids: Vec<u32> = self
+            .operator_pids
+            .iter()
+            .copied()
+            .chain([
+                self.scheduler_pid,
+                self.controller_manager_pid,
+                self.apiserver_pid,
+                self.etcd_pid,
+            ])
+            .collect();
+        for pid in pids.iter().copied().filter(|pid| process::alive(*pid)) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGTERM,
@@ -427,6 +467,32 @@ impl ControlPlane {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until each of `crds` (full names) is Established. Polls
+    /// rather than `kubectl wait`: 1.20's kubectl fails at once on a CRD
+    /// whose status has no conditions yet.
+    pub fn wait_crds_established(&self, crds: &[&str]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for crd in crds {
+            loop {
+                let status = self.kubectl(&[
+                    "get",
+                    "crd",
+                    crd,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                ]);
+                if status.as_deref().is_ok_and(|s| s == "True") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("CRD {crd} not Established within 30 s ({status:?})");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
     }
 
     /// Registers `nodes` as Nodes, Ready with room for pods, as a kubelet

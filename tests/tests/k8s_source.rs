@@ -187,13 +187,31 @@ impl ApiServer {
     fn apply_crds(&self) -> Result<()> {
         let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
         self.kubectl(&["apply", "-f", crds.to_str().context("UTF-8 path")?])?;
-        self.kubectl(&[
-            "wait",
-            "--for=condition=established",
-            "--timeout=30s",
-            "crd/weirnetworkpolicies.weir.io",
-            "crd/weirclusterwidenetworkpolicies.weir.io",
-        ])?;
+        // Polled: 1.20's `kubectl wait` fails at once on a CRD whose status
+        // has no conditions yet.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for crd in [
+            "weirnetworkpolicies.weir.io",
+            "weirclusterwidenetworkpolicies.weir.io",
+        ] {
+            let established = || {
+                self.kubectl(&[
+                    "get",
+                    "crd",
+                    crd,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                ])
+                .is_ok_and(|s| s == "True")
+            };
+            while !established() {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "CRD {crd} not Established within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         Ok(())
     }
 

@@ -145,13 +145,7 @@ fn the_relay_follows_the_weir_nodes_as_they_come_and_go() {
     let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
     cp.kubectl(&["create", "-f", &crds.display().to_string()])
         .unwrap();
-    cp.kubectl(&[
-        "wait",
-        "--for",
-        "condition=established",
-        "crd/weirnodes.weir.io",
-    ])
-    .unwrap();
+    cp.cp.wait_crds_established(&["weirnodes.weir.io"]).unwrap();
 
     let _nodes = serve_nodes(cp.netns(), &[("n1", "127.0.0.2"), ("n2", "127.0.0.3")]).unwrap();
     let args: Vec<String> = [

@@ -111,15 +111,11 @@ impl ApiServer {
     fn apply_crds(&self) -> Result<()> {
         let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
         self.kubectl(&["apply", "-f", crds.to_str().context("UTF-8 path")?])?;
-        self.kubectl(&[
-            "wait",
-            "--for=condition=established",
-            "--timeout=30s",
-            "crd/weiridentities.weir.io",
-            "crd/weirendpoints.weir.io",
-            "crd/weirnodes.weir.io",
-        ])?;
-        Ok(())
+        self.cp().wait_crds_established(&[
+            "weiridentities.weir.io",
+            "weirendpoints.weir.io",
+            "weirnodes.weir.io",
+        ])
     }
 
     /// Stops kube-apiserver (etcd keeps running).
