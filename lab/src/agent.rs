@@ -22,8 +22,6 @@ impl Lab {
         let mut args = vec![
             "--node-name".to_string(),
             node.name.clone(),
-            "--pod-cidr".into(),
-            node.pod_cidr.clone(),
             "--state-dir".into(),
             node.state_dir.display().to_string(),
             "--bpffs-dir".into(),
@@ -49,18 +47,28 @@ impl Lab {
         ];
         match &self.state.control_plane {
             // Its own kubeconfig (the agents' ServiceAccount identity);
-            // identities still through the lab's etcd (kvstore mode, which
-            // the kvstore fault suites exercise; CRD mode has suites of its
-            // own).
+            // identities as the lab was brought up (kvstore by default).
             Some(cp) => {
                 let kubeconfig = self.dir.join(&node.name).join("kubeconfig");
                 std::fs::copy(cp.agent_kubeconfig(), &kubeconfig)
                     .with_context(|| format!("write {}", kubeconfig.display()))?;
                 args.extend(["--k8s".into(), "--kubeconfig".into()]);
                 args.push(kubeconfig.display().to_string());
-                args.extend(["--identity-allocation-mode".into(), "kvstore".into()]);
+                args.extend([
+                    "--identity-allocation-mode".into(),
+                    self.state.identities.flag().into(),
+                ]);
+                // The pod CIDR weir-operator assigned (the lab waited for
+                // it), and routes to the other nodes' pod CIDRs from their
+                // node records.
+                args.extend([
+                    "--ipam".into(),
+                    "cluster-pool".into(),
+                    "--auto-direct-node-routes".into(),
+                ]);
             }
             None => {
+                args.extend(["--pod-cidr".into(), node.pod_cidr.clone()]);
                 args.push("--manifests-dir".into());
                 args.push(self.manifests_dir().display().to_string());
             }

@@ -8,25 +8,31 @@
 //! the kubelet. Pods are network namespaces created by invoking `weir-cni`
 //! exactly as a container runtime would, each running a small server on its
 //! declared container ports that answers with its `namespace/name`.
+//! On the control plane, weir-operator (two replicas, one Lease) gives
+//! each node its pod CIDR (`--ipam cluster-pool`) and collects garbage.
 //! Cross-node pod traffic is natively routed over the underlay (each node
-//! has a route to every other node's pod CIDR). Nothing in the lab routes
-//! to the machine's own network. Without the control plane
+//! has a route to every other node's pod CIDR: the agents install them
+//! from each other's node records, `--auto-direct-node-routes`). Nothing in
+//! the lab routes to the machine's own network. Without the control plane
 //! (`--manifest-dir`) the agents read a directory of manifests the lab
-//! writes, and the lab also schedules pods and derives EndpointSlices.
+//! writes, the lab gives the pod CIDRs and routes, schedules pods and
+//! derives EndpointSlices.
 //!
 //! State lives in `/run/weir-lab/<lab>/lab.json`; `down` also works from
 //! names alone, after a crash.
 //!
 //! The modules, in the order a lab comes up: [`topology`] (names and
 //! addresses), `underlay` (bridge, node links, routes), `etcd`,
-//! [`control_plane`] (kube-apiserver and its peers), `world` (the outside
+//! [`control_plane`] (kube-apiserver and its peers), [`operator`]
+//! (weir-operator's replicas), `world` (the outside
 //! world), `agent` (one per node), [`apply`] (manifests: through the API
 //! server with [`api`] and [`server_apply`], or into the manifest
 //! directory), `kubelet` (the kubelet's part on the control plane), `pods`
 //! (a pod's sandbox) and [`services`] (the endpoint-slice controller's part
 //! on the manifest directory); `lifecycle` brings a lab up and down.
 //! [`probe`] and [`client`] reach into a running lab, [`testing`] makes a
-//! lab for one test. [`load`] is traffic a fault must not disturb and
+//! lab for one test, [`rbac`] sets the audit log against deploy/'s roles.
+//! [`load`] is traffic a fault must not disturb and
 //! [`agent_kill`] the agent-kill fault, shared by its suite and benchmark.
 
 mod agent;
@@ -41,10 +47,12 @@ pub mod etcd;
 mod kubelet;
 mod lifecycle;
 pub mod load;
+pub mod operator;
 pub mod pending_pod;
 mod pods;
 pub mod probe;
 pub mod process;
+pub mod rbac;
 pub mod sealed;
 pub mod server_apply;
 pub mod services;
@@ -61,6 +69,8 @@ use anyhow::{Context, Result};
 pub use apply::Applied;
 pub use binaries::{Binaries, KubeBinaries, KUBE_BIN_ENV};
 pub use client::ClientResult;
+pub use lifecycle::Source;
+pub use state::Identities;
 use state::{LabState, NodeRecord, PodRecord};
 pub use topology::{
     hubble_socket, lab_cgroup, lab_dir, CLUSTER_CIDR, LAB_ROOT, METRICS_PORT, WORLD_ADDRESSES,

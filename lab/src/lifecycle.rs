@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::control_plane::{ControlPlane, API_PORT};
-use crate::state::{LabState, NodeRecord};
+use crate::state::{Identities, LabState, NodeRecord};
 use crate::topology::{
     lab_cgroup, lab_dir, node_ip, node_netns, pod_cidr, pod_netns_prefix, underlay_netns,
     ETCD_CLIENT_PORT, ETCD_IP,
@@ -24,6 +24,18 @@ const KUBE_ETCD_PEER_PORT: u16 = 2382;
 /// The MTU the CNI plugin gives pod interfaces.
 const MTU: u32 = 1500;
 
+/// Where a lab's agents read cluster state from.
+pub enum Source {
+    /// A directory of manifests the lab writes (`--manifests-dir`).
+    ManifestDir,
+    /// A Kubernetes control plane built from `kube` (`--k8s`), identities
+    /// shared as `identities` says.
+    ControlPlane {
+        kube: KubeBinaries,
+        identities: Identities,
+    },
+}
+
 impl Lab {
     /// Brings up `nodes` nodes. Fails if a lab of that name exists.
     pub fn up(
@@ -32,18 +44,19 @@ impl Lab {
         binaries: Binaries,
         progress: &dyn Fn(&str),
     ) -> Result<Lab> {
-        Lab::up_with(name, nodes, binaries, None, progress)
+        Lab::up_with(name, nodes, binaries, Source::ManifestDir, progress)
     }
 
-    /// [`Lab::up`], with a Kubernetes control plane beside etcd when `kube`
-    /// is given: kube-apiserver starts before the nodes are built (it takes
+    /// [`Lab::up`] on the given source of cluster state. On a control
+    /// plane, kube-apiserver starts before the nodes are built (it takes
     /// seconds to serve), the controller-manager and scheduler once it
-    /// serves, then every node is registered as a Ready Node.
+    /// serves, then every node is registered as a Ready Node and
+    /// weir-operator gives it a pod CIDR.
     pub fn up_with(
         name: &str,
         nodes: usize,
         binaries: Binaries,
-        kube: Option<KubeBinaries>,
+        source: Source,
         progress: &dyn Fn(&str),
     ) -> Result<Lab> {
         if !(1..=200).contains(&nodes) {
@@ -58,11 +71,19 @@ impl Lab {
             dir,
             state: LabState {
                 name: name.to_string(),
+                identities: match &source {
+                    Source::ControlPlane { identities, .. } => *identities,
+                    Source::ManifestDir => Identities::Kvstore,
+                },
                 ..LabState::default()
             },
             binaries,
         };
-        match lab.build(nodes, kube.as_ref(), progress) {
+        let kube = match &source {
+            Source::ControlPlane { kube, .. } => Some(kube),
+            Source::ManifestDir => None,
+        };
+        match lab.build(nodes, kube, progress) {
             Ok(()) => Ok(lab),
             Err(e) => {
                 let _ = Lab::down(name);
@@ -91,15 +112,18 @@ impl Lab {
             ));
             self.start_apiserver(&underlay, nodes, kube)?;
         }
-        self.build_world(&underlay, nodes, progress)?;
+        self.build_world(&underlay, progress)?;
         for index in 1..=nodes {
             self.add_node(index, nodes, progress)?;
         }
         // Agents in Kubernetes mode start once the API server serves Weir's
-        // CRDs and their role: they list everything at start.
+        // CRDs and their role (they list everything at start) and the
+        // operator has given their nodes pod CIDRs.
         if let Some(kube) = kube {
             self.finish_control_plane(kube, apiserver_started, progress)?;
+            self.start_operators(progress)?;
         }
+        self.route_world_to_pods()?;
         for index in 0..self.state.nodes.len() {
             self.start_node_agent(index, progress)?;
         }
@@ -161,12 +185,46 @@ impl Lab {
             .collect();
         cp.register_nodes(&nodes)?;
         cp.apply_deploy()?;
-        progress("Weir's CRDs and the agent's RBAC (deploy/) applied");
+        progress("Weir's namespace and the RBAC of agent and operator (deploy/) applied");
         progress(&format!(
             "nodes registered; kubeconfig {}",
             cp.admin_kubeconfig().display()
         ));
         Ok(())
+    }
+
+    /// Starts weir-operator's replicas and waits until the leader has
+    /// installed the CRDs and given every node a pod CIDR, which the nodes'
+    /// records take.
+    fn start_operators(&mut self, progress: &dyn Fn(&str)) -> Result<()> {
+        let mut cp = self
+            .state
+            .control_plane
+            .take()
+            .context("the control plane was started")?;
+        let started = Instant::now();
+        let spawned = cp.start_operators(&self.binaries.operator());
+        // Recorded whatever happened, so `down` stops what did start.
+        self.state.control_plane = Some(cp.clone());
+        self.state.save(&self.dir)?;
+        spawned?;
+        let names: Vec<&str> = self.state.nodes.iter().map(|n| n.name.as_str()).collect();
+        let assigned = cp.wait_pod_cidrs(&names)?;
+        for node in &mut self.state.nodes {
+            node.pod_cidr = assigned[&node.name].clone();
+        }
+        progress(&format!(
+            "weir-operator ({} replicas): CRDs installed and pod CIDRs assigned in {:.1} s ({})",
+            crate::operator::REPLICAS,
+            started.elapsed().as_secs_f64(),
+            self.state
+                .nodes
+                .iter()
+                .map(|n| format!("{} {}", n.name, n.pod_cidr))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        self.state.save(&self.dir)
     }
 
     /// Node `index` of `nodes`: its network, directories, cgroup and CNI
@@ -179,7 +237,8 @@ impl Lab {
             node_netns(&name, &node),
             node_ip(index)
         ));
-        let ns = underlay::add_node(&name, &node, index, nodes)?;
+        let on_control_plane = self.state.control_plane.is_some();
+        let ns = underlay::add_node(&name, &node, index, nodes, !on_control_plane)?;
         let node_dir = self.dir.join(&node);
         std::fs::create_dir_all(&node_dir)?;
         let cgroup = lab_cgroup(&name)?.join(&node);
@@ -195,7 +254,13 @@ impl Lab {
             name: node.clone(),
             netns: ns,
             underlay_ip: node_ip(index),
-            pod_cidr: pod_cidr(index),
+            // On the control plane, the operator's assignment
+            // ([`Self::start_operators`]).
+            pod_cidr: if on_control_plane {
+                String::new()
+            } else {
+                pod_cidr(index)
+            },
             agent_pid: 0,
             api_socket,
             bpffs_dir: PathBuf::from(format!("/sys/fs/bpf/{name}-{node}")),

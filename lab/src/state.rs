@@ -22,9 +22,36 @@ pub struct LabState {
     /// with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlane>,
+    /// How the agents share identities (on the manifest directory always
+    /// through the lab's etcd).
+    #[serde(default)]
+    pub identities: Identities,
     pub nodes: Vec<NodeRecord>,
     pub namespaces: Vec<Namespace>,
     pub pods: Vec<PodRecord>,
+}
+
+/// Where the agents allocate and share identities
+/// (`--identity-allocation-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Identities {
+    /// In the lab's etcd (kvstore mode; the kvstore fault suites need it).
+    #[default]
+    Kvstore,
+    /// As WeirIdentity, WeirEndpoint and WeirNode objects (CRD mode, the
+    /// default of an installation); only on the control plane.
+    Crd,
+}
+
+impl Identities {
+    /// The agent's `--identity-allocation-mode` value.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Identities::Kvstore => "kvstore",
+            Identities::Crd => "crd",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 
 use anyhow::Result;
 
-use super::{Binaries, KubeBinaries, Lab};
+use super::{Binaries, Identities, KubeBinaries, Lab, Source};
 use weir_agent::cluster::manifest::{self, Object};
 
 pub struct TestLab {
@@ -18,20 +18,27 @@ impl TestLab {
     /// etcd, agents in Kubernetes mode, objects applied through the API).
     /// A missing control-plane binary fails: it never falls back.
     pub fn up(nodes: usize) -> Result<TestLab> {
-        TestLab::up_with(nodes, Some(KubeBinaries::locate()?))
+        TestLab::up_on_control_plane(nodes, Identities::Kvstore)
+    }
+
+    /// [`TestLab::up`] with the agents sharing identities as `identities`
+    /// says.
+    pub fn up_on_control_plane(nodes: usize, identities: Identities) -> Result<TestLab> {
+        let kube = KubeBinaries::locate()?;
+        TestLab::up_with(nodes, Source::ControlPlane { kube, identities })
     }
 
     /// A lab without a control plane: the agents read the manifest
     /// directory the lab writes. For what the 1.20 API server cannot carry
     /// (NetworkPolicy `endPort`, which it drops).
     pub fn up_manifest_dir(nodes: usize) -> Result<TestLab> {
-        TestLab::up_with(nodes, None)
+        TestLab::up_with(nodes, Source::ManifestDir)
     }
 
-    fn up_with(nodes: usize, kube: Option<KubeBinaries>) -> Result<TestLab> {
+    fn up_with(nodes: usize, source: Source) -> Result<TestLab> {
         weir_tests::require_root();
         let name = weir_tests::names::unique();
-        let lab = Lab::up_with(&name, nodes, Binaries::locate()?, kube, &|_| {})?;
+        let lab = Lab::up_with(&name, nodes, Binaries::locate()?, source, &|_| {})?;
         Ok(TestLab {
             name,
             lab: Some(lab),

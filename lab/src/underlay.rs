@@ -37,9 +37,16 @@ pub(crate) fn add(lab: &str) -> Result<String> {
 
 /// Creates the namespace of node `index` (from 1) of `nodes`, links it to
 /// the bridge (`node` in the underlay, [`NODE_DEVICE`] in the node) and
-/// routes the other nodes' pod CIDRs and the world prefix over it. Returns
-/// the node's namespace.
-pub(crate) fn add_node(lab: &str, node: &str, index: usize, nodes: usize) -> Result<String> {
+/// routes the world prefix over it, and the other nodes' pod CIDRs when
+/// `static_pod_routes` (on the control plane the agents route them:
+/// `--auto-direct-node-routes`). Returns the node's namespace.
+pub(crate) fn add_node(
+    lab: &str,
+    node: &str,
+    index: usize,
+    nodes: usize,
+    static_pod_routes: bool,
+) -> Result<String> {
     let underlay = underlay_netns(lab);
     let ns = node_netns(lab, node);
     netns::add(&ns)?;
@@ -79,7 +86,8 @@ pub(crate) fn add_node(lab: &str, node: &str, index: usize, nodes: usize) -> Res
         "dev",
         NODE_DEVICE,
     ])?;
-    for other in (1..=nodes).filter(|o| *o != index) {
+    let others = (1..=nodes).filter(|o| *o != index && static_pod_routes);
+    for other in others {
         ip(&[
             "-n",
             &ns,

@@ -8,23 +8,36 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::state::PodRecord;
-use crate::topology::{
-    node_ip, pod_cidr, world_netns, WORLD_ADDRESSES, WORLD_PREFIX, WORLD_UNDERLAY_IP,
-};
+use crate::topology::{world_netns, WORLD_ADDRESSES, WORLD_PREFIX, WORLD_UNDERLAY_IP};
 use crate::underlay::ip;
 use crate::{process, Lab};
 use weir_tests::netns;
 
 impl Lab {
+    /// Routes every node's pod CIDR from the outside world to the node
+    /// (the replies to pods' connections out, external clients' traffic
+    /// to pods).
+    pub(crate) fn route_world_to_pods(&self) -> Result<()> {
+        let world = world_netns(&self.state.name);
+        for node in &self.state.nodes {
+            ip(&[
+                "-n",
+                &world,
+                "route",
+                "replace",
+                &node.pod_cidr,
+                "via",
+                &node.underlay_ip.to_string(),
+            ])?;
+        }
+        Ok(())
+    }
+
     /// A namespace outside the cluster on the underlay, holding the world
     /// addresses with a server on port 80 (TCP and UDP) that answers
-    /// `world/<address>`; it routes the pod CIDRs back to their nodes.
-    pub(crate) fn build_world(
-        &mut self,
-        underlay: &str,
-        nodes: usize,
-        progress: &dyn Fn(&str),
-    ) -> Result<()> {
+    /// `world/<address>`; [`Self::route_world_to_pods`] routes the pod
+    /// CIDRs back to their nodes once they are known.
+    pub(crate) fn build_world(&mut self, underlay: &str, progress: &dyn Fn(&str)) -> Result<()> {
         let world = world_netns(&self.state.name);
         progress(&format!("outside world {world}: {WORLD_PREFIX}"));
         netns::add(&world)?;
@@ -56,17 +69,6 @@ impl Lab {
             ])?;
         }
         ip(&["-n", &world, "link", "set", "eth0", "up"])?;
-        for index in 1..=nodes {
-            ip(&[
-                "-n",
-                &world,
-                "route",
-                "add",
-                &pod_cidr(index),
-                "via",
-                &node_ip(index).to_string(),
-            ])?;
-        }
         for address in WORLD_ADDRESSES {
             let args = vec![
                 "--identity".to_string(),

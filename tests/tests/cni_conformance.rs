@@ -217,13 +217,17 @@ fn add_wires_the_pod_and_del_removes_everything() {
     assert!(run.success, "ADD: {} {}", run.output, run.stderr);
     let result = &run.output;
     assert_eq!(result["cniVersion"], "1.1.0");
+    // From the node's pod CIDR (the operator's assignment), with the
+    // CIDR's first address as gateway.
+    let pod_cidr: ipnetwork::Ipv4Network = h.lab.state().nodes[0].pod_cidr.parse().unwrap();
     let address = result["ips"][0]["address"].as_str().unwrap();
+    let (ip, prefix) = address.split_once('/').unwrap();
     assert!(
-        address.starts_with("10.244.1.") && address.ends_with("/32"),
-        "{address}"
+        pod_cidr.contains(ip.parse().unwrap()) && prefix == "32",
+        "{address} in {pod_cidr}"
     );
     let gateway = result["ips"][0]["gateway"].as_str().unwrap();
-    assert_eq!(gateway, "10.244.1.1");
+    assert_eq!(gateway, pod_cidr.nth(1).unwrap().to_string());
     let interfaces = result["interfaces"].as_array().unwrap();
     assert_eq!(interfaces.len(), 2);
     let host_if = interfaces[0]["name"].as_str().unwrap();

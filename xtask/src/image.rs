@@ -195,6 +195,41 @@ fn parse_ldd(text: &str) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
+    /// deploy/images/<name>.Containerfile: the binaries its COPY line takes
+    /// from target/release, and its entrypoint.
+    fn containerfile(text: &str) -> (Vec<String>, String) {
+        let copy = text
+            .lines()
+            .find(|l| l.starts_with("COPY "))
+            .expect("a COPY line");
+        let binaries = copy
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("target/release/"))
+            .map(str::to_string)
+            .collect();
+        let entrypoint = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ENTRYPOINT [\""))
+            .and_then(|l| l.strip_suffix("\"]"))
+            .expect("an ENTRYPOINT line")
+            .to_string();
+        (binaries, entrypoint)
+    }
+
+    #[test]
+    fn containerfiles_package_what_the_engineless_images_do() {
+        let files = [
+            include_str!("../../deploy/images/agent.Containerfile"),
+            include_str!("../../deploy/images/operator.Containerfile"),
+            include_str!("../../deploy/images/relay.Containerfile"),
+        ];
+        for (spec, file) in IMAGES.iter().zip(files) {
+            let (binaries, entrypoint) = containerfile(file);
+            assert_eq!(binaries, spec.binaries, "{}", spec.name);
+            assert_eq!(entrypoint, format!("/usr/local/bin/{}", spec.binaries[0]));
+        }
+    }
+
     #[test]
     fn ldd_lines_give_library_paths() {
         let text = "\tlinux-vdso.so.1 (0x00007ffc)\n\

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use weir_lab::manifest::{self, Protocol};
 use weir_lab::probe::{self, Target};
-use weir_lab::{Binaries, KubeBinaries, Lab};
+use weir_lab::{Binaries, Identities, KubeBinaries, Lab, Source};
 
 #[derive(Parser)]
 #[command(name = "weir-lab", about = "Weir's lab cluster on one machine")]
@@ -44,6 +44,15 @@ enum Command {
         /// The default (kept for scripts that ask for it).
         #[arg(long, hide = true)]
         control_plane: bool,
+        /// How the agents share identities on the control plane: the lab's
+        /// etcd (kvstore) or WeirIdentity objects (crd).
+        #[arg(
+            long,
+            value_enum,
+            default_value = "kvstore",
+            conflicts_with = "manifest_dir"
+        )]
+        identity_allocation_mode: Identities,
     },
     /// Print the path of the lab's admin kubeconfig (its API server is
     /// reached from the lab's underlay namespace: use `kubectl`).
@@ -118,14 +127,18 @@ fn main() -> Result<()> {
             nodes,
             manifest_dir,
             control_plane: _,
+            identity_allocation_mode,
         } => {
-            let kube = match manifest_dir {
-                true => None,
-                false => Some(KubeBinaries::locate()?),
+            let source = match manifest_dir {
+                true => Source::ManifestDir,
+                false => Source::ControlPlane {
+                    kube: KubeBinaries::locate()?,
+                    identities: identity_allocation_mode,
+                },
             };
             // Progress goes to stderr: stdout carries only the result, so
             // `-o json` output can be piped.
-            let lab = Lab::up_with(&cli.name, nodes, Binaries::locate()?, kube, &|step| {
+            let lab = Lab::up_with(&cli.name, nodes, Binaries::locate()?, source, &|step| {
                 eprintln!("==> {step}");
             })?;
             print_status(&lab, json)?;

@@ -1,0 +1,124 @@
+//! weir-operator in the lab (control-plane mode): two replicas on the
+//! underlay, as the `weir-operator` ServiceAccount under deploy/'s RBAC,
+//! contending for one Lease as a Deployment's two pods would. The leader
+//! installs Weir's CRDs and gives every Node a pod CIDR from the lab's
+//! cluster pool in its WeirNode; the lab reads those assignments back for
+//! its own records and the outside world's routes, and the agents take
+//! theirs with `--ipam cluster-pool`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::control_plane::ControlPlane;
+use crate::process;
+use crate::topology::CLUSTER_CIDR;
+
+/// Replicas, as deploy/kubernetes/31-operator.yaml runs.
+pub const REPLICAS: usize = 2;
+/// Each node's share of [`CLUSTER_CIDR`].
+const MASK_SIZE: u8 = 24;
+/// The first replica's metrics port (on the control plane's address); the
+/// next replica takes the next port.
+pub const METRICS_PORT: u16 = 9963;
+/// The lab collects garbage often, so that its suites see it done: a pass
+/// every few seconds, identities unused for half a minute.
+const GC_INTERVAL_S: u64 = 5;
+const IDENTITY_GC_GRACE_S: u64 = 30;
+/// How long the leader may take to install the CRDs and assign every
+/// node's pod CIDR (the first lease is taken at once).
+const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ControlPlane {
+    /// Starts the operator's replicas (recorded in [`Self::operator_pids`]
+    /// as each starts, so `down` stops what did).
+    pub fn start_operators(&mut self, program: &std::path::Path) -> Result<()> {
+        for replica in 0..REPLICAS {
+            let args = vec![
+                "--kubeconfig".to_string(),
+                self.operator_kubeconfig().display().to_string(),
+                "--identity".into(),
+                format!("weir-operator-{replica}"),
+                "--lease-namespace".into(),
+                "weir-system".into(),
+                "--cluster-pool-ipv4-cidr".into(),
+                CLUSTER_CIDR.into(),
+                "--cluster-pool-ipv4-mask-size".into(),
+                MASK_SIZE.to_string(),
+                "--gc-interval-s".into(),
+                GC_INTERVAL_S.to_string(),
+                "--identity-gc-grace-s".into(),
+                IDENTITY_GC_GRACE_S.to_string(),
+                "--metrics-address".into(),
+                format!("{}:{}", self.address, METRICS_PORT + replica as u16),
+            ];
+            let log = self.dir.join(format!("weir-operator-{replica}.log"));
+            let pid = process::spawn_detached(&self.netns, program, &args, &log)?;
+            self.operator_pids.push(pid);
+        }
+        Ok(())
+    }
+
+    /// Waits until every one of `nodes` has a pod CIDR in its WeirNode;
+    /// the CIDR of each, by node name.
+    pub fn wait_pod_cidrs(&self, nodes: &[&str]) -> Result<BTreeMap<String, String>> {
+        let started = Instant::now();
+        let mut last_error = String::new();
+        while started.elapsed() < ASSIGN_TIMEOUT {
+            // Fails until the leader has installed the CRD.
+            match self.kubectl(&[
+                "get",
+                "weirnodes",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDRs[0]}{\"\\n\"}{end}",
+            ]) {
+                Ok(out) => {
+                    let assigned = parse_assignments(&out);
+                    if nodes.iter().all(|n| assigned.contains_key(*n)) {
+                        return Ok(assigned);
+                    }
+                    last_error = format!("assigned so far: {assigned:?}");
+                }
+                Err(e) => last_error = format!("{e:#}"),
+            }
+            if !self.operator_pids.iter().any(|pid| process::alive(*pid)) {
+                bail!(
+                    "every weir-operator replica exited; the first one's log:\n{}",
+                    self.log("weir-operator-0")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "the nodes' pod CIDRs were not assigned within {ASSIGN_TIMEOUT:?} ({last_error}); \
+             the operators' logs:\n{}\n{}",
+            self.log("weir-operator-0"),
+            self.log("weir-operator-1")
+        )
+    }
+}
+
+/// `name cidr` lines into a map, skipping WeirNodes without a CIDR yet.
+fn parse_assignments(out: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|line| {
+            let (name, cidr) = line.split_once(' ')?;
+            let cidr = cidr.trim();
+            (!cidr.is_empty()).then(|| (name.to_string(), cidr.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_assignments;
+
+    #[test]
+    fn reads_assignments_and_skips_nodes_without_one() {
+        let got = parse_assignments("n1 10.244.0.0/24\nn2 \nn3 10.244.1.0/24\n");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["n1"], "10.244.0.0/24");
+        assert_eq!(got["n3"], "10.244.1.0/24");
+    }
+}
