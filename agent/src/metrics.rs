@@ -81,6 +81,8 @@ impl AgentMetrics {
         policy: SharedSnapshot,
         registry: Registry,
     ) -> Arc<AgentMetrics> {
+        // Counted by the map writers themselves (process-wide).
+        registered(&registry, Ok(maps::ops::family()));
         let map_pressure = registered(
             &registry,
             GaugeVec::new(

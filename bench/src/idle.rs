@@ -158,7 +158,7 @@ fn measure_with_identities(lab: &TestLab, count: u32, what: String) -> Result<()
 
 pub fn run(peers: u32) -> Result<()> {
     weir_tests::require_root();
-    let mut lab = TestLab::up(2)?;
+    let mut lab = TestLab::up_kvstore(2)?;
     lab.apply(&manifest::parse(&weir_lab::testing::netpol_cluster_yaml())?)?;
     println!(
         "agent CPU while nothing changes ({} s measured after {} s to settle; the lab runs {} binaries)",

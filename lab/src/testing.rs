@@ -17,7 +17,15 @@ impl TestLab {
     /// A lab on its Kubernetes control plane (kube-apiserver beside its
     /// etcd, agents in Kubernetes mode, objects applied through the API).
     /// A missing control-plane binary fails: it never falls back.
+    /// Identities are shared as WeirIdentity objects (CRD mode, an
+    /// installation's default).
     pub fn up(nodes: usize) -> Result<TestLab> {
+        TestLab::up_on_control_plane(nodes, Identities::Crd)
+    }
+
+    /// [`TestLab::up`] with identities, endpoints and nodes shared through
+    /// the lab's etcd (kvstore mode), for what concerns the kvstore.
+    pub fn up_kvstore(nodes: usize) -> Result<TestLab> {
         TestLab::up_on_control_plane(nodes, Identities::Kvstore)
     }
 

@@ -153,7 +153,7 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn etcd_outage_keeps_enforcement_and_converges_after() -> Result<()> {
-    let mut lab = TestLab::up(2)?;
+    let mut lab = TestLab::up_kvstore(2)?;
     let mut yaml = namespace_yaml("f");
     yaml.push_str(&pod_yaml("a", "n1", ", tier: server"));
     yaml.push_str(&pod_yaml("b", "n2", ", tier: server"));
@@ -316,7 +316,7 @@ fn etcd_outage_keeps_enforcement_and_converges_after() -> Result<()> {
 /// change for 10 s) and converges once etcd is back.
 #[test]
 fn agent_restarted_without_etcd_starts_and_keeps_enforcing() -> Result<()> {
-    let mut lab = TestLab::up(2)?;
+    let mut lab = TestLab::up_kvstore(2)?;
     let mut yaml = namespace_yaml("f");
     yaml.push_str(&pod_yaml("a", "n1", ", tier: server"));
     yaml.push_str(&pod_yaml("b", "n2", ", tier: server"));
@@ -429,7 +429,7 @@ fn agent_restarted_without_etcd_starts_and_keeps_enforcing() -> Result<()> {
 /// connections to elect itself and answer; that is etcd's, not counted).
 #[test]
 fn etcd_killed_and_restarted_reconnects() -> Result<()> {
-    let mut lab = TestLab::up(2)?;
+    let mut lab = TestLab::up_kvstore(2)?;
     let mut yaml = namespace_yaml("f");
     yaml.push_str(&pod_yaml("a", "n1", ", tier: server"));
     yaml.push_str(&pod_yaml("b", "n2", ", tier: server"));

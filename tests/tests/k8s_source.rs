@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
+use weir_abi::map_names;
 use weir_agent::cluster::kubernetes::{self, KubernetesSource};
 use weir_agent::cluster::manifest_dir::ClusterManifests;
 use weir_agent::datapath::{maps, SharedDatapath};
@@ -42,6 +43,8 @@ const SEEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// stopped and removed when dropped.
 struct ApiServer {
     pids: Vec<u32>,
+    /// kube-apiserver's program and arguments, to restart it.
+    apiserver: (PathBuf, Vec<String>),
     dir: PathBuf,
     kubectl: PathBuf,
     kubeconfig: PathBuf,
@@ -76,6 +79,7 @@ impl ApiServer {
         fs::create_dir_all(&dir)?;
         let mut server = ApiServer {
             pids: Vec::new(),
+            apiserver: (PathBuf::new(), Vec::new()),
             kubeconfig: dir.join("admin.kubeconfig"),
             dir,
             kubectl: bins.kubectl.clone(),
@@ -146,18 +150,35 @@ impl ApiServer {
             // ServiceAccount, which this admission step would require.
             "--disable-admission-plugins=ServiceAccount".into(),
         ];
-        let pid = server.spawn(&bins.apiserver, &apiserver, "kube-apiserver.log")?;
+        server.apiserver = (bins.apiserver.clone(), apiserver.to_vec());
+        server.start_apiserver()?;
+        Ok(server)
+    }
+
+    /// Starts kube-apiserver (etcd runs) and waits until it is ready.
+    fn start_apiserver(&mut self) -> Result<()> {
+        let (program, args) = self.apiserver.clone();
+        let pid = self.spawn(&program, &args, "kube-apiserver.log")?;
         let started = Instant::now();
-        while server.kubectl(&["get", "--raw", "/readyz"]).ok().as_deref() != Some("ok") {
+        while self.kubectl(&["get", "--raw", "/readyz"]).ok().as_deref() != Some("ok") {
             if !process::alive(pid) || started.elapsed() > READY_TIMEOUT {
                 bail!(
                     "kube-apiserver not ready; its log:\n{}",
-                    fs::read_to_string(server.dir.join("kube-apiserver.log")).unwrap_or_default()
+                    fs::read_to_string(self.dir.join("kube-apiserver.log")).unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        Ok(server)
+        Ok(())
+    }
+
+    /// Stops kube-apiserver and starts it again on the same etcd: its watch
+    /// cache starts at etcd's current revision, so a watch resuming from
+    /// an older one is answered 410 Gone and lists again.
+    fn restart_apiserver(&mut self) -> Result<()> {
+        let pid = self.pids.pop().context("kube-apiserver runs")?;
+        process::stop(pid, Duration::from_secs(5));
+        self.start_apiserver()
     }
 
     fn spawn(&mut self, program: &Path, args: &[String], log: &str) -> Result<u32> {
@@ -423,7 +444,7 @@ fn the_kubernetes_source_yields_the_api_servers_objects_as_cluster_manifests() {
     // The client runs in the API server's netns: its sockets are made by
     // runtime threads started from a thread inside it.
     let ns = server.ns_name.clone();
-    let server = Arc::new(std::sync::Mutex::new(server));
+    let server = Arc::new(Mutex::new(server));
     let inside = server.clone();
     let result = netns::run_in(&ns, move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -483,33 +504,94 @@ async fn tick_until(
     bail!("not within {SEEN_TIMEOUT:?}")
 }
 
+/// The agent's writes to the maps it programs, so far.
+fn map_writes() -> u64 {
+    use weir_agent::datapath::maps::ops::{total, Operation};
+    [map_names::POLICY, map_names::IPCACHE, map_names::ENDPOINTS]
+        .iter()
+        .flat_map(|map| [Operation::Update, Operation::Delete].map(|op| total(map, op)))
+        .sum()
+}
+
+/// What the reconcile test measured.
+struct Reconciled {
+    written: Duration,
+    revoked: Duration,
+    /// From the API server's return to the relist of every watch.
+    relisted: Duration,
+}
+
 /// The agent's reconcile loop on this node, its desired state from the API
 /// server: a NetworkPolicy created through the API is written to the
-/// kernel's policy map for the local pod, and deleting it revokes it.
-async fn reconcile(server: Arc<ApiServer>, paths: NodePaths) -> Result<(Duration, Duration)> {
+/// kernel's policy map for the local pod, and deleting it revokes it. Then
+/// the API server restarts behind a newer revision: every watch is
+/// answered 410 Gone and lists again, and the relist writes nothing to the
+/// maps (nothing changed); a policy created after it is written again.
+async fn reconcile(server: Arc<Mutex<ApiServer>>, paths: NodePaths) -> Result<Reconciled> {
+    let api = || server.lock().unwrap_or_else(|e| e.into_inner());
     let agent = LocalAgent::load(&paths);
     agent.add_pod(&paths, NamespacedName::new("x", "a"));
     let datapath = agent.datapath.clone();
     let (reconciler, _view) = agent
         .reconciler(Arc::new(MemoryStore::new(NODE)), &paths)
         .await;
-    let client = kubernetes::client(Some(&server.kubeconfig)).await?;
-    let mut reconciler = reconciler.with_kubernetes(KubernetesSource::start(client).await?);
+    let kubeconfig = api().kubeconfig.clone();
+    let client = kubernetes::client(Some(&kubeconfig)).await?;
+    let source = KubernetesSource::start(client).await?;
+    let lists = source.list_count();
+    let watches = source.watch_count() as u64;
+    let mut reconciler = reconciler.with_kubernetes(source);
     // Listed, identity allocated, nothing more to write.
     for _ in 0..50 {
         let _ = reconciler.tick().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let baseline = policy_entries(&datapath);
-    server.apply(EGRESS)?;
+    api().apply(EGRESS)?;
     let written = tick_until(&mut reconciler, || policy_entries(&datapath) > baseline)
         .await
         .context("the NetworkPolicy in the policy map")?;
-    server.kubectl(&["delete", "networkpolicy", "out", "-n", "x"])?;
+    api().kubectl(&["delete", "networkpolicy", "out", "-n", "x"])?;
     let revoked = tick_until(&mut reconciler, || policy_entries(&datapath) == baseline)
         .await
         .context("the NetworkPolicy revoked")?;
-    Ok((written, revoked))
+
+    // A write to a kind the agent does not watch moves etcd's revision
+    // past every watch's last one; the restarted server's watch cache
+    // starts there and answers the resuming watches 410 Gone.
+    api().apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bump, namespace: x}\n")?;
+    for _ in 0..20 {
+        let _ = reconciler.tick().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (writes, listed) = (map_writes(), lists.get());
+    tokio::task::block_in_place(|| api().restart_apiserver())?;
+    let relisted = tick_until(&mut reconciler, || lists.get() >= listed + watches)
+        .await
+        .with_context(|| {
+            format!(
+                "every watch listed again ({} of {watches} relisted)",
+                lists.get() - listed
+            )
+        })?;
+    for _ in 0..50 {
+        let _ = reconciler.tick().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        map_writes(),
+        writes,
+        "the relist of unchanged objects wrote to the maps"
+    );
+    api().apply(EGRESS)?;
+    tick_until(&mut reconciler, || policy_entries(&datapath) > baseline)
+        .await
+        .context("a NetworkPolicy created after the relist in the policy map")?;
+    Ok(Reconciled {
+        written,
+        revoked,
+        relisted,
+    })
 }
 
 #[test]
@@ -519,11 +601,16 @@ fn a_policy_created_through_the_api_reaches_the_kernel_and_its_deletion_revokes_
     // The node's namespace holds the API server too: the agent reaches it
     // on loopback. Declared first, so the server stops before it goes.
     let fixture = NodeFixture::new();
-    let server = Arc::new(ApiServer::start_in(&bins, fixture.ns.name()).unwrap());
+    let server = ApiServer::start_in(&bins, fixture.ns.name()).unwrap();
     server.apply_crds().unwrap();
     server.apply(NODE_POD).unwrap();
+    let server = Arc::new(Mutex::new(server));
     let inside = server.clone();
-    let (written, revoked) = fixture
+    let Reconciled {
+        written,
+        revoked,
+        relisted,
+    } = fixture
         .run(move |paths| {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -534,8 +621,11 @@ fn a_policy_created_through_the_api_reaches_the_kernel_and_its_deletion_revokes_
         .unwrap();
     weir_tests::figure!(
         "k8s source: a NetworkPolicy created through the API in the policy map {:.0} ms after \
-         kubectl returned, revoked {:.0} ms after its deletion (reconcile loop ticking every 10 ms)",
+         kubectl returned, revoked {:.0} ms after its deletion (reconcile loop ticking every 10 ms); \
+         after a restart of the API server every watch listed again (410 Gone) {:.1} s after it \
+         served, writing nothing to the maps",
         written.as_secs_f64() * 1e3,
-        revoked.as_secs_f64() * 1e3
+        revoked.as_secs_f64() * 1e3,
+        relisted.as_secs_f64()
     );
 }

@@ -89,6 +89,7 @@ pub struct KubernetesSource {
     watches: Vec<Watch>,
     /// Bumped by every event that changes a store.
     changes: Arc<AtomicU64>,
+    lists: ListCount,
     /// `changes` as of the last assembly.
     read: Option<u64>,
     tasks: Vec<JoinHandle<()>>,
@@ -135,6 +136,16 @@ async fn endpoint_slices(client: &Client) -> Result<ApiResource, Error> {
     Ok(ApiResource::from_gvk_with_plural(&gvk, "endpointslices"))
 }
 
+/// A count of the watches' complete lists, readable from anywhere.
+#[derive(Clone, Debug, Default)]
+pub struct ListCount(Arc<AtomicU64>);
+
+impl ListCount {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 impl KubernetesSource {
     /// Starts the watches on the current tokio runtime. Fails only when the
     /// server cannot be asked which EndpointSlice version it serves; every
@@ -156,6 +167,7 @@ impl KubernetesSource {
             .collect();
         resources.push(endpoint_slices(&client).await?);
         let changes = Arc::new(AtomicU64::new(0));
+        let lists = ListCount::default();
         let mut watches = Vec::new();
         let mut tasks = Vec::new();
         for resource in resources {
@@ -167,7 +179,13 @@ impl KubernetesSource {
                 writer,
                 watcher(api, watcher::Config::default()).default_backoff(),
             );
-            let follow = follow(stream, state.clone(), changes.clone(), wake.clone());
+            let follow = follow(
+                stream,
+                state.clone(),
+                changes.clone(),
+                lists.clone(),
+                wake.clone(),
+            );
             tasks.push(tokio::spawn(follow));
             watches.push(Watch {
                 resource,
@@ -178,9 +196,21 @@ impl KubernetesSource {
         Ok(KubernetesSource {
             watches,
             changes,
+            lists,
             read: None,
             tasks,
         })
+    }
+
+    /// How many kinds are watched.
+    pub fn watch_count(&self) -> usize {
+        self.watches.len()
+    }
+
+    /// How many complete lists the watches made (a relist after 410 Gone
+    /// or a reconnect counts again).
+    pub fn list_count(&self) -> ListCount {
+        self.lists.clone()
     }
 
     /// The cluster as the stores hold it, if anything changed since the
@@ -233,8 +263,13 @@ impl KubernetesSource {
 
 /// Drives one watch: the reflector updates the store as events pass; this
 /// counts the changes and keeps the watch's state.
-async fn follow<S>(stream: S, state: Arc<Mutex<WatchState>>, changes: Arc<AtomicU64>, wake: Wake)
-where
+async fn follow<S>(
+    stream: S,
+    state: Arc<Mutex<WatchState>>,
+    changes: Arc<AtomicU64>,
+    lists: ListCount,
+    wake: Wake,
+) where
     S: futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>>,
 {
     let mut stream = std::pin::pin!(stream);
@@ -249,6 +284,7 @@ where
                 }
             }
             Ok(watcher::Event::InitDone) => {
+                lists.0.fetch_add(1, Ordering::Relaxed);
                 changes.fetch_add(1, Ordering::Release);
                 wake.wake();
                 *state = WatchState::Synced;

@@ -8,6 +8,7 @@ pub mod events;
 pub mod fill;
 pub mod ipcache;
 pub mod lb;
+pub mod ops;
 pub mod policy;
 
 pub use conntrack::{conntrack, conntrack_gc, forget_address, monotonic_now_ns, Forgotten};
@@ -76,7 +77,21 @@ pub(super) fn lpm<'a, K: aya::Pod, V: aya::Pod>(
 /// A removal's result, with an absent key counted as removed: aya reports
 /// it as `KeyNotFound` for some map types and as the syscall's ENOENT for
 /// others (hash maps' `bpf_map_delete_elem`).
+/// The outcome of an update of `map`, counted ([`ops`]).
+pub(super) fn updated(map: &'static str, result: Result<(), MapError>) -> Result<(), TableError> {
+    ops::count(map, ops::Operation::Update, result.is_ok());
+    result.map_err(map_err(map))
+}
+
+/// The outcome of a delete from `map`, counted ([`ops`]); an entry that
+/// was not there is removed.
 pub(super) fn removed(map: &'static str, result: Result<(), MapError>) -> Result<(), TableError> {
+    let result = removal(map, result);
+    ops::count(map, ops::Operation::Delete, result.is_ok());
+    result
+}
+
+fn removal(map: &'static str, result: Result<(), MapError>) -> Result<(), TableError> {
     match result {
         Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
         Err(MapError::SyscallError(error))

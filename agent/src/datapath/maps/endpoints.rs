@@ -7,12 +7,14 @@ use aya::maps::{HashMap, MapData, MapError};
 use aya::Ebpf;
 use weir_abi::{map_names, EndpointInfo, EndpointKey};
 
-use super::{hash, map_err, removed, TableError};
+use super::{hash, map_err, removed, updated, TableError};
 
 pub fn set_endpoint(ebpf: &mut Ebpf, ifindex: u32, info: EndpointInfo) -> Result<(), TableError> {
-    hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?
-        .insert(EndpointKey { ifindex }, info, 0)
-        .map_err(map_err(map_names::ENDPOINTS))
+    let mut map = hash::<EndpointKey, EndpointInfo>(ebpf, map_names::ENDPOINTS)?;
+    updated(
+        map_names::ENDPOINTS,
+        map.insert(EndpointKey { ifindex }, info, 0),
+    )
 }
 
 /// Writes the first entry of an endpoint whose interface is being attached,
@@ -29,8 +31,7 @@ pub fn set_new_endpoint(
     if holds(&map, key, info.id, info.ipv4)? {
         return Ok(false);
     }
-    map.insert(key, info, 0)
-        .map_err(map_err(map_names::ENDPOINTS))?;
+    updated(map_names::ENDPOINTS, map.insert(key, info, 0))?;
     Ok(true)
 }
 

@@ -9,7 +9,7 @@ use aya::Ebpf;
 use ipnetwork::IpNetwork;
 use weir_abi::{map_names, IpcacheKey, IpcacheValue};
 
-use super::{lpm, map_err, removed, TableError};
+use super::{lpm, map_err, removed, updated, TableError};
 
 /// The ipcache key of a prefix.
 pub fn ipcache_key(prefix: IpNetwork) -> Key<IpcacheKey> {
@@ -30,9 +30,11 @@ pub fn set_ipcache(
     prefix: IpNetwork,
     value: IpcacheValue,
 ) -> Result<(), TableError> {
-    lpm::<IpcacheKey, IpcacheValue>(ebpf, map_names::IPCACHE)?
-        .insert(&ipcache_key(prefix), value, 0)
-        .map_err(map_err(map_names::IPCACHE))
+    let mut map = lpm::<IpcacheKey, IpcacheValue>(ebpf, map_names::IPCACHE)?;
+    updated(
+        map_names::IPCACHE,
+        map.insert(&ipcache_key(prefix), value, 0),
+    )
 }
 
 pub fn remove_ipcache(ebpf: &mut Ebpf, prefix: IpNetwork) -> Result<(), TableError> {

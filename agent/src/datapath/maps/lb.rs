@@ -23,7 +23,7 @@ use weir_abi::map_names;
 use weir_lb::maglev::Table;
 use weir_lb::{BackendState, FrontendKey, FrontendKind, Protocol, Scope};
 
-use super::{hash, map_err, removed, TableError};
+use super::{hash, map_err, removed, updated, TableError};
 
 /// Slot 0 of a frontend in `weir_lb4_services`: the service itself.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -268,9 +268,7 @@ fn upsert<K: aya::Pod, V: aya::Pod>(
     key: K,
     value: V,
 ) -> Result<(), TableError> {
-    hash::<K, V>(ebpf, name)?
-        .insert(key, value, 0)
-        .map_err(map_err(name))
+    updated(name, hash::<K, V>(ebpf, name)?.insert(key, value, 0))
 }
 
 fn remove<K: aya::Pod, V: aya::Pod>(

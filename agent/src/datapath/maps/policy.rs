@@ -26,7 +26,7 @@ use weir_policy::{
     Direction, L4Prefix, MapEntry, MapKey, MapState, MatchKind, PeerKey, PortPrefix, Verdict,
 };
 
-use super::{lpm, map_err, removed, TableError};
+use super::{lpm, map_err, removed, updated, TableError};
 
 /// One policy map key: LPM prefix length and data.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,9 +178,11 @@ pub fn set_policy(
     key: PolicyKey,
     entry: PolicyEntry,
 ) -> Result<(), TableError> {
-    lpm::<PolicyKey, PolicyEntry>(ebpf, map_names::POLICY)?
-        .insert(&Key::new(prefix_len, key), entry, 0)
-        .map_err(map_err(map_names::POLICY))
+    let mut map = lpm::<PolicyKey, PolicyEntry>(ebpf, map_names::POLICY)?;
+    updated(
+        map_names::POLICY,
+        map.insert(&Key::new(prefix_len, key), entry, 0),
+    )
 }
 
 pub fn remove_policy(ebpf: &mut Ebpf, prefix_len: u32, key: PolicyKey) -> Result<(), TableError> {
