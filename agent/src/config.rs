@@ -134,6 +134,17 @@ pub struct Config {
     /// Also serve the Observer API on this TCP address (e.g. 127.0.0.1:4244).
     #[arg(long)]
     pub hubble_address: Option<std::net::SocketAddr>,
+    /// TLS on the Observer API's TCP address: this certificate (PEM,
+    /// with its chain)...
+    #[arg(long, requires = "hubble_address")]
+    pub hubble_tls_cert_file: Option<PathBuf>,
+    /// ...and its key.
+    #[arg(long, requires = "hubble_address")]
+    pub hubble_tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS, e.g.
+    /// for the relay).
+    #[arg(long, requires = "hubble_address")]
+    pub hubble_tls_client_ca_files: Option<PathBuf>,
     /// Flows kept in memory.
     #[arg(long, default_value_t = weir_observer::DEFAULT_CAPACITY)]
     pub flow_ring_size: usize,

@@ -675,13 +675,24 @@ async fn start_observer(
         }
     });
     if let Some(address) = args.hubble_address {
+        let tls = weir_observer::ServerTls::from_options(
+            args.hubble_tls_cert_file.clone(),
+            args.hubble_tls_key_file.clone(),
+            args.hubble_tls_client_ca_files.clone(),
+        )?
+        .map(|tls| tls.config())
+        .transpose()?;
         let tcp = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding the observer address {address}"))?;
+        let listener = match tls {
+            Some(config) => Listener::Tls(tcp, config),
+            None => Listener::Tcp(tcp),
+        };
         let service = ObserverService::new(ring, node(address.to_string()));
         tokio::spawn(async move {
             if let Err(error) =
-                weir_observer::serve(service, Listener::Tcp(tcp), std::future::pending()).await
+                weir_observer::serve(service, listener, std::future::pending()).await
             {
                 warn!(%error, "observer API (TCP) stopped");
             }

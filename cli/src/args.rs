@@ -40,7 +40,7 @@ pub enum Command {
     },
     /// Flows seen by this node's datapath, or by every node through a
     /// relay (Hubble's `observe`).
-    Observe(ObserveArgs),
+    Observe(Box<ObserveArgs>),
     /// The datapath's raw events as they happen (like `cilium monitor`).
     Monitor(MonitorArgs),
     /// Agent health: datapath, map fill, endpoints, identities, policy, event loss.
@@ -142,9 +142,22 @@ pub enum BpfPolicyCommand {
 #[derive(clap::Args)]
 pub struct ObserveArgs {
     /// The Observer API: a node's or a relay's unix socket (unix:///PATH or
-    /// just /PATH) or TCP address (http://HOST:PORT).
+    /// just /PATH) or TCP address (http://HOST:PORT, or https://HOST:PORT
+    /// with --tls-ca-cert-files).
     #[arg(long, default_value = "unix:///var/run/weir/hubble.sock")]
     pub server: String,
+    /// For an https:// server: the CA its certificate must chain to.
+    #[arg(long)]
+    pub tls_ca_cert_files: Option<PathBuf>,
+    /// The client certificate to present (a server that requires one)...
+    #[arg(long, requires = "tls_ca_cert_files")]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// ...and its key.
+    #[arg(long, requires = "tls_ca_cert_files")]
+    pub tls_client_key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: its host).
+    #[arg(long, requires = "tls_ca_cert_files")]
+    pub tls_server_name: Option<String>,
     /// Add a NODE column to `-o table`.
     #[arg(long)]
     pub print_node_name: bool,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use weir_observer::proto::observer::{get_flows_response, GetFlowsRequest};
-use weir_observer::Target;
+use weir_observer::{ClientTls, Target};
 
 use crate::args::{ObserveArgs, Output};
 use crate::output;
@@ -44,7 +44,19 @@ fn request(args: &ObserveArgs) -> GetFlowsRequest {
 }
 
 pub async fn run(args: &ObserveArgs, format: Output) -> Result<()> {
-    let target = Target::parse(&args.server)?;
+    let tls = args
+        .tls_ca_cert_files
+        .as_deref()
+        .map(|ca| {
+            ClientTls::load(
+                ca,
+                args.tls_client_cert_file.as_deref(),
+                args.tls_client_key_file.as_deref(),
+                args.tls_server_name.clone(),
+            )
+        })
+        .transpose()?;
+    let target = Target::parse(&args.server)?.with_tls(tls.as_ref());
     let mut client = target.connect(CONNECT_TIMEOUT).await?;
     let mut stream = client.get_flows(request(args)).await?.into_inner();
     let mut stdout = std::io::stdout().lock();

@@ -1,5 +1,7 @@
 //! Reaching an Observer API: `unix:///path` (or a bare path) for a local
-//! socket, `http://host:port` for TCP. Used by `weir observe` and the relay.
+//! socket, `http://host:port` for TCP, `https://host:port` for TCP with
+//! TLS ([`ClientTls`], given with [`Target::with_tls`]). Used by `weir
+//! observe` and the relay.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::proto::observer::observer_client::ObserverClient;
+use crate::tls::ClientTls;
 
 /// Where an Observer API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,12 +19,19 @@ pub enum Target {
     Unix(PathBuf),
     /// `http://host:port`, kept as written.
     Http(String),
+    /// `https://host:port`, kept as written, and the TLS to reach it with
+    /// (None until [`Target::with_tls`]: such a target cannot be dialled).
+    Https(String, Option<ClientTls>),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("{0:?}: expected unix:///PATH, an absolute path, or http://HOST:PORT")]
+    #[error(
+        "{0:?}: expected unix:///PATH, an absolute path, http://HOST:PORT or https://HOST:PORT"
+    )]
     Unsupported(String),
+    #[error("{0}: an https:// target needs a CA to trust (the TLS options)")]
+    NoTls(String),
     #[error("{address:?}: {source}")]
     Invalid {
         address: String,
@@ -42,8 +52,20 @@ impl Target {
             if !rest.is_empty() && !rest.contains('/') {
                 return Ok(Target::Http(text.to_string()));
             }
+        } else if let Some(rest) = text.strip_prefix("https://") {
+            if !rest.is_empty() && !rest.contains('/') {
+                return Ok(Target::Https(text.to_string(), None));
+            }
         }
         Err(TargetError::Unsupported(text.to_string()))
+    }
+
+    /// An `https://` target with `tls`; other targets as they are.
+    pub fn with_tls(self, tls: Option<&ClientTls>) -> Target {
+        match self {
+            Target::Https(address, _) => Target::Https(address, tls.cloned()),
+            other => other,
+        }
     }
 
     /// A channel that connects on first use and reconnects after failures,
@@ -52,7 +74,7 @@ impl Target {
     pub fn lazy_channel(&self, connect_timeout: Duration) -> Result<Channel, TargetError> {
         let endpoint = self.endpoint(connect_timeout)?;
         Ok(match self {
-            Target::Http(_) => endpoint.connect_lazy(),
+            Target::Http(_) | Target::Https(..) => endpoint.connect_lazy(),
             Target::Unix(path) => endpoint.connect_with_connector_lazy(unix_connector(path)),
         })
     }
@@ -65,7 +87,7 @@ impl Target {
     ) -> Result<ObserverClient<Channel>, ConnectError> {
         let endpoint = self.endpoint(connect_timeout)?;
         let channel = match self {
-            Target::Http(_) => endpoint.connect().await,
+            Target::Http(_) | Target::Https(..) => endpoint.connect().await,
             Target::Unix(path) => endpoint.connect_with_connector(unix_connector(path)).await,
         }
         .map_err(|source| ConnectError::Unreachable {
@@ -82,6 +104,19 @@ impl Target {
                     address: address.clone(),
                     source,
                 })?
+            }
+            Target::Https(address, tls) => {
+                let tls = tls
+                    .as_ref()
+                    .ok_or_else(|| TargetError::NoTls(address.clone()))?;
+                let invalid = |source| TargetError::Invalid {
+                    address: address.clone(),
+                    source,
+                };
+                Endpoint::from_shared(address.clone())
+                    .map_err(invalid)?
+                    .tls_config(tls.config())
+                    .map_err(invalid)?
             }
             // The URI is required by the API but unused: the connector dials the socket.
             Target::Unix(_) => Endpoint::from_static("http://[::1]:50051"),
@@ -121,7 +156,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Unix(path) => write!(f, "unix://{}", path.display()),
-            Target::Http(address) => f.write_str(address),
+            Target::Http(address) | Target::Https(address, _) => f.write_str(address),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod ring;
 pub mod server;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testutil;
+pub mod tls;
 
 pub use client::{ConnectError, Target, TargetError};
 pub use event::{DatapathEvent, EventKind, PolicyDirection};
@@ -29,3 +30,4 @@ pub use server::{
     bind_unix, serve, serve_with, Listener, NodeInfo, ObserverService, ServeError,
     DEFAULT_MAX_FOLLOWERS,
 };
+pub use tls::{ClientTls, ServerTls, TlsError};

@@ -204,6 +204,8 @@ impl Observer for ObserverService {
 /// Where the service listens.
 pub enum Listener {
     Tcp(TcpListener),
+    /// TCP with TLS (and client certificates when the config asks).
+    Tls(TcpListener, tonic::transport::ServerTlsConfig),
     Unix(UnixListener),
 }
 
@@ -237,9 +239,13 @@ pub async fn serve_with<S: Observer>(
     listener: Listener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let router = tonic::transport::Server::builder().add_service(ObserverServer::new(service));
+    let mut builder = tonic::transport::Server::builder();
+    if let Listener::Tls(_, config) = &listener {
+        builder = builder.tls_config(config.clone())?;
+    }
+    let router = builder.add_service(ObserverServer::new(service));
     match listener {
-        Listener::Tcp(l) => {
+        Listener::Tcp(l) | Listener::Tls(l, _) => {
             router
                 .serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown)
                 .await?

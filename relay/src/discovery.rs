@@ -11,14 +11,19 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 use weir_crds::{NodeAddressType, WeirNode};
-use weir_observer::Target;
+use weir_observer::{ClientTls, Target};
 
 use crate::Peers;
 
 /// The targets of `nodes` in name order: each node's first InternalIP
 /// (IPv4 first), at `port`. Nodes without one (their agent has not
 /// published its addresses yet) are left out.
-pub fn targets_of<'a>(nodes: impl IntoIterator<Item = &'a WeirNode>, port: u16) -> Vec<Target> {
+/// `https://` with `tls` when the agents serve TLS.
+pub fn targets_of<'a>(
+    nodes: impl IntoIterator<Item = &'a WeirNode>,
+    port: u16,
+    tls: Option<&ClientTls>,
+) -> Vec<Target> {
     let mut named: Vec<(String, Target)> = nodes
         .into_iter()
         .filter_map(|node| {
@@ -36,10 +41,11 @@ pub fn targets_of<'a>(nodes: impl IntoIterator<Item = &'a WeirNode>, port: u16) 
                 IpAddr::V4(v4) => v4.to_string(),
                 IpAddr::V6(v6) => format!("[{v6}]"),
             };
-            Some((
-                node.name_any(),
-                Target::Http(format!("http://{host}:{port}")),
-            ))
+            let target = match tls {
+                Some(tls) => Target::Https(format!("https://{host}:{port}"), Some(tls.clone())),
+                None => Target::Http(format!("http://{host}:{port}")),
+            };
+            Some((node.name_any(), target))
         })
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
@@ -48,7 +54,7 @@ pub fn targets_of<'a>(nodes: impl IntoIterator<Item = &'a WeirNode>, port: u16) 
 
 /// Follows the `WeirNode`s until the process ends (the watch retries with
 /// backoff; meanwhile the last set stays).
-pub async fn follow_weir_nodes(client: Client, port: u16, peers: Peers) {
+pub async fn follow_weir_nodes(client: Client, port: u16, tls: Option<ClientTls>, peers: Peers) {
     let api: Api<WeirNode> = Api::all(client);
     let (store, writer) = kube::runtime::reflector::store();
     let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
@@ -69,7 +75,7 @@ pub async fn follow_weir_nodes(client: Client, port: u16, peers: Peers) {
             continue;
         }
         let nodes = store.state();
-        let targets = targets_of(nodes.iter().map(|n| n.as_ref()), port);
+        let targets = targets_of(nodes.iter().map(|n| n.as_ref()), port, tls.as_ref());
         if targets.iter().eq(peers.list().iter().map(|p| &p.target)) {
             continue;
         }
@@ -116,7 +122,7 @@ mod tests {
             node("pending", serde_json::json!([])),
         ];
         assert_eq!(
-            targets_of(&nodes, 4244),
+            targets_of(&nodes, 4244, None),
             vec![
                 Target::Http("http://192.0.2.1:4244".into()),
                 Target::Http("http://192.0.2.2:4244".into()),

@@ -11,7 +11,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
-use weir_observer::{Listener, Target};
+use weir_observer::{ClientTls, Listener, ServerTls, Target};
 use weir_relay::RelayMetrics;
 
 #[derive(Parser, Debug)]
@@ -21,7 +21,8 @@ use weir_relay::RelayMetrics;
     about = "One Observer API over many nodes'"
 )]
 struct Args {
-    /// A node's Observer API: unix:///PATH or http://HOST:PORT (repeatable).
+    /// A node's Observer API: unix:///PATH, http://HOST:PORT or
+    /// https://HOST:PORT (with --tls-hubble-server-ca-files; repeatable).
     #[arg(long = "peer", value_parser = parse_target, required_unless_present = "peer_discovery")]
     peers: Vec<Target>,
     /// Find the peers in the cluster instead: `weir-nodes` reads every
@@ -51,6 +52,29 @@ struct Args {
     /// How often every peer is asked for its state (seconds).
     #[arg(long, default_value_t = 10)]
     peer_check_interval_seconds: u64,
+    /// TLS on --listen-address: this certificate (PEM, with its chain)...
+    #[arg(long, requires = "listen_address")]
+    tls_relay_server_cert_file: Option<PathBuf>,
+    /// ...and its key.
+    #[arg(long, requires = "listen_address")]
+    tls_relay_server_key_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA on --listen-address.
+    #[arg(long, requires = "listen_address")]
+    tls_relay_client_ca_files: Option<PathBuf>,
+    /// Reach the peers over TLS, trusting this CA (discovered peers become
+    /// https://; given peers must say https://).
+    #[arg(long)]
+    tls_hubble_server_ca_files: Option<PathBuf>,
+    /// The certificate the relay presents to peers that require one...
+    #[arg(long, requires = "tls_hubble_server_ca_files")]
+    tls_hubble_client_cert_file: Option<PathBuf>,
+    /// ...and its key.
+    #[arg(long, requires = "tls_hubble_server_ca_files")]
+    tls_hubble_client_key_file: Option<PathBuf>,
+    /// The name the peers' certificates must carry (default: the host
+    /// dialled, an IP address for discovered peers).
+    #[arg(long, requires = "tls_hubble_server_ca_files")]
+    tls_hubble_server_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -84,7 +108,34 @@ fn main() -> Result<()> {
 async fn run(args: Args) -> Result<()> {
     let metrics = RelayMetrics::new();
     let timeout = Duration::from_secs(args.peer_timeout_seconds.max(1));
-    let relay = weir_relay::relay(args.peers.clone(), timeout, metrics.clone())?;
+    let peer_tls = args
+        .tls_hubble_server_ca_files
+        .as_deref()
+        .map(|ca| {
+            ClientTls::load(
+                ca,
+                args.tls_hubble_client_cert_file.as_deref(),
+                args.tls_hubble_client_key_file.as_deref(),
+                args.tls_hubble_server_name.clone(),
+            )
+        })
+        .transpose()
+        .context("the peers' TLS")?;
+    let server_tls = ServerTls::from_options(
+        args.tls_relay_server_cert_file.clone(),
+        args.tls_relay_server_key_file.clone(),
+        args.tls_relay_client_ca_files.clone(),
+    )?
+    .map(|tls| tls.config())
+    .transpose()
+    .context("the listener's TLS")?;
+    let targets = args
+        .peers
+        .iter()
+        .cloned()
+        .map(|t| t.with_tls(peer_tls.as_ref()))
+        .collect();
+    let relay = weir_relay::relay(targets, timeout, metrics.clone())?;
 
     if let Some(address) = args.prometheus_address {
         let listener = tokio::net::TcpListener::bind(address)
@@ -105,6 +156,7 @@ async fn run(args: Args) -> Result<()> {
         tokio::spawn(weir_relay::discovery::follow_weir_nodes(
             client,
             args.peer_port,
+            peer_tls.clone(),
             relay.peers().clone(),
         ));
         info!(port = args.peer_port, "peers from the cluster's WeirNodes");
@@ -134,9 +186,13 @@ async fn run(args: Args) -> Result<()> {
             .await
             .with_context(|| format!("binding {address}"))?;
         let address = listener.local_addr()?;
+        let listener = match server_tls {
+            Some(config) => Listener::Tls(listener, config),
+            None => Listener::Tcp(listener),
+        };
         servers.spawn(weir_observer::serve_with(
             relay.clone(),
-            Listener::Tcp(listener),
+            listener,
             shutdown(),
         ));
         info!(%address, "serving the Observer API");
