@@ -65,6 +65,9 @@ impl Lab {
                     "--ipam".into(),
                     "cluster-pool".into(),
                     "--auto-direct-node-routes".into(),
+                    // For the relay.
+                    "--hubble-address".into(),
+                    format!("{}:{}", node.underlay_ip, crate::operator::HUBBLE_PORT),
                 ]);
             }
             None => {

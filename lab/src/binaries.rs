@@ -53,6 +53,11 @@ impl Binaries {
         self.agent.with_file_name("weir")
     }
 
+    /// `weir-relay`, built beside the agent.
+    pub fn relay(&self) -> PathBuf {
+        self.agent.with_file_name("weir-relay")
+    }
+
     /// `weir-operator`, built beside the agent.
     pub fn operator(&self) -> PathBuf {
         self.agent.with_file_name("weir-operator")

@@ -66,13 +66,33 @@ const OPERATOR: Identity = Identity {
     kubeconfig: "operator.kubeconfig",
 };
 
-/// Weir's namespace and the RBAC of the agent and the operator, as an
-/// installation applies them (deploy/kubernetes), applied at `lab up`; the
-/// operator installs the CRDs itself.
-const DEPLOY: [&str; 3] = [
+/// weir-relay, as the ServiceAccount deploy/kubernetes/40-relay.yaml binds
+/// its role to.
+const RELAY: Identity = Identity {
+    user: "system:serviceaccount:weir-system:weir-relay",
+    groups: "system:serviceaccounts,system:serviceaccounts:weir-system",
+    kubeconfig: "relay.kubeconfig",
+};
+
+/// Weir's namespace and the RBAC of agent, operator and relay, as an
+/// installation applies them (deploy/kubernetes), applied at `lab up` (of
+/// 40-relay.yaml only its ServiceAccount and roles: the lab runs the relay
+/// itself); the operator installs the CRDs itself.
+const DEPLOY: [&str; 4] = [
     include_str!("../../deploy/kubernetes/00-namespace.yaml"),
     include_str!("../../deploy/kubernetes/20-agent-rbac.yaml"),
     include_str!("../../deploy/kubernetes/30-operator-rbac.yaml"),
+    include_str!("../../deploy/kubernetes/40-relay.yaml"),
+];
+
+/// The kinds of deploy/ the lab applies: identities and their roles.
+const DEPLOYED_KINDS: [&str; 6] = [
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
 ];
 
 /// 1.20's alpha gate that makes the EndpointSlice controller publish
@@ -87,7 +107,7 @@ const AUDIT_POLICY_FILE: &str = "audit-policy.yaml";
 /// stage is kept: 1.20 logs a watch that is still open only when it was
 /// received.
 fn audit_policy() -> String {
-    let users: Vec<String> = [AGENT, OPERATOR]
+    let users: Vec<String> = [AGENT, OPERATOR, RELAY]
         .iter()
         .map(|who| format!("\"{}\"", who.user))
         .collect();
@@ -129,6 +149,9 @@ pub struct ControlPlane {
     /// weir-operator's replicas (`lab up` starts them; see the operator module).
     #[serde(default)]
     pub operator_pids: Vec<u32>,
+    /// weir-relay (`lab up` starts it; see the operator module).
+    #[serde(default)]
+    pub relay_pid: u32,
 }
 
 impl ControlPlane {
@@ -153,6 +176,7 @@ impl ControlPlane {
             controller_manager_pid: 0,
             scheduler_pid: 0,
             operator_pids: Vec::new(),
+            relay_pid: 0,
         })
     }
 
@@ -170,6 +194,11 @@ impl ControlPlane {
     /// weir-operator's kubeconfig (the `weir-operator` ServiceAccount).
     pub fn operator_kubeconfig(&self) -> PathBuf {
         self.dir.join(OPERATOR.kubeconfig)
+    }
+
+    /// weir-relay's kubeconfig (the `weir-relay` ServiceAccount).
+    pub fn relay_kubeconfig(&self) -> PathBuf {
+        self.dir.join(RELAY.kubeconfig)
     }
 
     /// The kubeconfig of Weir's agents (the `weir-agent` ServiceAccount).
@@ -210,7 +239,7 @@ impl ControlPlane {
             path_str(&self.dir.join("sa.pub"))?,
         ])?;
         let mut tokens = String::new();
-        for (uid, who) in [ADMIN, CONTROLLER_MANAGER, SCHEDULER, AGENT, OPERATOR]
+        for (uid, who) in [ADMIN, CONTROLLER_MANAGER, SCHEDULER, AGENT, OPERATOR, RELAY]
             .iter()
             .enumerate()
         {
@@ -385,7 +414,7 @@ impl ControlPlane {
 
     /// Applies Weir's namespace and the RBAC of its components (deploy/).
     pub fn apply_deploy(&self) -> Result<()> {
-        let yaml = DEPLOY.join("\n---\n");
+        let yaml = deployed_documents().join("\n---\n");
         self.kubectl_stdin(&["apply", "-f", "-"], &yaml)?;
         Ok(())
     }
@@ -401,6 +430,7 @@ impl ControlPlane {
             .iter()
             .copied()
             .chain([
+                self.relay_pid,
                 self.scheduler_pid,
                 self.controller_manager_pid,
                 self.apiserver_pid,
@@ -520,6 +550,19 @@ pub fn node_yaml(name: &str, address: Ipv4Addr, now: &str) -> String {
     )
 }
 
+/// The documents of [`DEPLOY`] whose kind the lab applies.
+fn deployed_documents() -> Vec<&'static str> {
+    DEPLOY
+        .iter()
+        .flat_map(|file| file.split("\n---\n"))
+        .filter(|doc| {
+            doc.lines()
+                .find_map(|l| l.strip_prefix("kind: "))
+                .is_some_and(|kind| DEPLOYED_KINDS.contains(&kind.trim()))
+        })
+        .collect()
+}
+
 fn openssl(args: &[&str]) -> Result<()> {
     netns::run(Command::new("openssl").args(args)).map(drop)
 }
@@ -538,7 +581,29 @@ fn path_str(path: &Path) -> Result<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::node_yaml;
+    use super::{deployed_documents, node_yaml};
+
+    #[test]
+    fn the_lab_applies_identities_and_roles_of_deploy_only() {
+        let docs = deployed_documents();
+        let kinds: Vec<&str> = docs
+            .iter()
+            .filter_map(|d| d.lines().find_map(|l| l.strip_prefix("kind: ")))
+            .collect();
+        assert!(kinds.contains(&"Namespace") && kinds.contains(&"ServiceAccount"));
+        assert!(
+            !kinds.contains(&"Deployment") && !kinds.contains(&"Service"),
+            "{kinds:?}"
+        );
+        // The three components' accounts.
+        for name in ["weir-agent", "weir-operator", "weir-relay"] {
+            assert!(
+                docs.iter()
+                    .any(|d| d.contains("kind: ServiceAccount") && d.contains(name)),
+                "{name}"
+            );
+        }
+    }
     use std::net::Ipv4Addr;
 
     #[test]

@@ -127,6 +127,36 @@ impl Lab {
         for index in 0..self.state.nodes.len() {
             self.start_node_agent(index, progress)?;
         }
+        if self.state.control_plane.is_some() {
+            self.start_relay(progress)?;
+        }
+        Ok(())
+    }
+
+    /// Starts weir-relay over the agents' Observer APIs.
+    fn start_relay(&mut self, progress: &dyn Fn(&str)) -> Result<()> {
+        let mut cp = self
+            .state
+            .control_plane
+            .take()
+            .context("the control plane was started")?;
+        let discover = self.state.identities == Identities::Crd;
+        let peers: Vec<_> = self.state.nodes.iter().map(|n| n.underlay_ip).collect();
+        let started = cp.start_relay(&self.binaries.relay(), discover, &peers);
+        self.state.control_plane = Some(cp.clone());
+        self.state.save(&self.dir)?;
+        started?;
+        progress(&format!(
+            "weir-relay on {}:{} and {} (peers {})",
+            cp.address,
+            crate::operator::RELAY_PORT,
+            cp.relay_socket().display(),
+            if discover {
+                "from the WeirNodes"
+            } else {
+                "given"
+            }
+        ));
         Ok(())
     }
 

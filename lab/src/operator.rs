@@ -1,10 +1,15 @@
-//! weir-operator in the lab (control-plane mode): two replicas on the
-//! underlay, as the `weir-operator` ServiceAccount under deploy/'s RBAC,
-//! contending for one Lease as a Deployment's two pods would. The leader
-//! installs Weir's CRDs and gives every Node a pod CIDR from the lab's
-//! cluster pool in its WeirNode; the lab reads those assignments back for
-//! its own records and the outside world's routes, and the agents take
-//! theirs with `--ipam cluster-pool`.
+//! Weir's cluster-wide components in the lab (control-plane mode), on the
+//! underlay under deploy/'s RBAC, each as its own ServiceAccount:
+//! - weir-operator, two replicas contending for one Lease as a
+//!   Deployment's two pods would. The leader installs Weir's CRDs and
+//!   gives every Node a pod CIDR from the lab's cluster pool in its
+//!   WeirNode; the lab reads those assignments back for its own records
+//!   and the outside world's routes, and the agents take theirs with
+//!   `--ipam cluster-pool`.
+//! - weir-relay, finding the agents' Observer APIs from the WeirNodes (in
+//!   CRD mode, where the agents publish their addresses there; given the
+//!   nodes' addresses in kvstore mode), on `10.77.0.1:4245` and on
+//!   `kube/relay.sock`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -22,6 +27,11 @@ const MASK_SIZE: u8 = 24;
 /// The first replica's metrics port (on the control plane's address); the
 /// next replica takes the next port.
 pub const METRICS_PORT: u16 = 9963;
+/// The agents' Observer API port on their node address (`--hubble-address`).
+pub const HUBBLE_PORT: u16 = 4244;
+/// The relay's port (Hubble Relay's).
+pub const RELAY_PORT: u16 = 4245;
+
 /// The lab collects garbage often, so that its suites see it done: a pass
 /// every few seconds, identities unused for half a minute.
 const GC_INTERVAL_S: u64 = 5;
@@ -57,6 +67,46 @@ impl ControlPlane {
             let pid = process::spawn_detached(&self.netns, program, &args, &log)?;
             self.operator_pids.push(pid);
         }
+        Ok(())
+    }
+
+    /// The relay's unix socket (mode 0600).
+    pub fn relay_socket(&self) -> std::path::PathBuf {
+        self.dir.join("relay.sock")
+    }
+
+    /// Starts weir-relay (recorded in [`Self::relay_pid`]): peers from the
+    /// WeirNodes when `discover`, else `peers` (`host` addresses).
+    pub fn start_relay(
+        &mut self,
+        program: &std::path::Path,
+        discover: bool,
+        peers: &[std::net::Ipv4Addr],
+    ) -> Result<()> {
+        let mut args = vec![
+            "--listen-socket".to_string(),
+            self.relay_socket().display().to_string(),
+            "--listen-address".into(),
+            format!("{}:{RELAY_PORT}", self.address),
+            "--peer-check-interval-seconds".into(),
+            "1".into(),
+        ];
+        if discover {
+            args.extend([
+                "--peer-discovery".into(),
+                "weir-nodes".into(),
+                "--peer-port".into(),
+                HUBBLE_PORT.to_string(),
+                "--kubeconfig".into(),
+                self.relay_kubeconfig().display().to_string(),
+            ]);
+        } else {
+            for peer in peers {
+                args.extend(["--peer".into(), format!("http://{peer}:{HUBBLE_PORT}")]);
+            }
+        }
+        let log = self.dir.join("weir-relay.log");
+        self.relay_pid = process::spawn_detached(&self.netns, program, &args, &log)?;
         Ok(())
     }
 

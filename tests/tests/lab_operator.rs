@@ -4,10 +4,11 @@
 //! default of an installation): two operator replicas share one Lease, the
 //! leader gives each Node a pod CIDR (the agents run `--ipam cluster-pool
 //! --auto-direct-node-routes`) and collects garbage (an orphan WeirEndpoint,
-//! the WeirNode of a deleted Node, an identity no pod uses any more). The
-//! API server's audit log then says what the agents' and the operator's
-//! ServiceAccounts asked for, set against what deploy/kubernetes grants
-//! them: a refused request or a grant nothing used fails, unless the grant
+//! the WeirNode of a deleted Node, an identity no pod uses any more), and
+//! weir-relay finds both agents from the WeirNodes and serves their flows.
+//! The API server's audit log then says what the agents', the operator's
+//! and the relay's ServiceAccounts asked for, set against what
+//! deploy/kubernetes grants them: a refused request or a grant nothing used fails, unless the grant
 //! is excused below with the reason the lab cannot exercise it (or, for
 //! a grant whose use depends on timing, why).
 
@@ -21,6 +22,7 @@ use weir_lab::Identities;
 
 const AGENT: &str = "system:serviceaccount:weir-system:weir-agent";
 const OPERATOR: &str = "system:serviceaccount:weir-system:weir-operator";
+const RELAY: &str = "system:serviceaccount:weir-system:weir-relay";
 
 const WORKLOADS: &str = include_str!("../../examples/lab/workloads.yaml");
 const SERVICES: &str = include_str!("../../examples/lab/services.yaml");
@@ -61,6 +63,33 @@ fn timing_dependent() -> BTreeMap<String, BTreeSet<Grant>> {
         "watch",
     )];
     BTreeMap::from([(OPERATOR.to_string(), operator.into_iter().collect())])
+}
+
+/// The relay's view of the nodes: name and whether it reaches it.
+fn relay_nodes(socket: &std::path::Path) -> Result<Vec<(String, bool)>, String> {
+    use weir_observer::proto::observer::GetNodesRequest;
+    use weir_observer::proto::relay::NodeState;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let target = weir_observer::Target::Unix(socket.to_path_buf());
+        let mut client = target
+            .connect(Duration::from_secs(2))
+            .await
+            .map_err(|e| e.to_string())?;
+        let nodes = client
+            .get_nodes(GetNodesRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .nodes;
+        Ok(nodes
+            .into_iter()
+            .map(|n| (n.name, n.state == NodeState::NodeConnected as i32))
+            .collect())
+    })
 }
 
 /// Polls `check` every 200 ms for up to `limit`; panics with `what`.
@@ -160,6 +189,19 @@ fn the_operator_assigns_pod_cidrs_collects_garbage_and_every_granted_permission_
         "relabelled frontend -> ledger: {allowed:?}"
     );
 
+    // The relay found both agents from their WeirNodes and reaches them.
+    let relay_socket = cp.relay_socket();
+    let mut seen = Vec::new();
+    let relayed = wait_for(
+        Duration::from_secs(30),
+        "the relay reaching n1 and n2",
+        || {
+            seen = relay_nodes(&relay_socket).unwrap_or_default();
+            seen.sort();
+            seen == [("n1".to_string(), true), ("n2".to_string(), true)]
+        },
+    );
+
     // GC: an orphan WeirEndpoint goes.
     cp.kubectl_stdin(
         &["create", "-f", "-"],
@@ -218,8 +260,10 @@ fn the_operator_assigns_pod_cidrs_collects_garbage_and_every_granted_permission_
     );
 
     eprintln!(
-        "figures: orphan WeirEndpoint collected in {:.1} s, a new Node's pod CIDR in {:.1} s, \
-         an unused identity collected {:.1} s after its last pod went (grace 30 s)",
+        "figures: relay reaching both agents {:.1} s after the pods were up, orphan \
+         WeirEndpoint collected in {:.1} s, a new Node's pod CIDR in {:.1} s, an unused \
+         identity collected {:.1} s after its last pod went (grace 30 s)",
+        relayed.as_secs_f64(),
         orphan.as_secs_f64(),
         assigned.as_secs_f64(),
         identity_gc.as_secs_f64()
@@ -229,6 +273,7 @@ fn the_operator_assigns_pod_cidrs_collects_garbage_and_every_granted_permission_
     let granted = rbac::grants(&[
         include_str!("../../deploy/kubernetes/20-agent-rbac.yaml"),
         include_str!("../../deploy/kubernetes/30-operator-rbac.yaml"),
+        include_str!("../../deploy/kubernetes/40-relay.yaml"),
     ])
     .unwrap();
     let log = std::fs::read_to_string(cp.audit_log()).unwrap();
@@ -238,7 +283,7 @@ fn the_operator_assigns_pod_cidrs_collects_garbage_and_every_granted_permission_
         "refused by RBAC: {:#?}",
         usage.denied
     );
-    for user in [AGENT, OPERATOR] {
+    for user in [AGENT, OPERATOR, RELAY] {
         let used: Vec<String> = usage.used[user].iter().map(|g| g.to_string()).collect();
         eprintln!("{user} used: {}", used.join(", "));
     }
