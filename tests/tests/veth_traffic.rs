@@ -67,6 +67,26 @@ fn stats_delta(now: LinkStats, base: LinkStats) -> Seen {
     }
 }
 
+/// The counters and the interface statistics read at one moment: no
+/// packet (the kernel's own IPv6 multicast reports come at random times
+/// after link-up) passed between the two reads, or one side would count it
+/// and the other not, for good.
+fn stable_base(
+    pair: &VethPair,
+    read: &dyn Fn() -> MetricsSnapshot,
+) -> (MetricsSnapshot, LinkStats) {
+    for _ in 0..100 {
+        let before = pair.a.link_stats(&pair.dev_a).unwrap();
+        let metrics = read();
+        let after = pair.a.link_stats(&pair.dev_a).unwrap();
+        if before == after {
+            return (metrics, after);
+        }
+        sleep(Duration::from_millis(10));
+    }
+    panic!("the interface never stayed quiet for a read of the counters");
+}
+
 /// Asserts that what the programs counted since `base` equals what the
 /// kernel counted on the interface since `base_stats`. Packets still in
 /// flight can make the two differ for a moment, so this re-reads for up to
@@ -101,8 +121,7 @@ fn real_tcp_and_udp_traffic_is_counted_exactly() {
     let pins = PinDir::new();
     let datapath = load_and_attach(&pair, &pins);
     let read = || datapath.metrics().unwrap();
-    let base = read();
-    let base_stats = pair.a.link_stats(&pair.dev_a).unwrap();
+    let (base, base_stats) = stable_base(&pair, &read);
 
     let v4: SocketAddr = format!("{}:5201", VethPair::ADDR_A).parse().unwrap();
     let v6: SocketAddr = format!("[{}]:5201", VethPair::ADDR6_A).parse().unwrap();
@@ -150,8 +169,7 @@ fn malformed_frames_on_the_wire_are_dropped_and_counted() {
     let pins = PinDir::new();
     let datapath = load_and_attach(&pair, &pins);
     let read = || datapath.metrics().unwrap();
-    let base = read();
-    let base_stats = pair.a.link_stats(&pair.dev_a).unwrap();
+    let (base, base_stats) = stable_base(&pair, &read);
 
     // Headers cut short below the minimum IP header: BPF_PROG_TEST_RUN
     // refuses such frames, so they are tested here, on the wire.
