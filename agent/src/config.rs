@@ -85,6 +85,17 @@ pub struct Config {
     /// networking (no identities, ipcache or policy).
     #[arg(long, value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
+    /// TLS to etcd (`https://` endpoints): the CA etcd's certificate
+    /// chains to (the system's roots are never trusted)...
+    #[arg(long)]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// ...and the client certificate etcd's `--client-cert-auth` asks
+    /// for...
+    #[arg(long, requires = "etcd_ca_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// ...with its key.
+    #[arg(long, requires = "etcd_ca_file")]
+    pub etcd_key_file: Option<PathBuf>,
     /// Where identities, endpoints and nodes are shared: `crd` (the
     /// Kubernetes API; the default with `--k8s`) or `kvstore` (etcd at
     /// `--etcd-endpoints`; the default without `--k8s`).

@@ -397,6 +397,18 @@ fn shared_store(
             let mut etcd = EtcdConfig::new(args.etcd_endpoints.clone(), args.node_name.clone());
             etcd.connect_timeout = std::time::Duration::from_secs(2);
             etcd.request_timeout = std::time::Duration::from_secs(2);
+            etcd.tls = args
+                .etcd_ca_file
+                .as_deref()
+                .map(|ca| {
+                    weir_identity::EtcdTls::load(
+                        ca,
+                        args.etcd_cert_file.as_deref(),
+                        args.etcd_key_file.as_deref(),
+                    )
+                })
+                .transpose()
+                .context("the etcd TLS files")?;
             let lazy = LazyEtcdStore::start(etcd, LazyOptions::default(), reporter)
                 .context("the etcd configuration")?;
             kvstore::spawn_node_publish(lazy.clone(), node);

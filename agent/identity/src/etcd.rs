@@ -73,6 +73,65 @@ pub struct EtcdConfig {
     /// Numbers allocated to identities: the cluster range unless a test
     /// wants a small one.
     pub identity_range: RangeInclusive<u32>,
+    /// TLS to etcd (`https://` endpoints): the CA to trust and the client
+    /// certificate to present. None: plaintext.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd as its `--client-cert-auth` expects: the CA etcd's serving
+/// certificate chains to (never the system's roots) and this client's
+/// certificate and key, PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    ca: Vec<u8>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    // The key stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdTls {
+    /// Reads the CA and, when given, the client certificate and its key.
+    pub fn load(
+        ca: &std::path::Path,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> std::io::Result<EtcdTls> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+            })
+        };
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (None, None) => None,
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "an etcd client certificate needs its key, and the reverse",
+                ))
+            }
+        };
+        Ok(EtcdTls {
+            ca: read(ca)?,
+            identity,
+        })
+    }
+
+    fn options(&self) -> etcd_client::TlsOptions {
+        let options = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(&self.ca));
+        match &self.identity {
+            Some((cert, key)) => options.identity(etcd_client::Identity::from_pem(cert, key)),
+            None => options,
+        }
+    }
 }
 
 impl EtcdConfig {
@@ -86,6 +145,7 @@ impl EtcdConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             identity_range: CLUSTER_MIN..=CLUSTER_MAX,
+            tls: None,
         }
     }
 
@@ -160,11 +220,14 @@ impl EtcdStore {
             endpoints: endpoints.clone(),
             source,
         };
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_timeout(config.request_timeout)
             .with_keep_alive(Duration::from_secs(10), config.request_timeout)
             .with_keep_alive_while_idle(true);
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls.options());
+        }
         let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(unreachable)?;

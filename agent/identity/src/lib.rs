@@ -30,7 +30,7 @@ pub mod testing;
 pub use connection::Connection;
 pub use crd::{CrdConfig, CrdStore};
 pub use error::{Result, StoreError};
-pub use etcd::{EtcdConfig, EtcdStore};
+pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 pub use lazy::{LazyEtcdStore, LazyOptions};
 pub use local::cidr_labels;
 pub use memory::MemoryStore;

@@ -51,7 +51,21 @@ pub struct EtcdServer {
     child: Child,
     dir: PathBuf,
     client: SocketAddr,
+    /// Where `/health` answers in plain HTTP (the client address, or with
+    /// TLS a metrics listener of its own).
+    health: SocketAddr,
+    tls: bool,
     name: String,
+}
+
+/// etcd's TLS on its client URL: its serving certificate (for the address
+/// it listens on) and key, and the CA whose client certificates it
+/// requires (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
 }
 
 impl EtcdServer {
@@ -64,9 +78,19 @@ impl EtcdServer {
     /// address, so agents in other network namespaces reach it) and waits
     /// until it answers there.
     pub fn start_on(ip: IpAddr) -> Result<Self, EtcdServerError> {
+        Self::start_with(ip, None)
+    }
+
+    /// [`EtcdServer::start`] serving TLS on loopback and requiring client
+    /// certificates of `tls.client_ca`.
+    pub fn start_tls(tls: &EtcdServerTls) -> Result<Self, EtcdServerError> {
+        Self::start_with(Ipv4Addr::LOCALHOST.into(), Some(tls))
+    }
+
+    fn start_with(ip: IpAddr, tls: Option<&EtcdServerTls>) -> Result<Self, EtcdServerError> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(ip) {
+            match Self::try_start(ip, tls) {
                 Ok(server) => return Ok(server),
                 // A taken port shows as an early exit; anything else is final.
                 Err(e @ EtcdServerError::Exited { .. }) => last = Some(e),
@@ -76,9 +100,10 @@ impl EtcdServer {
         Err(last.expect("at least one attempt"))
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.client)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.client)
     }
 
     /// The data directory (also holds etcd's log, `etcd.log`).
@@ -118,7 +143,7 @@ impl EtcdServer {
         }
     }
 
-    fn try_start(ip: IpAddr) -> Result<Self, EtcdServerError> {
+    fn try_start(ip: IpAddr, tls: Option<&EtcdServerTls>) -> Result<Self, EtcdServerError> {
         let name = format!(
             "wt{}x{}",
             std::process::id(),
@@ -136,16 +161,30 @@ impl EtcdServer {
         std::fs::create_dir_all(&dir).map_err(data_dir_err)?;
         let log = std::fs::File::create(dir.join("etcd.log")).map_err(data_dir_err)?;
         let log_err = log.try_clone().map_err(data_dir_err)?;
-        let (client, peer) = match (free_port(ip), free_port(ip)) {
-            (Ok(c), Ok(p)) => (c, p),
-            (Err(e), _) | (_, Err(e)) => {
+        let (client, peer, metrics) = match (free_port(ip), free_port(ip), free_port(ip)) {
+            (Ok(c), Ok(p), Ok(m)) => (c, p, m),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(EtcdServerError::Port(e));
             }
         };
-        let client_url = format!("http://{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://{client}");
         let peer_url = format!("http://{peer}");
-        let spawned = Command::new(ETCD_BINARY)
+        let mut command = Command::new(ETCD_BINARY);
+        if let Some(tls) = tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth")
+                // `/health` in plain HTTP beside the TLS client URL.
+                .args(["--listen-metrics-urls", &format!("http://{metrics}")]);
+        }
+        let spawned = command
             .arg("--name")
             .arg(&name)
             .arg("--data-dir")
@@ -181,6 +220,8 @@ impl EtcdServer {
             child,
             dir,
             client,
+            health: if tls.is_some() { metrics } else { client },
+            tls: tls.is_some(),
             name,
         };
         server.wait_healthy()?;
@@ -196,7 +237,7 @@ impl EtcdServer {
                     log: self.log(),
                 });
             }
-            if healthy(self.client) {
+            if healthy(self.health) {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -409,3 +409,135 @@ async fn lazy_store_starts_without_etcd() {
     );
     assert!(matches!(lazy.connection(), Connection::Connecting { .. }));
 }
+
+/// PEM files for a TLS etcd: a CA, etcd's certificate for 127.0.0.1, a
+/// client certificate, and a second CA; removed on drop.
+struct Pki(std::path::PathBuf);
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = std::env::temp_dir().join(format!("weir-etcd-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .current_dir(&dir)
+                .args(args)
+                .output()
+                .expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let subject = format!("/CN={ca}");
+            let (key, crt) = (format!("{ca}.key"), format!("{ca}.crt"));
+            let mut args = vec!["req", "-x509", "-days", "1", "-subj", &subject];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &crt]);
+            openssl(&args);
+        }
+        for (leaf, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            std::fs::write(dir.join(format!("{leaf}.ext")), ext).unwrap();
+            let subject = format!("/CN={leaf}");
+            let (key, csr, crt, extfile) = (
+                format!("{leaf}.key"),
+                format!("{leaf}.csr"),
+                format!("{leaf}.crt"),
+                format!("{leaf}.ext"),
+            );
+            let mut args = vec!["req", "-subj", &subject];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr]);
+            openssl(&args);
+            openssl(&[
+                "x509",
+                "-req",
+                "-days",
+                "1",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-extfile",
+                &extfile,
+            ]);
+        }
+        Pki(dir)
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+/// etcd with TLS and client certificates (`--client-cert-auth`): only a
+/// client that trusts etcd's CA and presents a certificate of that CA gets
+/// in; plaintext, a client without a certificate and one trusting another
+/// CA are refused as unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_with_client_certificates_admits_only_a_client_with_one() {
+    use weir_identity::testing::EtcdServerTls;
+    use weir_identity::EtcdTls;
+    let pki = Pki::new();
+    let server = EtcdServer::start_tls(&EtcdServerTls {
+        cert: pki.path("server.crt"),
+        key: pki.path("server.key"),
+        client_ca: pki.path("ca.crt"),
+    })
+    .expect("a TLS etcd starts");
+    assert!(server.endpoint().starts_with("https://"));
+    let try_connect = |endpoint: String, tls: Option<EtcdTls>| async move {
+        let mut config = EtcdConfig::new(vec![endpoint], "node-a");
+        config.connect_timeout = Duration::from_secs(2);
+        config.request_timeout = Duration::from_secs(2);
+        config.tls = tls;
+        EtcdStore::connect(config).await
+    };
+    let plaintext = server.endpoint().replacen("https://", "http://", 1);
+    let refused = try_connect(plaintext, None).await;
+    assert!(refused.is_err(), "plaintext to a TLS etcd");
+    let anonymous = EtcdTls::load(&pki.path("ca.crt"), None, None).unwrap();
+    let refused = try_connect(server.endpoint(), Some(anonymous)).await;
+    assert!(refused.is_err(), "no client certificate");
+    let stranger = EtcdTls::load(
+        &pki.path("other-ca.crt"),
+        Some(&pki.path("client.crt")),
+        Some(&pki.path("client.key")),
+    )
+    .unwrap();
+    let refused = try_connect(server.endpoint(), Some(stranger)).await;
+    assert!(refused.is_err(), "trusting another CA");
+    let client = EtcdTls::load(
+        &pki.path("ca.crt"),
+        Some(&pki.path("client.crt")),
+        Some(&pki.path("client.key")),
+    )
+    .unwrap();
+    let store = try_connect(server.endpoint(), Some(client))
+        .await
+        .expect("a client with a certificate of the CA");
+    let id = store.allocate_identity(&app("tls")).await.unwrap();
+    assert_eq!(store.lookup_identity(id).await.unwrap(), Some(app("tls")));
+}
