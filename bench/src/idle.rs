@@ -117,13 +117,13 @@ fn remote_pod(i: u32) -> weir_identity::LabelSet {
 /// Allocates `count` identities in the lab's etcd (as one more node would
 /// for its pods), then measures the agents while they hold them.
 fn measure_with_identities(lab: &TestLab, count: u32, what: String) -> Result<()> {
-    use weir_identity::{EtcdConfig, EtcdStore, SharedStore};
+    use weir_identity::{EtcdStore, SharedStore};
     let pids = agents(lab);
+    let config = lab.etcd_config("bench-idle")?;
     lab.in_etcd_netns(move || -> Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let config = EtcdConfig::new(vec![weir_lab::etcd::endpoint()], "bench-idle");
         let store = runtime.block_on(EtcdStore::connect(config))?;
         let before: Vec<Duration> = pids
             .iter()

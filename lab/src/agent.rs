@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::state::NodeRecord;
+use crate::state::{Identities, NodeRecord};
 use crate::topology::{
     hubble_socket, CLUSTER_CIDR, METRICS_PORT, NODE_DEVICE, SERVICE_EXTERNAL_PREFIX,
 };
@@ -32,8 +32,6 @@ impl Lab {
             NODE_DEVICE.into(),
             "--node-ip".into(),
             node.underlay_ip.to_string(),
-            "--etcd-endpoints".into(),
-            etcd::endpoint(),
             "--hubble-socket".into(),
             hubble_socket(node).display().to_string(),
             "--prometheus-address".into(),
@@ -45,6 +43,12 @@ impl Lab {
             "--external-ip-cidr".into(),
             SERVICE_EXTERNAL_PREFIX.into(),
         ];
+        // The lab's etcd, over TLS with its client certificate, in kvstore
+        // mode (CRD mode shares nothing through it).
+        if self.state.identities == Identities::Kvstore {
+            args.extend(["--etcd-endpoints".into(), etcd::endpoint()]);
+            args.extend(self.etcd_pki().agent_args());
+        }
         match &self.state.control_plane {
             // Its own kubeconfig (the agents' ServiceAccount identity);
             // identities as the lab was brought up (kvstore by default).

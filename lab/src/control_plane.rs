@@ -304,6 +304,7 @@ impl ControlPlane {
             client_port,
             peer_port,
             &self.dir.join("etcd.log"),
+            None,
         )?;
         Ok(())
     }

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use weir_identity::{EtcdConfig, EtcdStore, LabelSet, SharedStore};
+use weir_identity::{EtcdStore, LabelSet, SharedStore};
 use weir_lab::manifest;
 use weir_lab::probe::{probe_with_timeout, Target};
 use weir_lab::state::PodRecord;
@@ -80,12 +80,12 @@ struct StoreState {
 
 impl StoreState {
     fn read(lab: &Lab) -> Result<StoreState> {
+        let config = lab.etcd_config("fault-test")?;
         lab.in_etcd_netns(|| -> Result<StoreState> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                let config = EtcdConfig::new(vec![weir_lab::etcd::endpoint()], "fault-test");
                 let store = EtcdStore::connect(config).await?;
                 let identities = store.list_identities().await?;
                 let mut refs = BTreeMap::new();
