@@ -1,8 +1,10 @@
 //! `cargo deny` over both workspaces (the host crates and the kernel crate),
 //! with the root deny.toml.
 //!
-//! Licenses, bans and sources need nothing but the crates cargo already has.
-//! Advisories need the RustSec database, a git clone that `cargo-deny fetch`
+//! Licenses, bans and sources need every crate of the lock file, for every
+//! platform (cargo-deny reads their manifests offline): `cargo fetch` gets
+//! the ones a Linux build never downloads (Windows and macOS
+//! dependencies) from the registry first. Advisories need the RustSec database, a git clone that `cargo-deny fetch`
 //! makes; the suite never fetches it (the machines that run it may have no
 //! network) and checks advisories only where a clone exists.
 
@@ -15,6 +17,12 @@ use crate::{cmd, paths};
 
 /// licenses, bans and sources, for the host workspace and the kernel crate.
 pub fn check() -> Result<()> {
+    cmd::run(cmd::cargo(None).args(["fetch", "--locked"]))?;
+    cmd::run(
+        cmd::cargo(Some("nightly"))
+            .args(["fetch", "--locked", "--manifest-path"])
+            .arg(paths::datapath_manifest()),
+    )?;
     cmd::run(&mut deny_check(None, &["licenses", "bans", "sources"]))?;
     cmd::run(
         deny_check(
