@@ -215,7 +215,7 @@ impl Lab {
             .collect();
         cp.register_nodes(&nodes)?;
         cp.apply_deploy()?;
-        progress("Weir's namespace and the RBAC of agent and operator (deploy/) applied");
+        progress("Weir's namespace and the RBAC of agent, operator and relay (deploy/) applied");
         progress(&format!(
             "nodes registered; kubeconfig {}",
             cp.admin_kubeconfig().display()

@@ -44,12 +44,13 @@ enum Command {
         /// The default (kept for scripts that ask for it).
         #[arg(long, hide = true)]
         control_plane: bool,
-        /// How the agents share identities on the control plane: the lab's
-        /// etcd (kvstore) or WeirIdentity objects (crd).
+        /// How the agents share identities on the control plane:
+        /// WeirIdentity objects (crd, an installation's default) or the
+        /// lab's etcd (kvstore).
         #[arg(
             long,
             value_enum,
-            default_value = "kvstore",
+            default_value = "crd",
             conflicts_with = "manifest_dir"
         )]
         identity_allocation_mode: Identities,
