@@ -190,10 +190,18 @@ mod tests {
             Target::parse("http://10.0.0.1:4244").unwrap(),
             Target::Http("http://10.0.0.1:4244".into())
         );
+        // https:// parses, but cannot be dialled until it is given TLS.
+        let https = Target::parse("https://10.0.0.1:4244").unwrap();
+        assert_eq!(https, Target::Https("https://10.0.0.1:4244".into(), None));
+        assert!(matches!(
+            https.lazy_channel(Duration::from_secs(1)),
+            Err(TargetError::NoTls(_))
+        ));
         for bad in [
             "unix://relative",
             "relative.sock",
-            "https://x:1",
+            "https://",
+            "https://x:1/path",
             "http://",
             "http://x:1/path",
             "",
