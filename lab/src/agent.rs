@@ -146,7 +146,7 @@ impl Lab {
         self.state.save(&self.dir)
     }
 
-    fn node_index(&self, node: &str) -> Result<usize> {
+    pub(crate) fn node_index(&self, node: &str) -> Result<usize> {
         self.state
             .nodes
             .iter()

@@ -232,7 +232,7 @@ impl Lab {
 }
 
 /// On the control plane: namespaces, pods, policies, then the rest, all
-/// dry-run first; then the kubelet's part for the new pods.
+/// dry-run first; then waits until the new pods run.
 impl Lab {
     fn apply_through_api(
         &mut self,
@@ -260,7 +260,7 @@ impl Lab {
             .collect();
         let pod_namespaces: BTreeSet<String> = pods.iter().map(|p| p.namespace.clone()).collect();
         // One client for the whole file: the dry run, the apply, then the
-        // kubelet's part for the new pods.
+        // wait for the new pods to run (their nodes' kubelets run them).
         let lab = &mut *self;
         let mut report = access.run(|client| async move {
             server_apply::dry_run(&client, &documents).await?;
@@ -276,7 +276,7 @@ impl Lab {
                 .into_iter()
                 .filter(|p| lab.state.pod(&p.namespaced_name().to_string()).is_none())
                 .collect();
-            lab.kubelet_run(&client, &new).await?;
+            lab.wait_running(&client, &new).await?;
             Ok(report)
         })?;
         for entry in &mut report {

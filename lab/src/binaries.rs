@@ -53,6 +53,12 @@ impl Binaries {
         self.agent.with_file_name("weir")
     }
 
+    /// `weir-lab` itself (its `kubelet` command is the nodes' kubelet
+    /// daemon), built beside the agent.
+    pub fn lab(&self) -> PathBuf {
+        self.agent.with_file_name("weir-lab")
+    }
+
     /// `weir-relay`, built beside the agent.
     pub fn relay(&self) -> PathBuf {
         self.agent.with_file_name("weir-relay")

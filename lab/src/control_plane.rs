@@ -370,12 +370,8 @@ impl ControlPlane {
             // controller signs their tokens with the key below), so RBAC
             // checks it against its own bootstrap role.
             "--use-service-account-credentials=true".into(),
-            // No kubelet heartbeats yet (the lab registers its nodes as
-            // Ready once). Node lifecycle stays on, since it lifts the
-            // not-ready taint admission puts on new Nodes, but would mark
-            // them Unknown (and taint them) after 40 s without heartbeats.
-            "--node-monitor-grace-period=24h".into(),
-            "--node-startup-grace-period=24h".into(),
+            // Node lifecycle on its defaults: the kubelet daemons renew
+            // their nodes' Leases (a node silent for 40 s goes Unknown).
             // Health on the insecure port (1.20 still has it), where the
             // API server's componentstatuses looks.
             "--address=127.0.0.1".into(),
@@ -413,9 +409,12 @@ impl ControlPlane {
         Ok(ready)
     }
 
-    /// Applies Weir's namespace and the RBAC of its components (deploy/).
+    /// Applies Weir's namespace and the RBAC of its components (deploy/),
+    /// and the lab kubelets' extra read access.
     pub fn apply_deploy(&self) -> Result<()> {
-        let yaml = deployed_documents().join("\n---\n");
+        let mut documents = deployed_documents();
+        documents.push(KUBELET_ENDPOINTSLICE_READER);
+        let yaml = documents.join("\n---\n");
         self.kubectl_stdin(&["apply", "-f", "-"], &yaml)?;
         Ok(())
     }
@@ -550,6 +549,33 @@ pub fn node_yaml(name: &str, address: Ipv4Addr, now: &str) -> String {
          lastHeartbeatTime: '{now}', lastTransitionTime: '{now}'}}\n---\n"
     )
 }
+
+/// What the lab's kubelets read beyond a kubelet's role: a terminating
+/// pod waits until its endpoints are marked terminating (the part a
+/// preStop hook plays for a real workload), so they need EndpointSlices.
+const KUBELET_ENDPOINTSLICE_READER: &str = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: weir-lab:kubelet-endpointslice-reader
+rules:
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: weir-lab:kubelet-endpointslice-reader
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: weir-lab:kubelet-endpointslice-reader
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: Group
+  name: system:nodes
+";
 
 /// The documents of [`DEPLOY`] whose kind the lab applies.
 fn deployed_documents() -> Vec<&'static str> {

@@ -1,19 +1,22 @@
-//! The kubelet's part on the control plane: for a Pod the API server holds,
-//! wait until the scheduler binds it, run its sandbox on that node (CNI ADD,
-//! the pod's servers: `pods`), and report it through the status
-//! subresource (podIP(s), hostIP, phase Running, Ready once it serves) as
-//! that node's kubelet (`system:node:<name>`, under the Node authorizer).
-//! Deletion as kubelet does it: the API delete is graceful (the server sets
-//! deletionTimestamp), the EndpointSlice controller marks the pod's
-//! endpoints terminating and the agents act on it, then the sandbox goes
-//! (server stopped, CNI DEL, namespace removed) and the final delete with
-//! grace period 0 removes the object.
+//! The kubelet's part on the control plane. Each node runs a kubelet
+//! daemon ([`daemon`], `weir-lab kubelet --node NAME`) that watches the
+//! pods bound to its node, runs their sandboxes and reports their status
+//! and the node's heartbeats ([`heartbeat`]) as that node's kubelet
+//! (`system:node:<name>`, under the Node authorizer). This side is what
+//! the lab's own calls need: `lab apply` creates pods through the API and
+//! waits until they are Running and Ready, as `kubectl apply` followed by
+//! `kubectl wait` would; deletion is the API's graceful delete, which the
+//! daemon ends (endpoints terminating, sandbox gone, final delete).
 //!
-//! It is driven by the lab's own calls (`apply`, `delete`, `begin_pod`),
-//! synchronously, so `lab apply` returns once the pods serve; a kubelet
-//! daemon per node watching `spec.nodeName` would replace it.
+//! Pods a test runs itself ([`Lab::begin_pod`], manifests without a
+//! sandbox) carry [`daemon::EXTERNAL_SANDBOX`]; for them the lab plays the
+//! kubelet's part synchronously, as before the daemons.
 
-use std::collections::HashMap;
+mod daemon;
+mod heartbeat;
+
+pub use daemon::run as run_daemon;
+
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -26,12 +29,16 @@ use serde_json::json;
 use crate::api::{self, resource, ApiAccess};
 use crate::manifest::Pod;
 use crate::server_apply::{self, POD_IMAGE};
-use crate::state::{NodeRecord, PodRecord};
+use crate::state::{NodeRecord, PodRecord, Sandbox};
 use crate::Lab;
 
 /// The kubelet's field manager for pod status.
 const FIELD_MANAGER: &str = "weir-lab-kubelet";
 const BIND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `lab apply` waits for a new pod to run (bound, sandbox
+/// started by its node's kubelet, Ready), and `lab delete` for a deleted
+/// one to be gone.
+const POD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the EndpointSlice controller may take to mark a deleted pod's
 /// endpoints terminating.
 const TERMINATING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,11 +54,15 @@ impl Lab {
     }
 
     /// Creates (or updates) the Pod object of `pod` through the API, as a
-    /// user's `kubectl apply` would, once its namespace can take pods.
+    /// user's `kubectl apply` would, once its namespace can take pods;
+    /// marked so that no kubelet daemon runs it (its sandbox is the
+    /// caller's, or none).
     pub(crate) fn publish_pod(&self, access: &ApiAccess, pod: &Pod) -> Result<()> {
+        let mut value = server_apply::pod_document(pod);
+        value["metadata"]["annotations"] = json!({daemon::EXTERNAL_SANDBOX: "external"});
         let document = server_apply::Document {
             what: format!("pod/{}", pod.namespaced_name()),
-            value: server_apply::pod_document(pod),
+            value,
         };
         let namespace = pod.namespace.clone();
         access.run(move |client| async move {
@@ -109,24 +120,47 @@ impl Lab {
         api::client(&self.control_plane()?.kubelet_kubeconfig(node)).await
     }
 
-    /// Runs `pods` (already created through the API) as kubelet: bound,
-    /// sandbox and servers, status (as the node's kubelet). The records are
-    /// kept in the state.
-    pub(crate) async fn kubelet_run(&mut self, client: &Client, pods: &[Pod]) -> Result<()> {
-        let mut kubelets: HashMap<String, Client> = HashMap::new();
+    /// Waits until the kubelet daemons run `pods` (created through the
+    /// API): each Ready with its address, and recorded by its daemon.
+    pub(crate) async fn wait_running(&mut self, client: &Client, pods: &[Pod]) -> Result<()> {
+        let started = Instant::now();
         for pod in pods {
-            let node = self.bound_node(client, pod).await?;
-            // Blocks this (the call's own) thread while the sandbox starts.
-            let record = self.create_pod(pod, &node)?;
-            self.state.pods.push(record.clone());
-            self.state.save(&self.dir)?;
-            if !kubelets.contains_key(&node.name) {
-                let kubelet = self.kubelet_client(&node.name).await?;
-                kubelets.insert(node.name.clone(), kubelet);
+            let api: Api<ApiPod> = Api::namespaced(client.clone(), &pod.namespace);
+            let key = pod.namespaced_name().to_string();
+            loop {
+                let current = api
+                    .get(&pod.name)
+                    .await
+                    .with_context(|| format!("get pod {key}"))?;
+                if is_ready(&current) {
+                    self.state.reload_kubelet_pods(&self.dir)?;
+                    if self.state.pod(&key).is_some() {
+                        break;
+                    }
+                }
+                if started.elapsed() > POD_TIMEOUT {
+                    bail!(
+                        "pod {key} not running after {POD_TIMEOUT:?}: {}{}",
+                        not_ready_reason(&current),
+                        self.kubelet_log_tail(&current)
+                    );
+                }
+                tokio::time::sleep(POLL).await;
             }
-            report_status(&kubelets[&node.name], &record, node.underlay_ip).await?;
         }
         Ok(())
+    }
+
+    /// The end of the log of the kubelet daemon of `pod`'s node.
+    fn kubelet_log_tail(&self, pod: &ApiPod) -> String {
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            return "; not bound to a node".into();
+        };
+        let log =
+            std::fs::read_to_string(self.dir.join(node).join("kubelet.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("; kubelet {node}'s log ends:\n{}", tail.join("\n"))
     }
 
     /// Deletes the pod `key` as kubelet does; false if the lab runs no such
@@ -138,21 +172,29 @@ impl Lab {
     pub(crate) async fn kubelet_delete_with(&mut self, client: &Client, key: &str) -> Result<bool> {
         let (namespace, name) = key.split_once('/').context("pod key namespace/name")?;
         let pods: Api<ApiPod> = Api::namespaced(client.clone(), namespace);
-        let existed = match pods.delete(name, &DeleteParams::default()).await {
-            Ok(_) => true,
-            Err(kube::Error::Api(status)) if status.code == 404 => false,
+        let uid = match pods.delete(name, &DeleteParams::default()).await {
+            Ok(either) => either.left().and_then(|p| p.metadata.uid),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                self.state.reload_kubelet_pods(&self.dir)?;
+                return Ok(false);
+            }
             Err(e) => return Err(e).context(format!("delete pod {key}")),
         };
-        if existed && wait_endpoints_terminating(client, namespace, name).await? {
+        let external = self
+            .state
+            .pods
+            .iter()
+            .position(|p| p.key() == key && p.sandbox == Sandbox::Lab);
+        let Some(index) = external else {
+            // Its node's kubelet daemon ends it (or the API server did at
+            // once: an unbound pod).
+            wait_gone(&pods, name, uid.as_deref()).await?;
+            self.state.reload_kubelet_pods(&self.dir)?;
+            return Ok(true);
+        };
+        if wait_endpoints_terminating(client, namespace, name).await? {
             tokio::time::sleep(TERMINATION_GRACE).await;
         }
-        let Some(index) = self.state.pods.iter().position(|p| p.key() == key) else {
-            // An object no kubelet of the lab runs: removed as the admin.
-            if existed {
-                final_delete(client, namespace, name).await?;
-            }
-            return Ok(existed);
-        };
         let pod = self.state.pods[index].clone();
         self.stop_sandbox(&pod)?;
         self.state.pods.remove(index);
@@ -186,6 +228,51 @@ async fn bound(client: &Client, namespace: &str, name: &str) -> Result<String> {
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Waits until the Pod `name` (of `uid`) is gone from the API.
+async fn wait_gone(pods: &Api<ApiPod>, name: &str, uid: Option<&str>) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match pods.get_opt(name).await? {
+            None => return Ok(()),
+            Some(pod) if uid.is_some() && pod.metadata.uid.as_deref() != uid => return Ok(()),
+            Some(pod) if started.elapsed() > POD_TIMEOUT => bail!(
+                "pod {name} still there {POD_TIMEOUT:?} after its delete (its kubelet: {})",
+                pod.spec
+                    .and_then(|s| s.node_name)
+                    .unwrap_or_else(|| "none".into())
+            ),
+            Some(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// Whether the pod is Ready with an address, as kubelet reports it.
+fn is_ready(pod: &ApiPod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    status.pod_ip.is_some()
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Why a pod is not Ready, from its status.
+fn not_ready_reason(pod: &ApiPod) -> String {
+    let status = pod.status.as_ref();
+    let phase = status
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("no phase");
+    let why = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    format!("{phase} {why}")
 }
 
 /// A running pod's status, as kubelet reports it: its addresses, phase

@@ -69,6 +69,7 @@ use anyhow::{Context, Result};
 pub use apply::Applied;
 pub use binaries::{Binaries, KubeBinaries, KUBE_BIN_ENV};
 pub use client::ClientResult;
+pub use kubelet::run_daemon as run_kubelet;
 pub use lifecycle::Source;
 pub use state::Identities;
 use state::{LabState, NodeRecord, PodRecord};
@@ -109,6 +110,12 @@ impl Lab {
                 self.state.name
             )
         })
+    }
+
+    /// Reads again the pods the kubelet daemons run (after pods were made
+    /// or deleted behind the lab's back, e.g. with kubectl).
+    pub fn reload_pods(&mut self) -> Result<()> {
+        self.state.reload_kubelet_pods(&self.dir)
     }
 
     pub fn pods(&self) -> &[PodRecord] {

@@ -128,9 +128,54 @@ impl Lab {
             self.start_node_agent(index, progress)?;
         }
         if self.state.control_plane.is_some() {
+            for index in 0..self.state.nodes.len() {
+                self.start_kubelet(index, progress)?;
+            }
             self.start_relay(progress)?;
         }
         Ok(())
+    }
+
+    /// Stops `node`'s kubelet daemon; its pods keep running (a fault, or
+    /// an upgrade's restart).
+    pub fn stop_kubelet(&mut self, node: &str) -> Result<()> {
+        let index = self.node_index(node)?;
+        process::stop(self.state.nodes[index].kubelet_pid, Duration::from_secs(3));
+        self.state.nodes[index].kubelet_pid = 0;
+        self.state.save(&self.dir)
+    }
+
+    /// Starts `node`'s kubelet daemon (again): it adopts the pods it ran
+    /// and catches up with the API.
+    pub fn start_kubelet_of(&mut self, node: &str) -> Result<()> {
+        self.control_plane()?;
+        let index = self.node_index(node)?;
+        if process::alive(self.state.nodes[index].kubelet_pid) {
+            bail!("node {node}'s kubelet runs");
+        }
+        self.start_kubelet(index, &|_| {})
+    }
+
+    /// Starts the kubelet daemon of the `index`th node (in its network
+    /// namespace, as the node's kubelet), recorded in the state.
+    fn start_kubelet(&mut self, index: usize, progress: &dyn Fn(&str)) -> Result<()> {
+        let node = &self.state.nodes[index];
+        let log = self.dir.join(&node.name).join("kubelet.log");
+        let args = vec![
+            "--name".to_string(),
+            self.state.name.clone(),
+            "kubelet".into(),
+            "--node".into(),
+            node.name.clone(),
+        ];
+        let pid = process::spawn_detached(&node.netns, &self.binaries.lab(), &args, &log)?;
+        progress(&format!(
+            "node {}: kubelet daemon (pid {pid}, log {})",
+            node.name,
+            log.display()
+        ));
+        self.state.nodes[index].kubelet_pid = pid;
+        self.state.save(&self.dir)
     }
 
     /// Starts weir-relay over the agents' Observer APIs.
@@ -297,6 +342,7 @@ impl Lab {
             state_dir: node_dir.join("state"),
             cni_config,
             cgroup,
+            kubelet_pid: 0,
         };
         self.state.nodes.push(record);
         self.state.save(&self.dir)
@@ -326,6 +372,10 @@ impl Lab {
     pub fn down(name: &str) -> Result<()> {
         let dir = lab_dir(name);
         if let Ok(state) = LabState::load(&dir) {
+            // The kubelets first, so that none starts a pod meanwhile.
+            for node in &state.nodes {
+                process::stop(node.kubelet_pid, Duration::from_secs(3));
+            }
             for pod in &state.pods {
                 process::stop(pod.server_pid, Duration::from_secs(1));
             }

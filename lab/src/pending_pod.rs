@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::manifest::Pod;
 use crate::pods::{new_container_id, POD_IFNAME};
-use crate::state::{NodeRecord, PodRecord};
+use crate::state::{NodeRecord, PodRecord, Sandbox};
 use crate::topology::pod_netns;
 use crate::{cni, Lab};
 use weir_tests::netns;
@@ -138,6 +138,8 @@ impl Lab {
             ports: pending.pod.ports.clone(),
             server_pid,
             cgroup,
+            sandbox: Sandbox::Lab,
+            uid: String::new(),
         };
         if self.api_access().is_some() {
             self.report_running(&record)?;

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::apply::Applied;
 use crate::manifest::Pod;
-use crate::state::{NodeRecord, PodRecord};
+use crate::state::{NodeRecord, PodRecord, Sandbox};
 use crate::topology::pod_netns;
 use crate::{cni, process, Lab};
 use weir_tests::netns;
@@ -159,6 +159,8 @@ impl Lab {
                 ports: pod.ports.clone(),
                 server_pid,
                 cgroup,
+                sandbox: Sandbox::Lab,
+                uid: String::new(),
             }),
             Err(e) => {
                 let _ = weir_tests::cgroup::remove_tree(&cgroup);

@@ -71,6 +71,30 @@ pub struct NodeRecord {
     /// clients' processes live below it).
     #[serde(default)]
     pub cgroup: PathBuf,
+    /// The node's kubelet daemon, on the control plane (0: none).
+    #[serde(default)]
+    pub kubelet_pid: u32,
+}
+
+impl NodeRecord {
+    /// Where the node's kubelet daemon keeps the records of the pods it
+    /// runs (only it writes there; [`LabState::load`] reads them).
+    pub fn kubelet_records(&self, lab_dir: &Path) -> PathBuf {
+        lab_dir.join(&self.name).join("kubelet-pods.json")
+    }
+}
+
+/// Who runs a pod's sandbox, and so keeps its record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sandbox {
+    /// The lab's own call (every pod on the manifest directory; on the
+    /// control plane, pods a test runs itself): recorded in `lab.json`.
+    #[default]
+    Lab,
+    /// The node's kubelet daemon, which watches the pods bound to its
+    /// node: recorded in its node's file ([`NodeRecord::kubelet_records`]).
+    Kubelet,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -87,6 +111,12 @@ pub struct PodRecord {
     /// The pod's cgroup, below its node's.
     #[serde(default)]
     pub cgroup: PathBuf,
+    #[serde(default)]
+    pub sandbox: Sandbox,
+    /// The Pod object's uid, on the control plane (a pod deleted and made
+    /// again under its name is another pod).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
 }
 
 impl PodRecord {
@@ -101,18 +131,33 @@ impl LabState {
         dir.join("lab.json")
     }
 
+    /// The lab's record, with the pods its kubelet daemons run.
     pub fn load(dir: &Path) -> Result<LabState> {
         let path = Self::file(dir);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("no lab at {} (run `lab up` first)", dir.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))
+        let mut state: LabState = serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt", path.display()))?;
+        state.reload_kubelet_pods(dir)?;
+        Ok(state)
     }
 
+    /// Reads again what the kubelet daemons run (they write their files
+    /// while the lab waits for a pod's status).
+    pub fn reload_kubelet_pods(&mut self, dir: &Path) -> Result<()> {
+        self.pods.retain(|p| p.sandbox == Sandbox::Lab);
+        for node in &self.nodes {
+            self.pods
+                .extend(load_pod_records(&node.kubelet_records(dir))?);
+        }
+        Ok(())
+    }
+
+    /// Writes `lab.json` (without the kubelet daemons' pods: theirs).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = Self::file(dir);
-        let tmp = dir.join("lab.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        let mut own = self.clone();
+        own.pods.retain(|p| p.sandbox == Sandbox::Lab);
+        write_atomically(&Self::file(dir), &serde_json::to_vec_pretty(&own)?)
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeRecord> {
@@ -122,4 +167,29 @@ impl LabState {
     pub fn pod(&self, key: &str) -> Option<&PodRecord> {
         self.pods.iter().find(|p| p.key() == key)
     }
+}
+
+/// Pod records from `path` (none if it does not exist yet).
+pub fn load_pod_records(path: &Path) -> Result<Vec<PodRecord>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// Writes pod records to `path`, atomically.
+pub fn save_pod_records(path: &Path, pods: &[PodRecord]) -> Result<()> {
+    write_atomically(path, &serde_json::to_vec_pretty(pods)?)
+}
+
+/// Readers see the old file or the new one, never a part.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

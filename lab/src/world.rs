@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::state::PodRecord;
+use crate::state::{PodRecord, Sandbox};
 use crate::topology::{world_netns, WORLD_ADDRESSES, WORLD_PREFIX, WORLD_UNDERLAY_IP};
 use crate::underlay::ip;
 use crate::{process, Lab};
@@ -99,6 +99,8 @@ impl Lab {
             ports: Vec::new(),
             server_pid: 0,
             cgroup: PathBuf::new(),
+            sandbox: Sandbox::Lab,
+            uid: String::new(),
         }
     }
 

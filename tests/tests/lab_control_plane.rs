@@ -4,7 +4,8 @@
 //! Kubernetes mode as the `weir-agent` ServiceAccount (deploy/kubernetes/20-agent-rbac.yaml). Debian's
 //! kubectl drives it from the underlay namespace; `lab apply` goes through
 //! the API server (a refused document leaves the file unapplied), the
-//! scheduler binds pods, the lab plays the kubelet (Pod status), the
+//! scheduler binds pods, a kubelet daemon per node runs the pods bound to
+//! it (also those made with plain kubectl) and reports their status, the
 //! EndpointSlice controller makes the slices. A missing binary fails the
 //! test: it never skips.
 
@@ -103,42 +104,58 @@ fn the_lab_runs_a_control_plane_that_knows_its_nodes_schedules_and_stores_object
         std::thread::sleep(Duration::from_millis(250));
     }
 
-    // The scheduler binds a pod to one of the registered nodes (no kubelet
-    // watches the API yet, so it never runs and is force-deleted).
+    // A pod made with plain kubectl: the scheduler binds it, the node's
+    // kubelet daemon runs it and reports it Running and Ready.
     cp.kubectl_stdin(&["create", "-f", "-"], POD).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let node = cp
-            .kubectl(&[
-                "get",
-                "pod",
-                "idle",
-                "-n",
-                "cp-smoke",
-                "-o",
-                "jsonpath={.spec.nodeName}",
-            ])
-            .unwrap_or_default();
-        if node == "n1" || node == "n2" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod cp-smoke/idle not bound (node {node:?}); scheduler log:\n{}",
-            cp.log("kube-scheduler")
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
     cp.kubectl(&[
-        "delete",
-        "pod",
-        "idle",
+        "wait",
+        "--for=condition=Ready",
+        "pod/idle",
         "-n",
         "cp-smoke",
-        "--grace-period=0",
-        "--force",
+        "--timeout=60s",
+        "--request-timeout=0",
     ])
-    .unwrap();
+    .unwrap_or_else(|e| {
+        panic!(
+            "pod cp-smoke/idle not Ready: {e:#}\nscheduler log:\n{}",
+            cp.log("kube-scheduler")
+        )
+    });
+    let status = cp
+        .kubectl(&[
+            "get",
+            "pod",
+            "idle",
+            "-n",
+            "cp-smoke",
+            "-o",
+            "jsonpath={.spec.nodeName} {.status.phase} {.status.podIP}",
+        ])
+        .unwrap();
+    let fields: Vec<&str> = status.split(' ').collect();
+    assert_eq!(fields.len(), 3, "{status:?}");
+    let node = lab.state().node(fields[0]).expect("bound to a lab node");
+    let cidr: ipnetwork::Ipv4Network = node.pod_cidr.parse().unwrap();
+    let ip: std::net::Ipv4Addr = fields[2].parse().unwrap();
+    assert!(
+        fields[1] == "Running" && cidr.contains(ip),
+        "{status:?} on {} ({})",
+        node.name,
+        node.pod_cidr
+    );
+    lab.reload_pods().unwrap();
+    let idle = lab.pod("cp-smoke/idle").unwrap().clone();
+    assert_eq!(idle.ip, ip);
+    // A graceful delete, which the kubelet ends: sandbox gone, then the
+    // object (kubectl waits for it).
+    cp.kubectl(&["delete", "pod", "idle", "-n", "cp-smoke", "--timeout=60s"])
+        .unwrap();
+    assert!(
+        !weir_tests::netns::list_with_prefix(&idle.netns).contains(&idle.netns),
+        "{} left after the delete",
+        idle.netns
+    );
 
     // The lab's own pods, through the API server and the lab's kubelet.
     let mut yaml = namespace_yaml("x");
@@ -210,7 +227,7 @@ fn field(lab: &TestLab, args: &[&str], path: &str) -> String {
 }
 
 #[test]
-fn lab_apply_goes_through_the_api_server_and_the_lab_plays_the_kubelet() {
+fn lab_apply_goes_through_the_api_server_and_the_kubelets_run_the_pods() {
     let mut lab = TestLab::up(2).expect("lab up");
     let cp = lab.control_plane().unwrap().clone();
 

@@ -108,6 +108,13 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         count: u32,
     },
+    /// Run as the kubelet daemon of NODE (the lab starts one per node on
+    /// the control plane).
+    #[command(hide = true)]
+    Kubelet {
+        #[arg(long)]
+        node: String,
+    },
     /// Restart the agent of a node (state and pins are kept).
     RestartAgent { node: String },
     /// Run the `weir` CLI against a node's agent, e.g.
@@ -314,6 +321,7 @@ fn main() -> Result<()> {
                 .with_context(|| format!("run {}", weir.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
+        Command::Kubelet { node } => weir_lab::run_kubelet(&cli.name, &node)?,
         Command::RestartAgent { node } => {
             let mut lab = Lab::open(&cli.name, Binaries::locate()?)?;
             lab.restart_agent(&node)?;
