@@ -150,6 +150,8 @@ impl LabState {
             self.pods
                 .extend(load_pod_records(&node.kubelet_records(dir))?);
         }
+        // One order whoever runs them (namespace/name).
+        self.pods.sort_by_key(PodRecord::key);
         Ok(())
     }
 
