@@ -5,9 +5,10 @@
 //! bpffs pin directory and state directory. By default a real control plane
 //! (kube-apiserver with its etcd, kube-controller-manager, kube-scheduler)
 //! runs on the underlay and the agents watch it (`--k8s`); the lab plays
-//! the kubelet, as a daemon per node that runs the pods bound to it. Pods are network namespaces created by invoking `weir-cni`
-//! exactly as a container runtime would, each running a small server on its
-//! declared container ports that answers with its `namespace/name`.
+//! the kubelet, as a daemon per node that runs the pods bound to it. Pods
+//! are network namespaces created by invoking `weir-cni` exactly as a
+//! container runtime would, each running a small server on its declared
+//! container ports that answers with its `namespace/name`.
 //! On the control plane, weir-operator (two replicas, one Lease) gives
 //! each node its pod CIDR (`--ipam cluster-pool`) and collects garbage.
 //! Cross-node pod traffic is natively routed over the underlay (each node
@@ -27,8 +28,8 @@
 //! (weir-operator's replicas), `world` (the outside
 //! world), `agent` (one per node), [`apply`] (manifests: through the API
 //! server with [`api`] and [`server_apply`], or into the manifest
-//! directory), `kubelet` (the kubelet daemons on the control plane, and the lab's side of them), `pods`
-//! (a pod's sandbox) and [`services`] (the endpoint-slice controller's part
+//! directory), `kubelet` (the kubelet daemons on the control plane, and
+//! the lab's side of them), `pods` (a pod's sandbox) and [`services`] (the endpoint-slice controller's part
 //! on the manifest directory); `lifecycle` brings a lab up and down.
 //! [`probe`] and [`client`] reach into a running lab, [`testing`] makes a
 //! lab for one test, [`rbac`] sets the audit log against deploy/'s roles.
