@@ -364,6 +364,12 @@ fn a_running_pod_whose_manifest_disappears_is_closed_until_it_returns() {
     lab.apply_yaml(&yaml).unwrap();
     let receiver = lab.pod("open/r").unwrap().clone();
     let pod = lab.pod("open/p").unwrap().clone();
+    // The node's kubelet is down (on the control plane a running kubelet
+    // ends the sandbox of a pod gone from the API): only the agent sees
+    // the object go while the sandbox runs on.
+    if lab.control_plane().is_ok() {
+        lab.stop_kubelet("n1").unwrap();
+    }
     let port = 7003;
     let sink = Sink::start(&receiver.netns, port);
     let delivered = || {
