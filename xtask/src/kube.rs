@@ -32,11 +32,13 @@ pub const SOURCE_VERSION: &str = "1.20.5+really1.20.2-1.1+deb12u1";
 /// The upstream release inside it: what `--version` must report.
 pub const UPSTREAM_VERSION: &str = "v1.20.2";
 
-/// The programs built from the source package, by their cmd/ directory.
+/// The programs built from the source package, by their cmd/ directory:
+/// the control plane, and kubelet for the lab's real nodes.
 pub const COMPONENTS: &[&str] = &[
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
+    "kubelet",
 ];
 
 /// Debian's kubectl, unpacked from the `kubernetes-client` binary package of
