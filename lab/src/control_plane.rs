@@ -326,6 +326,9 @@ impl ControlPlane {
             format!("--service-account-signing-key-file={}", dir("sa.key")),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--authorization-mode=Node,RBAC".into(),
+            // A node's kubelet by its underlay address (logs and exec of a
+            // real kubelet; the lab's node names resolve nowhere).
+            "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
             FEATURE_GATES.into(),
             // What Weir's components ask of the API (RBAC usage checks).
             format!("--audit-policy-file={}", dir(AUDIT_POLICY_FILE)),

@@ -54,6 +54,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "/bin/busybox"),
     ("containerd", "containerd"),
     ("runc", "runc"),
+    // The loopback plugin containerd's CRI runs before the cluster's CNI
+    // plugin in every pod sandbox (the lab's real nodes, issue 20).
+    ("containernetworking-plugins", "/usr/lib/cni/loopback"),
 ];
 
 pub fn run() -> Result<()> {
