@@ -79,6 +79,8 @@ pub struct KubeBinaries {
     pub controller_manager: PathBuf,
     pub scheduler: PathBuf,
     pub kubectl: PathBuf,
+    /// For the lab's real nodes.
+    pub kubelet: PathBuf,
 }
 
 /// Overrides where the programs are looked for (a directory holding them).
@@ -120,6 +122,7 @@ impl KubeBinaries {
             controller_manager: find("kube-controller-manager")?,
             scheduler: find("kube-scheduler")?,
             kubectl: find("kubectl")?,
+            kubelet: find("kubelet")?,
         })
     }
 }

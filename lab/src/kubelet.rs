@@ -133,8 +133,9 @@ impl Lab {
                     .await
                     .with_context(|| format!("get pod {key}"))?;
                 if is_ready(&current) {
+                    // Real nodes' pods have no lab record.
                     self.state.reload_kubelet_pods(&self.dir)?;
-                    if self.state.pod(&key).is_some() {
+                    if self.state.real_nodes || self.state.pod(&key).is_some() {
                         break;
                     }
                 }

@@ -54,6 +54,7 @@ mod pods;
 pub mod probe;
 pub mod process;
 pub mod rbac;
+pub mod real_node;
 pub mod sealed;
 pub mod server_apply;
 pub mod services;

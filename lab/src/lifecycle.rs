@@ -22,7 +22,7 @@ const KUBE_ETCD_CLIENT_PORT: u16 = 2381;
 const KUBE_ETCD_PEER_PORT: u16 = 2382;
 
 /// The MTU the CNI plugin gives pod interfaces.
-const MTU: u32 = 1500;
+pub(crate) const MTU: u32 = 1500;
 
 /// Where a lab's agents read cluster state from.
 pub enum Source {
@@ -33,6 +33,9 @@ pub enum Source {
     ControlPlane {
         kube: KubeBinaries,
         identities: Identities,
+        /// Real nodes (kubelet, containerd, runc) instead of the lab's
+        /// kubelet daemons.
+        real_nodes: bool,
     },
 }
 
@@ -75,6 +78,13 @@ impl Lab {
                     Source::ControlPlane { identities, .. } => *identities,
                     Source::ManifestDir => Identities::Kvstore,
                 },
+                real_nodes: matches!(
+                    source,
+                    Source::ControlPlane {
+                        real_nodes: true,
+                        ..
+                    }
+                ),
                 ..LabState::default()
             },
             binaries,
@@ -129,7 +139,11 @@ impl Lab {
         }
         if self.state.control_plane.is_some() {
             for index in 0..self.state.nodes.len() {
-                self.start_kubelet(index, progress)?;
+                if self.state.real_nodes {
+                    self.start_real_node(index, progress)?;
+                } else {
+                    self.start_kubelet(index, progress)?;
+                }
             }
             self.start_relay(progress)?;
         }
@@ -343,6 +357,7 @@ impl Lab {
             cni_config,
             cgroup,
             kubelet_pid: 0,
+            containerd_pid: 0,
         };
         self.state.nodes.push(record);
         self.state.save(&self.dir)
@@ -374,7 +389,11 @@ impl Lab {
         if let Ok(state) = LabState::load(&dir) {
             // The kubelets first, so that none starts a pod meanwhile.
             for node in &state.nodes {
-                process::stop(node.kubelet_pid, Duration::from_secs(3));
+                if state.real_nodes {
+                    crate::real_node::stop(&dir, node);
+                } else {
+                    process::stop(node.kubelet_pid, Duration::from_secs(3));
+                }
             }
             for pod in &state.pods {
                 process::stop(pod.server_pid, Duration::from_secs(1));
@@ -423,6 +442,7 @@ impl Lab {
                 }
             }
         }
+        crate::real_node::unmount_leftovers(&dir);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),

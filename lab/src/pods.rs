@@ -183,11 +183,7 @@ impl Lab {
         netns_name: &str,
         cgroup: &Path,
     ) -> Result<u32> {
-        let mut args = vec!["--identity".to_string(), pod.namespaced_name().to_string()];
-        for port in &pod.ports {
-            args.push(format!("--{}", port.protocol.name().to_ascii_lowercase()));
-            args.push(port.port.to_string());
-        }
+        let mut args = pod_server_args(pod);
         let logs = self.dir.join("pods");
         std::fs::create_dir_all(&logs)?;
         let log = logs.join(format!("{}-{}.log", pod.namespace, pod.name));
@@ -264,6 +260,17 @@ impl Lab {
         netns::delete(&pod.netns)?;
         weir_tests::cgroup::remove_tree(&pod.cgroup)
     }
+}
+
+/// The pod server's arguments: its identity and a server on each declared
+/// port (also the container's `args` on a real node).
+pub(crate) fn pod_server_args(pod: &Pod) -> Vec<String> {
+    let mut args = vec!["--identity".to_string(), pod.namespaced_name().to_string()];
+    for port in &pod.ports {
+        args.push(format!("--{}", port.protocol.name().to_ascii_lowercase()));
+        args.push(port.port.to_string());
+    }
+    args
 }
 
 /// 64 hex characters, like a container runtime's ids.

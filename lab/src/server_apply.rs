@@ -115,9 +115,17 @@ pub fn pod_document(pod: &Pod) -> Value {
             port
         })
         .collect();
+    // The image and arguments a real node runs (the lab's kubelet daemons
+    // run the same server); imported, never pulled.
     let mut spec = json!({
         "automountServiceAccountToken": false,
-        "containers": [{"name": "main", "image": POD_IMAGE, "ports": ports}],
+        "containers": [{
+            "name": "main",
+            "image": POD_IMAGE,
+            "imagePullPolicy": "Never",
+            "args": crate::pods::pod_server_args(pod),
+            "ports": ports,
+        }],
     });
     if let Some(node) = &pod.node {
         spec["nodeName"] = node.clone().into();

@@ -26,6 +26,10 @@ pub struct LabState {
     /// through the lab's etcd).
     #[serde(default)]
     pub identities: Identities,
+    /// Whether the nodes are real (kubelet, containerd, runc) rather than
+    /// run by the lab's kubelet daemons.
+    #[serde(default)]
+    pub real_nodes: bool,
     pub nodes: Vec<NodeRecord>,
     pub namespaces: Vec<Namespace>,
     pub pods: Vec<PodRecord>,
@@ -71,9 +75,13 @@ pub struct NodeRecord {
     /// clients' processes live below it).
     #[serde(default)]
     pub cgroup: PathBuf,
-    /// The node's kubelet daemon, on the control plane (0: none).
+    /// The node's kubelet (the lab's daemon, or a real kubelet on a real
+    /// node), on the control plane (0: none).
     #[serde(default)]
     pub kubelet_pid: u32,
+    /// A real node's containerd (0: not a real node).
+    #[serde(default)]
+    pub containerd_pid: u32,
 }
 
 impl NodeRecord {

@@ -33,7 +33,28 @@ impl TestLab {
     /// says.
     pub fn up_on_control_plane(nodes: usize, identities: Identities) -> Result<TestLab> {
         let kube = KubeBinaries::locate()?;
-        TestLab::up_with(nodes, Source::ControlPlane { kube, identities })
+        TestLab::up_with(
+            nodes,
+            Source::ControlPlane {
+                kube,
+                identities,
+                real_nodes: false,
+            },
+        )
+    }
+
+    /// [`TestLab::up`] with real nodes: kubelet, containerd and runc on
+    /// each (see `weir_lab::real_node`).
+    pub fn up_real_nodes(nodes: usize) -> Result<TestLab> {
+        let kube = KubeBinaries::locate()?;
+        TestLab::up_with(
+            nodes,
+            Source::ControlPlane {
+                kube,
+                identities: Identities::Crd,
+                real_nodes: true,
+            },
+        )
     }
 
     /// A lab without a control plane: the agents read the manifest

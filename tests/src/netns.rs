@@ -98,7 +98,8 @@ pub fn delete(name: &str) -> Result<()> {
     run(Command::new("ip").args(["netns", "del", name])).map(drop)
 }
 
-/// The bind-mount path of a named namespace.
+/// The bind-mount path of a named namespace; an absolute path (such as
+/// `/proc/<pid>/ns/net`, a namespace no name pins) stays as it is.
 pub fn path(name: &str) -> std::path::PathBuf {
     std::path::Path::new("/run/netns").join(name)
 }

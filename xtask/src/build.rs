@@ -30,7 +30,8 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     if args.release {
         cargo.arg("--release");
     }
-    cmd::run(&mut cargo)
+    cmd::run(&mut cargo)?;
+    crate::image::lab_node_images(&paths::host_bin_dir(args.release))
 }
 
 /// Builds what the lab and the benchmarks run: setup, the kernel programs,
@@ -48,7 +49,8 @@ pub fn binaries(release: bool) -> Result<()> {
     } else {
         step("host binaries (debug)");
     }
-    cmd::run(&mut cargo)
+    cmd::run(&mut cargo)?;
+    crate::image::lab_node_images(&paths::host_bin_dir(release))
 }
 
 /// Builds ebpf/datapath for bpfel-unknown-none with nightly and bpf-linker.

@@ -76,7 +76,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     for spec in &IMAGES {
         step(&format!("image {}", spec.name));
-        let image = assemble(spec, &dir)?;
+        let image = assemble(spec, &dir, &format!("localhost/{}:{VERSION}", spec.name))?;
         let name = image.name.clone();
         let built = oci::build(image, "amd64")?;
         let path = out.join(format!("{}-{VERSION}.oci.tar", spec.name));
@@ -93,11 +93,61 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     Ok(())
 }
 
+/// The images a real lab node's containerd runs (issue 20): the pod
+/// sandbox's `pause` (static, from the Kubernetes tree's
+/// build/pause/linux/pause.c, by the name kubelet 1.20 asks for) and the
+/// lab's pod server. Written to `target/images/lab/`, where weir-lab finds
+/// them beside its binaries.
+pub fn lab_node_images(bin_dir: &Path) -> Result<()> {
+    step("images of the lab's real nodes (pause, weir-lab-pod)");
+    let out = paths::root().join("target/images/lab");
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let pause = out.join("pause");
+    let source = paths::kube_dir().join("work/src/tree/build/pause/linux/pause.c");
+    crate::cmd::run(
+        Command::new("cc")
+            .args(["-Os", "-static", "-DVERSION=3.2", "-o"])
+            .arg(&pause)
+            .arg(&source),
+    )
+    .with_context(|| format!("compile {} (static)", source.display()))?;
+    let images = [
+        oci::Image {
+            name: LAB_PAUSE_IMAGE.into(),
+            entrypoint: vec!["/pause".into()],
+            entries: vec![oci::Entry::File {
+                path: "pause".into(),
+                source: pause.clone(),
+                mode: 0o755,
+            }],
+        },
+        assemble(&LAB_POD_SPEC, bin_dir, LAB_POD_IMAGE)?,
+    ];
+    for (image, file) in images.into_iter().zip(["pause", "weir-lab-pod"]) {
+        let built = oci::build(image, "amd64")?;
+        let path = out.join(format!("{file}.oci.tar"));
+        std::fs::write(&path, &built.archive)
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("    {}", path.display());
+    }
+    Ok(())
+}
+
+/// kubelet 1.20's default sandbox image.
+const LAB_PAUSE_IMAGE: &str = "k8s.gcr.io/pause:3.2";
+/// What the lab's pods name (weir-lab's `server_apply::POD_IMAGE`).
+const LAB_POD_IMAGE: &str = "weir.invalid/weir-lab-pod:latest";
+const LAB_POD_SPEC: Spec = Spec {
+    name: "weir-lab-pod",
+    binaries: &["weir-lab-pod"],
+    busybox: false,
+};
+
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn assemble(spec: &Spec, dir: &Path) -> Result<oci::Image> {
+fn assemble(spec: &Spec, dir: &Path, name: &str) -> Result<oci::Image> {
     let mut entries = Vec::new();
     let mut libraries: Vec<PathBuf> = Vec::new();
     for binary in spec.binaries {
@@ -147,7 +197,7 @@ fn assemble(spec: &Spec, dir: &Path) -> Result<oci::Image> {
         }
     }
     Ok(oci::Image {
-        name: format!("localhost/{}:{VERSION}", spec.name),
+        name: name.to_string(),
         entrypoint: vec![format!("/usr/local/bin/{}", spec.binaries[0])],
         entries,
     })

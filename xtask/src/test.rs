@@ -67,7 +67,8 @@ pub fn run(args: &TestArgs) -> Result<()> {
     // The lab suites run the workspace's binaries (agent, CNI plugin, pod
     // server), which `cargo test` alone does not build.
     checks.push(timed("cargo build --workspace --bins", || {
-        cmd::run(cmd::cargo(None).args(["build", "--workspace", "--bins"]))
+        cmd::run(cmd::cargo(None).args(["build", "--workspace", "--bins"]))?;
+        crate::image::lab_node_images(&paths::host_bin_dir(false))
     }));
 
     step("test suites");

@@ -54,6 +54,12 @@ enum Command {
             conflicts_with = "manifest_dir"
         )]
         identity_allocation_mode: Identities,
+        /// Real nodes: kubelet, containerd and runc on every node, running
+        /// pods through weir-cni, instead of the lab's kubelet daemons
+        /// (pods then run the lab's pod-server image; `lab exec`, `probe`
+        /// and `matrix` do not reach them yet).
+        #[arg(long, conflicts_with = "manifest_dir")]
+        real_nodes: bool,
     },
     /// Print the path of the lab's admin kubeconfig (its API server is
     /// reached from the lab's underlay namespace: use `kubectl`).
@@ -136,12 +142,14 @@ fn main() -> Result<()> {
             manifest_dir,
             control_plane: _,
             identity_allocation_mode,
+            real_nodes,
         } => {
             let source = match manifest_dir {
                 true => Source::ManifestDir,
                 false => Source::ControlPlane {
                     kube: KubeBinaries::locate()?,
                     identities: identity_allocation_mode,
+                    real_nodes,
                 },
             };
             // Progress goes to stderr: stdout carries only the result, so

@@ -1,0 +1,135 @@
+//! The lab with real nodes (`lab up --real-nodes`, issue 20): on every
+//! node kubelet v1.20.2 with Debian's containerd 1.6 and runc, in a mount
+//! namespace of its own, running pods through weir-cni (a conflist at
+//! cniVersion 1.0.0) beside the node's weir-agent. The nodes report their
+//! kubelet and runtime; pods applied through the API run the lab's
+//! pod-server image; they reach each other across nodes, a NetworkPolicy
+//! closes a path and reopens it when deleted, a graceful delete ends a
+//! pod; `down` leaves no mount, process, cgroup or namespace file.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use weir_lab::client::ClientResult;
+use weir_lab::real_node::RealNode;
+use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
+
+const DENY_B: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-b, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  policyTypes: [Ingress]
+";
+
+/// `kubectl get` of one field (jsonpath) as the admin; empty if absent.
+fn field(lab: &TestLab, args: &[&str], path: &str) -> String {
+    let path = format!("jsonpath={path}");
+    let mut all: Vec<&str> = vec!["get"];
+    all.extend(args);
+    all.extend(["-o", &path]);
+    lab.control_plane()
+        .unwrap()
+        .kubectl(&all)
+        .unwrap_or_default()
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One attempt from the pod `from` (on real node `node`) to `target`.
+fn connect(lab: &TestLab, node: &str, from: &str, target: &str) -> ClientResult {
+    let real = RealNode::of(&weir_lab::lab_dir(lab.name()), node);
+    let netns = real.pod_netns(from).unwrap();
+    let results =
+        weir_lab::client::run(&lab_client(), &netns.display().to_string(), None, target, 1)
+            .unwrap();
+    results.into_iter().next().expect("one attempt")
+}
+
+fn lab_client() -> std::path::PathBuf {
+    weir_lab::Binaries::locate().unwrap().client
+}
+
+#[test]
+fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
+    let mut lab = TestLab::up_real_nodes(2).expect("lab up with real nodes");
+    let name = lab.name().to_string();
+    for node in ["n1", "n2"] {
+        wait_until(
+            &format!("{node} reports its kubelet"),
+            Duration::from_secs(60),
+            || field(&lab, &["node", node], "{.status.nodeInfo.kubeletVersion}") == "v1.20.2",
+        );
+        let runtime = field(
+            &lab,
+            &["node", node],
+            "{.status.nodeInfo.containerRuntimeVersion}",
+        );
+        assert!(runtime.starts_with("containerd://1.6"), "{node}: {runtime}");
+    }
+
+    let mut yaml = namespace_yaml("x");
+    yaml.push_str(&pod_yaml("x", "a", "n1", &[80]));
+    yaml.push_str(&pod_yaml("x", "b", "n2", &[80]));
+    lab.apply_yaml(&yaml)
+        .expect("the real kubelets run the pods");
+    let b_ip = field(&lab, &["pod", "b", "-n", "x"], "{.status.podIP}");
+    let n2_cidr: ipnetwork::Ipv4Network = lab.state().node("n2").unwrap().pod_cidr.parse().unwrap();
+    assert!(
+        n2_cidr.contains(b_ip.parse().unwrap()),
+        "x/b at {b_ip}, n2 has {n2_cidr}"
+    );
+
+    // Across nodes, TCP and UDP.
+    for proto in ["tcp", "udp"] {
+        let result = connect(&lab, "n1", "x/a", &format!("{proto}:{b_ip}:80"));
+        assert_eq!(result.reply.as_deref(), Some("x/b"), "{proto}: {result:?}");
+    }
+
+    // Policy on pods a real kubelet runs.
+    lab.control_plane()
+        .unwrap()
+        .kubectl_stdin(&["apply", "-f", "-"], DENY_B)
+        .unwrap();
+    wait_until("x/a -> x/b closed", Duration::from_secs(10), || {
+        !connect(&lab, "n1", "x/a", &format!("tcp:{b_ip}:80")).ok
+    });
+    lab.control_plane()
+        .unwrap()
+        .kubectl(&["delete", "networkpolicy", "deny-b", "-n", "x"])
+        .unwrap();
+    wait_until("x/a -> x/b open again", Duration::from_secs(10), || {
+        connect(&lab, "n1", "x/a", &format!("tcp:{b_ip}:80")).ok
+    });
+
+    // A graceful delete: kubelet stops the pod (CNI DEL) and removes it.
+    lab.control_plane()
+        .unwrap()
+        .kubectl(&["delete", "pod", "b", "-n", "x", "--timeout=60s"])
+        .unwrap();
+    let real = RealNode::of(&weir_lab::lab_dir(&name), "n2");
+    assert!(real.pod_netns("x/b").is_err(), "x/b's sandbox is gone");
+
+    drop(lab);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&format!("/{name}/")),
+        "mounts left:\n{mounts}"
+    );
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("weir-lab/{name}/")])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
