@@ -81,6 +81,8 @@ pub struct KubeBinaries {
     pub kubectl: PathBuf,
     /// For the lab's real nodes.
     pub kubelet: PathBuf,
+    /// The upstream e2e suite, run against real nodes.
+    pub e2e_test: PathBuf,
 }
 
 /// Overrides where the programs are looked for (a directory holding them).
@@ -123,6 +125,7 @@ impl KubeBinaries {
             scheduler: find("kube-scheduler")?,
             kubectl: find("kubectl")?,
             kubelet: find("kubelet")?,
+            e2e_test: find("e2e.test")?,
         })
     }
 }

@@ -35,8 +35,9 @@ use weir_tests::netns;
 
 /// Debian's containernetworking-plugins (installed by `cargo xtask setup`).
 const LOOPBACK_PLUGIN: &str = "/usr/lib/cni/loopback";
-/// The images every real node imports, from `target/images/lab`.
-const IMAGES: [&str; 2] = ["pause.oci.tar", "weir-lab-pod.oci.tar"];
+/// The images every real node imports, from `target/images/lab`: the
+/// sandbox, the lab's pod server, the upstream e2e suite's agnhost.
+const IMAGES: [&str; 3] = ["pause.oci.tar", "weir-lab-pod.oci.tar", "agnhost.oci.tar"];
 const CONTAINERD_READY: Duration = Duration::from_secs(20);
 /// What the node's mount namespace covers with a tmpfs, and the node's
 /// directories bound below (relative to the node's `real/` directory).

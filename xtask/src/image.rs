@@ -115,6 +115,7 @@ pub fn lab_node_images(bin_dir: &Path) -> Result<()> {
         oci::Image {
             name: LAB_PAUSE_IMAGE.into(),
             entrypoint: vec!["/pause".into()],
+            cmd: Vec::new(),
             entries: vec![oci::Entry::File {
                 path: "pause".into(),
                 source: pause.clone(),
@@ -122,8 +123,9 @@ pub fn lab_node_images(bin_dir: &Path) -> Result<()> {
             }],
         },
         assemble(&LAB_POD_SPEC, bin_dir, LAB_POD_IMAGE)?,
+        agnhost()?,
     ];
-    for (image, file) in images.into_iter().zip(["pause", "weir-lab-pod"]) {
+    for (image, file) in images.into_iter().zip(["pause", "weir-lab-pod", "agnhost"]) {
         let built = oci::build(image, "amd64")?;
         let path = out.join(format!("{file}.oci.tar"));
         std::fs::write(&path, &built.archive)
@@ -132,6 +134,61 @@ pub fn lab_node_images(bin_dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The upstream e2e suite's test image, by the name the 1.20 suite asks
+/// for: agnhost (built by `cargo xtask setup` from the same tree) at
+/// `/agnhost` as its Dockerfile has it, porter's TLS pair, and busybox for
+/// the shell the suite's client pods run (`sh -c 'for i in $(seq 1 5) ...'`).
+fn agnhost() -> Result<oci::Image> {
+    let kube = paths::kube_dir();
+    let agnhost = kube.join("bin/agnhost");
+    if !agnhost.is_file() {
+        bail!("{} not found: run `cargo xtask setup`", agnhost.display());
+    }
+    let porter = kube.join("work/src/tree/test/images/agnhost/porter");
+    let mut entries = vec![
+        oci::Entry::File {
+            path: "agnhost".into(),
+            source: agnhost,
+            mode: 0o755,
+        },
+        oci::Entry::Link {
+            path: "agnhost-2".into(),
+            target: "agnhost".into(),
+        },
+        oci::Entry::File {
+            path: "bin/busybox".into(),
+            source: BUSYBOX.into(),
+            mode: 0o755,
+        },
+    ];
+    for file in ["localhost.crt", "localhost.key"] {
+        entries.push(oci::Entry::File {
+            path: file.into(),
+            source: porter.join(file),
+            mode: 0o644,
+        });
+    }
+    for applet in AGNHOST_APPLETS {
+        entries.push(oci::Entry::Link {
+            path: format!("bin/{applet}"),
+            target: "busybox".into(),
+        });
+    }
+    Ok(oci::Image {
+        name: "k8s.gcr.io/e2e-test-images/agnhost:2.21".into(),
+        entrypoint: vec!["/agnhost".into()],
+        cmd: vec!["pause".into()],
+        entries,
+    })
+}
+
+/// What the suite's pods run besides agnhost (upstream's image is Alpine
+/// with bash, curl and netcat; these cover the specs Weir runs).
+const AGNHOST_APPLETS: [&str; 16] = [
+    "sh", "ash", "cat", "echo", "seq", "sleep", "ls", "test", "[", "wget", "nc", "grep", "timeout",
+    "hostname", "printf", "true",
+];
 
 /// kubelet 1.20's default sandbox image.
 const LAB_PAUSE_IMAGE: &str = "k8s.gcr.io/pause:3.2";
@@ -197,6 +254,7 @@ fn assemble(spec: &Spec, dir: &Path, name: &str) -> Result<oci::Image> {
         }
     }
     Ok(oci::Image {
+        cmd: Vec::new(),
         name: name.to_string(),
         entrypoint: vec![format!("/usr/local/bin/{}", spec.binaries[0])],
         entries,

@@ -41,6 +41,12 @@ pub const COMPONENTS: &[&str] = &[
     "kubelet",
 ];
 
+/// The upstream e2e suite's programs from the same tree (for `cargo xtask
+/// e2e` on the lab's real nodes): its test image's agnhost, built like
+/// the components, and the `e2e.test` binary (`go test -c`).
+pub const AGNHOST: &str = "agnhost";
+pub const E2E_TEST: &str = "e2e.test";
+
 /// Debian's kubectl, unpacked from the `kubernetes-client` binary package of
 /// the same source version.
 pub const CLIENT_PACKAGE: &str = "kubernetes-client";
@@ -81,7 +87,7 @@ pub fn ensure() -> Result<()> {
 /// to it. A change to any of them makes a new cache entry.
 fn cache_key() -> String {
     let recipe = format!(
-        "revision {RECIPE_REVISION}\n{}\n{}\n{}",
+        "revision {RECIPE_REVISION}\n{}\n{}\n{}\n{AGNHOST} {E2E_TEST}",
         source::recipe(),
         build::recipe(),
         COMPONENTS.join(" ")
@@ -117,6 +123,8 @@ fn build_entry(entry: &Path) -> Result<()> {
     }
     fs::create_dir_all(&partial)?;
     build::components(&tree, &work, &partial)?;
+    source::generate_bindata(&work, &tree)?;
+    build::e2e_programs(&tree, &work, &partial)?;
     source::unpack_kubectl(&work, &partial)?;
     verified(&partial)?;
     let bin = entry.join("bin");
@@ -139,6 +147,12 @@ fn verified(bin: &Path) -> Result<Vec<String>> {
             bail!("{} reports {out:?}, not {UPSTREAM_VERSION}", path.display());
         }
         lines.push(format!("{name}: {out}"));
+    }
+    for program in [AGNHOST, E2E_TEST] {
+        let path = bin.join(program);
+        cmd::output(Command::new(&path).arg("--help"))
+            .with_context(|| format!("{} --help failed", path.display()))?;
+        lines.push(format!("{program}: runs"));
     }
     let kubectl = bin.join("kubectl");
     let out = cmd::output(Command::new(&kubectl).args(["version", "--client", "--short"]))

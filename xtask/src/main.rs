@@ -9,6 +9,7 @@ mod build;
 mod cmd;
 mod crds;
 mod deny;
+mod e2e;
 mod image;
 mod kube;
 mod lab;
@@ -46,6 +47,10 @@ enum Command {
     /// The lab cluster: `lab up` (2 nodes, example workloads, matrix),
     /// `lab down`, `lab apply -f`, `lab status`, `lab matrix`, ...
     Lab(lab::LabArgs),
+    /// The upstream Kubernetes e2e suite (v1.20.2) against a lab with real
+    /// nodes (kubelet, containerd, runc): NetworkPolicy and Services
+    /// conformance specs by default; prints each spec's outcome.
+    E2e(e2e::E2eArgs),
     /// Write Weir's CRDs (agent/crds) as YAML under deploy/crds/;
     /// `--check` fails when the files are out of date instead.
     Crds(crds::CrdsArgs),
@@ -63,6 +68,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Crds(args) => crds::run(&args),
+        Command::E2e(args) => e2e::run(&args),
         Command::Image(args) => image::run(&args),
     }
 }

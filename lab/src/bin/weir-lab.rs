@@ -114,6 +114,23 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         count: u32,
     },
+    /// Run the upstream e2e suite (e2e.test v1.20.2) against the lab, whose
+    /// nodes must be real (`up --real-nodes`); prints each spec's outcome
+    /// and the totals, and fails if a spec failed.
+    E2e {
+        /// The specs to run (ginkgo focus, a regular expression).
+        #[arg(long, default_value = r"\[sig-network\] NetworkPolicy")]
+        focus: String,
+        /// The specs to leave out (ginkgo skip).
+        #[arg(long, default_value = r"SCTP|\[Disruptive\]")]
+        skip: String,
+        /// Where the JUnit report and the suite's log go.
+        #[arg(long)]
+        report_dir: PathBuf,
+        /// The e2e.test binary (default: the one `cargo xtask setup` built).
+        #[arg(long)]
+        e2e_test: Option<PathBuf>,
+    },
     /// Run as the kubelet daemon of NODE (the lab starts one per node on
     /// the control plane).
     #[command(hide = true)]
@@ -328,6 +345,31 @@ fn main() -> Result<()> {
                 .status()
                 .with_context(|| format!("run {}", weir.display()))?;
             std::process::exit(status.code().unwrap_or(1));
+        }
+        Command::E2e {
+            focus,
+            skip,
+            report_dir,
+            e2e_test,
+        } => {
+            let lab = Lab::open(&cli.name, Binaries::locate()?)?;
+            let e2e_test = match e2e_test {
+                Some(path) => path,
+                None => KubeBinaries::locate()?.e2e_test,
+            };
+            let report = lab.run_e2e(&e2e_test, &focus, &skip, &report_dir, &|line| {
+                eprintln!("{line}")
+            })?;
+            for line in report.lines() {
+                println!("{line}");
+            }
+            if report.failed() > 0 {
+                anyhow::bail!(
+                    "{} spec(s) failed (log: {})",
+                    report.failed(),
+                    report.log.display()
+                );
+            }
         }
         Command::Kubelet { node } => weir_lab::run_kubelet(&cli.name, &node)?,
         Command::RestartAgent { node } => {

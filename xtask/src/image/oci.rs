@@ -36,6 +36,8 @@ pub struct Image {
     /// `localhost/weir-agent:0.1.0`.
     pub name: String,
     pub entrypoint: Vec<String>,
+    /// The default arguments (`CMD`), after the entrypoint.
+    pub cmd: Vec<String>,
     pub entries: Vec<Entry>,
 }
 
@@ -114,6 +116,7 @@ pub fn build(mut image: Image, architecture: &str) -> Result<Built> {
         "os": "linux",
         "config": {
             "Entrypoint": image.entrypoint,
+            "Cmd": image.cmd,
             "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
         },
         "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
@@ -195,6 +198,7 @@ mod tests {
         let image = Image {
             name: "localhost/t:1".into(),
             entrypoint: vec!["/usr/local/bin/t".into()],
+            cmd: vec!["pause".into()],
             entries: vec![
                 Entry::File {
                     path: "usr/local/bin/t".into(),

@@ -92,6 +92,40 @@ pub(super) fn go_env(cmd: &mut Command, work: &Path, in_gopath: &Path) {
         .env("GOCACHE", super::cache_root().join("go-build"));
 }
 
+/// Builds the e2e suite's programs into `out`: agnhost (`go build`) and
+/// `e2e.test` (`go test -c`, version strings as the components have them);
+/// they share most packages with the components, so a warm cache makes
+/// this a few minutes.
+pub(super) fn e2e_programs(in_gopath: &Path, work: &Path, out: &Path) -> Result<()> {
+    use super::{AGNHOST, E2E_TEST};
+    cmd::step(&format!(
+        "building {AGNHOST} and {E2E_TEST} (the upstream e2e suite); cold: about 10 min on 2 cores"
+    ));
+    let started = Instant::now();
+    cmd::run(
+        go(work, in_gopath)
+            .arg("build")
+            .args(BUILD_FLAGS)
+            .arg("-ldflags")
+            .arg(STRIP_LDFLAGS)
+            .arg("-o")
+            .arg(out.join(AGNHOST))
+            .arg("./test/images/agnhost"),
+    )?;
+    cmd::run(
+        go(work, in_gopath)
+            .args(["test", "-c"])
+            .args(BUILD_FLAGS)
+            .arg("-ldflags")
+            .arg(ldflags())
+            .arg("-o")
+            .arg(out.join(E2E_TEST))
+            .arg("./test/e2e"),
+    )?;
+    eprintln!("    built in {} s", started.elapsed().as_secs());
+    Ok(())
+}
+
 /// Builds every component into `out` with one `go build` (the packages they
 /// share compile once), printing a line every few hundred packages.
 pub(super) fn components(in_gopath: &Path, work: &Path, out: &Path) -> Result<()> {

@@ -290,6 +290,43 @@ fn tagged_for_openapi<'a>(lines: impl Iterator<Item = &'a str>) -> bool {
     false
 }
 
+/// Generates `test/e2e/generated/bindata.go` (the suite's manifests and
+/// fixtures, missing from the tarball: `go test -c ./test/e2e` fails with
+/// `undefined: Asset` without it) with the vendored go-bindata, over the
+/// directories and with the flags of hack/generate-bindata.sh.
+pub(super) fn generate_bindata(work: &Path, in_gopath: &Path) -> Result<()> {
+    step("fix: generating test/e2e/generated/bindata.go (missing from the tarball)");
+    let go_bindata = work.join("tools/go-bindata");
+    cmd::run(
+        build::go(work, in_gopath)
+            .args(["build", "-trimpath", "-o"])
+            .arg(&go_bindata)
+            .arg("./vendor/github.com/go-bindata/go-bindata/go-bindata"),
+    )?;
+    let mut generate = Command::new(&go_bindata);
+    build::go_env(&mut generate, work, in_gopath);
+    cmd::run(generate.args([
+        "-nometadata",
+        "-o",
+        "test/e2e/generated/bindata.go",
+        "-pkg",
+        "generated",
+        "-ignore",
+        ".jpg",
+        "-ignore",
+        ".png",
+        "-ignore",
+        ".md",
+        "-ignore",
+        "BUILD(\\.bazel)?",
+        "test/conformance/testdata/...",
+        "test/e2e/testing-manifests/...",
+        "test/e2e_node/testing-manifests/...",
+        "test/images/...",
+        "test/fixtures/...",
+    ]))
+}
+
 /// Unpacks kubectl from Debian's `kubernetes-client` package of the same
 /// version into `bin`. Not installed with dpkg: machines often carry
 /// another package's /usr/bin/kubectl (e.g. Google Cloud SDK's), and the
