@@ -1,0 +1,45 @@
+//! A few specs of the upstream Kubernetes e2e suite (e2e.test v1.20.2,
+//! built from the same source as the lab's control plane) against Weir on a
+//! lab with real nodes (kubelet, containerd, runc; `TestLab::up_real_nodes`)
+//! on every run, so a regression shows; `cargo xtask e2e` runs the whole
+//! NetworkPolicy suite and the Services conformance specs (results in
+//! docs/testing.md). Each spec creates its own namespaces, server pods and
+//! Services, and client pods that connect through a ClusterIP: Weir's
+//! service load balancing and policy on pods a real kubelet runs.
+
+use weir_lab::e2e::Outcome;
+use weir_lab::testing::TestLab;
+use weir_lab::KubeBinaries;
+
+/// The specs every `cargo xtask test` runs: one where a policy must deny,
+/// one where ports decide, and one where policies are stacked.
+const FOCUS: &str = r"\[sig-network\] NetworkPolicy .*(should support a 'default-deny-ingress' policy|should enforce policy based on Ports|should enforce multiple, stacked policies with overlapping podSelectors)";
+const SPECS: usize = 3;
+const SKIP: &str = r"SCTP";
+
+#[test]
+fn upstream_network_policy_specs_pass_against_weir_on_real_nodes() {
+    let lab = TestLab::up_real_nodes(2).expect("lab up with real nodes");
+    let e2e_test = KubeBinaries::locate().unwrap().e2e_test;
+    let reports = weir_lab::lab_dir(lab.name()).join("e2e");
+    let report = lab
+        .run_e2e(&e2e_test, FOCUS, SKIP, &reports, &|_| {})
+        .expect("e2e.test ran and reported");
+    for line in report.lines() {
+        weir_tests::figure!("{line}");
+    }
+    let failed: Vec<String> = report
+        .specs
+        .iter()
+        .filter_map(|s| match &s.outcome {
+            Outcome::Failed(why) => Some(format!("{}: {why}", s.name)),
+            _ => None,
+        })
+        .collect();
+    assert!(failed.is_empty(), "failed specs:\n{}", failed.join("\n"));
+    assert_eq!(
+        report.passed(),
+        SPECS,
+        "the focus selects {SPECS} specs, and each ran"
+    );
+}
