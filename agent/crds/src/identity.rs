@@ -31,7 +31,25 @@ pub struct WeirIdentitySpec {
     /// (`k8s:app: web`, `k8s:io.kubernetes.pod.namespace: shop`).
     /// The object's own `metadata.labels` mirror the `k8s:` labels without
     /// their source, so `kubectl get wid -l app=web` finds it.
+    // A label without a value (`isolated: ""`, as `kubectl label pod p
+    // isolated=` makes) is an empty string, but kube-apiserver 1.20
+    // validates an empty string in a map of strings as null and refuses it:
+    // the schema lets values be null, and null reads back as empty.
+    #[schemars(with = "BTreeMap<String, Option<String>>")]
+    #[serde(deserialize_with = "null_as_empty")]
     pub security_labels: BTreeMap<String, String>,
+}
+
+/// A map of strings whose null values read as empty strings.
+fn null_as_empty<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let map: BTreeMap<String, Option<String>> = Deserialize::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
 }
 
 impl WeirIdentity {

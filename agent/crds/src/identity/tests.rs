@@ -37,3 +37,23 @@ fn an_identity_for_labels_mirrors_only_valid_k8s_labels() {
         .collect();
     assert_eq!(mirrored, ["app", "io.kubernetes.pod.namespace"]);
 }
+
+#[test]
+fn a_label_without_a_value_is_sent_as_an_empty_string() {
+    let labels: LabelSet = [("k8s:isolated", ""), ("k8s:app", "web")]
+        .into_iter()
+        .collect();
+    let json = serde_json::to_value(WeirIdentity::for_labels(300, &labels)).unwrap();
+    assert_eq!(json["spec"]["securityLabels"]["k8s:isolated"], "");
+}
+
+#[test]
+fn a_null_label_value_reads_as_an_empty_string() {
+    let yaml = "apiVersion: weir.io/v1\nkind: WeirIdentity\nmetadata: {name: '301'}\nspec:\n  securityLabels: {'k8s:isolated': null, 'k8s:app': web}\n";
+    let identity: WeirIdentity = serde_yaml_ng::from_str(yaml).unwrap();
+    assert_eq!(identity.spec.security_labels["k8s:isolated"], "");
+    let schema = serde_json::to_value(<WeirIdentity as kube::CustomResourceExt>::crd()).unwrap();
+    let labels = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["securityLabels"]["additionalProperties"];
+    assert_eq!(labels["nullable"], true, "{labels}");
+}
