@@ -299,6 +299,12 @@ impl PolicySync {
         &self.engine.compiled().cidrs
     }
 
+    /// NetworkPolicy `ipBlock` prefixes with their address identities, for
+    /// the ipcache's pod and node entries.
+    pub fn address_identities(&self) -> &BTreeMap<IpNetwork, u32> {
+        &self.engine.compiled().addresses
+    }
+
     /// The enforcement flags of a local endpoint.
     pub fn enforcement_flags(&self, endpoint_id: u16) -> u8 {
         let Some(policy) = self

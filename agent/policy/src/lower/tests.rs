@@ -289,7 +289,7 @@ fn the_lowered_state_decides_every_packet_as_the_engine_does() {
             .collect::<BTreeSet<_>>();
         let compiled = Compiled {
             endpoints: BTreeMap::from([(7, policy.clone())]),
-            cidrs: BTreeMap::new(),
+            ..Compiled::default()
         };
         let state = lower(&compiled);
         assert!(state.keys().all(|k| k.endpoint == 7));
