@@ -223,6 +223,23 @@ fn settle(lab: &TestLab, checks: &[(&str, &str, Target, bool)]) -> Vec<String> {
     }
 }
 
+/// `weir policy trace --src SRC --dst DST --port PORT` on `node`:
+/// (allowed, output).
+fn trace(lab: &TestLab, node: &str, src: &str, dst: &str, port: &str) -> (bool, String) {
+    let out = lab
+        .weir(
+            node,
+            &[
+                "policy", "trace", "--src", src, "--dst", dst, "--port", port,
+            ],
+        )
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// Pod churn inside a covered range: the range is the pod CIDR of y/b's
 /// node, which x/a may reach (egress ipBlock) and which x/c excepts from
 /// everything it admits (ingress ipBlock with except). y/b is deleted and a
@@ -274,6 +291,28 @@ fn pod_churn_inside_a_covered_range_takes_effect() {
     }
     let wrong = settle(&lab, &checks);
     assert!(wrong.is_empty(), "before the churn: {wrong:#?}");
+    // `weir policy trace` on either node names the block and the except.
+    let yb = old.ip;
+    for node in ["n1", "n2"] {
+        let (allowed, text) = trace(&lab, node, "x/a", "y/b", "80/tcp");
+        assert!(allowed, "{node}: {text}");
+        assert!(
+            text.contains("allowed by NetworkPolicy x/to-range (spec.egress[0])")
+                && text.contains(&format!(
+                    "ipBlock {range} of NetworkPolicy x/to-range (spec.egress[0]) covers {yb}"
+                )),
+            "{node}: {text}"
+        );
+        let (allowed, text) = trace(&lab, node, "y/b", "x/c", "81/udp");
+        assert!(!allowed, "{node}: {text}");
+        assert!(
+            text.contains("default deny")
+                && text.contains(&format!(
+                    "ipBlock 0.0.0.0/0 of NetworkPolicy x/from-all-but-range (spec.ingress[0]) contains {yb} but its except {range} leaves it out"
+                )),
+            "{node}: {text}"
+        );
+    }
 
     lab.delete_yaml(&pod_yaml("y", "b", &inside_node, &[80, 81]))
         .unwrap();

@@ -472,3 +472,61 @@ fn most_specific_picks_the_longest_prefix_of_the_family() {
     assert_eq!(at("fd00:1::9"), Some(5));
     assert_eq!(at("fd00:2::9"), Some(4));
 }
+
+#[test]
+fn traces_match_pod_addresses_and_name_the_ip_blocks_and_excepts() {
+    use crate::trace::{trace_flow_at, FlowSide};
+    let yaml = format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{{ipBlock: {{cidr: 0.0.0.0/0, except: [10.244.2.3/32]}}}}]\n  - to: [{{ipBlock: {{cidr: 10.244.1.5/32}}}}]\n    ports: [{{port: 80}}]\n"
+    );
+    let policies: Vec<Policy> = parse_policies(&yaml)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let c = compile(&view(), &policies, &mut LocalIdentities::default());
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    let trace = |dst: Option<IpAddr>, port| {
+        trace_flow_at(
+            &c,
+            &policies,
+            (FlowSide::Endpoint(1), ip("10.244.9.1")),
+            (FlowSide::Endpoint(3), dst),
+            Protocol::Tcp,
+            port,
+        )
+        .unwrap()
+    };
+    // y/a at 10.244.1.5: both blocks cover it, on 80 both rules allow.
+    let t = trace(ip("10.244.1.5"), 80);
+    assert_eq!(t.verdict(), Verdict::Allow);
+    let text = t.to_string();
+    assert!(
+        text.contains(
+            "allowed by NetworkPolicy x/p (spec.egress[0]), NetworkPolicy x/p (spec.egress[1])"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  ipBlock 0.0.0.0/0 of NetworkPolicy x/p (spec.egress[0]) covers 10.244.1.5"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  ipBlock 10.244.1.5/32 of NetworkPolicy x/p (spec.egress[1]) covers 10.244.1.5"
+        ),
+        "{text}"
+    );
+    // y/a at the excepted address: default deny, and the except is named.
+    let t = trace(ip("10.244.2.3"), 443);
+    assert_eq!(t.verdict(), Verdict::Deny);
+    let text = t.to_string();
+    assert!(text.contains("default deny"), "{text}");
+    assert!(
+        text.contains("ipBlock 0.0.0.0/0 of NetworkPolicy x/p (spec.egress[0]) contains 10.244.2.3 but its except 10.244.2.3/32 leaves it out"),
+        "{text}"
+    );
+    // Without its address a pod is matched by identity only.
+    assert_eq!(trace(None, 80).verdict(), Verdict::Deny);
+}
