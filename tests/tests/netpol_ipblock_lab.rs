@@ -332,6 +332,29 @@ fn pod_churn_inside_a_covered_range_takes_effect() {
     }
     let wrong = settle(&lab, &checks);
     assert!(wrong.is_empty(), "after the churn: {wrong:#?}");
+    // Every node's ipcache gives the new pods the address identity of the
+    // most specific block around them: the range for y/d, 0.0.0.0/0 for z/d.
+    for node in ["n1", "n2"] {
+        let y_d = address_identity(&lab, node, &ip(&lab, "y/d"));
+        let z_d = address_identity(&lab, node, &ip(&lab, "z/d"));
+        assert!(y_d != 0 && z_d != 0 && y_d != z_d, "{node}: {y_d} {z_d}");
+    }
+}
+
+/// The address identity `node`'s ipcache holds for the pod address `ip`
+/// (`weir bpf ipcache list -o json`).
+fn address_identity(lab: &TestLab, node: &str, ip: &str) -> u64 {
+    let out = lab
+        .weir(node, &["-o", "json", "bpf", "ipcache", "list"])
+        .unwrap();
+    assert!(out.status.success());
+    let prefix = format!("{ip}/32");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|entry| entry["prefix"] == prefix.as_str())
+        .and_then(|entry| entry["address_identity"].as_u64())
+        .unwrap_or_else(|| panic!("{node}: no ipcache entry for {prefix}"))
 }
 
 /// Egress is decided after service translation: a pod reached through a
