@@ -446,7 +446,8 @@ impl Reconciler {
     }
 
     /// The ipcache the cluster asks for: every endpoint record (ours before
-    /// the watch echoes them back), every node, and the policy CIDRs.
+    /// the watch echoes them back), every node, and the policy CIDRs; pods
+    /// and nodes with their address identities.
     fn desired_ipcache(&self, view: &SharedView) -> DesiredIpcache {
         let mut desired = DesiredIpcache::default();
         for (ip, record) in view.trusted_endpoints().chain(self.identities.published()) {
@@ -457,6 +458,7 @@ impl Reconciler {
         }
         desired.set_node(self.node_ip, true);
         desired.set_cidrs(self.policy.cidr_identities());
+        desired.set_address_prefixes(self.policy.address_identities());
         desired
     }
 

@@ -86,6 +86,7 @@ fn policy_costs(
         IpcacheValue {
             identity: 40_000,
             node_ipv4: [0; 4],
+            address_identity: 0,
         },
     )?;
     let key = PolicyKey {
@@ -157,8 +158,124 @@ fn policy_costs(
         "denied (no rule allows port 81)",
         median(denied_runs)
     );
+    ip_block_costs(datapath, repeat, runs)?;
     event_costs(runs)?;
     lb_costs()
+}
+
+/// The established flow of [`policy_costs`] (egress to 10.99.0.2, a pod of
+/// identity 40,000, TCP 80) side by side without and with a NetworkPolicy
+/// `ipBlock` covering the peer's address: the peer's ipcache entry carries
+/// the address identity of the ipBlock's prefix and the endpoint has an
+/// allow for it. Allowed by identity, the flow costs the two policy
+/// lookups either way; allowed only by the ipBlock (no identity entry),
+/// the address identity's lookup is a third; denied with an ipBlock
+/// covering the peer on another port, also three.
+fn ip_block_costs(
+    datapath: &mut weir_agent::datapath::Datapath,
+    repeat: u32,
+    runs: usize,
+) -> Result<()> {
+    use weir_abi::identity::{address_identity, LOCAL_MIN};
+    use weir_abi::policy::*;
+    use weir_abi::{IpcacheValue, PolicyEntry, PolicyKey, TrafficDirection};
+    use weir_agent::datapath::maps;
+
+    let address = address_identity(LOCAL_MIN);
+    let key = |identity: u32, port: u16| PolicyKey {
+        endpoint_id: 7,
+        direction: TrafficDirection::Egress as u8,
+        pad0: 0,
+        identity,
+        protocol: weir_abi::ip_proto::TCP,
+        pad1: 0,
+        port: port.to_be_bytes(),
+    };
+    let allow = PolicyEntry {
+        verdict: POLICY_ALLOW,
+        match_type: 0,
+        pad: [0; 2],
+        rule: 2,
+    };
+    let peer = |address_identity: u32| IpcacheValue {
+        identity: 40_000,
+        node_ipv4: [0; 4],
+        address_identity,
+    };
+    let syn = packets::ipv4_tcp_syn();
+    let l4 = packets::ETH_HLEN + packets::IPV4_HLEN;
+    let mut denied = syn.clone();
+    denied[l4 + 2..l4 + 4].copy_from_slice(&81u16.to_be_bytes());
+    let prefix = "10.99.0.2/32".parse()?;
+    // The ipBlock's own entry is in the map throughout; each case sets the
+    // peer's ipcache entry (with or without the address identity) and the
+    // identity's allow. Every round measures every case in turn, so the
+    // noise of a shared machine falls on all of them alike.
+    maps::set_policy(
+        datapath.ebpf_mut(),
+        POLICY_PREFIX_FULL,
+        key(address, 80),
+        allow,
+    )?;
+    // (covered by the ipBlock, identity allowed, frame)
+    let cases: [(bool, bool, &[u8]); 5] = [
+        (false, true, &syn),
+        (true, true, &syn),
+        (true, false, &syn),
+        (false, true, &denied),
+        (true, true, &denied),
+    ];
+    let mut samples: Vec<Vec<u128>> = vec![Vec::with_capacity(runs); cases.len()];
+    for _ in 0..runs {
+        for (i, (covered, identity_allowed, frame)) in cases.iter().enumerate() {
+            let ebpf = datapath.ebpf_mut();
+            maps::set_ipcache(ebpf, prefix, peer(if *covered { address } else { 0 }))?;
+            if *identity_allowed {
+                maps::set_policy(ebpf, POLICY_PREFIX_FULL, key(40_000, 80), allow)?;
+            } else {
+                maps::remove_policy(ebpf, POLICY_PREFIX_FULL, key(40_000, 80))?;
+            }
+            let run = test_run(datapath, ProgramKind::FromPod, frame, repeat)?;
+            samples[i].push(run.nanos_per_packet);
+        }
+    }
+    let cell = |mut samples: Vec<u128>| {
+        samples.sort_unstable();
+        format!(
+            "{} ({}-{})",
+            samples[samples.len() / 2],
+            samples[0],
+            samples[samples.len() - 1]
+        )
+    };
+    let mut cells = samples.into_iter().map(cell);
+    let mut next = || cells.next().unwrap_or_default();
+    let (without, with, by_address, denied_without, denied_with) =
+        (next(), next(), next(), next(), next());
+    // Leave the maps as policy_costs had them.
+    let ebpf = datapath.ebpf_mut();
+    maps::set_ipcache(ebpf, prefix, peer(0))?;
+    maps::set_policy(ebpf, POLICY_PREFIX_FULL, key(40_000, 80), allow)?;
+    maps::remove_policy(ebpf, POLICY_PREFIX_FULL, key(address, 80))?;
+    println!();
+    println!(
+        "weir_from_pod, egress enforced, NetworkPolicy ipBlock covering the peer pod's \
+         address (cases alternated each round): ns/packet median (min-max)"
+    );
+    println!("{:<44}{:>22}{:>22}", "", "without ipBlock", "with ipBlock");
+    println!(
+        "{:<44}{:>22}{:>22}",
+        "established, allowed by the peer's identity", without, with
+    );
+    println!(
+        "{:<44}{:>22}{:>22}",
+        "established, allowed by the ipBlock only", "-", by_address
+    );
+    println!(
+        "{:<44}{:>22}{:>22}",
+        "denied (port 81: no rule allows)", denied_without, denied_with
+    );
+    Ok(())
 }
 
 /// Per-packet cost of service NAT on the node device (weir_from_netdev): a

@@ -15,6 +15,7 @@ use crate::table::Table;
 /// [`crate::output`]).
 #[derive(Serialize)]
 struct IpcacheJson<'a> {
+    address_identity: u32,
     identity: u32,
     node_ip: &'a str,
     prefix: &'a str,
@@ -23,6 +24,7 @@ struct IpcacheJson<'a> {
 impl<'a> From<&'a v1::IpcacheEntry> for IpcacheJson<'a> {
     fn from(e: &'a v1::IpcacheEntry) -> Self {
         IpcacheJson {
+            address_identity: e.address_identity,
             identity: e.identity,
             node_ip: &e.node_ip,
             prefix: &e.prefix,
@@ -106,12 +108,16 @@ pub async fn ipcache(socket: &Path, json: bool) -> Result<()> {
     if json {
         return output::json_lines(r.entries.iter().map(IpcacheJson::from));
     }
-    let mut table = Table::new(&["PREFIX", "IDENTITY", "NODE"]);
+    let mut table = Table::new(&["PREFIX", "IDENTITY", "NODE", "IPBLOCK IDENTITY"]);
     for e in &r.entries {
         table.row(vec![
             e.prefix.clone(),
             e.identity.to_string(),
             e.node_ip.clone(),
+            match e.address_identity {
+                0 => String::new(),
+                id => id.to_string(),
+            },
         ]);
     }
     print!("{}", table.render());
@@ -195,6 +201,7 @@ mod tests {
             prefix: "10.244.1.2/32".into(),
             identity: 14437,
             node_ip: "".into(),
+            address_identity: 25_165_825,
         };
         assert_eq!(
             serde_json::to_string(&IpcacheJson::from(&ipcache)).unwrap(),

@@ -48,6 +48,7 @@ fn setup(flags: u8) -> (PinDir, Datapath) {
             IpcacheValue {
                 identity: PEER_IDENTITY,
                 node_ipv4: [0; 4],
+                address_identity: 0,
             },
         )
         .unwrap();
@@ -187,6 +188,7 @@ fn exact_port_rules_allow_only_that_port_and_peer() {
         IpcacheValue {
             identity: OTHER_IDENTITY,
             node_ipv4: [0; 4],
+            address_identity: 0,
         },
     )
     .unwrap();
@@ -298,6 +300,93 @@ fn deny_wins_over_allow_across_identity_lookups() {
     assert_eq!(
         run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)),
         (TC_ACT_SHOT, Reason::DropPolicyDeny)
+    );
+}
+
+/// A pod or node address inside a prefix a NetworkPolicy `ipBlock` names
+/// carries that prefix's address identity in the ipcache: the datapath
+/// looks it up when the peer's identity decides nothing, and a deny of the
+/// peer's identity or of any peer still wins.
+#[test]
+fn address_identities_allow_what_the_peer_identity_does_not_decide() {
+    let address = weir_abi::identity::address_identity(weir_abi::identity::LOCAL_MIN);
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        address,
+        ip_proto::TCP,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        address,
+        ip_proto::UDP,
+        0,
+        POLICY_PREFIX_ANY_PORT,
+        POLICY_ALLOW,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)),
+        (TC_ACT_SHOT, Reason::DropPolicyDenied),
+        "the peer's entry has no address identity yet"
+    );
+    for peer in ["10.99.0.2/32", "fd00:99::2/128"] {
+        maps::set_ipcache(
+            datapath.ebpf_mut(),
+            peer.parse().unwrap(),
+            IpcacheValue {
+                identity: PEER_IDENTITY,
+                node_ipv4: [0; 4],
+                address_identity: address,
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)),
+        (TC_ACT_OK, Reason::Forwarded)
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(81)).1,
+        Reason::DropPolicyDenied,
+        "the ports of the ipBlock's rule still apply"
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv6_udp()).1,
+        Reason::Forwarded,
+        "IPv6 peers alike"
+    );
+    // A deny of the peer's own identity wins over the address's allow...
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        ip_proto::TCP,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_DENY,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)),
+        (TC_ACT_SHOT, Reason::DropPolicyDeny)
+    );
+    // ...and so does a deny of any peer.
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        IDENTITY_ANY,
+        ip_proto::UDP,
+        0,
+        POLICY_PREFIX_ANY_PORT,
+        POLICY_DENY,
+    );
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv6_udp()).1,
+        Reason::DropPolicyDeny
     );
 }
 
@@ -486,6 +575,7 @@ fn unknown_peers_are_world_and_cidr_prefixes_match() {
         IpcacheValue {
             identity: 16_777_217,
             node_ipv4: [0; 4],
+            address_identity: 0,
         },
     )
     .unwrap();

@@ -459,6 +459,7 @@ fn a_full_conntrack_evicts_entries_and_never_drops_a_new_connection() {
         IpcacheValue {
             identity: PEER_IDENTITY,
             node_ipv4: [0; 4],
+            address_identity: 0,
         },
     )
     .unwrap();

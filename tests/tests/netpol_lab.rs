@@ -432,7 +432,8 @@ fn ip_block_with_except_toward_the_outside_world() {
             reach(&lab, "x/a", lab.pod("y/a").unwrap(), Target::Tcp(80)),
         ];
         // Allowed inside the block, denied in the except, other pods
-        // unaffected, and pods are not selected by a CIDR (as in Cilium).
+        // unaffected, and a pod outside the block not reachable (pods
+        // inside a block are: netpol_ipblock_lab).
         if now == [true, false, true, false, true, false] {
             break;
         }

@@ -4,13 +4,25 @@
 //! Peer resolution:
 //! - `Peer::Any` → the wildcard peer (identity 0).
 //! - `Peer::Endpoints(sel)` → every identity of the view whose labels match.
-//! - `Peer::Cidr{cidr, except}` → every CIDR identity (of all prefixes that
-//!   any policy names) whose prefix lies within `cidr` and not within an
-//!   `except` prefix; a `/0` prefix also covers the world identities (2, and 9
-//!   or 10 for its family). The datapath's LPM ipcache maps an address to its
-//!   most specific prefix, so an `except` prefix (and any other prefix nested
-//!   in it) resolves to an identity this peer does not allow. As in Cilium,
-//!   CIDR peers never match pod or node identities.
+//! - `Peer::Cidr{cidr, except, scope}` → every CIDR identity (of all
+//!   prefixes that any policy names) whose prefix lies within `cidr` and not
+//!   within an `except` prefix; a `/0` prefix also covers the world
+//!   identities (2, and 9 or 10 for its family). The datapath's LPM ipcache
+//!   maps an address to its most specific prefix, so an `except` prefix (and
+//!   any other prefix nested in it) resolves to an identity this peer does
+//!   not allow. CIDR identities stand for addresses outside the cluster
+//!   only: a pod's or a node's address resolves to the pod's or node's
+//!   identity. With [`CidrScope::Addresses`] (NetworkPolicy `ipBlock`) the
+//!   peer also covers the *address identities* of the prefixes
+//!   NetworkPolicies name ([`Compiled::addresses`]) within `cidr` and not
+//!   within an `except`: the ipcache gives each pod and node address the
+//!   address identity of the most specific such prefix containing it, and
+//!   the datapath looks that up when the peer's own identity decides
+//!   nothing. Prefixes are nested or disjoint, so "the most specific prefix
+//!   containing the address lies within `cidr` and not within an `except`"
+//!   is exactly "the address is in `cidr` and in no `except`". With
+//!   [`CidrScope::OutsideCluster`] (Weir's CRDs, as in Cilium) CIDR peers
+//!   never match pods or nodes.
 //! - Entities: `all` = any; `world` = identities 2, 9, 10 and every CIDR
 //!   identity (`world-ipv4`/`world-ipv6`: 2 plus 9 or 10 and the CIDR
 //!   identities of that family); `cluster` = every identity with a
@@ -27,6 +39,7 @@
 //! A name that does not resolve produces no entry.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
@@ -37,8 +50,8 @@ use crate::label_index::LabelIndex;
 use crate::labels::LabelSet;
 use crate::mapstate::{EndpointPolicy, Entry, EntryKey, PeerKey, Ports, Provenance};
 use crate::rule::{
-    Direction, Entity, Peer, Policy, PolicyId, PolicyKind, PortMatch, PortRef, Protocol, Rule,
-    Verdict,
+    CidrScope, Direction, Entity, Peer, Policy, PolicyId, PolicyKind, PortMatch, PortRef, Protocol,
+    Rule, Verdict,
 };
 use crate::validate::contains;
 
@@ -69,6 +82,51 @@ pub struct Compiled {
     /// holds one reference of the [`CidrIdentities`] it came from, which the
     /// caller gives back once this state is no longer in force.
     pub cidrs: BTreeMap<IpNetwork, NumericIdentity>,
+    /// The prefixes that NetworkPolicy `ipBlock`s name (cidr and except,
+    /// [`CidrScope::Addresses`]) with their address identity
+    /// (`address_identity` of their CIDR identity): the caller gives each
+    /// pod and node address in the ipcache the one of the most specific
+    /// prefix containing it ([`Compiled::address_identity_of`]).
+    pub addresses: BTreeMap<IpNetwork, NumericIdentity>,
+}
+
+impl Compiled {
+    /// The address identity of a cluster address: the one of the most
+    /// specific prefix of [`Compiled::addresses`] containing `ip`, or
+    /// `None`.
+    pub fn address_identity_of(&self, ip: IpAddr) -> Option<NumericIdentity> {
+        most_specific(&self.addresses, ip).map(|(_, id)| id)
+    }
+}
+
+/// The most specific prefix of `prefixes` containing `ip`, with its value.
+pub fn most_specific(
+    prefixes: &BTreeMap<IpNetwork, NumericIdentity>,
+    ip: IpAddr,
+) -> Option<(IpNetwork, NumericIdentity)> {
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    (0..=bits).rev().find_map(|len| {
+        let net = IpNetwork::new(ip, len).ok()?;
+        let net = IpNetwork::new(net.network(), len).ok()?;
+        prefixes.get(&net).map(|id| (net, *id))
+    })
+}
+
+/// The address prefixes of `cidrs`: those of `named` (the prefixes of
+/// [`CidrScope::Addresses`] peers) that have a CIDR identity, with the
+/// address identity derived from it.
+pub(crate) fn address_prefixes(
+    cidrs: &BTreeMap<IpNetwork, NumericIdentity>,
+    named: impl IntoIterator<Item = IpNetwork>,
+) -> BTreeMap<IpNetwork, NumericIdentity> {
+    named
+        .into_iter()
+        .filter_map(|net| {
+            cidrs
+                .get(&net)
+                .map(|id| (net, reserved::address_identity(*id)))
+        })
+        .collect()
 }
 
 /// The policy id used for entries the compiler adds itself.
@@ -105,24 +163,20 @@ impl PeerSet {
     pub(crate) fn resolve(
         view: &ClusterView,
         index: &LabelIndex,
-        cidrs: &BTreeMap<IpNetwork, NumericIdentity>,
+        prefixes: Prefixes<'_>,
         peers: &[Peer],
     ) -> PeerSet {
         let mut out = PeerSet {
             selected: selected(view, index, peers),
             ..PeerSet::default()
         };
-        out.set_fixed(peers, cidrs);
+        out.set_fixed(peers, prefixes);
         out
     }
 
     /// Recomputes the fixed part; true if it changed.
-    pub(crate) fn set_fixed(
-        &mut self,
-        peers: &[Peer],
-        cidrs: &BTreeMap<IpNetwork, NumericIdentity>,
-    ) -> bool {
-        let (any, fixed) = fixed_peers(peers, cidrs);
+    pub(crate) fn set_fixed(&mut self, peers: &[Peer], prefixes: Prefixes<'_>) -> bool {
+        let (any, fixed) = fixed_peers(peers, prefixes);
         let changed = any != self.any || fixed != self.fixed;
         self.any = any;
         self.fixed = fixed;
@@ -139,6 +193,23 @@ impl PeerSet {
             vec![PeerKey::Any]
         } else {
             self.ids().into_iter().map(PeerKey::Identity).collect()
+        }
+    }
+}
+
+/// The prefixes the policies name, with their CIDR identities and, for
+/// those of NetworkPolicy `ipBlock`s, their address identities.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prefixes<'a> {
+    pub(crate) cidrs: &'a BTreeMap<IpNetwork, NumericIdentity>,
+    pub(crate) addresses: &'a BTreeMap<IpNetwork, NumericIdentity>,
+}
+
+impl<'a> Prefixes<'a> {
+    pub(crate) fn of(compiled: &'a Compiled) -> Self {
+        Prefixes {
+            cidrs: &compiled.cidrs,
+            addresses: &compiled.addresses,
         }
     }
 }
@@ -220,10 +291,8 @@ pub(crate) fn names_cidrs(peers: &[Peer]) -> bool {
 
 /// The part of `peers` that labels do not decide: the wildcard, and the
 /// world and CIDR identities.
-fn fixed_peers(
-    peers: &[Peer],
-    cidrs: &BTreeMap<IpNetwork, NumericIdentity>,
-) -> (bool, BTreeSet<NumericIdentity>) {
+fn fixed_peers(peers: &[Peer], prefixes: Prefixes<'_>) -> (bool, BTreeSet<NumericIdentity>) {
+    let cidrs = prefixes.cidrs;
     let mut any = false;
     let mut ids = BTreeSet::new();
     let world = |v4: bool, v6: bool, ids: &mut BTreeSet<NumericIdentity>| {
@@ -243,10 +312,24 @@ fn fixed_peers(
     for peer in peers {
         match peer {
             Peer::Any | Peer::Entity(Entity::All) => any = true,
-            Peer::Cidr { cidr, except } => {
+            Peer::Cidr {
+                cidr,
+                except,
+                scope,
+            } => {
+                let covers = |net: &IpNetwork| {
+                    contains(cidr, net) && !except.iter().any(|e| contains(e, net))
+                };
                 for (net, id) in cidrs {
-                    if contains(cidr, net) && !except.iter().any(|e| contains(e, net)) {
+                    if covers(net) {
                         ids.insert(*id);
+                    }
+                }
+                if *scope == CidrScope::Addresses {
+                    for (net, id) in prefixes.addresses {
+                        if covers(net) {
+                            ids.insert(*id);
+                        }
                     }
                 }
                 if cidr.prefix() == 0 {
@@ -275,7 +358,27 @@ pub(crate) fn named_cidrs(policy: &Policy) -> impl Iterator<Item = IpNetwork> + 
         .flat_map(|rs| &rs.rules)
         .flat_map(|r| &r.peers)
         .flat_map(|peer| match peer {
-            Peer::Cidr { cidr, except } => std::iter::once(*cidr)
+            Peer::Cidr { cidr, except, .. } => std::iter::once(*cidr)
+                .chain(except.iter().copied())
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
+}
+
+/// The prefixes `policy` names that match cluster addresses too
+/// ([`CidrScope::Addresses`] peers and their excepts).
+pub(crate) fn named_address_cidrs(policy: &Policy) -> impl Iterator<Item = IpNetwork> + '_ {
+    policy
+        .rule_sets
+        .iter()
+        .flat_map(|rs| &rs.rules)
+        .flat_map(|r| &r.peers)
+        .flat_map(|peer| match peer {
+            Peer::Cidr {
+                cidr,
+                except,
+                scope: CidrScope::Addresses,
+            } => std::iter::once(*cidr)
                 .chain(except.iter().copied())
                 .collect::<Vec<_>>(),
             _ => Vec::new(),
@@ -395,6 +498,11 @@ pub fn compile_with(
     options: CompileOptions,
 ) -> Compiled {
     let cidrs = collect_cidrs(policies, cidr_ids);
+    let addresses = address_prefixes(&cidrs, policies.iter().flat_map(named_address_cidrs));
+    let prefixes = Prefixes {
+        cidrs: &cidrs,
+        addresses: &addresses,
+    };
     let index = LabelIndex::of(view);
     // Peer sets depend only on the rule, not on the endpoint: resolve once.
     let resolved: Vec<Vec<Vec<PeerSet>>> = policies
@@ -405,7 +513,7 @@ pub fn compile_with(
                 .map(|rs| {
                     rs.rules
                         .iter()
-                        .map(|r| PeerSet::resolve(view, &index, &cidrs, &r.peers))
+                        .map(|r| PeerSet::resolve(view, &index, prefixes, &r.peers))
                         .collect()
                 })
                 .collect()
@@ -419,7 +527,11 @@ pub fn compile_with(
             (ep.id, compile_endpoint(view, ep, rules, options))
         })
         .collect();
-    Compiled { endpoints, cidrs }
+    Compiled {
+        endpoints,
+        cidrs,
+        addresses,
+    }
 }
 
 /// One endpoint's policy from every policy with its resolved peer sets

@@ -33,8 +33,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnetwork::IpNetwork;
 
 use crate::compile::{
-    compile_endpoint, named_cidrs, names_cidrs, selected, selects, CompileOptions, Compiled,
-    PeerSet,
+    address_prefixes, compile_endpoint, named_address_cidrs, named_cidrs, names_cidrs, selected,
+    selects, CompileOptions, Compiled, PeerSet, Prefixes,
 };
 use crate::identity::{
     CidrIdentities, ClusterView, Endpoint, EndpointId, Identity, NumericIdentity,
@@ -60,12 +60,7 @@ struct CachedPolicy {
 }
 
 impl CachedPolicy {
-    fn new(
-        policy: Policy,
-        view: &ClusterView,
-        index: &LabelIndex,
-        cidrs: &BTreeMap<IpNetwork, NumericIdentity>,
-    ) -> Self {
+    fn new(policy: Policy, view: &ClusterView, index: &LabelIndex, prefixes: Prefixes<'_>) -> Self {
         let rules = || policy.rule_sets.iter().flat_map(|rs| &rs.rules);
         let names_cidrs = rules().any(|r| names_cidrs(&r.peers));
         let egress_named_ports = rules().any(|r| {
@@ -78,7 +73,7 @@ impl CachedPolicy {
             .map(|rs| {
                 rs.rules
                     .iter()
-                    .map(|r| PeerSet::resolve(view, index, cidrs, &r.peers))
+                    .map(|r| PeerSet::resolve(view, index, prefixes, &r.peers))
                     .collect()
             })
             .collect();
@@ -129,11 +124,11 @@ impl CachedPolicy {
 
     /// Recomputes the CIDR and world part of every rule's peers; true if
     /// any changed.
-    fn refix(&mut self, cidrs: &BTreeMap<IpNetwork, NumericIdentity>) -> bool {
+    fn refix(&mut self, prefixes: Prefixes<'_>) -> bool {
         let mut changed = false;
         for (rs, peers) in self.policy.rule_sets.iter().zip(&mut self.peers) {
             for (rule, set) in rs.rules.iter().zip(peers) {
-                changed |= set.set_fixed(&rule.peers, cidrs);
+                changed |= set.set_fixed(&rule.peers, prefixes);
             }
         }
         changed
@@ -270,7 +265,8 @@ impl IncrementalCompiler {
             }
             mark_selected_by(&self.view, previous, &mut self.dirty);
         }
-        let cached = CachedPolicy::new(policy, &self.view, &self.index, &self.compiled.cidrs);
+        let prefixes = Prefixes::of(&self.compiled);
+        let cached = CachedPolicy::new(policy, &self.view, &self.index, prefixes);
         self.pending.insert(cached.policy.id.clone());
         self.cidrs_stale = true;
         self.policies.insert(cached.policy.id.clone(), cached);
@@ -360,14 +356,14 @@ impl IncrementalCompiler {
             flushed.cidrs_changed = self.update_cidrs(cidr_ids, &mut flushed.released);
         }
         self.cidrs_stale = false;
-        let cidrs = &self.compiled.cidrs;
+        let prefixes = Prefixes::of(&self.compiled);
         let mut touched = Vec::new();
         for (key, policy) in &mut self.policies {
             // Added or changed policies were resolved against the previous
             // CIDRs; the others only need it when the CIDRs changed.
             let pending = self.pending.contains(key);
             let refix = pending || (flushed.cidrs_changed && policy.names_cidrs);
-            if (refix && policy.refix(cidrs)) || pending {
+            if (refix && policy.refix(prefixes)) || pending {
                 touched.push(key.clone());
             }
         }
@@ -404,8 +400,25 @@ impl IncrementalCompiler {
     }
 
     /// Takes an identity for each prefix newly named (or still without
-    /// one), lets go of those no longer named; true if the map changed.
+    /// one), lets go of those no longer named, and derives the address
+    /// prefixes; true if either map changed.
     fn update_cidrs(
+        &mut self,
+        cidr_ids: &mut dyn CidrIdentities,
+        released: &mut Vec<IpNetwork>,
+    ) -> bool {
+        let cidrs_changed = self.update_cidr_identities(cidr_ids, released);
+        let named = self
+            .policies
+            .values()
+            .flat_map(|p| named_address_cidrs(&p.policy));
+        let addresses = address_prefixes(&self.compiled.cidrs, named);
+        let addresses_changed = addresses != self.compiled.addresses;
+        self.compiled.addresses = addresses;
+        cidrs_changed || addresses_changed
+    }
+
+    fn update_cidr_identities(
         &mut self,
         cidr_ids: &mut dyn CidrIdentities,
         released: &mut Vec<IpNetwork>,

@@ -24,7 +24,8 @@ use weir_types::IntOrString;
 use crate::error::{FieldErrors, Path, PolicyError};
 use crate::labels::{NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL, SOURCE_K8S};
 use crate::rule::{
-    Direction, Peer, Policy, PolicyId, PolicyKind, PortMatch, Protocol, Rule, RuleSet, Verdict,
+    CidrScope, Direction, Peer, Policy, PolicyId, PolicyKind, PortMatch, Protocol, Rule, RuleSet,
+    Verdict,
 };
 use crate::selector::{LabelSelectorSpec, Operator, Requirement, Selector};
 use crate::validate::{parse_cidr_peer, parse_port, PortStyle};
@@ -299,6 +300,7 @@ fn k8s_peer(
             &ip.cidr,
             ip.except.as_deref().unwrap_or(&[]),
             false,
+            CidrScope::Addresses,
             &p,
             errors,
         );

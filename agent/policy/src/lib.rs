@@ -55,6 +55,6 @@ pub use labels::{pod_security_labels, LabelFilter, LabelSet};
 pub use local_identities::{LocalIdentities, LocalIdentityError};
 pub use lower::{lower, L4Prefix, MapEntry, MapKey, MapState, MatchKind, PortPrefix};
 pub use mapstate::{DirectionPolicy, EndpointPolicy, Entry, EntryKey, PeerKey, Ports, Provenance};
-pub use rule::{Direction, Policy, PolicyId, PolicyKind, Protocol, Verdict};
+pub use rule::{CidrScope, Direction, Policy, PolicyId, PolicyKind, Protocol, Verdict};
 pub use selector::Selector;
 pub use trace::{trace_flow, Decision, FlowSide, FlowTrace, Reason};

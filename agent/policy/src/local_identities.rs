@@ -1,4 +1,6 @@
-//! Node-local identities for the CIDRs policies name (`1 << 24 | n`).
+//! Node-local identities for the CIDRs policies name (`1 << 24 | n`, `n`
+//! below `1 << 23`: the identities above are the address identities derived
+//! from these, `weir_abi::identity::address_identity`).
 //!
 //! These never leave the node: they are not stored in the shared store and
 //! are never put on the wire, so each agent numbers its CIDRs on its own.
@@ -46,7 +48,7 @@ pub struct LocalIdentities {
 
 impl Default for LocalIdentities {
     fn default() -> Self {
-        Self::with_range(reserved::LOCAL_MIN, reserved::LOCAL_MAX)
+        Self::with_range(reserved::LOCAL_MIN, reserved::LOCAL_CIDR_MAX)
     }
 }
 
@@ -58,8 +60,8 @@ impl LocalIdentities {
     /// An allocator over a sub-range of the local scope (tests use a tiny one).
     pub fn with_range(min: NumericIdentity, max: NumericIdentity) -> Self {
         assert!(
-            reserved::LOCAL_MIN <= min && min <= max && max <= reserved::LOCAL_MAX,
-            "local identity range {min}..={max} is outside the local scope"
+            reserved::LOCAL_MIN <= min && min <= max && max <= reserved::LOCAL_CIDR_MAX,
+            "local identity range {min}..={max} is outside the CIDR identities of the local scope"
         );
         Self {
             by_cidr: HashMap::new(),

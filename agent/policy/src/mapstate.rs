@@ -185,6 +185,31 @@ impl DirectionPolicy {
         }
     }
 
+    /// The verdict as the datapath decides it for a cluster peer with an
+    /// address identity (`address`, see `weir_abi::identity::address_identity`):
+    /// the peer's own verdict, unless that is the default deny; then the
+    /// address identity's, if it matches a rule.
+    pub fn verdict_at(
+        &self,
+        peer: NumericIdentity,
+        address: Option<NumericIdentity>,
+        protocol: Protocol,
+        port: u16,
+    ) -> Decision {
+        let by_identity = self.verdict(peer, protocol, port);
+        match address {
+            Some(address) if by_identity.reason == Reason::DefaultDeny => {
+                let by_address = self.verdict(address, protocol, port);
+                if by_address.reason == Reason::DefaultDeny {
+                    by_identity
+                } else {
+                    by_address
+                }
+            }
+            _ => by_identity,
+        }
+    }
+
     /// Entries without provenance: each key once, deny if any rule denies it.
     pub fn effective(&self) -> BTreeMap<EntryKey, Verdict> {
         let mut out: BTreeMap<EntryKey, Verdict> = BTreeMap::new();

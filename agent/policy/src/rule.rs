@@ -162,6 +162,19 @@ impl Entity {
     }
 }
 
+/// Which addresses a CIDR peer matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CidrScope {
+    /// Every address in it, a pod's, a node's or one outside the cluster:
+    /// NetworkPolicy `ipBlock`, as the Kubernetes API defines it. Pods and
+    /// nodes are matched through their address identity
+    /// (`weir_abi::identity::address_identity`).
+    Addresses,
+    /// Only addresses outside the cluster: WeirNetworkPolicy
+    /// `toCIDR`/`fromCIDR`/`toCIDRSet`/`fromCIDRSet`, as in Cilium.
+    OutsideCluster,
+}
+
 /// A peer of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Peer {
@@ -169,10 +182,11 @@ pub enum Peer {
     Any,
     /// Identities whose labels the selector matches.
     Endpoints(Selector),
-    /// Addresses in `cidr` but not in any `except` prefix.
+    /// Addresses in `cidr` but not in any `except` prefix, of `scope`.
     Cidr {
         cidr: IpNetwork,
         except: Vec<IpNetwork>,
+        scope: CidrScope,
     },
     Entity(Entity),
 }

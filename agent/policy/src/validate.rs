@@ -7,7 +7,7 @@ use ipnetwork::IpNetwork;
 use weir_types::IntOrString;
 
 use crate::error::{FieldErrors, Path};
-use crate::rule::{Peer, PortRef};
+use crate::rule::{CidrScope, Peer, PortRef};
 
 /// Parses a CIDR; with `allow_bare_ip` a plain address means a host prefix
 /// (Cilium's `fromCIDR: 10.0.0.1`). Host bits are cleared (`10.0.0.1/8` →
@@ -57,6 +57,7 @@ pub fn parse_cidr_peer(
     cidr: &str,
     except: &[String],
     allow_bare_ip: bool,
+    scope: CidrScope,
     path: &Path,
     errors: &mut FieldErrors,
 ) -> Option<Peer> {
@@ -83,6 +84,7 @@ pub fn parse_cidr_peer(
     net.map(|cidr| Peer::Cidr {
         cidr,
         except: excepts,
+        scope,
     })
 }
 

@@ -40,8 +40,8 @@ use crate::error::{FieldErrors, Path, PolicyError};
 use crate::k8s::ObjectMeta;
 use crate::labels::{POD_NAMESPACE_LABEL, SOURCE_K8S};
 use crate::rule::{
-    Direction, Entity, Peer, Policy, PolicyId, PolicyKind, PortMatch, Protocol, Rule, RuleSet,
-    Verdict,
+    CidrScope, Direction, Entity, Peer, Policy, PolicyId, PolicyKind, PortMatch, Protocol, Rule,
+    RuleSet, Verdict,
 };
 use crate::selector::{LabelSelectorSpec, Operator, Requirement, Selector};
 use crate::validate::{parse_cidr, parse_cidr_peer, parse_port, PortStyle};
@@ -532,6 +532,7 @@ impl Scope<'_> {
                 peers.push(Peer::Cidr {
                     cidr,
                     except: vec![],
+                    scope: CidrScope::OutsideCluster,
                 });
             }
         }
@@ -548,9 +549,14 @@ impl Scope<'_> {
                 errors.push(p.field("cidr"), "cidr is required");
                 continue;
             };
-            if let Some(peer) =
-                parse_cidr_peer(cidr, c.except.as_deref().unwrap_or(&[]), true, &p, errors)
-            {
+            if let Some(peer) = parse_cidr_peer(
+                cidr,
+                c.except.as_deref().unwrap_or(&[]),
+                true,
+                CidrScope::OutsideCluster,
+                &p,
+                errors,
+            ) {
                 peers.push(peer);
             }
         }

@@ -209,6 +209,7 @@ impl Inspect for InspectService {
                 } else {
                     IpAddr::from(value.node_ipv4).to_string()
                 },
+                address_identity: value.address_identity,
             })
             .collect();
         Ok(Response::new(v1::ListIpcacheResponse { entries }))

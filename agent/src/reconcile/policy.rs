@@ -30,6 +30,7 @@
 //! the same CIDRs get the same numbers and a restart rewrites no entry.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use tracing::{info, warn};
@@ -299,6 +300,12 @@ impl PolicySync {
         &self.engine.compiled().cidrs
     }
 
+    /// NetworkPolicy `ipBlock` prefixes with their address identities, for
+    /// the ipcache's pod and node entries.
+    pub fn address_identities(&self) -> &BTreeMap<IpNetwork, u32> {
+        &self.engine.compiled().addresses
+    }
+
     /// The enforcement flags of a local endpoint.
     pub fn enforcement_flags(&self, endpoint_id: u16) -> u8 {
         let Some(policy) = self
@@ -455,14 +462,15 @@ fn cluster_view(
     // Pods by identity: remote ones from the endpoint records, local ones
     // from our own endpoints (the store may not have echoed them yet).
     let mut pods_by_id: BTreeMap<u32, BTreeSet<NamespacedName>> = BTreeMap::new();
-    for record in shared.endpoints.values() {
-        pods_by_id
-            .entry(record.identity)
-            .or_default()
-            .insert(NamespacedName::new(&record.namespace, &record.pod));
+    let mut addresses: BTreeMap<NamespacedName, IpAddr> = BTreeMap::new();
+    for (address, record) in &shared.endpoints {
+        let key = NamespacedName::new(&record.namespace, &record.pod);
+        addresses.insert(key.clone(), *address);
+        pods_by_id.entry(record.identity).or_default().insert(key);
     }
     for endpoint in endpoints {
         if let Some(id) = identities.get(&endpoint.attachment) {
+            addresses.insert(endpoint.pod.clone(), IpAddr::V4(endpoint.ipv4));
             pods_by_id
                 .entry(*id)
                 .or_default()
@@ -482,6 +490,7 @@ fn cluster_view(
                 KnownPod {
                     identity: *id,
                     named_ports: ports,
+                    address: addresses.get(key).copied(),
                 },
             );
         }

@@ -3,11 +3,12 @@
 //! wrote, and the inputs it compiled from.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use weir_policy::trace::trace_flow_at;
 use weir_policy::{
-    compile, trace_flow, ClusterView, Compiled, FlowSide, LocalIdentities, NamedPorts, Policy,
-    Protocol,
+    compile, ClusterView, Compiled, FlowSide, LocalIdentities, NamedPorts, Policy, Protocol,
 };
 use weir_types::NamespacedName;
 
@@ -40,6 +41,8 @@ pub struct LocalPod {
 pub struct KnownPod {
     pub identity: u32,
     pub named_ports: NamedPorts,
+    /// Its address (NetworkPolicy `ipBlock`s match it), when known.
+    pub address: Option<IpAddr>,
 }
 
 pub type SharedSnapshot = Arc<Mutex<PolicySnapshot>>;
@@ -48,7 +51,9 @@ impl PolicySnapshot {
     /// The trace of a flow `src → dst` between two pods. A pod on
     /// another node is compiled here from the same inputs (policies,
     /// identities, its named ports) its own agent compiles from, so both
-    /// sides of the flow are shown.
+    /// sides of the flow are shown. Each pod's address is matched against
+    /// the NetworkPolicy `ipBlock`s as the datapath does, and the trace
+    /// names the blocks and excepts that cover it.
     pub fn trace(
         &self,
         src: &NamespacedName,
@@ -82,7 +87,15 @@ impl PolicySnapshot {
         } else {
             compile(&view, &self.policies, &mut self.cidrs.clone())
         };
-        trace_flow(&compiled, src_side, dst_side, protocol, port)
-            .ok_or_else(|| "endpoint missing from the compiled state".to_string())
+        let address = |key: &NamespacedName| self.pods.get(key).and_then(|p| p.address);
+        trace_flow_at(
+            &compiled,
+            &self.policies,
+            (src_side, address(src)),
+            (dst_side, address(dst)),
+            protocol,
+            port,
+        )
+        .ok_or_else(|| "endpoint missing from the compiled state".to_string())
     }
 }

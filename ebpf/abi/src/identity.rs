@@ -47,6 +47,14 @@ pub const LOCAL_SCOPE: u32 = 1 << 24;
 pub const LOCAL_MIN: u32 = LOCAL_SCOPE | 1;
 /// Last local identity.
 pub const LOCAL_MAX: u32 = LOCAL_SCOPE | 0x00FF_FFFF;
+/// Bit of a local identity that makes it an *address identity*: CIDR
+/// identities are numbered below it (up to [`LOCAL_CIDR_MAX`]), and the
+/// prefix with CIDR identity `c` that a NetworkPolicy `ipBlock` names has
+/// the address identity `c | LOCAL_ADDRESS_FLAG`, which the ipcache gives
+/// the pod and node addresses inside it (see [`address_identity`]).
+pub const LOCAL_ADDRESS_FLAG: u32 = 1 << 23;
+/// Last CIDR identity: the local identities below [`LOCAL_ADDRESS_FLAG`].
+pub const LOCAL_CIDR_MAX: u32 = LOCAL_SCOPE | (LOCAL_ADDRESS_FLAG - 1);
 
 /// Source prefix of the labels of reserved identities (`reserved:host`).
 pub const LABEL_SOURCE: &str = "reserved";
@@ -128,4 +136,21 @@ pub fn is_cluster(id: u32) -> bool {
 /// between nodes, never sent on the wire.
 pub fn is_local(id: u32) -> bool {
     id & SCOPE_MASK == LOCAL_SCOPE && id != LOCAL_SCOPE
+}
+
+/// The address identity of the prefix whose CIDR identity is `cidr`: what
+/// a pod or node address inside that prefix (and in no more specific one
+/// a NetworkPolicy names) carries as `IpcacheValue::address_identity`.
+pub const fn address_identity(cidr: u32) -> u32 {
+    cidr | LOCAL_ADDRESS_FLAG
+}
+
+/// Whether `id` is an address identity (see [`address_identity`]).
+pub fn is_address(id: u32) -> bool {
+    is_local(id) && id & LOCAL_ADDRESS_FLAG != 0
+}
+
+/// The CIDR identity an address identity was derived from.
+pub const fn cidr_of_address(id: u32) -> u32 {
+    id & !LOCAL_ADDRESS_FLAG
 }

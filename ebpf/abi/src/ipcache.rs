@@ -2,6 +2,14 @@
 //! mapped to a security identity. An LPM trie, so a pod's /32 wins over the
 //! CIDR a policy names, and an `except` prefix over its enclosing block;
 //! addresses with no entry are `world`.
+//!
+//! A cluster address (a pod's or a node's) also carries its *address
+//! identity* ([`IpcacheValue::address_identity`]): the identity of the most
+//! specific NetworkPolicy `ipBlock` prefix that contains it
+//! (`crate::identity::address_identity`), or 0. The datapath falls back to
+//! it only when the peer's own identity decides nothing, so a NetworkPolicy
+//! `ipBlock` matches pods and nodes by their address as the Kubernetes API
+//! defines it, and identity-based verdicts cost what they did.
 
 /// Address family codes of [`IpcacheKey::family`].
 pub const FAMILY_IPV4: u8 = 4;
@@ -59,10 +67,16 @@ pub struct IpcacheValue {
     /// Underlay address of the node hosting it (IPv4, network order), 0 if
     /// local or not a pod; for tunnelling later.
     pub node_ipv4: [u8; 4],
+    /// For a pod or node address: the address identity of the most
+    /// specific NetworkPolicy `ipBlock` prefix containing it, looked up in
+    /// the policy map when the peer's identity has no verdict; 0 when no
+    /// such prefix contains it, and on CIDR entries (outside addresses are
+    /// matched by their CIDR identity in `identity`).
+    pub address_identity: u32,
 }
 
 const _: () = assert!(size_of::<IpcacheKey>() == 20);
-const _: () = assert!(size_of::<IpcacheValue>() == 8);
+const _: () = assert!(size_of::<IpcacheValue>() == 12);
 
 // SAFETY: repr(C), integers only, no implicit padding (sizes pinned above).
 #[cfg(feature = "user")]

@@ -30,7 +30,10 @@ pub use reason::Reason;
 /// key, value, type or size changes meaning (even when its byte sizes stay
 /// the same): an agent finding pins of another version replaces them
 /// (the agent's `datapath::pins`).
-pub const ABI_VERSION: u32 = 1;
+///
+/// 2: `IpcacheValue` gained `address_identity` (NetworkPolicy `ipBlock`
+/// matching cluster addresses).
+pub const ABI_VERSION: u32 = 2;
 
 /// Names of the maps the datapath object defines. User space opens maps by
 /// these names; the kernel crate declares them with the same constants.

@@ -117,7 +117,8 @@ fn ipcache_layout_and_prefix_lengths() {
     use crate::ipcache::{IpcacheKey, IpcacheValue, FAMILY_IPV4};
     assert_eq!(size_of::<IpcacheKey>(), 20);
     assert_eq!(offset_of!(IpcacheKey, addr), 4);
-    assert_eq!(size_of::<IpcacheValue>(), 8);
+    assert_eq!(size_of::<IpcacheValue>(), 12);
+    assert_eq!(offset_of!(IpcacheValue, address_identity), 8);
     let key = IpcacheKey::ipv4([10, 244, 1, 5]);
     assert_eq!(key.family, FAMILY_IPV4);
     assert_eq!(&key.addr[..4], &[10, 244, 1, 5]);
@@ -187,6 +188,12 @@ mod identity {
         assert!(!is_local(LOCAL_MAX + 1));
         assert_eq!(LOCAL_MIN, 16_777_217);
         assert_eq!(LOCAL_MAX, 33_554_431);
+        assert_eq!(LOCAL_CIDR_MAX, 16_777_216 + 8_388_607);
+        let address = address_identity(LOCAL_MIN);
+        assert!(is_local(address) && is_address(address) && !is_address(LOCAL_MIN));
+        assert!(address > LOCAL_CIDR_MAX && address <= LOCAL_MAX);
+        assert_eq!(cidr_of_address(address), LOCAL_MIN);
+        assert_eq!(address_identity(LOCAL_CIDR_MAX), LOCAL_MAX);
     }
 
     #[test]

@@ -92,9 +92,9 @@ pub fn handle(
         return Ok(());
     }
     if enforced {
-        let peer = policy::identity_of(flow.family, peer_addr);
+        let (peer, address) = policy::peer_of(flow.family, peer_addr);
         report.peer_identity = peer;
-        let (match_type, outcome) = policy::decide(endpoint.id, direction, peer, flow);
+        let (match_type, outcome) = policy::decide(endpoint.id, direction, peer, address, flow);
         report.policy_checked = true;
         report.match_type = match_type;
         outcome?;

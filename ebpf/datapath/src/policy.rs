@@ -13,6 +13,14 @@ use crate::parse::Flow;
 /// `family` is IPv4): the longest ipcache match, or `world`.
 #[inline(always)]
 pub fn identity_of(family: u8, addr: &[u8; 16]) -> u32 {
+    peer_of(family, addr).0
+}
+
+/// The security identity of `addr` and its address identity (0 unless
+/// `addr` is a pod's or node's address inside a prefix a NetworkPolicy
+/// `ipBlock` names): one ipcache lookup.
+#[inline(always)]
+pub fn peer_of(family: u8, addr: &[u8; 16]) -> (u32, u32) {
     let key = if family == weir_abi::ipcache::FAMILY_IPV4 {
         Key::new(
             IpcacheKey::prefix_len(32),
@@ -23,8 +31,8 @@ pub fn identity_of(family: u8, addr: &[u8; 16]) -> u32 {
     };
     IPCACHE
         .get(key)
-        .map(|value| value.identity)
-        .unwrap_or(identity::WORLD)
+        .map(|value| (value.identity, value.address_identity))
+        .unwrap_or((identity::WORLD, 0))
 }
 
 /// The most specific entry for (endpoint, direction, peer, protocol,
@@ -51,13 +59,18 @@ fn lookup(endpoint_id: u16, direction: TrafficDirection, peer: u32, flow: &Flow)
 
 /// Decides a connection of an enforced endpoint: deny from either the
 /// peer's own entries or the any-peer entries wins; otherwise an allow from
-/// either; otherwise the default deny. Returns the match type of the
-/// deciding entry with the outcome.
+/// either; otherwise, for a cluster peer with an address identity
+/// (`address`, 0 if none), that identity's entries (NetworkPolicy
+/// `ipBlock`s covering the peer's address: allows only); otherwise the
+/// default deny. Returns the match type of the deciding entry with the
+/// outcome. A verdict decided by identity costs the two lookups it did
+/// before address identities existed.
 #[inline(always)]
 pub fn decide(
     endpoint_id: u16,
     direction: TrafficDirection,
     peer: u32,
+    address: u32,
     flow: &Flow,
 ) -> (u8, Result<(), Reason>) {
     let (exact, exact_match) = lookup(endpoint_id, direction, peer, flow);
@@ -70,6 +83,12 @@ pub fn decide(
         (exact_match, Ok(()))
     } else if any == POLICY_ALLOW {
         (any_match, Ok(()))
+    } else if address != 0 {
+        match lookup(endpoint_id, direction, address, flow) {
+            (POLICY_ALLOW, address_match) => (address_match, Ok(())),
+            (POLICY_DENY, address_match) => (address_match, Err(Reason::DropPolicyDeny)),
+            _ => (0, Err(Reason::DropPolicyDenied)),
+        }
     } else {
         (0, Err(Reason::DropPolicyDenied))
     }

@@ -406,3 +406,127 @@ fn compile_is_deterministic() {
     );
     assert_eq!(run(&yaml), run(&yaml));
 }
+
+#[test]
+fn ip_blocks_of_network_policies_cover_address_identities_and_weir_cidrs_do_not() {
+    // x/a's NetworkPolicy: egress to 0.0.0.0/0 except 10.244.2.3/32, and to
+    // 10.244.1.5/32; y/a's WeirNetworkPolicy: toCIDR 10.244.0.0/16 (outside
+    // the cluster only).
+    let yaml = format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{{ipBlock: {{cidr: 0.0.0.0/0, except: [10.244.2.3/32]}}}}]\n  - to: [{{ipBlock: {{cidr: 10.244.1.5/32}}}}]\n---\n{WNP}metadata: {{name: q, namespace: y}}\nspec:\n  endpointSelector: {{}}\n  egress: [{{toCIDR: [10.244.0.0/16]}}]\n"
+    );
+    let c = run(&yaml);
+    let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // Only the NetworkPolicy's prefixes have address identities, each the
+    // address identity of the prefix's CIDR identity.
+    assert_eq!(
+        c.addresses.keys().copied().collect::<Vec<_>>(),
+        [net("0.0.0.0/0"), net("10.244.1.5/32"), net("10.244.2.3/32")]
+    );
+    for (prefix, id) in &c.addresses {
+        assert_eq!(*id, reserved::address_identity(c.cidrs[prefix]));
+        assert!(reserved::is_address(*id));
+    }
+    // A cluster address gets the most specific prefix containing it.
+    let address_of = |s: &str| c.address_identity_of(ip(s)).unwrap();
+    assert_eq!(address_of("10.244.1.5"), c.addresses[&net("10.244.1.5/32")]);
+    assert_eq!(address_of("10.244.2.3"), c.addresses[&net("10.244.2.3/32")]);
+    assert_eq!(address_of("10.244.2.4"), c.addresses[&net("0.0.0.0/0")]);
+    assert_eq!(c.address_identity_of(ip("fd00::1")), None);
+    let egress = |peer| v(&c, 1, Direction::Egress, peer, Protocol::Udp, 53);
+    assert_eq!(egress(address_of("10.244.2.4")), Verdict::Allow);
+    assert_eq!(egress(address_of("10.244.1.5")), Verdict::Allow);
+    assert_eq!(egress(address_of("10.244.2.3")), Verdict::Deny, "excepted");
+    assert_eq!(
+        egress(2003),
+        Verdict::Deny,
+        "the pod's own identity is not a CIDR"
+    );
+    // The Weir policy's toCIDR matches its CIDR identity (outside
+    // addresses) and no address identity.
+    let egress_y = |peer| v(&c, 3, Direction::Egress, peer, Protocol::Tcp, 80);
+    assert_eq!(egress_y(c.cidrs[&net("10.244.0.0/16")]), Verdict::Allow);
+    for id in c.addresses.values() {
+        assert_eq!(egress_y(*id), Verdict::Deny);
+    }
+}
+
+#[test]
+fn most_specific_picks_the_longest_prefix_of_the_family() {
+    let prefixes: BTreeMap<IpNetwork, NumericIdentity> = [
+        ("10.0.0.0/8", 1),
+        ("10.1.0.0/16", 2),
+        ("10.1.2.3/32", 3),
+        ("::/0", 4),
+        ("fd00:1::/64", 5),
+    ]
+    .into_iter()
+    .map(|(n, id)| (n.parse().unwrap(), id))
+    .collect();
+    let at = |s: &str| most_specific(&prefixes, s.parse().unwrap()).map(|(_, id)| id);
+    assert_eq!(at("10.1.2.3"), Some(3));
+    assert_eq!(at("10.1.2.4"), Some(2));
+    assert_eq!(at("10.2.0.1"), Some(1));
+    assert_eq!(at("192.0.2.1"), None);
+    assert_eq!(at("fd00:1::9"), Some(5));
+    assert_eq!(at("fd00:2::9"), Some(4));
+}
+
+#[test]
+fn traces_match_pod_addresses_and_name_the_ip_blocks_and_excepts() {
+    use crate::trace::{trace_flow_at, FlowSide};
+    let yaml = format!(
+        "{NP}metadata: {{name: p, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{{ipBlock: {{cidr: 0.0.0.0/0, except: [10.244.2.3/32]}}}}]\n  - to: [{{ipBlock: {{cidr: 10.244.1.5/32}}}}]\n    ports: [{{port: 80}}]\n"
+    );
+    let policies: Vec<Policy> = parse_policies(&yaml)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let c = compile(&view(), &policies, &mut LocalIdentities::default());
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    let trace = |dst: Option<IpAddr>, port| {
+        trace_flow_at(
+            &c,
+            &policies,
+            (FlowSide::Endpoint(1), ip("10.244.9.1")),
+            (FlowSide::Endpoint(3), dst),
+            Protocol::Tcp,
+            port,
+        )
+        .unwrap()
+    };
+    // y/a at 10.244.1.5: both blocks cover it, on 80 both rules allow.
+    let t = trace(ip("10.244.1.5"), 80);
+    assert_eq!(t.verdict(), Verdict::Allow);
+    let text = t.to_string();
+    assert!(
+        text.contains(
+            "allowed by NetworkPolicy x/p (spec.egress[0]), NetworkPolicy x/p (spec.egress[1])"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  ipBlock 0.0.0.0/0 of NetworkPolicy x/p (spec.egress[0]) covers 10.244.1.5"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  ipBlock 10.244.1.5/32 of NetworkPolicy x/p (spec.egress[1]) covers 10.244.1.5"
+        ),
+        "{text}"
+    );
+    // y/a at the excepted address: default deny, and the except is named.
+    let t = trace(ip("10.244.2.3"), 443);
+    assert_eq!(t.verdict(), Verdict::Deny);
+    let text = t.to_string();
+    assert!(text.contains("default deny"), "{text}");
+    assert!(
+        text.contains("ipBlock 0.0.0.0/0 of NetworkPolicy x/p (spec.egress[0]) contains 10.244.2.3 but its except 10.244.2.3/32 leaves it out"),
+        "{text}"
+    );
+    // Without its address a pod is matched by identity only.
+    assert_eq!(trace(None, 80).verdict(), Verdict::Deny);
+}

@@ -7,7 +7,9 @@ use super::*;
 use crate::compile::compile;
 use crate::identity::NamedPorts;
 use crate::local_identities::LocalIdentities;
-use crate::rule::{Entity, Peer, PolicyKind, PortMatch, Protocol, Rule, RuleSet, Verdict};
+use crate::rule::{
+    CidrScope, Entity, Peer, PolicyKind, PortMatch, Protocol, Rule, RuleSet, Verdict,
+};
 use crate::selector::{Requirement, Selector};
 
 const APPS: [&str; 3] = ["a", "b", "c"];
@@ -53,6 +55,14 @@ fn selector(rng: &mut fastrand::Rng) -> Selector {
     }
 }
 
+fn scope(rng: &mut fastrand::Rng) -> CidrScope {
+    if rng.bool() {
+        CidrScope::Addresses
+    } else {
+        CidrScope::OutsideCluster
+    }
+}
+
 fn peer(rng: &mut fastrand::Rng) -> Peer {
     let net = |s: &str| s.parse().expect("a CIDR");
     match rng.u8(..9) {
@@ -61,14 +71,17 @@ fn peer(rng: &mut fastrand::Rng) -> Peer {
         4 => Peer::Cidr {
             cidr: net("10.0.0.0/8"),
             except: vec![net("10.1.0.0/16")],
+            scope: scope(rng),
         },
         5 => Peer::Cidr {
             cidr: net(pick(rng, &["10.1.2.0/24", "10.1.0.0/16", "192.168.0.0/16"])),
             except: Vec::new(),
+            scope: scope(rng),
         },
         6 => Peer::Cidr {
             cidr: net("0.0.0.0/0"),
             except: Vec::new(),
+            scope: scope(rng),
         },
         _ => Peer::Entity(pick(
             rng,

@@ -101,7 +101,7 @@ fn peers_translate_like_cilium() {
             "{k8s:app=a, k8s:io.kubernetes.pod.namespace=x}".to_string(),
             "{k8s:io.cilium.k8s.namespace.labels.team=t, k8s:io.kubernetes.pod.namespace}".to_string(),
             "{k8s:app=b, k8s:io.kubernetes.pod.namespace}".to_string(),
-            "Cidr { cidr: V4(Ipv4Network { addr: 10.0.0.0, prefix: 8 }), except: [V4(Ipv4Network { addr: 10.1.0.0, prefix: 16 })] }".to_string(),
+            "Cidr { cidr: V4(Ipv4Network { addr: 10.0.0.0, prefix: 8 }), except: [V4(Ipv4Network { addr: 10.1.0.0, prefix: 16 })], scope: Addresses }".to_string(),
         ]
     );
 }

@@ -5,7 +5,7 @@ fn net(s: &str) -> IpNetwork {
 }
 
 fn is_local(id: NumericIdentity) -> bool {
-    (reserved::LOCAL_MIN..=reserved::LOCAL_MAX).contains(&id)
+    (reserved::LOCAL_MIN..=reserved::LOCAL_CIDR_MAX).contains(&id)
 }
 
 #[test]
@@ -75,6 +75,13 @@ fn freed_ids_are_reused_only_after_the_rest_of_the_range() {
 fn the_scope_bounds_match_the_identity_crate() {
     assert_eq!(reserved::LOCAL_MIN, 16_777_217);
     assert_eq!(reserved::LOCAL_MAX, 33_554_431);
+    // CIDR identities stay below the address flag, so every one has an
+    // address identity of its own.
+    assert_eq!(reserved::LOCAL_CIDR_MAX, 16_777_216 + (1 << 23) - 1);
+    let mut ids = LocalIdentities::with_range(reserved::LOCAL_CIDR_MAX, reserved::LOCAL_CIDR_MAX);
+    let last = ids.allocate(net("10.0.0.0/8")).unwrap();
+    assert!(!reserved::is_address(last));
+    assert_eq!(reserved::address_identity(last), reserved::LOCAL_MAX);
 }
 
 #[test]

@@ -260,6 +260,19 @@ fn matching(l4: L4Prefix, protocol: u8, port: u16) -> Option<u8> {
 /// peer and of the any-peer; a deny from either wins, an allow from either
 /// allows, no entry denies.
 fn datapath_verdict(state: &MapState, peer: NumericIdentity, protocol: u8, port: u16) -> Verdict {
+    datapath_verdict_at(state, peer, None, protocol, port)
+}
+
+/// The same for a cluster peer with an address identity: when neither
+/// lookup found a verdict, the address identity's most specific entry
+/// decides, if there is one (the pod programs' third lookup).
+fn datapath_verdict_at(
+    state: &MapState,
+    peer: NumericIdentity,
+    address: Option<NumericIdentity>,
+    protocol: u8,
+    port: u16,
+) -> Verdict {
     let lookup = |wanted: PeerKey| {
         state
             .iter()
@@ -274,7 +287,9 @@ fn datapath_verdict(state: &MapState, peer: NumericIdentity, protocol: u8, port:
     } else if found.contains(&Some(Verdict::Allow)) {
         Verdict::Allow
     } else {
-        Verdict::Deny
+        address
+            .and_then(|a| lookup(PeerKey::Identity(a)))
+            .unwrap_or(Verdict::Deny)
     }
 }
 
@@ -289,7 +304,7 @@ fn the_lowered_state_decides_every_packet_as_the_engine_does() {
             .collect::<BTreeSet<_>>();
         let compiled = Compiled {
             endpoints: BTreeMap::from([(7, policy.clone())]),
-            cidrs: BTreeMap::new(),
+            ..Compiled::default()
         };
         let state = lower(&compiled);
         assert!(state.keys().all(|k| k.endpoint == 7));
@@ -302,6 +317,18 @@ fn the_lowered_state_decides_every_packet_as_the_engine_does() {
             assert_eq!(
                 got, want,
                 "case {case}: peer {peer} {protocol}/{port}\nentries: {:#?}\nstate: {state:#?}",
+                policy.ingress.entries
+            );
+            // The same packet from a cluster peer whose address has another
+            // identity's entries (an ipBlock's address identity).
+            let address = PEERS[rng.u64(..3) as usize];
+            let want = (policy.ingress)
+                .verdict_at(peer, Some(address), protocol, port)
+                .verdict;
+            let got = datapath_verdict_at(&state, peer, Some(address), protocol.number(), port);
+            assert_eq!(
+                got, want,
+                "case {case}: peer {peer} address {address} {protocol}/{port}\nentries: {:#?}",
                 policy.ingress.entries
             );
         }

@@ -31,7 +31,14 @@ fn cidr_parsing() {
 fn except_must_be_strict_subnet() {
     let mut e = errs();
     let p = Path::root("ipBlock");
-    let ok = parse_cidr_peer("10.0.0.0/8", &["10.1.0.0/16".into()], false, &p, &mut e);
+    let ok = parse_cidr_peer(
+        "10.0.0.0/8",
+        &["10.1.0.0/16".into()],
+        false,
+        CidrScope::Addresses,
+        &p,
+        &mut e,
+    );
     assert!(ok.is_some());
     let bad = parse_cidr_peer(
         "10.0.0.0/8",
@@ -41,6 +48,7 @@ fn except_must_be_strict_subnet() {
             "fd00::/8".into(),
         ],
         false,
+        CidrScope::Addresses,
         &p,
         &mut e,
     );

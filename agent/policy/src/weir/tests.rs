@@ -19,7 +19,7 @@ fn peer_strings(p: &Policy) -> Vec<String> {
         .map(|peer| match peer {
             Peer::Endpoints(s) => s.to_string(),
             Peer::Entity(e) => format!("entity:{}", e.name()),
-            Peer::Cidr { cidr, except } => format!("cidr:{cidr} except {except:?}"),
+            Peer::Cidr { cidr, except, .. } => format!("cidr:{cidr} except {except:?}"),
             Peer::Any => "any".into(),
         })
         .collect()

@@ -2,6 +2,12 @@
 //! cluster (local and remote), every node address, and every CIDR that a
 //! policy names, each mapped to its identity.
 //!
+//! Pod and node addresses also carry their address identity: that of the
+//! most specific prefix a NetworkPolicy `ipBlock` names containing them
+//! (the policy engine's `Compiled::addresses`), computed when the entry is
+//! built, so a pod created inside a covered range is matched by the rule
+//! as soon as its address is in the map, with no policy entry rewritten.
+//!
 //! Pure state plus a diff: sources (endpoint records, node records, CIDR
 //! identities from the policy engine) update [`DesiredIpcache`]; the agent
 //! applies [`DesiredIpcache::diff`] to the map, so only what changed is
@@ -14,6 +20,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use weir_abi::{identity, IpcacheValue};
+use weir_policy::compile::most_specific;
 
 /// Where an entry came from; an address can be named by several sources and
 /// the most specific meaning wins (a pod over a node over a CIDR).
@@ -27,6 +34,8 @@ pub enum Origin {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredIpcache {
     entries: BTreeMap<IpNetwork, BTreeMap<Origin, IpcacheValue>>,
+    /// NetworkPolicy `ipBlock` prefixes with their address identities.
+    addresses: BTreeMap<IpNetwork, u32>,
 }
 
 /// What to write to the map.
@@ -56,6 +65,7 @@ impl DesiredIpcache {
             IpcacheValue {
                 identity,
                 node_ipv4: node_ipv4(node_ip),
+                address_identity: 0,
             },
         );
     }
@@ -77,6 +87,7 @@ impl DesiredIpcache {
             IpcacheValue {
                 identity,
                 node_ipv4: node_ipv4(ip),
+                address_identity: 0,
             },
         );
     }
@@ -101,9 +112,16 @@ impl DesiredIpcache {
                 IpcacheValue {
                     identity: *identity,
                     node_ipv4: [0; 4],
+                    address_identity: 0,
                 },
             );
         }
+    }
+
+    /// Replaces the NetworkPolicy `ipBlock` prefixes and their address
+    /// identities (the policy engine's `Compiled::addresses`).
+    pub fn set_address_prefixes(&mut self, addresses: &BTreeMap<IpNetwork, u32>) {
+        self.addresses = addresses.clone();
     }
 
     fn set(&mut self, prefix: IpNetwork, origin: Origin, value: IpcacheValue) {
@@ -122,11 +140,21 @@ impl DesiredIpcache {
         }
     }
 
-    /// The value the map should hold per prefix.
+    /// The value the map should hold per prefix: a pod's or node's address
+    /// with the address identity of the most specific `ipBlock` prefix
+    /// containing it.
     pub fn effective(&self) -> BTreeMap<IpNetwork, IpcacheValue> {
         self.entries
             .iter()
-            .filter_map(|(prefix, origins)| origins.iter().next_back().map(|(_, v)| (*prefix, *v)))
+            .filter_map(|(prefix, origins)| {
+                let (origin, value) = origins.iter().next_back()?;
+                let mut value = *value;
+                if *origin != Origin::Cidr {
+                    value.address_identity =
+                        most_specific(&self.addresses, prefix.ip()).map_or(0, |(_, id)| id);
+                }
+                Some((*prefix, value))
+            })
             .collect()
     }
 
@@ -175,7 +203,8 @@ mod tests {
             map[&"10.244.2.5/32".parse().unwrap()],
             IpcacheValue {
                 identity: 300,
-                node_ipv4: [10, 77, 0, 12]
+                node_ipv4: [10, 77, 0, 12],
+                address_identity: 0,
             }
         );
         assert_eq!(
@@ -218,6 +247,7 @@ mod tests {
             IpcacheValue {
                 identity: 5,
                 node_ipv4: [0; 4],
+                address_identity: 0,
             },
         )]);
         let before_sync = desired.diff(&current, false);
@@ -244,5 +274,53 @@ mod tests {
         )]));
         let keys: Vec<String> = desired.effective().keys().map(|k| k.to_string()).collect();
         assert_eq!(keys, ["203.0.113.0/24"]);
+    }
+
+    #[test]
+    fn pod_and_node_addresses_carry_the_most_specific_ip_block_prefix() {
+        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+        let mut desired = DesiredIpcache::default();
+        desired.set_endpoint(ip("10.244.1.5"), 300, ip("10.77.0.11"));
+        desired.set_endpoint(ip("10.244.2.3"), 301, ip("10.77.0.12"));
+        desired.set_endpoint(ip("10.245.0.9"), 302, ip("10.77.0.12"));
+        desired.set_node(ip("10.77.0.12"), false);
+        let (wide, narrow) = (16_777_217, 16_777_218);
+        desired.set_cidrs(&BTreeMap::from([
+            (net("10.244.0.0/16"), wide),
+            (net("10.244.2.3/32"), narrow),
+        ]));
+        let address = |c| identity::address_identity(c);
+        desired.set_address_prefixes(&BTreeMap::from([
+            (net("10.244.0.0/16"), address(wide)),
+            (net("10.244.2.3/32"), address(narrow)),
+        ]));
+        let map = desired.effective();
+        let at = |s: &str| map[&net(s)];
+        assert_eq!(at("10.244.1.5/32").identity, 300);
+        assert_eq!(at("10.244.1.5/32").address_identity, address(wide));
+        // The /32 a policy names is the pod's entry, with the /32's address
+        // identity.
+        assert_eq!(at("10.244.2.3/32").identity, 301);
+        assert_eq!(at("10.244.2.3/32").address_identity, address(narrow));
+        assert_eq!(
+            at("10.245.0.9/32").address_identity,
+            0,
+            "outside every prefix"
+        );
+        assert_eq!(at("10.77.0.12/32").address_identity, 0);
+        // CIDR entries match the outside world by their CIDR identity.
+        assert_eq!(at("10.244.0.0/16").address_identity, 0);
+        // A new pod in the range gets it at once; a prefix no policy names
+        // any more leaves the pods' entries.
+        desired.set_endpoint(ip("10.244.7.7"), 303, ip("10.77.0.11"));
+        assert_eq!(
+            desired.effective()[&net("10.244.7.7/32")].address_identity,
+            address(wide)
+        );
+        desired.set_address_prefixes(&BTreeMap::new());
+        let current = map;
+        let diff = desired.diff(&current, true);
+        assert!(diff.upserts.iter().all(|(_, v)| v.address_identity == 0));
+        assert_eq!(diff.upserts.len(), 3, "{diff:?}");
     }
 }
