@@ -174,7 +174,12 @@ fn unescape(quoted: &str) -> Option<Vec<u8>> {
 }
 
 /// One random change to `input`.
-fn mutate(rng: &mut fastrand::Rng, input: &mut Vec<u8>, dictionary: &[Vec<u8>], seeds: &[(String, Vec<u8>)]) {
+fn mutate(
+    rng: &mut fastrand::Rng,
+    input: &mut Vec<u8>,
+    dictionary: &[Vec<u8>],
+    seeds: &[(String, Vec<u8>)],
+) {
     const INTERESTING: [u8; 10] = [0, 1, 0x7f, 0x80, 0xff, b'"', b'\n', b'*', b':', b'-'];
     let len = input.len();
     match rng.u8(0..9) {

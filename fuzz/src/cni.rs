@@ -93,7 +93,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn check_error(error: &CniError) {
-    assert!(!error.msg.trim().is_empty(), "a CNI error without a message");
+    assert!(
+        !error.msg.trim().is_empty(),
+        "a CNI error without a message"
+    );
     assert_ne!(error.code.value(), 0, "{error}: code 0 is success");
 }
 
@@ -102,12 +105,19 @@ fn check_error(error: &CniError) {
 fn check_response(env: &HashMap<String, String>, stdin: &[u8], error: &CniError) {
     let mut stdout = Vec::new();
     let status = weir_cni::run(env, &mut &stdin[..], &mut stdout);
-    assert_eq!(status, weir_cni::ERROR_EXIT_STATUS, "a refusal exited {status}");
+    assert_eq!(
+        status,
+        weir_cni::ERROR_EXIT_STATUS,
+        "a refusal exited {status}"
+    );
     let answer: Value = serde_json::from_slice(&stdout)
         .unwrap_or_else(|e| panic!("the error result is not JSON ({e}): {stdout:?}"));
     assert_eq!(answer["code"], u64::from(error.code.value()), "{answer}");
     assert_eq!(answer["msg"], error.msg.as_str(), "{answer}");
-    assert!(answer["cniVersion"].as_str().is_some_and(|v| !v.is_empty()), "{answer}");
+    assert!(
+        answer["cniVersion"].as_str().is_some_and(|v| !v.is_empty()),
+        "{answer}"
+    );
 }
 
 fn check_request(request: &Request) {

@@ -39,7 +39,9 @@ fn datapath() -> &'static Mutex<Datapath> {
     DATAPATH.get_or_init(|| {
         let pins = PinDir::new();
         let datapath = load(&pins).unwrap_or_else(|e| {
-            panic!("the datapath target loads the kernel programs (root, `cargo xtask build`): {e:#}")
+            panic!(
+                "the datapath target loads the kernel programs (root, `cargo xtask build`): {e:#}"
+            )
         });
         drop(pins);
         Mutex::new(datapath)
@@ -63,7 +65,9 @@ pub fn run(data: &[u8]) -> Outcome {
     let mut u = Unstructured::new(data);
     let state = u.int_in_range(0..=7u8).unwrap_or(0);
     let frame = frame(&mut u);
-    let mut datapath = datapath().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut datapath = datapath()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     set_endpoint_state(&mut datapath, state);
     let mut outcome = Outcome::default();
     for program in ProgramKind::ALL {
@@ -116,7 +120,10 @@ fn check(datapath: &mut Datapath, program: ProgramKind, frame: &[u8]) -> bool {
     let name = program.name();
     let before = datapath.metrics().expect("reading weir_metrics");
     let run = test_run(datapath, program, frame, 1);
-    let delta = datapath.metrics().expect("reading weir_metrics").since(&before);
+    let delta = datapath
+        .metrics()
+        .expect("reading weir_metrics")
+        .since(&before);
     let moved: Vec<(u8, u8, weir_abi::MetricsValue)> = delta.iter().collect();
     let run = match run {
         Ok(run) => run,
@@ -183,7 +190,15 @@ pub fn frame(u: &mut Unstructured<'_>) -> Vec<u8> {
     let mut frame = Vec::with_capacity(128);
     frame.extend_from_slice(&MAC_B);
     frame.extend_from_slice(&MAC_A);
-    for _ in 0..u.int_in_range(0..=2u8).unwrap_or(0) {
+    // A VLAN tag (one frame in eight, two in 64): the kernel strips tags
+    // before TC on real devices, so a tagged frame here is not IP to the
+    // programs, which must still count and pass it.
+    let tags = match u.int_in_range(0..=63u8).unwrap_or(0) {
+        0 => 2,
+        1..=7 => 1,
+        _ => 0,
+    };
+    for _ in 0..tags {
         let tpid: u16 = *u.choose(&[0x8100, 0x88a8]).unwrap_or(&0x8100);
         frame.extend_from_slice(&tpid.to_be_bytes());
         frame.extend_from_slice(&u.arbitrary::<u16>().unwrap_or(0).to_be_bytes());
@@ -202,13 +217,20 @@ pub fn frame(u: &mut Unstructured<'_>) -> Vec<u8> {
             frame.extend_from_slice(u.bytes(len.min(u.len())).unwrap_or_default());
         }
     }
-    // Cut short, or padded to the Ethernet minimum.
-    match u.int_in_range(0..=7u8).unwrap_or(0) {
+    // Cut short (mostly after the Ethernet header, which the kernel needs
+    // to run the frame at all), or padded to the Ethernet minimum.
+    match u.int_in_range(0..=31u8).unwrap_or(0) {
         0 => {
             let at = u.int_in_range(0..=frame.len()).unwrap_or(frame.len());
             frame.truncate(at);
         }
-        1 if frame.len() < 60 => frame.resize(60, 0),
+        1..=4 => {
+            let at = u
+                .int_in_range(14.min(frame.len())..=frame.len())
+                .unwrap_or(frame.len());
+            frame.truncate(at);
+        }
+        5..=7 if frame.len() < 60 => frame.resize(60, 0),
         _ => {}
     }
     frame
@@ -226,14 +248,25 @@ fn ipv4(u: &mut Unstructured<'_>, frame: &mut Vec<u8>) {
     if u.ratio(1, 16).unwrap_or(false) {
         ihl = u.int_in_range(0..=15).unwrap_or(5);
     }
-    let version = if u.ratio(1, 32).unwrap_or(false) { u.int_in_range(0..=15u8).unwrap_or(4) } else { 4 };
+    let version = if u.ratio(1, 32).unwrap_or(false) {
+        u.int_in_range(0..=15u8).unwrap_or(4)
+    } else {
+        4
+    };
     let protocol = l4_protocol(u);
     // Flags and fragment offset: none, DF, a first fragment (MF), a later one.
     let fragment: u16 = match u.int_in_range(0..=5u8).unwrap_or(0) {
         0..=2 => 0,
         3 => 0x4000,
         4 => 0x2000,
-        _ => u.int_in_range(1..=0x1fffu16).unwrap_or(185) | if u.arbitrary().unwrap_or(false) { 0x2000 } else { 0 },
+        _ => {
+            u.int_in_range(1..=0x1fffu16).unwrap_or(185)
+                | if u.arbitrary().unwrap_or(false) {
+                    0x2000
+                } else {
+                    0
+                }
+        }
     };
     let source = address4(u, IP4_A);
     let destination = address4(u, IP4_B);
@@ -266,12 +299,20 @@ fn ipv4(u: &mut Unstructured<'_>, frame: &mut Vec<u8>) {
 fn ipv6(u: &mut Unstructured<'_>, frame: &mut Vec<u8>) {
     frame.extend_from_slice(&0x86DDu16.to_be_bytes());
     let start = frame.len();
-    let version = if u.ratio(1, 32).unwrap_or(false) { u.int_in_range(0..=15u8).unwrap_or(6) } else { 6 };
+    let version = if u.ratio(1, 32).unwrap_or(false) {
+        u.int_in_range(0..=15u8).unwrap_or(6)
+    } else {
+        6
+    };
     frame.extend_from_slice(&[version << 4, 0, 0, 0, 0, 0, 0, 64]);
     frame.extend_from_slice(&address6(u, IP6_A));
     frame.extend_from_slice(&address6(u, IP6_B));
     // Extension headers: hop-by-hop, routing, fragment, destination options.
-    let count = if u.ratio(1, 3).unwrap_or(false) { u.int_in_range(1..=6u8).unwrap_or(1) } else { 0 };
+    let count = if u.ratio(1, 3).unwrap_or(false) {
+        u.int_in_range(1..=6u8).unwrap_or(1)
+    } else {
+        0
+    };
     let mut next_at = start + 6;
     let mut later_fragment = false;
     for _ in 0..count {
@@ -279,15 +320,29 @@ fn ipv6(u: &mut Unstructured<'_>, frame: &mut Vec<u8>) {
         frame[next_at] = kind;
         next_at = frame.len();
         if kind == 44 {
-            let offset: u16 = if u.ratio(1, 2).unwrap_or(false) { 0 } else { u.int_in_range(1..=0x1fff).unwrap_or(1) };
+            let offset: u16 = if u.ratio(1, 2).unwrap_or(false) {
+                0
+            } else {
+                u.int_in_range(1..=0x1fff).unwrap_or(1)
+            };
             later_fragment |= offset != 0;
             frame.extend_from_slice(&[0, 0]);
-            frame.extend_from_slice(&(offset << 3 | u16::from(u.arbitrary::<bool>().unwrap_or(false))).to_be_bytes());
+            frame.extend_from_slice(
+                &(offset << 3 | u16::from(u.arbitrary::<bool>().unwrap_or(false))).to_be_bytes(),
+            );
             frame.extend_from_slice(&[0, 0, 0, 1]);
         } else {
-            let words = if u.ratio(1, 10).unwrap_or(false) { u.arbitrary::<u8>().unwrap_or(0) } else { u.int_in_range(0..=2u8).unwrap_or(0) };
+            let words = if u.ratio(1, 10).unwrap_or(false) {
+                u.arbitrary::<u8>().unwrap_or(0)
+            } else {
+                u.int_in_range(0..=2u8).unwrap_or(0)
+            };
             // AH counts 4-byte words minus 2, the others 8-byte words minus 1.
-            let len = if kind == 51 { (usize::from(words) + 2) * 4 } else { (usize::from(words) + 1) * 8 };
+            let len = if kind == 51 {
+                (usize::from(words) + 2) * 4
+            } else {
+                (usize::from(words) + 1) * 8
+            };
             frame.extend_from_slice(&[0, words]);
             frame.extend(std::iter::repeat_n(0, len.saturating_sub(2).min(64)));
         }
@@ -323,15 +378,28 @@ fn l4_protocol(u: &mut Unstructured<'_>) -> u8 {
 
 fn l4(u: &mut Unstructured<'_>, protocol: u8, v6: bool, frame: &mut Vec<u8>) {
     let port = |u: &mut Unstructured<'_>, usual: u16| -> [u8; 2] {
-        if u.ratio(3, 4).unwrap_or(true) { usual } else { u.arbitrary().unwrap_or(usual) }.to_be_bytes()
+        if u.ratio(3, 4).unwrap_or(true) {
+            usual
+        } else {
+            u.arbitrary().unwrap_or(usual)
+        }
+        .to_be_bytes()
     };
     match protocol {
         6 => {
             frame.extend_from_slice(&port(u, 40000));
             frame.extend_from_slice(&port(u, 80));
             frame.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
-            let data_offset = if u.ratio(1, 10).unwrap_or(false) { u.int_in_range(0..=15u8).unwrap_or(5) } else { 5 };
-            let flags: u8 = if u.ratio(1, 2).unwrap_or(true) { 0x02 } else { u.arbitrary().unwrap_or(0x10) };
+            let data_offset = if u.ratio(1, 10).unwrap_or(false) {
+                u.int_in_range(0..=15u8).unwrap_or(5)
+            } else {
+                5
+            };
+            let flags: u8 = if u.ratio(1, 2).unwrap_or(true) {
+                0x02
+            } else {
+                u.arbitrary().unwrap_or(0x10)
+            };
             frame.extend_from_slice(&[data_offset << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
             if data_offset > 5 {
                 frame.extend(std::iter::repeat_n(1, (usize::from(data_offset) - 5) * 4));
@@ -342,14 +410,22 @@ fn l4(u: &mut Unstructured<'_>, protocol: u8, v6: bool, frame: &mut Vec<u8>) {
             frame.extend_from_slice(&port(u, 40000));
             frame.extend_from_slice(&port(u, 53));
             let len = (8 + payload.len()) as u16;
-            let len = if u.ratio(1, 10).unwrap_or(false) { u.arbitrary().unwrap_or(len) } else { len };
+            let len = if u.ratio(1, 10).unwrap_or(false) {
+                u.arbitrary().unwrap_or(len)
+            } else {
+                len
+            };
             frame.extend_from_slice(&len.to_be_bytes());
             frame.extend_from_slice(&[0, 0]);
             frame.extend_from_slice(payload);
         }
         1 | 58 => {
             let echo = if v6 || protocol == 58 { 128 } else { 8 };
-            let kind = if u.ratio(2, 3).unwrap_or(true) { echo } else { u.arbitrary().unwrap_or(echo) };
+            let kind = if u.ratio(2, 3).unwrap_or(true) {
+                echo
+            } else {
+                u.arbitrary().unwrap_or(echo)
+            };
             frame.extend_from_slice(&[kind, u.arbitrary().unwrap_or(0), 0, 0, 0, 7, 0, 1]);
             frame.extend_from_slice(b"weir fuzz");
         }

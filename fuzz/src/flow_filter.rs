@@ -69,7 +69,17 @@ const PROTOCOLS: &[&str] = &[
     "tcp", "UDP", "sctp", "icmp", "ICMPv4", "icmpv6", "http", "dns", "kafka", "gre",
 ];
 const NODE_PATTERNS: &[&str] = &[
-    "*", "", "n1", "n*", "*1", "n*1", "**", "a*b*c", "*n*", "node-*-east", "***x**",
+    "*",
+    "",
+    "n1",
+    "n*",
+    "*1",
+    "n*1",
+    "**",
+    "a*b*c",
+    "*n*",
+    "node-*-east",
+    "***x**",
 ];
 const NODE_NAMES: &[&str] = &["n1", "n2", "", "node-1-east", "abc", "aXbYc", "x", "n11"];
 const NAMESPACES: &[&str] = &["shop", "billing", "kube-system", ""];
@@ -106,24 +116,32 @@ fn check_lists(whitelist: &[FlowFilter], blacklist: &[FlowFilter], flows: &[Flow
     let compiled = match FlowFilters::new(whitelist, blacklist) {
         Ok(compiled) => compiled,
         Err(error) => {
-            assert!(!error.to_string().trim().is_empty(), "a refusal without a reason");
+            assert!(
+                !error.to_string().trim().is_empty(),
+                "a refusal without a reason"
+            );
             return;
         }
     };
     for list in [whitelist, blacklist] {
         assert!(list.len() <= MAX_FILTERS, "{} filters accepted", list.len());
         for filter in list {
-            assert!(filter.encoded_len() <= MAX_FILTER_BYTES, "a large filter accepted");
+            assert!(
+                filter.encoded_len() <= MAX_FILTER_BYTES,
+                "a large filter accepted"
+            );
         }
     }
-    let alone = |f: &FlowFilter| FlowFilters::new(std::slice::from_ref(f), &[]).expect("compiled in the list");
+    let alone = |f: &FlowFilter| {
+        FlowFilters::new(std::slice::from_ref(f), &[]).expect("compiled in the list")
+    };
     let white: Vec<FlowFilters> = whitelist.iter().map(alone).collect();
     let black: Vec<FlowFilters> = blacklist.iter().map(alone).collect();
     for flow in flows {
         let white_hits: Vec<bool> = white.iter().map(|f| f.matches(flow)).collect();
         let black_hits: Vec<bool> = black.iter().map(|f| f.matches(flow)).collect();
-        let expected = (white_hits.is_empty() || white_hits.contains(&true))
-            && !black_hits.contains(&true);
+        let expected =
+            (white_hits.is_empty() || white_hits.contains(&true)) && !black_hits.contains(&true);
         assert_eq!(
             compiled.matches(flow),
             expected,
@@ -131,7 +149,11 @@ fn check_lists(whitelist: &[FlowFilter], blacklist: &[FlowFilter], flows: &[Flow
         );
         for (filter, hit) in blacklist.iter().zip(&black_hits) {
             let only_black = FlowFilters::new(&[], std::slice::from_ref(filter)).expect("compiled");
-            assert_eq!(only_black.matches(flow), !hit, "a blacklist filter is not the complement of the same whitelist filter");
+            assert_eq!(
+                only_black.matches(flow),
+                !hit,
+                "a blacklist filter is not the complement of the same whitelist filter"
+            );
         }
     }
 }
@@ -184,7 +206,7 @@ pub fn reference_glob(pattern: &str, name: &str) -> bool {
 fn filter(u: &mut Unstructured<'_>) -> FlowFilter {
     let mut f = FlowFilter::default();
     // Each field is set with probability about one in four.
-    let mut set = |u: &mut Unstructured<'_>| u.ratio(1, 4).unwrap_or(false);
+    let set = |u: &mut Unstructured<'_>| u.ratio(1, 4).unwrap_or(false);
     if set(u) {
         f.source_ip = words(u, CIDRS, 3);
     }
@@ -266,7 +288,16 @@ fn flow(u: &mut Unstructured<'_>) -> Flow {
     let v6: bool = u.ratio(1, 4).unwrap_or(false);
     let address = |u: &mut Unstructured<'_>| {
         if v6 {
-            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u.int_in_range(0..=3).unwrap_or(1)))
+            IpAddr::V6(Ipv6Addr::new(
+                0xfd00,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                u.int_in_range(0..=3).unwrap_or(1),
+            ))
         } else {
             ipv4(u)
         }

@@ -61,11 +61,11 @@ pub fn fuzz(data: &[u8]) {
         keys.windows(2).all(|w| w[0] < w[1]),
         "frontends are not sorted and unique by key"
     );
-    if let Some(frontend) = state
-        .frontends
-        .iter()
-        .find(|f| f.backends.iter().any(|b| b.state == weir_lb::BackendState::Active))
-    {
+    if let Some(frontend) = state.frontends.iter().find(|f| {
+        f.backends
+            .iter()
+            .any(|b| b.state == weir_lb::BackendState::Active)
+    }) {
         frontend
             .maglev_table(options.maglev_table_size)
             .expect("a Maglev table for a frontend with active backends");

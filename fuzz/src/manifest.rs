@@ -25,7 +25,10 @@ pub fn fuzz(data: &[u8]) {
             check_api_reading(text, &objects);
         }
         Err(error) => {
-            assert!(!format!("{error:#}").trim().is_empty(), "a refusal without a reason");
+            assert!(
+                !format!("{error:#}").trim().is_empty(),
+                "a refusal without a reason"
+            );
         }
     }
 }

@@ -123,9 +123,15 @@ pub(crate) fn json_representable(value: &Value) -> bool {
 }
 
 fn check_refusal(error: &PolicyError) {
-    assert!(!error.to_string().trim().is_empty(), "a refusal without a reason");
+    assert!(
+        !error.to_string().trim().is_empty(),
+        "a refusal without a reason"
+    );
     if let PolicyError::Invalid { errors, .. } = error {
-        assert!(!errors.is_empty(), "an invalid policy without a field problem");
+        assert!(
+            !errors.is_empty(),
+            "an invalid policy without a field problem"
+        );
         for message in errors.messages() {
             assert!(!message.trim().is_empty(), "a field problem without text");
         }
@@ -154,13 +160,25 @@ fn compile_and_lower(policies: &[Policy]) {
     let first = compile(&view, policies, &mut LocalIdentities::new());
     let second = compile(&view, policies, &mut LocalIdentities::new());
     assert_eq!(first, second, "compiling is not deterministic");
-    assert_eq!(lower(&first), lower(&second), "lowering is not deterministic");
+    assert_eq!(
+        lower(&first),
+        lower(&second),
+        "lowering is not deterministic"
+    );
 }
+
+/// A pod of [`small_cluster`]: identity, namespace, labels, local endpoint.
+type Pod = (u32, &'static str, &'static [(&'static str, &'static str)], Option<u32>);
 
 fn small_cluster() -> ClusterView {
     let mut view = ClusterView::new();
-    let pods: [(u32, &str, &[(&str, &str)], Option<u32>); 3] = [
-        (100_001, "shop", &[("app", "web"), ("tier", "front")], Some(1)),
+    let pods: [Pod; 3] = [
+        (
+            100_001,
+            "shop",
+            &[("app", "web"), ("tier", "front")],
+            Some(1),
+        ),
         (100_002, "shop", &[("app", "db")], Some(2)),
         (100_003, "billing", &[("app", "ledger")], None),
     ];

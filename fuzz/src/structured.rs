@@ -8,7 +8,11 @@ use arbitrary::Unstructured;
 /// at most `max_len` bytes.
 pub fn text(u: &mut Unstructured<'_>, vocabulary: &[&str], max_len: usize) -> String {
     if !vocabulary.is_empty() && u.ratio(3, 4).unwrap_or(true) {
-        return u.choose(vocabulary).copied().unwrap_or_default().to_string();
+        return u
+            .choose(vocabulary)
+            .copied()
+            .unwrap_or_default()
+            .to_string();
     }
     let mut s: String = u.arbitrary().unwrap_or_default();
     if s.len() > max_len {

@@ -125,6 +125,12 @@ fn every_target_has_its_test_binary_corpus_and_dictionary() {
             "{name} has no dictionary"
         );
     }
-    let binaries = std::fs::read_dir(here.join("fuzz_targets")).unwrap().count();
-    assert_eq!(binaries, TARGETS.len(), "a binary in fuzz_targets/ that is no target");
+    let binaries = std::fs::read_dir(here.join("fuzz_targets"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        binaries,
+        TARGETS.len(),
+        "a binary in fuzz_targets/ that is no target"
+    );
 }
