@@ -257,7 +257,7 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 pub fn parse_stats(log: &str) -> Stats {
     let mut stats = Stats::default();
     for line in log.lines() {
-        let Some((key, value)) = line.trim().split_once(':') else {
+        let Some((key, value)) = line.trim().rsplit_once(':') else {
             continue;
         };
         let Ok(value) = value.trim().parse::<u64>() else {
