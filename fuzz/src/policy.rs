@@ -168,7 +168,12 @@ fn compile_and_lower(policies: &[Policy]) {
 }
 
 /// A pod of [`small_cluster`]: identity, namespace, labels, local endpoint.
-type Pod = (u32, &'static str, &'static [(&'static str, &'static str)], Option<u32>);
+type Pod = (
+    u32,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<u32>,
+);
 
 fn small_cluster() -> ClusterView {
     let mut view = ClusterView::new();
