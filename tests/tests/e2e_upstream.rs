@@ -12,12 +12,13 @@ use weir_lab::testing::TestLab;
 use weir_lab::KubeBinaries;
 
 /// The specs every `cargo xtask test` runs: one where a policy must deny,
-/// one where ports decide, one where policies are stacked, and one where a
+/// one where ports decide, one where policies are stacked, one where a
 /// label without a value (`isolated: ""`) moves a running pod under a
 /// policy (it found that 1.20's API server refused such a label in a
-/// WeirIdentity).
-const FOCUS: &str = r"\[sig-network\] NetworkPolicy .*(should support a 'default-deny-ingress' policy|should enforce policy based on Ports|should enforce multiple, stacked policies with overlapping podSelectors|should deny ingress access to updated pod)";
-const SPECS: usize = 4;
+/// WeirIdentity), and one where an ipBlock's except leaves out a pod's
+/// address (ipBlock matches cluster addresses).
+const FOCUS: &str = r"\[sig-network\] NetworkPolicy .*(should support a 'default-deny-ingress' policy|should enforce policy based on Ports|should enforce multiple, stacked policies with overlapping podSelectors|should deny ingress access to updated pod|should enforce except clause while egress access to server in CIDR block)";
+const SPECS: usize = 5;
 const SKIP: &str = r"SCTP";
 
 #[test]

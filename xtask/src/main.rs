@@ -10,6 +10,7 @@ mod cmd;
 mod crds;
 mod deny;
 mod e2e;
+mod fuzz;
 mod image;
 mod kube;
 mod lab;
@@ -42,6 +43,10 @@ enum Command {
     Build(build::BuildArgs),
     /// Setup, build, format and lint checks, then every test suite (needs root).
     Test(test::TestArgs),
+    /// Run the fuzz targets of fuzz/ under libFuzzer (cargo-fuzz, nightly):
+    /// each for `--time` seconds, then executions, findings and corpus size
+    /// per target. `datapath` loads the kernel programs (needs root).
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks that print figures.
     Bench(bench::BenchArgs),
     /// The lab cluster: `lab up` (2 nodes, example workloads, matrix),
@@ -65,6 +70,7 @@ fn main() -> Result<()> {
         Command::Setup => setup::run(),
         Command::Build(args) => build::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Crds(args) => crds::run(&args),

@@ -20,6 +20,11 @@ pub fn bpf_linker() -> PathBuf {
     tools_dir().join("bin/bpf-linker")
 }
 
+/// cargo-fuzz, for `cargo xtask fuzz` (see fuzz.rs).
+pub fn cargo_fuzz() -> PathBuf {
+    tools_dir().join("bin/cargo-fuzz")
+}
+
 pub fn cargo_deny() -> PathBuf {
     tools_dir().join("bin/cargo-deny")
 }

@@ -19,6 +19,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// workspace's stable rustc (it needs 1.88).
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
+/// cargo-fuzz release built by setup, for `cargo xtask fuzz` (it drives
+/// libFuzzer on nightly; installed with the stable toolchain).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// kubernetes-validate (PyPI): Kubernetes' OpenAPI schemas of 1.25 to 1.37,
 /// against which the deploy/ manifests are checked; in a venv under target/.
 const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
@@ -64,6 +68,7 @@ pub fn run() -> Result<()> {
     ensure_rust_src(&sysroot)?;
     ensure_bpf_linker(&sysroot)?;
     ensure_cargo_deny()?;
+    ensure_cargo_fuzz()?;
     ensure_debian_packages()?;
     ensure_bpffs()?;
     ensure_manifest_validator()?;
@@ -218,6 +223,23 @@ fn ensure_cargo_deny() -> Result<()> {
             .env("CARGO_PROFILE_DEV_DEBUG", "0"),
     )
     .context("building cargo-deny failed; it needs access to crates.io")
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    step(&format!("cargo-fuzz {CARGO_FUZZ_VERSION}"));
+    let fuzz = paths::cargo_fuzz();
+    let wanted = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    if cmd::output(Command::new(&fuzz).arg("--version")).as_deref() == Some(wanted.as_str()) {
+        eprintln!("    present at {}", fuzz.display());
+        return Ok(());
+    }
+    cmd::run(
+        cmd::cargo(None)
+            .args(["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}")])
+            .args(["--locked", "--force", "--root"])
+            .arg(paths::tools_dir()),
+    )
+    .with_context(|| format!("building {wanted} failed; it needs access to crates.io"))
 }
 
 /// A Python venv under target/tools with kubernetes-validate, for the
