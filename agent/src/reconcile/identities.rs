@@ -169,16 +169,21 @@ impl IdentitySync {
     }
 
     /// The security labels of a local endpoint: from its Pod and Namespace
-    /// manifests, or `reserved:init` while they are not known.
+    /// manifests, or `reserved:init` while they are not known. A pod seen
+    /// before its namespace (the watches deliver them independently) waits
+    /// as `init` too: without the namespace's labels its identity would be
+    /// wrong, and a `NotIn` namespace selector would select it. `default`
+    /// may be implicit (a manifest directory need not declare it).
     fn labels_of(&self, cluster: &ClusterManifests, endpoint: &Endpoint) -> LabelSet {
+        let init = || LabelSet::reserved(weir_abi::identity::INIT).unwrap_or_default();
         let Some(pod) = cluster.pods.get(&endpoint.pod) else {
-            return LabelSet::reserved(weir_abi::identity::INIT).unwrap_or_default();
+            return init();
         };
-        let namespace_labels = cluster
-            .namespaces
-            .get(&pod.namespace)
-            .map(|ns| ns.labels.clone())
-            .unwrap_or_default();
+        let namespace_labels = match cluster.namespaces.get(&pod.namespace) {
+            Some(namespace) => namespace.labels.clone(),
+            None if pod.namespace == "default" => Default::default(),
+            None => return init(),
+        };
         pod_security_labels(
             &pod.namespace,
             namespace_labels
