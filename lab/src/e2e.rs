@@ -104,6 +104,9 @@ impl Lab {
         let mut cmd = Command::new(e2e_test);
         cmd.arg(format!("--kubeconfig={}", cp.admin_kubeconfig().display()))
             .arg("--provider=skeleton")
+            // The suite execs into pods with kubectl: the lab's (1.20), not
+            // whatever the machine has on PATH.
+            .arg(format!("--kubectl-path={}", cp.kubectl.display()))
             .arg(format!("--num-nodes={}", self.state.nodes.len()))
             .arg(format!("--ginkgo.focus={focus}"))
             .arg(format!("--ginkgo.skip={skip}"))
