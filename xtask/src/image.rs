@@ -99,7 +99,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
 /// lab's pod server. Written to `target/images/lab/`, where weir-lab finds
 /// them beside its binaries.
 pub fn lab_node_images(bin_dir: &Path) -> Result<()> {
-    step("images of the lab's real nodes (pause, weir-lab-pod)");
+    step("images of the lab's real nodes (pause, weir-lab-pod, agnhost)");
     let out = paths::root().join("target/images/lab");
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let pause = out.join("pause");
