@@ -112,7 +112,15 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
     // A graceful delete: kubelet stops the pod (CNI DEL) and removes it.
     lab.control_plane()
         .unwrap()
-        .kubectl(&["delete", "pod", "b", "-n", "x", "--timeout=60s"])
+        .kubectl(&[
+            "delete",
+            "pod",
+            "b",
+            "-n",
+            "x",
+            "--timeout=60s",
+            "--request-timeout=0",
+        ])
         .unwrap();
     let real = RealNode::of(&weir_lab::lab_dir(&name), "n2");
     assert!(real.pod_netns("x/b").is_err(), "x/b's sandbox is gone");

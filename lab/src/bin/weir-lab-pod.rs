@@ -9,6 +9,7 @@ use std::thread;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
 
 #[derive(Parser)]
 #[command(name = "weir-lab-pod")]
@@ -36,6 +37,18 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // As a container's first process SIGTERM has no default action: a real
+    // kubelet would wait out the grace period for a server that ignores
+    // it. Blocked here (every thread inherits the mask) and taken by one
+    // thread, which exits.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGTERM);
+    stop.add(Signal::SIGINT);
+    stop.thread_block().context("block SIGTERM")?;
+    thread::spawn(move || {
+        let _ = stop.wait();
+        std::process::exit(0);
+    });
     let mut servers = Vec::new();
     for port in args.tcp {
         let listener =
