@@ -21,7 +21,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::core::v1::Pod as ApiPod;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod as ApiPod};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -43,9 +45,13 @@ const POD_TIMEOUT: Duration = Duration::from_secs(60);
 /// endpoints terminating.
 const TERMINATING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a deleted pod that backs a service stays terminating (and
-/// serving) before it stops: time for the agents to act on the slice.
-const TERMINATION_GRACE: Duration = Duration::from_millis(300);
+/// serving) before it stops: time for the agents to act on the slice
+/// (manifest-directory mode too, where the lab publishes it terminating).
+pub(crate) const TERMINATION_GRACE: Duration = Duration::from_millis(300);
 const POLL: Duration = Duration::from_millis(50);
+/// How long a started kubelet daemon may take to join: its node's Lease
+/// renewed and its Ready condition posted.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Lab {
     /// Access to the API server as the lab's kubelet, in control-plane mode.
@@ -152,11 +158,61 @@ impl Lab {
         Ok(())
     }
 
+    /// Waits until the kubelet daemon of `node`, started at `since`, has
+    /// renewed the node's Lease and reported it Ready, as a joining node
+    /// does: `lab up` returns with Ready nodes, and a restarted daemon's
+    /// first heartbeat is in before the caller goes on.
+    pub(crate) fn wait_joined(&self, node: &str, since: Timestamp) -> Result<()> {
+        let access = self.api_access().context("no control plane")?;
+        let joined = access.run(|client| async move {
+            let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+            let nodes: Api<Node> = Api::all(client);
+            let deadline = Instant::now() + JOIN_TIMEOUT;
+            while Instant::now() < deadline {
+                let renewed = leases
+                    .get_opt(node)
+                    .await?
+                    .and_then(|l| l.spec)
+                    .is_some_and(|s| {
+                        s.holder_identity.as_deref() == Some(node)
+                            && s.renew_time.is_some_and(|t| t.0 >= since)
+                    });
+                let ready = nodes
+                    .get_opt(node)
+                    .await?
+                    .and_then(|n| n.status)
+                    .is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
+                if renewed && ready {
+                    return Ok(true);
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            Ok(false)
+        })?;
+        if !joined {
+            bail!(
+                "node {node}: no Lease renewal and Ready status within {JOIN_TIMEOUT:?}{}",
+                self.kubelet_log_tail_of(node)
+            );
+        }
+        Ok(())
+    }
+
     /// The end of the log of the kubelet daemon of `pod`'s node.
     fn kubelet_log_tail(&self, pod: &ApiPod) -> String {
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
             return "; not bound to a node".into();
         };
+        self.kubelet_log_tail_of(node)
+    }
+
+    /// The end of the log of `node`'s kubelet daemon.
+    fn kubelet_log_tail_of(&self, node: &str) -> String {
         let log =
             std::fs::read_to_string(self.dir.join(node).join("kubelet.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(10).collect();

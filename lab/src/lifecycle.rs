@@ -182,14 +182,16 @@ impl Lab {
             "--node".into(),
             node.name.clone(),
         ];
+        let name = node.name.clone();
+        let since = k8s_openapi::jiff::Timestamp::now();
         let pid = process::spawn_detached(&node.netns, &self.binaries.lab(), &args, &log)?;
         progress(&format!(
-            "node {}: kubelet daemon (pid {pid}, log {})",
-            node.name,
+            "node {name}: kubelet daemon (pid {pid}, log {})",
             log.display()
         ));
         self.state.nodes[index].kubelet_pid = pid;
-        self.state.save(&self.dir)
+        self.state.save(&self.dir)?;
+        self.wait_joined(&name, since)
     }
 
     /// Starts weir-relay over the agents' Observer APIs.

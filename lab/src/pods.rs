@@ -20,9 +20,6 @@ use weir_tests::netns;
 /// The pod's interface, as kubelet names it.
 pub(crate) const POD_IFNAME: &str = "eth0";
 const POD_READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a deleted pod that backs a service is published terminating
-/// before it stops: a few reconcile ticks of the agents.
-const TERMINATION_GRACE: Duration = Duration::from_millis(300);
 
 impl Lab {
     pub(crate) fn apply_pod(&mut self, pod: &Pod) -> Result<Applied> {
@@ -229,7 +226,7 @@ impl Lab {
         // publish the pod terminating (no new connections), give the
         // agents time to act on it, then stop it.
         if self.sync_endpoint_slices(&BTreeSet::from([pod.key()]))? {
-            std::thread::sleep(TERMINATION_GRACE);
+            std::thread::sleep(crate::kubelet::TERMINATION_GRACE);
         }
         self.stop_sandbox(&pod)?;
         self.remove_manifest(&format!("pods/{}/{}.yaml", pod.namespace, pod.name))?;

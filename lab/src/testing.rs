@@ -2,6 +2,7 @@
 //! panics), so suites can run in parallel and leave nothing behind.
 
 use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -89,6 +90,27 @@ impl TestLab {
         let objects: Vec<Object> = manifest::parse(yaml)?;
         self.delete(&objects)?;
         Ok(())
+    }
+
+    /// `kubectl get ARGS -o jsonpath=PATH` as the admin: one field, empty
+    /// if the path matches nothing; an error if kubectl fails (no such
+    /// object, no control plane).
+    pub fn kubectl_field(&self, args: &[&str], path: &str) -> Result<String> {
+        let path = format!("jsonpath={path}");
+        let mut all: Vec<&str> = vec!["get"];
+        all.extend(args);
+        all.extend(["-o", &path]);
+        self.control_plane()?.kubectl(&all)
+    }
+}
+
+/// Polls `done` every 200 ms until it holds; panics (failing the test)
+/// after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

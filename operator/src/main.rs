@@ -116,7 +116,11 @@ async fn main() -> Result<()> {
         .with_identity(&identity)
         .with_duration(args.lease_duration_s)
         .with_grace(args.lease_renew_before_s)
-        .with_field_manager(FIELD_MANAGER)
+        // A field manager per replica: taking a free lease is a server-side
+        // apply of holderIdentity, and only a different manager's apply
+        // conflicts. With one manager for all, two replicas racing for a
+        // free lease both succeed and both lead.
+        .with_field_manager(format!("{FIELD_MANAGER}-{identity}"))
         .build()
         .await
         .context("lease manager")?;

@@ -217,15 +217,6 @@ spec:
   ports: [{port: 80, targetPort: http}]
 ";
 
-/// `kubectl get` of one field (jsonpath) as the admin.
-fn field(lab: &TestLab, args: &[&str], path: &str) -> String {
-    let path = format!("jsonpath={path}");
-    let mut all: Vec<&str> = vec!["get"];
-    all.extend(args);
-    all.extend(["-o", &path]);
-    lab.control_plane().unwrap().kubectl(&all).unwrap()
-}
-
 #[test]
 fn lab_apply_goes_through_the_api_server_and_the_kubelets_run_the_pods() {
     let mut lab = TestLab::up(2).expect("lab up");
@@ -277,20 +268,21 @@ fn lab_apply_goes_through_the_api_server_and_the_kubelets_run_the_pods() {
     );
     assert_eq!(b.node, "n2");
     assert_eq!(
-        field(
-            &lab,
+        lab.kubectl_field(
             &["namespace", "cp"],
             "{.metadata.labels.kubernetes\\.io/metadata\\.name}"
-        ),
+        )
+        .unwrap(),
         "cp"
     );
     // The scheduler's binding and the kubelet's status, as the API has them.
-    let status = field(
-        &lab,
-        &["pod", "a", "-n", "cp"],
-        "{.spec.nodeName} {.status.podIP} {.status.hostIP} {.status.phase} \
+    let status = lab
+        .kubectl_field(
+            &["pod", "a", "-n", "cp"],
+            "{.spec.nodeName} {.status.podIP} {.status.hostIP} {.status.phase} \
          {.status.conditions[?(@.type==\"Ready\")].status}",
-    );
+        )
+        .unwrap();
     let host_ip = lab.state().node(&a.node).unwrap().underlay_ip;
     assert_eq!(
         status,
@@ -306,17 +298,18 @@ fn lab_apply_goes_through_the_api_server_and_the_kubelets_run_the_pods() {
     // The EndpointSlice controller publishes the ready pod behind web.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let addresses = field(
-            &lab,
-            &[
-                "endpointslices",
-                "-n",
-                "cp",
-                "-l",
-                "kubernetes.io/service-name=web",
-            ],
-            "{.items[*].endpoints[*].addresses[*]}",
-        );
+        let addresses = lab
+            .kubectl_field(
+                &[
+                    "endpointslices",
+                    "-n",
+                    "cp",
+                    "-l",
+                    "kubernetes.io/service-name=web",
+                ],
+                "{.items[*].endpoints[*].addresses[*]}",
+            )
+            .unwrap();
         if addresses == a.ip.to_string() {
             break;
         }

@@ -5,50 +5,39 @@
 //! deleted gracefully is ended, a pod bound to its node is started.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
-
-/// `kubectl get` of one field (jsonpath) as the admin; empty if absent.
-fn field(lab: &TestLab, args: &[&str], path: &str) -> String {
-    let path = format!("jsonpath={path}");
-    let mut all: Vec<&str> = vec!["get"];
-    all.extend(args);
-    all.extend(["-o", &path]);
-    lab.control_plane()
-        .unwrap()
-        .kubectl(&all)
-        .unwrap_or_default()
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use weir_lab::testing::{namespace_yaml, pod_yaml, wait_until, TestLab};
 
 #[test]
 fn kubelets_renew_their_node_leases_and_keep_their_nodes_ready() {
     let lab = TestLab::up(2).expect("lab up");
     for node in ["n1", "n2"] {
         let lease = ["lease", node, "-n", "kube-node-lease"];
-        let holder = field(&lab, &lease, "{.spec.holderIdentity}");
+        let holder = lab
+            .kubectl_field(&lease, "{.spec.holderIdentity}")
+            .unwrap_or_default();
         assert_eq!(holder, node, "the Lease of {node}");
-        let first = field(&lab, &lease, "{.spec.renewTime}");
+        let first = lab
+            .kubectl_field(&lease, "{.spec.renewTime}")
+            .unwrap_or_default();
         // Renewed every 10 s, as kubelet does.
         wait_until(
             &format!("{node}'s Lease renewed"),
             Duration::from_secs(30),
-            || field(&lab, &lease, "{.spec.renewTime}") != first,
+            || {
+                lab.kubectl_field(&lease, "{.spec.renewTime}")
+                    .unwrap_or_default()
+                    != first
+            },
         );
-        let ready = field(
-            &lab,
-            &["node", node],
-            "{.status.conditions[?(@.type==\"Ready\")].status} \
+        let ready = lab
+            .kubectl_field(
+                &["node", node],
+                "{.status.conditions[?(@.type==\"Ready\")].status} \
              {.status.conditions[?(@.type==\"Ready\")].reason}",
-        );
+            )
+            .unwrap_or_default();
         assert_eq!(ready, "True KubeletReady", "node {node}");
     }
 }
@@ -77,11 +66,11 @@ fn a_restarted_kubelet_adopts_its_pods_and_catches_up_with_the_api() {
     cp.kubectl_stdin(&["create", "-f", "-"], &new_pod).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        !field(
-            &lab,
+        !lab.kubectl_field(
             &["pod", "deleted", "-n", "k"],
             "{.metadata.deletionTimestamp}"
         )
+        .unwrap_or_default()
         .is_empty(),
         "k/deleted is terminating"
     );
@@ -91,7 +80,8 @@ fn a_restarted_kubelet_adopts_its_pods_and_catches_up_with_the_api() {
         "k/deleted serves while its kubelet is down"
     );
     assert_eq!(
-        field(&lab, &["pod", "new", "-n", "k"], "{.status.phase}"),
+        lab.kubectl_field(&["pod", "new", "-n", "k"], "{.status.phase}")
+            .unwrap_or_default(),
         "Pending",
         "k/new waits for its kubelet"
     );
@@ -101,11 +91,12 @@ fn a_restarted_kubelet_adopts_its_pods_and_catches_up_with_the_api() {
         cp.kubectl(&["get", "pod", "deleted", "-n", "k"]).is_err()
     });
     wait_until("k/new Ready", Duration::from_secs(60), || {
-        field(
-            &lab,
+        lab.kubectl_field(
             &["pod", "new", "-n", "k"],
             "{.status.conditions[?(@.type==\"Ready\")].status}",
-        ) == "True"
+        )
+        .unwrap_or_default()
+            == "True"
     });
     lab.reload_pods().unwrap();
     assert!(lab.pod("k/deleted").is_err());

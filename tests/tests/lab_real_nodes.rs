@@ -8,11 +8,11 @@
 //! pod; `down` leaves no mount, process, cgroup or namespace file.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_lab::client::ClientResult;
 use weir_lab::real_node::RealNode;
-use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
+use weir_lab::testing::{namespace_yaml, pod_yaml, wait_until, TestLab};
 
 const DENY_B: &str = "\
 apiVersion: networking.k8s.io/v1
@@ -22,26 +22,6 @@ spec:
   podSelector: {matchLabels: {pod: b}}
   policyTypes: [Ingress]
 ";
-
-/// `kubectl get` of one field (jsonpath) as the admin; empty if absent.
-fn field(lab: &TestLab, args: &[&str], path: &str) -> String {
-    let path = format!("jsonpath={path}");
-    let mut all: Vec<&str> = vec!["get"];
-    all.extend(args);
-    all.extend(["-o", &path]);
-    lab.control_plane()
-        .unwrap()
-        .kubectl(&all)
-        .unwrap_or_default()
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// One attempt from the pod `from` (on real node `node`) to `target`.
 fn connect(lab: &TestLab, node: &str, from: &str, target: &str) -> ClientResult {
@@ -65,13 +45,18 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
         wait_until(
             &format!("{node} reports its kubelet"),
             Duration::from_secs(60),
-            || field(&lab, &["node", node], "{.status.nodeInfo.kubeletVersion}") == "v1.20.2",
+            || {
+                lab.kubectl_field(&["node", node], "{.status.nodeInfo.kubeletVersion}")
+                    .unwrap_or_default()
+                    == "v1.20.2"
+            },
         );
-        let runtime = field(
-            &lab,
-            &["node", node],
-            "{.status.nodeInfo.containerRuntimeVersion}",
-        );
+        let runtime = lab
+            .kubectl_field(
+                &["node", node],
+                "{.status.nodeInfo.containerRuntimeVersion}",
+            )
+            .unwrap_or_default();
         assert!(runtime.starts_with("containerd://1.6"), "{node}: {runtime}");
     }
 
@@ -80,7 +65,9 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
     yaml.push_str(&pod_yaml("x", "b", "n2", &[80]));
     lab.apply_yaml(&yaml)
         .expect("the real kubelets run the pods");
-    let b_ip = field(&lab, &["pod", "b", "-n", "x"], "{.status.podIP}");
+    let b_ip = lab
+        .kubectl_field(&["pod", "b", "-n", "x"], "{.status.podIP}")
+        .unwrap_or_default();
     let n2_cidr: ipnetwork::Ipv4Network = lab.state().node("n2").unwrap().pod_cidr.parse().unwrap();
     assert!(
         n2_cidr.contains(b_ip.parse().unwrap()),

@@ -13,6 +13,8 @@
 //!   1,000 stale identities are collected (figure).
 //! - A leader stopped with SIGTERM releases the lease: the follower leads
 //!   at once.
+//! - Four replicas started together race for a free lease: exactly one
+//!   leads, three rounds in a row.
 //!
 //! A missing binary fails the test: it never skips.
 
@@ -214,6 +216,64 @@ fn two_replicas_elect_one_leader_assign_distinct_pod_cidrs_across_a_failover_and
             .collect();
         panic!("{error:#}{logs}");
     }
+}
+
+/// Replicas started together race for a free lease: exactly one leads,
+/// round after round (the lease released by SIGTERM in between). Two
+/// replicas sharing one server-side-apply field manager both "won" such a
+/// race once (CI, 2026-12-04); this makes the race the common case.
+#[test]
+fn replicas_racing_for_a_free_lease_elect_exactly_one() {
+    require_root();
+    let kube = KubeBinaries::locate().expect("the control plane's binaries");
+    let operator = Binaries::locate()
+        .expect("the workspace's binaries")
+        .operator();
+    let mut cp = SealedControlPlane::new(&kube.kubectl).unwrap();
+    cp.cp.start_apiserver(&kube.apiserver).unwrap();
+    cp.cp.wait_ready().unwrap();
+    let mut result = Ok(());
+    for round in 0..RACE_ROUNDS {
+        let replicas: Vec<Replica> = (0..RACERS)
+            .map(|i| {
+                let name = format!("race{round}-{i}");
+                start_replica(&cp, &operator, &name, 9971 + i as u16).unwrap()
+            })
+            .collect();
+        result = race_round(&cp, &replicas);
+        for replica in &replicas {
+            process::stop(replica.pid, Duration::from_secs(5));
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    if let Err(error) = result {
+        panic!("{error:#}");
+    }
+}
+
+const RACERS: usize = 4;
+const RACE_ROUNDS: usize = 3;
+
+/// One round: a leader appears; after a lease duration, the holder is the
+/// only replica that ever started its controllers.
+fn race_round(cp: &SealedControlPlane, replicas: &[Replica]) -> Result<()> {
+    cp.eventually("a leader", |cp| {
+        holder(cp).is_some_and(|h| replicas.iter().any(|r| r.name == h))
+    })?;
+    std::thread::sleep(Duration::from_secs(LEASE_DURATION_S));
+    let holder = holder(cp).context("holder")?;
+    let led: Vec<&str> = replicas
+        .iter()
+        .filter(|r| log(cp, &r.name).contains("leading: starting the controllers"))
+        .map(|r| r.name.as_str())
+        .collect();
+    anyhow::ensure!(
+        led == [holder.as_str()],
+        "holder {holder}, but these replicas led: {led:?}"
+    );
+    Ok(())
 }
 
 fn run(
