@@ -431,6 +431,12 @@ impl SharedStore for CrdStore {
                     taken.insert(id);
                     continue;
                 }
+                Err(kube::Error::Api(status)) if status.code == 422 => {
+                    return Err(StoreError::Refused {
+                        what: format!("an identity for {labels}"),
+                        reason: status.message,
+                    })
+                }
                 Err(e) => return Err(StoreError::kube("create", format!("WeirIdentity {id}"), e)),
             };
             let winner = self.find(labels).await?.unwrap_or(id);

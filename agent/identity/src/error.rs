@@ -48,6 +48,11 @@ pub enum StoreError {
     Contended(u32),
     #[error("identity {0} is not a cluster identity ({CLUSTER_MIN}..={CLUSTER_MAX})")]
     NotClusterIdentity(u32),
+    /// The store answered that it will never take this input (the API
+    /// server's validation, 422): the same input fails the same way, so
+    /// the caller should not retry it at once.
+    #[error("the store refused {what}: {reason}")]
+    Refused { what: String, reason: String },
 }
 
 impl StoreError {

@@ -32,6 +32,9 @@ struct State {
     refs: HashMap<u32, HashMap<String, usize>>,
     endpoints: BTreeMap<IpAddr, (String, EndpointRecord)>,
     nodes: BTreeMap<String, (String, NodeRecord)>,
+    /// Label sets allocation refuses, with the reason (as an API server's
+    /// validation would).
+    refused: HashMap<LabelSet, String>,
     identity_tx: broadcast::Sender<IdentityEvent>,
     endpoint_tx: broadcast::Sender<EndpointEvent>,
     node_tx: broadcast::Sender<NodeEvent>,
@@ -45,6 +48,7 @@ impl MemoryStore {
             refs: HashMap::new(),
             endpoints: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            refused: HashMap::new(),
             identity_tx: broadcast::channel(4096).0,
             endpoint_tx: broadcast::channel(4096).0,
             node_tx: broadcast::channel(4096).0,
@@ -89,6 +93,12 @@ impl MemoryStore {
             s.nodes.remove(&name);
             let _ = s.node_tx.send(StoreEvent::Delete(name));
         }
+    }
+
+    /// Makes allocation refuse `labels` from now on ([`StoreError::Refused`]),
+    /// as a store whose validation rejects them.
+    pub fn refuse(&self, labels: LabelSet, reason: impl Into<String>) {
+        self.state().refused.insert(labels, reason.into());
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -138,6 +148,12 @@ impl SharedStore for MemoryStore {
             return Ok(id);
         }
         let mut s = self.state();
+        if let Some(reason) = s.refused.get(labels) {
+            return Err(StoreError::Refused {
+                what: format!("an identity for {labels}"),
+                reason: reason.clone(),
+            });
+        }
         let id = match s.by_labels.get(labels) {
             Some(id) => *id,
             None => {

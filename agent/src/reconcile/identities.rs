@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tracing::info;
-use weir_identity::{EndpointRecord, SharedStore};
+use tracing::{info, warn};
+use weir_identity::{EndpointRecord, SharedStore, StoreError};
 use weir_policy::labels::{pod_security_labels, LabelFilter};
 use weir_types::LabelSet;
 
@@ -23,6 +24,12 @@ struct Held {
     id: u32,
 }
 
+/// How long a label set the store refused waits before it is offered
+/// again: the same set is refused the same way until the store's
+/// validation changes (an upgrade), so trying it every pass would only
+/// burn identity numbers and API calls.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
 pub struct IdentitySync {
     node_name: String,
     node_ip: IpAddr,
@@ -35,6 +42,9 @@ pub struct IdentitySync {
     /// Identities no endpoint holds any more whose release the store has
     /// not confirmed (it was down): retried, so no reference leaks.
     unreleased: Vec<u32>,
+    /// Label sets the store refused, and when: their endpoints hold no
+    /// identity until [`REFUSED_RETRY`] has passed.
+    refused: BTreeMap<LabelSet, Instant>,
 }
 
 impl IdentitySync {
@@ -52,6 +62,7 @@ impl IdentitySync {
             held: BTreeMap::new(),
             published: BTreeMap::new(),
             unreleased: Vec::new(),
+            refused: BTreeMap::new(),
         }
     }
 
@@ -104,13 +115,33 @@ impl IdentitySync {
             if self.held.get(&endpoint.attachment).map(|held| &held.labels) == Some(&labels) {
                 continue;
             }
+            if self
+                .refused
+                .get(&labels)
+                .is_some_and(|at| at.elapsed() < REFUSED_RETRY)
+            {
+                continue;
+            }
             let id = match self.store.allocate_identity(&labels).await {
                 Ok(id) => id,
+                // Refused for these labels only: the endpoint has no
+                // identity (its packets are not classified by labels it
+                // no longer has), and the others go on.
+                Err(StoreError::Refused { reason, .. }) => {
+                    warn!(endpoint = endpoint.id, pod = %endpoint.pod, %labels, %reason,
+                        retry_in = ?REFUSED_RETRY, "the identity store refused the endpoint's labels");
+                    self.refused.insert(labels, Instant::now());
+                    if let Some(old) = self.held.remove(&endpoint.attachment) {
+                        self.unreleased.push(old.id);
+                    }
+                    continue;
+                }
                 Err(error) => {
                     allocated = Err(error);
                     break;
                 }
             };
+            self.refused.remove(&labels);
             info!(endpoint = endpoint.id, pod = %endpoint.pod, identity = id, "endpoint identity");
             if let Some(old) = self
                 .held
@@ -119,6 +150,7 @@ impl IdentitySync {
                 self.unreleased.push(old.id);
             }
         }
+        self.refused.retain(|_, at| at.elapsed() < REFUSED_RETRY);
         let gone: Vec<AttachmentKey> = self
             .held
             .keys()
@@ -194,3 +226,6 @@ impl IdentitySync {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;
