@@ -219,9 +219,10 @@ fn two_replicas_elect_one_leader_assign_distinct_pod_cidrs_across_a_failover_and
 }
 
 /// Replicas started together race for a free lease: exactly one leads,
-/// round after round (the lease released by SIGTERM in between). Two
-/// replicas sharing one server-side-apply field manager both "won" such a
-/// race once (CI, 2026-12-04); this makes the race the common case.
+/// round after round (the lease released by SIGTERM in between), and took
+/// it as a field manager of its own. Two replicas sharing one
+/// server-side-apply field manager both "won" such a race once (CI,
+/// 2026-12-04).
 #[test]
 fn replicas_racing_for_a_free_lease_elect_exactly_one() {
     require_root();
@@ -272,6 +273,23 @@ fn race_round(cp: &SealedControlPlane, replicas: &[Replica]) -> Result<()> {
     anyhow::ensure!(
         led == [holder.as_str()],
         "holder {holder}, but these replicas led: {led:?}"
+    );
+    // What makes the race safe: each replica applies holderIdentity as a
+    // field manager of its own, so the API server refuses (409) a second
+    // replica's take of a lease the first has just taken. Checked directly,
+    // since a race rarely falls within the few milliseconds that matter.
+    let appliers = cp.kubectl(&[
+        "get",
+        "lease",
+        "weir-operator",
+        "-n",
+        "kube-system",
+        "-o",
+        "jsonpath={.metadata.managedFields[?(@.operation==\"Apply\")].manager}",
+    ])?;
+    anyhow::ensure!(
+        appliers == format!("weir-operator-{holder}"),
+        "the lease was taken by field manager(s) {appliers:?}, not one of the holder's own"
     );
     Ok(())
 }
