@@ -44,6 +44,7 @@ mod binaries;
 pub mod client;
 pub mod cni;
 pub mod control_plane;
+pub mod dns;
 pub mod e2e;
 pub mod etcd;
 mod kubelet;

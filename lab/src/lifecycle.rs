@@ -360,6 +360,7 @@ impl Lab {
             cgroup,
             kubelet_pid: 0,
             containerd_pid: 0,
+            dns_pid: 0,
         };
         self.state.nodes.push(record);
         self.state.save(&self.dir)

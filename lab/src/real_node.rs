@@ -151,13 +151,26 @@ impl Lab {
             }
             real.ctr(&["image", "import", &archive.display().to_string()])?;
         }
+        let dns_args = [
+            "dns".to_string(),
+            "--kubeconfig".into(),
+            self.control_plane()?
+                .admin_kubeconfig()
+                .display()
+                .to_string(),
+            "--listen".into(),
+            node.underlay_ip.to_string(),
+        ];
+        let dns = self.spawn_in_node(&node, &real, &self.binaries.lab(), &dns_args, "dns.log")?;
+        self.state.nodes[index].dns_pid = dns;
+        self.state.save(&self.dir)?;
         let kubelet = self.kubelet_program()?;
         let args = self.kubelet_args(&node, &real)?;
         let pid = self.spawn_in_node(&node, &real, &kubelet, &args, "kubelet.log")?;
         self.state.nodes[index].kubelet_pid = pid;
         self.state.save(&self.dir)?;
         progress(&format!(
-            "node {}: real node: containerd {} and kubelet {} (images imported in {:.1} s; logs in {})",
+            "node {}: real node: containerd {}, DNS {dns} and kubelet {} (images imported in {:.1} s; logs in {})",
             node.name,
             containerd,
             pid,
@@ -251,6 +264,9 @@ impl Lab {
             format!("--container-runtime-endpoint={socket}"),
             format!("--image-service-endpoint={socket}"),
             "--pod-infra-container-image=k8s.gcr.io/pause:3.2".into(),
+            // The node's own DNS server (`crate::dns`).
+            format!("--cluster-dns={}", node.underlay_ip),
+            format!("--cluster-domain={}", crate::dns::zone::CLUSTER_DOMAIN),
             // What these machines allow (see the module's comment).
             "--cgroup-driver=cgroupfs".into(),
             "--cgroups-per-qos=false".into(),
@@ -320,6 +336,7 @@ pub fn stop(lab_dir: &Path, node: &NodeRecord) {
         let _ = real.ctr(&["tasks", "delete", "--force", id]);
     }
     process::stop(node.containerd_pid, Duration::from_secs(3));
+    process::stop(node.dns_pid, Duration::from_secs(3));
     for id in &containers {
         remove_container_cgroups(id);
     }

@@ -82,6 +82,9 @@ pub struct NodeRecord {
     /// A real node's containerd (0: not a real node).
     #[serde(default)]
     pub containerd_pid: u32,
+    /// A real node's cluster DNS server (`weir-lab dns`; 0: none).
+    #[serde(default)]
+    pub dns_pid: u32,
 }
 
 impl NodeRecord {

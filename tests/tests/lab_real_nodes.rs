@@ -5,7 +5,8 @@
 //! kubelet and runtime; pods applied through the API run the lab's
 //! pod-server image; they reach each other across nodes, a NetworkPolicy
 //! closes a path and reopens it when deleted, a graceful delete ends a
-//! pod; `down` leaves no mount, process, cgroup or namespace file.
+//! pod; pods resolve Services through the node's cluster DNS (`weir-lab
+//! dns`); `down` leaves no mount, process, cgroup or namespace file.
 
 use std::process::Command;
 use std::time::Duration;
@@ -13,6 +14,28 @@ use std::time::Duration;
 use weir_lab::client::ClientResult;
 use weir_lab::real_node::RealNode;
 use weir_lab::testing::{namespace_yaml, pod_yaml, wait_until, TestLab};
+
+/// A Service for x/b, and a pod with the tools the upstream e2e suite
+/// execs (the lab's agnhost image: netcat-openbsd, curl, bash).
+const WEB_AND_TOOLS: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: x}
+spec:
+  selector: {pod: b}
+  ports: [{port: 8080, targetPort: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: tools, namespace: x}
+spec:
+  nodeName: n1
+  containers:
+  - name: agnhost
+    image: k8s.gcr.io/e2e-test-images/agnhost:2.21
+    imagePullPolicy: Never
+    args: [pause]
+";
 
 const DENY_B: &str = "\
 apiVersion: networking.k8s.io/v1
@@ -79,6 +102,38 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
         let result = connect(&lab, "n1", "x/a", &format!("{proto}:{b_ip}:80"));
         assert_eq!(result.reply.as_deref(), Some("x/b"), "{proto}: {result:?}");
     }
+
+    // Cluster DNS: a pod reaches a Service by its short name, through the
+    // node's DNS server and the search path kubelet writes, with the very
+    // command the upstream suite's reachability checks run.
+    let cp = lab.control_plane().unwrap().clone();
+    cp.kubectl_stdin(&["apply", "-f", "-"], WEB_AND_TOOLS)
+        .unwrap();
+    cp.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/tools",
+        "-n",
+        "x",
+        "--timeout=60s",
+    ])
+    .unwrap();
+    for name in ["web", "web.x", "web.x.svc.cluster.local"] {
+        wait_until(
+            &format!("nc -z {name} 8080 from x/tools"),
+            Duration::from_secs(20),
+            || {
+                cp.kubectl(&[
+                    "exec", "-n", "x", "tools", "--", "nc", "-zv", "-t", "-w", "2", name, "8080",
+                ])
+                .is_ok()
+            },
+        );
+    }
+    let missing = cp.kubectl(&[
+        "exec", "-n", "x", "tools", "--", "nc", "-zv", "-t", "-w", "2", "nothing", "8080",
+    ]);
+    assert!(missing.is_err(), "an unknown name resolved: {missing:?}");
 
     // Policy on pods a real kubelet runs.
     lab.control_plane()

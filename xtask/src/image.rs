@@ -169,6 +169,11 @@ fn agnhost() -> Result<oci::Image> {
             mode: 0o644,
         });
     }
+    for (path, source) in AGNHOST_TOOLS {
+        entries.extend(with_libraries(path, Path::new(source))?);
+    }
+    entries.sort_by(|a, b| a.path().cmp(b.path()));
+    entries.dedup_by(|a, b| a.path() == b.path());
     for applet in AGNHOST_APPLETS {
         entries.push(oci::Entry::Link {
             path: format!("bin/{applet}"),
@@ -184,11 +189,48 @@ fn agnhost() -> Result<oci::Image> {
 }
 
 /// What the suite's pods run besides agnhost (upstream's image is Alpine
-/// with bash, curl and netcat; these cover the specs Weir runs).
-const AGNHOST_APPLETS: [&str; 16] = [
-    "sh", "ash", "cat", "echo", "seq", "sleep", "ls", "test", "[", "wget", "nc", "grep", "timeout",
+/// with bash, curl and netcat-openbsd): the machine's own programs (setup
+/// installs them), with the shared libraries they load.
+const AGNHOST_TOOLS: [(&str, &str); 3] = [
+    ("bin/nc", "/bin/nc.openbsd"),
+    ("bin/curl", "/usr/bin/curl"),
+    ("bin/bash", "/usr/bin/bash"),
+];
+
+/// The rest, from busybox.
+const AGNHOST_APPLETS: [&str; 15] = [
+    "sh", "ash", "cat", "echo", "seq", "sleep", "ls", "test", "[", "wget", "grep", "timeout",
     "hostname", "printf", "true",
 ];
+
+/// `source` at `path` in the image, with every shared library `ldd` says
+/// it loads (and the dynamic loader) at the path the loader looks for it.
+fn with_libraries(path: &str, source: &Path) -> Result<Vec<oci::Entry>> {
+    if !source.is_file() {
+        bail!("{} not found: run `cargo xtask setup`", source.display());
+    }
+    let listed = crate::cmd::output(Command::new("ldd").arg(source))
+        .with_context(|| format!("ldd {} failed", source.display()))?;
+    let mut entries = vec![oci::Entry::File {
+        path: path.into(),
+        source: source.into(),
+        mode: 0o755,
+    }];
+    // `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)`, or the
+    // loader's `/lib64/ld-linux-x86-64.so.2 (0x...)`; the vDSO has no file.
+    for library in listed
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|w| w.starts_with('/')))
+    {
+        entries.push(oci::Entry::File {
+            path: library.trim_start_matches('/').into(),
+            source: std::fs::canonicalize(library)
+                .with_context(|| format!("{library} (loaded by {})", source.display()))?,
+            mode: 0o755,
+        });
+    }
+    Ok(entries)
+}
 
 /// kubelet 1.20's default sandbox image.
 const LAB_PAUSE_IMAGE: &str = "k8s.gcr.io/pause:3.2";

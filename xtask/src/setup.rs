@@ -61,6 +61,12 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // The loopback plugin containerd's CRI runs before the cluster's CNI
     // plugin in every pod sandbox (the lab's real nodes, issue 20).
     ("containernetworking-plugins", "/usr/lib/cni/loopback"),
+    // What the upstream e2e suite runs inside its agnhost pods (upstream's
+    // image is Alpine with these): netcat-openbsd's `nc -zv -t -w`, curl
+    // and bash, copied with their libraries into the lab's agnhost image.
+    ("netcat-openbsd", "/bin/nc.openbsd"),
+    ("curl", "curl"),
+    ("bash", "bash"),
 ];
 
 pub fn run() -> Result<()> {

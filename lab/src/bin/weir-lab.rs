@@ -138,6 +138,15 @@ enum Command {
         #[arg(long)]
         node: String,
     },
+    /// Serve the cluster's DNS names (Services, Pods) on LISTEN:53, as the
+    /// client of KUBECONFIG (the lab starts one per real node).
+    #[command(hide = true)]
+    Dns {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        #[arg(long)]
+        listen: std::net::Ipv4Addr,
+    },
     /// Restart the agent of a node (state and pins are kept).
     RestartAgent { node: String },
     /// Run the `weir` CLI against a node's agent, e.g.
@@ -372,6 +381,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Kubelet { node } => weir_lab::run_kubelet(&cli.name, &node)?,
+        Command::Dns { kubeconfig, listen } => weir_lab::dns::run(&kubeconfig, listen)?,
         Command::RestartAgent { node } => {
             let mut lab = Lab::open(&cli.name, Binaries::locate()?)?;
             lab.restart_agent(&node)?;

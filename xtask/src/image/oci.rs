@@ -24,7 +24,7 @@ pub enum Entry {
 }
 
 impl Entry {
-    fn path(&self) -> &str {
+    pub fn path(&self) -> &str {
         match self {
             Entry::File { path, .. } | Entry::Link { path, .. } => path,
         }
