@@ -118,21 +118,19 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
         "--timeout=60s",
     ])
     .unwrap();
+    // As the suite runs it: through `/bin/sh -c`.
+    let nc = |name: &str| {
+        let command = format!("nc -zv -t -w 2 {name} 8080");
+        cp.kubectl(&["exec", "-n", "x", "tools", "--", "/bin/sh", "-c", &command])
+    };
     for name in ["web", "web.x", "web.x.svc.cluster.local"] {
         wait_until(
             &format!("nc -z {name} 8080 from x/tools"),
             Duration::from_secs(20),
-            || {
-                cp.kubectl(&[
-                    "exec", "-n", "x", "tools", "--", "nc", "-zv", "-t", "-w", "2", name, "8080",
-                ])
-                .is_ok()
-            },
+            || nc(name).is_ok(),
         );
     }
-    let missing = cp.kubectl(&[
-        "exec", "-n", "x", "tools", "--", "nc", "-zv", "-t", "-w", "2", "nothing", "8080",
-    ]);
+    let missing = nc("nothing");
     assert!(missing.is_err(), "an unknown name resolved: {missing:?}");
 
     // Policy on pods a real kubelet runs.
