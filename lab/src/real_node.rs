@@ -219,6 +219,12 @@ impl Lab {
             serde_json::to_vec_pretty(&conflist)?,
         )?;
         std::fs::write(real.dir.join("containerd.toml"), containerd_config(real))?;
+        // kubelet checks its cgroup root exists in every hierarchy.
+        let pods = pods_cgroup(node)?;
+        for hierarchy in v1_hierarchies() {
+            let dir = hierarchy.join(pods.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        }
         // The namespace's file must sit on a private mount to hold it.
         let dir = real.dir.display().to_string();
         netns::run(Command::new("mount").args(["--bind", &dir, &dir]))?;
@@ -269,7 +275,11 @@ impl Lab {
             format!("--cluster-domain={}", crate::dns::zone::CLUSTER_DOMAIN),
             // What these machines allow (see the module's comment).
             "--cgroup-driver=cgroupfs".into(),
-            "--cgroups-per-qos=false".into(),
+            // Every pod's cgroup (kubepods/<qos>/pod<uid>) below the node's,
+            // where socket LB sees their connect()s as it sees the lab's
+            // own pods'.
+            "--cgroups-per-qos=true".into(),
+            format!("--cgroup-root={}", pods_cgroup(node)?),
             "--enforce-node-allocatable=".into(),
             "--fail-swap-on=false".into(),
             // The lab's disks are the machine's: no eviction or image GC.
@@ -337,8 +347,17 @@ pub fn stop(lab_dir: &Path, node: &NodeRecord) {
     }
     process::stop(node.containerd_pid, Duration::from_secs(3));
     process::stop(node.dns_pid, Duration::from_secs(3));
-    for id in &containers {
-        remove_container_cgroups(id);
+    // runc's cgroups of the containers (the v2 side goes with the lab's
+    // cgroup tree), then the node's in the v1 hierarchies.
+    if let Ok(pods) = pods_cgroup(node) {
+        for hierarchy in v1_hierarchies() {
+            let dir = hierarchy.join(pods.trim_start_matches('/'));
+            let _ = weir_tests::cgroup::remove_tree(&dir);
+            // The lab's and the root of every lab's, once empty.
+            for parent in dir.ancestors().skip(1).take(2) {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
     }
     for file in netns_files {
         let _ = std::fs::remove_file(file);
@@ -379,13 +398,30 @@ fn sandbox_netns_files(containerd: u32) -> Vec<PathBuf> {
 
 /// The cgroups runc made for container `id` (cgroupfs driver: `/k8s.io/<id>`
 /// in every hierarchy); empty once its processes are gone.
-fn remove_container_cgroups(id: &str) {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for hierarchy in hierarchies.filter_map(Result::ok) {
-        let _ = std::fs::remove_dir(hierarchy.path().join("k8s.io").join(id));
-    }
+/// The node's cgroup as kubelet names it: its path below the cgroup v2
+/// root (`/weir-lab/<lab>/<node>`), the same path in the v1 hierarchies.
+fn pods_cgroup(node: &NodeRecord) -> Result<String> {
+    let root = weir_tests::cgroup::cgroup2_root()?;
+    let relative = node
+        .cgroup
+        .strip_prefix(&root)
+        .with_context(|| format!("{} is not below {}", node.cgroup.display(), root.display()))?;
+    Ok(format!("/{}", relative.display()))
+}
+
+/// The cgroup v1 hierarchies (these machines are hybrid: v1 controllers
+/// under /sys/fs/cgroup, v2 at /sys/fs/cgroup/unified), which runc joins
+/// beside v2.
+fn v1_hierarchies() -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup").then(|| PathBuf::from(target))
+        })
+        .collect()
 }
 
 fn wait_containerd(real: &RealNode, pid: u32) -> Result<()> {

@@ -97,6 +97,22 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
         "x/b at {b_ip}, n2 has {n2_cidr}"
     );
 
+    // The pods' processes live below their node's cgroup (kubelet's
+    // --cgroup-root), where the node's socket LB applies to them.
+    let real = RealNode::of(&weir_lab::lab_dir(&name), "n1");
+    let netns = real.pod_netns("x/a").unwrap();
+    let pid = netns.components().nth(2).unwrap().as_os_str().to_owned();
+    let cgroup =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", pid.to_string_lossy())).unwrap();
+    let unified = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default();
+    assert!(
+        unified.starts_with(&format!("/weir-lab/{name}/n1/")),
+        "x/a's server is in cgroup {unified:?}"
+    );
+
     // Across nodes, TCP and UDP.
     for proto in ["tcp", "udp"] {
         let result = connect(&lab, "n1", "x/a", &format!("{proto}:{b_ip}:80"));
