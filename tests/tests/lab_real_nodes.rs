@@ -148,6 +148,21 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
     }
     let missing = nc("nothing");
     assert!(missing.is_err(), "an unknown name resolved: {missing:?}");
+    let nslookup = |name: &str| {
+        cp.kubectl(&[
+            "exec",
+            "-n",
+            "x",
+            "tools",
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!("nslookup {name}"),
+        ])
+    };
+    let found = nslookup("web.x.svc.cluster.local").expect("nslookup of a Service");
+    assert!(found.contains("Address: 10.96."), "{found}");
+    assert!(nslookup("nothing.x.svc.cluster.local").is_err());
 
     // Policy on pods a real kubelet runs.
     lab.control_plane()

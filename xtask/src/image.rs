@@ -195,12 +195,14 @@ fn agnhost() -> Result<oci::Image> {
 }
 
 /// What the suite's pods run besides agnhost (upstream's image is Alpine
-/// with bash, curl and netcat-openbsd): the machine's own programs (setup
+/// with bash, curl, netcat-openbsd and bind-tools): the machine's own programs (setup
 /// installs them), with the shared libraries they load.
-const AGNHOST_TOOLS: [(&str, &str); 3] = [
+const AGNHOST_TOOLS: [(&str, &str); 5] = [
     ("bin/nc", "/bin/nc.openbsd"),
     ("bin/curl", "/usr/bin/curl"),
     ("bin/bash", "/usr/bin/bash"),
+    ("bin/nslookup", "/usr/bin/nslookup"),
+    ("bin/dig", "/usr/bin/dig"),
 ];
 
 /// The rest, from busybox.

@@ -63,10 +63,12 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("containernetworking-plugins", "/usr/lib/cni/loopback"),
     // What the upstream e2e suite runs inside its agnhost pods (upstream's
     // image is Alpine with these): netcat-openbsd's `nc -zv -t -w`, curl
-    // and bash, copied with their libraries into the lab's agnhost image.
+    // bash and bind's nslookup and dig, copied with their libraries into
+    // the lab's agnhost image.
     ("netcat-openbsd", "/bin/nc.openbsd"),
     ("curl", "curl"),
     ("bash", "bash"),
+    ("bind9-dnsutils", "nslookup"),
 ];
 
 pub fn run() -> Result<()> {

@@ -4,7 +4,8 @@
 //!
 //! - `<service>.<namespace>.svc.<domain>`: A of the ClusterIP; of every
 //!   ready endpoint address for a headless Service; a CNAME to the
-//!   external name for an ExternalName Service.
+//!   external name for an ExternalName Service, followed with the target's
+//!   records when the target is a cluster name.
 //! - `<a-b-c-d>.<namespace>.pod.<domain>`: A of the address it spells.
 //! - Anything else is NXDOMAIN: the lab is sealed, there is nothing
 //!   upstream to forward to. A name that exists without records of the
@@ -49,20 +50,36 @@ pub fn answer(request: &Message, service: impl Fn(&str, &str) -> Option<ServiceR
         response.set_response_code(ResponseCode::NotImp);
         return response;
     }
-    let name = query.name();
-    match resolve(&name.to_ascii().to_ascii_lowercase(), &service) {
-        None => {
-            response.set_response_code(ResponseCode::NXDomain);
+    let mut name = query.name().clone();
+    let Some(mut found) = resolve(&name.to_ascii().to_ascii_lowercase(), &service) else {
+        response.set_response_code(ResponseCode::NXDomain);
+        return response;
+    };
+    response.set_authoritative(true);
+    // An alias inside the cluster is followed here, as CoreDNS does: the
+    // answer holds the chain and the target's records (a bounded chain:
+    // ExternalNames may point at each other).
+    for _ in 0..MAX_ALIASES {
+        for rdata in found.records(query.query_type()) {
+            response.add_answer(Record::from_rdata(name.clone(), TTL, rdata));
         }
-        Some(found) => {
-            response.set_authoritative(true);
-            for rdata in found.records(query.query_type()) {
-                response.add_answer(Record::from_rdata(name.clone(), TTL, rdata));
-            }
-        }
+        let Found::Alias(target) = &found else {
+            break;
+        };
+        let Some(next) = resolve(&target.to_ascii_lowercase(), &service) else {
+            break;
+        };
+        let Ok(target) = Name::from_ascii(target) else {
+            break;
+        };
+        name = target;
+        found = next;
     }
     response
 }
+
+/// How many aliases one answer follows.
+const MAX_ALIASES: usize = 8;
 
 /// What a name is, when the cluster has it.
 enum Found {

@@ -21,6 +21,12 @@ fn cluster(namespace: &str, name: &str) -> Option<ServiceRecord> {
             Ipv4Addr::new(10, 244, 2, 6),
         ])),
         ("x", "ext") => Some(ServiceRecord::ExternalName("example.org".into())),
+        ("x", "alias") => Some(ServiceRecord::ExternalName(
+            "web.x.svc.cluster.local".into(),
+        )),
+        ("x", "loop") => Some(ServiceRecord::ExternalName(
+            "loop.x.svc.cluster.local".into(),
+        )),
         _ => None,
     }
 }
@@ -116,4 +122,19 @@ fn anything_but_one_standard_query_is_refused_with_a_code() {
         answer(&update, cluster).response_code(),
         ResponseCode::NotImp
     );
+}
+
+#[test]
+fn an_alias_to_a_cluster_name_is_followed_to_its_address_and_a_loop_ends() {
+    let response = answer(&query("alias.x.svc.cluster.local.", RecordType::A), cluster);
+    assert_eq!(response.response_code(), ResponseCode::NoError);
+    assert!(matches!(response.answers()[0].data(), RData::CNAME(_)));
+    assert_eq!(
+        response.answers()[1].name().to_ascii(),
+        "web.x.svc.cluster.local"
+    );
+    assert_eq!(addresses(&response), [Ipv4Addr::new(10, 96, 0, 20)]);
+
+    let looped = answer(&query("loop.x.svc.cluster.local.", RecordType::A), cluster);
+    assert_eq!(looped.answers().len(), MAX_ALIASES);
 }
