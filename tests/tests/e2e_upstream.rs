@@ -4,25 +4,32 @@
 //! on every run, so a regression shows; `cargo xtask e2e` runs the whole
 //! NetworkPolicy suite and the Services conformance specs (results in
 //! docs/testing.md). Each spec creates its own namespaces, server pods and
-//! Services, and client pods that connect through a ClusterIP: Weir's
-//! service load balancing and policy on pods a real kubelet runs.
+//! Services, and client pods that connect through a ClusterIP, a NodePort
+//! or a Service's DNS name: Weir's service load balancing and policy on
+//! pods a real kubelet runs, with the lab's cluster DNS.
 
 use weir_lab::e2e::Outcome;
 use weir_lab::testing::TestLab;
 use weir_lab::KubeBinaries;
 
-/// The specs every `cargo xtask test` runs: one where a policy must deny,
-/// one where ports decide, one where policies are stacked, one where a
-/// label without a value (`isolated: ""`) moves a running pod under a
-/// policy (it found that 1.20's API server refused such a label in a
-/// WeirIdentity), and one where an ipBlock's except leaves out a pod's
-/// address (ipBlock matches cluster addresses).
-const FOCUS: &str = r"\[sig-network\] NetworkPolicy .*(should support a 'default-deny-ingress' policy|should enforce policy based on Ports|should enforce multiple, stacked policies with overlapping podSelectors|should deny ingress access to updated pod|should enforce except clause while egress access to server in CIDR block)";
-const SPECS: usize = 5;
+/// The specs every `cargo xtask test` runs. NetworkPolicy: one where a
+/// policy must deny, one where ports decide, one where policies are
+/// stacked, one where a label without a value (`isolated: ""`) moves a
+/// running pod under a policy (it found that 1.20's API server refused
+/// such a label in a WeirIdentity), and one where an ipBlock's except
+/// leaves out a pod's address (ipBlock matches cluster addresses).
+/// Services conformance: a ClusterIP reached by name (cluster DNS, socket
+/// LB on real pods), a NodePort on every node's address, and an
+/// ExternalName naming another Service (DNS aliases, nslookup).
+const FOCUS: &str = concat!(
+    r"\[sig-network\] NetworkPolicy .*(should support a 'default-deny-ingress' policy|should enforce policy based on Ports|should enforce multiple, stacked policies with overlapping podSelectors|should deny ingress access to updated pod|should enforce except clause while egress access to server in CIDR block)",
+    r"|\[sig-network\] Services (should serve a basic endpoint from pods|should be able to create a functioning NodePort service|should be able to change the type from ClusterIP to ExternalName)",
+);
+const SPECS: usize = 8;
 const SKIP: &str = r"SCTP";
 
 #[test]
-fn upstream_network_policy_specs_pass_against_weir_on_real_nodes() {
+fn upstream_network_policy_and_services_specs_pass_against_weir_on_real_nodes() {
     let lab = TestLab::up_real_nodes(2).expect("lab up with real nodes");
     let e2e_test = KubeBinaries::locate().unwrap().e2e_test;
     let reports = weir_lab::lab_dir(lab.name()).join("e2e");

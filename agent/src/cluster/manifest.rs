@@ -185,7 +185,15 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
         .clone()
         .filter(|n| !n.is_empty())
         .with_context(|| format!("{kind}: metadata.name is required"))?;
-    validate_dns_label(&name).with_context(|| format!("{kind} name"))?;
+    // As the API server validates names: a Namespace's is a DNS label,
+    // most other kinds' (Pods, the policy kinds) a DNS subdomain; Services
+    // and EndpointSlices are checked by weir-lb.
+    if kind == "Namespace" {
+        validate_dns_label(&name)
+    } else {
+        validate_dns_subdomain(&name)
+    }
+    .with_context(|| format!("{kind} name"))?;
     match (raw.api_version.as_deref(), kind) {
         (Some("v1"), "Namespace") => Ok(Object::Namespace(Namespace {
             name,
@@ -267,19 +275,36 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
     }
 }
 
-/// RFC 1123 label: what Kubernetes requires of namespace and pod names here.
-fn validate_dns_label(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
+/// RFC 1123 subdomain, what Kubernetes requires of most object names
+/// (Pods, NetworkPolicies): labels joined by '.', at most 253 in all.
+fn validate_dns_subdomain(name: &str) -> Result<()> {
+    // Kubernetes' rule bounds the whole name only, not each part.
+    let ok = name.len() <= 253 && name.split('.').all(is_dns_label_shaped);
     if !ok {
+        bail!(
+            "{name:?} is not a valid name (lower-case letters, digits, '-' and '.', \
+             at most 253; alphanumeric at both ends of each '.'-separated part)"
+        );
+    }
+    Ok(())
+}
+
+/// RFC 1123 label: what Kubernetes requires of namespace names.
+fn validate_dns_label(name: &str) -> Result<()> {
+    if !(name.len() <= 63 && is_dns_label_shaped(name)) {
         bail!("{name:?} is not a valid name (lower-case letters, digits and '-', at most 63)");
     }
     Ok(())
+}
+
+/// Lower-case letters, digits and '-', alphanumeric at both ends.
+fn is_dns_label_shaped(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !part.starts_with('-')
+        && !part.ends_with('-')
 }
 
 #[cfg(test)]
@@ -379,6 +404,34 @@ spec:
             keys,
             ["NetworkPolicy/x/deny", "WeirClusterwideNetworkPolicy/cw"]
         );
+    }
+
+    /// Names as the API server takes them: a policy or Pod name is a DNS
+    /// subdomain (the upstream e2e suite names a NetworkPolicy with 72
+    /// characters, which a 63-character rule once rejected, leaving its
+    /// pods open), a Namespace name a DNS label.
+    #[test]
+    fn names_follow_the_api_servers_rules_per_kind() {
+        let long = "allow-any-ns-different-than-ns-a-via-ns-selector-with-match-expressions";
+        let policy = |name: &str| {
+            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: x}}\nspec: {{podSelector: {{}}}}\n")
+        };
+        let pod = |name: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\n");
+        let namespace =
+            |name: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
+        for good in [long, "web.v2", "a"] {
+            parse(&policy(good)).unwrap();
+            parse(&pod(good)).unwrap();
+        }
+        let too_long = "a".repeat(254);
+        for bad in ["Web", "web..v2", "-web", "web.-v2", too_long.as_str()] {
+            assert!(parse(&policy(bad)).is_err(), "policy {bad}");
+            assert!(parse(&pod(bad)).is_err(), "pod {bad}");
+        }
+        parse(&namespace("x")).unwrap();
+        for bad in [long, "x.y"] {
+            assert!(parse(&namespace(bad)).is_err(), "namespace {bad}");
+        }
     }
 
     #[test]
