@@ -3,7 +3,8 @@
 //! namespace: Weir's CRDs (deploy/crds), a Namespace, Pods, a NetworkPolicy
 //! and a WeirNetworkPolicy are created with kubectl, and the source yields
 //! them as the same `ClusterManifests` the manifest directory would; an
-//! object the agent cannot use is rejected alone; changes and deletions
+//! object the agent cannot use (an FQDN EndpointSlice) is rejected alone;
+//! a Pod named as a DNS subdomain is taken; changes and deletions
 //! show up as a new read; the API server stopping makes reads fail (the
 //! reconciler keeps its last state) instead of yielding an empty cluster.
 //! The 1.20 server has EndpointSlices only in v1beta1: the apiserver's own
@@ -266,13 +267,21 @@ spec:
   nodeName: node-b
   containers: [{name: client, image: weir.invalid/client}]
 ---
-# A valid Kubernetes name (a DNS subdomain) that the agent's pod model,
-# which keys endpoints by DNS label, does not take: rejected alone.
+# A name that is a DNS subdomain, not a label: valid for a Pod.
 apiVersion: v1
 kind: Pod
 metadata: {name: web.v2, namespace: shop}
 spec:
   containers: [{name: web, image: weir.invalid/web}]
+---
+# A valid EndpointSlice (FQDN addresses) that the agent's load balancer,
+# IPv4 only, does not take: rejected alone.
+apiVersion: discovery.k8s.io/v1beta1
+kind: EndpointSlice
+metadata: {name: web-fqdn, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: FQDN
+endpoints: [{addresses: [web.example.org]}]
+ports: [{name: http, port: 80, protocol: TCP}]
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -348,12 +357,15 @@ async fn exercise(server: &mut ApiServer) -> Result<()> {
     let mut source = KubernetesSource::start(client).await?;
 
     let (first, listed) = read_until(&mut source, "the objects", |m| {
-        m.policies.len() == 2 && m.pods.len() == 2 && !m.endpoint_slices.is_empty()
+        m.policies.len() == 2 && m.pods.len() == 3 && !m.endpoint_slices.is_empty()
     })
     .await?;
     assert_eq!(first.namespaces["shop"].labels["team"], "shop");
     assert!(first.namespaces.contains_key("default"));
-    assert_eq!(keys(&first.pods), ["shop/client", "shop/web"]);
+    assert_eq!(
+        keys(&first.pods),
+        ["shop/client", "shop/web", "shop/web.v2"]
+    );
     let web = &first.pods[&NamespacedName::new("shop", "web")];
     assert_eq!(web.node.as_deref(), Some("node-a"));
     assert_eq!(web.labels["app"], "web");
@@ -378,9 +390,10 @@ async fn exercise(server: &mut ApiServer) -> Result<()> {
             .keys()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>(),
-        ["Pod/shop/web.v2"]
+        ["EndpointSlice/shop/web-fqdn"]
     );
-    assert!(first.rejected[Path::new("Pod/shop/web.v2")].contains("not a valid name"));
+    let why = &first.rejected[Path::new("EndpointSlice/shop/web-fqdn")];
+    assert!(why.contains("FQDN is not supported"), "{why}");
     // Services, and the v1beta1 EndpointSlice in v1's shape.
     let web = NamespacedName::new("shop", "web");
     assert!(
