@@ -221,7 +221,7 @@ impl Lab {
         std::fs::write(real.dir.join("containerd.toml"), containerd_config(real))?;
         // kubelet checks its cgroup root exists in every hierarchy.
         let pods = pods_cgroup(node)?;
-        for hierarchy in v1_hierarchies() {
+        for hierarchy in weir_tests::cgroup::v1_hierarchies()? {
             let dir = hierarchy.join(pods.trim_start_matches('/'));
             std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         }
@@ -350,7 +350,7 @@ pub fn stop(lab_dir: &Path, node: &NodeRecord) {
     // runc's cgroups of the containers (the v2 side goes with the lab's
     // cgroup tree), then the node's in the v1 hierarchies.
     if let Ok(pods) = pods_cgroup(node) {
-        for hierarchy in v1_hierarchies() {
+        for hierarchy in weir_tests::cgroup::v1_hierarchies().unwrap_or_default() {
             let dir = hierarchy.join(pods.trim_start_matches('/'));
             let _ = weir_tests::cgroup::remove_tree(&dir);
             // The lab's and the root of every lab's, once empty.
@@ -407,21 +407,6 @@ fn pods_cgroup(node: &NodeRecord) -> Result<String> {
         .strip_prefix(&root)
         .with_context(|| format!("{} is not below {}", node.cgroup.display(), root.display()))?;
     Ok(format!("/{}", relative.display()))
-}
-
-/// The cgroup v1 hierarchies (these machines are hybrid: v1 controllers
-/// under /sys/fs/cgroup, v2 at /sys/fs/cgroup/unified), which runc joins
-/// beside v2.
-fn v1_hierarchies() -> Vec<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            (fstype == "cgroup").then(|| PathBuf::from(target))
-        })
-        .collect()
 }
 
 fn wait_containerd(real: &RealNode, pid: u32) -> Result<()> {

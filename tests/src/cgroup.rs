@@ -12,16 +12,28 @@ use anyhow::{bail, Context, Result};
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on unified
 /// hosts, `/sys/fs/cgroup/unified` on hybrid ones).
 pub fn cgroup2_root() -> Result<PathBuf> {
+    mounts_of_type("cgroup2")?
+        .into_iter()
+        .next()
+        .context("no cgroup2 filesystem is mounted (socket LB needs cgroup v2)")
+}
+
+/// The cgroup v1 hierarchies' mount points (none on a unified host).
+pub fn v1_hierarchies() -> Result<Vec<PathBuf>> {
+    mounts_of_type("cgroup")
+}
+
+/// Where filesystems of type `fstype` are mounted, in mount order.
+fn mounts_of_type(fstype: &str) -> Result<Vec<PathBuf>> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").context("read /proc/self/mounts")?;
-    mounts
+    Ok(mounts
         .lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
-            let (_, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(target))
+            let (_, target, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            (kind == fstype).then(|| PathBuf::from(target))
         })
-        .next()
-        .context("no cgroup2 filesystem is mounted (socket LB needs cgroup v2)")
+        .collect())
 }
 
 /// A cgroup this process created; removed (its processes killed first)

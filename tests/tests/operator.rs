@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -188,8 +188,9 @@ fn agent_waits_for_pod_cidr(
     })
 }
 
-#[test]
-fn two_replicas_elect_one_leader_assign_distinct_pod_cidrs_across_a_failover_and_collect_garbage() {
+/// A sealed kube-apiserver, ready, and the operator binary to run
+/// against it.
+fn api_server_and_operator() -> (SealedControlPlane, PathBuf) {
     require_root();
     let kube = KubeBinaries::locate().expect("the control plane's binaries");
     let operator = Binaries::locate()
@@ -199,7 +200,12 @@ fn two_replicas_elect_one_leader_assign_distinct_pod_cidrs_across_a_failover_and
     let mut cp = SealedControlPlane::new(&kube.kubectl).unwrap();
     cp.cp.start_apiserver(&kube.apiserver).unwrap();
     cp.cp.wait_ready().unwrap();
+    (cp, operator)
+}
 
+#[test]
+fn two_replicas_elect_one_leader_assign_distinct_pod_cidrs_across_a_failover_and_collect_garbage() {
+    let (cp, operator) = api_server_and_operator();
     let started = Instant::now();
     let mut replicas = vec![
         start_replica(&cp, &operator, "op-a", 9963).unwrap(),
@@ -225,14 +231,7 @@ fn two_replicas_elect_one_leader_assign_distinct_pod_cidrs_across_a_failover_and
 /// 2026-12-04).
 #[test]
 fn replicas_racing_for_a_free_lease_elect_exactly_one() {
-    require_root();
-    let kube = KubeBinaries::locate().expect("the control plane's binaries");
-    let operator = Binaries::locate()
-        .expect("the workspace's binaries")
-        .operator();
-    let mut cp = SealedControlPlane::new(&kube.kubectl).unwrap();
-    cp.cp.start_apiserver(&kube.apiserver).unwrap();
-    cp.cp.wait_ready().unwrap();
+    let (cp, operator) = api_server_and_operator();
     let mut result = Ok(());
     for round in 0..RACE_ROUNDS {
         let replicas: Vec<Replica> = (0..RACERS)
