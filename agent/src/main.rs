@@ -82,12 +82,8 @@ async fn run(mut args: Config) -> Result<()> {
     // Anti-spoofing on the node devices: this node's pod CIDR is in the
     // map before the programs are attached (other nodes' follow their
     // records, in the reconcile loop).
-    weir_agent::reconcile::pod_cidrs::claim_local(
-        datapath.ebpf_mut(),
-        pod_cidr,
-        node_ipv4(&args),
-    )
-    .context("writing this node's pod CIDR into the anti-spoofing map")?;
+    weir_agent::reconcile::pod_cidrs::claim_local(datapath.ebpf_mut(), pod_cidr, node_ipv4(&args))
+        .context("writing this node's pod CIDR into the anti-spoofing map")?;
     // Replaced maps are empty: the programs attached keep the old ones
     // until the reconcile loop has filled the new ones (see datapath::pins).
     let defer_attach = datapath.fill_before_attach() && shared_store.is_some();

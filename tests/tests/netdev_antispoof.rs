@@ -22,18 +22,19 @@ use weir_abi::{Reason, TrafficDirection};
 use weir_agent::datapath::maps::{self, PodCidrOwner};
 use weir_agent::datapath::{Datapath, ProgramKind};
 use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
-use weir_tests::datapath::{load, test_run, PinDir};
-use weir_tests::netns::NetNs;
+use weir_tests::datapath::{load, test_run, test_run_on, PinDir};
+use weir_tests::netns::{NetNs, VethPair};
 use weir_tests::{names, packets, require_root};
 
 const TC_ACT_OK: i32 = 0;
 const TC_ACT_SHOT: i32 = 2;
 
-/// Runs `frame` through `program` in `netns` (the kernel's route and
-/// neighbour lookups then see that namespace, not the machine's) and
-/// returns the verdict and the reasons whose counters moved.
+/// Runs `frame` through `program` in the namespace `netns`, arriving on
+/// its interface `ifindex` (loopback: 1), and returns the verdict and the
+/// (reason, direction) counters that moved.
 fn run_in(
     netns: &NetNs,
+    ifindex: u32,
     datapath: &mut Datapath,
     program: ProgramKind,
     frame: &[u8],
@@ -43,7 +44,11 @@ fn run_in(
     let verdict = std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            test_run(datapath, program, frame, 1).expect("BPF_PROG_TEST_RUN")
+            match ifindex {
+                1 => test_run(datapath, program, frame, 1),
+                _ => test_run_on(datapath, program, frame, 1, ifindex),
+            }
+            .expect("BPF_PROG_TEST_RUN")
         })
         .join()
         .expect("test run thread")
@@ -53,61 +58,134 @@ fn run_in(
     (verdict, delta.iter().map(|(r, d, _)| (r, d)).collect())
 }
 
+/// `frame` with another Ethernet source address.
+fn from_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[6..12].copy_from_slice(&mac);
+    frame
+}
+
 #[test]
-fn the_netdev_program_drops_pod_sources_it_cannot_vouch_for() {
+fn the_netdev_program_accepts_pod_sources_only_from_their_next_hop() {
     require_root();
-    let netns = NetNs::new(&names::unique()).expect("netns");
+    // Namespace a stands for the receiving node: its device reaches the
+    // other node (10.99.0.2, whose MAC address the crafted frames carry,
+    // packets::MAC_A) and routes that node's pod CIDR through it.
+    let pair = VethPair::new(&names::unique()).expect("veth pair");
+    let node = &pair.a;
+    node.sysctl("net.ipv4.conf.all.forwarding", "1").unwrap();
+    let mac_a = packets::MAC_A.map(|b| format!("{b:02x}")).join(":");
+    for args in [
+        vec!["route", "add", "10.244.2.0/24", "via", VethPair::ADDR_B],
+        vec![
+            "neigh",
+            "replace",
+            VethPair::ADDR_B,
+            "lladdr",
+            &mac_a,
+            "dev",
+            &pair.dev_a,
+            "nud",
+            "permanent",
+        ],
+        // A node whose MAC address is not known (yet).
+        vec!["route", "add", "10.244.4.0/24", "via", "10.99.0.4"],
+    ] {
+        node.ip(&args).unwrap();
+    }
+    let dev_a = pair.dev_a.clone();
+    let device = node
+        .run(move || nix::net::if_::if_nametoindex(dev_a.as_str()))
+        .unwrap()
+        .expect("ifindex");
+
     let pins = PinDir::new();
     let mut datapath = load(&pins).expect("load");
     let own: Ipv4Network = "10.244.1.0/24".parse().unwrap();
-    let other: Ipv4Network = "10.244.2.0/24".parse().unwrap();
     let ebpf = datapath.ebpf_mut();
     let owner = |ip, local| PodCidrOwner {
-        node_ip: Ipv4Addr::new(10, 77, 0, ip),
+        node_ip: Ipv4Addr::new(10, 99, 0, ip),
         local,
     };
-    maps::set_pod_cidr(ebpf, own, owner(11, true)).unwrap();
-    maps::set_pod_cidr(ebpf, other, owner(12, false)).unwrap();
+    maps::set_pod_cidr(ebpf, own, owner(1, true)).unwrap();
+    for (cidr, ip) in [
+        ("10.244.2.0/24", 2),
+        ("10.244.3.0/24", 3),
+        ("10.244.4.0/24", 4),
+    ] {
+        maps::set_pod_cidr(ebpf, cidr.parse().unwrap(), owner(ip, false)).unwrap();
+    }
 
     let ingress = TrafficDirection::Ingress as u8;
-    let unknown_sender = (Reason::DropUnknownSender as u8, ingress);
-    let forwarded = (Reason::Forwarded as u8, ingress);
-    // This node's own pod: never from the network.
-    let frame = packets::ipv4_udp_from([10, 244, 1, 7]);
-    assert_eq!(
-        run_in(&netns, &mut datapath, ProgramKind::FromNetdev, &frame),
-        (TC_ACT_SHOT, vec![unknown_sender]),
-        "own pod CIDR"
+    let dropped = (
+        TC_ACT_SHOT,
+        vec![(Reason::DropUnknownSender as u8, ingress)],
     );
-    // Another node's pod, through an interface with no route back to it
-    // (the test run's loopback): nothing vouches for the sender.
-    let frame = packets::ipv4_udp_from([10, 244, 2, 7]);
-    assert_eq!(
-        run_in(&netns, &mut datapath, ProgramKind::FromNetdev, &frame),
-        (TC_ACT_SHOT, vec![unknown_sender]),
-        "remote pod CIDR, no route back"
-    );
-    // Not a pod address: not checked.
-    let frame = packets::ipv4_udp_from([203, 0, 113, 10]);
-    assert_eq!(
-        run_in(&netns, &mut datapath, ProgramKind::FromNetdev, &frame),
-        (TC_ACT_OK, vec![forwarded]),
-        "outside address"
-    );
+    let passed = (TC_ACT_OK, vec![(Reason::Forwarded as u8, ingress)]);
+    let mut from_network = |ifindex, frame: &[u8]| {
+        run_in(node, ifindex, &mut datapath, ProgramKind::FromNetdev, frame)
+    };
+    let remote = packets::ipv4_udp_from([10, 244, 2, 7]);
+    let cases = [
+        // This node's own pod: never from the network.
+        (
+            "own pod CIDR",
+            device,
+            packets::ipv4_udp_from([10, 244, 1, 7]),
+            &dropped,
+        ),
+        // Another node's pod from that node: its MAC, on the route's device.
+        ("remote pod from its node", device, remote.clone(), &passed),
+        // ... from anyone else on the segment.
+        (
+            "remote pod, other sender",
+            device,
+            from_mac(remote.clone(), packets::MAC_B),
+            &dropped,
+        ),
+        // ... from the right MAC on another interface (loopback).
+        ("remote pod, other interface", 1, remote.clone(), &dropped),
+        // A pod CIDR this node has no route to, and one whose next hop's
+        // MAC address is not resolved: nothing vouches for the sender.
+        (
+            "no route back",
+            device,
+            packets::ipv4_udp_from([10, 244, 3, 7]),
+            &dropped,
+        ),
+        (
+            "next hop unresolved",
+            device,
+            packets::ipv4_udp_from([10, 244, 4, 7]),
+            &dropped,
+        ),
+        // Not a pod address: not checked.
+        (
+            "outside address",
+            device,
+            packets::ipv4_udp_from([203, 0, 113, 10]),
+            &passed,
+        ),
+        // IPv6 is not checked (pod CIDRs are IPv4).
+        ("IPv6", device, packets::ipv6_udp(), &passed),
+    ];
+    for (case, ifindex, frame, expected) in &cases {
+        assert_eq!(&from_network(*ifindex, frame), *expected, "{case}");
+    }
     // The node's own pods' packets leaving it are not the check's business.
     let frame = packets::ipv4_udp_from([10, 244, 1, 7]);
-    let egress = TrafficDirection::Egress as u8;
     assert_eq!(
-        run_in(&netns, &mut datapath, ProgramKind::ToNetdev, &frame),
-        (TC_ACT_OK, vec![(Reason::Forwarded as u8, egress)]),
+        run_in(node, device, &mut datapath, ProgramKind::ToNetdev, &frame),
+        (
+            TC_ACT_OK,
+            vec![(Reason::Forwarded as u8, TrafficDirection::Egress as u8)]
+        ),
         "own pod leaving"
     );
-    // A removed CIDR is no longer checked.
+    // A CIDR removed from the map is no longer checked.
     maps::remove_pod_cidr(datapath.ebpf_mut(), own).unwrap();
-    let frame = packets::ipv4_udp_from([10, 244, 1, 7]);
     assert_eq!(
-        run_in(&netns, &mut datapath, ProgramKind::FromNetdev, &frame),
-        (TC_ACT_OK, vec![forwarded]),
+        run_in(node, device, &mut datapath, ProgramKind::FromNetdev, &frame),
+        passed,
         "after removal"
     );
 }
