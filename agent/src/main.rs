@@ -612,7 +612,7 @@ fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String) 
                     .collect();
                 (desired, view.nodes_synced)
             };
-            if &desired == routes.installed() && complete {
+            if routes.is_current(&desired) && complete {
                 continue;
             }
             match routes.sync(&desired, complete).await {
