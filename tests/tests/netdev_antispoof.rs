@@ -11,7 +11,7 @@
 //! receives none of them while real cross-node and outside traffic still
 //! arrives.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, Sockadd
 use weir_abi::{Reason, TrafficDirection};
 use weir_agent::datapath::maps::{self, PodCidrOwner};
 use weir_agent::datapath::{Datapath, ProgramKind};
-use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
+use weir_lab::testing::{namespace_yaml, pod_yaml, wait_until, TestLab};
 use weir_tests::datapath::{load, test_run, test_run_on, PinDir};
 use weir_tests::netns::{NetNs, VethPair};
 use weir_tests::{names, packets, require_root};
@@ -260,6 +260,23 @@ fn receive(
     got
 }
 
+/// The content of a node's pinned `weir_pod_cidrs`.
+fn pinned_pod_cidrs(bpffs_dir: &std::path::Path) -> BTreeMap<Ipv4Network, PodCidrOwner> {
+    let pin = aya::maps::MapData::from_pin(bpffs_dir.join(weir_abi::map_names::POD_CIDRS))
+        .expect("pinned weir_pod_cidrs");
+    let map: aya::maps::LpmTrie<_, weir_abi::PodCidrKey, weir_abi::PodCidrInfo> =
+        aya::maps::LpmTrie::try_from(aya::maps::Map::LpmTrie(pin)).expect("an LPM trie");
+    map.iter()
+        .map(|entry| {
+            let (key, value) = entry.expect("an entry");
+            (
+                maps::pod_cidrs::decode_key(&key).expect("a prefix"),
+                maps::pod_cidrs::decode_value(&value),
+            )
+        })
+        .collect()
+}
+
 /// `weir observe ARGS` against `node`'s Observer API, as JSON lines.
 fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let server = weir_lab::hubble_socket(lab.state().node(node).unwrap());
@@ -307,6 +324,28 @@ fn spoofed_pod_sources_from_the_world_and_other_nodes_are_dropped() {
     let (n1, n2, n3) = (node("n1"), node("n2"), node("n3"));
     let world = lab.world_target(weir_lab::WORLD_ADDRESSES[0]);
     let at = |ip: Ipv4Addr, port: u16| SocketAddrV4::new(ip, port);
+
+    // n1's agent has its own pod CIDR (local) and the other nodes' (from
+    // their node records) in the pinned map.
+    let expected: BTreeMap<Ipv4Network, PodCidrOwner> = lab
+        .state()
+        .nodes
+        .iter()
+        .map(|node| {
+            let owner = PodCidrOwner {
+                node_ip: node.underlay_ip,
+                local: node.name == "n1",
+            };
+            (node.pod_cidr.parse().expect("pod CIDR"), owner)
+        })
+        .collect();
+    assert_eq!(expected.len(), 3);
+    assert!(expected
+        .iter()
+        .any(|(cidr, o)| o.local && cidr.contains(target.ip)));
+    wait_until("n1's weir_pod_cidrs", Duration::from_secs(10), || {
+        pinned_pod_cidrs(&n1.bpffs_dir) == expected
+    });
 
     let receiver = weir_tests::netns::run_in(&target.netns, || {
         UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT))
