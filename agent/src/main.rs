@@ -79,6 +79,11 @@ async fn run(mut args: Config) -> Result<()> {
     for pin in datapath.replaced_pins() {
         warn!(map = %pin.map, reason = %pin.reason, "pinned map replaced");
     }
+    // Anti-spoofing on the node devices: this node's pod CIDR is in the
+    // map before the programs are attached (other nodes' follow their
+    // records, in the reconcile loop).
+    weir_agent::reconcile::pod_cidrs::claim_local(datapath.ebpf_mut(), pod_cidr, node_ipv4(&args))
+        .context("writing this node's pod CIDR into the anti-spoofing map")?;
     // Replaced maps are empty: the programs attached keep the old ones
     // until the reconcile loop has filled the new ones (see datapath::pins).
     let defer_attach = datapath.fill_before_attach() && shared_store.is_some();
@@ -232,6 +237,14 @@ async fn run(mut args: Config) -> Result<()> {
     Ok(())
 }
 
+/// The node's IPv4 underlay address (unspecified when it has none).
+fn node_ipv4(args: &Config) -> std::net::Ipv4Addr {
+    match args.node_ip {
+        Some(std::net::IpAddr::V4(address)) => address,
+        _ => std::net::Ipv4Addr::UNSPECIFIED,
+    }
+}
+
 /// What the reconcile loop publishes for the API and the metrics server.
 struct Published {
     snapshot: SharedSnapshot,
@@ -360,7 +373,8 @@ async fn start_cluster_sync(
         &Reconciler::STEPS,
     ))
     .with_status(status)
-    .with_readiness(readiness.clone());
+    .with_readiness(readiness.clone())
+    .with_pod_cidr(pod_cidr, node_ipv4(args));
     if let Some(source) = kubernetes {
         reconciler = reconciler.with_kubernetes(source);
     }
@@ -598,7 +612,7 @@ fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String) 
                     .collect();
                 (desired, view.nodes_synced)
             };
-            if &desired == routes.installed() && complete {
+            if routes.is_current(&desired) && complete {
                 continue;
             }
             match routes.sync(&desired, complete).await {

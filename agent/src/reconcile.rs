@@ -5,7 +5,8 @@
 //! what changed: [`services`] (Services and EndpointSlices to the LB maps,
 //! see [`lb_sync`]), [`identities`] (an identity per local endpoint, and
 //! its endpoint record published), [`ipcache`] (every address in the
-//! cluster to its identity), [`endpoints_map`] and [`policy`] (compiled per
+//! cluster to its identity, and [`pod_cidrs`], every node's pod CIDR to
+//! its owner), [`endpoints_map`] and [`policy`] (compiled per
 //! local endpoint, see [`snapshot`] for what it publishes). [`Reconciler`]
 //! orders them in one pass; each is a [`step`] with its own error state
 //! and backoff, so one failing never stops the others (a step that needs
@@ -18,6 +19,7 @@ pub mod identities;
 pub mod ipcache;
 pub mod lb_sync;
 pub mod metrics;
+pub mod pod_cidrs;
 pub mod policy;
 pub mod services;
 pub mod snapshot;
@@ -47,6 +49,7 @@ use endpoints_map::EndpointMapSync;
 use identities::IdentitySync;
 use ipcache::{DesiredIpcache, IpcacheSync};
 use metrics::{PropagationClock, ReconcileMetrics, StepMetrics};
+use pod_cidrs::PodCidrSync;
 use policy::PolicySync;
 use services::ServiceSync;
 use snapshot::SharedSnapshot;
@@ -140,6 +143,10 @@ pub struct Reconciler {
     reported_rejections: BTreeMap<PathBuf, String>,
     identities: IdentitySync,
     ipcache: IpcacheSync,
+    /// This node's pod CIDR and address, for `weir_pod_cidrs` (none: the
+    /// map is not reconciled; see [`Reconciler::with_pod_cidr`]).
+    local_pod_cidr: Option<(ipnetwork::Ipv4Network, std::net::Ipv4Addr)>,
+    pod_cidrs: PodCidrSync,
     endpoints_map: EndpointMapSync,
     policy: PolicySync,
     services: ServiceSync,
@@ -183,6 +190,8 @@ impl Reconciler {
             reported_rejections: BTreeMap::new(),
             identities,
             ipcache: IpcacheSync::default(),
+            local_pod_cidr: None,
+            pod_cidrs: PodCidrSync::default(),
             endpoints_map: EndpointMapSync::default(),
             policy: PolicySync::default(),
             services,
@@ -214,6 +223,18 @@ impl Reconciler {
     /// manifest directory.
     pub fn with_kubernetes(mut self, source: KubernetesSource) -> Self {
         self.manifests = Some(Source::Kubernetes(source));
+        self
+    }
+
+    /// Keep `weir_pod_cidrs` (anti-spoofing on the node devices) equal to
+    /// this node's pod CIDR and the other nodes' records, in the ipcache
+    /// step.
+    pub fn with_pod_cidr(
+        mut self,
+        pod_cidr: ipnetwork::Ipv4Network,
+        node_ip: std::net::Ipv4Addr,
+    ) -> Self {
+        self.local_pod_cidr = Some((pod_cidr, node_ip));
         self
     }
 
@@ -295,10 +316,21 @@ impl Reconciler {
         }
         if self.steps.ipcache.due(Instant::now()) {
             let desired = self.desired_ipcache(&view);
-            let result =
-                self.ipcache
-                    .sync(self.datapath.lock().ebpf_mut(), &desired, view.synced());
-            self.record(|s| &mut s.ipcache, result, &mut failed);
+            let mut datapath = self.datapath.lock();
+            let ebpf = datapath.ebpf_mut();
+            let ipcache = self.ipcache.sync(ebpf, &desired, view.synced());
+            // Pod CIDR owners are addresses of the cluster too: written in
+            // the same step, each whatever the other's outcome.
+            let cidrs = match self.local_pod_cidr {
+                Some((cidr, node_ip)) => {
+                    let desired =
+                        pod_cidrs::desired(&self.node_name, cidr, node_ip, view.nodes.values());
+                    self.pod_cidrs.sync(ebpf, &desired, view.nodes_synced)
+                }
+                None => Ok(()),
+            };
+            drop(datapath);
+            self.record(|s| &mut s.ipcache, ipcache.and(cidrs), &mut failed);
         }
         // Allows first, then enforcement flags, then removals: a policy
         // change never opens a window of default deny for allowed traffic.

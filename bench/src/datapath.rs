@@ -160,7 +160,8 @@ fn policy_costs(
     );
     ip_block_costs(datapath, repeat, runs)?;
     event_costs(runs)?;
-    lb_costs()
+    lb_costs()?;
+    antispoof_costs(repeat, runs)
 }
 
 /// The established flow of [`policy_costs`] (egress to 10.99.0.2, a pod of
@@ -440,4 +441,100 @@ fn event_costs(runs: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Per-packet cost of anti-spoofing on the node device (weir_from_netdev,
+/// IPv4/UDP, no service): `weir_pod_cidrs` holds this node's /24 and 254
+/// other nodes' /24s, each routed through a neighbour with a known MAC
+/// address, as on a node of a 255-node cluster. A source in no pod CIDR
+/// costs one LPM lookup; another node's pod adds the FIB and neighbour
+/// lookup of the reverse path. Run on a veth of a namespace of its own
+/// (the context names the interface), so those lookups are real.
+fn antispoof_costs(repeat: u32, runs: usize) -> Result<()> {
+    use weir_agent::datapath::maps::{self, PodCidrOwner};
+    use weir_tests::datapath::test_run_on;
+    use weir_tests::netns::VethPair;
+
+    let pair = VethPair::new(&weir_tests::names::unique())?;
+    let node = &pair.a;
+    node.sysctl("net.ipv4.conf.all.forwarding", "1")?;
+    let mac = packets::MAC_A.map(|b| format!("{b:02x}")).join(":");
+    node.ip(&[
+        "neigh",
+        "replace",
+        VethPair::ADDR_B,
+        "lladdr",
+        &mac,
+        "dev",
+        &pair.dev_a,
+        "nud",
+        "permanent",
+    ])?;
+    let pins = PinDir::new();
+    let mut datapath = load(&pins)?;
+    let owner = |local| PodCidrOwner {
+        node_ip: std::net::Ipv4Addr::new(10, 99, 0, 2),
+        local,
+    };
+    maps::set_pod_cidr(datapath.ebpf_mut(), "10.244.1.0/24".parse()?, owner(true))?;
+    for n in 2..=255u8 {
+        let cidr = format!("10.244.{n}.0/24");
+        node.ip(&["route", "add", &cidr, "via", VethPair::ADDR_B])?;
+        maps::set_pod_cidr(datapath.ebpf_mut(), cidr.parse()?, owner(false))?;
+    }
+    let dev = pair.dev_a.clone();
+    let ifindex = node.run(move || nix::net::if_::if_nametoindex(dev.as_str()))??;
+    let mut spoofed = packets::ipv4_udp_from([10, 244, 200, 7]);
+    spoofed[6..12].copy_from_slice(&packets::MAC_B);
+    let cases = [
+        (
+            "source in no pod CIDR (one LPM miss)",
+            packets::ipv4_udp_from([203, 0, 113, 10]),
+        ),
+        (
+            "another node's pod, from it (accepted)",
+            packets::ipv4_udp_from([10, 244, 200, 7]),
+        ),
+        ("another node's pod, other sender (drop)", spoofed),
+        (
+            "this node's pod (drop)",
+            packets::ipv4_udp_from([10, 244, 1, 7]),
+        ),
+    ];
+    let file = std::fs::File::open(weir_tests::netns::path(node.name()))?;
+    println!();
+    println!(
+        "anti-spoofing, weir_from_netdev, IPv4/UDP, 255 pod CIDRs, {repeat} repetitions: \
+         ns/packet median (min-max)"
+    );
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            for (case, frame) in &cases {
+                let mut samples = (0..runs)
+                    .map(|_| {
+                        test_run_on(
+                            &mut datapath,
+                            ProgramKind::FromNetdev,
+                            frame,
+                            repeat,
+                            ifindex,
+                        )
+                        .map(|r| r.nanos_per_packet)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                samples.sort_unstable();
+                let cell = format!(
+                    "{} ({}-{})",
+                    samples[samples.len() / 2],
+                    samples[0],
+                    samples[samples.len() - 1]
+                );
+                println!("{case:<44}{cell:>22}");
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the measuring thread panicked"))?
+    })
 }

@@ -88,10 +88,42 @@ pub fn test_run(
     frame: &[u8],
     repeat: u32,
 ) -> Result<Run> {
+    run_with(datapath, program, frame, repeat, None)
+}
+
+/// Offset of `ifindex` in the kernel's `struct __sk_buff`.
+const SKB_IFINDEX_OFFSET: usize = 40;
+
+/// [`test_run`] with the packet on the interface `ifindex` of the calling
+/// thread's network namespace instead of loopback (the kernel takes the
+/// device from the context's `ifindex`): what route and neighbour lookups
+/// of the program see.
+pub fn test_run_on(
+    datapath: &mut Datapath,
+    program: ProgramKind,
+    frame: &[u8],
+    repeat: u32,
+    ifindex: u32,
+) -> Result<Run> {
+    // Every other field of the context must stay zero (the kernel refuses
+    // a context that sets what it does not let a test set).
+    let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 4];
+    ctx[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
+    run_with(datapath, program, frame, repeat, Some(&ctx))
+}
+
+fn run_with(
+    datapath: &mut Datapath,
+    program: ProgramKind,
+    frame: &[u8],
+    repeat: u32,
+    ctx_in: Option<&[u8]>,
+) -> Result<Run> {
     let program = datapath.program_mut(program)?;
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
+            ctx_in,
             repeat,
             ..TestRunOptions::default()
         })

@@ -3,7 +3,9 @@
 //! node's pod CIDR through its address (tagged `proto 87`), corrects one
 //! whose node moved, removes the one of a node that left only once the
 //! node list is complete, adopts what an earlier run left, and never
-//! touches a route it did not make.
+//! touches a route it did not make. Each node address routed through gets a
+//! managed neighbour entry of the same protocol (the node devices'
+//! anti-spoofing needs its MAC address), following the routes.
 
 use std::net::Ipv4Addr;
 
@@ -25,6 +27,19 @@ fn shown(ns: &NetNs, proto: &str) -> Vec<String> {
         .lines()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .collect()
+}
+
+/// The addresses of the managed neighbour entries of `proto`, sorted.
+fn managed(ns: &NetNs, proto: &str) -> Vec<String> {
+    let mut nodes: Vec<String> = ns
+        .ip(&["-d", "neigh", "show", "proto", proto])
+        .expect("ip neigh")
+        .lines()
+        .filter(|l| l.contains("managed") && l.contains("extern_learn"))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    nodes.sort();
+    nodes
 }
 
 /// Runs one async step inside the namespace.
@@ -55,9 +70,21 @@ fn node_routes_follow_the_node_records_and_touch_only_their_own() {
     ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "underlay"])
         .unwrap();
     ns.ip(&["link", "set", "underlay", "up"]).unwrap();
-    // Someone else's route, in the same table.
+    // Someone else's route and neighbour entry.
     ns.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"])
         .unwrap();
+    ns.ip(&[
+        "neigh",
+        "add",
+        "192.0.2.254",
+        "lladdr",
+        "02:00:00:00:00:fe",
+        "dev",
+        "underlay",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
     let proto = ROUTE_PROTOCOL.to_string();
 
     let before = shown(&ns, "boot");
@@ -76,6 +103,7 @@ fn node_routes_follow_the_node_records_and_touch_only_their_own() {
         shown(&ns, &proto),
         vec!["10.244.1.0/24 via 192.0.2.2", "10.244.2.0/24 via 192.0.2.3"]
     );
+    assert_eq!(managed(&ns, &proto), ["192.0.2.2", "192.0.2.3"]);
 
     // A new run adopts them; n2 moved to .4; n1 left, but the list is not
     // complete yet: nothing is removed.
@@ -88,6 +116,7 @@ fn node_routes_follow_the_node_records_and_touch_only_their_own() {
                 "adopted {:?}",
                 routes.installed()
             );
+            assert_eq!(routes.neighbours().len(), 2, "{:?}", routes.neighbours());
             let partial = set(&[("10.244.2.0/24", [192, 0, 2, 4])]);
             routes.sync(&partial, false).await.expect("partial sync");
         })
@@ -95,6 +124,10 @@ fn node_routes_follow_the_node_records_and_touch_only_their_own() {
     assert_eq!(
         shown(&ns, &proto),
         vec!["10.244.1.0/24 via 192.0.2.2", "10.244.2.0/24 via 192.0.2.4"]
+    );
+    assert_eq!(
+        managed(&ns, &proto),
+        ["192.0.2.2", "192.0.2.3", "192.0.2.4"]
     );
 
     // Complete: n1's route goes. A route removed by hand is no error.
@@ -109,6 +142,17 @@ fn node_routes_follow_the_node_records_and_touch_only_their_own() {
         })
     });
     assert!(shown(&ns, &proto).is_empty(), "{:?}", shown(&ns, &proto));
+    assert!(
+        managed(&ns, &proto).is_empty(),
+        "{:?}",
+        managed(&ns, &proto)
+    );
+    assert!(
+        ns.ip(&["neigh", "show", "192.0.2.254"])
+            .unwrap()
+            .contains("PERMANENT"),
+        "a neighbour entry Weir did not make changed"
+    );
     assert_eq!(
         shown(&ns, "boot"),
         before,

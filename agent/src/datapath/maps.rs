@@ -9,6 +9,7 @@ pub mod fill;
 pub mod ipcache;
 pub mod lb;
 pub mod ops;
+pub mod pod_cidrs;
 pub mod policy;
 
 pub use conntrack::{conntrack, conntrack_gc, forget_address, monotonic_now_ns, Forgotten};
@@ -17,6 +18,7 @@ pub use endpoints::{
 };
 pub use events::{drain_events, events_lost, read_event};
 pub use ipcache::{ipcache_entries, ipcache_key, remove_ipcache, set_ipcache};
+pub use pod_cidrs::{pod_cidr_entries, remove_pod_cidr, set_pod_cidr, PodCidrOwner};
 pub use policy::{policy_entries, remove_policy, set_policy};
 
 use std::net::IpAddr;

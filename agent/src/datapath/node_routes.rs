@@ -7,12 +7,27 @@
 //! ([`ROUTE_PROTOCOL`], `ip route show proto 87`), so the agent finds the
 //! routes an earlier run left (adopted, then corrected) and never touches
 //! anyone else's.
+//!
+//! Each node address a route goes through also gets a *managed* neighbour
+//! entry (`ip neigh add <node> dev <dev> managed extern_learn proto 87`):
+//! the kernel keeps it resolved and never garbage-collects it. The node
+//! devices' anti-spoofing (`ebpf/datapath/src/antispoof.rs`) accepts
+//! another node's pods only from the MAC address the kernel holds for that
+//! next hop and fails closed without one; a node that has been silent
+//! longer than the neighbour table keeps idle entries (on a table above
+//! `gc_thresh1`) must not lose its first packets to that.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use std::net::IpAddr;
+
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourFlags, NeighbourMessage,
+    NeighbourState,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
@@ -37,15 +52,34 @@ pub enum Error {
         cidr: Ipv4Network,
         source: rtnetlink::Error,
     },
+    #[error("list neighbours: {0}")]
+    ListNeighbours(rtnetlink::Error),
+    #[error("the route to node {node}: {source}")]
+    RouteTo {
+        node: Ipv4Addr,
+        source: rtnetlink::Error,
+    },
+    #[error("no route to node {0}")]
+    NoRouteTo(Ipv4Addr),
+    #[error("managed neighbour {node}: {source}")]
+    Neighbour {
+        node: Ipv4Addr,
+        source: rtnetlink::Error,
+    },
 }
 
 /// Pod CIDR → the node address it is reached through.
 pub type NodeRouteSet = BTreeMap<Ipv4Network, Ipv4Addr>;
 
-/// The routes this agent keeps in its network namespace's main table.
+/// Node address → the interface its managed neighbour entry is on.
+pub type ManagedNeighbours = BTreeMap<Ipv4Addr, u32>;
+
+/// The routes this agent keeps in its network namespace's main table, and
+/// the managed neighbour entries of their next hops.
 pub struct NodeRoutes {
     handle: Handle,
     installed: NodeRouteSet,
+    neighbours: ManagedNeighbours,
 }
 
 impl NodeRoutes {
@@ -55,12 +89,35 @@ impl NodeRoutes {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connection)?;
         tokio::spawn(connection);
         let installed = list_tagged(&handle).await?;
-        Ok(NodeRoutes { handle, installed })
+        let neighbours = list_tagged_neighbours(&handle).await?;
+        Ok(NodeRoutes {
+            handle,
+            installed,
+            neighbours,
+        })
     }
 
     /// What is installed (as last listed or written).
     pub fn installed(&self) -> &NodeRouteSet {
         &self.installed
+    }
+
+    /// The managed neighbour entries this agent keeps (as last listed or
+    /// written).
+    pub fn neighbours(&self) -> &ManagedNeighbours {
+        &self.neighbours
+    }
+
+    /// Whether `desired` is what is installed, neighbours included.
+    pub fn is_current(&self, desired: &NodeRouteSet) -> bool {
+        &self.installed == desired
+            && desired
+                .values()
+                .all(|node| self.neighbours.contains_key(node))
+            && self
+                .neighbours
+                .keys()
+                .all(|node| desired.values().any(|n| n == node))
     }
 
     /// Makes the tagged routes equal `desired`. With `remove_absent` false
@@ -103,8 +160,130 @@ impl NodeRoutes {
                 self.installed.remove(&cidr);
             }
         }
+        self.sync_neighbours(desired, remove_absent).await
+    }
+
+    /// A managed neighbour entry for every node address `desired` routes
+    /// through, on the interface the kernel reaches it by; with
+    /// `remove_absent`, none for the others.
+    async fn sync_neighbours(
+        &mut self,
+        desired: &NodeRouteSet,
+        remove_absent: bool,
+    ) -> Result<(), Error> {
+        let nodes: std::collections::BTreeSet<Ipv4Addr> = desired.values().copied().collect();
+        for &node in &nodes {
+            if self.neighbours.contains_key(&node) {
+                continue;
+            }
+            let ifindex = self.interface_to(node).await?;
+            let mut request = self
+                .handle
+                .neighbours()
+                .add(ifindex, IpAddr::V4(node))
+                .state(NeighbourState::None)
+                .flags(NeighbourFlags::ExtLearned)
+                .replace();
+            let attributes = &mut request.message_mut().attributes;
+            attributes.push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+            attributes.push(NeighbourAttribute::Protocol(RouteProtocol::Other(
+                ROUTE_PROTOCOL,
+            )));
+            request
+                .execute()
+                .await
+                .map_err(|source| Error::Neighbour { node, source })?;
+            self.neighbours.insert(node, ifindex);
+        }
+        if remove_absent {
+            let stale: Vec<(Ipv4Addr, u32)> = self
+                .neighbours
+                .iter()
+                .filter(|(node, _)| !nodes.contains(node))
+                .map(|(node, ifindex)| (*node, *ifindex))
+                .collect();
+            for (node, ifindex) in stale {
+                match self
+                    .handle
+                    .neighbours()
+                    .del(neighbour(node, ifindex))
+                    .execute()
+                    .await
+                {
+                    Ok(()) => {}
+                    // Already gone (with its link, or by hand).
+                    Err(rtnetlink::Error::NetlinkError(e))
+                        if e.raw_code() == -(nix::errno::Errno::ENOENT as i32) => {}
+                    Err(source) => return Err(Error::Neighbour { node, source }),
+                }
+                self.neighbours.remove(&node);
+            }
+        }
         Ok(())
     }
+
+    /// The interface the kernel routes `node` through (`ip route get`).
+    async fn interface_to(&self, node: Ipv4Addr) -> Result<u32, Error> {
+        let mut answers = self
+            .handle
+            .route()
+            .get(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(node, 32)
+                    .build(),
+            )
+            .execute();
+        while let Some(message) = answers
+            .try_next()
+            .await
+            .map_err(|source| Error::RouteTo { node, source })?
+        {
+            let oif = message.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(index) => Some(*index),
+                _ => None,
+            });
+            if let Some(oif) = oif {
+                return Ok(oif);
+            }
+        }
+        Err(Error::NoRouteTo(node))
+    }
+}
+
+/// The neighbour entry of `node` on `ifindex`, for a delete.
+fn neighbour(node: Ipv4Addr, ifindex: u32) -> NeighbourMessage {
+    let mut message = NeighbourMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.ifindex = ifindex;
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            node,
+        )));
+    message
+}
+
+/// The IPv4 neighbour entries tagged with Weir's protocol.
+async fn list_tagged_neighbours(handle: &Handle) -> Result<ManagedNeighbours, Error> {
+    let mut entries = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute();
+    let mut found = ManagedNeighbours::new();
+    while let Some(message) = entries.try_next().await.map_err(Error::ListNeighbours)? {
+        let ours = message.attributes.iter().any(|a| {
+            matches!(a, NeighbourAttribute::Protocol(RouteProtocol::Other(p)) if *p == ROUTE_PROTOCOL)
+        });
+        let node = message.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(node)) => Some(*node),
+            _ => None,
+        });
+        if let (true, Some(node)) = (ours, node) {
+            found.insert(node, message.header.ifindex);
+        }
+    }
+    Ok(found)
 }
 
 fn route(cidr: Ipv4Network, gateway: Option<Ipv4Addr>) -> RouteMessage {

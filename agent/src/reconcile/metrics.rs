@@ -70,10 +70,11 @@ pub struct StepMetrics {
 }
 
 /// The maps the steps write, with a zero `weir_map_full_total` series each.
-const WRITTEN_MAPS: [&str; 6] = [
+const WRITTEN_MAPS: [&str; 7] = [
     weir_abi::map_names::POLICY,
     weir_abi::map_names::ENDPOINTS,
     weir_abi::map_names::IPCACHE,
+    weir_abi::map_names::POD_CIDRS,
     weir_abi::map_names::LB4_SERVICES,
     weir_abi::map_names::LB4_BACKENDS,
     weir_abi::map_names::LB4_REVNAT,

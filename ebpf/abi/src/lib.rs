@@ -15,6 +15,7 @@ pub mod ip_proto;
 pub mod ipcache;
 pub mod lb;
 pub mod metrics;
+pub mod pod_cidr;
 pub mod policy;
 pub mod reason;
 
@@ -23,6 +24,7 @@ pub use endpoint::{EndpointInfo, EndpointKey};
 pub use events::FlowEvent;
 pub use ipcache::{IpcacheKey, IpcacheValue};
 pub use metrics::{MetricsKey, MetricsValue, TrafficDirection};
+pub use pod_cidr::{PodCidrInfo, PodCidrKey};
 pub use policy::{PolicyEntry, PolicyKey};
 pub use reason::Reason;
 
@@ -66,6 +68,9 @@ pub mod map_names {
     pub const LB4_SOCK_REVNAT: &str = "weir_lb4_sock_revnat";
     /// Per-packet service NAT ([`crate::lb::Lb4NatKey`]).
     pub const LB4_NAT: &str = "weir_lb4_nat";
+    /// Every node's pod CIDR, for anti-spoofing on node devices (LPM,
+    /// [`crate::PodCidrKey`]).
+    pub const POD_CIDRS: &str = "weir_pod_cidrs";
 }
 
 /// Names of the TC programs in the datapath object.

@@ -25,6 +25,11 @@ pub enum Reason {
     /// The destination is a service frontend with no backend to send a new
     /// connection to (Cilium's "Service backend not found").
     DropNoService = 158,
+    /// A packet from the network whose IPv4 source is a pod address it
+    /// cannot carry there: one of this node's own pods (they never reach
+    /// the node from outside), or a pod of another node that did not come
+    /// from that node (Cilium's "Unknown sender"; issue 16 item 2).
+    DropUnknownSender = 172,
     /// An ICMPv6 Router Advertisement or Redirect from a pod: only routers
     /// send them, and a pod that could would become its node's IPv6
     /// router (issue 16 item 1).
@@ -39,7 +44,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Forwarded,
         Reason::DropInvalidSourceIp,
         Reason::DropPolicyDenied,
@@ -48,6 +53,7 @@ impl Reason {
         Reason::DropCtCreateFailed,
         Reason::DropInvalidExthdr,
         Reason::DropNoService,
+        Reason::DropUnknownSender,
         Reason::DropForbiddenIcmp6,
         Reason::DropPolicyDeny,
         Reason::DropEpNotReady,
@@ -64,6 +70,7 @@ impl Reason {
             155 => Some(Reason::DropCtCreateFailed),
             156 => Some(Reason::DropInvalidExthdr),
             158 => Some(Reason::DropNoService),
+            172 => Some(Reason::DropUnknownSender),
             176 => Some(Reason::DropForbiddenIcmp6),
             181 => Some(Reason::DropPolicyDeny),
             203 => Some(Reason::DropEpNotReady),

@@ -64,6 +64,7 @@ fn drop_texts_are_ordered_and_name_every_reason() {
             "CT: Map insertion failed",
             "Invalid IPv6 extension header",
             "Service backend not found",
+            "Unknown sender",
             "Forbidden ICMPv6 message",
             "Policy denied by denylist",
             "Endpoint policy program not available",
@@ -127,6 +128,21 @@ fn ipcache_layout_and_prefix_lengths() {
 }
 
 #[test]
+fn pod_cidr_layout_is_pinned() {
+    use crate::{PodCidrInfo, PodCidrKey};
+    assert_eq!(size_of::<PodCidrKey>(), 4);
+    assert_eq!(size_of::<PodCidrInfo>(), 8);
+    assert_eq!(offset_of!(PodCidrInfo, flags), 4);
+    let local = PodCidrInfo {
+        node_ipv4: [10, 77, 0, 11],
+        flags: PodCidrInfo::LOCAL,
+        pad: [0; 3],
+    };
+    assert!(local.is_local());
+    assert!(!PodCidrInfo::default().is_local());
+}
+
+#[test]
 fn policy_key_field_order_supports_wildcards() {
     use crate::policy::*;
     assert_eq!(size_of::<PolicyKey>(), 12);
@@ -160,6 +176,7 @@ fn policy_drop_reasons_match_cilium_numbers() {
     assert_eq!(Reason::DropPolicyDenied as u8, 133);
     assert_eq!(Reason::DropCtCreateFailed as u8, 155);
     assert_eq!(Reason::DropPolicyDeny as u8, 181);
+    assert_eq!(Reason::DropUnknownSender as u8, 172);
 }
 
 #[test]

@@ -7,10 +7,12 @@
 //! L3/L4 header are dropped with their own reason: a header the datapath
 //! cannot read is a header that policy could not be enforced on. The pod
 //! programs then apply conntrack and identity-based policy (`pod.rs`); the
-//! netdev programs pass what they parsed.
+//! netdev programs drop pod sources that cannot come from where they did
+//! (`antispoof.rs`) and balance services (`nodeport.rs`).
 #![no_std]
 #![no_main]
 
+mod antispoof;
 mod conntrack;
 mod events;
 mod lb;
@@ -82,6 +84,14 @@ pub fn weir_sock_getpeername4(ctx: SockAddrContext) -> i32 {
 fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     let parsed = parse::parse(ctx);
     let outcome = match &parsed {
+        // Anti-spoofing first: it judges the source as it arrived, before
+        // service NAT rewrites anything.
+        Ok(flow) if direction == TrafficDirection::Ingress => {
+            match antispoof::from_network(ctx, flow) {
+                checked if checked.drop_reason().is_some() => checked,
+                _ => nodeport::handle(ctx, flow, direction),
+            }
+        }
         Ok(flow) => nodeport::handle(ctx, flow, direction),
         Err(_) => nodeport::Outcome::CONTINUE,
     };

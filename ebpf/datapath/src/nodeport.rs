@@ -64,7 +64,7 @@ const RETURN_BASE: i32 = 0x100;
 impl Outcome {
     pub const CONTINUE: Outcome = Outcome(0);
 
-    fn drop(reason: Reason) -> Outcome {
+    pub fn drop(reason: Reason) -> Outcome {
         Outcome(reason as u8 as i32)
     }
 

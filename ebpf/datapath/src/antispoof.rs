@@ -1,0 +1,102 @@
+//! Anti-spoofing on node devices (issue 16 item 2): a host on the underlay
+//! must not be able to send with a pod's source address and be classified
+//! with that pod's identity.
+//!
+//! For every IPv4 packet arriving from the network, one LPM lookup of its
+//! source in `weir_pod_cidrs` (every node's pod CIDR, written by the agent):
+//! - no match: not a pod address, nothing to check;
+//! - this node's pod CIDR: dropped. Its pods reach it through their veths,
+//!   never from the network;
+//! - another node's pod CIDR: accepted only from the neighbour this node
+//!   routes that source through (a strict reverse-path check at L2). The
+//!   routes to other nodes' pod CIDRs go through their node addresses
+//!   (`--auto-direct-node-routes`, or the operator's), so that neighbour is
+//!   the owning node: the frame's Ethernet source must be the MAC address
+//!   the kernel holds for that next hop, and it must have arrived on the
+//!   interface that route leaves by. Both are asked of the kernel per packet
+//!   (`bpf_fib_lookup` of the source) rather than copied into a map: a node
+//!   that comes, goes or changes its MAC is followed by the routes the agent
+//!   keeps and by the neighbour table, with no second copy to go stale, and
+//!   where the underlay routes pod CIDRs through a gateway the check
+//!   expects the gateway (which is what such traffic carries) instead of
+//!   dropping it. The lookup is only made for sources in another node's pod
+//!   CIDR: other traffic costs the one map lookup.
+//!
+//! Fail closed: a source whose route or neighbour the kernel cannot resolve
+//! is dropped too (a node would not reach that neighbour either, and it
+//! learns it from the ARP request of any node about to send to it).
+//!
+//! What this cannot stop: a host on the same L2 segment that also forges
+//! the owning node's MAC address (native routing carries nothing else to
+//! check; a tunnel's outer source, `PodCidrInfo::node_ipv4`, would be the
+//! check there, and Weir has no tunnel mode yet). It does stop every
+//! sender that keeps its own MAC, and everything routed in from off the
+//! segment.
+
+use aya_ebpf::bindings::{bpf_fib_lookup, BPF_FIB_LKUP_RET_SUCCESS};
+use aya_ebpf::helpers::generated::bpf_fib_lookup as fib_lookup;
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::maps::LpmTrie;
+use aya_ebpf::programs::TcContext;
+use aya_ebpf::EbpfContext;
+use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::{PodCidrInfo, PodCidrKey, Reason};
+
+use crate::nodeport::Outcome;
+use crate::packet::Packet;
+use crate::parse::Flow;
+
+const AF_INET: u8 = 2;
+/// Offset of the Ethernet source address.
+const ETH_SOURCE_OFF: usize = 6;
+
+/// Room for this many nodes' pod CIDRs (Cilium's node map holds 16k).
+#[map(name = "weir_pod_cidrs")]
+static POD_CIDRS: LpmTrie<PodCidrKey, PodCidrInfo> = LpmTrie::pinned(16_384, 0);
+
+/// The anti-spoofing verdict of a packet from the network: continue, or
+/// drop as [`Reason::DropUnknownSender`]. A function of its own (a
+/// BPF-to-BPF call, a sibling of service NAT): its FIB parameter block
+/// stays off the caller's frame.
+#[inline(never)]
+pub fn from_network(ctx: &TcContext, flow: &Flow) -> Outcome {
+    if flow.family != FAMILY_IPV4 {
+        return Outcome::CONTINUE;
+    }
+    let source = [flow.saddr[0], flow.saddr[1], flow.saddr[2], flow.saddr[3]];
+    let Some(owner) = POD_CIDRS.get(Key::new(32, PodCidrKey { addr: source })) else {
+        return Outcome::CONTINUE;
+    };
+    if owner.is_local() || !from_next_hop(ctx, source) {
+        return Outcome::drop(Reason::DropUnknownSender);
+    }
+    Outcome::CONTINUE
+}
+
+/// Whether the frame came from the neighbour, and over the interface, that
+/// this node routes `source` through.
+#[inline(always)]
+fn from_next_hop(ctx: &TcContext, source: [u8; 4]) -> bool {
+    let Some(sender) = Packet::new(ctx).read::<[u8; 6]>(ETH_SOURCE_OFF) else {
+        return false;
+    };
+    let ingress = crate::ifindex(ctx);
+    // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid value.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    // As a packet to `source` arriving on this interface (an input route
+    // lookup, as the kernel would route the reply's forwarding).
+    params.ifindex = ingress;
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(source);
+    // SAFETY: the context and a parameter block of the size passed.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    rc == BPF_FIB_LKUP_RET_SUCCESS as i64 && params.ifindex == ingress && params.dmac == sender
+}
