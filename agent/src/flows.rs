@@ -153,7 +153,17 @@ pub async fn run(
     ring: Arc<FlowRing>,
     metrics: metrics::FlowMetrics,
     monitor: feed::MonitorFeed,
+    readiness: weir_observer::Readiness,
 ) {
+    // The Observer API's health service says SERVING only while this
+    // loop reads events, and NOT_SERVING once it stops for good.
+    struct Down(weir_observer::Readiness);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            self.0.set(false);
+        }
+    }
+    let _down = Down(readiness.clone());
     // SAFETY: the RingBuf owns its map's file descriptor for as long as the
     // AsyncFd owns the RingBuf, and always reports that same descriptor.
     let mut fd = match unsafe { AsyncFd::register(ring_buffer) } {
@@ -163,6 +173,7 @@ pub async fn run(
             return;
         }
     };
+    readiness.set(true);
     loop {
         let mut guard = match fd.readable_mut().await {
             Ok(guard) => guard,

@@ -656,7 +656,7 @@ async fn start_observer(
     registry: &prometheus::Registry,
 ) -> Result<api::monitor::MonitorService> {
     use std::os::unix::fs::PermissionsExt;
-    use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Parser};
+    use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Parser, Readiness};
 
     let ring = Arc::new(FlowRing::new(args.flow_ring_size.max(1)));
     let events = datapath
@@ -672,12 +672,14 @@ async fn start_observer(
     let parser = Parser::new(args.node_name.clone(), enricher, clock);
     let metrics = weir_agent::flows::metrics::FlowMetrics::new(registry);
     let feed = weir_agent::flows::feed::MonitorFeed::default();
+    let readiness = Readiness::new(false);
     tokio::spawn(weir_agent::flows::run(
         events,
         parser,
         ring.clone(),
         metrics,
         feed.clone(),
+        readiness.clone(),
     ));
     let monitor = api::monitor::MonitorService::new(feed, clock, args.node_name.clone());
 
@@ -693,9 +695,11 @@ async fn start_observer(
     std::fs::set_permissions(&args.hubble_socket, std::fs::Permissions::from_mode(0o600))?;
     let service =
         ObserverService::new(ring.clone(), node(args.hubble_socket.display().to_string()));
+    let unix_readiness = readiness.clone();
     tokio::spawn(async move {
+        let listener = Listener::Unix(unix);
         if let Err(error) =
-            weir_observer::serve(service, Listener::Unix(unix), std::future::pending()).await
+            weir_observer::serve(service, listener, unix_readiness, std::future::pending()).await
         {
             warn!(%error, "observer API (unix socket) stopped");
         }
@@ -718,7 +722,7 @@ async fn start_observer(
         let service = ObserverService::new(ring, node(address.to_string()));
         tokio::spawn(async move {
             if let Err(error) =
-                weir_observer::serve(service, listener, std::future::pending()).await
+                weir_observer::serve(service, listener, readiness, std::future::pending()).await
             {
                 warn!(%error, "observer API (TCP) stopped");
             }

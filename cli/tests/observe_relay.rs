@@ -40,7 +40,8 @@ fn serve<S: weir_observer::proto::observer::observer_server::Observer>(
     listener: Listener,
 ) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(weir_observer::serve_with(service, listener, async {
+    let ready = weir_observer::Readiness::new(true);
+    tokio::spawn(weir_observer::serve_with(service, listener, ready, async {
         let _ = stopped.await;
     }));
     stop

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod event;
 pub mod filter;
+pub mod health;
 pub mod parser;
 pub mod proto;
 pub mod ring;
@@ -22,6 +23,7 @@ pub mod tls;
 pub use client::{ConnectError, Target, TargetError};
 pub use event::{DatapathEvent, EventKind, PolicyDirection};
 pub use filter::{FilterError, FlowFilters};
+pub use health::Readiness;
 pub use parser::{
     EndpointInfo, Enricher, NoEnrichment, Parser, ServiceInfo, WallClock, WorkloadInfo,
 };

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStre
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::health::{self, Readiness};
 use crate::proto::flow::{Flow, LostEvent, LostEventSource};
 use crate::proto::observer::observer_server::{Observer, ObserverServer};
 use crate::proto::observer::{
@@ -223,39 +224,48 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     UnixListener::bind(path).map_err(err)
 }
 
-/// Serve the Observer API until `shutdown` completes.
+/// Serve the Observer API (and the health service, SERVING while
+/// `readiness` is up) until `shutdown` completes.
 pub async fn serve(
     service: ObserverService,
     listener: Listener,
+    readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    serve_with(service, listener, shutdown).await
+    serve_with(service, listener, readiness, shutdown).await
 }
 
-/// Serve any implementation of the Observer API (a node's, a relay's)
-/// until `shutdown` completes.
+/// Serve any implementation of the Observer API (a node's, a relay's),
+/// with the gRPC health service beside it, until `shutdown` completes.
 pub async fn serve_with<S: Observer>(
     service: S,
     listener: Listener,
+    readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let mut builder = tonic::transport::Server::builder();
     if let Listener::Tls(_, config) = &listener {
         builder = builder.tls_config(config.clone())?;
     }
-    let router = builder.add_service(ObserverServer::new(service));
-    match listener {
+    let (health, follow_readiness) = health::service(&readiness).await;
+    let follow_readiness = tokio::spawn(follow_readiness);
+    let router = builder
+        .add_service(health)
+        .add_service(ObserverServer::new(service));
+    let served = match listener {
         Listener::Tcp(l) | Listener::Tls(l, _) => {
             router
                 .serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown)
-                .await?
+                .await
         }
         Listener::Unix(l) => {
             router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown)
-                .await?
+                .await
         }
-    }
+    };
+    follow_readiness.abort();
+    served?;
     Ok(())
 }
 

@@ -193,6 +193,7 @@ async fn run(args: Args) -> Result<()> {
         servers.spawn(weir_observer::serve_with(
             relay.clone(),
             listener,
+            relay.peers().readiness(),
             shutdown(),
         ));
         info!(%address, "serving the Observer API");
@@ -203,6 +204,7 @@ async fn run(args: Args) -> Result<()> {
         servers.spawn(weir_observer::serve_with(
             relay.clone(),
             Listener::Unix(listener),
+            relay.peers().readiness(),
             shutdown(),
         ));
         info!(socket = %path.display(), "serving the Observer API");

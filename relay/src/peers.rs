@@ -7,7 +7,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use weir_observer::proto::observer::observer_client::ObserverClient;
 use weir_observer::proto::observer::{GetNodesRequest, Node};
-use weir_observer::{Target, TargetError};
+use weir_observer::{Readiness, Target, TargetError};
 
 use crate::metrics::RelayMetrics;
 
@@ -56,6 +56,7 @@ pub struct Peers {
     peers: Arc<RwLock<Arc<Vec<Arc<Peer>>>>>,
     pub timeout: Duration,
     metrics: RelayMetrics,
+    readiness: Readiness,
 }
 
 impl Peers {
@@ -69,6 +70,7 @@ impl Peers {
             peers: Arc::default(),
             timeout,
             metrics,
+            readiness: Readiness::new(false),
         };
         peers.set_targets(targets)?;
         Ok(peers)
@@ -100,6 +102,12 @@ impl Peers {
         Ok(())
     }
 
+    /// Up while at least one peer answers (as Hubble Relay's health check):
+    /// a relay that reaches no node has no flows to serve.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
     /// Records the outcome of a call to `peer`.
     pub fn mark(&self, peer: &Peer, connected: bool) {
         peer.lock().connected = Some(connected);
@@ -110,6 +118,7 @@ impl Peers {
         let peers = self.list();
         let connected = peers.iter().filter(|p| p.is_connected()).count();
         self.metrics.set_peers(connected, peers.len() - connected);
+        self.readiness.set(connected > 0);
     }
 
     /// Asks `peer` for its nodes (learning its name), within the timeout.

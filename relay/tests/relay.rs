@@ -20,7 +20,7 @@ use weir_observer::proto::observer::{
 };
 use weir_observer::proto::relay::NodeState;
 use weir_observer::testutil::{flow_on, src_port};
-use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, ServeError, Target};
+use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Readiness, ServeError, Target};
 use weir_relay::RelayMetrics;
 
 /// A socket path unique to this process and call, removed on drop.
@@ -54,14 +54,28 @@ struct Running {
 }
 
 impl Running {
+    /// A server whose health service says SERVING throughout.
     fn start<S: weir_observer::proto::observer::observer_server::Observer>(
         service: S,
         listener: Listener,
     ) -> Self {
+        Self::start_with(service, listener, Readiness::new(true))
+    }
+
+    fn start_with<S: weir_observer::proto::observer::observer_server::Observer>(
+        service: S,
+        listener: Listener,
+        readiness: Readiness,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(weir_observer::serve_with(service, listener, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(weir_observer::serve_with(
+            service,
+            listener,
+            readiness,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Running { stop, task }
     }
 
@@ -119,7 +133,8 @@ async fn relay(targets: Vec<Target>) -> Relay {
     let service = weir_relay::relay(targets, Duration::from_secs(5), metrics.clone()).unwrap();
     let path = SocketPath::new("relay");
     let listener = weir_relay::listen_unix(&path.0).unwrap();
-    let server = Running::start(service, Listener::Unix(listener));
+    let readiness = service.peers().readiness();
+    let server = Running::start_with(service, Listener::Unix(listener), readiness);
     let client = path.target().connect(Duration::from_secs(5)).await.unwrap();
     Relay {
         metrics,
@@ -621,4 +636,64 @@ async fn follow_streams_through_the_relay_are_bounded() {
     server.stop().await;
     n1.server.stop().await;
     n2.server.stop().await;
+}
+
+/// The relay's gRPC health service (what `hubble status` asks first),
+/// through the client generated from the upstream `grpc.health.v1` protos:
+/// NOT_SERVING while it reaches no node, SERVING once one answers, and
+/// NOT_SERVING again when the last one is gone.
+#[tokio::test]
+async fn health_follows_the_peers() {
+    use tonic_health::pb::health_check_response::ServingStatus as Status;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let gone = SocketPath::new("health-gone");
+    let service = weir_relay::relay(
+        vec![gone.target()],
+        Duration::from_secs(5),
+        RelayMetrics::new(),
+    )
+    .unwrap();
+    let peers = service.peers().clone();
+    let path = SocketPath::new("relay-health");
+    let server = Running::start_with(
+        service,
+        Listener::Unix(weir_relay::listen_unix(&path.0).unwrap()),
+        peers.readiness(),
+    );
+    let health = HealthClient::new(path.target().lazy_channel(Duration::from_secs(5)).unwrap());
+    let status = || {
+        let mut health = health.clone();
+        async move {
+            let answer = health
+                .check(HealthCheckRequest {
+                    service: "hubble.server.Observer".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            Status::try_from(answer.status).unwrap()
+        }
+    };
+
+    assert_eq!(status().await, Status::NotServing, "no peer asked yet");
+    peers.probe().await;
+    assert_eq!(status().await, Status::NotServing, "the only peer is down");
+
+    let n1 = node("n1", 10, &[1], &[]);
+    peers
+        .set_targets(vec![gone.target(), n1.path.target()])
+        .unwrap();
+    peers.probe().await;
+    assert_eq!(status().await, Status::Serving, "n1 answers");
+
+    n1.server.stop().await;
+    peers.probe().await;
+    assert_eq!(
+        status().await,
+        Status::NotServing,
+        "no peer answers any more"
+    );
+    server.stop().await;
 }

@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 use weir_observer::proto::observer::{GetNodesRequest, ServerStatusRequest};
 use weir_observer::proto::relay::NodeState;
 use weir_observer::testutil::flow_on;
-use weir_observer::{ClientTls, FlowRing, Listener, NodeInfo, ObserverService, ServerTls, Target};
+use weir_observer::{
+    ClientTls, FlowRing, Listener, NodeInfo, ObserverService, Readiness, ServerTls, Target,
+};
 use weir_relay::RelayMetrics;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -160,6 +162,7 @@ async fn serve<S: weir_observer::proto::observer::observer_server::Observer>(
     tokio::spawn(weir_observer::serve_with(
         service,
         Listener::Tls(listener, tls.config().unwrap()),
+        Readiness::new(true),
         async {
             let _ = stopped.await;
         },

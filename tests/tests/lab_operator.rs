@@ -66,6 +66,34 @@ fn timing_dependent() -> BTreeMap<String, BTreeSet<Grant>> {
 }
 
 /// The relay's view of the nodes: name and whether it reaches it.
+/// What the `grpc.health.v1` service behind `socket` says of Hubble's
+/// Observer service name, through the client generated from the upstream
+/// protos.
+fn health_of(socket: &std::path::Path) -> Result<String, String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let channel = weir_observer::Target::Unix(socket.to_path_buf())
+            .lazy_channel(Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: "hubble.server.Observer".into(),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        ServingStatus::try_from(answer.status)
+            .map(|s| format!("{s:?}"))
+            .map_err(|e| e.to_string())
+    })
+}
+
 fn relay_nodes(socket: &std::path::Path) -> Result<Vec<(String, bool)>, String> {
     use weir_observer::proto::observer::GetNodesRequest;
     use weir_observer::proto::relay::NodeState;
@@ -201,6 +229,20 @@ fn the_operator_assigns_pod_cidrs_collects_garbage_and_every_granted_permission_
             seen == [("n1".to_string(), true), ("n2".to_string(), true)]
         },
     );
+    // The standard gRPC health service, as `hubble status` asks it: the
+    // relay (peers reached) and every agent (event reader running).
+    let mut sockets = vec![relay_socket.clone()];
+    for node in ["n1", "n2"] {
+        sockets.push(weir_lab::hubble_socket(lab.state().node(node).unwrap()));
+    }
+    for socket in &sockets {
+        assert_eq!(
+            health_of(socket).as_deref(),
+            Ok("Serving"),
+            "health of {}",
+            socket.display()
+        );
+    }
 
     // GC: an orphan WeirEndpoint goes.
     cp.kubectl_stdin(

@@ -62,6 +62,7 @@ fn serve_nodes(netns_name: &str, nodes: &[(&str, &str)]) -> Result<oneshot::Send
                     servers.push(tokio::spawn(weir_observer::serve_with(
                         service,
                         Listener::Tcp(listener),
+                        weir_observer::Readiness::new(true),
                         std::future::pending::<()>(),
                     )));
                 }

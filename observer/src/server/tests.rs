@@ -21,6 +21,10 @@ struct Running {
 
 impl Running {
     fn start(ring: Arc<FlowRing>, listener: Listener) -> Self {
+        Self::start_with(ring, listener, Readiness::new(true))
+    }
+
+    fn start_with(ring: Arc<FlowRing>, listener: Listener, readiness: Readiness) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let service = ObserverService::new(
             ring,
@@ -30,7 +34,7 @@ impl Running {
                 address: "local".into(),
             },
         );
-        let task = tokio::spawn(serve(service, listener, async {
+        let task = tokio::spawn(serve(service, listener, readiness, async {
             let _ = stopped.await;
         }));
         Self { stop, task }
@@ -265,9 +269,14 @@ async fn follow_streams_are_bounded_and_all_served() {
         },
     )
     .with_max_followers(MAX);
-    let task = tokio::spawn(serve(service, Listener::Tcp(listener), async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(serve(
+        service,
+        Listener::Tcp(listener),
+        Readiness::new(true),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = ObserverClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -322,4 +331,75 @@ async fn follow_streams_are_bounded_and_all_served() {
     drop(admitted);
     let _ = stop.send(());
     task.await.unwrap().unwrap();
+}
+
+/// The standard health service, through the client generated from the
+/// upstream `grpc.health.v1` protos: what `hubble status` and Hubble Relay
+/// ask first. It follows the pipeline's readiness for the server as a
+/// whole and for Hubble's service name, and knows no other service.
+#[tokio::test]
+async fn health_service_follows_the_pipeline() {
+    use tonic_health::pb::health_check_response::ServingStatus as Status;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let readiness = Readiness::new(false);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let server = Running::start_with(ring_with(0), Listener::Tcp(listener), readiness.clone());
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let status_of = |response: tonic_health::pb::HealthCheckResponse| {
+        Status::try_from(response.status).unwrap()
+    };
+
+    for name in health::SERVICE_NAMES {
+        let answer = client.check(check(name)).await.unwrap().into_inner();
+        assert_eq!(
+            status_of(answer),
+            Status::NotServing,
+            "{name:?} before the pipeline is up"
+        );
+    }
+    let mut watch = client
+        .watch(check("hubble.server.Observer"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status_of(watch.message().await.unwrap().unwrap()),
+        Status::NotServing
+    );
+
+    readiness.set(true);
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("a watcher hears the change")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of(next), Status::Serving);
+    for name in health::SERVICE_NAMES {
+        let answer = client.check(check(name)).await.unwrap().into_inner();
+        assert_eq!(status_of(answer), Status::Serving, "{name:?} once it is up");
+    }
+
+    readiness.set(false);
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("a watcher hears the change")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of(next), Status::NotServing);
+
+    let unknown = client.check(check("no.such.Service")).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown}");
+    drop(watch);
+    server.stop().await;
 }
