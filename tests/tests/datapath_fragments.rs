@@ -470,3 +470,407 @@ fn an_icmp_error_quoting_a_backend_is_translated_back_to_the_service() {
     assert!(packets::ipv4_checksum_ok(&out));
     assert_eq!(packets::internet_checksum(&out[icmp..]), 0);
 }
+
+// ---------------------------------------------------------------------
+// Real sockets.
+// ---------------------------------------------------------------------
+
+mod real {
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use anyhow::{bail, ensure, Context, Result};
+    use weir_agent::datapath::Hook;
+    use weir_tests::names;
+    use weir_tests::netns::{run, NetNs};
+
+    pub const POD: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 2);
+    pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 1);
+    /// The server, behind a router, on documentation ranges (RFC 5737).
+    pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+    pub const SERVER_IDENTITY: u32 = 40_100;
+    pub const UDP_PORT: u16 = 5300;
+    pub const TCP_PORT: u16 = 5301;
+    pub const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+    pub const SERVICE_UDP_PORT: u16 = 53;
+    pub const SERVICE_TCP_PORT: u16 = 80;
+
+    /// pod ── node (the pod programs on the pod's host-side veth, the
+    /// pod's ingress and egress enforced) ── router ── server. The pod may
+    /// send UDP to the server's port 5300 and TCP to 5301, nothing else;
+    /// nothing may reach it but replies (and, now, related errors). The
+    /// router's link toward the server is where the MTU is lowered.
+    pub struct Topology {
+        pub pod: NetNs,
+        _node: NetNs,
+        pub router: NetNs,
+        pub server: NetNs,
+        pub router_to_server: String,
+        pub datapath: Datapath,
+        _pins: PinDir,
+    }
+
+    fn veth(a: &NetNs, dev_a: &str, b: &NetNs, dev_b: &str) -> Result<()> {
+        run(std::process::Command::new("ip").args([
+            "link",
+            "add",
+            dev_a,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            dev_b,
+            "netns",
+            b.name(),
+        ]))
+        .map(drop)
+    }
+
+    fn up(ns: &NetNs, dev: &str, address: &str) -> Result<()> {
+        ns.ip(&["addr", "add", address, "dev", dev])?;
+        ns.ip(&["link", "set", dev, "up"]).map(drop)
+    }
+
+    pub fn topology() -> Topology {
+        require_root();
+        let prefix = names::unique();
+        let ns = |suffix: &str| NetNs::new(&format!("{prefix}{suffix}")).unwrap();
+        let (pod, node, router, server) = (ns("p"), ns("n"), ns("r"), ns("s"));
+        let dev = |suffix: &str| format!("{prefix}{suffix}");
+        let (host_veth, router_to_server) = (dev("h"), dev("rs"));
+        veth(&node, &host_veth, &pod, &dev("p")).unwrap();
+        veth(&node, &dev("nr"), &router, &dev("rn")).unwrap();
+        veth(&router, &router_to_server, &server, &dev("sr")).unwrap();
+        up(&pod, &dev("p"), "10.98.1.2/24").unwrap();
+        pod.ip(&["route", "add", "default", "via", &GATEWAY.to_string()])
+            .unwrap();
+        up(&node, &host_veth, "10.98.1.1/24").unwrap();
+        up(&node, &dev("nr"), "192.0.2.1/24").unwrap();
+        node.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"])
+            .unwrap();
+        up(&router, &dev("rn"), "192.0.2.2/24").unwrap();
+        up(&router, &router_to_server, "198.51.100.1/24").unwrap();
+        router
+            .ip(&["route", "add", "10.98.1.0/24", "via", "192.0.2.1"])
+            .unwrap();
+        up(&server, &dev("sr"), "198.51.100.2/24").unwrap();
+        server
+            .ip(&["route", "add", "default", "via", "198.51.100.1"])
+            .unwrap();
+        for forwarder in [&node, &router] {
+            forwarder.sysctl("net.ipv4.ip_forward", "1").unwrap();
+        }
+
+        let pins = PinDir::new();
+        let pin_dir: PathBuf = pins.path().to_path_buf();
+        let attach_to = host_veth.clone();
+        let datapath = node
+            .run(move || -> Result<Datapath> {
+                let mut datapath = Datapath::load(&pin_dir)?;
+                let ifindex = nix::net::if_::if_nametoindex(attach_to.as_str())?;
+                let ebpf = datapath.ebpf_mut();
+                maps::set_endpoint(
+                    ebpf,
+                    ifindex,
+                    EndpointInfo {
+                        id: ENDPOINT_ID,
+                        flags: ENFORCED,
+                        pad: 0,
+                        identity: 30_000,
+                        ipv4: POD.octets(),
+                    },
+                )?;
+                maps::set_ipcache(
+                    ebpf,
+                    format!("{SERVER}/32").parse()?,
+                    IpcacheValue {
+                        identity: SERVER_IDENTITY,
+                        node_ipv4: [0; 4],
+                        address_identity: 0,
+                    },
+                )?;
+                datapath.attach(&attach_to, Hook::Pod)?;
+                Ok(datapath)
+            })
+            .unwrap()
+            .expect("load and attach the datapath");
+        let mut topology = Topology {
+            pod,
+            _node: node,
+            router,
+            server,
+            router_to_server,
+            datapath,
+            _pins: pins,
+        };
+        for (protocol, port) in [(ip_proto::UDP, UDP_PORT), (ip_proto::TCP, TCP_PORT)] {
+            allow(
+                &mut topology.datapath,
+                TrafficDirection::Egress,
+                SERVER_IDENTITY,
+                protocol,
+                port,
+                POLICY_PREFIX_FULL,
+            );
+        }
+        topology
+    }
+
+    impl Topology {
+        /// A ClusterIP `SERVICE:port` whose one backend is the server's
+        /// `backend_port`, translated per packet by the pod programs (the
+        /// pod is in no socket-LB cgroup).
+        pub fn service(&mut self, protocol: u8, port: u16, backend_port: u16, id: u32) {
+            let ebpf = self.datapath.ebpf_mut();
+            lb::set_backend(
+                ebpf,
+                id,
+                Lb4Backend {
+                    address: SERVER.octets(),
+                    port: backend_port.to_be_bytes(),
+                    protocol,
+                    state: Lb4Backend::STATE_ACTIVE,
+                    flags: 0,
+                    pad: [0; 3],
+                },
+            )
+            .unwrap();
+            let key = |slot| Lb4Key {
+                address: SERVICE.octets(),
+                port: port.to_be_bytes(),
+                backend_slot: slot,
+                protocol,
+                scope: LB_SCOPE_INTERNAL,
+                pad: [0; 2],
+            };
+            let slot = Lb4Service {
+                backend_id: id,
+                ..Default::default()
+            };
+            lb::set_service(ebpf, key(1), slot).unwrap();
+            let service = Lb4Service {
+                backend_id: 0,
+                count: 1,
+                rev_nat_id: id as u16,
+                flags: Lb4Service::FLAG_CLUSTER_IP,
+                pad: 0,
+                affinity_timeout_s: 0,
+                maglev_table: 0,
+            };
+            lb::set_service(ebpf, key(0), service).unwrap();
+        }
+
+        /// Sends one UDP datagram of `size` bytes from the pod to `target`
+        /// over a connected socket; the server on `UDP_PORT` echoes it.
+        /// Ok when the echo arrives whole (three tries, 2 s each).
+        pub fn udp_echo(&self, target: SocketAddr, size: usize) -> Result<()> {
+            let server = self.server.run(|| UdpSocket::bind((SERVER, UDP_PORT)))??;
+            server.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stopping = stop.clone();
+            let echo = thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stopping.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = server.recv_from(&mut buf) {
+                        let _ = server.send_to(&buf[..n], from);
+                    }
+                }
+            });
+            let client = self.pod.run(|| UdpSocket::bind("0.0.0.0:0"))??;
+            client.connect(target)?;
+            client.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let payload: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+            let mut buf = vec![0u8; size + 1];
+            let mut result = Err(anyhow::anyhow!("no echo of {size} bytes from {target}"));
+            for _ in 0..3 {
+                client.send(&payload)?;
+                match client.recv(&mut buf) {
+                    Ok(n) if buf[..n] == payload[..] => {
+                        result = Ok(());
+                        break;
+                    }
+                    Ok(n) => bail!("an echo of {n} bytes that differs from what was sent"),
+                    Err(_) => continue,
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            let _ = echo.join();
+            result
+        }
+
+        /// Uploads over TCP from the pod to `target` (the server listens
+        /// on `TCP_PORT`): once 1 MiB has arrived the router's link to the
+        /// server drops to an MTU of 1200, so the router answers the pod's
+        /// full-size segments with ICMP "fragmentation needed" and the pod
+        /// must learn the new path MTU to go on. Ok when `after` more bytes
+        /// arrive within 20 s of the change and the server got all that
+        /// was sent. The client's send buffer is kept small, so that what
+        /// was queued before the change cannot make up `after`.
+        pub fn tcp_across_mtu_drop(&self, target: SocketAddr, after: u64) -> Result<()> {
+            let listener = self
+                .server
+                .run(|| TcpListener::bind((SERVER, TCP_PORT)))??;
+            let received = Arc::new(AtomicU64::new(0));
+            let counter = received.clone();
+            let server = thread::spawn(move || -> Result<()> {
+                let (mut conn, _) = listener.accept()?;
+                conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = conn.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                let count = counter.load(Ordering::Relaxed);
+                conn.write_all(&count.to_be_bytes())?;
+                Ok(())
+            });
+            let mut client = self
+                .pod
+                .run(move || TcpStream::connect_timeout(&target, Duration::from_secs(5)))?
+                .with_context(|| format!("connect to {target}"))?;
+            nix::sys::socket::setsockopt(&client, nix::sys::socket::sockopt::SndBuf, &65_536)?;
+            client.set_write_timeout(Some(Duration::from_secs(25)))?;
+            client.set_read_timeout(Some(Duration::from_secs(25)))?;
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stopping = stop.clone();
+            let writer = thread::spawn(move || -> Result<(u64, u64)> {
+                let chunk = vec![0x5au8; 16 * 1024];
+                let mut sent = 0u64;
+                while !stopping.load(Ordering::Relaxed) {
+                    client.write_all(&chunk)?;
+                    sent += chunk.len() as u64;
+                }
+                client.shutdown(std::net::Shutdown::Write)?;
+                let mut reply = [0u8; 8];
+                client.read_exact(&mut reply)?;
+                Ok((sent, u64::from_be_bytes(reply)))
+            });
+            let wait_for = |bytes: u64, seconds: u64| {
+                let deadline = Instant::now() + Duration::from_secs(seconds);
+                while received.load(Ordering::Relaxed) < bytes {
+                    if Instant::now() > deadline || writer.is_finished() {
+                        return false;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                true
+            };
+            ensure!(wait_for(1 << 20, 10), "the first MiB never arrived");
+            self.router
+                .ip(&["link", "set", &self.router_to_server, "mtu", "1200"])?;
+            let lowered_at = received.load(Ordering::Relaxed);
+            let went_on = wait_for(lowered_at + after, 20);
+            stop.store(true, Ordering::Relaxed);
+            ensure!(
+                went_on,
+                "the transfer stalled after the MTU was lowered at {lowered_at} bytes: {} \
+                 arrived in 20 s",
+                received.load(Ordering::Relaxed)
+            );
+            let (sent, echoed) = writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("the client panicked"))?
+                .context("the client")?;
+            server
+                .join()
+                .map_err(|_| anyhow::anyhow!("the server panicked"))??;
+            ensure!(
+                echoed == sent,
+                "the server received {echoed} of {sent} bytes"
+            );
+            Ok(())
+        }
+
+        /// The path MTU the pod's stack holds for `destination` (its
+        /// route cache), if it learned one.
+        pub fn learned_mtu(&self, destination: Ipv4Addr) -> Option<u32> {
+            let route = self
+                .pod
+                .ip(&["route", "get", &destination.to_string()])
+                .ok()?;
+            let mut words = route.split_whitespace();
+            while let Some(word) = words.next() {
+                if word == "mtu" {
+                    return words.next()?.parse().ok();
+                }
+            }
+            None
+        }
+    }
+
+    pub const DATAGRAM: usize = 3000;
+    /// Bytes that must arrive after the MTU change.
+    pub const AFTER_CHANGE: u64 = 8 << 20;
+    pub fn server(port: u16) -> SocketAddr {
+        SocketAddr::from((SERVER, port))
+    }
+    pub fn service(port: u16) -> SocketAddr {
+        SocketAddr::from((SERVICE, port))
+    }
+}
+
+/// A 3000-byte datagram on a 1500-byte path leaves the pod in two
+/// fragments; the second has no ports. Through an L4 allow rule (UDP 5300
+/// to the server) under enforcement it now arrives, and its fragmented
+/// echo comes back in. Before: the later fragment was dropped (133) and
+/// nothing arrived.
+#[test]
+fn a_udp_datagram_larger_than_the_mtu_passes_an_l4_allow_rule() {
+    let topology = real::topology();
+    topology
+        .udp_echo(real::server(real::UDP_PORT), real::DATAGRAM)
+        .expect("a 3000-byte datagram and its echo through the allow rule");
+}
+
+/// The same through a ClusterIP the pod programs translate per packet:
+/// every fragment goes to the backend, every fragment of the echo comes
+/// back from the service (the kernel reassembles only fragments of one
+/// source). Before: the later fragment kept the ClusterIP and was dropped.
+#[test]
+fn a_udp_datagram_larger_than_the_mtu_reaches_a_service_backend() {
+    let mut topology = real::topology();
+    topology.service(ip_proto::UDP, real::SERVICE_UDP_PORT, real::UDP_PORT, 1);
+    topology
+        .udp_echo(real::service(real::SERVICE_UDP_PORT), real::DATAGRAM)
+        .expect("a 3000-byte datagram to the service and its echo");
+}
+
+/// A TCP upload whose path MTU drops mid-stream keeps going: the router's
+/// "fragmentation needed" reaches the pod as related to the connection
+/// (the pod's ingress admits nothing else from the router), and the pod
+/// learns the path MTU. Before: the error was dropped (133) and the
+/// transfer stalled for good.
+#[test]
+fn a_tcp_connection_survives_a_path_mtu_drop_under_enforcement() {
+    let topology = real::topology();
+    topology
+        .tcp_across_mtu_drop(real::server(real::TCP_PORT), real::AFTER_CHANGE)
+        .expect("the upload completes across the MTU change");
+    assert_eq!(topology.learned_mtu(real::SERVER), Some(1200));
+}
+
+/// The same through a ClusterIP: the router quotes the backend, and the
+/// error's quote is translated back to the service so that the pod's
+/// socket (connected to the service) takes the new MTU: the pod learns it
+/// for the service address. Before: dropped, and even admitted it would
+/// have matched no socket.
+#[test]
+fn a_tcp_connection_to_a_service_survives_a_path_mtu_drop() {
+    let mut topology = real::topology();
+    topology.service(ip_proto::TCP, real::SERVICE_TCP_PORT, real::TCP_PORT, 2);
+    topology
+        .tcp_across_mtu_drop(real::service(real::SERVICE_TCP_PORT), real::AFTER_CHANGE)
+        .expect("the upload to the service completes across the MTU change");
+    assert_eq!(topology.learned_mtu(real::SERVICE), Some(1200));
+}
