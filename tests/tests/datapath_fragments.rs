@@ -4,10 +4,14 @@
 //! they are about; before this item port rules dropped the first (133) and
 //! policy judged the second as a packet of its own (133 from a router's
 //! world identity), so a UDP datagram larger than the MTU never arrived
-//! and path-MTU discovery broke. Every test here fails against the
-//! datapath before the fix (checked by embedding that object with
-//! `WEIR_DATAPATH_OBJECT`; see docs/testing.md), each at its first
-//! verdict or transfer.
+//! and path-MTU discovery broke. Every test here but
+//! `an_icmp_error_for_no_connection_follows_policy` (which pins what did
+//! not change) fails against the datapath before the fix, each at its
+//! first fragment, error or transfer after the change: checked by
+//! embedding that object with `WEIR_DATAPATH_OBJECT` (see
+//! docs/testing.md); the later fragments were counted as 133, the errors
+//! as 133, the transfers stalled where the MTU dropped and no echo of the
+//! datagram came back.
 //!
 //! First exact verdicts through BPF_PROG_TEST_RUN (the local pod at
 //! `packets::IP4_A`, endpoint 7 on lo; the peer `IP4_B` identity 40000),
