@@ -190,9 +190,7 @@ fn policy_costs(
     // flow, into the pod: related (quote parsed, two conntrack lookups).
     let error = packets::ipv4_frag_needed([192, 0, 2, 254], packets::IP4_A, 1200, &syn);
     let error_runs: Vec<u128> = (0..runs)
-        .map(|_| {
-            test_run(datapath, ProgramKind::ToPod, &error, repeat).map(|r| r.nanos_per_packet)
-        })
+        .map(|_| test_run(datapath, ProgramKind::ToPod, &error, repeat).map(|r| r.nanos_per_packet))
         .collect::<Result<_>>()?;
     println!(
         "{:<44}{:>22}",

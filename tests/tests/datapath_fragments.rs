@@ -289,6 +289,23 @@ fn an_icmp_error_for_no_connection_follows_policy() {
         run(&mut datapath, ProgramKind::ToPod, &other),
         (TC_ACT_SHOT, Reason::DropPolicyDenied)
     );
+    // An error about a tracked connection sent anywhere but to the quoted
+    // packet's source is not related: here the pod quotes a reply of its
+    // own connection (as a port unreachable would) but sends it to an
+    // address it may not reach (egress admits TCP to the peer only).
+    let mut reply = packets::ipv4_tcp_syn();
+    let ip = ETH_HLEN;
+    reply[ip + 12..ip + 16].copy_from_slice(&packets::IP4_B);
+    reply[ip + 16..ip + 20].copy_from_slice(&packets::IP4_A);
+    reply[ip + IPV4_HLEN..ip + IPV4_HLEN + 2].copy_from_slice(&80u16.to_be_bytes());
+    reply[ip + IPV4_HLEN + 2..ip + IPV4_HLEN + 4].copy_from_slice(&40000u16.to_be_bytes());
+    let to_the_peer = packets::ipv4_frag_needed(packets::IP4_A, packets::IP4_B, 0, &reply);
+    assert_eq!(run(&mut datapath, ProgramKind::FromPod, &to_the_peer), PASS);
+    let elsewhere = packets::ipv4_frag_needed(packets::IP4_A, ROUTER, 0, &reply);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &elsewhere),
+        (TC_ACT_SHOT, Reason::DropPolicyDenied)
+    );
     // Policy that admits ICMP from the world admits it, as before.
     allow(
         &mut datapath,

@@ -6,8 +6,9 @@
 //! first 8 bytes of the L4 header of the packet that caused it. When that
 //! quoted packet belongs to a tracked connection the error is *related*: it
 //! passes without policy, as Cilium's `CT_RELATED` does, so path-MTU
-//! discovery and fast failure work under enforcement. An error that quotes
-//! nothing tracked stays an ordinary packet (policy decides).
+//! discovery and fast failure work under enforcement. The error must be
+//! addressed to the quoted packet's source (where errors go). An error
+//! that quotes nothing tracked stays an ordinary packet (policy decides).
 //!
 //! An error reaching a pod about its packets to a service backend that
 //! per-packet service NAT translated quotes the backend; the quote is
@@ -26,7 +27,7 @@ use weir_abi::ipcache::{FAMILY_IPV4, FAMILY_IPV6};
 use weir_abi::TrafficDirection;
 
 use crate::conntrack;
-use crate::nodeport;
+use crate::nodeport::{self, Outcome};
 use crate::packet::Packet;
 use crate::parse::{
     Flow, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
@@ -78,28 +79,34 @@ pub fn related(ctx: &TcContext, flow: &Flow, direction: TrafficDirection) -> boo
 /// A related IPv4 error on its way into a pod: its quote translated back
 /// from a service backend to the frontend the pod addressed, when
 /// per-packet service NAT translated the quoted connection (see
-/// `nodeport::icmp_error_to_pod`). Best effort: an error whose quote
-/// cannot be rewritten still passes.
+/// `nodeport::icmp_error_to_pod`): a drop (134) if the rewrite failed
+/// halfway. The outcome is a value the caller uses on purpose: LLVM drops
+/// an unused result of a private function, and the function then leaves
+/// whatever R0 held (a stack pointer, which the verifier refuses).
 #[inline(never)]
-pub fn to_pod(ctx: &TcContext, flow: &Flow) {
+pub fn to_pod(ctx: &TcContext, flow: &Flow) -> Outcome {
     if flow.family != FAMILY_IPV4 {
-        return;
+        return Outcome::CONTINUE;
     }
     let mut inner = Flow::empty();
-    if let Some(offset) = quote(ctx, flow, &mut inner) {
-        nodeport::icmp_error_to_pod(ctx, flow, &inner, offset);
+    match quote(ctx, flow, &mut inner) {
+        Some(offset) => nodeport::icmp_error_to_pod(ctx, flow, &inner, offset),
+        None => Outcome::CONTINUE,
     }
 }
 
 /// The packet the error `flow` quotes, into `inner`; the offset of the
-/// quoted IP header.
+/// quoted IP header. `None` unless the error is addressed to the quoted
+/// packet's source: errors go back to the sender, and one sent anywhere
+/// else is not about that connection (it would carry a pod's data past
+/// its policy to any address).
 #[inline(always)]
 fn quote(ctx: &TcContext, flow: &Flow, inner: &mut Flow) -> Option<usize> {
     let packet = Packet::new(ctx);
     if flow.family == FAMILY_IPV4 {
-        quoted_ipv4(&packet, inner)
+        quoted_ipv4(&packet, &flow.daddr, inner)
     } else {
-        quoted_ipv6(&packet, inner)
+        quoted_ipv6(&packet, &flow.daddr, inner)
     }
 }
 
@@ -107,7 +114,7 @@ fn quote(ctx: &TcContext, flow: &Flow, inner: &mut Flow) -> Option<usize> {
 /// quoted IP header. `None` when the quote is cut short, a later fragment
 /// (no ports), or of a protocol conntrack does not key by ports.
 #[inline(always)]
-fn quoted_ipv4(packet: &Packet, inner: &mut Flow) -> Option<usize> {
+fn quoted_ipv4(packet: &Packet, to: &[u8; 16], inner: &mut Flow) -> Option<usize> {
     let version_ihl: u8 = packet.read(ETH_HLEN)?;
     let quote = ETH_HLEN + ((version_ihl & 0x0f) as usize) * 4 + ICMP_HLEN;
     let header = packet.read::<[u8; IPV4_MIN_HLEN]>(quote)?;
@@ -115,7 +122,9 @@ fn quoted_ipv4(packet: &Packet, inner: &mut Flow) -> Option<usize> {
     if header[0] >> 4 != 4 || header_len < IPV4_MIN_HLEN {
         return None;
     }
-    if u16::from_be_bytes([header[6], header[7]]) & IPV4_FRAG_OFFSET_MASK != 0 {
+    if u16::from_be_bytes([header[6], header[7]]) & IPV4_FRAG_OFFSET_MASK != 0
+        || header[12..16] != to[..4]
+    {
         return None;
     }
     inner.family = FAMILY_IPV4;
@@ -130,14 +139,14 @@ fn quoted_ipv4(packet: &Packet, inner: &mut Flow) -> Option<usize> {
 /// before it, quoting a packet without extension headers: what routers
 /// send).
 #[inline(always)]
-fn quoted_ipv6(packet: &Packet, inner: &mut Flow) -> Option<usize> {
+fn quoted_ipv6(packet: &Packet, to: &[u8; 16], inner: &mut Flow) -> Option<usize> {
     let next_header: u8 = packet.read(ETH_HLEN + 6)?;
     if next_header != ip_proto::ICMPV6 {
         return None;
     }
     let quote = ETH_HLEN + IPV6_HLEN + ICMP_HLEN;
     let header = packet.read::<[u8; IPV6_HLEN]>(quote)?;
-    if header[0] >> 4 != 6 {
+    if header[0] >> 4 != 6 || header[8..24] != to[..] {
         return None;
     }
     inner.family = FAMILY_IPV6;

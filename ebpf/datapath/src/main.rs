@@ -163,8 +163,9 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
                     }
                     // ... as are the quotes of errors about them.
                     Ok(()) if !egress && report.ct_state == weir_abi::events::CT_RELATED => {
-                        icmp_error::to_pod(ctx, &flow);
-                        Reason::Forwarded
+                        icmp_error::to_pod(ctx, &flow)
+                            .drop_reason()
+                            .unwrap_or(Reason::Forwarded)
                     }
                     Ok(()) => Reason::Forwarded,
                 },

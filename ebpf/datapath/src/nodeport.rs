@@ -351,11 +351,12 @@ pub fn pod_ingress(ctx: &TcContext, flow: &Flow) -> Outcome {
 /// do. Fixes the quoted IP header's checksum and the ICMP checksum (which
 /// covers the quote); the quoted L4 checksum is left as it is (the quote
 /// usually cuts it off, and no stack checks it). Nothing when the quote
-/// names no translated connection.
+/// names no translated connection; a drop (134) when a rewrite failed
+/// (the packet may be half rewritten).
 #[inline(always)]
-pub fn icmp_error_to_pod(ctx: &TcContext, outer: &Flow, inner: &Flow, quote: usize) {
+pub fn icmp_error_to_pod(ctx: &TcContext, outer: &Flow, inner: &Flow, quote: usize) -> Outcome {
     let Some(tuple) = tuple_of(inner) else {
-        return;
+        return Outcome::CONTINUE;
     };
     // The quoted packet went pod -> backend: its reply mapping (backend ->
     // pod) holds the frontend.
@@ -369,14 +370,17 @@ pub fn icmp_error_to_pod(ctx: &TcContext, outer: &Flow, inner: &Flow, quote: usi
         pad: [0; 2],
     };
     let Some(entry) = NAT.get_ptr(key) else {
-        return;
+        return Outcome::CONTINUE;
     };
     // SAFETY: a pointer from a successful lookup; the value is Copy.
     let entry = unsafe { *entry };
     if entry.flags & Lb4NatEntry::FLAG_SNAT != 0 {
-        return;
+        return Outcome::CONTINUE;
     }
-    let _ = rewrite_quote(ctx, outer, &tuple, &entry, quote);
+    match rewrite_quote(ctx, outer, &tuple, &entry, quote) {
+        Ok(()) => Outcome::CONTINUE,
+        Err(_) => Outcome::drop(Reason::DropInvalid),
+    }
 }
 
 #[inline(always)]
