@@ -209,6 +209,27 @@ fn a_later_fragment_whose_first_was_not_seen_is_dropped_under_enforcement() {
     assert_eq!(run(&mut datapath, ProgramKind::FromPod, &later), PASS);
     // Never tracked: an unknown fragment is no connection.
     assert!(maps::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
+    // A deny rule keeps its own reason.
+    let deny_key = PolicyKey {
+        endpoint_id: ENDPOINT_ID,
+        direction: TrafficDirection::Egress as u8,
+        pad0: 0,
+        identity: IDENTITY_ANY,
+        protocol: ip_proto::UDP,
+        pad1: 0,
+        port: [0; 2],
+    };
+    let deny = PolicyEntry {
+        verdict: POLICY_DENY,
+        match_type: 0,
+        pad: [0; 2],
+        rule: 2,
+    };
+    maps::set_policy(datapath.ebpf_mut(), POLICY_PREFIX_ANY_PORT, deny_key, deny).unwrap();
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &later),
+        (TC_ACT_SHOT, Reason::DropPolicyDeny)
+    );
 
     // Without enforcement it passes.
     let (_pins, mut open) = setup(0);

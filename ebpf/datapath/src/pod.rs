@@ -96,12 +96,18 @@ pub fn handle(
     }
     // A later fragment whose first fragment was not seen has no ports and
     // so no connection: policy decides it as port 0 (as before fragments
-    // were tracked, so a rule for any port still admits it), a refusal
-    // names the missing first fragment, and nothing is tracked.
+    // were tracked, so a rule for any port still admits it), a default
+    // deny names the missing first fragment (a deny rule keeps its own
+    // reason), and nothing is tracked.
     if flow.fragment == FRAGMENT_UNKNOWN {
         if enforced {
-            check_policy(endpoint.id, direction, peer_addr, flow, report)
-                .map_err(|_| Reason::DropFragNotFound)?;
+            check_policy(endpoint.id, direction, peer_addr, flow, report).map_err(|reason| {
+                if reason == Reason::DropPolicyDenied {
+                    Reason::DropFragNotFound
+                } else {
+                    reason
+                }
+            })?;
         }
         return Ok(());
     }
