@@ -4,14 +4,14 @@
 //! they are about; before this item port rules dropped the first (133) and
 //! policy judged the second as a packet of its own (133 from a router's
 //! world identity), so a UDP datagram larger than the MTU never arrived
-//! and path-MTU discovery broke. Every test here but
-//! `an_icmp_error_for_no_connection_follows_policy` (which pins what did
-//! not change) fails against the datapath before the fix, each at its
-//! first fragment, error or transfer after the change: checked by
-//! embedding that object with `WEIR_DATAPATH_OBJECT` (see
-//! docs/testing.md); the later fragments were counted as 133, the errors
-//! as 133, the transfers stalled where the MTU dropped and no echo of the
-//! datagram came back.
+//! and path-MTU discovery broke. Every test here fails against the
+//! datapath before the fix, each at its first fragment, error or transfer
+//! after the change (`an_icmp_error_for_no_connection_follows_policy`,
+//! which mostly pins what did not change, at the error the pod sends to
+//! the peer of its connection): checked by embedding that object with
+//! `WEIR_DATAPATH_OBJECT` (see docs/testing.md); the later fragments were
+//! counted as 133, the errors as 133, the transfers stalled where the MTU
+//! dropped and no echo of the datagram came back.
 //!
 //! First exact verdicts through BPF_PROG_TEST_RUN (the local pod at
 //! `packets::IP4_A`, endpoint 7 on lo; the peer `IP4_B` identity 40000),
@@ -321,6 +321,7 @@ fn an_icmp_error_for_no_connection_follows_policy() {
     reply[ip + IPV4_HLEN..ip + IPV4_HLEN + 2].copy_from_slice(&80u16.to_be_bytes());
     reply[ip + IPV4_HLEN + 2..ip + IPV4_HLEN + 4].copy_from_slice(&40000u16.to_be_bytes());
     let to_the_peer = packets::ipv4_frag_needed(packets::IP4_A, packets::IP4_B, 0, &reply);
+    // Before: no ICMP rule, 133.
     assert_eq!(run(&mut datapath, ProgramKind::FromPod, &to_the_peer), PASS);
     let elsewhere = packets::ipv4_frag_needed(packets::IP4_A, ROUTER, 0, &reply);
     assert_eq!(
