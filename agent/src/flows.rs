@@ -46,6 +46,7 @@ pub fn decode(event: &FlowEvent) -> DatapathEvent {
             reason: match event.ct_state {
                 CT_NEW => weir_observer::event::trace_reason::POLICY,
                 CT_REPLY => weir_observer::event::trace_reason::CT_REPLY,
+                CT_RELATED => weir_observer::event::trace_reason::CT_RELATED,
                 _ => weir_observer::event::trace_reason::CT_ESTABLISHED,
             },
         },

@@ -158,6 +158,45 @@ fn policy_costs(
         "denied (no rule allows port 81)",
         median(denied_runs)
     );
+    // A later IPv4 fragment of an allowed datagram: its ports from the
+    // first fragment's entry in weir_fragments, then the established path.
+    let udp_key = PolicyKey {
+        protocol: weir_abi::ip_proto::UDP,
+        port: 53u16.to_be_bytes(),
+        ..key
+    };
+    let allow = PolicyEntry {
+        verdict: POLICY_ALLOW,
+        match_type: 0,
+        pad: [0; 2],
+        rule: 1,
+    };
+    maps::set_policy(datapath.ebpf_mut(), POLICY_PREFIX_FULL, udp_key, allow)?;
+    let payload = [0x5au8; 3000];
+    let (first, later) =
+        packets::ipv4_udp_fragments(packets::IP4_A, packets::IP4_B, 53, &payload, 1480, 7);
+    test_run(datapath, ProgramKind::FromPod, &first, 1)?;
+    let later_runs: Vec<u128> = (0..runs)
+        .map(|_| {
+            test_run(datapath, ProgramKind::FromPod, &later, repeat).map(|r| r.nanos_per_packet)
+        })
+        .collect::<Result<_>>()?;
+    println!(
+        "{:<44}{:>22}",
+        "later fragment (ports from the first)",
+        median(later_runs)
+    );
+    // An ICMP "fragmentation needed" from a router about the established
+    // flow, into the pod: related (quote parsed, two conntrack lookups).
+    let error = packets::ipv4_frag_needed([192, 0, 2, 254], packets::IP4_A, 1200, &syn);
+    let error_runs: Vec<u128> = (0..runs)
+        .map(|_| test_run(datapath, ProgramKind::ToPod, &error, repeat).map(|r| r.nanos_per_packet))
+        .collect::<Result<_>>()?;
+    println!(
+        "{:<44}{:>22}",
+        "ICMP frag needed, related (weir_to_pod)",
+        median(error_runs)
+    );
     ip_block_costs(datapath, repeat, runs)?;
     event_costs(runs)?;
     lb_costs()?;

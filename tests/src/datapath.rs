@@ -91,6 +91,28 @@ pub fn test_run(
     run_with(datapath, program, frame, repeat, None)
 }
 
+/// [`test_run`] once, returning the verdict and the packet as the program
+/// left it (rewritten by service NAT, for instance).
+pub fn test_run_out(
+    datapath: &mut Datapath,
+    program: ProgramKind,
+    frame: &[u8],
+) -> Result<(i32, Vec<u8>)> {
+    let program = datapath.program_mut(program)?;
+    // Room for what the programs may add (none grow a packet by more).
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result.return_value as i32, out))
+}
+
 /// Offset of `ifindex` in the kernel's `struct __sk_buff`.
 const SKB_IFINDEX_OFFSET: usize = 40;
 

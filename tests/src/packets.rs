@@ -2,7 +2,7 @@
 //! with etherparse (correct lengths and checksums), and deliberately broken
 //! ones derived from them.
 
-use etherparse::PacketBuilder;
+use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder};
 use weir_abi::ip_proto;
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
@@ -129,6 +129,91 @@ pub fn ipv4_later_fragment() -> Vec<u8> {
     frame
 }
 
+/// The two fragments of an IPv4 UDP datagram from `from` (port 40000) to
+/// `to` (`port`) of `payload` (with a correct UDP checksum over the whole
+/// datagram), IP id `id`: the first holds the UDP header and the first
+/// `first_len - 8` payload bytes (`first_len` a multiple of 8) with "more
+/// fragments" set, the second the rest at that offset.
+pub fn ipv4_udp_fragments(
+    from: [u8; 4],
+    to: [u8; 4],
+    port: u16,
+    payload: &[u8],
+    first_len: usize,
+    id: u16,
+) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(first_len % 8, 0, "fragment offsets count 8-byte units");
+    let whole = finish(|out| {
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(from, to, 64)
+            .udp(40000, port)
+            .write(out, payload)
+            .expect("build")
+    });
+    let udp = &whole[ETH_HLEN + IPV4_HLEN..];
+    let fragment = |bytes: &[u8], offset: usize, more: bool| {
+        let mut frame = ipv4_between(from, to, ip_proto::UDP, bytes);
+        frame[ETH_HLEN + 4..ETH_HLEN + 6].copy_from_slice(&id.to_be_bytes());
+        let field = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+        frame[ETH_HLEN + 6..ETH_HLEN + 8].copy_from_slice(&field.to_be_bytes());
+        fix_ipv4_checksum(&mut frame);
+        frame
+    };
+    (
+        fragment(&udp[..first_len], 0, true),
+        fragment(&udp[first_len..], first_len, false),
+    )
+}
+
+/// An ICMP "fragmentation needed" (type 3 code 4, next-hop MTU `mtu`) from
+/// `from` to `to`, quoting the first 28 bytes of the IPv4 datagram in
+/// `quoted` (an Ethernet frame), as a router sends it.
+pub fn ipv4_frag_needed(from: [u8; 4], to: [u8; 4], mtu: u16, quoted: &[u8]) -> Vec<u8> {
+    let quote = &quoted[ETH_HLEN..ETH_HLEN + IPV4_HLEN + 8];
+    finish(|out| {
+        PacketBuilder::ethernet2(MAC_B, MAC_A)
+            .ipv4(from, to, 64)
+            .icmpv4(Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: mtu,
+                },
+            ))
+            .write(out, quote)
+            .expect("build")
+    })
+}
+
+/// An ICMPv6 "packet too big" (MTU `mtu`) from `from` to `to`, quoting the
+/// IPv6 header and first 8 payload bytes of `quoted` (an Ethernet frame).
+pub fn ipv6_packet_too_big(from: [u8; 16], to: [u8; 16], mtu: u32, quoted: &[u8]) -> Vec<u8> {
+    let quote = &quoted[ETH_HLEN..ETH_HLEN + IPV6_HLEN + 8];
+    finish(|out| {
+        PacketBuilder::ethernet2(MAC_B, MAC_A)
+            .ipv6(from, to, 64)
+            .icmpv6(Icmpv6Type::PacketTooBig { mtu })
+            .write(out, quote)
+            .expect("build")
+    })
+}
+
+/// Whether the IPv4 header checksum of `frame` is right.
+pub fn ipv4_checksum_ok(frame: &[u8]) -> bool {
+    internet_checksum(&frame[ETH_HLEN..ETH_HLEN + IPV4_HLEN]) == 0
+}
+
+/// The one's-complement sum of `bytes` folded and inverted: 0 when
+/// `bytes` holds its own correct checksum.
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// An Ethernet header followed by only 10 bytes of an IPv4 header.
 pub fn ipv4_truncated_l3() -> Vec<u8> {
     let mut frame = ipv4_udp();
@@ -228,13 +313,18 @@ fn eth_header(ethertype: u16) -> Vec<u8> {
 
 /// Ethernet + a correct 20-byte IPv4 header for `payload` of `protocol`.
 pub fn ipv4_with_payload(protocol: u8, payload: &[u8]) -> Vec<u8> {
+    ipv4_between(IP4_A, IP4_B, protocol, payload)
+}
+
+/// [`ipv4_with_payload`] from `from` to `to`.
+pub fn ipv4_between(from: [u8; 4], to: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
     let mut frame = eth_header(0x0800);
     let total = (IPV4_HLEN + payload.len()) as u16;
     frame.extend_from_slice(&[0x45, 0]);
     frame.extend_from_slice(&total.to_be_bytes());
     frame.extend_from_slice(&[0, 1, 0x40, 0, 64, protocol, 0, 0]);
-    frame.extend_from_slice(&IP4_A);
-    frame.extend_from_slice(&IP4_B);
+    frame.extend_from_slice(&from);
+    frame.extend_from_slice(&to);
     frame.extend_from_slice(payload);
     fix_ipv4_checksum(&mut frame);
     frame
@@ -252,7 +342,8 @@ pub fn ipv6_with_payload(next_header: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-fn fix_ipv4_checksum(frame: &mut [u8]) {
+/// Rewrites the IPv4 header checksum of `frame` to match its header.
+pub fn fix_ipv4_checksum(frame: &mut [u8]) {
     let header = &mut frame[ETH_HLEN..ETH_HLEN + IPV4_HLEN];
     header[10] = 0;
     header[11] = 0;

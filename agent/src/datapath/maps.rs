@@ -6,6 +6,7 @@ pub mod conntrack;
 pub mod endpoints;
 pub mod events;
 pub mod fill;
+pub mod fragments;
 pub mod ipcache;
 pub mod lb;
 pub mod ops;
@@ -17,6 +18,7 @@ pub use endpoints::{
     endpoint_entries, remove_endpoint, remove_endpoint_of, set_endpoint, set_new_endpoint,
 };
 pub use events::{drain_events, events_lost, read_event};
+pub use fragments::fragments;
 pub use ipcache::{ipcache_entries, ipcache_key, remove_ipcache, set_ipcache};
 pub use pod_cidrs::{pod_cidr_entries, remove_pod_cidr, set_pod_cidr, PodCidrOwner};
 pub use policy::{policy_entries, remove_policy, set_policy};

@@ -56,6 +56,9 @@ pub fn match_type_name(value: u8) -> &'static str {
 pub const CT_NEW: u8 = 0;
 pub const CT_ESTABLISHED: u8 = 1;
 pub const CT_REPLY: u8 = 2;
+/// An ICMP/ICMPv6 error whose quoted header belongs to a tracked
+/// connection: it passes without policy.
+pub const CT_RELATED: u8 = 3;
 
 /// Monitor aggregation (global `WEIR_MONITOR_AGGREGATION` of the object):
 /// report every packet...
@@ -87,7 +90,7 @@ pub struct FlowEvent {
     pub icmp_type: u8,
     /// [`FlowEvent::FLAG_REPLY`] | [`FlowEvent::FLAG_INGRESS`].
     pub flags: u8,
-    /// [`CT_NEW`], [`CT_ESTABLISHED`] or [`CT_REPLY`].
+    /// [`CT_NEW`], [`CT_ESTABLISHED`], [`CT_REPLY`] or [`CT_RELATED`].
     pub ct_state: u8,
     /// Policy verdict events: [`MATCH_NONE`]..[`MATCH_ALL`].
     pub match_type: u8,

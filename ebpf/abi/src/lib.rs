@@ -10,6 +10,7 @@
 pub mod conntrack;
 pub mod endpoint;
 pub mod events;
+pub mod fragments;
 pub mod identity;
 pub mod ip_proto;
 pub mod ipcache;
@@ -22,6 +23,7 @@ pub mod reason;
 pub use conntrack::{CtEntry, CtKey};
 pub use endpoint::{EndpointInfo, EndpointKey};
 pub use events::FlowEvent;
+pub use fragments::{Frag4Key, Frag4Ports};
 pub use ipcache::{IpcacheKey, IpcacheValue};
 pub use metrics::{MetricsKey, MetricsValue, TrafficDirection};
 pub use pod_cidr::{PodCidrInfo, PodCidrKey};
@@ -71,6 +73,9 @@ pub mod map_names {
     /// Every node's pod CIDR, for anti-spoofing on node devices (LPM,
     /// [`crate::PodCidrKey`]).
     pub const POD_CIDRS: &str = "weir_pod_cidrs";
+    /// The first fragment's ports of IPv4 datagrams in flight
+    /// ([`crate::Frag4Key`]).
+    pub const FRAGMENTS: &str = "weir_fragments";
 }
 
 /// Names of the TC programs in the datapath object.

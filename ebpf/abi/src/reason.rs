@@ -30,6 +30,12 @@ pub enum Reason {
     /// the node from outside), or a pod of another node that did not come
     /// from that node (Cilium's "Unknown sender"; issue 16 item 2).
     DropUnknownSender = 172,
+    /// A later IPv4 fragment (no L4 header) of a datagram whose first
+    /// fragment this program has not seen, to or from an endpoint that
+    /// enforces policy in that direction: its ports, and so its
+    /// connection, are unknown (Cilium's "First logical datagram fragment
+    /// not found"; issue 16 item 3).
+    DropFragNotFound = 175,
     /// An ICMPv6 Router Advertisement or Redirect from a pod: only routers
     /// send them, and a pod that could would become its node's IPv6
     /// router (issue 16 item 1).
@@ -44,7 +50,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Forwarded,
         Reason::DropInvalidSourceIp,
         Reason::DropPolicyDenied,
@@ -54,6 +60,7 @@ impl Reason {
         Reason::DropInvalidExthdr,
         Reason::DropNoService,
         Reason::DropUnknownSender,
+        Reason::DropFragNotFound,
         Reason::DropForbiddenIcmp6,
         Reason::DropPolicyDeny,
         Reason::DropEpNotReady,
@@ -71,6 +78,7 @@ impl Reason {
             156 => Some(Reason::DropInvalidExthdr),
             158 => Some(Reason::DropNoService),
             172 => Some(Reason::DropUnknownSender),
+            175 => Some(Reason::DropFragNotFound),
             176 => Some(Reason::DropForbiddenIcmp6),
             181 => Some(Reason::DropPolicyDeny),
             203 => Some(Reason::DropEpNotReady),

@@ -65,6 +65,7 @@ fn drop_texts_are_ordered_and_name_every_reason() {
             "Invalid IPv6 extension header",
             "Service backend not found",
             "Unknown sender",
+            "First logical datagram fragment not found",
             "Forbidden ICMPv6 message",
             "Policy denied by denylist",
             "Endpoint policy program not available",
@@ -177,6 +178,18 @@ fn policy_drop_reasons_match_cilium_numbers() {
     assert_eq!(Reason::DropCtCreateFailed as u8, 155);
     assert_eq!(Reason::DropPolicyDeny as u8, 181);
     assert_eq!(Reason::DropUnknownSender as u8, 172);
+    assert_eq!(Reason::DropFragNotFound as u8, 175);
+}
+
+#[test]
+fn fragments_layout_is_pinned() {
+    use crate::{Frag4Key, Frag4Ports};
+    assert_eq!(size_of::<Frag4Key>(), 12);
+    assert_eq!(offset_of!(Frag4Key, daddr), 4);
+    assert_eq!(offset_of!(Frag4Key, id), 8);
+    assert_eq!(offset_of!(Frag4Key, protocol), 10);
+    assert_eq!(size_of::<Frag4Ports>(), 4);
+    assert_eq!(offset_of!(Frag4Ports, dport), 2);
 }
 
 #[test]

@@ -102,3 +102,15 @@ pub fn create(flow: &Flow, scope: u8) -> Result<(), Reason> {
         Err(_) => Err(Reason::DropCtCreateFailed),
     }
 }
+
+/// Whether `inner`, the packet an ICMP error quotes, belongs to a tracked
+/// connection: as the opening direction of an entry of `reply_scope` (the
+/// error travels against a connection opened the other way, e.g. to the
+/// pod that opened it) or as the reply of an entry of `scope` (the error
+/// is about that connection's replies). Read only: an error refreshes
+/// nothing.
+#[inline(always)]
+pub fn related(inner: &Flow, scope: u8, reply_scope: u8) -> bool {
+    CONNTRACK.get_ptr(key(inner, reply_scope, false)).is_some()
+        || CONNTRACK.get_ptr(key(inner, scope, true)).is_some()
+}

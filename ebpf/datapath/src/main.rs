@@ -15,6 +15,8 @@
 mod antispoof;
 mod conntrack;
 mod events;
+mod fragments;
+mod icmp_error;
 mod lb;
 mod maps;
 mod metrics;
@@ -145,14 +147,23 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
                 nodeport::Outcome::CONTINUE
             };
             report.flow = flow;
+            // ICMP errors: whether the packet they quote is tracked (a
+            // sibling call too: below the pod path there is no room).
+            let related = icmp_error::is_error(&flow) && icmp_error::related(ctx, &flow, direction);
             match lb.drop_reason() {
                 Some(reason) => reason,
-                None => match pod::handle(ifindex(ctx), &flow, direction, &mut report) {
+                None => match pod::handle(ctx, &flow, direction, related, &mut report) {
                     Err(reason) => reason,
                     // ... replies translated back last (conntrack and
                     // policy saw the backend's packet).
                     Ok(()) if !egress && report.ct_state == weir_abi::events::CT_REPLY => {
                         nodeport::pod_ingress(ctx, &flow)
+                            .drop_reason()
+                            .unwrap_or(Reason::Forwarded)
+                    }
+                    // ... as are the quotes of errors about them.
+                    Ok(()) if !egress && report.ct_state == weir_abi::events::CT_RELATED => {
+                        icmp_error::to_pod(ctx, &flow)
                             .drop_reason()
                             .unwrap_or(Reason::Forwarded)
                     }

@@ -96,6 +96,9 @@ struct Tuple {
     sport: [u8; 2],
     dport: [u8; 2],
     protocol: u8,
+    /// The packet holds the L4 header (false for a later fragment, whose
+    /// ports came from its first fragment: only addresses are rewritten).
+    l4: bool,
 }
 
 impl Tuple {
@@ -129,6 +132,7 @@ fn tuple_of(flow: &Flow) -> Option<Tuple> {
         sport: flow.sport,
         dport: flow.dport,
         protocol: flow.protocol,
+        l4: !flow.is_later_fragment(),
     })
 }
 
@@ -193,6 +197,8 @@ fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
     };
     let forward = match established(tuple) {
         Some(entry) => entry,
+        // Only a datagram's first fragment balances it.
+        None if !tuple.l4 => return Outcome::drop(Reason::DropFragNotFound),
         None => tri!(open(tuple, &service, true)),
     };
     tri!(rewrite(ctx, tuple, &forward));
@@ -309,6 +315,8 @@ pub fn pod_egress(ctx: &TcContext, flow: &mut Flow) -> Outcome {
     };
     let forward = match established(&tuple) {
         Some(entry) => entry,
+        // Only a datagram's first fragment balances it.
+        None if !tuple.l4 => return Outcome::drop(Reason::DropFragNotFound),
         None => tri!(open(&tuple, &service, false)),
     };
     tri!(rewrite(ctx, &tuple, &forward));
@@ -335,6 +343,101 @@ pub fn pod_ingress(ctx: &TcContext, flow: &Flow) -> Outcome {
     Outcome::CONTINUE
 }
 
+/// An ICMP error on its way into a pod (`outer`, the quoted packet
+/// `inner` at offset `quote`) about the pod's packets to a service backend
+/// that [`pod_egress`] translated: the quote becomes what the pod sent
+/// (the frontend as destination address and port), and an error the
+/// backend itself sent comes from the frontend, as the backend's replies
+/// do. Fixes the quoted IP header's checksum and the ICMP checksum (which
+/// covers the quote); the quoted L4 checksum is left as it is (the quote
+/// usually cuts it off, and no stack checks it). Nothing when the quote
+/// names no translated connection; a drop (134) when a rewrite failed
+/// (the packet may be half rewritten).
+#[inline(always)]
+pub fn icmp_error_to_pod(ctx: &TcContext, outer: &Flow, inner: &Flow, quote: usize) -> Outcome {
+    let Some(tuple) = tuple_of(inner) else {
+        return Outcome::CONTINUE;
+    };
+    // The quoted packet went pod -> backend: its reply mapping (backend ->
+    // pod) holds the frontend.
+    let key = Lb4NatKey {
+        saddr: tuple.daddr,
+        daddr: tuple.saddr,
+        sport: tuple.dport,
+        dport: tuple.sport,
+        protocol: tuple.protocol,
+        direction: Lb4NatKey::REPLY,
+        pad: [0; 2],
+    };
+    let Some(entry) = NAT.get_ptr(key) else {
+        return Outcome::CONTINUE;
+    };
+    // SAFETY: a pointer from a successful lookup; the value is Copy.
+    let entry = unsafe { *entry };
+    if entry.flags & Lb4NatEntry::FLAG_SNAT != 0 {
+        return Outcome::CONTINUE;
+    }
+    match rewrite_quote(ctx, outer, &tuple, &entry, quote) {
+        Ok(()) => Outcome::CONTINUE,
+        Err(_) => Outcome::drop(Reason::DropInvalid),
+    }
+}
+
+#[inline(always)]
+fn rewrite_quote(
+    ctx: &TcContext,
+    outer: &Flow,
+    quoted: &Tuple,
+    reply: &Lb4NatEntry,
+    quote: usize,
+) -> Result<(), i64> {
+    let packet = Packet::new(ctx);
+    let icmp_csum = quote - 8 + 2;
+    let quote_csum = quote + 10;
+    // Two bytes, not one: LLVM turns a 1-byte bounds check at a variable
+    // offset into `>=`, which the verifier cannot use.
+    let version_ihl: [u8; 2] = packet.read(quote).ok_or(0)?;
+    let quote_l4 = quote + ((version_ihl[0] & 0x0f) as usize) * 4;
+    if quoted.daddr != reply.saddr {
+        let (from, to) = (
+            u32::from_ne_bytes(quoted.daddr) as u64,
+            u32::from_ne_bytes(reply.saddr) as u64,
+        );
+        let before: [u8; 2] = packet.read(quote_csum).ok_or(0)?;
+        ctx.store(quote + 16, &reply.saddr, 0)?;
+        ctx.l3_csum_replace(quote_csum, from, to, 4)?;
+        let after: [u8; 2] = packet.read(quote_csum).ok_or(0)?;
+        ctx.l4_csum_replace(icmp_csum, from, to, 4)?;
+        ctx.l4_csum_replace(
+            icmp_csum,
+            u16::from_ne_bytes(before) as u64,
+            u16::from_ne_bytes(after) as u64,
+            2,
+        )?;
+    }
+    if quoted.dport != reply.sport {
+        ctx.store(quote_l4 + 2, &reply.sport, 0)?;
+        ctx.l4_csum_replace(
+            icmp_csum,
+            u16::from_ne_bytes(quoted.dport) as u64,
+            u16::from_ne_bytes(reply.sport) as u64,
+            2,
+        )?;
+    }
+    // IPv4's ICMP checksum has no pseudo header: the outer source changes
+    // only the IP checksum.
+    if outer.saddr[..4] == quoted.daddr && quoted.daddr != reply.saddr {
+        ctx.store(IPV4_SADDR_OFF, &reply.saddr, 0)?;
+        ctx.l3_csum_replace(
+            IPV4_CSUM_OFF,
+            u32::from_ne_bytes(quoted.daddr) as u64,
+            u32::from_ne_bytes(reply.saddr) as u64,
+            4,
+        )?;
+    }
+    Ok(())
+}
+
 /// Claims a free SNAT source port for the reply mapping: inserts the
 /// mapping with the port in `key.dport`; false when every candidate is taken.
 #[inline(always)]
@@ -352,7 +455,9 @@ fn snat_port(key: &mut Lb4NatKey, reply: &Lb4NatEntry, hash: u32) -> bool {
 
 /// Rewrites the packet's tuple from `old` to `new`, fixing the IPv4 and
 /// TCP/UDP checksums (the L4 one covers the addresses through the pseudo
-/// header).
+/// header). A later fragment (`old.l4` false) has only its addresses and
+/// IP checksum rewritten: the L4 header, ports and checksum (which covers
+/// the whole datagram) are in the first fragment, rewritten with it.
 #[inline(always)]
 fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result<(), Reason> {
     let packet = Packet::new(ctx);
@@ -373,8 +478,10 @@ fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result<(), Reason
         ctx.store(IPV4_SADDR_OFF, &new.saddr, 0).map_err(fail)?;
         ctx.l3_csum_replace(IPV4_CSUM_OFF, from, to, 4)
             .map_err(fail)?;
-        ctx.l4_csum_replace(csum_off, from, to, addr_flags)
-            .map_err(fail)?;
+        if old.l4 {
+            ctx.l4_csum_replace(csum_off, from, to, addr_flags)
+                .map_err(fail)?;
+        }
     }
     if old.daddr != new.daddr {
         let (from, to) = (
@@ -384,8 +491,13 @@ fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result<(), Reason
         ctx.store(IPV4_DADDR_OFF, &new.daddr, 0).map_err(fail)?;
         ctx.l3_csum_replace(IPV4_CSUM_OFF, from, to, 4)
             .map_err(fail)?;
-        ctx.l4_csum_replace(csum_off, from, to, addr_flags)
-            .map_err(fail)?;
+        if old.l4 {
+            ctx.l4_csum_replace(csum_off, from, to, addr_flags)
+                .map_err(fail)?;
+        }
+    }
+    if !old.l4 {
+        return Ok(());
     }
     if old.sport != new.sport {
         let (from, to) = (

@@ -20,6 +20,8 @@ const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 /// Fragment offset bits of the IPv4 flags/fragment field.
 const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// "More fragments" bit of the IPv4 flags/fragment field.
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
 /// Fragment offset bits of the IPv6 fragment header's offset field.
 const IPV6_FRAG_OFFSET_MASK: u16 = 0xfff8;
 
@@ -40,6 +42,16 @@ pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMPV6_ECHO_REQUEST: u8 = 128;
 pub const ICMPV6_ECHO_REPLY: u8 = 129;
 
+/// [`Flow::fragment`]: not an IPv4 fragment (IPv6 fragments are not
+/// tracked: their later fragments have port 0, as before tracking).
+pub const FRAGMENT_NONE: u8 = 0;
+/// The first fragment of an IPv4 datagram: its ports are recorded.
+pub const FRAGMENT_FIRST: u8 = 1;
+/// A later IPv4 fragment whose ports came from its first fragment.
+pub const FRAGMENT_LATER: u8 = 2;
+/// A later IPv4 fragment whose first fragment was not seen: no ports.
+pub const FRAGMENT_UNKNOWN: u8 = 3;
+
 /// What conntrack and policy need of a packet. Every field is always
 /// written (zero when not applicable): the verifier rejects reads of
 /// uninitialised stack.
@@ -57,9 +69,13 @@ pub struct Flow {
     pub daddr: [u8; 16],
     /// Ports in network order. ICMP echo: the identifier in `sport` for
     /// requests and in `dport` for replies, so a reply is its request
-    /// reversed; 0 otherwise, and for later fragments.
+    /// reversed; 0 otherwise. Later IPv4 fragments get their first
+    /// fragment's (see [`Flow::fragment`]).
     pub sport: [u8; 2],
     pub dport: [u8; 2],
+    /// [`FRAGMENT_NONE`], [`FRAGMENT_FIRST`], [`FRAGMENT_LATER`] or
+    /// [`FRAGMENT_UNKNOWN`]: later fragments have no L4 header to rewrite.
+    pub fragment: u8,
 }
 
 impl Flow {
@@ -73,7 +89,14 @@ impl Flow {
             daddr: [0; 16],
             sport: [0; 2],
             dport: [0; 2],
+            fragment: FRAGMENT_NONE,
         }
+    }
+
+    /// A later fragment: the packet holds no L4 header.
+    #[inline(always)]
+    pub fn is_later_fragment(&self) -> bool {
+        self.fragment >= FRAGMENT_LATER
     }
 
     pub fn is_ip(&self) -> bool {
@@ -115,13 +138,24 @@ fn parse_ipv4(packet: &Packet, l3: usize, flow: &mut Flow) -> Result<(), Reason>
     flow.protocol = protocol;
     flow.saddr[..4].copy_from_slice(&header[12..16]);
     flow.daddr[..4].copy_from_slice(&header[16..20]);
-    let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & IPV4_FRAG_OFFSET_MASK;
-    if fragment_offset != 0 {
-        // Later fragments carry no L4 header.
+    let fragment = u16::from_be_bytes([header[6], header[7]]);
+    let id = u16::from_be_bytes([header[4], header[5]]);
+    if fragment & IPV4_FRAG_OFFSET_MASK != 0 {
+        // Later fragments carry no L4 header: the first one's ports.
+        flow.fragment = if crate::fragments::recall(flow, id) {
+            FRAGMENT_LATER
+        } else {
+            FRAGMENT_UNKNOWN
+        };
         return Ok(());
     }
     let l3_end = l3 + total_len;
-    check_l4(packet, l3 + header_len, l3_end, ip_proto::ICMP, flow)
+    check_l4(packet, l3 + header_len, l3_end, ip_proto::ICMP, flow)?;
+    if fragment & IPV4_MORE_FRAGMENTS != 0 {
+        flow.fragment = FRAGMENT_FIRST;
+        crate::fragments::record(flow, id);
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -171,6 +205,8 @@ fn parse_ipv6(packet: &Packet, l3: usize, flow: &mut Flow) -> Result<(), Reason>
                     .ok_or(Reason::DropInvalidExthdr)?;
                 let fragment_offset = u16::from_be_bytes([ext[2], ext[3]]) & IPV6_FRAG_OFFSET_MASK;
                 if fragment_offset != 0 {
+                    // Not tracked (see docs/datapath.md): no ports, and
+                    // policy sees port 0 as before.
                     flow.protocol = ext[0];
                     return Ok(());
                 }

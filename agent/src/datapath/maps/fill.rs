@@ -105,9 +105,9 @@ fn capacity(pin_dir: &std::path::Path, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The endpoints, ipcache, policy and conntrack maps. Endpoints and policy
-/// entries are what the agent keeps (it writes them); the ipcache and the
-/// conntrack table are counted in the kernel.
+/// The endpoints, ipcache, policy, conntrack, LB and fragments maps.
+/// Endpoints and policy entries are what the agent keeps (it writes them);
+/// the others are counted in the kernel.
 pub fn map_fill(
     datapath: &mut Datapath,
     endpoints: u64,
@@ -120,6 +120,7 @@ pub fn map_fill(
     let services = lb_maps::services(ebpf)?.len() as u64;
     let backends = lb_maps::backends(ebpf)?.len() as u64;
     let nat = lb_maps::nat_entries(ebpf)?.len() as u64;
+    let fragments = maps::fragments(ebpf)?.len() as u64;
     Ok([
         (map_names::ENDPOINTS, endpoints),
         (map_names::IPCACHE, ipcache),
@@ -128,6 +129,7 @@ pub fn map_fill(
         (map_names::LB4_SERVICES, services),
         (map_names::LB4_BACKENDS, backends),
         (map_names::LB4_NAT, nat),
+        (map_names::FRAGMENTS, fragments),
     ]
     .into_iter()
     .map(|(name, entries)| MapFill {
