@@ -3,6 +3,7 @@
 //! identities), keep it in the flow ring, and serve the ring with the
 //! Observer API.
 
+pub mod export;
 pub mod feed;
 pub mod metrics;
 
@@ -154,6 +155,7 @@ pub async fn run(
     ring: Arc<FlowRing>,
     metrics: metrics::FlowMetrics,
     monitor: feed::MonitorFeed,
+    exporter: Option<export::Exporter>,
     readiness: weir_observer::Readiness,
 ) {
     // The Observer API's health service says SERVING only while this
@@ -192,6 +194,9 @@ pub async fn run(
             monitor.publish(&event);
             let flow = parser.parse(&event);
             metrics.observe(&flow);
+            if let Some(exporter) = &exporter {
+                exporter.offer(&flow);
+            }
             ring.push(flow);
         }
         guard.clear_ready();
