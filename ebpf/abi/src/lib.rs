@@ -35,7 +35,9 @@ pub use reason::Reason;
 ///
 /// 2: `IpcacheValue` gained `address_identity` (NetworkPolicy `ipBlock`
 /// matching cluster addresses).
-pub const ABI_VERSION: u32 = 2;
+/// 3: `EndpointInfo` gained `ipv6` and `ipv6_link_local` (IPv6 source
+/// validation, issue 16 item 1).
+pub const ABI_VERSION: u32 = 3;
 
 /// Names of the maps the datapath object defines. User space opens maps by
 /// these names; the kernel crate declares them with the same constants.

@@ -106,11 +106,13 @@ fn metrics_value_sum_saturates() {
 fn endpoint_layout_is_pinned() {
     use crate::{EndpointInfo, EndpointKey};
     assert_eq!(size_of::<EndpointKey>(), 4);
-    assert_eq!(size_of::<EndpointInfo>(), 12);
+    assert_eq!(size_of::<EndpointInfo>(), 36);
     assert_eq!(offset_of!(EndpointInfo, id), 0);
     assert_eq!(offset_of!(EndpointInfo, flags), 2);
     assert_eq!(offset_of!(EndpointInfo, identity), 4);
     assert_eq!(offset_of!(EndpointInfo, ipv4), 8);
+    assert_eq!(offset_of!(EndpointInfo, ipv6), 12);
+    assert_eq!(offset_of!(EndpointInfo, ipv6_link_local), 28);
 }
 
 #[test]
@@ -270,4 +272,32 @@ mod ip_proto {
         assert_eq!(Named(UDP).to_string(), "UDP");
         assert_eq!(Named(47).to_string(), "47");
     }
+}
+
+#[test]
+fn ipv6_sources_of_a_pod() {
+    use crate::endpoint::eui64_interface_id;
+    use crate::EndpointInfo;
+    let mac = [0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x05];
+    let id = eui64_interface_id(mac);
+    // The kernel's link-local for that MAC: fe80::858:aff:fef4:5.
+    assert_eq!(id, [0x08, 0x58, 0x0a, 0xff, 0xfe, 0xf4, 0x00, 0x05]);
+    let pod = EndpointInfo::not_ready(1, [10, 244, 0, 5]).with_link_local(id);
+    let addr = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    assert!(pod.ipv6_source_allowed(&addr("fe80::858:aff:fef4:5"), false));
+    assert!(!pod.ipv6_source_allowed(&addr("fe80::858:aff:fef4:6"), false));
+    assert!(!pod.ipv6_source_allowed(&addr("fe80:1::858:aff:fef4:5"), false));
+    assert!(pod.ipv6_source_allowed(&addr("::"), true));
+    assert!(!pod.ipv6_source_allowed(&addr("::"), false));
+    assert!(!pod.ipv6_source_allowed(&addr("fd00::5"), false));
+    // No link-local known: none accepted.
+    let unknown = EndpointInfo::not_ready(1, [10, 244, 0, 5]);
+    assert!(!unknown.ipv6_source_allowed(&addr("fe80::"), false));
+    // An assigned address.
+    let dual = EndpointInfo {
+        ipv6: addr("fd00::5"),
+        ..pod
+    };
+    assert!(dual.ipv6_source_allowed(&addr("fd00::5"), false));
+    assert!(!dual.ipv6_source_allowed(&addr("fd00::6"), false));
 }

@@ -4,7 +4,9 @@
 //! An interface without a ready endpoint drops every IP packet: a pod gets
 //! no traffic before its policy is in the maps.
 //!
-//! From-pod (the pod's egress): the source must be the pod's own address;
+//! From-pod (the pod's egress): the source must be the pod's own address
+//! (IPv6: its link-local address or its IPv6 address, see
+//! [`source_allowed`]);
 //! the peer is the destination. To-pod (the pod's ingress): the peer is the
 //! source. Packets in the opening direction of a connection are checked
 //! against policy every time (so a policy change also stops established
@@ -35,6 +37,19 @@ fn is_icmpv6_router_message(flow: &Flow) -> bool {
     flow.protocol == ip_proto::ICMPV6 && matches!(flow.icmp_type, 134 | 137)
 }
 
+/// Whether a packet the pod sent carries a source it owns: IPv4 its
+/// address; IPv6 its link-local address (derived from the MAC address Weir
+/// gave it), its IPv6 address if it has one, or `::` for ICMPv6 (duplicate
+/// address detection, MLD). Anything else is forged.
+#[inline(always)]
+fn source_allowed(endpoint: &EndpointInfo, flow: &Flow) -> bool {
+    if flow.family == FAMILY_IPV4 {
+        flow.saddr[..4] == endpoint.ipv4
+    } else {
+        endpoint.ipv6_source_allowed(&flow.saddr, flow.protocol == ip_proto::ICMPV6)
+    }
+}
+
 /// A function of its own (a BPF-to-BPF call), a sibling of service NAT in
 /// the caller: inlined, both frames would not fit in the 512-byte stack.
 #[inline(never)]
@@ -47,31 +62,39 @@ pub fn handle(
     if direction == TrafficDirection::Egress && is_icmpv6_router_message(flow) {
         return Err(Reason::DropForbiddenIcmp6);
     }
-    if !flow.is_ip() || is_icmpv6_link_control(flow) {
+    if !flow.is_ip() {
         return Ok(());
     }
+    let link_control = is_icmpv6_link_control(flow);
     // The pod programs run only on interfaces Weir attached to a pod: one
     // without an entry is a pod not set up yet (or being torn down), and
-    // nothing passes before its policy.
+    // nothing passes before its policy (but neighbour discovery).
     let Some(endpoint) = ENDPOINTS.get_ptr(EndpointKey { ifindex }) else {
-        return Err(Reason::DropEpNotReady);
+        return if link_control {
+            Ok(())
+        } else {
+            Err(Reason::DropEpNotReady)
+        };
     };
     // SAFETY: a pointer from a successful lookup; EndpointInfo is Copy.
     let endpoint: EndpointInfo = unsafe { *endpoint };
     report.endpoint_id = endpoint.id;
     report.endpoint_identity = endpoint.identity;
+    // The source check comes before the link-control exemption: neighbour
+    // discovery from a forged source would teach the node a false owner.
+    if direction == TrafficDirection::Egress && !source_allowed(&endpoint, flow) {
+        return Err(Reason::DropInvalidSourceIp);
+    }
+    if link_control {
+        return Ok(());
+    }
     let (scope, reply_scope, enforced, peer_addr) = match direction {
-        TrafficDirection::Egress => {
-            if flow.family == FAMILY_IPV4 && flow.saddr[..4] != endpoint.ipv4 {
-                return Err(Reason::DropInvalidSourceIp);
-            }
-            (
-                CT_SCOPE_EGRESS,
-                CT_SCOPE_INGRESS,
-                endpoint.egress_enforced(),
-                &flow.daddr,
-            )
-        }
+        TrafficDirection::Egress => (
+            CT_SCOPE_EGRESS,
+            CT_SCOPE_INGRESS,
+            endpoint.egress_enforced(),
+            &flow.daddr,
+        ),
         TrafficDirection::Ingress => (
             CT_SCOPE_INGRESS,
             CT_SCOPE_EGRESS,
