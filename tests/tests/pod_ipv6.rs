@@ -114,7 +114,12 @@ fn send_udp(pod: &NetNs, dev_b: &str, source: Ipv6Addr, target: Ipv6Addr, count:
 /// detection of the link-local addresses takes about a second after link-up).
 fn wait_for_addresses(ns: &NetNs) {
     for _ in 0..100 {
-        if ns.ip(&["-6", "addr", "show", "tentative"]).unwrap().trim().is_empty() {
+        if ns
+            .ip(&["-6", "addr", "show", "tentative"])
+            .unwrap()
+            .trim()
+            .is_empty()
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));

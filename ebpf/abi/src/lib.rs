@@ -73,6 +73,9 @@ pub mod map_names {
     /// Every node's pod CIDR, for anti-spoofing on node devices (LPM,
     /// [`crate::PodCidrKey`]).
     pub const POD_CIDRS: &str = "weir_pod_cidrs";
+    /// Per-endpoint budget of new conntrack and service NAT entries, by
+    /// endpoint id ([`crate::conntrack::CtBudget`]).
+    pub const CT_BUDGET: &str = "weir_ct_budget";
 }
 
 /// Names of the TC programs in the datapath object.

@@ -67,6 +67,7 @@ fn drop_texts_are_ordered_and_name_every_reason() {
             "Unknown sender",
             "Forbidden ICMPv6 message",
             "Policy denied by denylist",
+            "Rate limited",
             "Endpoint policy program not available",
         ]
     );

@@ -13,6 +13,7 @@
 #![no_main]
 
 mod antispoof;
+mod budget;
 mod conntrack;
 mod events;
 mod lb;
@@ -138,9 +139,19 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     let reason = match parse::parse(ctx) {
         Err(reason) => reason,
         Ok(mut flow) => {
-            // Services first (policy must see the backend) ...
-            let lb = if egress {
-                nodeport::pod_egress(ctx, &mut flow)
+            // The pod's source and endpoint first: nothing it sends from an
+            // address it does not own, or before it is ready, reaches
+            // service NAT (which inserts entries into shared maps).
+            let admitted = if egress {
+                pod::admit(ifindex(ctx), &flow, &mut report)
+            } else {
+                Reason::Forwarded
+            };
+            // Services next (policy must see the backend) ...
+            let lb = if admitted.is_drop() {
+                nodeport::Outcome::drop(admitted)
+            } else if egress {
+                nodeport::pod_egress(ctx, &mut flow, report.endpoint_id)
             } else {
                 nodeport::Outcome::CONTINUE
             };

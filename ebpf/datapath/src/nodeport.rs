@@ -299,8 +299,11 @@ fn open(tuple: &Tuple, service: &lb::Service, snat_remote: bool) -> Result<Lb4Na
 /// destination becomes a backend before conntrack and policy see the packet
 /// (`flow` is updated), so policy applies to the backend. The client's
 /// source is kept. Replies are translated back by [`pod_ingress`].
+///
+/// A new connection takes one entry of the endpoint's budget
+/// (`endpoint_id`, see `budget.rs`) before its mappings are inserted.
 #[inline(never)]
-pub fn pod_egress(ctx: &TcContext, flow: &mut Flow) -> Outcome {
+pub fn pod_egress(ctx: &TcContext, flow: &mut Flow, endpoint_id: u16) -> Outcome {
     let Some(tuple) = tuple_of(flow) else {
         return Outcome::CONTINUE;
     };
@@ -309,6 +312,9 @@ pub fn pod_egress(ctx: &TcContext, flow: &mut Flow) -> Outcome {
     };
     let forward = match established(&tuple) {
         Some(entry) => entry,
+        None if !crate::budget::take(endpoint_id) => {
+            return Outcome::drop(Reason::DropRateLimited);
+        }
         None => tri!(open(&tuple, &service, false)),
     };
     tri!(rewrite(ctx, &tuple, &forward));

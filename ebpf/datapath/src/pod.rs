@@ -17,6 +17,7 @@ use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::{EndpointInfo, EndpointKey, Reason, TrafficDirection};
 
+use crate::budget;
 use crate::conntrack::{self, CtState};
 use crate::events::Report;
 use crate::maps::ENDPOINTS;
@@ -50,20 +51,38 @@ fn source_allowed(endpoint: &EndpointInfo, flow: &Flow) -> bool {
     }
 }
 
-/// A function of its own (a BPF-to-BPF call), a sibling of service NAT in
-/// the caller: inlined, both frames would not fit in the 512-byte stack.
+/// What the pod sent, before anything else looks at it (service NAT
+/// inserts entries into shared maps): the endpoint behind the interface
+/// and the source check, as [`handle`] does them. `Forwarded` when the
+/// packet may go on; the endpoint's id is in `report`. A function of its
+/// own (a BPF-to-BPF call), so its frame is gone when service NAT runs.
 #[inline(never)]
-pub fn handle(
+pub fn admit(ifindex: u32, flow: &Flow, report: &mut Report) -> Reason {
+    match endpoint_of(ifindex, flow, TrafficDirection::Egress, report) {
+        Ok(Some(endpoint)) if !endpoint.is_ready() && !is_icmpv6_link_control(flow) => {
+            Reason::DropEpNotReady
+        }
+        Ok(_) => Reason::Forwarded,
+        Err(reason) => reason,
+    }
+}
+
+/// The endpoint of the interface, once the packet passed the checks that
+/// come before conntrack: `None` for what passes without one (frames that
+/// are not IP, ICMPv6 link control); the router-message ban and, from the
+/// pod, the source check.
+#[inline(always)]
+fn endpoint_of(
     ifindex: u32,
     flow: &Flow,
     direction: TrafficDirection,
     report: &mut Report,
-) -> Result<(), Reason> {
+) -> Result<Option<EndpointInfo>, Reason> {
     if direction == TrafficDirection::Egress && is_icmpv6_router_message(flow) {
         return Err(Reason::DropForbiddenIcmp6);
     }
     if !flow.is_ip() {
-        return Ok(());
+        return Ok(None);
     }
     let link_control = is_icmpv6_link_control(flow);
     // The pod programs run only on interfaces Weir attached to a pod: one
@@ -71,7 +90,7 @@ pub fn handle(
     // nothing passes before its policy (but neighbour discovery).
     let Some(endpoint) = ENDPOINTS.get_ptr(EndpointKey { ifindex }) else {
         return if link_control {
-            Ok(())
+            Ok(None)
         } else {
             Err(Reason::DropEpNotReady)
         };
@@ -86,8 +105,23 @@ pub fn handle(
         return Err(Reason::DropInvalidSourceIp);
     }
     if link_control {
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(endpoint))
+}
+
+/// A function of its own (a BPF-to-BPF call), a sibling of service NAT in
+/// the caller: inlined, both frames would not fit in the 512-byte stack.
+#[inline(never)]
+pub fn handle(
+    ifindex: u32,
+    flow: &Flow,
+    direction: TrafficDirection,
+    report: &mut Report,
+) -> Result<(), Reason> {
+    let Some(endpoint) = endpoint_of(ifindex, flow, direction, report)? else {
+        return Ok(());
+    };
     let (scope, reply_scope, enforced, peer_addr) = match direction {
         TrafficDirection::Egress => (
             CT_SCOPE_EGRESS,
@@ -123,6 +157,12 @@ pub fn handle(
         outcome?;
     }
     if state == CtState::New {
+        // What the pod's own packets insert is bounded per endpoint; the
+        // ingress entry of a flow between two local pods follows the
+        // sender's egress entry, which was charged.
+        if direction == TrafficDirection::Egress && !budget::take(endpoint.id) {
+            return Err(Reason::DropRateLimited);
+        }
         conntrack::create(flow, scope)?;
     }
     Ok(())
