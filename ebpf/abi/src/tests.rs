@@ -302,3 +302,14 @@ fn ipv6_sources_of_a_pod() {
     assert!(dual.ipv6_source_allowed(&addr("fd00::5"), false));
     assert!(!dual.ipv6_source_allowed(&addr("fd00::6"), false));
 }
+
+#[test]
+fn the_budget_of_new_entries_as_interval_and_tolerance() {
+    use crate::conntrack::{ct_budget_globals, CtBudget};
+    assert_eq!(size_of::<CtBudget>(), 8);
+    assert_eq!(ct_budget_globals(0, 100), (0, 0), "rate 0: no budget");
+    assert_eq!(ct_budget_globals(2_000, 20_000), (500_000, 10_000_000_000));
+    assert_eq!(ct_budget_globals(1, 3), (1_000_000_000, 3_000_000_000));
+    // Faster than one a nanosecond still refills.
+    assert_eq!(ct_budget_globals(u32::MAX, 1), (1, 1));
+}

@@ -139,11 +139,17 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     let reason = match parse::parse(ctx) {
         Err(reason) => reason,
         Ok(mut flow) => {
+            // One endpoint lookup per packet, for both calls below.
+            let endpoint = if flow.is_ip() {
+                pod::lookup(ifindex(ctx))
+            } else {
+                core::ptr::null()
+            };
             // The pod's source and endpoint first: nothing it sends from an
             // address it does not own, or before it is ready, reaches
             // service NAT (which inserts entries into shared maps).
             let admitted = if egress {
-                pod::admit(ifindex(ctx), &flow, &mut report)
+                pod::admit(endpoint, &flow, &mut report)
             } else {
                 Reason::Forwarded
             };
@@ -158,7 +164,7 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
             report.flow = flow;
             match lb.drop_reason() {
                 Some(reason) => reason,
-                None => match pod::handle(ifindex(ctx), &flow, direction, &mut report) {
+                None => match pod::handle(endpoint, &flow, direction, &mut report) {
                     Err(reason) => reason,
                     // ... replies translated back last (conntrack and
                     // policy saw the backend's packet).

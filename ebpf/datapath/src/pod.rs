@@ -51,14 +51,23 @@ fn source_allowed(endpoint: &EndpointInfo, flow: &Flow) -> bool {
     }
 }
 
+/// The endpoint behind the interface the program runs on (null when there
+/// is none): looked up once per packet, read by [`admit`] and [`handle`].
+#[inline(always)]
+pub fn lookup(ifindex: u32) -> *const EndpointInfo {
+    ENDPOINTS
+        .get_ptr(EndpointKey { ifindex })
+        .unwrap_or(core::ptr::null())
+}
+
 /// What the pod sent, before anything else looks at it (service NAT
-/// inserts entries into shared maps): the endpoint behind the interface
-/// and the source check, as [`handle`] does them. `Forwarded` when the
-/// packet may go on; the endpoint's id is in `report`. A function of its
-/// own (a BPF-to-BPF call), so its frame is gone when service NAT runs.
+/// inserts entries into shared maps): the endpoint (from [`lookup`]) and
+/// the source check, as [`handle`] does them. `Forwarded` when the packet
+/// may go on; the endpoint's id is in `report`. A function of its own (a
+/// BPF-to-BPF call), so its frame is gone when service NAT runs.
 #[inline(never)]
-pub fn admit(ifindex: u32, flow: &Flow, report: &mut Report) -> Reason {
-    match endpoint_of(ifindex, flow, TrafficDirection::Egress, report) {
+pub fn admit(endpoint: *const EndpointInfo, flow: &Flow, report: &mut Report) -> Reason {
+    match endpoint_of(endpoint, flow, TrafficDirection::Egress, report) {
         Ok(Some(endpoint)) if !endpoint.is_ready() && !is_icmpv6_link_control(flow) => {
             Reason::DropEpNotReady
         }
@@ -73,7 +82,7 @@ pub fn admit(ifindex: u32, flow: &Flow, report: &mut Report) -> Reason {
 /// pod, the source check.
 #[inline(always)]
 fn endpoint_of(
-    ifindex: u32,
+    endpoint: *const EndpointInfo,
     flow: &Flow,
     direction: TrafficDirection,
     report: &mut Report,
@@ -88,14 +97,15 @@ fn endpoint_of(
     // The pod programs run only on interfaces Weir attached to a pod: one
     // without an entry is a pod not set up yet (or being torn down), and
     // nothing passes before its policy (but neighbour discovery).
-    let Some(endpoint) = ENDPOINTS.get_ptr(EndpointKey { ifindex }) else {
+    if endpoint.is_null() {
         return if link_control {
             Ok(None)
         } else {
             Err(Reason::DropEpNotReady)
         };
-    };
-    // SAFETY: a pointer from a successful lookup; EndpointInfo is Copy.
+    }
+    // SAFETY: not null, so a pointer from a successful lookup of
+    // `weir_endpoints` ([`lookup`]); EndpointInfo is Copy.
     let endpoint: EndpointInfo = unsafe { *endpoint };
     report.endpoint_id = endpoint.id;
     report.endpoint_identity = endpoint.identity;
@@ -114,12 +124,12 @@ fn endpoint_of(
 /// the caller: inlined, both frames would not fit in the 512-byte stack.
 #[inline(never)]
 pub fn handle(
-    ifindex: u32,
+    endpoint: *const EndpointInfo,
     flow: &Flow,
     direction: TrafficDirection,
     report: &mut Report,
 ) -> Result<(), Reason> {
-    let Some(endpoint) = endpoint_of(ifindex, flow, direction, report)? else {
+    let Some(endpoint) = endpoint_of(endpoint, flow, direction, report)? else {
         return Ok(());
     };
     let (scope, reply_scope, enforced, peer_addr) = match direction {
