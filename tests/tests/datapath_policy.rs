@@ -1032,6 +1032,22 @@ fn new_entries_beyond_the_endpoints_budget_are_rate_limited() {
         run(&mut datapath, ProgramKind::ToPod, &inbound).1,
         Reason::Forwarded
     );
+    // The endpoint goes and a new one gets its id: it starts with a full
+    // budget, not with what the old one used up.
+    maps::remove_endpoint(datapath.ebpf_mut(), LOOPBACK_IFINDEX).unwrap();
+    let entry = EndpointInfo {
+        id: ENDPOINT_ID,
+        flags: 0,
+        pad: 0,
+        identity: 30_001,
+        ipv4: packets::IP4_A,
+        ..EndpointInfo::default()
+    };
+    assert!(maps::set_new_endpoint(datapath.ebpf_mut(), LOOPBACK_IFINDEX, entry).unwrap());
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(83)).1,
+        Reason::Forwarded
+    );
 }
 
 #[test]
