@@ -1,19 +1,20 @@
 //! One pod flooding new flows must not evict another pod's connections from
-//! the shared conntrack map (issue 16 item 6), on the real kernel with real
-//! sockets.
+//! the shared conntrack maps (issue 16 item 6), on the real kernel with
+//! real sockets.
 //!
 //! Namespace `n` is the node, `v` (the victim) and `f` (the flooder) are
 //! pods, each behind a veth whose node end carries the pod programs. The
 //! victim's ingress is enforced with no rule, so what reaches it from its
 //! TCP server passes only as the reply of its own connection's conntrack
 //! entry: once that entry is evicted, the established connection is dead.
-//! The flooder sends UDP from 20,000 source ports (20,000 new flows, two
-//! datagrams each) into a
-//! conntrack map of 1,024 entries. Without a budget (the datapath before
-//! it, here the budget switched off) the victim's entry is evicted and its
-//! connection breaks; with a per-endpoint budget (here 200 at once, 100 a
-//! second) the flood is cut at its budget, counted as "Rate limited", and
-//! the victim's connection carries on.
+//! Both conntrack maps hold 1,024 entries. The flooder opens 20,000 flows,
+//! one per source port: TCP SYNs (each answered by a reset), or UDP (two
+//! datagrams each). Without a budget (the datapath before it, here the
+//! budget switched off) the TCP flood evicts the victim's entry and its
+//! connection breaks, while the UDP flood, in the other protocols' map,
+//! does not; with a per-endpoint budget (here 200 at once, 100 a second)
+//! the TCP flood is cut at its budget, counted as "Rate limited", and the
+//! victim's connection carries on.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -85,10 +86,38 @@ fn on_cpu_0() {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus).unwrap();
 }
 
-/// Runs the scenario with the given budget; returns whether the victim's
-/// connection still carried data after the flood, and the flood's drops
-/// counted as rate limited.
-fn victim_survives_flood(rate: u32, burst: u32) -> (bool, u64) {
+#[derive(Copy, Clone, Debug)]
+enum Flood {
+    /// Two datagrams per flow.
+    Udp,
+    /// A SYN per flow, answered by a reset (nothing listens): the reset is
+    /// the entry's reply, which marks it referenced.
+    Tcp,
+}
+
+/// Sends one SYN from `source` to `target` without waiting for an answer
+/// (a non-blocking connect, the socket closed at once).
+fn tcp_syn(source: SocketAddrV4, target: SocketAddrV4) {
+    use nix::sys::socket::{
+        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .unwrap();
+    setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::from(source)).unwrap();
+    let _ = connect(fd.as_raw_fd(), &SockaddrIn::from(target));
+}
+
+/// Runs the scenario with the given flood and budget; returns whether the
+/// victim's connection still carried data after the flood, and the flood's
+/// drops counted as rate limited.
+fn victim_survives_flood(flood: Flood, rate: u32, burst: u32) -> (bool, u64) {
     let node = NetNs::new(&names::unique()).unwrap();
     let victim = pod(&node, "v", 1);
     let flooder = pod(&node, "f", 2);
@@ -106,7 +135,10 @@ fn victim_survives_flood(rate: u32, burst: u32) -> (bool, u64) {
     let mut datapath = node
         .run(move || -> anyhow::Result<Datapath> {
             let options = LoadOptions {
-                max_entries: vec![(map_names::CONNTRACK, CONNTRACK_ENTRIES)],
+                max_entries: vec![
+                    (map_names::CONNTRACK, CONNTRACK_ENTRIES),
+                    (map_names::CONNTRACK_ANY, CONNTRACK_ENTRIES),
+                ],
                 ct_new_rate: rate,
                 ct_new_burst: burst,
                 ..LoadOptions::default()
@@ -151,7 +183,7 @@ fn victim_survives_flood(rate: u32, burst: u32) -> (bool, u64) {
     server.write_all(b"ping").unwrap();
     client.read_exact(&mut buf).expect("data before the flood");
 
-    // The flood: one datagram from each of FLOWS source ports.
+    // The flood: one flow from each of FLOWS source ports.
     let limited = datapath
         .metrics()
         .unwrap()
@@ -165,12 +197,19 @@ fn victim_survives_flood(rate: u32, burst: u32) -> (bool, u64) {
         .run(move || {
             on_cpu_0();
             for port in 0..FLOWS {
-                let socket = UdpSocket::bind(SocketAddrV4::new(from, 20_000 + port)).unwrap();
-                // Twice: the second datagram finds the entry, which marks it
-                // referenced; the kernel's LRU evicts unreferenced entries
-                // first, so a flood of single packets mostly evicts itself.
-                let _ = socket.send_to(b"flood", sink);
-                let _ = socket.send_to(b"flood", sink);
+                let source = SocketAddrV4::new(from, 20_000 + port);
+                match flood {
+                    Flood::Udp => {
+                        let socket = UdpSocket::bind(source).unwrap();
+                        // Twice: the second datagram finds the entry, which
+                        // marks it referenced; the kernel's LRU evicts
+                        // unreferenced entries first, so a flood of single
+                        // packets mostly evicts itself.
+                        let _ = socket.send_to(b"flood", sink);
+                        let _ = socket.send_to(b"flood", sink);
+                    }
+                    Flood::Tcp => tcp_syn(source, sink),
+                }
             }
         })
         .unwrap();
@@ -183,7 +222,7 @@ fn victim_survives_flood(rate: u32, burst: u32) -> (bool, u64) {
         - limited;
     let entries = maps::conntrack(datapath.ebpf_mut()).map_or(0, |c| c.len());
     eprintln!(
-        "budget {rate}/s burst {burst}: {FLOWS} flows in {took:?}, {limited} rate limited, \
+        "{flood:?} flood, budget {rate}/s burst {burst}: {FLOWS} flows in {took:?}, {limited} rate limited, \
          {entries} conntrack entries"
     );
 
@@ -196,16 +235,22 @@ fn victim_survives_flood(rate: u32, burst: u32) -> (bool, u64) {
 #[test]
 fn a_pod_flooding_new_flows_does_not_evict_another_pods_connection() {
     require_root();
-    // The datapath without a budget: the flood evicts the victim's entry.
-    let (survived, limited) = victim_survives_flood(0, 1);
+    // The datapath without a budget: a TCP flood evicts the victim's entry.
+    let (survived, limited) = victim_survives_flood(Flood::Tcp, 0, 1);
     assert_eq!(limited, 0);
     assert!(
         !survived,
-        "without a budget, {FLOWS} new flows in a {CONNTRACK_ENTRIES}-entry map should evict \
-         the victim's connection (the test would prove nothing)"
+        "without a budget, {FLOWS} new TCP flows in a {CONNTRACK_ENTRIES}-entry map should \
+         evict the victim's connection (the test would prove nothing)"
     );
-    // With the budget, the flood is cut and the victim's connection lives.
-    let (survived, limited) = victim_survives_flood(100, 200);
+    // Without a budget, a UDP flood fills the other protocols' map only.
+    let (survived, _) = victim_survives_flood(Flood::Udp, 0, 1);
+    assert!(
+        survived,
+        "a UDP flood does not evict a TCP connection (separate conntrack maps)"
+    );
+    // With the budget, the TCP flood is cut and the victim's connection lives.
+    let (survived, limited) = victim_survives_flood(Flood::Tcp, 100, 200);
     assert!(
         limited >= u64::from(FLOWS) - 1_000,
         "the flood beyond the budget is counted as rate limited: {limited}"
@@ -215,8 +260,9 @@ fn a_pod_flooding_new_flows_does_not_evict_another_pods_connection() {
         "the victim's established connection survives the flood"
     );
     weir_tests::figure!(
-        "conntrack flood: {FLOWS} new UDP flows from one pod into a {CONNTRACK_ENTRIES}-entry \
-         map; without a budget the other pod's connection was evicted, with 100/s burst 200 \
-         {limited} datagrams were dropped as rate limited and it survived"
+        "conntrack flood: {FLOWS} new TCP flows from one pod into a {CONNTRACK_ENTRIES}-entry \
+         map: without a budget the other pod's connection was evicted, with 100/s burst 200 \
+         {limited} SYNs were dropped as rate limited and it survived; {FLOWS} UDP flows \
+         without a budget did not evict it (separate map)"
     );
 }
