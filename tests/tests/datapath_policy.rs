@@ -5,8 +5,8 @@
 //! endpoint is registered under ifindex 1.
 
 use ipnetwork::IpNetwork;
-use weir_abi::ip_proto;
 use weir_abi::policy::*;
+use weir_abi::{ip_proto, map_names};
 use weir_abi::{
     EndpointInfo, IpcacheValue, MetricsValue, PolicyEntry, PolicyKey, Reason, TrafficDirection,
 };
@@ -142,6 +142,23 @@ fn unenforced_endpoints_pass_everything_and_track_it() {
     let entries = maps::conntrack(datapath.ebpf_mut()).unwrap();
     assert_eq!(entries.len(), 1, "the connection is tracked");
     assert_eq!(entries[0].0.dport, 80u16.to_be_bytes());
+    // TCP and the other protocols are tracked in maps of their own.
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv4_udp()).1,
+        Reason::Forwarded
+    );
+    let of = |datapath: &mut Datapath, name| {
+        maps::conntrack::conntrack_of(datapath.ebpf_mut(), name)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key.protocol)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(&mut datapath, map_names::CONNTRACK), vec![ip_proto::TCP]);
+    assert_eq!(
+        of(&mut datapath, map_names::CONNTRACK_ANY),
+        vec![ip_proto::UDP]
+    );
 }
 
 #[test]
