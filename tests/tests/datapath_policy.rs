@@ -611,15 +611,20 @@ fn conntrack_gc_removes_only_expired_entries() {
         run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
         Reason::Forwarded
     );
+    // And one in the other protocols' map: the GC covers both.
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv4_udp()).1,
+        Reason::Forwarded
+    );
     let now = maps::monotonic_now_ns();
     assert_eq!(
         maps::conntrack_gc(datapath.ebpf_mut(), now).unwrap(),
         0,
-        "a fresh SYN entry lives 60 s"
+        "fresh SYN and UDP entries live 60 s"
     );
     assert_eq!(
         maps::conntrack_gc(datapath.ebpf_mut(), now + 61_000_000_000).unwrap(),
-        1
+        2
     );
     assert!(maps::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
 }
