@@ -180,6 +180,16 @@ pub struct Config {
     /// dropped (and counted) rather than holding the event reader.
     #[arg(long, default_value_t = 4096, requires = "hubble_export_file_path")]
     pub hubble_export_queue_size: usize,
+    /// New conntrack and service NAT entries one endpoint's packets may
+    /// insert per second (0: unlimited); beyond it (and the burst) a new
+    /// flow is dropped as "Rate limited" (198), so one pod cannot evict the
+    /// other pods' entries from the shared maps.
+    #[arg(long, default_value_t = crate::datapath::DEFAULT_CT_NEW_RATE)]
+    pub conntrack_new_rate: u32,
+    /// How many new entries an endpoint may insert at once above the rate.
+    #[arg(long, default_value_t = crate::datapath::DEFAULT_CT_NEW_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub conntrack_new_burst: u32,
     /// How often expired conntrack entries are removed (seconds).
     #[arg(long, default_value_t = 30)]
     pub conntrack_gc_interval_s: u64,

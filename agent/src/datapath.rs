@@ -142,7 +142,18 @@ pub struct LoadOptions {
     /// fill small maps; a map pinned with another capacity is replaced, see
     /// `pins`).
     pub max_entries: Vec<(&'static str, u32)>,
+    /// The budget of new conntrack and service NAT entries each endpoint's
+    /// packets may insert: entries per second (0: no budget) and burst
+    /// (`weir_ct_budget`).
+    pub ct_new_rate: u32,
+    pub ct_new_burst: u32,
 }
+
+/// The default budget of new entries per endpoint: well above what one pod
+/// opens in the benchmarks (1,000 connections per second, 10,000 new flows
+/// at once), far below what fills the conntrack map in a second.
+pub const DEFAULT_CT_NEW_RATE: u32 = 2_000;
+pub const DEFAULT_CT_NEW_BURST: u32 = 20_000;
 
 /// Cilium's default Maglev table size is 16381; Weir defaults to a smaller
 /// prime from the same list, enough for backend sets of up to ~100.
@@ -157,6 +168,8 @@ impl Default for LoadOptions {
             maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
             maglev_tables: DEFAULT_MAGLEV_TABLES,
             max_entries: Vec::new(),
+            ct_new_rate: DEFAULT_CT_NEW_RATE,
+            ct_new_burst: DEFAULT_CT_NEW_BURST,
         }
     }
 }
@@ -203,6 +216,8 @@ impl Datapath {
             .saturating_mul(options.maglev_tables)
             .max(1);
         let aggregation = options.monitor_aggregation.abi_value();
+        let (ct_interval, ct_tolerance) =
+            weir_abi::conntrack::ct_budget_globals(options.ct_new_rate, options.ct_new_burst);
         // The maglev table's size and any capacity the options set: what
         // the pins must match and what the loader creates.
         let mut capacities = vec![(weir_abi::map_names::LB4_MAGLEV, maglev_entries)];
@@ -219,7 +234,9 @@ impl Datapath {
             .default_map_pin_directory(pin_dir)
             .override_global("WEIR_MONITOR_AGGREGATION", &aggregation, true)
             .override_global("WEIR_NODE_IPV4", &node_ipv4, true)
-            .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true);
+            .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true)
+            .override_global("WEIR_CT_NEW_INTERVAL_NS", &ct_interval, true)
+            .override_global("WEIR_CT_NEW_TOLERANCE_NS", &ct_tolerance, true);
         for (name, entries) in &capacities {
             loader.map_max_entries(name, *entries);
         }

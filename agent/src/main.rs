@@ -68,6 +68,8 @@ async fn run(mut args: Config) -> Result<()> {
         },
         maglev_table_size: args.maglev_table_size,
         maglev_tables: args.maglev_tables,
+        ct_new_rate: args.conntrack_new_rate,
+        ct_new_burst: args.conntrack_new_burst,
         ..LoadOptions::default()
     };
     let mut datapath = Datapath::load_with(&args.bpffs_dir, &options).with_context(|| {

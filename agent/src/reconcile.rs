@@ -489,6 +489,12 @@ impl Reconciler {
             desired.set_node(node.ip, node.name == self.node_name);
         }
         desired.set_node(self.node_ip, true);
+        // The node over IPv6: its link-local addresses (the host ends of
+        // the pod veths among them) and its global ones are `host`.
+        desired.set_host_link_local();
+        for address in ipcache::host_addresses::node_ipv6_addresses() {
+            desired.set_node(address.into(), true);
+        }
         desired.set_cidrs(self.policy.cidr_identities());
         desired.set_address_prefixes(self.policy.address_identities());
         desired

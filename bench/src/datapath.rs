@@ -78,6 +78,8 @@ fn policy_costs(
             pad: 0,
             identity: 30_000,
             ipv4: packets::IP4_A,
+            ipv6: packets::IP6_A,
+            ipv6_link_local: [0; 8],
         },
     )?;
     maps::set_ipcache(
@@ -457,6 +459,7 @@ fn event_costs(runs: usize) -> Result<()> {
                 pad: 0,
                 identity: 30_000,
                 ipv4: packets::IP4_A,
+                ..weir_abi::EndpointInfo::default()
             },
         )?;
         test_run(&mut datapath, ProgramKind::FromPod, &syn, 1)?;

@@ -131,6 +131,27 @@ fn refuse_router_messages(host_ifname: &str) -> Result<(), NetlinkError> {
     Ok(())
 }
 
+/// The pod's IPv6 link-local address must be the one the datapath accepts
+/// as its source: `fe80::` and the modified EUI-64 of the MAC address the
+/// plugin gave the interface (`weir_abi::endpoint::eui64_interface_id`), so
+/// `addr_gen_mode=0` whatever the namespace's default (a stable-privacy or
+/// random mode would give an address the datapath drops). Runs on the
+/// thread that entered the pod namespace, before the link comes up (the
+/// address is made on link-up). A node without IPv6 has nothing to set.
+fn derive_link_local_from_mac(pod_ifname: &str) -> Result<(), NetlinkError> {
+    let key = Path::new("/proc/sys/net/ipv6/conf")
+        .join(pod_ifname)
+        .join("addr_gen_mode");
+    if !key.exists() {
+        return Ok(());
+    }
+    std::fs::write(&key, b"0").map_err(|error| {
+        NetlinkError::Unexpected(format!(
+            "cannot set net.ipv6.conf.{pod_ifname}.addr_gen_mode=0 in the pod namespace: {error}"
+        ))
+    })
+}
+
 /// Brings the host end up and adds the host route to the pod: traffic can
 /// flow from now on, so the agent's programs must be attached first. On
 /// failure the pair is removed, as by [`setup`].
@@ -165,6 +186,7 @@ async fn configure_pod_end(
     // Fails with EEXIST if the pod already has an interface by that name.
     netlink::rename_link(pod, peer.index, &spec.pod_ifname).await?;
     netlink::add_ipv4_address(pod, peer.index, spec.pod_ip, 32).await?;
+    derive_link_local_from_mac(&spec.pod_ifname)?;
     netlink::set_link_up(pod, peer.index).await?;
     let loopback = netlink::require_link(pod, "lo").await?;
     netlink::set_link_up(pod, loopback.index).await?;

@@ -592,3 +592,44 @@ fn the_gateway_neighbour_replaces_an_entry_the_kernel_made_first() {
     assert_eq!(gateway["lladdr"], "02:00:00:00:00:01");
     assert_eq!(gateway["state"], serde_json::json!(["PERMANENT"]));
 }
+
+#[test]
+fn the_pod_link_local_address_is_the_eui64_of_its_mac_whatever_the_default() {
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    // A namespace whose new interfaces would get random link-local
+    // addresses (addr_gen_mode 3): the datapath would drop them.
+    let status = Command::new("ip")
+        .args(["netns", "exec", &pod.name, "sysctl", "-q", "-w"])
+        .arg("net.ipv6.conf.default.addr_gen_mode=3")
+        .status()
+        .expect("sysctl");
+    assert!(status.success());
+    let spec = spec_for(&unique_container_id(&host));
+    setup_in(&host, &pod, &spec).expect("setup");
+    let [a, b, c, d, e, f] = spec.pod_mac.octets();
+    let expected = std::net::Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([a ^ 2, b]),
+        u16::from_be_bytes([c, 0xff]),
+        u16::from_be_bytes([0xfe, d]),
+        u16::from_be_bytes([e, f]),
+    )
+    .to_string();
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = pod.ip_json(&["-6", "addr", "show", "dev", "eth0", "scope", "link"]);
+        let found = seen[0]["addr_info"]
+            .as_array()
+            .is_some_and(|infos| infos.iter().any(|i| i["local"] == expected.as_str()));
+        if found {
+            assert!(delete_host_end_in(&host, &spec.host_ifname));
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("no link-local {expected} on eth0: {seen}");
+}

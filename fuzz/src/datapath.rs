@@ -89,6 +89,8 @@ fn set_endpoint_state(datapath: &mut Datapath, state: u8) {
         pad: 0,
         identity: weir_abi::identity::INIT,
         ipv4: IP4_A,
+        ipv6: IP6_A,
+        ipv6_link_local: [0; 8],
     };
     let info = match state {
         0..=4 => Some(open),
@@ -97,7 +99,10 @@ fn set_endpoint_state(datapath: &mut Datapath, state: u8) {
             identity: 30_000,
             ..open
         }),
-        6 => Some(EndpointInfo::not_ready(1, IP4_A)),
+        6 => Some(EndpointInfo {
+            ipv6: IP6_A,
+            ..EndpointInfo::not_ready(1, IP4_A)
+        }),
         _ => None,
     };
     let written = match info {

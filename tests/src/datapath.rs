@@ -49,9 +49,24 @@ pub fn load(pins: &PinDir) -> Result<Datapath> {
 pub const TEST_RUN_IFINDEX: u32 = 1;
 
 /// Writes a ready, unenforced endpoint (the one a pod with no policy has)
-/// for the interface `ifindex` whose pod has the address `ipv4`: the pod
-/// programs drop everything on an interface without a ready endpoint.
+/// for the interface `ifindex` whose pod has the address `ipv4` and the
+/// IPv6 address the crafted packets come from ([`crate::packets::IP6_A`]):
+/// the pod programs drop everything on an interface without a ready
+/// endpoint, and every source the pod does not own.
 pub fn open_endpoint(datapath: &mut Datapath, ifindex: u32, ipv4: [u8; 4]) -> Result<()> {
+    open_endpoint_v6(datapath, ifindex, ipv4, crate::packets::IP6_A, [0; 8])
+}
+
+/// [`open_endpoint`] with the pod's IPv6 address and the interface
+/// identifier of its link-local address
+/// ([`weir_abi::endpoint::eui64_interface_id`] of its MAC address).
+pub fn open_endpoint_v6(
+    datapath: &mut Datapath,
+    ifindex: u32,
+    ipv4: [u8; 4],
+    ipv6: [u8; 16],
+    ipv6_link_local: [u8; 8],
+) -> Result<()> {
     weir_agent::datapath::maps::set_endpoint(
         datapath.ebpf_mut(),
         ifindex,
@@ -61,6 +76,8 @@ pub fn open_endpoint(datapath: &mut Datapath, ifindex: u32, ipv4: [u8; 4]) -> Re
             pad: 0,
             identity: weir_abi::identity::INIT,
             ipv4,
+            ipv6,
+            ipv6_link_local,
         },
     )
     .context("writing an open endpoint")

@@ -58,6 +58,22 @@ impl NetNs {
         run_in(&self.name, f)
     }
 
+    /// The MAC address of `dev`.
+    pub fn mac(&self, dev: &str) -> Result<[u8; 6]> {
+        let json = self.ip(&["-j", "link", "show", "dev", dev])?;
+        let value: serde_json::Value = serde_json::from_str(&json).context("ip -j output")?;
+        let text = value[0]["address"]
+            .as_str()
+            .with_context(|| format!("no address in {json}"))?;
+        let mut mac = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut mac {
+            let part = parts.next().with_context(|| format!("MAC {text}"))?;
+            *byte = u8::from_str_radix(part, 16).with_context(|| format!("MAC {text}"))?;
+        }
+        Ok(mac)
+    }
+
     /// (rx packets, rx bytes, tx packets, tx bytes) of `dev` as the kernel counts them.
     pub fn link_stats(&self, dev: &str) -> Result<LinkStats> {
         let json = self.ip(&["-j", "-s", "link", "show", "dev", dev])?;

@@ -55,6 +55,8 @@ fn setup(flags: u8) -> (PinDir, Datapath) {
             pad: 0,
             identity: 30_000,
             ipv4: packets::IP4_A,
+            ipv6: packets::IP6_A,
+            ipv6_link_local: [0; 8],
         },
     )
     .unwrap();
@@ -629,6 +631,8 @@ mod real {
                         pad: 0,
                         identity: 30_000,
                         ipv4: POD.octets(),
+                        ipv6: [0; 16],
+                        ipv6_link_local: [0; 8],
                     },
                 )?;
                 maps::set_ipcache(

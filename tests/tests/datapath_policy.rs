@@ -5,8 +5,8 @@
 //! endpoint is registered under ifindex 1.
 
 use ipnetwork::IpNetwork;
-use weir_abi::ip_proto;
 use weir_abi::policy::*;
+use weir_abi::{ip_proto, map_names};
 use weir_abi::{
     EndpointInfo, IpcacheValue, MetricsValue, PolicyEntry, PolicyKey, Reason, TrafficDirection,
 };
@@ -38,6 +38,8 @@ fn setup(flags: u8) -> (PinDir, Datapath) {
             pad: 0,
             identity: 30_000,
             ipv4: packets::IP4_A,
+            ipv6: packets::IP6_A,
+            ipv6_link_local: [0; 8],
         },
     )
     .unwrap();
@@ -140,6 +142,23 @@ fn unenforced_endpoints_pass_everything_and_track_it() {
     let entries = maps::conntrack(datapath.ebpf_mut()).unwrap();
     assert_eq!(entries.len(), 1, "the connection is tracked");
     assert_eq!(entries[0].0.dport, 80u16.to_be_bytes());
+    // TCP and the other protocols are tracked in maps of their own.
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv4_udp()).1,
+        Reason::Forwarded
+    );
+    let of = |datapath: &mut Datapath, name| {
+        maps::conntrack::conntrack_of(datapath.ebpf_mut(), name)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key.protocol)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(&mut datapath, map_names::CONNTRACK), vec![ip_proto::TCP]);
+    assert_eq!(
+        of(&mut datapath, map_names::CONNTRACK_ANY),
+        vec![ip_proto::UDP]
+    );
 }
 
 #[test]
@@ -592,15 +611,20 @@ fn conntrack_gc_removes_only_expired_entries() {
         run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
         Reason::Forwarded
     );
+    // And one in the other protocols' map: the GC covers both.
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &packets::ipv4_udp()).1,
+        Reason::Forwarded
+    );
     let now = maps::monotonic_now_ns();
     assert_eq!(
         maps::conntrack_gc(datapath.ebpf_mut(), now).unwrap(),
         0,
-        "a fresh SYN entry lives 60 s"
+        "fresh SYN and UDP entries live 60 s"
     );
     assert_eq!(
         maps::conntrack_gc(datapath.ebpf_mut(), now + 61_000_000_000).unwrap(),
-        1
+        2
     );
     assert!(maps::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
 }
@@ -969,4 +993,136 @@ fn prometheus_metrics_count_what_the_datapath_counted() {
 
 fn prometheus_registry() -> prometheus::Registry {
     prometheus::Registry::new()
+}
+
+#[test]
+fn new_entries_beyond_the_endpoints_budget_are_rate_limited() {
+    require_root();
+    let pins = PinDir::new();
+    // One a second: nothing refills within the few microseconds the
+    // test runs take.
+    let options = weir_agent::datapath::LoadOptions {
+        ct_new_rate: 1,
+        ct_new_burst: 3,
+        ..weir_agent::datapath::LoadOptions::default()
+    };
+    let mut datapath = Datapath::load_with(pins.path(), &options).unwrap();
+    maps::set_endpoint(
+        datapath.ebpf_mut(),
+        LOOPBACK_IFINDEX,
+        EndpointInfo {
+            id: ENDPOINT_ID,
+            flags: 0,
+            pad: 0,
+            identity: 30_000,
+            ipv4: packets::IP4_A,
+            ..EndpointInfo::default()
+        },
+    )
+    .unwrap();
+    // The burst: three new flows are tracked, the fourth is refused.
+    for port in [80, 81, 82] {
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(port)).1,
+            Reason::Forwarded,
+            "new flow to port {port}"
+        );
+    }
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(83)),
+        (TC_ACT_SHOT, Reason::DropRateLimited)
+    );
+    assert_eq!(maps::conntrack(datapath.ebpf_mut()).unwrap().len(), 3);
+    // What is tracked goes on: its packets and its replies take nothing.
+    let syn = tcp_syn_to(80);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &syn).1,
+        Reason::Forwarded
+    );
+    assert_eq!(
+        run(
+            &mut datapath,
+            ProgramKind::ToPod,
+            &reversed_ipv4(&syn, Some(0x12))
+        )
+        .1,
+        Reason::Forwarded
+    );
+    // Another pod's new flows to this one are not charged to it.
+    let inbound = reversed_ipv4(&tcp_syn_to(84), Some(0x02));
+    assert_eq!(
+        run(&mut datapath, ProgramKind::ToPod, &inbound).1,
+        Reason::Forwarded
+    );
+    // The endpoint goes and a new one gets its id: it starts with a full
+    // budget, not with what the old one used up.
+    maps::remove_endpoint(datapath.ebpf_mut(), LOOPBACK_IFINDEX).unwrap();
+    let entry = EndpointInfo {
+        id: ENDPOINT_ID,
+        flags: 0,
+        pad: 0,
+        identity: 30_001,
+        ipv4: packets::IP4_A,
+        ..EndpointInfo::default()
+    };
+    assert!(maps::set_new_endpoint(datapath.ebpf_mut(), LOOPBACK_IFINDEX, entry).unwrap());
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(83)).1,
+        Reason::Forwarded
+    );
+}
+
+#[test]
+fn a_forged_source_never_reaches_service_nat() {
+    use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4Service, LB_SCOPE_INTERNAL};
+    use weir_agent::datapath::maps::lb;
+    let (_pins, mut datapath) = setup(0);
+    // The peer's address, port 80, is a ClusterIP with one backend.
+    let ebpf = datapath.ebpf_mut();
+    let backend = Lb4Backend {
+        address: [10, 99, 0, 3],
+        port: 8080u16.to_be_bytes(),
+        protocol: ip_proto::TCP,
+        state: Lb4Backend::STATE_ACTIVE,
+        flags: 0,
+        pad: [0; 3],
+    };
+    lb::set_backend(ebpf, 1, backend).unwrap();
+    let key = |slot: u16| Lb4Key {
+        address: packets::IP4_B,
+        port: 80u16.to_be_bytes(),
+        backend_slot: slot,
+        protocol: ip_proto::TCP,
+        scope: LB_SCOPE_INTERNAL,
+        pad: [0; 2],
+    };
+    let slot = Lb4Service {
+        backend_id: 1,
+        ..Lb4Service::default()
+    };
+    lb::set_service(ebpf, key(1), slot).unwrap();
+    let service = Lb4Service {
+        count: 1,
+        rev_nat_id: 1,
+        flags: Lb4Service::FLAG_CLUSTER_IP,
+        ..Lb4Service::default()
+    };
+    lb::set_service(ebpf, key(0), service).unwrap();
+
+    // From an address the pod does not own: dropped before service NAT,
+    // which inserts nothing.
+    let mut forged = tcp_syn_to(80);
+    let ip = packets::ETH_HLEN;
+    forged[ip + 12..ip + 16].copy_from_slice(&[10, 99, 0, 77]);
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &forged),
+        (TC_ACT_SHOT, Reason::DropInvalidSourceIp)
+    );
+    assert!(lb::nat_entries(datapath.ebpf_mut()).unwrap().is_empty());
+    // From its own address: balanced, the forward and reply mappings made.
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
+        Reason::Forwarded
+    );
+    assert_eq!(lb::nat_entries(datapath.ebpf_mut()).unwrap().len(), 2);
 }

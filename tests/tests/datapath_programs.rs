@@ -137,7 +137,10 @@ fn pod_programs_drop_everything_until_the_endpoint_is_ready() {
         );
     }
     // The entry the agent writes at attach time.
-    let not_ready = EndpointInfo::not_ready(1, packets::IP4_A);
+    let not_ready = EndpointInfo {
+        ipv6: packets::IP6_A,
+        ..EndpointInfo::not_ready(1, packets::IP4_A)
+    };
     maps::set_endpoint(datapath.ebpf_mut(), TEST_RUN_IFINDEX, not_ready).unwrap();
     for program in pod_programs {
         for (case, frame) in &ip {

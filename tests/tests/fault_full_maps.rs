@@ -450,6 +450,7 @@ fn a_full_conntrack_evicts_entries_and_never_drops_a_new_connection() {
             pad: 0,
             identity: 30_000,
             ipv4: packets::IP4_A,
+            ..EndpointInfo::default()
         },
     )
     .unwrap();

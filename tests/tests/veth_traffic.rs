@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use weir_abi::{MetricsValue, Reason, TrafficDirection};
 use weir_agent::datapath::{Datapath, Hook, MetricsSnapshot};
-use weir_tests::datapath::{open_endpoint, PinDir};
+use weir_tests::datapath::{open_endpoint_v6, PinDir};
 use weir_tests::netns::{LinkStats, VethPair};
 use weir_tests::{names, packets, require_root, traffic};
 
@@ -21,11 +21,21 @@ fn load_and_attach(pair: &VethPair, pins: &PinDir) -> Datapath {
     let pin_dir: PathBuf = pins.path().to_path_buf();
     let dev = pair.dev_a.clone();
     let pod_ip: std::net::Ipv4Addr = VethPair::ADDR_B.parse().unwrap();
+    let pod_ip6: std::net::Ipv6Addr = VethPair::ADDR6_B.parse().unwrap();
+    // The pod's link-local address (its neighbour discovery and MLD come
+    // from it) is the EUI-64 of its MAC address.
+    let link_local = weir_abi::endpoint::eui64_interface_id(pair.b.mac(&pair.dev_b).unwrap());
     pair.a
         .run(move || -> anyhow::Result<Datapath> {
             let mut datapath = Datapath::load(&pin_dir)?;
             let ifindex = nix::net::if_::if_nametoindex(dev.as_str())?;
-            open_endpoint(&mut datapath, ifindex, pod_ip.octets())?;
+            open_endpoint_v6(
+                &mut datapath,
+                ifindex,
+                pod_ip.octets(),
+                pod_ip6.octets(),
+                link_local,
+            )?;
             datapath.attach(&dev, Hook::Pod)?;
             Ok(datapath)
         })

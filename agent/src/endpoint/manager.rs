@@ -109,15 +109,11 @@ pub enum BeforePolicy {
 impl BeforePolicy {
     fn entry(self, endpoint: &Endpoint) -> EndpointInfo {
         let ipv4 = endpoint.ipv4.octets();
+        let closed =
+            EndpointInfo::not_ready(endpoint.id, ipv4).with_link_local(endpoint.ipv6_link_local());
         match self {
-            BeforePolicy::Closed => EndpointInfo::not_ready(endpoint.id, ipv4),
-            BeforePolicy::Open => EndpointInfo {
-                id: endpoint.id,
-                flags: 0,
-                pad: 0,
-                identity: weir_abi::identity::INIT,
-                ipv4,
-            },
+            BeforePolicy::Closed => closed,
+            BeforePolicy::Open => EndpointInfo { flags: 0, ..closed },
         }
     }
 }

@@ -129,6 +129,7 @@ mod tests {
             pad: 0,
             identity: 300,
             ipv4: [10, 244, 0, 3],
+            ..EndpointInfo::default()
         }
     }
 

@@ -28,6 +28,28 @@ pub struct Endpoint {
     pub mac: String,
 }
 
+impl Endpoint {
+    /// The interface identifier of the pod's IPv6 link-local address: the
+    /// modified EUI-64 of the MAC address the CNI plugin gave its interface
+    /// (the plugin also sets `addr_gen_mode=0` there, so the kernel derives
+    /// the same). All zero, so no link-local source is accepted, when the
+    /// MAC address does not parse.
+    pub fn ipv6_link_local(&self) -> [u8; 8] {
+        let mut mac = [0u8; 6];
+        let mut parts = self.mac.split(':');
+        for byte in &mut mac {
+            match parts.next().map(|part| u8::from_str_radix(part, 16)) {
+                Some(Ok(value)) => *byte = value,
+                _ => return [0; 8],
+            }
+        }
+        if parts.next().is_some() {
+            return [0; 8];
+        }
+        weir_abi::endpoint::eui64_interface_id(mac)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EndpointError {
     #[error("no free endpoint id (all {0} in use)")]
@@ -122,5 +144,20 @@ mod tests {
         assert_eq!(again.id, 1);
         assert_eq!(again.ipv4, Ipv4Addr::new(10, 244, 1, 9));
         assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn the_link_local_interface_id_is_the_eui64_of_the_mac() {
+        let mut pod = endpoint("a", 2);
+        pod.mac = "0a:58:0a:f4:00:05".into();
+        // What the kernel derives under addr_gen_mode=0: fe80::858:aff:fef4:5.
+        assert_eq!(
+            pod.ipv6_link_local(),
+            [8, 0x58, 0x0a, 0xff, 0xfe, 0xf4, 0, 5]
+        );
+        pod.mac = "not a mac".into();
+        assert_eq!(pod.ipv6_link_local(), [0; 8]);
+        pod.mac = "0a:58:0a:f4:00:05:06".into();
+        assert_eq!(pod.ipv6_link_local(), [0; 8]);
     }
 }

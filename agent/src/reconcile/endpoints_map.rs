@@ -145,15 +145,15 @@ fn desired_entry(
     flags: impl FnOnce() -> u8,
     synced: bool,
 ) -> EndpointInfo {
+    let closed = EndpointInfo::not_ready(endpoint.id, endpoint.ipv4.octets())
+        .with_link_local(endpoint.ipv6_link_local());
     match identity {
         Some(identity) if identity != weir_abi::identity::INIT && synced => EndpointInfo {
-            id: endpoint.id,
             flags: flags(),
-            pad: 0,
             identity,
-            ipv4: endpoint.ipv4.octets(),
+            ..closed
         },
-        _ => EndpointInfo::not_ready(endpoint.id, endpoint.ipv4.octets()),
+        _ => closed,
     }
 }
 
@@ -181,6 +181,7 @@ mod tests {
             pad: 0,
             identity: 300,
             ipv4: [10, 244, 0, id as u8],
+            ..EndpointInfo::default()
         }
     }
 

@@ -4,6 +4,7 @@
 //! ([`desired`]); this module reads and writes the map.
 
 pub mod desired;
+pub mod host_addresses;
 
 pub use desired::{DesiredIpcache, IpcacheDiff, Origin};
 

@@ -55,6 +55,34 @@ impl CtEntry {
     pub const TCP_ACK: u8 = 0x10;
 }
 
+/// Value of `weir_ct_budget` (an array indexed by endpoint id): the state
+/// of the endpoint's budget of new entries as a generic cell rate algorithm
+/// (GCRA, a token bucket kept as one time): each entry the endpoint's
+/// packets insert moves `tat_ns` one interval (1 s / rate) ahead of
+/// `max(tat_ns, now)`; an insertion that would put it more than the burst
+/// tolerance (burst × interval) ahead of now is refused
+/// ([`crate::Reason::DropRateLimited`]). Interval and tolerance are the
+/// load-time globals `WEIR_CT_NEW_INTERVAL_NS` and
+/// `WEIR_CT_NEW_TOLERANCE_NS`; an interval of 0 switches the budget off.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CtBudget {
+    /// The theoretical arrival time of the next entry (`bpf_ktime_get_ns`).
+    pub tat_ns: u64,
+}
+
+/// The budget's two globals for a rate (entries per second, 0: no budget)
+/// and a burst (entries), as (interval, tolerance) in nanoseconds.
+pub const fn ct_budget_globals(rate_per_s: u32, burst: u32) -> (u64, u64) {
+    if rate_per_s == 0 {
+        return (0, 0);
+    }
+    let interval = 1_000_000_000 / rate_per_s as u64;
+    let interval = if interval == 0 { 1 } else { interval };
+    (interval, interval * burst as u64)
+}
+
+const _: () = assert!(size_of::<CtBudget>() == 8);
 const _: () = assert!(size_of::<CtKey>() == 40);
 const _: () = assert!(size_of::<CtEntry>() == 32);
 
@@ -64,3 +92,6 @@ unsafe impl aya::Pod for CtKey {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CtEntry {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CtBudget {}

@@ -27,6 +27,32 @@ pub struct EndpointInfo {
     /// The pod's IPv4 address (network order); from-pod packets with another
     /// IPv4 source are dropped.
     pub ipv4: [u8; 4],
+    /// The pod's IPv6 address, all zero when it has none (pods are IPv4
+    /// only today). From-pod IPv6 packets must come from it, from the
+    /// link-local address below, or (ICMPv6 only) from `::`.
+    pub ipv6: [u8; 16],
+    /// The interface identifier (low 64 bits) of the pod's link-local
+    /// address `fe80::/64`: the modified EUI-64 of the MAC address the CNI
+    /// plugin gave the pod's interface ([`eui64_interface_id`]), which the
+    /// plugin also makes the kernel's way of deriving it
+    /// (`addr_gen_mode=0`). All zero: no link-local source is accepted.
+    pub ipv6_link_local: [u8; 8],
+}
+
+/// The modified EUI-64 interface identifier of a MAC address (RFC 4291
+/// appendix A): the kernel's link-local address for the interface under
+/// `addr_gen_mode=0` is `fe80::` followed by it.
+pub const fn eui64_interface_id(mac: [u8; 6]) -> [u8; 8] {
+    [
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ]
 }
 
 impl EndpointInfo {
@@ -50,7 +76,38 @@ impl EndpointInfo {
             pad: 0,
             identity: crate::identity::INIT,
             ipv4,
+            ipv6: [0; 16],
+            ipv6_link_local: [0; 8],
         }
+    }
+
+    /// The same entry accepting IPv6 link-local sources with interface
+    /// identifier `interface_id`.
+    pub const fn with_link_local(self, interface_id: [u8; 8]) -> EndpointInfo {
+        EndpointInfo {
+            ipv6_link_local: interface_id,
+            ..self
+        }
+    }
+
+    /// Whether a from-pod IPv6 packet may carry the source `saddr`: the
+    /// pod's own IPv6 address, its link-local address, or the unspecified
+    /// address when `icmpv6` (duplicate address detection and MLD before
+    /// the pod has an address). The kernel programs and user space share
+    /// this one definition.
+    #[inline(always)]
+    pub fn ipv6_source_allowed(&self, saddr: &[u8; 16], icmpv6: bool) -> bool {
+        // Two 64-bit halves: the eBPF target has no 128-bit arithmetic.
+        let (prefix, interface_id) = halves(saddr);
+        if prefix == 0 && interface_id == 0 {
+            return icmpv6;
+        }
+        let (own_prefix, own_id) = halves(&self.ipv6);
+        if (own_prefix != 0 || own_id != 0) && prefix == own_prefix && interface_id == own_id {
+            return true;
+        }
+        let expected = u64::from_ne_bytes(self.ipv6_link_local);
+        prefix == u64::from_ne_bytes(LINK_LOCAL_PREFIX) && expected != 0 && interface_id == expected
     }
 
     pub const fn is_ready(&self) -> bool {
@@ -67,7 +124,19 @@ impl EndpointInfo {
 }
 
 const _: () = assert!(size_of::<EndpointKey>() == 4);
-const _: () = assert!(size_of::<EndpointInfo>() == 12);
+const _: () = assert!(size_of::<EndpointInfo>() == 36);
+
+#[inline(always)]
+fn halves(addr: &[u8; 16]) -> (u64, u64) {
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7] = *addr;
+    (
+        u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+    )
+}
+
+/// `fe80::/64`, the link-local prefix the kernel gives every interface.
+pub const LINK_LOCAL_PREFIX: [u8; 8] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0];
 
 // SAFETY: repr(C), integers only, no implicit padding (sizes pinned above).
 #[cfg(feature = "user")]

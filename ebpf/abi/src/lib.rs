@@ -37,7 +37,11 @@ pub use reason::Reason;
 ///
 /// 2: `IpcacheValue` gained `address_identity` (NetworkPolicy `ipBlock`
 /// matching cluster addresses).
-pub const ABI_VERSION: u32 = 2;
+/// 3: `EndpointInfo` gained `ipv6` and `ipv6_link_local` (IPv6 source
+/// validation, issue 16 item 1); `weir_conntrack` holds TCP only, other
+/// protocols are in `weir_conntrack_any`; `weir_ct_budget` (issue 16
+/// item 6).
+pub const ABI_VERSION: u32 = 3;
 
 /// Names of the maps the datapath object defines. User space opens maps by
 /// these names; the kernel crate declares them with the same constants.
@@ -50,8 +54,14 @@ pub mod map_names {
     pub const IPCACHE: &str = "weir_ipcache";
     /// Policy entries of every endpoint (LPM, [`crate::PolicyKey`]).
     pub const POLICY: &str = "weir_policy";
-    /// Connection tracking ([`crate::CtKey`]).
+    /// Connection tracking of TCP ([`crate::CtKey`]).
     pub const CONNTRACK: &str = "weir_conntrack";
+    /// Connection tracking of every other protocol ([`crate::CtKey`]): a
+    /// map of its own, so floods of UDP or ICMP cannot evict TCP
+    /// connections.
+    pub const CONNTRACK_ANY: &str = "weir_conntrack_any";
+    /// Both conntrack maps.
+    pub const CONNTRACK_MAPS: [&str; 2] = [CONNTRACK, CONNTRACK_ANY];
     /// Ring buffer of [`crate::FlowEvent`] records.
     pub const EVENTS: &str = "weir_events";
     /// Per-CPU array, index 0: events lost because the ring was full.
@@ -76,6 +86,9 @@ pub mod map_names {
     /// The first fragment's ports of IPv4 datagrams in flight
     /// ([`crate::Frag4Key`]).
     pub const FRAGMENTS: &str = "weir_fragments";
+    /// Per-endpoint budget of new conntrack and service NAT entries, by
+    /// endpoint id ([`crate::conntrack::CtBudget`]).
+    pub const CT_BUDGET: &str = "weir_ct_budget";
 }
 
 /// Names of the TC programs in the datapath object.

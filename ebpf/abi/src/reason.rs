@@ -42,6 +42,11 @@ pub enum Reason {
     DropForbiddenIcmp6 = 176,
     /// A deny rule matches the connection.
     DropPolicyDeny = 181,
+    /// The sending endpoint has used up its budget of new conntrack and
+    /// service NAT entries (`weir_ct_budget`; issue 16 item 6): one pod
+    /// cannot fill the shared maps and evict other pods' entries (Cilium's
+    /// "Rate limited").
+    DropRateLimited = 198,
     /// The packet is to or from a pod interface whose endpoint is not
     /// regenerated yet, or not known at all (Cilium's "Endpoint policy
     /// program not available"): nothing passes before policy.
@@ -50,7 +55,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Forwarded,
         Reason::DropInvalidSourceIp,
         Reason::DropPolicyDenied,
@@ -63,6 +68,7 @@ impl Reason {
         Reason::DropFragNotFound,
         Reason::DropForbiddenIcmp6,
         Reason::DropPolicyDeny,
+        Reason::DropRateLimited,
         Reason::DropEpNotReady,
     ];
 
@@ -81,6 +87,7 @@ impl Reason {
             175 => Some(Reason::DropFragNotFound),
             176 => Some(Reason::DropForbiddenIcmp6),
             181 => Some(Reason::DropPolicyDeny),
+            198 => Some(Reason::DropRateLimited),
             203 => Some(Reason::DropEpNotReady),
             _ => None,
         }

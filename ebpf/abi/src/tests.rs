@@ -68,6 +68,7 @@ fn drop_texts_are_ordered_and_name_every_reason() {
             "First logical datagram fragment not found",
             "Forbidden ICMPv6 message",
             "Policy denied by denylist",
+            "Rate limited",
             "Endpoint policy program not available",
         ]
     );
@@ -107,11 +108,13 @@ fn metrics_value_sum_saturates() {
 fn endpoint_layout_is_pinned() {
     use crate::{EndpointInfo, EndpointKey};
     assert_eq!(size_of::<EndpointKey>(), 4);
-    assert_eq!(size_of::<EndpointInfo>(), 12);
+    assert_eq!(size_of::<EndpointInfo>(), 36);
     assert_eq!(offset_of!(EndpointInfo, id), 0);
     assert_eq!(offset_of!(EndpointInfo, flags), 2);
     assert_eq!(offset_of!(EndpointInfo, identity), 4);
     assert_eq!(offset_of!(EndpointInfo, ipv4), 8);
+    assert_eq!(offset_of!(EndpointInfo, ipv6), 12);
+    assert_eq!(offset_of!(EndpointInfo, ipv6_link_local), 28);
 }
 
 #[test]
@@ -283,4 +286,43 @@ mod ip_proto {
         assert_eq!(Named(UDP).to_string(), "UDP");
         assert_eq!(Named(47).to_string(), "47");
     }
+}
+
+#[test]
+fn ipv6_sources_of_a_pod() {
+    use crate::endpoint::eui64_interface_id;
+    use crate::EndpointInfo;
+    let mac = [0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x05];
+    let id = eui64_interface_id(mac);
+    // The kernel's link-local for that MAC: fe80::858:aff:fef4:5.
+    assert_eq!(id, [0x08, 0x58, 0x0a, 0xff, 0xfe, 0xf4, 0x00, 0x05]);
+    let pod = EndpointInfo::not_ready(1, [10, 244, 0, 5]).with_link_local(id);
+    let addr = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    assert!(pod.ipv6_source_allowed(&addr("fe80::858:aff:fef4:5"), false));
+    assert!(!pod.ipv6_source_allowed(&addr("fe80::858:aff:fef4:6"), false));
+    assert!(!pod.ipv6_source_allowed(&addr("fe80:1::858:aff:fef4:5"), false));
+    assert!(pod.ipv6_source_allowed(&addr("::"), true));
+    assert!(!pod.ipv6_source_allowed(&addr("::"), false));
+    assert!(!pod.ipv6_source_allowed(&addr("fd00::5"), false));
+    // No link-local known: none accepted.
+    let unknown = EndpointInfo::not_ready(1, [10, 244, 0, 5]);
+    assert!(!unknown.ipv6_source_allowed(&addr("fe80::"), false));
+    // An assigned address.
+    let dual = EndpointInfo {
+        ipv6: addr("fd00::5"),
+        ..pod
+    };
+    assert!(dual.ipv6_source_allowed(&addr("fd00::5"), false));
+    assert!(!dual.ipv6_source_allowed(&addr("fd00::6"), false));
+}
+
+#[test]
+fn the_budget_of_new_entries_as_interval_and_tolerance() {
+    use crate::conntrack::{ct_budget_globals, CtBudget};
+    assert_eq!(size_of::<CtBudget>(), 8);
+    assert_eq!(ct_budget_globals(0, 100), (0, 0), "rate 0: no budget");
+    assert_eq!(ct_budget_globals(2_000, 20_000), (500_000, 10_000_000_000));
+    assert_eq!(ct_budget_globals(1, 3), (1_000_000_000, 3_000_000_000));
+    // Faster than one a nanosecond still refills.
+    assert_eq!(ct_budget_globals(u32::MAX, 1), (1, 1));
 }

@@ -6,7 +6,9 @@ use weir_abi::conntrack::*;
 use weir_abi::ip_proto;
 use weir_abi::{CtEntry, CtKey, Reason};
 
-use crate::maps::CONNTRACK;
+use aya_ebpf::maps::LruHashMap;
+
+use crate::maps::{CONNTRACK, CONNTRACK_ANY};
 use crate::parse::Flow;
 
 /// -EEXIST, as map helpers return it.
@@ -21,6 +23,16 @@ pub enum CtState {
     Established,
     /// The reply direction of a connection tracked in the other scope.
     Reply,
+}
+
+/// The map of the flow's protocol: TCP, or every other.
+#[inline(always)]
+fn table(protocol: u8) -> &'static LruHashMap<CtKey, CtEntry> {
+    if protocol == ip_proto::TCP {
+        &CONNTRACK
+    } else {
+        &CONNTRACK_ANY
+    }
 }
 
 fn key(flow: &Flow, scope: u8, reversed: bool) -> CtKey {
@@ -60,7 +72,8 @@ fn timeout(protocol: u8, tcp_flags_seen: u8) -> u64 {
 pub fn lookup(flow: &Flow, scope: u8, reply_scope: u8) -> CtState {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(entry) = CONNTRACK.get_ptr_mut(key(flow, scope, false)) {
+    let table = table(flow.protocol);
+    if let Some(entry) = table.get_ptr_mut(key(flow, scope, false)) {
         // SAFETY: a pointer from a successful lookup; concurrent updates of
         // these counters from another CPU may race, which costs at most a
         // lost increment or an early/late expiry, never memory safety.
@@ -71,7 +84,7 @@ pub fn lookup(flow: &Flow, scope: u8, reply_scope: u8) -> CtState {
         }
         return CtState::Established;
     }
-    if let Some(entry) = CONNTRACK.get_ptr_mut(key(flow, reply_scope, true)) {
+    if let Some(entry) = table.get_ptr_mut(key(flow, reply_scope, true)) {
         // SAFETY: as above.
         unsafe {
             (*entry).packets_reply += 1;
@@ -96,7 +109,7 @@ pub fn create(flow: &Flow, scope: u8) -> Result<(), Reason> {
         pad: [0; 7],
     };
     // BPF_NOEXIST: a racing CPU may have created it; that entry is as good.
-    match CONNTRACK.insert(key(flow, scope, false), entry, BPF_NOEXIST as u64) {
+    match table(flow.protocol).insert(key(flow, scope, false), entry, BPF_NOEXIST as u64) {
         Ok(()) => Ok(()),
         Err(NEG_EEXIST) => Ok(()),
         Err(_) => Err(Reason::DropCtCreateFailed),

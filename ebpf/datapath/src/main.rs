@@ -13,6 +13,7 @@
 #![no_main]
 
 mod antispoof;
+mod budget;
 mod conntrack;
 mod events;
 mod fragments;
@@ -140,9 +141,25 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     let reason = match parse::parse(ctx) {
         Err(reason) => reason,
         Ok(mut flow) => {
-            // Services first (policy must see the backend) ...
-            let lb = if egress {
-                nodeport::pod_egress(ctx, &mut flow)
+            // One endpoint lookup per packet, for both calls below.
+            let endpoint = if flow.is_ip() {
+                pod::lookup(ifindex(ctx))
+            } else {
+                core::ptr::null()
+            };
+            // The pod's source and endpoint first: nothing it sends from an
+            // address it does not own, or before it is ready, reaches
+            // service NAT (which inserts entries into shared maps).
+            let admitted = if egress {
+                pod::admit(endpoint, &flow, &mut report)
+            } else {
+                Reason::Forwarded
+            };
+            // Services next (policy must see the backend) ...
+            let lb = if admitted.is_drop() {
+                nodeport::Outcome::drop(admitted)
+            } else if egress {
+                nodeport::pod_egress(ctx, &mut flow, report.endpoint_id)
             } else {
                 nodeport::Outcome::CONTINUE
             };
@@ -152,7 +169,7 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
             let related = icmp_error::is_error(&flow) && icmp_error::related(ctx, &flow, direction);
             match lb.drop_reason() {
                 Some(reason) => reason,
-                None => match pod::handle(ctx, &flow, direction, related, &mut report) {
+                None => match pod::handle(endpoint, &flow, direction, related, &mut report) {
                     Err(reason) => reason,
                     // ... replies translated back last (conntrack and
                     // policy saw the backend's packet).

@@ -15,5 +15,12 @@ pub static IPCACHE: LpmTrie<IpcacheKey, IpcacheValue> = LpmTrie::pinned(65_536, 
 #[map(name = "weir_policy")]
 pub static POLICY: LpmTrie<PolicyKey, PolicyEntry> = LpmTrie::pinned(65_536, 0);
 
+/// TCP connections. Other protocols have their own map
+/// ([`CONNTRACK_ANY`]), as in Cilium: a UDP or ICMP flood cannot evict TCP
+/// connections.
 #[map(name = "weir_conntrack")]
 pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(65_536, 0);
+
+/// Flows of every protocol but TCP.
+#[map(name = "weir_conntrack_any")]
+pub static CONNTRACK_ANY: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(65_536, 0);

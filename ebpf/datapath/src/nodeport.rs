@@ -305,8 +305,11 @@ fn open(tuple: &Tuple, service: &lb::Service, snat_remote: bool) -> Result<Lb4Na
 /// destination becomes a backend before conntrack and policy see the packet
 /// (`flow` is updated), so policy applies to the backend. The client's
 /// source is kept. Replies are translated back by [`pod_ingress`].
+///
+/// A new connection takes one entry of the endpoint's budget
+/// (`endpoint_id`, see `budget.rs`) before its mappings are inserted.
 #[inline(never)]
-pub fn pod_egress(ctx: &TcContext, flow: &mut Flow) -> Outcome {
+pub fn pod_egress(ctx: &TcContext, flow: &mut Flow, endpoint_id: u16) -> Outcome {
     let Some(tuple) = tuple_of(flow) else {
         return Outcome::CONTINUE;
     };
@@ -317,6 +320,9 @@ pub fn pod_egress(ctx: &TcContext, flow: &mut Flow) -> Outcome {
         Some(entry) => entry,
         // Only a datagram's first fragment balances it.
         None if !tuple.l4 => return Outcome::drop(Reason::DropFragNotFound),
+        None if !crate::budget::take(endpoint_id) => {
+            return Outcome::drop(Reason::DropRateLimited);
+        }
         None => tri!(open(&tuple, &service, false)),
     };
     tri!(rewrite(ctx, &tuple, &forward));

@@ -4,7 +4,9 @@
 //! An interface without a ready endpoint drops every IP packet: a pod gets
 //! no traffic before its policy is in the maps.
 //!
-//! From-pod (the pod's egress): the source must be the pod's own address;
+//! From-pod (the pod's egress): the source must be the pod's own address
+//! (IPv6: its link-local address or its IPv6 address, see
+//! [`source_allowed`]);
 //! the peer is the destination. To-pod (the pod's ingress): the peer is the
 //! source. Packets in the opening direction of a connection are checked
 //! against policy every time (so a policy change also stops established
@@ -16,6 +18,7 @@ use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::{EndpointInfo, EndpointKey, Reason, TrafficDirection};
 
+use crate::budget;
 use crate::conntrack::{self, CtState};
 use crate::events::Report;
 use crate::maps::ENDPOINTS;
@@ -36,45 +39,108 @@ fn is_icmpv6_router_message(flow: &Flow) -> bool {
     flow.protocol == ip_proto::ICMPV6 && matches!(flow.icmp_type, 134 | 137)
 }
 
+/// Whether a packet the pod sent carries a source it owns: IPv4 its
+/// address; IPv6 its link-local address (derived from the MAC address Weir
+/// gave it), its IPv6 address if it has one, or `::` for ICMPv6 (duplicate
+/// address detection, MLD). Anything else is forged.
+#[inline(always)]
+fn source_allowed(endpoint: &EndpointInfo, flow: &Flow) -> bool {
+    if flow.family == FAMILY_IPV4 {
+        flow.saddr[..4] == endpoint.ipv4
+    } else {
+        endpoint.ipv6_source_allowed(&flow.saddr, flow.protocol == ip_proto::ICMPV6)
+    }
+}
+
+/// The endpoint behind the interface the program runs on (null when there
+/// is none): looked up once per packet, read by [`admit`] and [`handle`].
+#[inline(always)]
+pub fn lookup(ifindex: u32) -> *const EndpointInfo {
+    ENDPOINTS
+        .get_ptr(EndpointKey { ifindex })
+        .unwrap_or(core::ptr::null())
+}
+
+/// What the pod sent, before anything else looks at it (service NAT
+/// inserts entries into shared maps): the endpoint (from [`lookup`]) and
+/// the source check, as [`handle`] does them. `Forwarded` when the packet
+/// may go on; the endpoint's id is in `report`. A function of its own (a
+/// BPF-to-BPF call), so its frame is gone when service NAT runs.
+#[inline(never)]
+pub fn admit(endpoint: *const EndpointInfo, flow: &Flow, report: &mut Report) -> Reason {
+    match endpoint_of(endpoint, flow, TrafficDirection::Egress, report) {
+        Ok(Some(endpoint)) if !endpoint.is_ready() && !is_icmpv6_link_control(flow) => {
+            Reason::DropEpNotReady
+        }
+        Ok(_) => Reason::Forwarded,
+        Err(reason) => reason,
+    }
+}
+
+/// The endpoint of the interface, once the packet passed the checks that
+/// come before conntrack: `None` for what passes without one (frames that
+/// are not IP, ICMPv6 link control); the router-message ban and, from the
+/// pod, the source check.
+#[inline(always)]
+fn endpoint_of(
+    endpoint: *const EndpointInfo,
+    flow: &Flow,
+    direction: TrafficDirection,
+    report: &mut Report,
+) -> Result<Option<EndpointInfo>, Reason> {
+    if direction == TrafficDirection::Egress && is_icmpv6_router_message(flow) {
+        return Err(Reason::DropForbiddenIcmp6);
+    }
+    if !flow.is_ip() {
+        return Ok(None);
+    }
+    let link_control = is_icmpv6_link_control(flow);
+    // The pod programs run only on interfaces Weir attached to a pod: one
+    // without an entry is a pod not set up yet (or being torn down), and
+    // nothing passes before its policy (but neighbour discovery).
+    if endpoint.is_null() {
+        return if link_control {
+            Ok(None)
+        } else {
+            Err(Reason::DropEpNotReady)
+        };
+    }
+    // SAFETY: not null, so a pointer from a successful lookup of
+    // `weir_endpoints` ([`lookup`]); EndpointInfo is Copy.
+    let endpoint: EndpointInfo = unsafe { *endpoint };
+    report.endpoint_id = endpoint.id;
+    report.endpoint_identity = endpoint.identity;
+    // The source check comes before the link-control exemption: neighbour
+    // discovery from a forged source would teach the node a false owner.
+    if direction == TrafficDirection::Egress && !source_allowed(&endpoint, flow) {
+        return Err(Reason::DropInvalidSourceIp);
+    }
+    if link_control {
+        return Ok(None);
+    }
+    Ok(Some(endpoint))
+}
+
 /// A function of its own (a BPF-to-BPF call), a sibling of service NAT in
 /// the caller: inlined, both frames would not fit in the 512-byte stack.
 #[inline(never)]
 pub fn handle(
-    ctx: &TcContext,
+    endpoint: *const EndpointInfo,
     flow: &Flow,
     direction: TrafficDirection,
     related: bool,
     report: &mut Report,
 ) -> Result<(), Reason> {
-    if direction == TrafficDirection::Egress && is_icmpv6_router_message(flow) {
-        return Err(Reason::DropForbiddenIcmp6);
-    }
-    if !flow.is_ip() || is_icmpv6_link_control(flow) {
+    let Some(endpoint) = endpoint_of(endpoint, flow, direction, report)? else {
         return Ok(());
-    }
-    // The pod programs run only on interfaces Weir attached to a pod: one
-    // without an entry is a pod not set up yet (or being torn down), and
-    // nothing passes before its policy.
-    let ifindex = crate::ifindex(ctx);
-    let Some(endpoint) = ENDPOINTS.get_ptr(EndpointKey { ifindex }) else {
-        return Err(Reason::DropEpNotReady);
     };
-    // SAFETY: a pointer from a successful lookup; EndpointInfo is Copy.
-    let endpoint: EndpointInfo = unsafe { *endpoint };
-    report.endpoint_id = endpoint.id;
-    report.endpoint_identity = endpoint.identity;
     let (scope, reply_scope, enforced, peer_addr) = match direction {
-        TrafficDirection::Egress => {
-            if flow.family == FAMILY_IPV4 && flow.saddr[..4] != endpoint.ipv4 {
-                return Err(Reason::DropInvalidSourceIp);
-            }
-            (
-                CT_SCOPE_EGRESS,
-                CT_SCOPE_INGRESS,
-                endpoint.egress_enforced(),
-                &flow.daddr,
-            )
-        }
+        TrafficDirection::Egress => (
+            CT_SCOPE_EGRESS,
+            CT_SCOPE_INGRESS,
+            endpoint.egress_enforced(),
+            &flow.daddr,
+        ),
         TrafficDirection::Ingress => (
             CT_SCOPE_INGRESS,
             CT_SCOPE_EGRESS,
@@ -124,6 +190,12 @@ pub fn handle(
         check_policy(endpoint.id, direction, peer_addr, flow, report)?;
     }
     if state == CtState::New {
+        // What the pod's own packets insert is bounded per endpoint; the
+        // ingress entry of a flow between two local pods follows the
+        // sender's egress entry, which was charged.
+        if direction == TrafficDirection::Egress && !budget::take(endpoint.id) {
+            return Err(Reason::DropRateLimited);
+        }
         conntrack::create(flow, scope)?;
     }
     Ok(())

@@ -1,21 +1,60 @@
-//! `weir_conntrack`: the LRU of tracked connections, read for inspection
-//! and garbage-collected by the agent (the LRU only evicts under pressure).
+//! `weir_conntrack` (TCP) and `weir_conntrack_any` (every other protocol):
+//! the LRUs of tracked connections, read for inspection and
+//! garbage-collected by the agent (an LRU only evicts under pressure).
 
 use std::net::Ipv4Addr;
 
 use aya::Ebpf;
+use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::lb::Lb4AffinityKey;
 use weir_abi::{map_names, CtEntry, CtKey};
 
 use super::{hash, map_err, TableError};
 
-/// Every conntrack entry.
+/// Every conntrack entry, of both maps.
 pub fn conntrack(ebpf: &mut Ebpf) -> Result<Vec<(CtKey, CtEntry)>, TableError> {
-    hash::<CtKey, CtEntry>(ebpf, map_names::CONNTRACK)?
+    let mut entries = Vec::new();
+    for name in map_names::CONNTRACK_MAPS {
+        entries.extend(conntrack_of(ebpf, name)?);
+    }
+    Ok(entries)
+}
+
+/// The entries of one conntrack map (`map_names::CONNTRACK` or
+/// `CONNTRACK_ANY`).
+pub fn conntrack_of(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<Vec<(CtKey, CtEntry)>, TableError> {
+    hash::<CtKey, CtEntry>(ebpf, name)?
         .iter()
         .collect::<Result<Vec<_>, _>>()
-        .map_err(map_err(map_names::CONNTRACK))
+        .map_err(map_err(name))
+}
+
+/// The map an entry of `protocol` lives in.
+pub fn conntrack_map_of(protocol: u8) -> &'static str {
+    if protocol == ip_proto::TCP {
+        map_names::CONNTRACK
+    } else {
+        map_names::CONNTRACK_ANY
+    }
+}
+
+/// Removes the entries `keys` (each from its protocol's map); returns how
+/// many were there.
+fn remove_entries(ebpf: &mut Ebpf, keys: &[CtKey]) -> Result<usize, TableError> {
+    let mut removed = 0;
+    for name in map_names::CONNTRACK_MAPS {
+        let mut map = hash::<CtKey, CtEntry>(ebpf, name)?;
+        for key in keys.iter().filter(|k| conntrack_map_of(k.protocol) == name) {
+            if map.remove(key).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Deletes conntrack entries that expired before `now_ns` (the kernel's
@@ -26,14 +65,7 @@ pub fn conntrack_gc(ebpf: &mut Ebpf, now_ns: u64) -> Result<usize, TableError> {
         .filter(|(_, entry)| entry.expires_ns < now_ns)
         .map(|(key, _)| key)
         .collect();
-    let mut map = hash::<CtKey, CtEntry>(ebpf, map_names::CONNTRACK)?;
-    let mut removed = 0;
-    for key in &expired {
-        if map.remove(key).is_ok() {
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    remove_entries(ebpf, &expired)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -63,15 +95,10 @@ pub fn forget_address(ebpf: &mut Ebpf, address: Ipv4Addr) -> Result<Forgotten, T
         .filter(|(key, _)| key.family == FAMILY_IPV4 && (is(&key.saddr) || is(&key.daddr)))
         .map(|(key, _)| key)
         .collect();
-    let mut forgotten = Forgotten::default();
-    {
-        let mut map = hash::<CtKey, CtEntry>(ebpf, map_names::CONNTRACK)?;
-        for key in &conntrack_keys {
-            if map.remove(key).is_ok() {
-                forgotten.conntrack += 1;
-            }
-        }
-    }
+    let mut forgotten = Forgotten {
+        conntrack: remove_entries(ebpf, &conntrack_keys)?,
+        ..Forgotten::default()
+    };
     let nat_keys: Vec<_> = super::lb::nat_entries(ebpf)?
         .into_iter()
         .filter(|(key, _)| key.saddr == octets || key.daddr == octets)

@@ -32,7 +32,21 @@ pub fn set_new_endpoint(
         return Ok(false);
     }
     updated(map_names::ENDPOINTS, map.insert(key, info, 0))?;
+    reset_budget(ebpf, info.id)?;
     Ok(true)
+}
+
+/// Gives the endpoint id a full budget of new entries (`weir_ct_budget`):
+/// an id is reused after its endpoint is gone, and the new pod must not
+/// start with what the old one used up.
+pub fn reset_budget(ebpf: &mut Ebpf, id: u16) -> Result<(), TableError> {
+    let name = map_names::CT_BUDGET;
+    let map = ebpf.map_mut(name).ok_or(TableError::Missing(name))?;
+    let mut array: aya::maps::Array<&mut MapData, weir_abi::conntrack::CtBudget> =
+        aya::maps::Array::try_from(map).map_err(map_err(name))?;
+    array
+        .set(u32::from(id), weir_abi::conntrack::CtBudget::default(), 0)
+        .map_err(map_err(name))
 }
 
 /// Removes the entry at `ifindex` if it is this endpoint's (same id and

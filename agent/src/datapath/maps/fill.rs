@@ -116,7 +116,8 @@ pub fn map_fill(
     let pin_dir = datapath.pin_dir().to_path_buf();
     let ebpf = datapath.ebpf_mut();
     let ipcache = maps::ipcache_entries(ebpf)?.len() as u64;
-    let conntrack = maps::conntrack(ebpf)?.len() as u64;
+    let conntrack = maps::conntrack::conntrack_of(ebpf, map_names::CONNTRACK)?.len() as u64;
+    let conntrack_any = maps::conntrack::conntrack_of(ebpf, map_names::CONNTRACK_ANY)?.len() as u64;
     let services = lb_maps::services(ebpf)?.len() as u64;
     let backends = lb_maps::backends(ebpf)?.len() as u64;
     let nat = lb_maps::nat_entries(ebpf)?.len() as u64;
@@ -126,6 +127,7 @@ pub fn map_fill(
         (map_names::IPCACHE, ipcache),
         (map_names::POLICY, policy_entries),
         (map_names::CONNTRACK, conntrack),
+        (map_names::CONNTRACK_ANY, conntrack_any),
         (map_names::LB4_SERVICES, services),
         (map_names::LB4_BACKENDS, backends),
         (map_names::LB4_NAT, nat),

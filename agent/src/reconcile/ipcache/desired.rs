@@ -45,6 +45,8 @@ pub struct IpcacheDiff {
     pub removals: Vec<IpNetwork>,
 }
 
+const LINK_LOCAL: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0);
+
 fn host_prefix(ip: IpAddr) -> IpNetwork {
     IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("full-length prefix")
 }
@@ -87,6 +89,24 @@ impl DesiredIpcache {
             IpcacheValue {
                 identity,
                 node_ipv4: node_ipv4(ip),
+                address_identity: 0,
+            },
+        );
+    }
+
+    /// Every IPv6 link-local address (`fe80::/10`) is the node's: the only
+    /// on-link peer of a pod is the host end of its veth (a point-to-point
+    /// link), and link-local addresses are never routed, so a link-local
+    /// destination of a pod's packet (or source of one to it) is the node,
+    /// whichever of its interfaces' addresses it names. One prefix covers
+    /// every pod veth's host end, present and future.
+    pub fn set_host_link_local(&mut self) {
+        self.set(
+            IpNetwork::new(IpAddr::V6(LINK_LOCAL), 10).expect("fe80::/10"),
+            Origin::Node,
+            IpcacheValue {
+                identity: identity::HOST,
+                node_ipv4: [0; 4],
                 address_identity: 0,
             },
         );
@@ -322,5 +342,15 @@ mod tests {
         let diff = desired.diff(&current, true);
         assert!(diff.upserts.iter().all(|(_, v)| v.address_identity == 0));
         assert_eq!(diff.upserts.len(), 3, "{diff:?}");
+    }
+
+    #[test]
+    fn every_ipv6_link_local_address_is_the_host() {
+        let mut desired = DesiredIpcache::default();
+        desired.set_host_link_local();
+        let effective = desired.effective();
+        let prefix: IpNetwork = "fe80::/10".parse().unwrap();
+        assert_eq!(effective[&prefix].identity, identity::HOST);
+        assert_eq!(effective.len(), 1);
     }
 }
