@@ -124,6 +124,7 @@ pub fn create(flow: &Flow, scope: u8) -> Result<(), Reason> {
 /// nothing.
 #[inline(always)]
 pub fn related(inner: &Flow, scope: u8, reply_scope: u8) -> bool {
-    CONNTRACK.get_ptr(key(inner, reply_scope, false)).is_some()
-        || CONNTRACK.get_ptr(key(inner, scope, true)).is_some()
+    let table = table(inner.protocol);
+    table.get_ptr(key(inner, reply_scope, false)).is_some()
+        || table.get_ptr(key(inner, scope, true)).is_some()
 }

@@ -12,7 +12,6 @@
 //! against policy every time (so a policy change also stops established
 //! connections it no longer allows); replies of tracked connections pass.
 
-use aya_ebpf::programs::TcContext;
 use weir_abi::conntrack::{CT_SCOPE_EGRESS, CT_SCOPE_INGRESS};
 use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
@@ -77,6 +76,29 @@ pub fn admit(endpoint: *const EndpointInfo, flow: &Flow, report: &mut Report) ->
     }
 }
 
+/// What the path after the source check reads of the endpoint: its id and
+/// flags. Not a copy of the whole entry (36 bytes with the IPv6 addresses):
+/// [`handle`]'s frame and its caller's must fit together in 512 bytes.
+#[derive(Clone, Copy)]
+struct Gate {
+    id: u16,
+    flags: u8,
+}
+
+impl Gate {
+    const fn is_ready(self) -> bool {
+        self.flags & EndpointInfo::NOT_READY == 0
+    }
+
+    const fn enforced(self, direction: TrafficDirection) -> bool {
+        let flag = match direction {
+            TrafficDirection::Egress => EndpointInfo::EGRESS_ENFORCED,
+            TrafficDirection::Ingress => EndpointInfo::INGRESS_ENFORCED,
+        };
+        self.flags & flag != 0
+    }
+}
+
 /// The endpoint of the interface, once the packet passed the checks that
 /// come before conntrack: `None` for what passes without one (frames that
 /// are not IP, ICMPv6 link control); the router-message ban and, from the
@@ -87,7 +109,7 @@ fn endpoint_of(
     flow: &Flow,
     direction: TrafficDirection,
     report: &mut Report,
-) -> Result<Option<EndpointInfo>, Reason> {
+) -> Result<Option<Gate>, Reason> {
     if direction == TrafficDirection::Egress && is_icmpv6_router_message(flow) {
         return Err(Reason::DropForbiddenIcmp6);
     }
@@ -106,19 +128,22 @@ fn endpoint_of(
         };
     }
     // SAFETY: not null, so a pointer from a successful lookup of
-    // `weir_endpoints` ([`lookup`]); EndpointInfo is Copy.
-    let endpoint: EndpointInfo = unsafe { *endpoint };
+    // `weir_endpoints` ([`lookup`]), valid for the program's run.
+    let endpoint: &EndpointInfo = unsafe { &*endpoint };
     report.endpoint_id = endpoint.id;
     report.endpoint_identity = endpoint.identity;
     // The source check comes before the link-control exemption: neighbour
     // discovery from a forged source would teach the node a false owner.
-    if direction == TrafficDirection::Egress && !source_allowed(&endpoint, flow) {
+    if direction == TrafficDirection::Egress && !source_allowed(endpoint, flow) {
         return Err(Reason::DropInvalidSourceIp);
     }
     if link_control {
         return Ok(None);
     }
-    Ok(Some(endpoint))
+    Ok(Some(Gate {
+        id: endpoint.id,
+        flags: endpoint.flags,
+    }))
 }
 
 /// A function of its own (a BPF-to-BPF call), a sibling of service NAT in
@@ -134,19 +159,10 @@ pub fn handle(
     let Some(endpoint) = endpoint_of(endpoint, flow, direction, report)? else {
         return Ok(());
     };
-    let (scope, reply_scope, enforced, peer_addr) = match direction {
-        TrafficDirection::Egress => (
-            CT_SCOPE_EGRESS,
-            CT_SCOPE_INGRESS,
-            endpoint.egress_enforced(),
-            &flow.daddr,
-        ),
-        TrafficDirection::Ingress => (
-            CT_SCOPE_INGRESS,
-            CT_SCOPE_EGRESS,
-            endpoint.ingress_enforced(),
-            &flow.saddr,
-        ),
+    let enforced = endpoint.enforced(direction);
+    let (scope, reply_scope, peer_addr) = match direction {
+        TrafficDirection::Egress => (CT_SCOPE_EGRESS, CT_SCOPE_INGRESS, &flow.daddr),
+        TrafficDirection::Ingress => (CT_SCOPE_INGRESS, CT_SCOPE_EGRESS, &flow.saddr),
     };
     if !endpoint.is_ready() {
         return Err(Reason::DropEpNotReady);
