@@ -286,3 +286,147 @@ fn a_pod_reaches_the_node_over_ipv6_only_as_its_policy_allows_the_host_and_only_
     );
     drop(listener);
 }
+
+/// Sends one raw ICMPv6 message (`body` from the type on; the kernel fills
+/// in the checksum) from the pod to `target` on `dev_b`, with hop limit
+/// 255 as neighbour discovery requires.
+fn send_icmpv6(pod: &NetNs, dev_b: &str, target: Ipv6Addr, body: Vec<u8>) {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+    use std::os::fd::AsRawFd;
+    let dev_b = dev_b.to_string();
+    pod.run(move || {
+        let scope = nix::net::if_::if_nametoindex(dev_b.as_str()).unwrap();
+        let fd = socket(
+            AddressFamily::Inet6,
+            SockType::Raw,
+            SockFlag::empty(),
+            SockProtocol::IcmpV6,
+        )
+        .expect("raw ICMPv6 socket");
+        let hops: libc::c_int = 255;
+        for option in [libc::IPV6_MULTICAST_HOPS, libc::IPV6_UNICAST_HOPS] {
+            // SAFETY: a valid socket and a c_int option value of its size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::IPPROTO_IPV6,
+                    option,
+                    (&hops as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "setsockopt hop limit");
+        }
+        let to = nix::sys::socket::SockaddrIn6::from(SocketAddrV6::new(target, 0, 0, scope));
+        nix::sys::socket::sendto(
+            fd.as_raw_fd(),
+            &body,
+            &to,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .expect("send ICMPv6");
+    })
+    .unwrap();
+}
+
+/// A Router Advertisement: default router for 1800 s, on-link and
+/// autoconfiguration prefix 2001:db8:77::/64.
+fn router_advertisement() -> Vec<u8> {
+    let mut body = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    // Prefix information (type 3, 4 × 8 bytes): /64, L and A, lifetimes.
+    body.extend([3, 4, 64, 0xc0]);
+    body.extend(3600u32.to_be_bytes());
+    body.extend(1800u32.to_be_bytes());
+    body.extend([0; 4]);
+    body.extend("2001:db8:77::".parse::<Ipv6Addr>().unwrap().octets());
+    body
+}
+
+/// A Redirect: "reach 2001:db8:99::1 through fe80::1234".
+fn redirect() -> Vec<u8> {
+    let mut body = vec![137, 0, 0, 0, 0, 0, 0, 0];
+    body.extend("fe80::1234".parse::<Ipv6Addr>().unwrap().octets());
+    body.extend("2001:db8:99::1".parse::<Ipv6Addr>().unwrap().octets());
+    body
+}
+
+/// The node's IPv6 routes learnt from router advertisements.
+fn ra_routes(node: &NetNs) -> String {
+    node.ip(&["-6", "route", "show", "proto", "ra"]).unwrap()
+}
+
+#[test]
+fn a_router_advertisement_and_a_redirect_from_a_pod_change_no_route_of_the_node() {
+    require_root();
+    let pair = VethPair::new(&names::unique()).unwrap();
+    // The node's veth as permissive as a kernel can be: only the datapath
+    // stands between the pod and the node's routing table.
+    for (key, value) in [("accept_ra", "2"), ("accept_redirects", "1")] {
+        pair.a
+            .exec(
+                "sysctl",
+                &[
+                    "-qw",
+                    &format!("net.ipv6.conf.{}.{key}={value}", pair.dev_a),
+                ],
+            )
+            .unwrap();
+    }
+    wait_for_addresses(&pair.a);
+    wait_for_addresses(&pair.b);
+    let node_ll = link_local(pair.a.mac(&pair.dev_a).unwrap());
+
+    // Without the pod programs the advertisement is taken: a default route
+    // through the pod (the test can see the attack work).
+    send_icmpv6(
+        &pair.b,
+        &pair.dev_b,
+        "ff02::1".parse().unwrap(),
+        router_advertisement(),
+    );
+    let mut learnt = String::new();
+    for _ in 0..40 {
+        learnt = ra_routes(&pair.a);
+        if learnt.contains("default") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        learnt.contains("default"),
+        "without Weir the pod becomes the node's default router: {learnt:?}"
+    );
+    pair.a.ip(&["-6", "route", "flush", "proto", "ra"]).unwrap();
+    assert_eq!(ra_routes(&pair.a).trim(), "");
+
+    // With them, neither message reaches the node, and both are counted.
+    let pins = PinDir::new();
+    let datapath = node_and_pod(&pair, &pins);
+    let before = drops(&datapath, Reason::DropForbiddenIcmp6);
+    send_icmpv6(
+        &pair.b,
+        &pair.dev_b,
+        "ff02::1".parse().unwrap(),
+        router_advertisement(),
+    );
+    send_icmpv6(&pair.b, &pair.dev_b, node_ll, redirect());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        ra_routes(&pair.a).trim(),
+        "",
+        "the node's routes do not change"
+    );
+    let route = pair
+        .a
+        .ip(&["-6", "route", "get", "2001:db8:99::1"])
+        .unwrap_or_default();
+    assert!(
+        !route.contains("fe80::1234"),
+        "no redirect was taken: {route}"
+    );
+    assert_eq!(
+        drops(&datapath, Reason::DropForbiddenIcmp6) - before,
+        2,
+        "the advertisement and the redirect are counted under their reason"
+    );
+}
