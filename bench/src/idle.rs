@@ -16,7 +16,7 @@ const QUIET: Duration = Duration::from_secs(5);
 const SETTLE: Duration = Duration::from_secs(3);
 
 /// User + system CPU time of a process so far, from /proc/<pid>/stat.
-fn cpu_time(pid: u32) -> Result<Duration> {
+pub(crate) fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) in parentheses.
@@ -42,7 +42,7 @@ fn measure(lab: &TestLab, what: &str) -> Result<()> {
 }
 
 /// (node, agent pid) of every node.
-fn agents(lab: &TestLab) -> Vec<(String, u32)> {
+pub(crate) fn agents(lab: &TestLab) -> Vec<(String, u32)> {
     lab.state()
         .nodes
         .iter()
@@ -89,7 +89,7 @@ fn ip_block_policy(peers: u32) -> String {
 /// `count` NetworkPolicies over the example pods: policy `j` selects pod
 /// a, b or c of namespace x, y or z and takes port 80 from one of 500 apps
 /// of its namespace.
-fn policies(count: u32) -> String {
+pub(crate) fn policies(count: u32) -> String {
     let mut yaml = String::new();
     for j in 0..count {
         let namespace = ["x", "y", "z"][j as usize % 3];
@@ -117,43 +117,74 @@ fn remote_pod(i: u32) -> weir_identity::LabelSet {
 /// Allocates `count` identities in the lab's etcd (as one more node would
 /// for its pods), then measures the agents while they hold them.
 fn measure_with_identities(lab: &TestLab, count: u32, what: String) -> Result<()> {
-    use weir_identity::{EtcdStore, SharedStore};
     let pids = agents(lab);
-    let config = lab.etcd_config("bench-idle")?;
-    lab.in_etcd_netns(move || -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let store = runtime.block_on(EtcdStore::connect(config))?;
-        let before: Vec<Duration> = pids
-            .iter()
-            .map(|(_, pid)| cpu_time(*pid))
-            .collect::<Result<_>>()?;
-        let start = Instant::now();
-        runtime.block_on(async {
-            for i in 0..count {
-                store.allocate_identity(&remote_pod(i)).await?;
-            }
-            anyhow::Ok(())
-        })?;
-        eprintln!(
-            "{count} identities allocated in {:.1} s",
-            start.elapsed().as_secs_f64()
+    let before: Vec<Duration> = pids
+        .iter()
+        .map(|(_, pid)| cpu_time(*pid))
+        .collect::<Result<_>>()?;
+    let _identities = RemoteIdentities::allocate(lab, count)?;
+    std::thread::sleep(SETTLE);
+    // The work of taking them in, so the quiet figure below is not a
+    // quiet agent that never saw them.
+    for ((node, pid), before) in pids.iter().zip(before) {
+        let used = cpu_time(*pid)? - before;
+        println!(
+            "taking in {count} identities under the policies: agent on {node}: {:.2} s of CPU",
+            used.as_secs_f64()
         );
-        std::thread::sleep(SETTLE);
-        // The work of taking them in, so the quiet figure below is not a
-        // quiet agent that never saw them.
-        for ((node, pid), before) in pids.iter().zip(before) {
-            let used = cpu_time(*pid)? - before;
-            println!(
-                "taking in {count} identities under the policies: agent on {node}: {:.2} s of CPU",
-                used.as_secs_f64()
+    }
+    measure_agents(&pids, &what)
+}
+
+/// Identities of remote pods allocated in the lab's etcd, as one more
+/// node would for its pods (the lab must run in kvstore mode). They live as
+/// long as this handle's lease: it is renewed by the handle's runtime and
+/// revoked on drop, when etcd deletes them.
+pub(crate) struct RemoteIdentities {
+    runtime: tokio::runtime::Runtime,
+    store: Option<weir_identity::EtcdStore>,
+}
+
+impl RemoteIdentities {
+    /// Allocates `count` of them (the labels of [`remote_pod`]).
+    pub(crate) fn allocate(lab: &TestLab, count: u32) -> Result<RemoteIdentities> {
+        use weir_identity::{EtcdStore, SharedStore};
+        let config = lab.etcd_config("bench-idle")?;
+        lab.in_etcd_netns(move || -> Result<RemoteIdentities> {
+            // A worker thread renews the lease while the caller measures
+            // (it is made here, so it is in etcd's namespace too).
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let store = runtime.block_on(EtcdStore::connect(config))?;
+            let start = Instant::now();
+            runtime.block_on(async {
+                for i in 0..count {
+                    store.allocate_identity(&remote_pod(i)).await?;
+                }
+                anyhow::Ok(())
+            })?;
+            eprintln!(
+                "{count} identities allocated in {:.1} s",
+                start.elapsed().as_secs_f64()
             );
+            Ok(RemoteIdentities {
+                runtime,
+                store: Some(store),
+            })
+        })?
+    }
+}
+
+impl Drop for RemoteIdentities {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take() {
+            if let Err(e) = self.runtime.block_on(store.close()) {
+                eprintln!("closing the bench's etcd handle: {e:#}");
+            }
         }
-        let measured = measure_agents(&pids, &what);
-        runtime.block_on(store.close())?;
-        measured
-    })?
+    }
 }
 
 pub fn run(peers: u32) -> Result<()> {

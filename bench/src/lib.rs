@@ -7,6 +7,7 @@ pub mod flows;
 pub mod idle;
 pub mod kubeproxy;
 pub mod lab;
+pub mod pod_to_pod;
 pub mod policy_scale;
 pub mod propagation;
 pub mod reliability;

@@ -73,6 +73,14 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         peers: u32,
     },
+    /// Pod-to-pod throughput and latency: bare path, Weir, iptables and
+    /// nftables peers (see weir_bench::pod_to_pod).
+    PodToPod {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        quick: bool,
+    },
     /// Time of `lab up` and of applying N pods, with real agents and CNI.
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -90,6 +98,9 @@ fn main() -> Result<()> {
         Bench::Lab { nodes, pods, runs } => weir_bench::lab::run(nodes, pods, runs.max(1)),
         Bench::Propagation { runs } => weir_bench::propagation::run(runs.max(1)),
         Bench::Idle { peers } => weir_bench::idle::run(peers),
+        Bench::PodToPod { runs, quick } => {
+            weir_bench::pod_to_pod::run(&weir_bench::pod_to_pod::Options { runs, quick })
+        }
         Bench::PolicyScale {
             policies,
             identities,

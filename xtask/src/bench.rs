@@ -94,6 +94,21 @@ pub enum Bench {
         #[arg(long, default_value_t = 10_000)]
         identities: u32,
     },
+    /// Pod to pod: TCP throughput (1 and 4 streams), request/response and
+    /// new-connection latency (p50, p99) over the bare routed veth path,
+    /// Weir (same node and across nodes; without policy, with an enforced
+    /// policy, and with 1,000 policies and 10,000 identities loaded) and the
+    /// iptables-nft and nftables peers, in one run, with each lab agent's
+    /// CPU; a table of medians (ranges) and one of ratios to the bare path.
+    PodToPod {
+        /// Runs of every row (median and range are printed).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Shorter measurements (1 s of iperf3, fewer round trips and
+        /// connections).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
         #[arg(long, default_value_t = 2)]
@@ -170,6 +185,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 settle.to_string(),
             ],
         ),
+        Bench::PodToPod { runs, quick } => {
+            let mut args = vec!["pod-to-pod".to_string(), "--runs".into(), runs.to_string()];
+            if *quick {
+                args.push("--quick".into());
+            }
+            ("pod to pod: bare path, Weir and peers, in the lab", args)
+        }
         Bench::Lab { nodes, pods, runs } => (
             "lab bring-up and pod creation",
             vec![

@@ -1,0 +1,269 @@
+//! `cargo xtask bench pod-to-pod`: pod-to-pod TCP throughput (1 and 4
+//! streams), request/response and new-connection latency (p50, p99) over
+//! the bare routed veth path and over Weir, with the iptables and nftables
+//! peers, all in one run with the same tools and pinning, printed as one
+//! table of medians and ranges and one of ratios to the bare path (issue
+//! 17, "the fast path").
+//!
+//! Rows, in the order they are measured:
+//! 1. the bare paths ([`topology`]: same node, across an underlay), the
+//!    peers ([`peers`]: iptables-nft with 10,000 stateless rules, an
+//!    nftables set of 10,000) and Weir without policy on the same node and
+//!    across nodes, alternating run by run while the lab ([`weir`]) runs;
+//! 2. Weir on the same node with an ingress and an egress policy enforced
+//!    on both ends;
+//! 3. that with 1,000 more NetworkPolicies and 10,000 identities loaded.
+//!
+//! Each lab agent's CPU while a row was measured is printed beside it: a
+//! busy control plane on a 2-core machine costs the workload directly.
+//! A row that cannot be built is left out with a "not measured" line.
+
+mod measure;
+mod peers;
+mod table;
+mod topology;
+mod weir;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use measure::{Amounts, Path, Sample, Servers};
+use table::{Baseline, Row, BARE_CROSS_NODE, BARE_SAME_NODE};
+
+/// Stateless iptables rules and nftables set elements of the peers.
+const PEER_RULES: u32 = 10_000;
+/// NetworkPolicies and remote identities of the last Weir row.
+const SCALE_POLICIES: u32 = 1_000;
+const SCALE_IDENTITIES: u32 = 10_000;
+
+pub struct Options {
+    pub runs: usize,
+    /// Shorter measurements (1 s of iperf3, fewer round trips and
+    /// connections) for a quick look.
+    pub quick: bool,
+}
+
+/// A row to measure: its name, what it is compared with, its path.
+struct Target {
+    name: String,
+    baseline: Baseline,
+    path: Path,
+}
+
+impl Target {
+    fn new(name: &str, baseline: Baseline, path: Path) -> Target {
+        Target {
+            name: name.to_string(),
+            baseline,
+            path,
+        }
+    }
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    weir_tests::require_root();
+    let amounts = if options.quick {
+        Amounts {
+            seconds: 1,
+            round_trips: 2_000,
+            connections: 500,
+        }
+    } else {
+        Amounts {
+            seconds: 3,
+            round_trips: 10_000,
+            connections: 2_000,
+        }
+    };
+    let runs = options.runs.max(1);
+    let mut rows = Vec::new();
+    let mut not_measured: Vec<(String, String)> = Vec::new();
+    let mut skip = |row: &str, why: String| {
+        eprintln!("not measured: {row}: {why}");
+        not_measured.push((row.to_string(), why));
+    };
+
+    eprintln!("building the bare paths and the peers");
+    let bare_same = topology::Bare::same_node()?;
+    let bare_cross = topology::Bare::cross_node()?;
+    let iptables_row = format!("iptables-nft, {PEER_RULES} stateless rules, same node");
+    let nft_row = format!("nftables set of {PEER_RULES}, same node");
+    let iptables = peers::iptables(PEER_RULES)
+        .map_err(|e| skip(&iptables_row, format!("{e:#}")))
+        .ok();
+    let nft = peers::nftables(PEER_RULES)
+        .map_err(|e| skip(&nft_row, format!("{e:#}")))
+        .ok();
+    for (what, bare) in [
+        ("bare, same node", Some(&bare_same)),
+        ("bare, across the underlay", Some(&bare_cross)),
+        ("iptables peer", iptables.as_ref()),
+        ("nftables peer", nft.as_ref()),
+    ] {
+        if let Some(bare) = bare {
+            eprintln!("    {what}: namespaces {}", bare.namespaces().join(", "));
+        }
+    }
+    let mut first = vec![
+        Target::new(BARE_SAME_NODE, Baseline::None, bare_same.path.clone()),
+        Target::new(BARE_CROSS_NODE, Baseline::None, bare_cross.path.clone()),
+    ];
+    if let Some(peer) = &iptables {
+        first.push(Target::new(
+            &iptables_row,
+            Baseline::SameNode,
+            peer.path.clone(),
+        ));
+    }
+    if let Some(peer) = &nft {
+        first.push(Target::new(&nft_row, Baseline::SameNode, peer.path.clone()));
+    }
+
+    eprintln!(
+        "bringing the lab up (2 nodes, {} agents)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let weir_same = "Weir, same node, no policy";
+    let weir_cross = "Weir, across nodes (native routing), no policy";
+    let weir_policy = "Weir, same node, ingress+egress policy enforced on both ends";
+    let weir_scale = format!(
+        "Weir, same node, that policy + {SCALE_POLICIES} policies and {SCALE_IDENTITIES} identities loaded"
+    );
+    let mut lab = match weir::WeirLab::up() {
+        Ok(lab) => Some(lab),
+        Err(e) => {
+            for row in [weir_same, weir_cross, weir_policy, weir_scale.as_str()] {
+                skip(row, format!("the lab did not come up: {e:#}"));
+            }
+            None
+        }
+    };
+    let agents = lab.as_ref().map(|l| l.agents()).unwrap_or_default();
+    if let Some(lab) = &lab {
+        first.push(Target::new(weir_same, Baseline::SameNode, lab.same_node()?));
+        first.push(Target::new(
+            weir_cross,
+            Baseline::CrossNode,
+            lab.cross_node()?,
+        ));
+    }
+    measure_rows(&first, runs, amounts, &agents, &mut rows, &mut skip)?;
+
+    if let Some(lab) = &mut lab {
+        let same = lab.same_node()?;
+        let servers = Servers::start(&same)?;
+        match lab.enforce(&same) {
+            Ok(()) => {
+                drop(servers);
+                let policy = [Target::new(weir_policy, Baseline::SameNode, same.clone())];
+                measure_rows(&policy, runs, amounts, &agents, &mut rows, &mut skip)?;
+                eprintln!("loading {SCALE_POLICIES} policies and {SCALE_IDENTITIES} identities");
+                match lab.load_scale(SCALE_POLICIES, SCALE_IDENTITIES) {
+                    Ok(()) => {
+                        let scale = [Target::new(&weir_scale, Baseline::SameNode, same)];
+                        measure_rows(&scale, runs, amounts, &agents, &mut rows, &mut skip)?;
+                    }
+                    Err(e) => skip(&weir_scale, format!("loading failed: {e:#}")),
+                }
+            }
+            Err(e) => {
+                for row in [weir_policy, weir_scale.as_str()] {
+                    skip(row, format!("{e:#}"));
+                }
+            }
+        }
+    }
+    print!("{}", table::render(&rows, &not_measured, runs));
+    // The lab, then the peers and bare paths, go down here (on drop).
+    drop(lab);
+    Ok(())
+}
+
+/// Measures `targets` `runs` times, alternating run by run, with each
+/// agent's CPU over each target's runs. A target that fails is reported
+/// and left out.
+fn measure_rows(
+    targets: &[Target],
+    runs: usize,
+    amounts: Amounts,
+    agents: &[(String, u32)],
+    rows: &mut Vec<Row>,
+    skip: &mut impl FnMut(&str, String),
+) -> Result<()> {
+    let mut servers = Vec::new();
+    let mut live: Vec<bool> = Vec::new();
+    for target in targets {
+        let started = Servers::start(&target.path).and_then(|s| {
+            measure::check(&target.path)?;
+            Ok(s)
+        });
+        match started {
+            Ok(s) => {
+                servers.push(Some(s));
+                live.push(true);
+            }
+            Err(e) => {
+                skip(&target.name, format!("{e:#}"));
+                servers.push(None);
+                live.push(false);
+            }
+        }
+    }
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
+    let mut cpu: Vec<Vec<Duration>> = vec![vec![Duration::ZERO; agents.len()]; targets.len()];
+    let mut wall = vec![Duration::ZERO; targets.len()];
+    for run in 1..=runs {
+        for (i, target) in targets.iter().enumerate() {
+            if !live[i] {
+                continue;
+            }
+            eprintln!("run {run}/{runs}: {}", target.name);
+            let before = weir::cpu_times(agents)?;
+            let start = std::time::Instant::now();
+            match measure::run_once(&target.path, amounts) {
+                Ok(sample) => {
+                    eprintln!("    {sample:?}");
+                    samples[i].push(sample);
+                }
+                Err(e) => {
+                    skip(&target.name, format!("run {run} failed: {e:#}"));
+                    live[i] = false;
+                    continue;
+                }
+            }
+            wall[i] += start.elapsed();
+            for (total, (b, a)) in cpu[i]
+                .iter_mut()
+                .zip(before.iter().zip(weir::cpu_times(agents)?))
+            {
+                *total += a - *b;
+            }
+        }
+    }
+    for (i, target) in targets.iter().enumerate() {
+        if !live[i] {
+            continue;
+        }
+        let wall = wall[i].as_secs_f64().max(1e-9);
+        rows.push(Row {
+            name: target.name.clone(),
+            baseline: target.baseline,
+            samples: samples[i].clone(),
+            agent_cpu: agents
+                .iter()
+                .zip(&cpu[i])
+                .map(|((node, _), used)| (node.clone(), used.as_secs_f64() / wall))
+                .collect(),
+        });
+    }
+    drop(servers);
+    Ok(())
+}
