@@ -49,11 +49,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("etcd-server", "etcd"),
     // iptables, for the kube-proxy iptables peer of the service benchmarks.
     ("iptables", "iptables-restore"),
-    // nft, iperf3 and sockperf, for the pod-to-pod benchmark: its nftables
-    // peer, TCP throughput, and request/response latency.
+    // nft and iperf3, for the pod-to-pod benchmark: its nftables peer and
+    // TCP throughput (its latency client and server are its own).
     ("nftables", "nft"),
     ("iperf3", "iperf3"),
-    ("sockperf", "sockperf"),
     // openssl, for the keys the control-plane suite generates (ServiceAccount
     // token signing).
     ("openssl", "openssl"),
