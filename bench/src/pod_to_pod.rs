@@ -90,8 +90,12 @@ pub fn run(options: &Options) -> Result<()> {
     eprintln!("building the bare paths and the peers");
     let bare_same = topology::Bare::same_node()?;
     let bare_cross = topology::Bare::cross_node()?;
-    let iptables_row = format!("iptables-nft, {PEER_RULES} stateless rules, same node");
-    let nft_row = format!("nftables set of {PEER_RULES}, same node");
+    let count = |n: u32| table::figure(f64::from(n));
+    let iptables_row = format!(
+        "iptables-nft, {} stateless rules, same node",
+        count(PEER_RULES)
+    );
+    let nft_row = format!("nftables set of {}, same node", count(PEER_RULES));
     let iptables = peers::iptables(PEER_RULES)
         .map_err(|e| skip(&iptables_row, format!("{e:#}")))
         .ok();
@@ -135,7 +139,9 @@ pub fn run(options: &Options) -> Result<()> {
     let weir_cross = "Weir, across nodes (native routing), no policy";
     let weir_policy = "Weir, same node, ingress+egress policy enforced on both ends";
     let weir_scale = format!(
-        "Weir, same node, that policy + {SCALE_POLICIES} policies and {SCALE_IDENTITIES} identities loaded"
+        "Weir, same node, that policy + {} policies and {} identities loaded",
+        count(SCALE_POLICIES),
+        count(SCALE_IDENTITIES)
     );
     let mut lab = match weir::WeirLab::up() {
         Ok(lab) => Some(lab),
