@@ -14,7 +14,8 @@
 //!    on both ends;
 //! 3. that with 1,000 more NetworkPolicies and 10,000 identities loaded.
 //!
-//! Each lab agent's CPU while a row was measured is printed beside it: a
+//! Each lab agent's CPU while a row was measured is printed beside it, and
+//! that of the rest of the lab (etcd, API server, controllers, kubelets): a
 //! busy control plane on a 2-core machine costs the workload directly.
 //! A row that cannot be built is left out with a "not measured" line.
 
@@ -152,7 +153,7 @@ pub fn run(options: &Options) -> Result<()> {
             None
         }
     };
-    let agents = lab.as_ref().map(|l| l.agents()).unwrap_or_default();
+    let agents = lab.as_ref().map(|l| l.watched()).unwrap_or_default();
     if let Some(lab) = &lab {
         first.push(Target::new(weir_same, Baseline::SameNode, lab.same_node()?));
         first.push(Target::new(
@@ -200,7 +201,7 @@ fn measure_rows(
     targets: &[Target],
     runs: usize,
     amounts: Amounts,
-    agents: &[(String, u32)],
+    agents: &[(String, Vec<u32>)],
     rows: &mut Vec<Row>,
     skip: &mut impl FnMut(&str, String),
 ) -> Result<()> {
@@ -232,7 +233,7 @@ fn measure_rows(
                 continue;
             }
             eprintln!("run {run}/{runs}: {}", target.name);
-            let before = weir::cpu_times(agents)?;
+            let before = weir::cpu_times(agents);
             let start = std::time::Instant::now();
             match measure::run_once(&target.path, amounts) {
                 Ok(sample) => {
@@ -248,7 +249,7 @@ fn measure_rows(
             wall[i] += start.elapsed();
             for (total, (b, a)) in cpu[i]
                 .iter_mut()
-                .zip(before.iter().zip(weir::cpu_times(agents)?))
+                .zip(before.iter().zip(weir::cpu_times(agents)))
             {
                 *total += a - *b;
             }

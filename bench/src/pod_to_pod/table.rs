@@ -17,8 +17,9 @@ pub enum Baseline {
     CrossNode,
 }
 
-/// One row: what it is, each run's sample, and the agents' CPU while it was
-/// measured (CPU seconds per wall second, by node), if a lab ran.
+/// One row: what it is, each run's sample, and the lab's CPU while it was
+/// measured (CPU seconds per wall second: each node's agent, then the rest
+/// of the lab), if a lab ran.
 #[derive(Clone, Debug)]
 pub struct Row {
     pub name: String,
@@ -114,10 +115,10 @@ pub fn render(rows: &[Row], not_measured: &[(String, String)], runs: usize) -> S
     };
     let _ = writeln!(
         out,
-        "pod-to-pod: median (min-max) of {runs} run{}; agent CPU is each lab agent's CPU time per wall second while the row was measured",
+        "pod-to-pod: median (min-max) of {runs} run{}; lab CPU is each lab agent's CPU time per wall second while the row was measured, then the rest of the lab's (etcd, API server, controllers, kubelets)",
         if runs == 1 { "" } else { "s" }
     );
-    header(&mut out, "agent CPU");
+    header(&mut out, "lab CPU");
     for row in rows {
         let cells: Vec<String> = COLUMNS
             .iter()

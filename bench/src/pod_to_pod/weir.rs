@@ -79,9 +79,31 @@ impl WeirLab {
         self.path_to("remote")
     }
 
-    /// (node, agent pid) of each node.
-    pub fn agents(&self) -> Vec<(String, u32)> {
-        idle::agents(&self.lab)
+    /// The processes whose CPU is shown beside each row: each node's agent
+    /// (named by its node), then the rest of the lab ("rest": etcd, the
+    /// control plane, the operators, the kubelet daemons).
+    pub fn watched(&self) -> Vec<(String, Vec<u32>)> {
+        let state = self.lab.state();
+        let mut groups: Vec<(String, Vec<u32>)> = state
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), vec![n.agent_pid]))
+            .collect();
+        let mut rest = vec![state.etcd_pid];
+        rest.extend(state.nodes.iter().map(|n| n.kubelet_pid));
+        if let Some(cp) = &state.control_plane {
+            rest.extend([
+                cp.etcd_pid,
+                cp.apiserver_pid,
+                cp.controller_manager_pid,
+                cp.scheduler_pid,
+                cp.relay_pid,
+            ]);
+            rest.extend(&cp.operator_pids);
+        }
+        rest.retain(|pid| *pid != 0);
+        groups.push(("rest".into(), rest));
+        groups
     }
 
     /// Applies the enforced policies and waits until the datapath enforces
@@ -123,14 +145,19 @@ impl WeirLab {
             start.elapsed().as_secs_f64()
         );
         self.identities = Some(RemoteIdentities::allocate(&self.lab, identities)?);
-        settle(&self.agents())
+        let agents: Vec<_> = self
+            .watched()
+            .into_iter()
+            .filter(|(name, _)| name != "rest")
+            .collect();
+        settle(&agents)
     }
 }
 
 /// Waits (at most 120 s) until every agent uses under a fifth of a core
 /// over a second, so a row measures the datapath with agents that took the
 /// change in, not agents still compiling it. Prints what it saw.
-fn settle(agents: &[(String, u32)]) -> Result<()> {
+fn settle(agents: &[(String, Vec<u32>)]) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(120) {
         let cpu = agent_cpu_over(agents, Duration::from_secs(1))?;
@@ -147,11 +174,11 @@ fn settle(agents: &[(String, u32)]) -> Result<()> {
 }
 
 /// Each agent's CPU seconds per wall second over `interval`.
-fn agent_cpu_over(agents: &[(String, u32)], interval: Duration) -> Result<Vec<(String, f64)>> {
-    let before = cpu_times(agents)?;
+fn agent_cpu_over(agents: &[(String, Vec<u32>)], interval: Duration) -> Result<Vec<(String, f64)>> {
+    let before = cpu_times(agents);
     let start = Instant::now();
     std::thread::sleep(interval);
-    let after = cpu_times(agents)?;
+    let after = cpu_times(agents);
     let wall = start.elapsed().as_secs_f64();
     Ok(agents
         .iter()
@@ -160,7 +187,14 @@ fn agent_cpu_over(agents: &[(String, u32)], interval: Duration) -> Result<Vec<(S
         .collect())
 }
 
-/// Each agent's CPU time so far.
-pub fn cpu_times(agents: &[(String, u32)]) -> Result<Vec<Duration>> {
-    agents.iter().map(|(_, pid)| idle::cpu_time(*pid)).collect()
+/// Each group's CPU time so far (a process that is gone counts nothing).
+pub fn cpu_times(groups: &[(String, Vec<u32>)]) -> Vec<Duration> {
+    groups
+        .iter()
+        .map(|(_, pids)| {
+            pids.iter()
+                .filter_map(|pid| idle::cpu_time(*pid).ok())
+                .sum()
+        })
+        .collect()
 }
