@@ -118,6 +118,7 @@ pub fn render(rows: &[Row], not_measured: &[(String, String)], runs: usize) -> S
         "pod-to-pod: median (min-max) of {runs} run{}; lab CPU is each lab agent's CPU time per wall second while the row was measured, then the rest of the lab's (etcd, API server, controllers, kubelets)",
         if runs == 1 { "" } else { "s" }
     );
+    let _ = writeln!(out);
     header(&mut out, "lab CPU");
     for row in rows {
         let cells: Vec<String> = COLUMNS
@@ -134,7 +135,7 @@ pub fn render(rows: &[Row], not_measured: &[(String, String)], runs: usize) -> S
     }
     let _ = writeln!(
         out,
-        "\nratio of medians to the bare path (throughput: higher is better; latency: lower is better)"
+        "\nratio of medians to the bare path (throughput: higher is better; latency: lower is better)\n"
     );
     header(&mut out, "compared with");
     for row in rows {
