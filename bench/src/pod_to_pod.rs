@@ -227,6 +227,8 @@ fn measure_rows(
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
     let mut cpu: Vec<Vec<Duration>> = vec![vec![Duration::ZERO; agents.len()]; targets.len()];
     let mut wall = vec![Duration::ZERO; targets.len()];
+    let mut conn_cpu: Vec<Vec<Duration>> = vec![vec![Duration::ZERO; agents.len()]; targets.len()];
+    let cpu_now = || weir::cpu_times(agents);
     for run in 1..=runs {
         for (i, target) in targets.iter().enumerate() {
             if !live[i] {
@@ -235,10 +237,13 @@ fn measure_rows(
             eprintln!("run {run}/{runs}: {}", target.name);
             let before = weir::cpu_times(agents);
             let start = std::time::Instant::now();
-            match measure::run_once(&target.path, amounts) {
-                Ok(sample) => {
+            match measure::run_once(&target.path, amounts, &cpu_now) {
+                Ok((sample, used)) => {
                     eprintln!("    {sample:?}");
                     samples[i].push(sample);
+                    for (total, used) in conn_cpu[i].iter_mut().zip(used) {
+                        *total += used;
+                    }
                 }
                 Err(e) => {
                     skip(&target.name, format!("run {run} failed: {e:#}"));
@@ -260,6 +265,7 @@ fn measure_rows(
             continue;
         }
         let wall = wall[i].as_secs_f64().max(1e-9);
+        let connections = (samples[i].len() * amounts.connections).max(1) as f64;
         rows.push(Row {
             name: target.name.clone(),
             baseline: target.baseline,
@@ -268,6 +274,11 @@ fn measure_rows(
                 .iter()
                 .zip(&cpu[i])
                 .map(|((node, _), used)| (node.clone(), used.as_secs_f64() / wall))
+                .collect(),
+            conn_cpu_us: agents
+                .iter()
+                .zip(&conn_cpu[i])
+                .map(|((node, _), used)| (node.clone(), used.as_secs_f64() * 1e6 / connections))
                 .collect(),
         });
     }

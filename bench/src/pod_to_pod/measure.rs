@@ -97,20 +97,33 @@ impl Drop for Servers {
     }
 }
 
-/// Every measurement of one run on `path`, whose [`Servers`] run.
-pub fn run_once(path: &Path, amounts: Amounts) -> Result<Sample> {
+/// Every measurement of one run on `path`, whose [`Servers`] run, and
+/// what `cpu` (CPU time so far of some processes) grew by during the
+/// new-connection test alone.
+pub fn run_once(
+    path: &Path,
+    amounts: Amounts,
+    cpu: &dyn Fn() -> Vec<Duration>,
+) -> Result<(Sample, Vec<Duration>)> {
     let gbits_1 = throughput(path, 1, amounts.seconds)?;
     let gbits_4 = throughput(path, 4, amounts.seconds)?;
     let rr = request_response(path, amounts.round_trips)?;
+    let before = cpu();
     let crr = new_connections(path, amounts.connections)?;
-    Ok(Sample {
+    let used = cpu()
+        .into_iter()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before))
+        .collect();
+    let sample = Sample {
         gbits_1,
         gbits_4,
         rr_p50_us: rr.0,
         rr_p99_us: rr.1,
         crr_p50_us: crr.0,
         crr_p99_us: crr.1,
-    })
+    };
+    Ok((sample, used))
 }
 
 /// iperf3 from the client to the server, `streams` parallel streams:

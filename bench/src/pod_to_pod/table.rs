@@ -26,6 +26,10 @@ pub struct Row {
     pub baseline: Baseline,
     pub samples: Vec<Sample>,
     pub agent_cpu: Vec<(String, f64)>,
+    /// The same processes' CPU during the new-connection test, divided by
+    /// the connections: µs of CPU per new connection (the agents' clock
+    /// ticks are 10 ms, so about ±2 µs at 3 x 2,000 connections).
+    pub conn_cpu_us: Vec<(String, f64)>,
 }
 
 /// Median, minimum and maximum (the median of an even count is the upper
@@ -105,21 +109,32 @@ fn agent_cell(row: &Row) -> String {
         .join(", ")
 }
 
+fn conn_cpu_cell(row: &Row) -> String {
+    if row.conn_cpu_us.is_empty() {
+        return "-".into();
+    }
+    row.conn_cpu_us
+        .iter()
+        .map(|(node, us)| format!("{node} {us:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The whole output: figures, ratios, and what was not measured.
 pub fn render(rows: &[Row], not_measured: &[(String, String)], runs: usize) -> String {
     let mut out = String::new();
-    let header = |out: &mut String, last: &str| {
+    let header = |out: &mut String, last: &[&str]| {
         let names: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
-        let _ = writeln!(out, "| | {} | {last} |", names.join(" | "));
-        let _ = writeln!(out, "|{}", " --- |".repeat(COLUMNS.len() + 2));
+        let _ = writeln!(out, "| | {} | {} |", names.join(" | "), last.join(" | "));
+        let _ = writeln!(out, "|{}", " --- |".repeat(COLUMNS.len() + 1 + last.len()));
     };
     let _ = writeln!(
         out,
-        "pod-to-pod: median (min-max) of {runs} run{}; lab CPU is each lab agent's CPU time per wall second while the row was measured, then the rest of the lab's (etcd, API server, controllers, kubelets)",
+        "pod-to-pod: median (min-max) of {runs} run{}; lab CPU is each lab agent's CPU time per wall second while the row was measured, then the rest of the lab's (etcd, API server, controllers, kubelets); lab CPU per new connection is theirs during the new-connection test, µs per connection",
         if runs == 1 { "" } else { "s" }
     );
     let _ = writeln!(out);
-    header(&mut out, "lab CPU");
+    header(&mut out, &["lab CPU", "lab CPU per new conn, µs"]);
     for row in rows {
         let cells: Vec<String> = COLUMNS
             .iter()
@@ -127,17 +142,18 @@ pub fn render(rows: &[Row], not_measured: &[(String, String)], runs: usize) -> S
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             row.name,
             cells.join(" | "),
-            agent_cell(row)
+            agent_cell(row),
+            conn_cpu_cell(row)
         );
     }
     let _ = writeln!(
         out,
         "\nratio of medians to the bare path (throughput: higher is better; latency: lower is better)\n"
     );
-    header(&mut out, "compared with");
+    header(&mut out, &["compared with"]);
     for row in rows {
         let base = rows.iter().find(|b| match row.baseline {
             Baseline::None => false,

@@ -58,6 +58,7 @@ fn row(name: &str, baseline: Baseline, rr_p50: f64) -> Row {
             crr_p99_us: 200.0,
         }],
         agent_cpu: vec![],
+        conn_cpu_us: vec![],
     }
 }
 
@@ -65,6 +66,7 @@ fn row(name: &str, baseline: Baseline, rr_p50: f64) -> Row {
 fn the_table_compares_each_row_with_its_bare_path() {
     let mut weir = row("weir", Baseline::SameNode, 25.0);
     weir.agent_cpu = vec![("n1".into(), 0.031), ("n2".into(), 0.95)];
+    weir.conn_cpu_us = vec![("n1".into(), 12.4), ("n2".into(), 0.0)];
     let rows = vec![
         row(table::BARE_SAME_NODE, Baseline::None, 20.0),
         row(table::BARE_CROSS_NODE, Baseline::None, 30.0),
@@ -73,7 +75,9 @@ fn the_table_compares_each_row_with_its_bare_path() {
     ];
     let text = table::render(&rows, &[("big".into(), "no time".into())], 1);
     assert!(
-        text.contains("| weir | 10.0 | 15.0 | 25.0 | 40.0 | 60.0 | 200 | n1 3%, n2 95% |"),
+        text.contains(
+            "| weir | 10.0 | 15.0 | 25.0 | 40.0 | 60.0 | 200 | n1 3%, n2 95% | n1 12, n2 0 |"
+        ),
         "{text}"
     );
     assert!(
