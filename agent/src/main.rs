@@ -86,6 +86,15 @@ async fn run(mut args: Config) -> Result<()> {
     // records, in the reconcile loop).
     weir_agent::reconcile::pod_cidrs::claim_local(datapath.ebpf_mut(), pod_cidr, node_ipv4(&args))
         .context("writing this node's pod CIDR into the anti-spoofing map")?;
+    // The node's own namespace: what its processes connect to and the
+    // socket LB refuses is reported as the host's.
+    let node_netns = weir_agent_api::netns_cookie().context("reading this node's netns cookie")?;
+    weir_agent::datapath::maps::set_netns_owner(
+        datapath.ebpf_mut(),
+        node_netns,
+        weir_abi::endpoint::NetnsOwner::node(node_ipv4(&args).octets()),
+    )
+    .context("writing the node's namespace into weir_netns_owners")?;
     // Replaced maps are empty: the programs attached keep the old ones
     // until the reconcile loop has filled the new ones (see datapath::pins).
     let defer_attach = datapath.fill_before_attach() && shared_store.is_some();
