@@ -159,6 +159,9 @@ pub struct Config {
     /// Flows kept in memory.
     #[arg(long, default_value_t = weir_observer::DEFAULT_CAPACITY)]
     pub flow_ring_size: usize,
+    /// Agent events (GetAgentEvents) kept in memory.
+    #[arg(long, default_value_t = weir_observer::DEFAULT_AGENT_EVENT_CAPACITY)]
+    pub agent_event_ring_size: usize,
     /// How often expired conntrack entries are removed (seconds).
     #[arg(long, default_value_t = 30)]
     pub conntrack_gc_interval_s: u64,

@@ -3,6 +3,7 @@
 //! identities), keep it in the flow ring, and serve the ring with the
 //! Observer API.
 
+pub mod agent_events;
 pub mod feed;
 pub mod metrics;
 

@@ -140,8 +140,19 @@ async fn run(mut args: Config) -> Result<()> {
         } else {
             ReconcileStatus::pending(&Reconciler::STEPS)
         }));
+    // The agent's events: started first, then what the reconcile loop
+    // changes (served by GetAgentEvents on the Observer API).
+    let agent_events = Arc::new(weir_observer::AgentEventRing::new(
+        args.agent_event_ring_size,
+        args.node_name.clone(),
+    ));
+    weir_agent::flows::agent_events::AgentEvents::agent_started(
+        &agent_events,
+        std::time::SystemTime::now(),
+    );
     let monitor = start_observer(
         &args,
+        agent_events.clone(),
         agent.clone(),
         datapath.clone(),
         view.clone(),
@@ -174,6 +185,7 @@ async fn run(mut args: Config) -> Result<()> {
                 lb_status: lb_status.clone(),
                 status: reconcile_status.clone(),
                 readiness: readiness.clone().unwrap_or_default(),
+                agent_events,
             },
             view.clone(),
             &registry,
@@ -251,6 +263,7 @@ struct Published {
     lb_status: SharedLbStatus,
     status: SharedReconcileStatus,
     readiness: Arc<EndpointReadiness>,
+    agent_events: Arc<weir_observer::AgentEventRing>,
 }
 
 /// How this node takes part in the cluster: where its shared state lives
@@ -279,6 +292,7 @@ async fn start_cluster_sync(
         lb_status,
         status,
         readiness,
+        agent_events,
     } = published;
     let node_ip = args
         .node_ip
@@ -374,7 +388,8 @@ async fn start_cluster_sync(
     ))
     .with_status(status)
     .with_readiness(readiness.clone())
-    .with_pod_cidr(pod_cidr, node_ipv4(args));
+    .with_pod_cidr(pod_cidr, node_ipv4(args))
+    .with_agent_events(agent_events);
     if let Some(source) = kubernetes {
         reconciler = reconciler.with_kubernetes(source);
     }
@@ -649,6 +664,7 @@ fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
 /// monitor service, fed the same decoded events, for the local API.
 async fn start_observer(
     args: &Config,
+    agent_events: Arc<weir_observer::AgentEventRing>,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<std::sync::Mutex<SharedView>>,
@@ -694,7 +710,8 @@ async fn start_observer(
     let unix = weir_observer::bind_unix(&args.hubble_socket)?;
     std::fs::set_permissions(&args.hubble_socket, std::fs::Permissions::from_mode(0o600))?;
     let service =
-        ObserverService::new(ring.clone(), node(args.hubble_socket.display().to_string()));
+        ObserverService::new(ring.clone(), node(args.hubble_socket.display().to_string()))
+            .with_agent_events(agent_events.clone());
     let unix_readiness = readiness.clone();
     tokio::spawn(async move {
         let listener = Listener::Unix(unix);
@@ -719,7 +736,8 @@ async fn start_observer(
             Some(config) => Listener::Tls(tcp, config),
             None => Listener::Tcp(tcp),
         };
-        let service = ObserverService::new(ring, node(address.to_string()));
+        let service =
+            ObserverService::new(ring, node(address.to_string())).with_agent_events(agent_events);
         tokio::spawn(async move {
             if let Err(error) =
                 weir_observer::serve(service, listener, readiness, std::future::pending()).await
