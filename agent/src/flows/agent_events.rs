@@ -275,8 +275,9 @@ impl AgentEvents {
         frontend: &weir_lb::Frontend,
         service: Option<&weir_lb::Service>,
     ) {
-        self.ring
-            .publish(build::service_upserted(service_upsert(id, frontend, service)));
+        self.ring.publish(build::service_upserted(service_upsert(
+            id, frontend, service,
+        )));
     }
 
     /// SERVICE_DELETED for a frontend removed.

@@ -114,8 +114,11 @@ impl ServiceSync {
         if result.is_ok() {
             let frontends = self.compiler.frontends();
             for key in &changed {
-                if let (Some(frontend), Some(id)) = (frontends.get(key), self.writer.service_id(key)) {
-                    self.writes.push(ServiceWrite::Upserted(id, frontend.clone()));
+                if let (Some(frontend), Some(id)) =
+                    (frontends.get(key), self.writer.service_id(key))
+                {
+                    self.writes
+                        .push(ServiceWrite::Upserted(id, frontend.clone()));
                 }
             }
             // An id another scope of the same address still holds is not
