@@ -294,8 +294,14 @@ fn agent_events_follow_policies_pods_and_services(lab: &mut TestLab) {
         "k8s:io.cilium.k8s.policy.name=only-y-a",
         "k8s:io.cilium.k8s.policy.namespace=x",
     ];
+    // Upserted once without backends, then with x/a when its slice comes.
+    let backend = format!("ip: \"{}\", port: 80", lab.pod("x/a").unwrap().ip);
     let events = wait_for_agent_events(lab, "n1", "service upsert of x/web", |events| {
-        has(events, "SERVICE_UPSERTED", &["name: \"web\"", "10.96.0.77"])
+        has(
+            events,
+            "SERVICE_UPSERTED",
+            &["name: \"web\"", "10.96.0.77", backend.as_str()],
+        )
     });
     assert_eq!(events[0].0, "AGENT_STARTED", "{events:#?}");
     assert!(
@@ -325,7 +331,6 @@ fn agent_events_follow_policies_pods_and_services(lab: &mut TestLab) {
         "{events:#?}"
     );
     // The service's backend is x/a.
-    let backend = format!("ip: \"{}\", port: 80", lab.pod("x/a").unwrap().ip);
     assert!(
         has(
             &events,
