@@ -122,7 +122,7 @@ fn endpoints_created_and_deleted_with_pod_and_identity_labels() {
     let labels_of = |e: &Endpoint| (e.id == 2).then(|| labels.clone());
     events.endpoints(&[restored.clone(), new.clone()], labels_of);
     events.endpoints(&[restored.clone(), new.clone()], labels_of);
-    events.endpoints(&[new.clone()], labels_of);
+    events.endpoints(std::slice::from_ref(&new), labels_of);
     events.endpoints(&[], labels_of);
     let got: Vec<(AgentEventType, u64, String, Vec<String>)> = drain(&ring)
         .into_iter()
