@@ -162,6 +162,27 @@ pub struct Config {
     /// Agent events (GetAgentEvents) kept in memory.
     #[arg(long, default_value_t = weir_observer::DEFAULT_AGENT_EVENT_CAPACITY)]
     pub agent_event_ring_size: usize,
+    /// Export flows to this file as JSON lines (Hubble's exporter: what
+    /// `hubble observe -o json` prints), mode 0600; off when not set.
+    #[arg(long)]
+    pub hubble_export_file_path: Option<PathBuf>,
+    /// Rotate the export file before it grows past this many MiB...
+    #[arg(long, default_value_t = 10, requires = "hubble_export_file_path")]
+    pub hubble_export_file_max_size_mb: u64,
+    /// ...keeping this many rotated files (`<path>.1` the newest).
+    #[arg(long, default_value_t = 5, requires = "hubble_export_file_path")]
+    pub hubble_export_file_max_backups: usize,
+    /// Export only flows matching one of these FlowFilters (JSON objects,
+    /// separated by commas, e.g. `{"verdict":["DROPPED"]}`); all if empty.
+    #[arg(long, default_value = "", requires = "hubble_export_file_path")]
+    pub hubble_export_allowlist: String,
+    /// Never export flows matching one of these FlowFilters.
+    #[arg(long, default_value = "", requires = "hubble_export_file_path")]
+    pub hubble_export_denylist: String,
+    /// Flows waiting for the export file's writer; beyond it a flow is
+    /// dropped (and counted) rather than holding the event reader.
+    #[arg(long, default_value_t = 4096, requires = "hubble_export_file_path")]
+    pub hubble_export_queue_size: usize,
     /// How often expired conntrack entries are removed (seconds).
     #[arg(long, default_value_t = 30)]
     pub conntrack_gc_interval_s: u64,

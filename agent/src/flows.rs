@@ -4,6 +4,7 @@
 //! Observer API.
 
 pub mod agent_events;
+pub mod export;
 pub mod feed;
 pub mod metrics;
 
@@ -155,6 +156,7 @@ pub async fn run(
     ring: Arc<FlowRing>,
     metrics: metrics::FlowMetrics,
     monitor: feed::MonitorFeed,
+    exporter: Option<export::Exporter>,
     readiness: weir_observer::Readiness,
 ) {
     // The Observer API's health service says SERVING only while this
@@ -193,6 +195,9 @@ pub async fn run(
             monitor.publish(&event);
             let flow = parser.parse(&event);
             metrics.observe(&flow);
+            if let Some(exporter) = &exporter {
+                exporter.offer(&flow);
+            }
             ring.push(flow);
         }
         guard.clear_ready();

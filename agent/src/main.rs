@@ -659,6 +659,31 @@ fn spawn_conntrack_gc(datapath: SharedDatapath, interval_s: u64) {
     });
 }
 
+/// The flow exporter `--hubble-export-file-path` asks for.
+fn flow_exporter(
+    args: &Config,
+    registry: &prometheus::Registry,
+) -> Result<Option<weir_agent::flows::export::Exporter>> {
+    use weir_agent::flows::export::{parse_filter_list, ExportConfig, ExportMetrics, Exporter};
+    let Some(path) = args.hubble_export_file_path.clone() else {
+        return Ok(None);
+    };
+    let filters = |flag: &str, text: &str| {
+        parse_filter_list(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+    };
+    let config = ExportConfig {
+        path,
+        max_size_bytes: args.hubble_export_file_max_size_mb.saturating_mul(1 << 20),
+        max_backups: args.hubble_export_file_max_backups,
+        queue: args.hubble_export_queue_size,
+        allow: filters("hubble-export-allowlist", &args.hubble_export_allowlist)?,
+        deny: filters("hubble-export-denylist", &args.hubble_export_denylist)?,
+    };
+    info!(path = %config.path.display(), "exporting flows");
+    let exporter = Exporter::start(config, args.node_name.clone(), ExportMetrics::new(registry))?;
+    Ok(Some(exporter))
+}
+
 /// Flows: read datapath events into the flow ring and serve the Observer API
 /// on the unix socket (and a TCP address if configured). Returns the
 /// monitor service, fed the same decoded events, for the local API.
@@ -688,6 +713,7 @@ async fn start_observer(
     let parser = Parser::new(args.node_name.clone(), enricher, clock);
     let metrics = weir_agent::flows::metrics::FlowMetrics::new(registry);
     let feed = weir_agent::flows::feed::MonitorFeed::default();
+    let exporter = flow_exporter(args, registry)?;
     let readiness = Readiness::new(false);
     tokio::spawn(weir_agent::flows::run(
         events,
@@ -695,6 +721,7 @@ async fn start_observer(
         ring.clone(),
         metrics,
         feed.clone(),
+        exporter,
         readiness.clone(),
     ));
     let monitor = api::monitor::MonitorService::new(feed, clock, args.node_name.clone());

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::state::{Identities, NodeRecord};
 use crate::topology::{
-    hubble_socket, CLUSTER_CIDR, METRICS_PORT, NODE_DEVICE, SERVICE_EXTERNAL_PREFIX,
+    flow_export_file, hubble_socket, CLUSTER_CIDR, METRICS_PORT, NODE_DEVICE,
+    SERVICE_EXTERNAL_PREFIX,
 };
 use crate::{etcd, process, Lab};
 use weir_tests::netns;
@@ -34,6 +35,9 @@ impl Lab {
             node.underlay_ip.to_string(),
             "--hubble-socket".into(),
             hubble_socket(node).display().to_string(),
+            // Every flow, as JSON lines, as a log shipper would take them.
+            "--hubble-export-file-path".into(),
+            flow_export_file(node).display().to_string(),
             "--prometheus-address".into(),
             format!("{}:{METRICS_PORT}", node.underlay_ip),
             "--socket-lb-cgroup".into(),

@@ -41,6 +41,11 @@ pub fn hubble_socket(node: &NodeRecord) -> PathBuf {
     node.api_socket.with_file_name("hubble.sock")
 }
 
+/// The file a lab agent exports its flows to (`--hubble-export-file-path`).
+pub fn flow_export_file(node: &NodeRecord) -> PathBuf {
+    node.api_socket.with_file_name("flows.json")
+}
+
 pub fn lab_dir(name: &str) -> PathBuf {
     Path::new(LAB_ROOT).join(name)
 }

@@ -107,11 +107,11 @@ impl WallClock {
     }
 
     /// Wall-clock time of a monotonic timestamp.
-    pub fn timestamp(&self, monotonic_ns: u64) -> prost_types::Timestamp {
+    pub fn timestamp(&self, monotonic_ns: u64) -> crate::proto::Timestamp {
         let ns = i128::from(monotonic_ns) + self.offset_ns;
         let seconds = ns.div_euclid(1_000_000_000);
         let nanos = ns.rem_euclid(1_000_000_000);
-        prost_types::Timestamp {
+        crate::proto::Timestamp {
             seconds: seconds.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
             nanos: nanos as i32,
         }

@@ -116,7 +116,7 @@ fn flow_response(flow: &Flow) -> GetFlowsResponse {
 fn lost_response(node: &str, lost: u64) -> GetFlowsResponse {
     GetFlowsResponse {
         node_name: node.to_string(),
-        time: Some(std::time::SystemTime::now().into()),
+        time: Some(crate::proto::now()),
         response_types: Some(get_flows_response::ResponseTypes::LostEvents(LostEvent {
             source: LostEventSource::HubbleRingBuffer as i32,
             num_events_lost: lost,

@@ -36,7 +36,7 @@ pub fn by_time(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost_types::Timestamp;
+    use weir_observer::proto::Timestamp;
 
     fn at(node: &str, secs: i64) -> GetFlowsResponse {
         GetFlowsResponse {

@@ -75,7 +75,7 @@ fn state_of(status: &Status) -> NodeState {
 fn node_status(state: NodeState, names: Vec<String>, message: String) -> GetFlowsResponse {
     GetFlowsResponse {
         node_name: String::new(),
-        time: Some(std::time::SystemTime::now().into()),
+        time: Some(weir_observer::proto::now()),
         response_types: Some(get_flows_response::ResponseTypes::NodeStatus(
             NodeStatusEvent {
                 state_change: state as i32,

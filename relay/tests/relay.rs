@@ -218,11 +218,11 @@ async fn merges_the_nodes_flows_by_time() {
     );
     // The time window is passed through too.
     let window = GetFlowsRequest {
-        since: Some(prost_types::Timestamp {
+        since: Some(weir_observer::proto::Timestamp {
             seconds: 4,
             nanos: 0,
         }),
-        until: Some(prost_types::Timestamp {
+        until: Some(weir_observer::proto::Timestamp {
             seconds: 6,
             nanos: 0,
         }),

@@ -87,6 +87,46 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     assert_eq!(drop["destination_port"], 80);
     assert_eq!(drop["node_name"], "n1");
 
+    // The same drop in n1's flow export file, as Hubble's exporter writes
+    // it: a GetFlowsResponse per line, protobuf's JSON with the protos'
+    // field names.
+    let export = weir_lab::flow_export_file(lab.state().node("n1").unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exported = loop {
+        let text = std::fs::read_to_string(&export).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let found = lines.into_iter().find(|l| {
+            let f = &l["flow"];
+            f["verdict"] == "DROPPED"
+                && f["source"]["namespace"] == "z"
+                && f["source"]["pod_name"] == "b"
+                && f["destination"]["pod_name"] == "a"
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no drop from z/b in {}",
+            export.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(exported["node_name"], "n1");
+    assert!(
+        exported["time"].as_str().unwrap().ends_with('Z'),
+        "{exported}"
+    );
+    let flow = &exported["flow"];
+    assert_eq!(flow["destination"]["namespace"], "x");
+    assert_eq!(flow["drop_reason_desc"], "POLICY_DENIED");
+    assert_eq!(flow["l4"]["TCP"]["destination_port"], 80);
+    assert_eq!(flow["IP"]["destination"], drop["IP"]["destination"]);
+    assert_eq!(flow["traffic_direction"], "INGRESS");
+
     // The allowed one: forwarded flows both ways.
     let flows = observe(
         &lab,

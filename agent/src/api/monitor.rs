@@ -63,7 +63,13 @@ fn tcp_flags(event: &DatapathEvent) -> String {
 /// The wire form of one event, names included so clients need no tables.
 pub fn to_proto(event: &DatapathEvent, clock: &WallClock, node_name: &str) -> v1::MonitorEvent {
     let mut out = v1::MonitorEvent {
-        time: Some(clock.timestamp(event.timestamp_ns)),
+        time: Some({
+            let t = clock.timestamp(event.timestamp_ns);
+            prost_types::Timestamp {
+                seconds: t.seconds,
+                nanos: t.nanos,
+            }
+        }),
         kind: kind_name(&event.kind).into(),
         kind_code: event.kind.message_type() as u32,
         src_identity: event.src_identity,

@@ -81,8 +81,8 @@ async fn collect(client: &mut ObserverClient<Channel>, req: GetFlowsRequest) -> 
     ports
 }
 
-fn ts(secs: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
+fn ts(secs: i64) -> Option<crate::proto::Timestamp> {
+    Some(crate::proto::Timestamp {
         seconds: secs,
         nanos: 0,
     })
