@@ -299,7 +299,7 @@ pub fn request(args: &AgentEventsArgs) -> GetAgentEventsRequest {
     let since = args.since_seconds.map(|s| {
         let t = SystemTime::now() - Duration::from_secs(s);
         let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        prost_types::Timestamp {
+        weir_observer::proto::Timestamp {
             seconds: d.as_secs() as i64,
             nanos: d.subsec_nanos() as i32,
         }

@@ -7,7 +7,7 @@ fn response(event: AgentEvent) -> GetAgentEventsResponse {
     GetAgentEventsResponse {
         agent_event: Some(event),
         node_name: "n1".into(),
-        time: Some(prost_types::Timestamp {
+        time: Some(weir_observer::proto::Timestamp {
             seconds: 3661,
             nanos: 5_000_000,
         }),

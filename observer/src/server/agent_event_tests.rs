@@ -74,8 +74,8 @@ async fn collect(
     out
 }
 
-fn ts(secs: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
+fn ts(secs: i64) -> Option<crate::proto::Timestamp> {
+    Some(crate::proto::Timestamp {
         seconds: secs,
         nanos: 0,
     })
