@@ -397,38 +397,16 @@ impl Reconciler {
                 }
                 other => other,
             };
-            if let (Err(error), Some(events)) = (&result, &self.events) {
+            if let Err(error) = &result {
                 // What this pass meant to write for these endpoints is not
                 // (all) in force.
-                let labels = self.identities.local_labels();
-                events.regenerated(
-                    &regenerated,
-                    &endpoints,
-                    |e| {
-                        self.identities
-                            .of(&e.attachment)
-                            .and_then(|id| labels.get(&id).cloned())
-                    },
-                    Some(&format!("{error:#}")),
-                );
+                self.announce_regenerated(&regenerated, &endpoints, Some(&format!("{error:#}")));
             }
             self.record(|s| &mut s.policy, result, &mut failed);
         }
         if written {
             self.observe(started, &regenerated, &endpoints);
-            if let Some(events) = &self.events {
-                let labels = self.identities.local_labels();
-                events.regenerated(
-                    &regenerated,
-                    &endpoints,
-                    |e| {
-                        self.identities
-                            .of(&e.attachment)
-                            .and_then(|id| labels.get(&id).cloned())
-                    },
-                    None,
-                );
-            }
+            self.announce_regenerated(&regenerated, &endpoints, None);
         }
         if recompile {
             let snapshot = self.policy.snapshot(&endpoints, &identities);
@@ -548,6 +526,30 @@ impl Reconciler {
         desired.set_cidrs(self.policy.cidr_identities());
         desired.set_address_prefixes(self.policy.address_identities());
         desired
+    }
+
+    /// ENDPOINT_REGENERATE_SUCCESS (or _FAILURE with `error`) for the
+    /// `regenerated` endpoints, with their identities' labels.
+    fn announce_regenerated(
+        &self,
+        regenerated: &BTreeSet<u16>,
+        endpoints: &[Endpoint],
+        error: Option<&str>,
+    ) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let labels = self.identities.local_labels();
+        events.regenerated(
+            regenerated,
+            endpoints,
+            |e| {
+                self.identities
+                    .of(&e.attachment)
+                    .and_then(|id| labels.get(&id).cloned())
+            },
+            error,
+        );
     }
 
     /// SERVICE_UPSERTED / SERVICE_DELETED for the frontends the services
