@@ -143,6 +143,37 @@ impl Enricher for AgentEnricher {
     }
 }
 
+/// Removes the flow metrics' series naming pods that have left the
+/// cluster (no endpoint record in the shared view for [`metrics::POD_GRACE`]),
+/// looking every [`metrics::SWEEP_INTERVAL`] once the view has synced.
+pub async fn metrics_sweeper(metrics: metrics::FlowMetrics, view: Arc<Mutex<SharedView>>) {
+    let mut interval = tokio::time::interval(metrics::SWEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        let live: std::collections::HashSet<metrics::context::PodKey> = {
+            let view = view.lock().unwrap_or_else(|e| e.into_inner());
+            if !view.synced() {
+                continue;
+            }
+            view.endpoints
+                .values()
+                .map(|record| metrics::context::PodKey {
+                    namespace: record.namespace.clone(),
+                    name: record.pod.clone(),
+                })
+                .collect()
+        };
+        let removed = metrics.sweep(
+            &|pod| live.contains(pod),
+            std::time::Instant::now(),
+            metrics::POD_GRACE,
+        );
+        if removed > 0 {
+            tracing::debug!(removed, "flow metric series of deleted pods removed");
+        }
+    }
+}
+
 /// A wall clock for converting `bpf_ktime_get_ns` stamps.
 pub fn wall_clock() -> WallClock {
     WallClock::from_sample(maps::monotonic_now_ns(), SystemTime::now())

@@ -706,12 +706,17 @@ async fn start_observer(
         .context("the event ring buffer")?;
     let enricher = Arc::new(weir_agent::flows::AgentEnricher {
         agent,
-        view,
+        view: view.clone(),
         services,
     });
     let clock = weir_agent::flows::wall_clock();
     let parser = Parser::new(args.node_name.clone(), enricher, clock);
-    let metrics = weir_agent::flows::metrics::FlowMetrics::new(registry);
+    let metrics = weir_agent::flows::metrics::FlowMetrics::new(
+        registry,
+        &args.hubble_metrics,
+        args.hubble_metrics_max_contexts,
+    );
+    tokio::spawn(weir_agent::flows::metrics_sweeper(metrics.clone(), view));
     let feed = weir_agent::flows::feed::MonitorFeed::default();
     let exporter = flow_exporter(args, registry)?;
     let readiness = Readiness::new(false);
