@@ -270,7 +270,7 @@ mod tests {
             syn: true,
             ..Default::default()
         };
-        let f = tcp_flow(Verdict::Forwarded, syn.clone());
+        let f = tcp_flow(Verdict::Forwarded, syn);
         assert_eq!(
             rows(Handler::Flow, &f),
             [["TCP", "Trace", "to-endpoint", "FORWARDED"]]
