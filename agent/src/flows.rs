@@ -144,34 +144,41 @@ impl Enricher for AgentEnricher {
 }
 
 /// Removes the flow metrics' series naming pods that have left the
-/// cluster (no endpoint record in the shared view for [`metrics::POD_GRACE`]),
-/// looking every [`metrics::SWEEP_INTERVAL`] once the view has synced.
+/// cluster, every [`metrics::SWEEP_INTERVAL`] ([`sweep_metrics`]).
 pub async fn metrics_sweeper(metrics: metrics::FlowMetrics, view: Arc<Mutex<SharedView>>) {
     let mut interval = tokio::time::interval(metrics::SWEEP_INTERVAL);
     loop {
         interval.tick().await;
-        let live: std::collections::HashSet<metrics::context::PodKey> = {
-            let view = view.lock().unwrap_or_else(|e| e.into_inner());
-            if !view.synced() {
-                continue;
-            }
-            view.endpoints
-                .values()
-                .map(|record| metrics::context::PodKey {
-                    namespace: record.namespace.clone(),
-                    name: record.pod.clone(),
-                })
-                .collect()
-        };
-        let removed = metrics.sweep(
-            &|pod| live.contains(pod),
-            std::time::Instant::now(),
-            metrics::POD_GRACE,
-        );
+        let removed = sweep_metrics(&metrics, &view, std::time::Instant::now());
         if removed > 0 {
             tracing::debug!(removed, "flow metric series of deleted pods removed");
         }
     }
+}
+
+/// One sweep at `now`: a pod is live while the shared view has an endpoint
+/// record for it; series of a pod gone for [`metrics::POD_GRACE`] are
+/// removed. Nothing happens before the view has synced (an empty view
+/// would say every pod is gone). Returns the series removed.
+pub fn sweep_metrics(
+    metrics: &metrics::FlowMetrics,
+    view: &Mutex<SharedView>,
+    now: std::time::Instant,
+) -> usize {
+    let live: std::collections::HashSet<metrics::context::PodKey> = {
+        let view = view.lock().unwrap_or_else(|e| e.into_inner());
+        if !view.synced() {
+            return 0;
+        }
+        view.endpoints
+            .values()
+            .map(|record| metrics::context::PodKey {
+                namespace: record.namespace.clone(),
+                name: record.pod.clone(),
+            })
+            .collect()
+    };
+    metrics.sweep(&|pod| live.contains(pod), now, metrics::POD_GRACE)
 }
 
 /// A wall clock for converting `bpf_ktime_get_ns` stamps.

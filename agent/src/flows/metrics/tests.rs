@@ -387,3 +387,40 @@ fn contexts_that_name_no_pod_are_kept() {
         1.0
     );
 }
+
+#[test]
+fn the_agent_sweeps_pods_without_an_endpoint_record_once_its_view_has_synced() {
+    use crate::cluster::kvstore::SharedView;
+    use crate::flows::sweep_metrics;
+    use std::sync::Mutex;
+
+    let record = |namespace: &str, pod: &str| weir_identity::EndpointRecord {
+        identity: 300,
+        node: "n1".into(),
+        node_ip: "192.0.2.1".parse().unwrap(),
+        namespace: namespace.into(),
+        pod: pod.into(),
+    };
+    let (registry, metrics) = metrics("drop:sourceContext=pod", 10);
+    metrics.observe(&syn(pod("z", "b", 300), world(), Verdict::Dropped));
+    metrics.observe(&syn(pod("z", "c", 301), world(), Verdict::Dropped));
+    let view = Mutex::new(SharedView::default());
+    view.lock()
+        .unwrap()
+        .endpoints
+        .insert("10.244.1.2".parse().unwrap(), record("z", "c"));
+    let start = Instant::now();
+    // Not synced: the (empty) view says nothing about pods.
+    assert_eq!(sweep_metrics(&metrics, &view, start + 2 * POD_GRACE), 0);
+    {
+        let mut view = view.lock().unwrap();
+        view.endpoints_synced = true;
+        view.nodes_synced = true;
+        view.identities_synced = true;
+    }
+    assert_eq!(sweep_metrics(&metrics, &view, start), 0);
+    assert_eq!(sweep_metrics(&metrics, &view, start + POD_GRACE), 1);
+    let text = scrape(&registry);
+    assert!(!text.contains("source=\"z/b\""), "{text}");
+    assert!(text.contains("source=\"z/c\""), "{text}");
+}
