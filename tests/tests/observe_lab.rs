@@ -166,12 +166,17 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     );
 
     // The same drop moved the node's metrics, datapath and Hubble ones
-    // (the flow metrics follow the event pipeline: give them a moment).
+    // (the flow metrics follow the event pipeline: give them a moment),
+    // the Hubble ones with the context labels the lab asks for
+    // (`weir_lab::HUBBLE_METRICS`): drops and verdicts name the pods, the
+    // allowed connection's port its destination pod.
     let needles = [
         "weir_drop_count_total{direction=\"ingress\",reason=\"Policy denied\"}",
-        "hubble_drop_total{protocol=\"TCP\",reason=\"POLICY_DENIED\"}",
-        "hubble_policy_verdicts_total{action=\"dropped\"",
-        "hubble_flows_processed_total{subtype=\"\",type=\"Drop\",verdict=\"DROPPED\"}",
+        "hubble_drop_total{destination=\"x/a\",protocol=\"TCP\",reason=\"POLICY_DENIED\",source=\"z/b\"}",
+        "hubble_policy_verdicts_total{action=\"dropped\",destination=\"x/a\",",
+        "hubble_flows_processed_total{protocol=\"TCP\",subtype=\"\",type=\"Drop\",verdict=\"DROPPED\"}",
+        "hubble_port_distribution_total{destination=\"x/a\",port=\"80\",protocol=\"TCP\"}",
+        "hubble_tcp_flags_total{family=\"IPv4\",flag=\"SYN\"}",
     ];
     let deadline = Instant::now() + Duration::from_secs(5);
     let metrics = loop {
@@ -184,18 +189,35 @@ fn denied_and_allowed_connections_show_up_as_flows() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    for needle in [
-        "weir_drop_count_total{direction=\"ingress\",reason=\"Policy denied\"}",
-        "hubble_drop_total{protocol=\"TCP\",reason=\"POLICY_DENIED\"}",
-        "hubble_policy_verdicts_total{action=\"dropped\"",
-        "hubble_flows_processed_total{subtype=\"\",type=\"Drop\",verdict=\"DROPPED\"}",
-    ] {
+    for needle in needles {
         let line = metrics
             .lines()
             .find(|l| l.starts_with(needle))
             .unwrap_or_else(|| panic!("{needle} missing:\n{metrics}"));
         let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(value >= 1.0, "{line}");
+    }
+    // The policy verdict's source is z/b's namespace; nothing overflowed.
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("hubble_policy_verdicts_total{action=\"dropped\",destination=\"x/a\"")
+            && l.contains("source=\"z\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                == "weir_hubble_metrics_context_overflow_total{metric=\"hubble_drop_total\"} 0"),
+        "{metrics}"
+    );
+    // For docs/observability.md: the Hubble families as scraped.
+    println!("hubble metrics of n1:");
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("hubble_") || l.starts_with("weir_hubble_"))
+    {
+        println!("{line}");
     }
 
     // The node CLI sees the same state.
