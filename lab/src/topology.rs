@@ -42,8 +42,9 @@ pub fn hubble_socket(node: &NodeRecord) -> PathBuf {
 }
 
 /// The Hubble metrics a lab agent serves (`--hubble-metrics`): every L3/L4
-/// family, drops and policy verdicts by pod (reserved identities for the
-/// world and hosts), ports by destination pod.
+/// family; drops by source and destination pod (reserved identities for
+/// the world and hosts), ports by destination pod, policy verdicts by
+/// source namespace and destination pod.
 pub const HUBBLE_METRICS: &str = "flow \
      drop:sourceContext=pod|reserved-identity;destinationContext=pod|reserved-identity tcp \
      port-distribution:destinationContext=pod icmp \
