@@ -62,6 +62,16 @@ fn denied_and_allowed_connections_show_up_as_flows() {
         )
         .connected
     );
+    // And a ping (ICMP is allowed too: the policy names no ports).
+    assert!(
+        probe_with_timeout(
+            lab.pod("y/a").unwrap(),
+            lab.pod("x/a").unwrap(),
+            Target::Icmp,
+            Duration::from_secs(1)
+        )
+        .connected
+    );
 
     // The denied connection: a drop with both pods named and the reason.
     let drops = observe(
@@ -177,6 +187,7 @@ fn denied_and_allowed_connections_show_up_as_flows() {
         "hubble_flows_processed_total{protocol=\"TCP\",subtype=\"\",type=\"Drop\",verdict=\"DROPPED\"}",
         "hubble_port_distribution_total{destination=\"x/a\",port=\"80\",protocol=\"TCP\"}",
         "hubble_tcp_flags_total{family=\"IPv4\",flag=\"SYN\"}",
+        "hubble_icmp_total{family=\"IPv4\",type=\"EchoRequest\"}",
     ];
     let deadline = Instant::now() + Duration::from_secs(5);
     let metrics = loop {
