@@ -151,8 +151,19 @@ async fn run(mut args: Config) -> Result<()> {
         } else {
             ReconcileStatus::pending(&Reconciler::STEPS)
         }));
+    // The agent's events: started first, then what the reconcile loop
+    // changes (served by GetAgentEvents on the Observer API).
+    let agent_events = Arc::new(weir_observer::AgentEventRing::new(
+        args.agent_event_ring_size,
+        args.node_name.clone(),
+    ));
+    weir_agent::flows::agent_events::AgentEvents::agent_started(
+        &agent_events,
+        std::time::SystemTime::now(),
+    );
     let monitor = start_observer(
         &args,
+        agent_events.clone(),
         agent.clone(),
         datapath.clone(),
         view.clone(),
@@ -185,6 +196,7 @@ async fn run(mut args: Config) -> Result<()> {
                 lb_status: lb_status.clone(),
                 status: reconcile_status.clone(),
                 readiness: readiness.clone().unwrap_or_default(),
+                agent_events,
             },
             view.clone(),
             &registry,
@@ -262,6 +274,7 @@ struct Published {
     lb_status: SharedLbStatus,
     status: SharedReconcileStatus,
     readiness: Arc<EndpointReadiness>,
+    agent_events: Arc<weir_observer::AgentEventRing>,
 }
 
 /// How this node takes part in the cluster: where its shared state lives
@@ -290,6 +303,7 @@ async fn start_cluster_sync(
         lb_status,
         status,
         readiness,
+        agent_events,
     } = published;
     let node_ip = args
         .node_ip
@@ -385,7 +399,8 @@ async fn start_cluster_sync(
     ))
     .with_status(status)
     .with_readiness(readiness.clone())
-    .with_pod_cidr(pod_cidr, node_ipv4(args));
+    .with_pod_cidr(pod_cidr, node_ipv4(args))
+    .with_agent_events(agent_events);
     if let Some(source) = kubernetes {
         reconciler = reconciler.with_kubernetes(source);
     }
@@ -685,6 +700,7 @@ fn flow_exporter(
 /// monitor service, fed the same decoded events, for the local API.
 async fn start_observer(
     args: &Config,
+    agent_events: Arc<weir_observer::AgentEventRing>,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<std::sync::Mutex<SharedView>>,
@@ -701,12 +717,17 @@ async fn start_observer(
         .context("the event ring buffer")?;
     let enricher = Arc::new(weir_agent::flows::AgentEnricher {
         agent,
-        view,
+        view: view.clone(),
         services,
     });
     let clock = weir_agent::flows::wall_clock();
     let parser = Parser::new(args.node_name.clone(), enricher, clock);
-    let metrics = weir_agent::flows::metrics::FlowMetrics::new(registry);
+    let metrics = weir_agent::flows::metrics::FlowMetrics::new(
+        registry,
+        &args.hubble_metrics,
+        args.hubble_metrics_max_contexts,
+    );
+    tokio::spawn(weir_agent::flows::metrics_sweeper(metrics.clone(), view));
     let feed = weir_agent::flows::feed::MonitorFeed::default();
     let exporter = flow_exporter(args, registry)?;
     let readiness = Readiness::new(false);
@@ -732,7 +753,8 @@ async fn start_observer(
     let unix = weir_observer::bind_unix(&args.hubble_socket)?;
     std::fs::set_permissions(&args.hubble_socket, std::fs::Permissions::from_mode(0o600))?;
     let service =
-        ObserverService::new(ring.clone(), node(args.hubble_socket.display().to_string()));
+        ObserverService::new(ring.clone(), node(args.hubble_socket.display().to_string()))
+            .with_agent_events(agent_events.clone());
     let unix_readiness = readiness.clone();
     tokio::spawn(async move {
         let listener = Listener::Unix(unix);
@@ -757,7 +779,8 @@ async fn start_observer(
             Some(config) => Listener::Tls(tcp, config),
             None => Listener::Tcp(tcp),
         };
-        let service = ObserverService::new(ring, node(address.to_string()));
+        let service =
+            ObserverService::new(ring, node(address.to_string())).with_agent_events(agent_events);
         tokio::spawn(async move {
             if let Err(error) =
                 weir_observer::serve(service, listener, readiness, std::future::pending()).await
