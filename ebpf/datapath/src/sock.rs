@@ -13,10 +13,10 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::LruHashMap;
 use aya_ebpf::programs::SockAddrContext;
 use aya_ebpf::EbpfContext;
+use weir_abi::endpoint::NetnsOwner;
 use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::lb::{Lb4AffinityKey, Lb4SockKey, Lb4SockRevNat};
-use weir_abi::endpoint::NetnsOwner;
 use weir_abi::{identity, EndpointKey, Reason, TrafficDirection};
 
 use crate::events::{self, Report};

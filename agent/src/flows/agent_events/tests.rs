@@ -19,6 +19,7 @@ fn endpoint(id: u16, pod: &str, last_octet: u8) -> Endpoint {
         host_ifindex: 7,
         ipv4: Ipv4Addr::new(10, 244, 1, last_octet),
         mac: String::new(),
+        netns_cookie: 0,
     }
 }
 
