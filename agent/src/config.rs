@@ -156,9 +156,26 @@ pub struct Config {
     /// for the relay).
     #[arg(long, requires = "hubble_address")]
     pub hubble_tls_client_ca_files: Option<PathBuf>,
+    /// The `hubble_*` flow metrics `/metrics` serves, as Hubble's
+    /// `--metrics` option string: handlers (`flow`, `drop`, `tcp`,
+    /// `port-distribution`, `icmp`, `policy`) separated by spaces, each
+    /// with optional context options after a colon, e.g.
+    /// `flow:sourceContext=namespace|pod;destinationContext=identity drop`.
+    /// Empty: none.
+    #[arg(long, default_value = crate::flows::metrics::options::DEFAULT,
+          value_parser = crate::flows::metrics::options::parse)]
+    pub hubble_metrics: crate::flows::metrics::options::MetricsConfig,
+    /// Distinct context label sets (values of `source`, `destination` and
+    /// `labelsContext` labels) each `hubble_*` family admits; flows with
+    /// new ones beyond it count under the `__overflow__` context.
+    #[arg(long, default_value_t = crate::flows::metrics::DEFAULT_MAX_CONTEXTS)]
+    pub hubble_metrics_max_contexts: usize,
     /// Flows kept in memory.
     #[arg(long, default_value_t = weir_observer::DEFAULT_CAPACITY)]
     pub flow_ring_size: usize,
+    /// Agent events (GetAgentEvents) kept in memory.
+    #[arg(long, default_value_t = weir_observer::DEFAULT_AGENT_EVENT_CAPACITY)]
+    pub agent_event_ring_size: usize,
     /// Export flows to this file as JSON lines (Hubble's exporter: what
     /// `hubble observe -o json` prints), mode 0600; off when not set.
     #[arg(long)]
@@ -411,6 +428,38 @@ mod tests {
         let error = mode(&["--identity-allocation-mode", "crd"]).unwrap_err();
         assert!(error.contains("needs the Kubernetes API"), "{error}");
         assert!(parse(&["--identity-allocation-mode", "etcd"]).is_err());
+    }
+
+    #[test]
+    fn hubble_metrics_take_hubbles_option_string() {
+        use crate::flows::metrics::options::{ContextKind, Handler};
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.hubble_metrics.handlers.len(), 4);
+        assert_eq!(config.hubble_metrics_max_contexts, 1000);
+        let config = parse(&[
+            "--hubble-metrics",
+            "drop:sourceContext=pod;destinationContext=namespace|reserved-identity icmp",
+            "--hubble-metrics-max-contexts",
+            "50",
+        ])
+        .unwrap();
+        let handlers = &config.hubble_metrics.handlers;
+        assert_eq!(handlers[0].handler, Handler::Drop);
+        assert_eq!(
+            handlers[0].context.destination,
+            [ContextKind::Namespace, ContextKind::ReservedIdentity]
+        );
+        assert_eq!(handlers[1].handler, Handler::Icmp);
+        assert_eq!(config.hubble_metrics_max_contexts, 50);
+        assert!(parse(&["--hubble-metrics", ""])
+            .unwrap()
+            .hubble_metrics
+            .handlers
+            .is_empty());
+        let error = parse(&["--hubble-metrics", "flow:sourceContext=node"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown context \"node\""), "{error}");
     }
 
     #[test]

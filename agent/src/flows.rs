@@ -3,6 +3,7 @@
 //! identities), keep it in the flow ring, and serve the ring with the
 //! Observer API.
 
+pub mod agent_events;
 pub mod export;
 pub mod feed;
 pub mod metrics;
@@ -140,6 +141,44 @@ impl Enricher for AgentEnricher {
             .map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect())
             .unwrap_or_default()
     }
+}
+
+/// Removes the flow metrics' series naming pods that have left the
+/// cluster, every [`metrics::SWEEP_INTERVAL`] ([`sweep_metrics`]).
+pub async fn metrics_sweeper(metrics: metrics::FlowMetrics, view: Arc<Mutex<SharedView>>) {
+    let mut interval = tokio::time::interval(metrics::SWEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        let removed = sweep_metrics(&metrics, &view, std::time::Instant::now());
+        if removed > 0 {
+            tracing::debug!(removed, "flow metric series of deleted pods removed");
+        }
+    }
+}
+
+/// One sweep at `now`: a pod is live while the shared view has an endpoint
+/// record for it; series of a pod gone for [`metrics::POD_GRACE`] are
+/// removed. Nothing happens before the view has synced (an empty view
+/// would say every pod is gone). Returns the series removed.
+pub fn sweep_metrics(
+    metrics: &metrics::FlowMetrics,
+    view: &Mutex<SharedView>,
+    now: std::time::Instant,
+) -> usize {
+    let live: std::collections::HashSet<metrics::context::PodKey> = {
+        let view = view.lock().unwrap_or_else(|e| e.into_inner());
+        if !view.synced() {
+            return 0;
+        }
+        view.endpoints
+            .values()
+            .map(|record| metrics::context::PodKey {
+                namespace: record.namespace.clone(),
+                name: record.pod.clone(),
+            })
+            .collect()
+    };
+    metrics.sweep(&|pod| live.contains(pod), now, metrics::POD_GRACE)
 }
 
 /// A wall clock for converting `bpf_ktime_get_ns` stamps.

@@ -86,6 +86,15 @@ async fn run(mut args: Config) -> Result<()> {
     // records, in the reconcile loop).
     weir_agent::reconcile::pod_cidrs::claim_local(datapath.ebpf_mut(), pod_cidr, node_ipv4(&args))
         .context("writing this node's pod CIDR into the anti-spoofing map")?;
+    // The node's own namespace: what its processes connect to and the
+    // socket LB refuses is reported as the host's.
+    let node_netns = weir_agent_api::netns_cookie().context("reading this node's netns cookie")?;
+    weir_agent::datapath::maps::set_netns_owner(
+        datapath.ebpf_mut(),
+        node_netns,
+        weir_abi::endpoint::NetnsOwner::node(node_ipv4(&args).octets()),
+    )
+    .context("writing the node's namespace into weir_netns_owners")?;
     // Replaced maps are empty: the programs attached keep the old ones
     // until the reconcile loop has filled the new ones (see datapath::pins).
     let defer_attach = datapath.fill_before_attach() && shared_store.is_some();
@@ -142,8 +151,19 @@ async fn run(mut args: Config) -> Result<()> {
         } else {
             ReconcileStatus::pending(&Reconciler::STEPS)
         }));
+    // The agent's events: started first, then what the reconcile loop
+    // changes (served by GetAgentEvents on the Observer API).
+    let agent_events = Arc::new(weir_observer::AgentEventRing::new(
+        args.agent_event_ring_size,
+        args.node_name.clone(),
+    ));
+    weir_agent::flows::agent_events::AgentEvents::agent_started(
+        &agent_events,
+        std::time::SystemTime::now(),
+    );
     let monitor = start_observer(
         &args,
+        agent_events.clone(),
         agent.clone(),
         datapath.clone(),
         view.clone(),
@@ -176,6 +196,7 @@ async fn run(mut args: Config) -> Result<()> {
                 lb_status: lb_status.clone(),
                 status: reconcile_status.clone(),
                 readiness: readiness.clone().unwrap_or_default(),
+                agent_events,
             },
             view.clone(),
             &registry,
@@ -253,6 +274,7 @@ struct Published {
     lb_status: SharedLbStatus,
     status: SharedReconcileStatus,
     readiness: Arc<EndpointReadiness>,
+    agent_events: Arc<weir_observer::AgentEventRing>,
 }
 
 /// How this node takes part in the cluster: where its shared state lives
@@ -281,6 +303,7 @@ async fn start_cluster_sync(
         lb_status,
         status,
         readiness,
+        agent_events,
     } = published;
     let node_ip = args
         .node_ip
@@ -376,7 +399,8 @@ async fn start_cluster_sync(
     ))
     .with_status(status)
     .with_readiness(readiness.clone())
-    .with_pod_cidr(pod_cidr, node_ipv4(args));
+    .with_pod_cidr(pod_cidr, node_ipv4(args))
+    .with_agent_events(agent_events);
     if let Some(source) = kubernetes {
         reconciler = reconciler.with_kubernetes(source);
     }
@@ -676,6 +700,7 @@ fn flow_exporter(
 /// monitor service, fed the same decoded events, for the local API.
 async fn start_observer(
     args: &Config,
+    agent_events: Arc<weir_observer::AgentEventRing>,
     agent: Arc<EndpointManager<SharedDatapath>>,
     datapath: SharedDatapath,
     view: Arc<std::sync::Mutex<SharedView>>,
@@ -692,12 +717,17 @@ async fn start_observer(
         .context("the event ring buffer")?;
     let enricher = Arc::new(weir_agent::flows::AgentEnricher {
         agent,
-        view,
+        view: view.clone(),
         services,
     });
     let clock = weir_agent::flows::wall_clock();
     let parser = Parser::new(args.node_name.clone(), enricher, clock);
-    let metrics = weir_agent::flows::metrics::FlowMetrics::new(registry);
+    let metrics = weir_agent::flows::metrics::FlowMetrics::new(
+        registry,
+        &args.hubble_metrics,
+        args.hubble_metrics_max_contexts,
+    );
+    tokio::spawn(weir_agent::flows::metrics_sweeper(metrics.clone(), view));
     let feed = weir_agent::flows::feed::MonitorFeed::default();
     let exporter = flow_exporter(args, registry)?;
     let readiness = Readiness::new(false);
@@ -723,7 +753,8 @@ async fn start_observer(
     let unix = weir_observer::bind_unix(&args.hubble_socket)?;
     std::fs::set_permissions(&args.hubble_socket, std::fs::Permissions::from_mode(0o600))?;
     let service =
-        ObserverService::new(ring.clone(), node(args.hubble_socket.display().to_string()));
+        ObserverService::new(ring.clone(), node(args.hubble_socket.display().to_string()))
+            .with_agent_events(agent_events.clone());
     let unix_readiness = readiness.clone();
     tokio::spawn(async move {
         let listener = Listener::Unix(unix);
@@ -748,7 +779,8 @@ async fn start_observer(
             Some(config) => Listener::Tls(tcp, config),
             None => Listener::Tcp(tcp),
         };
-        let service = ObserverService::new(ring, node(address.to_string()));
+        let service =
+            ObserverService::new(ring, node(address.to_string())).with_agent_events(agent_events);
         tokio::spawn(async move {
             if let Err(error) =
                 weir_observer::serve(service, listener, readiness, std::future::pending()).await

@@ -45,6 +45,7 @@ use crate::endpoint::ipam::AttachmentKey;
 use crate::endpoint::manager::EndpointManager;
 use crate::endpoint::readiness::EndpointReadiness;
 use crate::endpoint::registry::Endpoint;
+use crate::flows::agent_events::AgentEvents;
 use endpoints_map::EndpointMapSync;
 use identities::IdentitySync;
 use ipcache::{DesiredIpcache, IpcacheSync};
@@ -165,6 +166,8 @@ pub struct Reconciler {
     /// The manifests were read once (or there is no directory): until then
     /// every pod would look unknown, so identities wait.
     manifests_read: bool,
+    /// Where the changes of each pass are announced (GetAgentEvents).
+    events: Option<AgentEvents>,
 }
 
 impl Reconciler {
@@ -206,6 +209,7 @@ impl Reconciler {
             view_generation: 0,
             policy_inputs: None,
             manifests_read: false,
+            events: None,
         }
     }
 
@@ -258,6 +262,14 @@ impl Reconciler {
         self
     }
 
+    /// Announce each pass's changes (policies, endpoints, ipcache entries,
+    /// services) in `ring`. The endpoints the agent holds now (restored
+    /// from an earlier run) are not announced as created.
+    pub fn with_agent_events(mut self, ring: Arc<weir_observer::AgentEventRing>) -> Self {
+        self.events = Some(AgentEvents::new(ring, &self.endpoints.endpoints()));
+        self
+    }
+
     /// Observe regeneration and propagation times into `metrics`.
     pub fn with_metrics(mut self, metrics: ReconcileMetrics) -> Self {
         self.metrics = Some(metrics);
@@ -282,6 +294,7 @@ impl Reconciler {
                 .services
                 .sync(&self.cluster, self.cluster_generation, &self.datapath);
             self.record(|s| &mut s.services, result, &mut failed);
+            self.announce_services();
         }
         let endpoints = self.endpoints.endpoints();
         if self.manifests_read && self.steps.identities.due(Instant::now()) {
@@ -289,6 +302,14 @@ impl Reconciler {
             let allocated = self.identities.sync(&self.cluster, &endpoints).await;
             let published = self.identities.publish(&endpoints).await;
             self.record(|s| &mut s.identities, allocated.and(published), &mut failed);
+            if let Some(events) = &mut self.events {
+                let labels = self.identities.local_labels();
+                events.endpoints(&endpoints, |e| {
+                    self.identities
+                        .of(&e.attachment)
+                        .and_then(|id| labels.get(&id).cloned())
+                });
+            }
         }
         let view = self.shared_view();
         let identities = self.identities.by_attachment();
@@ -331,6 +352,10 @@ impl Reconciler {
             };
             drop(datapath);
             self.record(|s| &mut s.ipcache, ipcache.and(cidrs), &mut failed);
+            let writes = self.ipcache.take_writes();
+            if let Some(events) = &self.events {
+                events.ipcache(&writes, &endpoints);
+            }
         }
         // Allows first, then enforcement flags, then removals: a policy
         // change never opens a window of default deny for allowed traffic.
@@ -372,10 +397,16 @@ impl Reconciler {
                 }
                 other => other,
             };
+            if let Err(error) = &result {
+                // What this pass meant to write for these endpoints is not
+                // (all) in force.
+                self.announce_regenerated(&regenerated, &endpoints, Some(&format!("{error:#}")));
+            }
             self.record(|s| &mut s.policy, result, &mut failed);
         }
         if written {
             self.observe(started, &regenerated, &endpoints);
+            self.announce_regenerated(&regenerated, &endpoints, None);
         }
         if recompile {
             let snapshot = self.policy.snapshot(&endpoints, &identities);
@@ -472,6 +503,9 @@ impl Reconciler {
             }
         }
         self.reported_rejections = manifests.rejected.clone();
+        if let Some(events) = &mut self.events {
+            events.policies(&self.cluster.policies, &manifests.policies);
+        }
         self.cluster = manifests;
         self.cluster_generation += 1;
         Ok(())
@@ -498,6 +532,48 @@ impl Reconciler {
         desired.set_cidrs(self.policy.cidr_identities());
         desired.set_address_prefixes(self.policy.address_identities());
         desired
+    }
+
+    /// ENDPOINT_REGENERATE_SUCCESS (or _FAILURE with `error`) for the
+    /// `regenerated` endpoints, with their identities' labels.
+    fn announce_regenerated(
+        &self,
+        regenerated: &BTreeSet<u16>,
+        endpoints: &[Endpoint],
+        error: Option<&str>,
+    ) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let labels = self.identities.local_labels();
+        events.regenerated(
+            regenerated,
+            endpoints,
+            |e| {
+                self.identities
+                    .of(&e.attachment)
+                    .and_then(|id| labels.get(&id).cloned())
+            },
+            error,
+        );
+    }
+
+    /// SERVICE_UPSERTED / SERVICE_DELETED for the frontends the services
+    /// step wrote.
+    fn announce_services(&mut self) {
+        let writes = self.services.take_writes();
+        let Some(events) = &self.events else {
+            return;
+        };
+        for write in writes {
+            match write {
+                services::ServiceWrite::Upserted(id, frontend) => {
+                    let service = self.cluster.services.get(&frontend.service);
+                    events.service_upserted(id, &frontend, service);
+                }
+                services::ServiceWrite::Deleted(id) => events.service_deleted(id),
+            }
+        }
     }
 
     /// Regeneration of the local endpoints whose policy or flags this pass

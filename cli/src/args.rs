@@ -7,7 +7,7 @@ use weir_types::NamespacedName;
 
 mod values;
 
-pub use values::{EventType, FlowProtocol, PortProtocol, TraceProtocol, Verdict};
+pub use values::{EventType, FlowProtocol, MonitorType, PortProtocol, TraceProtocol, Verdict};
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Inspect a Weir agent")]
@@ -91,9 +91,36 @@ pub enum IdentityCommand {
 
 #[derive(clap::Args)]
 pub struct MonitorArgs {
-    /// Only these kinds of events (repeatable; default all).
+    /// Only these kinds of events (repeatable; default all): the
+    /// datapath's, and `agent` for the agent's own events.
     #[arg(long = "type", value_enum)]
-    pub types: Vec<EventType>,
+    pub types: Vec<MonitorType>,
+    /// The node's Observer API, where agent events come from.
+    #[arg(long, default_value = "unix:///var/run/weir/hubble.sock")]
+    pub server: String,
+}
+
+#[derive(clap::Args)]
+pub struct AgentEventsArgs {
+    /// Keep streaming new events.
+    #[arg(long, short = 'f', conflicts_with = "first")]
+    pub follow: bool,
+    /// Show the last N events (default 20 unless following).
+    #[arg(long)]
+    pub last: Option<u64>,
+    /// Show the first N events instead.
+    #[arg(long, conflicts_with = "last")]
+    pub first: Option<u64>,
+    /// Only events newer than this many seconds.
+    #[arg(long)]
+    pub since_seconds: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum ObserveCommand {
+    /// The agent's own events (Hubble's `observe agent-events`): policy,
+    /// endpoint, ipcache and service changes, and its start.
+    AgentEvents(AgentEventsArgs),
 }
 
 #[derive(Subcommand)]
@@ -140,23 +167,30 @@ pub enum BpfPolicyCommand {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ObserveArgs {
+    #[command(subcommand)]
+    pub command: Option<ObserveCommand>,
     /// The Observer API: a node's or a relay's unix socket (unix:///PATH or
     /// just /PATH) or TCP address (http://HOST:PORT, or https://HOST:PORT
     /// with --tls-ca-cert-files).
-    #[arg(long, default_value = "unix:///var/run/weir/hubble.sock")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "unix:///var/run/weir/hubble.sock"
+    )]
     pub server: String,
     /// For an https:// server: the CA its certificate must chain to.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub tls_ca_cert_files: Option<PathBuf>,
     /// The client certificate to present (a server that requires one)...
-    #[arg(long, requires = "tls_ca_cert_files")]
+    #[arg(long, global = true, requires = "tls_ca_cert_files")]
     pub tls_client_cert_file: Option<PathBuf>,
     /// ...and its key.
-    #[arg(long, requires = "tls_ca_cert_files")]
+    #[arg(long, global = true, requires = "tls_ca_cert_files")]
     pub tls_client_key_file: Option<PathBuf>,
     /// The name the server's certificate must carry (default: its host).
-    #[arg(long, requires = "tls_ca_cert_files")]
+    #[arg(long, global = true, requires = "tls_ca_cert_files")]
     pub tls_server_name: Option<String>,
     /// Add a NODE column to `-o table`.
     #[arg(long)]
@@ -247,17 +281,45 @@ mod tests {
             "trace",
             "--type",
             "policy-verdict",
+            "--type",
+            "agent",
         ])
         .unwrap()
         .command
         else {
             panic!("not monitor");
         };
-        let names: Vec<_> = args.types.iter().map(|t| t.name()).collect();
+        let datapath: Vec<_> = args.types.iter().filter_map(|t| t.datapath()).collect();
+        let names: Vec<_> = datapath.iter().map(|t| t.name()).collect();
         assert_eq!(names, ["drop", "trace", "policy-verdict"]);
-        let codes: Vec<_> = args.types.iter().map(|t| t.code()).collect();
+        let codes: Vec<_> = datapath.iter().map(|t| t.code()).collect();
         assert_eq!(codes, [1, 4, 5]);
+        assert_eq!(args.types.last(), Some(&MonitorType::Agent));
         assert!(parse(&["monitor", "--type", "Drop"]).is_err());
+        // `agent` is no flow type.
+        assert!(parse(&["observe", "--type", "agent"]).is_err());
+    }
+
+    #[test]
+    fn observe_agent_events_takes_the_server_as_hubble_does() {
+        // `hubble observe agent-events --server ...`: the connection flags
+        // after the subcommand (before it they are flow options, which it
+        // refuses).
+        {
+            let args = &["observe", "agent-events", "--server", "/s", "--last", "3"][..];
+            let Command::Observe(args) = parse(args).unwrap().command else {
+                panic!("not observe");
+            };
+            assert_eq!(args.server, "/s");
+            let Some(ObserveCommand::AgentEvents(events)) = &args.command else {
+                panic!("not agent-events");
+            };
+            assert_eq!(events.last, Some(3));
+        }
+        // Flow filters are not agent-event options.
+        assert!(parse(&["observe", "--verdict", "DROPPED", "agent-events"]).is_err());
+        assert!(parse(&["observe", "agent-events", "--verdict", "DROPPED"]).is_err());
+        assert!(parse(&["observe", "agent-events", "--first", "2", "--follow"]).is_err());
     }
 
     #[test]

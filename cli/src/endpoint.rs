@@ -160,6 +160,7 @@ mod tests {
                 host_ifindex: 12,
                 ipv4: "10.244.1.2".into(),
                 mac: "02:00:00:00:00:01".into(),
+                netns_cookie: 7,
             },
             v1::Endpoint {
                 id: 2,

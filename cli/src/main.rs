@@ -10,6 +10,7 @@ use args::{
 };
 
 mod agent;
+mod agent_events;
 mod args;
 mod bpf;
 mod endpoint;

@@ -8,8 +8,9 @@ use serde::Serialize;
 use weir_agent_api::v1;
 
 use crate::agent::{self, rpc_error};
-use crate::args::MonitorArgs;
+use crate::args::{MonitorArgs, MonitorType};
 use crate::{output, time};
+use weir_observer::proto::observer::{GetAgentEventsRequest, GetAgentEventsResponse};
 
 fn address(ip: &str, port: u32) -> String {
     match (ip.contains(':'), port) {
@@ -133,19 +134,94 @@ impl<'a> From<&'a v1::MonitorEvent> for EventJson<'a> {
     }
 }
 
+/// Datapath events from the agent's socket and, with `--type agent` (or
+/// no `--type`), the agent's events from the node's Observer API,
+/// interleaved as they come.
 pub async fn run(socket: &Path, args: &MonitorArgs, json: bool) -> Result<()> {
-    let mut stream = agent::monitor(socket)
-        .await?
-        .events(v1::MonitorRequest {
-            types: args.types.iter().map(|t| t.name().to_string()).collect(),
-        })
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
+    let all = args.types.is_empty();
+    let datapath: Vec<String> = args
+        .types
+        .iter()
+        .filter_map(|t| t.datapath())
+        .map(|t| t.name().to_string())
+        .collect();
+    let want_agent = all || args.types.contains(&MonitorType::Agent);
+    let want_datapath = all || !datapath.is_empty();
+    let mut datapath_stream = if want_datapath {
+        Some(
+            agent::monitor(socket)
+                .await?
+                .events(v1::MonitorRequest { types: datapath })
+                .await
+                .map_err(rpc_error)?
+                .into_inner(),
+        )
+    } else {
+        None
+    };
+    let mut agent_stream = if want_agent {
+        let opened = async {
+            let mut client = crate::observe::connect_plain(&args.server).await?;
+            let request = GetAgentEventsRequest {
+                follow: true,
+                ..Default::default()
+            };
+            anyhow::Ok(client.get_agent_events(request).await?.into_inner())
+        }
+        .await;
+        match opened {
+            Ok(stream) => Some(stream),
+            // Asked for by name: an error. Implied by "all": datapath only.
+            Err(error) if all => {
+                eprintln!("agent events unavailable ({}): {error:#}", args.server);
+                None
+            }
+            Err(error) => return Err(error),
+        }
+    } else {
+        None
+    };
     // On stderr, so JSON output stays clean; printed once subscribed.
-    eprintln!("Listening for datapath events (Ctrl-C to quit)...");
+    let what = match (&datapath_stream, &agent_stream) {
+        (Some(_), Some(_)) => "datapath and agent events",
+        (None, Some(_)) => "agent events",
+        _ => "datapath events",
+    };
+    eprintln!("Listening for {what} (Ctrl-C to quit)...");
     let mut stdout = std::io::stdout().lock();
-    while let Some(response) = stream.message().await.map_err(rpc_error)? {
+    loop {
+        let next = tokio::select! {
+            message = async { datapath_stream.as_mut()?.message().await.transpose() }, if datapath_stream.is_some() => {
+                match message {
+                    Some(m) => Next::Datapath(m.map_err(rpc_error)?),
+                    None => Next::DatapathDone,
+                }
+            }
+            message = async { agent_stream.as_mut()?.message().await.transpose() }, if agent_stream.is_some() => {
+                match message {
+                    Some(m) => Next::Agent(m?),
+                    None => Next::AgentDone,
+                }
+            }
+            else => return Ok(()),
+        };
+        let response = match next {
+            Next::DatapathDone => {
+                datapath_stream = None;
+                continue;
+            }
+            Next::AgentDone => {
+                agent_stream = None;
+                continue;
+            }
+            Next::Agent(event) => {
+                if !output::stream_line(&mut stdout, &crate::agent_events::render(&event, json)?) {
+                    return Ok(());
+                }
+                continue;
+            }
+            Next::Datapath(response) => response,
+        };
         match response.response {
             Some(v1::monitor_response::Response::Event(e)) => {
                 let text = if json {
@@ -163,7 +239,13 @@ pub async fn run(socket: &Path, args: &MonitorArgs, json: bool) -> Result<()> {
             None => {}
         }
     }
-    Ok(())
+}
+
+enum Next {
+    Datapath(v1::MonitorResponse),
+    DatapathDone,
+    Agent(GetAgentEventsResponse),
+    AgentDone,
 }
 
 #[cfg(test)]

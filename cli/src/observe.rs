@@ -8,7 +8,7 @@ use anyhow::Result;
 use weir_observer::proto::observer::{get_flows_response, GetFlowsRequest};
 use weir_observer::{ClientTls, Target};
 
-use crate::args::{ObserveArgs, Output};
+use crate::args::{AgentEventsArgs, ObserveArgs, ObserveCommand, Output};
 use crate::output;
 use crate::table::{StreamingTable, Table};
 
@@ -43,7 +43,12 @@ fn request(args: &ObserveArgs) -> GetFlowsRequest {
     }
 }
 
-pub async fn run(args: &ObserveArgs, format: Output) -> Result<()> {
+/// A client of the Observer API `args` name.
+pub async fn connect(
+    args: &ObserveArgs,
+) -> Result<
+    weir_observer::proto::observer::observer_client::ObserverClient<tonic::transport::Channel>,
+> {
     let tls = args
         .tls_ca_cert_files
         .as_deref()
@@ -57,7 +62,40 @@ pub async fn run(args: &ObserveArgs, format: Output) -> Result<()> {
         })
         .transpose()?;
     let target = Target::parse(&args.server)?.with_tls(tls.as_ref());
-    let mut client = target.connect(CONNECT_TIMEOUT).await?;
+    Ok(target.connect(CONNECT_TIMEOUT).await?)
+}
+
+/// The Observer API at `server` (plaintext or a unix socket).
+pub async fn connect_plain(
+    server: &str,
+) -> Result<
+    weir_observer::proto::observer::observer_client::ObserverClient<tonic::transport::Channel>,
+> {
+    Ok(Target::parse(server)?.connect(CONNECT_TIMEOUT).await?)
+}
+
+/// `weir observe agent-events`: one line (or JSON object) per event.
+async fn agent_events(args: &ObserveArgs, events: &AgentEventsArgs, json: bool) -> Result<()> {
+    let mut client = connect(args).await?;
+    let mut stream = client
+        .get_agent_events(crate::agent_events::request(events))
+        .await?
+        .into_inner();
+    let mut stdout = std::io::stdout().lock();
+    while let Some(response) = stream.message().await? {
+        let line = crate::agent_events::render(&response, json)?;
+        if !output::stream_line(&mut stdout, &line) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(args: &ObserveArgs, format: Output) -> Result<()> {
+    if let Some(ObserveCommand::AgentEvents(events)) = &args.command {
+        return agent_events(args, events, format == Output::Json).await;
+    }
+    let mut client = connect(args).await?;
     let mut stream = client.get_flows(request(args)).await?.into_inner();
     let mut stdout = std::io::stdout().lock();
     let node = args.print_node_name;

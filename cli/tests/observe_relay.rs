@@ -240,3 +240,79 @@ async fn observe_reports_an_unreachable_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected unix:///PATH"));
 }
+
+/// `weir observe agent-events` and `weir monitor --type agent` (the real
+/// binary) against a node Observer server keeping agent events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_events_from_a_node() {
+    use weir_observer::agent_events::build;
+    use weir_observer::AgentEventRing;
+
+    let events = Arc::new(AgentEventRing::new(100, "n1"));
+    let at = |s| std::time::UNIX_EPOCH + Duration::from_secs(s);
+    events.publish_at(build::agent_started(at(1)), at(1));
+    events.publish_at(
+        build::policy(false, vec!["k8s:io.cilium.k8s.policy.name=p".into()], 1, 1),
+        at(2),
+    );
+    events.publish_at(build::endpoint(false, 3, vec![], "x", "a"), at(3));
+    let path = SocketPath::new("agent-events");
+    let listener = weir_observer::bind_unix(&path.0).unwrap();
+    let service = ObserverService::new(
+        Arc::new(FlowRing::new(10)),
+        NodeInfo {
+            name: "n1".into(),
+            ..Default::default()
+        },
+    )
+    .with_agent_events(events.clone());
+    let _stop = serve(service, Listener::Unix(listener));
+
+    let out = weir(args(&["observe", "agent-events", "--server", &path.url()])).await;
+    assert_eq!(
+        stdout(&out),
+        "00:00:01.000 [n1] AGENT_STARTED: started at 00:00:01.000\n\
+         00:00:02.000 [n1] POLICY_UPDATED: labels=[k8s:io.cilium.k8s.policy.name=p], revision=1, rule_count=1\n\
+         00:00:03.000 [n1] ENDPOINT_CREATED: id=3, pod=x/a, labels=[]\n"
+    );
+    let out = weir(args(&[
+        "-o",
+        "json",
+        "observe",
+        "agent-events",
+        "--server",
+        &path.url(),
+        "--first",
+        "1",
+    ]))
+    .await;
+    let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(line["agent_event"]["type"], "AGENT_STARTED");
+    assert_eq!(line["agent_event"]["agent_start"]["time"], "1.000000000");
+
+    // monitor --type agent follows: only what comes after it subscribed.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["monitor", "--type", "agent", "--server", &path.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(10), stderr.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(listening, "Listening for agent events (Ctrl-C to quit)...");
+    events.publish_at(build::service_deleted(7), at(4));
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, "00:00:04.000 [n1] SERVICE_DELETED: id=7");
+    let _ = child.kill().await;
+}

@@ -114,6 +114,8 @@ pub struct EndpointSpec {
     pub host_ifname: String,
     pub pod_ip: Ipv4Addr,
     pub pod_mac: MacAddr,
+    /// `SO_NETNS_COOKIE` of the pod's namespace.
+    pub netns_cookie: u64,
 }
 
 pub struct AgentClient {
@@ -165,6 +167,7 @@ impl AgentClient {
             host_ifname: spec.host_ifname.clone(),
             ipv4: format!("{}/32", spec.pod_ip),
             mac: spec.pod_mac.to_string(),
+            netns_cookie: spec.netns_cookie,
         };
         let mut client = self.client.clone();
         self.call("CreateEndpoint", client.create_endpoint(request))

@@ -38,6 +38,8 @@ pub struct PodNetworkSpec {
 pub struct PodNetwork {
     pub host_index: u32,
     pub host_mac: MacAddr,
+    /// The pod namespace's cookie (`SO_NETNS_COOKIE`), for CreateEndpoint.
+    pub netns_cookie: u64,
 }
 
 /// Wires the pod, host end still down. `host` is a netlink handle in the host namespace;
@@ -101,13 +103,19 @@ async fn configure(
         NetlinkError::Unexpected(format!("veth {} has no MAC address", spec.host_ifname))
     })?;
     let pod_spec = spec.clone();
-    netns::run_in(pod_netns, move |pod| async move {
-        configure_pod_end(&pod, &pod_spec, host_mac).await
+    let netns_cookie = netns::run_in(pod_netns, move |pod| async move {
+        configure_pod_end(&pod, &pod_spec, host_mac).await?;
+        weir_agent_api::netns_cookie().map_err(|error| {
+            NetlinkError::Unexpected(format!(
+                "cannot read the pod namespace's cookie (SO_NETNS_COOKIE): {error}"
+            ))
+        })
     })
     .await?;
     Ok(PodNetwork {
         host_index: host_link.index,
         host_mac,
+        netns_cookie,
     })
 }
 

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::state::{Identities, NodeRecord};
 use crate::topology::{
-    flow_export_file, hubble_socket, CLUSTER_CIDR, METRICS_PORT, NODE_DEVICE,
+    flow_export_file, hubble_socket, CLUSTER_CIDR, HUBBLE_METRICS, METRICS_PORT, NODE_DEVICE,
     SERVICE_EXTERNAL_PREFIX,
 };
 use crate::{etcd, process, Lab};
@@ -40,6 +40,8 @@ impl Lab {
             flow_export_file(node).display().to_string(),
             "--prometheus-address".into(),
             format!("{}:{METRICS_PORT}", node.underlay_ip),
+            "--hubble-metrics".into(),
+            HUBBLE_METRICS.into(),
             "--socket-lb-cgroup".into(),
             node.cgroup.display().to_string(),
             "--cluster-cidr".into(),

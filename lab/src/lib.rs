@@ -78,8 +78,8 @@ pub use lifecycle::Source;
 pub use state::Identities;
 use state::{LabState, NodeRecord, PodRecord};
 pub use topology::{
-    flow_export_file, hubble_socket, lab_cgroup, lab_dir, CLUSTER_CIDR, LAB_ROOT, METRICS_PORT,
-    WORLD_ADDRESSES, WORLD_PREFIX,
+    flow_export_file, hubble_socket, lab_cgroup, lab_dir, CLUSTER_CIDR, HUBBLE_METRICS, LAB_ROOT,
+    METRICS_PORT, WORLD_ADDRESSES, WORLD_PREFIX,
 };
 pub use weir_agent::cluster::manifest;
 

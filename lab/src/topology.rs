@@ -41,6 +41,15 @@ pub fn hubble_socket(node: &NodeRecord) -> PathBuf {
     node.api_socket.with_file_name("hubble.sock")
 }
 
+/// The Hubble metrics a lab agent serves (`--hubble-metrics`): every L3/L4
+/// family; drops by source and destination pod (reserved identities for
+/// the world and hosts), ports by destination pod, policy verdicts by
+/// source namespace and destination pod.
+pub const HUBBLE_METRICS: &str = "flow \
+     drop:sourceContext=pod|reserved-identity;destinationContext=pod|reserved-identity tcp \
+     port-distribution:destinationContext=pod icmp \
+     policy:sourceContext=namespace|reserved-identity;destinationContext=pod";
+
 /// The file a lab agent exports its flows to (`--hubble-export-file-path`).
 pub fn flow_export_file(node: &NodeRecord) -> PathBuf {
     node.api_socket.with_file_name("flows.json")

@@ -8,6 +8,7 @@
 //! `/var/run/weir/hubble.sock` (or TCP :4244) so `hubble observe` works.
 #![forbid(unsafe_code)]
 
+pub mod agent_events;
 pub mod client;
 pub mod event;
 pub mod filter;
@@ -20,6 +21,10 @@ pub mod server;
 pub mod testutil;
 pub mod tls;
 
+pub use agent_events::{
+    AgentEventFollower, AgentEventQuery, AgentEventRing, FollowedAgentEvent,
+    DEFAULT_AGENT_EVENT_CAPACITY,
+};
 pub use client::{ConnectError, Target, TargetError};
 pub use event::{DatapathEvent, EventKind, PolicyDirection};
 pub use filter::{FilterError, FlowFilters};

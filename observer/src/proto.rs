@@ -37,6 +37,19 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
     }
 }
 
+impl From<std::time::SystemTime> for Timestamp {
+    /// Times before the epoch are the epoch.
+    fn from(time: std::time::SystemTime) -> Self {
+        let since = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp {
+            seconds: since.as_secs() as i64,
+            nanos: since.subsec_nanos() as i32,
+        }
+    }
+}
+
 /// The time now as a [`Timestamp`].
 pub fn now() -> Timestamp {
     let since = std::time::SystemTime::now()

@@ -13,13 +13,16 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStre
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::agent_events::{AgentEventQuery, AgentEventRing, FollowedAgentEvent};
 use crate::health::{self, Readiness};
-use crate::proto::flow::{Flow, LostEvent, LostEventSource};
+use crate::proto::flow::{
+    agent_event, AgentEvent, AgentEventUnknown, Flow, LostEvent, LostEventSource,
+};
 use crate::proto::observer::observer_server::{Observer, ObserverServer};
 use crate::proto::observer::{
-    get_flows_response, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
-    GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest,
-    ServerStatusResponse,
+    get_flows_response, GetAgentEventsRequest, GetAgentEventsResponse, GetFlowsRequest,
+    GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse, GetNodesRequest,
+    GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
 };
 use crate::proto::relay::NodeState;
 use crate::ring::{FlowRing, Followed, Query};
@@ -55,8 +58,10 @@ pub struct NodeInfo {
 #[derive(Clone)]
 pub struct ObserverService {
     ring: Arc<FlowRing>,
+    /// The agent's events (GetAgentEvents); none: Unimplemented.
+    agent_events: Option<Arc<AgentEventRing>>,
     node: NodeInfo,
-    /// One permit per follow stream being served.
+    /// One permit per follow stream being served (flows and agent events).
     followers: Arc<tokio::sync::Semaphore>,
 }
 
@@ -64,9 +69,33 @@ impl ObserverService {
     pub fn new(ring: Arc<FlowRing>, node: NodeInfo) -> Self {
         Self {
             ring,
+            agent_events: None,
             node,
             followers: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_FOLLOWERS)),
         }
+    }
+
+    /// Answers GetAgentEvents from `ring`.
+    pub fn with_agent_events(mut self, ring: Arc<AgentEventRing>) -> Self {
+        self.agent_events = Some(ring);
+        self
+    }
+
+    /// Holds a follow stream's permit, or refuses the request.
+    fn follow_permit(
+        &self,
+        follow: bool,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Status> {
+        if !follow {
+            return Ok(None);
+        }
+        self.followers
+            .clone()
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| {
+                Status::resource_exhausted("too many follow streams on this node; try again later")
+            })
     }
 
     /// Serves at most `max` follow streams at once.
@@ -97,10 +126,68 @@ fn lost_response(node: &str, lost: u64) -> GetFlowsResponse {
 }
 
 type FlowStream = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
+type AgentEventStream = Pin<Box<dyn Stream<Item = Result<GetAgentEventsResponse, Status>> + Send>>;
+
+/// A follower that fell behind: Hubble has no lost-event message for agent
+/// events, so it gets an `AGENT_EVENT_UNKNOWN` saying how many it missed.
+fn agent_events_lost(node: &str, lost: u64) -> GetAgentEventsResponse {
+    GetAgentEventsResponse {
+        agent_event: Some(AgentEvent {
+            r#type: 0,
+            notification: Some(agent_event::Notification::Unknown(AgentEventUnknown {
+                r#type: "lost".to_string(),
+                notification: format!("{lost} agent events lost"),
+            })),
+        }),
+        node_name: node.to_string(),
+        time: Some(std::time::SystemTime::now().into()),
+    }
+}
 
 #[tonic::async_trait]
 impl Observer for ObserverService {
     type GetFlowsStream = FlowStream;
+    type GetAgentEventsStream = AgentEventStream;
+
+    async fn get_agent_events(
+        &self,
+        request: Request<GetAgentEventsRequest>,
+    ) -> Result<Response<AgentEventStream>, Status> {
+        let Some(ring) = &self.agent_events else {
+            return Err(Status::unimplemented("this server keeps no agent events"));
+        };
+        let query = AgentEventQuery::from_request(request.get_ref());
+        let permit = self.follow_permit(query.follow)?;
+        let (history, follower) = ring.query(query);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let node = self.node.name.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            for event in history {
+                if tx.send(Ok(event.as_ref().clone())).await.is_err() {
+                    return;
+                }
+            }
+            let Some(mut follower) = follower else {
+                return;
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = follower.next() => next,
+                };
+                let response = match next {
+                    FollowedAgentEvent::Event(event) => event.as_ref().clone(),
+                    FollowedAgentEvent::Lost(n) => agent_events_lost(&node, n),
+                    FollowedAgentEvent::Done => return,
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn get_flows(
         &self,
@@ -109,13 +196,7 @@ impl Observer for ObserverService {
         let query = Query::from_request(request.get_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Held by the stream's task until it ends.
-        let permit = if query.follow {
-            Some(self.followers.clone().try_acquire_owned().map_err(|_| {
-                Status::resource_exhausted("too many follow streams on this node; try again later")
-            })?)
-        } else {
-            None
-        };
+        let permit = self.follow_permit(query.follow)?;
         let (history, follower) = self.ring.query(query);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let node = self.node.name.clone();
@@ -271,3 +352,6 @@ pub async fn serve_with<S: Observer>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod agent_event_tests;

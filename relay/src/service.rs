@@ -13,9 +13,9 @@ use tonic::codec::Streaming;
 use tonic::{Code, Request, Response, Status};
 use weir_observer::proto::observer::observer_server::Observer;
 use weir_observer::proto::observer::{
-    get_flows_response, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
-    GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest,
-    ServerStatusResponse,
+    get_flows_response, GetAgentEventsRequest, GetAgentEventsResponse, GetFlowsRequest,
+    GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse, GetNodesRequest,
+    GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
 };
 use weir_observer::proto::relay::{NodeState, NodeStatusEvent};
 use weir_observer::Query;
@@ -249,6 +249,17 @@ impl RelayService {
 #[tonic::async_trait]
 impl Observer for RelayService {
     type GetFlowsStream = FlowStream;
+    type GetAgentEventsStream =
+        Pin<Box<dyn Stream<Item = Result<GetAgentEventsResponse, Status>> + Send>>;
+
+    /// As Hubble Relay: agent events are asked of a node, not merged.
+    async fn get_agent_events(
+        &self,
+        _request: Request<GetAgentEventsRequest>,
+    ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
+        self.metrics.request("GetAgentEvents");
+        Err(Status::unimplemented("GetAgentEvents not yet implemented"))
+    }
 
     async fn get_flows(
         &self,

@@ -697,3 +697,21 @@ async fn health_follows_the_peers() {
     );
     server.stop().await;
 }
+
+/// As Hubble Relay: agent events are a node's, asked of the node; the
+/// relay answers Unimplemented and stays up.
+#[tokio::test]
+async fn get_agent_events_is_unimplemented_as_in_hubble_relay() {
+    let (n1, n2) = two_nodes();
+    let mut r = relay(vec![n1.path.target(), n2.path.target()]).await;
+    let status = r
+        .client
+        .get_agent_events(weir_observer::proto::observer::GetAgentEventsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status}");
+    assert_eq!(collect(&mut r.client, last(2)).await.0, ["n1@7", "n2@8"]);
+    r.server.stop().await;
+    n1.server.stop().await;
+    n2.server.stop().await;
+}

@@ -183,6 +183,7 @@ impl LocalAgent {
                     .expect("the host interface exists"),
                 ipv4: address,
                 mac: "02:00:00:00:00:02".into(),
+                netns_cookie: 0,
             })
             .expect("create the endpoint");
     }

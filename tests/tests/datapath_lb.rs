@@ -14,7 +14,7 @@ use std::time::Duration;
 use weir_abi::ip_proto::{TCP, UDP};
 use weir_abi::lb::*;
 use weir_abi::{Reason, TrafficDirection};
-use weir_agent::datapath::maps::lb;
+use weir_agent::datapath::maps::{self, lb};
 use weir_agent::datapath::{Datapath, LoadOptions};
 use weir_lab::process;
 use weir_tests::cgroup::Cgroup;
@@ -271,4 +271,73 @@ fn maglev_services_select_through_their_table() {
     w.program_service(TCP, &BACKEND_PORTS, Lb4Service::FLAG_MAGLEV);
     let seen = replies(&w.run_client(&format!("tcp:{VIP}:{VIP_PORT}"), 60, true));
     assert_eq!(seen.len(), 3, "sockets hash over the table: {seen:?}");
+}
+
+#[test]
+fn a_refusal_names_the_pod_or_the_node_whose_namespace_connected() {
+    use weir_abi::endpoint::NetnsOwner;
+    use weir_abi::EndpointInfo;
+    let mut w = world();
+    w.program_service(TCP, &[], 0);
+    let cookie =
+        w.ns.run(weir_agent_api::netns_cookie)
+            .unwrap()
+            .expect("the namespace's cookie");
+    let refused = |w: &mut World| {
+        maps::drain_events(w.datapath.ebpf_mut()).unwrap();
+        let results = w.run_client(&format!("tcp:{VIP}:{VIP_PORT}"), 1, true);
+        assert_eq!(results[0]["ok"], false, "{}", results[0]);
+        let events = maps::drain_events(w.datapath.ebpf_mut()).unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        events[0]
+    };
+
+    // A namespace nobody owns: the refusal has no source (as before).
+    let event = refused(&mut w);
+    assert_eq!(
+        (
+            event.src_identity,
+            event.endpoint_id,
+            event.saddr[..4].to_vec()
+        ),
+        (0, 0, vec![0; 4])
+    );
+
+    // A pod's: its address, identity and endpoint, and its interface.
+    let pod = EndpointInfo {
+        id: 42,
+        identity: 31_000,
+        ipv4: [10, 244, 1, 9],
+        ..EndpointInfo::default()
+    };
+    maps::set_endpoint(w.datapath.ebpf_mut(), 4242, pod).unwrap();
+    maps::set_netns_owner(w.datapath.ebpf_mut(), cookie, NetnsOwner::pod(4242)).unwrap();
+    let event = refused(&mut w);
+    assert_eq!(event.subtype, Reason::DropNoService as u8);
+    assert_eq!(
+        (
+            event.src_identity,
+            event.endpoint_id,
+            event.ifindex,
+            event.saddr[..4].to_vec()
+        ),
+        (31_000, 42, 4242, vec![10, 244, 1, 9])
+    );
+
+    // The node's own: host, with the node's address.
+    maps::set_netns_owner(
+        w.datapath.ebpf_mut(),
+        cookie,
+        NetnsOwner::node([10, 77, 0, 11]),
+    )
+    .unwrap();
+    let event = refused(&mut w);
+    assert_eq!(
+        (
+            event.src_identity,
+            event.endpoint_id,
+            event.saddr[..4].to_vec()
+        ),
+        (weir_abi::identity::HOST, 0, vec![10, 77, 0, 11])
+    );
 }

@@ -40,7 +40,7 @@ fn pod(flow: &serde_json::Value, side: &str) -> String {
 fn denied_and_allowed_connections_show_up_as_flows() {
     let mut lab = TestLab::up(2).unwrap();
     lab.apply_yaml(&netpol_cluster_yaml()).unwrap();
-    lab.apply_yaml("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: only-y-a, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: a}}}]\n").unwrap();
+    lab.apply_yaml(ONLY_Y_A).unwrap();
     // x/a lives on n1; wait until the policy is enforced there.
     let deadline = Instant::now() + Duration::from_secs(15);
     while probe_with_timeout(
@@ -58,6 +58,16 @@ fn denied_and_allowed_connections_show_up_as_flows() {
             lab.pod("y/a").unwrap(),
             lab.pod("x/a").unwrap(),
             Target::Tcp(80),
+            Duration::from_secs(1)
+        )
+        .connected
+    );
+    // And a ping (ICMP is allowed too: the policy names no ports).
+    assert!(
+        probe_with_timeout(
+            lab.pod("y/a").unwrap(),
+            lab.pod("x/a").unwrap(),
+            Target::Icmp,
             Duration::from_secs(1)
         )
         .connected
@@ -166,12 +176,18 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     );
 
     // The same drop moved the node's metrics, datapath and Hubble ones
-    // (the flow metrics follow the event pipeline: give them a moment).
+    // (the flow metrics follow the event pipeline: give them a moment),
+    // the Hubble ones with the context labels the lab asks for
+    // (`weir_lab::HUBBLE_METRICS`): drops and verdicts name the pods, the
+    // allowed connection's port its destination pod.
     let needles = [
         "weir_drop_count_total{direction=\"ingress\",reason=\"Policy denied\"}",
-        "hubble_drop_total{protocol=\"TCP\",reason=\"POLICY_DENIED\"}",
-        "hubble_policy_verdicts_total{action=\"dropped\"",
-        "hubble_flows_processed_total{subtype=\"\",type=\"Drop\",verdict=\"DROPPED\"}",
+        "hubble_drop_total{destination=\"x/a\",protocol=\"TCP\",reason=\"POLICY_DENIED\",source=\"z/b\"}",
+        "hubble_policy_verdicts_total{action=\"dropped\",destination=\"x/a\",",
+        "hubble_flows_processed_total{protocol=\"TCP\",subtype=\"\",type=\"Drop\",verdict=\"DROPPED\"}",
+        "hubble_port_distribution_total{destination=\"x/a\",port=\"80\",protocol=\"TCP\"}",
+        "hubble_tcp_flags_total{family=\"IPv4\",flag=\"SYN\"}",
+        "hubble_icmp_total{family=\"IPv4\",type=\"EchoRequest\"}",
     ];
     let deadline = Instant::now() + Duration::from_secs(5);
     let metrics = loop {
@@ -184,18 +200,35 @@ fn denied_and_allowed_connections_show_up_as_flows() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    for needle in [
-        "weir_drop_count_total{direction=\"ingress\",reason=\"Policy denied\"}",
-        "hubble_drop_total{protocol=\"TCP\",reason=\"POLICY_DENIED\"}",
-        "hubble_policy_verdicts_total{action=\"dropped\"",
-        "hubble_flows_processed_total{subtype=\"\",type=\"Drop\",verdict=\"DROPPED\"}",
-    ] {
+    for needle in needles {
         let line = metrics
             .lines()
             .find(|l| l.starts_with(needle))
             .unwrap_or_else(|| panic!("{needle} missing:\n{metrics}"));
         let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(value >= 1.0, "{line}");
+    }
+    // The policy verdict's source is z/b's namespace; nothing overflowed.
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("hubble_policy_verdicts_total{action=\"dropped\",destination=\"x/a\"")
+            && l.contains("source=\"z\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                == "weir_hubble_metrics_context_overflow_total{metric=\"hubble_drop_total\"} 0"),
+        "{metrics}"
+    );
+    // For docs/observability.md: the Hubble families as scraped.
+    println!("hubble metrics of n1:");
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("hubble_") || l.starts_with("weir_hubble_"))
+    {
+        println!("{line}");
     }
 
     // The node CLI sees the same state.
@@ -245,6 +278,200 @@ fn denied_and_allowed_connections_show_up_as_flows() {
             "{f}"
         );
     }
+
+    agent_events_follow_policies_pods_and_services(&mut lab);
+}
+
+const ONLY_Y_A: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: only-y-a, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: a}}}]\n";
+
+const WEB_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: x}\nspec:\n  clusterIP: 10.96.0.77\n  selector: {pod: a}\n  ports:\n  - {port: 80, targetPort: 80}\n";
+
+/// Every agent event `node` keeps, through the client generated from the
+/// upstream protos on the agent's Observer socket.
+fn agent_events(
+    lab: &TestLab,
+    node: &str,
+) -> Vec<weir_observer::proto::observer::GetAgentEventsResponse> {
+    let socket = weir_lab::hubble_socket(lab.state().node(node).unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = weir_observer::Target::Unix(socket)
+            .connect(Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut stream = client
+            .get_agent_events(weir_observer::proto::observer::GetAgentEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(event) = stream.message().await.unwrap() {
+            events.push(event);
+        }
+        events
+    })
+}
+
+/// Hubble's type name of each event, with its notification's debug text.
+fn described(
+    events: &[weir_observer::proto::observer::GetAgentEventsResponse],
+) -> Vec<(String, String)> {
+    use weir_observer::proto::flow::AgentEventType;
+    events
+        .iter()
+        .map(|r| {
+            let e = r.agent_event.clone().unwrap_or_default();
+            let kind = AgentEventType::try_from(e.r#type)
+                .unwrap_or(AgentEventType::AgentEventUnknown)
+                .as_str_name()
+                .to_string();
+            (kind, format!("{:?}", e.notification))
+        })
+        .collect()
+}
+
+/// Waits (10 s at most) until `node`'s agent events satisfy `done`.
+fn wait_for_agent_events(
+    lab: &TestLab,
+    node: &str,
+    what: &str,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = described(&agent_events(lab, node));
+        if done(&events) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "no {what} in {events:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// GetAgentEvents on an agent's Observer socket (issue 18): its start, the
+/// policy applied above with Cilium's labels, its pods' endpoints, a
+/// service; deleting the policy is announced; `weir observe agent-events`
+/// prints them.
+fn agent_events_follow_policies_pods_and_services(lab: &mut TestLab) {
+    lab.apply_yaml(WEB_SERVICE).unwrap();
+    let has = |events: &[(String, String)], kind: &str, needles: &[&str]| {
+        events
+            .iter()
+            .any(|(k, text)| k == kind && needles.iter().all(|n| text.contains(n)))
+    };
+    let policy_labels = [
+        "k8s:io.cilium.k8s.policy.derived-from=NetworkPolicy",
+        "k8s:io.cilium.k8s.policy.name=only-y-a",
+        "k8s:io.cilium.k8s.policy.namespace=x",
+    ];
+    // Upserted once without backends, then with x/a when its slice comes.
+    let backend = format!("ip: \"{}\", port: 80", lab.pod("x/a").unwrap().ip);
+    let events = wait_for_agent_events(lab, "n1", "service upsert of x/web", |events| {
+        has(
+            events,
+            "SERVICE_UPSERTED",
+            &["name: \"web\"", "10.96.0.77", backend.as_str()],
+        )
+    });
+    assert_eq!(events[0].0, "AGENT_STARTED", "{events:#?}");
+    assert!(
+        has(&events, "POLICY_UPDATED", &policy_labels),
+        "{events:#?}"
+    );
+    // x/a runs on n1: its endpoint, with its pod and identity labels.
+    assert!(
+        has(
+            &events,
+            "ENDPOINT_CREATED",
+            &["pod_name: \"a\"", "namespace: \"x\"", "k8s:pod=a"]
+        ),
+        "{events:#?}"
+    );
+    assert!(
+        has(&events, "ENDPOINT_REGENERATE_SUCCESS", &[]),
+        "{events:#?}"
+    );
+    let x_a = format!("{}/32", lab.pod("x/a").unwrap().ip);
+    assert!(
+        has(
+            &events,
+            "IPCACHE_UPSERTED",
+            &[x_a.as_str(), "pod_name: \"a\""]
+        ),
+        "{events:#?}"
+    );
+    // The service's backend is x/a.
+    assert!(
+        has(
+            &events,
+            "SERVICE_UPSERTED",
+            &["name: \"web\"", backend.as_str()]
+        ),
+        "{events:#?}"
+    );
+
+    lab.delete_yaml(ONLY_Y_A).unwrap();
+    let events = wait_for_agent_events(lab, "n1", "policy deletion", |events| {
+        has(events, "POLICY_DELETED", &policy_labels)
+    });
+    // Each change has its own revision, later than the update's.
+    let revision = |kind: &str| {
+        events
+            .iter()
+            .filter(|(k, text)| k == kind && text.contains("only-y-a"))
+            .filter_map(|(_, text)| {
+                let rest = text.split("revision: ").nth(1)?;
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .unwrap()
+    };
+    assert!(revision("POLICY_DELETED") > revision("POLICY_UPDATED"));
+
+    // The node CLI prints the same, as `hubble observe agent-events` would.
+    let server = weir_lab::hubble_socket(lab.state().node("n1").unwrap());
+    let out = lab
+        .weir(
+            "n1",
+            &[
+                "-o",
+                "json",
+                "observe",
+                "agent-events",
+                "--server",
+                server.to_str().unwrap(),
+                "--last",
+                "1000",
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["agent_event"]["type"] == "POLICY_DELETED"
+                && l["agent_event"]["policy_update"]["labels"]
+                    .as_array()
+                    .is_some_and(|a| a
+                        .iter()
+                        .any(|v| v == "k8s:io.cilium.k8s.policy.name=only-y-a"))),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().all(|l| l["node_name"] == "n1"));
 }
 
 #[test]

@@ -459,6 +459,53 @@ fn session_affinity_backend_deletion_and_a_service_without_backends() {
         .unwrap_or_else(|| panic!("no refusal to 10.96.0.99 in the flow log: {flows}"));
     assert_eq!(refused["destination_service"]["name"], "empty", "{refused}");
     assert_eq!(refused["destination_service"]["namespace"], "svc");
+    // ... and after the pod that connected (the socket's namespace names
+    // it), with its address and identity.
+    let client = lab.pod("svc/client-n1").unwrap();
+    assert_eq!(refused["source"]["namespace"], "svc", "{refused}");
+    assert_eq!(refused["source"]["pod_name"], "client-n1", "{refused}");
+    assert_eq!(refused["IP"]["source"], client.ip.to_string(), "{refused}");
+    assert!(
+        refused["source"]["identity"].as_u64().unwrap_or(0) >= 256,
+        "a pod identity, not reserved: {refused}"
+    );
+    // No flow of the node, of any kind, has a source nobody can name: a
+    // lab pod's address always comes with the pod.
+    let out = lab
+        .weir(
+            "n1",
+            &[
+                "-o",
+                "json",
+                "observe",
+                "--server",
+                server.to_str().unwrap(),
+                "--last",
+                "2000",
+            ],
+        )
+        .unwrap();
+    let flows = String::from_utf8_lossy(&out.stdout);
+    for flow in flows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    {
+        // Frames that are not IP (ARP) have no addresses at all.
+        let Some(source) = flow["IP"]["source"].as_str() else {
+            continue;
+        };
+        assert_ne!(source, "0.0.0.0", "a flow without a source: {flow}");
+        if let Some(pod) = lab.pods().iter().find(|p| p.ip.to_string() == source) {
+            assert_eq!(
+                (
+                    flow["source"]["namespace"].as_str(),
+                    flow["source"]["pod_name"].as_str()
+                ),
+                (Some(pod.namespace.as_str()), Some(pod.name.as_str())),
+                "{flow}"
+            );
+        }
+    }
 }
 
 #[test]

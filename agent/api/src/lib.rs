@@ -88,3 +88,36 @@ pub async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
         .await?;
     Ok(channel)
 }
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`,
+/// Linux 5.14): a 64-bit id the kernel never reuses, and what the
+/// datapath's cgroup hooks see of a socket's namespace. The CNI plugin
+/// reads it inside the pod's namespace for CreateEndpoint; the agent reads
+/// its own.
+pub fn netns_cookie() -> std::io::Result<u64> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let socket = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: a socket this function owns, and a u64 with its size for the
+    // kernel to write the cookie into (nix 0.29 has no wrapper for it).
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
+}

@@ -74,6 +74,7 @@ fn to_proto_endpoint(e: &Endpoint) -> v1::Endpoint {
         host_ifindex: e.host_ifindex,
         ipv4: format!("{}/32", e.ipv4),
         mac: e.mac.clone(),
+        netns_cookie: e.netns_cookie,
     }
 }
 
@@ -127,6 +128,7 @@ impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
                 host_ifindex,
                 ipv4: parse_ipv4(&request.ipv4)?,
                 mac: request.mac,
+                netns_cookie: request.netns_cookie,
             })
             .map_err(to_status)?;
         if let Some(wait) = &self.wait {

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use ipnetwork::Ipv4Network;
+use weir_abi::endpoint::NetnsOwner;
 use weir_abi::EndpointInfo;
 use weir_types::NamespacedName;
 
@@ -34,6 +35,10 @@ pub trait EndpointDatapath: Send {
     /// Removes every connection the datapath tracks for `address` (a
     /// released pod address), so the next pod given it inherits none.
     fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError>;
+    /// Removes the pod entries of `weir_netns_owners` whose namespace is
+    /// none of `cookies` (pods deleted while no agent ran); returns how
+    /// many.
+    fn retain_netns_owners(&mut self, cookies: &BTreeSet<u64>) -> Result<usize, DatapathError>;
 }
 
 impl EndpointDatapath for Datapath {
@@ -43,6 +48,13 @@ impl EndpointDatapath for Datapath {
         entry: EndpointInfo,
     ) -> Result<(), DatapathError> {
         maps::set_new_endpoint(self.ebpf_mut(), endpoint.host_ifindex, entry)?;
+        if endpoint.netns_cookie != 0 {
+            maps::set_netns_owner(
+                self.ebpf_mut(),
+                endpoint.netns_cookie,
+                NetnsOwner::pod(endpoint.host_ifindex),
+            )?;
+        }
         self.attach(&endpoint.host_ifname, Hook::Pod)
     }
 
@@ -56,6 +68,10 @@ impl EndpointDatapath for Datapath {
             endpoint.id,
             endpoint.ipv4.octets(),
         )?;
+        // Cookies are never reused: the entry is this endpoint's.
+        if endpoint.netns_cookie != 0 {
+            maps::remove_netns_owner(self.ebpf_mut(), endpoint.netns_cookie)?;
+        }
         Ok(())
     }
 
@@ -69,6 +85,20 @@ impl EndpointDatapath for Datapath {
             tracing::debug!(%address, ?forgotten, "released address: its connections forgotten");
         }
         Ok(())
+    }
+
+    fn retain_netns_owners(&mut self, cookies: &BTreeSet<u64>) -> Result<usize, DatapathError> {
+        let stale: Vec<u64> = maps::netns_owner_entries(self.ebpf_mut())?
+            .into_iter()
+            .filter(|(cookie, owner)| {
+                owner.ifindex != NetnsOwner::NODE && !cookies.contains(cookie)
+            })
+            .map(|(cookie, _)| cookie)
+            .collect();
+        for cookie in &stale {
+            maps::remove_netns_owner(self.ebpf_mut(), *cookie)?;
+        }
+        Ok(stale.len())
     }
 }
 
@@ -91,6 +121,10 @@ impl EndpointDatapath for SharedDatapath {
 
     fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError> {
         self.lock().forget_address(address)
+    }
+
+    fn retain_netns_owners(&mut self, cookies: &BTreeSet<u64>) -> Result<usize, DatapathError> {
+        self.lock().retain_netns_owners(cookies)
     }
 }
 
@@ -156,6 +190,7 @@ pub struct NewEndpoint {
     pub host_ifindex: u32,
     pub ipv4: Ipv4Addr,
     pub mac: String,
+    pub netns_cookie: u64,
 }
 
 /// Address and room summary for STATUS.
@@ -223,6 +258,10 @@ impl<D: EndpointDatapath> EndpointManager<D> {
             tracing::warn!(%error, "cannot remove orphaned attachments");
         }
         let endpoints: Vec<Endpoint> = inner.state.endpoints.iter().cloned().collect();
+        let cookies = endpoints.iter().map(|e| e.netns_cookie).collect();
+        if let Err(error) = inner.datapath.retain_netns_owners(&cookies) {
+            tracing::warn!(%error, "cannot remove the namespaces of deleted pods");
+        }
         let mut failed = Vec::new();
         for endpoint in endpoints {
             let entry = self.before_policy.entry(&endpoint);
@@ -279,6 +318,7 @@ impl<D: EndpointDatapath> EndpointManager<D> {
                 host_ifindex: new.host_ifindex,
                 ipv4: new.ipv4,
                 mac: new.mac,
+                netns_cookie: new.netns_cookie,
             })?
             .clone();
         let entry = self.before_policy.entry(&endpoint);

@@ -119,6 +119,7 @@ mod tests {
             host_ifindex: 17,
             ipv4: "10.244.0.3".parse().unwrap(),
             mac: "02:00:00:00:00:03".into(),
+            netns_cookie: 0,
         }
     }
 

@@ -26,6 +26,11 @@ pub struct Endpoint {
     pub host_ifindex: u32,
     pub ipv4: Ipv4Addr,
     pub mac: String,
+    /// `SO_NETNS_COOKIE` of the pod's namespace (0: unknown, e.g. recorded
+    /// by an agent before this field): `weir_netns_owners` maps it to the
+    /// host interface, so the cgroup hooks name the pod.
+    #[serde(default)]
+    pub netns_cookie: u64,
 }
 
 impl Endpoint {
@@ -122,6 +127,7 @@ mod tests {
             host_ifindex: 7,
             ipv4: Ipv4Addr::new(10, 244, 1, last_octet),
             mac: "02:00:00:00:00:01".into(),
+            netns_cookie: 0,
         }
     }
 

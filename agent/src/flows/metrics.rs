@@ -1,120 +1,165 @@
-//! Flow metrics under Hubble's names, counted as flows are produced:
-//! `hubble_flows_processed_total{type,subtype,verdict}`,
-//! `hubble_drop_total{reason,protocol}`, `hubble_tcp_flags_total{flag,family}`
-//! and `hubble_policy_verdicts_total{direction,match,action}`.
+//! Flow metrics under Hubble's names, counted as flows are produced, as
+//! `--hubble-metrics` asks (Hubble's `--metrics` option string, see
+//! [`options`]): the L3/L4 handlers `flow`, `drop`, `tcp`,
+//! `port-distribution`, `icmp` and `policy` ([`handlers`]), each with
+//! Hubble's context labels ([`context`]), their cardinality bounded
+//! ([`series`]). Two families of the agent's own watch the bound:
+//! `weir_hubble_metrics_contexts{metric}` and
+//! `weir_hubble_metrics_context_overflow_total{metric}`.
 
-use prometheus::{IntCounterVec, Opts, Registry};
-use weir_observer::event::message_type;
-use weir_observer::proto::flow::{self, Flow};
+pub mod context;
+pub mod handlers;
+pub mod options;
+pub mod series;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use weir_observer::proto::flow::Flow;
 
 use crate::registry::registered;
+use context::PodKey;
+use options::{HandlerConfig, MetricsConfig};
+use series::{Departures, Family};
+
+/// Distinct context label sets a family admits by default
+/// (`--hubble-metrics-max-contexts`).
+pub const DEFAULT_MAX_CONTEXTS: usize = 1000;
+
+/// How long a pod is gone before the series naming it are removed
+/// (Hubble's one minute).
+pub const POD_GRACE: Duration = Duration::from_secs(60);
+
+/// How often the agent looks for pods that are gone.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+struct Enabled {
+    config: HandlerConfig,
+    name: &'static str,
+    family: Family,
+}
+
+struct Inner {
+    families: Vec<Enabled>,
+    departures: Departures,
+}
 
 #[derive(Clone)]
 pub struct FlowMetrics {
-    processed: IntCounterVec,
-    drops: IntCounterVec,
-    tcp_flags: IntCounterVec,
-    policy_verdicts: IntCounterVec,
-}
-
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
-}
-
-fn protocol(f: &Flow) -> &'static str {
-    match f.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
-        Some(flow::layer4::Protocol::Tcp(_)) => "TCP",
-        Some(flow::layer4::Protocol::Udp(_)) => "UDP",
-        Some(flow::layer4::Protocol::Sctp(_)) => "SCTP",
-        Some(flow::layer4::Protocol::IcmPv4(_)) => "ICMPv4",
-        Some(flow::layer4::Protocol::IcmPv6(_)) => "ICMPv6",
-        _ => "Unknown",
-    }
+    inner: Arc<Mutex<Inner>>,
+    contexts: IntGaugeVec,
+    overflow: IntCounterVec,
 }
 
 impl FlowMetrics {
-    pub fn new(registry: &Registry) -> FlowMetrics {
+    /// Registers the families `config` enables, each admitting at most
+    /// `max_contexts` context label sets.
+    pub fn new(registry: &Registry, config: &MetricsConfig, max_contexts: usize) -> FlowMetrics {
+        let contexts = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "weir_hubble_metrics_contexts",
+                    "Distinct context label sets a hubble_ family counts under",
+                ),
+                &["metric"],
+            ),
+        );
+        let overflow = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "weir_hubble_metrics_context_overflow_total",
+                    "Flows counted under the overflow context because a hubble_ family \
+                     had all the contexts it admits",
+                ),
+                &["metric"],
+            ),
+        );
+        let families = config
+            .handlers
+            .iter()
+            .map(|config| {
+                let (name, help) = handlers::family(config.handler);
+                let mut labels = handlers::label_names(config.handler).to_vec();
+                labels.extend(context::label_names(&config.context));
+                let vec = registered(registry, IntCounterVec::new(Opts::new(name, help), &labels));
+                if !config.context.is_empty() {
+                    contexts.with_label_values(&[name]).set(0);
+                    overflow.with_label_values(&[name]).reset();
+                }
+                Enabled {
+                    config: config.clone(),
+                    name,
+                    family: Family::new(vec, max_contexts),
+                }
+            })
+            .collect();
         FlowMetrics {
-            processed: counter(
-                registry,
-                "hubble_flows_processed_total",
-                "Flows processed",
-                &["type", "subtype", "verdict"],
-            ),
-            drops: counter(
-                registry,
-                "hubble_drop_total",
-                "Dropped packets",
-                &["reason", "protocol"],
-            ),
-            tcp_flags: counter(
-                registry,
-                "hubble_tcp_flags_total",
-                "TCP flags seen",
-                &["flag", "family"],
-            ),
-            policy_verdicts: counter(
-                registry,
-                "hubble_policy_verdicts_total",
-                "Policy verdicts",
-                &["direction", "match", "action"],
-            ),
+            inner: Arc::new(Mutex::new(Inner {
+                families,
+                departures: Departures::default(),
+            })),
+            contexts,
+            overflow,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one flow in every enabled family.
     pub fn observe(&self, f: &Flow) {
-        let verdict = flow::Verdict::try_from(f.verdict).map_or("UNKNOWN", |v| v.as_str_name());
-        let (kind, subtype) = match f.event_type.as_ref().map(|e| e.r#type) {
-            Some(message_type::DROP) => ("Drop", String::new()),
-            Some(message_type::POLICY_VERDICT) => ("PolicyVerdict", String::new()),
-            _ => (
-                "Trace",
-                flow::TraceObservationPoint::try_from(f.trace_observation_point)
-                    .map_or("unknown".to_string(), |p| {
-                        p.as_str_name().to_lowercase().replace('_', "-")
-                    }),
-            ),
-        };
-        self.processed
-            .with_label_values(&[kind, &subtype, verdict])
-            .inc();
-        if kind == "Drop" {
-            let reason = flow::DropReason::try_from(f.drop_reason_desc)
-                .map_or("UNKNOWN", |r| r.as_str_name());
-            self.drops.with_label_values(&[reason, protocol(f)]).inc();
-        }
-        if kind == "PolicyVerdict" {
-            let direction = flow::TrafficDirection::try_from(f.traffic_direction)
-                .map_or("UNKNOWN", |d| d.as_str_name());
-            let matched =
-                u8::try_from(f.policy_match_type).map_or("none", weir_abi::events::match_type_name);
-            let action = if verdict == "FORWARDED" {
-                "forwarded"
-            } else {
-                "dropped"
-            };
-            self.policy_verdicts
-                .with_label_values(&[direction, matched, action])
-                .inc();
-        }
-        if let Some(flow::layer4::Protocol::Tcp(tcp)) =
-            f.l4.as_ref().and_then(|l4| l4.protocol.as_ref())
-        {
-            if let Some(flags) = &tcp.flags {
-                let family =
-                    f.ip.as_ref()
-                        .map_or("", |ip| if ip.ip_version == 2 { "IPv6" } else { "IPv4" });
-                for (set, name) in [
-                    (flags.syn && !flags.ack, "SYN"),
-                    (flags.syn && flags.ack, "SYN-ACK"),
-                    (flags.fin, "FIN"),
-                    (flags.rst, "RST"),
-                ] {
-                    if set {
-                        self.tcp_flags.with_label_values(&[name, family]).inc();
-                    }
-                }
+        let mut inner = self.lock();
+        for enabled in &mut inner.families {
+            let rows = handlers::rows(enabled.config.handler, f);
+            if rows.is_empty() {
+                continue;
             }
+            if enabled.config.context.is_empty() {
+                enabled.family.count(&rows, Default::default());
+                continue;
+            }
+            let context = context::context_of(&enabled.config.context, f);
+            if !enabled.family.count(&rows, context) {
+                self.overflow.with_label_values(&[enabled.name]).inc();
+            }
+            self.contexts
+                .with_label_values(&[enabled.name])
+                .set(enabled.family.contexts() as i64);
         }
     }
+
+    /// Removes the series naming pods that `live` has not known for
+    /// `grace` (checked at each call, `now` being the time of the call);
+    /// returns how many series went.
+    pub fn sweep(&self, live: &dyn Fn(&PodKey) -> bool, now: Instant, grace: Duration) -> usize {
+        let mut inner = self.lock();
+        let Inner {
+            families,
+            departures,
+        } = &mut *inner;
+        let tracked: HashSet<&PodKey> = families.iter().flat_map(|e| e.family.pods()).collect();
+        let expired = departures.expired(tracked, live, now, grace);
+        let mut removed = 0;
+        for pod in &expired {
+            for enabled in families.iter_mut() {
+                removed += enabled.family.remove_pod(pod);
+            }
+        }
+        for enabled in families.iter() {
+            if !enabled.config.context.is_empty() {
+                self.contexts
+                    .with_label_values(&[enabled.name])
+                    .set(enabled.family.contexts() as i64);
+            }
+        }
+        removed
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,8 +16,20 @@ use weir_abi::IpcacheValue;
 
 use crate::datapath::maps::{self, TableError};
 
+/// One ipcache entry a pass wrote: `old` what the map held before (none: a
+/// new prefix), `new` what it holds now (none: removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpcacheWrite {
+    pub prefix: IpNetwork,
+    pub old: Option<IpcacheValue>,
+    pub new: Option<IpcacheValue>,
+}
+
 #[derive(Default)]
 pub struct IpcacheSync {
+    /// The entries written since [`IpcacheSync::take_writes`] was last
+    /// called (for the agent's events).
+    writes: Vec<IpcacheWrite>,
     /// What the map holds: read from the kernel once (an earlier agent's
     /// entries), then kept as this reconciler writes it, so a pass does not
     /// walk the LPM map.
@@ -38,6 +50,7 @@ impl IpcacheSync {
             None => maps::ipcache_entries(ebpf)?,
         };
         let mut diff = desired.diff(&current, synced);
+        let writes = describe(&diff, &current);
         // Removals are written after upserts (an address moving between
         // prefixes is never unknown), so the new entries must fit beside
         // all current ones. If they do not, the removals go first (the only
@@ -66,8 +79,34 @@ impl IpcacheSync {
             next.remove(&prefix);
         }
         self.written = Some(next);
+        self.writes.extend(writes);
         Ok(())
     }
+
+    /// The entries written by the passes since the last call.
+    pub fn take_writes(&mut self) -> Vec<IpcacheWrite> {
+        std::mem::take(&mut self.writes)
+    }
+}
+
+/// What `diff` changes over `current`, entry by entry (unchanged upserts
+/// left out).
+fn describe(diff: &IpcacheDiff, current: &BTreeMap<IpNetwork, IpcacheValue>) -> Vec<IpcacheWrite> {
+    let upserts = diff
+        .upserts
+        .iter()
+        .filter(|(prefix, value)| current.get(prefix) != Some(value))
+        .map(|(prefix, value)| IpcacheWrite {
+            prefix: *prefix,
+            old: current.get(prefix).copied(),
+            new: Some(*value),
+        });
+    let removals = diff.removals.iter().map(|prefix| IpcacheWrite {
+        prefix: *prefix,
+        old: current.get(prefix).copied(),
+        new: None,
+    });
+    upserts.chain(removals).collect()
 }
 
 /// Whether the new prefixes of `diff` fit beside `current`.

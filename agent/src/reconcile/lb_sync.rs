@@ -118,6 +118,11 @@ impl LbSync {
         self.written.backends.len()
     }
 
+    /// The service id (reverse NAT index) of a frontend in the maps.
+    pub fn service_id(&self, key: &FrontendKey) -> Option<u16> {
+        self.revnat_ids.get(&L4Address::of_frontend(key))
+    }
+
     /// Map operations done since start.
     pub fn map_operations(&self) -> MapOperations {
         self.written.operations

@@ -11,8 +11,19 @@ use super::lb_sync::{LbMetrics, LbSync, PassReport};
 use crate::cluster::manifest_dir::ClusterManifests;
 use crate::datapath::SharedDatapath;
 
+/// A frontend a pass wrote, for the agent's events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceWrite {
+    /// Added or changed, with its service id (reverse NAT index).
+    Upserted(u16, weir_lb::Frontend),
+    /// Removed; its service id while it was programmed.
+    Deleted(u16),
+}
+
 /// The services reconciler's state.
 pub struct ServiceSync {
+    /// Frontends written since [`ServiceSync::take_writes`] was last called.
+    writes: Vec<ServiceWrite>,
     compiler: weir_lb::LbCompiler,
     writer: LbSync,
     /// The problems last reported, so each is logged once.
@@ -30,6 +41,7 @@ impl ServiceSync {
         writer: LbSync,
     ) -> ServiceSync {
         ServiceSync {
+            writes: Vec::new(),
             compiler: weir_lb::LbCompiler::new(node, options),
             writer,
             problems: Vec::new(),
@@ -43,6 +55,11 @@ impl ServiceSync {
     pub fn with_metrics(mut self, metrics: LbMetrics) -> ServiceSync {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// The frontends written by the passes since the last call.
+    pub fn take_writes(&mut self) -> Vec<ServiceWrite> {
+        std::mem::take(&mut self.writes)
     }
 
     /// Compiles and writes what changed since the last pass; a pass with
@@ -70,6 +87,12 @@ impl ServiceSync {
         if changed.is_empty() && !self.failed && problems == self.problems {
             return Ok(());
         }
+        // The ids of removed frontends are released by the write.
+        let removed: Vec<(weir_lb::FrontendKey, u16)> = changed
+            .iter()
+            .filter(|key| !self.compiler.frontends().contains_key(key))
+            .filter_map(|key| Some((*key, self.writer.service_id(key)?)))
+            .collect();
         let result = self.writer.apply(
             datapath.lock().ebpf_mut(),
             self.compiler.frontends(),
@@ -88,6 +111,24 @@ impl ServiceSync {
             });
         }
         self.problems = problems;
+        if result.is_ok() {
+            let frontends = self.compiler.frontends();
+            for key in &changed {
+                if let (Some(frontend), Some(id)) =
+                    (frontends.get(key), self.writer.service_id(key))
+                {
+                    self.writes
+                        .push(ServiceWrite::Upserted(id, frontend.clone()));
+                }
+            }
+            // An id another scope of the same address still holds is not
+            // deleted.
+            for (key, id) in removed {
+                if self.writer.service_id(&key).is_none() {
+                    self.writes.push(ServiceWrite::Deleted(id));
+                }
+            }
+        }
         if result.is_ok() && !changed.is_empty() {
             info!(
                 services = self.compiler.services(),

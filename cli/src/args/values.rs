@@ -37,6 +37,29 @@ impl EventType {
     }
 }
 
+/// The kinds of events `monitor --type` names: the datapath's and the
+/// agent's own.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MonitorType {
+    Drop,
+    Trace,
+    PolicyVerdict,
+    /// The agent's events (policy, endpoint, ipcache, service changes).
+    Agent,
+}
+
+impl MonitorType {
+    /// The datapath event kind, none for agent events.
+    pub fn datapath(self) -> Option<EventType> {
+        match self {
+            MonitorType::Drop => Some(EventType::Drop),
+            MonitorType::Trace => Some(EventType::Trace),
+            MonitorType::PolicyVerdict => Some(EventType::PolicyVerdict),
+            MonitorType::Agent => None,
+        }
+    }
+}
+
 /// Flow verdicts, spelt as Hubble's enum names them.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -65,6 +65,7 @@ pub async fn add(request: AddRequest) -> Result<Value, CniError> {
         host_ifname: spec.host_ifname.clone(),
         pod_ip: spec.pod_ip,
         pod_mac: spec.pod_mac,
+        netns_cookie: network.netns_cookie,
     };
     // The agent attaches its programs and closes the endpoint, and answers
     // once the endpoint's policy is in the kernel; only then does the host

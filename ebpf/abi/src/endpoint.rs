@@ -123,6 +123,39 @@ impl EndpointInfo {
     }
 }
 
+/// Value of `weir_netns_owners` (keyed by the netns cookie, a `u64`): the
+/// host-side ifindex of the pod whose namespace it is, whose
+/// `weir_endpoints` entry has its id, identity and address; or, for the
+/// node's own namespace, [`NetnsOwner::NODE`] and the node's address.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetnsOwner {
+    pub ifindex: u32,
+    /// The node's IPv4 address (network order) when `ifindex` is
+    /// [`NetnsOwner::NODE`]; unused for a pod (its entry has it).
+    pub ipv4: [u8; 4],
+}
+
+impl NetnsOwner {
+    /// `ifindex` of the node's own namespace: its processes are `host`.
+    pub const NODE: u32 = 0;
+
+    pub const fn pod(ifindex: u32) -> NetnsOwner {
+        NetnsOwner {
+            ifindex,
+            ipv4: [0; 4],
+        }
+    }
+
+    pub const fn node(ipv4: [u8; 4]) -> NetnsOwner {
+        NetnsOwner {
+            ifindex: Self::NODE,
+            ipv4,
+        }
+    }
+}
+
+const _: () = assert!(size_of::<NetnsOwner>() == 8);
 const _: () = assert!(size_of::<EndpointKey>() == 4);
 const _: () = assert!(size_of::<EndpointInfo>() == 36);
 
@@ -144,3 +177,6 @@ unsafe impl aya::Pod for EndpointKey {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for EndpointInfo {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NetnsOwner {}

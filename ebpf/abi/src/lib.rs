@@ -40,7 +40,8 @@ pub use reason::Reason;
 /// 3: `EndpointInfo` gained `ipv6` and `ipv6_link_local` (IPv6 source
 /// validation, issue 16 item 1); `weir_conntrack` holds TCP only, other
 /// protocols are in `weir_conntrack_any`; `weir_ct_budget` (issue 16
-/// item 6).
+/// item 6); `weir_netns_owners` (socket-LB drops name their pod, issue 18
+/// item 4).
 pub const ABI_VERSION: u32 = 3;
 
 /// Names of the maps the datapath object defines. User space opens maps by
@@ -89,6 +90,11 @@ pub mod map_names {
     /// Per-endpoint budget of new conntrack and service NAT entries, by
     /// endpoint id ([`crate::conntrack::CtBudget`]).
     pub const CT_BUDGET: &str = "weir_ct_budget";
+    /// Who owns a network namespace, by netns cookie
+    /// ([`crate::endpoint::NetnsOwner`]): the cgroup hooks see a socket's
+    /// namespace, not its interface, and name the pod (or the node) of
+    /// what they refuse with it.
+    pub const NETNS_OWNERS: &str = "weir_netns_owners";
 }
 
 /// Names of the TC programs in the datapath object.

@@ -3,11 +3,16 @@
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap};
+use weir_abi::endpoint::NetnsOwner;
 use weir_abi::{CtEntry, CtKey, EndpointInfo, EndpointKey, IpcacheKey, IpcacheValue};
 use weir_abi::{PolicyEntry, PolicyKey};
 
 #[map(name = "weir_endpoints")]
 pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(65_535, 0);
+
+/// Pods (and the node) by netns cookie, for the cgroup hooks.
+#[map(name = "weir_netns_owners")]
+pub static NETNS_OWNERS: HashMap<u64, NetnsOwner> = HashMap::pinned(65_535, 0);
 
 #[map(name = "weir_ipcache")]
 pub static IPCACHE: LpmTrie<IpcacheKey, IpcacheValue> = LpmTrie::pinned(65_536, 0);

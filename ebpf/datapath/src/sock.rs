@@ -13,13 +13,15 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::LruHashMap;
 use aya_ebpf::programs::SockAddrContext;
 use aya_ebpf::EbpfContext;
+use weir_abi::endpoint::NetnsOwner;
 use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::lb::{Lb4AffinityKey, Lb4SockKey, Lb4SockRevNat};
-use weir_abi::{Reason, TrafficDirection};
+use weir_abi::{identity, EndpointKey, Reason, TrafficDirection};
 
 use crate::events::{self, Report};
 use crate::lb;
+use crate::maps::{ENDPOINTS, NETNS_OWNERS};
 use crate::metrics;
 
 /// Let the syscall go on.
@@ -84,7 +86,7 @@ pub fn translate(ctx: &SockAddrContext) -> i32 {
     };
     let hash = lb::hash_words(&[cookie as u32, (cookie >> 32) as u32]);
     let Some(selected) = lb::select(&service, hash, client) else {
-        refuse(address, port, protocol as u8);
+        refuse(netns, address, port, protocol as u8);
         return SYS_REJECT;
     };
     let backend = selected.backend;
@@ -103,6 +105,38 @@ pub fn translate(ctx: &SockAddrContext) -> i32 {
     let _ = SOCK_REVNAT.insert(key, frontend, BPF_ANY as u64);
     set_user_addr(ctx, backend.address, backend.port);
     SYS_PROCEED
+}
+
+/// Fills in who owns the socket's network namespace `netns` (a cgroup hook
+/// sees no interface and, before the socket is bound, no source address):
+/// a pod's endpoint id, identity and address, from its `weir_endpoints`
+/// entry; for the node's own namespace, `host` and the node's address.
+/// Returns the pod's host-side ifindex (0 for the node or an unknown
+/// namespace, whose report names nobody).
+#[inline(always)]
+fn owner(netns: u64, report: &mut Report) -> u32 {
+    let Some(owner) = NETNS_OWNERS.get_ptr(netns) else {
+        return 0;
+    };
+    // SAFETY: a pointer from a successful lookup; the value is Copy.
+    let owner = unsafe { *owner };
+    if owner.ifindex == NetnsOwner::NODE {
+        report.endpoint_identity = identity::HOST;
+        report.flow.saddr[..4].copy_from_slice(&owner.ipv4);
+        return 0;
+    }
+    let Some(endpoint) = ENDPOINTS.get_ptr(EndpointKey {
+        ifindex: owner.ifindex,
+    }) else {
+        return 0;
+    };
+    // SAFETY: as above; only Copy fields are read.
+    let (id, endpoint_identity, ipv4) =
+        unsafe { ((*endpoint).id, (*endpoint).identity, (*endpoint).ipv4) };
+    report.endpoint_id = id;
+    report.endpoint_identity = endpoint_identity;
+    report.flow.saddr[..4].copy_from_slice(&ipv4);
+    owner.ifindex
 }
 
 /// recvmsg4 and getpeername4: backend → the frontend the socket asked for.
@@ -126,21 +160,23 @@ pub fn reverse(ctx: &SockAddrContext) -> i32 {
 }
 
 /// Counts and reports a connection refused for want of a backend, and sets
-/// the errno the application sees.
+/// the errno the application sees. The report names the socket's owner
+/// (see [`owner`]).
 #[inline(always)]
-fn refuse(address: [u8; 4], port: [u8; 2], protocol: u8) {
+fn refuse(netns: u64, address: [u8; 4], port: [u8; 2], protocol: u8) {
     metrics::account(TrafficDirection::Egress, Reason::DropNoService, 0);
     let mut report = Report::new();
     report.flow.family = FAMILY_IPV4;
     report.flow.protocol = protocol;
     report.flow.daddr[..4].copy_from_slice(&address);
     report.flow.dport = port;
+    let ifindex = owner(netns, &mut report);
     events::report(
         &report,
         Reason::DropNoService,
         TrafficDirection::Egress,
         true,
-        0,
+        ifindex,
         0,
     );
     // SAFETY: bpf_set_retval only sets the errno the syscall returns.

@@ -42,6 +42,13 @@ impl EndpointDatapath for RecordingDatapath {
         self.forgotten.push(address);
         Ok(())
     }
+
+    fn retain_netns_owners(
+        &mut self,
+        _cookies: &std::collections::BTreeSet<u64>,
+    ) -> Result<usize, DatapathError> {
+        Ok(0)
+    }
 }
 
 struct Fixture {
@@ -88,6 +95,7 @@ fn new_endpoint(id: &str, ipv4: Ipv4Addr) -> NewEndpoint {
         host_ifindex: 9,
         ipv4,
         mac: "02:00:00:00:00:01".into(),
+        netns_cookie: 0,
     }
 }
 
