@@ -70,13 +70,59 @@ fn aggregation() -> u8 {
     unsafe { core::ptr::read_volatile(&WEIR_MONITOR_AGGREGATION) }
 }
 
-fn emit(event: &FlowEvent) {
-    if EVENTS.output::<FlowEvent>(event, 0).is_err() {
+/// What every event of one packet shares; [`emit`] adds its kind.
+struct Common {
+    endpoint_id: u16,
+    ifindex: u32,
+    len: u32,
+    src_identity: u32,
+    dst_identity: u32,
+    flags: u8,
+    ct_state: u8,
+    match_type: u8,
+}
+
+/// Writes one event straight into the ring buffer (reserve, fill,
+/// submit): the 80-byte record is never built on the stack, which the pod
+/// programs need for their own state. A full ring counts a lost event.
+#[inline(always)]
+fn emit(flow: &Flow, common: &Common, kind: u8, subtype: u8, verdict_reason: u8) {
+    let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
         if let Some(lost) = EVENT_LOSS.get_ptr_mut(0) {
             // SAFETY: per-CPU slot of this CPU, from a successful lookup.
             unsafe { *lost += 1 };
         }
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at a reserved, exclusively owned record of
+    // `size_of::<FlowEvent>()` bytes; zeroed first (padding included), so
+    // the reference below is to an initialised integers-only struct.
+    unsafe {
+        record.write_bytes(0, 1);
+        let event = &mut *record;
+        event.kind = kind;
+        event.subtype = subtype;
+        event.endpoint_id = common.endpoint_id;
+        event.ifindex = common.ifindex;
+        event.timestamp_ns = bpf_ktime_get_ns();
+        event.len = common.len;
+        event.src_identity = common.src_identity;
+        event.dst_identity = common.dst_identity;
+        event.family = flow.family;
+        event.protocol = flow.protocol;
+        event.tcp_flags = flow.tcp_flags;
+        event.icmp_type = flow.icmp_type;
+        event.flags = common.flags;
+        event.ct_state = common.ct_state;
+        event.match_type = common.match_type;
+        event.verdict_reason = verdict_reason;
+        event.saddr = flow.saddr;
+        event.daddr = flow.daddr;
+        event.sport = flow.sport;
+        event.dport = flow.dport;
     }
+    entry.submit(0);
 }
 
 /// Reports the packet as the aggregation level asks. `pod` is true for the
@@ -128,25 +174,12 @@ pub fn report(
     if ingress {
         flags |= FlowEvent::FLAG_INGRESS;
     }
-    let mut event = FlowEvent {
-        kind: EVENT_TRACE,
-        subtype: match (pod, ingress) {
-            (true, true) => OBS_TO_ENDPOINT,
-            (true, false) => OBS_FROM_ENDPOINT,
-            (false, true) => OBS_FROM_NETWORK,
-            (false, false) => OBS_TO_NETWORK,
-        },
+    let common = Common {
         endpoint_id: report.endpoint_id,
         ifindex,
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
         len,
         src_identity,
         dst_identity,
-        family: flow.family,
-        protocol: flow.protocol,
-        tcp_flags: flow.tcp_flags,
-        icmp_type: flow.icmp_type,
         flags,
         // Untracked packets are reported as established (no connection).
         ct_state: if tracked {
@@ -155,34 +188,20 @@ pub fn report(
             CT_ESTABLISHED
         },
         match_type: report.match_type,
-        verdict_reason: 0,
-        pad0: [0; 4],
-        saddr: flow.saddr,
-        daddr: flow.daddr,
-        sport: flow.sport,
-        dport: flow.dport,
-        pad1: [0; 4],
     };
     if verdict {
-        event.kind = EVENT_POLICY_VERDICT;
-        event.subtype = 0;
-        event.verdict_reason = if dropped { reason as u8 } else { 0 };
-        emit(&event);
+        let verdict_reason = if dropped { reason as u8 } else { 0 };
+        emit(flow, &common, EVENT_POLICY_VERDICT, 0, verdict_reason);
     }
     if dropped {
-        event.kind = EVENT_DROP;
-        event.subtype = reason as u8;
-        event.verdict_reason = 0;
-        emit(&event);
+        emit(flow, &common, EVENT_DROP, reason as u8, 0);
     } else if new_or_flags || aggregation() == AGGREGATION_NONE {
-        event.kind = EVENT_TRACE;
-        event.subtype = match (pod, ingress) {
+        let point = match (pod, ingress) {
             (true, true) => OBS_TO_ENDPOINT,
             (true, false) => OBS_FROM_ENDPOINT,
             (false, true) => OBS_FROM_NETWORK,
             (false, false) => OBS_TO_NETWORK,
         };
-        event.verdict_reason = 0;
-        emit(&event);
+        emit(flow, &common, EVENT_TRACE, point, 0);
     }
 }

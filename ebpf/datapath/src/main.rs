@@ -27,6 +27,7 @@ mod parse;
 mod pod;
 mod policy;
 mod reject;
+mod scratch;
 mod sock;
 
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
@@ -110,8 +111,9 @@ fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
 }
 
 /// Counts and reports a node-device packet. A function of its own (a
-/// BPF-to-BPF call) so that its frame (report, event) and service NAT's
-/// are never on the stack together: inlined, they exceed 512 bytes.
+/// BPF-to-BPF call) so that its frame and service NAT's are never on the
+/// stack together (the report and the event themselves are in per-CPU
+/// scratch and the ring buffer).
 #[inline(never)]
 fn netdev_verdict(
     ctx: &TcContext,
@@ -119,7 +121,9 @@ fn netdev_verdict(
     parsed: &Result<parse::Flow, Reason>,
     outcome: nodeport::Outcome,
 ) -> i32 {
-    let mut report = Report::new();
+    let Some(report) = scratch::report() else {
+        return TC_ACT_SHOT;
+    };
     let reason = match parsed {
         Ok(flow) => {
             report.flow = *flow;
@@ -129,67 +133,78 @@ fn netdev_verdict(
     };
     // On a node device nothing is tracked: only drops are reported (with
     // aggregation off, every packet).
-    verdict(ctx, direction, reason, &report, false)
+    verdict(ctx, direction, reason, report, false)
 }
 
 #[inline(always)]
 fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
-    let mut report = Report::new();
-    let egress = direction == TrafficDirection::Egress;
-    // Service NAT and the pod path are sibling calls of this function (not
-    // nested in a closure): nested, their frames exceed the 512-byte stack.
+    // The packet's state lives in per-CPU scratch, not on the stack.
+    let Some(report) = scratch::report() else {
+        return TC_ACT_SHOT;
+    };
     let reason = match parse::parse(ctx) {
         Err(reason) => reason,
-        Ok(mut flow) => {
-            // One endpoint lookup per packet, for both calls below.
-            let endpoint = if flow.is_ip() {
-                pod::lookup(ifindex(ctx))
-            } else {
-                core::ptr::null()
-            };
-            // The pod's source and endpoint first: nothing it sends from an
-            // address it does not own, or before it is ready, reaches
-            // service NAT (which inserts entries into shared maps).
-            let admitted = if egress {
-                pod::admit(endpoint, &flow, &mut report)
-            } else {
-                Reason::Forwarded
-            };
-            // Services next (policy must see the backend) ...
-            let lb = if admitted.is_drop() {
-                nodeport::Outcome::drop(admitted)
-            } else if egress {
-                nodeport::pod_egress(ctx, &mut flow, report.endpoint_id)
-            } else {
-                nodeport::Outcome::CONTINUE
-            };
+        Ok(flow) => {
             report.flow = flow;
-            // ICMP errors: whether the packet they quote is tracked (a
-            // sibling call too: below the pod path there is no room).
-            let related = icmp_error::is_error(&flow) && icmp_error::related(ctx, &flow, direction);
-            match lb.drop_reason() {
-                Some(reason) => reason,
-                None => match pod::handle(endpoint, &flow, direction, related, &mut report) {
-                    Err(reason) => reason,
-                    // ... replies translated back last (conntrack and
-                    // policy saw the backend's packet).
-                    Ok(()) if !egress && report.ct_state == weir_abi::events::CT_REPLY => {
-                        nodeport::pod_ingress(ctx, &flow)
-                            .drop_reason()
-                            .unwrap_or(Reason::Forwarded)
-                    }
-                    // ... as are the quotes of errors about them.
-                    Ok(()) if !egress && report.ct_state == weir_abi::events::CT_RELATED => {
-                        icmp_error::to_pod(ctx, &flow)
-                            .drop_reason()
-                            .unwrap_or(Reason::Forwarded)
-                    }
-                    Ok(()) => Reason::Forwarded,
-                },
-            }
+            pod_path(ctx, direction, report)
         }
     };
-    verdict(ctx, direction, reason, &report, true)
+    verdict(ctx, direction, reason, report, true)
+}
+
+/// Service NAT, conntrack and policy for a parsed packet of a pod
+/// interface; `report.flow` is the packet (translated in place).
+#[inline(always)]
+fn pod_path(ctx: &TcContext, direction: TrafficDirection, report: &mut Report) -> Reason {
+    let egress = direction == TrafficDirection::Egress;
+    // One endpoint lookup per packet, for both calls below.
+    let endpoint = if report.flow.is_ip() {
+        pod::lookup(ifindex(ctx))
+    } else {
+        core::ptr::null()
+    };
+    // The pod's source and endpoint first: nothing it sends from an address
+    // it does not own, or before it is ready, reaches service NAT (which
+    // inserts entries into shared maps).
+    let admitted = if egress {
+        pod::admit(endpoint, report)
+    } else {
+        Reason::Forwarded
+    };
+    // Service NAT and the pod path are sibling calls of this function (not
+    // nested): nested, their frames exceed the 512-byte stack. Services
+    // first (policy must see the backend) ...
+    let lb = if admitted.is_drop() {
+        nodeport::Outcome::drop(admitted)
+    } else if egress {
+        nodeport::pod_egress(ctx, &mut report.flow, report.endpoint_id)
+    } else {
+        nodeport::Outcome::CONTINUE
+    };
+    if let Some(reason) = lb.drop_reason() {
+        return reason;
+    }
+    // ICMP errors: whether the packet they quote is tracked (a sibling call
+    // too: below the pod path there is no room).
+    let related =
+        icmp_error::is_error(&report.flow) && icmp_error::related(ctx, &report.flow, direction);
+    match pod::handle(endpoint, direction, related, report) {
+        Err(reason) => reason,
+        // ... replies translated back last (conntrack and policy saw the
+        // backend's packet).
+        Ok(()) if !egress && report.ct_state == weir_abi::events::CT_REPLY => {
+            nodeport::pod_ingress(ctx, &report.flow)
+                .drop_reason()
+                .unwrap_or(Reason::Forwarded)
+        }
+        // ... as are the quotes of errors about them.
+        Ok(()) if !egress && report.ct_state == weir_abi::events::CT_RELATED => {
+            icmp_error::to_pod(ctx, &report.flow)
+                .drop_reason()
+                .unwrap_or(Reason::Forwarded)
+        }
+        Ok(()) => Reason::Forwarded,
+    }
 }
 
 #[inline(always)]

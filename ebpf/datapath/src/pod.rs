@@ -66,9 +66,9 @@ pub fn lookup(ifindex: u32) -> *const EndpointInfo {
 /// may go on; the endpoint's id is in `report`. A function of its own (a
 /// BPF-to-BPF call), so its frame is gone when service NAT runs.
 #[inline(never)]
-pub fn admit(endpoint: *const EndpointInfo, flow: &Flow, report: &mut Report) -> Reason {
-    match endpoint_of(endpoint, flow, TrafficDirection::Egress, report) {
-        Ok(Some(endpoint)) if !endpoint.is_ready() && !is_icmpv6_link_control(flow) => {
+pub fn admit(endpoint: *const EndpointInfo, report: &mut Report) -> Reason {
+    match endpoint_of(endpoint, TrafficDirection::Egress, report) {
+        Ok(Some(endpoint)) if !endpoint.is_ready() && !is_icmpv6_link_control(&report.flow) => {
             Reason::DropEpNotReady
         }
         Ok(_) => Reason::Forwarded,
@@ -106,10 +106,10 @@ impl Gate {
 #[inline(always)]
 fn endpoint_of(
     endpoint: *const EndpointInfo,
-    flow: &Flow,
     direction: TrafficDirection,
     report: &mut Report,
 ) -> Result<Option<Gate>, Reason> {
+    let flow = &report.flow;
     if direction == TrafficDirection::Egress && is_icmpv6_router_message(flow) {
         return Err(Reason::DropForbiddenIcmp6);
     }
@@ -151,18 +151,17 @@ fn endpoint_of(
 #[inline(never)]
 pub fn handle(
     endpoint: *const EndpointInfo,
-    flow: &Flow,
     direction: TrafficDirection,
     related: bool,
     report: &mut Report,
 ) -> Result<(), Reason> {
-    let Some(endpoint) = endpoint_of(endpoint, flow, direction, report)? else {
+    let Some(endpoint) = endpoint_of(endpoint, direction, report)? else {
         return Ok(());
     };
     let enforced = endpoint.enforced(direction);
-    let (scope, reply_scope, peer_addr) = match direction {
-        TrafficDirection::Egress => (CT_SCOPE_EGRESS, CT_SCOPE_INGRESS, &flow.daddr),
-        TrafficDirection::Ingress => (CT_SCOPE_INGRESS, CT_SCOPE_EGRESS, &flow.saddr),
+    let (scope, reply_scope) = match direction {
+        TrafficDirection::Egress => (CT_SCOPE_EGRESS, CT_SCOPE_INGRESS),
+        TrafficDirection::Ingress => (CT_SCOPE_INGRESS, CT_SCOPE_EGRESS),
     };
     if !endpoint.is_ready() {
         return Err(Reason::DropEpNotReady);
@@ -181,9 +180,9 @@ pub fn handle(
     // were tracked, so a rule for any port still admits it), a default
     // deny names the missing first fragment (a deny rule keeps its own
     // reason), and nothing is tracked.
-    if flow.fragment == FRAGMENT_UNKNOWN {
+    if report.flow.fragment == FRAGMENT_UNKNOWN {
         if enforced {
-            check_policy(endpoint.id, direction, peer_addr, flow, report).map_err(|reason| {
+            check_policy(endpoint.id, direction, report).map_err(|reason| {
                 if reason == Reason::DropPolicyDenied {
                     Reason::DropFragNotFound
                 } else {
@@ -193,7 +192,7 @@ pub fn handle(
         }
         return Ok(());
     }
-    let state = conntrack::lookup(flow, scope, reply_scope);
+    let state = conntrack::lookup(&report.flow, scope, reply_scope);
     report.ct_state = match state {
         CtState::New => weir_abi::events::CT_NEW,
         CtState::Established => weir_abi::events::CT_ESTABLISHED,
@@ -203,7 +202,7 @@ pub fn handle(
         return Ok(());
     }
     if enforced {
-        check_policy(endpoint.id, direction, peer_addr, flow, report)?;
+        check_policy(endpoint.id, direction, report)?;
     }
     if state == CtState::New {
         // What the pod's own packets insert is bounded per endpoint; the
@@ -212,21 +211,25 @@ pub fn handle(
         if direction == TrafficDirection::Egress && !budget::take(endpoint.id) {
             return Err(Reason::DropRateLimited);
         }
-        conntrack::create(flow, scope)?;
+        conntrack::create(&report.flow, scope)?;
     }
     Ok(())
 }
 
-/// The policy verdict for `flow` of endpoint `endpoint_id`, the peer at
-/// `peer_addr`, recorded in `report`.
+/// The policy verdict for `report.flow` of endpoint `endpoint_id`,
+/// recorded in `report`. The peer is the destination of what the pod sends
+/// and the source of what it receives.
 #[inline(always)]
 fn check_policy(
     endpoint_id: u16,
     direction: TrafficDirection,
-    peer_addr: &[u8; 16],
-    flow: &Flow,
     report: &mut Report,
 ) -> Result<(), Reason> {
+    let flow = &report.flow;
+    let peer_addr = match direction {
+        TrafficDirection::Egress => &flow.daddr,
+        TrafficDirection::Ingress => &flow.saddr,
+    };
     let (peer, address) = policy::peer_of(flow.family, peer_addr);
     report.peer_identity = peer;
     let (match_type, outcome) = policy::decide(endpoint_id, direction, peer, address, flow);
