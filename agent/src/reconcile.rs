@@ -39,6 +39,7 @@ use weir_types::LabelSet;
 use crate::cluster::kubernetes::KubernetesSource;
 use crate::cluster::kvstore::SharedView;
 use crate::cluster::manifest_dir::{ClusterManifests, ManifestDir};
+use crate::datapath::maps;
 use crate::datapath::maps::fill::FullMap;
 use crate::datapath::SharedDatapath;
 use crate::endpoint::ipam::AttachmentKey;
@@ -168,6 +169,11 @@ pub struct Reconciler {
     manifests_read: bool,
     /// Where the changes of each pass are announced (GetAgentEvents).
     events: Option<AgentEvents>,
+    /// Something that decides verdicts (policy entries, ipcache entries,
+    /// enforcement flags) may have changed since the policy revision last
+    /// moved. True at start: an earlier agent may have written without
+    /// moving it.
+    verdicts_changed: bool,
 }
 
 impl Reconciler {
@@ -210,6 +216,7 @@ impl Reconciler {
             policy_inputs: None,
             manifests_read: false,
             events: None,
+            verdicts_changed: true,
         }
     }
 
@@ -351,8 +358,11 @@ impl Reconciler {
                 None => Ok(()),
             };
             drop(datapath);
+            // A failed sync may have written part of its diff.
+            self.verdicts_changed |= ipcache.is_err();
             self.record(|s| &mut s.ipcache, ipcache.and(cidrs), &mut failed);
             let writes = self.ipcache.take_writes();
+            self.verdicts_changed |= !writes.is_empty();
             if let Some(events) = &self.events {
                 events.ipcache(&writes, &endpoints);
             }
@@ -382,6 +392,7 @@ impl Reconciler {
                     if let Some(written) = self.endpoints_map.written() {
                         self.readiness.publish(written);
                     }
+                    self.verdicts_changed |= result.as_ref().map_or(true, |ids| !ids.is_empty());
                     let ok = result.map(|ids| regenerated.extend(ids));
                     let flags_written = ok.is_ok();
                     self.record(|s| &mut s.endpoints, ok, &mut failed);
@@ -397,12 +408,18 @@ impl Reconciler {
                 }
                 other => other,
             };
+            self.verdicts_changed |= !regenerated.is_empty() || result.is_err();
             if let Err(error) = &result {
                 // What this pass meant to write for these endpoints is not
                 // (all) in force.
                 self.announce_regenerated(&regenerated, &endpoints, Some(&format!("{error:#}")));
             }
             self.record(|s| &mut s.policy, result, &mut failed);
+        }
+        // Last, once this pass's writes are all in: established connections
+        // check their verdict again on their next packet.
+        if self.verdicts_changed {
+            self.advance_policy_revision();
         }
         if written {
             self.observe(started, &regenerated, &endpoints);
@@ -467,6 +484,19 @@ impl Reconciler {
         step.record(Instant::now(), result);
         if let Some(metrics) = &self.step_metrics {
             metrics.ran(step.name(), step.failures());
+        }
+    }
+
+    /// Moves the datapath's policy revision on; if that fails, the next
+    /// pass tries again (until then established connections keep verdicts
+    /// from before this pass's changes: logged).
+    fn advance_policy_revision(&mut self) {
+        match maps::advance_policy_revision(self.datapath.lock().ebpf_mut()) {
+            Ok(_) => self.verdicts_changed = false,
+            Err(error) => warn!(
+                %error,
+                "cannot move the policy revision: established connections keep their verdicts until it moves"
+            ),
         }
     }
 

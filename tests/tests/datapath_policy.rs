@@ -88,6 +88,9 @@ fn rule(
         },
     )
     .unwrap();
+    // As the agent's pass does once its writes are in: connections
+    // established under the old entries check their verdict again.
+    maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();
 }
 
 /// Runs `frame` through `program` and returns (verdict, the reason counted).
@@ -211,6 +214,7 @@ fn exact_port_rules_allow_only_that_port_and_peer() {
         },
     )
     .unwrap();
+    maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();
     assert_eq!(
         run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
         Reason::DropPolicyDenied
@@ -493,6 +497,88 @@ fn removing_an_allow_stops_the_established_connection() {
     maps::remove_policy(datapath.ebpf_mut(), POLICY_PREFIX_FULL, key).unwrap();
     let mut ack = syn.clone();
     ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
+    // The verdict is cached in the conntrack entry until the revision
+    // moves (the agent moves it once a pass's writes are all in).
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &ack).1,
+        Reason::Forwarded,
+        "the established connection keeps the verdict of its revision"
+    );
+    let revision = maps::policy_revision(datapath.ebpf_mut()).unwrap();
+    let next = maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();
+    assert!(next > revision, "{next} > {revision}");
+    for _ in 0..2 {
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &ack).1,
+            Reason::DropPolicyDenied,
+            "checked again at the new revision, and every packet after a denial"
+        );
+    }
+    // Allowed again: the connection goes on once the revision moves.
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        ip_proto::TCP,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &ack).1,
+        Reason::Forwarded
+    );
+}
+
+/// The revocation of a cached verdict through each thing it depends on:
+/// the peer's identity (ipcache) and the endpoint's enforcement flags.
+#[test]
+fn a_cached_verdict_is_checked_again_when_the_peer_or_the_enforcement_changes() {
+    let (_pins, mut datapath) = setup(0);
+    let syn = tcp_syn_to(80);
+    let mut ack = syn.clone();
+    ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
+    // Unenforced: the connection opens without policy.
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &syn).1,
+        Reason::Forwarded
+    );
+    // Enforcement turns on with an allow for the peer's identity.
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        ip_proto::TCP,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    let mut endpoint = maps::endpoint_entries(datapath.ebpf_mut()).unwrap()[&LOOPBACK_IFINDEX];
+    endpoint.flags = EndpointInfo::EGRESS_ENFORCED;
+    maps::set_endpoint(datapath.ebpf_mut(), LOOPBACK_IFINDEX, endpoint).unwrap();
+    maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &ack).1,
+        Reason::Forwarded
+    );
+    // The peer's address gets another identity: not allowed.
+    maps::set_ipcache(
+        datapath.ebpf_mut(),
+        "10.99.0.2/32".parse().unwrap(),
+        IpcacheValue {
+            identity: PEER_IDENTITY + 1,
+            node_ipv4: [0; 4],
+            address_identity: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut datapath, ProgramKind::FromPod, &ack).1,
+        Reason::Forwarded,
+        "cached until the revision moves"
+    );
+    maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();
     assert_eq!(
         run(&mut datapath, ProgramKind::FromPod, &ack).1,
         Reason::DropPolicyDenied
@@ -598,6 +684,7 @@ fn unknown_peers_are_world_and_cidr_prefixes_match() {
         },
     )
     .unwrap();
+    maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();
     assert_eq!(
         run(&mut datapath, ProgramKind::FromPod, &tcp_syn_to(80)).1,
         Reason::DropPolicyDenied
@@ -760,6 +847,7 @@ fn an_established_connection_survives_a_policy_change_that_still_allows_it() {
         POLICY_PREFIX_ANY_PORT,
         POLICY_DENY,
     );
+    maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();
     let mut ack = syn.clone();
     ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
     assert_eq!(

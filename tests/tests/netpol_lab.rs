@@ -276,6 +276,50 @@ fn relabelling_pods_and_namespaces_updates_enforcement() {
     );
 }
 
+/// Issue 17 item 2: established connections keep their verdict in
+/// conntrack, stamped with the policy revision; a policy change moves the
+/// revision, and the connection it no longer allows stops on its next
+/// packet, while the one it still allows carries on. Two long-lived echo
+/// connections into x/a, from y/a and y/b; then the policy narrows to y/a.
+#[test]
+fn a_policy_change_ends_the_established_connections_it_no_longer_allows() {
+    use weir_lab::load::Streams;
+    const ECHO_INTERVAL: Duration = Duration::from_millis(20);
+    let mut lab = TestLab::up(2).unwrap();
+    lab.apply_yaml(&cluster_yaml()).unwrap();
+    let policy = |from: &str| {
+        format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: echo, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{ns: y}}}}{from}}}]\n    ports: [{{port: 80, protocol: TCP}}, {{port: 7000, endPort: 7001, protocol: TCP}}]\n")
+    };
+    lab.apply_yaml(&policy("")).unwrap();
+    let report = converge(&lab, TCP80, |s, d, _| !d.is("x/a") || s.ns == "y");
+    assert!(report.is_none(), "{}", report.unwrap());
+    let server = lab.pod("x/a").unwrap().clone();
+    let open = |client: &str, port: u16| {
+        let client = lab.pod(client).unwrap().netns.clone();
+        Streams::open(&client, &server.netns, server.ip, port, 1, ECHO_INTERVAL).unwrap()
+    };
+    let (kept, revoked) = (open("y/a", 7000), open("y/b", 7001));
+    std::thread::sleep(Duration::from_secs(1));
+    lab.apply_yaml(&policy(", podSelector: {matchLabels: {pod: a}}"))
+        .unwrap();
+    let report = converge(&lab, TCP80, |s, d, _| !d.is("x/a") || s.is("y/a"));
+    assert!(report.is_none(), "policy narrowed:\n{}", report.unwrap());
+    // Longer than a connection waits for an echo: y/b's next message has
+    // gone unanswered for that long by now.
+    std::thread::sleep(Duration::from_secs(7));
+    let kept = kept.finish().remove(0);
+    let revoked = revoked.finish().remove(0);
+    assert!(
+        kept.broken.is_none() && kept.round_trips > 10,
+        "the connection the new policy still allows carries on: {kept:?}"
+    );
+    let broken = revoked.broken.as_deref().unwrap_or_default();
+    assert!(
+        broken.contains("read the echo"),
+        "the connection the new policy no longer allows stops: {revoked:?}"
+    );
+}
+
 #[test]
 fn an_invalid_policy_is_refused_whole_and_leaves_enforcement_unchanged() {
     let mut lab = TestLab::up(1).unwrap();

@@ -13,6 +13,7 @@ pub mod netns_owners;
 pub mod ops;
 pub mod pod_cidrs;
 pub mod policy;
+pub mod policy_revision;
 
 pub use conntrack::{conntrack, conntrack_gc, forget_address, monotonic_now_ns, Forgotten};
 pub use endpoints::{
@@ -24,6 +25,7 @@ pub use ipcache::{ipcache_entries, ipcache_key, remove_ipcache, set_ipcache};
 pub use netns_owners::{netns_owner_entries, remove_netns_owner, set_netns_owner};
 pub use pod_cidrs::{pod_cidr_entries, remove_pod_cidr, set_pod_cidr, PodCidrOwner};
 pub use policy::{policy_entries, remove_policy, set_policy};
+pub use policy_revision::{advance_policy_revision, policy_revision};
 
 use std::net::IpAddr;
 

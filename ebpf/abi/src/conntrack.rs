@@ -43,6 +43,12 @@ pub struct CtEntry {
     /// Packets seen in the opening direction and in reply.
     pub packets_forward: u64,
     pub packets_reply: u64,
+    /// The policy revision (`weir_policy_revision`) at which the opening
+    /// direction was last allowed: while the revision has not moved, the
+    /// verdict holds and established packets skip the ipcache and policy
+    /// lookups; once it moves, the next packet is checked again (and
+    /// dropped if the new policy no longer allows it).
+    pub policy_revision: u64,
     /// TCP flags seen in either direction (OR of the flag bytes).
     pub tcp_flags: u8,
     pub pad: [u8; 7],
@@ -84,7 +90,7 @@ pub const fn ct_budget_globals(rate_per_s: u32, burst: u32) -> (u64, u64) {
 
 const _: () = assert!(size_of::<CtBudget>() == 8);
 const _: () = assert!(size_of::<CtKey>() == 40);
-const _: () = assert!(size_of::<CtEntry>() == 32);
+const _: () = assert!(size_of::<CtEntry>() == 40);
 
 // SAFETY: repr(C), integers only, no implicit padding (sizes pinned above).
 #[cfg(feature = "user")]

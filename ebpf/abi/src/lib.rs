@@ -42,6 +42,11 @@ pub use reason::Reason;
 /// protocols are in `weir_conntrack_any`; `weir_ct_budget` (issue 16
 /// item 6); `weir_netns_owners` (socket-LB drops name their pod, issue 18
 /// item 4).
+///
+/// Not versioned, because the sizes tell: `CtEntry` gained
+/// `policy_revision` (32 to 40 bytes; the layout check replaces the
+/// conntrack pins) and `weir_policy_revision` is a new map (issue 17
+/// item 2).
 pub const ABI_VERSION: u32 = 3;
 
 /// Names of the maps the datapath object defines. User space opens maps by
@@ -95,6 +100,11 @@ pub mod map_names {
     /// namespace, not its interface, and name the pod (or the node) of
     /// what they refuse with it.
     pub const NETNS_OWNERS: &str = "weir_netns_owners";
+    /// Array, index 0: the policy revision (u64), moved by the agent after
+    /// every change of what decides a verdict (policy entries, the
+    /// ipcache, enforcement flags). Conntrack entries stamped with an
+    /// older one are checked against policy again.
+    pub const POLICY_REVISION: &str = "weir_policy_revision";
 }
 
 /// Names of the TC programs in the datapath object.

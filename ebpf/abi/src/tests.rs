@@ -170,7 +170,8 @@ fn conntrack_layout_is_pinned() {
     assert_eq!(offset_of!(CtKey, sport), 32);
     assert_eq!(offset_of!(CtKey, protocol), 36);
     assert_eq!(offset_of!(CtKey, scope), 38);
-    assert_eq!(size_of::<CtEntry>(), 32);
+    assert_eq!(size_of::<CtEntry>(), 40);
+    assert_eq!(offset_of!(CtEntry, policy_revision), 24);
     assert_eq!(align_of::<CtEntry>(), 8);
 }
 

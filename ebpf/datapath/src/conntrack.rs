@@ -25,6 +25,37 @@ pub enum CtState {
     Reply,
 }
 
+/// What [`lookup`] found: the state, and for an established connection
+/// its entry (to read and renew the verdict's stamp).
+pub struct Tracked {
+    pub state: CtState,
+    entry: *mut CtEntry,
+}
+
+impl Tracked {
+    /// Whether the opening direction was allowed at policy `revision`
+    /// (so nothing that decides its verdict has changed since).
+    #[inline(always)]
+    pub fn verdict_current(&self, revision: u64) -> bool {
+        // SAFETY: a pointer from a successful lookup of a conntrack map,
+        // valid for the program's run (an LRU eviction meanwhile leaves the
+        // memory readable; the worst outcome is one more policy check).
+        self.state == CtState::Established
+            && !self.entry.is_null()
+            && unsafe { (*self.entry).policy_revision } == revision
+    }
+
+    /// Records that the opening direction was allowed at `revision`.
+    #[inline(always)]
+    pub fn stamp(&self, revision: u64) {
+        if self.state == CtState::Established && !self.entry.is_null() {
+            // SAFETY: as in `verdict_current`; a racing CPU stamping the
+            // same entry writes a revision it read no earlier than ours.
+            unsafe { (*self.entry).policy_revision = revision };
+        }
+    }
+}
+
 /// The map of the flow's protocol: TCP, or every other.
 #[inline(always)]
 fn table(protocol: u8) -> &'static LruHashMap<CtKey, CtEntry> {
@@ -69,7 +100,7 @@ fn timeout(protocol: u8, tcp_flags_seen: u8) -> u64 {
 /// Looks the packet up: as the opening direction of an entry in `scope`,
 /// then as the reply of an entry in `reply_scope`. Refreshes what it finds.
 #[inline(always)]
-pub fn lookup(flow: &Flow, scope: u8, reply_scope: u8) -> CtState {
+pub fn lookup(flow: &Flow, scope: u8, reply_scope: u8) -> Tracked {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let table = table(flow.protocol);
@@ -82,7 +113,10 @@ pub fn lookup(flow: &Flow, scope: u8, reply_scope: u8) -> CtState {
             (*entry).tcp_flags |= flow.tcp_flags;
             (*entry).expires_ns = now + timeout(flow.protocol, (*entry).tcp_flags);
         }
-        return CtState::Established;
+        return Tracked {
+            state: CtState::Established,
+            entry,
+        };
     }
     if let Some(entry) = table.get_ptr_mut(key(flow, reply_scope, true)) {
         // SAFETY: as above.
@@ -91,20 +125,28 @@ pub fn lookup(flow: &Flow, scope: u8, reply_scope: u8) -> CtState {
             (*entry).tcp_flags |= flow.tcp_flags;
             (*entry).expires_ns = now + timeout(flow.protocol, (*entry).tcp_flags);
         }
-        return CtState::Reply;
+        return Tracked {
+            state: CtState::Reply,
+            entry: core::ptr::null_mut(),
+        };
     }
-    CtState::New
+    Tracked {
+        state: CtState::New,
+        entry: core::ptr::null_mut(),
+    }
 }
 
-/// Starts tracking a new connection in `scope`.
+/// Starts tracking a new connection in `scope`, its verdict taken at
+/// policy `revision`.
 #[inline(always)]
-pub fn create(flow: &Flow, scope: u8) -> Result<(), Reason> {
+pub fn create(flow: &Flow, scope: u8, revision: u64) -> Result<(), Reason> {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let entry = CtEntry {
         expires_ns: now + timeout(flow.protocol, flow.tcp_flags),
         packets_forward: 1,
         packets_reply: 0,
+        policy_revision: revision,
         tcp_flags: flow.tcp_flags,
         pad: [0; 7],
     };

@@ -2,7 +2,7 @@
 //! Sizes are defaults; the agent may override them at load time.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap};
 use weir_abi::endpoint::NetnsOwner;
 use weir_abi::{CtEntry, CtKey, EndpointInfo, EndpointKey, IpcacheKey, IpcacheValue};
 use weir_abi::{PolicyEntry, PolicyKey};
@@ -29,3 +29,9 @@ pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(65_536, 0)
 /// Flows of every protocol but TCP.
 #[map(name = "weir_conntrack_any")]
 pub static CONNTRACK_ANY: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(65_536, 0);
+
+/// Index 0: the policy revision, moved by the agent after every change of
+/// what decides a verdict. Conntrack entries carry the revision their
+/// verdict was taken at (see `pod::handle`).
+#[map(name = "weir_policy_revision")]
+pub static POLICY_REVISION: Array<u64> = Array::pinned(1, 0);

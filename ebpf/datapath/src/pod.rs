@@ -8,9 +8,11 @@
 //! (IPv6: its link-local address or its IPv6 address, see
 //! [`source_allowed`]);
 //! the peer is the destination. To-pod (the pod's ingress): the peer is the
-//! source. Packets in the opening direction of a connection are checked
-//! against policy every time (so a policy change also stops established
-//! connections it no longer allows); replies of tracked connections pass.
+//! source. A connection's verdict is cached in its conntrack entry with the
+//! policy revision it was taken at; packets in the opening direction are
+//! checked against policy again whenever the revision has moved (so a
+//! policy change also stops established connections it no longer allows);
+//! replies of tracked connections pass.
 
 use weir_abi::conntrack::{CT_SCOPE_EGRESS, CT_SCOPE_INGRESS};
 use weir_abi::ip_proto;
@@ -192,7 +194,12 @@ pub fn handle(
         }
         return Ok(());
     }
-    let state = conntrack::lookup(&report.flow, scope, reply_scope);
+    // Read before any policy lookup, so a verdict is never stamped with a
+    // revision newer than the maps it was decided on: a change landing
+    // during the lookups moves the revision past the stamp.
+    let revision = policy::revision();
+    let tracked = conntrack::lookup(&report.flow, scope, reply_scope);
+    let state = tracked.state;
     report.ct_state = match state {
         CtState::New => weir_abi::events::CT_NEW,
         CtState::Established => weir_abi::events::CT_ESTABLISHED,
@@ -201,8 +208,14 @@ pub fn handle(
     if state == CtState::Reply {
         return Ok(());
     }
-    if enforced {
+    // An established connection allowed at the current revision keeps its
+    // verdict: one conntrack lookup, no ipcache or policy lookups. Once
+    // the revision moves, its next packet is checked again (and dropped
+    // if the policy no longer allows it; the stamp stays old, so every
+    // packet after it is checked too).
+    if enforced && !tracked.verdict_current(revision) {
         check_policy(endpoint.id, direction, report)?;
+        tracked.stamp(revision);
     }
     if state == CtState::New {
         // What the pod's own packets insert is bounded per endpoint; the
@@ -211,7 +224,7 @@ pub fn handle(
         if direction == TrafficDirection::Egress && !budget::take(endpoint.id) {
             return Err(Reason::DropRateLimited);
         }
-        conntrack::create(&report.flow, scope)?;
+        conntrack::create(&report.flow, scope, revision)?;
     }
     Ok(())
 }

@@ -6,8 +6,14 @@ use weir_abi::ipcache::IpcacheKey;
 use weir_abi::policy::*;
 use weir_abi::{identity, PolicyKey, Reason, TrafficDirection};
 
-use crate::maps::{IPCACHE, POLICY};
+use crate::maps::{IPCACHE, POLICY, POLICY_REVISION};
 use crate::parse::Flow;
+
+/// The policy revision now (0 before the agent wrote one).
+#[inline(always)]
+pub fn revision() -> u64 {
+    POLICY_REVISION.get(0).copied().unwrap_or(0)
+}
 
 /// The security identity of `addr` (IPv4 in the first 4 bytes when
 /// `family` is IPv4): the longest ipcache match, or `world`.
