@@ -288,7 +288,7 @@ fn a_policy_change_ends_the_established_connections_it_no_longer_allows() {
     let mut lab = TestLab::up(2).unwrap();
     lab.apply_yaml(&cluster_yaml()).unwrap();
     let policy = |from: &str| {
-        format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: echo, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{ns: y}}}}{from}}}]\n    ports: [{{port: 80, protocol: TCP}}, {{port: 7000, endPort: 7001, protocol: TCP}}]\n")
+        format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: echo, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{ns: y}}}}{from}}}]\n    ports: [{{port: 80, protocol: TCP}}, {{port: 7000, protocol: TCP}}, {{port: 7001, protocol: TCP}}]\n")
     };
     lab.apply_yaml(&policy("")).unwrap();
     let report = converge(&lab, TCP80, |s, d, _| !d.is("x/a") || s.ns == "y");
