@@ -13,7 +13,6 @@
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::Array;
 use aya_log_ebpf::debug;
-use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::TrafficDirection;
 
 use crate::events::Report;
@@ -53,47 +52,23 @@ fn ipv4(addr: &[u8; 16]) -> [u8; 4] {
     [addr[0], addr[1], addr[2], addr[3]]
 }
 
-/// The conntrack state of a pod's packet, with the flow: "ep 7 egress: ct
-/// new proto 6 10.244.1.5:40000 -> 10.244.2.9:80".
+/// The conntrack state of a pod's packet: "ep 7 egress: ct new proto 6
+/// sport 40000 dport 80". Addresses are left out: each argument costs the
+/// verifier, and this point is reached on every path of the pod programs
+/// (with the addresses, the programs exceeded its million instructions).
 #[inline(never)]
 pub fn conntrack(report: &Report, direction: TrafficDirection) {
     let flow: &Flow = &report.flow;
-    let (id, dir, ct) = (
+    debug!(
+        &(),
+        "ep {} {}: ct {} proto {} sport {} dport {}",
         report.endpoint_id,
         direction_name(direction),
         ct_name(report.ct_state),
-    );
-    let (sport, dport) = (
+        flow.protocol,
         u16::from_be_bytes(flow.sport),
-        u16::from_be_bytes(flow.dport),
+        u16::from_be_bytes(flow.dport)
     );
-    if flow.family == FAMILY_IPV4 {
-        debug!(
-            &(),
-            "ep {} {}: ct {} proto {} {:i}:{} -> {:i}:{}",
-            id,
-            dir,
-            ct,
-            flow.protocol,
-            ipv4(&flow.saddr),
-            sport,
-            ipv4(&flow.daddr),
-            dport
-        );
-    } else {
-        debug!(
-            &(),
-            "ep {} {}: ct {} proto {} [{:i}]:{} -> [{:i}]:{}",
-            id,
-            dir,
-            ct,
-            flow.protocol,
-            flow.saddr,
-            sport,
-            flow.daddr,
-            dport
-        );
-    }
 }
 
 /// A policy lookup and its outcome: "ep 7 egress: policy peer identity
