@@ -1250,7 +1250,7 @@ fn debug_messages_explain_the_verdict_only_while_switched_on() {
     assert_eq!(
         said,
         [
-            (id, format!("ep {id} egress: ct new proto 6 sport 40000 dport 81")),
+            (id, format!("ep {id} egress: ct new proto 6 10.99.0.1:40000 -> 10.99.0.2:81")),
             (id, format!("ep {id} egress: policy peer identity {PEER_IDENTITY} address identity 0 proto 6 port 81: dropped, reason 133 (match 0)")),
         ]
     );
