@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -125,6 +126,8 @@ struct Sink {
     feed: DebugFeed,
     /// The last messages, for tests and `recent`.
     recent: Arc<Mutex<VecDeque<DebugMessage>>>,
+    /// Messages read so far.
+    read: Arc<AtomicU64>,
 }
 
 /// Messages [`Sink`] keeps for [`DebugReader::recent`].
@@ -136,6 +139,7 @@ impl log::Log for Sink {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        self.read.fetch_add(1, Ordering::Relaxed);
         let message = DebugMessage::parse(record.args().to_string());
         info!(target: "weir::datapath::debug", endpoint = message.endpoint_id, "{}", message.text);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -154,6 +158,7 @@ impl log::Log for Sink {
 pub struct DebugReader {
     logger: AsyncFd<EbpfLogger<Sink>>,
     recent: Arc<Mutex<VecDeque<DebugMessage>>>,
+    read: Arc<AtomicU64>,
 }
 
 impl DebugReader {
@@ -161,9 +166,11 @@ impl DebugReader {
     /// loaded: they keep their own reference to it).
     pub fn new(ebpf: &mut Ebpf, feed: DebugFeed) -> anyhow::Result<DebugReader> {
         let recent = Arc::new(Mutex::new(VecDeque::new()));
+        let read = Arc::new(AtomicU64::new(0));
         let sink = Sink {
             feed,
             recent: recent.clone(),
+            read: read.clone(),
         };
         let logger = EbpfLogger::init_with_logger(ebpf, sink)?;
         tracing::debug!(
@@ -175,12 +182,21 @@ impl DebugReader {
         // descriptor.
         let logger =
             unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }?;
-        Ok(DebugReader { logger, recent })
+        Ok(DebugReader {
+            logger,
+            recent,
+            read,
+        })
     }
 
     /// Handles what is in the ring now (without waiting).
     pub fn drain(&mut self) {
         self.logger.get_mut().flush();
+    }
+
+    /// How many messages were read so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
     }
 
     /// The last messages read, oldest first.
