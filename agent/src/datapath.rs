@@ -11,6 +11,7 @@
 
 mod attach;
 pub mod cgroup;
+pub mod debug;
 mod link_detach;
 pub mod maps;
 mod metrics;

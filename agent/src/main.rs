@@ -740,7 +740,20 @@ async fn start_observer(
         exporter,
         readiness.clone(),
     ));
-    let monitor = api::monitor::MonitorService::new(feed, clock, args.node_name.clone());
+    // The programs' debug messages (off until `weir debug enable`).
+    let debug_feed = weir_agent::datapath::debug::DebugFeed::default();
+    let reader = weir_agent::datapath::debug::DebugReader::new(
+        datapath.lock().ebpf_mut(),
+        debug_feed.clone(),
+    );
+    match reader {
+        Ok(reader) => {
+            tokio::spawn(reader.run());
+        }
+        Err(error) => warn!(error = %format!("{error:#}"), "no datapath debug messages"),
+    }
+    let monitor = api::monitor::MonitorService::new(feed, clock, args.node_name.clone())
+        .with_debug(debug_feed, datapath.clone());
 
     let node = |address: String| NodeInfo {
         name: args.node_name.clone(),

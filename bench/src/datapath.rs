@@ -201,6 +201,7 @@ fn policy_costs(
     );
     ip_block_costs(datapath, repeat, runs)?;
     event_costs(runs)?;
+    debug_costs(runs)?;
     lb_costs()?;
     antispoof_costs(repeat, runs)
 }
@@ -482,6 +483,114 @@ fn event_costs(runs: usize) -> Result<()> {
             )
         );
     }
+    Ok(())
+}
+
+/// Per-packet cost of the debug messages (`weir debug enable`): an
+/// established flow of an enforced endpoint with the messages off, on for
+/// another endpoint (the switch looked up for this one too), and on for
+/// this one (a conntrack message per packet, formatted by aya-log into its
+/// ring). 400 repetitions per run, the ring drained between runs, the
+/// cases alternated each round.
+fn debug_costs(runs: usize) -> Result<()> {
+    use weir_agent::datapath::debug::{set_debug, DebugFeed, DebugReader, DebugTarget};
+    use weir_agent::datapath::maps;
+    // aya-log's ring (128 KiB) holds about 500 of these messages: fewer
+    // repetitions than that, so every packet writes its message.
+    const REPEAT: u32 = 400;
+    println!();
+    println!(
+        "debug messages, weir_from_pod, egress enforced, established flow, {REPEAT} repetitions: ns/packet median (min-max)"
+    );
+    let pins = PinDir::new();
+    let mut datapath = load(&pins)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let _entered = runtime.enter();
+    let mut reader = DebugReader::new(datapath.ebpf_mut(), DebugFeed::default())?;
+    let syn = packets::ipv4_tcp_syn();
+    let mut ack = syn.clone();
+    ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
+    maps::set_endpoint(
+        datapath.ebpf_mut(),
+        1,
+        weir_abi::EndpointInfo {
+            id: 7,
+            flags: weir_abi::EndpointInfo::EGRESS_ENFORCED,
+            pad: 0,
+            identity: 30_000,
+            ipv4: packets::IP4_A,
+            ..weir_abi::EndpointInfo::default()
+        },
+    )?;
+    allow_any_peer(&mut datapath, 7, 80)?;
+    test_run(&mut datapath, ProgramKind::FromPod, &syn, 1)?;
+    let cases: [(&str, Option<DebugTarget>); 3] = [
+        ("off", None),
+        ("on for another endpoint", Some(DebugTarget::Endpoint(8))),
+        ("on for this endpoint", Some(DebugTarget::Endpoint(7))),
+    ];
+    let mut samples: Vec<Vec<u128>> = vec![Vec::new(); cases.len()];
+    let mut messages = vec![0u64; cases.len()];
+    for _ in 0..runs.max(3) {
+        for (i, (_, target)) in cases.iter().enumerate() {
+            for other in [DebugTarget::Endpoint(7), DebugTarget::Endpoint(8)] {
+                set_debug(datapath.ebpf_mut(), other, false)?;
+            }
+            if let Some(target) = target {
+                set_debug(datapath.ebpf_mut(), *target, true)?;
+            }
+            reader.drain();
+            let before = reader.read();
+            samples[i].push(
+                test_run(&mut datapath, ProgramKind::FromPod, &ack, REPEAT)?.nanos_per_packet,
+            );
+            reader.drain();
+            messages[i] += reader.read() - before;
+        }
+    }
+    let rounds = runs.max(3) as u64;
+    for (((label, _), mut samples), messages) in cases.iter().zip(samples).zip(messages) {
+        samples.sort_unstable();
+        println!(
+            "{label:<44}{:>22}   ({} messages per run)",
+            format!(
+                "{} ({}-{})",
+                samples[samples.len() / 2],
+                samples[0],
+                samples[samples.len() - 1]
+            ),
+            messages / rounds
+        );
+    }
+    Ok(())
+}
+
+/// An allow for endpoint `endpoint_id`'s egress to any peer on TCP `port`.
+fn allow_any_peer(
+    datapath: &mut weir_agent::datapath::Datapath,
+    endpoint_id: u16,
+    port: u16,
+) -> Result<()> {
+    use weir_abi::policy::*;
+    use weir_abi::{PolicyEntry, PolicyKey, TrafficDirection};
+    let key = PolicyKey {
+        endpoint_id,
+        direction: TrafficDirection::Egress as u8,
+        pad0: 0,
+        identity: IDENTITY_ANY,
+        protocol: weir_abi::ip_proto::TCP,
+        pad1: 0,
+        port: port.to_be_bytes(),
+    };
+    let allow = PolicyEntry {
+        verdict: POLICY_ALLOW,
+        match_type: 0,
+        pad: [0; 2],
+        rule: 1,
+    };
+    weir_agent::datapath::maps::set_policy(datapath.ebpf_mut(), POLICY_PREFIX_FULL, key, allow)?;
     Ok(())
 }
 

@@ -65,6 +65,30 @@ pub enum Command {
         #[command(subcommand)]
         command: BpfCommand,
     },
+    /// The kernel programs' debug messages (conntrack state, policy
+    /// lookups, service backend selection), read with `weir monitor --type
+    /// debug` and in the agent's log. Switched at run time, no reload.
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DebugCommand {
+    /// Switches the messages on for the whole node, or one endpoint.
+    Enable {
+        #[arg(long)]
+        endpoint: Option<u16>,
+    },
+    /// Switches them off (for the node switch: endpoints switched on one by
+    /// one stay on).
+    Disable {
+        #[arg(long)]
+        endpoint: Option<u16>,
+    },
+    /// What is switched on.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -282,6 +306,8 @@ mod tests {
             "--type",
             "policy-verdict",
             "--type",
+            "debug",
+            "--type",
             "agent",
         ])
         .unwrap()
@@ -289,11 +315,8 @@ mod tests {
         else {
             panic!("not monitor");
         };
-        let datapath: Vec<_> = args.types.iter().filter_map(|t| t.datapath()).collect();
-        let names: Vec<_> = datapath.iter().map(|t| t.name()).collect();
-        assert_eq!(names, ["drop", "trace", "policy-verdict"]);
-        let codes: Vec<_> = datapath.iter().map(|t| t.code()).collect();
-        assert_eq!(codes, [1, 4, 5]);
+        let kinds: Vec<_> = args.types.iter().filter_map(|t| t.monitor_kind()).collect();
+        assert_eq!(kinds, ["drop", "trace", "policy-verdict", "debug"]);
         assert_eq!(args.types.last(), Some(&MonitorType::Agent));
         assert!(parse(&["monitor", "--type", "Drop"]).is_err());
         // `agent` is no flow type.

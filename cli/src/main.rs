@@ -13,6 +13,7 @@ mod agent;
 mod agent_events;
 mod args;
 mod bpf;
+mod debug;
 mod endpoint;
 mod identity;
 mod monitor;
@@ -41,6 +42,7 @@ async fn main() -> Result<()> {
     match &cli.command {
         Command::Observe(args) => observe::run(args, cli.output).await,
         Command::Monitor(args) => monitor::run(socket, args, json).await,
+        Command::Debug { command } => debug::run(socket, command, json).await,
         Command::Policy { command } => policy::run(socket, command, json).await,
         Command::Status => status::run(socket, json).await,
         Command::Endpoint { command } => match command {

@@ -23,6 +23,14 @@ fn address(ip: &str, port: u32) -> String {
 /// One event: time, node, kind with its own fields (reason code and name,
 /// observation point, verdict), where it was seen, identities, addresses.
 pub fn line(e: &v1::MonitorEvent) -> String {
+    if e.kind == "debug" {
+        return format!(
+            "{} [{}] debug: {}",
+            e.time.as_ref().map(time::clock).unwrap_or_default(),
+            e.node_name,
+            e.message
+        );
+    }
     let what = match e.kind.as_str() {
         "drop" => format!("drop reason {} ({})", e.reason, e.reason_name),
         "trace" => format!(
@@ -86,6 +94,9 @@ struct EventJson<'a> {
     kind: &'a str,
     kind_code: u32,
     match_type: &'a str,
+    /// Debug events only.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    message: &'a str,
     node_name: &'a str,
     observation_point: u32,
     observation_point_name: &'a str,
@@ -116,6 +127,7 @@ impl<'a> From<&'a v1::MonitorEvent> for EventJson<'a> {
             kind: &e.kind,
             kind_code: e.kind_code,
             match_type: &e.match_type,
+            message: &e.message,
             node_name: &e.node_name,
             observation_point: e.observation_point,
             observation_point_name: &e.observation_point_name,
@@ -142,8 +154,8 @@ pub async fn run(socket: &Path, args: &MonitorArgs, json: bool) -> Result<()> {
     let datapath: Vec<String> = args
         .types
         .iter()
-        .filter_map(|t| t.datapath())
-        .map(|t| t.name().to_string())
+        .filter_map(|t| t.monitor_kind())
+        .map(str::to_string)
         .collect();
     let want_agent = all || args.types.contains(&MonitorType::Agent);
     let want_datapath = all || !datapath.is_empty();

@@ -114,6 +114,7 @@ fn inspection_commands_against_the_agent_api() {
     let view = Arc::new(Mutex::new(shared));
     let snapshot = SharedSnapshot::default();
     let feed = MonitorFeed::default();
+    let debug_feed = weir_agent::datapath::debug::DebugFeed::default();
     let registry = prometheus::Registry::new();
     let metrics = ApiMetricsLayer::new(&registry);
     let api = LocalApi {
@@ -129,11 +130,12 @@ fn inspection_commands_against_the_agent_api() {
             reconcile: Default::default(),
         },
         services: ServicesService {
-            datapath,
+            datapath: datapath.clone(),
             status: Default::default(),
             maglev_table_size: 1021,
         },
-        monitor: MonitorService::new(feed.clone(), WallClock::from_offset_ns(0), "n1".into()),
+        monitor: MonitorService::new(feed.clone(), WallClock::from_offset_ns(0), "n1".into())
+            .with_debug(debug_feed.clone(), datapath.clone()),
         metrics: metrics.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -216,6 +218,46 @@ fn inspection_commands_against_the_agent_api() {
     assert_eq!(drop["src_port"], 1008);
     assert_eq!(drop["reason_name"], "Policy denied");
 
+    // Debug messages: switched per endpoint and for the node, read back.
+    let off = ok(weir(&socket, &["debug", "status"]));
+    assert_eq!(off.trim(), "debug messages: node off, endpoints: none");
+    let on = ok(weir(&socket, &["debug", "enable", "--endpoint", "7"]));
+    assert_eq!(on.trim(), "debug messages: node off, endpoints: 7");
+    let on = ok(weir(&socket, &["-o", "json", "debug", "enable"]));
+    assert_eq!(on.trim(), r#"{"endpoint_ids":[7],"node":true}"#);
+    let off = ok(weir(&socket, &["debug", "disable"]));
+    assert_eq!(off.trim(), "debug messages: node off, endpoints: 7");
+    // ... and streamed by `monitor --type debug`, nothing else.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["monitor", "--type", "debug"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(banner.starts_with("Listening"), "{banner}");
+    feed.publish(&event(7, 1007, false));
+    debug_feed.publish(weir_agent::datapath::debug::DebugMessage::parse(
+        "ep 7 egress: ct new proto 6 10.244.9.2:1007 -> 10.244.9.3:80".into(),
+    ));
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        first.ends_with(
+            "[n1] debug: ep 7 egress: ct new proto 6 10.244.9.2:1007 -> 10.244.9.3:80\n"
+        ),
+        "{first}"
+    );
+
     // Every call was timed under its method.
     let count = |method: &str| {
         metrics
@@ -226,7 +268,8 @@ fn inspection_commands_against_the_agent_api() {
     assert_eq!(count("weir.agent.v1.Inspect/GetEndpoint"), 1);
     assert_eq!(count("weir.agent.v1.Inspect/GetIdentity"), 3);
     assert_eq!(count("weir.agent.v1.Inspect/Status"), 1);
-    assert_eq!(count("weir.agent.v1.Monitor/Events"), 1);
+    assert_eq!(count("weir.agent.v1.Monitor/Events"), 2);
+    assert_eq!(count("weir.agent.v1.Monitor/SetDebug"), 3);
 
     let _ = stop.send(());
     runtime.block_on(server).unwrap().unwrap();

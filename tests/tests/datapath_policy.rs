@@ -1214,3 +1214,77 @@ fn a_forged_source_never_reaches_service_nat() {
     );
     assert_eq!(lb::nat_entries(datapath.ebpf_mut()).unwrap().len(), 2);
 }
+
+/// Issue 18 item 3: the programs' debug messages (aya-log) explain a
+/// verdict once switched on for the endpoint or the node, and say nothing
+/// while off; switching needs no reload.
+#[test]
+fn debug_messages_explain_the_verdict_only_while_switched_on() {
+    use weir_agent::datapath::debug::{set_debug, DebugFeed, DebugReader, DebugTarget};
+    let (_pins, mut datapath) = setup(EndpointInfo::EGRESS_ENFORCED);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let mut reader = DebugReader::new(datapath.ebpf_mut(), DebugFeed::default()).unwrap();
+    let mut texts = |datapath: &mut Datapath, frame: &[u8]| {
+        let before = reader.recent().len();
+        run(datapath, ProgramKind::FromPod, frame);
+        reader.drain();
+        let recent = reader.recent();
+        recent[before..]
+            .iter()
+            .map(|m| (m.endpoint_id, m.text.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&mut datapath, &tcp_syn_to(81)), [], "off by default");
+    set_debug(
+        datapath.ebpf_mut(),
+        DebugTarget::Endpoint(ENDPOINT_ID),
+        true,
+    )
+    .unwrap();
+    let said = texts(&mut datapath, &tcp_syn_to(81));
+    let id = ENDPOINT_ID;
+    assert_eq!(
+        said,
+        [
+            (id, format!("ep {id} egress: ct new proto 6 10.99.0.1:40000 -> 10.99.0.2:81")),
+            (id, format!("ep {id} egress: policy peer identity {PEER_IDENTITY} address identity 0 proto 6 port 81: dropped, reason 133 (match 0)")),
+        ]
+    );
+    rule(
+        &mut datapath,
+        TrafficDirection::Egress,
+        PEER_IDENTITY,
+        ip_proto::TCP,
+        80,
+        POLICY_PREFIX_FULL,
+        POLICY_ALLOW,
+    );
+    let said = texts(&mut datapath, &tcp_syn_to(80));
+    assert_eq!(
+        said[1].1,
+        format!("ep {id} egress: policy peer identity {PEER_IDENTITY} address identity 0 proto 6 port 80: allowed (match 0)")
+    );
+    // Another endpoint switched on says nothing about this one; the node
+    // switch covers every endpoint.
+    set_debug(
+        datapath.ebpf_mut(),
+        DebugTarget::Endpoint(ENDPOINT_ID),
+        false,
+    )
+    .unwrap();
+    set_debug(
+        datapath.ebpf_mut(),
+        DebugTarget::Endpoint(ENDPOINT_ID + 1),
+        true,
+    )
+    .unwrap();
+    assert_eq!(texts(&mut datapath, &tcp_syn_to(81)), []);
+    set_debug(datapath.ebpf_mut(), DebugTarget::Node, true).unwrap();
+    assert_eq!(texts(&mut datapath, &tcp_syn_to(81)).len(), 2);
+    set_debug(datapath.ebpf_mut(), DebugTarget::Node, false).unwrap();
+    assert_eq!(texts(&mut datapath, &tcp_syn_to(81)), []);
+}

@@ -17,10 +17,31 @@ use weir_observer::event::{
 use weir_observer::parser::WallClock;
 use weir_observer::{DatapathEvent, EventKind, PolicyDirection};
 
+use crate::datapath::debug::{self, DebugFeed, DebugMessage, DebugTarget};
+use crate::datapath::SharedDatapath;
 use crate::flows::feed::MonitorFeed;
 
 /// The kind names `weir monitor --type` accepts.
-pub const KINDS: [&str; 3] = ["drop", "trace", "policy-verdict"];
+pub const KINDS: [&str; 4] = ["drop", "trace", "policy-verdict", DEBUG];
+
+/// The kind of the programs' debug messages (Cilium's monitor message
+/// type 2, `MessageTypeDebug`).
+const DEBUG: &str = "debug";
+const DEBUG_CODE: u32 = 2;
+
+/// The wire form of one debug message.
+pub fn debug_to_proto(message: &DebugMessage, node_name: &str) -> v1::MonitorEvent {
+    let time = prost_types::Timestamp::from(message.time);
+    v1::MonitorEvent {
+        time: Some(time),
+        kind: DEBUG.into(),
+        kind_code: DEBUG_CODE,
+        endpoint_id: u32::from(message.endpoint_id),
+        message: message.text.clone(),
+        node_name: node_name.into(),
+        ..Default::default()
+    }
+}
 
 pub fn kind_name(kind: &EventKind) -> &'static str {
     match kind {
@@ -138,6 +159,9 @@ pub struct MonitorService {
     feed: MonitorFeed,
     clock: WallClock,
     node_name: String,
+    /// The programs' debug messages and their switch (none: SetDebug and
+    /// GetDebug answer Unimplemented, no debug events).
+    debug: Option<(DebugFeed, SharedDatapath)>,
 }
 
 impl MonitorService {
@@ -146,7 +170,31 @@ impl MonitorService {
             feed,
             clock,
             node_name,
+            debug: None,
         }
+    }
+
+    /// Streams `feed`'s messages as debug events; SetDebug writes the
+    /// switch in `datapath`.
+    pub fn with_debug(mut self, feed: DebugFeed, datapath: SharedDatapath) -> Self {
+        self.debug = Some((feed, datapath));
+        self
+    }
+
+    fn debug_state(datapath: &SharedDatapath) -> Result<v1::DebugState, Status> {
+        let (node, endpoints) = debug::debug_state(datapath.lock().ebpf_mut())
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        Ok(v1::DebugState {
+            node,
+            endpoint_ids: endpoints.into_iter().map(u32::from).collect(),
+        })
+    }
+
+    fn debug_datapath(&self) -> Result<&SharedDatapath, Status> {
+        self.debug
+            .as_ref()
+            .map(|(_, datapath)| datapath)
+            .ok_or_else(|| Status::unimplemented("this agent has no datapath debug messages"))
     }
 }
 
@@ -172,10 +220,15 @@ impl Monitor for MonitorService {
         let types = request.into_inner().types;
         if let Some(bad) = types.iter().find(|t| !KINDS.contains(&t.as_str())) {
             return Err(Status::invalid_argument(format!(
-                "unknown event type {bad:?} (drop, trace, policy-verdict)"
+                "unknown event type {bad:?} (drop, trace, policy-verdict, debug)"
             )));
         }
+        let wants = |kind: &str| types.is_empty() || types.iter().any(|t| t == kind);
         // Subscribed before answering: every event after this call is seen.
+        let mut debug_feed = match &self.debug {
+            Some((feed, _)) if wants(DEBUG) => Some(feed.subscribe()),
+            _ => None,
+        };
         let mut feed = self.feed.subscribe();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let (clock, node) = (self.clock, self.node_name.clone());
@@ -184,6 +237,19 @@ impl Monitor for MonitorService {
                 let next = tokio::select! {
                     _ = tx.closed() => return,
                     next = feed.recv() => next,
+                    message = async { debug_feed.as_mut()?.recv().await.ok() }, if debug_feed.is_some() => {
+                        match message {
+                            Some(message) => {
+                                let event = debug_to_proto(&message, &node);
+                                if tx.send(Ok(event_response(event))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            // Lagged or closed: debug messages are best effort.
+                            None => debug_feed = None,
+                        }
+                        continue;
+                    }
                 };
                 let response = match next {
                     Ok(event) => {
@@ -204,6 +270,35 @@ impl Monitor for MonitorService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn set_debug(
+        &self,
+        request: Request<v1::SetDebugRequest>,
+    ) -> Result<Response<v1::DebugState>, Status> {
+        let datapath = self.debug_datapath()?;
+        let request = request.into_inner();
+        let target = match request.endpoint_id {
+            0 => DebugTarget::Node,
+            id => DebugTarget::Endpoint(u16::try_from(id).map_err(|_| {
+                Status::invalid_argument(format!("endpoint id {id} is out of range (1-65535)"))
+            })?),
+        };
+        debug::set_debug(datapath.lock().ebpf_mut(), target, request.enabled)
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        tracing::info!(
+            ?target,
+            enabled = request.enabled,
+            "datapath debug messages switched"
+        );
+        Ok(Response::new(Self::debug_state(datapath)?))
+    }
+
+    async fn get_debug(
+        &self,
+        _: Request<v1::GetDebugRequest>,
+    ) -> Result<Response<v1::DebugState>, Status> {
+        Ok(Response::new(Self::debug_state(self.debug_datapath()?)?))
     }
 }
 

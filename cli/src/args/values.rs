@@ -44,17 +44,21 @@ pub enum MonitorType {
     Drop,
     Trace,
     PolicyVerdict,
+    /// The kernel programs' debug messages (`weir debug enable`).
+    Debug,
     /// The agent's events (policy, endpoint, ipcache, service changes).
     Agent,
 }
 
 impl MonitorType {
-    /// The datapath event kind, none for agent events.
-    pub fn datapath(self) -> Option<EventType> {
+    /// The kind the agent's monitor stream filters on, none for agent
+    /// events (they come from the Observer API).
+    pub fn monitor_kind(self) -> Option<&'static str> {
         match self {
-            MonitorType::Drop => Some(EventType::Drop),
-            MonitorType::Trace => Some(EventType::Trace),
-            MonitorType::PolicyVerdict => Some(EventType::PolicyVerdict),
+            MonitorType::Drop => Some(EventType::Drop.name()),
+            MonitorType::Trace => Some(EventType::Trace.name()),
+            MonitorType::PolicyVerdict => Some(EventType::PolicyVerdict.name()),
+            MonitorType::Debug => Some("debug"),
             MonitorType::Agent => None,
         }
     }

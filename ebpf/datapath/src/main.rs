@@ -15,6 +15,7 @@
 mod antispoof;
 mod budget;
 mod conntrack;
+mod debug;
 mod events;
 mod fragments;
 mod icmp_error;

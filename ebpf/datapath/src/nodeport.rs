@@ -316,15 +316,18 @@ pub fn pod_egress(ctx: &TcContext, flow: &mut Flow, endpoint_id: u16) -> Outcome
     let Some(service) = lb::lookup_internal(tuple.daddr, tuple.dport, tuple.protocol) else {
         return Outcome::CONTINUE;
     };
-    let forward = match established(&tuple) {
-        Some(entry) => entry,
+    let (forward, new) = match established(&tuple) {
+        Some(entry) => (entry, false),
         // Only a datagram's first fragment balances it.
         None if !tuple.l4 => return Outcome::drop(Reason::DropFragNotFound),
         None if !crate::budget::take(endpoint_id) => {
             return Outcome::drop(Reason::DropRateLimited);
         }
-        None => tri!(open(&tuple, &service, false)),
+        None => (tri!(open(&tuple, &service, false)), true),
     };
+    if crate::debug::enabled(endpoint_id) {
+        crate::debug::service(endpoint_id, flow, forward.daddr, forward.dport, new);
+    }
     tri!(rewrite(ctx, &tuple, &forward));
     flow.daddr[..4].copy_from_slice(&forward.daddr);
     flow.dport = forward.dport;

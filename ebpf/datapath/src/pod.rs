@@ -21,6 +21,7 @@ use weir_abi::{EndpointInfo, EndpointKey, Reason, TrafficDirection};
 
 use crate::budget;
 use crate::conntrack::{self, CtState};
+use crate::debug;
 use crate::events::Report;
 use crate::maps::ENDPOINTS;
 use crate::parse::{Flow, FRAGMENT_UNKNOWN};
@@ -205,6 +206,9 @@ pub fn handle(
         CtState::Established => weir_abi::events::CT_ESTABLISHED,
         CtState::Reply => weir_abi::events::CT_REPLY,
     };
+    if debug::enabled(endpoint.id) {
+        debug::conntrack(report, direction);
+    }
     if state == CtState::Reply {
         return Ok(());
     }
@@ -248,5 +252,12 @@ fn check_policy(
     let (match_type, outcome) = policy::decide(endpoint_id, direction, peer, address, flow);
     report.policy_checked = true;
     report.match_type = match_type;
+    if debug::enabled(endpoint_id) {
+        let drop_reason = match outcome {
+            Ok(()) => 0,
+            Err(reason) => reason as u8,
+        };
+        debug::policy(report, direction, address, drop_reason);
+    }
     outcome
 }
