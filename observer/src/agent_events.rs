@@ -1,184 +1,48 @@
 //! The agent's own events (Hubble's `AgentEvent`: agent started, policy
 //! updated or deleted, endpoints created, deleted or regenerated, ipcache
 //! entries and services upserted or deleted): the last N in memory and a
-//! live feed for `follow`, as [`crate::FlowRing`] keeps flows.
-//!
-//! Publishing never blocks: the agent's reconciler pushes under a short
-//! lock and a follower that falls behind is told how many it lost.
+//! live feed for `follow` ([`crate::event_ring`]), and the builders of
+//! Hubble's notifications.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use tokio::sync::broadcast;
-
+use crate::event_ring::{
+    window_request, EventFollower, EventQuery, EventRing, FollowedEvent, RingResponse,
+};
 use crate::proto::flow::{agent_event, AgentEvent, AgentEventType};
 use crate::proto::observer::{GetAgentEventsRequest, GetAgentEventsResponse};
+use crate::proto::Timestamp;
 
 /// Agent events kept by default (Hubble keeps them in its one event ring;
 /// agent events are rare, a few hundred per policy or pod change at most).
 pub const DEFAULT_AGENT_EVENT_CAPACITY: usize = 1023;
 
 /// Bounded history of agent events, oldest evicted first.
-pub struct AgentEventRing {
-    inner: Mutex<VecDeque<Arc<GetAgentEventsResponse>>>,
-    feed: broadcast::Sender<Arc<GetAgentEventsResponse>>,
-    capacity: usize,
-    node_name: String,
-}
-
-impl AgentEventRing {
-    /// A ring keeping the last `capacity` events (at least one) of the node
-    /// `node_name`.
-    pub fn new(capacity: usize, node_name: impl Into<String>) -> Self {
-        let capacity = capacity.max(1);
-        let (feed, _) = broadcast::channel(capacity.clamp(64, 4096));
-        Self {
-            inner: Mutex::new(VecDeque::with_capacity(capacity)),
-            feed,
-            capacity,
-            node_name: node_name.into(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<GetAgentEventsResponse>>> {
-        // A panic while holding the lock cannot leave the deque inconsistent.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Store an event observed now and hand it to every follower.
-    pub fn publish(&self, event: AgentEvent) {
-        self.publish_at(event, SystemTime::now());
-    }
-
-    /// Store an event observed at `time` and hand it to every follower.
-    pub fn publish_at(&self, event: AgentEvent, time: SystemTime) {
-        let response = Arc::new(GetAgentEventsResponse {
-            agent_event: Some(event),
-            node_name: self.node_name.clone(),
-            time: Some(time.into()),
-        });
-        let mut inner = self.lock();
-        if inner.len() == self.capacity {
-            inner.pop_front();
-        }
-        inner.push_back(response.clone());
-        // Sent under the lock so a query's snapshot and its feed neither
-        // overlap nor leave a gap. No receivers is not an error.
-        let _ = self.feed.send(response);
-    }
-
-    /// Events stored now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The stored events answering `query`, oldest first, and a follower
-    /// for newer ones when it asks to follow.
-    pub fn query(
-        &self,
-        query: AgentEventQuery,
-    ) -> (Vec<Arc<GetAgentEventsResponse>>, Option<AgentEventFollower>) {
-        let only_new = query.number == 0 && query.follow && query.since.is_none();
-        let (stored, follower) = {
-            let inner = self.lock();
-            let follower = query.follow.then(|| AgentEventFollower {
-                feed: self.feed.subscribe(),
-                query: query.clone(),
-            });
-            let stored: Vec<_> = if only_new {
-                Vec::new()
-            } else {
-                inner.iter().cloned().collect()
-            };
-            (stored, follower)
-        };
-        let matching = stored.into_iter().filter(|e| query.admits(e));
-        let n = if query.number == 0 {
-            usize::MAX
-        } else {
-            usize::try_from(query.number).unwrap_or(usize::MAX)
-        };
-        let history = if query.first {
-            matching.take(n).collect()
-        } else {
-            let mut last: Vec<_> = matching.rev().take(n).collect();
-            last.reverse();
-            last
-        };
-        (history, follower)
-    }
-}
-
+pub type AgentEventRing = EventRing<GetAgentEventsResponse>;
 /// What a GetAgentEvents request selects.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AgentEventQuery {
-    pub number: u64,
-    pub first: bool,
-    pub follow: bool,
-    pub since: Option<(i64, i32)>,
-    pub until: Option<(i64, i32)>,
-}
-
-impl AgentEventQuery {
-    pub fn from_request(req: &GetAgentEventsRequest) -> Self {
-        Self {
-            number: req.number,
-            first: req.first,
-            follow: req.follow,
-            since: req.since.map(|t| (t.seconds, t.nanos)),
-            until: req.until.map(|t| (t.seconds, t.nanos)),
-        }
-    }
-
-    /// Inside the time window.
-    pub fn admits(&self, event: &GetAgentEventsResponse) -> bool {
-        let t = event_time(event);
-        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
-    }
-
-    fn past_until(&self, event: &GetAgentEventsResponse) -> bool {
-        self.until.is_some_and(|u| event_time(event) > u)
-    }
-}
-
-fn event_time(event: &GetAgentEventsResponse) -> (i64, i32) {
-    event.time.map_or((0, 0), |t| (t.seconds, t.nanos))
-}
-
+pub type AgentEventQuery = EventQuery;
 /// Live agent events for one `follow` request.
-pub struct AgentEventFollower {
-    feed: broadcast::Receiver<Arc<GetAgentEventsResponse>>,
-    query: AgentEventQuery,
-}
-
+pub type AgentEventFollower = EventFollower<GetAgentEventsResponse>;
 /// The next thing an agent-event follower sees.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FollowedAgentEvent {
-    Event(Arc<GetAgentEventsResponse>),
-    /// The follower fell behind and this many events were skipped.
-    Lost(u64),
-    /// The ring is gone or an event passed `until`.
-    Done,
-}
+pub type FollowedAgentEvent = FollowedEvent<GetAgentEventsResponse>;
 
-impl AgentEventFollower {
-    pub async fn next(&mut self) -> FollowedAgentEvent {
-        loop {
-            match self.feed.recv().await {
-                Ok(event) if self.query.past_until(&event) => return FollowedAgentEvent::Done,
-                Ok(event) if self.query.admits(&event) => return FollowedAgentEvent::Event(event),
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => return FollowedAgentEvent::Lost(n),
-                Err(broadcast::error::RecvError::Closed) => return FollowedAgentEvent::Done,
-            }
+impl RingResponse for GetAgentEventsResponse {
+    type Event = AgentEvent;
+
+    fn wrap(event: AgentEvent, node_name: &str, time: SystemTime) -> Self {
+        GetAgentEventsResponse {
+            agent_event: Some(event),
+            node_name: node_name.to_string(),
+            time: Some(time.into()),
         }
     }
+
+    fn time(&self) -> Option<Timestamp> {
+        self.time
+    }
 }
+
+window_request!(GetAgentEventsRequest);
 
 /// Builders of Hubble's notifications, as Cilium fills them.
 pub mod build {

@@ -10,7 +10,9 @@
 
 pub mod agent_events;
 pub mod client;
+pub mod debug_events;
 pub mod event;
+pub mod event_ring;
 pub mod filter;
 pub mod health;
 pub mod parser;
@@ -26,6 +28,7 @@ pub use agent_events::{
     DEFAULT_AGENT_EVENT_CAPACITY,
 };
 pub use client::{ConnectError, Target, TargetError};
+pub use debug_events::{DebugEventRing, DEFAULT_DEBUG_EVENT_CAPACITY};
 pub use event::{DatapathEvent, EventKind, PolicyDirection};
 pub use filter::{FilterError, FlowFilters};
 pub use health::Readiness;

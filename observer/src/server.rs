@@ -13,14 +13,18 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStre
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::agent_events::{AgentEventQuery, AgentEventRing, FollowedAgentEvent};
+use crate::agent_events::AgentEventRing;
+use crate::debug_events::DebugEventRing;
+use crate::event_ring::{EventQuery, EventRing, FollowedEvent, RingResponse, WindowRequest};
 use crate::health::{self, Readiness};
 use crate::proto::flow::{
-    agent_event, AgentEvent, AgentEventUnknown, Flow, LostEvent, LostEventSource,
+    agent_event, AgentEvent, AgentEventUnknown, DebugEvent, DebugEventType, Flow, LostEvent,
+    LostEventSource,
 };
 use crate::proto::observer::observer_server::{Observer, ObserverServer};
 use crate::proto::observer::{
-    get_flows_response, GetAgentEventsRequest, GetAgentEventsResponse, GetFlowsRequest,
+    get_flows_response, GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
+    GetDebugEventsResponse, GetFlowsRequest,
     GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse, GetNodesRequest,
     GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
 };
@@ -60,6 +64,8 @@ pub struct ObserverService {
     ring: Arc<FlowRing>,
     /// The agent's events (GetAgentEvents); none: Unimplemented.
     agent_events: Option<Arc<AgentEventRing>>,
+    /// The datapath's debug messages (GetDebugEvents); none: Unimplemented.
+    debug_events: Option<Arc<DebugEventRing>>,
     node: NodeInfo,
     /// One permit per follow stream being served (flows and agent events).
     followers: Arc<tokio::sync::Semaphore>,
@@ -70,6 +76,7 @@ impl ObserverService {
         Self {
             ring,
             agent_events: None,
+            debug_events: None,
             node,
             followers: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_FOLLOWERS)),
         }
@@ -79,6 +86,56 @@ impl ObserverService {
     pub fn with_agent_events(mut self, ring: Arc<AgentEventRing>) -> Self {
         self.agent_events = Some(ring);
         self
+    }
+
+    /// Answers GetDebugEvents from `ring`.
+    pub fn with_debug_events(mut self, ring: Arc<DebugEventRing>) -> Self {
+        self.debug_events = Some(ring);
+        self
+    }
+
+    /// Streams what `ring` holds for `request` (and, when it follows, what
+    /// comes after); a follower that falls behind gets `lost(node, n)`.
+    fn stream_events<R>(
+        &self,
+        ring: &EventRing<R>,
+        request: &impl WindowRequest,
+        lost: fn(&str, u64) -> R,
+    ) -> Result<EventStream<R>, Status>
+    where
+        R: RingResponse + Clone,
+    {
+        let query = EventQuery::from_request(request);
+        let permit = self.follow_permit(query.follow)?;
+        let (history, follower) = ring.query(query);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let node = self.node.name.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            for event in history {
+                if tx.send(Ok(event.as_ref().clone())).await.is_err() {
+                    return;
+                }
+            }
+            let Some(mut follower) = follower else {
+                return;
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = follower.next() => next,
+                };
+                let response = match next {
+                    FollowedEvent::Event(event) => event.as_ref().clone(),
+                    FollowedEvent::Lost(n) => lost(&node, n),
+                    FollowedEvent::Done => return,
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
     /// Holds a follow stream's permit, or refuses the request.
@@ -126,7 +183,9 @@ fn lost_response(node: &str, lost: u64) -> GetFlowsResponse {
 }
 
 type FlowStream = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
-type AgentEventStream = Pin<Box<dyn Stream<Item = Result<GetAgentEventsResponse, Status>> + Send>>;
+type EventStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
+type AgentEventStream = EventStream<GetAgentEventsResponse>;
+type DebugEventStream = EventStream<GetDebugEventsResponse>;
 
 /// A follower that fell behind: Hubble has no lost-event message for agent
 /// events, so it gets an `AGENT_EVENT_UNKNOWN` saying how many it missed.
@@ -144,10 +203,36 @@ fn agent_events_lost(node: &str, lost: u64) -> GetAgentEventsResponse {
     }
 }
 
+/// A debug-event follower that fell behind: a `DBG_GENERIC` event saying
+/// how many it missed.
+fn debug_events_lost(node: &str, lost: u64) -> GetDebugEventsResponse {
+    GetDebugEventsResponse {
+        debug_event: Some(DebugEvent {
+            r#type: DebugEventType::DbgGeneric as i32,
+            message: format!("{lost} debug events lost"),
+            ..DebugEvent::default()
+        }),
+        node_name: node.to_string(),
+        time: Some(std::time::SystemTime::now().into()),
+    }
+}
+
 #[tonic::async_trait]
 impl Observer for ObserverService {
     type GetFlowsStream = FlowStream;
     type GetAgentEventsStream = AgentEventStream;
+    type GetDebugEventsStream = DebugEventStream;
+
+    async fn get_debug_events(
+        &self,
+        request: Request<GetDebugEventsRequest>,
+    ) -> Result<Response<DebugEventStream>, Status> {
+        let Some(ring) = &self.debug_events else {
+            return Err(Status::unimplemented("this server keeps no debug events"));
+        };
+        let stream = self.stream_events(ring, request.get_ref(), debug_events_lost)?;
+        Ok(Response::new(stream))
+    }
 
     async fn get_agent_events(
         &self,
@@ -156,37 +241,8 @@ impl Observer for ObserverService {
         let Some(ring) = &self.agent_events else {
             return Err(Status::unimplemented("this server keeps no agent events"));
         };
-        let query = AgentEventQuery::from_request(request.get_ref());
-        let permit = self.follow_permit(query.follow)?;
-        let (history, follower) = ring.query(query);
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let node = self.node.name.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            for event in history {
-                if tx.send(Ok(event.as_ref().clone())).await.is_err() {
-                    return;
-                }
-            }
-            let Some(mut follower) = follower else {
-                return;
-            };
-            loop {
-                let next = tokio::select! {
-                    _ = tx.closed() => return,
-                    next = follower.next() => next,
-                };
-                let response = match next {
-                    FollowedAgentEvent::Event(event) => event.as_ref().clone(),
-                    FollowedAgentEvent::Lost(n) => agent_events_lost(&node, n),
-                    FollowedAgentEvent::Done => return,
-                };
-                if tx.send(Ok(response)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = self.stream_events(ring, request.get_ref(), agent_events_lost)?;
+        Ok(Response::new(stream))
     }
 
     async fn get_flows(

@@ -1,4 +1,5 @@
-//! GetAgentEvents over a real socket, through the generated Hubble client.
+//! GetAgentEvents and GetDebugEvents over a real socket, through the
+//! generated Hubble client.
 
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
@@ -24,6 +25,19 @@ async fn start(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), ServeError>>,
 ) {
+    start_with(events, None, max).await
+}
+
+/// As [`start`], with the debug events of `debug` (if any) too.
+async fn start_with(
+    events: Option<Arc<AgentEventRing>>,
+    debug: Option<Arc<DebugEventRing>>,
+    max: usize,
+) -> (
+    ObserverClient<tonic::transport::Channel>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), ServeError>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let mut service = ObserverService::new(
@@ -36,6 +50,9 @@ async fn start(
     .with_max_followers(max);
     if let Some(events) = events {
         service = service.with_agent_events(events);
+    }
+    if let Some(debug) = debug {
+        service = service.with_debug_events(debug);
     }
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(
@@ -200,4 +217,63 @@ async fn without_a_ring_get_agent_events_is_unimplemented() {
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     let _ = stop.send(());
     task.await.unwrap().unwrap();
+}
+
+/// GetDebugEvents: the last N, the endpoint each is about, then following.
+#[tokio::test]
+async fn get_debug_events_last_n_then_follow() {
+    use crate::debug_events::generic;
+    let ring = Arc::new(DebugEventRing::new(100, "n1"));
+    for i in 1..=3 {
+        let text = format!("ep 7 egress: ct new {i}");
+        ring.publish_at(generic(7, Some(300), text), at(i));
+    }
+    ring.publish_at(generic(0, None, "node".into()), at(4));
+    let (mut client, stop, task) = start_with(None, Some(ring.clone()), 4).await;
+    let request = GetDebugEventsRequest {
+        number: 2,
+        ..Default::default()
+    };
+    let mut stream = client.get_debug_events(request).await.unwrap().into_inner();
+    let mut last = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        last.push(message);
+    }
+    let texts: Vec<_> = last
+        .iter()
+        .map(|r| r.debug_event.as_ref().unwrap().message.as_str())
+        .collect();
+    assert_eq!(texts, ["ep 7 egress: ct new 3", "node"]);
+    let first = last[0].debug_event.as_ref().unwrap();
+    assert_eq!(first.r#type, DebugEventType::DbgGeneric as i32);
+    let source = first.source.as_ref().unwrap();
+    assert_eq!((source.id, source.identity), (7, 300));
+    assert!(last[1].debug_event.as_ref().unwrap().source.is_none());
+    assert_eq!((last[0].node_name.as_str(), last[0].time), ("n1", ts(3)));
+
+    let request = GetDebugEventsRequest {
+        follow: true,
+        ..Default::default()
+    };
+    let mut stream = client.get_debug_events(request).await.unwrap().into_inner();
+    ring.publish(generic(7, None, "later".into()));
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.debug_event.unwrap().message, "later");
+    drop(stream);
+
+    let (client, stop2, task2) = start(None, 2).await;
+    let status = client
+        .clone()
+        .get_debug_events(GetDebugEventsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    for (stop, task) in [(stop, task), (stop2, task2)] {
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    }
 }
