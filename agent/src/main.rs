@@ -740,8 +740,14 @@ async fn start_observer(
         exporter,
         readiness.clone(),
     ));
-    // The programs' debug messages (off until `weir debug enable`).
-    let debug_feed = weir_agent::datapath::debug::DebugFeed::default();
+    // The programs' debug messages (off until `weir debug enable`), kept
+    // for GetDebugEvents too.
+    let debug_events = Arc::new(weir_observer::DebugEventRing::new(
+        weir_observer::DEFAULT_DEBUG_EVENT_CAPACITY,
+        args.node_name.clone(),
+    ));
+    let debug_feed =
+        weir_agent::datapath::debug::DebugFeed::default().with_ring(debug_events.clone());
     let reader = weir_agent::datapath::debug::DebugReader::new(
         datapath.lock().ebpf_mut(),
         debug_feed.clone(),
@@ -767,7 +773,8 @@ async fn start_observer(
     std::fs::set_permissions(&args.hubble_socket, std::fs::Permissions::from_mode(0o600))?;
     let service =
         ObserverService::new(ring.clone(), node(args.hubble_socket.display().to_string()))
-            .with_agent_events(agent_events.clone());
+            .with_agent_events(agent_events.clone())
+            .with_debug_events(debug_events.clone());
     let unix_readiness = readiness.clone();
     tokio::spawn(async move {
         let listener = Listener::Unix(unix);
@@ -792,8 +799,9 @@ async fn start_observer(
             Some(config) => Listener::Tls(tcp, config),
             None => Listener::Tcp(tcp),
         };
-        let service =
-            ObserverService::new(ring, node(address.to_string())).with_agent_events(agent_events);
+        let service = ObserverService::new(ring, node(address.to_string()))
+            .with_agent_events(agent_events)
+            .with_debug_events(debug_events);
         tokio::spawn(async move {
             if let Err(error) =
                 weir_observer::serve(service, listener, readiness, std::future::pending()).await

@@ -13,7 +13,7 @@ use tonic::codec::Streaming;
 use tonic::{Code, Request, Response, Status};
 use weir_observer::proto::observer::observer_server::Observer;
 use weir_observer::proto::observer::{
-    get_flows_response, GetAgentEventsRequest, GetAgentEventsResponse, GetFlowsRequest,
+    get_flows_response, GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse, GetFlowsRequest,
     GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse, GetNodesRequest,
     GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
 };
@@ -259,6 +259,18 @@ impl Observer for RelayService {
     ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
         self.metrics.request("GetAgentEvents");
         Err(Status::unimplemented("GetAgentEvents not yet implemented"))
+    }
+
+    type GetDebugEventsStream =
+        Pin<Box<dyn Stream<Item = Result<GetDebugEventsResponse, Status>> + Send>>;
+
+    /// As Hubble Relay: debug events are asked of a node, not merged.
+    async fn get_debug_events(
+        &self,
+        _request: Request<GetDebugEventsRequest>,
+    ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
+        self.metrics.request("GetDebugEvents");
+        Err(Status::unimplemented("GetDebugEvents not yet implemented"))
     }
 
     async fn get_flows(

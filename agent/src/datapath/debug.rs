@@ -3,7 +3,8 @@
 //! switched on for the whole node or an endpoint (`weir debug enable`).
 //! Switching writes `weir_debug` and reloads nothing. The messages go to
 //! the agent's log (target `weir::datapath::debug`) and to a [`DebugFeed`]
-//! that `weir monitor --type debug` follows.
+//! that `weir monitor --type debug` follows and that keeps them for the
+//! Observer API's GetDebugEvents (`hubble observe debug-events`).
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
@@ -17,6 +18,7 @@ use aya_log::EbpfLogger;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
 use tracing::info;
+use weir_observer::DebugEventRing;
 
 use super::maps::{map_err, TableError};
 
@@ -95,22 +97,39 @@ impl DebugMessage {
     }
 }
 
-/// Debug messages for listeners that come and go.
+/// Debug messages for listeners that come and go, and (with a ring) the
+/// last ones for GetDebugEvents.
 #[derive(Clone)]
 pub struct DebugFeed {
     sender: broadcast::Sender<Arc<DebugMessage>>,
+    ring: Option<Arc<DebugEventRing>>,
 }
 
 impl Default for DebugFeed {
     fn default() -> Self {
         DebugFeed {
             sender: broadcast::channel(crate::flows::feed::FEED_CAPACITY).0,
+            ring: None,
         }
     }
 }
 
 impl DebugFeed {
+    /// Also keeps every message in `ring` (Hubble's `DebugEvent`).
+    pub fn with_ring(mut self, ring: Arc<DebugEventRing>) -> Self {
+        self.ring = Some(ring);
+        self
+    }
+
     pub fn publish(&self, message: DebugMessage) {
+        if let Some(ring) = &self.ring {
+            let event = weir_observer::debug_events::generic(
+                message.endpoint_id,
+                None,
+                message.text.clone(),
+            );
+            ring.publish_at(event, message.time);
+        }
         if self.sender.receiver_count() > 0 {
             let _ = self.sender.send(Arc::new(message));
         }
