@@ -145,6 +145,9 @@ pub enum ObserveCommand {
     /// The agent's own events (Hubble's `observe agent-events`): policy,
     /// endpoint, ipcache and service changes, and its start.
     AgentEvents(AgentEventsArgs),
+    /// The kernel programs' debug messages (Hubble's `observe
+    /// debug-events`; switched on with `weir debug enable`).
+    DebugEvents(AgentEventsArgs),
 }
 
 #[derive(Subcommand)]

@@ -14,6 +14,7 @@ mod agent_events;
 mod args;
 mod bpf;
 mod debug;
+mod debug_events;
 mod endpoint;
 mod identity;
 mod monitor;

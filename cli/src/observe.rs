@@ -91,9 +91,32 @@ async fn agent_events(args: &ObserveArgs, events: &AgentEventsArgs, json: bool) 
     Ok(())
 }
 
+/// `weir observe debug-events`: one line (or JSON object) per message.
+async fn debug_events(args: &ObserveArgs, events: &AgentEventsArgs, json: bool) -> Result<()> {
+    let mut client = connect(args).await?;
+    let mut stream = client
+        .get_debug_events(crate::debug_events::request(events))
+        .await?
+        .into_inner();
+    let mut stdout = std::io::stdout().lock();
+    while let Some(response) = stream.message().await? {
+        let line = crate::debug_events::render(&response, json)?;
+        if !output::stream_line(&mut stdout, &line) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: &ObserveArgs, format: Output) -> Result<()> {
-    if let Some(ObserveCommand::AgentEvents(events)) = &args.command {
-        return agent_events(args, events, format == Output::Json).await;
+    match &args.command {
+        Some(ObserveCommand::AgentEvents(events)) => {
+            return agent_events(args, events, format == Output::Json).await;
+        }
+        Some(ObserveCommand::DebugEvents(events)) => {
+            return debug_events(args, events, format == Output::Json).await;
+        }
+        None => {}
     }
     let mut client = connect(args).await?;
     let mut stream = client.get_flows(request(args)).await?.into_inner();
