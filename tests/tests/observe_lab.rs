@@ -280,11 +280,86 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     }
 
     agent_events_follow_policies_pods_and_services(&mut lab);
+    debug_messages_explain_a_connection_once_switched_on(&lab);
 }
 
 const ONLY_Y_A: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: only-y-a, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: a}}}]\n";
 
 const WEB_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: x}\nspec:\n  clusterIP: 10.96.0.77\n  selector: {pod: a}\n  ports:\n  - {port: 80, targetPort: 80}\n";
+
+/// Issue 18 item 3: `weir debug enable` on n1, a connection from y/a into
+/// x/a (allowed) and one from z/b (denied): `weir observe debug-events`
+/// on n1's Observer API shows x/a's conntrack and policy messages for
+/// both, with x/a's endpoint as source; switched off, nothing more.
+fn debug_messages_explain_a_connection_once_switched_on(lab: &TestLab) {
+    let weir = |args: &[&str]| {
+        let out = lab.weir("n1", args).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = weir(&["debug", "enable"]);
+    assert_eq!(status.trim(), "debug messages: node on, endpoints: none");
+    let (x_a, y_a, z_b) = (
+        lab.pod("x/a").unwrap(),
+        lab.pod("y/a").unwrap(),
+        lab.pod("z/b").unwrap(),
+    );
+    assert!(probe_with_timeout(y_a, x_a, Target::Tcp(80), Duration::from_secs(1)).connected);
+    assert!(!probe_with_timeout(z_b, x_a, Target::Tcp(80), Duration::from_millis(300)).connected);
+    let server = weir_lab::hubble_socket(lab.state().node("n1").unwrap());
+    let server = server.to_str().unwrap();
+    let read = || -> Vec<serde_json::Value> {
+        weir(&["-o", "json", "observe", "debug-events", "--server", server, "--last", "4095"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let messages = read();
+    let texts: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m["debug_event"]["message"].as_str())
+        .collect();
+    let ct_new = |from: std::net::Ipv4Addr| {
+        texts.iter().any(|t| {
+            t.contains(" ingress: ct new proto 6 ")
+                && t.contains(&format!(" {from}:"))
+                && t.ends_with(&format!("-> {}:80", x_a.ip))
+        })
+    };
+    assert!(ct_new(y_a.ip) && ct_new(z_b.ip), "{texts:#?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains(" ingress: policy ") && t.contains("port 80: allowed")),
+        "{texts:#?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains(" ingress: policy ") && t.contains("port 80: dropped, reason 133")),
+        "{texts:#?}"
+    );
+    let from_x_a = messages.iter().find(|m| {
+        m["debug_event"]["message"]
+            .as_str()
+            .is_some_and(|t| t.contains("dropped, reason 133"))
+    });
+    let source = &from_x_a.unwrap()["debug_event"]["source"]["ID"];
+    assert!(source.as_u64().is_some_and(|id| id > 0), "{from_x_a:?}");
+    assert_eq!(from_x_a.unwrap()["node_name"], "n1");
+
+    weir(&["debug", "disable"]);
+    // What was written before the switch has been read by then.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = read().last().cloned();
+    assert!(probe_with_timeout(y_a, x_a, Target::Tcp(80), Duration::from_secs(1)).connected);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read().last().cloned(), before, "switched off: no more messages");
+}
 
 /// Every agent event `node` keeps, through the client generated from the
 /// upstream protos on the agent's Observer socket.
