@@ -26,6 +26,7 @@ mod packet;
 mod parse;
 mod pod;
 mod policy;
+mod redirect;
 mod reject;
 mod sock;
 
@@ -33,6 +34,7 @@ use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
 use aya_ebpf::macros::{cgroup_sock_addr, classifier};
 use aya_ebpf::programs::{SockAddrContext, TcContext};
 use events::Report;
+use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::{Reason, TrafficDirection};
 
 /// Host-side veth ingress: what the pod sent (the pod's egress).
@@ -189,7 +191,18 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
             }
         }
     };
-    verdict(ctx, direction, reason, &report, true)
+    let action = verdict(ctx, direction, reason, &report, true);
+    // eBPF host routing: a from-pod packet that passed goes straight to the
+    // device the node routes it through (redirect.rs), after it was counted
+    // and reported like any other.
+    if egress && action == TC_ACT_OK && report.flow.family == FAMILY_IPV4 && redirect::enabled() {
+        let daddr = &report.flow.daddr;
+        return redirect::from_pod(
+            ctx,
+            u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
+        );
+    }
+    action
 }
 
 #[inline(always)]
