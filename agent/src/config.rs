@@ -137,9 +137,10 @@ pub struct Config {
     pub monitor_aggregation: MonitorAggregation,
     /// How pods' packets are routed: `bpf` (the datapath redirects a
     /// packet to another pod, here or on another node, straight to the
-    /// device the kernel's FIB routes it through, after its verdict) or
-    /// `legacy` (every packet goes up the host's IP stack). Traffic to the
-    /// node and outside the cluster takes the stack either way.
+    /// device the kernel's FIB routes it through, after its verdict, and a
+    /// packet from the network to a local pod straight to its interface)
+    /// or `legacy` (every packet goes up the host's IP stack). Traffic to
+    /// the node and outside the cluster takes the stack either way.
     #[arg(long, value_enum, default_value_t = HostRouting::Bpf)]
     pub host_routing: HostRouting,
     /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g.

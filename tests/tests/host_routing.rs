@@ -47,14 +47,16 @@ const PORT: u16 = 5480;
 const ECHO_BYTES: usize = 1 << 20;
 
 struct Lab {
-    // Dropped in order: the datapath (its links) before the namespaces.
+    // Dropped in order: the datapaths (their links) before the namespaces.
     datapath: Datapath,
     _pins: PinDir,
+    /// n2's, when it runs Weir too (c's endpoint and the node device).
+    n2_datapath: Option<(Datapath, PinDir)>,
     a: NetNs,
     b: NetNs,
     c: NetNs,
     n1: NetNs,
-    _n2: NetNs,
+    n2: NetNs,
     _u: NetNs,
 }
 
@@ -103,8 +105,74 @@ fn router(node: &NetNs) {
 }
 
 /// The two nodes, a and b on n1 with the pod programs (b's endpoint with
-/// `b_flags`), c on n2, and the netfilter counters on n1.
+/// `b_flags`), c on n2 (a plain router), and the netfilter counters.
 fn lab(routing: HostRouting, b_flags: u8) -> Lab {
+    build(routing, b_flags, None)
+}
+
+/// Installs `rules` (an nftables ruleset) in `node`.
+fn nft(node: &NetNs, rules: &str) {
+    let file = std::env::temp_dir().join(format!("{}.nft", node.name()));
+    std::fs::write(&file, rules).unwrap();
+    node.exec("nft", &["-f", file.to_str().unwrap()]).unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Loads a datapath in `node` with every node's pod CIDR (`local` names
+/// this node's), the pod programs on `endpoints` (host interface, id,
+/// address, flags) and, with `netdev`, the node-device programs on
+/// `under`.
+fn load_node(
+    node: &NetNs,
+    routing: HostRouting,
+    local: u8,
+    endpoints: Vec<(String, u16, Ipv4Addr, u8)>,
+    netdev: bool,
+) -> (Datapath, PinDir) {
+    let pins = PinDir::new();
+    let pin_dir: PathBuf = pins.path().to_path_buf();
+    let datapath = node
+        .run(move || -> anyhow::Result<Datapath> {
+            let options = LoadOptions {
+                host_routing: routing,
+                ..LoadOptions::default()
+            };
+            let mut datapath = Datapath::load_with(&pin_dir, &options)?;
+            let ebpf = datapath.ebpf_mut();
+            // Every node's pod CIDR, as the agent writes them.
+            for index in [1u8, 2] {
+                let owner = PodCidrOwner {
+                    node_ip: Ipv4Addr::new(10, 98, 100, index),
+                    local: index == local,
+                };
+                maps::set_pod_cidr(ebpf, format!("10.98.{index}.0/24").parse()?, owner)?;
+            }
+            for (host, id, address, flags) in endpoints {
+                let ifindex = nix::net::if_::if_nametoindex(host.as_str())?;
+                let entry = EndpointInfo {
+                    id,
+                    flags,
+                    pad: 0,
+                    identity: 30_000 + u32::from(id),
+                    ipv4: address.octets(),
+                    ..EndpointInfo::default()
+                };
+                maps::set_endpoint(datapath.ebpf_mut(), ifindex, entry)?;
+                datapath.attach(&host, Hook::Pod)?;
+            }
+            if netdev {
+                datapath.attach("under", Hook::Netdev)?;
+            }
+            Ok(datapath)
+        })
+        .unwrap()
+        .expect("load and attach");
+    (datapath, pins)
+}
+
+/// The lab; with `c_flags`, n2 runs Weir too (c's endpoint with those
+/// flags) and both nodes have the node-device programs on `under`.
+fn build(routing: HostRouting, b_flags: u8, c_flags: Option<u8>) -> Lab {
     let prefix = names::unique();
     let n1 = NetNs::new(&format!("{prefix}n")).unwrap();
     let n2 = NetNs::new(&format!("{prefix}m")).unwrap();
@@ -139,83 +207,51 @@ fn lab(routing: HostRouting, b_flags: u8) -> Lab {
     }
     let (a, a_host) = pod(&n1, "a", A, N1_GATEWAY_A);
     let (b, b_host) = pod(&n1, "b", B, Ipv4Addr::new(10, 98, 1, 17));
-    let (c, _) = pod(&n2, "c", C, Ipv4Addr::new(10, 98, 2, 1));
+    let (c, c_host) = pod(&n2, "c", C, Ipv4Addr::new(10, 98, 2, 1));
 
-    // n1's netfilter counters of a's packets: routed by the stack
-    // (forward) or delivered to n1 (input).
-    let rules = format!(
-        "table ip weirtest {{\n\
-         chain routed {{ type filter hook forward priority 0; policy accept; ip saddr {A} counter; }}\n\
-         chain delivered {{ type filter hook input priority 0; policy accept; ip saddr {A} counter; }}\n\
-         }}\n"
+    // The netfilter counters: on n1, a's packets routed by the stack
+    // (forward hook), packets to a routed by it, a's packets delivered to
+    // n1 (input hook); on n2, a's packets routed by its stack.
+    nft(
+        &n1,
+        &format!(
+            "table ip weirtest {{\n\
+             chain routed {{ type filter hook forward priority 0; policy accept; ip saddr {A} counter; }}\n\
+             chain returned {{ type filter hook forward priority 0; policy accept; ip daddr {A} counter; }}\n\
+             chain delivered {{ type filter hook input priority 0; policy accept; ip saddr {A} counter; }}\n\
+             }}\n"
+        ),
     );
-    let file = std::env::temp_dir().join(format!("{prefix}.nft"));
-    std::fs::write(&file, rules).unwrap();
-    n1.exec("nft", &["-f", file.to_str().unwrap()]).unwrap();
-    let _ = std::fs::remove_file(&file);
+    nft(
+        &n2,
+        &format!(
+            "table ip weirtest {{\n\
+             chain routed {{ type filter hook forward priority 0; policy accept; ip saddr {A} counter; }}\n\
+             }}\n"
+        ),
+    );
 
-    let pins = PinDir::new();
-    let pin_dir: PathBuf = pins.path().to_path_buf();
-    let endpoints = [(a_host, 1u16, A, 0u8), (b_host, 2u16, B, b_flags)];
-    let datapath = n1
-        .run(move || -> anyhow::Result<Datapath> {
-            let options = LoadOptions {
-                host_routing: routing,
-                ..LoadOptions::default()
-            };
-            let mut datapath = Datapath::load_with(&pin_dir, &options)?;
-            let ebpf = datapath.ebpf_mut();
-            // Every node's pod CIDR, as the agent writes them.
-            for (cidr, node, local) in [("10.98.1.0/24", 1, true), ("10.98.2.0/24", 2, false)] {
-                let owner = PodCidrOwner {
-                    node_ip: Ipv4Addr::new(10, 98, 100, node),
-                    local,
-                };
-                maps::set_pod_cidr(ebpf, cidr.parse()?, owner)?;
-            }
-            for (host, id, address, flags) in endpoints {
-                let ifindex = nix::net::if_::if_nametoindex(host.as_str())?;
-                let entry = EndpointInfo {
-                    id,
-                    flags,
-                    pad: 0,
-                    identity: 30_000 + u32::from(id),
-                    ipv4: address.octets(),
-                    ..EndpointInfo::default()
-                };
-                maps::set_endpoint(datapath.ebpf_mut(), ifindex, entry)?;
-                datapath.attach(&host, Hook::Pod)?;
-            }
-            Ok(datapath)
-        })
-        .unwrap()
-        .expect("load and attach");
+    let endpoints = vec![(a_host, 1u16, A, 0u8), (b_host, 2u16, B, b_flags)];
+    let (datapath, pins) = load_node(&n1, routing, 1, endpoints, c_flags.is_some());
+    let n2_datapath =
+        c_flags.map(|flags| load_node(&n2, routing, 2, vec![(c_host, 3u16, C, flags)], true));
     Lab {
         datapath,
         _pins: pins,
+        n2_datapath,
         a,
         b,
         c,
         n1,
-        _n2: n2,
+        n2,
         _u: u,
     }
 }
 
 impl Lab {
-    /// The packets counted by n1's `chain` (`routed`: forward hook, or `delivered`: input hook).
+    /// The packets counted by n1's `chain` (see [`build`]).
     fn counted(&self, chain: &str) -> u64 {
-        let out = self
-            .n1
-            .exec("nft", &["list", "chain", "ip", "weirtest", chain])
-            .unwrap();
-        let at = out.find("counter packets ").expect("a counter") + "counter packets ".len();
-        out[at..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+        counted(&self.n1, chain)
     }
 
     fn metric(&self, reason: Reason, direction: TrafficDirection) -> u64 {
@@ -267,6 +303,20 @@ impl Lab {
         };
         lb::set_service(ebpf, key(0), service).unwrap();
     }
+}
+
+/// The packets counted by `node`'s `chain`.
+fn counted(node: &NetNs, chain: &str) -> u64 {
+    let out = node
+        .exec("nft", &["list", "chain", "ip", "weirtest", chain])
+        .unwrap();
+    let at = out.find("counter packets ").expect("a counter") + "counter packets ".len();
+    out[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// A TCP server in `server` on `listen` that echoes what it reads, and a
@@ -473,4 +523,92 @@ fn a_cluster_ip_reaches_backends_on_both_nodes_through_redirects() {
             "a's packets to backend {backend} were redirected after service NAT"
         );
     }
+}
+
+#[test]
+fn from_the_network_packets_are_redirected_to_the_local_pod() {
+    require_root();
+    // Both nodes run Weir with the node-device programs: n1 redirects a's
+    // packets to n1's node device, n2 redirects them from its node device
+    // to c's interface, and c's replies the same way back.
+    let lab = build(HostRouting::Bpf, 0, Some(0));
+    echo(
+        &lab.c,
+        SocketAddrV4::new(C, PORT),
+        &lab.a,
+        SocketAddrV4::new(C, PORT),
+    )
+    .expect("a reaches c on the other node");
+    assert_eq!(
+        lab.counted("routed"),
+        0,
+        "n1's stack routed none of a's packets"
+    );
+    assert_eq!(
+        lab.counted("returned"),
+        0,
+        "n1's stack routed none of c's replies"
+    );
+    assert_eq!(
+        counted(&lab.n2, "routed"),
+        0,
+        "n2's stack routed none of a's packets"
+    );
+    let (n2, _) = lab.n2_datapath.as_ref().unwrap();
+    let seen = n2
+        .metrics()
+        .unwrap()
+        .get(Reason::Forwarded, TrafficDirection::Ingress)
+        .packets;
+    assert!(
+        seen >= 3,
+        "n2's weir_to_pod saw the redirected packets: {seen}"
+    );
+    assert_eq!(
+        ping_ttl(&lab.c, A),
+        62,
+        "two hops, each decrementing the TTL"
+    );
+    assert_eq!(ping_ttl(&lab.a, C), 62);
+}
+
+#[test]
+fn from_the_network_the_destinations_ingress_policy_still_applies() {
+    require_root();
+    let lab = build(HostRouting::Bpf, 0, Some(EndpointInfo::INGRESS_ENFORCED));
+    let result = echo(
+        &lab.c,
+        SocketAddrV4::new(C, PORT),
+        &lab.a,
+        SocketAddrV4::new(C, PORT),
+    );
+    assert!(result.is_err(), "c's ingress policy refuses a: {result:?}");
+    let (n2, _) = lab.n2_datapath.as_ref().unwrap();
+    let denied = n2
+        .metrics()
+        .unwrap()
+        .get(Reason::DropPolicyDenied, TrafficDirection::Ingress)
+        .packets;
+    assert!(denied >= 1, "n2 dropped the SYNs by c's ingress policy");
+    assert_eq!(
+        counted(&lab.n2, "routed"),
+        0,
+        "the SYNs were redirected on n2 (not routed by its stack) and still denied"
+    );
+}
+
+#[test]
+fn legacy_routing_across_nodes_goes_through_both_stacks() {
+    require_root();
+    let lab = build(HostRouting::Legacy, 0, Some(0));
+    echo(
+        &lab.c,
+        SocketAddrV4::new(C, PORT),
+        &lab.a,
+        SocketAddrV4::new(C, PORT),
+    )
+    .expect("a reaches c on the other node");
+    assert!(lab.counted("routed") >= 3);
+    assert!(lab.counted("returned") >= 3);
+    assert!(counted(&lab.n2, "routed") >= 3);
 }

@@ -108,7 +108,28 @@ fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
             return action;
         }
     }
-    outcome.redirect().unwrap_or(action)
+    if let Some(action) = outcome.redirect() {
+        return action;
+    }
+    // eBPF host routing: a packet from the network for one of this node's
+    // pods goes straight to the pod's interface (redirect.rs), where
+    // `weir_to_pod` runs as usual. Decided on the destination as it arrived:
+    // what service NAT rewrote (NodePort to a local backend) takes the stack.
+    if let Ok(flow) = &parsed {
+        if direction == TrafficDirection::Ingress
+            && action == TC_ACT_OK
+            && flow.family == FAMILY_IPV4
+            && redirect::enabled()
+        {
+            let daddr = &flow.daddr;
+            return redirect::route(
+                ctx,
+                u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
+                true,
+            );
+        }
+    }
+    action
 }
 
 /// Counts and reports a node-device packet. A function of its own (a
@@ -197,9 +218,10 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     // and reported like any other.
     if egress && action == TC_ACT_OK && report.flow.family == FAMILY_IPV4 && redirect::enabled() {
         let daddr = &report.flow.daddr;
-        return redirect::from_pod(
+        return redirect::route(
             ctx,
             u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
+            false,
         );
     }
     action

@@ -6,6 +6,9 @@
 //! node's and every other node's) are redirected; everything else (the node
 //! itself, the world, IPv6) goes up the stack as before, where a host
 //! firewall, masquerading or anything else the node configures applies.
+//! `weir_from_pod` redirects a pod's packets to any pod CIDR (this node's
+//! pods and the node device toward other nodes); `weir_from_netdev`
+//! redirects packets from the network to this node's pods only.
 //!
 //! The kernel's FIB decides where the packet goes (`bpf_fib_lookup`, an
 //! input route lookup as if the packet arrived on the pod's interface, so
@@ -34,9 +37,10 @@ use aya_ebpf::helpers::generated::{
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::EbpfContext;
-use weir_abi::PodCidrKey;
+use weir_abi::{EndpointKey, PodCidrKey};
 
 use crate::antispoof::POD_CIDRS;
+use crate::maps::ENDPOINTS;
 use crate::packet::Packet;
 
 /// 1: redirect (`--host-routing bpf`); 0: leave every packet to the stack.
@@ -60,22 +64,27 @@ pub fn enabled() -> bool {
     unsafe { core::ptr::read_volatile(&WEIR_HOST_ROUTING) != 0 }
 }
 
-/// The action for a packet a pod sent, to `daddr` (IPv4, network order as
-/// in the packet) after service NAT, whose verdict passed: a redirect, or
-/// `TC_ACT_OK` for the stack. A function of its own (a BPF-to-BPF call,
-/// called after the verdict): its FIB parameter block is a sibling of the
-/// pod path's frame, not added to it.
+/// The action for a packet whose verdict passed, to `daddr` (IPv4, network
+/// order as in the packet; after service NAT for a pod's packet): a
+/// redirect, or `TC_ACT_OK` for the stack. From a pod (`from_network`
+/// false), any pod CIDR's address qualifies; from the network, only this
+/// node's own pod CIDR, and only when the FIB routes the packet to a pod's
+/// interface (an endpoint in `weir_endpoints`, whose egress runs
+/// `weir_to_pod`): traffic between other hosts that passes through the node
+/// stays the stack's. A function of its own (a BPF-to-BPF call, called
+/// after the verdict): its FIB parameter block is a sibling of the
+/// program's other frames, not added to them.
 #[inline(never)]
-pub fn from_pod(ctx: &TcContext, daddr: u32) -> i32 {
-    if POD_CIDRS
-        .get(Key::new(
-            32,
-            PodCidrKey {
-                addr: daddr.to_ne_bytes(),
-            },
-        ))
-        .is_none()
-    {
+pub fn route(ctx: &TcContext, daddr: u32, from_network: bool) -> i32 {
+    let Some(cidr) = POD_CIDRS.get(Key::new(
+        32,
+        PodCidrKey {
+            addr: daddr.to_ne_bytes(),
+        },
+    )) else {
+        return TC_ACT_OK;
+    };
+    if from_network && !cidr.is_local() {
         return TC_ACT_OK;
     }
     // The Ethernet header and the IPv4 header's fixed part, read at once.
@@ -114,6 +123,15 @@ pub fn from_pod(ctx: &TcContext, daddr: u32) -> i32 {
     };
     let resolved = rc == BPF_FIB_LKUP_RET_SUCCESS as i64;
     if !resolved && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        return TC_ACT_OK;
+    }
+    if from_network
+        && ENDPOINTS
+            .get_ptr(EndpointKey {
+                ifindex: params.ifindex,
+            })
+            .is_none()
+    {
         return TC_ACT_OK;
     }
     // Forwarded, so the TTL goes down by one as the stack would do it.
