@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use ipnetwork::Ipv4Network;
 
-pub use crate::datapath::MonitorAggregation;
+pub use crate::datapath::{HostRouting, MonitorAggregation};
 
 /// Backend selection for services without the
 /// `service.weir.io/lb-algorithm` annotation.
@@ -135,6 +135,14 @@ pub struct Config {
     /// TCP SYN/FIN/RST, policy verdicts) or `none` (every packet).
     #[arg(long, value_enum, default_value_t = MonitorAggregation::Medium)]
     pub monitor_aggregation: MonitorAggregation,
+    /// How pods' packets are routed: `bpf` (the datapath redirects a
+    /// packet to another pod, here or on another node, straight to the
+    /// device the kernel's FIB routes it through, after its verdict, and a
+    /// packet from the network to a local pod straight to its interface)
+    /// or `legacy` (every packet goes up the host's IP stack). Traffic to
+    /// the node and outside the cluster takes the stack either way.
+    #[arg(long, value_enum, default_value_t = HostRouting::Bpf)]
+    pub host_routing: HostRouting,
     /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g.
     /// 127.0.0.1:9962); off when not set.
     #[arg(long)]

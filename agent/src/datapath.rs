@@ -127,6 +127,30 @@ impl MonitorAggregation {
     }
 }
 
+/// How a pod's packets reach their next hop (Cilium's
+/// `bpf.hostLegacyRouting`): see docs/datapath.md, host routing.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostRouting {
+    /// A from-pod packet to a pod address whose verdict passed is
+    /// redirected by the programs to the device the FIB routes it through
+    /// (the destination's own programs still run); the rest goes up the
+    /// stack.
+    #[default]
+    Bpf,
+    /// Every packet goes up the host's IP stack, which routes it.
+    Legacy,
+}
+
+impl HostRouting {
+    /// The value of the object's `WEIR_HOST_ROUTING` global.
+    pub fn abi_value(self) -> u8 {
+        match self {
+            HostRouting::Bpf => 1,
+            HostRouting::Legacy => 0,
+        }
+    }
+}
+
 /// Load-time settings of the kernel programs.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -148,6 +172,8 @@ pub struct LoadOptions {
     /// (`weir_ct_budget`).
     pub ct_new_rate: u32,
     pub ct_new_burst: u32,
+    /// eBPF host routing or the stack's.
+    pub host_routing: HostRouting,
 }
 
 /// The default budget of new entries per endpoint: well above what one pod
@@ -171,6 +197,7 @@ impl Default for LoadOptions {
             max_entries: Vec::new(),
             ct_new_rate: DEFAULT_CT_NEW_RATE,
             ct_new_burst: DEFAULT_CT_NEW_BURST,
+            host_routing: HostRouting::default(),
         }
     }
 }
@@ -217,6 +244,7 @@ impl Datapath {
             .saturating_mul(options.maglev_tables)
             .max(1);
         let aggregation = options.monitor_aggregation.abi_value();
+        let host_routing = options.host_routing.abi_value();
         let (ct_interval, ct_tolerance) =
             weir_abi::conntrack::ct_budget_globals(options.ct_new_rate, options.ct_new_burst);
         // The maglev table's size and any capacity the options set: what
@@ -237,7 +265,8 @@ impl Datapath {
             .override_global("WEIR_NODE_IPV4", &node_ipv4, true)
             .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true)
             .override_global("WEIR_CT_NEW_INTERVAL_NS", &ct_interval, true)
-            .override_global("WEIR_CT_NEW_TOLERANCE_NS", &ct_tolerance, true);
+            .override_global("WEIR_CT_NEW_TOLERANCE_NS", &ct_tolerance, true)
+            .override_global("WEIR_HOST_ROUTING", &host_routing, true);
         for (name, entries) in &capacities {
             loader.map_max_entries(name, *entries);
         }

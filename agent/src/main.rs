@@ -70,6 +70,7 @@ async fn run(mut args: Config) -> Result<()> {
         maglev_tables: args.maglev_tables,
         ct_new_rate: args.conntrack_new_rate,
         ct_new_burst: args.conntrack_new_burst,
+        host_routing: args.host_routing,
         ..LoadOptions::default()
     };
     let mut datapath = Datapath::load_with(&args.bpffs_dir, &options).with_context(|| {

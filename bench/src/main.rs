@@ -80,6 +80,10 @@ enum Bench {
         runs: usize,
         #[arg(long)]
         quick: bool,
+        /// The lab agents' `--host-routing` (`bpf` or `legacy`); the
+        /// agent's default when not given.
+        #[arg(long)]
+        host_routing: Option<String>,
     },
     /// Time of `lab up` and of applying N pods, with real agents and CNI.
     Lab {
@@ -98,9 +102,15 @@ fn main() -> Result<()> {
         Bench::Lab { nodes, pods, runs } => weir_bench::lab::run(nodes, pods, runs.max(1)),
         Bench::Propagation { runs } => weir_bench::propagation::run(runs.max(1)),
         Bench::Idle { peers } => weir_bench::idle::run(peers),
-        Bench::PodToPod { runs, quick } => {
-            weir_bench::pod_to_pod::run(&weir_bench::pod_to_pod::Options { runs, quick })
-        }
+        Bench::PodToPod {
+            runs,
+            quick,
+            host_routing,
+        } => weir_bench::pod_to_pod::run(&weir_bench::pod_to_pod::Options {
+            runs,
+            quick,
+            host_routing,
+        }),
         Bench::PolicyScale {
             policies,
             identities,

@@ -46,6 +46,9 @@ pub struct Options {
     /// Shorter measurements (1 s of iperf3, fewer round trips and
     /// connections) for a quick look.
     pub quick: bool,
+    /// The lab agents' `--host-routing` (None: the agent's default, eBPF
+    /// host routing); named in the Weir rows.
+    pub host_routing: Option<String>,
 }
 
 /// A row to measure: its name, what it is compared with, its path.
@@ -136,13 +139,28 @@ pub fn run(options: &Options) -> Result<()> {
             "release"
         }
     );
-    let weir_same = "Weir, same node, no policy";
-    let weir_cross = "Weir, across nodes (native routing), no policy";
-    let weir_policy = "Weir, same node, ingress+egress policy enforced on both ends";
+    let routing = match &options.host_routing {
+        Some(routing) => {
+            // SAFETY: set before the lab starts; the threads the bare
+            // paths used have ended, none reads the environment meanwhile.
+            unsafe { std::env::set_var(weir_lab::HOST_ROUTING_ENV, routing) };
+            format!(", host routing {routing}")
+        }
+        None => String::new(),
+    };
+    let weir_same = format!("Weir, same node, no policy{routing}");
+    let weir_cross = format!("Weir, across nodes (native routing), no policy{routing}");
+    let weir_policy =
+        format!("Weir, same node, ingress+egress policy enforced on both ends{routing}");
     let weir_scale = format!(
-        "Weir, same node, that policy + {} policies and {} identities loaded",
+        "Weir, same node, that policy + {} policies and {} identities loaded{routing}",
         count(SCALE_POLICIES),
         count(SCALE_IDENTITIES)
+    );
+    let (weir_same, weir_cross, weir_policy) = (
+        weir_same.as_str(),
+        weir_cross.as_str(),
+        weir_policy.as_str(),
     );
     let mut lab = match weir::WeirLab::up() {
         Ok(lab) => Some(lab),

@@ -16,6 +16,11 @@ use weir_tests::netns;
 
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// When set (`bpf` or `legacy`), the agents start with `--host-routing`
+/// and that value (the pod-to-pod benchmark compares both); else with the
+/// agent's default.
+pub const HOST_ROUTING_ENV: &str = "WEIR_LAB_HOST_ROUTING";
+
 impl Lab {
     /// Starts `node`'s agent and waits until its API socket accepts
     /// connections; returns its pid.
@@ -49,6 +54,10 @@ impl Lab {
             "--external-ip-cidr".into(),
             SERVICE_EXTERNAL_PREFIX.into(),
         ];
+        if let Some(routing) = std::env::var_os(HOST_ROUTING_ENV) {
+            args.push("--host-routing".into());
+            args.push(routing.to_string_lossy().into_owned());
+        }
         // The lab's etcd, over TLS with its client certificate, in kvstore
         // mode (CRD mode shares nothing through it).
         if self.state.identities == Identities::Kvstore {

@@ -108,6 +108,10 @@ pub enum Bench {
         /// connections).
         #[arg(long)]
         quick: bool,
+        /// The lab agents' `--host-routing`: `bpf` (the agent's default)
+        /// or `legacy`, to compare the two.
+        #[arg(long)]
+        host_routing: Option<String>,
     },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
@@ -185,10 +189,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 settle.to_string(),
             ],
         ),
-        Bench::PodToPod { runs, quick } => {
+        Bench::PodToPod {
+            runs,
+            quick,
+            host_routing,
+        } => {
             let mut args = vec!["pod-to-pod".to_string(), "--runs".into(), runs.to_string()];
             if *quick {
                 args.push("--quick".into());
+            }
+            if let Some(routing) = host_routing {
+                args.extend(["--host-routing".into(), routing.clone()]);
             }
             ("pod to pod: bare path, Weir and peers, in the lab", args)
         }

@@ -53,7 +53,7 @@ const ETH_SOURCE_OFF: usize = 6;
 
 /// Room for this many nodes' pod CIDRs (Cilium's node map holds 16k).
 #[map(name = "weir_pod_cidrs")]
-static POD_CIDRS: LpmTrie<PodCidrKey, PodCidrInfo> = LpmTrie::pinned(16_384, 0);
+pub(crate) static POD_CIDRS: LpmTrie<PodCidrKey, PodCidrInfo> = LpmTrie::pinned(16_384, 0);
 
 /// The anti-spoofing verdict of a packet from the network: continue, or
 /// drop as [`Reason::DropUnknownSender`]. A function of its own (a

@@ -27,6 +27,7 @@ mod packet;
 mod parse;
 mod pod;
 mod policy;
+mod redirect;
 mod reject;
 mod scratch;
 mod sock;
@@ -35,6 +36,7 @@ use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
 use aya_ebpf::macros::{cgroup_sock_addr, classifier};
 use aya_ebpf::programs::{SockAddrContext, TcContext};
 use events::Report;
+use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::{Reason, TrafficDirection};
 
 /// Host-side veth ingress: what the pod sent (the pod's egress).
@@ -108,7 +110,28 @@ fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
             return action;
         }
     }
-    outcome.redirect().unwrap_or(action)
+    if let Some(action) = outcome.redirect() {
+        return action;
+    }
+    // eBPF host routing: a packet from the network for one of this node's
+    // pods goes straight to the pod's interface (redirect.rs), where
+    // `weir_to_pod` runs as usual. Decided on the destination as it arrived:
+    // what service NAT rewrote (NodePort to a local backend) takes the stack.
+    if let Ok(flow) = &parsed {
+        if direction == TrafficDirection::Ingress
+            && action == TC_ACT_OK
+            && flow.family == FAMILY_IPV4
+            && redirect::enabled()
+        {
+            let daddr = &flow.daddr;
+            return redirect::route(
+                ctx,
+                u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
+                true,
+            );
+        }
+    }
+    action
 }
 
 /// Counts and reports a node-device packet. A function of its own (a
@@ -150,7 +173,23 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
             pod_path(ctx, direction, report)
         }
     };
-    verdict(ctx, direction, reason, report, true)
+    let action = verdict(ctx, direction, reason, report, true);
+    // eBPF host routing: a from-pod packet that passed goes straight to the
+    // device the node routes it through (redirect.rs), after it was counted
+    // and reported like any other.
+    if direction == TrafficDirection::Egress
+        && action == TC_ACT_OK
+        && report.flow.family == FAMILY_IPV4
+        && redirect::enabled()
+    {
+        let daddr = &report.flow.daddr;
+        return redirect::route(
+            ctx,
+            u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
+            false,
+        );
+    }
+    action
 }
 
 /// Service NAT, conntrack and policy for a parsed packet of a pod
