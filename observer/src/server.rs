@@ -24,9 +24,9 @@ use crate::proto::flow::{
 use crate::proto::observer::observer_server::{Observer, ObserverServer};
 use crate::proto::observer::{
     get_flows_response, GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
-    GetDebugEventsResponse, GetFlowsRequest,
-    GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse, GetNodesRequest,
-    GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
+    GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
+    GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest,
+    ServerStatusResponse,
 };
 use crate::proto::relay::NodeState;
 use crate::ring::{FlowRing, Followed, Query};

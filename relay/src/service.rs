@@ -13,9 +13,10 @@ use tonic::codec::Streaming;
 use tonic::{Code, Request, Response, Status};
 use weir_observer::proto::observer::observer_server::Observer;
 use weir_observer::proto::observer::{
-    get_flows_response, GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse, GetFlowsRequest,
-    GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse, GetNodesRequest,
-    GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
+    get_flows_response, GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
+    GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
+    GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest,
+    ServerStatusResponse,
 };
 use weir_observer::proto::relay::{NodeState, NodeStatusEvent};
 use weir_observer::Query;

@@ -313,10 +313,19 @@ fn debug_messages_explain_a_connection_once_switched_on(lab: &TestLab) {
     let server = weir_lab::hubble_socket(lab.state().node("n1").unwrap());
     let server = server.to_str().unwrap();
     let read = || -> Vec<serde_json::Value> {
-        weir(&["-o", "json", "observe", "debug-events", "--server", server, "--last", "4095"])
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        weir(&[
+            "-o",
+            "json",
+            "observe",
+            "debug-events",
+            "--server",
+            server,
+            "--last",
+            "4095",
+        ])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
     };
     let messages = read();
     let texts: Vec<&str> = messages
@@ -358,7 +367,11 @@ fn debug_messages_explain_a_connection_once_switched_on(lab: &TestLab) {
     let before = read().last().cloned();
     assert!(probe_with_timeout(y_a, x_a, Target::Tcp(80), Duration::from_secs(1)).connected);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(read().last().cloned(), before, "switched off: no more messages");
+    assert_eq!(
+        read().last().cloned(),
+        before,
+        "switched off: no more messages"
+    );
 }
 
 /// Every agent event `node` keeps, through the client generated from the
