@@ -279,8 +279,9 @@ fn denied_and_allowed_connections_show_up_as_flows() {
         );
     }
 
-    agent_events_follow_policies_pods_and_services(&mut lab);
+    // While ONLY_Y_A is in force (the agent events below delete it).
     debug_messages_explain_a_connection_once_switched_on(&lab);
+    agent_events_follow_policies_pods_and_services(&mut lab);
 }
 
 const ONLY_Y_A: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: only-y-a, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: a}}}]\n";
