@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use tokio::sync::broadcast;
 
 use crate::proto::Timestamp;
+use crate::ring::window;
 
 /// A response of a ring's RPC: the event, the node and the time.
 pub trait RingResponse: Send + Sync + 'static {
@@ -104,18 +105,7 @@ impl<R: RingResponse> EventRing<R> {
             (stored, follower)
         };
         let matching = stored.into_iter().filter(|e| query.admits(e.as_ref()));
-        let n = if query.number == 0 {
-            usize::MAX
-        } else {
-            usize::try_from(query.number).unwrap_or(usize::MAX)
-        };
-        let history = if query.first {
-            matching.take(n).collect()
-        } else {
-            let mut last: Vec<_> = matching.rev().take(n).collect();
-            last.reverse();
-            last
-        };
+        let history = window(matching, query.number, query.first);
         (history, follower)
     }
 }

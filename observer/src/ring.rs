@@ -165,19 +165,29 @@ impl FlowRing {
             (stored, follower)
         };
         let matching = stored.into_iter().filter(|f| query.admits(f));
-        let n = if query.number == 0 {
-            usize::MAX
-        } else {
-            usize::try_from(query.number).unwrap_or(usize::MAX)
-        };
-        let history = if query.first {
-            matching.take(n).collect()
-        } else {
-            let mut last: Vec<_> = matching.rev().take(n).collect();
-            last.reverse();
-            last
-        };
+        let history = window(matching, query.number, query.first);
         (history, follower)
+    }
+}
+
+/// The first or last `number` of `matching` (all when 0), oldest first:
+/// the history a flow or event query answers with.
+pub(crate) fn window<T>(
+    matching: impl DoubleEndedIterator<Item = T>,
+    number: u64,
+    first: bool,
+) -> Vec<T> {
+    let n = if number == 0 {
+        usize::MAX
+    } else {
+        usize::try_from(number).unwrap_or(usize::MAX)
+    };
+    if first {
+        matching.take(n).collect()
+    } else {
+        let mut last: Vec<_> = matching.rev().take(n).collect();
+        last.reverse();
+        last
     }
 }
 
