@@ -21,6 +21,7 @@
 
 mod measure;
 mod peers;
+mod profile;
 mod table;
 mod topology;
 mod weir;
@@ -51,11 +52,14 @@ pub struct Options {
     pub host_routing: Option<String>,
 }
 
-/// A row to measure: its name, what it is compared with, its path.
+/// A row to measure: its name, what it is compared with, its path, and
+/// whether Weir's programs are on it (its kernel run-time statistics are
+/// then taken in a pass of their own, [`profile`]).
 struct Target {
     name: String,
     baseline: Baseline,
     path: Path,
+    weir: bool,
 }
 
 impl Target {
@@ -64,7 +68,30 @@ impl Target {
             name: name.to_string(),
             baseline,
             path,
+            weir: false,
         }
+    }
+
+    fn weir(name: &str, baseline: Baseline, path: Path) -> Target {
+        Target {
+            weir: true,
+            ..Target::new(name, baseline, path)
+        }
+    }
+}
+
+/// What the rows gather as they are measured.
+#[derive(Default)]
+struct Results {
+    rows: Vec<Row>,
+    profiles: Vec<profile::Profile>,
+    not_measured: Vec<(String, String)>,
+}
+
+impl Results {
+    fn skip(&mut self, row: &str, why: String) {
+        eprintln!("not measured: {row}: {why}");
+        self.not_measured.push((row.to_string(), why));
     }
 }
 
@@ -84,12 +111,7 @@ pub fn run(options: &Options) -> Result<()> {
         }
     };
     let runs = options.runs.max(1);
-    let mut rows = Vec::new();
-    let mut not_measured: Vec<(String, String)> = Vec::new();
-    let mut skip = |row: &str, why: String| {
-        eprintln!("not measured: {row}: {why}");
-        not_measured.push((row.to_string(), why));
-    };
+    let mut results = Results::default();
 
     eprintln!("building the bare paths and the peers");
     let bare_same = topology::Bare::same_node()?;
@@ -101,10 +123,10 @@ pub fn run(options: &Options) -> Result<()> {
     );
     let nft_row = format!("nftables set of {}, same node", count(PEER_RULES));
     let iptables = peers::iptables(PEER_RULES)
-        .map_err(|e| skip(&iptables_row, format!("{e:#}")))
+        .map_err(|e| results.skip(&iptables_row, format!("{e:#}")))
         .ok();
     let nft = peers::nftables(PEER_RULES)
-        .map_err(|e| skip(&nft_row, format!("{e:#}")))
+        .map_err(|e| results.skip(&nft_row, format!("{e:#}")))
         .ok();
     for (what, bare) in [
         ("bare, same node", Some(&bare_same)),
@@ -166,21 +188,25 @@ pub fn run(options: &Options) -> Result<()> {
         Ok(lab) => Some(lab),
         Err(e) => {
             for row in [weir_same, weir_cross, weir_policy, weir_scale.as_str()] {
-                skip(row, format!("the lab did not come up: {e:#}"));
+                results.skip(row, format!("the lab did not come up: {e:#}"));
             }
             None
         }
     };
     let agents = lab.as_ref().map(|l| l.watched()).unwrap_or_default();
     if let Some(lab) = &lab {
-        first.push(Target::new(weir_same, Baseline::SameNode, lab.same_node()?));
-        first.push(Target::new(
+        first.push(Target::weir(
+            weir_same,
+            Baseline::SameNode,
+            lab.same_node()?,
+        ));
+        first.push(Target::weir(
             weir_cross,
             Baseline::CrossNode,
             lab.cross_node()?,
         ));
     }
-    measure_rows(&first, runs, amounts, &agents, &mut rows, &mut skip)?;
+    measure_rows(&first, runs, amounts, &agents, &mut results)?;
 
     if let Some(lab) = &mut lab {
         let same = lab.same_node()?;
@@ -188,40 +214,43 @@ pub fn run(options: &Options) -> Result<()> {
         match lab.enforce(&same) {
             Ok(()) => {
                 drop(servers);
-                let policy = [Target::new(weir_policy, Baseline::SameNode, same.clone())];
-                measure_rows(&policy, runs, amounts, &agents, &mut rows, &mut skip)?;
+                let policy = [Target::weir(weir_policy, Baseline::SameNode, same.clone())];
+                measure_rows(&policy, runs, amounts, &agents, &mut results)?;
                 eprintln!("loading {SCALE_POLICIES} policies and {SCALE_IDENTITIES} identities");
                 match lab.load_scale(SCALE_POLICIES, SCALE_IDENTITIES) {
                     Ok(()) => {
-                        let scale = [Target::new(&weir_scale, Baseline::SameNode, same)];
-                        measure_rows(&scale, runs, amounts, &agents, &mut rows, &mut skip)?;
+                        let scale = [Target::weir(&weir_scale, Baseline::SameNode, same)];
+                        measure_rows(&scale, runs, amounts, &agents, &mut results)?;
                     }
-                    Err(e) => skip(&weir_scale, format!("loading failed: {e:#}")),
+                    Err(e) => results.skip(&weir_scale, format!("loading failed: {e:#}")),
                 }
             }
             Err(e) => {
                 for row in [weir_policy, weir_scale.as_str()] {
-                    skip(row, format!("{e:#}"));
+                    results.skip(row, format!("{e:#}"));
                 }
             }
         }
     }
-    print!("{}", table::render(&rows, &not_measured, runs));
+    print!(
+        "{}",
+        table::render(&results.rows, &results.not_measured, runs)
+    );
+    print!("{}", profile::render(&results.profiles));
     // The lab, then the peers and bare paths, go down here (on drop).
     drop(lab);
     Ok(())
 }
 
 /// Measures `targets` `runs` times, alternating run by run, with each
-/// agent's CPU over each target's runs. A target that fails is reported
-/// and left out.
+/// agent's CPU over each target's runs, then profiles each Weir target once.
+/// A target that fails is reported and left out.
 fn measure_rows(
     targets: &[Target],
     runs: usize,
     amounts: Amounts,
     agents: &[(String, Vec<u32>)],
-    rows: &mut Vec<Row>,
-    skip: &mut impl FnMut(&str, String),
+    results: &mut Results,
 ) -> Result<()> {
     let mut servers = Vec::new();
     let mut live: Vec<bool> = Vec::new();
@@ -236,7 +265,7 @@ fn measure_rows(
                 live.push(true);
             }
             Err(e) => {
-                skip(&target.name, format!("{e:#}"));
+                results.skip(&target.name, format!("{e:#}"));
                 servers.push(None);
                 live.push(false);
             }
@@ -264,7 +293,7 @@ fn measure_rows(
                     }
                 }
                 Err(e) => {
-                    skip(&target.name, format!("run {run} failed: {e:#}"));
+                    results.skip(&target.name, format!("run {run} failed: {e:#}"));
                     live[i] = false;
                     continue;
                 }
@@ -284,7 +313,7 @@ fn measure_rows(
         }
         let wall = wall[i].as_secs_f64().max(1e-9);
         let connections = (samples[i].len() * amounts.connections).max(1) as f64;
-        rows.push(Row {
+        results.rows.push(Row {
             name: target.name.clone(),
             baseline: target.baseline,
             samples: samples[i].clone(),
@@ -299,6 +328,16 @@ fn measure_rows(
                 .map(|((node, _), used)| (node.clone(), used.as_secs_f64() * 1e6 / connections))
                 .collect(),
         });
+    }
+    for (i, target) in targets.iter().enumerate() {
+        if !live[i] || !target.weir {
+            continue;
+        }
+        eprintln!("profiling: {}", target.name);
+        match profile::profile(&target.name, &target.path, amounts) {
+            Ok(profile) => results.profiles.push(profile),
+            Err(e) => eprintln!("no profile of {}: {e:#}", target.name),
+        }
     }
     drop(servers);
     Ok(())

@@ -128,7 +128,7 @@ pub fn run_once(
 
 /// iperf3 from the client to the server, `streams` parallel streams:
 /// Gbit/s received. Retries while the server is not listening yet.
-fn throughput(path: &Path, streams: u32, seconds: u32) -> Result<f64> {
+pub(super) fn throughput(path: &Path, streams: u32, seconds: u32) -> Result<f64> {
     let mut last = String::new();
     for _attempt in 0..10 {
         let mut client = Command::new("taskset");
@@ -171,7 +171,7 @@ fn pin(cpu: usize) -> Result<()> {
 }
 
 /// `round_trips` one-byte exchanges over one connection: (p50, p99) µs.
-fn request_response(path: &Path, round_trips: usize) -> Result<(f64, f64)> {
+pub(super) fn request_response(path: &Path, round_trips: usize) -> Result<(f64, f64)> {
     let target = SocketAddr::from((path.server_ip, ECHO_PORT));
     let times = netns::run_in(&path.client, move || -> Result<Vec<Duration>> {
         pin(LATENCY_CPU)?;
@@ -196,7 +196,7 @@ fn request_response(path: &Path, round_trips: usize) -> Result<(f64, f64)> {
 /// `connections` new connections one after the other, each timed from
 /// connect() to the reply of a one-byte request, then closed by the
 /// client: (p50, p99) µs.
-fn new_connections(path: &Path, connections: usize) -> Result<(f64, f64)> {
+pub(super) fn new_connections(path: &Path, connections: usize) -> Result<(f64, f64)> {
     let target = SocketAddr::from((path.server_ip, ECHO_PORT));
     let times = netns::run_in(&path.client, move || -> Result<Vec<Duration>> {
         pin(LATENCY_CPU)?;

@@ -119,3 +119,75 @@ fn the_peers_rules_match_no_measured_address() {
     );
     assert!(nft.contains("ip saddr @blocked drop"));
 }
+
+#[test]
+fn weir_programs_are_known_by_their_truncated_kernel_names() {
+    use super::profile::full_name;
+    assert_eq!(full_name("weir_from_pod"), Some("weir_from_pod"));
+    assert_eq!(full_name("weir_from_netde"), Some("weir_from_netdev"));
+    assert_eq!(full_name("weir_sock_getpe"), Some("weir_sock_getpeername4"));
+    assert_eq!(full_name("weir_sock_conne"), Some("weir_sock_connect4"));
+    // A prefix shorter than the kernel's 15 characters is another program.
+    assert_eq!(full_name("weir_from"), None);
+    assert_eq!(full_name("cilium_from_pod"), None);
+}
+
+#[test]
+fn a_profile_counts_what_ran_between_two_snapshots() {
+    use super::profile::{render, Phase, Profile, Snapshot, Usage};
+    let at = |pairs: &[(&'static str, u64, u64)]| {
+        Snapshot(
+            pairs
+                .iter()
+                .map(|(name, ns, runs)| {
+                    (
+                        *name,
+                        Usage {
+                            ns: *ns,
+                            runs: *runs,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    };
+    let before = at(&[("weir_from_pod", 1_000, 10), ("weir_to_pod", 500, 5)]);
+    let after = at(&[
+        ("weir_from_pod", 41_000, 210),
+        ("weir_to_pod", 500, 5),
+        ("weir_to_netdev", 3_000, 20),
+    ]);
+    let delta = after.since(&before);
+    // Idle programs drop out; programs loaded in between count from zero.
+    assert_eq!(
+        delta,
+        at(&[
+            ("weir_from_pod", 40_000, 200),
+            ("weir_to_netdev", 3_000, 20)
+        ])
+    );
+    let phase = |usage: &Snapshot, units| Phase {
+        usage: usage.clone(),
+        units,
+    };
+    let out = render(&[Profile {
+        row: "Weir, same node".into(),
+        round_trips: phase(&delta, 100.0),
+        connections: phase(&Snapshot::default(), 10.0),
+        stream: phase(&at(&[("weir_from_pod", 500_000_000, 1_000_000)]), 2.0),
+    }]);
+    // 200 runs over 100 round trips at 200 ns each: 0.40 µs per round trip.
+    assert!(
+        out.contains("| weir_from_pod | 2.00 | 200 | 0.40 | - | - | - | 500,000 | 500 | 25.0% |"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| weir_to_netdev | 0.20 | 150 | 0.03 |"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| all Weir programs | 2.20 | 195 | 0.43 |"),
+        "{out}"
+    );
+    assert_eq!(render(&[]), "");
+}
