@@ -143,6 +143,13 @@ pub struct Config {
     /// the node and outside the cluster takes the stack either way.
     #[arg(long, value_enum, default_value_t = HostRouting::Bpf)]
     pub host_routing: HostRouting,
+    /// Policy audit mode for every endpoint of the node: what policy would
+    /// drop is reported (flows with verdict AUDIT, counted in
+    /// `hubble_policy_verdicts_total{action="audit"}`) and passes. A pod's
+    /// or its namespace's `policy.weir.io/audit-mode` annotation ("true"
+    /// or "false") overrides it.
+    #[arg(long)]
+    pub policy_audit_mode: bool,
     /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g.
     /// 127.0.0.1:9962); off when not set.
     #[arg(long)]

@@ -34,7 +34,7 @@ pub fn decode(event: &FlowEvent) -> DatapathEvent {
         },
         EVENT_POLICY_VERDICT => EventKind::PolicyVerdict {
             allowed: event.verdict_reason == 0,
-            audited: false,
+            audited: event.flags & FlowEvent::FLAG_AUDIT != 0,
             direction: if ingress {
                 PolicyDirection::Ingress
             } else {

@@ -401,6 +401,7 @@ async fn start_cluster_sync(
     .with_status(status)
     .with_readiness(readiness.clone())
     .with_pod_cidr(pod_cidr, node_ipv4(args))
+    .with_policy_audit_mode(args.policy_audit_mode)
     .with_agent_events(agent_events);
     if let Some(source) = kubernetes {
         reconciler = reconciler.with_kubernetes(source);

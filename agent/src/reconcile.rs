@@ -13,6 +13,7 @@
 //! another's output uses its last good one), and publishes its state in
 //! [`status`] for `/readyz` and `weir status`.
 
+pub mod audit;
 pub mod driver;
 pub mod endpoints_map;
 pub mod identities;
@@ -34,6 +35,7 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use tracing::warn;
+use weir_abi::EndpointInfo;
 use weir_types::LabelSet;
 
 use crate::cluster::kubernetes::KubernetesSource;
@@ -140,6 +142,8 @@ pub struct Reconciler {
     view: Arc<Mutex<SharedView>>,
     manifests: Option<Source>,
     cluster: ClusterManifests,
+    /// `--policy-audit-mode`: the node-wide default of [`audit`].
+    policy_audit_mode: bool,
     /// Bumped whenever a changed manifest directory was read into `cluster`.
     cluster_generation: u64,
     reported_rejections: BTreeMap<PathBuf, String>,
@@ -195,6 +199,7 @@ impl Reconciler {
             view,
             manifests: manifests.map(Source::Directory),
             cluster: ClusterManifests::default(),
+            policy_audit_mode: false,
             cluster_generation: 0,
             reported_rejections: BTreeMap::new(),
             identities,
@@ -229,6 +234,13 @@ impl Reconciler {
         "policy",
         "endpoints",
     ];
+
+    /// Every endpoint of the node in policy audit mode unless its pod or
+    /// namespace says otherwise ([`audit`]).
+    pub fn with_policy_audit_mode(mut self, on: bool) -> Self {
+        self.policy_audit_mode = on;
+        self
+    }
 
     /// Read the desired state from the Kubernetes API instead of a
     /// manifest directory.
@@ -386,7 +398,15 @@ impl Reconciler {
                         self.datapath.lock().ebpf_mut(),
                         &endpoints,
                         |endpoint| self.identities.of(&endpoint.attachment),
-                        |id| self.policy.enforcement_flags(id),
+                        |endpoint| {
+                            let audit = audit::audit_mode(
+                                self.policy_audit_mode,
+                                self.cluster.pods.get(&endpoint.pod),
+                                self.cluster.namespaces.get(&endpoint.pod.namespace),
+                            );
+                            self.policy.enforcement_flags(endpoint.id)
+                                | if audit { EndpointInfo::AUDIT } else { 0 }
+                        },
                         view.synced(),
                     );
                     if let Some(written) = self.endpoints_map.written() {

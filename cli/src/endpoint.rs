@@ -8,31 +8,50 @@ use weir_agent_api::v1;
 use weir_types::NamespacedName;
 
 use crate::agent::{self, rpc_error};
-use crate::output::{self, enforcement, field};
+use crate::output::{self, enforcement_or_audit, field};
 use crate::table::Table;
 
 /// One row of `endpoint list -o json` (fields in key order, see
 /// [`crate::output`]).
 #[derive(Serialize)]
 struct EndpointJson<'a> {
+    egress_policy: &'static str,
     host_ifindex: u32,
     host_ifname: &'a str,
     id: u32,
+    ingress_policy: &'static str,
     ipv4: &'a str,
     mac: &'a str,
     pod: String,
 }
 
-impl<'a> From<&'a v1::Endpoint> for EndpointJson<'a> {
-    fn from(e: &'a v1::Endpoint) -> Self {
+impl<'a> EndpointJson<'a> {
+    /// The registry's record with the policy state of its detail (None:
+    /// the endpoint went away between the two calls).
+    fn new(e: &'a v1::Endpoint, detail: Option<&v1::EndpointDetail>) -> Self {
+        let (ingress_policy, egress_policy) = policy_modes(detail);
         EndpointJson {
+            egress_policy,
             host_ifindex: e.host_ifindex,
             host_ifname: &e.host_ifname,
             id: e.id,
+            ingress_policy,
             ipv4: &e.ipv4,
             mac: &e.mac,
             pod: pod(&e.pod),
         }
+    }
+}
+
+/// Ingress and egress: `enforced`, `allow-all`, `audit`, or `unknown`
+/// without a detail.
+fn policy_modes(detail: Option<&v1::EndpointDetail>) -> (&'static str, &'static str) {
+    match detail {
+        Some(d) => (
+            enforcement_or_audit(d.ingress_enforced, d.policy_audit_mode),
+            enforcement_or_audit(d.egress_enforced, d.policy_audit_mode),
+        ),
+        None => ("unknown", "unknown"),
     }
 }
 
@@ -52,6 +71,7 @@ struct EndpointDetailJson<'a> {
     namespace: &'a str,
     netns: &'a str,
     pod: &'a str,
+    policy_audit_mode: bool,
     policy_map_entries: u64,
 }
 
@@ -71,6 +91,7 @@ impl<'a> From<&'a v1::EndpointDetail> for EndpointDetailJson<'a> {
             namespace: &e.namespace,
             netns: &e.netns,
             pod: &e.pod,
+            policy_audit_mode: e.policy_audit_mode,
             policy_map_entries: e.policy_map_entries,
         }
     }
@@ -90,18 +111,49 @@ pub async fn list(socket: &Path, json: bool) -> Result<()> {
         .await
         .map_err(rpc_error)?
         .into_inner();
+    // Policy state (enforcement, audit mode) is the inspection API's: one
+    // detail per endpoint, on the same local socket.
+    let mut inspect = agent::inspect(socket).await?;
+    let mut details = Vec::with_capacity(response.endpoints.len());
+    for e in &response.endpoints {
+        let detail = match inspect
+            .get_endpoint(v1::EndpointDetailRequest { id: e.id })
+            .await
+        {
+            Ok(detail) => Some(detail.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => return Err(rpc_error(status)),
+        };
+        details.push(detail);
+    }
     if json {
-        let rows: Vec<EndpointJson> = response.endpoints.iter().map(Into::into).collect();
+        let rows: Vec<EndpointJson> = response
+            .endpoints
+            .iter()
+            .zip(&details)
+            .map(|(e, d)| EndpointJson::new(e, d.as_ref()))
+            .collect();
         return output::json_document(&rows);
     }
-    let mut table = Table::new(&["ID", "POD", "IPV4", "HOST IF", "MAC"]);
-    for e in &response.endpoints {
+    let mut table = Table::new(&[
+        "ID",
+        "POD",
+        "IPV4",
+        "HOST IF",
+        "MAC",
+        "POLICY (INGRESS)",
+        "POLICY (EGRESS)",
+    ]);
+    for (e, detail) in response.endpoints.iter().zip(&details) {
+        let (ingress, egress) = policy_modes(detail.as_ref());
         table.row(vec![
             e.id.to_string(),
             pod(&e.pod),
             e.ipv4.clone(),
             e.host_ifname.clone(),
             e.mac.clone(),
+            ingress.to_string(),
+            egress.to_string(),
         ]);
     }
     print!("{}", table.render());
@@ -133,8 +185,18 @@ pub async fn get(socket: &Path, id: u32, json: bool) -> Result<()> {
         format!("{} (ifindex {})", e.interface, e.ifindex),
     );
     field("MAC", &e.mac);
-    field("Ingress policy", enforcement(e.ingress_enforced));
-    field("Egress policy", enforcement(e.egress_enforced));
+    field(
+        "Ingress policy",
+        enforcement_or_audit(e.ingress_enforced, e.policy_audit_mode),
+    );
+    field(
+        "Egress policy",
+        enforcement_or_audit(e.egress_enforced, e.policy_audit_mode),
+    );
+    field(
+        "Policy audit mode",
+        if e.policy_audit_mode { "on" } else { "off" },
+    );
     field("Policy map", format!("{} entries", e.policy_map_entries));
     field("Container", &e.container_id);
     field("Netns", &e.netns);
@@ -168,7 +230,17 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let rows: Vec<EndpointJson> = endpoints.iter().map(Into::into).collect();
+        let audited = v1::EndpointDetail {
+            ingress_enforced: true,
+            policy_audit_mode: true,
+            ..Default::default()
+        };
+        let details = [Some(&audited), None];
+        let rows: Vec<EndpointJson> = endpoints
+            .iter()
+            .zip(details)
+            .map(|(e, d)| EndpointJson::new(e, d))
+            .collect();
         assert_eq!(
             serde_json::to_string_pretty(&rows).unwrap(),
             include_str!("../testdata/endpoint_list.json")

@@ -61,12 +61,14 @@ pub fn direction(direction: v1::TrafficDirection) -> &'static str {
     }
 }
 
-/// `allow` or `deny`; empty when the agent sent none.
+/// `allow`, `deny` or `audit` (denied, not dropped: audit mode); empty
+/// when the agent sent none.
 pub fn verdict(verdict: v1::PolicyVerdict) -> &'static str {
     match verdict {
         v1::PolicyVerdict::Unspecified => "",
         v1::PolicyVerdict::Allow => "allow",
         v1::PolicyVerdict::Deny => "deny",
+        v1::PolicyVerdict::Audit => "audit",
     }
 }
 
@@ -86,6 +88,17 @@ pub fn enforcement(enforced: bool) -> &'static str {
         "enforced"
     } else {
         "allow-all"
+    }
+}
+
+/// [`enforcement`] of an endpoint that may be in policy audit mode: a
+/// direction policy selects is `audit` there (its drops are reported, not
+/// made).
+pub fn enforcement_or_audit(enforced: bool, audit: bool) -> &'static str {
+    if enforced && audit {
+        "audit"
+    } else {
+        enforcement(enforced)
     }
 }
 

@@ -207,7 +207,11 @@ impl Lab {
             &serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Namespace",
-                "metadata": {"name": ns.name, "labels": ns.labels},
+                "metadata": {
+                    "name": ns.name,
+                    "labels": ns.labels,
+                    "annotations": manifest::annotations(ns.policy_audit_mode),
+                },
             }),
         )?;
         let what = format!("namespace/{}", ns.name);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{dynamic_api, resource};
 use crate::apply::Applied;
-use crate::manifest::{Object, Pod};
+use crate::manifest::{self, Object, Pod};
 
 /// The field manager of everything the lab applies.
 pub const FIELD_MANAGER: &str = "weir-lab";
@@ -70,7 +70,11 @@ pub fn document(object: &Object) -> Result<Document> {
                 value: json!({
                     "apiVersion": "v1",
                     "kind": "Namespace",
-                    "metadata": {"name": ns.name, "labels": labels},
+                    "metadata": {
+                        "name": ns.name,
+                        "labels": labels,
+                        "annotations": manifest::annotations(ns.policy_audit_mode),
+                    },
                 }),
             }
         }
@@ -133,7 +137,12 @@ pub fn pod_document(pod: &Pod) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": pod.name, "namespace": pod.namespace, "labels": pod.labels},
+        "metadata": {
+            "name": pod.name,
+            "namespace": pod.namespace,
+            "labels": pod.labels,
+            "annotations": manifest::annotations(pod.policy_audit_mode),
+        },
         "spec": spec,
     })
 }

@@ -159,11 +159,13 @@ pub fn write_pod_manifest(
                 .collect(),
             node: Some(node.into()),
             ports: Vec::new(),
+            policy_audit_mode: None,
         };
         // The API server takes pods only in a namespace that exists.
         let namespace = Object::Namespace(manifest::Namespace {
             name: namespace.into(),
             labels: Default::default(),
+            policy_audit_mode: None,
         });
         let namespace = crate::server_apply::document(&namespace)?;
         access.run(move |client| async move {

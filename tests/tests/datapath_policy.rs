@@ -982,6 +982,105 @@ mod events {
     }
 
     #[test]
+    fn audit_mode_reports_what_policy_would_drop_and_passes_it() {
+        let enforced = EndpointInfo::INGRESS_ENFORCED | EndpointInfo::EGRESS_ENFORCED;
+        let (_pins, mut datapath) = setup(enforced | EndpointInfo::AUDIT);
+        // A deny rule for port 81; nothing allows port 80 (default deny).
+        rule(
+            &mut datapath,
+            TrafficDirection::Egress,
+            PEER_IDENTITY,
+            ip_proto::TCP,
+            81,
+            POLICY_PREFIX_FULL,
+            POLICY_DENY,
+        );
+        drain(&mut datapath);
+        for (port, would_be) in [(80, Reason::DropPolicyDenied), (81, Reason::DropPolicyDeny)] {
+            let syn = tcp_syn_to(port);
+            assert_eq!(
+                run(&mut datapath, ProgramKind::FromPod, &syn),
+                (TC_ACT_OK, Reason::Forwarded),
+                "port {port} passes in audit mode"
+            );
+            let events = drain(&mut datapath);
+            assert_eq!(events.len(), 2, "a verdict and a trace: {events:?}");
+            let verdict = &events[0];
+            assert_eq!(
+                (verdict.kind, verdict.verdict_reason),
+                (EVENT_POLICY_VERDICT, would_be as u8),
+                "port {port}: the verdict names the drop that was not made"
+            );
+            assert_eq!(verdict.flags & FlowEvent::FLAG_AUDIT, FlowEvent::FLAG_AUDIT);
+            assert_eq!(events[1].kind, EVENT_TRACE);
+            // The connection is tracked with its (audited) verdict: its
+            // next packet is not reported again.
+            let mut ack = syn.clone();
+            ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
+            assert_eq!(
+                run(&mut datapath, ProgramKind::FromPod, &ack).1,
+                Reason::Forwarded
+            );
+            assert!(drain(&mut datapath).is_empty());
+        }
+        // Ingress too.
+        let inbound = reversed_ipv4(&tcp_syn_to(82), Some(0x02));
+        assert_eq!(
+            run(&mut datapath, ProgramKind::ToPod, &inbound),
+            (TC_ACT_OK, Reason::Forwarded)
+        );
+        let events = drain(&mut datapath);
+        assert_eq!(
+            (events[0].kind, events[0].verdict_reason, events[0].flags),
+            (
+                EVENT_POLICY_VERDICT,
+                Reason::DropPolicyDenied as u8,
+                FlowEvent::FLAG_AUDIT | FlowEvent::FLAG_INGRESS
+            )
+        );
+        // Audit mode is about policy only: a forged source still drops.
+        let forged = reversed_ipv4(&tcp_syn_to(83), None); // source IP4_B
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &forged),
+            (TC_ACT_SHOT, Reason::DropInvalidSourceIp)
+        );
+        // Out of audit mode (and the revision moved, as the agent's pass
+        // does), a new connection to port 80 is dropped again...
+        maps::set_endpoint(
+            datapath.ebpf_mut(),
+            LOOPBACK_IFINDEX,
+            EndpointInfo {
+                id: ENDPOINT_ID,
+                flags: enforced,
+                pad: 0,
+                identity: 30_000,
+                ipv4: packets::IP4_A,
+                ipv6: packets::IP6_A,
+                ipv6_link_local: [0; 8],
+            },
+        )
+        .unwrap();
+        maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();
+        drain(&mut datapath);
+        let mut other_source_port = tcp_syn_to(80);
+        other_source_port[packets::ETH_HLEN + packets::IPV4_HLEN] ^= 0x01;
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &other_source_port),
+            (TC_ACT_SHOT, Reason::DropPolicyDenied)
+        );
+        let events = drain(&mut datapath);
+        assert_eq!(events[0].flags & FlowEvent::FLAG_AUDIT, 0);
+        // ...and so is the audited connection's next packet: its verdict
+        // is checked again at the new revision.
+        let mut ack = tcp_syn_to(80);
+        ack[packets::ETH_HLEN + packets::IPV4_HLEN + 13] = 0x10;
+        assert_eq!(
+            run(&mut datapath, ProgramKind::FromPod, &ack),
+            (TC_ACT_SHOT, Reason::DropPolicyDenied)
+        );
+    }
+
+    #[test]
     fn malformed_packets_on_a_node_device_report_a_drop() {
         let (_pins, mut datapath) = setup(0);
         drain(&mut datapath);

@@ -638,3 +638,114 @@ fn the_only_policy_of_a_pod_that_becomes_unreadable_keeps_it_enforced_manifest_d
     let report = converge(&lab, TCP80, |_, _, _| true);
     assert!(report.is_none(), "deleted:\n{}", report.unwrap());
 }
+
+/// `weir -o json observe --server <node's Observer socket> ARGS` as JSON
+/// lines.
+fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let server = weir_lab::hubble_socket(lab.state().node(node).unwrap());
+    let server = server.to_str().unwrap();
+    let (ok, out) = weir(
+        lab,
+        node,
+        &[&["-o", "json", "observe", "--server", server], args].concat(),
+    );
+    assert!(ok, "weir observe failed: {out}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Issue 19 item 5: policy audit mode. x/a admits namespace y on TCP 80
+/// but denies y/b. With namespace x annotated for audit, every pod
+/// connects, and the connections policy would have dropped show up as
+/// flows with verdict AUDIT naming the drop; `weir endpoint list` says
+/// `audit`. x/a's own annotation "false" overrides its namespace's and
+/// enforcement is back.
+#[test]
+fn audit_mode_reports_would_be_drops_and_drops_nothing() {
+    let mut lab = TestLab::up(2).unwrap();
+    web_and_no_yb(&mut lab);
+    let annotated = |yaml: &str, value: &str| {
+        yaml.replacen(
+            "  labels:",
+            &format!("  annotations: {{policy.weir.io/audit-mode: \"{value}\"}}\n  labels:"),
+            1,
+        )
+    };
+    let namespace_x = weir_lab::testing::namespace_yaml("x");
+    lab.apply_yaml(&annotated(&namespace_x, "true")).unwrap();
+    let report = converge(&lab, TCP80, |_, _, _| true);
+    assert!(report.is_none(), "audit mode drops nothing:\n{}", report.unwrap());
+    // One more round, after a mark that the flows are read from.
+    let mark = Instant::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    let round = matrix_with_timeout(lab.pods(), TCP80, PROBE_TIMEOUT);
+    assert!(round.iter().all(|r| r.connected), "{round:?}");
+    let since = mark.elapsed().as_secs().to_string();
+    let node = lab.pod("x/a").unwrap().node.clone();
+    let (ok, json) = weir(&lab, &node, &["-o", "json", "endpoint", "list"]);
+    assert!(ok, "{json}");
+    let endpoints: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let x_a = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pod"] == "x/a")
+        .unwrap_or_else(|| panic!("x/a in {json}"));
+    assert_eq!(
+        (x_a["ingress_policy"].as_str(), x_a["egress_policy"].as_str()),
+        (Some("audit"), Some("allow-all")),
+        "{json}"
+    );
+    let (_, table) = weir(&lab, &node, &["endpoint", "list"]);
+    assert!(table.contains("POLICY (INGRESS)"), "{table}");
+    // What policy would have dropped, each once per connection: from z/b
+    // (no rule admits it) and from y/b (the deny rule).
+    let audited = observe(
+        &lab,
+        &node,
+        &["--since-seconds", &since, "--verdict", "AUDIT"],
+    );
+    let reason_from = |from: &str| {
+        audited
+            .iter()
+            .filter(|f| {
+                let source = NamespacedName::new(
+                    f["source"]["namespace"].as_str().unwrap_or(""),
+                    f["source"]["pod_name"].as_str().unwrap_or(""),
+                )
+                .to_string();
+                source == from && f["destination"]["pod_name"] == "a"
+            })
+            .map(|f| f["drop_reason_desc"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        reason_from("z/b").contains(&"POLICY_DENIED".to_string()),
+        "z/b's connection is audited as POLICY_DENIED: {audited:#?}"
+    );
+    assert!(
+        reason_from("y/b").contains(&"POLICY_DENY".to_string()),
+        "y/b's connection is audited as POLICY_DENY: {audited:#?}"
+    );
+    assert!(
+        reason_from("y/a").is_empty(),
+        "y/a is allowed, not audited: {audited:#?}"
+    );
+    assert!(
+        observe(
+            &lab,
+            &node,
+            &["--since-seconds", &since, "--verdict", "DROPPED", "--to-pod", "x/a"]
+        )
+        .is_empty(),
+        "nothing into x/a was dropped"
+    );
+    // The pod's own annotation wins over its namespace's.
+    let pod_x_a = weir_lab::testing::pod_yaml("x", "a", &node, &[80, 81]);
+    lab.apply_yaml(&annotated(&pod_x_a, "false")).unwrap();
+    let report = converge(&lab, TCP80, |s, d, _| {
+        !d.is("x/a") || s.is("y/a") || s.is("y/c")
+    });
+    assert!(report.is_none(), "enforced again:\n{}", report.unwrap());
+}

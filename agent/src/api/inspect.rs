@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 use weir_abi::conntrack::CT_SCOPE_EGRESS;
 use weir_abi::ip_proto;
-use weir_abi::{CtEntry, PolicyEntry};
+use weir_abi::{CtEntry, EndpointInfo, PolicyEntry};
 use weir_agent_api::v1;
 use weir_agent_api::v1::inspect_server::Inspect;
 use weir_policy::L4Prefix;
@@ -261,13 +261,18 @@ impl Inspect for InspectService {
             .into_iter()
             .find(|e| u32::from(e.id) == id)
             .ok_or_else(|| Status::not_found(format!("no local endpoint {id}")))?;
-        let map_entries = {
+        let (map_entries, audit) = {
             let mut datapath = self.datapath.lock();
-            maps::policy_entries(datapath.ebpf_mut())
+            let entries = maps::policy_entries(datapath.ebpf_mut())
                 .map_err(internal)?
                 .iter()
                 .filter(|(lpm, _)| lpm.key.endpoint_id == endpoint.id)
-                .count() as u64
+                .count() as u64;
+            let flags = maps::endpoint_entries(datapath.ebpf_mut())
+                .map_err(internal)?
+                .get(&endpoint.host_ifindex)
+                .map_or(0, |info| info.flags);
+            (entries, flags & EndpointInfo::AUDIT != 0)
         };
         let snapshot = self
             .policy
@@ -279,7 +284,10 @@ impl Inspect for InspectService {
             &endpoint,
             &snapshot,
             &view,
-            map_entries,
+            detail::InDatapath {
+                policy_map_entries: map_entries,
+                audit,
+            },
         )))
     }
 

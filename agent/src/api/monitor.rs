@@ -130,10 +130,10 @@ pub fn to_proto(event: &DatapathEvent, clock: &WallClock, node_name: &str) -> v1
         }
         EventKind::PolicyVerdict {
             allowed,
+            audited,
             direction,
             match_type,
             reason,
-            ..
         } => {
             out.reason = u32::from(reason);
             if reason != 0 {
@@ -143,10 +143,10 @@ pub fn to_proto(event: &DatapathEvent, clock: &WallClock, node_name: &str) -> v1
                 PolicyDirection::Ingress => v1::TrafficDirection::Ingress,
                 PolicyDirection::Egress => v1::TrafficDirection::Egress,
             });
-            out.set_verdict(if allowed {
-                v1::PolicyVerdict::Allow
-            } else {
-                v1::PolicyVerdict::Deny
+            out.set_verdict(match (audited, allowed) {
+                (true, _) => v1::PolicyVerdict::Audit,
+                (false, true) => v1::PolicyVerdict::Allow,
+                (false, false) => v1::PolicyVerdict::Deny,
             });
             out.match_type = weir_abi::events::match_type_name(match_type).into();
         }

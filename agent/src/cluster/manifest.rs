@@ -76,10 +76,18 @@ pub const POLICY_KINDS: [(&str, &str); 3] = [
     ("weir.io/v1", "WeirClusterwideNetworkPolicy"),
 ];
 
+/// The annotation that puts a pod, or every pod of a namespace, in policy
+/// audit mode (`"true"`) or out of it (`"false"`): a pod's own annotation
+/// wins over its namespace's, which wins over the agent's
+/// `--policy-audit-mode`.
+pub const AUDIT_MODE_ANNOTATION: &str = "policy.weir.io/audit-mode";
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Namespace {
     pub name: String,
     pub labels: Labels,
+    /// [`AUDIT_MODE_ANNOTATION`], when set.
+    pub policy_audit_mode: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
@@ -90,6 +98,17 @@ pub struct Pod {
     /// `spec.nodeName`; the lab schedules the pod when absent.
     pub node: Option<String>,
     pub ports: Vec<ContainerPort>,
+    /// [`AUDIT_MODE_ANNOTATION`], when set.
+    pub policy_audit_mode: Option<bool>,
+}
+
+/// The annotations Weir reads, as an object's metadata carries them (what
+/// the lab writes back out).
+pub fn annotations(policy_audit_mode: Option<bool>) -> Labels {
+    policy_audit_mode
+        .map(|audit| (AUDIT_MODE_ANNOTATION.to_string(), audit.to_string()))
+        .into_iter()
+        .collect()
 }
 
 impl Pod {
@@ -129,6 +148,23 @@ struct RawMetadata {
     namespace: Option<String>,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
+}
+
+impl RawMetadata {
+    /// [`AUDIT_MODE_ANNOTATION`]: "true" or "false"; anything else is
+    /// refused, so a typo never silently turns enforcement off (or on).
+    fn policy_audit_mode(&self) -> Result<Option<bool>> {
+        match self.annotations.get(AUDIT_MODE_ANNOTATION).map(String::as_str) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => {
+                bail!("annotation {AUDIT_MODE_ANNOTATION}: {other:?} is neither \"true\" nor \"false\"")
+            }
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -197,6 +233,7 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
     match (raw.api_version.as_deref(), kind) {
         (Some("v1"), "Namespace") => Ok(Object::Namespace(Namespace {
             name,
+            policy_audit_mode: raw.metadata.policy_audit_mode()?,
             labels: raw.metadata.labels,
         })),
         (Some("v1"), "Pod") => {
@@ -232,6 +269,7 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
             Ok(Object::Pod(Pod {
                 namespace,
                 name,
+                policy_audit_mode: raw.metadata.policy_audit_mode()?,
                 labels: raw.metadata.labels,
                 node: spec.node_name,
                 ports,

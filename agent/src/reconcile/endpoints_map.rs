@@ -91,7 +91,7 @@ impl EndpointMapSync {
         ebpf: &mut Ebpf,
         endpoints: &[Endpoint],
         identity_of: impl Fn(&Endpoint) -> Option<u32>,
-        flags_of: impl Fn(u16) -> u8,
+        flags_of: impl Fn(&Endpoint) -> u8,
         synced: bool,
     ) -> Result<BTreeSet<u16>, TableError> {
         let mut wanted = BTreeMap::new();
@@ -103,7 +103,7 @@ impl EndpointMapSync {
             }
             wanted.insert(
                 endpoint.host_ifindex,
-                desired_entry(endpoint, identity, || flags_of(endpoint.id), synced),
+                desired_entry(endpoint, identity, || flags_of(endpoint), synced),
             );
         }
         let current = match self.written.take() {

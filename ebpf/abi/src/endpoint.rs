@@ -65,6 +65,11 @@ impl EndpointInfo {
     /// from it is dropped. Written when its interface is attached, so a pod
     /// gets no traffic before its policy.
     pub const NOT_READY: u8 = 4;
+    /// Policy audit mode: what policy would drop is reported (a policy
+    /// verdict event with [`crate::FlowEvent::FLAG_AUDIT`]) and passes.
+    /// Only policy's own verdicts: the source check, readiness and the
+    /// rest still drop.
+    pub const AUDIT: u8 = 8;
 
     /// The entry of an endpoint that is attached but not regenerated yet:
     /// its address (for the source check), the `reserved:init` identity,

@@ -88,7 +88,8 @@ pub struct FlowEvent {
     pub protocol: u8,
     pub tcp_flags: u8,
     pub icmp_type: u8,
-    /// [`FlowEvent::FLAG_REPLY`] | [`FlowEvent::FLAG_INGRESS`].
+    /// [`FlowEvent::FLAG_REPLY`] | [`FlowEvent::FLAG_INGRESS`] |
+    /// [`FlowEvent::FLAG_AUDIT`].
     pub flags: u8,
     /// [`CT_NEW`], [`CT_ESTABLISHED`], [`CT_REPLY`] or [`CT_RELATED`].
     pub ct_state: u8,
@@ -110,6 +111,9 @@ impl FlowEvent {
     pub const FLAG_REPLY: u8 = 1;
     /// The packet travels toward the endpoint (its ingress).
     pub const FLAG_INGRESS: u8 = 2;
+    /// Policy verdict events: the endpoint is in audit mode, so the drop
+    /// named by `verdict_reason` was not made (Hubble's verdict AUDIT).
+    pub const FLAG_AUDIT: u8 = 4;
 }
 
 const _: () = assert!(size_of::<FlowEvent>() == 80);

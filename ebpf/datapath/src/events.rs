@@ -46,6 +46,8 @@ pub struct Report {
     /// A policy decision was taken for this packet's new connection.
     pub policy_checked: bool,
     pub match_type: u8,
+    /// The policy drop (a reason code) audit mode let pass; 0 if none.
+    pub audited: u8,
 }
 
 impl Report {
@@ -60,6 +62,7 @@ impl Report {
             peer_identity: 0,
             policy_checked: false,
             match_type: MATCH_NONE,
+            audited: 0,
         }
     }
 }
@@ -174,6 +177,9 @@ pub fn report(
     if ingress {
         flags |= FlowEvent::FLAG_INGRESS;
     }
+    if report.audited != 0 {
+        flags |= FlowEvent::FLAG_AUDIT;
+    }
     let common = Common {
         endpoint_id: report.endpoint_id,
         ifindex,
@@ -190,7 +196,11 @@ pub fn report(
         match_type: report.match_type,
     };
     if verdict {
-        let verdict_reason = if dropped { reason as u8 } else { 0 };
+        let verdict_reason = if dropped {
+            reason as u8
+        } else {
+            report.audited
+        };
         emit(flow, &common, EVENT_POLICY_VERDICT, 0, verdict_reason);
     }
     if dropped {

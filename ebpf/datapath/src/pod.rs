@@ -12,7 +12,8 @@
 //! policy revision it was taken at; packets in the opening direction are
 //! checked against policy again whenever the revision has moved (so a
 //! policy change also stops established connections it no longer allows);
-//! replies of tracked connections pass.
+//! replies of tracked connections pass. An endpoint in policy audit mode
+//! ([`EndpointInfo::AUDIT`]) reports what policy would drop and passes it.
 
 use weir_abi::conntrack::{CT_SCOPE_EGRESS, CT_SCOPE_INGRESS};
 use weir_abi::ip_proto;
@@ -100,6 +101,26 @@ impl Gate {
         };
         self.flags & flag != 0
     }
+
+    const fn audits(self) -> bool {
+        self.flags & EndpointInfo::AUDIT != 0
+    }
+}
+
+/// Audit mode: a drop policy decided is recorded in `report` (the verdict
+/// event says AUDIT and names it) and the packet passes. Everything else,
+/// and every verdict of an endpoint not in audit mode, stands.
+#[inline(always)]
+fn audit(endpoint: Gate, outcome: Result<(), Reason>, report: &mut Report) -> Result<(), Reason> {
+    match outcome {
+        Err(reason @ (Reason::DropPolicyDenied | Reason::DropPolicyDeny | Reason::DropFragNotFound))
+            if endpoint.audits() =>
+        {
+            report.audited = reason as u8;
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The endpoint of the interface, once the packet passed the checks that
@@ -185,13 +206,14 @@ pub fn handle(
     // reason), and nothing is tracked.
     if report.flow.fragment == FRAGMENT_UNKNOWN {
         if enforced {
-            check_policy(endpoint.id, direction, report).map_err(|reason| {
+            let outcome = check_policy(endpoint.id, direction, report).map_err(|reason| {
                 if reason == Reason::DropPolicyDenied {
                     Reason::DropFragNotFound
                 } else {
                     reason
                 }
-            })?;
+            });
+            audit(endpoint, outcome, report)?;
         }
         return Ok(());
     }
@@ -218,7 +240,8 @@ pub fn handle(
     // if the policy no longer allows it; the stamp stays old, so every
     // packet after it is checked too).
     if enforced && !tracked.verdict_current(revision) {
-        check_policy(endpoint.id, direction, report)?;
+        let outcome = check_policy(endpoint.id, direction, report);
+        audit(endpoint, outcome, report)?;
         tracked.stamp(revision);
     }
     if state == CtState::New {

@@ -47,11 +47,19 @@ fn labels_of(
 
 /// One local endpoint in full. `map_entries` is its entry count in the
 /// policy map, read by the caller from the datapath.
+/// What the datapath's maps hold of an endpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InDatapath {
+    pub policy_map_entries: u64,
+    /// `EndpointInfo::AUDIT` is set in its entry.
+    pub audit: bool,
+}
+
 pub fn endpoint_detail(
     endpoint: &Endpoint,
     snapshot: &PolicySnapshot,
     view: &SharedView,
-    map_entries: u64,
+    datapath: InDatapath,
 ) -> v1::EndpointDetail {
     let identity = snapshot
         .local
@@ -76,7 +84,8 @@ pub fn endpoint_detail(
         mac: endpoint.mac.clone(),
         ingress_enforced: policy.is_some_and(|p| p.ingress.enforced),
         egress_enforced: policy.is_some_and(|p| p.egress.enforced),
-        policy_map_entries: map_entries,
+        policy_map_entries: datapath.policy_map_entries,
+        policy_audit_mode: datapath.audit,
         container_id: endpoint.attachment.container_id.clone(),
         netns: endpoint.netns.clone(),
     }

@@ -65,7 +65,11 @@ fn state() -> (PolicySnapshot, SharedView) {
 #[test]
 fn endpoint_detail_joins_registry_identity_and_policy() {
     let (snapshot, view) = state();
-    let d = endpoint_detail(&endpoint(1, "x", "a"), &snapshot, &view, 7);
+    let in_datapath = InDatapath {
+        policy_map_entries: 7,
+        audit: true,
+    };
+    let d = endpoint_detail(&endpoint(1, "x", "a"), &snapshot, &view, in_datapath);
     assert_eq!((d.id, d.namespace.as_str(), d.pod.as_str()), (1, "x", "a"));
     assert_eq!(d.identity, 300);
     assert_eq!(
@@ -76,16 +80,23 @@ fn endpoint_detail_joins_registry_identity_and_policy() {
     assert_eq!((d.ifindex, d.interface.as_str()), (41, "lxc1"));
     assert_eq!((d.ingress_enforced, d.egress_enforced), (true, false));
     assert_eq!(d.policy_map_entries, 7);
+    assert!(d.policy_audit_mode);
     assert_eq!(d.container_id, "c1");
 }
 
 #[test]
 fn an_endpoint_without_identity_yet_has_none() {
     let (snapshot, view) = state();
-    let d = endpoint_detail(&endpoint(3, "x", "new"), &snapshot, &view, 0);
+    let d = endpoint_detail(
+        &endpoint(3, "x", "new"),
+        &snapshot,
+        &view,
+        InDatapath::default(),
+    );
     assert_eq!(d.identity, 0);
     assert!(d.labels.is_empty());
     assert!(!d.ingress_enforced && !d.egress_enforced);
+    assert!(!d.policy_audit_mode);
 }
 
 #[test]
