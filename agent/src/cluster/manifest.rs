@@ -408,6 +408,38 @@ spec:
     }
 
     #[test]
+    fn the_audit_mode_annotation_is_read_and_a_bad_value_refused() {
+        let objects = parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n  annotations: {policy.weir.io/audit-mode: \"false\", other: y}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  namespace: x\n  annotations: {policy.weir.io/audit-mode: \"true\"}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: x}\n",
+        )
+        .unwrap();
+        let audit: Vec<Option<bool>> = objects
+            .iter()
+            .map(|o| match o {
+                Object::Namespace(ns) => ns.policy_audit_mode,
+                Object::Pod(pod) => pod.policy_audit_mode,
+                _ => panic!("{o:?}"),
+            })
+            .collect();
+        assert_eq!(audit, [Some(false), Some(true), None]);
+        // Written back out as it was read.
+        assert_eq!(
+            annotations(Some(true)),
+            Labels::from([(AUDIT_MODE_ANNOTATION.to_string(), "true".to_string())])
+        );
+        assert!(annotations(None).is_empty());
+        let err = parse(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations: {policy.weir.io/audit-mode: \"yes\"}\n",
+        )
+        .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("policy.weir.io/audit-mode") && err.contains("\"yes\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn one_bad_document_rejects_the_file() {
         let yaml = format!("{PODS}\napiVersion: v1\nkind: Pod\nmetadata: {{name: Bad_Name}}\n");
         let err = parse(&yaml).unwrap_err();
