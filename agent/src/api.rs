@@ -27,7 +27,6 @@ use weir_agent_api::v1::monitor_server::MonitorServer;
 use weir_agent_api::v1::policy_server::PolicyServer;
 
 use crate::endpoint::manager::{EndpointDatapath, EndpointManager};
-use crate::reconcile::snapshot::SharedSnapshot;
 use endpoints::EndpointsService;
 use inspect::InspectService;
 use metrics::ApiMetricsLayer;
@@ -41,7 +40,7 @@ pub struct LocalApi<D: EndpointDatapath> {
     /// CreateEndpoint waits for the endpoint's first regeneration (with a
     /// reconcile loop; without one there is no policy to wait for).
     pub readiness: Option<endpoints::WaitForPolicy>,
-    pub policy: SharedSnapshot,
+    pub policy: PolicyService,
     pub inspect: InspectService,
     pub monitor: MonitorService,
     pub services: ServicesService,
@@ -71,7 +70,7 @@ pub async fn serve<D: EndpointDatapath + 'static>(
             api.agent,
             api.readiness,
         )))
-        .add_service(PolicyServer::new(PolicyService::new(api.policy)))
+        .add_service(PolicyServer::new(api.policy))
         .add_service(InspectServer::new(api.inspect))
         .add_service(MonitorServer::new(api.monitor))
         .add_service(ServicesServer::new(api.services))

@@ -23,6 +23,7 @@ pub mod datapath;
 pub mod endpoint;
 pub mod flows;
 pub mod metrics;
+pub mod policy_preview;
 pub mod reconcile;
 pub mod registry;
 pub mod wake;

@@ -162,7 +162,7 @@ async fn run(mut args: Config) -> Result<()> {
         &agent_events,
         std::time::SystemTime::now(),
     );
-    let monitor = start_observer(
+    let (monitor, flow_ring) = start_observer(
         &args,
         agent_events.clone(),
         agent.clone(),
@@ -248,7 +248,7 @@ async fn run(mut args: Config) -> Result<()> {
             readiness,
             timeout: std::time::Duration::from_secs(args.endpoint_regeneration_timeout_s),
         }),
-        policy: snapshot,
+        policy: api::policy::PolicyService::new(snapshot).with_flows(flow_ring),
         inspect,
         monitor,
         services,
@@ -708,7 +708,7 @@ async fn start_observer(
     view: Arc<std::sync::Mutex<SharedView>>,
     services: SharedLbStatus,
     registry: &prometheus::Registry,
-) -> Result<api::monitor::MonitorService> {
+) -> Result<(api::monitor::MonitorService, Arc<weir_observer::FlowRing>)> {
     use std::os::unix::fs::PermissionsExt;
     use weir_observer::{FlowRing, Listener, NodeInfo, ObserverService, Parser, Readiness};
 
@@ -801,7 +801,7 @@ async fn start_observer(
             Some(config) => Listener::Tls(tcp, config),
             None => Listener::Tcp(tcp),
         };
-        let service = ObserverService::new(ring, node(address.to_string()))
+        let service = ObserverService::new(ring.clone(), node(address.to_string()))
             .with_agent_events(agent_events)
             .with_debug_events(debug_events);
         tokio::spawn(async move {
@@ -813,5 +813,5 @@ async fn start_observer(
         });
     }
     info!(socket = %args.hubble_socket.display(), "serving the Observer API");
-    Ok(monitor)
+    Ok((monitor, ring))
 }

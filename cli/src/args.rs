@@ -270,6 +270,24 @@ pub enum PolicyCommand {
         #[arg(long)]
         port: PortProtocol,
     },
+    /// Policy impact preview: the connections this node recorded whose
+    /// verdict a candidate change would flip (newly denied, newly
+    /// allowed), each with the rule that decides it. Exit status 1 when
+    /// anything changes.
+    Diff {
+        /// Policies to add or replace (multi-document YAML; `-` reads
+        /// standard input).
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+        /// A policy to delete: KIND/NAMESPACE/NAME (KIND/NAME cluster-wide),
+        /// as `weir policy get` names them. Repeatable.
+        #[arg(long)]
+        delete: Vec<String>,
+        /// Only connections recorded in the last SECONDS (default: every
+        /// flow the agent's observer holds).
+        #[arg(long)]
+        since_seconds: Option<u64>,
+    },
 }
 
 #[cfg(test)]

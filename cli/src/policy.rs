@@ -1,8 +1,8 @@
-//! `weir policy get` and `weir policy trace`.
+//! `weir policy get`, `weir policy trace` and `weir policy diff`.
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use weir_agent_api::v1;
 use weir_types::NamespacedName;
@@ -139,7 +139,100 @@ pub async fn run(socket: &Path, command: &PolicyCommand, json: bool) -> Result<(
     match command {
         PolicyCommand::Get => get(socket, json).await,
         PolicyCommand::Trace { src, dst, port } => trace(socket, src, dst, *port, json).await,
+        PolicyCommand::Diff {
+            file,
+            delete,
+            since_seconds,
+        } => diff(socket, file.as_deref(), delete, *since_seconds, json).await,
     }
+}
+
+/// `policy diff -o json`: one line per changed group.
+#[derive(Serialize)]
+struct DiffJson<'a> {
+    after: &'static str,
+    before: &'static str,
+    count: u64,
+    decided_by: &'a str,
+    destination: &'a str,
+    port: u32,
+    protocol: String,
+    source: &'a str,
+}
+
+async fn diff(
+    socket: &Path,
+    file: Option<&Path>,
+    delete: &[String],
+    since_seconds: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let candidate_yaml = match file {
+        None => String::new(),
+        Some(path) if path == Path::new("-") => std::io::read_to_string(std::io::stdin())?,
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?,
+    };
+    if candidate_yaml.trim().is_empty() && delete.is_empty() {
+        bail!("nothing to preview: give the candidate policies with -f and/or --delete");
+    }
+    let response = agent::policy(socket)
+        .await?
+        .diff(v1::DiffRequest {
+            candidate_yaml,
+            delete: delete.to_vec(),
+            since_seconds: since_seconds.unwrap_or(0),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let verdict = |v: i32| {
+        output::verdict(v1::PolicyVerdict::try_from(v).unwrap_or(v1::PolicyVerdict::Unspecified))
+    };
+    if json {
+        output::json_lines(response.changes.iter().map(|c| DiffJson {
+            after: verdict(c.after),
+            before: verdict(c.before),
+            count: c.count,
+            decided_by: &c.decided_by,
+            destination: &c.destination,
+            port: c.port,
+            protocol: output::l4_protocol(c.protocol),
+            source: &c.source,
+        }))?;
+    } else {
+        println!(
+            "{} groups of connections from {} flows (the oldest {} s old) replayed; {} change:",
+            response.groups,
+            response.flows,
+            response.oldest_flow_seconds,
+            response.changes.len()
+        );
+        for c in &response.changes {
+            let change = match (verdict(c.before), verdict(c.after)) {
+                ("allow", "deny") => "newly denied ",
+                ("deny", "allow") => "newly allowed",
+                _ => "changed      ",
+            };
+            println!(
+                "  {change} {} -> {} {}/{} ({} connection{})",
+                c.source,
+                c.destination,
+                output::l4_protocol(c.protocol),
+                c.port,
+                c.count,
+                if c.count == 1 { "" } else { "s" }
+            );
+            println!("      {}", c.decided_by);
+        }
+        for unknown in &response.unknown {
+            println!("  not judged (a pod this agent no longer knows): {unknown}");
+        }
+    }
+    if !response.changes.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn get(socket: &Path, json: bool) -> Result<()> {

@@ -1,23 +1,41 @@
-//! The policy inspection API (`weir policy get`, `weir policy trace`),
-//! answered from the snapshot the policy reconciler publishes after every
-//! pass: the very compiled state it wrote to the policy map.
+//! The policy inspection API (`weir policy get`, `weir policy trace`,
+//! `weir policy diff`), answered from the snapshot the policy reconciler
+//! publishes after every pass: the very compiled state it wrote to the
+//! policy map.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tonic::{Request, Response, Status};
+use weir_observer::ring::Query;
+use weir_observer::FlowRing;
 use weir_agent_api::v1;
 use weir_agent_api::v1::policy_server::Policy as PolicyRpc;
 use weir_policy::{Direction, PeerKey, Ports, Verdict};
 use weir_types::NamespacedName;
 
 use super::wire;
+use crate::policy_preview::{self, Candidate, Peer};
 use crate::reconcile::snapshot::{PolicySnapshot, SharedSnapshot};
 
 pub struct PolicyService {
     snapshot: SharedSnapshot,
+    /// The observer's flows, which `Diff` replays (none: Diff answers
+    /// Unavailable).
+    flows: Option<Arc<FlowRing>>,
 }
 
 impl PolicyService {
     pub fn new(snapshot: SharedSnapshot) -> Self {
-        PolicyService { snapshot }
+        PolicyService {
+            snapshot,
+            flows: None,
+        }
+    }
+
+    pub fn with_flows(mut self, flows: Arc<FlowRing>) -> Self {
+        self.flows = Some(flows);
+        self
     }
 
     fn snapshot(&self) -> PolicySnapshot {
@@ -138,4 +156,80 @@ impl PolicyRpc for PolicyService {
             explanation: flow.to_string(),
         }))
     }
+
+    async fn diff(
+        &self,
+        request: Request<v1::DiffRequest>,
+    ) -> Result<Response<v1::DiffResponse>, Status> {
+        let request = request.into_inner();
+        let ring = self
+            .flows
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("this agent records no flows"))?;
+        let candidate = Candidate::parse(&request.candidate_yaml, &request.delete)
+            .map_err(Status::invalid_argument)?;
+        let now = SystemTime::now();
+        let since = (request.since_seconds > 0)
+            .then(|| now.checked_sub(Duration::from_secs(request.since_seconds)))
+            .flatten()
+            .map(|t| {
+                let t = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                (t.as_secs() as i64, t.subsec_nanos() as i32)
+            });
+        let (flows, _) = ring.query(Query {
+            since,
+            ..Query::default()
+        });
+        let oldest_flow_seconds = flows
+            .first()
+            .and_then(|f| f.time)
+            .map_or(0, |t| (now_seconds(now) - t.seconds).max(0) as u64);
+        let groups = policy_preview::connections(flows.iter().map(|f| f.as_ref()));
+        let snapshot = self.snapshot();
+        // Compiling twice is CPU work: off the async workers.
+        let preview = tokio::task::spawn_blocking(move || {
+            policy_preview::preview(&snapshot, &candidate, &groups)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::invalid_argument)?;
+        let connection = |c: &policy_preview::ConnectionKey| {
+            format!(
+                "{} -> {} {}/{}",
+                c.source,
+                c.destination,
+                c.protocol.name(),
+                c.port
+            )
+        };
+        Ok(Response::new(v1::DiffResponse {
+            changes: preview
+                .changes
+                .iter()
+                .map(|c| v1::DiffChange {
+                    source: peer(&c.connection.source),
+                    destination: peer(&c.connection.destination),
+                    protocol: wire::l4_protocol(Some(c.connection.protocol)),
+                    port: u32::from(c.connection.port),
+                    count: c.count,
+                    before: wire::verdict(c.before).into(),
+                    after: wire::verdict(c.after).into(),
+                    decided_by: c.decided_by.clone(),
+                })
+                .collect(),
+            groups: preview.groups as u64,
+            flows: flows.len() as u64,
+            oldest_flow_seconds,
+            unknown: preview.unknown.iter().map(connection).collect(),
+        }))
+    }
+}
+
+fn peer(peer: &Peer) -> String {
+    peer.to_string()
+}
+
+fn now_seconds(now: SystemTime) -> i64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
