@@ -116,7 +116,7 @@ fn address_of(peer: &str) -> String {
 /// `source:sport` to `destination:port` over TCP; a peer that is not
 /// `ns/pod` is an address recorded as world.
 fn flow(kind: i32, source: &str, sport: u32, destination: &str, port: u32) -> Flow {
-    let world = |peer: &str| FlowEndpoint {
+    let outside = || FlowEndpoint {
         identity: identity::WORLD,
         ..Default::default()
     };
@@ -140,8 +140,8 @@ fn flow(kind: i32, source: &str, sport: u32, destination: &str, port: u32) -> Fl
                 flags: None,
             })),
         }),
-        source: endpoint_of(source).or_else(|| Some(world(source))),
-        destination: endpoint_of(destination).or_else(|| Some(world(destination))),
+        source: endpoint_of(source).or_else(|| Some(outside())),
+        destination: endpoint_of(destination).or_else(|| Some(outside())),
         ..Default::default()
     }
 }
