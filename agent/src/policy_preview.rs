@@ -109,7 +109,10 @@ impl Candidate {
 pub enum Peer {
     Pod(NamespacedName),
     /// Not a pod: its address and the identity it was recorded with.
-    Address { ip: IpAddr, identity: u32 },
+    Address {
+        ip: IpAddr,
+        identity: u32,
+    },
 }
 
 impl fmt::Display for Peer {
@@ -170,7 +173,8 @@ type FiveTuple = (IpAddr, u16, IpAddr, u16, Protocol);
 
 fn connection_of(flow: &Flow) -> Option<(ConnectionKey, FiveTuple)> {
     let ip = flow.ip.as_ref()?;
-    let (src_ip, dst_ip): (IpAddr, IpAddr) = (ip.source.parse().ok()?, ip.destination.parse().ok()?);
+    let (src_ip, dst_ip): (IpAddr, IpAddr) =
+        (ip.source.parse().ok()?, ip.destination.parse().ok()?);
     let (protocol, sport, dport) = match flow.l4.as_ref()?.protocol.as_ref()? {
         layer4::Protocol::Tcp(t) => (Protocol::Tcp, t.source_port, t.destination_port),
         layer4::Protocol::Udp(u) => (Protocol::Udp, u.source_port, u.destination_port),
@@ -179,7 +183,9 @@ fn connection_of(flow: &Flow) -> Option<(ConnectionKey, FiveTuple)> {
     };
     let (sport, dport) = (u16::try_from(sport).ok()?, u16::try_from(dport).ok()?);
     let peer = |endpoint: Option<&Endpoint>, ip: IpAddr| match endpoint {
-        Some(e) if !e.pod_name.is_empty() => Peer::Pod(NamespacedName::new(&e.namespace, &e.pod_name)),
+        Some(e) if !e.pod_name.is_empty() => {
+            Peer::Pod(NamespacedName::new(&e.namespace, &e.pod_name))
+        }
         e => Peer::Address {
             ip,
             identity: e.map_or(0, |e| e.identity),

@@ -267,6 +267,7 @@ mod tests {
             ingress_enforced: true,
             egress_enforced: false,
             policy_map_entries: 6,
+            policy_audit_mode: false,
             container_id: "3f2a".into(),
             netns: "/run/netns/a".into(),
         };

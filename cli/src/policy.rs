@@ -170,8 +170,9 @@ async fn diff(
     let candidate_yaml = match file {
         None => String::new(),
         Some(path) if path == Path::new("-") => std::io::read_to_string(std::io::stdin())?,
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
     };
     if candidate_yaml.trim().is_empty() && delete.is_empty() {
         bail!("nothing to preview: give the candidate policies with -f and/or --delete");

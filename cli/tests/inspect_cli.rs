@@ -120,7 +120,7 @@ fn inspection_commands_against_the_agent_api() {
     let api = LocalApi {
         agent: agent.clone(),
         readiness: None,
-        policy: weir_agent::api::policy::PolicyService::new(snapshot.clone()),
+        policy: api::policy::PolicyService::new(snapshot.clone()),
         inspect: InspectService {
             node_name: "n1".into(),
             agent,

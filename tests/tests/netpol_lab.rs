@@ -675,7 +675,11 @@ fn audit_mode_reports_would_be_drops_and_drops_nothing() {
     let namespace_x = weir_lab::testing::namespace_yaml("x");
     lab.apply_yaml(&annotated(&namespace_x, "true")).unwrap();
     let report = converge(&lab, TCP80, |_, _, _| true);
-    assert!(report.is_none(), "audit mode drops nothing:\n{}", report.unwrap());
+    assert!(
+        report.is_none(),
+        "audit mode drops nothing:\n{}",
+        report.unwrap()
+    );
     // One more round, after a mark that the flows are read from.
     let mark = Instant::now();
     std::thread::sleep(Duration::from_millis(1100));
@@ -693,7 +697,10 @@ fn audit_mode_reports_would_be_drops_and_drops_nothing() {
         .find(|e| e["pod"] == "x/a")
         .unwrap_or_else(|| panic!("x/a in {json}"));
     assert_eq!(
-        (x_a["ingress_policy"].as_str(), x_a["egress_policy"].as_str()),
+        (
+            x_a["ingress_policy"].as_str(),
+            x_a["egress_policy"].as_str()
+        ),
         (Some("audit"), Some("allow-all")),
         "{json}"
     );
@@ -736,7 +743,14 @@ fn audit_mode_reports_would_be_drops_and_drops_nothing() {
         observe(
             &lab,
             &node,
-            &["--since-seconds", &since, "--verdict", "DROPPED", "--to-pod", "x/a"]
+            &[
+                "--since-seconds",
+                &since,
+                "--verdict",
+                "DROPPED",
+                "--to-pod",
+                "x/a"
+            ]
         )
         .is_empty(),
         "nothing into x/a was dropped"
@@ -752,7 +766,13 @@ fn audit_mode_reports_would_be_drops_and_drops_nothing() {
 
 /// (source pod, port) of every `weir policy diff -o json` line that says
 /// `before` -> `after` into x/a.
-fn previewed(lab: &TestLab, node: &str, args: &[&str], before: &str, after: &str) -> Vec<(String, u64)> {
+fn previewed(
+    lab: &TestLab,
+    node: &str,
+    args: &[&str],
+    before: &str,
+    after: &str,
+) -> Vec<(String, u64)> {
     let out = lab
         .weir(node, &[&["-o", "json", "policy", "diff"], args].concat())
         .unwrap();
@@ -831,7 +851,14 @@ fn a_policy_diff_predicts_exactly_the_drops_enforcement_then_makes() {
     expected.sort();
     assert_eq!(predicted, expected, "the prediction");
     assert!(
-        previewed(&lab, &node, &["-f", file.to_str().unwrap()], "deny", "allow").is_empty(),
+        previewed(
+            &lab,
+            &node,
+            &["-f", file.to_str().unwrap()],
+            "deny",
+            "allow"
+        )
+        .is_empty(),
         "nothing is newly allowed"
     );
     // Enforcement agrees.
@@ -847,7 +874,14 @@ fn a_policy_diff_predicts_exactly_the_drops_enforcement_then_makes() {
     let mut dropped: Vec<(String, u64)> = observe(
         &lab,
         &node,
-        &["--since-seconds", &since, "--verdict", "DROPPED", "--to-pod", "x/a"],
+        &[
+            "--since-seconds",
+            &since,
+            "--verdict",
+            "DROPPED",
+            "--to-pod",
+            "x/a",
+        ],
     )
     .iter()
     .map(|f| {
@@ -863,7 +897,10 @@ fn a_policy_diff_predicts_exactly_the_drops_enforcement_then_makes() {
     .collect();
     dropped.sort();
     dropped.dedup();
-    assert_eq!(dropped, predicted, "what enforcement dropped is what was predicted");
+    assert_eq!(
+        dropped, predicted,
+        "what enforcement dropped is what was predicted"
+    );
     // Deleting the policy would allow exactly those again.
     let since = (start.elapsed().as_secs() + 1).to_string();
     let allowed_again = previewed(

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tonic::{Request, Response, Status};
-use weir_observer::ring::Query;
-use weir_observer::FlowRing;
 use weir_agent_api::v1;
 use weir_agent_api::v1::policy_server::Policy as PolicyRpc;
+use weir_observer::ring::Query;
+use weir_observer::FlowRing;
 use weir_policy::{Direction, PeerKey, Ports, Verdict};
 use weir_types::NamespacedName;
 

@@ -156,7 +156,11 @@ impl RawMetadata {
     /// [`AUDIT_MODE_ANNOTATION`]: "true" or "false"; anything else is
     /// refused, so a typo never silently turns enforcement off (or on).
     fn policy_audit_mode(&self) -> Result<Option<bool>> {
-        match self.annotations.get(AUDIT_MODE_ANNOTATION).map(String::as_str) {
+        match self
+            .annotations
+            .get(AUDIT_MODE_ANNOTATION)
+            .map(String::as_str)
+        {
             None => Ok(None),
             Some("true") => Ok(Some(true)),
             Some("false") => Ok(Some(false)),
@@ -237,6 +241,7 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
             labels: raw.metadata.labels,
         })),
         (Some("v1"), "Pod") => {
+            let policy_audit_mode = raw.metadata.policy_audit_mode()?;
             let namespace = raw.metadata.namespace.unwrap_or_else(|| "default".into());
             validate_dns_label(&namespace).context("Pod namespace")?;
             let spec: RawPodSpec = match raw.spec {
@@ -269,7 +274,7 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
             Ok(Object::Pod(Pod {
                 namespace,
                 name,
-                policy_audit_mode: raw.metadata.policy_audit_mode()?,
+                policy_audit_mode,
                 labels: raw.metadata.labels,
                 node: spec.node_name,
                 ports,

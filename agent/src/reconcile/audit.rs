@@ -47,11 +47,27 @@ mod tests {
         assert!(audit_mode(true, Some(&pod(None)), Some(&namespace(None))));
         assert!(audit_mode(true, None, None));
         // The namespace over the node.
-        assert!(audit_mode(false, Some(&pod(None)), Some(&namespace(Some(true)))));
-        assert!(!audit_mode(true, Some(&pod(None)), Some(&namespace(Some(false)))));
+        assert!(audit_mode(
+            false,
+            Some(&pod(None)),
+            Some(&namespace(Some(true)))
+        ));
+        assert!(!audit_mode(
+            true,
+            Some(&pod(None)),
+            Some(&namespace(Some(false)))
+        ));
         // The pod over both.
-        assert!(audit_mode(false, Some(&pod(Some(true))), Some(&namespace(Some(false)))));
-        assert!(!audit_mode(true, Some(&pod(Some(false))), Some(&namespace(Some(true)))));
+        assert!(audit_mode(
+            false,
+            Some(&pod(Some(true))),
+            Some(&namespace(Some(false)))
+        ));
+        assert!(!audit_mode(
+            true,
+            Some(&pod(Some(false))),
+            Some(&namespace(Some(true)))
+        ));
         assert!(audit_mode(false, Some(&pod(Some(true))), None));
     }
 }
