@@ -711,7 +711,14 @@ fn audit_mode_reports_would_be_drops_and_drops_nothing() {
     let audited = observe(
         &lab,
         &node,
-        &["--since-seconds", &since, "--verdict", "AUDIT"],
+        &[
+            "--last",
+            "4095",
+            "--since-seconds",
+            &since,
+            "--verdict",
+            "AUDIT",
+        ],
     );
     let reason_from = |from: &str| {
         audited
@@ -875,6 +882,8 @@ fn a_policy_diff_predicts_exactly_the_drops_enforcement_then_makes() {
         &lab,
         &node,
         &[
+            "--last",
+            "4095",
             "--since-seconds",
             &since,
             "--verdict",
@@ -891,7 +900,7 @@ fn a_policy_diff_predicts_exactly_the_drops_enforcement_then_makes() {
                 f["source"]["pod_name"].as_str().unwrap_or(""),
             )
             .to_string(),
-            f["l4"]["TCP"]["destination_port"].as_u64().unwrap_or(0),
+            f["destination_port"].as_u64().unwrap_or(0),
         )
     })
     .collect();

@@ -113,9 +113,9 @@ impl Gate {
 #[inline(always)]
 fn audit(endpoint: Gate, outcome: Result<(), Reason>, report: &mut Report) -> Result<(), Reason> {
     match outcome {
-        Err(reason @ (Reason::DropPolicyDenied | Reason::DropPolicyDeny | Reason::DropFragNotFound))
-            if endpoint.audits() =>
-        {
+        Err(
+            reason @ (Reason::DropPolicyDenied | Reason::DropPolicyDeny | Reason::DropFragNotFound),
+        ) if endpoint.audits() => {
             report.audited = reason as u8;
             Ok(())
         }
