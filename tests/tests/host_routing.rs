@@ -406,6 +406,76 @@ fn same_node_pods_are_redirected_past_the_stack() {
     assert_eq!(lab.counted("routed"), 0);
 }
 
+/// The MAC address of `ifname` in `ns`.
+fn mac_of(ns: &NetNs, ifname: &str) -> [u8; 6] {
+    let out = ns.ip(&["-o", "link", "show", ifname]).unwrap();
+    let at = out.find("link/ether ").expect("an Ethernet device") + "link/ether ".len();
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(out[at..at + 17].split(':')) {
+        *byte = u8::from_str_radix(part, 16).unwrap();
+    }
+    mac
+}
+
+/// A pod's entry in `weir_local_routes`, as the agent writes it: its
+/// host-side veth in n1 (`<n1>`+name+`h`) and both MAC addresses.
+fn local_route(lab: &mut Lab, pod: &str, address: Ipv4Addr) {
+    let host = format!("{}{pod}h", lab.n1.name());
+    let pod_ns = if pod == "a" { &lab.a } else { &lab.b };
+    let route = weir_abi::LocalRoute {
+        ifindex: lab
+            .n1
+            .run({
+                let host = host.clone();
+                move || nix::net::if_::if_nametoindex(host.as_str())
+            })
+            .unwrap()
+            .unwrap(),
+        pod_mac: mac_of(pod_ns, "eth0"),
+        host_mac: mac_of(&lab.n1, &host),
+    };
+    maps::set_local_route(lab.datapath.ebpf_mut(), address, route).unwrap();
+}
+
+/// A local destination in `weir_local_routes` is reached without a FIB
+/// lookup: with n1's route to b deleted, a still reaches b (the stack
+/// could not route it), and without b's entry it no longer does.
+#[test]
+fn local_pods_are_reached_through_the_endpoint_routes_without_the_fib() {
+    require_root();
+    let mut lab = lab(HostRouting::Bpf, 0);
+    local_route(&mut lab, "a", A);
+    local_route(&mut lab, "b", B);
+    let b_host = format!("{}bh", lab.n1.name());
+    lab.n1
+        .ip(&["route", "del", "10.98.1.16/28", "dev", &b_host])
+        .unwrap();
+    let ingress = lab.metric(Reason::Forwarded, TrafficDirection::Ingress);
+    echo(
+        &lab.b,
+        SocketAddrV4::new(B, PORT),
+        &lab.a,
+        SocketAddrV4::new(B, PORT),
+    )
+    .expect("a reaches b without a route to it");
+    assert_eq!(lab.counted("routed"), 0, "nothing went through n1's stack");
+    let seen = lab.metric(Reason::Forwarded, TrafficDirection::Ingress) - ingress;
+    assert!(seen >= 3, "weir_to_pod saw the redirected packets: {seen}");
+    // Forwarded once each way, as through the stack.
+    assert_eq!(ping_ttl(&lab.a, B), 63);
+    maps::remove_local_route(lab.datapath.ebpf_mut(), B).unwrap();
+    assert!(
+        echo(
+            &lab.b,
+            SocketAddrV4::new(B, PORT + 1),
+            &lab.a,
+            SocketAddrV4::new(B, PORT + 1),
+        )
+        .is_err(),
+        "without b's entry nor a route, a cannot reach b"
+    );
+}
+
 #[test]
 fn legacy_routing_goes_through_the_stack() {
     require_root();
