@@ -9,7 +9,11 @@ use weir_abi::{map_names, LocalRoute, LocalRouteKey};
 
 use super::{hash, map_err, removed, updated, TableError};
 
-pub fn set_local_route(ebpf: &mut Ebpf, address: Ipv4Addr, route: LocalRoute) -> Result<(), TableError> {
+pub fn set_local_route(
+    ebpf: &mut Ebpf,
+    address: Ipv4Addr,
+    route: LocalRoute,
+) -> Result<(), TableError> {
     let mut map = hash::<LocalRouteKey, LocalRoute>(ebpf, map_names::LOCAL_ROUTES)?;
     let key = LocalRouteKey {
         addr: address.octets(),
@@ -38,9 +42,7 @@ pub fn remove_local_route_of(
         addr: address.octets(),
     };
     match map.get(&key, 0) {
-        Ok(route) if route.ifindex == ifindex => {
-            removed(map_names::LOCAL_ROUTES, map.remove(&key))
-        }
+        Ok(route) if route.ifindex == ifindex => removed(map_names::LOCAL_ROUTES, map.remove(&key)),
         Ok(_) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(source) => Err(map_err(map_names::LOCAL_ROUTES)(source)),
     }
