@@ -92,7 +92,7 @@ mod tests {
                 container_id: format!("c{id}"),
                 ifname: "eth0".into(),
             },
-            pod: NamespacedName::new("x", &format!("p{id}")),
+            pod: NamespacedName::new("x", format!("p{id}")),
             netns: String::new(),
             host_ifname: format!("lxc{id}"),
             host_ifindex: ifindex,
