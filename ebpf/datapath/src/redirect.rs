@@ -102,7 +102,7 @@ pub fn route(ctx: &TcContext, daddr: u32, from_network: bool) -> i32 {
         return TC_ACT_OK;
     }
     let addr = daddr.to_ne_bytes();
-    if let Some(local) = LOCAL_ROUTES.get_ptr(&LocalRouteKey { addr }) {
+    if let Some(local) = LOCAL_ROUTES.get_ptr(LocalRouteKey { addr }) {
         // SAFETY: a pointer from a successful lookup, valid for the run.
         let local = unsafe { *local };
         return forward(ctx, ttl, &local.pod_mac, &local.host_mac, local.ifindex);
