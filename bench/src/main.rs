@@ -84,6 +84,10 @@ enum Bench {
         /// agent's default when not given.
         #[arg(long)]
         host_routing: Option<String>,
+        /// The lab agents without the flow export file (as deploy/ runs
+        /// them).
+        #[arg(long)]
+        no_flow_export: bool,
     },
     /// Time of `lab up` and of applying N pods, with real agents and CNI.
     Lab {
@@ -106,10 +110,12 @@ fn main() -> Result<()> {
             runs,
             quick,
             host_routing,
+            no_flow_export,
         } => weir_bench::pod_to_pod::run(&weir_bench::pod_to_pod::Options {
             runs,
             quick,
             host_routing,
+            flow_export: !no_flow_export,
         }),
         Bench::PolicyScale {
             policies,

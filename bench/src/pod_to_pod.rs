@@ -50,6 +50,9 @@ pub struct Options {
     /// The lab agents' `--host-routing` (None: the agent's default, eBPF
     /// host routing); named in the Weir rows.
     pub host_routing: Option<String>,
+    /// The lab agents write the flow export file (the lab's default);
+    /// false runs them as deploy/ does, without it. Named in the Weir rows.
+    pub flow_export: bool,
 }
 
 /// A row to measure: its name, what it is compared with, its path, and
@@ -161,7 +164,7 @@ pub fn run(options: &Options) -> Result<()> {
             "release"
         }
     );
-    let routing = match &options.host_routing {
+    let mut routing = match &options.host_routing {
         Some(routing) => {
             // SAFETY: set before the lab starts; the threads the bare
             // paths used have ended, none reads the environment meanwhile.
@@ -170,6 +173,11 @@ pub fn run(options: &Options) -> Result<()> {
         }
         None => String::new(),
     };
+    if !options.flow_export {
+        // SAFETY: as above.
+        unsafe { std::env::set_var(weir_lab::FLOW_EXPORT_ENV, "off") };
+        routing.push_str(", no flow export");
+    }
     let weir_same = format!("Weir, same node, no policy{routing}");
     let weir_cross = format!("Weir, across nodes (native routing), no policy{routing}");
     let weir_policy =

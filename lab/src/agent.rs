@@ -21,6 +21,11 @@ const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// agent's default.
 pub const HOST_ROUTING_ENV: &str = "WEIR_LAB_HOST_ROUTING";
 
+/// When set to `off`, the agents start without the flow export file (as
+/// the DaemonSet in deploy/ runs them): the pod-to-pod benchmark's
+/// `--flow-export off` measures the agents a user deploys.
+pub const FLOW_EXPORT_ENV: &str = "WEIR_LAB_FLOW_EXPORT";
+
 impl Lab {
     /// Starts `node`'s agent and waits until its API socket accepts
     /// connections; returns its pid.
@@ -40,9 +45,6 @@ impl Lab {
             node.underlay_ip.to_string(),
             "--hubble-socket".into(),
             hubble_socket(node).display().to_string(),
-            // Every flow, as JSON lines, as a log shipper would take them.
-            "--hubble-export-file-path".into(),
-            flow_export_file(node).display().to_string(),
             "--prometheus-address".into(),
             format!("{}:{METRICS_PORT}", node.underlay_ip),
             "--hubble-metrics".into(),
@@ -54,6 +56,11 @@ impl Lab {
             "--external-ip-cidr".into(),
             SERVICE_EXTERNAL_PREFIX.into(),
         ];
+        if std::env::var_os(FLOW_EXPORT_ENV).is_none_or(|v| v != "off") {
+            // Every flow, as JSON lines, as a log shipper would take them.
+            args.push("--hubble-export-file-path".into());
+            args.push(flow_export_file(node).display().to_string());
+        }
         if let Some(routing) = std::env::var_os(HOST_ROUTING_ENV) {
             args.push("--host-routing".into());
             args.push(routing.to_string_lossy().into_owned());

@@ -70,7 +70,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-pub use agent::HOST_ROUTING_ENV;
+pub use agent::{FLOW_EXPORT_ENV, HOST_ROUTING_ENV};
 pub use apply::Applied;
 pub use binaries::{Binaries, KubeBinaries, KUBE_BIN_ENV};
 pub use client::ClientResult;

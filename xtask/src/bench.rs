@@ -112,6 +112,10 @@ pub enum Bench {
         /// or `legacy`, to compare the two.
         #[arg(long)]
         host_routing: Option<String>,
+        /// Run the lab agents without the flow export file the lab
+        /// otherwise gives them (the DaemonSet in deploy/ has none).
+        #[arg(long)]
+        no_flow_export: bool,
     },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
@@ -193,8 +197,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             runs,
             quick,
             host_routing,
+            no_flow_export,
         } => {
             let mut args = vec!["pod-to-pod".to_string(), "--runs".into(), runs.to_string()];
+            if *no_flow_export {
+                args.push("--no-flow-export".into());
+            }
             if *quick {
                 args.push("--quick".into());
             }
