@@ -207,11 +207,10 @@ impl Lab {
             &serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Namespace",
-                "metadata": {
-                    "name": ns.name,
-                    "labels": ns.labels,
-                    "annotations": manifest::annotations(ns.policy_audit_mode),
-                },
+                "metadata": annotated(
+                    serde_json::json!({"name": ns.name, "labels": ns.labels}),
+                    ns.policy_audit_mode,
+                ),
             }),
         )?;
         let what = format!("namespace/{}", ns.name);
@@ -387,4 +386,18 @@ fn policy_file(policy: &manifest::PolicyDocument) -> String {
         policy.namespace.as_deref().unwrap_or("_cluster"),
         policy.name
     )
+}
+
+/// `metadata` with the annotations Weir reads, when there are any: an empty
+/// `annotations` map in an applied document would make the API server
+/// report a change on every server-side apply.
+pub(crate) fn annotated(
+    mut metadata: serde_json::Value,
+    policy_audit_mode: Option<bool>,
+) -> serde_json::Value {
+    let annotations = manifest::annotations(policy_audit_mode);
+    if !annotations.is_empty() {
+        metadata["annotations"] = serde_json::json!(annotations);
+    }
+    metadata
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::apply::Applied;
-use crate::manifest::{self, Pod};
+use crate::manifest::Pod;
 use crate::state::{NodeRecord, PodRecord, Sandbox};
 use crate::topology::pod_netns;
 use crate::{cni, process, Lab};
@@ -88,12 +88,14 @@ impl Lab {
             &serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {
-                    "name": pod.name,
-                    "namespace": pod.namespace,
-                    "labels": pod.labels,
-                    "annotations": manifest::annotations(pod.policy_audit_mode),
-                },
+                "metadata": crate::apply::annotated(
+                    serde_json::json!({
+                        "name": pod.name,
+                        "namespace": pod.namespace,
+                        "labels": pod.labels,
+                    }),
+                    pod.policy_audit_mode,
+                ),
                 "spec": {"nodeName": node, "containers": [{"name": "main", "ports": ports}]},
             }),
         )

@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 use crate::api::{dynamic_api, resource};
+use crate::apply::annotated;
 use crate::apply::Applied;
-use crate::manifest::{self, Object, Pod};
+use crate::manifest::{Object, Pod};
 
 /// The field manager of everything the lab applies.
 pub const FIELD_MANAGER: &str = "weir-lab";
@@ -70,11 +71,10 @@ pub fn document(object: &Object) -> Result<Document> {
                 value: json!({
                     "apiVersion": "v1",
                     "kind": "Namespace",
-                    "metadata": {
-                        "name": ns.name,
-                        "labels": labels,
-                        "annotations": manifest::annotations(ns.policy_audit_mode),
-                    },
+                    "metadata": annotated(
+                        json!({"name": ns.name, "labels": labels}),
+                        ns.policy_audit_mode,
+                    ),
                 }),
             }
         }
@@ -137,12 +137,10 @@ pub fn pod_document(pod: &Pod) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "name": pod.name,
-            "namespace": pod.namespace,
-            "labels": pod.labels,
-            "annotations": manifest::annotations(pod.policy_audit_mode),
-        },
+        "metadata": annotated(
+            json!({"name": pod.name, "namespace": pod.namespace, "labels": pod.labels}),
+            pod.policy_audit_mode,
+        ),
         "spec": spec,
     })
 }
