@@ -19,7 +19,6 @@ pub mod endpoints_map;
 pub mod identities;
 pub mod ipcache;
 pub mod lb_sync;
-pub mod local_routes;
 pub mod metrics;
 pub mod pod_cidrs;
 pub mod policy;
@@ -155,7 +154,6 @@ pub struct Reconciler {
     local_pod_cidr: Option<(ipnetwork::Ipv4Network, std::net::Ipv4Addr)>,
     pod_cidrs: PodCidrSync,
     endpoints_map: EndpointMapSync,
-    local_routes: local_routes::LocalRouteSync,
     policy: PolicySync,
     services: ServiceSync,
     snapshot: SharedSnapshot,
@@ -209,7 +207,6 @@ impl Reconciler {
             local_pod_cidr: None,
             pod_cidrs: PodCidrSync::default(),
             endpoints_map: EndpointMapSync::default(),
-            local_routes: local_routes::LocalRouteSync::default(),
             policy: PolicySync::default(),
             services,
             snapshot,
@@ -418,12 +415,7 @@ impl Reconciler {
                     self.verdicts_changed |= result.as_ref().map_or(true, |ids| !ids.is_empty());
                     let ok = result.map(|ids| regenerated.extend(ids));
                     let flags_written = ok.is_ok();
-                    // eBPF host routing's local destinations, from the
-                    // same endpoints.
-                    let routes = self
-                        .local_routes
-                        .sync(self.datapath.lock().ebpf_mut(), &endpoints);
-                    self.record(|s| &mut s.endpoints, ok.and(routes), &mut failed);
+                    self.record(|s| &mut s.endpoints, ok, &mut failed);
                     flags_written
                 }
                 _ => false,

@@ -9,7 +9,6 @@ pub mod fill;
 pub mod fragments;
 pub mod ipcache;
 pub mod lb;
-pub mod local_routes;
 pub mod netns_owners;
 pub mod ops;
 pub mod pod_cidrs;
@@ -23,9 +22,6 @@ pub use endpoints::{
 pub use events::{drain_events, events_lost, read_event};
 pub use fragments::fragments;
 pub use ipcache::{ipcache_entries, ipcache_key, remove_ipcache, set_ipcache};
-pub use local_routes::{
-    local_route_entries, remove_local_route, remove_local_route_of, set_local_route,
-};
 pub use netns_owners::{netns_owner_entries, remove_netns_owner, set_netns_owner};
 pub use pod_cidrs::{pod_cidr_entries, remove_pod_cidr, set_pod_cidr, PodCidrOwner};
 pub use policy::{policy_entries, remove_policy, set_policy};

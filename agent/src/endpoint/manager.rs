@@ -72,9 +72,6 @@ impl EndpointDatapath for Datapath {
         if endpoint.netns_cookie != 0 {
             maps::remove_netns_owner(self.ebpf_mut(), endpoint.netns_cookie)?;
         }
-        // Its address goes back to the pool: no packet may follow the old
-        // route until the reconciler writes the next owner's.
-        maps::remove_local_route_of(self.ebpf_mut(), endpoint.ipv4, endpoint.host_ifindex)?;
         Ok(())
     }
 

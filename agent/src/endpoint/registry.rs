@@ -40,19 +40,18 @@ impl Endpoint {
     /// the same). All zero, so no link-local source is accepted, when the
     /// MAC address does not parse.
     pub fn ipv6_link_local(&self) -> [u8; 8] {
-        self.pod_mac()
-            .map_or([0; 8], weir_abi::endpoint::eui64_interface_id)
-    }
-
-    /// The MAC address of the pod's interface; None when it does not
-    /// parse.
-    pub fn pod_mac(&self) -> Option<[u8; 6]> {
         let mut mac = [0u8; 6];
         let mut parts = self.mac.split(':');
         for byte in &mut mac {
-            *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+            match parts.next().map(|part| u8::from_str_radix(part, 16)) {
+                Some(Ok(value)) => *byte = value,
+                _ => return [0; 8],
+            }
         }
-        parts.next().is_none().then_some(mac)
+        if parts.next().is_some() {
+            return [0; 8];
+        }
+        weir_abi::endpoint::eui64_interface_id(mac)
     }
 }
 

@@ -15,7 +15,6 @@ pub mod identity;
 pub mod ip_proto;
 pub mod ipcache;
 pub mod lb;
-pub mod local_route;
 pub mod metrics;
 pub mod pod_cidr;
 pub mod policy;
@@ -26,7 +25,6 @@ pub use endpoint::{EndpointInfo, EndpointKey};
 pub use events::FlowEvent;
 pub use fragments::{Frag4Key, Frag4Ports};
 pub use ipcache::{IpcacheKey, IpcacheValue};
-pub use local_route::{LocalRoute, LocalRouteKey};
 pub use metrics::{MetricsKey, MetricsValue, TrafficDirection};
 pub use pod_cidr::{PodCidrInfo, PodCidrKey};
 pub use policy::{PolicyEntry, PolicyKey};
@@ -48,7 +46,7 @@ pub use reason::Reason;
 /// Not versioned, because the sizes tell: `CtEntry` gained
 /// `policy_revision` (32 to 40 bytes; the layout check replaces the
 /// conntrack pins) and `weir_policy_revision` is a new map (issue 17
-/// item 2); so is `weir_local_routes`.
+/// item 2).
 pub const ABI_VERSION: u32 = 3;
 
 /// Names of the maps the datapath object defines. User space opens maps by
@@ -91,9 +89,6 @@ pub mod map_names {
     /// Every node's pod CIDR, for anti-spoofing on node devices (LPM,
     /// [`crate::PodCidrKey`]).
     pub const POD_CIDRS: &str = "weir_pod_cidrs";
-    /// This node's pods by IPv4 address ([`crate::LocalRoute`]): eBPF host
-    /// routing's destination without a FIB lookup.
-    pub const LOCAL_ROUTES: &str = "weir_local_routes";
     /// The first fragment's ports of IPv4 datagrams in flight
     /// ([`crate::Frag4Key`]).
     pub const FRAGMENTS: &str = "weir_fragments";

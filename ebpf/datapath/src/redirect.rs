@@ -10,16 +10,7 @@
 //! pods and the node device toward other nodes); `weir_from_netdev`
 //! redirects packets from the network to this node's pods only.
 //!
-//! A destination that is one of this node's pods is found in
-//! `weir_local_routes` (its host-side veth and both MAC addresses, written
-//! by the agent): the Ethernet header is rewritten from the entry, the TTL
-//! decremented, and the packet handed to the veth's egress, where
-//! `weir_to_pod` runs. No FIB lookup: the run-time statistics of
-//! `cargo xtask bench pod-to-pod` put the FIB path at about 450 ns of
-//! `weir_from_pod`'s 1,020 ns per packet.
-//!
-//! Any other destination (and a local pod without an entry yet), the
-//! kernel's FIB decides where the packet goes (`bpf_fib_lookup`, an
+//! The kernel's FIB decides where the packet goes (`bpf_fib_lookup`, an
 //! input route lookup as if the packet arrived on the pod's interface, so
 //! policy routing, forwarding and MTU are the kernel's own):
 //! - success: the Ethernet header is rewritten with the next hop's and the
@@ -43,21 +34,14 @@ use aya_ebpf::bindings::{
 use aya_ebpf::helpers::generated::{
     bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh,
 };
-use aya_ebpf::macros::map;
 use aya_ebpf::maps::lpm_trie::Key;
-use aya_ebpf::maps::HashMap;
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::EbpfContext;
-use weir_abi::{EndpointKey, LocalRoute, LocalRouteKey, PodCidrKey};
+use weir_abi::{EndpointKey, PodCidrKey};
 
 use crate::antispoof::POD_CIDRS;
 use crate::maps::ENDPOINTS;
 use crate::packet::Packet;
-
-/// This node's pods by address (see the module's documentation); as many
-/// as `weir_endpoints` holds.
-#[map(name = "weir_local_routes")]
-static LOCAL_ROUTES: HashMap<LocalRouteKey, LocalRoute> = HashMap::pinned(65_535, 0);
 
 /// 1: redirect (`--host-routing bpf`); 0: leave every packet to the stack.
 /// Set by the loader.
@@ -92,33 +76,32 @@ pub fn enabled() -> bool {
 /// program's other frames, not added to them.
 #[inline(never)]
 pub fn route(ctx: &TcContext, daddr: u32, from_network: bool) -> i32 {
-    // The Ethernet header and the IPv4 header's fixed part, read at once.
-    let Some(headers) = Packet::new(ctx).read::<[u8; IPV4_SADDR_OFF + 4]>(0) else {
-        return TC_ACT_OK;
-    };
-    let (tos, ttl) = (headers[IPV4_TOS_OFF], headers[IPV4_TTL_OFF]);
-    // The stack answers an expiring TTL (time exceeded).
-    if headers[12..14] != ETH_P_IP || ttl <= 1 {
-        return TC_ACT_OK;
-    }
-    let addr = daddr.to_ne_bytes();
-    if let Some(local) = LOCAL_ROUTES.get_ptr(LocalRouteKey { addr }) {
-        // SAFETY: a pointer from a successful lookup, valid for the run.
-        let local = unsafe { *local };
-        return forward(ctx, ttl, &local.pod_mac, &local.host_mac, local.ifindex);
-    }
-    let Some(cidr) = POD_CIDRS.get(Key::new(32, PodCidrKey { addr })) else {
+    let Some(cidr) = POD_CIDRS.get(Key::new(
+        32,
+        PodCidrKey {
+            addr: daddr.to_ne_bytes(),
+        },
+    )) else {
         return TC_ACT_OK;
     };
     if from_network && !cidr.is_local() {
         return TC_ACT_OK;
     }
+    // The Ethernet header and the IPv4 header's fixed part, read at once.
+    let Some(headers) = Packet::new(ctx).read::<[u8; IPV4_SADDR_OFF + 4]>(0) else {
+        return TC_ACT_OK;
+    };
+    let (tos, ttl) = (headers[IPV4_TOS_OFF], headers[IPV4_TTL_OFF]);
     let saddr = [
         headers[IPV4_SADDR_OFF],
         headers[IPV4_SADDR_OFF + 1],
         headers[IPV4_SADDR_OFF + 2],
         headers[IPV4_SADDR_OFF + 3],
     ];
+    // The stack answers an expiring TTL (time exceeded).
+    if headers[12..14] != ETH_P_IP || ttl <= 1 {
+        return TC_ACT_OK;
+    }
     // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid value.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
@@ -151,43 +134,29 @@ pub fn route(ctx: &TcContext, daddr: u32, from_network: bool) -> i32 {
     {
         return TC_ACT_OK;
     }
-    if resolved {
-        return forward(ctx, ttl, &params.dmac, &params.smac, params.ifindex);
-    }
-    if !decrement_ttl(ctx, ttl) {
-        return TC_ACT_OK;
-    }
-    // SAFETY: a null parameter block asks the helper to resolve the next
-    // hop of the packet's own destination.
-    unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
-}
-
-/// Hands the packet to `ifindex`'s egress with the TTL decremented and the
-/// Ethernet addresses `dmac` and `smac`; `TC_ACT_OK` (the stack) if the
-/// packet cannot be rewritten.
-#[inline(always)]
-fn forward(ctx: &TcContext, ttl: u8, dmac: &[u8; 6], smac: &[u8; 6], ifindex: u32) -> i32 {
-    if !decrement_ttl(ctx, ttl) {
-        return TC_ACT_OK;
-    }
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(dmac);
-    macs[6..].copy_from_slice(smac);
-    if ctx.store(0, &macs, 0).is_err() {
-        return TC_ACT_OK;
-    }
-    // SAFETY: plain helper call; flags 0 is the device's egress.
-    unsafe { bpf_redirect(ifindex, 0) as i32 }
-}
-
-/// Forwarded, so the TTL goes down by one as the stack would do it. The
-/// TTL is the first byte of a 16-bit word whose other byte (the protocol)
-/// does not change: the checksum update takes the word as it lies in the
-/// packet. False if the packet could not be changed.
-#[inline(always)]
-fn decrement_ttl(ctx: &TcContext, ttl: u8) -> bool {
+    // Forwarded, so the TTL goes down by one as the stack would do it.
+    // The TTL is the first byte of a 16-bit word whose other byte (the
+    // protocol) does not change: the checksum update takes the word as it
+    // lies in the packet.
     let old = u16::from_ne_bytes([ttl, 0]) as u64;
     let new = u16::from_ne_bytes([ttl - 1, 0]) as u64;
-    ctx.l3_csum_replace(IPV4_CSUM_OFF, old, new, 2).is_ok()
-        && ctx.store(IPV4_TTL_OFF, &(ttl - 1), 0).is_ok()
+    if ctx.l3_csum_replace(IPV4_CSUM_OFF, old, new, 2).is_err()
+        || ctx.store(IPV4_TTL_OFF, &(ttl - 1), 0).is_err()
+    {
+        return TC_ACT_OK;
+    }
+    if resolved {
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&params.dmac);
+        macs[6..].copy_from_slice(&params.smac);
+        if ctx.store(0, &macs, 0).is_err() {
+            return TC_ACT_OK;
+        }
+        // SAFETY: plain helper call; flags 0 is the device's egress.
+        unsafe { bpf_redirect(params.ifindex, 0) as i32 }
+    } else {
+        // SAFETY: a null parameter block asks the helper to resolve the
+        // next hop of the packet's own destination.
+        unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+    }
 }
