@@ -22,6 +22,19 @@ const ENDPOINT_ID: u16 = 7;
 const PEER_IDENTITY: u32 = 40_000;
 const OTHER_IDENTITY: u32 = 40_001;
 
+/// The local pod's entry (endpoint 7 at packets::IP4_A/IP6_A) with `flags`.
+fn local_endpoint(flags: u8) -> EndpointInfo {
+    EndpointInfo {
+        id: ENDPOINT_ID,
+        flags,
+        pad: 0,
+        identity: 30_000,
+        ipv4: packets::IP4_A,
+        ipv6: packets::IP6_A,
+        ipv6_link_local: [0; 8],
+    }
+}
+
 /// A datapath with the local pod at packets::IP4_A (endpoint 7 on lo) and
 /// the peer at IP4_B/IP6_B with identity 40000.
 fn setup(flags: u8) -> (PinDir, Datapath) {
@@ -29,20 +42,7 @@ fn setup(flags: u8) -> (PinDir, Datapath) {
     let pins = PinDir::new();
     let mut datapath = load(&pins).unwrap();
     let ebpf = datapath.ebpf_mut();
-    maps::set_endpoint(
-        ebpf,
-        LOOPBACK_IFINDEX,
-        EndpointInfo {
-            id: ENDPOINT_ID,
-            flags,
-            pad: 0,
-            identity: 30_000,
-            ipv4: packets::IP4_A,
-            ipv6: packets::IP6_A,
-            ipv6_link_local: [0; 8],
-        },
-    )
-    .unwrap();
+    maps::set_endpoint(ebpf, LOOPBACK_IFINDEX, local_endpoint(flags)).unwrap();
     for peer in ["10.99.0.2/32", "fd00:99::2/128"] {
         maps::set_ipcache(
             ebpf,
@@ -1049,15 +1049,7 @@ mod events {
         maps::set_endpoint(
             datapath.ebpf_mut(),
             LOOPBACK_IFINDEX,
-            EndpointInfo {
-                id: ENDPOINT_ID,
-                flags: enforced,
-                pad: 0,
-                identity: 30_000,
-                ipv4: packets::IP4_A,
-                ipv6: packets::IP6_A,
-                ipv6_link_local: [0; 8],
-            },
+            local_endpoint(enforced),
         )
         .unwrap();
         maps::advance_policy_revision(datapath.ebpf_mut()).unwrap();

@@ -655,6 +655,16 @@ fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Every flow (up to the ring's 4,095) of the last `since` seconds that
+/// `args` select, as [`observe`] reads them.
+fn observe_since(lab: &TestLab, node: &str, since: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    observe(
+        lab,
+        node,
+        &[&["--last", "4095", "--since-seconds", since], args].concat(),
+    )
+}
+
 /// Issue 19 item 5: policy audit mode. x/a admits namespace y on TCP 80
 /// but denies y/b. With namespace x annotated for audit, every pod
 /// connects, and the connections policy would have dropped show up as
@@ -708,18 +718,7 @@ fn audit_mode_reports_would_be_drops_and_drops_nothing() {
     assert!(table.contains("POLICY (INGRESS)"), "{table}");
     // What policy would have dropped, each once per connection: from z/b
     // (no rule admits it) and from y/b (the deny rule).
-    let audited = observe(
-        &lab,
-        &node,
-        &[
-            "--last",
-            "4095",
-            "--since-seconds",
-            &since,
-            "--verdict",
-            "AUDIT",
-        ],
-    );
+    let audited = observe_since(&lab, &node, &since, &["--verdict", "AUDIT"]);
     let reason_from = |from: &str| {
         audited
             .iter()
@@ -878,19 +877,11 @@ fn a_policy_diff_predicts_exactly_the_drops_enforcement_then_makes() {
     std::thread::sleep(Duration::from_millis(1100));
     matrix_with_timeout(lab.pods(), &targets, PROBE_TIMEOUT);
     let since = mark.elapsed().as_secs().to_string();
-    let mut dropped: Vec<(String, u64)> = observe(
+    let mut dropped: Vec<(String, u64)> = observe_since(
         &lab,
         &node,
-        &[
-            "--last",
-            "4095",
-            "--since-seconds",
-            &since,
-            "--verdict",
-            "DROPPED",
-            "--to-pod",
-            "x/a",
-        ],
+        &since,
+        &["--verdict", "DROPPED", "--to-pod", "x/a"],
     )
     .iter()
     .map(|f| {

@@ -15,7 +15,7 @@ use weir_policy::{Direction, PeerKey, Ports, Verdict};
 use weir_types::NamespacedName;
 
 use super::wire;
-use crate::policy_preview::{self, Candidate, Peer};
+use crate::policy_preview::{self, Candidate};
 use crate::reconcile::snapshot::{PolicySnapshot, SharedSnapshot};
 
 pub struct PolicyService {
@@ -207,8 +207,8 @@ impl PolicyRpc for PolicyService {
                 .changes
                 .iter()
                 .map(|c| v1::DiffChange {
-                    source: peer(&c.connection.source),
-                    destination: peer(&c.connection.destination),
+                    source: c.connection.source.to_string(),
+                    destination: c.connection.destination.to_string(),
                     protocol: wire::l4_protocol(Some(c.connection.protocol)),
                     port: u32::from(c.connection.port),
                     count: c.count,
@@ -223,10 +223,6 @@ impl PolicyRpc for PolicyService {
             unknown: preview.unknown.iter().map(connection).collect(),
         }))
     }
-}
-
-fn peer(peer: &Peer) -> String {
-    peer.to_string()
 }
 
 fn now_seconds(now: SystemTime) -> i64 {
