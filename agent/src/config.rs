@@ -25,6 +25,19 @@ impl From<LbAlgorithm> for weir_lb::Algorithm {
     }
 }
 
+/// How pod traffic crosses between nodes (`--routing-mode`, Cilium's name).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum RoutingMode {
+    /// Natively routed on the underlay: routes to other nodes' pod CIDRs
+    /// through their addresses (`--auto-direct-node-routes`, or the
+    /// network's own).
+    #[default]
+    Native,
+    /// In VXLAN through the tunnel device, the sender's identity in the
+    /// VNI; the agent routes other nodes' pod CIDRs into it.
+    Tunnel,
+}
+
 /// Where identities, endpoints and nodes are shared between agents
 /// (`--identity-allocation-mode`, Cilium's name).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -65,6 +78,15 @@ pub struct Config {
     /// records of the shared store.
     #[arg(long)]
     pub auto_direct_node_routes: bool,
+    /// How pod traffic crosses between nodes: `native` (routed on the
+    /// underlay) or `tunnel` (VXLAN through `weir_vxlan`, the sender's
+    /// identity in the header; needs a shared store, `--node-ip` and a
+    /// `--device`, the underlay).
+    #[arg(long, value_enum, default_value_t = RoutingMode::Native)]
+    pub routing_mode: RoutingMode,
+    /// The tunnel's UDP port (tunnel mode).
+    #[arg(long, default_value_t = weir_abi::overlay::DEFAULT_VXLAN_PORT)]
+    pub tunnel_port: u16,
     /// Where allocations and endpoints are persisted.
     #[arg(long, default_value = "/var/lib/weir")]
     pub state_dir: PathBuf,
@@ -77,9 +99,10 @@ pub struct Config {
     /// Node network devices to attach the netdev programs to (repeatable).
     #[arg(long = "device")]
     pub devices: Vec<String>,
-    /// MTU of pod interfaces.
-    #[arg(long, default_value_t = 1500)]
-    pub mtu: u32,
+    /// MTU of pod interfaces. Default: 1500 in native routing; in tunnel
+    /// mode the tunnel device's (the first `--device`'s minus 50).
+    #[arg(long)]
+    pub mtu: Option<u32>,
     /// etcd endpoints of the shared store (kvstore mode), comma-separated.
     /// Without them, and without `--k8s`, the agent only does pod
     /// networking (no identities, ipcache or policy).
@@ -293,6 +316,25 @@ impl Config {
 }
 
 impl Config {
+    /// What tunnel mode needs and is missing, if anything.
+    pub fn check_routing_mode(&self) -> Result<(), String> {
+        if self.routing_mode != RoutingMode::Tunnel {
+            return Ok(());
+        }
+        if self.auto_direct_node_routes {
+            return Err("--auto-direct-node-routes is for native routing".into());
+        }
+        if self.devices.is_empty() {
+            return Err("--routing-mode tunnel needs the underlay device (--device)".into());
+        }
+        match self.shared_store() {
+            Ok(Some(_)) => Ok(()),
+            _ => Err("--routing-mode tunnel needs a shared store (the node records say \
+                      where other nodes' pod CIDRs are): --k8s or --etcd-endpoints"
+                .into()),
+        }
+    }
+
     /// Whether the Kubernetes API is the agent's source (`--k8s`, or a
     /// `--kubeconfig` which implies it).
     pub fn kubernetes(&self) -> bool {

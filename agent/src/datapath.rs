@@ -18,6 +18,7 @@ mod metrics;
 pub mod node_routes;
 pub mod pins;
 pub mod sysctl;
+pub mod tunnel;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -56,10 +57,24 @@ pub enum ProgramKind {
     ToPod,
     FromNetdev,
     ToNetdev,
+    FromOverlay,
+    ToOverlay,
 }
 
 impl ProgramKind {
-    pub const ALL: [ProgramKind; 4] = [
+    pub const ALL: [ProgramKind; 6] = [
+        ProgramKind::FromPod,
+        ProgramKind::ToPod,
+        ProgramKind::FromNetdev,
+        ProgramKind::ToNetdev,
+        ProgramKind::FromOverlay,
+        ProgramKind::ToOverlay,
+    ];
+
+    /// The programs of pod and node devices: every packet of every node
+    /// passes them (the tunnel device's only exist in tunnel mode, and
+    /// drop what carries no tunnel metadata).
+    pub const POD_AND_NETDEV: [ProgramKind; 4] = [
         ProgramKind::FromPod,
         ProgramKind::ToPod,
         ProgramKind::FromNetdev,
@@ -73,6 +88,21 @@ impl ProgramKind {
             ProgramKind::ToPod => program_names::TO_POD,
             ProgramKind::FromNetdev => program_names::FROM_NETDEV,
             ProgramKind::ToNetdev => program_names::TO_NETDEV,
+            ProgramKind::FromOverlay => program_names::FROM_OVERLAY,
+            ProgramKind::ToOverlay => program_names::TO_OVERLAY,
+        }
+    }
+
+    /// The direction its packets are counted in (the pod's for the pod
+    /// programs, the node's for the others).
+    pub const fn direction(self) -> weir_abi::TrafficDirection {
+        match self {
+            ProgramKind::FromPod | ProgramKind::ToNetdev | ProgramKind::ToOverlay => {
+                weir_abi::TrafficDirection::Egress
+            }
+            ProgramKind::ToPod | ProgramKind::FromNetdev | ProgramKind::FromOverlay => {
+                weir_abi::TrafficDirection::Ingress
+            }
         }
     }
 }

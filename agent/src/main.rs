@@ -14,8 +14,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 use weir_agent::cluster::kvstore::{self, SharedView};
 use weir_agent::cluster::manifest_dir::ManifestDir;
-use weir_agent::config::{Config, IdentityAllocationMode};
+use weir_agent::config::{Config, IdentityAllocationMode, RoutingMode};
+use weir_agent::datapath::node_routes::RouteVia;
 use weir_agent::datapath::sysctl;
+use weir_agent::datapath::tunnel::TunnelDevice;
 use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath};
 use weir_agent::endpoint::ipam::Ipam;
 use weir_agent::endpoint::manager::{BeforePolicy, EndpointManager};
@@ -54,11 +56,26 @@ async fn run(mut args: Config) -> Result<()> {
     // Where identities, endpoints and nodes are shared (None: no shared
     // store, pod networking only).
     let shared_store = args.shared_store().map_err(anyhow::Error::msg)?;
+    args.check_routing_mode().map_err(anyhow::Error::msg)?;
     // Everything below needs the pod CIDR: with `--ipam cluster-pool` or
     // `kubernetes` the agent waits for its assignment first.
     let pod_cidr = resolve_node_network(&mut args).await?;
     info!(node = %args.node_name, %pod_cidr, ipam = ?args.ipam, "starting");
     sysctl::enable_ipv4_forwarding().context("enabling IPv4 forwarding")?;
+    // Tunnel mode: the VXLAN device, before the programs attach to it.
+    let tunnel = match args.routing_mode {
+        RoutingMode::Tunnel => {
+            let underlay = &args.devices[0];
+            let device = weir_agent::datapath::tunnel::ensure(underlay, args.tunnel_port)
+                .await
+                .with_context(|| format!("the tunnel device over {underlay}"))?;
+            info!(device = weir_abi::overlay::DEVICE, mtu = device.mtu, port = args.tunnel_port,
+                "tunnel device ready");
+            Some(device)
+        }
+        RoutingMode::Native => None,
+    };
+    let pod_mtu = pod_mtu(args.mtu, tunnel.as_ref());
 
     let options = LoadOptions {
         monitor_aggregation: args.monitor_aggregation,
@@ -101,6 +118,7 @@ async fn run(mut args: Config) -> Result<()> {
     let defer_attach = datapath.fill_before_attach() && shared_store.is_some();
     let node = NodeAttachments {
         devices: args.devices.clone(),
+        overlay: tunnel.is_some(),
         socket_lb_cgroup: args.socket_lb_cgroup.clone(),
     };
     if !defer_attach {
@@ -127,7 +145,7 @@ async fn run(mut args: Config) -> Result<()> {
     let agent = Arc::new(
         EndpointManager::new(
             args.node_name.clone(),
-            args.mtu,
+            pod_mtu,
             store,
             state,
             datapath.clone(),
@@ -189,7 +207,11 @@ async fn run(mut args: Config) -> Result<()> {
     if let Some(mode) = shared_store {
         start_cluster_sync(
             &args,
-            ClusterSetup { mode, pod_cidr },
+            ClusterSetup {
+                mode,
+                pod_cidr,
+                tunnel,
+            },
             agent.clone(),
             datapath.clone(),
             Published {
@@ -281,6 +303,8 @@ struct Published {
 /// How this node takes part in the cluster: where its shared state lives
 /// and its pod CIDR (as `--ipam` found it).
 struct ClusterSetup {
+    /// The tunnel device (tunnel mode).
+    tunnel: Option<TunnelDevice>,
     mode: IdentityAllocationMode,
     pod_cidr: ipnetwork::Ipv4Network,
 }
@@ -298,7 +322,11 @@ async fn start_cluster_sync(
     view: Arc<std::sync::Mutex<SharedView>>,
     registry: &prometheus::Registry,
 ) -> Result<()> {
-    let ClusterSetup { mode, pod_cidr } = setup;
+    let ClusterSetup {
+        mode,
+        pod_cidr,
+        tunnel,
+    } = setup;
     let Published {
         snapshot,
         lb_status,
@@ -329,8 +357,16 @@ async fn start_cluster_sync(
     kvstore::start_watches_waking(store.clone(), view.clone(), registry, wake.clone())
         .await
         .context("watching the shared store")?;
-    if args.auto_direct_node_routes {
-        spawn_node_routes(view.clone(), args.node_name.clone());
+    let route_via = match tunnel {
+        Some(device) => Some(RouteVia::Tunnel {
+            ifindex: device.ifindex,
+            source: node_ipv4(args),
+        }),
+        None if args.auto_direct_node_routes => Some(RouteVia::Native),
+        None => None,
+    };
+    if let Some(via) = route_via {
+        spawn_node_routes(view.clone(), args.node_name.clone(), via);
     }
     let manifests = match args.manifests_dir.as_deref() {
         Some(path) => {
@@ -472,10 +508,28 @@ fn shared_store(
     }
 }
 
-/// Where the node's programs attach: its devices and the socket LB cgroup.
+/// Where the node's programs attach: its devices, the tunnel device in
+/// tunnel mode, and the socket LB cgroup.
 struct NodeAttachments {
     devices: Vec<String>,
+    overlay: bool,
     socket_lb_cgroup: Option<std::path::PathBuf>,
+}
+
+/// The pod interfaces' MTU: `--mtu`, else the tunnel device's in tunnel
+/// mode (a pod's packet plus the VXLAN headers must fit the underlay),
+/// else 1500.
+fn pod_mtu(flag: Option<u32>, tunnel: Option<&TunnelDevice>) -> u32 {
+    match (flag, tunnel) {
+        (Some(mtu), Some(device)) if mtu > device.mtu => {
+            warn!(mtu, tunnel_mtu = device.mtu,
+                "--mtu is above the tunnel device's: pods' full-size packets will be fragmented or dropped");
+            mtu
+        }
+        (Some(mtu), _) => mtu,
+        (None, Some(device)) => device.mtu,
+        (None, None) => 1500,
+    }
 }
 
 /// Attaches the programs to the node devices and the socket LB cgroup.
@@ -485,6 +539,13 @@ fn attach_node(datapath: &mut Datapath, node: &NodeAttachments) -> Result<()> {
             .attach(device, Hook::Netdev)
             .with_context(|| format!("attaching to node device {device}"))?;
         info!(%device, "netdev programs attached");
+    }
+    if node.overlay {
+        let device = weir_abi::overlay::DEVICE;
+        datapath
+            .attach(device, Hook::Overlay)
+            .with_context(|| format!("attaching to the tunnel device {device}"))?;
+        info!(%device, "overlay programs attached");
     }
     if let Some(cgroup) = &node.socket_lb_cgroup {
         datapath
@@ -611,10 +672,10 @@ async fn resolve_node_network(args: &mut Config) -> Result<ipnetwork::Ipv4Networ
 /// (`--auto-direct-node-routes`). Checks the view twice a second: a route
 /// is needed before the first pod of a new node talks across, which takes
 /// longer than that to schedule and wire.
-fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String) {
+fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String, via: RouteVia) {
     use weir_agent::datapath::node_routes::{NodeRouteSet, NodeRoutes};
     tokio::spawn(async move {
-        let mut routes = match NodeRoutes::open().await {
+        let mut routes = match NodeRoutes::open(via).await {
             Ok(routes) => routes,
             Err(error) => {
                 warn!(%error, "node routes unavailable");

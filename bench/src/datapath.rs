@@ -33,13 +33,13 @@ pub fn run(repeat: u32, runs: usize) -> Result<()> {
          ns/packet median (min-max)"
     );
     print!("{:<28}", "packet");
-    for program in ProgramKind::ALL {
+    for program in ProgramKind::POD_AND_NETDEV {
         print!("{:>22}", program.name());
     }
     println!();
     for (case, frame) in &cases {
         print!("{case:<28}");
-        for program in ProgramKind::ALL {
+        for program in ProgramKind::POD_AND_NETDEV {
             let mut samples = Vec::with_capacity(runs);
             for _ in 0..runs {
                 let run = test_run(&mut datapath, program, frame, repeat)

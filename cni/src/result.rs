@@ -18,6 +18,8 @@ pub struct AddResult {
     pub sandbox: String,
     pub pod_ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
+    /// The MTU set on both ends of the veth.
+    pub mtu: u32,
 }
 
 /// Index of the pod interface in `interfaces` (the host veth is 0).
@@ -33,12 +35,17 @@ impl AddResult {
         if version.ip_entries_carry_version() {
             ip["version"] = json!("4");
         }
+        let mut interfaces = json!([
+            {"name": self.host_ifname, "mac": self.host_mac.to_string()},
+            {"name": self.pod_ifname, "mac": self.pod_mac.to_string(), "sandbox": self.sandbox},
+        ]);
+        if version.interfaces_carry_mtu() {
+            interfaces[0]["mtu"] = json!(self.mtu);
+            interfaces[POD_INTERFACE_INDEX]["mtu"] = json!(self.mtu);
+        }
         json!({
             "cniVersion": version.as_str(),
-            "interfaces": [
-                {"name": self.host_ifname, "mac": self.host_mac.to_string()},
-                {"name": self.pod_ifname, "mac": self.pod_mac.to_string(), "sandbox": self.sandbox},
-            ],
+            "interfaces": interfaces,
             "ips": [ip],
             "routes": [{"dst": "0.0.0.0/0", "gw": self.gateway.to_string()}],
             "dns": {},
@@ -59,20 +66,26 @@ mod tests {
             sandbox: "/run/netns/pod".into(),
             pod_ip: Ipv4Addr::new(10, 244, 1, 5),
             gateway: Ipv4Addr::new(10, 244, 1, 1),
+            mtu: 1450,
         }
     }
 
     #[test]
-    fn result_1_x_has_no_ip_version() {
+    fn result_1_x_has_no_ip_version_and_1_1_reports_the_mtu() {
         for version in [CniVersion::V1_0_0, CniVersion::V1_1_0] {
+            let mut interfaces = json!([
+                {"name": "lxcba7816bf8f0", "mac": "aa:bb:cc:dd:ee:01"},
+                {"name": "eth0", "mac": "0a:bb:cc:dd:ee:02", "sandbox": "/run/netns/pod"},
+            ]);
+            if version == CniVersion::V1_1_0 {
+                interfaces[0]["mtu"] = json!(1450);
+                interfaces[1]["mtu"] = json!(1450);
+            }
             assert_eq!(
                 result().to_json(version),
                 json!({
                     "cniVersion": version.as_str(),
-                    "interfaces": [
-                        {"name": "lxcba7816bf8f0", "mac": "aa:bb:cc:dd:ee:01"},
-                        {"name": "eth0", "mac": "0a:bb:cc:dd:ee:02", "sandbox": "/run/netns/pod"},
-                    ],
+                    "interfaces": interfaces,
                     "ips": [{"address": "10.244.1.5/32", "gateway": "10.244.1.1", "interface": 1}],
                     "routes": [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}],
                     "dns": {},

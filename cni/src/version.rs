@@ -52,6 +52,12 @@ impl CniVersion {
         self < Self::V1_0_0
     }
 
+    /// 1.1.0 added `mtu` to the result's interfaces (older readers, such as
+    /// libcni 1.1 in containerd 1.6/1.7, refuse fields they do not know).
+    pub fn interfaces_carry_mtu(self) -> bool {
+        self >= Self::V1_1_0
+    }
+
     /// The first version that defines `command` (CHECK arrived in 0.4.0,
     /// GC and STATUS in 1.1.0).
     pub fn introducing(command: Command) -> Self {

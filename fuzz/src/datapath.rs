@@ -112,13 +112,6 @@ fn set_endpoint_state(datapath: &mut Datapath, state: u8) {
     written.expect("writing the test endpoint");
 }
 
-fn direction_of(program: ProgramKind) -> TrafficDirection {
-    match program {
-        ProgramKind::FromPod | ProgramKind::ToNetdev => TrafficDirection::Egress,
-        ProgramKind::ToPod | ProgramKind::FromNetdev => TrafficDirection::Ingress,
-    }
-}
-
 /// One run of `frame` through `program`; false when the kernel refused to
 /// run it.
 fn check(datapath: &mut Datapath, program: ProgramKind, frame: &[u8]) -> bool {
@@ -168,7 +161,7 @@ fn check(datapath: &mut Datapath, program: ProgramKind, frame: &[u8]) -> bool {
     );
     assert_eq!(
         direction,
-        direction_of(program) as u8,
+        program.direction() as u8,
         "{name}: counted in the wrong direction"
     );
     let reason = Reason::from_u8(reason)

@@ -11,13 +11,6 @@ use weir_tests::{packets, require_root};
 const TC_ACT_OK: i32 = 0;
 const TC_ACT_SHOT: i32 = 2;
 
-fn direction_of(program: ProgramKind) -> TrafficDirection {
-    match program {
-        ProgramKind::FromPod | ProgramKind::ToNetdev => TrafficDirection::Egress,
-        ProgramKind::ToPod | ProgramKind::FromNetdev => TrafficDirection::Ingress,
-    }
-}
-
 /// Runs `frame` once through `program` and asserts the verdict and that the
 /// only counter that moved is (reason, the program's direction), by exactly
 /// one packet of the frame's length.
@@ -45,7 +38,7 @@ fn assert_verdict(
         program.name()
     );
     let moved: Vec<_> = delta.iter().collect();
-    let direction = direction_of(program);
+    let direction = program.direction();
     assert_eq!(
         moved,
         vec![(
@@ -102,7 +95,7 @@ fn well_formed_packets_pass_and_count_as_forwarded() {
         ("IPv6 hop-by-hop + UDP", packets::ipv6_hop_by_hop_udp()),
         ("ARP (non-IP)", packets::arp_request()),
     ];
-    for program in ProgramKind::ALL {
+    for program in ProgramKind::POD_AND_NETDEV {
         for (case, frame) in &cases {
             assert_verdict(&mut datapath, program, case, frame, Reason::Forwarded);
         }

@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use weir_agent::datapath::node_routes::{NodeRouteSet, NodeRoutes, ROUTE_PROTOCOL};
+use weir_agent::datapath::node_routes::{NodeRouteSet, NodeRoutes, RouteVia, ROUTE_PROTOCOL};
 use weir_tests::netns::{self, NetNs};
 use weir_tests::{names, require_root};
 
@@ -90,7 +90,7 @@ fn node_routes_follow_the_node_records_and_touch_only_their_own() {
     let before = shown(&ns, "boot");
     in_ns(&ns, || {
         Box::pin(async {
-            let mut routes = NodeRoutes::open().await.expect("open");
+            let mut routes = NodeRoutes::open(RouteVia::Native).await.expect("open");
             assert!(routes.installed().is_empty());
             let two = set(&[
                 ("10.244.1.0/24", [192, 0, 2, 2]),
@@ -109,7 +109,7 @@ fn node_routes_follow_the_node_records_and_touch_only_their_own() {
     // complete yet: nothing is removed.
     in_ns(&ns, || {
         Box::pin(async {
-            let mut routes = NodeRoutes::open().await.expect("open");
+            let mut routes = NodeRoutes::open(RouteVia::Native).await.expect("open");
             assert_eq!(
                 routes.installed().len(),
                 2,
@@ -134,7 +134,7 @@ fn node_routes_follow_the_node_records_and_touch_only_their_own() {
     ns.ip(&["route", "del", "10.244.2.0/24"]).unwrap();
     in_ns(&ns, || {
         Box::pin(async {
-            let mut routes = NodeRoutes::open().await.expect("open");
+            let mut routes = NodeRoutes::open(RouteVia::Native).await.expect("open");
             routes
                 .sync(&NodeRouteSet::new(), true)
                 .await

@@ -24,6 +24,9 @@ pub enum Hook {
     Pod,
     /// A node's network device: from-netdev on ingress, to-netdev on egress.
     Netdev,
+    /// The tunnel device (tunnel mode): from-overlay on ingress, to-overlay
+    /// on egress.
+    Overlay,
 }
 
 /// One program at one TC hook.
@@ -38,6 +41,7 @@ impl Hook {
         let (from, to) = match self {
             Hook::Pod => (ProgramKind::FromPod, ProgramKind::ToPod),
             Hook::Netdev => (ProgramKind::FromNetdev, ProgramKind::ToNetdev),
+            Hook::Overlay => (ProgramKind::FromOverlay, ProgramKind::ToOverlay),
         };
         [
             AttachPoint {

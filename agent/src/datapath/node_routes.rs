@@ -1,7 +1,10 @@
 //! Routes to the other nodes' pod CIDRs through their node addresses:
 //! native routing between nodes on one L2 segment (Cilium's
-//! `--auto-direct-node-routes`). The agent, not the installer, owns them:
-//! they follow the node records of the shared store as nodes come and go.
+//! `--auto-direct-node-routes`), or, in tunnel mode, through the tunnel
+//! device with the node address as an on-link gateway (its programs set the
+//! outer header; see `datapath::tunnel`). The agent, not the installer, owns
+//! them: they follow the node records of the shared store as nodes come and
+//! go.
 //!
 //! Every route is tagged with a routing protocol number of Weir's own
 //! ([`ROUTE_PROTOCOL`], `ip route show proto 87`), so the agent finds the
@@ -74,24 +77,47 @@ pub type NodeRouteSet = BTreeMap<Ipv4Network, Ipv4Addr>;
 /// Node address → the interface its managed neighbour entry is on.
 pub type ManagedNeighbours = BTreeMap<Ipv4Addr, u32>;
 
+/// How the routes reach the other nodes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RouteVia {
+    /// Native routing: the node address is the gateway, on the device the
+    /// kernel reaches it by, with a managed neighbour entry.
+    Native,
+    /// Tunnel mode: the tunnel device `ifindex`, the node address an
+    /// on-link gateway (the device resolves no neighbours), and this node's
+    /// address as the source of what the node itself sends.
+    Tunnel { ifindex: u32, source: Ipv4Addr },
+}
+
 /// The routes this agent keeps in its network namespace's main table, and
 /// the managed neighbour entries of their next hops.
 pub struct NodeRoutes {
     handle: Handle,
+    via: RouteVia,
     installed: NodeRouteSet,
     neighbours: ManagedNeighbours,
 }
 
 impl NodeRoutes {
     /// Connects to the current network namespace's routing and adopts the
-    /// routes tagged with [`ROUTE_PROTOCOL`]. Needs a tokio runtime.
-    pub async fn open() -> Result<NodeRoutes, Error> {
+    /// routes tagged with [`ROUTE_PROTOCOL`] that go `via` (the others are
+    /// replaced by the first sync). Needs a tokio runtime.
+    pub async fn open(via: RouteVia) -> Result<NodeRoutes, Error> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connection)?;
         tokio::spawn(connection);
-        let installed = list_tagged(&handle).await?;
+        let installed = list_tagged(&handle)
+            .await?
+            .into_iter()
+            .filter(|(_, (_, oif))| match via {
+                RouteVia::Native => true,
+                RouteVia::Tunnel { ifindex, .. } => *oif == Some(ifindex),
+            })
+            .map(|(cidr, (gateway, _))| (cidr, gateway))
+            .collect();
         let neighbours = list_tagged_neighbours(&handle).await?;
         Ok(NodeRoutes {
             handle,
+            via,
             installed,
             neighbours,
         })
@@ -108,16 +134,28 @@ impl NodeRoutes {
         &self.neighbours
     }
 
-    /// Whether `desired` is what is installed, neighbours included.
+    /// Whether `desired` is what is installed, neighbours included (none in
+    /// tunnel mode).
     pub fn is_current(&self, desired: &NodeRouteSet) -> bool {
+        let empty = NodeRouteSet::new();
+        let neighbours = self.neighbour_routes(desired).unwrap_or(&empty);
         &self.installed == desired
-            && desired
+            && neighbours
                 .values()
                 .all(|node| self.neighbours.contains_key(node))
             && self
                 .neighbours
                 .keys()
-                .all(|node| desired.values().any(|n| n == node))
+                .all(|node| neighbours.values().any(|n| n == node))
+    }
+
+    /// The routes whose gateways need managed neighbour entries: all of
+    /// them in native routing, none through the tunnel.
+    fn neighbour_routes<'a>(&self, desired: &'a NodeRouteSet) -> Option<&'a NodeRouteSet> {
+        match self.via {
+            RouteVia::Native => Some(desired),
+            RouteVia::Tunnel { .. } => None,
+        }
     }
 
     /// Makes the tagged routes equal `desired`. With `remove_absent` false
@@ -131,7 +169,7 @@ impl NodeRoutes {
             }
             self.handle
                 .route()
-                .add(route(cidr, Some(gateway)))
+                .add(route(cidr, Some(gateway), self.via))
                 .replace()
                 .execute()
                 .await
@@ -150,7 +188,7 @@ impl NodeRoutes {
                 .copied()
                 .collect();
             for cidr in stale {
-                match self.handle.route().del(route(cidr, None)).execute().await {
+                match self.handle.route().del(route(cidr, None, self.via)).execute().await {
                     Ok(()) => {}
                     // Already gone (removed by hand, or with its link).
                     Err(rtnetlink::Error::NetlinkError(e))
@@ -160,7 +198,9 @@ impl NodeRoutes {
                 self.installed.remove(&cidr);
             }
         }
-        self.sync_neighbours(desired, remove_absent).await
+        let empty = NodeRouteSet::new();
+        let neighbours = self.neighbour_routes(desired).unwrap_or(&empty);
+        self.sync_neighbours(neighbours, remove_absent).await
     }
 
     /// A managed neighbour entry for every node address `desired` routes
@@ -286,48 +326,59 @@ async fn list_tagged_neighbours(handle: &Handle) -> Result<ManagedNeighbours, Er
     Ok(found)
 }
 
-fn route(cidr: Ipv4Network, gateway: Option<Ipv4Addr>) -> RouteMessage {
-    let builder = RouteMessageBuilder::<Ipv4Addr>::new()
+fn route(cidr: Ipv4Network, gateway: Option<Ipv4Addr>, via: RouteVia) -> RouteMessage {
+    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(cidr.network(), cidr.prefix())
         .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
-    match gateway {
-        Some(gateway) => builder.gateway(gateway).build(),
-        None => builder.build(),
+    if let Some(gateway) = gateway {
+        builder = builder.gateway(gateway);
+        if let RouteVia::Tunnel { ifindex, source } = via {
+            builder = builder
+                .output_interface(ifindex)
+                .onlink()
+                .pref_source(source);
+        }
     }
+    builder.build()
 }
 
-/// The main table's IPv4 routes tagged with Weir's protocol.
-async fn list_tagged(handle: &Handle) -> Result<NodeRouteSet, Error> {
+/// The main table's IPv4 routes tagged with Weir's protocol: pod CIDR ->
+/// (gateway, output interface).
+async fn list_tagged(
+    handle: &Handle,
+) -> Result<BTreeMap<Ipv4Network, (Ipv4Addr, Option<u32>)>, Error> {
     let mut routes = handle
         .route()
         .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
         .execute();
-    let mut found = NodeRouteSet::new();
+    let mut found = BTreeMap::new();
     while let Some(message) = routes.try_next().await.map_err(Error::List)? {
         if message.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
             || message.header.address_family != AddressFamily::Inet
         {
             continue;
         }
-        if let Some((cidr, gateway)) = tagged_route(&message) {
-            found.insert(cidr, gateway);
+        if let Some((cidr, next_hop)) = tagged_route(&message) {
+            found.insert(cidr, next_hop);
         }
     }
     Ok(found)
 }
 
-fn tagged_route(message: &RouteMessage) -> Option<(Ipv4Network, Ipv4Addr)> {
+fn tagged_route(message: &RouteMessage) -> Option<(Ipv4Network, (Ipv4Addr, Option<u32>))> {
     let mut destination = None;
     let mut gateway = None;
+    let mut oif = None;
     for attribute in &message.attributes {
         match attribute {
             RouteAttribute::Destination(RouteAddress::Inet(address)) => {
                 destination = Some(*address)
             }
             RouteAttribute::Gateway(RouteAddress::Inet(address)) => gateway = Some(*address),
+            RouteAttribute::Oif(index) => oif = Some(*index),
             _ => {}
         }
     }
     let cidr = Ipv4Network::new(destination?, message.header.destination_prefix_length).ok()?;
-    Some((cidr, gateway?))
+    Some((cidr, (gateway?, oif)))
 }

@@ -91,6 +91,7 @@ pub async fn add(request: AddRequest) -> Result<Value, CniError> {
         sandbox: netns_path.to_string_lossy().into_owned(),
         pod_ip: spec.pod_ip,
         gateway: spec.gateway,
+        mtu: spec.mtu,
     }
     .to_json(config.cni_version))
 }

@@ -16,6 +16,7 @@ pub mod ip_proto;
 pub mod ipcache;
 pub mod lb;
 pub mod metrics;
+pub mod overlay;
 pub mod pod_cidr;
 pub mod policy;
 pub mod reason;
@@ -117,6 +118,10 @@ pub mod program_names {
     pub const FROM_NETDEV: &str = "weir_from_netdev";
     /// Node device egress: packets leaving the node for the network.
     pub const TO_NETDEV: &str = "weir_to_netdev";
+    /// Tunnel device ingress: decapsulated packets from other nodes.
+    pub const FROM_OVERLAY: &str = "weir_from_overlay";
+    /// Tunnel device egress: packets about to be encapsulated.
+    pub const TO_OVERLAY: &str = "weir_to_overlay";
     /// cgroup connect4: socket LB for connected sockets.
     pub const SOCK_CONNECT4: &str = "weir_sock_connect4";
     /// cgroup sendmsg4: socket LB for unconnected UDP.

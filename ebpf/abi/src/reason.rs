@@ -18,6 +18,9 @@ pub enum Reason {
     DropInvalid = 134,
     /// The L4 header (TCP, UDP, ICMP, SCTP) is truncated or invalid.
     DropCtInvalidHdr = 135,
+    /// A packet on the tunnel device without tunnel metadata (Cilium's
+    /// "Error retrieving tunnel key").
+    DropNoTunnelKey = 147,
     /// A conntrack entry could not be created.
     DropCtCreateFailed = 155,
     /// An IPv6 extension header is truncated or the chain is too long.
@@ -25,6 +28,10 @@ pub enum Reason {
     /// The destination is a service frontend with no backend to send a new
     /// connection to (Cilium's "Service backend not found").
     DropNoService = 158,
+    /// A packet routed into the tunnel for an address that is in no other
+    /// node's pod CIDR, or whose sender's identity cannot be put in a VNI
+    /// (Cilium's "No tunnel/encapsulation endpoint").
+    DropNoTunnelEndpoint = 160,
     /// A packet from the network whose IPv4 source is a pod address it
     /// cannot carry there: one of this node's own pods (they never reach
     /// the node from outside), or a pod of another node that did not come
@@ -55,15 +62,17 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Forwarded,
         Reason::DropInvalidSourceIp,
         Reason::DropPolicyDenied,
         Reason::DropInvalid,
         Reason::DropCtInvalidHdr,
+        Reason::DropNoTunnelKey,
         Reason::DropCtCreateFailed,
         Reason::DropInvalidExthdr,
         Reason::DropNoService,
+        Reason::DropNoTunnelEndpoint,
         Reason::DropUnknownSender,
         Reason::DropFragNotFound,
         Reason::DropForbiddenIcmp6,
@@ -82,7 +91,9 @@ impl Reason {
             135 => Some(Reason::DropCtInvalidHdr),
             155 => Some(Reason::DropCtCreateFailed),
             156 => Some(Reason::DropInvalidExthdr),
+            147 => Some(Reason::DropNoTunnelKey),
             158 => Some(Reason::DropNoService),
+            160 => Some(Reason::DropNoTunnelEndpoint),
             172 => Some(Reason::DropUnknownSender),
             175 => Some(Reason::DropFragNotFound),
             176 => Some(Reason::DropForbiddenIcmp6),

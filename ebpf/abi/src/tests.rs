@@ -61,9 +61,11 @@ fn drop_texts_are_ordered_and_name_every_reason() {
             "Policy denied",
             "Invalid packet",
             "CT: Truncated or invalid header",
+            "Error retrieving tunnel key",
             "CT: Map insertion failed",
             "Invalid IPv6 extension header",
             "Service backend not found",
+            "No tunnel/encapsulation endpoint (datapath BUG!)",
             "Unknown sender",
             "First logical datagram fragment not found",
             "Forbidden ICMPv6 message",
@@ -183,6 +185,18 @@ fn policy_drop_reasons_match_cilium_numbers() {
     assert_eq!(Reason::DropPolicyDeny as u8, 181);
     assert_eq!(Reason::DropUnknownSender as u8, 172);
     assert_eq!(Reason::DropFragNotFound as u8, 175);
+    assert_eq!(Reason::DropNoTunnelKey as u8, 147);
+    assert_eq!(Reason::DropNoTunnelEndpoint as u8, 160);
+}
+
+#[test]
+fn a_mark_carries_an_identity_only_under_its_magic() {
+    use crate::overlay::{identity_mark, mark_identity, VNI_MAX};
+    assert_eq!(mark_identity(identity_mark(256)), Some(256));
+    assert_eq!(mark_identity(identity_mark(VNI_MAX)), Some(VNI_MAX));
+    assert_eq!(mark_identity(0), None);
+    assert_eq!(mark_identity(0x4000), None);
+    assert_eq!(mark_identity(0x0F00_0100), None);
 }
 
 #[test]

@@ -48,6 +48,9 @@ pub struct Report {
     pub match_type: u8,
     /// The policy drop (a reason code) audit mode let pass; 0 if none.
     pub audited: u8,
+    /// The sender's identity from the tunnel header (tunnel mode, handed
+    /// on in the mark by `weir_from_overlay`); 0 if none.
+    pub tunnel_identity: u32,
 }
 
 impl Report {
@@ -63,6 +66,7 @@ impl Report {
             policy_checked: false,
             match_type: MATCH_NONE,
             audited: 0,
+            tunnel_identity: 0,
         }
     }
 }

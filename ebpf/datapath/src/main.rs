@@ -23,6 +23,7 @@ mod lb;
 mod maps;
 mod metrics;
 mod nodeport;
+mod overlay;
 mod packet;
 mod parse;
 mod pod;
@@ -61,6 +62,18 @@ pub fn weir_from_netdev(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn weir_to_netdev(ctx: TcContext) -> i32 {
     handle(&ctx, TrafficDirection::Egress)
+}
+
+/// Tunnel device ingress: what other nodes sent through the tunnel.
+#[classifier]
+pub fn weir_from_overlay(ctx: TcContext) -> i32 {
+    handle_overlay(&ctx, TrafficDirection::Ingress)
+}
+
+/// Tunnel device egress: what this node sends through the tunnel.
+#[classifier]
+pub fn weir_to_overlay(ctx: TcContext) -> i32 {
+    handle_overlay(&ctx, TrafficDirection::Egress)
 }
 
 /// Socket LB: a connecting socket is sent to a backend of the service.
@@ -117,6 +130,42 @@ fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     // pods goes straight to the pod's interface (redirect.rs), where
     // `weir_to_pod` runs as usual. Decided on the destination as it arrived:
     // what service NAT rewrote (NodePort to a local backend) takes the stack.
+    if let Ok(flow) = &parsed {
+        if direction == TrafficDirection::Ingress
+            && action == TC_ACT_OK
+            && flow.family == FAMILY_IPV4
+            && redirect::enabled()
+        {
+            let daddr = &flow.daddr;
+            return redirect::route(
+                ctx,
+                u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
+                true,
+            );
+        }
+    }
+    action
+}
+
+/// The tunnel device's packets (`overlay.rs`): the tunnel key on the way
+/// out, the sender's check and identity on the way in; counted and reported
+/// as a node device's.
+#[inline(always)]
+fn handle_overlay(ctx: &TcContext, direction: TrafficDirection) -> i32 {
+    let parsed = parse::parse(ctx);
+    let reason = match (&parsed, direction) {
+        (Ok(flow), TrafficDirection::Ingress) => overlay::from_overlay(ctx, flow),
+        (Ok(flow), TrafficDirection::Egress) => overlay::to_overlay(ctx, flow),
+        (Err(reason), _) => *reason,
+    };
+    let outcome = if reason.is_drop() {
+        nodeport::Outcome::drop(reason)
+    } else {
+        nodeport::Outcome::CONTINUE
+    };
+    let action = netdev_verdict(ctx, direction, &parsed, outcome);
+    // eBPF host routing: a packet for one of this node's pods goes straight
+    // to the pod's interface, as from a node device.
     if let Ok(flow) = &parsed {
         if direction == TrafficDirection::Ingress
             && action == TC_ACT_OK
@@ -209,6 +258,10 @@ fn pod_path(ctx: &TcContext, direction: TrafficDirection, report: &mut Report) -
     let admitted = if egress {
         pod::admit(endpoint, report)
     } else {
+        // Tunnel mode: the sender's identity, from the tunnel header.
+        // SAFETY: reading a field of the context the kernel passed in.
+        let mark = unsafe { (*ctx.skb.skb).mark };
+        report.tunnel_identity = weir_abi::overlay::mark_identity(mark).unwrap_or(0);
         Reason::Forwarded
     };
     // Service NAT and the pod path are sibling calls of this function (not

@@ -18,7 +18,7 @@
 use weir_abi::conntrack::{CT_SCOPE_EGRESS, CT_SCOPE_INGRESS};
 use weir_abi::ip_proto;
 use weir_abi::ipcache::FAMILY_IPV4;
-use weir_abi::{EndpointInfo, EndpointKey, Reason, TrafficDirection};
+use weir_abi::{identity, EndpointInfo, EndpointKey, Reason, TrafficDirection};
 
 use crate::budget;
 use crate::conntrack::{self, CtState};
@@ -256,6 +256,13 @@ pub fn handle(
     Ok(())
 }
 
+/// A peer's address identity: read with its identity, or only when needed.
+#[derive(Clone, Copy)]
+enum Address {
+    Read(u32),
+    Unread,
+}
+
 /// The policy verdict for `report.flow` of endpoint `endpoint_id`,
 /// recorded in `report`. The peer is the destination of what the pod sends
 /// and the source of what it receives.
@@ -270,15 +277,37 @@ fn check_policy(
         TrafficDirection::Egress => &flow.daddr,
         TrafficDirection::Ingress => &flow.saddr,
     };
-    let (peer, address) = policy::peer_of(flow.family, peer_addr);
+    // Tunnel mode: the identity the sender's node put in the tunnel header
+    // decides; the ipcache is read only for an address identity (when the
+    // identity decides nothing) or for `world`, whose CIDR identities are
+    // this node's own.
+    let tunnelled = match direction {
+        TrafficDirection::Ingress => report.tunnel_identity,
+        TrafficDirection::Egress => 0,
+    };
+    let (peer, address) = if tunnelled != 0 && tunnelled != identity::WORLD {
+        (tunnelled, Address::Unread)
+    } else {
+        let (peer, address) = policy::peer_of(flow.family, peer_addr);
+        (peer, Address::Read(address))
+    };
     report.peer_identity = peer;
-    let (match_type, outcome) = policy::decide(endpoint_id, direction, peer, address, flow);
+    let (match_type, outcome) = policy::decide(endpoint_id, direction, peer, flow, || {
+        match address {
+            Address::Read(address) => address,
+            Address::Unread => policy::peer_of(flow.family, peer_addr).1,
+        }
+    });
     report.policy_checked = true;
     report.match_type = match_type;
     if debug::enabled(endpoint_id) {
         let drop_reason = match outcome {
             Ok(()) => 0,
             Err(reason) => reason as u8,
+        };
+        let address = match address {
+            Address::Read(address) => address,
+            Address::Unread => 0,
         };
         debug::policy(report, direction, address, drop_reason);
     }
