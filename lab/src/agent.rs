@@ -21,6 +21,15 @@ const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// agent's default.
 pub const HOST_ROUTING_ENV: &str = "WEIR_LAB_HOST_ROUTING";
 
+/// `native` or `tunnel`: the lab's routing mode (`--routing-mode` of its
+/// agents), read when a lab comes up; native when unset. The suites of the
+/// connectivity matrix, NetworkPolicy and services run in both.
+pub const ROUTING_MODE_ENV: &str = "WEIR_LAB_ROUTING_MODE";
+
+/// The underlay links' MTU (default 1500), read when a lab comes up: the
+/// tunnel suite lowers it to check the pods' MTU and large transfers.
+pub const UNDERLAY_MTU_ENV: &str = "WEIR_LAB_UNDERLAY_MTU";
+
 /// When set to `off`, the agents start without the flow export file (as
 /// the DaemonSet in deploy/ runs them): the pod-to-pod benchmark's
 /// `--flow-export off` measures the agents a user deploys.
@@ -61,6 +70,9 @@ impl Lab {
             args.push("--hubble-export-file-path".into());
             args.push(flow_export_file(node).display().to_string());
         }
+        if self.state.routing == crate::state::Routing::Tunnel {
+            args.extend(["--routing-mode".into(), "tunnel".into()]);
+        }
         if let Some(routing) = std::env::var_os(HOST_ROUTING_ENV) {
             args.push("--host-routing".into());
             args.push(routing.to_string_lossy().into_owned());
@@ -90,11 +102,13 @@ impl Lab {
                 args.extend([
                     "--ipam".into(),
                     "cluster-pool".into(),
-                    "--auto-direct-node-routes".into(),
                     // For the relay.
                     "--hubble-address".into(),
                     format!("{}:{}", node.underlay_ip, crate::operator::HUBBLE_PORT),
                 ]);
+                if self.state.routing == crate::state::Routing::Native {
+                    args.push("--auto-direct-node-routes".into());
+                }
             }
             None => {
                 args.extend(["--pod-cidr".into(), node.pod_cidr.clone()]);

@@ -39,6 +39,20 @@ pub enum Source {
     },
 }
 
+/// The underlay MTU `WEIR_LAB_UNDERLAY_MTU` asks for, if any.
+fn underlay_mtu_from_env() -> Result<Option<u32>> {
+    match std::env::var(crate::UNDERLAY_MTU_ENV) {
+        Err(_) => Ok(None),
+        Ok(value) => match value.parse::<u32>() {
+            Ok(mtu) if (1280..=9000).contains(&mtu) => Ok(Some(mtu)),
+            _ => bail!(
+                "{}={value:?}: expected an MTU from 1280 to 9000",
+                crate::UNDERLAY_MTU_ENV
+            ),
+        },
+    }
+}
+
 impl Lab {
     /// Brings up `nodes` nodes. Fails if a lab of that name exists.
     pub fn up(
@@ -85,6 +99,8 @@ impl Lab {
                         ..
                     }
                 ),
+                routing: crate::state::Routing::from_env()?,
+                underlay_mtu: underlay_mtu_from_env()?,
                 ..LabState::default()
             },
             binaries,
@@ -328,8 +344,19 @@ impl Lab {
             node_netns(&name, &node),
             node_ip(index)
         ));
-        let on_control_plane = self.state.control_plane.is_some();
-        let ns = underlay::add_node(&name, &node, index, nodes, !on_control_plane)?;
+        // The lab routes pod CIDRs only without a control plane (the agents
+        // do on one) and only in native routing (in tunnel mode the
+        // agents route them into their tunnels).
+        let lab_routes = self.state.control_plane.is_none()
+            && self.state.routing == crate::state::Routing::Native;
+        let ns = underlay::add_node(
+            &name,
+            &node,
+            index,
+            nodes,
+            lab_routes,
+            self.state.underlay_mtu,
+        )?;
         let node_dir = self.dir.join(&node);
         std::fs::create_dir_all(&node_dir)?;
         let cgroup = lab_cgroup(&name)?.join(&node);
@@ -347,7 +374,7 @@ impl Lab {
             underlay_ip: node_ip(index),
             // On the control plane, the operator's assignment
             // ([`Self::start_operators`]).
-            pod_cidr: if on_control_plane {
+            pod_cidr: if self.state.control_plane.is_some() {
                 String::new()
             } else {
                 pod_cidr(index)

@@ -30,6 +30,12 @@ pub struct LabState {
     /// run by the lab's kubelet daemons.
     #[serde(default)]
     pub real_nodes: bool,
+    /// How pod traffic crosses between nodes (`--routing-mode`).
+    #[serde(default)]
+    pub routing: Routing,
+    /// The underlay links' MTU when it is not 1500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_mtu: Option<u32>,
     pub nodes: Vec<NodeRecord>,
     pub namespaces: Vec<Namespace>,
     pub pods: Vec<PodRecord>,
@@ -46,6 +52,44 @@ pub enum Identities {
     /// As WeirIdentity, WeirEndpoint and WeirNode objects (CRD mode, the
     /// default of an installation); only on the control plane.
     Crd,
+}
+
+/// How the agents carry pod traffic between nodes (`--routing-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Routed on the underlay: the lab (manifest directory) or the agents
+    /// (`--auto-direct-node-routes`) route each node's pod CIDR through
+    /// its address.
+    #[default]
+    Native,
+    /// VXLAN between the nodes' `weir_vxlan` devices; the underlay has no
+    /// route to any pod CIDR but through a node's own tunnel.
+    Tunnel,
+}
+
+impl Routing {
+    /// The agent's `--routing-mode` value.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Routing::Native => "native",
+            Routing::Tunnel => "tunnel",
+        }
+    }
+
+    /// The mode `WEIR_LAB_ROUTING_MODE` asks for (`native` or `tunnel`),
+    /// else native.
+    pub fn from_env() -> Result<Routing> {
+        match std::env::var(crate::ROUTING_MODE_ENV) {
+            Err(_) => Ok(Routing::Native),
+            Ok(value) => <Routing as clap::ValueEnum>::from_str(&value, true).map_err(|_| {
+                anyhow::anyhow!(
+                    "{}={value:?}: expected native or tunnel",
+                    crate::ROUTING_MODE_ENV
+                )
+            }),
+        }
+    }
 }
 
 impl Identities {

@@ -36,16 +36,18 @@ pub(crate) fn add(lab: &str) -> Result<String> {
 }
 
 /// Creates the namespace of node `index` (from 1) of `nodes`, links it to
-/// the bridge (`node` in the underlay, [`NODE_DEVICE`] in the node) and
-/// routes the world prefix over it, and the other nodes' pod CIDRs when
-/// `static_pod_routes` (on the control plane the agents route them:
-/// `--auto-direct-node-routes`). Returns the node's namespace.
+/// the bridge (`node` in the underlay, [`NODE_DEVICE`] in the node; both
+/// ends with `mtu` if given) and routes the world prefix over it, and the
+/// other nodes' pod CIDRs when `static_pod_routes` (on the control plane
+/// the agents route them: `--auto-direct-node-routes`; in tunnel mode
+/// their tunnels do). Returns the node's namespace.
 pub(crate) fn add_node(
     lab: &str,
     node: &str,
     index: usize,
     nodes: usize,
     static_pod_routes: bool,
+    mtu: Option<u32>,
 ) -> Result<String> {
     let underlay = underlay_netns(lab);
     let ns = node_netns(lab, node);
@@ -64,6 +66,11 @@ pub(crate) fn add_node(
         "netns",
         &ns,
     ])?;
+    if let Some(mtu) = mtu {
+        let mtu = mtu.to_string();
+        ip(&["-n", &underlay, "link", "set", node, "mtu", &mtu])?;
+        ip(&["-n", &ns, "link", "set", NODE_DEVICE, "mtu", &mtu])?;
+    }
     ip(&["-n", &underlay, "link", "set", node, "master", "br0", "up"])?;
     ip(&[
         "-n",

@@ -41,16 +41,16 @@ pub struct Report {
     /// The local endpoint's identity (0 when none).
     pub endpoint_identity: u32,
     pub ct_state: u8,
-    /// The peer's identity when policy looked it up (0: not looked up).
+    /// The peer's identity: before policy, what the tunnel header said of
+    /// the sender of a packet into a pod (tunnel mode, handed on in the mark
+    /// by `weir_from_overlay`); after, the identity policy decided by. 0
+    /// when neither.
     pub peer_identity: u32,
     /// A policy decision was taken for this packet's new connection.
     pub policy_checked: bool,
     pub match_type: u8,
     /// The policy drop (a reason code) audit mode let pass; 0 if none.
     pub audited: u8,
-    /// The sender's identity from the tunnel header (tunnel mode, handed
-    /// on in the mark by `weir_from_overlay`); 0 if none.
-    pub tunnel_identity: u32,
 }
 
 impl Report {
@@ -66,7 +66,6 @@ impl Report {
             policy_checked: false,
             match_type: MATCH_NONE,
             audited: 0,
-            tunnel_identity: 0,
         }
     }
 }

@@ -261,7 +261,7 @@ fn pod_path(ctx: &TcContext, direction: TrafficDirection, report: &mut Report) -
         // Tunnel mode: the sender's identity, from the tunnel header.
         // SAFETY: reading a field of the context the kernel passed in.
         let mark = unsafe { (*ctx.skb.skb).mark };
-        report.tunnel_identity = weir_abi::overlay::mark_identity(mark).unwrap_or(0);
+        report.peer_identity = weir_abi::overlay::mark_identity(mark).unwrap_or(0);
         Reason::Forwarded
     };
     // Service NAT and the pod path are sibling calls of this function (not

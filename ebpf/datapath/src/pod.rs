@@ -256,13 +256,6 @@ pub fn handle(
     Ok(())
 }
 
-/// A peer's address identity: read with its identity, or only when needed.
-#[derive(Clone, Copy)]
-enum Address {
-    Read(u32),
-    Unread,
-}
-
 /// The policy verdict for `report.flow` of endpoint `endpoint_id`,
 /// recorded in `report`. The peer is the destination of what the pod sends
 /// and the source of what it receives.
@@ -277,37 +270,22 @@ fn check_policy(
         TrafficDirection::Egress => &flow.daddr,
         TrafficDirection::Ingress => &flow.saddr,
     };
+    let (mut peer, address) = policy::peer_of(flow.family, peer_addr);
     // Tunnel mode: the identity the sender's node put in the tunnel header
-    // decides; the ipcache is read only for an address identity (when the
-    // identity decides nothing) or for `world`, whose CIDR identities are
-    // this node's own.
-    let tunnelled = match direction {
-        TrafficDirection::Ingress => report.tunnel_identity,
-        TrafficDirection::Egress => 0,
-    };
-    let (peer, address) = if tunnelled != 0 && tunnelled != identity::WORLD {
-        (tunnelled, Address::Unread)
-    } else {
-        let (peer, address) = policy::peer_of(flow.family, peer_addr);
-        (peer, Address::Read(address))
-    };
+    // is the sender's (the ipcache still gives the address identity, and
+    // `world` is resolved here: CIDR identities are this node's own).
+    let tunnelled = report.peer_identity;
+    if direction == TrafficDirection::Ingress && tunnelled != 0 && tunnelled != identity::WORLD {
+        peer = tunnelled;
+    }
     report.peer_identity = peer;
-    let (match_type, outcome) = policy::decide(endpoint_id, direction, peer, flow, || {
-        match address {
-            Address::Read(address) => address,
-            Address::Unread => policy::peer_of(flow.family, peer_addr).1,
-        }
-    });
+    let (match_type, outcome) = policy::decide(endpoint_id, direction, peer, address, flow);
     report.policy_checked = true;
     report.match_type = match_type;
     if debug::enabled(endpoint_id) {
         let drop_reason = match outcome {
             Ok(()) => 0,
             Err(reason) => reason as u8,
-        };
-        let address = match address {
-            Address::Read(address) => address,
-            Address::Unread => 0,
         };
         debug::policy(report, direction, address, drop_reason);
     }

@@ -66,7 +66,7 @@ fn lookup(endpoint_id: u16, direction: TrafficDirection, peer: u32, flow: &Flow)
 /// Decides a connection of an enforced endpoint: deny from either the
 /// peer's own entries or the any-peer entries wins; otherwise an allow from
 /// either; otherwise, for a cluster peer with an address identity
-/// (`address()`, 0 if none; called only here), that identity's entries (NetworkPolicy
+/// (`address`, 0 if none), that identity's entries (NetworkPolicy
 /// `ipBlock`s covering the peer's address: allows only); otherwise the
 /// default deny. Returns the match type of the deciding entry with the
 /// outcome. A verdict decided by identity costs the two lookups it did
@@ -76,8 +76,8 @@ pub fn decide(
     endpoint_id: u16,
     direction: TrafficDirection,
     peer: u32,
+    address: u32,
     flow: &Flow,
-    address: impl FnOnce() -> u32,
 ) -> (u8, Result<(), Reason>) {
     let (exact, exact_match) = lookup(endpoint_id, direction, peer, flow);
     let (any, any_match) = lookup(endpoint_id, direction, IDENTITY_ANY, flow);
@@ -89,14 +89,13 @@ pub fn decide(
         (exact_match, Ok(()))
     } else if any == POLICY_ALLOW {
         (any_match, Ok(()))
-    } else {
-        match address() {
-            0 => (0, Err(Reason::DropPolicyDenied)),
-            address => match lookup(endpoint_id, direction, address, flow) {
-                (POLICY_ALLOW, address_match) => (address_match, Ok(())),
-                (POLICY_DENY, address_match) => (address_match, Err(Reason::DropPolicyDeny)),
-                _ => (0, Err(Reason::DropPolicyDenied)),
-            },
+    } else if address != 0 {
+        match lookup(endpoint_id, direction, address, flow) {
+            (POLICY_ALLOW, address_match) => (address_match, Ok(())),
+            (POLICY_DENY, address_match) => (address_match, Err(Reason::DropPolicyDeny)),
+            _ => (0, Err(Reason::DropPolicyDenied)),
         }
+    } else {
+        (0, Err(Reason::DropPolicyDenied))
     }
 }
