@@ -329,9 +329,11 @@ impl Config {
         }
         match self.shared_store() {
             Ok(Some(_)) => Ok(()),
-            _ => Err("--routing-mode tunnel needs a shared store (the node records say \
+            _ => Err(
+                "--routing-mode tunnel needs a shared store (the node records say \
                       where other nodes' pod CIDRs are): --k8s or --etcd-endpoints"
-                .into()),
+                    .into(),
+            ),
         }
     }
 

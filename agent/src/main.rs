@@ -69,8 +69,12 @@ async fn run(mut args: Config) -> Result<()> {
             let device = weir_agent::datapath::tunnel::ensure(underlay, args.tunnel_port)
                 .await
                 .with_context(|| format!("the tunnel device over {underlay}"))?;
-            info!(device = weir_abi::overlay::DEVICE, mtu = device.mtu, port = args.tunnel_port,
-                "tunnel device ready");
+            info!(
+                device = weir_abi::overlay::DEVICE,
+                mtu = device.mtu,
+                port = args.tunnel_port,
+                "tunnel device ready"
+            );
             Some(device)
         }
         RoutingMode::Native => None,

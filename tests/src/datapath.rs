@@ -130,8 +130,24 @@ pub fn test_run_out(
     Ok((result.return_value as i32, out))
 }
 
-/// Offset of `ifindex` in the kernel's `struct __sk_buff`.
+/// Offsets in the kernel's `struct __sk_buff`.
+const SKB_MARK_OFFSET: usize = 8;
 const SKB_IFINDEX_OFFSET: usize = 40;
+
+/// [`test_run`] once with the packet's mark set to `mark` (what
+/// `weir_from_overlay` leaves on a packet for `weir_to_pod`).
+pub fn test_run_marked(
+    datapath: &mut Datapath,
+    program: ProgramKind,
+    frame: &[u8],
+    mark: u32,
+) -> Result<Run> {
+    // Every field before the mark must stay zero (the kernel refuses a
+    // context that sets what it does not let a test set).
+    let mut ctx = [0u8; SKB_MARK_OFFSET + 4];
+    ctx[SKB_MARK_OFFSET..].copy_from_slice(&mark.to_ne_bytes());
+    run_with(datapath, program, frame, 1, Some(&ctx))
+}
 
 /// [`test_run`] with the packet on the interface `ifindex` of the calling
 /// thread's network namespace instead of loopback (the kernel takes the

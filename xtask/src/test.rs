@@ -129,13 +129,14 @@ struct Suite {
     took: Duration,
 }
 
-/// Runs `cargo test --workspace` and follows its output, echoing it and
-/// collecting one [`Suite`] per test binary from the `Running` and
-/// `test result:` lines.
+/// The lab suites that run a second time with the agents in tunnel mode
+/// (`--routing-mode tunnel`, issue 19 item 1): the connectivity matrix,
+/// NetworkPolicy and services.
+const TUNNEL_MODE_SUITES: [&str; 3] = ["lab_connectivity", "netpol_lab", "services_lab"];
+
+/// Runs `cargo test --workspace`, then [`TUNNEL_MODE_SUITES`] again in
+/// tunnel mode, and collects one [`Suite`] per test binary and mode.
 fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
-    let packages = Packages::of_workspace();
-    let mut cargo = cmd::cargo(None);
-    cargo.args(["test", "--workspace", "--no-fail-fast"]);
     // Each suite appends the figures it measured; they are listed under the
     // summary.
     let figures = paths::test_figures();
@@ -145,7 +146,30 @@ fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
         }
         _ => {}
     }
+    let mut cargo = cmd::cargo(None);
+    cargo.args(["test", "--workspace", "--no-fail-fast"]);
     cargo.env("WEIR_TEST_FIGURES", &figures);
+    let mut suites = run_cargo_test(cargo, filter, "")?;
+    let mut cargo = cmd::cargo(None);
+    cargo.args(["test", "-p", "weir-tests", "--no-fail-fast"]);
+    for suite in TUNNEL_MODE_SUITES {
+        cargo.args(["--test", suite]);
+    }
+    cargo.env("WEIR_TEST_FIGURES", &figures);
+    cargo.env("WEIR_LAB_ROUTING_MODE", "tunnel");
+    suites.extend(run_cargo_test(cargo, filter, " [tunnel mode]")?);
+    Ok(suites)
+}
+
+/// Runs `cargo` (a `cargo test`) with `filter`, follows its output, echoing
+/// it and collecting one [`Suite`] per test binary from the `Running` and
+/// `test result:` lines; `suffix` is added to the suites' names.
+fn run_cargo_test(
+    mut cargo: std::process::Command,
+    filter: Option<&str>,
+    suffix: &str,
+) -> Result<Vec<Suite>> {
+    let packages = Packages::of_workspace();
     if let Some(filter) = filter {
         cargo.arg(filter);
     }
@@ -181,7 +205,7 @@ fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
             .map(|krate| (format!("{krate} (doc)"), packages.of_doc_tests(krate)));
         if let Some((name, package)) = running.or(doc_tests) {
             suites.push(Suite {
-                name,
+                name: format!("{name}{suffix}"),
                 package: package.map(str::to_string),
                 passed: 0,
                 failed: 0,

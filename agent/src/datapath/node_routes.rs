@@ -188,7 +188,13 @@ impl NodeRoutes {
                 .copied()
                 .collect();
             for cidr in stale {
-                match self.handle.route().del(route(cidr, None, self.via)).execute().await {
+                match self
+                    .handle
+                    .route()
+                    .del(route(cidr, None, self.via))
+                    .execute()
+                    .await
+                {
                     Ok(()) => {}
                     // Already gone (removed by hand, or with its link).
                     Err(rtnetlink::Error::NetlinkError(e))

@@ -169,7 +169,8 @@ fn is_ours(link: &LinkMessage, port: u16) -> bool {
     });
     vxlan
         && data.is_some_and(|data| {
-            data.contains(&InfoVxlan::CollectMetadata(true)) && data.contains(&InfoVxlan::Port(port))
+            data.contains(&InfoVxlan::CollectMetadata(true))
+                && data.contains(&InfoVxlan::Port(port))
         })
 }
 
