@@ -22,7 +22,7 @@
 use std::sync::{Mutex, OnceLock};
 
 use arbitrary::Unstructured;
-use weir_abi::{EndpointInfo, Reason, TrafficDirection};
+use weir_abi::{EndpointInfo, Reason};
 use weir_agent::datapath::{maps, Datapath, ProgramKind};
 use weir_tests::datapath::{load, test_run, PinDir, TEST_RUN_IFINDEX};
 use weir_tests::packets::{IP4_A, IP4_B, IP6_A, IP6_B, MAC_A, MAC_B};

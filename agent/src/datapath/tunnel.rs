@@ -94,7 +94,7 @@ pub async fn ensure(underlay: &str, port: u16) -> Result<TunnelDevice, Error> {
                 .map_err(Error::Create)?;
             link(&handle, DEVICE)
                 .await?
-                .ok_or_else(|| Error::Create(rtnetlink::Error::RequestFailed))?
+                .ok_or(Error::Create(rtnetlink::Error::RequestFailed))?
                 .header
                 .index
         }

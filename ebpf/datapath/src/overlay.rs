@@ -105,12 +105,7 @@ pub fn from_overlay(ctx: &TcContext, flow: &Flow) -> Reason {
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     // SAFETY: the context's skb and a key of the size passed.
     let rc = unsafe {
-        bpf_skb_get_tunnel_key(
-            ctx.skb.skb,
-            &mut key,
-            size_of::<bpf_tunnel_key>() as u32,
-            0,
-        )
+        bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, 0)
     };
     if rc < 0 {
         return Reason::DropNoTunnelKey;
