@@ -8,7 +8,11 @@
 //! - this node's pod CIDR: dropped. Its pods reach it through their veths,
 //!   never from the network;
 //! - another node's pod CIDR: accepted only from the neighbour this node
-//!   routes that source through (a strict reverse-path check at L2). The
+//!   routes that source through (a strict reverse-path check at L2), or
+//!   from the neighbour it routes the owning node's address through (in
+//!   tunnel mode the route to other nodes' pods is the tunnel device, and
+//!   what their pods send to this node's own address, such as the replies
+//!   of a NodePort connection SNATed to it, arrives natively). The
 //!   routes to other nodes' pod CIDRs go through their node addresses
 //!   (`--auto-direct-node-routes`, or the operator's), so that neighbour is
 //!   the owning node: the frame's Ethernet source must be the MAC address
@@ -27,11 +31,10 @@
 //! learns it from the ARP request of any node about to send to it).
 //!
 //! What this cannot stop: a host on the same L2 segment that also forges
-//! the owning node's MAC address (native routing carries nothing else to
-//! check; a tunnel's outer source, `PodCidrInfo::node_ipv4`, would be the
-//! check there, and Weir has no tunnel mode yet). It does stop every
-//! sender that keeps its own MAC, and everything routed in from off the
-//! segment.
+//! the owning node's MAC address (a native packet carries nothing else to
+//! check; through the tunnel, `weir_from_overlay` checks the outer source
+//! against `PodCidrInfo::node_ipv4` instead). It does stop every sender
+//! that keeps its own MAC, and everything routed in from off the segment.
 
 use aya_ebpf::bindings::{bpf_fib_lookup, BPF_FIB_LKUP_RET_SUCCESS};
 use aya_ebpf::helpers::generated::bpf_fib_lookup as fib_lookup;
@@ -68,10 +71,16 @@ pub fn from_network(ctx: &TcContext, flow: &Flow) -> Outcome {
     let Some(owner) = POD_CIDRS.get(Key::new(32, PodCidrKey { addr: source })) else {
         return Outcome::CONTINUE;
     };
-    if owner.is_local() || !from_next_hop(ctx, source) {
+    if owner.is_local() {
         return Outcome::drop(Reason::DropUnknownSender);
     }
-    Outcome::CONTINUE
+    // The next hop toward the source, or (tunnel mode, where the route to
+    // another node's pods is the tunnel but their packets to this node's
+    // own address come natively) toward the node that owns it.
+    if from_next_hop(ctx, source) || from_next_hop(ctx, owner.node_ipv4) {
+        return Outcome::CONTINUE;
+    }
+    Outcome::drop(Reason::DropUnknownSender)
 }
 
 /// Whether the frame came from the neighbour, and over the interface, that

@@ -60,6 +60,12 @@ enum Command {
         /// and `matrix` do not reach them yet).
         #[arg(long, conflicts_with = "manifest_dir")]
         real_nodes: bool,
+        /// How pod traffic crosses between nodes: natively routed on the
+        /// underlay, or in VXLAN through each node's `weir_vxlan` (the
+        /// agents' `--routing-mode`). Default: `$WEIR_LAB_ROUTING_MODE`,
+        /// else native.
+        #[arg(long, value_enum)]
+        routing_mode: Option<weir_lab::Routing>,
     },
     /// Print the path of the lab's admin kubeconfig (its API server is
     /// reached from the lab's underlay namespace: use `kubectl`).
@@ -169,7 +175,12 @@ fn main() -> Result<()> {
             control_plane: _,
             identity_allocation_mode,
             real_nodes,
+            routing_mode,
         } => {
+            if let Some(mode) = routing_mode {
+                // SAFETY: single-threaded here, before anything reads it.
+                unsafe { std::env::set_var(weir_lab::ROUTING_MODE_ENV, mode.flag()) };
+            }
             let source = match manifest_dir {
                 true => Source::ManifestDir,
                 false => Source::ControlPlane {
