@@ -88,6 +88,10 @@ enum Bench {
         /// them).
         #[arg(long)]
         no_flow_export: bool,
+        /// The lab agents' `--routing-mode` (`native` or `tunnel`): the
+        /// cross-node row through the VXLAN tunnel.
+        #[arg(long)]
+        routing_mode: Option<String>,
     },
     /// Time of `lab up` and of applying N pods, with real agents and CNI.
     Lab {
@@ -111,11 +115,13 @@ fn main() -> Result<()> {
             quick,
             host_routing,
             no_flow_export,
+            routing_mode,
         } => weir_bench::pod_to_pod::run(&weir_bench::pod_to_pod::Options {
             runs,
             quick,
             host_routing,
             flow_export: !no_flow_export,
+            routing_mode,
         }),
         Bench::PolicyScale {
             policies,

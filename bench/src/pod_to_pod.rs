@@ -53,6 +53,9 @@ pub struct Options {
     /// The lab agents write the flow export file (the lab's default);
     /// false runs them as deploy/ does, without it. Named in the Weir rows.
     pub flow_export: bool,
+    /// The lab agents' `--routing-mode` (None: native); named in the
+    /// cross-node row.
+    pub routing_mode: Option<String>,
 }
 
 /// A row to measure: its name, what it is compared with, its path, and
@@ -179,7 +182,15 @@ pub fn run(options: &Options) -> Result<()> {
         routing.push_str(", no flow export");
     }
     let weir_same = format!("Weir, same node, no policy{routing}");
-    let weir_cross = format!("Weir, across nodes (native routing), no policy{routing}");
+    let crossing = match options.routing_mode.as_deref() {
+        Some(mode) => {
+            // SAFETY: as above.
+            unsafe { std::env::set_var(weir_lab::ROUTING_MODE_ENV, mode) };
+            format!("{mode} routing")
+        }
+        None => "native routing".to_string(),
+    };
+    let weir_cross = format!("Weir, across nodes ({crossing}), no policy{routing}");
     let weir_policy =
         format!("Weir, same node, ingress+egress policy enforced on both ends{routing}");
     let weir_scale = format!(

@@ -116,6 +116,10 @@ pub enum Bench {
         /// otherwise gives them (the DaemonSet in deploy/ has none).
         #[arg(long)]
         no_flow_export: bool,
+        /// The lab agents' `--routing-mode`: `native` (the default) or
+        /// `tunnel` (VXLAN between the nodes), to compare the two.
+        #[arg(long)]
+        routing_mode: Option<String>,
     },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
@@ -198,8 +202,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             quick,
             host_routing,
             no_flow_export,
+            routing_mode,
         } => {
             let mut args = vec!["pod-to-pod".to_string(), "--runs".into(), runs.to_string()];
+            if let Some(mode) = routing_mode {
+                args.extend(["--routing-mode".into(), mode.clone()]);
+            }
             if *no_flow_export {
                 args.push("--no-flow-export".into());
             }
