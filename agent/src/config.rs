@@ -166,6 +166,16 @@ pub struct Config {
     /// the node and outside the cluster takes the stack either way.
     #[arg(long, value_enum, default_value_t = HostRouting::Bpf)]
     pub host_routing: HostRouting,
+    /// Masquerade pods' TCP and UDP connections to destinations outside
+    /// the cluster to the node's address in the datapath (BPF masquerading;
+    /// needs `--node-ip`). Pod CIDRs, the cluster's nodes and
+    /// `--non-masquerade-cidr` are left alone.
+    #[arg(long)]
+    pub enable_ipv4_masquerade: bool,
+    /// A destination prefix masquerading leaves alone (ip-masq-agent's
+    /// `nonMasqueradeCIDRs`); repeatable or comma-separated.
+    #[arg(long = "non-masquerade-cidr", value_delimiter = ',')]
+    pub non_masquerade_cidrs: Vec<Ipv4Network>,
     /// Policy audit mode for every endpoint of the node: what policy would
     /// drop is reported (flows with verdict AUDIT, counted in
     /// `hubble_policy_verdicts_total{action="audit"}`) and passes. A pod's

@@ -204,6 +204,9 @@ pub struct LoadOptions {
     pub ct_new_burst: u32,
     /// eBPF host routing or the stack's.
     pub host_routing: HostRouting,
+    /// BPF masquerading of pods' connections out of the cluster
+    /// (`--enable-ipv4-masquerade`).
+    pub masquerade: bool,
 }
 
 /// The default budget of new entries per endpoint: well above what one pod
@@ -228,6 +231,7 @@ impl Default for LoadOptions {
             ct_new_rate: DEFAULT_CT_NEW_RATE,
             ct_new_burst: DEFAULT_CT_NEW_BURST,
             host_routing: HostRouting::default(),
+            masquerade: false,
         }
     }
 }
@@ -275,6 +279,7 @@ impl Datapath {
             .max(1);
         let aggregation = options.monitor_aggregation.abi_value();
         let host_routing = options.host_routing.abi_value();
+        let masquerade = u8::from(options.masquerade);
         let (ct_interval, ct_tolerance) =
             weir_abi::conntrack::ct_budget_globals(options.ct_new_rate, options.ct_new_burst);
         // The maglev table's size and any capacity the options set: what
@@ -296,7 +301,8 @@ impl Datapath {
             .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true)
             .override_global("WEIR_CT_NEW_INTERVAL_NS", &ct_interval, true)
             .override_global("WEIR_CT_NEW_TOLERANCE_NS", &ct_tolerance, true)
-            .override_global("WEIR_HOST_ROUTING", &host_routing, true);
+            .override_global("WEIR_HOST_ROUTING", &host_routing, true)
+            .override_global("WEIR_MASQUERADE", &masquerade, true);
         for (name, entries) in &capacities {
             loader.map_max_entries(name, *entries);
         }

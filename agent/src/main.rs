@@ -92,6 +92,7 @@ async fn run(mut args: Config) -> Result<()> {
         ct_new_rate: args.conntrack_new_rate,
         ct_new_burst: args.conntrack_new_burst,
         host_routing: args.host_routing,
+        masquerade: args.enable_ipv4_masquerade,
         ..LoadOptions::default()
     };
     let mut datapath = Datapath::load_with(&args.bpffs_dir, &options).with_context(|| {
@@ -108,6 +109,11 @@ async fn run(mut args: Config) -> Result<()> {
     // records, in the reconcile loop).
     weir_agent::reconcile::pod_cidrs::claim_local(datapath.ebpf_mut(), pod_cidr, node_ipv4(&args))
         .context("writing this node's pod CIDR into the anti-spoofing map")?;
+    weir_agent::datapath::maps::set_non_masquerade(datapath.ebpf_mut(), &args.non_masquerade_cidrs)
+        .context("writing the non-masquerade prefixes")?;
+    if args.enable_ipv4_masquerade && node_ipv4(&args).is_unspecified() {
+        anyhow::bail!("--enable-ipv4-masquerade needs the node's IPv4 address (--node-ip)");
+    }
     // The node's own namespace: what its processes connect to and the
     // socket LB refuses is reported as the host's.
     let node_netns = weir_agent_api::netns_cookie().context("reading this node's netns cookie")?;

@@ -30,6 +30,12 @@ pub const ROUTING_MODE_ENV: &str = "WEIR_LAB_ROUTING_MODE";
 /// tunnel suite lowers it to check the pods' MTU and large transfers.
 pub const UNDERLAY_MTU_ENV: &str = "WEIR_LAB_UNDERLAY_MTU";
 
+/// `on`, or a comma-separated list of non-masquerade prefixes: the agents
+/// masquerade pods' connections out of the cluster
+/// (`--enable-ipv4-masquerade`, `--non-masquerade-cidr`); read when a lab
+/// comes up. Off when unset.
+pub const MASQUERADE_ENV: &str = "WEIR_LAB_MASQUERADE";
+
 /// When set to `off`, the agents start without the flow export file (as
 /// the DaemonSet in deploy/ runs them): the pod-to-pod benchmark's
 /// `--flow-export off` measures the agents a user deploys.
@@ -69,6 +75,12 @@ impl Lab {
             // Every flow, as JSON lines, as a log shipper would take them.
             args.push("--hubble-export-file-path".into());
             args.push(flow_export_file(node).display().to_string());
+        }
+        if let Some(non_masquerade) = &self.state.masquerade {
+            args.push("--enable-ipv4-masquerade".into());
+            for cidr in non_masquerade {
+                args.extend(["--non-masquerade-cidr".into(), cidr.clone()]);
+            }
         }
         if self.state.routing == crate::state::Routing::Tunnel {
             args.extend(["--routing-mode".into(), "tunnel".into()]);

@@ -70,7 +70,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-pub use agent::{FLOW_EXPORT_ENV, HOST_ROUTING_ENV, ROUTING_MODE_ENV, UNDERLAY_MTU_ENV};
+pub use agent::{
+    FLOW_EXPORT_ENV, HOST_ROUTING_ENV, MASQUERADE_ENV, ROUTING_MODE_ENV, UNDERLAY_MTU_ENV,
+};
 pub use apply::Applied;
 pub use binaries::{Binaries, KubeBinaries, KUBE_BIN_ENV};
 pub use client::ClientResult;

@@ -39,6 +39,25 @@ pub enum Source {
     },
 }
 
+/// Masquerading as `WEIR_LAB_MASQUERADE` asks for it: `on` (no
+/// non-masquerade prefix) or the prefixes, comma-separated; None when
+/// unset.
+fn masquerade_from_env() -> Result<Option<Vec<String>>> {
+    match std::env::var(crate::MASQUERADE_ENV) {
+        Err(_) => Ok(None),
+        Ok(value) if value == "on" => Ok(Some(Vec::new())),
+        Ok(value) => {
+            let cidrs: Vec<String> = value.split(',').map(|c| c.trim().to_string()).collect();
+            for cidr in &cidrs {
+                cidr.parse::<ipnetwork::Ipv4Network>().with_context(|| {
+                    format!("{}: {cidr:?} is not an IPv4 prefix", crate::MASQUERADE_ENV)
+                })?;
+            }
+            Ok(Some(cidrs))
+        }
+    }
+}
+
 /// The underlay MTU `WEIR_LAB_UNDERLAY_MTU` asks for, if any.
 fn underlay_mtu_from_env() -> Result<Option<u32>> {
     match std::env::var(crate::UNDERLAY_MTU_ENV) {
@@ -101,6 +120,7 @@ impl Lab {
                 ),
                 routing: crate::state::Routing::from_env()?,
                 underlay_mtu: underlay_mtu_from_env()?,
+                masquerade: masquerade_from_env()?,
                 ..LabState::default()
             },
             binaries,

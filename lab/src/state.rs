@@ -33,6 +33,10 @@ pub struct LabState {
     /// How pod traffic crosses between nodes (`--routing-mode`).
     #[serde(default)]
     pub routing: Routing,
+    /// BPF masquerading on the agents (`--enable-ipv4-masquerade`), with
+    /// these non-masquerade prefixes; None: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<Vec<String>>,
     /// The underlay links' MTU when it is not 1500.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay_mtu: Option<u32>,

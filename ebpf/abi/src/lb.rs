@@ -200,6 +200,9 @@ impl Lb4NatEntry {
     /// packet must be redirected out, not handed to the stack, which would
     /// drop a packet from its own address as a martian.
     pub const FLAG_SNAT: u8 = 1 << 0;
+    /// A masquerading mapping (a pod's connection out of the cluster, its
+    /// source rewritten to the node's address): no backend behind it.
+    pub const FLAG_MASQUERADE: u8 = 1 << 1;
 }
 
 /// The lowest and highest source port per-packet SNAT uses on a node

@@ -90,6 +90,9 @@ pub mod map_names {
     /// Every node's pod CIDR, for anti-spoofing on node devices (LPM,
     /// [`crate::PodCidrKey`]).
     pub const POD_CIDRS: &str = "weir_pod_cidrs";
+    /// Destinations masquerading leaves alone (LPM, [`crate::PodCidrKey`]
+    /// -> u8 1): ip-masq-agent's `nonMasqueradeCIDRs`.
+    pub const NON_MASQUERADE: &str = "weir_nonmasq";
     /// The first fragment's ports of IPv4 datagrams in flight
     /// ([`crate::Frag4Key`]).
     pub const FRAGMENTS: &str = "weir_fragments";

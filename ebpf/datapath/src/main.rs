@@ -21,6 +21,7 @@ mod fragments;
 mod icmp_error;
 mod lb;
 mod maps;
+mod masquerade;
 mod metrics;
 mod nodeport;
 mod overlay;

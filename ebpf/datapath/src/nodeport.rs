@@ -46,10 +46,10 @@ const SNAT_ATTEMPTS: u32 = 8;
 /// The node's IPv4 address (network order), the SNAT source; set by the
 /// loader. 0: no SNAT, remote backends are not reachable per packet.
 #[unsafe(no_mangle)]
-static WEIR_NODE_IPV4: u32 = 0;
+pub(crate) static WEIR_NODE_IPV4: u32 = 0;
 
 #[map(name = "weir_lb4_nat")]
-static NAT: LruHashMap<Lb4NatKey, Lb4NatEntry> = LruHashMap::pinned(131_072, 0);
+pub(crate) static NAT: LruHashMap<Lb4NatKey, Lb4NatEntry> = LruHashMap::pinned(131_072, 0);
 
 /// The result of service NAT packed into one integer, so that it crosses
 /// the BPF-to-BPF call in a register (enums with payloads leave partly
@@ -90,19 +90,19 @@ impl Outcome {
 }
 
 #[derive(Copy, Clone)]
-struct Tuple {
-    saddr: [u8; 4],
-    daddr: [u8; 4],
-    sport: [u8; 2],
-    dport: [u8; 2],
-    protocol: u8,
+pub(crate) struct Tuple {
+    pub(crate) saddr: [u8; 4],
+    pub(crate) daddr: [u8; 4],
+    pub(crate) sport: [u8; 2],
+    pub(crate) dport: [u8; 2],
+    pub(crate) protocol: u8,
     /// The packet holds the L4 header (false for a later fragment, whose
     /// ports came from its first fragment: only addresses are rewritten).
-    l4: bool,
+    pub(crate) l4: bool,
 }
 
 impl Tuple {
-    fn key(&self, direction: u8) -> Lb4NatKey {
+    pub(crate) fn key(&self, direction: u8) -> Lb4NatKey {
         Lb4NatKey {
             saddr: self.saddr,
             daddr: self.daddr,
@@ -161,7 +161,7 @@ macro_rules! tri {
 }
 
 /// Replies of connections to a local backend, leaving the node: the source
-/// becomes the frontend again.
+/// becomes the frontend again. Everything else may be masqueraded.
 #[inline(always)]
 fn to_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
     if let Some(entry) = NAT.get_ptr(tuple.key(Lb4NatKey::REPLY)) {
@@ -169,9 +169,13 @@ fn to_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
         let entry = unsafe { *entry };
         if entry.flags & Lb4NatEntry::FLAG_SNAT == 0 {
             tri!(rewrite(ctx, tuple, &entry));
+            return Outcome::CONTINUE;
         }
     }
-    Outcome::CONTINUE
+    match crate::masquerade::to_network(ctx, tuple) {
+        Ok(()) => Outcome::CONTINUE,
+        Err(reason) => Outcome::drop(reason),
+    }
 }
 
 #[inline(always)]
@@ -450,7 +454,7 @@ fn rewrite_quote(
 /// Claims a free SNAT source port for the reply mapping: inserts the
 /// mapping with the port in `key.dport`; false when every candidate is taken.
 #[inline(always)]
-fn snat_port(key: &mut Lb4NatKey, reply: &Lb4NatEntry, hash: u32) -> bool {
+pub(crate) fn snat_port(key: &mut Lb4NatKey, reply: &Lb4NatEntry, hash: u32) -> bool {
     let range = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
     for attempt in 0..SNAT_ATTEMPTS {
         let port = SNAT_PORT_MIN + (hash.wrapping_add(attempt.wrapping_mul(7919)) % range) as u16;
@@ -468,7 +472,7 @@ fn snat_port(key: &mut Lb4NatKey, reply: &Lb4NatEntry, hash: u32) -> bool {
 /// IP checksum rewritten: the L4 header, ports and checksum (which covers
 /// the whole datagram) are in the first fragment, rewritten with it.
 #[inline(always)]
-fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result<(), Reason> {
+pub(crate) fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result<(), Reason> {
     let packet = Packet::new(ctx);
     let version_ihl: u8 = packet.read(ETH_HLEN).ok_or(Reason::DropInvalid)?;
     let l4 = ETH_HLEN + ((version_ihl & 0x0f) as usize) * 4;
