@@ -203,7 +203,80 @@ fn policy_costs(
     event_costs(runs)?;
     debug_costs(runs)?;
     lb_costs()?;
-    antispoof_costs(repeat, runs)
+    antispoof_costs(repeat, runs)?;
+    masquerade_costs(repeat, runs)
+}
+
+/// BPF masquerading on `weir_to_netdev` (issue 19 item 3): a local pod's
+/// TCP SYN to an outside address, with masquerading off and on: a new
+/// connection (a distinct source port per packet: two mappings inserted,
+/// a free port found, the packet rewritten) and an established one (one
+/// lookup and the rewrite).
+fn masquerade_costs(repeat: u32, runs: usize) -> Result<()> {
+    use weir_agent::datapath::maps::{self, PodCidrOwner};
+    use weir_agent::datapath::{Datapath, LoadOptions};
+
+    let node = std::net::Ipv4Addr::new(192, 0, 2, 11);
+    let l4 = packets::ETH_HLEN + packets::IPV4_HLEN;
+    let ip = packets::ETH_HLEN;
+    let mut syn = packets::ipv4_tcp_syn();
+    syn[ip + 16..ip + 20].copy_from_slice(&[203, 0, 113, 10]);
+    let median = |mut samples: Vec<u128>| {
+        samples.sort_unstable();
+        format!(
+            "{} ({}-{})",
+            samples[samples.len() / 2],
+            samples[0],
+            samples[samples.len() - 1]
+        )
+    };
+    println!();
+    println!(
+        "masquerading, weir_to_netdev, a pod's TCP SYN to 203.0.113.10: ns/packet median (min-max)"
+    );
+    for masquerade in [false, true] {
+        let pins = PinDir::new();
+        let options = LoadOptions {
+            masquerade,
+            node_ipv4: Some(node),
+            ..LoadOptions::default()
+        };
+        let mut datapath = Datapath::load_with(pins.path(), &options)?;
+        maps::set_pod_cidr(
+            datapath.ebpf_mut(),
+            "10.99.0.0/24".parse()?,
+            PodCidrOwner {
+                node_ip: node,
+                local: true,
+            },
+        )?;
+        let label = if masquerade { "on" } else { "off" };
+        let new_flows: Vec<u128> = (0..10_000u32)
+            .map(|i| {
+                let mut frame = syn.clone();
+                frame[l4..l4 + 2].copy_from_slice(&(1024 + (i % 60_000) as u16).to_be_bytes());
+                test_run(&mut datapath, ProgramKind::ToNetdev, &frame, 1)
+                    .map(|r| r.nanos_per_packet)
+            })
+            .collect::<Result<_>>()?;
+        println!(
+            "{:<44}{:>22}",
+            format!("new connection, masquerading {label}"),
+            median(new_flows)
+        );
+        let established: Vec<u128> = (0..runs)
+            .map(|_| {
+                test_run(&mut datapath, ProgramKind::ToNetdev, &syn, repeat)
+                    .map(|r| r.nanos_per_packet)
+            })
+            .collect::<Result<_>>()?;
+        println!(
+            "{:<44}{:>22}",
+            format!("established, masquerading {label}"),
+            median(established)
+        );
+    }
+    Ok(())
 }
 
 /// The established flow of [`policy_costs`] (egress to 10.99.0.2, a pod of
