@@ -37,6 +37,8 @@ use services::ServicesService;
 /// Everything served on the agent's socket.
 pub struct LocalApi<D: EndpointDatapath> {
     pub agent: Arc<EndpointManager<D>>,
+    /// The node's address (host ports are served on it).
+    pub node_ip: Option<std::net::IpAddr>,
     /// CreateEndpoint waits for the endpoint's first regeneration (with a
     /// reconcile loop; without one there is no policy to wait for).
     pub readiness: Option<endpoints::WaitForPolicy>,
@@ -66,10 +68,9 @@ pub async fn serve<D: EndpointDatapath + 'static>(
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     tonic::transport::Server::builder()
         .layer(api.metrics)
-        .add_service(EndpointsServer::new(EndpointsService::new(
-            api.agent,
-            api.readiness,
-        )))
+        .add_service(EndpointsServer::new(
+            EndpointsService::new(api.agent, api.readiness).with_node_ip(api.node_ip),
+        ))
         .add_service(PolicyServer::new(api.policy))
         .add_service(InspectServer::new(api.inspect))
         .add_service(MonitorServer::new(api.monitor))

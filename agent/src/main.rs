@@ -276,6 +276,7 @@ async fn run(mut args: Config) -> Result<()> {
     };
     let local_api = api::LocalApi {
         agent,
+        node_ip: args.node_ip,
         readiness: readiness.map(|readiness| api::endpoints::WaitForPolicy {
             readiness,
             timeout: std::time::Duration::from_secs(args.endpoint_regeneration_timeout_s),

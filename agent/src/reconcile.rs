@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod driver;
 pub mod endpoints_map;
+pub mod host_ports;
 pub mod identities;
 pub mod ipcache;
 pub mod lb_sync;
@@ -308,14 +309,17 @@ impl Reconciler {
         }
         // Services depend on nothing below: programmed first, so a slow
         // identity allocation never delays them.
+        let endpoints = self.endpoints.endpoints();
         if self.steps.services.due(started) {
-            let result = self
-                .services
-                .sync(&self.cluster, self.cluster_generation, &self.datapath);
+            let result = self.services.sync(
+                &self.cluster,
+                self.cluster_generation,
+                &endpoints,
+                &self.datapath,
+            );
             self.record(|s| &mut s.services, result, &mut failed);
             self.announce_services();
         }
-        let endpoints = self.endpoints.endpoints();
         if self.manifests_read && self.steps.identities.due(Instant::now()) {
             // Publish what is held even when an allocation failed.
             let allocated = self.identities.sync(&self.cluster, &endpoints).await;

@@ -223,6 +223,7 @@ mod tests {
                 ipv4: "10.244.1.2".into(),
                 mac: "02:00:00:00:00:01".into(),
                 netns_cookie: 7,
+                port_mappings: Vec::new(),
             },
             v1::Endpoint {
                 id: 2,

@@ -119,6 +119,7 @@ fn inspection_commands_against_the_agent_api() {
     let metrics = ApiMetricsLayer::new(&registry);
     let api = LocalApi {
         agent: agent.clone(),
+        node_ip: None,
         readiness: None,
         policy: api::policy::PolicyService::new(snapshot.clone()),
         inspect: InspectService {

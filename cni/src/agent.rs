@@ -116,6 +116,8 @@ pub struct EndpointSpec {
     pub pod_mac: MacAddr,
     /// `SO_NETNS_COOKIE` of the pod's namespace.
     pub netns_cookie: u64,
+    /// The pod's host ports (`runtimeConfig.portMappings`).
+    pub port_mappings: Vec<crate::config::PortMapping>,
 }
 
 pub struct AgentClient {
@@ -168,6 +170,16 @@ impl AgentClient {
             ipv4: format!("{}/32", spec.pod_ip),
             mac: spec.pod_mac.to_string(),
             netns_cookie: spec.netns_cookie,
+            port_mappings: spec
+                .port_mappings
+                .iter()
+                .map(|m| v1::PortMapping {
+                    host_port: u32::from(m.host_port),
+                    container_port: u32::from(m.container_port),
+                    protocol: m.protocol.clone(),
+                    host_ip: m.host_ip.clone(),
+                })
+                .collect(),
         };
         let mut client = self.client.clone();
         self.call("CreateEndpoint", client.create_endpoint(request))

@@ -36,6 +36,73 @@ pub struct NetworkConfig {
     keys: Vec<String>,
     /// GC's `cni.dev/valid-attachments`, undecoded.
     valid_attachments: Option<Value>,
+    /// The `portMappings` capability (`runtimeConfig.portMappings`, as the
+    /// portmap plugin takes it): the pod's host ports.
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// One entry of `runtimeConfig.portMappings`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    /// As given (`tcp` when absent); the agent checks it.
+    pub protocol: String,
+    /// As given (empty when absent); the agent checks it.
+    pub host_ip: String,
+}
+
+/// `runtimeConfig.portMappings`: a list of objects with `hostPort` and
+/// `containerPort` (1-65535), optional `protocol` and `hostIP` strings.
+fn port_mappings(object: &Map<String, Value>) -> Result<Vec<PortMapping>, CniError> {
+    let Some(mappings) = object
+        .get("runtimeConfig")
+        .and_then(|runtime| runtime.get("portMappings"))
+    else {
+        return Ok(Vec::new());
+    };
+    if mappings.is_null() {
+        return Ok(Vec::new());
+    }
+    let entries = mappings.as_array().ok_or_else(|| {
+        invalid("runtimeConfig.portMappings must be a list")
+            .with_details(format!("portMappings is {mappings}"))
+    })?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let port = |key: &str| -> Result<u16, CniError> {
+                entry
+                    .get(key)
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "runtimeConfig.portMappings[{i}].{key} must be a port (1-65535)"
+                        ))
+                        .with_details(format!("entry is {entry}"))
+                    })
+            };
+            let text = |key: &str, default: &str| -> Result<String, CniError> {
+                match entry.get(key) {
+                    None | Some(Value::Null) => Ok(default.to_string()),
+                    Some(Value::String(text)) => Ok(text.clone()),
+                    Some(other) => Err(invalid(format!(
+                        "runtimeConfig.portMappings[{i}].{key} must be a string"
+                    ))
+                    .with_details(format!("{key} is {other}"))),
+                }
+            };
+            Ok(PortMapping {
+                host_port: port("hostPort")?,
+                container_port: port("containerPort")?,
+                protocol: text("protocol", "tcp")?,
+                host_ip: text("hostIP", "")?,
+            })
+        })
+        .collect()
 }
 
 /// The `cniVersion` on stdin if it can be read at all: errors should be
@@ -110,6 +177,7 @@ impl NetworkConfig {
             agent_socket,
             mtu,
             prev_result,
+            port_mappings: port_mappings(&object)?,
             keys: object.keys().cloned().collect(),
             valid_attachments,
         })
@@ -316,6 +384,50 @@ mod tests {
         ] {
             let error = parse(with(key, bad.clone()), Command::Add).unwrap_err();
             assert_eq!(error.code, ErrorCode::InvalidConfig, "{key}={bad}");
+        }
+    }
+
+    #[test]
+    fn port_mappings_come_from_the_runtime_config() {
+        let config = parse(
+            with(
+                "runtimeConfig",
+                json!({"portMappings": [
+                    {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                    {"hostPort": 53, "containerPort": 5353, "protocol": "udp", "hostIP": "10.77.0.11"},
+                    {"hostPort": 9000, "containerPort": 9000},
+                ]}),
+            ),
+            Command::Add,
+        )
+        .unwrap();
+        let mapping = |host_port, container_port, protocol: &str, host_ip: &str| PortMapping {
+            host_port,
+            container_port,
+            protocol: protocol.into(),
+            host_ip: host_ip.into(),
+        };
+        assert_eq!(
+            config.port_mappings,
+            vec![
+                mapping(8080, 80, "tcp", ""),
+                mapping(53, 5353, "udp", "10.77.0.11"),
+                mapping(9000, 9000, "tcp", ""),
+            ]
+        );
+        assert!(parse(minimal(), Command::Add)
+            .unwrap()
+            .port_mappings
+            .is_empty());
+        for bad in [
+            json!({"portMappings": {}}),
+            json!({"portMappings": [{"hostPort": 0, "containerPort": 80}]}),
+            json!({"portMappings": [{"hostPort": 70000, "containerPort": 80}]}),
+            json!({"portMappings": [{"containerPort": 80}]}),
+            json!({"portMappings": [{"hostPort": 80, "containerPort": 80, "protocol": 6}]}),
+        ] {
+            let error = parse(with("runtimeConfig", bad.clone()), Command::Add).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidConfig, "{bad}");
         }
     }
 

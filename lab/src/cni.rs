@@ -25,6 +25,29 @@ pub fn network_config(agent_socket: &Path, mtu: u32) -> serde_json::Value {
     })
 }
 
+/// `config` with the `runtimeConfig.portMappings` a runtime adds for the
+/// pod's `hostPort`s (kubelet passes them through the CNI `portMappings`
+/// capability), unchanged when it has none.
+pub fn with_port_mappings(
+    mut config: serde_json::Value,
+    ports: &[weir_agent::cluster::manifest::ContainerPort],
+) -> serde_json::Value {
+    let mappings: Vec<serde_json::Value> = ports
+        .iter()
+        .filter_map(|port| {
+            Some(serde_json::json!({
+                "hostPort": port.host_port?,
+                "containerPort": port.port,
+                "protocol": port.protocol.name().to_ascii_lowercase(),
+            }))
+        })
+        .collect();
+    if !mappings.is_empty() {
+        config["runtimeConfig"] = serde_json::json!({ "portMappings": mappings });
+    }
+    config
+}
+
 /// One plugin invocation.
 pub struct Invocation<'a> {
     pub plugin: &'a Path,

@@ -126,6 +126,7 @@ impl Lab {
         netns::delete(&netns_name)?; // a leftover of a crash
         netns::add(&netns_name)?;
         let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&node.cni_config)?)?;
+        let config = cni::with_port_mappings(config, &pod.ports);
         let pod_netns_path = netns::path(&netns_name).display().to_string();
         let call = cni::Invocation {
             plugin: &self.binaries.cni,

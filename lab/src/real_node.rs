@@ -212,6 +212,8 @@ impl Lab {
                 "type": "weir-cni",
                 "agentSocket": node.api_socket,
                 "mtu": crate::lifecycle::MTU,
+                // The runtime passes pods' hostPorts (runtimeConfig).
+                "capabilities": {"portMappings": true},
             }],
         });
         std::fs::write(

@@ -116,6 +116,9 @@ pub fn pod_document(pod: &Pod) -> Value {
             if let Some(name) = &p.name {
                 port["name"] = name.clone().into();
             }
+            if let Some(host_port) = p.host_port {
+                port["hostPort"] = host_port.into();
+            }
             port
         })
         .collect();

@@ -184,6 +184,7 @@ impl LocalAgent {
                 ipv4: address,
                 mac: "02:00:00:00:00:02".into(),
                 netns_cookie: 0,
+                port_mappings: Vec::new(),
             })
             .expect("create the endpoint");
     }

@@ -60,7 +60,7 @@ impl FrontendAddresses {
     /// Why `kind` may not use `address`, if it may not.
     pub fn refusal(&self, kind: FrontendKind, address: Ipv4Addr) -> Option<String> {
         // A NodePort frontend's address is the node's own, by construction.
-        if kind == FrontendKind::NodePort {
+        if matches!(kind, FrontendKind::NodePort | FrontendKind::HostPort) {
             return None;
         }
         if let Some(range) = self.reserved.iter().find(|r| r.contains(address)) {
@@ -71,7 +71,9 @@ impl FrontendAddresses {
         let (allowed, what) = match kind {
             FrontendKind::ClusterIp => (&self.service_cidrs, "the service CIDRs"),
             FrontendKind::ExternalIp => (&self.external_ip_cidrs, "the allowed external IP CIDRs"),
-            FrontendKind::NodePort | FrontendKind::LoadBalancer => return None,
+            FrontendKind::NodePort | FrontendKind::LoadBalancer | FrontendKind::HostPort => {
+                return None
+            }
         };
         let allowed = allowed.as_ref()?;
         if allowed.iter().any(|r| r.contains(address)) {
@@ -118,6 +120,9 @@ pub enum FrontendKind {
     NodePort,
     ExternalIp,
     LoadBalancer,
+    /// A pod's hostPort (CNI `portMappings`), made by the agent from its
+    /// endpoints rather than compiled from a Service.
+    HostPort,
 }
 
 /// Which clients a frontend entry serves; see the crate docs for the rule.

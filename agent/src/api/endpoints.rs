@@ -14,11 +14,13 @@ use weir_types::NamespacedName;
 use crate::endpoint::ipam::{AttachmentKey, IpamError};
 use crate::endpoint::manager::{EndpointDatapath, EndpointManager, ManagerError, NewEndpoint};
 use crate::endpoint::readiness::EndpointReadiness;
-use crate::endpoint::registry::Endpoint;
+use crate::endpoint::registry::{Endpoint, PortMapping};
 
 pub struct EndpointsService<D: EndpointDatapath> {
     agent: Arc<EndpointManager<D>>,
     wait: Option<WaitForPolicy>,
+    /// The node's address: the one `hostIP` a port mapping may name.
+    node_ip: Option<std::net::IpAddr>,
 }
 
 /// CreateEndpoint answers only once the endpoint's first regeneration is in
@@ -31,7 +33,17 @@ pub struct WaitForPolicy {
 
 impl<D: EndpointDatapath> EndpointsService<D> {
     pub fn new(agent: Arc<EndpointManager<D>>, wait: Option<WaitForPolicy>) -> Self {
-        EndpointsService { agent, wait }
+        EndpointsService {
+            agent,
+            wait,
+            node_ip: None,
+        }
+    }
+
+    /// The node's address, which port mappings may name as their `hostIP`.
+    pub fn with_node_ip(mut self, node_ip: Option<std::net::IpAddr>) -> Self {
+        self.node_ip = node_ip;
+        self
     }
 }
 
@@ -75,7 +87,59 @@ fn to_proto_endpoint(e: &Endpoint) -> v1::Endpoint {
         ipv4: format!("{}/32", e.ipv4),
         mac: e.mac.clone(),
         netns_cookie: e.netns_cookie,
+        port_mappings: e
+            .port_mappings
+            .iter()
+            .map(|m| v1::PortMapping {
+                host_port: u32::from(m.host_port),
+                container_port: u32::from(m.container_port),
+                protocol: m.protocol.name().to_ascii_lowercase(),
+                host_ip: String::new(),
+            })
+            .collect(),
     }
+}
+
+/// The host ports of a CreateEndpoint request, checked: ports 1-65535, a
+/// known protocol, and no host address but the node's (the frontend is on
+/// the node's address; `hostIP` naming another is refused, not ignored).
+fn port_mappings(
+    requested: &[v1::PortMapping],
+    node_ip: Option<std::net::IpAddr>,
+) -> Result<Vec<PortMapping>, Status> {
+    let port = |value: u32, what: &str| {
+        u16::try_from(value)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| Status::invalid_argument(format!("{what} {value} is not a port")))
+    };
+    let mut mappings = Vec::with_capacity(requested.len());
+    for mapping in requested {
+        let protocol: weir_types::Protocol = mapping
+            .protocol
+            .to_ascii_uppercase()
+            .parse()
+            .map_err(|e: weir_types::ProtocolError| Status::invalid_argument(e.to_string()))?;
+        let host_ip = mapping.host_ip.trim();
+        if !host_ip.is_empty() && host_ip != "0.0.0.0" {
+            let address: std::net::IpAddr = host_ip.parse().map_err(|_| {
+                Status::invalid_argument(format!("hostIP {host_ip:?} is not an address"))
+            })?;
+            if Some(address) != node_ip {
+                return Err(Status::invalid_argument(format!(
+                    "hostIP {address} is not this node's address: host ports are served on the node's address only"
+                )));
+            }
+        }
+        mappings.push(PortMapping {
+            host_port: port(mapping.host_port, "hostPort")?,
+            container_port: port(mapping.container_port, "containerPort")?,
+            protocol,
+        });
+    }
+    mappings.sort();
+    mappings.dedup();
+    Ok(mappings)
 }
 
 /// Accepts "10.244.1.5" or "10.244.1.5/32".
@@ -129,6 +193,7 @@ impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
                 ipv4: parse_ipv4(&request.ipv4)?,
                 mac: request.mac,
                 netns_cookie: request.netns_cookie,
+                port_mappings: port_mappings(&request.port_mappings, self.node_ip)?,
             })
             .map_err(to_status)?;
         if let Some(wait) = &self.wait {

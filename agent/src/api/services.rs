@@ -36,6 +36,7 @@ fn kind_name(kind: FrontendKind) -> &'static str {
         FrontendKind::NodePort => "NodePort",
         FrontendKind::ExternalIp => "ExternalIP",
         FrontendKind::LoadBalancer => "LoadBalancer",
+        FrontendKind::HostPort => "HostPort",
     }
 }
 

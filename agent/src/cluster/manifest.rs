@@ -124,6 +124,10 @@ pub struct ContainerPort {
     pub port: u16,
     pub protocol: Protocol,
     pub name: Option<String>,
+    /// `hostPort`: the runtime asks the CNI plugin to serve it on the
+    /// node's address (`portMappings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
 }
 
 /// The protocol of a container port: the one Kubernetes `Protocol`.
@@ -191,6 +195,7 @@ struct RawPort {
     name: Option<String>,
     container_port: i64,
     protocol: Option<String>,
+    host_port: Option<i64>,
 }
 
 /// Parses every document of `yaml`; the whole file is rejected if any
@@ -263,10 +268,19 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
                     .unwrap_or("TCP")
                     .to_ascii_uppercase()
                     .parse::<Protocol>()?;
+                let host_port = match port.host_port {
+                    None | Some(0) => None,
+                    Some(host_port) => Some(
+                        u16::try_from(host_port)
+                            .ok()
+                            .with_context(|| format!("hostPort {host_port} is outside 1-65535"))?,
+                    ),
+                };
                 ports.push(ContainerPort {
                     name: port.name.clone(),
                     port: number,
                     protocol,
+                    host_port,
                 });
             }
             ports.sort();
@@ -396,17 +410,20 @@ spec:
                 ContainerPort {
                     name: Some("serve-80-tcp".into()),
                     port: 80,
-                    protocol: Protocol::Tcp
+                    protocol: Protocol::Tcp,
+                    host_port: None,
                 },
                 ContainerPort {
                     name: None,
                     port: 80,
-                    protocol: Protocol::Udp
+                    protocol: Protocol::Udp,
+                    host_port: None,
                 },
                 ContainerPort {
                     name: None,
                     port: 81,
-                    protocol: Protocol::Tcp
+                    protocol: Protocol::Tcp,
+                    host_port: None,
                 },
             ]
         );

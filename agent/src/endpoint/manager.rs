@@ -14,7 +14,7 @@ use weir_types::NamespacedName;
 
 use crate::datapath::{maps, Datapath, DatapathError, Hook, SharedDatapath};
 use crate::endpoint::ipam::{AttachmentKey, IpamError};
-use crate::endpoint::registry::{Endpoint, EndpointError};
+use crate::endpoint::registry::{Endpoint, EndpointError, PortMapping};
 use crate::endpoint::state::{NodeState, StateError, StateStore};
 
 /// What the endpoint logic needs from the datapath.
@@ -191,6 +191,7 @@ pub struct NewEndpoint {
     pub ipv4: Ipv4Addr,
     pub mac: String,
     pub netns_cookie: u64,
+    pub port_mappings: Vec<PortMapping>,
 }
 
 /// Address and room summary for STATUS.
@@ -319,6 +320,7 @@ impl<D: EndpointDatapath> EndpointManager<D> {
                 ipv4: new.ipv4,
                 mac: new.mac,
                 netns_cookie: new.netns_cookie,
+                port_mappings: new.port_mappings,
             })?
             .clone();
         let entry = self.before_policy.entry(&endpoint);

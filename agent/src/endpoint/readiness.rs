@@ -120,6 +120,7 @@ mod tests {
             ipv4: "10.244.0.3".parse().unwrap(),
             mac: "02:00:00:00:00:03".into(),
             netns_cookie: 0,
+            port_mappings: Vec::new(),
         }
     }
 

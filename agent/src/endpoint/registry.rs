@@ -31,6 +31,21 @@ pub struct Endpoint {
     /// host interface, so the cgroup hooks name the pod.
     #[serde(default)]
     pub netns_cookie: u64,
+    /// The pod's host ports (CNI `portMappings`): each a frontend on the
+    /// node's address for the pod's container port, removed with the
+    /// endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// A host port of a pod (the CNI `portMappings` capability, as the portmap
+/// plugin takes it): `host_port` on the node's address leads to
+/// `container_port` of the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: weir_types::Protocol,
 }
 
 impl Endpoint {
@@ -128,6 +143,7 @@ mod tests {
             ipv4: Ipv4Addr::new(10, 244, 1, last_octet),
             mac: "02:00:00:00:00:01".into(),
             netns_cookie: 0,
+            port_mappings: Vec::new(),
         }
     }
 

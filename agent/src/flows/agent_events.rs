@@ -304,6 +304,7 @@ pub fn service_upsert(
         FrontendKind::NodePort => "NodePort",
         FrontendKind::ExternalIp => "ExternalIPs",
         FrontendKind::LoadBalancer => "LoadBalancer",
+        FrontendKind::HostPort => "HostPort",
     };
     let policy = |p: TrafficPolicy| match p {
         TrafficPolicy::Cluster => "Cluster".to_string(),

@@ -1,8 +1,10 @@
-//! The services reconciler: Services and EndpointSlices to the LB maps.
+//! The services reconciler: Services and EndpointSlices to the LB maps,
+//! with the local pods' host ports beside them ([`super::host_ports`]).
 //! Fed to the incremental compiler when the cluster's Services or
 //! EndpointSlices were read again (or the last write failed); only the
 //! frontends that changed are written (see [`super::lb_sync`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -10,6 +12,7 @@ use tracing::{info, warn};
 use super::lb_sync::{LbMetrics, LbSync, PassReport};
 use crate::cluster::manifest_dir::ClusterManifests;
 use crate::datapath::SharedDatapath;
+use crate::endpoint::registry::Endpoint;
 
 /// A frontend a pass wrote, for the agent's events.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +28,10 @@ pub struct ServiceSync {
     /// Frontends written since [`ServiceSync::take_writes`] was last called.
     writes: Vec<ServiceWrite>,
     compiler: weir_lb::LbCompiler,
+    /// The node, for the host ports' frontends.
+    node: weir_lb::NodeContext,
+    /// The host-port frontends last written.
+    host_ports: BTreeMap<weir_lb::FrontendKey, weir_lb::Frontend>,
     writer: LbSync,
     /// The problems last reported, so each is logged once.
     problems: Vec<weir_lb::ServiceProblem>,
@@ -42,7 +49,9 @@ impl ServiceSync {
     ) -> ServiceSync {
         ServiceSync {
             writes: Vec::new(),
-            compiler: weir_lb::LbCompiler::new(node, options),
+            compiler: weir_lb::LbCompiler::new(node.clone(), options),
+            node,
+            host_ports: BTreeMap::new(),
             writer,
             problems: Vec::new(),
             seen_generation: None,
@@ -62,44 +71,69 @@ impl ServiceSync {
         std::mem::take(&mut self.writes)
     }
 
-    /// Compiles and writes what changed since the last pass; a pass with
-    /// nothing read since the last one costs nothing.
+    /// Compiles and writes what changed since the last pass, the host
+    /// ports of `endpoints` included; a pass with nothing read and no host
+    /// port changed costs one comparison.
     pub fn sync(
         &mut self,
         cluster: &ClusterManifests,
         generation: u64,
+        endpoints: &[Endpoint],
         datapath: &SharedDatapath,
     ) -> anyhow::Result<()> {
         // Nothing read since the last pass: nothing to compare (comparing
         // 20,000 objects every tick is not free).
-        if !self.failed && self.seen_generation == Some(generation) {
-            return Ok(());
-        }
+        let cluster_read = self.failed || self.seen_generation != Some(generation);
         self.seen_generation = Some(generation);
         let started = Instant::now();
-        let changed = self
-            .compiler
-            .update(cluster.services.values(), cluster.endpoint_slices.values());
-        let problems = self.compiler.problems();
+        let mut changed = if cluster_read {
+            self.compiler
+                .update(cluster.services.values(), cluster.endpoint_slices.values())
+        } else {
+            BTreeSet::new()
+        };
+        let (host_ports, host_port_problems) =
+            super::host_ports::frontends(&self.node, endpoints, &self.host_ports, |key| {
+                self.compiler.frontends().contains_key(key)
+            });
+        let host_ports_changed: Vec<weir_lb::FrontendKey> = host_ports
+            .iter()
+            .filter(|(key, frontend)| self.host_ports.get(key) != Some(frontend))
+            .map(|(key, _)| *key)
+            .chain(
+                self.host_ports
+                    .keys()
+                    .filter(|key| !host_ports.contains_key(key))
+                    .copied(),
+            )
+            .collect();
+        if !cluster_read && host_ports_changed.is_empty() {
+            return Ok(());
+        }
+        changed.extend(host_ports_changed);
+        let mut problems = self.compiler.problems();
+        problems.extend(host_port_problems);
         for problem in problems.iter().filter(|p| !self.problems.contains(p)) {
             warn!(service = %problem.service, problem = %problem.message, "service");
         }
         if changed.is_empty() && !self.failed && problems == self.problems {
             return Ok(());
         }
+        let mut frontends = self.compiler.frontends().clone();
+        frontends.extend(host_ports.iter().map(|(k, f)| (*k, f.clone())));
         // The ids of removed frontends are released by the write.
         let removed: Vec<(weir_lb::FrontendKey, u16)> = changed
             .iter()
-            .filter(|key| !self.compiler.frontends().contains_key(key))
+            .filter(|key| !frontends.contains_key(key))
             .filter_map(|key| Some((*key, self.writer.service_id(key)?)))
             .collect();
-        let result = self.writer.apply(
-            datapath.lock().ebpf_mut(),
-            self.compiler.frontends(),
-            &changed,
-            &problems,
-        );
+        let result = self
+            .writer
+            .apply(datapath.lock().ebpf_mut(), &frontends, &changed, &problems);
         self.failed = result.is_err();
+        if result.is_ok() {
+            self.host_ports = host_ports;
+        }
         if let Some(metrics) = &self.metrics {
             metrics.observe(&PassReport {
                 frontends: self.writer.frontends_written(),
@@ -112,7 +146,6 @@ impl ServiceSync {
         }
         self.problems = problems;
         if result.is_ok() {
-            let frontends = self.compiler.frontends();
             for key in &changed {
                 if let (Some(frontend), Some(id)) =
                     (frontends.get(key), self.writer.service_id(key))

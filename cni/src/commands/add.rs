@@ -66,6 +66,7 @@ pub async fn add(request: AddRequest) -> Result<Value, CniError> {
         pod_ip: spec.pod_ip,
         pod_mac: spec.pod_mac,
         netns_cookie: network.netns_cookie,
+        port_mappings: config.port_mappings.clone(),
     };
     // The agent attaches its programs and closes the endpoint, and answers
     // once the endpoint's policy is in the kernel; only then does the host

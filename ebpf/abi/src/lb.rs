@@ -72,6 +72,8 @@ impl Lb4Service {
     pub const FLAG_AFFINITY: u16 = 1 << 4;
     /// Backends are selected through the service's Maglev table.
     pub const FLAG_MAGLEV: u16 = 1 << 5;
+    /// A pod's hostPort (CNI `portMappings`) on the node's address.
+    pub const FLAG_HOST_PORT: u16 = 1 << 6;
 }
 
 /// Value of `weir_lb4_backends` (key: backend id, u32).

@@ -96,11 +96,12 @@ pub fn protocol_of(number: u8) -> Option<Protocol> {
         .find(|p| p.number() == number)
 }
 
-const KINDS: [(FrontendKind, u16); 4] = [
+const KINDS: [(FrontendKind, u16); 5] = [
     (FrontendKind::ClusterIp, Lb4Service::FLAG_CLUSTER_IP),
     (FrontendKind::NodePort, Lb4Service::FLAG_NODE_PORT),
     (FrontendKind::ExternalIp, Lb4Service::FLAG_EXTERNAL_IP),
     (FrontendKind::LoadBalancer, Lb4Service::FLAG_LOAD_BALANCER),
+    (FrontendKind::HostPort, Lb4Service::FLAG_HOST_PORT),
 ];
 
 fn kind_flag(kind: FrontendKind) -> u16 {

@@ -96,6 +96,7 @@ fn new_endpoint(id: &str, ipv4: Ipv4Addr) -> NewEndpoint {
         ipv4,
         mac: "02:00:00:00:00:01".into(),
         netns_cookie: 0,
+        port_mappings: Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@ fn endpoint(id: u16, pod: &str, last_octet: u8) -> Endpoint {
         ipv4: Ipv4Addr::new(10, 244, 1, last_octet),
         mac: String::new(),
         netns_cookie: 0,
+        port_mappings: Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@ fn endpoint(id: u16, name: &str) -> Endpoint {
         ipv4: Ipv4Addr::new(10, 244, 1, id as u8),
         mac: "02:00:00:00:00:01".into(),
         netns_cookie: 0,
+        port_mappings: Vec::new(),
     }
 }
 
