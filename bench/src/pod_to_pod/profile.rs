@@ -23,11 +23,13 @@ use super::measure::{self, Amounts, Path};
 use super::table::figure;
 
 /// Weir's programs by their full names (the kernel keeps 15 characters).
-const PROGRAMS: [&str; 8] = [
+const PROGRAMS: [&str; 10] = [
     "weir_from_pod",
     "weir_to_pod",
     "weir_from_netdev",
     "weir_to_netdev",
+    "weir_from_overlay",
+    "weir_to_overlay",
     "weir_sock_connect4",
     "weir_sock_sendmsg4",
     "weir_sock_recvmsg4",
