@@ -93,6 +93,11 @@ impl ProgramKind {
         }
     }
 
+    /// One of the tunnel device's programs.
+    pub const fn is_overlay(self) -> bool {
+        matches!(self, ProgramKind::FromOverlay | ProgramKind::ToOverlay)
+    }
+
     /// The direction its packets are counted in (the pod's for the pod
     /// programs, the node's for the others).
     pub const fn direction(self) -> weir_abi::TrafficDirection {
@@ -207,6 +212,10 @@ pub struct LoadOptions {
     /// BPF masquerading of pods' connections out of the cluster
     /// (`--enable-ipv4-masquerade`).
     pub masquerade: bool,
+    /// Load the tunnel device's programs too (tunnel mode). Each program
+    /// loaded is verified at the agent's start, which the agent-kill fault
+    /// suite bounds; native routing leaves them out.
+    pub tunnel_programs: bool,
 }
 
 /// The default budget of new entries per endpoint: well above what one pod
@@ -232,6 +241,7 @@ impl Default for LoadOptions {
             ct_new_burst: DEFAULT_CT_NEW_BURST,
             host_routing: HostRouting::default(),
             masquerade: false,
+            tunnel_programs: true,
         }
     }
 }
@@ -313,6 +323,9 @@ impl Datapath {
             pins,
         };
         for kind in ProgramKind::ALL {
+            if kind.is_overlay() && !options.tunnel_programs {
+                continue;
+            }
             let name = kind.name();
             datapath
                 .program_mut(kind)?

@@ -93,6 +93,7 @@ async fn run(mut args: Config) -> Result<()> {
         ct_new_burst: args.conntrack_new_burst,
         host_routing: args.host_routing,
         masquerade: args.enable_ipv4_masquerade,
+        tunnel_programs: args.routing_mode == RoutingMode::Tunnel,
         ..LoadOptions::default()
     };
     let mut datapath = Datapath::load_with(&args.bpffs_dir, &options).with_context(|| {
