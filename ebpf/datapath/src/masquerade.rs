@@ -72,7 +72,19 @@ fn applies(tuple: &Tuple) -> bool {
 /// BPF-to-BPF call): its mappings stay off the caller's frame.
 #[inline(never)]
 pub fn to_network(ctx: &TcContext, tuple: &Tuple) -> Result<(), Reason> {
-    if !enabled() || !applies(tuple) {
+    if !enabled() {
+        return Ok(());
+    }
+    // A connection already masqueraded: one hash lookup, before the
+    // prefix lookups that decide whether a new one is.
+    if let Some(entry) = NAT.get_ptr(tuple.key(Lb4NatKey::FORWARD)) {
+        // SAFETY: a pointer from a successful lookup; the value is Copy.
+        let entry = unsafe { *entry };
+        if entry.flags & Lb4NatEntry::FLAG_MASQUERADE != 0 {
+            return nodeport::rewrite(ctx, tuple, &entry);
+        }
+    }
+    if !applies(tuple) {
         return Ok(());
     }
     // SAFETY: reading a global of this object; volatile so the loader's
@@ -81,16 +93,11 @@ pub fn to_network(ctx: &TcContext, tuple: &Tuple) -> Result<(), Reason> {
     if node == [0; 4] {
         return Ok(());
     }
-    let key = tuple.key(Lb4NatKey::FORWARD);
-    let forward = match NAT.get_ptr(key) {
-        // SAFETY: a pointer from a successful lookup; the value is Copy.
-        Some(entry) if unsafe { (*entry).flags } & Lb4NatEntry::FLAG_MASQUERADE != 0 => unsafe {
-            *entry
-        },
-        // Only a datagram's first fragment opens a mapping.
-        _ if !tuple.l4 => return Err(Reason::DropFragNotFound),
-        _ => open(tuple, node)?,
-    };
+    // Only a datagram's first fragment opens a mapping.
+    if !tuple.l4 {
+        return Err(Reason::DropFragNotFound);
+    }
+    let forward = open(tuple, node)?;
     nodeport::rewrite(ctx, tuple, &forward)
 }
 
