@@ -20,7 +20,7 @@
 //! longer than the neighbour table keeps idle entries (on a table above
 //! `gc_thresh1`) must not lose its first packets to that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use std::net::IpAddr;
@@ -137,24 +137,19 @@ impl NodeRoutes {
     /// Whether `desired` is what is installed, neighbours included (none in
     /// tunnel mode).
     pub fn is_current(&self, desired: &NodeRouteSet) -> bool {
-        let empty = NodeRouteSet::new();
-        let neighbours = self.neighbour_routes(desired).unwrap_or(&empty);
+        let nodes = self.neighbour_nodes(desired);
         &self.installed == desired
-            && neighbours
-                .values()
-                .all(|node| self.neighbours.contains_key(node))
-            && self
-                .neighbours
-                .keys()
-                .all(|node| neighbours.values().any(|n| n == node))
+            && nodes.iter().all(|node| self.neighbours.contains_key(node))
+            && self.neighbours.keys().all(|node| nodes.contains(node))
     }
 
-    /// The routes whose gateways need managed neighbour entries: all of
-    /// them in native routing, none through the tunnel.
-    fn neighbour_routes<'a>(&self, desired: &'a NodeRouteSet) -> Option<&'a NodeRouteSet> {
+    /// The node addresses that need managed neighbour entries: every
+    /// gateway of `desired` in native routing, none through the tunnel
+    /// (the device resolves no neighbours).
+    fn neighbour_nodes(&self, desired: &NodeRouteSet) -> BTreeSet<Ipv4Addr> {
         match self.via {
-            RouteVia::Native => Some(desired),
-            RouteVia::Tunnel { .. } => None,
+            RouteVia::Native => desired.values().copied().collect(),
+            RouteVia::Tunnel { .. } => BTreeSet::new(),
         }
     }
 
@@ -204,21 +199,19 @@ impl NodeRoutes {
                 self.installed.remove(&cidr);
             }
         }
-        let empty = NodeRouteSet::new();
-        let neighbours = self.neighbour_routes(desired).unwrap_or(&empty);
-        self.sync_neighbours(neighbours, remove_absent).await
+        let nodes = self.neighbour_nodes(desired);
+        self.sync_neighbours(&nodes, remove_absent).await
     }
 
-    /// A managed neighbour entry for every node address `desired` routes
-    /// through, on the interface the kernel reaches it by; with
-    /// `remove_absent`, none for the others.
+    /// A managed neighbour entry for every address of `nodes`, on the
+    /// interface the kernel reaches it by; with `remove_absent`, none for
+    /// the others.
     async fn sync_neighbours(
         &mut self,
-        desired: &NodeRouteSet,
+        nodes: &BTreeSet<Ipv4Addr>,
         remove_absent: bool,
     ) -> Result<(), Error> {
-        let nodes: std::collections::BTreeSet<Ipv4Addr> = desired.values().copied().collect();
-        for &node in &nodes {
+        for &node in nodes {
             if self.neighbours.contains_key(&node) {
                 continue;
             }

@@ -127,11 +127,22 @@ fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     if let Some(action) = outcome.redirect() {
         return action;
     }
-    // eBPF host routing: a packet from the network for one of this node's
-    // pods goes straight to the pod's interface (redirect.rs), where
-    // `weir_to_pod` runs as usual. Decided on the destination as it arrived:
-    // what service NAT rewrote (NodePort to a local backend) takes the stack.
-    if let Ok(flow) = &parsed {
+    to_local_pod(ctx, direction, &parsed, action)
+}
+
+/// eBPF host routing from a node or tunnel device: a packet from the
+/// network for one of this node's pods that passed goes straight to the
+/// pod's interface (redirect.rs), where `weir_to_pod` runs as usual.
+/// Decided on the destination as it arrived: what service NAT rewrote
+/// (NodePort to a local backend) takes the stack.
+#[inline(always)]
+fn to_local_pod(
+    ctx: &TcContext,
+    direction: TrafficDirection,
+    parsed: &Result<parse::Flow, Reason>,
+    action: i32,
+) -> i32 {
+    if let Ok(flow) = parsed {
         if direction == TrafficDirection::Ingress
             && action == TC_ACT_OK
             && flow.family == FAMILY_IPV4
@@ -165,23 +176,7 @@ fn handle_overlay(ctx: &TcContext, direction: TrafficDirection) -> i32 {
         nodeport::Outcome::CONTINUE
     };
     let action = netdev_verdict(ctx, direction, &parsed, outcome);
-    // eBPF host routing: a packet for one of this node's pods goes straight
-    // to the pod's interface, as from a node device.
-    if let Ok(flow) = &parsed {
-        if direction == TrafficDirection::Ingress
-            && action == TC_ACT_OK
-            && flow.family == FAMILY_IPV4
-            && redirect::enabled()
-        {
-            let daddr = &flow.daddr;
-            return redirect::route(
-                ctx,
-                u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
-                true,
-            );
-        }
-    }
-    action
+    to_local_pod(ctx, direction, &parsed, action)
 }
 
 /// Counts and reports a node-device packet. A function of its own (a
