@@ -107,6 +107,15 @@ impl RealNode {
         bail!("no task of {} serves {key}", self.dir.display())
     }
 
+    /// The lines of the node's `log` (`kubelet.log`, `containerd.log`)
+    /// that mention `needle`, the last `max` of them: what a test shows
+    /// when the node did not do what it waited for.
+    pub fn log_lines(&self, log: &str, needle: &str, max: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join(log)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+        lines[lines.len().saturating_sub(max)..].join("\n")
+    }
+
     /// `ctr` against the node's containerd, in the CRI's namespace.
     pub fn ctr(&self, args: &[&str]) -> Result<String> {
         netns::run(

@@ -56,6 +56,14 @@ fn connect(lab: &TestLab, node: &str, from: &str, target: &str) -> ClientResult 
     results.into_iter().next().expect("one attempt")
 }
 
+/// The lines of `node`'s agent log that mention `needle` (the last 30).
+fn agent_log_lines(lab: &str, node: &str, needle: &str) -> String {
+    let log = weir_lab::lab_dir(lab).join(node).join("agent.log");
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 fn lab_client() -> std::path::PathBuf {
     weir_lab::Binaries::locate().unwrap().client
 }
@@ -181,19 +189,28 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
     });
 
     // A graceful delete: kubelet stops the pod (CNI DEL) and removes it.
-    lab.control_plane()
-        .unwrap()
-        .kubectl(&[
-            "delete",
-            "pod",
-            "b",
-            "-n",
-            "x",
-            "--timeout=60s",
-            "--request-timeout=0",
-        ])
+    let uid = lab
+        .kubectl_field(&["pod", "b", "-n", "x"], "{.metadata.uid}")
         .unwrap();
+    let deleted = cp.kubectl(&[
+        "delete",
+        "pod",
+        "b",
+        "-n",
+        "x",
+        "--timeout=60s",
+        "--request-timeout=0",
+    ]);
     let real = RealNode::of(&weir_lab::lab_dir(&name), "n2");
+    if let Err(error) = deleted {
+        let status = cp.kubectl(&["get", "pod", "b", "-n", "x", "-o", "yaml"]);
+        panic!(
+            "{error:#}\n--- x/b now:\n{status:?}\n--- n2 kubelet on {uid}:\n{}\n--- n2 containerd (last lines):\n{}\n--- n2 agent on x/b:\n{}",
+            real.log_lines("kubelet.log", &uid, 60),
+            real.log_lines("containerd.log", "", 40),
+            agent_log_lines(&name, "n2", "x/b"),
+        );
+    }
     assert!(real.pod_netns("x/b").is_err(), "x/b's sandbox is gone");
 
     drop(lab);
