@@ -1,10 +1,10 @@
 //! `weir policy diff`: the impact of a candidate policy change judged on
 //! the traffic this node recorded, before the change is applied.
 //!
-//! The connections come from the observer's flow ring (each connection
-//! once, by its 5-tuple: the policy verdict, the new-connection trace or
-//! the policy drop of its first packet), grouped by source, destination,
-//! protocol and port. Each group is traced twice with the policy engine
+//! The connections come from the observer's flow ring, or from every
+//! node's through a relay (`weir_observer::connections`: each connection
+//! once, by its 5-tuple), grouped by source, destination, protocol and
+//! port. Each group is traced twice with the policy engine
 //! that compiles what the datapath enforces: against the policies in force
 //! and against those policies with the candidate's objects added,
 //! replaced or deleted. The groups whose verdict differs are the
@@ -20,8 +20,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use weir_abi::identity;
-use weir_observer::event::message_type;
-use weir_observer::proto::flow::{layer4, DropReason, Endpoint, Flow, TraceReason};
+use weir_observer::connections as recorded;
+use weir_observer::proto::flow::Flow;
 use weir_policy::compile::most_specific;
 use weir_policy::trace::trace_flow_at;
 use weir_policy::{compile, Compiled, FlowSide, Policy, PolicyId, Protocol, Verdict};
@@ -136,68 +136,36 @@ pub struct ConnectionKey {
 /// The recorded connections of `flows` by group, with how many
 /// connections (distinct 5-tuples) each has.
 pub fn connections<'a>(flows: impl IntoIterator<Item = &'a Flow>) -> BTreeMap<ConnectionKey, u64> {
-    let mut seen = BTreeSet::new();
-    let mut groups = BTreeMap::new();
-    for flow in flows {
-        if !opens_a_connection(flow) {
-            continue;
-        }
-        let Some((key, tuple)) = connection_of(flow) else {
-            continue;
-        };
-        if seen.insert(tuple) {
-            *groups.entry(key).or_insert(0) += 1;
-        }
-    }
-    groups
+    recorded::groups(flows)
+        .into_iter()
+        .map(|(group, count)| (ConnectionKey::from(group), count))
+        .collect()
 }
 
-/// A flow that stands for a connection's first packet: its policy
-/// verdict, its new-connection trace, or its drop by policy.
-fn opens_a_connection(flow: &Flow) -> bool {
-    if flow.is_reply == Some(true) {
-        return false;
-    }
-    let kind = flow.event_type.as_ref().map(|t| t.r#type);
-    match kind {
-        Some(message_type::POLICY_VERDICT) => true,
-        Some(message_type::TRACE) => flow.trace_reason == TraceReason::New as i32,
-        Some(message_type::DROP) => [DropReason::PolicyDenied, DropReason::PolicyDeny]
-            .iter()
-            .any(|r| flow.drop_reason_desc == *r as i32),
-        _ => false,
+impl From<recorded::Peer> for Peer {
+    fn from(peer: recorded::Peer) -> Peer {
+        match peer {
+            recorded::Peer::Pod { namespace, name } => {
+                Peer::Pod(NamespacedName::new(&namespace, &name))
+            }
+            recorded::Peer::Address { ip, identity } => Peer::Address { ip, identity },
+        }
     }
 }
 
-type FiveTuple = (IpAddr, u16, IpAddr, u16, Protocol);
-
-fn connection_of(flow: &Flow) -> Option<(ConnectionKey, FiveTuple)> {
-    let ip = flow.ip.as_ref()?;
-    let (src_ip, dst_ip): (IpAddr, IpAddr) =
-        (ip.source.parse().ok()?, ip.destination.parse().ok()?);
-    let (protocol, sport, dport) = match flow.l4.as_ref()?.protocol.as_ref()? {
-        layer4::Protocol::Tcp(t) => (Protocol::Tcp, t.source_port, t.destination_port),
-        layer4::Protocol::Udp(u) => (Protocol::Udp, u.source_port, u.destination_port),
-        layer4::Protocol::Sctp(s) => (Protocol::Sctp, s.source_port, s.destination_port),
-        _ => return None,
-    };
-    let (sport, dport) = (u16::try_from(sport).ok()?, u16::try_from(dport).ok()?);
-    let peer = |endpoint: Option<&Endpoint>, ip: IpAddr| match endpoint {
-        Some(e) if !e.pod_name.is_empty() => {
-            Peer::Pod(NamespacedName::new(&e.namespace, &e.pod_name))
+impl From<recorded::Group> for ConnectionKey {
+    fn from(group: recorded::Group) -> ConnectionKey {
+        ConnectionKey {
+            source: group.source.into(),
+            destination: group.destination.into(),
+            protocol: match group.transport {
+                recorded::Transport::Tcp => Protocol::Tcp,
+                recorded::Transport::Udp => Protocol::Udp,
+                recorded::Transport::Sctp => Protocol::Sctp,
+            },
+            port: group.port,
         }
-        e => Peer::Address {
-            ip,
-            identity: e.map_or(0, |e| e.identity),
-        },
-    };
-    let key = ConnectionKey {
-        source: peer(flow.source.as_ref(), src_ip),
-        destination: peer(flow.destination.as_ref(), dst_ip),
-        protocol,
-        port: dport,
-    };
-    Some((key, (src_ip, sport, dst_ip, dport, protocol)))
+    }
 }
 
 /// A group whose verdict the candidate changes.

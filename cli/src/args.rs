@@ -193,6 +193,23 @@ pub enum BpfPolicyCommand {
     Get { endpoint: u32 },
 }
 
+/// How to reach an https:// Observer API (a node's or a relay's).
+#[derive(clap::Args, Clone, Default)]
+pub struct TlsArgs {
+    /// For an https:// server: the CA its certificate must chain to.
+    #[arg(long, global = true)]
+    pub tls_ca_cert_files: Option<PathBuf>,
+    /// The client certificate to present (a server that requires one)...
+    #[arg(long, global = true, requires = "tls_ca_cert_files")]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// ...and its key.
+    #[arg(long, global = true, requires = "tls_ca_cert_files")]
+    pub tls_client_key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: its host).
+    #[arg(long, global = true, requires = "tls_ca_cert_files")]
+    pub tls_server_name: Option<String>,
+}
+
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ObserveArgs {
@@ -207,18 +224,8 @@ pub struct ObserveArgs {
         default_value = "unix:///var/run/weir/hubble.sock"
     )]
     pub server: String,
-    /// For an https:// server: the CA its certificate must chain to.
-    #[arg(long, global = true)]
-    pub tls_ca_cert_files: Option<PathBuf>,
-    /// The client certificate to present (a server that requires one)...
-    #[arg(long, global = true, requires = "tls_ca_cert_files")]
-    pub tls_client_cert_file: Option<PathBuf>,
-    /// ...and its key.
-    #[arg(long, global = true, requires = "tls_ca_cert_files")]
-    pub tls_client_key_file: Option<PathBuf>,
-    /// The name the server's certificate must carry (default: its host).
-    #[arg(long, global = true, requires = "tls_ca_cert_files")]
-    pub tls_server_name: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Add a NODE column to `-o table`.
     #[arg(long)]
     pub print_node_name: bool,
@@ -284,9 +291,17 @@ pub enum PolicyCommand {
         #[arg(long)]
         delete: Vec<String>,
         /// Only connections recorded in the last SECONDS (default: every
-        /// flow the agent's observer holds).
+        /// flow the observer holds).
         #[arg(long)]
         since_seconds: Option<u64>,
+        /// Replay the flows of this Observer API instead of this node's
+        /// own: a relay's for every node of the cluster (unix:///PATH,
+        /// http://HOST:PORT, or https://HOST:PORT with
+        /// --tls-ca-cert-files). This node's agent judges them.
+        #[arg(long)]
+        server: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
 

@@ -21,6 +21,7 @@ mod monitor;
 mod observe;
 mod output;
 mod policy;
+mod recorded;
 mod services;
 mod status;
 mod table;

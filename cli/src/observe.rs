@@ -8,12 +8,14 @@ use anyhow::Result;
 use weir_observer::proto::observer::{get_flows_response, GetFlowsRequest};
 use weir_observer::{ClientTls, Target};
 
-use crate::args::{AgentEventsArgs, ObserveArgs, ObserveCommand, Output};
+use crate::args::{AgentEventsArgs, ObserveArgs, ObserveCommand, Output, TlsArgs};
 use crate::output;
 use crate::table::{StreamingTable, Table};
 
 mod filter;
 mod render;
+
+pub use render::node_status;
 
 /// How long to wait for the Observer API to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,19 +51,29 @@ pub async fn connect(
 ) -> Result<
     weir_observer::proto::observer::observer_client::ObserverClient<tonic::transport::Channel>,
 > {
-    let tls = args
+    connect_to(&args.server, &args.tls).await
+}
+
+/// A client of the Observer API at `server`, over TLS as `tls` says.
+pub async fn connect_to(
+    server: &str,
+    tls: &TlsArgs,
+) -> Result<
+    weir_observer::proto::observer::observer_client::ObserverClient<tonic::transport::Channel>,
+> {
+    let tls = tls
         .tls_ca_cert_files
         .as_deref()
         .map(|ca| {
             ClientTls::load(
                 ca,
-                args.tls_client_cert_file.as_deref(),
-                args.tls_client_key_file.as_deref(),
-                args.tls_server_name.clone(),
+                tls.tls_client_cert_file.as_deref(),
+                tls.tls_client_key_file.as_deref(),
+                tls.tls_server_name.clone(),
             )
         })
         .transpose()?;
-    let target = Target::parse(&args.server)?.with_tls(tls.as_ref());
+    let target = Target::parse(server)?.with_tls(tls.as_ref());
     Ok(target.connect(CONNECT_TIMEOUT).await?)
 }
 
@@ -153,7 +165,7 @@ pub async fn run(args: &ObserveArgs, format: Output) -> Result<()> {
                 }
             }
             Some(get_flows_response::ResponseTypes::NodeStatus(event)) => {
-                if let Some(text) = render::node_status(&event) {
+                if let Some(text) = node_status(&event) {
                     eprintln!("{text}");
                 }
             }

@@ -8,8 +8,9 @@ use weir_agent_api::v1;
 use weir_types::NamespacedName;
 
 use crate::agent::{self, rpc_error};
-use crate::args::{PolicyCommand, PortProtocol, TraceProtocol};
+use crate::args::{PolicyCommand, PortProtocol, TlsArgs, TraceProtocol};
 use crate::output::{self, enforcement};
+use crate::recorded;
 
 /// `policy get -o json` (fields in key order, see [`crate::output`]).
 #[derive(Serialize)]
@@ -143,7 +144,15 @@ pub async fn run(socket: &Path, command: &PolicyCommand, json: bool) -> Result<(
             file,
             delete,
             since_seconds,
-        } => diff(socket, file.as_deref(), delete, *since_seconds, json).await,
+            server,
+            tls,
+        } => {
+            let flows = match server {
+                Some(server) => Flows::From(server, tls),
+                None => Flows::Local,
+            };
+            diff(socket, file.as_deref(), delete, *since_seconds, flows, json).await
+        }
     }
 }
 
@@ -160,11 +169,20 @@ struct DiffJson<'a> {
     source: &'a str,
 }
 
+/// Whose recorded flows `policy diff` replays.
+enum Flows<'a> {
+    /// The agent's own observer's.
+    Local,
+    /// Those of the Observer API at this address (a relay's: every node's).
+    From(&'a str, &'a TlsArgs),
+}
+
 async fn diff(
     socket: &Path,
     file: Option<&Path>,
     delete: &[String],
     since_seconds: Option<u64>,
+    flows: Flows<'_>,
     json: bool,
 ) -> Result<()> {
     let candidate_yaml = match file {
@@ -177,12 +195,27 @@ async fn diff(
     if candidate_yaml.trim().is_empty() && delete.is_empty() {
         bail!("nothing to preview: give the candidate policies with -f and/or --delete");
     }
+    let mut read_from = None;
+    let recorded = match flows {
+        Flows::Local => None,
+        Flows::From(server, tls) => {
+            let read = recorded::read(server, tls, since_seconds)
+                .await
+                .with_context(|| format!("reading the flows of {server}"))?;
+            for node in &read.unavailable {
+                eprintln!("{node}: its flows are not replayed");
+            }
+            read_from = Some(read.nodes);
+            Some(read.connections)
+        }
+    };
     let response = agent::policy(socket)
         .await?
         .diff(v1::DiffRequest {
             candidate_yaml,
             delete: delete.to_vec(),
             since_seconds: since_seconds.unwrap_or(0),
+            recorded,
         })
         .await
         .map_err(rpc_error)?
@@ -202,8 +235,17 @@ async fn diff(
             source: &c.source,
         }))?;
     } else {
+        let nodes = match &read_from {
+            None => String::new(),
+            Some(nodes) => format!(
+                " of {} node{} ({})",
+                nodes.len(),
+                if nodes.len() == 1 { "" } else { "s" },
+                nodes.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
         println!(
-            "{} groups of connections from {} flows (the oldest {} s old) replayed; {} change:",
+            "{} groups of connections from {} flows{nodes} (the oldest {} s old) replayed; {} change:",
             response.groups,
             response.flows,
             response.oldest_flow_seconds,

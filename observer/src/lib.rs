@@ -10,6 +10,7 @@
 
 pub mod agent_events;
 pub mod client;
+pub mod connections;
 pub mod debug_events;
 pub mod event;
 pub mod event_ring;

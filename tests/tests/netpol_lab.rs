@@ -779,6 +779,22 @@ fn previewed(
     before: &str,
     after: &str,
 ) -> Vec<(String, u64)> {
+    let mut rows: Vec<(String, u64)> = previewed_counts(lab, node, args, before, after)
+        .into_iter()
+        .map(|(source, port, _)| (source, port))
+        .collect();
+    rows.dedup();
+    rows
+}
+
+/// [`previewed`] with each line's connection count.
+fn previewed_counts(
+    lab: &TestLab,
+    node: &str,
+    args: &[&str],
+    before: &str,
+    after: &str,
+) -> Vec<(String, u64, u64)> {
     let out = lab
         .weir(node, &[&["-o", "json", "policy", "diff"], args].concat())
         .unwrap();
@@ -788,7 +804,7 @@ fn previewed(
         "weir policy diff failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut rows: Vec<(String, u64)> = stdout
+    let mut rows: Vec<(String, u64, u64)> = stdout
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|c| c["destination"] == "x/a" && c["before"] == before && c["after"] == after)
@@ -796,11 +812,11 @@ fn previewed(
             (
                 c["source"].as_str().unwrap().to_string(),
                 c["port"].as_u64().unwrap(),
+                c["count"].as_u64().unwrap(),
             )
         })
         .collect();
     rows.sort();
-    rows.dedup();
     rows
 }
 
@@ -808,7 +824,9 @@ fn previewed(
 /// with no policy; `weir policy diff` predicts which of the recorded
 /// connections into x/a a candidate policy would deny; the candidate is
 /// applied, the same traffic runs again, and the drops into x/a are
-/// exactly the predicted ones. Then deleting the policy is previewed: what
+/// exactly the predicted ones. Through the relay, the other node's agent
+/// (which recorded only part of that traffic) predicts the same, each
+/// connection counted once. Then deleting the policy is previewed: what
 /// was dropped is predicted to be allowed again.
 #[test]
 fn a_policy_diff_predicts_exactly_the_drops_enforcement_then_makes() {
@@ -818,6 +836,9 @@ fn a_policy_diff_predicts_exactly_the_drops_enforcement_then_makes() {
     let report = converge(&lab, &targets, |_, _, _| true);
     assert!(report.is_none(), "{}", report.unwrap());
     let node = lab.pod("x/a").unwrap().node.clone();
+    // Every window below starts at most 1 s before `start`: no probe of
+    // the convergence falls in it.
+    std::thread::sleep(Duration::from_millis(1100));
     let start = Instant::now();
     let round = matrix_with_timeout(lab.pods(), &targets, PROBE_TIMEOUT);
     assert!(round.iter().all(|r| r.connected), "{round:?}");
@@ -856,6 +877,60 @@ fn a_policy_diff_predicts_exactly_the_drops_enforcement_then_makes() {
     }
     expected.sort();
     assert_eq!(predicted, expected, "the prediction");
+    // The whole cluster's flows through the relay, judged on the other
+    // node: the same groups and counts as x/a's node, which recorded
+    // every connection into x/a; alone, the other node saw only those
+    // from its own pods.
+    let window = || (start.elapsed().as_secs() + 1).to_string();
+    let other = lab
+        .pods()
+        .iter()
+        .map(|p| p.node.clone())
+        .find(|n| *n != node)
+        .unwrap();
+    let relay = format!(
+        "unix://{}",
+        lab.control_plane().unwrap().relay_socket().display()
+    );
+    let file_arg = file.to_str().unwrap();
+    let on_x_a_node = previewed_counts(
+        &lab,
+        &node,
+        &["-f", file_arg, "--since-seconds", &window()],
+        "allow",
+        "deny",
+    );
+    let through_relay = previewed_counts(
+        &lab,
+        &other,
+        &[
+            "-f",
+            file_arg,
+            "--since-seconds",
+            &window(),
+            "--server",
+            &relay,
+        ],
+        "allow",
+        "deny",
+    );
+    assert_eq!(
+        through_relay, on_x_a_node,
+        "the relay's flows, judged on {other}"
+    );
+    let other_alone = previewed(
+        &lab,
+        &other,
+        &["-f", file_arg, "--since-seconds", &window()],
+        "allow",
+        "deny",
+    );
+    assert!(
+        !other_alone.is_empty()
+            && other_alone.len() < predicted.len()
+            && other_alone.iter().all(|row| predicted.contains(row)),
+        "{other} alone: {other_alone:?}"
+    );
     assert!(
         previewed(
             &lab,

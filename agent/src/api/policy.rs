@@ -4,19 +4,18 @@
 //! policy map.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use tonic::{Request, Response, Status};
 use weir_agent_api::v1;
 use weir_agent_api::v1::policy_server::Policy as PolicyRpc;
-use weir_observer::ring::Query;
 use weir_observer::FlowRing;
 use weir_policy::{Direction, PeerKey, Ports, Verdict};
 use weir_types::NamespacedName;
 
 use super::wire;
-use crate::policy_preview::{self, Candidate};
 use crate::reconcile::snapshot::{PolicySnapshot, SharedSnapshot};
+
+mod diff;
 
 pub struct PolicyService {
     snapshot: SharedSnapshot,
@@ -161,71 +160,6 @@ impl PolicyRpc for PolicyService {
         &self,
         request: Request<v1::DiffRequest>,
     ) -> Result<Response<v1::DiffResponse>, Status> {
-        let request = request.into_inner();
-        let ring = self
-            .flows
-            .as_ref()
-            .ok_or_else(|| Status::unavailable("this agent records no flows"))?;
-        let candidate = Candidate::parse(&request.candidate_yaml, &request.delete)
-            .map_err(Status::invalid_argument)?;
-        let now = SystemTime::now();
-        let since = (request.since_seconds > 0)
-            .then(|| now.checked_sub(Duration::from_secs(request.since_seconds)))
-            .flatten()
-            .map(|t| {
-                let t = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-                (t.as_secs() as i64, t.subsec_nanos() as i32)
-            });
-        let (flows, _) = ring.query(Query {
-            since,
-            ..Query::default()
-        });
-        let oldest_flow_seconds = flows
-            .first()
-            .and_then(|f| f.time)
-            .map_or(0, |t| (now_seconds(now) - t.seconds).max(0) as u64);
-        let groups = policy_preview::connections(flows.iter().map(|f| f.as_ref()));
-        let snapshot = self.snapshot();
-        // Compiling twice is CPU work: off the async workers.
-        let preview = tokio::task::spawn_blocking(move || {
-            policy_preview::preview(&snapshot, &candidate, &groups)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::invalid_argument)?;
-        let connection = |c: &policy_preview::ConnectionKey| {
-            format!(
-                "{} -> {} {}/{}",
-                c.source,
-                c.destination,
-                c.protocol.name(),
-                c.port
-            )
-        };
-        Ok(Response::new(v1::DiffResponse {
-            changes: preview
-                .changes
-                .iter()
-                .map(|c| v1::DiffChange {
-                    source: c.connection.source.to_string(),
-                    destination: c.connection.destination.to_string(),
-                    protocol: wire::l4_protocol(Some(c.connection.protocol)),
-                    port: u32::from(c.connection.port),
-                    count: c.count,
-                    before: wire::verdict(c.before).into(),
-                    after: wire::verdict(c.after).into(),
-                    decided_by: c.decided_by.clone(),
-                })
-                .collect(),
-            groups: preview.groups as u64,
-            flows: flows.len() as u64,
-            oldest_flow_seconds,
-            unknown: preview.unknown.iter().map(connection).collect(),
-        }))
+        diff::answer(request.into_inner(), self.flows.as_deref(), self.snapshot()).await
     }
-}
-
-fn now_seconds(now: SystemTime) -> i64 {
-    now.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

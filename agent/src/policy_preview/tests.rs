@@ -3,8 +3,10 @@
 
 use std::net::IpAddr;
 
+use weir_observer::event::message_type;
 use weir_observer::proto::flow::{
-    CiliumEventType, Endpoint as FlowEndpoint, Ip, Layer4, Tcp, Verdict as FlowVerdict,
+    layer4, CiliumEventType, Endpoint as FlowEndpoint, Ip, Layer4, Tcp, TraceReason,
+    Verdict as FlowVerdict,
 };
 use weir_policy::{
     pod_security_labels, ClusterView, Endpoint, Identity, LabelFilter, LocalIdentities,
