@@ -189,6 +189,11 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
     });
 
     // A graceful delete: kubelet stops the pod (CNI DEL) and removes it.
+    // kubelet 1.20 removes a deleted pod's stopped sandbox when PLEG
+    // reports its container removed, but only if the sandbox was stopped
+    // by then (CNI DEL done); otherwise its container GC does, once a
+    // minute (`ContainerGCPeriod`), and the status manager's next sync
+    // (10 s) deletes the object: up to some 70 s after the kill.
     let uid = lab
         .kubectl_field(&["pod", "b", "-n", "x"], "{.metadata.uid}")
         .unwrap();
@@ -198,7 +203,7 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
         "b",
         "-n",
         "x",
-        "--timeout=60s",
+        "--timeout=120s",
         "--request-timeout=0",
     ]);
     let real = RealNode::of(&weir_lab::lab_dir(&name), "n2");
