@@ -150,8 +150,11 @@ fn run_test_suites(filter: Option<&str>) -> Result<Vec<Suite>> {
     cargo.args(["test", "--workspace", "--no-fail-fast"]);
     cargo.env("WEIR_TEST_FIGURES", &figures);
     let mut suites = run_cargo_test(cargo, filter, "")?;
+    // `--workspace` as above: the same features, so the same test
+    // binaries (`-p weir-tests` alone would build its own, with other
+    // hashes the summary cannot name).
     let mut cargo = cmd::cargo(None);
-    cargo.args(["test", "-p", "weir-tests", "--no-fail-fast"]);
+    cargo.args(["test", "--workspace", "--no-fail-fast"]);
     for suite in TUNNEL_MODE_SUITES {
         cargo.args(["--test", suite]);
     }
