@@ -251,12 +251,19 @@ fn masquerade_costs() -> Result<()> {
             },
         )?;
         let label = if masquerade { "on" } else { "off" };
+        // Every run must pass the packet: a drop would time its report.
+        let passed = |run: weir_tests::datapath::Run| {
+            if run.verdict == 0 {
+                Ok(run.nanos_per_packet)
+            } else {
+                anyhow::bail!("weir_to_netdev returned {} for the SYN", run.verdict)
+            }
+        };
         let new_flows: Vec<u128> = (0..10_000u32)
             .map(|i| {
                 let mut frame = syn.clone();
                 frame[l4..l4 + 2].copy_from_slice(&(1024 + (i % 60_000) as u16).to_be_bytes());
-                test_run(&mut datapath, ProgramKind::ToNetdev, &frame, 1)
-                    .map(|r| r.nanos_per_packet)
+                test_run(&mut datapath, ProgramKind::ToNetdev, &frame, 1).and_then(passed)
             })
             .collect::<Result<_>>()?;
         println!(
@@ -266,11 +273,9 @@ fn masquerade_costs() -> Result<()> {
         );
         // One run per call, each on the original frame: a repeated test
         // run reuses its packet, which the first run already rewrote.
-        test_run(&mut datapath, ProgramKind::ToNetdev, &syn, 1)?;
+        test_run(&mut datapath, ProgramKind::ToNetdev, &syn, 1).and_then(passed)?;
         let established: Vec<u128> = (0..10_000)
-            .map(|_| {
-                test_run(&mut datapath, ProgramKind::ToNetdev, &syn, 1).map(|r| r.nanos_per_packet)
-            })
+            .map(|_| test_run(&mut datapath, ProgramKind::ToNetdev, &syn, 1).and_then(passed))
             .collect::<Result<_>>()?;
         println!(
             "{:<44}{:>22}",
