@@ -209,8 +209,8 @@ fn policy_costs(
 
 /// BPF masquerading on `weir_to_netdev` (issue 19 item 3): a local pod's
 /// TCP SYN to an outside address, with masquerading off and on: a new
-/// connection (a distinct source port per packet: two mappings inserted,
-/// a free port found, the packet rewritten) and an established one (one
+/// connection (a distinct source port per packet, to one of 100 servers:
+/// two mappings inserted, a free port found, the packet rewritten) and an established one (one
 /// lookup and the rewrite), 10,000 single runs each.
 fn masquerade_costs() -> Result<()> {
     use weir_agent::datapath::maps::{self, PodCidrOwner};
@@ -261,8 +261,11 @@ fn masquerade_costs() -> Result<()> {
         };
         let new_flows: Vec<u128> = (0..10_000u32)
             .map(|i| {
+                // 100 servers: a server's connections share its 4,001
+                // ports of the node (10,000 to one would exhaust them).
                 let mut frame = syn.clone();
-                frame[l4..l4 + 2].copy_from_slice(&(1024 + (i % 60_000) as u16).to_be_bytes());
+                frame[ip + 19] = 1 + (i % 100) as u8;
+                frame[l4..l4 + 2].copy_from_slice(&(1024 + i as u16).to_be_bytes());
                 test_run(&mut datapath, ProgramKind::ToNetdev, &frame, 1).and_then(passed)
             })
             .collect::<Result<_>>()?;
