@@ -197,6 +197,7 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
     let uid = lab
         .kubectl_field(&["pod", "b", "-n", "x"], "{.metadata.uid}")
         .unwrap();
+    let delete_started = std::time::Instant::now();
     let deleted = cp.kubectl(&[
         "delete",
         "pod",
@@ -207,6 +208,7 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
         "--request-timeout=0",
     ]);
     let real = RealNode::of(&weir_lab::lab_dir(&name), "n2");
+    let delete_took = delete_started.elapsed();
     if let Err(error) = deleted {
         let status = cp.kubectl(&["get", "pod", "b", "-n", "x", "-o", "yaml"]);
         panic!(
@@ -217,6 +219,10 @@ fn real_kubelets_run_pods_through_weir_and_weir_enforces_policy_on_them() {
         );
     }
     assert!(real.pod_netns("x/b").is_err(), "x/b's sandbox is gone");
+    weir_tests::record_figure(&format!(
+        "real nodes: graceful delete of a pod {:.1} s (kubelet 1.20 removes its sandbox at the next PLEG relist or container GC)",
+        delete_took.as_secs_f64()
+    ));
 
     drop(lab);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
