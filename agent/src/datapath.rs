@@ -13,6 +13,7 @@ mod attach;
 pub mod cgroup;
 pub mod debug;
 mod link_detach;
+mod load;
 pub mod maps;
 mod metrics;
 pub mod node_routes;
@@ -322,22 +323,14 @@ impl Datapath {
             pin_dir: pin_dir.to_path_buf(),
             pins,
         };
-        for kind in ProgramKind::ALL {
-            if kind.is_overlay() && !options.tunnel_programs {
-                continue;
-            }
-            let name = kind.name();
-            datapath
-                .program_mut(kind)?
-                .load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-        }
-        for program in SockProgram::ALL {
-            let name = program.name();
-            cgroup::sock_program(&mut datapath, program)?
-                .load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-        }
+        // The pod programs first: the largest, verified longest.
+        let names: Vec<&'static str> = ProgramKind::ALL
+            .into_iter()
+            .filter(|kind| !kind.is_overlay() || options.tunnel_programs)
+            .map(ProgramKind::name)
+            .chain(SockProgram::ALL.into_iter().map(SockProgram::name))
+            .collect();
+        load::programs(&mut datapath.ebpf, &names)?;
         if !datapath.pins.fill_before_attach {
             pins::record(pin_dir, true)?;
         }
