@@ -97,6 +97,14 @@ pub struct KillFigures {
     pub new_pod_added: Duration,
 }
 
+impl KillFigures {
+    /// From the agent being back (its API accepting connections) to
+    /// converged: the agent's own start ([`KillFigures::startup`]) aside.
+    pub fn after_back(&self) -> Duration {
+        self.converged.saturating_sub(self.startup)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub connections: usize,
@@ -164,8 +172,8 @@ impl Report {
             .map(|(i, k)| {
                 format!(
                     "kill {}: down {} ms (agent start {} ms), {} new connections in the gap, \
-                     {} failed; {} probes of {} ({}), {} wrong; converged {} ms after the restart; \
-                     a pod added while down: {} ADDs refused as transient, ADD done {} ms after \
+                     {} failed; {} probes of {} ({}), {} wrong; converged {} ms after the restart \
+                     ({} ms after it was back); a pod added while down: {} ADDs refused as transient, ADD done {} ms after \
                      the restart",
                     i + 1,
                     k.gap.as_millis(),
@@ -185,6 +193,7 @@ impl Report {
                     },
                     k.probes_wrong,
                     k.converged.as_millis(),
+                    k.after_back().as_millis(),
                     k.new_pod_add_failures,
                     k.new_pod_added.as_millis()
                 )

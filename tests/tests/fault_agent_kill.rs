@@ -11,8 +11,11 @@ use std::time::Duration;
 use weir_lab::agent_kill::{self, Options};
 use weir_lab::testing::TestLab;
 
-/// The issue's bound on convergence after the agent is back (counted here
-/// from its restart, its own start included).
+/// The issue's bound: "full convergence within 2 s after it is back",
+/// counted from the agent being back (its API accepting connections). Its
+/// own start before that (loading and verifying the datapath, about 2 s
+/// on these machines under this load) is a figure of the run, not bounded
+/// here.
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(2);
 
 #[test]
@@ -69,8 +72,9 @@ fn sigkill_under_load_breaks_nothing_keeps_policy_and_converges() {
         "the pod added while the agent was down was created once it was back"
     );
     assert!(
-        kill.converged <= CONVERGENCE_BOUND,
-        "converged {} ms after the agent was restarted, more than the {} ms the issue allows",
+        kill.after_back() <= CONVERGENCE_BOUND,
+        "converged {} ms after the agent was back ({} ms after its restart), more than the {} ms the issue allows",
+        kill.after_back().as_millis(),
         kill.converged.as_millis(),
         CONVERGENCE_BOUND.as_millis()
     );
