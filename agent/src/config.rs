@@ -68,6 +68,11 @@ pub struct Config {
     /// (`--ipam static`).
     #[arg(long, env = "WEIR_POD_CIDR")]
     pub pod_cidr: Option<Ipv4Network>,
+    /// The node's IPv6 pod CIDR (`--ipam static`): with it the node is
+    /// dual stack, every pod also gets an IPv6 address from it. In the API
+    /// modes it is the IPv6 CIDR assigned beside the IPv4 one.
+    #[arg(long, env = "WEIR_POD_CIDR_V6")]
+    pub pod_cidr_v6: Option<ipnetwork::Ipv6Network>,
     /// Where the pod CIDR comes from: `static` (`--pod-cidr`),
     /// `cluster-pool` (this node's WeirNode, assigned by weir-operator) or
     /// `kubernetes` (`Node.spec.podCIDRs`). The last two need `--k8s`.

@@ -14,12 +14,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 use weir_agent::cluster::kvstore::{self, SharedView};
 use weir_agent::cluster::manifest_dir::ManifestDir;
+use weir_agent::cluster::node_ipam::PodCidrs;
 use weir_agent::config::{Config, IdentityAllocationMode, RoutingMode};
 use weir_agent::datapath::node_routes::RouteVia;
 use weir_agent::datapath::sysctl;
 use weir_agent::datapath::tunnel::TunnelDevice;
 use weir_agent::datapath::{Datapath, Hook, LoadOptions, SharedDatapath};
-use weir_agent::endpoint::ipam::Ipam;
+use weir_agent::endpoint::ipam::{Ipam, Ipam6};
 use weir_agent::endpoint::manager::{BeforePolicy, EndpointManager};
 use weir_agent::endpoint::readiness::EndpointReadiness;
 use weir_agent::endpoint::state::StateStore;
@@ -59,9 +60,19 @@ async fn run(mut args: Config) -> Result<()> {
     args.check_routing_mode().map_err(anyhow::Error::msg)?;
     // Everything below needs the pod CIDR: with `--ipam cluster-pool` or
     // `kubernetes` the agent waits for its assignment first.
-    let pod_cidr = resolve_node_network(&mut args).await?;
-    info!(node = %args.node_name, %pod_cidr, ipam = ?args.ipam, "starting");
+    let pod_cidrs = resolve_node_network(&mut args).await?;
+    let pod_cidr = pod_cidrs.v4;
+    info!(
+        node = %args.node_name,
+        %pod_cidr,
+        pod_cidr_v6 = ?pod_cidrs.v6,
+        ipam = ?args.ipam,
+        "starting"
+    );
     sysctl::enable_ipv4_forwarding().context("enabling IPv4 forwarding")?;
+    if pod_cidrs.v6.is_some() {
+        sysctl::enable_ipv6_forwarding().context("enabling IPv6 forwarding (dual stack)")?;
+    }
     // Tunnel mode: the VXLAN device, before the programs attach to it.
     let tunnel = match args.routing_mode {
         RoutingMode::Tunnel => {
@@ -140,7 +151,8 @@ async fn run(mut args: Config) -> Result<()> {
     }
 
     let store = StateStore::new(&args.state_dir)?;
-    let state = store.load_or(Ipam::new(pod_cidr)?)?;
+    let ipam6 = pod_cidrs.v6.map(Ipam6::new).transpose()?;
+    let state = store.load_or(Ipam::new(pod_cidr)?, ipam6)?;
     let datapath = SharedDatapath::new(datapath);
     // Without a shared store there is no reconcile loop and no policy: a
     // new pod's interface is open at once. With one, it is closed until
@@ -220,7 +232,7 @@ async fn run(mut args: Config) -> Result<()> {
             &args,
             ClusterSetup {
                 mode,
-                pod_cidr,
+                pod_cidrs,
                 tunnel,
             },
             agent.clone(),
@@ -318,7 +330,7 @@ struct ClusterSetup {
     /// The tunnel device (tunnel mode).
     tunnel: Option<TunnelDevice>,
     mode: IdentityAllocationMode,
-    pod_cidr: ipnetwork::Ipv4Network,
+    pod_cidrs: PodCidrs,
 }
 
 /// With a shared store (CRD or kvstore mode): publish this node, watch the
@@ -336,9 +348,10 @@ async fn start_cluster_sync(
 ) -> Result<()> {
     let ClusterSetup {
         mode,
-        pod_cidr,
+        pod_cidrs,
         tunnel,
     } = setup;
+    let pod_cidr = pod_cidrs.v4;
     let Published {
         snapshot,
         lb_status,
@@ -362,6 +375,7 @@ async fn start_cluster_sync(
         name: args.node_name.clone(),
         ip: node_ip,
         pod_cidr: pod_cidr.into(),
+        pod_cidr_v6: pod_cidrs.v6.map(Into::into),
     };
     let store = shared_store(args, mode, client.clone(), node_record, &status, registry)?;
     // Every source rings `wake` on a change: the loop sleeps until then.
@@ -655,7 +669,7 @@ async fn attach_when_converged(
 /// dead connections allowed).
 /// The node's pod CIDR (`--ipam`), and its address from the Node when
 /// `--node-ip` is not given in Kubernetes mode (written into `args`).
-async fn resolve_node_network(args: &mut Config) -> Result<ipnetwork::Ipv4Network> {
+async fn resolve_node_network(args: &mut Config) -> Result<PodCidrs> {
     use weir_agent::cluster::node_ipam::{self, IpamMode};
     let kubernetes = args.k8s || args.kubeconfig.is_some();
     let client = if kubernetes && (args.ipam != IpamMode::Static || args.node_ip.is_none()) {
@@ -667,7 +681,8 @@ async fn resolve_node_network(args: &mut Config) -> Result<ipnetwork::Ipv4Networ
     } else {
         None
     };
-    let pod_cidr = node_ipam::pod_cidr(args.ipam, args.pod_cidr, client.as_ref(), &args.node_name)
+    let flags = (args.pod_cidr, args.pod_cidr_v6);
+    let pod_cidrs = node_ipam::pod_cidrs(args.ipam, flags, client.as_ref(), &args.node_name)
         .await
         .context("the node's pod CIDR")?;
     if let (None, Some(client)) = (args.node_ip, &client) {
@@ -677,7 +692,7 @@ async fn resolve_node_network(args: &mut Config) -> Result<ipnetwork::Ipv4Networ
                 .context("the node's address")?,
         );
     }
-    Ok(pod_cidr)
+    Ok(pod_cidrs)
 }
 
 /// Keeps the routes to the other nodes' pod CIDRs equal to the node records

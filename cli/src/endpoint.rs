@@ -21,6 +21,9 @@ struct EndpointJson<'a> {
     id: u32,
     ingress_policy: &'static str,
     ipv4: &'a str,
+    /// Dual stack only: absent for an IPv4-only pod.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    ipv6: &'a str,
     mac: &'a str,
     pod: String,
 }
@@ -37,6 +40,7 @@ impl<'a> EndpointJson<'a> {
             id: e.id,
             ingress_policy,
             ipv4: &e.ipv4,
+            ipv6: &e.ipv6,
             mac: &e.mac,
             pod: pod(&e.pod),
         }
@@ -135,26 +139,27 @@ pub async fn list(socket: &Path, json: bool) -> Result<()> {
             .collect();
         return output::json_document(&rows);
     }
-    let mut table = Table::new(&[
-        "ID",
-        "POD",
-        "IPV4",
-        "HOST IF",
-        "MAC",
-        "POLICY (INGRESS)",
-        "POLICY (EGRESS)",
-    ]);
+    // An IPv6 column on a dual-stack node only.
+    let dual_stack = response.endpoints.iter().any(|e| !e.ipv6.is_empty());
+    let mut headers = vec!["ID", "POD", "IPV4"];
+    if dual_stack {
+        headers.push("IPV6");
+    }
+    headers.extend(["HOST IF", "MAC", "POLICY (INGRESS)", "POLICY (EGRESS)"]);
+    let mut table = Table::new(&headers);
     for (e, detail) in response.endpoints.iter().zip(&details) {
         let (ingress, egress) = policy_modes(detail.as_ref());
-        table.row(vec![
-            e.id.to_string(),
-            pod(&e.pod),
-            e.ipv4.clone(),
+        let mut row = vec![e.id.to_string(), pod(&e.pod), e.ipv4.clone()];
+        if dual_stack {
+            row.push(e.ipv6.clone());
+        }
+        row.extend([
             e.host_ifname.clone(),
             e.mac.clone(),
             ingress.to_string(),
             egress.to_string(),
         ]);
+        table.row(row);
     }
     print!("{}", table.render());
     Ok(())
@@ -221,6 +226,7 @@ mod tests {
                 host_ifname: "lxc1".into(),
                 host_ifindex: 12,
                 ipv4: "10.244.1.2".into(),
+                ipv6: String::new(),
                 mac: "02:00:00:00:00:01".into(),
                 netns_cookie: 7,
                 port_mappings: Vec::new(),

@@ -98,7 +98,7 @@ fn inspection_commands_against_the_agent_api() {
     let datapath = SharedDatapath::new(Datapath::load(&pins.path).unwrap());
     let store = StateStore::new(&state_dir.path).unwrap();
     let state = store
-        .load_or(Ipam::new("10.244.9.0/24".parse().unwrap()).unwrap())
+        .load_or(Ipam::new("10.244.9.0/24".parse().unwrap()).unwrap(), None)
         .unwrap();
     let agent = Arc::new(EndpointManager::new(
         "n1".into(),

@@ -1,12 +1,14 @@
 //! The plugin's side of the agent's gRPC API: typed calls with timeouts, and
 //! the mapping of failures to CNI errors (unreachable agent → 11).
 
+use std::fmt::Display;
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use tonic::transport::Channel;
 use tonic::Code;
 use weir_agent_api::v1::{self, endpoints_client::EndpointsClient};
@@ -65,23 +67,25 @@ pub struct Allocation {
     pub pod_cidr: Ipv4Network,
     /// `None` when the agent leaves the MTU to the configuration.
     pub mtu: Option<u32>,
+    /// `None` on an IPv4-only node.
+    pub ipv6: Option<Ipv6Allocation>,
+}
+
+/// The IPv6 address the agent reserved on a dual-stack node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Allocation {
+    /// The pod's address within the IPv6 pod CIDR (e.g. fd00:10:244:1::5/112).
+    pub address: Ipv6Network,
+    pub gateway: Ipv6Addr,
+    pub pod_cidr: Ipv6Network,
 }
 
 impl Allocation {
     /// Validates the agent's answer; the reason is reported as error 103.
     pub fn from_response(response: &v1::AllocateResponse) -> Result<Self, String> {
-        let address: Ipv4Network = response
-            .ipv4
-            .parse()
-            .map_err(|error| format!("ipv4 {:?}: {error}", response.ipv4))?;
-        let gateway: Ipv4Addr = response
-            .ipv4_gateway
-            .parse()
-            .map_err(|error| format!("ipv4_gateway {:?}: {error}", response.ipv4_gateway))?;
-        let pod_cidr: Ipv4Network = response
-            .pod_cidr
-            .parse()
-            .map_err(|error| format!("pod_cidr {:?}: {error}", response.pod_cidr))?;
+        let address: Ipv4Network = parse_field("ipv4", &response.ipv4)?;
+        let gateway: Ipv4Addr = parse_field("ipv4_gateway", &response.ipv4_gateway)?;
+        let pod_cidr: Ipv4Network = parse_field("pod_cidr", &response.pod_cidr)?;
         if address.ip() == gateway {
             return Err(format!("ipv4 {} is the gateway", address.ip()));
         }
@@ -101,8 +105,57 @@ impl Allocation {
             gateway,
             pod_cidr,
             mtu,
+            ipv6: Ipv6Allocation::from_response(response)?,
         })
     }
+}
+
+impl Ipv6Allocation {
+    /// The IPv6 part of the agent's answer: `None` when all three fields
+    /// are empty (an IPv4-only node), an error when only some are set.
+    fn from_response(response: &v1::AllocateResponse) -> Result<Option<Self>, String> {
+        let fields = [
+            &response.ipv6,
+            &response.ipv6_gateway,
+            &response.pod_cidr_v6,
+        ];
+        if fields.iter().all(|field| field.is_empty()) {
+            return Ok(None);
+        }
+        if fields.iter().any(|field| field.is_empty()) {
+            return Err(format!(
+                "ipv6 {:?}, ipv6_gateway {:?} and pod_cidr_v6 {:?} must be all set or all empty",
+                response.ipv6, response.ipv6_gateway, response.pod_cidr_v6
+            ));
+        }
+        let address: Ipv6Network = parse_field("ipv6", &response.ipv6)?;
+        let gateway: Ipv6Addr = parse_field("ipv6_gateway", &response.ipv6_gateway)?;
+        let pod_cidr: Ipv6Network = parse_field("pod_cidr_v6", &response.pod_cidr_v6)?;
+        if address.ip() == gateway {
+            return Err(format!("ipv6 {} is the gateway", address.ip()));
+        }
+        if !pod_cidr.contains(address.ip()) {
+            return Err(format!(
+                "ipv6 {} is outside pod_cidr_v6 {pod_cidr}",
+                address.ip()
+            ));
+        }
+        Ok(Some(Self {
+            address,
+            gateway,
+            pod_cidr,
+        }))
+    }
+}
+
+/// Parses one field of an answer; the reason names the field and its text.
+fn parse_field<T>(name: &str, text: &str) -> Result<T, String>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    text.parse()
+        .map_err(|error| format!("{name} {text:?}: {error}"))
 }
 
 /// What the plugin made for an attachment, for CreateEndpoint.
@@ -113,6 +166,8 @@ pub struct EndpointSpec {
     pub netns: PathBuf,
     pub host_ifname: String,
     pub pod_ip: Ipv4Addr,
+    /// `None` on an IPv4-only node.
+    pub pod_ipv6: Option<Ipv6Addr>,
     pub pod_mac: MacAddr,
     /// `SO_NETNS_COOKIE` of the pod's namespace.
     pub netns_cookie: u64,
@@ -162,25 +217,7 @@ impl AgentClient {
         &mut self,
         spec: &EndpointSpec,
     ) -> Result<v1::Endpoint, AgentError> {
-        let request = v1::CreateEndpointRequest {
-            attachment: Some(to_proto(&spec.attachment)),
-            pod: Some(pod_to_proto(&spec.pod)),
-            netns: spec.netns.to_string_lossy().into_owned(),
-            host_ifname: spec.host_ifname.clone(),
-            ipv4: format!("{}/32", spec.pod_ip),
-            mac: spec.pod_mac.to_string(),
-            netns_cookie: spec.netns_cookie,
-            port_mappings: spec
-                .port_mappings
-                .iter()
-                .map(|m| v1::PortMapping {
-                    host_port: u32::from(m.host_port),
-                    container_port: u32::from(m.container_port),
-                    protocol: m.protocol.clone(),
-                    host_ip: m.host_ip.clone(),
-                })
-                .collect(),
-        };
+        let request = create_endpoint_request(spec);
         let mut client = self.client.clone();
         self.call("CreateEndpoint", client.create_endpoint(request))
             .await
@@ -288,6 +325,33 @@ fn classify(socket: &Path, rpc: &'static str, status: &tonic::Status) -> AgentEr
     }
 }
 
+fn create_endpoint_request(spec: &EndpointSpec) -> v1::CreateEndpointRequest {
+    v1::CreateEndpointRequest {
+        attachment: Some(to_proto(&spec.attachment)),
+        pod: Some(pod_to_proto(&spec.pod)),
+        netns: spec.netns.to_string_lossy().into_owned(),
+        host_ifname: spec.host_ifname.clone(),
+        ipv4: format!("{}/32", spec.pod_ip),
+        mac: spec.pod_mac.to_string(),
+        netns_cookie: spec.netns_cookie,
+        port_mappings: spec
+            .port_mappings
+            .iter()
+            .map(|m| v1::PortMapping {
+                host_port: u32::from(m.host_port),
+                container_port: u32::from(m.container_port),
+                protocol: m.protocol.clone(),
+                host_ip: m.host_ip.clone(),
+            })
+            .collect(),
+        // Empty, as the API has it, on an IPv4-only node.
+        ipv6: spec
+            .pod_ipv6
+            .map(|ip| format!("{ip}/128"))
+            .unwrap_or_default(),
+    }
+}
+
 fn to_proto(attachment: &Attachment) -> v1::Attachment {
     v1::Attachment {
         container_id: attachment.container_id.clone(),
@@ -325,6 +389,16 @@ mod tests {
             ipv4_gateway: "10.244.1.1".into(),
             pod_cidr: "10.244.1.0/24".into(),
             mtu: 0,
+            ..Default::default()
+        }
+    }
+
+    fn dual_stack_response() -> v1::AllocateResponse {
+        v1::AllocateResponse {
+            ipv6: "fd00:10:244:1::5/112".into(),
+            ipv6_gateway: "fd00:10:244:1::1".into(),
+            pod_cidr_v6: "fd00:10:244:1::/112".into(),
+            ..response()
         }
     }
 
@@ -399,6 +473,149 @@ mod tests {
             Allocation::from_response(&bare).unwrap().address.prefix(),
             32
         );
+    }
+
+    #[test]
+    fn an_ipv4_only_answer_has_no_ipv6_part() {
+        assert_eq!(Allocation::from_response(&response()).unwrap().ipv6, None);
+    }
+
+    #[test]
+    fn the_ipv6_part_is_parsed() {
+        let allocation = Allocation::from_response(&dual_stack_response()).unwrap();
+        assert_eq!(allocation.address.to_string(), "10.244.1.5/24");
+        let ipv6 = allocation.ipv6.expect("dual stack");
+        assert_eq!(
+            ipv6.address.ip(),
+            "fd00:10:244:1::5".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(ipv6.address.prefix(), 112);
+        assert_eq!(
+            ipv6.gateway,
+            "fd00:10:244:1::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(ipv6.pod_cidr.to_string(), "fd00:10:244:1::/112");
+        // As for IPv4, a bare address is a host address.
+        let bare = v1::AllocateResponse {
+            ipv6: "fd00:10:244:1::5".into(),
+            ..dual_stack_response()
+        };
+        let ipv6 = Allocation::from_response(&bare).unwrap().ipv6.unwrap();
+        assert_eq!(ipv6.address.prefix(), 128);
+    }
+
+    #[test]
+    fn malformed_ipv6_parts_are_rejected() {
+        let cases = [
+            // Some but not all of the three.
+            (
+                v1::AllocateResponse {
+                    ipv6: "".into(),
+                    ..dual_stack_response()
+                },
+                "all set or all empty",
+            ),
+            (
+                v1::AllocateResponse {
+                    ipv6_gateway: "".into(),
+                    ..dual_stack_response()
+                },
+                "all set or all empty",
+            ),
+            (
+                v1::AllocateResponse {
+                    pod_cidr_v6: "".into(),
+                    ..dual_stack_response()
+                },
+                "all set or all empty",
+            ),
+            (
+                v1::AllocateResponse {
+                    ipv6: "nonsense".into(),
+                    ..dual_stack_response()
+                },
+                "ipv6 \"nonsense\"",
+            ),
+            (
+                v1::AllocateResponse {
+                    ipv6: "10.244.1.5/24".into(),
+                    ..dual_stack_response()
+                },
+                "ipv6 \"10.244.1.5/24\"",
+            ),
+            (
+                v1::AllocateResponse {
+                    ipv6_gateway: "10.244.1.1".into(),
+                    ..dual_stack_response()
+                },
+                "ipv6_gateway \"10.244.1.1\"",
+            ),
+            (
+                v1::AllocateResponse {
+                    pod_cidr_v6: "fd00:10:244:1::/129".into(),
+                    ..dual_stack_response()
+                },
+                "pod_cidr_v6 \"fd00:10:244:1::/129\"",
+            ),
+            (
+                v1::AllocateResponse {
+                    ipv6_gateway: "fd00:10:244:1::5".into(),
+                    ..dual_stack_response()
+                },
+                "ipv6 fd00:10:244:1::5 is the gateway",
+            ),
+            (
+                v1::AllocateResponse {
+                    pod_cidr_v6: "fd00:10:244:2::/112".into(),
+                    ..dual_stack_response()
+                },
+                "ipv6 fd00:10:244:1::5 is outside pod_cidr_v6 fd00:10:244:2::/112",
+            ),
+        ];
+        for (case, reason) in &cases {
+            let error = Allocation::from_response(case).unwrap_err();
+            assert!(error.contains(reason), "{error:?} for {case:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_ipv4_part_is_rejected_on_a_dual_stack_node_too() {
+        let case = v1::AllocateResponse {
+            ipv4_gateway: "10.244.1.5".into(),
+            ..dual_stack_response()
+        };
+        assert_eq!(
+            Allocation::from_response(&case).unwrap_err(),
+            "ipv4 10.244.1.5 is the gateway"
+        );
+    }
+
+    fn endpoint_spec(pod_ipv6: Option<Ipv6Addr>) -> EndpointSpec {
+        EndpointSpec {
+            attachment: Attachment {
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+            },
+            pod: PodRef::default(),
+            netns: PathBuf::from("/run/netns/pod"),
+            host_ifname: "lxc0".into(),
+            pod_ip: Ipv4Addr::new(10, 244, 1, 5),
+            pod_ipv6,
+            pod_mac: MacAddr::local_unicast([0; 6]),
+            netns_cookie: 7,
+            port_mappings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn create_endpoint_sends_the_ipv6_host_address_if_any() {
+        let request = create_endpoint_request(&endpoint_spec(None));
+        assert_eq!(request.ipv4, "10.244.1.5/32");
+        assert_eq!(request.ipv6, "");
+        let ipv6 = "fd00:10:244:1::5".parse().unwrap();
+        let request = create_endpoint_request(&endpoint_spec(Some(ipv6)));
+        assert_eq!(request.ipv4, "10.244.1.5/32");
+        assert_eq!(request.ipv6, "fd00:10:244:1::5/128");
     }
 
     #[test]

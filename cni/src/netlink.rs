@@ -2,11 +2,11 @@
 //! their error type. The pod wiring built from them lives in `veth`.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::RouteScope;
@@ -182,27 +182,29 @@ pub async fn set_link_up(handle: &Handle, index: u32) -> Result<(), NetlinkError
         .map_err(request_failed(format!("cannot set link {index} up")))
 }
 
-pub async fn add_ipv4_address(
+/// `ip address add <address>/<prefix> dev <index>`, for IPv6 with `nodad`:
+/// the agent hands out each address once, and duplicate address detection
+/// would keep it tentative (unusable as a source) for a second or more.
+pub async fn add_address(
     handle: &Handle,
     index: u32,
-    address: Ipv4Addr,
+    address: IpAddr,
     prefix: u8,
 ) -> Result<(), NetlinkError> {
-    handle
-        .address()
-        .add(index, IpAddr::V4(address), prefix)
-        .execute()
-        .await
-        .map_err(request_failed(format!(
-            "cannot add address {address}/{prefix} to link {index}"
-        )))
+    let mut request = handle.address().add(index, address, prefix);
+    if address.is_ipv6() {
+        request
+            .message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    request.execute().await.map_err(request_failed(format!(
+        "cannot add address {address}/{prefix} to link {index}"
+    )))
 }
 
-/// The IPv4 addresses (with prefix length) on link `index`.
-pub async fn ipv4_addresses(
-    handle: &Handle,
-    index: u32,
-) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+/// The addresses (with prefix length) on link `index`, of both families.
+pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
     let messages: Vec<_> = handle
         .address()
         .get()
@@ -220,7 +222,7 @@ pub async fn ipv4_addresses(
                 .attributes
                 .iter()
                 .filter_map(move |attribute| match attribute {
-                    AddressAttribute::Address(IpAddr::V4(address)) => {
+                    AddressAttribute::Address(address) => {
                         Some((*address, message.header.prefix_len))
                     }
                     _ => None,
@@ -229,37 +231,59 @@ pub async fn ipv4_addresses(
         .collect())
 }
 
-/// `ip route add <destination>/32 dev <index> scope link`.
+/// The prefix length of a single address of `address`'s family.
+fn host_prefix(address: IpAddr) -> u8 {
+    match address {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// `ip route add <destination>/32 dev <index> scope link` (`/128` for IPv6).
 pub async fn add_host_route(
     handle: &Handle,
     index: u32,
-    destination: Ipv4Addr,
+    destination: IpAddr,
 ) -> Result<(), NetlinkError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(destination, 32)
-        .output_interface(index)
-        .scope(RouteScope::Link)
-        .build();
+    let prefix = host_prefix(destination);
+    let route = match destination {
+        IpAddr::V4(destination) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination, prefix)
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .build(),
+        IpAddr::V6(destination) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(destination, prefix)
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .build(),
+    };
     handle
         .route()
         .add(route)
         .execute()
         .await
         .map_err(request_failed(format!(
-            "cannot add route {destination}/32 dev {index}"
+            "cannot add route {destination}/{prefix} dev {index}"
         )))
 }
 
-/// `ip route add default via <gateway> dev <index>`.
+/// `ip route add default via <gateway> dev <index>`, in the gateway's family.
 pub async fn add_default_route(
     handle: &Handle,
     index: u32,
-    gateway: Ipv4Addr,
+    gateway: IpAddr,
 ) -> Result<(), NetlinkError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .gateway(gateway)
-        .output_interface(index)
-        .build();
+    let route = match gateway {
+        IpAddr::V4(gateway) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .output_interface(index)
+            .build(),
+        IpAddr::V6(gateway) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gateway)
+            .output_interface(index)
+            .build(),
+    };
     handle
         .route()
         .add(route)
@@ -274,12 +298,12 @@ pub async fn add_default_route(
 pub async fn add_permanent_neighbour(
     handle: &Handle,
     index: u32,
-    address: Ipv4Addr,
+    address: IpAddr,
     mac: MacAddr,
 ) -> Result<(), NetlinkError> {
     handle
         .neighbours()
-        .add(index, IpAddr::V4(address))
+        .add(index, address)
         .link_layer_address(&mac.octets())
         .state(NeighbourState::Permanent)
         // Replace, not create-exclusive: a process already running in the

@@ -1,6 +1,6 @@
 //! Reading `prevResult` (the result of the attachment's ADD) for CHECK.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 use serde_json::Value;
@@ -15,10 +15,13 @@ pub struct ExpectedPodInterface {
     pub mac: Option<MacAddr>,
     /// IPv4 addresses (host part) `prevResult` assigns to the interface.
     pub ipv4: Vec<Ipv4Addr>,
+    /// IPv6 addresses (host part), on a dual-stack node; may be empty.
+    pub ipv6: Vec<Ipv6Addr>,
 }
 
-/// Finds `ifname` among `prevResult.interfaces` and the IPv4 addresses
-/// assigned to it. A `prevResult` that does not describe it is error 7.
+/// Finds `ifname` among `prevResult.interfaces` and the addresses assigned
+/// to it, at least one IPv4 (Weir always assigns one). A `prevResult` that
+/// does not describe it is error 7.
 pub fn expected_pod_interface(
     prev_result: &Value,
     ifname: &str,
@@ -50,6 +53,7 @@ pub fn expected_pod_interface(
     };
 
     let mut ipv4 = Vec::new();
+    let mut ipv6 = Vec::new();
     for ip in prev_result
         .get("ips")
         .and_then(Value::as_array)
@@ -65,8 +69,7 @@ pub fn expected_pod_interface(
             .ok_or_else(|| invalid("prevResult has an ips entry without address"))?;
         match text.parse::<IpNetwork>() {
             Ok(IpNetwork::V4(network)) => ipv4.push(network.ip()),
-            // Weir assigns IPv4 only; other families are not its to check.
-            Ok(IpNetwork::V6(_)) => {}
+            Ok(IpNetwork::V6(network)) => ipv6.push(network.ip()),
             Err(error) => {
                 return Err(invalid("prevResult has an invalid address")
                     .with_details(format!("{text:?}: {error}")))
@@ -83,6 +86,7 @@ pub fn expected_pod_interface(
         name: ifname.to_string(),
         mac,
         ipv4,
+        ipv6,
     })
 }
 
@@ -116,7 +120,46 @@ mod tests {
                 name: "eth0".into(),
                 mac: Some("0a:bb:cc:dd:ee:02".parse().unwrap()),
                 ipv4: vec![Ipv4Addr::new(10, 244, 1, 5)],
+                ipv6: vec![],
             }
+        );
+    }
+
+    #[test]
+    fn reads_a_dual_stack_result() {
+        for carries_version in [false, true] {
+            let mut value = prev_result();
+            value["ips"] = json!([
+                {"address": "10.244.1.5/32", "gateway": "10.244.1.1", "interface": 1},
+                {"address": "fd00:10:244:1::5/128", "gateway": "fd00:10:244:1::1", "interface": 1},
+                {"address": "fd00::9/128", "interface": 0},
+            ]);
+            if carries_version {
+                value["ips"][0]["version"] = json!("4");
+                value["ips"][1]["version"] = json!("6");
+                value["ips"][2]["version"] = json!("6");
+            }
+            let expected = expected_pod_interface(&value, "eth0").unwrap();
+            assert_eq!(expected.ipv4, vec![Ipv4Addr::new(10, 244, 1, 5)]);
+            assert_eq!(
+                expected.ipv6,
+                vec!["fd00:10:244:1::5".parse::<Ipv6Addr>().unwrap()]
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_alone_is_not_enough() {
+        let mut value = prev_result();
+        value["ips"] = json!([{"address": "fd00:10:244:1::5/128", "interface": 1}]);
+        assert_eq!(
+            expected_pod_interface(&value, "eth0").unwrap_err().code,
+            ErrorCode::InvalidConfig
+        );
+        value["ips"][0]["address"] = json!("fd00:10:244:1::zz/128");
+        assert_eq!(
+            expected_pod_interface(&value, "eth0").unwrap_err().code,
+            ErrorCode::InvalidConfig
         );
     }
 

@@ -6,8 +6,10 @@ use serde_json::{json, Value};
 
 use crate::mac::MacAddr;
 use crate::version::CniVersion;
+use crate::veth::PodIpv6;
 
-/// What ADD made: a veth pair whose pod end holds one IPv4 /32 address.
+/// What ADD made: a veth pair whose pod end holds one IPv4 /32 address,
+/// and on a dual-stack node one IPv6 /128.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddResult {
     pub host_ifname: String,
@@ -18,6 +20,8 @@ pub struct AddResult {
     pub sandbox: String,
     pub pod_ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
+    /// `None` on an IPv4-only node.
+    pub ipv6: Option<PodIpv6>,
     /// The MTU set on both ends of the veth.
     pub mtu: u32,
 }
@@ -27,13 +31,21 @@ const POD_INTERFACE_INDEX: usize = 1;
 
 impl AddResult {
     pub fn to_json(&self, version: CniVersion) -> Value {
-        let mut ip = json!({
-            "address": format!("{}/32", self.pod_ip),
-            "gateway": self.gateway.to_string(),
-            "interface": POD_INTERFACE_INDEX,
-        });
-        if version.ip_entries_carry_version() {
-            ip["version"] = json!("4");
+        let mut ips = vec![ip_entry(
+            format!("{}/32", self.pod_ip),
+            self.gateway.to_string(),
+            "4",
+            version,
+        )];
+        let mut routes = vec![json!({"dst": "0.0.0.0/0", "gw": self.gateway.to_string()})];
+        if let Some(ipv6) = &self.ipv6 {
+            ips.push(ip_entry(
+                format!("{}/128", ipv6.address),
+                ipv6.gateway.to_string(),
+                "6",
+                version,
+            ));
+            routes.push(json!({"dst": "::/0", "gw": ipv6.gateway.to_string()}));
         }
         let mut interfaces = json!([
             {"name": self.host_ifname, "mac": self.host_mac.to_string()},
@@ -46,11 +58,24 @@ impl AddResult {
         json!({
             "cniVersion": version.as_str(),
             "interfaces": interfaces,
-            "ips": [ip],
-            "routes": [{"dst": "0.0.0.0/0", "gw": self.gateway.to_string()}],
+            "ips": ips,
+            "routes": routes,
             "dns": {},
         })
     }
+}
+
+/// One `ips` entry on the pod interface; 0.x results name the family.
+fn ip_entry(address: String, gateway: String, family: &str, version: CniVersion) -> Value {
+    let mut ip = json!({
+        "address": address,
+        "gateway": gateway,
+        "interface": POD_INTERFACE_INDEX,
+    });
+    if version.ip_entries_carry_version() {
+        ip["version"] = json!(family);
+    }
+    ip
 }
 
 #[cfg(test)]
@@ -66,7 +91,18 @@ mod tests {
             sandbox: "/run/netns/pod".into(),
             pod_ip: Ipv4Addr::new(10, 244, 1, 5),
             gateway: Ipv4Addr::new(10, 244, 1, 1),
+            ipv6: None,
             mtu: 1450,
+        }
+    }
+
+    fn dual_stack_result() -> AddResult {
+        AddResult {
+            ipv6: Some(PodIpv6 {
+                address: "fd00:10:244:1::5".parse().unwrap(),
+                gateway: "fd00:10:244:1::1".parse().unwrap(),
+            }),
+            ..result()
         }
     }
 
@@ -116,5 +152,71 @@ mod tests {
             value["interfaces"][0].get("sandbox").is_none(),
             "host veth has no sandbox"
         );
+    }
+
+    #[test]
+    fn dual_stack_1_x_reports_both_addresses_and_default_routes() {
+        for version in [CniVersion::V1_0_0, CniVersion::V1_1_0] {
+            let value = dual_stack_result().to_json(version);
+            assert_eq!(
+                value["ips"],
+                json!([
+                    {"address": "10.244.1.5/32", "gateway": "10.244.1.1", "interface": 1},
+                    {"address": "fd00:10:244:1::5/128", "gateway": "fd00:10:244:1::1", "interface": 1},
+                ])
+            );
+            assert_eq!(
+                value["routes"],
+                json!([
+                    {"dst": "0.0.0.0/0", "gw": "10.244.1.1"},
+                    {"dst": "::/0", "gw": "fd00:10:244:1::1"},
+                ])
+            );
+            // Everything else is as on an IPv4-only node.
+            let mut single = result().to_json(version);
+            single["ips"] = value["ips"].clone();
+            single["routes"] = value["routes"].clone();
+            assert_eq!(value, single);
+        }
+    }
+
+    #[test]
+    fn dual_stack_0_x_carries_both_ip_versions() {
+        for version in [CniVersion::V0_3_0, CniVersion::V0_3_1, CniVersion::V0_4_0] {
+            let value = dual_stack_result().to_json(version);
+            assert_eq!(value["cniVersion"], version.as_str());
+            assert_eq!(
+                value["ips"],
+                json!([
+                    {"version": "4", "address": "10.244.1.5/32", "gateway": "10.244.1.1", "interface": 1},
+                    {"version": "6", "address": "fd00:10:244:1::5/128", "gateway": "fd00:10:244:1::1", "interface": 1},
+                ])
+            );
+            assert_eq!(
+                value["routes"],
+                json!([
+                    {"dst": "0.0.0.0/0", "gw": "10.244.1.1"},
+                    {"dst": "::/0", "gw": "fd00:10:244:1::1"},
+                ])
+            );
+        }
+    }
+
+    #[test]
+    fn single_stack_results_have_one_address_and_one_route_in_every_version() {
+        for version in [
+            CniVersion::V0_3_0,
+            CniVersion::V0_3_1,
+            CniVersion::V0_4_0,
+            CniVersion::V1_0_0,
+            CniVersion::V1_1_0,
+        ] {
+            let value = result().to_json(version);
+            assert_eq!(value["ips"].as_array().unwrap().len(), 1, "{value}");
+            assert_eq!(
+                value["routes"],
+                json!([{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}])
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The pod's wiring: a veth pair from the host namespace into the pod's,
 //! an IPv4 /32 on the pod end, routes to a gateway that is reached through
 //! a static neighbour entry (so the host needs no bridge and answers no ARP),
-//! and a /32 host route back. Setup is all or nothing.
+//! and a /32 host route back; on a dual-stack node the same again for IPv6
+//! with /128s. Setup is all or nothing.
 //!
 //! In two steps, so that no packet passes before policy: [`setup`] leaves
 //! the host end down (no carrier on either end, no host route), the agent
@@ -9,7 +10,7 @@
 //! [`activate`] brings the host end up and routes to the pod.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -31,7 +32,24 @@ pub struct PodNetworkSpec {
     pub mtu: u32,
     pub pod_ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
+    /// `None` on an IPv4-only node: IPv6 in the pod is then left as it is.
+    pub ipv6: Option<PodIpv6>,
 }
+
+/// The pod's IPv6 address (a /128 on the pod end) and next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodIpv6 {
+    pub address: Ipv6Addr,
+    pub gateway: Ipv6Addr,
+}
+
+/// Where the kernel shows its IPv6 settings; missing if IPv6 is disabled
+/// (`ipv6.disable=1`) or not built.
+const PROC_SYS_IPV6: &str = "/proc/sys/net/ipv6";
+
+/// The smallest MTU IPv6 works with (RFC 8200); below it the kernel turns
+/// IPv6 off on the interface.
+const IPV6_MIN_MTU: u32 = 1280;
 
 /// What setup made that the result reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +116,7 @@ async fn configure(
     spec: &PodNetworkSpec,
 ) -> Result<PodNetwork, NetlinkError> {
     let host_link = netlink::require_link(host, &spec.host_ifname).await?;
-    refuse_router_messages(&spec.host_ifname)?;
+    configure_host_ipv6(&spec.host_ifname)?;
     let host_mac = host_link.mac.ok_or_else(|| {
         NetlinkError::Unexpected(format!("veth {} has no MAC address", spec.host_ifname))
     })?;
@@ -119,17 +137,21 @@ async fn configure(
     })
 }
 
-/// The node must not take IPv6 routes or redirects from a pod: without
-/// this, a pod sending Router Advertisements would become the node's IPv6
-/// default router (the datapath also drops them, issue 16 item 1). Set
-/// while the host end is still down. A node without IPv6 has nothing to
-/// set.
-fn refuse_router_messages(host_ifname: &str) -> Result<(), NetlinkError> {
+/// IPv6 on the host end, set while it is still down (a node without IPv6
+/// has nothing to set):
+/// - the node must not take IPv6 routes or redirects from a pod: without
+///   this, a pod sending Router Advertisements would become the node's
+///   IPv6 default router (the datapath also drops them, issue 16 item 1);
+/// - no duplicate address detection: the link is point to point, its
+///   link-local address cannot be duplicated, and while it is tentative
+///   (1-2 s after link-up) the node cannot solicit the pod's neighbour
+///   entry, so its first IPv6 packets to a dual-stack pod would wait.
+fn configure_host_ipv6(host_ifname: &str) -> Result<(), NetlinkError> {
     let conf = Path::new("/proc/sys/net/ipv6/conf").join(host_ifname);
     if !conf.exists() {
         return Ok(());
     }
-    for key in ["accept_ra", "accept_redirects"] {
+    for key in ["accept_ra", "accept_redirects", "accept_dad"] {
         std::fs::write(conf.join(key), b"0").map_err(|error| {
             NetlinkError::Unexpected(format!(
                 "cannot set net.ipv6.conf.{host_ifname}.{key}=0: {error}"
@@ -170,7 +192,11 @@ pub async fn activate(
 ) -> Result<(), NetlinkError> {
     let up = async {
         netlink::set_link_up(host, network.host_index).await?;
-        netlink::add_host_route(host, network.host_index, spec.pod_ip).await
+        netlink::add_host_route(host, network.host_index, IpAddr::V4(spec.pod_ip)).await?;
+        if let Some(ipv6) = spec.ipv6 {
+            netlink::add_host_route(host, network.host_index, IpAddr::V6(ipv6.address)).await?;
+        }
+        Ok(())
     };
     match up.await {
         Ok(()) => Ok(()),
@@ -193,15 +219,64 @@ async fn configure_pod_end(
     let peer = netlink::require_link(pod, &spec.peer_temp_ifname).await?;
     // Fails with EEXIST if the pod already has an interface by that name.
     netlink::rename_link(pod, peer.index, &spec.pod_ifname).await?;
-    netlink::add_ipv4_address(pod, peer.index, spec.pod_ip, 32).await?;
+    netlink::add_address(pod, peer.index, IpAddr::V4(spec.pod_ip), 32).await?;
     derive_link_local_from_mac(&spec.pod_ifname)?;
+    if let Some(ipv6) = spec.ipv6 {
+        // After addr_gen_mode: enabling IPv6 may make the link-local address.
+        enable_ipv6(Path::new(PROC_SYS_IPV6), &spec.pod_ifname, spec.mtu)?;
+        netlink::add_address(pod, peer.index, IpAddr::V6(ipv6.address), 128).await?;
+    }
     netlink::set_link_up(pod, peer.index).await?;
     let loopback = netlink::require_link(pod, "lo").await?;
     netlink::set_link_up(pod, loopback.index).await?;
-    // The gateway is on-link through the veth although no subnet covers it.
-    netlink::add_host_route(pod, peer.index, spec.gateway).await?;
-    netlink::add_default_route(pod, peer.index, spec.gateway).await?;
-    netlink::add_permanent_neighbour(pod, peer.index, spec.gateway, host_mac).await
+    route_to_gateway(pod, peer.index, IpAddr::V4(spec.gateway), host_mac).await?;
+    if let Some(ipv6) = spec.ipv6 {
+        route_to_gateway(pod, peer.index, IpAddr::V6(ipv6.gateway), host_mac).await?;
+    }
+    Ok(())
+}
+
+/// The default route of the gateway's family through the pod end `index`.
+/// The gateway is on-link through the veth although no subnet covers it,
+/// and resolves statically to the host end's MAC.
+async fn route_to_gateway(
+    pod: &Handle,
+    index: u32,
+    gateway: IpAddr,
+    host_mac: MacAddr,
+) -> Result<(), NetlinkError> {
+    netlink::add_host_route(pod, index, gateway).await?;
+    netlink::add_default_route(pod, index, gateway).await?;
+    netlink::add_permanent_neighbour(pod, index, gateway, host_mac).await
+}
+
+/// Makes sure IPv6 works on the pod end and loopback, which the pod's
+/// namespace may have disabled (`disable_ipv6=1` by default, as some
+/// runtimes set it): the spec asks for IPv6, so the reference plugins'
+/// behaviour is followed and it is turned on for these two. Runs on the
+/// thread that entered the pod namespace, so `proc_sys_ipv6` shows its
+/// settings.
+fn enable_ipv6(proc_sys_ipv6: &Path, pod_ifname: &str, mtu: u32) -> Result<(), NetlinkError> {
+    if !proc_sys_ipv6.exists() {
+        return Err(NetlinkError::Unexpected(format!(
+            "the pod needs IPv6 but the kernel has none ({} is missing; booted with ipv6.disable=1?)",
+            proc_sys_ipv6.display()
+        )));
+    }
+    if mtu < IPV6_MIN_MTU {
+        return Err(NetlinkError::Unexpected(format!(
+            "the pod needs IPv6 but its MTU {mtu} is below IPv6's minimum of {IPV6_MIN_MTU}"
+        )));
+    }
+    for ifname in [pod_ifname, "lo"] {
+        let key = proc_sys_ipv6.join("conf").join(ifname).join("disable_ipv6");
+        std::fs::write(&key, b"0").map_err(|error| {
+            NetlinkError::Unexpected(format!(
+                "cannot set net.ipv6.conf.{ifname}.disable_ipv6=0 in the pod namespace: {error}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// What [`delete_pod_end`] found.
@@ -256,6 +331,8 @@ pub async fn delete_pod_end(
 pub struct PodEndState {
     pub link: Link,
     pub ipv4: Vec<(Ipv4Addr, u8)>,
+    /// Link-local addresses included.
+    pub ipv6: Vec<(Ipv6Addr, u8)>,
 }
 
 /// `None` if the pod namespace has no interface `ifname`.
@@ -268,8 +345,38 @@ pub async fn inspect_pod_end(
         let Some(link) = netlink::link_by_name(&pod, &ifname).await? else {
             return Ok(None);
         };
-        let ipv4 = netlink::ipv4_addresses(&pod, link.index).await?;
-        Ok(Some(PodEndState { link, ipv4 }))
+        let mut state = PodEndState {
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+            link,
+        };
+        for (address, prefix) in netlink::addresses(&pod, state.link.index).await? {
+            match address {
+                IpAddr::V4(address) => state.ipv4.push((address, prefix)),
+                IpAddr::V6(address) => state.ipv6.push((address, prefix)),
+            }
+        }
+        Ok(Some(state))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_without_kernel_support_is_a_clear_error() {
+        let missing = std::env::temp_dir().join(format!("weir-cni-no-ipv6-{}", std::process::id()));
+        let error = enable_ipv6(&missing, "eth0", 1500).unwrap_err().to_string();
+        assert!(error.contains("the pod needs IPv6"), "{error}");
+        assert!(error.contains("is missing"), "{error}");
+    }
+
+    #[test]
+    fn ipv6_below_its_minimum_mtu_is_a_clear_error() {
+        let root = std::env::temp_dir();
+        let error = enable_ipv6(&root, "eth0", 1279).unwrap_err().to_string();
+        assert!(error.contains("below IPv6's minimum of 1280"), "{error}");
+    }
 }

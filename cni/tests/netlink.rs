@@ -2,21 +2,25 @@
 //! the tests create and always delete. No agent involved. Needs root.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 use weir_cni::attachment::Attachment;
 use weir_cni::mac::MacAddr;
 use weir_cni::netlink::{self, NetlinkError};
 use weir_cni::netns;
-use weir_cni::veth::{self, PodEndDeletion, PodNetwork, PodNetworkSpec};
+use weir_cni::veth::{self, PodEndDeletion, PodIpv6, PodNetwork, PodNetworkSpec};
 
 const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
 const MTU: u32 = 1450;
+const POD_IPV6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 5);
+const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 1);
 
 static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
 
@@ -82,6 +86,32 @@ impl Namespace {
     fn routes(&self) -> Vec<Value> {
         self.ip_json(&["route", "show"]).as_array().unwrap().clone()
     }
+
+    fn routes6(&self) -> Vec<Value> {
+        self.ip_json(&["-6", "route", "show"])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// A sysctl under /proc/sys as the namespace sees it.
+    fn sysctl(&self, path: &str) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.name, "cat"])
+            .arg(format!("/proc/sys/{path}"))
+            .output()
+            .expect("ip netns exec");
+        assert!(output.status.success(), "{path}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn set_sysctl(&self, setting: &str) {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sysctl", "-q", "-w", setting])
+            .status()
+            .expect("sysctl");
+        assert!(status.success(), "{setting}");
+    }
 }
 
 impl Drop for Namespace {
@@ -115,6 +145,17 @@ fn spec_for(container_id: &str) -> PodNetworkSpec {
         mtu: MTU,
         pod_ip: POD_IP,
         gateway: GATEWAY,
+        ipv6: None,
+    }
+}
+
+fn dual_stack_spec_for(container_id: &str) -> PodNetworkSpec {
+    PodNetworkSpec {
+        ipv6: Some(PodIpv6 {
+            address: POD_IPV6,
+            gateway: GATEWAY_V6,
+        }),
+        ..spec_for(container_id)
     }
 }
 
@@ -217,7 +258,7 @@ fn setup_leaves_the_host_end_down_until_activate() {
     let host_link = &host.ip_json(&["link", "show", "dev", &spec.host_ifname])[0];
     assert!(!has_flag(host_link, "UP"), "{host_link}");
     // The node takes no IPv6 routes or redirects from the pod.
-    for key in ["accept_ra", "accept_redirects"] {
+    for key in ["accept_ra", "accept_redirects", "accept_dad"] {
         let path = format!("/proc/sys/net/ipv6/conf/{}/{key}", spec.host_ifname);
         let out = Command::new("ip")
             .args(["netns", "exec", &host.name, "cat", &path])
@@ -608,7 +649,7 @@ fn the_pod_link_local_address_is_the_eui64_of_its_mac_whatever_the_default() {
     let spec = spec_for(&unique_container_id(&host));
     setup_in(&host, &pod, &spec).expect("setup");
     let [a, b, c, d, e, f] = spec.pod_mac.octets();
-    let expected = std::net::Ipv6Addr::new(
+    let expected = Ipv6Addr::new(
         0xfe80,
         0,
         0,
@@ -629,7 +670,274 @@ fn the_pod_link_local_address_is_the_eui64_of_its_mac_whatever_the_default() {
             assert!(delete_host_end_in(&host, &spec.host_ifname));
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
     panic!("no link-local {expected} on eth0: {seen}");
+}
+
+/// Runs `work` on a thread that entered `namespace`: sockets it opens
+/// belong to that namespace.
+fn spawn_in<T: Send + 'static>(
+    namespace: &Namespace,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let file = namespace.file();
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        work()
+    })
+}
+
+/// A TCP connection from `client`'s namespace to a listener on `address`
+/// in `server`'s exchanges data both ways.
+fn assert_tcp_connects(client: &Namespace, server: &Namespace, address: IpAddr) {
+    let (port_sender, port_receiver) = std::sync::mpsc::channel();
+    let listener = spawn_in(server, move || {
+        let listener = TcpListener::bind((address, 0)).expect("bind");
+        port_sender
+            .send(listener.local_addr().expect("local address").port())
+            .expect("send the port");
+        let (mut stream, peer) = listener.accept().expect("accept");
+        let mut request = [0; 4];
+        stream.read_exact(&mut request).expect("read the request");
+        stream.write_all(b"pong").expect("write the answer");
+        (request, peer.ip())
+    });
+    let port = port_receiver
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the listener's port");
+    let target = SocketAddr::new(address, port);
+    // Generous: the host answers only once its veth's link-local address
+    // has passed duplicate address detection (for IPv6 neighbour discovery).
+    let answer = spawn_in(client, move || -> std::io::Result<[u8; 4]> {
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(15))?;
+        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+        stream.write_all(b"ping")?;
+        let mut answer = [0; 4];
+        stream.read_exact(&mut answer)?;
+        Ok(answer)
+    })
+    .join()
+    .expect("client thread");
+    // On failure the listener thread is left blocked in accept; the test fails anyway.
+    let answer = answer.unwrap_or_else(|error| panic!("connect to {target}: {error}"));
+    assert_eq!(&answer, b"pong");
+    let (request, peer) = listener.join().expect("listener thread");
+    assert_eq!(&request, b"ping");
+    assert_eq!(peer.is_ipv6(), address.is_ipv6());
+}
+
+/// The host namespace's own addresses, on its loopback, that the pod
+/// reaches through its default routes.
+const HOST_SERVICE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const HOST_SERVICE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 10);
+
+fn add_host_services(host: &Namespace) {
+    host.ip(&["link", "set", "lo", "up"]);
+    host.ip(&["addr", "add", &format!("{HOST_SERVICE_V4}/32"), "dev", "lo"]);
+    host.ip(&[
+        "addr",
+        "add",
+        &format!("{HOST_SERVICE_V6}/128"),
+        "dev",
+        "lo",
+    ]);
+}
+
+#[test]
+fn dual_stack_setup_wires_ipv6_and_the_pod_reaches_the_host_over_both_families() {
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    add_host_services(&host);
+    let spec = dual_stack_spec_for(&unique_container_id(&host));
+
+    let network = setup_in(&host, &pod, &spec).expect("setup");
+
+    // Pod end: the IPv4 /32 as ever, and the IPv6 /128, usable at once (no
+    // duplicate address detection).
+    let eth0 = &pod.ip_json(&["addr", "show", "dev", "eth0"])[0];
+    let addresses = eth0["addr_info"].as_array().unwrap();
+    let inet: Vec<&Value> = addresses.iter().filter(|a| a["family"] == "inet").collect();
+    assert_eq!(inet.len(), 1, "{eth0}");
+    assert_eq!(inet[0]["local"], POD_IP.to_string());
+    let global6: Vec<&Value> = addresses
+        .iter()
+        .filter(|a| a["family"] == "inet6" && a["scope"] == "global")
+        .collect();
+    assert_eq!(global6.len(), 1, "{eth0}");
+    assert_eq!(global6[0]["local"], POD_IPV6.to_string());
+    assert_eq!(global6[0]["prefixlen"], 128);
+    assert_eq!(global6[0]["nodad"], true, "{eth0}");
+    assert!(global6[0].get("tentative").is_none(), "{eth0}");
+
+    // Pod IPv6 routes: gateway on-link, default via gateway.
+    let pod_routes = pod.routes6();
+    find(&pod_routes, &[("dst", "fd00:10:244:1::1"), ("dev", "eth0")])
+        .unwrap_or_else(|| panic!("no on-link IPv6 gateway route: {pod_routes:?}"));
+    find(
+        &pod_routes,
+        &[
+            ("dst", "default"),
+            ("gateway", "fd00:10:244:1::1"),
+            ("dev", "eth0"),
+        ],
+    )
+    .unwrap_or_else(|| panic!("no IPv6 default route: {pod_routes:?}"));
+    let lookup = &pod.ip_json(&["route", "get", "2001:db8::10"])[0];
+    assert_eq!(lookup["gateway"], "fd00:10:244:1::1", "{lookup}");
+    assert_eq!(lookup["prefsrc"], POD_IPV6.to_string(), "{lookup}");
+    // And IPv4's, unchanged.
+    find(
+        &pod.routes(),
+        &[
+            ("dst", "default"),
+            ("gateway", "10.244.1.1"),
+            ("dev", "eth0"),
+        ],
+    )
+    .expect("IPv4 default route");
+
+    // Pod neighbour: the IPv6 gateway resolves statically to the host end.
+    let neighbours = pod.ip_json(&["-6", "neigh", "show", "dev", "eth0"]);
+    let gateway = find(
+        neighbours.as_array().unwrap(),
+        &[("dst", "fd00:10:244:1::1")],
+    )
+    .unwrap_or_else(|| panic!("no IPv6 gateway neighbour: {neighbours}"));
+    assert_eq!(gateway["lladdr"], network.host_mac.to_string());
+    assert_eq!(gateway["state"], serde_json::json!(["PERMANENT"]));
+
+    // Host: the /128 route to the pod, beside the /32.
+    let host_routes = host.routes6();
+    find(
+        &host_routes,
+        &[
+            ("dst", "fd00:10:244:1::5"),
+            ("dev", spec.host_ifname.as_str()),
+        ],
+    )
+    .unwrap_or_else(|| panic!("no IPv6 host route: {host_routes:?}"));
+    find(
+        &host.routes(),
+        &[("dst", "10.244.1.5"), ("dev", spec.host_ifname.as_str())],
+    )
+    .expect("IPv4 host route");
+
+    // Inspection (CHECK's view) sees both.
+    let state = block_on(veth::inspect_pod_end(&pod.file(), "eth0"))
+        .unwrap()
+        .expect("eth0 exists");
+    assert_eq!(state.ipv4, vec![(POD_IP, 32)]);
+    assert!(state.ipv6.contains(&(POD_IPV6, 128)), "{:?}", state.ipv6);
+
+    // Traffic: the pod reaches the host over both families.
+    assert_tcp_connects(&pod, &host, IpAddr::V4(HOST_SERVICE_V4));
+    assert_tcp_connects(&pod, &host, IpAddr::V6(HOST_SERVICE_V6));
+
+    // Deleting the host end takes all of it away.
+    assert!(delete_host_end_in(&host, &spec.host_ifname));
+    assert_eq!(pod.link_names(), vec!["lo"]);
+    assert!(
+        find(&host.routes6(), &[("dst", "fd00:10:244:1::5")]).is_none(),
+        "host route left"
+    );
+    let pod_routes = pod.routes6();
+    assert!(
+        !pod_routes
+            .iter()
+            .any(|route| route["dev"] == "eth0" || route["dst"] == "default"),
+        "{pod_routes:?}"
+    );
+}
+
+#[test]
+fn ipv6_is_enabled_in_a_pod_namespace_that_disables_it_only_when_asked_for() {
+    let host = Namespace::new("host");
+    let single = Namespace::new("poda");
+    let dual = Namespace::new("podb");
+    for pod in [&single, &dual] {
+        pod.set_sysctl("net.ipv6.conf.all.disable_ipv6=1");
+        pod.set_sysctl("net.ipv6.conf.default.disable_ipv6=1");
+    }
+    let single_spec = spec_for(&format!("{}-a", unique_container_id(&host)));
+    let mut dual_spec = dual_stack_spec_for(&format!("{}-b", unique_container_id(&host)));
+    dual_spec.pod_ip = Ipv4Addr::new(10, 244, 1, 6);
+
+    setup_in(&host, &single, &single_spec).expect("IPv4 only");
+    setup_in(&host, &dual, &dual_spec).expect("dual stack");
+
+    // An IPv4-only pod's IPv6 settings are its own.
+    assert_eq!(single.sysctl("net/ipv6/conf/eth0/disable_ipv6"), "1");
+    assert_eq!(single.sysctl("net/ipv6/conf/lo/disable_ipv6"), "1");
+    assert_eq!(dual.sysctl("net/ipv6/conf/eth0/disable_ipv6"), "0");
+    assert_eq!(dual.sysctl("net/ipv6/conf/lo/disable_ipv6"), "0");
+    let state = block_on(veth::inspect_pod_end(&dual.file(), "eth0"))
+        .unwrap()
+        .expect("eth0 exists");
+    assert!(state.ipv6.contains(&(POD_IPV6, 128)), "{:?}", state.ipv6);
+    find(&dual.routes6(), &[("dst", "default"), ("dev", "eth0")]).expect("IPv6 default route");
+
+    assert!(delete_host_end_in(&host, &single_spec.host_ifname));
+    assert!(delete_host_end_in(&host, &dual_spec.host_ifname));
+    assert_pristine(&host);
+}
+
+#[test]
+fn dual_stack_setup_failing_on_ipv6_in_the_pod_is_undone() {
+    // The pod already has an IPv6 default route: ours fails with EEXIST
+    // after all of IPv4 has been configured.
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    pod.ip(&["link", "add", "placeholder0", "type", "bridge"]);
+    pod.ip(&["link", "set", "placeholder0", "up"]);
+    pod.ip(&["-6", "route", "add", "default", "dev", "placeholder0"]);
+    let spec = dual_stack_spec_for(&unique_container_id(&host));
+
+    let error = setup_in(&host, &pod, &spec).expect_err("IPv6 default route is taken");
+    assert_eq!(
+        error.errno(),
+        Some(nix::errno::Errno::EEXIST as i32),
+        "{error}"
+    );
+
+    assert_pristine(&host);
+    assert_eq!(pod.link_names(), vec!["lo", "placeholder0"]);
+    assert_eq!(pod.routes(), Vec::<Value>::new());
+}
+
+#[test]
+fn dual_stack_activate_failing_on_the_ipv6_host_route_is_undone() {
+    let host = Namespace::new("host");
+    let pod = Namespace::new("pod");
+    host.ip(&["link", "add", "placeholder0", "type", "bridge"]);
+    host.ip(&["link", "set", "placeholder0", "up"]);
+    host.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd00:10:244:1::5/128",
+        "dev",
+        "placeholder0",
+    ]);
+    let spec = dual_stack_spec_for(&unique_container_id(&host));
+
+    let error = setup_in(&host, &pod, &spec).expect_err("IPv6 host route is taken");
+    assert_eq!(
+        error.errno(),
+        Some(nix::errno::Errno::EEXIST as i32),
+        "{error}"
+    );
+
+    assert_eq!(host.link_names(), vec!["lo", "placeholder0"]);
+    assert_eq!(
+        host.routes(),
+        Vec::<Value>::new(),
+        "the IPv4 host route is gone too"
+    );
+    find(
+        &host.routes6(),
+        &[("dst", "fd00:10:244:1::5"), ("dev", "placeholder0")],
+    )
+    .expect("the host's own route stays");
+    assert_pristine(&pod);
 }

@@ -148,7 +148,7 @@ impl LocalAgent {
         );
         let store = StateStore::new(&paths.state).expect("open the state directory");
         let ipam = Ipam::new(POD_CIDR.parse().expect("a CIDR")).expect("the pod CIDR");
-        let state = store.load_or(ipam).expect("load the node's state");
+        let state = store.load_or(ipam, None).expect("load the node's state");
         let endpoints = Arc::new(EndpointManager::new(
             NODE.into(),
             1500,
@@ -182,6 +182,7 @@ impl LocalAgent {
                 host_ifindex: nix::net::if_::if_nametoindex(paths.host_if.as_str())
                     .expect("the host interface exists"),
                 ipv4: address,
+                ipv6: None,
                 mac: "02:00:00:00:00:02".into(),
                 netns_cookie: 0,
                 port_mappings: Vec::new(),

@@ -763,12 +763,12 @@ fn a_released_address_takes_its_connections_with_it() {
     assert_eq!(maps::conntrack(datapath.ebpf_mut()).unwrap().len(), 2);
     // An address no connection has: nothing goes.
     let other = std::net::Ipv4Addr::new(10, 99, 0, 77);
-    let forgotten = maps::forget_address(datapath.ebpf_mut(), other).unwrap();
+    let forgotten = maps::forget_address(datapath.ebpf_mut(), other.into()).unwrap();
     assert_eq!(forgotten, maps::Forgotten::default());
     assert_eq!(maps::conntrack(datapath.ebpf_mut()).unwrap().len(), 2);
     // The peer's address (the destination of both): both go.
     let peer = std::net::Ipv4Addr::from(packets::IP4_B);
-    let forgotten = maps::forget_address(datapath.ebpf_mut(), peer).unwrap();
+    let forgotten = maps::forget_address(datapath.ebpf_mut(), peer.into()).unwrap();
     assert_eq!(forgotten.conntrack, 2);
     assert!(maps::conntrack(datapath.ebpf_mut()).unwrap().is_empty());
 }

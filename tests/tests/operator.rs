@@ -172,15 +172,16 @@ fn agent_waits_for_pod_cidr(
                     let client = kubernetes::client(Some(&kubeconfig)).await?;
                     let cidr = tokio::time::timeout(
                         Duration::from_secs(60),
-                        node_ipam::pod_cidr(
+                        node_ipam::pod_cidrs(
                             node_ipam::IpamMode::ClusterPool,
-                            None,
+                            (None, None),
                             Some(&client),
                             &node,
                         ),
                     )
                     .await
-                    .context("no pod CIDR within 60 s")??;
+                    .context("no pod CIDR within 60 s")??
+                    .v4;
                     let address = node_ipam::node_ip(&client, &node).await?;
                     Ok((cidr, address))
                 })

@@ -36,6 +36,16 @@ pub struct NodeRecord {
     pub ip: IpAddr,
     /// The node's pod address range.
     pub pod_cidr: IpNetwork,
+    /// Its IPv6 pod address range on a dual-stack node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr_v6: Option<IpNetwork>,
+}
+
+impl NodeRecord {
+    /// The node's pod CIDRs: `pod_cidr`, then `pod_cidr_v6` if any.
+    pub fn pod_cidrs(&self) -> impl Iterator<Item = IpNetwork> {
+        std::iter::once(self.pod_cidr).chain(self.pod_cidr_v6)
+    }
 }
 
 /// One change seen by a watch.

@@ -57,6 +57,7 @@ fn node(name: &str, underlay: &str, cidr: &str) -> NodeRecord {
         name: name.into(),
         ip: ip(underlay),
         pod_cidr: cidr.parse().unwrap(),
+        pod_cidr_v6: None,
     }
 }
 

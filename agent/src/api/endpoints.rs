@@ -2,7 +2,7 @@
 //! what the CNI plugin calls to allocate addresses and create, check and
 //! delete endpoints, adapted onto the endpoint manager.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +85,7 @@ fn to_proto_endpoint(e: &Endpoint) -> v1::Endpoint {
         host_ifname: e.host_ifname.clone(),
         host_ifindex: e.host_ifindex,
         ipv4: format!("{}/32", e.ipv4),
+        ipv6: e.ipv6.map(|a| format!("{a}/128")).unwrap_or_default(),
         mac: e.mac.clone(),
         netns_cookie: e.netns_cookie,
         port_mappings: e
@@ -151,6 +152,19 @@ fn parse_ipv4(text: &str) -> Result<Ipv4Addr, Status> {
         .map_err(|_| Status::invalid_argument(format!("invalid IPv4 address {text:?}")))
 }
 
+/// Accepts "", "fd00::5" or "fd00::5/128"; empty is no address.
+fn parse_ipv6(text: &str) -> Result<Option<Ipv6Addr>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map(Some)
+        .map_err(|_| Status::invalid_argument(format!("invalid IPv6 address {text:?}")))
+}
+
 #[tonic::async_trait]
 impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
     async fn allocate(
@@ -165,6 +179,21 @@ impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
             ipv4_gateway: allocation.gateway.to_string(),
             pod_cidr: allocation.pod_cidr.to_string(),
             mtu: allocation.mtu,
+            ipv6: allocation
+                .ipv6
+                .as_ref()
+                .map(|v6| format!("{}/{}", v6.address, v6.pod_cidr.prefix()))
+                .unwrap_or_default(),
+            ipv6_gateway: allocation
+                .ipv6
+                .as_ref()
+                .map(|v6| v6.gateway.to_string())
+                .unwrap_or_default(),
+            pod_cidr_v6: allocation
+                .ipv6
+                .as_ref()
+                .map(|v6| v6.pod_cidr.to_string())
+                .unwrap_or_default(),
         }))
     }
 
@@ -191,6 +220,7 @@ impl<D: EndpointDatapath + 'static> Endpoints for EndpointsService<D> {
                 host_ifname: request.host_ifname,
                 host_ifindex,
                 ipv4: parse_ipv4(&request.ipv4)?,
+                ipv6: parse_ipv6(&request.ipv6)?,
                 mac: request.mac,
                 netns_cookie: request.netns_cookie,
                 port_mappings: port_mappings(&request.port_mappings, self.node_ip)?,

@@ -1,10 +1,13 @@
 //! Where this node's pod CIDR and address come from (`--ipam`):
-//! - `static`: `--pod-cidr` (and `--node-ip`), as the lab and the manifest
-//!   directory mode give them;
+//! - `static`: `--pod-cidr` (and `--pod-cidr-v6` on a dual-stack node,
+//!   and `--node-ip`), as the lab and the manifest directory mode give them;
 //! - `cluster-pool`: `spec.podCIDRs` of this node's `WeirNode`, assigned by
 //!   weir-operator from the cluster pool (Cilium's cluster-pool mode);
 //! - `kubernetes`: `Node.spec.podCIDRs`, assigned by kube-controller-manager
 //!   (`--allocate-node-cidrs`).
+//!
+//! In the API modes a dual-stack node's IPv6 range is the first IPv6 CIDR
+//! of the same list, assigned with the IPv4 one.
 //!
 //! Without `--node-ip`, the address is the Node's first IPv4 `InternalIP`.
 //! The agent cannot give pods addresses before it knows its CIDR, so it
@@ -13,7 +16,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
@@ -49,27 +52,54 @@ pub enum Error {
     NoNodeIp(String),
 }
 
+/// A node's pod CIDRs: IPv4, and IPv6 on a dual-stack node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodCidrs {
+    pub v4: Ipv4Network,
+    pub v6: Option<Ipv6Network>,
+}
+
+impl PodCidrs {
+    /// The IPv4 CIDR and the first IPv6 one of `cidrs`; None without an
+    /// IPv4 one.
+    fn from_list<'a>(cidrs: impl Iterator<Item = &'a IpNetwork> + Clone) -> Option<PodCidrs> {
+        Some(PodCidrs {
+            v4: cidrs.clone().find_map(|cidr| match cidr {
+                IpNetwork::V4(v4) => Some(*v4),
+                IpNetwork::V6(_) => None,
+            })?,
+            v6: cidrs.clone().find_map(|cidr| match cidr {
+                IpNetwork::V6(v6) => Some(*v6),
+                IpNetwork::V4(_) => None,
+            }),
+        })
+    }
+}
+
 /// How long between "still waiting" lines.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-/// The node's IPv4 pod CIDR, as `mode` finds it.
-pub async fn pod_cidr(
+/// The node's pod CIDRs, as `mode` finds them; `flags` are `--pod-cidr`
+/// and `--pod-cidr-v6` (static mode).
+pub async fn pod_cidrs(
     mode: IpamMode,
-    flag: Option<Ipv4Network>,
+    flags: (Option<Ipv4Network>, Option<Ipv6Network>),
     client: Option<&Client>,
     node: &str,
-) -> Result<Ipv4Network, Error> {
+) -> Result<PodCidrs, Error> {
     match (mode, client) {
-        (IpamMode::Static, _) => flag.ok_or(Error::NoStaticCidr),
+        (IpamMode::Static, _) => Ok(PodCidrs {
+            v4: flags.0.ok_or(Error::NoStaticCidr)?,
+            v6: flags.1,
+        }),
         (_, None) => Err(Error::NoKubernetes(mode)),
         (IpamMode::ClusterPool, Some(client)) => {
             let api: Api<WeirNode> = Api::all(client.clone());
             let what = format!("the pod CIDR of WeirNode {node} (assigned by weir-operator)");
-            let found = wait_for(&api, node, &what, |wn: &WeirNode| {
-                first_v4(&wn.spec.pod_cidrs)
+            wait_for(&api, node, &what, |wn: &WeirNode| {
+                PodCidrs::from_list(wn.spec.pod_cidrs.iter())
             })
-            .await?;
-            Ok(found)
+            .await
         }
         (IpamMode::Kubernetes, Some(client)) => {
             let api: Api<Node> = Api::all(client.clone());
@@ -129,21 +159,18 @@ where
     }
 }
 
-fn first_v4(cidrs: &[IpNetwork]) -> Option<Ipv4Network> {
-    cidrs.iter().find_map(|cidr| match cidr {
-        IpNetwork::V4(v4) => Some(*v4),
-        IpNetwork::V6(_) => None,
-    })
-}
-
-/// `spec.podCIDRs` (or the older single `spec.podCIDR`), first IPv4.
-fn node_pod_cidr(node: &Node) -> Option<Ipv4Network> {
+/// `spec.podCIDRs` (or the older single `spec.podCIDR`): the first IPv4
+/// and the first IPv6 one.
+fn node_pod_cidr(node: &Node) -> Option<PodCidrs> {
     let spec = node.spec.as_ref()?;
-    spec.pod_cidrs
+    let parsed: Vec<IpNetwork> = spec
+        .pod_cidrs
         .iter()
         .flatten()
         .chain(spec.pod_cidr.as_ref())
-        .find_map(|cidr| cidr.parse::<Ipv4Network>().ok())
+        .filter_map(|cidr| cidr.parse().ok())
+        .collect();
+    PodCidrs::from_list(parsed.iter())
 }
 
 fn internal_ipv4(node: &Node) -> Option<Ipv4Addr> {
@@ -175,12 +202,16 @@ mod tests {
                 {"type": "InternalIP", "address": "192.0.2.11"}
             ]}
         }));
-        assert_eq!(node_pod_cidr(&n), "10.244.1.0/24".parse().ok());
+        let dual = node_pod_cidr(&n).unwrap();
+        assert_eq!(dual.v4, "10.244.1.0/24".parse().unwrap());
+        assert_eq!(dual.v6, "fd00::/64".parse().ok());
         assert_eq!(internal_ipv4(&n), Some(Ipv4Addr::new(192, 0, 2, 11)));
         let old = node(
             serde_json::json!({"metadata": {"name": "n2"}, "spec": {"podCIDR": "10.244.2.0/24"}}),
         );
-        assert_eq!(node_pod_cidr(&old), "10.244.2.0/24".parse().ok());
+        let old_cidrs = node_pod_cidr(&old).unwrap();
+        assert_eq!(old_cidrs.v4, "10.244.2.0/24".parse().unwrap());
+        assert_eq!(old_cidrs.v6, None);
         assert_eq!(internal_ipv4(&old), None);
         let unassigned = node(serde_json::json!({"metadata": {"name": "n3"}, "spec": {}}));
         assert_eq!(node_pod_cidr(&unassigned), None);
@@ -189,18 +220,22 @@ mod tests {
     #[tokio::test]
     async fn static_mode_needs_the_flag_and_api_modes_need_the_api() {
         let cidr: Ipv4Network = "10.0.0.0/24".parse().expect("cidr");
+        let cidr6: Ipv6Network = "fd00:10::/112".parse().expect("cidr");
         assert_eq!(
-            pod_cidr(IpamMode::Static, Some(cidr), None, "n1")
+            pod_cidrs(IpamMode::Static, (Some(cidr), Some(cidr6)), None, "n1")
                 .await
                 .ok(),
-            Some(cidr)
+            Some(PodCidrs {
+                v4: cidr,
+                v6: Some(cidr6)
+            })
         );
         assert!(matches!(
-            pod_cidr(IpamMode::Static, None, None, "n1").await,
+            pod_cidrs(IpamMode::Static, (None, Some(cidr6)), None, "n1").await,
             Err(Error::NoStaticCidr)
         ));
         assert!(matches!(
-            pod_cidr(IpamMode::ClusterPool, None, None, "n1").await,
+            pod_cidrs(IpamMode::ClusterPool, (None, None), None, "n1").await,
             Err(Error::NoKubernetes(IpamMode::ClusterPool))
         ));
     }

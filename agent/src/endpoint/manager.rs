@@ -4,10 +4,10 @@
 //! unit-tested without a kernel.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use weir_abi::endpoint::NetnsOwner;
 use weir_abi::EndpointInfo;
 use weir_types::NamespacedName;
@@ -34,7 +34,7 @@ pub trait EndpointDatapath: Send {
     fn remove_orphans(&mut self) -> Result<usize, DatapathError>;
     /// Removes every connection the datapath tracks for `address` (a
     /// released pod address), so the next pod given it inherits none.
-    fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError>;
+    fn forget_address(&mut self, address: IpAddr) -> Result<(), DatapathError>;
     /// Removes the pod entries of `weir_netns_owners` whose namespace is
     /// none of `cookies` (pods deleted while no agent ran); returns how
     /// many.
@@ -79,7 +79,7 @@ impl EndpointDatapath for Datapath {
         self.remove_orphaned_pins()
     }
 
-    fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError> {
+    fn forget_address(&mut self, address: IpAddr) -> Result<(), DatapathError> {
         let forgotten = maps::forget_address(self.ebpf_mut(), address)?;
         if forgotten != maps::Forgotten::default() {
             tracing::debug!(%address, ?forgotten, "released address: its connections forgotten");
@@ -119,7 +119,7 @@ impl EndpointDatapath for SharedDatapath {
         self.lock().remove_orphans()
     }
 
-    fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError> {
+    fn forget_address(&mut self, address: IpAddr) -> Result<(), DatapathError> {
         self.lock().forget_address(address)
     }
 
@@ -142,9 +142,7 @@ pub enum BeforePolicy {
 
 impl BeforePolicy {
     fn entry(self, endpoint: &Endpoint) -> EndpointInfo {
-        let ipv4 = endpoint.ipv4.octets();
-        let closed =
-            EndpointInfo::not_ready(endpoint.id, ipv4).with_link_local(endpoint.ipv6_link_local());
+        let closed = endpoint.closed_entry();
         match self {
             BeforePolicy::Closed => closed,
             BeforePolicy::Open => EndpointInfo { flags: 0, ..closed },
@@ -177,7 +175,17 @@ pub struct Allocation {
     pub address: Ipv4Addr,
     pub gateway: Ipv4Addr,
     pub pod_cidr: Ipv4Network,
+    /// The IPv6 address of a dual-stack node's pod.
+    pub ipv6: Option<Allocation6>,
     pub mtu: u32,
+}
+
+/// The IPv6 half of a dual-stack [`Allocation`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation6 {
+    pub address: Ipv6Addr,
+    pub gateway: Ipv6Addr,
+    pub pod_cidr: Ipv6Network,
 }
 
 /// A new endpoint as the CNI plugin describes it.
@@ -189,6 +197,7 @@ pub struct NewEndpoint {
     pub host_ifname: String,
     pub host_ifindex: u32,
     pub ipv4: Ipv4Addr,
+    pub ipv6: Option<Ipv6Addr>,
     pub mac: String,
     pub netns_cookie: u64,
     pub port_mappings: Vec<PortMapping>,
@@ -278,6 +287,14 @@ impl<D: EndpointDatapath> EndpointManager<D> {
         let mut inner = self.lock();
         let mut next = inner.state.clone();
         let address = next.ipam.allocate(attachment)?;
+        let ipv6 = match &mut next.ipam6 {
+            Some(pool) => Some(Allocation6 {
+                address: pool.allocate(attachment)?,
+                gateway: pool.gateway(),
+                pod_cidr: pool.cidr(),
+            }),
+            None => None,
+        };
         if next != inner.state {
             self.store.save(&next)?;
             inner.state = next;
@@ -286,6 +303,7 @@ impl<D: EndpointDatapath> EndpointManager<D> {
             address,
             gateway: inner.state.ipam.gateway(),
             pod_cidr: inner.state.ipam.cidr(),
+            ipv6,
             mtu: self.mtu,
         })
     }
@@ -307,6 +325,19 @@ impl<D: EndpointDatapath> EndpointManager<D> {
                 ))
             }
         }
+        let allocated6 = inner
+            .state
+            .ipam6
+            .as_ref()
+            .and_then(|pool| pool.address_of(&new.attachment));
+        if new.ipv6 != allocated6 {
+            let show = |a: Option<Ipv6Addr>| a.map_or("none".to_string(), |a| a.to_string());
+            return Err(ManagerError::Invalid(format!(
+                "IPv6 address {} differs from the one allocated to this attachment ({})",
+                show(new.ipv6),
+                show(allocated6)
+            )));
+        }
         let mut next = inner.state.clone();
         let endpoint = next
             .endpoints
@@ -318,6 +349,7 @@ impl<D: EndpointDatapath> EndpointManager<D> {
                 host_ifname: new.host_ifname,
                 host_ifindex: new.host_ifindex,
                 ipv4: new.ipv4,
+                ipv6: new.ipv6,
                 mac: new.mac,
                 netns_cookie: new.netns_cookie,
                 port_mappings: new.port_mappings,
@@ -340,19 +372,24 @@ impl<D: EndpointDatapath> EndpointManager<D> {
         let mut next = inner.state.clone();
         let endpoint = next.endpoints.remove(attachment);
         let address = next.ipam.release(attachment);
+        let address6 = next
+            .ipam6
+            .as_mut()
+            .and_then(|pool| pool.release(attachment));
         // An ADD that died with an earlier agent may have left an
         // attachment this agent never recorded; its interface is gone now.
         if let Err(error) = inner.datapath.remove_orphans() {
             tracing::warn!(%error, "cannot remove orphaned attachments");
         }
-        if endpoint.is_none() && address.is_none() {
+        if endpoint.is_none() && address.is_none() && address6.is_none() {
             return Ok(false);
         }
         if let Some(endpoint) = &endpoint {
             inner.datapath.detach_pod(endpoint)?;
         }
-        if let Some(address) = address {
-            // Before the address can be handed out again.
+        // Before the addresses can be handed out again.
+        let released = address.map(IpAddr::V4).into_iter();
+        for address in released.chain(address6.map(IpAddr::V6)) {
             inner.datapath.forget_address(address)?;
         }
         self.store.save(&next)?;
@@ -386,8 +423,14 @@ impl<D: EndpointDatapath> EndpointManager<D> {
         let stale: BTreeSet<AttachmentKey> = {
             let inner = self.lock();
             let from_ipam = inner.state.ipam.allocations().map(|(_, k)| k.clone());
+            let from_ipam6 = inner
+                .state
+                .ipam6
+                .iter()
+                .flat_map(|pool| pool.allocations().map(|(_, k)| k.clone()));
             let from_endpoints = inner.state.endpoints.iter().map(|e| e.attachment.clone());
             from_ipam
+                .chain(from_ipam6)
                 .chain(from_endpoints)
                 .filter(|k| !valid.contains(k))
                 .collect()

@@ -118,6 +118,7 @@ mod tests {
             host_ifname: "lxc3".into(),
             host_ifindex: 17,
             ipv4: "10.244.0.3".parse().unwrap(),
+            ipv6: None,
             mac: "02:00:00:00:00:03".into(),
             netns_cookie: 0,
             port_mappings: Vec::new(),

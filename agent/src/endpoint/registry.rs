@@ -2,9 +2,10 @@
 //! identity data later stages key on.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
+use weir_abi::EndpointInfo;
 use weir_types::NamespacedName;
 
 use crate::endpoint::ipam::AttachmentKey;
@@ -25,6 +26,9 @@ pub struct Endpoint {
     pub host_ifname: String,
     pub host_ifindex: u32,
     pub ipv4: Ipv4Addr,
+    /// The pod's IPv6 address on a dual-stack node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     pub mac: String,
     /// `SO_NETNS_COOKIE` of the pod's namespace (0: unknown, e.g. recorded
     /// by an agent before this field): `weir_netns_owners` maps it to the
@@ -49,6 +53,20 @@ pub struct PortMapping {
 }
 
 impl Endpoint {
+    /// The pod's addresses: IPv4, then IPv6 if it has one.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> {
+        std::iter::once(IpAddr::V4(self.ipv4)).chain(self.ipv6.map(IpAddr::V6))
+    }
+
+    /// The endpoint's entry in `weir_endpoints` before its identity and
+    /// policy are known: its addresses, and closed
+    /// ([`EndpointInfo::not_ready`]).
+    pub fn closed_entry(&self) -> EndpointInfo {
+        EndpointInfo::not_ready(self.id, self.ipv4.octets())
+            .with_ipv6(self.ipv6.map_or([0; 16], |a| a.octets()))
+            .with_link_local(self.ipv6_link_local())
+    }
+
     /// The interface identifier of the pod's IPv6 link-local address: the
     /// modified EUI-64 of the MAC address the CNI plugin gave its interface
     /// (the plugin also sets `addr_gen_mode=0` there, so the kernel derives
@@ -141,6 +159,7 @@ mod tests {
             host_ifname: format!("lxc{container}"),
             host_ifindex: 7,
             ipv4: Ipv4Addr::new(10, 244, 1, last_octet),
+            ipv6: None,
             mac: "02:00:00:00:00:01".into(),
             netns_cookie: 0,
             port_mappings: Vec::new(),

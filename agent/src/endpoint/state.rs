@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint::ipam::Ipam;
+use crate::endpoint::ipam::{Ipam, Ipam6};
 use crate::endpoint::registry::Registry;
 
 const STATE_FILE: &str = "state.json";
@@ -17,6 +17,9 @@ const STATE_FILE: &str = "state.json";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeState {
     pub ipam: Ipam,
+    /// The IPv6 pool of a dual-stack node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam6: Option<Ipam6>,
     pub endpoints: Registry,
 }
 
@@ -62,30 +65,49 @@ impl StateStore {
         self.dir.join(STATE_FILE)
     }
 
-    /// The saved state, or a fresh one for `ipam` if there is none.
-    pub fn load_or(&self, ipam: Ipam) -> Result<NodeState, StateError> {
+    /// The saved state, or a fresh one for `ipam` (and `ipam6` on a
+    /// dual-stack node) if there is none. A node that becomes dual-stack
+    /// keeps its IPv4 state and starts an empty IPv6 pool; one whose pod
+    /// CIDRs changed otherwise (or that drops IPv6 while it holds IPv6
+    /// state) is refused: its pods' addresses would be outside them.
+    pub fn load_or(&self, ipam: Ipam, ipam6: Option<Ipam6>) -> Result<NodeState, StateError> {
         let path = self.path();
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(NodeState {
                     ipam,
+                    ipam6,
                     endpoints: Registry::default(),
                 })
             }
             Err(source) => return Err(StateError::Io { path, source }),
         };
-        let state: NodeState =
+        let mut state: NodeState =
             serde_json::from_str(&text).map_err(|source| StateError::Corrupt {
                 path: path.clone(),
                 source,
             })?;
+        let changed = |found: String, configured: String| StateError::CidrChanged {
+            path: path.clone(),
+            found,
+            configured,
+        };
         if state.ipam.cidr() != ipam.cidr() {
-            return Err(StateError::CidrChanged {
-                path,
-                found: state.ipam.cidr().to_string(),
-                configured: ipam.cidr().to_string(),
-            });
+            return Err(changed(
+                state.ipam.cidr().to_string(),
+                ipam.cidr().to_string(),
+            ));
+        }
+        let cidr6 = |pool: &Option<Ipam6>| {
+            pool.as_ref()
+                .map_or("no IPv6 pod CIDR".to_string(), |p| p.cidr().to_string())
+        };
+        match (&state.ipam6, &ipam6) {
+            (Some(found), Some(configured)) if found.cidr() == configured.cidr() => {}
+            (None, Some(_)) => state.ipam6 = ipam6,
+            (None, None) => {}
+            _ => return Err(changed(cidr6(&state.ipam6), cidr6(&ipam6))),
         }
         Ok(state)
     }
@@ -126,7 +148,7 @@ mod tests {
         let dir = temp_dir();
         let store = StateStore::new(&dir).unwrap();
         let mut state = store
-            .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap())
+            .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap(), None)
             .unwrap();
         let key = AttachmentKey {
             container_id: "c1".into(),
@@ -135,7 +157,7 @@ mod tests {
         state.ipam.allocate(&key).unwrap();
         store.save(&state).unwrap();
         let loaded = store
-            .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap())
+            .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap(), None)
             .unwrap();
         assert_eq!(loaded, state);
         let _ = fs::remove_dir_all(&dir);
@@ -146,13 +168,38 @@ mod tests {
         let dir = temp_dir();
         let store = StateStore::new(&dir).unwrap();
         let state = store
-            .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap())
+            .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap(), None)
             .unwrap();
         store.save(&state).unwrap();
         let err = store
-            .load_or(Ipam::new("10.244.2.0/24".parse().unwrap()).unwrap())
+            .load_or(Ipam::new("10.244.2.0/24".parse().unwrap()).unwrap(), None)
             .unwrap_err();
         assert!(matches!(err, StateError::CidrChanged { .. }), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_node_becomes_dual_stack_but_never_loses_its_ipv6_pool_silently() {
+        let dir = temp_dir();
+        let store = StateStore::new(&dir).unwrap();
+        let v4 = || Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap();
+        let v6 = |cidr: &str| Some(Ipam6::new(cidr.parse().unwrap()).unwrap());
+        let mut state = store.load_or(v4(), None).unwrap();
+        let key = AttachmentKey {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        };
+        state.ipam.allocate(&key).unwrap();
+        store.save(&state).unwrap();
+        // IPv4-only state, IPv6 configured: the IPv4 allocations stay.
+        let dual = store.load_or(v4(), v6("fd00:10:244:1::/112")).unwrap();
+        assert_eq!(dual.ipam, state.ipam);
+        assert!(dual.ipam6.is_some());
+        store.save(&dual).unwrap();
+        for changed in [None, v6("fd00:10:244:2::/112")] {
+            let err = store.load_or(v4(), changed).unwrap_err();
+            assert!(matches!(err, StateError::CidrChanged { .. }), "{err}");
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -162,7 +209,7 @@ mod tests {
         let store = StateStore::new(&dir).unwrap();
         fs::write(dir.join(STATE_FILE), b"{ not json").unwrap();
         let err = store
-            .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap())
+            .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap(), None)
             .unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
         let _ = fs::remove_dir_all(&dir);

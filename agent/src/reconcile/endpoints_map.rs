@@ -145,8 +145,7 @@ fn desired_entry(
     flags: impl FnOnce() -> u8,
     synced: bool,
 ) -> EndpointInfo {
-    let closed = EndpointInfo::not_ready(endpoint.id, endpoint.ipv4.octets())
-        .with_link_local(endpoint.ipv6_link_local());
+    let closed = endpoint.closed_entry();
     match identity {
         Some(identity) if identity != weir_abi::identity::INIT && synced => EndpointInfo {
             flags: flags(),

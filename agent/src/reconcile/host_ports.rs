@@ -113,6 +113,7 @@ mod tests {
             host_ifname: format!("lxc{name}"),
             host_ifindex: u32::from(last),
             ipv4: std::net::Ipv4Addr::new(10, 244, 1, last),
+            ipv6: None,
             mac: "02:00:00:00:00:01".into(),
             netns_cookie: 0,
             port_mappings: mappings

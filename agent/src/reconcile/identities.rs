@@ -169,24 +169,26 @@ impl IdentitySync {
         Ok(allocated?)
     }
 
-    /// Publishes an endpoint record for every local endpoint with an
-    /// identity and withdraws the records of the rest.
+    /// Publishes an endpoint record for every address of every local
+    /// endpoint with an identity and withdraws the records of the rest.
     pub async fn publish(&mut self, endpoints: &[Endpoint]) -> anyhow::Result<()> {
         let mut wanted = BTreeMap::new();
         for endpoint in endpoints {
             let Some(held) = self.held.get(&endpoint.attachment) else {
                 continue;
             };
-            wanted.insert(
-                IpAddr::V4(endpoint.ipv4),
-                EndpointRecord {
-                    identity: held.id,
-                    node: self.node_name.clone(),
-                    node_ip: self.node_ip,
-                    namespace: endpoint.pod.namespace.clone(),
-                    pod: endpoint.pod.name.clone(),
-                },
-            );
+            let record = EndpointRecord {
+                identity: held.id,
+                node: self.node_name.clone(),
+                node_ip: self.node_ip,
+                namespace: endpoint.pod.namespace.clone(),
+                pod: endpoint.pod.name.clone(),
+            };
+            // One record per address: a dual-stack pod is two ipcache
+            // entries of one identity.
+            for address in endpoint.addresses() {
+                wanted.insert(address, record.clone());
+            }
         }
         for (ip, record) in &wanted {
             if self.published.get(ip) != Some(record) {

@@ -149,6 +149,7 @@ mod tests {
             name: name.into(),
             ip: ip.parse().unwrap(),
             pod_cidr: cidr.parse().unwrap(),
+            pod_cidr_v6: None,
         }
     }
 

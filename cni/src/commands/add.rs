@@ -11,7 +11,7 @@ use crate::attachment::Attachment;
 use crate::error::CniError;
 use crate::request::AddRequest;
 use crate::result::AddResult;
-use crate::veth::{self, PodNetworkSpec};
+use crate::veth::{self, PodIpv6, PodNetworkSpec};
 use crate::{netlink, netns};
 
 pub async fn add(request: AddRequest) -> Result<Value, CniError> {
@@ -38,6 +38,7 @@ pub async fn add(request: AddRequest) -> Result<Value, CniError> {
         container_id = %attachment.container_id,
         ifname = %attachment.ifname,
         address = %allocation.address,
+        ipv6 = allocation.ipv6.map(|ipv6| tracing::field::display(ipv6.address)),
         "allocated"
     );
 
@@ -49,6 +50,10 @@ pub async fn add(request: AddRequest) -> Result<Value, CniError> {
         mtu: allocation.mtu.unwrap_or(config.mtu),
         pod_ip: allocation.address.ip(),
         gateway: allocation.gateway,
+        ipv6: allocation.ipv6.map(|ipv6| PodIpv6 {
+            address: ipv6.address.ip(),
+            gateway: ipv6.gateway,
+        }),
     };
     let network = match veth::setup(&host, &pod_netns, &spec).await {
         Ok(network) => network,
@@ -64,6 +69,7 @@ pub async fn add(request: AddRequest) -> Result<Value, CniError> {
         netns: netns_path.clone(),
         host_ifname: spec.host_ifname.clone(),
         pod_ip: spec.pod_ip,
+        pod_ipv6: spec.ipv6.map(|ipv6| ipv6.address),
         pod_mac: spec.pod_mac,
         netns_cookie: network.netns_cookie,
         port_mappings: config.port_mappings.clone(),
@@ -92,6 +98,7 @@ pub async fn add(request: AddRequest) -> Result<Value, CniError> {
         sandbox: netns_path.to_string_lossy().into_owned(),
         pod_ip: spec.pod_ip,
         gateway: spec.gateway,
+        ipv6: spec.ipv6,
         mtu: spec.mtu,
     }
     .to_json(config.cni_version))

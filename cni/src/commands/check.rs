@@ -2,6 +2,10 @@
 //! still has its endpoint. Routes are not checked: later plugins in a chain
 //! may change them.
 
+use std::net::Ipv6Addr;
+
+use weir_agent_api::v1;
+
 use super::netns_unusable;
 use crate::agent::AgentClient;
 use crate::error::{CniError, ErrorCode};
@@ -73,5 +77,48 @@ pub async fn check(request: CheckRequest) -> Result<(), CniError> {
             )));
         }
     }
+    for address in &expected.ipv6 {
+        if !pod_end.ipv6.iter().any(|(present, _)| present == address) {
+            return Err(failed(format!(
+                "interface {} lacks address {address}",
+                expected.name
+            ))
+            .with_details(format!("present: {:?}", pod_end.ipv6)));
+        }
+        // Parsed, not compared as text: IPv6 has many spellings.
+        if endpoint_ipv6(&endpoint) != Some(*address) {
+            return Err(failed(format!(
+                "the Weir agent's endpoint has address {:?}, prevResult says {address}",
+                endpoint.ipv6
+            )));
+        }
+    }
     Ok(())
+}
+
+/// The endpoint's IPv6 address without its prefix; `None` if it has none.
+fn endpoint_ipv6(endpoint: &v1::Endpoint) -> Option<Ipv6Addr> {
+    endpoint.ipv6.split('/').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_ipv6_address_is_read_with_or_without_prefix() {
+        let address: Ipv6Addr = "fd00:10:244:1::5".parse().unwrap();
+        for text in [
+            "fd00:10:244:1::5/128",
+            "fd00:10:244:1::5",
+            "fd00:10:244:1:0:0:0:5/128",
+        ] {
+            let endpoint = v1::Endpoint {
+                ipv6: text.into(),
+                ..Default::default()
+            };
+            assert_eq!(endpoint_ipv6(&endpoint), Some(address), "{text}");
+        }
+        assert_eq!(endpoint_ipv6(&v1::Endpoint::default()), None);
+    }
 }

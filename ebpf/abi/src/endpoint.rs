@@ -27,9 +27,9 @@ pub struct EndpointInfo {
     /// The pod's IPv4 address (network order); from-pod packets with another
     /// IPv4 source are dropped.
     pub ipv4: [u8; 4],
-    /// The pod's IPv6 address, all zero when it has none (pods are IPv4
-    /// only today). From-pod IPv6 packets must come from it, from the
-    /// link-local address below, or (ICMPv6 only) from `::`.
+    /// The pod's IPv6 address (dual stack), all zero when it has none.
+    /// From-pod IPv6 packets must come from it, from the link-local
+    /// address below, or (ICMPv6 only) from `::`.
     pub ipv6: [u8; 16],
     /// The interface identifier (low 64 bits) of the pod's link-local
     /// address `fe80::/64`: the modified EUI-64 of the MAC address the CNI
@@ -84,6 +84,11 @@ impl EndpointInfo {
             ipv6: [0; 16],
             ipv6_link_local: [0; 8],
         }
+    }
+
+    /// The same entry for a pod with IPv6 address `ipv6` (all zero: none).
+    pub const fn with_ipv6(self, ipv6: [u8; 16]) -> EndpointInfo {
+        EndpointInfo { ipv6, ..self }
     }
 
     /// The same entry accepting IPv6 link-local sources with interface

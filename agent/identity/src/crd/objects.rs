@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ipnetwork::IpNetwork;
 use kube::api::ObjectMeta;
 use kube::ResourceExt;
 use weir_abi::identity::is_cluster;
@@ -173,13 +174,14 @@ pub fn node_spec(node: &NodeRecord) -> WeirNodeSpec {
             address_type: NodeAddressType::InternalIP,
             ip: node.ip,
         }],
-        pod_cidrs: vec![node.pod_cidr],
+        pod_cidrs: node.pod_cidrs().collect(),
     }
 }
 
 /// The node record of a `WeirNode`: its first internal address (else its
-/// first) and its first pod CIDR. None while it lacks either (the operator
-/// has not assigned a CIDR yet).
+/// first), its first pod CIDR and, on a dual-stack node, its first IPv6 pod
+/// CIDR after that. None while it lacks either (the operator has not
+/// assigned a CIDR yet).
 pub fn node_record(object: &WeirNode) -> Option<NodeRecord> {
     let spec = &object.spec;
     let ip = spec
@@ -188,10 +190,16 @@ pub fn node_record(object: &WeirNode) -> Option<NodeRecord> {
         .find(|a| a.address_type == NodeAddressType::InternalIP)
         .or_else(|| spec.addresses.first())?
         .ip;
+    let pod_cidr = *spec.pod_cidrs.first()?;
+    let pod_cidr_v6 = match pod_cidr {
+        IpNetwork::V4(_) => spec.pod_cidrs.iter().copied().find(IpNetwork::is_ipv6),
+        IpNetwork::V6(_) => None,
+    };
     Some(NodeRecord {
         name: object.name_any(),
         ip,
-        pod_cidr: *spec.pod_cidrs.first()?,
+        pod_cidr,
+        pod_cidr_v6,
     })
 }
 

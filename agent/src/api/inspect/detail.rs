@@ -78,7 +78,7 @@ pub fn endpoint_detail(
         pod: endpoint.pod.name.clone(),
         labels,
         identity,
-        addresses: vec![endpoint.ipv4.to_string()],
+        addresses: endpoint.addresses().map(|a| a.to_string()).collect(),
         ifindex: endpoint.host_ifindex,
         interface: endpoint.host_ifname.clone(),
         mac: endpoint.mac.clone(),

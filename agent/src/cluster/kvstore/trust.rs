@@ -66,12 +66,21 @@ pub fn check_node(node: &NodeRecord) -> Result<(), Refusal> {
     if !usable_address(node.ip) {
         return Err(Refusal::BadNodeAddress(node.ip));
     }
-    let widest = match node.pod_cidr {
-        ipnetwork::IpNetwork::V4(_) => WIDEST_POD_CIDR_V4,
-        ipnetwork::IpNetwork::V6(_) => WIDEST_POD_CIDR_V6,
-    };
-    if node.pod_cidr.prefix() < widest || node.pod_cidr.contains(node.ip) {
-        return Err(Refusal::BadPodCidr(node.pod_cidr));
+    for cidr in node.pod_cidrs() {
+        let widest = match cidr {
+            ipnetwork::IpNetwork::V4(_) => WIDEST_POD_CIDR_V4,
+            ipnetwork::IpNetwork::V6(_) => WIDEST_POD_CIDR_V6,
+        };
+        if cidr.prefix() < widest || cidr.contains(node.ip) {
+            return Err(Refusal::BadPodCidr(cidr));
+        }
+    }
+    // The second range is the IPv6 one of a dual-stack node.
+    if let Some(cidr) = node
+        .pod_cidr_v6
+        .filter(|c| !c.is_ipv6() || !node.pod_cidr.is_ipv4())
+    {
+        return Err(Refusal::BadPodCidr(cidr));
     }
     Ok(())
 }
@@ -86,11 +95,16 @@ pub fn check_endpoint(
         return Err(Refusal::NotClusterIdentity(record.identity));
     }
     if let Some(node) = node {
-        if !node.pod_cidr.contains(address) {
+        if !node.pod_cidrs().any(|cidr| cidr.contains(address)) {
+            // The node's range of the address's family, if it has one.
+            let cidr = node
+                .pod_cidrs()
+                .find(|cidr| cidr.is_ipv4() == address.is_ipv4())
+                .unwrap_or(node.pod_cidr);
             return Err(Refusal::OutsideNodeCidr {
                 address,
                 node: node.name.clone(),
-                cidr: node.pod_cidr,
+                cidr,
             });
         }
         if record.node_ip != node.ip {
@@ -113,6 +127,7 @@ mod tests {
             name: name.into(),
             ip: ip.parse().unwrap(),
             pod_cidr: cidr.parse().unwrap(),
+            pod_cidr_v6: None,
         }
     }
 
@@ -177,5 +192,31 @@ mod tests {
         ));
         // Node not known yet: only the identity is checked now.
         assert!(check_endpoint(address, &endpoint(300, "n1", "10.77.0.11"), None).is_ok());
+    }
+
+    #[test]
+    fn a_dual_stack_nodes_ipv6_range_holds_its_pods_ipv6_addresses() {
+        let dual = |v6: &str| NodeRecord {
+            pod_cidr_v6: Some(v6.parse().unwrap()),
+            ..node("n1", "10.77.0.11", "10.244.1.0/24")
+        };
+        let n1 = dual("fd00:10:244:1::/112");
+        assert!(check_node(&n1).is_ok());
+        let record = endpoint(300, "n1", "10.77.0.11");
+        let own: IpAddr = "fd00:10:244:1::5".parse().unwrap();
+        assert!(check_endpoint(own, &record, Some(&n1)).is_ok());
+        let other: IpAddr = "fd00:10:244:2::5".parse().unwrap();
+        assert_eq!(
+            check_endpoint(other, &record, Some(&n1)),
+            Err(Refusal::OutsideNodeCidr {
+                address: other,
+                node: "n1".into(),
+                cidr: "fd00:10:244:1::/112".parse().unwrap(),
+            })
+        );
+        // Too wide, or not IPv6.
+        for cidr in ["fd00::/32", "10.245.0.0/24"] {
+            assert!(check_node(&dual(cidr)).is_err(), "{cidr}");
+        }
     }
 }

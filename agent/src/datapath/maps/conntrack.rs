@@ -2,11 +2,11 @@
 //! the LRUs of tracked connections, read for inspection and
 //! garbage-collected by the agent (an LRU only evicts under pressure).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use aya::Ebpf;
 use weir_abi::ip_proto;
-use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::ipcache::{FAMILY_IPV4, FAMILY_IPV6};
 use weir_abi::lb::Lb4AffinityKey;
 use weir_abi::{map_names, CtEntry, CtKey};
 
@@ -87,18 +87,26 @@ pub struct Forgotten {
 /// entry of `address` (as either end): a released pod address must not
 /// carry the old pod's connections over to the next pod given it, past
 /// that pod's ingress policy (issue 16 item 5).
-pub fn forget_address(ebpf: &mut Ebpf, address: Ipv4Addr) -> Result<Forgotten, TableError> {
-    let octets = address.octets();
-    let is = |bytes: &[u8]| bytes.get(..4) == Some(&octets[..]);
+pub fn forget_address(ebpf: &mut Ebpf, address: IpAddr) -> Result<Forgotten, TableError> {
+    let (family, octets) = match address {
+        IpAddr::V4(v4) => (FAMILY_IPV4, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (FAMILY_IPV6, v6.octets().to_vec()),
+    };
+    let is = |bytes: &[u8]| bytes.get(..octets.len()) == Some(&octets[..]);
     let conntrack_keys: Vec<CtKey> = conntrack(ebpf)?
         .into_iter()
-        .filter(|(key, _)| key.family == FAMILY_IPV4 && (is(&key.saddr) || is(&key.daddr)))
+        .filter(|(key, _)| key.family == family && (is(&key.saddr) || is(&key.daddr)))
         .map(|(key, _)| key)
         .collect();
     let mut forgotten = Forgotten {
         conntrack: remove_entries(ebpf, &conntrack_keys)?,
         ..Forgotten::default()
     };
+    // Service NAT and affinity are IPv4 only.
+    let IpAddr::V4(address) = address else {
+        return Ok(forgotten);
+    };
+    let octets = address.octets();
     let nat_keys: Vec<_> = super::lb::nat_entries(ebpf)?
         .into_iter()
         .filter(|(key, _)| key.saddr == octets || key.daddr == octets)

@@ -137,3 +137,51 @@ fn restore_checks_range_and_conflicts() {
         Ipv4Addr::new(10, 244, 1, 2)
     );
 }
+
+fn ipam6(cidr: &str) -> Ipam6 {
+    Ipam6::new(cidr.parse().unwrap()).unwrap()
+}
+
+#[test]
+fn ipv6_hands_out_addresses_after_the_gateway_up_to_the_last_one() {
+    // No broadcast in IPv6: the CIDR's last address is a pod's.
+    let mut ipam = ipam6("fd00:10:244:1::/126");
+    assert_eq!(
+        ipam.gateway(),
+        "fd00:10:244:1::1".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(ipam.capacity(), 2);
+    let got: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|k| ipam.allocate(&key(k)).unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["fd00:10:244:1::2", "fd00:10:244:1::3"]);
+    assert!(matches!(
+        ipam.allocate(&key("c")),
+        Err(IpamError::Exhausted { .. })
+    ));
+}
+
+#[test]
+fn ipv6_pools_of_any_size_count_and_rotate() {
+    let mut ipam = ipam6("fd00:10:244:1::77/64");
+    assert_eq!(ipam.cidr().to_string(), "fd00:10:244:1::/64");
+    assert_eq!(ipam.capacity(), u64::MAX - 1, "2^64 - 2 addresses");
+    assert_eq!(ipam6("fd00::/48").capacity(), u64::MAX, "saturated");
+    let a = ipam.allocate(&key("a")).unwrap();
+    ipam.allocate(&key("b")).unwrap();
+    ipam.release(&key("a"));
+    let c = ipam.allocate(&key("c")).unwrap();
+    assert_eq!(c.to_string(), "fd00:10:244:1::4");
+    assert_ne!(c, a, "the released address is not handed out next");
+    assert!(Ipam6::new("fd00::/127".parse().unwrap()).is_err());
+}
+
+#[test]
+fn ipv6_state_round_trips_through_json() {
+    let mut ipam = ipam6("fd00:10:244:1::/112");
+    ipam.allocate(&key("a")).unwrap();
+    let json = serde_json::to_string(&ipam).unwrap();
+    assert!(json.contains("\"fd00:10:244:1::/112\""), "{json}");
+    assert_eq!(serde_json::from_str::<Ipam6>(&json).unwrap(), ipam);
+}

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::*;
-use crate::endpoint::ipam::Ipam;
+use crate::endpoint::ipam::{Ipam, Ipam6};
 
 /// Records attachments instead of touching the kernel; the kernel side is
 /// covered by the datapath and lab suites.
@@ -10,7 +10,7 @@ use crate::endpoint::ipam::Ipam;
 struct RecordingDatapath {
     attached: BTreeSet<String>,
     fail_attach: bool,
-    forgotten: Vec<Ipv4Addr>,
+    forgotten: Vec<IpAddr>,
 }
 
 impl EndpointDatapath for RecordingDatapath {
@@ -38,7 +38,7 @@ impl EndpointDatapath for RecordingDatapath {
         Ok(0)
     }
 
-    fn forget_address(&mut self, address: Ipv4Addr) -> Result<(), DatapathError> {
+    fn forget_address(&mut self, address: IpAddr) -> Result<(), DatapathError> {
         self.forgotten.push(address);
         Ok(())
     }
@@ -63,11 +63,16 @@ impl Drop for Fixture {
 }
 
 fn fixture(name: &str, cidr: &str) -> Fixture {
+    dual_stack_fixture(name, cidr, None)
+}
+
+fn dual_stack_fixture(name: &str, cidr: &str, cidr6: Option<&str>) -> Fixture {
     let dir = std::env::temp_dir().join(format!("weir-agent-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = StateStore::new(&dir).unwrap();
+    let ipam6 = cidr6.map(|c| Ipam6::new(c.parse().unwrap()).unwrap());
     let state = store
-        .load_or(Ipam::new(cidr.parse().unwrap()).unwrap())
+        .load_or(Ipam::new(cidr.parse().unwrap()).unwrap(), ipam6)
         .unwrap();
     let agent = EndpointManager::new(
         "n1".into(),
@@ -94,6 +99,7 @@ fn new_endpoint(id: &str, ipv4: Ipv4Addr) -> NewEndpoint {
         host_ifname: format!("lxc{id}"),
         host_ifindex: 9,
         ipv4,
+        ipv6: None,
         mac: "02:00:00:00:00:01".into(),
         netns_cookie: 0,
         port_mappings: Vec::new(),
@@ -116,7 +122,10 @@ fn allocate_then_create_then_delete() {
     assert!(!f.agent.delete_endpoint(&key("a")).unwrap(), "DEL twice");
     assert!(f.agent.lock().datapath.attached.is_empty());
     // The released address's connections are forgotten (once).
-    assert_eq!(f.agent.lock().datapath.forgotten, [allocation.address]);
+    assert_eq!(
+        f.agent.lock().datapath.forgotten,
+        [IpAddr::V4(allocation.address)]
+    );
     assert_eq!(f.agent.status().addresses_free, 253);
 }
 
@@ -158,7 +167,7 @@ fn state_survives_a_restart() {
         .unwrap();
     let store = StateStore::new(&f.dir).unwrap();
     let state = store
-        .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap())
+        .load_or(Ipam::new("10.244.1.0/24".parse().unwrap()).unwrap(), None)
         .unwrap();
     let restarted = EndpointManager::new(
         "n1".into(),
@@ -199,4 +208,40 @@ fn exhaustion_is_reported() {
     let err = f.agent.allocate(&key("b")).unwrap_err();
     assert!(err.to_string().contains("exhausted"), "{err}");
     assert_eq!(f.agent.status().addresses_free, 0);
+}
+
+#[test]
+fn a_dual_stack_node_gives_each_pod_both_addresses_and_takes_both_back() {
+    let f = dual_stack_fixture("dual", "10.244.1.0/24", Some("fd00:10:244:1::/112"));
+    let allocation = f.agent.allocate(&key("a")).unwrap();
+    let v6 = allocation.ipv6.clone().expect("an IPv6 address");
+    assert_eq!(v6.address.to_string(), "fd00:10:244:1::2");
+    assert_eq!(v6.gateway.to_string(), "fd00:10:244:1::1");
+    assert_eq!(v6.pod_cidr.to_string(), "fd00:10:244:1::/112");
+    // Both addresses of the allocation, or the endpoint is refused.
+    for wrong in [None, Some("fd00:10:244:1::9".parse().unwrap())] {
+        let endpoint = NewEndpoint {
+            ipv6: wrong,
+            ..new_endpoint("a", allocation.address)
+        };
+        let err = f.agent.create_endpoint(endpoint).unwrap_err();
+        assert!(matches!(err, ManagerError::Invalid(_)), "{err}");
+    }
+    let endpoint = f
+        .agent
+        .create_endpoint(NewEndpoint {
+            ipv6: Some(v6.address),
+            ..new_endpoint("a", allocation.address)
+        })
+        .unwrap();
+    assert_eq!(endpoint.ipv6, Some(v6.address));
+    assert_eq!(endpoint.closed_entry().ipv6, v6.address.octets());
+    assert!(f.agent.delete_endpoint(&key("a")).unwrap());
+    assert_eq!(
+        f.agent.lock().datapath.forgotten,
+        [IpAddr::V4(allocation.address), IpAddr::V6(v6.address)]
+    );
+    // The IPv6 address comes back last, as the IPv4 one does.
+    let next = f.agent.allocate(&key("b")).unwrap();
+    assert_eq!(next.ipv6.unwrap().address.to_string(), "fd00:10:244:1::3");
 }

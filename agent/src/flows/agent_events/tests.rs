@@ -18,6 +18,7 @@ fn endpoint(id: u16, pod: &str, last_octet: u8) -> Endpoint {
         host_ifname: format!("lxc{pod}"),
         host_ifindex: 7,
         ipv4: Ipv4Addr::new(10, 244, 1, last_octet),
+        ipv6: None,
         mac: String::new(),
         netns_cookie: 0,
         port_mappings: Vec::new(),

@@ -75,6 +75,7 @@ fn a_node_round_trips_and_one_without_a_cidr_is_not_a_record() {
         name: "node-a".into(),
         ip: "192.168.50.2".parse().unwrap(),
         pod_cidr: "10.0.1.0/24".parse().unwrap(),
+        pod_cidr_v6: None,
     };
     let mut object = WeirNode::new("node-a", node_spec(&node));
     assert_eq!(node_record(&object), Some(node));

@@ -19,6 +19,7 @@ fn endpoint(id: u16, namespace: &str, name: &str) -> Endpoint {
         host_ifname: format!("lxc{id}"),
         host_ifindex: 40 + u32::from(id),
         ipv4: Ipv4Addr::new(10, 244, 1, id as u8),
+        ipv6: None,
         mac: "02:00:00:00:00:01".into(),
         netns_cookie: 0,
         port_mappings: Vec::new(),
