@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{info, warn};
@@ -45,6 +45,15 @@ struct Args {
     /// The prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     cluster_pool_ipv4_mask_size: u8,
+    /// The IPv6 pool of a dual-stack cluster: with it, every node gets a
+    /// block of each family (IPv4 first in `spec.podCIDRs`); IPv4 only
+    /// without.
+    #[arg(long)]
+    cluster_pool_ipv6_cidr: Option<Ipv6Network>,
+    /// The prefix length of each node's IPv6 pod CIDR (pool prefix ..= 126).
+    /// 112 gives a node 65,536 addresses; Cilium's default is 120.
+    #[arg(long, default_value_t = 112)]
+    cluster_pool_ipv6_mask_size: u8,
     /// Addresses for `type: LoadBalancer` Services (LB IPAM; off without).
     #[arg(long)]
     lb_ipam_pool: Option<Ipv4Network>,
@@ -87,11 +96,7 @@ async fn main() -> Result<()> {
     if args.lease_renew_before_s >= args.lease_duration_s {
         bail!("--lease-renew-before-s must be shorter than --lease-duration-s");
     }
-    let pool = ipam::ClusterPool::new(
-        args.cluster_pool_ipv4_cidr,
-        args.cluster_pool_ipv4_mask_size,
-    )
-    .context("cluster pool")?;
+    let pools = cluster_pools(&args)?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let lease_namespace = args
         .lease_namespace
@@ -137,7 +142,7 @@ async fn main() -> Result<()> {
                 if *leading.borrow_and_update() {
                     info!(%identity, "leading: starting the controllers");
                     metrics.leader.set(1);
-                    controllers = start_controllers(&client, &pool, &args, &metrics, &identity);
+                    controllers = start_controllers(&client, &pools, &args, &metrics, &identity);
                 } else if !controllers.is_empty() {
                     // Another replica may act from now on: stop at once.
                     metrics.leader.set(0);
@@ -164,7 +169,7 @@ async fn main() -> Result<()> {
 
 fn start_controllers(
     client: &Client,
-    pool: &ipam::ClusterPool,
+    pools: &ipam::Pools,
     args: &Args,
     metrics: &metrics::Metrics,
     identity: &str,
@@ -172,7 +177,7 @@ fn start_controllers(
     let events = events::Events::new(client.clone(), "weir-operator", identity);
     let cidrs = ipam::controller::NodeCidrs::new(
         client.clone(),
-        pool.clone(),
+        pools.clone(),
         metrics.clone(),
         events.clone(),
     );
@@ -212,6 +217,20 @@ fn start_controllers(
     tasks
 }
 
+fn cluster_pools(args: &Args) -> Result<ipam::Pools> {
+    let v4 = ipam::ClusterPool::new(
+        args.cluster_pool_ipv4_cidr,
+        args.cluster_pool_ipv4_mask_size,
+    )
+    .context("cluster pool")?;
+    let v6 = args
+        .cluster_pool_ipv6_cidr
+        .map(|pool| ipam::ClusterPool::new(pool, args.cluster_pool_ipv6_mask_size))
+        .transpose()
+        .context("IPv6 cluster pool")?;
+    Ok(ipam::Pools { v4, v6 })
+}
+
 fn default_identity() -> String {
     std::env::var("POD_NAME").unwrap_or_else(|_| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -232,4 +251,42 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
         None => kube::Config::infer().await?,
     };
     Ok(Client::try_from(config)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("weir-operator").chain(args.iter().copied()))
+            .expect("arguments")
+    }
+
+    #[test]
+    fn the_ipv6_pool_is_off_unless_given() {
+        let pools = cluster_pools(&parse(&[])).expect("pools");
+        assert_eq!(pools.v4.pool().to_string(), "10.244.0.0/16");
+        assert!(pools.v6.is_none());
+        let args = parse(&["--cluster-pool-ipv6-cidr", "fd00:10:244::/56"]);
+        assert_eq!(args.cluster_pool_ipv6_mask_size, 112);
+        let v6 = cluster_pools(&args)
+            .expect("pools")
+            .v6
+            .expect("an IPv6 pool");
+        assert_eq!(v6.pool().to_string(), "fd00:10:244::/56");
+        assert_eq!(v6.capacity(), 1 << 56);
+    }
+
+    #[test]
+    fn a_bad_ipv6_mask_is_refused_at_start() {
+        let args = parse(&[
+            "--cluster-pool-ipv6-cidr=fd00::/56",
+            "--cluster-pool-ipv6-mask-size=127",
+        ]);
+        let error = cluster_pools(&args).expect_err("mask too long");
+        assert!(
+            format!("{error:#}").contains("IPv6 cluster pool"),
+            "{error:#}"
+        );
+    }
 }

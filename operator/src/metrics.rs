@@ -1,9 +1,12 @@
 //! The operator's Prometheus metrics (`weir_operator_*`).
 
+use ipnetwork::Ipv4Network;
 use prometheus::{
     exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
+
+use crate::ipam::Family;
 
 /// Every metric, registered in one registry.
 #[derive(Clone)]
@@ -11,10 +14,14 @@ pub struct Metrics {
     pub registry: Registry,
     /// 1 while this replica holds the lease.
     pub leader: IntGauge,
-    /// Pool blocks: `state` = assigned | capacity.
+    /// The IPv4 pool's blocks: `state` = assigned | capacity (the series
+    /// of before dual stack, kept as they were).
     pub ipam_blocks: IntGaugeVec,
-    /// Nodes that could not get a pod CIDR because the pool was exhausted.
-    pub ipam_exhausted: IntCounter,
+    /// Each pool's blocks: `family` = ipv4 | ipv6, `state` = assigned | capacity.
+    pub ipam_pool_blocks: IntGaugeVec,
+    /// Nodes that could not get a pod CIDR because a pool was exhausted, by
+    /// the `family` of that pool.
+    pub ipam_exhausted: IntCounterVec,
     /// LB IPAM addresses: `state` = assigned | capacity.
     pub lb_ipam_addresses: IntGaugeVec,
     /// Services refused an LB address because the pool was exhausted.
@@ -39,14 +46,28 @@ impl Metrics {
         let ipam_blocks = IntGaugeVec::new(
             Opts::new(
                 "weir_operator_ipam_blocks",
-                "Pod CIDR blocks of the cluster pool, by state (assigned, capacity)",
+                "Pod CIDR blocks of the IPv4 cluster pool, by state (assigned, capacity)",
             ),
             &["state"],
         )?;
-        let ipam_exhausted = IntCounter::new(
-            "weir_operator_ipam_exhausted_total",
-            "Nodes refused a pod CIDR because the cluster pool was exhausted",
+        let ipam_pool_blocks = IntGaugeVec::new(
+            Opts::new(
+                "weir_operator_ipam_pool_blocks",
+                "Pod CIDR blocks of each cluster pool, by family (ipv4, ipv6) and state \
+                 (assigned, capacity)",
+            ),
+            &["family", "state"],
         )?;
+        let ipam_exhausted = IntCounterVec::new(
+            Opts::new(
+                "weir_operator_ipam_exhausted_total",
+                "Nodes refused a pod CIDR because a cluster pool was exhausted, by family",
+            ),
+            &["family"],
+        )?;
+        // There is always an IPv4 pool: its series exists (at 0) from the
+        // start, as the counter did before it had a label.
+        ipam_exhausted.with_label_values(&[Ipv4Network::NAME]);
         let lb_ipam_addresses = IntGaugeVec::new(
             Opts::new(
                 "weir_operator_lb_ipam_addresses",
@@ -86,6 +107,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(ipam_blocks.clone()))?;
+        registry.register(Box::new(ipam_pool_blocks.clone()))?;
         registry.register(Box::new(ipam_exhausted.clone()))?;
         registry.register(Box::new(lb_ipam_addresses.clone()))?;
         registry.register(Box::new(lb_ipam_exhausted.clone()))?;
@@ -97,6 +119,7 @@ impl Metrics {
             registry,
             leader,
             ipam_blocks,
+            ipam_pool_blocks,
             ipam_exhausted,
             lb_ipam_addresses,
             lb_ipam_exhausted,
@@ -113,5 +136,28 @@ impl Metrics {
         prometheus::TextEncoder::new()
             .encode_to_string(&families)
             .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ipam_series_keep_their_names() {
+        let metrics = Metrics::new().expect("metrics");
+        metrics.ipam_blocks.with_label_values(&["assigned"]).set(4);
+        metrics
+            .ipam_pool_blocks
+            .with_label_values(&["ipv6", "capacity"])
+            .set(256);
+        let text = metrics.render();
+        for series in [
+            "weir_operator_ipam_blocks{state=\"assigned\"} 4",
+            "weir_operator_ipam_pool_blocks{family=\"ipv6\",state=\"capacity\"} 256",
+            "weir_operator_ipam_exhausted_total{family=\"ipv4\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} not in\n{text}");
+        }
     }
 }

@@ -1,17 +1,18 @@
-//! Keeps every Node's pod CIDR in its `WeirNode` (`spec.podCIDRs`, written
-//! with server-side apply under the operator's field manager, so the agent's
-//! own fields of the object are untouched), and releases the block and the
+//! Keeps every Node's pod CIDRs in its `WeirNode` (`spec.podCIDRs`: the
+//! IPv4 block, then the IPv6 one on a dual-stack cluster; written with
+//! server-side apply under the operator's field manager, so the agent's own
+//! fields of the object are untouched), and releases the blocks and the
 //! `WeirNode` when the Node goes.
 //!
-//! The pool is rebuilt from a consistent list of the `WeirNode`s before the
-//! watch starts: a new leader never hands out a block an earlier one gave.
-//! Only the leader runs this, so one writer assigns at a time.
+//! The pools are rebuilt from a consistent list of the `WeirNode`s before
+//! the watch starts: a new leader never hands out a block an earlier one
+//! gave. Only the leader runs this, so one writer assigns at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use futures::StreamExt;
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv6Network};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -19,7 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 use weir_crds::WeirNode;
 
-use super::{ClusterPool, PoolError};
+use super::{family_of, ClusterPool, Family, PoolError, Pools};
 use crate::events::{Events, Kind};
 use crate::metrics::Metrics;
 use crate::FIELD_MANAGER;
@@ -41,7 +42,7 @@ pub enum Error {
 pub struct NodeCidrs {
     nodes: Api<Node>,
     weir_nodes: Api<WeirNode>,
-    pool: ClusterPool,
+    pools: Pools,
     metrics: Metrics,
     events: Events,
     /// Nodes refused a block (pool exhausted), given one when a block frees.
@@ -49,11 +50,17 @@ pub struct NodeCidrs {
 }
 
 impl NodeCidrs {
-    pub fn new(client: Client, pool: ClusterPool, metrics: Metrics, events: Events) -> Self {
+    pub fn new(client: Client, pools: Pools, metrics: Metrics, events: Events) -> Self {
+        if pools.v6.is_some() {
+            // The IPv6 series exists (at 0) from the start, as IPv4's does.
+            metrics
+                .ipam_exhausted
+                .with_label_values(&[Ipv6Network::NAME]);
+        }
         NodeCidrs {
             nodes: Api::all(client.clone()),
             weir_nodes: Api::all(client),
-            pool,
+            pools,
             metrics,
             events,
             waiting: BTreeMap::new(),
@@ -109,36 +116,41 @@ impl NodeCidrs {
             .map_err(Error::List)?;
         for weir_node in existing {
             let name = weir_node.name_any();
-            for cidr in v4_cidrs(&weir_node) {
-                if let Err(error) = self.pool.restore(&name, cidr) {
-                    // A block outside the pool (the pool changed) or given
-                    // twice: the node gets a new one on its next reconcile.
-                    warn!(node = %name, %cidr, %error, "pod CIDR not restored");
-                }
+            for error in self.pools.restore(&name, &weir_node.spec.pod_cidrs) {
+                // A block outside the pool (the pool changed) or given
+                // twice: the node gets a new one on its next reconcile.
+                warn!(node = %name, %error, "pod CIDR not restored");
             }
         }
         info!(
-            pool = %self.pool.pool(),
-            assigned = self.pool.assigned_count(),
+            pool = %self.pools.v4.pool(),
+            assigned = self.pools.v4.assigned_count(),
+            pool6 = self.pools.v6.as_ref().map(|v6| v6.pool().to_string()),
+            assigned6 = self.pools.v6.as_ref().map(ClusterPool::assigned_count),
             "cluster pool restored from WeirNodes"
         );
         self.publish_pool_use();
         Ok(())
     }
 
-    /// Gives `node` its block (the one it holds, or a new one) and writes
-    /// it into its `WeirNode`, owned by the Node.
+    /// Gives `node` its blocks (those it holds, or new ones) and writes
+    /// them into its `WeirNode`, owned by the Node.
     async fn assign(&mut self, node: &Node) -> Result<(), Error> {
         if node.meta().deletion_timestamp.is_some() {
             return Ok(());
         }
         let name = node.name_any();
-        let cidr = match self.pool.allocate(&name) {
-            Ok(cidr) => cidr,
-            Err(error @ PoolError::Exhausted { .. }) => {
+        let before = self.weir_nodes.get_opt(&name).await.ok().flatten();
+        let current = before.as_ref().map(|wn| wn.spec.pod_cidrs.as_slice());
+        let desired = match desired_pod_cidrs(&mut self.pools, &name, current) {
+            Ok(desired) => desired,
+            Err(error @ PoolError::Exhausted { pool, .. }) => {
                 // Said once per node, not on every update of a waiting Node.
                 if self.waiting.insert(name.clone(), node.clone()).is_none() {
-                    self.metrics.ipam_exhausted.inc();
+                    self.metrics
+                        .ipam_exhausted
+                        .with_label_values(&[family_of(pool)])
+                        .inc();
                     warn!(node = %name, %error, "no pod CIDR for node");
                     self.event(
                         node,
@@ -164,20 +176,16 @@ impl NodeCidrs {
             owner.block_owner_deletion = None;
             owner
         });
+        if !desired.changed && before.as_ref().is_some_and(|wn| has_owner(wn, node)) {
+            return Ok(());
+        }
         let object = serde_json::json!({
             "apiVersion": "weir.io/v1",
             "kind": "WeirNode",
             "metadata": {"name": name, "ownerReferences": owner.into_iter().collect::<Vec<_>>()},
-            "spec": {"podCIDRs": [cidr.to_string()]},
+            "spec": {"podCIDRs": desired.pod_cidrs},
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let before = self.weir_nodes.get_opt(&name).await.ok().flatten();
-        if before
-            .as_ref()
-            .is_some_and(|wn| v4_cidrs(wn) == vec![cidr] && has_owner(wn, node))
-        {
-            return Ok(());
-        }
         self.weir_nodes
             .patch(&name, &params, &Patch::Apply(&object))
             .await
@@ -185,25 +193,27 @@ impl NodeCidrs {
                 node: name.clone(),
                 source,
             })?;
-        info!(node = %name, %cidr, "pod CIDR assigned");
+        let cidrs = listed(&desired.pod_cidrs);
+        info!(node = %name, %cidrs, "pod CIDR assigned");
+        let plural = if desired.pod_cidrs.len() > 1 { "s" } else { "" };
         self.event(
             node,
             Kind::Normal,
             "PodCIDRAssigned",
-            &format!("pod CIDR {cidr}"),
+            &format!("pod CIDR{plural} {cidrs}"),
         )
         .await;
         Ok(())
     }
 
-    /// The Node is gone: its `WeirNode` goes and its block is free again.
+    /// The Node is gone: its `WeirNode` goes and its blocks are free again.
     async fn release(&mut self, name: &str) -> Result<(), Error> {
         self.waiting.remove(name);
-        let freed = self.pool.release(name);
+        let freed = self.pools.release(name);
         self.publish_pool_use();
-        self.delete_weir_node(name, freed).await?;
-        if freed.is_some() {
-            // A node refused for an exhausted pool gets the freed block.
+        self.delete_weir_node(name, &freed).await?;
+        if !freed.is_empty() {
+            // A node refused for an exhausted pool gets the freed blocks.
             if let Some(next) = self.waiting.values().next().cloned() {
                 Box::pin(self.assign(&next)).await?;
             }
@@ -211,14 +221,15 @@ impl NodeCidrs {
         Ok(())
     }
 
-    async fn delete_weir_node(&self, name: &str, freed: Option<Ipv4Network>) -> Result<(), Error> {
+    async fn delete_weir_node(&self, name: &str, freed: &[IpNetwork]) -> Result<(), Error> {
         match self.weir_nodes.delete(name, &DeleteParams::default()).await {
             Ok(_) => {
                 self.metrics
                     .gc_deleted
                     .with_label_values(&["WeirNode"])
                     .inc();
-                info!(node = %name, cidr = ?freed, "node deleted: WeirNode removed, pod CIDR released");
+                let cidrs = listed(freed);
+                info!(node = %name, %cidrs, "node deleted: WeirNode removed, pod CIDR released");
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -246,16 +257,26 @@ impl NodeCidrs {
     }
 
     fn publish_pool_use(&self) {
-        let capacity = i64::try_from(self.pool.capacity()).unwrap_or(i64::MAX);
-        let assigned = i64::try_from(self.pool.assigned_count()).unwrap_or(i64::MAX);
-        self.metrics
-            .ipam_blocks
-            .with_label_values(&["capacity"])
-            .set(capacity);
-        self.metrics
-            .ipam_blocks
-            .with_label_values(&["assigned"])
-            .set(assigned);
+        // The unlabelled series stay the IPv4 pool's, as before dual stack.
+        for (state, blocks) in pool_use(&self.pools.v4) {
+            self.metrics
+                .ipam_blocks
+                .with_label_values(&[state])
+                .set(blocks);
+        }
+        self.publish_family_use(&self.pools.v4);
+        if let Some(v6) = &self.pools.v6 {
+            self.publish_family_use(v6);
+        }
+    }
+
+    fn publish_family_use<C: Family>(&self, pool: &ClusterPool<C>) {
+        for (state, blocks) in pool_use(pool) {
+            self.metrics
+                .ipam_pool_blocks
+                .with_label_values(&[C::NAME, state])
+                .set(blocks);
+        }
     }
 
     fn observe(&self, started: Instant, result: Result<(), Error>) {
@@ -280,16 +301,59 @@ impl NodeCidrs {
     }
 }
 
-/// The IPv4 pod CIDRs a `WeirNode` carries.
-fn v4_cidrs(node: &WeirNode) -> Vec<Ipv4Network> {
-    node.spec
-        .pod_cidrs
+/// A node's pod CIDRs as one reconcile finds them.
+#[derive(Debug, PartialEq, Eq)]
+struct Desired {
+    /// `spec.podCIDRs` as it should be: the node's block of each pool, IPv4
+    /// first (the agent takes the first of each family).
+    pod_cidrs: Vec<IpNetwork>,
+    /// Whether the `WeirNode` says otherwise (or there is none).
+    changed: bool,
+}
+
+/// The pod CIDRs `node` should have, from the pools (allocating the blocks
+/// it lacks), and whether `current` (its `WeirNode`'s `spec.podCIDRs`, if
+/// it has one) differs. CIDRs of a family without a pool are not compared:
+/// an IPv6 one stays until something else makes the operator write the
+/// spec, as before dual stack.
+fn desired_pod_cidrs(
+    pools: &mut Pools,
+    node: &str,
+    current: Option<&[IpNetwork]>,
+) -> Result<Desired, PoolError<IpNetwork>> {
+    let pod_cidrs = pools.allocate(node)?;
+    let managed = |cidrs: &[IpNetwork]| -> Vec<IpNetwork> {
+        cidrs
+            .iter()
+            .copied()
+            .filter(|&cidr| pools.manages(cidr))
+            .collect()
+    };
+    let changed = current.is_none_or(|current| managed(current) != pod_cidrs);
+    Ok(Desired { pod_cidrs, changed })
+}
+
+/// The pool's blocks by `state` label, as gauge values (saturating).
+fn pool_use<C: Family>(pool: &ClusterPool<C>) -> [(&'static str, i64); 2] {
+    [
+        (
+            "capacity",
+            i64::try_from(pool.capacity()).unwrap_or(i64::MAX),
+        ),
+        (
+            "assigned",
+            i64::try_from(pool.assigned_count()).unwrap_or(i64::MAX),
+        ),
+    ]
+}
+
+/// CIDRs for a log line or an event: `10.244.0.0/24, fd00::/112`.
+fn listed(cidrs: &[IpNetwork]) -> String {
+    cidrs
         .iter()
-        .filter_map(|cidr| match cidr {
-            IpNetwork::V4(v4) => Some(*v4),
-            IpNetwork::V6(_) => None,
-        })
-        .collect()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn has_owner(weir_node: &WeirNode, node: &Node) -> bool {
@@ -299,3 +363,6 @@ fn has_owner(weir_node: &WeirNode, node: &Node) -> bool {
         .iter()
         .any(|owner| owner.kind == "Node" && Some(owner.uid.as_str()) == uid)
 }
+
+#[cfg(test)]
+mod tests;
