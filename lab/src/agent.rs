@@ -36,6 +36,11 @@ pub const UNDERLAY_MTU_ENV: &str = "WEIR_LAB_UNDERLAY_MTU";
 /// comes up. Off when unset.
 pub const MASQUERADE_ENV: &str = "WEIR_LAB_MASQUERADE";
 
+/// `on`: a dual-stack lab (IPv6 underlay addresses, an IPv6 pod CIDR per
+/// node, every pod with an IPv4 and an IPv6 address); read when a lab
+/// comes up. IPv4 only when unset.
+pub const DUAL_STACK_ENV: &str = "WEIR_LAB_DUAL_STACK";
+
 /// When set to `off`, the agents start without the flow export file (as
 /// the DaemonSet in deploy/ runs them): the pod-to-pod benchmark's
 /// `--flow-export off` measures the agents a user deploys.
@@ -124,6 +129,9 @@ impl Lab {
             }
             None => {
                 args.extend(["--pod-cidr".into(), node.pod_cidr.clone()]);
+                if !node.pod_cidr_v6.is_empty() {
+                    args.extend(["--pod-cidr-v6".into(), node.pod_cidr_v6.clone()]);
+                }
                 args.push("--manifests-dir".into());
                 args.push(self.manifests_dir().display().to_string());
             }

@@ -3,7 +3,7 @@
 //! run in the node's network namespace.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -118,8 +118,16 @@ pub fn finish(child: std::process::Child) -> Result<Outcome> {
     })
 }
 
-/// ADD, returning the pod's IPv4 address from the result.
-pub fn add(call: &Invocation) -> Result<Ipv4Addr> {
+/// A pod's addresses, as ADD's result reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodAddresses {
+    pub ipv4: Ipv4Addr,
+    /// On a dual-stack node.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// ADD, returning the pod's addresses from the result.
+pub fn add(call: &Invocation) -> Result<PodAddresses> {
     let outcome = invoke(call)?;
     if !outcome.success {
         bail!(
@@ -130,22 +138,39 @@ pub fn add(call: &Invocation) -> Result<Ipv4Addr> {
             outcome.stderr.trim()
         );
     }
-    add_result_address(&outcome.stdout)
+    add_result_addresses(&outcome.stdout)
 }
 
-/// The pod's IPv4 address in a successful ADD's result.
-pub fn add_result_address(stdout: &str) -> Result<Ipv4Addr> {
+/// The pod's addresses in a successful ADD's result: its IPv4 address (it
+/// must have one) and its IPv6 address if it has one.
+pub fn add_result_addresses(stdout: &str) -> Result<PodAddresses> {
     let result: serde_json::Value =
         serde_json::from_str(stdout).context("CNI ADD result is not JSON")?;
-    let address = result["ips"][0]["address"]
-        .as_str()
-        .context("CNI ADD result has no ips[0].address")?;
-    address
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .with_context(|| format!("CNI ADD returned address {address:?}"))
+    let mut addresses = Vec::new();
+    for ip in result["ips"].as_array().into_iter().flatten() {
+        let text = ip["address"]
+            .as_str()
+            .context("CNI ADD result has an ips entry without an address")?;
+        let address: std::net::IpAddr = text
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .with_context(|| format!("CNI ADD returned address {text:?}"))?;
+        addresses.push(address);
+    }
+    let ipv4 = addresses
+        .iter()
+        .find_map(|a| match a {
+            std::net::IpAddr::V4(v4) => Some(*v4),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .context("CNI ADD result has no IPv4 address")?;
+    let ipv6 = addresses.iter().find_map(|a| match a {
+        std::net::IpAddr::V6(v6) => Some(*v6),
+        std::net::IpAddr::V4(_) => None,
+    });
+    Ok(PodAddresses { ipv4, ipv6 })
 }
 
 /// DEL; errors carry the plugin's error JSON.

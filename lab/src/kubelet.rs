@@ -337,6 +337,11 @@ fn not_ready_reason(pod: &ApiPod) -> String {
 async fn report_status(client: &Client, record: &PodRecord, host_ip: Ipv4Addr) -> Result<()> {
     let condition = |kind: &str| json!({"type": kind, "status": "True"});
     let ip = record.ip.to_string();
+    // IPv4 first, as kubelet orders a dual-stack pod's addresses.
+    let pod_ips: Vec<serde_json::Value> = std::iter::once(ip.clone())
+        .chain(record.ipv6.map(|v6| v6.to_string()))
+        .map(|ip| json!({ "ip": ip }))
+        .collect();
     let status = json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -344,7 +349,7 @@ async fn report_status(client: &Client, record: &PodRecord, host_ip: Ipv4Addr) -
             "phase": "Running",
             "hostIP": host_ip.to_string(),
             "podIP": ip,
-            "podIPs": [{"ip": ip}],
+            "podIPs": pod_ips,
             "conditions": [
                 condition("Initialized"),
                 condition("Ready"),

@@ -71,14 +71,15 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 pub use agent::{
-    FLOW_EXPORT_ENV, HOST_ROUTING_ENV, MASQUERADE_ENV, ROUTING_MODE_ENV, UNDERLAY_MTU_ENV,
+    DUAL_STACK_ENV, FLOW_EXPORT_ENV, HOST_ROUTING_ENV, MASQUERADE_ENV, ROUTING_MODE_ENV,
+    UNDERLAY_MTU_ENV,
 };
 pub use apply::Applied;
 pub use binaries::{Binaries, KubeBinaries, KUBE_BIN_ENV};
 pub use client::ClientResult;
 pub use kubelet::run_daemon as run_kubelet;
 pub use lifecycle::Source;
-pub use state::{Identities, Routing};
+pub use state::{Identities, IpFamily, Routing};
 use state::{LabState, NodeRecord, PodRecord};
 pub use topology::{
     flow_export_file, hubble_socket, lab_cgroup, lab_dir, CLUSTER_CIDR, HUBBLE_METRICS, LAB_ROOT,

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use crate::control_plane::{ControlPlane, API_PORT};
 use crate::state::{Identities, LabState, NodeRecord};
 use crate::topology::{
-    lab_cgroup, lab_dir, node_ip, node_netns, pod_cidr, pod_netns_prefix, underlay_netns,
-    ETCD_CLIENT_PORT, ETCD_IP,
+    lab_cgroup, lab_dir, node_ip, node_netns, pod_cidr, pod_cidr_v6, pod_netns_prefix,
+    underlay_netns, ETCD_CLIENT_PORT, ETCD_IP,
 };
 use crate::{cni, process, underlay, Binaries, KubeBinaries, Lab};
 use weir_tests::netns;
@@ -55,6 +55,16 @@ fn masquerade_from_env() -> Result<Option<Vec<String>>> {
             }
             Ok(Some(cidrs))
         }
+    }
+}
+
+/// Whether `WEIR_LAB_DUAL_STACK` asks for a dual-stack lab.
+fn dual_stack_from_env() -> Result<bool> {
+    match std::env::var(crate::DUAL_STACK_ENV) {
+        Err(_) => Ok(false),
+        Ok(value) if value == "on" => Ok(true),
+        Ok(value) if value == "off" => Ok(false),
+        Ok(value) => bail!("{}={value:?}: expected on or off", crate::DUAL_STACK_ENV),
     }
 }
 
@@ -121,6 +131,7 @@ impl Lab {
                 routing: crate::state::Routing::from_env()?,
                 underlay_mtu: underlay_mtu_from_env()?,
                 masquerade: masquerade_from_env()?,
+                dual_stack: dual_stack_from_env()?,
                 ..LabState::default()
             },
             binaries,
@@ -170,6 +181,9 @@ impl Lab {
             self.start_operators(progress)?;
         }
         self.route_world_to_pods()?;
+        if self.state.dual_stack {
+            self.route_pod_cidrs_v6()?;
+        }
         for index in 0..self.state.nodes.len() {
             self.start_node_agent(index, progress)?;
         }
@@ -330,15 +344,19 @@ impl Lab {
             .take()
             .context("the control plane was started")?;
         let started = Instant::now();
-        let spawned = cp.start_operators(&self.binaries.operator());
+        let spawned = cp.start_operators(&self.binaries.operator(), self.state.dual_stack);
         // Recorded whatever happened, so `down` stops what did start.
         self.state.control_plane = Some(cp.clone());
         self.state.save(&self.dir)?;
         spawned?;
         let names: Vec<&str> = self.state.nodes.iter().map(|n| n.name.as_str()).collect();
-        let assigned = cp.wait_pod_cidrs(&names)?;
+        let assigned = cp.wait_pod_cidrs(&names, self.state.dual_stack)?;
         for node in &mut self.state.nodes {
-            node.pod_cidr = assigned[&node.name].clone();
+            let cidrs = &assigned[&node.name];
+            node.pod_cidr = cidrs[0].clone();
+            if self.state.dual_stack {
+                node.pod_cidr_v6 = cidrs[1].clone();
+            }
         }
         progress(&format!(
             "weir-operator ({} replicas): CRDs installed and pod CIDRs assigned in {:.1} s ({})",
@@ -347,7 +365,9 @@ impl Lab {
             self.state
                 .nodes
                 .iter()
-                .map(|n| format!("{} {}", n.name, n.pod_cidr))
+                .map(|n| format!("{} {} {}", n.name, n.pod_cidr, n.pod_cidr_v6)
+                    .trim_end()
+                    .to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
@@ -369,14 +389,13 @@ impl Lab {
         // agents route them into their tunnels).
         let lab_routes = self.state.control_plane.is_none()
             && self.state.routing == crate::state::Routing::Native;
-        let ns = underlay::add_node(
-            &name,
-            &node,
-            index,
+        let links = underlay::NodeLinks {
             nodes,
-            lab_routes,
-            self.state.underlay_mtu,
-        )?;
+            static_pod_routes: lab_routes,
+            mtu: self.state.underlay_mtu,
+            dual_stack: self.state.dual_stack,
+        };
+        let ns = underlay::add_node(&name, &node, index, &links)?;
         let node_dir = self.dir.join(&node);
         std::fs::create_dir_all(&node_dir)?;
         let cgroup = lab_cgroup(&name)?.join(&node);
@@ -399,6 +418,11 @@ impl Lab {
             } else {
                 pod_cidr(index)
             },
+            pod_cidr_v6: if self.state.dual_stack && self.state.control_plane.is_none() {
+                pod_cidr_v6(index)
+            } else {
+                String::new()
+            },
             agent_pid: 0,
             api_socket,
             bpffs_dir: PathBuf::from(format!("/sys/fs/bpf/{name}-{node}")),
@@ -411,6 +435,29 @@ impl Lab {
         };
         self.state.nodes.push(record);
         self.state.save(&self.dir)
+    }
+
+    /// Routes the nodes' IPv6 pod CIDRs between them (dual stack), once
+    /// every node has its CIDRs.
+    fn route_pod_cidrs_v6(&self) -> Result<()> {
+        let cidrs: Vec<(usize, String)> = (1..)
+            .zip(&self.state.nodes)
+            .map(|(index, node)| (index, node.pod_cidr_v6.clone()))
+            .collect();
+        if let Some((_, node)) = cidrs
+            .iter()
+            .zip(&self.state.nodes)
+            .find(|((_, c), _)| c.is_empty())
+        {
+            bail!(
+                "node {} has no IPv6 pod CIDR in a dual-stack lab",
+                node.name
+            );
+        }
+        for ((index, _), node) in cidrs.iter().zip(&self.state.nodes) {
+            underlay::route_pod_cidrs_v6(&node.netns, *index, &cidrs)?;
+        }
+        Ok(())
     }
 
     /// Starts the agent of the `index`th node, recorded in the state.

@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 
 use crate::control_plane::ControlPlane;
 use crate::process;
-use crate::topology::CLUSTER_CIDR;
+use crate::topology::{CLUSTER_CIDR, CLUSTER_CIDR_V6, POD_CIDR_V6_MASK};
 
 /// Replicas, as deploy/kubernetes/31-operator.yaml runs.
 pub const REPLICAS: usize = 2;
@@ -42,10 +42,11 @@ const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ControlPlane {
     /// Starts the operator's replicas (recorded in [`Self::operator_pids`]
-    /// as each starts, so `down` stops what did).
-    pub fn start_operators(&mut self, program: &std::path::Path) -> Result<()> {
+    /// as each starts, so `down` stops what did); with an IPv6 pool too
+    /// when `dual_stack`.
+    pub fn start_operators(&mut self, program: &std::path::Path, dual_stack: bool) -> Result<()> {
         for replica in 0..REPLICAS {
-            let args = vec![
+            let mut args = vec![
                 "--kubeconfig".to_string(),
                 self.operator_kubeconfig().display().to_string(),
                 "--identity".into(),
@@ -63,6 +64,14 @@ impl ControlPlane {
                 "--metrics-address".into(),
                 format!("{}:{}", self.address, METRICS_PORT + replica as u16),
             ];
+            if dual_stack {
+                args.extend([
+                    "--cluster-pool-ipv6-cidr".into(),
+                    CLUSTER_CIDR_V6.into(),
+                    "--cluster-pool-ipv6-mask-size".into(),
+                    POD_CIDR_V6_MASK.to_string(),
+                ]);
+            }
             let log = self.dir.join(format!("weir-operator-{replica}.log"));
             let pid = process::spawn_detached(&self.netns, program, &args, &log)?;
             self.operator_pids.push(pid);
@@ -110,9 +119,15 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Waits until every one of `nodes` has a pod CIDR in its WeirNode;
-    /// the CIDR of each, by node name.
-    pub fn wait_pod_cidrs(&self, nodes: &[&str]) -> Result<BTreeMap<String, String>> {
+    /// Waits until every one of `nodes` has its pod CIDRs in its WeirNode
+    /// (IPv4, and IPv6 when `dual_stack`); the CIDRs of each (IPv4 first),
+    /// by node name.
+    pub fn wait_pod_cidrs(
+        &self,
+        nodes: &[&str],
+        dual_stack: bool,
+    ) -> Result<BTreeMap<String, Vec<String>>> {
+        let wanted = if dual_stack { 2 } else { 1 };
         let started = Instant::now();
         let mut last_error = String::new();
         while started.elapsed() < ASSIGN_TIMEOUT {
@@ -121,11 +136,12 @@ impl ControlPlane {
                 "get",
                 "weirnodes",
                 "-o",
-                "jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDRs[0]}{\"\\n\"}{end}",
+                "jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDRs[*]}{\"\\n\"}{end}",
             ]) {
                 Ok(out) => {
                     let assigned = parse_assignments(&out);
-                    if nodes.iter().all(|n| assigned.contains_key(*n)) {
+                    let done = |n: &&str| assigned.get(*n).is_some_and(|c| c.len() >= wanted);
+                    if nodes.iter().all(done) {
                         return Ok(assigned);
                     }
                     last_error = format!("assigned so far: {assigned:?}");
@@ -149,13 +165,14 @@ impl ControlPlane {
     }
 }
 
-/// `name cidr` lines into a map, skipping WeirNodes without a CIDR yet.
-fn parse_assignments(out: &str) -> BTreeMap<String, String> {
+/// `name cidr...` lines into a map, skipping WeirNodes without a CIDR yet.
+fn parse_assignments(out: &str) -> BTreeMap<String, Vec<String>> {
     out.lines()
         .filter_map(|line| {
-            let (name, cidr) = line.split_once(' ')?;
-            let cidr = cidr.trim();
-            (!cidr.is_empty()).then(|| (name.to_string(), cidr.to_string()))
+            let mut words = line.split_whitespace();
+            let name = words.next()?;
+            let cidrs: Vec<String> = words.map(str::to_string).collect();
+            (!cidrs.is_empty()).then(|| (name.to_string(), cidrs))
         })
         .collect()
 }
@@ -166,9 +183,9 @@ mod tests {
 
     #[test]
     fn reads_assignments_and_skips_nodes_without_one() {
-        let got = parse_assignments("n1 10.244.0.0/24\nn2 \nn3 10.244.1.0/24\n");
+        let got = parse_assignments("n1 10.244.0.0/24\nn2 \nn3 10.244.1.0/24 fd00::/112\n");
         assert_eq!(got.len(), 2);
-        assert_eq!(got["n1"], "10.244.0.0/24");
-        assert_eq!(got["n3"], "10.244.1.0/24");
+        assert_eq!(got["n1"], ["10.244.0.0/24"]);
+        assert_eq!(got["n3"], ["10.244.1.0/24", "fd00::/112"]);
     }
 }

@@ -5,7 +5,6 @@
 //! retries ADD (on any thread) while the plugin answers with the transient
 //! code 11, and [`Lab::finish_pod`] starts the pod's server and records it.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,7 @@ pub struct PendingPod {
 /// How a retried ADD went.
 #[derive(Clone, Debug)]
 pub struct Added {
-    pub ip: Ipv4Addr,
+    pub addresses: cni::PodAddresses,
     /// ADDs that failed with the transient code before one succeeded.
     pub transient_failures: u32,
     /// When the successful ADD returned.
@@ -63,7 +62,7 @@ impl PendingPod {
             let outcome = cni::invoke(&call)?;
             if outcome.success {
                 return Ok(Added {
-                    ip: cni::add_result_address(&outcome.stdout)?,
+                    addresses: cni::add_result_addresses(&outcome.stdout)?,
                     transient_failures,
                     at: Instant::now(),
                 });
@@ -134,7 +133,8 @@ impl Lab {
             node: pending.node.name.clone(),
             netns: pending.netns,
             container_id: pending.container_id,
-            ip: added.ip,
+            ip: added.addresses.ipv4,
+            ipv6: added.addresses.ipv6,
             ports: pending.pod.ports.clone(),
             server_pid,
             cgroup,

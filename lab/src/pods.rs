@@ -139,8 +139,8 @@ impl Lab {
             pod_name: &pod.name,
             config: &config,
         };
-        let ip = match cni::add(&call) {
-            Ok(ip) => ip,
+        let addresses = match cni::add(&call) {
+            Ok(addresses) => addresses,
             Err(e) => {
                 let _ = netns::delete(&netns_name);
                 return Err(e);
@@ -160,7 +160,8 @@ impl Lab {
                 node: node.name.clone(),
                 netns: netns_name,
                 container_id,
-                ip,
+                ip: addresses.ipv4,
+                ipv6: addresses.ipv6,
                 ports: pod.ports.clone(),
                 server_pid,
                 cgroup,
@@ -189,6 +190,10 @@ impl Lab {
         cgroup: &Path,
     ) -> Result<u32> {
         let mut args = pod_server_args(pod);
+        if self.state.dual_stack {
+            // One socket per port for both families (IPv4-mapped).
+            args.extend(["--bind".into(), "::".into()]);
+        }
         let logs = self.dir.join("pods");
         std::fs::create_dir_all(&logs)?;
         let log = logs.join(format!("{}-{}.log", pod.namespace, pod.name));

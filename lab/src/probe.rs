@@ -2,14 +2,14 @@
 //! all-pairs truth table (as in the Kubernetes network-policy e2e suite).
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::state::PodRecord;
+use super::state::{IpFamily, PodRecord};
 use weir_agent::cluster::manifest::Protocol;
 use weir_tests::netns;
 
@@ -59,7 +59,7 @@ impl Target {
 pub struct ProbeResult {
     pub from: String,
     pub to: String,
-    pub to_ip: Ipv4Addr,
+    pub to_ip: IpAddr,
     pub target: Target,
     pub connected: bool,
     /// What the server answered (its namespace/name), if anything.
@@ -80,7 +80,29 @@ pub fn probe_with_timeout(
     target: Target,
     timeout: Duration,
 ) -> ProbeResult {
-    let dst_ip = dst.ip;
+    probe_family(src, dst, target, IpFamily::V4, timeout)
+}
+
+/// [`probe_with_timeout`] to `dst`'s address of `family` (a dual-stack
+/// lab); a destination without one is not connected.
+pub fn probe_family(
+    src: &PodRecord,
+    dst: &PodRecord,
+    target: Target,
+    family: IpFamily,
+    timeout: Duration,
+) -> ProbeResult {
+    let Some(dst_ip) = dst.address(family) else {
+        return ProbeResult {
+            from: src.key(),
+            to: dst.key(),
+            to_ip: IpAddr::V4(dst.ip),
+            target,
+            connected: false,
+            reply: None,
+            error: Some(format!("{} has no {family:?} address", dst.key())),
+        };
+    };
     let outcome =
         netns::run_in(&src.netns, move || attempt(dst_ip, target, timeout)).and_then(|r| r);
     let (reply, error) = match outcome {
@@ -94,7 +116,7 @@ pub fn probe_with_timeout(
     ProbeResult {
         from: src.key(),
         to: dst.key(),
-        to_ip: dst.ip,
+        to_ip: dst_ip,
         target,
         connected,
         reply,
@@ -102,7 +124,7 @@ pub fn probe_with_timeout(
     }
 }
 
-fn attempt(ip: Ipv4Addr, target: Target, timeout: Duration) -> Result<Option<String>> {
+fn attempt(ip: IpAddr, target: Target, timeout: Duration) -> Result<Option<String>> {
     match target {
         Target::Tcp(port) => {
             let mut stream = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), timeout)?;
@@ -112,7 +134,12 @@ fn attempt(ip: Ipv4Addr, target: Target, timeout: Duration) -> Result<Option<Str
             Ok(Some(reply.trim().to_string()))
         }
         Target::Udp(port) => {
-            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            let any: IpAddr = if ip.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            let socket = UdpSocket::bind((any, 0))?;
             socket.set_read_timeout(Some(timeout))?;
             socket.send_to(b"probe", (ip, port))?;
             let mut buf = [0u8; 512];
@@ -141,6 +168,16 @@ pub fn matrix_with_timeout(
     targets: &[Target],
     timeout: Duration,
 ) -> Vec<ProbeResult> {
+    matrix_family(pods, targets, IpFamily::V4, timeout)
+}
+
+/// [`matrix_with_timeout`] over the pods' addresses of `family`.
+pub fn matrix_family(
+    pods: &[PodRecord],
+    targets: &[Target],
+    family: IpFamily,
+    timeout: Duration,
+) -> Vec<ProbeResult> {
     let mut jobs = Vec::new();
     for target in targets {
         for src in pods {
@@ -165,7 +202,7 @@ pub fn matrix_with_timeout(
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|(s, d, t)| probe_with_timeout(s, d, *t, timeout))
+                        .map(|(s, d, t)| probe_family(s, d, *t, family, timeout))
                         .collect::<Vec<_>>()
                 })
             })
@@ -230,7 +267,7 @@ mod tests {
         let result = |from: &str, to: &str, connected| ProbeResult {
             from: from.into(),
             to: to.into(),
-            to_ip: Ipv4Addr::LOCALHOST,
+            to_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             target: Target::Tcp(80),
             connected,
             reply: None,

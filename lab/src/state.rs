@@ -2,7 +2,7 @@
 //! that every `weir-lab` invocation (and `lab down` after a crash) knows
 //! the nodes, pods and processes. `--output json` prints these shapes.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -40,6 +40,10 @@ pub struct LabState {
     /// The underlay links' MTU when it is not 1500.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay_mtu: Option<u32>,
+    /// Dual stack (`WEIR_LAB_DUAL_STACK`): nodes with IPv6 underlay
+    /// addresses and IPv6 pod CIDRs, pods with both addresses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dual_stack: bool,
     pub nodes: Vec<NodeRecord>,
     pub namespaces: Vec<Namespace>,
     pub pods: Vec<PodRecord>,
@@ -114,6 +118,9 @@ pub struct NodeRecord {
     /// Address on the underlay.
     pub underlay_ip: Ipv4Addr,
     pub pod_cidr: String,
+    /// Its IPv6 pod CIDR in a dual-stack lab (else empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod_cidr_v6: String,
     pub agent_pid: u32,
     pub api_socket: PathBuf,
     pub bpffs_dir: PathBuf,
@@ -143,6 +150,14 @@ impl NodeRecord {
     }
 }
 
+/// An IP family, for what a dual-stack lab does over either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
 /// Who runs a pod's sandbox, and so keeps its record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -165,6 +180,9 @@ pub struct PodRecord {
     pub netns: String,
     pub container_id: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address in a dual-stack lab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     pub ports: Vec<ContainerPort>,
     pub server_pid: u32,
     /// The pod's cgroup, below its node's.
@@ -182,6 +200,14 @@ impl PodRecord {
     /// `namespace/name`.
     pub fn key(&self) -> String {
         NamespacedName::new(&self.namespace, &self.name).to_string()
+    }
+
+    /// Its address of `family`, if it has one.
+    pub fn address(&self, family: IpFamily) -> Option<IpAddr> {
+        match family {
+            IpFamily::V4 => Some(IpAddr::V4(self.ip)),
+            IpFamily::V6 => self.ipv6.map(IpAddr::V6),
+        }
     }
 }
 

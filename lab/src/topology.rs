@@ -3,7 +3,7 @@
 //! sockets live. Everything else derives names and addresses from here, and
 //! `down` finds a crashed lab's leftovers by these names alone.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -14,6 +14,11 @@ use crate::state::NodeRecord;
 pub const LAB_ROOT: &str = "/run/weir-lab";
 /// Every node's pod CIDR is 10.244.<node index>.0/24.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+/// A dual-stack lab's IPv6 pods: fd00:10:244:<node index>::/112 without a
+/// control plane, a /112 block weir-operator assigns on one.
+pub const CLUSTER_CIDR_V6: &str = "fd00:10:244::/56";
+/// The mask of a node's IPv6 pod CIDR.
+pub const POD_CIDR_V6_MASK: u8 = 112;
 const UNDERLAY_PREFIX: [u8; 3] = [10, 77, 0];
 /// The lab's etcd listens here, on the underlay bridge (reachable from every
 /// node namespace and from nothing else).
@@ -104,4 +109,15 @@ pub(crate) fn node_ip(index: usize) -> Ipv4Addr {
 
 pub(crate) fn pod_cidr(index: usize) -> String {
     format!("10.244.{index}.0/24")
+}
+
+/// Node `index` (from 1) on the underlay over IPv6 (dual stack), in
+/// `fd00:77::/64`.
+pub(crate) fn node_ipv6(index: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 10 + index as u16)
+}
+
+/// Node `index`'s IPv6 pod CIDR without a control plane (dual stack).
+pub(crate) fn pod_cidr_v6(index: usize) -> String {
+    format!("fd00:10:244:{index:x}::/{POD_CIDR_V6_MASK}")
 }

@@ -6,7 +6,7 @@
 use anyhow::Result;
 
 use crate::topology::{
-    node_ip, node_netns, pod_cidr, underlay_netns, ETCD_IP, NODE_DEVICE, WORLD_PREFIX,
+    node_ip, node_ipv6, node_netns, pod_cidr, underlay_netns, ETCD_IP, NODE_DEVICE, WORLD_PREFIX,
     WORLD_UNDERLAY_IP,
 };
 use weir_tests::netns;
@@ -35,20 +35,30 @@ pub(crate) fn add(lab: &str) -> Result<String> {
     Ok(underlay)
 }
 
-/// Creates the namespace of node `index` (from 1) of `nodes`, links it to
-/// the bridge (`node` in the underlay, [`NODE_DEVICE`] in the node; both
-/// ends with `mtu` if given) and routes the world prefix over it, and the
-/// other nodes' pod CIDRs when `static_pod_routes` (on the control plane
-/// the agents route them: `--auto-direct-node-routes`; in tunnel mode
-/// their tunnels do). Returns the node's namespace.
-pub(crate) fn add_node(
-    lab: &str,
-    node: &str,
-    index: usize,
-    nodes: usize,
-    static_pod_routes: bool,
-    mtu: Option<u32>,
-) -> Result<String> {
+/// How the nodes are linked to the underlay.
+pub(crate) struct NodeLinks {
+    /// How many nodes the lab has.
+    pub nodes: usize,
+    /// Route the other nodes' pod CIDRs (on the control plane the agents
+    /// route them: `--auto-direct-node-routes`; in tunnel mode their
+    /// tunnels do).
+    pub static_pod_routes: bool,
+    /// Both ends' MTU, if not the default.
+    pub mtu: Option<u32>,
+    /// Give the node its IPv6 underlay address too.
+    pub dual_stack: bool,
+}
+
+/// Creates the namespace of node `index` (from 1), links it to the bridge
+/// (`node` in the underlay, [`NODE_DEVICE`] in the node) as `links` says
+/// and routes the world prefix over it. Returns the node's namespace.
+pub(crate) fn add_node(lab: &str, node: &str, index: usize, links: &NodeLinks) -> Result<String> {
+    let NodeLinks {
+        nodes,
+        static_pod_routes,
+        mtu,
+        dual_stack,
+    } = *links;
     let underlay = underlay_netns(lab);
     let ns = node_netns(lab, node);
     netns::add(&ns)?;
@@ -81,6 +91,21 @@ pub(crate) fn add_node(
         "dev",
         NODE_DEVICE,
     ])?;
+    if dual_stack {
+        // No duplicate address detection: the lab picks unique addresses,
+        // and a tentative one could not be used for a second or two.
+        let address = format!("{}/64", node_ipv6(index));
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &address,
+            "dev",
+            NODE_DEVICE,
+            "nodad",
+        ])?;
+    }
     ip(&["-n", &ns, "link", "set", NODE_DEVICE, "up"])?;
     ip(&[
         "-n",
@@ -108,4 +133,27 @@ pub(crate) fn add_node(
         ])?;
     }
     Ok(ns)
+}
+
+/// Routes every other node's IPv6 pod CIDR (`(index, cidr)` of each node)
+/// through its IPv6 underlay address, in node `index`'s namespace `ns`.
+/// The lab does this in every mode: the agents route IPv4 pod CIDRs only
+/// (`--auto-direct-node-routes`) and the tunnel carries IPv4 only.
+pub(crate) fn route_pod_cidrs_v6(ns: &str, index: usize, cidrs: &[(usize, String)]) -> Result<()> {
+    for (other, cidr) in cidrs.iter().filter(|(other, _)| *other != index) {
+        let via = node_ipv6(*other).to_string();
+        ip(&[
+            "-n",
+            ns,
+            "-6",
+            "route",
+            "replace",
+            cidr,
+            "via",
+            &via,
+            "dev",
+            NODE_DEVICE,
+        ])?;
+    }
+    Ok(())
 }

@@ -96,6 +96,7 @@ impl Lab {
             netns: world_netns(&self.state.name),
             container_id: String::new(),
             ip: address,
+            ipv6: None,
             ports: Vec::new(),
             server_pid: 0,
             cgroup: PathBuf::new(),

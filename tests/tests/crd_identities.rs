@@ -195,7 +195,7 @@ fn add_pod(bins: &Binaries, server: &ApiServer, agent: &Agent, name: &str) -> Re
     Ok(Pod {
         ns,
         container_id,
-        ip: ip.to_string(),
+        ip: ip.ipv4.to_string(),
     })
 }
 

@@ -199,7 +199,7 @@ impl NewPod {
             config: &config,
         };
         if command == "ADD" {
-            cni::add(&call)
+            cni::add(&call).map(|added| added.ipv4)
         } else {
             cni::del(&call).map(|()| Ipv4Addr::UNSPECIFIED)
         }

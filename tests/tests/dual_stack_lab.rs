@@ -1,0 +1,153 @@
+//! Dual stack in the lab (issue 19 item 2), on the control plane: nodes
+//! with IPv6 underlay addresses, weir-operator giving each an IPv6 pod CIDR
+//! beside its IPv4 one, every pod with both addresses from the CNI plugin.
+//! Real sockets over IPv6 on one node and across nodes, and NetworkPolicy
+//! over IPv6: pod selectors (identities from the IPv6 ipcache entries) and
+//! ipBlock with an IPv6 CIDR.
+
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use weir_lab::probe::{matrix_family, render_table, ProbeResult, Target};
+use weir_lab::testing::{namespace_yaml, pod_yaml, TestLab};
+use weir_lab::IpFamily;
+
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A dual-stack lab of `nodes` nodes. Every test of this binary wants dual
+/// stack, so the variable is set once, before any lab comes up.
+fn dual_stack_lab(nodes: usize) -> TestLab {
+    static DUAL_STACK: Once = Once::new();
+    DUAL_STACK.call_once(|| {
+        // SAFETY: set once, before any thread of this binary reads it (the
+        // labs read it when they come up, after this).
+        unsafe { std::env::set_var(weir_lab::DUAL_STACK_ENV, "on") };
+    });
+    TestLab::up(nodes).unwrap()
+}
+
+/// x/a and x/b on n1, x/c on n2, serving TCP and UDP on port 80.
+fn three_pods(lab: &mut TestLab) {
+    let mut yaml = namespace_yaml("x");
+    for (pod, node) in [("a", "n1"), ("b", "n1"), ("c", "n2")] {
+        yaml.push_str(&pod_yaml("x", pod, node, &[80]));
+    }
+    lab.apply_yaml(&yaml).unwrap();
+}
+
+/// Waits until every probe of `family` to `targets` connects as `expect`
+/// says (from, to, target); panics with both truth tables if it does not
+/// within [`CONVERGE_TIMEOUT`]. A pod always reaches itself.
+fn converge(
+    lab: &TestLab,
+    family: IpFamily,
+    targets: &[Target],
+    expect: impl Fn(&str, &str, Target) -> bool,
+) {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let results = matrix_family(lab.pods(), targets, family, PROBE_TIMEOUT);
+        let expected = |r: &ProbeResult| r.from == r.to || expect(&r.from, &r.to, r.target);
+        let wrong: Vec<&ProbeResult> = results
+            .iter()
+            .filter(|r| r.connected != expected(r))
+            .collect();
+        if wrong.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = lab.pods().iter().map(|p| p.key()).collect();
+            let wanted: Vec<ProbeResult> = results
+                .iter()
+                .map(|r| ProbeResult {
+                    connected: expected(r),
+                    ..r.clone()
+                })
+                .collect();
+            let tables: Vec<String> = targets
+                .iter()
+                .map(|t| {
+                    format!(
+                        "expected:\n{}actual:\n{}",
+                        render_table(&names, &wanted, *t),
+                        render_table(&names, &results, *t)
+                    )
+                })
+                .collect();
+            let details: Vec<String> = wrong
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} -> {} ({}) {}: {:?}",
+                        r.from,
+                        r.to,
+                        r.to_ip,
+                        r.target.label(),
+                        r.error
+                    )
+                })
+                .collect();
+            panic!(
+                "{family:?} did not converge within {CONVERGE_TIMEOUT:?}:\n{}\n{}",
+                tables.join("\n"),
+                details.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn every_pod_gets_both_addresses_and_reaches_every_pod_over_both() {
+    let mut lab = dual_stack_lab(2);
+    three_pods(&mut lab);
+    for pod in lab.pods() {
+        let node = lab.state().node(&pod.node).unwrap();
+        let cidr: ipnetwork::Ipv6Network = node.pod_cidr_v6.parse().unwrap();
+        let address = pod
+            .ipv6
+            .unwrap_or_else(|| panic!("{} has no IPv6 address", pod.key()));
+        assert!(
+            cidr.contains(address),
+            "{}'s {address} is outside its node's IPv6 pod CIDR {cidr}",
+            pod.key()
+        );
+    }
+    let cidrs: Vec<&str> = lab
+        .state()
+        .nodes
+        .iter()
+        .map(|n| n.pod_cidr_v6.as_str())
+        .collect();
+    assert_ne!(cidrs[0], cidrs[1], "each node has its own IPv6 pod CIDR");
+    let targets = [Target::Tcp(80), Target::Udp(80), Target::Icmp];
+    converge(&lab, IpFamily::V6, &targets, |_, _, _| true);
+    converge(&lab, IpFamily::V4, &targets, |_, _, _| true);
+}
+
+#[test]
+fn network_policy_selects_and_blocks_over_ipv6() {
+    let mut lab = dual_stack_lab(2);
+    three_pods(&mut lab);
+    converge(&lab, IpFamily::V6, &[Target::Tcp(80)], |_, _, _| true);
+    // x/a: ingress from pod b only (a pod selector: the peer's identity
+    // comes from its IPv6 ipcache entry). x/c: ingress from x/a's IPv6
+    // address only (ipBlock), which admits nothing over IPv4.
+    let a_v6 = lab.pod("x/a").unwrap().ipv6.unwrap();
+    let yaml = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: a-from-b, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from:\n    - podSelector: {{matchLabels: {{pod: b}}}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: c-from-a, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: c}}}}\n  ingress:\n  - from:\n    - ipBlock: {{cidr: {a_v6}/128}}\n"
+    );
+    lab.apply_yaml(&yaml).unwrap();
+    let tcp = [Target::Tcp(80)];
+    converge(&lab, IpFamily::V6, &tcp, |from, to, _| match to {
+        "x/a" => from == "x/b",
+        "x/c" => from == "x/a",
+        _ => true,
+    });
+    converge(&lab, IpFamily::V4, &tcp, |from, to, _| match to {
+        "x/a" => from == "x/b",
+        "x/c" => false,
+        _ => true,
+    });
+}
