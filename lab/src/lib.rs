@@ -78,7 +78,7 @@ pub use apply::Applied;
 pub use binaries::{Binaries, KubeBinaries, KUBE_BIN_ENV};
 pub use client::ClientResult;
 pub use kubelet::run_daemon as run_kubelet;
-pub use lifecycle::Source;
+pub use lifecycle::{Options, Source};
 pub use state::{Identities, IpFamily, Routing};
 use state::{LabState, NodeRecord, PodRecord};
 pub use topology::{

@@ -39,6 +39,13 @@ pub enum Source {
     },
 }
 
+/// What a lab is asked for beyond its nodes and source of cluster state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Dual stack (as `WEIR_LAB_DUAL_STACK=on`).
+    pub dual_stack: bool,
+}
+
 /// Masquerading as `WEIR_LAB_MASQUERADE` asks for it: `on` (no
 /// non-masquerade prefix) or the prefixes, comma-separated; None when
 /// unset.
@@ -105,6 +112,19 @@ impl Lab {
         source: Source,
         progress: &dyn Fn(&str),
     ) -> Result<Lab> {
+        Lab::up_with_options(name, nodes, binaries, source, Options::default(), progress)
+    }
+
+    /// [`Lab::up_with`] with `options` (the `WEIR_LAB_*` variables add to
+    /// them).
+    pub fn up_with_options(
+        name: &str,
+        nodes: usize,
+        binaries: Binaries,
+        source: Source,
+        options: Options,
+        progress: &dyn Fn(&str),
+    ) -> Result<Lab> {
         if !(1..=200).contains(&nodes) {
             bail!("a lab has 1 to 200 nodes, not {nodes}");
         }
@@ -131,7 +151,7 @@ impl Lab {
                 routing: crate::state::Routing::from_env()?,
                 underlay_mtu: underlay_mtu_from_env()?,
                 masquerade: masquerade_from_env()?,
-                dual_stack: dual_stack_from_env()?,
+                dual_stack: options.dual_stack || dual_stack_from_env()?,
                 ..LabState::default()
             },
             binaries,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{Binaries, Identities, KubeBinaries, Lab, Source};
+use super::{Binaries, Identities, KubeBinaries, Lab, Options, Source};
 use weir_agent::cluster::manifest::{self, Object};
 
 pub struct TestLab {
@@ -22,6 +22,16 @@ impl TestLab {
     /// installation's default).
     pub fn up(nodes: usize) -> Result<TestLab> {
         TestLab::up_on_control_plane(nodes, Identities::Crd)
+    }
+
+    /// [`TestLab::up`] dual stack: every pod also has an IPv6 address.
+    pub fn up_dual_stack(nodes: usize) -> Result<TestLab> {
+        let source = Source::ControlPlane {
+            kube: KubeBinaries::locate()?,
+            identities: Identities::Crd,
+            real_nodes: false,
+        };
+        TestLab::up_with_options(nodes, source, Options { dual_stack: true })
     }
 
     /// [`TestLab::up`] with identities, endpoints and nodes shared through
@@ -66,9 +76,14 @@ impl TestLab {
     }
 
     fn up_with(nodes: usize, source: Source) -> Result<TestLab> {
+        TestLab::up_with_options(nodes, source, Options::default())
+    }
+
+    fn up_with_options(nodes: usize, source: Source, options: Options) -> Result<TestLab> {
         weir_tests::require_root();
         let name = weir_tests::names::unique();
-        let lab = Lab::up_with(&name, nodes, Binaries::locate()?, source, &|_| {})?;
+        let binaries = Binaries::locate()?;
+        let lab = Lab::up_with_options(&name, nodes, binaries, source, options, &|_| {})?;
         Ok(TestLab {
             name,
             lab: Some(lab),

@@ -5,7 +5,6 @@
 //! over IPv6: pod selectors (identities from the IPv6 ipcache entries) and
 //! ipBlock with an IPv6 CIDR.
 
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use weir_lab::probe::{matrix_family, render_table, ProbeResult, Target};
@@ -15,16 +14,8 @@ use weir_lab::IpFamily;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A dual-stack lab of `nodes` nodes. Every test of this binary wants dual
-/// stack, so the variable is set once, before any lab comes up.
 fn dual_stack_lab(nodes: usize) -> TestLab {
-    static DUAL_STACK: Once = Once::new();
-    DUAL_STACK.call_once(|| {
-        // SAFETY: set once, before any thread of this binary reads it (the
-        // labs read it when they come up, after this).
-        unsafe { std::env::set_var(weir_lab::DUAL_STACK_ENV, "on") };
-    });
-    TestLab::up(nodes).unwrap()
+    TestLab::up_dual_stack(nodes).unwrap()
 }
 
 /// x/a and x/b on n1, x/c on n2, serving TCP and UDP on port 80.

@@ -9,8 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use weir_lab::probe::{matrix_with_timeout, render_table, ProbeResult, Target};
+use weir_lab::probe::{matrix_family, matrix_with_timeout, render_table, ProbeResult, Target};
 use weir_lab::testing::TestLab;
+use weir_lab::IpFamily;
 use weir_types::NamespacedName;
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -55,10 +56,20 @@ const ALL_TARGETS: [Target; 4] = [
 /// Waits until the lab's truth tables for `targets` equal `expect` (or the
 /// timeout passes) and returns the mismatch report, if any.
 fn converge(lab: &TestLab, targets: &[Target], expect: Expect) -> Option<String> {
+    converge_over(lab, IpFamily::V4, targets, expect)
+}
+
+/// [`converge`] over the pods' addresses of `family`.
+fn converge_over(
+    lab: &TestLab,
+    family: IpFamily,
+    targets: &[Target],
+    expect: Expect,
+) -> Option<String> {
     let names: Vec<String> = lab.pods().iter().map(|p| p.key()).collect();
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     loop {
-        let results = matrix_with_timeout(lab.pods(), targets, PROBE_TIMEOUT);
+        let results = matrix_family(lab.pods(), targets, family, PROBE_TIMEOUT);
         let wrong: Vec<&ProbeResult> = results
             .iter()
             .filter(|r| {
@@ -212,7 +223,18 @@ fn network_policy_scenarios_over_real_sockets() {
         .into_iter()
         .filter(|s| s.name != ENDPORT_SCENARIO)
         .collect();
-    run_scenarios(TestLab::up(2).unwrap(), scenarios);
+    run_scenarios(TestLab::up(2).unwrap(), IpFamily::V4, scenarios);
+}
+
+/// The same scenarios over IPv6, in a dual-stack lab (issue 19 item 2):
+/// peers are classified by their IPv6 ipcache entries.
+#[test]
+fn network_policy_scenarios_over_ipv6() {
+    let scenarios = scenarios()
+        .into_iter()
+        .filter(|s| s.name != ENDPORT_SCENARIO)
+        .collect();
+    run_scenarios(TestLab::up_dual_stack(2).unwrap(), IpFamily::V6, scenarios);
 }
 
 #[test]
@@ -222,12 +244,21 @@ fn endport_range_scenario_on_the_manifest_directory() {
         .filter(|s| s.name == ENDPORT_SCENARIO)
         .collect();
     assert_eq!(scenarios.len(), 1);
-    run_scenarios(TestLab::up_manifest_dir(2).unwrap(), scenarios);
+    run_scenarios(
+        TestLab::up_manifest_dir(2).unwrap(),
+        IpFamily::V4,
+        scenarios,
+    );
 }
 
-fn run_scenarios(mut lab: TestLab, scenarios: Vec<Scenario>) {
+/// Applies each scenario, compares the truth tables over `family`, deletes
+/// it again and checks everything is allowed once more.
+fn run_scenarios(mut lab: TestLab, family: IpFamily, scenarios: Vec<Scenario>) {
     lab.apply_yaml(&cluster_yaml()).unwrap();
     let mut failures = Vec::new();
+    let converge = |lab: &TestLab, targets: &[Target], expect: Expect| {
+        converge_over(lab, family, targets, expect)
+    };
     assert!(
         converge(&lab, TCP80, |_, _, _| true).is_none(),
         "no policy: all allowed"
@@ -237,7 +268,7 @@ fn run_scenarios(mut lab: TestLab, scenarios: Vec<Scenario>) {
         lab.apply_yaml(scenario.yaml).unwrap();
         match converge(&lab, scenario.targets, scenario.expect) {
             None => eprintln!(
-                "ok   {} ({} ms)",
+                "ok   {} over {family:?} ({} ms)",
                 scenario.name,
                 started.elapsed().as_millis()
             ),

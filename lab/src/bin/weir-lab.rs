@@ -66,6 +66,11 @@ enum Command {
         /// else native.
         #[arg(long, value_enum)]
         routing_mode: Option<weir_lab::Routing>,
+        /// Dual stack: IPv6 underlay addresses and pod CIDRs, every pod
+        /// with an IPv4 and an IPv6 address. Default: on if
+        /// `$WEIR_LAB_DUAL_STACK` is `on`.
+        #[arg(long)]
+        dual_stack: bool,
     },
     /// Print the path of the lab's admin kubeconfig (its API server is
     /// reached from the lab's underlay namespace: use `kubectl`).
@@ -176,6 +181,7 @@ fn main() -> Result<()> {
             identity_allocation_mode,
             real_nodes,
             routing_mode,
+            dual_stack,
         } => {
             if let Some(mode) = routing_mode {
                 // SAFETY: single-threaded here, before anything reads it.
@@ -191,7 +197,9 @@ fn main() -> Result<()> {
             };
             // Progress goes to stderr: stdout carries only the result, so
             // `-o json` output can be piped.
-            let lab = Lab::up_with(&cli.name, nodes, Binaries::locate()?, source, &|step| {
+            let options = weir_lab::Options { dual_stack };
+            let binaries = Binaries::locate()?;
+            let lab = Lab::up_with_options(&cli.name, nodes, binaries, source, options, &|step| {
                 eprintln!("==> {step}");
             })?;
             print_status(&lab, json)?;
@@ -433,6 +441,9 @@ fn print_status(lab: &Lab, json: bool) -> Result<()> {
             "{:<6} {:<14} {:<16} {:<8}",
             node.name, node.underlay_ip, node.pod_cidr, node.agent_pid
         );
+        if !node.pod_cidr_v6.is_empty() {
+            println!("{:<21} {}", "", node.pod_cidr_v6);
+        }
     }
     if !state.pods.is_empty() {
         println!();
@@ -454,6 +465,9 @@ fn print_status(lab: &Lab, json: bool) -> Result<()> {
                 ports.join(","),
                 pod.netns
             );
+            if let Some(ipv6) = pod.ipv6 {
+                println!("{:<31} {ipv6}", "");
+            }
         }
     }
     Ok(())
