@@ -132,6 +132,11 @@ pub struct Config {
     /// This node's address as other nodes reach it (node record, ipcache).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
+    /// The node's IPv6 address on a dual-stack node: other nodes route its
+    /// IPv6 pod CIDR through it (`--auto-direct-node-routes`). In
+    /// Kubernetes mode the Node's first IPv6 `InternalIP` if not given.
+    #[arg(long)]
+    pub node_ipv6: Option<std::net::Ipv6Addr>,
     /// A directory of Kubernetes YAML manifests (Namespaces, Pods and
     /// policies) to read cluster state from, when there is no Kubernetes API.
     #[arg(long, conflicts_with_all = ["k8s", "kubeconfig"])]

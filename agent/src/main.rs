@@ -376,6 +376,7 @@ async fn start_cluster_sync(
         ip: node_ip,
         pod_cidr: pod_cidr.into(),
         pod_cidr_v6: pod_cidrs.v6.map(Into::into),
+        ipv6: args.node_ipv6,
     };
     let store = shared_store(args, mode, client.clone(), node_record, &status, registry)?;
     // Every source rings `wake` on a change: the loop sleeps until then.
@@ -686,11 +687,11 @@ async fn resolve_node_network(args: &mut Config) -> Result<PodCidrs> {
         .await
         .context("the node's pod CIDR")?;
     if let (None, Some(client)) = (args.node_ip, &client) {
-        args.node_ip = Some(
-            node_ipam::node_ip(client, &args.node_name)
-                .await
-                .context("the node's address")?,
-        );
+        let (ip, ipv6) = node_ipam::node_ips(client, &args.node_name)
+            .await
+            .context("the node's address")?;
+        args.node_ip = Some(ip);
+        args.node_ipv6 = args.node_ipv6.or(ipv6);
     }
     Ok(pod_cidrs)
 }
@@ -715,16 +716,14 @@ fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String, 
             ticker.tick().await;
             let (desired, complete) = {
                 let view = view.lock().unwrap_or_else(|e| e.into_inner());
+                // Through the tunnel: IPv4 only (it carries IPv4).
+                let tunnel = matches!(via, RouteVia::Tunnel { .. });
                 let desired: NodeRouteSet = view
                     .nodes
                     .values()
                     .filter(|node| node.name != own_node)
-                    .filter_map(|node| match (node.pod_cidr, node.ip) {
-                        (ipnetwork::IpNetwork::V4(cidr), std::net::IpAddr::V4(ip)) => {
-                            Some((cidr, ip))
-                        }
-                        _ => None,
-                    })
+                    .flat_map(|node| node.pod_routes())
+                    .filter(|(cidr, _)| cidr.is_ipv4() || !tunnel)
                     .collect();
                 (desired, view.nodes_synced)
             };

@@ -574,7 +574,9 @@ impl Reconciler {
             desired.set_endpoint(*ip, record.identity, record.node_ip);
         }
         for node in view.nodes.values() {
-            desired.set_node(node.ip, node.name == self.node_name);
+            for address in node.addresses() {
+                desired.set_node(address, node.name == self.node_name);
+            }
         }
         desired.set_node(self.node_ip, true);
         // The node over IPv6: its link-local addresses (the host ends of

@@ -136,6 +136,9 @@ impl Lab {
                 args.push(self.manifests_dir().display().to_string());
             }
         }
+        if let Some(ipv6) = node.underlay_ipv6 {
+            args.extend(["--node-ipv6".into(), ipv6.to_string()]);
+        }
         let _ = std::fs::remove_file(&node.api_socket);
         let log = self.dir.join(&node.name).join("agent.log");
         let pid = process::spawn_detached(&node.netns, &self.binaries.agent, &args, &log)?;

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::control_plane::{ControlPlane, API_PORT};
 use crate::state::{Identities, LabState, NodeRecord};
 use crate::topology::{
-    lab_cgroup, lab_dir, node_ip, node_netns, pod_cidr, pod_cidr_v6, pod_netns_prefix,
+    lab_cgroup, lab_dir, node_ip, node_ipv6, node_netns, pod_cidr, pod_cidr_v6, pod_netns_prefix,
     underlay_netns, ETCD_CLIENT_PORT, ETCD_IP,
 };
 use crate::{cni, process, underlay, Binaries, KubeBinaries, Lab};
@@ -201,7 +201,11 @@ impl Lab {
             self.start_operators(progress)?;
         }
         self.route_world_to_pods()?;
-        if self.state.dual_stack {
+        // The lab routes IPv6 pod CIDRs where it routes IPv4 ones, and in
+        // tunnel mode (the tunnel carries IPv4 only).
+        let agents_route_v6 = self.state.control_plane.is_some()
+            && self.state.routing == crate::state::Routing::Native;
+        if self.state.dual_stack && !agents_route_v6 {
             self.route_pod_cidrs_v6()?;
         }
         for index in 0..self.state.nodes.len() {
@@ -431,6 +435,7 @@ impl Lab {
             name: node.clone(),
             netns: ns,
             underlay_ip: node_ip(index),
+            underlay_ipv6: self.state.dual_stack.then(|| node_ipv6(index)),
             // On the control plane, the operator's assignment
             // ([`Self::start_operators`]).
             pod_cidr: if self.state.control_plane.is_some() {

@@ -117,6 +117,9 @@ pub struct NodeRecord {
     pub netns: String,
     /// Address on the underlay.
     pub underlay_ip: Ipv4Addr,
+    /// IPv6 address on the underlay (dual stack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_ipv6: Option<Ipv6Addr>,
     pub pod_cidr: String,
     /// Its IPv6 pod CIDR in a dual-stack lab (else empty).
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -112,6 +112,28 @@ fn every_pod_gets_both_addresses_and_reaches_every_pod_over_both() {
         .map(|n| n.pod_cidr_v6.as_str())
         .collect();
     assert_ne!(cidrs[0], cidrs[1], "each node has its own IPv6 pod CIDR");
+    // Native routing: each agent routes the other node's IPv6 pod CIDR
+    // through its IPv6 address (`--auto-direct-node-routes`, proto 87).
+    for (node, other) in [(0, 1), (1, 0)] {
+        let nodes = &lab.state().nodes;
+        let routes = weir_tests::netns::run(std::process::Command::new("ip").args([
+            "-n",
+            &nodes[node].netns,
+            "-6",
+            "route",
+            "show",
+            "proto",
+            "87",
+        ]))
+        .unwrap();
+        let via = nodes[other].underlay_ipv6.unwrap();
+        let expected = format!("{} via {via}", nodes[other].pod_cidr_v6);
+        assert!(
+            routes.contains(&expected),
+            "{}: expected {expected:?} in {routes:?}",
+            nodes[node].name
+        );
+    }
     let targets = [Target::Tcp(80), Target::Udp(80), Target::Icmp];
     converge(&lab, IpFamily::V6, &targets, |_, _, _| true);
     converge(&lab, IpFamily::V4, &targets, |_, _, _| true);

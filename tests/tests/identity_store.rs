@@ -133,6 +133,7 @@ fn node(name: &str, underlay: &str, cidr: &str) -> NodeRecord {
         ip: ip(underlay),
         pod_cidr: cidr.parse().unwrap(),
         pod_cidr_v6: None,
+        ipv6: None,
     }
 }
 

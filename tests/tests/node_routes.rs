@@ -16,13 +16,18 @@ use weir_tests::{names, require_root};
 fn set(routes: &[(&str, [u8; 4])]) -> NodeRouteSet {
     routes
         .iter()
-        .map(|(cidr, gw)| (cidr.parse().expect("cidr"), Ipv4Addr::from(*gw)))
+        .map(|(cidr, gw)| (cidr.parse().expect("cidr"), Ipv4Addr::from(*gw).into()))
         .collect()
 }
 
 /// `ip route show` lines of `proto`.
 fn shown(ns: &NetNs, proto: &str) -> Vec<String> {
-    ns.ip(&["route", "show", "proto", proto])
+    shown_family(ns, "-4", proto)
+}
+
+/// [`shown`] of one family (`-4`, `-6`).
+fn shown_family(ns: &NetNs, family: &str, proto: &str) -> Vec<String> {
+    ns.ip(&[family, "route", "show", "proto", proto])
         .expect("ip route")
         .lines()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -162,4 +167,57 @@ fn node_routes_follow_the_node_records_and_touch_only_their_own() {
         .ip(&["route", "show", "198.51.100.0/24"])
         .unwrap()
         .contains("via 192.0.2.254"));
+}
+
+/// A dual-stack node's IPv6 pod CIDR goes through its IPv6 address, beside
+/// the IPv4 route, with a managed IPv6 neighbour entry; both go with it.
+#[test]
+fn ipv6_pod_cidrs_are_routed_through_ipv6_node_addresses() {
+    require_root();
+    let ns = NetNs::new(&names::unique()).unwrap();
+    ns.ip(&[
+        "link", "add", "underlay", "type", "veth", "peer", "name", "peer",
+    ])
+    .unwrap();
+    ns.ip(&["link", "set", "peer", "up"]).unwrap();
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "underlay"])
+        .unwrap();
+    ns.ip(&["addr", "add", "fd00:77::1/64", "dev", "underlay", "nodad"])
+        .unwrap();
+    ns.ip(&["link", "set", "underlay", "up"]).unwrap();
+    let proto = ROUTE_PROTOCOL.to_string();
+    let dual: NodeRouteSet = [
+        ("10.244.2.0/24", "192.0.2.2"),
+        ("fd00:10:244:2::/112", "fd00:77::2"),
+    ]
+    .iter()
+    .map(|(cidr, via)| (cidr.parse().unwrap(), via.parse().unwrap()))
+    .collect();
+    in_ns(&ns, move || {
+        Box::pin(async move {
+            let mut routes = NodeRoutes::open(RouteVia::Native).await.expect("open");
+            routes.sync(&dual, true).await.expect("sync");
+        })
+    });
+    assert_eq!(shown(&ns, &proto), ["10.244.2.0/24 via 192.0.2.2"]);
+    assert_eq!(
+        shown_family(&ns, "-6", &proto),
+        ["fd00:10:244:2::/112 via fd00:77::2"]
+    );
+    assert_eq!(managed(&ns, &proto), ["192.0.2.2", "fd00:77::2"]);
+    // A new run adopts both families, and removes both when the node goes.
+    in_ns(&ns, || {
+        Box::pin(async {
+            let mut routes = NodeRoutes::open(RouteVia::Native).await.expect("open");
+            assert_eq!(routes.installed().len(), 2, "{:?}", routes.installed());
+            assert_eq!(routes.neighbours().len(), 2, "{:?}", routes.neighbours());
+            routes.sync(&NodeRouteSet::new(), true).await.expect("sync");
+        })
+    });
+    assert!(shown_family(&ns, "-6", &proto).is_empty());
+    assert!(
+        managed(&ns, &proto).is_empty(),
+        "{:?}",
+        managed(&ns, &proto)
+    );
 }

@@ -182,7 +182,7 @@ fn agent_waits_for_pod_cidr(
                     .await
                     .context("no pod CIDR within 60 s")??
                     .v4;
-                    let address = node_ipam::node_ip(&client, &node).await?;
+                    let (address, _) = node_ipam::node_ips(&client, &node).await?;
                     Ok((cidr, address))
                 })
         })?

@@ -3,7 +3,7 @@
 //! interchangeable.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -39,12 +39,31 @@ pub struct NodeRecord {
     /// Its IPv6 pod address range on a dual-stack node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_cidr_v6: Option<IpNetwork>,
+    /// Its IPv6 underlay address on a dual-stack node: what other nodes
+    /// route its IPv6 pod range through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl NodeRecord {
     /// The node's pod CIDRs: `pod_cidr`, then `pod_cidr_v6` if any.
     pub fn pod_cidrs(&self) -> impl Iterator<Item = IpNetwork> {
         std::iter::once(self.pod_cidr).chain(self.pod_cidr_v6)
+    }
+
+    /// The node's addresses: `ip`, then `ipv6` if any.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> {
+        std::iter::once(self.ip).chain(self.ipv6.map(IpAddr::V6))
+    }
+
+    /// Each pod CIDR with the node address of its family that reaches it,
+    /// for routes to the node's pods (a CIDR whose family the node has no
+    /// address of is left out).
+    pub fn pod_routes(&self) -> impl Iterator<Item = (IpNetwork, IpAddr)> + '_ {
+        self.pod_cidrs().filter_map(|cidr| {
+            let via = self.addresses().find(|a| a.is_ipv4() == cidr.is_ipv4())?;
+            Some((cidr, via))
+        })
     }
 }
 

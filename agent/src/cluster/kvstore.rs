@@ -312,6 +312,7 @@ mod tests {
             ip: "10.77.0.12".parse().unwrap(),
             pod_cidr: "10.244.2.0/24".parse().unwrap(),
             pod_cidr_v6: None,
+            ipv6: None,
         };
         store.upsert_node(&node).await.unwrap();
         let record = |identity| EndpointRecord {

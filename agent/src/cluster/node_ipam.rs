@@ -13,7 +13,7 @@
 //! The agent cannot give pods addresses before it knows its CIDR, so it
 //! waits for the assignment, saying so every few seconds.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
@@ -109,16 +109,16 @@ pub async fn pod_cidrs(
     }
 }
 
-/// The Node's first IPv4 InternalIP.
-pub async fn node_ip(client: &Client, node: &str) -> Result<IpAddr, Error> {
+/// The Node's first IPv4 InternalIP, and its first IPv6 one if it has one
+/// (a dual-stack node).
+pub async fn node_ips(client: &Client, node: &str) -> Result<(IpAddr, Option<Ipv6Addr>), Error> {
     let api: Api<Node> = Api::all(client.clone());
     let object = api.get(node).await.map_err(|source| Error::ReadNode {
         node: node.to_string(),
         source,
     })?;
-    internal_ipv4(&object)
-        .map(IpAddr::V4)
-        .ok_or_else(|| Error::NoNodeIp(node.to_string()))
+    let ipv4: Ipv4Addr = internal_ip(&object).ok_or_else(|| Error::NoNodeIp(node.to_string()))?;
+    Ok((IpAddr::V4(ipv4), internal_ip(&object)))
 }
 
 /// Waits until `extract` finds the value in the object `name`.
@@ -173,14 +173,15 @@ fn node_pod_cidr(node: &Node) -> Option<PodCidrs> {
     PodCidrs::from_list(parsed.iter())
 }
 
-fn internal_ipv4(node: &Node) -> Option<Ipv4Addr> {
+/// The Node's first `InternalIP` of the family `A`.
+fn internal_ip<A: std::str::FromStr>(node: &Node) -> Option<A> {
     node.status
         .as_ref()?
         .addresses
         .iter()
         .flatten()
         .filter(|a| a.type_ == "InternalIP")
-        .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
+        .find_map(|a| a.address.parse::<A>().ok())
 }
 
 #[cfg(test)]
@@ -205,14 +206,15 @@ mod tests {
         let dual = node_pod_cidr(&n).unwrap();
         assert_eq!(dual.v4, "10.244.1.0/24".parse().unwrap());
         assert_eq!(dual.v6, "fd00::/64".parse().ok());
-        assert_eq!(internal_ipv4(&n), Some(Ipv4Addr::new(192, 0, 2, 11)));
+        assert_eq!(internal_ip(&n), Some(Ipv4Addr::new(192, 0, 2, 11)));
+        assert_eq!(internal_ip(&n), "fd00::1".parse::<Ipv6Addr>().ok());
         let old = node(
             serde_json::json!({"metadata": {"name": "n2"}, "spec": {"podCIDR": "10.244.2.0/24"}}),
         );
         let old_cidrs = node_pod_cidr(&old).unwrap();
         assert_eq!(old_cidrs.v4, "10.244.2.0/24".parse().unwrap());
         assert_eq!(old_cidrs.v6, None);
-        assert_eq!(internal_ipv4(&old), None);
+        assert_eq!(internal_ip::<Ipv4Addr>(&old), None);
         let unassigned = node(serde_json::json!({"metadata": {"name": "n3"}, "spec": {}}));
         assert_eq!(node_pod_cidr(&unassigned), None);
     }

@@ -6,6 +6,9 @@
 //! them: they follow the node records of the shared store as nodes come and
 //! go.
 //!
+//! IPv4 and IPv6 alike (a dual-stack node's IPv6 pod CIDR goes through its
+//! IPv6 node address), except through the tunnel, which carries IPv4 only.
+//!
 //! Every route is tagged with a routing protocol number of Weir's own
 //! ([`ROUTE_PROTOCOL`], `ip route show proto 87`), so the agent finds the
 //! routes an earlier run left (adopted, then corrected) and never touches
@@ -21,12 +24,10 @@
 //! `gc_thresh1`) must not lose its first packets to that.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
-
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourFlags, NeighbourMessage,
     NeighbourState,
@@ -46,36 +47,42 @@ pub enum Error {
     List(rtnetlink::Error),
     #[error("route {cidr} via {gateway}: {source}")]
     Replace {
-        cidr: Ipv4Network,
-        gateway: Ipv4Addr,
+        cidr: IpNetwork,
+        gateway: IpAddr,
         source: rtnetlink::Error,
+    },
+    #[error("route {cidr} via {gateway}: {reason}")]
+    Invalid {
+        cidr: IpNetwork,
+        gateway: IpAddr,
+        reason: String,
     },
     #[error("delete route {cidr}: {source}")]
     Delete {
-        cidr: Ipv4Network,
+        cidr: IpNetwork,
         source: rtnetlink::Error,
     },
     #[error("list neighbours: {0}")]
     ListNeighbours(rtnetlink::Error),
     #[error("the route to node {node}: {source}")]
     RouteTo {
-        node: Ipv4Addr,
+        node: IpAddr,
         source: rtnetlink::Error,
     },
     #[error("no route to node {0}")]
-    NoRouteTo(Ipv4Addr),
+    NoRouteTo(IpAddr),
     #[error("managed neighbour {node}: {source}")]
     Neighbour {
-        node: Ipv4Addr,
+        node: IpAddr,
         source: rtnetlink::Error,
     },
 }
 
-/// Pod CIDR → the node address it is reached through.
-pub type NodeRouteSet = BTreeMap<Ipv4Network, Ipv4Addr>;
+/// Pod CIDR → the node address (of the same family) it is reached through.
+pub type NodeRouteSet = BTreeMap<IpNetwork, IpAddr>;
 
 /// Node address → the interface its managed neighbour entry is on.
-pub type ManagedNeighbours = BTreeMap<Ipv4Addr, u32>;
+pub type ManagedNeighbours = BTreeMap<IpAddr, u32>;
 
 /// How the routes reach the other nodes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -146,7 +153,7 @@ impl NodeRoutes {
     /// The node addresses that need managed neighbour entries: every
     /// gateway of `desired` in native routing, none through the tunnel
     /// (the device resolves no neighbours).
-    fn neighbour_nodes(&self, desired: &NodeRouteSet) -> BTreeSet<Ipv4Addr> {
+    fn neighbour_nodes(&self, desired: &NodeRouteSet) -> BTreeSet<IpAddr> {
         match self.via {
             RouteVia::Native => desired.values().copied().collect(),
             RouteVia::Tunnel { .. } => BTreeSet::new(),
@@ -162,9 +169,15 @@ impl NodeRoutes {
             if self.installed.get(&cidr) == Some(&gateway) {
                 continue;
             }
+            let message =
+                route(cidr, Some(gateway), self.via).map_err(|reason| Error::Invalid {
+                    cidr,
+                    gateway,
+                    reason,
+                })?;
             self.handle
                 .route()
-                .add(route(cidr, Some(gateway), self.via))
+                .add(message)
                 .replace()
                 .execute()
                 .await
@@ -176,20 +189,19 @@ impl NodeRoutes {
             self.installed.insert(cidr, gateway);
         }
         if remove_absent {
-            let stale: Vec<Ipv4Network> = self
+            let stale: Vec<(IpNetwork, IpAddr)> = self
                 .installed
-                .keys()
-                .filter(|cidr| !desired.contains_key(cidr))
-                .copied()
+                .iter()
+                .filter(|(cidr, _)| !desired.contains_key(cidr))
+                .map(|(cidr, gateway)| (*cidr, *gateway))
                 .collect();
-            for cidr in stale {
-                match self
-                    .handle
-                    .route()
-                    .del(route(cidr, None, self.via))
-                    .execute()
-                    .await
-                {
+            for (cidr, gateway) in stale {
+                let message = route(cidr, None, self.via).map_err(|reason| Error::Invalid {
+                    cidr,
+                    gateway,
+                    reason,
+                })?;
+                match self.handle.route().del(message).execute().await {
                     Ok(()) => {}
                     // Already gone (removed by hand, or with its link).
                     Err(rtnetlink::Error::NetlinkError(e))
@@ -208,7 +220,7 @@ impl NodeRoutes {
     /// the others.
     async fn sync_neighbours(
         &mut self,
-        nodes: &BTreeSet<Ipv4Addr>,
+        nodes: &BTreeSet<IpAddr>,
         remove_absent: bool,
     ) -> Result<(), Error> {
         for &node in nodes {
@@ -219,7 +231,7 @@ impl NodeRoutes {
             let mut request = self
                 .handle
                 .neighbours()
-                .add(ifindex, IpAddr::V4(node))
+                .add(ifindex, node)
                 .state(NeighbourState::None)
                 .flags(NeighbourFlags::ExtLearned)
                 .replace();
@@ -235,7 +247,7 @@ impl NodeRoutes {
             self.neighbours.insert(node, ifindex);
         }
         if remove_absent {
-            let stale: Vec<(Ipv4Addr, u32)> = self
+            let stale: Vec<(IpAddr, u32)> = self
                 .neighbours
                 .iter()
                 .filter(|(node, _)| !nodes.contains(node))
@@ -262,16 +274,13 @@ impl NodeRoutes {
     }
 
     /// The interface the kernel routes `node` through (`ip route get`).
-    async fn interface_to(&self, node: Ipv4Addr) -> Result<u32, Error> {
-        let mut answers = self
-            .handle
-            .route()
-            .get(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(node, 32)
-                    .build(),
-            )
-            .execute();
+    async fn interface_to(&self, node: IpAddr) -> Result<u32, Error> {
+        let host = if node.is_ipv4() { 32 } else { 128 };
+        let query = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(node, host)
+            .map_err(|_| Error::NoRouteTo(node))?
+            .build();
+        let mut answers = self.handle.route().get(query).execute();
         while let Some(message) = answers
             .try_next()
             .await
@@ -290,94 +299,109 @@ impl NodeRoutes {
 }
 
 /// The neighbour entry of `node` on `ifindex`, for a delete.
-fn neighbour(node: Ipv4Addr, ifindex: u32) -> NeighbourMessage {
+fn neighbour(node: IpAddr, ifindex: u32) -> NeighbourMessage {
     let mut message = NeighbourMessage::default();
-    message.header.family = AddressFamily::Inet;
+    let (family, address) = match node {
+        IpAddr::V4(v4) => (AddressFamily::Inet, NeighbourAddress::Inet(v4)),
+        IpAddr::V6(v6) => (AddressFamily::Inet6, NeighbourAddress::Inet6(v6)),
+    };
+    message.header.family = family;
     message.header.ifindex = ifindex;
     message
         .attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-            node,
-        )));
+        .push(NeighbourAttribute::Destination(address));
     message
 }
 
-/// The IPv4 neighbour entries tagged with Weir's protocol.
+/// The neighbour entries of both families tagged with Weir's protocol.
 async fn list_tagged_neighbours(handle: &Handle) -> Result<ManagedNeighbours, Error> {
-    let mut entries = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet)
-        .execute();
     let mut found = ManagedNeighbours::new();
-    while let Some(message) = entries.try_next().await.map_err(Error::ListNeighbours)? {
-        let ours = message.attributes.iter().any(|a| {
-            matches!(a, NeighbourAttribute::Protocol(RouteProtocol::Other(p)) if *p == ROUTE_PROTOCOL)
-        });
-        let node = message.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(node)) => Some(*node),
-            _ => None,
-        });
-        if let (true, Some(node)) = (ours, node) {
-            found.insert(node, message.header.ifindex);
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut entries = handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute();
+        while let Some(message) = entries.try_next().await.map_err(Error::ListNeighbours)? {
+            let ours = message.attributes.iter().any(|a| {
+                matches!(a, NeighbourAttribute::Protocol(RouteProtocol::Other(p)) if *p == ROUTE_PROTOCOL)
+            });
+            let node = message.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(node)) => {
+                    Some(IpAddr::V4(*node))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(node)) => {
+                    Some(IpAddr::V6(*node))
+                }
+                _ => None,
+            });
+            if let (true, Some(node)) = (ours, node) {
+                found.insert(node, message.header.ifindex);
+            }
         }
     }
     Ok(found)
 }
 
-fn route(cidr: Ipv4Network, gateway: Option<Ipv4Addr>, via: RouteVia) -> RouteMessage {
-    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
+/// The route to `cidr` (through `gateway` to add it; without one to delete
+/// it). Fails when the two are of different families.
+fn route(cidr: IpNetwork, gateway: Option<IpAddr>, via: RouteVia) -> Result<RouteMessage, String> {
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(cidr.network(), cidr.prefix())
+        .map_err(|e| e.to_string())?
         .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
     if let Some(gateway) = gateway {
-        builder = builder.gateway(gateway);
+        builder = builder.gateway(gateway).map_err(|e| e.to_string())?;
         if let RouteVia::Tunnel { ifindex, source } = via {
             builder = builder
                 .output_interface(ifindex)
                 .onlink()
-                .pref_source(source);
+                .pref_source(IpAddr::V4(source))
+                .map_err(|e| e.to_string())?;
         }
     }
-    builder.build()
+    Ok(builder.build())
 }
 
-/// The main table's IPv4 routes tagged with Weir's protocol: pod CIDR ->
-/// (gateway, output interface).
-async fn list_tagged(
-    handle: &Handle,
-) -> Result<BTreeMap<Ipv4Network, (Ipv4Addr, Option<u32>)>, Error> {
-    let mut routes = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute();
+/// The main table's routes of both families tagged with Weir's protocol:
+/// pod CIDR -> (gateway, output interface).
+async fn list_tagged(handle: &Handle) -> Result<BTreeMap<IpNetwork, (IpAddr, Option<u32>)>, Error> {
     let mut found = BTreeMap::new();
-    while let Some(message) = routes.try_next().await.map_err(Error::List)? {
-        if message.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
-            || message.header.address_family != AddressFamily::Inet
-        {
-            continue;
-        }
-        if let Some((cidr, next_hop)) = tagged_route(&message) {
-            found.insert(cidr, next_hop);
+    let dumps = [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+    ];
+    for dump in dumps {
+        let mut routes = handle.route().get(dump).execute();
+        while let Some(message) = routes.try_next().await.map_err(Error::List)? {
+            if message.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
+                continue;
+            }
+            if let Some((cidr, next_hop)) = tagged_route(&message) {
+                found.insert(cidr, next_hop);
+            }
         }
     }
     Ok(found)
 }
 
-fn tagged_route(message: &RouteMessage) -> Option<(Ipv4Network, (Ipv4Addr, Option<u32>))> {
+fn tagged_route(message: &RouteMessage) -> Option<(IpNetwork, (IpAddr, Option<u32>))> {
+    let address = |address: &RouteAddress| match address {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    };
     let mut destination = None;
     let mut gateway = None;
     let mut oif = None;
     for attribute in &message.attributes {
         match attribute {
-            RouteAttribute::Destination(RouteAddress::Inet(address)) => {
-                destination = Some(*address)
-            }
-            RouteAttribute::Gateway(RouteAddress::Inet(address)) => gateway = Some(*address),
+            RouteAttribute::Destination(a) => destination = address(a),
+            RouteAttribute::Gateway(a) => gateway = address(a),
             RouteAttribute::Oif(index) => oif = Some(*index),
             _ => {}
         }
     }
-    let cidr = Ipv4Network::new(destination?, message.header.destination_prefix_length).ok()?;
+    let cidr = IpNetwork::new(destination?, message.header.destination_prefix_length).ok()?;
     Some((cidr, (gateway?, oif)))
 }

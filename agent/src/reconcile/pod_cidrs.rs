@@ -150,6 +150,7 @@ mod tests {
             ip: ip.parse().unwrap(),
             pod_cidr: cidr.parse().unwrap(),
             pod_cidr_v6: None,
+            ipv6: None,
         }
     }
 

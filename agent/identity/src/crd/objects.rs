@@ -170,17 +170,20 @@ pub fn endpoint_records(object: &WeirEndpoint) -> Vec<(IpAddr, EndpointRecord)> 
 /// The `WeirNode` spec publishing `node`.
 pub fn node_spec(node: &NodeRecord) -> WeirNodeSpec {
     WeirNodeSpec {
-        addresses: vec![NodeAddress {
-            address_type: NodeAddressType::InternalIP,
-            ip: node.ip,
-        }],
+        addresses: node
+            .addresses()
+            .map(|ip| NodeAddress {
+                address_type: NodeAddressType::InternalIP,
+                ip,
+            })
+            .collect(),
         pod_cidrs: node.pod_cidrs().collect(),
     }
 }
 
 /// The node record of a `WeirNode`: its first internal address (else its
 /// first), its first pod CIDR and, on a dual-stack node, its first IPv6 pod
-/// CIDR after that. None while it lacks either (the operator has not
+/// CIDR and internal IPv6 address after those. None while it lacks either (the operator has not
 /// assigned a CIDR yet).
 pub fn node_record(object: &WeirNode) -> Option<NodeRecord> {
     let spec = &object.spec;
@@ -195,11 +198,22 @@ pub fn node_record(object: &WeirNode) -> Option<NodeRecord> {
         IpNetwork::V4(_) => spec.pod_cidrs.iter().copied().find(IpNetwork::is_ipv6),
         IpNetwork::V6(_) => None,
     };
+    // A dual-stack node's IPv6 address: its first internal IPv6 one after
+    // `ip` (an IPv4 one).
+    let ipv6 = spec
+        .addresses
+        .iter()
+        .filter(|a| a.address_type == NodeAddressType::InternalIP && ip.is_ipv4())
+        .find_map(|a| match a.ip {
+            IpAddr::V6(v6) => Some(v6),
+            IpAddr::V4(_) => None,
+        });
     Some(NodeRecord {
         name: object.name_any(),
         ip,
         pod_cidr,
         pod_cidr_v6,
+        ipv6,
     })
 }
 

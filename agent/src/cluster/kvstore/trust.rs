@@ -66,12 +66,15 @@ pub fn check_node(node: &NodeRecord) -> Result<(), Refusal> {
     if !usable_address(node.ip) {
         return Err(Refusal::BadNodeAddress(node.ip));
     }
+    if let Some(ipv6) = node.ipv6.map(IpAddr::V6).filter(|a| !usable_address(*a)) {
+        return Err(Refusal::BadNodeAddress(ipv6));
+    }
     for cidr in node.pod_cidrs() {
         let widest = match cidr {
             ipnetwork::IpNetwork::V4(_) => WIDEST_POD_CIDR_V4,
             ipnetwork::IpNetwork::V6(_) => WIDEST_POD_CIDR_V6,
         };
-        if cidr.prefix() < widest || cidr.contains(node.ip) {
+        if cidr.prefix() < widest || node.addresses().any(|a| cidr.contains(a)) {
             return Err(Refusal::BadPodCidr(cidr));
         }
     }
@@ -128,6 +131,7 @@ mod tests {
             ip: ip.parse().unwrap(),
             pod_cidr: cidr.parse().unwrap(),
             pod_cidr_v6: None,
+            ipv6: None,
         }
     }
 
@@ -217,6 +221,18 @@ mod tests {
         // Too wide, or not IPv6.
         for cidr in ["fd00::/32", "10.245.0.0/24"] {
             assert!(check_node(&dual(cidr)).is_err(), "{cidr}");
+        }
+        // The node's IPv6 address: usable, and not one of its pods'.
+        for (address, ok) in [
+            ("fd00:77::11", true),
+            ("::1", false),
+            ("fd00:10:244:1::9", false),
+        ] {
+            let node = NodeRecord {
+                ipv6: Some(address.parse().unwrap()),
+                ..n1.clone()
+            };
+            assert_eq!(check_node(&node).is_ok(), ok, "{address}");
         }
     }
 }

@@ -76,6 +76,7 @@ fn a_node_round_trips_and_one_without_a_cidr_is_not_a_record() {
         ip: "192.168.50.2".parse().unwrap(),
         pod_cidr: "10.0.1.0/24".parse().unwrap(),
         pod_cidr_v6: None,
+        ipv6: None,
     };
     let mut object = WeirNode::new("node-a", node_spec(&node));
     assert_eq!(node_record(&object), Some(node));
@@ -88,4 +89,30 @@ fn a_node_round_trips_and_one_without_a_cidr_is_not_a_record() {
     assert!(written_by(&object, "node-a"));
     object.spec.pod_cidrs.clear();
     assert_eq!(node_record(&object), None);
+}
+
+#[test]
+fn a_dual_stack_node_round_trips_with_both_ranges_and_addresses() {
+    let node = NodeRecord {
+        name: "node-a".into(),
+        ip: "192.168.50.2".parse().unwrap(),
+        pod_cidr: "10.0.1.0/24".parse().unwrap(),
+        pod_cidr_v6: Some("fd00:10:244:1::/112".parse().unwrap()),
+        ipv6: Some("fd00:77::2".parse().unwrap()),
+    };
+    let object = WeirNode::new("node-a", node_spec(&node));
+    assert_eq!(object.spec.pod_cidrs.len(), 2);
+    assert_eq!(object.spec.addresses.len(), 2);
+    assert_eq!(node_record(&object), Some(node.clone()));
+    let routes: Vec<String> = node
+        .pod_routes()
+        .map(|(cidr, via)| format!("{cidr} via {via}"))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "10.0.1.0/24 via 192.168.50.2",
+            "fd00:10:244:1::/112 via fd00:77::2"
+        ]
+    );
 }
