@@ -163,4 +163,42 @@ fn network_policy_selects_and_blocks_over_ipv6() {
         "x/c" => false,
         _ => true,
     });
+    // The denied IPv6 connection from x/c (on n2) is a drop on x/a's node
+    // with both IPv6 addresses, both pods and the reason.
+    let (a, c) = (lab.pod("x/a").unwrap(), lab.pod("x/c").unwrap());
+    let drops = observe(
+        &lab,
+        "n1",
+        &["--verdict", "DROPPED", "--to-pod", "x/a", "--last", "1000"],
+    );
+    let from_c = c.ipv6.unwrap().to_string();
+    let drop = drops
+        .iter()
+        .find(|f| f["IP"]["source"] == from_c.as_str())
+        .unwrap_or_else(|| panic!("no drop from {from_c}: {drops:?}"));
+    assert_eq!(drop["IP"]["destination"], a.ipv6.unwrap().to_string());
+    assert_eq!(drop["drop_reason_desc"], "POLICY_DENIED");
+    assert_eq!(drop["source"]["pod_name"], "c");
+    assert_eq!(drop["destination"]["pod_name"], "a");
+}
+
+/// `weir observe ARGS` against `node`'s Observer API, as JSON lines.
+fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let server = weir_lab::hubble_socket(lab.state().node(node).unwrap());
+    let server = server.to_str().unwrap();
+    let out = lab
+        .weir(
+            node,
+            &[&["-o", "json", "observe", "--server", server], args].concat(),
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
