@@ -77,7 +77,8 @@ async fn run(mut args: Config) -> Result<()> {
     let tunnel = match args.routing_mode {
         RoutingMode::Tunnel => {
             let underlay = &args.devices[0];
-            let device = weir_agent::datapath::tunnel::ensure(underlay, args.tunnel_port)
+            let ipv6 = pod_cidrs.v6.is_some();
+            let device = weir_agent::datapath::tunnel::ensure(underlay, args.tunnel_port, ipv6)
                 .await
                 .with_context(|| format!("the tunnel device over {underlay}"))?;
             info!(
@@ -119,7 +120,7 @@ async fn run(mut args: Config) -> Result<()> {
     // Anti-spoofing on the node devices: this node's pod CIDR is in the
     // map before the programs are attached (other nodes' follow their
     // records, in the reconcile loop).
-    weir_agent::reconcile::pod_cidrs::claim_local(datapath.ebpf_mut(), pod_cidr, node_ipv4(&args))
+    weir_agent::reconcile::pod_cidrs::claim_local(datapath.ebpf_mut(), pod_cidrs, node_ipv4(&args))
         .context("writing this node's pod CIDR into the anti-spoofing map")?;
     weir_agent::datapath::maps::set_non_masquerade(datapath.ebpf_mut(), &args.non_masquerade_cidrs)
         .context("writing the non-masquerade prefixes")?;
@@ -463,7 +464,7 @@ async fn start_cluster_sync(
     ))
     .with_status(status)
     .with_readiness(readiness.clone())
-    .with_pod_cidr(pod_cidr, node_ipv4(args))
+    .with_pod_cidrs(pod_cidrs, node_ipv4(args))
     .with_policy_audit_mode(args.policy_audit_mode)
     .with_agent_events(agent_events);
     if let Some(source) = kubernetes {
@@ -716,14 +717,20 @@ fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String, 
             ticker.tick().await;
             let (desired, complete) = {
                 let view = view.lock().unwrap_or_else(|e| e.into_inner());
-                // Through the tunnel: IPv4 only (it carries IPv4).
-                let tunnel = matches!(via, RouteVia::Tunnel { .. });
                 let desired: NodeRouteSet = view
                     .nodes
                     .values()
                     .filter(|node| node.name != own_node)
-                    .flat_map(|node| node.pod_routes())
-                    .filter(|(cidr, _)| cidr.is_ipv4() || !tunnel)
+                    .flat_map(|node| -> Vec<_> {
+                        match via {
+                            RouteVia::Native => node.pod_routes().collect(),
+                            // Every CIDR to the node's IPv4 address, the
+                            // tunnel's outer destination.
+                            RouteVia::Tunnel { .. } => {
+                                node.pod_cidrs().map(|cidr| (cidr, node.ip)).collect()
+                            }
+                        }
+                    })
                     .collect();
                 (desired, view.nodes_synced)
             };

@@ -150,9 +150,10 @@ pub struct Reconciler {
     reported_rejections: BTreeMap<PathBuf, String>,
     identities: IdentitySync,
     ipcache: IpcacheSync,
-    /// This node's pod CIDR and address, for `weir_pod_cidrs` (none: the
-    /// map is not reconciled; see [`Reconciler::with_pod_cidr`]).
-    local_pod_cidr: Option<(ipnetwork::Ipv4Network, std::net::Ipv4Addr)>,
+    /// This node's pod CIDRs and address, for `weir_pod_cidrs` and
+    /// `weir_pod_cidrs6` (none: the maps are not reconciled; see
+    /// [`Reconciler::with_pod_cidrs`]).
+    local_pod_cidr: Option<(crate::cluster::node_ipam::PodCidrs, std::net::Ipv4Addr)>,
     pod_cidrs: PodCidrSync,
     endpoints_map: EndpointMapSync,
     policy: PolicySync,
@@ -250,15 +251,15 @@ impl Reconciler {
         self
     }
 
-    /// Keep `weir_pod_cidrs` (anti-spoofing on the node devices) equal to
-    /// this node's pod CIDR and the other nodes' records, in the ipcache
-    /// step.
-    pub fn with_pod_cidr(
+    /// Keep `weir_pod_cidrs` (anti-spoofing on the node devices, the
+    /// tunnel) and `weir_pod_cidrs6` equal to this node's pod CIDRs and the
+    /// other nodes' records, in the ipcache step.
+    pub fn with_pod_cidrs(
         mut self,
-        pod_cidr: ipnetwork::Ipv4Network,
+        pod_cidrs: crate::cluster::node_ipam::PodCidrs,
         node_ip: std::net::Ipv4Addr,
     ) -> Self {
-        self.local_pod_cidr = Some((pod_cidr, node_ip));
+        self.local_pod_cidr = Some((pod_cidrs, node_ip));
         self
     }
 

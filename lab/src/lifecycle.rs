@@ -201,11 +201,11 @@ impl Lab {
             self.start_operators(progress)?;
         }
         self.route_world_to_pods()?;
-        // The lab routes IPv6 pod CIDRs where it routes IPv4 ones, and in
-        // tunnel mode (the tunnel carries IPv4 only).
-        let agents_route_v6 = self.state.control_plane.is_some()
+        // The lab routes IPv6 pod CIDRs where it routes IPv4 ones: without
+        // a control plane in native routing (elsewhere the agents do).
+        let lab_routes = self.state.control_plane.is_none()
             && self.state.routing == crate::state::Routing::Native;
-        if self.state.dual_stack && !agents_route_v6 {
+        if self.state.dual_stack && lab_routes {
             self.route_pod_cidrs_v6()?;
         }
         for index in 0..self.state.nodes.len() {

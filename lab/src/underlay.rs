@@ -136,9 +136,9 @@ pub(crate) fn add_node(lab: &str, node: &str, index: usize, links: &NodeLinks) -
 }
 
 /// Routes every other node's IPv6 pod CIDR (`(index, cidr)` of each node)
-/// through its IPv6 underlay address, in node `index`'s namespace `ns`:
-/// without a control plane (as for IPv4) and in tunnel mode (the tunnel
-/// carries IPv4 only).
+/// through its IPv6 underlay address, in node `index`'s namespace `ns`
+/// (where the lab routes the IPv4 ones too: no control plane, native
+/// routing).
 pub(crate) fn route_pod_cidrs_v6(ns: &str, index: usize, cidrs: &[(usize, String)]) -> Result<()> {
     for (other, cidr) in cidrs.iter().filter(|(other, _)| *other != index) {
         let via = node_ipv6(*other).to_string();

@@ -221,12 +221,35 @@ fn only_other_nodes_pod_cidrs_are_sent_into_the_tunnel() {
     )
     .unwrap();
     assert_eq!(to_overlay(&mut datapath), (0, Reason::Forwarded));
-    // IPv6 is not carried.
+}
+
+/// A dual-stack node's IPv6 pods go through the (IPv4) tunnel to the node
+/// owning their IPv6 pod CIDR (`weir_pod_cidrs6`), as IPv4 pods do.
+#[test]
+fn ipv6_pods_of_another_node_are_sent_into_the_tunnel() {
+    let (_pins, mut datapath) = setup();
+    // From fd00:99::1 to fd00:99::2.
     let v6 = packets::ipv6_tcp_syn();
-    let (verdict, reason) = counted(
-        &mut datapath,
-        |d| test_run(d, ProgramKind::ToOverlay, &v6, 1).unwrap().verdict,
-        v6.len(),
-    );
-    assert_eq!((verdict, reason), (2, Reason::DropNoTunnelEndpoint));
+    let to_overlay = |datapath: &mut Datapath| {
+        counted(
+            datapath,
+            |d| test_run(d, ProgramKind::ToOverlay, &v6, 1).unwrap().verdict,
+            v6.len(),
+        )
+    };
+    assert_eq!(to_overlay(&mut datapath), (2, Reason::DropNoTunnelEndpoint));
+    let cidr = "fd00:99::/112".parse().unwrap();
+    let node_ip = "192.0.2.12".parse().unwrap();
+    for (local, expected) in [
+        (true, (2, Reason::DropNoTunnelEndpoint)),
+        (false, (0, Reason::Forwarded)),
+    ] {
+        maps::pod_cidrs::set_pod_cidr(datapath.ebpf_mut(), cidr, PodCidrOwner { node_ip, local })
+            .unwrap();
+        assert_eq!(to_overlay(&mut datapath), expected, "local {local}");
+    }
+    let entries = maps::pod_cidrs::pod_cidr_entries(datapath.ebpf_mut()).unwrap();
+    assert_eq!(entries.len(), 1, "in weir_pod_cidrs6: {entries:?}");
+    maps::pod_cidrs::remove_pod_cidr(datapath.ebpf_mut(), cidr).unwrap();
+    assert_eq!(to_overlay(&mut datapath), (2, Reason::DropNoTunnelEndpoint));
 }

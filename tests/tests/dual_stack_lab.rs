@@ -112,8 +112,10 @@ fn every_pod_gets_both_addresses_and_reaches_every_pod_over_both() {
         .map(|n| n.pod_cidr_v6.as_str())
         .collect();
     assert_ne!(cidrs[0], cidrs[1], "each node has its own IPv6 pod CIDR");
-    // Native routing: each agent routes the other node's IPv6 pod CIDR
-    // through its IPv6 address (`--auto-direct-node-routes`, proto 87).
+    // Each agent routes the other node's IPv6 pod CIDR (proto 87): natively
+    // through its IPv6 address (`--auto-direct-node-routes`), in tunnel mode
+    // into the tunnel device.
+    let tunnel = lab.state().routing == weir_lab::Routing::Tunnel;
     for (node, other) in [(0, 1), (1, 0)] {
         let nodes = &lab.state().nodes;
         let routes = weir_tests::netns::run(std::process::Command::new("ip").args([
@@ -126,8 +128,12 @@ fn every_pod_gets_both_addresses_and_reaches_every_pod_over_both() {
             "87",
         ]))
         .unwrap();
-        let via = nodes[other].underlay_ipv6.unwrap();
-        let expected = format!("{} via {via}", nodes[other].pod_cidr_v6);
+        let expected = if tunnel {
+            format!("{} dev weir_vxlan", nodes[other].pod_cidr_v6)
+        } else {
+            let via = nodes[other].underlay_ipv6.unwrap();
+            format!("{} via {via}", nodes[other].pod_cidr_v6)
+        };
         assert!(
             routes.contains(&expected),
             "{}: expected {expected:?} in {routes:?}",

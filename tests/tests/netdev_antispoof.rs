@@ -106,7 +106,7 @@ fn the_netdev_program_accepts_pod_sources_only_from_their_next_hop() {
         node_ip: Ipv4Addr::new(10, 99, 0, ip),
         local,
     };
-    maps::set_pod_cidr(ebpf, own, owner(1, true)).unwrap();
+    maps::set_pod_cidr(ebpf, own.into(), owner(1, true)).unwrap();
     for (cidr, ip) in [
         ("10.244.2.0/24", 2),
         ("10.244.3.0/24", 3),
@@ -182,7 +182,7 @@ fn the_netdev_program_accepts_pod_sources_only_from_their_next_hop() {
         "own pod leaving"
     );
     // A CIDR removed from the map is no longer checked.
-    maps::remove_pod_cidr(datapath.ebpf_mut(), own).unwrap();
+    maps::remove_pod_cidr(datapath.ebpf_mut(), own.into()).unwrap();
     assert_eq!(
         run_in(node, device, &mut datapath, ProgramKind::FromNetdev, &frame),
         passed,

@@ -132,7 +132,12 @@ struct Suite {
 /// The lab suites that run a second time with the agents in tunnel mode
 /// (`--routing-mode tunnel`, issue 19 item 1): the connectivity matrix,
 /// NetworkPolicy and services.
-const TUNNEL_MODE_SUITES: [&str; 3] = ["lab_connectivity", "netpol_lab", "services_lab"];
+const TUNNEL_MODE_SUITES: [&str; 4] = [
+    "lab_connectivity",
+    "netpol_lab",
+    "services_lab",
+    "dual_stack_lab",
+];
 
 /// Runs `cargo test --workspace`, then [`TUNNEL_MODE_SUITES`] again in
 /// tunnel mode, and collects one [`Suite`] per test binary and mode.

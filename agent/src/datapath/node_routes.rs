@@ -6,8 +6,9 @@
 //! them: they follow the node records of the shared store as nodes come and
 //! go.
 //!
-//! IPv4 and IPv6 alike (a dual-stack node's IPv6 pod CIDR goes through its
-//! IPv6 node address), except through the tunnel, which carries IPv4 only.
+//! IPv4 and IPv6 alike: natively a dual-stack node's IPv6 pod CIDR goes
+//! through its IPv6 node address; through the tunnel it is a route on the
+//! tunnel device (the outer header, IPv4, is the programs').
 //!
 //! Every route is tagged with a routing protocol number of Weir's own
 //! ([`ROUTE_PROTOCOL`], `ip route show proto 87`), so the agent finds the
@@ -78,7 +79,9 @@ pub enum Error {
     },
 }
 
-/// Pod CIDR → the node address (of the same family) it is reached through.
+/// Pod CIDR → the node address it is reached through: of the same family
+/// natively, the node's IPv4 address (the outer destination) through the
+/// tunnel.
 pub type NodeRouteSet = BTreeMap<IpNetwork, IpAddr>;
 
 /// Node address → the interface its managed neighbour entry is on.
@@ -350,14 +353,26 @@ fn route(cidr: IpNetwork, gateway: Option<IpAddr>, via: RouteVia) -> Result<Rout
         .destination_prefix(cidr.network(), cidr.prefix())
         .map_err(|e| e.to_string())?
         .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
-    if let Some(gateway) = gateway {
-        builder = builder.gateway(gateway).map_err(|e| e.to_string())?;
-        if let RouteVia::Tunnel { ifindex, source } = via {
+    match (gateway, via) {
+        (None, _) => {}
+        (Some(gateway), RouteVia::Native) => {
+            builder = builder.gateway(gateway).map_err(|e| e.to_string())?;
+        }
+        // IPv4 through the tunnel: the node address an on-link gateway.
+        (Some(gateway), RouteVia::Tunnel { ifindex, source }) if cidr.is_ipv4() => {
             builder = builder
+                .gateway(gateway)
+                .map_err(|e| e.to_string())?
                 .output_interface(ifindex)
                 .onlink()
                 .pref_source(IpAddr::V4(source))
                 .map_err(|e| e.to_string())?;
+        }
+        // A dual-stack node's IPv6 pods through the tunnel: a device route
+        // (`gateway`, the node's IPv4 address, is the outer destination
+        // `weir_to_overlay` finds in `weir_pod_cidrs6`, not a next hop).
+        (Some(_), RouteVia::Tunnel { ifindex, .. }) => {
+            builder = builder.output_interface(ifindex);
         }
     }
     Ok(builder.build())
@@ -403,5 +418,11 @@ fn tagged_route(message: &RouteMessage) -> Option<(IpNetwork, (IpAddr, Option<u3
         }
     }
     let cidr = IpNetwork::new(destination?, message.header.destination_prefix_length).ok()?;
-    Some((cidr, (gateway?, oif)))
+    // A device route (IPv6 through the tunnel) has no gateway: adopted as
+    // the unspecified address, corrected by the first sync.
+    let unspecified = match cidr {
+        IpNetwork::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpNetwork::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    Some((cidr, (gateway.unwrap_or(unspecified), oif)))
 }

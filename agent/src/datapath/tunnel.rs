@@ -37,7 +37,7 @@ pub enum Error {
     Delete(rtnetlink::Error),
     #[error("setting {DEVICE} up with MTU {mtu}: {source}")]
     Set { mtu: u32, source: rtnetlink::Error },
-    #[error("turning IPv6 off on {DEVICE}: {0}")]
+    #[error("setting IPv6 on {DEVICE}: {0}")]
     Ipv6(std::io::Error),
 }
 
@@ -58,8 +58,9 @@ pub fn mtu_over(underlay_mtu: u32) -> Result<u32, Error> {
 }
 
 /// Creates or adopts [`DEVICE`] on UDP `port`, with the MTU that fits in
-/// `underlay`'s, up. Needs a tokio runtime.
-pub async fn ensure(underlay: &str, port: u16) -> Result<TunnelDevice, Error> {
+/// `underlay`'s, up; carrying IPv6 pods' packets too when `ipv6` (a
+/// dual-stack node). Needs a tokio runtime.
+pub async fn ensure(underlay: &str, port: u16, ipv6: bool) -> Result<TunnelDevice, Error> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connection)?;
     tokio::spawn(connection);
     let underlay_link = link(&handle, underlay)
@@ -99,18 +100,7 @@ pub async fn ensure(underlay: &str, port: u16) -> Result<TunnelDevice, Error> {
                 .index
         }
     };
-    // No IPv6 on the device: it would send router solicitations and MLD
-    // reports into a tunnel that carries IPv4 only.
-    std::fs::write(
-        format!("/proc/sys/net/ipv6/conf/{DEVICE}/disable_ipv6"),
-        b"1",
-    )
-    .or_else(|e| match e.kind() {
-        // A kernel without IPv6.
-        std::io::ErrorKind::NotFound => Ok(()),
-        _ => Err(e),
-    })
-    .map_err(Error::Ipv6)?;
+    set_ipv6(ipv6).map_err(Error::Ipv6)?;
     handle
         .link()
         .set(
@@ -127,6 +117,31 @@ pub async fn ensure(underlay: &str, port: u16) -> Result<TunnelDevice, Error> {
 }
 
 /// The link named `name`, if there is one.
+/// IPv6 on the device. Off on an IPv4-only node: it would send router
+/// solicitations and MLD reports into the tunnel. On a dual-stack node on,
+/// for the IPv6 pods' packets, but with no address of its own (no
+/// link-local address, so nothing of its own to send: no solicitations, no
+/// reports; its neighbours need no resolution, the device has ARP off).
+fn set_ipv6(on: bool) -> std::io::Result<()> {
+    let conf = format!("/proc/sys/net/ipv6/conf/{DEVICE}");
+    let write = |key: &str, value: &[u8]| std::fs::write(format!("{conf}/{key}"), value);
+    let written = if on {
+        // addr_gen_mode 1 (none) before IPv6 comes on, or it makes a
+        // link-local address at once.
+        write("addr_gen_mode", b"1")
+            .and_then(|()| write("accept_ra", b"0"))
+            .and_then(|()| write("disable_ipv6", b"0"))
+    } else {
+        write("disable_ipv6", b"1")
+    };
+    match written {
+        // A kernel without IPv6: nothing to turn off (and a dual-stack node
+        // fails earlier, enabling IPv6 forwarding).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !on => Ok(()),
+        other => other,
+    }
+}
+
 async fn link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {

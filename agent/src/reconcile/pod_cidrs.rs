@@ -1,60 +1,71 @@
 //! The pod CIDR reconciler: brings `weir_pod_cidrs` (anti-spoofing on the
-//! node devices) to every node's pod CIDR and its owner, from the node
-//! records, writing only the difference. [`desired`] is pure.
+//! node devices, and the tunnel) and `weir_pod_cidrs6` (a dual-stack
+//! node's IPv6 pod CIDRs, for the tunnel) to every node's pod CIDRs and
+//! their owner, from the node records, writing only the difference.
+//! [`desired`] is pure.
 //!
-//! This node's own pod CIDR is written by the agent before it attaches the
-//! node-device programs ([`claim_local`]) and is always part of the desired
-//! state, so the map never lacks it; other nodes' CIDRs follow their node
-//! records as nodes come and go, and nothing is removed before the node
-//! watch has listed once.
+//! This node's own pod CIDRs are written by the agent before it attaches
+//! the node-device programs ([`claim_local`]) and are always part of the
+//! desired state, so the maps never lack them; other nodes' CIDRs follow
+//! their node records as nodes come and go, and nothing is removed before
+//! the node watch has listed once.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use aya::Ebpf;
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 use tracing::warn;
 use weir_identity::NodeRecord;
 
+use crate::cluster::node_ipam::PodCidrs;
 use crate::datapath::maps::{self, PodCidrOwner, TableError};
 
-fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
+fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 
-/// What the map should hold: this node's pod CIDR (local), then every
-/// other node's IPv4 pod CIDR with its IPv4 address. A remote CIDR that
-/// overlaps this node's is left out (this node's own range stays local
-/// whatever a record claims), and of two nodes claiming the same prefix
-/// the first by name keeps it (the records are checked on arrival, see
-/// `cluster::kvstore::trust`; a conflict is an operator's error).
+/// This node's CIDRs: IPv4, and IPv6 on a dual-stack node.
+fn own_cidrs(own: PodCidrs) -> impl Iterator<Item = IpNetwork> {
+    std::iter::once(IpNetwork::V4(own.v4)).chain(own.v6.map(IpNetwork::V6))
+}
+
+/// What the maps should hold: this node's pod CIDRs (local), then every
+/// other node's pod CIDRs with its IPv4 address (the tunnel's outer
+/// destination, for IPv6 pods too). A remote CIDR that overlaps one of
+/// this node's is left out (this node's own ranges stay local whatever a
+/// record claims), and of two nodes claiming the same prefix the first by
+/// name keeps it (the records are checked on arrival, see
+/// `cluster::kvstore::trust`; a conflict is an operator's error). A node
+/// without an IPv4 address has no entry.
 pub fn desired<'a>(
     own_name: &str,
-    pod_cidr: Ipv4Network,
+    own: PodCidrs,
     node_ip: Ipv4Addr,
     nodes: impl IntoIterator<Item = &'a NodeRecord>,
-) -> BTreeMap<Ipv4Network, PodCidrOwner> {
-    let mut desired = BTreeMap::from([(
-        pod_cidr,
-        PodCidrOwner {
-            node_ip,
-            local: true,
-        },
-    )]);
+) -> BTreeMap<IpNetwork, PodCidrOwner> {
+    let local = PodCidrOwner {
+        node_ip,
+        local: true,
+    };
+    let mut desired: BTreeMap<IpNetwork, PodCidrOwner> =
+        own_cidrs(own).map(|cidr| (cidr, local)).collect();
     for node in nodes {
         if node.name == own_name {
             continue;
         }
-        let (IpNetwork::V4(cidr), IpAddr::V4(ip)) = (node.pod_cidr, node.ip) else {
+        let IpAddr::V4(ip) = node.ip else {
             continue;
         };
-        if overlaps(cidr, pod_cidr) {
-            continue;
+        for cidr in node.pod_cidrs() {
+            if own_cidrs(own).any(|own| overlaps(cidr, own)) {
+                continue;
+            }
+            desired.entry(cidr).or_insert(PodCidrOwner {
+                node_ip: ip,
+                local: false,
+            });
         }
-        desired.entry(cidr).or_insert(PodCidrOwner {
-            node_ip: ip,
-            local: false,
-        });
     }
     desired
 }
@@ -62,10 +73,10 @@ pub fn desired<'a>(
 /// What turns `current` into `desired`: upserts, and (once `synced`)
 /// removals.
 pub fn diff(
-    desired: &BTreeMap<Ipv4Network, PodCidrOwner>,
-    current: &BTreeMap<Ipv4Network, PodCidrOwner>,
+    desired: &BTreeMap<IpNetwork, PodCidrOwner>,
+    current: &BTreeMap<IpNetwork, PodCidrOwner>,
     synced: bool,
-) -> (Vec<(Ipv4Network, PodCidrOwner)>, Vec<Ipv4Network>) {
+) -> (Vec<(IpNetwork, PodCidrOwner)>, Vec<IpNetwork>) {
     let upserts = desired
         .iter()
         .filter(|(cidr, owner)| current.get(cidr) != Some(owner))
@@ -83,22 +94,20 @@ pub fn diff(
     (upserts, removals)
 }
 
-/// Writes this node's pod CIDR as local and removes any other local entry
+/// Writes this node's pod CIDRs as local and removes any other local entry
 /// (an earlier run's pod CIDR): done before the node-device programs are
 /// attached, with or without a shared store.
-pub fn claim_local(
-    ebpf: &mut Ebpf,
-    pod_cidr: Ipv4Network,
-    node_ip: Ipv4Addr,
-) -> Result<(), TableError> {
+pub fn claim_local(ebpf: &mut Ebpf, own: PodCidrs, node_ip: Ipv4Addr) -> Result<(), TableError> {
     let owner = PodCidrOwner {
         node_ip,
         local: true,
     };
-    maps::set_pod_cidr(ebpf, pod_cidr, owner)?;
+    for cidr in own_cidrs(own) {
+        maps::set_pod_cidr(ebpf, cidr, owner)?;
+    }
     for (cidr, old) in maps::pod_cidr_entries(ebpf)? {
-        if old.local && cidr != pod_cidr {
-            warn!(%cidr, "removing an earlier pod CIDR of this node from the anti-spoofing map");
+        if old.local && !own_cidrs(own).any(|own| own == cidr) {
+            warn!(%cidr, "removing an earlier pod CIDR of this node from the pod CIDR map");
             maps::remove_pod_cidr(ebpf, cidr)?;
         }
     }
@@ -107,17 +116,17 @@ pub fn claim_local(
 
 #[derive(Default)]
 pub struct PodCidrSync {
-    /// What the map holds: read once, then kept as this reconciler writes.
-    written: Option<BTreeMap<Ipv4Network, PodCidrOwner>>,
+    /// What the maps hold: read once, then kept as this reconciler writes.
+    written: Option<BTreeMap<IpNetwork, PodCidrOwner>>,
 }
 
 impl PodCidrSync {
-    /// Writes the difference between `desired` and the map; removes only
+    /// Writes the difference between `desired` and the maps; removes only
     /// once `synced` (the node watch has listed everything).
     pub fn sync(
         &mut self,
         ebpf: &mut Ebpf,
-        desired: &BTreeMap<Ipv4Network, PodCidrOwner>,
+        desired: &BTreeMap<IpNetwork, PodCidrOwner>,
         synced: bool,
     ) -> Result<(), TableError> {
         let mut current = match self.written.take() {
@@ -154,8 +163,15 @@ mod tests {
         }
     }
 
-    fn net(s: &str) -> Ipv4Network {
+    fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
+    }
+
+    fn own4(v4: &str) -> PodCidrs {
+        PodCidrs {
+            v4: v4.parse().unwrap(),
+            v6: None,
+        }
     }
 
     fn remote(ip: &str) -> PodCidrOwner {
@@ -175,7 +191,7 @@ mod tests {
             node("n3", "10.77.0.13", "10.244.3.0/24"),
             node("v6", "fd00::1", "fd00:244::/64"),
         ];
-        let desired = desired("n1", net("10.244.1.0/24"), OWN_IP, &nodes);
+        let desired = desired("n1", own4("10.244.1.0/24"), OWN_IP, &nodes);
         assert_eq!(
             desired,
             BTreeMap::from([
@@ -203,7 +219,7 @@ mod tests {
             node("d", "10.77.0.23", "10.244.9.0/24"),
             node("e", "10.77.0.24", "10.244.9.0/24"),
         ];
-        let desired = desired("n1", net("10.244.1.0/24"), OWN_IP, &nodes);
+        let desired = desired("n1", own4("10.244.1.0/24"), OWN_IP, &nodes);
         assert!(desired[&net("10.244.1.0/24")].local);
         assert_eq!(desired[&net("10.244.9.0/24")], remote("10.77.0.23"));
         assert_eq!(desired.len(), 2, "{desired:?}");
@@ -225,7 +241,7 @@ mod tests {
             (net("10.244.2.0/24"), remote("10.77.0.99")),
         ]);
         let nodes = [node("n2", "10.77.0.12", "10.244.2.0/24")];
-        let desired = desired("n1", own, OWN_IP, &nodes);
+        let desired = desired("n1", own4("10.244.1.0/24"), OWN_IP, &nodes);
         let (upserts, removals) = diff(&desired, &current, false);
         assert_eq!(
             upserts,
@@ -234,5 +250,27 @@ mod tests {
         );
         assert!(removals.is_empty(), "nothing removed before the listing");
         assert_eq!(diff(&desired, &current, true).1, [gone]);
+    }
+
+    #[test]
+    fn a_dual_stack_nodes_ipv6_cidrs_are_local_or_their_nodes() {
+        let dual = |name: &str, ip: &str, v4: &str, v6: &str| NodeRecord {
+            pod_cidr_v6: Some(v6.parse().unwrap()),
+            ..node(name, ip, v4)
+        };
+        let nodes = [
+            dual("n2", "10.77.0.12", "10.244.2.0/24", "fd00:10:244:2::/112"),
+            // Claims this node's IPv6 range: left out.
+            dual("n3", "10.77.0.13", "10.244.3.0/24", "fd00:10:244:1::/120"),
+        ];
+        let own = PodCidrs {
+            v4: "10.244.1.0/24".parse().unwrap(),
+            v6: Some("fd00:10:244:1::/112".parse().unwrap()),
+        };
+        let desired = desired("n1", own, OWN_IP, &nodes);
+        assert!(desired[&net("fd00:10:244:1::/112")].local);
+        assert_eq!(desired[&net("fd00:10:244:2::/112")], remote("10.77.0.12"));
+        assert!(!desired.contains_key(&net("fd00:10:244:1::/120")));
+        assert_eq!(desired.len(), 5, "{desired:?}");
     }
 }

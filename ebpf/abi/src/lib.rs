@@ -27,7 +27,7 @@ pub use events::FlowEvent;
 pub use fragments::{Frag4Key, Frag4Ports};
 pub use ipcache::{IpcacheKey, IpcacheValue};
 pub use metrics::{MetricsKey, MetricsValue, TrafficDirection};
-pub use pod_cidr::{PodCidrInfo, PodCidrKey};
+pub use pod_cidr::{PodCidr6Key, PodCidrInfo, PodCidrKey};
 pub use policy::{PolicyEntry, PolicyKey};
 pub use reason::Reason;
 
@@ -90,6 +90,9 @@ pub mod map_names {
     /// Every node's pod CIDR, for anti-spoofing on node devices (LPM,
     /// [`crate::PodCidrKey`]).
     pub const POD_CIDRS: &str = "weir_pod_cidrs";
+    /// Every dual-stack node's IPv6 pod CIDR, for the tunnel (LPM,
+    /// [`crate::PodCidr6Key`]).
+    pub const POD_CIDRS6: &str = "weir_pod_cidrs6";
     /// Destinations masquerading leaves alone (LPM, [`crate::PodCidrKey`]
     /// -> u8 1): ip-masq-agent's `nonMasqueradeCIDRs`.
     pub const NON_MASQUERADE: &str = "weir_nonmasq";

@@ -19,7 +19,17 @@ pub struct PodCidrKey {
     pub addr: [u8; 4],
 }
 
-/// Value of `weir_pod_cidrs`.
+/// Key data of `weir_pod_cidrs6`: a dual-stack node's IPv6 pod CIDR (the
+/// tunnel's map for IPv6 pods: the value, [`PodCidrInfo`], is the same,
+/// the outer tunnel is IPv4).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PodCidr6Key {
+    /// The prefix's network address (network order).
+    pub addr: [u8; 16],
+}
+
+/// Value of `weir_pod_cidrs` and `weir_pod_cidrs6`.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodCidrInfo {
@@ -42,11 +52,15 @@ impl PodCidrInfo {
 }
 
 const _: () = assert!(size_of::<PodCidrKey>() == 4);
+const _: () = assert!(size_of::<PodCidr6Key>() == 16);
 const _: () = assert!(size_of::<PodCidrInfo>() == 8);
 
 // SAFETY: repr(C), byte arrays only, no padding (sizes pinned above).
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for PodCidrKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PodCidr6Key {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for PodCidrInfo {}

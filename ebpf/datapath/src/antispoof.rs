@@ -44,7 +44,7 @@ use aya_ebpf::maps::LpmTrie;
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::EbpfContext;
 use weir_abi::ipcache::FAMILY_IPV4;
-use weir_abi::{PodCidrInfo, PodCidrKey, Reason};
+use weir_abi::{PodCidr6Key, PodCidrInfo, PodCidrKey, Reason};
 
 use crate::nodeport::Outcome;
 use crate::packet::Packet;
@@ -57,6 +57,12 @@ const ETH_SOURCE_OFF: usize = 6;
 /// Room for this many nodes' pod CIDRs (Cilium's node map holds 16k).
 #[map(name = "weir_pod_cidrs")]
 pub(crate) static POD_CIDRS: LpmTrie<PodCidrKey, PodCidrInfo> = LpmTrie::pinned(16_384, 0);
+
+/// Dual-stack nodes' IPv6 pod CIDRs: the tunnel's map for IPv6 pods
+/// (`overlay.rs`). Not an anti-spoofing map yet: IPv6 sources from the
+/// network are not checked against it.
+#[map(name = "weir_pod_cidrs6")]
+pub(crate) static POD_CIDRS6: LpmTrie<PodCidr6Key, PodCidrInfo> = LpmTrie::pinned(16_384, 0);
 
 /// The anti-spoofing verdict of a packet from the network: continue, or
 /// drop as [`Reason::DropUnknownSender`]. A function of its own (a

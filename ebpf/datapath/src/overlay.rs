@@ -4,7 +4,8 @@
 //! `weir_to_overlay` (the device's egress, every packet the node routes to
 //! another node's pod CIDR, from a pod or from the node): the tunnel key.
 //! The outer destination is the node owning the destination's pod CIDR
-//! (`weir_pod_cidrs`); the VNI is the sender's security identity (the
+//! (`weir_pod_cidrs`, or `weir_pod_cidrs6` for a dual-stack node's IPv6
+//! pods: the outer header is IPv4 for both); the VNI is the sender's security identity (the
 //! ipcache's for the source address: a local pod's identity, `host` for the
 //! node, `world` for what the node forwards from outside; node-local CIDR
 //! identities do not travel and go as `world`, which the receiver resolves
@@ -34,9 +35,9 @@ use aya_ebpf::programs::TcContext;
 use weir_abi::identity;
 use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::overlay::{identity_mark, VNI_MAX};
-use weir_abi::{PodCidrKey, Reason};
+use weir_abi::{PodCidr6Key, PodCidrInfo, PodCidrKey, Reason};
 
-use crate::antispoof::POD_CIDRS;
+use crate::antispoof::{POD_CIDRS, POD_CIDRS6};
 use crate::parse::Flow;
 use crate::policy;
 
@@ -51,20 +52,23 @@ fn ipv4(addr: &[u8; 16]) -> [u8; 4] {
     [addr[0], addr[1], addr[2], addr[3]]
 }
 
+/// The node whose pod CIDR holds `addr` (of the flow's `family`): IPv4 in
+/// `weir_pod_cidrs`, IPv6 in `weir_pod_cidrs6` (a dual-stack node's; the
+/// outer tunnel is IPv4 either way).
+#[inline(always)]
+fn pod_cidr_owner(family: u8, addr: &[u8; 16]) -> Option<&'static PodCidrInfo> {
+    if family == FAMILY_IPV4 {
+        POD_CIDRS.get(Key::new(32, PodCidrKey { addr: ipv4(addr) }))
+    } else {
+        POD_CIDRS6.get(Key::new(128, PodCidr6Key { addr: *addr }))
+    }
+}
+
 /// `weir_to_overlay`: sets the tunnel key of a packet about to be
 /// encapsulated, or names why it cannot be sent.
 #[inline(always)]
 pub fn to_overlay(ctx: &TcContext, flow: &Flow) -> Reason {
-    // The tunnel carries IPv4; IPv6 pods are not routed through it.
-    if flow.family != FAMILY_IPV4 {
-        return Reason::DropNoTunnelEndpoint;
-    }
-    let Some(node) = POD_CIDRS.get(Key::new(
-        32,
-        PodCidrKey {
-            addr: ipv4(&flow.daddr),
-        },
-    )) else {
+    let Some(node) = pod_cidr_owner(flow.family, &flow.daddr) else {
         return Reason::DropNoTunnelEndpoint;
     };
     if node.is_local() {
@@ -110,9 +114,6 @@ pub fn from_overlay(ctx: &TcContext, flow: &Flow) -> Reason {
     if rc < 0 {
         return Reason::DropNoTunnelKey;
     }
-    if flow.family != FAMILY_IPV4 {
-        return Reason::DropNoTunnelEndpoint;
-    }
     // SAFETY: the helper filled the IPv4 member (no BPF_F_TUNINFO_IPV6).
     let outer = unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be_bytes();
     let mut outer_addr = [0u8; 16];
@@ -121,12 +122,7 @@ pub fn from_overlay(ctx: &TcContext, flow: &Flow) -> Reason {
     if outer_identity != identity::REMOTE_NODE && outer_identity != identity::KUBE_APISERVER {
         return Reason::DropUnknownSender;
     }
-    if let Some(owner) = POD_CIDRS.get(Key::new(
-        32,
-        PodCidrKey {
-            addr: ipv4(&flow.saddr),
-        },
-    )) {
+    if let Some(owner) = pod_cidr_owner(flow.family, &flow.saddr) {
         if owner.is_local() || owner.node_ipv4 != outer {
             return Reason::DropUnknownSender;
         }

@@ -1,14 +1,17 @@
 //! `weir_pod_cidrs`: every node's pod CIDR with the node owning it, an LPM
 //! trie the node-device programs look a packet's source up in
-//! (anti-spoofing, see `ebpf/abi/src/pod_cidr.rs`).
+//! (anti-spoofing, see `ebpf/abi/src/pod_cidr.rs`) and the tunnel its
+//! destination; `weir_pod_cidrs6` the same for dual-stack nodes' IPv6 pod
+//! CIDRs (the tunnel only). The functions taking an [`IpNetwork`] pick the
+//! map by its family.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::lpm_trie::Key;
 use aya::Ebpf;
-use ipnetwork::Ipv4Network;
-use weir_abi::{map_names, PodCidrInfo, PodCidrKey};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use weir_abi::{map_names, PodCidr6Key, PodCidrInfo, PodCidrKey};
 
 use super::{lpm, map_err, removed, updated, TableError};
 
@@ -51,33 +54,72 @@ pub fn decode_value(value: &PodCidrInfo) -> PodCidrOwner {
     }
 }
 
-pub fn set_pod_cidr(
-    ebpf: &mut Ebpf,
-    cidr: Ipv4Network,
-    owner: PodCidrOwner,
-) -> Result<(), TableError> {
-    let mut map = lpm::<PodCidrKey, PodCidrInfo>(ebpf, map_names::POD_CIDRS)?;
-    updated(
-        map_names::POD_CIDRS,
-        map.insert(&encode_key(cidr), encode_value(owner), 0),
+fn encode_key6(cidr: Ipv6Network) -> Key<PodCidr6Key> {
+    Key::new(
+        u32::from(cidr.prefix()),
+        PodCidr6Key {
+            addr: cidr.network().octets(),
+        },
     )
 }
 
-pub fn remove_pod_cidr(ebpf: &mut Ebpf, cidr: Ipv4Network) -> Result<(), TableError> {
-    let mut map = lpm::<PodCidrKey, PodCidrInfo>(ebpf, map_names::POD_CIDRS)?;
-    removed(map_names::POD_CIDRS, map.remove(&encode_key(cidr)))
+fn decode_key6(key: &Key<PodCidr6Key>) -> Option<Ipv6Network> {
+    let bits = u8::try_from(key.prefix_len()).ok()?;
+    Ipv6Network::new(Ipv6Addr::from(key.data().addr), bits).ok()
 }
 
-/// The map's content, by prefix.
-pub fn pod_cidr_entries(
+pub fn set_pod_cidr(
     ebpf: &mut Ebpf,
-) -> Result<BTreeMap<Ipv4Network, PodCidrOwner>, TableError> {
-    let map = lpm::<PodCidrKey, PodCidrInfo>(ebpf, map_names::POD_CIDRS)?;
+    cidr: IpNetwork,
+    owner: PodCidrOwner,
+) -> Result<(), TableError> {
+    let value = encode_value(owner);
+    match cidr {
+        IpNetwork::V4(cidr) => {
+            let mut map = lpm::<PodCidrKey, PodCidrInfo>(ebpf, map_names::POD_CIDRS)?;
+            updated(
+                map_names::POD_CIDRS,
+                map.insert(&encode_key(cidr), value, 0),
+            )
+        }
+        IpNetwork::V6(cidr) => {
+            let mut map = lpm::<PodCidr6Key, PodCidrInfo>(ebpf, map_names::POD_CIDRS6)?;
+            updated(
+                map_names::POD_CIDRS6,
+                map.insert(&encode_key6(cidr), value, 0),
+            )
+        }
+    }
+}
+
+pub fn remove_pod_cidr(ebpf: &mut Ebpf, cidr: IpNetwork) -> Result<(), TableError> {
+    match cidr {
+        IpNetwork::V4(cidr) => {
+            let mut map = lpm::<PodCidrKey, PodCidrInfo>(ebpf, map_names::POD_CIDRS)?;
+            removed(map_names::POD_CIDRS, map.remove(&encode_key(cidr)))
+        }
+        IpNetwork::V6(cidr) => {
+            let mut map = lpm::<PodCidr6Key, PodCidrInfo>(ebpf, map_names::POD_CIDRS6)?;
+            removed(map_names::POD_CIDRS6, map.remove(&encode_key6(cidr)))
+        }
+    }
+}
+
+/// Both maps' content, by prefix.
+pub fn pod_cidr_entries(ebpf: &mut Ebpf) -> Result<BTreeMap<IpNetwork, PodCidrOwner>, TableError> {
     let mut entries = BTreeMap::new();
+    let map = lpm::<PodCidrKey, PodCidrInfo>(ebpf, map_names::POD_CIDRS)?;
     for item in map.iter() {
         let (key, value) = item.map_err(map_err(map_names::POD_CIDRS))?;
         if let Some(cidr) = decode_key(&key) {
-            entries.insert(cidr, decode_value(&value));
+            entries.insert(cidr.into(), decode_value(&value));
+        }
+    }
+    let map = lpm::<PodCidr6Key, PodCidrInfo>(ebpf, map_names::POD_CIDRS6)?;
+    for item in map.iter() {
+        let (key, value) = item.map_err(map_err(map_names::POD_CIDRS6))?;
+        if let Some(cidr) = decode_key6(&key) {
+            entries.insert(cidr.into(), decode_value(&value));
         }
     }
     Ok(entries)
@@ -95,6 +137,9 @@ mod tests {
         assert_eq!(key.data().addr, [10, 244, 2, 0]);
         assert_eq!(decode_key(&key), Some(cidr));
         assert_eq!(decode_key(&Key::new(33, PodCidrKey::default())), None);
+        let cidr6: Ipv6Network = "fd00:10:244:2::/112".parse().unwrap();
+        assert_eq!(decode_key6(&encode_key6(cidr6)), Some(cidr6));
+        assert_eq!(decode_key6(&Key::new(129, PodCidr6Key::default())), None);
         for local in [true, false] {
             let owner = PodCidrOwner {
                 node_ip: Ipv4Addr::new(10, 77, 0, 12),
