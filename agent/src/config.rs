@@ -303,6 +303,16 @@ pub struct Config {
     /// frontend, like this node's pod CIDR and address and the kvstore's.
     #[arg(long = "cluster-cidr")]
     pub cluster_cidrs: Vec<Ipv4Network>,
+    /// Services' IPv6 clusterIPs are accepted only from these (the IPv6
+    /// range of kube-apiserver's `--service-cluster-ip-range`;
+    /// repeatable). Given, IPv6 ClusterIPs are balanced (socket LB only);
+    /// without it each is reported as a service problem and left out.
+    #[arg(long = "service-cidr-v6")]
+    pub service_cidrs_v6: Vec<ipnetwork::Ipv6Network>,
+    /// The cluster's IPv6 pod address range(s) (repeatable): never a
+    /// Service frontend, like this node's IPv6 pod CIDR and address.
+    #[arg(long = "cluster-cidr-v6")]
+    pub cluster_cidrs_v6: Vec<ipnetwork::Ipv6Network>,
 }
 
 impl Config {
@@ -336,6 +346,27 @@ impl Config {
 }
 
 impl Config {
+    /// IPv6 services (ClusterIPs through socket LB): on with
+    /// `--service-cidr-v6`, their clusterIPs held to it and never the
+    /// cluster's or this node's IPv6 pod addresses or the node's own.
+    pub fn ipv6_services(
+        &self,
+        pod_cidr_v6: Option<ipnetwork::Ipv6Network>,
+    ) -> weir_lb::Ipv6Options {
+        let mut reserved = self.cluster_cidrs_v6.clone();
+        reserved.extend(pod_cidr_v6);
+        let node = self.node_ipv6.or(match self.node_ip {
+            Some(std::net::IpAddr::V6(address)) => Some(address),
+            _ => None,
+        });
+        reserved.extend(node.and_then(|address| ipnetwork::Ipv6Network::new(address, 128).ok()));
+        weir_lb::Ipv6Options {
+            enabled: !self.service_cidrs_v6.is_empty(),
+            service_cidrs: Some(self.service_cidrs_v6.clone()),
+            reserved,
+        }
+    }
+
     /// What tunnel mode needs and is missing, if anything.
     pub fn check_routing_mode(&self) -> Result<(), String> {
         if self.routing_mode != RoutingMode::Tunnel {
@@ -433,6 +464,34 @@ mod tests {
             ["10.96.0.0/12".parse::<Ipv4Network>().unwrap()]
         );
         assert!(config.external_ip_cidrs.is_empty());
+    }
+
+    #[test]
+    fn ipv6_services_are_off_unless_an_ipv6_service_cidr_is_given() {
+        let off = parse(&[]).unwrap().ipv6_services(None);
+        assert!(!off.enabled);
+        let on = parse(&[
+            "--service-cidr-v6",
+            "fd00:96::/108",
+            "--cluster-cidr-v6",
+            "fd00:10:244::/56",
+            "--node-ipv6",
+            "fd00:77::11",
+        ])
+        .unwrap()
+        .ipv6_services(Some("fd00:10:244:1::/64".parse().unwrap()));
+        assert!(on.enabled);
+        assert_eq!(
+            on.service_cidrs,
+            Some(vec!["fd00:96::/108".parse().unwrap()])
+        );
+        let reserved: Vec<String> = on.reserved.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            reserved,
+            ["fd00:10:244::/56", "fd00:10:244:1::/64", "fd00:77::11/128"]
+        );
+        assert!(on.refusal("fd00:10:244:1::9".parse().unwrap()).is_some());
+        assert_eq!(on.refusal("fd00:96::10".parse().unwrap()), None);
     }
 
     #[test]

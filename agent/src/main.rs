@@ -450,6 +450,7 @@ async fn start_cluster_sync(
             lb_status,
         ),
     )
+    .with_ipv6(args.ipv6_services(pod_cidrs.v6))
     .with_metrics(weir_agent::reconcile::lb_sync::LbMetrics::new(registry));
     let identities = IdentitySync::new(args.node_name.clone(), node_ip, store, filter);
     let mut reconciler = Reconciler::new(

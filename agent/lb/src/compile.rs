@@ -5,7 +5,7 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use serde::Serialize;
@@ -13,6 +13,7 @@ use weir_types::{NamespacedName, Protocol};
 
 use crate::endpointslice::EndpointSlice;
 use crate::error::{MaglevError, OptionsError};
+use crate::family::LbAddress;
 use crate::maglev::{self, BackendKey, Table};
 use crate::service::{
     Algorithm, ClusterIps, Service, ServicePort, ServiceType, SessionAffinity, TrafficPolicy,
@@ -91,6 +92,52 @@ impl FrontendAddresses {
     }
 }
 
+/// IPv6 frontends (the agent's `Ipv6Options`): off by default, and then
+/// every IPv6 cluster IP is a [`ServiceProblem`] rather than a frontend, so
+/// an agent that does not program the IPv6 maps says so instead of
+/// dropping them silently. Only ClusterIPs are balanced over IPv6; IPv6
+/// NodePort, externalIP and LoadBalancer frontends are always refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Ipv6Options {
+    /// IPv6 ClusterIP frontends are compiled (the agent programs them).
+    pub enabled: bool,
+    /// clusterIPs only from these (the IPv6 range of kube-apiserver's
+    /// `--service-cluster-ip-range`); `None` accepts any address.
+    pub service_cidrs: Option<Vec<ipnetwork::Ipv6Network>>,
+    /// Never a frontend: pod and node addresses.
+    pub reserved: Vec<ipnetwork::Ipv6Network>,
+}
+
+impl Ipv6Options {
+    /// Why the ClusterIP `address` may not be a frontend, if it may not.
+    pub fn refusal(&self, address: Ipv6Addr) -> Option<String> {
+        if !self.enabled {
+            return Some(
+                "IPv6 services are not enabled on this agent (it programs IPv4 frontends only)"
+                    .into(),
+            );
+        }
+        if let Some(range) = self.reserved.iter().find(|r| r.contains(address)) {
+            return Some(format!(
+                "{address} is inside {range}, reserved for pods or nodes"
+            ));
+        }
+        let allowed = self.service_cidrs.as_ref()?;
+        if allowed.iter().any(|r| r.contains(address)) {
+            return None;
+        }
+        let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        Some(format!(
+            "{address} is outside the IPv6 service CIDRs ({})",
+            if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.join(", ")
+            }
+        ))
+    }
+}
+
 impl Default for LbOptions {
     fn default() -> Self {
         Self {
@@ -136,8 +183,8 @@ pub enum Scope {
 
 /// What the datapath looks a new connection up by.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct FrontendKey {
-    pub address: Ipv4Addr,
+pub struct FrontendKey<A = Ipv4Addr> {
+    pub address: A,
     pub port: u16,
     pub protocol: Protocol,
     pub scope: Scope,
@@ -153,8 +200,8 @@ pub enum BackendState {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Backend {
-    pub address: Ipv4Addr,
+pub struct Backend<A = Ipv4Addr> {
+    pub address: A,
     pub port: u16,
     pub state: BackendState,
     /// The endpoint's `nodeName`.
@@ -163,31 +210,32 @@ pub struct Backend {
     pub pod: Option<NamespacedName>,
 }
 
-impl Backend {
+impl<A: LbAddress> Backend<A> {
     pub fn key(&self) -> BackendKey {
         BackendKey::new(self.address, self.port)
     }
 }
 
+/// A frontend of IPv4 (the default) or, with `A = Ipv6Addr`, IPv6.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Frontend {
+pub struct Frontend<A = Ipv4Addr> {
     pub service: NamespacedName,
     pub port_name: Option<String>,
-    pub address: Ipv4Addr,
+    pub address: A,
     pub port: u16,
     pub protocol: Protocol,
     pub kind: FrontendKind,
     pub scope: Scope,
     /// Sorted by (address, port), no duplicates; may be empty (the datapath
     /// then drops the service's traffic).
-    pub backends: Vec<Backend>,
+    pub backends: Vec<Backend<A>>,
     pub algorithm: Algorithm,
     /// `Some(seconds)` with `sessionAffinity: ClientIP`.
     pub affinity_timeout: Option<u32>,
 }
 
-impl Frontend {
-    pub fn key(&self) -> FrontendKey {
+impl<A: LbAddress> Frontend<A> {
+    pub fn key(&self) -> FrontendKey<A> {
         FrontendKey {
             address: self.address,
             port: self.port,
@@ -197,7 +245,7 @@ impl Frontend {
     }
 
     /// The backends that take new connections.
-    pub fn active_backends(&self) -> impl Iterator<Item = &Backend> {
+    pub fn active_backends(&self) -> impl Iterator<Item = &Backend<A>> {
         self.backends
             .iter()
             .filter(|b| b.state == BackendState::Active)
@@ -232,6 +280,9 @@ pub struct ServiceProblem {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LbState {
     pub frontends: Vec<Frontend>,
+    /// The IPv6 frontends (ClusterIPs), sorted by key; empty unless
+    /// [`Ipv6Options::enabled`].
+    pub frontends_v6: Vec<Frontend<Ipv6Addr>>,
     pub problems: Vec<ServiceProblem>,
 }
 
@@ -241,6 +292,13 @@ impl LbState {
             .binary_search_by(|f| f.key().cmp(key))
             .ok()
             .map(|i| &self.frontends[i])
+    }
+
+    pub fn get_v6(&self, key: &FrontendKey<Ipv6Addr>) -> Option<&Frontend<Ipv6Addr>> {
+        self.frontends_v6
+            .binary_search_by(|f| f.key().cmp(key))
+            .ok()
+            .map(|i| &self.frontends_v6[i])
     }
 
     /// The datapath's lookup.
@@ -278,39 +336,54 @@ pub fn compile(
     compiler.state()
 }
 
+/// [`compile()`] for dual stack: slices of either address type, IPv6
+/// frontends per `ipv6`.
+pub fn compile_dual_stack(
+    services: &[Service],
+    slices: &[crate::AnyEndpointSlice],
+    node: &NodeContext,
+    options: &LbOptions,
+    ipv6: &Ipv6Options,
+) -> LbState {
+    let mut compiler =
+        crate::LbCompiler::new(node.clone(), options.clone()).with_ipv6(ipv6.clone());
+    compiler.update_any(services, slices);
+    compiler.state()
+}
+
 /// What a frontend is claimed by: (address, port, protocol). One service
 /// holds it, in both scopes.
-pub(crate) type ClaimKey = (Ipv4Addr, u16, Protocol);
+pub(crate) type ClaimKey<A = Ipv4Addr> = (A, u16, Protocol);
 
 /// One step of compiling a service on its own, in order: a problem of its
 /// own, or a claim with the frontends it installs when no service earlier
 /// in (namespace, name) order holds the same [`ClaimKey`]. Claims between
 /// services are settled by [`crate::LbCompiler`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Step {
+pub(crate) enum Step<A = Ipv4Addr> {
     Problem(String),
-    Claim(Claim),
+    Claim(Claim<A>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Claim {
-    pub(crate) key: ClaimKey,
+pub(crate) struct Claim<A = Ipv4Addr> {
+    pub(crate) key: ClaimKey<A>,
     pub(crate) kind: FrontendKind,
     /// One frontend per scope the claim is reachable from.
-    pub(crate) frontends: Vec<Frontend>,
+    pub(crate) frontends: Vec<Frontend<A>>,
 }
 
 /// How problems name a claim.
-pub(crate) fn describe(key: ClaimKey, kind: FrontendKind) -> String {
+pub(crate) fn describe<A: LbAddress>(key: ClaimKey<A>, kind: FrontendKind) -> String {
     let (address, port, protocol) = key;
-    format!("{kind:?} frontend {address}:{port}/{protocol}")
+    format!("{kind:?} frontend {}/{protocol}", address.with_port(port))
 }
 
-struct Candidate<'b> {
+struct Candidate<'b, A> {
     kind: FrontendKind,
-    address: Ipv4Addr,
+    address: A,
     port: u16,
-    scopes: Vec<(Scope, &'b [Backend])>,
+    scopes: Vec<(Scope, &'b [Backend<A>])>,
 }
 
 /// Compiles one service with its own slices (sorted by name) for `node`
@@ -329,124 +402,47 @@ pub(crate) fn compile_service(
     compiler.steps
 }
 
-struct ServiceCompiler {
-    /// The service's own claims: kind and port name.
-    held: BTreeMap<ClaimKey, (FrontendKind, Option<String>)>,
-    steps: Vec<Step>,
+/// The IPv6 side of [`compile_service`]: a frontend per IPv6 cluster IP and
+/// port (internal scope, as every ClusterIP) over the IPv6 slices' backends,
+/// or a problem per IPv6 cluster IP when IPv6 is off or the address is
+/// refused; a problem for each IPv6 frontend of a kind not balanced over
+/// IPv6 yet (NodePort, externalIP, LoadBalancer).
+pub(crate) fn compile_service_v6(
+    service: &Service,
+    slices: &[&EndpointSlice<Ipv6Addr>],
+    node: &NodeContext,
+    options: &LbOptions,
+    ipv6: &Ipv6Options,
+) -> Vec<Step<Ipv6Addr>> {
+    let mut compiler = ServiceCompiler {
+        held: BTreeMap::new(),
+        steps: Vec::new(),
+    };
+    compiler.service_v6(service, slices, node, options, ipv6);
+    compiler.steps
 }
 
-impl ServiceCompiler {
+struct ServiceCompiler<A = Ipv4Addr> {
+    /// The service's own claims: kind and port name.
+    held: BTreeMap<ClaimKey<A>, (FrontendKind, Option<String>)>,
+    steps: Vec<Step<A>>,
+}
+
+impl<A: LbAddress> ServiceCompiler<A> {
     fn problem(&mut self, message: impl Into<String>) {
         self.steps.push(Step::Problem(message.into()));
-    }
-
-    fn service(
-        &mut self,
-        service: &Service,
-        slices: &[&EndpointSlice],
-        node: &NodeContext,
-        options: &LbOptions,
-    ) {
-        let cluster_ips = match &service.cluster_ips {
-            // Headless: DNS names the pods; nothing to balance.
-            ClusterIps::Headless => return,
-            ClusterIps::Unallocated => {
-                self.problem(
-                    "spec.clusterIP is not set and Weir does not allocate cluster IPs: the service is not installed",
-                );
-                return;
-            }
-            ClusterIps::Allocated(ips) => ips,
-        };
-        for port in &service.ports {
-            let all = backends(port, slices);
-            let local: Vec<Backend> = all
-                .iter()
-                .filter(|b| b.node.as_deref() == Some(node.name.as_str()))
-                .cloned()
-                .collect();
-            let pick = |policy: TrafficPolicy| match policy {
-                TrafficPolicy::Cluster => all.as_slice(),
-                TrafficPolicy::Local => local.as_slice(),
-            };
-            let internal = vec![(Scope::Internal, pick(service.internal_traffic_policy))];
-            // In-cluster clients are not subject to externalTrafficPolicy.
-            let external = vec![
-                (Scope::External, pick(service.external_traffic_policy)),
-                (Scope::Internal, all.as_slice()),
-            ];
-
-            let mut candidates = Vec::new();
-            for &address in cluster_ips {
-                candidates.push(Candidate {
-                    kind: FrontendKind::ClusterIp,
-                    address,
-                    port: port.port,
-                    scopes: internal.clone(),
-                });
-            }
-            if service.service_type.has_node_ports() {
-                match port.node_port {
-                    Some(node_port) if options.node_port_range.contains(&node_port) => {
-                        for &address in &node.addresses {
-                            candidates.push(Candidate {
-                                kind: FrontendKind::NodePort,
-                                address,
-                                port: node_port,
-                                scopes: external.clone(),
-                            });
-                        }
-                    }
-                    Some(node_port) => self.problem(format!(
-                        "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
-                        port_label(port),
-                        options.node_port_range.start(),
-                        options.node_port_range.end()
-                    )),
-                    None if service.service_type == ServiceType::NodePort
-                        || service.allocate_load_balancer_node_ports =>
-                    {
-                        self.problem(format!(
-                            "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
-                            port_label(port)
-                        ))
-                    }
-                    None => {}
-                }
-            }
-            for &address in &service.external_ips {
-                candidates.push(Candidate {
-                    kind: FrontendKind::ExternalIp,
-                    address,
-                    port: port.port,
-                    scopes: external.clone(),
-                });
-            }
-            if service.service_type == ServiceType::LoadBalancer {
-                for &address in &service.load_balancer_ips {
-                    candidates.push(Candidate {
-                        kind: FrontendKind::LoadBalancer,
-                        address,
-                        port: port.port,
-                        scopes: external.clone(),
-                    });
-                }
-            }
-            for candidate in candidates {
-                self.install(service, port, candidate, options);
-            }
-        }
     }
 
     fn install(
         &mut self,
         service: &Service,
         port: &ServicePort,
-        candidate: Candidate<'_>,
+        candidate: Candidate<'_, A>,
         options: &LbOptions,
+        refusal: Option<String>,
     ) {
         let key = (candidate.address, candidate.port, port.protocol);
-        if let Some(reason) = options.addresses.refusal(candidate.kind, candidate.address) {
+        if let Some(reason) = refusal {
             self.problem(format!(
                 "{} refused: {reason}",
                 describe(key, candidate.kind)
@@ -499,6 +495,171 @@ impl ServiceCompiler {
     }
 }
 
+impl ServiceCompiler<Ipv6Addr> {
+    fn service_v6(
+        &mut self,
+        service: &Service,
+        slices: &[&EndpointSlice<Ipv6Addr>],
+        node: &NodeContext,
+        options: &LbOptions,
+        ipv6: &Ipv6Options,
+    ) {
+        if !matches!(service.cluster_ips, ClusterIps::Allocated(_)) {
+            return;
+        }
+        let has_v6 = !service.cluster_ips_v6.is_empty();
+        for port in &service.ports {
+            let all = backends(port, slices);
+            let local: Vec<Backend<Ipv6Addr>> = all
+                .iter()
+                .filter(|b| b.node.as_deref() == Some(node.name.as_str()))
+                .cloned()
+                .collect();
+            let internal: &[Backend<Ipv6Addr>] = match service.internal_traffic_policy {
+                TrafficPolicy::Cluster => &all,
+                TrafficPolicy::Local => &local,
+            };
+            for &address in &service.cluster_ips_v6 {
+                let candidate = Candidate {
+                    kind: FrontendKind::ClusterIp,
+                    address,
+                    port: port.port,
+                    scopes: vec![(Scope::Internal, internal)],
+                };
+                let refusal = ipv6.refusal(address);
+                self.install(service, port, candidate, options, refusal);
+            }
+            // Kube-proxy would open the node port on the node's IPv6
+            // addresses for a service of the IPv6 family.
+            if has_v6 && service.service_type.has_node_ports() && port.node_port.is_some() {
+                self.problem(format!(
+                    "port {}: IPv6 NodePort is not supported yet: no NodePort frontend on the node's IPv6 addresses",
+                    port_label(port)
+                ));
+            }
+            for address in &service.external_ips_v6 {
+                self.problem(format!(
+                    "ExternalIp frontend {}/{} refused: IPv6 externalIPs are not supported yet",
+                    address.with_port(port.port),
+                    port.protocol
+                ));
+            }
+            if service.service_type == ServiceType::LoadBalancer {
+                for address in &service.load_balancer_ips_v6 {
+                    self.problem(format!(
+                        "LoadBalancer frontend {}/{} refused: IPv6 LoadBalancer IPs are not supported yet",
+                        address.with_port(port.port),
+                        port.protocol
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl ServiceCompiler {
+    fn service(
+        &mut self,
+        service: &Service,
+        slices: &[&EndpointSlice],
+        node: &NodeContext,
+        options: &LbOptions,
+    ) {
+        let cluster_ips = match &service.cluster_ips {
+            // Headless: DNS names the pods; nothing to balance.
+            ClusterIps::Headless => return,
+            ClusterIps::Unallocated => {
+                self.problem(
+                    "spec.clusterIP is not set and Weir does not allocate cluster IPs: the service is not installed",
+                );
+                return;
+            }
+            ClusterIps::Allocated(ips) => ips,
+        };
+        for port in &service.ports {
+            let all = backends(port, slices);
+            let local: Vec<Backend> = all
+                .iter()
+                .filter(|b| b.node.as_deref() == Some(node.name.as_str()))
+                .cloned()
+                .collect();
+            let pick = |policy: TrafficPolicy| match policy {
+                TrafficPolicy::Cluster => all.as_slice(),
+                TrafficPolicy::Local => local.as_slice(),
+            };
+            let internal = vec![(Scope::Internal, pick(service.internal_traffic_policy))];
+            // In-cluster clients are not subject to externalTrafficPolicy.
+            let external = vec![
+                (Scope::External, pick(service.external_traffic_policy)),
+                (Scope::Internal, all.as_slice()),
+            ];
+
+            let mut candidates = Vec::new();
+            for &address in cluster_ips {
+                candidates.push(Candidate {
+                    kind: FrontendKind::ClusterIp,
+                    address,
+                    port: port.port,
+                    scopes: internal.clone(),
+                });
+            }
+            // An IPv6-only service's node ports are IPv6 ones (refused by
+            // the IPv6 side for now).
+            if service.service_type.has_node_ports() && !cluster_ips.is_empty() {
+                match port.node_port {
+                    Some(node_port) if options.node_port_range.contains(&node_port) => {
+                        for &address in &node.addresses {
+                            candidates.push(Candidate {
+                                kind: FrontendKind::NodePort,
+                                address,
+                                port: node_port,
+                                scopes: external.clone(),
+                            });
+                        }
+                    }
+                    Some(node_port) => self.problem(format!(
+                        "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
+                        port_label(port),
+                        options.node_port_range.start(),
+                        options.node_port_range.end()
+                    )),
+                    None if service.service_type == ServiceType::NodePort
+                        || service.allocate_load_balancer_node_ports =>
+                    {
+                        self.problem(format!(
+                            "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
+                            port_label(port)
+                        ))
+                    }
+                    None => {}
+                }
+            }
+            for &address in &service.external_ips {
+                candidates.push(Candidate {
+                    kind: FrontendKind::ExternalIp,
+                    address,
+                    port: port.port,
+                    scopes: external.clone(),
+                });
+            }
+            if service.service_type == ServiceType::LoadBalancer {
+                for &address in &service.load_balancer_ips {
+                    candidates.push(Candidate {
+                        kind: FrontendKind::LoadBalancer,
+                        address,
+                        port: port.port,
+                        scopes: external.clone(),
+                    });
+                }
+            }
+            for candidate in candidates {
+                let refusal = options.addresses.refusal(candidate.kind, candidate.address);
+                self.install(service, port, candidate, options, refusal);
+            }
+        }
+    }
+}
+
 fn port_label(port: &ServicePort) -> String {
     match &port.name {
         Some(name) => format!("{name} ({}/{})", port.port, port.protocol),
@@ -511,8 +672,8 @@ fn port_label(port: &ServicePort) -> String {
 /// protocol. Ready endpoints are Active; terminating ones still serving are
 /// Terminating; the rest are left out. An address listed twice keeps its
 /// best state. Sorted by (address, port).
-fn backends(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Backend> {
-    let mut by_address: BTreeMap<(Ipv4Addr, u16), Backend> = BTreeMap::new();
+fn backends<A: LbAddress>(port: &ServicePort, slices: &[&EndpointSlice<A>]) -> Vec<Backend<A>> {
+    let mut by_address: BTreeMap<(A, u16), Backend<A>> = BTreeMap::new();
     for slice in slices {
         let numbers = slice.ports.iter().filter(|sp| {
             sp.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or("")

@@ -3,7 +3,9 @@
 //!
 //! - The label `kubernetes.io/service-name` is required: it names the
 //!   Service (in the slice's namespace) the endpoints belong to.
-//! - `addressType: IPv4` only; IPv6 and FQDN are rejected as unsupported.
+//! - `addressType: IPv4` or `IPv6` (read by [`AnyEndpointSlice`]; an
+//!   [`EndpointSlice`] of addresses `A` holds one family, as the API
+//!   defines it); FQDN is rejected as unsupported.
 //! - Each endpoint has 1-100 addresses (the API server's limits), all
 //!   fungible: Weir, like kube-proxy, uses the first.
 //! - Conditions keep their three states; [`EndpointConditions::ready`] and
@@ -13,13 +15,14 @@
 //!   traffic; a port name `""` is the unnamed port.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 use serde_yaml_ng::Value;
 use weir_types::{NamespacedName, Protocol};
 
 use crate::error::{FieldErrors, Path};
+use crate::family::{IpFamily, LbAddress};
 use crate::service::read_namespace;
 use crate::validate;
 use crate::yaml::{self, field};
@@ -30,20 +33,72 @@ pub const MAX_ENDPOINTS: usize = 1000;
 pub const MAX_ADDRESSES: usize = 100;
 pub const MAX_PORTS: usize = 100;
 
+/// An EndpointSlice of `addressType` IPv4 (the default) or, with
+/// `A = Ipv6Addr`, IPv6.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct EndpointSlice {
+pub struct EndpointSlice<A = Ipv4Addr> {
     pub namespace: String,
     pub name: String,
     /// The value of the `kubernetes.io/service-name` label.
     pub service_name: String,
     pub labels: BTreeMap<String, String>,
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<Endpoint<A>>,
     pub ports: Vec<EndpointPort>,
 }
 
+/// An EndpointSlice of either address type, as read from a document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum AnyEndpointSlice {
+    V4(EndpointSlice),
+    V6(EndpointSlice<Ipv6Addr>),
+}
+
+impl AnyEndpointSlice {
+    /// Reads and validates one parsed YAML document of either address type
+    /// (see [`EndpointSlice::from_document`]).
+    pub fn from_document(document: &Value) -> Result<AnyEndpointSlice, FieldErrors> {
+        let ipv6 = document.is_mapping()
+            && field(document, "addressType").and_then(Value::as_str) == Some("IPv6");
+        if ipv6 {
+            read(document).map(AnyEndpointSlice::V6)
+        } else {
+            read(document).map(AnyEndpointSlice::V4)
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        match self {
+            AnyEndpointSlice::V4(s) => &s.namespace,
+            AnyEndpointSlice::V6(s) => &s.namespace,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            AnyEndpointSlice::V4(s) => &s.name,
+            AnyEndpointSlice::V6(s) => &s.name,
+        }
+    }
+
+    pub fn family(&self) -> IpFamily {
+        match self {
+            AnyEndpointSlice::V4(_) => IpFamily::Ipv4,
+            AnyEndpointSlice::V6(_) => IpFamily::Ipv6,
+        }
+    }
+
+    /// The Service the slice belongs to.
+    pub fn service(&self) -> NamespacedName {
+        match self {
+            AnyEndpointSlice::V4(s) => s.service(),
+            AnyEndpointSlice::V6(s) => s.service(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Endpoint {
-    pub addresses: Vec<Ipv4Addr>,
+pub struct Endpoint<A = Ipv4Addr> {
+    pub addresses: Vec<A>,
     pub conditions: EndpointConditions,
     pub node_name: Option<String>,
     pub target_ref: Option<ObjectRef>,
@@ -90,110 +145,123 @@ pub struct EndpointPort {
     pub port: Option<u16>,
 }
 
-impl EndpointSlice {
+impl<A> EndpointSlice<A> {
     /// The Service this slice belongs to.
     pub fn service(&self) -> NamespacedName {
         NamespacedName::new(&self.namespace, &self.service_name)
     }
+}
 
+impl EndpointSlice {
     /// Reads and validates one parsed YAML document
-    /// (`apiVersion: discovery.k8s.io/v1`, `kind: EndpointSlice`); on any
-    /// problem, every problem with its path.
+    /// (`apiVersion: discovery.k8s.io/v1`, `kind: EndpointSlice`) of
+    /// `addressType: IPv4`; on any problem, every problem with its path.
+    /// [`AnyEndpointSlice::from_document`] reads either type.
     pub fn from_document(document: &Value) -> Result<EndpointSlice, FieldErrors> {
-        let mut errors = FieldErrors::new();
-        if !document.is_mapping() {
-            errors.push(Path::default(), "must be a mapping (a Kubernetes object)");
-            return Err(errors);
-        }
-        yaml::expect_kind(
-            document,
-            "discovery.k8s.io/v1",
-            "EndpointSlice",
-            &mut errors,
-        );
-        let meta = Path::root("metadata");
-        let metadata = field(document, "metadata");
-        let name_path = meta.field("name");
-        let name = match yaml::string(
-            metadata.and_then(|m| field(m, "name")),
-            &name_path,
-            &mut errors,
-        ) {
-            None | Some("") => {
-                errors.push(name_path, "required");
-                String::new()
-            }
-            Some(name) => {
-                if !validate::is_dns1123_subdomain(name) {
-                    errors.push(
-                        name_path,
-                        format!("invalid name {name:?}: a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)"),
-                    );
-                }
-                name.to_string()
-            }
-        };
-        let namespace = read_namespace(metadata, &meta, &mut errors);
-        let labels_path = meta.field("labels");
-        let labels = yaml::string_map(
-            metadata.and_then(|m| field(m, "labels")),
-            &labels_path,
-            &mut errors,
-        );
-        validate::labels(&labels, &labels_path, &mut errors);
-        let service_name = match labels.get(SERVICE_NAME_LABEL) {
-            Some(service) if validate::is_dns1035_label(service) => service.clone(),
-            Some(service) => {
-                errors.push(
-                    labels_path.key(SERVICE_NAME_LABEL),
-                    format!("{service:?} is not a valid Service name"),
-                );
-                String::new()
-            }
-            None => {
-                errors.push(
-                    labels_path.key(SERVICE_NAME_LABEL),
-                    "required: the name of the Service these endpoints belong to",
-                );
-                String::new()
-            }
-        };
-
-        let type_path = Path::root("addressType");
-        match yaml::string(field(document, "addressType"), &type_path, &mut errors) {
-            Some("IPv4") => {}
-            Some(other @ ("IPv6" | "FQDN")) => errors.push(
-                type_path,
-                format!("{other} is not supported by Weir's load balancer yet (IPv4 only)"),
-            ),
-            Some(other) => errors.push(
-                type_path,
-                format!(
-                    "unsupported value {other:?}: supported values: \"FQDN\", \"IPv4\", \"IPv6\""
-                ),
-            ),
-            None => {
-                if field(document, "addressType").is_none() {
-                    errors.push(type_path, "required");
-                }
-            }
-        }
-
-        let endpoints = read_endpoints(field(document, "endpoints"), &mut errors);
-        let ports = read_ports(field(document, "ports"), &mut errors);
-
-        errors.into_result(EndpointSlice {
-            namespace,
-            name,
-            service_name,
-            labels,
-            endpoints,
-            ports,
-        })
+        read(document)
     }
 }
 
-fn read_endpoints(value: Option<&Value>, errors: &mut FieldErrors) -> Vec<Endpoint> {
+/// Reads a slice whose `addressType` is `A`'s family.
+fn read<A: LbAddress>(document: &Value) -> Result<EndpointSlice<A>, FieldErrors> {
+    let mut errors = FieldErrors::new();
+    if !document.is_mapping() {
+        errors.push(Path::default(), "must be a mapping (a Kubernetes object)");
+        return Err(errors);
+    }
+    yaml::expect_kind(
+        document,
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        &mut errors,
+    );
+    let meta = Path::root("metadata");
+    let metadata = field(document, "metadata");
+    let name_path = meta.field("name");
+    let name = match yaml::string(
+        metadata.and_then(|m| field(m, "name")),
+        &name_path,
+        &mut errors,
+    ) {
+        None | Some("") => {
+            errors.push(name_path, "required");
+            String::new()
+        }
+        Some(name) => {
+            if !validate::is_dns1123_subdomain(name) {
+                errors.push(
+                        name_path,
+                        format!("invalid name {name:?}: a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)"),
+                    );
+            }
+            name.to_string()
+        }
+    };
+    let namespace = read_namespace(metadata, &meta, &mut errors);
+    let labels_path = meta.field("labels");
+    let labels = yaml::string_map(
+        metadata.and_then(|m| field(m, "labels")),
+        &labels_path,
+        &mut errors,
+    );
+    validate::labels(&labels, &labels_path, &mut errors);
+    let service_name = match labels.get(SERVICE_NAME_LABEL) {
+        Some(service) if validate::is_dns1035_label(service) => service.clone(),
+        Some(service) => {
+            errors.push(
+                labels_path.key(SERVICE_NAME_LABEL),
+                format!("{service:?} is not a valid Service name"),
+            );
+            String::new()
+        }
+        None => {
+            errors.push(
+                labels_path.key(SERVICE_NAME_LABEL),
+                "required: the name of the Service these endpoints belong to",
+            );
+            String::new()
+        }
+    };
+
+    let type_path = Path::root("addressType");
+    match yaml::string(field(document, "addressType"), &type_path, &mut errors) {
+        Some(family) if family == A::FAMILY.as_str() => {}
+        Some(other @ ("IPv4" | "IPv6")) => errors.push(
+            type_path,
+            format!("{other} where an {} slice was expected", A::FAMILY),
+        ),
+        Some("FQDN") => errors.push(
+            type_path,
+            "FQDN is not supported by Weir's load balancer yet (IPv4 and IPv6 are)",
+        ),
+        Some(other) => errors.push(
+            type_path,
+            format!("unsupported value {other:?}: supported values: \"FQDN\", \"IPv4\", \"IPv6\""),
+        ),
+        None => {
+            if field(document, "addressType").is_none() {
+                errors.push(type_path, "required");
+            }
+        }
+    }
+
+    let endpoints = read_endpoints(field(document, "endpoints"), &mut errors);
+    let ports = read_ports(field(document, "ports"), &mut errors);
+
+    errors.into_result(EndpointSlice {
+        namespace,
+        name,
+        service_name,
+        labels,
+        endpoints,
+        ports,
+    })
+}
+
+fn read_endpoints<A: LbAddress>(
+    value: Option<&Value>,
+    errors: &mut FieldErrors,
+) -> Vec<Endpoint<A>> {
     let path = Path::root("endpoints");
     let items = yaml::sequence(value, &path, errors);
     if items.len() > MAX_ENDPOINTS {
@@ -212,7 +280,7 @@ fn read_endpoints(value: Option<&Value>, errors: &mut FieldErrors) -> Vec<Endpoi
     out
 }
 
-fn read_endpoint(item: &Value, p: &Path, errors: &mut FieldErrors) -> Endpoint {
+fn read_endpoint<A: LbAddress>(item: &Value, p: &Path, errors: &mut FieldErrors) -> Endpoint<A> {
     let addresses_path = p.field("addresses");
     let items = yaml::sequence(field(item, "addresses"), &addresses_path, errors);
     if items.is_empty() {
@@ -227,7 +295,7 @@ fn read_endpoint(item: &Value, p: &Path, errors: &mut FieldErrors) -> Endpoint {
     for (j, address) in items.iter().enumerate() {
         let ap = addresses_path.index(j);
         if let Some(text) = yaml::string(Some(address), &ap, errors) {
-            if let Some(ip) = validate::routable_ipv4(text, &ap, errors) {
+            if let Some(ip) = validate::routable::<A>(text, &ap, errors) {
                 addresses.push(ip);
             }
         }

@@ -50,6 +50,18 @@
 //! chosen for a new one); the rest are left out. Deduplicated by (address,
 //! port), sorted.
 //!
+//! **IPv6 and dual stack**: a Service's IPv6 cluster IP (`clusterIPs`,
+//! either family first) is a ClusterIP frontend of its own
+//! ([`LbState::frontends_v6`], [`Frontend`] over [`std::net::Ipv6Addr`]),
+//! with the backends of the service's `addressType: IPv6` slices
+//! ([`AnyEndpointSlice`]); a dual-stack service has one frontend per family
+//! and port, each with its family's backends. IPv6 frontends are compiled
+//! only with [`Ipv6Options::enabled`] (the agent turns it on when it
+//! programs the IPv6 maps) and are otherwise each a [`ServiceProblem`];
+//! IPv6 NodePort, externalIP and LoadBalancer frontends are always refused
+//! with a problem naming them (socket LB, the only IPv6 datapath, serves
+//! ClusterIPs), and an IPv6-only service gets no IPv4 NodePort.
+//!
 //! **Also**: headless services get no frontends; `sessionAffinity: ClientIP`
 //! sets [`Frontend::affinity_timeout`]; the algorithm is the service's
 //! `service.weir.io/lb-algorithm` annotation or
@@ -71,6 +83,7 @@ pub mod compile;
 pub mod derive;
 pub mod endpointslice;
 pub mod error;
+pub mod family;
 mod hash;
 pub mod incremental;
 pub mod maglev;
@@ -79,13 +92,16 @@ mod validate;
 mod yaml;
 
 pub use compile::{
-    compile, Backend, BackendState, Frontend, FrontendAddresses, FrontendKey, FrontendKind,
-    LbOptions, LbState, NodeContext, Scope, ServiceProblem,
+    compile, compile_dual_stack, Backend, BackendState, Frontend, FrontendAddresses, FrontendKey,
+    FrontendKind, Ipv6Options, LbOptions, LbState, NodeContext, Scope, ServiceProblem,
 };
 pub use derive::{derive_endpoint_slices, NamedPort, PodInfo};
-pub use endpointslice::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef};
+pub use endpointslice::{
+    AnyEndpointSlice, Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef,
+};
 pub use error::{FieldError, FieldErrors, MaglevError, OptionsError, Path};
-pub use incremental::LbCompiler;
+pub use family::{IpFamily, LbAddress};
+pub use incremental::{Changed, LbCompiler};
 pub use maglev::BackendKey;
 pub use service::{
     Algorithm, ClusterIps, Service, ServicePort, ServiceType, SessionAffinity, TargetPort,

@@ -17,7 +17,9 @@
 //! not supported.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
+#[cfg(test)]
+use std::net::Ipv4Addr; // the tests' backends (`use super::*`)
 
 use serde::Serialize;
 
@@ -36,13 +38,18 @@ pub const HASH_SEED: u32 = 0x5745_4952; // "WEIR"
 /// A backend's stable identity for Maglev: the same on every node.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct BackendKey {
-    pub address: Ipv4Addr,
+    /// An IPv4 backend keys as before IPv6 existed (`a.b.c.d:port`), so
+    /// its tables do not change.
+    pub address: IpAddr,
     pub port: u16,
 }
 
 impl BackendKey {
-    pub fn new(address: Ipv4Addr, port: u16) -> Self {
-        Self { address, port }
+    pub fn new(address: impl Into<IpAddr>, port: u16) -> Self {
+        Self {
+            address: address.into(),
+            port,
+        }
     }
 
     /// `(offset, skip)` of this backend's permutation of `size` slots.

@@ -3,10 +3,14 @@
 //!
 //! - `spec.type` ClusterIP (default), NodePort or LoadBalancer; ExternalName
 //!   (a DNS alias, nothing to balance) is rejected as unsupported.
-//! - IPv4 only: an IPv6 cluster IP, external IP or `ipFamilies: [IPv6]` is
-//!   rejected as unsupported, as are SCTP ports and
-//!   `loadBalancerSourceRanges` (an access restriction Weir would otherwise
-//!   silently drop).
+//! - IPv4, IPv6 or dual stack: `clusterIPs` holds at most one address per
+//!   family, `ipFamilies` (if set) names the same families in the same
+//!   order, `ipFamilyPolicy: SingleStack` allows one family. IPv6 external
+//!   and load-balancer IPs are read (kept apart, in the `*_v6` fields) and
+//!   refused per frontend by [`crate::compile()`], which balances IPv6
+//!   ClusterIPs only. SCTP ports and `loadBalancerSourceRanges` (an access
+//!   restriction Weir would otherwise silently drop) are rejected as
+//!   unsupported.
 //! - `clusterIP: None` is headless. An absent cluster IP is kept as
 //!   [`ClusterIps::Unallocated`]: the API server would allocate one, Weir has
 //!   no allocator, so [`crate::compile()`] reports it.
@@ -22,13 +26,14 @@
 //!   selector (the API server stores `{}` as absent).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 use serde_yaml_ng::Value;
 use weir_types::{IntOrString, NamespacedName, Protocol};
 
 use crate::error::{FieldErrors, Path};
+use crate::family::IpFamily;
 use crate::validate;
 use crate::yaml::{self, field};
 
@@ -57,7 +62,8 @@ pub enum ClusterIps {
     Unallocated,
     /// `None`: a headless service, not load-balanced.
     Headless,
-    /// One address (IPv4 only, so never two: the second is for dual stack).
+    /// The IPv4 cluster IP, if any: empty for an IPv6-only service (its
+    /// address is in [`Service::cluster_ips_v6`]).
     Allocated(Vec<Ipv4Addr>),
 }
 
@@ -121,10 +127,17 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// None: no selector; the user provides the EndpointSlices.
     pub selector: Option<BTreeMap<String, String>>,
-    /// `spec.externalIPs`, duplicates removed, in order.
+    /// The IPv6 cluster IP (of `clusterIPs`, at most one), if any.
+    pub cluster_ips_v6: Vec<Ipv6Addr>,
+    /// `spec.externalIPs`, duplicates removed, in order: the IPv4 ones.
     pub external_ips: Vec<Ipv4Addr>,
-    /// `status.loadBalancer.ingress[].ip` (hostname-only entries are skipped).
+    /// The IPv6 `spec.externalIPs` (not balanced yet: compile refuses them).
+    pub external_ips_v6: Vec<Ipv6Addr>,
+    /// `status.loadBalancer.ingress[].ip` (hostname-only entries are
+    /// skipped): the IPv4 ones.
     pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// The IPv6 ingress IPs (not balanced yet: compile refuses them).
+    pub load_balancer_ips_v6: Vec<Ipv6Addr>,
     pub external_traffic_policy: TrafficPolicy,
     pub internal_traffic_policy: TrafficPolicy,
     pub session_affinity: SessionAffinity,
@@ -147,7 +160,9 @@ impl Service {
     /// NodePort, LoadBalancer, or with external IPs (Kubernetes'
     /// `ExternallyAccessible`).
     pub fn is_externally_accessible(&self) -> bool {
-        self.service_type.has_node_ports() || !self.external_ips.is_empty()
+        self.service_type.has_node_ports()
+            || !self.external_ips.is_empty()
+            || !self.external_ips_v6.is_empty()
     }
 
     /// Reads and validates one parsed YAML document (`apiVersion: v1`,
@@ -200,12 +215,14 @@ impl Service {
             // ExternalName: the rest of its spec means something else.
             return Err(errors);
         };
-        let cluster_ips = spec_reader.cluster_ips(service_type);
+        let (cluster_ips, cluster_ips_v6, families) = spec_reader.cluster_ips(service_type);
         let headless = cluster_ips == ClusterIps::Headless;
         let ports = spec_reader.ports(service_type, headless);
         let selector = spec_reader.selector();
-        let external_ips = spec_reader.external_ips();
-        let externally_accessible = service_type.has_node_ports() || !external_ips.is_empty();
+        let (external_ips, external_ips_v6) = spec_reader.external_ips();
+        let externally_accessible = service_type.has_node_ports()
+            || !external_ips.is_empty()
+            || !external_ips_v6.is_empty();
         let external_traffic_policy = spec_reader.external_traffic_policy(externally_accessible);
         let internal_traffic_policy = spec_reader
             .traffic_policy("internalTrafficPolicy")
@@ -213,8 +230,10 @@ impl Service {
         let session_affinity = spec_reader.session_affinity();
         let publish_not_ready_addresses = spec_reader.flag("publishNotReadyAddresses");
         let allocate_load_balancer_node_ports = spec_reader.allocate_node_ports(service_type);
+        spec_reader.ip_families(&families);
         spec_reader.unsupported();
-        let load_balancer_ips = read_load_balancer_status(document, &mut errors);
+        let (load_balancer_ips, load_balancer_ips_v6) =
+            read_load_balancer_status(document, &mut errors);
 
         errors.into_result(Service {
             namespace,
@@ -222,10 +241,13 @@ impl Service {
             annotations,
             service_type,
             cluster_ips,
+            cluster_ips_v6,
             ports,
             selector,
             external_ips,
+            external_ips_v6,
             load_balancer_ips,
+            load_balancer_ips_v6,
             external_traffic_policy,
             internal_traffic_policy,
             session_affinity,
@@ -278,12 +300,15 @@ pub(crate) fn read_namespace(
     }
 }
 
-fn read_load_balancer_status(document: &Value, errors: &mut FieldErrors) -> Vec<Ipv4Addr> {
+fn read_load_balancer_status(
+    document: &Value,
+    errors: &mut FieldErrors,
+) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
     let path = Path::root("status").field("loadBalancer").field("ingress");
     let ingress = field(document, "status")
         .and_then(|s| field(s, "loadBalancer"))
         .and_then(|lb| field(lb, "ingress"));
-    let mut out = Vec::new();
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (i, entry) in yaml::sequence(ingress, &path, errors).iter().enumerate() {
         let p = path.index(i);
         if yaml::mapping(Some(entry), &p, errors).is_none() {
@@ -291,14 +316,14 @@ fn read_load_balancer_status(document: &Value, errors: &mut FieldErrors) -> Vec<
         }
         let ip_path = p.field("ip");
         if let Some(text) = yaml::string(field(entry, "ip"), &ip_path, errors) {
-            if let Some(ip) = validate::ipv4(text, &ip_path, errors) {
-                if !out.contains(&ip) {
-                    out.push(ip);
-                }
+            match validate::ip(text, &ip_path, errors) {
+                Some(IpAddr::V4(ip)) if !v4.contains(&ip) => v4.push(ip),
+                Some(IpAddr::V6(ip)) if !v6.contains(&ip) => v6.push(ip),
+                _ => {}
             }
         }
     }
-    out
+    (v4, v6)
 }
 
 struct SpecReader<'a, 'e> {
@@ -346,8 +371,12 @@ impl<'a> SpecReader<'a, '_> {
 
     /// `clusterIP` and `clusterIPs`: when both are set, `clusterIPs[0]` must
     /// equal `clusterIP`; `None` must be the only value; at most two values
-    /// of different families (so one, IPv4 only).
-    fn cluster_ips(&mut self, service_type: ServiceType) -> ClusterIps {
+    /// of different families. Returns the IPv4 and IPv6 ones and the
+    /// families in the order given.
+    fn cluster_ips(
+        &mut self,
+        service_type: ServiceType,
+    ) -> (ClusterIps, Vec<Ipv6Addr>, Vec<IpFamily>) {
         let single_path = self.path.field("clusterIP");
         let list_path = self.path.field("clusterIPs");
         let single = self.string("clusterIP").filter(|s| !s.is_empty());
@@ -374,7 +403,7 @@ impl<'a> SpecReader<'a, '_> {
             }
         }
         if list.is_empty() {
-            return ClusterIps::Unallocated;
+            return (ClusterIps::Unallocated, Vec::new(), Vec::new());
         }
         if list.iter().any(|(text, _)| *text == "None") {
             if list.len() > 1 {
@@ -392,7 +421,7 @@ impl<'a> SpecReader<'a, '_> {
                     format!("may not be \"None\" (headless) for {what} services"),
                 );
             }
-            return ClusterIps::Headless;
+            return (ClusterIps::Headless, Vec::new(), Vec::new());
         }
         if list.len() > 2 {
             self.errors.push(
@@ -400,19 +429,93 @@ impl<'a> SpecReader<'a, '_> {
                 "may hold at most two entries (one per IP family)",
             );
         }
-        let mut addresses = Vec::new();
-        for (i, (text, path)) in list.iter().enumerate() {
-            if let Some(address) = validate::ipv4(text, path, self.errors) {
-                if i > 0 {
-                    self.errors.push(
-                        path.clone(),
-                        "must be of a different IP family than clusterIPs[0] (dual stack)",
-                    );
-                }
-                addresses.push(address);
+        let (mut v4, mut v6, mut families) = (Vec::new(), Vec::new(), Vec::new());
+        for (text, path) in &list {
+            let Some(address) = validate::ip(text, path, self.errors) else {
+                continue;
+            };
+            let family = match address {
+                IpAddr::V4(_) => IpFamily::Ipv4,
+                IpAddr::V6(_) => IpFamily::Ipv6,
+            };
+            if families.contains(&family) {
+                self.errors.push(
+                    path.clone(),
+                    "must be of a different IP family than clusterIPs[0] (dual stack)",
+                );
+                continue;
+            }
+            families.push(family);
+            match address {
+                IpAddr::V4(address) => v4.push(address),
+                IpAddr::V6(address) => v6.push(address),
             }
         }
-        ClusterIps::Allocated(addresses)
+        (ClusterIps::Allocated(v4), v6, families)
+    }
+
+    /// `ipFamilies` (each family once, at most two, in the order of
+    /// `clusterIPs` when both are set) and `ipFamilyPolicy` (SingleStack
+    /// allows one family).
+    fn ip_families(&mut self, cluster_families: &[IpFamily]) {
+        let families_path = self.path.field("ipFamilies");
+        let items = yaml::sequence(self.get("ipFamilies"), &families_path, self.errors);
+        let mut families = Vec::new();
+        for (i, family) in items.iter().enumerate() {
+            let p = families_path.index(i);
+            let family = match yaml::string(Some(family), &p, self.errors) {
+                Some("IPv4") => IpFamily::Ipv4,
+                Some("IPv6") => IpFamily::Ipv6,
+                None => continue,
+                Some(other) => {
+                    self.errors.push(
+                        p,
+                        format!(
+                            "unsupported value {other:?}: supported values: \"IPv4\", \"IPv6\""
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if families.contains(&family) {
+                self.errors
+                    .push(p, format!("duplicate value {:?}", family.as_str()));
+                continue;
+            }
+            if let Some(cluster) = cluster_families.get(i) {
+                if *cluster != family {
+                    self.errors.push(
+                        p,
+                        format!(
+                            "{family} does not match the family of clusterIPs[{i}] ({cluster})"
+                        ),
+                    );
+                }
+            }
+            families.push(family);
+        }
+        if items.len() > 2 {
+            self.errors.push(
+                families_path,
+                "may hold at most two entries (one per IP family)",
+            );
+        }
+        let policy_path = self.path.field("ipFamilyPolicy");
+        match self.string("ipFamilyPolicy") {
+            None | Some("PreferDualStack") | Some("RequireDualStack") => {}
+            Some("SingleStack") => {
+                if families.len() > 1 || cluster_families.len() > 1 {
+                    self.errors.push(
+                        policy_path,
+                        "must be RequireDualStack or PreferDualStack when two IP families (ipFamilies or clusterIPs) are given",
+                    );
+                }
+            }
+            Some(other) => self.errors.push(
+                policy_path,
+                format!("unsupported value {other:?}: supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\""),
+            ),
+        }
     }
 
     fn ports(&mut self, service_type: ServiceType, headless: bool) -> Vec<ServicePort> {
@@ -555,23 +658,31 @@ impl<'a> SpecReader<'a, '_> {
         Some(selector).filter(|s| !s.is_empty())
     }
 
-    fn external_ips(&mut self) -> Vec<Ipv4Addr> {
+    fn external_ips(&mut self) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
         let path = self.path.field("externalIPs");
         let mut out = Vec::new();
+        let mut out_v6 = Vec::new();
         for (i, item) in yaml::sequence(self.get("externalIPs"), &path, self.errors)
             .iter()
             .enumerate()
         {
             let p = path.index(i);
-            if let Some(text) = yaml::string(Some(item), &p, self.errors) {
-                if let Some(ip) = validate::routable_ipv4(text, &p, self.errors) {
-                    if !out.contains(&ip) {
-                        out.push(ip);
+            let Some(text) = yaml::string(Some(item), &p, self.errors) else {
+                continue;
+            };
+            if text.parse::<Ipv6Addr>().is_ok() {
+                if let Some(ip) = validate::routable::<Ipv6Addr>(text, &p, self.errors) {
+                    if !out_v6.contains(&ip) {
+                        out_v6.push(ip);
                     }
+                }
+            } else if let Some(ip) = validate::routable::<Ipv4Addr>(text, &p, self.errors) {
+                if !out.contains(&ip) {
+                    out.push(ip);
                 }
             }
         }
-        out
+        (out, out_v6)
     }
 
     fn traffic_policy(&mut self, name: &str) -> Option<TrafficPolicy> {
@@ -676,34 +787,6 @@ impl<'a> SpecReader<'a, '_> {
                 ranges_path,
                 "not supported by Weir yet (it would restrict who may reach the service)",
             );
-        }
-        let families_path = self.path.field("ipFamilies");
-        for (i, family) in yaml::sequence(self.get("ipFamilies"), &families_path, self.errors)
-            .iter()
-            .enumerate()
-        {
-            let p = families_path.index(i);
-            match yaml::string(Some(family), &p, self.errors) {
-                Some("IPv4") | None => {}
-                Some("IPv6") => self
-                    .errors
-                    .push(p, "IPv6 is not supported by Weir's load balancer yet"),
-                Some(other) => self.errors.push(
-                    p,
-                    format!("unsupported value {other:?}: supported values: \"IPv4\", \"IPv6\""),
-                ),
-            }
-        }
-        match self.string("ipFamilyPolicy") {
-            None | Some("SingleStack") | Some("PreferDualStack") => {}
-            Some("RequireDualStack") => self.errors.push(
-                self.path.field("ipFamilyPolicy"),
-                "RequireDualStack is not supported by Weir yet (IPv4 only)",
-            ),
-            Some(other) => self.errors.push(
-                self.path.field("ipFamilyPolicy"),
-                format!("unsupported value {other:?}: supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\""),
-            ),
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Field checks shared by the Service and EndpointSlice readers: Kubernetes
 //! name formats, label keys and values, port numbers, protocols and IPv4
-//! addresses (with the API server's messages where it has one).
+//! and IPv6 addresses (with the API server's messages where it has one).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use weir_types::Protocol;
 
 use crate::error::{FieldErrors, Path};
+use crate::family::LbAddress;
 
 /// `protocol` of a port; absent means TCP (Kubernetes defaulting). Weir
 /// balances TCP and UDP: SCTP is valid Kubernetes but rejected as
@@ -132,42 +133,47 @@ pub(crate) fn labels(map: &BTreeMap<String, String>, path: &Path, errors: &mut F
     }
 }
 
-/// An IPv4 address; IPv6 is reported as not supported yet.
-pub(crate) fn ipv4(text: &str, path: &Path, errors: &mut FieldErrors) -> Option<Ipv4Addr> {
-    if let Ok(address) = text.parse::<Ipv4Addr>() {
-        return Some(address);
+/// An IPv4 or IPv6 address (IPv4-mapped IPv6 addresses are refused: they
+/// name an IPv4 address in the other family's clothes).
+pub(crate) fn ip(text: &str, path: &Path, errors: &mut FieldErrors) -> Option<IpAddr> {
+    match text.parse::<IpAddr>() {
+        Ok(IpAddr::V6(address)) if address.to_ipv4_mapped().is_some() => {
+            errors.push(
+                path.clone(),
+                format!("{text}: an IPv4-mapped IPv6 address: give the IPv4 address"),
+            );
+            None
+        }
+        Ok(address) => Some(address),
+        Err(_) => {
+            errors.push(
+                path.clone(),
+                format!("{text:?} is not a valid IPv4 address (nor IPv6)"),
+            );
+            None
+        }
     }
-    if text.parse::<Ipv6Addr>().is_ok() {
-        errors.push(
-            path.clone(),
-            format!("{text}: IPv6 is not supported by Weir's load balancer yet"),
-        );
-    } else {
-        errors.push(
-            path.clone(),
-            format!("{text:?} is not a valid IPv4 address"),
-        );
-    }
-    None
 }
 
-/// An IPv4 address that may carry service or endpoint traffic: not
-/// unspecified, loopback, link-local or link-local multicast (the API
-/// server's `ValidateNonSpecialIP` / `ValidateEndpointIP`).
-pub(crate) fn routable_ipv4(text: &str, path: &Path, errors: &mut FieldErrors) -> Option<Ipv4Addr> {
-    let address = ipv4(text, path, errors)?;
-    let special = if address.is_unspecified() {
-        Some("unspecified")
-    } else if address.is_loopback() {
-        Some("in the loopback range (127.0.0.0/8)")
-    } else if address.is_link_local() {
-        Some("in the link-local range (169.254.0.0/16)")
-    } else if address.octets()[..3] == [224, 0, 0] {
-        Some("in the link-local multicast range (224.0.0.0/24)")
-    } else {
-        None
+/// An address of `A`'s family that may carry service or endpoint traffic:
+/// not unspecified, loopback, link-local or link-local multicast (the API
+/// server's `ValidateNonSpecialIP` / `ValidateEndpointIP`; see
+/// [`LbAddress::special`]).
+pub(crate) fn routable<A: LbAddress>(
+    text: &str,
+    path: &Path,
+    errors: &mut FieldErrors,
+) -> Option<A> {
+    let Some(address) = A::parse(text) else {
+        let message = if text.parse::<IpAddr>().is_ok() {
+            format!("{text}: not an {} address", A::FAMILY)
+        } else {
+            format!("{text:?} is not a valid {} address", A::FAMILY)
+        };
+        errors.push(path.clone(), message);
+        return None;
     };
-    match special {
+    match address.special() {
         Some(why) => {
             errors.push(path.clone(), format!("{address} may not be {why}"));
             None

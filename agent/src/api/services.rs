@@ -13,7 +13,7 @@ use weir_lb::{Algorithm, BackendState, FrontendKey, FrontendKind, Scope};
 
 use crate::datapath::maps::lb::{self as lb, ServiceMapEntry};
 use crate::datapath::SharedDatapath;
-use crate::reconcile::lb_sync::SharedLbStatus;
+use crate::reconcile::lb_sync::{FrontendStatus, SharedLbStatus};
 
 pub struct ServicesService {
     pub datapath: SharedDatapath,
@@ -116,6 +116,39 @@ fn lb_backend_entry(id: u32, value: &Lb4Backend) -> api::LbBackendEntry {
     }
 }
 
+/// A frontend as written, for `weir service list`.
+fn service_frontend<A: weir_lb::LbAddress>(f: &FrontendStatus<A>) -> api::ServiceFrontend {
+    let frontend = &f.frontend;
+    api::ServiceFrontend {
+        service: frontend.service.to_string(),
+        port_name: frontend.port_name.clone().unwrap_or_default(),
+        kind: kind_name(frontend.kind).into(),
+        address: frontend.address.with_port(frontend.port),
+        protocol: frontend.protocol.name().into(),
+        scope: scope_name(frontend.scope).into(),
+        algorithm: match (frontend.algorithm, f.maglev_table) {
+            (Algorithm::Maglev, Some(_)) => "maglev",
+            _ => "random",
+        }
+        .into(),
+        affinity_timeout_seconds: frontend.affinity_timeout.unwrap_or(0),
+        rev_nat_id: u32::from(f.rev_nat_id),
+        backends: frontend
+            .backends
+            .iter()
+            .zip(&f.backend_ids)
+            .map(|(b, id)| api::ServiceBackend {
+                id: *id,
+                address: b.address.with_port(b.port),
+                state: state_name(b.state).into(),
+                node: b.node.clone().unwrap_or_default(),
+                pod: b.pod.as_ref().map(ToString::to_string).unwrap_or_default(),
+            })
+            .collect(),
+        note: f.note.clone().unwrap_or_default(),
+    }
+}
+
 #[tonic::async_trait]
 impl Services for ServicesService {
     async fn list_services(
@@ -127,40 +160,12 @@ impl Services for ServicesService {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // IPv4 first, then IPv6 (bracketed addresses).
         let frontends = status
             .frontends
             .values()
-            .map(|f| {
-                let frontend = &f.frontend;
-                api::ServiceFrontend {
-                    service: frontend.service.to_string(),
-                    port_name: frontend.port_name.clone().unwrap_or_default(),
-                    kind: kind_name(frontend.kind).into(),
-                    address: format!("{}:{}", frontend.address, frontend.port),
-                    protocol: frontend.protocol.name().into(),
-                    scope: scope_name(frontend.scope).into(),
-                    algorithm: match (frontend.algorithm, f.maglev_table) {
-                        (Algorithm::Maglev, Some(_)) => "maglev",
-                        _ => "random",
-                    }
-                    .into(),
-                    affinity_timeout_seconds: frontend.affinity_timeout.unwrap_or(0),
-                    rev_nat_id: u32::from(f.rev_nat_id),
-                    backends: frontend
-                        .backends
-                        .iter()
-                        .zip(&f.backend_ids)
-                        .map(|(b, id)| api::ServiceBackend {
-                            id: *id,
-                            address: format!("{}:{}", b.address, b.port),
-                            state: state_name(b.state).into(),
-                            node: b.node.clone().unwrap_or_default(),
-                            pod: b.pod.as_ref().map(ToString::to_string).unwrap_or_default(),
-                        })
-                        .collect(),
-                    note: f.note.clone().unwrap_or_default(),
-                }
-            })
+            .map(service_frontend)
+            .chain(status.frontends_v6.values().map(service_frontend))
             .collect();
         Ok(Response::new(api::ListServicesResponse {
             frontends,

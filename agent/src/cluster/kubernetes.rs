@@ -3,7 +3,9 @@
 //! [`ClusterManifests`] the manifest directory yields, so the reconciler
 //! does not know which source it runs on.
 //!
-//! Every object goes through [`manifest::from_document`], as a file's would:
+//! Every object goes through [`manifest::from_document`], as a file's would
+//! (IPv6 EndpointSlices through [`weir_lb::AnyEndpointSlice`], into
+//! [`ClusterManifests::endpoint_slices_v6`]):
 //! one the agent cannot use is reported in `rejected` (keyed
 //! `Kind/namespace/name`) and contributes nothing, while the rest apply.
 //! The watchers reconnect with kube-rs's default backoff; while any of them
@@ -249,6 +251,15 @@ impl KubernetesSource {
         for watch in &self.watches {
             for object in watch.store.state() {
                 let key = object_key(&watch.resource, &object);
+                if let Some(slice) = ipv6_endpoint_slice(&watch.resource, &object) {
+                    match slice {
+                        Ok(slice) => manifests.add_ipv6_slice(slice),
+                        Err(reason) => {
+                            manifests.rejected.insert(PathBuf::from(key), reason);
+                        }
+                    }
+                    continue;
+                }
                 match convert(&watch.resource, &object) {
                     Ok(object) => manifests.add(object),
                     Err(reason) => {
@@ -314,6 +325,37 @@ fn object_key(resource: &ApiResource, object: &DynamicObject) -> String {
 /// `apiVersion` and `kind` (list items lack them) and v1beta1
 /// EndpointSlices in v1's shape.
 fn convert(resource: &ApiResource, object: &DynamicObject) -> Result<Object, String> {
+    let document = document(resource, object)?;
+    manifest::from_document(document).map_err(|e| format!("{e:#}"))
+}
+
+/// An `addressType: IPv6` EndpointSlice, read by weir-lb (the manifest
+/// model's objects are IPv4 slices); `None` for any other object.
+fn ipv6_endpoint_slice(
+    resource: &ApiResource,
+    object: &DynamicObject,
+) -> Option<Result<weir_lb::EndpointSlice<std::net::Ipv6Addr>, String>> {
+    if resource.kind != "EndpointSlice" || object.data["addressType"] != "IPv6" {
+        return None;
+    }
+    let slice = document(resource, object).and_then(|document| {
+        match weir_lb::AnyEndpointSlice::from_document(&document) {
+            Ok(weir_lb::AnyEndpointSlice::V6(slice)) => Ok(slice),
+            Ok(weir_lb::AnyEndpointSlice::V4(_)) => Err("not an IPv6 slice".to_string()),
+            Err(errors) => Err(format!(
+                "EndpointSlice {}: {errors}",
+                object.metadata.name.as_deref().unwrap_or_default()
+            )),
+        }
+    });
+    Some(slice)
+}
+
+/// The object's document as a manifest file would hold it.
+fn document(
+    resource: &ApiResource,
+    object: &DynamicObject,
+) -> Result<serde_yaml_ng::Value, String> {
     let mut json = serde_json::to_value(object).map_err(|e| e.to_string())?;
     let Some(fields) = json.as_object_mut() else {
         return Err("not an object".into());
@@ -327,8 +369,7 @@ fn convert(resource: &ApiResource, object: &DynamicObject) -> Result<Object, Str
     if resource.kind == "EndpointSlice" && resource.version == "v1beta1" {
         v1beta1_to_v1(fields);
     }
-    let document = serde_yaml_ng::to_value(&json).map_err(|e| e.to_string())?;
-    manifest::from_document(document).map_err(|e| format!("{e:#}"))
+    serde_yaml_ng::to_value(&json).map_err(|e| e.to_string())
 }
 
 /// A `discovery.k8s.io/v1beta1` EndpointSlice in v1's shape: the endpoint's
@@ -419,5 +460,39 @@ mod tests {
             matches!(converted, Ok(Object::EndpointSlice(_))),
             "{converted:?}"
         );
+    }
+
+    #[test]
+    fn ipv6_endpoint_slices_are_read_apart() {
+        let slices = resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices");
+        let slice = |address: &str| {
+            object(serde_json::json!({
+                "metadata": {"name": "web-v6", "namespace": "x",
+                             "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv6",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [address], "conditions": {"ready": true}}],
+            }))
+        };
+        let read = ipv6_endpoint_slice(&slices, &slice("fd00:10:244:1::5"))
+            .expect("an IPv6 slice")
+            .unwrap();
+        assert_eq!(read.service(), weir_types::NamespacedName::new("x", "web"));
+        assert_eq!(
+            read.endpoints[0].addresses,
+            ["fd00:10:244:1::5".parse::<std::net::Ipv6Addr>().unwrap()]
+        );
+        let reason = ipv6_endpoint_slice(&slices, &slice("::1"))
+            .expect("an IPv6 slice")
+            .unwrap_err();
+        assert!(
+            reason.contains("may not be the loopback address"),
+            "{reason}"
+        );
+        let v4 = object(serde_json::json!({
+            "metadata": {"name": "web-v4", "namespace": "x"},
+            "addressType": "IPv4",
+        }));
+        assert!(ipv6_endpoint_slice(&slices, &v4).is_none());
     }
 }

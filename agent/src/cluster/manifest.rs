@@ -316,6 +316,14 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
             Err(e) => bail!("Service {name}: {e}"),
         },
         (Some("discovery.k8s.io/v1"), "EndpointSlice") => {
+            // The Kubernetes source reads IPv6 slices itself (through
+            // weir_lb::AnyEndpointSlice); an Object holds an IPv4 slice.
+            if document.get("addressType").and_then(|t| t.as_str()) == Some("IPv6") {
+                bail!(
+                    "EndpointSlice {name}: addressType IPv6 is read from the Kubernetes API \
+                     only, not from manifest files yet"
+                );
+            }
             match weir_lb::EndpointSlice::from_document(&document) {
                 Ok(object) => Ok(Object::EndpointSlice(Box::new(Validated {
                     object,

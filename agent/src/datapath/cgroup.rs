@@ -17,21 +17,29 @@ use weir_abi::program_names;
 
 use super::{Datapath, DatapathError};
 
-/// The socket LB programs.
+/// The socket LB programs: one per hook and family.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SockProgram {
     Connect4,
     Sendmsg4,
     Recvmsg4,
     Getpeername4,
+    Connect6,
+    Sendmsg6,
+    Recvmsg6,
+    Getpeername6,
 }
 
 impl SockProgram {
-    pub const ALL: [SockProgram; 4] = [
+    pub const ALL: [SockProgram; 8] = [
         SockProgram::Connect4,
         SockProgram::Sendmsg4,
         SockProgram::Recvmsg4,
         SockProgram::Getpeername4,
+        SockProgram::Connect6,
+        SockProgram::Sendmsg6,
+        SockProgram::Recvmsg6,
+        SockProgram::Getpeername6,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -40,6 +48,10 @@ impl SockProgram {
             SockProgram::Sendmsg4 => program_names::SOCK_SENDMSG4,
             SockProgram::Recvmsg4 => program_names::SOCK_RECVMSG4,
             SockProgram::Getpeername4 => program_names::SOCK_GETPEERNAME4,
+            SockProgram::Connect6 => program_names::SOCK_CONNECT6,
+            SockProgram::Sendmsg6 => program_names::SOCK_SENDMSG6,
+            SockProgram::Recvmsg6 => program_names::SOCK_RECVMSG6,
+            SockProgram::Getpeername6 => program_names::SOCK_GETPEERNAME6,
         }
     }
 
@@ -49,6 +61,10 @@ impl SockProgram {
             SockProgram::Sendmsg4 => "sendmsg4",
             SockProgram::Recvmsg4 => "recvmsg4",
             SockProgram::Getpeername4 => "getpeername4",
+            SockProgram::Connect6 => "connect6",
+            SockProgram::Sendmsg6 => "sendmsg6",
+            SockProgram::Recvmsg6 => "recvmsg6",
+            SockProgram::Getpeername6 => "getpeername6",
         }
     }
 }

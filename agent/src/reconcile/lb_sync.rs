@@ -20,22 +20,29 @@
 //! shown, and the next pass starts over in full. After a full pass the
 //! datapath's NAT and affinity entries that point at frontends or backends
 //! no longer programmed are removed ([`connections`]).
+//!
+//! IPv6 frontends (ClusterIPs, socket LB) are written the same way to the
+//! `weir_lb6_*` maps ([`family`]); ids are drawn from the same pools as
+//! IPv4's, so an id means one thing in every map that holds ids.
 
 mod connections;
+mod family;
 mod ids;
 mod maps;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use weir_abi::lb::Lb4Key;
 use weir_lb::{Algorithm, Backend, BackendState, Frontend, FrontendKey, Protocol, ServiceProblem};
 
+#[cfg(test)]
+use crate::datapath::maps::lb::service_key; // the tests' (`use super::*`)
 use crate::datapath::maps::lb::{
-    self as lb, service_key, BackendEntry, RevNatEntry, ServiceEntry, ServiceMapEntry, SlotEntry,
+    self as lb, BackendEntry, ServiceEntry, ServiceMapEntry, SlotEntry,
 };
 use crate::datapath::maps::TableError;
+use family::SyncFamily;
 use ids::IdPool;
 use maps::Written;
 pub use maps::{LbMap, LbMaps, MapOperations};
@@ -43,21 +50,31 @@ pub use status::{FrontendStatus, LbMetrics, LbStatus, PassReport, SharedLbStatus
 
 /// An address, port and protocol: a backend (with its frontend's
 /// protocol), or the frontend a reverse-NAT entry stands for (shared by
-/// its two scopes).
+/// its two scopes). Of either family: the id pools are shared.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct L4Address {
-    address: Ipv4Addr,
+    address: IpAddr,
     port: u16,
     protocol: Protocol,
 }
 
 impl L4Address {
-    fn of_frontend(key: &FrontendKey) -> L4Address {
+    fn of_frontend<A: Into<IpAddr> + Copy>(key: &FrontendKey<A>) -> L4Address {
         L4Address {
-            address: key.address,
+            address: key.address.into(),
             port: key.port,
             protocol: key.protocol,
         }
+    }
+}
+
+/// A frontend key of either family, for the Maglev table pool.
+fn any_key<A: Into<IpAddr> + Copy>(key: &FrontendKey<A>) -> FrontendKey<IpAddr> {
+    FrontendKey {
+        address: key.address.into(),
+        port: key.port,
+        protocol: key.protocol,
+        scope: key.scope,
     }
 }
 
@@ -76,9 +93,10 @@ pub struct LbSync {
     maglev_table_size: u32,
     backend_ids: IdPool<L4Address, u32>,
     revnat_ids: IdPool<L4Address, u16>,
-    maglev_tables: IdPool<FrontendKey, u32>,
+    maglev_tables: IdPool<FrontendKey<IpAddr>, u32>,
     written: Written,
     lowered: BTreeMap<FrontendKey, Lowered>,
+    lowered_v6: BTreeMap<FrontendKey<Ipv6Addr>, Lowered>,
     /// The next pass rewrites and sweeps everything.
     full: bool,
     restored: bool,
@@ -102,24 +120,30 @@ impl LbSync {
             maglev_tables: IdPool::new(maglev_tables),
             written: Written::default(),
             lowered: BTreeMap::new(),
+            lowered_v6: BTreeMap::new(),
             full: true,
             restored: false,
             status,
         }
     }
 
-    /// Frontends in the maps.
+    /// Frontends in the maps, of both families.
     pub fn frontends_written(&self) -> usize {
-        self.lowered.len()
+        self.lowered.len() + self.lowered_v6.len()
     }
 
-    /// Backends in the maps.
+    /// Backends in the maps, of both families.
     pub fn backends_written(&self) -> usize {
-        self.written.backends.len()
+        self.written.backends.len() + self.written.backends6.len()
     }
 
     /// The service id (reverse NAT index) of a frontend in the maps.
     pub fn service_id(&self, key: &FrontendKey) -> Option<u16> {
+        self.revnat_ids.get(&L4Address::of_frontend(key))
+    }
+
+    /// The service id of an IPv6 frontend in the maps.
+    pub fn service_id_v6(&self, key: &FrontendKey<Ipv6Addr>) -> Option<u16> {
         self.revnat_ids.get(&L4Address::of_frontend(key))
     }
 
@@ -129,7 +153,9 @@ impl LbSync {
     }
 
     /// Brings the maps to `frontends`, the whole current state, of which
-    /// `changed` were added, changed or removed since the last call.
+    /// `changed` were added, changed or removed since the last call. IPv4
+    /// only: with no IPv6 frontends, a full pass removes any IPv6 entries
+    /// (see [`LbSync::apply_dual`]).
     pub fn apply(
         &mut self,
         maps: &mut impl LbMaps,
@@ -137,7 +163,26 @@ impl LbSync {
         changed: &BTreeSet<FrontendKey>,
         problems: &[ServiceProblem],
     ) -> Result<(), TableError> {
-        let result = self.pass(maps, frontends, changed);
+        self.apply_dual(
+            maps,
+            Desired { frontends, changed },
+            Desired {
+                frontends: &BTreeMap::new(),
+                changed: &BTreeSet::new(),
+            },
+            problems,
+        )
+    }
+
+    /// [`LbSync::apply`] for both families.
+    pub fn apply_dual(
+        &mut self,
+        maps: &mut impl LbMaps,
+        v4: Desired<'_, Ipv4Addr>,
+        v6: Desired<'_, Ipv6Addr>,
+        problems: &[ServiceProblem],
+    ) -> Result<(), TableError> {
+        let result = self.pass(maps, v4, v6);
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.problems = problems
             .iter()
@@ -157,8 +202,8 @@ impl LbSync {
     fn pass(
         &mut self,
         maps: &mut impl LbMaps,
-        frontends: &BTreeMap<FrontendKey, Frontend>,
-        changed: &BTreeSet<FrontendKey>,
+        v4: Desired<'_, Ipv4Addr>,
+        v6: Desired<'_, Ipv6Addr>,
     ) -> Result<(), TableError> {
         if !self.restored {
             self.restore(maps)?;
@@ -168,32 +213,50 @@ impl LbSync {
             // A full map is the usual cause of a failed pass, and the sweep
             // comes only after every frontend is written: the entries of
             // frontends no longer asked for go first, to make room.
-            self.remove_undesired(maps, frontends)?;
+            self.remove_undesired(maps, v4.frontends)?;
+            self.remove_undesired(maps, v6.frontends)?;
             self.lowered.clear();
+            self.lowered_v6.clear();
             self.backend_ids.forget_holders();
             self.revnat_ids.forget_holders();
             self.maglev_tables.forget_holders();
             {
                 let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 status.frontends.clear();
+                status.frontends_v6.clear();
             }
-            for frontend in frontends.values() {
+            for frontend in v4.frontends.values() {
                 self.upsert(maps, frontend)?;
             }
+            for frontend in v6.frontends.values() {
+                self.upsert(maps, frontend)?;
+            }
+            self.sweep_services::<Ipv4Addr>(maps)?;
+            self.sweep_services::<Ipv6Addr>(maps)?;
             self.sweep(maps)?;
             self.free_retired(maps)?;
             self.sweep_connections(maps)?;
             self.full = false;
             return Ok(());
         } else {
-            for key in changed {
-                match frontends.get(key) {
-                    Some(frontend) => self.upsert(maps, frontend)?,
-                    None => self.remove(maps, key)?,
-                }
-            }
+            self.apply_changed(maps, v4)?;
+            self.apply_changed(maps, v6)?;
         }
         self.free_retired(maps)
+    }
+
+    fn apply_changed<F: SyncFamily>(
+        &mut self,
+        maps: &mut impl LbMaps,
+        desired: Desired<'_, F>,
+    ) -> Result<(), TableError> {
+        for key in desired.changed {
+            match desired.frontends.get(key) {
+                Some(frontend) => self.upsert(maps, frontend)?,
+                None => self.remove(maps, key)?,
+            }
+        }
+        Ok(())
     }
 
     /// Removes the NAT mappings, socket reverse translations and affinity
@@ -202,8 +265,17 @@ impl LbSync {
     /// status.
     fn sweep_connections(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
         let mut members = connections::Members::new();
-        for (key, lowered) in &self.lowered {
-            let Some(rev_nat_id) = self.revnat_ids.get(&L4Address::of_frontend(key)) else {
+        let lowered = self
+            .lowered
+            .iter()
+            .map(|(key, lowered)| (L4Address::of_frontend(key), lowered))
+            .chain(
+                self.lowered_v6
+                    .iter()
+                    .map(|(key, lowered)| (L4Address::of_frontend(key), lowered)),
+            );
+        for (frontend, lowered) in lowered {
+            let Some(rev_nat_id) = self.revnat_ids.get(&frontend) else {
                 continue;
             };
             members.entry(rev_nat_id).or_default().extend(
@@ -232,6 +304,12 @@ impl LbSync {
                 removed += 1;
             }
         }
+        for (key, value) in maps.sock_revnat6()? {
+            if connections::stale_sock_revnat6(&key, &value, &self.written.backends6, &members) {
+                maps.remove_sock_revnat6(&key)?;
+                removed += 1;
+            }
+        }
         if removed > 0 {
             tracing::info!(
                 entries = removed,
@@ -246,40 +324,51 @@ impl LbSync {
     /// and its entries are what the first (full) pass compares against.
     /// Entries that do not decode adopt nothing; the sweep removes them.
     fn restore(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
-        for (id, backend) in maps.backends()? {
-            if let Ok(entry) = lb::decode_backend(&backend) {
+        self.restore_family::<Ipv4Addr>(maps)?;
+        self.restore_family::<Ipv6Addr>(maps)?;
+        for (id, revnat) in maps.revnats()? {
+            self.written.revnat.insert(id, revnat);
+        }
+        Ok(())
+    }
+
+    fn restore_family<F: SyncFamily>(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
+        for (id, backend) in F::read_backends(maps)? {
+            if let Ok(entry) = F::decode_backend(&backend) {
                 let address = L4Address {
-                    address: entry.address,
+                    address: entry.address.into(),
                     port: entry.port,
                     protocol: entry.protocol,
                 };
                 self.backend_ids.adopt(address, id);
             }
-            self.written.backends.insert(id, backend);
+            F::backends(&mut self.written).insert(id, backend);
         }
-        for (id, revnat) in maps.revnats()? {
-            self.written.revnat.insert(id, revnat);
-        }
-        for (key, value) in maps.services()? {
-            if let Ok(ServiceMapEntry::Service(service)) = lb::decode_service(&key, &value) {
+        for (key, value) in F::read_services(maps)? {
+            if let Ok(ServiceMapEntry::Service(service)) = F::decode_service(&key, &value) {
                 self.revnat_ids.adopt(
                     L4Address::of_frontend(&service.frontend),
                     service.rev_nat_id,
                 );
                 if let Some(table) = service.maglev_table {
-                    self.maglev_tables.adopt(service.frontend, table + 1);
+                    self.maglev_tables
+                        .adopt(any_key(&service.frontend), table + 1);
                     let slots = maps.maglev_table(table, self.maglev_table_size)?;
                     self.written.maglev.insert(table, slots);
                 }
             }
-            self.written.services.insert(key, value);
+            F::services(&mut self.written).insert(key, value);
         }
         Ok(())
     }
 
     /// Writes `frontend` over what its key held. New ids are acquired
     /// before the old ones are released, so what both use keeps its id.
-    fn upsert(&mut self, maps: &mut impl LbMaps, frontend: &Frontend) -> Result<(), TableError> {
+    fn upsert<F: SyncFamily>(
+        &mut self,
+        maps: &mut impl LbMaps,
+        frontend: &Frontend<F>,
+    ) -> Result<(), TableError> {
         let key = frontend.key();
         let Some(rev_nat_id) = self.revnat_ids.acquire(&L4Address::of_frontend(&key)) else {
             self.remove(maps, &key)?;
@@ -292,12 +381,13 @@ impl LbSync {
             });
             return Ok(());
         };
-        let revnat = RevNatEntry {
-            address: frontend.address,
-            port: frontend.port,
-        };
-        self.written
-            .revnat(maps, rev_nat_id, lb::encode_revnat(&revnat))?;
+        F::write_revnat(
+            &mut self.written,
+            maps,
+            rev_nat_id,
+            frontend.address,
+            frontend.port,
+        )?;
         let mut lowered = Lowered {
             backends: Vec::with_capacity(frontend.backends.len()),
             maglev_table: false,
@@ -319,15 +409,15 @@ impl LbSync {
         };
 
         for (slot, id) in (1..).zip(&active) {
-            let (slot_key, value) = lb::encode_slot(&SlotEntry {
+            let (slot_key, value) = F::encode_slot(&SlotEntry {
                 frontend: key,
                 slot,
                 backend_id: *id,
             });
-            self.written.service(maps, slot_key, value)?;
+            self.written.service_of::<F>(maps, slot_key, value)?;
         }
         lowered.slots = active.len() as u16;
-        let (entry_key, value) = lb::encode_service(&ServiceEntry {
+        let (entry_key, value) = F::encode_service(&ServiceEntry {
             frontend: key,
             kind: frontend.kind,
             count: lowered.slots,
@@ -335,13 +425,13 @@ impl LbSync {
             affinity_timeout: frontend.affinity_timeout,
             maglev_table,
         });
-        self.written.service(maps, entry_key, value)?;
+        self.written.service_of::<F>(maps, entry_key, value)?;
 
         let new_slots = lowered.slots;
-        if let Some(old) = self.lowered.insert(key, lowered) {
+        if let Some(old) = F::lowered(self).insert(key, lowered) {
             for slot in new_slots + 1..=old.slots {
                 self.written
-                    .remove_service(maps, &service_key(&key, slot))?;
+                    .remove_service_of::<F>(maps, &F::service_key(&key, slot))?;
             }
             self.release(&key, old);
         }
@@ -357,17 +447,17 @@ impl LbSync {
 
     /// Writes the backends of `frontend`; their map ids, parallel to
     /// `frontend.backends`, 0 where out of ids.
-    fn write_backends(
+    fn write_backends<F: SyncFamily>(
         &mut self,
         maps: &mut impl LbMaps,
-        frontend: &Frontend,
+        frontend: &Frontend<F>,
         lowered: &mut Lowered,
         note: &mut Option<String>,
     ) -> Result<Vec<u32>, TableError> {
         let mut ids = Vec::with_capacity(frontend.backends.len());
         for backend in &frontend.backends {
             let address = L4Address {
-                address: backend.address,
+                address: backend.address.into(),
                 port: backend.port,
                 protocol: frontend.protocol,
             };
@@ -377,8 +467,8 @@ impl LbSync {
                 continue;
             };
             lowered.backends.push(address);
-            let entry = lb::encode_backend(&self.backend_entry(backend, frontend.protocol));
-            self.written.backend(maps, id, entry)?;
+            let entry = F::encode_backend(&self.backend_entry(backend, frontend.protocol));
+            self.written.backend_of::<F>(maps, id, entry)?;
             ids.push(id);
         }
         Ok(ids)
@@ -386,15 +476,15 @@ impl LbSync {
 
     /// Writes the Maglev table of `frontend` (whose backends have `ids`);
     /// its number, or `None` (with a note) when it selects at random.
-    fn write_maglev(
+    fn write_maglev<F: SyncFamily>(
         &mut self,
         maps: &mut impl LbMaps,
-        frontend: &Frontend,
+        frontend: &Frontend<F>,
         ids: &[u32],
         lowered: &mut Lowered,
         note: &mut Option<String>,
     ) -> Result<Option<u32>, TableError> {
-        let Some(table) = self.maglev_tables.acquire(&frontend.key()) else {
+        let Some(table) = self.maglev_tables.acquire(&any_key(&frontend.key())) else {
             *note = Some("no free Maglev table (see --maglev-tables): random".into());
             return Ok(None);
         };
@@ -415,7 +505,7 @@ impl LbSync {
         Ok(Some(table - 1))
     }
 
-    fn backend_entry(&self, backend: &Backend, protocol: Protocol) -> BackendEntry {
+    fn backend_entry<A: Copy>(&self, backend: &Backend<A>, protocol: Protocol) -> BackendEntry<A> {
         BackendEntry {
             address: backend.address,
             port: backend.port,
@@ -425,83 +515,100 @@ impl LbSync {
         }
     }
 
-    /// Removes the service entries of every frontend not in `frontends`
-    /// (entries before slots).
-    fn remove_undesired(
+    /// Removes the service entries of every frontend of the family not in
+    /// `frontends` (entries before slots).
+    fn remove_undesired<F: SyncFamily>(
         &mut self,
         maps: &mut impl LbMaps,
-        frontends: &BTreeMap<FrontendKey, Frontend>,
+        frontends: &BTreeMap<FrontendKey<F>, Frontend<F>>,
     ) -> Result<(), TableError> {
-        let mut stale: Vec<Lb4Key> = self
-            .written
-            .services
+        let mut stale: Vec<(u16, F::Key)> = F::services(&mut self.written)
             .keys()
-            .filter(|entry| {
-                lb::decode_service_key(entry).map_or(true, |(key, _)| !frontends.contains_key(&key))
+            .filter_map(|entry| match F::decode_service_key(entry) {
+                Ok((key, slot)) => (!frontends.contains_key(&key)).then_some((slot, *entry)),
+                Err(_) => Some((1, *entry)),
             })
-            .copied()
             .collect();
-        stale.sort_by_key(|entry| entry.backend_slot != 0);
-        for entry in stale {
-            self.written.remove_service(maps, &entry)?;
+        stale.sort_by_key(|(slot, _)| *slot != 0);
+        for (_, entry) in stale {
+            self.written.remove_service_of::<F>(maps, &entry)?;
         }
         Ok(())
     }
 
     /// Removes the frontend at `key`: its entry first, so the datapath stops
     /// choosing before its slots go.
-    fn remove(&mut self, maps: &mut impl LbMaps, key: &FrontendKey) -> Result<(), TableError> {
-        if let Some(old) = self.lowered.remove(key) {
-            self.written.remove_service(maps, &service_key(key, 0))?;
+    fn remove<F: SyncFamily>(
+        &mut self,
+        maps: &mut impl LbMaps,
+        key: &FrontendKey<F>,
+    ) -> Result<(), TableError> {
+        if let Some(old) = F::lowered(self).remove(key) {
+            self.written
+                .remove_service_of::<F>(maps, &F::service_key(key, 0))?;
             for slot in 1..=old.slots {
-                self.written.remove_service(maps, &service_key(key, slot))?;
+                self.written
+                    .remove_service_of::<F>(maps, &F::service_key(key, slot))?;
             }
             self.release(key, old);
         }
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        status.frontends.remove(key);
+        F::statuses(&mut status).remove(key);
         Ok(())
     }
 
     /// Lets go of what the frontend at `key` held.
-    fn release(&mut self, key: &FrontendKey, old: Lowered) {
+    fn release<A: Into<IpAddr> + Copy>(&mut self, key: &FrontendKey<A>, old: Lowered) {
         for addr in &old.backends {
             self.backend_ids.release(addr);
         }
         self.revnat_ids.release(&L4Address::of_frontend(key));
         if old.maglev_table {
-            self.maglev_tables.release(key);
+            self.maglev_tables.release(&any_key(key));
         }
     }
 
-    fn set_status(&self, frontend: FrontendStatus) {
+    fn set_status<F: SyncFamily>(&self, frontend: FrontendStatus<F>) {
         let key = frontend.frontend.key();
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        status.frontends.insert(key, frontend);
+        F::statuses(&mut status).insert(key, frontend);
     }
 
-    /// After a full pass: removes every service entry no frontend wrote
-    /// (entries before slots) and retires the ids nobody holds.
-    fn sweep(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
-        let mut stale: Vec<Lb4Key> = self
-            .written
-            .services
-            .keys()
+    /// After a full pass: removes every service entry of the family no
+    /// frontend wrote (entries before slots).
+    fn sweep_services<F: SyncFamily>(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
+        let lowered = F::lowered_ref(self);
+        let mut stale: Vec<(u16, F::Key)> = self
+            .written_services::<F>()
             .filter(|entry| {
-                let Ok((key, slot)) = lb::decode_service_key(entry) else {
+                let Ok((key, slot)) = F::decode_service_key(entry) else {
                     return true;
                 };
-                let ours = self.lowered.get(&key).is_some_and(|lowered| {
-                    service_key(&key, slot) == **entry && slot <= lowered.slots
+                let ours = lowered.get(&key).is_some_and(|lowered| {
+                    F::service_key(&key, slot) == *entry && slot <= lowered.slots
                 });
                 !ours
             })
-            .copied()
+            .map(|entry| {
+                let slot = F::decode_service_key(&entry).map_or(1, |(_, slot)| slot);
+                (slot, entry)
+            })
             .collect();
-        stale.sort_by_key(|entry| entry.backend_slot != 0);
-        for entry in stale {
-            self.written.remove_service(maps, &entry)?;
+        stale.sort_by_key(|(slot, _)| *slot != 0);
+        for (_, entry) in stale {
+            self.written.remove_service_of::<F>(maps, &entry)?;
         }
+        Ok(())
+    }
+
+    /// The service map keys written for family `F`.
+    fn written_services<F: SyncFamily>(&self) -> impl Iterator<Item = F::Key> + '_ {
+        F::services_ref(&self.written).keys().copied()
+    }
+
+    /// After a full pass (and its service sweeps): retires the ids nobody
+    /// holds and removes the entries of ids no key has.
+    fn sweep(&mut self, maps: &mut impl LbMaps) -> Result<(), TableError> {
         self.backend_ids.retire_unheld();
         self.revnat_ids.retire_unheld();
         self.maglev_tables.retire_unheld();
@@ -510,10 +617,8 @@ impl LbSync {
         let backends = self.backend_ids.in_use();
         let stale: Vec<u32> = self
             .written
-            .backends
-            .keys()
+            .backend_ids()
             .filter(|id| !backends.contains(id))
-            .copied()
             .collect();
         for id in stale {
             self.written.remove_backend(maps, id)?;
@@ -552,5 +657,23 @@ impl LbSync {
     }
 }
 
+/// One family's desired frontends for [`LbSync::apply_dual`]: the whole
+/// current state, and the keys added, changed or removed since the last
+/// call.
+pub struct Desired<'a, A> {
+    pub frontends: &'a BTreeMap<FrontendKey<A>, Frontend<A>>,
+    pub changed: &'a BTreeSet<FrontendKey<A>>,
+}
+
+impl<A> Clone for Desired<'_, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A> Copy for Desired<'_, A> {}
+
+#[cfg(test)]
+mod dual_stack_tests;
 #[cfg(test)]
 mod tests;

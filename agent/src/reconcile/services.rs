@@ -4,12 +4,12 @@
 //! EndpointSlices were read again (or the last write failed); only the
 //! frontends that changed are written (see [`super::lb_sync`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::lb_sync::{LbMetrics, LbSync, PassReport};
+use super::lb_sync::{Desired, LbMetrics, LbSync, PassReport};
 use crate::cluster::manifest_dir::ClusterManifests;
 use crate::datapath::SharedDatapath;
 use crate::endpoint::registry::Endpoint;
@@ -28,6 +28,8 @@ pub struct ServiceSync {
     /// Frontends written since [`ServiceSync::take_writes`] was last called.
     writes: Vec<ServiceWrite>,
     compiler: weir_lb::LbCompiler,
+    /// What the compiler was made with (to make it again with IPv6).
+    compiler_options: weir_lb::LbOptions,
     /// The node, for the host ports' frontends.
     node: weir_lb::NodeContext,
     /// The host-port frontends last written.
@@ -49,7 +51,8 @@ impl ServiceSync {
     ) -> ServiceSync {
         ServiceSync {
             writes: Vec::new(),
-            compiler: weir_lb::LbCompiler::new(node.clone(), options),
+            compiler: weir_lb::LbCompiler::new(node.clone(), options.clone()),
+            compiler_options: options,
             node,
             host_ports: BTreeMap::new(),
             writer,
@@ -58,6 +61,15 @@ impl ServiceSync {
             failed: false,
             metrics: None,
         }
+    }
+
+    /// Compiles and programs IPv6 frontends (ClusterIPs, socket LB) per
+    /// `ipv6`; without it every IPv6 cluster IP is reported as a problem.
+    /// Call before the first [`ServiceSync::sync`].
+    pub fn with_ipv6(mut self, ipv6: weir_lb::Ipv6Options) -> ServiceSync {
+        let options = self.compiler_options.clone();
+        self.compiler = weir_lb::LbCompiler::new(self.node.clone(), options).with_ipv6(ipv6);
+        self
     }
 
     /// Also report each pass to Prometheus.
@@ -86,11 +98,17 @@ impl ServiceSync {
         let cluster_read = self.failed || self.seen_generation != Some(generation);
         self.seen_generation = Some(generation);
         let started = Instant::now();
-        let mut changed = if cluster_read {
-            self.compiler
-                .update(cluster.services.values(), cluster.endpoint_slices.values())
+        let weir_lb::Changed {
+            v4: mut changed,
+            v6: changed_v6,
+        } = if cluster_read {
+            self.compiler.update_dual(
+                cluster.services.values(),
+                cluster.endpoint_slices.values(),
+                cluster.endpoint_slices_v6.values(),
+            )
         } else {
-            BTreeSet::new()
+            weir_lb::Changed::default()
         };
         let (host_ports, host_port_problems) =
             super::host_ports::frontends(&self.node, endpoints, &self.host_ports, |key| {
@@ -116,7 +134,8 @@ impl ServiceSync {
         for problem in problems.iter().filter(|p| !self.problems.contains(p)) {
             warn!(service = %problem.service, problem = %problem.message, "service");
         }
-        if changed.is_empty() && !self.failed && problems == self.problems {
+        if changed.is_empty() && changed_v6.is_empty() && !self.failed && problems == self.problems
+        {
             return Ok(());
         }
         let mut frontends = self.compiler.frontends().clone();
@@ -127,9 +146,18 @@ impl ServiceSync {
             .filter(|key| !frontends.contains_key(key))
             .filter_map(|key| Some((*key, self.writer.service_id(key)?)))
             .collect();
-        let result = self
-            .writer
-            .apply(datapath.lock().ebpf_mut(), &frontends, &changed, &problems);
+        let result = self.writer.apply_dual(
+            datapath.lock().ebpf_mut(),
+            Desired {
+                frontends: &frontends,
+                changed: &changed,
+            },
+            Desired {
+                frontends: self.compiler.frontends_v6(),
+                changed: &changed_v6,
+            },
+            &problems,
+        );
         self.failed = result.is_err();
         if result.is_ok() {
             self.host_ports = host_ports;
@@ -162,11 +190,12 @@ impl ServiceSync {
                 }
             }
         }
-        if result.is_ok() && !changed.is_empty() {
+        if result.is_ok() && !(changed.is_empty() && changed_v6.is_empty()) {
             info!(
                 services = self.compiler.services(),
                 frontends = self.compiler.frontends().len(),
-                changed = changed.len(),
+                frontends_v6 = self.compiler.frontends_v6().len(),
+                changed = changed.len() + changed_v6.len(),
                 "services programmed"
             );
         }

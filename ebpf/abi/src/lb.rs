@@ -1,5 +1,5 @@
-//! Service load balancing (IPv4): the maps the agent writes from Services
-//! and EndpointSlices, and the maps the datapath keeps per connection.
+//! Service load balancing: the maps the agent writes from Services and
+//! EndpointSlices, and the maps the datapath keeps per connection.
 //!
 //! ```text
 //! weir_lb4_services   (frontend, slot) ─▶ slot 0: the service (count, flags, rev-NAT id)
@@ -23,6 +23,25 @@
 //! Only active backends are in slots 1..=count, so new connections never pick
 //! a terminating one; connections that already have a backend keep it as
 //! long as the backend is in `weir_lb4_backends`.
+//!
+//! # IPv6 (socket LB)
+//!
+//! ```text
+//! weir_lb6_services    (frontend, slot) ─▶ Lb6Service (= Lb4Service: same slot layout)
+//! weir_lb6_backends    backend id       ─▶ address, port, state
+//! weir_lb6_sock_revnat (socket, backend) ─▶ frontend (recvmsg6/getpeername6)
+//! ```
+//!
+//! The IPv6 maps differ from the IPv4 ones only in the width of the
+//! addresses: a frontend is looked up by (address, port, protocol, scope),
+//! slot 0 is the service entry, slots 1..=count the active backends. The
+//! Maglev tables (`weir_lb4_maglev`) and session affinity
+//! (`weir_lb4_affinity`, keyed by network namespace cookie and rev-NAT id)
+//! are shared by both families: their contents are family-independent as
+//! long as the agent draws backend ids, rev-NAT ids and Maglev table numbers
+//! from one pool per kind for both families, which it must. IPv6 has no
+//! per-packet NAT yet (no `weir_lb6_revnat` or `weir_lb6_nat`): IPv6
+//! frontends are ClusterIPs reached through the socket hooks only.
 
 /// Lookup scope of a frontend (see the module docs).
 pub const LB_SCOPE_EXTERNAL: u8 = 0;
@@ -207,6 +226,63 @@ impl Lb4NatEntry {
     pub const FLAG_MASQUERADE: u8 = 1 << 1;
 }
 
+/// Key of `weir_lb6_services`: [`Lb4Key`] with an IPv6 address.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lb6Key {
+    pub address: [u8; 16],
+    /// Network byte order.
+    pub port: [u8; 2],
+    /// 0: the service entry; 1..=count: the active backends.
+    pub backend_slot: u16,
+    /// [`crate::ip_proto::TCP`] or [`crate::ip_proto::UDP`].
+    pub protocol: u8,
+    pub scope: u8,
+    pub pad: [u8; 2],
+}
+
+/// Value of `weir_lb6_services`: the service entry and its slots do not
+/// depend on the family.
+pub type Lb6Service = Lb4Service;
+
+/// Value of `weir_lb6_backends` (key: backend id, u32, from the same pool as
+/// the IPv4 backends' ids): [`Lb4Backend`] with an IPv6 address.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lb6Backend {
+    pub address: [u8; 16],
+    /// Network byte order.
+    pub port: [u8; 2],
+    pub protocol: u8,
+    /// [`Lb4Backend::STATE_ACTIVE`] or [`Lb4Backend::STATE_TERMINATING`].
+    pub state: u8,
+    /// [`Lb4Backend::FLAG_LOCAL`].
+    pub flags: u8,
+    pub pad: [u8; 3],
+}
+
+/// Key of `weir_lb6_sock_revnat`: a socket the connect6/sendmsg6 hook
+/// translated, and the backend it was sent to.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lb6SockKey {
+    pub cookie: u64,
+    pub address: [u8; 16],
+    /// Network byte order.
+    pub port: [u8; 2],
+    pub pad: [u8; 6],
+}
+
+/// Value of `weir_lb6_sock_revnat`: the frontend the application asked for.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lb6SockRevNat {
+    pub address: [u8; 16],
+    /// Network byte order.
+    pub port: [u8; 2],
+    pub rev_nat_id: u16,
+}
+
 /// The lowest and highest source port per-packet SNAT uses on a node
 /// address (outside the NodePort range and the usual ephemeral ports).
 pub const SNAT_PORT_MIN: u16 = 61_000;
@@ -222,6 +298,10 @@ const _: () = assert!(size_of::<Lb4SockKey>() == 16);
 const _: () = assert!(size_of::<Lb4SockRevNat>() == 8);
 const _: () = assert!(size_of::<Lb4NatKey>() == 16);
 const _: () = assert!(size_of::<Lb4NatEntry>() == 20);
+const _: () = assert!(size_of::<Lb6Key>() == 24);
+const _: () = assert!(size_of::<Lb6Backend>() == 24);
+const _: () = assert!(size_of::<Lb6SockKey>() == 32);
+const _: () = assert!(size_of::<Lb6SockRevNat>() == 20);
 
 /// Marks the layouts above as plain data for aya's map accessors.
 macro_rules! user_pod {
@@ -244,4 +324,8 @@ user_pod!(
     Lb4SockRevNat,
     Lb4NatKey,
     Lb4NatEntry,
+    Lb6Key,
+    Lb6Backend,
+    Lb6SockKey,
+    Lb6SockRevNat,
 );

@@ -44,6 +44,10 @@ pub use reason::Reason;
 /// item 6); `weir_netns_owners` (socket-LB drops name their pod, issue 18
 /// item 4).
 ///
+/// Not versioned, because no existing layout changed: the IPv6 socket LB
+/// maps (`weir_lb6_services`, `weir_lb6_backends`, `weir_lb6_sock_revnat`)
+/// are new maps; an earlier agent's pins of the IPv4 maps stay valid.
+///
 /// Not versioned, because the sizes tell: `CtEntry` gained
 /// `policy_revision` (32 to 40 bytes; the layout check replaces the
 /// conntrack pins) and `weir_policy_revision` is a new map (issue 17
@@ -87,6 +91,14 @@ pub mod map_names {
     pub const LB4_SOCK_REVNAT: &str = "weir_lb4_sock_revnat";
     /// Per-packet service NAT ([`crate::lb::Lb4NatKey`]).
     pub const LB4_NAT: &str = "weir_lb4_nat";
+    /// IPv6 service frontends and their backend slots
+    /// ([`crate::lb::Lb6Key`]); socket LB only.
+    pub const LB6_SERVICES: &str = "weir_lb6_services";
+    /// IPv6 backends by id ([`crate::lb::Lb6Backend`]).
+    pub const LB6_BACKENDS: &str = "weir_lb6_backends";
+    /// Socket LB reverse translation of IPv6 sockets
+    /// ([`crate::lb::Lb6SockKey`]).
+    pub const LB6_SOCK_REVNAT: &str = "weir_lb6_sock_revnat";
     /// Every node's pod CIDR, for anti-spoofing on node devices (LPM,
     /// [`crate::PodCidrKey`]).
     pub const POD_CIDRS: &str = "weir_pod_cidrs";
@@ -136,6 +148,15 @@ pub mod program_names {
     pub const SOCK_RECVMSG4: &str = "weir_sock_recvmsg4";
     /// cgroup getpeername4: a translated socket's peer is the frontend.
     pub const SOCK_GETPEERNAME4: &str = "weir_sock_getpeername4";
+    /// cgroup connect6: socket LB for connected IPv6 sockets.
+    pub const SOCK_CONNECT6: &str = "weir_sock_connect6";
+    /// cgroup sendmsg6: socket LB for unconnected IPv6 UDP.
+    pub const SOCK_SENDMSG6: &str = "weir_sock_sendmsg6";
+    /// cgroup recvmsg6: IPv6 replies of unconnected UDP appear from the
+    /// frontend.
+    pub const SOCK_RECVMSG6: &str = "weir_sock_recvmsg6";
+    /// cgroup getpeername6: a translated IPv6 socket's peer is the frontend.
+    pub const SOCK_GETPEERNAME6: &str = "weir_sock_getpeername6";
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Service lookup and backend selection, shared by socket LB (`sock.rs`)
-//! and per-packet NAT (`nodeport.rs`). The map layouts are documented in
-//! `weir_abi::lb`.
+//! and per-packet NAT (`nodeport.rs`), for IPv4 and (socket LB only) IPv6.
+//! The map layouts are documented in `weir_abi::lb`.
 
 use aya_ebpf::bindings::BPF_ANY;
 use aya_ebpf::helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns};
@@ -28,18 +28,106 @@ static MAGLEV: Array<u32> = Array::pinned(1, 0);
 #[map(name = "weir_lb4_affinity")]
 static AFFINITY: LruHashMap<Lb4AffinityKey, Lb4AffinityValue> = LruHashMap::pinned(65_536, 0);
 
+#[map(name = "weir_lb6_services")]
+static SERVICES6: HashMap<Lb6Key, Lb6Service> = HashMap::pinned(65_536, 0);
+
+#[map(name = "weir_lb6_backends")]
+static BACKENDS6: HashMap<u32, Lb6Backend> = HashMap::pinned(65_536, 0);
+
+/// What differs between the IPv4 and the IPv6 maps: the key and backend
+/// types (the address width) and which maps hold them. Selection (slots,
+/// Maglev, affinity) is written once over it.
+pub trait Family {
+    type Key: Copy;
+    type Backend: Copy;
+    /// The entry of `key` in the family's services map.
+    fn entry(key: &Self::Key) -> Option<Lb4Service>;
+    /// `key` with another backend slot.
+    fn slot(key: &Self::Key, slot: u16) -> Self::Key;
+    /// A backend of the family by id, if it still exists.
+    fn backend(id: u32) -> Option<Self::Backend>;
+    fn state(backend: &Self::Backend) -> u8;
+}
+
+/// `weir_lb4_*`.
+#[derive(Copy, Clone)]
+pub struct V4;
+
+/// `weir_lb6_*`.
+#[derive(Copy, Clone)]
+pub struct V6;
+
+impl Family for V4 {
+    type Key = Lb4Key;
+    type Backend = Lb4Backend;
+
+    #[inline(always)]
+    fn entry(key: &Lb4Key) -> Option<Lb4Service> {
+        // SAFETY: a successful lookup returns a valid pointer; the value is Copy.
+        SERVICES.get_ptr(key).map(|s| unsafe { *s })
+    }
+
+    #[inline(always)]
+    fn slot(key: &Lb4Key, slot: u16) -> Lb4Key {
+        Lb4Key {
+            backend_slot: slot,
+            ..*key
+        }
+    }
+
+    #[inline(always)]
+    fn backend(id: u32) -> Option<Lb4Backend> {
+        backend(id)
+    }
+
+    #[inline(always)]
+    fn state(backend: &Lb4Backend) -> u8 {
+        backend.state
+    }
+}
+
+impl Family for V6 {
+    type Key = Lb6Key;
+    type Backend = Lb6Backend;
+
+    #[inline(always)]
+    fn entry(key: &Lb6Key) -> Option<Lb4Service> {
+        // SAFETY: a successful lookup returns a valid pointer; the value is Copy.
+        SERVICES6.get_ptr(key).map(|s| unsafe { *s })
+    }
+
+    #[inline(always)]
+    fn slot(key: &Lb6Key, slot: u16) -> Lb6Key {
+        Lb6Key {
+            backend_slot: slot,
+            ..*key
+        }
+    }
+
+    #[inline(always)]
+    fn backend(id: u32) -> Option<Lb6Backend> {
+        // SAFETY: a successful lookup returns a valid pointer; the value is Copy.
+        BACKENDS6.get_ptr(id).map(|b| unsafe { *b })
+    }
+
+    #[inline(always)]
+    fn state(backend: &Lb6Backend) -> u8 {
+        backend.state
+    }
+}
+
 /// A frontend's service entry (slot 0) and the key it was found under.
 #[derive(Copy, Clone)]
-pub struct Service {
-    pub key: Lb4Key,
+pub struct Service<F: Family = V4> {
+    pub key: F::Key,
     pub entry: Lb4Service,
 }
 
 /// The backend chosen for a new connection.
 #[derive(Copy, Clone)]
-pub struct Selected {
+pub struct Selected<F: Family = V4> {
     pub id: u32,
-    pub backend: Lb4Backend,
+    pub backend: F::Backend,
 }
 
 /// The frontend (address, port, protocol) in `scope`, if it is a service.
@@ -53,8 +141,7 @@ pub fn lookup(address: [u8; 4], port: [u8; 2], protocol: u8, scope: u8) -> Optio
         scope,
         pad: [0; 2],
     };
-    // SAFETY: a successful lookup returns a valid pointer; Lb4Service is Copy.
-    let entry = unsafe { *SERVICES.get_ptr(key)? };
+    let entry = V4::entry(&key)?;
     Some(Service { key, entry })
 }
 
@@ -65,6 +152,21 @@ pub fn lookup(address: [u8; 4], port: [u8; 2], protocol: u8, scope: u8) -> Optio
 #[inline(always)]
 pub fn lookup_internal(address: [u8; 4], port: [u8; 2], protocol: u8) -> Option<Service> {
     lookup(address, port, protocol, LB_SCOPE_INTERNAL)
+}
+
+/// [`lookup_internal`] for an IPv6 frontend (socket LB).
+#[inline(always)]
+pub fn lookup6_internal(address: [u8; 16], port: [u8; 2], protocol: u8) -> Option<Service<V6>> {
+    let key = Lb6Key {
+        address,
+        port,
+        backend_slot: 0,
+        protocol,
+        scope: LB_SCOPE_INTERNAL,
+        pad: [0; 2],
+    };
+    let entry = V6::entry(&key)?;
+    Some(Service { key, entry })
 }
 
 /// A backend by id, if it still exists.
@@ -83,7 +185,11 @@ fn now_s() -> u32 {
 /// of what identifies the connection); `client` keys session affinity.
 /// `None` when the service has no active backend.
 #[inline(always)]
-pub fn select(service: &Service, hash: u32, client: Lb4AffinityKey) -> Option<Selected> {
+pub fn select<F: Family>(
+    service: &Service<F>,
+    hash: u32,
+    client: Lb4AffinityKey,
+) -> Option<Selected<F>> {
     let entry = &service.entry;
     if entry.count == 0 {
         return None;
@@ -94,7 +200,7 @@ pub fn select(service: &Service, hash: u32, client: Lb4AffinityKey) -> Option<Se
         ..client
     };
     if affinity {
-        if let Some(found) = affine(&affinity_key, entry.affinity_timeout_s) {
+        if let Some(found) = affine::<F>(&affinity_key, entry.affinity_timeout_s) {
             return Some(found);
         }
     }
@@ -103,9 +209,9 @@ pub fn select(service: &Service, hash: u32, client: Lb4AffinityKey) -> Option<Se
     } else {
         // SAFETY: bpf_get_prandom_u32 has no preconditions.
         let slot = unsafe { bpf_get_prandom_u32() } % entry.count as u32 + 1;
-        slot_backend(&service.key, slot as u16)?
+        F::entry(&F::slot(&service.key, slot as u16))?.backend_id
     };
-    let backend = backend(id)?;
+    let backend = F::backend(id)?;
     if affinity {
         let value = Lb4AffinityValue {
             backend_id: id,
@@ -119,7 +225,7 @@ pub fn select(service: &Service, hash: u32, client: Lb4AffinityKey) -> Option<Se
 
 /// The client's earlier backend, if within the timeout and still active.
 #[inline(always)]
-fn affine(key: &Lb4AffinityKey, timeout_s: u32) -> Option<Selected> {
+fn affine<F: Family>(key: &Lb4AffinityKey, timeout_s: u32) -> Option<Selected<F>> {
     let value = AFFINITY.get_ptr_mut(key)?;
     let now = now_s();
     // SAFETY: a pointer from a successful lookup; a racing update from
@@ -128,23 +234,13 @@ fn affine(key: &Lb4AffinityKey, timeout_s: u32) -> Option<Selected> {
     if now.wrapping_sub(last) > timeout_s {
         return None;
     }
-    let backend = backend(id)?;
-    if backend.state != Lb4Backend::STATE_ACTIVE {
+    let backend = F::backend(id)?;
+    if F::state(&backend) != Lb4Backend::STATE_ACTIVE {
         return None;
     }
     // SAFETY: as above.
     unsafe { (*value).last_used_s = now };
     Some(Selected { id, backend })
-}
-
-#[inline(always)]
-fn slot_backend(service: &Lb4Key, slot: u16) -> Option<u32> {
-    let key = Lb4Key {
-        backend_slot: slot,
-        ..*service
-    };
-    // SAFETY: a successful lookup returns a valid pointer.
-    SERVICES.get_ptr(key).map(|s| unsafe { (*s).backend_id })
 }
 
 #[inline(always)]

@@ -101,6 +101,30 @@ pub fn weir_sock_getpeername4(ctx: SockAddrContext) -> i32 {
     sock::reverse(&ctx)
 }
 
+/// Socket LB for IPv6: a connecting socket is sent to a backend.
+#[cgroup_sock_addr(connect6)]
+pub fn weir_sock_connect6(ctx: SockAddrContext) -> i32 {
+    sock::translate6(&ctx)
+}
+
+/// Socket LB for unconnected IPv6 UDP: each datagram to a frontend.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn weir_sock_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock::translate6(&ctx)
+}
+
+/// IPv6 datagrams from a backend appear to come from the frontend.
+#[cgroup_sock_addr(recvmsg6)]
+pub fn weir_sock_recvmsg6(ctx: SockAddrContext) -> i32 {
+    sock::reverse6(&ctx)
+}
+
+/// A translated IPv6 socket's peer is the frontend it connected to.
+#[cgroup_sock_addr(getpeername6)]
+pub fn weir_sock_getpeername6(ctx: SockAddrContext) -> i32 {
+    sock::reverse6(&ctx)
+}
+
 #[inline(always)]
 fn handle(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     let parsed = parse::parse(ctx);

@@ -828,3 +828,289 @@ fn a_service_cannot_claim_addresses_outside_its_ranges_or_of_pods_nodes_and_the_
     );
     assert_eq!((frontends, problems.len()), (1, 0));
 }
+
+// IPv6 and dual stack.
+
+fn ip6(text: &str) -> Ipv6Addr {
+    text.parse().unwrap()
+}
+
+/// A ready IPv6 endpoint of pod `pod` on `node`.
+fn ep6(address: &str, node: &str, pod: &str) -> Endpoint<Ipv6Addr> {
+    let v4 = ep("10.0.0.1", node, pod);
+    Endpoint {
+        addresses: vec![ip6(address)],
+        conditions: v4.conditions,
+        node_name: v4.node_name,
+        target_ref: v4.target_ref,
+    }
+}
+
+fn slice6(
+    service: &str,
+    name: &str,
+    ports: Vec<EndpointPort>,
+    endpoints: Vec<Endpoint<Ipv6Addr>>,
+) -> crate::AnyEndpointSlice {
+    let (namespace, service) = service.split_once('/').unwrap_or(("shop", service));
+    crate::AnyEndpointSlice::V6(EndpointSlice {
+        namespace: namespace.into(),
+        name: name.into(),
+        service_name: service.into(),
+        labels: Default::default(),
+        endpoints,
+        ports,
+    })
+}
+
+fn ipv6_on() -> Ipv6Options {
+    Ipv6Options {
+        enabled: true,
+        ..Ipv6Options::default()
+    }
+}
+
+fn run_dual(
+    services: &[Service],
+    slices: &[crate::AnyEndpointSlice],
+    ipv6: &Ipv6Options,
+) -> LbState {
+    compile_dual_stack(services, slices, &node(), &LbOptions::default(), ipv6)
+}
+
+const DUAL: &str = "  clusterIPs: [10.96.0.10, \"fd00:96::10\"]\n  ipFamilyPolicy: PreferDualStack\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n";
+
+fn dual_slices() -> Vec<crate::AnyEndpointSlice> {
+    let http = || vec![port(Some("http"), Protocol::Tcp, 8080)];
+    vec![
+        crate::AnyEndpointSlice::V4(slice(
+            "web",
+            "web-v4",
+            http(),
+            vec![ep("10.0.1.5", "n1", "web-1"), ep("10.0.2.7", "n2", "web-2")],
+        )),
+        slice6(
+            "web",
+            "web-v6",
+            http(),
+            vec![
+                ep6("fd00:10:244:1::5", "n1", "web-1"),
+                ep6("fd00:10:244:2::7", "n2", "web-2"),
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn an_ipv6_cluster_ip_is_an_internal_frontend_with_the_ipv6_backends() {
+    let svc = service(
+        "web",
+        "  clusterIP: \"fd00:96::10\"\n  ipFamilies: [IPv6]\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
+    );
+    let state = run_dual(&[svc], &dual_slices(), &ipv6_on());
+    assert!(state.frontends.is_empty(), "{:?}", state.frontends);
+    assert_eq!(state.problems, vec![]);
+    let [frontend] = state.frontends_v6.as_slice() else {
+        panic!("one IPv6 frontend: {:?}", state.frontends_v6);
+    };
+    assert_eq!(
+        frontend.key(),
+        FrontendKey {
+            address: ip6("fd00:96::10"),
+            port: 80,
+            protocol: Protocol::Tcp,
+            scope: Scope::Internal,
+        }
+    );
+    assert_eq!(frontend.kind, FrontendKind::ClusterIp);
+    let backends: Vec<String> = frontend
+        .backends
+        .iter()
+        .map(|b| format!("[{}]:{}", b.address, b.port))
+        .collect();
+    assert_eq!(
+        backends,
+        ["[fd00:10:244:1::5]:8080", "[fd00:10:244:2::7]:8080"]
+    );
+    assert!(state.get_v6(&frontend.key()).is_some());
+}
+
+#[test]
+fn a_dual_stack_service_has_one_frontend_per_family_each_with_its_familys_backends() {
+    let state = run_dual(&[service("web", DUAL)], &dual_slices(), &ipv6_on());
+    assert_eq!(state.problems, vec![]);
+    let [v4] = state.frontends.as_slice() else {
+        panic!("one IPv4 frontend: {:?}", state.frontends);
+    };
+    let [v6] = state.frontends_v6.as_slice() else {
+        panic!("one IPv6 frontend: {:?}", state.frontends_v6);
+    };
+    assert_eq!(v4.address, ip("10.96.0.10"));
+    assert_eq!(addresses(v4), ["10.0.1.5:8080", "10.0.2.7:8080"]);
+    assert_eq!(v6.address, ip6("fd00:96::10"));
+    assert_eq!(v6.backends.len(), 2);
+    assert!(v6
+        .backends
+        .iter()
+        .all(|b| b.address.segments()[0] == 0xfd00));
+    // The IPv4 frontend is exactly what the IPv4-only compile gives.
+    let v4_only: Vec<EndpointSlice> = dual_slices()
+        .into_iter()
+        .filter_map(|s| match s {
+            crate::AnyEndpointSlice::V4(s) => Some(s),
+            crate::AnyEndpointSlice::V6(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        run(&[service("web", DUAL)], &v4_only).frontends,
+        state.frontends
+    );
+}
+
+#[test]
+fn ipv6_frontends_are_a_problem_when_the_agent_has_ipv6_off() {
+    let state = run_dual(
+        &[service("web", DUAL)],
+        &dual_slices(),
+        &Ipv6Options::default(),
+    );
+    assert_eq!(state.frontends.len(), 1, "IPv4 is installed as before");
+    assert!(state.frontends_v6.is_empty());
+    assert_eq!(
+        state.problems,
+        vec![ServiceProblem {
+            service: NamespacedName::new("shop", "web"),
+            message: "ClusterIp frontend [fd00:96::10]:80/TCP refused: IPv6 services are not enabled on this agent (it programs IPv4 frontends only)".into(),
+        }]
+    );
+    // compile() (IPv4 slices, IPv6 off) says the same.
+    assert_eq!(run(&[service("web", DUAL)], &[]).problems, state.problems);
+}
+
+#[test]
+fn ipv6_node_ports_external_and_load_balancer_ips_are_refused_with_their_reason() {
+    let svc = with_status(
+        service(
+            "web",
+            "  type: LoadBalancer\n  clusterIPs: [10.96.0.10, \"fd00:96::10\"]\n  ipFamilyPolicy: RequireDualStack\n  externalIPs: [\"2001:db8::2\"]\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]\n",
+        ),
+        &["192.0.2.7"],
+    );
+    let mut svc = svc;
+    svc.load_balancer_ips_v6 = vec![ip6("2001:db8::1")];
+    let state = run_dual(&[svc], &dual_slices(), &ipv6_on());
+    let messages: Vec<&str> = state.problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "port http (80/TCP): IPv6 NodePort is not supported yet: no NodePort frontend on the node's IPv6 addresses",
+            "ExternalIp frontend [2001:db8::2]:80/TCP refused: IPv6 externalIPs are not supported yet",
+            "LoadBalancer frontend [2001:db8::1]:80/TCP refused: IPv6 LoadBalancer IPs are not supported yet",
+        ]
+    );
+    // The IPv6 ClusterIP is still installed, and IPv4 keeps every frontend.
+    assert_eq!(state.frontends_v6.len(), 1);
+    let kinds: BTreeSet<FrontendKind> = state.frontends.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            FrontendKind::ClusterIp,
+            FrontendKind::NodePort,
+            FrontendKind::LoadBalancer
+        ])
+    );
+}
+
+#[test]
+fn an_ipv6_only_node_port_service_opens_no_ipv4_node_port() {
+    let svc = service(
+        "web",
+        "  type: NodePort\n  clusterIP: \"fd00:96::10\"\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]\n",
+    );
+    let state = run_dual(&[svc], &dual_slices(), &ipv6_on());
+    assert!(state.frontends.is_empty(), "{:?}", state.frontends);
+    assert_eq!(state.frontends_v6.len(), 1, "its ClusterIP");
+    assert_eq!(state.problems.len(), 1, "{:?}", state.problems);
+    assert!(state.problems[0]
+        .message
+        .contains("IPv6 NodePort is not supported yet"));
+}
+
+#[test]
+fn ipv6_cluster_ips_are_held_to_the_ipv6_service_cidrs() {
+    let ipv6 = Ipv6Options {
+        enabled: true,
+        service_cidrs: Some(vec!["fd00:96::/108".parse().unwrap()]),
+        reserved: vec!["fd00:10:244::/56".parse().unwrap()],
+    };
+    let outside = service(
+        "out",
+        "  clusterIP: \"fd00:97::10\"\n  ports: [{port: 80}]\n",
+    );
+    let pods = service(
+        "pods",
+        "  clusterIP: \"fd00:10:244:1::9\"\n  ports: [{port: 80}]\n",
+    );
+    let inside = service(
+        "in",
+        "  clusterIP: \"fd00:96::10\"\n  ports: [{port: 80}]\n",
+    );
+    let state = run_dual(&[outside, pods, inside], &[], &ipv6);
+    assert_eq!(state.frontends_v6.len(), 1);
+    assert_eq!(
+        state.frontends_v6[0].service,
+        NamespacedName::new("shop", "in")
+    );
+    let messages: Vec<&str> = state.problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "ClusterIp frontend [fd00:97::10]:80/TCP refused: fd00:97::10 is outside the IPv6 service CIDRs (fd00:96::/108)",
+            "ClusterIp frontend [fd00:10:244:1::9]:80/TCP refused: fd00:10:244:1::9 is inside fd00:10:244::/56, reserved for pods or nodes",
+        ]
+    );
+}
+
+#[test]
+fn two_services_contesting_an_ipv6_frontend_settle_as_ipv4_ones_do() {
+    let first = service("a", "  clusterIP: \"fd00:96::10\"\n  ports: [{port: 80}]\n");
+    let second = service("b", "  clusterIP: \"fd00:96::10\"\n  ports: [{port: 80}]\n");
+    let state = run_dual(&[second.clone(), first.clone()], &[], &ipv6_on());
+    assert_eq!(state.frontends_v6.len(), 1);
+    assert_eq!(
+        state.frontends_v6[0].service,
+        NamespacedName::new("shop", "a")
+    );
+    assert_eq!(
+        state.problems,
+        vec![ServiceProblem {
+            service: NamespacedName::new("shop", "b"),
+            message: "ClusterIp frontend [fd00:96::10]:80/TCP is already shop/a's ClusterIp frontend: not installed".into(),
+        }]
+    );
+
+    // Incrementally: removing the holder hands the frontend on, and only
+    // that IPv6 frontend is reported changed.
+    let mut compiler = crate::LbCompiler::new(node(), LbOptions::default()).with_ipv6(ipv6_on());
+    let changed = compiler.update_any([&first, &second], &[]);
+    assert!(changed.v4.is_empty());
+    assert_eq!(changed.v6.len(), 1);
+    let changed = compiler.update_any([&second], &[]);
+    assert_eq!(changed.v6.len(), 1);
+    assert_eq!(
+        compiler.frontends_v6().values().next().unwrap().service,
+        NamespacedName::new("shop", "b")
+    );
+    assert!(compiler.update_any([&second], &[]).v6.is_empty());
+}
+
+#[test]
+fn ipv6_frontends_keep_affinity_and_build_maglev_tables() {
+    let svc = service("web", &format!("{DUAL}  sessionAffinity: ClientIP\n"));
+    let state = run_dual(&[svc], &dual_slices(), &ipv6_on());
+    let v6 = &state.frontends_v6[0];
+    assert!(v6.affinity_timeout.is_some());
+    let table = v6.maglev_table(251).unwrap();
+    let used: BTreeSet<u32> = table.slots().iter().copied().collect();
+    assert_eq!(used, BTreeSet::from([0, 1]));
+}

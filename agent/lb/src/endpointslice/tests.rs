@@ -108,11 +108,12 @@ fn the_service_name_label_is_required() {
 }
 
 #[test]
-fn only_ipv4_address_type_is_supported() {
+fn ipv4_and_ipv6_address_types_are_supported_fqdn_is_not() {
     let slice = |address_type: &str| HEAD.replace("addressType: IPv4\n", address_type);
+    // The IPv4 reader takes IPv4 slices; AnyEndpointSlice reads both.
     assert_error(
         &slice("addressType: IPv6\n"),
-        "addressType: IPv6 is not supported",
+        "addressType: IPv6 where an IPv4 slice was expected",
     );
     assert_error(
         &slice("addressType: FQDN\n"),
@@ -141,7 +142,7 @@ fn endpoint_rules() {
     );
     assert_error(
         &format!("{HEAD}endpoints: [{{addresses: [\"fd00::1\"]}}]\n"),
-        "endpoints[0].addresses[0]: fd00::1: IPv6 is not supported",
+        "endpoints[0].addresses[0]: fd00::1: not an IPv4 address",
     );
     assert_error(
         &format!(
@@ -233,5 +234,60 @@ fn every_problem_is_reported_at_once() {
             "ports[0].port",
         ],
         "{errors:#?}"
+    );
+}
+
+fn parse_any(yaml: &str) -> Result<AnyEndpointSlice, Vec<String>> {
+    let document: Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+    AnyEndpointSlice::from_document(&document).map_err(|e| e.messages())
+}
+
+#[test]
+fn an_ipv6_slice_is_read_with_its_addresses() {
+    let head = HEAD.replace("addressType: IPv4", "addressType: IPv6");
+    let slice = parse_any(&format!(
+        "{head}endpoints:\n- addresses: [\"fd00:10:244:1::5\"]\n  nodeName: n1\nports: [{{name: http, port: 8080}}]\n"
+    ))
+    .unwrap();
+    let AnyEndpointSlice::V6(slice) = slice else {
+        panic!("an IPv6 slice: {slice:?}");
+    };
+    assert_eq!(slice.service(), NamespacedName::new("shop", "web"));
+    assert_eq!(
+        slice.endpoints[0].addresses,
+        vec!["fd00:10:244:1::5".parse::<Ipv6Addr>().unwrap()]
+    );
+    // An IPv4 slice through the same reader stays IPv4.
+    assert!(matches!(
+        parse_any(&format!("{HEAD}endpoints: [{{addresses: [10.0.0.1]}}]\n")).unwrap(),
+        AnyEndpointSlice::V4(_)
+    ));
+}
+
+#[test]
+fn ipv6_endpoint_addresses_are_checked() {
+    let head = HEAD.replace("addressType: IPv4", "addressType: IPv6");
+    let errors = |addresses: &str| {
+        parse_any(&format!(
+            "{head}endpoints: [{{addresses: [{addresses}]}}]\n"
+        ))
+        .expect_err("should be rejected")
+    };
+    let has = |errors: Vec<String>, expected: &str| {
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "expected {expected:?} in {errors:#?}"
+        )
+    };
+    has(
+        errors("\"::1\""),
+        "endpoints[0].addresses[0]: ::1 may not be the loopback address",
+    );
+    has(errors("\"fe80::1\""), "in the link-local range (fe80::/10)");
+    has(errors("\"::\""), "may not be unspecified");
+    has(errors("\"::ffff:10.0.0.1\""), "an IPv4-mapped address");
+    has(
+        errors("10.0.0.1"),
+        "endpoints[0].addresses[0]: 10.0.0.1: not an IPv6 address",
     );
 }

@@ -173,8 +173,12 @@ fn cluster_ips_rules() {
         "spec.clusterIPs[1]: must be of a different IP family",
     );
     assert_error(
-        &with_spec("  clusterIP: fd00::1\n  ports: [{port: 80}]\n"),
-        "spec.clusterIP: fd00::1: IPv6 is not supported",
+        &with_spec("  clusterIPs: [\"fd00::1\", \"fd00::2\"]\n  ports: [{port: 80}]\n"),
+        "spec.clusterIPs[1]: must be of a different IP family",
+    );
+    assert_error(
+        &with_spec("  clusterIP: \"::ffff:10.96.0.1\"\n  ports: [{port: 80}]\n"),
+        "spec.clusterIP: ::ffff:10.96.0.1: an IPv4-mapped IPv6 address",
     );
     assert_error(
         &with_spec("  clusterIP: 10.96.0.300\n  ports: [{port: 80}]\n"),
@@ -209,12 +213,12 @@ fn unsupported_kinds_of_service_say_why() {
         "spec.loadBalancerSourceRanges: not supported by Weir yet",
     );
     assert_error(
-        &with_spec("  ipFamilies: [IPv6]\n  ports: [{port: 80}]\n"),
-        "spec.ipFamilies[0]: IPv6 is not supported",
+        &with_spec("  ipFamilies: [IPv6, IPv6]\n  ports: [{port: 80}]\n"),
+        "spec.ipFamilies[1]: duplicate value \"IPv6\"",
     );
     assert_error(
-        &with_spec("  ipFamilyPolicy: RequireDualStack\n  ports: [{port: 80}]\n"),
-        "spec.ipFamilyPolicy: RequireDualStack is not supported",
+        &with_spec("  ipFamilies: [IPv5]\n  ports: [{port: 80}]\n"),
+        "spec.ipFamilies[0]: unsupported value \"IPv5\"",
     );
 }
 
@@ -429,11 +433,15 @@ fn external_and_load_balancer_addresses_are_checked() {
         "spec.externalIPs[0]: \"somewhere\" is not a valid IPv4 address",
     );
     assert_error(
+        &with_spec("  externalIPs: [\"fe80::1\"]\n  ports: [{port: 80}]\n"),
+        "spec.externalIPs[0]: fe80::1 may not be in the link-local range",
+    );
+    assert_error(
         &format!(
-            "{}status: {{loadBalancer: {{ingress: [{{ip: 2001:db8::1}}]}}}}\n",
+            "{}status: {{loadBalancer: {{ingress: [{{ip: nowhere}}]}}}}\n",
             with_spec("  type: LoadBalancer\n  ports: [{port: 80}]\n")
         ),
-        "status.loadBalancer.ingress[0].ip: 2001:db8::1: IPv6 is not supported",
+        "status.loadBalancer.ingress[0].ip: \"nowhere\" is not a valid IPv4 address",
     );
 }
 
@@ -518,4 +526,75 @@ fn unknown_fields_are_ignored() {
         "  ports: [{port: 80, appProtocol: http}]\n  healthCheckNodePort: 0\n  trafficDistribution: PreferClose\n",
     ))
     .unwrap();
+}
+
+#[test]
+fn ipv6_and_dual_stack_cluster_ips_are_read_per_family() {
+    let v6: Ipv6Addr = "fd00:96::10".parse().unwrap();
+    let single = parse(&with_spec(
+        "  clusterIP: \"fd00:96::10\"\n  ipFamilies: [IPv6]\n  ipFamilyPolicy: SingleStack\n  ports: [{port: 80}]\n",
+    ))
+    .unwrap();
+    assert_eq!(single.cluster_ips, ClusterIps::Allocated(Vec::new()));
+    assert_eq!(single.cluster_ips_v6, vec![v6]);
+
+    // Either family first; ipFamilies in the same order.
+    for (ips, families) in [
+        ("[10.96.0.10, \"fd00:96::10\"]", "[IPv4, IPv6]"),
+        ("[\"fd00:96::10\", 10.96.0.10]", "[IPv6, IPv4]"),
+    ] {
+        let dual = parse(&with_spec(&format!(
+            "  clusterIPs: {ips}\n  ipFamilies: {families}\n  ipFamilyPolicy: RequireDualStack\n  ports: [{{port: 80}}]\n"
+        )))
+        .unwrap();
+        assert_eq!(
+            dual.cluster_ips,
+            ClusterIps::Allocated(vec![Ipv4Addr::new(10, 96, 0, 10)])
+        );
+        assert_eq!(dual.cluster_ips_v6, vec![v6]);
+    }
+
+    // IPv6 external and load-balancer IPs are kept apart (compile refuses
+    // them per frontend).
+    let lb = parse(&format!(
+        "{}status: {{loadBalancer: {{ingress: [{{ip: 192.0.2.7}}, {{ip: \"2001:db8::1\"}}]}}}}\n",
+        with_spec(
+            "  type: LoadBalancer\n  clusterIPs: [10.96.0.10, \"fd00:96::10\"]\n  ipFamilyPolicy: PreferDualStack\n  externalIPs: [\"2001:db8::2\"]\n  ports: [{port: 80, nodePort: 30080}]\n"
+        )
+    ))
+    .unwrap();
+    assert_eq!(lb.load_balancer_ips, vec![Ipv4Addr::new(192, 0, 2, 7)]);
+    assert_eq!(
+        lb.load_balancer_ips_v6,
+        vec!["2001:db8::1".parse::<Ipv6Addr>().unwrap()]
+    );
+    assert_eq!(
+        lb.external_ips_v6,
+        vec!["2001:db8::2".parse::<Ipv6Addr>().unwrap()]
+    );
+    assert!(lb.is_externally_accessible());
+}
+
+#[test]
+fn ip_families_must_match_the_cluster_ips_and_the_policy() {
+    assert_error(
+        &with_spec("  clusterIP: 10.96.0.10\n  ipFamilies: [IPv6]\n  ports: [{port: 80}]\n"),
+        "spec.ipFamilies[0]: IPv6 does not match the family of clusterIPs[0] (IPv4)",
+    );
+    assert_error(
+        &with_spec(
+            "  clusterIPs: [10.96.0.10, \"fd00:96::10\"]\n  ipFamilyPolicy: SingleStack\n  ports: [{port: 80}]\n",
+        ),
+        "spec.ipFamilyPolicy: must be RequireDualStack or PreferDualStack",
+    );
+    assert_error(
+        &with_spec(
+            "  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: SingleStack\n  ports: [{port: 80}]\n",
+        ),
+        "spec.ipFamilyPolicy: must be RequireDualStack or PreferDualStack",
+    );
+    assert_error(
+        &with_spec("  ipFamilyPolicy: Sometimes\n  ports: [{port: 80}]\n"),
+        "spec.ipFamilyPolicy: unsupported value \"Sometimes\"",
+    );
 }

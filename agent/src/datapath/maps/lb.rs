@@ -10,25 +10,33 @@
 //! RevNatEntry   (id)                ─▶ Lb4RevNat
 //! Maglev table t, slot s            ─▶ weir_lb4_maglev[t * size + s] = backend id
 //! ```
+//!
+//! IPv6 frontends (socket LB only) go to `weir_lb6_services` and
+//! `weir_lb6_backends` with the same entries over `Lb6Key`/`Lb6Backend`
+//! ([`LbFamily`] says which layout a family uses); they have no reverse-NAT
+//! map entry and share the Maglev tables.
 
-use std::net::Ipv4Addr;
+use std::fmt::Debug;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{Array, MapData, MapError};
 use aya::Ebpf;
 use weir_abi::lb::{
     Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat,
-    Lb4Service, Lb4SockKey, Lb4SockRevNat, LB_SCOPE_EXTERNAL, LB_SCOPE_INTERNAL,
+    Lb4Service, Lb4SockKey, Lb4SockRevNat, Lb6Backend, Lb6Key, Lb6Service, Lb6SockKey,
+    Lb6SockRevNat, LB_SCOPE_EXTERNAL, LB_SCOPE_INTERNAL,
 };
 use weir_abi::map_names;
 use weir_lb::maglev::Table;
-use weir_lb::{BackendState, FrontendKey, FrontendKind, Protocol, Scope};
+use weir_lb::{BackendState, FrontendKey, FrontendKind, LbAddress, Protocol, Scope};
 
 use super::{hash, map_err, removed, updated, TableError};
 
-/// Slot 0 of a frontend in `weir_lb4_services`: the service itself.
+/// Slot 0 of a frontend in `weir_lb4_services` (`weir_lb6_services`): the
+/// service itself.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct ServiceEntry {
-    pub frontend: FrontendKey,
+pub struct ServiceEntry<A = Ipv4Addr> {
+    pub frontend: FrontendKey<A>,
     pub kind: FrontendKind,
     /// Active backends, in slots 1..=count.
     pub count: u16,
@@ -41,23 +49,24 @@ pub struct ServiceEntry {
 
 /// Slot 1..=count of a frontend: the backend that slot selects.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct SlotEntry {
-    pub frontend: FrontendKey,
+pub struct SlotEntry<A = Ipv4Addr> {
+    pub frontend: FrontendKey<A>,
     pub slot: u16,
     pub backend_id: u32,
 }
 
 /// An entry of `weir_lb4_services`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum ServiceMapEntry {
-    Service(ServiceEntry),
-    Slot(SlotEntry),
+pub enum ServiceMapEntry<A = Ipv4Addr> {
+    Service(ServiceEntry<A>),
+    Slot(SlotEntry<A>),
 }
 
-/// An entry of `weir_lb4_backends` (keyed by backend id).
+/// An entry of `weir_lb4_backends` (`weir_lb6_backends`), keyed by backend
+/// id.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct BackendEntry {
-    pub address: Ipv4Addr,
+pub struct BackendEntry<A = Ipv4Addr> {
+    pub address: A,
     pub port: u16,
     /// The protocol of the frontends that use it.
     pub protocol: Protocol,
@@ -142,6 +151,11 @@ pub fn decode_service_key(key: &Lb4Key) -> Result<(FrontendKey, u16), LbCodecErr
 }
 
 pub fn encode_service(entry: &ServiceEntry) -> (Lb4Key, Lb4Service) {
+    (service_key(&entry.frontend, 0), service_value(entry))
+}
+
+/// The value of a frontend's entry (slot 0), whatever its family.
+fn service_value<A>(entry: &ServiceEntry<A>) -> Lb4Service {
     let mut flags = kind_flag(entry.kind);
     if entry.affinity_timeout.is_some() {
         flags |= Lb4Service::FLAG_AFFINITY;
@@ -149,7 +163,7 @@ pub fn encode_service(entry: &ServiceEntry) -> (Lb4Key, Lb4Service) {
     if entry.maglev_table.is_some() {
         flags |= Lb4Service::FLAG_MAGLEV;
     }
-    let value = Lb4Service {
+    Lb4Service {
         backend_id: 0,
         count: entry.count,
         rev_nat_id: entry.rev_nat_id,
@@ -157,8 +171,7 @@ pub fn encode_service(entry: &ServiceEntry) -> (Lb4Key, Lb4Service) {
         pad: 0,
         affinity_timeout_s: entry.affinity_timeout.unwrap_or(0),
         maglev_table: entry.maglev_table.unwrap_or(0),
-    };
-    (service_key(&entry.frontend, 0), value)
+    }
 }
 
 pub fn encode_slot(entry: &SlotEntry) -> (Lb4Key, Lb4Service) {
@@ -171,6 +184,15 @@ pub fn encode_slot(entry: &SlotEntry) -> (Lb4Key, Lb4Service) {
 
 pub fn decode_service(key: &Lb4Key, value: &Lb4Service) -> Result<ServiceMapEntry, LbCodecError> {
     let (frontend, slot) = decode_service_key(key)?;
+    decode_service_value(frontend, slot, value)
+}
+
+/// A service map entry of any family, its key decoded.
+fn decode_service_value<A>(
+    frontend: FrontendKey<A>,
+    slot: u16,
+    value: &Lb4Service,
+) -> Result<ServiceMapEntry<A>, LbCodecError> {
     if slot != 0 {
         return Ok(ServiceMapEntry::Slot(SlotEntry {
             frontend,
@@ -196,38 +218,186 @@ pub fn decode_service(key: &Lb4Key, value: &Lb4Service) -> Result<ServiceMapEntr
 }
 
 pub fn encode_backend(entry: &BackendEntry) -> Lb4Backend {
+    let (protocol, state, flags) = backend_fields(entry);
     Lb4Backend {
         address: entry.address.octets(),
         port: entry.port.to_be_bytes(),
-        protocol: entry.protocol.number(),
-        state: match entry.state {
-            BackendState::Active => Lb4Backend::STATE_ACTIVE,
-            BackendState::Terminating => Lb4Backend::STATE_TERMINATING,
-        },
-        flags: if entry.local {
-            Lb4Backend::FLAG_LOCAL
-        } else {
-            0
-        },
+        protocol,
+        state,
+        flags,
         pad: [0; 3],
     }
 }
 
+/// Protocol, state and flags of a backend entry of any family.
+fn backend_fields<A>(entry: &BackendEntry<A>) -> (u8, u8, u8) {
+    let state = match entry.state {
+        BackendState::Active => Lb4Backend::STATE_ACTIVE,
+        BackendState::Terminating => Lb4Backend::STATE_TERMINATING,
+    };
+    let flags = if entry.local {
+        Lb4Backend::FLAG_LOCAL
+    } else {
+        0
+    };
+    (entry.protocol.number(), state, flags)
+}
+
 pub fn decode_backend(value: &Lb4Backend) -> Result<BackendEntry, LbCodecError> {
-    if value.flags & !Lb4Backend::FLAG_LOCAL != 0 {
-        return Err(LbCodecError::BackendFlags(value.flags));
+    decode_backend_fields(
+        Ipv4Addr::from(value.address),
+        value.port,
+        value.protocol,
+        value.state,
+        value.flags,
+    )
+}
+
+fn decode_backend_fields<A>(
+    address: A,
+    port: [u8; 2],
+    protocol: u8,
+    state: u8,
+    flags: u8,
+) -> Result<BackendEntry<A>, LbCodecError> {
+    if flags & !Lb4Backend::FLAG_LOCAL != 0 {
+        return Err(LbCodecError::BackendFlags(flags));
     }
     Ok(BackendEntry {
-        address: Ipv4Addr::from(value.address),
-        port: u16::from_be_bytes(value.port),
-        protocol: protocol_of(value.protocol).ok_or(LbCodecError::Protocol(value.protocol))?,
-        state: match value.state {
+        address,
+        port: u16::from_be_bytes(port),
+        protocol: protocol_of(protocol).ok_or(LbCodecError::Protocol(protocol))?,
+        state: match state {
             Lb4Backend::STATE_ACTIVE => BackendState::Active,
             Lb4Backend::STATE_TERMINATING => BackendState::Terminating,
             other => return Err(LbCodecError::BackendState(other)),
         },
-        local: value.flags & Lb4Backend::FLAG_LOCAL != 0,
+        local: flags & Lb4Backend::FLAG_LOCAL != 0,
     })
+}
+
+fn scope_number(scope: Scope) -> u8 {
+    match scope {
+        Scope::External => LB_SCOPE_EXTERNAL,
+        Scope::Internal => LB_SCOPE_INTERNAL,
+    }
+}
+
+fn scope_of(number: u8) -> Result<Scope, LbCodecError> {
+    match number {
+        LB_SCOPE_EXTERNAL => Ok(Scope::External),
+        LB_SCOPE_INTERNAL => Ok(Scope::Internal),
+        other => Err(LbCodecError::Scope(other)),
+    }
+}
+
+/// A family's layouts in the LB maps: `weir_lb4_*` for IPv4, `weir_lb6_*`
+/// for IPv6. The service value ([`Lb4Service`]) is the same in both.
+pub trait LbFamily: LbAddress {
+    /// Key of the family's services map.
+    type Key: aya::Pod + Copy + Ord + Debug;
+    /// Value of the family's backends map.
+    type Backend: aya::Pod + Copy + PartialEq + Debug;
+    const SERVICES_MAP: &'static str;
+    const BACKENDS_MAP: &'static str;
+
+    fn service_key(frontend: &FrontendKey<Self>, slot: u16) -> Self::Key;
+    fn decode_service_key(key: &Self::Key) -> Result<(FrontendKey<Self>, u16), LbCodecError>;
+    fn encode_backend(entry: &BackendEntry<Self>) -> Self::Backend;
+    fn decode_backend(value: &Self::Backend) -> Result<BackendEntry<Self>, LbCodecError>;
+
+    fn encode_service(entry: &ServiceEntry<Self>) -> (Self::Key, Lb4Service) {
+        (Self::service_key(&entry.frontend, 0), service_value(entry))
+    }
+
+    fn encode_slot(entry: &SlotEntry<Self>) -> (Self::Key, Lb4Service) {
+        let value = Lb4Service {
+            backend_id: entry.backend_id,
+            ..Default::default()
+        };
+        (Self::service_key(&entry.frontend, entry.slot), value)
+    }
+
+    fn decode_service(
+        key: &Self::Key,
+        value: &Lb4Service,
+    ) -> Result<ServiceMapEntry<Self>, LbCodecError> {
+        let (frontend, slot) = Self::decode_service_key(key)?;
+        decode_service_value(frontend, slot, value)
+    }
+}
+
+impl LbFamily for Ipv4Addr {
+    type Key = Lb4Key;
+    type Backend = Lb4Backend;
+    const SERVICES_MAP: &'static str = map_names::LB4_SERVICES;
+    const BACKENDS_MAP: &'static str = map_names::LB4_BACKENDS;
+
+    fn service_key(frontend: &FrontendKey, slot: u16) -> Lb4Key {
+        service_key(frontend, slot)
+    }
+
+    fn decode_service_key(key: &Lb4Key) -> Result<(FrontendKey, u16), LbCodecError> {
+        decode_service_key(key)
+    }
+
+    fn encode_backend(entry: &BackendEntry) -> Lb4Backend {
+        encode_backend(entry)
+    }
+
+    fn decode_backend(value: &Lb4Backend) -> Result<BackendEntry, LbCodecError> {
+        decode_backend(value)
+    }
+}
+
+impl LbFamily for Ipv6Addr {
+    type Key = Lb6Key;
+    type Backend = Lb6Backend;
+    const SERVICES_MAP: &'static str = map_names::LB6_SERVICES;
+    const BACKENDS_MAP: &'static str = map_names::LB6_BACKENDS;
+
+    fn service_key(frontend: &FrontendKey<Ipv6Addr>, slot: u16) -> Lb6Key {
+        Lb6Key {
+            address: frontend.address.octets(),
+            port: frontend.port.to_be_bytes(),
+            backend_slot: slot,
+            protocol: frontend.protocol.number(),
+            scope: scope_number(frontend.scope),
+            pad: [0; 2],
+        }
+    }
+
+    fn decode_service_key(key: &Lb6Key) -> Result<(FrontendKey<Ipv6Addr>, u16), LbCodecError> {
+        let frontend = FrontendKey {
+            address: Ipv6Addr::from(key.address),
+            port: u16::from_be_bytes(key.port),
+            protocol: protocol_of(key.protocol).ok_or(LbCodecError::Protocol(key.protocol))?,
+            scope: scope_of(key.scope)?,
+        };
+        Ok((frontend, key.backend_slot))
+    }
+
+    fn encode_backend(entry: &BackendEntry<Ipv6Addr>) -> Lb6Backend {
+        let (protocol, state, flags) = backend_fields(entry);
+        Lb6Backend {
+            address: entry.address.octets(),
+            port: entry.port.to_be_bytes(),
+            protocol,
+            state,
+            flags,
+            pad: [0; 3],
+        }
+    }
+
+    fn decode_backend(value: &Lb6Backend) -> Result<BackendEntry<Ipv6Addr>, LbCodecError> {
+        decode_backend_fields(
+            Ipv6Addr::from(value.address),
+            value.port,
+            value.protocol,
+            value.state,
+            value.flags,
+        )
+    }
 }
 
 pub fn encode_revnat(entry: &RevNatEntry) -> Lb4RevNat {
@@ -326,6 +496,30 @@ pub fn revnats(ebpf: &mut Ebpf) -> Result<Vec<(u16, Lb4RevNat)>, TableError> {
     entries(ebpf, map_names::LB4_REVNAT)
 }
 
+pub fn set_service6(ebpf: &mut Ebpf, key: Lb6Key, value: Lb6Service) -> Result<(), TableError> {
+    upsert(ebpf, map_names::LB6_SERVICES, key, value)
+}
+
+pub fn remove_service6(ebpf: &mut Ebpf, key: &Lb6Key) -> Result<(), TableError> {
+    remove::<Lb6Key, Lb6Service>(ebpf, map_names::LB6_SERVICES, key)
+}
+
+pub fn services6(ebpf: &mut Ebpf) -> Result<Vec<(Lb6Key, Lb6Service)>, TableError> {
+    entries(ebpf, map_names::LB6_SERVICES)
+}
+
+pub fn set_backend6(ebpf: &mut Ebpf, id: u32, value: Lb6Backend) -> Result<(), TableError> {
+    upsert(ebpf, map_names::LB6_BACKENDS, id, value)
+}
+
+pub fn remove_backend6(ebpf: &mut Ebpf, id: u32) -> Result<(), TableError> {
+    remove::<u32, Lb6Backend>(ebpf, map_names::LB6_BACKENDS, &id)
+}
+
+pub fn backends6(ebpf: &mut Ebpf) -> Result<Vec<(u32, Lb6Backend)>, TableError> {
+    entries(ebpf, map_names::LB6_BACKENDS)
+}
+
 /// Per-packet NAT mappings (`weir_lb4_nat`).
 pub fn nat_entries(ebpf: &mut Ebpf) -> Result<Vec<(Lb4NatKey, Lb4NatEntry)>, TableError> {
     entries(ebpf, map_names::LB4_NAT)
@@ -362,6 +556,18 @@ pub fn sock_revnat_entries(
 
 pub fn remove_sock_revnat(ebpf: &mut Ebpf, key: &Lb4SockKey) -> Result<(), TableError> {
     remove::<Lb4SockKey, Lb4SockRevNat>(ebpf, map_names::LB4_SOCK_REVNAT, key)
+}
+
+/// Socket LB reverse translations of IPv6 sockets
+/// (`weir_lb6_sock_revnat`), read as the datapath changes them.
+pub fn sock_revnat6_entries(
+    ebpf: &mut Ebpf,
+) -> Result<Vec<(Lb6SockKey, Lb6SockRevNat)>, TableError> {
+    live_entries(ebpf, map_names::LB6_SOCK_REVNAT)
+}
+
+pub fn remove_sock_revnat6(ebpf: &mut Ebpf, key: &Lb6SockKey) -> Result<(), TableError> {
+    remove::<Lb6SockKey, Lb6SockRevNat>(ebpf, map_names::LB6_SOCK_REVNAT, key)
 }
 
 /// Entries of a map the datapath inserts into and evicts from while it is

@@ -1,5 +1,6 @@
 //! The maps the datapath keeps per connection, per socket and per client
-//! (`weir_lb4_nat`, `weir_lb4_sock_revnat`, `weir_lb4_affinity`) point at
+//! (`weir_lb4_nat`, `weir_lb4_sock_revnat`, `weir_lb6_sock_revnat`,
+//! `weir_lb4_affinity`) point at
 //! backends and reverse-NAT ids the sync owns. Those entries are LRU and age out, but until then
 //! one whose service or backend is gone keeps steering: the datapath only
 //! checks that the backend *id* still exists, and a freed id is handed to
@@ -14,7 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use weir_abi::lb::{
-    Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4NatEntry, Lb4NatKey, Lb4SockKey, Lb4SockRevNat,
+    Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4NatEntry, Lb4NatKey, Lb4SockKey,
+    Lb4SockRevNat, Lb6Backend, Lb6SockKey, Lb6SockRevNat,
 };
 
 /// The backend ids of each programmed frontend, by reverse-NAT id (shared
@@ -62,6 +64,22 @@ pub(super) fn stale_sock_revnat(
     key: &Lb4SockKey,
     value: &Lb4SockRevNat,
     backends: &BTreeMap<u32, Lb4Backend>,
+    members: &Members,
+) -> bool {
+    !members.get(&value.rev_nat_id).is_some_and(|ids| {
+        ids.iter().any(|id| {
+            backends
+                .get(id)
+                .is_some_and(|b| b.address == key.address && b.port == key.port)
+        })
+    })
+}
+
+/// [`stale_sock_revnat`] for an IPv6 socket.
+pub(super) fn stale_sock_revnat6(
+    key: &Lb6SockKey,
+    value: &Lb6SockRevNat,
+    backends: &BTreeMap<u32, Lb6Backend>,
     members: &Members,
 ) -> bool {
     !members.get(&value.rev_nat_id).is_some_and(|ids| {

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use aya::Ebpf;
 use weir_abi::lb::{
     Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat,
-    Lb4Service, Lb4SockKey, Lb4SockRevNat,
+    Lb4Service, Lb4SockKey, Lb4SockRevNat, Lb6Backend, Lb6Key, Lb6Service, Lb6SockKey,
+    Lb6SockRevNat,
 };
 
 use crate::datapath::maps::lb;
@@ -36,6 +37,34 @@ pub trait LbMaps {
     /// The socket LB's reverse translations (socket, backend → frontend).
     fn sock_revnat(&mut self) -> Result<Vec<(Lb4SockKey, Lb4SockRevNat)>, TableError>;
     fn remove_sock_revnat(&mut self, key: &Lb4SockKey) -> Result<(), TableError>;
+
+    // The IPv6 maps (socket LB). By default a datapath without them: it
+    // reads nothing and refuses writes, so only a sync given IPv6
+    // frontends ever fails on them.
+    fn set_service6(&mut self, _key: Lb6Key, _value: Lb6Service) -> Result<(), TableError> {
+        Err(TableError::Missing(weir_abi::map_names::LB6_SERVICES))
+    }
+    fn remove_service6(&mut self, _key: &Lb6Key) -> Result<(), TableError> {
+        Err(TableError::Missing(weir_abi::map_names::LB6_SERVICES))
+    }
+    fn set_backend6(&mut self, _id: u32, _value: Lb6Backend) -> Result<(), TableError> {
+        Err(TableError::Missing(weir_abi::map_names::LB6_BACKENDS))
+    }
+    fn remove_backend6(&mut self, _id: u32) -> Result<(), TableError> {
+        Err(TableError::Missing(weir_abi::map_names::LB6_BACKENDS))
+    }
+    fn services6(&mut self) -> Result<Vec<(Lb6Key, Lb6Service)>, TableError> {
+        Ok(Vec::new())
+    }
+    fn backends6(&mut self) -> Result<Vec<(u32, Lb6Backend)>, TableError> {
+        Ok(Vec::new())
+    }
+    fn sock_revnat6(&mut self) -> Result<Vec<(Lb6SockKey, Lb6SockRevNat)>, TableError> {
+        Ok(Vec::new())
+    }
+    fn remove_sock_revnat6(&mut self, _key: &Lb6SockKey) -> Result<(), TableError> {
+        Err(TableError::Missing(weir_abi::map_names::LB6_SOCK_REVNAT))
+    }
 }
 
 impl LbMaps for Ebpf {
@@ -90,6 +119,30 @@ impl LbMaps for Ebpf {
     fn remove_sock_revnat(&mut self, key: &Lb4SockKey) -> Result<(), TableError> {
         lb::remove_sock_revnat(self, key)
     }
+    fn set_service6(&mut self, key: Lb6Key, value: Lb6Service) -> Result<(), TableError> {
+        lb::set_service6(self, key, value)
+    }
+    fn remove_service6(&mut self, key: &Lb6Key) -> Result<(), TableError> {
+        lb::remove_service6(self, key)
+    }
+    fn set_backend6(&mut self, id: u32, value: Lb6Backend) -> Result<(), TableError> {
+        lb::set_backend6(self, id, value)
+    }
+    fn remove_backend6(&mut self, id: u32) -> Result<(), TableError> {
+        lb::remove_backend6(self, id)
+    }
+    fn services6(&mut self) -> Result<Vec<(Lb6Key, Lb6Service)>, TableError> {
+        lb::services6(self)
+    }
+    fn backends6(&mut self) -> Result<Vec<(u32, Lb6Backend)>, TableError> {
+        lb::backends6(self)
+    }
+    fn sock_revnat6(&mut self) -> Result<Vec<(Lb6SockKey, Lb6SockRevNat)>, TableError> {
+        lb::sock_revnat6_entries(self)
+    }
+    fn remove_sock_revnat6(&mut self, key: &Lb6SockKey) -> Result<(), TableError> {
+        lb::remove_sock_revnat6(self, key)
+    }
 }
 
 /// The LB maps the sync writes, for counting operations.
@@ -99,14 +152,18 @@ pub enum LbMap {
     Backends,
     RevNat,
     Maglev,
+    Services6,
+    Backends6,
 }
 
 impl LbMap {
-    pub const ALL: [LbMap; 4] = [
+    pub const ALL: [LbMap; 6] = [
         LbMap::Services,
         LbMap::Backends,
         LbMap::RevNat,
         LbMap::Maglev,
+        LbMap::Services6,
+        LbMap::Backends6,
     ];
 
     /// The map's name in the datapath.
@@ -116,13 +173,15 @@ impl LbMap {
             LbMap::Backends => weir_abi::map_names::LB4_BACKENDS,
             LbMap::RevNat => weir_abi::map_names::LB4_REVNAT,
             LbMap::Maglev => weir_abi::map_names::LB4_MAGLEV,
+            LbMap::Services6 => weir_abi::map_names::LB6_SERVICES,
+            LbMap::Backends6 => weir_abi::map_names::LB6_BACKENDS,
         }
     }
 }
 
 /// Successful map operations since start: (updates, deletes) per map.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct MapOperations([(u64, u64); 4]);
+pub struct MapOperations([(u64, u64); LbMap::ALL.len()]);
 
 impl MapOperations {
     pub fn updates(&self, map: LbMap) -> u64 {
@@ -133,11 +192,11 @@ impl MapOperations {
         self.0[map as usize].1
     }
 
-    fn updated(&mut self, map: LbMap) {
+    pub(super) fn updated(&mut self, map: LbMap) {
         self.0[map as usize].0 += 1;
     }
 
-    fn deleted(&mut self, map: LbMap) {
+    pub(super) fn deleted(&mut self, map: LbMap) {
         self.0[map as usize].1 += 1;
     }
 }
@@ -151,51 +210,14 @@ pub(super) struct Written {
     pub(super) backends: BTreeMap<u32, Lb4Backend>,
     pub(super) revnat: BTreeMap<u16, Lb4RevNat>,
     pub(super) maglev: BTreeMap<u32, Vec<u32>>,
+    pub(super) services6: BTreeMap<Lb6Key, Lb6Service>,
+    pub(super) backends6: BTreeMap<u32, Lb6Backend>,
     pub(super) operations: MapOperations,
 }
 
 impl Written {
-    pub(super) fn service(
-        &mut self,
-        maps: &mut impl LbMaps,
-        key: Lb4Key,
-        value: Lb4Service,
-    ) -> Result<(), TableError> {
-        if self.services.get(&key) != Some(&value) {
-            maps.set_service(key, value)?;
-            self.services.insert(key, value);
-            self.operations.updated(LbMap::Services);
-        }
-        Ok(())
-    }
-
-    pub(super) fn remove_service(
-        &mut self,
-        maps: &mut impl LbMaps,
-        key: &Lb4Key,
-    ) -> Result<(), TableError> {
-        if self.services.contains_key(key) {
-            maps.remove_service(key)?;
-            self.services.remove(key);
-            self.operations.deleted(LbMap::Services);
-        }
-        Ok(())
-    }
-
-    pub(super) fn backend(
-        &mut self,
-        maps: &mut impl LbMaps,
-        id: u32,
-        value: Lb4Backend,
-    ) -> Result<(), TableError> {
-        if self.backends.get(&id) != Some(&value) {
-            maps.set_backend(id, value)?;
-            self.backends.insert(id, value);
-            self.operations.updated(LbMap::Backends);
-        }
-        Ok(())
-    }
-
+    /// Removes backend `id` from whichever family's map holds it (ids are
+    /// shared by the families).
     pub(super) fn remove_backend(
         &mut self,
         maps: &mut impl LbMaps,
@@ -206,7 +228,17 @@ impl Written {
             self.backends.remove(&id);
             self.operations.deleted(LbMap::Backends);
         }
+        if self.backends6.contains_key(&id) {
+            maps.remove_backend6(id)?;
+            self.backends6.remove(&id);
+            self.operations.deleted(LbMap::Backends6);
+        }
         Ok(())
+    }
+
+    /// Every backend id written, of both families.
+    pub(super) fn backend_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.backends.keys().chain(self.backends6.keys()).copied()
     }
 
     pub(super) fn revnat(

@@ -2,7 +2,7 @@
 //! list` and flow enrichment, and its Prometheus metrics.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ use crate::registry::registered;
 
 /// A frontend as written, for `weir service list`.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct FrontendStatus {
-    pub frontend: Frontend,
+pub struct FrontendStatus<A = Ipv4Addr> {
+    pub frontend: Frontend<A>,
     pub rev_nat_id: u16,
     /// Map ids of `frontend.backends`, in the same order.
     pub backend_ids: Vec<u32>,
@@ -133,6 +133,8 @@ pub type SharedLbStatus = Arc<Mutex<LbStatus>>;
 pub struct LbStatus {
     /// Every frontend the sync was given, programmed or not (see `note`).
     pub frontends: BTreeMap<FrontendKey, FrontendStatus>,
+    /// The IPv6 frontends, likewise.
+    pub frontends_v6: BTreeMap<FrontendKey<Ipv6Addr>, FrontendStatus<Ipv6Addr>>,
     /// Services (partly) left out, with the reason.
     pub problems: Vec<String>,
     /// Passes that stopped on a failed map write (a full map).

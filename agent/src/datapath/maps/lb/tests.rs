@@ -227,3 +227,65 @@ fn maglev_tables_hold_the_backend_id_of_each_slot() {
     assert_eq!(maglev_index(0, 251, 250), 250);
     assert_eq!(maglev_index(3, 251, 1), 3 * 251 + 1);
 }
+
+#[test]
+fn ipv6_entries_round_trip_and_share_the_service_value_layout() {
+    let key = FrontendKey {
+        address: "fd00:96::10".parse::<Ipv6Addr>().unwrap(),
+        port: 8080,
+        protocol: Protocol::Udp,
+        scope: Scope::Internal,
+    };
+    for slot in [0, 1, u16::MAX] {
+        let encoded = <Ipv6Addr as LbFamily>::service_key(&key, slot);
+        assert_eq!(encoded.address[..4], [0xfd, 0x00, 0x00, 0x96]);
+        assert_eq!(encoded.port, 8080u16.to_be_bytes(), "network order");
+        assert_eq!(encoded.scope, LB_SCOPE_INTERNAL);
+        assert_eq!(
+            <Ipv6Addr as LbFamily>::decode_service_key(&encoded),
+            Ok((key, slot))
+        );
+    }
+    let entry = ServiceEntry {
+        frontend: key,
+        kind: FrontendKind::ClusterIp,
+        count: 3,
+        rev_nat_id: 7,
+        affinity_timeout: Some(60),
+        maglev_table: Some(2),
+    };
+    let (encoded_key, value) = <Ipv6Addr as LbFamily>::encode_service(&entry);
+    // The same value an IPv4 frontend with the same settings gets.
+    let v4 = ServiceEntry {
+        frontend: FrontendKey {
+            address: Ipv4Addr::new(10, 96, 0, 10),
+            port: key.port,
+            protocol: key.protocol,
+            scope: key.scope,
+        },
+        kind: entry.kind,
+        count: entry.count,
+        rev_nat_id: entry.rev_nat_id,
+        affinity_timeout: entry.affinity_timeout,
+        maglev_table: entry.maglev_table,
+    };
+    assert_eq!(value, encode_service(&v4).1);
+    assert_eq!(
+        <Ipv6Addr as LbFamily>::decode_service(&encoded_key, &value),
+        Ok(ServiceMapEntry::Service(entry))
+    );
+    let backend = BackendEntry {
+        address: "fd00:10:244:1::5".parse::<Ipv6Addr>().unwrap(),
+        port: 8080,
+        protocol: Protocol::Tcp,
+        state: BackendState::Terminating,
+        local: true,
+    };
+    let encoded = <Ipv6Addr as LbFamily>::encode_backend(&backend);
+    assert_eq!(encoded.state, Lb4Backend::STATE_TERMINATING);
+    assert_eq!(encoded.flags, Lb4Backend::FLAG_LOCAL);
+    assert_eq!(
+        <Ipv6Addr as LbFamily>::decode_backend(&encoded),
+        Ok(backend)
+    );
+}
