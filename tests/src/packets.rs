@@ -81,6 +81,17 @@ pub fn ipv6_udp() -> Vec<u8> {
     })
 }
 
+/// [`ipv6_udp`] from another source address.
+pub fn ipv6_udp_from(source: [u8; 16]) -> Vec<u8> {
+    finish(|out| {
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv6(source, IP6_B, 64)
+            .udp(40000, 53)
+            .write(out, PAYLOAD)
+            .expect("build")
+    })
+}
+
 pub fn ipv6_icmp_echo() -> Vec<u8> {
     finish(|out| {
         PacketBuilder::ethernet2(MAC_A, MAC_B)

@@ -73,6 +73,8 @@ fn the_netdev_program_accepts_pod_sources_only_from_their_next_hop() {
     let pair = VethPair::new(&names::unique()).expect("veth pair");
     let node = &pair.a;
     node.sysctl("net.ipv4.conf.all.forwarding", "1").unwrap();
+    // The FIB lookup helper answers IPv6 only with forwarding on.
+    node.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
     let mac_a = packets::MAC_A.map(|b| format!("{b:02x}")).join(":");
     for args in [
         vec!["route", "add", "10.244.2.0/24", "via", VethPair::ADDR_B],
@@ -89,6 +91,28 @@ fn the_netdev_program_accepts_pod_sources_only_from_their_next_hop() {
         ],
         // A node whose MAC address is not known (yet).
         vec!["route", "add", "10.244.4.0/24", "via", "10.99.0.4"],
+        // The other node is dual stack: its IPv6 pod CIDR through its IPv6
+        // address, the same MAC address.
+        vec![
+            "-6",
+            "route",
+            "add",
+            "fd00:10:244:2::/112",
+            "via",
+            VethPair::ADDR6_B,
+        ],
+        vec![
+            "-6",
+            "neigh",
+            "replace",
+            VethPair::ADDR6_B,
+            "lladdr",
+            &mac_a,
+            "dev",
+            &pair.dev_a,
+            "nud",
+            "permanent",
+        ],
     ] {
         node.ip(&args).unwrap();
     }
@@ -114,6 +138,13 @@ fn the_netdev_program_accepts_pod_sources_only_from_their_next_hop() {
     ] {
         maps::set_pod_cidr(ebpf, cidr.parse().unwrap(), owner(ip, false)).unwrap();
     }
+    // IPv6 pod CIDRs: this node's, node 2's (routed), node 3's (no route).
+    let own6: ipnetwork::Ipv6Network = "fd00:10:244:1::/112".parse().unwrap();
+    maps::set_pod_cidr(ebpf, own6.into(), owner(1, true)).unwrap();
+    for (cidr, ip) in [("fd00:10:244:2::/112", 2), ("fd00:10:244:3::/112", 3)] {
+        maps::set_pod_cidr(ebpf, cidr.parse().unwrap(), owner(ip, false)).unwrap();
+    }
+    let pod6 = |node: u16| std::net::Ipv6Addr::new(0xfd00, 0x10, 0x244, node, 0, 0, 0, 7).octets();
 
     let ingress = TrafficDirection::Ingress as u8;
     let dropped = (
@@ -165,8 +196,38 @@ fn the_netdev_program_accepts_pod_sources_only_from_their_next_hop() {
             packets::ipv4_udp_from([203, 0, 113, 10]),
             &passed,
         ),
-        // IPv6 is not checked (pod CIDRs are IPv4).
-        ("IPv6", device, packets::ipv6_udp(), &passed),
+        // The same over IPv6 (weir_pod_cidrs6).
+        (
+            "own IPv6 pod CIDR",
+            device,
+            packets::ipv6_udp_from(pod6(1)),
+            &dropped,
+        ),
+        (
+            "remote IPv6 pod from its node",
+            device,
+            packets::ipv6_udp_from(pod6(2)),
+            &passed,
+        ),
+        (
+            "remote IPv6 pod, other sender",
+            device,
+            from_mac(packets::ipv6_udp_from(pod6(2)), packets::MAC_B),
+            &dropped,
+        ),
+        (
+            "remote IPv6 pod, other interface",
+            1,
+            packets::ipv6_udp_from(pod6(2)),
+            &dropped,
+        ),
+        (
+            "IPv6, no route back",
+            device,
+            packets::ipv6_udp_from(pod6(3)),
+            &dropped,
+        ),
+        ("IPv6 outside address", device, packets::ipv6_udp(), &passed),
     ];
     for (case, ifindex, frame, expected) in &cases {
         assert_eq!(&from_network(*ifindex, frame), *expected, "{case}");

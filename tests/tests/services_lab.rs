@@ -194,7 +194,9 @@ fn an_agent_restart_adopts_the_lb_maps_and_keeps_serving_manifest_dir() {
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         },
-        |lines| lines.len() == 8,
+        // update and delete of the four IPv4 maps and the two IPv6 ones
+        // (weir_lb6_services, weir_lb6_backends).
+        |lines| lines.len() == 12,
     );
     assert!(
         operations.iter().all(|l| l.ends_with(" 0")),

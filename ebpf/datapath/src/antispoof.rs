@@ -2,8 +2,9 @@
 //! must not be able to send with a pod's source address and be classified
 //! with that pod's identity.
 //!
-//! For every IPv4 packet arriving from the network, one LPM lookup of its
-//! source in `weir_pod_cidrs` (every node's pod CIDR, written by the agent):
+//! For every IP packet arriving from the network, one LPM lookup of its
+//! source in `weir_pod_cidrs` (every node's pod CIDR, written by the agent;
+//! `weir_pod_cidrs6` for IPv6 sources, dual-stack nodes' IPv6 pod CIDRs):
 //! - no match: not a pod address, nothing to check;
 //! - this node's pod CIDR: dropped. Its pods reach it through their veths,
 //!   never from the network;
@@ -43,7 +44,7 @@ use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::maps::LpmTrie;
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::EbpfContext;
-use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::ipcache::{FAMILY_IPV4, FAMILY_IPV6};
 use weir_abi::{PodCidr6Key, PodCidrInfo, PodCidrKey, Reason};
 
 use crate::nodeport::Outcome;
@@ -51,6 +52,7 @@ use crate::packet::Packet;
 use crate::parse::Flow;
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 /// Offset of the Ethernet source address.
 const ETH_SOURCE_OFF: usize = 6;
 
@@ -58,9 +60,8 @@ const ETH_SOURCE_OFF: usize = 6;
 #[map(name = "weir_pod_cidrs")]
 pub(crate) static POD_CIDRS: LpmTrie<PodCidrKey, PodCidrInfo> = LpmTrie::pinned(16_384, 0);
 
-/// Dual-stack nodes' IPv6 pod CIDRs: the tunnel's map for IPv6 pods
-/// (`overlay.rs`). Not an anti-spoofing map yet: IPv6 sources from the
-/// network are not checked against it.
+/// Dual-stack nodes' IPv6 pod CIDRs: the same check for IPv6 sources, and
+/// the tunnel's map for IPv6 pods (`overlay.rs`).
 #[map(name = "weir_pod_cidrs6")]
 pub(crate) static POD_CIDRS6: LpmTrie<PodCidr6Key, PodCidrInfo> = LpmTrie::pinned(16_384, 0);
 
@@ -70,11 +71,16 @@ pub(crate) static POD_CIDRS6: LpmTrie<PodCidr6Key, PodCidrInfo> = LpmTrie::pinne
 /// stays off the caller's frame.
 #[inline(never)]
 pub fn from_network(ctx: &TcContext, flow: &Flow) -> Outcome {
-    if flow.family != FAMILY_IPV4 {
-        return Outcome::CONTINUE;
-    }
-    let source = [flow.saddr[0], flow.saddr[1], flow.saddr[2], flow.saddr[3]];
-    let Some(owner) = POD_CIDRS.get(Key::new(32, PodCidrKey { addr: source })) else {
+    let ipv4 = flow.family == FAMILY_IPV4;
+    let owner = if ipv4 {
+        let source = [flow.saddr[0], flow.saddr[1], flow.saddr[2], flow.saddr[3]];
+        POD_CIDRS.get(Key::new(32, PodCidrKey { addr: source }))
+    } else if flow.family == FAMILY_IPV6 {
+        POD_CIDRS6.get(Key::new(128, PodCidr6Key { addr: flow.saddr }))
+    } else {
+        None
+    };
+    let Some(owner) = owner else {
         return Outcome::CONTINUE;
     };
     if owner.is_local() {
@@ -83,27 +89,52 @@ pub fn from_network(ctx: &TcContext, flow: &Flow) -> Outcome {
     // The next hop toward the source, or (tunnel mode, where the route to
     // another node's pods is the tunnel but their packets to this node's
     // own address come natively) toward the node that owns it.
-    if from_next_hop(ctx, source) || from_next_hop(ctx, owner.node_ipv4) {
+    let mut toward_source = Destination::Ipv6(flow.saddr);
+    if ipv4 {
+        toward_source =
+            Destination::Ipv4([flow.saddr[0], flow.saddr[1], flow.saddr[2], flow.saddr[3]]);
+    }
+    if from_next_hop(ctx, toward_source) || from_next_hop(ctx, Destination::Ipv4(owner.node_ipv4)) {
         return Outcome::CONTINUE;
     }
     Outcome::drop(Reason::DropUnknownSender)
 }
 
+/// An address to look the route toward up (network order).
+#[derive(Copy, Clone)]
+enum Destination {
+    Ipv4([u8; 4]),
+    Ipv6([u8; 16]),
+}
+
 /// Whether the frame came from the neighbour, and over the interface, that
 /// this node routes `source` through.
 #[inline(always)]
-fn from_next_hop(ctx: &TcContext, source: [u8; 4]) -> bool {
+fn from_next_hop(ctx: &TcContext, source: Destination) -> bool {
     let Some(sender) = Packet::new(ctx).read::<[u8; 6]>(ETH_SOURCE_OFF) else {
         return false;
     };
     let ingress = crate::ifindex(ctx);
     // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid value.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
     // As a packet to `source` arriving on this interface (an input route
     // lookup, as the kernel would route the reply's forwarding).
     params.ifindex = ingress;
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(source);
+    match source {
+        Destination::Ipv4(address) => {
+            params.family = AF_INET;
+            params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(address);
+        }
+        Destination::Ipv6(a) => {
+            params.family = AF_INET6;
+            params.__bindgen_anon_4.ipv6_dst = [
+                u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+                u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+                u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+                u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+            ];
+        }
+    }
     // SAFETY: the context and a parameter block of the size passed.
     let rc = unsafe {
         fib_lookup(
