@@ -235,6 +235,7 @@ fn weir_sync(
                 labels: [("app".to_string(), "backend".to_string())].into(),
                 node: format!("n{}", i + 1),
                 ip: Some(*ip),
+                ipv6: None,
                 ready: true,
                 terminating: false,
                 ports: vec![weir_lb::NamedPort {

@@ -139,6 +139,14 @@ impl Lab {
         if let Some(ipv6) = node.underlay_ipv6 {
             args.extend(["--node-ipv6".into(), ipv6.to_string()]);
         }
+        if self.state.dual_stack {
+            args.extend([
+                "--service-cidr-v6".into(),
+                crate::topology::SERVICE_CIDR_V6.into(),
+                "--cluster-cidr-v6".into(),
+                crate::topology::CLUSTER_CIDR_V6.into(),
+            ]);
+        }
         let _ = std::fs::remove_file(&node.api_socket);
         let log = self.dir.join(&node.name).join("agent.log");
         let pid = process::spawn_detached(&node.netns, &self.binaries.agent, &args, &log)?;

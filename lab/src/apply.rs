@@ -72,7 +72,8 @@ impl Lab {
                     &user_slice_file(&slice.object),
                     format!(
                         "endpointslice/{}/{}",
-                        slice.object.namespace, slice.object.name
+                        slice.object.namespace(),
+                        slice.object.name()
                     ),
                     &slice.document,
                 )?),
@@ -134,7 +135,8 @@ impl Lab {
                     user_slice_file(&slice.object),
                     format!(
                         "endpointslice/{}/{}",
-                        slice.object.namespace, slice.object.name
+                        slice.object.namespace(),
+                        slice.object.name()
                     ),
                 ),
                 _ => continue,
@@ -352,10 +354,11 @@ impl Lab {
 }
 
 /// Where a user-written EndpointSlice (for a Service without selector) goes.
-fn user_slice_file(slice: &weir_lb::EndpointSlice) -> String {
+fn user_slice_file(slice: &weir_lb::AnyEndpointSlice) -> String {
     format!(
         "endpointslices/user/{}/{}.yaml",
-        slice.namespace, slice.name
+        slice.namespace(),
+        slice.name()
     )
 }
 

@@ -27,6 +27,9 @@ use weir_tests::netns;
 /// The API server's HTTPS port.
 pub const API_PORT: u16 = 6443;
 const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// A dual-stack control plane's IPv6 service range (the agents'
+/// `--service-cidr-v6`).
+const SERVICE_CIDR_V6: &str = crate::topology::SERVICE_CIDR_V6;
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -99,6 +102,11 @@ const DEPLOYED_KINDS: [&str; 6] = [
 /// terminating endpoints with `serving`/`terminating` (as 1.22+ do by
 /// default), which the agent's graceful termination reads.
 const FEATURE_GATES: &str = "--feature-gates=EndpointSliceTerminatingCondition=true";
+/// [`FEATURE_GATES`] and 1.20's alpha dual stack (`IPv6DualStack`): IPv6
+/// and dual-stack Services, and an EndpointSlice per family from the pods'
+/// `podIPs`.
+const FEATURE_GATES_DUAL_STACK: &str =
+    "--feature-gates=EndpointSliceTerminatingCondition=true,IPv6DualStack=true";
 
 const AUDIT_POLICY_FILE: &str = "audit-policy.yaml";
 
@@ -152,6 +160,10 @@ pub struct ControlPlane {
     /// weir-relay (`lab up` starts it; see the operator module).
     #[serde(default)]
     pub relay_pid: u32,
+    /// Dual stack: IPv6 services beside IPv4 ones (set before
+    /// [`Self::start_apiserver`]).
+    #[serde(default)]
+    pub dual_stack: bool,
 }
 
 impl ControlPlane {
@@ -177,7 +189,22 @@ impl ControlPlane {
             scheduler_pid: 0,
             operator_pids: Vec::new(),
             relay_pid: 0,
+            dual_stack: false,
         })
+    }
+
+    fn feature_gates(&self) -> String {
+        match self.dual_stack {
+            true => FEATURE_GATES_DUAL_STACK.into(),
+            false => FEATURE_GATES.into(),
+        }
+    }
+
+    fn service_cluster_ip_range(&self) -> String {
+        match self.dual_stack {
+            true => format!("--service-cluster-ip-range={SERVICE_CIDR},{SERVICE_CIDR_V6}"),
+            false => format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        }
     }
 
     /// The admin's kubeconfig (usable inside [`Self::netns`]).
@@ -324,12 +351,12 @@ impl ControlPlane {
             format!("--service-account-issuer={ISSUER}"),
             format!("--service-account-key-file={}", dir("sa.pub")),
             format!("--service-account-signing-key-file={}", dir("sa.key")),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            self.service_cluster_ip_range(),
             "--authorization-mode=Node,RBAC".into(),
             // A node's kubelet by its underlay address (logs and exec of a
             // real kubelet; the lab's node names resolve nowhere).
             "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
-            FEATURE_GATES.into(),
+            self.feature_gates(),
             // What Weir's components ask of the API (RBAC usage checks).
             format!("--audit-policy-file={}", dir(AUDIT_POLICY_FILE)),
             format!("--audit-log-path={}", self.audit_log().display()),
@@ -382,7 +409,7 @@ impl ControlPlane {
             "--secure-port=0".into(),
             format!("--service-account-private-key-file={}", dir("sa.key")),
             format!("--root-ca-file={}", self.serving_cert().display()),
-            FEATURE_GATES.into(),
+            self.feature_gates(),
         ];
         self.controller_manager_pid = self.start(program, &args, "kube-controller-manager")?;
         Ok(())

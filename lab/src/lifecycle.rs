@@ -305,6 +305,7 @@ impl Lab {
             &format!("http://{ETCD_IP}:{KUBE_ETCD_CLIENT_PORT}"),
             &kube.kubectl,
         )?;
+        cp.dual_stack = self.state.dual_stack;
         cp.write_credentials()?;
         let nodes: Vec<String> = (1..=nodes).map(|index| format!("n{index}")).collect();
         cp.write_kubelet_credentials(&nodes)?;

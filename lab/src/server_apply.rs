@@ -96,7 +96,8 @@ pub fn document(object: &Object) -> Result<Document> {
         Object::EndpointSlice(slice) => Document {
             what: format!(
                 "endpointslice/{}/{}",
-                slice.object.namespace, slice.object.name
+                slice.object.namespace(),
+                slice.object.name()
             ),
             value: v1_slice_to_v1beta1(serde_json::to_value(&slice.document)?),
         },

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use weir_lb::{EndpointSlice, NamedPort, PodInfo, Protocol};
+use weir_lb::{EndpointSlice, LbAddress, NamedPort, PodInfo, Protocol};
 
 use crate::state::LabState;
 use crate::Lab;
@@ -27,6 +27,7 @@ pub fn pod_infos(state: &LabState, terminating: &BTreeSet<String>) -> Vec<PodInf
             labels: pod.labels.clone(),
             node: pod.node.clone(),
             ip: Some(pod.ip),
+            ipv6: pod.ipv6,
             // A lab pod is created once its server serves.
             ready: true,
             terminating: terminating.contains(&pod.key()),
@@ -46,12 +47,12 @@ pub fn pod_infos(state: &LabState, terminating: &BTreeSet<String>) -> Vec<PodInf
 }
 
 /// The relative manifest path of a derived slice.
-pub fn slice_file(slice: &EndpointSlice) -> String {
+pub fn slice_file<A: LbAddress>(slice: &EndpointSlice<A>) -> String {
     format!("{DERIVED_DIR}/{}/{}.yaml", slice.namespace, slice.name)
 }
 
 /// A slice as the Kubernetes API writes it.
-pub fn slice_document(slice: &EndpointSlice) -> serde_json::Value {
+pub fn slice_document<A: LbAddress>(slice: &EndpointSlice<A>) -> serde_json::Value {
     let endpoints: Vec<serde_json::Value> = slice
         .endpoints
         .iter()
@@ -96,7 +97,7 @@ pub fn slice_document(slice: &EndpointSlice) -> serde_json::Value {
             "namespace": slice.namespace,
             "labels": slice.labels,
         },
-        "addressType": "IPv4",
+        "addressType": A::FAMILY.as_str(),
         "endpoints": endpoints,
         "ports": ports,
     })
@@ -112,11 +113,14 @@ impl Lab {
         let services: Vec<weir_lb::Service> = manifests.services.into_values().collect();
         let pods = pod_infos(&self.state, terminating);
         let slices = weir_lb::derive_endpoint_slices(&services, &pods);
+        let slices_v6 = weir_lb::derive_endpoint_slices_v6(&services, &pods);
         let mut changed = false;
         let mut wanted = BTreeSet::new();
-        for slice in &slices {
-            let file = slice_file(slice);
-            let document = slice_document(slice);
+        let files = slices
+            .iter()
+            .map(|s| (slice_file(s), slice_document(s)))
+            .chain(slices_v6.iter().map(|s| (slice_file(s), slice_document(s))));
+        for (file, document) in files {
             let path = self.manifests_dir().join(&file);
             let current = std::fs::read_to_string(&path)
                 .ok()

@@ -17,6 +17,8 @@ pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 /// A dual-stack lab's IPv6 pods: fd00:10:244:<node index>::/112 without a
 /// control plane, a /112 block weir-operator assigns on one.
 pub const CLUSTER_CIDR_V6: &str = "fd00:10:244::/56";
+/// A dual-stack lab's IPv6 ClusterIPs (the agents' `--service-cidr-v6`).
+pub const SERVICE_CIDR_V6: &str = "fd00:96::/112";
 /// The mask of a node's IPv6 pod CIDR.
 pub const POD_CIDR_V6_MASK: u8 = 112;
 const UNDERLAY_PREFIX: [u8; 3] = [10, 77, 0];

@@ -208,3 +208,92 @@ fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// How long the agents may take to program a Service once its slices exist.
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` until `done` holds for its result or [`SERVICE_TIMEOUT`]
+/// passes (then panics with the last result).
+fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut attempt: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + SERVICE_TIMEOUT;
+    loop {
+        let result = attempt();
+        if done(&result) {
+            return result;
+        }
+        assert!(Instant::now() < deadline, "{what}: last result {result:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The servers that answered `count` TCP connections of `client` to
+/// `target` (errors as "error: ..."), with how many each answered.
+fn answers(
+    lab: &TestLab,
+    client: &str,
+    target: &str,
+    count: u32,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for result in lab.pod_client(client, target, count).unwrap() {
+        let key = match (result.ok, result.reply, result.error) {
+            (true, Some(reply), _) => reply,
+            (_, _, error) => format!("error: {}", error.unwrap_or_default()),
+        };
+        *seen.entry(key).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[test]
+fn dual_stack_and_ipv6_services_balance_over_ipv6_from_pods() {
+    let mut lab = dual_stack_lab(2);
+    // Backends web-1 (n1), web-2 (n2) serve 8080; a client on each node.
+    let mut yaml = namespace_yaml("s");
+    for (name, node, app) in [
+        ("web-1", "n1", "web"),
+        ("web-2", "n2", "web"),
+        ("client-n1", "n1", "client"),
+        ("client-n2", "n2", "client"),
+    ] {
+        yaml.push_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: s\n  labels: {{app: {app}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n    - {{name: http, containerPort: 8080, protocol: TCP}}\n---\n"
+        ));
+    }
+    // A dual-stack Service (one cluster IP per family) and an IPv6-only one.
+    yaml.push_str(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: s}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIP: 10.96.0.50\n  clusterIPs: [10.96.0.50, 'fd00:96::50']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web6, namespace: s}\nspec:\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: 'fd00:96::51'\n  clusterIPs: ['fd00:96::51']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n---\n",
+    );
+    lab.apply_yaml(&yaml).unwrap();
+    let both = |seen: &std::collections::BTreeMap<String, usize>| {
+        seen.keys().collect::<Vec<_>>() == ["s/web-1", "s/web-2"]
+    };
+    for client in ["s/client-n1", "s/client-n2"] {
+        for target in [
+            "tcp:10.96.0.50:80",
+            "tcp:[fd00:96::50]:80",
+            "tcp:[fd00:96::51]:80",
+        ] {
+            // Every connection answered, and by both backends: the IPv6
+            // frontends balance over the pods' IPv6 addresses on both nodes.
+            eventually(
+                &format!("{client} -> {target}"),
+                || answers(&lab, client, target, 40),
+                both,
+            );
+        }
+    }
+    // The agent's view: the IPv6 frontends with both backends' IPv6
+    // addresses.
+    let out = lab.weir("n1", &["-o", "json", "service", "list"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for pod in ["s/web-1", "s/web-2"] {
+        let address = lab.pod(pod).unwrap().ipv6.unwrap().to_string();
+        assert!(text.contains(&address), "{pod}'s {address} in {text}");
+    }
+    assert!(text.contains("fd00:96::51"), "{text}");
+}

@@ -20,9 +20,13 @@
 //!   on every node; labels carry `kubernetes.io/service-name`.
 //! - Headless services get slices too: not balancing them is the agent's
 //!   decision.
+//! - One set of slices per IP family of the service: `addressType: IPv4`
+//!   ones ([`derive_endpoint_slices`]) for every service but an IPv6-only
+//!   one, `IPv6` ones ([`derive_endpoint_slices_v6`], from the pods' IPv6
+//!   addresses) for a service with an IPv6 cluster IP.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 use weir_types::Protocol;
@@ -31,8 +35,9 @@ use crate::endpointslice::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef, MANAGED_BY_LABEL,
     SERVICE_NAME_LABEL,
 };
+use crate::family::{IpFamily, LbAddress};
 use crate::hash::murmur3_x64_128;
-use crate::service::{Service, ServicePort, TargetPort};
+use crate::service::{ClusterIps, Service, ServicePort, TargetPort};
 
 /// The controller's default `--max-endpoints-per-slice`.
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
@@ -57,6 +62,8 @@ pub struct PodInfo {
     /// The node it runs on (`""` when not scheduled).
     pub node: String,
     pub ip: Option<Ipv4Addr>,
+    /// The pod's IPv6 address (a dual-stack pod).
+    pub ipv6: Option<Ipv6Addr>,
     /// The pod's Ready condition.
     pub ready: bool,
     /// Being deleted (a deletion timestamp).
@@ -67,10 +74,35 @@ pub struct PodInfo {
 /// The slices of every service with a selector, sorted by (namespace,
 /// service, slice name).
 pub fn derive_endpoint_slices(services: &[Service], pods: &[PodInfo]) -> Vec<EndpointSlice> {
-    let mut slices: Vec<EndpointSlice> = services
+    // An IPv6-only service: an allocated cluster IP, none of them IPv4.
+    let ipv4 = |s: &Service| !matches!(&s.cluster_ips, ClusterIps::Allocated(v4) if v4.is_empty());
+    derive(services, pods, ipv4, |pod| pod.ip)
+}
+
+/// The `addressType: IPv6` slices of every service with a selector and an
+/// IPv6 cluster IP, from the pods' IPv6 addresses; sorted the same way.
+pub fn derive_endpoint_slices_v6(
+    services: &[Service],
+    pods: &[PodInfo],
+) -> Vec<EndpointSlice<Ipv6Addr>> {
+    derive(
+        services,
+        pods,
+        |s| !s.cluster_ips_v6.is_empty(),
+        |pod| pod.ipv6,
+    )
+}
+
+fn derive<A: LbAddress>(
+    services: &[Service],
+    pods: &[PodInfo],
+    of_family: impl Fn(&Service) -> bool,
+    address: impl Fn(&PodInfo) -> Option<A>,
+) -> Vec<EndpointSlice<A>> {
+    let mut slices: Vec<EndpointSlice<A>> = services
         .iter()
-        .filter(|s| s.selector.is_some())
-        .flat_map(|s| service_slices(s, pods))
+        .filter(|s| s.selector.is_some() && of_family(s))
+        .flat_map(|s| service_slices(s, pods, &address))
         .collect();
     slices.sort_by(|a, b| {
         (&a.namespace, &a.service_name, &a.name).cmp(&(&b.namespace, &b.service_name, &b.name))
@@ -88,11 +120,15 @@ fn selects(service: &Service, pod: &PodInfo) -> bool {
             .all(|(key, value)| pod.labels.get(key) == Some(value))
 }
 
-fn service_slices(service: &Service, pods: &[PodInfo]) -> Vec<EndpointSlice> {
+fn service_slices<A: LbAddress>(
+    service: &Service,
+    pods: &[PodInfo],
+    address: impl Fn(&PodInfo) -> Option<A>,
+) -> Vec<EndpointSlice<A>> {
     // Port mapping -> (pod name, endpoint), so chunks are stable.
-    let mut groups: BTreeMap<Vec<EndpointPort>, Vec<(&str, Endpoint)>> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<EndpointPort>, Vec<(&str, Endpoint<A>)>> = BTreeMap::new();
     for pod in pods.iter().filter(|p| selects(service, p)) {
-        let Some(ip) = pod.ip else { continue };
+        let Some(ip) = address(pod) else { continue };
         let ports = service
             .ports
             .iter()
@@ -109,8 +145,8 @@ fn service_slices(service: &Service, pods: &[PodInfo]) -> Vec<EndpointSlice> {
     let mut slices = Vec::new();
     for (ports, mut endpoints) in groups {
         endpoints.sort();
-        let endpoints: Vec<Endpoint> = endpoints.into_iter().map(|(_, e)| e).collect();
-        let chunks: Vec<&[Endpoint]> = if endpoints.is_empty() {
+        let endpoints: Vec<Endpoint<A>> = endpoints.into_iter().map(|(_, e)| e).collect();
+        let chunks: Vec<&[Endpoint<A>]> = if endpoints.is_empty() {
             vec![&[]]
         } else {
             endpoints.chunks(MAX_ENDPOINTS_PER_SLICE).collect()
@@ -118,7 +154,7 @@ fn service_slices(service: &Service, pods: &[PodInfo]) -> Vec<EndpointSlice> {
         for (chunk_index, chunk) in chunks.into_iter().enumerate() {
             slices.push(EndpointSlice {
                 namespace: service.namespace.clone(),
-                name: slice_name(service, &ports, chunk_index),
+                name: slice_name(service, A::FAMILY, &ports, chunk_index),
                 service_name: service.name.clone(),
                 labels: BTreeMap::from([
                     (SERVICE_NAME_LABEL.to_string(), service.name.clone()),
@@ -153,7 +189,7 @@ fn endpoint_port(service_port: &ServicePort, pod: &PodInfo) -> Option<EndpointPo
     })
 }
 
-fn endpoint(service: &Service, pod: &PodInfo, ip: Ipv4Addr) -> Endpoint {
+fn endpoint<A: LbAddress>(service: &Service, pod: &PodInfo, ip: A) -> Endpoint<A> {
     let serving = pod.ready;
     let terminating = pod.terminating;
     let ready = service.publish_not_ready_addresses || (serving && !terminating);
@@ -173,9 +209,10 @@ fn endpoint(service: &Service, pod: &PodInfo, ip: Ipv4Addr) -> Endpoint {
     }
 }
 
-/// `<service>-<hash>`: the hash covers the service, its port mapping and the
-/// chunk, so names are stable and distinct.
-fn slice_name(service: &Service, ports: &[EndpointPort], chunk: usize) -> String {
+/// `<service>-<hash>`: the hash covers the service, its port mapping, the
+/// chunk and (IPv6 only, so IPv4 names stay as they were) the family, so
+/// names are stable and distinct.
+fn slice_name(service: &Service, family: IpFamily, ports: &[EndpointPort], chunk: usize) -> String {
     let mut text = service.service_name().to_string();
     for port in ports {
         text.push_str(&format!(
@@ -186,6 +223,9 @@ fn slice_name(service: &Service, ports: &[EndpointPort], chunk: usize) -> String
         ));
     }
     text.push_str(&format!("#{chunk}"));
+    if family == IpFamily::Ipv6 {
+        text.push_str("|IPv6");
+    }
     let (h1, _) = murmur3_x64_128(text.as_bytes(), 0);
     format!("{}-{:08x}", service.name, h1 as u32)
 }

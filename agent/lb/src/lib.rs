@@ -95,7 +95,7 @@ pub use compile::{
     compile, compile_dual_stack, Backend, BackendState, Frontend, FrontendAddresses, FrontendKey,
     FrontendKind, Ipv6Options, LbOptions, LbState, NodeContext, Scope, ServiceProblem,
 };
-pub use derive::{derive_endpoint_slices, NamedPort, PodInfo};
+pub use derive::{derive_endpoint_slices, derive_endpoint_slices_v6, NamedPort, PodInfo};
 pub use endpointslice::{
     AnyEndpointSlice, Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectRef,
 };

@@ -3,9 +3,7 @@
 //! [`ClusterManifests`] the manifest directory yields, so the reconciler
 //! does not know which source it runs on.
 //!
-//! Every object goes through [`manifest::from_document`], as a file's would
-//! (IPv6 EndpointSlices through [`weir_lb::AnyEndpointSlice`], into
-//! [`ClusterManifests::endpoint_slices_v6`]):
+//! Every object goes through [`manifest::from_document`], as a file's would:
 //! one the agent cannot use is reported in `rejected` (keyed
 //! `Kind/namespace/name`) and contributes nothing, while the rest apply.
 //! The watchers reconnect with kube-rs's default backoff; while any of them
@@ -251,15 +249,6 @@ impl KubernetesSource {
         for watch in &self.watches {
             for object in watch.store.state() {
                 let key = object_key(&watch.resource, &object);
-                if let Some(slice) = ipv6_endpoint_slice(&watch.resource, &object) {
-                    match slice {
-                        Ok(slice) => manifests.add_ipv6_slice(slice),
-                        Err(reason) => {
-                            manifests.rejected.insert(PathBuf::from(key), reason);
-                        }
-                    }
-                    continue;
-                }
                 match convert(&watch.resource, &object) {
                     Ok(object) => manifests.add(object),
                     Err(reason) => {
@@ -327,28 +316,6 @@ fn object_key(resource: &ApiResource, object: &DynamicObject) -> String {
 fn convert(resource: &ApiResource, object: &DynamicObject) -> Result<Object, String> {
     let document = document(resource, object)?;
     manifest::from_document(document).map_err(|e| format!("{e:#}"))
-}
-
-/// An `addressType: IPv6` EndpointSlice, read by weir-lb (the manifest
-/// model's objects are IPv4 slices); `None` for any other object.
-fn ipv6_endpoint_slice(
-    resource: &ApiResource,
-    object: &DynamicObject,
-) -> Option<Result<weir_lb::EndpointSlice<std::net::Ipv6Addr>, String>> {
-    if resource.kind != "EndpointSlice" || object.data["addressType"] != "IPv6" {
-        return None;
-    }
-    let slice = document(resource, object).and_then(|document| {
-        match weir_lb::AnyEndpointSlice::from_document(&document) {
-            Ok(weir_lb::AnyEndpointSlice::V6(slice)) => Ok(slice),
-            Ok(weir_lb::AnyEndpointSlice::V4(_)) => Err("not an IPv6 slice".to_string()),
-            Err(errors) => Err(format!(
-                "EndpointSlice {}: {errors}",
-                object.metadata.name.as_deref().unwrap_or_default()
-            )),
-        }
-    });
-    Some(slice)
 }
 
 /// The object's document as a manifest file would hold it.
@@ -463,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_endpoint_slices_are_read_apart() {
+    fn ipv6_endpoint_slices_are_read_as_ipv6() {
         let slices = resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices");
         let slice = |address: &str| {
             object(serde_json::json!({
@@ -474,25 +441,22 @@ mod tests {
                 "endpoints": [{"addresses": [address], "conditions": {"ready": true}}],
             }))
         };
-        let read = ipv6_endpoint_slice(&slices, &slice("fd00:10:244:1::5"))
-            .expect("an IPv6 slice")
-            .unwrap();
+        let read = match convert(&slices, &slice("fd00:10:244:1::5")) {
+            Ok(Object::EndpointSlice(slice)) => match slice.object {
+                weir_lb::AnyEndpointSlice::V6(slice) => slice,
+                other => panic!("not an IPv6 slice: {other:?}"),
+            },
+            other => panic!("not a slice: {other:?}"),
+        };
         assert_eq!(read.service(), weir_types::NamespacedName::new("x", "web"));
         assert_eq!(
             read.endpoints[0].addresses,
             ["fd00:10:244:1::5".parse::<std::net::Ipv6Addr>().unwrap()]
         );
-        let reason = ipv6_endpoint_slice(&slices, &slice("::1"))
-            .expect("an IPv6 slice")
-            .unwrap_err();
+        let reason = convert(&slices, &slice("::1")).unwrap_err();
         assert!(
             reason.contains("may not be the loopback address"),
             "{reason}"
         );
-        let v4 = object(serde_json::json!({
-            "metadata": {"name": "web-v4", "namespace": "x"},
-            "addressType": "IPv4",
-        }));
-        assert!(ipv6_endpoint_slice(&slices, &v4).is_none());
     }
 }

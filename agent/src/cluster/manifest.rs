@@ -20,7 +20,8 @@ pub enum Object {
     Pod(Pod),
     Policy(PolicyDocument),
     Service(Box<Validated<weir_lb::Service>>),
-    EndpointSlice(Box<Validated<weir_lb::EndpointSlice>>),
+    /// Either address type (`addressType: IPv4` or `IPv6`).
+    EndpointSlice(Box<Validated<weir_lb::AnyEndpointSlice>>),
 }
 
 impl Object {
@@ -34,7 +35,8 @@ impl Object {
             Object::Service(service) => format!("Service/{}", service.object.service_name()),
             Object::EndpointSlice(slice) => format!(
                 "EndpointSlice/{}/{}",
-                slice.object.namespace, slice.object.name
+                slice.object.namespace(),
+                slice.object.name()
             ),
         }
     }
@@ -316,15 +318,7 @@ fn convert(raw: RawObject, document: serde_yaml_ng::Value) -> Result<Object> {
             Err(e) => bail!("Service {name}: {e}"),
         },
         (Some("discovery.k8s.io/v1"), "EndpointSlice") => {
-            // The Kubernetes source reads IPv6 slices itself (through
-            // weir_lb::AnyEndpointSlice); an Object holds an IPv4 slice.
-            if document.get("addressType").and_then(|t| t.as_str()) == Some("IPv6") {
-                bail!(
-                    "EndpointSlice {name}: addressType IPv6 is read from the Kubernetes API \
-                     only, not from manifest files yet"
-                );
-            }
-            match weir_lb::EndpointSlice::from_document(&document) {
+            match weir_lb::AnyEndpointSlice::from_document(&document) {
                 Ok(object) => Ok(Object::EndpointSlice(Box::new(Validated {
                     object,
                     document,

@@ -34,9 +34,7 @@ pub struct ClusterManifests {
     pub policies: BTreeMap<String, PolicyDocument>,
     pub services: BTreeMap<NamespacedName, weir_lb::Service>,
     pub endpoint_slices: BTreeMap<NamespacedName, weir_lb::EndpointSlice>,
-    /// IPv6 EndpointSlices (`addressType: IPv6`), by namespace/name. The
-    /// Kubernetes source reads them; manifest files do not yet (the
-    /// manifest model's [`manifest::Object`] holds IPv4 slices).
+    /// IPv6 EndpointSlices (`addressType: IPv6`), by namespace/name.
     pub endpoint_slices_v6: BTreeMap<NamespacedName, weir_lb::EndpointSlice<std::net::Ipv6Addr>>,
     /// Files whose latest content was rejected, with the reason.
     pub rejected: BTreeMap<PathBuf, String>,
@@ -46,11 +44,6 @@ pub struct ClusterManifests {
 }
 
 impl ClusterManifests {
-    pub(crate) fn add_ipv6_slice(&mut self, slice: weir_lb::EndpointSlice<std::net::Ipv6Addr>) {
-        let key = NamespacedName::new(&slice.namespace, &slice.name);
-        self.endpoint_slices_v6.insert(key, slice);
-    }
-
     pub(crate) fn add(&mut self, object: Object) {
         match object {
             Object::Namespace(ns) => {
@@ -66,11 +59,16 @@ impl ClusterManifests {
                 let service = service.object;
                 self.services.insert(service.service_name(), service);
             }
-            Object::EndpointSlice(slice) => {
-                let slice = slice.object;
-                let key = NamespacedName::new(&slice.namespace, &slice.name);
-                self.endpoint_slices.insert(key, slice);
-            }
+            Object::EndpointSlice(slice) => match slice.object {
+                weir_lb::AnyEndpointSlice::V4(slice) => {
+                    let key = NamespacedName::new(&slice.namespace, &slice.name);
+                    self.endpoint_slices.insert(key, slice);
+                }
+                weir_lb::AnyEndpointSlice::V6(slice) => {
+                    let key = NamespacedName::new(&slice.namespace, &slice.name);
+                    self.endpoint_slices_v6.insert(key, slice);
+                }
+            },
         }
     }
 }

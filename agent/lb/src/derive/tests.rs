@@ -14,6 +14,7 @@ fn pod(name: &str, ip: u8, ports: &[(&str, u16)]) -> PodInfo {
         labels: BTreeMap::from([("app".into(), "web".into()), ("pod".into(), name.into())]),
         node: "n1".into(),
         ip: Some(Ipv4Addr::new(10, 0, 0, ip)),
+        ipv6: Some(Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, ip.into())),
         ready: true,
         terminating: false,
         ports: ports
@@ -266,4 +267,43 @@ fn derivation_is_deterministic() {
     );
     // Pinned: every node must name the same slice the same way.
     assert_eq!(first[1].name, "web-7510749d");
+}
+
+#[test]
+fn ipv6_slices_for_services_with_an_ipv6_cluster_ip() {
+    let pods = [pod("a", 1, &[]), pod("b", 2, &[])];
+    let dual = service(
+        "  ipFamilyPolicy: PreferDualStack\n  clusterIPs: [10.96.0.10, fd00:96::10]\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    let v6_only = service(
+        "  ipFamilies: [IPv6]\n  clusterIPs: [fd00:96::11]\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    let v4_only = service(WEB);
+    // IPv4 slices: every service but the IPv6-only one.
+    assert_eq!(
+        derive_endpoint_slices(&[dual.clone(), v6_only.clone(), v4_only.clone()], &pods).len(),
+        2
+    );
+    assert!(derive_endpoint_slices(std::slice::from_ref(&v6_only), &pods).is_empty());
+    // IPv6 slices: the services with an IPv6 cluster IP, the pods' IPv6 addresses.
+    assert!(derive_endpoint_slices_v6(std::slice::from_ref(&v4_only), &pods).is_empty());
+    let v6 = derive_endpoint_slices_v6(std::slice::from_ref(&dual), &pods);
+    assert_eq!(v6.len(), 1);
+    let addresses: Vec<Ipv6Addr> = v6[0].endpoints.iter().map(|e| e.addresses[0]).collect();
+    assert_eq!(
+        addresses,
+        [
+            "fd00:10::1".parse::<Ipv6Addr>().unwrap(),
+            "fd00:10::2".parse().unwrap()
+        ]
+    );
+    // The two families' slices of one service do not share a name.
+    let v4 = derive_endpoint_slices(std::slice::from_ref(&dual), &pods);
+    assert_ne!(v4[0].name, v6[0].name);
+    assert_eq!(v6[0].service_name, "web");
+    // A pod without an IPv6 address is no IPv6 endpoint.
+    let mut single = pod("c", 3, &[]);
+    single.ipv6 = None;
+    let v6 = derive_endpoint_slices_v6(std::slice::from_ref(&dual), &[single]);
+    assert!(v6[0].endpoints.is_empty());
 }
