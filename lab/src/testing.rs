@@ -34,6 +34,12 @@ impl TestLab {
         TestLab::up_with_options(nodes, source, Options { dual_stack: true })
     }
 
+    /// A dual-stack lab on the manifests directory (no control plane): the
+    /// lab derives the EndpointSlices of both families itself.
+    pub fn up_dual_stack_on_manifests(nodes: usize) -> Result<TestLab> {
+        TestLab::up_with_options(nodes, Source::ManifestDir, Options { dual_stack: true })
+    }
+
     /// [`TestLab::up`] with identities, endpoints and nodes shared through
     /// the lab's etcd (kvstore mode), for what concerns the kvstore.
     pub fn up_kvstore(nodes: usize) -> Result<TestLab> {

@@ -251,7 +251,19 @@ fn answers(
 
 #[test]
 fn dual_stack_and_ipv6_services_balance_over_ipv6_from_pods() {
-    let mut lab = dual_stack_lab(2);
+    // The API server's EndpointSlice controller publishes the IPv6 slices.
+    ipv6_services_balance(dual_stack_lab(2));
+}
+
+#[test]
+fn ipv6_services_on_the_manifests_directory() {
+    // The lab derives the IPv6 slices (weir_lb::derive_endpoint_slices_v6).
+    ipv6_services_balance(TestLab::up_dual_stack_on_manifests(2).unwrap());
+}
+
+/// A dual-stack and an IPv6-only Service over two backends, one per node,
+/// reached from a client pod on each node over every cluster IP.
+fn ipv6_services_balance(mut lab: TestLab) {
     // Backends web-1 (n1), web-2 (n2) serve 8080; a client on each node.
     let mut yaml = namespace_yaml("s");
     for (name, node, app) in [
