@@ -230,8 +230,9 @@ fn eventually<T: std::fmt::Debug>(
     }
 }
 
-/// The servers that answered `count` TCP connections of `client` to
-/// `target` (errors as "error: ..."), with how many each answered.
+/// The servers that answered `count` connections (TCP) or datagrams (UDP)
+/// of `client` to `target` (errors as "error: ..."), with how many each
+/// answered.
 fn answers(
     lab: &TestLab,
     client: &str,
@@ -273,12 +274,12 @@ fn ipv6_services_balance(mut lab: TestLab) {
         ("client-n2", "n2", "client"),
     ] {
         yaml.push_str(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: s\n  labels: {{app: {app}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n    - {{name: http, containerPort: 8080, protocol: TCP}}\n---\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: s\n  labels: {{app: {app}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n    - {{name: http, containerPort: 8080, protocol: TCP}}\n    - {{name: dns-ish, containerPort: 8080, protocol: UDP}}\n---\n"
         ));
     }
     // A dual-stack Service (one cluster IP per family) and an IPv6-only one.
     yaml.push_str(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: s}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIP: 10.96.0.50\n  clusterIPs: [10.96.0.50, 'fd00:96::50']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web6, namespace: s}\nspec:\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: 'fd00:96::51'\n  clusterIPs: ['fd00:96::51']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n---\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: s}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIP: 10.96.0.50\n  clusterIPs: [10.96.0.50, 'fd00:96::50']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web6, namespace: s}\nspec:\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: 'fd00:96::51'\n  clusterIPs: ['fd00:96::51']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP}\n---\n",
     );
     lab.apply_yaml(&yaml).unwrap();
     let both = |seen: &std::collections::BTreeMap<String, usize>| {
@@ -289,6 +290,8 @@ fn ipv6_services_balance(mut lab: TestLab) {
             "tcp:10.96.0.50:80",
             "tcp:[fd00:96::50]:80",
             "tcp:[fd00:96::51]:80",
+            "udp:[fd00:96::50]:53",
+            "udp:[fd00:96::51]:53",
         ] {
             // Every connection answered, and by both backends: the IPv6
             // frontends balance over the pods' IPv6 addresses on both nodes.

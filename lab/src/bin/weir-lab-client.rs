@@ -62,7 +62,12 @@ fn tcp(address: SocketAddr, timeout: Duration) -> Result<Attempt> {
 }
 
 fn udp(address: SocketAddr, timeout: Duration) -> Result<Attempt> {
-    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    // A socket of the target's family (an IPv6 one goes through sendmsg6).
+    let local = match address {
+        SocketAddr::V4(_) => "0.0.0.0:0",
+        SocketAddr::V6(_) => "[::]:0",
+    };
+    let socket = UdpSocket::bind(local)?;
     socket.set_read_timeout(Some(timeout))?;
     let start = Instant::now();
     socket.send_to(b"probe", address)?;
