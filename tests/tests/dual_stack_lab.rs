@@ -311,4 +311,31 @@ fn ipv6_services_balance(mut lab: TestLab) {
         assert!(text.contains(&address), "{pod}'s {address} in {text}");
     }
     assert!(text.contains("fd00:96::51"), "{text}");
+    // And the kernel's: `weir bpf lb list` reads weir_lb6_* back.
+    let out = lab
+        .weir("n1", &["-o", "json", "bpf", "lb", "list"])
+        .unwrap();
+    let maps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let frontends: Vec<&str> = maps["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["frontend"].as_str())
+        .collect();
+    for frontend in ["[fd00:96::50]:80", "[fd00:96::51]:53", "10.96.0.50:80"] {
+        assert!(frontends.contains(&frontend), "{frontend} in {frontends:?}");
+    }
+    let backends: Vec<&str> = maps["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["address"].as_str())
+        .collect();
+    for pod in ["s/web-1", "s/web-2"] {
+        let backend = format!("[{}]:8080", lab.pod(pod).unwrap().ipv6.unwrap());
+        assert!(
+            backends.contains(&backend.as_str()),
+            "{backend} in {backends:?}"
+        );
+    }
 }

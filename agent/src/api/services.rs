@@ -2,16 +2,16 @@
 //! from the service sync's status) and `weir bpf lb list` (what the LB maps
 //! hold, read from the kernel).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use tonic::{Request, Response, Status};
 use weir_abi::ip_proto;
-use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4Service};
+use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4Service, Lb6Backend, Lb6Key};
 use weir_agent_api::services as api;
 use weir_agent_api::services::services_server::Services;
-use weir_lb::{Algorithm, BackendState, FrontendKey, FrontendKind, Scope};
+use weir_lb::{Algorithm, BackendState, FrontendKey, FrontendKind, LbAddress, Scope};
 
-use crate::datapath::maps::lb::{self as lb, ServiceMapEntry};
+use crate::datapath::maps::lb::{self as lb, LbFamily, ServiceMapEntry};
 use crate::datapath::SharedDatapath;
 use crate::reconcile::lb_sync::{FrontendStatus, SharedLbStatus};
 
@@ -55,15 +55,20 @@ fn state_name(state: BackendState) -> &'static str {
 }
 
 /// A service map entry as `weir bpf lb list` shows it; one the agent would
-/// not have written shows why in its flags.
-fn lb_service_entry(key: &Lb4Key, value: &Lb4Service) -> api::LbServiceEntry {
-    let frontend = |key: &FrontendKey| api::LbServiceEntry {
-        frontend: format!("{}:{}", key.address, key.port),
+/// not have written shows why in its flags (with the key's raw fields,
+/// `raw`).
+fn lb_service_entry<F: LbFamily>(
+    key: &F::Key,
+    value: &Lb4Service,
+    raw: impl Fn(&F::Key) -> api::LbServiceEntry,
+) -> api::LbServiceEntry {
+    let frontend = |key: &FrontendKey<F>| api::LbServiceEntry {
+        frontend: key.address.with_port(key.port),
         protocol: key.protocol.name().into(),
         scope: scope_name(key.scope).into(),
         ..Default::default()
     };
-    match lb::decode_service(key, value) {
+    match F::decode_service(key, value) {
         Ok(ServiceMapEntry::Slot(slot)) => api::LbServiceEntry {
             slot: u32::from(slot.slot),
             backend_id: slot.backend_id,
@@ -87,37 +92,84 @@ fn lb_service_entry(key: &Lb4Key, value: &Lb4Service) -> api::LbServiceEntry {
             }
         }
         Err(error) => api::LbServiceEntry {
-            frontend: endpoint(key.address, key.port),
-            protocol: ip_proto::Named(key.protocol).to_string(),
-            scope: key.scope.to_string(),
-            slot: u32::from(key.backend_slot),
             flags: vec![format!("invalid: {error}")],
-            ..Default::default()
+            ..raw(key)
         },
     }
 }
 
-fn lb_backend_entry(id: u32, value: &Lb4Backend) -> api::LbBackendEntry {
-    match lb::decode_backend(value) {
+fn raw_service_key4(key: &Lb4Key) -> api::LbServiceEntry {
+    api::LbServiceEntry {
+        frontend: endpoint(key.address, key.port),
+        protocol: ip_proto::Named(key.protocol).to_string(),
+        scope: key.scope.to_string(),
+        slot: u32::from(key.backend_slot),
+        ..Default::default()
+    }
+}
+
+fn raw_service_key6(key: &Lb6Key) -> api::LbServiceEntry {
+    api::LbServiceEntry {
+        frontend: Ipv6Addr::from(key.address).with_port(u16::from_be_bytes(key.port)),
+        protocol: ip_proto::Named(key.protocol).to_string(),
+        scope: key.scope.to_string(),
+        slot: u32::from(key.backend_slot),
+        ..Default::default()
+    }
+}
+
+/// A backend map entry as `weir bpf lb list` shows it; `raw`: the address
+/// and protocol of one that does not decode.
+fn lb_backend_entry<F: LbFamily>(
+    id: u32,
+    value: &F::Backend,
+    raw: impl Fn(&F::Backend) -> (String, String),
+) -> api::LbBackendEntry {
+    match F::decode_backend(value) {
         Ok(backend) => api::LbBackendEntry {
             id,
-            address: format!("{}:{}", backend.address, backend.port),
+            address: backend.address.with_port(backend.port),
             protocol: backend.protocol.name().into(),
             state: state_name(backend.state).into(),
             local: backend.local,
         },
-        Err(error) => api::LbBackendEntry {
-            id,
-            address: endpoint(value.address, value.port),
-            protocol: ip_proto::Named(value.protocol).to_string(),
-            state: format!("invalid: {error}"),
-            local: false,
-        },
+        Err(error) => {
+            let (address, protocol) = raw(value);
+            api::LbBackendEntry {
+                id,
+                address,
+                protocol,
+                state: format!("invalid: {error}"),
+                local: false,
+            }
+        }
+    }
+}
+
+fn raw_backend4(value: &Lb4Backend) -> (String, String) {
+    (
+        endpoint(value.address, value.port),
+        ip_proto::Named(value.protocol).to_string(),
+    )
+}
+
+fn raw_backend6(value: &Lb6Backend) -> (String, String) {
+    (
+        Ipv6Addr::from(value.address).with_port(u16::from_be_bytes(value.port)),
+        ip_proto::Named(value.protocol).to_string(),
+    )
+}
+
+/// The Maglev table of a service entry, if it has one.
+fn maglev_table_of<F: LbFamily>(key: &F::Key, value: &Lb4Service) -> Option<u32> {
+    match F::decode_service(key, value) {
+        Ok(ServiceMapEntry::Service(service)) => service.maglev_table,
+        _ => None,
     }
 }
 
 /// A frontend as written, for `weir service list`.
-fn service_frontend<A: weir_lb::LbAddress>(f: &FrontendStatus<A>) -> api::ServiceFrontend {
+fn service_frontend<A: LbAddress>(f: &FrontendStatus<A>) -> api::ServiceFrontend {
     let frontend = &f.frontend;
     api::ServiceFrontend {
         service: frontend.service.to_string(),
@@ -182,24 +234,42 @@ impl Services for ServicesService {
         let request = request.into_inner();
         let mut datapath = self.datapath.lock();
         let ebpf = datapath.ebpf_mut();
+        // IPv4 first, then IPv6 (weir_lb6_*: the same entries, bracketed
+        // addresses; Maglev tables are shared).
         let mut services = lb::services(ebpf).map_err(internal)?;
         services.sort_by_key(|(k, _)| *k);
+        let mut services6 = lb::services6(ebpf).map_err(internal)?;
+        services6.sort_by_key(|(k, _)| *k);
         let mut tables: Vec<u32> = services
             .iter()
-            .filter_map(|(key, value)| match lb::decode_service(key, value) {
-                Ok(ServiceMapEntry::Service(service)) => service.maglev_table,
-                _ => None,
-            })
+            .filter_map(|(key, value)| maglev_table_of::<Ipv4Addr>(key, value))
+            .chain(
+                services6
+                    .iter()
+                    .filter_map(|(key, value)| maglev_table_of::<Ipv6Addr>(key, value)),
+            )
             .collect();
         let services = services
             .iter()
-            .map(|(key, value)| lb_service_entry(key, value))
+            .map(|(key, value)| lb_service_entry::<Ipv4Addr>(key, value, raw_service_key4))
+            .chain(
+                services6
+                    .iter()
+                    .map(|(key, value)| lb_service_entry::<Ipv6Addr>(key, value, raw_service_key6)),
+            )
             .collect();
         let mut backends = lb::backends(ebpf).map_err(internal)?;
         backends.sort_by_key(|(id, _)| *id);
+        let mut backends6 = lb::backends6(ebpf).map_err(internal)?;
+        backends6.sort_by_key(|(id, _)| *id);
         let backends = backends
             .iter()
-            .map(|(id, b)| lb_backend_entry(*id, b))
+            .map(|(id, b)| lb_backend_entry::<Ipv4Addr>(*id, b, raw_backend4))
+            .chain(
+                backends6
+                    .iter()
+                    .map(|(id, b)| lb_backend_entry::<Ipv6Addr>(*id, b, raw_backend6)),
+            )
             .collect();
         let mut rev_nat = lb::revnats(ebpf).map_err(internal)?;
         rev_nat.sort_by_key(|(id, _)| *id);
