@@ -92,6 +92,10 @@ enum Bench {
         /// cross-node row through the VXLAN tunnel.
         #[arg(long)]
         routing_mode: Option<String>,
+        /// A dual-stack lab; Weir's same-node and cross-node rows over
+        /// IPv6 too.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Time of `lab up` and of applying N pods, with real agents and CNI.
     Lab {
@@ -116,12 +120,14 @@ fn main() -> Result<()> {
             host_routing,
             no_flow_export,
             routing_mode,
+            ipv6,
         } => weir_bench::pod_to_pod::run(&weir_bench::pod_to_pod::Options {
             runs,
             quick,
             host_routing,
             flow_export: !no_flow_export,
             routing_mode,
+            ipv6,
         }),
         Bench::PolicyScale {
             policies,

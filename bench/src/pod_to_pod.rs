@@ -56,6 +56,9 @@ pub struct Options {
     /// The lab agents' `--routing-mode` (None: native); named in the
     /// cross-node row.
     pub routing_mode: Option<String>,
+    /// A dual-stack lab, with Weir's same-node and cross-node rows also
+    /// measured over IPv6 (their ratios are to the IPv4 bare paths).
+    pub ipv6: bool,
 }
 
 /// A row to measure: its name, what it is compared with, its path, and
@@ -203,11 +206,18 @@ pub fn run(options: &Options) -> Result<()> {
         weir_cross.as_str(),
         weir_policy.as_str(),
     );
-    let mut lab = match weir::WeirLab::up() {
+    let weir_same_v6 = format!("{weir_same}, IPv6");
+    let weir_cross_v6 = format!("{weir_cross}, IPv6");
+    let mut lab = match weir::WeirLab::up(options.ipv6) {
         Ok(lab) => Some(lab),
         Err(e) => {
             for row in [weir_same, weir_cross, weir_policy, weir_scale.as_str()] {
                 results.skip(row, format!("the lab did not come up: {e:#}"));
+            }
+            if options.ipv6 {
+                for row in [&weir_same_v6, &weir_cross_v6] {
+                    results.skip(row, format!("the lab did not come up: {e:#}"));
+                }
             }
             None
         }
@@ -224,6 +234,18 @@ pub fn run(options: &Options) -> Result<()> {
             Baseline::CrossNode,
             lab.cross_node()?,
         ));
+        if options.ipv6 {
+            first.push(Target::weir(
+                &weir_same_v6,
+                Baseline::SameNode,
+                lab.same_node_v6()?,
+            ));
+            first.push(Target::weir(
+                &weir_cross_v6,
+                Baseline::CrossNode,
+                lab.cross_node_v6()?,
+            ));
+        }
     }
     measure_rows(&first, runs, amounts, &agents, &mut results)?;
 

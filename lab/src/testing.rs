@@ -40,6 +40,16 @@ impl TestLab {
         TestLab::up_with_options(nodes, Source::ManifestDir, Options { dual_stack: true })
     }
 
+    /// [`TestLab::up_kvstore`] dual stack.
+    pub fn up_kvstore_dual_stack(nodes: usize) -> Result<TestLab> {
+        let source = Source::ControlPlane {
+            kube: KubeBinaries::locate()?,
+            identities: Identities::Kvstore,
+            real_nodes: false,
+        };
+        TestLab::up_with_options(nodes, source, Options { dual_stack: true })
+    }
+
     /// [`TestLab::up`] with identities, endpoints and nodes shared through
     /// the lab's etcd (kvstore mode), for what concerns the kvstore.
     pub fn up_kvstore(nodes: usize) -> Result<TestLab> {

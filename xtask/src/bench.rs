@@ -120,6 +120,10 @@ pub enum Bench {
         /// `tunnel` (VXLAN between the nodes), to compare the two.
         #[arg(long)]
         routing_mode: Option<String>,
+        /// A dual-stack lab, and Weir's same-node and cross-node rows
+        /// measured over IPv6 too, beside the IPv4 ones.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Time of `lab up` and of applying 20 pods (real agents, real CNI).
     Lab {
@@ -203,8 +207,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             host_routing,
             no_flow_export,
             routing_mode,
+            ipv6,
         } => {
             let mut args = vec!["pod-to-pod".to_string(), "--runs".into(), runs.to_string()];
+            if *ipv6 {
+                args.push("--ipv6".into());
+            }
             if let Some(mode) = routing_mode {
                 args.extend(["--routing-mode".into(), mode.clone()]);
             }

@@ -10,7 +10,7 @@
 //! their own ([`THROUGHPUT_CPUS`]).
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +62,7 @@ pub struct Sample {
 pub struct Path {
     pub client: String,
     pub server: String,
-    pub server_ip: Ipv4Addr,
+    pub server_ip: IpAddr,
 }
 
 /// The servers of a path, stopped on drop.
@@ -243,7 +243,7 @@ struct Echo {
 }
 
 impl Echo {
-    fn start(netns: &str, address: Ipv4Addr, port: u16) -> Result<Echo> {
+    fn start(netns: &str, address: IpAddr, port: u16) -> Result<Echo> {
         let listener = netns::run_in(netns, move || TcpListener::bind((address, port)))?
             .with_context(|| format!("bind {address}:{port} in {netns}"))?;
         let serving = listener.try_clone()?;

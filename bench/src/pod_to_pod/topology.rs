@@ -63,7 +63,7 @@ impl Bare {
             path: Path {
                 client: client.name().to_string(),
                 server: server.name().to_string(),
-                server_ip: SERVER_IP,
+                server_ip: SERVER_IP.into(),
             },
             namespaces: vec![client, server, node],
         })
@@ -123,7 +123,7 @@ impl Bare {
             path: Path {
                 client: client.name().to_string(),
                 server: server.name().to_string(),
-                server_ip: SERVER_IP,
+                server_ip: SERVER_IP.into(),
             },
             namespaces: vec![client, server, node1, node2, underlay],
         })

@@ -44,8 +44,12 @@ pub fn policies_yaml() -> String {
 }
 
 impl WeirLab {
-    pub fn up() -> Result<WeirLab> {
-        let mut lab = TestLab::up_kvstore(2)?;
+    /// `dual_stack`: every pod also has an IPv6 address ([`Self::same_node_v6`]).
+    pub fn up(dual_stack: bool) -> Result<WeirLab> {
+        let mut lab = match dual_stack {
+            true => TestLab::up_kvstore_dual_stack(2)?,
+            false => TestLab::up_kvstore(2)?,
+        };
         let mut yaml = netpol_cluster_yaml();
         yaml.push_str(&namespace_yaml(NAMESPACE));
         yaml.push_str(&pod("client", "client", "n1"));
@@ -59,24 +63,41 @@ impl WeirLab {
         })
     }
 
-    fn path_to(&self, server: &str) -> Result<Path> {
+    fn path_to(&self, server: &str, ipv6: bool) -> Result<Path> {
         let client = self.lab.pod(&format!("{NAMESPACE}/client"))?;
         let server = self.lab.pod(&format!("{NAMESPACE}/{server}"))?;
+        let server_ip = match ipv6 {
+            true => server
+                .ipv6
+                .with_context(|| format!("{} has no IPv6 address", server.key()))?
+                .into(),
+            false => server.ip.into(),
+        };
         Ok(Path {
             client: client.netns.clone(),
             server: server.netns.clone(),
-            server_ip: server.ip,
+            server_ip,
         })
     }
 
     /// Client to the server on its node.
     pub fn same_node(&self) -> Result<Path> {
-        self.path_to("server")
+        self.path_to("server", false)
+    }
+
+    /// [`Self::same_node`] over IPv6 (a dual-stack lab).
+    pub fn same_node_v6(&self) -> Result<Path> {
+        self.path_to("server", true)
+    }
+
+    /// [`Self::cross_node`] over IPv6 (a dual-stack lab).
+    pub fn cross_node_v6(&self) -> Result<Path> {
+        self.path_to("remote", true)
     }
 
     /// Client to the server on the other node.
     pub fn cross_node(&self) -> Result<Path> {
-        self.path_to("remote")
+        self.path_to("remote", false)
     }
 
     /// The processes whose CPU is shown beside each row: each node's agent
