@@ -27,15 +27,18 @@ enum Sink {
     Whole(Table),
 }
 
+/// The time `seconds` before now, as the Observer API's `since`.
+pub fn seconds_ago(seconds: u64) -> weir_observer::proto::Timestamp {
+    let t = SystemTime::now() - Duration::from_secs(seconds);
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    weir_observer::proto::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
 fn request(args: &ObserveArgs) -> GetFlowsRequest {
-    let since = args.since_seconds.map(|s| {
-        let t = SystemTime::now() - Duration::from_secs(s);
-        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        weir_observer::proto::Timestamp {
-            seconds: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
-        }
-    });
+    let since = args.since_seconds.map(seconds_ago);
     GetFlowsRequest {
         number: args.last.unwrap_or(if args.follow { 0 } else { 20 }),
         follow: args.follow,

@@ -4,7 +4,7 @@
 //! for this node's agent to judge.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Result;
 use weir_agent_api::v1;
@@ -28,15 +28,7 @@ pub struct Recorded {
 /// none), grouped into connections.
 pub async fn read(server: &str, tls: &TlsArgs, since_seconds: Option<u64>) -> Result<Recorded> {
     let now = SystemTime::now();
-    let since = since_seconds.map(|s| {
-        let d = (now - Duration::from_secs(s))
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        weir_observer::proto::Timestamp {
-            seconds: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
-        }
-    });
+    let since = since_seconds.map(observe::seconds_ago);
     let mut client = observe::connect_to(server, tls).await?;
     let mut stream = client
         .get_flows(GetFlowsRequest {

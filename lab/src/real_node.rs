@@ -111,9 +111,7 @@ impl RealNode {
     /// that mention `needle`, the last `max` of them: what a test shows
     /// when the node did not do what it waited for.
     pub fn log_lines(&self, log: &str, needle: &str, max: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join(log)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
-        lines[lines.len().saturating_sub(max)..].join("\n")
+        matching_lines(&self.dir.join(log), needle, max)
     }
 
     /// `ctr` against the node's containerd, in the CRI's namespace.
@@ -463,4 +461,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         bin = real.path("cni-bin"),
         conf = real.path("cni-conf"),
     )
+}
+
+/// The last `max` lines of the file at `path` that contain `needle` (none
+/// when it cannot be read): what a failing test quotes of a log.
+pub fn matching_lines(path: &Path, needle: &str, max: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+    lines[lines.len().saturating_sub(max)..].join("\n")
 }

@@ -59,9 +59,7 @@ fn connect(lab: &TestLab, node: &str, from: &str, target: &str) -> ClientResult 
 /// The lines of `node`'s agent log that mention `needle` (the last 30).
 fn agent_log_lines(lab: &str, node: &str, needle: &str) -> String {
     let log = weir_lab::lab_dir(lab).join(node).join("agent.log");
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    weir_lab::real_node::matching_lines(&log, needle, 30)
 }
 
 fn lab_client() -> std::path::PathBuf {
