@@ -38,7 +38,7 @@ use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
 use aya_ebpf::macros::{cgroup_sock_addr, classifier};
 use aya_ebpf::programs::{SockAddrContext, TcContext};
 use events::Report;
-use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::ipcache::{FAMILY_IPV4, FAMILY_IPV6};
 use weir_abi::{Reason, TrafficDirection};
 
 /// Host-side veth ingress: what the pod sent (the pod's egress).
@@ -167,17 +167,18 @@ fn to_local_pod(
     action: i32,
 ) -> i32 {
     if let Ok(flow) = parsed {
-        if direction == TrafficDirection::Ingress
-            && action == TC_ACT_OK
-            && flow.family == FAMILY_IPV4
-            && redirect::enabled()
-        {
+        if direction == TrafficDirection::Ingress && action == TC_ACT_OK && redirect::enabled() {
             let daddr = &flow.daddr;
-            return redirect::route(
-                ctx,
-                u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
-                true,
-            );
+            if flow.family == FAMILY_IPV4 {
+                return redirect::route(
+                    ctx,
+                    u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
+                    true,
+                );
+            }
+            if flow.family == FAMILY_IPV6 {
+                return redirect::route6(ctx, *daddr, true);
+            }
         }
     }
     action
@@ -246,17 +247,18 @@ fn handle_pod(ctx: &TcContext, direction: TrafficDirection) -> i32 {
     // eBPF host routing: a from-pod packet that passed goes straight to the
     // device the node routes it through (redirect.rs), after it was counted
     // and reported like any other.
-    if direction == TrafficDirection::Egress
-        && action == TC_ACT_OK
-        && report.flow.family == FAMILY_IPV4
-        && redirect::enabled()
-    {
+    if direction == TrafficDirection::Egress && action == TC_ACT_OK && redirect::enabled() {
         let daddr = &report.flow.daddr;
-        return redirect::route(
-            ctx,
-            u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
-            false,
-        );
+        if report.flow.family == FAMILY_IPV4 {
+            return redirect::route(
+                ctx,
+                u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
+                false,
+            );
+        }
+        if report.flow.family == FAMILY_IPV6 {
+            return redirect::route6(ctx, *daddr, false);
+        }
     }
     action
 }

@@ -2,10 +2,11 @@
 //! known is sent straight to the device the node routes it through, without
 //! the host's IP stack (routing, netfilter) in between.
 //!
-//! Only IPv4 packets to an address of a pod CIDR (`weir_pod_cidrs`: this
-//! node's and every other node's) are redirected; everything else (the node
-//! itself, the world, IPv6) goes up the stack as before, where a host
-//! firewall, masquerading or anything else the node configures applies.
+//! Only packets to an address of a pod CIDR (`weir_pod_cidrs`: this node's
+//! and every other node's; `weir_pod_cidrs6` for IPv6, [`route6`]) are
+//! redirected; everything else (the node itself, the world) goes up the
+//! stack as before, where a host firewall, masquerading or anything else
+//! the node configures applies.
 //! `weir_from_pod` redirects a pod's packets to any pod CIDR (this node's
 //! pods and the node device toward other nodes); `weir_from_netdev`
 //! redirects packets from the network to this node's pods only.
@@ -37,9 +38,9 @@ use aya_ebpf::helpers::generated::{
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::EbpfContext;
-use weir_abi::{EndpointKey, PodCidrKey};
+use weir_abi::{EndpointKey, PodCidr6Key, PodCidrKey};
 
-use crate::antispoof::POD_CIDRS;
+use crate::antispoof::{POD_CIDRS, POD_CIDRS6};
 use crate::maps::ENDPOINTS;
 use crate::packet::Packet;
 
@@ -49,8 +50,13 @@ use crate::packet::Packet;
 static WEIR_HOST_ROUTING: u8 = 0;
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+const IPV6_HOP_LIMIT_OFF: usize = ETH_HLEN + 7;
+const IPV6_SADDR_OFF: usize = ETH_HLEN + 8;
+const IPV6_HLEN: usize = 40;
 const IPV4_TOS_OFF: usize = ETH_HLEN + 1;
 const IPV4_TTL_OFF: usize = ETH_HLEN + 8;
 const IPV4_CSUM_OFF: usize = ETH_HLEN + 10;
@@ -125,13 +131,7 @@ pub fn route(ctx: &TcContext, daddr: u32, from_network: bool) -> i32 {
     if !resolved && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         return TC_ACT_OK;
     }
-    if from_network
-        && ENDPOINTS
-            .get_ptr(EndpointKey {
-                ifindex: params.ifindex,
-            })
-            .is_none()
-    {
+    if from_network && !to_endpoint(&params) {
         return TC_ACT_OK;
     }
     // Forwarded, so the TTL goes down by one as the stack would do it.
@@ -145,6 +145,99 @@ pub fn route(ctx: &TcContext, daddr: u32, from_network: bool) -> i32 {
     {
         return TC_ACT_OK;
     }
+    send(ctx, &params, resolved)
+}
+
+/// [`route`] for an IPv6 packet to `daddr` (network order): the same
+/// rules, with `weir_pod_cidrs6`, an IPv6 FIB lookup and the hop limit
+/// (which no checksum covers) for the TTL.
+#[inline(never)]
+pub fn route6(ctx: &TcContext, daddr: [u8; 16], from_network: bool) -> i32 {
+    let Some(cidr) = POD_CIDRS6.get(Key::new(128, PodCidr6Key { addr: daddr })) else {
+        return TC_ACT_OK;
+    };
+    if from_network && !cidr.is_local() {
+        return TC_ACT_OK;
+    }
+    // The Ethernet header and the IPv6 header, read at once.
+    let Some(headers) = Packet::new(ctx).read::<[u8; ETH_HLEN + IPV6_HLEN]>(0) else {
+        return TC_ACT_OK;
+    };
+    let hop_limit = headers[IPV6_HOP_LIMIT_OFF];
+    // The stack answers an expiring hop limit (time exceeded).
+    if headers[12..14] != ETH_P_IPV6 || hop_limit <= 1 {
+        return TC_ACT_OK;
+    }
+    let word = |at: usize| {
+        u32::from_ne_bytes([
+            headers[at],
+            headers[at + 1],
+            headers[at + 2],
+            headers[at + 3],
+        ])
+    };
+    // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid value.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET6;
+    params.ifindex = crate::ifindex(ctx);
+    // Traffic class and flow label, as the header holds them (network
+    // order), the version masked off.
+    params.__bindgen_anon_2.flowinfo = u32::from_ne_bytes([
+        headers[ETH_HLEN] & 0x0f,
+        headers[ETH_HLEN + 1],
+        headers[ETH_HLEN + 2],
+        headers[ETH_HLEN + 3],
+    ]);
+    params.__bindgen_anon_3.ipv6_src = [
+        word(IPV6_SADDR_OFF),
+        word(IPV6_SADDR_OFF + 4),
+        word(IPV6_SADDR_OFF + 8),
+        word(IPV6_SADDR_OFF + 12),
+    ];
+    params.__bindgen_anon_4.ipv6_dst = [
+        u32::from_ne_bytes([daddr[0], daddr[1], daddr[2], daddr[3]]),
+        u32::from_ne_bytes([daddr[4], daddr[5], daddr[6], daddr[7]]),
+        u32::from_ne_bytes([daddr[8], daddr[9], daddr[10], daddr[11]]),
+        u32::from_ne_bytes([daddr[12], daddr[13], daddr[14], daddr[15]]),
+    ];
+    // SAFETY: the context and a parameter block of the size passed.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    let resolved = rc == BPF_FIB_LKUP_RET_SUCCESS as i64;
+    if !resolved && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        return TC_ACT_OK;
+    }
+    if from_network && !to_endpoint(&params) {
+        return TC_ACT_OK;
+    }
+    if ctx.store(IPV6_HOP_LIMIT_OFF, &(hop_limit - 1), 0).is_err() {
+        return TC_ACT_OK;
+    }
+    send(ctx, &params, resolved)
+}
+
+/// Whether the FIB's answer leaves by a pod's interface (an endpoint in
+/// `weir_endpoints`, whose egress runs `weir_to_pod`).
+#[inline(always)]
+fn to_endpoint(params: &bpf_fib_lookup) -> bool {
+    ENDPOINTS
+        .get_ptr(EndpointKey {
+            ifindex: params.ifindex,
+        })
+        .is_some()
+}
+
+/// Hands the packet to the FIB's device: with the next hop's and the
+/// device's MAC addresses when the neighbour is known, else through
+/// `bpf_redirect_neigh`, which resolves it.
+#[inline(always)]
+fn send(ctx: &TcContext, params: &bpf_fib_lookup, resolved: bool) -> i32 {
     if resolved {
         let mut macs = [0u8; 12];
         macs[..6].copy_from_slice(&params.dmac);
