@@ -135,6 +135,50 @@ impl TestLab {
     }
 }
 
+impl TestLab {
+    /// `weir -o json observe` on `node` against its Observer API with
+    /// `args`: the flows, one JSON object each. Panics (failing the test)
+    /// when the command fails.
+    pub fn observe(&self, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
+        let server = crate::hubble_socket(self.state().node(node).expect("a lab node"));
+        let server = server.to_str().expect("a UTF-8 socket path");
+        let out = self
+            .weir(
+                node,
+                &[&["-o", "json", "observe", "--server", server], args].concat(),
+            )
+            .expect("weir observe runs");
+        assert!(
+            out.status.success(),
+            "weir observe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a flow as JSON"))
+            .collect()
+    }
+}
+
+/// Runs `attempt` every 200 ms until `done` holds for its result, which it
+/// returns; panics (failing the test) with the last result after `limit`.
+pub fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    mut attempt: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let result = attempt();
+        if done(&result) {
+            return result;
+        }
+        assert!(Instant::now() < deadline, "{what}: last result {result:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Polls `done` every 200 ms until it holds; panics (failing the test)
 /// after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {

@@ -172,8 +172,7 @@ fn network_policy_selects_and_blocks_over_ipv6() {
     // The denied IPv6 connection from x/c (on n2) is a drop on x/a's node
     // with both IPv6 addresses, both pods and the reason.
     let (a, c) = (lab.pod("x/a").unwrap(), lab.pod("x/c").unwrap());
-    let drops = observe(
-        &lab,
+    let drops = lab.observe(
         "n1",
         &["--verdict", "DROPPED", "--to-pod", "x/a", "--last", "1000"],
     );
@@ -188,46 +187,16 @@ fn network_policy_selects_and_blocks_over_ipv6() {
     assert_eq!(drop["destination"]["pod_name"], "a");
 }
 
-/// `weir observe ARGS` against `node`'s Observer API, as JSON lines.
-fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
-    let server = weir_lab::hubble_socket(lab.state().node(node).unwrap());
-    let server = server.to_str().unwrap();
-    let out = lab
-        .weir(
-            node,
-            &[&["-o", "json", "observe", "--server", server], args].concat(),
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// How long the agents may take to program a Service once its slices exist.
 const SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs `attempt` until `done` holds for its result or [`SERVICE_TIMEOUT`]
-/// passes (then panics with the last result).
+/// [`weir_lab::testing::eventually`] within [`SERVICE_TIMEOUT`].
 fn eventually<T: std::fmt::Debug>(
     what: &str,
-    mut attempt: impl FnMut() -> T,
+    attempt: impl FnMut() -> T,
     done: impl Fn(&T) -> bool,
 ) -> T {
-    let deadline = Instant::now() + SERVICE_TIMEOUT;
-    loop {
-        let result = attempt();
-        if done(&result) {
-            return result;
-        }
-        assert!(Instant::now() < deadline, "{what}: last result {result:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    weir_lab::testing::eventually(what, SERVICE_TIMEOUT, attempt, done)
 }
 
 /// The servers that answered `count` connections (TCP) or datagrams (UDP)

@@ -338,27 +338,6 @@ fn pinned_pod_cidrs(bpffs_dir: &std::path::Path) -> BTreeMap<Ipv4Network, PodCid
         .collect()
 }
 
-/// `weir observe ARGS` against `node`'s Observer API, as JSON lines.
-fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
-    let server = weir_lab::hubble_socket(lab.state().node(node).unwrap());
-    let server = server.to_str().unwrap();
-    let out = lab
-        .weir(
-            node,
-            &[&["-o", "json", "observe", "--server", server], args].concat(),
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The packets counted under "Unknown sender" on `node`'s devices.
 fn unknown_sender_drops(lab: &TestLab, node: &str) -> u64 {
     let needle = "weir_drop_count_total{direction=\"ingress\",reason=\"Unknown sender\"} ";
@@ -511,8 +490,7 @@ fn spoofed_pod_sources_from_the_world_and_other_nodes_are_dropped() {
         3 * spoofers
     );
     // ... and reported as a drop flow with its reason, at the node device.
-    let flows = observe(
-        &lab,
+    let flows = lab.observe(
         "n1",
         &["--verdict", "DROPPED", "--type", "drop", "--last", "1000"],
     );

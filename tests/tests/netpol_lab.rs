@@ -670,27 +670,10 @@ fn the_only_policy_of_a_pod_that_becomes_unreadable_keeps_it_enforced_manifest_d
     assert!(report.is_none(), "deleted:\n{}", report.unwrap());
 }
 
-/// `weir -o json observe --server <node's Observer socket> ARGS` as JSON
-/// lines.
-fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
-    let server = weir_lab::hubble_socket(lab.state().node(node).unwrap());
-    let server = server.to_str().unwrap();
-    let (ok, out) = weir(
-        lab,
-        node,
-        &[&["-o", "json", "observe", "--server", server], args].concat(),
-    );
-    assert!(ok, "weir observe failed: {out}");
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Every flow (up to the ring's 4,095) of the last `since` seconds that
-/// `args` select, as [`observe`] reads them.
+/// `args` select, as [`TestLab::observe`] reads them.
 fn observe_since(lab: &TestLab, node: &str, since: &str, args: &[&str]) -> Vec<serde_json::Value> {
-    observe(
-        lab,
+    lab.observe(
         node,
         &[&["--last", "4095", "--since-seconds", since], args].concat(),
     )
@@ -777,8 +760,7 @@ fn audit_mode_reports_would_be_drops_and_drops_nothing() {
         "y/a is allowed, not audited: {audited:#?}"
     );
     assert!(
-        observe(
-            &lab,
+        lab.observe(
             &node,
             &[
                 "--since-seconds",

@@ -7,27 +7,6 @@ use weir_lab::probe::{probe_with_timeout, Target};
 use weir_lab::testing::{netpol_cluster_yaml, TestLab};
 use weir_types::NamespacedName;
 
-/// `weir observe ARGS` against `node`'s Observer API, as JSON lines.
-fn observe(lab: &TestLab, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
-    let server = weir_lab::hubble_socket(lab.state().node(node).unwrap());
-    let server = server.to_str().unwrap();
-    let out = lab
-        .weir(
-            node,
-            &[&["-o", "json", "observe", "--server", server], args].concat(),
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn pod(flow: &serde_json::Value, side: &str) -> String {
     NamespacedName::new(
         flow[side]["namespace"].as_str().unwrap_or(""),
@@ -74,8 +53,7 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     );
 
     // The denied connection: a drop with both pods named and the reason.
-    let drops = observe(
-        &lab,
+    let drops = lab.observe(
         "n1",
         &[
             "--verdict",
@@ -138,8 +116,7 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     assert_eq!(flow["traffic_direction"], "INGRESS");
 
     // The allowed one: forwarded flows both ways.
-    let flows = observe(
-        &lab,
+    let flows = lab.observe(
         "n1",
         &[
             "--verdict",
@@ -156,8 +133,7 @@ fn denied_and_allowed_connections_show_up_as_flows() {
             .any(|f| pod(f, "destination") == "x/a" && f["destination_port"] == 80),
         "{flows:?}"
     );
-    let replies = observe(
-        &lab,
+    let replies = lab.observe(
         "n1",
         &[
             "--verdict",
@@ -265,9 +241,11 @@ fn denied_and_allowed_connections_show_up_as_flows() {
     );
 
     // Filters select exactly: x/c never talked to z/a.
-    assert!(observe(&lab, "n1", &["--from-pod", "x/c", "--to-pod", "z/a"]).is_empty());
+    assert!(lab
+        .observe("n1", &["--from-pod", "x/c", "--to-pod", "z/a"])
+        .is_empty());
     // Every flow of a namespace filter involves that namespace.
-    let in_y = observe(&lab, "n1", &["--namespace", "y", "--last", "200"]);
+    let in_y = lab.observe("n1", &["--namespace", "y", "--last", "200"]);
     assert!(
         !in_y.is_empty(),
         "y/a talked to x/a on n1: there are flows of namespace y"

@@ -4,7 +4,7 @@
 //! only in those maps.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_lab::testing::{namespace_yaml, TestLab};
 use weir_lab::ClientResult;
@@ -68,22 +68,14 @@ fn counts(results: &[ClientResult]) -> BTreeMap<String, usize> {
     seen
 }
 
-/// Runs `attempt` until `done` holds for its result (the agents program
-/// the maps within a few reconcile ticks) or 20 s pass.
+/// [`weir_lab::testing::eventually`] within 20 s (the agents program the
+/// maps within a few reconcile ticks).
 fn eventually<T: std::fmt::Debug>(
     what: &str,
-    mut attempt: impl FnMut() -> T,
+    attempt: impl FnMut() -> T,
     done: impl Fn(&T) -> bool,
 ) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let result = attempt();
-        if done(&result) {
-            return result;
-        }
-        assert!(Instant::now() < deadline, "{what}: last result {result:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    weir_lab::testing::eventually(what, Duration::from_secs(20), attempt, done)
 }
 
 fn all_ok(results: &[ClientResult]) -> bool {
