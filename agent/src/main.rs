@@ -394,7 +394,7 @@ async fn start_cluster_sync(
         None => None,
     };
     if let Some(via) = route_via {
-        spawn_node_routes(view.clone(), args.node_name.clone(), via);
+        spawn_node_routes(view.clone(), args.node_name.clone(), via, status.clone());
     }
     let manifests = match args.manifests_dir.as_deref() {
         Some(path) => {
@@ -701,19 +701,37 @@ async fn resolve_node_network(args: &mut Config) -> Result<PodCidrs> {
 /// Keeps the routes to the other nodes' pod CIDRs equal to the node records
 /// (`--auto-direct-node-routes`). Checks the view twice a second: a route
 /// is needed before the first pod of a new node talks across, which takes
-/// longer than that to schedule and wire.
-fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String, via: RouteVia) {
+/// longer than that to schedule and wire. Their state goes to `/readyz`
+/// and `weir status` (`node-routes`): ok once they match a complete node
+/// list, so a restarted agent is not ready before its pods can reach the
+/// other nodes' pods again.
+fn spawn_node_routes(
+    view: Arc<std::sync::Mutex<SharedView>>,
+    own_node: String,
+    via: RouteVia,
+    status: SharedReconcileStatus,
+) {
     use weir_agent::datapath::node_routes::{NodeRouteSet, NodeRoutes};
+    use weir_agent::reconcile::status::{StepReport, StepState};
+    let publish = move |report: StepReport| {
+        status.lock().unwrap_or_else(|e| e.into_inner()).node_routes = Some(report);
+    };
+    let mut report = StepReport::pending("node-routes");
+    // Before the loop's first pass can make the agent ready.
+    publish(report.clone());
     tokio::spawn(async move {
         let mut routes = match NodeRoutes::open(via).await {
             Ok(routes) => routes,
             Err(error) => {
                 warn!(%error, "node routes unavailable");
+                report.state = StepState::Failing;
+                report.consecutive_failures = 1;
+                report.last_error = error.to_string();
+                publish(report);
                 return;
             }
         };
         let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
-        let mut last_error = String::new();
         loop {
             ticker.tick().await;
             let (desired, complete) = {
@@ -735,18 +753,36 @@ fn spawn_node_routes(view: Arc<std::sync::Mutex<SharedView>>, own_node: String, 
                     .collect();
                 (desired, view.nodes_synced)
             };
-            if routes.is_current(&desired) && complete {
-                continue;
-            }
-            match routes.sync(&desired, complete).await {
-                Ok(()) => last_error.clear(),
+            let synced = if routes.is_current(&desired) && complete {
+                Ok(())
+            } else {
+                routes.sync(&desired, complete).await
+            };
+            let before = report.clone();
+            match synced {
+                Ok(()) => {
+                    // The routes of the nodes known so far are in; ok only
+                    // once every node is known.
+                    report.state = if complete {
+                        StepState::Ok
+                    } else {
+                        StepState::Pending
+                    };
+                    report.consecutive_failures = 0;
+                    report.last_error.clear();
+                }
                 Err(error) => {
                     let text = error.to_string();
-                    if text != last_error {
+                    if text != report.last_error {
                         warn!(%error, "node routes");
-                        last_error = text;
                     }
+                    report.state = StepState::Failing;
+                    report.consecutive_failures += 1;
+                    report.last_error = text;
                 }
+            }
+            if report != before {
+                publish(report.clone());
             }
         }
     });

@@ -194,6 +194,17 @@ fn an_agent_restart_adopts_the_lb_maps_and_keeps_serving_manifest_dir() {
         operations.iter().all(|l| l.ends_with(" 0")),
         "{operations:?}"
     );
+    // Connections only once the agent says it is ready: in tunnel mode
+    // that includes its route to n2's pod CIDR (web-2, web-3). The route
+    // may be new to this agent: n2 publishes its record once etcd answers,
+    // and the first agent (checking its routes every 500 ms) may have
+    // stopped before it saw it. Until the new one has listed the nodes and
+    // installed it, a SYN to n2 finds no route on n1 (ENETUNREACH).
+    eventually(
+        "the restarted agent is ready",
+        || lab.agent_ready("n1"),
+        |ready| *ready,
+    );
     let results = lab.pod_client("svc/client-n1", &target, 60).unwrap();
     assert!(all_ok(&results), "{:?}", counts(&results));
     assert_eq!(counts(&results).len(), 3, "{:?}", counts(&results));

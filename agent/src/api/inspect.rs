@@ -151,6 +151,7 @@ impl Inspect for InspectService {
         let reconcile_steps = reconcile
             .steps
             .iter()
+            .chain(&reconcile.node_routes)
             .map(|step| v1::ReconcileStep {
                 name: step.name.clone(),
                 state: step.state.as_str().into(),

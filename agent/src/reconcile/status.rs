@@ -37,6 +37,18 @@ pub struct StepReport {
     pub last_error: String,
 }
 
+impl StepReport {
+    /// `name`, not run yet.
+    pub fn pending(name: &str) -> StepReport {
+        StepReport {
+            name: name.to_string(),
+            state: StepState::Pending,
+            consecutive_failures: 0,
+            last_error: String::new(),
+        }
+    }
+}
+
 /// Every step of the loop, in pass order. No steps: this agent runs no
 /// reconcile loop (no kvstore configured), so there is nothing to wait for.
 #[derive(Debug, Clone, Default)]
@@ -47,30 +59,34 @@ pub struct ReconcileStatus {
     /// The connection to the shared store, when there is one (written by
     /// the store's connection check, not by the reconciler).
     pub kvstore: Option<Connection>,
+    /// The routes to the other nodes' pod CIDRs, when the agent keeps them
+    /// (tunnel mode, `--auto-direct-node-routes`; written by their task,
+    /// not by the reconciler): ok once they match a complete node list.
+    pub node_routes: Option<StepReport>,
 }
 
 impl ReconcileStatus {
     /// The loop is expected to run these steps; none has run yet.
     pub fn pending(names: &[&str]) -> ReconcileStatus {
         ReconcileStatus {
-            steps: names
-                .iter()
-                .map(|name| StepReport {
-                    name: name.to_string(),
-                    state: StepState::Pending,
-                    consecutive_failures: 0,
-                    last_error: String::new(),
-                })
-                .collect(),
+            steps: names.iter().map(|name| StepReport::pending(name)).collect(),
             synced: false,
             kvstore: None,
+            node_routes: None,
         }
     }
 
-    /// Ready when every step has run and its last run succeeded, and the
-    /// shared store (if any) answers.
+    /// Ready when every step has run and its last run succeeded, the
+    /// shared store (if any) answers, and the routes to the other nodes'
+    /// pods (if the agent keeps them) are in place: until then this node's
+    /// pods cannot reach those nodes' pods (or their service backends).
     pub fn ready(&self) -> bool {
-        self.steps_ok() && self.kvstore.as_ref().is_none_or(Connection::is_connected)
+        self.steps_ok()
+            && self.kvstore.as_ref().is_none_or(Connection::is_connected)
+            && self
+                .node_routes
+                .as_ref()
+                .is_none_or(|routes| routes.state == StepState::Ok)
     }
 
     fn steps_ok(&self) -> bool {
@@ -102,7 +118,7 @@ impl ReconcileStatus {
         if self.kvstore.is_some() {
             let _ = writeln!(out, "kvstore: {}", self.kvstore_line(SystemTime::now()));
         }
-        for step in &self.steps {
+        for step in self.steps.iter().chain(&self.node_routes) {
             let _ = write!(out, "{}: {}", step.name, step.state.as_str());
             if step.consecutive_failures > 0 {
                 let _ = write!(out, " ({} failures)", step.consecutive_failures);
@@ -159,6 +175,27 @@ mod tests {
         assert!(status
             .render()
             .starts_with("kvstore: unreachable for 0 s: connection refused\nidentities: ok\n"));
+    }
+
+    #[test]
+    fn not_ready_until_the_node_routes_are_in() {
+        let mut status = ReconcileStatus::pending(&["services"]);
+        status.steps[0].state = StepState::Ok;
+        status.node_routes = Some(StepReport::pending("node-routes"));
+        assert!(!status.ready());
+        assert_eq!(status.render(), "services: ok\nnode-routes: pending\n");
+        status.node_routes = Some(StepReport {
+            name: "node-routes".into(),
+            state: StepState::Failing,
+            consecutive_failures: 2,
+            last_error: "route 10.244.2.0/24 via 10.77.0.12: File exists".into(),
+        });
+        assert!(!status.ready());
+        assert!(status.render().ends_with(
+            "node-routes: failing (2 failures): route 10.244.2.0/24 via 10.77.0.12: File exists\n"
+        ));
+        status.node_routes.as_mut().unwrap().state = StepState::Ok;
+        assert!(status.ready());
     }
 
     #[test]
