@@ -346,6 +346,15 @@ impl Config {
 }
 
 impl Config {
+    /// The node's IPv6 address: `--node-ipv6`, or `--node-ip` when that is
+    /// an IPv6 one.
+    pub fn node_ipv6_address(&self) -> Option<std::net::Ipv6Addr> {
+        self.node_ipv6.or(match self.node_ip {
+            Some(std::net::IpAddr::V6(address)) => Some(address),
+            _ => None,
+        })
+    }
+
     /// IPv6 services (ClusterIPs through socket LB): on with
     /// `--service-cidr-v6`, their clusterIPs held to it and never the
     /// cluster's or this node's IPv6 pod addresses or the node's own.
@@ -355,10 +364,7 @@ impl Config {
     ) -> weir_lb::Ipv6Options {
         let mut reserved = self.cluster_cidrs_v6.clone();
         reserved.extend(pod_cidr_v6);
-        let node = self.node_ipv6.or(match self.node_ip {
-            Some(std::net::IpAddr::V6(address)) => Some(address),
-            _ => None,
-        });
+        let node = self.node_ipv6_address();
         reserved.extend(node.and_then(|address| ipnetwork::Ipv6Network::new(address, 128).ok()));
         weir_lb::Ipv6Options {
             enabled: !self.service_cidrs_v6.is_empty(),

@@ -195,6 +195,8 @@ pub struct LoadOptions {
     /// The node's address: the source of per-packet SNAT toward backends on
     /// other nodes (without it those backends are unreachable per packet).
     pub node_ipv4: Option<std::net::Ipv4Addr>,
+    /// The node's IPv6 address: the same for IPv6 NodePorts.
+    pub node_ipv6: Option<std::net::Ipv6Addr>,
     /// Maglev: slots per service table (a prime) and how many services can
     /// have a table (`weir_lb4_maglev` holds tables × size entries).
     pub maglev_table_size: u32,
@@ -235,6 +237,7 @@ impl Default for LoadOptions {
         LoadOptions {
             monitor_aggregation: MonitorAggregation::Medium,
             node_ipv4: None,
+            node_ipv6: None,
             maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
             maglev_tables: DEFAULT_MAGLEV_TABLES,
             max_entries: Vec::new(),
@@ -284,6 +287,7 @@ impl Datapath {
         let node_ipv4 = options
             .node_ipv4
             .map_or(0, |a| u32::from_ne_bytes(a.octets()));
+        let node_ipv6 = options.node_ipv6.map_or([0; 16], |a| a.octets());
         let maglev_entries = options
             .maglev_table_size
             .saturating_mul(options.maglev_tables)
@@ -309,6 +313,7 @@ impl Datapath {
             .default_map_pin_directory(pin_dir)
             .override_global("WEIR_MONITOR_AGGREGATION", &aggregation, true)
             .override_global("WEIR_NODE_IPV4", &node_ipv4, true)
+            .override_global("WEIR_NODE_IPV6", &node_ipv6, true)
             .override_global("WEIR_LB_MAGLEV_SIZE", &options.maglev_table_size, true)
             .override_global("WEIR_CT_NEW_INTERVAL_NS", &ct_interval, true)
             .override_global("WEIR_CT_NEW_TOLERANCE_NS", &ct_tolerance, true)

@@ -99,6 +99,7 @@ async fn run(mut args: Config) -> Result<()> {
             Some(std::net::IpAddr::V4(address)) => Some(address),
             _ => None,
         },
+        node_ipv6: args.node_ipv6_address(),
         maglev_table_size: args.maglev_table_size,
         maglev_tables: args.maglev_tables,
         ct_new_rate: args.conntrack_new_rate,
@@ -439,6 +440,7 @@ async fn start_cluster_sync(
     let node = weir_lb::NodeContext {
         name: args.node_name.clone(),
         addresses: node_addresses,
+        addresses_v6: args.node_ipv6_address().into_iter().collect(),
     };
     let services = ServiceSync::new(
         node,

@@ -216,6 +216,7 @@ fn weir_sync(
     let node = weir_lb::NodeContext {
         name: "n1".into(),
         addresses: vec![Ipv4Addr::new(10, 77, 0, 11)],
+        addresses_v6: Vec::new(),
     };
     let slices_for = |services: &[BenchService]| -> Result<(Vec<weir_lb::Service>, Vec<weir_lb::EndpointSlice>)> {
         let mut parsed = Vec::new();

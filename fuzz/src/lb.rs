@@ -44,6 +44,7 @@ pub fn fuzz(data: &[u8]) {
     let node = NodeContext {
         name: "n1".to_string(),
         addresses: vec![[10, 77, 0, 11].into(), [192, 168, 0, 11].into()],
+        addresses_v6: Vec::new(),
     };
     let options = LbOptions::default();
     let state = compile(&services, &slices, &node, &options);

@@ -33,6 +33,9 @@ pub const METRICS_PORT: u16 = 9962;
 /// the lab), reached from the nodes through a route for WORLD_PREFIX.
 pub(crate) const WORLD_UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
 pub const WORLD_PREFIX: &str = "203.0.113.0/24";
+/// The outside world's address on the underlay over IPv6 (dual stack):
+/// an external client of the nodes' IPv6 NodePorts.
+pub const WORLD_UNDERLAY_IPV6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x200);
 /// Services' externalIPs and load-balancer addresses in the lab come from
 /// here; the agents accept externalIPs from this range only.
 pub const SERVICE_EXTERNAL_PREFIX: &str = "198.51.100.0/24";

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::state::{PodRecord, Sandbox};
-use crate::topology::{world_netns, WORLD_ADDRESSES, WORLD_PREFIX, WORLD_UNDERLAY_IP};
+use crate::topology::{
+    world_netns, WORLD_ADDRESSES, WORLD_PREFIX, WORLD_UNDERLAY_IP, WORLD_UNDERLAY_IPV6,
+};
 use crate::underlay::ip;
 use crate::{process, Lab};
 use weir_tests::netns;
@@ -57,6 +59,20 @@ impl Lab {
             "dev",
             "eth0",
         ])?;
+        if self.state.dual_stack {
+            // On the nodes' IPv6 underlay prefix, no duplicate address
+            // detection (as the nodes' addresses): a client of IPv6 NodePorts.
+            ip(&[
+                "-n",
+                &world,
+                "addr",
+                "add",
+                &format!("{WORLD_UNDERLAY_IPV6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+        }
         for address in WORLD_ADDRESSES {
             ip(&[
                 "-n",

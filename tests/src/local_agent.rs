@@ -212,6 +212,7 @@ impl LocalAgent {
             weir_lb::NodeContext {
                 name: NODE.into(),
                 addresses: Vec::new(),
+                addresses_v6: Vec::new(),
             },
             weir_lb::LbOptions::default(),
             LbSync::new(NODE.into(), 1021, 256, Default::default()),

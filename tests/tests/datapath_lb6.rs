@@ -600,6 +600,7 @@ fn a_compiled_ipv6_service_written_by_the_service_sync_is_balanced() {
     let node = weir_lb::NodeContext {
         name: "n1".into(),
         addresses: Vec::new(),
+        addresses_v6: Vec::new(),
     };
     let ipv6 = weir_lb::Ipv6Options {
         enabled: true,

@@ -208,8 +208,21 @@ fn answers(
     target: &str,
     count: u32,
 ) -> std::collections::BTreeMap<String, usize> {
+    tally(lab.pod_client(client, target, count).unwrap())
+}
+
+/// [`answers`] for a client in the outside world.
+fn world_answers(
+    lab: &TestLab,
+    target: &str,
+    count: u32,
+) -> std::collections::BTreeMap<String, usize> {
+    tally(lab.world_client(target, count).unwrap())
+}
+
+fn tally(results: Vec<weir_lab::ClientResult>) -> std::collections::BTreeMap<String, usize> {
     let mut seen = std::collections::BTreeMap::new();
-    for result in lab.pod_client(client, target, count).unwrap() {
+    for result in results {
         let key = match (result.ok, result.reply, result.error) {
             (true, Some(reply), _) => reply,
             (_, _, error) => format!("error: {}", error.unwrap_or_default()),
@@ -232,7 +245,10 @@ fn ipv6_services_on_the_manifests_directory() {
 }
 
 /// A dual-stack and an IPv6-only Service over two backends, one per node,
-/// reached from a client pod on each node over every cluster IP.
+/// reached from a client pod on each node over every cluster IP, and the
+/// IPv6-only one's NodePort from the outside world on each node's IPv6
+/// address (per-packet NAT: the node's own backend with the client's
+/// source, the other node's through SNAT).
 fn ipv6_services_balance(mut lab: TestLab) {
     // Backends web-1 (n1), web-2 (n2) serve 8080; a client on each node.
     let mut yaml = namespace_yaml("s");
@@ -248,7 +264,7 @@ fn ipv6_services_balance(mut lab: TestLab) {
     }
     // A dual-stack Service (one cluster IP per family) and an IPv6-only one.
     yaml.push_str(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: s}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIP: 10.96.0.50\n  clusterIPs: [10.96.0.50, 'fd00:96::50']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web6, namespace: s}\nspec:\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: 'fd00:96::51'\n  clusterIPs: ['fd00:96::51']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP}\n---\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: s}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIP: 10.96.0.50\n  clusterIPs: [10.96.0.50, 'fd00:96::50']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web6, namespace: s}\nspec:\n  type: NodePort\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: 'fd00:96::51'\n  clusterIPs: ['fd00:96::51']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP, nodePort: 30651}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP, nodePort: 30652}\n---\n",
     );
     lab.apply_yaml(&yaml).unwrap();
     let both = |seen: &std::collections::BTreeMap<String, usize>| {
@@ -267,6 +283,17 @@ fn ipv6_services_balance(mut lab: TestLab) {
             eventually(
                 &format!("{client} -> {target}"),
                 || answers(&lab, client, target, 40),
+                both,
+            );
+        }
+    }
+    for node in ["n1", "n2"] {
+        let address = lab.state().node(node).unwrap().underlay_ipv6.unwrap();
+        for (protocol, node_port) in [("tcp", 30651), ("udp", 30652)] {
+            let target = format!("{protocol}:[{address}]:{node_port}");
+            eventually(
+                &format!("world -> {target}"),
+                || world_answers(&lab, &target, 40),
                 both,
             );
         }

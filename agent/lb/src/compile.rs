@@ -26,6 +26,9 @@ pub struct NodeContext {
     pub name: String,
     /// The node's addresses: NodePort frontends listen on each.
     pub addresses: Vec<Ipv4Addr>,
+    /// The node's IPv6 addresses: IPv6 NodePort frontends listen on each
+    /// (with [`Ipv6Options::enabled`]).
+    pub addresses_v6: Vec<Ipv6Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -95,8 +98,8 @@ impl FrontendAddresses {
 /// IPv6 frontends (the agent's `Ipv6Options`): off by default, and then
 /// every IPv6 cluster IP is a [`ServiceProblem`] rather than a frontend, so
 /// an agent that does not program the IPv6 maps says so instead of
-/// dropping them silently. Only ClusterIPs are balanced over IPv6; IPv6
-/// NodePort, externalIP and LoadBalancer frontends are always refused.
+/// dropping them silently. ClusterIPs and NodePorts are balanced over
+/// IPv6; IPv6 externalIP and LoadBalancer frontends are always refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Ipv6Options {
     /// IPv6 ClusterIP frontends are compiled (the agent programs them).
@@ -529,13 +532,19 @@ impl ServiceCompiler<Ipv6Addr> {
                 let refusal = ipv6.refusal(address);
                 self.install(service, port, candidate, options, refusal);
             }
-            // Kube-proxy would open the node port on the node's IPv6
-            // addresses for a service of the IPv6 family.
-            if has_v6 && service.service_type.has_node_ports() && port.node_port.is_some() {
-                self.problem(format!(
-                    "port {}: IPv6 NodePort is not supported yet: no NodePort frontend on the node's IPv6 addresses",
-                    port_label(port)
-                ));
+            // Kube-proxy opens the node port on the node's IPv6 addresses
+            // for a service of the IPv6 family.
+            if has_v6 && service.service_type.has_node_ports() {
+                // externalTrafficPolicy applies to clients from outside only.
+                let external = match service.external_traffic_policy {
+                    TrafficPolicy::Cluster => all.as_slice(),
+                    TrafficPolicy::Local => local.as_slice(),
+                };
+                let scopes = vec![
+                    (Scope::External, external),
+                    (Scope::Internal, all.as_slice()),
+                ];
+                self.node_ports_v6(service, port, scopes, node, options, ipv6);
             }
             for address in &service.external_ips_v6 {
                 self.problem(format!(
@@ -553,6 +562,65 @@ impl ServiceCompiler<Ipv6Addr> {
                     ));
                 }
             }
+        }
+    }
+}
+
+impl ServiceCompiler<Ipv6Addr> {
+    /// The NodePort frontends of `port` on the node's IPv6 addresses, with
+    /// the backends of each scope (both, as the IPv4 ones).
+    fn node_ports_v6(
+        &mut self,
+        service: &Service,
+        port: &ServicePort,
+        scopes: Vec<(Scope, &[Backend<Ipv6Addr>])>,
+        node: &NodeContext,
+        options: &LbOptions,
+        ipv6: &Ipv6Options,
+    ) {
+        // A dual-stack service's missing or out-of-range nodePort is
+        // reported once, by the IPv4 side.
+        let ipv6_only =
+            matches!(&service.cluster_ips, ClusterIps::Allocated(ips) if ips.is_empty());
+        let node_port = match port.node_port {
+            Some(node_port) if options.node_port_range.contains(&node_port) => node_port,
+            Some(node_port) if ipv6_only => {
+                return self.problem(format!(
+                    "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
+                    port_label(port),
+                    options.node_port_range.start(),
+                    options.node_port_range.end()
+                ));
+            }
+            None if ipv6_only
+                && (service.service_type == ServiceType::NodePort
+                    || service.allocate_load_balancer_node_ports) =>
+            {
+                return self.problem(format!(
+                    "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
+                    port_label(port)
+                ));
+            }
+            _ => return,
+        };
+        if ipv6.enabled && node.addresses_v6.is_empty() {
+            return self.problem(format!(
+                "port {}: no IPv6 NodePort frontend: the node has no IPv6 address (--node-ipv6)",
+                port_label(port)
+            ));
+        }
+        for &address in &node.addresses_v6 {
+            let candidate = Candidate {
+                kind: FrontendKind::NodePort,
+                address,
+                port: node_port,
+                scopes: scopes.clone(),
+            };
+            let refusal = (!ipv6.enabled).then(|| {
+                "IPv6 services are not enabled on this agent (it programs IPv4 frontends only)"
+                    .to_string()
+            });
+            self.install(service, port, candidate, options, refusal);
         }
     }
 }

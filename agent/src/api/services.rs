@@ -2,11 +2,13 @@
 //! from the service sync's status) and `weir bpf lb list` (what the LB maps
 //! hold, read from the kernel).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tonic::{Request, Response, Status};
 use weir_abi::ip_proto;
-use weir_abi::lb::{Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4Service, Lb6Backend, Lb6Key};
+use weir_abi::lb::{
+    ipv6_bytes, Lb4Backend, Lb4Key, Lb4Service, Lb6Backend, Lb6Key, LbNatEntry, LbNatKey,
+};
 use weir_agent_api::services as api;
 use weir_agent_api::services::services_server::Services;
 use weir_lb::{Algorithm, BackendState, FrontendKey, FrontendKind, LbAddress, Scope};
@@ -28,6 +30,30 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 fn endpoint(address: [u8; 4], port: [u8; 2]) -> String {
     format!("{}:{}", Ipv4Addr::from(address), u16::from_be_bytes(port))
+}
+
+/// A per-packet NAT mapping of either family (`address` reads its addresses).
+fn nat_entry<A: Copy>(
+    key: &LbNatKey<A>,
+    entry: &LbNatEntry<A>,
+    address: impl Fn(A) -> IpAddr,
+) -> api::LbNatEntry {
+    let endpoint =
+        |a: A, port: [u8; 2]| SocketAddr::new(address(a), u16::from_be_bytes(port)).to_string();
+    api::LbNatEntry {
+        direction: if key.direction == LbNatKey::<A>::FORWARD {
+            "forward".into()
+        } else {
+            "reply".into()
+        },
+        protocol: ip_proto::Named(key.protocol).to_string(),
+        source: endpoint(key.saddr, key.sport),
+        destination: endpoint(key.daddr, key.dport),
+        new_source: endpoint(entry.saddr, entry.sport),
+        new_destination: endpoint(entry.daddr, entry.dport),
+        backend_id: entry.backend_id,
+        snat: entry.flags & LbNatEntry::<A>::FLAG_SNAT != 0,
+    }
 }
 
 fn kind_name(kind: FrontendKind) -> &'static str {
@@ -284,23 +310,14 @@ impl Services for ServicesService {
             })
             .collect();
         let nat = if request.nat {
-            lb::nat_entries(ebpf)
-                .map_err(internal)?
-                .into_iter()
-                .map(|(k, e)| api::LbNatEntry {
-                    direction: if k.direction == Lb4NatKey::FORWARD {
-                        "forward".into()
-                    } else {
-                        "reply".into()
-                    },
-                    protocol: ip_proto::Named(k.protocol).to_string(),
-                    source: endpoint(k.saddr, k.sport),
-                    destination: endpoint(k.daddr, k.dport),
-                    new_source: endpoint(e.saddr, e.sport),
-                    new_destination: endpoint(e.daddr, e.dport),
-                    backend_id: e.backend_id,
-                    snat: e.flags & Lb4NatEntry::FLAG_SNAT != 0,
-                })
+            let v4 = lb::nat_entries(ebpf).map_err(internal)?;
+            let v6 = lb::nat6_entries_live(ebpf).map_err(internal)?;
+            v4.iter()
+                .map(|(k, e)| nat_entry(k, e, IpAddr::from))
+                .chain(
+                    v6.iter()
+                        .map(|(k, e)| nat_entry(k, e, |a| IpAddr::from(ipv6_bytes(&a)))),
+                )
                 .collect()
         } else {
             Vec::new()

@@ -131,6 +131,7 @@ mod tests {
         NodeContext {
             name: "n1".into(),
             addresses: vec!["10.77.0.11".parse().unwrap()],
+            addresses_v6: Vec::new(),
         }
     }
 

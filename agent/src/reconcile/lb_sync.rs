@@ -286,9 +286,20 @@ impl LbSync {
             );
         }
         let mut removed = 0;
+        let backend4 = |id| self.written.backends.get(&id).map(|b| (b.address, b.port));
         for (key, entry) in maps.nat()? {
-            if connections::stale_nat(&key, &entry, &self.written.backends, &members) {
+            if connections::stale_nat(&key, &entry, backend4, &members) {
                 maps.remove_nat(&key)?;
+                removed += 1;
+            }
+        }
+        let backend6 = |id| {
+            let b = self.written.backends6.get(&id)?;
+            Some((weir_abi::lb::ipv6_words(&b.address), b.port))
+        };
+        for (key, entry) in maps.nat6()? {
+            if connections::stale_nat(&key, &entry, backend6, &members) {
+                maps.remove_nat6(&key)?;
                 removed += 1;
             }
         }

@@ -30,6 +30,7 @@
 //! weir_lb6_services    (frontend, slot) ─▶ Lb6Service (= Lb4Service: same slot layout)
 //! weir_lb6_backends    backend id       ─▶ address, port, state
 //! weir_lb6_sock_revnat (socket, backend) ─▶ frontend (recvmsg6/getpeername6)
+//! weir_lb6_nat         packet tuple     ─▶ the tuple to rewrite it to (IPv6 NodePort)
 //! ```
 //!
 //! The IPv6 maps differ from the IPv4 ones only in the width of the
@@ -39,9 +40,11 @@
 //! (`weir_lb4_affinity`, keyed by network namespace cookie and rev-NAT id)
 //! are shared by both families: their contents are family-independent as
 //! long as the agent draws backend ids, rev-NAT ids and Maglev table numbers
-//! from one pool per kind for both families, which it must. IPv6 has no
-//! per-packet NAT yet (no `weir_lb6_revnat` or `weir_lb6_nat`): IPv6
-//! frontends are ClusterIPs reached through the socket hooks only.
+//! from one pool per kind for both families, which it must.
+//!
+//! Per-packet NAT over IPv6 covers NodePorts reached from the network
+//! (`weir_lb6_nat`, the same mappings as `weir_lb4_nat`); a pod's own
+//! packets to an IPv6 frontend are translated by the socket hooks only.
 
 /// Lookup scope of a frontend (see the module docs).
 pub const LB_SCOPE_EXTERNAL: u8 = 0;
@@ -145,6 +148,9 @@ pub struct Lb4AffinityKey {
 impl Lb4AffinityKey {
     pub const KIND_NETNS: u8 = 1;
     pub const KIND_ADDRESS: u8 = 2;
+    /// An IPv6 client address folded into `client` (per-packet NAT of
+    /// IPv6): two clients that fold alike share their stickiness.
+    pub const KIND_ADDRESS6: u8 = 3;
 }
 
 /// Value of `weir_lb4_affinity`.
@@ -178,37 +184,41 @@ pub struct Lb4SockRevNat {
     pub rev_nat_id: u16,
 }
 
-/// Key of `weir_lb4_nat`: a packet's tuple as it arrives.
+/// Key of `weir_lb4_nat` ([`Lb4NatKey`]) and `weir_lb6_nat` ([`Lb6NatKey`]):
+/// a packet's tuple as it arrives. `A` is the address: `[u8; 4]`, or for
+/// IPv6 `[u32; 4]`, the address's bytes in network order read as four
+/// words (see [`Lb6NatKey`]).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Lb4NatKey {
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+pub struct LbNatKey<A> {
+    pub saddr: A,
+    pub daddr: A,
     /// Network byte order.
     pub sport: [u8; 2],
     pub dport: [u8; 2],
     pub protocol: u8,
-    /// [`Lb4NatKey::FORWARD`] (client to frontend) or
-    /// [`Lb4NatKey::REPLY`] (backend back to the client or the node).
+    /// [`LbNatKey::FORWARD`] (client to frontend) or
+    /// [`LbNatKey::REPLY`] (backend back to the client or the node).
     pub direction: u8,
     pub pad: [u8; 2],
 }
 
-impl Lb4NatKey {
+impl<A> LbNatKey<A> {
     pub const FORWARD: u8 = 1;
     pub const REPLY: u8 = 2;
 }
 
-/// Value of `weir_lb4_nat`: the tuple the packet is rewritten to.
+/// Value of `weir_lb4_nat` / `weir_lb6_nat`: the tuple the packet is
+/// rewritten to.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Lb4NatEntry {
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+pub struct LbNatEntry<A> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: [u8; 2],
     pub dport: [u8; 2],
     /// The backend of the connection (forward entries): when it leaves
-    /// `weir_lb4_backends` the connection is balanced anew.
+    /// the family's backends map the connection is balanced anew.
     pub backend_id: u32,
     pub rev_nat_id: u16,
     /// `FLAG_*`.
@@ -216,7 +226,7 @@ pub struct Lb4NatEntry {
     pub pad: u8,
 }
 
-impl Lb4NatEntry {
+impl<A> LbNatEntry<A> {
     /// The source was rewritten to the node (backend on another node): the
     /// packet must be redirected out, not handed to the stack, which would
     /// drop a packet from its own address as a martian.
@@ -226,8 +236,39 @@ impl Lb4NatEntry {
     pub const FLAG_MASQUERADE: u8 = 1 << 1;
 }
 
-/// Key of `weir_lb6_services`: [`Lb4Key`] with an IPv6 address.
-#[repr(C)]
+/// Key of `weir_lb4_nat`.
+pub type Lb4NatKey = LbNatKey<[u8; 4]>;
+/// Value of `weir_lb4_nat`.
+pub type Lb4NatEntry = LbNatEntry<[u8; 4]>;
+/// Key of `weir_lb6_nat` (per-packet NAT of IPv6 NodePorts). Addresses are
+/// words, not bytes: the same 16 bytes in memory, but aligned, so the
+/// datapath moves and compares them in four operations instead of sixteen
+/// (which its 512-byte stack could not afford). [`ipv6_words`] and
+/// [`ipv6_bytes`] convert.
+pub type Lb6NatKey = LbNatKey<[u32; 4]>;
+/// Value of `weir_lb6_nat`.
+pub type Lb6NatEntry = LbNatEntry<[u32; 4]>;
+
+/// An IPv6 address's network-order bytes as the words `weir_lb6_nat` holds.
+#[inline(always)]
+pub fn ipv6_words(bytes: &[u8; 16]) -> [u32; 4] {
+    // SAFETY: same size, and every bit pattern is valid for both. A
+    // transmute, not four `from_ne_bytes`: the datapath keeps the result
+    // in four registers instead of sixteen.
+    unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*bytes) }
+}
+
+/// [`ipv6_words`] back to the bytes.
+#[inline(always)]
+pub fn ipv6_bytes(words: &[u32; 4]) -> [u8; 16] {
+    // SAFETY: as in `ipv6_words`.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(*words) }
+}
+
+/// Key of `weir_lb6_services`: [`Lb4Key`] with an IPv6 address. Aligned to
+/// 4 (the layout is the same) so that the datapath moves its address as
+/// words, not byte by byte.
+#[repr(C, align(4))]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lb6Key {
     pub address: [u8; 16],
@@ -246,8 +287,9 @@ pub struct Lb6Key {
 pub type Lb6Service = Lb4Service;
 
 /// Value of `weir_lb6_backends` (key: backend id, u32, from the same pool as
-/// the IPv4 backends' ids): [`Lb4Backend`] with an IPv6 address.
-#[repr(C)]
+/// the IPv4 backends' ids): [`Lb4Backend`] with an IPv6 address. Aligned to
+/// 4 as [`Lb6Key`].
+#[repr(C, align(4))]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lb6Backend {
     pub address: [u8; 16],
@@ -302,6 +344,8 @@ const _: () = assert!(size_of::<Lb6Key>() == 24);
 const _: () = assert!(size_of::<Lb6Backend>() == 24);
 const _: () = assert!(size_of::<Lb6SockKey>() == 32);
 const _: () = assert!(size_of::<Lb6SockRevNat>() == 20);
+const _: () = assert!(size_of::<Lb6NatKey>() == 40);
+const _: () = assert!(size_of::<Lb6NatEntry>() == 44);
 
 /// Marks the layouts above as plain data for aya's map accessors.
 macro_rules! user_pod {
@@ -328,4 +372,6 @@ user_pod!(
     Lb6Backend,
     Lb6SockKey,
     Lb6SockRevNat,
+    Lb6NatKey,
+    Lb6NatEntry,
 );

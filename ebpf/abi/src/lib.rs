@@ -47,6 +47,7 @@ pub use reason::Reason;
 /// Not versioned, because no existing layout changed: the IPv6 socket LB
 /// maps (`weir_lb6_services`, `weir_lb6_backends`, `weir_lb6_sock_revnat`)
 /// are new maps; an earlier agent's pins of the IPv4 maps stay valid.
+/// Likewise `weir_lb6_nat` (IPv6 NodePort).
 ///
 /// Not versioned, because the sizes tell: `CtEntry` gained
 /// `policy_revision` (32 to 40 bytes; the layout check replaces the
@@ -92,13 +93,15 @@ pub mod map_names {
     /// Per-packet service NAT ([`crate::lb::Lb4NatKey`]).
     pub const LB4_NAT: &str = "weir_lb4_nat";
     /// IPv6 service frontends and their backend slots
-    /// ([`crate::lb::Lb6Key`]); socket LB only.
+    /// ([`crate::lb::Lb6Key`]).
     pub const LB6_SERVICES: &str = "weir_lb6_services";
     /// IPv6 backends by id ([`crate::lb::Lb6Backend`]).
     pub const LB6_BACKENDS: &str = "weir_lb6_backends";
     /// Socket LB reverse translation of IPv6 sockets
     /// ([`crate::lb::Lb6SockKey`]).
     pub const LB6_SOCK_REVNAT: &str = "weir_lb6_sock_revnat";
+    /// Per-packet NAT of IPv6 NodePorts ([`crate::lb::Lb6NatKey`]).
+    pub const LB6_NAT: &str = "weir_lb6_nat";
     /// Every node's pod CIDR, for anti-spoofing on node devices (LPM,
     /// [`crate::PodCidrKey`]).
     pub const POD_CIDRS: &str = "weir_pod_cidrs";

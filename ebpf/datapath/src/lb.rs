@@ -1,5 +1,5 @@
 //! Service lookup and backend selection, shared by socket LB (`sock.rs`)
-//! and per-packet NAT (`nodeport.rs`), for IPv4 and (socket LB only) IPv6.
+//! and per-packet NAT (`nodeport.rs`), for IPv4 and IPv6.
 //! The map layouts are documented in `weir_abi::lb`.
 
 use aya_ebpf::bindings::BPF_ANY;
@@ -154,19 +154,25 @@ pub fn lookup_internal(address: [u8; 4], port: [u8; 2], protocol: u8) -> Option<
     lookup(address, port, protocol, LB_SCOPE_INTERNAL)
 }
 
-/// [`lookup_internal`] for an IPv6 frontend (socket LB).
+/// [`lookup`] for an IPv6 frontend.
 #[inline(always)]
-pub fn lookup6_internal(address: [u8; 16], port: [u8; 2], protocol: u8) -> Option<Service<V6>> {
+pub fn lookup6(address: [u8; 16], port: [u8; 2], protocol: u8, scope: u8) -> Option<Service<V6>> {
     let key = Lb6Key {
         address,
         port,
         backend_slot: 0,
         protocol,
-        scope: LB_SCOPE_INTERNAL,
+        scope,
         pad: [0; 2],
     };
     let entry = V6::entry(&key)?;
     Some(Service { key, entry })
+}
+
+/// [`lookup_internal`] for an IPv6 frontend (socket LB).
+#[inline(always)]
+pub fn lookup6_internal(address: [u8; 16], port: [u8; 2], protocol: u8) -> Option<Service<V6>> {
+    lookup6(address, port, protocol, LB_SCOPE_INTERNAL)
 }
 
 /// A backend by id, if it still exists.

@@ -134,7 +134,7 @@ fn open(tuple: &Tuple, node: [u8; 4]) -> Result<Lb4NatEntry, Reason> {
         ports,
         tuple.protocol as u32,
     ]);
-    if !nodeport::snat_port(&mut reply_key, &reply, hash) {
+    if !nodeport::snat_port::<crate::lb::V4>(&mut reply_key, &reply, hash) {
         return Err(Reason::DropCtCreateFailed);
     }
     let forward = Lb4NatEntry {

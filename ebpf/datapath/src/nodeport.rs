@@ -16,6 +16,11 @@
 //! carry the node's own address as source (after SNAT) or destination
 //! client (after reverse SNAT), which the stack would drop as martians, so
 //! they are redirected out directly after a FIB lookup.
+//!
+//! IPv6 NodePorts take the same path with `weir_lb6_nat` ([`v6`]); the flow
+//! ([`from_network`], [`open`], ...) is written once over [`NatFamily`].
+//! What stays IPv4-only: a pod's own packets (socket LB translates IPv6
+//! ones), ICMP errors about translated connections, masquerading.
 
 use aya_ebpf::bindings::{
     bpf_fib_lookup, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_MARK_MANGLED_0,
@@ -31,9 +36,11 @@ use weir_abi::ipcache::FAMILY_IPV4;
 use weir_abi::lb::*;
 use weir_abi::{Reason, TrafficDirection};
 
-use crate::lb;
+use crate::lb::{self, V4};
 use crate::packet::Packet;
 use crate::parse::Flow;
+
+mod v6;
 
 const AF_INET: u8 = 2;
 const ETH_HLEN: usize = 14;
@@ -89,10 +96,12 @@ impl Outcome {
     }
 }
 
+/// A packet's addresses (`A`: `[u8; 4]`, or `[u32; 4]` for IPv6, see
+/// `Lb6NatKey`), ports and protocol.
 #[derive(Copy, Clone)]
-pub(crate) struct Tuple {
-    pub(crate) saddr: [u8; 4],
-    pub(crate) daddr: [u8; 4],
+pub(crate) struct Tuple<A = [u8; 4]> {
+    pub(crate) saddr: A,
+    pub(crate) daddr: A,
     pub(crate) sport: [u8; 2],
     pub(crate) dport: [u8; 2],
     pub(crate) protocol: u8,
@@ -101,9 +110,9 @@ pub(crate) struct Tuple {
     pub(crate) l4: bool,
 }
 
-impl Tuple {
-    pub(crate) fn key(&self, direction: u8) -> Lb4NatKey {
-        Lb4NatKey {
+impl<A: Copy> Tuple<A> {
+    pub(crate) fn key(&self, direction: u8) -> LbNatKey<A> {
+        LbNatKey {
             saddr: self.saddr,
             daddr: self.daddr,
             sport: self.sport,
@@ -136,17 +145,152 @@ fn tuple_of(flow: &Flow) -> Option<Tuple> {
     })
 }
 
-/// Service NAT for a packet on the node device. A function of its own (a
-/// BPF-to-BPF call): inlined, its locals and the event report's would share
-/// one frame beyond the 512-byte stack.
-#[inline(never)]
+/// What per-packet NAT needs of an address family beyond service lookup
+/// (`lb::Family`): its NAT map, the node's address, header rewriting and
+/// the FIB lookup of a redirect.
+pub(crate) trait NatFamily: lb::Family + Sized {
+    type Addr: Copy + Default + PartialEq + 'static;
+    fn nat() -> &'static LruHashMap<LbNatKey<Self::Addr>, LbNatEntry<Self::Addr>>;
+    /// The node's address of the family (the SNAT source), if the loader set one.
+    fn node() -> Option<Self::Addr>;
+    /// The frontend the packet is addressed to, in `scope`.
+    fn lookup(tuple: &Tuple<Self::Addr>, scope: u8) -> Option<lb::Service<Self>>;
+    /// A backend's address, port and `Lb4Backend::FLAG_*`.
+    fn target(backend: &Self::Backend) -> (Self::Addr, [u8; 2], u8);
+    /// What identifies the connection, for Maglev.
+    fn hash(tuple: &Tuple<Self::Addr>) -> u32;
+    /// The client, for session affinity.
+    fn client(tuple: &Tuple<Self::Addr>) -> Lb4AffinityKey;
+    /// Rewrites the packet's tuple from `old` to `new`, fixing checksums.
+    fn rewrite(
+        ctx: &TcContext,
+        old: &Tuple<Self::Addr>,
+        new: &LbNatEntry<Self::Addr>,
+    ) -> Result<(), Reason>;
+    /// Fills the FIB lookup's family and addresses for `entry`'s packet.
+    fn fib_params(params: &mut bpf_fib_lookup, entry: &LbNatEntry<Self::Addr>);
+
+    // The steps of `from_network`, inlined by default. IPv6 makes each a
+    // call of its own (a BPF-to-BPF call): its four-word addresses would
+    // otherwise spill the frames of the chain beyond 512 bytes.
+
+    /// [`snat_reply`].
+    #[inline(always)]
+    fn snat_reply(tuple: &Tuple<Self::Addr>, entry: &mut LbNatEntry<Self::Addr>) -> bool {
+        snat_reply::<Self>(tuple, entry)
+    }
+    /// [`established`].
+    #[inline(always)]
+    fn established(tuple: &Tuple<Self::Addr>, entry: &mut LbNatEntry<Self::Addr>) -> bool {
+        established::<Self>(tuple, entry)
+    }
+    /// [`open`], the reply mapping built on the stack.
+    #[inline(always)]
+    fn open(
+        tuple: &Tuple<Self::Addr>,
+        service: &lb::Service<Self>,
+        snat_remote: bool,
+        forward: &mut LbNatEntry<Self::Addr>,
+    ) -> Result<(), Reason> {
+        let mut reply = ReplyMapping::default();
+        open::<Self>(tuple, service, snat_remote, &mut reply, forward)
+    }
+}
+
+impl NatFamily for V4 {
+    type Addr = [u8; 4];
+
+    #[inline(always)]
+    fn nat() -> &'static LruHashMap<Lb4NatKey, Lb4NatEntry> {
+        &NAT
+    }
+
+    #[inline(always)]
+    fn node() -> Option<[u8; 4]> {
+        // SAFETY: reading a global of this object; volatile so the loader's
+        // value is read instead of the compile-time initialiser.
+        let node = unsafe { core::ptr::read_volatile(&WEIR_NODE_IPV4) }.to_ne_bytes();
+        (node != [0; 4]).then_some(node)
+    }
+
+    #[inline(always)]
+    fn lookup(tuple: &Tuple, scope: u8) -> Option<lb::Service> {
+        lb::lookup(tuple.daddr, tuple.dport, tuple.protocol, scope)
+    }
+
+    #[inline(always)]
+    fn target(backend: &Lb4Backend) -> ([u8; 4], [u8; 2], u8) {
+        (backend.address, backend.port, backend.flags)
+    }
+
+    #[inline(always)]
+    fn hash(tuple: &Tuple) -> u32 {
+        lb::hash_words(&[
+            u32::from_ne_bytes(tuple.saddr),
+            u32::from_ne_bytes(tuple.daddr),
+            ports_word(tuple),
+            tuple.protocol as u32,
+        ])
+    }
+
+    #[inline(always)]
+    fn client(tuple: &Tuple) -> Lb4AffinityKey {
+        Lb4AffinityKey {
+            client: u32::from_ne_bytes(tuple.saddr) as u64,
+            rev_nat_id: 0,
+            kind: Lb4AffinityKey::KIND_ADDRESS,
+            pad: [0; 5],
+        }
+    }
+
+    #[inline(always)]
+    fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result<(), Reason> {
+        rewrite(ctx, old, new)
+    }
+
+    #[inline(always)]
+    fn fib_params(params: &mut bpf_fib_lookup, entry: &Lb4NatEntry) {
+        params.family = AF_INET;
+        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(entry.saddr);
+        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(entry.daddr);
+    }
+}
+
+/// Both ports in one word, for connection hashes.
+#[inline(always)]
+pub(crate) fn ports_word<A>(tuple: &Tuple<A>) -> u32 {
+    (u16::from_ne_bytes(tuple.sport) as u32) << 16 | u16::from_ne_bytes(tuple.dport) as u32
+}
+
+/// Service NAT for a packet on the node device. Each family's half is a
+/// function of its own (a BPF-to-BPF call): inlined, its locals and the
+/// event report's would share one frame beyond the 512-byte stack.
+#[inline(always)]
 pub fn handle(ctx: &TcContext, flow: &Flow, direction: TrafficDirection) -> Outcome {
+    if flow.family == FAMILY_IPV4 {
+        handle4(ctx, flow, direction)
+    } else {
+        v6::handle(ctx, flow, direction)
+    }
+}
+
+#[inline(never)]
+fn handle4(ctx: &TcContext, flow: &Flow, direction: TrafficDirection) -> Outcome {
     let Some(tuple) = tuple_of(flow) else {
         return Outcome::CONTINUE;
     };
     match direction {
-        TrafficDirection::Ingress => from_network(ctx, &tuple),
-        TrafficDirection::Egress => to_network(ctx, &tuple),
+        TrafficDirection::Ingress => {
+            let mut entry = Lb4NatEntry::default();
+            from_network::<V4>(ctx, &tuple, &mut entry)
+        }
+        TrafficDirection::Egress => match reply_to_network::<V4>(ctx, &tuple) {
+            Some(outcome) => outcome,
+            None => match crate::masquerade::to_network(ctx, &tuple) {
+                Ok(()) => Outcome::CONTINUE,
+                Err(reason) => Outcome::drop(reason),
+            },
+        },
     }
 }
 
@@ -161,106 +305,123 @@ macro_rules! tri {
 }
 
 /// Replies of connections to a local backend, leaving the node: the source
-/// becomes the frontend again. Everything else may be masqueraded.
+/// becomes the frontend again. `None` for packets that are no such reply
+/// (IPv4 ones may be masqueraded then).
 #[inline(always)]
-fn to_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
-    if let Some(entry) = NAT.get_ptr(tuple.key(Lb4NatKey::REPLY)) {
-        // SAFETY: a pointer from a successful lookup; the value is Copy.
-        let entry = unsafe { *entry };
-        if entry.flags & Lb4NatEntry::FLAG_SNAT == 0 {
-            tri!(rewrite(ctx, tuple, &entry));
-            return Outcome::CONTINUE;
-        }
+fn reply_to_network<F: NatFamily>(ctx: &TcContext, tuple: &Tuple<F::Addr>) -> Option<Outcome> {
+    let entry = F::nat().get_ptr(tuple.key(LbNatKey::<F::Addr>::REPLY))?;
+    // SAFETY: a pointer from a successful lookup; the value is Copy.
+    let entry = unsafe { *entry };
+    if entry.flags & LbNatEntry::<F::Addr>::FLAG_SNAT != 0 {
+        return None;
     }
-    match crate::masquerade::to_network(ctx, tuple) {
+    Some(match F::rewrite(ctx, tuple, &entry) {
         Ok(()) => Outcome::CONTINUE,
         Err(reason) => Outcome::drop(reason),
-    }
+    })
 }
 
+/// A packet from the network: a reply of a SNATed connection, or a
+/// connection to an external-scope frontend. `entry` is room for the
+/// mapping that applies (the caller's frame for IPv4, scratch for IPv6).
 #[inline(always)]
-fn from_network(ctx: &TcContext, tuple: &Tuple) -> Outcome {
-    // Replies of SNATed connections come back to the node's own address.
-    // SAFETY: reading a global of this object; volatile so the loader's
-    // value is read instead of the compile-time initialiser.
-    let node = unsafe { core::ptr::read_volatile(&WEIR_NODE_IPV4) }.to_ne_bytes();
-    if tuple.daddr == node {
-        if let Some(entry) = NAT.get_ptr(tuple.key(Lb4NatKey::REPLY)) {
-            // SAFETY: a pointer from a successful lookup; the value is Copy.
-            let entry = unsafe { *entry };
-            if entry.flags & Lb4NatEntry::FLAG_SNAT != 0 {
-                tri!(rewrite(ctx, tuple, &entry));
-                return finish(ctx, &entry);
-            }
-        }
+fn from_network<F: NatFamily>(
+    ctx: &TcContext,
+    tuple: &Tuple<F::Addr>,
+    entry: &mut LbNatEntry<F::Addr>,
+) -> Outcome {
+    if F::snat_reply(tuple, entry) {
+        tri!(F::rewrite(ctx, tuple, entry));
+        return finish::<F>(ctx, entry);
     }
     // Everything else that is not for a frontend passes with one lookup.
-    let Some(service) = lb::lookup(tuple.daddr, tuple.dport, tuple.protocol, LB_SCOPE_EXTERNAL)
-    else {
+    let Some(service) = F::lookup(tuple, LB_SCOPE_EXTERNAL) else {
         return Outcome::CONTINUE;
     };
-    let forward = match established(tuple) {
-        Some(entry) => entry,
+    if !F::established(tuple, entry) {
         // Only a datagram's first fragment balances it.
-        None if !tuple.l4 => return Outcome::drop(Reason::DropFragNotFound),
-        None => tri!(open(tuple, &service, true)),
-    };
-    tri!(rewrite(ctx, tuple, &forward));
-    finish(ctx, &forward)
+        if !tuple.l4 {
+            return Outcome::drop(Reason::DropFragNotFound);
+        }
+        tri!(F::open(tuple, &service, true, entry));
+    }
+    tri!(F::rewrite(ctx, tuple, entry));
+    finish::<F>(ctx, entry)
 }
 
-/// The forward mapping of a connection already balanced, if its backend
-/// still exists (otherwise the mapping is dropped and it is balanced anew).
+/// Whether the packet is a reply of a SNATed connection, come back to the
+/// node's own address; its reply mapping in `entry` if so.
 #[inline(always)]
-fn established(tuple: &Tuple) -> Option<Lb4NatEntry> {
-    let key = tuple.key(Lb4NatKey::FORWARD);
-    // SAFETY: a pointer from a successful lookup; the value is Copy.
-    let entry = unsafe { *NAT.get_ptr(key)? };
-    if lb::backend(entry.backend_id).is_some() {
-        Some(entry)
-    } else {
-        let _ = NAT.remove(key);
-        None
+fn snat_reply<F: NatFamily>(tuple: &Tuple<F::Addr>, entry: &mut LbNatEntry<F::Addr>) -> bool {
+    if F::node() != Some(tuple.daddr) {
+        return false;
     }
+    let Some(found) = F::nat().get_ptr(tuple.key(LbNatKey::<F::Addr>::REPLY)) else {
+        return false;
+    };
+    // SAFETY: a pointer from a successful lookup; the value is Copy.
+    *entry = unsafe { *found };
+    entry.flags & LbNatEntry::<F::Addr>::FLAG_SNAT != 0
+}
+
+/// Whether the connection was balanced already and its backend still
+/// exists, its forward mapping in `entry` if so (a mapping whose backend
+/// is gone is dropped: the connection is balanced anew).
+#[inline(always)]
+fn established<F: NatFamily>(tuple: &Tuple<F::Addr>, entry: &mut LbNatEntry<F::Addr>) -> bool {
+    let key = tuple.key(LbNatKey::<F::Addr>::FORWARD);
+    let Some(found) = F::nat().get_ptr(key) else {
+        return false;
+    };
+    // SAFETY: a pointer from a successful lookup; the value is Copy.
+    *entry = unsafe { *found };
+    if F::backend(entry.backend_id).is_some() {
+        true
+    } else {
+        let _ = F::nat().remove(key);
+        false
+    }
+}
+
+/// The reply mapping [`open`] builds for a new connection, in place: in
+/// the caller's frame (IPv4) or per-CPU scratch (IPv6, whose frames are
+/// full).
+#[derive(Default)]
+pub(crate) struct ReplyMapping<A> {
+    pub(crate) key: LbNatKey<A>,
+    pub(crate) entry: LbNatEntry<A>,
 }
 
 /// Balances a new connection: selects a backend of `service` and records
-/// the forward and reply mappings; returns the forward one. With
+/// the forward and reply mappings (left in `forward` and `reply`). With
 /// `snat_remote`, a backend on another node is reached from the node's
 /// address (traffic from outside); without, the client's source is kept
-/// (a pod's address routes back to it from every node).
+/// (a pod's address routes back to it from every node). Called through
+/// [`NatFamily::open`].
 #[inline(always)]
-fn open(tuple: &Tuple, service: &lb::Service, snat_remote: bool) -> Result<Lb4NatEntry, Reason> {
-    let client = Lb4AffinityKey {
-        client: u32::from_ne_bytes(tuple.saddr) as u64,
-        rev_nat_id: 0,
-        kind: Lb4AffinityKey::KIND_ADDRESS,
-        pad: [0; 5],
-    };
-    let ports =
-        (u16::from_ne_bytes(tuple.sport) as u32) << 16 | u16::from_ne_bytes(tuple.dport) as u32;
-    let hash = lb::hash_words(&[
-        u32::from_ne_bytes(tuple.saddr),
-        u32::from_ne_bytes(tuple.daddr),
-        ports,
-        tuple.protocol as u32,
-    ]);
-    let selected = lb::select(service, hash, client).ok_or(Reason::DropNoService)?;
-    let backend = selected.backend;
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the mappings are inserted from where they are built (per-CPU scratch for IPv6): by value they would be copied back onto the stack"
+)]
+fn open<F: NatFamily>(
+    tuple: &Tuple<F::Addr>,
+    service: &lb::Service<F>,
+    snat_remote: bool,
+    reply: &mut ReplyMapping<F::Addr>,
+    forward: &mut LbNatEntry<F::Addr>,
+) -> Result<(), Reason> {
+    let hash = F::hash(tuple);
+    let selected = lb::select(service, hash, F::client(tuple)).ok_or(Reason::DropNoService)?;
+    let (address, port, backend_flags) = F::target(&selected.backend);
     let rev_nat_id = service.entry.rev_nat_id;
-    let (source, sport, flags) = if !snat_remote || backend.flags & Lb4Backend::FLAG_LOCAL != 0 {
+    let snat = LbNatEntry::<F::Addr>::FLAG_SNAT;
+    let (source, sport, flags) = if !snat_remote || backend_flags & Lb4Backend::FLAG_LOCAL != 0 {
         (tuple.saddr, tuple.sport, 0)
     } else {
-        // SAFETY: reading a global of this object; volatile so the loader's
-        // value is read instead of the compile-time initialiser.
-        let node = unsafe { core::ptr::read_volatile(&WEIR_NODE_IPV4) }.to_ne_bytes();
-        if node == [0; 4] {
-            return Err(Reason::DropNoService);
-        }
-        (node, [0; 2], Lb4NatEntry::FLAG_SNAT)
+        (F::node().ok_or(Reason::DropNoService)?, [0; 2], snat)
     };
     // The reply mapping first: a forward entry exists only with its reply.
-    let reply = Lb4NatEntry {
+    reply.entry = LbNatEntry {
         saddr: tuple.daddr,
         daddr: tuple.saddr,
         sport: tuple.dport,
@@ -270,38 +431,40 @@ fn open(tuple: &Tuple, service: &lb::Service, snat_remote: bool) -> Result<Lb4Na
         flags,
         pad: 0,
     };
-    let mut reply_key = Lb4NatKey {
-        saddr: backend.address,
+    reply.key = LbNatKey {
+        saddr: address,
         daddr: source,
-        sport: backend.port,
+        sport: port,
         dport: sport,
         protocol: tuple.protocol,
-        direction: Lb4NatKey::REPLY,
+        direction: LbNatKey::<F::Addr>::REPLY,
         pad: [0; 2],
     };
-    let sport = if flags & Lb4NatEntry::FLAG_SNAT != 0 {
-        if !snat_port(&mut reply_key, &reply, hash) {
+    let sport = if flags & snat != 0 {
+        if !snat_port::<F>(&mut reply.key, &reply.entry, hash) {
             return Err(Reason::DropCtCreateFailed);
         }
-        reply_key.dport
+        reply.key.dport
     } else {
-        NAT.insert(reply_key, reply, 0)
+        F::nat()
+            .insert(&reply.key, &reply.entry, 0)
             .map_err(|_| Reason::DropCtCreateFailed)?;
         sport
     };
-    let forward = Lb4NatEntry {
+    *forward = LbNatEntry {
         saddr: source,
-        daddr: backend.address,
+        daddr: address,
         sport,
-        dport: backend.port,
+        dport: port,
         backend_id: selected.id,
         rev_nat_id,
         flags,
         pad: 0,
     };
-    NAT.insert(tuple.key(Lb4NatKey::FORWARD), forward, 0)
+    F::nat()
+        .insert(tuple.key(LbNatKey::<F::Addr>::FORWARD), &*forward, 0)
         .map_err(|_| Reason::DropCtCreateFailed)?;
-    Ok(forward)
+    Ok(())
 }
 
 /// Service NAT for a pod's own packets that socket LB did not translate
@@ -320,15 +483,18 @@ pub fn pod_egress(ctx: &TcContext, flow: &mut Flow, endpoint_id: u16) -> Outcome
     let Some(service) = lb::lookup_internal(tuple.daddr, tuple.dport, tuple.protocol) else {
         return Outcome::CONTINUE;
     };
-    let (forward, new) = match established(&tuple) {
-        Some(entry) => (entry, false),
+    let mut forward = Lb4NatEntry::default();
+    let new = !established::<V4>(&tuple, &mut forward);
+    if new {
         // Only a datagram's first fragment balances it.
-        None if !tuple.l4 => return Outcome::drop(Reason::DropFragNotFound),
-        None if !crate::budget::take(endpoint_id) => {
+        if !tuple.l4 {
+            return Outcome::drop(Reason::DropFragNotFound);
+        }
+        if !crate::budget::take(endpoint_id) {
             return Outcome::drop(Reason::DropRateLimited);
         }
-        None => (tri!(open(&tuple, &service, false)), true),
-    };
+        tri!(V4::open(&tuple, &service, false, &mut forward));
+    }
     if crate::debug::enabled(endpoint_id) {
         crate::debug::service(endpoint_id, flow, forward.daddr, forward.dport, new);
     }
@@ -454,12 +620,16 @@ fn rewrite_quote(
 /// Claims a free SNAT source port for the reply mapping: inserts the
 /// mapping with the port in `key.dport`; false when every candidate is taken.
 #[inline(always)]
-pub(crate) fn snat_port(key: &mut Lb4NatKey, reply: &Lb4NatEntry, hash: u32) -> bool {
+pub(crate) fn snat_port<F: NatFamily>(
+    key: &mut LbNatKey<F::Addr>,
+    reply: &LbNatEntry<F::Addr>,
+    hash: u32,
+) -> bool {
     let range = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
     for attempt in 0..SNAT_ATTEMPTS {
         let port = SNAT_PORT_MIN + (hash.wrapping_add(attempt.wrapping_mul(7919)) % range) as u16;
         key.dport = port.to_be_bytes();
-        if NAT.insert(*key, reply, BPF_NOEXIST as u64).is_ok() {
+        if F::nat().insert(*key, reply, BPF_NOEXIST as u64).is_ok() {
             return true;
         }
     }
@@ -476,11 +646,7 @@ pub(crate) fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result
     let packet = Packet::new(ctx);
     let version_ihl: u8 = packet.read(ETH_HLEN).ok_or(Reason::DropInvalid)?;
     let l4 = ETH_HLEN + ((version_ihl & 0x0f) as usize) * 4;
-    let (csum_off, mangled) = if old.protocol == ip_proto::TCP {
-        (l4 + 16, 0)
-    } else {
-        (l4 + 6, BPF_F_MARK_MANGLED_0 as u64)
-    };
+    let (csum_off, mangled) = l4_checksum(old.protocol, l4);
     let addr_flags = BPF_F_PSEUDO_HDR as u64 | mangled | 4;
     let fail = |_| Reason::DropInvalid;
     if old.saddr != new.saddr {
@@ -512,6 +678,19 @@ pub(crate) fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result
     if !old.l4 {
         return Ok(());
     }
+    rewrite_ports(ctx, l4, old, new)
+}
+
+/// The port half of a rewrite, at L4 offset `l4` (both families).
+#[inline(always)]
+pub(crate) fn rewrite_ports<A>(
+    ctx: &TcContext,
+    l4: usize,
+    old: &Tuple<A>,
+    new: &LbNatEntry<A>,
+) -> Result<(), Reason> {
+    let (csum_off, mangled) = l4_checksum(old.protocol, l4);
+    let fail = |_| Reason::DropInvalid;
     if old.sport != new.sport {
         let (from, to) = (
             u16::from_ne_bytes(old.sport) as u64,
@@ -533,27 +712,37 @@ pub(crate) fn rewrite(ctx: &TcContext, old: &Tuple, new: &Lb4NatEntry) -> Result
     Ok(())
 }
 
+/// The offset of the TCP or UDP checksum of an L4 header at `l4`, and the
+/// flag that keeps a UDP checksum from becoming 0 ("none").
+#[inline(always)]
+pub(crate) fn l4_checksum(protocol: u8, l4: usize) -> (usize, u64) {
+    if protocol == ip_proto::TCP {
+        (l4 + 16, 0)
+    } else {
+        (l4 + 6, BPF_F_MARK_MANGLED_0 as u64)
+    }
+}
+
 /// After NAT: SNATed packets are redirected out (see the module docs),
 /// others continue to the stack.
 #[inline(always)]
-fn finish(ctx: &TcContext, entry: &Lb4NatEntry) -> Outcome {
-    if entry.flags & Lb4NatEntry::FLAG_SNAT == 0 {
+fn finish<F: NatFamily>(ctx: &TcContext, entry: &LbNatEntry<F::Addr>) -> Outcome {
+    if entry.flags & LbNatEntry::<F::Addr>::FLAG_SNAT == 0 {
         return Outcome::CONTINUE;
     }
-    Outcome::action(redirect(ctx, entry))
+    Outcome::action(redirect::<F>(ctx, entry))
 }
 
 /// Sends the packet out of the interface the FIB routes its destination
-/// through, resolving the next hop's MAC address on the way.
-#[inline(always)]
-fn redirect(ctx: &TcContext, entry: &Lb4NatEntry) -> i32 {
+/// through, resolving the next hop's MAC address on the way. A function of
+/// its own (a BPF-to-BPF call): the lookup's parameters stay off the
+/// caller's frame.
+#[inline(never)]
+fn redirect<F: NatFamily>(ctx: &TcContext, entry: &LbNatEntry<F::Addr>) -> i32 {
     // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid value.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
-    params.l4_protocol = 0;
+    F::fib_params(&mut params, entry);
     params.ifindex = crate::ifindex(ctx);
-    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(entry.saddr);
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(entry.daddr);
     // SAFETY: the context and a parameter block of the size passed.
     let rc = unsafe {
         fib_lookup(

@@ -79,6 +79,7 @@ fn node() -> NodeContext {
     NodeContext {
         name: "n1".into(),
         addresses: vec![ip("192.168.0.1"), ip("192.168.1.1")],
+        addresses_v6: vec![ip6("fd00:77::11")],
     }
 }
 
@@ -436,6 +437,7 @@ fn external_traffic_policy_local_narrows_only_external_clients() {
     let other_node = NodeContext {
         name: "n3".into(),
         addresses: vec![ip("192.168.3.1")],
+        addresses_v6: Vec::new(),
     };
     let svc = service(
         "web",
@@ -988,7 +990,7 @@ fn ipv6_frontends_are_a_problem_when_the_agent_has_ipv6_off() {
 }
 
 #[test]
-fn ipv6_node_ports_external_and_load_balancer_ips_are_refused_with_their_reason() {
+fn ipv6_external_and_load_balancer_ips_are_refused_with_their_reason() {
     let svc = with_status(
         service(
             "web",
@@ -1003,13 +1005,17 @@ fn ipv6_node_ports_external_and_load_balancer_ips_are_refused_with_their_reason(
     assert_eq!(
         messages,
         [
-            "port http (80/TCP): IPv6 NodePort is not supported yet: no NodePort frontend on the node's IPv6 addresses",
             "ExternalIp frontend [2001:db8::2]:80/TCP refused: IPv6 externalIPs are not supported yet",
             "LoadBalancer frontend [2001:db8::1]:80/TCP refused: IPv6 LoadBalancer IPs are not supported yet",
         ]
     );
-    // The IPv6 ClusterIP is still installed, and IPv4 keeps every frontend.
-    assert_eq!(state.frontends_v6.len(), 1);
+    // The IPv6 ClusterIP and NodePort are installed, and IPv4 keeps every
+    // frontend.
+    let kinds_v6: BTreeSet<FrontendKind> = state.frontends_v6.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds_v6,
+        BTreeSet::from([FrontendKind::ClusterIp, FrontendKind::NodePort])
+    );
     let kinds: BTreeSet<FrontendKind> = state.frontends.iter().map(|f| f.kind).collect();
     assert_eq!(
         kinds,
@@ -1021,19 +1027,87 @@ fn ipv6_node_ports_external_and_load_balancer_ips_are_refused_with_their_reason(
     );
 }
 
+/// The IPv6 NodePort frontends of a service (address, port, scope).
+fn node_ports_v6(state: &LbState) -> Vec<(Ipv6Addr, u16, Scope, usize)> {
+    state
+        .frontends_v6
+        .iter()
+        .filter(|f| f.kind == FrontendKind::NodePort)
+        .map(|f| (f.address, f.port, f.scope, f.backends.len()))
+        .collect()
+}
+
 #[test]
-fn an_ipv6_only_node_port_service_opens_no_ipv4_node_port() {
+fn an_ipv6_only_node_port_service_opens_its_node_port_on_the_nodes_ipv6_address_only() {
     let svc = service(
         "web",
         "  type: NodePort\n  clusterIP: \"fd00:96::10\"\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]\n",
     );
     let state = run_dual(&[svc], &dual_slices(), &ipv6_on());
     assert!(state.frontends.is_empty(), "{:?}", state.frontends);
-    assert_eq!(state.frontends_v6.len(), 1, "its ClusterIP");
-    assert_eq!(state.problems.len(), 1, "{:?}", state.problems);
-    assert!(state.problems[0]
-        .message
-        .contains("IPv6 NodePort is not supported yet"));
+    assert_eq!(state.problems, vec![]);
+    // Both scopes, as IPv4 NodePorts: externalTrafficPolicy Cluster, so
+    // the external one holds every backend too.
+    let mut found = node_ports_v6(&state);
+    found.sort_by_key(|f| f.2 as u8);
+    assert_eq!(
+        found,
+        [
+            (ip6("fd00:77::11"), 30080, Scope::External, 2),
+            (ip6("fd00:77::11"), 30080, Scope::Internal, 2),
+        ]
+    );
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_the_ipv6_node_port_on_local_backends() {
+    let svc = service(
+        "web",
+        "  type: NodePort\n  clusterIPs: [10.96.0.10, \"fd00:96::10\"]\n  ipFamilyPolicy: RequireDualStack\n  externalTrafficPolicy: Local\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]\n",
+    );
+    let state = run_dual(&[svc], &dual_slices(), &ipv6_on());
+    let external: Vec<_> = node_ports_v6(&state)
+        .into_iter()
+        .filter(|f| f.2 == Scope::External)
+        .collect();
+    // dual_slices has one backend on this node (n1) and one elsewhere.
+    assert_eq!(external, [(ip6("fd00:77::11"), 30080, Scope::External, 1)]);
+}
+
+#[test]
+fn an_ipv6_node_port_needs_ipv6_on_and_a_node_ipv6_address() {
+    let svc = || {
+        service(
+            "web",
+            "  type: NodePort\n  clusterIP: \"fd00:96::10\"\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]\n",
+        )
+    };
+    let off = run_dual(&[svc()], &dual_slices(), &Ipv6Options::default());
+    assert!(off.frontends_v6.is_empty());
+    let messages: Vec<&str> = off.problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "ClusterIp frontend [fd00:96::10]:80/TCP refused: IPv6 services are not enabled on this agent (it programs IPv4 frontends only)",
+            "NodePort frontend [fd00:77::11]:30080/TCP refused: IPv6 services are not enabled on this agent (it programs IPv4 frontends only)",
+        ]
+    );
+    let without_address = NodeContext {
+        addresses_v6: Vec::new(),
+        ..node()
+    };
+    let state = compile_dual_stack(
+        &[svc()],
+        &dual_slices(),
+        &without_address,
+        &LbOptions::default(),
+        &ipv6_on(),
+    );
+    assert_eq!(state.frontends_v6.len(), 1, "the ClusterIP only");
+    assert_eq!(
+        state.problems[0].message,
+        "port http (80/TCP): no IPv6 NodePort frontend: the node has no IPv6 address (--node-ipv6)"
+    );
 }
 
 #[test]

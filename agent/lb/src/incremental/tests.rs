@@ -8,6 +8,7 @@ fn node() -> NodeContext {
     NodeContext {
         name: "n1".into(),
         addresses: vec![Ipv4Addr::new(10, 77, 0, 11), Ipv4Addr::new(10, 77, 0, 12)],
+        addresses_v6: Vec::new(),
     }
 }
 

@@ -23,8 +23,8 @@ use aya::maps::{Array, MapData, MapError};
 use aya::Ebpf;
 use weir_abi::lb::{
     Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat,
-    Lb4Service, Lb4SockKey, Lb4SockRevNat, Lb6Backend, Lb6Key, Lb6Service, Lb6SockKey,
-    Lb6SockRevNat, LB_SCOPE_EXTERNAL, LB_SCOPE_INTERNAL,
+    Lb4Service, Lb4SockKey, Lb4SockRevNat, Lb6Backend, Lb6Key, Lb6NatEntry, Lb6NatKey, Lb6Service,
+    Lb6SockKey, Lb6SockRevNat, LB_SCOPE_EXTERNAL, LB_SCOPE_INTERNAL,
 };
 use weir_abi::map_names;
 use weir_lb::maglev::Table;
@@ -533,6 +533,16 @@ pub fn nat_entries_live(ebpf: &mut Ebpf) -> Result<Vec<(Lb4NatKey, Lb4NatEntry)>
 
 pub fn remove_nat(ebpf: &mut Ebpf, key: &Lb4NatKey) -> Result<(), TableError> {
     remove::<Lb4NatKey, Lb4NatEntry>(ebpf, map_names::LB4_NAT, key)
+}
+
+/// Per-packet NAT mappings of IPv6 NodePorts (`weir_lb6_nat`), read as the
+/// datapath changes them.
+pub fn nat6_entries_live(ebpf: &mut Ebpf) -> Result<Vec<(Lb6NatKey, Lb6NatEntry)>, TableError> {
+    live_entries(ebpf, map_names::LB6_NAT)
+}
+
+pub fn remove_nat6(ebpf: &mut Ebpf, key: &Lb6NatKey) -> Result<(), TableError> {
+    remove::<Lb6NatKey, Lb6NatEntry>(ebpf, map_names::LB6_NAT, key)
 }
 
 /// Session affinity (`weir_lb4_affinity`), read as the datapath changes it.

@@ -1,6 +1,6 @@
 //! The maps the datapath keeps per connection, per socket and per client
-//! (`weir_lb4_nat`, `weir_lb4_sock_revnat`, `weir_lb6_sock_revnat`,
-//! `weir_lb4_affinity`) point at
+//! (`weir_lb4_nat`, `weir_lb6_nat`, `weir_lb4_sock_revnat`,
+//! `weir_lb6_sock_revnat`, `weir_lb4_affinity`) point at
 //! backends and reverse-NAT ids the sync owns. Those entries are LRU and age out, but until then
 //! one whose service or backend is gone keeps steering: the datapath only
 //! checks that the backend *id* still exists, and a freed id is handed to
@@ -15,8 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use weir_abi::lb::{
-    Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4NatEntry, Lb4NatKey, Lb4SockKey,
-    Lb4SockRevNat, Lb6Backend, Lb6SockKey, Lb6SockRevNat,
+    Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4SockKey, Lb4SockRevNat, Lb6Backend,
+    Lb6SockKey, Lb6SockRevNat, LbNatEntry, LbNatKey,
 };
 
 /// The backend ids of each programmed frontend, by reverse-NAT id (shared
@@ -24,26 +24,30 @@ use weir_abi::lb::{
 /// connections finish.
 pub(super) type Members = BTreeMap<u16, BTreeSet<u32>>;
 
-/// True when a NAT mapping points at what no frontend programs now.
-pub(super) fn stale_nat(
-    key: &Lb4NatKey,
-    entry: &Lb4NatEntry,
-    backends: &BTreeMap<u32, Lb4Backend>,
+/// True when a service NAT mapping of either family points at what no
+/// frontend programs now; `backend` gives a backend id's address (as the
+/// mapping holds addresses) and port. Masquerading mappings name no
+/// backend: they are left to age out.
+pub(super) fn stale_nat<A: PartialEq>(
+    key: &LbNatKey<A>,
+    entry: &LbNatEntry<A>,
+    backend: impl Fn(u32) -> Option<(A, [u8; 2])>,
     members: &Members,
 ) -> bool {
+    if entry.flags & LbNatEntry::<A>::FLAG_MASQUERADE != 0 {
+        return false;
+    }
     // Where the backend is in the tuple: the destination a forward packet
     // is rewritten to, the source a reply arrives from.
     let (address, port) = match key.direction {
-        Lb4NatKey::FORWARD => (entry.daddr, entry.dport),
-        Lb4NatKey::REPLY => (key.saddr, key.sport),
+        LbNatKey::<A>::FORWARD => (&entry.daddr, entry.dport),
+        LbNatKey::<A>::REPLY => (&key.saddr, key.sport),
         _ => return true,
     };
     let member = members
         .get(&entry.rev_nat_id)
         .is_some_and(|ids| ids.contains(&entry.backend_id));
-    let same_backend = backends
-        .get(&entry.backend_id)
-        .is_some_and(|b| b.address == address && b.port == port);
+    let same_backend = backend(entry.backend_id).is_some_and(|(a, p)| a == *address && p == port);
     !(member && same_backend)
 }
 

@@ -21,6 +21,7 @@ struct DualMaps {
     backends6: BTreeMap<u32, Lb6Backend>,
     affinity: HashMap<Lb4AffinityKey, Lb4AffinityValue>,
     sock_revnat6: HashMap<Lb6SockKey, Lb6SockRevNat>,
+    nat6: HashMap<Lb6NatKey, Lb6NatEntry>,
 }
 
 impl LbMaps for DualMaps {
@@ -113,6 +114,13 @@ impl LbMaps for DualMaps {
     }
     fn remove_sock_revnat6(&mut self, key: &Lb6SockKey) -> Result<(), TableError> {
         self.sock_revnat6.remove(key);
+        Ok(())
+    }
+    fn nat6(&mut self) -> Result<Vec<(Lb6NatKey, Lb6NatEntry)>, TableError> {
+        Ok(self.nat6.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn remove_nat6(&mut self, key: &Lb6NatKey) -> Result<(), TableError> {
+        self.nat6.remove(key);
         Ok(())
     }
 }
@@ -327,8 +335,17 @@ fn a_restarted_sync_adopts_the_ipv6_ids_and_sweeps_what_is_no_longer_wanted() {
     assert!(maps.backends6.is_empty());
 }
 
-#[test]
-fn socket_reverse_translations_and_affinity_of_gone_ipv6_backends_are_swept() {
+/// An IPv6 frontend with two backends as a sync programmed it: its
+/// reverse-NAT id and one of its backends.
+struct Synced {
+    maps: DualMaps,
+    web6: Frontend<Ipv6Addr>,
+    rev_nat_id: u16,
+    id: u32,
+    backend: Lb6Backend,
+}
+
+fn synced_web6() -> Synced {
     let mut maps = DualMaps::default();
     let web6 = v6(&[2, 3], Algorithm::Random);
     let mut sync = LbSync::new("n1".into(), 251, 4, status());
@@ -340,6 +357,24 @@ fn socket_reverse_translations_and_affinity_of_gone_ipv6_backends_are_swept() {
     );
     let rev_nat_id = maps.services6[&key6(&web6, 0)].rev_nat_id;
     let (id, backend) = maps.backends6.iter().next().map(|(k, v)| (*k, *v)).unwrap();
+    Synced {
+        maps,
+        web6,
+        rev_nat_id,
+        id,
+        backend,
+    }
+}
+
+#[test]
+fn socket_reverse_translations_and_affinity_of_gone_ipv6_backends_are_swept() {
+    let Synced {
+        mut maps,
+        web6,
+        rev_nat_id,
+        id,
+        backend,
+    } = synced_web6();
     let live = Lb6SockKey {
         cookie: 1,
         address: backend.address,
@@ -387,4 +422,59 @@ fn socket_reverse_translations_and_affinity_of_gone_ipv6_backends_are_swept() {
         vec![id],
         "IPv6 members keep their affinity in the shared map"
     );
+}
+
+#[test]
+fn ipv6_node_port_mappings_of_gone_backends_are_swept() {
+    let Synced {
+        mut maps,
+        web6,
+        rev_nat_id,
+        id,
+        backend,
+    } = synced_web6();
+    // A client's connection to the backend (its forward mapping), one to an
+    // address no backend has any more under that id, and a masqueraded
+    // connection's, which names no backend.
+    let client = ipv6_words(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets());
+    let key = |sport: u16| Lb6NatKey {
+        saddr: client,
+        daddr: ipv6_words(&web6.address.octets()),
+        sport: sport.to_be_bytes(),
+        dport: 80u16.to_be_bytes(),
+        protocol: weir_abi::ip_proto::TCP,
+        direction: Lb6NatKey::FORWARD,
+        pad: [0; 2],
+    };
+    let entry = |address: [u8; 16], flags: u8| Lb6NatEntry {
+        saddr: client,
+        daddr: ipv6_words(&address),
+        sport: 40000u16.to_be_bytes(),
+        dport: backend.port,
+        backend_id: id,
+        rev_nat_id,
+        flags,
+        pad: 0,
+    };
+    let moved = Ipv6Addr::new(0xfd00, 0x10, 0x244, 9, 0, 0, 0, 9).octets();
+    maps.nat6.insert(key(1), entry(backend.address, 0));
+    maps.nat6.insert(key(2), entry(moved, 0));
+    let masquerade = Lb6NatEntry {
+        backend_id: 0,
+        rev_nat_id: 0,
+        ..entry(moved, Lb6NatEntry::FLAG_SNAT | Lb6NatEntry::FLAG_MASQUERADE)
+    };
+    maps.nat6.insert(key(3), masquerade);
+
+    // A restart's full pass sweeps the mapping that no longer fits.
+    let mut sync = LbSync::new("n1".into(), 251, 4, status());
+    let all = vec![web6];
+    step(&mut sync, &mut maps, (&[], &[]), (&all, &all));
+    let mut left: Vec<u16> = maps
+        .nat6
+        .keys()
+        .map(|k| u16::from_be_bytes(k.sport))
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, [1, 3]);
 }

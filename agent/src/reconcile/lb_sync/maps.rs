@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use aya::Ebpf;
 use weir_abi::lb::{
     Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4NatEntry, Lb4NatKey, Lb4RevNat,
-    Lb4Service, Lb4SockKey, Lb4SockRevNat, Lb6Backend, Lb6Key, Lb6Service, Lb6SockKey,
-    Lb6SockRevNat,
+    Lb4Service, Lb4SockKey, Lb4SockRevNat, Lb6Backend, Lb6Key, Lb6NatEntry, Lb6NatKey, Lb6Service,
+    Lb6SockKey, Lb6SockRevNat,
 };
 
 use crate::datapath::maps::lb;
@@ -64,6 +64,13 @@ pub trait LbMaps {
     }
     fn remove_sock_revnat6(&mut self, _key: &Lb6SockKey) -> Result<(), TableError> {
         Err(TableError::Missing(weir_abi::map_names::LB6_SOCK_REVNAT))
+    }
+    /// Per-packet NAT of IPv6 NodePorts.
+    fn nat6(&mut self) -> Result<Vec<(Lb6NatKey, Lb6NatEntry)>, TableError> {
+        Ok(Vec::new())
+    }
+    fn remove_nat6(&mut self, _key: &Lb6NatKey) -> Result<(), TableError> {
+        Err(TableError::Missing(weir_abi::map_names::LB6_NAT))
     }
 }
 
@@ -142,6 +149,12 @@ impl LbMaps for Ebpf {
     }
     fn remove_sock_revnat6(&mut self, key: &Lb6SockKey) -> Result<(), TableError> {
         lb::remove_sock_revnat6(self, key)
+    }
+    fn nat6(&mut self) -> Result<Vec<(Lb6NatKey, Lb6NatEntry)>, TableError> {
+        lb::nat6_entries_live(self)
+    }
+    fn remove_nat6(&mut self, key: &Lb6NatKey) -> Result<(), TableError> {
+        lb::remove_nat6(self, key)
     }
 }
 

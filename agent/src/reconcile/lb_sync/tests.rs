@@ -666,25 +666,70 @@ fn a_restart_removes_nat_and_affinity_of_what_was_deleted_while_down() {
         ..*maps.nat.keys().next().unwrap()
     };
     let members = BTreeMap::from([(web_rev, BTreeSet::from([b1]))]);
-    assert!(connections::stale_nat(
-        &key,
-        &entry,
-        &maps.backends,
-        &members
-    ));
+    let backend = |id| maps.backends.get(&id).map(|b| (b.address, b.port));
+    assert!(connections::stale_nat(&key, &entry, backend, &members));
     entry.daddr = [10, 244, 1, 1];
     entry.dport = 8080u16.to_be_bytes();
-    assert!(!connections::stale_nat(
-        &key,
-        &entry,
-        &maps.backends,
-        &members
-    ));
+    assert!(!connections::stale_nat(&key, &entry, backend, &members));
     entry.rev_nat_id = api_rev;
-    assert!(connections::stale_nat(
-        &key,
-        &entry,
-        &maps.backends,
-        &members
-    ));
+    assert!(connections::stale_nat(&key, &entry, backend, &members));
+}
+
+#[test]
+fn a_restart_keeps_the_mappings_of_masqueraded_connections() {
+    let web = frontend(
+        vec![backend(1, BackendState::Active, "n1")],
+        Algorithm::Random,
+        None,
+    );
+    let mut maps = MemoryMaps::new();
+    // A pod's connection out of the cluster, masqueraded to the node: its
+    // mappings name no backend and no frontend.
+    let pod = [10, 244, 1, 7];
+    let (node, world) = ([10, 77, 0, 11], [203, 0, 113, 10]);
+    let flags = Lb4NatEntry::FLAG_SNAT | Lb4NatEntry::FLAG_MASQUERADE;
+    let forward = Lb4NatKey {
+        saddr: pod,
+        daddr: world,
+        sport: 40000u16.to_be_bytes(),
+        dport: 80u16.to_be_bytes(),
+        protocol: weir_abi::ip_proto::TCP,
+        direction: Lb4NatKey::FORWARD,
+        pad: [0; 2],
+    };
+    let reply = Lb4NatKey {
+        saddr: world,
+        daddr: node,
+        sport: 80u16.to_be_bytes(),
+        dport: 61000u16.to_be_bytes(),
+        direction: Lb4NatKey::REPLY,
+        ..forward
+    };
+    let entry = Lb4NatEntry {
+        saddr: node,
+        daddr: world,
+        sport: 61000u16.to_be_bytes(),
+        dport: 80u16.to_be_bytes(),
+        backend_id: 0,
+        rev_nat_id: 0,
+        flags,
+        pad: 0,
+    };
+    maps.nat.insert(forward, entry);
+    maps.nat.insert(
+        reply,
+        Lb4NatEntry {
+            saddr: world,
+            daddr: pod,
+            sport: 80u16.to_be_bytes(),
+            dport: 40000u16.to_be_bytes(),
+            ..entry
+        },
+    );
+    // The first pass after a restart is full and sweeps what no frontend
+    // has: the connection keeps its port.
+    let mut sync = LbSync::new("n1".into(), 251, 4, shared_status());
+    sync.apply(&mut maps, &by_key(&[web]), &BTreeSet::new(), &[])
+        .unwrap();
+    assert_eq!(maps.nat.len(), 2, "{:?}", maps.nat);
 }
