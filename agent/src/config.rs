@@ -305,10 +305,14 @@ pub struct Config {
     pub cluster_cidrs: Vec<Ipv4Network>,
     /// Services' IPv6 clusterIPs are accepted only from these (the IPv6
     /// range of kube-apiserver's `--service-cluster-ip-range`;
-    /// repeatable). Given, IPv6 ClusterIPs are balanced (socket LB only);
-    /// without it each is reported as a service problem and left out.
+    /// repeatable). Given, IPv6 Services are balanced; without it each
+    /// IPv6 frontend is reported as a service problem and left out.
     #[arg(long = "service-cidr-v6")]
     pub service_cidrs_v6: Vec<ipnetwork::Ipv6Network>,
+    /// Services' IPv6 externalIPs are accepted only from these
+    /// (repeatable; none by default).
+    #[arg(long = "external-ip-cidr-v6")]
+    pub external_ip_cidrs_v6: Vec<ipnetwork::Ipv6Network>,
     /// The cluster's IPv6 pod address range(s) (repeatable): never a
     /// Service frontend, like this node's IPv6 pod CIDR and address.
     #[arg(long = "cluster-cidr-v6")]
@@ -355,9 +359,9 @@ impl Config {
         })
     }
 
-    /// IPv6 services (ClusterIPs through socket LB): on with
-    /// `--service-cidr-v6`, their clusterIPs held to it and never the
-    /// cluster's or this node's IPv6 pod addresses or the node's own.
+    /// IPv6 services: on with `--service-cidr-v6`, their clusterIPs held to
+    /// it, externalIPs to `--external-ip-cidr-v6`, and never the cluster's
+    /// or this node's IPv6 pod addresses or the node's own.
     pub fn ipv6_services(
         &self,
         pod_cidr_v6: Option<ipnetwork::Ipv6Network>,
@@ -369,6 +373,7 @@ impl Config {
         weir_lb::Ipv6Options {
             enabled: !self.service_cidrs_v6.is_empty(),
             service_cidrs: Some(self.service_cidrs_v6.clone()),
+            external_ip_cidrs: Some(self.external_ip_cidrs_v6.clone()),
             reserved,
         }
     }
@@ -496,8 +501,28 @@ mod tests {
             reserved,
             ["fd00:10:244::/56", "fd00:10:244:1::/64", "fd00:77::11/128"]
         );
-        assert!(on.refusal("fd00:10:244:1::9".parse().unwrap()).is_some());
-        assert_eq!(on.refusal("fd00:96::10".parse().unwrap()), None);
+        let cluster_ip = weir_lb::FrontendKind::ClusterIp;
+        assert!(on
+            .refusal(cluster_ip, "fd00:10:244:1::9".parse().unwrap())
+            .is_some());
+        assert_eq!(on.refusal(cluster_ip, "fd00:96::10".parse().unwrap()), None);
+        // No IPv6 external IP range given: none is accepted.
+        let external = weir_lb::FrontendKind::ExternalIp;
+        assert!(on
+            .refusal(external, "2001:db8::10".parse().unwrap())
+            .is_some());
+        let with_external = parse(&[
+            "--service-cidr-v6",
+            "fd00:96::/108",
+            "--external-ip-cidr-v6",
+            "2001:db8::/64",
+        ])
+        .unwrap()
+        .ipv6_services(None);
+        assert_eq!(
+            with_external.refusal(external, "2001:db8::10".parse().unwrap()),
+            None
+        );
     }
 
     #[test]

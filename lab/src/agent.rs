@@ -145,6 +145,8 @@ impl Lab {
                 crate::topology::SERVICE_CIDR_V6.into(),
                 "--cluster-cidr-v6".into(),
                 crate::topology::CLUSTER_CIDR_V6.into(),
+                "--external-ip-cidr-v6".into(),
+                crate::topology::SERVICE_EXTERNAL_PREFIX_V6.into(),
             ]);
         }
         let _ = std::fs::remove_file(&node.api_socket);

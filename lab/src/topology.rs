@@ -39,6 +39,8 @@ pub const WORLD_UNDERLAY_IPV6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0
 /// Services' externalIPs and load-balancer addresses in the lab come from
 /// here; the agents accept externalIPs from this range only.
 pub const SERVICE_EXTERNAL_PREFIX: &str = "198.51.100.0/24";
+/// The same for IPv6 (dual stack), in the documentation prefix.
+pub const SERVICE_EXTERNAL_PREFIX_V6: &str = "2001:db8:51::/64";
 pub const WORLD_ADDRESSES: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 10),
     Ipv4Addr::new(203, 0, 113, 20),

@@ -122,19 +122,19 @@ impl Lab {
     }
 
     /// Routes `prefix` from the outside world to `node`, as an upstream
-    /// router does for an external or load-balancer IP announced by a node.
+    /// router does for an external or load-balancer IP announced by a node;
+    /// an IPv6 prefix through the node's IPv6 underlay address.
     pub fn route_from_world(&self, prefix: &str, node: &str) -> Result<()> {
         let node = self.node(node)?;
         let world = world_netns(&self.state.name);
-        ip(&[
-            "-n",
-            &world,
-            "route",
-            "replace",
-            prefix,
-            "via",
-            &node.underlay_ip.to_string(),
-        ])?;
+        let via = if prefix.contains(':') {
+            node.underlay_ipv6
+                .ok_or_else(|| anyhow::anyhow!("{}: no IPv6 underlay address", node.name))?
+                .to_string()
+        } else {
+            node.underlay_ip.to_string()
+        };
+        ip(&["-n", &world, "route", "replace", prefix, "via", &via])?;
         Ok(())
     }
 }

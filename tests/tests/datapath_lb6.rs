@@ -606,6 +606,7 @@ fn a_compiled_ipv6_service_written_by_the_service_sync_is_balanced() {
         enabled: true,
         service_cidrs: Some(vec!["fd00:96::/108".parse().unwrap()]),
         reserved: Vec::new(),
+        ..weir_lb::Ipv6Options::default()
     };
     let mut compiler =
         weir_lb::LbCompiler::new(node, weir_lb::LbOptions::default()).with_ipv6(ipv6);

@@ -245,10 +245,11 @@ fn ipv6_services_on_the_manifests_directory() {
 }
 
 /// A dual-stack and an IPv6-only Service over two backends, one per node,
-/// reached from a client pod on each node over every cluster IP, and the
-/// IPv6-only one's NodePort from the outside world on each node's IPv6
-/// address (per-packet NAT: the node's own backend with the client's
-/// source, the other node's through SNAT).
+/// reached from a client pod on each node over every cluster IP; the
+/// IPv6-only one from the outside world on its externalIP and each node's
+/// IPv6 address (NodePorts), and an IPv6 LoadBalancer on its ingress IP
+/// (per-packet NAT: the node's own backend with the client's source, the
+/// other node's through SNAT).
 fn ipv6_services_balance(mut lab: TestLab) {
     // Backends web-1 (n1), web-2 (n2) serve 8080; a client on each node.
     let mut yaml = namespace_yaml("s");
@@ -264,7 +265,7 @@ fn ipv6_services_balance(mut lab: TestLab) {
     }
     // A dual-stack Service (one cluster IP per family) and an IPv6-only one.
     yaml.push_str(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: s}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIP: 10.96.0.50\n  clusterIPs: [10.96.0.50, 'fd00:96::50']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web6, namespace: s}\nspec:\n  type: NodePort\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: 'fd00:96::51'\n  clusterIPs: ['fd00:96::51']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP, nodePort: 30651}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP, nodePort: 30652}\n---\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: s}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIP: 10.96.0.50\n  clusterIPs: [10.96.0.50, 'fd00:96::50']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web6, namespace: s}\nspec:\n  type: NodePort\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: 'fd00:96::51'\n  clusterIPs: ['fd00:96::51']\n  externalIPs: ['2001:db8:51::10']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP, nodePort: 30651}\n  - {name: dns, port: 53, targetPort: dns-ish, protocol: UDP, nodePort: 30652}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web6-lb, namespace: s}\nspec:\n  type: LoadBalancer\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: 'fd00:96::52'\n  clusterIPs: ['fd00:96::52']\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http, protocol: TCP, nodePort: 30653}\nstatus:\n  loadBalancer:\n    ingress: [{ip: '2001:db8:51::20'}]\n---\n",
     );
     lab.apply_yaml(&yaml).unwrap();
     let both = |seen: &std::collections::BTreeMap<String, usize>| {
@@ -286,6 +287,24 @@ fn ipv6_services_balance(mut lab: TestLab) {
                 both,
             );
         }
+    }
+    // Its externalIP and load-balancer IP, routed by the outside world's
+    // router to n1 and n2 (as announcements would): from the world and from
+    // pods (socket LB, the internal scope).
+    lab.route_from_world("2001:db8:51::10/128", "n1").unwrap();
+    lab.route_from_world("2001:db8:51::20/128", "n2").unwrap();
+    for address in ["2001:db8:51::10", "2001:db8:51::20"] {
+        let target = format!("tcp:[{address}]:80");
+        eventually(
+            &format!("world -> {target}"),
+            || world_answers(&lab, &target, 40),
+            both,
+        );
+        eventually(
+            &format!("s/client-n1 -> {target}"),
+            || answers(&lab, "s/client-n1", &target, 40),
+            both,
+        );
     }
     for node in ["n1", "n2"] {
         let address = lab.state().node(node).unwrap().underlay_ipv6.unwrap();

@@ -98,40 +98,56 @@ impl FrontendAddresses {
 /// IPv6 frontends (the agent's `Ipv6Options`): off by default, and then
 /// every IPv6 cluster IP is a [`ServiceProblem`] rather than a frontend, so
 /// an agent that does not program the IPv6 maps says so instead of
-/// dropping them silently. ClusterIPs and NodePorts are balanced over
-/// IPv6; IPv6 externalIP and LoadBalancer frontends are always refused.
+/// dropping them silently. Every kind is balanced over IPv6, under the
+/// same address rules as IPv4 ([`FrontendAddresses`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Ipv6Options {
-    /// IPv6 ClusterIP frontends are compiled (the agent programs them).
+    /// IPv6 frontends are compiled (the agent programs them).
     pub enabled: bool,
     /// clusterIPs only from these (the IPv6 range of kube-apiserver's
     /// `--service-cluster-ip-range`); `None` accepts any address.
     pub service_cidrs: Option<Vec<ipnetwork::Ipv6Network>>,
+    /// externalIPs only from these; `None` accepts any address.
+    pub external_ip_cidrs: Option<Vec<ipnetwork::Ipv6Network>>,
     /// Never a frontend: pod and node addresses.
     pub reserved: Vec<ipnetwork::Ipv6Network>,
 }
 
 impl Ipv6Options {
-    /// Why the ClusterIP `address` may not be a frontend, if it may not.
-    pub fn refusal(&self, address: Ipv6Addr) -> Option<String> {
+    /// Why `kind` may not use the IPv6 `address`, if it may not.
+    pub fn refusal(&self, kind: FrontendKind, address: Ipv6Addr) -> Option<String> {
         if !self.enabled {
             return Some(
                 "IPv6 services are not enabled on this agent (it programs IPv4 frontends only)"
                     .into(),
             );
         }
+        // A NodePort frontend's address is the node's own, by construction.
+        if matches!(kind, FrontendKind::NodePort | FrontendKind::HostPort) {
+            return None;
+        }
         if let Some(range) = self.reserved.iter().find(|r| r.contains(address)) {
             return Some(format!(
                 "{address} is inside {range}, reserved for pods or nodes"
             ));
         }
-        let allowed = self.service_cidrs.as_ref()?;
+        let (allowed, what) = match kind {
+            FrontendKind::ClusterIp => (&self.service_cidrs, "the IPv6 service CIDRs"),
+            FrontendKind::ExternalIp => (
+                &self.external_ip_cidrs,
+                "the allowed IPv6 external IP CIDRs",
+            ),
+            FrontendKind::NodePort | FrontendKind::LoadBalancer | FrontendKind::HostPort => {
+                return None
+            }
+        };
+        let allowed = allowed.as_ref()?;
         if allowed.iter().any(|r| r.contains(address)) {
             return None;
         }
         let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
         Some(format!(
-            "{address} is outside the IPv6 service CIDRs ({})",
+            "{address} is outside {what} ({})",
             if list.is_empty() {
                 "none".to_string()
             } else {
@@ -522,62 +538,75 @@ impl ServiceCompiler<Ipv6Addr> {
                 TrafficPolicy::Cluster => &all,
                 TrafficPolicy::Local => &local,
             };
+            // externalTrafficPolicy applies to clients from outside only.
+            let external_backends = match service.external_traffic_policy {
+                TrafficPolicy::Cluster => all.as_slice(),
+                TrafficPolicy::Local => local.as_slice(),
+            };
+            let external = vec![
+                (Scope::External, external_backends),
+                (Scope::Internal, all.as_slice()),
+            ];
+            let mut candidates = Vec::new();
             for &address in &service.cluster_ips_v6 {
-                let candidate = Candidate {
+                candidates.push(Candidate {
                     kind: FrontendKind::ClusterIp,
                     address,
                     port: port.port,
                     scopes: vec![(Scope::Internal, internal)],
-                };
-                let refusal = ipv6.refusal(address);
-                self.install(service, port, candidate, options, refusal);
+                });
             }
             // Kube-proxy opens the node port on the node's IPv6 addresses
             // for a service of the IPv6 family.
             if has_v6 && service.service_type.has_node_ports() {
-                // externalTrafficPolicy applies to clients from outside only.
-                let external = match service.external_traffic_policy {
-                    TrafficPolicy::Cluster => all.as_slice(),
-                    TrafficPolicy::Local => local.as_slice(),
-                };
-                let scopes = vec![
-                    (Scope::External, external),
-                    (Scope::Internal, all.as_slice()),
-                ];
-                self.node_ports_v6(service, port, scopes, node, options, ipv6);
+                if let Some(node_port) = self.node_port_v6(service, port, node, options, ipv6) {
+                    for &address in &node.addresses_v6 {
+                        candidates.push(Candidate {
+                            kind: FrontendKind::NodePort,
+                            address,
+                            port: node_port,
+                            scopes: external.clone(),
+                        });
+                    }
+                }
             }
-            for address in &service.external_ips_v6 {
-                self.problem(format!(
-                    "ExternalIp frontend {}/{} refused: IPv6 externalIPs are not supported yet",
-                    address.with_port(port.port),
-                    port.protocol
-                ));
+            for &address in &service.external_ips_v6 {
+                candidates.push(Candidate {
+                    kind: FrontendKind::ExternalIp,
+                    address,
+                    port: port.port,
+                    scopes: external.clone(),
+                });
             }
             if service.service_type == ServiceType::LoadBalancer {
-                for address in &service.load_balancer_ips_v6 {
-                    self.problem(format!(
-                        "LoadBalancer frontend {}/{} refused: IPv6 LoadBalancer IPs are not supported yet",
-                        address.with_port(port.port),
-                        port.protocol
-                    ));
+                for &address in &service.load_balancer_ips_v6 {
+                    candidates.push(Candidate {
+                        kind: FrontendKind::LoadBalancer,
+                        address,
+                        port: port.port,
+                        scopes: external.clone(),
+                    });
                 }
+            }
+            for candidate in candidates {
+                let refusal = ipv6.refusal(candidate.kind, candidate.address);
+                self.install(service, port, candidate, options, refusal);
             }
         }
     }
 }
 
 impl ServiceCompiler<Ipv6Addr> {
-    /// The NodePort frontends of `port` on the node's IPv6 addresses, with
-    /// the backends of each scope (both, as the IPv4 ones).
-    fn node_ports_v6(
+    /// The node port of `port` for the node's IPv6 addresses, if it gets
+    /// frontends there; a problem when it cannot.
+    fn node_port_v6(
         &mut self,
         service: &Service,
         port: &ServicePort,
-        scopes: Vec<(Scope, &[Backend<Ipv6Addr>])>,
         node: &NodeContext,
         options: &LbOptions,
         ipv6: &Ipv6Options,
-    ) {
+    ) -> Option<u16> {
         // A dual-stack service's missing or out-of-range nodePort is
         // reported once, by the IPv4 side.
         let ipv6_only =
@@ -585,43 +614,34 @@ impl ServiceCompiler<Ipv6Addr> {
         let node_port = match port.node_port {
             Some(node_port) if options.node_port_range.contains(&node_port) => node_port,
             Some(node_port) if ipv6_only => {
-                return self.problem(format!(
+                self.problem(format!(
                     "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
                     port_label(port),
                     options.node_port_range.start(),
                     options.node_port_range.end()
                 ));
+                return None;
             }
             None if ipv6_only
                 && (service.service_type == ServiceType::NodePort
                     || service.allocate_load_balancer_node_ports) =>
             {
-                return self.problem(format!(
+                self.problem(format!(
                     "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
                     port_label(port)
                 ));
+                return None;
             }
-            _ => return,
+            _ => return None,
         };
         if ipv6.enabled && node.addresses_v6.is_empty() {
-            return self.problem(format!(
+            self.problem(format!(
                 "port {}: no IPv6 NodePort frontend: the node has no IPv6 address (--node-ipv6)",
                 port_label(port)
             ));
+            return None;
         }
-        for &address in &node.addresses_v6 {
-            let candidate = Candidate {
-                kind: FrontendKind::NodePort,
-                address,
-                port: node_port,
-                scopes: scopes.clone(),
-            };
-            let refusal = (!ipv6.enabled).then(|| {
-                "IPv6 services are not enabled on this agent (it programs IPv4 frontends only)"
-                    .to_string()
-            });
-            self.install(service, port, candidate, options, refusal);
-        }
+        Some(node_port)
     }
 }
 

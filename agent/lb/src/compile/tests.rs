@@ -990,7 +990,7 @@ fn ipv6_frontends_are_a_problem_when_the_agent_has_ipv6_off() {
 }
 
 #[test]
-fn ipv6_external_and_load_balancer_ips_are_refused_with_their_reason() {
+fn ipv6_external_and_load_balancer_ips_are_frontends_in_both_scopes() {
     let svc = with_status(
         service(
             "web",
@@ -1001,21 +1001,36 @@ fn ipv6_external_and_load_balancer_ips_are_refused_with_their_reason() {
     let mut svc = svc;
     svc.load_balancer_ips_v6 = vec![ip6("2001:db8::1")];
     let state = run_dual(&[svc], &dual_slices(), &ipv6_on());
-    let messages: Vec<&str> = state.problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(state.problems, vec![]);
+    let mut v6: Vec<(FrontendKind, Ipv6Addr, u16, Scope)> = state
+        .frontends_v6
+        .iter()
+        .map(|f| (f.kind, f.address, f.port, f.scope))
+        .collect();
+    v6.sort_by_key(|f| (f.0 as u8, f.1, f.3 as u8));
+    let kinds: BTreeSet<FrontendKind> = v6.iter().map(|f| f.0).collect();
     assert_eq!(
-        messages,
-        [
-            "ExternalIp frontend [2001:db8::2]:80/TCP refused: IPv6 externalIPs are not supported yet",
-            "LoadBalancer frontend [2001:db8::1]:80/TCP refused: IPv6 LoadBalancer IPs are not supported yet",
-        ]
+        kinds,
+        BTreeSet::from([
+            FrontendKind::ClusterIp,
+            FrontendKind::NodePort,
+            FrontendKind::ExternalIp,
+            FrontendKind::LoadBalancer
+        ])
     );
-    // The IPv6 ClusterIP and NodePort are installed, and IPv4 keeps every
-    // frontend.
-    let kinds_v6: BTreeSet<FrontendKind> = state.frontends_v6.iter().map(|f| f.kind).collect();
-    assert_eq!(
-        kinds_v6,
-        BTreeSet::from([FrontendKind::ClusterIp, FrontendKind::NodePort])
-    );
+    for (kind, address, port) in [
+        (FrontendKind::ExternalIp, ip6("2001:db8::2"), 80),
+        (FrontendKind::LoadBalancer, ip6("2001:db8::1"), 80),
+        (FrontendKind::NodePort, ip6("fd00:77::11"), 30080),
+    ] {
+        let scopes: Vec<Scope> = v6
+            .iter()
+            .filter(|f| f.0 == kind && f.1 == address && f.2 == port)
+            .map(|f| f.3)
+            .collect();
+        assert_eq!(scopes.len(), 2, "{kind:?} in both scopes: {v6:?}");
+    }
+    // IPv4 keeps every frontend.
     let kinds: BTreeSet<FrontendKind> = state.frontends.iter().map(|f| f.kind).collect();
     assert_eq!(
         kinds,
@@ -1024,6 +1039,36 @@ fn ipv6_external_and_load_balancer_ips_are_refused_with_their_reason() {
             FrontendKind::NodePort,
             FrontendKind::LoadBalancer
         ])
+    );
+}
+
+#[test]
+fn ipv6_external_ips_are_held_to_their_cidrs_and_never_pod_addresses() {
+    let ipv6 = Ipv6Options {
+        enabled: true,
+        external_ip_cidrs: Some(vec!["2001:db8::/64".parse().unwrap()]),
+        reserved: vec!["fd00:10:244::/56".parse().unwrap()],
+        ..Ipv6Options::default()
+    };
+    let svc = service(
+        "web",
+        "  clusterIP: \"fd00:96::10\"\n  externalIPs: [\"2001:db8::2\", \"2001:db9::2\", \"fd00:10:244:1::5\"]\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+    );
+    let state = run_dual(&[svc], &dual_slices(), &ipv6);
+    let external: Vec<Ipv6Addr> = state
+        .frontends_v6
+        .iter()
+        .filter(|f| f.kind == FrontendKind::ExternalIp)
+        .map(|f| f.address)
+        .collect();
+    assert_eq!(external, [ip6("2001:db8::2"), ip6("2001:db8::2")]);
+    let messages: Vec<&str> = state.problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "ExternalIp frontend [2001:db9::2]:80/TCP refused: 2001:db9::2 is outside the allowed IPv6 external IP CIDRs (2001:db8::/64)",
+            "ExternalIp frontend [fd00:10:244:1::5]:80/TCP refused: fd00:10:244:1::5 is inside fd00:10:244::/56, reserved for pods or nodes",
+        ]
     );
 }
 
@@ -1116,6 +1161,7 @@ fn ipv6_cluster_ips_are_held_to_the_ipv6_service_cidrs() {
         enabled: true,
         service_cidrs: Some(vec!["fd00:96::/108".parse().unwrap()]),
         reserved: vec!["fd00:10:244::/56".parse().unwrap()],
+        ..Ipv6Options::default()
     };
     let outside = service(
         "out",
