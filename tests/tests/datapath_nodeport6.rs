@@ -23,6 +23,7 @@ const REMOTE_BACKEND: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 2, 0, 0, 0, 
 const NODE_PORT: u16 = 30080;
 const TARGET_PORT: u16 = 8080;
 const TC_ACT_SHOT: i32 = 2;
+const TC_ACT_REDIRECT: i32 = 7;
 
 fn setup() -> (PinDir, Datapath) {
     require_root();
@@ -202,15 +203,58 @@ fn packets_for_other_ports_or_without_a_node_address_are_left_alone() {
         .is_empty());
 
     // Without --node-ipv6 a remote backend cannot be reached per packet:
-    // the connection is refused as one without backends (counted drop).
+    // the connection is refused as one without backends (a counted drop,
+    // answered with ICMPv6 port unreachable).
     require_root();
     let pins = PinDir::new();
     let mut datapath = Datapath::load_with(pins.path(), &LoadOptions::default()).unwrap();
     node_port(&mut datapath, ip_proto::TCP, REMOTE_BACKEND, false);
     let request = segment(ip_proto::TCP, (CLIENT, 40003), (NODE, NODE_PORT), true);
-    let (verdict, _) = test_run_out(&mut datapath, ProgramKind::FromNetdev, &request).unwrap();
-    assert_eq!(verdict, TC_ACT_SHOT);
+    let (verdict, out) = test_run_out(&mut datapath, ProgramKind::FromNetdev, &request).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT, "refused: sent back out");
+    assert_eq!(out[packets::ETH_HLEN + 6], ip_proto::ICMPV6);
     assert!(lb::nat6_entries_live(datapath.ebpf_mut())
         .unwrap()
         .is_empty());
+}
+
+#[test]
+fn a_node_port_without_backends_answers_icmpv6_port_unreachable() {
+    let (_pins, mut datapath) = setup();
+    let key = Lb6Key {
+        address: NODE.octets(),
+        port: NODE_PORT.to_be_bytes(),
+        backend_slot: 0,
+        protocol: ip_proto::TCP,
+        scope: LB_SCOPE_EXTERNAL,
+        pad: [0; 2],
+    };
+    let service = Lb4Service {
+        count: 0,
+        rev_nat_id: 1,
+        flags: Lb4Service::FLAG_NODE_PORT,
+        ..Lb4Service::default()
+    };
+    lb::set_service6(datapath.ebpf_mut(), key, service).unwrap();
+    let syn = segment(ip_proto::TCP, (CLIENT, 40004), (NODE, NODE_PORT), true);
+    let (verdict, out) = test_run_out(&mut datapath, ProgramKind::FromNetdev, &syn).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT, "sent back out");
+    let ip = packets::ETH_HLEN;
+    let icmp = ip + packets::IPV6_HLEN;
+    assert_eq!(out.len(), icmp + 8 + 48, "ICMPv6 quoting 48 bytes");
+    assert_eq!(out[ip + 6], ip_proto::ICMPV6);
+    let addr = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&out[at..at + 16]).unwrap());
+    assert_eq!((addr(ip + 8), addr(ip + 24)), (NODE, CLIENT));
+    assert_eq!(
+        (out[icmp], out[icmp + 1]),
+        (1, 4),
+        "destination/port unreachable"
+    );
+    assert!(l4_checksum_ok(&out), "ICMPv6 checksum");
+    assert_eq!(&out[icmp + 8..], &syn[ip..ip + 48], "the quote");
+    assert_eq!(&out[..6], &syn[6..12], "to the sender's MAC address");
+    // A segment that opens nothing is dropped without an answer.
+    let ack = segment(ip_proto::TCP, (CLIENT, 40004), (NODE, NODE_PORT), false);
+    let (verdict, _) = test_run_out(&mut datapath, ProgramKind::FromNetdev, &ack).unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
 }

@@ -353,4 +353,29 @@ fn ipv6_services_balance(mut lab: TestLab) {
             "{backend} in {backends:?}"
         );
     }
+
+    // An IPv6 NodePort without backends: n1 answers an outside client's
+    // SYN with ICMPv6 port unreachable, so its connect() is refused at once.
+    lab.apply_yaml(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty6, namespace: s}\nspec:\n  type: NodePort\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: 'fd00:96::59'\n  clusterIPs: ['fd00:96::59']\n  selector: {app: nobody}\n  ports:\n  - {name: http, port: 80, targetPort: 8080, protocol: TCP, nodePort: 30659}\n",
+    )
+    .unwrap();
+    let n1 = lab.state().node("n1").unwrap().underlay_ipv6.unwrap();
+    let frontend = format!("[{n1}]:30659");
+    // Programmed first (before that, n1's own stack would refuse too).
+    eventually(
+        "the empty IPv6 NodePort is programmed on n1",
+        || {
+            lab.weir("n1", &["-o", "json", "bpf", "lb", "list"])
+                .unwrap()
+        },
+        |out| String::from_utf8_lossy(&out.stdout).contains(&frontend),
+    );
+    for result in lab.world_client(&format!("tcp:{frontend}"), 3).unwrap() {
+        let error = result.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("refused"),
+            "refused, not timed out: {result:?}"
+        );
+    }
 }
