@@ -460,8 +460,93 @@ fn lb_costs() -> Result<()> {
             maglev_table: 0,
         },
     )?;
-    let syn = packets::ipv4_tcp_syn();
-    let l4 = packets::ETH_HLEN + packets::IPV4_HLEN;
+    println!();
+    println!("service NAT, weir_from_netdev, 10,000 one-packet runs: ns/packet median (p1-p99)");
+    // New connections from ever other clients (their address's last word).
+    let client = packets::ETH_HLEN + 12;
+    nat_rows(
+        &mut datapath,
+        "",
+        &packets::ipv4_tcp_syn(),
+        packets::IPV4_HLEN,
+        client,
+    )?;
+    lb6_costs()
+}
+
+/// [`lb_costs`] for an IPv6 NodePort (`[IP6_B]:80`, two local backends):
+/// the same rows through `weir_lb6_nat`.
+fn lb6_costs() -> Result<()> {
+    use weir_abi::lb::*;
+    use weir_agent::datapath::maps::lb;
+
+    let pins = PinDir::new();
+    let mut datapath = load(&pins)?;
+    let ebpf = datapath.ebpf_mut();
+    let key = |slot: u16| Lb6Key {
+        address: packets::IP6_B,
+        port: 80u16.to_be_bytes(),
+        backend_slot: slot,
+        protocol: weir_abi::ip_proto::TCP,
+        scope: LB_SCOPE_EXTERNAL,
+        pad: [0; 2],
+    };
+    for id in 1..=2u32 {
+        let mut address = packets::IP6_B;
+        address[15] = 0x10 + id as u8;
+        lb::set_backend6(
+            ebpf,
+            id,
+            Lb6Backend {
+                address,
+                port: 8080u16.to_be_bytes(),
+                protocol: weir_abi::ip_proto::TCP,
+                state: Lb4Backend::STATE_ACTIVE,
+                flags: Lb4Backend::FLAG_LOCAL,
+                pad: [0; 3],
+            },
+        )?;
+        lb::set_service6(
+            ebpf,
+            key(id as u16),
+            Lb4Service {
+                backend_id: id,
+                ..Default::default()
+            },
+        )?;
+    }
+    lb::set_service6(
+        ebpf,
+        key(0),
+        Lb4Service {
+            count: 2,
+            rev_nat_id: 1,
+            flags: Lb4Service::FLAG_NODE_PORT,
+            ..Default::default()
+        },
+    )?;
+    let client = packets::ETH_HLEN + 8 + 12;
+    nat_rows(
+        &mut datapath,
+        "IPv6 ",
+        &packets::ipv6_tcp_syn(),
+        packets::IPV6_HLEN,
+        client,
+    )
+}
+
+/// The rows of [`lb_costs`] for a NodePort that `syn` (a TCP SYN to it,
+/// IP header of `ip_len`) reaches: a miss (another port), an established
+/// connection, and new ones, each from another client port and address
+/// (the word at `client` counts up).
+fn nat_rows(
+    datapath: &mut weir_agent::datapath::Datapath,
+    label: &str,
+    syn: &[u8],
+    ip_len: usize,
+    client: usize,
+) -> Result<()> {
+    let l4 = packets::ETH_HLEN + ip_len;
     let median = |mut samples: Vec<u128>| {
         samples.sort_unstable();
         format!(
@@ -481,28 +566,29 @@ fn lb_costs() -> Result<()> {
             })
             .collect()
     };
-    println!();
-    println!("service NAT, weir_from_netdev, 10,000 one-packet runs: ns/packet median (p1-p99)");
-    let mut other = syn.clone();
+    let mut other = syn.to_vec();
     other[l4 + 2..l4 + 4].copy_from_slice(&81u16.to_be_bytes());
-    let miss = runs(&mut datapath, &|_| other.clone())?;
-    println!("{:<44}{:>22}", "no service (lookups miss)", median(miss));
-    let established = runs(&mut datapath, &|_| syn.clone())?;
+    let miss = runs(datapath, &|_| other.clone())?;
     println!(
         "{:<44}{:>22}",
-        "NodePort, established (NAT entry, DNAT)",
+        format!("{label}no service (lookups miss)"),
+        median(miss)
+    );
+    let established = runs(datapath, &|_| syn.to_vec())?;
+    println!(
+        "{:<44}{:>22}",
+        format!("{label}NodePort, established (NAT entry, DNAT)"),
         median(established)
     );
-    let new = runs(&mut datapath, &|i| {
-        let mut frame = syn.clone();
+    let new = runs(datapath, &|i| {
+        let mut frame = syn.to_vec();
         frame[l4..l4 + 2].copy_from_slice(&(1024 + (i % 60_000) as u16).to_be_bytes());
-        frame[packets::ETH_HLEN + 12..packets::ETH_HLEN + 16]
-            .copy_from_slice(&(0x0a63_0000 + i + 16).to_be_bytes());
+        frame[client..client + 4].copy_from_slice(&(0x0a63_0000 + i + 16).to_be_bytes());
         frame
     })?;
     println!(
         "{:<44}{:>22}",
-        "NodePort, new connection (select, 2 inserts)",
+        format!("{label}NodePort, new connection (select, 2 inserts)"),
         median(new)
     );
     Ok(())
