@@ -452,6 +452,40 @@ impl<A: LbAddress> ServiceCompiler<A> {
         self.steps.push(Step::Problem(message.into()));
     }
 
+    /// The node port of `port`, if it is set and inside the range; with
+    /// `report`, a missing or out-of-range one is a problem (each Service's
+    /// is reported by one family).
+    fn node_port(
+        &mut self,
+        service: &Service,
+        port: &ServicePort,
+        options: &LbOptions,
+        report: bool,
+    ) -> Option<u16> {
+        match port.node_port {
+            Some(node_port) if options.node_port_range.contains(&node_port) => {
+                return Some(node_port)
+            }
+            Some(node_port) if report => self.problem(format!(
+                "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
+                port_label(port),
+                options.node_port_range.start(),
+                options.node_port_range.end()
+            )),
+            None if report
+                && (service.service_type == ServiceType::NodePort
+                    || service.allocate_load_balancer_node_ports) =>
+            {
+                self.problem(format!(
+                    "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
+                    port_label(port)
+                ))
+            }
+            _ => {}
+        }
+        None
+    }
+
     fn install(
         &mut self,
         service: &Service,
@@ -570,24 +604,13 @@ impl ServiceCompiler<Ipv6Addr> {
                     }
                 }
             }
-            for &address in &service.external_ips_v6 {
-                candidates.push(Candidate {
-                    kind: FrontendKind::ExternalIp,
-                    address,
-                    port: port.port,
-                    scopes: external.clone(),
-                });
-            }
-            if service.service_type == ServiceType::LoadBalancer {
-                for &address in &service.load_balancer_ips_v6 {
-                    candidates.push(Candidate {
-                        kind: FrontendKind::LoadBalancer,
-                        address,
-                        port: port.port,
-                        scopes: external.clone(),
-                    });
-                }
-            }
+            candidates.extend(external_candidates(
+                service,
+                port,
+                &service.external_ips_v6,
+                &service.load_balancer_ips_v6,
+                &external,
+            ));
             for candidate in candidates {
                 let refusal = ipv6.refusal(candidate.kind, candidate.address);
                 self.install(service, port, candidate, options, refusal);
@@ -611,29 +634,7 @@ impl ServiceCompiler<Ipv6Addr> {
         // reported once, by the IPv4 side.
         let ipv6_only =
             matches!(&service.cluster_ips, ClusterIps::Allocated(ips) if ips.is_empty());
-        let node_port = match port.node_port {
-            Some(node_port) if options.node_port_range.contains(&node_port) => node_port,
-            Some(node_port) if ipv6_only => {
-                self.problem(format!(
-                    "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
-                    port_label(port),
-                    options.node_port_range.start(),
-                    options.node_port_range.end()
-                ));
-                return None;
-            }
-            None if ipv6_only
-                && (service.service_type == ServiceType::NodePort
-                    || service.allocate_load_balancer_node_ports) =>
-            {
-                self.problem(format!(
-                    "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
-                    port_label(port)
-                ));
-                return None;
-            }
-            _ => return None,
-        };
+        let node_port = self.node_port(service, port, options, ipv6_only)?;
         if ipv6.enabled && node.addresses_v6.is_empty() {
             self.problem(format!(
                 "port {}: no IPv6 NodePort frontend: the node has no IPv6 address (--node-ipv6)",
@@ -691,61 +692,63 @@ impl ServiceCompiler {
                     scopes: internal.clone(),
                 });
             }
-            // An IPv6-only service's node ports are IPv6 ones (refused by
-            // the IPv6 side for now).
+            // An IPv6-only service's node ports are IPv6 ones (the IPv6
+            // side's).
             if service.service_type.has_node_ports() && !cluster_ips.is_empty() {
-                match port.node_port {
-                    Some(node_port) if options.node_port_range.contains(&node_port) => {
-                        for &address in &node.addresses {
-                            candidates.push(Candidate {
-                                kind: FrontendKind::NodePort,
-                                address,
-                                port: node_port,
-                                scopes: external.clone(),
-                            });
-                        }
+                if let Some(node_port) = self.node_port(service, port, options, true) {
+                    for &address in &node.addresses {
+                        candidates.push(Candidate {
+                            kind: FrontendKind::NodePort,
+                            address,
+                            port: node_port,
+                            scopes: external.clone(),
+                        });
                     }
-                    Some(node_port) => self.problem(format!(
-                        "port {}: nodePort {node_port} is outside the node port range {}-{}: no NodePort frontend",
-                        port_label(port),
-                        options.node_port_range.start(),
-                        options.node_port_range.end()
-                    )),
-                    None if service.service_type == ServiceType::NodePort
-                        || service.allocate_load_balancer_node_ports =>
-                    {
-                        self.problem(format!(
-                            "port {}: nodePort is not set and Weir does not allocate node ports: no NodePort frontend",
-                            port_label(port)
-                        ))
-                    }
-                    None => {}
                 }
             }
-            for &address in &service.external_ips {
-                candidates.push(Candidate {
-                    kind: FrontendKind::ExternalIp,
-                    address,
-                    port: port.port,
-                    scopes: external.clone(),
-                });
-            }
-            if service.service_type == ServiceType::LoadBalancer {
-                for &address in &service.load_balancer_ips {
-                    candidates.push(Candidate {
-                        kind: FrontendKind::LoadBalancer,
-                        address,
-                        port: port.port,
-                        scopes: external.clone(),
-                    });
-                }
-            }
+            candidates.extend(external_candidates(
+                service,
+                port,
+                &service.external_ips,
+                &service.load_balancer_ips,
+                &external,
+            ));
             for candidate in candidates {
                 let refusal = options.addresses.refusal(candidate.kind, candidate.address);
                 self.install(service, port, candidate, options, refusal);
             }
         }
     }
+}
+
+/// The externalIP and (for a LoadBalancer) load-balancer IP frontends of
+/// `port`, each with `scopes`.
+fn external_candidates<'b, A: Copy>(
+    service: &Service,
+    port: &ServicePort,
+    external_ips: &[A],
+    load_balancer_ips: &[A],
+    scopes: &[(Scope, &'b [Backend<A>])],
+) -> Vec<Candidate<'b, A>> {
+    let load_balancer_ips = if service.service_type == ServiceType::LoadBalancer {
+        load_balancer_ips
+    } else {
+        &[]
+    };
+    let of = |kind: FrontendKind, addresses: &[A]| {
+        addresses
+            .iter()
+            .map(|&address| Candidate {
+                kind,
+                address,
+                port: port.port,
+                scopes: scopes.to_vec(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut candidates = of(FrontendKind::ExternalIp, external_ips);
+    candidates.extend(of(FrontendKind::LoadBalancer, load_balancer_ips));
+    candidates
 }
 
 fn port_label(port: &ServicePort) -> String {
