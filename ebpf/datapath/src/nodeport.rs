@@ -32,7 +32,7 @@ use aya_ebpf::maps::LruHashMap;
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::EbpfContext;
 use weir_abi::ip_proto;
-use weir_abi::ipcache::FAMILY_IPV4;
+use weir_abi::ipcache::{FAMILY_IPV4, FAMILY_IPV6};
 use weir_abi::lb::*;
 use weir_abi::{Reason, TrafficDirection};
 
@@ -267,10 +267,11 @@ pub(crate) fn ports_word<A>(tuple: &Tuple<A>) -> u32 {
 /// event report's would share one frame beyond the 512-byte stack.
 #[inline(always)]
 pub fn handle(ctx: &TcContext, flow: &Flow, direction: TrafficDirection) -> Outcome {
-    if flow.family == FAMILY_IPV4 {
-        handle4(ctx, flow, direction)
-    } else {
-        v6::handle(ctx, flow, direction)
+    match flow.family {
+        FAMILY_IPV4 => handle4(ctx, flow, direction),
+        FAMILY_IPV6 => v6::handle(ctx, flow, direction),
+        // Not IP (ARP, ...): nothing to translate.
+        _ => Outcome::CONTINUE,
     }
 }
 
